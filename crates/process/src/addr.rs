@@ -1,0 +1,123 @@
+//! [`Addr`]: a typed handle to a local process, the fast path for messaging.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::cell::{Cell, Envelope};
+use crate::mailbox::PushError;
+use crate::timer::TimerRef;
+use crate::{CallError, Pid, Process, ReplyTo, Runtime, SendError};
+
+/// How long [`Addr::call`] waits for a reply, as OTP's default.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A typed handle to a local process running behaviour `P`. Messages go straight into its
+/// mailbox, moved, with no lookup and no type check at run time. Cheap to clone.
+pub struct Addr<P: Process> {
+    cell: Arc<Cell<P>>,
+    runtime: Runtime,
+}
+
+impl<P: Process> Addr<P> {
+    pub(crate) fn new(runtime: Runtime, cell: Arc<Cell<P>>) -> Self {
+        Self { cell, runtime }
+    }
+
+    /// The process's pid.
+    pub fn pid(&self) -> Pid {
+        self.cell.pid
+    }
+
+    /// Casts `message`, waiting for room if the mailbox is full and its overflow policy is
+    /// `Wait`.
+    pub async fn cast(&self, message: P::Message) -> Result<(), SendError<P::Message>> {
+        self.cell.mailbox.push(Envelope::Cast(message)).await.map_err(cast_error)
+    }
+
+    /// Casts `message` without waiting: a full mailbox is [`SendError::Full`].
+    pub fn try_cast(&self, message: P::Message) -> Result<(), SendError<P::Message>> {
+        self.cell.mailbox.try_push(Envelope::Cast(message)).map_err(cast_error)
+    }
+
+    /// Calls with `request` and waits up to [`DEFAULT_CALL_TIMEOUT`] for the reply.
+    pub async fn call(&self, request: P::Call) -> Result<P::Reply, CallError> {
+        self.call_timeout(request, DEFAULT_CALL_TIMEOUT).await
+    }
+
+    /// Calls with `request` and waits up to `timeout` (for room in the mailbox, then for the
+    /// reply). A reply that comes later is discarded.
+    pub async fn call_timeout(
+        &self,
+        request: P::Call,
+        timeout: Duration,
+    ) -> Result<P::Reply, CallError> {
+        let exchange = async {
+            let (sender, reply) = oneshot::channel();
+            let call = Envelope::Call(request, ReplyTo::local(sender));
+            self.cell.mailbox.push(call).await.map_err(|error| match error {
+                PushError::Full(_) => CallError::Full,
+                PushError::Closed(_) => CallError::NoProc,
+            })?;
+            reply.await.map_err(|_| {
+                self.cell.control.exit_reason().map_or(CallError::NoReply, CallError::Exited)
+            })
+        };
+        tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(CallError::Timeout))
+    }
+
+    /// Casts `message` after `delay`, unless the timer is cancelled or the process exits
+    /// first. A full mailbox makes the delivery wait, as with [`Addr::cast`].
+    pub fn cast_after(&self, delay: Duration, message: P::Message) -> TimerRef {
+        let id = self.runtime.make_ref();
+        let cell = self.cell.clone();
+        let deliver = async move {
+            if let Err(PushError::Full(_)) = cell.mailbox.push(Envelope::Cast(message)).await {
+                tracing::warn!(pid = %cell.pid, "a timer's message was refused: mailbox full");
+            }
+        };
+        // A process that has already exited gets a timer that never fires.
+        TimerRef::start(self.runtime.tokio(), id, delay, self.cell.clone(), deliver)
+            .unwrap_or_else(|| TimerRef::settled(id))
+    }
+
+    /// Whether the process is still alive.
+    pub fn is_alive(&self) -> bool {
+        self.cell.control.exit_reason().is_none()
+    }
+
+    /// Letters waiting in the mailbox.
+    pub fn mailbox_len(&self) -> usize {
+        self.cell.mailbox.len() + self.cell.control.batch_len()
+    }
+}
+
+fn cast_error<P: Process>(error: PushError<Envelope<P>>) -> SendError<P::Message> {
+    match error {
+        PushError::Full(Envelope::Cast(message)) => SendError::Full(message),
+        PushError::Closed(Envelope::Cast(message)) => SendError::NoProc(message),
+        _ => unreachable!("the mailbox hands back the cast it was given"),
+    }
+}
+
+impl<P: Process> Clone for Addr<P> {
+    fn clone(&self) -> Self {
+        Self { cell: self.cell.clone(), runtime: self.runtime.clone() }
+    }
+}
+
+impl<P: Process> fmt::Debug for Addr<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Addr").field(&self.cell.pid).finish()
+    }
+}
+
+impl<P: Process> PartialEq for Addr<P> {
+    fn eq(&self, other: &Self) -> bool {
+        self.pid() == other.pid()
+    }
+}
+
+impl<P: Process> Eq for Addr<P> {}

@@ -1,0 +1,174 @@
+//! The shared half of a process: its mailbox and [`Control`], reachable from every handle,
+//! the process table and the process's own task.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+
+use crate::control::Control;
+use crate::mailbox::{Letter, Mailbox, MailboxConfig, PushError};
+use crate::remote::Inbound;
+use crate::{ExitReason, Pid, Process, RemoteFailure, ReplyTo, Signal};
+
+/// One letter in a process's mailbox.
+pub(crate) enum Envelope<P: Process> {
+    Cast(P::Message),
+    Call(P::Call, ReplyTo<P::Reply>),
+    /// A cast or call from another node, decoded by the process when it gets to it.
+    Remote(Inbound),
+    Signal(Signal),
+}
+
+impl<P: Process> Letter for Envelope<P> {
+    fn is_message(&self) -> bool {
+        !matches!(self, Self::Signal(_))
+    }
+}
+
+pub(crate) struct Cell<P: Process> {
+    pub(crate) pid: Pid,
+    pub(crate) mailbox: Mailbox<Envelope<P>>,
+    pub(crate) control: Control,
+}
+
+impl<P: Process> Cell<P> {
+    pub(crate) fn new(pid: Pid, mailbox: MailboxConfig) -> Self {
+        Self { pid, mailbox: Mailbox::new(mailbox), control: Control::new() }
+    }
+}
+
+/// Why an erased push failed; the payload is handed back.
+pub(crate) enum ErasedPush<T> {
+    Full(T),
+    Closed(T),
+    WrongType(T),
+}
+
+impl<T> From<PushError<T>> for ErasedPush<T> {
+    fn from(error: PushError<T>) -> Self {
+        match error {
+            PushError::Full(item) => Self::Full(item),
+            PushError::Closed(item) => Self::Closed(item),
+        }
+    }
+}
+
+pub(crate) type AnyBox = Box<dyn Any + Send>;
+
+/// A process seen without its behaviour's types: what the process table holds.
+pub(crate) trait ProcessCell: Send + Sync + 'static {
+    fn pid(&self) -> Pid;
+    fn control(&self) -> &Control;
+    fn mailbox_config(&self) -> MailboxConfig;
+    /// Letters waiting, including the batch the process is working through.
+    fn mailbox_len(&self) -> usize;
+    fn try_cast_any(&self, message: AnyBox) -> Result<(), ErasedPush<AnyBox>>;
+    fn try_call_any(
+        &self,
+        request: AnyBox,
+        reply: oneshot::Sender<AnyBox>,
+    ) -> Result<(), ErasedPush<AnyBox>>;
+    fn try_push_inbound(&self, inbound: Inbound) -> Result<(), ErasedPush<Inbound>>;
+    fn poll_room(&self, cx: &mut Context<'_>) -> Poll<bool>;
+    /// Queues a signal (never refused for lack of room); `false` if the process is gone.
+    fn push_signal(&self, signal: Signal) -> bool;
+    /// Wakes the process if it sleeps on its mailbox.
+    fn wake(&self);
+    /// Drops every queued letter (the process has exited with `reason`); remote callers are
+    /// told why.
+    fn close(&self, reason: &ExitReason);
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+impl<P: Process> ProcessCell for Cell<P> {
+    fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    fn control(&self) -> &Control {
+        &self.control
+    }
+
+    fn mailbox_config(&self) -> MailboxConfig {
+        self.mailbox.config()
+    }
+
+    fn mailbox_len(&self) -> usize {
+        self.mailbox.len() + self.control.batch_len()
+    }
+
+    fn try_cast_any(&self, message: AnyBox) -> Result<(), ErasedPush<AnyBox>> {
+        let message = message.downcast::<P::Message>().map_err(ErasedPush::WrongType)?;
+        self.mailbox.try_push(Envelope::Cast(*message)).map_err(|error| {
+            ErasedPush::from(error).map(|envelope| match envelope {
+                Envelope::Cast(message) => Box::new(message) as AnyBox,
+                _ => unreachable!("the mailbox hands back the envelope it was given"),
+            })
+        })
+    }
+
+    fn try_call_any(
+        &self,
+        request: AnyBox,
+        reply: oneshot::Sender<AnyBox>,
+    ) -> Result<(), ErasedPush<AnyBox>> {
+        let request = request.downcast::<P::Call>().map_err(ErasedPush::WrongType)?;
+        self.mailbox.try_push(Envelope::Call(*request, ReplyTo::erased(reply))).map_err(|error| {
+            ErasedPush::from(error).map(|envelope| match envelope {
+                Envelope::Call(request, _) => Box::new(request) as AnyBox,
+                _ => unreachable!("the mailbox hands back the envelope it was given"),
+            })
+        })
+    }
+
+    fn try_push_inbound(&self, inbound: Inbound) -> Result<(), ErasedPush<Inbound>> {
+        self.mailbox.try_push(Envelope::Remote(inbound)).map_err(|error| {
+            ErasedPush::from(error).map(|envelope| match envelope {
+                Envelope::Remote(inbound) => inbound,
+                _ => unreachable!("the mailbox hands back the envelope it was given"),
+            })
+        })
+    }
+
+    fn poll_room(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        self.mailbox.poll_room(cx)
+    }
+
+    fn push_signal(&self, signal: Signal) -> bool {
+        self.mailbox.try_push(Envelope::Signal(signal)).is_ok()
+    }
+
+    fn wake(&self) {
+        self.mailbox.wake_receiver();
+    }
+
+    fn close(&self, reason: &ExitReason) {
+        for letter in self.mailbox.close() {
+            if let Envelope::Remote(inbound) = letter {
+                inbound.refuse(RemoteFailure::Exited(reason.clone()));
+            }
+        }
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+impl<T> ErasedPush<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> ErasedPush<U> {
+        match self {
+            Self::Full(item) => ErasedPush::Full(f(item)),
+            Self::Closed(item) => ErasedPush::Closed(f(item)),
+            Self::WrongType(item) => ErasedPush::WrongType(f(item)),
+        }
+    }
+}
+
+impl<P: Process> crate::timer::AsControl for Cell<P> {
+    fn as_control(&self) -> &Control {
+        &self.control
+    }
+}

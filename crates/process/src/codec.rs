@@ -1,0 +1,57 @@
+//! Serialisation for messages that cross nodes: msgpack through rmp-serde.
+//!
+//! Messages between processes of one node are moved, never serialised. A message for another
+//! node is encoded once by the sender; the receiving *process* decodes it with its behaviour's
+//! [`Codec`], so a payload that does not decode is an error for that one message, logged by the
+//! receiver, and never a crash.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{DecodeError, EncodeError, Process};
+
+/// Encodes `value` as msgpack (structs as arrays: compact, order-sensitive).
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, EncodeError> {
+    rmp_serde::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|error| EncodeError(format!("{}: {error}", std::any::type_name::<T>())))
+}
+
+/// Decodes msgpack produced by [`encode`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    rmp_serde::from_slice(bytes)
+        .map_err(|error| DecodeError(format!("{}: {error}", std::any::type_name::<T>())))
+}
+
+/// How a behaviour's messages are read from, and its replies written to, another node.
+///
+/// A behaviour opts in to remote messages by returning `Some(Codec::msgpack())` from
+/// [`Process::codec`]; without a codec, messages from other nodes are refused with
+/// [`crate::RemoteFailure::NotRemote`].
+pub struct Codec<P: Process> {
+    pub(crate) decode_cast: fn(&[u8]) -> Result<P::Message, DecodeError>,
+    pub(crate) decode_call: fn(&[u8]) -> Result<P::Call, DecodeError>,
+    pub(crate) encode_reply: fn(&P::Reply) -> Result<Bytes, EncodeError>,
+}
+
+impl<P: Process> Codec<P>
+where
+    P::Message: DeserializeOwned,
+    P::Call: DeserializeOwned,
+    P::Reply: Serialize,
+{
+    /// The msgpack codec, for behaviours whose message, request and reply types implement
+    /// serde's traits.
+    pub fn msgpack() -> Self {
+        Self { decode_cast: decode, decode_call: decode, encode_reply: |reply| encode(reply) }
+    }
+}
+
+impl<P: Process> Clone for Codec<P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<P: Process> Copy for Codec<P> {}

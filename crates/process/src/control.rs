@@ -1,0 +1,229 @@
+//! The part of a process's shared state that does not depend on its behaviour: pending exits,
+//! trap flag, links, monitors on it, timers aimed at it, and its registered name.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
+
+use tokio::sync::oneshot;
+
+use crate::timer::TimerShared;
+use crate::{ExitReason, Pid, Ref};
+
+/// Who is told when a monitored process exits.
+pub(crate) enum Watcher {
+    /// A process, local or remote, through a `Down` signal.
+    Process(Pid),
+    /// A future waiting in [`crate::Runtime::watch`].
+    Future(oneshot::Sender<ExitReason>),
+}
+
+/// How much may interrupt the code a process is running.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Interruptible {
+    /// Any pending exit ends a handler.
+    ByAnyExit,
+    /// Only a kill ends `terminate` (which runs because of an exit).
+    ByKill,
+}
+
+const EXIT: u8 = 1;
+const KILL: u8 = 2;
+
+/// Returned by operations on a process that has already exited.
+pub(crate) struct Exited;
+
+/// What a process leaves behind when it exits, for the runtime to notify and clean up.
+pub(crate) struct Remains {
+    pub(crate) links: Vec<Pid>,
+    pub(crate) monitors: Vec<(Ref, Watcher)>,
+    pub(crate) timers: Vec<Arc<TimerShared>>,
+    pub(crate) name: Option<String>,
+}
+
+pub(crate) struct Control {
+    /// `EXIT` and `KILL` bits: read on every message, so kept outside the lock.
+    interrupt: AtomicU8,
+    trapping: AtomicBool,
+    /// Messages in the batch the process took but has not handled yet.
+    batch_len: AtomicUsize,
+    state: Mutex<ControlState>,
+}
+
+#[derive(Default)]
+struct ControlState {
+    pending_exit: Option<ExitReason>,
+    /// The task, when a handler is waiting on something other than the mailbox.
+    handler_waker: Option<Waker>,
+    links: Vec<Pid>,
+    monitors: Vec<(Ref, Watcher)>,
+    timers: Vec<Arc<TimerShared>>,
+    name: Option<String>,
+    exited: Option<ExitReason>,
+}
+
+impl Control {
+    pub(crate) fn new() -> Self {
+        Self {
+            interrupt: AtomicU8::new(0),
+            trapping: AtomicBool::new(false),
+            batch_len: AtomicUsize::new(0),
+            state: Mutex::new(ControlState::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ControlState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn set_trapping(&self, trapping: bool) {
+        self.trapping.store(trapping, Ordering::Release);
+    }
+
+    pub(crate) fn is_trapping(&self) -> bool {
+        self.trapping.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_batch_len(&self, len: usize) {
+        self.batch_len.store(len, Ordering::Relaxed);
+    }
+
+    pub(crate) fn batch_len(&self) -> usize {
+        self.batch_len.load(Ordering::Relaxed)
+    }
+
+    /// Asks the process to exit with `reason`. A kill always wins, even over an exit already
+    /// pending (it also interrupts `terminate`); otherwise the first reason stays. Returns the
+    /// waker of a handler to wake, if any; the caller must also wake the mailbox.
+    pub(crate) fn request_exit(&self, reason: ExitReason) -> Option<Waker> {
+        let mut state = self.lock();
+        if state.exited.is_some() {
+            return None;
+        }
+        let bits = if reason == ExitReason::Killed { EXIT | KILL } else { EXIT };
+        if reason == ExitReason::Killed || state.pending_exit.is_none() {
+            state.pending_exit = Some(reason);
+        }
+        self.interrupt.fetch_or(bits, Ordering::SeqCst);
+        state.handler_waker.take()
+    }
+
+    /// Whether running code of this kind must stop now.
+    pub(crate) fn is_interrupted(&self, scope: Interruptible) -> bool {
+        let bits = self.interrupt.load(Ordering::SeqCst);
+        match scope {
+            Interruptible::ByAnyExit => bits != 0,
+            Interruptible::ByKill => bits & KILL != 0,
+        }
+    }
+
+    /// The reason of the pending exit (`Killed` if somehow none was recorded).
+    pub(crate) fn pending_reason(&self) -> ExitReason {
+        self.lock().pending_exit.clone().unwrap_or(ExitReason::Killed)
+    }
+
+    /// Remembers the task to wake if an exit arrives while a handler waits.
+    pub(crate) fn register_handler_waker(&self, waker: &Waker) {
+        let mut state = self.lock();
+        match &state.handler_waker {
+            Some(known) if known.will_wake(waker) => {}
+            _ => state.handler_waker = Some(waker.clone()),
+        }
+    }
+
+    pub(crate) fn add_link(&self, peer: Pid) -> Result<(), Exited> {
+        let mut state = self.lock();
+        if state.exited.is_some() {
+            return Err(Exited);
+        }
+        if !state.links.contains(&peer) {
+            state.links.push(peer);
+        }
+        Ok(())
+    }
+
+    /// Removes a link; `false` if there was none.
+    pub(crate) fn remove_link(&self, peer: Pid) -> bool {
+        let mut state = self.lock();
+        let before = state.links.len();
+        state.links.retain(|linked| *linked != peer);
+        state.links.len() != before
+    }
+
+    pub(crate) fn links(&self) -> Vec<Pid> {
+        self.lock().links.clone()
+    }
+
+    pub(crate) fn add_monitor(&self, monitor: Ref, watcher: Watcher) -> Result<(), Watcher> {
+        let mut state = self.lock();
+        if state.exited.is_some() {
+            return Err(watcher);
+        }
+        state.monitors.push((monitor, watcher));
+        Ok(())
+    }
+
+    pub(crate) fn remove_monitor(&self, monitor: Ref) {
+        self.lock().monitors.retain(|(known, _)| *known != monitor);
+    }
+
+    pub(crate) fn monitor_count(&self) -> usize {
+        self.lock().monitors.len()
+    }
+
+    pub(crate) fn add_timer(&self, timer: Arc<TimerShared>) -> Result<(), Exited> {
+        let mut state = self.lock();
+        if state.exited.is_some() {
+            return Err(Exited);
+        }
+        state.timers.push(timer);
+        Ok(())
+    }
+
+    pub(crate) fn forget_timer(&self, timer: &Arc<TimerShared>) {
+        let mut state = self.lock();
+        if let Some(index) = state.timers.iter().position(|known| Arc::ptr_eq(known, timer)) {
+            state.timers.swap_remove(index);
+        }
+    }
+
+    /// Records the registered name; refused if the process has one or has exited.
+    pub(crate) fn set_name(&self, name: &str) -> Result<(), Option<String>> {
+        let mut state = self.lock();
+        if state.exited.is_some() {
+            return Err(None);
+        }
+        if let Some(current) = &state.name {
+            return Err(Some(current.clone()));
+        }
+        state.name = Some(name.to_owned());
+        Ok(())
+    }
+
+    pub(crate) fn clear_name(&self) {
+        self.lock().name = None;
+    }
+
+    pub(crate) fn name(&self) -> Option<String> {
+        self.lock().name.clone()
+    }
+
+    /// Marks the process exited and hands over what must be notified or cleaned up. From now
+    /// on links and monitors are refused.
+    pub(crate) fn finish(&self, reason: ExitReason) -> Remains {
+        let mut state = self.lock();
+        state.exited = Some(reason);
+        state.handler_waker = None;
+        Remains {
+            links: std::mem::take(&mut state.links),
+            monitors: std::mem::take(&mut state.monitors),
+            timers: std::mem::take(&mut state.timers),
+            name: state.name.take(),
+        }
+    }
+
+    /// The exit reason, once the process has exited.
+    pub(crate) fn exit_reason(&self) -> Option<ExitReason> {
+        self.lock().exited.clone()
+    }
+}

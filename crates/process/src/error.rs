@@ -1,0 +1,247 @@
+//! The error enums, one per family of operations.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ExitReason, Pid};
+
+/// A cast that was not queued. Every variant hands the message back.
+pub enum SendError<M> {
+    /// The mailbox is full: returned by `try_` senders, and by every sender when the target's
+    /// overflow policy is `Reject`.
+    Full(M),
+    /// No such process is alive.
+    NoProc(M),
+    /// The process takes messages of another type.
+    WrongType(M),
+    /// The process lives on a node that cannot be reached (or no transport is installed).
+    NoConnection(M),
+    /// The message could not be serialised for another node.
+    Encode(M, EncodeError),
+}
+
+impl<M> SendError<M> {
+    /// The message that was not sent.
+    pub fn into_inner(self) -> M {
+        match self {
+            Self::Full(m)
+            | Self::NoProc(m)
+            | Self::WrongType(m)
+            | Self::NoConnection(m)
+            | Self::Encode(m, _) => m,
+        }
+    }
+}
+
+impl<M> fmt::Display for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full(_) => f.write_str("the mailbox is full"),
+            Self::NoProc(_) => f.write_str("no such process"),
+            Self::WrongType(_) => write!(
+                f,
+                "the process does not take messages of type {}",
+                std::any::type_name::<M>()
+            ),
+            Self::NoConnection(_) => f.write_str("the process's node cannot be reached"),
+            Self::Encode(_, error) => write!(f, "the message could not be encoded: {error}"),
+        }
+    }
+}
+
+impl<M> fmt::Debug for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SendError({self})")
+    }
+}
+
+impl<M> std::error::Error for SendError<M> {}
+
+/// A call that got no reply.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// No reply came within the timeout; a late reply is discarded.
+    #[error("no reply within the timeout")]
+    Timeout,
+    /// No such process was alive when the call was made.
+    #[error("no such process")]
+    NoProc,
+    /// The process exited before it replied.
+    #[error("the process exited before replying: {0}")]
+    Exited(ExitReason),
+    /// The process dropped the reply handle without replying.
+    #[error("the process dropped the call without replying")]
+    NoReply,
+    /// The mailbox was full and the target's overflow policy is `Reject`.
+    #[error("the mailbox is full")]
+    Full,
+    /// The process takes requests of another type.
+    #[error("the process does not take requests of type {0}")]
+    WrongType(&'static str),
+    /// The process replied with a value of another type than the caller expected.
+    #[error("the reply is not of the expected type {0}")]
+    ReplyType(&'static str),
+    /// The process lives on a node that cannot be reached (or no transport is installed).
+    #[error("the process's node cannot be reached")]
+    NoConnection,
+    /// The request could not be serialised.
+    #[error("the request could not be encoded: {0}")]
+    Encode(EncodeError),
+    /// The reply from another node could not be decoded.
+    #[error("the reply could not be decoded: {0}")]
+    Decode(DecodeError),
+    /// The remote side refused or failed the call.
+    #[error("the remote call failed: {0}")]
+    Remote(RemoteFailure),
+}
+
+/// Why a call from another node failed on the node of the process that was called; travels
+/// back to the caller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RemoteFailure {
+    /// No such process was alive.
+    #[error("no such process")]
+    NoProc,
+    /// The process exited before it replied.
+    #[error("the process exited before replying: {0}")]
+    Exited(ExitReason),
+    /// The process dropped the call without replying.
+    #[error("the process dropped the call without replying")]
+    NoReply,
+    /// The process's mailbox was full and its overflow policy is `Reject`.
+    #[error("the mailbox is full")]
+    Full,
+    /// The process does not take messages from other nodes (its behaviour has no codec).
+    #[error("the process does not take messages from other nodes")]
+    NotRemote,
+    /// The request did not decode as the process's request type.
+    #[error("the request did not decode: {0}")]
+    BadRequest(String),
+    /// The reply could not be encoded.
+    #[error("the reply could not be encoded: {0}")]
+    BadReply(String),
+}
+
+/// A spawn that did not happen. Nothing was started.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpawnError {
+    /// The requested name is registered to another process.
+    #[error("the name {name:?} is already registered to {holder}")]
+    NameTaken {
+        /// The name asked for.
+        name: String,
+        /// The process that holds it.
+        holder: Pid,
+    },
+    /// The requested name is not acceptable.
+    #[error("invalid process name {0:?}: names are 1 to 255 bytes long")]
+    InvalidName(String),
+    /// The process to link to is not alive.
+    #[error("cannot link to {0}: no such process")]
+    LinkNoProc(Pid),
+    /// The mailbox configuration is not acceptable.
+    #[error("invalid mailbox: capacity must be at least 1")]
+    InvalidMailbox,
+    /// No factory is registered under that name.
+    #[error("no process factory is registered as {0:?}")]
+    UnknownFactory(String),
+    /// The start arguments did not decode as the factory's argument type.
+    #[error("bad start arguments for factory {factory:?}: {error}")]
+    BadArgs {
+        /// The factory's name.
+        factory: String,
+        /// What was wrong.
+        error: DecodeError,
+    },
+}
+
+/// A start (spawn, then wait for the process's `init`) that failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    /// The process was never spawned.
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    /// The process was spawned but its `init` failed, panicked or was interrupted; it has
+    /// exited with this reason.
+    #[error("init failed: {0}")]
+    Init(ExitReason),
+}
+
+/// A link that could not be made.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// The process to link to is not alive.
+    #[error("cannot link to {0}: no such process")]
+    NoProc(Pid),
+    /// The process's node cannot be reached.
+    #[error("cannot link to {0}: its node cannot be reached")]
+    NoConnection(Pid),
+}
+
+/// A name registration that was refused. Nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// The name is registered to another process.
+    #[error("the name {name:?} is already registered to {holder}")]
+    NameTaken {
+        /// The name asked for.
+        name: String,
+        /// The process that holds it.
+        holder: Pid,
+    },
+    /// The process already has a name (a process has at most one).
+    #[error("{pid} is already registered as {name:?}")]
+    AlreadyNamed {
+        /// The process.
+        pid: Pid,
+        /// Its current name.
+        name: String,
+    },
+    /// The process is not alive on this node.
+    #[error("no such process on this node: {0}")]
+    NoProc(Pid),
+    /// The name is not acceptable.
+    #[error("invalid process name {0:?}: names are 1 to 255 bytes long")]
+    InvalidName(String),
+}
+
+/// A factory registration that was refused. Nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FactoryError {
+    /// A factory is already registered under that name.
+    #[error("a process factory is already registered as {0:?}")]
+    Taken(String),
+    /// The name is not acceptable.
+    #[error("invalid factory name {0:?}: names are 1 to 255 bytes long")]
+    InvalidName(String),
+}
+
+/// A value that could not be serialised to msgpack.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{0}")]
+pub struct EncodeError(pub String);
+
+/// Bytes that did not decode as the expected type.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(pub String);
+
+/// A runtime that could not be built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// `build` was called outside a tokio runtime.
+    #[error("a Shoal runtime must be built inside a tokio runtime (with time enabled)")]
+    NoTokio,
+    /// The node name is not acceptable.
+    #[error("invalid node name {0:?}: names are 1 to 255 bytes long")]
+    InvalidNodeName(String),
+    /// The default mailbox configuration is not acceptable.
+    #[error("invalid mailbox: capacity must be at least 1")]
+    InvalidMailbox,
+}
+
+/// Checks a process or node name: 1 to 255 bytes.
+pub(crate) fn valid_name(name: &str) -> bool {
+    (1..=255).contains(&name.len())
+}

@@ -1,0 +1,197 @@
+//! The bounded mailbox behind every process.
+//!
+//! One FIFO per process holds, in arrival order, casts, calls, messages from other nodes and
+//! trapped signals (`Down`, `Exit`, timeouts), so that a message sent before a process died is
+//! always seen before that process's `Down`. Only messages count toward the capacity: signals
+//! are admitted even when the mailbox is full, and their number is bounded by the monitors,
+//! links and timers the process itself set up.
+//!
+//! The process takes *everything* queued in one lock acquisition (a swap of two `VecDeque`s)
+//! and then works through that batch without touching the lock, so a fast sender and its
+//! receiver rarely contend. The price: up to `capacity` messages wait in the mailbox while up
+//! to `capacity` more sit in the batch being handled.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::mem;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+/// How many messages a mailbox holds and what a full one does to senders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MailboxConfig {
+    /// Messages that may wait in the mailbox; at least 1.
+    pub capacity: usize,
+    /// What a full mailbox does to asynchronous senders.
+    pub overflow: Overflow,
+}
+
+impl MailboxConfig {
+    /// The default: 1,024 messages, senders wait when full.
+    pub const DEFAULT: Self = Self { capacity: 1024, overflow: Overflow::Wait };
+}
+
+impl Default for MailboxConfig {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// What a full mailbox does to an asynchronous sender (`try_` senders always get an error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// The sender waits until there is room: back-pressure.
+    #[default]
+    Wait,
+    /// The send fails at once with a "full" error that hands the message back.
+    Reject,
+}
+
+/// Something that can sit in a mailbox.
+pub(crate) trait Letter {
+    /// Whether it counts toward the mailbox's capacity (messages do, signals do not).
+    fn is_message(&self) -> bool;
+}
+
+/// Why a letter was not queued; the letter is handed back.
+pub(crate) enum PushError<T> {
+    Full(T),
+    Closed(T),
+}
+
+pub(crate) struct Mailbox<T> {
+    state: Mutex<State<T>>,
+    config: MailboxConfig,
+}
+
+struct State<T> {
+    queue: VecDeque<T>,
+    /// Messages in `queue` (signals excluded).
+    messages: usize,
+    /// The process, when it found the mailbox empty and went to sleep.
+    receiver: Option<Waker>,
+    /// Senders waiting for room.
+    senders: Vec<Waker>,
+    closed: bool,
+}
+
+impl<T: Letter> Mailbox<T> {
+    pub(crate) fn new(config: MailboxConfig) -> Self {
+        let state = State {
+            queue: VecDeque::new(),
+            messages: 0,
+            receiver: None,
+            senders: Vec::new(),
+            closed: false,
+        };
+        Self { state: Mutex::new(state), config }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // Nothing panics while holding this lock, but a poisoned lock must not take the
+        // process down with it either.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `letter` if there is room (signals always have room).
+    pub(crate) fn try_push(&self, letter: T) -> Result<(), PushError<T>> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(PushError::Closed(letter));
+        }
+        if letter.is_message() {
+            if state.messages >= self.config.capacity {
+                return Err(PushError::Full(letter));
+            }
+            state.messages += 1;
+        }
+        state.queue.push_back(letter);
+        let receiver = state.receiver.take();
+        drop(state);
+        if let Some(receiver) = receiver {
+            receiver.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues `letter`, waiting for room when full if the overflow policy says so.
+    pub(crate) async fn push(&self, mut letter: T) -> Result<(), PushError<T>> {
+        loop {
+            match self.try_push(letter) {
+                Err(PushError::Full(back)) if self.config.overflow == Overflow::Wait => {
+                    letter = back;
+                    if !poll_fn(|cx| self.poll_room(cx)).await {
+                        return Err(PushError::Closed(letter));
+                    }
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// Ready(true) when a message would fit now, Ready(false) when the mailbox is closed;
+    /// otherwise registers the caller to be woken when the process takes its next batch.
+    pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut state = self.lock();
+        if state.closed {
+            return Poll::Ready(false);
+        }
+        if state.messages < self.config.capacity {
+            return Poll::Ready(true);
+        }
+        if !state.senders.iter().any(|waiting| waiting.will_wake(cx.waker())) {
+            state.senders.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Moves every queued letter into `batch`, which must be empty; pending when there are
+    /// none (the process is woken by the next push or by [`Mailbox::wake_receiver`]).
+    pub(crate) fn poll_take(&self, batch: &mut VecDeque<T>, cx: &mut Context<'_>) -> Poll<()> {
+        debug_assert!(batch.is_empty());
+        let mut state = self.lock();
+        if state.queue.is_empty() {
+            match &state.receiver {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                _ => state.receiver = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        }
+        mem::swap(&mut state.queue, batch);
+        state.messages = 0;
+        let senders = mem::take(&mut state.senders);
+        drop(state);
+        senders.into_iter().for_each(Waker::wake);
+        Poll::Ready(())
+    }
+
+    /// Wakes the process if it sleeps on an empty mailbox (used to deliver an exit).
+    pub(crate) fn wake_receiver(&self) {
+        let receiver = self.lock().receiver.take();
+        if let Some(receiver) = receiver {
+            receiver.wake();
+        }
+    }
+
+    /// Refuses every later letter and returns those still queued, to be dropped by the caller
+    /// outside the lock (dropping a call's reply handle tells its caller).
+    pub(crate) fn close(&self) -> VecDeque<T> {
+        let mut state = self.lock();
+        state.closed = true;
+        state.messages = 0;
+        let left = mem::take(&mut state.queue);
+        let senders = mem::take(&mut state.senders);
+        drop(state);
+        senders.into_iter().for_each(Waker::wake);
+        left
+    }
+
+    /// Letters waiting (not counting a batch the process has already taken).
+    pub(crate) fn len(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    pub(crate) fn config(&self) -> MailboxConfig {
+        self.config
+    }
+}

@@ -1,0 +1,247 @@
+//! The behaviour trait, [`Process`], and what its handlers get: a [`Context`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cell::{Cell, Envelope};
+use crate::timer::TimerRef;
+use crate::{
+    Addr, Codec, ExitKind, ExitReason, LinkError, Pid, Ref, ReplyTo, Runtime, Signal, SpawnError,
+    SpawnOptions,
+};
+
+/// A process's behaviour, in the spirit of OTP's `gen_server`: state plus handlers.
+///
+/// The process owns its state; handlers run one at a time, in mailbox order. Handlers are
+/// `async`: a handler that awaits (a call to another process, a timer) holds up this process's
+/// mailbox, not the node. A panic in a handler ends this process with
+/// [`ExitReason::Panic`] and nothing else. An exit signal (from a link or `exit`) interrupts a
+/// handler at its next await point.
+///
+/// Implement the handlers with `async fn`:
+///
+/// ```
+/// use shoal_process::{Context, Process, ReplyTo};
+///
+/// #[derive(Default)]
+/// struct Counter(u64);
+///
+/// impl Process for Counter {
+///     type Message = u64;
+///     type Call = ();
+///     type Reply = u64;
+///
+///     async fn handle_cast(&mut self, add: u64, _ctx: &mut Context<Self>) {
+///         self.0 += add;
+///     }
+///
+///     async fn handle_call(&mut self, _: (), reply: ReplyTo<u64>, _ctx: &mut Context<Self>) {
+///         reply.send(self.0);
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let runtime = shoal_process::Runtime::new()?;
+/// let counter = runtime.spawn(Counter::default());
+/// counter.cast(2).await?;
+/// counter.cast(3).await?;
+/// assert_eq!(counter.call(()).await?, 5);
+/// # Ok(()) }
+/// ```
+pub trait Process: Sized + Send + 'static {
+    /// Messages sent with `cast` (fire and forget).
+    type Message: Send + 'static;
+    /// Requests sent with `call`.
+    type Call: Send + 'static;
+    /// Replies to calls.
+    type Reply: Send + 'static;
+
+    /// Runs first, before any message. An error ends the process with that reason (and
+    /// `start` returns it); `terminate` is not called then.
+    fn init(
+        &mut self,
+        ctx: &mut Context<Self>,
+    ) -> impl Future<Output = Result<(), ExitReason>> + Send {
+        let _ = ctx;
+        async { Ok(()) }
+    }
+
+    /// Handles a cast.
+    fn handle_cast(
+        &mut self,
+        message: Self::Message,
+        ctx: &mut Context<Self>,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Handles a call. Answer through `reply`, now or later (keep it to defer the answer).
+    /// By default the call is dropped unanswered and the caller gets
+    /// [`crate::CallError::NoReply`].
+    fn handle_call(
+        &mut self,
+        request: Self::Call,
+        reply: ReplyTo<Self::Reply>,
+        ctx: &mut Context<Self>,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (request, ctx);
+        drop(reply);
+        async {}
+    }
+
+    /// Handles a system signal: a monitor's `Down`, a trapped `Exit`, a timer's `Timeout`.
+    /// Ignores them by default.
+    fn handle_signal(
+        &mut self,
+        signal: Signal,
+        ctx: &mut Context<Self>,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (signal, ctx);
+        async {}
+    }
+
+    /// Runs last, with the exit reason, unless the process was killed or its `init` failed.
+    /// Only a kill interrupts it.
+    fn terminate(
+        &mut self,
+        reason: &ExitReason,
+        ctx: &mut Context<Self>,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (reason, ctx);
+        async {}
+    }
+
+    /// How messages from other nodes are decoded; `None` (the default) refuses them.
+    fn codec() -> Option<Codec<Self>> {
+        None
+    }
+}
+
+/// What a handler can do besides changing its state: learn its identity, stop, monitor, link,
+/// trap exits, spawn, and set timers.
+pub struct Context<P: Process> {
+    pub(crate) runtime: Runtime,
+    pub(crate) cell: Arc<Cell<P>>,
+    pub(crate) stop: Option<ExitReason>,
+    /// Monitors this process holds, with their targets: a `Down` for any other reference
+    /// (one removed by `demonitor`) is dropped unseen.
+    pub(crate) monitors: HashMap<Ref, Pid>,
+    parent: Option<Pid>,
+}
+
+impl<P: Process> Context<P> {
+    pub(crate) fn new(runtime: Runtime, cell: Arc<Cell<P>>, parent: Option<Pid>) -> Self {
+        Self { runtime, cell, stop: None, monitors: HashMap::new(), parent }
+    }
+
+    /// This process's pid.
+    pub fn pid(&self) -> Pid {
+        self.cell.pid
+    }
+
+    /// A typed handle to this process.
+    pub fn addr(&self) -> Addr<P> {
+        Addr::new(self.runtime.clone(), self.cell.clone())
+    }
+
+    /// The runtime this process runs on.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The process that spawned this one linked to it, if any (a supervisor, say).
+    pub fn parent(&self) -> Option<Pid> {
+        self.parent
+    }
+
+    /// Stops this process with `reason` once the current handler returns.
+    pub fn stop(&mut self, reason: ExitReason) {
+        self.stop = Some(reason);
+    }
+
+    /// Whether exit signals arrive as [`Signal::Exit`] instead of ending this process (a kill
+    /// still ends it). Off by default.
+    pub fn trap_exits(&self, trap: bool) {
+        self.cell.control.set_trapping(trap);
+    }
+
+    /// Whether this process traps exits.
+    pub fn traps_exits(&self) -> bool {
+        self.cell.control.is_trapping()
+    }
+
+    /// Monitors `target`: when it exits, this process gets exactly one [`Signal::Down`] with
+    /// the returned reference and the exit reason (at once, with `NoProc`, if it is not alive).
+    pub fn monitor(&mut self, target: Pid) -> Ref {
+        let monitor = self.runtime.make_ref();
+        self.monitors.insert(monitor, target);
+        if let Err(reason) = self.runtime.monitor_on_behalf(self.pid(), target, monitor) {
+            self.cell
+                .mailbox
+                .try_push(Envelope::Signal(Signal::Down { monitor, pid: target, reason }))
+                .ok();
+        }
+        monitor
+    }
+
+    /// Removes a monitor. Afterwards no `Down` for it is seen, even one already queued.
+    /// Returns `false` if it was not active (unknown, or its `Down` was already handled).
+    pub fn demonitor(&mut self, monitor: Ref) -> bool {
+        match self.monitors.remove(&monitor) {
+            Some(target) => {
+                self.runtime.demonitor_on_behalf(target, monitor);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Links this process with `peer`: when either exits abnormally, the other gets an exit
+    /// signal (which ends it unless it traps exits).
+    pub fn link(&self, peer: Pid) -> Result<(), LinkError> {
+        self.runtime.link(self.pid(), peer)
+    }
+
+    /// Removes the link with `peer`, if any. An `Exit` from it already queued (when trapping)
+    /// may still arrive, as in OTP.
+    pub fn unlink(&self, peer: Pid) {
+        self.runtime.unlink(self.pid(), peer);
+    }
+
+    /// Sends an exit signal from this process to `target` (see [`Runtime::exit`]).
+    pub fn exit(&self, target: Pid, reason: ExitReason) {
+        self.runtime.send_exit(target, self.pid(), reason, ExitKind::Direct);
+    }
+
+    /// Spawns `process` linked to this one.
+    pub fn spawn_link<C: Process>(&self, process: C) -> Result<Addr<C>, SpawnError> {
+        self.runtime.spawn_with(process, SpawnOptions::new().link(self.pid()))
+    }
+
+    /// Spawns `process` monitored by this one.
+    pub fn spawn_monitor<C: Process>(&mut self, process: C) -> Result<(Addr<C>, Ref), SpawnError> {
+        let monitor = self.runtime.make_ref();
+        let options = SpawnOptions::new().monitored_by(self.pid(), monitor);
+        let addr = self.runtime.spawn_with(process, options)?;
+        self.monitors.insert(monitor, addr.pid());
+        Ok((addr, monitor))
+    }
+
+    /// Casts `message` to this process after `delay`. The timer is cancelled if this process
+    /// exits first.
+    pub fn send_after(&self, delay: Duration, message: P::Message) -> TimerRef {
+        self.addr().cast_after(delay, message)
+    }
+
+    /// Delivers [`Signal::Timeout`] with the timer's [`TimerRef::id`] after `delay`.
+    pub fn start_timer(&self, delay: Duration) -> TimerRef {
+        let id = self.runtime.make_ref();
+        let cell = self.cell.clone();
+        let deliver = async move {
+            cell.mailbox.try_push(Envelope::Signal(Signal::Timeout { timer: id })).ok();
+        };
+        TimerRef::start(self.runtime.tokio(), id, delay, self.cell.clone(), deliver)
+            .unwrap_or_else(|| TimerRef::settled(id))
+    }
+}

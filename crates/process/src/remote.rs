@@ -1,0 +1,306 @@
+//! The seam between the process runtime and a transport to other nodes.
+//!
+//! The runtime never opens a socket. When an operation targets a pid of another node, it hands
+//! an [`Outbound`] to the [`Remote`] installed with [`crate::Runtime::set_remote`]; when a
+//! transport reads something for a local process off the wire, it calls the `deliver_*` and
+//! `remote_*` methods of [`crate::Runtime`] defined here. Payloads stay encoded until the
+//! receiving process decodes them with its behaviour's [`crate::Codec`].
+//!
+//! ```text
+//!  process A ──cast(pid on node 2)──▶ Runtime ──Outbound::Cast──▶ Remote (transport)
+//!                                                                    │ bytes
+//!  process B ◀──handle_cast(msg)── decode in B ◀── deliver(Inbound) ◀─┘ (node 2)
+//! ```
+//!
+//! Without a transport installed, every remote operation fails with "no connection", and a
+//! monitor on a remote pid fires at once with [`crate::ExitReason::NoConnection`].
+
+use std::fmt;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::cell::ErasedPush;
+use crate::{ExitKind, ExitReason, NodeId, Pid, Ref, RemoteFailure, Runtime};
+
+/// What a transport does for the runtime: carry operations to processes on other nodes.
+///
+/// `try_route` must not block. Casts and calls may be refused with [`RouteError::Full`] when
+/// the peer's queue is full (the runtime then waits in [`Remote::poll_ready`] and tries again);
+/// signals, monitors and links must be accepted unless the node is unreachable, since they are
+/// bounded by the processes' own monitors and links.
+pub trait Remote: Send + Sync + 'static {
+    /// Queues an operation for the node of its target pid.
+    fn try_route(&self, outbound: Outbound) -> Result<(), RouteError>;
+
+    /// Ready when a cast or call to `node` would be accepted, or with an error when the node
+    /// cannot be reached.
+    fn poll_ready(&self, node: NodeId, cx: &mut Context<'_>) -> Poll<Result<(), Unreachable>>;
+}
+
+/// The node cannot be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unreachable;
+
+/// An operation on a process of another node.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Outbound {
+    /// An encoded message for `to`.
+    Cast {
+        /// The receiver.
+        to: Pid,
+        /// The message, encoded with [`crate::codec::encode`].
+        payload: Bytes,
+    },
+    /// An encoded request for `to`; answer through `reply`.
+    Call {
+        /// The receiver.
+        to: Pid,
+        /// The request, encoded.
+        payload: Bytes,
+        /// Where the encoded reply, or the failure, goes.
+        reply: RemoteReply,
+    },
+    /// An exit signal from `from` to `to`.
+    Exit {
+        /// The receiver.
+        to: Pid,
+        /// The sender.
+        from: Pid,
+        /// The exit reason.
+        reason: ExitReason,
+        /// From a link, or from an explicit `exit`.
+        kind: ExitKind,
+    },
+    /// A monitored process exited: tell the watcher `to`.
+    Down {
+        /// The watcher.
+        to: Pid,
+        /// The monitor.
+        monitor: Ref,
+        /// The process that exited.
+        pid: Pid,
+        /// Why.
+        reason: ExitReason,
+    },
+    /// `watcher` (on this node) starts monitoring `target`. The transport must deliver a
+    /// `Down` with [`ExitReason::NoConnection`] to the watcher if the node is lost first.
+    Monitor {
+        /// The monitored process.
+        target: Pid,
+        /// The watching process.
+        watcher: Pid,
+        /// The monitor.
+        monitor: Ref,
+    },
+    /// A monitor is removed.
+    Demonitor {
+        /// The monitored process.
+        target: Pid,
+        /// The monitor.
+        monitor: Ref,
+    },
+    /// `from` (on this node) links to `to`. The transport must deliver a link exit with
+    /// [`ExitReason::NoConnection`] to `from` if the node is lost while linked.
+    Link {
+        /// The remote process.
+        to: Pid,
+        /// The local process.
+        from: Pid,
+    },
+    /// `from` removes its link to `to`.
+    Unlink {
+        /// The remote process.
+        to: Pid,
+        /// The local process.
+        from: Pid,
+    },
+}
+
+impl Outbound {
+    /// The node this operation goes to.
+    pub fn node(&self) -> NodeId {
+        match self {
+            Self::Cast { to, .. }
+            | Self::Call { to, .. }
+            | Self::Exit { to, .. }
+            | Self::Down { to, .. }
+            | Self::Link { to, .. }
+            | Self::Unlink { to, .. } => to.node(),
+            Self::Monitor { target, .. } | Self::Demonitor { target, .. } => target.node(),
+        }
+    }
+}
+
+/// An operation the transport did not take; it is handed back.
+#[derive(Debug)]
+pub enum RouteError {
+    /// The peer's queue is full: wait in [`Remote::poll_ready`] and try again.
+    Full(Outbound),
+    /// The node cannot be reached.
+    NoConnection(Outbound),
+}
+
+/// Where the answer to an outgoing remote call goes: the transport calls
+/// [`RemoteReply::send`] once with the encoded reply or the failure the other node reported.
+pub struct RemoteReply(oneshot::Sender<Result<Bytes, RemoteFailure>>);
+
+impl RemoteReply {
+    pub(crate) fn new() -> (Self, oneshot::Receiver<Result<Bytes, RemoteFailure>>) {
+        let (sender, receiver) = oneshot::channel();
+        (Self(sender), receiver)
+    }
+
+    /// Answers the call. Returns `false` when the caller no longer waits (it timed out).
+    pub fn send(self, outcome: Result<Bytes, RemoteFailure>) -> bool {
+        self.0.send(outcome).is_ok()
+    }
+}
+
+impl fmt::Debug for RemoteReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RemoteReply")
+    }
+}
+
+/// Where the answer to an incoming remote call goes: implemented by the transport, called
+/// exactly once (a reply handle dropped unanswered reports [`RemoteFailure::NoReply`]).
+pub trait ReplySink: Send + 'static {
+    /// Sends the encoded reply, or the failure, back to the calling node.
+    fn reply(self: Box<Self>, outcome: Result<Bytes, RemoteFailure>);
+}
+
+/// A message from another node for a local process, still encoded.
+pub struct Inbound {
+    pub(crate) payload: Bytes,
+    pub(crate) reply: Option<Box<dyn ReplySink>>,
+}
+
+impl Inbound {
+    /// An encoded cast.
+    pub fn cast(payload: Bytes) -> Self {
+        Self { payload, reply: None }
+    }
+
+    /// An encoded call, answered through `reply`.
+    pub fn call(payload: Bytes, reply: Box<dyn ReplySink>) -> Self {
+        Self { payload, reply: Some(reply) }
+    }
+
+    /// Answers a refused call with `failure` (a cast is just dropped).
+    pub fn refuse(mut self, failure: RemoteFailure) {
+        if let Some(sink) = self.reply.take() {
+            sink.reply(Err(failure));
+        }
+    }
+}
+
+impl Drop for Inbound {
+    /// A call dropped unanswered (never handled, never refused) still gets an answer.
+    fn drop(&mut self) {
+        if let Some(sink) = self.reply.take() {
+            sink.reply(Err(RemoteFailure::NoReply));
+        }
+    }
+}
+
+impl fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.reply.is_some() { "call" } else { "cast" };
+        f.debug_struct("Inbound").field("kind", &kind).field("bytes", &self.payload.len()).finish()
+    }
+}
+
+/// An inbound message that was not queued; it is handed back so the transport can wait for
+/// room ([`Runtime::poll_room`]) or [`Inbound::refuse`] it.
+#[derive(Debug)]
+pub enum DeliverError {
+    /// The mailbox is full.
+    Full(Inbound),
+    /// No such process is alive here.
+    NoProc(Inbound),
+}
+
+/// The inbound half of the seam, called by transports.
+impl Runtime {
+    /// Queues a message from another node for the local process `to`, without waiting.
+    pub fn try_deliver(&self, to: Pid, inbound: Inbound) -> Result<(), DeliverError> {
+        let Some(cell) = self.lookup(to) else {
+            return Err(DeliverError::NoProc(inbound));
+        };
+        match cell.try_push_inbound(inbound) {
+            Ok(()) => Ok(()),
+            Err(ErasedPush::Full(inbound)) => Err(DeliverError::Full(inbound)),
+            Err(ErasedPush::Closed(inbound) | ErasedPush::WrongType(inbound)) => {
+                Err(DeliverError::NoProc(inbound))
+            }
+        }
+    }
+
+    /// Queues a message from another node for the local process `to`, waiting for room when
+    /// its mailbox is full (a `Reject` mailbox answers [`DeliverError::Full`] at once).
+    pub async fn deliver(&self, to: Pid, mut inbound: Inbound) -> Result<(), DeliverError> {
+        loop {
+            match self.try_deliver(to, inbound) {
+                Err(DeliverError::Full(back)) if self.waits_when_full(to) => {
+                    inbound = back;
+                    std::future::poll_fn(|cx| self.poll_room(to, cx)).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// Ready when the local process `to` has room for a message or is gone.
+    pub fn poll_room(&self, to: Pid, cx: &mut Context<'_>) -> Poll<()> {
+        match self.lookup(to) {
+            Some(cell) => cell.poll_room(cx).map(|_| ()),
+            None => Poll::Ready(()),
+        }
+    }
+
+    /// Delivers an exit signal from a process of another node to the local process `to`.
+    pub fn deliver_exit(&self, to: Pid, from: Pid, reason: ExitReason, kind: ExitKind) {
+        self.send_exit(to, from, reason, kind);
+    }
+
+    /// Delivers a monitor's `Down` from another node to the local watcher `to`.
+    pub fn deliver_down(&self, to: Pid, monitor: Ref, pid: Pid, reason: ExitReason) {
+        self.send_down(to, monitor, pid, reason);
+    }
+
+    /// A process of another node starts monitoring the local process `target`. When it is not
+    /// alive, returns the reason to report at once in a `Down` (always
+    /// [`ExitReason::NoProc`]).
+    pub fn remote_monitor(
+        &self,
+        target: Pid,
+        watcher: Pid,
+        monitor: Ref,
+    ) -> Result<(), ExitReason> {
+        self.add_monitor(target, monitor, crate::control::Watcher::Process(watcher))
+    }
+
+    /// Removes a monitor set up by [`Runtime::remote_monitor`].
+    pub fn remote_demonitor(&self, target: Pid, monitor: Ref) {
+        if let Some(cell) = self.lookup(target) {
+            cell.control().remove_monitor(monitor);
+        }
+    }
+
+    /// A process of another node links to the local process `local`. When `local` is not
+    /// alive, the caller must send a link exit with [`ExitReason::NoProc`] back.
+    pub fn remote_link(&self, local: Pid, remote: Pid) -> Result<(), crate::LinkError> {
+        let cell = self.lookup(local).ok_or(crate::LinkError::NoProc(local))?;
+        cell.control().add_link(remote).map_err(|_| crate::LinkError::NoProc(local))
+    }
+
+    /// Removes a link made by [`Runtime::remote_link`].
+    pub fn remote_unlink(&self, local: Pid, remote: Pid) {
+        if let Some(cell) = self.lookup(local) {
+            cell.control().remove_link(remote);
+        }
+    }
+}

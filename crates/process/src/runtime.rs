@@ -1,0 +1,556 @@
+//! [`Runtime`]: one node's processes, and everything done to them by pid.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::task::{Context as TaskContext, Poll};
+
+use tokio::sync::oneshot;
+
+use crate::cell::{Cell, ProcessCell};
+use crate::control::Watcher;
+use crate::error::valid_name;
+use crate::factory::Factories;
+use crate::mailbox::{MailboxConfig, Overflow};
+use crate::pid::next_incarnation;
+use crate::remote::{Outbound, Remote};
+use crate::run::{InitAck, run};
+use crate::table::ProcessTable;
+use crate::{
+    Addr, BuildError, Context, ExitKind, ExitReason, LinkError, NodeId, Pid, Process, Ref, Signal,
+    SpawnError, StartError,
+};
+
+/// A node's process runtime: spawns processes and operates on them by pid. Cheap to clone
+/// (all clones are the same runtime).
+///
+/// Processes are tokio tasks on the tokio runtime the `Runtime` was built in. Build one per
+/// node; several may live in one OS process (tests run whole clusters that way).
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: NodeId,
+    node_name: String,
+    incarnation: u64,
+    next_id: AtomicU64,
+    next_ref: AtomicU64,
+    table: ProcessTable,
+    names: RwLock<HashMap<String, Pid>>,
+    factories: Factories,
+    remote: OnceLock<Arc<dyn Remote>>,
+    mailbox: MailboxConfig,
+    tokio: tokio::runtime::Handle,
+}
+
+/// Configures a [`Runtime`].
+#[derive(Clone, Debug)]
+pub struct RuntimeBuilder {
+    node_name: String,
+    mailbox: MailboxConfig,
+}
+
+impl RuntimeBuilder {
+    /// The node's name (default `nonode@nohost`, as in Erlang); its [`NodeId`] is a hash of it.
+    pub fn node_name(mut self, name: impl Into<String>) -> Self {
+        self.node_name = name.into();
+        self
+    }
+
+    /// The mailbox of processes spawned without one of their own (default
+    /// [`MailboxConfig::DEFAULT`]).
+    pub fn mailbox(mut self, mailbox: MailboxConfig) -> Self {
+        self.mailbox = mailbox;
+        self
+    }
+
+    /// Builds the runtime on the current tokio runtime, with a fresh incarnation.
+    pub fn build(self) -> Result<Runtime, BuildError> {
+        if !valid_name(&self.node_name) {
+            return Err(BuildError::InvalidNodeName(self.node_name));
+        }
+        if self.mailbox.capacity == 0 {
+            return Err(BuildError::InvalidMailbox);
+        }
+        let tokio = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoTokio)?;
+        let inner = Inner {
+            node: NodeId::from_name(&self.node_name),
+            node_name: self.node_name,
+            incarnation: next_incarnation(),
+            // Local id 0 is the runtime itself (see `Runtime::system_pid`).
+            next_id: AtomicU64::new(1),
+            next_ref: AtomicU64::new(1),
+            table: ProcessTable::new(),
+            names: RwLock::default(),
+            factories: Factories::default(),
+            remote: OnceLock::new(),
+            mailbox: self.mailbox,
+            tokio,
+        };
+        Ok(Runtime { inner: Arc::new(inner) })
+    }
+}
+
+/// How to spawn a process: linked, named, with its own mailbox.
+#[derive(Clone, Debug, Default)]
+pub struct SpawnOptions {
+    pub(crate) link: Option<Pid>,
+    pub(crate) monitor: Option<(Pid, Ref)>,
+    pub(crate) name: Option<String>,
+    pub(crate) mailbox: Option<MailboxConfig>,
+}
+
+impl SpawnOptions {
+    /// No link, no name, the runtime's default mailbox.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Links the new process to `parent` before it runs (`parent` becomes its
+    /// [`Context::parent`]).
+    pub fn link(mut self, parent: Pid) -> Self {
+        self.link = Some(parent);
+        self
+    }
+
+    /// Registers the new process under `name` before it runs.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Gives the new process its own mailbox configuration.
+    pub fn mailbox(mut self, mailbox: MailboxConfig) -> Self {
+        self.mailbox = Some(mailbox);
+        self
+    }
+
+    pub(crate) fn monitored_by(mut self, watcher: Pid, monitor: Ref) -> Self {
+        self.monitor = Some((watcher, monitor));
+        self
+    }
+}
+
+/// A snapshot of one process, for introspection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// The process.
+    pub pid: Pid,
+    /// Its registered name.
+    pub name: Option<String>,
+    /// Letters waiting in its mailbox.
+    pub mailbox_len: usize,
+    /// The processes it is linked to.
+    pub links: Vec<Pid>,
+    /// How many monitors watch it.
+    pub monitored_by: usize,
+    /// Whether it traps exits.
+    pub traps_exits: bool,
+}
+
+impl Runtime {
+    /// A runtime with the default configuration, on the current tokio runtime.
+    pub fn new() -> Result<Self, BuildError> {
+        Self::builder().build()
+    }
+
+    /// Configures a runtime.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder { node_name: "nonode@nohost".to_owned(), mailbox: MailboxConfig::DEFAULT }
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> NodeId {
+        self.inner.node
+    }
+
+    /// This node's name.
+    pub fn node_name(&self) -> &str {
+        &self.inner.node_name
+    }
+
+    /// This run's incarnation: different at every start of the node.
+    pub fn incarnation(&self) -> u64 {
+        self.inner.incarnation
+    }
+
+    /// The pid that stands for the runtime itself, as the sender of [`Runtime::exit`] signals.
+    pub fn system_pid(&self) -> Pid {
+        Pid::from_parts(self.inner.node, self.inner.incarnation, 0)
+    }
+
+    /// Whether `pid` belongs to this run of this node.
+    pub fn is_local(&self, pid: Pid) -> bool {
+        pid.node() == self.inner.node && pid.incarnation() == self.inner.incarnation
+    }
+
+    /// Whether `pid` names a process of *another* node (rather than a dead one of this node,
+    /// or one of a previous run of this node).
+    fn is_remote(&self, pid: Pid) -> bool {
+        pid.node() != self.inner.node
+    }
+
+    /// A fresh, cluster-unique reference.
+    pub fn make_ref(&self) -> Ref {
+        let n = self.inner.next_ref.fetch_add(1, Ordering::Relaxed);
+        Ref::new(self.inner.node, self.inner.incarnation, n)
+    }
+
+    /// Installs the transport that reaches other nodes; refused (handed back) if one is
+    /// installed already.
+    pub fn set_remote(&self, remote: Arc<dyn Remote>) -> Result<(), Arc<dyn Remote>> {
+        self.inner.remote.set(remote)
+    }
+
+    pub(crate) fn remote(&self) -> Option<&Arc<dyn Remote>> {
+        self.inner.remote.get()
+    }
+
+    pub(crate) fn tokio(&self) -> &tokio::runtime::Handle {
+        &self.inner.tokio
+    }
+
+    pub(crate) fn names(&self) -> &RwLock<HashMap<String, Pid>> {
+        &self.inner.names
+    }
+
+    pub(crate) fn factories(&self) -> &Factories {
+        &self.inner.factories
+    }
+
+    pub(crate) fn lookup(&self, pid: Pid) -> Option<Arc<dyn ProcessCell>> {
+        if self.is_local(pid) { self.inner.table.get(pid.local_id()) } else { None }
+    }
+
+    pub(crate) fn waits_when_full(&self, pid: Pid) -> bool {
+        self.lookup(pid).is_some_and(|cell| cell.mailbox_config().overflow == Overflow::Wait)
+    }
+
+    /// Spawns `process` and returns a typed handle at once; `init` runs in the new process.
+    pub fn spawn<P: Process>(&self, process: P) -> Addr<P> {
+        match self.spawn_inner(process, SpawnOptions::new(), None) {
+            Ok(addr) => addr,
+            // Without link, name or mailbox options there is nothing to refuse.
+            Err(error) => unreachable!("a spawn without options failed: {error}"),
+        }
+    }
+
+    /// Spawns `process` with `options`.
+    pub fn spawn_with<P: Process>(
+        &self,
+        process: P,
+        options: SpawnOptions,
+    ) -> Result<Addr<P>, SpawnError> {
+        self.spawn_inner(process, options, None)
+    }
+
+    /// Spawns `process` and waits until its `init` has succeeded.
+    pub async fn start<P: Process>(&self, process: P) -> Result<Addr<P>, StartError> {
+        self.start_with(process, SpawnOptions::new()).await
+    }
+
+    /// Spawns `process` with `options` and waits until its `init` has succeeded.
+    pub async fn start_with<P: Process>(
+        &self,
+        process: P,
+        options: SpawnOptions,
+    ) -> Result<Addr<P>, StartError> {
+        let (ack, started) = oneshot::channel();
+        let addr = self.spawn_inner(process, options, Some(ack))?;
+        match started.await {
+            Ok(Ok(())) => Ok(addr),
+            Ok(Err(reason)) => Err(StartError::Init(reason)),
+            Err(_) => Err(StartError::Init(ExitReason::Killed)),
+        }
+    }
+
+    pub(crate) fn spawn_inner<P: Process>(
+        &self,
+        process: P,
+        options: SpawnOptions,
+        ack: Option<InitAck>,
+    ) -> Result<Addr<P>, SpawnError> {
+        let mailbox = options.mailbox.unwrap_or(self.inner.mailbox);
+        if mailbox.capacity == 0 {
+            return Err(SpawnError::InvalidMailbox);
+        }
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let pid = Pid::from_parts(self.inner.node, self.inner.incarnation, id);
+        let cell = Arc::new(Cell::<P>::new(pid, mailbox));
+        if let Some((watcher, monitor)) = options.monitor {
+            cell.control.add_monitor(monitor, Watcher::Process(watcher)).ok();
+        }
+        // Into the table before any link or name points at it, so that an exit signal or a
+        // lookup never misses it; a failure below ends it like any exit would.
+        self.inner.table.insert(id, cell.clone());
+        if let Some(name) = &options.name
+            && let Err(error) = self.register(name, pid)
+        {
+            self.finish(cell, ExitReason::NoProc);
+            return Err(match error {
+                crate::RegisterError::NameTaken { name, holder } => {
+                    SpawnError::NameTaken { name, holder }
+                }
+                _ => SpawnError::InvalidName(name.clone()),
+            });
+        }
+        if let Some(parent) = options.link
+            && self.link(pid, parent).is_err()
+        {
+            self.finish(cell, ExitReason::NoProc);
+            return Err(SpawnError::LinkNoProc(parent));
+        }
+        let ctx = Context::new(self.clone(), cell.clone(), options.link);
+        self.inner.tokio.spawn(run(process, ctx, ack));
+        Ok(Addr::new(self.clone(), cell))
+    }
+
+    /// Sends an exit signal from the runtime itself to `pid`, as OTP's `exit(Pid, Reason)`:
+    /// `Killed` kills it outright; otherwise a process that traps exits gets
+    /// [`Signal::Exit`], one that does not exits with `reason` (and ignores `Normal`).
+    pub fn exit(&self, pid: Pid, reason: ExitReason) {
+        self.send_exit(pid, self.system_pid(), reason, ExitKind::Direct);
+    }
+
+    /// Kills `pid`: it exits with [`ExitReason::Killed`] at its next await point, without
+    /// running `terminate`, whether or not it traps exits.
+    pub fn kill(&self, pid: Pid) {
+        self.exit(pid, ExitReason::Killed);
+    }
+
+    pub(crate) fn send_exit(&self, to: Pid, from: Pid, reason: ExitReason, kind: ExitKind) {
+        if self.is_remote(to) {
+            self.route_signal(Outbound::Exit { to, from, reason, kind });
+            return;
+        }
+        let Some(cell) = self.lookup(to) else { return };
+        let control = cell.control();
+        if kind == ExitKind::Link && !control.remove_link(from) {
+            return; // unlinked meanwhile
+        }
+        if kind == ExitKind::Direct && reason == ExitReason::Killed {
+            interrupt(cell.as_ref(), reason);
+        } else if control.is_trapping() {
+            cell.push_signal(Signal::Exit { from, reason });
+        } else if reason != ExitReason::Normal {
+            interrupt(cell.as_ref(), reason);
+        }
+    }
+
+    pub(crate) fn send_down(&self, to: Pid, monitor: Ref, pid: Pid, reason: ExitReason) {
+        if self.is_remote(to) {
+            self.route_signal(Outbound::Down { to, monitor, pid, reason });
+        } else if let Some(cell) = self.lookup(to) {
+            cell.push_signal(Signal::Down { monitor, pid, reason });
+        }
+    }
+
+    /// Hands a signal to the transport. Signals to an unreachable node are dropped: the other
+    /// side learns of the lost connection through its own monitors and links.
+    fn route_signal(&self, outbound: Outbound) {
+        match self.remote() {
+            Some(remote) => {
+                if let Err(error) = remote.try_route(outbound) {
+                    tracing::debug!(?error, "a signal for another node was not routed");
+                }
+            }
+            None => tracing::debug!(?outbound, "no transport: a signal for another node dropped"),
+        }
+    }
+
+    /// Sets up a monitor for `watcher`; on failure, the reason for an immediate `Down`.
+    pub(crate) fn monitor_on_behalf(
+        &self,
+        watcher: Pid,
+        target: Pid,
+        monitor: Ref,
+    ) -> Result<(), ExitReason> {
+        if !self.is_remote(target) {
+            return self.add_monitor(target, monitor, Watcher::Process(watcher));
+        }
+        let remote = self.remote().ok_or(ExitReason::NoConnection)?;
+        remote
+            .try_route(Outbound::Monitor { target, watcher, monitor })
+            .map_err(|_| ExitReason::NoConnection)
+    }
+
+    pub(crate) fn add_monitor(
+        &self,
+        target: Pid,
+        monitor: Ref,
+        watcher: Watcher,
+    ) -> Result<(), ExitReason> {
+        let cell = self.lookup(target).ok_or(ExitReason::NoProc)?;
+        cell.control().add_monitor(monitor, watcher).map_err(|_| ExitReason::NoProc)
+    }
+
+    pub(crate) fn demonitor_on_behalf(&self, target: Pid, monitor: Ref) {
+        if self.is_remote(target) {
+            self.route_signal(Outbound::Demonitor { target, monitor });
+        } else if let Some(cell) = self.lookup(target) {
+            cell.control().remove_monitor(monitor);
+        }
+    }
+
+    /// A future that resolves to `pid`'s exit reason when it exits (at once with `NoProc` if
+    /// it is not alive on this node). For code outside processes: tests, shutdown sequences.
+    /// Local pids only; processes monitor remote pids with [`Context::monitor`].
+    pub fn watch(&self, pid: Pid) -> ExitWatch {
+        let (sender, receiver) = oneshot::channel();
+        match self.add_monitor(pid, self.make_ref(), Watcher::Future(sender)) {
+            Ok(()) => ExitWatch(Some(receiver)),
+            Err(_) => ExitWatch(None),
+        }
+    }
+
+    /// Links local process `from` with `to` (local or remote).
+    pub(crate) fn link(&self, from: Pid, to: Pid) -> Result<(), LinkError> {
+        if from == to {
+            return Ok(());
+        }
+        let cell = self.lookup(from).ok_or(LinkError::NoProc(from))?;
+        // `from` first: if `to` exits right after learning of the link, its exit signal must
+        // find the link on this side.
+        cell.control().add_link(to).map_err(|_| LinkError::NoProc(from))?;
+        let linked = if self.is_remote(to) {
+            match self.remote() {
+                Some(remote) => remote
+                    .try_route(Outbound::Link { to, from })
+                    .map_err(|_| LinkError::NoConnection(to)),
+                None => Err(LinkError::NoConnection(to)),
+            }
+        } else {
+            match self.lookup(to) {
+                Some(peer) => peer.control().add_link(from).map_err(|_| LinkError::NoProc(to)),
+                None => Err(LinkError::NoProc(to)),
+            }
+        };
+        if linked.is_err() {
+            cell.control().remove_link(to);
+        }
+        linked
+    }
+
+    pub(crate) fn unlink(&self, from: Pid, to: Pid) {
+        if let Some(cell) = self.lookup(from) {
+            cell.control().remove_link(to);
+        }
+        if self.is_remote(to) {
+            self.route_signal(Outbound::Unlink { to, from });
+        } else if let Some(peer) = self.lookup(to) {
+            peer.control().remove_link(from);
+        }
+    }
+
+    /// Everything that happens when a process has exited: it leaves the table and its name,
+    /// its timers are cancelled, letters left in its mailbox are dropped (their callers are
+    /// told), and its monitors and links are notified.
+    pub(crate) fn finish(&self, cell: Arc<dyn ProcessCell>, reason: ExitReason) {
+        let pid = cell.pid();
+        let remains = cell.control().finish(reason.clone());
+        self.inner.table.remove(pid.local_id());
+        cell.close(&reason);
+        if let Some(name) = remains.name {
+            self.forget_name(&name, pid);
+        }
+        for timer in remains.timers {
+            timer.cancel();
+        }
+        for (monitor, watcher) in remains.monitors {
+            match watcher {
+                Watcher::Process(to) => self.send_down(to, monitor, pid, reason.clone()),
+                Watcher::Future(sender) => drop(sender.send(reason.clone())),
+            }
+        }
+        for peer in remains.links {
+            self.send_exit(peer, pid, reason.clone(), ExitKind::Link);
+        }
+        tracing::trace!(%pid, %reason, "process exited");
+    }
+
+    /// Whether `pid` is a live process of this node.
+    pub fn is_alive(&self, pid: Pid) -> bool {
+        self.is_local(pid) && self.inner.table.contains(pid.local_id())
+    }
+
+    /// The live processes of this node, in spawn order.
+    pub fn processes(&self) -> Vec<Pid> {
+        let node = self.inner.node;
+        let incarnation = self.inner.incarnation;
+        self.inner
+            .table
+            .ids()
+            .into_iter()
+            .map(|id| Pid::from_parts(node, incarnation, id))
+            .collect()
+    }
+
+    /// How many processes are alive on this node.
+    pub fn process_count(&self) -> usize {
+        self.inner.table.len()
+    }
+
+    /// Letters waiting in `pid`'s mailbox, if it is alive here.
+    pub fn mailbox_len(&self, pid: Pid) -> Option<usize> {
+        self.lookup(pid).map(|cell| cell.mailbox_len())
+    }
+
+    /// A snapshot of `pid`, if it is alive here.
+    pub fn process_info(&self, pid: Pid) -> Option<ProcessInfo> {
+        let cell = self.lookup(pid)?;
+        let control = cell.control();
+        Some(ProcessInfo {
+            pid,
+            name: control.name(),
+            mailbox_len: cell.mailbox_len(),
+            links: control.links(),
+            monitored_by: control.monitor_count(),
+            traps_exits: control.is_trapping(),
+        })
+    }
+
+    /// A typed handle to `pid`, if it is alive here and runs behaviour `P`.
+    pub fn addr<P: Process>(&self, pid: Pid) -> Option<Addr<P>> {
+        let cell = self.lookup(pid)?.into_any().downcast::<Cell<P>>().ok()?;
+        Some(Addr::new(self.clone(), cell))
+    }
+}
+
+/// Asks a process to exit and wakes it wherever it waits.
+fn interrupt(cell: &dyn ProcessCell, reason: ExitReason) {
+    if let Some(handler) = cell.control().request_exit(reason) {
+        handler.wake();
+    }
+    cell.wake();
+}
+
+/// Resolves to a process's exit reason; see [`Runtime::watch`].
+#[derive(Debug)]
+pub struct ExitWatch(Option<oneshot::Receiver<ExitReason>>);
+
+impl Future for ExitWatch {
+    type Output = ExitReason;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<ExitReason> {
+        match &mut self.0 {
+            None => Poll::Ready(ExitReason::NoProc),
+            Some(receiver) => {
+                Pin::new(receiver).poll(cx).map(|reason| reason.unwrap_or(ExitReason::Killed))
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("node", &self.inner.node_name)
+            .field("incarnation", &self.inner.incarnation)
+            .field("processes", &self.inner.table.len())
+            .finish()
+    }
+}

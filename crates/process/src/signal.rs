@@ -1,0 +1,46 @@
+//! System signals a process receives through [`crate::Process::handle_signal`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ExitReason, Pid, Ref};
+
+/// A system event for a process, queued in its mailbox in order with its messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Signal {
+    /// A monitored process exited (or was not alive when the monitor was set up, with
+    /// [`ExitReason::NoProc`], or its node was lost, with [`ExitReason::NoConnection`]).
+    /// Delivered exactly once per monitor, and never after `demonitor` returned.
+    Down {
+        /// The monitor, as returned by `monitor`.
+        monitor: Ref,
+        /// The process that exited.
+        pid: Pid,
+        /// Why it exited.
+        reason: ExitReason,
+    },
+    /// An exit signal, delivered as a message because this process traps exits: a linked
+    /// process exited, or someone called `exit` on this process.
+    Exit {
+        /// The process that sent it.
+        from: Pid,
+        /// Its reason.
+        reason: ExitReason,
+    },
+    /// A timer started with `start_timer` fired.
+    Timeout {
+        /// The timer's reference, as returned by `start_timer`.
+        timer: Ref,
+    },
+}
+
+/// Whether an exit signal comes from a link or from an explicit `exit` call; they differ as in
+/// OTP: a link's signal is dropped if the link was removed meanwhile, and only an explicit
+/// `exit` with [`ExitReason::Killed`] kills a process that traps exits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitKind {
+    /// The sender was linked to the receiver and exited.
+    Link,
+    /// The sender called `exit(receiver, reason)`.
+    Direct,
+}

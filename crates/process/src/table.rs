@@ -1,0 +1,82 @@
+//! The process table: local id → process, sharded so that spawns and lookups from several
+//! threads rarely meet on one lock.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::cell::ProcessCell;
+
+const SHARDS: usize = 32;
+
+type Shard = RwLock<HashMap<u64, Arc<dyn ProcessCell>, BuildHasherDefault<IdHasher>>>;
+
+pub(crate) struct ProcessTable {
+    shards: Box<[Shard]>,
+}
+
+impl ProcessTable {
+    pub(crate) fn new() -> Self {
+        Self { shards: (0..SHARDS).map(|_| Shard::default()).collect() }
+    }
+
+    fn shard(&self, id: u64) -> &Shard {
+        &self.shards[id as usize % SHARDS]
+    }
+
+    pub(crate) fn insert(&self, id: u64, cell: Arc<dyn ProcessCell>) {
+        self.shard(id).write().unwrap_or_else(PoisonError::into_inner).insert(id, cell);
+    }
+
+    pub(crate) fn remove(&self, id: u64) {
+        self.shard(id).write().unwrap_or_else(PoisonError::into_inner).remove(&id);
+    }
+
+    pub(crate) fn get(&self, id: u64) -> Option<Arc<dyn ProcessCell>> {
+        self.shard(id).read().unwrap_or_else(PoisonError::into_inner).get(&id).cloned()
+    }
+
+    pub(crate) fn contains(&self, id: u64) -> bool {
+        self.shard(id).read().unwrap_or_else(PoisonError::into_inner).contains_key(&id)
+    }
+
+    pub(crate) fn ids(&self) -> Vec<u64> {
+        let mut ids = Vec::new();
+        for shard in self.shards.iter() {
+            ids.extend(shard.read().unwrap_or_else(PoisonError::into_inner).keys().copied());
+        }
+        ids.sort_unstable();
+        ids
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.read().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+}
+
+/// Local ids are handed out by a counter, so a multiplicative mix is a good enough hash and
+/// much cheaper than SipHash; nothing outside the node chooses them.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        // Fibonacci hashing. All ids of one shard share their low bits, so fold the well-mixed
+        // high half down into the low bits the map uses to pick a bucket.
+        let mixed = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = mixed ^ (mixed >> 32);
+    }
+}

@@ -1,0 +1,1 @@
+//! The Shoal facade (being written).

@@ -1,0 +1,1 @@
+//! Supervisors (being written).

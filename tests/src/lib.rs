@@ -1,0 +1,6 @@
+//! Cross-crate integration tests and simulations for Shoal.
+//!
+//! Tests that need more than one Shoal crate at a time (a transport with the registry, a hub
+//! over a real cluster, seeded simulations of several cores together) live in this one
+//! package, so the workspace builds a single test binary for them. Single-crate tests stay in
+//! their crate's own `tests/` binary.
