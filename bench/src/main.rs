@@ -1,1 +1,87 @@
-fn main() {}
+//! `shoal-bench`: Shoal's benchmark binary, driven by `cargo xtask bench`.
+//!
+//! ```text
+//! shoal-bench list          one line per metric: `<name> <unit>`
+//! shoal-bench run <name>    one sample of one metric: its value alone on stdout
+//! ```
+//!
+//! Each `run` takes exactly one sample in a fresh OS process, so no sample inherits the heap,
+//! the threads or the warm caches of another; `xtask bench` runs several and takes the median.
+//! Everything besides the value (details, progress) goes to stderr. The metric names and
+//! targets are those of SPEC.md, "Benchmarks".
+//!
+//! What it is not: a statistics harness. One sample is one number; repetition, medians and
+//! the comparison with targets belong to `xtask bench`.
+//!
+//! Codemap: [`METRICS`] is the table of every metric; each area of Shoal has a module of its
+//! own ([`local`]: one node's process runtime), and [`harness`] holds what they share.
+
+mod harness;
+mod local;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+/// One metric: what `list` shows and what `run` calls.
+struct Metric {
+    /// The name `run` takes, as in SPEC.md.
+    name: &'static str,
+    /// The unit of the value, for `list`.
+    unit: &'static str,
+    /// Takes one sample. Builds whatever runtime it needs and tears it down.
+    sample: fn() -> anyhow::Result<f64>,
+}
+
+/// Every metric, in the order of SPEC.md's table.
+const METRICS: &[Metric] = &[
+    Metric { name: "local_send_msgs_per_s", unit: "msgs/s", sample: local::send_msgs_per_s },
+    Metric { name: "local_call_rtt_us", unit: "us", sample: local::call_rtt_us },
+    Metric { name: "spawn_ns", unit: "ns", sample: local::spawn_ns },
+    Metric { name: "process_bytes", unit: "bytes", sample: local::process_bytes },
+];
+
+const USAGE: &str = "usage: shoal-bench list | shoal-bench run <metric>";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["list"] => list(),
+        ["run", name] => run(name),
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn list() -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    for metric in METRICS {
+        if writeln!(out, "{} {}", metric.name, metric.unit).is_err() {
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(name: &str) -> ExitCode {
+    let Some(metric) = METRICS.iter().find(|metric| metric.name == name) else {
+        eprintln!("shoal-bench: unknown metric `{name}` (`shoal-bench list` names them)");
+        return ExitCode::from(2);
+    };
+    match (metric.sample)() {
+        Ok(value) if value.is_finite() => {
+            println!("{value}");
+            ExitCode::SUCCESS
+        }
+        Ok(value) => {
+            eprintln!("shoal-bench: {name} measured a value that is not a number: {value}");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("shoal-bench: {name} failed: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

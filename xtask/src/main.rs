@@ -1,1 +1,99 @@
-fn main() {}
+//! `cargo xtask`: the one entry point for Shoal's automation.
+//!
+//! ```text
+//! cargo xtask ci [--skip STEP]...        every check CI runs, with a test-count summary
+//! cargo xtask bench [--runs N] [NAME]... the benchmarks, one `name value unit` line per metric
+//! ```
+//!
+//! It is an ordinary binary in the workspace (the alias in `.cargo/config.toml` runs it), so
+//! automation is Rust that anyone can read and run locally, and CI runs the same thing: `.ci/run`
+//! only calls `cargo xtask ci`.
+//!
+//! What it is not: a build system. Every step is a plain `cargo` command, printed before it
+//! runs so it can be copied and rerun by hand. It depends on nothing but `anyhow`, because CI
+//! builds it before anything else, on two cores.
+//!
+//! Codemap: [`ci`] runs the checks and [`test_counts`] reads test counts out of their output;
+//! [`tee`] runs a command with its output both shown and kept; [`bench`](mod@bench) drives the
+//! `shoal-bench` binary.
+
+mod bench;
+mod ci;
+mod tee;
+mod test_counts;
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Result, anyhow, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+    ci [--skip STEP]...          run every check CI runs, in order, and summarise them
+                                 (steps: fmt, clippy, test, doctest, doc)
+    bench [--runs N] [NAME]...   build the benchmarks in release mode and print one
+                                 `name value unit` line per metric: the median of N runs
+                                 (default 5); NAME selects metrics by name prefix
+    help                         print this message
+
+`cargo xtask cluster-test` comes with the transport.
+";
+
+fn main() -> ExitCode {
+    match command_line_args().and_then(|args| run(&args)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The arguments after `cargo xtask`, refused rather than mangled if they are not UTF-8.
+fn command_line_args() -> Result<Vec<String>> {
+    env::args_os()
+        .skip(1)
+        .map(|arg| arg.into_string().map_err(|arg| anyhow!("argument {arg:?} is not UTF-8")))
+        .collect()
+}
+
+/// Dispatches to a command. Commands print their own report and choose the exit code; an
+/// error means the command could not do its job at all (bad arguments, a missing tool).
+fn run(args: &[String]) -> Result<ExitCode> {
+    let Some((command, options)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return Ok(ExitCode::FAILURE);
+    };
+    match command.as_str() {
+        "ci" => ci::run(options),
+        "bench" => bench::run(options),
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        unknown => bail!("unknown command `{unknown}`\n\n{USAGE}"),
+    }
+}
+
+/// The workspace root, where every command runs: xtask's own directory is one level below.
+///
+/// Taken from the build rather than the current directory, so `cargo xtask` works from
+/// anywhere inside the workspace.
+fn workspace_root() -> PathBuf {
+    let xtask_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask_dir.parent().unwrap_or(xtask_dir).to_path_buf()
+}
+
+/// A `cargo` command with `args`, to run in the workspace root.
+///
+/// It uses the cargo that runs xtask (`$CARGO`), so `cargo +nightly xtask ci` checks with
+/// nightly throughout; plain `cargo` from `PATH` is the fallback when xtask runs on its own.
+fn cargo(args: &[&str]) -> Command {
+    let program = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(program);
+    command.args(args).current_dir(workspace_root());
+    command
+}

@@ -31,6 +31,11 @@ impl<P: Process> Addr<P> {
         self.cell.pid
     }
 
+    /// The runtime the process runs on.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
     /// Casts `message`, waiting for room if the mailbox is full and its overflow policy is
     /// `Wait`.
     pub async fn cast(&self, message: P::Message) -> Result<(), SendError<P::Message>> {

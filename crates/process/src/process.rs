@@ -160,8 +160,9 @@ impl<P: Process> Context<P> {
         self.stop = Some(reason);
     }
 
-    /// Whether exit signals arrive as [`Signal::Exit`] instead of ending this process (a kill
-    /// still ends it). Off by default.
+    /// Whether exit signals arrive as [`Signal::Exit`] instead of ending this process. Off by
+    /// default. A kill still ends it, and so does an exit signal from its [`Context::parent`]
+    /// (after `terminate`), as with OTP's `gen_server`.
     pub fn trap_exits(&self, trap: bool) {
         self.cell.control.set_trapping(trap);
     }

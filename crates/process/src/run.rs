@@ -155,11 +155,18 @@ async fn dispatch<P: Process>(
             guarded(control, scope, process.handle_call(request, reply, ctx)).await
         }
         Envelope::Signal(signal) => {
-            if let Signal::Down { monitor, .. } = &signal
-                && ctx.monitors.remove(monitor).is_none()
-            {
-                // Demonitored while the Down was on its way.
-                return Outcome::Done(());
+            match &signal {
+                Signal::Down { monitor, .. } if ctx.monitors.remove(monitor).is_none() => {
+                    // Demonitored while the Down was on its way.
+                    return Outcome::Done(());
+                }
+                Signal::Exit { from, reason } if Some(*from) == ctx.parent() => {
+                    // As OTP's gen_server: a process that traps exits still ends when its
+                    // parent (its supervisor, say) exits or orders it to; `terminate` runs.
+                    ctx.stop(reason.clone());
+                    return Outcome::Done(());
+                }
+                _ => {}
             }
             guarded(control, scope, process.handle_signal(signal, ctx)).await
         }

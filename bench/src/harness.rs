@@ -1,0 +1,40 @@
+//! What the metrics share: the tokio runtime they run on, and the process's resident memory.
+
+use std::future::Future;
+
+use anyhow::Context as _;
+
+/// Runs `measure` as a task on a fresh multi-thread tokio runtime with the default worker
+/// count (one per core), and returns its result once the runtime has shut down.
+///
+/// The measuring code runs on a worker, as a process's code would, not on the thread that
+/// blocks on the runtime: that thread would be one more thread than there are cores.
+pub(crate) fn on_workers<F>(measure: F) -> anyhow::Result<f64>
+where
+    F: Future<Output = anyhow::Result<f64>> + Send + 'static,
+{
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    let value = tokio.block_on(tokio.spawn(measure)).context("the measuring task")??;
+    Ok(value)
+}
+
+/// This OS process's resident set size, in bytes (`VmRSS` in `/proc/self/status`).
+pub(crate) fn resident_bytes() -> anyhow::Result<u64> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .context("no VmRSS line in /proc/self/status")?;
+    let kib: u64 = line
+        .trim()
+        .strip_suffix("kB")
+        .context("VmRSS is not in kB")?
+        .trim()
+        .parse()
+        .context("VmRSS is not a number")?;
+    Ok(kib * 1024)
+}

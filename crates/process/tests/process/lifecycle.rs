@@ -1,0 +1,232 @@
+//! A process's life: `init` and `start`, stopping, exit signals sent to it, panics.
+
+use std::pin::pin;
+use std::time::Duration;
+
+use shoal_process::{Context, ExitReason, Process, Signal, StartError};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::support::{Ask, Event, Probe, reports, park, poll_once, run, runtime, within};
+
+/// What `Booting::init` does.
+enum InitPlan {
+    /// Waits for the sender before succeeding.
+    WaitFor(oneshot::Receiver<()>),
+    Fail(ExitReason),
+    Panic,
+}
+
+/// A behaviour whose `init` follows a plan, logging `init` and `terminate`.
+struct Booting {
+    plan: Option<InitPlan>,
+    log: mpsc::UnboundedSender<String>,
+}
+
+impl Booting {
+    fn new(plan: InitPlan) -> (Self, mpsc::UnboundedReceiver<String>) {
+        let (log, read) = mpsc::unbounded_channel();
+        (Self { plan: Some(plan), log }, read)
+    }
+}
+
+impl Process for Booting {
+    type Message = ();
+    type Call = ();
+    type Reply = ();
+
+    async fn init(&mut self, _: &mut Context<Self>) -> Result<(), ExitReason> {
+        self.log.send("init".to_owned()).unwrap();
+        match self.plan.take().unwrap() {
+            InitPlan::WaitFor(go) => {
+                go.await.unwrap();
+                Ok(())
+            }
+            InitPlan::Fail(reason) => Err(reason),
+            InitPlan::Panic => panic!("init exploded"),
+        }
+    }
+
+    async fn handle_cast(&mut self, _: (), _: &mut Context<Self>) {}
+
+    async fn terminate(&mut self, reason: &ExitReason, _: &mut Context<Self>) {
+        self.log.send(format!("terminate: {reason}")).unwrap();
+    }
+}
+
+// proc_lib:start: start returns only once init has returned successfully.
+#[tokio::test]
+async fn start_waits_for_init() {
+    let runtime = runtime();
+    let (go, wait) = oneshot::channel();
+    let (booting, mut log) = Booting::new(InitPlan::WaitFor(wait));
+    let mut start = pin!(runtime.start(booting));
+    assert!(poll_once(&mut start).await.is_pending(), "init has not returned yet");
+    assert_eq!(within(log.recv()).await.as_deref(), Some("init"));
+    go.send(()).unwrap();
+    let addr = within(start).await.expect("init succeeds");
+    assert!(addr.is_alive());
+    assert!(runtime.is_alive(addr.pid()));
+}
+
+// gen_server:init returning {stop, Reason}: start fails with that reason, terminate is not run.
+#[tokio::test]
+async fn an_init_error_fails_start_without_terminate() {
+    let runtime = runtime();
+    let (booting, mut log) = Booting::new(InitPlan::Fail(ExitReason::custom("no config")));
+    let outcome = within(runtime.start(booting)).await;
+    assert_eq!(outcome.unwrap_err(), StartError::Init(ExitReason::custom("no config")));
+    assert_eq!(within(log.recv()).await.as_deref(), Some("init"));
+    // The state is gone and it never logged `terminate`.
+    assert_eq!(within(log.recv()).await, None);
+    assert_eq!(runtime.process_count(), 0);
+}
+
+// A panic in init fails start with Panic(message).
+#[tokio::test]
+async fn an_init_panic_fails_start_with_the_panic_message() {
+    let runtime = runtime();
+    let (booting, mut log) = Booting::new(InitPlan::Panic);
+    let outcome = within(runtime.start(booting)).await;
+    assert_eq!(outcome.unwrap_err(), StartError::Init(ExitReason::Panic("init exploded".into())));
+    assert_eq!(within(log.recv()).await.as_deref(), Some("init"));
+    assert_eq!(within(log.recv()).await, None);
+}
+
+// A spawned (not started) process whose init fails exits with the init's reason.
+#[tokio::test]
+async fn a_spawned_process_whose_init_fails_exits_with_that_reason() {
+    let runtime = runtime();
+    let (booting, _log) = Booting::new(InitPlan::Fail(ExitReason::custom("no config")));
+    let addr = runtime.spawn(booting);
+    let exited = runtime.watch(addr.pid());
+    assert_eq!(within(exited).await, ExitReason::custom("no config"));
+    assert!(!addr.is_alive());
+}
+
+// gen_server {stop, Reason}: terminate(Reason) runs, then the process exits with Reason.
+#[tokio::test]
+async fn stop_runs_terminate_then_exits_with_the_reason() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let probe = runtime.spawn(Probe::new(&events));
+    let exited = runtime.watch(probe.pid());
+    run(&probe, |_, ctx| ctx.stop(ExitReason::custom("done"))).await;
+    assert_eq!(inbox.next().await, Event::Terminated(probe.pid(), ExitReason::custom("done")));
+    assert_eq!(within(exited).await, ExitReason::custom("done"));
+    assert!(!runtime.is_alive(probe.pid()));
+}
+
+// exit(Pid, shutdown) to a process that does not trap: it exits with shutdown (running
+// terminate here), and its monitor's Down carries shutdown.
+#[tokio::test]
+async fn exit_shutdown_runs_terminate_and_the_down_carries_shutdown() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let target = runtime.spawn(Probe::new(&events));
+    let watcher = runtime.spawn(Probe::new(&events));
+    let target_pid = target.pid();
+    let monitor = run(&watcher, move |_, ctx| ctx.monitor(target_pid)).await;
+    runtime.exit(target_pid, ExitReason::Shutdown);
+    assert_eq!(inbox.next().await, Event::Terminated(target_pid, ExitReason::Shutdown));
+    let down = Signal::Down { monitor, pid: target_pid, reason: ExitReason::Shutdown };
+    assert_eq!(inbox.next().await, Event::Signal(watcher.pid(), down));
+}
+
+// exit(Pid, normal) is ignored by a process that does not trap exits.
+#[tokio::test]
+async fn exit_normal_is_ignored_by_a_process_that_does_not_trap() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let probe = runtime.spawn(Probe::new(&events));
+    runtime.exit(probe.pid(), ExitReason::Normal);
+    // An exit, had it been taken, would stop the process before this call is handled.
+    assert_eq!(within(probe.call(Ask::Echo(1))).await, Ok(1));
+    assert!(probe.is_alive());
+    inbox.assert_empty();
+}
+
+// An exit signal interrupts a handler at its await point: the process ends with that reason
+// (and, not being killed, runs terminate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exit_interrupts_a_handler_awaiting_forever() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let probe = runtime.spawn(Probe::new(&events));
+    let exited = runtime.watch(probe.pid());
+    park(&probe, std::future::pending()).await;
+    runtime.exit(probe.pid(), ExitReason::custom("wake up"));
+    assert_eq!(within(exited).await, ExitReason::custom("wake up"));
+    assert_eq!(inbox.next().await, Event::Terminated(probe.pid(), ExitReason::custom("wake up")));
+}
+
+// A kill interrupts a handler in a long sleep: Killed, and terminate does not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_interrupts_a_handler_in_a_long_sleep() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let probe = runtime.spawn(Probe::new(&events));
+    drop(events);
+    let exited = runtime.watch(probe.pid());
+    park(&probe, async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        None
+    })
+    .await;
+    runtime.kill(probe.pid());
+    assert_eq!(within(exited).await, ExitReason::Killed);
+    inbox.closed().await;
+}
+
+// terminate is interrupted only by a kill: an exit signal meanwhile changes nothing, a kill
+// ends it and the process exits Killed.
+#[tokio::test]
+async fn only_a_kill_interrupts_terminate() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+
+    let patient = runtime.spawn(Probe::new(&events));
+    let (unlinger, linger) = oneshot::channel::<()>();
+    run(&patient, move |state, _| state.linger = Some(linger)).await;
+    let exited = runtime.watch(patient.pid());
+    run(&patient, |_, ctx| ctx.stop(ExitReason::custom("done"))).await;
+    assert_eq!(inbox.next().await, Event::Terminated(patient.pid(), ExitReason::custom("done")));
+    runtime.exit(patient.pid(), ExitReason::Shutdown);
+    drop(unlinger);
+    assert_eq!(within(exited).await, ExitReason::custom("done"));
+
+    let killed = runtime.spawn(Probe::new(&events));
+    let (_unlinger, linger) = oneshot::channel::<()>();
+    run(&killed, move |state, _| state.linger = Some(linger)).await;
+    let exited = runtime.watch(killed.pid());
+    run(&killed, |_, ctx| ctx.stop(ExitReason::custom("done"))).await;
+    assert_eq!(inbox.next().await, Event::Terminated(killed.pid(), ExitReason::custom("done")));
+    runtime.kill(killed.pid());
+    assert_eq!(within(exited).await, ExitReason::Killed);
+}
+
+// A panic in a handler ends only that process, with Panic(message), for both kinds of panic
+// payload (&str and String); terminate runs with that reason; other processes and the runtime
+// carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_ends_only_that_process_with_its_message() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let bystander = runtime.spawn(Probe::new(&events));
+    let panics: [(Box<dyn FnOnce() + Send>, &str); 3] = [
+        (Box::new(|| panic!("static message")), "static message"),
+        (Box::new(|| panic!("formatted {}", 42)), "formatted 42"),
+        (Box::new(|| std::panic::panic_any(String::from("owned payload"))), "owned payload"),
+    ];
+    for (panic, message) in panics {
+        let victim = runtime.spawn(Probe::new(&events));
+        let exited = runtime.watch(victim.pid());
+        victim.cast(crate::support::Cmd::Run(Box::new(move |_, _| panic()))).await.unwrap();
+        let reason = ExitReason::Panic(message.to_owned());
+        assert_eq!(within(exited).await, reason);
+        assert_eq!(inbox.next().await, Event::Terminated(victim.pid(), reason));
+    }
+    assert_eq!(within(bystander.call(Ask::Echo(1))).await, Ok(1));
+    let newcomer = runtime.spawn(Probe::new(&events));
+    assert_eq!(within(newcomer.call(Ask::Echo(2))).await, Ok(2));
+    assert_eq!(runtime.processes(), [bystander.pid(), newcomer.pid()]);
+}

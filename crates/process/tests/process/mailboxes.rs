@@ -1,0 +1,200 @@
+//! Bounded mailboxes (back-pressure, rejection, signals) and message ordering.
+
+use std::pin::pin;
+use std::time::Duration;
+
+use shoal_process::{CallError, ExitReason, MailboxConfig, Overflow, SendError, Signal, SpawnOptions};
+
+use crate::support::{
+    Ask, Calc, CalcMsg, CalcReq, Cmd, Event, Probe, block, reports, poll_once, run, runtime, within,
+};
+
+fn mailbox(capacity: usize, overflow: Overflow) -> SpawnOptions {
+    SpawnOptions::new().mailbox(MailboxConfig { capacity, overflow })
+}
+
+// Bounded mailbox: a try_ send to a full mailbox is Full, handing the message back, typed or
+// by pid.
+#[tokio::test]
+async fn try_cast_to_a_full_mailbox_hands_the_message_back() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let probe = runtime.spawn_with(Probe::new(&events), mailbox(2, Overflow::Wait)).unwrap();
+    let gate = block(&probe).await;
+    probe.try_cast(Cmd::Note(1)).unwrap();
+    probe.try_cast(Cmd::Note(2)).unwrap();
+    assert!(matches!(probe.try_cast(Cmd::Note(3)), Err(SendError::Full(Cmd::Note(3)))));
+    gate.open();
+    let pid = probe.pid();
+    assert_eq!(inbox.take(2).await, [Event::Note(pid, 1), Event::Note(pid, 2)]);
+
+    let (calc, parked, release) = Calc::parkable();
+    let calc = runtime.spawn_with(calc, mailbox(1, Overflow::Wait)).unwrap();
+    calc.cast(CalcMsg::Park).await.unwrap();
+    within(parked).await.unwrap();
+    runtime.try_cast(calc.pid(), CalcMsg::Add(1)).unwrap();
+    match runtime.try_cast(calc.pid(), CalcMsg::Add(2)) {
+        Err(SendError::Full(CalcMsg::Add(2))) => {}
+        other => panic!("expected Full(Add(2)), got {other:?}"),
+    }
+    release.send(()).unwrap();
+    assert_eq!(within(calc.call(CalcReq::Get)).await, Ok(1));
+}
+
+// Bounded mailbox with Overflow::Wait: an async send to a full mailbox waits (is pending) and
+// completes once the process takes its letters; typed, by pid, and calls alike.
+#[tokio::test]
+async fn an_async_send_to_a_full_mailbox_waits_for_room() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let probe = runtime.spawn_with(Probe::new(&events), mailbox(1, Overflow::Wait)).unwrap();
+    let gate = block(&probe).await;
+    probe.cast(Cmd::Note(1)).await.unwrap();
+    let mut cast = pin!(probe.cast(Cmd::Note(2)));
+    assert!(poll_once(&mut cast).await.is_pending(), "the typed cast waits for room");
+    let mut call = pin!(probe.call(Ask::Echo(3)));
+    assert!(poll_once(&mut call).await.is_pending(), "the call waits for room");
+    gate.open();
+    within(cast).await.unwrap();
+    assert_eq!(within(call).await, Ok(3));
+    let pid = probe.pid();
+    assert_eq!(inbox.take(2).await, [Event::Note(pid, 1), Event::Note(pid, 2)]);
+
+    let (calc, parked, release) = Calc::parkable();
+    let calc = runtime.spawn_with(calc, mailbox(1, Overflow::Wait)).unwrap();
+    calc.cast(CalcMsg::Park).await.unwrap();
+    within(parked).await.unwrap();
+    runtime.try_cast(calc.pid(), CalcMsg::Add(1)).unwrap();
+    let mut cast = pin!(runtime.cast(calc.pid(), CalcMsg::Add(2)));
+    assert!(poll_once(&mut cast).await.is_pending(), "the cast by pid waits for room");
+    release.send(()).unwrap();
+    within(cast).await.unwrap();
+    assert_eq!(within(calc.call(CalcReq::Get)).await, Ok(3));
+}
+
+// Bounded mailbox with Overflow::Reject: async sends to a full mailbox fail at once, Full.
+#[tokio::test]
+async fn a_reject_mailbox_refuses_async_sends_at_once() {
+    let runtime = runtime();
+    let (events, _inbox) = reports();
+    let probe = runtime.spawn_with(Probe::new(&events), mailbox(1, Overflow::Reject)).unwrap();
+    let gate = block(&probe).await;
+    probe.cast(Cmd::Note(1)).await.unwrap();
+    assert!(matches!(within(probe.cast(Cmd::Note(2))).await, Err(SendError::Full(Cmd::Note(2)))));
+    assert_eq!(within(probe.call(Ask::Echo(3))).await, Err(CallError::Full));
+    gate.open();
+
+    let (calc, parked, release) = Calc::parkable();
+    let calc = runtime.spawn_with(calc, mailbox(1, Overflow::Reject)).unwrap();
+    calc.cast(CalcMsg::Park).await.unwrap();
+    within(parked).await.unwrap();
+    within(runtime.cast(calc.pid(), CalcMsg::Add(1))).await.unwrap();
+    match within(runtime.cast(calc.pid(), CalcMsg::Add(2))).await {
+        Err(SendError::Full(CalcMsg::Add(2))) => {}
+        other => panic!("expected Full(Add(2)), got {other:?}"),
+    }
+    let refused: Result<u64, _> =
+        within(runtime.call(calc.pid(), CalcReq::Get, Duration::from_secs(5))).await;
+    assert_eq!(refused, Err(CallError::Full));
+    release.send(()).unwrap();
+    assert_eq!(within(calc.call(CalcReq::Get)).await, Ok(1));
+}
+
+// Only messages count toward the bound: a Down is still delivered to a full mailbox, after the
+// messages queued before it.
+#[tokio::test]
+async fn signals_reach_a_full_mailbox() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let watcher = runtime.spawn_with(Probe::new(&events), mailbox(1, Overflow::Wait)).unwrap();
+    let target = runtime.spawn(Probe::new(&events));
+    let target_pid = target.pid();
+    let monitor = run(&watcher, move |_, ctx| ctx.monitor(target_pid)).await;
+    let gate = block(&watcher).await;
+    watcher.try_cast(Cmd::Note(1)).unwrap();
+    assert!(matches!(watcher.try_cast(Cmd::Note(2)), Err(SendError::Full(_))));
+    runtime.kill(target_pid);
+    // Single-threaded: once the watch resolves, the target has fully exited.
+    within(runtime.watch(target_pid)).await;
+    assert_eq!(runtime.mailbox_len(watcher.pid()), Some(2));
+    gate.open();
+    let down = Signal::Down { monitor, pid: target_pid, reason: ExitReason::Killed };
+    let seen = inbox.take(2).await;
+    assert_eq!(seen, [Event::Note(watcher.pid(), 1), Event::Signal(watcher.pid(), down)]);
+}
+
+// Nothing is dropped silently: many messages sent under back-pressure, by several senders at
+// once, all arrive, each sender's in the order it sent them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_pressure_loses_nothing_and_keeps_each_senders_order() {
+    const PER_SENDER: u64 = 2_000;
+    const SENDERS: u64 = 3;
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let probe = runtime.spawn_with(Probe::new(&events), mailbox(4, Overflow::Wait)).unwrap();
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|sender| {
+            let probe = probe.clone();
+            tokio::spawn(async move {
+                for n in 0..PER_SENDER {
+                    probe.cast(Cmd::Note(sender * PER_SENDER + n)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let seen = inbox.take((SENDERS * PER_SENDER) as usize).await;
+    for sender in senders {
+        within(sender).await.unwrap();
+    }
+    let mut next = vec![0; SENDERS as usize];
+    for event in seen {
+        let Event::Note(_, n) = event else { panic!("unexpected {event:?}") };
+        let sender = (n / PER_SENDER) as usize;
+        assert_eq!(n % PER_SENDER, next[sender], "sender {sender} out of order");
+        next[sender] += 1;
+    }
+    assert_eq!(next, vec![PER_SENDER; SENDERS as usize]);
+
+    // By pid, too: every addition counts.
+    let calc = runtime.spawn_with(Calc::new(0), mailbox(2, Overflow::Wait)).unwrap();
+    let pid = calc.pid();
+    let adders: Vec<_> = (0..SENDERS)
+        .map(|_| {
+            let runtime = runtime.clone();
+            tokio::spawn(async move {
+                for n in 1..=PER_SENDER {
+                    runtime.cast(pid, CalcMsg::Add(n)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for adder in adders {
+        within(adder).await.unwrap();
+    }
+    let total = SENDERS * PER_SENDER * (PER_SENDER + 1) / 2;
+    assert_eq!(within(calc.call(CalcReq::Get)).await, Ok(total));
+}
+
+// Erlang's ordering guarantee: a message sent by a process just before it exits reaches its
+// monitor before the Down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_words_arrive_before_the_down() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let watcher = runtime.spawn(Probe::new(&events));
+    for round in 0..50 {
+        let (quiet, _quiet_inbox) = reports();
+        let target = runtime.spawn(Probe::new(&quiet));
+        let target_pid = target.pid();
+        let monitor = run(&watcher, move |_, ctx| ctx.monitor(target_pid)).await;
+        let to = watcher.clone();
+        let last_words = Cmd::Run(Box::new(move |_, ctx| {
+            to.try_cast(Cmd::Note(round)).unwrap();
+            ctx.stop(ExitReason::Normal);
+        }));
+        target.cast(last_words).await.unwrap();
+        let down = Signal::Down { monitor, pid: target_pid, reason: ExitReason::Normal };
+        let seen = inbox.take(2).await;
+        assert_eq!(seen, [Event::Note(watcher.pid(), round), Event::Signal(watcher.pid(), down)]);
+    }
+}

@@ -1,0 +1,167 @@
+//! Monitors: one `Down` per monitor, with the exit reason; demonitor; spawn_monitor.
+
+use shoal_process::{Addr, Context, ExitReason, Process, Signal};
+
+use crate::support::{
+    Ask, Cmd, Event, Inbox, Probe, block, reports, run, runtime, start_probe, within,
+};
+
+/// Monitors `target` from `watcher` and returns the monitor's reference.
+async fn monitor(watcher: &Addr<Probe>, target: &Addr<Probe>) -> shoal_process::Ref {
+    let target = target.pid();
+    run(watcher, move |_, ctx| ctx.monitor(target)).await
+}
+
+/// Skips a `Terminated` report of `pid`, then expects `down` at `watcher`.
+async fn expect_down(inbox: &mut Inbox, watcher: &Addr<Probe>, down: Signal) {
+    let mut event = inbox.next().await;
+    if matches!(event, Event::Terminated(..)) {
+        event = inbox.next().await;
+    }
+    assert_eq!(event, Event::Signal(watcher.pid(), down));
+}
+
+// erlang:monitor: the Down carries the exact exit reason: normal, a custom reason, a panic
+// with its message, killed.
+#[tokio::test]
+async fn down_carries_the_exit_reason() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let watcher = runtime.spawn(Probe::new(&events));
+    let endings: [(Box<dyn FnOnce(&Addr<Probe>) + Send>, ExitReason); 4] = [
+        (Box::new(|t| stop(t, ExitReason::Normal)), ExitReason::Normal),
+        (Box::new(|t| stop(t, ExitReason::custom("gave up"))), ExitReason::custom("gave up")),
+        (
+            Box::new(|t| {
+                t.try_cast(Cmd::Run(Box::new(|_, _| panic!("bad state")))).unwrap();
+            }),
+            ExitReason::Panic("bad state".to_owned()),
+        ),
+        (Box::new(|t| t.try_cast(Cmd::Run(Box::new(|_, ctx| ctx.exit(ctx.pid(), ExitReason::Killed)))).unwrap()), ExitReason::Killed),
+    ];
+    for (end, reason) in endings {
+        let target = runtime.spawn(Probe::new(&events));
+        let monitor = monitor(&watcher, &target).await;
+        end(&target);
+        let down = Signal::Down { monitor, pid: target.pid(), reason };
+        expect_down(&mut inbox, &watcher, down).await;
+    }
+    // Runtime::kill as well.
+    let target = runtime.spawn(Probe::new(&events));
+    let monitor = monitor(&watcher, &target).await;
+    runtime.kill(target.pid());
+    let down = Signal::Down { monitor, pid: target.pid(), reason: ExitReason::Killed };
+    assert_eq!(inbox.next().await, Event::Signal(watcher.pid(), down));
+}
+
+fn stop(target: &Addr<Probe>, reason: ExitReason) {
+    target.try_cast(Cmd::Run(Box::new(move |_, ctx| ctx.stop(reason)))).unwrap();
+}
+
+// erlang:monitor on a process that is not alive: a Down with noproc, at once.
+#[tokio::test]
+async fn monitoring_a_dead_process_gives_down_noproc() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let watcher = runtime.spawn(Probe::new(&events));
+    let gone = runtime.spawn(Probe::new(&events));
+    runtime.kill(gone.pid());
+    within(runtime.watch(gone.pid())).await;
+    let monitor = monitor(&watcher, &gone).await;
+    let down = Signal::Down { monitor, pid: gone.pid(), reason: ExitReason::NoProc };
+    assert_eq!(inbox.next().await, Event::Signal(watcher.pid(), down));
+    assert_eq!(within(runtime.watch(gone.pid())).await, ExitReason::NoProc);
+}
+
+// erlang:demonitor: after it returns no Down is seen for that monitor, even one already queued
+// in the watcher's mailbox because the target exited first.
+#[tokio::test]
+async fn demonitor_drops_a_down_already_queued() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let watcher = runtime.spawn(Probe::new(&events));
+    let target = runtime.spawn(Probe::new(&events));
+    let monitor = monitor(&watcher, &target).await;
+    let gate = block(&watcher).await;
+    runtime.kill(target.pid());
+    // On this single-threaded runtime the target has fully exited once its watch resolves:
+    // its Down waits in the parked watcher's mailbox.
+    within(runtime.watch(target.pid())).await;
+    assert_eq!(runtime.mailbox_len(watcher.pid()), Some(1));
+    // Still in the handler that was parked, before the Down is handled.
+    let demonitored = gate.open_and_run(move |_, ctx| ctx.demonitor(monitor));
+    assert!(within(demonitored).await.unwrap(), "the monitor was still active");
+    assert_eq!(within(watcher.call(Ask::Echo(0))).await, Ok(0));
+    assert_eq!(runtime.mailbox_len(watcher.pid()), Some(0));
+    inbox.assert_empty();
+}
+
+// erlang:monitor: each monitor fires exactly once, even several on the same target; a monitor
+// whose Down was handled is no longer active.
+#[tokio::test]
+async fn each_monitor_fires_exactly_once() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let watcher = runtime.spawn(Probe::new(&events));
+    let target = runtime.spawn(Probe::new(&events));
+    let first = monitor(&watcher, &target).await;
+    let second = monitor(&watcher, &target).await;
+    assert_ne!(first, second);
+    assert_eq!(runtime.process_info(target.pid()).unwrap().monitored_by, 2);
+    runtime.kill(target.pid());
+    let downs = inbox.take(2).await;
+    let down = |monitor| {
+        let reason = ExitReason::Killed;
+        Event::Signal(watcher.pid(), Signal::Down { monitor, pid: target.pid(), reason })
+    };
+    assert_eq!(downs, [down(first), down(second)]);
+    let still_active = run(&watcher, move |_, ctx| ctx.demonitor(first)).await;
+    assert!(!still_active);
+    assert_eq!(within(watcher.call(Ask::Echo(0))).await, Ok(0));
+    inbox.assert_empty();
+}
+
+/// A behaviour whose init fails at once.
+struct Stillborn;
+
+impl Process for Stillborn {
+    type Message = ();
+    type Call = ();
+    type Reply = ();
+
+    async fn init(&mut self, _: &mut Context<Self>) -> Result<(), ExitReason> {
+        Err(ExitReason::custom("stillborn"))
+    }
+
+    async fn handle_cast(&mut self, _: (), _: &mut Context<Self>) {}
+}
+
+// erlang:spawn_monitor: the monitor exists before the child runs, so even a child that dies in
+// init is seen, with its reason.
+#[tokio::test]
+async fn spawn_monitor_watches_the_child_from_its_birth() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let parent = start_probe(&runtime, &events, false).await;
+
+    let (child_pid, monitor) = run(&parent, |_, ctx| {
+        let (child, monitor) = ctx.spawn_monitor(Stillborn).expect("spawned");
+        (child.pid(), monitor)
+    })
+    .await;
+    let reason = ExitReason::custom("stillborn");
+    let down = Signal::Down { monitor, pid: child_pid, reason };
+    assert_eq!(inbox.next().await, Event::Signal(parent.pid(), down));
+
+    let child_events = events.clone();
+    let (child, monitor) = run(&parent, move |_, ctx| {
+        let (child, monitor) = ctx.spawn_monitor(Probe::new(&child_events)).expect("spawned");
+        (child, monitor)
+    })
+    .await;
+    stop(&child, ExitReason::custom("done"));
+    let down = Signal::Down { monitor, pid: child.pid(), reason: ExitReason::custom("done") };
+    expect_down(&mut inbox, &parent, down).await;
+    // Monitored, not linked: the parent lives on.
+    assert_eq!(within(parent.call(Ask::Echo(1))).await, Ok(1));
+}

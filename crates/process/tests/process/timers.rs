@@ -1,0 +1,86 @@
+//! Timers, on tokio's paused clock: time only moves when every task waits.
+
+use std::time::Duration;
+
+use shoal_process::{ExitReason, Signal};
+
+use crate::support::{Cmd, Event, Probe, reports, run, runtime, within};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+// erlang:send_after: the message arrives after the delay, as an ordinary cast.
+#[tokio::test(start_paused = true)]
+async fn send_after_delivers_the_message() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let probe = runtime.spawn(Probe::new(&events));
+    run(&probe, |_, ctx| drop(ctx.send_after(5 * SECOND, Cmd::Note(1)))).await;
+    assert_eq!(inbox.next().await, Event::Note(probe.pid(), 1));
+    // From outside the process, through its handle, likewise.
+    drop(probe.cast_after(5 * SECOND, Cmd::Note(2)));
+    assert_eq!(inbox.next().await, Event::Note(probe.pid(), 2));
+}
+
+// erlang:cancel_timer before it fires: returns true and the message never arrives (a later
+// timer, set as a sentinel, arrives first and alone).
+#[tokio::test(start_paused = true)]
+async fn a_timer_cancelled_before_it_fires_delivers_nothing() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let probe = runtime.spawn(Probe::new(&events));
+    let cancelled = run(&probe, |_, ctx| ctx.send_after(5 * SECOND, Cmd::Note(1))).await;
+    let sentinel = probe.cast_after(10 * SECOND, Cmd::Note(2));
+    assert!(cancelled.cancel());
+    assert!(!cancelled.cancel(), "a timer is cancelled once");
+    assert_eq!(inbox.next().await, Event::Note(probe.pid(), 2));
+    assert!(!sentinel.cancel());
+    inbox.assert_empty();
+}
+
+// erlang:cancel_timer after it fired: returns false.
+#[tokio::test(start_paused = true)]
+async fn cancelling_a_fired_timer_returns_false() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let probe = runtime.spawn(Probe::new(&events));
+    let timer = probe.cast_after(SECOND, Cmd::Note(1));
+    assert_eq!(inbox.next().await, Event::Note(probe.pid(), 1));
+    assert!(!timer.cancel());
+}
+
+// erlang:start_timer: the process gets a Timeout signal carrying the timer's reference.
+#[tokio::test(start_paused = true)]
+async fn start_timer_delivers_a_timeout_with_the_timer_id() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let probe = runtime.spawn(Probe::new(&events));
+    let timer = run(&probe, |_, ctx| ctx.start_timer(3 * SECOND)).await;
+    let timeout = Signal::Timeout { timer: timer.id() };
+    assert_eq!(inbox.next().await, Event::Signal(probe.pid(), timeout));
+    assert!(!timer.cancel());
+}
+
+// Timers aimed at a process are cancelled when it exits (cancel then reports they had already
+// been settled), and a timer aimed at a dead process never fires.
+#[tokio::test(start_paused = true)]
+async fn timers_are_cancelled_when_the_process_exits() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let probe = runtime.spawn(Probe::new(&events));
+    let (own, signal) = run(&probe, |_, ctx| {
+        (ctx.send_after(5 * SECOND, Cmd::Note(1)), ctx.start_timer(5 * SECOND))
+    })
+    .await;
+    let outside = probe.cast_after(5 * SECOND, Cmd::Note(2));
+    let exited = runtime.watch(probe.pid());
+    run(&probe, |_, ctx| ctx.stop(ExitReason::Normal)).await;
+    within(exited).await;
+    assert!(!own.cancel());
+    assert!(!signal.cancel());
+    assert!(!outside.cancel());
+    let late = probe.cast_after(SECOND, Cmd::Note(3));
+    assert!(!late.cancel());
+    drop(events);
+    assert_eq!(inbox.next().await, Event::Terminated(probe.pid(), ExitReason::Normal));
+    inbox.closed().await;
+}
