@@ -78,7 +78,8 @@ pub(crate) fn spawn_ns() -> anyhow::Result<f64> {
     on_workers(async {
         let runtime = Runtime::new()?;
         let spawned = spawn_idle(&runtime, IDLE_PROCESSES).await?;
-        let per_process_ns = |elapsed: Duration| elapsed.as_secs_f64() * 1e9 / IDLE_PROCESSES as f64;
+        let per_process_ns =
+            |elapsed: Duration| elapsed.as_secs_f64() * 1e9 / IDLE_PROCESSES as f64;
         eprintln!(
             "{IDLE_PROCESSES} spawns: loop {:?} ({:.0} ns each), all initialised after {:?}",
             spawned.loop_done,

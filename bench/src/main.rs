@@ -15,6 +15,11 @@
 //!
 //! Codemap: [`METRICS`] is the table of every metric; each area of Shoal has a module of its
 //! own ([`local`]: one node's process runtime), and [`harness`] holds what they share.
+//!
+//! Adding a metric: a function `fn() -> anyhow::Result<f64>` in its area's module that takes
+//! one sample, a row in [`METRICS`], and a doc comment saying exactly what is timed. A metric
+//! that needs a second OS process (a second node) starts this same binary again
+//! (`std::env::current_exe()`) with a subcommand of its own, next to `list` and `run`.
 
 mod harness;
 mod local;

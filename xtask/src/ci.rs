@@ -4,7 +4,7 @@
 //! |-----------|---------|
 //! | `fmt`     | `cargo fmt --all --check` |
 //! | `clippy`  | `cargo clippy --workspace --all-targets --locked -- -D warnings` |
-//! | `test`    | `cargo nextest run --workspace --locked --no-fail-fast`, or `cargo test` without nextest |
+//! | `test`    | `cargo nextest run --workspace --locked --no-fail-fast`, or `cargo test` |
 //! | `doctest` | `cargo test --workspace --doc --locked` |
 //! | `doc`     | `RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked` |
 //!
@@ -247,7 +247,8 @@ fn print_summary(reports: &[StepReport]) {
             Outcome::Failed => ("FAILED", seconds(report.duration)),
             Outcome::Skipped => ("skipped", String::new()),
         };
-        println!("    {:<10}{result:<9}{time:>9}", report.name);
+        let row = format!("    {:<10}{result:<9}{time:>9}", report.name);
+        println!("{}", row.trim_end());
         total += report.counts;
     }
     // CI reads this line as the result of the test run; nothing may be printed after it.

@@ -67,7 +67,7 @@ impl<P: Process> Addr<P> {
                 PushError::Closed(_) => CallError::NoProc,
             })?;
             reply.await.map_err(|_| {
-                self.cell.control.exit_reason().map_or(CallError::NoReply, CallError::Exited)
+                self.cell.control.reason_for_callers().map_or(CallError::NoReply, CallError::Exited)
             })
         };
         tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(CallError::Timeout))

@@ -59,6 +59,8 @@ struct ControlState {
     monitors: Vec<(Ref, Watcher)>,
     timers: Vec<Arc<TimerShared>>,
     name: Option<String>,
+    /// Why the process is ending, from the moment that is decided until it has exited.
+    ending: Option<ExitReason>,
     exited: Option<ExitReason>,
 }
 
@@ -225,5 +227,23 @@ impl Control {
     /// The exit reason, once the process has exited.
     pub(crate) fn exit_reason(&self) -> Option<ExitReason> {
         self.lock().exited.clone()
+    }
+
+    /// Records why the process is ending, as soon as that is decided: before the reply handles
+    /// it holds (in a handler, in its state, in `terminate`) are dropped, so their callers learn
+    /// this reason rather than `NoReply`. The first reason stays, but a kill wins, as in
+    /// [`Control::request_exit`].
+    pub(crate) fn begin_exit(&self, reason: &ExitReason) {
+        let mut state = self.lock();
+        if state.ending.is_none() || *reason == ExitReason::Killed {
+            state.ending = Some(reason.clone());
+        }
+    }
+
+    /// What a caller whose reply handle was dropped is told: the exit reason once the process
+    /// has exited or is exiting, `None` while it lives on (the handle was dropped unanswered).
+    pub(crate) fn reason_for_callers(&self) -> Option<ExitReason> {
+        let state = self.lock();
+        state.exited.clone().or_else(|| state.ending.clone())
     }
 }

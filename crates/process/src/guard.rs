@@ -26,21 +26,27 @@ pub(crate) async fn guarded<F: Future>(
     handler: F,
 ) -> Outcome<F::Output> {
     let mut handler = pin!(handler);
+    // Both an interruption and a panic end the process: say why before the handler, and any
+    // reply handle it holds, is dropped.
+    let interrupted = || {
+        control.begin_exit(&control.pending_reason());
+        Poll::Ready(Outcome::Interrupted)
+    };
     poll_fn(|cx| {
         if control.is_interrupted(scope) {
-            return Poll::Ready(Outcome::Interrupted);
+            return interrupted();
         }
         match catch_unwind(AssertUnwindSafe(|| handler.as_mut().poll(cx))) {
             Ok(Poll::Ready(output)) => Poll::Ready(Outcome::Done(output)),
-            Err(payload) => Poll::Ready(Outcome::Panicked(panic_message(payload.as_ref()))),
+            Err(payload) => {
+                let message = panic_message(payload.as_ref());
+                control.begin_exit(&crate::ExitReason::Panic(message.clone()));
+                Poll::Ready(Outcome::Panicked(message))
+            }
             Ok(Poll::Pending) => {
                 control.register_handler_waker(cx.waker());
                 // An exit requested between the poll and the registration found no waker.
-                if control.is_interrupted(scope) {
-                    Poll::Ready(Outcome::Interrupted)
-                } else {
-                    Poll::Pending
-                }
+                if control.is_interrupted(scope) { interrupted() } else { Poll::Pending }
             }
         }
     })

@@ -165,6 +165,18 @@ impl<T: Letter> Mailbox<T> {
         Poll::Ready(())
     }
 
+    /// Puts letters taken with [`Mailbox::poll_take`] but not handled back at the front, in
+    /// order (the process is exiting; [`Mailbox::close`] then hands them over with the rest).
+    pub(crate) fn put_back(&self, mut letters: VecDeque<T>) {
+        if letters.is_empty() {
+            return;
+        }
+        let mut state = self.lock();
+        state.messages += letters.iter().filter(|letter| letter.is_message()).count();
+        letters.append(&mut state.queue);
+        state.queue = letters;
+    }
+
     /// Wakes the process if it sleeps on an empty mailbox (used to deliver an exit).
     pub(crate) fn wake_receiver(&self) {
         let receiver = self.lock().receiver.take();

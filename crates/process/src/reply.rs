@@ -11,7 +11,9 @@ use crate::{EncodeError, RemoteFailure};
 
 /// Where the reply to one call goes. Reply with [`ReplyTo::send`], in the handler or later from
 /// anywhere (keep the handle, or move it to another task: a *deferred* reply). Dropping it
-/// without replying tells the caller at once ([`crate::CallError::NoReply`]).
+/// without replying tells the caller at once ([`crate::CallError::NoReply`]); a caller on this
+/// node whose handle is dropped because the process exits gets
+/// [`crate::CallError::Exited`] with the reason instead.
 #[must_use = "the caller waits until this is answered or dropped"]
 pub struct ReplyTo<R: Send + 'static> {
     route: Option<Route<R>>,

@@ -70,10 +70,13 @@ async fn live<P: Process>(mut process: P, mut ctx: Context<P>, ack: Option<InitA
     let mut reason = match started {
         Ok(()) => serve(&mut process, &mut ctx, &cell).await,
         Err(reason) => {
+            control.begin_exit(&reason);
             drop_state(process);
             return reason;
         }
     };
+    // Before `terminate` and the state may drop reply handles they hold.
+    control.begin_exit(&reason);
     if reason != ExitReason::Killed {
         match guarded(control, Interruptible::ByKill, process.terminate(&reason, &mut ctx)).await {
             Outcome::Done(()) => {}
@@ -99,27 +102,32 @@ fn drop_state<P>(process: P) {
 async fn serve<P: Process>(process: &mut P, ctx: &mut Context<P>, cell: &Cell<P>) -> ExitReason {
     let control = &cell.control;
     let mut batch = VecDeque::new();
-    loop {
+    let reason = loop {
         if let Some(reason) = ctx.stop.take() {
-            return reason;
+            break reason;
         }
         if control.is_interrupted(Interruptible::ByAnyExit) {
-            return control.pending_reason();
+            break control.pending_reason();
         }
         let Some(envelope) = batch.pop_front() else {
             control.set_batch_len(0);
             if !next_batch(cell, &mut batch).await {
-                return control.pending_reason();
+                break control.pending_reason();
             }
             continue;
         };
         control.set_batch_len(batch.len());
         match dispatch(process, ctx, cell, envelope).await {
             Outcome::Done(()) => {}
-            Outcome::Panicked(message) => return ExitReason::Panic(message),
-            Outcome::Interrupted => return control.pending_reason(),
+            Outcome::Panicked(message) => break ExitReason::Panic(message),
+            Outcome::Interrupted => break control.pending_reason(),
         }
-    }
+    };
+    // Letters taken but not handled go back to the mailbox, to be dropped with it once the exit
+    // is complete: their callers learn the exit reason, as those of letters still queued do.
+    cell.mailbox.put_back(batch);
+    control.set_batch_len(0);
+    reason
 }
 
 /// Waits for letters; `false` when an exit arrived instead.

@@ -323,7 +323,6 @@ impl Runtime {
     }
 
     pub(crate) fn send_exit(&self, to: Pid, from: Pid, reason: ExitReason, kind: ExitKind) {
-        eprintln!("DEBUG send_exit to={to} from={from} reason={reason} kind={kind:?}");
         if self.is_remote(to) {
             self.route_signal(Outbound::Exit { to, from, reason, kind });
             return;

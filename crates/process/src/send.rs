@@ -147,9 +147,10 @@ impl Runtime {
                 .downcast::<R>()
                 .map(|reply| *reply)
                 .map_err(|_| CallError::ReplyType(std::any::type_name::<R>())),
-            Err(_) => {
-                Err(cell.control().exit_reason().map_or(CallError::NoReply, CallError::Exited))
-            }
+            Err(_) => Err(cell
+                .control()
+                .reason_for_callers()
+                .map_or(CallError::NoReply, CallError::Exited)),
         }
     }
 

@@ -5,14 +5,14 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use shoal_process::{CallError, ExitReason, SendError};
+use shoal_process::{CallError, ExitReason, Pid, Runtime, SendError};
 use tokio::sync::oneshot;
 
 use crate::support::{
-    Ask, Calc, CalcMsg, CalcReq, Cmd, Event, Probe, block, reports, poll_once, run, runtime, within,
+    Ask, Calc, CalcMsg, CalcReq, Cmd, Event, Probe, block, poll_once, reports, run, runtime, within,
 };
 
-// gen_server: casts are handled in order, then a call is answered with the handler's reply.
+// gen_server: casts are handled in send order and a call gets the handler's reply.
 #[tokio::test]
 async fn casts_are_handled_in_order_and_a_call_gets_its_reply() {
     let runtime = runtime();
@@ -25,7 +25,7 @@ async fn casts_are_handled_in_order_and_a_call_gets_its_reply() {
     assert_eq!(inbox.take(2).await, [Event::Note(pid, 1), Event::Note(pid, 2)]);
 }
 
-// gen_server: a handler may keep the reply handle and answer on a later message (noreply).
+// gen_server noreply: a handler may keep the ReplyTo and answer on a later message.
 #[tokio::test]
 async fn a_reply_may_be_deferred_to_a_later_message() {
     let runtime = runtime();
@@ -44,7 +44,7 @@ async fn a_reply_may_be_deferred_to_a_later_message() {
     assert_eq!(within(caller).await.unwrap(), Ok(42));
 }
 
-// gen_server: the reply may be sent from another task (gen_server:reply from anywhere).
+// gen_server:reply: a kept ReplyTo may be answered from another task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_may_come_from_another_task() {
     let runtime = runtime();
@@ -61,7 +61,7 @@ async fn a_reply_may_come_from_another_task() {
     assert_eq!(within(caller).await.unwrap(), Ok(9));
 }
 
-// A reply handle dropped unanswered tells the caller at once: NoReply; the process lives on.
+// A ReplyTo dropped unanswered is CallError::NoReply at once; the process lives on.
 #[tokio::test]
 async fn dropping_the_reply_handle_is_no_reply() {
     let runtime = runtime();
@@ -72,7 +72,7 @@ async fn dropping_the_reply_handle_is_no_reply() {
     assert_eq!(within(probe.call(Ask::Echo(5))).await, Ok(5));
 }
 
-// gen_server:call/3: no reply within the timeout is Timeout; a later reply is discarded.
+// gen_server:call/3: no reply in time is Timeout; a reply sent later is discarded.
 #[tokio::test(start_paused = true)]
 async fn a_call_never_answered_times_out_and_a_late_reply_is_discarded() {
     let runtime = runtime();
@@ -95,7 +95,7 @@ async fn a_call_never_answered_times_out_and_a_late_reply_is_discarded() {
     assert_eq!(outcome, Err(CallError::Timeout));
 }
 
-// Calling a process that is not alive is NoProc, typed or by pid.
+// Calling (or casting to) a process that is not alive is NoProc, typed or by pid.
 #[tokio::test]
 async fn a_call_to_a_dead_process_is_no_proc() {
     let runtime = runtime();
@@ -114,8 +114,7 @@ async fn a_call_to_a_dead_process_is_no_proc() {
     assert!(matches!(runtime.try_cast(calc.pid(), CalcMsg::Add(1)), Err(SendError::NoProc(_))));
 }
 
-// gen_server:call exits with the server's reason when it dies before answering: a call still
-// queued in the mailbox when the process exits gets CallError::Exited(reason).
+// gen_server:call: a call still queued when the process exits gets Exited(reason).
 #[tokio::test]
 async fn a_call_queued_when_the_process_exits_gets_the_exit_reason() {
     let runtime = runtime();
@@ -128,14 +127,13 @@ async fn a_call_queued_when_the_process_exits_gets_the_exit_reason() {
     assert_eq!(within(call).await, Err(CallError::Exited(ExitReason::custom("bye"))));
 }
 
-// The same rule when the call was already taken from the mailbox (in the batch the process
-// was working through) but not handled yet when the process stopped; `terminate` lingers so
-// the caller looks before the process has fully exited.
+// Same for a call already taken into the process's batch but not handled when it stops.
 #[tokio::test]
 async fn a_call_taken_but_not_handled_when_the_process_exits_gets_the_exit_reason() {
     let runtime = runtime();
     let (events, mut inbox) = reports();
     let probe = runtime.spawn(Probe::new(&events));
+    // terminate lingers, so the caller is looked at before the process has fully exited.
     let (unlinger, linger) = oneshot::channel();
     run(&probe, move |state, _| state.linger = Some(linger)).await;
     let gate = block(&probe).await;
@@ -157,37 +155,85 @@ async fn a_call_taken_but_not_handled_when_the_process_exits_gets_the_exit_reaso
     assert_eq!(outcome, Err(CallError::Exited(ExitReason::custom("bye"))));
 }
 
-// A call held for a deferred reply when the process exits gets the exit reason as well.
-#[tokio::test]
-async fn a_call_held_when_the_process_exits_gets_the_exit_reason() {
+/// Calls a probe that lingers in `terminate` with `ask`, ends the process with `end` once
+/// `under_way` says the call is being handled, and returns the reason `terminate` got and what
+/// the caller got. The call is first looked at while the process is still in `terminate` (so
+/// whatever dropped the call's reply handle has done so), then again once the exit completes
+/// if it was still waiting.
+async fn call_across_an_exit(
+    ask: Ask,
+    under_way: oneshot::Receiver<()>,
+    end: impl FnOnce(&Runtime, Pid),
+) -> (ExitReason, Result<u64, CallError>) {
     let runtime = runtime();
-    let (events, _inbox) = reports();
+    let (events, mut inbox) = reports();
     let probe = runtime.spawn(Probe::new(&events));
-    let (held, is_held) = oneshot::channel();
-    let caller = tokio::spawn({
-        let probe = probe.clone();
-        async move { probe.call(Ask::Hold(held)).await }
-    });
-    within(is_held).await.unwrap();
-    runtime.exit(probe.pid(), ExitReason::Shutdown);
-    assert_eq!(within(caller).await.unwrap(), Err(CallError::Exited(ExitReason::Shutdown)));
+    let (unlinger, linger) = oneshot::channel();
+    run(&probe, move |state, _| state.linger = Some(linger)).await;
+    let mut call = pin!(probe.call(ask));
+    assert!(poll_once(&mut call).await.is_pending(), "the call is queued");
+    within(under_way).await.unwrap();
+    end(&runtime, probe.pid());
+    let Event::Terminated(_, reason) = inbox.next().await else { panic!("expected terminate") };
+    let early = poll_once(&mut call).await;
+    drop(unlinger);
+    let outcome = match early {
+        Poll::Ready(outcome) => outcome,
+        Poll::Pending => within(call).await,
+    };
+    (reason, outcome)
 }
 
-// Untyped messaging: by pid, a value of the behaviour's message and request types arrives.
+// A call held for a deferred reply when the process exits gets Exited(reason), not NoReply.
+#[tokio::test]
+async fn a_call_held_when_the_process_exits_gets_the_exit_reason() {
+    let (held, under_way) = oneshot::channel();
+    let (reason, outcome) = call_across_an_exit(Ask::Hold(held), under_way, |runtime, pid| {
+        runtime.exit(pid, ExitReason::Shutdown);
+    })
+    .await;
+    assert_eq!(reason, ExitReason::Shutdown);
+    assert_eq!(outcome, Err(CallError::Exited(ExitReason::Shutdown)));
+}
+
+// A call whose handler is interrupted by an exit signal gets Exited(reason).
+#[tokio::test]
+async fn a_call_interrupted_by_an_exit_gets_the_exit_reason() {
+    let (entered, under_way) = oneshot::channel();
+    let (_answer, answer) = oneshot::channel();
+    let ask = Ask::Await { entered, answer };
+    let (reason, outcome) = call_across_an_exit(ask, under_way, |runtime, pid| {
+        runtime.exit(pid, ExitReason::custom("interrupted"));
+    })
+    .await;
+    assert_eq!(reason, ExitReason::custom("interrupted"));
+    assert_eq!(outcome, Err(CallError::Exited(reason)));
+}
+
+// A call whose handler panics gets Exited(Panic(message)).
+#[tokio::test]
+async fn a_call_whose_handler_panics_gets_the_panic() {
+    let (called, under_way) = oneshot::channel();
+    called.send(()).unwrap();
+    let (reason, outcome) =
+        call_across_an_exit(Ask::Panic("call handler failed"), under_way, |_, _| {}).await;
+    assert_eq!(reason, ExitReason::Panic("call handler failed".to_owned()));
+    assert_eq!(outcome, Err(CallError::Exited(reason)));
+}
+
+// Untyped messaging: cast, try_cast and call by pid reach a process of the right types.
 #[tokio::test]
 async fn casts_and_calls_by_pid_reach_the_process() {
     let runtime = runtime();
     let calc = runtime.spawn(Calc::new(1));
     within(runtime.cast(calc.pid(), CalcMsg::Add(5))).await.unwrap();
     runtime.try_cast(calc.pid(), CalcMsg::Add(2)).unwrap();
-    let total: u64 = within(runtime.call(calc.pid(), CalcReq::Get, Duration::from_secs(5)))
-        .await
-        .unwrap();
+    let total: u64 =
+        within(runtime.call(calc.pid(), CalcReq::Get, Duration::from_secs(5))).await.unwrap();
     assert_eq!(total, 8);
 }
 
-// Untyped messaging checks types on arrival: a wrong message or request type is WrongType (the
-// message handed back), a wrong expected reply type is ReplyType; the process lives on.
+// By pid, a wrong message/request type is WrongType (handed back), a wrong reply ReplyType.
 #[tokio::test]
 async fn wrong_types_by_pid_are_refused() {
     let runtime = runtime();

@@ -25,8 +25,7 @@ impl Process for Refuser {
     async fn handle_cast(&mut self, _: (), _: &mut Context<Self>) {}
 }
 
-// A factory builds its behaviour from msgpack-encoded start arguments: spawn_factory returns
-// at once, start_factory after init; spawn options apply.
+// Factories build a behaviour from msgpack start arguments (spawn_factory, start_factory).
 #[tokio::test]
 async fn a_factory_builds_processes_from_encoded_arguments() {
     let runtime = runtime();
@@ -52,8 +51,7 @@ async fn a_factory_builds_processes_from_encoded_arguments() {
     assert_eq!(within(refused).await, Err(StartError::Init(ExitReason::custom("no"))));
 }
 
-// Spawning from data fails cleanly: an unknown factory, or arguments that do not decode as
-// the factory's argument type; nothing starts.
+// Spawning from data: an unknown factory or undecodable arguments is refused; nothing starts.
 #[tokio::test]
 async fn unknown_factories_and_bad_arguments_are_refused() {
     let runtime = runtime();
@@ -96,8 +94,7 @@ async fn a_factory_name_is_taken_once() {
     assert_eq!(runtime.factory_names(), ["calc"]);
 }
 
-// A child spec is data: it round-trips through the codec, and the decoded spec starts the
-// process it describes.
+// A ChildSpec is data: it round-trips through the codec and starts the child it describes.
 #[tokio::test]
 async fn a_child_spec_round_trips_and_starts_its_child() {
     let runtime = runtime();

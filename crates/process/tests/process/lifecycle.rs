@@ -6,7 +6,7 @@ use std::time::Duration;
 use shoal_process::{Context, ExitReason, Process, Signal, StartError};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::support::{Ask, Event, Probe, reports, park, poll_once, run, runtime, within};
+use crate::support::{Ask, Event, Probe, park, poll_once, reports, run, runtime, within};
 
 /// What `Booting::init` does.
 enum InitPlan {
@@ -68,7 +68,7 @@ async fn start_waits_for_init() {
     assert!(runtime.is_alive(addr.pid()));
 }
 
-// gen_server:init returning {stop, Reason}: start fails with that reason, terminate is not run.
+// gen_server init {stop, Reason}: start fails with Init(Reason) and terminate is not run.
 #[tokio::test]
 async fn an_init_error_fails_start_without_terminate() {
     let runtime = runtime();
@@ -81,7 +81,7 @@ async fn an_init_error_fails_start_without_terminate() {
     assert_eq!(runtime.process_count(), 0);
 }
 
-// A panic in init fails start with Panic(message).
+// A panic in init fails start with Init(Panic(message)).
 #[tokio::test]
 async fn an_init_panic_fails_start_with_the_panic_message() {
     let runtime = runtime();
@@ -116,8 +116,7 @@ async fn stop_runs_terminate_then_exits_with_the_reason() {
     assert!(!runtime.is_alive(probe.pid()));
 }
 
-// exit(Pid, shutdown) to a process that does not trap: it exits with shutdown (running
-// terminate here), and its monitor's Down carries shutdown.
+// exit(Pid, shutdown) to a non-trapping process: terminate(shutdown) runs; Down carries it.
 #[tokio::test]
 async fn exit_shutdown_runs_terminate_and_the_down_carries_shutdown() {
     let runtime = runtime();
@@ -145,8 +144,7 @@ async fn exit_normal_is_ignored_by_a_process_that_does_not_trap() {
     inbox.assert_empty();
 }
 
-// An exit signal interrupts a handler at its await point: the process ends with that reason
-// (and, not being killed, runs terminate).
+// An exit signal interrupts a handler at its await point; the process ends with that reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exit_interrupts_a_handler_awaiting_forever() {
     let runtime = runtime();
@@ -177,8 +175,7 @@ async fn a_kill_interrupts_a_handler_in_a_long_sleep() {
     inbox.closed().await;
 }
 
-// terminate is interrupted only by a kill: an exit signal meanwhile changes nothing, a kill
-// ends it and the process exits Killed.
+// terminate is interrupted only by a kill (the process then exits Killed), not by an exit.
 #[tokio::test]
 async fn only_a_kill_interrupts_terminate() {
     let runtime = runtime();
@@ -204,18 +201,16 @@ async fn only_a_kill_interrupts_terminate() {
     assert_eq!(within(exited).await, ExitReason::Killed);
 }
 
-// A panic in a handler ends only that process, with Panic(message), for both kinds of panic
-// payload (&str and String); terminate runs with that reason; other processes and the runtime
-// carry on.
+// A handler panic (&str or String payload) ends only that process, with Panic(message).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_ends_only_that_process_with_its_message() {
     let runtime = runtime();
     let (events, mut inbox) = reports();
     let bystander = runtime.spawn(Probe::new(&events));
-    let panics: [(Box<dyn FnOnce() + Send>, &str); 3] = [
-        (Box::new(|| panic!("static message")), "static message"),
-        (Box::new(|| panic!("formatted {}", 42)), "formatted 42"),
-        (Box::new(|| std::panic::panic_any(String::from("owned payload"))), "owned payload"),
+    let panics: [(fn(), &str); 3] = [
+        (|| panic!("static message"), "static message"),
+        (|| panic!("formatted {}", 42), "formatted 42"),
+        (|| std::panic::panic_any(String::from("owned payload")), "owned payload"),
     ];
     for (panic, message) in panics {
         let victim = runtime.spawn(Probe::new(&events));

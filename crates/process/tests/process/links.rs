@@ -13,8 +13,7 @@ fn spawn_linked(
     runtime.spawn_with(Probe::new(events), SpawnOptions::new().link(parent)).expect("linked")
 }
 
-// Links: an abnormal exit propagates along a chain of links to processes that do not trap,
-// each exiting with the same reason.
+// Links: an abnormal exit propagates along a chain of non-trapping processes, same reason.
 #[tokio::test]
 async fn an_abnormal_exit_propagates_along_a_chain_of_links() {
     let runtime = runtime();
@@ -30,7 +29,7 @@ async fn an_abnormal_exit_propagates_along_a_chain_of_links() {
     assert_eq!(runtime.process_count(), 0);
 }
 
-// Links: a normal exit does not kill a linked process that does not trap; the link is gone.
+// Links: a normal exit does not kill a linked non-trapping process; the link is removed.
 #[tokio::test]
 async fn a_normal_exit_does_not_kill_a_linked_process_that_does_not_trap() {
     let runtime = runtime();
@@ -46,8 +45,7 @@ async fn a_normal_exit_does_not_kill_a_linked_process_that_does_not_trap() {
     inbox.assert_empty();
 }
 
-// process_flag(trap_exit, true): exit signals from links arrive as Exit{from, reason}
-// messages, normal ones included, and the process lives on.
+// trap_exit: exit signals (normal ones too) arrive as Signal::Exit{from, reason} messages.
 #[tokio::test]
 async fn a_trapping_process_gets_exit_signals_as_messages() {
     let runtime = runtime();
@@ -71,8 +69,7 @@ async fn a_trapping_process_gets_exit_signals_as_messages() {
     assert_eq!(within(trapper.call(Ask::Echo(1))).await, Ok(1));
 }
 
-// exit(Pid, kill) is untrappable: it ends even a process that traps exits, with Killed,
-// without running terminate, whether sent by the runtime or by a process.
+// exit(Pid, kill) is untrappable: even a trapping process exits Killed, without terminate.
 #[tokio::test]
 async fn kill_ends_a_trapping_process_without_terminate() {
     let runtime = runtime();
@@ -94,8 +91,7 @@ async fn kill_ends_a_trapping_process_without_terminate() {
     inbox.closed().await;
 }
 
-// A process killed through a link exits with Killed, and that exit signal (killed, from a link)
-// is an ordinary, trappable one for its own links.
+// A process killed through a link exits Killed, and that signal is trappable by its links.
 #[tokio::test]
 async fn killed_through_a_link_propagates_as_killed_and_is_trappable() {
     let runtime = runtime();
@@ -112,7 +108,7 @@ async fn killed_through_a_link_propagates_as_killed_and_is_trappable() {
     assert_eq!(runtime.processes(), [trapper.pid()]);
 }
 
-// unlink: once removed, a link carries no exit signal, both ways.
+// unlink removes the link at both ends: no exit signal crosses it afterwards.
 #[tokio::test]
 async fn unlink_stops_propagation() {
     let runtime = runtime();
@@ -129,7 +125,7 @@ async fn unlink_stops_propagation() {
     assert_eq!(within(survivor.call(Ask::Echo(1))).await, Ok(1));
 }
 
-// link to a process that is not alive fails with NoProc and leaves no half link.
+// link to a process that is not alive is LinkError::NoProc, leaving no half link.
 #[tokio::test]
 async fn linking_to_a_dead_process_is_no_proc() {
     let runtime = runtime();
@@ -143,7 +139,7 @@ async fn linking_to_a_dead_process_is_no_proc() {
     assert_eq!(runtime.process_info(probe.pid()).unwrap().links, []);
 }
 
-// spawn_link to a parent that is not alive starts nothing: LinkNoProc, no process, no name.
+// spawn_link with a dead parent is SpawnError::LinkNoProc: no process, no name left.
 #[tokio::test]
 async fn spawn_link_to_a_dead_parent_fails() {
     let runtime = runtime();
@@ -158,15 +154,15 @@ async fn spawn_link_to_a_dead_parent_fails() {
     assert_eq!(runtime.whereis("orphan"), None);
 }
 
-// spawn_link from a process: both ends are linked and the child knows its parent; a trapping
-// parent sees the child's exit as a message.
+// Context::spawn_link links both ways and sets the child's parent.
 #[tokio::test]
 async fn spawn_link_from_a_process_links_both_ways() {
     let runtime = runtime();
     let (events, mut inbox) = reports();
     let parent = start_probe(&runtime, &events, true).await;
     let child_events = events.clone();
-    let child = run(&parent, move |_, ctx| ctx.spawn_link(Probe::new(&child_events)).unwrap()).await;
+    let child =
+        run(&parent, move |_, ctx| ctx.spawn_link(Probe::new(&child_events)).unwrap()).await;
     let parent_pid = run(&child, |_, ctx| ctx.parent()).await;
     assert_eq!(parent_pid, Some(parent.pid()));
     assert_eq!(runtime.process_info(parent.pid()).unwrap().links, [child.pid()]);
@@ -176,18 +172,35 @@ async fn spawn_link_from_a_process_links_both_ways() {
     assert_eq!(inbox.next().await, Event::Signal(parent.pid(), exit));
 }
 
+// gen_server: a trapping process still exits when its parent does, with the parent's reason.
 #[tokio::test]
-async fn debug_kill_parent_of_trapper() {
+async fn a_trapping_process_follows_its_parent() {
     let runtime = runtime();
     let (events, mut inbox) = reports();
-    let parent = runtime.spawn(Probe::new(&events));
-    let child = runtime.start_with(Probe::trapping(&events), SpawnOptions::new().link(parent.pid())).await.unwrap();
-    eprintln!("info child {:?}", runtime.process_info(child.pid()));
-    let w1 = runtime.watch(parent.pid());
-    let w2 = runtime.watch(child.pid());
-    runtime.kill(parent.pid());
-    eprintln!("parent {:?}", w1.await);
-    eprintln!("info child {:?}", runtime.process_info(child.pid()));
-    eprintln!("child {:?}", w2.await);
-    eprintln!("{:?}", inbox.next().await);
+    for reason in [ExitReason::Normal, ExitReason::custom("crash"), ExitReason::Killed] {
+        let parent = runtime.spawn(Probe::new(&events));
+        let options = SpawnOptions::new().link(parent.pid());
+        let child = within(runtime.start_with(Probe::trapping(&events), options)).await.unwrap();
+        let grandchild = spawn_linked(&runtime, &events, child.pid());
+        let exited = runtime.watch(child.pid());
+        let stop_reason = reason.clone();
+        run(&parent, move |_, ctx| ctx.stop(stop_reason)).await;
+        assert_eq!(within(exited).await, reason);
+        let mut expected = Vec::new();
+        if reason != ExitReason::Killed {
+            expected.push(Event::Terminated(parent.pid(), reason.clone()));
+            expected.push(Event::Terminated(child.pid(), reason.clone()));
+        }
+        if reason != ExitReason::Normal && reason != ExitReason::Killed {
+            // The grandchild does not trap: it follows the abnormal exit.
+            expected.push(Event::Terminated(grandchild.pid(), reason.clone()));
+        }
+        assert_eq!(inbox.take(expected.len()).await, expected);
+        if reason == ExitReason::Normal {
+            assert_eq!(within(grandchild.call(Ask::Echo(1))).await, Ok(1));
+            runtime.kill(grandchild.pid());
+        }
+        within(runtime.watch(grandchild.pid())).await;
+    }
+    inbox.assert_empty();
 }

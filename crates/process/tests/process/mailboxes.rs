@@ -3,18 +3,19 @@
 use std::pin::pin;
 use std::time::Duration;
 
-use shoal_process::{CallError, ExitReason, MailboxConfig, Overflow, SendError, Signal, SpawnOptions};
+use shoal_process::{
+    CallError, ExitReason, MailboxConfig, Overflow, SendError, Signal, SpawnOptions,
+};
 
 use crate::support::{
-    Ask, Calc, CalcMsg, CalcReq, Cmd, Event, Probe, block, reports, poll_once, run, runtime, within,
+    Ask, Calc, CalcMsg, CalcReq, Cmd, Event, Probe, block, poll_once, reports, run, runtime, within,
 };
 
 fn mailbox(capacity: usize, overflow: Overflow) -> SpawnOptions {
     SpawnOptions::new().mailbox(MailboxConfig { capacity, overflow })
 }
 
-// Bounded mailbox: a try_ send to a full mailbox is Full, handing the message back, typed or
-// by pid.
+// Bounded mailbox: a try_ send to a full mailbox is SendError::Full, handing the message back.
 #[tokio::test]
 async fn try_cast_to_a_full_mailbox_hands_the_message_back() {
     let runtime = runtime();
@@ -41,8 +42,7 @@ async fn try_cast_to_a_full_mailbox_hands_the_message_back() {
     assert_eq!(within(calc.call(CalcReq::Get)).await, Ok(1));
 }
 
-// Bounded mailbox with Overflow::Wait: an async send to a full mailbox waits (is pending) and
-// completes once the process takes its letters; typed, by pid, and calls alike.
+// Overflow::Wait: an async send to a full mailbox is pending until the process takes letters.
 #[tokio::test]
 async fn an_async_send_to_a_full_mailbox_waits_for_room() {
     let runtime = runtime();
@@ -72,7 +72,7 @@ async fn an_async_send_to_a_full_mailbox_waits_for_room() {
     assert_eq!(within(calc.call(CalcReq::Get)).await, Ok(3));
 }
 
-// Bounded mailbox with Overflow::Reject: async sends to a full mailbox fail at once, Full.
+// Overflow::Reject: an async send or call to a full mailbox fails at once with Full.
 #[tokio::test]
 async fn a_reject_mailbox_refuses_async_sends_at_once() {
     let runtime = runtime();
@@ -97,11 +97,12 @@ async fn a_reject_mailbox_refuses_async_sends_at_once() {
         within(runtime.call(calc.pid(), CalcReq::Get, Duration::from_secs(5))).await;
     assert_eq!(refused, Err(CallError::Full));
     release.send(()).unwrap();
+    // Room again once the process has taken its next letter.
+    within(std::future::poll_fn(|cx| runtime.poll_room(calc.pid(), cx))).await;
     assert_eq!(within(calc.call(CalcReq::Get)).await, Ok(1));
 }
 
-// Only messages count toward the bound: a Down is still delivered to a full mailbox, after the
-// messages queued before it.
+// Only messages count toward capacity: a Down still reaches a full mailbox, after its messages.
 #[tokio::test]
 async fn signals_reach_a_full_mailbox() {
     let runtime = runtime();
@@ -123,8 +124,7 @@ async fn signals_reach_a_full_mailbox() {
     assert_eq!(seen, [Event::Note(watcher.pid(), 1), Event::Signal(watcher.pid(), down)]);
 }
 
-// Nothing is dropped silently: many messages sent under back-pressure, by several senders at
-// once, all arrive, each sender's in the order it sent them.
+// Nothing is lost under back-pressure: every message arrives, in each sender's order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_pressure_loses_nothing_and_keeps_each_senders_order() {
     const PER_SENDER: u64 = 2_000;
@@ -175,8 +175,7 @@ async fn back_pressure_loses_nothing_and_keeps_each_senders_order() {
     assert_eq!(within(calc.call(CalcReq::Get)).await, Ok(total));
 }
 
-// Erlang's ordering guarantee: a message sent by a process just before it exits reaches its
-// monitor before the Down.
+// Erlang ordering: a message sent just before exiting reaches the monitor before the Down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_words_arrive_before_the_down() {
     let runtime = runtime();

@@ -1,11 +1,17 @@
 //! A property test of links, trapped exits and monitors against a model of OTP's rules.
 //!
-//! Random forests of processes are linked parent → child (some trap exits, some do not), and a
-//! watcher monitors every one. Random actions (kill, exit signals, stops, panics) hit random
+//! Random forests of processes are spawned linked to their parent (some trap exits, some do
+//! not), and a watcher monitors every one. Random actions (kill, exit signals, stops, panics) hit random
 //! processes one at a time; after each, the test waits for exactly the reports the model
 //! predicts (who gets a `Down` and with which reason, who traps which `Exit`, who runs
 //! `terminate`) and compares them as a multiset. Finally every survivor is killed the same
 //! way, so every monitor must have fired exactly once.
+//!
+//! The rules the model encodes: a killed process exits `Killed`; a process that does not trap
+//! exits with the reason of an abnormally exited link (so `Killed` propagates as `Killed`) and
+//! ignores a `Normal` one; a trapping process survives and gets `Exit{from, reason}`, except
+//! from its parent, which it follows whatever the reason (as `gen_server` does); every monitor
+//! fires exactly once, with the exit reason; `terminate` runs unless the reason is `Killed`.
 //!
 //! Each action's cascade has a single origin, so every process it ends exits with the origin's
 //! reason, whatever order the signals travel in: the expected reports are deterministic even on
@@ -84,6 +90,7 @@ enum Seen {
 
 /// OTP's rules, on indices.
 struct Model {
+    parents: Vec<Option<usize>>,
     traps: Vec<bool>,
     links: Vec<BTreeSet<usize>>,
     alive: Vec<bool>,
@@ -99,14 +106,21 @@ impl Model {
                 links[parent].insert(child);
             }
         }
-        Self { traps: forest.traps.clone(), links, alive: vec![true; n] }
+        Self {
+            parents: forest.parents.clone(),
+            traps: forest.traps.clone(),
+            links,
+            alive: vec![true; n],
+        }
     }
 
     /// The reports `act` on `target` causes (none if the target is dead: nothing is done).
     fn apply(&mut self, target: usize, act: &Act) -> Vec<Seen> {
         let mut seen = Vec::new();
         match act {
-            Act::Kill | Act::Exit(ExitReason::Killed) => self.die(target, ExitReason::Killed, &mut seen),
+            Act::Kill | Act::Exit(ExitReason::Killed) => {
+                self.die(target, ExitReason::Killed, &mut seen)
+            }
             // exit/2: trapped as a message; otherwise ends the process unless normal.
             Act::Exit(reason) if self.traps[target] => {
                 seen.push(Seen::Exit { at: target, from: None, reason: reason.clone() });
@@ -130,10 +144,12 @@ impl Model {
             }
             for peer in std::mem::take(&mut self.links[process]) {
                 self.links[peer].remove(&process);
-                if self.traps[peer] {
+                // gen_server: even a trapping process follows its parent, whatever the reason.
+                let from_parent = self.parents[peer] == Some(process);
+                if self.traps[peer] && !from_parent {
                     let reason = reason.clone();
                     seen.push(Seen::Exit { at: peer, from: Some(process), reason });
-                } else if reason != ExitReason::Normal {
+                } else if self.traps[peer] || reason != ExitReason::Normal {
                     self.alive[peer] = false;
                     dying.push(peer);
                 }
@@ -217,7 +233,8 @@ impl Live {
     /// Waits for as many reports as expected and compares them, in any order.
     async fn check(&mut self, mut expected: Vec<Seen>) -> Result<(), TestCaseError> {
         let events = self.inbox.take(expected.len()).await;
-        let mut seen = events.into_iter().map(|event| self.translate(event)).collect::<Result<Vec<_>, _>>()?;
+        let mut seen =
+            events.into_iter().map(|event| self.translate(event)).collect::<Result<Vec<_>, _>>()?;
         let key = |seen: &Seen| format!("{seen:?}");
         seen.sort_by_key(key);
         expected.sort_by_key(key);
@@ -260,10 +277,7 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    // OTP link and monitor semantics: a killed process exits killed; a process that does not
-    // trap exits with the reason of an abnormally exited link (killed propagates as killed);
-    // normal exits do not propagate; trapping processes survive and get Exit{from, reason};
-    // every monitor fires exactly once with the exit reason; terminate runs unless killed.
+    // OTP links, trapped exits and monitors: every Down, Exit and terminate is as the model says.
     #[test]
     fn links_and_monitors_follow_the_otp_model(
         forest in forests(),

@@ -4,7 +4,7 @@ use shoal_process::{ExitReason, ProcessInfo, RegisterError, SpawnError, SpawnOpt
 
 use crate::support::{Cmd, Probe, block, reports, run, runtime, start_probe, within};
 
-// erlang:register / whereis / unregister / registered.
+// register / whereis / unregister / registered, as in Erlang.
 #[tokio::test]
 async fn register_whereis_unregister() {
     let runtime = runtime();
@@ -26,8 +26,7 @@ async fn register_whereis_unregister() {
     assert_eq!(runtime.process_info(alpha.pid()).unwrap().name.as_deref(), Some("alpha-again"));
 }
 
-// erlang:register refuses (changing nothing): a taken name, a second name for one process, a
-// dead process, and names that are empty or longer than 255 bytes.
+// register refuses, changing nothing: name taken, already named, noproc, bad name length.
 #[tokio::test]
 async fn register_refusals() {
     let runtime = runtime();
@@ -72,13 +71,13 @@ async fn a_name_is_freed_when_its_process_exits() {
     assert_eq!(runtime.whereis("service"), Some(second.pid()));
 }
 
-// SpawnOptions::name registers the process before it runs; a taken or invalid name refuses the
-// spawn and starts nothing.
+// SpawnOptions::name registers before the process runs; a taken or invalid name refuses it.
 #[tokio::test]
 async fn spawn_with_a_name() {
     let runtime = runtime();
     let (events, _inbox) = reports();
-    let named = runtime.spawn_with(Probe::new(&events), SpawnOptions::new().name("worker")).unwrap();
+    let named =
+        runtime.spawn_with(Probe::new(&events), SpawnOptions::new().name("worker")).unwrap();
     assert_eq!(runtime.whereis("worker"), Some(named.pid()));
     let clash = runtime.spawn_with(Probe::new(&events), SpawnOptions::new().name("worker"));
     assert_eq!(
@@ -90,7 +89,7 @@ async fn spawn_with_a_name() {
     assert_eq!(runtime.processes(), [named.pid()]);
 }
 
-// erlang:is_process_alive, processes() in spawn order, and the process count.
+// is_alive, processes() in spawn order, and process_count follow spawns and exits.
 #[tokio::test]
 async fn processes_are_listed_in_spawn_order() {
     let runtime = runtime();
@@ -109,7 +108,7 @@ async fn processes_are_listed_in_spawn_order() {
     assert!(survivors.iter().all(|&pid| runtime.is_alive(pid)));
 }
 
-// process_info(message_queue_len): letters waiting, by pid and by handle; none for the dead.
+// mailbox_len counts letters waiting, by pid and by handle; none for the dead.
 #[tokio::test]
 async fn mailbox_len_counts_waiting_letters() {
     let runtime = runtime();
@@ -129,7 +128,7 @@ async fn mailbox_len_counts_waiting_letters() {
     assert_eq!(runtime.mailbox_len(probe.pid()), None);
 }
 
-// process_info: links, monitors on it, trap flag and name, as a snapshot; none for the dead.
+// process_info: links, monitors on it, trap flag and name; none for the dead.
 #[tokio::test]
 async fn process_info_reports_links_monitors_trap_and_name() {
     let runtime = runtime();

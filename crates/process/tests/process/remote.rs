@@ -1,6 +1,7 @@
 //! The seam to a transport (`shoal_process::remote`), exercised with two runtimes in one tokio
 //! runtime joined by an in-test loopback transport.
 
+use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -16,7 +17,8 @@ use shoal_process::{
 use tokio::sync::mpsc;
 
 use crate::support::{
-    Ask, Calc, CalcMsg, CalcReq, Event, Probe, reports, run, runtime, start_probe, within,
+    Ask, Calc, CalcMsg, CalcReq, Event, Probe, poll_once, reports, run, runtime, start_probe,
+    within,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -105,8 +107,7 @@ async fn flush(from: &Runtime, pid: Pid) {
     let _: Result<u64, _> = within(from.call(pid, CalcReq::Get, TIMEOUT)).await;
 }
 
-// Location transparency: casts and calls by pid reach a process of another node, encoded once
-// and decoded by the receiving process's codec, in send order.
+// Location transparency: cast and call by pid reach another node's process, decoded there.
 #[tokio::test]
 async fn casts_and_calls_cross_nodes() {
     let (a, b) = two_nodes();
@@ -122,8 +123,7 @@ async fn casts_and_calls_cross_nodes() {
     assert_eq!(total, 2);
 }
 
-// A behaviour without a codec does not take messages from other nodes: calls are refused with
-// NotRemote, casts dropped, and the process carries on.
+// A behaviour without a codec refuses remote calls (NotRemote) and casts; it carries on.
 #[tokio::test]
 async fn a_behaviour_without_codec_refuses_remote_messages() {
     let (a, b) = two_nodes();
@@ -136,8 +136,7 @@ async fn a_behaviour_without_codec_refuses_remote_messages() {
     inbox.assert_empty();
 }
 
-// A payload that does not decode is an error for that one message: the call gets BadRequest,
-// a cast is dropped, and the process keeps running.
+// A remote payload that does not decode: the call gets BadRequest; the process keeps running.
 #[tokio::test]
 async fn a_payload_that_does_not_decode_is_refused_and_the_process_lives() {
     let (a, b) = two_nodes();
@@ -164,8 +163,30 @@ async fn a_remote_call_to_a_dead_process_is_no_proc() {
     assert_eq!(outcome, Err(CallError::NoProc));
 }
 
-// Remote monitors: the Down crosses back with the exit reason; a remote process that is not
-// alive gives Down noproc.
+// A remote call still queued when the process exits is refused with Exited(reason).
+#[tokio::test]
+async fn a_remote_call_queued_when_the_process_exits_gets_the_exit_reason() {
+    let (a, b) = two_nodes();
+    let (calc, parked, release) = Calc::parkable();
+    let calc = b.spawn(calc);
+    let pid = calc.pid();
+    calc.cast(CalcMsg::Park).await.unwrap();
+    within(parked).await.unwrap();
+    within(a.cast(pid, CalcMsg::Stop(ExitReason::custom("closing")))).await.unwrap();
+    let mut call = pin!(a.call::<_, u64>(pid, CalcReq::Get, TIMEOUT));
+    assert!(poll_once(&mut call).await.is_pending());
+    // Both have crossed once the parked process's mailbox holds them.
+    within(async {
+        while b.mailbox_len(pid) != Some(2) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    release.send(()).unwrap();
+    assert_eq!(within(call).await, Err(CallError::Exited(ExitReason::custom("closing"))));
+}
+
+// A remote monitor's Down crosses back with the exit reason (noproc if not alive).
 #[tokio::test]
 async fn a_remote_monitor_fires_down_with_the_reason() {
     let (a, b) = two_nodes();
@@ -185,7 +206,7 @@ async fn a_remote_monitor_fires_down_with_the_reason() {
     assert_eq!(inbox.next().await, Event::Signal(watcher.pid(), down));
 }
 
-// Remote demonitor: the monitor is removed on the other node.
+// A remote demonitor removes the monitor on the other node.
 #[tokio::test]
 async fn a_remote_demonitor_removes_the_monitor_there() {
     let (a, b) = two_nodes();
@@ -203,7 +224,7 @@ async fn a_remote_demonitor_removes_the_monitor_there() {
     inbox.assert_empty();
 }
 
-// Remote links: an abnormal exit crosses nodes both ways, and unlink removes both ends.
+// Remote links carry abnormal exits both ways; unlink removes both ends; a dead peer is noproc.
 #[tokio::test]
 async fn a_remote_link_propagates_an_exit() {
     let (a, b) = two_nodes();
@@ -255,8 +276,7 @@ async fn a_remote_link_propagates_an_exit() {
     assert_eq!(a.process_info(trapper.pid()).unwrap().links, []);
 }
 
-// Without a transport, another node cannot be reached: sends and calls fail with NoConnection,
-// a link is refused, and a monitor fires at once with Down noconnection.
+// Without a transport: cast/call NoConnection, link refused, monitor fires Down noconnection.
 #[tokio::test]
 async fn without_a_transport_remote_operations_fail_with_no_connection() {
     let runtime = runtime();
@@ -278,8 +298,7 @@ async fn without_a_transport_remote_operations_fail_with_no_connection() {
     assert_eq!(inbox.next().await, Event::Signal(probe.pid(), down));
 }
 
-// Incarnations: a pid minted by an earlier run of a node (same name, earlier incarnation) names
-// no process of the new run: not alive, NoProc, monitors fire noproc.
+// A pid of an earlier incarnation of this node names no process: not alive, NoProc.
 #[tokio::test]
 async fn a_pid_of_an_earlier_incarnation_is_dead() {
     let earlier = Runtime::builder().node_name("a@test").build().unwrap();

@@ -125,6 +125,10 @@ pub(crate) enum Ask {
     Ignore,
     /// Hand the reply handle to a new tokio task, which answers with what arrives here.
     Hand(oneshot::Receiver<u64>),
+    /// Say so through `entered`, then await `answer` inside the handler and reply with it.
+    Await { entered: oneshot::Sender<()>, answer: oneshot::Receiver<u64> },
+    /// Panic in the handler, holding the reply handle.
+    Panic(&'static str),
 }
 
 /// A behaviour driven by the test: it does what [`Cmd`]s say and reports what it sees (notes,
@@ -134,7 +138,7 @@ pub(crate) struct Probe {
     trap: bool,
     /// Calls held for a deferred reply.
     pub(crate) held: Vec<ReplyTo<u64>>,
-    /// When set, `terminate` awaits it before returning.
+    /// When set, `terminate` awaits it before returning (after dropping the held calls).
     pub(crate) linger: Option<oneshot::Receiver<()>>,
 }
 
@@ -195,6 +199,16 @@ impl Process for Probe {
                     }
                 });
             }
+            Ask::Await { entered, answer } => {
+                let _ = entered.send(());
+                if let Ok(n) = answer.await {
+                    reply.send(n);
+                }
+            }
+            Ask::Panic(message) => {
+                let _reply = reply;
+                panic!("{message}");
+            }
         }
     }
 
@@ -203,6 +217,8 @@ impl Process for Probe {
     }
 
     async fn terminate(&mut self, reason: &ExitReason, ctx: &mut Context<Self>) {
+        // Calls held for a deferred reply are given up on.
+        self.held.clear();
         self.report(Event::Terminated(ctx.pid(), reason.clone()));
         if let Some(linger) = self.linger.take() {
             let _ = linger.await;

@@ -1,4 +1,5 @@
-//! Timers, on tokio's paused clock: time only moves when every task waits.
+//! Timers, on tokio's paused clock: time only moves when every task waits. Delays stay well
+//! under the bound every wait has (`support::BOUND`), which runs on the same clock.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use crate::support::{Cmd, Event, Probe, reports, run, runtime, within};
 
 const SECOND: Duration = Duration::from_secs(1);
 
-// erlang:send_after: the message arrives after the delay, as an ordinary cast.
+// send_after: the message arrives after the delay, as an ordinary cast.
 #[tokio::test(start_paused = true)]
 async fn send_after_delivers_the_message() {
     let runtime = runtime();
@@ -21,15 +22,15 @@ async fn send_after_delivers_the_message() {
     assert_eq!(inbox.next().await, Event::Note(probe.pid(), 2));
 }
 
-// erlang:cancel_timer before it fires: returns true and the message never arrives (a later
-// timer, set as a sentinel, arrives first and alone).
+// cancel_timer before firing returns true, and the message never arrives.
 #[tokio::test(start_paused = true)]
 async fn a_timer_cancelled_before_it_fires_delivers_nothing() {
     let runtime = runtime();
     let (events, mut inbox) = reports();
     let probe = runtime.spawn(Probe::new(&events));
-    let cancelled = run(&probe, |_, ctx| ctx.send_after(5 * SECOND, Cmd::Note(1))).await;
-    let sentinel = probe.cast_after(10 * SECOND, Cmd::Note(2));
+    let cancelled = run(&probe, |_, ctx| ctx.send_after(SECOND, Cmd::Note(1))).await;
+    // A later timer as a sentinel: it must arrive first, and alone.
+    let sentinel = probe.cast_after(2 * SECOND, Cmd::Note(2));
     assert!(cancelled.cancel());
     assert!(!cancelled.cancel(), "a timer is cancelled once");
     assert_eq!(inbox.next().await, Event::Note(probe.pid(), 2));
@@ -37,7 +38,7 @@ async fn a_timer_cancelled_before_it_fires_delivers_nothing() {
     inbox.assert_empty();
 }
 
-// erlang:cancel_timer after it fired: returns false.
+// cancel_timer after the timer fired returns false.
 #[tokio::test(start_paused = true)]
 async fn cancelling_a_fired_timer_returns_false() {
     let runtime = runtime();
@@ -48,7 +49,7 @@ async fn cancelling_a_fired_timer_returns_false() {
     assert!(!timer.cancel());
 }
 
-// erlang:start_timer: the process gets a Timeout signal carrying the timer's reference.
+// start_timer: the process gets Signal::Timeout carrying the timer's reference.
 #[tokio::test(start_paused = true)]
 async fn start_timer_delivers_a_timeout_with_the_timer_id() {
     let runtime = runtime();
@@ -60,8 +61,7 @@ async fn start_timer_delivers_a_timeout_with_the_timer_id() {
     assert!(!timer.cancel());
 }
 
-// Timers aimed at a process are cancelled when it exits (cancel then reports they had already
-// been settled), and a timer aimed at a dead process never fires.
+// Timers aimed at a process are cancelled when it exits.
 #[tokio::test(start_paused = true)]
 async fn timers_are_cancelled_when_the_process_exits() {
     let runtime = runtime();
@@ -72,6 +72,7 @@ async fn timers_are_cancelled_when_the_process_exits() {
     })
     .await;
     let outside = probe.cast_after(5 * SECOND, Cmd::Note(2));
+    // Cancelling reports whether the timer was still pending: after the exit, none is.
     let exited = runtime.watch(probe.pid());
     run(&probe, |_, ctx| ctx.stop(ExitReason::Normal)).await;
     within(exited).await;
