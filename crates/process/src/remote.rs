@@ -157,6 +157,11 @@ impl RemoteReply {
     pub fn send(self, outcome: Result<Bytes, RemoteFailure>) -> bool {
         self.0.send(outcome).is_ok()
     }
+
+    /// Whether the caller stopped waiting (it timed out): the transport may forget the call.
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
 }
 
 impl fmt::Debug for RemoteReply {

@@ -1,0 +1,191 @@
+//! A node's configuration and its builder.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_process::Runtime;
+
+use crate::handshake::Secret;
+use crate::net::{Network, TcpNetwork};
+use crate::{CONTROL_CHANNEL, ChannelConfig, DEFAULT_CHANNEL, Node, StartError};
+
+/// How a node finds its peers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Membership {
+    /// Every node connects to every other; members are learnt by gossip (the default).
+    FullMesh,
+    /// Only these addresses, and nodes that connect to this one: nothing is learnt by gossip.
+    Static(Vec<SocketAddr>),
+}
+
+/// Everything a node is started with. Built with [`Node::builder`].
+#[derive(Clone)]
+pub(crate) struct NodeConfig {
+    pub(crate) name: String,
+    pub(crate) listen: SocketAddr,
+    pub(crate) secret: Secret,
+    pub(crate) channels: BTreeMap<String, ChannelConfig>,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) failure_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) backoff_min: Duration,
+    pub(crate) backoff_max: Duration,
+    pub(crate) gossip_interval: Duration,
+    pub(crate) max_frame_bytes: usize,
+    pub(crate) peer_queue_frames: usize,
+    pub(crate) membership: Membership,
+    pub(crate) seed: u64,
+    pub(crate) runtime: Option<Runtime>,
+    pub(crate) network: Arc<dyn Network>,
+}
+
+/// Configures and starts a [`Node`].
+///
+/// Defaults: listen on `127.0.0.1:0`; channels `control` (1 connection) and `default`
+/// (1 connection); heartbeat every 250 ms, a peer silent for 2 s is down; connect and handshake
+/// within 2 s; reconnect after 100 ms, backing off to 2 s; gossip every second; frames up to
+/// 16 MiB; 65,536 queued casts and calls per peer; full-mesh membership.
+#[must_use]
+pub struct NodeBuilder {
+    config: NodeConfig,
+}
+
+impl NodeBuilder {
+    pub(crate) fn new(name: String, secret: Secret) -> Self {
+        let mut channels = BTreeMap::new();
+        channels.insert(CONTROL_CHANNEL.to_owned(), ChannelConfig::new());
+        channels.insert(DEFAULT_CHANNEL.to_owned(), ChannelConfig::new());
+        Self {
+            config: NodeConfig {
+                name,
+                listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                secret,
+                channels,
+                heartbeat_interval: Duration::from_millis(250),
+                failure_timeout: Duration::from_secs(2),
+                connect_timeout: Duration::from_secs(2),
+                backoff_min: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(2),
+                gossip_interval: Duration::from_secs(1),
+                max_frame_bytes: 16 * 1024 * 1024,
+                peer_queue_frames: 65_536,
+                membership: Membership::FullMesh,
+                seed: 0,
+                runtime: None,
+                network: Arc::new(TcpNetwork),
+            },
+        }
+    }
+
+    /// The address to listen on; port 0 picks a free one (see [`Node::listen_addr`]).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.config.listen = addr;
+        self
+    }
+
+    /// Adds or replaces a channel. The `control` channel's parallelism stays 1.
+    pub fn channel(mut self, name: &str, config: ChannelConfig) -> Self {
+        self.config.channels.insert(name.to_owned(), config);
+        self
+    }
+
+    /// How often a ping goes to each peer, and how long a silent peer stays up.
+    pub fn heartbeat(mut self, interval: Duration, failure_timeout: Duration) -> Self {
+        self.config.heartbeat_interval = interval;
+        self.config.failure_timeout = failure_timeout;
+        self
+    }
+
+    /// How long a connection and its handshake may take.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// The first and the longest wait between reconnection attempts (doubling, with jitter).
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.config.backoff_min = min;
+        self.config.backoff_max = max;
+        self
+    }
+
+    /// How often membership is gossiped in full-mesh mode.
+    pub fn gossip_interval(mut self, interval: Duration) -> Self {
+        self.config.gossip_interval = interval;
+        self
+    }
+
+    /// The largest frame sent or accepted; a peer's larger frame closes its connection.
+    pub fn max_frame_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_frame_bytes = bytes;
+        self
+    }
+
+    /// How many casts and calls may wait for one peer before senders wait (or `try_` senders
+    /// fail).
+    pub fn peer_queue_frames(mut self, frames: usize) -> Self {
+        self.config.peer_queue_frames = frames;
+        self
+    }
+
+    /// Full mesh (default) or static membership.
+    pub fn membership(mut self, membership: Membership) -> Self {
+        self.config.membership = membership;
+        self
+    }
+
+    /// Seeds the node's randomness (backoff jitter, fault injection's drops), for replays.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = seed;
+        self
+    }
+
+    /// Runs on this process runtime instead of a new one; its node name must be the node's.
+    pub fn runtime(mut self, runtime: Runtime) -> Self {
+        self.config.runtime = Some(runtime);
+        self
+    }
+
+    /// Uses another network than TCP (a simulated one, in tests).
+    pub fn network(mut self, network: Arc<dyn Network>) -> Self {
+        self.config.network = network;
+        self
+    }
+
+    /// Checks the configuration, listens, and starts the node.
+    pub async fn start(mut self) -> Result<Node, StartError> {
+        self.validate()?;
+        Node::start(self.config).await
+    }
+
+    fn validate(&mut self) -> Result<(), StartError> {
+        let config = &mut self.config;
+        let invalid = |what: String| Err(StartError::InvalidConfig(what));
+        if let Some(control) = config.channels.get_mut(CONTROL_CHANNEL) {
+            *control = ChannelConfig::new();
+        }
+        if let Some((name, _)) = config.channels.iter().find(|(_, c)| c.parallelism == 0) {
+            return invalid(format!("channel {name:?} has parallelism 0"));
+        }
+        if config.heartbeat_interval.is_zero()
+            || config.failure_timeout <= config.heartbeat_interval
+        {
+            return invalid("the failure timeout must be longer than a non-zero heartbeat".into());
+        }
+        if config.max_frame_bytes < 1024 || config.max_frame_bytes > u32::MAX as usize {
+            return invalid(format!(
+                "max_frame_bytes {} is not within 1 KiB..4 GiB",
+                config.max_frame_bytes
+            ));
+        }
+        if config.peer_queue_frames == 0 {
+            return invalid("peer_queue_frames must be at least 1".into());
+        }
+        if config.backoff_min.is_zero() || config.backoff_max < config.backoff_min {
+            return invalid("the reconnect backoff must be non-zero and min <= max".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,317 @@
+//! One connection's life: the handshake on either side, the writer that drains a queue in
+//! coalesced writes, and the readers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+use crate::fault::Verdict;
+use crate::handshake::{
+    Acceptor, AcceptorStep, Connector, ConnectorStep, HandshakeError, NONCE_BYTES,
+};
+use crate::net::{Connection, ReadHalf, WriteHalf};
+use crate::node::Shared;
+use crate::peer::{Peer, millis_since};
+use crate::queue::{OutQueue, Queued};
+use crate::wire::{Frame, FrameDecoder, FrameError, Hello, encode_frame};
+use crate::{DownReason, NodeSpec};
+
+/// Why a connection ended or never opened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnError {
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the peer closed the connection")]
+    Closed,
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    #[error("timed out")]
+    Timeout,
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Handshake frames are small: a peer cannot make this node buffer much before it has
+/// proved it knows the secret.
+const HANDSHAKE_MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// Bytes gathered before a write; larger batches are written in several goes.
+const WRITE_CHUNK_BYTES: usize = 256 * 1024;
+
+pub(crate) fn nonce() -> [u8; NONCE_BYTES] {
+    let mut nonce = [0; NONCE_BYTES];
+    // Without OS randomness a handshake cannot be made safe; every platform tokio runs on
+    // has it, so its absence is a broken machine, not bad input.
+    getrandom::fill(&mut nonce).expect("the operating system's random number generator failed");
+    nonce
+}
+
+/// The next frame from `read`; `bytes_read` counts what was read from the socket.
+pub(crate) async fn read_frame_counted(
+    read: &mut ReadHalf,
+    decoder: &mut FrameDecoder,
+    bytes_read: &mut u64,
+) -> Result<Frame, ConnError> {
+    loop {
+        if let Some(frame) = decoder.next_frame()? {
+            return Ok(frame);
+        }
+        match read.read_buf(decoder.buffer_mut()).await? {
+            0 => return Err(ConnError::Closed),
+            read => *bytes_read += read as u64,
+        }
+    }
+}
+
+pub(crate) async fn read_frame(
+    read: &mut ReadHalf,
+    decoder: &mut FrameDecoder,
+) -> Result<Frame, ConnError> {
+    read_frame_counted(read, decoder, &mut 0).await
+}
+
+async fn write_one(write: &mut WriteHalf, frame: &Frame, max: usize) -> Result<(), ConnError> {
+    let mut buf = BytesMut::new();
+    encode_frame(frame, &mut buf, max)?;
+    write.write_all(&buf).await?;
+    Ok(())
+}
+
+/// An open outgoing connection: its halves and the peer's spec.
+pub(crate) struct Opened {
+    pub(crate) conn: Connection,
+    pub(crate) peer: NodeSpec,
+}
+
+/// Connects to `addr` and runs the connecting side of the handshake.
+pub(crate) async fn connect(
+    shared: &Shared,
+    addr: SocketAddr,
+    channel: &str,
+    index: u16,
+) -> Result<Opened, ConnError> {
+    let attempt = async {
+        let mut conn = shared.config.network.connect(addr).await?;
+        let (mut handshake, hello) = Connector::new(
+            shared.config.secret.clone(),
+            shared.spec.clone(),
+            channel,
+            index,
+            nonce(),
+        );
+        let mut decoder = FrameDecoder::new(HANDSHAKE_MAX_FRAME_BYTES);
+        write_one(&mut conn.write, &hello, HANDSHAKE_MAX_FRAME_BYTES).await?;
+        loop {
+            let frame = read_frame(&mut conn.read, &mut decoder).await?;
+            match handshake.on_frame(frame) {
+                Ok(ConnectorStep::Send(frame)) => {
+                    write_one(&mut conn.write, &frame, HANDSHAKE_MAX_FRAME_BYTES).await?;
+                }
+                Ok(ConnectorStep::Open { peer }) => return Ok(Opened { conn, peer }),
+                Err(error) => {
+                    if error.tell_peer() {
+                        let refusal = Frame::Refused { reason: error.to_string() };
+                        let _ =
+                            write_one(&mut conn.write, &refusal, HANDSHAKE_MAX_FRAME_BYTES).await;
+                    }
+                    return Err(error.into());
+                }
+            }
+        }
+    };
+    tokio::time::timeout(shared.config.connect_timeout, attempt)
+        .await
+        .unwrap_or(Err(ConnError::Timeout))
+}
+
+/// Runs the accepting side of the handshake on a new connection; the node admits or refuses
+/// the peer (`admit`). On success the connection is the peer's, for reading.
+pub(crate) async fn accept(
+    shared: &Arc<Shared>,
+    mut conn: Connection,
+) -> Result<(Arc<Peer>, Connection, FrameDecoder), ConnError> {
+    let attempt = async {
+        let mut handshake =
+            Acceptor::new(shared.config.secret.clone(), shared.spec.clone(), nonce());
+        let mut decoder = FrameDecoder::new(HANDSHAKE_MAX_FRAME_BYTES);
+        let hello: Hello = loop {
+            let frame = read_frame(&mut conn.read, &mut decoder).await?;
+            match handshake.on_frame(frame) {
+                Ok(AcceptorStep::Send(frame)) => {
+                    write_one(&mut conn.write, &frame, HANDSHAKE_MAX_FRAME_BYTES).await?;
+                }
+                Ok(AcceptorStep::Authenticated { hello }) => break hello,
+                Err(error) => {
+                    if error.tell_peer() {
+                        let refusal = Frame::Refused { reason: error.to_string() };
+                        let _ =
+                            write_one(&mut conn.write, &refusal, HANDSHAKE_MAX_FRAME_BYTES).await;
+                    }
+                    return Err(ConnError::from(error));
+                }
+            }
+        };
+        match shared.admit(&hello.spec) {
+            Ok(peer) => {
+                write_one(&mut conn.write, &Frame::Accepted, HANDSHAKE_MAX_FRAME_BYTES).await?;
+                Ok(peer)
+            }
+            Err(reason) => {
+                let refusal = Frame::Refused { reason: reason.clone() };
+                let _ = write_one(&mut conn.write, &refusal, HANDSHAKE_MAX_FRAME_BYTES).await;
+                Err(ConnError::Refused(format!("refused {}: {reason}", hello.spec.name)))
+            }
+        }
+    };
+    let peer = tokio::time::timeout(shared.config.connect_timeout, attempt)
+        .await
+        .unwrap_or(Err(ConnError::Timeout))?;
+    // The connector sends nothing after its proof until it reads `Accepted`, so the handshake
+    // decoder holds no data frames: the data decoder starts empty.
+    let decoder = FrameDecoder::new(shared.config.max_frame_bytes);
+    Ok((peer, conn, decoder))
+}
+
+/// Writes everything queued for one connection, batch by batch, until the queue closes or a
+/// write fails (reported on `failed`).
+pub(crate) async fn write_loop(
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    queue: Arc<OutQueue>,
+    mut write: WriteHalf,
+    failed: mpsc::Sender<DownReason>,
+) {
+    let max = shared.config.max_frame_bytes;
+    let mut batch: Vec<Queued> = Vec::new();
+    let mut buf = BytesMut::with_capacity(WRITE_CHUNK_BYTES);
+    while queue.take_all(&mut batch).await {
+        let bounded = batch.iter().filter(|queued| queued.bounded).count();
+        apply_faults(&shared, &peer, true, &mut batch).await;
+        let mut frames = 0;
+        let mut outcome = Ok(());
+        for queued in batch.drain(..) {
+            match encode_frame(&queued.frame, &mut buf, max) {
+                Ok(_) => frames += 1,
+                Err(error) => tracing::error!(
+                    peer = %peer.name(), %error, kind = queued.frame.kind(),
+                    "a frame was not sent"
+                ),
+            }
+            if buf.len() >= WRITE_CHUNK_BYTES {
+                outcome = flush(&peer, &mut write, &mut buf, &mut frames).await;
+                if outcome.is_err() {
+                    break;
+                }
+            }
+        }
+        if outcome.is_ok() {
+            outcome = flush(&peer, &mut write, &mut buf, &mut frames).await;
+        }
+        peer.release(bounded);
+        if let Err(error) = outcome {
+            batch.clear();
+            let _ = failed.try_send(DownReason::ConnectionLost(error.to_string()));
+            return;
+        }
+        if buf.capacity() > 4 * WRITE_CHUNK_BYTES {
+            buf = BytesMut::with_capacity(WRITE_CHUNK_BYTES);
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
+async fn flush(
+    peer: &Peer,
+    write: &mut WriteHalf,
+    buf: &mut BytesMut,
+    frames: &mut u64,
+) -> std::io::Result<()> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    write.write_all(buf).await?;
+    let counters = &peer.counters;
+    counters.frames_sent.fetch_add(*frames, std::sync::atomic::Ordering::Relaxed);
+    counters.bytes_sent.fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    buf.clear();
+    *frames = 0;
+    Ok(())
+}
+
+/// Discards or delays a batch as the faults in force say.
+pub(crate) async fn apply_faults(
+    shared: &Shared,
+    peer: &Peer,
+    outbound: bool,
+    batch: &mut Vec<Queued>,
+) {
+    let before = batch.len();
+    match shared.faults.verdict(peer.id, outbound) {
+        Verdict::Pass => return,
+        Verdict::Discard => batch.clear(),
+        Verdict::DropEach(probability) => batch.retain(|_| !shared.faults.draw(probability)),
+        Verdict::Delay(delay) => tokio::time::sleep(delay).await,
+    }
+    let dropped = (before - batch.len()) as u64;
+    peer.counters.dropped_by_faults.fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Watches the reading half of an outgoing connection: the acceptor sends nothing after the
+/// handshake, so anything but more silence means the connection is gone.
+pub(crate) async fn watch_closed(mut read: ReadHalf, failed: mpsc::Sender<DownReason>) {
+    let mut scratch = [0u8; 64];
+    let reason = loop {
+        match read.read(&mut scratch).await {
+            Ok(0) => break DownReason::ConnectionLost("the peer closed the connection".into()),
+            Ok(_) => continue,
+            Err(error) => break DownReason::ConnectionLost(error.to_string()),
+        }
+    };
+    let _ = failed.try_send(reason);
+}
+
+/// Reads frames from a peer's connection and dispatches them, until the connection fails,
+/// sends a bad frame, or the peer goes down here (`epoch` changes).
+pub(crate) async fn read_loop(
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    mut conn: Connection,
+    mut decoder: FrameDecoder,
+    mut epoch: watch::Receiver<u64>,
+) {
+    epoch.mark_unchanged();
+    let name = peer.name();
+    let mut batch = Vec::with_capacity(1);
+    loop {
+        let mut bytes_read = 0;
+        let frame = tokio::select! {
+            biased;
+            _ = epoch.changed() => return,
+            frame = read_frame_counted(&mut conn.read, &mut decoder, &mut bytes_read) => frame,
+        };
+        peer.counters.bytes_received.fetch_add(bytes_read, std::sync::atomic::Ordering::Relaxed);
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(ConnError::Closed) => {
+                tracing::debug!(peer = %name, "connection closed by the peer");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(peer = %name, addr = %conn.peer_addr, %error, "closing a connection");
+                return;
+            }
+        };
+        peer.heard(millis_since(shared.origin));
+        peer.counters.frames_received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        batch.push(Queued { frame, bounded: false });
+        apply_faults(&shared, &peer, false, &mut batch).await;
+        for queued in batch.drain(..) {
+            shared.dispatch(&peer, queued.frame).await;
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! One known member of the cluster, as this node sees it: its spec, whether it is up, the
+//! queues to its connections, what is bounded against it, and what local processes hold on it
+//! (monitors and links, so that losing the node can be reported to each of them).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use shoal_process::{NodeId, Pid, Ref};
+use tokio::sync::{Notify, watch};
+
+use crate::queue::{OutQueue, Pushed, Queued};
+use crate::wire::Frame;
+use crate::{CONTROL_CHANNEL, NodeSpec};
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The open connections to a peer while it is up: a queue per connection, by channel.
+pub(crate) struct Session {
+    channels: HashMap<String, Vec<Arc<OutQueue>>>,
+    /// Set to `true` when the session ends; the session's tasks watch it.
+    ended: watch::Sender<bool>,
+}
+
+impl Session {
+    pub(crate) fn new(channels: HashMap<String, Vec<Arc<OutQueue>>>) -> Self {
+        Self { channels, ended: watch::Sender::new(false) }
+    }
+
+    pub(crate) fn ended(&self) -> watch::Receiver<bool> {
+        self.ended.subscribe()
+    }
+
+    fn end(&self) -> Vec<Queued> {
+        self.ended.send_replace(true);
+        self.channels.values().flatten().flat_map(|queue| queue.close()).collect()
+    }
+}
+
+/// Counters for one peer, readable with [`crate::Node::peer_stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// Frames written to the peer.
+    pub frames_sent: u64,
+    /// Bytes written to the peer.
+    pub bytes_sent: u64,
+    /// Frames read from the peer.
+    pub frames_received: u64,
+    /// Bytes read from the peer.
+    pub bytes_received: u64,
+    /// Casts and calls queued for the peer right now.
+    pub queued: u64,
+    /// Times the connections to the peer were set up again after a loss.
+    pub reconnects: u64,
+    /// Frames discarded by fault injection.
+    pub dropped_by_faults: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) frames_sent: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) frames_received: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) dropped_by_faults: AtomicU64,
+}
+
+/// Monitors and links between local processes and processes of one peer.
+#[derive(Default)]
+pub(crate) struct Ties {
+    /// Local watchers of the peer's processes: monitor → (watcher, target).
+    pub(crate) watching: HashMap<Ref, (Pid, Pid)>,
+    /// The peer's watchers of local processes: monitor → local target.
+    pub(crate) watched: HashMap<Ref, Pid>,
+    /// Links: (local, remote).
+    pub(crate) links: HashSet<(Pid, Pid)>,
+}
+
+pub(crate) struct Peer {
+    pub(crate) id: NodeId,
+    spec: Mutex<NodeSpec>,
+    session: Mutex<Option<Arc<Session>>>,
+    up: AtomicBool,
+    /// Casts and calls queued across all connections, bounded by `limit`.
+    queued: AtomicUsize,
+    limit: usize,
+    room: Mutex<Vec<Waker>>,
+    /// When a frame last came from the peer, in milliseconds since the node started.
+    last_heard_ms: AtomicU64,
+    pub(crate) counters: Counters,
+    pub(crate) ties: Mutex<Ties>,
+    /// Set when the peer left or was replaced: its connector stops.
+    removed: watch::Sender<bool>,
+    /// Bumped when the peer's inbound connections must close (it went down).
+    pub(crate) inbound_epoch: watch::Sender<u64>,
+    /// Wakes the connector from its backoff (healed, restarted).
+    pub(crate) kick: Notify,
+}
+
+/// Why a frame for a peer was not queued; the frame is handed back. (Large, but only on the
+/// rare error path, and boxing it would cost an allocation on the hot path's return type.)
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum PushError {
+    Full(Frame),
+    Down(Frame),
+}
+
+impl Peer {
+    pub(crate) fn new(spec: NodeSpec, limit: usize) -> Self {
+        Self {
+            id: spec.id(),
+            spec: Mutex::new(spec),
+            session: Mutex::new(None),
+            up: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
+            limit,
+            room: Mutex::new(Vec::new()),
+            last_heard_ms: AtomicU64::new(0),
+            counters: Counters::default(),
+            ties: Mutex::new(Ties::default()),
+            removed: watch::Sender::new(false),
+            inbound_epoch: watch::Sender::new(0),
+            kick: Notify::new(),
+        }
+    }
+
+    pub(crate) fn spec(&self) -> NodeSpec {
+        lock(&self.spec).clone()
+    }
+
+    pub(crate) fn name(&self) -> String {
+        lock(&self.spec).name.clone()
+    }
+
+    pub(crate) fn incarnation(&self) -> u64 {
+        lock(&self.spec).incarnation
+    }
+
+    pub(crate) fn set_spec(&self, spec: NodeSpec) {
+        *lock(&self.spec) = spec;
+    }
+
+    pub(crate) fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn session(&self) -> Option<Arc<Session>> {
+        lock(&self.session).clone()
+    }
+
+    pub(crate) fn begin(&self, session: Arc<Session>, now_ms: u64) {
+        self.heard(now_ms);
+        *lock(&self.session) = Some(session);
+        self.up.store(true, Ordering::Release);
+    }
+
+    /// Ends the session, if any: queues close, writers stop, inbound readers are told to
+    /// close. Returns whether the peer was up.
+    pub(crate) fn end(&self) -> bool {
+        let was_up = self.up.swap(false, Ordering::AcqRel);
+        if let Some(session) = lock(&self.session).take() {
+            let left = session.end();
+            self.release(left.iter().filter(|queued| queued.bounded).count());
+        }
+        self.inbound_epoch.send_modify(|epoch| *epoch += 1);
+        self.wake_senders();
+        was_up
+    }
+
+    pub(crate) fn remove(&self) {
+        self.removed.send_replace(true);
+        self.end();
+    }
+
+    pub(crate) fn removed(&self) -> watch::Receiver<bool> {
+        self.removed.subscribe()
+    }
+
+    pub(crate) fn is_removed(&self) -> bool {
+        *self.removed.borrow()
+    }
+
+    pub(crate) fn heard(&self, now_ms: u64) {
+        self.last_heard_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn last_heard_ms(&self) -> u64 {
+        self.last_heard_ms.load(Ordering::Relaxed)
+    }
+
+    /// Queues `frame` on `channel`, on the connection chosen by `key`. A bounded frame (a
+    /// cast or a call) is refused when the peer's queue is full; others always get in.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn push(
+        &self,
+        channel: &str,
+        key: u64,
+        frame: Frame,
+        bounded: bool,
+    ) -> Result<(), PushError> {
+        let Some(session) = self.session() else {
+            return Err(PushError::Down(frame));
+        };
+        let Some(queues) = session.channels.get(channel) else {
+            return Err(PushError::Down(frame));
+        };
+        if bounded && self.queued.fetch_add(1, Ordering::AcqRel) >= self.limit {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(PushError::Full(frame));
+        }
+        let queue = &queues[(spread(key) % queues.len() as u64) as usize];
+        match queue.push(key, Queued { frame, bounded }) {
+            Pushed::Queued => Ok(()),
+            Pushed::Superseded { bounded: true } => {
+                self.release(1);
+                Ok(())
+            }
+            Pushed::Superseded { bounded: false } => Ok(()),
+            Pushed::Closed(queued) => {
+                if bounded {
+                    self.release(1);
+                }
+                Err(PushError::Down(queued.frame))
+            }
+        }
+    }
+
+    /// Queues a frame on the control channel.
+    pub(crate) fn push_control(&self, frame: Frame) -> bool {
+        self.push(CONTROL_CHANNEL, 0, frame, false).is_ok()
+    }
+
+    /// `count` bounded frames left the queues.
+    pub(crate) fn release(&self, count: usize) {
+        if count == 0 {
+            return;
+        }
+        let before = self.queued.fetch_sub(count, Ordering::AcqRel);
+        if before >= self.limit && before - count < self.limit {
+            self.wake_senders();
+        }
+    }
+
+    fn wake_senders(&self) {
+        for waker in lock(&self.room).drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Ready when a bounded frame would be queued; an error when the peer is down.
+    pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        if !self.is_up() {
+            return Poll::Ready(Err(()));
+        }
+        if self.queued.load(Ordering::Acquire) < self.limit {
+            return Poll::Ready(Ok(()));
+        }
+        lock(&self.room).push(cx.waker().clone());
+        // Check again: room may have been made between the load and the registration.
+        if self.queued.load(Ordering::Acquire) < self.limit || !self.is_up() {
+            return Poll::Ready(if self.is_up() { Ok(()) } else { Err(()) });
+        }
+        Poll::Pending
+    }
+
+    pub(crate) fn stats(&self) -> PeerStats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        PeerStats {
+            frames_sent: read(&self.counters.frames_sent),
+            bytes_sent: read(&self.counters.bytes_sent),
+            frames_received: read(&self.counters.frames_received),
+            bytes_received: read(&self.counters.bytes_received),
+            queued: self.queued.load(Ordering::Relaxed) as u64,
+            reconnects: read(&self.counters.reconnects),
+            dropped_by_faults: read(&self.counters.dropped_by_faults),
+        }
+    }
+}
+
+/// Mixes a key so that consecutive ids spread over connections.
+fn spread(key: u64) -> u64 {
+    let mut x = key.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The key that picks the connection for frames to `pid`: all of them take the same one.
+pub(crate) fn pid_key(pid: Pid) -> u64 {
+    pid.local_id() ^ pid.incarnation().rotate_left(32)
+}
+
+/// Milliseconds since `origin`.
+pub(crate) fn millis_since(origin: Instant) -> u64 {
+    origin.elapsed().as_millis() as u64
+}

@@ -1,0 +1,111 @@
+//! The queue of frames waiting for one connection's writer.
+//!
+//! Senders push without waiting (the *peer* bounds how many casts and calls are queued, see
+//! `peer.rs`); the connection's writer takes everything queued at once and writes it in one
+//! go, which is how writes are coalesced. On a monotonic channel a frame for a receiver
+//! replaces the one still queued for the same receiver: the older frame is dropped in place,
+//! so order among the rest is kept.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, PoisonError};
+
+use tokio::sync::Notify;
+
+use crate::wire::Frame;
+
+/// A frame waiting to be written.
+pub(crate) struct Queued {
+    pub(crate) frame: Frame,
+    /// Counted against the peer's bound on queued casts and calls.
+    pub(crate) bounded: bool,
+}
+
+pub(crate) struct OutQueue {
+    state: Mutex<State>,
+    ready: Notify,
+    monotonic: bool,
+}
+
+#[derive(Default)]
+struct State {
+    /// Slots in push order; a superseded slot holds `None`.
+    slots: VecDeque<Option<Queued>>,
+    /// Sequence number of `slots[0]`.
+    first_seq: u64,
+    /// Monotonic channels: the sequence number of the queued frame for each receiver key.
+    latest: HashMap<u64, u64>,
+    closed: bool,
+}
+
+/// What a push did.
+pub(crate) enum Pushed {
+    /// Queued.
+    Queued,
+    /// Queued, replacing an older frame for the same receiver; that one was bounded or not.
+    Superseded { bounded: bool },
+    /// The connection is gone; the frame is handed back.
+    Closed(Queued),
+}
+
+impl OutQueue {
+    pub(crate) fn new(monotonic: bool) -> Self {
+        Self { state: Mutex::default(), ready: Notify::new(), monotonic }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn push(&self, key: u64, queued: Queued) -> Pushed {
+        let mut state = self.state();
+        if state.closed {
+            return Pushed::Closed(queued);
+        }
+        let seq = state.first_seq + state.slots.len() as u64;
+        let mut pushed = Pushed::Queued;
+        if self.monotonic
+            && let Some(old) = state.latest.insert(key, seq)
+            && let index = (old - state.first_seq) as usize
+            && let Some(slot) = state.slots.get_mut(index)
+            && let Some(superseded) = slot.take()
+        {
+            pushed = Pushed::Superseded { bounded: superseded.bounded };
+        }
+        state.slots.push_back(Some(queued));
+        drop(state);
+        self.ready.notify_one();
+        pushed
+    }
+
+    /// Waits for frames and moves all of them into `batch`. `false` once the queue is closed
+    /// and empty.
+    pub(crate) async fn take_all(&self, batch: &mut Vec<Queued>) -> bool {
+        loop {
+            {
+                let mut state = self.state();
+                if !state.slots.is_empty() {
+                    let taken = state.slots.len() as u64;
+                    batch.extend(state.slots.drain(..).flatten());
+                    state.first_seq += taken;
+                    state.latest.clear();
+                    return true;
+                }
+                if state.closed {
+                    return false;
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// Refuses further pushes and wakes the writer; frames still queued are handed back.
+    pub(crate) fn close(&self) -> Vec<Queued> {
+        let mut state = self.state();
+        state.closed = true;
+        state.latest.clear();
+        let left = state.slots.drain(..).flatten().collect();
+        drop(state);
+        self.ready.notify_one();
+        left
+    }
+}

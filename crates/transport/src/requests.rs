@@ -1,0 +1,318 @@
+//! Node-level operations: messages to registered names on a node, remote spawn by factory,
+//! `is_alive` for any pid, ping, messages on a chosen channel, and RPC to handlers registered
+//! by name (with an optional follow-up handler that runs on the target right after, as
+//! Distribunator's `node_rpc` callback does).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shoal_process::codec::{decode, encode};
+use shoal_process::remote::Inbound;
+use shoal_process::{Pid, SpawnOptions};
+
+use crate::net::BoxFuture;
+use crate::node::Shared;
+use crate::peer::{Peer, pid_key};
+use crate::remote::ReplyVia;
+use crate::wire::{Failure, Frame, Request};
+use crate::{DEFAULT_CHANNEL, Node, RemoteError};
+
+/// A registered RPC handler: encoded arguments in, encoded result (or an error message) out.
+pub(crate) type RpcHandler =
+    Arc<dyn Fn(Bytes) -> BoxFuture<'static, Result<Bytes, String>> + Send + Sync>;
+
+/// How long [`Node::is_alive`] waits for a remote answer.
+const IS_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Node {
+    /// Registers the RPC handler `name` on this node: other nodes call it with [`Node::rpc`].
+    /// Returns `false` (and keeps the old one) if the name is taken.
+    pub fn register_rpc<A, R, F, Fut>(&self, name: &str, handler: F) -> bool
+    where
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let erased: RpcHandler = Arc::new(move |args: Bytes| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                let args = decode::<A>(&args).map_err(|error| format!("bad arguments: {error}"))?;
+                let result = handler(args).await;
+                encode(&result).map_err(|error| error.to_string())
+            })
+        });
+        let mut handlers =
+            self.shared.rpc.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if handlers.contains_key(name) {
+            return false;
+        }
+        handlers.insert(name.to_owned(), erased);
+        true
+    }
+
+    /// Runs the RPC handler `name` on `node` with `args` and returns its result.
+    pub async fn rpc<A: Serialize, R: DeserializeOwned>(
+        &self,
+        node: &str,
+        name: &str,
+        args: &A,
+        timeout: Duration,
+    ) -> Result<R, RemoteError> {
+        self.rpc_inner(node, name, args, None, timeout).await
+    }
+
+    /// Like [`Node::rpc`], and on `node`, right after the handler returns and before the answer
+    /// is sent, runs the handler `then` with the first handler's result.
+    pub async fn rpc_then<A: Serialize, R: DeserializeOwned>(
+        &self,
+        node: &str,
+        name: &str,
+        args: &A,
+        then: &str,
+        timeout: Duration,
+    ) -> Result<R, RemoteError> {
+        self.rpc_inner(node, name, args, Some(then.to_owned()), timeout).await
+    }
+
+    async fn rpc_inner<A: Serialize, R: DeserializeOwned>(
+        &self,
+        node: &str,
+        name: &str,
+        args: &A,
+        then: Option<String>,
+        timeout: Duration,
+    ) -> Result<R, RemoteError> {
+        let args = encode(args).map_err(|error| RemoteError::Encode(error.to_string()))?;
+        let request = Request::Rpc { name: name.to_owned(), args, then };
+        let bytes = if node == self.name() {
+            let shared = self.shared.clone();
+            let run = async move { run_request(&shared, request).await };
+            tokio::time::timeout(timeout, run).await.map_err(|_| RemoteError::Timeout)??
+        } else {
+            self.request(node, |id| Frame::Request { id, request }, timeout).await?
+        };
+        decode(&bytes).map_err(|error| RemoteError::Decode(error.to_string()))
+    }
+
+    /// Spawns a process on `node` from its factory `factory` with start arguments `args`.
+    pub async fn spawn_remote<A: Serialize>(
+        &self,
+        node: &str,
+        factory: &str,
+        args: &A,
+        timeout: Duration,
+    ) -> Result<Pid, RemoteError> {
+        let args = encode(args).map_err(|error| RemoteError::Encode(error.to_string()))?;
+        let request = Request::Spawn { factory: factory.to_owned(), args };
+        let bytes = self.request(node, |id| Frame::Request { id, request }, timeout).await?;
+        decode(&bytes).map_err(|error| RemoteError::Decode(error.to_string()))
+    }
+
+    /// Whether `pid` is alive, wherever it runs. A pid of an unreachable node is not.
+    pub async fn is_alive(&self, pid: Pid) -> bool {
+        if pid.node() == self.id() {
+            return self.runtime().is_alive(pid);
+        }
+        let Some(node) = self.shared.peer(pid.node()).map(|peer| peer.name()) else {
+            return false;
+        };
+        let request = Request::IsAlive(pid);
+        match self.request(&node, |id| Frame::Request { id, request }, IS_ALIVE_TIMEOUT).await {
+            Ok(bytes) => decode(&bytes).unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    /// Sends `message` to the process registered as `name` on `node` (this node included).
+    /// Nothing is reported if no process is registered there, as with a cast to a dead pid.
+    pub async fn cast_named<M: Serialize>(
+        &self,
+        node: &str,
+        name: &str,
+        message: &M,
+    ) -> Result<(), RemoteError> {
+        let payload = encode(message).map_err(|error| RemoteError::Encode(error.to_string()))?;
+        if node == self.name() {
+            if let Some(pid) = self.runtime().whereis(name) {
+                self.shared.deliver(pid, Inbound::cast(payload)).await;
+            }
+            return Ok(());
+        }
+        let peer = self.connected(node)?;
+        let frame = Frame::CastNamed { name: name.to_owned(), payload };
+        self.shared
+            .push_waiting(&peer, DEFAULT_CHANNEL, name_key(name), frame)
+            .await
+            .map_err(|()| RemoteError::NoConnection(node.to_owned()))
+    }
+
+    /// Calls the process registered as `name` on `node` and waits up to `timeout`.
+    pub async fn call_named<Q: Serialize, R: DeserializeOwned>(
+        &self,
+        node: &str,
+        name: &str,
+        request: &Q,
+        timeout: Duration,
+    ) -> Result<R, RemoteError> {
+        let payload = encode(request).map_err(|error| RemoteError::Encode(error.to_string()))?;
+        let name = name.to_owned();
+        let bytes =
+            self.request(node, |id| Frame::CallNamed { id, name, payload }, timeout).await?;
+        decode(&bytes).map_err(|error| RemoteError::Decode(error.to_string()))
+    }
+
+    /// Sends `message` to `pid` on the named `channel` (for example a monotonic one), waiting
+    /// for room. Local pids get it through the runtime as usual.
+    pub async fn cast_on<M: Serialize + Send + 'static>(
+        &self,
+        channel: &str,
+        pid: Pid,
+        message: M,
+    ) -> Result<(), RemoteError> {
+        if pid.node() == self.id() {
+            return self
+                .runtime()
+                .cast(pid, message)
+                .await
+                .map_err(|error| RemoteError::Send(error.to_string()));
+        }
+        if !self.shared.config.channels.contains_key(channel) {
+            return Err(RemoteError::NoSuchChannel(channel.to_owned()));
+        }
+        let payload = encode(&message).map_err(|error| RemoteError::Encode(error.to_string()))?;
+        let peer = self
+            .shared
+            .peer(pid.node())
+            .filter(|peer| peer.is_up())
+            .ok_or_else(|| RemoteError::NoConnection(pid.node().to_string()))?;
+        self.shared
+            .push_waiting(&peer, channel, pid_key(pid), Frame::Cast { to: pid, payload })
+            .await
+            .map_err(|()| RemoteError::NoConnection(peer.name()))
+    }
+
+    /// The round trip of a ping to `node` over the control channel.
+    pub async fn ping(&self, node: &str, timeout: Duration) -> Result<Duration, RemoteError> {
+        let peer = self.connected(node)?;
+        let (id, answer) = self.shared.expect_oneshot(peer.id);
+        let started = Instant::now();
+        if !peer.push_control(Frame::Ping { id }) {
+            self.shared.forget(id);
+            return Err(RemoteError::NoConnection(node.to_owned()));
+        }
+        self.await_answer(id, answer, timeout).await?;
+        Ok(started.elapsed())
+    }
+
+    fn connected(&self, node: &str) -> Result<Arc<Peer>, RemoteError> {
+        self.shared
+            .peer_by_name(node)
+            .filter(|peer| peer.is_up())
+            .ok_or_else(|| RemoteError::NoConnection(node.to_owned()))
+    }
+
+    /// Sends a frame that expects a [`Frame::Reply`] and waits for it.
+    async fn request(
+        &self,
+        node: &str,
+        frame: impl FnOnce(u64) -> Frame,
+        timeout: Duration,
+    ) -> Result<Bytes, RemoteError> {
+        let peer = self.connected(node)?;
+        let (id, answer) = self.shared.expect_oneshot(peer.id);
+        let queued = tokio::time::timeout(
+            timeout,
+            self.shared.push_waiting(&peer, DEFAULT_CHANNEL, id, frame(id)),
+        )
+        .await;
+        match queued {
+            Ok(Ok(())) => self.await_answer(id, answer, timeout).await,
+            Ok(Err(())) => {
+                self.shared.forget(id);
+                Err(RemoteError::NoConnection(node.to_owned()))
+            }
+            Err(_) => {
+                self.shared.forget(id);
+                Err(RemoteError::Timeout)
+            }
+        }
+    }
+
+    async fn await_answer(
+        &self,
+        id: u64,
+        answer: tokio::sync::oneshot::Receiver<Result<Bytes, Failure>>,
+        timeout: Duration,
+    ) -> Result<Bytes, RemoteError> {
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(outcome)) => outcome.map_err(RemoteError::Failed),
+            Ok(Err(_)) => Err(RemoteError::Timeout),
+            Err(_) => {
+                self.shared.forget(id);
+                Err(RemoteError::Timeout)
+            }
+        }
+    }
+}
+
+fn name_key(name: &str) -> u64 {
+    shoal_process::NodeId::from_name(name).as_u64()
+}
+
+/// Serves a request from a peer and sends the answer back.
+pub(crate) async fn serve(shared: Arc<Shared>, request: Request, reply: ReplyVia) {
+    let outcome = run_request(&shared, request).await;
+    reply.send(outcome);
+}
+
+async fn run_request(shared: &Shared, request: Request) -> Result<Bytes, Failure> {
+    let runtime = &shared.runtime;
+    match request {
+        Request::IsAlive(pid) => Ok(encode(&runtime.is_alive(pid)).unwrap_or_default()),
+        Request::Spawn { factory, args } => {
+            let pid = runtime
+                .spawn_factory(&factory, &args, SpawnOptions::new())
+                .map_err(|error| Failure::Spawn(error.to_string()))?;
+            encode(&pid).map_err(|error| Failure::Spawn(error.to_string()))
+        }
+        Request::Rpc { name, args, then } => {
+            let result = run_handler(shared, &name, args).await?;
+            if let Some(then) = then
+                && let Err(failure) = run_handler(shared, &then, result.clone()).await
+            {
+                tracing::warn!(handler = %then, %failure, "the follow-up RPC handler failed");
+            }
+            Ok(result)
+        }
+    }
+}
+
+/// Runs a handler in its own task, so a panic in it is reported, not spread.
+async fn run_handler(shared: &Shared, name: &str, args: Bytes) -> Result<Bytes, Failure> {
+    let handler = shared
+        .rpc
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(name)
+        .cloned()
+        .ok_or_else(|| Failure::UnknownHandler(name.to_owned()))?;
+    match tokio::spawn(handler(args)).await {
+        Ok(result) => result.map_err(Failure::Handler),
+        Err(error) if error.is_panic() => {
+            let panic = error.into_panic();
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            Err(Failure::Handler(format!("panicked: {message}")))
+        }
+        Err(_) => Err(Failure::Handler("cancelled".into())),
+    }
+}

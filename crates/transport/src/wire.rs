@@ -1,0 +1,393 @@
+//! The wire format: length-prefixed msgpack frames.
+//!
+//! Every frame on a connection is a big-endian `u32` byte count followed by that many bytes
+//! of msgpack (rmp-serde) encoding one [`Frame`]. Payloads (encoded messages, replies, RPC
+//! arguments) travel as msgpack *bin* values, never as arrays of integers. Both sides bound
+//! a frame by the node's configured maximum: a longer one is refused before it is buffered.
+//!
+//! Nothing here does I/O: [`encode_frame`] appends to a buffer and [`FrameDecoder`] takes
+//! bytes as they arrive, so the same code serves TCP, a simulated network and the fuzz tests.
+//! A malformed or oversized frame is a [`FrameError`]; the caller closes that one connection.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use shoal_transport::wire::{Frame, FrameDecoder, encode_frame};
+//!
+//! let mut out = BytesMut::new();
+//! encode_frame(&Frame::Ping { id: 7 }, &mut out, 1024)?;
+//! let mut decoder = FrameDecoder::new(1024);
+//! decoder.extend(&out);
+//! assert_eq!(decoder.next_frame()?, Some(Frame::Ping { id: 7 }));
+//! assert_eq!(decoder.next_frame()?, None);
+//! # Ok::<(), shoal_transport::wire::FrameError>(())
+//! ```
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use shoal_process::{ExitKind, ExitReason, Pid, Ref, RemoteFailure};
+
+use crate::NodeSpec;
+
+/// The version of this wire protocol, exchanged in the handshake. Peers must speak the same.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Bytes of the length prefix in front of every frame.
+pub const LENGTH_PREFIX_BYTES: usize = 4;
+
+/// One message between two nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Frame {
+    /// Handshake, connector → acceptor: who is connecting, and its challenge.
+    Hello(Hello),
+    /// Handshake, acceptor → connector: who accepts, its proof, and its challenge.
+    Challenge(Challenge),
+    /// Handshake, connector → acceptor: the connector's proof.
+    Proof {
+        /// HMAC-SHA256 over the handshake transcript (see [`crate::handshake`]).
+        #[serde(with = "serde_bytes")]
+        proof: Vec<u8>,
+    },
+    /// Handshake, acceptor → connector: the connection is open.
+    Accepted,
+    /// Handshake, either side: the connection is refused, and why.
+    Refused {
+        /// What was wrong, for the other side's log.
+        reason: String,
+    },
+
+    /// Liveness probe; answered with [`Frame::Pong`] on the answering node's control channel.
+    Ping {
+        /// Echoed in the pong.
+        id: u64,
+    },
+    /// Answer to [`Frame::Ping`].
+    Pong {
+        /// The ping's id.
+        id: u64,
+    },
+    /// Full-mesh membership: the sender's view of the live members, and of who left.
+    Gossip {
+        /// Members, the sender included.
+        members: Vec<NodeSpec>,
+        /// Nodes that left: name and the incarnation that left.
+        left: Vec<(String, u64)>,
+    },
+    /// The sender leaves the cluster for good (this incarnation).
+    Leave {
+        /// The incarnation that leaves.
+        incarnation: u64,
+    },
+
+    /// An encoded message for a process.
+    Cast {
+        /// The receiver.
+        to: Pid,
+        /// The message, encoded by the sender.
+        payload: Bytes,
+    },
+    /// An encoded request for a process, answered with [`Frame::Reply`].
+    Call {
+        /// Matches the reply to the call on the calling node.
+        id: u64,
+        /// The receiver.
+        to: Pid,
+        /// The request, encoded.
+        payload: Bytes,
+    },
+    /// The answer to a [`Frame::Call`], [`Frame::CallNamed`] or [`Frame::Request`].
+    Reply {
+        /// The id of the call or request.
+        id: u64,
+        /// The encoded answer, or why there is none.
+        outcome: Result<Bytes, Failure>,
+    },
+    /// An exit signal.
+    Exit {
+        /// The receiver.
+        to: Pid,
+        /// The sender.
+        from: Pid,
+        /// Why.
+        reason: ExitReason,
+        /// Through a link or direct.
+        kind: ExitKind,
+    },
+    /// A monitored process exited.
+    Down {
+        /// The watcher.
+        to: Pid,
+        /// The monitor.
+        monitor: Ref,
+        /// The process that exited.
+        pid: Pid,
+        /// Why.
+        reason: ExitReason,
+    },
+    /// A process of the sending node monitors `target`.
+    Monitor {
+        /// The monitored process.
+        target: Pid,
+        /// The watcher, on the sending node.
+        watcher: Pid,
+        /// The monitor.
+        monitor: Ref,
+    },
+    /// A monitor set up with [`Frame::Monitor`] is removed.
+    Demonitor {
+        /// The monitored process.
+        target: Pid,
+        /// The monitor.
+        monitor: Ref,
+    },
+    /// A process of the sending node links to `to`.
+    Link {
+        /// The receiver's process.
+        to: Pid,
+        /// The sender's process.
+        from: Pid,
+    },
+    /// A link made with [`Frame::Link`] is removed.
+    Unlink {
+        /// The receiver's process.
+        to: Pid,
+        /// The sender's process.
+        from: Pid,
+    },
+    /// An encoded message for the process registered as `name` on the receiving node.
+    CastNamed {
+        /// The registered name.
+        name: String,
+        /// The message, encoded.
+        payload: Bytes,
+    },
+    /// An encoded request for the process registered as `name`; answered with
+    /// [`Frame::Reply`].
+    CallNamed {
+        /// Matches the reply.
+        id: u64,
+        /// The registered name.
+        name: String,
+        /// The request, encoded.
+        payload: Bytes,
+    },
+    /// A node-level request, answered with [`Frame::Reply`].
+    Request {
+        /// Matches the reply.
+        id: u64,
+        /// What is asked.
+        request: Request,
+    },
+}
+
+impl Frame {
+    /// The frame's variant name, for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Hello(_) => "hello",
+            Self::Challenge(_) => "challenge",
+            Self::Proof { .. } => "proof",
+            Self::Accepted => "accepted",
+            Self::Refused { .. } => "refused",
+            Self::Ping { .. } => "ping",
+            Self::Pong { .. } => "pong",
+            Self::Gossip { .. } => "gossip",
+            Self::Leave { .. } => "leave",
+            Self::Cast { .. } => "cast",
+            Self::Call { .. } => "call",
+            Self::Reply { .. } => "reply",
+            Self::Exit { .. } => "exit",
+            Self::Down { .. } => "down",
+            Self::Monitor { .. } => "monitor",
+            Self::Demonitor { .. } => "demonitor",
+            Self::Link { .. } => "link",
+            Self::Unlink { .. } => "unlink",
+            Self::CastNamed { .. } => "cast-named",
+            Self::CallNamed { .. } => "call-named",
+            Self::Request { .. } => "request",
+        }
+    }
+}
+
+/// The first frame of a connection, from the connecting node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The connector's protocol version.
+    pub version: u32,
+    /// The connector's node spec (name, incarnation, addresses, channels).
+    pub spec: NodeSpec,
+    /// The channel this connection carries.
+    pub channel: String,
+    /// Which of that channel's parallel connections this is.
+    pub index: u16,
+    /// The connector's challenge.
+    #[serde(with = "serde_bytes")]
+    pub nonce: Vec<u8>,
+}
+
+/// The acceptor's answer to a [`Hello`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// The acceptor's protocol version.
+    pub version: u32,
+    /// The acceptor's node spec.
+    pub spec: NodeSpec,
+    /// The acceptor's challenge.
+    #[serde(with = "serde_bytes")]
+    pub nonce: Vec<u8>,
+    /// The acceptor's proof that it knows the secret.
+    #[serde(with = "serde_bytes")]
+    pub proof: Vec<u8>,
+}
+
+/// A node-level request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Request {
+    /// Is this process alive? Answered with an encoded `bool`.
+    IsAlive(Pid),
+    /// Spawn from a factory; answered with the encoded [`Pid`].
+    Spawn {
+        /// The factory's registered name.
+        factory: String,
+        /// Encoded start arguments.
+        args: Bytes,
+    },
+    /// Run the RPC handler `name`; answered with its encoded result. When `then` names
+    /// another handler, it runs on the target with that result before the answer is sent.
+    Rpc {
+        /// The handler.
+        name: String,
+        /// Encoded arguments.
+        args: Bytes,
+        /// A handler to run right after, with the first one's encoded result.
+        then: Option<String>,
+    },
+}
+
+/// Why a call or request has no answer, as reported by the node that handled it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum Failure {
+    /// The target process failed the call.
+    #[error(transparent)]
+    Process(#[from] RemoteFailure),
+    /// No process is registered under that name.
+    #[error("no process is registered as {0:?}")]
+    NotRegistered(String),
+    /// No RPC handler is registered under that name.
+    #[error("no RPC handler is registered as {0:?}")]
+    UnknownHandler(String),
+    /// The RPC handler failed (its error message, or its panic message).
+    #[error("the RPC handler failed: {0}")]
+    Handler(String),
+    /// The spawn failed.
+    #[error("the spawn failed: {0}")]
+    Spawn(String),
+}
+
+/// A frame that could not be read or written. The connection it came from must be closed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix announces more bytes than the maximum frame size.
+    #[error("a frame of {len} bytes exceeds the maximum of {max} bytes")]
+    Oversized {
+        /// The announced (or, when writing, encoded) length.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The bytes of a frame are not a valid msgpack [`Frame`].
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// A frame could not be encoded (a payload type that msgpack cannot represent).
+    #[error("a frame could not be encoded: {0}")]
+    Encode(String),
+}
+
+/// Appends `frame`, length prefix first, to `out`. Returns the bytes appended. Nothing is
+/// appended on error.
+pub fn encode_frame(
+    frame: &Frame,
+    out: &mut BytesMut,
+    max_frame_bytes: usize,
+) -> Result<usize, FrameError> {
+    let start = out.len();
+    out.put_u32(0);
+    let written = rmp_serde::encode::write(&mut out.writer(), frame);
+    let len = out.len() - start - LENGTH_PREFIX_BYTES;
+    let outcome = match written {
+        Err(error) => Err(FrameError::Encode(error.to_string())),
+        Ok(()) if len > max_frame_bytes => Err(FrameError::Oversized { len, max: max_frame_bytes }),
+        Ok(()) => {
+            // `len` <= max_frame_bytes, which the node configuration keeps within u32.
+            let prefix = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+            out[start..start + LENGTH_PREFIX_BYTES].copy_from_slice(&prefix);
+            return Ok(len + LENGTH_PREFIX_BYTES);
+        }
+    };
+    out.truncate(start);
+    outcome
+}
+
+/// Splits a byte stream into frames.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buffer: BytesMut,
+    max_frame_bytes: usize,
+}
+
+impl FrameDecoder {
+    /// A decoder that refuses frames longer than `max_frame_bytes`.
+    pub fn new(max_frame_bytes: usize) -> Self {
+        Self { buffer: BytesMut::with_capacity(8 * 1024), max_frame_bytes }
+    }
+
+    /// Adds bytes read from the connection.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// The buffer to read into directly (for `AsyncReadExt::read_buf`).
+    pub fn buffer_mut(&mut self) -> &mut BytesMut {
+        &mut self.buffer
+    }
+
+    /// The next whole frame, `None` when more bytes are needed. After an error the decoder
+    /// is in an unspecified state: close the connection.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        let Some(prefix) = self.buffer.get(..LENGTH_PREFIX_BYTES) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        if len > self.max_frame_bytes {
+            return Err(FrameError::Oversized { len, max: self.max_frame_bytes });
+        }
+        if self.buffer.len() < LENGTH_PREFIX_BYTES + len {
+            // Room for the whole frame now, so the next reads do not reallocate piecemeal.
+            self.buffer.reserve(LENGTH_PREFIX_BYTES + len - self.buffer.len());
+            return Ok(None);
+        }
+        self.buffer.advance(LENGTH_PREFIX_BYTES);
+        let body = self.buffer.split_to(len);
+        decode_body(&body).map(Some)
+    }
+}
+
+/// Decodes one frame body (without its length prefix). Every byte must belong to the frame.
+pub fn decode_body(body: &[u8]) -> Result<Frame, FrameError> {
+    // A reader over the slice, not a borrowing decoder, so the bytes consumed can be checked;
+    // it copies `bin` values as it goes, so a forged length cannot make it allocate more than
+    // the frame holds.
+    let mut decoder = rmp_serde::Deserializer::new(std::io::Cursor::new(body));
+    let frame = Frame::deserialize(&mut decoder)
+        .map_err(|error| FrameError::Malformed(error.to_string()))?;
+    let consumed = usize::try_from(decoder.position()).unwrap_or(usize::MAX);
+    if consumed != body.len() {
+        return Err(FrameError::Malformed(format!(
+            "{} bytes after the frame",
+            body.len().saturating_sub(consumed)
+        )));
+    }
+    Ok(frame)
+}
