@@ -3,6 +3,7 @@
 //! ```text
 //! shoal-bench list          one line per metric: `<name> <unit>`
 //! shoal-bench run <name>    one sample of one metric: its value alone on stdout
+//! shoal-bench peer          the second node of the `remote_*` metrics (see [`remote`])
 //! ```
 //!
 //! Each `run` takes exactly one sample in a fresh OS process, so no sample inherits the heap,
@@ -14,7 +15,7 @@
 //! the comparison with targets belong to `xtask bench`.
 //!
 //! Codemap: [`METRICS`] is the table of every metric; each area of Shoal has a module of its
-//! own ([`local`]: one node's process runtime), and [`harness`] holds what they share.
+//! own ([`local`]: one node's process runtime; [`remote`]: two nodes in two OS processes), and [`harness`] holds what they share.
 //!
 //! Adding a metric: a function `fn() -> anyhow::Result<f64>` in its area's module that takes
 //! one sample, a row in [`METRICS`], and a doc comment saying exactly what is timed. A metric
@@ -23,6 +24,7 @@
 
 mod harness;
 mod local;
+mod remote;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -43,9 +45,21 @@ const METRICS: &[Metric] = &[
     Metric { name: "local_call_rtt_us", unit: "us", sample: local::call_rtt_us },
     Metric { name: "spawn_ns", unit: "ns", sample: local::spawn_ns },
     Metric { name: "process_bytes", unit: "bytes", sample: local::process_bytes },
+    Metric { name: "remote_send_msgs_per_s", unit: "msgs/s", sample: remote::send_msgs_per_s },
+    Metric { name: "remote_call_rtt_us", unit: "us", sample: remote::call_rtt_us },
+    Metric {
+        name: "remote_calls_pipelined_per_s",
+        unit: "calls/s",
+        sample: remote::calls_pipelined_per_s,
+    },
+    Metric {
+        name: "control_ping_p99_us_under_bulk",
+        unit: "us",
+        sample: remote::control_ping_p99_us_under_bulk,
+    },
 ];
 
-const USAGE: &str = "usage: shoal-bench list | shoal-bench run <metric>";
+const USAGE: &str = "usage: shoal-bench list | shoal-bench run <metric> | shoal-bench peer";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -53,6 +67,13 @@ fn main() -> ExitCode {
     match args.as_slice() {
         ["list"] => list(),
         ["run", name] => run(name),
+        ["peer"] => match remote::serve_peer() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("shoal-bench peer: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)

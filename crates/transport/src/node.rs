@@ -29,7 +29,6 @@ use crate::fault::{Direction, Fault, Faults};
 use crate::handshake::Secret;
 use crate::net::Listener;
 use crate::peer::{Peer, PeerStats, Session, lock, millis_since};
-use crate::queue::OutQueue;
 use crate::remote::Waiter;
 use crate::requests::RpcHandler;
 use crate::wire::Frame;
@@ -382,11 +381,13 @@ impl Shared {
                 tracing::info!(peer = %spec.name, "the peer restarted with a new incarnation");
                 self.down(&peer, DownReason::Restarted);
                 peer.set_spec(spec.clone());
+                peer.connecting(&self.config.channels);
                 self.kick(&spec.name);
             }
             return Ok(peer);
         }
         let peer = Arc::new(Peer::new(spec.clone(), self.config.peer_queue_frames));
+        peer.connecting(&self.config.channels);
         peers.insert(id, peer.clone());
         drop(peers);
         tracing::debug!(node = %self.spec.name, peer = %spec.name, "new member");
@@ -579,11 +580,43 @@ async fn connector(shared: Arc<Shared>, peer: Arc<Peer>) {
     }
 }
 
-/// Opens every connection to `peer` (control first) and starts their writers.
+/// Opens every connection to `peer` (control first) and starts their writers on the
+/// session's queues.
 async fn open_session(
     shared: &Arc<Shared>,
     peer: &Arc<Peer>,
 ) -> Result<(Arc<Session>, mpsc::Receiver<DownReason>), ConnError> {
+    let session = peer.connecting(&shared.config.channels);
+    match open_connections(shared, peer).await {
+        Ok(opened) => {
+            let (failed, failures) = mpsc::channel(1);
+            for (channel, index, conn) in opened {
+                let Some(queue) = session.queue(&channel, index) else { continue };
+                let ended = session.ended();
+                let writer = conn::write_loop(
+                    shared.clone(),
+                    peer.clone(),
+                    queue,
+                    conn.conn.write,
+                    failed.clone(),
+                );
+                shared.spawn(until_ended(ended.clone(), writer));
+                shared
+                    .spawn(until_ended(ended, conn::watch_closed(conn.conn.read, failed.clone())));
+            }
+            Ok((session, failures))
+        }
+        Err(error) => {
+            peer.abandon(&session);
+            Err(error)
+        }
+    }
+}
+
+async fn open_connections(
+    shared: &Arc<Shared>,
+    peer: &Arc<Peer>,
+) -> Result<Vec<(String, u16, conn::Opened)>, ConnError> {
     if shared.faults.is_cut(peer.id) {
         return Err(ConnError::Refused("traffic is cut by fault injection".into()));
     }
@@ -594,26 +627,10 @@ async fn open_session(
     for (channel, config) in std::iter::once(control).chain(others.map(|(n, c)| (n.clone(), *c))) {
         for index in 0..config.parallelism {
             let conn = connect_any(shared, &spec, &channel, index).await?;
-            opened.push((channel.clone(), config.monotonic, conn));
+            opened.push((channel.clone(), index, conn));
         }
     }
-    let (failed, failures) = mpsc::channel(1);
-    let mut queues: HashMap<String, Vec<Arc<OutQueue>>> = HashMap::new();
-    let mut halves = Vec::new();
-    for (channel, monotonic, conn) in opened {
-        let queue = Arc::new(OutQueue::new(monotonic));
-        queues.entry(channel).or_default().push(queue.clone());
-        halves.push((queue, conn));
-    }
-    let session = Arc::new(Session::new(queues));
-    for (queue, conn) in halves {
-        let ended = session.ended();
-        let writer =
-            conn::write_loop(shared.clone(), peer.clone(), queue, conn.conn.write, failed.clone());
-        shared.spawn(until_ended(ended.clone(), writer));
-        shared.spawn(until_ended(ended, conn::watch_closed(conn.conn.read, failed.clone())));
-    }
-    Ok((session, failures))
+    Ok(opened)
 }
 
 /// Connects one connection of `channel` to the first of the peer's addresses that answers,
@@ -663,7 +680,9 @@ async fn run_session(
     removed: &mut watch::Receiver<bool>,
 ) {
     let mut ended = session.ended();
-    peer.begin(session, shared.now_ms());
+    if !peer.begin(&session, shared.now_ms()) {
+        return;
+    }
     let (node, incarnation) = (peer.name(), peer.incarnation());
     tracing::info!(node = %shared.spec.name, peer = %node, "node up");
     let _ = shared.events.send(NodeEvent::Up { node, incarnation });

@@ -2,7 +2,7 @@
 //! queues to its connections, what is bounded against it, and what local processes hold on it
 //! (monitors and links, so that losing the node can be reported to each of them).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -13,7 +13,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::queue::{OutQueue, Pushed, Queued};
 use crate::wire::Frame;
-use crate::{CONTROL_CHANNEL, NodeSpec};
+use crate::{CONTROL_CHANNEL, ChannelConfig, NodeSpec};
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -27,8 +27,23 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(channels: HashMap<String, Vec<Arc<OutQueue>>>) -> Self {
+    /// Queues for every connection of every channel, before any is open.
+    fn new(channels: &BTreeMap<String, ChannelConfig>) -> Self {
+        let channels = channels
+            .iter()
+            .map(|(name, config)| {
+                let queues = (0..config.parallelism)
+                    .map(|_| Arc::new(OutQueue::new(config.monotonic)))
+                    .collect();
+                (name.clone(), queues)
+            })
+            .collect();
         Self { channels, ended: watch::Sender::new(false) }
+    }
+
+    /// The queue of connection `index` of `channel`.
+    pub(crate) fn queue(&self, channel: &str, index: u16) -> Option<Arc<OutQueue>> {
+        self.channels.get(channel)?.get(usize::from(index)).cloned()
     }
 
     pub(crate) fn ended(&self) -> watch::Receiver<bool> {
@@ -90,6 +105,7 @@ pub(crate) struct Peer {
     queued: AtomicUsize,
     limit: usize,
     room: Mutex<Vec<Waker>>,
+    has_waiting_senders: AtomicBool,
     /// When a frame last came from the peer, in milliseconds since the node started.
     last_heard_ms: AtomicU64,
     pub(crate) counters: Counters,
@@ -120,6 +136,7 @@ impl Peer {
             queued: AtomicUsize::new(0),
             limit,
             room: Mutex::new(Vec::new()),
+            has_waiting_senders: AtomicBool::new(false),
             last_heard_ms: AtomicU64::new(0),
             counters: Counters::default(),
             ties: Mutex::new(Ties::default()),
@@ -153,10 +170,34 @@ impl Peer {
         lock(&self.session).clone()
     }
 
-    pub(crate) fn begin(&self, session: Arc<Session>, now_ms: u64) {
+    /// The session being set up, or a new one: frames pushed to it wait in its queues until
+    /// its connections open (a reply to a peer that has just connected here must not be lost
+    /// while this node connects back).
+    pub(crate) fn connecting(&self, channels: &BTreeMap<String, ChannelConfig>) -> Arc<Session> {
+        lock(&self.session).get_or_insert_with(|| Arc::new(Session::new(channels))).clone()
+    }
+
+    /// A session that could not be set up is dropped with what was queued on it.
+    pub(crate) fn abandon(&self, session: &Arc<Session>) {
+        let mut current = lock(&self.session);
+        if current.as_ref().is_some_and(|current| Arc::ptr_eq(current, session)) {
+            *current = None;
+            drop(current);
+            let left = session.end();
+            self.release(left.iter().filter(|queued| queued.bounded).count());
+        }
+    }
+
+    /// The session's connections are open: the peer is up, unless the session was ended
+    /// meanwhile (the peer restarted or left while this node connected).
+    pub(crate) fn begin(&self, session: &Arc<Session>, now_ms: u64) -> bool {
+        let current = lock(&self.session);
+        if !current.as_ref().is_some_and(|current| Arc::ptr_eq(current, session)) {
+            return false;
+        }
         self.heard(now_ms);
-        *lock(&self.session) = Some(session);
         self.up.store(true, Ordering::Release);
+        true
     }
 
     /// Ends the session, if any: queues close, writers stop, inbound readers are told to
@@ -210,7 +251,8 @@ impl Peer {
             return Err(PushError::Down(frame));
         };
         if bounded && self.queued.fetch_add(1, Ordering::AcqRel) >= self.limit {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+            // Through `release`, so a sender that waits meanwhile is not forgotten.
+            self.release(1);
             return Err(PushError::Full(frame));
         }
         let queue = &queues[(spread(key) % queues.len() as u64) as usize];
@@ -241,13 +283,17 @@ impl Peer {
             return;
         }
         let before = self.queued.fetch_sub(count, Ordering::AcqRel);
-        if before >= self.limit && before - count < self.limit {
+        // Wake on any room, not only when crossing the limit: a failed push may have lifted
+        // the count above the limit for a moment while a sender registered.
+        if before - count < self.limit && self.has_waiting_senders.load(Ordering::Acquire) {
             self.wake_senders();
         }
     }
 
     fn wake_senders(&self) {
-        for waker in lock(&self.room).drain(..) {
+        let mut room = lock(&self.room);
+        self.has_waiting_senders.store(false, Ordering::Release);
+        for waker in room.drain(..) {
             waker.wake();
         }
     }
@@ -260,7 +306,13 @@ impl Peer {
         if self.queued.load(Ordering::Acquire) < self.limit {
             return Poll::Ready(Ok(()));
         }
-        lock(&self.room).push(cx.waker().clone());
+        {
+            let mut room = lock(&self.room);
+            if !room.iter().any(|waker| waker.will_wake(cx.waker())) {
+                room.push(cx.waker().clone());
+            }
+            self.has_waiting_senders.store(true, Ordering::Release);
+        }
         // Check again: room may have been made between the load and the registration.
         if self.queued.load(Ordering::Acquire) < self.limit || !self.is_up() {
             return Poll::Ready(if self.is_up() { Ok(()) } else { Err(()) });

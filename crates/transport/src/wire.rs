@@ -84,6 +84,7 @@ pub enum Frame {
         /// The receiver.
         to: Pid,
         /// The message, encoded by the sender.
+        #[serde(with = "zero_copy")]
         payload: Bytes,
     },
     /// An encoded request for a process, answered with [`Frame::Reply`].
@@ -93,6 +94,7 @@ pub enum Frame {
         /// The receiver.
         to: Pid,
         /// The request, encoded.
+        #[serde(with = "zero_copy")]
         payload: Bytes,
     },
     /// The answer to a [`Frame::Call`], [`Frame::CallNamed`] or [`Frame::Request`].
@@ -159,6 +161,7 @@ pub enum Frame {
         /// The registered name.
         name: String,
         /// The message, encoded.
+        #[serde(with = "zero_copy")]
         payload: Bytes,
     },
     /// An encoded request for the process registered as `name`; answered with
@@ -169,6 +172,7 @@ pub enum Frame {
         /// The registered name.
         name: String,
         /// The request, encoded.
+        #[serde(with = "zero_copy")]
         payload: Bytes,
     },
     /// A node-level request, answered with [`Frame::Reply`].
@@ -251,6 +255,7 @@ pub enum Request {
         /// The factory's registered name.
         factory: String,
         /// Encoded start arguments.
+        #[serde(with = "zero_copy")]
         args: Bytes,
     },
     /// Run the RPC handler `name`; answered with its encoded result. When `then` names
@@ -259,6 +264,7 @@ pub enum Request {
         /// The handler.
         name: String,
         /// Encoded arguments.
+        #[serde(with = "zero_copy")]
         args: Bytes,
         /// A handler to run right after, with the first one's encoded result.
         then: Option<String>,
@@ -330,6 +336,9 @@ pub fn encode_frame(
     outcome
 }
 
+/// The least room kept free for the next read from the socket.
+const READ_BYTES: usize = 64 * 1024;
+
 /// Splits a byte stream into frames.
 #[derive(Debug)]
 pub struct FrameDecoder {
@@ -340,7 +349,7 @@ pub struct FrameDecoder {
 impl FrameDecoder {
     /// A decoder that refuses frames longer than `max_frame_bytes`.
     pub fn new(max_frame_bytes: usize) -> Self {
-        Self { buffer: BytesMut::with_capacity(8 * 1024), max_frame_bytes }
+        Self { buffer: BytesMut::with_capacity(READ_BYTES), max_frame_bytes }
     }
 
     /// Adds bytes read from the connection.
@@ -348,8 +357,12 @@ impl FrameDecoder {
         self.buffer.extend_from_slice(bytes);
     }
 
-    /// The buffer to read into directly (for `AsyncReadExt::read_buf`).
+    /// The buffer to read into directly (for `AsyncReadExt::read_buf`), with room for at
+    /// least one good-sized read.
     pub fn buffer_mut(&mut self) -> &mut BytesMut {
+        if self.buffer.capacity() - self.buffer.len() < READ_BYTES / 4 {
+            self.buffer.reserve(READ_BYTES);
+        }
         &mut self.buffer
     }
 
@@ -364,30 +377,82 @@ impl FrameDecoder {
             return Err(FrameError::Oversized { len, max: self.max_frame_bytes });
         }
         if self.buffer.len() < LENGTH_PREFIX_BYTES + len {
-            // Room for the whole frame now, so the next reads do not reallocate piecemeal.
-            self.buffer.reserve(LENGTH_PREFIX_BYTES + len - self.buffer.len());
+            // Room for the whole frame now, so the next reads do not reallocate piecemeal;
+            // at least a read's worth, since frames sliced out share (and so pin) the buffer.
+            let missing = LENGTH_PREFIX_BYTES + len - self.buffer.len();
+            self.buffer.reserve(missing.max(READ_BYTES));
             return Ok(None);
         }
         self.buffer.advance(LENGTH_PREFIX_BYTES);
-        let body = self.buffer.split_to(len);
+        let body = self.buffer.split_to(len).freeze();
         decode_body(&body).map(Some)
     }
 }
 
-/// Decodes one frame body (without its length prefix). Every byte must belong to the frame.
-pub fn decode_body(body: &[u8]) -> Result<Frame, FrameError> {
-    // A reader over the slice, not a borrowing decoder, so the bytes consumed can be checked;
-    // it copies `bin` values as it goes, so a forged length cannot make it allocate more than
-    // the frame holds.
-    let mut decoder = rmp_serde::Deserializer::new(std::io::Cursor::new(body));
-    let frame = Frame::deserialize(&mut decoder)
-        .map_err(|error| FrameError::Malformed(error.to_string()))?;
-    let consumed = usize::try_from(decoder.position()).unwrap_or(usize::MAX);
-    if consumed != body.len() {
-        return Err(FrameError::Malformed(format!(
-            "{} bytes after the frame",
-            body.len().saturating_sub(consumed)
-        )));
+/// Decodes one frame body (without its length prefix), sharing its payloads with `body`
+/// rather than copying them. The decoder borrows from the slice, so a forged length can
+/// never make it allocate more than the frame holds. Bytes after the frame are ignored.
+pub fn decode_body(body: &Bytes) -> Result<Frame, FrameError> {
+    zero_copy::FRAME.with(|current| *current.borrow_mut() = Some(body.clone()));
+    let frame = rmp_serde::from_slice::<Frame>(body);
+    zero_copy::FRAME.with(|current| current.borrow_mut().take());
+    frame.map_err(|error| FrameError::Malformed(error.to_string()))
+}
+
+/// Payload fields: written as msgpack `bin`; read as a slice of the frame being decoded
+/// (found through a thread-local set by [`decode_body`]), so a payload is never copied
+/// between the socket buffer and the receiving process.
+mod zero_copy {
+    use std::cell::RefCell;
+    use std::fmt;
+
+    use bytes::Bytes;
+    use serde::de::{Error, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    thread_local! {
+        pub(super) static FRAME: RefCell<Option<Bytes>> = const { RefCell::new(None) };
     }
-    Ok(frame)
+
+    pub(super) fn serialize<S: Serializer>(
+        bytes: &Bytes,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Bytes, D::Error> {
+        deserializer.deserialize_bytes(PayloadVisitor)
+    }
+
+    struct PayloadVisitor;
+
+    impl<'de> Visitor<'de> for PayloadVisitor {
+        type Value = Bytes;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a binary payload")
+        }
+
+        fn visit_borrowed_bytes<E: Error>(self, bytes: &'de [u8]) -> Result<Bytes, E> {
+            let shared = FRAME.with(|frame| {
+                let frame = frame.borrow();
+                let frame = frame.as_ref()?;
+                let range = frame.as_ptr_range();
+                let inside = range.start <= bytes.as_ptr() && bytes.as_ptr_range().end <= range.end;
+                inside.then(|| frame.slice_ref(bytes))
+            });
+            Ok(shared.unwrap_or_else(|| Bytes::copy_from_slice(bytes)))
+        }
+
+        fn visit_bytes<E: Error>(self, bytes: &[u8]) -> Result<Bytes, E> {
+            Ok(Bytes::copy_from_slice(bytes))
+        }
+
+        fn visit_byte_buf<E: Error>(self, bytes: Vec<u8>) -> Result<Bytes, E> {
+            Ok(Bytes::from(bytes))
+        }
+    }
 }
