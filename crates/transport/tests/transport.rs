@@ -1,8 +1,19 @@
-//! Integration tests of shoal-transport: in-process nodes over real TCP on loopback, port 0.
-//! One test binary; each module covers one capability.
+//! Integration tests of shoal-transport: in-process nodes over real TCP on loopback, port 0,
+//! and property tests of the sans-IO cores (frame decoder, handshake).
+//!
+//! One test binary; each module covers one capability. Every wait is bounded
+//! ([`transport::support::BOUND`]); nothing sleeps to synchronise or asserts on timing; every
+//! test shuts its nodes down.
 
 mod transport {
     pub(crate) mod support;
 
+    mod admission;
+    mod bad_frames;
+    mod calls;
     mod cluster;
+    mod faults;
+    mod fuzz;
+    mod ordering;
+    mod signals;
 }

@@ -1,28 +1,150 @@
-//! Joining, full mesh, calls across nodes.
+//! Membership: joining, full mesh by gossip, static membership, restarted nodes replacing
+//! their old incarnation, node monitors and disconnection.
 
-use std::time::Duration;
+use shoal_process::{CallError, ExitReason};
+use shoal_transport::{DownReason, Membership, NodeEvent};
 
-use super::support::{Echo, cluster};
+use super::support::{
+    CALL, Echo, Stopper, builder, cluster, eventually, is_down, is_up, next_event, shutdown, start,
+    within,
+};
 
+/// Full mesh: every node that joins through one member ends up connected to all of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_join_into_a_full_mesh() {
     let nodes = cluster(&["a", "b", "c"]).await;
     assert_eq!(nodes[0].nodes(), vec!["b".to_owned(), "c".to_owned()]);
     assert_eq!(nodes[1].nodes(), vec!["a".to_owned(), "c".to_owned()]);
     assert_eq!(nodes[2].nodes(), vec!["a".to_owned(), "b".to_owned()]);
-    for node in &nodes {
-        node.shutdown();
-    }
+    shutdown(&nodes);
+}
+
+/// Gossip: a node joining through any member (here not the first one) learns of, and is
+/// learnt of by, every other member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_joining_through_any_member_reaches_all_by_gossip() {
+    let mut nodes = cluster(&["a", "b", "c"]).await;
+    let d = start("d").await;
+    assert_eq!(within(d.join(nodes[2].listen_addr())).await.expect("joins"), "c");
+    nodes.push(d);
+    eventually("all four see the three others", || {
+        let nodes = nodes.clone();
+        async move { nodes.iter().all(|node| node.nodes().len() == 3) }
+    })
+    .await;
+    assert_eq!(nodes[3].nodes(), vec!["a".to_owned(), "b".to_owned(), "c".to_owned()]);
+    assert_eq!(nodes[0].nodes(), vec!["b".to_owned(), "c".to_owned(), "d".to_owned()]);
+    shutdown(&nodes);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_call_is_answered() {
     let nodes = cluster(&["a", "b"]).await;
     let echo = nodes[0].runtime().spawn(Echo).pid();
-    let reply: String =
-        nodes[1].runtime().call(echo, "hello".to_owned(), Duration::from_secs(5)).await.unwrap();
+    let reply: String = nodes[1].runtime().call(echo, "hello".to_owned(), CALL).await.unwrap();
     assert_eq!(reply, "HELLO");
-    for node in &nodes {
-        node.shutdown();
-    }
+    shutdown(&nodes);
+}
+
+/// Static membership: the node connects to the listed address, and both sides see each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_membership_connects_to_the_listed_node() {
+    let a = start("a").await;
+    let s = builder("s").membership(Membership::Static(vec![a.listen_addr()])).start().await;
+    let s = s.expect("starts");
+    eventually("s and a are connected", || {
+        let (a, s) = (a.clone(), s.clone());
+        async move { s.nodes() == ["a"] && a.nodes() == ["s"] }
+    })
+    .await;
+    let echo = a.runtime().spawn(Echo).pid();
+    let reply: String = s.runtime().call(echo, "static".to_owned(), CALL).await.unwrap();
+    assert_eq!(reply, "STATIC");
+    shutdown(&[a, s]);
+}
+
+/// A node restarted under the same name (a new incarnation) replaces the old one: its peers
+/// record the new incarnation, pids of the old run are dead, pids of the new run answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_replaces_its_old_incarnation() {
+    let nodes = cluster(&["a", "b"]).await;
+    let (a, old_b) = (nodes[0].clone(), nodes[1].clone());
+    let old_pid = old_b.runtime().spawn(Stopper).pid();
+    assert!(a.is_alive(old_pid).await);
+
+    old_b.shutdown();
+    let new_b = start("b").await;
+    assert!(new_b.incarnation() > old_b.incarnation());
+    within(new_b.join(a.listen_addr())).await.expect("the new b joins");
+    eventually("a sees the new incarnation of b up", || {
+        let (a, incarnation) = (a.clone(), new_b.incarnation());
+        async move {
+            a.is_connected("b")
+                && a.members().iter().any(|m| m.name == "b" && m.incarnation == incarnation)
+        }
+    })
+    .await;
+    let specs: Vec<_> = a.members().into_iter().filter(|m| m.name == "b").collect();
+    assert_eq!(specs.len(), 1, "one member named b: {specs:?}");
+    assert_eq!(specs[0].listen_addrs, vec![new_b.listen_addr()]);
+
+    assert!(!a.is_alive(old_pid).await, "the old run's pid is not alive");
+    let call: Result<(), CallError> = a.runtime().call(old_pid, (), CALL).await;
+    assert_eq!(call, Err(CallError::NoProc));
+    let new_pid = new_b.runtime().spawn(Echo).pid();
+    assert!(a.is_alive(new_pid).await);
+    let reply: String = a.runtime().call(new_pid, "new".to_owned(), CALL).await.unwrap();
+    assert_eq!(reply, "NEW");
+    // The old run's processes live on, cut off; the runtime is not the node.
+    old_b.runtime().exit(old_pid, ExitReason::Shutdown);
+    shutdown(&[a, old_b, new_b]);
+}
+
+/// `monitor_node` resolves with a reason when the node is lost (here: shut down), and at once
+/// with `NotConnected` for a node that is not connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_node_resolves_when_the_node_is_shut_down() {
+    let nodes = cluster(&["a", "b"]).await;
+    let (a, b) = (nodes[0].clone(), nodes[1].clone());
+    assert_eq!(within(a.monitor_node("nowhere")).await, DownReason::NotConnected);
+    let lost = a.monitor_node("b");
+    b.shutdown();
+    let reason = within(lost).await;
+    assert!(
+        matches!(reason, DownReason::ConnectionLost(_) | DownReason::HeartbeatTimeout(_)),
+        "{reason:?}"
+    );
+    shutdown(&nodes);
+}
+
+/// `disconnect_node` takes the node down with `Disconnected`; it is connected again after
+/// the backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnected_node_goes_down_then_comes_back() {
+    let nodes = cluster(&["a", "b"]).await;
+    let (a, b) = (nodes[0].clone(), nodes[1].clone());
+    let mut events = a.subscribe();
+    let b_incarnation = b.incarnation();
+    assert!(a.disconnect_node("b"));
+    let down = next_event(&mut events, |event| is_down(event, "b")).await;
+    assert_eq!(
+        down,
+        NodeEvent::Down {
+            node: "b".into(),
+            incarnation: b_incarnation,
+            reason: DownReason::Disconnected
+        }
+    );
+    let up = next_event(&mut events, |event| is_up(event, "b")).await;
+    assert_eq!(up, NodeEvent::Up { node: "b".into(), incarnation: b_incarnation });
+    eventually("both see each other again", || {
+        let (a, b) = (a.clone(), b.clone());
+        async move { a.is_connected("b") && b.is_connected("a") }
+    })
+    .await;
+    let echo = b.runtime().spawn(Echo).pid();
+    let reply: String = a.runtime().call(echo, "back".to_owned(), CALL).await.unwrap();
+    assert_eq!(reply, "BACK");
+    assert!(!a.disconnect_node("nowhere"));
+    shutdown(&nodes);
 }

@@ -1,0 +1,78 @@
+//! A bad frame after the handshake — longer than the maximum, or not a frame at all — closes
+//! the connection it came on, and only that one: the node stays connected to its real peers.
+
+use shoal_transport::wire::Frame;
+use shoal_transport::{Node, NodeEvent};
+use tokio::sync::broadcast;
+
+use super::support::{
+    CALL, Echo, RawPeer, SECRET, Sequencer, cluster, eventually, fake_spec, shutdown,
+};
+
+/// Sends `bytes` on an authenticated connection to `a` and expects `a` to close it.
+async fn bad_bytes_close_the_connection(a: &Node, bytes: &[u8]) {
+    let mut raw = RawPeer::handshake(a.listen_addr(), SECRET, fake_spec("fake", 1)).await;
+    raw.send_bytes(bytes).await;
+    raw.closed_by_node().await;
+}
+
+/// a is still connected to b, a call from b to a is answered, and no node event said
+/// otherwise.
+async fn still_connected(a: &Node, b: &Node, events: &mut [broadcast::Receiver<NodeEvent>]) {
+    assert_eq!(a.nodes(), ["b"]);
+    assert!(b.is_connected("a"));
+    let echo = a.runtime().spawn(Echo).pid();
+    let reply: String = b.runtime().call(echo, "still here".to_owned(), CALL).await.unwrap();
+    assert_eq!(reply, "STILL HERE");
+    for events in events {
+        while let Ok(event) = events.try_recv() {
+            assert!(!matches!(event, NodeEvent::Down { .. }), "unexpected {event:?}");
+        }
+    }
+}
+
+/// A length prefix above the maximum frame size closes that connection before anything is
+/// buffered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_closes_only_its_connection() {
+    let nodes = cluster(&["a", "b"]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut events = [a.subscribe(), b.subscribe()];
+    let mut bytes = u32::MAX.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&[0; 64]);
+    bad_bytes_close_the_connection(a, &bytes).await;
+    still_connected(a, b, &mut events).await;
+    shutdown(&nodes);
+}
+
+/// Bytes that are not msgpack, behind a valid length prefix, close that connection; frames
+/// before them on the same connection were delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_frame_closes_only_its_connection() {
+    let nodes = cluster(&["a", "b"]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut events = [a.subscribe(), b.subscribe()];
+    let sequencer = a.runtime().spawn(Sequencer::default());
+
+    let mut raw = RawPeer::handshake(a.listen_addr(), SECRET, fake_spec("fake", 1)).await;
+    let payload = shoal_process::codec::encode(&(7u32, 0u64)).unwrap();
+    raw.send(&Frame::Cast { to: sequencer.pid(), payload }).await;
+    // 0xc1 is the one byte msgpack never uses.
+    let mut garbage = 16u32.to_be_bytes().to_vec();
+    garbage.extend_from_slice(&[0xc1; 16]);
+    raw.send_bytes(&garbage).await;
+    raw.closed_by_node().await;
+    eventually("the frame before the garbage was delivered", || {
+        let sequencer = sequencer.clone();
+        async move { sequencer.call(()).await.unwrap().received == 1 }
+    })
+    .await;
+
+    // Truncated msgpack (a map announced, never given) behind a valid prefix, on a new
+    // connection.
+    let mut truncated = 3u32.to_be_bytes().to_vec();
+    truncated.extend_from_slice(&[0x81, 0xa4, b'c']);
+    bad_bytes_close_the_connection(a, &truncated).await;
+    still_connected(a, b, &mut events).await;
+    shutdown(&nodes);
+}
