@@ -51,28 +51,19 @@ pub(crate) fn nonce() -> [u8; NONCE_BYTES] {
     nonce
 }
 
-/// The next frame from `read`; `bytes_read` counts what was read from the socket.
-pub(crate) async fn read_frame_counted(
+/// The next frame from `read` (handshakes read one frame at a time).
+pub(crate) async fn read_frame(
     read: &mut ReadHalf,
     decoder: &mut FrameDecoder,
-    bytes_read: &mut u64,
 ) -> Result<Frame, ConnError> {
     loop {
         if let Some(frame) = decoder.next_frame()? {
             return Ok(frame);
         }
-        match read.read_buf(decoder.buffer_mut()).await? {
-            0 => return Err(ConnError::Closed),
-            read => *bytes_read += read as u64,
+        if read.read_buf(decoder.buffer_mut()).await? == 0 {
+            return Err(ConnError::Closed);
         }
     }
-}
-
-pub(crate) async fn read_frame(
-    read: &mut ReadHalf,
-    decoder: &mut FrameDecoder,
-) -> Result<Frame, ConnError> {
-    read_frame_counted(read, decoder, &mut 0).await
 }
 
 async fn write_one(write: &mut WriteHalf, frame: &Frame, max: usize) -> Result<(), ConnError> {
@@ -276,7 +267,8 @@ pub(crate) async fn watch_closed(mut read: ReadHalf, failed: mpsc::Sender<DownRe
 }
 
 /// Reads frames from a peer's connection and dispatches them, until the connection fails,
-/// sends a bad frame, or the peer goes down here (`epoch` changes).
+/// sends a bad frame, or the peer goes down here (`epoch` changes). Every frame already read
+/// is dispatched before a bad one closes the connection.
 pub(crate) async fn read_loop(
     shared: Arc<Shared>,
     peer: Arc<Peer>,
@@ -286,32 +278,47 @@ pub(crate) async fn read_loop(
 ) {
     epoch.mark_unchanged();
     let name = peer.name();
-    let mut batch = Vec::with_capacity(1);
+    let mut batch = Vec::new();
     loop {
-        let mut bytes_read = 0;
-        let frame = tokio::select! {
+        let failure = loop {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => batch.push(Queued { frame, bounded: false }),
+                Ok(None) => break None,
+                Err(error) => break Some(ConnError::from(error)),
+            }
+        };
+        if !batch.is_empty() {
+            // One clock read and one counter update per read, not per frame.
+            peer.heard(millis_since(shared.origin));
+            let frames = batch.len() as u64;
+            peer.counters.frames_received.fetch_add(frames, std::sync::atomic::Ordering::Relaxed);
+            apply_faults(&shared, &peer, false, &mut batch).await;
+            for queued in batch.drain(..) {
+                shared.dispatch(&peer, queued.frame).await;
+            }
+        }
+        if let Some(error) = failure {
+            tracing::warn!(peer = %name, addr = %conn.peer_addr, %error, "closing a connection");
+            return;
+        }
+        let read = tokio::select! {
             biased;
             _ = epoch.changed() => return,
-            frame = read_frame_counted(&mut conn.read, &mut decoder, &mut bytes_read) => frame,
+            read = conn.read.read_buf(decoder.buffer_mut()) => read,
         };
-        peer.counters.bytes_received.fetch_add(bytes_read, std::sync::atomic::Ordering::Relaxed);
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(ConnError::Closed) => {
+        match read {
+            Ok(0) => {
                 tracing::debug!(peer = %name, "connection closed by the peer");
                 return;
             }
+            Ok(bytes) => {
+                let bytes = bytes as u64;
+                peer.counters.bytes_received.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+            }
             Err(error) => {
-                tracing::warn!(peer = %name, addr = %conn.peer_addr, %error, "closing a connection");
+                tracing::debug!(peer = %name, %error, "connection failed");
                 return;
             }
-        };
-        peer.heard(millis_since(shared.origin));
-        peer.counters.frames_received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        batch.push(Queued { frame, bounded: false });
-        apply_faults(&shared, &peer, false, &mut batch).await;
-        for queued in batch.drain(..) {
-            shared.dispatch(&peer, queued.frame).await;
         }
     }
 }
