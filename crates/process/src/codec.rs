@@ -13,8 +13,11 @@ use crate::{DecodeError, EncodeError, Process};
 
 /// Encodes `value` as msgpack (structs as arrays: compact, order-sensitive).
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, EncodeError> {
-    rmp_serde::to_vec(value)
-        .map(Bytes::from)
+    // Sized for a typical small message up front: growing from empty would reallocate
+    // several times per message.
+    let mut bytes = Vec::with_capacity(128);
+    rmp_serde::encode::write(&mut bytes, value)
+        .map(|()| Bytes::from(bytes))
         .map_err(|error| EncodeError(format!("{}: {error}", std::any::type_name::<T>())))
 }
 
