@@ -26,8 +26,7 @@ async fn nothing_received(witness: &Addr<Sequencer>) {
 async fn a_node_with_a_wrong_secret_is_refused() {
     let a = start("a").await;
     let seq = witness(&a);
-    let intruder =
-        Node::builder("x", "not the secret").start().await.expect("the intruder starts");
+    let intruder = Node::builder("x", "not the secret").start().await.expect("the intruder starts");
     let joined = intruder.join(a.listen_addr()).await;
     assert!(
         matches!(

@@ -8,8 +8,10 @@ use std::time::Duration;
 use shoal_process::{CallError, ExitReason, NodeId, Pid, SpawnOptions};
 use shoal_transport::{Failure, RemoteError};
 
+use tokio::sync::mpsc;
+
 use super::support::{
-    CALL, Echo, Sequencer, Silent, Stopper, cluster, eventually, shutdown, within,
+    BOUND, CALL, Echo, Sequencer, Silent, Stopper, cluster, eventually, shutdown, within,
 };
 
 /// A remote call that the callee never answers ends with `Timeout` at the caller's deadline.
@@ -25,6 +27,55 @@ async fn a_remote_call_without_a_reply_times_out() {
     let echo = nodes[0].runtime().spawn(Echo).pid();
     let reply: String = nodes[1].runtime().call(echo, "fine".to_owned(), CALL).await.unwrap();
     assert_eq!(reply, "FINE");
+    shutdown(&nodes);
+}
+
+/// A remote call in flight when the callee's node is lost fails as soon as the loss is
+/// detected, with "no connection" (not at its deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_remote_call_fails_when_the_node_is_lost() {
+    let nodes = cluster(&["a", "b"]).await;
+    let (a, b) = (nodes[0].clone(), nodes[1].clone());
+    let (arrived, mut arrivals) = mpsc::unbounded_channel();
+    let silent = a.runtime().spawn(Silent { arrived: Some(arrived), held: Vec::new() }).pid();
+    let runtime = b.runtime().clone();
+    let call = tokio::spawn(async move {
+        runtime.call::<_, String>(silent, "anyone?".to_owned(), BOUND * 2).await
+    });
+    within(arrivals.recv()).await.expect("the call arrived");
+    a.shutdown();
+    let outcome = within(call).await.expect("the caller finished");
+    assert!(
+        matches!(
+            outcome,
+            Err(CallError::NoConnection | CallError::Exited(ExitReason::NoConnection))
+        ),
+        "{outcome:?}"
+    );
+    shutdown(&nodes);
+}
+
+/// An RPC in flight when the target node is lost fails with `NoConnection`: the node did not
+/// answer, so the failure is not the node's (`Failed`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: fail_waiters reports a lost node to RPC callers as Failed(Process(Exited(NoConnection)))"]
+async fn a_pending_rpc_fails_with_no_connection_when_the_node_is_lost() {
+    let nodes = cluster(&["a", "b"]).await;
+    let (a, b) = (nodes[0].clone(), nodes[1].clone());
+    let (arrived, mut arrivals) = mpsc::unbounded_channel::<()>();
+    assert!(a.register_rpc("hang", move |(): ()| {
+        let arrived = arrived.clone();
+        async move {
+            let _ = arrived.send(());
+            std::future::pending::<()>().await;
+        }
+    }));
+    let caller = b.clone();
+    let rpc = tokio::spawn(async move { caller.rpc::<_, ()>("a", "hang", &(), BOUND * 2).await });
+    within(arrivals.recv()).await.expect("the request arrived");
+    a.shutdown();
+    let outcome = within(rpc).await.expect("the caller finished");
+    assert_eq!(outcome, Err(RemoteError::NoConnection("a".into())));
     shutdown(&nodes);
 }
 

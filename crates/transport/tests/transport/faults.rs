@@ -39,7 +39,7 @@ async fn a_partition_is_detected_and_heals() {
 /// failure detector must take the peer down (`HeartbeatTimeout`), as it would for a peer that
 /// fell silent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: read_loop marks the peer heard before inbound faults discard the frame"]
+#[ignore = "bug: conn.rs read_loop marks the peer heard before inbound faults discard its frames"]
 async fn an_inbound_cut_is_detected_as_silence() {
     let nodes = cluster(&["a", "b"]).await;
     let (a, b) = (&nodes[0], &nodes[1]);

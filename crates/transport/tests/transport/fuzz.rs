@@ -40,8 +40,9 @@ fn payload() -> impl Strategy<Value = Bytes> {
 }
 
 fn pid() -> impl Strategy<Value = Pid> {
-    (prop::sample::select(vec!["a", "b", "c"]), any::<u64>(), any::<u64>())
-        .prop_map(|(node, incarnation, id)| Pid::from_parts(NodeId::from_name(node), incarnation, id))
+    (prop::sample::select(vec!["a", "b", "c"]), any::<u64>(), any::<u64>()).prop_map(
+        |(node, incarnation, id)| Pid::from_parts(NodeId::from_name(node), incarnation, id),
+    )
 }
 
 /// References come only from a runtime; a few made once serve every case.
@@ -96,8 +97,11 @@ fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         pid().prop_map(Request::IsAlive),
         (text(), payload()).prop_map(|(factory, args)| Request::Spawn { factory, args }),
-        (text(), payload(), prop::option::of(text()))
-            .prop_map(|(name, args, then)| Request::Rpc { name, args, then }),
+        (text(), payload(), prop::option::of(text())).prop_map(|(name, args, then)| Request::Rpc {
+            name,
+            args,
+            then
+        }),
     ]
 }
 
@@ -178,8 +182,11 @@ fn process_frame() -> impl Strategy<Value = Frame> {
         (pid(), pid()).prop_map(|(to, from)| Frame::Link { to, from }),
         (pid(), pid()).prop_map(|(to, from)| Frame::Unlink { to, from }),
         (text(), payload()).prop_map(|(name, payload)| Frame::CastNamed { name, payload }),
-        (any::<u64>(), text(), payload())
-            .prop_map(|(id, name, payload)| Frame::CallNamed { id, name, payload }),
+        (any::<u64>(), text(), payload()).prop_map(|(id, name, payload)| Frame::CallNamed {
+            id,
+            name,
+            payload
+        }),
     ]
 }
 
@@ -191,13 +198,28 @@ fn frame() -> impl Strategy<Value = Frame> {
 /// One change to an encoded byte stream. Positions are taken modulo the stream's length.
 #[derive(Clone, Debug)]
 enum Mutation {
-    FlipBit { at: usize, bit: u8 },
-    Overwrite { at: usize, byte: u8 },
-    Insert { at: usize, byte: u8 },
-    Delete { at: usize },
-    Truncate { len: usize },
+    FlipBit {
+        at: usize,
+        bit: u8,
+    },
+    Overwrite {
+        at: usize,
+        byte: u8,
+    },
+    Insert {
+        at: usize,
+        byte: u8,
+    },
+    Delete {
+        at: usize,
+    },
+    Truncate {
+        len: usize,
+    },
     /// Replaces the length prefix of the first frame.
-    Prefix { len: u32 },
+    Prefix {
+        len: u32,
+    },
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
@@ -468,11 +490,7 @@ fn a_forged_four_gib_length_inside_a_small_frame_is_not_allocated() {
         let forged = forge_header(body, header, marker, &forged_header);
         assert!(forged.len() < 128, "the forged frame is small");
         let (outcome, largest) = decode_noting_allocations(&forged);
-        assert!(
-            matches!(outcome, Err(FrameError::Malformed(_))),
-            "{}: {outcome:?}",
-            frame.kind()
-        );
+        assert!(matches!(outcome, Err(FrameError::Malformed(_))), "{}: {outcome:?}", frame.kind());
         assert!(largest < 1024 * 1024, "{}: an allocation of {largest} bytes", frame.kind());
     }
 }
@@ -513,13 +531,8 @@ fn drive(
     mut tamper: impl FnMut(usize, Frame) -> Option<Frame>,
 ) -> Outcome {
     let mut outcome = Outcome::default();
-    let (mut c, hello) = Connector::new(
-        connector.secret(),
-        connector.spec.clone(),
-        "default",
-        0,
-        connector.nonce,
-    );
+    let (mut c, hello) =
+        Connector::new(connector.secret(), connector.spec.clone(), "default", 0, connector.nonce);
     let mut a = Acceptor::new(acceptor.secret(), acceptor.spec.clone(), acceptor.nonce);
     let Some(hello) = tamper(0, hello) else { return outcome };
     let challenge = match a.on_frame(hello) {
@@ -756,6 +769,9 @@ fn a_hello_of_another_version_is_refused() {
     };
     assert_eq!(
         acceptor.on_frame(Frame::Hello(hello)),
-        Err(HandshakeError::UnsupportedVersion { theirs: PROTOCOL_VERSION + 1, ours: PROTOCOL_VERSION })
+        Err(HandshakeError::UnsupportedVersion {
+            theirs: PROTOCOL_VERSION + 1,
+            ours: PROTOCOL_VERSION
+        })
     );
 }

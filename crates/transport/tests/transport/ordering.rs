@@ -23,7 +23,8 @@ const PER_PAIR: u64 = PER_SENDER / RECEIVERS as u64;
 /// connections; every receiver sees each sender's numbers as 0, 1, 2, ...
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_pair_order_holds_under_load_with_parallel_connections() {
-    let parallel = |name| builder(name).channel(DEFAULT_CHANNEL, ChannelConfig::new().parallelism(4));
+    let parallel =
+        |name| builder(name).channel(DEFAULT_CHANNEL, ChannelConfig::new().parallelism(4));
     let nodes = cluster_of(vec![parallel("a"), parallel("b")]).await;
     let (a, b) = (nodes[0].clone(), nodes[1].clone());
     let receivers: Vec<Pid> =

@@ -143,10 +143,11 @@ impl Process for Echo {
     }
 }
 
-/// Takes calls and never answers them: it keeps every [`ReplyTo`].
+/// Takes calls and never answers them: it keeps every [`ReplyTo`], and says when one came.
 #[derive(Default)]
 pub(crate) struct Silent {
-    held: Vec<ReplyTo<String>>,
+    pub(crate) arrived: Option<mpsc::UnboundedSender<()>>,
+    pub(crate) held: Vec<ReplyTo<String>>,
 }
 
 impl Process for Silent {
@@ -158,6 +159,9 @@ impl Process for Silent {
 
     async fn handle_call(&mut self, _: String, reply: ReplyTo<String>, _: &mut Context<Self>) {
         self.held.push(reply);
+        if let Some(arrived) = &self.arrived {
+            let _ = arrived.send(());
+        }
     }
 
     fn codec() -> Option<Codec<Self>> {
