@@ -34,6 +34,9 @@ use crate::requests::RpcHandler;
 use crate::wire::Frame;
 use crate::{CONTROL_CHANNEL, DownReason, JoinError, NodeEvent, NodeSpec, StartError};
 
+/// Heartbeat ticks between two traces of a peer's counters.
+const STATS_EVERY_TICKS: u64 = 40;
+
 /// Events buffered for a slow subscriber before it is told it lagged.
 const EVENT_BUFFER: usize = 1024;
 
@@ -493,14 +496,25 @@ fn join_error(error: ConnError) -> JoinError {
     }
 }
 
+/// Handshakes in progress at once; a connection beyond them is closed at once, so a flood
+/// of connections cannot pile up tasks.
+const MAX_PENDING_HANDSHAKES: usize = 256;
+
 async fn accept_loop(shared: Arc<Shared>, listener: Box<dyn Listener>) {
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     loop {
         match listener.accept().await {
             Ok(conn) => {
+                let Ok(permit) = pending.clone().try_acquire_owned() else {
+                    tracing::warn!(addr = %conn.peer_addr, "too many handshakes in progress: connection closed");
+                    continue;
+                };
                 let task_shared = shared.clone();
                 shared.spawn(async move {
                     let addr = conn.peer_addr;
-                    match conn::accept(&task_shared, conn).await {
+                    let accepted = conn::accept(&task_shared, conn).await;
+                    drop(permit);
+                    match accepted {
                         Ok((peer, conn, decoder)) => {
                             let epoch = peer.inbound_epoch.subscribe();
                             conn::read_loop(task_shared, peer, conn, decoder, epoch).await;
@@ -691,6 +705,7 @@ async fn run_session(
     let timeout_ms = shared.config.failure_timeout.as_millis() as u64;
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks_seen = 0u64;
     let reason = loop {
         tokio::select! {
             reason = failures.recv() => {
@@ -706,6 +721,10 @@ async fn run_session(
                 let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
                 peer.push_control(Frame::Ping { id });
                 shared.sweep_waiters();
+                ticks_seen += 1;
+                if ticks_seen.is_multiple_of(STATS_EVERY_TICKS) {
+                    tracing::debug!(node = %shared.spec.name, peer = %peer.name(), stats = ?peer.stats(), "peer counters");
+                }
             }
         }
     };
