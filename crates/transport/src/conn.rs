@@ -288,11 +288,14 @@ pub(crate) async fn read_loop(
             }
         };
         if !batch.is_empty() {
-            // One clock read and one counter update per read, not per frame.
-            peer.heard(millis_since(shared.origin));
             let frames = batch.len() as u64;
             peer.counters.frames_received.fetch_add(frames, std::sync::atomic::Ordering::Relaxed);
             apply_faults(&shared, &peer, false, &mut batch).await;
+            // Only frames that pass the inbound faults count as heard (a cut peer falls
+            // silent); one clock read per read, not per frame.
+            if !batch.is_empty() {
+                peer.heard(millis_since(shared.origin));
+            }
             for queued in batch.drain(..) {
                 shared.dispatch(&peer, queued.frame).await;
             }

@@ -13,8 +13,9 @@
 //!     │ ◀───────────────────────────────────────── │
 //! ```
 //!
-//! The transcript binds both nonces, both names and both incarnations, so a proof is good for
-//! one connection only; the two labels keep one side's proof from being replayed as the
+//! The transcript binds both nonces, both node specs and the connection's channel and index,
+//! so a proof is good for one connection only and nothing either side claims can be altered
+//! on the way; the two labels keep one side's proof from being replayed as the
 //! other's. The secret itself never crosses the wire. Until a connection is open, nothing the
 //! peer sent reaches any process: the driver only reads handshake frames.
 //!
@@ -130,6 +131,8 @@ pub enum ConnectorStep {
 pub struct Connector {
     secret: Secret,
     local: NodeSpec,
+    channel: String,
+    index: u16,
     nonce: Vec<u8>,
     state: ConnectorState,
 }
@@ -158,10 +161,15 @@ impl Connector {
             index,
             nonce: nonce.to_vec(),
         });
-        (
-            Self { secret, local, nonce: nonce.to_vec(), state: ConnectorState::AwaitChallenge },
-            hello,
-        )
+        let connector = Self {
+            secret,
+            local,
+            channel: channel.to_owned(),
+            index,
+            nonce: nonce.to_vec(),
+            state: ConnectorState::AwaitChallenge,
+        };
+        (connector, hello)
     }
 
     /// Takes the next frame from the acceptor.
@@ -176,7 +184,8 @@ impl Connector {
                     return Err(unexpected("challenge", &frame));
                 };
                 let peer = self.check_challenge(challenge)?;
-                let transcript = transcript(&self.nonce, &peer.1, &self.local, &peer.0);
+                let transcript =
+                    transcript(&self.nonce, &peer.1, &self.local, &peer.0, self.connection());
                 let proof = self.secret.prove(CONNECTOR_LABEL, &transcript);
                 self.state = ConnectorState::AwaitAccepted(peer.0);
                 Ok(ConnectorStep::Send(Frame::Proof { proof }))
@@ -189,6 +198,10 @@ impl Connector {
         }
     }
 
+    fn connection(&self) -> (&str, u16) {
+        (&self.channel, self.index)
+    }
+
     /// Verifies the acceptor's version and proof; returns its spec and nonce.
     fn check_challenge(&self, challenge: Challenge) -> Result<(NodeSpec, Vec<u8>), HandshakeError> {
         check_version(challenge.version)?;
@@ -196,7 +209,13 @@ impl Connector {
         if challenge.spec.name == self.local.name {
             return Err(HandshakeError::SameName(challenge.spec.name));
         }
-        let transcript = transcript(&self.nonce, &challenge.nonce, &self.local, &challenge.spec);
+        let transcript = transcript(
+            &self.nonce,
+            &challenge.nonce,
+            &self.local,
+            &challenge.spec,
+            self.connection(),
+        );
         if !self.secret.verify(ACCEPTOR_LABEL, &transcript, &challenge.proof) {
             return Err(HandshakeError::BadProof);
         }
@@ -251,7 +270,13 @@ impl Acceptor {
                 if hello.spec.name == self.local.name {
                     return Err(HandshakeError::SameName(hello.spec.name));
                 }
-                let transcript = transcript(&hello.nonce, &self.nonce, &hello.spec, &self.local);
+                let transcript = transcript(
+                    &hello.nonce,
+                    &self.nonce,
+                    &hello.spec,
+                    &self.local,
+                    (&hello.channel, hello.index),
+                );
                 let proof = self.secret.prove(ACCEPTOR_LABEL, &transcript);
                 let challenge = Frame::Challenge(Challenge {
                     version: PROTOCOL_VERSION,
@@ -288,22 +313,30 @@ fn check_nonce(nonce: &[u8]) -> Result<(), HandshakeError> {
     if nonce.len() == NONCE_BYTES { Ok(()) } else { Err(HandshakeError::BadNonce(nonce.len())) }
 }
 
-/// Both nonces, then both nodes (name length-prefixed, then incarnation), connector first.
+/// Everything the handshake settles, connector first: the version, both nonces, both node
+/// specs whole (names, incarnations, addresses, channels — so none can be altered on the
+/// way), and which connection this is.
 fn transcript(
     connector_nonce: &[u8],
     acceptor_nonce: &[u8],
     connector: &NodeSpec,
     acceptor: &NodeSpec,
+    (channel, index): (&str, u16),
 ) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(2 * NONCE_BYTES + 64);
+    let mut bytes = Vec::with_capacity(2 * NONCE_BYTES + 256);
     bytes.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
     bytes.extend_from_slice(connector_nonce);
     bytes.extend_from_slice(acceptor_nonce);
     for node in [connector, acceptor] {
-        bytes.extend_from_slice(&(node.name.len() as u64).to_be_bytes());
-        bytes.extend_from_slice(node.name.as_bytes());
-        bytes.extend_from_slice(&node.incarnation.to_be_bytes());
+        // A spec always encodes (strings, numbers, addresses); an empty encoding would only
+        // make both sides disagree, failing the handshake safely.
+        let spec = rmp_serde::to_vec(node).unwrap_or_default();
+        bytes.extend_from_slice(&(spec.len() as u64).to_be_bytes());
+        bytes.extend_from_slice(&spec);
     }
+    bytes.extend_from_slice(&(channel.len() as u64).to_be_bytes());
+    bytes.extend_from_slice(channel.as_bytes());
+    bytes.extend_from_slice(&index.to_be_bytes());
     bytes
 }
 

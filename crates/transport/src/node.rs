@@ -436,7 +436,14 @@ impl Shared {
             ids.into_iter().filter_map(|id| waiters.remove(&id)).map(|(_, w)| w).collect()
         };
         for waiter in failed {
-            waiter.complete(Err(RemoteFailure::Exited(ExitReason::NoConnection).into()));
+            match waiter {
+                // A process's call fails as if the process had exited with `noconnection`.
+                Waiter::Runtime(_) => {
+                    waiter.complete(Err(RemoteFailure::Exited(ExitReason::NoConnection).into()));
+                }
+                // A dropped sender tells `await_answer` that the node was lost.
+                Waiter::Oneshot(sender) => drop(sender),
+            }
         }
     }
 

@@ -206,7 +206,7 @@ impl Node {
             self.shared.forget(id);
             return Err(RemoteError::NoConnection(node.to_owned()));
         }
-        self.await_answer(id, answer, timeout).await?;
+        self.await_answer(node, id, answer, timeout).await?;
         Ok(started.elapsed())
     }
 
@@ -232,7 +232,7 @@ impl Node {
         )
         .await;
         match queued {
-            Ok(Ok(())) => self.await_answer(id, answer, timeout).await,
+            Ok(Ok(())) => self.await_answer(node, id, answer, timeout).await,
             Ok(Err(())) => {
                 self.shared.forget(id);
                 Err(RemoteError::NoConnection(node.to_owned()))
@@ -246,13 +246,15 @@ impl Node {
 
     async fn await_answer(
         &self,
+        node: &str,
         id: u64,
         answer: tokio::sync::oneshot::Receiver<Result<Bytes, Failure>>,
         timeout: Duration,
     ) -> Result<Bytes, RemoteError> {
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(outcome)) => outcome.map_err(RemoteError::Failed),
-            Ok(Err(_)) => Err(RemoteError::Timeout),
+            // The node was lost: its waiters are dropped unanswered.
+            Ok(Err(_)) => Err(RemoteError::NoConnection(node.to_owned())),
             Err(_) => {
                 self.shared.forget(id);
                 Err(RemoteError::Timeout)

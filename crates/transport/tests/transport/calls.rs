@@ -58,7 +58,6 @@ async fn a_pending_remote_call_fails_when_the_node_is_lost() {
 /// An RPC in flight when the target node is lost fails with `NoConnection`: the node did not
 /// answer, so the failure is not the node's (`Failed`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: fail_waiters reports a lost node to RPC callers as Failed(Process(Exited(NoConnection)))"]
 async fn a_pending_rpc_fails_with_no_connection_when_the_node_is_lost() {
     let nodes = cluster(&["a", "b"]).await;
     let (a, b) = (nodes[0].clone(), nodes[1].clone());

@@ -26,10 +26,11 @@ pub(crate) const BOUND: Duration = Duration::from_secs(20);
 /// A timeout for calls that are expected to be answered (generous: the machine is shared).
 pub(crate) const CALL: Duration = Duration::from_secs(10);
 
-/// A node builder with timeouts short enough for tests.
+/// A node builder with timeouts short enough for tests, yet a failure timeout long enough that
+/// a machine loaded by parallel test runs does not see false node downs.
 pub(crate) fn builder(name: &str) -> NodeBuilder {
     Node::builder(name, SECRET)
-        .heartbeat(Duration::from_millis(100), Duration::from_millis(800))
+        .heartbeat(Duration::from_millis(100), Duration::from_millis(2_000))
         .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
         .gossip_interval(Duration::from_millis(200))
 }
