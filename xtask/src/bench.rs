@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 
-use crate::{cargo, workspace_root};
+use crate::{cargo, target_dir};
 
 /// Samples per metric unless `--runs` says otherwise.
 const DEFAULT_RUNS: usize = 5;
@@ -109,13 +109,9 @@ fn build_bench_binary() -> Result<()> {
     Ok(())
 }
 
-/// Where cargo put the release `shoal-bench`: under `$CARGO_TARGET_DIR` if set (relative to
-/// the workspace root, where the build ran), else under `<workspace root>/target`.
+/// Where cargo put the release `shoal-bench`.
 fn bench_binary() -> PathBuf {
-    let root = workspace_root();
-    let target_dir =
-        env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
-    target_dir.join("release").join(format!("shoal-bench{}", env::consts::EXE_SUFFIX))
+    target_dir().join("release").join(format!("shoal-bench{}", env::consts::EXE_SUFFIX))
 }
 
 /// Parses `shoal-bench list`: one `<name> <unit>` per line.

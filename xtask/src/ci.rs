@@ -7,6 +7,7 @@
 //! | `test`    | `cargo nextest run --workspace --locked --no-fail-fast`, or `cargo test` |
 //! | `doctest` | `cargo test --workspace --doc --locked` |
 //! | `doc`     | `RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked` |
+//! | `cluster-test` | `cargo xtask cluster-test --quick`: node processes on loopback (a new seed each run) |
 //!
 //! Every step runs even when an earlier one failed, so one CI run reports everything that is
 //! wrong; `--skip STEP` leaves one out locally. Each prints its command first, so it can be
@@ -70,9 +71,14 @@ fn steps() -> Vec<Step> {
             env: &[("RUSTDOCFLAGS", "-D warnings")],
             reporter: None,
         },
-        // ==> cluster-test --quick goes here, last, when the transport lands: it starts real
-        // node processes, so it runs only once everything above has built and passed its own
-        // checks. Its `N passed, M failed` line will be read with a `Reporter` of its own.
+        // Last: it starts real node processes, so it runs once everything above has built
+        // and had its own say. Each scenario counts as one test in the final line.
+        Step {
+            name: "cluster-test",
+            cargo_args: &["xtask", "cluster-test", "--quick"],
+            env: &[],
+            reporter: Some(Reporter::ClusterTest),
+        },
     ]
 }
 
@@ -247,7 +253,7 @@ fn print_summary(reports: &[StepReport]) {
             Outcome::Failed => ("FAILED", seconds(report.duration)),
             Outcome::Skipped => ("skipped", String::new()),
         };
-        let row = format!("    {:<10}{result:<9}{time:>9}", report.name);
+        let row = format!("    {:<14}{result:<9}{time:>9}", report.name);
         println!("{}", row.trim_end());
         total += report.counts;
     }

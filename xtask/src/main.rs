@@ -2,6 +2,9 @@
 //!
 //! ```text
 //! cargo xtask ci [--skip STEP]...        every check CI runs, with a test-count summary
+//! cargo xtask cluster-test [--quick] [--seed S] [--nodes N]
+//!                                        a real cluster of node processes on loopback, put
+//!                                        through kills and partitions
 //! cargo xtask bench [--runs N] [NAME]... the benchmarks, one `name value unit` line per metric
 //! ```
 //!
@@ -14,11 +17,12 @@
 //! builds it before anything else, on two cores.
 //!
 //! Codemap: [`ci`] runs the checks and [`test_counts`] reads test counts out of their output;
-//! [`tee`] runs a command with its output both shown and kept; [`bench`](mod@bench) drives the
-//! `shoal-bench` binary.
+//! [`tee`] runs a command with its output both shown and kept; [`cluster_test`] starts and
+//! drives `shoal-node` processes; [`bench`](mod@bench) drives the `shoal-bench` binary.
 
 mod bench;
 mod ci;
+mod cluster_test;
 mod tee;
 mod test_counts;
 
@@ -33,13 +37,16 @@ usage: cargo xtask <command> [options]
 
 commands:
     ci [--skip STEP]...          run every check CI runs, in order, and summarise them
-                                 (steps: fmt, clippy, test, doctest, doc)
+                                 (steps: fmt, clippy, test, doctest, doc, cluster-test)
+    cluster-test [--quick] [--seed S] [--nodes N]
+                                 build shoal-node, start N node processes (default 5) on
+                                 127.0.0.2, 127.0.0.3, ... and run the scenarios: join,
+                                 message storm, SIGKILL and restart, partition and heal;
+                                 --quick is the short run CI does, --seed replays a run
     bench [--runs N] [NAME]...   build the benchmarks in release mode and print one
                                  `name value unit` line per metric: the median of N runs
                                  (default 5); NAME selects metrics by name prefix
     help                         print this message
-
-`cargo xtask cluster-test` comes with the transport.
 ";
 
 fn main() -> ExitCode {
@@ -69,6 +76,7 @@ fn run(args: &[String]) -> Result<ExitCode> {
     };
     match command.as_str() {
         "ci" => ci::run(options),
+        "cluster-test" => cluster_test::run(options),
         "bench" => bench::run(options),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
@@ -85,6 +93,13 @@ fn run(args: &[String]) -> Result<ExitCode> {
 fn workspace_root() -> PathBuf {
     let xtask_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     xtask_dir.parent().unwrap_or(xtask_dir).to_path_buf()
+}
+
+/// Where cargo puts what it builds: `$CARGO_TARGET_DIR` if set (relative to the workspace
+/// root, where every build runs), else `<workspace root>/target`.
+fn target_dir() -> PathBuf {
+    let root = workspace_root();
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir))
 }
 
 /// A `cargo` command with `args`, to run in the workspace root.

@@ -40,6 +40,9 @@ pub(crate) enum Reporter {
     /// doctest run, then the tests' own output, then that run's `test result:` line. The last
     /// result line of each run counts, and the runs are summed.
     Libtest,
+    /// `cargo xtask cluster-test`: each scenario is a test, and its report ends with
+    /// `N passed, M failed` as its last line on stdout. Node output never reaches its stdout.
+    ClusterTest,
 }
 
 impl Reporter {
@@ -49,6 +52,7 @@ impl Reporter {
         match self {
             Reporter::Nextest => lines.iter().rev().find_map(|line| parse_nextest_summary(line)),
             Reporter::Libtest => sum_libtest_runs(lines),
+            Reporter::ClusterTest => lines.iter().rev().find_map(|line| parse_cluster_test(line)),
         }
     }
 }
@@ -96,6 +100,14 @@ fn parse_nextest_summary(line: &str) -> Option<TestCounts> {
         }
     }
     saw_passed.then_some(counts)
+}
+
+/// Parses the cluster test's last line, `5 passed, 1 failed`, and nothing looser.
+fn parse_cluster_test(line: &str) -> Option<TestCounts> {
+    let line = strip_colour(line);
+    let (passed, failed) = line.trim_end().split_once(" passed, ")?;
+    let failed = failed.strip_suffix(" failed")?;
+    Some(TestCounts { passed: passed.parse().ok()?, failed: failed.parse().ok()? })
 }
 
 /// Whether `line` is libtest's `running 12 tests` (or `running 1 test`), which opens a run.
@@ -324,5 +336,20 @@ mod tests {
         let output = lines("error[E0425]: cannot find value `x` in this scope");
         assert_eq!(Reporter::Nextest.count(&output), None);
         assert_eq!(Reporter::Libtest.count(&output), None);
+    }
+
+    #[test]
+    fn cluster_test_summary_is_its_last_such_line() {
+        let output = lines(
+            "==> [2/6] storm: every node casts numbered messages\n\
+             \x20   ok in 1.2s: 20 pairs x 1000 messages\n\
+             5 passed, 1 failed\n\
+             \x20   Finished `dev` profile",
+        );
+        assert_eq!(Reporter::ClusterTest.count(&output), counts(5, 1));
+        assert_eq!(parse_cluster_test("6 passed, 0 failed"), counts(6, 0));
+        assert_eq!(parse_cluster_test("tests: 6 passed, 0 failed"), None);
+        assert_eq!(parse_cluster_test("6 passed, 0 failed, 1 skipped"), None);
+        assert_eq!(Reporter::ClusterTest.count(&lines("error: building failed")), None);
     }
 }

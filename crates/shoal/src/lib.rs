@@ -2,9 +2,13 @@
 //!
 //! Re-exports every Shoal crate under one name, each behind a cargo feature that is on by
 //! default, plus a [`prelude`]. Today that is the local process runtime
-//! ([`process`], always present) and supervisors ([`supervisor`], feature `supervisor`); the
-//! transport, broadcast, consensus, registry and hub crates join as they land, together with
-//! a `Node` that starts them all.
+//! ([`process`], always present), supervisors ([`supervisor`], feature `supervisor`) and nodes
+//! connected over TCP ([`transport`], feature `transport`); the broadcast, consensus, registry
+//! and hub crates join as they land, together with a `Node` that starts them all.
+//!
+//! The package also holds the `shoal-node` binary (feature `transport`): one node in its own OS
+//! process, driven over stdin and stdout. `cargo xtask cluster-test` starts several of them and
+//! checks that they form a cluster that survives kills and partitions.
 //!
 //! ```
 //! use shoal::prelude::*;
@@ -34,6 +38,8 @@
 pub use shoal_process as process;
 #[cfg(feature = "supervisor")]
 pub use shoal_supervisor as supervisor;
+#[cfg(feature = "transport")]
+pub use shoal_transport as transport;
 
 /// The names most programs need, for a glob import.
 pub mod prelude {
@@ -46,4 +52,8 @@ pub mod prelude {
         Child, DynamicSupervisorRef, DynamicSupervisorSpec, Intensity, Strategy, SupervisorRef,
         SupervisorSpec,
     };
+    // `Node` is the transport's node for now; the facade's own `Node`, which will start every
+    // layer together, takes the name when the other layers land.
+    #[cfg(feature = "transport")]
+    pub use shoal_transport::{DownReason, Node, NodeEvent, RemoteError};
 }

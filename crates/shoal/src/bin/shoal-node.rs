@@ -1,0 +1,607 @@
+//! `shoal-node`: one Shoal node in its own OS process, driven over stdin and stdout.
+//!
+//! `cargo xtask cluster-test` starts several of these on distinct loopback addresses and
+//! drives them; a person can drive one by hand just as well.
+//!
+//! ```text
+//! shoal-node --name NAME [--listen ADDR] [--join ADDR]... [--secret SECRET]
+//!            [--heartbeat-ms MS] [--failure-timeout-ms MS] [--seed N]
+//! ```
+//!
+//! - `--listen` defaults to `127.0.0.1:0`; port 0 picks a free port.
+//! - `--join ADDR` (repeatable): seed nodes, joined in the background until one answers.
+//! - `--secret`: the cluster secret, else `$SHOAL_SECRET`. A command-line secret is visible to
+//!   other users of the machine; use the variable outside tests.
+//! - `--heartbeat-ms` (default 250) and `--failure-timeout-ms` (default 2000): how often peers
+//!   are pinged and how long a silent one stays up.
+//! - `--seed`: seeds the node's randomness (reconnect jitter, fault injection's drops).
+//!
+//! # The control protocol
+//!
+//! The first line on stdout is `listening ADDR incarnation N`, once the node listens (the
+//! address carries the port actually bound). Then each line on stdin is one command, and each
+//! command gets exactly one line on stdout, in order: `ok [DATA]` or `error MESSAGE`. A command
+//! may start with a number, its id, which its answer then starts with too (`7 nodes` →
+//! `7 ok b:1 c:2`), so a driver that gave up waiting for one answer never mistakes it for the
+//! next. Nothing else is printed on stdout; diagnostics go to stderr.
+//!
+//! | command | answer data |
+//! |---|---|
+//! | `nodes` | the connected nodes, sorted: `NAME:INCARNATION` separated by spaces |
+//! | `join ADDR` | the name of the node at `ADDR`, once it is up |
+//! | `fault cut NAME DIR` | (none); `DIR` is `in`, `out` or `both` |
+//! | `fault drop NAME DIR P` | (none); each frame is dropped with probability `P` |
+//! | `fault delay NAME DIR MS` | (none); each frame waits `MS` ms |
+//! | `heal NAME`, `heal-all` | (none) |
+//! | `storm start M` | `peers=N`: `M` numbered casts (1..=M) are on their way to the `storm` receiver of each of the `N` connected nodes, from one sender task per peer |
+//! | `storm report` | `sent=S/T errors=E recv=NAME:COUNT:LAST:ANOMALIES,...`: this node's senders sent `S` of `T` casts and `E` of them gave up on an error; the receiver got `COUNT` casts from `NAME`, the last numbered `LAST`, and `ANOMALIES` of them were not numbered one more than the one before (a gap, a duplicate or a reordering) |
+//! | `storm reset` | (none); forgets what the receiver counted (refused while senders run) |
+//! | `events` | every node up and down event since start: `up:NAME:INCARNATION:UNIX_MS` and `down:NAME:INCARNATION:UNIX_MS:REASON`, oldest first; `UNIX_MS` is the wall-clock time the event was seen, `REASON` one of `heartbeat-timeout`, `connection-lost`, `disconnected`, `left`, `restarted`, `not-connected`, `other` |
+//! | `incarnation` | this node's incarnation |
+//! | `addr` | the address this node listens on |
+//! | `quit` | `bye`; the node then leaves the cluster and exits |
+//!
+//! Node names may not contain `:`, `,` or whitespace, which the answers use as separators.
+//!
+//! **The node exits when its stdin closes.** A driver that dies, however it dies, closes the
+//! pipe, so a node never outlives the program that started it.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use shoal::prelude::*;
+use shoal::transport::{Direction, Fault};
+use tokio::sync::{broadcast, mpsc};
+
+/// The name the storm receiver is registered under on every node.
+const STORM: &str = "storm";
+
+/// How long the commands still queued when stdin closes may take before the process exits.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// How long to keep trying the `--join` seed nodes before giving up on them.
+const SEED_JOIN_PERSISTENCE: Duration = Duration::from_secs(30);
+
+fn main() -> ExitCode {
+    let options = match Options::parse(std::env::args().skip(1)) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("shoal-node: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                eprintln!("shoal-node: cannot start tokio: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+    match runtime.block_on(serve(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("shoal-node: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "\
+usage: shoal-node --name NAME [--listen ADDR] [--join ADDR]... [--secret SECRET]
+                  [--heartbeat-ms MS] [--failure-timeout-ms MS] [--seed N]
+Commands are read from stdin, one per line; see the source's module docs.";
+
+/// What the command line asked for.
+#[derive(Debug, PartialEq)]
+struct Options {
+    name: String,
+    listen: SocketAddr,
+    seeds: Vec<SocketAddr>,
+    secret: String,
+    heartbeat_ms: u64,
+    failure_timeout_ms: u64,
+    seed: u64,
+}
+
+impl Options {
+    fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
+        let mut name = None;
+        let mut secret = None;
+        let mut options = Options {
+            name: String::new(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            seeds: Vec::new(),
+            secret: String::new(),
+            heartbeat_ms: 250,
+            failure_timeout_ms: 2000,
+            seed: 0,
+        };
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            let mut value = || args.next().ok_or_else(|| format!("`{flag}` needs a value"));
+            match flag.as_str() {
+                "--name" => name = Some(value()?),
+                "--listen" => options.listen = parse_value(&flag, &value()?)?,
+                "--join" => options.seeds.push(parse_value(&flag, &value()?)?),
+                "--secret" => secret = Some(value()?),
+                "--heartbeat-ms" => options.heartbeat_ms = parse_value(&flag, &value()?)?,
+                "--failure-timeout-ms" => {
+                    options.failure_timeout_ms = parse_value(&flag, &value()?)?;
+                }
+                "--seed" => options.seed = parse_value(&flag, &value()?)?,
+                other => return Err(format!("unknown argument `{other}`")),
+            }
+        }
+        options.name = name.ok_or("`--name` is required")?;
+        if options.name.is_empty()
+            || options.name.contains(|c: char| c == ':' || c == ',' || c.is_whitespace())
+        {
+            return Err(format!(
+                "the name {:?} is empty or holds `:`, `,` or whitespace",
+                options.name
+            ));
+        }
+        options.secret = secret
+            .or_else(|| std::env::var("SHOAL_SECRET").ok())
+            .ok_or("`--secret` or $SHOAL_SECRET is required")?;
+        Ok(options)
+    }
+}
+
+fn parse_value<T: FromStr>(flag: &str, value: &str) -> Result<T, String> {
+    value.parse().map_err(|_| format!("`{flag}` cannot take `{value}`"))
+}
+
+/// Starts the node, announces it, and serves commands until `quit` or the end of stdin.
+async fn serve(options: Options) -> Result<(), String> {
+    let node = Node::builder(options.name.clone(), &options.secret)
+        .listen(options.listen)
+        .heartbeat(
+            Duration::from_millis(options.heartbeat_ms),
+            Duration::from_millis(options.failure_timeout_ms),
+        )
+        .seed(options.seed)
+        .start()
+        .await
+        .map_err(|error| format!("cannot start the node: {error}"))?;
+    // Subscribed before anything can connect, so the record starts with the first node up.
+    let events = record_events(node.subscribe());
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let receiver = node.runtime().spawn(StormReceiver { tally: tally.clone() });
+    node.runtime()
+        .register(STORM, receiver.pid())
+        .map_err(|error| format!("cannot register the storm receiver: {error}"))?;
+    eprintln!("{}: listening on {}", node.name(), node.listen_addr());
+    write_line(&format!("listening {} incarnation {}", node.listen_addr(), node.incarnation()));
+    for seed in options.seeds {
+        tokio::spawn(join_seed(node.clone(), seed));
+    }
+    let mut control = Control { node, events, tally, storm: Arc::new(StormSenders::default()) };
+    let mut commands = read_stdin_lines();
+    while let Some(line) = commands.recv().await {
+        let (id, command) = split_id(&line);
+        if command.trim().is_empty() {
+            continue;
+        }
+        let quitting = command.trim() == "quit";
+        let answer = match control.handle(command).await {
+            Ok(data) if data.is_empty() => "ok".to_owned(),
+            Ok(data) => format!("ok {data}"),
+            Err(message) => format!("error {message}"),
+        };
+        write_line(&match id {
+            Some(id) => format!("{id} {answer}"),
+            None => answer,
+        });
+        if quitting {
+            control.node.leave().await;
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Reads stdin on a thread of its own, a line at a time.
+///
+/// When stdin closes (the driver is gone), the commands already read are still answered and
+/// then [`serve`] returns; if that takes longer than [`EXIT_GRACE`] (a command is stuck), the
+/// process exits anyway, whatever the node is doing.
+fn read_stdin_lines() -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel(64);
+    std::thread::spawn(move || {
+        for line in io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if sender.blocking_send(line).is_err() {
+                return;
+            }
+        }
+        drop(sender);
+        eprintln!("shoal-node: stdin closed; exiting");
+        std::thread::sleep(EXIT_GRACE);
+        std::process::exit(0);
+    });
+    receiver
+}
+
+/// Writes one line to stdout. If stdout is gone, so is the driver: exit.
+fn write_line(line: &str) {
+    let mut stdout = io::stdout().lock();
+    if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
+        std::process::exit(0);
+    }
+}
+
+/// `"7 nodes"` → `(Some("7"), "nodes")`; a line without a leading number has no id.
+fn split_id(line: &str) -> (Option<&str>, &str) {
+    let line = line.trim_start();
+    match line.split_once(char::is_whitespace) {
+        Some((first, rest)) if first.bytes().all(|b| b.is_ascii_digit()) => (Some(first), rest),
+        None if !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()) => (Some(line), ""),
+        _ => (None, line),
+    }
+}
+
+/// Joins a seed node, retrying until it answers or [`SEED_JOIN_PERSISTENCE`] has passed.
+async fn join_seed(node: Node, seed: SocketAddr) {
+    let give_up = tokio::time::Instant::now() + SEED_JOIN_PERSISTENCE;
+    loop {
+        match node.join(seed).await {
+            Ok(name) => {
+                eprintln!("{}: joined {name} at {seed}", node.name());
+                return;
+            }
+            Err(error) if tokio::time::Instant::now() < give_up => {
+                eprintln!("{}: cannot join {seed} yet: {error}", node.name());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => {
+                eprintln!("{}: giving up on joining {seed}: {error}", node.name());
+                return;
+            }
+        }
+    }
+}
+
+/// A node up or down event and the wall-clock time it was seen.
+struct Seen {
+    at_unix_ms: u64,
+    event: NodeEvent,
+}
+
+/// Keeps every node event from `events`, stamped with the time it arrived.
+fn record_events(mut events: broadcast::Receiver<NodeEvent>) -> Arc<Mutex<Vec<Seen>>> {
+    let record = Arc::new(Mutex::new(Vec::new()));
+    let kept = record.clone();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    let seen = Seen { at_unix_ms: unix_ms(), event };
+                    eprintln!("{} {}", seen.at_unix_ms, describe_event(&seen));
+                    lock(&kept).push(seen);
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    // The record is the test's evidence, so a gap in it must not pass silently.
+                    eprintln!("shoal-node: missed {missed} node events");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    record
+}
+
+fn describe_event(seen: &Seen) -> String {
+    match &seen.event {
+        NodeEvent::Up { node, incarnation } => {
+            format!("up:{node}:{incarnation}:{}", seen.at_unix_ms)
+        }
+        NodeEvent::Down { node, incarnation, reason } => {
+            let reason = match reason {
+                DownReason::HeartbeatTimeout(_) => "heartbeat-timeout",
+                DownReason::ConnectionLost(_) => "connection-lost",
+                DownReason::Disconnected => "disconnected",
+                DownReason::Left => "left",
+                DownReason::Restarted => "restarted",
+                DownReason::NotConnected => "not-connected",
+                _ => "other",
+            };
+            format!("down:{node}:{incarnation}:{}:{reason}", seen.at_unix_ms)
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the receiver saw from one sender.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct SenderTally {
+    count: u64,
+    last: u64,
+    anomalies: u64,
+}
+
+/// What the storm receiver saw, by sender.
+#[derive(Default)]
+struct Tally {
+    senders: BTreeMap<String, SenderTally>,
+}
+
+impl Tally {
+    /// Counts cast number `seq` from `sender`. Casts from one sender are numbered from 1, so
+    /// each must be one more than the one before; anything else is a gap, a duplicate or a
+    /// reordering.
+    fn record(&mut self, sender: String, seq: u64) {
+        let tally = self.senders.entry(sender).or_default();
+        if seq != tally.last + 1 {
+            tally.anomalies += 1;
+        }
+        tally.count += 1;
+        tally.last = seq;
+    }
+}
+
+/// The process registered as `storm`: counts numbered casts per sender.
+struct StormReceiver {
+    tally: Arc<Mutex<Tally>>,
+}
+
+impl Process for StormReceiver {
+    /// The sending node's name and the cast's number.
+    type Message = (String, u64);
+    type Call = ();
+    type Reply = ();
+
+    async fn handle_cast(&mut self, (sender, seq): (String, u64), _: &mut Context<Self>) {
+        lock(&self.tally).record(sender, seq);
+    }
+
+    fn codec() -> Option<shoal::process::Codec<Self>> {
+        Some(shoal::process::Codec::msgpack())
+    }
+}
+
+/// This node's storm senders, all peers together.
+#[derive(Default)]
+struct StormSenders {
+    running: AtomicBool,
+    sent: AtomicU64,
+    target: AtomicU64,
+    errors: AtomicU64,
+    active: AtomicU64,
+}
+
+/// The node and what the commands read and change.
+struct Control {
+    node: Node,
+    events: Arc<Mutex<Vec<Seen>>>,
+    tally: Arc<Mutex<Tally>>,
+    storm: Arc<StormSenders>,
+}
+
+impl Control {
+    /// Runs one command; the answer's data, or why it failed.
+    async fn handle(&mut self, command: &str) -> Result<String, String> {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        match words.as_slice() {
+            ["nodes"] => Ok(self.nodes()),
+            ["join", addr] => {
+                let addr: SocketAddr = parse_value("join", addr)?;
+                self.node.join(addr).await.map_err(|error| format!("cannot join {addr}: {error}"))
+            }
+            ["fault", kind, peer, direction, rest @ ..] => {
+                let fault = parse_fault(kind, rest)?;
+                self.node.inject_fault(peer, parse_direction(direction)?, fault);
+                Ok(String::new())
+            }
+            ["heal", peer] => {
+                self.node.heal(peer);
+                Ok(String::new())
+            }
+            ["heal-all"] => {
+                self.node.heal_all();
+                Ok(String::new())
+            }
+            ["storm", "start", messages] => self.start_storm(parse_value("storm start", messages)?),
+            ["storm", "report"] => Ok(self.storm_report()),
+            ["storm", "reset"] => self.reset_storm(),
+            ["events"] => {
+                let events = lock(&self.events);
+                Ok(events.iter().map(describe_event).collect::<Vec<_>>().join(" "))
+            }
+            ["incarnation"] => Ok(self.node.incarnation().to_string()),
+            ["addr"] => Ok(self.node.listen_addr().to_string()),
+            ["quit"] => Ok("bye".to_owned()),
+            _ => Err(format!("unknown command `{command}`")),
+        }
+    }
+
+    fn nodes(&self) -> String {
+        let mut up: Vec<String> = self
+            .node
+            .members()
+            .into_iter()
+            .filter(|spec| self.node.is_connected(&spec.name))
+            .map(|spec| format!("{}:{}", spec.name, spec.incarnation))
+            .collect();
+        up.sort();
+        up.join(" ")
+    }
+
+    /// Starts one sender task per connected peer, each casting `1..=messages` in order.
+    fn start_storm(&mut self, messages: u64) -> Result<String, String> {
+        if self.storm.running.swap(true, Ordering::AcqRel) {
+            return Err("a storm is running".to_owned());
+        }
+        let peers = self.node.nodes();
+        let storm = &self.storm;
+        storm.sent.store(0, Ordering::Relaxed);
+        storm.errors.store(0, Ordering::Relaxed);
+        storm.target.store(messages * peers.len() as u64, Ordering::Relaxed);
+        storm.active.store(peers.len() as u64, Ordering::Relaxed);
+        if peers.is_empty() {
+            storm.running.store(false, Ordering::Release);
+        }
+        for peer in &peers {
+            tokio::spawn(send_storm(self.node.clone(), peer.clone(), messages, storm.clone()));
+        }
+        Ok(format!("peers={}", peers.len()))
+    }
+
+    fn storm_report(&self) -> String {
+        let storm = &self.storm;
+        let received: Vec<String> = lock(&self.tally)
+            .senders
+            .iter()
+            .map(|(name, t)| format!("{name}:{}:{}:{}", t.count, t.last, t.anomalies))
+            .collect();
+        format!(
+            "sent={}/{} errors={} recv={}",
+            storm.sent.load(Ordering::Relaxed),
+            storm.target.load(Ordering::Relaxed),
+            storm.errors.load(Ordering::Relaxed),
+            received.join(",")
+        )
+    }
+
+    fn reset_storm(&mut self) -> Result<String, String> {
+        if self.storm.running.load(Ordering::Acquire) {
+            return Err("a storm is running".to_owned());
+        }
+        lock(&self.tally).senders.clear();
+        Ok(String::new())
+    }
+}
+
+/// Casts `1..=messages` to `peer`'s storm receiver, each after the one before is queued; stops
+/// at the first error (the peer went away), which is counted.
+async fn send_storm(node: Node, peer: String, messages: u64, storm: Arc<StormSenders>) {
+    let me = node.name().to_owned();
+    for seq in 1..=messages {
+        if let Err(error) = node.cast_named(&peer, STORM, &(&me, seq)).await {
+            eprintln!("{me}: storm to {peer} stopped at {seq}: {error}");
+            storm.errors.fetch_add(1, Ordering::Relaxed);
+            break;
+        }
+        storm.sent.fetch_add(1, Ordering::Relaxed);
+    }
+    if storm.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+        storm.running.store(false, Ordering::Release);
+    }
+}
+
+fn parse_direction(direction: &str) -> Result<Direction, String> {
+    match direction {
+        "in" => Ok(Direction::Inbound),
+        "out" => Ok(Direction::Outbound),
+        "both" => Ok(Direction::Both),
+        other => Err(format!("direction `{other}` is not `in`, `out` or `both`")),
+    }
+}
+
+fn parse_fault(kind: &str, args: &[&str]) -> Result<Fault, String> {
+    match (kind, args) {
+        ("cut", []) => Ok(Fault::Cut),
+        ("drop", [probability]) => {
+            let probability: f64 = parse_value("fault drop", probability)?;
+            if !(0.0..=1.0).contains(&probability) {
+                return Err(format!("probability {probability} is not within 0..=1"));
+            }
+            Ok(Fault::Drop(probability))
+        }
+        ("delay", [ms]) => Ok(Fault::Delay(Duration::from_millis(parse_value("fault delay", ms)?))),
+        _ => Err(format!(
+            "fault `{kind}` with {} arguments: use `cut`, `drop P` or `delay MS`",
+            args.len()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn options_take_every_flag() {
+        let options = Options::parse(args(
+            "--name a --listen 127.0.0.2:0 --join 127.0.0.3:4000 --join 127.0.0.4:4001 \
+             --secret s --heartbeat-ms 100 --failure-timeout-ms 900 --seed 7",
+        ))
+        .unwrap();
+        assert_eq!(
+            options,
+            Options {
+                name: "a".to_owned(),
+                listen: "127.0.0.2:0".parse().unwrap(),
+                seeds: vec!["127.0.0.3:4000".parse().unwrap(), "127.0.0.4:4001".parse().unwrap()],
+                secret: "s".to_owned(),
+                heartbeat_ms: 100,
+                failure_timeout_ms: 900,
+                seed: 7,
+            }
+        );
+    }
+
+    #[test]
+    fn options_refuse_separators_in_names_and_bad_values() {
+        assert!(Options::parse(args("--name a:b --secret s")).is_err());
+        assert!(Options::parse(args("--name a, --secret s")).is_err());
+        assert!(Options::parse(args("--name a --secret s --listen nowhere")).is_err());
+        assert!(Options::parse(args("--name a --secret s --heartbeat-ms")).is_err());
+        assert!(Options::parse(args("--secret s")).is_err(), "no name");
+    }
+
+    #[test]
+    fn a_leading_number_is_the_id() {
+        assert_eq!(split_id("7 nodes"), (Some("7"), "nodes"));
+        assert_eq!(split_id("12 storm start 5"), (Some("12"), "storm start 5"));
+        assert_eq!(split_id("nodes"), (None, "nodes"));
+        assert_eq!(split_id("3"), (Some("3"), ""));
+    }
+
+    /// The storm's invariant: from each sender, exactly 1, 2, ..., M in order. Any gap,
+    /// duplicate or swap shows as an anomaly.
+    #[test]
+    fn the_tally_flags_gaps_duplicates_and_reorderings() {
+        let tally_of = |seqs: &[u64]| {
+            let mut tally = Tally::default();
+            for &seq in seqs {
+                tally.record("a".to_owned(), seq);
+            }
+            tally.senders["a"]
+        };
+        assert_eq!(tally_of(&[1, 2, 3]), SenderTally { count: 3, last: 3, anomalies: 0 });
+        assert_eq!(tally_of(&[1, 3]).anomalies, 1, "a gap");
+        assert_eq!(tally_of(&[1, 2, 2, 3]).anomalies, 2, "a duplicate");
+        assert_eq!(tally_of(&[1, 3, 2]).anomalies, 2, "a reordering");
+        assert_eq!(tally_of(&[2, 3]).anomalies, 1, "the first one missing");
+    }
+
+    #[test]
+    fn faults_parse() {
+        assert_eq!(parse_fault("cut", &[]), Ok(Fault::Cut));
+        assert_eq!(parse_fault("drop", &["0.5"]), Ok(Fault::Drop(0.5)));
+        assert_eq!(parse_fault("delay", &["20"]), Ok(Fault::Delay(Duration::from_millis(20))));
+        assert!(parse_fault("drop", &["2"]).is_err());
+        assert!(parse_fault("cut", &["1"]).is_err());
+        assert_eq!(parse_direction("both"), Ok(Direction::Both));
+        assert!(parse_direction("sideways").is_err());
+    }
+}
