@@ -13,12 +13,22 @@ use crate::remote::Inbound;
 use crate::{ExitReason, Pid, Process, RemoteFailure, ReplyTo, Signal};
 
 /// One letter in a process's mailbox.
+///
+/// Signals and letters from other nodes are boxed: they are much larger than most messages
+/// and far rarer, and every slot of a mailbox, and the letter the process is handling (which
+/// its task holds), is as large as the largest variant.
 pub(crate) enum Envelope<P: Process> {
     Cast(P::Message),
     Call(P::Call, ReplyTo<P::Reply>),
     /// A cast or call from another node, decoded by the process when it gets to it.
-    Remote(Inbound),
-    Signal(Signal),
+    Remote(Box<Inbound>),
+    Signal(Box<Signal>),
+}
+
+impl<P: Process> Envelope<P> {
+    pub(crate) fn signal(signal: Signal) -> Self {
+        Self::Signal(Box::new(signal))
+    }
 }
 
 impl<P: Process> Letter for Envelope<P> {
@@ -124,9 +134,9 @@ impl<P: Process> ProcessCell for Cell<P> {
     }
 
     fn try_push_inbound(&self, inbound: Inbound) -> Result<(), ErasedPush<Inbound>> {
-        self.mailbox.try_push(Envelope::Remote(inbound)).map_err(|error| {
+        self.mailbox.try_push(Envelope::Remote(Box::new(inbound))).map_err(|error| {
             ErasedPush::from(error).map(|envelope| match envelope {
-                Envelope::Remote(inbound) => inbound,
+                Envelope::Remote(inbound) => *inbound,
                 _ => unreachable!("the mailbox hands back the envelope it was given"),
             })
         })
@@ -137,7 +147,7 @@ impl<P: Process> ProcessCell for Cell<P> {
     }
 
     fn push_signal(&self, signal: Signal) -> bool {
-        self.mailbox.try_push(Envelope::Signal(signal)).is_ok()
+        self.mailbox.try_push(Envelope::signal(signal)).is_ok()
     }
 
     fn wake(&self) {
@@ -147,7 +157,7 @@ impl<P: Process> ProcessCell for Cell<P> {
     fn close(&self, reason: &ExitReason) {
         for letter in self.mailbox.close() {
             if let Envelope::Remote(inbound) = letter {
-                inbound.refuse(RemoteFailure::Exited(reason.clone()));
+                (*inbound).refuse(RemoteFailure::Exited(reason.clone()));
             }
         }
     }

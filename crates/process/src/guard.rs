@@ -4,7 +4,7 @@
 use std::any::Any;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::pin;
+use std::pin::Pin;
 use std::task::Poll;
 
 use crate::control::{Control, Interruptible};
@@ -20,19 +20,22 @@ pub(crate) enum Outcome<T> {
 ///
 /// A handler that never awaits costs one atomic load and a `catch_unwind` frame. One that does
 /// await leaves its waker with the control block, so an exit request wakes it to be dropped.
-pub(crate) async fn guarded<F: Future>(
-    control: &Control,
+///
+/// The caller pins the handler's future in its own frame and this returns a bare `poll_fn`:
+/// an `async fn` here would keep a second copy of the handler's future in the task of every
+/// process for its whole life (an async fn moves its arguments into its own state).
+pub(crate) fn guarded<'a, F: Future>(
+    control: &'a Control,
     scope: Interruptible,
-    handler: F,
-) -> Outcome<F::Output> {
-    let mut handler = pin!(handler);
+    mut handler: Pin<&'a mut F>,
+) -> impl Future<Output = Outcome<F::Output>> + 'a {
     // Both an interruption and a panic end the process: say why before the handler, and any
     // reply handle it holds, is dropped.
-    let interrupted = || {
+    let interrupted = move || {
         control.begin_exit(&control.pending_reason());
         Poll::Ready(Outcome::Interrupted)
     };
-    poll_fn(|cx| {
+    poll_fn(move |cx| {
         if control.is_interrupted(scope) {
             return interrupted();
         }
@@ -50,7 +53,6 @@ pub(crate) async fn guarded<F: Future>(
             }
         }
     })
-    .await
 }
 
 /// The message of a panic payload (`panic!` produces a `&str` or a `String`).

@@ -180,7 +180,7 @@ impl<P: Process> Context<P> {
         if let Err(reason) = self.runtime.monitor_on_behalf(self.pid(), target, monitor) {
             self.cell
                 .mailbox
-                .try_push(Envelope::Signal(Signal::Down { monitor, pid: target, reason }))
+                .try_push(Envelope::signal(Signal::Down { monitor, pid: target, reason }))
                 .ok();
         }
         monitor
@@ -240,7 +240,7 @@ impl<P: Process> Context<P> {
         let id = self.runtime.make_ref();
         let cell = self.cell.clone();
         let deliver = async move {
-            cell.mailbox.try_push(Envelope::Signal(Signal::Timeout { timer: id })).ok();
+            cell.mailbox.try_push(Envelope::signal(Signal::Timeout { timer: id })).ok();
         };
         TimerRef::start(self.runtime.tokio(), id, delay, self.cell.clone(), deliver)
             .unwrap_or_else(|| TimerRef::settled(id))
