@@ -33,8 +33,10 @@ const KILL: u8 = 2;
 /// Returned by operations on a process that has already exited.
 pub(crate) struct Exited;
 
-/// What a process leaves behind when it exits, for the runtime to notify and clean up.
-pub(crate) struct Remains {
+/// Who a process is tied to: links, monitors on it, timers aimed at it, its name. Handed to
+/// the runtime when the process exits, to notify and clean up.
+#[derive(Default)]
+pub(crate) struct Relations {
     pub(crate) links: Vec<Pid>,
     pub(crate) monitors: Vec<(Ref, Watcher)>,
     pub(crate) timers: Vec<Arc<TimerShared>>,
@@ -50,18 +52,43 @@ pub(crate) struct Control {
     state: Mutex<ControlState>,
 }
 
+/// Every process has a control block, but most never link, are never monitored or named, and
+/// only exit once: those parts are boxed and allocated on first use, so that an idle process
+/// costs 32 bytes here rather than 200.
 #[derive(Default)]
 struct ControlState {
-    pending_exit: Option<ExitReason>,
     /// The task, when a handler is waiting on something other than the mailbox.
     handler_waker: Option<Waker>,
-    links: Vec<Pid>,
-    monitors: Vec<(Ref, Watcher)>,
-    timers: Vec<Arc<TimerShared>>,
-    name: Option<String>,
+    /// `None` until the first link, monitor, timer or name.
+    relations: Option<Box<Relations>>,
+    /// `None` until an exit is requested or begins.
+    exit: Option<Box<ExitState>>,
+}
+
+#[derive(Default)]
+struct ExitState {
+    pending_exit: Option<ExitReason>,
     /// Why the process is ending, from the moment that is decided until it has exited.
     ending: Option<ExitReason>,
     exited: Option<ExitReason>,
+}
+
+impl ControlState {
+    fn exited(&self) -> Option<&ExitReason> {
+        self.exit.as_ref().and_then(|exit| exit.exited.as_ref())
+    }
+
+    fn exit_mut(&mut self) -> &mut ExitState {
+        self.exit.get_or_insert_default()
+    }
+
+    fn relations(&self) -> Option<&Relations> {
+        self.relations.as_deref()
+    }
+
+    fn relations_mut(&mut self) -> &mut Relations {
+        self.relations.get_or_insert_default()
+    }
 }
 
 impl Control {
@@ -99,12 +126,13 @@ impl Control {
     /// waker of a handler to wake, if any; the caller must also wake the mailbox.
     pub(crate) fn request_exit(&self, reason: ExitReason) -> Option<Waker> {
         let mut state = self.lock();
-        if state.exited.is_some() {
+        if state.exited().is_some() {
             return None;
         }
         let bits = if reason == ExitReason::Killed { EXIT | KILL } else { EXIT };
-        if reason == ExitReason::Killed || state.pending_exit.is_none() {
-            state.pending_exit = Some(reason);
+        let exit = state.exit_mut();
+        if reason == ExitReason::Killed || exit.pending_exit.is_none() {
+            exit.pending_exit = Some(reason);
         }
         self.interrupt.fetch_or(bits, Ordering::SeqCst);
         state.handler_waker.take()
@@ -121,7 +149,9 @@ impl Control {
 
     /// The reason of the pending exit (`Killed` if somehow none was recorded).
     pub(crate) fn pending_reason(&self) -> ExitReason {
-        self.lock().pending_exit.clone().unwrap_or(ExitReason::Killed)
+        let state = self.lock();
+        let pending = state.exit.as_ref().and_then(|exit| exit.pending_exit.clone());
+        pending.unwrap_or(ExitReason::Killed)
     }
 
     /// Remembers the task to wake if an exit arrives while a handler waits.
@@ -135,11 +165,12 @@ impl Control {
 
     pub(crate) fn add_link(&self, peer: Pid) -> Result<(), Exited> {
         let mut state = self.lock();
-        if state.exited.is_some() {
+        if state.exited().is_some() {
             return Err(Exited);
         }
-        if !state.links.contains(&peer) {
-            state.links.push(peer);
+        let links = &mut state.relations_mut().links;
+        if !links.contains(&peer) {
+            links.push(peer);
         }
         Ok(())
     }
@@ -147,86 +178,88 @@ impl Control {
     /// Removes a link; `false` if there was none.
     pub(crate) fn remove_link(&self, peer: Pid) -> bool {
         let mut state = self.lock();
-        let before = state.links.len();
-        state.links.retain(|linked| *linked != peer);
-        state.links.len() != before
+        let Some(relations) = state.relations.as_mut() else { return false };
+        let before = relations.links.len();
+        relations.links.retain(|linked| *linked != peer);
+        relations.links.len() != before
     }
 
     pub(crate) fn links(&self) -> Vec<Pid> {
-        self.lock().links.clone()
+        self.lock().relations().map(|relations| relations.links.clone()).unwrap_or_default()
     }
 
     pub(crate) fn add_monitor(&self, monitor: Ref, watcher: Watcher) -> Result<(), Watcher> {
         let mut state = self.lock();
-        if state.exited.is_some() {
+        if state.exited().is_some() {
             return Err(watcher);
         }
-        state.monitors.push((monitor, watcher));
+        state.relations_mut().monitors.push((monitor, watcher));
         Ok(())
     }
 
     pub(crate) fn remove_monitor(&self, monitor: Ref) {
-        self.lock().monitors.retain(|(known, _)| *known != monitor);
+        if let Some(relations) = self.lock().relations.as_mut() {
+            relations.monitors.retain(|(known, _)| *known != monitor);
+        }
     }
 
     pub(crate) fn monitor_count(&self) -> usize {
-        self.lock().monitors.len()
+        self.lock().relations().map_or(0, |relations| relations.monitors.len())
     }
 
     pub(crate) fn add_timer(&self, timer: Arc<TimerShared>) -> Result<(), Exited> {
         let mut state = self.lock();
-        if state.exited.is_some() {
+        if state.exited().is_some() {
             return Err(Exited);
         }
-        state.timers.push(timer);
+        state.relations_mut().timers.push(timer);
         Ok(())
     }
 
     pub(crate) fn forget_timer(&self, timer: &Arc<TimerShared>) {
         let mut state = self.lock();
-        if let Some(index) = state.timers.iter().position(|known| Arc::ptr_eq(known, timer)) {
-            state.timers.swap_remove(index);
+        let Some(relations) = state.relations.as_mut() else { return };
+        if let Some(index) = relations.timers.iter().position(|known| Arc::ptr_eq(known, timer)) {
+            relations.timers.swap_remove(index);
         }
     }
 
     /// Records the registered name; refused if the process has one or has exited.
     pub(crate) fn set_name(&self, name: &str) -> Result<(), Option<String>> {
         let mut state = self.lock();
-        if state.exited.is_some() {
+        if state.exited().is_some() {
             return Err(None);
         }
-        if let Some(current) = &state.name {
+        let relations = state.relations_mut();
+        if let Some(current) = &relations.name {
             return Err(Some(current.clone()));
         }
-        state.name = Some(name.to_owned());
+        relations.name = Some(name.to_owned());
         Ok(())
     }
 
     pub(crate) fn clear_name(&self) {
-        self.lock().name = None;
+        if let Some(relations) = self.lock().relations.as_mut() {
+            relations.name = None;
+        }
     }
 
     pub(crate) fn name(&self) -> Option<String> {
-        self.lock().name.clone()
+        self.lock().relations().and_then(|relations| relations.name.clone())
     }
 
     /// Marks the process exited and hands over what must be notified or cleaned up. From now
     /// on links and monitors are refused.
-    pub(crate) fn finish(&self, reason: ExitReason) -> Remains {
+    pub(crate) fn finish(&self, reason: ExitReason) -> Relations {
         let mut state = self.lock();
-        state.exited = Some(reason);
+        state.exit_mut().exited = Some(reason);
         state.handler_waker = None;
-        Remains {
-            links: std::mem::take(&mut state.links),
-            monitors: std::mem::take(&mut state.monitors),
-            timers: std::mem::take(&mut state.timers),
-            name: state.name.take(),
-        }
+        state.relations.take().map(|relations| *relations).unwrap_or_default()
     }
 
     /// The exit reason, once the process has exited.
     pub(crate) fn exit_reason(&self) -> Option<ExitReason> {
-        self.lock().exited.clone()
+        self.lock().exited().cloned()
     }
 
     /// Records why the process is ending, as soon as that is decided: before the reply handles
@@ -235,8 +268,9 @@ impl Control {
     /// [`Control::request_exit`].
     pub(crate) fn begin_exit(&self, reason: &ExitReason) {
         let mut state = self.lock();
-        if state.ending.is_none() || *reason == ExitReason::Killed {
-            state.ending = Some(reason.clone());
+        let exit = state.exit_mut();
+        if exit.ending.is_none() || *reason == ExitReason::Killed {
+            exit.ending = Some(reason.clone());
         }
     }
 
@@ -244,6 +278,7 @@ impl Control {
     /// has exited or is exiting, `None` while it lives on (the handle was dropped unanswered).
     pub(crate) fn reason_for_callers(&self) -> Option<ExitReason> {
         let state = self.lock();
-        state.exited.clone().or_else(|| state.ending.clone())
+        let exit = state.exit.as_ref()?;
+        exit.exited.clone().or_else(|| exit.ending.clone())
     }
 }
