@@ -1,7 +1,10 @@
 //! [`Addr`]: a typed handle to a local process, the fast path for messaging.
 
 use std::fmt;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -70,7 +73,7 @@ impl<P: Process> Addr<P> {
                 self.cell.control.reason_for_callers().map_or(CallError::NoReply, CallError::Exited)
             })
         };
-        tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(CallError::Timeout))
+        within(timeout, exchange).await
     }
 
     /// Casts `message` after `delay`, unless the timer is cancelled or the process exits
@@ -97,6 +100,27 @@ impl<P: Process> Addr<P> {
     pub fn mailbox_len(&self) -> usize {
         self.cell.mailbox.len() + self.cell.control.batch_len()
     }
+}
+
+/// Runs a call's `exchange` (queueing the request, then waiting for the reply) for at most
+/// `timeout`.
+///
+/// A local callee usually answers as soon as it runs, and when it shares this worker thread it
+/// runs right after this task yields. Arming a timer (a lock on tokio's timer wheel, an
+/// insertion and then a removal) costs about as much as the rest of such a call, so the
+/// exchange gets one round of the scheduler before a timer is armed. The deadline is fixed
+/// first, so that round does not extend it.
+pub(crate) async fn within<T>(
+    timeout: Duration,
+    exchange: impl Future<Output = Result<T, CallError>>,
+) -> Result<T, CallError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut exchange = pin!(exchange);
+    if let Poll::Ready(result) = poll_fn(|cx| Poll::Ready(exchange.as_mut().poll(cx))).await {
+        return result;
+    }
+    tokio::task::yield_now().await;
+    tokio::time::timeout_at(deadline, exchange).await.unwrap_or(Err(CallError::Timeout))
 }
 
 fn cast_error<P: Process>(error: PushError<Envelope<P>>) -> SendError<P::Message> {

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::addr::within;
 use crate::cell::{AnyBox, ErasedPush};
 use crate::codec::{decode, encode};
 use crate::mailbox::Overflow;
@@ -117,7 +118,7 @@ impl Runtime {
                 self.call_remote(pid, request).await
             }
         };
-        tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(CallError::Timeout))
+        within(timeout, exchange).await
     }
 
     async fn call_local<Q, R>(&self, pid: Pid, request: Q) -> Result<R, CallError>

@@ -95,6 +95,20 @@ async fn a_call_never_answered_times_out_and_a_late_reply_is_discarded() {
     assert_eq!(outcome, Err(CallError::Timeout));
 }
 
+// The timeout runs from the call itself: the scheduler round a call gets before its timer is
+// armed (so that a quick answer needs no timer at all) does not extend it.
+#[tokio::test(start_paused = true)]
+async fn a_call_times_out_at_its_deadline_counted_from_the_call() {
+    let runtime = runtime();
+    let (events, _inbox) = reports();
+    let probe = runtime.spawn(Probe::new(&events));
+    let (held, _is_held) = oneshot::channel();
+    let called = tokio::time::Instant::now();
+    let outcome = within(probe.call_timeout(Ask::Hold(held), Duration::from_secs(1))).await;
+    assert_eq!(outcome, Err(CallError::Timeout));
+    assert_eq!(called.elapsed(), Duration::from_secs(1));
+}
+
 // Calling (or casting to) a process that is not alive is NoProc, typed or by pid.
 #[tokio::test]
 async fn a_call_to_a_dead_process_is_no_proc() {
