@@ -105,18 +105,25 @@ impl Control {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    // The small accessors below run for every letter, from the process loop, which is generic
+    // over the behaviour and so compiled in the crate that defines it: `#[inline]` lets them
+    // be inlined there.
+
     pub(crate) fn set_trapping(&self, trapping: bool) {
         self.trapping.store(trapping, Ordering::Release);
     }
 
+    #[inline]
     pub(crate) fn is_trapping(&self) -> bool {
         self.trapping.load(Ordering::Acquire)
     }
 
+    #[inline]
     pub(crate) fn set_batch_len(&self, len: usize) {
         self.batch_len.store(len, Ordering::Relaxed);
     }
 
+    #[inline]
     pub(crate) fn batch_len(&self) -> usize {
         self.batch_len.load(Ordering::Relaxed)
     }
@@ -139,6 +146,7 @@ impl Control {
     }
 
     /// Whether running code of this kind must stop now.
+    #[inline]
     pub(crate) fn is_interrupted(&self, scope: Interruptible) -> bool {
         let bits = self.interrupt.load(Ordering::SeqCst);
         match scope {

@@ -166,7 +166,16 @@ async fn serve<P: Process>(process: &mut P, ctx: &mut Context<P>, cell: &Cell<P>
             continue;
         };
         control.set_batch_len(batch.len());
-        match dispatch(process, ctx, cell, envelope).await {
+        // Casts, the bulk of most mailboxes, are handed over here: going through `dispatch`
+        // costs a future of its own per letter. (Calls too would make the task larger.)
+        let scope = Interruptible::ByAnyExit;
+        let outcome = match envelope {
+            Envelope::Cast(message) => {
+                guarded(control, scope, pin!(process.handle_cast(message, ctx))).await
+            }
+            letter => dispatch(process, ctx, cell, letter).await,
+        };
+        match outcome {
             Outcome::Done(()) => {}
             Outcome::Panicked(message) => break ExitReason::Panic(message),
             Outcome::Interrupted => break control.pending_reason(),
@@ -199,8 +208,8 @@ fn next_batch<'a, P: Process>(
     })
 }
 
-/// Hands one letter to its handler. Not an `async fn`, so that the letter is not stored twice
-/// in the task (see [`run`]).
+/// Hands one letter to its handler (`serve` hands local casts over itself). Not an
+/// `async fn`, so that the letter is not stored twice in the task (see [`run`]).
 #[expect(clippy::manual_async_fn, reason = "an async fn would store the letter twice")]
 fn dispatch<'a, P: Process>(
     process: &'a mut P,
