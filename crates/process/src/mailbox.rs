@@ -115,15 +115,26 @@ impl<T: Letter> Mailbox<T> {
     }
 
     /// Queues `letter`, waiting for room when full if the overflow policy says so.
-    pub(crate) async fn push(&self, mut letter: T) -> Result<(), PushError<T>> {
+    pub(crate) async fn push(&self, letter: T) -> Result<(), PushError<T>> {
+        // The loop below, which may wait, is a future of its own: most pushes find room at
+        // once, and then skip building and dropping its state.
+        match self.try_push(letter) {
+            Err(PushError::Full(letter)) if self.config.overflow == Overflow::Wait => {
+                self.push_when_room(letter).await
+            }
+            done => done,
+        }
+    }
+
+    /// Waits for room and queues `letter`, which was just refused for lack of it.
+    async fn push_when_room(&self, mut letter: T) -> Result<(), PushError<T>> {
         loop {
+            if !poll_fn(|cx| self.poll_room(cx)).await {
+                return Err(PushError::Closed(letter));
+            }
             match self.try_push(letter) {
-                Err(PushError::Full(back)) if self.config.overflow == Overflow::Wait => {
-                    letter = back;
-                    if !poll_fn(|cx| self.poll_room(cx)).await {
-                        return Err(PushError::Closed(letter));
-                    }
-                }
+                // Another sender took the room first.
+                Err(PushError::Full(back)) => letter = back,
                 done => return done,
             }
         }

@@ -74,9 +74,13 @@ impl Hasher for IdHasher {
     }
 
     fn write_u64(&mut self, id: u64) {
-        // Fibonacci hashing. All ids of one shard share their low bits, so fold the well-mixed
-        // high half down into the low bits the map uses to pick a bucket.
+        // The map picks a bucket from the low bits of the hash and keeps a 7-bit tag from the
+        // top bits. The ids of one shard are `SHARDS` apart, so their quotient as the low bits
+        // puts processes spawned one after another in neighbouring buckets: a spawn writes
+        // next to where the previous one did instead of to a random cache line of a table of
+        // megabytes. Fibonacci hashing supplies well-spread tag bits. (Only speed depends on
+        // this; any hash is correct.)
         let mixed = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        self.0 = mixed ^ (mixed >> 32);
+        self.0 = (id / SHARDS as u64) ^ (mixed & (0x7f << 57));
     }
 }
