@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::future::{Future, poll_fn};
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -116,11 +116,19 @@ pub(crate) async fn within<T>(
 ) -> Result<T, CallError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut exchange = pin!(exchange);
-    if let Poll::Ready(result) = poll_fn(|cx| Poll::Ready(exchange.as_mut().poll(cx))).await {
+    if let Poll::Ready(result) = poll_once(exchange.as_mut()).await {
         return result;
     }
     tokio::task::yield_now().await;
+    if let Poll::Ready(result) = poll_once(exchange.as_mut()).await {
+        return result;
+    }
     tokio::time::timeout_at(deadline, exchange).await.unwrap_or(Err(CallError::Timeout))
+}
+
+/// Polls `future` once, without waiting for it.
+fn poll_once<F: Future>(mut future: Pin<&mut F>) -> impl Future<Output = Poll<F::Output>> {
+    poll_fn(move |cx| Poll::Ready(future.as_mut().poll(cx)))
 }
 
 fn cast_error<P: Process>(error: PushError<Envelope<P>>) -> SendError<P::Message> {
