@@ -37,9 +37,15 @@ impl<P: Process> Letter for Envelope<P> {
     }
 }
 
+/// Laid out in this order (`repr(C)`, as are `Mailbox` and `Control`) so that what senders
+/// write for every message (the mailbox's lock and queue, its first 96 bytes) and what the
+/// process reads and writes for every letter (the control block's atomics, its last 16 bytes)
+/// are more than 64 bytes apart, never on one cache line: otherwise a sender and its process
+/// running on two cores take that line from each other at every message.
+#[repr(C)]
 pub(crate) struct Cell<P: Process> {
-    pub(crate) pid: Pid,
     pub(crate) mailbox: Mailbox<Envelope<P>>,
+    pub(crate) pid: Pid,
     pub(crate) control: Control,
 }
 
@@ -180,5 +186,32 @@ impl<T> ErasedPush<T> {
 impl<P: Process> crate::timer::AsControl for Cell<P> {
     fn as_control(&self) -> &Control {
         &self.control
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::offset_of;
+
+    use super::*;
+
+    struct Stateless;
+
+    impl Process for Stateless {
+        type Message = ();
+        type Call = ();
+        type Reply = ();
+
+        async fn handle_cast(&mut self, (): (), _: &mut crate::Context<Self>) {}
+    }
+
+    /// The layout `Cell` documents: what senders write for every message and what the process
+    /// touches for every letter are never on one 64-byte cache line, wherever the cell lands.
+    #[test]
+    fn senders_and_their_process_write_to_different_cache_lines() {
+        type Typed = Cell<Stateless>;
+        let senders_end = offset_of!(Typed, mailbox) + Mailbox::<Envelope<Stateless>>::LOCKED_BYTES;
+        let process_start = offset_of!(Typed, control) + Control::PER_LETTER_OFFSET;
+        assert!(process_start >= senders_end + 64, "{senders_end} .. {process_start}");
     }
 }

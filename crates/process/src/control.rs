@@ -43,13 +43,15 @@ pub(crate) struct Relations {
     pub(crate) name: Option<String>,
 }
 
+/// `repr(C)`: the atomics the process touches for every letter last (see `Cell`).
+#[repr(C)]
 pub(crate) struct Control {
+    state: Mutex<ControlState>,
+    /// Messages in the batch the process took but has not handled yet.
+    batch_len: AtomicUsize,
     /// `EXIT` and `KILL` bits: read on every message, so kept outside the lock.
     interrupt: AtomicU8,
     trapping: AtomicBool,
-    /// Messages in the batch the process took but has not handled yet.
-    batch_len: AtomicUsize,
-    state: Mutex<ControlState>,
 }
 
 /// Every process has a control block, but most never link, are never monitored or named, and
@@ -92,6 +94,10 @@ impl ControlState {
 }
 
 impl Control {
+    /// Where the fields the process touches for every letter begin.
+    #[cfg(test)]
+    pub(crate) const PER_LETTER_OFFSET: usize = std::mem::offset_of!(Control, batch_len);
+
     pub(crate) fn new() -> Self {
         Self {
             interrupt: AtomicU8::new(0),

@@ -59,6 +59,8 @@ pub(crate) enum PushError<T> {
     Closed(T),
 }
 
+/// `repr(C)`: the lock and state first (see `Cell`).
+#[repr(C)]
 pub(crate) struct Mailbox<T> {
     state: Mutex<State<T>>,
     config: MailboxConfig,
@@ -73,6 +75,12 @@ struct State<T> {
     /// Senders waiting for room.
     senders: Vec<Waker>,
     closed: bool,
+}
+
+impl<T> Mailbox<T> {
+    /// How far from its start senders write: the lock and the state it guards.
+    #[cfg(test)]
+    pub(crate) const LOCKED_BYTES: usize = mem::size_of::<Mutex<State<T>>>();
 }
 
 impl<T: Letter> Mailbox<T> {
