@@ -114,7 +114,10 @@ pub(crate) async fn within<T>(
     timeout: Duration,
     exchange: impl Future<Output = Result<T, CallError>>,
 ) -> Result<T, CallError> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let Some(deadline) = tokio::time::Instant::now().checked_add(timeout) else {
+        // Further away than the clock can count: no deadline at all.
+        return exchange.await;
+    };
     let mut exchange = pin!(exchange);
     if let Poll::Ready(result) = poll_once(exchange.as_mut()).await {
         return result;

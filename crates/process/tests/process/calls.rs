@@ -107,6 +107,9 @@ async fn a_call_times_out_at_its_deadline_counted_from_the_call() {
     let outcome = within(probe.call_timeout(Ask::Hold(held), Duration::from_secs(1))).await;
     assert_eq!(outcome, Err(CallError::Timeout));
     assert_eq!(called.elapsed(), Duration::from_secs(1));
+
+    // A timeout beyond what the clock can count is no timeout.
+    assert_eq!(within(probe.call_timeout(Ask::Echo(3), Duration::MAX)).await, Ok(3));
 }
 
 // Calling (or casting to) a process that is not alive is NoProc, typed or by pid.
