@@ -445,7 +445,8 @@ fn kill(cluster: &mut Cluster, profile: &Profile) -> Result<String> {
     let mesh = cluster.wait_for_full_mesh()?;
     Ok(format!(
         "{name} SIGKILLed: nodedown on {}/{} survivors after {} ms (bound {} ms; {}); \
-         restarted as a new incarnation, joined through {via_name}, full mesh {} ms later",
+         restarted (incarnation {old_incarnation} -> {new_incarnation}), joined through \
+         {via_name}, full mesh {} ms later",
         downs.len(),
         survivors.len(),
         span(&latencies),
