@@ -74,6 +74,9 @@ const MESH_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long nodes may take to exit once their stdin is closed.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a storm may go without a single message delivered before it counts as stuck.
+const STALL_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// How often a condition is polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -109,7 +112,7 @@ const FULL: Profile = Profile {
     after_heal_messages: 5_000,
     heartbeat: Duration::from_millis(250),
     failure_timeout: Duration::from_secs(2),
-    storm_timeout: Duration::from_secs(120),
+    storm_timeout: Duration::from_secs(60),
     partition_hold: Duration::from_secs(3),
     deadline: Duration::from_secs(300),
 };
@@ -350,10 +353,17 @@ fn run_storm(cluster: &mut Cluster, profile: &Profile, messages: u64) -> Result<
     }
     let pairs = cluster.size * peers;
     println!("    {pairs} pairs x {messages} messages under way");
-    cluster.wait_for(profile.storm_timeout, "storm delivered", |cluster| {
+    let mut stall = StallWatch::new();
+    let delivered = cluster.wait_for(profile.storm_timeout, "storm delivered", |cluster| {
         let reports = cluster.storm_reports()?;
+        let received = reports.iter().flat_map(|report| report.received.values());
+        stall.check(received.map(|tally| tally.count).sum())?;
         storm_progress(cluster, &reports, messages)
-    })?;
+    });
+    if delivered.is_err() {
+        cluster.print_diagnostics();
+    }
+    delivered?;
     let elapsed = started.elapsed();
     let total = pairs as u64 * messages;
     let rate = total as f64 / elapsed.as_secs_f64().max(1e-3);
@@ -362,6 +372,31 @@ fn run_storm(cluster: &mut Cluster, profile: &Profile, messages: u64) -> Result<
          in {} ms ({rate:.0} msgs/s)",
         elapsed.as_millis()
     ))
+}
+
+/// Fails a storm that stopped making progress, rather than waiting out its whole timeout.
+struct StallWatch {
+    delivered: u64,
+    since: Instant,
+}
+
+impl StallWatch {
+    fn new() -> Self {
+        Self { delivered: 0, since: Instant::now() }
+    }
+
+    /// Fails if `delivered` has not grown for [`STALL_TIMEOUT`].
+    fn check(&mut self, delivered: u64) -> Result<()> {
+        if delivered != self.delivered {
+            *self = Self { delivered, since: Instant::now() };
+        }
+        ensure!(
+            self.since.elapsed() < STALL_TIMEOUT,
+            "no message delivered for {} s ({delivered} in all)",
+            STALL_TIMEOUT.as_secs()
+        );
+        Ok(())
+    }
 }
 
 /// `Done` once every receiver counted every message; an error at the first sign of a lost,
@@ -804,6 +839,16 @@ impl Cluster {
         } else {
             Poll::Pending(format!("not yet seen: {}", missing.join(", ")))
         })
+    }
+
+    /// Prints what every node says about its storm and its peers, for a failure's reader.
+    fn print_diagnostics(&mut self) {
+        for index in 0..self.nodes.len() {
+            for command in ["storm report", "stats"] {
+                let answer = self.ask(index, command).unwrap_or_else(|error| format!("{error:#}"));
+                println!("    {} {command}: {answer}", self.nodes[index].name);
+            }
+        }
     }
 
     fn storm_reports(&mut self) -> Result<Vec<StormReport>> {

@@ -37,6 +37,7 @@
 //! | `storm report` | `sent=S/T errors=E recv=NAME:COUNT:LAST:ANOMALIES,...`: this node's senders sent `S` of `T` casts and `E` of them gave up on an error; the receiver got `COUNT` casts from `NAME`, the last numbered `LAST`, and `ANOMALIES` of them were not numbered one more than the one before (a gap, a duplicate or a reordering) |
 //! | `storm reset` | (none); forgets what the receiver counted (refused while senders run) |
 //! | `events` | every node up and down event since start: `up:NAME:INCARNATION:UNIX_MS` and `down:NAME:INCARNATION:UNIX_MS:REASON`, oldest first; `UNIX_MS` is the wall-clock time the event was seen, `REASON` one of `heartbeat-timeout`, `connection-lost`, `disconnected`, `left`, `restarted`, `not-connected`, `other` |
+//! | `stats` | for diagnosis: `mailbox=N` (the storm receiver's queue), then per known peer `NAME:sent=F,received=F,queued=Q,reconnects=R,dropped=D` (frames written, frames read, casts and calls waiting to go, reconnections, frames discarded by faults) |
 //! | `incarnation` | this node's incarnation |
 //! | `addr` | the address this node listens on |
 //! | `quit` | `bye`; the node then leaves the cluster and exits |
@@ -61,6 +62,9 @@ use tokio::sync::{broadcast, mpsc};
 
 /// The name the storm receiver is registered under on every node.
 const STORM: &str = "storm";
+
+/// How many casts a storm sender queues between two yields to the scheduler.
+const SENDS_PER_YIELD: u64 = 64;
 
 /// How long the commands still queued when stdin closes may take before the process exits.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
@@ -422,6 +426,7 @@ impl Control {
                 let events = lock(&self.events);
                 Ok(events.iter().map(describe_event).collect::<Vec<_>>().join(" "))
             }
+            ["stats"] => Ok(self.stats()),
             ["incarnation"] => Ok(self.node.incarnation().to_string()),
             ["addr"] => Ok(self.node.listen_addr().to_string()),
             ["quit"] => Ok("bye".to_owned()),
@@ -439,6 +444,34 @@ impl Control {
             .collect();
         up.sort();
         up.join(" ")
+    }
+
+    fn stats(&self) -> String {
+        let mailbox = self
+            .node
+            .runtime()
+            .whereis(STORM)
+            .and_then(|pid| self.node.runtime().mailbox_len(pid))
+            .unwrap_or(0);
+        let mut peers: Vec<String> = self
+            .node
+            .members()
+            .into_iter()
+            .filter_map(|spec| {
+                let stats = self.node.peer_stats(&spec.name)?;
+                Some(format!(
+                    "{}:sent={},received={},queued={},reconnects={},dropped={}",
+                    spec.name,
+                    stats.frames_sent,
+                    stats.frames_received,
+                    stats.queued,
+                    stats.reconnects,
+                    stats.dropped_by_faults
+                ))
+            })
+            .collect();
+        peers.sort();
+        format!("mailbox={mailbox} {}", peers.join(" "))
     }
 
     /// Starts one sender task per connected peer, each casting `1..=messages` in order.
@@ -488,6 +521,12 @@ impl Control {
 
 /// Casts `1..=messages` to `peer`'s storm receiver, each after the one before is queued; stops
 /// at the first error (the peer went away), which is counted.
+///
+/// It yields to the scheduler every [`SENDS_PER_YIELD`] casts. `Node::cast_named` returns at
+/// once while the peer's queue has room, without spending tokio's cooperative budget, so a
+/// sender that never yields holds its worker thread until the queue (65,536 frames) is full:
+/// with a few of them on the two workers, heartbeats and reads wait long enough under load for
+/// peers to be declared down in the middle of the storm.
 async fn send_storm(node: Node, peer: String, messages: u64, storm: Arc<StormSenders>) {
     let me = node.name().to_owned();
     for seq in 1..=messages {
@@ -497,6 +536,9 @@ async fn send_storm(node: Node, peer: String, messages: u64, storm: Arc<StormSen
             break;
         }
         storm.sent.fetch_add(1, Ordering::Relaxed);
+        if seq % SENDS_PER_YIELD == 0 {
+            tokio::task::yield_now().await;
+        }
     }
     if storm.active.fetch_sub(1, Ordering::AcqRel) == 1 {
         storm.running.store(false, Ordering::Release);
