@@ -77,6 +77,9 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a storm may go without a single message delivered before it counts as stuck.
 const STALL_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The least time between two progress lines of one wait.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How often a condition is polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -720,8 +723,8 @@ impl Cluster {
             .collect()
     }
 
-    /// Polls `check` until it is done, printing its progress when that changes; fails after
-    /// `timeout` (or at the run's deadline) with the last progress seen.
+    /// Polls `check` until it is done, printing its progress when that changes (at most once a
+    /// second); fails after `timeout` (or at the run's deadline) with the last progress seen.
     fn wait_for<T>(
         &mut self,
         timeout: Duration,
@@ -731,6 +734,7 @@ impl Cluster {
         let started = Instant::now();
         let deadline = self.until(timeout);
         let mut shown = String::new();
+        let mut shown_at: Option<Instant> = None;
         loop {
             match check(self)? {
                 Poll::Done(value) => return Ok(value),
@@ -746,9 +750,12 @@ impl Cluster {
                             started.elapsed().as_millis()
                         );
                     }
-                    if progress != shown {
+                    // Changes are shown, but at most one line a second.
+                    let due = shown_at.is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL);
+                    if progress != shown && due {
                         println!("    ... {what}: {progress}");
                         shown = progress;
+                        shown_at = Some(Instant::now());
                     }
                 }
             }
