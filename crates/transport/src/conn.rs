@@ -181,7 +181,9 @@ pub(crate) async fn write_loop(
     let mut batch: Vec<Queued> = Vec::new();
     let mut buf = BytesMut::with_capacity(WRITE_CHUNK_BYTES);
     while queue.take_all(&mut batch).await {
-        let bounded = batch.iter().filter(|queued| queued.bounded).count();
+        // Released when the batch is done, or when this task is dropped mid-write (the
+        // session ended): the peer's count of queued casts and calls must never leak.
+        let bounded = Release { peer: &peer, count: batch.iter().filter(|q| q.bounded).count() };
         apply_faults(&shared, &peer, true, &mut batch).await;
         let mut frames = 0;
         let mut outcome = Ok(());
@@ -203,7 +205,7 @@ pub(crate) async fn write_loop(
         if outcome.is_ok() {
             outcome = flush(&peer, &mut write, &mut buf, &mut frames).await;
         }
-        peer.release(bounded);
+        drop(bounded);
         if let Err(error) = outcome {
             batch.clear();
             let _ = failed.try_send(DownReason::ConnectionLost(error.to_string()));
@@ -214,6 +216,18 @@ pub(crate) async fn write_loop(
         }
     }
     let _ = write.shutdown().await;
+}
+
+/// Gives back a batch's share of the peer's bound on queued frames when dropped.
+struct Release<'a> {
+    peer: &'a Peer,
+    count: usize,
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.peer.release(self.count);
+    }
 }
 
 async fn flush(

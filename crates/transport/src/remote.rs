@@ -302,7 +302,12 @@ impl Shared {
     ) -> Result<(), ()> {
         loop {
             match peer.push(channel, key, frame, true) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    // A sender with room never waits; spending coop budget makes a long
+                    // loop of sends yield now and then, so heartbeats are not starved.
+                    tokio::task::coop::consume_budget().await;
+                    return Ok(());
+                }
                 Err(PushError::Down(_)) => return Err(()),
                 Err(PushError::Full(back)) => {
                     frame = back;
