@@ -1,0 +1,3 @@
+//! A linearisability checker for histories of operations on a sequential model.
+//!
+//! Placeholder: the checker arrives with the Paxos issue.
