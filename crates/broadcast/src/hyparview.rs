@@ -1,0 +1,538 @@
+//! HyParView: a hybrid partial-view membership overlay (Leitão, Pereira, Rodrigues, DSN
+//! 2007), sans-IO.
+//!
+//! Each node keeps a small symmetric *active view* (default 5: the peers it keeps connections
+//! to and broadcasts over) and a larger *passive view* (default 30: addresses held in reserve).
+//! A joining node contacts any member (JOIN); the contact spreads FORWARD_JOIN random walks
+//! through the active views, which end in active views (after `active_walk_length` hops, §4.2)
+//! and drop the joiner into passive views on the way (at `passive_walk_length`). When the
+//! driver reports a failed peer, the node promotes a passive peer with NEIGHBOUR (high
+//! priority when its active view is empty, so it cannot be refused). A periodic SHUFFLE random
+//! walk swaps samples of both views with a distant node, keeping passive views fresh (§4.4).
+//!
+//! ```text
+//!   join / handle_message / peer_failed / handle_timeout (all with `now`)
+//!                         │
+//!                         ▼
+//!                     HyParView ──► poll_output(): Send { to, message }
+//!                         │                       NeighbourUp(peer)   ──► Plumtree::neighbour_up
+//!                         │                       NeighbourDown(peer) ──► Plumtree::neighbour_down
+//!                         └──────► poll_timeout(): when to call handle_timeout
+//! ```
+//!
+//! What this module does *not* do: detect failures (the driver does, from connection errors
+//! or missed heartbeats, and calls [`HyParView::peer_failed`]), open connections, or keep
+//! time. Its randomness comes from [`Config::seed`], so a run replays exactly.
+//!
+//! Beyond the paper: a node whose active view is not full keeps asking passive peers (low
+//! priority) on each repair tick, not only right after a failure, so nodes that lost
+//! neighbours to DISCONNECT during joins fill up again, and small groups cut off by a mass
+//! failure find their way back to the rest. Walk messages are answered by a dedicated
+//! FORWARD_JOIN_REPLY, which makes the joiner add the node where its walk ended, as the
+//! paper's symmetric active views require.
+//!
+//! ```
+//! use std::time::Instant;
+//! use shoal_broadcast::hyparview::{Config, HyParView, Message, Output};
+//!
+//! let now = Instant::now();
+//! let mut contact = HyParView::new(1u32, Config::default(), now);
+//! let mut joiner = HyParView::new(2u32, Config::default(), now);
+//! joiner.join(now, 1).unwrap();
+//! assert_eq!(joiner.poll_output(), Some(Output::NeighbourUp(1)));
+//! assert_eq!(joiner.poll_output(), Some(Output::Send { to: 1, message: Message::Join }));
+//! contact.handle_message(now, 2, Message::Join).unwrap();
+//! assert_eq!(contact.poll_output(), Some(Output::NeighbourUp(2)));
+//! assert!(contact.active_view().contains(&2));
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt::Debug;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use serde::{Deserialize, Serialize};
+
+use crate::random;
+
+#[cfg(test)]
+mod tests;
+
+/// How urgently a NEIGHBOUR request asks to be let into an active view (§4.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Priority {
+    /// The asking node has no active peer left: the request is always accepted, dropping a
+    /// random active peer if the view is full.
+    High,
+    /// Accepted only if the receiver's active view has room.
+    Low,
+}
+
+/// A HyParView protocol message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message<P> {
+    /// A new node asks the receiver, its contact, to let it in.
+    Join,
+    /// A random walk announcing `joiner`; `ttl` hops are left.
+    ForwardJoin {
+        /// The node that joined.
+        joiner: P,
+        /// Hops left in the walk.
+        ttl: u32,
+    },
+    /// The walk for the receiver ended at the sender, which added it to its active view: the
+    /// receiver adds the sender too.
+    ForwardJoinReply,
+    /// Let me into your active view.
+    Neighbour {
+        /// How urgently.
+        priority: Priority,
+    },
+    /// The answer to [`Message::Neighbour`].
+    NeighbourReply {
+        /// Whether the sender added the receiver to its active view.
+        accepted: bool,
+    },
+    /// The sender dropped the receiver from its active view (and keeps it as passive).
+    Disconnect,
+    /// A shuffle random walk from `origin`, carrying a sample of its views.
+    Shuffle {
+        /// The node that started the shuffle, which the reply goes to.
+        origin: P,
+        /// Hops left in the walk.
+        ttl: u32,
+        /// The origin itself and samples of its active and passive views.
+        nodes: Vec<P>,
+    },
+    /// The end of a shuffle walk answers the origin with a sample of its passive view.
+    ShuffleReply {
+        /// The sample.
+        nodes: Vec<P>,
+    },
+}
+
+/// What the core asks its driver to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output<P> {
+    /// Send `message` to `to` (opening a connection if needed).
+    Send {
+        /// The receiver.
+        to: P,
+        /// The message.
+        message: Message<P>,
+    },
+    /// `peer` entered the active view: keep a connection to it; tell the broadcast layer.
+    NeighbourUp(P),
+    /// `peer` left the active view: its connection may close; tell the broadcast layer.
+    NeighbourDown(P),
+}
+
+/// View sizes, walk lengths and periods of a [`HyParView`] node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Active view size (the paper's `fanout + 1`; default 5).
+    pub active_capacity: usize,
+    /// Passive view size (default 30).
+    pub passive_capacity: usize,
+    /// Active random walk length, ARWL (default 6): a FORWARD_JOIN walk ends in an active
+    /// view after this many hops.
+    pub active_walk_length: u32,
+    /// Passive random walk length, PRWL (default 3): the hop at which a FORWARD_JOIN walk
+    /// drops the joiner into a passive view.
+    pub passive_walk_length: u32,
+    /// How often a node starts a SHUFFLE (default 10 s).
+    pub shuffle_interval: Duration,
+    /// Active peers sent in a shuffle, `k_a` (default 3).
+    pub shuffle_active: usize,
+    /// Passive peers sent in a shuffle, `k_p` (default 4).
+    pub shuffle_passive: usize,
+    /// Hops of a shuffle walk (default 6).
+    pub shuffle_walk_length: u32,
+    /// How long a NEIGHBOUR request may go unanswered before the candidate counts as failed
+    /// (dropped from the passive view) and another is tried (default 1 s).
+    pub neighbour_timeout: Duration,
+    /// How often a node with room in its active view asks a passive peer to fill it
+    /// (default 1 s).
+    pub repair_interval: Duration,
+    /// Seeds every random choice.
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            active_capacity: 5,
+            passive_capacity: 30,
+            active_walk_length: 6,
+            passive_walk_length: 3,
+            shuffle_interval: Duration::from_secs(10),
+            shuffle_active: 3,
+            shuffle_passive: 4,
+            shuffle_walk_length: 6,
+            neighbour_timeout: Duration::from_secs(1),
+            repair_interval: Duration::from_secs(1),
+            seed: 0,
+        }
+    }
+}
+
+/// Why [`HyParView::join`] did nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// A node cannot join through itself; state unchanged.
+    #[error("a node cannot join through itself")]
+    ContactIsSelf,
+}
+
+/// Why [`HyParView::handle_message`] ignored a message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    /// A message that claims to come from this node itself: ignored, state unchanged.
+    #[error("a message from this node itself: ignored, state unchanged")]
+    FromSelf,
+    /// A NEIGHBOUR_REPLY to no NEIGHBOUR request of ours (it timed out, or is bogus):
+    /// ignored, state unchanged.
+    #[error("a NEIGHBOUR_REPLY to no pending request: ignored, state unchanged")]
+    UnsolicitedReply,
+}
+
+/// The HyParView state machine of one node (see the [module docs](self)).
+pub struct HyParView<P> {
+    me: P,
+    config: Config,
+    rng: SmallRng,
+    active: BTreeSet<P>,
+    passive: BTreeSet<P>,
+    /// NEIGHBOUR requests awaiting a reply, with their deadlines.
+    pending: BTreeMap<P, Instant>,
+    /// What the last shuffle sent, evicted first when the reply fills the passive view.
+    last_shuffle: Vec<P>,
+    shuffle_at: Instant,
+    repair_at: Instant,
+    outputs: VecDeque<Output<P>>,
+}
+
+impl<P: Clone + Ord + Debug> HyParView<P> {
+    /// A node `me` with empty views; its first shuffle is one interval after `now`.
+    pub fn new(me: P, config: Config, now: Instant) -> Self {
+        let rng = SmallRng::seed_from_u64(config.seed);
+        HyParView {
+            me,
+            rng,
+            active: BTreeSet::new(),
+            passive: BTreeSet::new(),
+            pending: BTreeMap::new(),
+            last_shuffle: Vec::new(),
+            shuffle_at: now + config.shuffle_interval,
+            repair_at: now + config.repair_interval,
+            config,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// This node.
+    pub fn id(&self) -> &P {
+        &self.me
+    }
+
+    /// The active view: the neighbours Plumtree broadcasts over.
+    pub fn active_view(&self) -> &BTreeSet<P> {
+        &self.active
+    }
+
+    /// The passive view: peers held in reserve for repairs.
+    pub fn passive_view(&self) -> &BTreeSet<P> {
+        &self.passive
+    }
+
+    /// The next output to act on, oldest first. Drain after every call.
+    pub fn poll_output(&mut self) -> Option<Output<P>> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due: the next shuffle, the
+    /// earliest NEIGHBOUR deadline, and the repair tick while the active view has room.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let pending = self.pending.values().min().copied();
+        let repair = self.wants_repair().then_some(self.repair_at);
+        [Some(self.shuffle_at), pending, repair].into_iter().flatten().min()
+    }
+
+    /// Joins the overlay through `contact` (§4.2): the contact enters the active view at once
+    /// (the driver reports [`peer_failed`](Self::peer_failed) if it cannot be reached) and is
+    /// sent JOIN.
+    pub fn join(&mut self, now: Instant, contact: P) -> Result<(), JoinError> {
+        let _ = now;
+        if contact == self.me {
+            return Err(JoinError::ContactIsSelf);
+        }
+        self.add_active(contact.clone());
+        self.send(contact, Message::Join);
+        Ok(())
+    }
+
+    /// The driver found `peer` unreachable (a connection failed or heartbeats stopped): it
+    /// leaves both views and the active view is repaired from the passive view (§4.3).
+    pub fn peer_failed(&mut self, now: Instant, peer: &P) {
+        if self.active.remove(peer) {
+            self.outputs.push_back(Output::NeighbourDown(peer.clone()));
+        }
+        self.passive.remove(peer);
+        self.pending.remove(peer);
+        self.repair(now);
+    }
+
+    /// A message from `from` arrives.
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        from: P,
+        message: Message<P>,
+    ) -> Result<(), MessageError> {
+        if from == self.me {
+            return Err(MessageError::FromSelf);
+        }
+        match message {
+            Message::Join => self.on_join(from),
+            Message::ForwardJoin { joiner, ttl } => self.on_forward_join(from, joiner, ttl),
+            Message::ForwardJoinReply => self.add_active(from),
+            Message::Neighbour { priority } => self.on_neighbour(from, priority),
+            Message::NeighbourReply { accepted } => {
+                return self.on_neighbour_reply(now, from, accepted);
+            }
+            Message::Disconnect => {
+                // §4.3: the disconnected peer goes to the passive view; the repair tick
+                // fills the free slot.
+                if self.active.remove(&from) {
+                    self.outputs.push_back(Output::NeighbourDown(from.clone()));
+                    self.add_passive(from);
+                }
+            }
+            Message::Shuffle { origin, ttl, nodes } => self.on_shuffle(from, origin, ttl, nodes),
+            Message::ShuffleReply { nodes } => {
+                let sent = std::mem::take(&mut self.last_shuffle);
+                self.integrate(nodes, &sent);
+            }
+        }
+        Ok(())
+    }
+
+    /// Time has come to `now`: shuffle when due, give up on NEIGHBOUR requests past their
+    /// deadline, and fill the active view from the passive one on the repair tick.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.shuffle_at <= now {
+            self.shuffle_at = now + self.config.shuffle_interval;
+            self.start_shuffle();
+        }
+        let expired: Vec<P> =
+            self.pending.iter().filter(|(_, at)| **at <= now).map(|(p, _)| p.clone()).collect();
+        for peer in &expired {
+            // No answer: as good as failed (§4.3 tries the next passive peer).
+            self.pending.remove(peer);
+            self.passive.remove(peer);
+        }
+        if !expired.is_empty() || self.repair_at <= now {
+            self.repair_at = now + self.config.repair_interval;
+            self.repair(now);
+        }
+    }
+
+    /// JOIN at the contact: add the joiner and start a FORWARD_JOIN walk through every other
+    /// active peer.
+    fn on_join(&mut self, joiner: P) {
+        self.add_active(joiner.clone());
+        let ttl = self.config.active_walk_length;
+        let others: Vec<P> = self.active.iter().filter(|p| **p != joiner).cloned().collect();
+        for to in others {
+            self.send(to, Message::ForwardJoin { joiner: joiner.clone(), ttl });
+        }
+    }
+
+    /// FORWARD_JOIN: end the walk here (active view) when its time-to-live is spent or there
+    /// is nowhere else to go; drop the joiner into the passive view at PRWL; else walk on.
+    fn on_forward_join(&mut self, from: P, joiner: P, ttl: u32) {
+        if joiner == self.me || self.active.contains(&joiner) {
+            return;
+        }
+        let next = random::choose(&mut self.rng, &self.active, &[&from, &joiner]);
+        match next {
+            Some(to) if ttl > 0 => {
+                if ttl == self.config.passive_walk_length {
+                    self.add_passive(joiner.clone());
+                }
+                self.send(to, Message::ForwardJoin { joiner, ttl: ttl - 1 });
+            }
+            _ => {
+                self.add_active(joiner.clone());
+                self.send(joiner, Message::ForwardJoinReply);
+            }
+        }
+    }
+
+    /// NEIGHBOUR: accept if high priority or there is room.
+    fn on_neighbour(&mut self, from: P, priority: Priority) {
+        let accepted = self.active.contains(&from)
+            || priority == Priority::High
+            || self.active.len() < self.config.active_capacity;
+        if accepted {
+            self.add_active(from.clone());
+        }
+        self.send(from, Message::NeighbourReply { accepted });
+    }
+
+    fn on_neighbour_reply(
+        &mut self,
+        now: Instant,
+        from: P,
+        accepted: bool,
+    ) -> Result<(), MessageError> {
+        if self.pending.remove(&from).is_none() {
+            return Err(MessageError::UnsolicitedReply);
+        }
+        if !accepted {
+            // Refused: it stays passive; try someone else.
+            self.repair(now);
+        } else if self.active.len() < self.config.active_capacity {
+            self.add_active(from);
+        } else {
+            // The view filled up while we waited: undo the peer's side rather than evict.
+            self.send(from, Message::Disconnect);
+        }
+        Ok(())
+    }
+
+    /// SHUFFLE: walk on while the time-to-live lasts, else answer the origin with as many
+    /// passive peers as it sent and keep what it sent.
+    fn on_shuffle(&mut self, from: P, origin: P, ttl: u32, nodes: Vec<P>) {
+        if origin == self.me {
+            return;
+        }
+        let ttl = ttl.saturating_sub(1);
+        if ttl > 0
+            && let Some(to) = random::choose(&mut self.rng, &self.active, &[&from, &origin])
+        {
+            self.send(to, Message::Shuffle { origin, ttl, nodes });
+            return;
+        }
+        let bound = self.shuffle_len();
+        let mut nodes = nodes;
+        nodes.truncate(bound);
+        let reply = random::sample(&mut self.rng, &self.passive, nodes.len(), &[&origin]);
+        self.send(origin, Message::ShuffleReply { nodes: reply.clone() });
+        self.integrate(nodes, &reply);
+    }
+
+    fn start_shuffle(&mut self) {
+        let Some(to) = random::choose(&mut self.rng, &self.active, &[]) else { return };
+        let mut nodes = vec![self.me.clone()];
+        nodes.extend(random::sample(
+            &mut self.rng,
+            &self.active,
+            self.config.shuffle_active,
+            &[&to],
+        ));
+        nodes.extend(random::sample(
+            &mut self.rng,
+            &self.passive,
+            self.config.shuffle_passive,
+            &[],
+        ));
+        self.last_shuffle = nodes.clone();
+        let ttl = self.config.shuffle_walk_length;
+        self.send(to, Message::Shuffle { origin: self.me.clone(), ttl, nodes });
+    }
+
+    /// The most peers a shuffle may carry: what a well-behaved origin sends. Longer lists are
+    /// truncated (bad input costs no more than good input).
+    fn shuffle_len(&self) -> usize {
+        1 + self.config.shuffle_active + self.config.shuffle_passive
+    }
+
+    /// Adds shuffled-in `nodes` to the passive view, evicting first the peers in `sent`
+    /// (which the other side now holds), then random ones (§4.4).
+    fn integrate(&mut self, mut nodes: Vec<P>, sent: &[P]) {
+        nodes.truncate(self.shuffle_len());
+        let mut evictable: Vec<P> = sent.to_vec();
+        for node in nodes {
+            if node == self.me || self.active.contains(&node) || self.passive.contains(&node) {
+                continue;
+            }
+            if self.passive.len() >= self.config.passive_capacity {
+                let victim = loop {
+                    match evictable.pop() {
+                        Some(p) if self.passive.contains(&p) => break Some(p),
+                        Some(_) => continue,
+                        None => break random::choose(&mut self.rng, &self.passive, &[]),
+                    }
+                };
+                if let Some(victim) = victim {
+                    self.passive.remove(&victim);
+                }
+            }
+            if self.config.passive_capacity > 0 {
+                self.passive.insert(node);
+            }
+        }
+    }
+
+    /// Asks random passive peers (not already asked) to fill the free active slots: high
+    /// priority when the active view is empty.
+    fn repair(&mut self, now: Instant) {
+        while self.active.len() + self.pending.len() < self.config.active_capacity {
+            let asked: Vec<&P> = self.pending.keys().collect();
+            let Some(candidate) = random::choose(&mut self.rng, &self.passive, &asked) else {
+                return;
+            };
+            let priority = if self.active.is_empty() { Priority::High } else { Priority::Low };
+            self.pending.insert(candidate.clone(), now + self.config.neighbour_timeout);
+            self.send(candidate, Message::Neighbour { priority });
+        }
+    }
+
+    fn wants_repair(&self) -> bool {
+        self.active.len() + self.pending.len() < self.config.active_capacity
+            && self.passive.iter().any(|p| !self.pending.contains_key(p))
+    }
+
+    /// `addNodeActiveView`: makes room by dropping a random active peer (DISCONNECT, and into
+    /// the passive view) when full.
+    fn add_active(&mut self, peer: P) {
+        if peer == self.me || self.active.contains(&peer) || self.config.active_capacity == 0 {
+            return;
+        }
+        if self.active.len() >= self.config.active_capacity
+            && let Some(dropped) = random::choose(&mut self.rng, &self.active, &[])
+        {
+            self.active.remove(&dropped);
+            self.outputs.push_back(Output::NeighbourDown(dropped.clone()));
+            self.send(dropped.clone(), Message::Disconnect);
+            self.add_passive(dropped);
+        }
+        self.passive.remove(&peer);
+        self.pending.remove(&peer);
+        self.active.insert(peer.clone());
+        self.outputs.push_back(Output::NeighbourUp(peer));
+    }
+
+    /// `addNodePassiveView`: makes room by dropping a random passive peer when full.
+    fn add_passive(&mut self, peer: P) {
+        if peer == self.me
+            || self.active.contains(&peer)
+            || self.passive.contains(&peer)
+            || self.config.passive_capacity == 0
+        {
+            return;
+        }
+        if self.passive.len() >= self.config.passive_capacity
+            && let Some(dropped) = random::choose(&mut self.rng, &self.passive, &[])
+        {
+            self.passive.remove(&dropped);
+        }
+        self.passive.insert(peer);
+    }
+
+    fn send(&mut self, to: P, message: Message<P>) {
+        self.outputs.push_back(Output::Send { to, message });
+    }
+}
