@@ -17,7 +17,7 @@
 //! its config), so a simulation replays exactly.
 //!
 //! What this crate does *not* do (yet): move bytes. The driver that runs the cores over
-//! `shoal-transport` comes in a later change. With the `sim` feature, the [`simulation`]
+//! `shoal-transport` comes in a later change. With the `sim` feature, the `simulation`
 //! module runs both cores together on `shoal-sim`, with a scenario runner that measures
 //! reliability, relative message redundancy and last delivery hop.
 //!
