@@ -27,7 +27,9 @@
 //! Beyond the paper: a node whose active view is not full keeps asking passive peers (low
 //! priority) on each repair tick, not only right after a failure, so nodes that lost
 //! neighbours to DISCONNECT during joins fill up again, and small groups cut off by a mass
-//! failure find their way back to the rest. Walk messages are answered by a dedicated
+//! failure find their way back to the rest; and a request is high priority while the active
+//! view holds fewer than [`Config::high_priority_below`] peers (the paper: only when it is
+//! empty), so that such a group cannot be refused by full views forever. Walk messages are answered by a dedicated
 //! FORWARD_JOIN_REPLY, which makes the joiner add the node where its walk ended, as the
 //! paper's symmetric active views require.
 //!
@@ -149,6 +151,13 @@ pub struct Config {
     pub shuffle_passive: usize,
     /// Hops of a shuffle walk (default 6).
     pub shuffle_walk_length: u32,
+    /// A NEIGHBOUR request is high priority while the active view holds fewer peers than
+    /// this. The paper's rule is 1 (only an empty view); the default, 3, also rescues nodes
+    /// left with one or two neighbours in a small group that a mass failure or a run of
+    /// DISCONNECTs cut off from the rest, whose low-priority requests every full view would
+    /// refuse forever. Accepting one costs a full view one random peer, which loses one
+    /// link and asks in turn; the missing link moves on until it reaches a view with room.
+    pub high_priority_below: usize,
     /// How long a NEIGHBOUR request may go unanswered before the candidate counts as failed
     /// (dropped from the passive view) and another is tried (default 1 s).
     pub neighbour_timeout: Duration,
@@ -170,6 +179,7 @@ impl Default for Config {
             shuffle_active: 3,
             shuffle_passive: 4,
             shuffle_walk_length: 6,
+            high_priority_below: 3,
             neighbour_timeout: Duration::from_secs(1),
             repair_interval: Duration::from_secs(1),
             seed: 0,
@@ -477,14 +487,18 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
     }
 
     /// Asks random passive peers (not already asked) to fill the free active slots: high
-    /// priority when the active view is empty.
+    /// priority when the active view is (nearly) empty.
     fn repair(&mut self, now: Instant) {
         while self.active.len() + self.pending.len() < self.config.active_capacity {
             let asked: Vec<&P> = self.pending.keys().collect();
             let Some(candidate) = random::choose(&mut self.rng, &self.passive, &asked) else {
                 return;
             };
-            let priority = if self.active.is_empty() { Priority::High } else { Priority::Low };
+            let priority = if self.active.len() < self.config.high_priority_below {
+                Priority::High
+            } else {
+                Priority::Low
+            };
             self.pending.insert(candidate.clone(), now + self.config.neighbour_timeout);
             self.send(candidate, Message::Neighbour { priority });
         }

@@ -112,3 +112,19 @@ fn same_seed_same_run() {
     let other = run(&Scenario { seed: SEED + 1, ..scenario });
     assert_ne!(first.trace_hash, other.trace_hash);
 }
+
+/// The three 1,000-node scenarios over many seeds, for exploring margins (slow: run with
+/// `cargo test -p shoal-broadcast --test broadcast -- --ignored --nocapture seed_sweep`).
+#[test]
+#[ignore = "a sweep over seeds for exploration, not a CI check"]
+fn seed_sweep() {
+    for seed in 1..=12 {
+        for crash_fraction in [0.0, 0.2, 0.4] {
+            run_and_print(&Scenario {
+                crash_fraction,
+                broadcasts_after_crash: 3,
+                ..Scenario::new(seed)
+            });
+        }
+    }
+}
