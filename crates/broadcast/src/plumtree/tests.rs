@@ -1,1 +1,398 @@
-//! Tests
+//! Plumtree's rules, each checked by the exact messages it emits. "Fig. 3" is the algorithm
+//! listing of the Plumtree paper (Leitão, Pereira, Rodrigues, SRDS 2007); "§3.x" its sections.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// A handler that keeps every payload; broadcasts get ids from a counter starting at 100.
+#[derive(Debug, Default)]
+struct Store {
+    messages: BTreeMap<u32, u32>,
+    next: u32,
+    exchanges: Vec<u8>,
+}
+
+impl Handler<u8> for Store {
+    type Message = u32;
+    type Id = u32;
+    type Payload = u32;
+    type Error = &'static str;
+
+    fn produce(&mut self, payload: u32) -> (u32, u32) {
+        self.next += 1;
+        (100 + self.next, payload)
+    }
+
+    fn merge(&mut self, id: &u32, payload: u32) -> bool {
+        self.messages.insert(*id, payload).is_none()
+    }
+
+    fn is_stale(&self, id: &u32) -> bool {
+        self.messages.contains_key(id)
+    }
+
+    fn graft(&mut self, id: &u32) -> Graft<u32, &'static str> {
+        match self.messages.get(id) {
+            Some(payload) => Graft::Payload(*payload),
+            None => Graft::Stale,
+        }
+    }
+
+    fn exchange(&mut self, peer: &u8) -> Result<(), &'static str> {
+        self.exchanges.push(*peer);
+        Ok(())
+    }
+}
+
+type Core = Plumtree<u8, Store>;
+type Out = Output<u8, u32, u32>;
+
+fn config() -> Config {
+    Config { exchange_interval: None, ..Config::default() }
+}
+
+/// Node 0 with the given neighbours.
+fn node(now: Instant, neighbours: &[u8]) -> Core {
+    let mut core = Plumtree::new(0, config(), Store::default(), now);
+    for peer in neighbours {
+        core.neighbour_up(*peer);
+    }
+    core
+}
+
+fn drain(core: &mut Core) -> Vec<Out> {
+    std::iter::from_fn(|| core.poll_output()).collect()
+}
+
+fn gossip(id: u32, payload: u32, round: u32, root: u8) -> Message<u8, u32, u32> {
+    Message::Gossip { id, payload, round, root }
+}
+
+fn send(to: u8, message: Message<u8, u32, u32>) -> Out {
+    Output::Send { to, message }
+}
+
+fn set(peers: &[u8]) -> BTreeSet<u8> {
+    peers.iter().copied().collect()
+}
+
+/// Fig. 3 `Broadcast(m)` with `eagerPushPeers` initialised to all neighbours: the first
+/// broadcast of a root goes eagerly, round 0, to every neighbour; nothing is lazy yet.
+#[test]
+fn first_broadcast_goes_eagerly_to_every_neighbour() {
+    let now = Instant::now();
+    let mut core = node(now, &[1, 2, 3]);
+    assert_eq!(core.broadcast(now, 7), Ok(101));
+    assert_eq!(
+        drain(&mut core),
+        vec![
+            send(1, gossip(101, 7, 0, 0)),
+            send(2, gossip(101, 7, 0, 0)),
+            send(3, gossip(101, 7, 0, 0))
+        ]
+    );
+    assert_eq!(core.handler().messages.get(&101), Some(&7));
+    assert_eq!(core.poll_timeout(), None, "nothing queued for lazy push");
+}
+
+/// Fig. 3 `GOSSIP` receive, new message: deliver, push on with `round + 1` to the eager peers
+/// except the sender, and make the sender eager.
+#[test]
+fn new_gossip_is_delivered_and_pushed_on_except_to_its_sender() {
+    let now = Instant::now();
+    let mut core = node(now, &[1, 2, 3]);
+    assert_eq!(core.handle_message(now, 1, gossip(55, 9, 4, 9)), Ok(()));
+    assert_eq!(core.handler().messages.get(&55), Some(&9));
+    assert_eq!(drain(&mut core), vec![send(2, gossip(55, 9, 5, 9)), send(3, gossip(55, 9, 5, 9))]);
+    assert_eq!(core.tree(&9), Some((&set(&[1, 2, 3]), &set(&[]))));
+}
+
+/// §3.6 / Fig. 3 `GOSSIP` receive, duplicate: the link it came over is redundant, so the
+/// sender moves to the lazy set and is sent PRUNE.
+#[test]
+fn duplicate_gossip_prunes_its_sender() {
+    let now = Instant::now();
+    let mut core = node(now, &[1, 2, 3]);
+    core.handle_message(now, 1, gossip(55, 9, 4, 9)).unwrap();
+    drain(&mut core);
+    assert_eq!(core.handle_message(now, 2, gossip(55, 9, 4, 9)), Ok(()));
+    assert_eq!(drain(&mut core), vec![send(2, Message::Prune { root: 9 })]);
+    assert_eq!(core.tree(&9), Some((&set(&[1, 3]), &set(&[2]))));
+}
+
+/// Fig. 3 `PRUNE` receive and `lazyPush`: a pruned peer gets announcements instead of
+/// payloads, batched into one IHAVE per peer on the lazy tick (§3.5: "IHAVE messages are
+/// batched").
+#[test]
+fn pruned_peer_gets_one_batched_ihave_per_tick() {
+    let now = Instant::now();
+    let mut core = node(now, &[1, 2]);
+    core.handle_message(now, 2, Message::Prune { root: 0 }).unwrap();
+    core.broadcast(now, 7).unwrap();
+    core.broadcast(now, 8).unwrap();
+    assert_eq!(
+        drain(&mut core),
+        vec![send(1, gossip(101, 7, 0, 0)), send(1, gossip(102, 8, 0, 0))]
+    );
+    let tick = now + config().lazy_tick;
+    assert_eq!(core.poll_timeout(), Some(tick));
+    core.handle_timeout(tick - Duration::from_millis(1));
+    assert_eq!(drain(&mut core), vec![]);
+    core.handle_timeout(tick);
+    let announcements = vec![
+        Announcement { id: 101, round: 0, root: 0 },
+        Announcement { id: 102, round: 0, root: 0 },
+    ];
+    assert_eq!(drain(&mut core), vec![send(2, Message::IHave { announcements })]);
+    assert_eq!(core.poll_timeout(), None);
+}
+
+/// The lazy queue is bounded: past `max_lazy_queue` the oldest announcement is dropped.
+#[test]
+fn lazy_queue_keeps_only_the_newest_announcements() {
+    let now = Instant::now();
+    let mut core =
+        Plumtree::new(0, Config { max_lazy_queue: 2, ..config() }, Store::default(), now);
+    core.neighbour_up(2);
+    core.handle_message(now, 2, Message::Prune { root: 0 }).unwrap();
+    for payload in 0..3 {
+        core.broadcast(now, payload).unwrap();
+    }
+    core.handle_timeout(now + config().lazy_tick);
+    let announcements = vec![
+        Announcement { id: 102, round: 0, root: 0 },
+        Announcement { id: 103, round: 0, root: 0 },
+    ];
+    assert_eq!(drain(&mut core), vec![send(2, Message::IHave { announcements })]);
+}
+
+/// Fig. 3 `IHAVE` receive and `Timer(mID)`: a message announced but not received within
+/// `timeout1` is GRAFTed from the first announcer, whose link becomes eager; `timeout2`
+/// later, from the next; then it is given up.
+#[test]
+fn missing_message_is_grafted_from_each_announcer_in_turn() {
+    let now = Instant::now();
+    let mut core = node(now, &[1, 2]);
+    let ihave = |id| Message::IHave { announcements: vec![Announcement { id, round: 2, root: 9 }] };
+    core.handle_message(now, 1, ihave(7)).unwrap();
+    core.handle_message(now + Duration::from_millis(10), 2, ihave(7)).unwrap();
+    assert_eq!(drain(&mut core), vec![]);
+    assert_eq!(core.missing_len(), 1);
+    let first = now + config().graft_timeout;
+    assert_eq!(core.poll_timeout(), Some(first));
+
+    core.handle_timeout(first);
+    assert_eq!(drain(&mut core), vec![send(1, Message::Graft { id: 7, round: 2, root: 9 })]);
+    assert!(core.tree(&9).unwrap().0.contains(&1));
+    let second = first + config().second_graft_timeout;
+    assert_eq!(core.poll_timeout(), Some(second));
+
+    core.handle_timeout(second);
+    assert_eq!(drain(&mut core), vec![send(2, Message::Graft { id: 7, round: 2, root: 9 })]);
+    core.handle_timeout(second + config().second_graft_timeout);
+    assert_eq!(drain(&mut core), vec![]);
+    assert_eq!(core.missing_len(), 0);
+}
+
+/// Fig. 3 `GOSSIP` receive cancels the message's timer: no GRAFT once it arrived, and an
+/// IHAVE for a message already held starts none (`is_stale`).
+#[test]
+fn arrival_cancels_the_graft_timer() {
+    let now = Instant::now();
+    let mut core = node(now, &[1, 2]);
+    let ihave = Message::IHave { announcements: vec![Announcement { id: 7, round: 2, root: 9 }] };
+    core.handle_message(now, 1, ihave.clone()).unwrap();
+    core.handle_message(now, 2, gossip(7, 70, 2, 9)).unwrap();
+    drain(&mut core);
+    assert_eq!(core.missing_len(), 0);
+    core.handle_message(now, 1, ihave).unwrap();
+    assert_eq!(core.missing_len(), 0);
+    core.handle_timeout(now + config().graft_timeout);
+    assert_eq!(drain(&mut core), vec![]);
+}
+
+/// Fig. 3 `GRAFT` receive: the grafting peer becomes eager and gets the payload, with the
+/// round it asked for; a GRAFT for a message the handler calls stale gets nothing.
+#[test]
+fn graft_makes_the_link_eager_and_answers_with_the_payload() {
+    let now = Instant::now();
+    let mut core = node(now, &[1, 2]);
+    core.handle_message(now, 1, Message::Prune { root: 0 }).unwrap();
+    core.broadcast(now, 7).unwrap();
+    drain(&mut core);
+    assert_eq!(core.tree(&0), Some((&set(&[2]), &set(&[1]))));
+    core.handle_message(now, 1, Message::Graft { id: 101, round: 0, root: 0 }).unwrap();
+    assert_eq!(drain(&mut core), vec![send(1, gossip(101, 7, 0, 0))]);
+    assert_eq!(core.tree(&0), Some((&set(&[1, 2]), &set(&[]))));
+    core.handle_message(now, 2, Message::Graft { id: 999, round: 0, root: 0 }).unwrap();
+    assert_eq!(drain(&mut core), vec![]);
+}
+
+/// Eager and lazy sets are per root (§3.7, many senders): a PRUNE in one root's tree leaves
+/// another's alone.
+#[test]
+fn trees_of_different_roots_are_independent() {
+    let now = Instant::now();
+    let mut core = node(now, &[1, 2]);
+    core.handle_message(now, 1, gossip(5, 5, 0, 1)).unwrap();
+    core.handle_message(now, 2, gossip(6, 6, 0, 2)).unwrap();
+    core.handle_message(now, 2, Message::Prune { root: 1 }).unwrap();
+    assert_eq!(core.tree(&1), Some((&set(&[1]), &set(&[2]))));
+    assert_eq!(core.tree(&2), Some((&set(&[1, 2]), &set(&[]))));
+}
+
+/// Fig. 3 `NeighborDown` / `NeighborUp`: a lost neighbour leaves every tree and its
+/// announcements stop counting; a new one joins every tree's eager set.
+#[test]
+fn neighbour_changes_update_every_tree() {
+    let now = Instant::now();
+    let mut core = node(now, &[1, 2]);
+    core.handle_message(now, 1, gossip(5, 5, 0, 1)).unwrap();
+    let ihave = Message::IHave { announcements: vec![Announcement { id: 7, round: 0, root: 1 }] };
+    core.handle_message(now, 2, ihave).unwrap();
+    core.neighbour_down(&2);
+    assert_eq!(core.tree(&1), Some((&set(&[1]), &set(&[]))));
+    core.handle_timeout(now + config().graft_timeout);
+    drain(&mut core);
+    assert_eq!(core.missing_len(), 0, "no announcer left: given up");
+    core.neighbour_up(3);
+    assert_eq!(core.tree(&1), Some((&set(&[1, 3]), &set(&[]))));
+    assert_eq!(core.neighbours(), &set(&[1, 3]));
+}
+
+/// Bad input: IHAVE, GRAFT and PRUNE from a non-neighbour are refused with a typed error and
+/// change nothing; a GOSSIP from one is still delivered (losing it helps nobody) but makes no
+/// link; a message "from" this node itself is refused.
+#[test]
+fn messages_from_strangers_are_refused_or_change_no_link() {
+    let now = Instant::now();
+    let mut core = node(now, &[1]);
+    let ihave = Message::IHave { announcements: vec![Announcement { id: 7, round: 0, root: 1 }] };
+    assert_eq!(
+        core.handle_message(now, 5, ihave),
+        Err(MessageError::NotNeighbour { kind: "IHAVE" })
+    );
+    assert_eq!(
+        core.handle_message(now, 5, Message::Graft { id: 7, round: 0, root: 1 }),
+        Err(MessageError::NotNeighbour { kind: "GRAFT" })
+    );
+    assert_eq!(
+        core.handle_message(now, 5, Message::Prune { root: 1 }),
+        Err(MessageError::NotNeighbour { kind: "PRUNE" })
+    );
+    assert_eq!(core.missing_len(), 0);
+    assert_eq!(core.tree(&1), None);
+    assert_eq!(core.handle_message(now, 5, gossip(8, 80, 0, 5)), Ok(()));
+    assert_eq!(core.handler().messages.get(&8), Some(&80));
+    assert_eq!(drain(&mut core), vec![send(1, gossip(8, 80, 1, 5))]);
+    assert_eq!(core.tree(&5), Some((&set(&[1]), &set(&[]))));
+    assert_eq!(
+        core.handle_message(now, 0, Message::Prune { root: 1 }),
+        Err(MessageError::FromSelf)
+    );
+}
+
+/// A broadcast the handler already knows (its `merge` says not new) is refused and sends
+/// nothing.
+#[test]
+fn broadcast_of_a_known_message_sends_nothing() {
+    let now = Instant::now();
+    let mut core = node(now, &[1]);
+    core.handler_mut().messages.insert(101, 0);
+    assert_eq!(core.broadcast(now, 7), Err(BroadcastError::NotNew));
+    assert_eq!(drain(&mut core), vec![]);
+}
+
+/// Anti-entropy: every `exchange_interval` the core names a random neighbour to exchange
+/// with (and none while it has no neighbour).
+#[test]
+fn exchange_is_requested_each_interval() {
+    let now = Instant::now();
+    let interval = Duration::from_secs(10);
+    let config = Config { exchange_interval: Some(interval), ..config() };
+    let mut core = Plumtree::new(0, config, Store::default(), now);
+    assert_eq!(core.poll_timeout(), Some(now + interval));
+    core.handle_timeout(now + interval);
+    assert_eq!(drain(&mut core), vec![]);
+    core.neighbour_up(4);
+    assert_eq!(core.poll_timeout(), Some(now + 2 * interval));
+    core.handle_timeout(now + 2 * interval);
+    assert_eq!(drain(&mut core), vec![Output::Exchange { peer: 4 }]);
+}
+
+/// One input to a core, for the property test.
+#[derive(Clone, Debug)]
+enum Input {
+    Up(u8),
+    Down(u8),
+    Broadcast,
+    Receive(u8, Message<u8, u32, u32>),
+    Advance(u64),
+}
+
+fn input() -> impl Strategy<Value = Input> {
+    let peer = 1u8..6;
+    let id = 0u32..8;
+    let message = prop_oneof![
+        (id.clone(), 0u32..4, 0u8..6).prop_map(|(id, round, root)| gossip(id, id, round, root)),
+        proptest::collection::vec((id.clone(), 0u32..4, 0u8..6), 0..4).prop_map(|list| {
+            let announcements = list
+                .into_iter()
+                .map(|(id, round, root)| Announcement { id, round, root })
+                .collect();
+            Message::IHave { announcements }
+        }),
+        (id, 0u32..4, 0u8..6).prop_map(|(id, round, root)| Message::Graft { id, round, root }),
+        (0u8..6).prop_map(|root| Message::Prune { root }),
+    ];
+    prop_oneof![
+        peer.clone().prop_map(Input::Up),
+        peer.clone().prop_map(Input::Down),
+        Just(Input::Broadcast),
+        (peer, message).prop_map(|(from, message)| Input::Receive(from, message)),
+        (0u64..2000).prop_map(Input::Advance),
+    ]
+}
+
+proptest! {
+    /// Whatever arrives in whatever order: no panic; every root's eager and lazy sets are
+    /// disjoint and made of current neighbours; every message sent goes to a neighbour; the
+    /// missing set stays within its bound.
+    #[test]
+    fn trees_stay_within_the_neighbours(inputs in proptest::collection::vec(input(), 0..80)) {
+        let mut now = Instant::now();
+        let config = Config { max_missing: 4, exchange_interval: Some(Duration::from_secs(1)), ..config() };
+        let mut core = Plumtree::new(0u8, config, Store::default(), now);
+        for input in inputs {
+            match input {
+                Input::Up(peer) => core.neighbour_up(peer),
+                Input::Down(peer) => core.neighbour_down(&peer),
+                Input::Broadcast => { let _ = core.broadcast(now, 1); }
+                Input::Receive(from, message) => { let _ = core.handle_message(now, from, message); }
+                Input::Advance(millis) => {
+                    now += Duration::from_millis(millis);
+                    core.handle_timeout(now);
+                }
+            }
+            for output in drain(&mut core) {
+                match output {
+                    Output::Send { to, .. } | Output::Exchange { peer: to } => {
+                        prop_assert!(core.neighbours().contains(&to), "sent to {to}");
+                    }
+                }
+            }
+            prop_assert!(core.missing_len() <= 4);
+            for root in 0..6 {
+                if let Some((eager, lazy)) = core.tree(&root) {
+                    prop_assert!(eager.is_disjoint(lazy));
+                    prop_assert!(eager.is_subset(core.neighbours()));
+                    prop_assert!(lazy.is_subset(core.neighbours()));
+                }
+            }
+        }
+    }
+}
