@@ -1,1 +1,330 @@
-//! Tests
+//! HyParView's rules, each checked by the exact messages it emits. "§4.x" are sections of the
+//! HyParView paper (Leitão, Pereira, Rodrigues, DSN 2007).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+
+use super::*;
+
+type Core = HyParView<u8>;
+
+fn config() -> Config {
+    Config { active_capacity: 3, passive_capacity: 4, ..Config::default() }
+}
+
+fn drain(core: &mut Core) -> Vec<Output<u8>> {
+    std::iter::from_fn(|| core.poll_output()).collect()
+}
+
+fn send(to: u8, message: Message<u8>) -> Output<u8> {
+    Output::Send { to, message }
+}
+
+fn set(peers: &[u8]) -> BTreeSet<u8> {
+    peers.iter().copied().collect()
+}
+
+/// Node 0 with the given active and passive views, outputs drained.
+fn node(now: Instant, config: Config, active: &[u8], passive: &[u8]) -> Core {
+    let mut core = HyParView::new(0, config, now);
+    for peer in active {
+        core.handle_message(now, *peer, Message::ForwardJoinReply).unwrap();
+    }
+    core.handle_message(now, 99, Message::ShuffleReply { nodes: passive.to_vec() }).unwrap();
+    drain(&mut core);
+    assert_eq!(core.active_view(), &set(active));
+    assert_eq!(core.passive_view(), &set(passive));
+    core
+}
+
+/// §4.2: the joiner takes its contact as a neighbour at once and sends it JOIN.
+#[test]
+fn joiner_adds_its_contact_and_sends_join() {
+    let now = Instant::now();
+    let mut core = HyParView::new(0u8, config(), now);
+    assert_eq!(core.join(now, 0), Err(JoinError::ContactIsSelf));
+    assert_eq!(core.join(now, 5), Ok(()));
+    assert_eq!(drain(&mut core), vec![Output::NeighbourUp(5), send(5, Message::Join)]);
+}
+
+/// §4.2 JOIN at the contact: the joiner enters the active view and a FORWARD_JOIN walk of
+/// length ARWL starts through every other active peer.
+#[test]
+fn contact_takes_the_joiner_and_starts_a_walk_per_neighbour() {
+    let now = Instant::now();
+    let mut core = node(now, config(), &[1, 2], &[]);
+    core.handle_message(now, 7, Message::Join).unwrap();
+    let walk = Message::ForwardJoin { joiner: 7, ttl: 6 };
+    assert_eq!(
+        drain(&mut core),
+        vec![Output::NeighbourUp(7), send(1, walk.clone()), send(2, walk)]
+    );
+}
+
+/// §4.2 FORWARD_JOIN with time-to-live 0: the walk ends here; the joiner enters the active
+/// view and is told so (FORWARD_JOIN_REPLY), which makes the link symmetric.
+#[test]
+fn walk_ends_in_the_active_view_when_its_ttl_is_spent() {
+    let now = Instant::now();
+    let mut core = node(now, config(), &[1, 2], &[]);
+    core.handle_message(now, 1, Message::ForwardJoin { joiner: 7, ttl: 0 }).unwrap();
+    assert_eq!(drain(&mut core), vec![Output::NeighbourUp(7), send(7, Message::ForwardJoinReply)]);
+}
+
+/// §4.2: "or if the active view holds only the sender": nowhere to walk on, so it ends here.
+#[test]
+fn walk_ends_where_it_cannot_go_on() {
+    let now = Instant::now();
+    let mut core = node(now, config(), &[1], &[]);
+    core.handle_message(now, 1, Message::ForwardJoin { joiner: 7, ttl: 5 }).unwrap();
+    assert_eq!(drain(&mut core), vec![Output::NeighbourUp(7), send(7, Message::ForwardJoinReply)]);
+}
+
+/// §4.2: at hop PRWL the joiner is dropped into the passive view, and the walk goes on with
+/// one hop less to an active peer other than the sender.
+#[test]
+fn walk_drops_the_joiner_into_the_passive_view_at_prwl() {
+    let now = Instant::now();
+    let mut core = node(now, config(), &[1, 2], &[]);
+    core.handle_message(now, 1, Message::ForwardJoin { joiner: 7, ttl: 3 }).unwrap();
+    assert_eq!(drain(&mut core), vec![send(2, Message::ForwardJoin { joiner: 7, ttl: 2 })]);
+    assert_eq!(core.passive_view(), &set(&[7]));
+    core.handle_message(now, 1, Message::ForwardJoin { joiner: 8, ttl: 4 }).unwrap();
+    assert_eq!(drain(&mut core), vec![send(2, Message::ForwardJoin { joiner: 8, ttl: 3 })]);
+    assert_eq!(core.passive_view(), &set(&[7]), "not at PRWL: not kept");
+}
+
+/// §4.2 `addNodeActiveView`: a full active view drops a random peer to make room, sending it
+/// DISCONNECT and keeping it as passive.
+#[test]
+fn full_active_view_makes_room_by_disconnecting_a_peer() {
+    let now = Instant::now();
+    let mut core = node(now, Config { active_capacity: 1, ..config() }, &[1], &[]);
+    core.handle_message(now, 7, Message::Join).unwrap();
+    assert_eq!(
+        drain(&mut core),
+        vec![Output::NeighbourDown(1), send(1, Message::Disconnect), Output::NeighbourUp(7)]
+    );
+    assert_eq!(core.active_view(), &set(&[7]));
+    assert_eq!(core.passive_view(), &set(&[1]));
+}
+
+/// §4.3 DISCONNECT: the peer leaves the active view for the passive one.
+#[test]
+fn disconnect_moves_the_peer_to_the_passive_view() {
+    let now = Instant::now();
+    let mut core = node(now, config(), &[1, 2], &[]);
+    core.handle_message(now, 1, Message::Disconnect).unwrap();
+    assert_eq!(drain(&mut core), vec![Output::NeighbourDown(1)]);
+    assert_eq!(core.active_view(), &set(&[2]));
+    assert_eq!(core.passive_view(), &set(&[1]));
+    core.handle_message(now, 5, Message::Disconnect).unwrap();
+    assert_eq!(drain(&mut core), vec![], "not a neighbour: nothing to do");
+}
+
+/// §4.3 NEIGHBOUR: a low-priority request is accepted only with room; a high-priority one
+/// always, making room if needed.
+#[test]
+fn neighbour_request_priority_decides_acceptance_when_full() {
+    let now = Instant::now();
+    let mut core = node(now, Config { active_capacity: 1, ..config() }, &[1], &[]);
+    core.handle_message(now, 7, Message::Neighbour { priority: Priority::Low }).unwrap();
+    assert_eq!(drain(&mut core), vec![send(7, Message::NeighbourReply { accepted: false })]);
+    core.handle_message(now, 7, Message::Neighbour { priority: Priority::High }).unwrap();
+    assert_eq!(
+        drain(&mut core),
+        vec![
+            Output::NeighbourDown(1),
+            send(1, Message::Disconnect),
+            Output::NeighbourUp(7),
+            send(7, Message::NeighbourReply { accepted: true }),
+        ]
+    );
+    let mut roomy = node(now, config(), &[1], &[]);
+    roomy.handle_message(now, 7, Message::Neighbour { priority: Priority::Low }).unwrap();
+    assert_eq!(
+        drain(&mut roomy),
+        vec![Output::NeighbourUp(7), send(7, Message::NeighbourReply { accepted: true })]
+    );
+}
+
+/// §4.3: a failed active peer is replaced from the passive view; with the active view empty
+/// the NEIGHBOUR request is high priority. An accepting reply makes the candidate a
+/// neighbour.
+#[test]
+fn failed_peer_is_replaced_from_the_passive_view() {
+    let now = Instant::now();
+    let mut core = node(now, Config { active_capacity: 1, ..config() }, &[1], &[4]);
+    core.peer_failed(now, &1);
+    assert_eq!(
+        drain(&mut core),
+        vec![Output::NeighbourDown(1), send(4, Message::Neighbour { priority: Priority::High })]
+    );
+    assert_eq!(core.passive_view(), &set(&[4]), "kept until it answers");
+    core.handle_message(now, 4, Message::NeighbourReply { accepted: true }).unwrap();
+    assert_eq!(drain(&mut core), vec![Output::NeighbourUp(4)]);
+    assert_eq!(core.active_view(), &set(&[4]));
+    assert_eq!(core.passive_view(), &set(&[]));
+}
+
+/// §4.3: a candidate that refuses stays passive and another is asked; one that does not
+/// answer within `neighbour_timeout` counts as failed and leaves the passive view.
+#[test]
+fn refused_or_silent_candidates_make_way_for_others() {
+    let now = Instant::now();
+    let config = Config { active_capacity: 1, ..config() };
+    let mut core = node(now, config.clone(), &[1], &[4]);
+    core.peer_failed(now, &1);
+    drain(&mut core);
+    core.handle_message(now, 4, Message::NeighbourReply { accepted: false }).unwrap();
+    assert_eq!(drain(&mut core), vec![send(4, Message::Neighbour { priority: Priority::High })]);
+    let deadline = now + config.neighbour_timeout;
+    assert_eq!(core.poll_timeout(), Some(deadline));
+    core.handle_timeout(deadline);
+    assert_eq!(drain(&mut core), vec![]);
+    assert_eq!(core.passive_view(), &set(&[]));
+    assert_eq!(
+        core.handle_message(now, 4, Message::NeighbourReply { accepted: true }),
+        Err(MessageError::UnsolicitedReply)
+    );
+    assert_eq!(core.active_view(), &set(&[]));
+}
+
+/// Beyond the paper: a node with room keeps filling its active view from the passive one on
+/// the repair tick, with low priority once it has `high_priority_below` peers.
+#[test]
+fn repair_tick_fills_a_view_with_room() {
+    let now = Instant::now();
+    let config = Config { active_capacity: 4, high_priority_below: 3, ..config() };
+    let mut core = node(now, config.clone(), &[1, 2, 3], &[4]);
+    let tick = now + config.repair_interval;
+    assert_eq!(core.poll_timeout(), Some(tick));
+    core.handle_timeout(tick);
+    assert_eq!(drain(&mut core), vec![send(4, Message::Neighbour { priority: Priority::Low })]);
+}
+
+/// §4.4 SHUFFLE, started on its period: to a random active peer, with the origin itself,
+/// `k_a` active and `k_p` passive peers, and a walk length.
+#[test]
+fn shuffle_carries_samples_of_both_views() {
+    let now = Instant::now();
+    // A full active view, so that the repair tick has nothing to add.
+    let config = Config { active_capacity: 1, shuffle_active: 1, shuffle_passive: 1, ..config() };
+    let mut core = node(now, config.clone(), &[1], &[5]);
+    let due = now + config.shuffle_interval;
+    core.handle_timeout(due);
+    let shuffle = Message::Shuffle { origin: 0, ttl: 6, nodes: vec![0, 5] };
+    assert_eq!(drain(&mut core), vec![send(1, shuffle)]);
+}
+
+/// §4.4: a shuffle walks on while its time-to-live lasts; where it ends, the node answers
+/// the origin directly with as many passive peers as it received, and keeps what it
+/// received (evicting first what it sent back, as the passive view is full).
+#[test]
+fn shuffle_walks_on_then_swaps_passive_peers() {
+    let now = Instant::now();
+    let mut core = node(now, config(), &[1, 2], &[10, 11, 12, 13]);
+    core.handle_message(now, 1, Message::Shuffle { origin: 9, ttl: 3, nodes: vec![9] }).unwrap();
+    assert_eq!(
+        drain(&mut core),
+        vec![send(2, Message::Shuffle { origin: 9, ttl: 2, nodes: vec![9] })]
+    );
+
+    core.handle_message(now, 1, Message::Shuffle { origin: 9, ttl: 1, nodes: vec![9, 20] })
+        .unwrap();
+    let outputs = drain(&mut core);
+    let [Output::Send { to: 9, message: Message::ShuffleReply { nodes: reply } }] = &outputs[..]
+    else {
+        panic!("expected one SHUFFLE_REPLY to the origin, got {outputs:?}");
+    };
+    assert_eq!(reply.len(), 2);
+    let mut expected: BTreeSet<u8> = set(&[10, 11, 12, 13, 9, 20]);
+    for sent in reply {
+        expected.remove(sent);
+    }
+    assert_eq!(core.passive_view(), &expected);
+}
+
+/// Bad input: a message "from" this node itself is refused; a walk announcing this node or a
+/// peer already active is dropped; an oversized shuffle is cut to what a correct node sends.
+#[test]
+fn bad_input_is_refused_or_bounded() {
+    let now = Instant::now();
+    let mut core = node(now, config(), &[1], &[]);
+    assert_eq!(core.handle_message(now, 0, Message::Join), Err(MessageError::FromSelf));
+    core.handle_message(now, 1, Message::ForwardJoin { joiner: 0, ttl: 0 }).unwrap();
+    core.handle_message(now, 1, Message::ForwardJoin { joiner: 1, ttl: 0 }).unwrap();
+    assert_eq!(drain(&mut core), vec![]);
+    let flood: Vec<u8> = (20..60).collect();
+    core.handle_message(now, 1, Message::ShuffleReply { nodes: flood }).unwrap();
+    assert!(core.passive_view().len() <= config().passive_capacity);
+}
+
+/// One input to a core, for the property test.
+#[derive(Clone, Debug)]
+enum Input {
+    Receive(u8, Message<u8>),
+    Failed(u8),
+    Advance(u64),
+}
+
+fn input() -> impl Strategy<Value = Input> {
+    let peer = 0u8..10;
+    let message = prop_oneof![
+        Just(Message::Join),
+        (peer.clone(), 0u32..7).prop_map(|(joiner, ttl)| Message::ForwardJoin { joiner, ttl }),
+        Just(Message::ForwardJoinReply),
+        prop_oneof![Just(Priority::High), Just(Priority::Low)]
+            .prop_map(|priority| Message::Neighbour { priority }),
+        any::<bool>().prop_map(|accepted| Message::NeighbourReply { accepted }),
+        Just(Message::Disconnect),
+        (peer.clone(), 0u32..7, proptest::collection::vec(peer.clone(), 0..12))
+            .prop_map(|(origin, ttl, nodes)| Message::Shuffle { origin, ttl, nodes }),
+        proptest::collection::vec(peer.clone(), 0..12)
+            .prop_map(|nodes| Message::ShuffleReply { nodes }),
+    ];
+    prop_oneof![
+        (peer.clone(), message).prop_map(|(from, message)| Input::Receive(from, message)),
+        peer.prop_map(Input::Failed),
+        (0u64..3000).prop_map(Input::Advance),
+    ]
+}
+
+proptest! {
+    /// Whatever arrives in whatever order: no panic; the views stay within their capacities,
+    /// disjoint, and without this node; the NEIGHBOUR_UP/DOWN events, replayed, give exactly
+    /// the active view (so Plumtree's neighbours always match it).
+    #[test]
+    fn views_stay_bounded_and_events_track_the_active_view(
+        inputs in proptest::collection::vec(input(), 0..100),
+    ) {
+        let mut now = Instant::now();
+        let config = config();
+        let mut core = HyParView::new(0u8, config.clone(), now);
+        let mut tracked = BTreeSet::new();
+        for input in inputs {
+            match input {
+                Input::Receive(from, message) => { let _ = core.handle_message(now, from, message); }
+                Input::Failed(peer) => core.peer_failed(now, &peer),
+                Input::Advance(millis) => {
+                    now += Duration::from_millis(millis);
+                    core.handle_timeout(now);
+                }
+            }
+            for output in drain(&mut core) {
+                match output {
+                    Output::NeighbourUp(peer) => prop_assert!(tracked.insert(peer)),
+                    Output::NeighbourDown(peer) => prop_assert!(tracked.remove(&peer)),
+                    Output::Send { to, .. } => prop_assert_ne!(to, 0),
+                }
+            }
+            prop_assert_eq!(&tracked, core.active_view());
+            prop_assert!(core.active_view().len() <= config.active_capacity);
+            prop_assert!(core.passive_view().len() <= config.passive_capacity);
+            prop_assert!(core.active_view().is_disjoint(core.passive_view()));
+            prop_assert!(!core.active_view().contains(&0) && !core.passive_view().contains(&0));
+        }
+    }
+}
