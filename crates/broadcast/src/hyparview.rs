@@ -271,12 +271,13 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
 
     /// Joins the overlay through `contact` (§4.2): the contact enters the active view at once
     /// (the driver reports [`peer_failed`](Self::peer_failed) if it cannot be reached) and is
-    /// sent JOIN.
+    /// sent JOIN. The repair tick waits a full interval from `now`, so that the walks the JOIN
+    /// starts fill the active view before this node asks anyone else.
     pub fn join(&mut self, now: Instant, contact: P) -> Result<(), JoinError> {
-        let _ = now;
         if contact == self.me {
             return Err(JoinError::ContactIsSelf);
         }
+        self.repair_at = now + self.config.repair_interval;
         self.add_active(contact.clone());
         self.send(contact, Message::Join);
         Ok(())
@@ -418,6 +419,8 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
         if origin == self.me {
             return;
         }
+        let mut nodes = nodes;
+        nodes.truncate(self.shuffle_len());
         let ttl = ttl.saturating_sub(1);
         if ttl > 0
             && let Some(to) = random::choose(&mut self.rng, &self.active, &[&from, &origin])
@@ -425,9 +428,6 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
             self.send(to, Message::Shuffle { origin, ttl, nodes });
             return;
         }
-        let bound = self.shuffle_len();
-        let mut nodes = nodes;
-        nodes.truncate(bound);
         let reply = random::sample(&mut self.rng, &self.passive, nodes.len(), &[&origin]);
         self.send(origin, Message::ShuffleReply { nodes: reply.clone() });
         self.integrate(nodes, &reply);

@@ -31,6 +31,24 @@
 //! // The contact is a neighbour at once: tell Plumtree.
 //! assert_eq!(node.poll_output(), Some(hyparview::Output::NeighbourUp("n0")));
 //! ```
+//!
+//! # Running the cores (the driver's contract)
+//!
+//! A driver — the simulation adapter here, the transport driver later — does only this:
+//!
+//! 1. Feed every input to its core with the current time: `handle_message` for a message
+//!    from a peer, `HyParView::join` once at start, `HyParView::peer_failed` when a connection
+//!    to a peer fails or its heartbeats stop, `Plumtree::broadcast` for the application.
+//! 2. After every input, drain both cores' `poll_output` until both are empty: send what
+//!    they ask to send; pass HyParView's `NeighbourUp` and `NeighbourDown` to Plumtree's
+//!    `neighbour_up` and `neighbour_down`; on Plumtree's `Exchange { peer }`, call the
+//!    handler's [`exchange`](Handler::exchange).
+//! 3. Call `handle_timeout(now)` on each core when its `poll_timeout` comes due (a value in
+//!    the past means "now"), then drain again.
+//!
+//! Every error a core returns means "ignored, state unchanged"; a driver may log it and goes
+//! on. The cores' queues are bounded by their configurations and by the outputs of one input,
+//! which the driver drains at once.
 
 pub mod hyparview;
 pub mod plumtree;
@@ -40,3 +58,17 @@ pub mod simulation;
 
 pub use hyparview::HyParView;
 pub use plumtree::{Handler, Plumtree};
+
+#[cfg(test)]
+mod tests {
+    /// The cores can move between threads (a driver runs each on a tokio task).
+    #[test]
+    fn cores_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<crate::HyParView<u64>>();
+        assert_send_sync::<crate::hyparview::Output<u64>>();
+        assert_send_sync::<crate::plumtree::Output<u64, u64, Vec<u8>>>();
+        assert_send_sync::<crate::plumtree::MessageError>();
+        assert_send_sync::<crate::hyparview::MessageError>();
+    }
+}

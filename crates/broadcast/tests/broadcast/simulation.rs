@@ -128,3 +128,20 @@ fn seed_sweep() {
         }
     }
 }
+
+/// The same scenarios at 10,000 nodes (the benchmark's size; slow in a debug build: run with
+/// `cargo test --release -p shoal-broadcast --test broadcast -- --ignored --nocapture
+/// ten_thousand`).
+#[test]
+#[ignore = "10,000 nodes: a benchmark-sized run, not a CI check"]
+fn ten_thousand_nodes() {
+    for crash_fraction in [0.0, 0.2, 0.4] {
+        run_and_print(&Scenario {
+            nodes: 10_000,
+            join_interval: Duration::from_millis(2),
+            crash_fraction,
+            broadcasts_after_crash: 3,
+            ..Scenario::new(SEED)
+        });
+    }
+}
