@@ -163,10 +163,11 @@ pub enum Message<P, I, T> {
         /// The announcements batched since the last lazy tick.
         announcements: Vec<Announcement<P, I>>,
     },
-    /// Send me `id`, and make our link eager in `root`'s tree.
+    /// Make our link eager in `root`'s tree, and send me `id` if one is named. Without an id
+    /// it is the §3.8 optimisation's GRAFT: the link is a shortcut, the message is held.
     Graft {
-        /// The missing broadcast.
-        id: I,
+        /// The missing broadcast, if any.
+        id: Option<I>,
         /// The round announced for it.
         round: u32,
         /// The node the broadcast started from.
@@ -217,6 +218,14 @@ pub struct Config {
     /// Bound on roots with their own eager/lazy sets; past it the least recently used root
     /// is forgotten (its tree re-forms from "all eager" on its next broadcast).
     pub max_roots: usize,
+    /// The §3.8 optimisation: when an IHAVE shows that a message would have arrived at least
+    /// this many hops sooner through its announcer than through the eager link it came over,
+    /// the announcer is grafted (without payload) and the eager link pruned, so trees
+    /// repaired after failures shrink back towards shortest paths. `None` turns it off.
+    pub optimisation_threshold: Option<u32>,
+    /// Bound on the messages whose parent and hop count are remembered for the optimisation;
+    /// past it the oldest is forgotten (and can no longer trigger it).
+    pub max_remembered: usize,
     /// Seeds the choice of exchange peers.
     pub seed: u64,
 }
@@ -231,6 +240,8 @@ impl Default for Config {
             max_lazy_queue: 4096,
             max_missing: 4096,
             max_roots: 1024,
+            optimisation_threshold: Some(3),
+            max_remembered: 4096,
             seed: 0,
         }
     }
@@ -291,6 +302,10 @@ pub struct Plumtree<P, H: Handler<P>> {
     lazy_queues: BTreeMap<P, VecDeque<Announcement<P, H::Id>>>,
     flush_at: Option<Instant>,
     missing: BTreeMap<H::Id, Missing<P>>,
+    /// For the §3.8 optimisation: who each recent message came from, and after how many hops.
+    received: BTreeMap<H::Id, (P, u32)>,
+    /// `received`'s ids, oldest first, to forget past `max_remembered`.
+    received_order: VecDeque<H::Id>,
     exchange_at: Option<Instant>,
     outputs: VecDeque<Output<P, H::Id, H::Payload>>,
 }
@@ -315,6 +330,8 @@ where
             lazy_queues: BTreeMap::new(),
             flush_at: None,
             missing: BTreeMap::new(),
+            received: BTreeMap::new(),
+            received_order: VecDeque::new(),
             exchange_at,
             outputs: VecDeque::new(),
         }
@@ -489,7 +506,8 @@ where
             if is_neighbour {
                 let tree = self.tree_mut(&root);
                 tree.lazy.remove(&from);
-                tree.eager.insert(from);
+                tree.eager.insert(from.clone());
+                self.remember(id, from, round);
             }
         } else if is_neighbour {
             let tree = self.tree_mut(&root);
@@ -504,6 +522,7 @@ where
     fn on_ihave(&mut self, now: Instant, from: P, announcements: Vec<Announcement<P, H::Id>>) {
         for Announcement { id, round, root } in announcements {
             if self.handler.is_stale(&id) {
+                self.optimise(&from, &id, round, root);
                 continue;
             }
             if let Some(missing) = self.missing.get_mut(&id) {
@@ -519,10 +538,11 @@ where
     }
 
     /// `GRAFT(mID, round, sender)`: make the link eager and send the payload if we have it.
-    fn on_graft(&mut self, from: P, id: H::Id, round: u32, root: P) {
+    fn on_graft(&mut self, from: P, id: Option<H::Id>, round: u32, root: P) {
         let tree = self.tree_mut(&root);
         tree.lazy.remove(&from);
         tree.eager.insert(from.clone());
+        let Some(id) = id else { return };
         match self.handler.graft(&id) {
             Graft::Payload(payload) => {
                 self.send(from, Message::Gossip { id, payload, round, root })
@@ -554,8 +574,45 @@ where
             let tree = self.tree_mut(&root);
             tree.lazy.remove(&announcer);
             tree.eager.insert(announcer.clone());
-            self.send(announcer, Message::Graft { id, round, root });
+            self.send(announcer, Message::Graft { id: Some(id), round, root });
         }
+    }
+
+    /// §3.8: `from` announced `id`, which we hold, at `round` hops from the root. If it came
+    /// to us at least `optimisation_threshold` hops later than it would have through `from`,
+    /// swap the links: graft `from` (no payload needed) and prune the eager link it came over.
+    fn optimise(&mut self, from: &P, id: &H::Id, round: u32, root: P) {
+        let Some(threshold) = self.config.optimisation_threshold else { return };
+        let Some((parent, hops)) = self.received.get(id).cloned() else { return };
+        let through_announcer = round.saturating_add(1);
+        if parent == *from || through_announcer.saturating_add(threshold) > hops {
+            return;
+        }
+        if let Some(remembered) = self.received.get_mut(id) {
+            *remembered = (from.clone(), through_announcer);
+        }
+        let tree = self.tree_mut(&root);
+        tree.lazy.remove(from);
+        tree.eager.insert(from.clone());
+        tree.eager.remove(&parent);
+        tree.lazy.insert(parent.clone());
+        self.send(from.clone(), Message::Graft { id: None, round, root: root.clone() });
+        self.send(parent, Message::Prune { root });
+    }
+
+    /// Remembers that `id` came from `from` after `hops` hops, forgetting the oldest past
+    /// `max_remembered`.
+    fn remember(&mut self, id: H::Id, from: P, hops: u32) {
+        if self.config.max_remembered == 0 {
+            return;
+        }
+        while self.received_order.len() >= self.config.max_remembered {
+            if let Some(oldest) = self.received_order.pop_front() {
+                self.received.remove(&oldest);
+            }
+        }
+        self.received_order.push_back(id.clone());
+        self.received.insert(id, (from, hops));
     }
 
     /// `eagerPush` and `lazyPush` of the paper: the payload to `root`'s eager peers, an

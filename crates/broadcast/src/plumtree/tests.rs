@@ -186,13 +186,13 @@ fn missing_message_is_grafted_from_each_announcer_in_turn() {
     assert_eq!(core.poll_timeout(), Some(first));
 
     core.handle_timeout(first);
-    assert_eq!(drain(&mut core), vec![send(1, Message::Graft { id: 7, round: 2, root: 9 })]);
+    assert_eq!(drain(&mut core), vec![send(1, Message::Graft { id: Some(7), round: 2, root: 9 })]);
     assert!(core.tree(&9).unwrap().0.contains(&1));
     let second = first + config().second_graft_timeout;
     assert_eq!(core.poll_timeout(), Some(second));
 
     core.handle_timeout(second);
-    assert_eq!(drain(&mut core), vec![send(2, Message::Graft { id: 7, round: 2, root: 9 })]);
+    assert_eq!(drain(&mut core), vec![send(2, Message::Graft { id: Some(7), round: 2, root: 9 })]);
     core.handle_timeout(second + config().second_graft_timeout);
     assert_eq!(drain(&mut core), vec![]);
     assert_eq!(core.missing_len(), 0);
@@ -225,11 +225,37 @@ fn graft_makes_the_link_eager_and_answers_with_the_payload() {
     core.broadcast(now, 7).unwrap();
     drain(&mut core);
     assert_eq!(core.tree(&0), Some((&set(&[2]), &set(&[1]))));
-    core.handle_message(now, 1, Message::Graft { id: 101, round: 0, root: 0 }).unwrap();
+    core.handle_message(now, 1, Message::Graft { id: Some(101), round: 0, root: 0 }).unwrap();
     assert_eq!(drain(&mut core), vec![send(1, gossip(101, 7, 0, 0))]);
     assert_eq!(core.tree(&0), Some((&set(&[1, 2]), &set(&[]))));
-    core.handle_message(now, 2, Message::Graft { id: 999, round: 0, root: 0 }).unwrap();
+    core.handle_message(now, 2, Message::Graft { id: Some(999), round: 0, root: 0 }).unwrap();
     assert_eq!(drain(&mut core), vec![]);
+}
+
+/// §3.8 optimisation: an IHAVE showing that a held message would have come at least
+/// `optimisation_threshold` hops sooner through its announcer swaps the links: GRAFT without
+/// payload to the announcer, PRUNE to the eager parent. A smaller gain changes nothing.
+#[test]
+fn much_shorter_announced_path_replaces_the_eager_link() {
+    let now = Instant::now();
+    let mut core = node(now, &[1, 2, 3]);
+    core.handle_message(now, 1, gossip(55, 9, 9, 9)).unwrap();
+    drain(&mut core);
+    let ihave =
+        |round| Message::IHave { announcements: vec![Announcement { id: 55, round, root: 9 }] };
+    core.handle_message(now, 2, ihave(7)).unwrap();
+    assert_eq!(drain(&mut core), vec![], "10 hops against 8: below the threshold of 3");
+    core.handle_message(now, 3, ihave(6)).unwrap();
+    assert_eq!(
+        drain(&mut core),
+        vec![
+            send(3, Message::Graft { id: None, round: 6, root: 9 }),
+            send(1, Message::Prune { root: 9 })
+        ]
+    );
+    assert_eq!(core.tree(&9), Some((&set(&[2, 3]), &set(&[1]))));
+    core.handle_message(now, 2, ihave(5)).unwrap();
+    assert_eq!(drain(&mut core), vec![], "7 hops through 3 now, against 6: below the threshold");
 }
 
 /// Eager and lazy sets are per root (§3.7, many senders): a PRUNE in one root's tree leaves
@@ -277,7 +303,7 @@ fn messages_from_strangers_are_refused_or_change_no_link() {
         Err(MessageError::NotNeighbour { kind: "IHAVE" })
     );
     assert_eq!(
-        core.handle_message(now, 5, Message::Graft { id: 7, round: 0, root: 1 }),
+        core.handle_message(now, 5, Message::Graft { id: Some(7), round: 0, root: 1 }),
         Err(MessageError::NotNeighbour { kind: "GRAFT" })
     );
     assert_eq!(
@@ -337,18 +363,20 @@ enum Input {
 fn input() -> impl Strategy<Value = Input> {
     let peer = 1u8..6;
     let id = 0u32..8;
-    let message = prop_oneof![
-        (id.clone(), 0u32..4, 0u8..6).prop_map(|(id, round, root)| gossip(id, id, round, root)),
-        proptest::collection::vec((id.clone(), 0u32..4, 0u8..6), 0..4).prop_map(|list| {
-            let announcements = list
-                .into_iter()
-                .map(|(id, round, root)| Announcement { id, round, root })
-                .collect();
-            Message::IHave { announcements }
-        }),
-        (id, 0u32..4, 0u8..6).prop_map(|(id, round, root)| Message::Graft { id, round, root }),
-        (0u8..6).prop_map(|root| Message::Prune { root }),
-    ];
+    let message =
+        prop_oneof![
+            (id.clone(), 0u32..4, 0u8..6).prop_map(|(id, round, root)| gossip(id, id, round, root)),
+            proptest::collection::vec((id.clone(), 0u32..4, 0u8..6), 0..4).prop_map(|list| {
+                let announcements = list
+                    .into_iter()
+                    .map(|(id, round, root)| Announcement { id, round, root })
+                    .collect();
+                Message::IHave { announcements }
+            }),
+            (proptest::option::of(id), 0u32..4, 0u8..6)
+                .prop_map(|(id, round, root)| Message::Graft { id, round, root }),
+            (0u8..6).prop_map(|root| Message::Prune { root }),
+        ];
     prop_oneof![
         peer.clone().prop_map(Input::Up),
         peer.clone().prop_map(Input::Down),
