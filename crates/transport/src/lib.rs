@@ -17,6 +17,8 @@
 //!   call, monitors (a `Down` with `noconnection` when the node is lost) and links work on
 //!   remote pids exactly as on local ones; plus named processes on a node, remote spawn by
 //!   factory, `is_alive` for any pid, and RPC to handlers registered by name;
+//! - services ([`Node::open_service`]): the same named endpoint on every node, through which
+//!   protocol drivers (Paxos, Plumtree) exchange their cores' messages;
 //! - fault injection ([`Node::inject_fault`], [`Node::heal`]) for tests and the cluster test.
 //!
 //! What it does not do: broadcast (`shoal-broadcast`), consensus (`shoal-paxos`), or
@@ -70,6 +72,7 @@ mod peer;
 mod queue;
 mod remote;
 mod requests;
+mod service;
 mod spec;
 pub mod wire;
 
@@ -82,6 +85,7 @@ pub use fault::{Direction, Fault};
 pub use handshake::{HandshakeError, Secret};
 pub use node::Node;
 pub use peer::PeerStats;
+pub use service::{Inbox, Incoming, Service, ServiceError};
 pub use spec::{CONTROL_CHANNEL, ChannelConfig, DEFAULT_CHANNEL, NodeSpec};
 pub use wire::Failure;
 

@@ -15,5 +15,6 @@ mod transport {
     mod faults;
     mod fuzz;
     mod ordering;
+    mod service;
     mod signals;
 }
