@@ -20,8 +20,9 @@
 //! Eager and lazy sets are kept *per root* (the node a broadcast started from), as Partisan
 //! does and as the paper suggests for many senders (§3.7): each root gets its own tree, shaped
 //! by the latency from that root, instead of one tree that is good for one sender only. A
-//! root's sets start as "every neighbour eager" (Fig. 3, `eagerPushPeers ← neighbours`) the
-//! first time the root is seen.
+//! root's sets start as "every neighbour eager" (the paper's `eagerPushPeers ← neighbours`)
+//! the first time the root is seen. The §3.8 optimisation (swap an eager link for a lazy one
+//! that is several hops shorter) is on by default.
 //!
 //! What this module does *not* do: open connections, keep time, or know the membership. The
 //! overlay ([`HyParView`](crate::HyParView) or a full mesh) reports neighbours going up and
@@ -143,7 +144,7 @@ pub struct Announcement<P, I> {
     pub root: P,
 }
 
-/// A Plumtree protocol message (the paper's Fig. 3).
+/// A Plumtree protocol message (the paper's GOSSIP, IHAVE, GRAFT and PRUNE).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message<P, I, T> {
     /// The payload, pushed eagerly (or in answer to a GRAFT). `round` is the sender's

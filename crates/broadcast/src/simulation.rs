@@ -464,7 +464,7 @@ impl Scenario {
     }
 }
 
-/// The measures of one broadcast (Plumtree paper §4.1).
+/// The measures of one broadcast (as defined in the Plumtree paper's evaluation, §4).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BroadcastReport {
     /// The broadcast.

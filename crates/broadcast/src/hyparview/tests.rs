@@ -73,7 +73,7 @@ fn walk_ends_in_the_active_view_when_its_ttl_is_spent() {
     assert_eq!(drain(&mut core), vec![Output::NeighbourUp(7), send(7, Message::ForwardJoinReply)]);
 }
 
-/// §4.2: "or if the active view holds only the sender": nowhere to walk on, so it ends here.
+/// §4.2: a walk also ends where the active view holds only the sender: nowhere to go on.
 #[test]
 fn walk_ends_where_it_cannot_go_on() {
     let now = Instant::now();

@@ -1,5 +1,7 @@
-//! Plumtree's rules, each checked by the exact messages it emits. "Fig. 3" is the algorithm
-//! listing of the Plumtree paper (Leitão, Pereira, Rodrigues, SRDS 2007); "§3.x" its sections.
+//! Plumtree's rules, each checked by the exact messages it emits. Rules are named after the
+//! procedures of the Plumtree paper's pseudo-code (Leitão, Pereira, Rodrigues, SRDS 2007:
+//! `Broadcast`, `GOSSIP`, `IHAVE`, `GRAFT`, `PRUNE`, `Timer`, `NeighborUp`/`NeighborDown`)
+//! and the sections of §3 that explain them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -80,7 +82,7 @@ fn set(peers: &[u8]) -> BTreeSet<u8> {
     peers.iter().copied().collect()
 }
 
-/// Fig. 3 `Broadcast(m)` with `eagerPushPeers` initialised to all neighbours: the first
+/// `Broadcast(m)` with `eagerPushPeers` initialised to all neighbours: the first
 /// broadcast of a root goes eagerly, round 0, to every neighbour; nothing is lazy yet.
 #[test]
 fn first_broadcast_goes_eagerly_to_every_neighbour() {
@@ -99,7 +101,7 @@ fn first_broadcast_goes_eagerly_to_every_neighbour() {
     assert_eq!(core.poll_timeout(), None, "nothing queued for lazy push");
 }
 
-/// Fig. 3 `GOSSIP` receive, new message: deliver, push on with `round + 1` to the eager peers
+/// `GOSSIP` receive, new message: deliver, push on with `round + 1` to the eager peers
 /// except the sender, and make the sender eager.
 #[test]
 fn new_gossip_is_delivered_and_pushed_on_except_to_its_sender() {
@@ -111,7 +113,7 @@ fn new_gossip_is_delivered_and_pushed_on_except_to_its_sender() {
     assert_eq!(core.tree(&9), Some((&set(&[1, 2, 3]), &set(&[]))));
 }
 
-/// §3.6 / Fig. 3 `GOSSIP` receive, duplicate: the link it came over is redundant, so the
+/// §3.4 (tree construction), `GOSSIP` receive, duplicate: the link it came over is redundant, so the
 /// sender moves to the lazy set and is sent PRUNE.
 #[test]
 fn duplicate_gossip_prunes_its_sender() {
@@ -124,9 +126,9 @@ fn duplicate_gossip_prunes_its_sender() {
     assert_eq!(core.tree(&9), Some((&set(&[1, 3]), &set(&[2]))));
 }
 
-/// Fig. 3 `PRUNE` receive and `lazyPush`: a pruned peer gets announcements instead of
-/// payloads, batched into one IHAVE per peer on the lazy tick (§3.5: "IHAVE messages are
-/// batched").
+/// `PRUNE` receive and `lazyPush`: a pruned peer gets announcements instead of payloads,
+/// batched into one IHAVE per peer on the lazy tick (the paper leaves the lazy schedule to
+/// the implementation; Partisan batches per tick too).
 #[test]
 fn pruned_peer_gets_one_batched_ihave_per_tick() {
     let now = Instant::now();
@@ -170,7 +172,7 @@ fn lazy_queue_keeps_only_the_newest_announcements() {
     assert_eq!(drain(&mut core), vec![send(2, Message::IHave { announcements })]);
 }
 
-/// Fig. 3 `IHAVE` receive and `Timer(mID)`: a message announced but not received within
+/// §3.5 (tree repair), `IHAVE` receive and `Timer(mID)`: a message announced but not received within
 /// `timeout1` is GRAFTed from the first announcer, whose link becomes eager; `timeout2`
 /// later, from the next; then it is given up.
 #[test]
@@ -198,7 +200,7 @@ fn missing_message_is_grafted_from_each_announcer_in_turn() {
     assert_eq!(core.missing_len(), 0);
 }
 
-/// Fig. 3 `GOSSIP` receive cancels the message's timer: no GRAFT once it arrived, and an
+/// `GOSSIP` receive cancels the message's timer: no GRAFT once it arrived, and an
 /// IHAVE for a message already held starts none (`is_stale`).
 #[test]
 fn arrival_cancels_the_graft_timer() {
@@ -215,7 +217,7 @@ fn arrival_cancels_the_graft_timer() {
     assert_eq!(drain(&mut core), vec![]);
 }
 
-/// Fig. 3 `GRAFT` receive: the grafting peer becomes eager and gets the payload, with the
+/// §3.5, `GRAFT` receive: the grafting peer becomes eager and gets the payload, with the
 /// round it asked for; a GRAFT for a message the handler calls stale gets nothing.
 #[test]
 fn graft_makes_the_link_eager_and_answers_with_the_payload() {
@@ -271,7 +273,7 @@ fn trees_of_different_roots_are_independent() {
     assert_eq!(core.tree(&2), Some((&set(&[1, 2]), &set(&[]))));
 }
 
-/// Fig. 3 `NeighborDown` / `NeighborUp`: a lost neighbour leaves every tree and its
+/// §3.6 (dynamic membership), `NeighborDown` / `NeighborUp`: a lost neighbour leaves every tree and its
 /// announcements stop counting; a new one joins every tree's eager set.
 #[test]
 fn neighbour_changes_update_every_tree() {

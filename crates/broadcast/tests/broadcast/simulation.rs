@@ -1,6 +1,6 @@
 //! Plumtree on HyParView at 1,000 nodes: reliability, relative message redundancy (RMR) and
-//! last delivery hop (LDH) as defined in the Plumtree paper (§4.1), with no failures and with
-//! 20% and 40% of the nodes crashed at once (§4.3, "massive failures").
+//! last delivery hop (LDH) as defined in the Plumtree paper (§4), with no failures and with
+//! 20% and 40% of the nodes crashed at once, as in its failure experiments.
 
 use std::time::Duration;
 
@@ -39,7 +39,7 @@ fn run_and_print(scenario: &Scenario) -> Report {
 }
 
 /// With no failures, once the first broadcast has shaped the root's tree (duplicates pruned,
-/// §3.6), a broadcast reaches every node over a spanning tree: reliability 100% and almost no
+/// §3.4), a broadcast reaches every node over a spanning tree: reliability 100% and almost no
 /// redundant payload (RMR ≤ 0.05; a perfect tree has 0).
 #[test]
 fn settled_tree_reaches_every_node_with_little_redundancy() {
@@ -50,7 +50,7 @@ fn settled_tree_reaches_every_node_with_little_redundancy() {
 }
 
 /// 20% of the nodes crash at once; the root broadcasts right after (before any failure is
-/// detected) and twice more, 5 s apart. Lazy links GRAFT around the dead (§3.6) so at least
+/// detected) and twice more, 5 s apart. Lazy links GRAFT around the dead (§3.5) so at least
 /// 99% of the live nodes get the first broadcast, and once HyParView has repaired the active
 /// views from the passive ones (§4.3 of the HyParView paper) the third reaches all of them.
 #[test]
