@@ -256,6 +256,12 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
         &self.passive
     }
 
+    /// Whether this node knows no peer at all (both views empty, no request pending): it can
+    /// only get back into the overlay by joining again, through a contact the driver knows.
+    pub fn is_isolated(&self) -> bool {
+        self.active.is_empty() && self.passive.is_empty() && self.pending.is_empty()
+    }
+
     /// The next output to act on, oldest first. Drain after every call.
     pub fn poll_output(&mut self) -> Option<Output<P>> {
         self.outputs.pop_front()

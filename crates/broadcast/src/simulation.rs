@@ -15,6 +15,12 @@
 //! DISCONNECT and NEIGHBOUR) is also torn down this way. NEIGHBOUR requests to a crashed
 //! passive peer time out inside HyParView itself.
 //!
+//! **Restarts and isolation.** A node remembers the contact it first joined through. A
+//! crash loses its state (cores and messages); a restart starts it afresh and joins through
+//! that contact again, and a node that ends up knowing no peer at all
+//! ([`HyParView::is_isolated`]) rejoins through it on its next tick, as a real driver would
+//! rejoin through its configured seeds.
+//!
 //! **Anti-entropy.** When Plumtree asks for an exchange, [`SimHandler::exchange`] queues a
 //! request; the adapter sends the peer a digest of the ids it holds and the peer answers with
 //! up to [`MAX_EXCHANGE_ITEMS`] messages the digest lacks. Deliveries by exchange are counted
@@ -48,7 +54,8 @@ pub const MAX_EXCHANGE_ITEMS: usize = 64;
 /// The most exchange requests a [`SimHandler`] queues before the adapter takes them.
 const MAX_EXCHANGE_REQUESTS: usize = 8;
 
-/// A broadcast id in the simulation: the root in the high 32 bits, its sequence number low.
+/// A broadcast id in the simulation: the root in the high 32 bits, then the root's
+/// incarnation (12 bits), then its sequence number (20 bits).
 pub type MessageId = u64;
 
 /// What a simulated node sends.
@@ -111,6 +118,7 @@ pub struct SimHandler {
     messages: BTreeMap<MessageId, u64>,
     next_sequence: u64,
     root: u64,
+    incarnation: u64,
     exchange_requests: Vec<NodeId>,
 }
 
@@ -128,7 +136,7 @@ impl Handler<NodeId> for SimHandler {
     type Error = std::convert::Infallible;
 
     fn produce(&mut self, (): ()) -> (MessageId, u64) {
-        let id = (self.root << 32) | self.next_sequence;
+        let id = (self.root << 32) | ((self.incarnation & 0xfff) << 20) | self.next_sequence;
         self.next_sequence += 1;
         (id, id)
     }
@@ -177,6 +185,10 @@ struct Running {
 pub struct BroadcastNode {
     config: NodeConfig,
     running: Option<Running>,
+    /// The contact of the first join, for rejoining after a restart or isolation.
+    contact: Option<NodeId>,
+    /// Bumped at every crash, so a restarted root's message ids are new.
+    incarnation: u64,
     /// The earliest wake-up asked of the simulator and not yet fired.
     armed: Option<Instant>,
     deliveries: BTreeMap<MessageId, Delivery>,
@@ -189,6 +201,8 @@ impl BroadcastNode {
         BroadcastNode {
             config,
             running: None,
+            contact: None,
+            incarnation: 0,
             armed: None,
             deliveries: BTreeMap::new(),
             payloads_sent: BTreeMap::new(),
@@ -204,13 +218,15 @@ impl BroadcastNode {
             hyparview::Config { seed: ctx.rng().random(), ..self.config.hyparview.clone() };
         let plumtree =
             plumtree::Config { seed: ctx.rng().random(), ..self.config.plumtree.clone() };
-        let handler = SimHandler { root: me as u64, ..SimHandler::default() };
+        let handler =
+            SimHandler { root: me as u64, incarnation: self.incarnation, ..SimHandler::default() };
         let mut running = Running {
             overlay: HyParView::new(me, hyparview, now),
             tree: Plumtree::new(me, plumtree, handler, now),
             last_heard: BTreeMap::new(),
             ping_at: now + self.config.detector.ping_interval,
         };
+        self.contact = contact;
         if let Some(contact) = contact {
             // Only `ContactIsSelf` can fail, and then there is nothing to join.
             let _ = running.overlay.join(now, contact);
@@ -399,13 +415,25 @@ impl Node for BroadcastNode {
         running.overlay.handle_timeout(now);
         running.tree.handle_timeout(now);
         Self::probe(running, ctx, self.config.detector);
+        if running.overlay.is_isolated()
+            && let Some(contact) = self.contact
+        {
+            let _ = running.overlay.join(now, contact);
+        }
         self.settle(ctx);
     }
 
     fn on_crash(&mut self) {
-        // A crash loses everything; what it delivered before stays readable for the report.
+        // A crash loses everything it held; what it sent stays counted for the report.
         self.running = None;
         self.armed = None;
+        self.deliveries.clear();
+        self.incarnation += 1;
+    }
+
+    fn on_restart(&mut self, ctx: &mut Ctx<'_, Self>) {
+        let contact = self.contact;
+        self.start(ctx, contact);
     }
 }
 
@@ -435,6 +463,9 @@ pub struct Scenario {
     pub crash_fraction: f64,
     /// Broadcasts after the crash; the first starts right after it.
     pub broadcasts_after_crash: usize,
+    /// Restart the crashed nodes after the broadcasts that follow the crash, let them rejoin
+    /// for `settle`, and measure one more broadcast ([`Report::after_restart`]).
+    pub restart_crashed: bool,
     /// Time after the last broadcast for anti-entropy to catch up, before
     /// [`Report::eventual_reliability`] is measured.
     pub anti_entropy_wait: Duration,
@@ -459,6 +490,7 @@ impl Scenario {
             broadcast_interval: Duration::from_secs(5),
             crash_fraction: 0.0,
             broadcasts_after_crash: 0,
+            restart_crashed: false,
             anti_entropy_wait: Duration::ZERO,
         }
     }
@@ -496,6 +528,8 @@ pub struct Report {
     pub stable: BroadcastReport,
     /// The broadcasts after the crash, in order.
     pub after_crash: Vec<BroadcastReport>,
+    /// The broadcast after the crashed nodes restarted and rejoined, if they did.
+    pub after_restart: Option<BroadcastReport>,
     /// Share of (live node, broadcast after the crash) pairs delivered by any means, tree or
     /// anti-entropy, at the end; 1.0 when there was no broadcast after the crash.
     pub eventual_reliability: f64,
@@ -535,6 +569,13 @@ pub fn run(scenario: &Scenario) -> Report {
     let after_crash: Vec<BroadcastReport> = (0..scenario.broadcasts_after_crash)
         .map(|_| broadcast_and_measure(&mut sim, root, scenario.broadcast_interval))
         .collect();
+    let after_restart = scenario.restart_crashed.then(|| {
+        for &id in &others[..crashed] {
+            sim.restart(id);
+        }
+        sim.run_for(scenario.settle);
+        broadcast_and_measure(&mut sim, root, scenario.broadcast_interval)
+    });
     sim.run_for(scenario.anti_entropy_wait);
 
     let live: Vec<NodeId> = sim.up_nodes().collect();
@@ -555,6 +596,7 @@ pub fn run(scenario: &Scenario) -> Report {
         crashed,
         stable: stable.expect("at least one warm-up broadcast"),
         after_crash,
+        after_restart,
         eventual_reliability: if pairs == 0 { 1.0 } else { held as f64 / pairs as f64 },
         isolated,
         stats: sim.stats(),

@@ -35,6 +35,16 @@ fn run_and_print(scenario: &Scenario) -> Report {
             broadcast.ldh
         );
     }
+    if let Some(broadcast) = &report.after_restart {
+        println!(
+            "  broadcast after the restart: reliability {:.4} ({} of {}) rmr {:.4} ldh {}",
+            broadcast.reliability,
+            broadcast.delivered,
+            broadcast.live,
+            broadcast.rmr,
+            broadcast.ldh
+        );
+    }
     report
 }
 
@@ -77,6 +87,22 @@ fn forty_percent_crashed() {
     assert_eq!(report.crashed, 400);
     assert!(report.after_crash[0].reliability >= 0.95, "seed {SEED}: {report:#?}");
     assert_eq!(report.after_crash[2].reliability, 1.0, "seed {SEED}: {report:#?}");
+}
+
+/// Crash and restart: 20% of the nodes crash, and after the broadcasts that follow they
+/// restart with empty state and rejoin through their first contact (HyParView §4.2 again);
+/// once settled, a broadcast reaches every node, old and restarted.
+#[test]
+fn restarted_nodes_rejoin_the_tree() {
+    let report = run_and_print(&Scenario {
+        crash_fraction: 0.2,
+        broadcasts_after_crash: 1,
+        restart_crashed: true,
+        ..Scenario::new(SEED)
+    });
+    let after_restart = report.after_restart.as_ref().expect("restarted");
+    assert_eq!(after_restart.live, 1000, "seed {SEED}: {report:#?}");
+    assert_eq!(after_restart.reliability, 1.0, "seed {SEED}: {report:#?}");
 }
 
 /// Anti-entropy (the paper's "complementary" mechanism; Partisan's exchange): with exchanges
