@@ -1,0 +1,79 @@
+//! Identities and ballots: who is speaking, and in which round.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A node of the cluster, as the core knows it: an opaque number chosen by the driver.
+///
+/// The core never interprets it beyond equality and order (order breaks ties between ballots).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct NodeId(pub u64);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+/// One run of a proposer: its node and a number that is different for every start of it.
+///
+/// Ballots carry it so that a proposer that restarts (and forgets its ballot counter) can never
+/// reuse a ballot it used before with a different value: one ballot, one value, is the invariant
+/// Paxos is built on. The driver passes the transport's node incarnation; the simulation a
+/// random number.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct ProposerId {
+    /// The node the proposer runs on; messages from it must come from this node.
+    pub node: NodeId,
+    /// Different for every start of the proposer on that node.
+    pub run: u64,
+}
+
+/// The life of an acceptor's state: a new one each time an acceptor rejoins after losing it.
+///
+/// An acceptor sends its incarnation with every promise, and a proposer echoes the incarnations
+/// of the promises it counted in its accept; an accept that counted a promise of an older
+/// incarnation is refused. See the crate docs, "Losing state".
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Incarnation(pub u64);
+
+/// A Paxos round number: a counter, with the proposer breaking ties.
+///
+/// Ordered by counter first, so a proposer that learns of a higher counter can always pick a
+/// higher ballot.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Ballot {
+    /// Grows with every round a proposer starts.
+    pub counter: u64,
+    /// Who owns this ballot; no other proposer (nor another run of this one) ever uses it.
+    pub proposer: ProposerId,
+}
+
+impl Ballot {
+    /// The ballot below every real one: nothing promised, nothing accepted.
+    pub const ZERO: Ballot =
+        Ballot { counter: 0, proposer: ProposerId { node: NodeId(0), run: 0 } };
+
+    /// The next ballot of the same proposer: what an acceptor promises when it accepts this one,
+    /// so that the proposer's next write of the key needs no prepare (the fast path).
+    ///
+    /// `None` at the end of the counter's range, which a proposer never reaches honestly.
+    pub fn successor(self) -> Option<Ballot> {
+        Some(Ballot { counter: self.counter.checked_add(1)?, proposer: self.proposer })
+    }
+}
+
+impl fmt::Display for Ballot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}:{}", self.counter, self.proposer.node, self.proposer.run)
+    }
+}

@@ -1,0 +1,74 @@
+//! The errors of the core, one enum per family.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::register::{Change, Key};
+
+/// Why a change did not complete. Each variant says whether the change may still have taken
+/// effect: when it may, a later read tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum PaxosError {
+    /// Fewer than a majority of the acceptors answered before the request's deadline.
+    #[error("no quorum of acceptors answered (change maybe applied: {maybe_applied})")]
+    NoQuorum {
+        /// True once an accept was sent: a minority may have stored it, and a later round can
+        /// still complete it.
+        maybe_applied: bool,
+    },
+    /// A quorum answered, but contention kept every round from completing before the deadline.
+    #[error("timed out under contention (change maybe applied: {maybe_applied})")]
+    Timeout {
+        /// As for [`PaxosError::NoQuorum`]; always true for a forwarded change.
+        maybe_applied: bool,
+    },
+    /// The proposer this change was forwarded to was too busy to take it; nothing was applied.
+    #[error("the designated proposer is overloaded; nothing was applied")]
+    Overloaded,
+}
+
+impl PaxosError {
+    /// Whether the change may have taken effect despite the error.
+    pub fn maybe_applied(&self) -> bool {
+        match self {
+            PaxosError::NoQuorum { maybe_applied } | PaxosError::Timeout { maybe_applied } => {
+                *maybe_applied
+            }
+            PaxosError::Overloaded => false,
+        }
+    }
+}
+
+/// A change the proposer refused to take; nothing was sent.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ProposeError {
+    /// The proposer already holds its maximum of requests; the change is handed back.
+    #[error("the proposer holds its maximum of {limit} requests")]
+    Overloaded {
+        /// The key, handed back.
+        key: Key,
+        /// The change, handed back (boxed: it can be large).
+        change: Box<Change>,
+        /// The configured maximum.
+        limit: usize,
+    },
+}
+
+/// A storage failure. The acceptor that saw it did not give the vote it was recording.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    /// The file system failed.
+    #[error("storage I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// A record could not be encoded.
+    #[error("cannot encode a storage record: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    /// A record in the middle of the log does not decode (a torn tail is not an error: it is cut).
+    #[error("storage record at byte {offset} is corrupt: {reason}")]
+    Corrupt {
+        /// Where the record starts in the log.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+}

@@ -1,0 +1,153 @@
+//! The messages between proposers and acceptors (and between acceptors, to rejoin).
+//!
+//! All of them are serde types: the driver sends them as msgpack over the transport. Every
+//! message names its key and ballot, so a reply that arrives late, twice or out of order is
+//! matched to the round it belongs to or ignored.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ballot::{Ballot, Incarnation, NodeId};
+use crate::error::PaxosError;
+use crate::register::{Change, Key, Outcome, Register};
+use crate::storage::Slot;
+
+/// A proposer's own numbering of its requests, for forwarding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId(pub u64);
+
+/// Why an acceptor refused a prepare or an accept. The proposer learns from it; nothing changed
+/// at the acceptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejection {
+    /// A higher ballot was promised (the one given): another proposer is active on the key.
+    Promised(Ballot),
+    /// The accept counted a promise from an incarnation that has since lost its state.
+    StaleIncarnation,
+    /// The acceptor lost its state and has not rejoined yet: it does not vote.
+    Recovering,
+    /// The acceptor's storage failed to record the vote, so it did not give it.
+    Storage,
+    /// The ballot does not belong to the node that sent it, or is at the end of its range.
+    BadBallot,
+}
+
+/// Everything the core sends. The first group goes to acceptors, the second to proposers; a
+/// driver routes by [`Message::to_acceptor`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Phase 1a: promise to ignore ballots below `ballot`, and say what you accepted.
+    Prepare {
+        /// The register.
+        key: Key,
+        /// The proposer's new ballot.
+        ballot: Ballot,
+    },
+    /// Phase 2a: accept `register` at `ballot`.
+    Accept {
+        /// The register.
+        key: Key,
+        /// The ballot promised by a quorum (or the fast-path ballot promised with the last accept).
+        ballot: Ballot,
+        /// The value to accept.
+        register: Register,
+        /// The promises this accept relies on: each acceptor with the incarnation it promised in.
+        quorum: Vec<(NodeId, Incarnation)>,
+    },
+    /// A rejoining acceptor asks what incarnation of it the others know (rejoin, step 1).
+    Query {
+        /// Matches the answers to this attempt.
+        attempt: u64,
+    },
+    /// A rejoining acceptor announces its new incarnation and asks for the state (rejoin, step 2).
+    Fence {
+        /// Matches the answers to this attempt.
+        attempt: u64,
+        /// The new incarnation; accepts counting older promises of it are refused from now on.
+        incarnation: Incarnation,
+        /// Resume the state transfer after this key.
+        after: Option<Key>,
+    },
+    /// Phase 1b: the promise, with the highest accepted value.
+    Promise {
+        /// The register.
+        key: Key,
+        /// The ballot promised.
+        ballot: Ballot,
+        /// The incarnation that promised; the accept must echo it.
+        incarnation: Incarnation,
+        /// The ballot of the value below (`Ballot::ZERO`: none yet).
+        accepted: Ballot,
+        /// The accepted value.
+        register: Register,
+    },
+    /// Phase 2b: accepted; also a promise of `ballot.successor()` (the fast path).
+    Accepted {
+        /// The register.
+        key: Key,
+        /// The ballot accepted.
+        ballot: Ballot,
+        /// The incarnation that accepted (and promised the successor ballot).
+        incarnation: Incarnation,
+    },
+    /// A prepare or accept was refused.
+    Rejected {
+        /// The register.
+        key: Key,
+        /// The ballot refused.
+        ballot: Ballot,
+        /// Why.
+        reason: Rejection,
+    },
+    /// The answer to [`Message::Query`].
+    QueryReply {
+        /// The attempt answered.
+        attempt: u64,
+        /// The highest incarnation of the asker this acceptor knows.
+        known: Incarnation,
+    },
+    /// The answer to [`Message::Fence`]: the fence is recorded, and here is a page of state.
+    FenceReply {
+        /// The attempt answered.
+        attempt: u64,
+        /// Slots in key order.
+        slots: Vec<(Key, Slot)>,
+        /// Where the next page starts, if there is one.
+        next: Option<Key>,
+    },
+    /// A proposer hands a change to the key's designated proposer.
+    Forward {
+        /// The sender's request, echoed in the result.
+        id: RequestId,
+        /// The register.
+        key: Key,
+        /// The change to run.
+        change: Change,
+        /// How long the sender still waits for the result.
+        timeout: Duration,
+    },
+    /// The designated proposer's result for a forwarded change.
+    ForwardResult {
+        /// The sender's request.
+        id: RequestId,
+        /// What happened.
+        result: Result<Outcome, PaxosError>,
+    },
+}
+
+impl Message {
+    /// Whether an acceptor handles this message (otherwise a proposer does). `FenceReply` and
+    /// `QueryReply` go to the rejoining acceptor.
+    pub fn to_acceptor(&self) -> bool {
+        matches!(
+            self,
+            Message::Prepare { .. }
+                | Message::Accept { .. }
+                | Message::Query { .. }
+                | Message::Fence { .. }
+                | Message::QueryReply { .. }
+                | Message::FenceReply { .. }
+        )
+    }
+}

@@ -1,0 +1,662 @@
+//! The proposer: runs changes on keys through rounds of prepare and accept.
+//!
+//! ```text
+//!  propose(k, f) ──► queue of k ──► fast ballot cached? ──yes──────────────┐
+//!                                        └─no─► Prepare(k, b) to all       │
+//!                     majority of Promise ──► v := f(highest accepted)     │
+//!                                             Accept(k, b, v) to all ◄─────┘ (v := f(cached))
+//!                     majority of Accepted ──► complete; cache (b+1, v)
+//!  Rejected(Promised) ──► back off (seeded, random, growing) or forward to k's designated proposer
+//!  round timeout      ──► new round;  deadline ──► NoQuorum / Timeout
+//! ```
+//!
+//! One round runs per key at a time; further changes to the key wait in its queue, in order.
+//! A proposer that completed a round on a key holds a majority of promises for the next ballot
+//! (every `Accepted` carries one), so its next change to that key skips the prepare: one round
+//! trip instead of two, while nobody else writes the key.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+use thiserror::Error;
+
+use crate::ballot::{Ballot, Incarnation, NodeId, ProposerId};
+use crate::error::{PaxosError, ProposeError};
+use crate::membership::majority;
+use crate::message::{Message, Rejection, RequestId};
+use crate::register::{Change, Key, Outcome, Register};
+
+/// The most messages a proposer holds for the driver; past it the oldest is dropped, which
+/// Paxos tolerates like any message loss. A driver that drains after every call never gets there.
+pub(crate) const OUTBOX_LIMIT: usize = 16_384;
+
+/// How a proposer is set up.
+#[derive(Clone, Debug)]
+pub struct ProposerConfig {
+    /// This proposer (node and run).
+    pub id: ProposerId,
+    /// The acceptor set; a quorum is a majority of it.
+    pub acceptors: Vec<NodeId>,
+    /// The proposers a key's designated proposer is chosen from (by a hash of the key). A change
+    /// that meets contention is forwarded there. Empty: never forward.
+    pub designated: Vec<NodeId>,
+    /// How long a round waits for a majority before starting over.
+    pub round_timeout: Duration,
+    /// How long a change may take in all before it fails.
+    pub request_timeout: Duration,
+    /// The first back-off after a conflict; it doubles (randomised) with each conflict.
+    pub backoff_min: Duration,
+    /// The longest back-off.
+    pub backoff_max: Duration,
+    /// The most changes held at once (queued, running or forwarded); more are refused.
+    pub max_requests: usize,
+    /// The most keys whose fast-path ballot is remembered.
+    pub max_fast_keys: usize,
+    /// Seeds the back-off jitter.
+    pub seed: u64,
+}
+
+impl ProposerConfig {
+    /// Defaults for a LAN: rounds of 100 ms, requests of 2 s, back-off 1–50 ms, no forwarding.
+    pub fn new(id: ProposerId, acceptors: Vec<NodeId>, seed: u64) -> Self {
+        ProposerConfig {
+            id,
+            acceptors,
+            designated: Vec::new(),
+            round_timeout: Duration::from_millis(100),
+            request_timeout: Duration::from_secs(2),
+            backoff_min: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(50),
+            max_requests: 4096,
+            max_fast_keys: 65_536,
+            seed,
+        }
+    }
+}
+
+/// A finished change: its request, key, and what happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// The id [`Proposer::propose`] returned.
+    pub id: RequestId,
+    /// The key.
+    pub key: Key,
+    /// The outcome, or why there is none.
+    pub result: Result<Outcome, PaxosError>,
+}
+
+/// Why a message changed nothing. The driver may log it; nothing else to do.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum Ignored {
+    /// A vote from a node outside the acceptor set.
+    #[error("{0} is not in the acceptor set")]
+    NotAnAcceptor(NodeId),
+    /// A reply for a round that is over, or a ballot that is not this proposer's.
+    #[error("reply for a round that is not running")]
+    StaleRound,
+    /// A forwarded result for a request this proposer does not hold (any more).
+    #[error("result for an unknown forwarded request")]
+    UnknownRequest,
+    /// A message meant for an acceptor.
+    #[error("message meant for an acceptor")]
+    NotForProposer,
+}
+
+/// Who asked for a change: a local caller, or another proposer that forwarded it.
+#[derive(Clone, Copy, Debug)]
+enum Origin {
+    Local,
+    Forwarded { from: NodeId, id: RequestId },
+}
+
+#[derive(Debug)]
+struct Request {
+    key: Key,
+    change: Change,
+    origin: Origin,
+    deadline: Instant,
+    /// An accept for this change was sent: from now on it may take effect.
+    accept_sent: bool,
+    conflicts: u32,
+}
+
+#[derive(Debug)]
+enum Round {
+    Preparing {
+        ballot: Ballot,
+        promises: BTreeMap<NodeId, (Incarnation, Ballot, Register)>,
+    },
+    Accepting {
+        ballot: Ballot,
+        outcome: Outcome,
+        quorum: Vec<(NodeId, Incarnation)>,
+        accepted: BTreeMap<NodeId, Incarnation>,
+    },
+}
+
+impl Round {
+    fn ballot(&self) -> Ballot {
+        match self {
+            Round::Preparing { ballot, .. } | Round::Accepting { ballot, .. } => *ballot,
+        }
+    }
+}
+
+/// The requests of one key, and the round running for the first of them.
+#[derive(Debug, Default)]
+struct KeyState {
+    queue: VecDeque<RequestId>,
+    round: Option<Round>,
+    /// Acceptors that answered the current round at all.
+    responded: BTreeSet<NodeId>,
+    /// Acceptors that refused the current round for a reason other than a higher ballot.
+    refused: BTreeSet<NodeId>,
+    /// When the round times out, or the back-off ends.
+    wake_at: Option<Instant>,
+    /// Whether a majority answered the last round that ended (for NoQuorum versus Timeout).
+    quorum_answered: bool,
+}
+
+/// The promises a proposer holds for its next ballot on a key: the fast path.
+#[derive(Debug)]
+struct Fast {
+    ballot: Ballot,
+    register: Register,
+    quorum: Vec<(NodeId, Incarnation)>,
+}
+
+/// A proposer. Feed it changes, messages and timeouts; drain
+/// [`poll_transmit`](Proposer::poll_transmit) and [`poll_completion`](Proposer::poll_completion)
+/// after each call, and call [`handle_timeout`](Proposer::handle_timeout) at
+/// [`poll_timeout`](Proposer::poll_timeout).
+#[derive(Debug)]
+pub struct Proposer {
+    config: ProposerConfig,
+    rng: SmallRng,
+    counter: u64,
+    next_request: u64,
+    requests: BTreeMap<RequestId, Request>,
+    keys: BTreeMap<Key, KeyState>,
+    /// Changes forwarded to a designated proposer, awaiting its result.
+    forwarded: BTreeMap<RequestId, NodeId>,
+    fast: BTreeMap<Key, Fast>,
+    outbox: VecDeque<(NodeId, Message)>,
+    completions: VecDeque<Completion>,
+}
+
+impl Proposer {
+    /// A proposer with nothing running.
+    pub fn new(config: ProposerConfig) -> Self {
+        Proposer {
+            rng: SmallRng::seed_from_u64(config.seed),
+            config,
+            counter: 0,
+            next_request: 0,
+            requests: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            forwarded: BTreeMap::new(),
+            fast: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            completions: VecDeque::new(),
+        }
+    }
+
+    /// This proposer.
+    pub fn id(&self) -> ProposerId {
+        self.config.id
+    }
+
+    /// Changes held (queued, running or forwarded).
+    pub fn pending(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Starts a change of `key`. Its [`Completion`] comes out of
+    /// [`poll_completion`](Proposer::poll_completion) with the returned id.
+    pub fn propose(
+        &mut self,
+        now: Instant,
+        key: Key,
+        change: Change,
+    ) -> Result<RequestId, ProposeError> {
+        let deadline = now + self.config.request_timeout;
+        self.admit(now, key, change, Origin::Local, deadline)
+    }
+
+    /// Replaces the acceptor set (see [`membership`](crate::membership)). Running rounds start
+    /// over under the new set and fast-path promises are dropped: they were counted in the old.
+    pub fn set_acceptors(&mut self, now: Instant, acceptors: Vec<NodeId>) {
+        self.config.acceptors = acceptors;
+        self.fast.clear();
+        for state in self.keys.values_mut() {
+            if state.round.take().is_some() {
+                state.wake_at = Some(now);
+            }
+        }
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<(NodeId, Message)> {
+        self.outbox.pop_front()
+    }
+
+    /// The next finished change.
+    pub fn poll_completion(&mut self) -> Option<Completion> {
+        self.completions.pop_front()
+    }
+
+    /// When [`handle_timeout`](Proposer::handle_timeout) wants to run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let keys = self.keys.values().filter_map(|k| k.wake_at);
+        let forwards = self.forwarded.keys().filter_map(|id| Some(self.requests.get(id)?.deadline));
+        keys.chain(forwards).min()
+    }
+
+    /// Time passed: rounds that timed out start over, back-offs end, deadlines fail requests.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<Key> = self
+            .keys
+            .iter()
+            .filter(|(_, state)| state.wake_at.is_some_and(|at| at <= now))
+            .map(|(key, _)| key.clone())
+            .collect();
+        let quorum = majority(self.acceptors());
+        for key in due {
+            if let Some(state) = self.keys.get_mut(&key) {
+                if state.round.take().is_some() {
+                    // The round timed out: its fast ballot may be dead, prepare afresh.
+                    state.quorum_answered = state.responded.len() >= quorum;
+                    self.fast.remove(&key);
+                }
+                state.wake_at = None;
+            }
+            self.run_key(now, &key);
+        }
+        let expired: Vec<RequestId> = self
+            .forwarded
+            .keys()
+            .filter(|id| self.requests.get(id).is_some_and(|r| r.deadline <= now))
+            .copied()
+            .collect();
+        for id in expired {
+            self.forwarded.remove(&id);
+            self.finish(id, Err(PaxosError::Timeout { maybe_applied: true }));
+        }
+    }
+
+    /// A message arrived from `from`. `Err` says why it changed nothing.
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        message: Message,
+    ) -> Result<(), Ignored> {
+        match message {
+            Message::Promise { key, ballot, incarnation, accepted, register } => {
+                self.on_promise(now, from, key, ballot, (incarnation, accepted, register))
+            }
+            Message::Accepted { key, ballot, incarnation } => {
+                self.on_accepted(now, from, key, ballot, incarnation)
+            }
+            Message::Rejected { key, ballot, reason } => {
+                self.on_rejected(now, from, key, ballot, reason)
+            }
+            Message::Forward { id, key, change, timeout } => {
+                let origin = Origin::Forwarded { from, id };
+                let timeout = timeout.min(self.config.request_timeout);
+                if let Err(ProposeError::Overloaded { .. }) =
+                    self.admit(now, key, change, origin, now + timeout)
+                {
+                    let result = Err(PaxosError::Overloaded);
+                    self.send(from, Message::ForwardResult { id, result });
+                }
+                Ok(())
+            }
+            Message::ForwardResult { id, result } => {
+                if self.forwarded.get(&id) != Some(&from) {
+                    return Err(Ignored::UnknownRequest);
+                }
+                self.forwarded.remove(&id);
+                self.finish(id, result);
+                Ok(())
+            }
+            _ => Err(Ignored::NotForProposer),
+        }
+    }
+
+    fn admit(
+        &mut self,
+        now: Instant,
+        key: Key,
+        change: Change,
+        origin: Origin,
+        deadline: Instant,
+    ) -> Result<RequestId, ProposeError> {
+        if self.requests.len() >= self.config.max_requests {
+            let limit = self.config.max_requests;
+            return Err(ProposeError::Overloaded { key, change: Box::new(change), limit });
+        }
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        let request = Request {
+            key: key.clone(),
+            change,
+            origin,
+            deadline,
+            accept_sent: false,
+            conflicts: 0,
+        };
+        self.requests.insert(id, request);
+        let state = self.keys.entry(key.clone()).or_default();
+        state.queue.push_back(id);
+        if state.queue.len() == 1 && state.wake_at.is_none() {
+            self.run_key(now, &key);
+        }
+        Ok(id)
+    }
+
+    /// Starts a round for the first request of `key` that is still within its deadline.
+    fn run_key(&mut self, now: Instant, key: &Key) {
+        loop {
+            let Some(state) = self.keys.get_mut(key) else { return };
+            let Some(&id) = state.queue.front() else {
+                self.keys.remove(key);
+                return;
+            };
+            let quorum_answered = state.quorum_answered;
+            let Some(request) = self.requests.get(&id) else {
+                state.queue.pop_front();
+                continue;
+            };
+            if request.deadline <= now {
+                let maybe_applied = request.accept_sent;
+                let error = if quorum_answered {
+                    PaxosError::Timeout { maybe_applied }
+                } else {
+                    PaxosError::NoQuorum { maybe_applied }
+                };
+                state.queue.pop_front();
+                self.finish(id, Err(error));
+                continue;
+            }
+            return self.start_round(now, key, id);
+        }
+    }
+
+    fn start_round(&mut self, now: Instant, key: &Key, id: RequestId) {
+        let Some(request) = self.requests.get_mut(&id) else { return };
+        let wake_at = (now + self.config.round_timeout).min(request.deadline);
+        let round = match self.fast.remove(key) {
+            Some(fast) => {
+                let (after, applied) = request.change.apply(&fast.register);
+                let outcome = Outcome { before: fast.register, after, applied };
+                request.accept_sent = true;
+                self.counter = self.counter.max(fast.ballot.counter);
+                Round::Accepting {
+                    ballot: fast.ballot,
+                    outcome,
+                    quorum: fast.quorum,
+                    accepted: BTreeMap::new(),
+                }
+            }
+            None => {
+                self.counter = self.counter.saturating_add(1);
+                let ballot = Ballot { counter: self.counter, proposer: self.config.id };
+                Round::Preparing { ballot, promises: BTreeMap::new() }
+            }
+        };
+        let message = match &round {
+            Round::Preparing { ballot, .. } => {
+                Message::Prepare { key: key.clone(), ballot: *ballot }
+            }
+            Round::Accepting { ballot, outcome, quorum, .. } => Message::Accept {
+                key: key.clone(),
+                ballot: *ballot,
+                register: outcome.after.clone(),
+                quorum: quorum.clone(),
+            },
+        };
+        self.broadcast(&message);
+        let state = self.keys.entry(key.clone()).or_default();
+        state.round = Some(round);
+        state.responded.clear();
+        state.refused.clear();
+        state.wake_at = Some(wake_at);
+    }
+
+    /// The running round of `key` if it is at `ballot`, after checking the sender is an
+    /// acceptor; the sender is recorded as having answered.
+    fn round_for(
+        &mut self,
+        from: NodeId,
+        key: &Key,
+        ballot: Ballot,
+    ) -> Result<&mut KeyState, Ignored> {
+        if !self.config.acceptors.contains(&from) {
+            return Err(Ignored::NotAnAcceptor(from));
+        }
+        let state = self.keys.get_mut(key).ok_or(Ignored::StaleRound)?;
+        match &state.round {
+            Some(round) if round.ballot() == ballot => {
+                state.responded.insert(from);
+                Ok(state)
+            }
+            _ => Err(Ignored::StaleRound),
+        }
+    }
+
+    fn on_promise(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        key: Key,
+        ballot: Ballot,
+        vote: (Incarnation, Ballot, Register),
+    ) -> Result<(), Ignored> {
+        let quorum = majority(self.acceptors());
+        let seen = vote.1.counter;
+        let state = self.round_for(from, &key, ballot)?;
+        let Some(Round::Preparing { promises, .. }) = &mut state.round else {
+            return Err(Ignored::StaleRound);
+        };
+        promises.insert(from, vote);
+        if promises.len() < quorum {
+            self.counter = self.counter.max(seen);
+            return Ok(());
+        }
+        let promises = std::mem::take(promises);
+        self.counter = self.counter.max(seen);
+        self.start_accept(now, key, ballot, promises);
+        Ok(())
+    }
+
+    /// A majority promised: apply the change to the highest accepted value and send accepts.
+    fn start_accept(
+        &mut self,
+        now: Instant,
+        key: Key,
+        ballot: Ballot,
+        promises: BTreeMap<NodeId, (Incarnation, Ballot, Register)>,
+    ) {
+        let Some(state) = self.keys.get_mut(&key) else { return };
+        let Some(&id) = state.queue.front() else { return };
+        let Some(request) = self.requests.get_mut(&id) else { return };
+        let current = promises
+            .values()
+            .max_by_key(|(_, accepted, _)| *accepted)
+            .map(|(_, _, register)| register.clone())
+            .unwrap_or_default();
+        let (after, applied) = request.change.apply(&current);
+        request.accept_sent = true;
+        let outcome = Outcome { before: current, after, applied };
+        let quorum: Vec<_> = promises.iter().map(|(node, (inc, _, _))| (*node, *inc)).collect();
+        let message = Message::Accept {
+            key: key.clone(),
+            ballot,
+            register: outcome.after.clone(),
+            quorum: quorum.clone(),
+        };
+        state.round = Some(Round::Accepting { ballot, outcome, quorum, accepted: BTreeMap::new() });
+        state.refused.clear();
+        state.wake_at = Some((now + self.config.round_timeout).min(request.deadline));
+        self.broadcast(&message);
+    }
+
+    fn on_accepted(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        key: Key,
+        ballot: Ballot,
+        incarnation: Incarnation,
+    ) -> Result<(), Ignored> {
+        let quorum = majority(self.acceptors());
+        let state = self.round_for(from, &key, ballot)?;
+        let Some(Round::Accepting { accepted, .. }) = &mut state.round else {
+            return Err(Ignored::StaleRound);
+        };
+        accepted.insert(from, incarnation);
+        if accepted.len() < quorum {
+            return Ok(());
+        }
+        let Some(Round::Accepting { outcome, accepted, .. }) = state.round.take() else {
+            return Err(Ignored::StaleRound);
+        };
+        state.wake_at = None;
+        state.quorum_answered = true;
+        let id = state.queue.pop_front();
+        // Every acceptor that accepted `ballot` promised its successor: the fast path.
+        if let Some(next) = ballot.successor() {
+            self.remember_fast(&key, next, outcome.after.clone(), accepted.into_iter().collect());
+        }
+        if let Some(id) = id {
+            self.finish(id, Ok(outcome));
+        }
+        self.run_key(now, &key);
+        Ok(())
+    }
+
+    fn on_rejected(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        key: Key,
+        ballot: Ballot,
+        reason: Rejection,
+    ) -> Result<(), Ignored> {
+        let quorum = majority(self.acceptors());
+        let acceptors = self.acceptors();
+        if let Rejection::Promised(promised) = reason {
+            self.counter = self.counter.max(promised.counter);
+        }
+        let state = self.round_for(from, &key, ballot)?;
+        let conflict = match reason {
+            Rejection::Promised(promised) if promised > ballot => true,
+            // A promise at or below our own ballot is no conflict (a duplicate); the rest
+            // remove one voter from this round.
+            Rejection::Promised(_) => return Ok(()),
+            Rejection::StaleIncarnation => true,
+            Rejection::Recovering | Rejection::Storage | Rejection::BadBallot => {
+                state.refused.insert(from);
+                if acceptors.saturating_sub(state.refused.len()) >= quorum {
+                    return Ok(());
+                }
+                false
+            }
+        };
+        state.quorum_answered = state.responded.len() >= quorum;
+        state.round = None;
+        self.fast.remove(&key);
+        self.back_off(now, &key, conflict);
+        Ok(())
+    }
+
+    /// The round of `key` failed: wait a random, growing time, or, on contention, hand the
+    /// change to the key's designated proposer.
+    fn back_off(&mut self, now: Instant, key: &Key, conflict: bool) {
+        let Some(state) = self.keys.get_mut(key) else { return };
+        let Some(&id) = state.queue.front() else { return };
+        let Some(request) = self.requests.get_mut(&id) else { return };
+        let designated = designated(&self.config.designated, key);
+        let may_forward = conflict
+            && !request.accept_sent
+            && matches!(request.origin, Origin::Local)
+            && designated.is_some_and(|d| d != self.config.id.node);
+        if let (true, Some(to)) = (may_forward, designated) {
+            // Nothing of this change was sent in an accept, so it is still unapplied and moves
+            // whole to the designated proposer; it never runs here again.
+            state.queue.pop_front();
+            let timeout = request.deadline.saturating_duration_since(now);
+            let message =
+                Message::Forward { id, key: key.clone(), change: request.change.clone(), timeout };
+            self.forwarded.insert(id, to);
+            self.send(to, message);
+            return self.run_key(now, key);
+        }
+        request.conflicts = request.conflicts.saturating_add(1);
+        let ceiling = self
+            .config
+            .backoff_min
+            .saturating_mul(1u32 << request.conflicts.min(16))
+            .min(self.config.backoff_max)
+            .max(self.config.backoff_min);
+        let wait = self.rng.random_range(self.config.backoff_min..=ceiling);
+        state.wake_at = Some((now + wait).min(request.deadline));
+    }
+
+    fn remember_fast(
+        &mut self,
+        key: &Key,
+        ballot: Ballot,
+        register: Register,
+        quorum: Vec<(NodeId, Incarnation)>,
+    ) {
+        if self.fast.len() >= self.config.max_fast_keys && !self.fast.contains_key(key) {
+            self.fast.pop_first();
+        }
+        if self.config.max_fast_keys > 0 {
+            self.fast.insert(key.clone(), Fast { ballot, register, quorum });
+        }
+    }
+
+    fn finish(&mut self, id: RequestId, result: Result<Outcome, PaxosError>) {
+        let Some(request) = self.requests.remove(&id) else { return };
+        match request.origin {
+            Origin::Local => {
+                self.completions.push_back(Completion { id, key: request.key, result });
+            }
+            Origin::Forwarded { from, id } => {
+                self.send(from, Message::ForwardResult { id, result })
+            }
+        }
+    }
+
+    fn acceptors(&self) -> usize {
+        self.config.acceptors.len()
+    }
+
+    fn broadcast(&mut self, message: &Message) {
+        for i in 0..self.config.acceptors.len() {
+            let to = self.config.acceptors[i];
+            self.send(to, message.clone());
+        }
+    }
+
+    fn send(&mut self, to: NodeId, message: Message) {
+        if self.outbox.len() >= OUTBOX_LIMIT {
+            self.outbox.pop_front();
+        }
+        self.outbox.push_back((to, message));
+    }
+}
+
+/// The proposer that changes to `key` are forwarded to under contention.
+pub fn designated(proposers: &[NodeId], key: &Key) -> Option<NodeId> {
+    if proposers.is_empty() {
+        return None;
+    }
+    let index = crate::hash::fnv1a(&key.0) % proposers.len() as u64;
+    proposers.get(index as usize).copied()
+}

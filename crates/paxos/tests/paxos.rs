@@ -1,0 +1,9 @@
+//! The one integration test binary of shoal-paxos: protocol rules checked message by message,
+//! storage, membership changes, and randomised simulations checked for linearisability.
+
+mod paxos {
+    mod acceptor;
+    mod proposer;
+    mod storage;
+    mod wire;
+}

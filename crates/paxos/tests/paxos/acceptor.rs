@@ -1,0 +1,195 @@
+//! The acceptor's rules, checked by the exact messages it answers with.
+
+use std::time::Instant;
+
+use shoal_paxos::{
+    Acceptor, AcceptorConfig, AcceptorIgnored, Ballot, Change, Entry, Incarnation, MemoryStorage,
+    Message, NodeId, ProposerId, Register, Rejection, Storage,
+};
+
+use super::wire::{Wire, ids};
+
+pub(crate) fn ballot(counter: u64, node: u64) -> Ballot {
+    Ballot { counter, proposer: ProposerId { node: NodeId(node), run: 1 } }
+}
+
+fn value(data: &str) -> Register {
+    Register { version: 1, entry: Some(Entry::new(data)) }
+}
+
+const P: NodeId = NodeId(101);
+
+/// Runs `message` from `from` into acceptor `a` of `wire` and returns what it answered.
+fn ask(wire: &mut Wire, a: usize, from: NodeId, message: Message) -> Vec<(NodeId, Message)> {
+    let now = wire.now;
+    let _ = wire.acceptors[a].handle_message(now, from, message);
+    wire.sent_by_acceptor(a)
+}
+
+fn accept(key: &str, b: Ballot, register: Register, quorum: &[(u64, u64)]) -> Message {
+    let quorum = quorum.iter().map(|&(n, i)| (NodeId(n), Incarnation(i))).collect();
+    Message::Accept { key: key.into(), ballot: b, register, quorum }
+}
+
+/// Paxos phase 1b: a promise reports the highest accepted value, and binds the acceptor to
+/// refuse lower ballots.
+#[test]
+fn promise_reports_accepted_value_and_refuses_lower_ballots() {
+    let mut wire = Wire::new(3, 0);
+    let inc = wire.acceptors[0].incarnation().unwrap();
+    let b = ballot(3, 101);
+    let answer = ask(&mut wire, 0, P, Message::Prepare { key: "k".into(), ballot: b });
+    let promise = Message::Promise {
+        key: "k".into(),
+        ballot: b,
+        incarnation: inc,
+        accepted: Ballot::ZERO,
+        register: Register::default(),
+    };
+    assert_eq!(answer, vec![(P, promise)]);
+
+    let low = ballot(2, 102);
+    let answer = ask(&mut wire, 0, NodeId(102), Message::Prepare { key: "k".into(), ballot: low });
+    let refusal =
+        Message::Rejected { key: "k".into(), ballot: low, reason: Rejection::Promised(b) };
+    assert_eq!(answer, vec![(NodeId(102), refusal)]);
+
+    // Keys are independent registers: the promise on "k" says nothing about "j".
+    let answer = ask(&mut wire, 0, NodeId(102), Message::Prepare { key: "j".into(), ballot: low });
+    assert!(matches!(answer[0].1, Message::Promise { .. }));
+}
+
+/// Paxos phase 2b, with the fast path: accepting `b` also promises `b`'s successor, so a
+/// prepare at `b` itself (or any ballot below the successor) is refused afterwards.
+#[test]
+fn accept_promises_the_successor_ballot() {
+    let mut wire = Wire::new(3, 0);
+    let inc = wire.acceptors[0].incarnation().unwrap();
+    let b = ballot(4, 101);
+    let answer = ask(&mut wire, 0, P, accept("k", b, value("v"), &[(1, inc.0)]));
+    assert_eq!(
+        answer,
+        vec![(P, Message::Accepted { key: "k".into(), ballot: b, incarnation: inc })]
+    );
+
+    let next = b.successor().unwrap();
+    let other = ballot(4, 102); // above b, below b's successor
+    let answer =
+        ask(&mut wire, 0, NodeId(102), Message::Prepare { key: "k".into(), ballot: other });
+    let refusal =
+        Message::Rejected { key: "k".into(), ballot: other, reason: Rejection::Promised(next) };
+    assert_eq!(answer, vec![(NodeId(102), refusal)]);
+
+    // The successor itself is accepted without a prepare, and a duplicate of the first accept
+    // is answered again without changing anything.
+    let answer = ask(&mut wire, 0, P, accept("k", next, value("w"), &[(1, inc.0)]));
+    assert!(matches!(answer[0].1, Message::Accepted { .. }));
+    let answer = ask(&mut wire, 0, P, accept("k", next, value("w"), &[(1, inc.0)]));
+    assert!(matches!(answer[0].1, Message::Accepted { .. }));
+    let slot = wire.acceptors[0].storage().slot(&"k".into()).unwrap().clone();
+    assert_eq!((slot.accepted, slot.register), (next, value("w")));
+}
+
+/// Bad input from the network: a ballot that does not belong to its sender, the zero ballot, and
+/// rejoin traffic from strangers get a typed refusal or are ignored with a reason, never a panic.
+#[test]
+fn nonsense_is_refused_with_a_reason() {
+    let mut wire = Wire::new(3, 0);
+    let forged = ballot(9, 102);
+    let answer = ask(&mut wire, 0, P, Message::Prepare { key: "k".into(), ballot: forged });
+    let refusal =
+        Message::Rejected { key: "k".into(), ballot: forged, reason: Rejection::BadBallot };
+    assert_eq!(answer, vec![(P, refusal)]);
+    let answer =
+        ask(&mut wire, 0, NodeId(0), Message::Prepare { key: "k".into(), ballot: Ballot::ZERO });
+    assert!(matches!(answer[0].1, Message::Rejected { reason: Rejection::BadBallot, .. }));
+    let max = Ballot { counter: u64::MAX, ..ballot(0, 101) };
+    let answer = ask(&mut wire, 0, P, accept("k", max, value("v"), &[]));
+    assert!(matches!(answer[0].1, Message::Rejected { reason: Rejection::BadBallot, .. }));
+
+    let now = wire.now;
+    let stranger = wire.acceptors[0].handle_message(now, NodeId(77), Message::Query { attempt: 1 });
+    assert_eq!(stranger, Err(AcceptorIgnored::NotAnAcceptor(NodeId(77))));
+    let reply = Message::QueryReply { attempt: 1, known: Incarnation(5) };
+    assert_eq!(
+        wire.acceptors[0].handle_message(now, NodeId(2), reply),
+        Err(AcceptorIgnored::StaleAttempt)
+    );
+    let not_mine =
+        Message::Accepted { key: "k".into(), ballot: forged, incarnation: Incarnation(1) };
+    assert_eq!(
+        wire.acceptors[0].handle_message(now, P, not_mine),
+        Err(AcceptorIgnored::NotForAcceptor)
+    );
+    assert!(wire.sent_by_acceptor(0).is_empty());
+}
+
+/// Losing state: an acceptor whose store has no incarnation does not vote until it has rejoined.
+#[test]
+fn an_acceptor_without_state_does_not_vote() {
+    let now = Instant::now();
+    let mut fresh =
+        Acceptor::new(now, AcceptorConfig::new(NodeId(1), ids(3), 1), MemoryStorage::new());
+    let queries: Vec<_> = std::iter::from_fn(|| fresh.poll_transmit()).collect();
+    assert_eq!(queries.len(), 2, "it queries both others: {queries:?}");
+    assert!(queries.iter().all(|(_, m)| matches!(m, Message::Query { .. })));
+    let b = ballot(1, 101);
+    let _ = fresh.handle_message(now, P, Message::Prepare { key: "k".into(), ballot: b });
+    let refusal = Message::Rejected { key: "k".into(), ballot: b, reason: Rejection::Recovering };
+    assert_eq!(fresh.poll_transmit(), Some((P, refusal)));
+    assert_eq!(fresh.incarnation(), None);
+}
+
+/// Rebuilds acceptor `a` of `wire` with an empty store (it lost its state) and lets it rejoin.
+fn lose_state_and_rejoin(wire: &mut Wire, a: usize) -> Incarnation {
+    let id = wire.acceptors[a].id();
+    let config = AcceptorConfig::new(id, ids(wire.acceptors.len() as u64), 1000 + id.0);
+    wire.acceptors[a] = Acceptor::new(wire.now, config, MemoryStorage::new());
+    wire.deliver_all();
+    wire.acceptors[a].incarnation().expect("rejoined")
+}
+
+/// Losing state: rejoining copies what a majority of the others accepted, so a value chosen on
+/// a majority that included the lost acceptor comes back to it.
+#[test]
+fn rejoining_restores_chosen_values() {
+    let mut wire = Wire::new(3, 1);
+    let now = wire.now;
+    wire.proposers[0].propose(now, "k".into(), Change::Set(Entry::new("v"))).unwrap();
+    wire.deliver_all();
+    assert!(wire.completions(0)[0].result.is_ok());
+    let before = wire.acceptors[0].incarnation().unwrap();
+    let after = lose_state_and_rejoin(&mut wire, 0);
+    assert!(after > before, "a new, higher incarnation: {before:?} -> {after:?}");
+    let slot = wire.acceptors[0].storage().slot(&"k".into()).unwrap();
+    assert_eq!(slot.register.entry, Some(Entry::new("v")));
+}
+
+/// Losing state, the subtle case: acceptor 1 promised ballot 6 (the promise reached the
+/// proposer, which counted it with acceptor 2's), then lost its state and rejoined. The accept
+/// of ballot 6 that counts the lost promise is refused by everyone — by the fenced acceptors 2
+/// and 3, and by 1 itself — so it cannot complete a quorum that a ballot-5 proposer, which
+/// acceptor 1 no longer knows about, could conflict with.
+#[test]
+fn a_promise_from_a_lost_incarnation_counts_for_nothing() {
+    let mut wire = Wire::new(3, 0);
+    let old = wire.acceptors[0].incarnation().unwrap();
+    let b6 = ballot(6, 101);
+    for a in 0..2 {
+        let answer = ask(&mut wire, a, P, Message::Prepare { key: "k".into(), ballot: b6 });
+        assert!(matches!(answer[0].1, Message::Promise { .. }));
+    }
+    let inc2 = wire.acceptors[1].incarnation().unwrap();
+    lose_state_and_rejoin(&mut wire, 0);
+    let counted = [(1, old.0), (2, inc2.0)];
+    for a in 0..3 {
+        let answer = ask(&mut wire, a, P, accept("k", b6, value("six"), &counted));
+        let refusal =
+            Message::Rejected { key: "k".into(), ballot: b6, reason: Rejection::StaleIncarnation };
+        assert_eq!(answer, vec![(P, refusal)], "acceptor {}", a + 1);
+    }
+    // The rejoined acceptor took the highest promise of the others: ballot 5 is refused too.
+    let b5 = ballot(5, 102);
+    let answer = ask(&mut wire, 0, NodeId(102), Message::Prepare { key: "k".into(), ballot: b5 });
+    assert!(matches!(answer[0].1, Message::Rejected { reason: Rejection::Promised(_), .. }));
+}

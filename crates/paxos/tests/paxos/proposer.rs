@@ -1,0 +1,231 @@
+//! The proposer's rules, checked by the exact messages it sends.
+
+use std::time::Duration;
+
+use shoal_paxos::{
+    Ballot, Change, Entry, Incarnation, Message, NodeId, PaxosError, ProposeError, Proposer,
+    ProposerConfig, ProposerId, ProposerIgnored, Register, Rejection,
+};
+
+use super::acceptor::ballot;
+use super::wire::{Wire, ids};
+
+/// Rule: a change on a fresh key completes through prepare and accept on a majority.
+#[test]
+fn a_write_completes() {
+    let mut wire = Wire::new(3, 1);
+    let now = wire.now;
+    let id = wire.proposers[0].propose(now, "k".into(), Change::Set(Entry::new("v"))).unwrap();
+    wire.deliver_all();
+    let done = wire.completions(0);
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].id, id);
+    assert_eq!(done[0].result.as_ref().unwrap().after.entry, Some(Entry::new("v")));
+}
+
+fn proposer(designated: Vec<NodeId>) -> Proposer {
+    let mut config = ProposerConfig::new(ProposerId { node: NodeId(101), run: 1 }, ids(3), 5);
+    config.designated = designated;
+    config.request_timeout = Duration::from_secs(1);
+    Proposer::new(config)
+}
+
+fn drain(p: &mut Proposer) -> Vec<(NodeId, Message)> {
+    std::iter::from_fn(|| p.poll_transmit()).collect()
+}
+
+fn promise(key: &str, b: Ballot, inc: u64, accepted: Ballot, register: Register) -> Message {
+    Message::Promise {
+        key: key.into(),
+        ballot: b,
+        incarnation: Incarnation(inc),
+        accepted,
+        register,
+    }
+}
+
+fn to_all(message: Message) -> Vec<(NodeId, Message)> {
+    ids(3).into_iter().map(|n| (n, message.clone())).collect()
+}
+
+/// CASPaxos §2.2: the proposer applies the change to the value with the highest ballot among a
+/// majority of promises, and its accept lists the promises it counted with their incarnations.
+#[test]
+fn accept_carries_the_change_applied_to_the_highest_accepted_value() {
+    let mut p = proposer(vec![]);
+    let now = std::time::Instant::now();
+    p.propose(now, "k".into(), Change::Add(5)).unwrap();
+    let b = ballot(1, 101);
+    assert_eq!(drain(&mut p), to_all(Message::Prepare { key: "k".into(), ballot: b }));
+
+    let counter = |n: i64| Register { version: n as u64, entry: Some(Entry::new(n.to_be_bytes())) };
+    let older = Ballot { counter: 0, ..ballot(0, 102) };
+    p.handle_message(now, NodeId(1), promise("k", b, 7, older, counter(1))).unwrap();
+    assert!(drain(&mut p).is_empty(), "one promise is no majority");
+    let newer = ballot(0, 103);
+    p.handle_message(now, NodeId(3), promise("k", b, 9, newer, counter(2))).unwrap();
+    let accept = Message::Accept {
+        key: "k".into(),
+        ballot: b,
+        register: counter(2).clone().tap_add(5),
+        quorum: vec![(NodeId(1), Incarnation(7)), (NodeId(3), Incarnation(9))],
+    };
+    assert_eq!(drain(&mut p), to_all(accept));
+}
+
+trait TapAdd {
+    fn tap_add(self, n: i64) -> Register;
+}
+
+impl TapAdd for Register {
+    fn tap_add(self, n: i64) -> Register {
+        Change::Add(n).apply(&self).0
+    }
+}
+
+/// The fast path (CASPaxos §2.2.1): after a majority accepted ballot b, the proposer's next
+/// change of the key is an accept at b's successor, sent without a prepare, relying on the
+/// promises that came with the `Accepted` replies.
+#[test]
+fn a_second_write_skips_the_prepare() {
+    let mut wire = Wire::new(3, 1);
+    let now = wire.now;
+    wire.proposers[0].propose(now, "k".into(), Change::Set(Entry::new("a"))).unwrap();
+    wire.deliver_all();
+    assert_eq!(wire.completions(0).len(), 1);
+    wire.proposers[0].propose(now, "k".into(), Change::Set(Entry::new("b"))).unwrap();
+    let sent = wire.sent_by_proposer(0);
+    assert_eq!(sent.len(), 3);
+    for (_, m) in &sent {
+        let Message::Accept { ballot, register, quorum, .. } = m else { panic!("{m:?}") };
+        assert_eq!(*ballot, ballot_successor(1));
+        assert_eq!(register.entry, Some(Entry::new("b")));
+        assert!(quorum.len() >= 2);
+    }
+    for (to, m) in sent {
+        wire.in_flight.push_back((NodeId(101), to, m));
+    }
+    wire.deliver_all();
+    let done = wire.completions(0);
+    assert_eq!(done[0].result.as_ref().unwrap().before.entry, Some(Entry::new("a")));
+}
+
+fn ballot_successor(counter: u64) -> Ballot {
+    ballot(counter, 101).successor().unwrap()
+}
+
+/// Liveness under contention: a refusal for a higher ballot makes the proposer wait a random
+/// back-off (within the configured bounds) and then prepare above the ballot it learned.
+#[test]
+fn a_conflict_backs_off_then_outbids() {
+    let mut p = proposer(vec![]);
+    let now = std::time::Instant::now();
+    p.propose(now, "k".into(), Change::Read).unwrap();
+    drain(&mut p);
+    let b = ballot(1, 101);
+    let higher = ballot(40, 102);
+    let refusal =
+        Message::Rejected { key: "k".into(), ballot: b, reason: Rejection::Promised(higher) };
+    p.handle_message(now, NodeId(2), refusal).unwrap();
+    assert!(drain(&mut p).is_empty(), "it waits before trying again");
+    let wake = p.poll_timeout().unwrap();
+    assert!(wake >= now + Duration::from_millis(1) && wake <= now + Duration::from_millis(50));
+    p.handle_timeout(wake);
+    let retry = Message::Prepare { key: "k".into(), ballot: ballot(41, 101) };
+    assert_eq!(drain(&mut p), to_all(retry));
+}
+
+/// Liveness under contention: a change that met a higher ballot before any accept was sent is
+/// forwarded, whole, to the key's designated proposer, whose result completes it.
+#[test]
+fn contention_forwards_to_the_designated_proposer() {
+    let mut p = proposer(vec![NodeId(102)]);
+    let now = std::time::Instant::now();
+    let id = p.propose(now, "k".into(), Change::Delete).unwrap();
+    drain(&mut p);
+    let refusal = Message::Rejected {
+        key: "k".into(),
+        ballot: ballot(1, 101),
+        reason: Rejection::Promised(ballot(3, 102)),
+    };
+    p.handle_message(now, NodeId(1), refusal).unwrap();
+    let sent = drain(&mut p);
+    assert_eq!(sent.len(), 1);
+    let (to, Message::Forward { id: fid, key, change, timeout }) = &sent[0] else { panic!() };
+    assert_eq!((*to, *fid, key, change), (NodeId(102), id, &"k".into(), &Change::Delete));
+    assert!(*timeout <= Duration::from_secs(1));
+
+    let result = Err(PaxosError::NoQuorum { maybe_applied: true });
+    let stranger = Message::ForwardResult { id, result: result.clone() };
+    assert_eq!(
+        p.handle_message(now, NodeId(103), stranger.clone()),
+        Err(ProposerIgnored::UnknownRequest)
+    );
+    p.handle_message(now, NodeId(102), stranger).unwrap();
+    assert_eq!(p.poll_completion().unwrap().result, result);
+}
+
+/// NoQuorum: with no acceptor answering, a change fails at its deadline, and says it was not
+/// applied when no accept was ever sent, and that it may have been once one was.
+#[test]
+fn silence_ends_in_no_quorum() {
+    let mut p = proposer(vec![]);
+    let now = std::time::Instant::now();
+    p.propose(now, "k".into(), Change::Read).unwrap();
+    while let Some(at) = p.poll_timeout() {
+        drain(&mut p);
+        p.handle_timeout(at);
+    }
+    let result = p.poll_completion().unwrap().result;
+    assert_eq!(result, Err(PaxosError::NoQuorum { maybe_applied: false }));
+
+    p.propose(now, "k".into(), Change::Read).unwrap();
+    let b = match &drain(&mut p)[0].1 {
+        Message::Prepare { ballot, .. } => *ballot,
+        m => panic!("{m:?}"),
+    };
+    for n in [1, 2] {
+        let vote = promise("k", b, 1, Ballot::ZERO, Register::default());
+        p.handle_message(now, NodeId(n), vote).unwrap();
+    }
+    assert!(matches!(drain(&mut p)[0].1, Message::Accept { .. }));
+    while let Some(at) = p.poll_timeout() {
+        drain(&mut p);
+        p.handle_timeout(at);
+    }
+    // The later rounds got no answer at all: NoQuorum, but the accept may have landed.
+    let result = p.poll_completion().unwrap().result;
+    assert_eq!(result, Err(PaxosError::NoQuorum { maybe_applied: true }));
+}
+
+/// Every queue is bounded: past `max_requests` a change is refused and handed back.
+#[test]
+fn too_many_requests_are_handed_back() {
+    let mut config = ProposerConfig::new(ProposerId { node: NodeId(101), run: 1 }, ids(3), 5);
+    config.max_requests = 1;
+    let mut p = Proposer::new(config);
+    let now = std::time::Instant::now();
+    p.propose(now, "a".into(), Change::Read).unwrap();
+    let refused = p.propose(now, "b".into(), Change::Delete);
+    let expected =
+        ProposeError::Overloaded { key: "b".into(), change: Box::new(Change::Delete), limit: 1 };
+    assert_eq!(refused, Err(expected));
+}
+
+/// Bad input: votes from nodes outside the acceptor set, and replies for rounds that are not
+/// running, are ignored with a reason.
+#[test]
+fn strangers_and_stale_replies_are_ignored() {
+    let mut p = proposer(vec![]);
+    let now = std::time::Instant::now();
+    p.propose(now, "k".into(), Change::Read).unwrap();
+    let vote = promise("k", ballot(1, 101), 1, Ballot::ZERO, Register::default());
+    assert_eq!(
+        p.handle_message(now, NodeId(9), vote),
+        Err(ProposerIgnored::NotAnAcceptor(NodeId(9)))
+    );
+    let stale = promise("k", ballot(7, 101), 1, Ballot::ZERO, Register::default());
+    assert_eq!(p.handle_message(now, NodeId(1), stale), Err(ProposerIgnored::StaleRound));
+    let prepare = Message::Prepare { key: "k".into(), ballot: ballot(1, 101) };
+    assert_eq!(p.handle_message(now, NodeId(1), prepare), Err(ProposerIgnored::NotForProposer));
+}

@@ -1,0 +1,95 @@
+//! A tiny lossless network for rule tests: acceptors and one proposer, messages delivered in
+//! order of sending, time moved only by the test.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use shoal_paxos::{
+    Acceptor, AcceptorConfig, Completion, MemoryStorage, Message, NodeId, Proposer, ProposerConfig,
+    ProposerId,
+};
+
+pub(crate) struct Wire {
+    pub(crate) now: Instant,
+    pub(crate) acceptors: Vec<Acceptor<MemoryStorage>>,
+    pub(crate) proposers: Vec<Proposer>,
+    pub(crate) in_flight: VecDeque<(NodeId, NodeId, Message)>,
+}
+
+pub(crate) fn ids(n: u64) -> Vec<NodeId> {
+    (1..=n).map(NodeId).collect()
+}
+
+impl Wire {
+    /// `n` acceptors (ids 1..=n) that have rejoined, and proposers on nodes 101, 102, ...
+    pub(crate) fn new(n: u64, proposers: u64) -> Wire {
+        let now = Instant::now();
+        let acceptors = ids(n)
+            .into_iter()
+            .map(|id| {
+                Acceptor::new(now, AcceptorConfig::new(id, ids(n), id.0), MemoryStorage::new())
+            })
+            .collect();
+        let proposers = (0..proposers)
+            .map(|i| {
+                let id = ProposerId { node: NodeId(101 + i), run: 1 };
+                Proposer::new(ProposerConfig::new(id, ids(n), i))
+            })
+            .collect();
+        let mut wire = Wire { now, acceptors, proposers, in_flight: VecDeque::new() };
+        wire.deliver_all();
+        assert!(wire.acceptors.iter().all(|a| a.incarnation().is_some()), "acceptors rejoined");
+        wire
+    }
+
+    /// Moves every queued output onto the wire.
+    pub(crate) fn collect(&mut self) {
+        for a in &mut self.acceptors {
+            while let Some((to, m)) = a.poll_transmit() {
+                self.in_flight.push_back((a.id(), to, m));
+            }
+        }
+        for p in &mut self.proposers {
+            while let Some((to, m)) = p.poll_transmit() {
+                self.in_flight.push_back((p.id().node, to, m));
+            }
+        }
+    }
+
+    /// Delivers one message; returns it.
+    pub(crate) fn deliver_one(&mut self) -> Option<(NodeId, NodeId, Message)> {
+        self.collect();
+        let (from, to, m) = self.in_flight.pop_front()?;
+        let now = self.now;
+        if let Some(a) = self.acceptors.iter_mut().find(|a| a.id() == to) {
+            let _ = a.handle_message(now, from, m.clone());
+        } else if let Some(p) = self.proposers.iter_mut().find(|p| p.id().node == to) {
+            let _ = p.handle_message(now, from, m.clone());
+        }
+        self.collect();
+        Some((from, to, m))
+    }
+
+    /// Delivers until nothing is in flight.
+    pub(crate) fn deliver_all(&mut self) {
+        let mut budget = 100_000;
+        while self.deliver_one().is_some() {
+            budget -= 1;
+            assert!(budget > 0, "messages never stop");
+        }
+    }
+
+    /// Drains the outputs of proposer `p` without delivering them.
+    pub(crate) fn sent_by_proposer(&mut self, p: usize) -> Vec<(NodeId, Message)> {
+        std::iter::from_fn(|| self.proposers[p].poll_transmit()).collect()
+    }
+
+    /// Drains the outputs of acceptor `a` without delivering them.
+    pub(crate) fn sent_by_acceptor(&mut self, a: usize) -> Vec<(NodeId, Message)> {
+        std::iter::from_fn(|| self.acceptors[a].poll_transmit()).collect()
+    }
+
+    pub(crate) fn completions(&mut self, p: usize) -> Vec<Completion> {
+        std::iter::from_fn(|| self.proposers[p].poll_completion()).collect()
+    }
+}
