@@ -18,6 +18,13 @@ pub enum Membership {
     FullMesh,
     /// Only these addresses, and nodes that connect to this one: nothing is learnt by gossip.
     Static(Vec<SocketAddr>),
+    /// Connections are opened ([`Node::join`]) and closed ([`Node::disconnect_node`]) by a
+    /// membership layer above the transport, such as HyParView's partial views in
+    /// `shoal-broadcast`. Nothing is learnt by gossip, and a peer whose session ends (lost,
+    /// timed out, disconnected) is forgotten rather than reconnected: the layer above decides
+    /// whether to connect again. Node up and down events mean what they always do, for the
+    /// peers this node is connected to.
+    Managed,
 }
 
 /// Everything a node is started with. Built with [`Node::builder`].
@@ -130,7 +137,7 @@ impl NodeBuilder {
         self
     }
 
-    /// Full mesh (default) or static membership.
+    /// Full mesh (default), static, or managed by a layer above ([`Membership::Managed`]).
     pub fn membership(mut self, membership: Membership) -> Self {
         self.config.membership = membership;
         self

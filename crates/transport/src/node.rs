@@ -245,7 +245,8 @@ impl Node {
     }
 
     /// Closes the connections to `node` (it goes down with
-    /// [`DownReason::Disconnected`]); they are set up again after the reconnect backoff.
+    /// [`DownReason::Disconnected`]); they are set up again after the reconnect backoff, except
+    /// in [`Membership::Managed`] mode, where the node is forgotten until joined again.
     /// Returns whether it was connected.
     pub fn disconnect_node(&self, node: &str) -> bool {
         match self.shared.peer_by_name(node) {
@@ -380,14 +381,25 @@ impl Shared {
                     spec.incarnation, spec.name, known.incarnation
                 ));
             }
-            if spec.incarnation > known.incarnation {
-                tracing::info!(peer = %spec.name, "the peer restarted with a new incarnation");
-                self.down(&peer, DownReason::Restarted);
+            if spec.incarnation == known.incarnation {
+                return Ok(peer);
+            }
+            tracing::info!(peer = %spec.name, "the peer restarted with a new incarnation");
+            self.down(&peer, DownReason::Restarted);
+            if self.config.membership != Membership::Managed {
                 peer.set_spec(spec.clone());
                 peer.connecting(&self.config.channels);
                 self.kick(&spec.name);
+                return Ok(peer);
             }
-            return Ok(peer);
+            // Managed: the old incarnation's connector forgets its peer when its session
+            // ends; the new incarnation is a new member with a connector of its own.
+            self.forget_peer(&peer);
+            peers = self.peers.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(admitted) = peers.get(&id) {
+                // Admitted by a concurrent connection of the new incarnation meanwhile.
+                return Ok(admitted.clone());
+            }
         }
         let peer = Arc::new(Peer::new(spec.clone(), self.config.peer_queue_frames));
         peer.connecting(&self.config.channels);
@@ -457,8 +469,17 @@ impl Shared {
         let Some(peer) = self.peer_by_name(name) else { return };
         if peer.incarnation() <= incarnation {
             self.down(&peer, DownReason::Left);
-            peer.remove();
-            self.peers.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&peer.id);
+            self.forget_peer(&peer);
+        }
+    }
+
+    /// Drops `peer` from the members (it must be down already) and stops its connector. A
+    /// later peer of the same id is not affected.
+    pub(crate) fn forget_peer(&self, peer: &Arc<Peer>) {
+        peer.remove();
+        let mut peers = self.peers.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if peers.get(&peer.id).is_some_and(|known| Arc::ptr_eq(known, peer)) {
+            peers.remove(&peer.id);
         }
     }
 
@@ -589,6 +610,12 @@ async fn connector(shared: Arc<Shared>, peer: Arc<Peer>) {
             }
         }
         if peer.is_removed() {
+            break;
+        }
+        if shared.config.membership == Membership::Managed {
+            // The layer above owns the connections: it hears of the loss through the node
+            // down event and connects again if it wants to.
+            shared.forget_peer(&peer);
             break;
         }
         let wait = shared.faults.jitter(backoff);

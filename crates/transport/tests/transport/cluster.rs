@@ -2,6 +2,8 @@
 //! their old incarnation, node monitors and disconnection.
 
 use shoal_process::{CallError, ExitReason};
+use std::time::Duration;
+
 use shoal_transport::{DownReason, Membership, NodeEvent};
 
 use super::support::{
@@ -61,6 +63,71 @@ async fn static_membership_connects_to_the_listed_node() {
     let reply: String = s.runtime().call(echo, "static".to_owned(), CALL).await.unwrap();
     assert_eq!(reply, "STATIC");
     shutdown(&[a, s]);
+}
+
+/// Managed membership: connections are exactly those the layer above opened. Joining one
+/// node learns nothing of its peers (no gossip), and a disconnected peer is forgotten on both
+/// sides and not reconnected, until it is joined again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_membership_connects_only_where_asked_and_never_reconnects() {
+    let managed = |name| builder(name).membership(Membership::Managed).start();
+    let (a, b, c) =
+        (managed("a").await.unwrap(), managed("b").await.unwrap(), managed("c").await.unwrap());
+    let mut a_events = a.subscribe();
+    assert_eq!(within(a.join(b.listen_addr())).await.expect("a joins b"), "b");
+    assert_eq!(within(c.join(b.listen_addr())).await.expect("c joins b"), "b");
+    eventually("b sees both", || {
+        let b = b.clone();
+        async move { b.nodes() == ["a", "c"] }
+    })
+    .await;
+    // Several gossip intervals of the default builder pass: a and c still do not meet.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(a.nodes(), ["b"]);
+    assert_eq!(c.nodes(), ["b"]);
+
+    next_event(&mut a_events, |event| is_up(event, "b")).await;
+    assert!(a.disconnect_node("b"));
+    let down = next_event(&mut a_events, |event| is_down(event, "b")).await;
+    assert!(matches!(down, NodeEvent::Down { reason: DownReason::Disconnected, .. }), "{down:?}");
+    eventually("b forgets a too", || {
+        let b = b.clone();
+        async move { b.nodes() == ["c"] }
+    })
+    .await;
+    // Well past the reconnect backoff (at most 300 ms): nobody reconnected.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(a.nodes().is_empty() && a.members().is_empty(), "a forgot b: {:?}", a.members());
+    assert_eq!(b.nodes(), ["c"]);
+
+    assert_eq!(within(a.join(b.listen_addr())).await.expect("a joins b again"), "b");
+    next_event(&mut a_events, |event| is_up(event, "b")).await;
+    shutdown(&[a, b, c]);
+}
+
+/// Managed membership: a peer that restarts (a new incarnation) and connects again is a new
+/// member; the old incarnation went down with `Restarted` or a lost connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_membership_admits_a_restarted_peer_as_new() {
+    let a = builder("a").membership(Membership::Managed).start().await.unwrap();
+    let old_b = builder("b").membership(Membership::Managed).start().await.unwrap();
+    within(old_b.join(a.listen_addr())).await.expect("joins");
+    let old_incarnation = old_b.incarnation();
+    old_b.shutdown();
+    let new_b = builder("b").membership(Membership::Managed).start().await.unwrap();
+    within(new_b.join(a.listen_addr())).await.expect("the new incarnation joins");
+    eventually("a knows the new incarnation only", || {
+        let (a, new_b) = (a.clone(), new_b.clone());
+        async move {
+            let members = a.members();
+            members.len() == 1
+                && members[0].incarnation == new_b.incarnation()
+                && a.is_connected("b")
+        }
+    })
+    .await;
+    assert_ne!(old_incarnation, new_b.incarnation());
+    shutdown(&[a, new_b]);
 }
 
 /// A node restarted under the same name (a new incarnation) replaces the old one: its peers
