@@ -3,6 +3,7 @@
 
 mod paxos {
     mod acceptor;
+    mod membership;
     mod proposer;
     mod storage;
     mod wire;

@@ -1,7 +1,7 @@
 //! A tiny lossless network for rule tests: acceptors and one proposer, messages delivered in
 //! order of sending, time moved only by the test.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::Instant;
 
 use shoal_paxos::{
@@ -14,6 +14,8 @@ pub(crate) struct Wire {
     pub(crate) acceptors: Vec<Acceptor<MemoryStorage>>,
     pub(crate) proposers: Vec<Proposer>,
     pub(crate) in_flight: VecDeque<(NodeId, NodeId, Message)>,
+    /// Nodes cut off: messages to them are lost.
+    pub(crate) down: BTreeSet<NodeId>,
 }
 
 pub(crate) fn ids(n: u64) -> Vec<NodeId> {
@@ -36,7 +38,8 @@ impl Wire {
                 Proposer::new(ProposerConfig::new(id, ids(n), i))
             })
             .collect();
-        let mut wire = Wire { now, acceptors, proposers, in_flight: VecDeque::new() };
+        let mut wire =
+            Wire { now, acceptors, proposers, in_flight: VecDeque::new(), down: BTreeSet::new() };
         wire.deliver_all();
         assert!(wire.acceptors.iter().all(|a| a.incarnation().is_some()), "acceptors rejoined");
         wire
@@ -61,6 +64,9 @@ impl Wire {
         self.collect();
         let (from, to, m) = self.in_flight.pop_front()?;
         let now = self.now;
+        if self.down.contains(&to) {
+            return Some((from, to, m));
+        }
         if let Some(a) = self.acceptors.iter_mut().find(|a| a.id() == to) {
             let _ = a.handle_message(now, from, m.clone());
         } else if let Some(p) = self.proposers.iter_mut().find(|p| p.id().node == to) {

@@ -1,0 +1,255 @@
+//! A Paxos node (an acceptor, and a proposer on some nodes) as a simulated `shoal_sim::Node`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+use shoal_paxos::{
+    Acceptor, AcceptorConfig, Ballot, Change, Key, MemoryStorage, Message, Meta, NodeId, Outcome,
+    PaxosError, Proposer, ProposerConfig, ProposerId, RequestId, Slot, Storage, StorageError,
+};
+use shoal_sim::{Ctx, Node};
+
+/// How the nodes of a schedule are set up.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Setup {
+    /// Nodes `0..acceptors` are acceptors.
+    pub(crate) acceptors: usize,
+    /// Nodes `0..proposers` also run a proposer (clients talk to them).
+    pub(crate) proposers: usize,
+    /// Whether an acceptor's store survives a crash (a disk) or is lost with it (memory).
+    pub(crate) durable: bool,
+    /// Whether contended changes are forwarded to the key's designated proposer.
+    pub(crate) forwarding: bool,
+    /// The planted bug: the store acknowledges a promise without making it durable.
+    pub(crate) forget_promises: bool,
+}
+
+/// What a node reports to the test: the client operation it finished, and how.
+#[derive(Clone, Debug)]
+pub(crate) struct Done {
+    pub(crate) op: usize,
+    pub(crate) result: Result<Outcome, PaxosError>,
+}
+
+/// A store for the simulation: a memory store that a crash keeps when durable, minus, with the
+/// planted bug, the promises it was asked to save but did not make durable.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SimStore {
+    live: MemoryStorage,
+    forget_promises: bool,
+    /// With the bug: slots as they were before a promise-only save, restored by a crash.
+    unsynced: BTreeMap<Key, Slot>,
+}
+
+impl SimStore {
+    /// What survives a crash.
+    fn after_crash(mut self) -> SimStore {
+        for (key, slot) in std::mem::take(&mut self.unsynced) {
+            let _ = self.live.save_slot(&key, &slot);
+        }
+        self
+    }
+}
+
+impl Storage for SimStore {
+    fn meta(&self) -> &Meta {
+        self.live.meta()
+    }
+
+    fn save_meta(&mut self, meta: &Meta) -> Result<(), StorageError> {
+        self.live.save_meta(meta)
+    }
+
+    fn slot(&self, key: &Key) -> Option<&Slot> {
+        self.live.slot(key)
+    }
+
+    fn save_slot(&mut self, key: &Key, slot: &Slot) -> Result<(), StorageError> {
+        if self.forget_promises {
+            let old = self.live.slot(key).cloned().unwrap_or_default();
+            let promise_only = old.accepted == slot.accepted && old.register == slot.register;
+            if promise_only {
+                self.unsynced.entry(key.clone()).or_insert(old);
+            } else {
+                self.unsynced.remove(key);
+            }
+        }
+        self.live.save_slot(key, slot)
+    }
+
+    fn scan(&self, after: Option<&Key>, limit: usize) -> Vec<(Key, Slot)> {
+        self.live.scan(after, limit)
+    }
+}
+
+/// One simulated node.
+#[derive(Debug)]
+pub(crate) struct PaxosNode {
+    setup: Setup,
+    acceptor: Option<Acceptor<SimStore>>,
+    /// The store while the node is down (kept only if durable).
+    disk: Option<SimStore>,
+    proposer: Option<Proposer>,
+    /// Which client operation each running request is.
+    ops: BTreeMap<RequestId, usize>,
+    timer_at: Option<Instant>,
+    started: bool,
+}
+
+pub(crate) fn acceptor_ids(setup: &Setup) -> Vec<NodeId> {
+    (0..setup.acceptors).map(|i| NodeId(i as u64)).collect()
+}
+
+impl PaxosNode {
+    pub(crate) fn new(setup: Setup) -> PaxosNode {
+        let disk = SimStore { forget_promises: setup.forget_promises, ..SimStore::default() };
+        PaxosNode {
+            setup,
+            acceptor: None,
+            disk: Some(disk),
+            proposer: None,
+            ops: BTreeMap::new(),
+            timer_at: None,
+            started: false,
+        }
+    }
+
+    /// Whether this node's acceptor votes (has an incarnation).
+    pub(crate) fn is_voting(&self) -> bool {
+        self.acceptor.as_ref().is_some_and(|a| a.incarnation().is_some())
+    }
+
+    /// Brings the node up: its acceptor from its disk, a proposer with a fresh run.
+    pub(crate) fn start(&mut self, ctx: &mut Ctx<'_, Self>) {
+        let id = ctx.id();
+        let now = ctx.now();
+        let acceptors = acceptor_ids(&self.setup);
+        if id < self.setup.acceptors {
+            let store = self.disk.take().unwrap_or_default();
+            let config = AcceptorConfig {
+                rejoin_retry: Duration::from_millis(40),
+                rejoin_page_slots: 2,
+                ..AcceptorConfig::new(NodeId(id as u64), acceptors.clone(), ctx.rng().random())
+            };
+            self.acceptor = Some(Acceptor::new(now, config, store));
+        }
+        if id < self.setup.proposers {
+            let run: u64 = ctx.rng().random();
+            let proposer_id = ProposerId { node: NodeId(id as u64), run };
+            let mut config = ProposerConfig::new(proposer_id, acceptors, ctx.rng().random());
+            config.round_timeout = Duration::from_millis(40);
+            config.request_timeout = Duration::from_millis(400);
+            config.backoff_min = Duration::from_millis(1);
+            config.backoff_max = Duration::from_millis(30);
+            config.max_requests = 64;
+            if self.setup.forwarding {
+                config.designated = (0..self.setup.proposers).map(|i| NodeId(i as u64)).collect();
+            }
+            self.proposer = Some(Proposer::new(config));
+        }
+        self.started = true;
+        self.flush(ctx);
+    }
+
+    /// A client asks this node for `change` on `key`, as operation number `op`. Returns false if
+    /// the node has no proposer or refused it (then the change certainly did not happen).
+    pub(crate) fn propose(&mut self, ctx: &mut Ctx<'_, Self>, op: usize, key: Key, change: Change) -> bool {
+        let now = ctx.now();
+        let Some(proposer) = &mut self.proposer else { return false };
+        match proposer.propose(now, key, change) {
+            Ok(id) => {
+                self.ops.insert(id, op);
+                self.flush(ctx);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut Ctx<'_, Self>) {
+        let now = ctx.now();
+        if let Some(acceptor) = &mut self.acceptor {
+            while let Some((to, message)) = acceptor.poll_transmit() {
+                ctx.send(to.0 as usize, message);
+            }
+        }
+        let mut next = self.acceptor.as_ref().and_then(|a| a.poll_timeout());
+        if let Some(proposer) = &mut self.proposer {
+            while let Some((to, message)) = proposer.poll_transmit() {
+                ctx.send(to.0 as usize, message);
+            }
+            while let Some(done) = proposer.poll_completion() {
+                if let Some(op) = self.ops.remove(&done.id) {
+                    ctx.output(Done { op, result: done.result });
+                }
+            }
+            next = match (next, proposer.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        if let Some(at) = next {
+            if self.timer_at.is_none_or(|t| at < t || t <= now) {
+                ctx.set_timer(at.saturating_duration_since(now), ());
+                self.timer_at = Some(at);
+            }
+        }
+    }
+}
+
+impl Node for PaxosNode {
+    type Msg = Message;
+    type Timer = ();
+    type Output = Done;
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, from: usize, msg: Message) {
+        if !self.started {
+            self.start(ctx);
+        }
+        let now = ctx.now();
+        let from = NodeId(from as u64);
+        if msg.to_acceptor() {
+            if let Some(acceptor) = &mut self.acceptor {
+                let _ = acceptor.handle_message(now, from, msg);
+            }
+        } else if let Some(proposer) = &mut self.proposer {
+            let _ = proposer.handle_message(now, from, msg);
+        }
+        self.flush(ctx);
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, Self>, _timer: ()) {
+        let now = ctx.now();
+        if self.timer_at.is_some_and(|t| t <= now) {
+            self.timer_at = None;
+        }
+        if let Some(acceptor) = &mut self.acceptor {
+            acceptor.handle_timeout(now);
+        }
+        if let Some(proposer) = &mut self.proposer {
+            proposer.handle_timeout(now);
+        }
+        self.flush(ctx);
+    }
+
+    fn on_crash(&mut self) {
+        let store = self.acceptor.take().map(Acceptor::into_storage).or(self.disk.take());
+        self.disk = match (self.setup.durable, store) {
+            (true, Some(store)) => Some(store.after_crash()),
+            _ => Some(SimStore { forget_promises: self.setup.forget_promises, ..SimStore::default() }),
+        };
+        self.proposer = None;
+        self.ops.clear();
+        self.timer_at = None;
+        self.started = false;
+    }
+
+    fn on_restart(&mut self, ctx: &mut Ctx<'_, Self>) {
+        self.start(ctx);
+    }
+}
+
+/// Keeps `Ballot` in use for readers of the node's debug output.
+#[allow(dead_code)]
+fn _ballot(_: Ballot) {}

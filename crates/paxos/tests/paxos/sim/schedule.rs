@@ -1,0 +1,227 @@
+//! Randomised schedules: a seed picks the cluster, the client operations and the faults, the
+//! simulator runs them, and every key's history is checked for linearisability.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+use shoal_paxos::{Change, Entry, Key, Outcome, Owner, Register};
+use shoal_sim::linearizability::{Model, Operation, check};
+use shoal_sim::{Network, Sim};
+
+use super::node::{Done, PaxosNode, Setup};
+
+/// The register as a sequential object: a change applied to the current register must give
+/// exactly the outcome the proposer reported (value before, value after, whether it applied).
+pub(crate) struct RegisterModel;
+
+impl Model for RegisterModel {
+    type State = Register;
+    type Op = Change;
+    type Ret = Outcome;
+
+    fn init(&self) -> Register {
+        Register::default()
+    }
+
+    fn step(&self, state: &Register, op: &Change, ret: Option<&Outcome>) -> Option<Register> {
+        let (after, applied) = op.apply(state);
+        let fits = ret.is_none_or(|r| r.before == *state && r.after == after && r.applied == applied);
+        fits.then_some(after)
+    }
+}
+
+/// What a schedule may do besides client operations.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Faults {
+    pub(crate) crashes: bool,
+    pub(crate) partitions: bool,
+    /// The network's loss and duplication probabilities.
+    pub(crate) drop: f64,
+    pub(crate) duplicate: f64,
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Op { node: usize, key: Key, change: Change },
+    Crash(usize),
+    Restart(usize),
+    Partition(Vec<usize>),
+    Heal,
+}
+
+/// One client operation as the test saw it.
+#[derive(Clone, Debug)]
+struct Invoked {
+    key: Key,
+    change: Change,
+    at: Instant,
+    result: Option<(Instant, Done)>,
+}
+
+/// What one schedule did, for the summary and for a failure report.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    pub(crate) ops: usize,
+    pub(crate) completed: usize,
+    pub(crate) violation: Option<String>,
+}
+
+/// Runs the schedule of `seed` on `setup` with `faults`, and checks each key's history.
+pub(crate) fn run(seed: u64, setup: Setup, faults: Faults) -> Report {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let network = Network {
+        delay_min: Duration::from_millis(1),
+        delay_max: Duration::from_millis(8),
+        drop_probability: faults.drop,
+        duplicate_probability: faults.duplicate,
+    };
+    let nodes = (0..setup.acceptors).map(|_| PaxosNode::new(setup)).collect();
+    let mut sim = Sim::new(seed, network, nodes);
+    let start = sim.now();
+    for id in 0..setup.acceptors {
+        sim.invoke(id, |node, ctx| node.start(ctx));
+    }
+    let events = plan(&mut rng, setup, faults, start);
+    let mut invoked: Vec<Invoked> = Vec::new();
+    for (at, event) in events {
+        sim.run_until(at);
+        collect(&mut sim, &mut invoked);
+        apply(&mut sim, setup, event, &mut invoked);
+    }
+    // Let everything finish, then read every key once more from a healthy cluster.
+    sim.heal();
+    for id in 0..setup.acceptors {
+        if !sim.is_up(id) {
+            sim.restart(id);
+        }
+    }
+    let settle = sim.now() + Duration::from_millis(500);
+    sim.run_until(settle);
+    collect(&mut sim, &mut invoked);
+    for key in keys() {
+        apply(&mut sim, setup, Event::Op { node: 0, key, change: Change::Read }, &mut invoked);
+    }
+    let end = sim.now() + Duration::from_millis(600);
+    sim.run_until(end);
+    collect(&mut sim, &mut invoked);
+    judge(invoked)
+}
+
+fn keys() -> Vec<Key> {
+    vec!["x".into(), "y".into()]
+}
+
+/// The schedule: a dozen client operations in the first 300 ms and faults among them.
+fn plan(rng: &mut SmallRng, setup: Setup, faults: Faults, start: Instant) -> Vec<(Instant, Event)> {
+    let ms = |n: u64| start + Duration::from_millis(n);
+    let mut events = Vec::new();
+    for _ in 0..12 {
+        let node = rng.random_range(0..setup.proposers);
+        let key = keys()[rng.random_range(0..keys().len())].clone();
+        events.push((ms(rng.random_range(0..300)), Event::Op { node, key, change: change(rng) }));
+    }
+    if faults.crashes {
+        for _ in 0..rng.random_range(1..=3) {
+            let node = rng.random_range(0..setup.acceptors);
+            let at = rng.random_range(0..300);
+            events.push((ms(at), Event::Crash(node)));
+            events.push((ms(at + rng.random_range(10..150)), Event::Restart(node)));
+        }
+    }
+    if faults.partitions && rng.random_bool(0.7) {
+        let at = rng.random_range(0..300);
+        let side: Vec<usize> =
+            (0..setup.acceptors).filter(|_| rng.random_bool(0.5)).collect();
+        events.push((ms(at), Event::Partition(side)));
+        events.push((ms(at + rng.random_range(20..200)), Event::Heal));
+    }
+    events.sort_by_key(|(at, _)| *at);
+    events
+}
+
+fn change(rng: &mut SmallRng) -> Change {
+    let value = |rng: &mut SmallRng| -> Option<Entry> {
+        match rng.random_range(0..4) {
+            0 => None,
+            1 => Some(Entry::new("a")),
+            2 => Some(Entry::new("b")),
+            _ => Some(Entry::owned("c", Owner(b"p".to_vec()))),
+        }
+    };
+    match rng.random_range(0..7) {
+        0 | 1 => Change::Read,
+        2 => Change::Set(value(rng).unwrap_or_else(|| Entry::new("d"))),
+        3 => Change::CompareAndSet { expected: value(rng), new: value(rng) },
+        4 => Change::Delete,
+        5 => Change::ClearIfOwner(Owner(b"p".to_vec())),
+        _ => Change::Add(1),
+    }
+}
+
+fn apply(sim: &mut Sim<PaxosNode>, setup: Setup, event: Event, invoked: &mut Vec<Invoked>) {
+    match event {
+        Event::Op { node, key, change } => {
+            let op = invoked.len();
+            let at = sim.now();
+            let (k, c) = (key.clone(), change.clone());
+            let taken = sim.invoke(node, move |n, ctx| n.propose(ctx, op, k, c));
+            if taken == Some(true) {
+                invoked.push(Invoked { key, change, at, result: None });
+            }
+        }
+        Event::Crash(node) => {
+            // A store in memory is lost with its node: only a minority may be without state at
+            // once (see the crate docs), so crash only while every acceptor votes.
+            let all_voting = (0..setup.acceptors).all(|i| sim.is_up(i) && sim.node(i).is_voting());
+            if sim.is_up(node) && (setup.durable || all_voting) {
+                sim.crash(node);
+            }
+        }
+        Event::Restart(node) => {
+            if !sim.is_up(node) {
+                sim.restart(node);
+            }
+        }
+        Event::Partition(side) => {
+            let other: Vec<usize> = (0..setup.acceptors).filter(|i| !side.contains(i)).collect();
+            sim.partition(&[&side, &other]);
+        }
+        Event::Heal => sim.heal(),
+    }
+}
+
+fn collect(sim: &mut Sim<PaxosNode>, invoked: &mut [Invoked]) {
+    for record in sim.take_outputs() {
+        let done: Done = record.output;
+        if let Some(op) = invoked.get_mut(done.op) {
+            op.result = Some((record.at, done));
+        }
+    }
+}
+
+/// Splits the history by key and checks each. An operation that failed without effect is left
+/// out; one that failed maybe-applied, or never answered, is indeterminate.
+fn judge(invoked: Vec<Invoked>) -> Report {
+    let mut report = Report { ops: invoked.len(), ..Report::default() };
+    let mut by_key: BTreeMap<Key, Vec<Operation<Change, Outcome>>> = BTreeMap::new();
+    for op in invoked {
+        let response = match op.result {
+            Some((at, Done { result: Ok(outcome), .. })) => {
+                report.completed += 1;
+                Some((at, outcome))
+            }
+            Some((_, Done { result: Err(e), .. })) if !e.maybe_applied() => continue,
+            _ => None,
+        };
+        by_key.entry(op.key).or_default().push(Operation { op: op.change, call: op.at, response });
+    }
+    for (key, history) in by_key {
+        if let Err(violation) = check(&RegisterModel, &history) {
+            report.violation = Some(format!("key {key:?}: {violation}\nhistory: {history:#?}"));
+            break;
+        }
+    }
+    report
+}
