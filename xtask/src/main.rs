@@ -18,13 +18,15 @@
 //!
 //! Codemap: [`ci`] runs the checks and [`test_counts`] reads test counts out of their output;
 //! [`tee`] runs a command with its output both shown and kept; [`cluster_test`] starts and
-//! drives `shoal-node` processes; [`bench`](mod@bench) drives the `shoal-bench` binary.
+//! drives `shoal-node` processes; [`bench`](mod@bench) drives the `shoal-bench` binary;
+//! [`tidy`] holds the checks on the source tree that run as tests.
 
 mod bench;
 mod ci;
 mod cluster_test;
 mod tee;
 mod test_counts;
+mod tidy;
 
 use std::env;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,105 @@
+//! Checks on the source tree itself, run as ordinary tests (`cargo test -p xtask`).
+//!
+//! **Sans-IO cores stay sans-IO.** The protocol cores (Paxos, Plumtree, HyParView) and the
+//! simulator must not reach for tokio, the real clock, unseeded randomness, threads or
+//! sockets: a simulation is only replayable if every input comes in through a method call.
+//! Every Rust file under a core crate's `src/` is checked, except the drivers that run a core
+//! over the transport (listed in [`DRIVERS`]) and test files, which may start from a real
+//! `Instant::now()`. A line may carry its own exemption, `// tidy-allow: REASON`, saying why
+//! that one use is harmless.
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::path::{Path, PathBuf};
+
+    /// The crates whose `src/` holds sans-IO code.
+    const CORE_CRATES: [&str; 3] = ["crates/paxos", "crates/broadcast", "crates/sim"];
+
+    /// Files or directories (relative to the workspace root) that are drivers: they run a
+    /// core over tokio and the transport, and may do I/O.
+    const DRIVERS: [&str; 2] = ["crates/paxos/src/driver", "crates/broadcast/src/driver"];
+
+    /// What a core must not use, each with the reason it would break replay.
+    const FORBIDDEN: [(&str, &str); 9] = [
+        ("tokio", "an async runtime: cores are driven by method calls"),
+        ("Instant::now", "the real clock: time comes in as `now`"),
+        ("SystemTime::now", "the real clock: time comes in as `now`"),
+        ("thread_rng", "unseeded randomness: use the configured seed"),
+        ("rand::rng()", "unseeded randomness: use the configured seed"),
+        ("from_os_rng", "unseeded randomness: use the configured seed"),
+        ("getrandom", "unseeded randomness: use the configured seed"),
+        ("std::thread", "threads: a core runs on its driver's task"),
+        ("std::net", "sockets: the driver moves bytes"),
+    ];
+
+    fn workspace_root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").into()
+    }
+
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    fn is_exempt(relative: &str) -> bool {
+        let is_test = relative.ends_with("/tests.rs") || relative.contains("/tests/");
+        is_test || DRIVERS.iter().any(|driver| relative.starts_with(driver))
+    }
+
+    /// Code lines only: comments and doc comments may talk about what a core does not use,
+    /// and a line that says `tidy-allow:` and why is exempt.
+    fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+        text.lines().enumerate().filter(|(_, line)| {
+            !line.trim_start().starts_with("//") && !line.contains("// tidy-allow: ")
+        })
+    }
+
+    #[test]
+    fn sans_io_cores_use_no_runtime_clock_randomness_threads_or_sockets() {
+        let root = workspace_root();
+        let mut files = Vec::new();
+        for krate in CORE_CRATES {
+            rust_files(&root.join(krate).join("src"), &mut files);
+        }
+        assert!(files.len() > 10, "expected the cores' sources under {}", root.display());
+        let mut violations = Vec::new();
+        for file in files {
+            let relative = file.strip_prefix(&root).unwrap_or(&file).to_string_lossy().into_owned();
+            if is_exempt(&relative) {
+                continue;
+            }
+            let text = fs::read_to_string(&file).expect("a source file reads");
+            for (index, line) in code_lines(&text) {
+                for (token, reason) in FORBIDDEN {
+                    if line.contains(token) {
+                        violations.push(format!("{relative}:{}: `{token}`: {reason}", index + 1));
+                    }
+                }
+            }
+        }
+        assert!(
+            violations.is_empty(),
+            "sans-IO cores must stay sans-IO:\n{}",
+            violations.join("\n")
+        );
+    }
+
+    #[test]
+    fn drivers_and_tests_are_exempt_and_comments_are_not_code() {
+        assert!(is_exempt("crates/paxos/src/driver.rs"));
+        assert!(is_exempt("crates/paxos/src/driver/service.rs"));
+        assert!(is_exempt("crates/broadcast/src/plumtree/tests.rs"));
+        assert!(!is_exempt("crates/paxos/src/proposer.rs"));
+        let text = "// uses no tokio\nlet now = Instant::now();\n    /// tokio\nInstant::now() // tidy-allow: why";
+        let lines: Vec<usize> = code_lines(text).map(|(index, _)| index).collect();
+        assert_eq!(lines, vec![1]);
+    }
+}
