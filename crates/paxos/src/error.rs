@@ -22,6 +22,12 @@ pub enum PaxosError {
         /// As for [`PaxosError::NoQuorum`]; always true for a forwarded change.
         maybe_applied: bool,
     },
+    /// An accept for the change was sent but not confirmed, and a later round found another
+    /// write chosen on top of it: the change may or may not have taken effect before that write.
+    #[error(
+        "another write was chosen after this change's unconfirmed accept (change maybe applied)"
+    )]
+    Indeterminate,
     /// The proposer this change was forwarded to was too busy to take it; nothing was applied.
     #[error("the designated proposer is overloaded; nothing was applied")]
     Overloaded,
@@ -34,6 +40,7 @@ impl PaxosError {
             PaxosError::NoQuorum { maybe_applied } | PaxosError::Timeout { maybe_applied } => {
                 *maybe_applied
             }
+            PaxosError::Indeterminate => true,
             PaxosError::Overloaded => false,
         }
     }

@@ -31,6 +31,11 @@
 //! - **Owned entries**: an [`Entry`] may carry an [`Owner`] (a pid, a node: opaque bytes). It is
 //!   removed only by an ordinary write, [`Change::ClearIfOwner`], which does nothing if the entry
 //!   has since been taken by someone else.
+//! - **At most once**: a round that is retried after an unconfirmed accept never applies the
+//!   change a second time. If its promises show the change's own earlier value as the highest
+//!   accepted, it proposes that value again; if they show nothing that high, it applies the
+//!   change afresh (the earlier accept can no longer be chosen); if another write was chosen
+//!   above it, the change fails with [`PaxosError::Indeterminate`].
 //! - **Failure**: a change that cannot finish by its deadline fails with [`PaxosError::NoQuorum`]
 //!   (fewer than a majority answered) or [`PaxosError::Timeout`] (contention), each saying
 //!   whether the change may still have taken effect.

@@ -117,9 +117,29 @@ struct Request {
     change: Change,
     origin: Origin,
     deadline: Instant,
-    /// An accept for this change was sent: from now on it may take effect.
-    accept_sent: bool,
+    /// The value this change proposed, once an accept for it was sent: from then on it may take
+    /// effect, and a later round must not apply the change a second time.
+    proposal: Option<Proposal>,
     conflicts: u32,
+}
+
+/// What a change proposed, and at which of this proposer's ballots.
+#[derive(Debug)]
+struct Proposal {
+    outcome: Outcome,
+    /// Every ballot an accept of `outcome` was sent at, lowest first.
+    ballots: Vec<Ballot>,
+}
+
+/// What a new round does with a change whose accept may already have landed.
+enum Retry {
+    /// Apply the change to the current value (nothing of it was sent, or it can never be chosen).
+    Apply,
+    /// Propose the same value again: an earlier ballot of this change holds the highest value.
+    Repeat(Outcome),
+    /// Another write was chosen above this change's accept; whether the change took effect
+    /// first is unknown.
+    Unknown,
 }
 
 #[derive(Debug)]
@@ -345,7 +365,7 @@ impl Proposer {
             change,
             origin,
             deadline,
-            accept_sent: false,
+            proposal: None,
             conflicts: 0,
         };
         self.requests.insert(id, request);
@@ -371,7 +391,7 @@ impl Proposer {
                 continue;
             };
             if request.deadline <= now {
-                let maybe_applied = request.accept_sent;
+                let maybe_applied = request.proposal.is_some();
                 let error = if quorum_answered {
                     PaxosError::Timeout { maybe_applied }
                 } else {
@@ -388,11 +408,15 @@ impl Proposer {
     fn start_round(&mut self, now: Instant, key: &Key, id: RequestId) {
         let Some(request) = self.requests.get_mut(&id) else { return };
         let wake_at = (now + self.config.round_timeout).min(request.deadline);
-        let round = match self.fast.remove(key) {
+        // The fast path is for a change's first round only: a retry must look at what the
+        // acceptors hold (see `retry_kind`).
+        let fast = self.fast.remove(key).filter(|_| request.proposal.is_none());
+        let round = match fast {
             Some(fast) => {
                 let (after, applied) = request.change.apply(&fast.register);
                 let outcome = Outcome { before: fast.register, after, applied };
-                request.accept_sent = true;
+                request.proposal =
+                    Some(Proposal { outcome: outcome.clone(), ballots: vec![fast.ballot] });
                 self.counter = self.counter.max(fast.ballot.counter);
                 Round::Accepting {
                     ballot: fast.ballot,
@@ -483,14 +507,30 @@ impl Proposer {
         let Some(state) = self.keys.get_mut(&key) else { return };
         let Some(&id) = state.queue.front() else { return };
         let Some(request) = self.requests.get_mut(&id) else { return };
-        let current = promises
+        let (highest, current) = promises
             .values()
             .max_by_key(|(_, accepted, _)| *accepted)
-            .map(|(_, _, register)| register.clone())
+            .map(|(_, accepted, register)| (*accepted, register.clone()))
             .unwrap_or_default();
-        let (after, applied) = request.change.apply(&current);
-        request.accept_sent = true;
-        let outcome = Outcome { before: current, after, applied };
+        let outcome = match retry_kind(request.proposal.as_ref(), highest) {
+            Retry::Apply => {
+                let (after, applied) = request.change.apply(&current);
+                let outcome = Outcome { before: current, after, applied };
+                request.proposal = Some(Proposal { outcome: outcome.clone(), ballots: vec![] });
+                outcome
+            }
+            Retry::Repeat(outcome) => outcome,
+            Retry::Unknown => {
+                state.round = None;
+                state.wake_at = None;
+                state.queue.pop_front();
+                self.finish(id, Err(PaxosError::Indeterminate));
+                return self.run_key(now, &key);
+            }
+        };
+        if let Some(proposal) = &mut request.proposal {
+            proposal.ballots.push(ballot);
+        }
         let quorum: Vec<_> = promises.iter().map(|(node, (inc, _, _))| (*node, *inc)).collect();
         let message = Message::Accept {
             key: key.clone(),
@@ -581,7 +621,7 @@ impl Proposer {
         let Some(request) = self.requests.get_mut(&id) else { return };
         let designated = designated(&self.config.designated, key);
         let may_forward = conflict
-            && !request.accept_sent
+            && request.proposal.is_none()
             && matches!(request.origin, Origin::Local)
             && designated.is_some_and(|d| d != self.config.id.node);
         if let (true, Some(to)) = (may_forward, designated) {
@@ -649,6 +689,25 @@ impl Proposer {
             self.outbox.pop_front();
         }
         self.outbox.push_back((to, message));
+    }
+}
+
+/// Whether a round whose promises show `highest` as the highest accepted ballot may apply the
+/// change, must repeat what the change proposed before, or cannot tell if the change happened.
+///
+/// If the highest accepted ballot is one this change proposed at, that value may be chosen
+/// already, so only the same value may follow it (applying the change again would apply it
+/// twice). If it is below every ballot of this change, none of them was chosen, and none can be
+/// now that a majority promised a higher ballot: the change starts afresh. Anything else is a
+/// write chosen on top of this change's accept.
+fn retry_kind(proposal: Option<&Proposal>, highest: Ballot) -> Retry {
+    let Some(proposal) = proposal else { return Retry::Apply };
+    if proposal.ballots.contains(&highest) {
+        Retry::Repeat(proposal.outcome.clone())
+    } else if proposal.ballots.first().is_none_or(|first| highest < *first) {
+        Retry::Apply
+    } else {
+        Retry::Unknown
     }
 }
 

@@ -229,3 +229,52 @@ fn strangers_and_stale_replies_are_ignored() {
     let prepare = Message::Prepare { key: "k".into(), ballot: ballot(1, 101) };
     assert_eq!(p.handle_message(now, NodeId(1), prepare), Err(ProposerIgnored::NotForProposer));
 }
+
+/// Drives proposer `p` through a prepare at ballot 1 and an accept of `Add(1)` on an empty key
+/// that nobody confirms, then times the round out; returns the retry's prepare ballot.
+fn unconfirmed_add(p: &mut Proposer, now: std::time::Instant) -> Ballot {
+    p.propose(now, "k".into(), Change::Add(1)).unwrap();
+    drain(p);
+    for n in [1, 2] {
+        let vote = promise("k", ballot(1, 101), 1, Ballot::ZERO, Register::default());
+        p.handle_message(now, NodeId(n), vote).unwrap();
+    }
+    assert!(matches!(drain(p)[0].1, Message::Accept { .. }));
+    p.handle_timeout(p.poll_timeout().unwrap());
+    match &drain(p)[0].1 {
+        Message::Prepare { ballot, .. } => *ballot,
+        m => panic!("expected a new prepare, got {m:?}"),
+    }
+}
+
+/// Exactly once: a retry whose promises show this change's own earlier accept as the highest
+/// value proposes that same value again, instead of applying the change a second time.
+#[test]
+fn a_retry_repeats_its_own_unconfirmed_value() {
+    let mut p = proposer(vec![]);
+    let now = std::time::Instant::now();
+    let b2 = unconfirmed_add(&mut p, now);
+    let one = Change::Add(1).apply(&Register::default()).0;
+    p.handle_message(now, NodeId(1), promise("k", b2, 1, ballot(1, 101), one.clone())).unwrap();
+    p.handle_message(now, NodeId(3), promise("k", b2, 1, Ballot::ZERO, Register::default()))
+        .unwrap();
+    let sent = drain(&mut p);
+    let Message::Accept { register, .. } = &sent[0].1 else { panic!("{sent:?}") };
+    assert_eq!(register, &one, "the counter is 1, not 2");
+}
+
+/// Exactly once: if a write by someone else was chosen above the unconfirmed accept, nobody can
+/// tell whether the change took effect; it fails as `Indeterminate` and is not applied again.
+#[test]
+fn a_write_above_an_unconfirmed_accept_is_indeterminate() {
+    let mut p = proposer(vec![]);
+    let now = std::time::Instant::now();
+    let b2 = unconfirmed_add(&mut p, now);
+    let theirs = Register { version: 9, entry: Some(Entry::new("theirs")) };
+    for n in [1, 3] {
+        let vote = promise("k", b2, 1, ballot(1, 102), theirs.clone());
+        p.handle_message(now, NodeId(n), vote).unwrap();
+    }
+    assert!(drain(&mut p).is_empty(), "nothing is proposed");
+    assert_eq!(p.poll_completion().unwrap().result, Err(PaxosError::Indeterminate));
+}
