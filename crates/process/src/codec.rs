@@ -5,6 +5,8 @@
 //! [`Codec`], so a payload that does not decode is an error for that one message, logged by the
 //! receiver, and never a crash.
 
+use std::cell::RefCell;
+
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -13,11 +15,43 @@ use crate::{DecodeError, EncodeError, Process};
 
 /// Encodes `value` as msgpack (structs as arrays: compact, order-sensitive).
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, EncodeError> {
-    // Sized for a typical small message up front: growing from empty would reallocate
-    // several times per message.
-    let mut bytes = Vec::with_capacity(128);
-    rmp_serde::encode::write(&mut bytes, value)
-        .map(|()| Bytes::from(bytes))
+    // A small message is written into this thread's scratch buffer and copied out into one
+    // allocation of exactly its size: no growing, and a `Bytes` that owns a plain boxed slice
+    // (from a `Vec` with spare capacity, `Bytes` would allocate a shared header besides). A
+    // value whose `Serialize` encodes another one meanwhile gets a buffer of its own.
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => {
+            scratch.clear();
+            let written = write(&mut scratch, value);
+            let encoded = written.map(|()| {
+                if scratch.len() <= SCRATCH_KEPT_BYTES {
+                    Bytes::copy_from_slice(&scratch)
+                } else {
+                    // A large message keeps its buffer; the scratch starts small again.
+                    Bytes::from(std::mem::take(&mut *scratch))
+                }
+            });
+            if scratch.capacity() > SCRATCH_KEPT_BYTES {
+                *scratch = Vec::new();
+            }
+            encoded
+        }
+        Err(_) => {
+            let mut bytes = Vec::new();
+            write(&mut bytes, value).map(|()| Bytes::from(bytes))
+        }
+    })
+}
+
+/// The largest scratch buffer a thread keeps between messages.
+const SCRATCH_KEPT_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), EncodeError> {
+    rmp_serde::encode::write(out, value)
         .map_err(|error| EncodeError(format!("{}: {error}", std::any::type_name::<T>())))
 }
 
