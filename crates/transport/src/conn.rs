@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,8 +16,8 @@ use crate::handshake::{
 use crate::net::{Connection, ReadHalf, WriteHalf};
 use crate::node::Shared;
 use crate::peer::{Peer, millis_since};
-use crate::queue::{OutQueue, Queued};
-use crate::wire::{Frame, FrameDecoder, FrameError, Hello, encode_frame};
+use crate::queue::{OutQueue, Slots};
+use crate::wire::{Frame, FrameDecoder, FrameError, Hello, encode_frame, encode_frame_head};
 use crate::{DownReason, NodeSpec};
 
 /// Why a connection ended or never opened.
@@ -42,6 +43,9 @@ const HANDSHAKE_MAX_FRAME_BYTES: usize = 64 * 1024;
 
 /// Bytes gathered before a write; larger batches are written in several goes.
 const WRITE_CHUNK_BYTES: usize = 256 * 1024;
+
+/// A payload this large is written from its own buffer, not copied into the writer's.
+const LARGE_PAYLOAD_BYTES: usize = 64 * 1024;
 
 pub(crate) fn nonce() -> [u8; NONCE_BYTES] {
     let mut nonce = [0; NONCE_BYTES];
@@ -177,45 +181,105 @@ pub(crate) async fn write_loop(
     mut write: WriteHalf,
     failed: mpsc::Sender<DownReason>,
 ) {
-    let max = shared.config.max_frame_bytes;
-    let mut batch: Vec<Queued> = Vec::new();
-    let mut buf = BytesMut::with_capacity(WRITE_CHUNK_BYTES);
-    while queue.take_all(&mut batch).await {
+    let mut batch = Slots::new();
+    let mut out = Output { buf: BytesMut::with_capacity(WRITE_CHUNK_BYTES), frames: 0 };
+    while queue.ready().await {
+        // Frames are waiting. Tasks that are runnable right now (callers woken by the same
+        // read, a process working through its batch) are about to queue more: let them run
+        // first, so that they share this write instead of costing a system call each. When
+        // nothing else is runnable this costs one extra poll, not a wait.
+        behind_runnable_tasks().await;
+        if !queue.take_all(&mut batch).await {
+            break;
+        }
         // Released when the batch is done, or when this task is dropped mid-write (the
         // session ended): the peer's count of queued casts and calls must never leak.
-        let bounded = Release { peer: &peer, count: batch.iter().filter(|q| q.bounded).count() };
+        let bounded =
+            Release { peer: &peer, count: batch.iter().flatten().filter(|q| q.bounded).count() };
         apply_faults(&shared, &peer, true, &mut batch).await;
-        let mut frames = 0;
-        let mut outcome = Ok(());
-        for queued in batch.drain(..) {
-            match encode_frame(&queued.frame, &mut buf, max) {
-                Ok(_) => frames += 1,
+        let outcome = out.write_batch(&shared, &peer, &mut write, &mut batch).await;
+        batch.clear();
+        drop(bounded);
+        if let Err(error) = outcome {
+            let _ = failed.try_send(DownReason::ConnectionLost(error.to_string()));
+            return;
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
+/// Puts the current task behind the tasks already runnable on this worker, once.
+///
+/// Not `tokio::task::yield_now`: that one waits for the worker to poll the I/O driver
+/// first, which costs a round trip its worth of latency when the worker is otherwise idle.
+/// A task that wakes itself is simply queued again at the back.
+fn behind_runnable_tasks() -> impl Future<Output = ()> {
+    let mut yielded = false;
+    std::future::poll_fn(move |cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+}
+
+/// A writer's buffer: frames encoded and not yet written.
+struct Output {
+    buf: BytesMut,
+    frames: u64,
+}
+
+impl Output {
+    /// Encodes and writes every frame of `batch`, in order, in chunks of about
+    /// `WRITE_CHUNK_BYTES`. A large payload is written from where it lies rather than copied
+    /// into the buffer first.
+    async fn write_batch(
+        &mut self,
+        shared: &Shared,
+        peer: &Peer,
+        write: &mut WriteHalf,
+        batch: &mut Slots,
+    ) -> std::io::Result<()> {
+        let max = shared.config.max_frame_bytes;
+        for queued in batch.drain(..).flatten() {
+            match encode_frame_head(&queued.frame, &mut self.buf, max, LARGE_PAYLOAD_BYTES) {
+                Ok(None) => self.frames += 1,
+                Ok(Some(payload)) => {
+                    self.frames += 1;
+                    self.flush(peer, write).await?;
+                    write.write_all(payload).await?;
+                    peer.counters.bytes_sent.fetch_add(payload.len() as u64, Relaxed);
+                }
                 Err(error) => tracing::error!(
                     peer = %peer.name(), %error, kind = queued.frame.kind(),
                     "a frame was not sent"
                 ),
             }
-            if buf.len() >= WRITE_CHUNK_BYTES {
-                outcome = flush(&peer, &mut write, &mut buf, &mut frames).await;
-                if outcome.is_err() {
-                    break;
-                }
+            if self.buf.len() >= WRITE_CHUNK_BYTES {
+                self.flush(peer, write).await?;
             }
         }
-        if outcome.is_ok() {
-            outcome = flush(&peer, &mut write, &mut buf, &mut frames).await;
+        self.flush(peer, write).await?;
+        if self.buf.capacity() > 4 * WRITE_CHUNK_BYTES {
+            self.buf = BytesMut::with_capacity(WRITE_CHUNK_BYTES);
         }
-        drop(bounded);
-        if let Err(error) = outcome {
-            batch.clear();
-            let _ = failed.try_send(DownReason::ConnectionLost(error.to_string()));
-            return;
-        }
-        if buf.capacity() > 4 * WRITE_CHUNK_BYTES {
-            buf = BytesMut::with_capacity(WRITE_CHUNK_BYTES);
-        }
+        Ok(())
     }
-    let _ = write.shutdown().await;
+
+    async fn flush(&mut self, peer: &Peer, write: &mut WriteHalf) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        write.write_all(&self.buf).await?;
+        let counters = &peer.counters;
+        counters.frames_sent.fetch_add(self.frames, Relaxed);
+        counters.bytes_sent.fetch_add(self.buf.len() as u64, Relaxed);
+        self.buf.clear();
+        self.frames = 0;
+        Ok(())
+    }
 }
 
 /// Gives back a batch's share of the peer's bound on queued frames when dropped.
@@ -230,22 +294,46 @@ impl Drop for Release<'_> {
     }
 }
 
-async fn flush(
-    peer: &Peer,
-    write: &mut WriteHalf,
-    buf: &mut BytesMut,
-    frames: &mut u64,
-) -> std::io::Result<()> {
-    if buf.is_empty() {
-        return Ok(());
+/// A batch of frames: queued frames (`Slots`) on the way out, decoded ones on the way in.
+pub(crate) trait Batch {
+    /// How many frames.
+    fn frames(&self) -> usize;
+    /// Keeps only the frames for which `keep` (called once per frame, in order) says so.
+    fn retain_frames(&mut self, keep: impl FnMut() -> bool);
+    /// Drops every frame.
+    fn clear_frames(&mut self);
+}
+
+impl Batch for Slots {
+    fn frames(&self) -> usize {
+        self.iter().flatten().count()
     }
-    write.write_all(buf).await?;
-    let counters = &peer.counters;
-    counters.frames_sent.fetch_add(*frames, std::sync::atomic::Ordering::Relaxed);
-    counters.bytes_sent.fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    buf.clear();
-    *frames = 0;
-    Ok(())
+
+    fn retain_frames(&mut self, mut keep: impl FnMut() -> bool) {
+        for slot in self.iter_mut().filter(|slot| slot.is_some()) {
+            if !keep() {
+                *slot = None;
+            }
+        }
+    }
+
+    fn clear_frames(&mut self) {
+        self.clear();
+    }
+}
+
+impl Batch for Vec<Frame> {
+    fn frames(&self) -> usize {
+        self.len()
+    }
+
+    fn retain_frames(&mut self, mut keep: impl FnMut() -> bool) {
+        self.retain(|_| keep());
+    }
+
+    fn clear_frames(&mut self) {
+        self.clear();
+    }
 }
 
 /// Discards or delays a batch as the faults in force say.
@@ -253,17 +341,23 @@ pub(crate) async fn apply_faults(
     shared: &Shared,
     peer: &Peer,
     outbound: bool,
-    batch: &mut Vec<Queued>,
+    batch: &mut impl Batch,
 ) {
-    let before = batch.len();
-    match shared.faults.verdict(peer.id, outbound) {
-        Verdict::Pass => return,
-        Verdict::Discard => batch.clear(),
-        Verdict::DropEach(probability) => batch.retain(|_| !shared.faults.draw(probability)),
+    let verdict = shared.faults.verdict(peer.id, outbound);
+    if let Verdict::Pass = verdict {
+        return;
+    }
+    let before = batch.frames();
+    match verdict {
+        Verdict::Pass => {}
+        Verdict::Discard => batch.clear_frames(),
+        Verdict::DropEach(probability) => {
+            batch.retain_frames(|| !shared.faults.draw(probability));
+        }
         Verdict::Delay(delay) => tokio::time::sleep(delay).await,
     }
-    let dropped = (before - batch.len()) as u64;
-    peer.counters.dropped_by_faults.fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+    let dropped = (before - batch.frames()) as u64;
+    peer.counters.dropped_by_faults.fetch_add(dropped, Relaxed);
 }
 
 /// Watches the reading half of an outgoing connection: the acceptor sends nothing after the
@@ -296,22 +390,22 @@ pub(crate) async fn read_loop(
     loop {
         let failure = loop {
             match decoder.next_frame() {
-                Ok(Some(frame)) => batch.push(Queued { frame, bounded: false }),
+                Ok(Some(frame)) => batch.push(frame),
                 Ok(None) => break None,
                 Err(error) => break Some(ConnError::from(error)),
             }
         };
         if !batch.is_empty() {
             let frames = batch.len() as u64;
-            peer.counters.frames_received.fetch_add(frames, std::sync::atomic::Ordering::Relaxed);
+            peer.counters.frames_received.fetch_add(frames, Relaxed);
             apply_faults(&shared, &peer, false, &mut batch).await;
             // Only frames that pass the inbound faults count as heard (a cut peer falls
             // silent); one clock read per read, not per frame.
             if !batch.is_empty() {
                 peer.heard(millis_since(shared.origin));
             }
-            for queued in batch.drain(..) {
-                shared.dispatch(&peer, queued.frame).await;
+            for frame in batch.drain(..) {
+                shared.dispatch(&peer, frame).await;
             }
         }
         if let Some(error) = failure {
@@ -330,7 +424,7 @@ pub(crate) async fn read_loop(
             }
             Ok(bytes) => {
                 let bytes = bytes as u64;
-                peer.counters.bytes_received.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+                peer.counters.bytes_received.fetch_add(bytes, Relaxed);
             }
             Err(error) => {
                 tracing::debug!(peer = %name, %error, "connection failed");

@@ -26,10 +26,12 @@ pub(crate) struct OutQueue {
     monotonic: bool,
 }
 
+/// Frames in push order; a superseded frame's slot holds `None`.
+pub(crate) type Slots = VecDeque<Option<Queued>>;
+
 #[derive(Default)]
 struct State {
-    /// Slots in push order; a superseded slot holds `None`.
-    slots: VecDeque<Option<Queued>>,
+    slots: Slots,
     /// Sequence number of `slots[0]`.
     first_seq: u64,
     /// Monotonic channels: the sequence number of the queued frame for each receiver key.
@@ -77,15 +79,33 @@ impl OutQueue {
         pushed
     }
 
-    /// Waits for frames and moves all of them into `batch`. `false` once the queue is closed
-    /// and empty.
-    pub(crate) async fn take_all(&self, batch: &mut Vec<Queued>) -> bool {
+    /// Waits until a frame is queued (`true`) or the queue is closed and empty (`false`).
+    pub(crate) async fn ready(&self) -> bool {
+        loop {
+            {
+                let state = self.state();
+                if !state.slots.is_empty() {
+                    return true;
+                }
+                if state.closed {
+                    return false;
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// Waits for frames and takes all of them: `batch`, which must be empty, is swapped with
+    /// the queue's slots (no frame is moved; a superseded slot is `None`). `false` once the
+    /// queue is closed and empty.
+    pub(crate) async fn take_all(&self, batch: &mut Slots) -> bool {
+        debug_assert!(batch.is_empty(), "the writer hands back an empty batch");
         loop {
             {
                 let mut state = self.state();
                 if !state.slots.is_empty() {
                     let taken = state.slots.len() as u64;
-                    batch.extend(state.slots.drain(..).flatten());
+                    std::mem::swap(&mut state.slots, batch);
                     state.first_seq += taken;
                     state.latest.clear();
                     return true;

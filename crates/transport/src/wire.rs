@@ -28,6 +28,8 @@ use shoal_process::{ExitKind, ExitReason, Pid, Ref, RemoteFailure};
 
 use crate::NodeSpec;
 
+mod hot;
+
 /// The version of this wire protocol, exchanged in the handshake. Peers must speak the same.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -318,6 +320,18 @@ pub fn encode_frame(
     out: &mut BytesMut,
     max_frame_bytes: usize,
 ) -> Result<usize, FrameError> {
+    if let Some((head, payload)) = hot::split(frame) {
+        let header = hot::Header::new(&head, payload.len());
+        let len = header.bytes().len() + payload.len();
+        if len > max_frame_bytes {
+            return Err(FrameError::Oversized { len, max: max_frame_bytes });
+        }
+        out.reserve(LENGTH_PREFIX_BYTES + len);
+        out.put_slice(&prefix(len));
+        out.put_slice(header.bytes());
+        out.put_slice(payload);
+        return Ok(LENGTH_PREFIX_BYTES + len);
+    }
     let start = out.len();
     out.put_u32(0);
     let written = rmp_serde::encode::write(&mut out.writer(), frame);
@@ -326,14 +340,42 @@ pub fn encode_frame(
         Err(error) => Err(FrameError::Encode(error.to_string())),
         Ok(()) if len > max_frame_bytes => Err(FrameError::Oversized { len, max: max_frame_bytes }),
         Ok(()) => {
-            // `len` <= max_frame_bytes, which the node configuration keeps within u32.
-            let prefix = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
-            out[start..start + LENGTH_PREFIX_BYTES].copy_from_slice(&prefix);
+            out[start..start + LENGTH_PREFIX_BYTES].copy_from_slice(&prefix(len));
             return Ok(len + LENGTH_PREFIX_BYTES);
         }
     };
     out.truncate(start);
     outcome
+}
+
+/// Like [`encode_frame`], except that a cast's, call's or reply's payload of at least
+/// `large_payload_bytes` is not copied: only the length prefix and the frame up to the payload
+/// are appended, and the payload is returned, to be written right after them.
+pub(crate) fn encode_frame_head<'f>(
+    frame: &'f Frame,
+    out: &mut BytesMut,
+    max_frame_bytes: usize,
+    large_payload_bytes: usize,
+) -> Result<Option<&'f Bytes>, FrameError> {
+    match hot::split(frame) {
+        Some((head, payload)) if payload.len() >= large_payload_bytes => {
+            let header = hot::Header::new(&head, payload.len());
+            let len = header.bytes().len() + payload.len();
+            if len > max_frame_bytes {
+                return Err(FrameError::Oversized { len, max: max_frame_bytes });
+            }
+            out.put_slice(&prefix(len));
+            out.put_slice(header.bytes());
+            Ok(Some(payload))
+        }
+        _ => encode_frame(frame, out, max_frame_bytes).map(|_| None),
+    }
+}
+
+/// The length prefix of a body of `len` bytes. `len` is at most the maximum frame size,
+/// which the node configuration keeps within `u32`.
+fn prefix(len: usize) -> [u8; LENGTH_PREFIX_BYTES] {
+    u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes()
 }
 
 /// The least room kept free for the next read from the socket.
@@ -383,6 +425,14 @@ impl FrameDecoder {
             self.buffer.reserve(missing.max(READ_BYTES));
             return Ok(None);
         }
+        let body = &self.buffer[LENGTH_PREFIX_BYTES..LENGTH_PREFIX_BYTES + len];
+        if let Some((head, payload)) = hot::parse(body) {
+            // Only the payload is split off (one reference count), the rest skipped.
+            self.buffer.advance(LENGTH_PREFIX_BYTES + payload.start);
+            let bytes = self.buffer.split_to(payload.len()).freeze();
+            self.buffer.advance(len - payload.end);
+            return Ok(Some(head.with_payload(bytes)));
+        }
         self.buffer.advance(LENGTH_PREFIX_BYTES);
         let body = self.buffer.split_to(len).freeze();
         decode_body(&body).map(Some)
@@ -393,6 +443,9 @@ impl FrameDecoder {
 /// rather than copying them. The decoder borrows from the slice, so a forged length can
 /// never make it allocate more than the frame holds. Bytes after the frame are ignored.
 pub fn decode_body(body: &Bytes) -> Result<Frame, FrameError> {
+    if let Some((head, payload)) = hot::parse(body) {
+        return Ok(head.with_payload(body.slice(payload)));
+    }
     zero_copy::FRAME.with(|current| *current.borrow_mut() = Some(body.clone()));
     let frame = rmp_serde::from_slice::<Frame>(body);
     zero_copy::FRAME.with(|current| current.borrow_mut().take());
