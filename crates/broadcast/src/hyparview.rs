@@ -27,9 +27,12 @@
 //! Beyond the paper: a node whose active view is not full keeps asking passive peers (low
 //! priority) on each repair tick, not only right after a failure, so nodes that lost
 //! neighbours to DISCONNECT during joins fill up again, and small groups cut off by a mass
-//! failure find their way back to the rest; and a request is high priority while the active
+//! failure find their way back to the rest; a request is high priority while the active
 //! view holds fewer than [`Config::high_priority_below`] peers (the paper: only when it is
-//! empty), so that such a group cannot be refused by full views forever. Walk messages are answered by a dedicated
+//! empty); and a full node that refuses a low-priority request sends back samples of its
+//! views and starts a FIND_NEIGHBOUR random walk that makes the first node with room it
+//! reaches ask the requester, so that nodes with room find each other and a group cut off
+//! by a burst of joins or failures is joined back within a few repair ticks. Walk messages are answered by a dedicated
 //! FORWARD_JOIN_REPLY, which makes the joiner add the node where its walk ended, as the
 //! paper's symmetric active views require.
 //!
@@ -95,6 +98,18 @@ pub enum Message<P> {
     NeighbourReply {
         /// Whether the sender added the receiver to its active view.
         accepted: bool,
+        /// With a refusal, samples of the refuser's views (as in a shuffle), for the asker to
+        /// try instead; empty with an acceptance.
+        nodes: Vec<P>,
+    },
+    /// A random walk looking for a node with room for `requester`, started by a full node
+    /// that refused the requester's low-priority NEIGHBOUR. A node with room that it reaches
+    /// asks `requester` to be its neighbour.
+    FindNeighbour {
+        /// The node with room in its active view.
+        requester: P,
+        /// Hops left in the walk.
+        ttl: u32,
     },
     /// The sender dropped the receiver from its active view (and keeps it as passive).
     Disconnect,
@@ -315,8 +330,8 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
             Message::ForwardJoin { joiner, ttl } => self.on_forward_join(from, joiner, ttl),
             Message::ForwardJoinReply => self.add_active(from),
             Message::Neighbour { priority } => self.on_neighbour(from, priority),
-            Message::NeighbourReply { accepted } => {
-                return self.on_neighbour_reply(now, from, accepted);
+            Message::NeighbourReply { accepted, nodes } => {
+                return self.on_neighbour_reply(from, accepted, nodes);
             }
             Message::Disconnect => {
                 // §4.3: the disconnected peer goes to the passive view; the repair tick
@@ -325,6 +340,9 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
                     self.outputs.push_back(Output::NeighbourDown(from.clone()));
                     self.add_passive(from);
                 }
+            }
+            Message::FindNeighbour { requester, ttl } => {
+                self.on_find_neighbour(now, from, requester, ttl);
             }
             Message::Shuffle { origin, ttl, nodes } => self.on_shuffle(from, origin, ttl, nodes),
             Message::ShuffleReply { nodes } => {
@@ -387,29 +405,69 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
         }
     }
 
-    /// NEIGHBOUR: accept if high priority or there is room.
+    /// NEIGHBOUR: accept if high priority or there is room; a refusal carries samples of
+    /// this node's views, so that an asker whose passive view is running dry learns other
+    /// candidates (beyond the paper: without it, a small group whose passive views hold only
+    /// full nodes could stay cut off for good).
     fn on_neighbour(&mut self, from: P, priority: Priority) {
         let accepted = self.active.contains(&from)
             || priority == Priority::High
             || self.active.len() < self.config.active_capacity;
-        if accepted {
+        let nodes = if accepted {
             self.add_active(from.clone());
+            Vec::new()
+        } else {
+            let mut nodes =
+                random::sample(&mut self.rng, &self.active, self.config.shuffle_active, &[&from]);
+            let passive = self.config.shuffle_passive;
+            nodes.extend(random::sample(&mut self.rng, &self.passive, passive, &[&from]));
+            if let Some(to) = random::choose(&mut self.rng, &self.active, &[&from]) {
+                let ttl = self.config.active_walk_length;
+                self.send(to, Message::FindNeighbour { requester: from.clone(), ttl });
+            }
+            nodes
+        };
+        self.send(from, Message::NeighbourReply { accepted, nodes });
+    }
+
+    /// FIND_NEIGHBOUR (beyond the paper): a node with room asks the requester (which has
+    /// room too) to be its neighbour; a full one passes the walk on while it lasts. Two nodes
+    /// with room that do not know each other thus meet, which joins a small group cut off
+    /// from the rest as soon as either side has room.
+    fn on_find_neighbour(&mut self, now: Instant, from: P, requester: P, ttl: u32) {
+        if requester == self.me || self.active.contains(&requester) {
+            return;
         }
-        self.send(from, Message::NeighbourReply { accepted });
+        if self.active.len() + self.pending.len() < self.config.active_capacity {
+            if !self.pending.contains_key(&requester) {
+                self.add_passive(requester.clone());
+                self.pending.insert(requester.clone(), now + self.config.neighbour_timeout);
+                let priority = self.priority();
+                self.send(requester, Message::Neighbour { priority });
+            }
+            return;
+        }
+        if ttl > 0
+            && let Some(to) = random::choose(&mut self.rng, &self.active, &[&from, &requester])
+        {
+            self.send(to, Message::FindNeighbour { requester, ttl: ttl - 1 });
+        }
     }
 
     fn on_neighbour_reply(
         &mut self,
-        now: Instant,
         from: P,
         accepted: bool,
+        nodes: Vec<P>,
     ) -> Result<(), MessageError> {
         if self.pending.remove(&from).is_none() {
             return Err(MessageError::UnsolicitedReply);
         }
         if !accepted {
-            // Refused: it stays passive; try someone else.
-            self.repair(now);
+            // Refused (a low-priority request, so this node has neighbours): the refuser
+            // stays passive, its samples join the passive view, and the repair tick tries
+            // again, rather than at once, so that a node with room does not flood full ones.
+            self.integrate(nodes, &[]);
         } else if self.active.len() < self.config.active_capacity {
             self.add_active(from);
         } else {
@@ -500,13 +558,17 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
             let Some(candidate) = random::choose(&mut self.rng, &self.passive, &asked) else {
                 return;
             };
-            let priority = if self.active.len() < self.config.high_priority_below {
-                Priority::High
-            } else {
-                Priority::Low
-            };
+            let priority = self.priority();
             self.pending.insert(candidate.clone(), now + self.config.neighbour_timeout);
             self.send(candidate, Message::Neighbour { priority });
+        }
+    }
+
+    fn priority(&self) -> Priority {
+        if self.active.len() < self.config.high_priority_below {
+            Priority::High
+        } else {
+            Priority::Low
         }
     }
 

@@ -62,8 +62,8 @@
 //! let now = Instant::now();
 //! let mut a = Plumtree::new("a", Config::default(), Log::default(), now);
 //! let mut b = Plumtree::new("b", Config::default(), Log::default(), now);
-//! a.neighbour_up("b");
-//! b.neighbour_up("a");
+//! a.neighbour_up(now, "b");
+//! b.neighbour_up(now, "a");
 //!
 //! a.broadcast(now, "hello".to_string()).unwrap();
 //! while let Some(Output::Send { to, message }) = a.poll_output() {
@@ -224,6 +224,13 @@ pub struct Config {
     /// the announcer is grafted (without payload) and the eager link pruned, so trees
     /// repaired after failures shrink back towards shortest paths. `None` turns it off.
     pub optimisation_threshold: Option<u32>,
+    /// How long a message delivered here is announced to neighbours that come up later
+    /// (beyond the paper): a node whose neighbours all failed at once, the root included,
+    /// gets new ones from the overlay, and this catch-up IHAVE lets them GRAFT what was lost
+    /// with the old links. `Duration::ZERO` turns it off.
+    pub catch_up_window: Duration,
+    /// Bound on the messages kept for catch-up announcements (the most recent ones).
+    pub max_catch_up: usize,
     /// Bound on the messages whose parent and hop count are remembered for the optimisation;
     /// past it the oldest is forgotten (and can no longer trigger it).
     pub max_remembered: usize,
@@ -242,6 +249,8 @@ impl Default for Config {
             max_missing: 4096,
             max_roots: 1024,
             optimisation_threshold: Some(3),
+            catch_up_window: Duration::from_secs(10),
+            max_catch_up: 256,
             max_remembered: 4096,
             seed: 0,
         }
@@ -307,6 +316,8 @@ pub struct Plumtree<P, H: Handler<P>> {
     received: BTreeMap<H::Id, (P, u32)>,
     /// `received`'s ids, oldest first, to forget past `max_remembered`.
     received_order: VecDeque<H::Id>,
+    /// Messages delivered lately, with when they stop being announced to new neighbours.
+    recent: VecDeque<(Instant, Announcement<P, H::Id>)>,
     exchange_at: Option<Instant>,
     outputs: VecDeque<Output<P, H::Id, H::Payload>>,
 }
@@ -333,6 +344,7 @@ where
             missing: BTreeMap::new(),
             received: BTreeMap::new(),
             received_order: VecDeque::new(),
+            recent: VecDeque::new(),
             exchange_at,
             outputs: VecDeque::new(),
         }
@@ -395,6 +407,7 @@ where
         }
         let root = self.me.clone();
         self.push(now, &id, &payload, 0, &root, None);
+        self.note_recent(now, Announcement { id: id.clone(), round: 0, root });
         Ok(id)
     }
 
@@ -435,14 +448,24 @@ where
     }
 
     /// The overlay reports a new neighbour (the paper's `NeighborUp`): it joins every known
-    /// root's eager set, so the trees can use it until a duplicate prunes it.
-    pub fn neighbour_up(&mut self, peer: P) {
+    /// root's eager set, so the trees can use it until a duplicate prunes it, and is sent
+    /// (on the next lazy tick) announcements of the messages delivered within
+    /// [`Config::catch_up_window`].
+    pub fn neighbour_up(&mut self, now: Instant, peer: P) {
         if peer == self.me || !self.neighbours.insert(peer.clone()) {
             return;
         }
         for tree in self.trees.values_mut() {
             tree.lazy.remove(&peer);
             tree.eager.insert(peer.clone());
+        }
+        while self.recent.front().is_some_and(|(until, _)| *until <= now) {
+            self.recent.pop_front();
+        }
+        let recent: Vec<Announcement<P, H::Id>> =
+            self.recent.iter().map(|(_, announcement)| announcement.clone()).collect();
+        for announcement in recent {
+            self.queue_announcement(now, peer.clone(), announcement);
         }
     }
 
@@ -504,6 +527,8 @@ where
             self.missing.remove(&id);
             let round = round.saturating_add(1);
             self.push(now, &id, &payload, round, &root, Some(&from));
+            let recent = Announcement { id: id.clone(), round, root: root.clone() };
+            self.note_recent(now, recent);
             if is_neighbour {
                 let tree = self.tree_mut(&root);
                 tree.lazy.remove(&from);
@@ -592,13 +617,18 @@ where
         if let Some(remembered) = self.received.get_mut(id) {
             *remembered = (from.clone(), through_announcer);
         }
+        let parent_is_neighbour = self.neighbours.contains(&parent);
         let tree = self.tree_mut(&root);
         tree.lazy.remove(from);
         tree.eager.insert(from.clone());
-        tree.eager.remove(&parent);
-        tree.lazy.insert(parent.clone());
         self.send(from.clone(), Message::Graft { id: None, round, root: root.clone() });
-        self.send(parent, Message::Prune { root });
+        // A parent gone from the overlay has left the tree already: nothing to prune.
+        if parent_is_neighbour {
+            let tree = self.tree_mut(&root);
+            tree.eager.remove(&parent);
+            tree.lazy.insert(parent.clone());
+            self.send(parent, Message::Prune { root });
+        }
     }
 
     /// Remembers that `id` came from `from` after `hops` hops, forgetting the oldest past
@@ -640,13 +670,37 @@ where
             self.send(to, message);
         }
         for to in lazy {
-            let queue = self.lazy_queues.entry(to).or_default();
-            if queue.len() >= self.config.max_lazy_queue {
-                queue.pop_front();
-            }
-            queue.push_back(Announcement { id: id.clone(), round, root: root.clone() });
-            self.flush_at.get_or_insert(now + self.config.lazy_tick);
+            self.queue_announcement(
+                now,
+                to,
+                Announcement { id: id.clone(), round, root: root.clone() },
+            );
         }
+    }
+
+    /// Queues an announcement for `to`'s next IHAVE, dropping the oldest past the bound.
+    fn queue_announcement(&mut self, now: Instant, to: P, announcement: Announcement<P, H::Id>) {
+        if self.config.max_lazy_queue == 0 {
+            return;
+        }
+        let queue = self.lazy_queues.entry(to).or_default();
+        if queue.len() >= self.config.max_lazy_queue {
+            queue.pop_front();
+        }
+        queue.push_back(announcement);
+        self.flush_at.get_or_insert(now + self.config.lazy_tick);
+    }
+
+    /// Keeps `announcement` for catch-up announcements to neighbours that come up within the
+    /// window.
+    fn note_recent(&mut self, now: Instant, announcement: Announcement<P, H::Id>) {
+        if self.config.catch_up_window.is_zero() || self.config.max_catch_up == 0 {
+            return;
+        }
+        while self.recent.len() >= self.config.max_catch_up {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((now + self.config.catch_up_window, announcement));
     }
 
     fn flush_lazy_queues(&mut self) {

@@ -279,7 +279,7 @@ impl BroadcastNode {
                     }
                     hyparview::Output::NeighbourUp(peer) => {
                         running.last_heard.insert(peer, now);
-                        running.tree.neighbour_up(peer);
+                        running.tree.neighbour_up(now, peer);
                     }
                     hyparview::Output::NeighbourDown(peer) => {
                         running.last_heard.remove(&peer);
@@ -535,6 +535,9 @@ pub struct Report {
     pub eventual_reliability: f64,
     /// Live nodes whose active view is empty at the end.
     pub isolated: usize,
+    /// Active-view links between live nodes held by one side only at the end (HyParView's
+    /// views are symmetric once quiet; a NEIGHBOUR reply in flight is the usual exception).
+    pub one_sided_links: usize,
     /// The simulator's message and timer counts.
     pub stats: Stats,
     /// The simulator's trace fingerprint (equal for equal seeds).
@@ -590,6 +593,20 @@ pub fn run(scenario: &Scenario) -> Report {
             sim.node(**id).overlay().is_none_or(|overlay| overlay.active_view().is_empty())
         })
         .count();
+    let one_sided_links = live
+        .iter()
+        .filter_map(|id| sim.node(*id).overlay().map(|overlay| (*id, overlay)))
+        .map(|(id, overlay)| {
+            let one_sided = |peer: &&NodeId| {
+                sim.is_up(**peer)
+                    && sim
+                        .node(**peer)
+                        .overlay()
+                        .is_none_or(|other| !other.active_view().contains(&id))
+            };
+            overlay.active_view().iter().filter(one_sided).count()
+        })
+        .sum();
     Report {
         seed: scenario.seed,
         nodes: scenario.nodes,
@@ -599,6 +616,7 @@ pub fn run(scenario: &Scenario) -> Report {
         after_restart,
         eventual_reliability: if pairs == 0 { 1.0 } else { held as f64 / pairs as f64 },
         isolated,
+        one_sided_links,
         stats: sim.stats(),
         trace_hash: sim.trace_hash(),
     }

@@ -131,7 +131,9 @@ fn neighbour_request_priority_decides_acceptance_when_full() {
     let now = Instant::now();
     let mut core = node(now, Config { active_capacity: 1, ..config() }, &[1], &[]);
     core.handle_message(now, 7, Message::Neighbour { priority: Priority::Low }).unwrap();
-    assert_eq!(drain(&mut core), vec![send(7, Message::NeighbourReply { accepted: false })]);
+    let refusal = Message::NeighbourReply { accepted: false, nodes: vec![1] };
+    let walk = Message::FindNeighbour { requester: 7, ttl: 6 };
+    assert_eq!(drain(&mut core), vec![send(1, walk), send(7, refusal)]);
     core.handle_message(now, 7, Message::Neighbour { priority: Priority::High }).unwrap();
     assert_eq!(
         drain(&mut core),
@@ -139,15 +141,45 @@ fn neighbour_request_priority_decides_acceptance_when_full() {
             Output::NeighbourDown(1),
             send(1, Message::Disconnect),
             Output::NeighbourUp(7),
-            send(7, Message::NeighbourReply { accepted: true }),
+            send(7, Message::NeighbourReply { accepted: true, nodes: vec![] }),
         ]
     );
     let mut roomy = node(now, config(), &[1], &[]);
     roomy.handle_message(now, 7, Message::Neighbour { priority: Priority::Low }).unwrap();
     assert_eq!(
         drain(&mut roomy),
-        vec![Output::NeighbourUp(7), send(7, Message::NeighbourReply { accepted: true })]
+        vec![
+            Output::NeighbourUp(7),
+            send(7, Message::NeighbourReply { accepted: true, nodes: vec![] })
+        ]
     );
+}
+
+/// Beyond the paper, FIND_NEIGHBOUR: a node with room that the walk reaches asks the
+/// requester to be its neighbour (keeping it as passive meanwhile); a full one passes the walk
+/// on, to a peer other than the sender and the requester, until its time-to-live is spent.
+#[test]
+fn find_neighbour_walk_ends_at_a_node_with_room() {
+    let now = Instant::now();
+    let mut roomy = node(now, config(), &[1, 2], &[]);
+    roomy.handle_message(now, 1, Message::FindNeighbour { requester: 9, ttl: 3 }).unwrap();
+    // Two peers, fewer than `high_priority_below`: a high-priority request.
+    assert_eq!(drain(&mut roomy), vec![send(9, Message::Neighbour { priority: Priority::High })]);
+    assert_eq!(roomy.passive_view(), &set(&[9]));
+
+    let mut full = node(now, config(), &[1, 2, 3], &[]);
+    full.handle_message(now, 1, Message::FindNeighbour { requester: 3, ttl: 3 }).unwrap();
+    assert_eq!(drain(&mut full), vec![], "the requester is a neighbour already");
+    full.handle_message(now, 1, Message::FindNeighbour { requester: 9, ttl: 3 }).unwrap();
+    let outputs = drain(&mut full);
+    let [Output::Send { to, message: Message::FindNeighbour { requester: 9, ttl: 2 } }] =
+        outputs[..]
+    else {
+        panic!("expected the walk passed on, got {outputs:?}");
+    };
+    assert!(to == 2 || to == 3);
+    full.handle_message(now, 1, Message::FindNeighbour { requester: 9, ttl: 0 }).unwrap();
+    assert_eq!(drain(&mut full), vec![], "walk over");
 }
 
 /// §4.3: a failed active peer is replaced from the passive view; with the active view empty
@@ -163,33 +195,46 @@ fn failed_peer_is_replaced_from_the_passive_view() {
         vec![Output::NeighbourDown(1), send(4, Message::Neighbour { priority: Priority::High })]
     );
     assert_eq!(core.passive_view(), &set(&[4]), "kept until it answers");
-    core.handle_message(now, 4, Message::NeighbourReply { accepted: true }).unwrap();
+    core.handle_message(now, 4, Message::NeighbourReply { accepted: true, nodes: vec![] }).unwrap();
     assert_eq!(drain(&mut core), vec![Output::NeighbourUp(4)]);
     assert_eq!(core.active_view(), &set(&[4]));
     assert_eq!(core.passive_view(), &set(&[]));
 }
 
-/// §4.3: a candidate that refuses stays passive and another is asked; one that does not
-/// answer within `neighbour_timeout` counts as failed and leaves the passive view.
+/// §4.3: a candidate that refuses stays passive, and (beyond the paper) its refusal brings
+/// samples of its views, which join the passive view; the next repair tick asks again. A
+/// candidate that does not answer within `neighbour_timeout` counts as failed: it leaves the
+/// passive view and another is asked at once.
 #[test]
 fn refused_or_silent_candidates_make_way_for_others() {
     let now = Instant::now();
-    let config = Config { active_capacity: 1, ..config() };
+    let config = Config { active_capacity: 2, high_priority_below: 1, ..config() };
     let mut core = node(now, config.clone(), &[1], &[4]);
-    core.peer_failed(now, &1);
-    drain(&mut core);
-    core.handle_message(now, 4, Message::NeighbourReply { accepted: false }).unwrap();
-    assert_eq!(drain(&mut core), vec![send(4, Message::Neighbour { priority: Priority::High })]);
-    let deadline = now + config.neighbour_timeout;
-    assert_eq!(core.poll_timeout(), Some(deadline));
-    core.handle_timeout(deadline);
-    assert_eq!(drain(&mut core), vec![]);
-    assert_eq!(core.passive_view(), &set(&[]));
-    assert_eq!(
-        core.handle_message(now, 4, Message::NeighbourReply { accepted: true }),
-        Err(MessageError::UnsolicitedReply)
-    );
-    assert_eq!(core.active_view(), &set(&[]));
+    let tick = now + config.repair_interval;
+    core.handle_timeout(tick);
+    assert_eq!(drain(&mut core), vec![send(4, Message::Neighbour { priority: Priority::Low })]);
+    let refusal = Message::NeighbourReply { accepted: false, nodes: vec![6, 0, 1] };
+    core.handle_message(tick, 4, refusal).unwrap();
+    assert_eq!(drain(&mut core), vec![], "no retry before the next tick");
+    assert_eq!(core.passive_view(), &set(&[4, 6]), "this node and its neighbours are not kept");
+
+    let next_tick = tick + config.repair_interval;
+    core.handle_timeout(next_tick);
+    let outputs = drain(&mut core);
+    let [Output::Send { to: asked, message: Message::Neighbour { priority: Priority::Low } }] =
+        outputs[..]
+    else {
+        panic!("expected one low-priority NEIGHBOUR, got {outputs:?}");
+    };
+    assert!(asked == 4 || asked == 6);
+
+    core.handle_timeout(next_tick + config.neighbour_timeout);
+    let other = if asked == 4 { 6 } else { 4 };
+    assert_eq!(drain(&mut core), vec![send(other, Message::Neighbour { priority: Priority::Low })]);
+    assert_eq!(core.passive_view(), &set(&[other]), "the silent one is dropped");
+    let late = Message::NeighbourReply { accepted: true, nodes: vec![] };
+    assert_eq!(core.handle_message(now, asked, late), Err(MessageError::UnsolicitedReply));
+    assert_eq!(core.active_view(), &set(&[1]));
 }
 
 /// Beyond the paper: a node with room keeps filling its active view from the passive one on
@@ -278,8 +323,11 @@ fn input() -> impl Strategy<Value = Input> {
         Just(Message::ForwardJoinReply),
         prop_oneof![Just(Priority::High), Just(Priority::Low)]
             .prop_map(|priority| Message::Neighbour { priority }),
-        any::<bool>().prop_map(|accepted| Message::NeighbourReply { accepted }),
+        (any::<bool>(), proptest::collection::vec(peer.clone(), 0..12))
+            .prop_map(|(accepted, nodes)| Message::NeighbourReply { accepted, nodes }),
         Just(Message::Disconnect),
+        (peer.clone(), 0u32..7)
+            .prop_map(|(requester, ttl)| Message::FindNeighbour { requester, ttl }),
         (peer.clone(), 0u32..7, proptest::collection::vec(peer.clone(), 0..12))
             .prop_map(|(origin, ttl, nodes)| Message::Shuffle { origin, ttl, nodes }),
         proptest::collection::vec(peer.clone(), 0..12)

@@ -61,7 +61,7 @@ fn config() -> Config {
 fn node(now: Instant, neighbours: &[u8]) -> Core {
     let mut core = Plumtree::new(0, config(), Store::default(), now);
     for peer in neighbours {
-        core.neighbour_up(*peer);
+        core.neighbour_up(now, *peer);
     }
     core
 }
@@ -159,7 +159,7 @@ fn lazy_queue_keeps_only_the_newest_announcements() {
     let now = Instant::now();
     let mut core =
         Plumtree::new(0, Config { max_lazy_queue: 2, ..config() }, Store::default(), now);
-    core.neighbour_up(2);
+    core.neighbour_up(now, 2);
     core.handle_message(now, 2, Message::Prune { root: 0 }).unwrap();
     for payload in 0..3 {
         core.broadcast(now, payload).unwrap();
@@ -287,9 +287,34 @@ fn neighbour_changes_update_every_tree() {
     core.handle_timeout(now + config().graft_timeout);
     drain(&mut core);
     assert_eq!(core.missing_len(), 0, "no announcer left: given up");
-    core.neighbour_up(3);
+    core.neighbour_up(now, 3);
     assert_eq!(core.tree(&1), Some((&set(&[1, 3]), &set(&[]))));
     assert_eq!(core.neighbours(), &set(&[1, 3]));
+}
+
+/// Beyond the paper, catch-up: a neighbour that comes up within `catch_up_window` of a
+/// delivery is announced the message on the next lazy tick (so a node whose links all died
+/// with a broadcast in flight, even its root, still gets it through its new links); later
+/// neighbours are not.
+#[test]
+fn new_neighbour_is_announced_recent_messages() {
+    let now = Instant::now();
+    let mut core = node(now, &[1]);
+    core.handle_message(now, 1, gossip(5, 50, 2, 9)).unwrap();
+    core.broadcast(now, 7).unwrap();
+    drain(&mut core);
+    let later = now + Duration::from_secs(1);
+    core.neighbour_up(later, 3);
+    core.handle_timeout(later + config().lazy_tick);
+    let announcements = vec![
+        Announcement { id: 5, round: 3, root: 9 },
+        Announcement { id: 101, round: 0, root: 0 },
+    ];
+    assert_eq!(drain(&mut core), vec![send(3, Message::IHave { announcements })]);
+    let too_late = now + config().catch_up_window;
+    core.neighbour_up(too_late, 4);
+    core.handle_timeout(too_late + config().lazy_tick);
+    assert_eq!(drain(&mut core), vec![]);
 }
 
 /// Bad input: IHAVE, GRAFT and PRUNE from a non-neighbour are refused with a typed error and
@@ -346,7 +371,7 @@ fn exchange_is_requested_each_interval() {
     assert_eq!(core.poll_timeout(), Some(now + interval));
     core.handle_timeout(now + interval);
     assert_eq!(drain(&mut core), vec![]);
-    core.neighbour_up(4);
+    core.neighbour_up(now, 4);
     assert_eq!(core.poll_timeout(), Some(now + 2 * interval));
     core.handle_timeout(now + 2 * interval);
     assert_eq!(drain(&mut core), vec![Output::Exchange { peer: 4 }]);
@@ -399,7 +424,7 @@ proptest! {
         let mut core = Plumtree::new(0u8, config, Store::default(), now);
         for input in inputs {
             match input {
-                Input::Up(peer) => core.neighbour_up(peer),
+                Input::Up(peer) => core.neighbour_up(now, peer),
                 Input::Down(peer) => core.neighbour_down(&peer),
                 Input::Broadcast => { let _ = core.broadcast(now, 1); }
                 Input::Receive(from, message) => { let _ = core.handle_message(now, from, message); }
