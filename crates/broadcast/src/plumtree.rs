@@ -24,6 +24,12 @@
 //! the first time the root is seen. The §3.8 optimisation (swap an eager link for a lazy one
 //! that is several hops shorter) is on by default.
 //!
+//! Beyond the paper: a neighbour that comes up is announced (IHAVE) the messages delivered
+//! within [`Config::catch_up_window`], so that a broadcast in flight when a node lost all its
+//! links (even at its root) still spreads through the links the overlay repairs; and the core
+//! accepts a payload from a non-neighbour (a race with neighbour-down) without making it a
+//! tree link.
+//!
 //! What this module does *not* do: open connections, keep time, or know the membership. The
 //! overlay ([`HyParView`](crate::HyParView) or a full mesh) reports neighbours going up and
 //! down; the driver moves messages and calls [`Plumtree::handle_timeout`] when
