@@ -7,7 +7,7 @@
 //! through the active views, which end in active views (after `active_walk_length` hops, §4.2)
 //! and drop the joiner into passive views on the way (at `passive_walk_length`). When the
 //! driver reports a failed peer, the node promotes a passive peer with NEIGHBOUR (high
-//! priority when its active view is empty, so it cannot be refused). A periodic SHUFFLE random
+//! priority when its active view is (nearly) empty, so it cannot be refused; §4.3). A periodic SHUFFLE random
 //! walk swaps samples of both views with a distant node, keeping passive views fresh (§4.4).
 //!
 //! ```text
@@ -24,17 +24,20 @@
 //! or missed heartbeats, and calls [`HyParView::peer_failed`]), open connections, or keep
 //! time. Its randomness comes from [`Config::seed`], so a run replays exactly.
 //!
-//! Beyond the paper: a node whose active view is not full keeps asking passive peers (low
-//! priority) on each repair tick, not only right after a failure, so nodes that lost
-//! neighbours to DISCONNECT during joins fill up again, and small groups cut off by a mass
-//! failure find their way back to the rest; a request is high priority while the active
-//! view holds fewer than [`Config::high_priority_below`] peers (the paper: only when it is
-//! empty); and a full node that refuses a low-priority request sends back samples of its
-//! views and starts a FIND_NEIGHBOUR random walk that makes the first node with room it
-//! reaches ask the requester, so that nodes with room find each other and a group cut off
-//! by a burst of joins or failures is joined back within a few repair ticks. Walk messages are answered by a dedicated
-//! FORWARD_JOIN_REPLY, which makes the joiner add the node where its walk ended, as the
-//! paper's symmetric active views require.
+//! Beyond the paper (each found necessary in simulation, see the broadcast tests):
+//!
+//! - A node whose active view is not full keeps asking passive peers (low priority) on each
+//!   repair tick, not only right after a failure, so nodes that lost neighbours to
+//!   DISCONNECT during joins fill up again.
+//! - A request is high priority while the active view holds fewer than
+//!   [`Config::high_priority_below`] peers (the paper: only when it is empty).
+//! - A full node that refuses a low-priority request answers with samples of its views and
+//!   starts a FIND_NEIGHBOUR random walk; the first node with room it reaches asks the
+//!   requester. Nodes with room thus find each other, and a group cut off by a burst of joins
+//!   or failures (whose full views would otherwise refuse it forever) is joined back within a
+//!   few repair ticks.
+//! - A walk ends with a FORWARD_JOIN_REPLY to the joiner, which adds the node where its walk
+//!   ended: the paper's symmetric active views, made explicit.
 //!
 //! ```
 //! use std::time::Instant;
