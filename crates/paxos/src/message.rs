@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ballot::{Ballot, Incarnation, NodeId};
+use crate::ballot::{Ballot, Incarnation, NodeId, ProposerId};
 use crate::error::PaxosError;
 use crate::register::{Change, Key, Outcome, Register};
 use crate::storage::Slot;
@@ -118,6 +118,8 @@ pub enum Message {
     },
     /// A proposer hands a change to the key's designated proposer.
     Forward {
+        /// The sending proposer (its run tells its requests apart from an earlier run's).
+        origin: ProposerId,
         /// The sender's request, echoed in the result.
         id: RequestId,
         /// The register.
@@ -129,6 +131,8 @@ pub enum Message {
     },
     /// The designated proposer's result for a forwarded change.
     ForwardResult {
+        /// The proposer that forwarded the change; a later run of it ignores the result.
+        origin: ProposerId,
         /// The sender's request.
         id: RequestId,
         /// What happened.

@@ -102,13 +102,19 @@ pub enum Ignored {
     /// A message meant for an acceptor.
     #[error("message meant for an acceptor")]
     NotForProposer,
+    /// A forward whose origin proposer is not on the node that sent it.
+    #[error("forward from {0} names a proposer on another node")]
+    ForgedOrigin(NodeId),
+    /// A second copy of a forwarded change that is still running.
+    #[error("duplicate of a forwarded change still running")]
+    Duplicate,
 }
 
 /// Who asked for a change: a local caller, or another proposer that forwarded it.
 #[derive(Clone, Copy, Debug)]
 enum Origin {
     Local,
-    Forwarded { from: NodeId, id: RequestId },
+    Forwarded { from: ProposerId, id: RequestId },
 }
 
 #[derive(Debug)]
@@ -123,12 +129,13 @@ struct Request {
     conflicts: u32,
 }
 
-/// What a change proposed, and at which of this proposer's ballots.
-#[derive(Debug)]
+/// Every value a change proposed, with the ballot it was proposed at, lowest ballot first.
+///
+/// A value accepted by even one acceptor may be adopted by any later round (as the highest
+/// accepted value) and take effect then, so all of them are remembered, not just the last.
+#[derive(Debug, Default)]
 struct Proposal {
-    outcome: Outcome,
-    /// Every ballot an accept of `outcome` was sent at, lowest first.
-    ballots: Vec<Ballot>,
+    attempts: Vec<(Ballot, Outcome)>,
 }
 
 /// What a new round does with a change whose accept may already have landed.
@@ -201,6 +208,10 @@ pub struct Proposer {
     keys: BTreeMap<Key, KeyState>,
     /// Changes forwarded to a designated proposer, awaiting its result.
     forwarded: BTreeMap<RequestId, NodeId>,
+    /// Forwards received from other proposers: running (`None`) or finished, so a duplicated
+    /// forward is never run twice. Bounded, oldest finished forgotten first.
+    received: BTreeMap<(ProposerId, RequestId), Option<Result<Outcome, PaxosError>>>,
+    received_order: VecDeque<(ProposerId, RequestId)>,
     fast: BTreeMap<Key, Fast>,
     outbox: VecDeque<(NodeId, Message)>,
     completions: VecDeque<Completion>,
@@ -217,6 +228,8 @@ impl Proposer {
             requests: BTreeMap::new(),
             keys: BTreeMap::new(),
             forwarded: BTreeMap::new(),
+            received: BTreeMap::new(),
+            received_order: VecDeque::new(),
             fast: BTreeMap::new(),
             outbox: VecDeque::new(),
             completions: VecDeque::new(),
@@ -323,19 +336,11 @@ impl Proposer {
             Message::Rejected { key, ballot, reason } => {
                 self.on_rejected(now, from, key, ballot, reason)
             }
-            Message::Forward { id, key, change, timeout } => {
-                let origin = Origin::Forwarded { from, id };
-                let timeout = timeout.min(self.config.request_timeout);
-                if let Err(ProposeError::Overloaded { .. }) =
-                    self.admit(now, key, change, origin, now + timeout)
-                {
-                    let result = Err(PaxosError::Overloaded);
-                    self.send(from, Message::ForwardResult { id, result });
-                }
-                Ok(())
+            Message::Forward { origin, id, key, change, timeout } => {
+                self.on_forward(now, from, (origin, id), key, change, timeout)
             }
-            Message::ForwardResult { id, result } => {
-                if self.forwarded.get(&id) != Some(&from) {
+            Message::ForwardResult { origin, id, result } => {
+                if origin != self.config.id || self.forwarded.get(&id) != Some(&from) {
                     return Err(Ignored::UnknownRequest);
                 }
                 self.forwarded.remove(&id);
@@ -344,6 +349,56 @@ impl Proposer {
             }
             _ => Err(Ignored::NotForProposer),
         }
+    }
+
+    /// Runs a change another proposer forwarded, once: a duplicate of a forward still running is
+    /// ignored, and one of a forward already finished gets the same result again.
+    fn on_forward(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        (origin, id): (ProposerId, RequestId),
+        key: Key,
+        change: Change,
+        timeout: Duration,
+    ) -> Result<(), Ignored> {
+        if origin.node != from {
+            return Err(Ignored::ForgedOrigin(from));
+        }
+        match self.received.get(&(origin, id)) {
+            Some(Some(result)) => {
+                let result = result.clone();
+                self.send(from, Message::ForwardResult { origin, id, result });
+                return Ok(());
+            }
+            Some(None) => return Err(Ignored::Duplicate),
+            None => {}
+        }
+        let timeout = timeout.min(self.config.request_timeout);
+        let deadline = now + timeout;
+        match self.admit(now, key, change, Origin::Forwarded { from: origin, id }, deadline) {
+            Ok(_) => self.remember_forward(origin, id),
+            Err(ProposeError::Overloaded { .. }) => {
+                let result = Err(PaxosError::Overloaded);
+                self.send(from, Message::ForwardResult { origin, id, result });
+            }
+        }
+        Ok(())
+    }
+
+    /// Remembers a forward (bounded: the oldest finished ones are forgotten first).
+    fn remember_forward(&mut self, origin: ProposerId, id: RequestId) {
+        let limit = self.config.max_requests.max(1);
+        while self.received_order.len() >= 2 * limit {
+            let Some(oldest) = self.received_order.pop_front() else { break };
+            if matches!(self.received.get(&oldest), Some(None)) {
+                self.received_order.push_back(oldest); // still running: keep it
+                break;
+            }
+            self.received.remove(&oldest);
+        }
+        self.received.insert((origin, id), None);
+        self.received_order.push_back((origin, id));
     }
 
     fn admit(
@@ -360,14 +415,8 @@ impl Proposer {
         }
         let id = RequestId(self.next_request);
         self.next_request += 1;
-        let request = Request {
-            key: key.clone(),
-            change,
-            origin,
-            deadline,
-            proposal: None,
-            conflicts: 0,
-        };
+        let request =
+            Request { key: key.clone(), change, origin, deadline, proposal: None, conflicts: 0 };
         self.requests.insert(id, request);
         let state = self.keys.entry(key.clone()).or_default();
         state.queue.push_back(id);
@@ -415,8 +464,8 @@ impl Proposer {
             Some(fast) => {
                 let (after, applied) = request.change.apply(&fast.register);
                 let outcome = Outcome { before: fast.register, after, applied };
-                request.proposal =
-                    Some(Proposal { outcome: outcome.clone(), ballots: vec![fast.ballot] });
+                let attempts = vec![(fast.ballot, outcome.clone())];
+                request.proposal = Some(Proposal { attempts });
                 self.counter = self.counter.max(fast.ballot.counter);
                 Round::Accepting {
                     ballot: fast.ballot,
@@ -515,9 +564,7 @@ impl Proposer {
         let outcome = match retry_kind(request.proposal.as_ref(), highest) {
             Retry::Apply => {
                 let (after, applied) = request.change.apply(&current);
-                let outcome = Outcome { before: current, after, applied };
-                request.proposal = Some(Proposal { outcome: outcome.clone(), ballots: vec![] });
-                outcome
+                Outcome { before: current, after, applied }
             }
             Retry::Repeat(outcome) => outcome,
             Retry::Unknown => {
@@ -528,9 +575,7 @@ impl Proposer {
                 return self.run_key(now, &key);
             }
         };
-        if let Some(proposal) = &mut request.proposal {
-            proposal.ballots.push(ballot);
-        }
+        request.proposal.get_or_insert_default().attempts.push((ballot, outcome.clone()));
         let quorum: Vec<_> = promises.iter().map(|(node, (inc, _, _))| (*node, *inc)).collect();
         let message = Message::Accept {
             key: key.clone(),
@@ -629,8 +674,9 @@ impl Proposer {
             // whole to the designated proposer; it never runs here again.
             state.queue.pop_front();
             let timeout = request.deadline.saturating_duration_since(now);
-            let message =
-                Message::Forward { id, key: key.clone(), change: request.change.clone(), timeout };
+            let origin = self.config.id;
+            let change = request.change.clone();
+            let message = Message::Forward { origin, id, key: key.clone(), change, timeout };
             self.forwarded.insert(id, to);
             self.send(to, message);
             return self.run_key(now, key);
@@ -668,7 +714,10 @@ impl Proposer {
                 self.completions.push_back(Completion { id, key: request.key, result });
             }
             Origin::Forwarded { from, id } => {
-                self.send(from, Message::ForwardResult { id, result })
+                if let Some(slot) = self.received.get_mut(&(from, id)) {
+                    *slot = Some(result.clone());
+                }
+                self.send(from.node, Message::ForwardResult { origin: from, id, result })
             }
         }
     }
@@ -693,18 +742,20 @@ impl Proposer {
 }
 
 /// Whether a round whose promises show `highest` as the highest accepted ballot may apply the
-/// change, must repeat what the change proposed before, or cannot tell if the change happened.
+/// change, must repeat a value the change proposed before, or cannot tell if the change happened.
 ///
-/// If the highest accepted ballot is one this change proposed at, that value may be chosen
-/// already, so only the same value may follow it (applying the change again would apply it
-/// twice). If it is below every ballot of this change, none of them was chosen, and none can be
-/// now that a majority promised a higher ballot: the change starts afresh. Anything else is a
-/// write chosen on top of this change's accept.
+/// If the highest accepted ballot is one this change proposed at, that value (which already
+/// holds the change) may take effect, so only the same value may follow it: applying the change
+/// to it would apply it twice. If it is below every ballot of this change, the value cannot hold
+/// the change (a value at a ballot is built from values at lower ones), so the change is applied
+/// to it; whichever of the change's values wins, it holds the change once. Anything else is
+/// another proposer's value above this change's first accept, which may or may not have been
+/// built on one of this change's values.
 fn retry_kind(proposal: Option<&Proposal>, highest: Ballot) -> Retry {
     let Some(proposal) = proposal else { return Retry::Apply };
-    if proposal.ballots.contains(&highest) {
-        Retry::Repeat(proposal.outcome.clone())
-    } else if proposal.ballots.first().is_none_or(|first| highest < *first) {
+    if let Some((_, outcome)) = proposal.attempts.iter().find(|(ballot, _)| *ballot == highest) {
+        Retry::Repeat(outcome.clone())
+    } else if proposal.attempts.first().is_none_or(|(first, _)| highest < *first) {
         Retry::Apply
     } else {
         Retry::Unknown

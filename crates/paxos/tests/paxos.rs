@@ -5,6 +5,7 @@ mod paxos {
     mod acceptor;
     mod membership;
     mod proposer;
+    mod sim;
     mod storage;
     mod wire;
 }

@@ -151,17 +151,25 @@ fn contention_forwards_to_the_designated_proposer() {
     p.handle_message(now, NodeId(1), refusal).unwrap();
     let sent = drain(&mut p);
     assert_eq!(sent.len(), 1);
-    let (to, Message::Forward { id: fid, key, change, timeout }) = &sent[0] else { panic!() };
+    let (to, Message::Forward { origin, id: fid, key, change, timeout }) = &sent[0] else {
+        panic!()
+    };
     assert_eq!((*to, *fid, key, change), (NodeId(102), id, &"k".into(), &Change::Delete));
+    assert_eq!(*origin, p.id());
     assert!(*timeout <= Duration::from_secs(1));
 
     let result = Err(PaxosError::NoQuorum { maybe_applied: true });
-    let stranger = Message::ForwardResult { id, result: result.clone() };
+    let answer = Message::ForwardResult { origin: p.id(), id, result: result.clone() };
+    let stranger = NodeId(103);
     assert_eq!(
-        p.handle_message(now, NodeId(103), stranger.clone()),
+        p.handle_message(now, stranger, answer.clone()),
         Err(ProposerIgnored::UnknownRequest)
     );
-    p.handle_message(now, NodeId(102), stranger).unwrap();
+    // An answer to the same request number of an earlier run of this proposer is not ours.
+    let earlier = ProposerId { run: 0, ..p.id() };
+    let old = Message::ForwardResult { origin: earlier, id, result: Ok(dummy_outcome()) };
+    assert_eq!(p.handle_message(now, NodeId(102), old), Err(ProposerIgnored::UnknownRequest));
+    p.handle_message(now, NodeId(102), answer).unwrap();
     assert_eq!(p.poll_completion().unwrap().result, result);
 }
 
@@ -277,4 +285,41 @@ fn a_write_above_an_unconfirmed_accept_is_indeterminate() {
     }
     assert!(drain(&mut p).is_empty(), "nothing is proposed");
     assert_eq!(p.poll_completion().unwrap().result, Err(PaxosError::Indeterminate));
+}
+
+/// Exactly once, across forwarding: a duplicated forward is run once; a copy that arrives after
+/// it finished gets the same result again; a forward naming another node's proposer is ignored.
+#[test]
+fn a_duplicated_forward_runs_once() {
+    let mut wire = Wire::new(3, 1);
+    let now = wire.now;
+    let origin = ProposerId { node: NodeId(50), run: 3 };
+    let forward = Message::Forward {
+        origin,
+        id: shoal_paxos::RequestId(7),
+        key: "k".into(),
+        change: Change::Add(1),
+        timeout: Duration::from_secs(1),
+    };
+    let p = &mut wire.proposers[0];
+    p.handle_message(now, NodeId(50), forward.clone()).unwrap();
+    assert_eq!(p.handle_message(now, NodeId(50), forward.clone()), Err(ProposerIgnored::Duplicate));
+    assert_eq!(
+        p.handle_message(now, NodeId(51), forward.clone()),
+        Err(ProposerIgnored::ForgedOrigin(NodeId(51)))
+    );
+    wire.deliver_all();
+    assert_eq!(wire.pending_forward_results(), 0);
+    let p = &mut wire.proposers[0];
+    p.handle_message(now, NodeId(50), forward).unwrap();
+    let again = drain(p);
+    assert_eq!(again.len(), 1);
+    let Message::ForwardResult { result: Ok(outcome), .. } = &again[0].1 else {
+        panic!("{again:?}")
+    };
+    assert_eq!(outcome.after.version, 1, "applied once");
+}
+
+fn dummy_outcome() -> shoal_paxos::Outcome {
+    shoal_paxos::Outcome { before: Register::default(), after: Register::default(), applied: false }
 }

@@ -95,6 +95,11 @@ impl Wire {
         std::iter::from_fn(|| self.acceptors[a].poll_transmit()).collect()
     }
 
+    /// Results of forwards that went to nodes outside the wire (dropped), counted.
+    pub(crate) fn pending_forward_results(&self) -> usize {
+        self.in_flight.iter().filter(|(_, _, m)| matches!(m, Message::ForwardResult { .. })).count()
+    }
+
     pub(crate) fn completions(&mut self, p: usize) -> Vec<Completion> {
         std::iter::from_fn(|| self.proposers[p].poll_completion()).collect()
     }

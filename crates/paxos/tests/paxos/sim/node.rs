@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 use shoal_paxos::{
-    Acceptor, AcceptorConfig, Ballot, Change, Key, MemoryStorage, Message, Meta, NodeId, Outcome,
+    Acceptor, AcceptorConfig, Change, Key, MemoryStorage, Message, Meta, NodeId, Outcome,
     PaxosError, Proposer, ProposerConfig, ProposerId, RequestId, Slot, Storage, StorageError,
 };
 use shoal_sim::{Ctx, Node};
@@ -154,7 +154,13 @@ impl PaxosNode {
 
     /// A client asks this node for `change` on `key`, as operation number `op`. Returns false if
     /// the node has no proposer or refused it (then the change certainly did not happen).
-    pub(crate) fn propose(&mut self, ctx: &mut Ctx<'_, Self>, op: usize, key: Key, change: Change) -> bool {
+    pub(crate) fn propose(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        op: usize,
+        key: Key,
+        change: Change,
+    ) -> bool {
         let now = ctx.now();
         let Some(proposer) = &mut self.proposer else { return false };
         match proposer.propose(now, key, change) {
@@ -189,11 +195,11 @@ impl PaxosNode {
                 (a, b) => a.or(b),
             };
         }
-        if let Some(at) = next {
-            if self.timer_at.is_none_or(|t| at < t || t <= now) {
-                ctx.set_timer(at.saturating_duration_since(now), ());
-                self.timer_at = Some(at);
-            }
+        if let Some(at) = next
+            && self.timer_at.is_none_or(|t| at < t || t <= now)
+        {
+            ctx.set_timer(at.saturating_duration_since(now), ());
+            self.timer_at = Some(at);
         }
     }
 }
@@ -208,6 +214,9 @@ impl Node for PaxosNode {
             self.start(ctx);
         }
         let now = ctx.now();
+        if tracing() {
+            eprintln!("{:?} n{from} -> n{}: {msg:?}", now, ctx.id());
+        }
         let from = NodeId(from as u64);
         if msg.to_acceptor() {
             if let Some(acceptor) = &mut self.acceptor {
@@ -237,7 +246,10 @@ impl Node for PaxosNode {
         let store = self.acceptor.take().map(Acceptor::into_storage).or(self.disk.take());
         self.disk = match (self.setup.durable, store) {
             (true, Some(store)) => Some(store.after_crash()),
-            _ => Some(SimStore { forget_promises: self.setup.forget_promises, ..SimStore::default() }),
+            _ => Some(SimStore {
+                forget_promises: self.setup.forget_promises,
+                ..SimStore::default()
+            }),
         };
         self.proposer = None;
         self.ops.clear();
@@ -250,6 +262,8 @@ impl Node for PaxosNode {
     }
 }
 
-/// Keeps `Ballot` in use for readers of the node's debug output.
-#[allow(dead_code)]
-fn _ballot(_: Ballot) {}
+/// Whether `SHOAL_PAXOS_TRACE` asks for every delivered message to be printed.
+fn tracing() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("SHOAL_PAXOS_TRACE").is_some())
+}

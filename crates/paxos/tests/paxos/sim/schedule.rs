@@ -27,7 +27,8 @@ impl Model for RegisterModel {
 
     fn step(&self, state: &Register, op: &Change, ret: Option<&Outcome>) -> Option<Register> {
         let (after, applied) = op.apply(state);
-        let fits = ret.is_none_or(|r| r.before == *state && r.after == after && r.applied == applied);
+        let fits =
+            ret.is_none_or(|r| r.before == *state && r.after == after && r.applied == applied);
         fits.then_some(after)
     }
 }
@@ -106,7 +107,7 @@ pub(crate) fn run(seed: u64, setup: Setup, faults: Faults) -> Report {
     let end = sim.now() + Duration::from_millis(600);
     sim.run_until(end);
     collect(&mut sim, &mut invoked);
-    judge(invoked)
+    judge(invoked, start)
 }
 
 fn keys() -> Vec<Key> {
@@ -132,8 +133,7 @@ fn plan(rng: &mut SmallRng, setup: Setup, faults: Faults, start: Instant) -> Vec
     }
     if faults.partitions && rng.random_bool(0.7) {
         let at = rng.random_range(0..300);
-        let side: Vec<usize> =
-            (0..setup.acceptors).filter(|_| rng.random_bool(0.5)).collect();
+        let side: Vec<usize> = (0..setup.acceptors).filter(|_| rng.random_bool(0.5)).collect();
         events.push((ms(at), Event::Partition(side)));
         events.push((ms(at + rng.random_range(20..200)), Event::Heal));
     }
@@ -203,7 +203,7 @@ fn collect(sim: &mut Sim<PaxosNode>, invoked: &mut [Invoked]) {
 
 /// Splits the history by key and checks each. An operation that failed without effect is left
 /// out; one that failed maybe-applied, or never answered, is indeterminate.
-fn judge(invoked: Vec<Invoked>) -> Report {
+fn judge(invoked: Vec<Invoked>, start: Instant) -> Report {
     let mut report = Report { ops: invoked.len(), ..Report::default() };
     let mut by_key: BTreeMap<Key, Vec<Operation<Change, Outcome>>> = BTreeMap::new();
     for op in invoked {
@@ -219,9 +219,33 @@ fn judge(invoked: Vec<Invoked>) -> Report {
     }
     for (key, history) in by_key {
         if let Err(violation) = check(&RegisterModel, &history) {
-            report.violation = Some(format!("key {key:?}: {violation}\nhistory: {history:#?}"));
+            let lines: Vec<String> =
+                history.iter().enumerate().map(|(i, op)| describe(i, op, start)).collect();
+            report.violation = Some(format!("key {key:?}: {violation}\n{}", lines.join("\n")));
             break;
         }
     }
     report
+}
+
+/// One line per operation: index, change, invocation and response times (ms), outcome.
+fn describe(index: usize, op: &Operation<Change, Outcome>, start: Instant) -> String {
+    let ms = |at: Instant| at.duration_since(start).as_secs_f64() * 1000.0;
+    let show = |r: &Register| match &r.entry {
+        None => format!("v{}:-", r.version),
+        Some(e) => format!("v{}:{}", r.version, String::from_utf8_lossy(&e.data)),
+    };
+    let response = match &op.response {
+        None => "maybe".to_string(),
+        Some((at, o)) => {
+            format!(
+                "{:.1}ms {} -> {} applied={}",
+                ms(*at),
+                show(&o.before),
+                show(&o.after),
+                o.applied
+            )
+        }
+    };
+    format!("  {index}: {:?} at {:.1}ms => {response}", op.op, ms(op.call))
 }
