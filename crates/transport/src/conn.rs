@@ -405,7 +405,11 @@ pub(crate) async fn read_loop(
                 peer.heard(millis_since(shared.origin));
             }
             for frame in batch.drain(..) {
-                shared.dispatch(&peer, frame).await;
+                // Delivery waits only for a full mailbox, which then holds back the rest
+                // of this connection: back-pressure reaches the sender through TCP.
+                if let Some((to, inbound)) = shared.dispatch(&peer, frame) {
+                    shared.deliver(to, inbound).await;
+                }
             }
         }
         if let Some(error) = failure {

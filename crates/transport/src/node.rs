@@ -28,7 +28,7 @@ use crate::conn::{self, ConnError};
 use crate::fault::{Direction, Fault, Faults};
 use crate::handshake::Secret;
 use crate::net::Listener;
-use crate::peer::{Peer, PeerStats, Session, lock, millis_since};
+use crate::peer::{NodeIdHash, Peer, PeerStats, Session, lock, millis_since};
 use crate::remote::Waiter;
 use crate::requests::RpcHandler;
 use crate::wire::Frame;
@@ -65,7 +65,7 @@ pub(crate) struct Shared {
     pub(crate) runtime: Runtime,
     pub(crate) spec: NodeSpec,
     pub(crate) origin: Instant,
-    pub(crate) peers: RwLock<HashMap<NodeId, Arc<Peer>>>,
+    pub(crate) peers: RwLock<HashMap<NodeId, Arc<Peer>, NodeIdHash>>,
     /// Tombstones: the last incarnation of each node that left.
     pub(crate) left: Mutex<HashMap<String, u64>>,
     pub(crate) waiters: Mutex<HashMap<u64, (NodeId, Waiter)>>,

@@ -197,13 +197,19 @@ impl ReplyVia {
     }
 }
 
+/// A message that [`Shared::dispatch`] could not deliver yet: its mailbox is full.
+pub(crate) type Blocked = Option<(Pid, Inbound)>;
+
 impl Shared {
     fn reply_via(self: &Arc<Self>, peer: &Peer, id: u64) -> ReplyVia {
         ReplyVia { shared: Arc::downgrade(self), node: peer.id, id }
     }
 
-    /// Hands one frame from `peer` to where it belongs.
-    pub(crate) async fn dispatch(self: &Arc<Self>, peer: &Arc<Peer>, frame: Frame) {
+    /// Hands one frame from `peer` to where it belongs, without waiting. A message for a
+    /// local process whose mailbox is full is handed back, to be delivered with
+    /// [`Shared::deliver`] (which waits for room) before the connection's next frame.
+    #[must_use = "a message handed back must be delivered"]
+    pub(crate) fn dispatch(self: &Arc<Self>, peer: &Arc<Peer>, frame: Frame) -> Blocked {
         let runtime = &self.runtime;
         match frame {
             Frame::Ping { id } => {
@@ -212,10 +218,10 @@ impl Shared {
             Frame::Pong { id } => self.answer(id, Ok(Bytes::new())),
             Frame::Gossip { members, left } => self.merge_gossip(members, left),
             Frame::Leave { incarnation } => self.tombstone(&peer.name(), incarnation),
-            Frame::Cast { to, payload } => self.deliver(to, Inbound::cast(payload)).await,
+            Frame::Cast { to, payload } => return self.deliver_now(to, Inbound::cast(payload)),
             Frame::Call { id, to, payload } => {
                 let sink = Box::new(self.reply_via(peer, id));
-                self.deliver(to, Inbound::call(payload, sink)).await;
+                return self.deliver_now(to, Inbound::call(payload, sink));
             }
             Frame::Reply { id, outcome } => self.answer(id, outcome),
             Frame::Exit { to, from, reason, kind } => {
@@ -258,13 +264,13 @@ impl Shared {
                 runtime.remote_unlink(to, from);
             }
             Frame::CastNamed { name, payload } => match runtime.whereis(&name) {
-                Some(pid) => self.deliver(pid, Inbound::cast(payload)).await,
+                Some(pid) => return self.deliver_now(pid, Inbound::cast(payload)),
                 None => tracing::debug!(%name, "a cast for an unregistered name was dropped"),
             },
             Frame::CallNamed { id, name, payload } => match runtime.whereis(&name) {
                 Some(pid) => {
                     let sink = Box::new(self.reply_via(peer, id));
-                    self.deliver(pid, Inbound::call(payload, sink)).await;
+                    return self.deliver_now(pid, Inbound::call(payload, sink));
                 }
                 None => self.reply_via(peer, id).send(Err(Failure::NotRegistered(name))),
             },
@@ -275,6 +281,21 @@ impl Shared {
             other => {
                 tracing::warn!(peer = %peer.name(), kind = other.kind(), "unexpected frame ignored");
             }
+        }
+        None
+    }
+
+    /// Delivers to a local process if its mailbox has room; hands the message back if not.
+    /// A call that cannot be delivered is answered with the reason.
+    fn deliver_now(&self, to: Pid, inbound: Inbound) -> Blocked {
+        match self.runtime.try_deliver(to, inbound) {
+            Ok(()) => None,
+            Err(DeliverError::NoProc(inbound)) => {
+                tracing::trace!(%to, "no such process: message dropped");
+                inbound.refuse(RemoteFailure::NoProc);
+                None
+            }
+            Err(DeliverError::Full(inbound)) => Some((to, inbound)),
         }
     }
 
