@@ -178,8 +178,10 @@ struct KeyState {
     round: Option<Round>,
     /// Acceptors that answered the current round at all.
     responded: BTreeSet<NodeId>,
-    /// Acceptors that refused the current round for a reason other than a higher ballot.
+    /// Acceptors that refused the current phase of the round.
     refused: BTreeSet<NodeId>,
+    /// Whether a refusal in the current round named a higher ballot (or a stale incarnation).
+    contended: bool,
     /// When the round times out, or the back-off ends.
     wake_at: Option<Instant>,
     /// Whether a majority answered the last round that ended (for NoQuorum versus Timeout).
@@ -496,6 +498,7 @@ impl Proposer {
         state.round = Some(round);
         state.responded.clear();
         state.refused.clear();
+        state.contended = false;
         state.wake_at = Some(wake_at);
     }
 
@@ -637,20 +640,27 @@ impl Proposer {
             self.counter = self.counter.max(promised.counter);
         }
         let state = self.round_for(from, &key, ballot)?;
-        let conflict = match reason {
-            Rejection::Promised(promised) if promised > ballot => true,
-            // A promise at or below our own ballot is no conflict (a duplicate); the rest
-            // remove one voter from this round.
-            Rejection::Promised(_) => return Ok(()),
-            Rejection::StaleIncarnation => true,
-            Rejection::Recovering | Rejection::Storage | Rejection::BadBallot => {
-                state.refused.insert(from);
-                if acceptors.saturating_sub(state.refused.len()) >= quorum {
-                    return Ok(());
-                }
-                false
-            }
+        let voted = match &state.round {
+            Some(Round::Preparing { promises, .. }) => promises.contains_key(&from),
+            Some(Round::Accepting { accepted, .. }) => accepted.contains_key(&from),
+            None => false,
         };
+        match reason {
+            // A promise at or below our own ballot is no conflict (a duplicate), and a refusal
+            // from an acceptor that already voted in this phase changes nothing.
+            Rejection::Promised(promised) if promised <= ballot => return Ok(()),
+            _ if voted => return Ok(()),
+            Rejection::Promised(_) | Rejection::StaleIncarnation => state.contended = true,
+            Rejection::Recovering | Rejection::Storage | Rejection::BadBallot => {}
+        }
+        // One refusal is no defeat: the round goes on while a majority can still vote for it
+        // (ending it early would leave its accepts to be adopted by whoever beat it, and the
+        // change's fate unknown).
+        state.refused.insert(from);
+        if acceptors.saturating_sub(state.refused.len()) >= quorum {
+            return Ok(());
+        }
+        let conflict = state.contended;
         state.quorum_answered = state.responded.len() >= quorum;
         state.round = None;
         self.fast.remove(&key);

@@ -114,8 +114,9 @@ fn ballot_successor(counter: u64) -> Ballot {
     ballot(counter, 101).successor().unwrap()
 }
 
-/// Liveness under contention: a refusal for a higher ballot makes the proposer wait a random
-/// back-off (within the configured bounds) and then prepare above the ballot it learned.
+/// Liveness under contention: once refusals for a higher ballot leave no majority for the round
+/// (one refusal does not: the others may still vote), the proposer waits a random back-off
+/// (within the configured bounds) and then prepares above the ballot it learned.
 #[test]
 fn a_conflict_backs_off_then_outbids() {
     let mut p = proposer(vec![]);
@@ -126,7 +127,9 @@ fn a_conflict_backs_off_then_outbids() {
     let higher = ballot(40, 102);
     let refusal =
         Message::Rejected { key: "k".into(), ballot: b, reason: Rejection::Promised(higher) };
-    p.handle_message(now, NodeId(2), refusal).unwrap();
+    p.handle_message(now, NodeId(2), refusal.clone()).unwrap();
+    assert_eq!(p.poll_timeout(), Some(now + Duration::from_millis(100)), "the round goes on");
+    p.handle_message(now, NodeId(3), refusal).unwrap();
     assert!(drain(&mut p).is_empty(), "it waits before trying again");
     let wake = p.poll_timeout().unwrap();
     assert!(wake >= now + Duration::from_millis(1) && wake <= now + Duration::from_millis(50));
@@ -148,7 +151,8 @@ fn contention_forwards_to_the_designated_proposer() {
         ballot: ballot(1, 101),
         reason: Rejection::Promised(ballot(3, 102)),
     };
-    p.handle_message(now, NodeId(1), refusal).unwrap();
+    p.handle_message(now, NodeId(1), refusal.clone()).unwrap();
+    p.handle_message(now, NodeId(2), refusal).unwrap();
     let sent = drain(&mut p);
     assert_eq!(sent.len(), 1);
     let (to, Message::Forward { origin, id: fid, key, change, timeout }) = &sent[0] else {

@@ -67,6 +67,10 @@ pub(crate) struct Report {
     pub(crate) ops: usize,
     pub(crate) completed: usize,
     pub(crate) violation: Option<String>,
+    /// Failed operations by error (its `Debug` text), and operations with no answer at all.
+    pub(crate) failures: BTreeMap<String, usize>,
+    /// The simulator's fingerprint of the run.
+    pub(crate) trace_hash: u64,
 }
 
 /// Runs the schedule of `seed` on `setup` with `faults`, and checks each key's history.
@@ -107,7 +111,7 @@ pub(crate) fn run(seed: u64, setup: Setup, faults: Faults) -> Report {
     let end = sim.now() + Duration::from_millis(600);
     sim.run_until(end);
     collect(&mut sim, &mut invoked);
-    judge(invoked, start)
+    Report { trace_hash: sim.trace_hash(), ..judge(invoked, start) }
 }
 
 fn keys() -> Vec<Key> {
@@ -206,6 +210,14 @@ fn collect(sim: &mut Sim<PaxosNode>, invoked: &mut [Invoked]) {
 fn judge(invoked: Vec<Invoked>, start: Instant) -> Report {
     let mut report = Report { ops: invoked.len(), ..Report::default() };
     let mut by_key: BTreeMap<Key, Vec<Operation<Change, Outcome>>> = BTreeMap::new();
+    for op in &invoked {
+        let kind = match &op.result {
+            None => "no answer".to_string(),
+            Some((_, Done { result: Err(e), .. })) => format!("{e:?}"),
+            Some(_) => continue,
+        };
+        *report.failures.entry(kind).or_default() += 1;
+    }
     for op in invoked {
         let response = match op.result {
             Some((at, Done { result: Ok(outcome), .. })) => {
