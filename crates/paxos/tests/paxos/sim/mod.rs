@@ -91,13 +91,12 @@ fn a_clean_network_completes_nearly_everything() {
 #[test]
 fn the_checker_catches_acceptors_that_forget_promises() {
     let faults = Faults { crashes: true, partitions: false, drop: 0.02, duplicate: 0.0 };
-    let planted = |seed: u64| Setup {
+    let planted = |_seed: u64| Setup {
         acceptors: 3,
         proposers: 3,
         durable: true,
         forwarding: false,
         forget_promises: true,
-        ..setup(seed, true, false)
     };
     let found =
         (0..SEARCH_LIMIT).find(|&seed| run(seed, planted(seed), faults).violation.is_some());
