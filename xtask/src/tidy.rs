@@ -5,8 +5,8 @@
 //! sockets: a simulation is only replayable if every input comes in through a method call.
 //! Every Rust file under a core crate's `src/` is checked, except the drivers that run a core
 //! over the transport (listed in `DRIVERS`) and test code (test files, and a file's inline
-//! `#[cfg(test)] mod`), which may start from a real `Instant::now()`. A line may carry its own exemption, `// tidy-allow: REASON`, saying why
-//! that one use is harmless.
+//! `#[cfg(test)] mod`), which may start from a real `Instant::now()`. A line may carry its
+//! own exemption, `// tidy-allow: REASON`, saying why that one use is harmless.
 
 #[cfg(test)]
 mod tests {
