@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
@@ -46,6 +46,10 @@ const WRITE_CHUNK_BYTES: usize = 256 * 1024;
 
 /// A payload this large is written from its own buffer, not copied into the writer's.
 const LARGE_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// The most bytes one read or write of a large frame moves before the connection's task lets
+/// the other tasks of its worker run (about 100 µs of copying).
+const LARGE_IO_BYTES: usize = 1024 * 1024;
 
 pub(crate) fn nonce() -> [u8; NONCE_BYTES] {
     let mut nonce = [0; NONCE_BYTES];
@@ -249,8 +253,13 @@ impl Output {
                 Ok(Some(payload)) => {
                     self.frames += 1;
                     self.flush(peer, write).await?;
-                    write.write_all(payload).await?;
-                    peer.counters.bytes_sent.fetch_add(payload.len() as u64, Relaxed);
+                    // Piece by piece, letting the worker's other tasks run in between: a
+                    // socket with room would otherwise take the whole payload in one poll.
+                    for piece in payload.chunks(LARGE_IO_BYTES) {
+                        write.write_all(piece).await?;
+                        peer.counters.bytes_sent.fetch_add(piece.len() as u64, Relaxed);
+                        behind_runnable_tasks().await;
+                    }
                 }
                 Err(error) => tracing::error!(
                     peer = %peer.name(), %error, kind = queued.frame.kind(),
@@ -416,10 +425,11 @@ pub(crate) async fn read_loop(
             tracing::warn!(peer = %name, addr = %conn.peer_addr, %error, "closing a connection");
             return;
         }
+        let mut room = decoder.buffer_mut().limit(LARGE_IO_BYTES);
         let read = tokio::select! {
             biased;
             _ = epoch.changed() => return,
-            read = conn.read.read_buf(decoder.buffer_mut()) => read,
+            read = conn.read.read_buf(&mut room) => read,
         };
         match read {
             Ok(0) => {
@@ -427,8 +437,13 @@ pub(crate) async fn read_loop(
                 return;
             }
             Ok(bytes) => {
-                let bytes = bytes as u64;
-                peer.counters.bytes_received.fetch_add(bytes, Relaxed);
+                peer.counters.bytes_received.fetch_add(bytes as u64, Relaxed);
+                if bytes >= LARGE_IO_BYTES / 4 {
+                    // A large frame streams in: let the worker's other tasks (another
+                    // connection's reader, a heartbeat) run between reads, as they would if
+                    // this one waited for the socket.
+                    behind_runnable_tasks().await;
+                }
             }
             Err(error) => {
                 tracing::debug!(peer = %name, %error, "connection failed");
