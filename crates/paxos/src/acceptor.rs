@@ -205,8 +205,8 @@ impl<S: Storage> Acceptor<S> {
                 self.on_prepare(from, key, ballot);
                 Ok(())
             }
-            Message::Accept { key, ballot, register, quorum } => {
-                self.on_accept(from, key, ballot, register, &quorum);
+            Message::Accept { key, ballot, register, base, quorum } => {
+                self.on_accept(from, key, ballot, (register, base), &quorum);
                 Ok(())
             }
             Message::Query { attempt } => self.on_query(from, attempt),
@@ -235,8 +235,8 @@ impl<S: Storage> Acceptor<S> {
                 return self.reject(from, key, ballot, Rejection::Storage);
             }
         }
-        let Slot { accepted, register, .. } = slot;
-        self.send(from, Message::Promise { key, ballot, incarnation, accepted, register });
+        let Slot { accepted, register, base, .. } = slot;
+        self.send(from, Message::Promise { key, ballot, incarnation, accepted, register, base });
     }
 
     fn on_accept(
@@ -244,7 +244,7 @@ impl<S: Storage> Acceptor<S> {
         from: NodeId,
         key: Key,
         ballot: Ballot,
-        register: crate::Register,
+        (register, base): (crate::Register, Ballot),
         quorum: &[(NodeId, Incarnation)],
     ) {
         let Some(incarnation) = self.check_vote(from, &key, ballot) else { return };
@@ -259,7 +259,7 @@ impl<S: Storage> Acceptor<S> {
             // Accepting b also promises b's successor: the proposer's next write of this key
             // can skip the prepare (the fast path). `check_vote` refused a ballot without one.
             let promised = ballot.successor().unwrap_or(ballot).max(slot.promised);
-            let slot = Slot { promised, accepted: ballot, register };
+            let slot = Slot { promised, accepted: ballot, register, base };
             if self.storage.save_slot(&key, &slot).is_err() {
                 return self.reject(from, key, ballot, Rejection::Storage);
             }
@@ -490,5 +490,6 @@ fn merge_slot(into: &mut Slot, other: Slot) {
     if other.accepted > into.accepted {
         into.accepted = other.accepted;
         into.register = other.register;
+        into.base = other.base;
     }
 }

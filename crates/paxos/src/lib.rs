@@ -31,11 +31,13 @@
 //! - **Owned entries**: an [`Entry`] may carry an [`Owner`] (a pid, a node: opaque bytes). It is
 //!   removed only by an ordinary write, [`Change::ClearIfOwner`], which does nothing if the entry
 //!   has since been taken by someone else.
-//! - **At most once**: a round that is retried after an unconfirmed accept never applies the
-//!   change a second time. If its promises show the change's own earlier value as the highest
-//!   accepted, it proposes that value again; if they show nothing that high, it applies the
-//!   change afresh (the earlier accept can no longer be chosen); if another write was chosen
-//!   above it, the change fails with [`PaxosError::Indeterminate`].
+//! - **At most once**: every accepted value carries the ballot of the value it was computed
+//!   from (its *base*), so a key's values form a history. A round retried after an unconfirmed
+//!   accept reads the highest value and its base: if the value is one the change proposed, it
+//!   is proposed again; if it or its base is older than the change's first proposal, the
+//!   change is applied to it; if it was computed from one of the change's proposals, it is
+//!   written back unchanged and the change reported done; otherwise the change fails with
+//!   [`PaxosError::Indeterminate`]. A change is never applied twice.
 //! - **Failure**: a change that cannot finish by its deadline fails with [`PaxosError::NoQuorum`]
 //!   (fewer than a majority answered) or [`PaxosError::Timeout`] (contention), each saying
 //!   whether the change may still have taken effect.

@@ -52,6 +52,8 @@ pub enum Message {
         ballot: Ballot,
         /// The value to accept.
         register: Register,
+        /// The ballot of the value `register` was computed from.
+        base: Ballot,
         /// The promises this accept relies on: each acceptor with the incarnation it promised in.
         quorum: Vec<(NodeId, Incarnation)>,
     },
@@ -81,6 +83,8 @@ pub enum Message {
         accepted: Ballot,
         /// The accepted value.
         register: Register,
+        /// The ballot of the value the accepted one was computed from.
+        base: Ballot,
     },
     /// Phase 2b: accepted; also a promise of `ballot.successor()` (the fast path).
     Accepted {

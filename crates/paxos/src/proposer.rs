@@ -129,35 +129,56 @@ struct Request {
     conflicts: u32,
 }
 
-/// Every value a change proposed, with the ballot it was proposed at, lowest ballot first.
+/// Every value a change proposed, lowest ballot first.
 ///
 /// A value accepted by even one acceptor may be adopted by any later round (as the highest
 /// accepted value) and take effect then, so all of them are remembered, not just the last.
 #[derive(Debug, Default)]
 struct Proposal {
-    attempts: Vec<(Ballot, Outcome)>,
+    attempts: Vec<Attempt>,
+}
+
+/// One accept a proposer sent: the value, what it was computed from, and what to report if it
+/// is chosen.
+#[derive(Clone, Debug)]
+struct Attempt {
+    ballot: Ballot,
+    register: Register,
+    base: Ballot,
+    report: Outcome,
 }
 
 /// What a new round does with a change whose accept may already have landed.
 enum Retry {
-    /// Apply the change to the current value (nothing of it was sent, or it can never be chosen).
+    /// Apply the change to the current value: it cannot hold the change.
     Apply,
-    /// Propose the same value again: an earlier ballot of this change holds the highest value.
-    Repeat(Outcome),
-    /// Another write was chosen above this change's accept; whether the change took effect
-    /// first is unknown.
+    /// Propose `register` (computed from `base`) and report `report` once it is chosen.
+    Propose { register: Register, base: Ballot, report: Outcome },
+    /// Another proposer's value above this change's first accept, computed from a value this
+    /// proposer cannot see: whether it holds the change is unknown.
     Unknown,
+}
+
+/// One acceptor's promise: its incarnation and the value it accepted.
+#[derive(Clone, Debug)]
+struct Vote {
+    incarnation: Incarnation,
+    accepted: Ballot,
+    base: Ballot,
+    register: Register,
 }
 
 #[derive(Debug)]
 enum Round {
     Preparing {
         ballot: Ballot,
-        promises: BTreeMap<NodeId, (Incarnation, Ballot, Register)>,
+        promises: BTreeMap<NodeId, Vote>,
     },
     Accepting {
         ballot: Ballot,
-        outcome: Outcome,
+        /// The value sent, what it was computed from, and what to report once it is chosen
+        /// (boxed: it holds two registers).
+        attempt: Box<Attempt>,
         quorum: Vec<(NodeId, Incarnation)>,
         accepted: BTreeMap<NodeId, Incarnation>,
     },
@@ -191,8 +212,11 @@ struct KeyState {
 /// The promises a proposer holds for its next ballot on a key: the fast path.
 #[derive(Debug)]
 struct Fast {
+    /// The promised ballot.
     ballot: Ballot,
+    /// The value accepted at the ballot before it, and that ballot.
     register: Register,
+    base: Ballot,
     quorum: Vec<(NodeId, Incarnation)>,
 }
 
@@ -329,8 +353,9 @@ impl Proposer {
         message: Message,
     ) -> Result<(), Ignored> {
         match message {
-            Message::Promise { key, ballot, incarnation, accepted, register } => {
-                self.on_promise(now, from, key, ballot, (incarnation, accepted, register))
+            Message::Promise { key, ballot, incarnation, accepted, register, base } => {
+                let vote = Vote { incarnation, accepted, base, register };
+                self.on_promise(now, from, key, ballot, vote)
             }
             Message::Accepted { key, ballot, incarnation } => {
                 self.on_accepted(now, from, key, ballot, incarnation)
@@ -465,13 +490,14 @@ impl Proposer {
         let round = match fast {
             Some(fast) => {
                 let (after, applied) = request.change.apply(&fast.register);
-                let outcome = Outcome { before: fast.register, after, applied };
-                let attempts = vec![(fast.ballot, outcome.clone())];
-                request.proposal = Some(Proposal { attempts });
+                let report = Outcome { before: fast.register, after: after.clone(), applied };
+                let attempt =
+                    Attempt { ballot: fast.ballot, register: after, base: fast.base, report };
+                request.proposal = Some(Proposal { attempts: vec![attempt.clone()] });
                 self.counter = self.counter.max(fast.ballot.counter);
                 Round::Accepting {
                     ballot: fast.ballot,
-                    outcome,
+                    attempt: Box::new(attempt),
                     quorum: fast.quorum,
                     accepted: BTreeMap::new(),
                 }
@@ -486,10 +512,11 @@ impl Proposer {
             Round::Preparing { ballot, .. } => {
                 Message::Prepare { key: key.clone(), ballot: *ballot }
             }
-            Round::Accepting { ballot, outcome, quorum, .. } => Message::Accept {
+            Round::Accepting { ballot, attempt, quorum, .. } => Message::Accept {
                 key: key.clone(),
                 ballot: *ballot,
-                register: outcome.after.clone(),
+                register: attempt.register.clone(),
+                base: attempt.base,
                 quorum: quorum.clone(),
             },
         };
@@ -529,10 +556,10 @@ impl Proposer {
         from: NodeId,
         key: Key,
         ballot: Ballot,
-        vote: (Incarnation, Ballot, Register),
+        vote: Vote,
     ) -> Result<(), Ignored> {
         let quorum = majority(self.acceptors());
-        let seen = vote.1.counter;
+        let seen = vote.accepted.counter;
         let state = self.round_for(from, &key, ballot)?;
         let Some(Round::Preparing { promises, .. }) = &mut state.round else {
             return Err(Ignored::StaleRound);
@@ -554,22 +581,26 @@ impl Proposer {
         now: Instant,
         key: Key,
         ballot: Ballot,
-        promises: BTreeMap<NodeId, (Incarnation, Ballot, Register)>,
+        promises: BTreeMap<NodeId, Vote>,
     ) {
         let Some(state) = self.keys.get_mut(&key) else { return };
         let Some(&id) = state.queue.front() else { return };
         let Some(request) = self.requests.get_mut(&id) else { return };
-        let (highest, current) = promises
-            .values()
-            .max_by_key(|(_, accepted, _)| *accepted)
-            .map(|(_, accepted, register)| (*accepted, register.clone()))
-            .unwrap_or_default();
-        let outcome = match retry_kind(request.proposal.as_ref(), highest) {
+        let highest = promises.values().max_by_key(|vote| vote.accepted).cloned();
+        let Vote { accepted: highest, base: highest_base, register: current, .. } = highest
+            .unwrap_or(Vote {
+                incarnation: Incarnation::default(),
+                accepted: Ballot::ZERO,
+                base: Ballot::ZERO,
+                register: Register::default(),
+            });
+        let attempt = match retry_kind(request.proposal.as_ref(), highest, highest_base, &current) {
             Retry::Apply => {
                 let (after, applied) = request.change.apply(&current);
-                Outcome { before: current, after, applied }
+                let report = Outcome { before: current, after: after.clone(), applied };
+                Attempt { ballot, register: after, base: highest, report }
             }
-            Retry::Repeat(outcome) => outcome,
+            Retry::Propose { register, base, report } => Attempt { ballot, register, base, report },
             Retry::Unknown => {
                 state.round = None;
                 state.wake_at = None;
@@ -578,15 +609,18 @@ impl Proposer {
                 return self.run_key(now, &key);
             }
         };
-        request.proposal.get_or_insert_default().attempts.push((ballot, outcome.clone()));
-        let quorum: Vec<_> = promises.iter().map(|(node, (inc, _, _))| (*node, *inc)).collect();
+        request.proposal.get_or_insert_default().attempts.push(attempt.clone());
+        let quorum: Vec<_> =
+            promises.iter().map(|(node, vote)| (*node, vote.incarnation)).collect();
         let message = Message::Accept {
             key: key.clone(),
             ballot,
-            register: outcome.after.clone(),
+            register: attempt.register.clone(),
+            base: attempt.base,
             quorum: quorum.clone(),
         };
-        state.round = Some(Round::Accepting { ballot, outcome, quorum, accepted: BTreeMap::new() });
+        let attempt = Box::new(attempt);
+        state.round = Some(Round::Accepting { ballot, attempt, quorum, accepted: BTreeMap::new() });
         state.refused.clear();
         state.wake_at = Some((now + self.config.round_timeout).min(request.deadline));
         self.broadcast(&message);
@@ -609,7 +643,7 @@ impl Proposer {
         if accepted.len() < quorum {
             return Ok(());
         }
-        let Some(Round::Accepting { outcome, accepted, .. }) = state.round.take() else {
+        let Some(Round::Accepting { attempt, accepted, .. }) = state.round.take() else {
             return Err(Ignored::StaleRound);
         };
         state.wake_at = None;
@@ -617,10 +651,16 @@ impl Proposer {
         let id = state.queue.pop_front();
         // Every acceptor that accepted `ballot` promised its successor: the fast path.
         if let Some(next) = ballot.successor() {
-            self.remember_fast(&key, next, outcome.after.clone(), accepted.into_iter().collect());
+            let fast = Fast {
+                ballot: next,
+                register: attempt.register,
+                base: ballot,
+                quorum: accepted.into_iter().collect(),
+            };
+            self.remember_fast(&key, fast);
         }
         if let Some(id) = id {
-            self.finish(id, Ok(outcome));
+            self.finish(id, Ok(attempt.report));
         }
         self.run_key(now, &key);
         Ok(())
@@ -702,18 +742,12 @@ impl Proposer {
         state.wake_at = Some((now + wait).min(request.deadline));
     }
 
-    fn remember_fast(
-        &mut self,
-        key: &Key,
-        ballot: Ballot,
-        register: Register,
-        quorum: Vec<(NodeId, Incarnation)>,
-    ) {
+    fn remember_fast(&mut self, key: &Key, fast: Fast) {
         if self.fast.len() >= self.config.max_fast_keys && !self.fast.contains_key(key) {
             self.fast.pop_first();
         }
         if self.config.max_fast_keys > 0 {
-            self.fast.insert(key.clone(), Fast { ballot, register, quorum });
+            self.fast.insert(key.clone(), fast);
         }
     }
 
@@ -751,24 +785,44 @@ impl Proposer {
     }
 }
 
-/// Whether a round whose promises show `highest` as the highest accepted ballot may apply the
-/// change, must repeat a value the change proposed before, or cannot tell if the change happened.
+/// What a round whose promises show `current`, accepted at `highest` and computed from the
+/// value at `highest_base`, does with a change that may already have proposed values.
 ///
-/// If the highest accepted ballot is one this change proposed at, that value (which already
-/// holds the change) may take effect, so only the same value may follow it: applying the change
-/// to it would apply it twice. If it is below every ballot of this change, the value cannot hold
-/// the change (a value at a ballot is built from values at lower ones), so the change is applied
-/// to it; whichever of the change's values wins, it holds the change once. Anything else is
-/// another proposer's value above this change's first accept, which may or may not have been
-/// built on one of this change's values.
-fn retry_kind(proposal: Option<&Proposal>, highest: Ballot) -> Retry {
+/// Values form a history per key: each accepted value was computed from the value at its base
+/// ballot, which is lower. A change must hold in the chosen history at most once:
+///
+/// - the current value is one this change proposed: propose it again (it holds the change);
+/// - every value the change proposed left the register as it was (a read, a failed condition):
+///   none of them is visible, so apply the change afresh;
+/// - the current value, or the one it was computed from, is older than the change's first
+///   proposal: its whole history is, so it cannot hold the change; apply the change to it;
+/// - the current value was computed from one this change proposed: it holds the change; write
+///   it back unchanged, and once that is chosen, report the change's own outcome;
+/// - otherwise the current value may or may not descend from the change: unknown.
+fn retry_kind(
+    proposal: Option<&Proposal>,
+    highest: Ballot,
+    highest_base: Ballot,
+    current: &Register,
+) -> Retry {
     let Some(proposal) = proposal else { return Retry::Apply };
-    if let Some((_, outcome)) = proposal.attempts.iter().find(|(ballot, _)| *ballot == highest) {
-        Retry::Repeat(outcome.clone())
-    } else if proposal.attempts.first().is_none_or(|(first, _)| highest < *first) {
-        Retry::Apply
-    } else {
-        Retry::Unknown
+    let mine = |ballot: Ballot| proposal.attempts.iter().find(|a| a.ballot == ballot);
+    if let Some(attempt) = mine(highest) {
+        let Attempt { register, base, report, .. } = attempt.clone();
+        return Retry::Propose { register, base, report };
+    }
+    let invisible = proposal.attempts.iter().all(|a| a.report.before == a.report.after);
+    let first = proposal.attempts.first().map_or(Ballot::ZERO, |a| a.ballot);
+    if invisible || highest < first || highest_base < first {
+        return Retry::Apply;
+    }
+    match mine(highest_base) {
+        Some(attempt) => Retry::Propose {
+            register: current.clone(),
+            base: highest,
+            report: attempt.report.clone(),
+        },
+        None => Retry::Unknown,
     }
 }
 

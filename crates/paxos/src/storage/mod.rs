@@ -31,6 +31,10 @@ pub struct Slot {
     pub accepted: Ballot,
     /// The accepted value.
     pub register: Register,
+    /// The ballot of the value the accepted one was computed from (its parent in the key's
+    /// history). A proposer retrying a change reads it to tell whether a later value was built
+    /// on one of its own, so that it never applies the change twice.
+    pub base: Ballot,
 }
 
 /// An acceptor's state for all keys: who it is and what it knows of the others.

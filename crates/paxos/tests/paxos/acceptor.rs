@@ -28,7 +28,7 @@ fn ask(wire: &mut Wire, a: usize, from: NodeId, message: Message) -> Vec<(NodeId
 
 fn accept(key: &str, b: Ballot, register: Register, quorum: &[(u64, u64)]) -> Message {
     let quorum = quorum.iter().map(|&(n, i)| (NodeId(n), Incarnation(i))).collect();
-    Message::Accept { key: key.into(), ballot: b, register, quorum }
+    Message::Accept { key: key.into(), ballot: b, register, base: Ballot::ZERO, quorum }
 }
 
 /// Paxos phase 1b: a promise reports the highest accepted value, and binds the acceptor to
@@ -45,6 +45,7 @@ fn promise_reports_accepted_value_and_refuses_lower_ballots() {
         incarnation: inc,
         accepted: Ballot::ZERO,
         register: Register::default(),
+        base: Ballot::ZERO,
     };
     assert_eq!(answer, vec![(P, promise)]);
 

@@ -41,6 +41,7 @@ fn promise(key: &str, b: Ballot, inc: u64, accepted: Ballot, register: Register)
         incarnation: Incarnation(inc),
         accepted,
         register,
+        base: Ballot::ZERO,
     }
 }
 
@@ -68,6 +69,7 @@ fn accept_carries_the_change_applied_to_the_highest_accepted_value() {
         key: "k".into(),
         ballot: b,
         register: counter(2).clone().tap_add(5),
+        base: newer,
         quorum: vec![(NodeId(1), Incarnation(7)), (NodeId(3), Incarnation(9))],
     };
     assert_eq!(drain(&mut p), to_all(accept));
@@ -275,8 +277,9 @@ fn a_retry_repeats_its_own_unconfirmed_value() {
     assert_eq!(register, &one, "the counter is 1, not 2");
 }
 
-/// Exactly once: if a write by someone else was chosen above the unconfirmed accept, nobody can
-/// tell whether the change took effect; it fails as `Indeterminate` and is not applied again.
+/// Exactly once: if another proposer's value, computed from something this proposer never saw,
+/// sits above the unconfirmed accept, nobody can tell whether it holds the change; the change
+/// fails as `Indeterminate` and is not applied again.
 #[test]
 fn a_write_above_an_unconfirmed_accept_is_indeterminate() {
     let mut p = proposer(vec![]);
@@ -284,7 +287,14 @@ fn a_write_above_an_unconfirmed_accept_is_indeterminate() {
     let b2 = unconfirmed_add(&mut p, now);
     let theirs = Register { version: 9, entry: Some(Entry::new("theirs")) };
     for n in [1, 3] {
-        let vote = promise("k", b2, 1, ballot(1, 102), theirs.clone());
+        let vote = Message::Promise {
+            key: "k".into(),
+            ballot: b2,
+            incarnation: Incarnation(1),
+            accepted: ballot(2, 102),
+            register: theirs.clone(),
+            base: ballot(1, 103),
+        };
         p.handle_message(now, NodeId(n), vote).unwrap();
     }
     assert!(drain(&mut p).is_empty(), "nothing is proposed");
@@ -326,4 +336,61 @@ fn a_duplicated_forward_runs_once() {
 
 fn dummy_outcome() -> shoal_paxos::Outcome {
     shoal_paxos::Outcome { before: Register::default(), after: Register::default(), applied: false }
+}
+
+/// Exactly once: another proposer's value computed from this change's unconfirmed accept holds
+/// the change. The retry writes it back unchanged and, once that is chosen, reports the
+/// change's own outcome (it happened, once).
+#[test]
+fn a_value_built_on_the_unconfirmed_accept_confirms_it() {
+    let mut p = proposer(vec![]);
+    let now = std::time::Instant::now();
+    let b2 = unconfirmed_add(&mut p, now);
+    let one = Change::Add(1).apply(&Register::default()).0;
+    let two = Change::Add(1).apply(&one).0;
+    for n in [1, 3] {
+        let vote = Message::Promise {
+            key: "k".into(),
+            ballot: b2,
+            incarnation: Incarnation(1),
+            accepted: ballot(1, 102).successor().unwrap(),
+            register: two.clone(),
+            base: ballot(1, 101),
+        };
+        p.handle_message(now, NodeId(n), vote).unwrap();
+    }
+    let sent = drain(&mut p);
+    let Message::Accept { register, base, .. } = &sent[0].1 else { panic!("{sent:?}") };
+    assert_eq!((register, *base), (&two, ballot(1, 102).successor().unwrap()));
+    for n in [1, 2] {
+        let accepted =
+            Message::Accepted { key: "k".into(), ballot: b2, incarnation: Incarnation(1) };
+        p.handle_message(now, NodeId(n), accepted).unwrap();
+    }
+    let outcome = p.poll_completion().unwrap().result.unwrap();
+    assert_eq!((outcome.before, outcome.after), (Register::default(), one));
+}
+
+/// Exactly once: a value above the unconfirmed accept whose own history starts below it cannot
+/// hold the change, so the change is applied to it.
+#[test]
+fn a_value_with_an_older_history_gets_the_change() {
+    let mut p = proposer(vec![]);
+    let now = std::time::Instant::now();
+    let b2 = unconfirmed_add(&mut p, now);
+    let theirs = Change::Add(5).apply(&Register::default()).0;
+    for n in [1, 3] {
+        let vote = Message::Promise {
+            key: "k".into(),
+            ballot: b2,
+            incarnation: Incarnation(1),
+            accepted: ballot(1, 102).successor().unwrap(),
+            register: theirs.clone(),
+            base: Ballot::ZERO,
+        };
+        p.handle_message(now, NodeId(n), vote).unwrap();
+    }
+    let sent = drain(&mut p);
+    let Message::Accept { register, .. } = &sent[0].1 else { panic!("{sent:?}") };
+    assert_eq!(register, &Change::Add(1).apply(&theirs).0, "5 + 1");
 }
