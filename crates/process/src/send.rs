@@ -111,14 +111,21 @@ impl Runtime {
         Q: Serialize + Send + 'static,
         R: DeserializeOwned + Send + 'static,
     {
-        let exchange = async {
-            if self.is_local(pid) {
-                self.call_local(pid, request).await
-            } else {
-                self.call_remote(pid, request).await
+        if self.is_local(pid) {
+            within(timeout, self.call_local(pid, request)).await
+        } else {
+            // An answer from another node never comes within one round of the scheduler, so
+            // the timer is armed at once rather than after a yield.
+            let deadline = tokio::time::Instant::now().checked_add(timeout);
+            let exchange = self.call_remote(pid, request);
+            match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, exchange)
+                    .await
+                    .unwrap_or(Err(CallError::Timeout)),
+                // Further away than the clock can count: no deadline at all.
+                None => exchange.await,
             }
-        };
-        within(timeout, exchange).await
+        }
     }
 
     async fn call_local<Q, R>(&self, pid: Pid, request: Q) -> Result<R, CallError>
