@@ -721,7 +721,10 @@ impl Proposer {
             && designated.is_some_and(|d| d != self.config.id.node);
         if let (true, Some(to)) = (may_forward, designated) {
             // Nothing of this change was sent in an accept, so it is still unapplied and moves
-            // whole to the designated proposer; it never runs here again.
+            // whole to the designated proposer; it never runs here again. The forward is sent
+            // once and not repeated: the designated proposer remembers the forwards it ran only
+            // in memory, so a copy that reached a restarted run of it would run the change a
+            // second time. A lost forward ends in `Timeout { maybe_applied: true }`.
             state.queue.pop_front();
             let timeout = request.deadline.saturating_duration_since(now);
             let origin = self.config.id;

@@ -3,6 +3,7 @@
 
 mod paxos {
     mod acceptor;
+    mod linearizability;
     mod membership;
     mod proposer;
     mod sim;

@@ -194,3 +194,83 @@ fn a_promise_from_a_lost_incarnation_counts_for_nothing() {
     let answer = ask(&mut wire, 0, NodeId(102), Message::Prepare { key: "k".into(), ballot: b5 });
     assert!(matches!(answer[0].1, Message::Rejected { reason: Rejection::Promised(_), .. }));
 }
+
+mod properties {
+    use proptest::prelude::*;
+    use shoal_paxos::{Ballot, Incarnation, Key, Message, NodeId, ProposerId, Register, Storage};
+
+    use super::super::wire::Wire;
+
+    fn any_ballot() -> impl Strategy<Value = Ballot> {
+        (prop_oneof![0u64..6, Just(u64::MAX)], 0u64..6, 0u64..2).prop_map(|(counter, node, run)| {
+            Ballot { counter, proposer: ProposerId { node: NodeId(node), run } }
+        })
+    }
+
+    /// Whatever arrives from the network, including nonsense: prepares, accepts with any quorum
+    /// list, rejoin traffic and proposer messages, from members and strangers.
+    fn any_message() -> impl Strategy<Value = (u64, Message)> {
+        let key = prop_oneof![Just(Key::from("a")), Just(Key::from("b"))];
+        let quorum = proptest::collection::vec((0u64..5, 0u64..3), 0..4)
+            .prop_map(|q| q.into_iter().map(|(n, i)| (NodeId(n), Incarnation(i))).collect());
+        let message = prop_oneof![
+            (key.clone(), any_ballot()).prop_map(|(key, ballot)| Message::Prepare { key, ballot }),
+            (key.clone(), any_ballot(), any_ballot(), quorum, 0u64..3).prop_map(
+                |(key, ballot, base, quorum, version)| Message::Accept {
+                    key,
+                    ballot,
+                    register: Register { version, entry: None },
+                    base,
+                    quorum,
+                }
+            ),
+            (0u64..3).prop_map(|attempt| Message::Query { attempt }),
+            (0u64..3, 0u64..4).prop_map(|(attempt, i)| Message::Fence {
+                attempt,
+                incarnation: Incarnation(i),
+                after: None,
+            }),
+            (0u64..3, 0u64..4)
+                .prop_map(|(attempt, i)| Message::QueryReply { attempt, known: Incarnation(i) }),
+            (key, any_ballot()).prop_map(|(key, ballot)| Message::Accepted {
+                key,
+                ballot,
+                incarnation: Incarnation(1)
+            }),
+        ];
+        (0u64..6, message)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// Paxos acceptor invariants under any input: nothing panics, a key's promised and
+        /// accepted ballots never go down, the accepted one never exceeds the promised one,
+        /// and every promise sent is for a ballot at least the one promised before.
+        #[test]
+        fn votes_only_move_up(messages in proptest::collection::vec(any_message(), 1..60)) {
+            let mut wire = Wire::new(3, 0);
+            let now = wire.now;
+            let keys = [Key::from("a"), Key::from("b")];
+            for (from, message) in messages {
+                let before: Vec<_> = keys
+                    .iter()
+                    .map(|k| wire.acceptors[0].storage().slot(k).cloned().unwrap_or_default())
+                    .collect();
+                let _ = wire.acceptors[0].handle_message(now, NodeId(from), message);
+                for (key, old) in keys.iter().zip(&before) {
+                    let new = wire.acceptors[0].storage().slot(key).cloned().unwrap_or_default();
+                    prop_assert!(new.promised >= old.promised);
+                    prop_assert!(new.accepted >= old.accepted);
+                    prop_assert!(new.accepted <= new.promised);
+                }
+                for (_, sent) in wire.sent_by_acceptor(0) {
+                    if let Message::Promise { key, ballot, .. } = sent {
+                        let i = keys.iter().position(|k| *k == key).unwrap();
+                        prop_assert!(ballot >= before[i].promised);
+                    }
+                }
+            }
+        }
+    }
+}

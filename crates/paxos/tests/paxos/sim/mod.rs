@@ -8,6 +8,8 @@
 mod node;
 mod schedule;
 
+pub(crate) use schedule::RegisterModel;
+
 use node::Setup;
 use schedule::{Faults, Report, run};
 
