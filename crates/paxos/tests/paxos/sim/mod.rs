@@ -2,8 +2,9 @@
 //!
 //! Each test runs thousands of seeded schedules (3–5 acceptors, 2–3 proposers, two keys, a
 //! dozen client operations, message loss, duplication, reordering, partitions, crashes). A
-//! failing schedule names its seed; `SHOAL_PAXOS_SEED=<seed>` runs that seed alone in every
-//! simulation test, and prints its histories.
+//! failing schedule names its seed and prints the offending key's history; `SHOAL_PAXOS_SEED=<seed>`
+//! runs that seed alone in every simulation test, and `SHOAL_PAXOS_TRACE=1` also prints every
+//! message delivered.
 
 mod node;
 mod schedule;
@@ -25,6 +26,7 @@ fn run_many(name: &str, first: u64, setup: impl Fn(u64) -> Setup, faults: Faults
     };
     let (mut ops, mut completed) = (0, 0);
     let mut failures = std::collections::BTreeMap::new();
+    let mut steps = [0usize; 3];
     for seed in seeds {
         let report: Report = run(seed, setup(seed), faults);
         if let Some(violation) = report.violation {
@@ -35,6 +37,7 @@ fn run_many(name: &str, first: u64, setup: impl Fn(u64) -> Setup, faults: Faults
         }
         ops += report.ops;
         completed += report.completed;
+        steps[report.membership_steps] += 1;
         for (kind, count) in report.failures {
             *failures.entry(kind).or_insert(0) += count;
         }
@@ -42,6 +45,9 @@ fn run_many(name: &str, first: u64, setup: impl Fn(u64) -> Setup, faults: Faults
     eprintln!(
         "{name}: {ops} operations, {completed} completed, no violation; failed: {failures:?}"
     );
+    if steps[1] + steps[2] > 0 {
+        eprintln!("{name}: schedules by membership steps completed (0, 1, 2): {steps:?}");
+    }
 }
 
 fn setup(seed: u64, durable: bool, forwarding: bool) -> Setup {
@@ -51,6 +57,7 @@ fn setup(seed: u64, durable: bool, forwarding: bool) -> Setup {
         durable,
         forwarding,
         forget_promises: false,
+        membership: false,
     }
 }
 
@@ -68,6 +75,15 @@ fn durable_acceptors_crashing_anywhere_stay_linearisable() {
 fn acceptors_losing_state_rejoin_without_breaking_linearisability() {
     let faults = Faults { crashes: true, partitions: true, drop: 0.05, duplicate: 0.05 };
     run_many("lost_state", 1_000_000, |seed| setup(seed, false, false), faults);
+}
+
+/// Membership (the `membership` module's procedure): an acceptor is added, every key
+/// rewritten, another removed, every key rewritten, while clients run and nodes crash.
+#[test]
+fn changing_the_acceptor_set_stays_linearisable() {
+    let faults = Faults { crashes: true, partitions: true, drop: 0.05, duplicate: 0.05 };
+    let membership = |seed| Setup { membership: true, ..setup(seed, true, seed % 2 == 0) };
+    run_many("membership", 4_000_000, membership, faults);
 }
 
 /// Safety with contention handled by forwarding to the designated proposer, on a lossier
@@ -99,6 +115,7 @@ fn the_checker_catches_acceptors_that_forget_promises() {
         durable: true,
         forwarding: false,
         forget_promises: true,
+        membership: false,
     };
     let found =
         (0..SEARCH_LIMIT).find(|&seed| run(seed, planted(seed), faults).violation.is_some());

@@ -23,6 +23,9 @@ pub(crate) struct Setup {
     pub(crate) forwarding: bool,
     /// The planted bug: the store acknowledges a promise without making it durable.
     pub(crate) forget_promises: bool,
+    /// Whether the schedule changes the acceptor set while it runs: it adds a spare node
+    /// (`acceptors`) and then removes acceptor 1, one step at a time with a rewrite after each.
+    pub(crate) membership: bool,
 }
 
 /// What a node reports to the test: the client operation it finished, and how.
@@ -95,8 +98,11 @@ pub(crate) struct PaxosNode {
     ops: BTreeMap<RequestId, usize>,
     timer_at: Option<Instant>,
     started: bool,
+    /// The acceptor set this node was last told (kept across crashes, like a config file).
+    members: Vec<NodeId>,
 }
 
+/// The acceptor set a schedule starts with: nodes `0..acceptors`.
 pub(crate) fn acceptor_ids(setup: &Setup) -> Vec<NodeId> {
     (0..setup.acceptors).map(|i| NodeId(i as u64)).collect()
 }
@@ -112,6 +118,7 @@ impl PaxosNode {
             ops: BTreeMap::new(),
             timer_at: None,
             started: false,
+            members: acceptor_ids(&setup),
         }
     }
 
@@ -124,8 +131,8 @@ impl PaxosNode {
     pub(crate) fn start(&mut self, ctx: &mut Ctx<'_, Self>) {
         let id = ctx.id();
         let now = ctx.now();
-        let acceptors = acceptor_ids(&self.setup);
-        if id < self.setup.acceptors {
+        let acceptors = self.members.clone();
+        if acceptors.contains(&NodeId(id as u64)) || self.acceptor_store_kept() {
             let store = self.disk.take().unwrap_or_default();
             let config = AcceptorConfig {
                 rejoin_retry: Duration::from_millis(40),
@@ -149,6 +156,46 @@ impl PaxosNode {
             self.proposer = Some(Proposer::new(config));
         }
         self.started = true;
+        self.flush(ctx);
+    }
+
+    /// The acceptor set this node was last told.
+    pub(crate) fn members(&self) -> &[NodeId] {
+        &self.members
+    }
+
+    /// Whether this node has been an acceptor (its store holds an incarnation): it keeps
+    /// answering after it is removed from the set, as a stopped-late acceptor would.
+    fn acceptor_store_kept(&self) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.meta().incarnation.is_some())
+    }
+
+    /// Membership: this node is told the new acceptor set (a new member starts its acceptor,
+    /// empty, and rejoins before it votes). For a node that is down, pass no context: it reads
+    /// the set when it restarts.
+    pub(crate) fn install(&mut self, ctx: Option<&mut Ctx<'_, Self>>, members: Vec<NodeId>) {
+        self.members = members.clone();
+        let Some(ctx) = ctx else { return };
+        if !self.started {
+            return self.start(ctx);
+        }
+        let now = ctx.now();
+        if let Some(proposer) = &mut self.proposer {
+            proposer.set_acceptors(now, members.clone());
+        }
+        match &mut self.acceptor {
+            Some(acceptor) => acceptor.set_acceptors(members),
+            None if members.contains(&NodeId(ctx.id() as u64)) => {
+                let store = self.disk.take().unwrap_or_default();
+                let config = AcceptorConfig {
+                    rejoin_retry: Duration::from_millis(40),
+                    rejoin_page_slots: 2,
+                    ..AcceptorConfig::new(NodeId(ctx.id() as u64), members, ctx.rng().random())
+                };
+                self.acceptor = Some(Acceptor::new(now, config, store));
+            }
+            None => {}
+        }
         self.flush(ctx);
     }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
-use shoal_paxos::{Change, Entry, Key, Outcome, Owner, Register};
+use shoal_paxos::{Change, Entry, Key, NodeId, Outcome, Owner, Register};
 use shoal_sim::linearizability::{Model, Operation, check};
 use shoal_sim::{Network, Sim};
 
@@ -45,11 +45,17 @@ pub(crate) struct Faults {
 
 #[derive(Clone, Debug)]
 enum Event {
-    Op { node: usize, key: Key, change: Change },
+    Op {
+        node: usize,
+        key: Key,
+        change: Change,
+    },
     Crash(usize),
     Restart(usize),
     Partition(Vec<usize>),
     Heal,
+    /// Runs the membership procedure: add the spare node, rewrite, remove acceptor 1, rewrite.
+    Reconfigure,
 }
 
 /// One client operation as the test saw it.
@@ -69,6 +75,8 @@ pub(crate) struct Report {
     pub(crate) violation: Option<String>,
     /// Failed operations by error (its `Debug` text), and operations with no answer at all.
     pub(crate) failures: BTreeMap<String, usize>,
+    /// Membership steps completed (with their rewrites): 0, 1 or 2.
+    pub(crate) membership_steps: usize,
     /// The simulator's fingerprint of the run.
     pub(crate) trace_hash: u64,
 }
@@ -82,10 +90,10 @@ pub(crate) fn run(seed: u64, setup: Setup, faults: Faults) -> Report {
         drop_probability: faults.drop,
         duplicate_probability: faults.duplicate,
     };
-    let nodes = (0..setup.acceptors).map(|_| PaxosNode::new(setup)).collect();
+    let nodes = (0..node_count(setup)).map(|_| PaxosNode::new(setup)).collect();
     let mut sim = Sim::new(seed, network, nodes);
     let start = sim.now();
-    for id in 0..setup.acceptors {
+    for id in 0..node_count(setup) {
         sim.invoke(id, |node, ctx| node.start(ctx));
     }
     let events = plan(&mut rng, setup, faults, start);
@@ -97,7 +105,7 @@ pub(crate) fn run(seed: u64, setup: Setup, faults: Faults) -> Report {
     }
     // Let everything finish, then read every key once more from a healthy cluster.
     sim.heal();
-    for id in 0..setup.acceptors {
+    for id in 0..node_count(setup) {
         if !sim.is_up(id) {
             sim.restart(id);
         }
@@ -111,7 +119,21 @@ pub(crate) fn run(seed: u64, setup: Setup, faults: Faults) -> Report {
     let end = sim.now() + Duration::from_millis(600);
     sim.run_until(end);
     collect(&mut sim, &mut invoked);
-    Report { trace_hash: sim.trace_hash(), ..judge(invoked, start) }
+    let members = sim.node(0).members();
+    if std::env::var_os("SHOAL_PAXOS_TRACE").is_some() {
+        eprintln!("members at the end: {members:?}");
+    }
+    let membership_steps = if !members.contains(&NodeId(1)) {
+        2
+    } else {
+        usize::from(members.len() > setup.acceptors)
+    };
+    Report { trace_hash: sim.trace_hash(), membership_steps, ..judge(invoked, start) }
+}
+
+/// The acceptors, and the spare node when the schedule changes membership.
+fn node_count(setup: Setup) -> usize {
+    setup.acceptors + usize::from(setup.membership)
 }
 
 fn keys() -> Vec<Key> {
@@ -127,9 +149,12 @@ fn plan(rng: &mut SmallRng, setup: Setup, faults: Faults, start: Instant) -> Vec
         let key = keys()[rng.random_range(0..keys().len())].clone();
         events.push((ms(rng.random_range(0..300)), Event::Op { node, key, change: change(rng) }));
     }
+    if setup.membership {
+        events.push((ms(rng.random_range(20..150)), Event::Reconfigure));
+    }
     if faults.crashes {
         for _ in 0..rng.random_range(1..=3) {
-            let node = rng.random_range(0..setup.acceptors);
+            let node = rng.random_range(0..node_count(setup));
             let at = rng.random_range(0..300);
             events.push((ms(at), Event::Crash(node)));
             events.push((ms(at + rng.random_range(10..150)), Event::Restart(node)));
@@ -189,11 +214,74 @@ fn apply(sim: &mut Sim<PaxosNode>, setup: Setup, event: Event, invoked: &mut Vec
             }
         }
         Event::Partition(side) => {
-            let other: Vec<usize> = (0..setup.acceptors).filter(|i| !side.contains(i)).collect();
+            let other: Vec<usize> = (0..node_count(setup)).filter(|i| !side.contains(i)).collect();
             sim.partition(&[&side, &other]);
         }
         Event::Heal => sim.heal(),
+        Event::Reconfigure => reconfigure(sim, setup, invoked),
     }
+}
+
+/// The membership procedure of `shoal_paxos::membership`, while clients keep going: one
+/// acceptor at a time, the new set given to the nodes one after another (so old and new sets
+/// are in use together for a while), then every key rewritten through the new set before the
+/// next step. A step whose rewrite does not succeed stops the procedure there.
+fn reconfigure(sim: &mut Sim<PaxosNode>, setup: Setup, invoked: &mut Vec<Invoked>) {
+    let spare = setup.acceptors;
+    let mut members: Vec<NodeId> = (0..=spare).map(|i| NodeId(i as u64)).collect();
+    if !install(sim, setup, invoked, &members) {
+        return;
+    }
+    members.retain(|n| *n != NodeId(1));
+    install(sim, setup, invoked, &members);
+}
+
+/// Gives every node `members`, a few milliseconds apart, waits for the new members to vote, and
+/// rewrites every key; whether the rewrite succeeded.
+fn install(
+    sim: &mut Sim<PaxosNode>,
+    setup: Setup,
+    invoked: &mut Vec<Invoked>,
+    members: &[NodeId],
+) -> bool {
+    for id in 0..node_count(setup) {
+        let set = members.to_vec();
+        if sim.is_up(id) {
+            sim.invoke(id, move |node, ctx| node.install(Some(ctx), set));
+        } else {
+            sim.node_mut(id).install(None, set);
+        }
+        let next = sim.now() + Duration::from_millis(3);
+        sim.run_until(next);
+    }
+    let voting = |sim: &Sim<PaxosNode>| {
+        members.iter().all(|n| !sim.is_up(n.0 as usize) || sim.node(n.0 as usize).is_voting())
+    };
+    sim.run_until_condition(Duration::from_millis(500), voting);
+    keys().into_iter().all(|key| rewrite(sim, setup, invoked, key))
+}
+
+/// An identity change of `key` through an up proposer, retried a few times; whether one
+/// completed. These reads are client operations like the others, checked with them.
+fn rewrite(sim: &mut Sim<PaxosNode>, setup: Setup, invoked: &mut Vec<Invoked>, key: Key) -> bool {
+    for _ in 0..5 {
+        let Some(node) = (0..setup.proposers).find(|&n| sim.is_up(n)) else { return false };
+        let op = invoked.len();
+        apply(sim, setup, Event::Op { node, key: key.clone(), change: Change::Read }, invoked);
+        if invoked.len() == op {
+            return false;
+        }
+        let deadline = sim.now() + Duration::from_millis(450);
+        while sim.now() < deadline && invoked[op].result.is_none() {
+            let next = sim.now() + Duration::from_millis(10);
+            sim.run_until(next);
+            collect(sim, invoked);
+        }
+        if matches!(invoked[op].result, Some((_, Done { result: Ok(_), .. }))) {
+            return true;
+        }
+    }
+    false
 }
 
 fn collect(sim: &mut Sim<PaxosNode>, invoked: &mut [Invoked]) {
