@@ -22,7 +22,7 @@ use crate::register::Key;
 const LOG_NAME: &str = "paxos.log";
 const TMP_NAME: &str = "paxos.log.tmp";
 const HEADER_BYTES: usize = 12;
-/// The log is rewritten when it holds this many more records than there are live ones.
+/// By default the log is rewritten when it holds this many more records than live ones.
 const COMPACT_SLACK_RECORDS: usize = 4096;
 
 #[derive(Serialize, Deserialize)]
@@ -38,6 +38,7 @@ pub struct FileStorage {
     log: File,
     tables: Tables,
     records: usize,
+    compact_slack_records: usize,
 }
 
 impl FileStorage {
@@ -55,7 +56,18 @@ impl FileStorage {
             log.sync_all()?;
         }
         sync_dir(&dir)?;
-        Ok(FileStorage { dir, log, tables, records })
+        Ok(FileStorage { dir, log, tables, records, compact_slack_records: COMPACT_SLACK_RECORDS })
+    }
+
+    /// Rewrites the log once it holds `records` more records than live ones (default 4096).
+    pub fn with_compaction_slack(mut self, records: usize) -> Self {
+        self.compact_slack_records = records;
+        self
+    }
+
+    /// Records in the log file now (live ones and superseded ones).
+    pub fn log_records(&self) -> usize {
+        self.records
     }
 
     fn append(&mut self, record: &Record) -> Result<(), StorageError> {
@@ -67,7 +79,7 @@ impl FileStorage {
     }
 
     fn compact_if_due(&mut self) -> Result<(), StorageError> {
-        if self.records <= self.tables.slots.len() + 1 + COMPACT_SLACK_RECORDS {
+        if self.records <= self.tables.slots.len() + 1 + self.compact_slack_records {
             return Ok(());
         }
         let tmp = self.dir.join(TMP_NAME);

@@ -138,3 +138,73 @@ proptest! {
         prop_assert_eq!(reopened.scan(None, 100), memory.scan(None, 100));
     }
 }
+
+/// Compaction: once the log holds many superseded records it is rewritten with the live ones
+/// only, and what it holds is unchanged, before and after reopening.
+#[test]
+fn compaction_keeps_the_live_records() {
+    let dir = TempDir::new("compact");
+    let meta = Meta { incarnation: Some(Incarnation(2)), ..Meta::default() };
+    let mut store = FileStorage::open(&dir.0).unwrap().with_compaction_slack(8);
+    store.save_meta(&meta).unwrap();
+    for round in 0..10u64 {
+        store.save_slot(&"a".into(), &slot(round + 1, round, round)).unwrap();
+        store.save_slot(&"b".into(), &slot(round + 2, 0, 0)).unwrap();
+    }
+    assert!(store.log_records() <= 2 + 1 + 8, "compacted: {} records", store.log_records());
+    let expected = store.scan(None, 10);
+    drop(store);
+    let reopened = FileStorage::open(&dir.0).unwrap();
+    assert_eq!(reopened.scan(None, 10), expected);
+    assert_eq!(reopened.meta(), &meta);
+}
+
+/// A store that fails every write after the first `ok` ones.
+struct FailingStore {
+    inner: MemoryStorage,
+    ok: usize,
+}
+
+impl Storage for FailingStore {
+    fn meta(&self) -> &Meta {
+        self.inner.meta()
+    }
+    fn save_meta(&mut self, meta: &Meta) -> Result<(), StorageError> {
+        self.inner.save_meta(meta)
+    }
+    fn slot(&self, key: &shoal_paxos::Key) -> Option<&Slot> {
+        self.inner.slot(key)
+    }
+    fn save_slot(&mut self, key: &shoal_paxos::Key, slot: &Slot) -> Result<(), StorageError> {
+        if self.ok == 0 {
+            return Err(StorageError::Io(std::io::Error::other("disk full")));
+        }
+        self.ok -= 1;
+        self.inner.save_slot(key, slot)
+    }
+    fn scan(
+        &self,
+        after: Option<&shoal_paxos::Key>,
+        limit: usize,
+    ) -> Vec<(shoal_paxos::Key, Slot)> {
+        self.inner.scan(after, limit)
+    }
+}
+
+/// Durability before answers: a vote the store could not record is refused (`Storage`), and
+/// the acceptor's state is as it was.
+#[test]
+fn a_vote_the_store_cannot_record_is_not_given() {
+    let now = Instant::now();
+    let mut inner = MemoryStorage::new();
+    inner.save_meta(&Meta { incarnation: Some(Incarnation(1)), ..Meta::default() }).unwrap();
+    let store = FailingStore { inner, ok: 0 };
+    let mut acceptor = Acceptor::new(now, AcceptorConfig::new(NodeId(1), ids(3), 1), store);
+    let b = ballot(1, 101);
+    acceptor
+        .handle_message(now, NodeId(101), Message::Prepare { key: "k".into(), ballot: b })
+        .unwrap();
+    let refusal = Message::Rejected { key: "k".into(), ballot: b, reason: Rejection::Storage };
+    assert_eq!(acceptor.poll_transmit(), Some((NodeId(101), refusal)));
+    assert_eq!(acceptor.storage().slot(&"k".into()), None);
+}
