@@ -186,7 +186,7 @@ pub(crate) async fn write_loop(
     failed: mpsc::Sender<DownReason>,
 ) {
     let mut batch = Slots::new();
-    let mut out = Output { buf: BytesMut::with_capacity(WRITE_CHUNK_BYTES), frames: 0 };
+    let mut out = Output { buf: BytesMut::with_capacity(WRITE_CHUNK_BYTES), frames: 0, bounded: 0 };
     while queue.ready().await {
         // Frames are waiting. Tasks that are runnable right now (callers woken by the same
         // read, a process working through its batch) are about to queue more: let them run
@@ -196,12 +196,13 @@ pub(crate) async fn write_loop(
         if !queue.take_all(&mut batch).await {
             break;
         }
-        // Released when the batch is done, or when this task is dropped mid-write (the
-        // session ended): the peer's count of queued casts and calls must never leak.
-        let bounded =
+        // Released as the batch is written, the rest when it is done or when this task is
+        // dropped mid-write (the session ended): the peer's count of queued casts and calls
+        // must never leak.
+        let mut bounded =
             Release { peer: &peer, count: batch.iter().flatten().filter(|q| q.bounded).count() };
         apply_faults(&shared, &peer, true, &mut batch).await;
-        let outcome = out.write_batch(&shared, &peer, &mut write, &mut batch).await;
+        let outcome = out.write_batch(&shared, &mut bounded, &mut write, &mut batch).await;
         batch.clear();
         drop(bounded);
         if let Err(error) = outcome {
@@ -233,26 +234,34 @@ fn behind_runnable_tasks() -> impl Future<Output = ()> {
 struct Output {
     buf: BytesMut,
     frames: u64,
+    /// Of those, casts and calls (counted against the peer's bound).
+    bounded: usize,
 }
 
 impl Output {
     /// Encodes and writes every frame of `batch`, in order, in chunks of about
     /// `WRITE_CHUNK_BYTES`. A large payload is written from where it lies rather than copied
-    /// into the buffer first.
+    /// into the buffer first. The casts and calls written are given back to the peer's
+    /// bound chunk by chunk, so that senders waiting for room go on while the rest is written.
     async fn write_batch(
         &mut self,
         shared: &Shared,
-        peer: &Peer,
+        release: &mut Release<'_>,
         write: &mut WriteHalf,
         batch: &mut Slots,
     ) -> std::io::Result<()> {
         let max = shared.config.max_frame_bytes;
+        let peer = release.peer;
         for queued in batch.drain(..).flatten() {
-            match encode_frame_head(&queued.frame, &mut self.buf, max, LARGE_PAYLOAD_BYTES) {
-                Ok(None) => self.frames += 1,
+            let encoded = encode_frame_head(&queued.frame, &mut self.buf, max, LARGE_PAYLOAD_BYTES);
+            if encoded.is_ok() {
+                self.frames += 1;
+                self.bounded += usize::from(queued.bounded);
+            }
+            match encoded {
+                Ok(None) => {}
                 Ok(Some(payload)) => {
-                    self.frames += 1;
-                    self.flush(peer, write).await?;
+                    self.flush(release, write).await?;
                     // Piece by piece, letting the worker's other tasks run in between: a
                     // socket with room would otherwise take the whole payload in one poll.
                     for piece in payload.chunks(LARGE_IO_BYTES) {
@@ -267,34 +276,49 @@ impl Output {
                 ),
             }
             if self.buf.len() >= WRITE_CHUNK_BYTES {
-                self.flush(peer, write).await?;
+                self.flush(release, write).await?;
             }
         }
-        self.flush(peer, write).await?;
+        self.flush(release, write).await?;
         if self.buf.capacity() > 4 * WRITE_CHUNK_BYTES {
             self.buf = BytesMut::with_capacity(WRITE_CHUNK_BYTES);
         }
         Ok(())
     }
 
-    async fn flush(&mut self, peer: &Peer, write: &mut WriteHalf) -> std::io::Result<()> {
+    async fn flush(
+        &mut self,
+        release: &mut Release<'_>,
+        write: &mut WriteHalf,
+    ) -> std::io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
         write.write_all(&self.buf).await?;
-        let counters = &peer.counters;
+        let counters = &release.peer.counters;
         counters.frames_sent.fetch_add(self.frames, Relaxed);
         counters.bytes_sent.fetch_add(self.buf.len() as u64, Relaxed);
+        release.give_back(self.bounded);
         self.buf.clear();
         self.frames = 0;
+        self.bounded = 0;
         Ok(())
     }
 }
 
-/// Gives back a batch's share of the peer's bound on queued frames when dropped.
+/// Gives back a batch's share of the peer's bound on queued frames: as it is written, and
+/// what is left when dropped.
 struct Release<'a> {
     peer: &'a Peer,
     count: usize,
+}
+
+impl Release<'_> {
+    fn give_back(&mut self, count: usize) {
+        let count = count.min(self.count);
+        self.count -= count;
+        self.peer.release(count);
+    }
 }
 
 impl Drop for Release<'_> {
