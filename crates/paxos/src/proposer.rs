@@ -820,6 +820,9 @@ fn retry_kind(
         return Retry::Apply;
     }
     match mine(highest_base) {
+        // The value is written back as it is, with the ballot it was accepted at as its base,
+        // not its own base: it holds the change proposed at that ballot, and a base below that
+        // change's ballot would tell its proposer the value cannot hold it.
         Some(attempt) => Retry::Propose {
             register: current.clone(),
             base: highest,

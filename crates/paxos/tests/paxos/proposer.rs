@@ -361,7 +361,8 @@ fn a_value_built_on_the_unconfirmed_accept_confirms_it() {
     }
     let sent = drain(&mut p);
     let Message::Accept { register, base, .. } = &sent[0].1 else { panic!("{sent:?}") };
-    assert_eq!((register, *base), (&two, ballot(1, 102).successor().unwrap()));
+    let theirs = ballot(1, 102).successor().unwrap();
+    assert_eq!((register, *base), (&two, theirs), "written back, based on the ballot it holds");
     for n in [1, 2] {
         let accepted =
             Message::Accepted { key: "k".into(), ballot: b2, incarnation: Incarnation(1) };
