@@ -33,8 +33,8 @@ pub struct Slot {
     pub register: Register,
     /// The ballot of the value the accepted one was computed from (its parent in the key's
     /// history; for a value a proposer wrote back unchanged to confirm it, the ballot it had
-    /// been accepted at). The value holds no change proposed above this ballot except, possibly,
-    /// one proposed at `accepted` itself. A proposer retrying a change reads it to tell whether
+    /// been accepted at). The value holds no change proposed above this ballot by any proposer
+    /// but the one whose ballot `accepted` is. A proposer retrying a change reads it to tell whether
     /// a later value was built on one of its own, so that it never applies the change twice.
     pub base: Ballot,
 }
