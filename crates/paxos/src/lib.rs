@@ -173,3 +173,22 @@ pub use crate::proposer::{
 };
 pub use crate::register::{Change, Entry, Key, Outcome, Owner, Register};
 pub use crate::storage::{FileStorage, MemoryStorage, Meta, Slot, Storage};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_and_sync<T: Send + Sync>() {}
+
+    /// The driver moves the cores into tokio tasks and their messages across threads.
+    #[test]
+    fn core_types_are_send_and_sync() {
+        send_and_sync::<Acceptor<MemoryStorage>>();
+        send_and_sync::<Acceptor<FileStorage>>();
+        send_and_sync::<Proposer>();
+        send_and_sync::<Message>();
+        send_and_sync::<Completion>();
+        send_and_sync::<PaxosError>();
+        send_and_sync::<StorageError>();
+    }
+}
