@@ -47,18 +47,21 @@
 //! **The node exits when its stdin closes.** A driver that dies, however it dies, closes the
 //! pipe, so a node never outlives the program that started it.
 
-use std::collections::BTreeMap;
 use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shoal::prelude::*;
 use shoal::transport::{Direction, Fault};
 use tokio::sync::{broadcast, mpsc};
+
+mod storm;
+
+use storm::{StormReceiver, StormSenders, Tally, send_storm};
 
 /// The name the storm receiver is registered under on every node.
 const STORM: &str = "storm";
@@ -330,64 +333,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// What the receiver saw from one sender.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-struct SenderTally {
-    count: u64,
-    last: u64,
-    anomalies: u64,
-}
-
-/// What the storm receiver saw, by sender.
-#[derive(Default)]
-struct Tally {
-    senders: BTreeMap<String, SenderTally>,
-}
-
-impl Tally {
-    /// Counts cast number `seq` from `sender`. Casts from one sender are numbered from 1, so
-    /// each must be one more than the one before; anything else is a gap, a duplicate or a
-    /// reordering.
-    fn record(&mut self, sender: String, seq: u64) {
-        let tally = self.senders.entry(sender).or_default();
-        if seq != tally.last + 1 {
-            tally.anomalies += 1;
-        }
-        tally.count += 1;
-        tally.last = seq;
-    }
-}
-
-/// The process registered as `storm`: counts numbered casts per sender.
-struct StormReceiver {
-    tally: Arc<Mutex<Tally>>,
-}
-
-impl Process for StormReceiver {
-    /// The sending node's name and the cast's number.
-    type Message = (String, u64);
-    type Call = ();
-    type Reply = ();
-
-    async fn handle_cast(&mut self, (sender, seq): (String, u64), _: &mut Context<Self>) {
-        lock(&self.tally).record(sender, seq);
-    }
-
-    fn codec() -> Option<shoal::process::Codec<Self>> {
-        Some(shoal::process::Codec::msgpack())
-    }
-}
-
-/// This node's storm senders, all peers together.
-#[derive(Default)]
-struct StormSenders {
-    running: AtomicBool,
-    sent: AtomicU64,
-    target: AtomicU64,
-    errors: AtomicU64,
-    active: AtomicU64,
-}
-
 /// The node and what the commands read and change.
 struct Control {
     node: Node,
@@ -519,32 +464,6 @@ impl Control {
     }
 }
 
-/// Casts `1..=messages` to `peer`'s storm receiver, each after the one before is queued; stops
-/// at the first error (the peer went away), which is counted.
-///
-/// It yields to the scheduler every [`SENDS_PER_YIELD`] casts. `Node::cast_named` returns at
-/// once while the peer's queue has room, without spending tokio's cooperative budget, so a
-/// sender that never yields holds its worker thread until the queue (65,536 frames) is full:
-/// with a few of them on the two workers, heartbeats and reads wait long enough under load for
-/// peers to be declared down in the middle of the storm.
-async fn send_storm(node: Node, peer: String, messages: u64, storm: Arc<StormSenders>) {
-    let me = node.name().to_owned();
-    for seq in 1..=messages {
-        if let Err(error) = node.cast_named(&peer, STORM, &(&me, seq)).await {
-            eprintln!("{me}: storm to {peer} stopped at {seq}: {error}");
-            storm.errors.fetch_add(1, Ordering::Relaxed);
-            break;
-        }
-        storm.sent.fetch_add(1, Ordering::Relaxed);
-        if seq % SENDS_PER_YIELD == 0 {
-            tokio::task::yield_now().await;
-        }
-    }
-    if storm.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-        storm.running.store(false, Ordering::Release);
-    }
-}
-
 fn parse_direction(direction: &str) -> Result<Direction, String> {
     match direction {
         "in" => Ok(Direction::Inbound),
@@ -616,25 +535,6 @@ mod tests {
         assert_eq!(split_id("12 storm start 5"), (Some("12"), "storm start 5"));
         assert_eq!(split_id("nodes"), (None, "nodes"));
         assert_eq!(split_id("3"), (Some("3"), ""));
-    }
-
-    /// The storm's invariant: from each sender, exactly 1, 2, ..., M in order. Any gap,
-    /// duplicate or swap shows as an anomaly.
-    #[test]
-    fn the_tally_flags_gaps_duplicates_and_reorderings() {
-        let tally_of = |seqs: &[u64]| {
-            let mut tally = Tally::default();
-            for &seq in seqs {
-                tally.record("a".to_owned(), seq);
-            }
-            tally.senders["a"]
-        };
-        assert_eq!(tally_of(&[1, 2, 3]), SenderTally { count: 3, last: 3, anomalies: 0 });
-        assert_eq!(tally_of(&[1, 3]).anomalies, 1, "a gap");
-        // The repeated 2 breaks the sequence once; the extra message shows in the count.
-        assert_eq!(tally_of(&[1, 2, 2, 3]), SenderTally { count: 4, last: 3, anomalies: 1 });
-        assert_eq!(tally_of(&[1, 3, 2]).anomalies, 2, "a reordering");
-        assert_eq!(tally_of(&[2, 3]).anomalies, 1, "the first one missing");
     }
 
     #[test]
