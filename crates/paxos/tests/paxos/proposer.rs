@@ -395,3 +395,117 @@ fn a_value_with_an_older_history_gets_the_change() {
     let Message::Accept { register, .. } = &sent[0].1 else { panic!("{sent:?}") };
     assert_eq!(register, &Change::Add(1).apply(&theirs).0, "5 + 1");
 }
+
+mod properties {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use shoal_paxos::{
+        Ballot, Change, Incarnation, Key, Message, NodeId, PaxosError, ProposerId, Register,
+        Rejection, RequestId,
+    };
+
+    use super::proposer;
+
+    fn any_ballot() -> impl Strategy<Value = Ballot> {
+        (prop_oneof![0u64..6, Just(u64::MAX)], prop_oneof![Just(101u64), 0u64..5], 0u64..2)
+            .prop_map(|(counter, node, run)| Ballot {
+                counter,
+                proposer: ProposerId { node: NodeId(node), run },
+            })
+    }
+
+    /// Anything a proposer may receive, sensible or not, from acceptors, strangers and other
+    /// proposers, or a tick of time.
+    fn any_input() -> impl Strategy<Value = Option<(u64, Message)>> {
+        let key = prop_oneof![Just(Key::from("a")), Just(Key::from("b"))];
+        let message =
+            prop_oneof![
+                (key.clone(), any_ballot(), 0u64..3, any_ballot(), any_ballot()).prop_map(
+                    |(key, ballot, i, accepted, base)| Message::Promise {
+                        key,
+                        ballot,
+                        incarnation: Incarnation(i),
+                        accepted,
+                        register: Register::default(),
+                        base,
+                    }
+                ),
+                (key.clone(), any_ballot(), 0u64..3).prop_map(|(key, ballot, i)| {
+                    Message::Accepted { key, ballot, incarnation: Incarnation(i) }
+                }),
+                (key.clone(), any_ballot(), any_ballot()).prop_map(|(key, ballot, p)| {
+                    Message::Rejected { key, ballot, reason: Rejection::Promised(p) }
+                }),
+                (key.clone(), any_ballot()).prop_map(|(key, ballot)| Message::Rejected {
+                    key,
+                    ballot,
+                    reason: Rejection::Recovering
+                }),
+                (key, 0u64..4).prop_map(|(key, id)| Message::Forward {
+                    origin: ProposerId { node: NodeId(3), run: 1 },
+                    id: RequestId(id),
+                    key,
+                    change: Change::Add(1),
+                    timeout: Duration::from_millis(500),
+                }),
+                (0u64..4).prop_map(|id| Message::ForwardResult {
+                    origin: ProposerId { node: NodeId(101), run: 1 },
+                    id: RequestId(id),
+                    result: Err(PaxosError::Overloaded),
+                }),
+            ];
+        prop_oneof![
+            1 => Just(None),
+            6 => (prop_oneof![1u64..4, Just(7u64), Just(102u64)], message).prop_map(Some),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Under any input the proposer does not panic, completes each change at most once,
+        /// and completes every change by its deadline (here 1 s) once time has passed it.
+        #[test]
+        fn every_change_completes_once(inputs in proptest::collection::vec(any_input(), 1..80)) {
+            let mut p = proposer(vec![NodeId(102)]);
+            let start = std::time::Instant::now();
+            let mut now = start;
+            let mut ids = BTreeSet::new();
+            for key in ["a", "b", "a"] {
+                ids.insert(p.propose(now, key.into(), Change::Add(1)).unwrap());
+            }
+            let mut done = BTreeSet::new();
+            let mut check = |p: &mut shoal_paxos::Proposer| -> Result<(), TestCaseError> {
+                while let Some(c) = p.poll_completion() {
+                    prop_assert!(ids.contains(&c.id), "a completion nobody asked for");
+                    prop_assert!(done.insert(c.id), "completed twice");
+                }
+                while p.poll_transmit().is_some() {}
+                Ok(())
+            };
+            for input in inputs {
+                match input {
+                    Some((from, message)) => {
+                        let _ = p.handle_message(now, NodeId(from), message);
+                    }
+                    None => {
+                        now += Duration::from_millis(20);
+                        p.handle_timeout(now);
+                    }
+                }
+                check(&mut p)?;
+            }
+            let end = start + Duration::from_secs(2);
+            while let Some(at) = p.poll_timeout().filter(|at| *at <= end) {
+                p.handle_timeout(at.max(now));
+                now = now.max(at);
+                check(&mut p)?;
+            }
+            p.handle_timeout(end);
+            check(&mut p)?;
+            prop_assert_eq!(p.pending(), 0, "every change ended by its deadline");
+        }
+    }
+}
