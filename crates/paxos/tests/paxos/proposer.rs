@@ -420,42 +420,41 @@ mod properties {
     /// proposers, or a tick of time.
     fn any_input() -> impl Strategy<Value = Option<(u64, Message)>> {
         let key = prop_oneof![Just(Key::from("a")), Just(Key::from("b"))];
-        let message =
-            prop_oneof![
-                (key.clone(), any_ballot(), 0u64..3, any_ballot(), any_ballot()).prop_map(
-                    |(key, ballot, i, accepted, base)| Message::Promise {
-                        key,
-                        ballot,
-                        incarnation: Incarnation(i),
-                        accepted,
-                        register: Register::default(),
-                        base,
-                    }
-                ),
-                (key.clone(), any_ballot(), 0u64..3).prop_map(|(key, ballot, i)| {
-                    Message::Accepted { key, ballot, incarnation: Incarnation(i) }
-                }),
-                (key.clone(), any_ballot(), any_ballot()).prop_map(|(key, ballot, p)| {
-                    Message::Rejected { key, ballot, reason: Rejection::Promised(p) }
-                }),
-                (key.clone(), any_ballot()).prop_map(|(key, ballot)| Message::Rejected {
+        let message = prop_oneof![
+            (key.clone(), any_ballot(), 0u64..3, any_ballot(), any_ballot()).prop_map(
+                |(key, ballot, i, accepted, base)| Message::Promise {
                     key,
                     ballot,
-                    reason: Rejection::Recovering
-                }),
-                (key, 0u64..4).prop_map(|(key, id)| Message::Forward {
-                    origin: ProposerId { node: NodeId(3), run: 1 },
-                    id: RequestId(id),
-                    key,
-                    change: Change::Add(1),
-                    timeout: Duration::from_millis(500),
-                }),
-                (0u64..4).prop_map(|id| Message::ForwardResult {
-                    origin: ProposerId { node: NodeId(101), run: 1 },
-                    id: RequestId(id),
-                    result: Err(PaxosError::Overloaded),
-                }),
-            ];
+                    incarnation: Incarnation(i),
+                    accepted,
+                    register: Register::default(),
+                    base,
+                }
+            ),
+            (key.clone(), any_ballot(), 0u64..3).prop_map(|(key, ballot, i)| {
+                Message::Accepted { key, ballot, incarnation: Incarnation(i) }
+            }),
+            (key.clone(), any_ballot(), any_ballot()).prop_map(|(key, ballot, p)| {
+                Message::Rejected { key, ballot, reason: Rejection::Promised(p) }
+            }),
+            (key.clone(), any_ballot()).prop_map(|(key, ballot)| Message::Rejected {
+                key,
+                ballot,
+                reason: Rejection::Recovering
+            }),
+            (key, 0u64..4).prop_map(|(key, id)| Message::Forward {
+                origin: ProposerId { node: NodeId(3), run: 1 },
+                id: RequestId(id),
+                key,
+                change: Change::Add(1),
+                timeout: Duration::from_millis(500),
+            }),
+            (0u64..4).prop_map(|id| Message::ForwardResult {
+                origin: ProposerId { node: NodeId(101), run: 1 },
+                id: RequestId(id),
+                result: Err(PaxosError::Overloaded),
+            }),
+        ];
         prop_oneof![
             1 => Just(None),
             6 => (prop_oneof![1u64..4, Just(7u64), Just(102u64)], message).prop_map(Some),
