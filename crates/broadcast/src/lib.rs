@@ -16,10 +16,14 @@
 //! `poll_timeout`. They use no tokio, no clock and no global randomness (each has a seed in
 //! its config), so a simulation replays exactly.
 //!
-//! What this crate does *not* do (yet): move bytes. The driver that runs the cores over
-//! `shoal-transport` comes in a later change. With the `sim` feature, the `simulation`
-//! module runs both cores together on `shoal-sim`, with a scenario runner that measures
-//! reliability, relative message redundancy and last delivery hop.
+//! The [`driver`] module runs both cores over a `shoal-transport` node: a tokio task per node,
+//! handlers registered by name, HyParView as the node's membership when the transport runs
+//! `Membership::Managed`. With the `sim` feature, the `simulation` module runs both cores
+//! together on `shoal-sim`, with a scenario runner that measures reliability, relative message
+//! redundancy and last delivery hop.
+//!
+//! What this crate does *not* do: detect failures (the transport's heartbeats do, and the
+//! driver reports them), order broadcasts, or keep them across restarts.
 //!
 //! ```
 //! use std::time::Instant;
@@ -34,7 +38,7 @@
 //!
 //! # Running the cores (the driver's contract)
 //!
-//! A driver — the simulation adapter here, the transport driver later — does only this:
+//! A driver — the simulation adapter, the transport [`driver`] — does only this:
 //!
 //! 1. Feed every input to its core with the current time: `handle_message` for a message
 //!    from a peer, `HyParView::join` once at start, `HyParView::peer_failed` when a connection
@@ -50,12 +54,14 @@
 //! on. The cores' queues are bounded by their configurations and by the outputs of one input,
 //! which the driver drains at once.
 
+pub mod driver;
 pub mod hyparview;
 pub mod plumtree;
 mod random;
 #[cfg(feature = "sim")]
 pub mod simulation;
 
+pub use driver::Driver;
 pub use hyparview::HyParView;
 pub use plumtree::{Handler, Plumtree};
 

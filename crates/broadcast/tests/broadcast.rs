@@ -3,5 +3,6 @@
 //! and the whole report; `Scenario::new(seed)` with that seed replays the run exactly.
 
 mod broadcast {
+    mod driver;
     mod simulation;
 }

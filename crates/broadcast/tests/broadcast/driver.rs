@@ -1,0 +1,247 @@
+//! The driver over real TCP: in-process nodes on 127.0.0.1 (port 0) in managed membership,
+//! HyParView choosing the connections. Every wait is bounded by [`BOUND`]; nothing sleeps to
+//! synchronise or asserts on timing; every test shuts its nodes down (also when it fails, as
+//! the nodes live in the test's tokio runtime, which ends with it).
+
+use std::future::Future;
+use std::time::Duration;
+
+use shoal_broadcast::driver::{Config, Driver, Log, Mode};
+use shoal_broadcast::{hyparview, plumtree};
+use shoal_transport::{Direction, Fault, Membership, Node};
+
+/// Every wait in these tests is bounded by this.
+const BOUND: Duration = Duration::from_secs(30);
+
+/// The handler every test registers.
+const HANDLER: &str = "test";
+
+/// Nodes with short heartbeats (a peer silent for 2 s is down: long enough that a machine
+/// loaded by parallel tests sees no false downs) in managed membership.
+async fn start_node(name: &str) -> Node {
+    Node::builder(name, "broadcast test secret")
+        .heartbeat(Duration::from_millis(100), Duration::from_millis(2_000))
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
+        .membership(Membership::Managed)
+        .start()
+        .await
+        .expect("node starts")
+}
+
+/// A driver configuration with protocol timers scaled down for tests.
+fn config() -> Config {
+    Config {
+        mode: Mode::Managed,
+        hyparview: hyparview::Config {
+            shuffle_interval: Duration::from_millis(500),
+            neighbour_timeout: Duration::from_millis(1_000),
+            repair_interval: Duration::from_millis(200),
+            ..hyparview::Config::default()
+        },
+        plumtree: plumtree::Config {
+            lazy_tick: Duration::from_millis(50),
+            graft_timeout: Duration::from_millis(300),
+            second_graft_timeout: Duration::from_millis(200),
+            exchange_interval: Some(Duration::from_millis(300)),
+            ..plumtree::Config::default()
+        },
+        linger: Duration::from_millis(1_000),
+        tick: Duration::from_millis(100),
+        ..Config::default()
+    }
+}
+
+/// Polls `check` every 20 ms until it holds, or panics after [`BOUND`] with `what`.
+async fn eventually<F: FnMut() -> bool>(what: &str, mut check: F) {
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// As [`eventually`], for checks that must await.
+async fn eventually_async<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Awaits `future`, failing the test if it takes longer than [`BOUND`].
+async fn within<F: Future>(future: F) -> F::Output {
+    tokio::time::timeout(BOUND, future).await.expect("finished within the bound")
+}
+
+/// `n` nodes, each with a driver and a [`Log`] registered as [`HANDLER`]; node `i` joins
+/// through node `i / 2` (so contacts spread over the overlay).
+struct Cluster {
+    nodes: Vec<Node>,
+    drivers: Vec<Driver>,
+    logs: Vec<Log<String>>,
+}
+
+impl Cluster {
+    async fn start(n: usize, config: &Config) -> Cluster {
+        let mut cluster = Cluster { nodes: Vec::new(), drivers: Vec::new(), logs: Vec::new() };
+        for i in 0..n {
+            let node = start_node(&format!("n{i:02}")).await;
+            let driver = Driver::start(&node, config.clone()).await.expect("driver starts");
+            let log = Log::new(&node, 10_000);
+            driver.register(HANDLER, log.clone()).await.expect("registers");
+            if i > 0 {
+                let contact = cluster.nodes[i / 2].listen_addr();
+                within(driver.join(contact)).await.expect("joins");
+            }
+            cluster.nodes.push(node);
+            cluster.drivers.push(driver);
+            cluster.logs.push(log);
+        }
+        cluster
+    }
+
+    /// Whether every node in `which` delivered `text`.
+    fn delivered(&self, which: &[usize], text: &str) -> bool {
+        which.iter().all(|&i| self.logs[i].messages().iter().any(|(_, m)| m == text))
+    }
+
+    async fn broadcast(&self, from: usize, text: &str) {
+        within(self.drivers[from].broadcast(HANDLER, text.to_owned())).await.expect("broadcasts");
+    }
+
+    fn shutdown(&self) {
+        for node in &self.nodes {
+            node.shutdown();
+        }
+    }
+}
+
+/// Plumtree over HyParView (§3 of the Plumtree paper): once the overlay is built by joins, a
+/// broadcast reaches every node, and the driver's connections are the active view's
+/// (managed membership: nodeup/nodedown follow the view).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_reaches_all_twelve_nodes() {
+    let cluster = Cluster::start(12, &config()).await;
+    let all: Vec<usize> = (0..12).collect();
+    cluster.broadcast(0, "first").await;
+    eventually("all 12 nodes deliver the first broadcast", || cluster.delivered(&all, "first"))
+        .await;
+    cluster.broadcast(7, "second").await;
+    eventually("all 12 nodes deliver the second", || cluster.delivered(&all, "second")).await;
+    // The views are HyParView's: bounded, disjoint, and every active neighbour is a
+    // connected node (managed membership: the driver connects the active view).
+    eventually_async("every node is connected to its whole active view", || {
+        let (nodes, drivers) = (cluster.nodes.clone(), cluster.drivers.clone());
+        async move {
+            for (node, driver) in nodes.iter().zip(&drivers) {
+                let Some(views) = driver.views().await else { return false };
+                let bounded = !views.active.is_empty() && views.active.len() <= 5;
+                let disjoint = views.passive.iter().all(|p| !views.active.contains(p));
+                let connected = views.active.iter().all(|c| node.is_connected(&c.name));
+                if !(bounded && disjoint && connected) {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    cluster.shutdown();
+}
+
+/// HyParView's failure repair (§4.3 of the HyParView paper) under Plumtree's GRAFT and
+/// neighbour-down handling: a third of the nodes crash (their connections close), and the
+/// broadcasts made afterwards reach every live node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasts_after_four_nodes_crash_reach_every_live_node() {
+    let cluster = Cluster::start(12, &config()).await;
+    let all: Vec<usize> = (0..12).collect();
+    cluster.broadcast(0, "before").await;
+    eventually("all 12 nodes deliver the broadcast before the crash", || {
+        cluster.delivered(&all, "before")
+    })
+    .await;
+    let crashed = [2, 5, 8, 11];
+    for &i in &crashed {
+        cluster.nodes[i].shutdown();
+    }
+    let live: Vec<usize> = all.iter().copied().filter(|i| !crashed.contains(i)).collect();
+    for (round, from) in [0, 4, 9].into_iter().enumerate() {
+        let text = format!("after {round}");
+        cluster.broadcast(from, &text).await;
+        eventually(&format!("the 8 live nodes deliver {text:?}"), || {
+            cluster.delivered(&live, &text)
+        })
+        .await;
+    }
+    // Failure detection reached HyParView: no live node keeps a crashed one as a neighbour.
+    let crashed_names: Vec<String> =
+        crashed.iter().map(|&k| cluster.nodes[k].name().to_owned()).collect();
+    eventually_async("no active view holds a crashed node", || {
+        let drivers: Vec<Driver> = live.iter().map(|&i| cluster.drivers[i].clone()).collect();
+        let crashed_names = crashed_names.clone();
+        async move {
+            for driver in drivers {
+                let Some(views) = driver.views().await else { return false };
+                if views.active.iter().any(|c| crashed_names.contains(&c.name)) {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    cluster.shutdown();
+}
+
+/// Anti-entropy (the Plumtree paper's §3.9 and Partisan's exchanges): two groups cut apart
+/// each broadcast what the other cannot see; once healed, the overlay merges again (lost
+/// peers are retried) and exchanges deliver to each side what it missed. Catch-up
+/// announcements to new neighbours are off here, so exchanges alone can repair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_partition_heals_anti_entropy_delivers_what_each_side_missed() {
+    let mut config = config();
+    config.plumtree.catch_up_window = Duration::ZERO;
+    let cluster = Cluster::start(12, &config).await;
+    let all: Vec<usize> = (0..12).collect();
+    cluster.broadcast(0, "before").await;
+    eventually("all 12 nodes deliver the broadcast before the cut", || {
+        cluster.delivered(&all, "before")
+    })
+    .await;
+
+    let (left, right): (Vec<usize>, Vec<usize>) = all.iter().partition(|&&i| i < 6);
+    for &l in &left {
+        for &r in &right {
+            let (a, b) = (&cluster.nodes[l], &cluster.nodes[r]);
+            a.inject_fault(b.name(), Direction::Both, Fault::Cut);
+            b.inject_fault(a.name(), Direction::Both, Fault::Cut);
+        }
+    }
+    eventually("no connection crosses the cut", || {
+        left.iter().all(|&l| {
+            right.iter().all(|&r| !cluster.nodes[l].is_connected(cluster.nodes[r].name()))
+        })
+    })
+    .await;
+    cluster.broadcast(0, "left only").await;
+    cluster.broadcast(6, "right only").await;
+    eventually("the left root holds its broadcast", || cluster.delivered(&[0], "left only")).await;
+    assert!(
+        right.iter().all(|&r| !cluster.delivered(&[r], "left only")),
+        "a message crossed the cut"
+    );
+    for node in &cluster.nodes {
+        node.heal_all();
+    }
+    eventually("every node delivers both sides' broadcasts", || {
+        cluster.delivered(&all, "left only") && cluster.delivered(&all, "right only")
+    })
+    .await;
+    cluster.shutdown();
+}
