@@ -232,8 +232,12 @@ pub struct Proposer {
     next_request: u64,
     requests: BTreeMap<RequestId, Request>,
     keys: BTreeMap<Key, KeyState>,
+    /// Every key's `wake_at`, in time order, so timeouts cost no scan of all keys.
+    wakes: BTreeSet<(Instant, Key)>,
     /// Changes forwarded to a designated proposer, awaiting its result.
     forwarded: BTreeMap<RequestId, NodeId>,
+    /// Their deadlines, in time order.
+    forward_deadlines: BTreeSet<(Instant, RequestId)>,
     /// Forwards received from other proposers: running (`None`) or finished, so a duplicated
     /// forward is never run twice. Bounded, oldest finished forgotten first.
     received: BTreeMap<(ProposerId, RequestId), Option<Result<Outcome, PaxosError>>>,
@@ -253,7 +257,9 @@ impl Proposer {
             next_request: 0,
             requests: BTreeMap::new(),
             keys: BTreeMap::new(),
+            wakes: BTreeSet::new(),
             forwarded: BTreeMap::new(),
+            forward_deadlines: BTreeSet::new(),
             received: BTreeMap::new(),
             received_order: VecDeque::new(),
             fast: BTreeMap::new(),
@@ -289,9 +295,9 @@ impl Proposer {
     pub fn set_acceptors(&mut self, now: Instant, acceptors: Vec<NodeId>) {
         self.config.acceptors = acceptors;
         self.fast.clear();
-        for state in self.keys.values_mut() {
+        for (key, state) in self.keys.iter_mut() {
             if state.round.take().is_some() {
-                state.wake_at = Some(now);
+                set_wake(&mut self.wakes, key, &mut state.wake_at, Some(now));
             }
         }
     }
@@ -308,18 +314,18 @@ impl Proposer {
 
     /// When [`handle_timeout`](Proposer::handle_timeout) wants to run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let keys = self.keys.values().filter_map(|k| k.wake_at);
-        let forwards = self.forwarded.keys().filter_map(|id| Some(self.requests.get(id)?.deadline));
-        keys.chain(forwards).min()
+        let key = self.wakes.first().map(|(at, _)| *at);
+        let forward = self.forward_deadlines.first().map(|(at, _)| *at);
+        key.into_iter().chain(forward).min()
     }
 
     /// Time passed: rounds that timed out start over, back-offs end, deadlines fail requests.
     pub fn handle_timeout(&mut self, now: Instant) {
         let due: Vec<Key> = self
-            .keys
+            .wakes
             .iter()
-            .filter(|(_, state)| state.wake_at.is_some_and(|at| at <= now))
-            .map(|(key, _)| key.clone())
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, key)| key.clone())
             .collect();
         let quorum = majority(self.acceptors());
         for key in due {
@@ -329,19 +335,28 @@ impl Proposer {
                     state.quorum_answered = state.responded.len() >= quorum;
                     self.fast.remove(&key);
                 }
-                state.wake_at = None;
+                set_wake(&mut self.wakes, &key, &mut state.wake_at, None);
             }
             self.run_key(now, &key);
         }
         let expired: Vec<RequestId> = self
-            .forwarded
-            .keys()
-            .filter(|id| self.requests.get(id).is_some_and(|r| r.deadline <= now))
-            .copied()
+            .forward_deadlines
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, id)| *id)
             .collect();
         for id in expired {
-            self.forwarded.remove(&id);
+            self.stop_forward(id);
             self.finish(id, Err(PaxosError::Timeout { maybe_applied: true }));
+        }
+    }
+
+    /// Forgets that request `id` waits for a forwarded result.
+    fn stop_forward(&mut self, id: RequestId) {
+        if self.forwarded.remove(&id).is_some()
+            && let Some(request) = self.requests.get(&id)
+        {
+            self.forward_deadlines.remove(&(request.deadline, id));
         }
     }
 
@@ -370,7 +385,7 @@ impl Proposer {
                 if origin != self.config.id || self.forwarded.get(&id) != Some(&from) {
                     return Err(Ignored::UnknownRequest);
                 }
-                self.forwarded.remove(&id);
+                self.stop_forward(id);
                 self.finish(id, result);
                 Ok(())
             }
@@ -458,6 +473,7 @@ impl Proposer {
         loop {
             let Some(state) = self.keys.get_mut(key) else { return };
             let Some(&id) = state.queue.front() else {
+                set_wake(&mut self.wakes, key, &mut state.wake_at, None);
                 self.keys.remove(key);
                 return;
             };
@@ -526,7 +542,7 @@ impl Proposer {
         state.responded.clear();
         state.refused.clear();
         state.contended = false;
-        state.wake_at = Some(wake_at);
+        set_wake(&mut self.wakes, key, &mut state.wake_at, Some(wake_at));
     }
 
     /// The running round of `key` if it is at `ballot`, after checking the sender is an
@@ -603,7 +619,7 @@ impl Proposer {
             Retry::Propose { register, base, report } => Attempt { ballot, register, base, report },
             Retry::Unknown => {
                 state.round = None;
-                state.wake_at = None;
+                set_wake(&mut self.wakes, &key, &mut state.wake_at, None);
                 state.queue.pop_front();
                 self.finish(id, Err(PaxosError::Indeterminate));
                 return self.run_key(now, &key);
@@ -622,7 +638,8 @@ impl Proposer {
         let attempt = Box::new(attempt);
         state.round = Some(Round::Accepting { ballot, attempt, quorum, accepted: BTreeMap::new() });
         state.refused.clear();
-        state.wake_at = Some((now + self.config.round_timeout).min(request.deadline));
+        let wake_at = (now + self.config.round_timeout).min(request.deadline);
+        set_wake(&mut self.wakes, &key, &mut state.wake_at, Some(wake_at));
         self.broadcast(&message);
     }
 
@@ -646,9 +663,12 @@ impl Proposer {
         let Some(Round::Accepting { attempt, accepted, .. }) = state.round.take() else {
             return Err(Ignored::StaleRound);
         };
-        state.wake_at = None;
+        let old_wake = state.wake_at.take();
         state.quorum_answered = true;
         let id = state.queue.pop_front();
+        if let Some(at) = old_wake {
+            self.wakes.remove(&(at, key.clone()));
+        }
         // Every acceptor that accepted `ballot` promised its successor: the fast path.
         if let Some(next) = ballot.successor() {
             let fast = Fast {
@@ -731,6 +751,7 @@ impl Proposer {
             let change = request.change.clone();
             let message = Message::Forward { origin, id, key: key.clone(), change, timeout };
             self.forwarded.insert(id, to);
+            self.forward_deadlines.insert((request.deadline, id));
             self.send(to, message);
             return self.run_key(now, key);
         }
@@ -742,7 +763,8 @@ impl Proposer {
             .min(self.config.backoff_max)
             .max(self.config.backoff_min);
         let wait = self.rng.random_range(self.config.backoff_min..=ceiling);
-        state.wake_at = Some((now + wait).min(request.deadline));
+        let wake_at = (now + wait).min(request.deadline);
+        set_wake(&mut self.wakes, key, &mut state.wake_at, Some(wake_at));
     }
 
     fn remember_fast(&mut self, key: &Key, fast: Fast) {
@@ -830,6 +852,25 @@ fn retry_kind(
         },
         None => Retry::Unknown,
     }
+}
+
+/// Sets a key's wake-up time, keeping the proposer's time-ordered index of them in step.
+fn set_wake(
+    wakes: &mut BTreeSet<(Instant, Key)>,
+    key: &Key,
+    wake_at: &mut Option<Instant>,
+    at: Option<Instant>,
+) {
+    if *wake_at == at {
+        return;
+    }
+    if let Some(old) = wake_at.take() {
+        wakes.remove(&(old, key.clone()));
+    }
+    if let Some(at) = at {
+        wakes.insert((at, key.clone()));
+    }
+    *wake_at = at;
 }
 
 /// The proposer that changes to `key` are forwarded to under contention.
