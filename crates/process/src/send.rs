@@ -79,7 +79,14 @@ impl Runtime {
         let mut outbound = Outbound::Cast { to: pid, payload };
         loop {
             match remote.try_route(outbound) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    // A sender with room never waits. Spending coop budget makes a long loop
+                    // of casts yield now and then, so that the transport's writer (woken on
+                    // this worker, where it waits behind the sender) and heartbeats run, and
+                    // the sender and the writer can go on in parallel on two workers.
+                    tokio::task::coop::consume_budget().await;
+                    return Ok(());
+                }
                 Err(RouteError::Full(back)) => {
                     outbound = back;
                     if poll_fn(|cx| remote.poll_ready(pid.node(), cx)).await.is_err() {
