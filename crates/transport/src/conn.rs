@@ -193,14 +193,13 @@ pub(crate) async fn write_loop(
         // first, so that they share this write instead of costing a system call each. When
         // nothing else is runnable this costs one extra poll, not a wait.
         behind_runnable_tasks().await;
-        if !queue.take_all(&mut batch).await {
+        let Some(bounded) = queue.take_all(&mut batch).await else {
             break;
-        }
+        };
         // Released as the batch is written, the rest when it is done or when this task is
         // dropped mid-write (the session ended): the peer's count of queued casts and calls
         // must never leak.
-        let mut bounded =
-            Release { peer: &peer, count: batch.iter().flatten().filter(|q| q.bounded).count() };
+        let mut bounded = Release { peer: &peer, count: bounded };
         apply_faults(&shared, &peer, true, &mut batch).await;
         let outcome = out.write_batch(&shared, &mut bounded, &mut write, &mut batch).await;
         batch.clear();

@@ -32,6 +32,8 @@ pub(crate) type Slots = VecDeque<Option<Queued>>;
 #[derive(Default)]
 struct State {
     slots: Slots,
+    /// How many of the queued frames are bounded (so the writer need not count them).
+    bounded: usize,
     /// Sequence number of `slots[0]`.
     first_seq: u64,
     /// Monotonic channels: the sequence number of the queued frame for each receiver key.
@@ -72,7 +74,9 @@ impl OutQueue {
             && let Some(superseded) = slot.take()
         {
             pushed = Pushed::Superseded { bounded: superseded.bounded };
+            state.bounded -= usize::from(superseded.bounded);
         }
+        state.bounded += usize::from(queued.bounded);
         state.slots.push_back(Some(queued));
         drop(state);
         self.ready.notify_one();
@@ -96,9 +100,9 @@ impl OutQueue {
     }
 
     /// Waits for frames and takes all of them: `batch`, which must be empty, is swapped with
-    /// the queue's slots (no frame is moved; a superseded slot is `None`). `false` once the
-    /// queue is closed and empty.
-    pub(crate) async fn take_all(&self, batch: &mut Slots) -> bool {
+    /// the queue's slots (no frame is moved; a superseded slot is `None`). Returns how many of
+    /// them are bounded, or `None` once the queue is closed and empty.
+    pub(crate) async fn take_all(&self, batch: &mut Slots) -> Option<usize> {
         debug_assert!(batch.is_empty(), "the writer hands back an empty batch");
         loop {
             {
@@ -108,10 +112,10 @@ impl OutQueue {
                     std::mem::swap(&mut state.slots, batch);
                     state.first_seq += taken;
                     state.latest.clear();
-                    return true;
+                    return Some(std::mem::take(&mut state.bounded));
                 }
                 if state.closed {
-                    return false;
+                    return None;
                 }
             }
             self.ready.notified().await;
@@ -123,6 +127,7 @@ impl OutQueue {
         let mut state = self.state();
         state.closed = true;
         state.latest.clear();
+        state.bounded = 0;
         let left = state.slots.drain(..).flatten().collect();
         drop(state);
         self.ready.notify_one();
