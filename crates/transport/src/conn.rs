@@ -406,6 +406,36 @@ pub(crate) async fn watch_closed(mut read: ReadHalf, failed: mpsc::Sender<DownRe
     let _ = failed.try_send(reason);
 }
 
+/// Dispatches every whole frame in `decoder`, in order; the error of a bad one, after those
+/// before it.
+async fn dispatch_decoded(
+    shared: &Arc<Shared>,
+    peer: &Arc<Peer>,
+    decoder: &mut FrameDecoder,
+) -> Option<ConnError> {
+    let mut frames = 0;
+    let failure = loop {
+        match decoder.next_frame() {
+            Ok(Some(frame)) => {
+                if frames == 0 {
+                    // One clock read per read, not per frame.
+                    peer.heard(millis_since(shared.origin));
+                }
+                frames += 1;
+                // Delivery waits only for a full mailbox, which then holds back the rest of
+                // this connection: back-pressure reaches the sender through TCP.
+                if let Some((to, inbound)) = shared.dispatch(peer, frame) {
+                    shared.deliver(to, inbound).await;
+                }
+            }
+            Ok(None) => break None,
+            Err(error) => break Some(ConnError::from(error)),
+        }
+    };
+    peer.counters.frames_received.fetch_add(frames, Relaxed);
+    failure
+}
+
 /// Reads frames from a peer's connection and dispatches them, until the connection fails,
 /// sends a bad frame, or the peer goes down here (`epoch` changes). Every frame already read
 /// is dispatched before a bad one closes the connection.
@@ -420,6 +450,13 @@ pub(crate) async fn read_loop(
     let name = peer.name();
     let mut batch = Vec::new();
     loop {
+        if shared.faults.verdict(peer.id, false) == Verdict::Pass {
+            // No inbound fault (the usual case): each frame is dispatched as it is decoded.
+            if let Some(error) = dispatch_decoded(&shared, &peer, &mut decoder).await {
+                tracing::warn!(peer = %name, addr = %conn.peer_addr, %error, "closing a connection");
+                return;
+            }
+        }
         let failure = loop {
             match decoder.next_frame() {
                 Ok(Some(frame)) => batch.push(frame),
