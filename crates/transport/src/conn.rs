@@ -214,9 +214,10 @@ pub(crate) async fn write_loop(
 
 /// Puts the current task behind the tasks already runnable on this worker, once.
 ///
-/// Not `tokio::task::yield_now`: that one waits for the worker to poll the I/O driver
-/// first, which costs a round trip its worth of latency when the worker is otherwise idle.
-/// A task that wakes itself is simply queued again at the back.
+/// Not `tokio::task::yield_now`: that one defers the task until the worker next polls the
+/// I/O driver (a system call, and measurably slower remote calls when the worker has nothing
+/// else to do). A task that wakes itself is simply queued again at the back, and runs at
+/// once when nothing else is runnable.
 fn behind_runnable_tasks() -> impl Future<Output = ()> {
     let mut yielded = false;
     std::future::poll_fn(move |cx| {
