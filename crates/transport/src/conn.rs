@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -187,15 +188,20 @@ pub(crate) async fn write_loop(
 ) {
     let mut batch = Slots::new();
     let mut out = Output { buf: BytesMut::with_capacity(WRITE_CHUNK_BYTES), frames: 0, bounded: 0 };
+    let mut pace = Pace::default();
     while queue.ready().await {
-        // Frames are waiting. Tasks that are runnable right now (callers woken by the same
-        // read, a process working through its batch) are about to queue more: let them run
-        // first, so that they share this write instead of costing a system call each. When
-        // nothing else is runnable this costs one extra poll, not a wait.
-        behind_runnable_tasks().await;
+        // Frames are waiting. While traffic is brisk, tasks that are runnable right now
+        // (callers woken by the same read, a process working through its batch) are about to
+        // queue more: let them run first, so that they share this write instead of costing a
+        // system call each. Not when traffic is sparse (one call at a time): the yield would
+        // wake an idle worker for nothing, on the round trip's critical path.
+        if pace.brisk() {
+            behind_runnable_tasks().await;
+        }
         let Some(bounded) = queue.take_all(&mut batch).await else {
             break;
         };
+        pace.batch(batch.len());
         // Released as the batch is written, the rest when it is done or when this task is
         // dropped mid-write (the session ended): the peer's count of queued casts and calls
         // must never leak.
@@ -210,6 +216,29 @@ pub(crate) async fn write_loop(
         }
     }
     let _ = write.shutdown().await;
+}
+
+/// How brisk a writer's traffic is: whether its last batch held several frames or its last
+/// write is recent.
+#[derive(Default)]
+struct Pace {
+    last_batch_frames: usize,
+    last_batch_at: Option<Instant>,
+}
+
+/// Batches closer together than this mean frames come faster than one write each.
+const BRISK_WITHIN: Duration = Duration::from_micros(20);
+
+impl Pace {
+    fn brisk(&self) -> bool {
+        self.last_batch_frames > 1
+            || self.last_batch_at.is_some_and(|at| at.elapsed() < BRISK_WITHIN)
+    }
+
+    fn batch(&mut self, frames: usize) {
+        self.last_batch_frames = frames;
+        self.last_batch_at = Some(Instant::now());
+    }
 }
 
 /// Puts the current task behind the tasks already runnable on this worker, once.
