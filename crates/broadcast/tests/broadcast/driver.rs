@@ -51,24 +51,29 @@ fn config() -> Config {
     }
 }
 
-/// Polls `check` every 20 ms until it holds, or panics after [`BOUND`] with `what`.
-async fn eventually<F: FnMut() -> bool>(what: &str, mut check: F) {
+/// Polls `check` every 20 ms until it holds, or panics after [`BOUND`] with `what` and the
+/// state of `cluster`.
+async fn eventually<F: FnMut() -> bool>(cluster: &Cluster, what: &str, mut check: F) {
     let deadline = tokio::time::Instant::now() + BOUND;
     while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out waiting until {what}:\n{}", cluster.report().await);
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// As [`eventually`], for checks that must await.
-async fn eventually_async<F, Fut>(what: &str, mut check: F)
+async fn eventually_async<F, Fut>(cluster: &Cluster, what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
     let deadline = tokio::time::Instant::now() + BOUND;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out waiting until {what}:\n{}", cluster.report().await);
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -114,6 +119,28 @@ impl Cluster {
         within(self.drivers[from].broadcast(HANDLER, text.to_owned())).await.expect("broadcasts");
     }
 
+    /// Each node's views, connections and deliveries, for failure messages.
+    async fn report(&self) -> String {
+        let mut report = String::new();
+        for ((node, driver), log) in self.nodes.iter().zip(&self.drivers).zip(&self.logs) {
+            let views = driver.views().await.unwrap_or_default();
+            let names = |set: &std::collections::BTreeSet<shoal_broadcast::driver::Contact>| {
+                set.iter().map(|c| c.name.clone()).collect::<Vec<_>>()
+            };
+            let texts: Vec<String> = log.messages().into_iter().map(|(_, text)| text).collect();
+            report += &format!(
+                "{} (stopped: {}): active {:?} passive {:?} connected {:?} delivered {:?}\n",
+                node.name(),
+                node.is_stopped(),
+                names(&views.active),
+                names(&views.passive),
+                node.nodes(),
+                texts
+            );
+        }
+        report
+    }
+
     fn shutdown(&self) {
         for node in &self.nodes {
             node.shutdown();
@@ -129,13 +156,16 @@ async fn a_broadcast_reaches_all_twelve_nodes() {
     let cluster = Cluster::start(12, &config()).await;
     let all: Vec<usize> = (0..12).collect();
     cluster.broadcast(0, "first").await;
-    eventually("all 12 nodes deliver the first broadcast", || cluster.delivered(&all, "first"))
-        .await;
+    eventually(&cluster, "all 12 nodes deliver the first broadcast", || {
+        cluster.delivered(&all, "first")
+    })
+    .await;
     cluster.broadcast(7, "second").await;
-    eventually("all 12 nodes deliver the second", || cluster.delivered(&all, "second")).await;
+    eventually(&cluster, "all 12 nodes deliver the second", || cluster.delivered(&all, "second"))
+        .await;
     // The views are HyParView's: bounded, disjoint, and every active neighbour is a
     // connected node (managed membership: the driver connects the active view).
-    eventually_async("every node is connected to its whole active view", || {
+    eventually_async(&cluster, "every node is connected to its whole active view", || {
         let (nodes, drivers) = (cluster.nodes.clone(), cluster.drivers.clone());
         async move {
             for (node, driver) in nodes.iter().zip(&drivers) {
@@ -162,7 +192,7 @@ async fn broadcasts_after_four_nodes_crash_reach_every_live_node() {
     let cluster = Cluster::start(12, &config()).await;
     let all: Vec<usize> = (0..12).collect();
     cluster.broadcast(0, "before").await;
-    eventually("all 12 nodes deliver the broadcast before the crash", || {
+    eventually(&cluster, "all 12 nodes deliver the broadcast before the crash", || {
         cluster.delivered(&all, "before")
     })
     .await;
@@ -174,7 +204,7 @@ async fn broadcasts_after_four_nodes_crash_reach_every_live_node() {
     for (round, from) in [0, 4, 9].into_iter().enumerate() {
         let text = format!("after {round}");
         cluster.broadcast(from, &text).await;
-        eventually(&format!("the 8 live nodes deliver {text:?}"), || {
+        eventually(&cluster, &format!("the 8 live nodes deliver {text:?}"), || {
             cluster.delivered(&live, &text)
         })
         .await;
@@ -182,7 +212,7 @@ async fn broadcasts_after_four_nodes_crash_reach_every_live_node() {
     // Failure detection reached HyParView: no live node keeps a crashed one as a neighbour.
     let crashed_names: Vec<String> =
         crashed.iter().map(|&k| cluster.nodes[k].name().to_owned()).collect();
-    eventually_async("no active view holds a crashed node", || {
+    eventually_async(&cluster, "no active view holds a crashed node", || {
         let drivers: Vec<Driver> = live.iter().map(|&i| cluster.drivers[i].clone()).collect();
         let crashed_names = crashed_names.clone();
         async move {
@@ -210,7 +240,7 @@ async fn after_a_partition_heals_anti_entropy_delivers_what_each_side_missed() {
     let cluster = Cluster::start(12, &config).await;
     let all: Vec<usize> = (0..12).collect();
     cluster.broadcast(0, "before").await;
-    eventually("all 12 nodes deliver the broadcast before the cut", || {
+    eventually(&cluster, "all 12 nodes deliver the broadcast before the cut", || {
         cluster.delivered(&all, "before")
     })
     .await;
@@ -223,7 +253,7 @@ async fn after_a_partition_heals_anti_entropy_delivers_what_each_side_missed() {
             b.inject_fault(a.name(), Direction::Both, Fault::Cut);
         }
     }
-    eventually("no connection crosses the cut", || {
+    eventually(&cluster, "no connection crosses the cut", || {
         left.iter().all(|&l| {
             right.iter().all(|&r| !cluster.nodes[l].is_connected(cluster.nodes[r].name()))
         })
@@ -231,7 +261,10 @@ async fn after_a_partition_heals_anti_entropy_delivers_what_each_side_missed() {
     .await;
     cluster.broadcast(0, "left only").await;
     cluster.broadcast(6, "right only").await;
-    eventually("the left root holds its broadcast", || cluster.delivered(&[0], "left only")).await;
+    eventually(&cluster, "the left root holds its broadcast", || {
+        cluster.delivered(&[0], "left only")
+    })
+    .await;
     assert!(
         right.iter().all(|&r| !cluster.delivered(&[r], "left only")),
         "a message crossed the cut"
@@ -239,9 +272,44 @@ async fn after_a_partition_heals_anti_entropy_delivers_what_each_side_missed() {
     for node in &cluster.nodes {
         node.heal_all();
     }
-    eventually("every node delivers both sides' broadcasts", || {
+    eventually(&cluster, "every node delivers both sides' broadcasts", || {
         cluster.delivered(&all, "left only") && cluster.delivered(&all, "right only")
     })
     .await;
+    cluster.shutdown();
+}
+
+/// Full-mesh membership ([`Mode::Existing`]): the same cores run over the connections the
+/// transport keeps (HyParView picks neighbours among connected nodes, and the driver opens
+/// or closes none), and a broadcast reaches every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_a_full_mesh_the_cores_use_the_existing_connections() {
+    let config = Config { mode: Mode::Existing, ..config() };
+    let mut cluster = Cluster { nodes: Vec::new(), drivers: Vec::new(), logs: Vec::new() };
+    for i in 0..6 {
+        let node = Node::builder(format!("m{i}"), "broadcast test secret")
+            .heartbeat(Duration::from_millis(100), Duration::from_millis(2_000))
+            .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
+            .gossip_interval(Duration::from_millis(200))
+            .start()
+            .await
+            .expect("node starts");
+        let driver = Driver::start(&node, config.clone()).await.expect("driver starts");
+        let log = Log::new(&node, 10_000);
+        driver.register(HANDLER, log.clone()).await.expect("registers");
+        if i > 0 {
+            within(node.join(cluster.nodes[0].listen_addr())).await.expect("joins");
+        }
+        cluster.nodes.push(node);
+        cluster.drivers.push(driver);
+        cluster.logs.push(log);
+    }
+    eventually(&cluster, "full mesh", || cluster.nodes.iter().all(|node| node.nodes().len() == 5))
+        .await;
+    let all: Vec<usize> = (0..6).collect();
+    cluster.broadcast(3, "mesh").await;
+    eventually(&cluster, "all 6 nodes deliver", || cluster.delivered(&all, "mesh")).await;
+    // The transport's mesh is untouched: nobody was disconnected by the driver.
+    assert!(cluster.nodes.iter().all(|node| node.nodes().len() == 5), "{}", cluster.report().await);
     cluster.shutdown();
 }
