@@ -49,20 +49,27 @@
 //! What the driver does *not* do: detect failures itself (the transport's heartbeats do),
 //! retry a broadcast, or persist anything.
 //!
-//! ```no_run
+//! ```
+//! use std::time::Duration;
 //! use shoal_broadcast::driver::{Config, Driver, Log};
 //! use shoal_transport::{Membership, Node};
 //!
-//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let a = Node::builder("a", "secret").membership(Membership::Managed).start().await?;
 //! let b = Node::builder("b", "secret").membership(Membership::Managed).start().await?;
-//! let (da, db) = (Driver::start(&a, Config::default()).await?, Driver::start(&b, Config::default()).await?);
+//! let driver_a = Driver::start(&a, Config::default()).await?;
+//! let driver_b = Driver::start(&b, Config::default()).await?;
 //! let (log_a, log_b) = (Log::<String>::new(&a, 10_000), Log::<String>::new(&b, 10_000));
-//! da.register("chat", log_a.clone()).await?;
-//! db.register("chat", log_b.clone()).await?;
-//! db.join(a.listen_addr()).await?;
-//! da.broadcast("chat", "hello".to_owned()).await?;
-//! // log_b.messages() soon holds ("a", ..) → "hello".
+//! driver_a.register("chat", log_a).await?;
+//! driver_b.register("chat", log_b.clone()).await?;
+//! driver_b.join(a.listen_addr()).await?;
+//!
+//! driver_a.broadcast("chat", "hello".to_owned()).await?;
+//! let mut deliveries = log_b.deliveries();
+//! tokio::time::timeout(Duration::from_secs(10), deliveries.wait_for(|n| *n == 1)).await??;
+//! assert_eq!(log_b.messages()[0].1, "hello");
+//! # a.shutdown(); b.shutdown();
 //! # Ok(()) }
 //! ```
 

@@ -380,6 +380,7 @@ impl Task {
         if self.tick_at <= now {
             self.tick_at = now + self.config.tick;
             self.close_idle_connections(now);
+            self.connect_active_view();
             self.retry_lost(now).await;
         }
     }
@@ -403,6 +404,27 @@ impl Task {
             }
         }
         self.last_traffic.retain(|name, _| connected.contains(name));
+    }
+
+    /// [`Mode::Managed`]: opens a connection to every active neighbour that has none (one
+    /// that became a neighbour through a message handled after its connection's down event).
+    /// If it cannot be reached it fails; if it does not hold this node as a neighbour, it
+    /// closes the idle connection after its linger and the down event fails it here, so a
+    /// one-sided link does not outlive a linger.
+    fn connect_active_view(&mut self) {
+        if self.config.mode != Mode::Managed {
+            return;
+        }
+        let unconnected: Vec<Contact> = self
+            .overlay
+            .active_view()
+            .iter()
+            .filter(|c| !self.node.is_connected(&c.name) && !self.connecting.contains_key(&c.name))
+            .cloned()
+            .collect();
+        for contact in unconnected {
+            self.connect(contact, None, false);
+        }
     }
 
     /// Rejoins through the first contact when isolated, and tries one lost peer (the next
