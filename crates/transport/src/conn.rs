@@ -291,12 +291,16 @@ impl Output {
                 Ok(None) => {}
                 Ok(Some(payload)) => {
                     self.flush(release, write).await?;
-                    // Piece by piece, letting the worker's other tasks run in between: a
-                    // socket with room would otherwise take the whole payload in one poll.
+                    // Piece by piece, letting the worker poll the I/O driver and run its other
+                    // tasks in between: a socket with room would otherwise take the whole
+                    // payload in one poll. `yield_now`, not `behind_runnable_tasks`: a task
+                    // that only re-queues itself keeps the worker busy, and the worker then
+                    // looks for I/O events (a heartbeat on another connection) only every
+                    // few dozen polls.
                     for piece in payload.chunks(LARGE_IO_BYTES) {
                         write.write_all(piece).await?;
                         peer.counters.bytes_sent.fetch_add(piece.len() as u64, Relaxed);
-                        behind_runnable_tasks().await;
+                        tokio::task::yield_now().await;
                     }
                 }
                 Err(error) => tracing::error!(
@@ -529,10 +533,11 @@ pub(crate) async fn read_loop(
             Ok(bytes) => {
                 peer.counters.bytes_received.fetch_add(bytes as u64, Relaxed);
                 if bytes >= LARGE_IO_BYTES / 4 {
-                    // A large frame streams in: let the worker's other tasks (another
-                    // connection's reader, a heartbeat) run between reads, as they would if
-                    // this one waited for the socket.
-                    behind_runnable_tasks().await;
+                    // A large frame streams in: let the worker poll the I/O driver and run
+                    // its other tasks (another connection's reader, a heartbeat) between
+                    // reads, as it would if this one waited for the socket (see the writer
+                    // on why `yield_now`).
+                    tokio::task::yield_now().await;
                 }
             }
             Err(error) => {
