@@ -15,13 +15,16 @@
 //! the comparison with targets belong to `xtask bench`.
 //!
 //! Codemap: [`METRICS`] is the table of every metric; each area of Shoal has a module of its
-//! own ([`local`]: one node's process runtime; [`remote`]: two nodes in two OS processes), and [`harness`] holds what they share.
+//! own ([`local`]: one node's process runtime; [`remote`]: two nodes in two OS processes;
+//! [`broadcast`]: Plumtree in simulation and over loopback), and [`harness`] holds what they
+//! share.
 //!
 //! Adding a metric: a function `fn() -> anyhow::Result<f64>` in its area's module that takes
 //! one sample, a row in [`METRICS`], and a doc comment saying exactly what is timed. A metric
 //! that needs a second OS process (a second node) starts this same binary again
 //! (`std::env::current_exe()`) with a subcommand of its own, next to `list` and `run`.
 
+mod broadcast;
 mod harness;
 mod local;
 mod remote;
@@ -57,6 +60,14 @@ const METRICS: &[Metric] = &[
         unit: "us",
         sample: remote::control_ping_p99_us_under_bulk,
     },
+    Metric { name: "plumtree_rmr", unit: "ratio", sample: broadcast::plumtree_rmr },
+    Metric {
+        name: "plumtree_reliability_pct_20_crashed",
+        unit: "%",
+        sample: broadcast::plumtree_reliability_pct_20_crashed,
+    },
+    Metric { name: "plumtree_ldh", unit: "hops", sample: broadcast::plumtree_ldh },
+    Metric { name: "broadcast_p99_us", unit: "us", sample: broadcast::broadcast_p99_us },
 ];
 
 const USAGE: &str = "usage: shoal-bench list | shoal-bench run <metric> | shoal-bench peer";
