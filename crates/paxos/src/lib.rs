@@ -156,6 +156,7 @@
 
 mod acceptor;
 mod ballot;
+pub mod driver;
 mod error;
 mod hash;
 pub mod membership;

@@ -302,6 +302,13 @@ impl Proposer {
         }
     }
 
+    /// Replaces the proposers that designated proposers are chosen from (a driver leaves out
+    /// the nodes it cannot reach, so that no change is forwarded into silence). Changes already
+    /// forwarded are not affected.
+    pub fn set_designated(&mut self, designated: Vec<NodeId>) {
+        self.config.designated = designated;
+    }
+
     /// The next message to send.
     pub fn poll_transmit(&mut self) -> Option<(NodeId, Message)> {
         self.outbox.pop_front()

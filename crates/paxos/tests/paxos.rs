@@ -1,8 +1,10 @@
 //! The one integration test binary of shoal-paxos: protocol rules checked message by message,
-//! storage, membership changes, and randomised simulations checked for linearisability.
+//! storage, membership changes, randomised simulations checked for linearisability, and the
+//! driver over real TCP.
 
 mod paxos {
     mod acceptor;
+    mod driver;
     mod linearizability;
     mod membership;
     mod proposer;

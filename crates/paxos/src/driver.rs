@@ -1,0 +1,538 @@
+//! The driver: a Paxos service on every node, over a [`shoal_transport::Node`].
+//!
+//! [`Paxos::start`] opens the transport service `paxos` on a node and spawns one tokio task
+//! that runs this node's [`Proposer`](crate::Proposer) and, if the node is in the acceptor
+//! set, its [`Acceptor`](crate::Acceptor). [`Paxos`] is a cheap-to-clone handle to that task.
+//!
+//! ```text
+//!  Paxos (handle) ── commands (bounded) ──► driver task ◄── Inbox<Vec<Message>> (service "paxos")
+//!                                           │ Proposer ──► completions ──► the callers
+//!  Node events (up/down) ─► quorum events ◄─┤ Acceptor (if this node is one)
+//!                                           │ handle_timeout when poll_timeout is due
+//!                                           └─► one sender task per peer ─► Service::send
+//! ```
+//!
+//! The task decides nothing a test of the protocol would need to check: it feeds the cores
+//! messages and time, hands completions back to callers, routes what the cores send (a
+//! message to this node goes straight to its own proposer or acceptor; one to another node
+//! goes to that node's sender task, which batches what waits into one service message), and
+//! turns node up and down events into [`QuorumEvent`]s. Messages to a peer whose queue is
+//! full, or that is not connected, are dropped, which Paxos tolerates like any loss; the
+//! driver never waits on a peer, so two busy nodes cannot block each other.
+//!
+//! **Node names and core ids.** The core knows nodes as [`NodeId`]s; [`node_id`] is the one
+//! place that maps a node name to one (a stable 64-bit hash of the name, so every node
+//! computes the same id with no exchange). A proposer's run is the node's incarnation, so a
+//! restarted node never reuses a ballot.
+//!
+//! **Owned entries** ([`Paxos::put_owned`]): the node that writes an entry bound to a
+//! [`Holder`] watches the holder — a local process through the runtime, a node through the
+//! transport's node monitor — and when it dies, issues [`Change::ClearIfOwner`], retrying
+//! until it completes. Nobody else clears it: if the writing node dies before the holder, the
+//! entry stays until someone clears it (the registry above, which knows its keys, clears the
+//! entries of nodes that went down). A ClearIfOwner that finds the entry taken by another
+//! holder changes nothing.
+//!
+//! What the driver does not do: retry a failed change (each error says whether it may have
+//! taken effect; the caller decides), change the acceptor set at run time, or detect failures
+//! itself (the transport's heartbeats do). A [`FileStorage`] fsyncs on the driver's task.
+//!
+//! ```no_run
+//! use shoal_paxos::driver::{Paxos, PaxosConfig};
+//! use shoal_transport::Node;
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let names = ["a", "b", "c"];
+//! let mut nodes = Vec::new();
+//! for name in names {
+//!     nodes.push(Node::builder(name, "secret").start().await?);
+//! }
+//! for node in &nodes[1..] {
+//!     node.join(nodes[0].listen_addr()).await?;
+//! }
+//! let config = PaxosConfig::new(names.iter().map(|n| n.to_string()).collect());
+//! let mut services = Vec::new();
+//! for node in &nodes {
+//!     services.push(Paxos::start(node, config.clone()).await?);
+//! }
+//! services[0].put("greeting", b"hello".to_vec()).await?;
+//! let read = services[1].get("greeting").await?;
+//! assert_eq!(read.map(|entry| entry.data), Some(b"hello".to_vec()));
+//! # Ok(()) }
+//! ```
+
+mod task;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use shoal_process::Pid;
+use shoal_transport::{Node, ServiceError};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::ballot::NodeId;
+use crate::error::{PaxosError, StorageError};
+use crate::register::{Change, Entry, Key, Outcome, Owner};
+use crate::storage::FileStorage;
+
+/// The core's id for the node called `name`: the one place names become [`NodeId`]s.
+///
+/// The transport's own id of the node ([`shoal_process::NodeId::from_name`], a stable hash:
+/// the same on every node and every run, and the handshake refuses a second node whose name
+/// hashes alike), kept off 0, which the core reserves for "no ballot".
+pub fn node_id(name: &str) -> NodeId {
+    NodeId(shoal_process::NodeId::from_name(name).as_u64().max(1))
+}
+
+/// Where this node's acceptor keeps its votes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum StorageConfig {
+    /// In memory: lost when the node stops, so a restarted acceptor rejoins from the others
+    /// before it votes (see the crate docs, "Losing state").
+    #[default]
+    Memory,
+    /// A [`FileStorage`] in this directory: survives restarts (every vote is fsynced).
+    File(PathBuf),
+}
+
+/// How the Paxos service of a node is set up. Every node of a cluster must be given the same
+/// acceptor set.
+#[derive(Clone, Debug)]
+pub struct PaxosConfig {
+    /// The acceptor set, as node names; this node may or may not be in it.
+    pub acceptors: Vec<String>,
+    /// Where this node's acceptor keeps its votes (unused if it is not an acceptor).
+    pub storage: StorageConfig,
+    /// How long a change may take in all before it fails with a timeout or `NoQuorum`.
+    pub request_timeout: Duration,
+    /// How long one round waits for a majority before starting over.
+    pub round_timeout: Duration,
+    /// Whether a change that meets contention is forwarded to the key's designated proposer
+    /// (chosen among the acceptors' nodes this node is connected to), rather than only backing
+    /// off.
+    pub forwarding: bool,
+    /// The most changes this node's proposer holds at once; more fail with
+    /// [`PaxosClientError::Busy`].
+    pub max_requests: usize,
+    /// Messages waiting for each peer before further ones are dropped.
+    pub peer_queue: usize,
+    /// Message batches from peers waiting for the driver task.
+    pub inbox_capacity: usize,
+    /// Seeds back-off jitter and rejoin attempt numbers (mixed with the node's name).
+    pub seed: u64,
+    /// The name of the transport service; the same on every node.
+    pub service: String,
+}
+
+impl PaxosConfig {
+    /// Defaults for a LAN: in-memory storage, requests of 2 s, rounds of 100 ms, forwarding
+    /// on, 4,096 requests at once, 8,192 queued messages per peer.
+    pub fn new(acceptors: Vec<String>) -> Self {
+        PaxosConfig {
+            acceptors,
+            storage: StorageConfig::Memory,
+            request_timeout: Duration::from_secs(2),
+            round_timeout: Duration::from_millis(100),
+            forwarding: true,
+            max_requests: 4096,
+            peer_queue: 8192,
+            inbox_capacity: 1024,
+            seed: 0,
+            service: "paxos".to_owned(),
+        }
+    }
+}
+
+/// Why the Paxos service did not start on a node.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The acceptor set is empty.
+    #[error("the acceptor set is empty")]
+    NoAcceptors,
+    /// The transport service could not be opened (it is already open on this node).
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// The acceptor's file store could not be opened.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Why a change did not complete. Each variant says whether it may have taken effect anyway
+/// ([`PaxosClientError::maybe_applied`]); when it may, a later read tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PaxosClientError {
+    /// Fewer than a majority of the acceptors answered before the deadline.
+    #[error("no quorum of acceptors answered (change maybe applied: {maybe_applied})")]
+    NoQuorum {
+        /// True once an accept was sent: a minority may hold it, and a later round can complete it.
+        maybe_applied: bool,
+    },
+    /// A quorum answered, but contention kept the change from completing before the deadline.
+    #[error("timed out under contention (change maybe applied: {maybe_applied})")]
+    Timeout {
+        /// As for `NoQuorum`.
+        maybe_applied: bool,
+    },
+    /// An unconfirmed accept of the change was overtaken by another write: it may or may not
+    /// have taken effect before it.
+    #[error("the change may or may not have taken effect before a later write")]
+    Indeterminate,
+    /// This node's proposer, or the designated proposer the change was forwarded to, held
+    /// its maximum of requests; nothing was applied.
+    #[error("the proposer is busy; nothing was applied")]
+    Busy,
+    /// The service on this node has stopped ([`Paxos::stop`]).
+    #[error("the Paxos service on this node has stopped (change maybe applied: {maybe_applied})")]
+    Stopped {
+        /// True if the change had been handed to the proposer.
+        maybe_applied: bool,
+    },
+}
+
+impl PaxosClientError {
+    /// Whether the change may have taken effect despite the error.
+    pub fn maybe_applied(&self) -> bool {
+        match self {
+            PaxosClientError::NoQuorum { maybe_applied }
+            | PaxosClientError::Timeout { maybe_applied }
+            | PaxosClientError::Stopped { maybe_applied } => *maybe_applied,
+            PaxosClientError::Indeterminate => true,
+            PaxosClientError::Busy => false,
+        }
+    }
+}
+
+impl From<PaxosError> for PaxosClientError {
+    fn from(error: PaxosError) -> Self {
+        match error {
+            PaxosError::NoQuorum { maybe_applied } => PaxosClientError::NoQuorum { maybe_applied },
+            PaxosError::Timeout { maybe_applied } => PaxosClientError::Timeout { maybe_applied },
+            PaxosError::Indeterminate => PaxosClientError::Indeterminate,
+            PaxosError::Overloaded => PaxosClientError::Busy,
+        }
+    }
+}
+
+/// Whether a majority of the acceptor set is reachable from this node (connected, or this
+/// node itself), as the transport's node events tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuorumEvent {
+    /// A majority of the acceptors is reachable again: changes can complete.
+    Up,
+    /// Fewer than a majority are reachable: changes will fail with `NoQuorum`.
+    Down,
+}
+
+/// Who an owned entry is bound to ([`Paxos::put_owned`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// A process of the node that writes the entry.
+    Process(Pid),
+    /// A node, by name.
+    Node(String),
+}
+
+impl Holder {
+    /// The [`Owner`] an entry bound to this holder carries: `pid:<node>.<incarnation>.<id>` or
+    /// `node:<name>`, so any node can tell whom an entry belongs to.
+    pub fn owner(&self) -> Owner {
+        let text = match self {
+            Holder::Process(pid) => {
+                format!("pid:{}.{}.{}", pid.node().as_u64(), pid.incarnation(), pid.local_id())
+            }
+            Holder::Node(name) => format!("node:{name}"),
+        };
+        Owner(text.into_bytes())
+    }
+}
+
+/// Why an owned entry was not written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OwnedWriteError {
+    /// The holder is a process of another node: only local processes can be watched. Nothing
+    /// was written.
+    #[error("{0} is not a process of this node; nothing was written")]
+    RemoteProcess(Pid),
+    /// The holder had already died when the write completed; the entry was written and then
+    /// cleared (or is being cleared) by this node.
+    #[error("the holder died before the write completed; the entry is being cleared")]
+    HolderDied,
+    /// The write failed.
+    #[error(transparent)]
+    Write(#[from] PaxosClientError),
+}
+
+/// A request to the driver task.
+pub(crate) enum Command {
+    /// Run `change` on `key`, answer on `reply`.
+    Propose { key: Key, change: Change, reply: oneshot::Sender<Result<Outcome, PaxosClientError>> },
+    /// Stop the task; answer once the acceptor's storage is closed.
+    Stop(oneshot::Sender<()>),
+}
+
+/// Changes waiting for the driver task before callers wait.
+const COMMAND_QUEUE: usize = 1024;
+
+/// Quorum events buffered for a slow subscriber before it is told it lagged.
+const QUORUM_EVENTS: usize = 64;
+
+/// A handle to the Paxos service of one node. Cheap to clone; every clone is the same service.
+///
+/// The service runs until [`Paxos::stop`], or until every handle is dropped.
+#[derive(Clone)]
+pub struct Paxos {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Paxos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Paxos").field("node", &self.inner.node.name()).finish()
+    }
+}
+
+struct Inner {
+    node: Node,
+    commands: mpsc::Sender<Command>,
+    quorum: watch::Receiver<bool>,
+    events: broadcast::Sender<QuorumEvent>,
+    voting: Arc<AtomicBool>,
+    retry_every: Duration,
+}
+
+impl Paxos {
+    /// Starts the Paxos service on `node`: opens the transport service, opens the storage if
+    /// the node is an acceptor, and spawns the driver task (on the current tokio runtime).
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::NoAcceptors`] for an empty acceptor set, [`StartError::Service`] if the
+    /// service is already open on this node, [`StartError::Storage`] if the file store does
+    /// not open.
+    pub async fn start(node: &Node, config: PaxosConfig) -> Result<Paxos, StartError> {
+        if config.acceptors.is_empty() {
+            return Err(StartError::NoAcceptors);
+        }
+        let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
+        let (events, _) = broadcast::channel(QUORUM_EVENTS);
+        let (quorum_sender, quorum) = watch::channel(false);
+        let retry_every = config.round_timeout;
+        let is_acceptor = config.acceptors.iter().any(|name| name == node.name());
+        let storage = if is_acceptor { Some(config.storage.clone()) } else { None };
+        let voting = Arc::new(AtomicBool::new(false));
+        let plumbing = task::Plumbing {
+            commands: receiver,
+            quorum: quorum_sender,
+            events: events.clone(),
+            voting: voting.clone(),
+        };
+        match storage {
+            Some(StorageConfig::File(dir)) => {
+                let store = FileStorage::open(dir)?;
+                task::start(node, config, Some(store), plumbing).await?;
+            }
+            Some(StorageConfig::Memory) => {
+                task::start(node, config, Some(crate::storage::MemoryStorage::new()), plumbing)
+                    .await?;
+            }
+            None => {
+                task::start::<crate::storage::MemoryStorage>(node, config, None, plumbing).await?;
+            }
+        }
+        let inner = Inner { node: node.clone(), commands, quorum, events, voting, retry_every };
+        Ok(Paxos { inner: Arc::new(inner) })
+    }
+
+    /// Runs `change` on `key` through consensus and returns what it did.
+    ///
+    /// # Errors
+    ///
+    /// A [`PaxosClientError`], saying whether the change may have taken effect.
+    pub async fn change(
+        &self,
+        key: impl Into<Key>,
+        change: Change,
+    ) -> Result<Outcome, PaxosClientError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Propose { key: key.into(), change, reply };
+        if self.inner.commands.send(command).await.is_err() {
+            return Err(PaxosClientError::Stopped { maybe_applied: false });
+        }
+        answer.await.unwrap_or(Err(PaxosClientError::Stopped { maybe_applied: true }))
+    }
+
+    /// The current entry of `key` (`None`: absent): a linearisable read, one consensus round.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Paxos::change`]; a read changes nothing whatever happened.
+    pub async fn get(&self, key: impl Into<Key>) -> Result<Option<Entry>, PaxosClientError> {
+        Ok(self.change(key, Change::Read).await?.after.entry)
+    }
+
+    /// Sets `key` to `data`, bound to nobody.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Paxos::change`].
+    pub async fn put(
+        &self,
+        key: impl Into<Key>,
+        data: Vec<u8>,
+    ) -> Result<Outcome, PaxosClientError> {
+        self.change(key, Change::Set(Entry::new(data))).await
+    }
+
+    /// Sets `key` to `new` if it holds `expected` now (`None`: absent, or delete). The
+    /// outcome's `applied` says whether it did; its `before` is what the key held.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Paxos::change`].
+    pub async fn compare_and_set(
+        &self,
+        key: impl Into<Key>,
+        expected: Option<Entry>,
+        new: Option<Entry>,
+    ) -> Result<Outcome, PaxosClientError> {
+        self.change(key, Change::CompareAndSet { expected, new }).await
+    }
+
+    /// Removes `key`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Paxos::change`].
+    pub async fn delete(&self, key: impl Into<Key>) -> Result<Outcome, PaxosClientError> {
+        self.change(key, Change::Delete).await
+    }
+
+    /// Sets `key` to `data` bound to `holder`, and watches the holder: when it dies, this
+    /// node clears the entry with [`Change::ClearIfOwner`] (see the module docs for who clears
+    /// what). The watch lasts until the clear completes or the service stops.
+    ///
+    /// # Errors
+    ///
+    /// [`OwnedWriteError::RemoteProcess`] for a process of another node (nothing written),
+    /// [`OwnedWriteError::HolderDied`] if the holder was already gone once the entry was
+    /// written (it is being cleared), [`OwnedWriteError::Write`] if the write failed.
+    pub async fn put_owned(
+        &self,
+        key: impl Into<Key>,
+        data: Vec<u8>,
+        holder: Holder,
+    ) -> Result<Outcome, OwnedWriteError> {
+        let key = key.into();
+        let runtime = self.inner.node.runtime();
+        if let Holder::Process(pid) = holder
+            && pid.node() != shoal_process::NodeId::from_name(self.inner.node.name())
+        {
+            return Err(OwnedWriteError::RemoteProcess(pid));
+        }
+        // Watch first, so that a death during the write is not missed.
+        let death: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match &holder {
+            Holder::Process(pid) => {
+                let watch = runtime.watch(*pid);
+                Box::pin(async move {
+                    watch.await;
+                })
+            }
+            Holder::Node(name) if name == self.inner.node.name() => {
+                Box::pin(std::future::pending())
+            }
+            Holder::Node(name) => {
+                let down = self.inner.node.monitor_node(name);
+                Box::pin(async move {
+                    down.await;
+                })
+            }
+        };
+        let owner = holder.owner();
+        let outcome =
+            self.change(key.clone(), Change::Set(Entry::owned(data, owner.clone()))).await;
+        // Even a failed write may have taken effect: watch whenever it may have.
+        let written = match &outcome {
+            Ok(_) => true,
+            Err(error) => error.maybe_applied(),
+        };
+        if written {
+            let weak = self.inner.commands.downgrade();
+            let retry_every = self.inner.retry_every;
+            tokio::spawn(clear_when_dead(death, weak, key, owner, retry_every));
+        }
+        let outcome = outcome?;
+        let dead = match &holder {
+            Holder::Process(pid) => !runtime.is_alive(*pid),
+            Holder::Node(name) => {
+                name != self.inner.node.name() && !self.inner.node.is_connected(name)
+            }
+        };
+        if dead {
+            return Err(OwnedWriteError::HolderDied);
+        }
+        Ok(outcome)
+    }
+
+    /// Whether a majority of the acceptor set is reachable from this node now.
+    pub fn has_quorum(&self) -> bool {
+        *self.inner.quorum.borrow()
+    }
+
+    /// Quorum-up and quorum-down events from now on (the current state is
+    /// [`Paxos::has_quorum`]).
+    pub fn subscribe(&self) -> broadcast::Receiver<QuorumEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Whether this node's acceptor votes: false for a node outside the acceptor set, and
+    /// while an acceptor without state rejoins (which, for an in-memory acceptor just started,
+    /// needs answers from a majority of the other acceptors too; see the crate docs).
+    pub fn is_voting(&self) -> bool {
+        self.inner.voting.load(Ordering::Relaxed)
+    }
+
+    /// The node this service runs on.
+    pub fn node(&self) -> &Node {
+        &self.inner.node
+    }
+
+    /// Stops the service on this node: closes the transport service and the acceptor's
+    /// storage; changes still running fail with [`PaxosClientError::Stopped`]. Returns once
+    /// the storage is closed (so the same directory can be opened again).
+    pub async fn stop(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.inner.commands.send(Command::Stop(done)).await.is_ok() {
+            let _ = stopped.await;
+        }
+    }
+}
+
+/// Waits for the holder's death, then clears the entry if it is still the holder's, retrying
+/// failed clears until one completes or the service stops.
+async fn clear_when_dead(
+    death: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    commands: mpsc::WeakSender<Command>,
+    key: Key,
+    owner: Owner,
+    retry_every: Duration,
+) {
+    death.await;
+    loop {
+        let Some(commands) = commands.upgrade() else { return };
+        let (reply, answer) = oneshot::channel();
+        let change = Change::ClearIfOwner(owner.clone());
+        if commands.send(Command::Propose { key: key.clone(), change, reply }).await.is_err() {
+            return;
+        }
+        drop(commands);
+        match answer.await {
+            Ok(Ok(_)) => return,
+            Ok(Err(error)) => {
+                tracing::debug!(?key, %error, "clearing an owned entry failed; retrying");
+                tokio::time::sleep(retry_every).await;
+            }
+            Err(_) => return,
+        }
+    }
+}

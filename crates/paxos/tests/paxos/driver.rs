@@ -1,0 +1,421 @@
+//! The driver over real TCP: in-process nodes on 127.0.0.1 port 0, each running the Paxos
+//! service. These check the glue (messages, timers, node events, storage, owned entries), not
+//! the protocol, which the simulations check.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::Location;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shoal_paxos::driver::{
+    Holder, Paxos, PaxosClientError, PaxosConfig, QuorumEvent, StorageConfig,
+};
+use shoal_paxos::{Change, Entry};
+use shoal_process::{Context, ExitReason, Process, ReplyTo};
+use shoal_transport::{Direction, Fault, Node, NodeBuilder};
+use tokio::sync::broadcast;
+
+const SECRET: &str = "paxos test secret";
+
+/// Every wait in these tests is bounded by this.
+const BOUND: Duration = Duration::from_secs(20);
+
+/// The deadline of a change in these tests: short, so that `NoQuorum` comes soon.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
+const NAMES: [&str; 3] = ["a", "b", "c"];
+
+fn builder(name: &str) -> NodeBuilder {
+    Node::builder(name, SECRET)
+        .heartbeat(Duration::from_millis(100), Duration::from_millis(2_000))
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
+        .gossip_interval(Duration::from_millis(200))
+}
+
+fn config(storage: StorageConfig) -> PaxosConfig {
+    let mut config = PaxosConfig::new(NAMES.iter().map(|name| name.to_string()).collect());
+    config.storage = storage;
+    config.request_timeout = REQUEST_TIMEOUT;
+    config.round_timeout = Duration::from_millis(50);
+    config.seed = 7;
+    config
+}
+
+/// Awaits `future`, failing the test (at the caller's line) if it takes longer than [`BOUND`].
+#[track_caller]
+fn within<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    let caller = Location::caller();
+    async move {
+        match tokio::time::timeout(BOUND, future).await {
+            Ok(output) => output,
+            Err(_) => panic!("{caller}: still waiting after {BOUND:?}"),
+        }
+    }
+}
+
+/// Polls `check` until it holds, or panics after [`BOUND`] with `what`.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Puts `data` at `key`, retrying failures until one succeeds (bounded by [`BOUND`]). Used
+/// right after a node dies or a partition heals: a change that was, say, forwarded to a node
+/// that has just gone down fails by its deadline, and its caller tries again.
+async fn put_until_ok(paxos: &Paxos, key: &str, data: &[u8]) {
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while let Err(error) = paxos.put(key, data.to_vec()).await {
+        assert!(tokio::time::Instant::now() < deadline, "no put succeeded: {error}");
+    }
+}
+
+/// The next quorum event; fails after [`BOUND`].
+#[track_caller]
+fn next_quorum_event(
+    events: &mut broadcast::Receiver<QuorumEvent>,
+) -> impl Future<Output = QuorumEvent> {
+    within(async move {
+        loop {
+            match events.recv().await {
+                Ok(event) => return event,
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("the quorum events closed"),
+            }
+        }
+    })
+}
+
+/// Nodes named `names`, joined through the first, waited until full mesh.
+async fn nodes(names: &[&str]) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for name in names {
+        nodes.push(builder(name).start().await.expect("node starts"));
+    }
+    for node in &nodes[1..] {
+        node.join(nodes[0].listen_addr()).await.expect("join");
+    }
+    let expected = nodes.len() - 1;
+    eventually("full mesh", || {
+        let nodes = nodes.clone();
+        async move { nodes.iter().all(|node| node.nodes().len() == expected) }
+    })
+    .await;
+    nodes
+}
+
+/// Three nodes, every one an acceptor, each with the Paxos service (storage from `storage`).
+async fn cluster(storage: impl Fn(&str) -> StorageConfig) -> (Vec<Node>, Vec<Paxos>) {
+    let nodes = nodes(&NAMES).await;
+    let mut services = Vec::new();
+    for node in &nodes {
+        services.push(Paxos::start(node, config(storage(node.name()))).await.expect("starts"));
+    }
+    all_voting(&services).await;
+    (nodes, services)
+}
+
+/// Waits until every acceptor votes: in-memory acceptors that just started rejoin from each
+/// other first, and one that has not rejoined when another dies may wait for it.
+async fn all_voting(services: &[Paxos]) {
+    eventually("every acceptor votes", || {
+        let voting = services.iter().all(Paxos::is_voting);
+        async move { voting }
+    })
+    .await;
+}
+
+async fn stop(nodes: &[Node], services: &[Paxos]) {
+    for service in services {
+        within(service.stop()).await;
+    }
+    for node in nodes {
+        node.shutdown();
+    }
+}
+
+/// A counter that remembers, for each writer, the last increment it applied: an increment
+/// retried after an error whose outcome is unknown is applied at most once. This is how a
+/// caller deduplicates by (writer, sequence) with compare-and-set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Counter {
+    total: u64,
+    last: BTreeMap<String, u64>,
+}
+
+impl Counter {
+    fn decode(entry: Option<&Entry>) -> Counter {
+        entry.map_or_else(Counter::default, |entry| {
+            rmp_serde::from_slice(&entry.data).expect("a counter entry")
+        })
+    }
+
+    fn encode(&self) -> Entry {
+        Entry::new(rmp_serde::to_vec(self).expect("a counter encodes"))
+    }
+}
+
+/// Applies increment `seq` of `writer` exactly once, retrying conflicts and errors.
+async fn increment(paxos: &Paxos, key: &str, writer: &str, seq: u64) {
+    let mut current: Option<Entry> = None;
+    loop {
+        let counter = Counter::decode(current.as_ref());
+        if counter.last.get(writer).is_some_and(|&last| last >= seq) {
+            return;
+        }
+        let mut next = counter.clone();
+        next.total += 1;
+        next.last.insert(writer.to_owned(), seq);
+        match paxos.compare_and_set(key, current.clone(), Some(next.encode())).await {
+            Ok(outcome) if outcome.applied => return,
+            Ok(outcome) => current = outcome.before.entry,
+            // Unknown outcome (or none): read the key again and decide from what it holds.
+            Err(_) => current = paxos.get(key).await.ok().flatten(),
+        }
+    }
+}
+
+/// Rule (linearisable per-key registers): concurrent writers on every node increment one key;
+/// the final value counts every acknowledged increment exactly once, and every node reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_increments_from_every_node_are_all_counted_once() {
+    let (nodes, services) = cluster(|_| StorageConfig::Memory).await;
+    const PER_WRITER: u64 = 20;
+    let mut writers = Vec::new();
+    for (index, paxos) in services.iter().enumerate() {
+        for lane in 0..2 {
+            let paxos = paxos.clone();
+            let writer = format!("{}-{lane}", NAMES[index]);
+            writers.push(tokio::spawn(async move {
+                for seq in 1..=PER_WRITER {
+                    increment(&paxos, "counter", &writer, seq).await;
+                }
+            }));
+        }
+    }
+    let count = writers.len() as u64;
+    for writer in writers {
+        within(writer).await.expect("the writer finishes");
+    }
+    for paxos in &services {
+        let read = within(paxos.get("counter")).await.expect("a quorum is up");
+        let counter = Counter::decode(read.as_ref());
+        assert_eq!(counter.total, count * PER_WRITER, "read on {}", paxos.node().name());
+        assert!(counter.last.values().all(|&last| last == PER_WRITER));
+    }
+
+    // `Add` counts too, and `put`, `compare_and_set` and `delete` do what they say.
+    for paxos in &services {
+        within(paxos.change("adds", Change::Add(2))).await.expect("adds");
+    }
+    let adds = within(services[1].get("adds")).await.expect("reads");
+    assert_eq!(adds.map(|entry| entry.data), Some(6i64.to_be_bytes().to_vec()));
+    within(services[0].put("k", b"one".to_vec())).await.expect("puts");
+    let refused = within(services[1].compare_and_set("k", None, Some(Entry::new("two"))))
+        .await
+        .expect("runs");
+    assert!(!refused.applied);
+    assert_eq!(refused.before.entry, Some(Entry::new("one")));
+    let swapped =
+        within(services[2].compare_and_set("k", Some(Entry::new("one")), Some(Entry::new("two"))))
+            .await
+            .expect("runs");
+    assert!(swapped.applied);
+    within(services[2].delete("k")).await.expect("deletes");
+    assert_eq!(within(services[1].get("k")).await.expect("reads"), None);
+    stop(&nodes, &services).await;
+}
+
+/// Rule (quorum = majority of the acceptor set): with one of three acceptors killed, the two
+/// left still complete changes; with two killed, a change fails with a typed `NoQuorum` by its
+/// deadline, and the survivor publishes quorum-down (and quorum-up when the peers return).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_down_is_writable_two_down_is_no_quorum() {
+    let (nodes, services) = cluster(|_| StorageConfig::Memory).await;
+    within(services[0].put("k", b"before".to_vec())).await.expect("all up");
+    assert!(services[0].has_quorum());
+    let mut events = services[0].subscribe();
+
+    nodes[2].shutdown();
+    put_until_ok(&services[0], "k", b"one down").await;
+    let read = within(services[1].get("k")).await.expect("a majority is up");
+    assert_eq!(read, Some(Entry::new("one down")));
+
+    nodes[1].shutdown();
+    let failed = within(services[0].put("k", b"two down".to_vec())).await;
+    assert!(matches!(failed, Err(PaxosClientError::NoQuorum { .. })), "{failed:?}");
+    let failed = within(services[0].get("other")).await;
+    assert_eq!(failed, Err(PaxosClientError::NoQuorum { maybe_applied: false }));
+    assert_eq!(next_quorum_event(&mut events).await, QuorumEvent::Down);
+    assert!(!services[0].has_quorum());
+    stop(&nodes, &services).await;
+}
+
+/// A directory under the system's temp dir, unique to this test run, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> TempDir {
+        let unique = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos());
+        let dir = std::env::temp_dir()
+            .join(format!("shoal-paxos-{what}-{}-{unique}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("the temp dir is writable");
+        TempDir(dir)
+    }
+
+    fn storage(&self, node: &str) -> StorageConfig {
+        StorageConfig::File(self.0.join(node))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Rule (durable acceptors): acceptors on `FileStorage` restarted — one alone, then the
+/// whole cluster at once — come back with every chosen value (an in-memory cluster restarted
+/// whole would start empty).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acceptors_restarted_from_file_storage_lose_nothing() {
+    let dir = TempDir::new("restart");
+    let (mut nodes, mut services) = cluster(|name| dir.storage(name)).await;
+    for n in 0..20u32 {
+        let key = format!("key-{n}");
+        let paxos = &services[n as usize % 3];
+        within(paxos.put(key.as_str(), n.to_be_bytes().to_vec())).await.expect("all up");
+    }
+
+    // c restarts on its own: a new incarnation of the node, the same directory.
+    within(services[2].stop()).await;
+    nodes[2].shutdown();
+    let c = builder("c").start().await.expect("c restarts");
+    c.join(nodes[0].listen_addr()).await.expect("c rejoins");
+    services[2] = Paxos::start(&c, config(dir.storage("c"))).await.expect("c's service starts");
+    nodes[2] = c;
+    within(services[2].put("key-20", 20u32.to_be_bytes().to_vec())).await.expect("c writes");
+
+    // The whole cluster restarts.
+    stop(&nodes, &services).await;
+    let restarted = self::nodes(&NAMES).await;
+    services.clear();
+    for node in &restarted {
+        services.push(Paxos::start(node, config(dir.storage(node.name()))).await.expect("starts"));
+    }
+    all_voting(&services).await;
+    for n in 0..=20u32 {
+        let key = format!("key-{n}");
+        let read = within(services[(n as usize + 1) % 3].get(key.as_str())).await.expect("reads");
+        assert_eq!(read, Some(Entry::new(n.to_be_bytes())), "{key}");
+    }
+    stop(&restarted, &services).await;
+}
+
+/// Cuts `node` off from every other node of `nodes`, both ways, on both sides.
+fn isolate(nodes: &[Node], node: usize) {
+    for (index, other) in nodes.iter().enumerate() {
+        if index != node {
+            other.inject_fault(nodes[node].name(), Direction::Both, Fault::Cut);
+            nodes[node].inject_fault(other.name(), Direction::Both, Fault::Cut);
+        }
+    }
+}
+
+/// Rule (a minority cannot decide): a node cut off from the other two cannot complete a
+/// change and sees quorum-down; the majority goes on writing; once healed, the minority node
+/// sees quorum-up and reads what the majority wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_minority_cannot_write_and_agrees_after_healing() {
+    let (nodes, services) = cluster(|_| StorageConfig::Memory).await;
+    within(services[2].put("k", b"before".to_vec())).await.expect("all up");
+    let mut events = services[2].subscribe();
+
+    isolate(&nodes, 2);
+    let failed = within(services[2].put("k", b"minority".to_vec())).await;
+    assert!(matches!(failed, Err(PaxosClientError::NoQuorum { .. })), "{failed:?}");
+    assert_eq!(next_quorum_event(&mut events).await, QuorumEvent::Down);
+    // A change from a that meets c's minority write may be forwarded to c (its designated
+    // proposer) before a sees c down, and time out: a tries again.
+    put_until_ok(&services[0], "k", b"majority").await;
+
+    for node in &nodes {
+        node.heal_all();
+    }
+    assert_eq!(next_quorum_event(&mut events).await, QuorumEvent::Up);
+    eventually("full mesh again", || {
+        let nodes = nodes.clone();
+        async move { nodes.iter().all(|node| node.nodes().len() == 2) }
+    })
+    .await;
+    for paxos in &services {
+        let paxos = paxos.clone();
+        eventually("every node reads the majority's write", || {
+            let paxos = paxos.clone();
+            async move { paxos.get("k").await == Ok(Some(Entry::new("majority"))) }
+        })
+        .await;
+    }
+    stop(&nodes, &services).await;
+}
+
+/// Idles until it is stopped: a holder for owned entries.
+struct Idle;
+
+impl Process for Idle {
+    type Message = ();
+    type Call = ();
+    type Reply = ();
+
+    async fn handle_cast(&mut self, (): (), _: &mut Context<Self>) {}
+
+    async fn handle_call(&mut self, (): (), reply: ReplyTo<()>, _: &mut Context<Self>) {
+        reply.send(());
+    }
+}
+
+/// Rule (owned entries are cleared by a consensus write): an entry bound to a process is
+/// cleared by the writing node when that process exits, and one bound to a node when that
+/// node goes down; a process of another node cannot hold an entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owned_entries_are_cleared_when_their_holder_dies() {
+    let (nodes, services) = cluster(|_| StorageConfig::Memory).await;
+    let pid = nodes[0].runtime().spawn(Idle).pid();
+    within(services[0].put_owned("lock", b"held".to_vec(), Holder::Process(pid)))
+        .await
+        .expect("written");
+    let held = within(services[1].get("lock")).await.expect("reads");
+    assert_eq!(held, Some(Entry::owned("held", Holder::Process(pid).owner())));
+    let remote = within(services[1].put_owned("x", Vec::new(), Holder::Process(pid))).await;
+    assert!(remote.is_err(), "{remote:?}");
+
+    nodes[0].runtime().exit(pid, ExitReason::Shutdown);
+    let reader = services[1].clone();
+    eventually("the process's entry is cleared", || {
+        let reader = reader.clone();
+        async move { reader.get("lock").await == Ok(None) }
+    })
+    .await;
+
+    within(services[0].put_owned("singleton", b"on c".to_vec(), Holder::Node("c".into())))
+        .await
+        .expect("written");
+    nodes[2].shutdown();
+    let reader = services[1].clone();
+    eventually("the node's entry is cleared", || {
+        let reader = reader.clone();
+        async move { reader.get("singleton").await == Ok(None) }
+    })
+    .await;
+    stop(&nodes, &services).await;
+}
