@@ -38,7 +38,14 @@
 //! remembered for [`Config::forget_lost_after`]; every [`Config::tick`] the driver tries one
 //! of them, and if it answers, joins the overlay through it again. That is how two halves
 //! of a healed partition find each other, whose passive views forgot the other side while it
-//! was unreachable.
+//! was unreachable. In [`Mode::Existing`] a lost peer that connects again is joined through
+//! at once, on its up event, unless it is a neighbour already.
+//!
+//! **Restarts.** A node may restart on another port under the same name. A contact of that
+//! name at another address than the transport knows now is dropped from the views and the
+//! lost set (when the node connects or sends an overlay message, or a message is about to go
+//! to the old address), and lost peers are retried at their current address, so that an old
+//! address never holds a view slot under a name that is still connected.
 //!
 //! **Anti-entropy.** When a Plumtree core asks for an exchange with a peer, the driver calls
 //! the handler's [`exchange`](Handler::exchange) and, if it agrees, sends the peer the

@@ -185,6 +185,7 @@ impl Task {
                     return;
                 }
                 self.last_traffic.insert(from.clone(), now);
+                self.forget_stale(now, &contact);
                 let disconnect = matches!(message, hyparview::Message::Disconnect);
                 if let Err(error) = self.overlay.handle_message(now, contact, message) {
                     tracing::debug!(%from, %error, "overlay message ignored");
@@ -224,6 +225,10 @@ impl Task {
     fn on_command(&mut self, now: Instant, command: Command) {
         match command {
             Command::Join(contact) => {
+                let contact = match self.config.mode {
+                    Mode::Managed => contact,
+                    Mode::Existing => self.contact_of(&contact.name).unwrap_or(contact),
+                };
                 self.first_contact.get_or_insert_with(|| contact.clone());
                 self.join(now, contact);
             }
@@ -289,13 +294,7 @@ impl Task {
                 Mode::Managed => {
                     self.last_traffic.entry(node).or_insert(now);
                 }
-                Mode::Existing => {
-                    if self.overlay.is_isolated()
-                        && let Some(contact) = self.contact_of(&node)
-                    {
-                        self.join(now, contact);
-                    }
-                }
+                Mode::Existing => self.on_existing_up(now, &node),
             },
             Ok(NodeEvent::Down { node, .. }) => {
                 if let Some(contact) = self.active_contact(&node) {
@@ -318,6 +317,39 @@ impl Task {
                 }
             }
             Err(broadcast::error::RecvError::Closed) => {}
+        }
+    }
+
+    /// [`Mode::Existing`]: `name` connected. Any contact of that name at another address (the
+    /// node restarted on a new port) is dropped first. Then this node joins through it if it
+    /// is isolated, or if it is a lost peer that is not a neighbour: the transport reconnects
+    /// a healed partition's halves, and this is the moment to reconnect the overlay's halves
+    /// too. Waiting for the lost peer's turn in [`Task::retry_lost`] is not enough: if every
+    /// node of one half had already forgotten or dropped the other half (its passive view
+    /// lost it when its failures were detected), nothing else would bring them together.
+    fn on_existing_up(&mut self, now: Instant, name: &str) {
+        let Some(contact) = self.contact_of(name) else { return };
+        self.forget_stale(now, &contact);
+        let lost = self.lost.keys().any(|c| c.name == name);
+        if self.overlay.is_isolated() || (lost && !self.is_active(name)) {
+            tracing::debug!(node = %self.me, peer = %contact, "a lost peer is back: rejoining through it");
+            self.join(now, contact);
+        }
+    }
+
+    /// Drops every contact named like `current` but at another address, from the views and
+    /// the lost set: that node restarted on another port, and its old address is gone for
+    /// good. Left in place, an old contact would take an active slot under a name that is
+    /// still connected (messages go by name, so nothing would ever fail it), and a join or
+    /// repair through it would be answered from the new address, leaving one-sided links.
+    fn forget_stale(&mut self, now: Instant, current: &Contact) {
+        let is_stale = |c: &Contact| c.name == current.name && c.addr != current.addr;
+        self.lost.retain(|c, _| !is_stale(c));
+        let views = self.overlay.active_view().iter().chain(self.overlay.passive_view());
+        let stale: Vec<Contact> = views.filter(|c| is_stale(c)).cloned().collect();
+        for contact in stale {
+            tracing::debug!(node = %self.me, peer = %contact, %current, "dropping an old address");
+            self.overlay.peer_failed(now, &contact);
         }
     }
 
@@ -454,7 +486,10 @@ impl Task {
 
     async fn retry(&mut self, now: Instant, contact: Contact) {
         if self.node.is_connected(&contact.name) {
-            self.join(now, contact);
+            // Through the address it has now (it may have restarted on another port).
+            let current = self.contact_of(&contact.name).unwrap_or(contact);
+            self.forget_stale(now, &current);
+            self.join(now, current);
         } else if self.config.mode == Mode::Managed {
             self.connect(contact, None, true);
         }
@@ -476,8 +511,12 @@ impl Task {
                         }
                     }
                     hyparview::Output::NeighbourDown(peer) => {
-                        for tree in self.trees.values_mut() {
-                            tree.neighbour_down(&peer.name);
+                        // Trees know peers by name: an old address of a neighbour going
+                        // leaves the neighbour in them.
+                        if !self.is_active(&peer.name) {
+                            for tree in self.trees.values_mut() {
+                                tree.neighbour_down(&peer.name);
+                            }
                         }
                         // Its connection lingers from now, so a DISCONNECT can still go out.
                         self.last_traffic.insert(peer.name, now);
@@ -523,6 +562,16 @@ impl Task {
         to: Contact,
         message: hyparview::Message<Contact>,
     ) {
+        if self.config.mode == Mode::Existing
+            && let Some(current) = self.contact_of(&to.name)
+            && current.addr != to.addr
+        {
+            // An old address (from a shuffle or a walk that started before the restart): the
+            // message would reach the node at its new one, which would answer as another
+            // contact. The old one is dropped instead, and HyParView picks another peer.
+            self.forget_stale(now, &current);
+            return;
+        }
         let wire = Wire::Overlay { from: self.me.clone(), message };
         self.last_traffic.insert(to.name.clone(), now);
         if self.node.is_connected(&to.name) {

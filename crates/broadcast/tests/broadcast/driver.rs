@@ -1,5 +1,5 @@
-//! The driver over real TCP: in-process nodes on 127.0.0.1 (port 0) in managed membership,
-//! HyParView choosing the connections. Every wait is bounded by [`BOUND`]; nothing sleeps to
+//! The driver over real TCP: in-process nodes on 127.0.0.1 (port 0), in managed membership
+//! (HyParView choosing the connections) or full mesh ([`Mode::Existing`]). Every wait is bounded by [`BOUND`]; nothing sleeps to
 //! synchronise or asserts on timing; every test shuts its nodes down (also when it fails, as
 //! the nodes live in the test's tokio runtime, which ends with it).
 
@@ -287,37 +287,164 @@ async fn after_a_partition_heals_anti_entropy_delivers_what_each_side_missed() {
     cluster.shutdown();
 }
 
+/// A node in full-mesh membership (the transport connects every member to every other),
+/// with the same short heartbeats as [`start_node`].
+async fn start_mesh_node(name: &str) -> Node {
+    Node::builder(name, "broadcast test secret")
+        .heartbeat(Duration::from_millis(100), Duration::from_millis(2_000))
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
+        .gossip_interval(Duration::from_millis(200))
+        .start()
+        .await
+        .expect("node starts")
+}
+
+impl Cluster {
+    /// `n` full-mesh nodes `m0..`, each with a driver in [`Mode::Existing`] and a [`Log`];
+    /// every node joins the mesh through `m0`. Returns once the mesh is full.
+    async fn start_mesh(n: usize) -> Cluster {
+        let config = Config { mode: Mode::Existing, ..config() };
+        let mut cluster = Cluster { nodes: Vec::new(), drivers: Vec::new(), logs: Vec::new() };
+        for i in 0..n {
+            let node = start_mesh_node(&format!("m{i}")).await;
+            let (driver, log) = cluster.start_driver(&node, &config).await;
+            cluster.nodes.push(node);
+            cluster.drivers.push(driver);
+            cluster.logs.push(log);
+        }
+        cluster.wait_for_full_mesh().await;
+        cluster
+    }
+
+    async fn start_driver(&self, node: &Node, config: &Config) -> (Driver, Log<String>) {
+        let driver = Driver::start(node, config.clone()).await.expect("driver starts");
+        let log = Log::new(node, 10_000);
+        driver.register(HANDLER, log.clone()).await.expect("registers");
+        if let Some(first) = self.nodes.first()
+            && first.name() != node.name()
+        {
+            within(node.join(first.listen_addr())).await.expect("joins");
+        }
+        (driver, log)
+    }
+
+    async fn wait_for_full_mesh(&self) {
+        let others = self.nodes.len() - 1;
+        eventually(self, "full mesh", || {
+            self.nodes.iter().all(|node| node.nodes().len() == others)
+        })
+        .await;
+    }
+}
+
 /// Full-mesh membership ([`Mode::Existing`]): the same cores run over the connections the
 /// transport keeps (HyParView picks neighbours among connected nodes, and the driver opens
 /// or closes none), and a broadcast reaches every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_a_full_mesh_the_cores_use_the_existing_connections() {
-    let config = Config { mode: Mode::Existing, ..config() };
-    let mut cluster = Cluster { nodes: Vec::new(), drivers: Vec::new(), logs: Vec::new() };
-    for i in 0..6 {
-        let node = Node::builder(format!("m{i}"), "broadcast test secret")
-            .heartbeat(Duration::from_millis(100), Duration::from_millis(2_000))
-            .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
-            .gossip_interval(Duration::from_millis(200))
-            .start()
-            .await
-            .expect("node starts");
-        let driver = Driver::start(&node, config.clone()).await.expect("driver starts");
-        let log = Log::new(&node, 10_000);
-        driver.register(HANDLER, log.clone()).await.expect("registers");
-        if i > 0 {
-            within(node.join(cluster.nodes[0].listen_addr())).await.expect("joins");
-        }
-        cluster.nodes.push(node);
-        cluster.drivers.push(driver);
-        cluster.logs.push(log);
-    }
-    eventually(&cluster, "full mesh", || cluster.nodes.iter().all(|node| node.nodes().len() == 5))
-        .await;
+    let cluster = Cluster::start_mesh(6).await;
     let all: Vec<usize> = (0..6).collect();
     cluster.broadcast(3, "mesh").await;
     eventually(&cluster, "all 6 nodes deliver", || cluster.delivered(&all, "mesh")).await;
     // The transport's mesh is untouched: nobody was disconnected by the driver.
     assert!(cluster.nodes.iter().all(|node| node.nodes().len() == 5), "{}", cluster.report().await);
+    cluster.shutdown();
+}
+
+/// HyParView's rejoin after a partition, over a full mesh: two groups are cut apart (both
+/// directions) long enough that every node detects the other side's failures and its active
+/// view drops them; once healed, the transport reconnects the mesh, and the overlay must become one
+/// again: a broadcast from each side reaches every node. (Regression: the overlay could stay
+/// split for good, each half's views holding only its own half, while the mesh was whole.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_a_full_mesh_a_healed_partition_becomes_one_overlay_again() {
+    let cluster = Cluster::start_mesh(5).await;
+    let all: Vec<usize> = (0..5).collect();
+    let (left, right): (Vec<usize>, Vec<usize>) = all.iter().partition(|&&i| i < 2);
+    for &l in &left {
+        for &r in &right {
+            let (a, b) = (&cluster.nodes[l], &cluster.nodes[r]);
+            a.inject_fault(b.name(), Direction::Both, Fault::Cut);
+            b.inject_fault(a.name(), Direction::Both, Fault::Cut);
+        }
+    }
+    let other_side = |i: usize| if left.contains(&i) { &right } else { &left };
+    eventually_async(&cluster, "no active view holds a node across the cut", || {
+        let nodes = &cluster.nodes;
+        let drivers = cluster.drivers.clone();
+        async move {
+            for (i, driver) in drivers.iter().enumerate() {
+                let across: Vec<&str> = other_side(i).iter().map(|&k| nodes[k].name()).collect();
+                let Some(views) = driver.views().await else { return false };
+                let crosses = views.active.iter().any(|c| across.contains(&c.name.as_str()));
+                let connected = across.iter().any(|name| nodes[i].is_connected(name));
+                if crosses || connected {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    for node in &cluster.nodes {
+        node.heal_all();
+    }
+    cluster.wait_for_full_mesh().await;
+    cluster.broadcast(left[0], "from the left").await;
+    cluster.broadcast(right[0], "from the right").await;
+    eventually(&cluster, "every node delivers both sides' broadcasts", || {
+        cluster.delivered(&all, "from the left") && cluster.delivered(&all, "from the right")
+    })
+    .await;
+    cluster.shutdown();
+}
+
+/// A node that crashes and restarts on a new port (same name, new address) over a full
+/// mesh: the overlay takes it back, its old address leaves every view (an old contact of a
+/// connected name would hold a view slot that nothing ever fails), and broadcasts from it
+/// and to it reach every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_a_full_mesh_a_node_restarted_on_a_new_port_replaces_its_old_address() {
+    let mut cluster = Cluster::start_mesh(4).await;
+    let all: Vec<usize> = (0..4).collect();
+    cluster.broadcast(0, "before").await;
+    eventually(&cluster, "all 4 nodes deliver", || cluster.delivered(&all, "before")).await;
+
+    let old = cluster.nodes[3].clone();
+    let old_addr = old.listen_addr();
+    old.shutdown();
+    eventually(&cluster, "the others see m3 down", || {
+        cluster.nodes[..3].iter().all(|node| !node.is_connected("m3"))
+    })
+    .await;
+    let node = start_mesh_node("m3").await;
+    assert_ne!(node.listen_addr(), old_addr, "the restarted node listens on a new port");
+    let (driver, log) =
+        cluster.start_driver(&node, &Config { mode: Mode::Existing, ..config() }).await;
+    cluster.nodes[3] = node;
+    cluster.drivers[3] = driver;
+    cluster.logs[3] = log;
+    cluster.wait_for_full_mesh().await;
+
+    cluster.broadcast(3, "from the restarted node").await;
+    cluster.broadcast(1, "to the restarted node").await;
+    eventually(&cluster, "every node delivers both broadcasts", || {
+        cluster.delivered(&all, "from the restarted node")
+            && cluster.delivered(&all, "to the restarted node")
+    })
+    .await;
+    eventually_async(&cluster, "no view holds m3's old address", || {
+        let drivers = cluster.drivers.clone();
+        async move {
+            for driver in drivers {
+                let Some(views) = driver.views().await else { return false };
+                if views.active.iter().chain(&views.passive).any(|c| c.addr == old_addr) {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
     cluster.shutdown();
 }
