@@ -6,13 +6,14 @@
 //! log; each key is its own consensus instance. Reads are linearisable because they are
 //! changes too ([`Change::Read`], a full round that writes the value back).
 //!
-//! This crate is the **sans-IO core**: [`Acceptor`] and [`Proposer`] are state machines. Events go
-//! in as method calls carrying `now` (`handle_message`, `handle_timeout`, `propose`); messages
-//! come out of `poll_transmit`, deadlines out of `poll_timeout`, finished changes out of
-//! [`Proposer::poll_completion`]. It does not do I/O, read a clock, spawn tasks or use global
-//! randomness (back-off jitter comes from a `SmallRng` seeded by the config). It does not know the
-//! transport: a [`NodeId`] is whatever number the driver gives a node, and [`Message`]s are serde
-//! types the driver encodes. Storage is the one synchronous boundary ([`Storage`]): a vote is
+//! Apart from its [`driver`], this crate is the **sans-IO core**: [`Acceptor`] and [`Proposer`]
+//! are state machines. Events go in as method calls carrying `now` (`handle_message`,
+//! `handle_timeout`, `propose`); messages come out of `poll_transmit`, deadlines out of
+//! `poll_timeout`, finished changes out of [`Proposer::poll_completion`]. It does not do I/O,
+//! read a clock, spawn tasks or use global randomness (back-off jitter comes from a `SmallRng`
+//! seeded by the config). It does not know the transport: a [`NodeId`] is whatever number the
+//! driver gives a node ([`driver::node_id`]), and [`Message`]s are serde types the driver
+//! encodes. Storage is the one synchronous boundary ([`Storage`]): a vote is
 //! written, and for [`FileStorage`] fsynced, before its reply is queued.
 //!
 //! # The protocol in brief
@@ -77,16 +78,23 @@
 //! rejoin from each other so the cluster works again, but it starts from what survived. Use
 //! [`FileStorage`] where that matters.
 //!
+//! # The driver
+//!
+//! [`driver`] runs a proposer and (on acceptor nodes) an acceptor per node over
+//! `shoal-transport`: [`driver::Paxos`] with `get`, `put`, `change`, `compare_and_set`,
+//! `delete`, owned entries cleared when their holder dies, typed errors saying whether a change
+//! may have applied, and quorum-up/down events. It is the only part of the crate that does I/O.
+//!
 //! # Not here (yet)
 //!
-//! The async driver that runs a proposer and an acceptor per node over `shoal-transport`
-//! (`get`, `put`, `compare_and_set`, `delete`, quorum-up/down events) is the next step; so is
-//! batching several changes of a key into one round, and group commit in the file store (today
-//! every vote is its own fsync). The file store keeps every slot in memory as well as on disk.
+//! Batching several changes of a key into one round, and group commit in the file store (today
+//! every vote is its own fsync, on the driver's task). The file store keeps every slot in
+//! memory as well as on disk.
 //!
 //! # Testing
 //!
-//! Rules are checked message by message in `tests/paxos/{acceptor,proposer,storage,membership}.rs`.
+//! Rules are checked message by message in `tests/paxos/{acceptor,proposer,storage,membership}.rs`;
+//! `tests/paxos/driver.rs` runs the driver on three in-process nodes over real TCP.
 //! `tests/paxos/sim/` runs a node per simulated process on `shoal-sim` and checks every key's
 //! history with its linearisability checker: 12,500 seeded schedules per run (lossy,
 //! duplicating, reordering network, partitions, crashes with durable or lost state, forwarding,

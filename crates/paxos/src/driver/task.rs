@@ -108,11 +108,18 @@ impl<S: Storage + Send + 'static> Driver<S> {
         self.update_quorum();
         self.pump();
         let mut events_open = true;
+        // One timer, moved only when the cores' next deadline moves.
+        let sleep = tokio::time::sleep_until(far_future());
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
         let stopped = loop {
             let deadline = self.next_deadline();
-            let sleep = tokio::time::sleep_until(
-                deadline.map_or_else(far_future, tokio::time::Instant::from_std),
-            );
+            if deadline != armed {
+                if let Some(at) = deadline {
+                    sleep.as_mut().reset(tokio::time::Instant::from_std(at));
+                }
+                armed = deadline;
+            }
             tokio::select! {
                 command = self.plumbing.commands.recv() => match command {
                     Some(Command::Propose { key, change, reply }) => {
@@ -133,7 +140,10 @@ impl<S: Storage + Send + 'static> Driver<S> {
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.update_quorum(),
                     Err(broadcast::error::RecvError::Closed) => events_open = false,
                 },
-                () = sleep, if deadline.is_some() => self.timeout(),
+                () = &mut sleep, if armed.is_some() => {
+                    armed = None;
+                    self.timeout();
+                }
             }
             self.pump();
         };
