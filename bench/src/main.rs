@@ -16,8 +16,8 @@
 //!
 //! Codemap: [`METRICS`] is the table of every metric; each area of Shoal has a module of its
 //! own ([`local`]: one node's process runtime; [`remote`]: two nodes in two OS processes;
-//! [`broadcast`]: Plumtree in simulation and over loopback), and [`harness`] holds what they
-//! share.
+//! [`paxos`]: three nodes' consensus; [`broadcast`]: Plumtree in simulation and over
+//! loopback), and [`harness`] holds what they share.
 //!
 //! Adding a metric: a function `fn() -> anyhow::Result<f64>` in its area's module that takes
 //! one sample, a row in [`METRICS`], and a doc comment saying exactly what is timed. A metric
@@ -27,6 +27,7 @@
 mod broadcast;
 mod harness;
 mod local;
+mod paxos;
 mod remote;
 
 use std::io::Write;
@@ -60,6 +61,8 @@ const METRICS: &[Metric] = &[
         unit: "us",
         sample: remote::control_ping_p99_us_under_bulk,
     },
+    Metric { name: "paxos_write_us", unit: "us", sample: paxos::paxos_write_us },
+    Metric { name: "paxos_writes_per_s", unit: "writes/s", sample: paxos::paxos_writes_per_s },
     Metric { name: "plumtree_rmr", unit: "ratio", sample: broadcast::plumtree_rmr },
     Metric {
         name: "plumtree_reliability_pct_20_crashed",
