@@ -4,7 +4,7 @@
 //! It builds the `shoal-node` binary (release, or debug with `--quick`, which CI has built
 //! already), starts N of them (5 by default) on 127.0.0.2, 127.0.0.3, ... with port 0, and
 //! drives each over its stdin and stdout with the line protocol documented in
-//! `crates/shoal/src/bin/shoal-node.rs`. The scenarios, in order:
+//! `crates/shoal/src/bin/shoal-node/main.rs`. The scenarios, in order:
 //!
 //! 1. **join**: each node is started with a seed: a node started before it, picked by the seed
 //!    of the run; every node must see every other, at its current incarnation (full mesh).
@@ -22,7 +22,14 @@
 //!    the sides must stay apart for a while; then every node heals, and the full mesh must
 //!    come back.
 //! 5. **storm after heal**: a smaller storm, to show messaging works after all that.
-//! 6. **exit on stdin close**: every node's stdin is closed; every node must exit cleanly.
+//! 6. **counter**: every node increments one Paxos register (`shoal-paxos`, acceptors on
+//!    every node, each with a file store) while a node is SIGKILLed, restarted and the cluster
+//!    partitioned; the minority must not manage a single increment, and at the end every node
+//!    must read exactly the number of increments acknowledged ([`counter`]).
+//! 7. **broadcast**: numbered Plumtree broadcasts (`shoal-broadcast`) from random nodes while
+//!    a node is SIGKILLed and restarted empty; every live node must end with every broadcast,
+//!    the restarted one through anti-entropy ([`broadcast`]).
+//! 8. **exit on stdin close**: every node's stdin is closed; every node must exit cleanly.
 //!    This is the rule that keeps nodes from outliving the driver however it dies.
 //!
 //! Each scenario prints progress while it runs; the report ends with one line per scenario
@@ -54,6 +61,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 
 use crate::{cargo, target_dir};
+
+mod broadcast;
+mod counter;
 
 /// Nodes unless `--nodes` says otherwise.
 const DEFAULT_NODES: usize = 5;
@@ -103,6 +113,10 @@ struct Profile {
     storm_timeout: Duration,
     /// How long the sides must stay apart before healing.
     partition_hold: Duration,
+    /// Rounds of increments (one per writer) in each phase of the counter scenario.
+    counter_rounds: usize,
+    /// Broadcasts in each phase of the broadcast scenario.
+    broadcasts_per_phase: u64,
     /// The whole run, after the build.
     deadline: Duration,
 }
@@ -117,6 +131,8 @@ const FULL: Profile = Profile {
     failure_timeout: Duration::from_secs(2),
     storm_timeout: Duration::from_secs(60),
     partition_hold: Duration::from_secs(3),
+    counter_rounds: 20,
+    broadcasts_per_phase: 50,
     deadline: Duration::from_secs(300),
 };
 
@@ -130,11 +146,13 @@ const QUICK: Profile = Profile {
     failure_timeout: Duration::from_millis(1200),
     storm_timeout: Duration::from_secs(30),
     partition_hold: Duration::from_secs(1),
-    deadline: Duration::from_secs(60),
+    counter_rounds: 4,
+    broadcasts_per_phase: 10,
+    deadline: Duration::from_secs(120),
 };
 
-// The quick run is CI's: it must stay within a minute, on the debug build CI has already.
-const _: () = assert!(QUICK.deadline.as_secs() <= 60 && !QUICK.release);
+// The quick run is CI's: it must stay within two minutes, on the debug build CI has already.
+const _: () = assert!(QUICK.deadline.as_secs() <= 120 && !QUICK.release);
 
 impl Profile {
     /// The latest a nodedown may be seen after the node was lost: the silence is noticed at
@@ -190,7 +208,10 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
     let binary = build_node_binary(profile.release)?;
     let log_dir = target_dir().join("cluster-test");
     prepare_log_dir(&log_dir)?;
-    let launch = Launch { binary, log_dir: log_dir.clone(), profile, seed };
+    let data_dir = log_dir.join("data");
+    let acceptors: Vec<String> = (0..options.nodes).map(node_name).collect();
+    let acceptors = acceptors.join(",");
+    let launch = Launch { binary, log_dir: log_dir.clone(), data_dir, acceptors, profile, seed };
     let mut cluster = Cluster::new(launch, options.nodes);
     let outcomes = run_scenarios(&mut cluster, profile);
     drop(cluster);
@@ -244,12 +265,18 @@ struct Outcome {
 /// A scenario: what it is called, what it checks (for the progress line), and how to run it.
 type Scenario = (&'static str, &'static str, fn(&mut Cluster, &Profile) -> Result<String>);
 
-const SCENARIOS: [Scenario; 6] = [
+const SCENARIOS: [Scenario; 8] = [
     ("join", "start the nodes, each seeded with an earlier one; wait for a full mesh", join),
     ("storm", "every node casts numbered messages to every other node", storm),
     ("kill", "SIGKILL a node; survivors report it down; restart it and rejoin", kill),
     ("partition", "cut the cluster in two, check both sides see it, heal", partition),
     ("storm after heal", "a smaller storm once the partition healed", storm_after_heal),
+    (
+        "counter",
+        "increment one Paxos register from every node through a kill and a partition",
+        counter::counter,
+    ),
+    ("broadcast", "broadcast from random nodes through a kill and a restart", broadcast::broadcast),
     ("exit on stdin close", "close every node's stdin; every node exits", exit_on_stdin_close),
 ];
 
@@ -496,13 +523,7 @@ fn kill(cluster: &mut Cluster, profile: &Profile) -> Result<String> {
 
 fn partition(cluster: &mut Cluster, profile: &Profile) -> Result<String> {
     cluster.wait_for_full_mesh().context("before the partition")?;
-    let mut shuffled: Vec<usize> = (0..cluster.size).collect();
-    cluster.rng.shuffle(&mut shuffled);
-    let minority_size = (cluster.size * 2 / 5).max(1);
-    let mut minority = shuffled[..minority_size].to_vec();
-    let mut majority = shuffled[minority_size..].to_vec();
-    minority.sort_unstable();
-    majority.sort_unstable();
+    let (minority, majority) = cluster.split();
     let sides = format!("{} | {}", cluster.names(&minority), cluster.names(&majority));
     println!("    partition {sides}");
     let result = cut_and_check(cluster, profile, &minority, &majority);
@@ -523,17 +544,8 @@ fn cut_and_check(
     minority: &[usize],
     majority: &[usize],
 ) -> Result<String> {
-    let mut cuts: Vec<(usize, String)> = Vec::new();
-    for (side, other) in [(minority, majority), (majority, minority)] {
-        for &node in side {
-            for &peer in other {
-                cuts.push((node, format!("fault cut {} both", cluster.nodes[peer].name)));
-            }
-        }
-    }
-    cluster.rng.shuffle(&mut cuts);
     let cut_from_ms = unix_ms();
-    cluster.ask_each(&cuts)?;
+    cluster.cut(minority, majority)?;
     let cuts_in_place_ms = unix_ms();
     let bound = profile.nodedown_bound();
     let expected_views: Vec<BTreeMap<String, u64>> = (0..cluster.size)
@@ -639,6 +651,11 @@ fn reasons(downs: &[Down]) -> String {
 struct Launch {
     binary: PathBuf,
     log_dir: PathBuf,
+    /// Where each node keeps its Paxos acceptor's file store (`DIR/NAME`), kept across a
+    /// restart.
+    data_dir: PathBuf,
+    /// The Paxos acceptor set: every node of the run, `a,b,c,...`.
+    acceptors: String,
     profile: &'static Profile,
     seed: u64,
 }
@@ -680,7 +697,7 @@ impl Cluster {
         seeds: &[SocketAddr],
         restart: bool,
     ) -> Result<&NodeProcess> {
-        let name = char::from(b'a' + index as u8).to_string();
+        let name = node_name(index);
         let ip = Ipv4Addr::new(127, 0, 0, 2 + index as u8);
         let deadline = self.until(START_TIMEOUT);
         let node = NodeProcess::start(&self.launch, &name, ip, seeds, restart, deadline)?;
@@ -690,6 +707,33 @@ impl Cluster {
             self.nodes.push(node);
         }
         Ok(&self.nodes[index])
+    }
+
+    /// Splits the nodes at random into a minority (two of five) and a majority, each sorted.
+    fn split(&mut self) -> (Vec<usize>, Vec<usize>) {
+        let mut shuffled: Vec<usize> = (0..self.size).collect();
+        self.rng.shuffle(&mut shuffled);
+        let minority_size = (self.size * 2 / 5).max(1);
+        let mut minority = shuffled[..minority_size].to_vec();
+        let mut majority = shuffled[minority_size..].to_vec();
+        minority.sort_unstable();
+        majority.sort_unstable();
+        (minority, majority)
+    }
+
+    /// Cuts every node of one side off from every node of the other, both directions, with
+    /// the nodes' fault injection (in a random order).
+    fn cut(&mut self, one: &[usize], other: &[usize]) -> Result<()> {
+        let mut cuts: Vec<(usize, String)> = Vec::new();
+        for (side, across) in [(one, other), (other, one)] {
+            for &node in side {
+                for &peer in across {
+                    cuts.push((node, format!("fault cut {} both", self.nodes[peer].name)));
+                }
+            }
+        }
+        self.rng.shuffle(&mut cuts);
+        self.ask_each(&cuts).map(drop)
     }
 
     fn names(&self, indexes: &[usize]) -> String {
@@ -720,6 +764,23 @@ impl Cluster {
         let deadline = self.until(COMMAND_TIMEOUT);
         sent.into_iter()
             .map(|(index, id, command)| self.nodes[index].answer(id, command, deadline))
+            .collect()
+    }
+
+    /// As [`Cluster::ask_each`], but a command answered with `error` is an outcome, not a
+    /// failure: each answer is its `ok` data or its error message. Only a node that does not
+    /// answer in time fails the whole call.
+    fn ask_each_outcomes(
+        &mut self,
+        commands: &[(usize, String)],
+    ) -> Result<Vec<std::result::Result<String, String>>> {
+        let mut sent = Vec::with_capacity(commands.len());
+        for (index, command) in commands {
+            sent.push((*index, self.nodes[*index].send(command)?, command));
+        }
+        let deadline = self.until(COMMAND_TIMEOUT);
+        sent.into_iter()
+            .map(|(index, id, command)| self.nodes[index].outcome(id, command, deadline))
             .collect()
     }
 
@@ -907,6 +968,9 @@ impl NodeProcess {
             .args(["--heartbeat-ms", &profile.heartbeat.as_millis().to_string()])
             .args(["--failure-timeout-ms", &profile.failure_timeout.as_millis().to_string()])
             .args(["--seed", &(launch.seed ^ u64::from(ip.octets()[3])).to_string()])
+            .args(["--acceptors", &launch.acceptors])
+            .arg("--data-dir")
+            .arg(launch.data_dir.join(name))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
@@ -951,17 +1015,29 @@ impl NodeProcess {
     /// Waits for the answer to command `id`: its data if it is `ok`, else an error. Answers to
     /// earlier commands that arrive late are skipped.
     fn answer(&mut self, id: u64, command: &str, deadline: Instant) -> Result<String> {
+        self.outcome(id, command, deadline)?
+            .map_err(|answer| anyhow!("{}: `{command}` answered `{answer}`", self.name))
+    }
+
+    /// Waits for the answer to command `id`: `Ok(data)` for `ok`, `Err(answer)` for anything
+    /// else; an error only if no answer comes in time.
+    fn outcome(
+        &mut self,
+        id: u64,
+        command: &str,
+        deadline: Instant,
+    ) -> Result<std::result::Result<String, String>> {
         let prefix = format!("{id} ");
         loop {
             let line = self.next_line(deadline).with_context(|| format!("`{command}`"))?;
             let Some(answer) = line.strip_prefix(&prefix) else { continue };
             if answer == "ok" {
-                return Ok(String::new());
+                return Ok(Ok(String::new()));
             }
-            if let Some(data) = answer.strip_prefix("ok ") {
-                return Ok(data.to_owned());
-            }
-            bail!("{}: `{command}` answered `{answer}`", self.name);
+            return Ok(match answer.strip_prefix("ok ") {
+                Some(data) => Ok(data.to_owned()),
+                None => Err(answer.to_owned()),
+            });
         }
     }
 
@@ -1136,6 +1212,11 @@ fn parse_storm_report(answer: &str) -> Result<StormReport> {
         Ok(report)
     };
     parse().with_context(|| format!("cannot read the storm report `{answer}`"))
+}
+
+/// Node number `index` is called `a`, `b`, ...
+fn node_name(index: usize) -> String {
+    char::from(b'a' + index as u8).to_string()
 }
 
 fn unix_ms() -> u64 {

@@ -2,9 +2,10 @@
 //!
 //! Re-exports every Shoal crate under one name, each behind a cargo feature that is on by
 //! default, plus a [`prelude`]. Today that is the local process runtime
-//! ([`process`], always present), supervisors ([`supervisor`], feature `supervisor`) and nodes
-//! connected over TCP ([`transport`], feature `transport`); the broadcast, consensus, registry
-//! and hub crates join as they land, together with a `Node` that starts them all.
+//! ([`process`], always present), supervisors ([`supervisor`], feature `supervisor`), nodes
+//! connected over TCP ([`transport`], feature `transport`), epidemic broadcast ([`broadcast`],
+//! feature `broadcast`) and per-key consensus ([`paxos`], feature `paxos`); the registry and
+//! hub crates join as they land, together with a `Node` that starts them all.
 //!
 //! The package also holds the `shoal-node` binary (feature `transport`): one node in its own OS
 //! process, driven over stdin and stdout. `cargo xtask cluster-test` starts several of them and
@@ -35,6 +36,10 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "broadcast")]
+pub use shoal_broadcast as broadcast;
+#[cfg(feature = "paxos")]
+pub use shoal_paxos as paxos;
 pub use shoal_process as process;
 #[cfg(feature = "supervisor")]
 pub use shoal_supervisor as supervisor;

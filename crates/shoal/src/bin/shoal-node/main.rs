@@ -6,6 +6,7 @@
 //! ```text
 //! shoal-node --name NAME [--listen ADDR] [--join ADDR]... [--secret SECRET]
 //!            [--heartbeat-ms MS] [--failure-timeout-ms MS] [--seed N]
+//!            [--acceptors NAME,NAME,...] [--data-dir DIR]
 //! ```
 //!
 //! - `--listen` defaults to `127.0.0.1:0`; port 0 picks a free port.
@@ -15,6 +16,11 @@
 //! - `--heartbeat-ms` (default 250) and `--failure-timeout-ms` (default 2000): how often peers
 //!   are pinged and how long a silent one stays up.
 //! - `--seed`: seeds the node's randomness (reconnect jitter, fault injection's drops).
+//! - `--acceptors`: the Paxos acceptor set, node names separated by commas (default: this node
+//!   alone); every node of a cluster must be given the same set.
+//! - `--data-dir`: where this node's Paxos acceptor keeps its votes, fsynced, so that a
+//!   restarted node comes back with them (default: in memory, and a restarted acceptor rejoins
+//!   from the others before it votes).
 //!
 //! # The control protocol
 //!
@@ -38,6 +44,11 @@
 //! | `storm reset` | (none); forgets what the receiver counted (refused while senders run) |
 //! | `events` | every node up and down event since start: `up:NAME:INCARNATION:UNIX_MS` and `down:NAME:INCARNATION:UNIX_MS:REASON`, oldest first; `UNIX_MS` is the wall-clock time the event was seen, `REASON` one of `heartbeat-timeout`, `connection-lost`, `disconnected`, `left`, `restarted`, `not-connected`, `other` |
 //! | `stats` | for diagnosis: `mailbox=N` (the storm receiver's queue), then per known peer `NAME:sent=F,received=F,queued=Q,reconnects=R,dropped=D` (frames written, frames read, casts and calls waiting to go, reconnections, frames discarded by faults) |
+//! | `counter incr KEY WRITER SEQ` | the count after `WRITER`'s increment number `SEQ` of the Paxos counter `KEY` (applied once however often it is retried; a writer numbers its increments 1, 2, ...) |
+//! | `counter get KEY` | the count of the Paxos counter `KEY` (a linearisable read) |
+//! | `bcast send N` | (none); broadcasts the number `N` through `shoal-broadcast` (Plumtree over this node's connections) |
+//! | `bcast seen` | every number this node has delivered, sorted, as ranges: `1-3,5` |
+//! | `bcast views` | `active=NAMES passive=NAMES`: the broadcast overlay's views |
 //! | `incarnation` | this node's incarnation |
 //! | `addr` | the address this node listens on |
 //! | `quit` | `bye`; the node then leaves the cluster and exits |
@@ -49,18 +60,23 @@
 
 use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use shoal::paxos::driver::{Paxos, PaxosConfig, StorageConfig};
 use shoal::prelude::*;
 use shoal::transport::{Direction, Fault};
 use tokio::sync::{broadcast, mpsc};
 
+mod bcast;
+mod counter;
 mod storm;
 
+use bcast::Broadcasts;
 use storm::{StormReceiver, StormSenders, Tally, send_storm};
 
 /// The name the storm receiver is registered under on every node.
@@ -103,6 +119,7 @@ fn main() -> ExitCode {
 const USAGE: &str = "\
 usage: shoal-node --name NAME [--listen ADDR] [--join ADDR]... [--secret SECRET]
                   [--heartbeat-ms MS] [--failure-timeout-ms MS] [--seed N]
+                  [--acceptors NAME,NAME,...] [--data-dir DIR]
 Commands are read from stdin, one per line; see the source's module docs.";
 
 /// What the command line asked for.
@@ -115,6 +132,8 @@ struct Options {
     heartbeat_ms: u64,
     failure_timeout_ms: u64,
     seed: u64,
+    acceptors: Vec<String>,
+    data_dir: Option<PathBuf>,
 }
 
 impl Options {
@@ -129,6 +148,8 @@ impl Options {
             heartbeat_ms: 250,
             failure_timeout_ms: 2000,
             seed: 0,
+            acceptors: Vec::new(),
+            data_dir: None,
         };
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
@@ -143,6 +164,10 @@ impl Options {
                     options.failure_timeout_ms = parse_value(&flag, &value()?)?;
                 }
                 "--seed" => options.seed = parse_value(&flag, &value()?)?,
+                "--acceptors" => {
+                    options.acceptors = value()?.split(',').map(str::to_owned).collect();
+                }
+                "--data-dir" => options.data_dir = Some(PathBuf::from(value()?)),
                 other => return Err(format!("unknown argument `{other}`")),
             }
         }
@@ -154,6 +179,12 @@ impl Options {
                 "the name {:?} is empty or holds `:`, `,` or whitespace",
                 options.name
             ));
+        }
+        if options.acceptors.is_empty() {
+            options.acceptors.push(options.name.clone());
+        }
+        if options.acceptors.iter().any(|name| name.is_empty()) {
+            return Err("`--acceptors` holds an empty name".to_owned());
         }
         options.secret = secret
             .or_else(|| std::env::var("SHOAL_SECRET").ok())
@@ -185,12 +216,16 @@ async fn serve(options: Options) -> Result<(), String> {
     node.runtime()
         .register(STORM, receiver.pid())
         .map_err(|error| format!("cannot register the storm receiver: {error}"))?;
+    // The services are open before anything connects, so no peer's first message is missed.
+    let broadcasts = Broadcasts::start(&node).await?;
+    let paxos = start_paxos(&node, &options).await?;
     eprintln!("{}: listening on {}", node.name(), node.listen_addr());
     write_line(&format!("listening {} incarnation {}", node.listen_addr(), node.incarnation()));
     for seed in options.seeds {
         tokio::spawn(join_seed(node.clone(), seed));
     }
-    let mut control = Control { node, events, tally, storm: Arc::new(StormSenders::default()) };
+    let storm = Arc::new(StormSenders::default());
+    let mut control = Control { node, events, tally, storm, broadcasts, paxos };
     let mut commands = read_stdin_lines();
     while let Some(line) = commands.recv().await {
         let (id, command) = split_id(&line);
@@ -213,6 +248,17 @@ async fn serve(options: Options) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Starts this node's Paxos service: its proposer always, its acceptor if it is in the set,
+/// with a file store in `--data-dir` if one was given.
+async fn start_paxos(node: &Node, options: &Options) -> Result<Paxos, String> {
+    let mut config = PaxosConfig::new(options.acceptors.clone());
+    config.seed = options.seed;
+    if let Some(dir) = &options.data_dir {
+        config.storage = StorageConfig::File(dir.clone());
+    }
+    Paxos::start(node, config).await.map_err(|error| format!("cannot start Paxos: {error}"))
 }
 
 /// Reads stdin on a thread of its own, a line at a time.
@@ -339,6 +385,8 @@ struct Control {
     events: Arc<Mutex<Vec<Seen>>>,
     tally: Arc<Mutex<Tally>>,
     storm: Arc<StormSenders>,
+    broadcasts: Broadcasts,
+    paxos: Paxos,
 }
 
 impl Control {
@@ -372,6 +420,16 @@ impl Control {
                 Ok(events.iter().map(describe_event).collect::<Vec<_>>().join(" "))
             }
             ["stats"] => Ok(self.stats()),
+            ["counter", "incr", key, writer, seq] => {
+                counter::increment(&self.paxos, key, writer, parse_value("counter incr", seq)?)
+                    .await
+            }
+            ["counter", "get", key] => counter::get(&self.paxos, key).await,
+            ["bcast", "send", number] => {
+                self.broadcasts.send(parse_value("bcast send", number)?).await
+            }
+            ["bcast", "seen"] => Ok(self.broadcasts.seen()),
+            ["bcast", "views"] => self.broadcasts.views().await,
             ["incarnation"] => Ok(self.node.incarnation().to_string()),
             ["addr"] => Ok(self.node.listen_addr().to_string()),
             ["quit"] => Ok("bye".to_owned()),
@@ -503,7 +561,8 @@ mod tests {
     fn options_take_every_flag() {
         let options = Options::parse(args(
             "--name a --listen 127.0.0.2:0 --join 127.0.0.3:4000 --join 127.0.0.4:4001 \
-             --secret s --heartbeat-ms 100 --failure-timeout-ms 900 --seed 7",
+             --secret s --heartbeat-ms 100 --failure-timeout-ms 900 --seed 7 --acceptors a,b \
+             --data-dir /tmp/a",
         ))
         .unwrap();
         assert_eq!(
@@ -516,8 +575,18 @@ mod tests {
                 heartbeat_ms: 100,
                 failure_timeout_ms: 900,
                 seed: 7,
+                acceptors: vec!["a".to_owned(), "b".to_owned()],
+                data_dir: Some(PathBuf::from("/tmp/a")),
             }
         );
+    }
+
+    #[test]
+    fn the_acceptor_set_defaults_to_this_node_alone() {
+        let options = Options::parse(args("--name a --secret s")).unwrap();
+        assert_eq!(options.acceptors, ["a"]);
+        assert_eq!(options.data_dir, None);
+        assert!(Options::parse(args("--name a --secret s --acceptors a,,b")).is_err());
     }
 
     #[test]
