@@ -39,7 +39,10 @@
 //! of them, and if it answers, joins the overlay through it again. That is how two halves
 //! of a healed partition find each other, whose passive views forgot the other side while it
 //! was unreachable. In [`Mode::Existing`] a lost peer that connects again is joined through
-//! at once, on its up event, unless it is a neighbour already.
+//! at once, on its up event, unless it is a neighbour already; and while HyParView's active
+//! view has room its passive view cannot fill, the connected nodes are offered to it
+//! ([`HyParView::offer`](crate::HyParView::offer)), so that the overlay does not stay split
+//! in components whose passive views emptied, though every node is connected to every other.
 //!
 //! **Restarts.** A node may restart on another port under the same name. A contact of that
 //! name at another address than the transport knows now is dropped from the views and the

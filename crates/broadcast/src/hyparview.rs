@@ -318,6 +318,28 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
         self.repair(now);
     }
 
+    /// Peers the driver knows to be reachable outside the protocol (in full-mesh membership,
+    /// the nodes the transport connects). Only while the active view has room that the
+    /// passive view cannot fill (each passive peer asked already, or none) do a random few of
+    /// those in neither view enter the passive view, for the repair tick to ask (beyond the
+    /// paper: a small group whose passive views emptied as its members failed one another
+    /// would otherwise stay apart from the rest for good, though connected to it).
+    pub fn offer(&mut self, peers: &[P]) {
+        let free =
+            self.config.active_capacity.saturating_sub(self.active.len() + self.pending.len());
+        if free == 0 || self.passive.iter().any(|p| !self.pending.contains_key(p)) {
+            return;
+        }
+        let unknown: BTreeSet<P> = peers
+            .iter()
+            .filter(|p| **p != self.me && !self.active.contains(p) && !self.passive.contains(p))
+            .cloned()
+            .collect();
+        for peer in random::sample(&mut self.rng, &unknown, free, &[]) {
+            self.add_passive(peer);
+        }
+    }
+
     /// A message from `from` arrives.
     pub fn handle_message(
         &mut self,

@@ -413,6 +413,7 @@ impl Task {
             self.tick_at = now + self.config.tick;
             self.close_idle_connections(now);
             self.connect_active_view();
+            self.offer_connected_nodes();
             self.retry_lost(now).await;
         }
     }
@@ -457,6 +458,19 @@ impl Task {
         for contact in unconnected {
             self.connect(contact, None, false);
         }
+    }
+
+    /// [`Mode::Existing`]: offers HyParView the connected nodes (at their current addresses),
+    /// which takes some into its passive view when that cannot fill the active view's free
+    /// slots ([`HyParView::offer`]): every connected node can be a neighbour, so the overlay
+    /// does not stay split in components that each know only themselves.
+    fn offer_connected_nodes(&mut self) {
+        if self.config.mode != Mode::Existing {
+            return;
+        }
+        let connected: Vec<Contact> =
+            self.node.nodes().iter().filter_map(|name| self.contact_of(name)).collect();
+        self.overlay.offer(&connected);
     }
 
     /// Rejoins through the first contact when isolated, and tries one lost peer (the next

@@ -376,3 +376,33 @@ proptest! {
         }
     }
 }
+
+/// Offered peers (beyond the paper): they enter the passive view only while the active view
+/// has room that the passive view cannot fill, at most as many as there are free slots, never
+/// this node or a peer already in a view; the repair tick then asks them.
+#[test]
+fn offered_peers_fill_only_what_the_passive_view_cannot() {
+    let now = Instant::now();
+    let mut full = node(now, config(), &[1, 2, 3], &[]);
+    full.offer(&[0, 4, 5]);
+    assert_eq!(full.passive_view(), &set(&[]));
+
+    let mut with_candidates = node(now, config(), &[1], &[2]);
+    with_candidates.offer(&[3, 4]);
+    assert_eq!(with_candidates.passive_view(), &set(&[2]));
+
+    let mut short = node(now, config(), &[1], &[]);
+    short.offer(&[0, 1, 4, 5, 6]);
+    let passive = short.passive_view().clone();
+    assert_eq!(passive.len(), 2, "two free slots: {passive:?}");
+    assert!(passive.is_subset(&set(&[4, 5, 6])), "{passive:?}");
+    short.handle_timeout(now + Duration::from_secs(1));
+    let asked: BTreeSet<u8> = drain(&mut short)
+        .into_iter()
+        .filter_map(|output| match output {
+            Output::Send { to, message: Message::Neighbour { .. } } => Some(to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked, passive);
+}
