@@ -10,8 +10,9 @@
 //! - named channels with parallel connections, a control channel for membership and
 //!   heartbeats apart from data, monotonic channels, coalesced writes;
 //! - full-mesh membership by gossip (with tombstones for nodes that left, and restarted nodes
-//!   replacing their old incarnation) or static membership; heartbeats and connection errors
-//!   detect failures; reconnection with backoff; [`Node::monitor_node`] and
+//!   replacing their old incarnation), static membership, or membership managed by a layer
+//!   above ([`Membership::Managed`], for HyParView); heartbeats and connection errors detect
+//!   failures; reconnection with backoff; [`Node::monitor_node`] and
 //!   [`Node::subscribe`] for node up and down events with reasons;
 //! - remote process operations through the runtime's seam (`shoal_process::remote`): cast,
 //!   call, monitors (a `Down` with `noconnection` when the node is lost) and links work on
