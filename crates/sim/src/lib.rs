@@ -10,9 +10,12 @@
 //!
 //! The network between the nodes is unreliable on purpose ([`Network`]): every message gets a
 //! random delay within a range (so messages overtake one another), and may be lost or
-//! delivered twice. Tests add partitions ([`Sim::partition`], [`Sim::cut`]) and crash and
-//! restart nodes ([`Sim::crash`], [`Sim::restart`]); a crashed node loses its timers and every
-//! message addressed to it, and is told to drop its volatile state ([`Node::on_crash`]).
+//! delivered twice; optionally a few are held back in a long tail of up to seconds, so that a
+//! message can outlive a crash and restart of its receiver and arrive in a later round. Tests
+//! add partitions ([`Sim::partition`], [`Sim::cut`]) and crash and restart nodes
+//! ([`Sim::crash`], [`Sim::restart`]); a crashed node loses its timers and every message that
+//! arrives while it is down, and is told to drop its volatile state ([`Node::on_crash`]). A
+//! message still in flight when its receiver restarts is delivered to the new life.
 //!
 //! ```
 //! use shoal_sim::{Ctx, Network, Node, NodeId, Sim};

@@ -114,6 +114,8 @@ pub struct Stats {
     pub dropped: u64,
     /// Extra copies made by the network's `duplicate_probability`.
     pub duplicated: u64,
+    /// Messages (copies counted apart) held back in the network's long tail.
+    pub long_delayed: u64,
     /// Messages lost to a partition or a cut link (at send or at arrival).
     pub cut: u64,
     /// Messages lost because their receiver was down when they arrived, or does not exist.
@@ -542,8 +544,15 @@ impl<N: Node> Sim<N> {
         probability > 0.0 && self.network_rng.random::<f64>() < probability
     }
 
+    /// A message's time in flight: from the long tail with its probability, otherwise uniform
+    /// within the delay range. Nothing is drawn for a tail that is off, so runs without one are
+    /// the same as before it existed.
     fn delay(&mut self) -> Duration {
         let Network { delay_min, delay_max, .. } = self.network;
+        if self.chance(self.network.long_tail_probability) {
+            self.stats.long_delayed += 1;
+            return self.long_tail_delay();
+        }
         if delay_min == delay_max {
             return delay_min;
         }
@@ -551,6 +560,20 @@ impl<N: Node> Sim<N> {
             .network_rng
             .random_range(delay_min.as_nanos() as u64..=delay_max.as_nanos() as u64);
         Duration::from_nanos(nanos)
+    }
+
+    /// A delay from `delay_max..=long_tail_max` with every doubling equally likely: a doubling
+    /// `k` is drawn uniformly, then a delay uniformly within `[low << k, low << (k + 1)]`,
+    /// capped at the maximum. Integers only, so the draw is the same on every platform.
+    fn long_tail_delay(&mut self) -> Duration {
+        let low = (self.network.delay_max.as_nanos() as u64).max(1);
+        let high = (self.network.long_tail_max.as_nanos() as u64).max(low);
+        // How many doublings of `low` it takes to pass `high`: floor(log2(high / low)) + 1.
+        let doublings = u64::BITS - (high / low).leading_zeros();
+        let k = self.network_rng.random_range(0..doublings);
+        let from = low << k;
+        let to = from.saturating_mul(2).min(high);
+        Duration::from_nanos(self.network_rng.random_range(from..=to))
     }
 
     fn schedule(&mut self, at: Instant, event: Event<N>) {

@@ -235,3 +235,84 @@ fn messages_to_unknown_nodes_are_undeliverable() {
 fn an_invalid_network_is_refused() {
     Sim::new(1, Network::lossy(1.5, 0.0), recorders(1));
 }
+
+/// The long tail is off unless asked for, and a tail of probability zero draws nothing: runs
+/// without one are the same, event for event, as before the tail existed.
+#[test]
+fn the_long_tail_is_off_by_default_and_costs_no_draws() {
+    let run = |network: Network| {
+        let mut sim = Sim::new(42, network, recorders(3));
+        send_numbers(&mut sim, 0, 1, 200);
+        send_numbers(&mut sim, 2, 1, 200);
+        sim.run_for(Duration::from_millis(10));
+        (sim.trace_hash(), sim.stats())
+    };
+    let plain = Network::lossy(0.2, 0.2);
+    let (hash, stats) = run(plain);
+    assert_eq!(stats.long_delayed, 0);
+    assert_eq!(stats.delivered, stats.sent - stats.dropped + stats.duplicated, "all in 10 ms");
+    assert_eq!(run(plain.with_long_tail(0.0, Duration::from_secs(5))).0, hash);
+}
+
+/// A long tail holds back about its share of messages, for delays spread over every doubling
+/// from `delay_max` to `long_tail_max` (as many take over a second as take under 100 ms), and
+/// none for longer; the same seed replays it.
+#[test]
+fn a_long_tail_holds_messages_up_to_its_maximum() {
+    let network = Network::reliable().with_long_tail(0.1, Duration::from_secs(4));
+    let run = || {
+        let mut sim = Sim::new(17, network, recorders(2));
+        let start = sim.now();
+        send_numbers(&mut sim, 0, 1, 10_000);
+        let mut arrived = Vec::new();
+        for until_ms in [10, 100, 1_000, 2_000, 4_000] {
+            sim.run_until(start + Duration::from_millis(until_ms));
+            arrived.push(sim.node(1).received.len() as u64);
+        }
+        (arrived, sim.stats(), sim.trace_hash())
+    };
+    let (arrived, stats, hash) = run();
+    let held = stats.long_delayed;
+    assert!((850..1_150).contains(&held), "held back {held}");
+    let [by_10ms, by_100ms, by_1s, by_2s, by_4s] = arrived[..] else { unreachable!() };
+    assert!(by_10ms >= 10_000 - held && by_10ms < 10_000, "by 10 ms: {by_10ms}");
+    let short = by_100ms - (10_000 - held);
+    let long = by_4s - by_1s;
+    assert!(short * 100 >= held * 25, "{short} of {held} held ones took at most 100 ms");
+    assert!(long * 100 >= held * 18, "{long} of {held} held ones took over a second");
+    assert!(by_2s < by_4s, "the last doubling reaches towards the maximum");
+    assert_eq!(by_4s, 10_000, "nothing is held longer than long_tail_max");
+    assert_eq!(run().2, hash, "the same seed replays the tail");
+}
+
+/// A held-back message outlives a crash and restart of its receiver and is delivered to the
+/// new life (those that land while it is down are lost): what a bounded delay never shows a
+/// protocol.
+#[test]
+fn a_held_back_message_outlives_a_restart_of_its_receiver() {
+    let network = Network::reliable().with_long_tail(1.0, Duration::from_secs(5));
+    let mut sim = Sim::new(3, network, recorders(2));
+    send_numbers(&mut sim, 0, 1, 50);
+    sim.run_for(Duration::from_millis(100));
+    let before_crash = sim.node(1).received.len();
+    sim.crash(1);
+    sim.run_for(Duration::from_millis(100));
+    sim.restart(1);
+    sim.run_for(Duration::from_secs(5));
+    let after_restart = sim.node(1).received.len() - before_crash;
+    assert!(after_restart > 0, "no message outlived the restart");
+    assert_eq!(sim.stats().long_delayed, 50);
+    assert_eq!(before_crash as u64 + after_restart as u64 + sim.stats().undeliverable, 50);
+}
+
+/// A tail shorter than the ordinary delays is refused with the reason.
+#[test]
+fn a_long_tail_below_the_ordinary_delays_is_refused() {
+    let network = Network::reliable().with_long_tail(0.1, Duration::from_millis(5));
+    let refused = std::panic::catch_unwind(|| Sim::new(1, network, recorders(1))).err();
+    let reason = refused.as_ref().and_then(|payload| payload.downcast_ref::<String>());
+    assert!(
+        reason.is_some_and(|r| r.contains("must not exceed long_tail_max")),
+        "expected a refusal, got {reason:?}"
+    );
+}

@@ -84,12 +84,8 @@ pub(crate) struct Report {
 /// Runs the schedule of `seed` on `setup` with `faults`, and checks each key's history.
 pub(crate) fn run(seed: u64, setup: Setup, faults: Faults) -> Report {
     let mut rng = SmallRng::seed_from_u64(seed);
-    let network = Network {
-        delay_min: Duration::from_millis(1),
-        delay_max: Duration::from_millis(8),
-        drop_probability: faults.drop,
-        duplicate_probability: faults.duplicate,
-    };
+    let network = Network::lossy(faults.drop, faults.duplicate)
+        .with_delay(Duration::from_millis(1), Duration::from_millis(8));
     let nodes = (0..node_count(setup)).map(|_| PaxosNode::new(setup)).collect();
     let mut sim = Sim::new(seed, network, nodes);
     let start = sim.now();
