@@ -78,4 +78,19 @@ pub enum StorageError {
         /// What was wrong.
         reason: String,
     },
+    /// An earlier write failed and could not be undone: the log could not be cut back to its
+    /// last acknowledged record, or a compaction failed while putting the rewritten log in
+    /// place. The store writes nothing more until it is reopened, which reads back every
+    /// acknowledged record; this write was not made, and the store's state is as before.
+    #[error("the store refuses writes until it is reopened: {cause}")]
+    Poisoned {
+        /// The failure that could not be undone.
+        cause: String,
+    },
+    /// A record is larger than a frame can hold (its length is a `u32`); nothing was written.
+    #[error("a storage record of {bytes} bytes is too large for a frame")]
+    RecordTooLarge {
+        /// The record's encoded size.
+        bytes: usize,
+    },
 }
