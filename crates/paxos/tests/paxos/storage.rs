@@ -1,5 +1,9 @@
-//! The stores: the file store survives a restart and cuts a torn tail; an acceptor on it keeps
-//! its promises across a restart and votes at once.
+//! The stores: the file store survives a restart, cuts a torn or zero-filled tail and reports
+//! corruption in the middle of its log; an acceptor on it keeps its promises across a restart
+//! and votes at once.
+//!
+//! The file store under injected faults (failed appends, fsyncs and compactions, crashes) is
+//! tested beside its private I/O seam, in `src/storage/file/tests.rs`.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -46,8 +50,11 @@ fn slot(promised: u64, accepted: u64, version: u64) -> Slot {
 #[test]
 fn the_file_store_survives_reopening() {
     let dir = TempDir::new("reopen");
-    let meta =
-        Meta { incarnation: Some(Incarnation(3)), fences: [(NodeId(2), Incarnation(4))].into() };
+    let meta = Meta {
+        incarnation: Some(Incarnation { life: 3, ..Incarnation::default() }),
+        fences: [(NodeId(2), Incarnation { life: 4, ..Incarnation::default() })].into(),
+        ..Meta::default()
+    };
     {
         let mut store = FileStorage::open(&dir.0).unwrap();
         store.save_meta(&meta).unwrap();
@@ -62,29 +69,135 @@ fn the_file_store_survives_reopening() {
     assert_eq!(store.scan(Some(&"a".into()), 10), vec![("b".into(), slot(5, 0, 0))]);
 }
 
-/// A write torn by a crash was never acknowledged: opening cuts it off and keeps the rest,
-/// while garbage in the middle of the log is reported as corruption.
-#[test]
-fn a_torn_tail_is_cut_and_corruption_reported() {
-    let dir = TempDir::new("torn");
-    {
-        let mut store = FileStorage::open(&dir.0).unwrap();
-        store.save_slot(&"a".into(), &slot(1, 0, 0)).unwrap();
-    }
+// The on-disk format (documented in `src/storage/file.rs`): an 8-byte file header, then frames
+// of a 16-byte header (length u32, header check u32, body check u64) and a body.
+const FILE_HEADER_BYTES: u64 = 8;
+const FRAME_HEADER_BYTES: u64 = 16;
+
+/// A store in `dir` holding one slot per key of `keys`, saved in that order, and the offset of
+/// each one's frame in the log.
+fn log_of(dir: &TempDir, keys: &[&str]) -> (PathBuf, Vec<u64>) {
     let log = dir.0.join("paxos.log");
-    let good_len = std::fs::metadata(&log).unwrap().len();
-    OpenOptions::new().append(true).open(&log).unwrap().write_all(&[9, 0, 0, 0, 1, 2]).unwrap();
+    let mut store = FileStorage::open(&dir.0).unwrap();
+    let mut offsets = Vec::new();
+    for (version, key) in keys.iter().enumerate() {
+        offsets.push(std::fs::metadata(&log).unwrap().len());
+        store.save_slot(&(*key).into(), &slot(1, 0, version as u64)).unwrap();
+    }
+    (log, offsets)
+}
+
+fn keys_in(store: &FileStorage) -> Vec<shoal_paxos::Key> {
+    store.scan(None, 100).into_iter().map(|(key, _)| key).collect()
+}
+
+fn flip_byte(log: &std::path::Path, offset: u64) {
+    let mut bytes = std::fs::read(log).unwrap();
+    bytes[offset as usize] ^= 0x40;
+    std::fs::write(log, &bytes).unwrap();
+}
+
+/// A torn last record (cut short, or whole but not matching its check with nothing after it)
+/// was never acknowledged: opening cuts it off and keeps the rest, and the store writes on.
+#[test]
+fn a_torn_last_record_is_cut() {
+    let dir = TempDir::new("torn");
+    let (log, offsets) = log_of(&dir, &["a", "b"]);
+    let full_len = std::fs::metadata(&log).unwrap().len();
+    for torn_len in [offsets[1] + 3, offsets[1] + FRAME_HEADER_BYTES + 2, full_len - 1] {
+        OpenOptions::new().write(true).open(&log).unwrap().set_len(torn_len).unwrap();
+        let mut store = FileStorage::open(&dir.0).unwrap();
+        assert_eq!(keys_in(&store), vec!["a".into()], "torn at {torn_len}");
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), offsets[1], "cut back");
+        store.save_slot(&"b".into(), &slot(1, 0, 1)).unwrap();
+    }
+    flip_byte(&log, full_len - 1);
+    let store = FileStorage::open(&dir.0).unwrap();
+    assert_eq!(keys_in(&store), vec!["a".into()], "a last record that does not match its check");
+}
+
+/// A tail of zeros (blocks preallocated, or allocated but not written, before a crash) opens:
+/// it is cut off, after whole records and after a torn one alike.
+#[test]
+fn a_zero_filled_tail_opens_and_is_cut() {
+    let dir = TempDir::new("zeros");
+    let (log, offsets) = log_of(&dir, &["a", "b"]);
+    let full_len = std::fs::metadata(&log).unwrap().len();
+    OpenOptions::new().append(true).open(&log).unwrap().write_all(&[0; 8192]).unwrap();
     {
         let mut store = FileStorage::open(&dir.0).unwrap();
-        assert_eq!(store.slot(&"a".into()), Some(&slot(1, 0, 0)));
-        assert_eq!(std::fs::metadata(&log).unwrap().len(), good_len);
-        store.save_slot(&"b".into(), &slot(2, 0, 0)).unwrap();
+        assert_eq!(keys_in(&store), vec!["a".into(), "b".into()]);
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), full_len);
+        store.save_slot(&"c".into(), &slot(1, 0, 2)).unwrap();
     }
-    // Flip a payload byte of the first record: it no longer matches its checksum.
-    let mut bytes = std::fs::read(&log).unwrap();
-    bytes[14] ^= 0xff;
-    std::fs::write(&log, &bytes).unwrap();
-    assert!(matches!(FileStorage::open(&dir.0), Err(StorageError::Corrupt { offset: 0, .. })));
+    // Record `b` torn half-way, then zeros.
+    OpenOptions::new().write(true).open(&log).unwrap().set_len(offsets[1] + 20).unwrap();
+    OpenOptions::new().append(true).open(&log).unwrap().write_all(&[0; 100]).unwrap();
+    let store = FileStorage::open(&dir.0).unwrap();
+    assert_eq!(keys_in(&store), vec!["a".into()]);
+}
+
+/// A damaged length in the middle of the log is corruption, reported with its offset: the
+/// header check covers the length, and a record that verifies follows. (With a length that
+/// was not checked, a larger one read as a frame running past the end of the file, and every
+/// later record was cut off as a torn tail.)
+#[test]
+fn a_corrupt_length_mid_log_is_an_error_not_a_torn_tail() {
+    let dir = TempDir::new("length");
+    let (log, offsets) = log_of(&dir, &["a", "b", "c"]);
+    flip_byte(&log, offsets[1] + 1); // the second byte of `b`'s length: 16 KiB longer
+    match FileStorage::open(&dir.0) {
+        Err(StorageError::Corrupt { offset, reason }) => {
+            assert_eq!(offset, offsets[1]);
+            assert!(reason.contains("does not match its check"), "{reason}");
+        }
+        other => panic!("expected corruption at {}, got {other:?}", offsets[1]),
+    }
+    assert!(std::fs::metadata(&log).unwrap().len() > offsets[2], "nothing was cut");
+}
+
+/// A record whose body is damaged in the middle of the log is corruption, not a torn tail.
+#[test]
+fn a_corrupt_record_mid_log_is_an_error() {
+    let dir = TempDir::new("body");
+    let (log, offsets) = log_of(&dir, &["a", "b"]);
+    assert_eq!(offsets[0], FILE_HEADER_BYTES);
+    flip_byte(&log, offsets[0] + FRAME_HEADER_BYTES + 2);
+    assert!(matches!(
+        FileStorage::open(&dir.0),
+        Err(StorageError::Corrupt { offset, .. }) if offset == FILE_HEADER_BYTES
+    ));
+}
+
+/// A file that does not start with the log's header is not opened as a log (another file, or
+/// another format version); one that holds only what a cut-short creation leaves (nothing, a
+/// prefix of the header, zeros) opens as a new, empty log.
+#[test]
+fn a_file_that_is_not_a_log_is_refused_and_a_cut_short_creation_starts_afresh() {
+    let dir = TempDir::new("header");
+    let log = dir.0.join("paxos.log");
+    for not_a_log in [&b"hello, world"[..], b"SHOALPX\x02"] {
+        std::fs::write(&log, not_a_log).unwrap();
+        let opened = FileStorage::open(&dir.0);
+        assert!(matches!(opened, Err(StorageError::Corrupt { offset: 0, .. })), "{opened:?}");
+    }
+    for cut_short in [&b""[..], b"SHO", b"SHOAL\0\0\0\0\0\0\0\0", &[0; 4096]] {
+        std::fs::write(&log, cut_short).unwrap();
+        let mut store = FileStorage::open(&dir.0).unwrap();
+        assert_eq!(store.scan(None, 10), vec![]);
+        store.save_slot(&"a".into(), &slot(1, 0, 0)).unwrap();
+        drop(store);
+        assert_eq!(keys_in(&FileStorage::open(&dir.0).unwrap()), vec!["a".into()]);
+    }
+}
+
+/// Opening creates the directory and its missing parents.
+#[test]
+fn opening_creates_missing_directories() {
+    let dir = TempDir::new("nested");
+    let nested = dir.0.join("a").join("b");
+    FileStorage::open(&nested).unwrap().save_slot(&"k".into(), &slot(1, 0, 0)).unwrap();
+    assert_eq!(keys_in(&FileStorage::open(&nested).unwrap()), vec!["k".into()]);
 }
 
 /// Durability end to end: an acceptor on a file store that restarts keeps its incarnation and
@@ -93,7 +206,10 @@ fn a_torn_tail_is_cut_and_corruption_reported() {
 fn an_acceptor_on_a_file_store_keeps_its_promises() {
     let dir = TempDir::new("acceptor");
     let now = Instant::now();
-    let meta = Meta { incarnation: Some(Incarnation(1)), ..Meta::default() };
+    let meta = Meta {
+        incarnation: Some(Incarnation { life: 1, ..Incarnation::default() }),
+        ..Meta::default()
+    };
     let mut store = FileStorage::open(&dir.0).unwrap();
     store.save_meta(&meta).unwrap();
     let mut acceptor = Acceptor::new(now, AcceptorConfig::new(NodeId(1), ids(3), 1), store);
@@ -106,7 +222,7 @@ fn an_acceptor_on_a_file_store_keeps_its_promises() {
 
     let store = FileStorage::open(&dir.0).unwrap();
     let mut acceptor = Acceptor::new(now, AcceptorConfig::new(NodeId(1), ids(3), 1), store);
-    assert_eq!(acceptor.incarnation(), Some(Incarnation(1)));
+    assert_eq!(acceptor.incarnation(), Some(Incarnation { life: 1, ..Incarnation::default() }));
     let low = ballot(5, 102);
     acceptor
         .handle_message(now, NodeId(102), Message::Prepare { key: "k".into(), ballot: low })
@@ -144,7 +260,10 @@ proptest! {
 #[test]
 fn compaction_keeps_the_live_records() {
     let dir = TempDir::new("compact");
-    let meta = Meta { incarnation: Some(Incarnation(2)), ..Meta::default() };
+    let meta = Meta {
+        incarnation: Some(Incarnation { life: 2, ..Incarnation::default() }),
+        ..Meta::default()
+    };
     let mut store = FileStorage::open(&dir.0).unwrap().with_compaction_slack(8);
     store.save_meta(&meta).unwrap();
     for round in 0..10u64 {
@@ -197,7 +316,12 @@ impl Storage for FailingStore {
 fn a_vote_the_store_cannot_record_is_not_given() {
     let now = Instant::now();
     let mut inner = MemoryStorage::new();
-    inner.save_meta(&Meta { incarnation: Some(Incarnation(1)), ..Meta::default() }).unwrap();
+    inner
+        .save_meta(&Meta {
+            incarnation: Some(Incarnation { life: 1, ..Incarnation::default() }),
+            ..Meta::default()
+        })
+        .unwrap();
     let store = FailingStore { inner, ok: 0 };
     let mut acceptor = Acceptor::new(now, AcceptorConfig::new(NodeId(1), ids(3), 1), store);
     let b = ballot(1, 101);
