@@ -46,8 +46,9 @@
 //! - **Compaction** writes the live records to `paxos.log.tmp`, fsyncs it, renames it over the
 //!   log and fsyncs the directory. Both files hold every acknowledged record, so a crash at any
 //!   point is safe. If writing the new file fails, the old log stays and the store carries on
-//!   (compaction is tried again at the next save); if the rename or the directory fsync fails,
-//!   appends could go to a file a crash discards, so the store is poisoned.
+//!   (compaction is tried again once as many records again as the slack have been written); if
+//!   the rename or the directory fsync fails, appends could go to a file a crash discards, so
+//!   the store is poisoned.
 //!
 //! Group commit (several frames, one fsync) fits these rules as they are: the cut-back goes to
 //! the end of the last *synced* frame, whatever was appended since.
@@ -101,6 +102,9 @@ pub struct FileStorage {
     synced_len: u64,
     records: usize,
     compact_slack_records: usize,
+    /// No compaction is tried before the log holds this many records: after one failed, the
+    /// store waits for as many new records as the slack before it tries again.
+    compaction_retry_records: usize,
     /// Set once a failed write could not be undone: why the store no longer writes.
     poisoned: Option<String>,
 }
@@ -130,6 +134,7 @@ impl FileStorage {
             synced_len: good_len.max(FILE_HEADER.len()) as u64,
             records,
             compact_slack_records: COMPACT_SLACK_RECORDS,
+            compaction_retry_records: 0,
             poisoned: None,
         })
     }
@@ -173,22 +178,27 @@ impl FileStorage {
     /// Rewrites the log with the live records only, once it holds enough superseded ones.
     ///
     /// It runs after a save is durable and does not fail it: a rewrite that fails before the
-    /// switch leaves the old log in use (and is tried again at the next save); one that fails
-    /// during the switch poisons the store.
+    /// switch leaves the old log in use (and is tried again once the slack has filled again);
+    /// one that fails during the switch poisons the store.
     fn compact_if_due(&mut self) {
-        if self.records <= self.tables.slots.len() + 1 + self.compact_slack_records {
+        let live = self.tables.slots.len() + 1;
+        if self.records <= live + self.compact_slack_records
+            || self.records < self.compaction_retry_records
+        {
             return;
         }
-        let Ok(bytes) = self.encode_live_records() else {
-            return; // everything in the tables was encoded once already; keep the old log
+        let prepared = self.encode_live_records().and_then(|bytes| {
+            self.log.prepare_replacement(&bytes)?;
+            Ok(bytes)
+        });
+        let Ok(bytes) = prepared else {
+            self.compaction_retry_records = self.records + self.compact_slack_records;
+            return;
         };
-        if self.log.prepare_replacement(&bytes).is_err() {
-            return;
-        }
         match self.log.install_replacement() {
             Ok(()) => {
                 self.synced_len = bytes.len() as u64;
-                self.records = self.tables.slots.len() + 1;
+                self.records = live;
             }
             Err(error) => {
                 self.poisoned = Some(format!("putting the compacted log in place: {error}"));

@@ -77,9 +77,17 @@ impl Log for FsLog {
     }
 
     fn prepare_replacement(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let mut tmp = File::create(self.dir.join(TMP_NAME))?;
-        tmp.write_all(bytes)?;
-        tmp.sync_all()
+        let path = self.dir.join(TMP_NAME);
+        let written = File::create(&path).and_then(|mut tmp| {
+            tmp.write_all(bytes)?;
+            tmp.sync_all()
+        });
+        if written.is_err() {
+            // Give back the space of a half-written file (the disk may be full); if this fails
+            // too, the next attempt truncates it.
+            let _ = fs::remove_file(&path);
+        }
+        written
     }
 
     fn install_replacement(&mut self) -> io::Result<()> {
