@@ -28,7 +28,9 @@
 //!   instead of sitting behind a broken frame that reopening would take for a torn tail and cut
 //!   off, with the acknowledged frame in it. If the cut-back fails too, the store is
 //!   *poisoned*: every later save fails ([`StorageError::Poisoned`]), so its acceptor refuses
-//!   to vote, until the store is reopened.
+//!   to vote, until the store is reopened. (After a failed fsync, Linux may drop the dirty
+//!   pages and report the error only once; nothing acknowledged depends on them, since every
+//!   byte before the cut was fsynced earlier and the cut itself is fsynced.)
 //! - **Reopening keeps every frame that verifies.** It reads frames until one does not verify
 //!   (cut short, a check that does not match, zeros). If any verified frame starts after it,
 //!   at any offset, the bad frame is in the middle of the log: [`StorageError::Corrupt`], with
@@ -66,6 +68,7 @@ mod log;
 #[cfg(test)]
 mod tests;
 
+use std::fmt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -315,30 +318,57 @@ fn replay(bytes: &[u8]) -> Result<Replayed, StorageError> {
     Ok(replayed)
 }
 
+/// Why a frame does not verify.
+#[derive(Debug)]
+enum BadFrame {
+    HeaderCutShort { bytes: usize },
+    Zeros,
+    HeaderCheck { len: u32 },
+    CutShort { len: u32, missing: usize },
+    BodyCheck { len: u32 },
+}
+
+impl fmt::Display for BadFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BadFrame::HeaderCutShort { bytes } => {
+                write!(f, "a frame header cut short ({bytes} of {FRAME_HEADER_BYTES} bytes)")
+            }
+            BadFrame::Zeros => write!(f, "zeros where a frame header should be"),
+            BadFrame::HeaderCheck { len } => {
+                write!(f, "a frame header that does not match its check (length {len})")
+            }
+            BadFrame::CutShort { len, missing } => {
+                write!(f, "a frame of {len} bytes cut short by {missing} bytes")
+            }
+            BadFrame::BodyCheck { len } => {
+                write!(f, "a record of {len} bytes that does not match its check")
+            }
+        }
+    }
+}
+
 /// The body of the frame at `offset` and where the next frame starts, or what is wrong with it.
-fn verify_frame(bytes: &[u8], offset: usize) -> Result<(&[u8], usize), String> {
+/// (Cheap when it fails: reopening calls it at every offset of a tail.)
+fn verify_frame(bytes: &[u8], offset: usize) -> Result<(&[u8], usize), BadFrame> {
     let rest = &bytes[offset..];
     let Some((header, after)) = rest.split_first_chunk::<FRAME_HEADER_BYTES>() else {
-        return Err(format!(
-            "a frame header cut short ({} of {FRAME_HEADER_BYTES} bytes)",
-            rest.len()
-        ));
+        return Err(BadFrame::HeaderCutShort { bytes: rest.len() });
     };
-    if header.iter().all(|&byte| byte == 0) {
-        return Err("zeros where a frame header should be".into());
+    if *header == [0; FRAME_HEADER_BYTES] {
+        return Err(BadFrame::Zeros);
     }
     let [l0, l1, l2, l3, h0, h1, h2, h3, b0, b1, b2, b3, b4, b5, b6, b7] = *header;
     let len = u32::from_le_bytes([l0, l1, l2, l3]);
     let body_check = u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
     if header_check(len, body_check) != u32::from_le_bytes([h0, h1, h2, h3]) {
-        return Err(format!("a frame header that does not match its check (length {len})"));
+        return Err(BadFrame::HeaderCheck { len });
     }
     let Some(body) = after.get(..len as usize) else {
-        let missing = len as usize - after.len();
-        return Err(format!("a frame of {len} bytes cut short by {missing} bytes"));
+        return Err(BadFrame::CutShort { len, missing: len as usize - after.len() });
     };
     if fnv1a(body) != body_check {
-        return Err(format!("a record of {len} bytes that does not match its check"));
+        return Err(BadFrame::BodyCheck { len });
     }
     Ok((body, offset + FRAME_HEADER_BYTES + body.len()))
 }
