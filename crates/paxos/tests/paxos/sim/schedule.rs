@@ -33,15 +33,64 @@ impl Model for RegisterModel {
     }
 }
 
-/// What a schedule may do besides client operations.
+/// What a schedule does besides client operations, and over how long.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Faults {
-    pub(crate) crashes: bool,
+    pub(crate) crashes: Crashes,
     pub(crate) partitions: bool,
     /// The network's loss and duplication probabilities.
     pub(crate) drop: f64,
     pub(crate) duplicate: f64,
+    /// The chance that a message is held back in the network's long tail, for up to
+    /// [`LONG_TAIL_MAX`] (0.0: every message within the ordinary 1–8 ms).
+    pub(crate) long_tail: f64,
+    /// How many client operations the schedule starts.
+    pub(crate) ops: usize,
+    /// The virtual time, in ms, over which client operations and planned faults are spread.
+    pub(crate) span_ms: u64,
 }
+
+impl Faults {
+    /// The shape of the original schedules: a dozen operations in 300 ms, 1–3 crashes each
+    /// restarting 10–150 ms later, a partition in seven schedules of ten, no long tail.
+    pub(crate) const ORIGINAL: Faults = Faults {
+        crashes: Crashes::Random { count: (1, 4), restart_ms: (10, 150) },
+        partitions: true,
+        drop: 0.05,
+        duplicate: 0.05,
+        long_tail: 0.0,
+        ops: 12,
+        span_ms: 300,
+    };
+}
+
+/// How nodes crash in a schedule. Ranges are half-open, `(low, high)` for `low..high`. With
+/// memory stores a crash loses the acceptor's state, and a schedule crashes an acceptor only
+/// while every acceptor votes (at most a minority without state at once, as the crate docs,
+/// "Losing state", require); `TwoAtOnce` takes exactly that minority of five.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Crashes {
+    /// No node crashes.
+    Never,
+    /// `count` crashes of random nodes at random times within the span, each node restarting
+    /// `restart_ms` later.
+    Random { count: (usize, usize), restart_ms: (u64, u64) },
+    /// `restarts` crashes of acceptors one after another, each a different acceptor from the
+    /// one before, each restarting `restart_ms` after its crash; the next crash waits until
+    /// the previous acceptor has rejoined (every acceptor votes) and then `gap_ms`. With memory
+    /// stores every acceptor forgets, one at a time, what the others told it — the fences of
+    /// the others' earlier lives among it — so incarnations would repeat if rejoins did not
+    /// carry what they must.
+    Rolling { restarts: (usize, usize), restart_ms: (u64, u64), gap_ms: (u64, u64) },
+    /// `times` times, two acceptors crash at the same instant (with memory stores, both lose
+    /// their state: a stateless minority of five), each restarting `restart_ms` later.
+    TwoAtOnce { times: (usize, usize), restart_ms: (u64, u64) },
+}
+
+/// The longest a message is held back in the long tail: longer than any restart and rejoin
+/// of a schedule, and than a request's whole deadline (400 ms), so a held message can land in
+/// a later life of its receiver and a later round of its key.
+pub(crate) const LONG_TAIL_MAX: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
 enum Event {
@@ -51,6 +100,8 @@ enum Event {
         change: Change,
     },
     Crash(usize),
+    /// Two acceptors crash at the same instant.
+    CrashTogether(usize, usize),
     Restart(usize),
     Partition(Vec<usize>),
     Heal,
@@ -79,13 +130,18 @@ pub(crate) struct Report {
     pub(crate) membership_steps: usize,
     /// The simulator's fingerprint of the run.
     pub(crate) trace_hash: u64,
+    /// Crashes that happened (a crash of two at once counts once).
+    pub(crate) crashes: usize,
+    /// Messages the network held back in its long tail.
+    pub(crate) long_delayed: u64,
 }
 
 /// Runs the schedule of `seed` on `setup` with `faults`, and checks each key's history.
 pub(crate) fn run(seed: u64, setup: Setup, faults: Faults) -> Report {
     let mut rng = SmallRng::seed_from_u64(seed);
     let network = Network::lossy(faults.drop, faults.duplicate)
-        .with_delay(Duration::from_millis(1), Duration::from_millis(8));
+        .with_delay(Duration::from_millis(1), Duration::from_millis(8))
+        .with_long_tail(faults.long_tail, LONG_TAIL_MAX);
     let nodes = (0..node_count(setup)).map(|_| PaxosNode::new(setup)).collect();
     let mut sim = Sim::new(seed, network, nodes);
     let start = sim.now();
@@ -94,19 +150,26 @@ pub(crate) fn run(seed: u64, setup: Setup, faults: Faults) -> Report {
     }
     let events = plan(&mut rng, setup, faults, start);
     let mut invoked: Vec<Invoked> = Vec::new();
+    let mut crashes = 0;
+    let mut rolling = Rolling::new(&mut rng, faults.crashes);
     for (at, event) in events {
-        sim.run_until(at);
+        crashes += rolling.run_until(&mut sim, &mut rng, setup, at, &mut invoked);
         collect(&mut sim, &mut invoked);
-        apply(&mut sim, setup, event, &mut invoked);
+        crashes += apply(&mut sim, setup, event, &mut invoked);
     }
-    // Let everything finish, then read every key once more from a healthy cluster.
+    // A rolling restart finishes (or gives up) before the end.
+    let roll_deadline = sim.now() + Duration::from_secs(3);
+    crashes += rolling.run_until(&mut sim, &mut rng, setup, roll_deadline, &mut invoked);
+    // Let everything finish (every message held in the long tail lands), then read every key
+    // once more from a healthy cluster.
     sim.heal();
     for id in 0..node_count(setup) {
         if !sim.is_up(id) {
             sim.restart(id);
         }
     }
-    let settle = sim.now() + Duration::from_millis(500);
+    let tail = if faults.long_tail > 0.0 { LONG_TAIL_MAX } else { Duration::ZERO };
+    let settle = sim.now() + Duration::from_millis(500) + tail;
     sim.run_until(settle);
     collect(&mut sim, &mut invoked);
     for key in keys() {
@@ -124,7 +187,97 @@ pub(crate) fn run(seed: u64, setup: Setup, faults: Faults) -> Report {
     } else {
         usize::from(members.len() > setup.acceptors)
     };
-    Report { trace_hash: sim.trace_hash(), membership_steps, ..judge(invoked, start) }
+    let long_delayed = sim.stats().long_delayed;
+    let trace_hash = sim.trace_hash();
+    Report { trace_hash, membership_steps, crashes, long_delayed, ..judge(invoked, start) }
+}
+
+/// A rolling restart in progress ([`Crashes::Rolling`]): which acceptor is down or rejoining,
+/// and how many restarts are left.
+struct Rolling {
+    left: usize,
+    restart_ms: (u64, u64),
+    gap_ms: (u64, u64),
+    last: Option<usize>,
+    phase: Roll,
+}
+
+enum Roll {
+    /// Waiting until `at` before crashing the next acceptor (once every acceptor votes).
+    Gap { at: Instant },
+    /// `node` is down until `at`.
+    Down { node: usize, at: Instant },
+    /// `node` restarted and rejoins; the gap starts once every acceptor votes.
+    Rejoining,
+}
+
+impl Rolling {
+    /// The roll `crashes` asks for, if any (none left to do otherwise).
+    fn new(rng: &mut SmallRng, crashes: Crashes) -> Rolling {
+        let (left, restart_ms, gap_ms) = match crashes {
+            Crashes::Rolling { restarts, restart_ms, gap_ms } => {
+                (rng.random_range(restarts.0..restarts.1), restart_ms, gap_ms)
+            }
+            _ => (0, (0, 1), (0, 1)),
+        };
+        let phase = Roll::Rejoining;
+        Rolling { left, restart_ms, gap_ms, last: None, phase }
+    }
+
+    /// Runs the simulation until `deadline`, a millisecond at a time while restarts are left,
+    /// crashing and restarting acceptors in turn; returns how many crashed.
+    fn run_until(
+        &mut self,
+        sim: &mut Sim<PaxosNode>,
+        rng: &mut SmallRng,
+        setup: Setup,
+        deadline: Instant,
+        invoked: &mut [Invoked],
+    ) -> usize {
+        let mut crashed = 0;
+        while self.left > 0 && sim.now() < deadline {
+            let next = (sim.now() + Duration::from_millis(1)).min(deadline);
+            sim.run_until(next);
+            collect(sim, invoked);
+            crashed += self.poll(sim, rng, setup);
+        }
+        sim.run_until(deadline);
+        crashed
+    }
+
+    fn poll(&mut self, sim: &mut Sim<PaxosNode>, rng: &mut SmallRng, setup: Setup) -> usize {
+        let now = sim.now();
+        let ms = |(low, high): (u64, u64), rng: &mut SmallRng| {
+            Duration::from_millis(rng.random_range(low..high))
+        };
+        match self.phase {
+            Roll::Rejoining if all_voting(sim, setup) => {
+                self.phase = Roll::Gap { at: now + ms(self.gap_ms, rng) };
+                0
+            }
+            Roll::Gap { at } if at <= now && all_voting(sim, setup) => {
+                let others = |n: &usize| Some(*n) != self.last;
+                let candidates: Vec<usize> = (0..setup.acceptors).filter(others).collect();
+                let node = candidates[rng.random_range(0..candidates.len())];
+                sim.crash(node);
+                self.last = Some(node);
+                self.left -= 1;
+                self.phase = Roll::Down { node, at: now + ms(self.restart_ms, rng) };
+                1
+            }
+            Roll::Down { node, at } if at <= now => {
+                sim.restart(node);
+                self.phase = Roll::Rejoining;
+                0
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// Whether every acceptor is up and votes: only then may one more lose its state.
+fn all_voting(sim: &Sim<PaxosNode>, setup: Setup) -> bool {
+    (0..setup.acceptors).all(|i| sim.is_up(i) && sim.node(i).is_voting())
 }
 
 /// The acceptors, and the spare node when the schedule changes membership.
@@ -136,28 +289,46 @@ fn keys() -> Vec<Key> {
     vec!["x".into(), "y".into()]
 }
 
-/// The schedule: a dozen client operations in the first 300 ms and faults among them.
+/// The schedule: client operations over the span and faults among them (a rolling restart is
+/// not planned: it follows the acceptors' rejoins, see [`Rolling`]).
 fn plan(rng: &mut SmallRng, setup: Setup, faults: Faults, start: Instant) -> Vec<(Instant, Event)> {
     let ms = |n: u64| start + Duration::from_millis(n);
+    let span = faults.span_ms;
     let mut events = Vec::new();
-    for _ in 0..12 {
+    for _ in 0..faults.ops {
         let node = rng.random_range(0..setup.proposers);
         let key = keys()[rng.random_range(0..keys().len())].clone();
-        events.push((ms(rng.random_range(0..300)), Event::Op { node, key, change: change(rng) }));
+        events.push((ms(rng.random_range(0..span)), Event::Op { node, key, change: change(rng) }));
     }
     if setup.membership {
         events.push((ms(rng.random_range(20..150)), Event::Reconfigure));
     }
-    if faults.crashes {
-        for _ in 0..rng.random_range(1..=3) {
-            let node = rng.random_range(0..node_count(setup));
-            let at = rng.random_range(0..300);
-            events.push((ms(at), Event::Crash(node)));
-            events.push((ms(at + rng.random_range(10..150)), Event::Restart(node)));
+    match faults.crashes {
+        Crashes::Random { count, restart_ms } => {
+            for _ in 0..rng.random_range(count.0..count.1) {
+                let node = rng.random_range(0..node_count(setup));
+                let at = rng.random_range(0..span);
+                events.push((ms(at), Event::Crash(node)));
+                let back = at + rng.random_range(restart_ms.0..restart_ms.1);
+                events.push((ms(back), Event::Restart(node)));
+            }
         }
+        Crashes::TwoAtOnce { times, restart_ms } => {
+            for _ in 0..rng.random_range(times.0..times.1) {
+                let a = rng.random_range(0..setup.acceptors);
+                let b = (a + rng.random_range(1..setup.acceptors)) % setup.acceptors;
+                let at = rng.random_range(0..span);
+                events.push((ms(at), Event::CrashTogether(a, b)));
+                for node in [a, b] {
+                    let back = at + rng.random_range(restart_ms.0..restart_ms.1);
+                    events.push((ms(back), Event::Restart(node)));
+                }
+            }
+        }
+        Crashes::Never | Crashes::Rolling { .. } => {}
     }
     if faults.partitions && rng.random_bool(0.7) {
-        let at = rng.random_range(0..300);
+        let at = rng.random_range(0..span);
         let side: Vec<usize> = (0..setup.acceptors).filter(|_| rng.random_bool(0.5)).collect();
         events.push((ms(at), Event::Partition(side)));
         events.push((ms(at + rng.random_range(20..200)), Event::Heal));
@@ -185,7 +356,13 @@ fn change(rng: &mut SmallRng) -> Change {
     }
 }
 
-fn apply(sim: &mut Sim<PaxosNode>, setup: Setup, event: Event, invoked: &mut Vec<Invoked>) {
+/// Applies one event; returns how many crashes happened (0 or 1).
+fn apply(
+    sim: &mut Sim<PaxosNode>,
+    setup: Setup,
+    event: Event,
+    invoked: &mut Vec<Invoked>,
+) -> usize {
     match event {
         Event::Op { node, key, change } => {
             let op = invoked.len();
@@ -199,9 +376,17 @@ fn apply(sim: &mut Sim<PaxosNode>, setup: Setup, event: Event, invoked: &mut Vec
         Event::Crash(node) => {
             // A store in memory is lost with its node: only a minority may be without state at
             // once (see the crate docs), so crash only while every acceptor votes.
-            let all_voting = (0..setup.acceptors).all(|i| sim.is_up(i) && sim.node(i).is_voting());
-            if sim.is_up(node) && (setup.durable || all_voting) {
+            if sim.is_up(node) && (setup.durable || all_voting(sim, setup)) {
                 sim.crash(node);
+                return 1;
+            }
+        }
+        Event::CrashTogether(a, b) => {
+            // Two of five: still a minority, so both may lose their state together.
+            if setup.durable || all_voting(sim, setup) {
+                sim.crash(a);
+                sim.crash(b);
+                return 1;
             }
         }
         Event::Restart(node) => {
@@ -216,6 +401,7 @@ fn apply(sim: &mut Sim<PaxosNode>, setup: Setup, event: Event, invoked: &mut Vec
         Event::Heal => sim.heal(),
         Event::Reconfigure => reconfigure(sim, setup, invoked),
     }
+    0
 }
 
 /// The membership procedure of `shoal_paxos::membership`, while clients keep going: one
