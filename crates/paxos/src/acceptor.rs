@@ -9,9 +9,17 @@
 //!
 //! Every vote is saved through [`Storage`] before the reply is queued, so a reply that left
 //! always describes a durable state. An acceptor whose store has no incarnation rejoins first
-//! (see the crate docs, "Losing state"): it queries the others for the incarnation of it they
-//! know, picks a higher one, fences a majority of the others with it while copying their slots,
-//! saves the merge, and only then votes.
+//! (see the crate docs, "Losing state"):
+//!
+//! ```text
+//!  no incarnation ──► Query all ──► enough *voting* answers (same newest epoch)?
+//!        ▲                 │  yes ──► Fence them with a new life, copy their slots and fences
+//!        │                 │          ──► save the merge, then the incarnation ──► votes
+//!        │                 └ no: a majority without state, and founding allowed?
+//!        │                     yes ──► ProposeEpoch to those without state; a majority
+//!        │                             promised ──► StartEpoch: the promisers vote, empty
+//!        └──── a message from a newer epoch (this acceptor's epoch is over: forget it all)
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -20,15 +28,30 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use thiserror::Error;
 
-use crate::ballot::{Ballot, Incarnation, NodeId};
+use crate::ballot::{Ballot, Epoch, Incarnation, NodeId};
 use crate::membership::majority;
-use crate::message::{Message, Rejection};
+use crate::message::{Message, Rejection, Standing};
 use crate::register::Key;
 use crate::storage::{Meta, Slot, Storage};
 
 /// The most messages an acceptor holds for the driver; past it the oldest is dropped, which
 /// Paxos tolerates like any message loss. A driver that drains after every call never gets there.
 pub(crate) const OUTBOX_LIMIT: usize = 4096;
+
+/// What an acceptor without state may do when a majority of the set has no state either (a
+/// fresh cluster, or a full restart of in-memory acceptors), so that nobody can rejoin.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Recovery {
+    /// Wait: it votes for nothing until an operator calls [`Acceptor::begin_epoch`] (the
+    /// driver's `Paxos::begin_epoch`), which founds a new, empty epoch. A fresh cluster needs
+    /// that call once.
+    #[default]
+    Manual,
+    /// Found a new, empty epoch at once. **Opt-in: whatever the acceptors held is lost** when a
+    /// majority loses its state together. Fencing tokens stay increasing across epochs (see
+    /// [`Outcome::epoch`](crate::Outcome::epoch)).
+    NewEpoch,
+}
 
 /// How an acceptor is set up.
 #[derive(Clone, Debug)]
@@ -41,12 +64,17 @@ pub struct AcceptorConfig {
     pub rejoin_retry: Duration,
     /// Slots per page of the state transfer while rejoining.
     pub rejoin_page_slots: usize,
-    /// Seeds the random attempt numbers of rejoins.
+    /// Seeds the random attempt numbers of rejoins and the nonces of epochs.
     pub seed: u64,
+    /// What to do when a majority has no state.
+    pub recovery: Recovery,
+    /// The lowest number an epoch this acceptor founds may take (the driver passes the wall
+    /// clock in milliseconds, so that epochs grow across full restarts).
+    pub epoch_floor: u64,
 }
 
 impl AcceptorConfig {
-    /// Defaults: retry every 100 ms, pages of 256 slots.
+    /// Defaults: retry every 100 ms, pages of 256 slots, [`Recovery::Manual`], floor 0.
     pub fn new(id: NodeId, acceptors: Vec<NodeId>, seed: u64) -> Self {
         AcceptorConfig {
             id,
@@ -54,6 +82,8 @@ impl AcceptorConfig {
             rejoin_retry: Duration::from_millis(100),
             rejoin_page_slots: 256,
             seed,
+            recovery: Recovery::Manual,
+            epoch_floor: 0,
         }
     }
 }
@@ -70,9 +100,17 @@ pub enum Ignored {
     /// A message meant for a proposer.
     #[error("message meant for a proposer")]
     NotForAcceptor,
-    /// The storage failed to record a fence, so the fence was not answered.
+    /// The storage failed to record a fence or a promise, so it was not answered.
     #[error("storage failed: {0}")]
     Storage(String),
+}
+
+/// Why [`Acceptor::begin_epoch`] did nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum BeginEpochError {
+    /// The acceptor votes: its state is intact, and so is its epoch's.
+    #[error("the acceptor votes in incarnation {0}; its epoch goes on")]
+    Voting(Incarnation),
 }
 
 /// Where the acceptor is in its life.
@@ -80,17 +118,22 @@ pub enum Ignored {
 enum Phase {
     /// Voting, in this incarnation.
     Active(Incarnation),
-    /// Rejoin step 1: collecting the incarnations of this acceptor that the others know.
-    Querying { attempt: u64, known: BTreeMap<NodeId, Incarnation> },
-    /// Rejoin step 2: fencing the others with `incarnation` and copying their slots.
+    /// Rejoin step 1: asking the others whether they vote and which incarnation of this
+    /// acceptor they know.
+    Querying { attempt: u64, answers: BTreeMap<NodeId, (Incarnation, Standing)> },
+    /// A majority has no state: asking those without state to promise `epoch`.
+    Founding { attempt: u64, epoch: Epoch, promised: BTreeMap<NodeId, u64> },
+    /// Rejoin step 2: fencing the voting others with `incarnation` and copying their slots
+    /// and fences.
     Fencing {
         attempt: u64,
         incarnation: Incarnation,
         /// Peers still sending pages, with the key to resume after.
         cursors: BTreeMap<NodeId, Option<Key>>,
-        /// Peers whose last page arrived.
+        /// Voting peers whose last page arrived.
         done: BTreeSet<NodeId>,
         merged: BTreeMap<Key, Slot>,
+        fences: BTreeMap<NodeId, Incarnation>,
     },
 }
 
@@ -104,6 +147,15 @@ pub struct Acceptor<S> {
     outbox: VecDeque<(NodeId, Message)>,
     rng: SmallRng,
     retry_at: Option<Instant>,
+    /// An operator allowed this acceptor to found an epoch ([`Acceptor::begin_epoch`]).
+    may_found: bool,
+    /// While without state: the epoch it promised to join, and the number it drew for that
+    /// promise (a [`Message::StartEpoch`] must name it). Not durable: a restart forgets it,
+    /// and the acceptor then joins no epoch by founding, only by rejoining.
+    promise: Option<(Epoch, u64)>,
+    /// Whether a retry has passed since the promise: until then this acceptor leaves the
+    /// founding to the one it promised, rather than competing with a founding of its own.
+    promise_aged: bool,
 }
 
 impl<S: Storage> Acceptor<S> {
@@ -112,12 +164,15 @@ impl<S: Storage> Acceptor<S> {
     pub fn new(now: Instant, config: AcceptorConfig, storage: S) -> Self {
         let rng = SmallRng::seed_from_u64(config.seed);
         let mut acceptor = Acceptor {
-            phase: Phase::Querying { attempt: 0, known: BTreeMap::new() },
+            phase: Phase::Querying { attempt: 0, answers: BTreeMap::new() },
             config,
             storage,
             outbox: VecDeque::new(),
             rng,
             retry_at: None,
+            may_found: false,
+            promise: None,
+            promise_aged: false,
         };
         match acceptor.storage.meta().incarnation {
             Some(incarnation) => acceptor.phase = Phase::Active(incarnation),
@@ -139,6 +194,14 @@ impl<S: Storage> Acceptor<S> {
         }
     }
 
+    /// The epoch it votes in, or the newest it knows while it rejoins.
+    pub fn epoch(&self) -> Epoch {
+        match self.phase {
+            Phase::Active(incarnation) => incarnation.epoch,
+            _ => self.storage.meta().epoch,
+        }
+    }
+
     /// The store, e.g. to list keys for the rewrite step of a membership change.
     pub fn storage(&self) -> &S {
         &self.storage
@@ -152,6 +215,25 @@ impl<S: Storage> Acceptor<S> {
     /// Replaces the acceptor set (see [`membership`](crate::membership)).
     pub fn set_acceptors(&mut self, acceptors: Vec<NodeId>) {
         self.config.acceptors = acceptors;
+    }
+
+    /// The operator's command after a majority of the acceptors lost their state: found a new,
+    /// empty epoch (everything the acceptors held is given up) as soon as this acceptor, still
+    /// without state, finds a majority without state. Until then it keeps trying to rejoin, so
+    /// calling this while enough acceptors vote changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`BeginEpochError::Voting`] if this acceptor votes (ask one without state).
+    pub fn begin_epoch(&mut self, now: Instant) -> Result<(), BeginEpochError> {
+        if let Phase::Active(incarnation) = self.phase {
+            return Err(BeginEpochError::Voting(incarnation));
+        }
+        self.may_found = true;
+        if let Phase::Querying { .. } = self.phase {
+            self.decide_rejoin(now);
+        }
+        Ok(())
     }
 
     /// The next message to send.
@@ -171,13 +253,21 @@ impl<S: Storage> Acceptor<S> {
         }
         self.retry_at = Some(now + self.config.rejoin_retry);
         let others = self.others();
-        match &self.phase {
+        match &mut self.phase {
             Phase::Active(_) => self.retry_at = None,
-            Phase::Querying { attempt, known } => {
-                let (attempt, missing) = (*attempt, missing(&others, |n| known.contains_key(n)));
-                for peer in missing {
+            Phase::Querying { attempt, answers } => {
+                // Ask everyone again: an acceptor that was without state may vote by now.
+                let attempt = *attempt;
+                answers.clear();
+                self.promise_aged = true;
+                for peer in others {
                     self.send(peer, Message::Query { attempt });
                 }
+            }
+            Phase::Founding { .. } => {
+                // A founding that has not gathered its majority within a retry starts over
+                // from the question, which may now find voters.
+                self.start_rejoin(now);
             }
             Phase::Fencing { attempt, incarnation, cursors, done, .. } => {
                 let (attempt, incarnation) = (*attempt, *incarnation);
@@ -201,23 +291,34 @@ impl<S: Storage> Acceptor<S> {
         message: Message,
     ) -> Result<(), Ignored> {
         match message {
-            Message::Prepare { key, ballot } => {
+            Message::Prepare { key, ballot, epoch } => {
+                self.learn_epoch(now, epoch);
                 self.on_prepare(from, key, ballot);
                 Ok(())
             }
             Message::Accept { key, ballot, register, base, quorum } => {
+                if let Some(newest) = quorum.iter().map(|(_, i)| i.epoch).max() {
+                    self.learn_epoch(now, newest);
+                }
                 self.on_accept(from, key, ballot, (register, base), &quorum);
                 Ok(())
             }
             Message::Query { attempt } => self.on_query(from, attempt),
             Message::Fence { attempt, incarnation, after } => {
+                self.check_peer(from)?;
+                self.learn_epoch(now, incarnation.epoch);
                 self.on_fence(from, attempt, incarnation, after)
             }
-            Message::QueryReply { attempt, known } => {
-                self.on_query_reply(now, from, attempt, known)
+            Message::ProposeEpoch { attempt, epoch } => self.on_propose_epoch(from, attempt, epoch),
+            Message::StartEpoch { epoch, members } => self.on_start_epoch(now, epoch, &members),
+            Message::QueryReply { attempt, known, standing } => {
+                self.on_query_reply(now, from, attempt, known, standing)
             }
-            Message::FenceReply { attempt, slots, next } => {
-                self.on_fence_reply(now, from, attempt, slots, next)
+            Message::FenceReply { attempt, slots, next, standing, fences } => {
+                self.on_fence_reply(now, from, attempt, (slots, next), standing, fences)
+            }
+            Message::EpochReply { attempt, epoch, promised_in, standing } => {
+                self.on_epoch_reply(now, from, attempt, epoch, promised_in, standing)
             }
             _ => Err(Ignored::NotForAcceptor),
         }
@@ -264,7 +365,8 @@ impl<S: Storage> Acceptor<S> {
                 return self.reject(from, key, ballot, Rejection::Storage);
             }
         }
-        self.send(from, Message::Accepted { key, ballot, incarnation });
+        let fences = self.fence_list();
+        self.send(from, Message::Accepted { key, ballot, incarnation, fences });
     }
 
     /// The incarnation to vote in, or `None` after queuing the reason for refusing.
@@ -282,27 +384,51 @@ impl<S: Storage> Acceptor<S> {
         }
     }
 
-    /// Whether every promise an accept counted comes from an incarnation not since replaced.
+    /// Whether every promise an accept counted comes from this epoch and from an incarnation
+    /// not since replaced.
     fn quorum_is_current(&self, mine: Incarnation, quorum: &[(NodeId, Incarnation)]) -> bool {
         let fences = &self.storage.meta().fences;
         quorum.iter().all(|(node, incarnation)| {
             if *node == self.config.id {
                 *incarnation == mine
             } else {
-                fences.get(node).is_none_or(|fence| incarnation >= fence)
+                incarnation.epoch == mine.epoch
+                    && fences.get(node).is_none_or(|fence| incarnation >= fence)
             }
         })
+    }
+
+    /// A message shows an epoch newer than this acceptor's: its own is over (a majority found
+    /// itself without state and founded a new one). A voting acceptor forgets everything and
+    /// rejoins the new epoch; one without state only raises the epoch it will accept.
+    fn learn_epoch(&mut self, now: Instant, epoch: Epoch) {
+        if epoch <= self.epoch() {
+            return;
+        }
+        let meta = Meta { epoch, ..self.storage.meta().clone() };
+        if let Phase::Active(incarnation) = self.phase {
+            tracing::info!(acceptor = %self.config.id, %incarnation, %epoch, "a newer epoch: rejoining it");
+            let meta = Meta { incarnation: None, fences: BTreeMap::new(), epoch };
+            // Not voting from here on, even if the store refuses the write: the old epoch is
+            // over either way, and the rejoin saves the incarnation only after a clean copy.
+            let _ = self.storage.save_meta(&meta);
+            self.start_rejoin(now);
+        } else if self.storage.save_meta(&meta).is_ok() {
+            self.promise = self.promise.filter(|(promised, _)| *promised >= epoch);
+        }
     }
 
     fn on_query(&mut self, from: NodeId, attempt: u64) -> Result<(), Ignored> {
         self.check_peer(from)?;
         let known = self.storage.meta().fences.get(&from).copied().unwrap_or_default();
-        self.send(from, Message::QueryReply { attempt, known });
+        let standing = self.standing();
+        self.send(from, Message::QueryReply { attempt, known, standing });
         Ok(())
     }
 
-    /// Records the fence durably, then sends a page of slots. Answered in any phase, so that a
-    /// whole cluster starting empty can rejoin from itself.
+    /// Records the fence durably, then sends a page of slots with this acceptor's fences and
+    /// standing. Answered in any phase (fences must stick everywhere they land), but the
+    /// rejoining acceptor copies only the pages of voting acceptors.
     fn on_fence(
         &mut self,
         from: NodeId,
@@ -310,7 +436,6 @@ impl<S: Storage> Acceptor<S> {
         incarnation: Incarnation,
         after: Option<Key>,
     ) -> Result<(), Ignored> {
-        self.check_peer(from)?;
         let meta = self.storage.meta();
         if meta.fences.get(&from).is_none_or(|fence| *fence < incarnation) {
             let mut meta = meta.clone();
@@ -320,7 +445,57 @@ impl<S: Storage> Acceptor<S> {
         let limit = self.config.rejoin_page_slots.max(1);
         let slots = self.storage.scan(after.as_ref(), limit);
         let next = if slots.len() == limit { slots.last().map(|(k, _)| k.clone()) } else { None };
-        self.send(from, Message::FenceReply { attempt, slots, next });
+        let (standing, fences) = (self.standing(), self.fence_list());
+        self.send(from, Message::FenceReply { attempt, slots, next, standing, fences });
+        Ok(())
+    }
+
+    /// Founding, step 1, at another acceptor: one without state promises an epoch newer than
+    /// any it knows (a founder only one that beats its own), durably, and draws the number a
+    /// start must name.
+    fn on_propose_epoch(&mut self, from: NodeId, attempt: u64, epoch: Epoch) -> Result<(), Ignored> {
+        self.check_peer(from)?;
+        let willing = match &self.phase {
+            Phase::Active(_) => false,
+            Phase::Founding { epoch: own, .. } => (epoch, from) > (*own, self.config.id),
+            Phase::Querying { .. } | Phase::Fencing { .. } => epoch > self.storage.meta().epoch,
+        };
+        let mut promised_in = None;
+        if willing {
+            let meta = Meta { epoch, ..self.storage.meta().clone() };
+            self.storage.save_meta(&meta).map_err(|e| Ignored::Storage(e.to_string()))?;
+            let number: u64 = self.rng.random();
+            self.promise = Some((epoch, number));
+            self.promise_aged = false;
+            promised_in = Some(number);
+            if !matches!(self.phase, Phase::Querying { .. }) {
+                // A founding or a rejoin into an older epoch is over; keep asking meanwhile.
+                let attempt = self.rng.random();
+                self.phase = Phase::Querying { attempt, answers: BTreeMap::new() };
+            }
+        }
+        let standing = self.standing();
+        self.send(from, Message::EpochReply { attempt, epoch, promised_in, standing });
+        Ok(())
+    }
+
+    /// Founding, step 2, at another acceptor: it joins, empty, if this is the promise it holds.
+    fn on_start_epoch(
+        &mut self,
+        now: Instant,
+        epoch: Epoch,
+        members: &[(NodeId, u64)],
+    ) -> Result<(), Ignored> {
+        let mine = members.iter().find(|(node, _)| *node == self.config.id).map(|(_, n)| *n);
+        let holds = matches!(self.phase, Phase::Querying { .. })
+            && mine.is_some()
+            && self.promise == mine.map(|number| (epoch, number))
+            && epoch >= self.storage.meta().epoch;
+        if !holds {
+            self.learn_epoch(now, epoch);
+            return Err(Ignored::StaleAttempt);
+        }
+        self.found(epoch);
         Ok(())
     }
 
@@ -330,21 +505,141 @@ impl<S: Storage> Acceptor<S> {
         from: NodeId,
         answered: u64,
         known_of_me: Incarnation,
+        standing: Standing,
     ) -> Result<(), Ignored> {
         self.check_peer(from)?;
-        let needed = self.rejoin_quorum();
-        let Phase::Querying { attempt, known } = &mut self.phase else {
+        let Phase::Querying { attempt, answers } = &mut self.phase else {
             return Err(Ignored::StaleAttempt);
         };
         if *attempt != answered {
             return Err(Ignored::StaleAttempt);
         }
-        known.insert(from, known_of_me);
-        if known.len() >= needed {
-            let highest = known.values().max().copied().unwrap_or_default();
-            self.start_fencing(now, Incarnation(highest.0 + 1));
+        answers.insert(from, (known_of_me, standing));
+        self.decide_rejoin(now);
+        Ok(())
+    }
+
+    /// With the answers so far: rejoin from enough voting acceptors of the newest epoch, or,
+    /// if a majority has no state and founding is allowed, found a new epoch.
+    fn decide_rejoin(&mut self, now: Instant) {
+        let Phase::Querying { answers, .. } = &self.phase else { return };
+        let floor = self.storage.meta().epoch;
+        let newest = answers
+            .values()
+            .filter_map(|(_, s)| match s {
+                Standing::Voting(i) => Some(i.epoch),
+                Standing::Recovering { .. } => None,
+            })
+            .max()
+            .filter(|epoch| *epoch >= floor);
+        if let Some(epoch) = newest {
+            let voters = answers
+                .values()
+                .filter(|(_, s)| matches!(s, Standing::Voting(i) if i.epoch == epoch))
+                .count();
+            if voters >= self.rejoin_quorum() {
+                let life = answers
+                    .values()
+                    .map(|(known, _)| *known)
+                    .filter(|known| known.epoch == epoch)
+                    .map(|known| known.life)
+                    .max()
+                    .unwrap_or(0);
+                return self.start_fencing(now, Incarnation::new(epoch, life + 1));
+            }
+        }
+        let without_state = 1 + answers
+            .values()
+            .filter(|(_, s)| matches!(s, Standing::Recovering { .. }))
+            .count();
+        let may_found = self.may_found || self.config.recovery == Recovery::NewEpoch;
+        let waiting_on_founder = self.promise.is_some() && !self.promise_aged;
+        if may_found && !waiting_on_founder && without_state >= majority(self.set_size()) {
+            let seen = answers.values().map(|(_, s)| s.epoch().number).max().unwrap_or(0);
+            let number = seen.max(floor.number).saturating_add(1).max(self.config.epoch_floor);
+            let epoch = Epoch { number, nonce: self.rng.random() };
+            self.start_founding(now, epoch);
+        }
+    }
+
+    fn start_founding(&mut self, now: Instant, epoch: Epoch) {
+        let meta = Meta { epoch, ..self.storage.meta().clone() };
+        if self.storage.save_meta(&meta).is_err() {
+            return; // still querying; the next answer or retry tries again
+        }
+        let attempt = self.rng.random();
+        self.promise = None;
+        self.phase = Phase::Founding { attempt, epoch, promised: BTreeMap::new() };
+        if majority(self.set_size()) <= 1 {
+            return self.found_with_promisers(epoch, BTreeMap::new());
+        }
+        for peer in self.others() {
+            self.send(peer, Message::ProposeEpoch { attempt, epoch });
+        }
+        self.retry_at = Some(now + self.config.rejoin_retry);
+    }
+
+    fn on_epoch_reply(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        answered: u64,
+        epoch: Epoch,
+        promised_in: Option<u64>,
+        standing: Standing,
+    ) -> Result<(), Ignored> {
+        self.check_peer(from)?;
+        let needed = majority(self.set_size());
+        let Phase::Founding { attempt, epoch: founding, promised } = &mut self.phase else {
+            return Err(Ignored::StaleAttempt);
+        };
+        if *attempt != answered || *founding != epoch {
+            return Err(Ignored::StaleAttempt);
+        }
+        match promised_in {
+            Some(number) => {
+                promised.insert(from, number);
+                if promised.len() + 1 >= needed {
+                    let promised = std::mem::take(promised);
+                    self.found_with_promisers(epoch, promised);
+                }
+            }
+            // A voting acceptor, or a newer promise: founding this epoch may fail; the retry
+            // asks again and sees what is there then. Only an epoch someone votes in is news.
+            None => {
+                if let Standing::Voting(theirs) = standing {
+                    self.learn_epoch(now, theirs.epoch);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The founder's majority promised: it joins the epoch and tells the promisers to.
+    fn found_with_promisers(&mut self, epoch: Epoch, promised: BTreeMap<NodeId, u64>) {
+        let members: Vec<(NodeId, u64)> = promised.into_iter().collect();
+        if !self.found(epoch) {
+            return;
+        }
+        for (peer, _) in members.clone() {
+            self.send(peer, Message::StartEpoch { epoch, members: members.clone() });
+        }
+    }
+
+    /// Joins `epoch` as one of its founders: empty, life 0, no fences. Whether it did (a store
+    /// that refuses the writes leaves it rejoining).
+    fn found(&mut self, epoch: Epoch) -> bool {
+        let incarnation = Incarnation::new(epoch, 0);
+        let meta = Meta { incarnation: Some(incarnation), fences: BTreeMap::new(), epoch };
+        if self.storage.clear_slots().is_err() || self.storage.save_meta(&meta).is_err() {
+            return false;
+        }
+        tracing::info!(acceptor = %self.config.id, %incarnation, "founded a new epoch");
+        self.phase = Phase::Active(incarnation);
+        self.promise = None;
+        self.may_found = false;
+        self.retry_at = None;
+        true
     }
 
     fn on_fence_reply(
@@ -352,16 +647,41 @@ impl<S: Storage> Acceptor<S> {
         now: Instant,
         from: NodeId,
         answered: u64,
-        slots: Vec<(Key, Slot)>,
-        next: Option<Key>,
+        (slots, next): (Vec<(Key, Slot)>, Option<Key>),
+        standing: Standing,
+        their_fences: Vec<(NodeId, Incarnation)>,
     ) -> Result<(), Ignored> {
         self.check_peer(from)?;
         let needed = self.rejoin_quorum();
-        let Phase::Fencing { attempt, incarnation, cursors, done, merged } = &mut self.phase else {
+        let me = self.config.id;
+        let Phase::Fencing { attempt, incarnation, cursors, done, merged, fences } =
+            &mut self.phase
+        else {
             return Err(Ignored::StaleAttempt);
         };
         if *attempt != answered || done.contains(&from) {
             return Err(Ignored::StaleAttempt);
+        }
+        match standing {
+            Standing::Voting(theirs) if theirs.epoch == incarnation.epoch => {
+                raise(fences, from, theirs);
+            }
+            // Without state, or of another epoch: the acceptors this rejoin counted on have
+            // changed, so it starts over from the question.
+            other => {
+                if let Standing::Voting(theirs) = other {
+                    self.learn_epoch(now, theirs.epoch);
+                }
+                if !matches!(self.phase, Phase::Querying { .. }) {
+                    self.start_rejoin(now);
+                }
+                return Err(Ignored::StaleAttempt);
+            }
+        }
+        for (node, fence) in their_fences {
+            if node != me {
+                raise(fences, node, fence);
+            }
         }
         for (key, slot) in slots {
             merge_slot(merged.entry(key).or_default(), slot);
@@ -384,45 +704,45 @@ impl<S: Storage> Acceptor<S> {
 
     fn start_rejoin(&mut self, now: Instant) {
         let attempt = self.rng.random();
-        self.phase = Phase::Querying { attempt, known: BTreeMap::new() };
-        if self.rejoin_quorum() == 0 {
-            return self.start_fencing(now, Incarnation(1));
-        }
+        self.phase = Phase::Querying { attempt, answers: BTreeMap::new() };
         for peer in self.others() {
             self.send(peer, Message::Query { attempt });
         }
         self.retry_at = Some(now + self.config.rejoin_retry);
+        // With nobody to ask (a set of one), only founding can help.
+        self.decide_rejoin(now);
     }
 
     fn start_fencing(&mut self, now: Instant, incarnation: Incarnation) {
         let attempt = self.rng.random();
+        self.promise = None;
         self.phase = Phase::Fencing {
             attempt,
             incarnation,
             cursors: BTreeMap::new(),
             done: BTreeSet::new(),
             merged: BTreeMap::new(),
+            fences: BTreeMap::new(),
         };
-        if self.rejoin_quorum() == 0 {
-            return self.finish_rejoin(now);
-        }
         for peer in self.others() {
             self.send(peer, Message::Fence { attempt, incarnation, after: None });
         }
         self.retry_at = Some(now + self.config.rejoin_retry);
     }
 
-    /// Saves the merged slots, then the incarnation (last: see the storage docs), then votes.
+    /// Saves the copied slots and fences, then the incarnation (last: see the storage docs),
+    /// then votes.
     fn finish_rejoin(&mut self, now: Instant) {
-        let phase = std::mem::replace(&mut self.phase, Phase::Active(Incarnation(0)));
-        let Phase::Fencing { incarnation, merged, .. } = phase else {
+        let phase = std::mem::replace(&mut self.phase, Phase::Active(Incarnation::default()));
+        let Phase::Fencing { incarnation, merged, fences, .. } = phase else {
             self.phase = phase;
             return;
         };
-        match self.save_rejoin(incarnation, merged) {
+        match self.save_rejoin(incarnation, merged, fences) {
             Ok(()) => {
                 self.phase = Phase::Active(incarnation);
                 self.retry_at = None;
+                self.may_found = false;
             }
             // Still not voting: try the whole rejoin again.
             Err(()) => self.start_rejoin(now),
@@ -433,22 +753,47 @@ impl<S: Storage> Acceptor<S> {
         &mut self,
         incarnation: Incarnation,
         merged: BTreeMap<Key, Slot>,
+        copied_fences: BTreeMap<NodeId, Incarnation>,
     ) -> Result<(), ()> {
-        for (key, mut slot) in merged {
-            if let Some(local) = self.storage.slot(&key) {
-                merge_slot(&mut slot, local.clone());
-            }
+        // Whatever this store still holds is from an earlier life: only the copy counts.
+        self.storage.clear_slots().map_err(drop)?;
+        for (key, slot) in merged {
             self.storage.save_slot(&key, &slot).map_err(drop)?;
         }
-        let meta = Meta { incarnation: Some(incarnation), ..self.storage.meta().clone() };
+        let mut fences = self.storage.meta().fences.clone();
+        fences.retain(|_, fence| fence.epoch == incarnation.epoch);
+        for (node, fence) in copied_fences {
+            raise(&mut fences, node, fence);
+        }
+        let meta = Meta { incarnation: Some(incarnation), fences, epoch: incarnation.epoch };
         self.storage.save_meta(&meta).map_err(drop)
     }
 
-    /// Answers needed from the others to rejoin: enough to meet every majority of the set
-    /// outside this acceptor (a majority of the whole set, capped by how many others there are).
+    /// Voting answers needed from the others to rejoin: enough to meet, among the others,
+    /// every majority that counted this acceptor (`n - majority + 1` of the `n - 1` others),
+    /// and so also every earlier rejoin's fences. Never 0: an acceptor alone cannot rejoin.
     fn rejoin_quorum(&self) -> usize {
-        let others = self.others().len();
-        majority(others + 1).min(others)
+        let n = self.set_size();
+        (n + 1 - majority(n)).clamp(1, self.others().len().max(1))
+    }
+
+    /// The size of the acceptor set.
+    fn set_size(&self) -> usize {
+        let mut all = self.config.acceptors.clone();
+        all.sort();
+        all.dedup();
+        all.len().max(1)
+    }
+
+    fn standing(&self) -> Standing {
+        match self.phase {
+            Phase::Active(incarnation) => Standing::Voting(incarnation),
+            _ => Standing::Recovering { epoch: self.storage.meta().epoch },
+        }
+    }
+
+    fn fence_list(&self) -> Vec<(NodeId, Incarnation)> {
+        self.storage.meta().fences.iter().map(|(node, fence)| (*node, *fence)).collect()
     }
 
     fn others(&self) -> Vec<NodeId> {
@@ -479,9 +824,10 @@ impl<S: Storage> Acceptor<S> {
     }
 }
 
-/// The peers in `all` for which `answered` is false.
-fn missing(all: &[NodeId], answered: impl Fn(&NodeId) -> bool) -> Vec<NodeId> {
-    all.iter().filter(|n| !answered(n)).copied().collect()
+/// Records `incarnation` for `node` unless a newer one is known.
+fn raise(fences: &mut BTreeMap<NodeId, Incarnation>, node: NodeId, incarnation: Incarnation) {
+    let fence = fences.entry(node).or_default();
+    *fence = (*fence).max(incarnation);
 }
 
 /// Folds `other` into `into`: the higher promise, and the value with the higher ballot.

@@ -22,8 +22,8 @@ impl fmt::Display for NodeId {
 ///
 /// Ballots carry it so that a proposer that restarts (and forgets its ballot counter) can never
 /// reuse a ballot it used before with a different value: one ballot, one value, is the invariant
-/// Paxos is built on. The driver passes the transport's node incarnation; the simulation a
-/// random number.
+/// Paxos is built on. The driver draws a new one at every start of the service (the wall clock
+/// in microseconds, kept increasing); the simulation a random number.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -34,15 +34,59 @@ pub struct ProposerId {
     pub run: u64,
 }
 
-/// The life of an acceptor's state: a new one each time an acceptor rejoins after losing it.
+/// A life of the cluster's state: a new epoch starts only when a majority of the acceptors have
+/// lost their state (see the crate docs, "Losing state"), and everything before it is gone.
 ///
-/// An acceptor sends its incarnation with every promise, and a proposer echoes the incarnations
-/// of the promises it counted in its accept; an accept that counted a promise of an older
-/// incarnation is refused. See the crate docs, "Losing state".
+/// Ordered by `number`, then `nonce`. A founder numbers a new epoch above every epoch it saw
+/// (and above its configured floor, a wall-clock reading in the driver, so numbers grow across
+/// full restarts), and draws the nonce at random, so two foundings never make the same epoch.
+/// `Epoch::default()` is the epoch before any founding.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
-pub struct Incarnation(pub u64);
+pub struct Epoch {
+    /// Grows from epoch to epoch: the first half of a fencing token that survives epochs.
+    pub number: u64,
+    /// Tells apart two foundings that chose the same number.
+    pub nonce: u64,
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}~{:x}", self.number, self.nonce & 0xffff)
+    }
+}
+
+/// The life of an acceptor's state: a new one each time an acceptor rejoins after losing it.
+///
+/// Ordered by epoch first. Within an epoch, `life` grows with every rejoin of the acceptor; the
+/// acceptors that found an epoch start it at life 0, and a rejoin never takes 0.
+///
+/// An acceptor sends its incarnation with every promise, and a proposer echoes the incarnations
+/// of the promises it counted in its accept; an accept that counted a promise of an older
+/// incarnation is refused, and a proposer counts no vote of an incarnation it knows was replaced.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Incarnation {
+    /// The epoch the acceptor votes in.
+    pub epoch: Epoch,
+    /// The acceptor's life within the epoch.
+    pub life: u64,
+}
+
+impl Incarnation {
+    /// Life `life` of `epoch`.
+    pub const fn new(epoch: Epoch, life: u64) -> Self {
+        Incarnation { epoch, life }
+    }
+}
+
+impl fmt::Display for Incarnation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.epoch, self.life)
+    }
+}
 
 /// A Paxos round number: a counter, with the proposer breaking ties.
 ///

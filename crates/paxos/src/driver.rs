@@ -22,8 +22,18 @@
 //!
 //! **Node names and core ids.** The core knows nodes as [`NodeId`]s; [`node_id`] is the one
 //! place that maps a node name to one (a stable 64-bit hash of the name, so every node
-//! computes the same id with no exchange). A proposer's run is the node's incarnation, so a
-//! restarted node never reuses a ballot.
+//! computes the same id with no exchange). A proposer's run is new at every start of the
+//! service (the wall clock in microseconds, kept increasing within the process), so neither a
+//! restarted node nor a service stopped and started again on the same node reuses a ballot.
+//!
+//! **A fresh cluster, and a majority that lost its state.** An acceptor without state votes
+//! only after it has rejoined from enough voting acceptors. When a majority has no state (a
+//! fresh cluster, or every in-memory acceptor restarted), nobody can rejoin: with the default
+//! [`Recovery::Manual`] the service stays without quorum until an operator calls
+//! [`Paxos::begin_epoch`] on a node whose acceptor has no state, which founds a new, empty
+//! epoch; with [`Recovery::NewEpoch`] (opt-in) that happens on its own. Either way what the
+//! acceptors held is given up, and fencing tokens (`Outcome::epoch`, then the version) keep
+//! growing: epochs are numbered from the wall clock in milliseconds.
 //!
 //! **Owned entries** ([`Paxos::put_owned`]): the node that writes an entry bound to a
 //! [`Holder`] watches the holder — a local process through the runtime, a node through the
@@ -33,12 +43,17 @@
 //! entries of nodes that went down). A ClearIfOwner that finds the entry taken by another
 //! holder changes nothing.
 //!
+//! **Forwarding.** A change forwarded to a key's designated proposer is acknowledged on
+//! receipt and sent again until it is; when the transport reports the designated node down,
+//! a forwarded read is taken back and run here, and any other forwarded change fails at once
+//! with [`PaxosClientError::DesignatedDown`] rather than at its deadline.
+//!
 //! What the driver does not do: retry a failed change (each error says whether it may have
 //! taken effect; the caller decides), change the acceptor set at run time, or detect failures
 //! itself (the transport's heartbeats do). A [`FileStorage`] fsyncs on the driver's task.
 //!
 //! ```no_run
-//! use shoal_paxos::driver::{Paxos, PaxosConfig};
+//! use shoal_paxos::driver::{Paxos, PaxosConfig, Recovery};
 //! use shoal_transport::Node;
 //!
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -50,7 +65,9 @@
 //! for node in &nodes[1..] {
 //!     node.join(nodes[0].listen_addr()).await?;
 //! }
-//! let config = PaxosConfig::new(names.iter().map(|n| n.to_string()).collect());
+//! // A fresh cluster: the first acceptors without state found the first epoch themselves.
+//! let mut config = PaxosConfig::new(names.iter().map(|n| n.to_string()).collect());
+//! config.recovery = Recovery::NewEpoch;
 //! let mut services = Vec::new();
 //! for node in &nodes {
 //!     services.push(Paxos::start(node, config.clone()).await?);
@@ -72,6 +89,7 @@ use shoal_process::Pid;
 use shoal_transport::{Node, ServiceError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+pub use crate::acceptor::Recovery;
 use crate::ballot::NodeId;
 use crate::error::{PaxosError, StorageError};
 use crate::register::{Change, Entry, Key, Outcome, Owner};
@@ -120,15 +138,18 @@ pub struct PaxosConfig {
     pub peer_queue: usize,
     /// Message batches from peers waiting for the driver task.
     pub inbox_capacity: usize,
-    /// Seeds back-off jitter and rejoin attempt numbers (mixed with the node's name).
+    /// Seeds back-off jitter and rejoin attempt numbers (mixed with the node's name and the
+    /// service's run).
     pub seed: u64,
+    /// What this node's acceptor does, without state, when a majority has none either.
+    pub recovery: Recovery,
     /// The name of the transport service; the same on every node.
     pub service: String,
 }
 
 impl PaxosConfig {
     /// Defaults for a LAN: in-memory storage, requests of 2 s, rounds of 100 ms, forwarding
-    /// on, 4,096 requests at once, 8,192 queued messages per peer.
+    /// on, 4,096 requests at once, 8,192 queued messages per peer, [`Recovery::Manual`].
     pub fn new(acceptors: Vec<String>) -> Self {
         PaxosConfig {
             acceptors,
@@ -140,6 +161,7 @@ impl PaxosConfig {
             peer_queue: 8192,
             inbox_capacity: 1024,
             seed: 0,
+            recovery: Recovery::Manual,
             service: "paxos".to_owned(),
         }
     }
@@ -183,6 +205,10 @@ pub enum PaxosClientError {
     /// its maximum of requests; nothing was applied.
     #[error("the proposer is busy; nothing was applied")]
     Busy,
+    /// The change was forwarded to a key's designated proposer, whose node went down before
+    /// it answered: it may have applied the change.
+    #[error("the designated proposer went down before answering (change maybe applied)")]
+    DesignatedDown,
     /// The service on this node has stopped ([`Paxos::stop`]).
     #[error("the Paxos service on this node has stopped (change maybe applied: {maybe_applied})")]
     Stopped {
@@ -198,7 +224,7 @@ impl PaxosClientError {
             PaxosClientError::NoQuorum { maybe_applied }
             | PaxosClientError::Timeout { maybe_applied }
             | PaxosClientError::Stopped { maybe_applied } => *maybe_applied,
-            PaxosClientError::Indeterminate => true,
+            PaxosClientError::Indeterminate | PaxosClientError::DesignatedDown => true,
             PaxosClientError::Busy => false,
         }
     }
@@ -211,6 +237,7 @@ impl From<PaxosError> for PaxosClientError {
             PaxosError::Timeout { maybe_applied } => PaxosClientError::Timeout { maybe_applied },
             PaxosError::Indeterminate => PaxosClientError::Indeterminate,
             PaxosError::Overloaded => PaxosClientError::Busy,
+            PaxosError::DesignatedDown => PaxosClientError::DesignatedDown,
         }
     }
 }
@@ -230,27 +257,52 @@ pub enum QuorumEvent {
 pub enum Holder {
     /// A process of the node that writes the entry.
     Process(Pid),
-    /// A node, by name.
-    Node(String),
+    /// One run of a node: its name and incarnation ([`Paxos::node_holder`] fills in the
+    /// current one), so that clearing the entries of a run that died never clears those the
+    /// node's next run wrote.
+    Node {
+        /// The node's name.
+        name: String,
+        /// The run of it ([`shoal_transport::NodeSpec::incarnation`]).
+        incarnation: u64,
+    },
 }
 
 impl Holder {
     /// The [`Owner`] an entry bound to this holder carries: `pid:<node>.<incarnation>.<id>` or
-    /// `node:<name>`, so any node can tell whom an entry belongs to.
+    /// `node:<name>.<incarnation>`, so any node can tell whom an entry belongs to.
     pub fn owner(&self) -> Owner {
         let text = match self {
             Holder::Process(pid) => {
                 format!("pid:{}.{}.{}", pid.node().as_u64(), pid.incarnation(), pid.local_id())
             }
-            Holder::Node(name) => format!("node:{name}"),
+            Holder::Node { name, incarnation } => format!("node:{name}.{incarnation}"),
         };
         Owner(text.into_bytes())
     }
 }
 
+/// Why [`Paxos::begin_epoch`] did nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BeginEpochError {
+    /// This node's acceptor votes: its state, and its epoch's, are intact.
+    #[error("this node's acceptor votes in incarnation {0}; its epoch goes on")]
+    Voting(crate::Incarnation),
+    /// This node is not in the acceptor set.
+    #[error("this node is not an acceptor")]
+    NotAnAcceptor,
+    /// The service on this node has stopped.
+    #[error("the Paxos service on this node has stopped")]
+    Stopped,
+}
+
 /// Why an owned entry was not written.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum OwnedWriteError {
+    /// The holder names a run of a node that is not the one connected now (or a node that is
+    /// not connected): nothing was written.
+    #[error("{0:?} is not a connected run of that node; nothing was written")]
+    StaleNode(Holder),
     /// The holder is a process of another node: only local processes can be watched. Nothing
     /// was written.
     #[error("{0} is not a process of this node; nothing was written")]
@@ -268,6 +320,8 @@ pub enum OwnedWriteError {
 pub(crate) enum Command {
     /// Run `change` on `key`, answer on `reply`.
     Propose { key: Key, change: Change, reply: oneshot::Sender<Result<Outcome, PaxosClientError>> },
+    /// The operator's command to found a new epoch ([`Paxos::begin_epoch`]).
+    BeginEpoch(oneshot::Sender<Result<(), BeginEpochError>>),
     /// Stop the task; answer once the acceptor's storage is closed.
     Stop(oneshot::Sender<()>),
 }
@@ -438,10 +492,18 @@ impl Paxos {
                     watch.await;
                 })
             }
-            Holder::Node(name) if name == self.inner.node.name() => {
+            Holder::Node { name, incarnation } if *name == self.inner.node.name() => {
+                if *incarnation != self.inner.node.incarnation() {
+                    return Err(OwnedWriteError::StaleNode(holder.clone()));
+                }
                 Box::pin(std::future::pending())
             }
-            Holder::Node(name) => {
+            Holder::Node { name, incarnation } => {
+                let current = self.node_holder(name);
+                if current.as_ref() != Some(&holder) {
+                    return Err(OwnedWriteError::StaleNode(holder.clone()));
+                }
+                let _ = incarnation;
                 let down = self.inner.node.monitor_node(name);
                 Box::pin(async move {
                     down.await;
@@ -464,7 +526,7 @@ impl Paxos {
         let outcome = outcome?;
         let dead = match &holder {
             Holder::Process(pid) => !runtime.is_alive(*pid),
-            Holder::Node(name) => {
+            Holder::Node { name, .. } => {
                 name != self.inner.node.name() && !self.inner.node.is_connected(name)
             }
         };
@@ -472,6 +534,38 @@ impl Paxos {
             return Err(OwnedWriteError::HolderDied);
         }
         Ok(outcome)
+    }
+
+    /// A [`Holder`] for the current run of node `name` (this node included), or `None` if it
+    /// is not connected.
+    pub fn node_holder(&self, name: &str) -> Option<Holder> {
+        let node = &self.inner.node;
+        let incarnation = if name == node.name() {
+            node.incarnation()
+        } else if node.is_connected(name) {
+            node.members().into_iter().find(|spec| spec.name == name)?.incarnation
+        } else {
+            return None;
+        };
+        Some(Holder::Node { name: name.to_owned(), incarnation })
+    }
+
+    /// The operator's command after a majority of the acceptors lost their state together
+    /// (every in-memory acceptor restarted, say), and to start a fresh cluster under
+    /// [`Recovery::Manual`]: this node's acceptor, which must be without state, founds a new,
+    /// empty epoch as soon as it finds a majority without state. **What the acceptors held
+    /// is given up.** While enough acceptors vote, it rejoins them instead and nothing is lost.
+    ///
+    /// # Errors
+    ///
+    /// [`BeginEpochError::Voting`] if this node's acceptor votes, [`BeginEpochError::NotAnAcceptor`]
+    /// if this node has none, [`BeginEpochError::Stopped`] if the service has stopped.
+    pub async fn begin_epoch(&self) -> Result<(), BeginEpochError> {
+        let (reply, answer) = oneshot::channel();
+        if self.inner.commands.send(Command::BeginEpoch(reply)).await.is_err() {
+            return Err(BeginEpochError::Stopped);
+        }
+        answer.await.unwrap_or(Err(BeginEpochError::Stopped))
     }
 
     /// Whether a majority of the acceptor set is reachable from this node now.

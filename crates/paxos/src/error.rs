@@ -28,6 +28,10 @@ pub enum PaxosError {
         "another write was chosen after this change's unconfirmed accept (change maybe applied)"
     )]
     Indeterminate,
+    /// The proposer this change was forwarded to went down before it answered; it may have run
+    /// the change.
+    #[error("the designated proposer went down before answering (change maybe applied)")]
+    DesignatedDown,
     /// The proposer this change was forwarded to was too busy to take it; nothing was applied.
     #[error("the designated proposer is overloaded; nothing was applied")]
     Overloaded,
@@ -40,7 +44,7 @@ impl PaxosError {
             PaxosError::NoQuorum { maybe_applied } | PaxosError::Timeout { maybe_applied } => {
                 *maybe_applied
             }
-            PaxosError::Indeterminate => true,
+            PaxosError::Indeterminate | PaxosError::DesignatedDown => true,
             PaxosError::Overloaded => false,
         }
     }

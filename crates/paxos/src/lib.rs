@@ -173,10 +173,12 @@ mod proposer;
 mod register;
 mod storage;
 
-pub use crate::acceptor::{Acceptor, AcceptorConfig, Ignored as AcceptorIgnored};
-pub use crate::ballot::{Ballot, Incarnation, NodeId, ProposerId};
+pub use crate::acceptor::{
+    Acceptor, AcceptorConfig, BeginEpochError, Ignored as AcceptorIgnored, Recovery,
+};
+pub use crate::ballot::{Ballot, Epoch, Incarnation, NodeId, ProposerId};
 pub use crate::error::{PaxosError, ProposeError, StorageError};
-pub use crate::message::{Message, Rejection, RequestId};
+pub use crate::message::{Message, Rejection, RequestId, Standing};
 pub use crate::proposer::{
     Completion, Ignored as ProposerIgnored, Proposer, ProposerConfig, designated,
 };

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ballot::{Ballot, Incarnation, NodeId, ProposerId};
+use crate::ballot::{Ballot, Epoch, Incarnation, NodeId, ProposerId};
 use crate::error::PaxosError;
 use crate::register::{Change, Key, Outcome, Register};
 use crate::storage::Slot;
@@ -43,6 +43,9 @@ pub enum Message {
         key: Key,
         /// The proposer's new ballot.
         ballot: Ballot,
+        /// The newest epoch the proposer knows: an acceptor of an older one learns that its
+        /// epoch has ended.
+        epoch: Epoch,
     },
     /// Phase 2a: accept `register` at `ballot`.
     Accept {
@@ -71,6 +74,22 @@ pub enum Message {
         /// Resume the state transfer after this key.
         after: Option<Key>,
     },
+    /// A rejoining acceptor that found a majority of the set without state asks the others
+    /// without state to promise never to join an epoch below `epoch` (founding, step 1).
+    ProposeEpoch {
+        /// Matches the answers to this attempt.
+        attempt: u64,
+        /// The epoch to found.
+        epoch: Epoch,
+    },
+    /// A majority promised: the epoch starts, empty (founding, step 2). Only the acceptors
+    /// listed, each still in the rejoin attempt it promised in, join it this way.
+    StartEpoch {
+        /// The epoch founded.
+        epoch: Epoch,
+        /// Each acceptor that promised, with the number it drew for its promise.
+        members: Vec<(NodeId, u64)>,
+    },
     /// Phase 1b: the promise, with the highest accepted value.
     Promise {
         /// The register.
@@ -94,6 +113,9 @@ pub enum Message {
         ballot: Ballot,
         /// The incarnation that accepted (and promised the successor ballot).
         incarnation: Incarnation,
+        /// The newest incarnation of each other acceptor this one knows (its fences): the
+        /// proposer counts no vote of an incarnation that has since been replaced.
+        fences: Vec<(NodeId, Incarnation)>,
     },
     /// A prepare or accept was refused.
     Rejected {
@@ -110,6 +132,8 @@ pub enum Message {
         attempt: u64,
         /// The highest incarnation of the asker this acceptor knows.
         known: Incarnation,
+        /// Whether the answering acceptor votes, and in which incarnation.
+        standing: Standing,
     },
     /// The answer to [`Message::Fence`]: the fence is recorded, and here is a page of state.
     FenceReply {
@@ -119,6 +143,24 @@ pub enum Message {
         slots: Vec<(Key, Slot)>,
         /// Where the next page starts, if there is one.
         next: Option<Key>,
+        /// Whether the answering acceptor votes: only the pages of a voting one are copied.
+        standing: Standing,
+        /// The answering acceptor's fences, which the rejoining acceptor carries on, so that
+        /// no incarnation is forgotten while acceptors restart one after another.
+        fences: Vec<(NodeId, Incarnation)>,
+    },
+    /// The answer to [`Message::ProposeEpoch`].
+    EpochReply {
+        /// The founding attempt answered.
+        attempt: u64,
+        /// The epoch proposed.
+        epoch: Epoch,
+        /// If the acceptor promised: a number it drew for this promise, which
+        /// [`Message::StartEpoch`] must name for it to join (so a copy that outlives the
+        /// promise, or the acceptor's state, never applies).
+        promised_in: Option<u64>,
+        /// The answering acceptor's standing.
+        standing: Standing,
     },
     /// A proposer hands a change to the key's designated proposer.
     Forward {
@@ -132,6 +174,16 @@ pub enum Message {
         change: Change,
         /// How long the sender still waits for the result.
         timeout: Duration,
+        /// 0 for the first copy; the sender sends again until the designated proposer
+        /// acknowledges it.
+        copy: u32,
+    },
+    /// The designated proposer has the forwarded change (sent for every copy received).
+    ForwardAck {
+        /// The proposer that forwarded the change.
+        origin: ProposerId,
+        /// The sender's request.
+        id: RequestId,
     },
     /// The designated proposer's result for a forwarded change.
     ForwardResult {
@@ -156,6 +208,31 @@ impl Message {
                 | Message::Fence { .. }
                 | Message::QueryReply { .. }
                 | Message::FenceReply { .. }
+                | Message::ProposeEpoch { .. }
+                | Message::EpochReply { .. }
+                | Message::StartEpoch { .. }
         )
+    }
+}
+
+/// Whether an acceptor votes, as it tells a rejoining one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Standing {
+    /// It votes, in this incarnation.
+    Voting(Incarnation),
+    /// It has no state and rejoins; it never joins an epoch below `epoch`.
+    Recovering {
+        /// The newest epoch it knows or promised.
+        epoch: Epoch,
+    },
+}
+
+impl Standing {
+    /// The epoch the acceptor votes in or has promised.
+    pub fn epoch(&self) -> Epoch {
+        match self {
+            Standing::Voting(incarnation) => incarnation.epoch,
+            Standing::Recovering { epoch } => *epoch,
+        }
     }
 }

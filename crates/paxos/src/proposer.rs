@@ -22,7 +22,7 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use thiserror::Error;
 
-use crate::ballot::{Ballot, Incarnation, NodeId, ProposerId};
+use crate::ballot::{Ballot, Epoch, Incarnation, NodeId, ProposerId};
 use crate::error::{PaxosError, ProposeError};
 use crate::membership::majority;
 use crate::message::{Message, Rejection, RequestId};
@@ -105,9 +105,25 @@ pub enum Ignored {
     /// A forward whose origin proposer is not on the node that sent it.
     #[error("forward from {0} names a proposer on another node")]
     ForgedOrigin(NodeId),
-    /// A second copy of a forwarded change that is still running.
+    /// A second copy of a forwarded change that is still running (acknowledged again).
     #[error("duplicate of a forwarded change still running")]
     Duplicate,
+    /// A vote from an incarnation of the acceptor that has since been replaced, or from an
+    /// older epoch: it does not count.
+    #[error("vote from a replaced incarnation of {0}")]
+    StaleIncarnation(NodeId),
+}
+
+/// A change handed to a designated proposer.
+#[derive(Debug)]
+struct Forwarded {
+    to: NodeId,
+    /// Whether the designated proposer acknowledged a copy: then no more are sent.
+    acked: bool,
+    /// Copies sent so far, the first included.
+    copies: u32,
+    /// When the next copy goes, while unacknowledged.
+    resend_at: Option<Instant>,
 }
 
 /// Who asked for a change: a local caller, or another proposer that forwarded it.
@@ -235,9 +251,16 @@ pub struct Proposer {
     /// Every key's `wake_at`, in time order, so timeouts cost no scan of all keys.
     wakes: BTreeSet<(Instant, Key)>,
     /// Changes forwarded to a designated proposer, awaiting its result.
-    forwarded: BTreeMap<RequestId, NodeId>,
+    forwarded: BTreeMap<RequestId, Forwarded>,
     /// Their deadlines, in time order.
     forward_deadlines: BTreeSet<(Instant, RequestId)>,
+    /// When unacknowledged forwards are sent again, in time order.
+    forward_resends: BTreeSet<(Instant, RequestId)>,
+    /// The newest incarnation known of each acceptor (from votes and from the fences acceptors
+    /// report): a vote of an older one does not count.
+    known: BTreeMap<NodeId, Incarnation>,
+    /// The newest epoch seen in a vote: votes of older epochs do not count.
+    epoch: Epoch,
     /// Forwards received from other proposers: running (`None`) or finished, so a duplicated
     /// forward is never run twice. Bounded, oldest finished forgotten first.
     received: BTreeMap<(ProposerId, RequestId), Option<Result<Outcome, PaxosError>>>,
@@ -260,6 +283,9 @@ impl Proposer {
             wakes: BTreeSet::new(),
             forwarded: BTreeMap::new(),
             forward_deadlines: BTreeSet::new(),
+            forward_resends: BTreeSet::new(),
+            known: BTreeMap::new(),
+            epoch: Epoch::default(),
             received: BTreeMap::new(),
             received_order: VecDeque::new(),
             fast: BTreeMap::new(),
@@ -323,7 +349,35 @@ impl Proposer {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let key = self.wakes.first().map(|(at, _)| *at);
         let forward = self.forward_deadlines.first().map(|(at, _)| *at);
-        key.into_iter().chain(forward).min()
+        let resend = self.forward_resends.first().map(|(at, _)| *at);
+        key.into_iter().chain(forward).chain(resend).min()
+    }
+
+    /// The transport lost `node` (it may have crashed). Changes forwarded to it stop waiting
+    /// for their deadline: a read is taken back and run here (running it twice changes
+    /// nothing); any other change fails with [`PaxosError::DesignatedDown`], since the
+    /// designated proposer may have run it.
+    pub fn peer_down(&mut self, now: Instant, node: NodeId) {
+        let lost: Vec<RequestId> = self
+            .forwarded
+            .iter()
+            .filter(|(_, forward)| forward.to == node)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            self.stop_forward(id);
+            let Some(request) = self.requests.get(&id) else { continue };
+            if request.change.is_read() {
+                let key = request.key.clone();
+                let state = self.keys.entry(key.clone()).or_default();
+                state.queue.push_back(id);
+                if state.queue.len() == 1 && state.wake_at.is_none() {
+                    self.run_key(now, &key);
+                }
+            } else {
+                self.finish(id, Err(PaxosError::DesignatedDown));
+            }
+        }
     }
 
     /// Time passed: rounds that timed out start over, back-offs end, deadlines fail requests.
@@ -356,14 +410,56 @@ impl Proposer {
             self.stop_forward(id);
             self.finish(id, Err(PaxosError::Timeout { maybe_applied: true }));
         }
+        let resends: Vec<RequestId> = self
+            .forward_resends
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, id)| *id)
+            .collect();
+        for id in resends {
+            self.send_forward(now, id);
+        }
+    }
+
+    /// Sends (again) the forward of request `id`, and plans the next copy.
+    fn send_forward(&mut self, now: Instant, id: RequestId) {
+        let (Some(forward), Some(request)) = (self.forwarded.get_mut(&id), self.requests.get(&id))
+        else {
+            return;
+        };
+        if let Some(at) = forward.resend_at.take() {
+            self.forward_resends.remove(&(at, id));
+        }
+        if forward.acked {
+            return;
+        }
+        let message = Message::Forward {
+            origin: self.config.id,
+            id,
+            key: request.key.clone(),
+            change: request.change.clone(),
+            timeout: request.deadline.saturating_duration_since(now),
+            copy: forward.copies,
+        };
+        forward.copies = forward.copies.saturating_add(1);
+        let next = now + self.config.round_timeout;
+        if next < request.deadline {
+            forward.resend_at = Some(next);
+            self.forward_resends.insert((next, id));
+        }
+        let to = forward.to;
+        self.send(to, message);
     }
 
     /// Forgets that request `id` waits for a forwarded result.
     fn stop_forward(&mut self, id: RequestId) {
-        if self.forwarded.remove(&id).is_some()
-            && let Some(request) = self.requests.get(&id)
-        {
-            self.forward_deadlines.remove(&(request.deadline, id));
+        if let Some(forward) = self.forwarded.remove(&id) {
+            if let Some(at) = forward.resend_at {
+                self.forward_resends.remove(&(at, id));
+            }
+            if let Some(request) = self.requests.get(&id) {
+                self.forward_deadlines.remove(&(request.deadline, id));
+            }
         }
     }
 
@@ -379,17 +475,37 @@ impl Proposer {
                 let vote = Vote { incarnation, accepted, base, register };
                 self.on_promise(now, from, key, ballot, vote)
             }
-            Message::Accepted { key, ballot, incarnation } => {
+            Message::Accepted { key, ballot, incarnation, fences } => {
+                if !self.config.acceptors.contains(&from) {
+                    return Err(Ignored::NotAnAcceptor(from));
+                }
+                self.learn(from, incarnation);
+                for (node, fence) in fences {
+                    self.learn(node, fence);
+                }
                 self.on_accepted(now, from, key, ballot, incarnation)
             }
             Message::Rejected { key, ballot, reason } => {
                 self.on_rejected(now, from, key, ballot, reason)
             }
-            Message::Forward { origin, id, key, change, timeout } => {
-                self.on_forward(now, from, (origin, id), key, change, timeout)
+            Message::Forward { origin, id, key, change, timeout, copy } => {
+                self.on_forward(now, from, (origin, id), (key, change), timeout, copy)
+            }
+            Message::ForwardAck { origin, id } => {
+                let forward = self.forwarded.get_mut(&id);
+                let Some(forward) = forward.filter(|f| origin == self.config.id && f.to == from)
+                else {
+                    return Err(Ignored::UnknownRequest);
+                };
+                forward.acked = true;
+                if let Some(at) = forward.resend_at.take() {
+                    self.forward_resends.remove(&(at, id));
+                }
+                Ok(())
             }
             Message::ForwardResult { origin, id, result } => {
-                if origin != self.config.id || self.forwarded.get(&id) != Some(&from) {
+                let ours = self.forwarded.get(&id).is_some_and(|forward| forward.to == from);
+                if origin != self.config.id || !ours {
                     return Err(Ignored::UnknownRequest);
                 }
                 self.stop_forward(id);
@@ -400,20 +516,26 @@ impl Proposer {
         }
     }
 
-    /// Runs a change another proposer forwarded, once: a duplicate of a forward still running is
-    /// ignored, and one of a forward already finished gets the same result again.
+    /// Runs a change another proposer forwarded, once. Every copy is acknowledged; a copy of a
+    /// forward still running changes nothing more, and one of a forward already answered
+    /// (run, or refused as overloaded) gets the same answer again.
+    ///
+    /// A later copy (`copy > 0`) of a change this proposer has no record of is run only if it
+    /// is a read: the first copy may have reached an earlier run of this proposer, which may
+    /// have applied it, so any other change is answered `Timeout { maybe_applied: true }`.
     fn on_forward(
         &mut self,
         now: Instant,
         from: NodeId,
         (origin, id): (ProposerId, RequestId),
-        key: Key,
-        change: Change,
+        (key, change): (Key, Change),
         timeout: Duration,
+        copy: u32,
     ) -> Result<(), Ignored> {
         if origin.node != from {
             return Err(Ignored::ForgedOrigin(from));
         }
+        self.send(from, Message::ForwardAck { origin, id });
         match self.received.get(&(origin, id)) {
             Some(Some(result)) => {
                 let result = result.clone();
@@ -423,16 +545,40 @@ impl Proposer {
             Some(None) => return Err(Ignored::Duplicate),
             None => {}
         }
+        if copy > 0 && !change.is_read() {
+            return Ok(self.answer_forward(origin, id, PaxosError::Timeout { maybe_applied: true }));
+        }
         let timeout = timeout.min(self.config.request_timeout);
         let deadline = now + timeout;
         match self.admit(now, key, change, Origin::Forwarded { from: origin, id }, deadline) {
             Ok(_) => self.remember_forward(origin, id),
             Err(ProposeError::Overloaded { .. }) => {
-                let result = Err(PaxosError::Overloaded);
-                self.send(from, Message::ForwardResult { origin, id, result });
+                self.answer_forward(origin, id, PaxosError::Overloaded);
             }
         }
         Ok(())
+    }
+
+    /// Answers a forward without running it, and remembers the answer, so that a copy arriving
+    /// later gets the same one (never a run of a change its sender was told did not apply).
+    fn answer_forward(&mut self, origin: ProposerId, id: RequestId, error: PaxosError) {
+        self.remember_forward(origin, id);
+        self.received.insert((origin, id), Some(Err(error)));
+        self.send(origin.node, Message::ForwardResult { origin, id, result: Err(error) });
+    }
+
+    /// Records what a vote tells about an acceptor's incarnation and the cluster's epoch.
+    fn learn(&mut self, node: NodeId, incarnation: Incarnation) {
+        let known = self.known.entry(node).or_default();
+        *known = (*known).max(incarnation);
+        self.epoch = self.epoch.max(incarnation.epoch);
+    }
+
+    /// Whether a vote of `node` in `incarnation` counts: it is of the newest epoch seen and of
+    /// the newest incarnation known of it (point 1 of the safety rules in the crate docs).
+    fn counts(&self, node: NodeId, incarnation: Incarnation) -> bool {
+        incarnation.epoch == self.epoch
+            && self.known.get(&node).is_none_or(|known| incarnation >= *known)
     }
 
     /// Remembers a forward (bounded: the oldest finished ones are forgotten first).
@@ -513,7 +659,7 @@ impl Proposer {
         let round = match fast {
             Some(fast) => {
                 let (after, applied) = request.change.apply(&fast.register);
-                let report = Outcome { before: fast.register, after: after.clone(), applied };
+                let report = Outcome { before: fast.register, after: after.clone(), applied, epoch: 0 };
                 let attempt =
                     Attempt { ballot: fast.ballot, register: after, base: fast.base, report };
                 request.proposal = Some(Proposal { attempts: vec![attempt.clone()] });
@@ -533,7 +679,7 @@ impl Proposer {
         };
         let message = match &round {
             Round::Preparing { ballot, .. } => {
-                Message::Prepare { key: key.clone(), ballot: *ballot }
+                Message::Prepare { key: key.clone(), ballot: *ballot, epoch: self.epoch }
             }
             Round::Accepting { ballot, attempt, quorum, .. } => Message::Accept {
                 key: key.clone(),
@@ -583,11 +729,31 @@ impl Proposer {
     ) -> Result<(), Ignored> {
         let quorum = majority(self.acceptors());
         let seen = vote.accepted.counter;
-        let state = self.round_for(from, &key, ballot)?;
+        if !self.config.acceptors.contains(&from) {
+            return Err(Ignored::NotAnAcceptor(from));
+        }
+        self.learn(from, vote.incarnation);
+        if !self.counts(from, vote.incarnation) {
+            return Err(Ignored::StaleIncarnation(from));
+        }
+        let (epoch, known) = (self.epoch, &self.known);
+        let state = self.keys.get_mut(&key).ok_or(Ignored::StaleRound)?;
+        let state = match &state.round {
+            Some(round) if round.ballot() == ballot && self.config.acceptors.contains(&from) => {
+                state.responded.insert(from);
+                state
+            }
+            _ => return Err(Ignored::StaleRound),
+        };
         let Some(Round::Preparing { promises, .. }) = &mut state.round else {
             return Err(Ignored::StaleRound);
         };
         promises.insert(from, vote);
+        // A newer epoch or incarnation seen since voids the promises that came before it.
+        promises.retain(|node, vote| {
+            vote.incarnation.epoch == epoch
+                && known.get(node).is_none_or(|known| vote.incarnation >= *known)
+        });
         if promises.len() < quorum {
             self.counter = self.counter.max(seen);
             return Ok(());
@@ -620,7 +786,7 @@ impl Proposer {
         let attempt = match retry_kind(request.proposal.as_ref(), highest, highest_base, &current) {
             Retry::Apply => {
                 let (after, applied) = request.change.apply(&current);
-                let report = Outcome { before: current, after: after.clone(), applied };
+                let report = Outcome { before: current, after: after.clone(), applied, epoch: 0 };
                 Attempt { ballot, register: after, base: highest, report }
             }
             Retry::Propose { register, base, report } => Attempt { ballot, register, base, report },
@@ -659,17 +825,35 @@ impl Proposer {
         incarnation: Incarnation,
     ) -> Result<(), Ignored> {
         let quorum = majority(self.acceptors());
-        let state = self.round_for(from, &key, ballot)?;
+        if !self.counts(from, incarnation) {
+            return Err(Ignored::StaleIncarnation(from));
+        }
+        let (epoch, known) = (self.epoch, &self.known);
+        let state = self.keys.get_mut(&key).ok_or(Ignored::StaleRound)?;
+        let state = match &state.round {
+            Some(round) if round.ballot() == ballot && self.config.acceptors.contains(&from) => {
+                state.responded.insert(from);
+                state
+            }
+            _ => return Err(Ignored::StaleRound),
+        };
         let Some(Round::Accepting { accepted, .. }) = &mut state.round else {
             return Err(Ignored::StaleRound);
         };
         accepted.insert(from, incarnation);
+        // An acceptor that accepted after a rejoin fenced it reports the fence: the earlier
+        // vote of the replaced incarnation no longer counts, as its value may be gone.
+        accepted.retain(|node, incarnation| {
+            incarnation.epoch == epoch
+                && known.get(node).is_none_or(|known| *incarnation >= *known)
+        });
         if accepted.len() < quorum {
             return Ok(());
         }
-        let Some(Round::Accepting { attempt, accepted, .. }) = state.round.take() else {
+        let Some(Round::Accepting { mut attempt, accepted, .. }) = state.round.take() else {
             return Err(Ignored::StaleRound);
         };
+        attempt.report.epoch = epoch.number;
         let old_wake = state.wake_at.take();
         state.quorum_answered = true;
         let id = state.queue.pop_front();
@@ -748,18 +932,15 @@ impl Proposer {
             && designated.is_some_and(|d| d != self.config.id.node);
         if let (true, Some(to)) = (may_forward, designated) {
             // Nothing of this change was sent in an accept, so it is still unapplied and moves
-            // whole to the designated proposer; it never runs here again. The forward is sent
-            // once and not repeated: the designated proposer remembers the forwards it ran only
-            // in memory, so a copy that reached a restarted run of it would run the change a
-            // second time. A lost forward ends in `Timeout { maybe_applied: true }`.
+            // whole to the designated proposer; it never runs here again. Copies go until one
+            // is acknowledged; the designated proposer runs a later copy only if it is a read
+            // or it has a record of the forward (see `on_forward`), so a copy that reaches a
+            // restarted run of it never runs a change a second time.
             state.queue.pop_front();
-            let timeout = request.deadline.saturating_duration_since(now);
-            let origin = self.config.id;
-            let change = request.change.clone();
-            let message = Message::Forward { origin, id, key: key.clone(), change, timeout };
-            self.forwarded.insert(id, to);
+            self.forwarded
+                .insert(id, Forwarded { to, acked: false, copies: 0, resend_at: None });
             self.forward_deadlines.insert((request.deadline, id));
-            self.send(to, message);
+            self.send_forward(now, id);
             return self.run_key(now, key);
         }
         request.conflicts = request.conflicts.saturating_add(1);

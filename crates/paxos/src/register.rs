@@ -149,6 +149,10 @@ pub struct Outcome {
     pub after: Register,
     /// Whether the change's condition held (always true for `Set`, `Delete`, `Read`).
     pub applied: bool,
+    /// The number of the epoch the value was chosen in (see the crate docs, "Losing state").
+    /// `(epoch, after.version)` is a fencing token that grows across epochs too, where the
+    /// version alone starts again from 0.
+    pub epoch: u64,
 }
 
 #[cfg(test)]

@@ -2,13 +2,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use shoal_transport::{Inbox, Incoming, Node, NodeEvent, Service, ServiceError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::{Command, PaxosClientError, PaxosConfig, QuorumEvent, node_id};
+use super::{BeginEpochError, Command, PaxosClientError, PaxosConfig, QuorumEvent, node_id};
 use crate::acceptor::{Acceptor, AcceptorConfig};
 use crate::ballot::{NodeId, ProposerId};
 use crate::error::ProposeError;
@@ -42,21 +42,22 @@ pub(crate) async fn start<S: Storage + Send + 'static>(
         node.open_service::<Vec<Message>>(&config.service, config.inbox_capacity).await?;
     let me = node_id(node.name());
     let ids: Vec<NodeId> = config.acceptors.iter().map(|name| node_id(name)).collect();
-    // Every run draws different rejoin attempts and jitter: the incarnation is in the seed.
-    let seed = config.seed ^ me.0 ^ node.incarnation().rotate_left(32);
+    // Every start of the service is a new run: new ballots, new rejoin attempts and jitter.
+    let run = next_run();
+    let seed = config.seed ^ me.0 ^ run.rotate_left(32);
     let now = Instant::now();
-    let acceptor = storage
-        .map(|storage| Acceptor::new(now, AcceptorConfig::new(me, ids.clone(), seed), storage));
+    let acceptor_config = AcceptorConfig {
+        recovery: config.recovery,
+        epoch_floor: unix_millis(),
+        ..AcceptorConfig::new(me, ids.clone(), seed)
+    };
+    let acceptor = storage.map(|storage| Acceptor::new(now, acceptor_config, storage));
     let proposer = Proposer::new(ProposerConfig {
         designated: if config.forwarding { ids.clone() } else { Vec::new() },
         round_timeout: config.round_timeout,
         request_timeout: config.request_timeout,
         max_requests: config.max_requests,
-        ..ProposerConfig::new(
-            ProposerId { node: me, run: node.incarnation() },
-            ids,
-            seed.rotate_left(17),
-        )
+        ..ProposerConfig::new(ProposerId { node: me, run }, ids, seed.rotate_left(17))
     });
     let names = config.acceptors.iter().map(|name| (node_id(name), name.clone())).collect();
     let driver = Driver {
@@ -129,6 +130,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
                             break Some(done);
                         }
                     }
+                    Some(Command::BeginEpoch(reply)) => self.begin_epoch(reply),
                     Some(Command::Stop(done)) => break Some(done),
                     None => break None,
                 },
@@ -137,6 +139,10 @@ impl<S: Storage + Send + 'static> Driver<S> {
                     None => break None,
                 },
                 event = self.node_events.recv(), if events_open => match event {
+                    Ok(NodeEvent::Down { node, .. }) => {
+                        self.proposer.peer_down(Instant::now(), node_id(&node));
+                        self.update_quorum();
+                    }
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.update_quorum(),
                     Err(broadcast::error::RecvError::Closed) => events_open = false,
                 },
@@ -161,6 +167,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
         while let Ok(command) = self.plumbing.commands.try_recv() {
             match command {
                 Command::Propose { key, change, reply } => self.propose(key, change, reply),
+                Command::BeginEpoch(reply) => self.begin_epoch(reply),
                 Command::Stop(done) => return Some(done),
             }
         }
@@ -176,6 +183,18 @@ impl<S: Storage + Send + 'static> Driver<S> {
                 let _ = reply.send(Err(PaxosClientError::Busy));
             }
         }
+    }
+
+    fn begin_epoch(&mut self, reply: oneshot::Sender<Result<(), BeginEpochError>>) {
+        let result = match &mut self.acceptor {
+            None => Err(BeginEpochError::NotAnAcceptor),
+            Some(acceptor) => acceptor.begin_epoch(Instant::now()).map_err(|error| match error {
+                crate::acceptor::BeginEpochError::Voting(incarnation) => {
+                    BeginEpochError::Voting(incarnation)
+                }
+            }),
+        };
+        let _ = reply.send(result);
     }
 
     fn deliver(&mut self, incoming: Incoming<Vec<Message>>) {
@@ -328,6 +347,22 @@ async fn send_loop(
         }
         batch.clear();
     }
+}
+
+/// A proposer run never used before on this node: the wall clock in microseconds, kept
+/// increasing within the process (the transport numbers node incarnations the same way), so a
+/// service stopped and started again, or a restarted node, never reissues a ballot.
+fn next_run() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+    let previous = LAST.fetch_max(now, Ordering::Relaxed);
+    if previous < now { now } else { LAST.fetch_add(1, Ordering::Relaxed) + 1 }
+}
+
+/// The floor for the number of an epoch this node founds: the wall clock in milliseconds, so
+/// epoch numbers, and with them fencing tokens, grow across full restarts of the cluster.
+fn unix_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn far_future() -> tokio::time::Instant {

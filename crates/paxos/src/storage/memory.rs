@@ -41,4 +41,9 @@ impl Storage for MemoryStorage {
     fn scan(&self, after: Option<&Key>, limit: usize) -> Vec<(Key, Slot)> {
         self.tables.scan(after, limit)
     }
+
+    fn clear_slots(&mut self) -> Result<(), StorageError> {
+        self.tables.slots.clear();
+        Ok(())
+    }
 }

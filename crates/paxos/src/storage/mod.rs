@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::file::FileStorage;
 pub use self::memory::MemoryStorage;
-use crate::ballot::{Ballot, Incarnation, NodeId};
+use crate::ballot::{Ballot, Epoch, Incarnation, NodeId};
 use crate::error::StorageError;
 use crate::register::{Key, Register};
 
@@ -48,6 +48,9 @@ pub struct Meta {
     /// The newest incarnation of each other acceptor that this one knows of (fences): accepts
     /// that counted a promise of an older one are refused.
     pub fences: BTreeMap<NodeId, Incarnation>,
+    /// The newest epoch this acceptor knows of or promised to found: it never joins an older
+    /// one (see the crate docs, "Losing state").
+    pub epoch: Epoch,
 }
 
 /// Durable (or not) storage for one acceptor.
@@ -65,6 +68,25 @@ pub trait Storage {
     fn save_slot(&mut self, key: &Key, slot: &Slot) -> Result<(), StorageError>;
     /// Up to `limit` slots in key order, starting after `after` (from the first key if `None`).
     fn scan(&self, after: Option<&Key>, limit: usize) -> Vec<(Key, Slot)>;
+
+    /// Forgets every slot (the meta record stays): an acceptor without state drops whatever it
+    /// holds from an earlier life before it copies the others' slots.
+    ///
+    /// The default overwrites each slot with an empty one, which votes exactly like no slot;
+    /// a store that can drop its slots outright should.
+    fn clear_slots(&mut self) -> Result<(), StorageError> {
+        let mut after: Option<Key> = None;
+        loop {
+            let page = self.scan(after.as_ref(), 256);
+            let Some((last, _)) = page.last() else { return Ok(()) };
+            after = Some(last.clone());
+            for (key, slot) in page {
+                if slot != Slot::default() {
+                    self.save_slot(&key, &Slot::default())?;
+                }
+            }
+        }
+    }
 }
 
 /// The state both stores keep in memory: the meta record and a sorted map of slots.

@@ -3,8 +3,8 @@
 use std::time::Instant;
 
 use shoal_paxos::{
-    Acceptor, AcceptorConfig, AcceptorIgnored, Ballot, Change, Entry, Incarnation, MemoryStorage,
-    Message, NodeId, ProposerId, Register, Rejection, Storage,
+    Acceptor, AcceptorConfig, AcceptorIgnored, Ballot, Change, Entry, Epoch, Incarnation, MemoryStorage,
+    Message, NodeId, ProposerId, Register, Rejection, Standing, Storage,
 };
 
 use super::wire::{Wire, ids};
@@ -19,6 +19,11 @@ fn value(data: &str) -> Register {
 
 const P: NodeId = NodeId(101);
 
+/// A prepare from a proposer that knows no epoch yet.
+pub(crate) fn prepare(key: &str, ballot: Ballot) -> Message {
+    Message::Prepare { key: key.into(), ballot, epoch: Epoch::default() }
+}
+
 /// Runs `message` from `from` into acceptor `a` of `wire` and returns what it answered.
 fn ask(wire: &mut Wire, a: usize, from: NodeId, message: Message) -> Vec<(NodeId, Message)> {
     let now = wire.now;
@@ -26,8 +31,8 @@ fn ask(wire: &mut Wire, a: usize, from: NodeId, message: Message) -> Vec<(NodeId
     wire.sent_by_acceptor(a)
 }
 
-fn accept(key: &str, b: Ballot, register: Register, quorum: &[(u64, u64)]) -> Message {
-    let quorum = quorum.iter().map(|&(n, i)| (NodeId(n), Incarnation(i))).collect();
+fn accept(key: &str, b: Ballot, register: Register, quorum: &[(u64, Incarnation)]) -> Message {
+    let quorum = quorum.iter().map(|&(n, i)| (NodeId(n), i)).collect();
     Message::Accept { key: key.into(), ballot: b, register, base: Ballot::ZERO, quorum }
 }
 
@@ -38,7 +43,7 @@ fn promise_reports_accepted_value_and_refuses_lower_ballots() {
     let mut wire = Wire::new(3, 0);
     let inc = wire.acceptors[0].incarnation().unwrap();
     let b = ballot(3, 101);
-    let answer = ask(&mut wire, 0, P, Message::Prepare { key: "k".into(), ballot: b });
+    let answer = ask(&mut wire, 0, P, prepare("k", b));
     let promise = Message::Promise {
         key: "k".into(),
         ballot: b,
@@ -50,13 +55,13 @@ fn promise_reports_accepted_value_and_refuses_lower_ballots() {
     assert_eq!(answer, vec![(P, promise)]);
 
     let low = ballot(2, 102);
-    let answer = ask(&mut wire, 0, NodeId(102), Message::Prepare { key: "k".into(), ballot: low });
+    let answer = ask(&mut wire, 0, NodeId(102), prepare("k", low));
     let refusal =
         Message::Rejected { key: "k".into(), ballot: low, reason: Rejection::Promised(b) };
     assert_eq!(answer, vec![(NodeId(102), refusal)]);
 
     // Keys are independent registers: the promise on "k" says nothing about "j".
-    let answer = ask(&mut wire, 0, NodeId(102), Message::Prepare { key: "j".into(), ballot: low });
+    let answer = ask(&mut wire, 0, NodeId(102), prepare("j", low));
     assert!(matches!(answer[0].1, Message::Promise { .. }));
 }
 
@@ -67,25 +72,27 @@ fn accept_promises_the_successor_ballot() {
     let mut wire = Wire::new(3, 0);
     let inc = wire.acceptors[0].incarnation().unwrap();
     let b = ballot(4, 101);
-    let answer = ask(&mut wire, 0, P, accept("k", b, value("v"), &[(1, inc.0)]));
+    let answer = ask(&mut wire, 0, P, accept("k", b, value("v"), &[(1, inc)]));
+    // The reply carries the acceptor's fences (here: of acceptor 3, which rejoined).
+    let fences = wire.acceptors[0].storage().meta().fences.clone().into_iter().collect();
     assert_eq!(
         answer,
-        vec![(P, Message::Accepted { key: "k".into(), ballot: b, incarnation: inc })]
+        vec![(P, Message::Accepted { key: "k".into(), ballot: b, incarnation: inc, fences })]
     );
 
     let next = b.successor().unwrap();
     let other = ballot(4, 102); // above b, below b's successor
     let answer =
-        ask(&mut wire, 0, NodeId(102), Message::Prepare { key: "k".into(), ballot: other });
+        ask(&mut wire, 0, NodeId(102), prepare("k", other));
     let refusal =
         Message::Rejected { key: "k".into(), ballot: other, reason: Rejection::Promised(next) };
     assert_eq!(answer, vec![(NodeId(102), refusal)]);
 
     // The successor itself is accepted without a prepare, and a duplicate of the first accept
     // is answered again without changing anything.
-    let answer = ask(&mut wire, 0, P, accept("k", next, value("w"), &[(1, inc.0)]));
+    let answer = ask(&mut wire, 0, P, accept("k", next, value("w"), &[(1, inc)]));
     assert!(matches!(answer[0].1, Message::Accepted { .. }));
-    let answer = ask(&mut wire, 0, P, accept("k", next, value("w"), &[(1, inc.0)]));
+    let answer = ask(&mut wire, 0, P, accept("k", next, value("w"), &[(1, inc)]));
     assert!(matches!(answer[0].1, Message::Accepted { .. }));
     let slot = wire.acceptors[0].storage().slot(&"k".into()).unwrap().clone();
     assert_eq!((slot.accepted, slot.register), (next, value("w")));
@@ -97,12 +104,12 @@ fn accept_promises_the_successor_ballot() {
 fn nonsense_is_refused_with_a_reason() {
     let mut wire = Wire::new(3, 0);
     let forged = ballot(9, 102);
-    let answer = ask(&mut wire, 0, P, Message::Prepare { key: "k".into(), ballot: forged });
+    let answer = ask(&mut wire, 0, P, prepare("k", forged));
     let refusal =
         Message::Rejected { key: "k".into(), ballot: forged, reason: Rejection::BadBallot };
     assert_eq!(answer, vec![(P, refusal)]);
     let answer =
-        ask(&mut wire, 0, NodeId(0), Message::Prepare { key: "k".into(), ballot: Ballot::ZERO });
+        ask(&mut wire, 0, NodeId(0), prepare("k", Ballot::ZERO));
     assert!(matches!(answer[0].1, Message::Rejected { reason: Rejection::BadBallot, .. }));
     let max = Ballot { counter: u64::MAX, ..ballot(0, 101) };
     let answer = ask(&mut wire, 0, P, accept("k", max, value("v"), &[]));
@@ -111,13 +118,18 @@ fn nonsense_is_refused_with_a_reason() {
     let now = wire.now;
     let stranger = wire.acceptors[0].handle_message(now, NodeId(77), Message::Query { attempt: 1 });
     assert_eq!(stranger, Err(AcceptorIgnored::NotAnAcceptor(NodeId(77))));
-    let reply = Message::QueryReply { attempt: 1, known: Incarnation(5) };
+    let standing = Standing::Recovering { epoch: Epoch::default() };
+    let reply = Message::QueryReply { attempt: 1, known: Incarnation::default(), standing };
     assert_eq!(
         wire.acceptors[0].handle_message(now, NodeId(2), reply),
         Err(AcceptorIgnored::StaleAttempt)
     );
-    let not_mine =
-        Message::Accepted { key: "k".into(), ballot: forged, incarnation: Incarnation(1) };
+    let not_mine = Message::Accepted {
+        key: "k".into(),
+        ballot: forged,
+        incarnation: Incarnation::default(),
+        fences: vec![],
+    };
     assert_eq!(
         wire.acceptors[0].handle_message(now, P, not_mine),
         Err(AcceptorIgnored::NotForAcceptor)
@@ -135,7 +147,7 @@ fn an_acceptor_without_state_does_not_vote() {
     assert_eq!(queries.len(), 2, "it queries both others: {queries:?}");
     assert!(queries.iter().all(|(_, m)| matches!(m, Message::Query { .. })));
     let b = ballot(1, 101);
-    let _ = fresh.handle_message(now, P, Message::Prepare { key: "k".into(), ballot: b });
+    let _ = fresh.handle_message(now, P, prepare("k", b));
     let refusal = Message::Rejected { key: "k".into(), ballot: b, reason: Rejection::Recovering };
     assert_eq!(fresh.poll_transmit(), Some((P, refusal)));
     assert_eq!(fresh.incarnation(), None);
@@ -146,7 +158,7 @@ fn lose_state_and_rejoin(wire: &mut Wire, a: usize) -> Incarnation {
     let id = wire.acceptors[a].id();
     let config = AcceptorConfig::new(id, ids(wire.acceptors.len() as u64), 1000 + id.0);
     wire.acceptors[a] = Acceptor::new(wire.now, config, MemoryStorage::new());
-    wire.deliver_all();
+    wire.settle();
     wire.acceptors[a].incarnation().expect("rejoined")
 }
 
@@ -177,12 +189,12 @@ fn a_promise_from_a_lost_incarnation_counts_for_nothing() {
     let old = wire.acceptors[0].incarnation().unwrap();
     let b6 = ballot(6, 101);
     for a in 0..2 {
-        let answer = ask(&mut wire, a, P, Message::Prepare { key: "k".into(), ballot: b6 });
+        let answer = ask(&mut wire, a, P, prepare("k", b6));
         assert!(matches!(answer[0].1, Message::Promise { .. }));
     }
     let inc2 = wire.acceptors[1].incarnation().unwrap();
     lose_state_and_rejoin(&mut wire, 0);
-    let counted = [(1, old.0), (2, inc2.0)];
+    let counted = [(1, old), (2, inc2)];
     for a in 0..3 {
         let answer = ask(&mut wire, a, P, accept("k", b6, value("six"), &counted));
         let refusal =
@@ -191,13 +203,15 @@ fn a_promise_from_a_lost_incarnation_counts_for_nothing() {
     }
     // The rejoined acceptor took the highest promise of the others: ballot 5 is refused too.
     let b5 = ballot(5, 102);
-    let answer = ask(&mut wire, 0, NodeId(102), Message::Prepare { key: "k".into(), ballot: b5 });
+    let answer = ask(&mut wire, 0, NodeId(102), prepare("k", b5));
     assert!(matches!(answer[0].1, Message::Rejected { reason: Rejection::Promised(_), .. }));
 }
 
 mod properties {
     use proptest::prelude::*;
-    use shoal_paxos::{Ballot, Incarnation, Key, Message, NodeId, ProposerId, Register, Storage};
+    use shoal_paxos::{
+        Ballot, Epoch, Incarnation, Key, Message, NodeId, ProposerId, Register, Standing, Storage,
+    };
 
     use super::super::wire::Wire;
 
@@ -211,10 +225,15 @@ mod properties {
     /// list, rejoin traffic and proposer messages, from members and strangers.
     fn any_message() -> impl Strategy<Value = (u64, Message)> {
         let key = prop_oneof![Just(Key::from("a")), Just(Key::from("b"))];
-        let quorum = proptest::collection::vec((0u64..5, 0u64..3), 0..4)
-            .prop_map(|q| q.into_iter().map(|(n, i)| (NodeId(n), Incarnation(i))).collect());
+        let epoch = |number: u64| Epoch { number, nonce: 0 };
+        let incarnation = move |(e, life): (u64, u64)| Incarnation::new(epoch(e), life);
+        let quorum = proptest::collection::vec((0u64..5, (0u64..2, 0u64..3)), 0..4).prop_map(
+            move |q| q.into_iter().map(|(n, i)| (NodeId(n), incarnation(i))).collect(),
+        );
         let message = prop_oneof![
-            (key.clone(), any_ballot()).prop_map(|(key, ballot)| Message::Prepare { key, ballot }),
+            (key.clone(), any_ballot(), 0u64..2).prop_map(move |(key, ballot, e)| {
+                Message::Prepare { key, ballot, epoch: epoch(e) }
+            }),
             (key.clone(), any_ballot(), any_ballot(), quorum, 0u64..3).prop_map(
                 |(key, ballot, base, quorum, version)| Message::Accept {
                     key,
@@ -225,17 +244,29 @@ mod properties {
                 }
             ),
             (0u64..3).prop_map(|attempt| Message::Query { attempt }),
-            (0u64..3, 0u64..4).prop_map(|(attempt, i)| Message::Fence {
+            (0u64..3, (0u64..2, 0u64..4)).prop_map(move |(attempt, i)| Message::Fence {
                 attempt,
-                incarnation: Incarnation(i),
+                incarnation: incarnation(i),
                 after: None,
             }),
-            (0u64..3, 0u64..4)
-                .prop_map(|(attempt, i)| Message::QueryReply { attempt, known: Incarnation(i) }),
+            (0u64..3, (0u64..2, 0u64..4)).prop_map(move |(attempt, i)| Message::QueryReply {
+                attempt,
+                known: incarnation(i),
+                standing: Standing::Voting(incarnation(i)),
+            }),
+            (0u64..3, 0u64..2).prop_map(move |(attempt, e)| Message::ProposeEpoch {
+                attempt,
+                epoch: epoch(e),
+            }),
+            (0u64..2, 0u64..3).prop_map(move |(e, n)| Message::StartEpoch {
+                epoch: epoch(e),
+                members: vec![(NodeId(1), n)],
+            }),
             (key, any_ballot()).prop_map(|(key, ballot)| Message::Accepted {
                 key,
                 ballot,
-                incarnation: Incarnation(1)
+                incarnation: Incarnation::default(),
+                fences: vec![],
             }),
         ];
         (0u64..6, message)
@@ -244,9 +275,10 @@ mod properties {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(96))]
 
-        /// Paxos acceptor invariants under any input: nothing panics, a key's promised and
-        /// accepted ballots never go down, the accepted one never exceeds the promised one,
-        /// and every promise sent is for a ballot at least the one promised before.
+        /// Paxos acceptor invariants under any input: nothing panics; within one incarnation a
+        /// key's promised and accepted ballots never go down, the accepted one never exceeds
+        /// the promised one, and every promise sent is for a ballot at least the one promised
+        /// before; an incarnation ends only for a newer epoch.
         #[test]
         fn votes_only_move_up(messages in proptest::collection::vec(any_message(), 1..60)) {
             let mut wire = Wire::new(3, 0);
@@ -257,7 +289,13 @@ mod properties {
                     .iter()
                     .map(|k| wire.acceptors[0].storage().slot(k).cloned().unwrap_or_default())
                     .collect();
+                let life = wire.acceptors[0].incarnation();
                 let _ = wire.acceptors[0].handle_message(now, NodeId(from), message);
+                if wire.acceptors[0].incarnation() != life {
+                    // Only a newer epoch ends a life, and the acceptor forgets it entirely.
+                    prop_assert!(wire.acceptors[0].epoch() > life.map(|i| i.epoch).unwrap_or_default());
+                    break;
+                }
                 for (key, old) in keys.iter().zip(&before) {
                     let new = wire.acceptors[0].storage().slot(key).cloned().unwrap_or_default();
                     prop_assert!(new.promised >= old.promised);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shoal_paxos::driver::{
-    Holder, Paxos, PaxosClientError, PaxosConfig, QuorumEvent, StorageConfig,
+    Holder, Paxos, PaxosClientError, PaxosConfig, QuorumEvent, Recovery, StorageConfig,
 };
 use shoal_paxos::{Change, Entry};
 use shoal_process::{Context, ExitReason, Process, ReplyTo};
@@ -40,6 +40,8 @@ fn config(storage: StorageConfig) -> PaxosConfig {
     config.request_timeout = REQUEST_TIMEOUT;
     config.round_timeout = Duration::from_millis(50);
     config.seed = 7;
+    // A fresh cluster: its acceptors, all without state, found the first epoch themselves.
+    config.recovery = Recovery::NewEpoch;
     config
 }
 
@@ -407,7 +409,8 @@ async fn owned_entries_are_cleared_when_their_holder_dies() {
     })
     .await;
 
-    within(services[0].put_owned("singleton", b"on c".to_vec(), Holder::Node("c".into())))
+    let on_c = services[0].node_holder("c").expect("c is connected");
+    within(services[0].put_owned("singleton", b"on c".to_vec(), on_c))
         .await
         .expect("written");
     nodes[2].shutdown();

@@ -28,7 +28,7 @@ fn sequential(changes: &[Change], lost: &[bool]) -> Vec<Operation<Change, Outcom
     let mut history = Vec::new();
     for (i, change) in changes.iter().enumerate() {
         let (after, applied) = change.apply(&state);
-        let outcome = Outcome { before: state.clone(), after: after.clone(), applied };
+        let outcome = Outcome { before: state.clone(), after: after.clone(), applied, epoch: 0 };
         let call = t0 + Duration::from_millis(10 * i as u64);
         let response = (!lost[i]).then(|| (call + Duration::from_millis(5), outcome));
         history.push(Operation { op: change.clone(), call, response });

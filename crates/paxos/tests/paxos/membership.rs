@@ -69,7 +69,7 @@ fn a_new_acceptor_copies_values_before_it_votes() {
     wire.acceptors.push(Acceptor::new(wire.now, config, MemoryStorage::new()));
     install(&mut wire, &[1, 2, 3, 4]);
     assert_eq!(wire.acceptors[3].incarnation(), None, "not voting before the rejoin");
-    wire.deliver_all();
+    wire.settle();
     assert!(wire.acceptors[3].incarnation().is_some());
     let slot = wire.acceptors[3].storage().slot(&"k".into()).unwrap();
     assert_eq!(slot.register.entry, Some(Entry::new("v")));

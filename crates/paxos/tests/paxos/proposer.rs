@@ -3,9 +3,14 @@
 use std::time::Duration;
 
 use shoal_paxos::{
-    Ballot, Change, Entry, Incarnation, Message, NodeId, PaxosError, ProposeError, Proposer,
+    Ballot, Change, Entry, Epoch, Incarnation, Message, NodeId, PaxosError, ProposeError, Proposer,
     ProposerConfig, ProposerId, ProposerIgnored, Register, Rejection,
 };
+
+/// Life `life` of the epoch before any founding (what a proposer that saw no vote expects).
+pub(crate) fn inc(life: u64) -> Incarnation {
+    Incarnation::new(Epoch::default(), life)
+}
 
 use super::acceptor::ballot;
 use super::wire::{Wire, ids};
@@ -34,11 +39,11 @@ fn drain(p: &mut Proposer) -> Vec<(NodeId, Message)> {
     std::iter::from_fn(|| p.poll_transmit()).collect()
 }
 
-fn promise(key: &str, b: Ballot, inc: u64, accepted: Ballot, register: Register) -> Message {
+fn promise(key: &str, b: Ballot, life: u64, accepted: Ballot, register: Register) -> Message {
     Message::Promise {
         key: key.into(),
         ballot: b,
-        incarnation: Incarnation(inc),
+        incarnation: inc(life),
         accepted,
         register,
         base: Ballot::ZERO,
@@ -57,7 +62,7 @@ fn accept_carries_the_change_applied_to_the_highest_accepted_value() {
     let now = std::time::Instant::now();
     p.propose(now, "k".into(), Change::Add(5)).unwrap();
     let b = ballot(1, 101);
-    assert_eq!(drain(&mut p), to_all(Message::Prepare { key: "k".into(), ballot: b }));
+    assert_eq!(drain(&mut p), to_all(Message::Prepare { key: "k".into(), ballot: b, epoch: Epoch::default() }));
 
     let counter = |n: i64| Register { version: n as u64, entry: Some(Entry::new(n.to_be_bytes())) };
     let older = Ballot { counter: 0, ..ballot(0, 102) };
@@ -70,7 +75,7 @@ fn accept_carries_the_change_applied_to_the_highest_accepted_value() {
         ballot: b,
         register: counter(2).clone().tap_add(5),
         base: newer,
-        quorum: vec![(NodeId(1), Incarnation(7)), (NodeId(3), Incarnation(9))],
+        quorum: vec![(NodeId(1), inc(7)), (NodeId(3), inc(9))],
     };
     assert_eq!(drain(&mut p), to_all(accept));
 }
@@ -136,7 +141,7 @@ fn a_conflict_backs_off_then_outbids() {
     let wake = p.poll_timeout().unwrap();
     assert!(wake >= now + Duration::from_millis(1) && wake <= now + Duration::from_millis(50));
     p.handle_timeout(wake);
-    let retry = Message::Prepare { key: "k".into(), ballot: ballot(41, 101) };
+    let retry = Message::Prepare { key: "k".into(), ballot: ballot(41, 101), epoch: Epoch::default() };
     assert_eq!(drain(&mut p), to_all(retry));
 }
 
@@ -157,7 +162,7 @@ fn contention_forwards_to_the_designated_proposer() {
     p.handle_message(now, NodeId(2), refusal).unwrap();
     let sent = drain(&mut p);
     assert_eq!(sent.len(), 1);
-    let (to, Message::Forward { origin, id: fid, key, change, timeout }) = &sent[0] else {
+    let (to, Message::Forward { origin, id: fid, key, change, timeout, copy: 0 }) = &sent[0] else {
         panic!()
     };
     assert_eq!((*to, *fid, key, change), (NodeId(102), id, &"k".into(), &Change::Delete));
@@ -240,7 +245,7 @@ fn strangers_and_stale_replies_are_ignored() {
     );
     let stale = promise("k", ballot(7, 101), 1, Ballot::ZERO, Register::default());
     assert_eq!(p.handle_message(now, NodeId(1), stale), Err(ProposerIgnored::StaleRound));
-    let prepare = Message::Prepare { key: "k".into(), ballot: ballot(1, 101) };
+    let prepare = Message::Prepare { key: "k".into(), ballot: ballot(1, 101), epoch: Epoch::default() };
     assert_eq!(p.handle_message(now, NodeId(1), prepare), Err(ProposerIgnored::NotForProposer));
 }
 
@@ -290,7 +295,7 @@ fn a_write_above_an_unconfirmed_accept_is_indeterminate() {
         let vote = Message::Promise {
             key: "k".into(),
             ballot: b2,
-            incarnation: Incarnation(1),
+            incarnation: inc(1),
             accepted: ballot(2, 102),
             register: theirs.clone(),
             base: ballot(1, 103),
@@ -314,6 +319,7 @@ fn a_duplicated_forward_runs_once() {
         key: "k".into(),
         change: Change::Add(1),
         timeout: Duration::from_secs(1),
+        copy: 0,
     };
     let p = &mut wire.proposers[0];
     p.handle_message(now, NodeId(50), forward.clone()).unwrap();
@@ -327,15 +333,21 @@ fn a_duplicated_forward_runs_once() {
     let p = &mut wire.proposers[0];
     p.handle_message(now, NodeId(50), forward).unwrap();
     let again = drain(p);
-    assert_eq!(again.len(), 1);
-    let Message::ForwardResult { result: Ok(outcome), .. } = &again[0].1 else {
+    assert_eq!(again.len(), 2, "acknowledged, and answered again: {again:?}");
+    assert!(matches!(again[0].1, Message::ForwardAck { .. }));
+    let Message::ForwardResult { result: Ok(outcome), .. } = &again[1].1 else {
         panic!("{again:?}")
     };
     assert_eq!(outcome.after.version, 1, "applied once");
 }
 
 fn dummy_outcome() -> shoal_paxos::Outcome {
-    shoal_paxos::Outcome { before: Register::default(), after: Register::default(), applied: false }
+    shoal_paxos::Outcome {
+        before: Register::default(),
+        after: Register::default(),
+        applied: false,
+        epoch: 0,
+    }
 }
 
 /// Exactly once: another proposer's value computed from this change's unconfirmed accept holds
@@ -352,7 +364,7 @@ fn a_value_built_on_the_unconfirmed_accept_confirms_it() {
         let vote = Message::Promise {
             key: "k".into(),
             ballot: b2,
-            incarnation: Incarnation(1),
+            incarnation: inc(1),
             accepted: ballot(1, 102).successor().unwrap(),
             register: two.clone(),
             base: ballot(1, 101),
@@ -365,7 +377,7 @@ fn a_value_built_on_the_unconfirmed_accept_confirms_it() {
     assert_eq!((register, *base), (&two, theirs), "written back, based on the ballot it holds");
     for n in [1, 2] {
         let accepted =
-            Message::Accepted { key: "k".into(), ballot: b2, incarnation: Incarnation(1) };
+            Message::Accepted { key: "k".into(), ballot: b2, incarnation: inc(1), fences: vec![] };
         p.handle_message(now, NodeId(n), accepted).unwrap();
     }
     let outcome = p.poll_completion().unwrap().result.unwrap();
@@ -384,7 +396,7 @@ fn a_value_with_an_older_history_gets_the_change() {
         let vote = Message::Promise {
             key: "k".into(),
             ballot: b2,
-            incarnation: Incarnation(1),
+            incarnation: inc(1),
             accepted: ballot(1, 102).successor().unwrap(),
             register: theirs.clone(),
             base: Ballot::ZERO,
@@ -402,11 +414,11 @@ mod properties {
 
     use proptest::prelude::*;
     use shoal_paxos::{
-        Ballot, Change, Incarnation, Key, Message, NodeId, PaxosError, ProposerId, Register,
-        Rejection, RequestId,
+        Ballot, Change, Key, Message, NodeId, PaxosError, ProposerId, Register, Rejection,
+        RequestId,
     };
 
-    use super::proposer;
+    use super::{inc, proposer};
 
     fn any_ballot() -> impl Strategy<Value = Ballot> {
         (prop_oneof![0u64..6, Just(u64::MAX)], prop_oneof![Just(101u64), 0u64..5], 0u64..2)
@@ -425,14 +437,14 @@ mod properties {
                 |(key, ballot, i, accepted, base)| Message::Promise {
                     key,
                     ballot,
-                    incarnation: Incarnation(i),
+                    incarnation: inc(i),
                     accepted,
                     register: Register::default(),
                     base,
                 }
             ),
             (key.clone(), any_ballot(), 0u64..3).prop_map(|(key, ballot, i)| {
-                Message::Accepted { key, ballot, incarnation: Incarnation(i) }
+                Message::Accepted { key, ballot, incarnation: inc(i), fences: vec![] }
             }),
             (key.clone(), any_ballot(), any_ballot()).prop_map(|(key, ballot, p)| {
                 Message::Rejected { key, ballot, reason: Rejection::Promised(p) }
@@ -448,6 +460,7 @@ mod properties {
                 key,
                 change: Change::Add(1),
                 timeout: Duration::from_millis(500),
+                copy: 0,
             }),
             (0u64..4).prop_map(|id| Message::ForwardResult {
                 origin: ProposerId { node: NodeId(101), run: 1 },

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use shoal_paxos::{
     Acceptor, AcceptorConfig, Completion, MemoryStorage, Message, NodeId, Proposer, ProposerConfig,
+    Recovery,
     ProposerId,
 };
 
@@ -23,13 +24,16 @@ pub(crate) fn ids(n: u64) -> Vec<NodeId> {
 }
 
 impl Wire {
-    /// `n` acceptors (ids 1..=n) that have rejoined, and proposers on nodes 101, 102, ...
+    /// `n` acceptors (ids 1..=n) that founded an epoch together (they start without state,
+    /// under [`Recovery::NewEpoch`]), and proposers on nodes 101, 102, ...
     pub(crate) fn new(n: u64, proposers: u64) -> Wire {
         let now = Instant::now();
         let acceptors = ids(n)
             .into_iter()
             .map(|id| {
-                Acceptor::new(now, AcceptorConfig::new(id, ids(n), id.0), MemoryStorage::new())
+                let config =
+                    AcceptorConfig { recovery: Recovery::NewEpoch, ..AcceptorConfig::new(id, ids(n), id.0) };
+                Acceptor::new(now, config, MemoryStorage::new())
             })
             .collect();
         let proposers = (0..proposers)
@@ -40,8 +44,8 @@ impl Wire {
             .collect();
         let mut wire =
             Wire { now, acceptors, proposers, in_flight: VecDeque::new(), down: BTreeSet::new() };
-        wire.deliver_all();
-        assert!(wire.acceptors.iter().all(|a| a.incarnation().is_some()), "acceptors rejoined");
+        wire.settle();
+        assert!(wire.acceptors.iter().all(|a| a.incarnation().is_some()), "acceptors founded");
         wire
     }
 
@@ -74,6 +78,25 @@ impl Wire {
         }
         self.collect();
         Some((from, to, m))
+    }
+
+    /// Delivers everything, and lets the acceptors' retries run (time moves on by their
+    /// retry interval) until every acceptor votes; a founder counts only the promises it
+    /// needs, so the last acceptor rejoins on its retry.
+    pub(crate) fn settle(&mut self) {
+        for _ in 0..20 {
+            self.deliver_all();
+            if self.acceptors.iter().all(|a| a.incarnation().is_some()) {
+                return;
+            }
+            let next = self.acceptors.iter().filter_map(|a| a.poll_timeout()).min();
+            let Some(at) = next else { return };
+            self.now = self.now.max(at);
+            let now = self.now;
+            for a in &mut self.acceptors {
+                a.handle_timeout(now);
+            }
+        }
     }
 
     /// Delivers until nothing is in flight.

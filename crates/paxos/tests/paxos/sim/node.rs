@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 use shoal_paxos::{
     Acceptor, AcceptorConfig, Change, Key, MemoryStorage, Message, Meta, NodeId, Outcome,
-    PaxosError, Proposer, ProposerConfig, ProposerId, RequestId, Slot, Storage, StorageError,
+    PaxosError, Proposer, ProposerConfig, ProposerId, Recovery, RequestId, Slot, Storage,
+    StorageError,
 };
 use shoal_sim::{Ctx, Node};
 
@@ -123,6 +124,11 @@ impl PaxosNode {
     }
 
     /// Whether this node's acceptor votes (has an incarnation).
+    /// The epoch this node's acceptor votes in, if it votes.
+    pub(crate) fn voting_epoch(&self) -> Option<shoal_paxos::Epoch> {
+        self.acceptor.as_ref().and_then(|a| a.incarnation()).map(|i| i.epoch)
+    }
+
     pub(crate) fn is_voting(&self) -> bool {
         self.acceptor.as_ref().is_some_and(|a| a.incarnation().is_some())
     }
@@ -137,6 +143,8 @@ impl PaxosNode {
             let config = AcceptorConfig {
                 rejoin_retry: Duration::from_millis(40),
                 rejoin_page_slots: 2,
+                // The cluster starts empty and founds its first epoch itself.
+                recovery: Recovery::NewEpoch,
                 ..AcceptorConfig::new(NodeId(id as u64), acceptors.clone(), ctx.rng().random())
             };
             self.acceptor = Some(Acceptor::new(now, config, store));
@@ -190,6 +198,7 @@ impl PaxosNode {
                 let config = AcceptorConfig {
                     rejoin_retry: Duration::from_millis(40),
                     rejoin_page_slots: 2,
+                    recovery: Recovery::NewEpoch,
                     ..AcceptorConfig::new(NodeId(ctx.id() as u64), members, ctx.rng().random())
                 };
                 self.acceptor = Some(Acceptor::new(now, config, store));

@@ -275,9 +275,13 @@ impl Rolling {
     }
 }
 
-/// Whether every acceptor is up and votes: only then may one more lose its state.
+/// Whether every acceptor is up and votes, all in one epoch: only then may one more lose its
+/// state. (Right after a fresh cluster founds its first epoch, a founder that lost the race
+/// may vote alone in an epoch of its own until a message of the real one reaches it.)
 fn all_voting(sim: &Sim<PaxosNode>, setup: Setup) -> bool {
-    (0..setup.acceptors).all(|i| sim.is_up(i) && sim.node(i).is_voting())
+    let epochs: std::collections::BTreeSet<_> =
+        (0..setup.acceptors).map(|i| sim.is_up(i).then(|| sim.node(i).voting_epoch())).collect();
+    epochs.len() == 1 && epochs.iter().all(|epoch| matches!(epoch, Some(Some(_))))
 }
 
 /// The acceptors, and the spare node when the schedule changes membership.
@@ -337,7 +341,9 @@ fn plan(rng: &mut SmallRng, setup: Setup, faults: Faults, start: Instant) -> Vec
     events
 }
 
-fn change(rng: &mut SmallRng) -> Change {
+/// A random client change: reads, sets, compare-and-sets, deletes, owned entries and their
+/// clears, increments.
+pub(crate) fn change(rng: &mut SmallRng) -> Change {
     let value = |rng: &mut SmallRng| -> Option<Entry> {
         match rng.random_range(0..4) {
             0 => None,
@@ -479,7 +485,7 @@ fn collect(sim: &mut Sim<PaxosNode>, invoked: &mut [Invoked]) {
 /// out; one that failed maybe-applied, or never answered, is indeterminate.
 fn judge(invoked: Vec<Invoked>, start: Instant) -> Report {
     let mut report = Report { ops: invoked.len(), ..Report::default() };
-    let mut by_key: BTreeMap<Key, Vec<Operation<Change, Outcome>>> = BTreeMap::new();
+    let mut history = Vec::new();
     for op in &invoked {
         let kind = match &op.result {
             None => "no answer".to_string(),
@@ -497,17 +503,29 @@ fn judge(invoked: Vec<Invoked>, start: Instant) -> Report {
             Some((_, Done { result: Err(e), .. })) if !e.maybe_applied() => continue,
             _ => None,
         };
-        by_key.entry(op.key).or_default().push(Operation { op: op.change, call: op.at, response });
+        history.push((op.key, Operation { op: op.change, call: op.at, response }));
     }
-    for (key, history) in by_key {
-        if let Err(violation) = check(&RegisterModel, &history) {
-            let lines: Vec<String> =
-                history.iter().enumerate().map(|(i, op)| describe(i, op, start)).collect();
-            report.violation = Some(format!("key {key:?}: {violation}\n{}", lines.join("\n")));
-            break;
-        }
-    }
+    report.violation = check_per_key(history, start);
     report
+}
+
+/// Splits a history by key and checks each key's for linearisability against
+/// [`RegisterModel`]: the first violation, with that key's history one line per operation
+/// (times in ms from `start`), if there is one.
+pub(crate) fn check_per_key(
+    history: Vec<(Key, Operation<Change, Outcome>)>,
+    start: Instant,
+) -> Option<String> {
+    let mut by_key: BTreeMap<Key, Vec<Operation<Change, Outcome>>> = BTreeMap::new();
+    for (key, op) in history {
+        by_key.entry(key).or_default().push(op);
+    }
+    by_key.into_iter().find_map(|(key, history)| {
+        let violation = check(&RegisterModel, &history).err()?;
+        let lines: Vec<String> =
+            history.iter().enumerate().map(|(i, op)| describe(i, op, start)).collect();
+        Some(format!("key {key:?}: {violation}\n{}", lines.join("\n")))
+    })
 }
 
 /// One line per operation: index, change, invocation and response times (ms), outcome.
