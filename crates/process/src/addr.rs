@@ -10,7 +10,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::cell::{Cell, Envelope};
-use crate::mailbox::PushError;
+use crate::current;
+use crate::mailbox::{Overflow, PushError};
 use crate::timer::TimerRef;
 use crate::{CallError, Pid, Process, ReplyTo, Runtime, SendError};
 
@@ -40,9 +41,19 @@ impl<P: Process> Addr<P> {
     }
 
     /// Casts `message`, waiting for room if the mailbox is full and its overflow policy is
-    /// `Wait`.
+    /// `Wait`. A process casting to itself never waits (only it could make room): its cast to
+    /// its own full mailbox fails with [`SendError::Full`], whatever the policy.
     pub async fn cast(&self, message: P::Message) -> Result<(), SendError<P::Message>> {
-        self.cell.mailbox.push(Envelope::Cast(message)).await.map_err(cast_error)
+        // Whether the sender is the process itself is asked only once the mailbox is full.
+        match self.cell.mailbox.try_push(Envelope::Cast(message)) {
+            Err(PushError::Full(letter))
+                if self.cell.mailbox.config().overflow == Overflow::Wait
+                    && !current::is_running(&self.cell.control) =>
+            {
+                self.cell.mailbox.push_when_room(letter).await.map_err(cast_error)
+            }
+            done => done.map_err(cast_error),
+        }
     }
 
     /// Casts `message` without waiting: a full mailbox is [`SendError::Full`].
@@ -56,12 +67,16 @@ impl<P: Process> Addr<P> {
     }
 
     /// Calls with `request` and waits up to `timeout` (for room in the mailbox, then for the
-    /// reply). A reply that comes later is discarded.
+    /// reply). A reply that comes later is discarded. A process calling itself is refused at
+    /// once with [`CallError::CallingSelf`].
     pub async fn call_timeout(
         &self,
         request: P::Call,
         timeout: Duration,
     ) -> Result<P::Reply, CallError> {
+        if current::is_running(&self.cell.control) {
+            return Err(CallError::CallingSelf);
+        }
         let exchange = async {
             let (sender, reply) = oneshot::channel();
             let call = Envelope::Call(request, ReplyTo::local(sender));
@@ -77,14 +92,14 @@ impl<P: Process> Addr<P> {
     }
 
     /// Casts `message` after `delay`, unless the timer is cancelled or the process exits
-    /// first. A full mailbox makes the delivery wait, as with [`Addr::cast`].
+    /// first. A full mailbox makes the delivery wait, whatever its overflow policy: the timer
+    /// is a task of its own, so its waiting holds up no one, and its message is never dropped.
     pub fn cast_after(&self, delay: Duration, message: P::Message) -> TimerRef {
         let id = self.runtime.make_ref();
         let cell = self.cell.clone();
         let deliver = async move {
-            if let Err(PushError::Full(_)) = cell.mailbox.push(Envelope::Cast(message)).await {
-                tracing::warn!(pid = %cell.pid, "a timer's message was refused: mailbox full");
-            }
+            // Refused only once the process has exited, which cancels its timers anyway.
+            let _ = cell.mailbox.push_when_room(Envelope::Cast(message)).await;
         };
         // A process that has already exited gets a timer that never fires.
         TimerRef::start(self.runtime.tokio(), id, delay, self.cell.clone(), deliver)

@@ -22,7 +22,12 @@ pub(crate) enum Envelope<P: Process> {
     Call(P::Call, ReplyTo<P::Reply>),
     /// A cast or call from another node, decoded by the process when it gets to it.
     Remote(Box<Inbound>),
+    /// A signal bounded by what the process set up (a monitor's `Down`, a link's `Exit`, a
+    /// timer's `Timeout`): admitted even when the mailbox is full.
     Signal(Box<Signal>),
+    /// An exit signal sent to this process directly (not through a link) while it traps exits:
+    /// anyone may send any number of them, so it counts against the bound as a message does.
+    DirectExit(Box<Signal>),
 }
 
 impl<P: Process> Envelope<P> {
@@ -90,6 +95,9 @@ pub(crate) trait ProcessCell: Send + Sync + 'static {
     fn poll_room(&self, cx: &mut Context<'_>) -> Poll<bool>;
     /// Queues a signal (never refused for lack of room); `false` if the process is gone.
     fn push_signal(&self, signal: Signal) -> bool;
+    /// Queues a direct exit signal for a process that traps exits, if there is room; the
+    /// reason is handed back when the mailbox is full (a process that is gone ignores it).
+    fn push_direct_exit(&self, from: Pid, reason: ExitReason) -> Result<(), ExitReason>;
     /// Wakes the process if it sleeps on its mailbox.
     fn wake(&self);
     /// Drops every queued letter (the process has exited with `reason`); remote callers are
@@ -154,6 +162,17 @@ impl<P: Process> ProcessCell for Cell<P> {
 
     fn push_signal(&self, signal: Signal) -> bool {
         self.mailbox.try_push(Envelope::signal(signal)).is_ok()
+    }
+
+    fn push_direct_exit(&self, from: Pid, reason: ExitReason) -> Result<(), ExitReason> {
+        let exit = Envelope::DirectExit(Box::new(Signal::Exit { from, reason }));
+        match self.mailbox.try_push(exit) {
+            Err(PushError::Full(Envelope::DirectExit(signal))) => match *signal {
+                Signal::Exit { reason, .. } => Err(reason),
+                _ => unreachable!("the mailbox hands back the exit it was given"),
+            },
+            Ok(()) | Err(_) => Ok(()),
+        }
     }
 
     fn wake(&self) {

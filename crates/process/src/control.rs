@@ -1,6 +1,7 @@
 //! The part of a process's shared state that does not depend on its behaviour: pending exits,
 //! trap flag, links, monitors on it, timers aimed at it, and its registered name.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
@@ -35,11 +36,15 @@ pub(crate) struct Exited;
 
 /// Who a process is tied to: links, monitors on it, timers aimed at it, its name. Handed to
 /// the runtime when the process exits, to notify and clean up.
+///
+/// Monitors and timers are maps by reference: a server watched by many short-lived clients,
+/// each of which removes its monitor when it exits, or a process that re-arms a timer at
+/// every message, must not pay for a search of all the others at every removal.
 #[derive(Default)]
 pub(crate) struct Relations {
     pub(crate) links: Vec<Pid>,
-    pub(crate) monitors: Vec<(Ref, Watcher)>,
-    pub(crate) timers: Vec<Arc<TimerShared>>,
+    pub(crate) monitors: HashMap<Ref, Watcher>,
+    pub(crate) timers: HashMap<Ref, Arc<TimerShared>>,
     pub(crate) name: Option<String>,
 }
 
@@ -134,17 +139,27 @@ impl Control {
         self.batch_len.load(Ordering::Relaxed)
     }
 
-    /// Asks the process to exit with `reason`. A kill always wins, even over an exit already
-    /// pending (it also interrupts `terminate`); otherwise the first reason stays. Returns the
-    /// waker of a handler to wake, if any; the caller must also wake the mailbox.
+    /// Asks the process to exit with `reason`: the first reason stays (a reason of `Killed`
+    /// relayed from a link is an exit like any other). Returns the waker of a handler to wake,
+    /// if any; the caller must also wake the mailbox.
     pub(crate) fn request_exit(&self, reason: ExitReason) -> Option<Waker> {
+        self.request(reason, EXIT)
+    }
+
+    /// Kills the process: a kill always wins, even over an exit already pending, and it also
+    /// interrupts `terminate` (or keeps it from running). Returns the waker as
+    /// [`Control::request_exit`] does.
+    pub(crate) fn request_kill(&self) -> Option<Waker> {
+        self.request(ExitReason::Killed, EXIT | KILL)
+    }
+
+    fn request(&self, reason: ExitReason, bits: u8) -> Option<Waker> {
         let mut state = self.lock();
         if state.exited().is_some() {
             return None;
         }
-        let bits = if reason == ExitReason::Killed { EXIT | KILL } else { EXIT };
         let exit = state.exit_mut();
-        if reason == ExitReason::Killed || exit.pending_exit.is_none() {
+        if bits & KILL != 0 || exit.pending_exit.is_none() {
             exit.pending_exit = Some(reason);
         }
         self.interrupt.fetch_or(bits, Ordering::SeqCst);
@@ -207,35 +222,39 @@ impl Control {
         if state.exited().is_some() {
             return Err(watcher);
         }
-        state.relations_mut().monitors.push((monitor, watcher));
+        state.relations_mut().monitors.insert(monitor, watcher);
         Ok(())
     }
 
     pub(crate) fn remove_monitor(&self, monitor: Ref) {
-        if let Some(relations) = self.lock().relations.as_mut() {
-            relations.monitors.retain(|(known, _)| *known != monitor);
-        }
+        // Taken out under the lock, dropped after it (a watch's sender wakes its future).
+        let removed = self.lock().relations.as_mut().and_then(|r| r.monitors.remove(&monitor));
+        drop(removed);
     }
 
     pub(crate) fn monitor_count(&self) -> usize {
         self.lock().relations().map_or(0, |relations| relations.monitors.len())
     }
 
-    pub(crate) fn add_timer(&self, timer: Arc<TimerShared>) -> Result<(), Exited> {
+    pub(crate) fn add_timer(&self, id: Ref, timer: Arc<TimerShared>) -> Result<(), Exited> {
         let mut state = self.lock();
         if state.exited().is_some() {
             return Err(Exited);
         }
-        state.relations_mut().timers.push(timer);
+        state.relations_mut().timers.insert(id, timer);
         Ok(())
     }
 
-    pub(crate) fn forget_timer(&self, timer: &Arc<TimerShared>) {
-        let mut state = self.lock();
-        let Some(relations) = state.relations.as_mut() else { return };
-        if let Some(index) = relations.timers.iter().position(|known| Arc::ptr_eq(known, timer)) {
-            relations.timers.swap_remove(index);
+    /// Forgets a timer that fired or was cancelled.
+    pub(crate) fn forget_timer(&self, id: Ref) {
+        if let Some(relations) = self.lock().relations.as_mut() {
+            relations.timers.remove(&id);
         }
+    }
+
+    /// Timers aimed at the process that have neither fired nor been cancelled.
+    pub(crate) fn timer_count(&self) -> usize {
+        self.lock().relations().map_or(0, |relations| relations.timers.len())
     }
 
     /// Records the registered name; refused if the process has one or has exited.
@@ -279,13 +298,20 @@ impl Control {
     /// Records why the process is ending, as soon as that is decided: before the reply handles
     /// it holds (in a handler, in its state, in `terminate`) are dropped, so their callers learn
     /// this reason rather than `NoReply`. The first reason stays, but a kill wins, as in
-    /// [`Control::request_exit`].
+    /// [`Control::request_kill`].
     pub(crate) fn begin_exit(&self, reason: &ExitReason) {
+        let killed = self.is_interrupted(Interruptible::ByKill);
         let mut state = self.lock();
         let exit = state.exit_mut();
-        if exit.ending.is_none() || *reason == ExitReason::Killed {
-            exit.ending = Some(reason.clone());
+        if exit.ending.is_none() || killed {
+            exit.ending = Some(if killed { ExitReason::Killed } else { reason.clone() });
         }
+    }
+
+    /// Replaces the reason the process is ending with: `terminate` panicked, and the panic is
+    /// now why it exits.
+    pub(crate) fn revise_exit(&self, reason: &ExitReason) {
+        self.lock().exit_mut().ending = Some(reason.clone());
     }
 
     /// What a caller whose reply handle was dropped is told: the exit reason once the process

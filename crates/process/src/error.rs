@@ -61,6 +61,10 @@ impl<M> std::error::Error for SendError<M> {}
 /// A call that got no reply.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
+    /// A process called itself: only it could answer, and it would be waiting. Refused at
+    /// once; nothing was queued.
+    #[error("a process cannot call itself")]
+    CallingSelf,
     /// No reply came within the timeout; a late reply is discarded.
     #[error("no reply within the timeout")]
     Timeout,
@@ -154,6 +158,27 @@ pub enum SpawnError {
         /// What was wrong.
         error: DecodeError,
     },
+    /// The code that builds the behaviour (a factory's build function, a supervisor's child
+    /// closure) panicked; the panic's message.
+    #[error("building the process panicked: {0}")]
+    BuildPanicked(String),
+}
+
+impl SpawnError {
+    /// The error for a build that panicked with `payload` (as caught by
+    /// [`std::panic::catch_unwind`]).
+    pub fn build_panicked(payload: &(dyn std::any::Any + Send)) -> Self {
+        Self::BuildPanicked(crate::guard::panic_message(payload))
+    }
+}
+
+/// An exit signal that was not sent; nothing changed at its target.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ExitError {
+    /// The target traps exits, so the signal would be a letter in its mailbox, and the mailbox
+    /// is full. The reason is handed back.
+    #[error("the process traps exits and its mailbox is full (exit reason {0})")]
+    Full(ExitReason),
 }
 
 /// A start (spawn, then wait for the process's `init`) that failed.

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use serde::de::DeserializeOwned;
@@ -69,7 +70,12 @@ impl Runtime {
         let erased: Arc<Build> = Arc::new(move |runtime, args, options, ack| {
             let args = decode::<A>(args)
                 .map_err(|error| SpawnError::BadArgs { factory: factory.clone(), error })?;
-            runtime.spawn_inner(build(args), options, ack).map(|addr| addr.pid())
+            // A build that panics (a configuration that does not load, say) is a failed spawn
+            // for whoever asked, a supervisor or a transport serving a remote spawn; it must
+            // not take that caller down.
+            let process = catch_unwind(AssertUnwindSafe(|| build(args)))
+                .map_err(|payload| SpawnError::build_panicked(payload.as_ref()))?;
+            runtime.spawn_inner(process, options, ack).map(|addr| addr.pid())
         });
         let mut factories = self.factories().0.write().unwrap_or_else(PoisonError::into_inner);
         match factories.entry(name.to_owned()) {

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use crate::control::{Control, Interruptible};
+use crate::current;
 
 /// How a guarded handler ended.
 pub(crate) enum Outcome<T> {
@@ -44,6 +45,9 @@ pub(crate) fn guarded<'a, F: Future>(
             Err(payload) => {
                 let message = panic_message(payload.as_ref());
                 control.begin_exit(&crate::ExitReason::Panic(message.clone()));
+                // Reply handles dropped while the handler unwound tell their callers only now
+                // that the reason is recorded: the panic, not "no reply".
+                current::release_held(control.reason_for_callers().as_ref());
                 Poll::Ready(Outcome::Panicked(message))
             }
             Ok(Poll::Pending) => {

@@ -53,6 +53,7 @@ mod addr;
 mod cell;
 pub mod codec;
 mod control;
+mod current;
 mod error;
 mod exit;
 mod factory;
@@ -74,8 +75,8 @@ mod timer;
 pub use addr::{Addr, DEFAULT_CALL_TIMEOUT};
 pub use codec::Codec;
 pub use error::{
-    BuildError, CallError, DecodeError, EncodeError, FactoryError, LinkError, RegisterError,
-    RemoteFailure, SendError, SpawnError, StartError,
+    BuildError, CallError, DecodeError, EncodeError, ExitError, FactoryError, LinkError,
+    RegisterError, RemoteFailure, SendError, SpawnError, StartError,
 };
 pub use exit::ExitReason;
 pub use mailbox::{MailboxConfig, Overflow};

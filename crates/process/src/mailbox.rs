@@ -134,8 +134,9 @@ impl<T: Letter> Mailbox<T> {
         }
     }
 
-    /// Waits for room and queues `letter`, which was just refused for lack of it.
-    async fn push_when_room(&self, mut letter: T) -> Result<(), PushError<T>> {
+    /// Waits for room and queues `letter`, whatever the overflow policy (for senders that are
+    /// tasks of their own, such as timers, and for senders that have checked the policy).
+    pub(crate) async fn push_when_room(&self, mut letter: T) -> Result<(), PushError<T>> {
         loop {
             if !poll_fn(|cx| self.poll_room(cx)).await {
                 return Err(PushError::Closed(letter));

@@ -8,8 +8,8 @@ use std::time::Duration;
 use crate::cell::{Cell, Envelope};
 use crate::timer::TimerRef;
 use crate::{
-    Addr, Codec, ExitKind, ExitReason, LinkError, Pid, Ref, ReplyTo, Runtime, Signal, SpawnError,
-    SpawnOptions,
+    Addr, Codec, ExitError, ExitKind, ExitReason, LinkError, Pid, Ref, ReplyTo, Runtime, Signal,
+    SpawnError, SpawnOptions,
 };
 
 /// A process's behaviour, in the spirit of OTP's `gen_server`: state plus handlers.
@@ -123,7 +123,8 @@ pub trait Process: Sized + Send + 'static {
 pub struct Context<P: Process> {
     pub(crate) runtime: Runtime,
     pub(crate) cell: Arc<Cell<P>>,
-    pub(crate) stop: Option<ExitReason>,
+    /// Boxed: set once in a process's life, and 8 bytes in every task rather than 32.
+    pub(crate) stop: Option<Box<ExitReason>>,
     /// Monitors this process holds, with their targets: a `Down` for any other reference
     /// (one removed by `demonitor`) is dropped unseen. Boxed and created on first use: the
     /// context lives in the task of every process, and most never monitor, so 8 bytes here
@@ -145,6 +146,14 @@ impl<P: Process> Context<P> {
     /// Forgets a monitor this process holds; its target, or `None` if it held no such monitor.
     pub(crate) fn release_monitor(&mut self, monitor: &Ref) -> Option<Pid> {
         self.monitors.as_mut()?.remove(monitor)
+    }
+
+    /// Removes every monitor this process holds, on this node and others: it is exiting, and
+    /// a watcher that is gone must not stay on its targets until they exit.
+    pub(crate) fn demonitor_all(&mut self) {
+        for (monitor, target) in self.monitors.take().into_iter().flat_map(|monitors| *monitors) {
+            self.runtime.demonitor_on_behalf(target, monitor);
+        }
     }
 
     /// This process's pid.
@@ -169,7 +178,7 @@ impl<P: Process> Context<P> {
 
     /// Stops this process with `reason` once the current handler returns.
     pub fn stop(&mut self, reason: ExitReason) {
-        self.stop = Some(reason);
+        self.stop = Some(Box::new(reason));
     }
 
     /// Whether exit signals arrive as [`Signal::Exit`] instead of ending this process. Off by
@@ -222,9 +231,26 @@ impl<P: Process> Context<P> {
         self.runtime.unlink(self.pid(), peer);
     }
 
-    /// Sends an exit signal from this process to `target` (see [`Runtime::exit`]).
+    /// Sends an exit signal from this process to `target` (see [`Runtime::exit`]: `Killed` is
+    /// an ordinary, trappable reason; a signal that finds the full mailbox of a process that
+    /// traps exits is refused and logged).
     pub fn exit(&self, target: Pid, reason: ExitReason) {
-        self.runtime.send_exit(target, self.pid(), reason, ExitKind::Direct);
+        if let Err(error) = self.try_exit(target, reason) {
+            tracing::warn!(from = %self.pid(), to = %target, %error, "an exit signal was refused");
+        }
+    }
+
+    /// Like [`Context::exit`], but a signal that finds the mailbox of a process that traps
+    /// exits full is handed back (see [`Runtime::try_exit`]).
+    pub fn try_exit(&self, target: Pid, reason: ExitReason) -> Result<(), ExitError> {
+        self.runtime.send_exit(target, self.pid(), reason, ExitKind::Direct)
+    }
+
+    /// Kills `target` (see [`Runtime::kill`]); its links get exit signals with reason
+    /// [`ExitReason::Killed`].
+    pub fn kill(&self, target: Pid) {
+        // A kill is never queued, so never refused.
+        let _ = self.runtime.send_exit(target, self.pid(), ExitReason::Killed, ExitKind::Kill);
     }
 
     /// Spawns `process` linked to this one.

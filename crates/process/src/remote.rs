@@ -245,13 +245,26 @@ impl Runtime {
     }
 
     /// Queues a message from another node for the local process `to`, waiting for room when
-    /// its mailbox is full (a `Reject` mailbox answers [`DeliverError::Full`] at once).
+    /// its mailbox is full (a `Reject` mailbox answers [`DeliverError::Full`] at once). A cast
+    /// refused that way is counted ([`Runtime::refused_remote_casts`]) and logged; a call's
+    /// caller is told by whoever refuses it.
     pub async fn deliver(&self, to: Pid, mut inbound: Inbound) -> Result<(), DeliverError> {
         loop {
             match self.try_deliver(to, inbound) {
                 Err(DeliverError::Full(back)) if self.waits_when_full(to) => {
                     inbound = back;
                     std::future::poll_fn(|cx| self.poll_room(to, cx)).await;
+                }
+                Err(DeliverError::Full(refused)) => {
+                    if refused.reply.is_none() {
+                        let refused_so_far = self.count_refused_remote_cast();
+                        tracing::warn!(
+                            %to,
+                            refused_so_far,
+                            "a cast from another node was refused: the mailbox is full"
+                        );
+                    }
+                    return Err(DeliverError::Full(refused));
                 }
                 done => return done,
             }
@@ -266,9 +279,13 @@ impl Runtime {
         }
     }
 
-    /// Delivers an exit signal from a process of another node to the local process `to`.
+    /// Delivers an exit signal from a process of another node to the local process `to`. A
+    /// direct exit for a process that traps exits counts against its mailbox's bound; one that
+    /// finds it full is refused and logged (this does not wait).
     pub fn deliver_exit(&self, to: Pid, from: Pid, reason: ExitReason, kind: ExitKind) {
-        self.send_exit(to, from, reason, kind);
+        if let Err(error) = self.send_exit(to, from, reason, kind) {
+            tracing::warn!(%to, %from, %error, "an exit signal from another node was refused");
+        }
     }
 
     /// Delivers a monitor's `Down` from another node to the local watcher `to`.

@@ -6,8 +6,9 @@ use std::fmt;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use crate::current::{self, HeldReply};
 use crate::remote::ReplySink;
-use crate::{EncodeError, RemoteFailure};
+use crate::{EncodeError, ExitReason, RemoteFailure};
 
 /// Where the reply to one call goes. Reply with [`ReplyTo::send`], in the handler or later from
 /// anywhere (keep the handle, or move it to another task: a *deferred* reply). Dropping it
@@ -79,9 +80,30 @@ impl<R: Send + 'static> ReplyTo<R> {
 
 impl<R: Send + 'static> Drop for ReplyTo<R> {
     fn drop(&mut self) {
+        let Some(route) = self.route.take() else { return };
+        if std::thread::panicking() {
+            // A handler is unwinding: its process records the panic as its exit reason only
+            // once the unwinding is over, and a caller told before then would read no reason
+            // and conclude "no reply". The process releases the handle after recording it.
+            if let Err(route) = current::hold_back(Box::new(route)) {
+                route.release(None);
+            }
+            return;
+        }
         // A local caller notices the dropped sender by itself; a remote one must be told.
-        if let Some(Route::Remote { sink, .. }) = self.route.take() {
+        if let Route::Remote { sink, .. } = route {
             sink.reply(Err(RemoteFailure::NoReply));
+        }
+    }
+}
+
+impl<R: Send + 'static> HeldReply for Route<R> {
+    fn release(self: Box<Self>, reason: Option<&ExitReason>) {
+        // A local caller reads the reason itself once its sender is dropped (here).
+        if let Route::Remote { sink, .. } = *self {
+            let failure =
+                reason.map_or(RemoteFailure::NoReply, |r| RemoteFailure::Exited(r.clone()));
+            sink.reply(Err(failure));
         }
     }
 }

@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::cell::{Cell, Envelope};
 use crate::control::{Control, Interruptible};
+use crate::current::Running;
 use crate::guard::{Outcome, guarded, panic_message};
 use crate::remote::Inbound;
 use crate::{Context, ExitReason, Pid, Process, RemoteFailure, ReplyTo, Signal};
@@ -35,6 +36,10 @@ pub(crate) type InitAck = oneshot::Sender<Result<(), ExitReason>>;
 /// arguments: the state, the context), the phases it awaits in turn borrow instead of taking
 /// ownership, no letter is held across an await, and handler futures are pinned where they are
 /// created (see [`guarded`]).
+///
+/// Each phase (`init`, serving, `terminate`) is polled inside [`Running`], which marks the
+/// thread as running this process for the length of each poll: the mark is what refuses a call
+/// to itself and keeps a cast to itself from waiting.
 pub(crate) fn run<P: Process>(
     process: P,
     ctx: Context<P>,
@@ -46,7 +51,9 @@ pub(crate) fn run<P: Process>(
         let cell = owner.ctx.cell.clone();
         let init = {
             let (process, ctx) = owner.parts();
-            guarded(&cell.control, Interruptible::ByAnyExit, pin!(process.init(ctx))).await
+            let init = pin!(process.init(ctx));
+            let init = pin!(guarded(&cell.control, Interruptible::ByAnyExit, init));
+            Running::new(&cell.control, init).await
         };
         // Not a `match` on the result around the awaits below: its scrutinee would stay in the
         // task for the whole life of the process.
@@ -56,11 +63,12 @@ pub(crate) fn run<P: Process>(
             return;
         }
         let (process, ctx) = owner.parts();
-        let reason = serve(process, ctx, &cell).await;
+        let reason = Running::new(&cell.control, pin!(serve(process, ctx, &cell))).await;
         // Before `terminate` and the state may drop reply handles they hold.
         cell.control.begin_exit(&reason);
         let (process, ctx) = owner.parts();
-        let reason = terminate(process, ctx, &cell, reason).await;
+        let reason =
+            Running::new(&cell.control, pin!(terminate(process, ctx, &cell, reason))).await;
         owner.finish(reason);
     }
 }
@@ -83,10 +91,12 @@ impl<P: Process> Owner<P> {
     }
 
     /// Drops the state (so resources it holds are released before monitors hear of the exit),
-    /// then tells the runtime. Only the first call does anything.
+    /// removes the monitors the process holds on others, then tells the runtime. Only the
+    /// first call does anything.
     fn finish(&mut self, reason: ExitReason) {
         if let Some(process) = self.process.take() {
             drop_state(process);
+            self.ctx.demonitor_all();
             self.ctx.runtime.finish(self.ctx.cell.clone(), reason);
         }
     }
@@ -116,31 +126,37 @@ fn started(
 }
 
 /// Runs `terminate`, unless the process was killed; returns the final exit reason (a kill
-/// while `terminate` runs makes it `Killed`).
+/// while `terminate` runs makes it `Killed`, a panic in it makes it that panic).
+///
+/// Only a kill skips `terminate`: a process ending with the *reason* `Killed` (relayed by a
+/// link from a process that was killed, say) runs it, and nothing but a kill interrupts it.
 async fn terminate<P: Process>(
     process: &mut P,
     ctx: &mut Context<P>,
     cell: &Cell<P>,
     reason: ExitReason,
 ) -> ExitReason {
-    if reason == ExitReason::Killed {
-        return reason;
+    if cell.control.is_interrupted(Interruptible::ByKill) {
+        return ExitReason::Killed;
     }
     let outcome = {
         let handler = pin!(process.terminate(&reason, ctx));
         guarded(&cell.control, Interruptible::ByKill, handler).await
     };
     match outcome {
-        Outcome::Done(()) => {}
-        Outcome::Interrupted => return ExitReason::Killed,
+        Outcome::Done(()) => reason,
+        Outcome::Interrupted => ExitReason::Killed,
         Outcome::Panicked(message) => {
-            tracing::warn!(pid = %cell.pid, %message, "terminate panicked");
+            tracing::warn!(pid = %cell.pid, %reason, %message, "terminate panicked");
+            let panic = ExitReason::Panic(message);
+            cell.control.revise_exit(&panic);
+            panic
         }
     }
-    reason
 }
 
-/// Drops the behaviour's state; a panicking `Drop` is logged, not propagated.
+/// Drops the behaviour's state; a panicking `Drop` is logged, not propagated. (The exit reason
+/// is recorded by now, so callers whose reply handles the state held learn it.)
 fn drop_state<P>(process: P) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop(process))) {
         tracing::warn!(message = %panic_message(payload.as_ref()), "dropping a process panicked");
@@ -153,7 +169,7 @@ async fn serve<P: Process>(process: &mut P, ctx: &mut Context<P>, cell: &Cell<P>
     let mut batch = VecDeque::new();
     let reason = loop {
         if let Some(reason) = ctx.stop.take() {
-            break reason;
+            break *reason;
         }
         if control.is_interrupted(Interruptible::ByAnyExit) {
             break control.pending_reason();
@@ -221,7 +237,7 @@ fn dispatch<'a, P: Process>(
         let control = &cell.control;
         let scope = Interruptible::ByAnyExit;
         let letter = match envelope {
-            Envelope::Signal(signal) => {
+            Envelope::Signal(signal) | Envelope::DirectExit(signal) => {
                 if !admit_signal(ctx, &signal) {
                     return Outcome::Done(());
                 }
@@ -241,7 +257,7 @@ fn dispatch<'a, P: Process>(
             Envelope::Call(request, reply) => {
                 guarded(control, scope, pin!(process.handle_call(request, reply, ctx))).await
             }
-            Envelope::Signal(_) | Envelope::Remote(_) => {
+            Envelope::Signal(_) | Envelope::DirectExit(_) | Envelope::Remote(_) => {
                 unreachable!("signals and remote letters were handled above")
             }
         }

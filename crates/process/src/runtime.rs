@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::task::{Context as TaskContext, Poll};
 
 use tokio::sync::oneshot;
@@ -19,8 +19,8 @@ use crate::remote::{Outbound, Remote};
 use crate::run::{InitAck, run};
 use crate::table::ProcessTable;
 use crate::{
-    Addr, BuildError, Context, ExitKind, ExitReason, LinkError, NodeId, Pid, Process, Ref, Signal,
-    SpawnError, StartError,
+    Addr, BuildError, Context, ExitError, ExitKind, ExitReason, LinkError, NodeId, Pid, Process,
+    Ref, Signal, SpawnError, StartError,
 };
 
 /// A node's process runtime: spawns processes and operates on them by pid. Cheap to clone
@@ -45,6 +45,8 @@ struct Inner {
     remote: OnceLock<Arc<dyn Remote>>,
     mailbox: MailboxConfig,
     tokio: tokio::runtime::Handle,
+    /// Casts from other nodes refused by a full mailbox whose policy is `Reject`.
+    refused_remote_casts: AtomicU64,
 }
 
 /// Configures a [`Runtime`].
@@ -90,6 +92,7 @@ impl RuntimeBuilder {
             remote: OnceLock::new(),
             mailbox: self.mailbox,
             tokio,
+            refused_remote_casts: AtomicU64::new(0),
         };
         Ok(Runtime { inner: Arc::new(inner) })
     }
@@ -148,6 +151,8 @@ pub struct ProcessInfo {
     pub links: Vec<Pid>,
     /// How many monitors watch it.
     pub monitored_by: usize,
+    /// Timers aimed at it that have neither fired nor been cancelled.
+    pub timers: usize,
     /// Whether it traps exits.
     pub traps_exits: bool,
 }
@@ -204,6 +209,18 @@ impl Runtime {
     /// installed already.
     pub fn set_remote(&self, remote: Arc<dyn Remote>) -> Result<(), Arc<dyn Remote>> {
         self.inner.remote.set(remote)
+    }
+
+    /// Casts from other nodes that were refused (and logged) because the receiving process's
+    /// mailbox was full and its policy is [`Overflow::Reject`]. A cast to a full mailbox that
+    /// waits is never refused: the transport holds back that connection instead.
+    pub fn refused_remote_casts(&self) -> u64 {
+        self.inner.refused_remote_casts.load(Ordering::Relaxed)
+    }
+
+    /// Counts a refused remote cast; returns the count so far.
+    pub(crate) fn count_refused_remote_cast(&self) -> u64 {
+        self.inner.refused_remote_casts.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub(crate) fn remote(&self) -> Option<&Arc<dyn Remote>> {
@@ -310,35 +327,67 @@ impl Runtime {
     }
 
     /// Sends an exit signal from the runtime itself to `pid`, as OTP's `exit(Pid, Reason)`:
-    /// `Killed` kills it outright; otherwise a process that traps exits gets
-    /// [`Signal::Exit`], one that does not exits with `reason` (and ignores `Normal`).
+    /// a process that traps exits gets [`Signal::Exit`], one that does not exits with `reason`
+    /// (and ignores `Normal`). `Killed` is a reason like any other here, trappable, as OTP's
+    /// `killed`; [`Runtime::kill`] kills.
+    ///
+    /// For a process that traps exits the signal is a letter in its mailbox and counts
+    /// against its bound, as a message does. This never waits: a signal that finds that
+    /// mailbox full is refused and logged. [`Runtime::try_exit`] hands the refusal back.
     pub fn exit(&self, pid: Pid, reason: ExitReason) {
-        self.send_exit(pid, self.system_pid(), reason, ExitKind::Direct);
+        if let Err(error) = self.try_exit(pid, reason) {
+            tracing::warn!(%pid, %error, "an exit signal was refused");
+        }
     }
 
-    /// Kills `pid`: it exits with [`ExitReason::Killed`] at its next await point, without
-    /// running `terminate`, whether or not it traps exits.
+    /// Like [`Runtime::exit`], but a signal that finds the mailbox of a process that traps
+    /// exits full is handed back ([`ExitError::Full`]): wait for room with
+    /// [`Runtime::poll_room`] and try again.
+    pub fn try_exit(&self, pid: Pid, reason: ExitReason) -> Result<(), ExitError> {
+        self.send_exit(pid, self.system_pid(), reason, ExitKind::Direct)
+    }
+
+    /// Kills `pid`, as OTP's `exit(Pid, kill)`: it exits with [`ExitReason::Killed`] at its
+    /// next await point, without running `terminate`, whether or not it traps exits. (Code
+    /// that never awaits cannot be interrupted: see the crate's limits.)
     pub fn kill(&self, pid: Pid) {
-        self.exit(pid, ExitReason::Killed);
+        // A kill is never queued, so never refused.
+        let _ = self.send_exit(pid, self.system_pid(), ExitReason::Killed, ExitKind::Kill);
     }
 
-    pub(crate) fn send_exit(&self, to: Pid, from: Pid, reason: ExitReason, kind: ExitKind) {
+    /// Sends an exit signal of `kind`. Only a direct signal for a process that traps exits,
+    /// whose mailbox is full, is refused: kills and exits that end the process are never
+    /// queued, and a link's signal is bounded by the process's links.
+    pub(crate) fn send_exit(
+        &self,
+        to: Pid,
+        from: Pid,
+        reason: ExitReason,
+        kind: ExitKind,
+    ) -> Result<(), ExitError> {
         if self.is_remote(to) {
             self.route_signal(Outbound::Exit { to, from, reason, kind });
-            return;
+            return Ok(());
         }
-        let Some(cell) = self.lookup(to) else { return };
+        let Some(cell) = self.lookup(to) else { return Ok(()) };
         let control = cell.control();
-        if kind == ExitKind::Link && !control.remove_link(from) {
-            return; // unlinked meanwhile
+        match kind {
+            ExitKind::Kill => kill(cell.as_ref()),
+            // Unlinked meanwhile.
+            ExitKind::Link if !control.remove_link(from) => {}
+            ExitKind::Link if control.is_trapping() => {
+                cell.push_signal(Signal::Exit { from, reason });
+            }
+            ExitKind::Direct if control.is_trapping() => {
+                cell.push_direct_exit(from, reason).map_err(ExitError::Full)?;
+            }
+            ExitKind::Link | ExitKind::Direct => {
+                if reason != ExitReason::Normal {
+                    interrupt(cell.as_ref(), reason);
+                }
+            }
         }
-        if kind == ExitKind::Direct && reason == ExitReason::Killed {
-            interrupt(cell.as_ref(), reason);
-        } else if control.is_trapping() {
-            cell.push_signal(Signal::Exit { from, reason });
-        } else if reason != ExitReason::Normal {
-            interrupt(cell.as_ref(), reason);
-        }
+        Ok(())
     }
 
     pub(crate) fn send_down(&self, to: Pid, monitor: Ref, pid: Pid, reason: ExitReason) {
@@ -398,11 +447,16 @@ impl Runtime {
 
     /// A future that resolves to `pid`'s exit reason when it exits (at once with `NoProc` if
     /// it is not alive on this node). For code outside processes: tests, shutdown sequences.
-    /// Local pids only; processes monitor remote pids with [`Context::monitor`].
+    /// Local pids only; processes monitor remote pids with [`Context::monitor`]. Dropping the
+    /// future removes its monitor.
     pub fn watch(&self, pid: Pid) -> ExitWatch {
+        let Some(cell) = self.lookup(pid) else { return ExitWatch(None) };
         let (sender, receiver) = oneshot::channel();
-        match self.add_monitor(pid, self.make_ref(), Watcher::Future(sender)) {
-            Ok(()) => ExitWatch(Some(receiver)),
+        let monitor = self.make_ref();
+        match cell.control().add_monitor(monitor, Watcher::Future(sender)) {
+            Ok(()) => {
+                ExitWatch(Some(Watching { receiver, target: Arc::downgrade(&cell), monitor }))
+            }
             Err(_) => ExitWatch(None),
         }
     }
@@ -457,17 +511,21 @@ impl Runtime {
         if let Some(name) = remains.name {
             self.forget_name(&name, pid);
         }
-        for timer in remains.timers {
+        for timer in remains.timers.into_values() {
             timer.cancel();
         }
-        for (monitor, watcher) in remains.monitors {
+        let mut monitors: Vec<(Ref, Watcher)> = remains.monitors.into_iter().collect();
+        // The references of one node grow with time: watchers hear in the order they began.
+        monitors.sort_unstable_by_key(|(monitor, _)| *monitor);
+        for (monitor, watcher) in monitors {
             match watcher {
                 Watcher::Process(to) => self.send_down(to, monitor, pid, reason.clone()),
                 Watcher::Future(sender) => drop(sender.send(reason.clone())),
             }
         }
         for peer in remains.links {
-            self.send_exit(peer, pid, reason.clone(), ExitKind::Link);
+            // A link's signal is never refused.
+            let _ = self.send_exit(peer, pid, reason.clone(), ExitKind::Link);
         }
         tracing::trace!(%pid, %reason, "process exited");
     }
@@ -509,6 +567,7 @@ impl Runtime {
             mailbox_len: cell.mailbox_len(),
             links: control.links(),
             monitored_by: control.monitor_count(),
+            timers: control.timer_count(),
             traps_exits: control.is_trapping(),
         })
     }
@@ -528,20 +587,52 @@ fn interrupt(cell: &dyn ProcessCell, reason: ExitReason) {
     cell.wake();
 }
 
-/// Resolves to a process's exit reason; see [`Runtime::watch`].
-#[derive(Debug)]
-pub struct ExitWatch(Option<oneshot::Receiver<ExitReason>>);
+/// Kills a process and wakes it wherever it waits.
+fn kill(cell: &dyn ProcessCell) {
+    if let Some(handler) = cell.control().request_kill() {
+        handler.wake();
+    }
+    cell.wake();
+}
+
+/// Resolves to a process's exit reason; see [`Runtime::watch`]. Dropped before it resolves,
+/// it removes its monitor.
+pub struct ExitWatch(Option<Watching>);
+
+/// A watch whose process had not exited when it was last polled.
+struct Watching {
+    receiver: oneshot::Receiver<ExitReason>,
+    /// Weak: a watch does not keep an exited process's cell alive.
+    target: Weak<dyn ProcessCell>,
+    monitor: Ref,
+}
 
 impl Future for ExitWatch {
     type Output = ExitReason;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<ExitReason> {
-        match &mut self.0 {
-            None => Poll::Ready(ExitReason::NoProc),
-            Some(receiver) => {
-                Pin::new(receiver).poll(cx).map(|reason| reason.unwrap_or(ExitReason::Killed))
-            }
+        let Some(watching) = &mut self.0 else { return Poll::Ready(ExitReason::NoProc) };
+        let reason = std::task::ready!(Pin::new(&mut watching.receiver).poll(cx));
+        // The exit took the monitor with it: nothing to remove on drop.
+        self.0 = None;
+        Poll::Ready(reason.unwrap_or(ExitReason::Killed))
+    }
+}
+
+impl Drop for ExitWatch {
+    fn drop(&mut self) {
+        if let Some(watching) = self.0.take()
+            && let Some(target) = watching.target.upgrade()
+        {
+            target.control().remove_monitor(watching.monitor);
         }
+    }
+}
+
+impl std::fmt::Debug for ExitWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let monitor = self.0.as_ref().map(|watching| watching.monitor);
+        f.debug_tuple("ExitWatch").field(&monitor).finish()
     }
 }
 

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::addr::within;
 use crate::cell::{AnyBox, ErasedPush};
 use crate::codec::{decode, encode};
+use crate::current;
 use crate::mailbox::Overflow;
 use crate::remote::{Outbound, Remote, RemoteReply, RouteError};
 use crate::{CallError, Pid, RemoteFailure, Runtime, SendError};
@@ -25,7 +26,8 @@ enum NotRoutable {
 
 impl Runtime {
     /// Casts `message` to `pid`, waiting for room if its mailbox (or the link to its node) is
-    /// full. A local process gets the value moved; a remote one gets it encoded.
+    /// full. A local process gets the value moved; a remote one gets it encoded. A process
+    /// casting to itself never waits: see [`crate::Addr::cast`].
     pub async fn cast<M>(&self, pid: Pid, message: M) -> Result<(), SendError<M>>
     where
         M: Serialize + Send + 'static,
@@ -39,7 +41,10 @@ impl Runtime {
                 return Err(SendError::NoProc(unbox(message)));
             };
             match cell.try_cast_any(message) {
-                Err(ErasedPush::Full(back)) if cell.mailbox_config().overflow == Overflow::Wait => {
+                Err(ErasedPush::Full(back))
+                    if cell.mailbox_config().overflow == Overflow::Wait
+                        && !current::is_running(cell.control()) =>
+                {
                     message = back;
                     poll_fn(|cx| cell.poll_room(cx)).await;
                 }
@@ -112,7 +117,8 @@ impl Runtime {
         Ok((remote, payload))
     }
 
-    /// Calls `pid` with `request` and waits up to `timeout` for a reply of type `R`.
+    /// Calls `pid` with `request` and waits up to `timeout` for a reply of type `R`. A process
+    /// calling itself is refused at once with [`CallError::CallingSelf`].
     pub async fn call<Q, R>(&self, pid: Pid, request: Q, timeout: Duration) -> Result<R, CallError>
     where
         Q: Serialize + Send + 'static,
@@ -143,6 +149,9 @@ impl Runtime {
         let mut request: AnyBox = Box::new(request);
         let (cell, reply) = loop {
             let cell = self.lookup(pid).ok_or(CallError::NoProc)?;
+            if current::is_running(cell.control()) {
+                return Err(CallError::CallingSelf);
+            }
             let (sender, reply) = tokio::sync::oneshot::channel();
             match cell.try_call_any(request, sender) {
                 Ok(()) => break (cell, reply),

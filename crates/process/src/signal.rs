@@ -34,13 +34,16 @@ pub enum Signal {
     },
 }
 
-/// Whether an exit signal comes from a link or from an explicit `exit` call; they differ as in
-/// OTP: a link's signal is dropped if the link was removed meanwhile, and only an explicit
-/// `exit` with [`ExitReason::Killed`] kills a process that traps exits.
+/// Where an exit signal comes from; the kinds differ as in OTP: a link's signal is dropped if
+/// the link was removed meanwhile, and only a kill (OTP's `exit(Pid, kill)`) ends a process
+/// that traps exits, without `terminate`. An exit with the *reason* [`ExitReason::Killed`]
+/// (a process relaying why another ended, say) is an ordinary, trappable exit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExitKind {
     /// The sender was linked to the receiver and exited.
     Link,
     /// The sender called `exit(receiver, reason)`.
     Direct,
+    /// The sender killed the receiver (`kill(receiver)`); the reason is always `Killed`.
+    Kill,
 }

@@ -1,12 +1,14 @@
 //! Timers: a message or a [`crate::Signal::Timeout`] delivered to a process after a delay.
 //!
 //! Each timer is a small tokio task that sleeps and then delivers. Timers aimed at a process
-//! are cancelled when it exits, as in OTP.
+//! are cancelled when it exits, as in OTP. The process keeps a record of each pending timer
+//! (to cancel it then); firing or cancelling a timer removes that record, so a process that
+//! re-arms a timer at every message keeps one record, not one per message.
 
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::task::AbortHandle;
@@ -25,10 +27,14 @@ pub(crate) struct TimerShared {
     /// Set once, by whichever comes first: firing or cancelling.
     settled: AtomicBool,
     task: Mutex<Option<AbortHandle>>,
+    /// The process the timer is aimed at, whose record of it a cancel removes (weak: that
+    /// record holds this).
+    target: Option<Weak<dyn AsControl>>,
 }
 
 impl TimerShared {
-    /// Cancels the timer; `true` if it had not fired yet.
+    /// Cancels the timer; `true` if it had not fired yet. The caller removes the process's
+    /// record of it, if the process has not exited (which cancels every timer).
     pub(crate) fn cancel(&self) -> bool {
         if self.settled.swap(true, Ordering::AcqRel) {
             return false;
@@ -50,13 +56,19 @@ impl TimerRef {
     /// Cancels the timer. Returns `true` if it had not fired yet (it now never will), `false`
     /// if it had already fired or been cancelled.
     pub fn cancel(&self) -> bool {
-        self.shared.cancel()
+        if !self.shared.cancel() {
+            return false;
+        }
+        if let Some(target) = self.shared.target.as_ref().and_then(Weak::upgrade) {
+            target.as_control().forget_timer(self.id);
+        }
+        true
     }
 
     /// A timer that can no longer fire (its target had already exited).
     pub(crate) fn settled(id: Ref) -> Self {
-        let shared =
-            Arc::new(TimerShared { settled: AtomicBool::new(true), task: Mutex::new(None) });
+        let settled = AtomicBool::new(true);
+        let shared = Arc::new(TimerShared { settled, task: Mutex::new(None), target: None });
         Self { id, shared }
     }
 
@@ -69,13 +81,16 @@ impl TimerRef {
         target: Arc<dyn AsControl>,
         deliver: impl Future<Output = ()> + Send + 'static,
     ) -> Option<Self> {
-        let shared =
-            Arc::new(TimerShared { settled: AtomicBool::new(false), task: Mutex::new(None) });
-        target.as_control().add_timer(shared.clone()).ok()?;
+        let shared = Arc::new(TimerShared {
+            settled: AtomicBool::new(false),
+            task: Mutex::new(None),
+            target: Some(Arc::downgrade(&target)),
+        });
+        target.as_control().add_timer(id, shared.clone()).ok()?;
         let fired = shared.clone();
         let task = handle.spawn(async move {
             tokio::time::sleep(delay).await;
-            target.as_control().forget_timer(&fired);
+            target.as_control().forget_timer(id);
             if !fired.settled.swap(true, Ordering::AcqRel) {
                 deliver.await;
             }

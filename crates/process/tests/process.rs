@@ -17,6 +17,8 @@ mod support;
 mod calls;
 #[path = "process/factories.rs"]
 mod factories;
+#[path = "process/itself.rs"]
+mod itself;
 #[path = "process/lifecycle.rs"]
 mod lifecycle;
 #[path = "process/links.rs"]

@@ -286,3 +286,52 @@ async fn runtime_addr_downcasts_to_the_behaviour() {
     within(runtime.watch(calc.pid())).await;
     assert!(runtime.addr::<Calc>(calc.pid()).is_none());
 }
+
+/// Drops slowly: held in a call handler, it keeps the handler unwinding for a while after the
+/// reply handle declared after it was dropped.
+struct SlowToDrop;
+
+impl Drop for SlowToDrop {
+    fn drop(&mut self) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A behaviour whose call handler panics while holding the reply handle, and unwinds slowly.
+struct PanicsSlowly;
+
+impl shoal_process::Process for PanicsSlowly {
+    type Message = ();
+    type Call = ();
+    type Reply = ();
+
+    async fn handle_cast(&mut self, (): (), _: &mut shoal_process::Context<Self>) {}
+
+    async fn handle_call(
+        &mut self,
+        (): (),
+        reply: shoal_process::ReplyTo<()>,
+        _: &mut shoal_process::Context<Self>,
+    ) {
+        let _slow = SlowToDrop;
+        let _reply = reply;
+        panic!("call handler failed");
+    }
+}
+
+// A caller whose call handler panicked gets the panic, never NoReply, even when it runs on
+// another thread while the handler is still unwinding (the reply handle is dropped during the
+// unwinding, before the process has recorded why it ends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_whose_handler_panics_gets_the_panic_while_it_unwinds() {
+    let runtime = runtime();
+    for _ in 0..3 {
+        let process = runtime.spawn(PanicsSlowly);
+        let reason = ExitReason::Panic("call handler failed".to_owned());
+        assert_eq!(within(process.call(())).await, Err(CallError::Exited(reason.clone())));
+        let process = runtime.spawn(PanicsSlowly);
+        let by_pid: Result<(), _> =
+            within(runtime.call(process.pid(), (), Duration::from_secs(5))).await;
+        assert_eq!(by_pid, Err(CallError::Exited(reason)));
+    }
+}

@@ -113,3 +113,22 @@ async fn a_child_spec_round_trips_and_starts_its_child() {
     let total: u64 = within(runtime.call(pid, CalcReq::Get, Duration::from_secs(5))).await.unwrap();
     assert_eq!(total, 7);
 }
+
+// A factory whose build panics (a configuration that does not load, say) fails that spawn
+// with BuildPanicked and the panic's message; the caller (a supervisor, a transport serving a
+// remote spawn) lives on, and nothing was started.
+#[tokio::test]
+async fn a_factory_whose_build_panics_fails_the_spawn() {
+    let runtime = runtime();
+    runtime
+        .register_factory("broken", |path: String| -> Calc {
+            panic!("cannot load {path}");
+        })
+        .unwrap();
+    let args = encode("app.toml").unwrap();
+    let panicked = SpawnError::BuildPanicked("cannot load app.toml".to_owned());
+    assert_eq!(runtime.spawn_factory("broken", &args, SpawnOptions::new()), Err(panicked.clone()));
+    let started = within(runtime.start_factory("broken", &args, SpawnOptions::new())).await;
+    assert_eq!(started, Err(StartError::Spawn(panicked)));
+    assert_eq!(runtime.process_count(), 0);
+}

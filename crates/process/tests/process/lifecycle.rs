@@ -225,3 +225,92 @@ async fn a_panic_ends_only_that_process_with_its_message() {
     assert_eq!(within(newcomer.call(Ask::Echo(2))).await, Ok(2));
     assert_eq!(runtime.processes(), [bystander.pid(), newcomer.pid()]);
 }
+
+// OTP: `kill` is a signal of its own; an exit signal with the *reason* `killed` (a process
+// relaying why another ended, say) is an ordinary exit: a trapping process gets it as a
+// message and lives on, one that does not trap exits with `Killed` after running `terminate`.
+// Only a real kill skips `terminate`.
+#[tokio::test]
+async fn an_exit_with_the_reason_killed_is_trappable_and_runs_terminate() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let trapper = crate::support::start_probe(&runtime, &events, true).await;
+    runtime.exit(trapper.pid(), ExitReason::Killed);
+    let exit = Signal::Exit { from: runtime.system_pid(), reason: ExitReason::Killed };
+    assert_eq!(inbox.next().await, Event::Signal(trapper.pid(), exit));
+    assert_eq!(within(trapper.call(Ask::Echo(1))).await, Ok(1));
+    let relayer = runtime.spawn(Probe::new(&events));
+    let target = trapper.pid();
+    run(&relayer, move |_, ctx| ctx.exit(target, ExitReason::Killed)).await;
+    let exit = Signal::Exit { from: relayer.pid(), reason: ExitReason::Killed };
+    assert_eq!(inbox.next().await, Event::Signal(trapper.pid(), exit));
+
+    let plain = crate::support::start_probe(&runtime, &events, false).await;
+    let exited = runtime.watch(plain.pid());
+    runtime.exit(plain.pid(), ExitReason::Killed);
+    assert_eq!(within(exited).await, ExitReason::Killed);
+    assert_eq!(inbox.next().await, Event::Terminated(plain.pid(), ExitReason::Killed));
+
+    for killed in [trapper.pid(), relayer.pid()] {
+        let exited = runtime.watch(killed);
+        runtime.kill(killed);
+        assert_eq!(within(exited).await, ExitReason::Killed);
+    }
+    drop(events);
+    inbox.closed().await;
+}
+
+// A process running `terminate` keeps its reason when a linked process dies with `killed`:
+// that is an exit signal with the reason `Killed`, not a kill, so it neither interrupts
+// `terminate` nor replaces the reason.
+#[tokio::test]
+async fn a_link_dying_killed_does_not_rewrite_the_reason_of_a_process_in_terminate() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let ending = runtime.spawn(Probe::new(&events));
+    let (quiet, _quiet_inbox) = reports();
+    let linked = runtime
+        .spawn_with(Probe::new(&quiet), shoal_process::SpawnOptions::new().link(ending.pid()))
+        .unwrap();
+    let (unlinger, linger) = oneshot::channel::<()>();
+    run(&ending, move |state, _| state.linger = Some(linger)).await;
+    let exited = runtime.watch(ending.pid());
+    run(&ending, |_, ctx| ctx.stop(ExitReason::custom("done"))).await;
+    assert_eq!(inbox.next().await, Event::Terminated(ending.pid(), ExitReason::custom("done")));
+    runtime.kill(linked.pid());
+    assert_eq!(within(runtime.watch(linked.pid())).await, ExitReason::Killed);
+    drop(unlinger);
+    assert_eq!(within(exited).await, ExitReason::custom("done"));
+}
+
+/// A behaviour whose `terminate` panics.
+struct FailsToTerminate;
+
+impl Process for FailsToTerminate {
+    type Message = ();
+    type Call = ();
+    type Reply = ();
+
+    async fn handle_cast(&mut self, (): (), ctx: &mut Context<Self>) {
+        ctx.stop(ExitReason::Shutdown);
+    }
+
+    async fn terminate(&mut self, _: &ExitReason, _: &mut Context<Self>) {
+        panic!("terminate failed");
+    }
+}
+
+// A panic in `terminate` becomes the exit reason (OTP: a crash in terminate is the exit
+// reason), not a log line under the original one.
+#[tokio::test]
+async fn a_panic_in_terminate_becomes_the_exit_reason() {
+    let runtime = runtime();
+    let process = runtime.spawn(FailsToTerminate);
+    let exited = runtime.watch(process.pid());
+    process.cast(()).await.unwrap();
+    assert_eq!(within(exited).await, ExitReason::Panic("terminate failed".to_owned()));
+    let process = within(runtime.start(FailsToTerminate)).await.unwrap();
+    let exited = runtime.watch(process.pid());
+    runtime.exit(process.pid(), ExitReason::custom("asked"));
+    assert_eq!(within(exited).await, ExitReason::Panic("terminate failed".to_owned()));
+}

@@ -55,10 +55,9 @@ async fn a_trapping_process_gets_exit_signals_as_messages() {
         let linked = spawn_linked(&runtime, &events, trapper.pid());
         let stop_reason = reason.clone();
         run(&linked, move |_, ctx| ctx.stop(stop_reason)).await;
-        if reason != ExitReason::Killed {
-            let terminated = Event::Terminated(linked.pid(), reason.clone());
-            assert_eq!(inbox.next().await, terminated);
-        }
+        // Stopping with the reason `Killed` is no kill: `terminate` runs.
+        let terminated = Event::Terminated(linked.pid(), reason.clone());
+        assert_eq!(inbox.next().await, terminated);
         let exit = Signal::Exit { from: linked.pid(), reason };
         assert_eq!(inbox.next().await, Event::Signal(trapper.pid(), exit));
     }
@@ -69,7 +68,8 @@ async fn a_trapping_process_gets_exit_signals_as_messages() {
     assert_eq!(within(trapper.call(Ask::Echo(1))).await, Ok(1));
 }
 
-// exit(Pid, kill) is untrappable: even a trapping process exits Killed, without terminate.
+// exit(Pid, kill) is untrappable: even a trapping process exits Killed, without terminate,
+// whether the kill comes from the runtime or from a process.
 #[tokio::test]
 async fn kill_ends_a_trapping_process_without_terminate() {
     let runtime = runtime();
@@ -84,7 +84,7 @@ async fn kill_ends_a_trapping_process_without_terminate() {
     let (killer_events, _killer_inbox) = reports();
     let killer = runtime.spawn(Probe::new(&killer_events));
     let target = trapper.pid();
-    run(&killer, move |_, ctx| ctx.exit(target, ExitReason::Killed)).await;
+    run(&killer, move |_, ctx| ctx.kill(target)).await;
     assert_eq!(within(exited).await, ExitReason::Killed);
     // Both trappers are gone and neither reported a terminate.
     drop(events);
@@ -92,6 +92,8 @@ async fn kill_ends_a_trapping_process_without_terminate() {
 }
 
 // A process killed through a link exits Killed, and that signal is trappable by its links.
+// Only the killed process skips `terminate`: one that follows it through a link with the
+// reason `Killed` was not killed, so it runs `terminate`.
 #[tokio::test]
 async fn killed_through_a_link_propagates_as_killed_and_is_trappable() {
     let runtime = runtime();
@@ -102,6 +104,7 @@ async fn killed_through_a_link_propagates_as_killed_and_is_trappable() {
     let exited = runtime.watch(middle.pid());
     runtime.kill(doomed.pid());
     assert_eq!(within(exited).await, ExitReason::Killed);
+    assert_eq!(inbox.next().await, Event::Terminated(middle.pid(), ExitReason::Killed));
     let exit = Signal::Exit { from: middle.pid(), reason: ExitReason::Killed };
     assert_eq!(inbox.next().await, Event::Signal(trapper.pid(), exit));
     assert_eq!(within(trapper.call(Ask::Echo(1))).await, Ok(1));
@@ -186,12 +189,12 @@ async fn a_trapping_process_follows_its_parent() {
         let stop_reason = reason.clone();
         run(&parent, move |_, ctx| ctx.stop(stop_reason)).await;
         assert_eq!(within(exited).await, reason);
-        let mut expected = Vec::new();
-        if reason != ExitReason::Killed {
-            expected.push(Event::Terminated(parent.pid(), reason.clone()));
-            expected.push(Event::Terminated(child.pid(), reason.clone()));
-        }
-        if reason != ExitReason::Normal && reason != ExitReason::Killed {
+        // The reason `Killed` is no kill: every `terminate` runs.
+        let mut expected = vec![
+            Event::Terminated(parent.pid(), reason.clone()),
+            Event::Terminated(child.pid(), reason.clone()),
+        ];
+        if reason != ExitReason::Normal {
             // The grandchild does not trap: it follows the abnormal exit.
             expected.push(Event::Terminated(grandchild.pid(), reason.clone()));
         }

@@ -4,7 +4,7 @@ use std::pin::pin;
 use std::time::Duration;
 
 use shoal_process::{
-    CallError, ExitReason, MailboxConfig, Overflow, SendError, Signal, SpawnOptions,
+    CallError, ExitError, ExitReason, MailboxConfig, Overflow, SendError, Signal, SpawnOptions,
 };
 
 use crate::support::{
@@ -196,4 +196,74 @@ async fn last_words_arrive_before_the_down() {
         let seen = inbox.take(2).await;
         assert_eq!(seen, [Event::Note(watcher.pid(), round), Event::Signal(watcher.pid(), down)]);
     }
+}
+
+// Bounded mailboxes hold for exit signals: one sent directly to a process that traps exits is
+// a letter anyone may send any number of, so it counts against the bound as a message does.
+// Into a full mailbox try_exit hands it back and exit refuses it (logged); a link's exit and a
+// Down, bounded by what the process set up, are still admitted; a kill is never queued.
+#[tokio::test]
+async fn direct_exit_signals_to_a_trapping_process_count_against_its_bound() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let options = mailbox(1, Overflow::Wait);
+    let trapper = within(runtime.start_with(Probe::trapping(&events), options)).await.unwrap();
+    let (linked_events, _linked_inbox) = reports();
+    let linked = runtime
+        .spawn_with(Probe::new(&linked_events), SpawnOptions::new().link(trapper.pid()))
+        .unwrap();
+    let gate = block(&trapper).await;
+    let first = ExitReason::custom("first");
+    runtime.try_exit(trapper.pid(), first.clone()).unwrap();
+    let second = ExitReason::custom("second");
+    assert_eq!(runtime.try_exit(trapper.pid(), second.clone()), Err(ExitError::Full(second)));
+    for _ in 0..1_000 {
+        runtime.exit(trapper.pid(), ExitReason::custom("flood"));
+    }
+    assert_eq!(runtime.mailbox_len(trapper.pid()), Some(1));
+    assert!(matches!(trapper.try_cast(Cmd::Note(1)), Err(SendError::Full(_))));
+    // A link's exit still gets in.
+    runtime.kill(linked.pid());
+    within(runtime.watch(linked.pid())).await;
+    assert_eq!(runtime.mailbox_len(trapper.pid()), Some(2));
+    gate.open();
+    let system = runtime.system_pid();
+    assert_eq!(
+        inbox.take(2).await,
+        [
+            Event::Signal(trapper.pid(), Signal::Exit { from: system, reason: first }),
+            Event::Signal(
+                trapper.pid(),
+                Signal::Exit { from: linked.pid(), reason: ExitReason::Killed }
+            ),
+        ]
+    );
+    // With room again, exit signals are queued again; a kill needs no room at all.
+    runtime.exit(trapper.pid(), ExitReason::custom("again"));
+    let again = Signal::Exit { from: system, reason: ExitReason::custom("again") };
+    assert_eq!(inbox.next().await, Event::Signal(trapper.pid(), again));
+    let gate = block(&trapper).await;
+    trapper.try_cast(Cmd::Note(2)).unwrap();
+    let exited = runtime.watch(trapper.pid());
+    runtime.kill(trapper.pid());
+    assert_eq!(within(exited).await, ExitReason::Killed);
+    drop(gate);
+}
+
+// Nothing is dropped for lack of room: a timer's message waits for room in a full mailbox even
+// under Overflow::Reject (the timer is a task of its own, so its waiting holds up no one).
+#[tokio::test(start_paused = true)]
+async fn a_timer_message_waits_for_room_in_a_full_reject_mailbox() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let probe = runtime.spawn_with(Probe::new(&events), mailbox(1, Overflow::Reject)).unwrap();
+    let gate = block(&probe).await;
+    probe.try_cast(Cmd::Note(1)).unwrap();
+    let timer = probe.cast_after(Duration::from_secs(1), Cmd::Note(2));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!timer.cancel(), "the timer fired");
+    assert_eq!(runtime.mailbox_len(probe.pid()), Some(1));
+    gate.open();
+    let pid = probe.pid();
+    assert_eq!(inbox.take(2).await, [Event::Note(pid, 1), Event::Note(pid, 2)]);
 }

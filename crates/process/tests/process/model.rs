@@ -10,8 +10,10 @@
 //! The rules the model encodes: a killed process exits `Killed`; a process that does not trap
 //! exits with the reason of an abnormally exited link (so `Killed` propagates as `Killed`) and
 //! ignores a `Normal` one; a trapping process survives and gets `Exit{from, reason}`, except
-//! from its parent, which it follows whatever the reason (as `gen_server` does); every monitor
-//! fires exactly once, with the exit reason; `terminate` runs unless the reason is `Killed`.
+//! from its parent, which it follows whatever the reason (as `gen_server` does); an exit
+//! signal with the reason `Killed` is no kill (trappable, like any reason); every monitor
+//! fires exactly once, with the exit reason; `terminate` runs for every process but the one
+//! that was killed.
 //!
 //! Each action's cascade has a single origin, so every process it ends exits with the origin's
 //! reason, whatever order the signals travel in: the expected reports are deterministic even on
@@ -118,9 +120,7 @@ impl Model {
     fn apply(&mut self, target: usize, act: &Act) -> Vec<Seen> {
         let mut seen = Vec::new();
         match act {
-            Act::Kill | Act::Exit(ExitReason::Killed) => {
-                self.die(target, ExitReason::Killed, &mut seen)
-            }
+            Act::Kill => self.spread(target, ExitReason::Killed, Some(target), &mut seen),
             // exit/2: trapped as a message; otherwise ends the process unless normal.
             Act::Exit(reason) if self.traps[target] => {
                 seen.push(Seen::Exit { at: target, from: None, reason: reason.clone() });
@@ -134,12 +134,25 @@ impl Model {
 
     /// `first` exits with `reason`, and the exit spreads along links.
     fn die(&mut self, first: usize, reason: ExitReason, seen: &mut Vec<Seen>) {
+        self.spread(first, reason, None, seen);
+    }
+
+    /// `first` exits with `reason` (it was killed if it is `killed`), and the exit spreads
+    /// along links.
+    fn spread(
+        &mut self,
+        first: usize,
+        reason: ExitReason,
+        killed: Option<usize>,
+        seen: &mut Vec<Seen>,
+    ) {
         self.alive[first] = false;
         let mut dying = vec![first];
         while let Some(process) = dying.pop() {
             seen.push(Seen::Down(process, reason.clone()));
-            // terminate runs for every exit but a kill (killed through a link included).
-            if reason != ExitReason::Killed {
+            // terminate runs for every exit but a kill (those killed through a link were not
+            // killed: they got an exit signal with the reason `Killed`).
+            if killed != Some(process) {
                 seen.push(Seen::Terminated(process, reason.clone()));
             }
             for peer in std::mem::take(&mut self.links[process]) {

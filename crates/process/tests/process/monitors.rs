@@ -23,7 +23,7 @@ async fn down_carries_the_exit_reason() {
         (|_, ctx| ctx.stop(ExitReason::Normal), ExitReason::Normal),
         (|_, ctx| ctx.stop(ExitReason::custom("gave up")), ExitReason::custom("gave up")),
         (|_, _| panic!("bad state"), ExitReason::Panic("bad state".to_owned())),
-        (|_, ctx| ctx.exit(ctx.pid(), ExitReason::Killed), ExitReason::Killed),
+        (|_, ctx| ctx.kill(ctx.pid()), ExitReason::Killed),
     ];
     for (end, reason) in endings {
         let target = runtime.spawn(Probe::new(&events));
@@ -152,4 +152,62 @@ async fn spawn_monitor_watches_the_child_from_its_birth() {
     assert_eq!(inbox.next().await, Event::Signal(parent.pid(), down));
     // Monitored, not linked: the parent lives on.
     assert_eq!(within(parent.call(Ask::Echo(1))).await, Ok(1));
+}
+
+// Monitors die with their watcher (OTP: a process's monitors are removed when it exits): a
+// server watched by many short-lived clients holds no monitor once they have all exited,
+// however they ended.
+#[tokio::test]
+async fn a_watcher_that_exits_leaves_no_monitor_on_its_target() {
+    const CLIENTS: usize = 200;
+    let runtime = runtime();
+    let (events, _inbox) = reports();
+    let server = runtime.spawn(Probe::new(&events));
+    let server_pid = server.pid();
+    for n in 0..CLIENTS {
+        let client = runtime.spawn(Probe::new(&events));
+        run(&client, move |_, ctx| ctx.monitor(server_pid)).await;
+        run(&client, move |_, ctx| ctx.monitor(server_pid)).await;
+        let exited = runtime.watch(client.pid());
+        match n % 3 {
+            0 => run(&client, |_, ctx| ctx.stop(ExitReason::Normal)).await,
+            1 => runtime.kill(client.pid()),
+            _ => client.cast(Cmd::Run(Box::new(|_, _| panic!("client failed")))).await.unwrap(),
+        }
+        within(exited).await;
+    }
+    assert_eq!(runtime.process_info(server_pid).unwrap().monitored_by, 0);
+    // A monitor that was demonitored, or whose Down was handled, is not removed twice.
+    let (target_events, _target_inbox) = reports();
+    let target = runtime.spawn(Probe::new(&target_events));
+    let target_pid = target.pid();
+    let watcher = runtime.spawn(Probe::new(&events));
+    let monitor = run(&watcher, move |_, ctx| ctx.monitor(target_pid)).await;
+    assert!(run(&watcher, move |_, ctx| ctx.demonitor(monitor)).await);
+    run(&watcher, move |_, ctx| ctx.monitor(server_pid)).await;
+    assert_eq!(runtime.process_info(server_pid).unwrap().monitored_by, 1);
+    runtime.kill(watcher.pid());
+    within(runtime.watch(watcher.pid())).await;
+    assert_eq!(runtime.process_info(server_pid).unwrap().monitored_by, 0);
+    assert_eq!(runtime.process_info(target_pid).unwrap().monitored_by, 0);
+}
+
+// A dropped `Runtime::watch` removes its monitor, polled or not.
+#[tokio::test]
+async fn a_dropped_watch_removes_its_monitor() {
+    let runtime = runtime();
+    let (events, _inbox) = reports();
+    let target = runtime.spawn(Probe::new(&events));
+    for _ in 0..1_000 {
+        drop(runtime.watch(target.pid()));
+    }
+    let mut polled = runtime.watch(target.pid());
+    assert!(crate::support::poll_once(&mut polled).await.is_pending());
+    assert_eq!(runtime.process_info(target.pid()).unwrap().monitored_by, 1);
+    drop(polled);
+    assert_eq!(runtime.process_info(target.pid()).unwrap().monitored_by, 0);
+    // A watch kept to the end still resolves.
+    let exited = runtime.watch(target.pid());
+    runtime.kill(target.pid());
+    assert_eq!(within(exited).await, ExitReason::Killed);
 }

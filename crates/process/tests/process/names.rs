@@ -141,6 +141,7 @@ async fn process_info_reports_links_monitors_trap_and_name() {
     run(&watcher, move |_, ctx| ctx.monitor(subject_pid)).await;
     let _watch = runtime.watch(subject_pid);
     runtime.register("subject", subject_pid).unwrap();
+    let _timer = subject.cast_after(std::time::Duration::from_secs(60), Cmd::Note(1));
     let info = runtime.process_info(subject_pid).unwrap();
     let expected = ProcessInfo {
         pid: subject_pid,
@@ -148,6 +149,7 @@ async fn process_info_reports_links_monitors_trap_and_name() {
         mailbox_len: 0,
         links: vec![linked.pid()],
         monitored_by: 2,
+        timers: 1,
         traps_exits: true,
     };
     assert_eq!(info, expected);

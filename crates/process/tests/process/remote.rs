@@ -11,8 +11,8 @@ use shoal_process::remote::{
     DeliverError, Inbound, Outbound, Remote, RemoteReply, ReplySink, RouteError, Unreachable,
 };
 use shoal_process::{
-    CallError, ExitKind, ExitReason, LinkError, NodeId, Pid, RemoteFailure, Runtime, SendError,
-    Signal,
+    CallError, ExitKind, ExitReason, LinkError, MailboxConfig, NodeId, Overflow, Pid,
+    RemoteFailure, Runtime, SendError, Signal, SpawnOptions,
 };
 use tokio::sync::mpsc;
 
@@ -64,8 +64,9 @@ fn connect(origin: &Runtime, peer: &Runtime) {
 async fn carry(origin: &Runtime, peer: &Runtime, outbound: Outbound) {
     match outbound {
         Outbound::Cast { to, payload } => {
-            // A cast to a full or missing process is dropped, as by any transport.
-            let _ = peer.try_deliver(to, Inbound::cast(payload));
+            // As a transport does: wait for room (holding back this connection) unless the
+            // mailbox refuses; a cast to a missing process is dropped.
+            let _ = peer.deliver(to, Inbound::cast(payload)).await;
         }
         Outbound::Call { to, payload, reply } => {
             match peer.deliver(to, Inbound::call(payload, Box::new(Answer(reply)))).await {
@@ -325,4 +326,72 @@ async fn a_pid_of_an_earlier_incarnation_is_dead() {
     let monitor = run(&probe, move |_, ctx| ctx.monitor(old)).await;
     let down = Signal::Down { monitor, pid: old, reason: ExitReason::NoProc };
     assert_eq!(inbox.next().await, Event::Signal(probe.pid(), down));
+}
+
+// Monitors die with their watcher on other nodes too: a watcher that exits sends a demonitor
+// for each monitor it held there, so the target holds none of them.
+#[tokio::test]
+async fn a_watcher_that_exits_removes_its_monitors_on_other_nodes() {
+    let (a, b) = two_nodes();
+    let (events, _inbox) = reports();
+    let calc = b.spawn(Calc::new(0));
+    let target = calc.pid();
+    for stop in [ExitReason::Normal, ExitReason::Killed] {
+        let watcher = a.spawn(Probe::new(&events));
+        run(&watcher, move |_, ctx| ctx.monitor(target)).await;
+        run(&watcher, move |_, ctx| ctx.monitor(target)).await;
+        flush(&a, target).await;
+        assert_eq!(b.process_info(target).unwrap().monitored_by, 2);
+        let exited = a.watch(watcher.pid());
+        if stop == ExitReason::Killed {
+            a.kill(watcher.pid());
+        } else {
+            run(&watcher, move |_, ctx| ctx.stop(stop)).await;
+        }
+        within(exited).await;
+        flush(&a, target).await;
+        assert_eq!(b.process_info(target).unwrap().monitored_by, 0);
+    }
+}
+
+// Nothing is dropped silently: a cast from another node refused by a full mailbox whose policy
+// is Reject is counted (and logged) on the receiving node; one that waits is never refused.
+#[tokio::test]
+async fn a_remote_cast_refused_by_a_full_reject_mailbox_is_counted() {
+    let (a, b) = two_nodes();
+    let (calc, parked, release) = Calc::parkable();
+    let reject = MailboxConfig { capacity: 1, overflow: Overflow::Reject };
+    let calc = b.spawn_with(calc, SpawnOptions::new().mailbox(reject)).unwrap();
+    calc.cast(CalcMsg::Park).await.unwrap();
+    within(parked).await.unwrap();
+    within(a.cast(calc.pid(), CalcMsg::Add(1))).await.unwrap();
+    within(a.cast(calc.pid(), CalcMsg::Add(2))).await.unwrap();
+    within(a.cast(calc.pid(), CalcMsg::Add(4))).await.unwrap();
+    // The call is refused too (its caller is told), after the casts: they have been carried.
+    let refused: Result<u64, _> = within(a.call(calc.pid(), CalcReq::Get, TIMEOUT)).await;
+    assert_eq!(refused, Err(CallError::Full));
+    assert_eq!(b.refused_remote_casts(), 2);
+    release.send(()).unwrap();
+    within(std::future::poll_fn(|cx| b.poll_room(calc.pid(), cx))).await;
+    assert_eq!(within(calc.call(CalcReq::Get)).await, Ok(1));
+    assert_eq!(a.refused_remote_casts(), 0);
+}
+
+// `kill` is its own signal kind across nodes too: a kill from another node ends a trapping
+// process without `terminate`; an exit with the reason `Killed` from there is trapped.
+#[tokio::test]
+async fn a_kill_from_another_node_is_a_kill_and_an_exit_killed_is_trapped() {
+    let (a, b) = two_nodes();
+    let (events, mut inbox) = reports();
+    let trapper = start_probe(&b, &events, true).await;
+    let sender = a.spawn(Probe::new(&events));
+    let target = trapper.pid();
+    run(&sender, move |_, ctx| ctx.exit(target, ExitReason::Killed)).await;
+    let exit = Signal::Exit { from: sender.pid(), reason: ExitReason::Killed };
+    assert_eq!(inbox.next().await, Event::Signal(trapper.pid(), exit));
+    let exited = b.watch(target);
+    run(&sender, move |_, ctx| ctx.kill(target)).await;
+    assert_eq!(within(exited).await, ExitReason::Killed);
+    assert_eq!(within(sender.call(crate::support::Ask::Echo(1))).await, Ok(1));
+    inbox.assert_empty();
 }

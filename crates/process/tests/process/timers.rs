@@ -85,3 +85,37 @@ async fn timers_are_cancelled_when_the_process_exits() {
     assert_eq!(inbox.next().await, Event::Terminated(probe.pid(), ExitReason::Normal));
     inbox.closed().await;
 }
+
+// cancel_timer frees the timer (OTP keeps nothing of a cancelled timer): the idle-timeout
+// pattern, re-arming a timer at every message, leaves the process one record, not one per
+// message, whether the timer is cancelled from inside the process or outside it.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_timer_leaves_nothing_in_the_process() {
+    const REARMS: u64 = 10_000;
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let probe = runtime.spawn(Probe::new(&events));
+    let timers = |probe: &shoal_process::Addr<Probe>| {
+        runtime.process_info(probe.pid()).expect("the probe is alive").timers
+    };
+    let rearmed = run(&probe, |_, ctx| {
+        let mut idle = ctx.start_timer(60 * SECOND);
+        for _ in 0..REARMS {
+            assert!(idle.cancel());
+            idle = ctx.send_after(60 * SECOND, Cmd::Note(0));
+        }
+        idle
+    })
+    .await;
+    assert_eq!(timers(&probe), 1);
+    for n in 0..REARMS {
+        assert!(probe.cast_after(60 * SECOND, Cmd::Note(n)).cancel());
+    }
+    assert_eq!(timers(&probe), 1);
+    assert!(rearmed.cancel());
+    assert_eq!(timers(&probe), 0);
+    // One that fires leaves nothing either.
+    drop(probe.cast_after(SECOND, Cmd::Note(7)));
+    assert_eq!(inbox.next().await, Event::Note(probe.pid(), 7));
+    assert_eq!(timers(&probe), 0);
+}
