@@ -237,6 +237,7 @@ impl From<PaxosError> for PaxosClientError {
             PaxosError::Timeout { maybe_applied } => PaxosClientError::Timeout { maybe_applied },
             PaxosError::Indeterminate => PaxosClientError::Indeterminate,
             PaxosError::Overloaded => PaxosClientError::Busy,
+            PaxosError::Misdirected => PaxosClientError::DesignatedDown,
             PaxosError::DesignatedDown => PaxosClientError::DesignatedDown,
         }
     }

@@ -28,6 +28,11 @@ pub enum PaxosError {
         "another write was chosen after this change's unconfirmed accept (change maybe applied)"
     )]
     Indeterminate,
+    /// A forward reached a run of the designated proposer other than the one it was meant for,
+    /// which did not run it (the run it was meant for may have). The sender reports it as
+    /// [`PaxosError::DesignatedDown`], or runs a read itself.
+    #[error("the forward reached another run of the designated proposer, which did not run it")]
+    Misdirected,
     /// The proposer this change was forwarded to went down before it answered; it may have run
     /// the change.
     #[error("the designated proposer went down before answering (change maybe applied)")]
@@ -46,6 +51,7 @@ impl PaxosError {
             }
             PaxosError::Indeterminate | PaxosError::DesignatedDown => true,
             PaxosError::Overloaded => false,
+            PaxosError::Misdirected => true,
         }
     }
 }

@@ -174,6 +174,10 @@ pub enum Message {
         change: Change,
         /// How long the sender still waits for the result.
         timeout: Duration,
+        /// The run of the designated proposer this change is for: another run of it (one that
+        /// restarted since, and cannot know whether its predecessor ran the change) refuses it
+        /// with [`PaxosError::Misdirected`], so no copy is ever run by two runs.
+        to_run: u64,
         /// 0 for the first copy; the sender sends again until the designated proposer
         /// acknowledges it.
         copy: u32,

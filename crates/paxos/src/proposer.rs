@@ -118,6 +118,8 @@ pub enum Ignored {
 #[derive(Debug)]
 struct Forwarded {
     to: NodeId,
+    /// The run of the designated proposer it is meant for.
+    to_run: u64,
     /// Whether the designated proposer acknowledged a copy: then no more are sent.
     acked: bool,
     /// Copies sent so far, the first included.
@@ -261,6 +263,9 @@ pub struct Proposer {
     known: BTreeMap<NodeId, Incarnation>,
     /// The newest epoch seen in a vote: votes of older epochs do not count.
     epoch: Epoch,
+    /// The current run of other nodes' proposers, as their ballots and forwards show: a change
+    /// is forwarded only to a run known here, and names it.
+    runs: BTreeMap<NodeId, u64>,
     /// Forwards received from other proposers: running (`None`) or finished, so a duplicated
     /// forward is never run twice. Bounded, oldest finished forgotten first.
     received: BTreeMap<(ProposerId, RequestId), Option<Result<Outcome, PaxosError>>>,
@@ -286,6 +291,7 @@ impl Proposer {
             forward_resends: BTreeSet::new(),
             known: BTreeMap::new(),
             epoch: Epoch::default(),
+            runs: BTreeMap::new(),
             received: BTreeMap::new(),
             received_order: VecDeque::new(),
             fast: BTreeMap::new(),
@@ -364,19 +370,26 @@ impl Proposer {
             .filter(|(_, forward)| forward.to == node)
             .map(|(id, _)| *id)
             .collect();
+        self.runs.remove(&node);
         for id in lost {
-            self.stop_forward(id);
-            let Some(request) = self.requests.get(&id) else { continue };
-            if request.change.is_read() {
-                let key = request.key.clone();
-                let state = self.keys.entry(key.clone()).or_default();
-                state.queue.push_back(id);
-                if state.queue.len() == 1 && state.wake_at.is_none() {
-                    self.run_key(now, &key);
-                }
-            } else {
-                self.finish(id, Err(PaxosError::DesignatedDown));
-            }
+            self.designated_lost(now, id);
+        }
+    }
+
+    /// The proposer a change was forwarded to is gone, and may have run it: a read is run here
+    /// (twice changes nothing); any other change fails as maybe applied.
+    fn designated_lost(&mut self, now: Instant, id: RequestId) {
+        self.stop_forward(id);
+        let read = self.requests.get(&id).is_some_and(|r| r.change.is_read());
+        if !read {
+            return self.finish(id, Err(PaxosError::DesignatedDown));
+        }
+        let Some(request) = self.requests.get(&id) else { return };
+        let key = request.key.clone();
+        let state = self.keys.entry(key.clone()).or_default();
+        state.queue.push_back(id);
+        if state.queue.len() == 1 && state.wake_at.is_none() {
+            self.run_key(now, &key);
         }
     }
 
@@ -439,6 +452,7 @@ impl Proposer {
             key: request.key.clone(),
             change: request.change.clone(),
             timeout: request.deadline.saturating_duration_since(now),
+            to_run: forward.to_run,
             copy: forward.copies,
         };
         forward.copies = forward.copies.saturating_add(1);
@@ -488,8 +502,8 @@ impl Proposer {
             Message::Rejected { key, ballot, reason } => {
                 self.on_rejected(now, from, key, ballot, reason)
             }
-            Message::Forward { origin, id, key, change, timeout, copy } => {
-                self.on_forward(now, from, (origin, id), (key, change), timeout, copy)
+            Message::Forward { origin, id, key, change, timeout, to_run, copy: _ } => {
+                self.on_forward(now, from, (origin, id), (key, change), timeout, to_run)
             }
             Message::ForwardAck { origin, id } => {
                 let forward = self.forwarded.get_mut(&id);
@@ -508,6 +522,13 @@ impl Proposer {
                 if origin != self.config.id || !ours {
                     return Err(Ignored::UnknownRequest);
                 }
+                if result == Err(PaxosError::Misdirected) {
+                    // The designated node runs another proposer now; the one the forward was
+                    // for may have run it before it went.
+                    self.runs.remove(&from);
+                    self.designated_lost(now, id);
+                    return Ok(());
+                }
                 self.stop_forward(id);
                 self.finish(id, result);
                 Ok(())
@@ -520,9 +541,9 @@ impl Proposer {
     /// forward still running changes nothing more, and one of a forward already answered
     /// (run, or refused as overloaded) gets the same answer again.
     ///
-    /// A later copy (`copy > 0`) of a change this proposer has no record of is run only if it
-    /// is a read: the first copy may have reached an earlier run of this proposer, which may
-    /// have applied it, so any other change is answered `Timeout { maybe_applied: true }`.
+    /// A forward meant for another run of this proposer is refused with
+    /// [`PaxosError::Misdirected`] and not run: that run may have run it (this one cannot
+    /// know), so running it again could apply it twice.
     fn on_forward(
         &mut self,
         now: Instant,
@@ -530,10 +551,16 @@ impl Proposer {
         (origin, id): (ProposerId, RequestId),
         (key, change): (Key, Change),
         timeout: Duration,
-        copy: u32,
+        to_run: u64,
     ) -> Result<(), Ignored> {
         if origin.node != from {
             return Err(Ignored::ForgedOrigin(from));
+        }
+        self.runs.insert(origin.node, origin.run);
+        if to_run != self.config.id.run {
+            let result = Err(PaxosError::Misdirected);
+            self.send(from, Message::ForwardResult { origin, id, result });
+            return Ok(());
         }
         self.send(from, Message::ForwardAck { origin, id });
         match self.received.get(&(origin, id)) {
@@ -544,9 +571,6 @@ impl Proposer {
             }
             Some(None) => return Err(Ignored::Duplicate),
             None => {}
-        }
-        if copy > 0 && !change.is_read() {
-            return Ok(self.answer_forward(origin, id, PaxosError::Timeout { maybe_applied: true }));
         }
         let timeout = timeout.min(self.config.request_timeout);
         let deadline = now + timeout;
@@ -889,6 +913,9 @@ impl Proposer {
         let acceptors = self.acceptors();
         if let Rejection::Promised(promised) = reason {
             self.counter = self.counter.max(promised.counter);
+            if promised.proposer.node != self.config.id.node && promised != Ballot::ZERO {
+                self.runs.insert(promised.proposer.node, promised.proposer.run);
+            }
         }
         let state = self.round_for(from, &key, ballot)?;
         let voted = match &state.round {
@@ -925,20 +952,21 @@ impl Proposer {
         let Some(state) = self.keys.get_mut(key) else { return };
         let Some(&id) = state.queue.front() else { return };
         let Some(request) = self.requests.get_mut(&id) else { return };
-        let designated = designated(&self.config.designated, key);
+        let designated = designated(&self.config.designated, key)
+            .filter(|d| *d != self.config.id.node)
+            .and_then(|d| Some((d, *self.runs.get(&d)?)));
         let may_forward = conflict
             && request.proposal.is_none()
-            && matches!(request.origin, Origin::Local)
-            && designated.is_some_and(|d| d != self.config.id.node);
-        if let (true, Some(to)) = (may_forward, designated) {
+            && matches!(request.origin, Origin::Local);
+        if let (true, Some((to, to_run))) = (may_forward, designated) {
             // Nothing of this change was sent in an accept, so it is still unapplied and moves
-            // whole to the designated proposer; it never runs here again. Copies go until one
-            // is acknowledged; the designated proposer runs a later copy only if it is a read
-            // or it has a record of the forward (see `on_forward`), so a copy that reaches a
-            // restarted run of it never runs a change a second time.
+            // whole to the designated proposer. Copies go until one is acknowledged, each
+            // naming the run it is for: only that run may run it, once (it remembers the
+            // forwards it ran), so a copy that outlives it is refused by its successor and the
+            // change comes back here, never run twice.
             state.queue.pop_front();
-            self.forwarded
-                .insert(id, Forwarded { to, acked: false, copies: 0, resend_at: None });
+            let forward = Forwarded { to, to_run, acked: false, copies: 0, resend_at: None };
+            self.forwarded.insert(id, forward);
             self.forward_deadlines.insert((request.deadline, id));
             self.send_forward(now, id);
             return self.run_key(now, key);

@@ -162,7 +162,9 @@ fn contention_forwards_to_the_designated_proposer() {
     p.handle_message(now, NodeId(2), refusal).unwrap();
     let sent = drain(&mut p);
     assert_eq!(sent.len(), 1);
-    let (to, Message::Forward { origin, id: fid, key, change, timeout, copy: 0 }) = &sent[0] else {
+    let (to, Message::Forward { origin, id: fid, key, change, timeout, to_run: 1, copy: 0 }) =
+        &sent[0]
+    else {
         panic!()
     };
     assert_eq!((*to, *fid, key, change), (NodeId(102), id, &"k".into(), &Change::Delete));
@@ -319,6 +321,7 @@ fn a_duplicated_forward_runs_once() {
         key: "k".into(),
         change: Change::Add(1),
         timeout: Duration::from_secs(1),
+        to_run: 1,
         copy: 0,
     };
     let p = &mut wire.proposers[0];
@@ -460,6 +463,7 @@ mod properties {
                 key,
                 change: Change::Add(1),
                 timeout: Duration::from_millis(500),
+                to_run: 1,
                 copy: 0,
             }),
             (0u64..4).prop_map(|id| Message::ForwardResult {
