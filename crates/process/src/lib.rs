@@ -10,8 +10,11 @@
 //! - cast (back-pressure when the mailbox is full, [`SendError::Full`] for `try_` senders),
 //!   call with a timeout and replies that may be deferred ([`ReplyTo`]);
 //! - monitors (one [`Signal::Down`] each, with the [`ExitReason`]), links, trapped exits,
-//!   `exit` and `kill`; a panic in a handler ends only its process, with the panic's message;
-//! - timers (`send_after`, `start_timer`, cancel), local names, introspection;
+//!   `exit` and `kill` (a kill is its own signal; an exit with the reason `Killed` is an
+//!   ordinary, trappable one); a panic in a handler ends only its process, with the panic's
+//!   message; a process that exits removes the monitors it held;
+//! - timers (`send_after`, `start_timer`, cancel; a cancelled or fired timer leaves nothing
+//!   behind), local names, introspection;
 //! - process factories: behaviours registered by name and built from serialised arguments,
 //!   and [`ChildSpec`]s that name them — how processes are started on other nodes;
 //! - the seam to a transport ([`remote`]): remote messages arrive encoded and are decoded by
@@ -20,6 +23,42 @@
 //! What it does not do: talk to other nodes (that is `shoal-transport`, plugged in through
 //! [`remote::Remote`]), or supervise (that is `shoal-supervisor`). Messages between local
 //! processes are moved, never serialised.
+//!
+//! # Bounds
+//!
+//! Every mailbox is bounded. Messages count toward the bound, and so do exit signals sent
+//! directly to a process that traps exits (anyone may send any number of them):
+//! [`Runtime::try_exit`] hands one back when the mailbox is full, [`Runtime::exit`] refuses it
+//! with a warning. Signals whose number the process itself bounds (a `Down` per monitor, an
+//! `Exit` per link, a `Timeout` per timer) are always admitted. A timer's message waits for
+//! room whatever the overflow policy; a cast from another node refused by a full
+//! [`Overflow::Reject`] mailbox is counted ([`Runtime::refused_remote_casts`]) and logged.
+//!
+//! A process never waits on itself: a call to itself is refused at once
+//! ([`CallError::CallingSelf`]), and a cast to its own full mailbox fails with
+//! [`SendError::Full`] rather than waiting for room only it could make.
+//!
+//! # Limits
+//!
+//! These follow from running processes as tokio tasks, and no fix in this crate removes them:
+//!
+//! - **A kill takes effect only where a handler suspends.** An exit or a kill is seen when
+//!   the process's handler reaches an await point that is not ready (or between two
+//!   letters). A handler that blocks its thread, or loops without awaiting, cannot be
+//!   interrupted: it ends when it next awaits or returns. Supervisors therefore wait for a
+//!   killed child only for a bounded time, then report it as still alive.
+//! - **A message a process was blocked on sending when it died is lost.** A handler waiting
+//!   for room in a full mailbox (`cast` under [`Overflow::Wait`]) holds the message in its
+//!   own future; when the process is killed or exits there, that future is dropped, and the
+//!   message with it. The sender is gone, so no one is told.
+//! - **Two processes that cast to each other can wait on each other.** When A and B each cast
+//!   to the other from a handler and both mailboxes are full under [`Overflow::Wait`], each
+//!   waits for room that only the other, itself waiting, would make. Break such cycles with
+//!   `try_cast`, an [`Overflow::Reject`] mailbox, or a cast from a task of its own. (Calls
+//!   between two processes that call each other wait until their timeout, as in OTP.)
+//! - **An exit signal from another node into a full mailbox is refused.** The transport
+//!   delivers signals without waiting, so a direct exit signal for a trapping process whose
+//!   mailbox is full is refused and logged on the receiving node.
 //!
 //! ```
 //! use shoal_process::{Context, ExitReason, Process, Runtime, Signal};

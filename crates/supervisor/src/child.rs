@@ -1,16 +1,19 @@
-//! Children: how to start one ([`Child`]), and how a supervisor stops one.
+//! Children: how to start one ([`Child`]), and how a supervisor stops them.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
+use std::future::{Future, poll_fn, ready};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shoal_process::{
-    ChildSpec, Context, ExitReason, Pid, Process, Restart, Runtime, Shutdown, SpawnOptions,
-    StartError,
+    ChildSpec, Context, ExitError, ExitReason, ExitWatch, Pid, Process, Restart, Runtime, Shutdown,
+    SpawnError, SpawnOptions, StartError,
 };
+use tokio::time::Instant;
 
 type StartFuture = Pin<Box<dyn Future<Output = Result<Pid, StartError>> + Send>>;
 type StartFn = dyn Fn(Runtime, SpawnOptions) -> StartFuture + Send + Sync;
@@ -45,17 +48,23 @@ enum Start {
 }
 
 impl Child {
-    /// A permanent worker built on this node by `build`, called anew at every (re)start.
+    /// A permanent worker built on this node by `build`, called anew at every (re)start. A
+    /// `build` that panics fails that start ([`SpawnError::BuildPanicked`]), as a failing
+    /// `init` does; it does not take the supervisor down.
     pub fn new<P, F>(id: impl Into<String>, build: F) -> Self
     where
         P: Process,
         F: Fn() -> P + Send + Sync + 'static,
     {
         let start = move |runtime: Runtime, options: SpawnOptions| -> StartFuture {
-            let process = build();
-            Box::pin(
-                async move { runtime.start_with(process, options).await.map(|addr| addr.pid()) },
-            )
+            match catch_unwind(AssertUnwindSafe(&build)) {
+                Ok(process) => Box::pin(async move {
+                    runtime.start_with(process, options).await.map(|addr| addr.pid())
+                }),
+                Err(payload) => {
+                    Box::pin(ready(Err(SpawnError::build_panicked(payload.as_ref()).into())))
+                }
+            }
         };
         Self::from_start(id.into(), Start::Local(Arc::new(start)), ChildKind::Worker)
     }
@@ -136,36 +145,144 @@ impl Child {
         }
     }
 
-    /// Stops the running child `pid` as its shutdown policy says; returns its exit reason.
-    pub(crate) async fn stop<S: Process>(&self, ctx: &Context<S>, pid: Pid) -> ExitReason {
-        stop(ctx, pid, self.shutdown).await
+    pub(crate) fn shutdown_policy(&self) -> Shutdown {
+        self.shutdown
+    }
+
+    /// Stops the running child `pid` as its shutdown policy says (see [`stop_together`]);
+    /// `Err` if it was still alive `kill_timeout` after it was killed.
+    pub(crate) async fn stop<S: Process>(
+        &self,
+        ctx: &Context<S>,
+        pid: Pid,
+        kill_timeout: Duration,
+    ) -> Result<(), StillAlive> {
+        match stop_together(ctx, &[(pid, self.shutdown)], kill_timeout).await.first() {
+            Some(&alive) => Err(alive),
+            None => Ok(()),
+        }
     }
 }
 
-/// Stops `pid`, a child of the supervisor running `ctx`, as OTP does: unlink (so no stray
-/// exit signal comes back), then ask it to shut down and wait up to the policy's timeout,
-/// then kill it.
-pub(crate) async fn stop<S: Process>(ctx: &Context<S>, pid: Pid, shutdown: Shutdown) -> ExitReason {
+/// How long a supervisor waits, by default, for a child it killed to exit. A kill takes effect
+/// where the child's handler awaits; one that never does (a blocking loop) cannot be killed,
+/// and the supervisor must not wait for it forever.
+pub const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A child that was killed but had not exited within the kill timeout; it is reported (and
+/// logged) and forgotten, and may still be running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StillAlive(pub(crate) Pid);
+
+/// One child on its way out.
+struct Stopping {
+    pid: Pid,
+    exited: ExitWatch,
+    /// When it is killed if it has not exited; `None`: it is waited for as long as it takes
+    /// (or it was killed at once).
+    deadline: Option<Instant>,
+}
+
+/// Stops `children` of the supervisor running `ctx`, as OTP does, all at once: each is
+/// unlinked (so no stray exit signal comes back) and sent `Shutdown` (or killed, for
+/// [`Shutdown::BrutalKill`]) before any is waited for; then each gets its shutdown time,
+/// counted from that moment, and is killed if it has not exited by then; a killed child is
+/// waited for at most `kill_timeout`. Returns the children still alive after that (logged).
+///
+/// A child that traps exits and whose mailbox is full cannot take the `Shutdown` signal yet
+/// (it counts against the mailbox's bound): it is sent as soon as there is room, within the
+/// child's shutdown time.
+pub(crate) async fn stop_together<S: Process>(
+    ctx: &Context<S>,
+    children: &[(Pid, Shutdown)],
+    kill_timeout: Duration,
+) -> Vec<StillAlive> {
     let runtime = ctx.runtime();
-    ctx.unlink(pid);
-    let mut exited = runtime.watch(pid);
-    let grace = match shutdown {
-        Shutdown::BrutalKill => Duration::ZERO,
-        Shutdown::Timeout(grace) => grace,
-        Shutdown::Infinity => {
-            ctx.exit(pid, ExitReason::Shutdown);
-            return exited.await;
-        }
-    };
-    if !grace.is_zero() {
-        ctx.exit(pid, ExitReason::Shutdown);
-        if let Ok(reason) = tokio::time::timeout(grace, &mut exited).await {
-            return reason;
-        }
-        tracing::warn!(%pid, ?grace, "child did not shut down in time: killing it");
+    let signalled_at = Instant::now();
+    let mut unsignalled = Vec::new();
+    let mut stopping = Vec::new();
+    let mut killed = Vec::new();
+    for &(pid, shutdown) in children {
+        ctx.unlink(pid);
+        let exited = runtime.watch(pid);
+        let deadline = match shutdown {
+            Shutdown::BrutalKill => {
+                ctx.kill(pid);
+                killed
+                    .push((Stopping { pid, exited, deadline: None }, signalled_at + kill_timeout));
+                continue;
+            }
+            // Further away than the clock can count: as long as it takes.
+            Shutdown::Timeout(grace) => signalled_at.checked_add(grace),
+            Shutdown::Infinity => None,
+        };
+        signal_shutdown(ctx, pid, &mut unsignalled);
+        stopping.push(Stopping { pid, exited, deadline });
     }
-    runtime.kill(pid);
-    exited.await
+    // Waiting for each in the order of their deadlines, which are all counted from the same
+    // moment, is waiting for all of them at once, at the cost of one wait per child.
+    stopping.sort_by_key(|child| child.deadline.map_or((1, signalled_at), |at| (0, at)));
+    for mut child in stopping {
+        if shut_down(ctx, &mut child, &mut unsignalled).await.is_none() {
+            tracing::warn!(pid = %child.pid, "a child did not shut down in time: killing it");
+            unsignalled.retain(|pid| *pid != child.pid);
+            ctx.kill(child.pid);
+            killed.push((child, Instant::now() + kill_timeout));
+        }
+    }
+    let mut alive = Vec::new();
+    for (child, deadline) in killed {
+        if tokio::time::timeout_at(deadline, child.exited).await.is_err() {
+            tracing::error!(
+                pid = %child.pid,
+                ?kill_timeout,
+                "a killed child has not exited (a handler that never awaits cannot be \
+                 killed): forgotten, it may still be running"
+            );
+            alive.push(StillAlive(child.pid));
+        }
+    }
+    alive
+}
+
+/// Sends `Shutdown` to `pid` from the supervisor, or remembers it in `unsignalled` if the
+/// child traps exits and its mailbox is full.
+fn signal_shutdown<S: Process>(ctx: &Context<S>, pid: Pid, unsignalled: &mut Vec<Pid>) {
+    if let Err(ExitError::Full(_)) = ctx.try_exit(pid, ExitReason::Shutdown) {
+        unsignalled.push(pid);
+    }
+}
+
+/// Waits until `child` exits (its reason) or its deadline passes (`None`), meanwhile sending
+/// `Shutdown` to the `unsignalled` children as room appears in their mailboxes.
+async fn shut_down<S: Process>(
+    ctx: &Context<S>,
+    child: &mut Stopping,
+    unsignalled: &mut Vec<Pid>,
+) -> Option<ExitReason> {
+    let mut deadline = pin!(child.deadline.map(tokio::time::sleep_until));
+    poll_fn(|cx| {
+        // Kept while there is no room; room taken by another sender first is waited for again.
+        unsignalled.retain(|&pid| {
+            loop {
+                match ctx.runtime().poll_room(pid, cx) {
+                    Poll::Pending => break true,
+                    Poll::Ready(()) if ctx.try_exit(pid, ExitReason::Shutdown).is_ok() => {
+                        break false;
+                    }
+                    Poll::Ready(()) => {}
+                }
+            }
+        });
+        if let Poll::Ready(reason) = Pin::new(&mut child.exited).poll(cx) {
+            return Poll::Ready(Some(reason));
+        }
+        match deadline.as_mut().as_pin_mut().map(|deadline| deadline.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(None),
+            _ => Poll::Pending,
+        }
+    })
+    .await
 }
 
 impl fmt::Debug for Child {

@@ -3,23 +3,40 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::time::Duration;
 
 use shoal_process::{
-    Addr, Context, ExitReason, Pid, Process, ReplyTo, Runtime, Signal, SpawnOptions, StartError,
+    Addr, Context, ExitReason, Pid, Process, ReplyTo, Runtime, Shutdown, Signal, SpawnOptions,
+    StartError,
 };
 use tokio::time::Instant;
 
+use crate::child::{DEFAULT_KILL_TIMEOUT, StillAlive, stop_together};
 use crate::intensity::{self, RestartLog};
 use crate::supervisor::SUPERVISOR_CALL_TIMEOUT;
 use crate::{Child, ChildCounts, ChildInfo, Intensity, SupervisorError};
 
 /// A dynamic supervisor's configuration.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DynamicSupervisorSpec {
     /// The restart budget.
     pub intensity: Intensity,
     /// At most this many children at once (`None`: no limit but memory).
     pub max_children: Option<usize>,
+    /// How long to wait for a child that was killed (past its shutdown time) to exit before
+    /// reporting it and going on: a kill takes effect only where the child's handler awaits.
+    pub kill_timeout: Duration,
+}
+
+impl Default for DynamicSupervisorSpec {
+    /// The default intensity and kill timeout ([`DEFAULT_KILL_TIMEOUT`]), no maximum.
+    fn default() -> Self {
+        Self {
+            intensity: Intensity::default(),
+            max_children: None,
+            kill_timeout: DEFAULT_KILL_TIMEOUT,
+        }
+    }
 }
 
 /// A handle to a running dynamic supervisor.
@@ -62,7 +79,8 @@ impl DynamicSupervisorRef {
         }
     }
 
-    /// Stops the child `pid` as its shutdown policy says, and forgets it.
+    /// Stops the child `pid` as its shutdown policy says, and forgets it. A child still alive
+    /// after it was killed and the kill timeout passed is [`SupervisorError::StillAlive`].
     pub async fn terminate_child(&self, pid: Pid) -> Result<(), SupervisorError> {
         match self.request(Request::TerminateChild(pid)).await? {
             Response::Done(done) => done,
@@ -86,7 +104,8 @@ impl DynamicSupervisorRef {
         }
     }
 
-    /// Stops the supervisor: its children stop in reverse start order, then it exits with
+    /// Stops the supervisor: its children stop together (all are told at once, and each gets
+    /// its own shutdown time from then, as OTP's dynamic supervisors do), then it exits with
     /// `Shutdown`. Returns its exit reason.
     pub async fn stop(&self) -> ExitReason {
         let runtime = self.addr.runtime();
@@ -176,11 +195,11 @@ impl DynamicSupervisor {
                 )
                 .await
             }
-            Err(give_up) => Err(give_up),
+            Err(exhausted) => Err(exhausted),
         };
         match restarted {
             Ok(pid) => self.insert(pid, child),
-            Err(give_up) => ctx.stop(give_up),
+            Err(exhausted) => exhausted.give_up(ctx),
         }
     }
 }
@@ -208,10 +227,12 @@ impl Process for DynamicSupervisor {
         let response = match request {
             Request::StartChild(child) => Response::Started(self.start_child(child, ctx).await),
             Request::TerminateChild(pid) => Response::Done(match self.children.remove(&pid) {
-                Some((_, child)) => {
-                    child.stop(ctx, pid).await;
-                    Ok(())
-                }
+                Some((_, child)) => match child.stop(ctx, pid, self.spec.kill_timeout).await {
+                    Ok(()) => Ok(()),
+                    Err(StillAlive(pid)) => {
+                        Err(SupervisorError::StillAlive { id: child.id().to_owned(), pid })
+                    }
+                },
                 None => Err(SupervisorError::NoSuchPid(pid)),
             }),
             Request::WhichChildren => Response::Children(
@@ -246,12 +267,17 @@ impl Process for DynamicSupervisor {
         }
     }
 
+    /// Stops every child at once (OTP's dynamic supervisors do not stop their children one
+    /// by one): ten children that take a second each take a second, not ten.
     async fn terminate(&mut self, _reason: &ExitReason, ctx: &mut Context<Self>) {
-        let children: Vec<(Pid, Child)> =
-            self.in_start_order().into_iter().map(|(pid, child)| (pid, child.clone())).collect();
-        for (pid, child) in children.into_iter().rev() {
-            child.stop(ctx, pid).await;
-        }
+        let children: Vec<(Pid, Shutdown)> = self
+            .in_start_order()
+            .into_iter()
+            .rev()
+            .map(|(pid, child)| (pid, child.shutdown_policy()))
+            .collect();
+        // Those still alive after their kill are logged; the supervisor exits regardless.
+        stop_together(ctx, &children, self.spec.kill_timeout).await;
         self.children.clear();
     }
 }

@@ -37,6 +37,16 @@ pub enum SupervisorError {
         /// Why.
         error: StartError,
     },
+    /// The child was killed (it had not stopped within its shutdown time) and had still not
+    /// exited when the kill timeout passed: its handler never awaits, so the kill cannot take
+    /// effect. The supervisor forgot it as stopped; it may still be running.
+    #[error("child {id:?} ({pid}) was killed but has not exited: it may still be running")]
+    StillAlive {
+        /// The child's id.
+        id: String,
+        /// Its pid.
+        pid: Pid,
+    },
     /// The supervisor could not be reached (it exited, or did not answer in time).
     #[error("the supervisor did not answer: {0}")]
     Call(#[from] CallError),

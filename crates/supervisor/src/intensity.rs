@@ -1,10 +1,12 @@
 //! Restart intensity: at most `max_restarts` restarts within `period`, or the supervisor gives
-//! up and exits (and its own supervisor decides what happens next).
+//! up: it stops its children and exits with `Shutdown`, as OTP's supervisors do (so that a
+//! transient supervisor is not restarted by its own supervisor), with the detail logged.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::time::Duration;
 
-use shoal_process::{ExitReason, Pid, Runtime};
+use shoal_process::{Context, ExitReason, Pid, Process, Runtime};
 use tokio::time::Instant;
 
 use crate::Child;
@@ -31,19 +33,36 @@ pub(crate) struct RestartLog {
     restarts: VecDeque<Instant>,
 }
 
+/// A restart went past the budget: the supervisor gives up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Exhausted(Intensity);
+
+impl fmt::Display for Exhausted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Intensity { max_restarts, period } = self.0;
+        write!(f, "reached the maximum restart intensity ({max_restarts} restarts in {period:?})")
+    }
+}
+
+impl Exhausted {
+    /// Logs why, then stops the supervisor running `ctx` with `Shutdown` (its `terminate` stops
+    /// its children). The reason is `Shutdown` rather than one that says why, as in OTP: an
+    /// abnormal reason would make a transient supervisor's own supervisor restart it.
+    pub(crate) fn give_up<S: Process>(self, ctx: &mut Context<S>) {
+        tracing::error!(supervisor = %ctx.pid(), "{self}: shutting down");
+        ctx.stop(ExitReason::Shutdown);
+    }
+}
+
 impl RestartLog {
-    /// Records a restart at `now`. Returns the reason the supervisor must exit with if this
-    /// restart goes past the budget.
-    pub(crate) fn record(&mut self, intensity: Intensity, now: Instant) -> Result<(), ExitReason> {
+    /// Records a restart at `now`; `Err` if this restart goes past the budget.
+    pub(crate) fn record(&mut self, intensity: Intensity, now: Instant) -> Result<(), Exhausted> {
         while self.restarts.front().is_some_and(|at| now.duration_since(*at) >= intensity.period) {
             self.restarts.pop_front();
         }
         self.restarts.push_back(now);
         if self.restarts.len() > intensity.max_restarts as usize {
-            return Err(ExitReason::custom(format!(
-                "shutdown: reached max restart intensity ({} restarts in {:?})",
-                intensity.max_restarts, intensity.period
-            )));
+            return Err(Exhausted(intensity));
         }
         Ok(())
     }
@@ -51,15 +70,15 @@ impl RestartLog {
 
 /// Restarts `child` under `supervisor`, retrying while its start fails. The restart itself has
 /// been recorded by the caller (one failure is one restart, however many children it
-/// restarts); each failed attempt is recorded again, so a child that cannot start exhausts
-/// the budget instead of looping. `Err` carries the reason the supervisor must exit with.
+/// restarts); each failed attempt is recorded again, so a child that cannot start (its
+/// `init` fails, or building it panics) exhausts the budget instead of looping.
 pub(crate) async fn restart(
     log: &mut RestartLog,
     intensity: Intensity,
     child: &Child,
     runtime: &Runtime,
     supervisor: Pid,
-) -> Result<Pid, ExitReason> {
+) -> Result<Pid, Exhausted> {
     loop {
         match child.start(runtime, supervisor).await {
             Ok(pid) => return Ok(pid),

@@ -10,6 +10,7 @@ use shoal_process::{
 };
 use tokio::time::Instant;
 
+use crate::child::{DEFAULT_KILL_TIMEOUT, StillAlive};
 use crate::intensity::{self, RestartLog};
 use crate::{Child, ChildCounts, ChildInfo, Intensity, SupervisorError};
 
@@ -30,11 +31,24 @@ pub enum Strategy {
 }
 
 /// A supervisor's configuration: strategy, restart budget, and children in start order.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SupervisorSpec {
     strategy: Strategy,
     intensity: Intensity,
+    kill_timeout: Duration,
     children: Vec<Child>,
+}
+
+impl Default for SupervisorSpec {
+    /// One for one, the default intensity and kill timeout, no children.
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::default(),
+            intensity: Intensity::default(),
+            kill_timeout: DEFAULT_KILL_TIMEOUT,
+            children: Vec::new(),
+        }
+    }
 }
 
 impl SupervisorSpec {
@@ -46,6 +60,14 @@ impl SupervisorSpec {
     /// With restart budget `intensity`.
     pub fn intensity(mut self, intensity: Intensity) -> Self {
         self.intensity = intensity;
+        self
+    }
+
+    /// How long to wait for a child that was killed (past its shutdown time) to exit before
+    /// reporting it and going on (default [`DEFAULT_KILL_TIMEOUT`]): a kill takes effect only
+    /// where the child's handler awaits.
+    pub fn kill_timeout(mut self, kill_timeout: Duration) -> Self {
+        self.kill_timeout = kill_timeout;
         self
     }
 
@@ -123,7 +145,8 @@ impl SupervisorRef {
     }
 
     /// Stops the child `id` as its shutdown policy says; it stays known (unless temporary) and
-    /// can be restarted with [`SupervisorRef::restart_child`].
+    /// can be restarted with [`SupervisorRef::restart_child`]. A child still alive after it
+    /// was killed and the kill timeout passed is [`SupervisorError::StillAlive`].
     pub async fn terminate_child(&self, id: &str) -> Result<(), SupervisorError> {
         self.done(Request::TerminateChild(id.to_owned())).await
     }
@@ -202,6 +225,7 @@ pub(crate) enum Response {
 pub(crate) struct Supervisor {
     strategy: Strategy,
     intensity: Intensity,
+    kill_timeout: Duration,
     children: Vec<Slot>,
     restarts: RestartLog,
 }
@@ -217,6 +241,7 @@ impl Supervisor {
         Self {
             strategy: spec.strategy,
             intensity: spec.intensity,
+            kill_timeout: spec.kill_timeout,
             children,
             restarts: RestartLog::default(),
         }
@@ -226,13 +251,22 @@ impl Supervisor {
         self.children.iter().position(|slot| slot.child.id() == id)
     }
 
-    /// Stops the running children among `indices`, last first.
-    async fn stop_children(&mut self, ctx: &Context<Self>, indices: std::ops::Range<usize>) {
+    /// Stops the running children among `indices`, one at a time, last first (as OTP's
+    /// supervisors do); returns those still alive after they were killed (logged).
+    async fn stop_children(
+        &mut self,
+        ctx: &Context<Self>,
+        indices: std::ops::Range<usize>,
+    ) -> Vec<StillAlive> {
+        let mut alive = Vec::new();
         for slot in self.children[indices].iter_mut().rev() {
-            if let Some(pid) = slot.pid.take() {
-                slot.child.stop(ctx, pid).await;
+            if let Some(pid) = slot.pid.take()
+                && let Err(still) = slot.child.stop(ctx, pid, self.kill_timeout).await
+            {
+                alive.push(still);
             }
         }
+        alive
     }
 
     /// A child exited with `reason`: apply its restart policy and the strategy.
@@ -247,8 +281,8 @@ impl Supervisor {
             return;
         }
         tracing::info!(supervisor = %ctx.pid(), child = slot.child.id(), %reason, "restarting");
-        if let Err(give_up) = self.restarts.record(self.intensity, Instant::now()) {
-            ctx.stop(give_up);
+        if let Err(exhausted) = self.restarts.record(self.intensity, Instant::now()) {
+            exhausted.give_up(ctx);
             return;
         }
         let affected = match self.strategy {
@@ -281,8 +315,8 @@ impl Supervisor {
             .await
             {
                 Ok(pid) => slot.pid = Some(pid),
-                Err(give_up) => {
-                    ctx.stop(give_up);
+                Err(exhausted) => {
+                    exhausted.give_up(ctx);
                     return;
                 }
             }
@@ -315,11 +349,16 @@ impl Supervisor {
         ctx: &Context<Self>,
     ) -> Result<(), SupervisorError> {
         let index = self.position(id).ok_or_else(|| SupervisorError::NotFound(id.to_owned()))?;
-        self.stop_children(ctx, index..index + 1).await;
+        let alive = self.stop_children(ctx, index..index + 1).await;
         if self.children[index].child.restart_policy() == Restart::Temporary {
             self.children.remove(index);
         }
-        Ok(())
+        match alive.first() {
+            Some(StillAlive(pid)) => {
+                Err(SupervisorError::StillAlive { id: id.to_owned(), pid: *pid })
+            }
+            None => Ok(()),
+        }
     }
 
     async fn restart_child(

@@ -314,3 +314,75 @@ async fn a_panic_in_terminate_becomes_the_exit_reason() {
     runtime.exit(process.pid(), ExitReason::custom("asked"));
     assert_eq!(within(exited).await, ExitReason::Panic("terminate failed".to_owned()));
 }
+
+// Limit (crate docs, "Limits"): a kill takes effect only where a handler suspends. A kill
+// that arrives while a handler runs code that does not await lets that code run on to its
+// next await point that is not ready; there the process ends, and nothing after it runs.
+#[tokio::test]
+async fn a_kill_takes_effect_where_the_handler_next_awaits() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let probe = runtime.spawn(Probe::new(&events));
+    let exited = runtime.watch(probe.pid());
+    let (before, ran_before) = oneshot::channel();
+    let (after, ran_after) = oneshot::channel();
+    let (killer, pid) = (runtime.clone(), probe.pid());
+    park(&probe, async move {
+        killer.kill(pid);
+        let _ = before.send(());
+        tokio::task::yield_now().await;
+        let _ = after.send(());
+        None
+    })
+    .await;
+    assert_eq!(within(exited).await, ExitReason::Killed);
+    assert_eq!(ran_before.await, Ok(()), "the code before the await point ran");
+    assert!(ran_after.await.is_err(), "the code after the await point did not");
+    drop(events);
+    inbox.closed().await;
+}
+
+// Limit (crate docs, "Limits"): a message a process was blocked on sending when it died is
+// lost: it lived in the handler's future, which the kill dropped.
+#[tokio::test]
+async fn a_message_being_sent_when_the_sender_is_killed_is_lost() {
+    let runtime = runtime();
+    let (events, mut inbox) = reports();
+    let options = shoal_process::SpawnOptions::new().mailbox(shoal_process::MailboxConfig {
+        capacity: 1,
+        overflow: shoal_process::Overflow::Wait,
+    });
+    let receiver = runtime.spawn_with(Probe::new(&events), options).unwrap();
+    let gate = crate::support::block(&receiver).await;
+    receiver.try_cast(crate::support::Cmd::Note(1)).unwrap();
+    let sender = runtime.spawn(Probe::new(&events));
+    let to = receiver.clone();
+    park(&sender, async move {
+        to.cast(crate::support::Cmd::Note(2)).await.unwrap();
+        None
+    })
+    .await;
+    let exited = runtime.watch(sender.pid());
+    runtime.kill(sender.pid());
+    assert_eq!(within(exited).await, ExitReason::Killed);
+    gate.open();
+    assert_eq!(inbox.next().await, Event::Note(receiver.pid(), 1));
+    assert_eq!(within(receiver.call(Ask::Echo(3))).await, Ok(3));
+    inbox.assert_empty();
+}
+
+// The crate docs state the limits no fix removes (the two tests above pin them down), and the
+// A-B case of processes casting to each other with full mailboxes.
+#[test]
+fn the_crate_docs_state_the_inherent_limits() {
+    let docs = include_str!("../../src/lib.rs");
+    for promise in [
+        "# Limits",
+        "A kill takes effect only where a handler suspends.",
+        "A message a process was blocked on sending when it died is lost.",
+        "Two processes that cast to each other can wait on each other.",
+        "A process never waits on itself",
+    ] {
+        assert!(docs.contains(promise), "the crate docs do not say {promise:?}");
+    }
+}

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
-use shoal_process::{ExitReason, Restart, Runtime, Shutdown, StartError};
+use shoal_process::{ChildSpec, ExitReason, Restart, Runtime, Shutdown, SpawnError, StartError};
 use shoal_supervisor::{
-    ChildCounts, ChildInfo, ChildKind, Strategy, SupervisorError, SupervisorRef, SupervisorSpec,
+    Child, ChildCounts, ChildInfo, ChildKind, DynamicSupervisorRef, DynamicSupervisorSpec,
+    Strategy, SupervisorError, SupervisorRef, SupervisorSpec,
 };
 
 use crate::support::{
@@ -195,4 +196,43 @@ async fn duplicate_child_ids_make_the_start_fail() {
     );
     assert_eq!(journal.events(), []);
     assert_eq!(runtime.process_count(), baseline);
+}
+
+// OTP: a crash while starting a child is a start error, not a crash of the supervisor: a
+// `Child::new` closure or a factory's build that panics (a configuration that does not load)
+// fails start_child with the panic's message; the supervisor and its other children go on.
+#[tokio::test]
+async fn a_child_builder_that_panics_is_a_start_error() {
+    let runtime = runtime();
+    let journal = Journal::new();
+    let supervisor = one_for_one(&runtime, &journal, &["a"]).await;
+    let [a] = running(&children(&supervisor).await);
+    runtime
+        .register_factory("broken", |path: String| -> Worker {
+            panic!("cannot load {path}");
+        })
+        .unwrap();
+    let closure = Child::new("closure", || -> Worker { panic!("cannot load app.toml") });
+    let spec = ChildSpec::new("factory", "broken", "app.toml").unwrap();
+    for child in [closure, Child::from_spec(spec)] {
+        let id = child.id().to_owned();
+        let panicked = SpawnError::BuildPanicked("cannot load app.toml".to_owned());
+        assert_eq!(
+            within(supervisor.start_child(child)).await,
+            Err(SupervisorError::Start { id, error: StartError::Spawn(panicked) })
+        );
+    }
+    assert_eq!(children(&supervisor).await, listing(&[("a", Some(a))]));
+
+    let dynamic = within(DynamicSupervisorRef::start(&runtime, DynamicSupervisorSpec::default()))
+        .await
+        .expect("it starts");
+    let closure = Child::new("closure", || -> Worker { panic!("cannot load app.toml") });
+    assert!(matches!(
+        within(dynamic.start_child(closure)).await,
+        Err(SupervisorError::Start { error: StartError::Spawn(SpawnError::BuildPanicked(_)), .. })
+    ));
+    assert_eq!(within(dynamic.count_children()).await.map(|counts| counts.specs), Ok(0));
+    assert_eq!(within(supervisor.stop()).await, ExitReason::Shutdown);
+    assert_eq!(within(dynamic.stop()).await, ExitReason::Shutdown);
 }

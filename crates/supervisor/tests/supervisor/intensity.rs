@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use shoal_process::ExitReason;
-use shoal_supervisor::{Intensity, Strategy, SupervisorRef, SupervisorSpec};
+use shoal_supervisor::{Child, Intensity, Strategy, SupervisorRef, SupervisorSpec};
 
 use crate::support::{
     Journal, Order, Worker, children, crash, is_intensity_exit, running, runtime, started,
@@ -112,6 +112,52 @@ async fn a_child_that_cannot_restart_exhausts_the_budget() {
             started("a", a),
             started("flaky", flaky),
             terminated("flaky", flaky, reason),
+            terminated("a", a, ExitReason::Shutdown),
+        ]
+    );
+    assert_eq!(runtime.process_count(), baseline);
+}
+
+// OTP restart intensity: a restart whose start crashes (the child's builder panics) is a
+// failed restart and counts toward the intensity like one whose init fails; the supervisor
+// then gives up in order (its other children stopped, exit `shutdown`) instead of being taken
+// down by the panic with its children left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_whose_builder_panics_counts_toward_the_intensity() {
+    let runtime = runtime();
+    let baseline = runtime.process_count();
+    let journal = Journal::new();
+    let builds = Arc::new(AtomicUsize::new(0));
+    let fragile = {
+        let (journal, builds) = (journal.clone(), builds.clone());
+        Child::new("fragile", move || {
+            if builds.fetch_add(1, Ordering::SeqCst) > 0 {
+                panic!("the configuration is gone");
+            }
+            Worker::new("fragile", &journal)
+        })
+    };
+    let spec = SupervisorSpec::new(Strategy::OneForOne)
+        .intensity(budget(2))
+        .child(worker("a", &journal))
+        .child(fragile);
+    let supervisor = within(SupervisorRef::start(&runtime, spec)).await.expect("it starts");
+    let supervisor_exit = runtime.watch(supervisor.pid());
+    let [a, fragile] = running(&children(&supervisor).await);
+
+    let reason = ExitReason::custom("fragile failed");
+    assert_eq!(crash(&runtime, fragile, Order::Stop(reason.clone())).await, reason);
+    let exit = within(supervisor_exit).await;
+    assert!(is_intensity_exit(&exit), "exited with {exit:?}");
+    // The first build, then two restart attempts: the failure and the first failed attempt
+    // are within the budget of two, the second failed attempt goes past it.
+    assert_eq!(builds.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        journal.events(),
+        [
+            started("a", a),
+            started("fragile", fragile),
+            terminated("fragile", fragile, reason),
             terminated("a", a, ExitReason::Shutdown),
         ]
     );

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use shoal_process::{ExitReason, Pid};
+use shoal_process::{ExitReason, Pid, Restart};
 use shoal_supervisor::{Child, Intensity, Strategy, SupervisorRef, SupervisorSpec};
 
 use crate::support::{
@@ -100,4 +100,33 @@ async fn stopping_the_outer_supervisor_stops_the_whole_tree() {
         ]
     );
     assert_eq!(runtime.process_count(), baseline);
+}
+
+// OTP: a supervisor that reaches its restart intensity exits with `shutdown` (the detail goes
+// to the log), a normal reason: its own supervisor does not restart it when it is transient,
+// and carries on with its other children. (On a current-thread runtime, so that the inner
+// supervisor's exit signal is queued at the outer one before the test asks it.)
+#[tokio::test]
+async fn a_transient_supervisor_that_gives_up_is_not_restarted() {
+    let runtime = runtime();
+    let journal = Journal::new();
+    let inner = SupervisorSpec::new(Strategy::OneForOne)
+        .intensity(Intensity { max_restarts: 0, period: Duration::from_secs(60) })
+        .child(worker("x", &journal));
+    let spec = SupervisorSpec::new(Strategy::OneForOne)
+        .intensity(Intensity { max_restarts: 0, period: Duration::from_secs(60) })
+        .child(worker("w", &journal))
+        .child(Child::supervisor("inner", inner).restart(Restart::Transient));
+    let outer = within(SupervisorRef::start(&runtime, spec)).await.expect("it starts");
+    let [w, inner] = running(&children(&outer).await);
+    let [x] = running(&children(&inner_ref(&runtime, inner)).await);
+    let inner_exit = runtime.watch(inner);
+
+    let reason = ExitReason::custom("x failed");
+    assert_eq!(crash(&runtime, x, Order::Stop(reason.clone())).await, reason);
+    assert_eq!(within(inner_exit).await, ExitReason::Shutdown);
+    // Had the outer supervisor counted it as a failure, its own budget of none would be spent.
+    assert_eq!(children(&outer).await, listing(&[("w", Some(w)), ("inner", None)]));
+    assert!(runtime.is_alive(outer.pid()));
+    assert_eq!(within(outer.stop()).await, ExitReason::Shutdown);
 }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_process::{ExitReason, Shutdown, SpawnOptions};
-use shoal_supervisor::{Strategy, SupervisorRef, SupervisorSpec};
+use shoal_supervisor::{Strategy, SupervisorError, SupervisorRef, SupervisorSpec};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::support::{
-    Hang, Journal, Order, Worker, children, crash, running, runtime, started, terminated, within,
-    worker,
+    Hang, Journal, Order, Worker, children, crash, freeze, listing, running, runtime, started,
+    terminated, within, worker,
 };
 
 /// A one_for_one supervisor over a, b, c, with their pids.
@@ -186,4 +186,31 @@ async fn an_exit_signal_stops_a_top_level_supervisor() {
         ]
     );
     assert_eq!(runtime.process_count(), baseline);
+}
+
+// A kill takes effect only where the child's handler awaits: terminate_child waits for a
+// child that outlives its kill at most the kill timeout, then reports it (StillAlive) and
+// forgets it as stopped; the child can be restarted, and the blocked one ends, killed, once
+// it reaches an await point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_child_reports_a_child_that_outlives_its_kill() {
+    let runtime = runtime();
+    let journal = Journal::new();
+    let spec = SupervisorSpec::new(Strategy::OneForOne)
+        .kill_timeout(Duration::from_millis(100))
+        .child(worker("a", &journal).shutdown(Shutdown::BrutalKill));
+    let supervisor = within(SupervisorRef::start(&runtime, spec)).await.expect("it starts");
+    let [a] = running(&children(&supervisor).await);
+    let thaw = freeze(&runtime, a).await;
+    let exited = runtime.watch(a);
+    assert_eq!(
+        within(supervisor.terminate_child("a")).await,
+        Err(SupervisorError::StillAlive { id: "a".to_owned(), pid: a })
+    );
+    assert_eq!(children(&supervisor).await, listing(&[("a", None)]));
+    let a2 = within(supervisor.restart_child("a")).await.expect("it restarts");
+    drop(thaw);
+    assert_eq!(within(exited).await, ExitReason::Killed);
+    assert_eq!(children(&supervisor).await, listing(&[("a", Some(a2))]));
+    assert_eq!(within(supervisor.stop()).await, ExitReason::Shutdown);
 }

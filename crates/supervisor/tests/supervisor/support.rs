@@ -3,8 +3,8 @@
 
 use std::future::{Future, pending};
 use std::panic::Location;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use shoal_process::{Context, ExitReason, Pid, Process, ReplyTo, Runtime};
@@ -100,6 +100,9 @@ pub(crate) enum Order {
     Stop(ExitReason),
     /// Panic with this message.
     Panic(&'static str),
+    /// Say so through the first channel, then block the thread in the handler (never reaching
+    /// an await point, so no kill can end it) until the second one delivers.
+    Freeze(Arc<(std::sync::mpsc::Sender<()>, Mutex<std::sync::mpsc::Receiver<()>>)>),
 }
 
 /// What a [`Worker`] does in `terminate` after journaling it.
@@ -172,6 +175,14 @@ impl Process for Worker {
         match order {
             Order::Stop(reason) => ctx.stop(reason),
             Order::Panic(message) => panic!("{message}"),
+            Order::Freeze(channels) => {
+                let (frozen, thaw) = &*channels;
+                let _ = frozen.send(());
+                // Blocking in place hands this worker's other tasks to another thread.
+                tokio::task::block_in_place(|| {
+                    let _ = thaw.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                });
+            }
         }
     }
 
@@ -187,6 +198,22 @@ impl Process for Worker {
             Hang::Until(release) => release.notified().await,
         }
     }
+}
+
+/// Freezes the worker `pid` in a handler that blocks its thread (on a multi-threaded runtime)
+/// and waits until it is frozen; it thaws when the returned sender sends or drops.
+pub(crate) async fn freeze(runtime: &Runtime, pid: Pid) -> std::sync::mpsc::Sender<()> {
+    let addr = runtime.addr::<Worker>(pid).expect("the worker to freeze is alive");
+    let (frozen, is_frozen) = std::sync::mpsc::channel();
+    let (thaw, thawed) = std::sync::mpsc::channel();
+    addr.cast(Order::Freeze(Arc::new((frozen, Mutex::new(thawed))))).await.expect("it takes it");
+    within(async {
+        while is_frozen.try_recv().is_err() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    thaw
 }
 
 /// A plain permanent [`Worker`] child.
@@ -240,7 +267,8 @@ pub(crate) fn running<const N: usize>(listing: &Listing) -> [Pid; N] {
     pids.try_into().unwrap_or_else(|pids: Vec<Pid>| panic!("{N} children, not {}", pids.len()))
 }
 
-/// Whether the reason is the one a supervisor exits with past its restart intensity.
+/// Whether the reason is the one a supervisor exits with past its restart intensity: OTP's
+/// `shutdown` (the detail goes to the log).
 pub(crate) fn is_intensity_exit(reason: &ExitReason) -> bool {
-    matches!(reason, ExitReason::Custom(text) if text.contains("max restart intensity"))
+    *reason == ExitReason::Shutdown
 }
