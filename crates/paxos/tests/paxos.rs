@@ -10,5 +10,6 @@ mod paxos {
     mod proposer;
     mod sim;
     mod storage;
+    mod walk;
     mod wire;
 }

@@ -14,7 +14,7 @@
 //! five acceptors losing their state at once. The message-level random walk (`super::walk`)
 //! reaches further still.
 //!
-//! **Budget.** In CI each test runs its fixed seeds, `CI_SCHEDULES` or what fits in
+//! **Budget.** In CI each test runs its fixed seeds: its schedule count or what fits in
 //! `CI_BUDGET` of wall-clock time, whichever ends first (it says which). To explore,
 //! `SHOAL_PAXOS_SCHEDULES=<n>` runs `n` schedules per test with no time limit, and
 //! `SHOAL_PAXOS_SEED_OFFSET=<k>` moves every test's seeds by `k` to ones CI never ran:
@@ -30,7 +30,7 @@ mod schedule;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-pub(crate) use schedule::RegisterModel;
+pub(crate) use schedule::{RegisterModel, change, check_per_key};
 
 use node::Setup;
 use schedule::{Crashes, Faults, Report, run};
@@ -57,18 +57,35 @@ struct Totals {
     long_delayed: u64,
 }
 
-/// The seeds a test runs, and until when: only `SHOAL_PAXOS_SEED` if set; otherwise `count`
-/// seeds from `first` (moved by `SHOAL_PAXOS_SEED_OFFSET`), `SHOAL_PAXOS_SCHEDULES` of them
-/// with no time limit if that is set, else within [`CI_BUDGET`].
-pub(crate) fn seeds(first: u64, count: u64) -> (std::ops::Range<u64>, Option<Instant>) {
+/// Environment variables that choose the seeds of a family of tests.
+pub(crate) struct SeedVars {
+    /// Runs this one seed alone, to replay it.
+    pub(crate) replay: &'static str,
+    /// Runs this many seeds, with no time limit, to explore.
+    pub(crate) count: &'static str,
+}
+
+/// The schedule tests' variables.
+const SCHEDULE_VARS: SeedVars =
+    SeedVars { replay: "SHOAL_PAXOS_SEED", count: "SHOAL_PAXOS_SCHEDULES" };
+
+/// The seeds a test runs, and until when: only the replay seed if set; otherwise `count` seeds
+/// from `first`, moved by `SHOAL_PAXOS_SEED_OFFSET` — as many as the count variable says with
+/// no time limit if that is set, else within [`CI_BUDGET`] of now.
+pub(crate) fn seeds(
+    vars: &SeedVars,
+    first: u64,
+    count: u64,
+) -> (std::ops::Range<u64>, Option<Instant>) {
     let number = |name: &str| {
-        std::env::var(name).ok().map(|v| v.parse::<u64>().unwrap_or_else(|_| panic!("{name}: {v}")))
+        let value = std::env::var(name).ok()?;
+        Some(value.parse::<u64>().unwrap_or_else(|_| panic!("{name} is a number, not {value}")))
     };
-    if let Some(seed) = number("SHOAL_PAXOS_SEED") {
+    if let Some(seed) = number(vars.replay) {
         return (seed..seed + 1, None);
     }
     let first = first + number("SHOAL_PAXOS_SEED_OFFSET").unwrap_or(0);
-    match number("SHOAL_PAXOS_SCHEDULES") {
+    match number(vars.count) {
         Some(count) => (first..first + count, None),
         None => (first..first + count, Some(Instant::now() + CI_BUDGET)),
     }
@@ -83,7 +100,7 @@ fn run_many(
     setup: impl Fn(u64) -> Setup,
     faults: Faults,
 ) -> Totals {
-    let (seeds, deadline) = seeds(first, count);
+    let (seeds, deadline) = seeds(&SCHEDULE_VARS, first, count);
     let planned = seeds.end - seeds.start;
     let mut totals = Totals::default();
     let mut failures = BTreeMap::new();
@@ -225,9 +242,11 @@ fn a_seed_replays_the_same_run() {
     assert_eq!((a.ops, a.completed), (b.ops, b.completed));
 }
 
-/// Schedules each of the later families runs in CI (within [`CI_BUDGET`]): about 15–20 s of
-/// one core each with the test profile, measured on the 2-core CI box. The bugs they reach
-/// are rare per schedule (one in several thousand to tens of thousands), hence the counts.
+/// Schedules each of the later families runs in CI (within [`CI_BUDGET`]): 25–35 s each with
+/// the test profile on the 2-core box while the rest of the binary runs beside them (the whole
+/// binary took 80 s of CPU). The bugs they reach are rare per schedule (on the core before
+/// issue 9's fixes: 3 of 60,000 long-tail schedules, 2 of 60,000 fast-restart ones, 12 of
+/// 50,000 rolling ones, 11 of 80,000 two-of-five ones), hence the counts.
 const LONG_TAIL_SCHEDULES: u64 = 60_000;
 const FAST_RESTART_SCHEDULES: u64 = 60_000;
 const ROLLING_SCHEDULES: u64 = 50_000;
@@ -242,9 +261,12 @@ const TWO_OF_FIVE_SCHEDULES: u64 = 80_000;
 fn messages_outliving_restarts_stay_linearisable() {
     let crashes = Crashes::Random { count: (1, 4), restart_ms: (0, 150) };
     let faults = Faults { crashes, long_tail: 0.05, ..Faults::ORIGINAL };
-    let setup = |seed: u64| setup(seed, seed % 2 == 0, seed % 4 == 1);
+    let setup = |seed: u64| setup(seed, seed.is_multiple_of(2), seed % 4 == 1);
     let totals = run_many("long_tail", 5_000_000, LONG_TAIL_SCHEDULES, setup, faults);
-    assert!(totals.long_delayed >= totals.schedules, "too few messages held: {totals:?}");
+    assert!(
+        totals.schedules < 100 || totals.long_delayed >= totals.schedules,
+        "too few messages held: {totals:?}"
+    );
 }
 
 /// Safety when a crashed node is back 0–5 ms later, inside the round it left open (rounds
@@ -257,9 +279,12 @@ fn messages_outliving_restarts_stay_linearisable() {
 fn fast_restarts_inside_open_rounds_stay_linearisable() {
     let crashes = Crashes::Random { count: (4, 11), restart_ms: (0, 6) };
     let faults = Faults { crashes, partitions: false, long_tail: 0.03, ..Faults::ORIGINAL };
-    let setup = |seed: u64| setup(seed, seed % 4 == 0, seed % 8 == 1);
+    let setup = |seed: u64| setup(seed, seed.is_multiple_of(4), seed % 8 == 1);
     let totals = run_many("fast_restarts", 6_000_000, FAST_RESTART_SCHEDULES, setup, faults);
-    assert!(totals.crashed_schedules * 10 >= totals.schedules * 9, "too few crashes: {totals:?}");
+    assert!(
+        totals.schedules < 100 || totals.crashed_schedules * 10 >= totals.schedules * 9,
+        "too few crashes: {totals:?}"
+    );
 }
 
 /// Safety through rolling restarts of in-memory acceptors (the crate docs, "Losing state":
@@ -277,7 +302,10 @@ fn rolling_restarts_of_stateless_acceptors_stay_linearisable() {
     let setup = |seed: u64| setup(seed, false, seed % 4 == 1);
     let totals = run_many("rolling_restarts", 7_000_000, ROLLING_SCHEDULES, setup, faults);
     let per_schedule = totals.crashes as f64 / totals.schedules.max(1) as f64;
-    assert!(per_schedule >= 4.0, "rolls stalled: {per_schedule:.1} restarts a schedule");
+    assert!(
+        totals.schedules < 100 || per_schedule >= 4.0,
+        "rolls stalled: {per_schedule:.1} restarts a schedule"
+    );
 }
 
 /// Safety when two of five in-memory acceptors lose their state at the same instant — a
@@ -289,5 +317,8 @@ fn two_of_five_acceptors_losing_state_at_once_stay_linearisable() {
     let faults = Faults { crashes, ..Faults::ORIGINAL };
     let setup = |seed: u64| Setup { acceptors: 5, ..setup(seed, false, seed % 4 == 1) };
     let totals = run_many("two_of_five", 8_000_000, TWO_OF_FIVE_SCHEDULES, setup, faults);
-    assert!(totals.crashed_schedules * 10 >= totals.schedules * 8, "too few crashes: {totals:?}");
+    assert!(
+        totals.schedules < 100 || totals.crashed_schedules * 10 >= totals.schedules * 8,
+        "too few crashes: {totals:?}"
+    );
 }
