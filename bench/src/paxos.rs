@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use shoal_paxos::driver::{Paxos, PaxosConfig};
+use shoal_paxos::driver::{Paxos, PaxosConfig, Recovery};
 use shoal_transport::Node;
 
 use crate::harness::on_workers;
@@ -101,7 +101,9 @@ async fn cluster() -> anyhow::Result<(Vec<Node>, Vec<Paxos>)> {
     for node in &nodes[1..] {
         node.join(nodes[0].listen_addr()).await?;
     }
-    let config = PaxosConfig::new(NAMES.iter().map(|name| name.to_string()).collect());
+    let mut config = PaxosConfig::new(NAMES.iter().map(|name| name.to_string()).collect());
+    // A fresh cluster: its acceptors found the first epoch themselves.
+    config.recovery = Recovery::NewEpoch;
     let mut services = Vec::new();
     for node in &nodes {
         services.push(Paxos::start(node, config.clone()).await?);

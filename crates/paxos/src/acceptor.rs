@@ -453,7 +453,12 @@ impl<S: Storage> Acceptor<S> {
     /// Founding, step 1, at another acceptor: one without state promises an epoch newer than
     /// any it knows (a founder only one that beats its own), durably, and draws the number a
     /// start must name.
-    fn on_propose_epoch(&mut self, from: NodeId, attempt: u64, epoch: Epoch) -> Result<(), Ignored> {
+    fn on_propose_epoch(
+        &mut self,
+        from: NodeId,
+        attempt: u64,
+        epoch: Epoch,
+    ) -> Result<(), Ignored> {
         self.check_peer(from)?;
         let willing = match &self.phase {
             Phase::Active(_) => false,
@@ -548,10 +553,8 @@ impl<S: Storage> Acceptor<S> {
                 return self.start_fencing(now, Incarnation::new(epoch, life + 1));
             }
         }
-        let without_state = 1 + answers
-            .values()
-            .filter(|(_, s)| matches!(s, Standing::Recovering { .. }))
-            .count();
+        let without_state =
+            1 + answers.values().filter(|(_, s)| matches!(s, Standing::Recovering { .. })).count();
         let may_found = self.may_found || self.config.recovery == Recovery::NewEpoch;
         let waiting_on_founder = self.promise.is_some() && !self.promise_aged;
         if may_found && !waiting_on_founder && without_state >= majority(self.set_size()) {

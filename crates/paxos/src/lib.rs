@@ -52,31 +52,43 @@
 //! a new acceptor) does not vote — it answers prepares and accepts with
 //! [`Rejection::Recovering`] — until it has **rejoined**:
 //!
-//! 1. *Query*: it asks the other acceptors which incarnation of it they know, and waits for a
-//!    majority of the whole set (all others in a set of three).
-//! 2. *Fence*: it takes an incarnation above all of those, and sends it to the others. Each one
-//!    saves it as a fence *before* answering with its slots (in pages). It waits until a
-//!    majority of the set has answered every page.
-//! 3. It merges the slots (per key the higher promise and the value with the higher ballot),
-//!    saves them, saves its new incarnation last, and votes from then on.
+//! 1. *Query*: it asks the other acceptors whether they vote ([`Standing`]) and which
+//!    incarnation of it they know. Only **voting** acceptors of the newest epoch count, and it
+//!    needs `n - majority + 1` of them (2 of the others in a set of 3 or 4, 3 in a set of 5).
+//! 2. *Fence*: it takes a life above every one of those, and sends the new incarnation to the
+//!    others. Each one saves it as a fence *before* answering with its slots (in pages) and its
+//!    own fences. It waits until enough voting acceptors have answered every page.
+//! 3. It drops whatever its store still holds, saves the merged slots (per key the higher
+//!    promise and the value with the higher ballot) and the merged fences (so incarnations never
+//!    repeat however acceptors restart in turn), saves its new incarnation last, and votes.
 //!
 //! Every promise carries the incarnation that gave it, and every accept lists the promises it
-//! counted with their incarnations; an acceptor refuses an accept that counted a promise from
-//! an incarnation older than its fence for that acceptor (or, for itself, not its current one).
+//! counted with their incarnations; an acceptor refuses an accept that counted a promise from an
+//! incarnation older than its fence for that acceptor (or, for itself, not its current one).
+//! Every `Accepted` carries the acceptor's fences, and a proposer counts no vote — promise or
+//! acceptance — of an incarnation it knows to be replaced: a vote given before a loss does not
+//! complete a majority with a vote given after the rejoin that copied from around it.
 //!
-//! Why this is safe, in the example: the ballot-6 proposer's accept lists the lost incarnation's
-//! promise, so every fenced acceptor refuses it, and the fenced ones are a majority, so ballot 6
-//! can no longer be chosen with that promise. A value chosen before the loss sits on a majority,
-//! which meets the majority the rejoining acceptor copied from, so it comes back. A value being
-//! chosen during the rejoin by accepts that do not count the lost promise is ordinary Paxos
-//! among acceptors that kept their state. Incarnations grow: any two majorities meet, so the
-//! query sees the fence of every earlier rejoin that completed. Step 1 is what needs no durable
-//! counter, and the random attempt numbers keep answers to an earlier life's rejoin out.
+//! Why this is safe: a value chosen before a loss sits on a majority `Q`; the voting acceptors a
+//! rejoin copies from meet `Q` outside the lost acceptor, and each of them either held the value
+//! when it was fenced (so the copy has it) or accepted it after (so its `Accepted` carried the
+//! fence, and the proposer did not count the lost vote). An accept that counted a lost promise
+//! is refused by every fenced acceptor, and the fenced ones leave no majority without one. Any
+//! minority of the acceptors may be without state at once.
 //!
-//! The limit: at most a minority of acceptors may be without state at once. If a majority lose
-//! their state together (say, all in-memory acceptors restart), what they forgot is gone; they
-//! rejoin from each other so the cluster works again, but it starts from what survived. Use
-//! [`FileStorage`] where that matters.
+//! **Epochs.** If a majority loses its state together (every in-memory acceptor restarted, or a
+//! fresh cluster that never had any), what it forgot is gone, and nobody can rejoin. The
+//! acceptors then **found a new epoch** ([`Epoch`]): one without state that finds a majority
+//! without state proposes an epoch numbered above every one it saw (and above a floor, the wall
+//! clock in the driver); those without state promise it durably, and once a majority did, they
+//! start it empty at life 0 of the epoch. An acceptor promises only epochs newer than any it
+//! knows, and joins one only with the number it drew for its current promise, so a message
+//! that outlives an acceptor's state never makes it join twice. A voting acceptor that sees a
+//! newer epoch forgets its own and rejoins the new one; proposers count votes of the newest
+//! epoch only. Founding is the operator's decision ([`Recovery::Manual`], the default:
+//! [`Acceptor::begin_epoch`]) or automatic ([`Recovery::NewEpoch`], opt-in: the acceptors' state
+//! is then lost whenever a majority loses it). `(Outcome::epoch, version)` is a fencing token that
+//! keeps growing across epochs.
 //!
 //! # The driver
 //!
@@ -89,7 +101,9 @@
 //!
 //! Batching several changes of a key into one round, and group commit in the file store (today
 //! every vote is its own fsync, on the driver's task). The file store keeps every slot in
-//! memory as well as on disk.
+//! memory as well as on disk. A configuration epoch on messages and the add/remove operations
+//! in the driver (issue 9, point 7) are not built yet: the acceptor set changes by the manual
+//! procedure in [`membership`].
 //!
 //! # Testing
 //!
@@ -110,7 +124,7 @@
 //! use std::time::Instant;
 //! use shoal_paxos::{
 //!     Acceptor, AcceptorConfig, Change, Entry, MemoryStorage, NodeId, Proposer,
-//!     ProposerConfig, ProposerId,
+//!     ProposerConfig, ProposerId, Recovery,
 //! };
 //!
 //! /// Delivers messages until none is left.
@@ -139,15 +153,23 @@
 //! let mut acceptors: Vec<_> = ids
 //!     .iter()
 //!     .map(|&id| {
-//!         let config = AcceptorConfig::new(id, ids.clone(), id.0);
+//!         // A fresh cluster: the acceptors found its first epoch themselves.
+//!         let config = AcceptorConfig {
+//!             recovery: Recovery::NewEpoch,
+//!             ..AcceptorConfig::new(id, ids.clone(), id.0)
+//!         };
 //!         Acceptor::new(now, config, MemoryStorage::new())
 //!     })
 //!     .collect();
 //! let me = ProposerId { node: NodeId(9), run: 1 };
 //! let mut proposer = Proposer::new(ProposerConfig::new(me, ids.clone(), 7));
 //!
-//! // Empty acceptors rejoin from each other before they vote.
+//! // Empty acceptors found an epoch; one that was not needed for the majority rejoins the
+//! // others on its next retry.
 //! pump(&mut acceptors, &mut proposer, now);
+//! let later = now + std::time::Duration::from_secs(1);
+//! acceptors.iter_mut().for_each(|a| a.handle_timeout(later));
+//! pump(&mut acceptors, &mut proposer, later);
 //! assert!(acceptors.iter().all(|a| a.incarnation().is_some()));
 //!
 //! let id = proposer.propose(now, "k".into(), Change::Set(Entry::new("v"))).unwrap();

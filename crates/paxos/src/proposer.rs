@@ -171,7 +171,7 @@ enum Retry {
     /// Apply the change to the current value: it cannot hold the change.
     Apply,
     /// Propose `register` (computed from `base`) and report `report` once it is chosen.
-    Propose { register: Register, base: Ballot, report: Outcome },
+    Propose { register: Register, base: Ballot, report: Box<Outcome> },
     /// Another proposer's value above this change's first accept, computed from a value this
     /// proposer cannot see: whether it holds the change is unknown.
     Unknown,
@@ -683,7 +683,8 @@ impl Proposer {
         let round = match fast {
             Some(fast) => {
                 let (after, applied) = request.change.apply(&fast.register);
-                let report = Outcome { before: fast.register, after: after.clone(), applied, epoch: 0 };
+                let report =
+                    Outcome { before: fast.register, after: after.clone(), applied, epoch: 0 };
                 let attempt =
                     Attempt { ballot: fast.ballot, register: after, base: fast.base, report };
                 request.proposal = Some(Proposal { attempts: vec![attempt.clone()] });
@@ -813,7 +814,9 @@ impl Proposer {
                 let report = Outcome { before: current, after: after.clone(), applied, epoch: 0 };
                 Attempt { ballot, register: after, base: highest, report }
             }
-            Retry::Propose { register, base, report } => Attempt { ballot, register, base, report },
+            Retry::Propose { register, base, report } => {
+                Attempt { ballot, register, base, report: *report }
+            }
             Retry::Unknown => {
                 state.round = None;
                 set_wake(&mut self.wakes, &key, &mut state.wake_at, None);
@@ -868,8 +871,7 @@ impl Proposer {
         // An acceptor that accepted after a rejoin fenced it reports the fence: the earlier
         // vote of the replaced incarnation no longer counts, as its value may be gone.
         accepted.retain(|node, incarnation| {
-            incarnation.epoch == epoch
-                && known.get(node).is_none_or(|known| *incarnation >= *known)
+            incarnation.epoch == epoch && known.get(node).is_none_or(|known| *incarnation >= *known)
         });
         if accepted.len() < quorum {
             return Ok(());
@@ -955,9 +957,8 @@ impl Proposer {
         let designated = designated(&self.config.designated, key)
             .filter(|d| *d != self.config.id.node)
             .and_then(|d| Some((d, *self.runs.get(&d)?)));
-        let may_forward = conflict
-            && request.proposal.is_none()
-            && matches!(request.origin, Origin::Local);
+        let may_forward =
+            conflict && request.proposal.is_none() && matches!(request.origin, Origin::Local);
         if let (true, Some((to, to_run))) = (may_forward, designated) {
             // Nothing of this change was sent in an accept, so it is still unapplied and moves
             // whole to the designated proposer. Copies go until one is acknowledged, each
@@ -1050,7 +1051,7 @@ fn retry_kind(
     let mine = |ballot: Ballot| proposal.attempts.iter().find(|a| a.ballot == ballot);
     if let Some(attempt) = mine(highest) {
         let Attempt { register, base, report, .. } = attempt.clone();
-        return Retry::Propose { register, base, report };
+        return Retry::Propose { register, base, report: Box::new(report) };
     }
     let invisible = proposal.attempts.iter().all(|a| a.report.before == a.report.after);
     let first = proposal.attempts.first().map_or(Ballot::ZERO, |a| a.ballot);
@@ -1064,7 +1065,7 @@ fn retry_kind(
         Some(attempt) => Retry::Propose {
             register: current.clone(),
             base: highest,
-            report: attempt.report.clone(),
+            report: Box::new(attempt.report.clone()),
         },
         None => Retry::Unknown,
     }

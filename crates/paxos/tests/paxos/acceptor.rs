@@ -3,8 +3,8 @@
 use std::time::Instant;
 
 use shoal_paxos::{
-    Acceptor, AcceptorConfig, AcceptorIgnored, Ballot, Change, Entry, Epoch, Incarnation, MemoryStorage,
-    Message, NodeId, ProposerId, Register, Rejection, Standing, Storage,
+    Acceptor, AcceptorConfig, AcceptorIgnored, Ballot, Change, Entry, Epoch, Incarnation,
+    MemoryStorage, Message, NodeId, ProposerId, Register, Rejection, Standing, Storage,
 };
 
 use super::wire::{Wire, ids};
@@ -82,8 +82,7 @@ fn accept_promises_the_successor_ballot() {
 
     let next = b.successor().unwrap();
     let other = ballot(4, 102); // above b, below b's successor
-    let answer =
-        ask(&mut wire, 0, NodeId(102), prepare("k", other));
+    let answer = ask(&mut wire, 0, NodeId(102), prepare("k", other));
     let refusal =
         Message::Rejected { key: "k".into(), ballot: other, reason: Rejection::Promised(next) };
     assert_eq!(answer, vec![(NodeId(102), refusal)]);
@@ -108,8 +107,7 @@ fn nonsense_is_refused_with_a_reason() {
     let refusal =
         Message::Rejected { key: "k".into(), ballot: forged, reason: Rejection::BadBallot };
     assert_eq!(answer, vec![(P, refusal)]);
-    let answer =
-        ask(&mut wire, 0, NodeId(0), prepare("k", Ballot::ZERO));
+    let answer = ask(&mut wire, 0, NodeId(0), prepare("k", Ballot::ZERO));
     assert!(matches!(answer[0].1, Message::Rejected { reason: Rejection::BadBallot, .. }));
     let max = Ballot { counter: u64::MAX, ..ballot(0, 101) };
     let answer = ask(&mut wire, 0, P, accept("k", max, value("v"), &[]));
@@ -227,9 +225,8 @@ mod properties {
         let key = prop_oneof![Just(Key::from("a")), Just(Key::from("b"))];
         let epoch = |number: u64| Epoch { number, nonce: 0 };
         let incarnation = move |(e, life): (u64, u64)| Incarnation::new(epoch(e), life);
-        let quorum = proptest::collection::vec((0u64..5, (0u64..2, 0u64..3)), 0..4).prop_map(
-            move |q| q.into_iter().map(|(n, i)| (NodeId(n), incarnation(i))).collect(),
-        );
+        let quorum = proptest::collection::vec((0u64..5, (0u64..2, 0u64..3)), 0..4)
+            .prop_map(move |q| q.into_iter().map(|(n, i)| (NodeId(n), incarnation(i))).collect());
         let message = prop_oneof![
             (key.clone(), any_ballot(), 0u64..2).prop_map(move |(key, ballot, e)| {
                 Message::Prepare { key, ballot, epoch: epoch(e) }
@@ -254,10 +251,8 @@ mod properties {
                 known: incarnation(i),
                 standing: Standing::Voting(incarnation(i)),
             }),
-            (0u64..3, 0u64..2).prop_map(move |(attempt, e)| Message::ProposeEpoch {
-                attempt,
-                epoch: epoch(e),
-            }),
+            (0u64..3, 0u64..2)
+                .prop_map(move |(attempt, e)| Message::ProposeEpoch { attempt, epoch: epoch(e) }),
             (0u64..2, 0u64..3).prop_map(move |(e, n)| Message::StartEpoch {
                 epoch: epoch(e),
                 members: vec![(NodeId(1), n)],

@@ -410,9 +410,7 @@ async fn owned_entries_are_cleared_when_their_holder_dies() {
     .await;
 
     let on_c = services[0].node_holder("c").expect("c is connected");
-    within(services[0].put_owned("singleton", b"on c".to_vec(), on_c))
-        .await
-        .expect("written");
+    within(services[0].put_owned("singleton", b"on c".to_vec(), on_c)).await.expect("written");
     nodes[2].shutdown();
     let reader = services[1].clone();
     eventually("the node's entry is cleared", || {

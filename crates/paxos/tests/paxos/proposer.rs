@@ -62,7 +62,10 @@ fn accept_carries_the_change_applied_to_the_highest_accepted_value() {
     let now = std::time::Instant::now();
     p.propose(now, "k".into(), Change::Add(5)).unwrap();
     let b = ballot(1, 101);
-    assert_eq!(drain(&mut p), to_all(Message::Prepare { key: "k".into(), ballot: b, epoch: Epoch::default() }));
+    assert_eq!(
+        drain(&mut p),
+        to_all(Message::Prepare { key: "k".into(), ballot: b, epoch: Epoch::default() })
+    );
 
     let counter = |n: i64| Register { version: n as u64, entry: Some(Entry::new(n.to_be_bytes())) };
     let older = Ballot { counter: 0, ..ballot(0, 102) };
@@ -141,7 +144,8 @@ fn a_conflict_backs_off_then_outbids() {
     let wake = p.poll_timeout().unwrap();
     assert!(wake >= now + Duration::from_millis(1) && wake <= now + Duration::from_millis(50));
     p.handle_timeout(wake);
-    let retry = Message::Prepare { key: "k".into(), ballot: ballot(41, 101), epoch: Epoch::default() };
+    let retry =
+        Message::Prepare { key: "k".into(), ballot: ballot(41, 101), epoch: Epoch::default() };
     assert_eq!(drain(&mut p), to_all(retry));
 }
 
@@ -247,7 +251,8 @@ fn strangers_and_stale_replies_are_ignored() {
     );
     let stale = promise("k", ballot(7, 101), 1, Ballot::ZERO, Register::default());
     assert_eq!(p.handle_message(now, NodeId(1), stale), Err(ProposerIgnored::StaleRound));
-    let prepare = Message::Prepare { key: "k".into(), ballot: ballot(1, 101), epoch: Epoch::default() };
+    let prepare =
+        Message::Prepare { key: "k".into(), ballot: ballot(1, 101), epoch: Epoch::default() };
     assert_eq!(p.handle_message(now, NodeId(1), prepare), Err(ProposerIgnored::NotForProposer));
 }
 

@@ -215,7 +215,11 @@ fn an_acceptor_on_a_file_store_keeps_its_promises() {
     let mut acceptor = Acceptor::new(now, AcceptorConfig::new(NodeId(1), ids(3), 1), store);
     let b = ballot(6, 101);
     acceptor
-        .handle_message(now, NodeId(101), Message::Prepare { key: "k".into(), ballot: b, epoch: Default::default() })
+        .handle_message(
+            now,
+            NodeId(101),
+            Message::Prepare { key: "k".into(), ballot: b, epoch: Default::default() },
+        )
         .unwrap();
     assert!(matches!(acceptor.poll_transmit(), Some((_, Message::Promise { .. }))));
     drop(acceptor);
@@ -225,7 +229,11 @@ fn an_acceptor_on_a_file_store_keeps_its_promises() {
     assert_eq!(acceptor.incarnation(), Some(Incarnation { life: 1, ..Incarnation::default() }));
     let low = ballot(5, 102);
     acceptor
-        .handle_message(now, NodeId(102), Message::Prepare { key: "k".into(), ballot: low, epoch: Default::default() })
+        .handle_message(
+            now,
+            NodeId(102),
+            Message::Prepare { key: "k".into(), ballot: low, epoch: Default::default() },
+        )
         .unwrap();
     let refusal =
         Message::Rejected { key: "k".into(), ballot: low, reason: Rejection::Promised(b) };
@@ -326,7 +334,11 @@ fn a_vote_the_store_cannot_record_is_not_given() {
     let mut acceptor = Acceptor::new(now, AcceptorConfig::new(NodeId(1), ids(3), 1), store);
     let b = ballot(1, 101);
     acceptor
-        .handle_message(now, NodeId(101), Message::Prepare { key: "k".into(), ballot: b, epoch: Default::default() })
+        .handle_message(
+            now,
+            NodeId(101),
+            Message::Prepare { key: "k".into(), ballot: b, epoch: Default::default() },
+        )
         .unwrap();
     let refusal = Message::Rejected { key: "k".into(), ballot: b, reason: Rejection::Storage };
     assert_eq!(acceptor.poll_transmit(), Some((NodeId(101), refusal)));

@@ -6,8 +6,7 @@ use std::time::Instant;
 
 use shoal_paxos::{
     Acceptor, AcceptorConfig, Completion, MemoryStorage, Message, NodeId, Proposer, ProposerConfig,
-    Recovery,
-    ProposerId,
+    ProposerId, Recovery,
 };
 
 pub(crate) struct Wire {
@@ -31,8 +30,10 @@ impl Wire {
         let acceptors = ids(n)
             .into_iter()
             .map(|id| {
-                let config =
-                    AcceptorConfig { recovery: Recovery::NewEpoch, ..AcceptorConfig::new(id, ids(n), id.0) };
+                let config = AcceptorConfig {
+                    recovery: Recovery::NewEpoch,
+                    ..AcceptorConfig::new(id, ids(n), id.0)
+                };
                 Acceptor::new(now, config, MemoryStorage::new())
             })
             .collect();

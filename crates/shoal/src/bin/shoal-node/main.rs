@@ -67,7 +67,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use shoal::paxos::driver::{Paxos, PaxosConfig, StorageConfig};
+use shoal::paxos::driver::{Paxos, PaxosConfig, Recovery, StorageConfig};
 use shoal::prelude::*;
 use shoal::transport::{Direction, Fault};
 use tokio::sync::{broadcast, mpsc};
@@ -255,6 +255,9 @@ async fn serve(options: Options) -> Result<(), String> {
 async fn start_paxos(node: &Node, options: &Options) -> Result<Paxos, String> {
     let mut config = PaxosConfig::new(options.acceptors.clone());
     config.seed = options.seed;
+    // The cluster test starts every acceptor empty: they found the first epoch themselves.
+    // Their file stores keep it across restarts, so a restarted node rejoins it.
+    config.recovery = Recovery::NewEpoch;
     if let Some(dir) = &options.data_dir {
         config.storage = StorageConfig::File(dir.clone());
     }
