@@ -15,7 +15,8 @@ pub enum ExitReason {
     Normal,
     /// The process was asked to stop, usually by its supervisor.
     Shutdown,
-    /// The process was killed: by `kill`, or by a linked process that was killed.
+    /// The process was killed (by `kill`), or followed a linked process that was, or got an
+    /// exit signal with this reason. Only the first skips `terminate`.
     Killed,
     /// A handler panicked; the panic's message.
     Panic(String),

@@ -102,7 +102,8 @@ pub trait Process: Sized + Send + 'static {
     }
 
     /// Runs last, with the exit reason, unless the process was killed or its `init` failed.
-    /// Only a kill interrupts it.
+    /// (Ending with the *reason* [`ExitReason::Killed`] without being killed, through a link
+    /// say, runs it.) Only a kill interrupts it; a panic in it becomes the exit reason.
     fn terminate(
         &mut self,
         reason: &ExitReason,

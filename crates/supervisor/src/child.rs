@@ -178,8 +178,8 @@ pub(crate) struct StillAlive(pub(crate) Pid);
 struct Stopping {
     pid: Pid,
     exited: ExitWatch,
-    /// When it is killed if it has not exited; `None`: it is waited for as long as it takes
-    /// (or it was killed at once).
+    /// Until when it is waited for: before a kill, its shutdown time (then it is killed);
+    /// after, the kill timeout (then it is reported). `None`: as long as it takes.
     deadline: Option<Instant>,
 }
 
@@ -205,14 +205,14 @@ pub(crate) async fn stop_together<S: Process>(
     for &(pid, shutdown) in children {
         ctx.unlink(pid);
         let exited = runtime.watch(pid);
+        // A deadline further away than the clock can count is none: as long as it takes.
         let deadline = match shutdown {
             Shutdown::BrutalKill => {
                 ctx.kill(pid);
-                killed
-                    .push((Stopping { pid, exited, deadline: None }, signalled_at + kill_timeout));
+                let deadline = signalled_at.checked_add(kill_timeout);
+                killed.push(Stopping { pid, exited, deadline });
                 continue;
             }
-            // Further away than the clock can count: as long as it takes.
             Shutdown::Timeout(grace) => signalled_at.checked_add(grace),
             Shutdown::Infinity => None,
         };
@@ -227,12 +227,13 @@ pub(crate) async fn stop_together<S: Process>(
             tracing::warn!(pid = %child.pid, "a child did not shut down in time: killing it");
             unsignalled.retain(|pid| *pid != child.pid);
             ctx.kill(child.pid);
-            killed.push((child, Instant::now() + kill_timeout));
+            child.deadline = Instant::now().checked_add(kill_timeout);
+            killed.push(child);
         }
     }
     let mut alive = Vec::new();
-    for (child, deadline) in killed {
-        if tokio::time::timeout_at(deadline, child.exited).await.is_err() {
+    for mut child in killed {
+        if shut_down(ctx, &mut child, &mut unsignalled).await.is_none() {
             tracing::error!(
                 pid = %child.pid,
                 ?kill_timeout,
@@ -254,7 +255,8 @@ fn signal_shutdown<S: Process>(ctx: &Context<S>, pid: Pid, unsignalled: &mut Vec
 }
 
 /// Waits until `child` exits (its reason) or its deadline passes (`None`), meanwhile sending
-/// `Shutdown` to the `unsignalled` children as room appears in their mailboxes.
+/// `Shutdown` to the `unsignalled` children as room appears in their mailboxes (none are left
+/// once every child has been waited for, or killed, once).
 async fn shut_down<S: Process>(
     ctx: &Context<S>,
     child: &mut Stopping,
