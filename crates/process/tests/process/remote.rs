@@ -395,3 +395,13 @@ async fn a_kill_from_another_node_is_a_kill_and_an_exit_killed_is_trapped() {
     assert_eq!(within(sender.call(crate::support::Ask::Echo(1))).await, Ok(1));
     inbox.assert_empty();
 }
+
+// A caller on another node whose call handler panicked gets the panic (Exited), not NoReply:
+// the reply handle dropped while the handler unwound is answered once the panic is recorded.
+#[tokio::test]
+async fn a_remote_caller_whose_handler_panics_gets_the_panic() {
+    let (a, b) = two_nodes();
+    let calc = b.spawn(Calc::new(0));
+    let outcome: Result<u64, _> = within(a.call(calc.pid(), CalcReq::Panic, TIMEOUT)).await;
+    assert_eq!(outcome, Err(CallError::Exited(ExitReason::Panic("calc failed".to_owned()))));
+}

@@ -324,6 +324,8 @@ pub(crate) enum CalcReq {
     Get,
     /// Never answered (the reply handle is kept).
     Never,
+    /// Panics in the handler, holding the reply handle.
+    Panic,
 }
 
 /// A serialisable behaviour with a msgpack codec: a running total.
@@ -373,6 +375,10 @@ impl Process for Calc {
                 reply.send(self.total);
             }
             CalcReq::Never => self.held.push(reply),
+            CalcReq::Panic => {
+                let _reply = reply;
+                panic!("calc failed");
+            }
         }
     }
 
