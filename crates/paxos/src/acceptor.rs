@@ -528,6 +528,7 @@ impl<S: Storage> Acceptor<S> {
     /// if a majority has no state and founding is allowed, found a new epoch.
     fn decide_rejoin(&mut self, now: Instant) {
         let Phase::Querying { answers, .. } = &self.phase else { return };
+        let answers = answers.clone();
         let floor = self.storage.meta().epoch;
         let newest = answers
             .values()
@@ -538,6 +539,16 @@ impl<S: Storage> Acceptor<S> {
             .max()
             .filter(|epoch| *epoch >= floor);
         if let Some(epoch) = newest {
+            // Voters of an older epoch (a founder that lost the race) learn of the newer one,
+            // or nobody might ever tell them before a proposer writes.
+            let stale: Vec<NodeId> = answers
+                .iter()
+                .filter(|(_, (_, s))| matches!(s, Standing::Voting(i) if i.epoch < epoch))
+                .map(|(node, _)| *node)
+                .collect();
+            for node in stale {
+                self.send(node, Message::StartEpoch { epoch, members: Vec::new() });
+            }
             let voters = answers
                 .values()
                 .filter(|(_, s)| matches!(s, Standing::Voting(i) if i.epoch == epoch))
