@@ -132,6 +132,8 @@ enum Phase {
         cursors: BTreeMap<NodeId, Option<Key>>,
         /// Voting peers whose last page arrived.
         done: BTreeSet<NodeId>,
+        /// Peers that answered without a vote in this epoch: not counted, not asked again.
+        excluded: BTreeSet<NodeId>,
         merged: BTreeMap<Key, Slot>,
         fences: BTreeMap<NodeId, Incarnation>,
     },
@@ -269,11 +271,11 @@ impl<S: Storage> Acceptor<S> {
                 // from the question, which may now find voters.
                 self.start_rejoin(now);
             }
-            Phase::Fencing { attempt, incarnation, cursors, done, .. } => {
+            Phase::Fencing { attempt, incarnation, cursors, done, excluded, .. } => {
                 let (attempt, incarnation) = (*attempt, *incarnation);
                 let pending: Vec<_> = others
                     .iter()
-                    .filter(|n| !done.contains(n))
+                    .filter(|n| !done.contains(n) && !excluded.contains(n))
                     .map(|n| (*n, cursors.get(n).cloned().flatten()))
                     .collect();
                 for (peer, after) in pending {
@@ -415,6 +417,9 @@ impl<S: Storage> Acceptor<S> {
             self.start_rejoin(now);
         } else if self.storage.save_meta(&meta).is_ok() {
             self.promise = self.promise.filter(|(promised, _)| *promised >= epoch);
+            if matches!(self.phase, Phase::Founding { epoch: founding, .. } if founding < epoch) {
+                self.start_rejoin(now);
+            }
         }
     }
 
@@ -498,6 +503,10 @@ impl<S: Storage> Acceptor<S> {
             && epoch >= self.storage.meta().epoch;
         if !holds {
             self.learn_epoch(now, epoch);
+            if matches!(self.phase, Phase::Querying { .. }) {
+                // An epoch was founded without this acceptor: ask again now, to rejoin it.
+                self.start_rejoin(now);
+            }
             return Err(Ignored::StaleAttempt);
         }
         self.found(epoch);
@@ -530,15 +539,19 @@ impl<S: Storage> Acceptor<S> {
         let Phase::Querying { answers, .. } = &self.phase else { return };
         let answers = answers.clone();
         let floor = self.storage.meta().epoch;
-        let newest = answers
-            .values()
-            .filter_map(|(_, s)| match s {
-                Standing::Voting(i) => Some(i.epoch),
-                Standing::Recovering { .. } => None,
-            })
-            .max()
-            .filter(|epoch| *epoch >= floor);
-        if let Some(epoch) = newest {
+        let mut voters_by_epoch: BTreeMap<Epoch, usize> = BTreeMap::new();
+        for (_, standing) in answers.values() {
+            if let Standing::Voting(incarnation) = standing {
+                *voters_by_epoch.entry(incarnation.epoch).or_default() += 1;
+            }
+        }
+        // An epoch a majority votes in is the cluster's, whatever this acceptor promised: no
+        // epoch it promised can still be founded (a founding needs a majority without state,
+        // and a voter never promises). Otherwise, the newest epoch not below its promises.
+        let majority_of_set = majority(self.set_size());
+        let established = voters_by_epoch.iter().find(|(_, n)| **n >= majority_of_set);
+        let newest = voters_by_epoch.keys().next_back().filter(|epoch| **epoch >= floor);
+        if let Some(&epoch) = established.map(|(epoch, _)| epoch).or(newest) {
             // Voters of an older epoch (a founder that lost the race) learn of the newer one,
             // or nobody might ever tell them before a proposer writes.
             let stale: Vec<NodeId> = answers
@@ -629,20 +642,30 @@ impl<S: Storage> Acceptor<S> {
         Ok(())
     }
 
-    /// The founder's majority promised: it joins the epoch and tells the promisers to.
+    /// The founder's majority promised: it joins the epoch and tells the promisers to. The
+    /// other acceptors hear of it too: one that founded an older epoch alone (its promisers
+    /// went on to this one) forgets it at once, rather than vote in it until a proposer tells.
     fn found_with_promisers(&mut self, epoch: Epoch, promised: BTreeMap<NodeId, u64>) {
         let members: Vec<(NodeId, u64)> = promised.into_iter().collect();
         if !self.found(epoch) {
             return;
         }
-        for (peer, _) in members.clone() {
-            self.send(peer, Message::StartEpoch { epoch, members: members.clone() });
+        for peer in self.others() {
+            let members = if members.iter().any(|(node, _)| *node == peer) {
+                members.clone()
+            } else {
+                Vec::new()
+            };
+            self.send(peer, Message::StartEpoch { epoch, members });
         }
     }
 
     /// Joins `epoch` as one of its founders: empty, life 0, no fences. Whether it did (a store
     /// that refuses the writes leaves it rejoining).
     fn found(&mut self, epoch: Epoch) -> bool {
+        if epoch < self.storage.meta().epoch {
+            return false; // a newer epoch is known: this one can no longer be the cluster's
+        }
         let incarnation = Incarnation::new(epoch, 0);
         let meta = Meta { incarnation: Some(incarnation), fences: BTreeMap::new(), epoch };
         if self.storage.clear_slots().is_err() || self.storage.save_meta(&meta).is_err() {
@@ -667,26 +690,34 @@ impl<S: Storage> Acceptor<S> {
     ) -> Result<(), Ignored> {
         self.check_peer(from)?;
         let needed = self.rejoin_quorum();
+        let others = self.others().len();
         let me = self.config.id;
-        let Phase::Fencing { attempt, incarnation, cursors, done, merged, fences } =
+        let Phase::Fencing { attempt, incarnation, cursors, done, excluded, merged, fences } =
             &mut self.phase
         else {
             return Err(Ignored::StaleAttempt);
         };
-        if *attempt != answered || done.contains(&from) {
+        if *attempt != answered || done.contains(&from) || excluded.contains(&from) {
             return Err(Ignored::StaleAttempt);
         }
         match standing {
             Standing::Voting(theirs) if theirs.epoch == incarnation.epoch => {
                 raise(fences, from, theirs);
             }
-            // Without state, or of another epoch: the acceptors this rejoin counted on have
-            // changed, so it starts over from the question.
-            other => {
-                if let Standing::Voting(theirs) = other {
-                    self.learn_epoch(now, theirs.epoch);
-                }
+            // Of a newer epoch: this rejoin's epoch is over; start over from the question.
+            Standing::Voting(theirs) if theirs.epoch > incarnation.epoch => {
+                self.learn_epoch(now, theirs.epoch);
                 if !matches!(self.phase, Phase::Querying { .. }) {
+                    self.start_rejoin(now);
+                }
+                return Err(Ignored::StaleAttempt);
+            }
+            // Without state (it may be rejoining too), or of an older epoch: its pages do not
+            // count. The rejoin goes on while enough others may still answer as voters.
+            _ => {
+                cursors.remove(&from);
+                excluded.insert(from);
+                if others - excluded.len() < needed {
                     self.start_rejoin(now);
                 }
                 return Err(Ignored::StaleAttempt);
@@ -735,6 +766,7 @@ impl<S: Storage> Acceptor<S> {
             incarnation,
             cursors: BTreeMap::new(),
             done: BTreeSet::new(),
+            excluded: BTreeSet::new(),
             merged: BTreeMap::new(),
             fences: BTreeMap::new(),
         };

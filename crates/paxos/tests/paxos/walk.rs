@@ -466,9 +466,6 @@ impl Walk {
 /// loss, duplication, unbounded delay, timeouts, proposer restarts, and state loss of any
 /// minority of acceptors at any step (the crate docs, "Losing state"): 300,000 random walks.
 #[test]
-#[ignore = "issue 9: with every message delivered in order and every retry at the same instant, \
-            a fresh cluster's founders do not settle on one epoch in fresh_cluster (a liveness \
-            gap of the founding to fix); run with --ignored"]
 fn random_walks_of_the_cores_stay_linearisable() {
     let (seeds, deadline) = seeds(&WALK_VARS, 0, WALKS);
     let planned = seeds.end - seeds.start;

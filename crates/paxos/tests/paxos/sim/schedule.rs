@@ -144,10 +144,13 @@ pub(crate) fn run(seed: u64, setup: Setup, faults: Faults) -> Report {
         .with_long_tail(faults.long_tail, LONG_TAIL_MAX);
     let nodes = (0..node_count(setup)).map(|_| PaxosNode::new(setup)).collect();
     let mut sim = Sim::new(seed, network, nodes);
-    let start = sim.now();
     for id in 0..node_count(setup) {
         sim.invoke(id, |node, ctx| node.start(ctx));
     }
+    // The acceptors start empty and found the cluster's first epoch; the schedule begins once
+    // they all vote in it (or after a second), so its faults hit a formed cluster.
+    sim.run_until_condition(Duration::from_secs(1), |sim| all_voting(sim, setup));
+    let start = sim.now();
     let events = plan(&mut rng, setup, faults, start);
     let mut invoked: Vec<Invoked> = Vec::new();
     let mut crashes = 0;
