@@ -28,7 +28,7 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use thiserror::Error;
 
-use crate::ballot::{Ballot, Epoch, Incarnation, NodeId};
+use crate::ballot::{Ballot, Epoch, Incarnation, Lineage, NodeId};
 use crate::membership::majority;
 use crate::message::{Message, Rejection, Standing};
 use crate::register::Key;
@@ -298,11 +298,11 @@ impl<S: Storage> Acceptor<S> {
                 self.on_prepare(from, key, ballot);
                 Ok(())
             }
-            Message::Accept { key, ballot, register, base, quorum } => {
+            Message::Accept { key, ballot, register, lineage, quorum } => {
                 if let Some(newest) = quorum.iter().map(|(_, i)| i.epoch).max() {
                     self.learn_epoch(now, newest);
                 }
-                self.on_accept(from, key, ballot, (register, base), &quorum);
+                self.on_accept(from, key, ballot, (register, lineage), &quorum);
                 Ok(())
             }
             Message::Query { attempt } => self.on_query(from, attempt),
@@ -338,8 +338,9 @@ impl<S: Storage> Acceptor<S> {
                 return self.reject(from, key, ballot, Rejection::Storage);
             }
         }
-        let Slot { accepted, register, base, .. } = slot;
-        self.send(from, Message::Promise { key, ballot, incarnation, accepted, register, base });
+        let Slot { accepted, register, lineage, .. } = slot;
+        let promise = Message::Promise { key, ballot, incarnation, accepted, register, lineage };
+        self.send(from, promise);
     }
 
     fn on_accept(
@@ -347,7 +348,7 @@ impl<S: Storage> Acceptor<S> {
         from: NodeId,
         key: Key,
         ballot: Ballot,
-        (register, base): (crate::Register, Ballot),
+        (register, lineage): (crate::Register, Lineage),
         quorum: &[(NodeId, Incarnation)],
     ) {
         let Some(incarnation) = self.check_vote(from, &key, ballot) else { return };
@@ -362,7 +363,7 @@ impl<S: Storage> Acceptor<S> {
             // Accepting b also promises b's successor: the proposer's next write of this key
             // can skip the prepare (the fast path). `check_vote` refused a ballot without one.
             let promised = ballot.successor().unwrap_or(ballot).max(slot.promised);
-            let slot = Slot { promised, accepted: ballot, register, base };
+            let slot = Slot { promised, accepted: ballot, register, lineage };
             if self.storage.save_slot(&key, &slot).is_err() {
                 return self.reject(from, key, ballot, Rejection::Storage);
             }
@@ -882,6 +883,6 @@ fn merge_slot(into: &mut Slot, other: Slot) {
     if other.accepted > into.accepted {
         into.accepted = other.accepted;
         into.register = other.register;
-        into.base = other.base;
+        into.lineage = other.lineage;
     }
 }

@@ -88,6 +88,50 @@ impl fmt::Display for Incarnation {
     }
 }
 
+/// Where a value came from: the ballots of its ancestors in its key's history, parent first,
+/// at most [`Lineage::MAX`] of them.
+///
+/// Each accepted value was computed from the value accepted at its parent's ballot, so a key's
+/// values form a chain. A proposer retrying a change whose accept went unconfirmed reads the
+/// current value's lineage: if one of its own attempts is an ancestor, the value holds the
+/// change; if the lineage reaches a ballot older than the change's first attempt without
+/// meeting one, it does not. Only a chain longer than the lineage leaves the change's fate
+/// unknown ([`PaxosError::Indeterminate`](crate::PaxosError::Indeterminate)).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Lineage(Vec<Ballot>);
+
+impl Lineage {
+    /// The most ancestors a lineage keeps: deep enough that several proposers building on
+    /// each other's unconfirmed values rarely hide one of them.
+    pub const MAX: usize = 6;
+
+    /// The lineage of a value computed from the one accepted at `parent`, whose own lineage
+    /// is `parent_lineage` (for a value computed from the empty register, `Ballot::ZERO` and
+    /// an empty lineage).
+    pub fn child_of(parent: Ballot, parent_lineage: &Lineage) -> Lineage {
+        let mut ballots = Vec::with_capacity(Self::MAX);
+        ballots.push(parent);
+        ballots.extend(parent_lineage.0.iter().take(Self::MAX - 1).copied());
+        Lineage(ballots)
+    }
+
+    /// A lineage of these ancestors, parent first (cut to [`Lineage::MAX`]).
+    pub fn from_ancestors(mut ancestors: Vec<Ballot>) -> Lineage {
+        ancestors.truncate(Self::MAX);
+        Lineage(ancestors)
+    }
+
+    /// The ancestors, parent first.
+    pub fn ancestors(&self) -> &[Ballot] {
+        &self.0
+    }
+
+    /// The parent's ballot (`Ballot::ZERO` if none is known).
+    pub fn parent(&self) -> Ballot {
+        self.0.first().copied().unwrap_or(Ballot::ZERO)
+    }
+}
+
 /// A Paxos round number: a counter, with the proposer breaking ties.
 ///
 /// Ordered by counter first, so a proposer that learns of a higher counter can always pick a

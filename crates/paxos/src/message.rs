@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ballot::{Ballot, Epoch, Incarnation, NodeId, ProposerId};
+use crate::ballot::{Ballot, Epoch, Incarnation, Lineage, NodeId, ProposerId};
 use crate::error::PaxosError;
 use crate::register::{Change, Key, Outcome, Register};
 use crate::storage::Slot;
@@ -55,8 +55,8 @@ pub enum Message {
         ballot: Ballot,
         /// The value to accept.
         register: Register,
-        /// The ballot of the value `register` was computed from.
-        base: Ballot,
+        /// Where `register` came from: its ancestors' ballots, parent first.
+        lineage: Lineage,
         /// The promises this accept relies on: each acceptor with the incarnation it promised in.
         quorum: Vec<(NodeId, Incarnation)>,
     },
@@ -102,8 +102,8 @@ pub enum Message {
         accepted: Ballot,
         /// The accepted value.
         register: Register,
-        /// The ballot of the value the accepted one was computed from.
-        base: Ballot,
+        /// Where the accepted value came from: its ancestors' ballots, parent first.
+        lineage: Lineage,
     },
     /// Phase 2b: accepted; also a promise of `ballot.successor()` (the fast path).
     Accepted {

@@ -22,7 +22,7 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use thiserror::Error;
 
-use crate::ballot::{Ballot, Epoch, Incarnation, NodeId, ProposerId};
+use crate::ballot::{Ballot, Epoch, Incarnation, Lineage, NodeId, ProposerId};
 use crate::error::{PaxosError, ProposeError};
 use crate::membership::majority;
 use crate::message::{Message, Rejection, RequestId};
@@ -162,7 +162,7 @@ struct Proposal {
 struct Attempt {
     ballot: Ballot,
     register: Register,
-    base: Ballot,
+    lineage: Lineage,
     report: Outcome,
 }
 
@@ -170,8 +170,8 @@ struct Attempt {
 enum Retry {
     /// Apply the change to the current value: it cannot hold the change.
     Apply,
-    /// Propose `register` (computed from `base`) and report `report` once it is chosen.
-    Propose { register: Register, base: Ballot, report: Box<Outcome> },
+    /// Propose `register` (of `lineage`) and report `report` once it is chosen.
+    Propose { register: Register, lineage: Lineage, report: Box<Outcome> },
     /// Another proposer's value above this change's first accept, computed from a value this
     /// proposer cannot see: whether it holds the change is unknown.
     Unknown,
@@ -182,7 +182,7 @@ enum Retry {
 struct Vote {
     incarnation: Incarnation,
     accepted: Ballot,
-    base: Ballot,
+    lineage: Lineage,
     register: Register,
 }
 
@@ -232,9 +232,9 @@ struct KeyState {
 struct Fast {
     /// The promised ballot.
     ballot: Ballot,
-    /// The value accepted at the ballot before it, and that ballot.
+    /// The value accepted at the ballot before it, and the lineage of a value computed from it.
     register: Register,
-    base: Ballot,
+    lineage: Lineage,
     quorum: Vec<(NodeId, Incarnation)>,
 }
 
@@ -485,8 +485,8 @@ impl Proposer {
         message: Message,
     ) -> Result<(), Ignored> {
         match message {
-            Message::Promise { key, ballot, incarnation, accepted, register, base } => {
-                let vote = Vote { incarnation, accepted, base, register };
+            Message::Promise { key, ballot, incarnation, accepted, register, lineage } => {
+                let vote = Vote { incarnation, accepted, lineage, register };
                 self.on_promise(now, from, key, ballot, vote)
             }
             Message::Accepted { key, ballot, incarnation, fences } => {
@@ -686,7 +686,7 @@ impl Proposer {
                 let report =
                     Outcome { before: fast.register, after: after.clone(), applied, epoch: 0 };
                 let attempt =
-                    Attempt { ballot: fast.ballot, register: after, base: fast.base, report };
+                    Attempt { ballot: fast.ballot, register: after, lineage: fast.lineage, report };
                 request.proposal = Some(Proposal { attempts: vec![attempt.clone()] });
                 self.counter = self.counter.max(fast.ballot.counter);
                 Round::Accepting {
@@ -710,7 +710,7 @@ impl Proposer {
                 key: key.clone(),
                 ballot: *ballot,
                 register: attempt.register.clone(),
-                base: attempt.base,
+                lineage: attempt.lineage.clone(),
                 quorum: quorum.clone(),
             },
         };
@@ -801,21 +801,23 @@ impl Proposer {
         let Some(&id) = state.queue.front() else { return };
         let Some(request) = self.requests.get_mut(&id) else { return };
         let highest = promises.values().max_by_key(|vote| vote.accepted).cloned();
-        let Vote { accepted: highest, base: highest_base, register: current, .. } = highest
+        let Vote { accepted: highest, lineage: highest_lineage, register: current, .. } = highest
             .unwrap_or(Vote {
                 incarnation: Incarnation::default(),
                 accepted: Ballot::ZERO,
-                base: Ballot::ZERO,
+                lineage: Lineage::default(),
                 register: Register::default(),
             });
-        let attempt = match retry_kind(request.proposal.as_ref(), highest, highest_base, &current) {
+        let retry = retry_kind(request.proposal.as_ref(), highest, &highest_lineage, &current);
+        let attempt = match retry {
             Retry::Apply => {
                 let (after, applied) = request.change.apply(&current);
                 let report = Outcome { before: current, after: after.clone(), applied, epoch: 0 };
-                Attempt { ballot, register: after, base: highest, report }
+                let lineage = Lineage::child_of(highest, &highest_lineage);
+                Attempt { ballot, register: after, lineage, report }
             }
-            Retry::Propose { register, base, report } => {
-                Attempt { ballot, register, base, report: *report }
+            Retry::Propose { register, lineage, report } => {
+                Attempt { ballot, register, lineage, report: *report }
             }
             Retry::Unknown => {
                 state.round = None;
@@ -832,7 +834,7 @@ impl Proposer {
             key: key.clone(),
             ballot,
             register: attempt.register.clone(),
-            base: attempt.base,
+            lineage: attempt.lineage.clone(),
             quorum: quorum.clone(),
         };
         let attempt = Box::new(attempt);
@@ -890,8 +892,8 @@ impl Proposer {
         if let Some(next) = ballot.successor() {
             let fast = Fast {
                 ballot: next,
+                lineage: Lineage::child_of(ballot, &attempt.lineage),
                 register: attempt.register,
-                base: ballot,
                 quorum: accepted.into_iter().collect(),
             };
             self.remember_fast(&key, fast);
@@ -1027,48 +1029,57 @@ impl Proposer {
     }
 }
 
-/// What a round whose promises show `current`, accepted at `highest` and computed from the
-/// value at `highest_base`, does with a change that may already have proposed values.
+/// What a round whose promises show `current`, accepted at `highest` and descended from the
+/// ancestors in `lineage`, does with a change that may already have proposed values.
 ///
-/// Values form a history per key: each accepted value was computed from the value at its base
-/// ballot, which is lower. A change must hold in the chosen history at most once:
+/// Values form a history per key: each accepted value was computed from its parent, at a lower
+/// ballot. A change must hold in the chosen history at most once:
 ///
 /// - the current value is one this change proposed: propose it again (it holds the change);
 /// - every value the change proposed left the register as it was (a read, a failed condition):
 ///   none of them is visible, so apply the change afresh;
-/// - the current value, or the one it was computed from, is older than the change's first
-///   proposal: its whole history is, so it cannot hold the change; apply the change to it;
-/// - the current value was computed from one this change proposed: it holds the change; write
-///   it back unchanged, and once that is chosen, report the change's own outcome;
-/// - otherwise the current value may or may not descend from the change: unknown.
+/// - the current value is older than the change's first proposal: so is its whole history, so
+///   it cannot hold the change; apply the change to it;
+/// - going up the lineage, parent first: an ancestor this change proposed means the value holds
+///   the change (write it back unchanged, and once that is chosen, report the change's own
+///   outcome); an ancestor older than the change's first proposal, met first, means it does
+///   not (apply the change);
+/// - a lineage cut short before either: unknown.
 fn retry_kind(
     proposal: Option<&Proposal>,
     highest: Ballot,
-    highest_base: Ballot,
+    lineage: &Lineage,
     current: &Register,
 ) -> Retry {
     let Some(proposal) = proposal else { return Retry::Apply };
     let mine = |ballot: Ballot| proposal.attempts.iter().find(|a| a.ballot == ballot);
     if let Some(attempt) = mine(highest) {
-        let Attempt { register, base, report, .. } = attempt.clone();
-        return Retry::Propose { register, base, report: Box::new(report) };
+        let Attempt { register, lineage, report, .. } = attempt.clone();
+        return Retry::Propose { register, lineage, report: Box::new(report) };
     }
     let invisible = proposal.attempts.iter().all(|a| a.report.before == a.report.after);
     let first = proposal.attempts.first().map_or(Ballot::ZERO, |a| a.ballot);
-    if invisible || highest < first || highest_base < first {
+    if invisible || highest < first {
         return Retry::Apply;
     }
-    match mine(highest_base) {
-        // The value is written back as it is, with the ballot it was accepted at as its base,
-        // not its own base: it holds the change proposed at that ballot, and a base below that
-        // change's ballot would tell its proposer the value cannot hold it.
-        Some(attempt) => Retry::Propose {
-            register: current.clone(),
-            base: highest,
-            report: Box::new(attempt.report.clone()),
-        },
-        None => Retry::Unknown,
+    for &ancestor in lineage.ancestors() {
+        if let Some(attempt) = mine(ancestor) {
+            // The value is written back as it is, with the ballot it was accepted at as its
+            // parent: it holds the change proposed at an ancestor, and a lineage starting below
+            // that change's ballot would tell its proposer the value cannot hold it.
+            return Retry::Propose {
+                register: current.clone(),
+                lineage: Lineage::child_of(highest, lineage),
+                report: Box::new(attempt.report.clone()),
+            };
+        }
+        if ancestor < first {
+            return Retry::Apply;
+        }
     }
+    // (A lineage that reaches the empty register ends with `Ballot::ZERO`, older than any
+    // proposal: only a lineage cut short gets here.)
+    Retry::Unknown
 }
 
 /// Sets a key's wake-up time, keeping the proposer's time-ordered index of them in step.

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::file::FileStorage;
 pub use self::memory::MemoryStorage;
-use crate::ballot::{Ballot, Epoch, Incarnation, NodeId};
+use crate::ballot::{Ballot, Epoch, Incarnation, Lineage, NodeId};
 use crate::error::StorageError;
 use crate::register::{Key, Register};
 
@@ -31,12 +31,11 @@ pub struct Slot {
     pub accepted: Ballot,
     /// The accepted value.
     pub register: Register,
-    /// The ballot of the value the accepted one was computed from (its parent in the key's
-    /// history; for a value a proposer wrote back unchanged to confirm it, the ballot it had
-    /// been accepted at). The value holds no change proposed above this ballot by any proposer
-    /// but the one whose ballot `accepted` is. A proposer retrying a change reads it to tell whether
-    /// a later value was built on one of its own, so that it never applies the change twice.
-    pub base: Ballot,
+    /// Where the accepted value came from ([`Lineage`]): its ancestors' ballots, parent first
+    /// (for a value a proposer wrote back unchanged to confirm it, the ballot it had been
+    /// accepted at comes first). A proposer retrying a change reads it to tell whether a later
+    /// value was built on one of its own, so that it never applies the change twice.
+    pub lineage: Lineage,
 }
 
 /// An acceptor's state for all keys: who it is and what it knows of the others.

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use shoal_paxos::{
-    Acceptor, AcceptorConfig, AcceptorIgnored, Ballot, Change, Entry, Epoch, Incarnation,
+    Acceptor, AcceptorConfig, AcceptorIgnored, Ballot, Change, Entry, Epoch, Incarnation, Lineage,
     MemoryStorage, Message, NodeId, ProposerId, Register, Rejection, Standing, Storage,
 };
 
@@ -33,7 +33,8 @@ fn ask(wire: &mut Wire, a: usize, from: NodeId, message: Message) -> Vec<(NodeId
 
 fn accept(key: &str, b: Ballot, register: Register, quorum: &[(u64, Incarnation)]) -> Message {
     let quorum = quorum.iter().map(|&(n, i)| (NodeId(n), i)).collect();
-    Message::Accept { key: key.into(), ballot: b, register, base: Ballot::ZERO, quorum }
+    let lineage = Lineage::from_ancestors(vec![Ballot::ZERO]);
+    Message::Accept { key: key.into(), ballot: b, register, lineage, quorum }
 }
 
 /// Paxos phase 1b: a promise reports the highest accepted value, and binds the acceptor to
@@ -50,7 +51,7 @@ fn promise_reports_accepted_value_and_refuses_lower_ballots() {
         incarnation: inc,
         accepted: Ballot::ZERO,
         register: Register::default(),
-        base: Ballot::ZERO,
+        lineage: Lineage::default(),
     };
     assert_eq!(answer, vec![(P, promise)]);
 
@@ -208,7 +209,8 @@ fn a_promise_from_a_lost_incarnation_counts_for_nothing() {
 mod properties {
     use proptest::prelude::*;
     use shoal_paxos::{
-        Ballot, Epoch, Incarnation, Key, Message, NodeId, ProposerId, Register, Standing, Storage,
+        Ballot, Epoch, Incarnation, Key, Lineage, Message, NodeId, ProposerId, Register, Standing,
+        Storage,
     };
 
     use super::super::wire::Wire;
@@ -232,11 +234,11 @@ mod properties {
                 Message::Prepare { key, ballot, epoch: epoch(e) }
             }),
             (key.clone(), any_ballot(), any_ballot(), quorum, 0u64..3).prop_map(
-                |(key, ballot, base, quorum, version)| Message::Accept {
+                |(key, ballot, parent, quorum, version)| Message::Accept {
                     key,
                     ballot,
                     register: Register { version, entry: None },
-                    base,
+                    lineage: Lineage::from_ancestors(vec![parent]),
                     quorum,
                 }
             ),

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use shoal_paxos::{
-    Ballot, Change, Entry, Epoch, Incarnation, Message, NodeId, PaxosError, ProposeError, Proposer,
-    ProposerConfig, ProposerId, ProposerIgnored, Register, Rejection,
+    Ballot, Change, Entry, Epoch, Incarnation, Lineage, Message, NodeId, PaxosError, ProposeError,
+    Proposer, ProposerConfig, ProposerId, ProposerIgnored, Register, Rejection,
 };
 
 /// Life `life` of the epoch before any founding (what a proposer that saw no vote expects).
@@ -46,7 +46,7 @@ fn promise(key: &str, b: Ballot, life: u64, accepted: Ballot, register: Register
         incarnation: inc(life),
         accepted,
         register,
-        base: Ballot::ZERO,
+        lineage: Lineage::from_ancestors(vec![Ballot::ZERO]),
     }
 }
 
@@ -77,7 +77,7 @@ fn accept_carries_the_change_applied_to_the_highest_accepted_value() {
         key: "k".into(),
         ballot: b,
         register: counter(2).clone().tap_add(5),
-        base: newer,
+        lineage: Lineage::from_ancestors(vec![newer, Ballot::ZERO]),
         quorum: vec![(NodeId(1), inc(7)), (NodeId(3), inc(9))],
     };
     assert_eq!(drain(&mut p), to_all(accept));
@@ -305,7 +305,7 @@ fn a_write_above_an_unconfirmed_accept_is_indeterminate() {
             incarnation: inc(1),
             accepted: ballot(2, 102),
             register: theirs.clone(),
-            base: ballot(1, 103),
+            lineage: Lineage::from_ancestors(vec![ballot(1, 103)]),
         };
         p.handle_message(now, NodeId(n), vote).unwrap();
     }
@@ -375,14 +375,14 @@ fn a_value_built_on_the_unconfirmed_accept_confirms_it() {
             incarnation: inc(1),
             accepted: ballot(1, 102).successor().unwrap(),
             register: two.clone(),
-            base: ballot(1, 101),
+            lineage: Lineage::from_ancestors(vec![ballot(1, 101)]),
         };
         p.handle_message(now, NodeId(n), vote).unwrap();
     }
     let sent = drain(&mut p);
-    let Message::Accept { register, base, .. } = &sent[0].1 else { panic!("{sent:?}") };
+    let Message::Accept { register, lineage, .. } = &sent[0].1 else { panic!("{sent:?}") };
     let theirs = ballot(1, 102).successor().unwrap();
-    assert_eq!((register, *base), (&two, theirs), "written back, based on the ballot it holds");
+    assert_eq!((register, lineage.parent()), (&two, theirs), "written back, as a child of theirs");
     for n in [1, 2] {
         let accepted =
             Message::Accepted { key: "k".into(), ballot: b2, incarnation: inc(1), fences: vec![] };
@@ -390,6 +390,41 @@ fn a_value_built_on_the_unconfirmed_accept_confirms_it() {
     }
     let outcome = p.poll_completion().unwrap().result.unwrap();
     assert_eq!((outcome.before, outcome.after), (Register::default(), one));
+}
+
+/// Exactly once, through a longer history (issue 9, point 10): a value two generations above
+/// this change's unconfirmed accept — another proposer built on it, and a third on that — holds
+/// the change, and the value's lineage shows it; the retry confirms the change rather than
+/// ending `Indeterminate` (which the parent ballot alone could not tell).
+#[test]
+fn a_value_descended_from_the_unconfirmed_accept_confirms_it() {
+    let mut p = proposer(vec![]);
+    let now = std::time::Instant::now();
+    let b2 = unconfirmed_add(&mut p, now);
+    let one = Change::Add(1).apply(&Register::default()).0;
+    let three = Change::Add(1).apply(&Change::Add(1).apply(&one).0).0;
+    let (middle, top) = (ballot(1, 102).successor().unwrap(), ballot(1, 103).successor().unwrap());
+    for n in [1, 3] {
+        let vote = Message::Promise {
+            key: "k".into(),
+            ballot: b2,
+            incarnation: inc(1),
+            accepted: top,
+            register: three.clone(),
+            lineage: Lineage::from_ancestors(vec![middle, ballot(1, 101), Ballot::ZERO]),
+        };
+        p.handle_message(now, NodeId(n), vote).unwrap();
+    }
+    let sent = drain(&mut p);
+    let Message::Accept { register, lineage, .. } = &sent[0].1 else { panic!("{sent:?}") };
+    assert_eq!((register, lineage.parent()), (&three, top), "written back unchanged");
+    for n in [1, 2] {
+        let accepted =
+            Message::Accepted { key: "k".into(), ballot: b2, incarnation: inc(1), fences: vec![] };
+        p.handle_message(now, NodeId(n), accepted).unwrap();
+    }
+    let outcome = p.poll_completion().unwrap().result.unwrap();
+    assert_eq!((outcome.before, outcome.after), (Register::default(), one), "its own outcome");
 }
 
 /// Exactly once: a value above the unconfirmed accept whose own history starts below it cannot
@@ -407,7 +442,7 @@ fn a_value_with_an_older_history_gets_the_change() {
             incarnation: inc(1),
             accepted: ballot(1, 102).successor().unwrap(),
             register: theirs.clone(),
-            base: Ballot::ZERO,
+            lineage: Lineage::from_ancestors(vec![Ballot::ZERO]),
         };
         p.handle_message(now, NodeId(n), vote).unwrap();
     }
@@ -422,7 +457,7 @@ mod properties {
 
     use proptest::prelude::*;
     use shoal_paxos::{
-        Ballot, Change, Key, Message, NodeId, PaxosError, ProposerId, Register, Rejection,
+        Ballot, Change, Key, Lineage, Message, NodeId, PaxosError, ProposerId, Register, Rejection,
         RequestId,
     };
 
@@ -442,13 +477,13 @@ mod properties {
         let key = prop_oneof![Just(Key::from("a")), Just(Key::from("b"))];
         let message = prop_oneof![
             (key.clone(), any_ballot(), 0u64..3, any_ballot(), any_ballot()).prop_map(
-                |(key, ballot, i, accepted, base)| Message::Promise {
+                |(key, ballot, i, accepted, parent)| Message::Promise {
                     key,
                     ballot,
                     incarnation: inc(i),
                     accepted,
                     register: Register::default(),
-                    base,
+                    lineage: Lineage::from_ancestors(vec![parent]),
                 }
             ),
             (key.clone(), any_ballot(), 0u64..3).prop_map(|(key, ballot, i)| {

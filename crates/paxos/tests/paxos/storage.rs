@@ -42,7 +42,7 @@ fn slot(promised: u64, accepted: u64, version: u64) -> Slot {
         promised: ballot(promised, 101),
         accepted: if accepted == 0 { Ballot::ZERO } else { ballot(accepted, 101) },
         register: Register { version, entry: None },
-        base: Ballot::ZERO,
+        lineage: Default::default(),
     }
 }
 

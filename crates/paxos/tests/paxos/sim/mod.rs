@@ -55,6 +55,8 @@ struct Totals {
     crashed_schedules: u64,
     /// Messages held back in the long tail.
     long_delayed: u64,
+    /// Operations that ended `Indeterminate`.
+    indeterminate: usize,
 }
 
 /// Environment variables that choose the seeds of a family of tests.
@@ -128,6 +130,7 @@ fn run_many(
             *failures.entry(kind).or_insert(0) += count;
         }
     }
+    totals.indeterminate = failures.get("Indeterminate").copied().unwrap_or(0);
     let Totals { schedules, ops, completed, crashes, long_delayed, .. } = totals;
     let stopped = if schedules < planned { " (stopped by the time budget)" } else { "" };
     eprintln!(
@@ -185,7 +188,9 @@ fn forwarding_under_contention_stays_linearisable() {
 }
 
 /// Safety and progress on a network that only reorders and delays: no fault, so nearly every
-/// operation completes.
+/// operation completes, and fewer than 0.5% end `Indeterminate` (proposers racing on a key
+/// build on each other's unconfirmed values; a retry reads the value's lineage to tell whether
+/// it holds its change, and only a chain longer than the lineage leaves that unknown).
 #[test]
 fn a_clean_network_completes_nearly_everything() {
     let faults = Faults {
@@ -196,10 +201,10 @@ fn a_clean_network_completes_nearly_everything() {
         ..Faults::ORIGINAL
     };
     let clean = |seed| setup(seed, true, seed % 2 == 0);
-    let Totals { ops, completed, .. } = run_many("clean", 3_000_000, SCHEDULES, clean, faults);
-    // The rest end `Indeterminate`: two proposers racing on a key, one's accept adopted by
-    // the other in a way the first cannot see.
-    assert!(completed * 100 >= ops * 90, "only {completed} of {ops} operations completed");
+    let totals = run_many("clean", 3_000_000, SCHEDULES, clean, faults);
+    let Totals { ops, completed, indeterminate, .. } = totals;
+    assert!(completed * 100 >= ops * 98, "only {completed} of {ops} operations completed");
+    assert!(indeterminate * 200 < ops, "{indeterminate} of {ops} operations ended Indeterminate");
 }
 
 /// The checker catches a planted bug: acceptors whose store acknowledges a promise without
