@@ -29,7 +29,7 @@ use rand::{RngExt, SeedableRng};
 use thiserror::Error;
 
 use crate::ballot::{Ballot, Epoch, Incarnation, Lineage, NodeId};
-use crate::membership::majority;
+use crate::membership::{Configuration, majority};
 use crate::message::{Message, Rejection, Standing};
 use crate::register::Key;
 use crate::storage::{Meta, Slot, Storage};
@@ -58,8 +58,11 @@ pub enum Recovery {
 pub struct AcceptorConfig {
     /// This acceptor.
     pub id: NodeId,
-    /// The acceptor set, this one included: whom to rejoin from.
+    /// The acceptor set, this one included: whom to rejoin from. A newer one installed at run
+    /// time ([`Acceptor::install`]) is kept in the store and wins over it.
     pub acceptors: Vec<NodeId>,
+    /// The version of that set's configuration (see [`Configuration`]).
+    pub version: u64,
     /// How long to wait for rejoin answers before asking again.
     pub rejoin_retry: Duration,
     /// Slots per page of the state transfer while rejoining.
@@ -74,7 +77,8 @@ pub struct AcceptorConfig {
 }
 
 impl AcceptorConfig {
-    /// Defaults: retry every 100 ms, pages of 256 slots, [`Recovery::Manual`], floor 0.
+    /// Defaults: configuration version 0, retry every 100 ms, pages of 256 slots,
+    /// [`Recovery::Manual`], floor 0.
     pub fn new(id: NodeId, acceptors: Vec<NodeId>, seed: u64) -> Self {
         AcceptorConfig {
             id,
@@ -82,6 +86,7 @@ impl AcceptorConfig {
             rejoin_retry: Duration::from_millis(100),
             rejoin_page_slots: 256,
             seed,
+            version: 0,
             recovery: Recovery::Manual,
             epoch_floor: 0,
         }
@@ -176,6 +181,12 @@ impl<S: Storage> Acceptor<S> {
             promise: None,
             promise_aged: false,
         };
+        if let Some(installed) = acceptor.storage.meta().configuration.clone()
+            && installed.version > acceptor.config.version
+        {
+            acceptor.config.version = installed.version;
+            acceptor.config.acceptors = installed.acceptors;
+        }
         match acceptor.storage.meta().incarnation {
             Some(incarnation) => acceptor.phase = Phase::Active(incarnation),
             None => acceptor.start_rejoin(now),
@@ -214,9 +225,26 @@ impl<S: Storage> Acceptor<S> {
         self.storage
     }
 
-    /// Replaces the acceptor set (see [`membership`](crate::membership)).
-    pub fn set_acceptors(&mut self, acceptors: Vec<NodeId>) {
-        self.config.acceptors = acceptors;
+    /// The configuration it runs.
+    pub fn configuration(&self) -> Configuration {
+        Configuration { version: self.config.version, acceptors: self.config.acceptors.clone() }
+    }
+
+    /// Installs `configuration` if it is newer than the one this acceptor runs, durably (see
+    /// [`membership`](crate::membership)); whether it did. From then on it refuses prepares and
+    /// accepts of older configurations, and, if it is no longer in the set, every vote.
+    pub fn install(&mut self, configuration: Configuration) -> bool {
+        if configuration.version <= self.config.version {
+            return false;
+        }
+        let meta =
+            Meta { configuration: Some(configuration.clone()), ..self.storage.meta().clone() };
+        if self.storage.save_meta(&meta).is_err() {
+            return false;
+        }
+        self.config.version = configuration.version;
+        self.config.acceptors = configuration.acceptors;
+        true
     }
 
     /// The operator's command after a majority of the acceptors lost their state: found a new,
@@ -293,16 +321,36 @@ impl<S: Storage> Acceptor<S> {
         message: Message,
     ) -> Result<(), Ignored> {
         match message {
-            Message::Prepare { key, ballot, epoch } => {
+            Message::Prepare { key, ballot, epoch, configuration } => {
                 self.learn_epoch(now, epoch);
-                self.on_prepare(from, key, ballot);
+                if self.configuration_is_current(from, &key, ballot, configuration) {
+                    self.on_prepare(from, key, ballot);
+                }
                 Ok(())
             }
-            Message::Accept { key, ballot, register, lineage, quorum } => {
+            Message::Accept { key, ballot, register, lineage, quorum, configuration } => {
                 if let Some(newest) = quorum.iter().map(|(_, i)| i.epoch).max() {
                     self.learn_epoch(now, newest);
                 }
-                self.on_accept(from, key, ballot, (register, lineage), &quorum);
+                if self.configuration_is_current(from, &key, ballot, configuration) {
+                    self.on_accept(from, key, ballot, (register, lineage), &quorum);
+                }
+                Ok(())
+            }
+            Message::Configure { configuration } => {
+                self.install(configuration);
+                let version = self.config.version;
+                let voting = self.incarnation().is_some();
+                self.send(from, Message::Configured { version, voting });
+                Ok(())
+            }
+            Message::ListKeys { after } => {
+                let limit = self.config.rejoin_page_slots.max(1);
+                let slots = self.storage.scan(after.as_ref(), limit);
+                let next =
+                    if slots.len() == limit { slots.last().map(|(k, _)| k.clone()) } else { None };
+                let keys = slots.into_iter().map(|(key, _)| key).collect();
+                self.send(from, Message::Keys { keys, next });
                 Ok(())
             }
             Message::Query { attempt } => self.on_query(from, attempt),
@@ -372,6 +420,26 @@ impl<S: Storage> Acceptor<S> {
         self.send(from, Message::Accepted { key, ballot, incarnation, fences });
     }
 
+    /// Whether a prepare or accept of configuration `version` may be voted on here: not if this
+    /// acceptor runs a newer configuration, or is not in its own (it was removed). Otherwise
+    /// the refusal and this acceptor's configuration are queued for the proposer.
+    fn configuration_is_current(
+        &mut self,
+        from: NodeId,
+        key: &Key,
+        ballot: Ballot,
+        version: u64,
+    ) -> bool {
+        let member = self.config.acceptors.contains(&self.config.id);
+        if version >= self.config.version && member {
+            return true;
+        }
+        let current = self.config.version;
+        self.reject(from, key.clone(), ballot, Rejection::StaleConfiguration(current));
+        self.send(from, Message::Configure { configuration: self.configuration() });
+        false
+    }
+
     /// The incarnation to vote in, or `None` after queuing the reason for refusing.
     fn check_vote(&mut self, from: NodeId, key: &Key, ballot: Ballot) -> Option<Incarnation> {
         if ballot.proposer.node != from || ballot.successor().is_none() || ballot == Ballot::ZERO {
@@ -411,7 +479,12 @@ impl<S: Storage> Acceptor<S> {
         let meta = Meta { epoch, ..self.storage.meta().clone() };
         if let Phase::Active(incarnation) = self.phase {
             tracing::info!(acceptor = %self.config.id, %incarnation, %epoch, "a newer epoch: rejoining it");
-            let meta = Meta { incarnation: None, fences: BTreeMap::new(), epoch };
+            let meta = Meta {
+                incarnation: None,
+                fences: BTreeMap::new(),
+                epoch,
+                configuration: self.storage.meta().configuration.clone(),
+            };
             // Not voting from here on, even if the store refuses the write: the old epoch is
             // over either way, and the rejoin saves the incarnation only after a clean copy.
             let _ = self.storage.save_meta(&meta);
@@ -668,7 +741,12 @@ impl<S: Storage> Acceptor<S> {
             return false; // a newer epoch is known: this one can no longer be the cluster's
         }
         let incarnation = Incarnation::new(epoch, 0);
-        let meta = Meta { incarnation: Some(incarnation), fences: BTreeMap::new(), epoch };
+        let meta = Meta {
+            incarnation: Some(incarnation),
+            fences: BTreeMap::new(),
+            epoch,
+            configuration: self.storage.meta().configuration.clone(),
+        };
         if self.storage.clear_slots().is_err() || self.storage.save_meta(&meta).is_err() {
             return false;
         }
@@ -812,7 +890,13 @@ impl<S: Storage> Acceptor<S> {
         for (node, fence) in copied_fences {
             raise(&mut fences, node, fence);
         }
-        let meta = Meta { incarnation: Some(incarnation), fences, epoch: incarnation.epoch };
+        let configuration = self.storage.meta().configuration.clone();
+        let meta = Meta {
+            incarnation: Some(incarnation),
+            fences,
+            epoch: incarnation.epoch,
+            configuration,
+        };
         self.storage.save_meta(&meta).map_err(drop)
     }
 

@@ -104,9 +104,7 @@
 //!
 //! Batching several changes of a key into one round, and group commit in the file store (today
 //! every vote is its own fsync, on the driver's task). The file store keeps every slot in
-//! memory as well as on disk. A configuration epoch on messages and the add/remove operations
-//! in the driver (issue 9, point 7) are not built yet: the acceptor set changes by the manual
-//! procedure in [`membership`].
+//! memory as well as on disk.
 //!
 //! # Testing
 //!

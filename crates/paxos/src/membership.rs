@@ -19,10 +19,16 @@
 //!
 //! 1. To **add** acceptor `x`: start `x` with an empty store. It rejoins like any acceptor that
 //!    has no state (it fences and copies the others' slots) before it votes.
-//! 2. Give every proposer (and every acceptor, for rejoining) the new set,
-//!    [`Proposer::set_acceptors`](crate::Proposer::set_acceptors) /
-//!    [`Acceptor::set_acceptors`](crate::Acceptor::set_acceptors). Until all have it, old and new
-//!    majorities are mixed, which the single-step rule makes safe.
+//! 2. Give every proposer (and every acceptor, for rejoining) the new set as the next
+//!    [`Configuration`] version,
+//!    [`Proposer::set_configuration`](crate::Proposer::set_configuration) /
+//!    [`Acceptor::install`](crate::Acceptor::install), and wait until a majority of the old set
+//!    and a majority of the new set run it. Until all have it, old and new majorities are
+//!    mixed, which the single-step rule makes safe; and since an acceptor refuses prepares and
+//!    accepts of an older version (and sends its configuration back), a proposer that missed
+//!    the change cannot complete a round on the old set once a majority of it runs the new
+//!    one — so it can never count a majority disjoint from the current set, however many
+//!    changes it missed.
 //! 3. When every proposer runs the new set, **rewrite every key** with an identity change
 //!    ([`Change::Read`](crate::Change::Read)) through the new set. Afterwards each key's current
 //!    value is accepted by a majority of the new set, so nothing depends on majorities of the
@@ -33,8 +39,27 @@
 //! The rewrite in step 3 is what makes steps compose: without it, a value chosen under the set
 //! two steps back may sit on acceptors that are no majority of the current set (the test
 //! `membership::skipping_the_rewrite_can_lose_a_value` shows it happen).
+//!
+//! The driver runs this procedure: `Paxos::add_acceptor` and `Paxos::remove_acceptor`. An
+//! acceptor added rejoins from `n - majority + 1` voting acceptors of the `n - 1` others, so
+//! adding a fourth to three works with one of the three down.
+
+use serde::{Deserialize, Serialize};
 
 use crate::ballot::NodeId;
+
+/// An acceptor set and its version. Every change of the set is a new, higher version;
+/// prepares and accepts carry the version their proposer runs, and an acceptor that runs a
+/// newer one refuses them ([`Rejection::StaleConfiguration`](crate::Rejection)) and sends its
+/// configuration back ([`Message::Configure`](crate::Message)), so a proposer that missed a
+/// change learns it instead of counting a majority of a set that is no longer the cluster's.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Configuration {
+    /// Grows with every change of the set.
+    pub version: u64,
+    /// The acceptors.
+    pub acceptors: Vec<NodeId>,
+}
 
 /// The number of acceptors that make a quorum of `acceptors` of them: a majority.
 pub fn majority(acceptors: usize) -> usize {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ballot::{Ballot, Epoch, Incarnation, Lineage, NodeId, ProposerId};
 use crate::error::PaxosError;
+use crate::membership::Configuration;
 use crate::register::{Change, Key, Outcome, Register};
 use crate::storage::Slot;
 
@@ -29,6 +30,9 @@ pub enum Rejection {
     Recovering,
     /// The acceptor's storage failed to record the vote, so it did not give it.
     Storage,
+    /// The acceptor runs a newer configuration (this version) than the message's, or is no
+    /// longer in its own; a [`Message::Configure`] with it follows.
+    StaleConfiguration(u64),
     /// The ballot does not belong to the node that sent it, or is at the end of its range.
     BadBallot,
 }
@@ -46,6 +50,8 @@ pub enum Message {
         /// The newest epoch the proposer knows: an acceptor of an older one learns that its
         /// epoch has ended.
         epoch: Epoch,
+        /// The version of the configuration the proposer runs.
+        configuration: u64,
     },
     /// Phase 2a: accept `register` at `ballot`.
     Accept {
@@ -59,6 +65,35 @@ pub enum Message {
         lineage: Lineage,
         /// The promises this accept relies on: each acceptor with the incarnation it promised in.
         quorum: Vec<(NodeId, Incarnation)>,
+        /// The version of the configuration the proposer runs.
+        configuration: u64,
+    },
+    /// A configuration (an operator's change of the acceptor set, or an acceptor's answer to a
+    /// proposer that runs an older one): acceptors and proposers take it if it is newer than
+    /// theirs; an acceptor answers [`Message::Configured`].
+    Configure {
+        /// The configuration.
+        configuration: Configuration,
+    },
+    /// An acceptor runs configuration `version` (or a newer one).
+    Configured {
+        /// The version it runs.
+        version: u64,
+        /// Whether it votes (a new acceptor rejoins first).
+        voting: bool,
+    },
+    /// Asks an acceptor for the keys it holds, after `after` (the rewrite step of a change of
+    /// the acceptor set).
+    ListKeys {
+        /// Resume after this key.
+        after: Option<Key>,
+    },
+    /// A page of an acceptor's keys, in order.
+    Keys {
+        /// The keys.
+        keys: Vec<Key>,
+        /// Where the next page starts, if there is one.
+        next: Option<Key>,
     },
     /// A rejoining acceptor asks what incarnation of it the others know (rejoin, step 1).
     Query {
@@ -201,8 +236,14 @@ pub enum Message {
 }
 
 impl Message {
-    /// Whether an acceptor handles this message (otherwise a proposer does). `FenceReply` and
-    /// `QueryReply` go to the rejoining acceptor.
+    /// Whether a proposer handles this message: all but those for acceptors, and
+    /// [`Message::Configure`], which both take.
+    pub fn to_proposer(&self) -> bool {
+        !self.to_acceptor() || matches!(self, Message::Configure { .. })
+    }
+
+    /// Whether an acceptor handles this message. `FenceReply` and `QueryReply` go to the
+    /// rejoining acceptor; [`Message::Configure`] goes to the proposer too.
     pub fn to_acceptor(&self) -> bool {
         matches!(
             self,
@@ -215,6 +256,8 @@ impl Message {
                 | Message::ProposeEpoch { .. }
                 | Message::EpochReply { .. }
                 | Message::StartEpoch { .. }
+                | Message::ListKeys { .. }
+                | Message::Configure { .. }
         )
     }
 }

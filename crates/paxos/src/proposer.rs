@@ -24,7 +24,7 @@ use thiserror::Error;
 
 use crate::ballot::{Ballot, Epoch, Incarnation, Lineage, NodeId, ProposerId};
 use crate::error::{PaxosError, ProposeError};
-use crate::membership::majority;
+use crate::membership::{Configuration, majority};
 use crate::message::{Message, Rejection, RequestId};
 use crate::register::{Change, Key, Outcome, Register};
 
@@ -39,6 +39,8 @@ pub struct ProposerConfig {
     pub id: ProposerId,
     /// The acceptor set; a quorum is a majority of it.
     pub acceptors: Vec<NodeId>,
+    /// The version of that set's configuration (see [`Configuration`]).
+    pub version: u64,
     /// The proposers a key's designated proposer is chosen from (by a hash of the key). A change
     /// that meets contention is forwarded there. Empty: never forward.
     pub designated: Vec<NodeId>,
@@ -64,6 +66,7 @@ impl ProposerConfig {
         ProposerConfig {
             id,
             acceptors,
+            version: 0,
             designated: Vec::new(),
             round_timeout: Duration::from_millis(100),
             request_timeout: Duration::from_secs(2),
@@ -322,16 +325,27 @@ impl Proposer {
         self.admit(now, key, change, Origin::Local, deadline)
     }
 
-    /// Replaces the acceptor set (see [`membership`](crate::membership)). Running rounds start
-    /// over under the new set and fast-path promises are dropped: they were counted in the old.
-    pub fn set_acceptors(&mut self, now: Instant, acceptors: Vec<NodeId>) {
-        self.config.acceptors = acceptors;
+    /// The configuration it runs.
+    pub fn configuration(&self) -> Configuration {
+        Configuration { version: self.config.version, acceptors: self.config.acceptors.clone() }
+    }
+
+    /// Runs `configuration` if it is newer than the one it runs (see
+    /// [`membership`](crate::membership)); whether it did. Running rounds start over under the
+    /// new set and fast-path promises are dropped: they were counted in the old.
+    pub fn set_configuration(&mut self, now: Instant, configuration: Configuration) -> bool {
+        if configuration.version <= self.config.version {
+            return false;
+        }
+        self.config.version = configuration.version;
+        self.config.acceptors = configuration.acceptors;
         self.fast.clear();
         for (key, state) in self.keys.iter_mut() {
             if state.round.take().is_some() {
                 set_wake(&mut self.wakes, key, &mut state.wake_at, Some(now));
             }
         }
+        true
     }
 
     /// Replaces the proposers that designated proposers are chosen from (a driver leaves out
@@ -504,6 +518,11 @@ impl Proposer {
             }
             Message::Forward { origin, id, key, change, timeout, to_run, copy: _ } => {
                 self.on_forward(now, from, (origin, id), (key, change), timeout, to_run)
+            }
+            Message::Configure { configuration } => {
+                // From an acceptor that runs a newer one than this proposer (or an operator).
+                self.set_configuration(now, configuration);
+                Ok(())
             }
             Message::ForwardAck { origin, id } => {
                 let forward = self.forwarded.get_mut(&id);
@@ -704,7 +723,8 @@ impl Proposer {
         };
         let message = match &round {
             Round::Preparing { ballot, .. } => {
-                Message::Prepare { key: key.clone(), ballot: *ballot, epoch: self.epoch }
+                let (epoch, configuration) = (self.epoch, self.config.version);
+                Message::Prepare { key: key.clone(), ballot: *ballot, epoch, configuration }
             }
             Round::Accepting { ballot, attempt, quorum, .. } => Message::Accept {
                 key: key.clone(),
@@ -712,6 +732,7 @@ impl Proposer {
                 register: attempt.register.clone(),
                 lineage: attempt.lineage.clone(),
                 quorum: quorum.clone(),
+                configuration: self.config.version,
             },
         };
         self.broadcast(&message);
@@ -836,6 +857,7 @@ impl Proposer {
             register: attempt.register.clone(),
             lineage: attempt.lineage.clone(),
             quorum: quorum.clone(),
+            configuration: self.config.version,
         };
         let attempt = Box::new(attempt);
         state.round = Some(Round::Accepting { ballot, attempt, quorum, accepted: BTreeMap::new() });
@@ -933,7 +955,10 @@ impl Proposer {
             Rejection::Promised(promised) if promised <= ballot => return Ok(()),
             _ if voted => return Ok(()),
             Rejection::Promised(_) | Rejection::StaleIncarnation => state.contended = true,
-            Rejection::Recovering | Rejection::Storage | Rejection::BadBallot => {}
+            Rejection::Recovering
+            | Rejection::Storage
+            | Rejection::BadBallot
+            | Rejection::StaleConfiguration(_) => {}
         }
         // One refusal is no defeat: the round goes on while a majority can still vote for it
         // (ending it early would leave its accepts to be adopted by whoever beat it, and the

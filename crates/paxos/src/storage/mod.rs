@@ -20,6 +20,7 @@ pub use self::file::FileStorage;
 pub use self::memory::MemoryStorage;
 use crate::ballot::{Ballot, Epoch, Incarnation, Lineage, NodeId};
 use crate::error::StorageError;
+use crate::membership::Configuration;
 use crate::register::{Key, Register};
 
 /// An acceptor's state for one key.
@@ -50,6 +51,9 @@ pub struct Meta {
     /// The newest epoch this acceptor knows of or promised to found: it never joins an older
     /// one (see the crate docs, "Losing state").
     pub epoch: Epoch,
+    /// The configuration installed at run time, if newer than the one the acceptor was
+    /// started with (see [`membership`](crate::membership)).
+    pub configuration: Option<Configuration>,
 }
 
 /// Durable (or not) storage for one acceptor.

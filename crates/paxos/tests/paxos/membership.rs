@@ -1,6 +1,9 @@
 //! Changing the acceptor set: the one-step-at-a-time procedure of the `membership` docs.
 
-use shoal_paxos::{Acceptor, AcceptorConfig, Change, Entry, MemoryStorage, NodeId, Storage};
+use shoal_paxos::membership::Configuration;
+use shoal_paxos::{
+    Acceptor, AcceptorConfig, Change, Entry, MemoryStorage, Message, NodeId, Rejection, Storage,
+};
 
 use super::wire::{Wire, ids};
 
@@ -18,13 +21,15 @@ fn write_on_one_and_two() -> Wire {
 
 /// Gives every proposer and acceptor the set `set`.
 fn install(wire: &mut Wire, set: &[u64]) {
-    let set: Vec<NodeId> = set.iter().map(|&n| NodeId(n)).collect();
+    let acceptors: Vec<NodeId> = set.iter().map(|&n| NodeId(n)).collect();
+    let version = wire.proposers[0].configuration().version + 1;
+    let configuration = Configuration { version, acceptors };
     let now = wire.now;
     for p in &mut wire.proposers {
-        p.set_acceptors(now, set.clone());
+        p.set_configuration(now, configuration.clone());
     }
     for a in &mut wire.acceptors {
-        a.set_acceptors(set.clone());
+        a.install(configuration.clone());
     }
 }
 
@@ -76,4 +81,60 @@ fn a_new_acceptor_copies_values_before_it_votes() {
     // A majority of the four without acceptor 1 reads it.
     wire.down.insert(NodeId(1));
     assert_eq!(read(&mut wire), Some(b"v".to_vec()));
+}
+
+/// Configuration versions (issue 9, point 7): a proposer that missed two changes of the set
+/// cannot form a majority of the set it still runs once a majority of that set runs a newer
+/// configuration. The proposer runs version 1 ({1, 2, 3}); acceptor 1 was removed since and
+/// missed it, 2, 3 and 4 run version 2 ({2, 3, 4}); the stale prepare wins only acceptor 1, 2 and 3 refuse
+/// it naming their version and send their configuration, which the proposer adopts, and the
+/// change completes through {2, 3, 4}.
+#[test]
+fn a_proposer_that_missed_a_change_learns_it_and_cannot_count_the_old_set() {
+    let mut wire = Wire::new(4, 1);
+    let newest = Configuration { version: 2, acceptors: vec![NodeId(2), NodeId(3), NodeId(4)] };
+    for a in &mut wire.acceptors[1..] {
+        assert!(a.install(newest.clone()));
+    }
+    let stale = Configuration { version: 1, acceptors: vec![NodeId(1), NodeId(2), NodeId(3)] };
+    let now = wire.now;
+    assert!(wire.proposers[0].set_configuration(now, stale));
+    wire.proposers[0].propose(now, "k".into(), Change::Set(Entry::new("v"))).unwrap();
+    let mut refusals = 0;
+    let mut step = || {
+        let delivered = wire.deliver_one();
+        if delivered.is_none() {
+            // The proposer took the newer configuration and starts its round over at once.
+            let now = wire.now;
+            wire.proposers[0].handle_timeout(now);
+            return wire.deliver_one();
+        }
+        delivered
+    };
+    while let Some((from, _, message)) = step() {
+        if let Message::Rejected { reason: Rejection::StaleConfiguration(version), .. } = message {
+            assert_eq!(version, 2, "refused by {from}");
+            refusals += 1;
+        }
+        if let Message::Accept { quorum, configuration, .. } = &message {
+            let counted: Vec<NodeId> = quorum.iter().map(|(node, _)| *node).collect();
+            assert!(!counted.contains(&NodeId(1)), "an accept counted removed acceptor 1");
+            assert_eq!(*configuration, 2);
+        }
+    }
+    assert_eq!(refusals, 2, "acceptors 2 and 3 refused the stale prepare");
+    assert_eq!(wire.proposers[0].configuration(), newest, "the proposer learned version 2");
+    let done = wire.completions(0);
+    assert!(done[0].result.is_ok(), "{done:?}");
+    // A removed acceptor that learns of its removal refuses every vote.
+    assert!(wire.acceptors[0].install(newest.clone()));
+    let b = super::acceptor::ballot(9, 101);
+    let answer = {
+        let message = super::acceptor::prepare("k", b);
+        let _ = wire.acceptors[0].handle_message(now, NodeId(101), message);
+        wire.sent_by_acceptor(0)
+    };
+    let refusal =
+        Message::Rejected { key: "k".into(), ballot: b, reason: Rejection::StaleConfiguration(2) };
+    assert_eq!(answer[0], (NodeId(101), refusal));
 }

@@ -218,7 +218,12 @@ fn an_acceptor_on_a_file_store_keeps_its_promises() {
         .handle_message(
             now,
             NodeId(101),
-            Message::Prepare { key: "k".into(), ballot: b, epoch: Default::default() },
+            Message::Prepare {
+                key: "k".into(),
+                ballot: b,
+                epoch: Default::default(),
+                configuration: 0,
+            },
         )
         .unwrap();
     assert!(matches!(acceptor.poll_transmit(), Some((_, Message::Promise { .. }))));
@@ -232,7 +237,12 @@ fn an_acceptor_on_a_file_store_keeps_its_promises() {
         .handle_message(
             now,
             NodeId(102),
-            Message::Prepare { key: "k".into(), ballot: low, epoch: Default::default() },
+            Message::Prepare {
+                key: "k".into(),
+                ballot: low,
+                epoch: Default::default(),
+                configuration: 0,
+            },
         )
         .unwrap();
     let refusal =
@@ -337,7 +347,12 @@ fn a_vote_the_store_cannot_record_is_not_given() {
         .handle_message(
             now,
             NodeId(101),
-            Message::Prepare { key: "k".into(), ballot: b, epoch: Default::default() },
+            Message::Prepare {
+                key: "k".into(),
+                ballot: b,
+                epoch: Default::default(),
+                configuration: 0,
+            },
         )
         .unwrap();
     let refusal = Message::Rejected { key: "k".into(), ballot: b, reason: Rejection::Storage };

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rand::RngExt;
+use shoal_paxos::membership::Configuration;
 use shoal_paxos::{
     Acceptor, AcceptorConfig, Change, Key, MemoryStorage, Message, Meta, NodeId, Outcome,
     PaxosError, Proposer, ProposerConfig, ProposerId, Recovery, RequestId, Slot, Storage,
@@ -101,6 +102,8 @@ pub(crate) struct PaxosNode {
     started: bool,
     /// The acceptor set this node was last told (kept across crashes, like a config file).
     members: Vec<NodeId>,
+    /// Its configuration version.
+    version: u64,
 }
 
 /// The acceptor set a schedule starts with: nodes `0..acceptors`.
@@ -120,6 +123,7 @@ impl PaxosNode {
             timer_at: None,
             started: false,
             members: acceptor_ids(&setup),
+            version: 0,
         }
     }
 
@@ -145,6 +149,7 @@ impl PaxosNode {
                 rejoin_page_slots: 2,
                 // The cluster starts empty and founds its first epoch itself.
                 recovery: Recovery::NewEpoch,
+                version: self.version,
                 ..AcceptorConfig::new(NodeId(id as u64), acceptors.clone(), ctx.rng().random())
             };
             self.acceptor = Some(Acceptor::new(now, config, store));
@@ -153,6 +158,7 @@ impl PaxosNode {
             let run: u64 = ctx.rng().random();
             let proposer_id = ProposerId { node: NodeId(id as u64), run };
             let mut config = ProposerConfig::new(proposer_id, acceptors, ctx.rng().random());
+            config.version = self.version;
             config.round_timeout = Duration::from_millis(40);
             config.request_timeout = Duration::from_millis(400);
             config.backoff_min = Duration::from_millis(1);
@@ -183,22 +189,28 @@ impl PaxosNode {
     /// the set when it restarts.
     pub(crate) fn install(&mut self, ctx: Option<&mut Ctx<'_, Self>>, members: Vec<NodeId>) {
         self.members = members.clone();
+        // Every node is told every change, so every node numbers it alike.
+        self.version += 1;
+        let configuration = Configuration { version: self.version, acceptors: members.clone() };
         let Some(ctx) = ctx else { return };
         if !self.started {
             return self.start(ctx);
         }
         let now = ctx.now();
         if let Some(proposer) = &mut self.proposer {
-            proposer.set_acceptors(now, members.clone());
+            proposer.set_configuration(now, configuration.clone());
         }
         match &mut self.acceptor {
-            Some(acceptor) => acceptor.set_acceptors(members),
+            Some(acceptor) => {
+                acceptor.install(configuration);
+            }
             None if members.contains(&NodeId(ctx.id() as u64)) => {
                 let store = self.disk.take().unwrap_or_default();
                 let config = AcceptorConfig {
                     rejoin_retry: Duration::from_millis(40),
                     rejoin_page_slots: 2,
                     recovery: Recovery::NewEpoch,
+                    version: self.version,
                     ..AcceptorConfig::new(NodeId(ctx.id() as u64), members, ctx.rng().random())
                 };
                 self.acceptor = Some(Acceptor::new(now, config, store));
@@ -274,12 +286,15 @@ impl Node for PaxosNode {
             eprintln!("{:?} n{from} -> n{}: {msg:?}", now, ctx.id());
         }
         let from = NodeId(from as u64);
-        if msg.to_acceptor() {
-            if let Some(acceptor) = &mut self.acceptor {
-                let _ = acceptor.handle_message(now, from, msg);
-            }
-        } else if let Some(proposer) = &mut self.proposer {
-            let _ = proposer.handle_message(now, from, msg);
+        if msg.to_proposer()
+            && let Some(proposer) = &mut self.proposer
+        {
+            let _ = proposer.handle_message(now, from, msg.clone());
+        }
+        if msg.to_acceptor()
+            && let Some(acceptor) = &mut self.acceptor
+        {
+            let _ = acceptor.handle_message(now, from, msg);
         }
         self.flush(ctx);
     }
