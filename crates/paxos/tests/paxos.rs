@@ -8,6 +8,7 @@ mod paxos {
     mod linearizability;
     mod membership;
     mod proposer;
+    mod regressions;
     mod sim;
     mod storage;
     mod walk;

@@ -13,7 +13,8 @@
 //!              4 bytes   header check: FNV-1a of (length, body check) as 12 LE bytes,
 //!                        its two halves xored into a u32 LE
 //!              8 bytes   body check: FNV-1a of the body, u64 LE
-//!              length    body: msgpack of Record::Meta(Meta) or Record::Slot(Key, Slot)
+//!              length    body: msgpack of Record::Meta(Meta), Record::Slot(Key, Slot) or
+//!                        Record::ClearSlots (every slot before it is forgotten)
 //! ```
 //!
 //! The header check covers the length, so a frame whose length is damaged does not verify,
@@ -89,6 +90,9 @@ const COMPACT_SLACK_RECORDS: usize = 4096;
 enum Record {
     Meta(Meta),
     Slot(Key, Slot),
+    /// Every slot before this record is forgotten (an acceptor without state drops what it
+    /// held before it copies the others'): one record and one fsync, whatever the store holds.
+    ClearSlots,
 }
 
 /// An acceptor store in a directory, durable across crashes.
@@ -246,6 +250,16 @@ impl Storage for FileStorage {
     fn scan(&self, after: Option<&Key>, limit: usize) -> Vec<(Key, Slot)> {
         self.tables.scan(after, limit)
     }
+
+    fn clear_slots(&mut self) -> Result<(), StorageError> {
+        if self.tables.slots.is_empty() {
+            return Ok(());
+        }
+        self.append(&Record::ClearSlots)?;
+        self.tables.slots.clear();
+        self.compact_if_due();
+        Ok(())
+    }
 }
 
 fn encode_frame(record: &Record) -> Result<Vec<u8>, StorageError> {
@@ -296,6 +310,7 @@ fn replay(bytes: &[u8]) -> Result<Replayed, StorageError> {
             Ok((body, end)) => {
                 match decode_record(body, offset)? {
                     Record::Meta(meta) => replayed.tables.meta = meta,
+                    Record::ClearSlots => replayed.tables.slots.clear(),
                     Record::Slot(key, slot) => {
                         replayed.tables.slots.insert(key, slot);
                     }

@@ -13,7 +13,7 @@ pub(crate) fn ballot(counter: u64, node: u64) -> Ballot {
     Ballot { counter, proposer: ProposerId { node: NodeId(node), run: 1 } }
 }
 
-fn value(data: &str) -> Register {
+pub(crate) fn value(data: &str) -> Register {
     Register { version: 1, entry: Some(Entry::new(data)) }
 }
 
@@ -21,20 +21,47 @@ const P: NodeId = NodeId(101);
 
 /// A prepare from a proposer that knows no epoch yet.
 pub(crate) fn prepare(key: &str, ballot: Ballot) -> Message {
-    Message::Prepare { key: key.into(), ballot, epoch: Epoch::default(), configuration: 0 }
+    Message::Prepare { key: key.into(), ballot, epoch: Epoch::default() }
 }
 
 /// Runs `message` from `from` into acceptor `a` of `wire` and returns what it answered.
-fn ask(wire: &mut Wire, a: usize, from: NodeId, message: Message) -> Vec<(NodeId, Message)> {
+pub(crate) fn ask(
+    wire: &mut Wire,
+    a: usize,
+    from: NodeId,
+    message: Message,
+) -> Vec<(NodeId, Message)> {
     let now = wire.now;
     let _ = wire.acceptors[a].handle_message(now, from, message);
     wire.sent_by_acceptor(a)
 }
 
-fn accept(key: &str, b: Ballot, register: Register, quorum: &[(u64, Incarnation)]) -> Message {
+/// An accept of `register` at `b`, computed from the empty register, that counted the promises
+/// in `quorum` (acceptor number, incarnation).
+pub(crate) fn accept(
+    key: &str,
+    b: Ballot,
+    register: Register,
+    quorum: &[(u64, Incarnation)],
+) -> Message {
     let quorum = quorum.iter().map(|&(n, i)| (NodeId(n), i)).collect();
     let lineage = Lineage::from_ancestors(vec![Ballot::ZERO]);
-    Message::Accept { key: key.into(), ballot: b, register, lineage, quorum, configuration: 0 }
+    Message::Accept { key: key.into(), ballot: b, register, lineage, quorum }
+}
+
+/// An acceptor's vote for `b`, given in `incarnation`, reporting the acceptor's `fences`.
+pub(crate) fn accepted(
+    key: &str,
+    b: Ballot,
+    incarnation: Incarnation,
+    fences: Vec<(NodeId, Incarnation)>,
+) -> Message {
+    Message::Accepted { key: key.into(), ballot: b, incarnation, fences }
+}
+
+/// An acceptor's refusal of `b`.
+pub(crate) fn rejected(key: &str, b: Ballot, reason: Rejection) -> Message {
+    Message::Rejected { key: key.into(), ballot: b, reason }
 }
 
 /// Paxos phase 1b: a promise reports the highest accepted value, and binds the acceptor to
@@ -154,11 +181,7 @@ fn an_acceptor_without_state_does_not_vote() {
 
 /// Rebuilds acceptor `a` of `wire` with an empty store (it lost its state) and lets it rejoin.
 fn lose_state_and_rejoin(wire: &mut Wire, a: usize) -> Incarnation {
-    let id = wire.acceptors[a].id();
-    let config = AcceptorConfig::new(id, ids(wire.acceptors.len() as u64), 1000 + id.0);
-    wire.acceptors[a] = Acceptor::new(wire.now, config, MemoryStorage::new());
-    wire.settle();
-    wire.acceptors[a].incarnation().expect("rejoined")
+    wire.lose_state_and_rejoin(a)
 }
 
 /// Losing state: rejoining copies what a majority of the others accepted, so a value chosen on
@@ -231,7 +254,7 @@ mod properties {
             .prop_map(move |q| q.into_iter().map(|(n, i)| (NodeId(n), incarnation(i))).collect());
         let message = prop_oneof![
             (key.clone(), any_ballot(), 0u64..2).prop_map(move |(key, ballot, e)| {
-                Message::Prepare { key, ballot, epoch: epoch(e), configuration: 0 }
+                Message::Prepare { key, ballot, epoch: epoch(e) }
             }),
             (key.clone(), any_ballot(), any_ballot(), quorum, 0u64..3).prop_map(
                 |(key, ballot, parent, quorum, version)| Message::Accept {
@@ -240,7 +263,6 @@ mod properties {
                     register: Register { version, entry: None },
                     lineage: Lineage::from_ancestors(vec![parent]),
                     quorum,
-                    configuration: 0,
                 }
             ),
             (0u64..3).prop_map(|attempt| Message::Query { attempt }),

@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use shoal_paxos::{
-    Ballot, Change, Entry, Epoch, Incarnation, Lineage, Message, NodeId, PaxosError, ProposeError,
-    Proposer, ProposerConfig, ProposerId, ProposerIgnored, Register, Rejection,
+    Ballot, Change, Entry, Epoch, Incarnation, Lineage, Message, NodeId, Outcome, PaxosError,
+    ProposeError, Proposer, ProposerConfig, ProposerId, ProposerIgnored, Register, Rejection,
+    RequestId,
 };
 
 /// Life `life` of the epoch before any founding (what a proposer that saw no vote expects).
@@ -39,7 +40,13 @@ fn drain(p: &mut Proposer) -> Vec<(NodeId, Message)> {
     std::iter::from_fn(|| p.poll_transmit()).collect()
 }
 
-fn promise(key: &str, b: Ballot, life: u64, accepted: Ballot, register: Register) -> Message {
+pub(crate) fn promise(
+    key: &str,
+    b: Ballot,
+    life: u64,
+    accepted: Ballot,
+    register: Register,
+) -> Message {
     Message::Promise {
         key: key.into(),
         ballot: b,
@@ -48,6 +55,33 @@ fn promise(key: &str, b: Ballot, life: u64, accepted: Ballot, register: Register
         register,
         lineage: Lineage::from_ancestors(vec![Ballot::ZERO]),
     }
+}
+
+/// Copy `copy` of a change `origin` forwards as its request `id`, for run `to_run` of the
+/// designated proposer, which has `timeout` left to run it.
+pub(crate) fn forward(
+    origin: ProposerId,
+    id: RequestId,
+    (key, change): (&str, Change),
+    timeout: Duration,
+    to_run: u64,
+    copy: u32,
+) -> Message {
+    Message::Forward { origin, id, key: key.into(), change, timeout, to_run, copy }
+}
+
+/// The designated proposer has the forward `id` of `origin`.
+pub(crate) fn forward_ack(origin: ProposerId, id: RequestId) -> Message {
+    Message::ForwardAck { origin, id }
+}
+
+/// The designated proposer's answer to the forward `id` of `origin`.
+pub(crate) fn forward_result(
+    origin: ProposerId,
+    id: RequestId,
+    result: Result<Outcome, PaxosError>,
+) -> Message {
+    Message::ForwardResult { origin, id, result }
 }
 
 fn to_all(message: Message) -> Vec<(NodeId, Message)> {
@@ -64,12 +98,7 @@ fn accept_carries_the_change_applied_to_the_highest_accepted_value() {
     let b = ballot(1, 101);
     assert_eq!(
         drain(&mut p),
-        to_all(Message::Prepare {
-            key: "k".into(),
-            ballot: b,
-            epoch: Epoch::default(),
-            configuration: 0
-        })
+        to_all(Message::Prepare { key: "k".into(), ballot: b, epoch: Epoch::default() })
     );
 
     let counter = |n: i64| Register { version: n as u64, entry: Some(Entry::new(n.to_be_bytes())) };
@@ -84,7 +113,6 @@ fn accept_carries_the_change_applied_to_the_highest_accepted_value() {
         register: counter(2).clone().tap_add(5),
         lineage: Lineage::from_ancestors(vec![newer, Ballot::ZERO]),
         quorum: vec![(NodeId(1), inc(7)), (NodeId(3), inc(9))],
-        configuration: 0,
     };
     assert_eq!(drain(&mut p), to_all(accept));
 }
@@ -150,12 +178,8 @@ fn a_conflict_backs_off_then_outbids() {
     let wake = p.poll_timeout().unwrap();
     assert!(wake >= now + Duration::from_millis(1) && wake <= now + Duration::from_millis(50));
     p.handle_timeout(wake);
-    let retry = Message::Prepare {
-        key: "k".into(),
-        ballot: ballot(41, 101),
-        epoch: Epoch::default(),
-        configuration: 0,
-    };
+    let retry =
+        Message::Prepare { key: "k".into(), ballot: ballot(41, 101), epoch: Epoch::default() };
     assert_eq!(drain(&mut p), to_all(retry));
 }
 
@@ -261,12 +285,8 @@ fn strangers_and_stale_replies_are_ignored() {
     );
     let stale = promise("k", ballot(7, 101), 1, Ballot::ZERO, Register::default());
     assert_eq!(p.handle_message(now, NodeId(1), stale), Err(ProposerIgnored::StaleRound));
-    let prepare = Message::Prepare {
-        key: "k".into(),
-        ballot: ballot(1, 101),
-        epoch: Epoch::default(),
-        configuration: 0,
-    };
+    let prepare =
+        Message::Prepare { key: "k".into(), ballot: ballot(1, 101), epoch: Epoch::default() };
     assert_eq!(p.handle_message(now, NodeId(1), prepare), Err(ProposerIgnored::NotForProposer));
 }
 

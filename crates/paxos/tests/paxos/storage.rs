@@ -69,6 +69,26 @@ fn the_file_store_survives_reopening() {
     assert_eq!(store.scan(Some(&"a".into()), 10), vec![("b".into(), slot(5, 0, 0))]);
 }
 
+/// Rule: an acceptor without state drops what its store held before it copies the others'
+/// slots; in the file store that is one record (one fsync, not one per key), and it holds
+/// after reopening.
+#[test]
+fn clearing_the_slots_is_one_record_that_survives_reopening() {
+    let dir = TempDir::new("clear");
+    {
+        let mut store = FileStorage::open(&dir.0).unwrap();
+        for key in ["a", "b", "c"] {
+            store.save_slot(&key.into(), &slot(1, 1, 1)).unwrap();
+        }
+        let before = store.log_records();
+        store.clear_slots().unwrap();
+        assert_eq!(store.log_records(), before + 1);
+        store.save_slot(&"d".into(), &slot(2, 2, 2)).unwrap();
+    }
+    let store = FileStorage::open(&dir.0).unwrap();
+    assert_eq!(store.scan(None, 10), vec![("d".into(), slot(2, 2, 2))]);
+}
+
 // The on-disk format (documented in `src/storage/file.rs`): an 8-byte file header, then frames
 // of a 16-byte header (length u32, header check u32, body check u64) and a body.
 const FILE_HEADER_BYTES: u64 = 8;

@@ -4,6 +4,8 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Instant;
 
+use shoal_paxos::Incarnation;
+
 use shoal_paxos::{
     Acceptor, AcceptorConfig, Completion, MemoryStorage, Message, NodeId, Proposer, ProposerConfig,
     ProposerId, Recovery,
@@ -126,5 +128,79 @@ impl Wire {
 
     pub(crate) fn completions(&mut self, p: usize) -> Vec<Completion> {
         std::iter::from_fn(|| self.proposers[p].poll_completion()).collect()
+    }
+
+    /// Takes off the wire every message in flight that `pick` selects, in order: to drop it,
+    /// or to hold it back and hand it over later with [`Wire::deliver_now`].
+    pub(crate) fn take(
+        &mut self,
+        pick: impl Fn(NodeId, NodeId, &Message) -> bool,
+    ) -> Vec<(NodeId, NodeId, Message)> {
+        self.collect();
+        let (taken, kept): (VecDeque<_>, VecDeque<_>) =
+            self.in_flight.drain(..).partition(|(from, to, m)| pick(*from, *to, m));
+        self.in_flight = kept;
+        taken.into()
+    }
+
+    /// Delivers a message held back with [`Wire::take`] before anything else in flight; the
+    /// answers it causes queue up behind what is in flight.
+    pub(crate) fn deliver_now(&mut self, held: (NodeId, NodeId, Message)) {
+        self.collect();
+        self.in_flight.push_front(held);
+        self.deliver_one();
+    }
+
+    /// Rebuilds acceptor `a` with an empty store (it lost its state) and `config`; it starts
+    /// rejoining, its queries queued.
+    pub(crate) fn lose_state_with(&mut self, a: usize, config: AcceptorConfig) {
+        assert_eq!(config.id, self.acceptors[a].id(), "the same acceptor");
+        self.acceptors[a] = Acceptor::new(self.now, config, MemoryStorage::new());
+        self.collect();
+    }
+
+    /// Rebuilds acceptor `a` with an empty store under the default configuration
+    /// ([`Recovery::Manual`]).
+    pub(crate) fn lose_state(&mut self, a: usize) {
+        let id = self.acceptors[a].id();
+        let config = AcceptorConfig::new(id, ids(self.acceptors.len() as u64), 1000 + id.0);
+        self.lose_state_with(a, config);
+    }
+
+    /// Acceptor `a` loses its state and rejoins from the others; returns its new incarnation.
+    pub(crate) fn lose_state_and_rejoin(&mut self, a: usize) -> Incarnation {
+        self.lose_state(a);
+        self.settle();
+        self.acceptors[a].incarnation().expect("rejoined")
+    }
+
+    /// Replaces proposer `p` with a new run of it, `run` (it forgets everything), which
+    /// forwards changes under contention to `designated`.
+    pub(crate) fn restart_proposer(&mut self, p: usize, run: u64, designated: Vec<NodeId>) {
+        let id = ProposerId { run, ..self.proposers[p].id() };
+        let config = ProposerConfig {
+            designated,
+            ..ProposerConfig::new(id, ids(self.acceptors.len() as u64), p as u64)
+        };
+        self.proposers[p] = Proposer::new(config);
+    }
+
+    /// Lets time run to `until`: delivers everything, then moves to the next deadline of any
+    /// acceptor or proposer and runs their timeouts, and so on. Time stops at the last
+    /// deadline reached, not at `until`.
+    pub(crate) fn advance_to(&mut self, until: Instant) {
+        for _ in 0..100_000 {
+            self.deliver_all();
+            let acceptors = self.acceptors.iter().filter_map(|a| a.poll_timeout());
+            let proposers = self.proposers.iter().filter_map(|p| p.poll_timeout());
+            let Some(at) = acceptors.chain(proposers).min().filter(|at| *at <= until) else {
+                return;
+            };
+            self.now = self.now.max(at);
+            let now = self.now;
+            self.acceptors.iter_mut().for_each(|a| a.handle_timeout(now));
+            self.proposers.iter_mut().for_each(|p| p.handle_timeout(now));
+        }
+        panic!("deadlines never stop");
     }
 }
