@@ -48,9 +48,16 @@
 //! a forwarded read is taken back and run here, and any other forwarded change fails at once
 //! with [`PaxosClientError::DesignatedDown`] rather than at its deadline.
 //!
+//! **Membership.** [`Paxos::add_acceptor`] and [`Paxos::remove_acceptor`] change the acceptor
+//! set one acceptor at a time by the procedure of [`membership`](crate::membership): the new,
+//! versioned configuration goes to every node; once majorities of the old and the new set run
+//! it (and an added acceptor has rejoined), every key is rewritten through the new set. A node
+//! added to the set starts its acceptor then. Nodes that missed the change learn it from the
+//! first acceptor that refuses them.
+//!
 //! What the driver does not do: retry a failed change (each error says whether it may have
-//! taken effect; the caller decides), change the acceptor set at run time, or detect failures
-//! itself (the transport's heartbeats do). A [`FileStorage`] fsyncs on the driver's task.
+//! taken effect; the caller decides), or detect failures itself (the transport's heartbeats
+//! do). A [`FileStorage`] fsyncs on the driver's task.
 //!
 //! ```no_run
 //! use shoal_paxos::driver::{Paxos, PaxosConfig, Recovery};
@@ -92,6 +99,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 pub use crate::acceptor::Recovery;
 use crate::ballot::NodeId;
 use crate::error::{PaxosError, StorageError};
+use crate::membership::{Configuration, is_single_step, majority};
 use crate::register::{Change, Entry, Key, Outcome, Owner};
 use crate::storage::FileStorage;
 
@@ -283,6 +291,44 @@ impl Holder {
     }
 }
 
+/// Why a change of the acceptor set ([`Paxos::add_acceptor`], [`Paxos::remove_acceptor`]) did
+/// not finish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReconfigureError {
+    /// The new set is not the current one with exactly one acceptor added or removed (or an
+    /// acceptor's name is unknown here); nothing was installed.
+    #[error("a membership change adds or removes exactly one acceptor; nothing was installed")]
+    NotOneStep,
+    /// A step did not finish in time; the new configuration may run on some nodes. Running
+    /// the same change again finishes it.
+    #[error("the membership change did not finish its {step:?} step in time")]
+    Timeout {
+        /// The step that did not finish.
+        step: ReconfigureStep,
+    },
+    /// The service on this node has stopped.
+    #[error("the Paxos service on this node has stopped")]
+    Stopped,
+}
+
+/// The steps of a membership change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReconfigureStep {
+    /// Installing the configuration on majorities of the old and the new set (and the new
+    /// acceptor rejoining).
+    Install,
+    /// Listing the keys of a majority of the old set.
+    ListKeys,
+    /// Rewriting every key through the new set.
+    Rewrite,
+}
+
+impl From<PaxosClientError> for ReconfigureError {
+    fn from(_: PaxosClientError) -> Self {
+        ReconfigureError::Stopped
+    }
+}
+
 /// Why [`Paxos::begin_epoch`] did nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BeginEpochError {
@@ -323,9 +369,27 @@ pub(crate) enum Command {
     Propose { key: Key, change: Change, reply: oneshot::Sender<Result<Outcome, PaxosClientError>> },
     /// The operator's command to found a new epoch ([`Paxos::begin_epoch`]).
     BeginEpoch(oneshot::Sender<Result<(), BeginEpochError>>),
+    /// This node's configuration and its acceptors' names.
+    Configuration(oneshot::Sender<(Configuration, Vec<String>)>),
+    /// Install a configuration here and send it to these nodes; answer with what each node
+    /// has answered so far.
+    Install {
+        configuration: Configuration,
+        names: Vec<String>,
+        reply: oneshot::Sender<InstallStatus>,
+    },
+    /// Ask a node's acceptor for a page of its keys.
+    ListKeys { node: String, after: Option<Key>, reply: oneshot::Sender<KeyPage> },
     /// Stop the task; answer once the acceptor's storage is closed.
     Stop(oneshot::Sender<()>),
 }
+
+/// What each node answered to an installed configuration: by name, the version it runs and
+/// whether its acceptor votes.
+pub(crate) type InstallStatus = std::collections::BTreeMap<String, (u64, bool)>;
+
+/// A page of an acceptor's keys, and where the next one starts.
+pub(crate) type KeyPage = (Vec<Key>, Option<Key>);
 
 /// Changes waiting for the driver task before callers wait.
 const COMMAND_QUEUE: usize = 1024;
@@ -375,8 +439,6 @@ impl Paxos {
         let (events, _) = broadcast::channel(QUORUM_EVENTS);
         let (quorum_sender, quorum) = watch::channel(false);
         let retry_every = config.round_timeout;
-        let is_acceptor = config.acceptors.iter().any(|name| name == node.name());
-        let storage = if is_acceptor { Some(config.storage.clone()) } else { None };
         let voting = Arc::new(AtomicBool::new(false));
         let plumbing = task::Plumbing {
             commands: receiver,
@@ -384,6 +446,17 @@ impl Paxos {
             events: events.clone(),
             voting: voting.clone(),
         };
+<<<<<<< /tmp/ours.rs
+        // The store opens at start on an acceptor, or when a configuration adds this node.
+        match config.storage.clone() {
+            StorageConfig::File(dir) => {
+                let open = Box::new(move || FileStorage::open(&dir));
+                task::start(node, config, open, plumbing).await?;
+            }
+            StorageConfig::Memory => {
+                let open = Box::new(|| Ok(crate::storage::MemoryStorage::new()));
+                task::start(node, config, open, plumbing).await?;
+=======
         let proposer_run = match storage {
             Some(StorageConfig::File(dir)) => {
                 let store = FileStorage::open(dir)?;
@@ -395,6 +468,7 @@ impl Paxos {
             }
             None => {
                 task::start::<crate::storage::MemoryStorage>(node, config, None, plumbing).await?
+>>>>>>> /tmp/dev/crates/paxos/src/driver.rs
             }
         };
         let inner = Inner {
@@ -577,6 +651,162 @@ impl Paxos {
             return Err(BeginEpochError::Stopped);
         }
         answer.await.unwrap_or(Err(BeginEpochError::Stopped))
+    }
+
+    /// The acceptor set this node runs (its configuration's acceptors, by name) and the
+    /// configuration's version.
+    pub async fn acceptors(&self) -> Result<(u64, Vec<String>), PaxosClientError> {
+        let (reply, answer) = oneshot::channel();
+        if self.inner.commands.send(Command::Configuration(reply)).await.is_err() {
+            return Err(PaxosClientError::Stopped { maybe_applied: false });
+        }
+        let (configuration, names) =
+            answer.await.map_err(|_| PaxosClientError::Stopped { maybe_applied: false })?;
+        Ok((configuration.version, names))
+    }
+
+    /// Adds acceptor `name` to the set, by the procedure of [`membership`](crate::membership):
+    /// the new configuration goes to every node; once a majority of the old set and a majority
+    /// of the new one run it and the new acceptor votes (it rejoins first, copying the others'
+    /// state — which works with one old acceptor down), every key is rewritten through the new
+    /// set. `timeout` bounds the whole change. Run one change at a time, from one node.
+    ///
+    /// # Errors
+    ///
+    /// A [`ReconfigureError`] saying which step did not finish (the configuration may be
+    /// installed on some nodes: run the same change again to finish it).
+    pub async fn add_acceptor(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<u64, ReconfigureError> {
+        let (_, mut acceptors) = self.acceptors().await?;
+        acceptors.push(name.to_owned());
+        self.reconfigure(acceptors, timeout).await
+    }
+
+    /// Removes acceptor `name` from the set, by the same procedure as
+    /// [`Paxos::add_acceptor`]; the removed acceptor refuses every vote once it runs the new
+    /// configuration (stop it after this returns).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Paxos::add_acceptor`].
+    pub async fn remove_acceptor(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<u64, ReconfigureError> {
+        let (_, mut acceptors) = self.acceptors().await?;
+        acceptors.retain(|acceptor| acceptor != name);
+        self.reconfigure(acceptors, timeout).await
+    }
+
+    /// One step of a membership change to the set `acceptors` (the current one with exactly
+    /// one acceptor added or removed), as [`Paxos::add_acceptor`] describes; the new
+    /// configuration's version.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Paxos::add_acceptor`].
+    pub async fn reconfigure(
+        &self,
+        acceptors: Vec<String>,
+        timeout: Duration,
+    ) -> Result<u64, ReconfigureError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (reply, answer) = oneshot::channel();
+        self.send_command(Command::Configuration(reply)).await?;
+        let (current, old) = answer.await.map_err(|_| ReconfigureError::Stopped)?;
+        let new_ids: Vec<NodeId> = acceptors.iter().map(|name| node_id(name)).collect();
+        if old.len() != current.acceptors.len() || !is_single_step(&current.acceptors, &new_ids) {
+            return Err(ReconfigureError::NotOneStep);
+        }
+        let configuration = Configuration { version: current.version + 1, acceptors: new_ids };
+        let added: Vec<&String> = acceptors.iter().filter(|name| !old.contains(name)).collect();
+        let mut everyone = old.clone();
+        everyone.extend(acceptors.iter().cloned());
+        loop {
+            let (reply, answer) = oneshot::channel();
+            let names = everyone.clone();
+            self.send_command(Command::Install {
+                configuration: configuration.clone(),
+                names,
+                reply,
+            })
+            .await?;
+            let status = answer.await.map_err(|_| ReconfigureError::Stopped)?;
+            let runs =
+                |name: &String| status.get(name).is_some_and(|(v, _)| *v >= configuration.version);
+            let votes = |name: &&String| {
+                status.get(*name).is_some_and(|(v, voting)| *v >= configuration.version && *voting)
+            };
+            let old_done = old.iter().filter(|name| runs(name)).count() >= majority(old.len());
+            let new_done =
+                acceptors.iter().filter(|name| runs(name)).count() >= majority(acceptors.len());
+            if old_done && new_done && added.iter().all(votes) {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ReconfigureError::Timeout { step: ReconfigureStep::Install });
+            }
+            tokio::time::sleep(self.inner.retry_every).await;
+        }
+        let keys = self.keys_of_a_majority(&old, deadline).await?;
+        for key in keys {
+            loop {
+                match self.change(key.clone(), Change::Read).await {
+                    Ok(_) => break,
+                    Err(_) if tokio::time::Instant::now() < deadline => {}
+                    Err(_) => {
+                        return Err(ReconfigureError::Timeout { step: ReconfigureStep::Rewrite });
+                    }
+                }
+            }
+        }
+        Ok(configuration.version)
+    }
+
+    /// The keys held by a majority of `acceptors`: every key whose value was chosen by a
+    /// majority of them is among them.
+    async fn keys_of_a_majority(
+        &self,
+        acceptors: &[String],
+        deadline: tokio::time::Instant,
+    ) -> Result<std::collections::BTreeSet<Key>, ReconfigureError> {
+        let mut keys = std::collections::BTreeSet::new();
+        let mut answered = 0;
+        for node in acceptors {
+            let mut after = None;
+            let complete = loop {
+                let (reply, answer) = oneshot::channel();
+                let command = Command::ListKeys { node: node.clone(), after: after.clone(), reply };
+                self.send_command(command).await?;
+                let wait = self.inner.retry_every * 10;
+                match tokio::time::timeout(wait, answer).await {
+                    Ok(Ok((page, next))) => {
+                        keys.extend(page);
+                        match next {
+                            Some(key) => after = Some(key),
+                            None => break true,
+                        }
+                    }
+                    _ => break false,
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break false;
+                }
+            };
+            answered += usize::from(complete);
+            if answered >= majority(acceptors.len()) {
+                return Ok(keys);
+            }
+        }
+        Err(ReconfigureError::Timeout { step: ReconfigureStep::ListKeys })
+    }
+
+    async fn send_command(&self, command: Command) -> Result<(), ReconfigureError> {
+        self.inner.commands.send(command).await.map_err(|_| ReconfigureError::Stopped)
     }
 
     /// Whether a majority of the acceptor set is reachable from this node now.

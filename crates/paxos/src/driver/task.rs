@@ -1,22 +1,32 @@
 //! The driver task: one per node, owning the node's proposer and acceptor.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use shoal_transport::{Inbox, Incoming, Node, NodeEvent, Service, ServiceError};
+use shoal_transport::{Inbox, Incoming, Node, NodeEvent, Service};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::{BeginEpochError, Command, PaxosClientError, PaxosConfig, QuorumEvent, node_id};
+use super::{
+    BeginEpochError, Command, InstallStatus, KeyPage, PaxosClientError, PaxosConfig, QuorumEvent,
+    StartError, node_id,
+};
 use crate::acceptor::{Acceptor, AcceptorConfig};
 use crate::ballot::{NodeId, ProposerId};
 use crate::error::ProposeError;
+use crate::error::StorageError;
+use crate::membership::Configuration;
 use crate::membership::majority;
 use crate::message::{Message, RequestId};
 use crate::proposer::{Proposer, ProposerConfig};
+use crate::register::Key;
 use crate::register::Outcome;
 use crate::storage::Storage;
+
+/// Opens this node's acceptor store: at start if the node is an acceptor, or when a
+/// configuration installed later adds it.
+pub(crate) type OpenStorage<S> = Box<dyn FnMut() -> Result<S, StorageError> + Send>;
 
 /// The most messages one service message carries to a peer.
 const MAX_BATCH: usize = 256;
@@ -35,9 +45,15 @@ type Reply = oneshot::Sender<Result<Outcome, PaxosClientError>>;
 pub(crate) async fn start<S: Storage + Send + 'static>(
     node: &Node,
     config: PaxosConfig,
-    storage: Option<S>,
+    mut open_storage: OpenStorage<S>,
     plumbing: Plumbing,
+<<<<<<< /tmp/ours.rs
+) -> Result<(), StartError> {
+    let is_acceptor = config.acceptors.iter().any(|name| name == node.name());
+    let storage = if is_acceptor { Some(open_storage()?) } else { None };
+=======
 ) -> Result<u64, ServiceError> {
+>>>>>>> /tmp/dev/crates/paxos/src/driver/task.rs
     let (service, inbox) =
         node.open_service::<Vec<Message>>(&config.service, config.inbox_capacity).await?;
     let me = node_id(node.name());
@@ -51,7 +67,7 @@ pub(crate) async fn start<S: Storage + Send + 'static>(
         epoch_floor: unix_millis(),
         ..AcceptorConfig::new(me, ids.clone(), seed)
     };
-    let acceptor = storage.map(|storage| Acceptor::new(now, acceptor_config, storage));
+    let acceptor = storage.map(|storage| Acceptor::new(now, acceptor_config.clone(), storage));
     let proposer = Proposer::new(ProposerConfig {
         designated: if config.forwarding { ids.clone() } else { Vec::new() },
         round_timeout: config.round_timeout,
@@ -59,7 +75,9 @@ pub(crate) async fn start<S: Storage + Send + 'static>(
         max_requests: config.max_requests,
         ..ProposerConfig::new(ProposerId { node: me, run }, ids, seed.rotate_left(17))
     });
-    let names = config.acceptors.iter().map(|name| (node_id(name), name.clone())).collect();
+    let mut names: HashMap<NodeId, String> =
+        config.acceptors.iter().map(|name| (node_id(name), name.clone())).collect();
+    names.insert(me, node.name().to_owned());
     let driver = Driver {
         node_events: node.subscribe(),
         node: node.clone(),
@@ -68,6 +86,10 @@ pub(crate) async fn start<S: Storage + Send + 'static>(
         names,
         proposer,
         acceptor,
+        acceptor_config,
+        open_storage,
+        configured: BTreeMap::new(),
+        key_pages: HashMap::new(),
         service,
         inbox,
         peers: HashMap::new(),
@@ -90,6 +112,14 @@ struct Driver<S> {
     names: HashMap<NodeId, String>,
     proposer: Proposer,
     acceptor: Option<Acceptor<S>>,
+    /// How this node's acceptor is set up, for one that a new configuration adds.
+    acceptor_config: AcceptorConfig,
+    open_storage: OpenStorage<S>,
+    /// What each node answered to the configurations this node installed: the version it runs
+    /// and whether its acceptor votes.
+    configured: BTreeMap<NodeId, (u64, bool)>,
+    /// Callers waiting for a page of a node's keys.
+    key_pages: HashMap<NodeId, oneshot::Sender<KeyPage>>,
     service: Service<Vec<Message>>,
     inbox: Inbox<Vec<Message>>,
     /// The queue to each peer's sender task.
@@ -131,6 +161,16 @@ impl<S: Storage + Send + 'static> Driver<S> {
                         }
                     }
                     Some(Command::BeginEpoch(reply)) => self.begin_epoch(reply),
+                    Some(Command::Configuration(reply)) => {
+                        let _ = reply.send(self.configuration());
+                    }
+                    Some(Command::Install { configuration, names, reply }) => {
+                        let status = self.install(configuration, names);
+                        let _ = reply.send(status);
+                    }
+                    Some(Command::ListKeys { node, after, reply }) => {
+                        self.list_keys(&node, after, reply);
+                    }
                     Some(Command::Stop(done)) => break Some(done),
                     None => break None,
                 },
@@ -168,6 +208,14 @@ impl<S: Storage + Send + 'static> Driver<S> {
             match command {
                 Command::Propose { key, change, reply } => self.propose(key, change, reply),
                 Command::BeginEpoch(reply) => self.begin_epoch(reply),
+                Command::Configuration(reply) => {
+                    let _ = reply.send(self.configuration());
+                }
+                Command::Install { configuration, names, reply } => {
+                    let status = self.install(configuration, names);
+                    let _ = reply.send(status);
+                }
+                Command::ListKeys { node, after, reply } => self.list_keys(&node, after, reply),
                 Command::Stop(done) => return Some(done),
             }
         }
@@ -206,17 +254,121 @@ impl<S: Storage + Send + 'static> Driver<S> {
         }
     }
 
-    /// Hands one message to the core it is for.
+    /// Hands one message to the core it is for (a configuration to both), or to the caller
+    /// of a membership change that waits for it.
     fn handle(&mut self, now: Instant, from: NodeId, message: Message) {
-        if message.to_acceptor() {
-            if let Some(acceptor) = &mut self.acceptor
-                && let Err(ignored) = acceptor.handle_message(now, from, message)
-            {
-                tracing::trace!(%from, %ignored, "acceptor ignored a message");
+        match message {
+            Message::Configured { version, voting } => {
+                self.configured.insert(from, (version, voting));
+                return;
             }
-        } else if let Err(ignored) = self.proposer.handle_message(now, from, message) {
+            Message::Keys { keys, next } => {
+                if let Some(reply) = self.key_pages.remove(&from) {
+                    let _ = reply.send((keys, next));
+                }
+                return;
+            }
+            Message::Configure { ref configuration } => {
+                self.adopt(now, configuration.clone());
+            }
+            _ => {}
+        }
+        if message.to_proposer()
+            && let Err(ignored) = self.proposer.handle_message(now, from, message.clone())
+        {
             tracing::trace!(%from, %ignored, "proposer ignored a message");
         }
+        if message.to_acceptor()
+            && let Some(acceptor) = &mut self.acceptor
+            && let Err(ignored) = acceptor.handle_message(now, from, message)
+        {
+            tracing::trace!(%from, %ignored, "acceptor ignored a message");
+        }
+    }
+
+    /// This node's configuration, with the names of its acceptors.
+    fn configuration(&mut self) -> (Configuration, Vec<String>) {
+        let configuration = self.proposer.configuration();
+        let names = self.names_of(&configuration.acceptors);
+        (configuration, names)
+    }
+
+    /// The names of `ids`, as far as known (from the configuration, the nodes that wrote to
+    /// this one, and the connected nodes).
+    fn names_of(&mut self, ids: &[NodeId]) -> Vec<String> {
+        if ids.iter().any(|id| !self.names.contains_key(id)) {
+            for name in self.node.nodes() {
+                self.names.entry(node_id(&name)).or_insert(name);
+            }
+        }
+        ids.iter().filter_map(|id| self.names.get(id).cloned()).collect()
+    }
+
+    /// A newer configuration reached this node: the acceptor names follow it, and if it adds
+    /// this node, its acceptor starts (empty: it rejoins before it votes). The cores install
+    /// it themselves when the message reaches them.
+    fn adopt(&mut self, now: Instant, configuration: Configuration) {
+        if configuration.version <= self.proposer.configuration().version {
+            return;
+        }
+        let names = self.names_of(&configuration.acceptors);
+        if names.len() == configuration.acceptors.len() {
+            self.acceptor_names = names;
+        }
+        if self.acceptor.is_none() && configuration.acceptors.contains(&self.me) {
+            match (self.open_storage)() {
+                Ok(storage) => {
+                    let config = AcceptorConfig {
+                        acceptors: configuration.acceptors.clone(),
+                        version: configuration.version,
+                        ..self.acceptor_config.clone()
+                    };
+                    self.acceptor = Some(Acceptor::new(now, config, storage));
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot open the store of an added acceptor");
+                }
+            }
+        }
+        self.update_quorum();
+    }
+
+    /// Installs a configuration here and sends it to `names` (the old and new acceptors, and
+    /// every connected node); returns what each node has answered so far.
+    fn install(&mut self, configuration: Configuration, names: Vec<String>) -> InstallStatus {
+        let now = Instant::now();
+        for name in &names {
+            self.names.entry(node_id(name)).or_insert_with(|| name.clone());
+        }
+        let message = Message::Configure { configuration: configuration.clone() };
+        self.handle(now, self.me, message.clone());
+        let mut targets: Vec<String> = names;
+        targets.extend(self.node.nodes());
+        targets.sort();
+        targets.dedup();
+        let me = self.node.name().to_owned();
+        for name in targets.iter().filter(|name| **name != me) {
+            self.route(node_id(name), message.clone());
+        }
+        let local =
+            self.acceptor.as_ref().map(|a| (a.configuration().version, a.incarnation().is_some()));
+        let mut status: InstallStatus = self
+            .configured
+            .iter()
+            .filter_map(|(id, answer)| Some((self.names.get(id)?.clone(), *answer)))
+            .collect();
+        if let Some(local) = local {
+            status.insert(self.node.name().to_owned(), local);
+        }
+        status
+    }
+
+    /// Asks `node`'s acceptor for a page of its keys after `after`; the answer goes to `reply`.
+    fn list_keys(&mut self, node: &str, after: Option<Key>, reply: oneshot::Sender<KeyPage>) {
+        let id = node_id(node);
+        self.names.entry(id).or_insert_with(|| node.to_owned());
+        self.key_pages.insert(id, reply);
+        self.route(id, Message::ListKeys { after });
     }
 
     fn timeout(&mut self) {

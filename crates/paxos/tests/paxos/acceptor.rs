@@ -21,7 +21,7 @@ const P: NodeId = NodeId(101);
 
 /// A prepare from a proposer that knows no epoch yet.
 pub(crate) fn prepare(key: &str, ballot: Ballot) -> Message {
-    Message::Prepare { key: key.into(), ballot, epoch: Epoch::default() }
+    Message::Prepare { key: key.into(), ballot, epoch: Epoch::default(), configuration: 0 }
 }
 
 /// Runs `message` from `from` into acceptor `a` of `wire` and returns what it answered.
@@ -46,7 +46,7 @@ pub(crate) fn accept(
 ) -> Message {
     let quorum = quorum.iter().map(|&(n, i)| (NodeId(n), i)).collect();
     let lineage = Lineage::from_ancestors(vec![Ballot::ZERO]);
-    Message::Accept { key: key.into(), ballot: b, register, lineage, quorum }
+    Message::Accept { key: key.into(), ballot: b, register, lineage, quorum, configuration: 0 }
 }
 
 /// An acceptor's vote for `b`, given in `incarnation`, reporting the acceptor's `fences`.
@@ -254,7 +254,7 @@ mod properties {
             .prop_map(move |q| q.into_iter().map(|(n, i)| (NodeId(n), incarnation(i))).collect());
         let message = prop_oneof![
             (key.clone(), any_ballot(), 0u64..2).prop_map(move |(key, ballot, e)| {
-                Message::Prepare { key, ballot, epoch: epoch(e) }
+                Message::Prepare { key, ballot, epoch: epoch(e), configuration: 0 }
             }),
             (key.clone(), any_ballot(), any_ballot(), quorum, 0u64..3).prop_map(
                 |(key, ballot, parent, quorum, version)| Message::Accept {
@@ -263,6 +263,7 @@ mod properties {
                     register: Register { version, entry: None },
                     lineage: Lineage::from_ancestors(vec![parent]),
                     quorum,
+                    configuration: 0,
                 }
             ),
             (0u64..3).prop_map(|attempt| Message::Query { attempt }),

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shoal_paxos::driver::{
-    Holder, Paxos, PaxosClientError, PaxosConfig, QuorumEvent, Recovery, StorageConfig,
+    Holder, Paxos, PaxosClientError, PaxosConfig, QuorumEvent, ReconfigureError, Recovery,
+    StorageConfig,
 };
 use shoal_paxos::{Change, Entry};
 use shoal_process::{Context, ExitReason, Process, ReplyTo};
@@ -421,6 +422,50 @@ async fn owned_entries_are_cleared_when_their_holder_dies() {
     stop(&nodes, &services).await;
 }
 
+<<<<<<< /tmp/ours.rs
+/// Membership changes through the driver (issue 9, point 7, and the procedure of the
+/// `membership` docs): with acceptor c down, a fourth node d is added as an acceptor (it
+/// rejoins from a and b, n - majority + 1 = 2 of the three others), every key is rewritten, and
+/// c, still down, is removed; every value written before survives, every node runs the new set,
+/// and writes go on through {a, b, d}.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acceptors_are_added_and_removed_one_at_a_time_with_one_down() {
+    let mut nodes = nodes(&["a", "b", "c", "d"]).await;
+    let mut services = Vec::new();
+    for node in &nodes {
+        services.push(Paxos::start(node, config(StorageConfig::Memory)).await.expect("starts"));
+    }
+    all_voting(&services[..3]).await;
+    for n in 0..10u32 {
+        within(services[n as usize % 4].put(format!("key-{n}").as_str(), n.to_be_bytes().to_vec()))
+            .await
+            .expect("written");
+    }
+    // c goes down for good.
+    let c = services.remove(2);
+    within(c.stop()).await;
+    nodes.remove(2).shutdown();
+
+    let change = Duration::from_secs(15);
+    let version = within(services[0].add_acceptor("d", change)).await.expect("d is added");
+    assert_eq!(version, 1);
+    assert!(services[2].is_voting(), "d rejoined before the change completed");
+    let version = within(services[1].remove_acceptor("c", change)).await.expect("c is removed");
+    assert_eq!(version, 2);
+    for service in &services {
+        let (version, mut acceptors) = within(service.acceptors()).await.expect("running");
+        acceptors.sort();
+        assert_eq!((version, acceptors), (2, vec!["a".into(), "b".into(), "d".into()]));
+    }
+    for n in 0..10u32 {
+        let read = within(services[2].get(format!("key-{n}").as_str())).await.expect("reads");
+        assert_eq!(read, Some(Entry::new(n.to_be_bytes())), "key-{n}");
+    }
+    within(services[2].put("after", b"d".to_vec())).await.expect("{a, b, d} decide");
+    // A change of two acceptors at once is refused, and nothing is installed.
+    let two = within(services[0].reconfigure(vec!["a".into()], change)).await;
+    assert_eq!(two, Err(ReconfigureError::NotOneStep));
+=======
 /// Issue 9, point 4. Rule: one ballot, one value — every start of the service is a new
 /// proposer run, also when the service is stopped and started again on the same node (the
 /// node's incarnation stays the same), so the new proposer never reissues a ballot of the old
@@ -446,5 +491,6 @@ async fn a_service_restarted_on_the_same_node_proposes_in_a_new_run() {
         let read = within(paxos.get("k")).await.expect("reads");
         assert_eq!(read, Some(Entry::new("after")), "read on {}", paxos.node().name());
     }
+>>>>>>> /tmp/dev/crates/paxos/tests/paxos/driver.rs
     stop(&nodes, &services).await;
 }

@@ -98,7 +98,12 @@ fn accept_carries_the_change_applied_to_the_highest_accepted_value() {
     let b = ballot(1, 101);
     assert_eq!(
         drain(&mut p),
-        to_all(Message::Prepare { key: "k".into(), ballot: b, epoch: Epoch::default() })
+        to_all(Message::Prepare {
+            key: "k".into(),
+            ballot: b,
+            epoch: Epoch::default(),
+            configuration: 0
+        })
     );
 
     let counter = |n: i64| Register { version: n as u64, entry: Some(Entry::new(n.to_be_bytes())) };
@@ -113,6 +118,7 @@ fn accept_carries_the_change_applied_to_the_highest_accepted_value() {
         register: counter(2).clone().tap_add(5),
         lineage: Lineage::from_ancestors(vec![newer, Ballot::ZERO]),
         quorum: vec![(NodeId(1), inc(7)), (NodeId(3), inc(9))],
+        configuration: 0,
     };
     assert_eq!(drain(&mut p), to_all(accept));
 }
@@ -178,8 +184,12 @@ fn a_conflict_backs_off_then_outbids() {
     let wake = p.poll_timeout().unwrap();
     assert!(wake >= now + Duration::from_millis(1) && wake <= now + Duration::from_millis(50));
     p.handle_timeout(wake);
-    let retry =
-        Message::Prepare { key: "k".into(), ballot: ballot(41, 101), epoch: Epoch::default() };
+    let retry = Message::Prepare {
+        key: "k".into(),
+        ballot: ballot(41, 101),
+        epoch: Epoch::default(),
+        configuration: 0,
+    };
     assert_eq!(drain(&mut p), to_all(retry));
 }
 
@@ -285,8 +295,12 @@ fn strangers_and_stale_replies_are_ignored() {
     );
     let stale = promise("k", ballot(7, 101), 1, Ballot::ZERO, Register::default());
     assert_eq!(p.handle_message(now, NodeId(1), stale), Err(ProposerIgnored::StaleRound));
-    let prepare =
-        Message::Prepare { key: "k".into(), ballot: ballot(1, 101), epoch: Epoch::default() };
+    let prepare = Message::Prepare {
+        key: "k".into(),
+        ballot: ballot(1, 101),
+        epoch: Epoch::default(),
+        configuration: 0,
+    };
     assert_eq!(p.handle_message(now, NodeId(1), prepare), Err(ProposerIgnored::NotForProposer));
 }
 
