@@ -446,29 +446,15 @@ impl Paxos {
             events: events.clone(),
             voting: voting.clone(),
         };
-<<<<<<< /tmp/ours.rs
         // The store opens at start on an acceptor, or when a configuration adds this node.
-        match config.storage.clone() {
+        let proposer_run = match config.storage.clone() {
             StorageConfig::File(dir) => {
                 let open = Box::new(move || FileStorage::open(&dir));
-                task::start(node, config, open, plumbing).await?;
+                task::start(node, config, open, plumbing).await?
             }
             StorageConfig::Memory => {
                 let open = Box::new(|| Ok(crate::storage::MemoryStorage::new()));
-                task::start(node, config, open, plumbing).await?;
-=======
-        let proposer_run = match storage {
-            Some(StorageConfig::File(dir)) => {
-                let store = FileStorage::open(dir)?;
-                task::start(node, config, Some(store), plumbing).await?
-            }
-            Some(StorageConfig::Memory) => {
-                task::start(node, config, Some(crate::storage::MemoryStorage::new()), plumbing)
-                    .await?
-            }
-            None => {
-                task::start::<crate::storage::MemoryStorage>(node, config, None, plumbing).await?
->>>>>>> /tmp/dev/crates/paxos/src/driver.rs
+                task::start(node, config, open, plumbing).await?
             }
         };
         let inner = Inner {

@@ -47,13 +47,9 @@ pub(crate) async fn start<S: Storage + Send + 'static>(
     config: PaxosConfig,
     mut open_storage: OpenStorage<S>,
     plumbing: Plumbing,
-<<<<<<< /tmp/ours.rs
-) -> Result<(), StartError> {
+) -> Result<u64, StartError> {
     let is_acceptor = config.acceptors.iter().any(|name| name == node.name());
     let storage = if is_acceptor { Some(open_storage()?) } else { None };
-=======
-) -> Result<u64, ServiceError> {
->>>>>>> /tmp/dev/crates/paxos/src/driver/task.rs
     let (service, inbox) =
         node.open_service::<Vec<Message>>(&config.service, config.inbox_capacity).await?;
     let me = node_id(node.name());

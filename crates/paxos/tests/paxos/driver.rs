@@ -422,7 +422,6 @@ async fn owned_entries_are_cleared_when_their_holder_dies() {
     stop(&nodes, &services).await;
 }
 
-<<<<<<< /tmp/ours.rs
 /// Membership changes through the driver (issue 9, point 7, and the procedure of the
 /// `membership` docs): with acceptor c down, a fourth node d is added as an acceptor (it
 /// rejoins from a and b, n - majority + 1 = 2 of the three others), every key is rewritten, and
@@ -465,7 +464,9 @@ async fn acceptors_are_added_and_removed_one_at_a_time_with_one_down() {
     // A change of two acceptors at once is refused, and nothing is installed.
     let two = within(services[0].reconfigure(vec!["a".into()], change)).await;
     assert_eq!(two, Err(ReconfigureError::NotOneStep));
-=======
+    stop(&nodes, &services).await;
+}
+
 /// Issue 9, point 4. Rule: one ballot, one value — every start of the service is a new
 /// proposer run, also when the service is stopped and started again on the same node (the
 /// node's incarnation stays the same), so the new proposer never reissues a ballot of the old
@@ -491,6 +492,5 @@ async fn a_service_restarted_on_the_same_node_proposes_in_a_new_run() {
         let read = within(paxos.get("k")).await.expect("reads");
         assert_eq!(read, Some(Entry::new("after")), "read on {}", paxos.node().name());
     }
->>>>>>> /tmp/dev/crates/paxos/tests/paxos/driver.rs
     stop(&nodes, &services).await;
 }
