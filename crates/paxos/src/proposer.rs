@@ -955,10 +955,14 @@ impl Proposer {
             Rejection::Promised(promised) if promised <= ballot => return Ok(()),
             _ if voted => return Ok(()),
             Rejection::Promised(_) | Rejection::StaleIncarnation => state.contended = true,
+            // An acceptor that cannot vote answered, but is no voter: if too few can vote, the
+            // change fails with `NoQuorum`, not as if contention had kept a majority busy.
             Rejection::Recovering
             | Rejection::Storage
             | Rejection::BadBallot
-            | Rejection::StaleConfiguration(_) => {}
+            | Rejection::StaleConfiguration(_) => {
+                state.responded.remove(&from);
+            }
         }
         // One refusal is no defeat: the round goes on while a majority can still vote for it
         // (ending it early would leave its accepts to be adopted by whoever beat it, and the
