@@ -827,7 +827,8 @@ impl Paxos {
 
     /// Stops the service on this node: closes the transport service and the acceptor's
     /// storage; changes still running fail with [`PaxosClientError::Stopped`]. Returns once
-    /// the storage is closed (so the same directory can be opened again).
+    /// the storage and the transport service are closed (so the same directory can be opened,
+    /// and the service started on this node, again).
     pub async fn stop(&self) {
         let (done, stopped) = oneshot::channel();
         if self.inner.commands.send(Command::Stop(done)).await.is_ok() {

@@ -102,6 +102,15 @@ impl<M> Inbox<M> {
     pub fn try_recv(&mut self) -> Option<Incoming<M>> {
         self.receiver.try_recv().ok()
     }
+
+    /// Closes the service on this node, as dropping the inbox does, and returns once its
+    /// process has exited and its name is free, so that the service can be opened again
+    /// straight away.
+    pub async fn close(self) {
+        let watch = self.node.runtime().watch(self.relay);
+        drop(self);
+        watch.await;
+    }
 }
 
 impl<M> Drop for Inbox<M> {

@@ -192,7 +192,11 @@ impl<S: Storage + Send + 'static> Driver<S> {
         // Callers still waiting are told by their dropped reply senders; the storage closes
         // with the acceptor.
         drop(self.acceptor.take());
-        drop(self);
+        let Driver { inbox, .. } = self;
+        if stopped.is_some() {
+            // `stop` returns once the service could be started again on this node.
+            inbox.close().await;
+        }
         if let Some(done) = stopped {
             let _ = done.send(());
         }
