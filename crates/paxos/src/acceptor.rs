@@ -31,6 +31,7 @@ use thiserror::Error;
 use crate::ballot::{Ballot, Epoch, Incarnation, Lineage, NodeId};
 use crate::membership::{Configuration, majority};
 use crate::message::{Message, Rejection, Standing};
+use crate::mutants::{Mutant, mutated};
 use crate::register::Key;
 use crate::storage::{Meta, Slot, Storage};
 
@@ -377,10 +378,10 @@ impl<S: Storage> Acceptor<S> {
     fn on_prepare(&mut self, from: NodeId, key: Key, ballot: Ballot) {
         let Some(incarnation) = self.check_vote(from, &key, ballot) else { return };
         let mut slot = self.storage.slot(&key).cloned().unwrap_or_default();
-        if ballot < slot.promised {
+        if ballot < slot.promised && !mutated(Mutant::PrepareBelowPromise) {
             return self.reject(from, key, ballot, Rejection::Promised(slot.promised));
         }
-        if ballot > slot.promised {
+        if ballot > slot.promised && !mutated(Mutant::PromiseNotSaved) {
             slot.promised = ballot;
             if self.storage.save_slot(&key, &slot).is_err() {
                 return self.reject(from, key, ballot, Rejection::Storage);
@@ -404,13 +405,15 @@ impl<S: Storage> Acceptor<S> {
             return self.reject(from, key, ballot, Rejection::StaleIncarnation);
         }
         let slot = self.storage.slot(&key).cloned().unwrap_or_default();
-        if ballot < slot.promised && ballot != slot.accepted {
+        if ballot < slot.promised && ballot != slot.accepted && !mutated(Mutant::AcceptBelowPromise)
+        {
             return self.reject(from, key, ballot, Rejection::Promised(slot.promised));
         }
-        if ballot != slot.accepted {
+        if ballot != slot.accepted && !mutated(Mutant::AcceptNotSaved) {
             // Accepting b also promises b's successor: the proposer's next write of this key
             // can skip the prepare (the fast path). `check_vote` refused a ballot without one.
-            let promised = ballot.successor().unwrap_or(ballot).max(slot.promised);
+            let successor = ballot.successor().filter(|_| !mutated(Mutant::NoSuccessorPromise));
+            let promised = successor.unwrap_or(ballot).max(slot.promised);
             let slot = Slot { promised, accepted: ballot, register, lineage };
             if self.storage.save_slot(&key, &slot).is_err() {
                 return self.reject(from, key, ballot, Rejection::Storage);
@@ -431,7 +434,7 @@ impl<S: Storage> Acceptor<S> {
         version: u64,
     ) -> bool {
         let member = self.config.acceptors.contains(&self.config.id);
-        if version >= self.config.version && member {
+        if (version >= self.config.version || mutated(Mutant::StaleConfigurationVoted)) && member {
             return true;
         }
         let current = self.config.version;
@@ -448,6 +451,7 @@ impl<S: Storage> Acceptor<S> {
         }
         match self.phase {
             Phase::Active(incarnation) => Some(incarnation),
+            _ if mutated(Mutant::RecoveringVotes) => Some(Incarnation::default()),
             _ => {
                 self.reject(from, key.clone(), ballot, Rejection::Recovering);
                 None
@@ -459,9 +463,10 @@ impl<S: Storage> Acceptor<S> {
     /// not since replaced.
     fn quorum_is_current(&self, mine: Incarnation, quorum: &[(NodeId, Incarnation)]) -> bool {
         let fences = &self.storage.meta().fences;
+        let fences = if mutated(Mutant::FenceCheckOff) { &BTreeMap::new() } else { fences };
         quorum.iter().all(|(node, incarnation)| {
             if *node == self.config.id {
-                *incarnation == mine
+                *incarnation == mine || mutated(Mutant::OwnIncarnationUnchecked)
             } else {
                 incarnation.epoch == mine.epoch
                     && fences.get(node).is_none_or(|fence| incarnation >= fence)
@@ -516,7 +521,8 @@ impl<S: Storage> Acceptor<S> {
         after: Option<Key>,
     ) -> Result<(), Ignored> {
         let meta = self.storage.meta();
-        if meta.fences.get(&from).is_none_or(|fence| *fence < incarnation) {
+        let newer = meta.fences.get(&from).is_none_or(|fence| *fence < incarnation);
+        if newer && !mutated(Mutant::FenceNotSaved) {
             let mut meta = meta.clone();
             meta.fences.insert(from, incarnation);
             self.storage.save_meta(&meta).map_err(|e| Ignored::Storage(e.to_string()))?;
@@ -648,6 +654,7 @@ impl<S: Storage> Acceptor<S> {
                     .map(|known| known.life)
                     .max()
                     .unwrap_or(0);
+                let life = if mutated(Mutant::IncarnationsNeverGrow) { 0 } else { life };
                 return self.start_fencing(now, Incarnation::new(epoch, life + 1));
             }
         }
@@ -783,6 +790,7 @@ impl<S: Storage> Acceptor<S> {
             Standing::Voting(theirs) if theirs.epoch == incarnation.epoch => {
                 raise(fences, from, theirs);
             }
+            Standing::Recovering { .. } if mutated(Mutant::NonVoterPagesCopied) => {}
             // Of a newer epoch: this rejoin's epoch is over; start over from the question.
             Standing::Voting(theirs) if theirs.epoch > incarnation.epoch => {
                 self.learn_epoch(now, theirs.epoch);
@@ -802,12 +810,14 @@ impl<S: Storage> Acceptor<S> {
                 return Err(Ignored::StaleAttempt);
             }
         }
+        let their_fences =
+            their_fences.into_iter().filter(|_| !mutated(Mutant::RejoinCopiesNoFences));
         for (node, fence) in their_fences {
             if node != me {
                 raise(fences, node, fence);
             }
         }
-        for (key, slot) in slots {
+        for (key, slot) in slots.into_iter().filter(|_| !mutated(Mutant::RejoinCopiesNoSlots)) {
             merge_slot(merged.entry(key).or_default(), slot);
         }
         let (attempt, incarnation) = (*attempt, *incarnation);
@@ -905,7 +915,8 @@ impl<S: Storage> Acceptor<S> {
     /// and so also every earlier rejoin's fences. Never 0: an acceptor alone cannot rejoin.
     fn rejoin_quorum(&self) -> usize {
         let n = self.set_size();
-        (n + 1 - majority(n)).clamp(1, self.others().len().max(1))
+        let needed = n + 1 - majority(n) - usize::from(mutated(Mutant::RejoinQuorumTooSmall));
+        needed.clamp(1, self.others().len().max(1))
     }
 
     /// The size of the acceptor set.
@@ -963,8 +974,9 @@ fn raise(fences: &mut BTreeMap<NodeId, Incarnation>, node: NodeId, incarnation: 
 
 /// Folds `other` into `into`: the higher promise, and the value with the higher ballot.
 fn merge_slot(into: &mut Slot, other: Slot) {
-    into.promised = into.promised.max(other.promised);
-    if other.accepted > into.accepted {
+    let merge = if mutated(Mutant::MergedPromiseMin) { Ballot::min } else { Ballot::max };
+    into.promised = merge(into.promised, other.promised);
+    if other.accepted > into.accepted || mutated(Mutant::MergedValueNotHighest) {
         into.accepted = other.accepted;
         into.register = other.register;
         into.lineage = other.lineage;

@@ -192,6 +192,12 @@ mod error;
 mod hash;
 pub mod membership;
 mod message;
+// Test-only (feature `mutants`): public for the test binary, which switches mutants on.
+#[cfg(feature = "mutants")]
+#[doc(hidden)]
+pub mod mutants;
+#[cfg(not(feature = "mutants"))]
+mod mutants;
 mod proposer;
 mod register;
 mod storage;

@@ -26,6 +26,7 @@ use crate::ballot::{Ballot, Epoch, Incarnation, Lineage, NodeId, ProposerId};
 use crate::error::{PaxosError, ProposeError};
 use crate::membership::{Configuration, majority};
 use crate::message::{Message, Rejection, RequestId};
+use crate::mutants::{Mutant, mutated};
 use crate::register::{Change, Key, Outcome, Register};
 
 /// The most messages a proposer holds for the driver; past it the oldest is dropped, which
@@ -500,6 +501,8 @@ impl Proposer {
     ) -> Result<(), Ignored> {
         match message {
             Message::Promise { key, ballot, incarnation, accepted, register, lineage } => {
+                let accepted =
+                    if mutated(Mutant::AcceptedBallotsIgnored) { Ballot::ZERO } else { accepted };
                 let vote = Vote { incarnation, accepted, lineage, register };
                 self.on_promise(now, from, key, ballot, vote)
             }
@@ -508,6 +511,7 @@ impl Proposer {
                     return Err(Ignored::NotAnAcceptor(from));
                 }
                 self.learn(from, incarnation);
+                let fences = fences.into_iter().filter(|_| !mutated(Mutant::AcceptedFencesIgnored));
                 for (node, fence) in fences {
                     self.learn(node, fence);
                 }
@@ -576,13 +580,13 @@ impl Proposer {
             return Err(Ignored::ForgedOrigin(from));
         }
         self.runs.insert(origin.node, origin.run);
-        if to_run != self.config.id.run {
+        if to_run != self.config.id.run && !mutated(Mutant::ForwardRunUnchecked) {
             let result = Err(PaxosError::Misdirected);
             self.send(from, Message::ForwardResult { origin, id, result });
             return Ok(());
         }
         self.send(from, Message::ForwardAck { origin, id });
-        match self.received.get(&(origin, id)) {
+        match self.received.get(&(origin, id)).filter(|_| !mutated(Mutant::ForwardDedupeOff)) {
             Some(Some(result)) => {
                 let result = result.clone();
                 self.send(from, Message::ForwardResult { origin, id, result });
@@ -773,7 +777,8 @@ impl Proposer {
         ballot: Ballot,
         vote: Vote,
     ) -> Result<(), Ignored> {
-        let quorum = majority(self.acceptors());
+        let quorum =
+            majority(self.acceptors()) - usize::from(mutated(Mutant::PromiseQuorumTooSmall));
         let seen = vote.accepted.counter;
         if !self.config.acceptors.contains(&from) {
             return Err(Ignored::NotAnAcceptor(from));
@@ -875,7 +880,8 @@ impl Proposer {
         ballot: Ballot,
         incarnation: Incarnation,
     ) -> Result<(), Ignored> {
-        let quorum = majority(self.acceptors());
+        let quorum =
+            majority(self.acceptors()) - usize::from(mutated(Mutant::AcceptQuorumTooSmall));
         if !self.counts(from, incarnation) {
             return Err(Ignored::StaleIncarnation(from));
         }
@@ -892,6 +898,7 @@ impl Proposer {
             return Err(Ignored::StaleRound);
         };
         accepted.insert(from, incarnation);
+        let known = if mutated(Mutant::ReplacedVotesKept) { &BTreeMap::new() } else { known };
         // An acceptor that accepted after a rejoin fenced it reports the fence: the earlier
         // vote of the replaced incarnation no longer counts, as its value may be gone.
         accepted.retain(|node, incarnation| {
@@ -912,6 +919,7 @@ impl Proposer {
         }
         // Every acceptor that accepted `ballot` promised its successor: the fast path.
         if let Some(next) = ballot.successor() {
+            let next = if mutated(Mutant::FastBallotReused) { ballot } else { next };
             let fast = Fast {
                 ballot: next,
                 lineage: Lineage::child_of(ballot, &attempt.lineage),

@@ -7,8 +7,10 @@ mod paxos {
     mod driver;
     mod linearizability;
     mod membership;
+    mod mutants;
     mod proposer;
     mod regressions;
+    mod rejoin;
     mod sim;
     mod storage;
     mod walk;

@@ -23,13 +23,13 @@ const P1: NodeId = NodeId(101);
 const P2: NodeId = NodeId(102);
 
 /// The value key `k` holds on acceptor `a` (`None`: nothing accepted).
-fn held(wire: &Wire, a: usize, key: &str) -> Option<Register> {
+pub(crate) fn held(wire: &Wire, a: usize, key: &str) -> Option<Register> {
     let slot = wire.acceptors[a].storage().slot(&key.into())?;
     (slot.accepted != shoal_paxos::Ballot::ZERO).then(|| slot.register.clone())
 }
 
 /// Runs `change` on `key` through proposer `p` until it completes (time runs as needed).
-fn run(wire: &mut Wire, p: usize, key: &str, change: Change) -> Completion {
+pub(crate) fn run(wire: &mut Wire, p: usize, key: &str, change: Change) -> Completion {
     let id = wire.proposers[p].propose(wire.now, key.into(), change).expect("room");
     wire.advance_to(wire.now + Duration::from_secs(10));
     let done = wire.completions(p);
@@ -39,7 +39,7 @@ fn run(wire: &mut Wire, p: usize, key: &str, change: Change) -> Completion {
 }
 
 /// A read of `key` through proposer `p` while the acceptors in `down` are cut off.
-fn read_through(wire: &mut Wire, p: usize, key: &str, down: &[NodeId]) -> Option<Entry> {
+pub(crate) fn read_through(wire: &mut Wire, p: usize, key: &str, down: &[NodeId]) -> Option<Entry> {
     wire.down = down.iter().copied().collect();
     let read = run(wire, p, key, Change::Read);
     wire.down.clear();

@@ -462,6 +462,12 @@ impl Walk {
     }
 }
 
+/// Runs the walk of `seed`: the violation of linearisability it found, if any (the mutant
+/// check runs walks one by one, each under a mutant).
+pub(crate) fn violation_in_walk(seed: u64) -> Option<String> {
+    Walk::new(seed).run().1
+}
+
 /// Safety (CASPaxos §2, linearisability per key) under any interleaving of message delivery,
 /// loss, duplication, unbounded delay, timeouts, proposer restarts, and state loss of any
 /// minority of acceptors at any step (the crate docs, "Losing state"): 300,000 random walks.
