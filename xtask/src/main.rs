@@ -6,6 +6,10 @@
 //!                                        a real cluster of node processes on loopback, put
 //!                                        through kills and partitions
 //! cargo xtask bench [--runs N] [NAME]... the benchmarks, one `name value unit` line per metric
+//! cargo xtask mutants [--no-fail-fast] [--schedules N] [--walks N] [NAME]...
+//!                                        the whole paxos test binary against each mutant
+//! cargo xtask explore-paxos [--schedules N] [--walks N] [--offset K]
+//!                                        the paxos simulations and walk on seeds CI never ran
 //! ```
 //!
 //! It is an ordinary binary in the workspace (the alias in `.cargo/config.toml` runs it), so
@@ -19,11 +23,14 @@
 //! Codemap: [`ci`] runs the checks and [`test_counts`] reads test counts out of their output;
 //! [`tee`] runs a command with its output both shown and kept; [`cluster_test`] starts and
 //! drives `shoal-node` processes; [`bench`](mod@bench) drives the `shoal-bench` binary;
-//! [`tidy`] holds the checks on the source tree that run as tests.
+//! [`mutants`] runs the paxos tests against each mutant of the protocol and [`explore`] runs
+//! its simulations on new seeds; [`tidy`] holds the checks on the source tree that run as tests.
 
 mod bench;
 mod ci;
 mod cluster_test;
+mod explore;
+mod mutants;
 mod tee;
 mod test_counts;
 mod tidy;
@@ -48,6 +55,15 @@ commands:
     bench [--runs N] [NAME]...   build the benchmarks in release mode and print one
                                  `name value unit` line per metric: the median of N runs
                                  (default 5); NAME selects metrics by name prefix
+    mutants [--no-fail-fast] [--schedules N] [--walks N] [NAME]...
+                                 build the paxos test binary once, run it without a mutant
+                                 (the control) and then under each mutant of the protocol
+                                 (SHOAL_PAXOS_MUTANT), and print which tests kill each;
+                                 fails if one survives; NAME selects mutants
+    explore-paxos [--schedules N] [--walks N] [--offset K]
+                                 run the paxos simulations (N schedules per family, default
+                                 20000) and random walks (default 1000000) on seeds moved by
+                                 K (default: from the clock, printed); fails on a violation
     help                         print this message
 ";
 
@@ -80,6 +96,8 @@ fn run(args: &[String]) -> Result<ExitCode> {
         "ci" => ci::run(options),
         "cluster-test" => cluster_test::run(options),
         "bench" => bench::run(options),
+        "mutants" => mutants::run(options),
+        "explore-paxos" => explore::run(options),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)

@@ -478,7 +478,7 @@ impl<S: Storage> Acceptor<S> {
     /// itself without state and founded a new one). A voting acceptor forgets everything and
     /// rejoins the new epoch; one without state only raises the epoch it will accept.
     fn learn_epoch(&mut self, now: Instant, epoch: Epoch) {
-        if epoch <= self.epoch() {
+        if epoch <= self.epoch() || mutated(Mutant::NewerEpochIgnored) {
             return;
         }
         let meta = Meta { epoch, ..self.storage.meta().clone() };
@@ -546,7 +546,7 @@ impl<S: Storage> Acceptor<S> {
     ) -> Result<(), Ignored> {
         self.check_peer(from)?;
         let willing = match &self.phase {
-            Phase::Active(_) => false,
+            Phase::Active(_) => mutated(Mutant::VoterPromisesEpoch),
             Phase::Founding { epoch: own, .. } => (epoch, from) > (*own, self.config.id),
             Phase::Querying { .. } | Phase::Fencing { .. } => epoch > self.storage.meta().epoch,
         };
@@ -646,6 +646,8 @@ impl<S: Storage> Acceptor<S> {
                 .values()
                 .filter(|(_, s)| matches!(s, Standing::Voting(i) if i.epoch == epoch))
                 .count();
+            let voters =
+                if mutated(Mutant::NonVotersCountForRejoin) { answers.len() } else { voters };
             if voters >= self.rejoin_quorum() {
                 let life = answers
                     .values()
@@ -707,7 +709,8 @@ impl<S: Storage> Acceptor<S> {
         match promised_in {
             Some(number) => {
                 promised.insert(from, number);
-                if promised.len() + 1 >= needed {
+                let founder = 1 + usize::from(mutated(Mutant::FoundingWithoutMajority));
+                if promised.len() + founder >= needed {
                     let promised = std::mem::take(promised);
                     self.found_with_promisers(epoch, promised);
                 }

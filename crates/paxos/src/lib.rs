@@ -108,13 +108,22 @@
 //!
 //! # Testing
 //!
-//! Rules are checked message by message in `tests/paxos/{acceptor,proposer,storage,membership}.rs`;
+//! Rules are checked message by message in
+//! `tests/paxos/{acceptor,proposer,regressions,rejoin,storage,membership}.rs`;
 //! `tests/paxos/driver.rs` runs the driver on three in-process nodes over real TCP.
 //! `tests/paxos/sim/` runs a node per simulated process on `shoal-sim` and checks every key's
-//! history with its linearisability checker: 12,500 seeded schedules per run (lossy,
-//! duplicating, reordering network, partitions, crashes with durable or lost state, forwarding,
-//! membership changes). A failing schedule prints its seed; `SHOAL_PAXOS_SEED=<seed>` replays
-//! it. A planted bug (a store that acknowledges promises without keeping them) is caught.
+//! history with its linearisability checker: seeded schedule families (lossy, duplicating,
+//! reordering network, partitions, crashes with durable or lost state, forwarding, membership
+//! changes, messages held past restarts, fast, rolling and double restarts), each bounded by a
+//! count and a time budget; `tests/paxos/walk.rs` runs 300,000 message-level random walks of
+//! the cores. A failing schedule or walk prints its seed and the command that replays it;
+//! `cargo xtask explore-paxos` runs them on seeds CI never ran.
+//!
+//! What the tests catch is measured: the test binary enables the feature `mutants` (test-only),
+//! which compiles one-line mutants of the acceptor's, the proposer's and the rejoin's rules,
+//! each off unless selected (`SHOAL_PAXOS_MUTANT=<name>`, or per thread by the test harness).
+//! `tests/paxos/mutants.rs` fails if any of them survives the scripted tests and the random
+//! walk, and `cargo xtask mutants` runs the whole binary under each.
 //!
 //! # Example
 //!

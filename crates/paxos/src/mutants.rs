@@ -15,6 +15,23 @@
 //!
 //! Reading the environment here does not make the core depend on it: the read is compiled
 //! only with the test-only feature, and a mutant selected is a test's input like a seed.
+//!
+//! Every mutant declared here must be caught: the test binary's
+//! `every_mutant_is_killed_by_the_fast_suites` fails naming any that its scripted tests and
+//! random walks let through. **Equivalent mutants** — changes no test could tell from the real
+//! core — are not declared; those considered:
+//!
+//! - *The fast path on retries* (dropping the `request.proposal.is_none()` filter in
+//!   `Proposer::start_round`): a key's fast-path promise is removed whenever its round is
+//!   refused or times out, and added only when a round completes, which finishes the change at
+//!   the front of the key's queue. So a change that already proposed (a retry) never finds
+//!   one; the filter is a guard, not a rule a test can see.
+//! - *Counting a vote of a replaced incarnation in `Proposer::counts` alone*: every vote
+//!   `counts` lets through is filtered again by the round's own check against the newest
+//!   incarnations and epoch (the `retain` after each insert), so no rule changes — only the
+//!   `Ignored` reason, and whether the stale acceptor is recorded as having answered
+//!   (`NoQuorum` versus `Timeout` for a change that times out). Not declared, as no rule is
+//!   broken; `replaced-votes-kept` breaks the check that holds the rule.
 
 // Without the feature the module is private and only `mutated` is used.
 #![cfg_attr(not(feature = "mutants"), allow(unreachable_pub, dead_code))]
@@ -84,6 +101,17 @@ mutants! {
     NonVoterPagesCopied = "non-voter-pages-copied",
     /// Rejoin: one voting acceptor fewer than `n - majority + 1` is enough to copy from.
     RejoinQuorumTooSmall = "rejoin-quorum-too-small",
+    /// Rejoin: every answer to the query counts as a voter's, so a rejoin starts copying with
+    /// too few voters.
+    NonVotersCountForRejoin = "non-voters-count-for-rejoin",
+    // Epochs ("Losing state", **Epochs**).
+    /// Epochs: a voting acceptor promises a new epoch (and so gives up its state to it).
+    VoterPromisesEpoch = "voter-promises-epoch",
+    /// Epochs: an acceptor that sees a newer epoch keeps voting in its own, or (without
+    /// state) keeps accepting older epochs.
+    NewerEpochIgnored = "newer-epoch-ignored",
+    /// Epochs: a founder starts its epoch with one promise fewer than a majority.
+    FoundingWithoutMajority = "founding-without-majority",
     // The proposer.
     /// Proposer: the promises' ballots are ignored, so the change applies to the value of
     /// whichever promise sorts last, not the one accepted at the highest ballot.
@@ -103,6 +131,13 @@ mutants! {
     ForwardRunUnchecked = "forward-run-unchecked",
     /// Proposer: a duplicated forward is run again.
     ForwardDedupeOff = "forward-dedupe-off",
+    // At most once (the crate docs, "At most once").
+    /// Proposer: a retried change is applied afresh to whatever the acceptors hold, as if it
+    /// had never proposed a value.
+    RetryAppliesAgain = "retry-applies-again",
+    /// Proposer: a value that descends from one of the change's own proposals is not seen as
+    /// holding the change.
+    AncestorsNotMine = "ancestors-not-mine",
 }
 
 #[cfg(feature = "mutants")]

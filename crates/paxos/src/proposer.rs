@@ -1088,7 +1088,9 @@ fn retry_kind(
     lineage: &Lineage,
     current: &Register,
 ) -> Retry {
-    let Some(proposal) = proposal else { return Retry::Apply };
+    let Some(proposal) = proposal.filter(|_| !mutated(Mutant::RetryAppliesAgain)) else {
+        return Retry::Apply;
+    };
     let mine = |ballot: Ballot| proposal.attempts.iter().find(|a| a.ballot == ballot);
     if let Some(attempt) = mine(highest) {
         let Attempt { register, lineage, report, .. } = attempt.clone();
@@ -1100,7 +1102,7 @@ fn retry_kind(
         return Retry::Apply;
     }
     for &ancestor in lineage.ancestors() {
-        if let Some(attempt) = mine(ancestor) {
+        if let Some(attempt) = mine(ancestor).filter(|_| !mutated(Mutant::AncestorsNotMine)) {
             // The value is written back as it is, with the ballot it was accepted at as its
             // parent: it holds the change proposed at an ancestor, and a lineage starting below
             // that change's ballot would tell its proposer the value cannot hold it.

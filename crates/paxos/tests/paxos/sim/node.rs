@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 use shoal_paxos::membership::Configuration;
 use shoal_paxos::{
-    Acceptor, AcceptorConfig, Change, Key, MemoryStorage, Message, Meta, NodeId, Outcome,
-    PaxosError, Proposer, ProposerConfig, ProposerId, Recovery, RequestId, Slot, Storage,
-    StorageError,
+    Acceptor, AcceptorConfig, Change, Key, MemoryStorage, Message, NodeId, Outcome, PaxosError,
+    Proposer, ProposerConfig, ProposerId, Recovery, RequestId, Storage,
 };
 use shoal_sim::{Ctx, Node};
 
@@ -23,8 +22,6 @@ pub(crate) struct Setup {
     pub(crate) durable: bool,
     /// Whether contended changes are forwarded to the key's designated proposer.
     pub(crate) forwarding: bool,
-    /// The planted bug: the store acknowledges a promise without making it durable.
-    pub(crate) forget_promises: bool,
     /// Whether the schedule changes the acceptor set while it runs: it adds a spare node
     /// (`acceptors`) and then removes acceptor 1, one step at a time with a rewrite after each.
     pub(crate) membership: bool,
@@ -37,64 +34,13 @@ pub(crate) struct Done {
     pub(crate) result: Result<Outcome, PaxosError>,
 }
 
-/// A store for the simulation: a memory store that a crash keeps when durable, minus, with the
-/// planted bug, the promises it was asked to save but did not make durable.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct SimStore {
-    live: MemoryStorage,
-    forget_promises: bool,
-    /// With the bug: slots as they were before a promise-only save, restored by a crash.
-    unsynced: BTreeMap<Key, Slot>,
-}
-
-impl SimStore {
-    /// What survives a crash.
-    fn after_crash(mut self) -> SimStore {
-        for (key, slot) in std::mem::take(&mut self.unsynced) {
-            let _ = self.live.save_slot(&key, &slot);
-        }
-        self
-    }
-}
-
-impl Storage for SimStore {
-    fn meta(&self) -> &Meta {
-        self.live.meta()
-    }
-
-    fn save_meta(&mut self, meta: &Meta) -> Result<(), StorageError> {
-        self.live.save_meta(meta)
-    }
-
-    fn slot(&self, key: &Key) -> Option<&Slot> {
-        self.live.slot(key)
-    }
-
-    fn save_slot(&mut self, key: &Key, slot: &Slot) -> Result<(), StorageError> {
-        if self.forget_promises {
-            let old = self.live.slot(key).cloned().unwrap_or_default();
-            let promise_only = old.accepted == slot.accepted && old.register == slot.register;
-            if promise_only {
-                self.unsynced.entry(key.clone()).or_insert(old);
-            } else {
-                self.unsynced.remove(key);
-            }
-        }
-        self.live.save_slot(key, slot)
-    }
-
-    fn scan(&self, after: Option<&Key>, limit: usize) -> Vec<(Key, Slot)> {
-        self.live.scan(after, limit)
-    }
-}
-
 /// One simulated node.
 #[derive(Debug)]
 pub(crate) struct PaxosNode {
     setup: Setup,
-    acceptor: Option<Acceptor<SimStore>>,
+    acceptor: Option<Acceptor<MemoryStorage>>,
     /// The store while the node is down (kept only if durable).
-    disk: Option<SimStore>,
+    disk: Option<MemoryStorage>,
     proposer: Option<Proposer>,
     /// Which client operation each running request is.
     ops: BTreeMap<RequestId, usize>,
@@ -113,11 +59,10 @@ pub(crate) fn acceptor_ids(setup: &Setup) -> Vec<NodeId> {
 
 impl PaxosNode {
     pub(crate) fn new(setup: Setup) -> PaxosNode {
-        let disk = SimStore { forget_promises: setup.forget_promises, ..SimStore::default() };
         PaxosNode {
             setup,
             acceptor: None,
-            disk: Some(disk),
+            disk: Some(MemoryStorage::new()),
             proposer: None,
             ops: BTreeMap::new(),
             timer_at: None,
@@ -316,11 +261,8 @@ impl Node for PaxosNode {
     fn on_crash(&mut self) {
         let store = self.acceptor.take().map(Acceptor::into_storage).or(self.disk.take());
         self.disk = match (self.setup.durable, store) {
-            (true, Some(store)) => Some(store.after_crash()),
-            _ => Some(SimStore {
-                forget_promises: self.setup.forget_promises,
-                ..SimStore::default()
-            }),
+            (true, Some(store)) => Some(store),
+            _ => Some(MemoryStorage::new()),
         };
         self.proposer = None;
         self.ops.clear();

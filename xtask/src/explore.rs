@@ -1,0 +1,84 @@
+//! `cargo xtask explore-paxos`: the Paxos simulations and random walk on seeds CI never ran.
+//!
+//! CI runs fixed seeds (style habit 15); this command moves every simulation family's seeds
+//! and the walk's by an offset taken from the clock (or `--offset K`, to rerun an
+//! exploration), prints it, and runs larger counts with no time limit:
+//!
+//! ```text
+//! SHOAL_PAXOS_SCHEDULES=N SHOAL_PAXOS_WALKS=N SHOAL_PAXOS_SEED_OFFSET=K \
+//!     cargo test -p shoal-paxos --test paxos -- paxos::sim paxos::walk --include-ignored --nocapture
+//! ```
+//!
+//! A failing schedule or walk prints its seed and the command that replays it (the variables
+//! are documented in `crates/paxos/tests/paxos/sim/mod.rs` and `walk.rs`); the exit code is
+//! the tests'.
+
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+
+use crate::cargo;
+
+/// Schedules per simulation family by default: 8 times CI's largest count, an hour or so on
+/// two cores for all the families.
+const SCHEDULES: u64 = 20_000;
+
+/// Random walks by default (CI runs 300,000).
+const WALKS: u64 = 1_000_000;
+
+/// Runs `cargo xtask explore-paxos` with the arguments after it.
+pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
+    let (mut schedules, mut walks, mut offset) = (SCHEDULES, WALKS, None);
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let value = || -> Result<u64> {
+            let value = args.clone().next().with_context(|| format!("`{flag}` needs a number"))?;
+            value.parse().with_context(|| format!("`{flag} {value}`: not a number"))
+        };
+        match flag.as_str() {
+            "--schedules" => schedules = value()?,
+            "--walks" => walks = value()?,
+            "--offset" => offset = Some(value()?),
+            other => {
+                bail!("unknown argument `{other}` for `explore-paxos`; see `cargo xtask help`")
+            }
+        }
+        args.next();
+    }
+    // Microseconds since 1970: about 1.8e15, far above every seed CI runs (below 1e7) and
+    // different for every exploration.
+    let offset = match offset {
+        Some(offset) => offset,
+        None => {
+            let since = SystemTime::now().duration_since(UNIX_EPOCH).context("the clock")?;
+            u64::try_from(since.as_micros()).context("the clock is past 2554")?
+        }
+    };
+    let env = [
+        ("SHOAL_PAXOS_SCHEDULES", schedules.to_string()),
+        ("SHOAL_PAXOS_WALKS", walks.to_string()),
+        ("SHOAL_PAXOS_SEED_OFFSET", offset.to_string()),
+    ];
+    let args = [
+        "test",
+        "-p",
+        "shoal-paxos",
+        "--test",
+        "paxos",
+        "--",
+        "paxos::sim",
+        "paxos::walk",
+        "--include-ignored",
+        "--nocapture",
+    ];
+    let shown: Vec<String> = env.iter().map(|(name, value)| format!("{name}={value}")).collect();
+    println!("==> seed offset {offset} (rerun this exploration with --offset {offset})");
+    println!("==> {} cargo {}", shown.join(" "), args.join(" "));
+    let status = cargo(&args).envs(env).status().context("running cargo")?;
+    println!(
+        "==> seed offset {offset}: {}",
+        if status.success() { "no failure" } else { "FAILED" }
+    );
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
