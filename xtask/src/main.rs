@@ -62,7 +62,7 @@ commands:
                                  fails if one survives; NAME selects mutants
     explore-paxos [--schedules N] [--walks N] [--offset K]
                                  run the paxos simulations (N schedules per family, default
-                                 20000) and random walks (default 1000000) on seeds moved by
+                                 200000) and random walks (default 1000000) on seeds moved by
                                  K (default: from the clock, printed); fails on a violation
     help                         print this message
 ";
