@@ -30,8 +30,10 @@
 //! directly to a process that traps exits (anyone may send any number of them):
 //! [`Runtime::try_exit`] hands one back when the mailbox is full, [`Runtime::exit`] refuses it
 //! with a warning. Signals whose number the process itself bounds (a `Down` per monitor, an
-//! `Exit` per link, a `Timeout` per timer) are always admitted. A timer's message waits for
-//! room whatever the overflow policy; a cast from another node refused by a full
+//! `Exit` per link, a `Timeout` per timer) are always admitted, and so are the node events
+//! ([`Signal::NodeUp`], [`Signal::NodeDown`]) a transport delivers to a process that
+//! subscribed to them (the transport bounds those: see its `Node::monitor_nodes`). A timer's
+//! message waits for room whatever the overflow policy; a cast from another node refused by a full
 //! [`Overflow::Reject`] mailbox is counted ([`Runtime::refused_remote_casts`]) and logged.
 //!
 //! A process never waits on itself: a call to itself is refused at once

@@ -293,6 +293,30 @@ impl Runtime {
         self.send_down(to, monitor, pid, reason);
     }
 
+    /// Delivers [`crate::Signal::NodeUp`] to the local process `to`, which subscribed to node
+    /// events through the transport. Like a `Down`, it is a signal: admitted whatever the
+    /// mailbox holds, since the transport bounds how many it sends. Returns `false` when `to`
+    /// is not alive.
+    pub fn deliver_node_up(&self, to: Pid, node: String, incarnation: u64) -> bool {
+        self.push_node_signal(to, crate::Signal::NodeUp { node, incarnation })
+    }
+
+    /// Delivers [`crate::Signal::NodeDown`] to the local process `to`, as
+    /// [`Runtime::deliver_node_up`] does `NodeUp`.
+    pub fn deliver_node_down(
+        &self,
+        to: Pid,
+        node: String,
+        incarnation: u64,
+        reason: String,
+    ) -> bool {
+        self.push_node_signal(to, crate::Signal::NodeDown { node, incarnation, reason })
+    }
+
+    fn push_node_signal(&self, to: Pid, signal: crate::Signal) -> bool {
+        self.lookup(to).is_some_and(|cell| cell.push_signal(signal))
+    }
+
     /// A process of another node starts monitoring the local process `target`. When it is not
     /// alive, returns the reason to report at once in a `Down` (always
     /// [`ExitReason::NoProc`]).

@@ -32,6 +32,24 @@ pub enum Signal {
         /// The timer's reference, as returned by `start_timer`.
         timer: Ref,
     },
+    /// A node connected, for a process that subscribed to node events (as OTP's
+    /// `monitor_nodes`; the transport's `Node::monitor_nodes`).
+    NodeUp {
+        /// The node's name.
+        node: String,
+        /// Its incarnation.
+        incarnation: u64,
+    },
+    /// A node this one was connected to is no longer connected, for a process that subscribed
+    /// to node events.
+    NodeDown {
+        /// The node's name.
+        node: String,
+        /// The incarnation that went down.
+        incarnation: u64,
+        /// Why, in words (the transport's reason, displayed).
+        reason: String,
+    },
 }
 
 /// Where an exit signal comes from; the kinds differ as in OTP: a link's signal is dropped if
