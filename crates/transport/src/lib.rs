@@ -13,7 +13,10 @@
 //!   replacing their old incarnation), static membership, or membership managed by a layer
 //!   above ([`Membership::Managed`], for HyParView); heartbeats and connection errors detect
 //!   failures; reconnection with backoff; [`Node::monitor_node`] and
-//!   [`Node::subscribe`] for node up and down events with reasons;
+//!   [`Node::subscribe`] for node up and down events with reasons, and
+//!   [`Node::monitor_nodes`] to have them delivered to a process's mailbox as signals (as
+//!   OTP's `monitor_nodes`); [`Node::node_spec`] of any member and [`Node::node_name`] of
+//!   any pid (OTP's `node(Pid)`);
 //! - remote process operations through the runtime's seam (`shoal_process::remote`): cast,
 //!   call, monitors (a `Down` with `noconnection` when the node is lost) and links work on
 //!   remote pids exactly as on local ones; plus named processes on a node, remote spawn by
@@ -69,6 +72,7 @@ mod fault;
 pub mod handshake;
 pub mod net;
 mod node;
+mod node_watchers;
 mod peer;
 mod queue;
 mod remote;

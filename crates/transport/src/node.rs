@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use shoal_process::{ExitKind, ExitReason, NodeId, RemoteFailure, Runtime};
+use shoal_process::{ExitKind, ExitReason, NodeId, Pid, RemoteFailure, Runtime};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::{Membership, NodeBuilder, NodeConfig};
@@ -28,6 +28,7 @@ use crate::conn::{self, ConnError};
 use crate::fault::{Direction, Fault, Faults};
 use crate::handshake::Secret;
 use crate::net::Listener;
+use crate::node_watchers::NodeWatchers;
 use crate::peer::{NodeIdHash, Peer, PeerStats, Session, lock, millis_since};
 use crate::remote::Waiter;
 use crate::requests::RpcHandler;
@@ -72,6 +73,8 @@ pub(crate) struct Shared {
     pub(crate) next_id: AtomicU64,
     pub(crate) rpc: RwLock<HashMap<String, RpcHandler>>,
     pub(crate) events: broadcast::Sender<NodeEvent>,
+    /// Local processes that get node events in their mailboxes.
+    node_watchers: Arc<NodeWatchers>,
     pub(crate) faults: Faults,
     stop: watch::Sender<bool>,
 }
@@ -120,6 +123,7 @@ impl Node {
             next_id: AtomicU64::new(1),
             rpc: RwLock::default(),
             events: broadcast::Sender::new(EVENT_BUFFER),
+            node_watchers: Arc::default(),
             stop: watch::Sender::new(false),
         });
         let remote = crate::remote::Transport::new(&shared);
@@ -239,6 +243,24 @@ impl Node {
         self.shared.peer_list().iter().map(|peer| peer.spec()).collect()
     }
 
+    /// The spec of the member called `node`, connected or not, this node included; `None`
+    /// for a node this one does not know (or no longer knows: it left).
+    pub fn node_spec(&self, node: &str) -> Option<NodeSpec> {
+        if node == self.name() {
+            return Some(self.shared.spec.clone());
+        }
+        self.shared.peer_by_name(node).map(|peer| peer.spec())
+    }
+
+    /// The name of the node `pid` runs on (OTP's `node(Pid)`): this node's for a local pid, a
+    /// member's for a remote one; `None` when the pid's node is not a member known here.
+    pub fn node_name(&self, pid: Pid) -> Option<String> {
+        if pid.node() == self.id() {
+            return Some(self.name().to_owned());
+        }
+        self.shared.peer(pid.node()).map(|peer| peer.name())
+    }
+
     /// Whether `node` is connected.
     pub fn is_connected(&self, node: &str) -> bool {
         self.shared.peer_by_name(node).is_some_and(|peer| peer.is_up())
@@ -255,9 +277,39 @@ impl Node {
         }
     }
 
-    /// Node up and down events, from now on.
+    /// Node up and down events, from now on, for code outside processes. The stream holds
+    /// a bounded backlog: a receiver that falls behind skips events and is told it lagged.
+    /// Processes use [`Node::monitor_nodes`], which loses nothing.
     pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
         self.shared.events.subscribe()
+    }
+
+    /// Subscribes the local process `pid` to node events (OTP's `monitor_nodes(true)`): from
+    /// now on it gets a [`shoal_process::Signal::NodeUp`] or
+    /// [`shoal_process::Signal::NodeDown`] (with the [`DownReason`] in words) for every
+    /// [`NodeEvent`], in its mailbox, in the order this node saw them, until
+    /// [`Node::demonitor_nodes`] or its exit. Like a monitor's `Down` they are signals, so
+    /// they never wait for room, and none is dropped. Returns `false` (and changes nothing)
+    /// if `pid` is not a live local process or is subscribed already.
+    ///
+    /// The bound: one subscription per process, removed when it exits; a node reports at most
+    /// one up and one down per session with each peer, so what a process that does not drain
+    /// its mailbox accumulates grows only with the sessions made meanwhile (each a handshake,
+    /// and after a failure the reconnect backoff).
+    pub fn monitor_nodes(&self, pid: Pid) -> bool {
+        let watchers = &self.shared.node_watchers;
+        watchers.subscribe(&self.shared.runtime, Arc::downgrade(watchers), pid)
+    }
+
+    /// Ends `pid`'s subscription to node events; returns whether it had one. Events already
+    /// in its mailbox stay there.
+    pub fn demonitor_nodes(&self, pid: Pid) -> bool {
+        self.shared.node_watchers.unsubscribe(pid)
+    }
+
+    /// The local processes subscribed to node events, sorted.
+    pub fn node_monitors(&self) -> Vec<Pid> {
+        self.shared.node_watchers.subscribers()
     }
 
     /// Resolves with the reason when `node` goes down (at once with
@@ -340,6 +392,12 @@ impl Shared {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// Tells the subscribed processes and the event stream's receivers of a node event.
+    fn publish(&self, event: NodeEvent) {
+        self.node_watchers.notify(&self.runtime, &event);
+        let _ = self.events.send(event);
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
@@ -435,7 +493,7 @@ impl Shared {
         if was_up {
             let (node, incarnation) = (peer.name(), peer.incarnation());
             tracing::info!(node = %self.spec.name, peer = %node, %reason, "node down");
-            let _ = self.events.send(NodeEvent::Down { node, incarnation, reason });
+            self.publish(NodeEvent::Down { node, incarnation, reason });
         }
         was_up
     }
@@ -733,7 +791,7 @@ async fn run_session(
     }
     let (node, incarnation) = (peer.name(), peer.incarnation());
     tracing::info!(node = %shared.spec.name, peer = %node, "node up");
-    let _ = shared.events.send(NodeEvent::Up { node, incarnation });
+    shared.publish(NodeEvent::Up { node, incarnation });
     peer.push_control(shared.gossip_frame());
     let interval = shared.config.heartbeat_interval;
     let timeout_ms = shared.config.failure_timeout.as_millis() as u64;
