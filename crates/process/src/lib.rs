@@ -9,7 +9,8 @@
 //!   for the fast local path, untyped pids for everything;
 //! - cast (back-pressure when the mailbox is full, [`SendError::Full`] for `try_` senders),
 //!   call with a timeout and replies that may be deferred ([`ReplyTo`]);
-//! - monitors (one [`Signal::Down`] each, with the [`ExitReason`]), links, trapped exits,
+//! - monitors (one [`Signal::Down`] each, with the [`ExitReason`]; by pid, or by registered
+//!   name on a node with [`Context::monitor_name`]), links, trapped exits,
 //!   `exit` and `kill` (a kill is its own signal; an exit with the reason `Killed` is an
 //!   ordinary, trappable one); a panic in a handler ends only its process, with the panic's
 //!   message; a process that exits removes the monitors it held;

@@ -64,6 +64,13 @@ pub struct Pid {
 }
 
 impl Pid {
+    /// The pid that stands for a process on `node` not known yet: the `Down` of a monitor by
+    /// name (`Context::monitor_name`) carries it when no process had the name. It names no
+    /// process (local id 0 and incarnation 0 match no run of any node).
+    pub const fn name_placeholder(node: NodeId) -> Self {
+        Self { node, incarnation: 0, id: 0 }
+    }
+
     /// Assembles a pid from its parts. Transports use this to rebuild pids read off the wire;
     /// a pid made up by hand names no process unless those parts match a live one.
     pub const fn from_parts(node: NodeId, incarnation: u64, id: u64) -> Self {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use crate::cell::{Cell, Envelope};
 use crate::timer::TimerRef;
 use crate::{
-    Addr, Codec, ExitError, ExitKind, ExitReason, LinkError, Pid, Ref, ReplyTo, Runtime, Signal,
-    SpawnError, SpawnOptions,
+    Addr, Codec, ExitError, ExitKind, ExitReason, LinkError, NodeId, Pid, Ref, ReplyTo, Runtime,
+    Signal, SpawnError, SpawnOptions,
 };
 
 /// A process's behaviour, in the spirit of OTP's `gen_server`: state plus handlers.
@@ -200,6 +200,33 @@ impl<P: Process> Context<P> {
         let monitor = self.runtime.make_ref();
         self.hold_monitor(monitor, target);
         if let Err(reason) = self.runtime.monitor_on_behalf(self.pid(), target, monitor) {
+            self.cell
+                .mailbox
+                .try_push(Envelope::signal(Signal::Down { monitor, pid: target, reason }))
+                .ok();
+        }
+        monitor
+    }
+
+    /// Monitors the process registered as `name` on `node` (this node included) at the time
+    /// of the call, as OTP's `monitor(process, {Name, Node})`: one [`Signal::Down`] with the
+    /// returned reference, with [`ExitReason::NoProc`] if no process has that name, the
+    /// process's exit reason when it exits, or [`ExitReason::NoConnection`] when the node is
+    /// lost. The `Down` for an exit names the process the name resolved to; one with
+    /// `noproc` or `noconnection` names [`Pid::name_placeholder`] of `node`. The monitor
+    /// follows the process the name resolved to, not the name.
+    pub fn monitor_name(&mut self, node: NodeId, name: &str) -> Ref {
+        if node == self.runtime.node()
+            && let Some(target) = self.runtime.whereis(name)
+        {
+            return self.monitor(target);
+        }
+        let monitor = self.runtime.make_ref();
+        let target = Pid::name_placeholder(node);
+        self.hold_monitor(monitor, target);
+        if let Err(reason) =
+            self.runtime.monitor_name_on_behalf(self.pid(), target, name.to_owned(), monitor)
+        {
             self.cell
                 .mailbox
                 .try_push(Envelope::signal(Signal::Down { monitor, pid: target, reason }))

@@ -95,6 +95,23 @@ pub enum Outbound {
         /// The monitor.
         monitor: Ref,
     },
+    /// `watcher` (on this node) starts monitoring whichever process is registered as `name`
+    /// on `node` now (OTP's `monitor(process, {Name, Node})`). The transport resolves the name
+    /// on that node: the watcher gets a `Down` with [`ExitReason::NoProc`] if no process has
+    /// it, the process's exit reason when it exits, and [`ExitReason::NoConnection`] if the
+    /// node is lost first. `target` ([`Pid::name_placeholder`] of the node) stands for the
+    /// process: a `Down` for its exit names it, one with `noproc` or `noconnection` names
+    /// `target`.
+    MonitorName {
+        /// The node the name is registered on; `target` for the unresolved process.
+        target: Pid,
+        /// The registered name.
+        name: String,
+        /// The watching process.
+        watcher: Pid,
+        /// The monitor.
+        monitor: Ref,
+    },
     /// A monitor is removed.
     Demonitor {
         /// The monitored process.
@@ -129,7 +146,9 @@ impl Outbound {
             | Self::Down { to, .. }
             | Self::Link { to, .. }
             | Self::Unlink { to, .. } => to.node(),
-            Self::Monitor { target, .. } | Self::Demonitor { target, .. } => target.node(),
+            Self::Monitor { target, .. }
+            | Self::MonitorName { target, .. }
+            | Self::Demonitor { target, .. } => target.node(),
         }
     }
 }

@@ -427,6 +427,24 @@ impl Runtime {
             .map_err(|_| ExitReason::NoConnection)
     }
 
+    /// Hands a monitor by name on another node to the transport; on failure, the reason for
+    /// an immediate `Down` (a local name is resolved by the caller, never here).
+    pub(crate) fn monitor_name_on_behalf(
+        &self,
+        watcher: Pid,
+        target: Pid,
+        name: String,
+        monitor: Ref,
+    ) -> Result<(), ExitReason> {
+        if !self.is_remote(target) {
+            return Err(ExitReason::NoProc);
+        }
+        let remote = self.remote().ok_or(ExitReason::NoConnection)?;
+        remote
+            .try_route(Outbound::MonitorName { target, name, watcher, monitor })
+            .map_err(|_| ExitReason::NoConnection)
+    }
+
     pub(crate) fn add_monitor(
         &self,
         target: Pid,
