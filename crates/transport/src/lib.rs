@@ -19,7 +19,8 @@
 //!   any pid (OTP's `node(Pid)`);
 //! - remote process operations through the runtime's seam (`shoal_process::remote`): cast,
 //!   call, monitors (a `Down` with `noconnection` when the node is lost) and links work on
-//!   remote pids exactly as on local ones; plus named processes on a node, remote spawn by
+//!   remote pids exactly as on local ones, and a monitor by registered name on a node
+//!   (`Context::monitor_name`) is resolved on that node; plus named processes on a node, remote spawn by
 //!   factory, `is_alive` for any pid, and RPC to handlers registered by name;
 //! - services ([`Node::open_service`]): the same named endpoint on every node, through which
 //!   protocol drivers (Paxos, Plumtree) exchange their cores' messages;

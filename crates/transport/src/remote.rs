@@ -135,6 +135,11 @@ fn tie(peer: &Peer, signal: Outbound) -> Result<(u64, Frame), Outbound> {
             ties.watching.insert(monitor, (watcher, target));
             Ok((pid_key(target), Frame::Monitor { target, watcher, monitor }))
         }
+        Outbound::MonitorName { target, name, watcher, monitor } => {
+            ties.watching.insert(monitor, (watcher, target));
+            // Keyed by the stand-in pid, as a later demonitor of it is.
+            Ok((pid_key(target), Frame::MonitorName { target, name, watcher, monitor }))
+        }
         Outbound::Demonitor { target, monitor } => {
             ties.watching.remove(&monitor);
             Ok((pid_key(target), Frame::Demonitor { target, monitor }))
@@ -164,6 +169,9 @@ fn into_outbound(frame: Frame, reply: Option<RemoteReply>) -> Outbound {
         }
         (Frame::Monitor { target, watcher, monitor }, _) => {
             Outbound::Monitor { target, watcher, monitor }
+        }
+        (Frame::MonitorName { target, name, watcher, monitor }, _) => {
+            Outbound::MonitorName { target, name, watcher, monitor }
         }
         (Frame::Demonitor { target, monitor }, _) => Outbound::Demonitor { target, monitor },
         (Frame::Link { to, from }, _) => Outbound::Link { to, from },
@@ -235,15 +243,19 @@ impl Shared {
                 runtime.deliver_down(to, monitor, pid, reason);
             }
             Frame::Monitor { target, watcher, monitor } => {
-                lock(&peer.ties).watched.insert(monitor, target);
-                if let Err(reason) = runtime.remote_monitor(target, watcher, monitor) {
-                    lock(&peer.ties).watched.remove(&monitor);
+                self.monitor_for(peer, target, watcher, monitor);
+            }
+            Frame::MonitorName { target, name, watcher, monitor } => match runtime.whereis(&name) {
+                Some(named) => self.monitor_for(peer, named, watcher, monitor),
+                None => {
+                    let reason = ExitReason::NoProc;
                     let down = Frame::Down { to: watcher, monitor, pid: target, reason };
                     let _ = peer.push(DEFAULT_CHANNEL, pid_key(watcher), down, false);
                 }
-            }
+            },
             Frame::Demonitor { target, monitor } => {
-                lock(&peer.ties).watched.remove(&monitor);
+                // A monitor by name was set on the process the name resolved to.
+                let target = lock(&peer.ties).watched.remove(&monitor).unwrap_or(target);
                 runtime.remote_demonitor(target, monitor);
             }
             Frame::Link { to, from } => {
@@ -283,6 +295,17 @@ impl Shared {
             }
         }
         None
+    }
+
+    /// Sets up a monitor by `peer`'s process `watcher` on the local process `target`, or sends
+    /// the watcher its `Down` at once when `target` is not alive.
+    fn monitor_for(&self, peer: &Peer, target: Pid, watcher: Pid, monitor: shoal_process::Ref) {
+        lock(&peer.ties).watched.insert(monitor, target);
+        if let Err(reason) = self.runtime.remote_monitor(target, watcher, monitor) {
+            lock(&peer.ties).watched.remove(&monitor);
+            let down = Frame::Down { to: watcher, monitor, pid: target, reason };
+            let _ = peer.push(DEFAULT_CHANNEL, pid_key(watcher), down, false);
+        }
     }
 
     /// Delivers to a local process if its mailbox has room; hands the message back if not.

@@ -137,7 +137,8 @@ pub enum Frame {
         /// The monitor.
         monitor: Ref,
     },
-    /// A monitor set up with [`Frame::Monitor`] is removed.
+    /// A monitor set up with [`Frame::Monitor`] or [`Frame::MonitorName`] is removed (the
+    /// receiver removes it from the process the monitor was set on, whatever `target` says).
     Demonitor {
         /// The monitored process.
         target: Pid,
@@ -184,6 +185,20 @@ pub enum Frame {
         /// What is asked.
         request: Request,
     },
+    /// A process of the sending node monitors whichever process is registered as `name` on
+    /// the receiving node now; answered with [`Frame::Down`] with `target` as its pid and
+    /// `noproc` if none is, else handled as a [`Frame::Monitor`] of that process.
+    MonitorName {
+        /// Stands for the process until the name is resolved
+        /// ([`shoal_process::Pid::name_placeholder`] of the receiving node).
+        target: Pid,
+        /// The registered name.
+        name: String,
+        /// The watcher, on the sending node.
+        watcher: Pid,
+        /// The monitor.
+        monitor: Ref,
+    },
 }
 
 impl Frame {
@@ -211,6 +226,7 @@ impl Frame {
             Self::CastNamed { .. } => "cast-named",
             Self::CallNamed { .. } => "call-named",
             Self::Request { .. } => "request",
+            Self::MonitorName { .. } => "monitor_name",
         }
     }
 }

@@ -14,6 +14,7 @@ mod transport {
     mod cluster;
     mod faults;
     mod fuzz;
+    mod named_monitors;
     mod node_queries;
     mod ordering;
     mod service;
