@@ -1078,6 +1078,16 @@ impl Drop for NodeProcess {
 /// which disconnects when the pipe closes.
 fn read_lines_on_thread(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (sender, receiver) = mpsc::channel();
+    forward_lines(pipe, sender);
+    receiver
+}
+
+/// Sends each line of `pipe` to `sender`, on a new thread, until the pipe closes or the
+/// receiver is gone.
+pub(crate) fn forward_lines(
+    pipe: impl std::io::Read + Send + 'static,
+    sender: mpsc::Sender<String>,
+) {
     thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { return };
@@ -1086,7 +1096,6 @@ fn read_lines_on_thread(pipe: impl std::io::Read + Send + 'static) -> mpsc::Rece
             }
         }
     });
-    receiver
 }
 
 /// Waits for `child` to exit, but not past `deadline`: `None` means it is still running.

@@ -18,11 +18,10 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -262,15 +261,7 @@ fn stream_lines(child: &mut Child) -> mpsc::Receiver<String> {
         child.stderr.take().map(|pipe| Box::new(pipe) as Box<dyn Read + Send>),
     ];
     for pipe in pipes.into_iter().flatten() {
-        let sender = sender.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { return };
-                if sender.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        crate::cluster_test::forward_lines(pipe, sender.clone());
     }
     receiver
 }

@@ -621,11 +621,9 @@ impl Proposer {
         self.epoch = self.epoch.max(incarnation.epoch);
     }
 
-    /// Whether a vote of `node` in `incarnation` counts: it is of the newest epoch seen and of
-    /// the newest incarnation known of it (point 1 of the safety rules in the crate docs).
+    /// Whether a vote of `node` in `incarnation` counts (see [`is_current_vote`]).
     fn counts(&self, node: NodeId, incarnation: Incarnation) -> bool {
-        incarnation.epoch == self.epoch
-            && self.known.get(&node).is_none_or(|known| incarnation >= *known)
+        is_current_vote(self.epoch, &self.known, node, incarnation)
     }
 
     /// Remembers a forward (bounded: the oldest finished ones are forgotten first).
@@ -759,14 +757,7 @@ impl Proposer {
         if !self.config.acceptors.contains(&from) {
             return Err(Ignored::NotAnAcceptor(from));
         }
-        let state = self.keys.get_mut(key).ok_or(Ignored::StaleRound)?;
-        match &state.round {
-            Some(round) if round.ballot() == ballot => {
-                state.responded.insert(from);
-                Ok(state)
-            }
-            _ => Err(Ignored::StaleRound),
-        }
+        round_of(&mut self.keys, from, key, ballot)
     }
 
     fn on_promise(
@@ -788,23 +779,13 @@ impl Proposer {
             return Err(Ignored::StaleIncarnation(from));
         }
         let (epoch, known) = (self.epoch, &self.known);
-        let state = self.keys.get_mut(&key).ok_or(Ignored::StaleRound)?;
-        let state = match &state.round {
-            Some(round) if round.ballot() == ballot && self.config.acceptors.contains(&from) => {
-                state.responded.insert(from);
-                state
-            }
-            _ => return Err(Ignored::StaleRound),
-        };
+        let state = round_of(&mut self.keys, from, &key, ballot)?;
         let Some(Round::Preparing { promises, .. }) = &mut state.round else {
             return Err(Ignored::StaleRound);
         };
         promises.insert(from, vote);
         // A newer epoch or incarnation seen since voids the promises that came before it.
-        promises.retain(|node, vote| {
-            vote.incarnation.epoch == epoch
-                && known.get(node).is_none_or(|known| vote.incarnation >= *known)
-        });
+        promises.retain(|node, vote| is_current_vote(epoch, known, *node, vote.incarnation));
         if promises.len() < quorum {
             self.counter = self.counter.max(seen);
             return Ok(());
@@ -886,14 +867,7 @@ impl Proposer {
             return Err(Ignored::StaleIncarnation(from));
         }
         let (epoch, known) = (self.epoch, &self.known);
-        let state = self.keys.get_mut(&key).ok_or(Ignored::StaleRound)?;
-        let state = match &state.round {
-            Some(round) if round.ballot() == ballot && self.config.acceptors.contains(&from) => {
-                state.responded.insert(from);
-                state
-            }
-            _ => return Err(Ignored::StaleRound),
-        };
+        let state = round_of(&mut self.keys, from, &key, ballot)?;
         let Some(Round::Accepting { accepted, .. }) = &mut state.round else {
             return Err(Ignored::StaleRound);
         };
@@ -901,9 +875,7 @@ impl Proposer {
         let known = if mutated(Mutant::ReplacedVotesKept) { &BTreeMap::new() } else { known };
         // An acceptor that accepted after a rejoin fenced it reports the fence: the earlier
         // vote of the replaced incarnation no longer counts, as its value may be gone.
-        accepted.retain(|node, incarnation| {
-            incarnation.epoch == epoch && known.get(node).is_none_or(|known| *incarnation >= *known)
-        });
+        accepted.retain(|node, incarnation| is_current_vote(epoch, known, *node, *incarnation));
         if accepted.len() < quorum {
             return Ok(());
         }
@@ -1119,6 +1091,35 @@ fn retry_kind(
     // (A lineage that reaches the empty register ends with `Ballot::ZERO`, older than any
     // proposal: only a lineage cut short gets here.)
     Retry::Unknown
+}
+
+/// Whether a vote of `node` in `incarnation` counts: it is of `epoch`, the newest seen, and of
+/// the newest incarnation `known` of it (point 1 of the safety rules in the crate docs).
+fn is_current_vote(
+    epoch: Epoch,
+    known: &BTreeMap<NodeId, Incarnation>,
+    node: NodeId,
+    incarnation: Incarnation,
+) -> bool {
+    incarnation.epoch == epoch && known.get(&node).is_none_or(|known| incarnation >= *known)
+}
+
+/// The state of `key` if its running round is at `ballot`; the sender is recorded as having
+/// answered.
+fn round_of<'a>(
+    keys: &'a mut BTreeMap<Key, KeyState>,
+    from: NodeId,
+    key: &Key,
+    ballot: Ballot,
+) -> Result<&'a mut KeyState, Ignored> {
+    let state = keys.get_mut(key).ok_or(Ignored::StaleRound)?;
+    match &state.round {
+        Some(round) if round.ballot() == ballot => {
+            state.responded.insert(from);
+            Ok(state)
+        }
+        _ => Err(Ignored::StaleRound),
+    }
 }
 
 /// Sets a key's wake-up time, keeping the proposer's time-ordered index of them in step.
