@@ -346,10 +346,7 @@ impl<S: Storage> Acceptor<S> {
                 Ok(())
             }
             Message::ListKeys { after } => {
-                let limit = self.config.rejoin_page_slots.max(1);
-                let slots = self.storage.scan(after.as_ref(), limit);
-                let next =
-                    if slots.len() == limit { slots.last().map(|(k, _)| k.clone()) } else { None };
+                let (slots, next) = self.page(after.as_ref());
                 let keys = slots.into_iter().map(|(key, _)| key).collect();
                 self.send(from, Message::Keys { keys, next });
                 Ok(())
@@ -527,9 +524,7 @@ impl<S: Storage> Acceptor<S> {
             meta.fences.insert(from, incarnation);
             self.storage.save_meta(&meta).map_err(|e| Ignored::Storage(e.to_string()))?;
         }
-        let limit = self.config.rejoin_page_slots.max(1);
-        let slots = self.storage.scan(after.as_ref(), limit);
-        let next = if slots.len() == limit { slots.last().map(|(k, _)| k.clone()) } else { None };
+        let (slots, next) = self.page(after.as_ref());
         let (standing, fences) = (self.standing(), self.fence_list());
         self.send(from, Message::FenceReply { attempt, slots, next, standing, fences });
         Ok(())
@@ -928,6 +923,14 @@ impl<S: Storage> Acceptor<S> {
         all.sort();
         all.dedup();
         all.len().max(1)
+    }
+
+    /// A page of this acceptor's slots after `after`, and where the next page starts.
+    fn page(&self, after: Option<&Key>) -> (Vec<(Key, Slot)>, Option<Key>) {
+        let limit = self.config.rejoin_page_slots.max(1);
+        let slots = self.storage.scan(after, limit);
+        let next = if slots.len() == limit { slots.last().map(|(k, _)| k.clone()) } else { None };
+        (slots, next)
     }
 
     fn standing(&self) -> Standing {
