@@ -32,7 +32,7 @@ impl<P: Process> Addr<P> {
 
     /// The process's pid.
     pub fn pid(&self) -> Pid {
-        self.cell.pid
+        self.cell.control.pid
     }
 
     /// The runtime the process runs on.
@@ -165,7 +165,7 @@ impl<P: Process> Clone for Addr<P> {
 
 impl<P: Process> fmt::Debug for Addr<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Addr").field(&self.cell.pid).finish()
+        f.debug_tuple("Addr").field(&self.cell.control.pid).finish()
     }
 }
 

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use tokio::sync::oneshot;
 
 use crate::control::Control;
-use crate::mailbox::{Letter, Mailbox, MailboxConfig, PushError};
+use crate::mailbox::{Admitted, Letter, Mailbox, MailboxConfig, PushError};
 use crate::remote::Inbound;
 use crate::{ExitReason, Pid, Process, RemoteFailure, ReplyTo, Signal};
 
@@ -50,13 +50,13 @@ impl<P: Process> Letter for Envelope<P> {
 #[repr(C)]
 pub(crate) struct Cell<P: Process> {
     pub(crate) mailbox: Mailbox<Envelope<P>>,
-    pub(crate) pid: Pid,
+    /// Holds the pid first.
     pub(crate) control: Control,
 }
 
 impl<P: Process> Cell<P> {
     pub(crate) fn new(pid: Pid, mailbox: MailboxConfig) -> Self {
-        Self { pid, mailbox: Mailbox::new(mailbox), control: Control::new() }
+        Self { mailbox: Mailbox::new(mailbox), control: Control::new(pid) }
     }
 }
 
@@ -91,7 +91,11 @@ pub(crate) trait ProcessCell: Send + Sync + 'static {
         request: AnyBox,
         reply: oneshot::Sender<AnyBox>,
     ) -> Result<(), ErasedPush<AnyBox>>;
-    fn try_push_inbound(&self, inbound: Inbound) -> Result<(), ErasedPush<Inbound>>;
+    fn try_push_inbound(
+        &self,
+        inbound: Inbound,
+        overdraft: usize,
+    ) -> Result<Admitted, ErasedPush<Inbound>>;
     fn poll_room(&self, cx: &mut Context<'_>) -> Poll<bool>;
     /// Queues a signal (never refused for lack of room); `false` if the process is gone.
     fn push_signal(&self, signal: Signal) -> bool;
@@ -108,7 +112,7 @@ pub(crate) trait ProcessCell: Send + Sync + 'static {
 
 impl<P: Process> ProcessCell for Cell<P> {
     fn pid(&self) -> Pid {
-        self.pid
+        self.control.pid
     }
 
     fn control(&self) -> &Control {
@@ -147,8 +151,13 @@ impl<P: Process> ProcessCell for Cell<P> {
         })
     }
 
-    fn try_push_inbound(&self, inbound: Inbound) -> Result<(), ErasedPush<Inbound>> {
-        self.mailbox.try_push(Envelope::Remote(Box::new(inbound))).map_err(|error| {
+    fn try_push_inbound(
+        &self,
+        inbound: Inbound,
+        overdraft: usize,
+    ) -> Result<Admitted, ErasedPush<Inbound>> {
+        let envelope = Envelope::Remote(Box::new(inbound));
+        self.mailbox.try_push_past_bound(envelope, overdraft).map_err(|error| {
             ErasedPush::from(error).map(|envelope| match envelope {
                 Envelope::Remote(inbound) => *inbound,
                 _ => unreachable!("the mailbox hands back the envelope it was given"),

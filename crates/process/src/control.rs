@@ -51,6 +51,9 @@ pub(crate) struct Relations {
 /// `repr(C)`: the atomics the process touches for every letter last (see `Cell`).
 #[repr(C)]
 pub(crate) struct Control {
+    /// The process's pid (here rather than in `Cell`, so that a running process's mark can
+    /// name it: see `crate::current`).
+    pub(crate) pid: Pid,
     state: Mutex<ControlState>,
     /// Messages in the batch the process took but has not handled yet.
     batch_len: AtomicUsize,
@@ -103,8 +106,9 @@ impl Control {
     #[cfg(test)]
     pub(crate) const PER_LETTER_OFFSET: usize = std::mem::offset_of!(Control, batch_len);
 
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(pid: Pid) -> Self {
         Self {
+            pid,
             interrupt: AtomicU8::new(0),
             trapping: AtomicBool::new(false),
             batch_len: AtomicUsize::new(0),

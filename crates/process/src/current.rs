@@ -15,12 +15,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::ExitReason;
 use crate::control::Control;
+use crate::{ExitReason, Pid};
 
 thread_local! {
     /// The address of the running process's control block; 0 when no process runs here.
     static RUNNING: Cell<usize> = const { Cell::new(0) };
+    /// The running process's pid; `None` when no process runs here.
+    static RUNNING_PID: Cell<Option<Pid>> = const { Cell::new(None) };
     /// Reply handles dropped while the running process's handler unwound.
     static HELD_BACK: RefCell<Vec<Box<dyn HeldReply>>> = const { RefCell::new(Vec::new()) };
     /// Whether `HELD_BACK` may hold anything: checked after every poll, and cheaper to read
@@ -35,6 +37,11 @@ fn address(control: &Control) -> usize {
 /// Whether the code calling this runs inside the process whose control block is `control`.
 pub(crate) fn is_running(control: &Control) -> bool {
     RUNNING.with(|running| running.get() == address(control))
+}
+
+/// The pid of the process whose code runs on this thread now, if any.
+pub(crate) fn running_pid() -> Option<Pid> {
+    RUNNING_PID.with(Cell::get)
 }
 
 /// A reply handle whose caller is told only once the process's exit reason is known.
@@ -90,17 +97,23 @@ impl<F: Future> Future for Running<'_, F> {
 struct Mark<'a> {
     control: &'a Control,
     previous: usize,
+    previous_pid: Option<Pid>,
 }
 
 impl<'a> Mark<'a> {
     fn set(control: &'a Control) -> Self {
-        Self { control, previous: RUNNING.with(|running| running.replace(address(control))) }
+        Self {
+            control,
+            previous: RUNNING.with(|running| running.replace(address(control))),
+            previous_pid: RUNNING_PID.with(|running| running.replace(Some(control.pid))),
+        }
     }
 }
 
 impl Drop for Mark<'_> {
     fn drop(&mut self) {
         RUNNING.with(|running| running.set(self.previous));
+        RUNNING_PID.with(|running| running.set(self.previous_pid));
         // Handlers release what they held back as soon as they have unwound; anything else a
         // panic dropped in this poll (outside a handler) is released here.
         if ANY_HELD.with(Cell::get) {

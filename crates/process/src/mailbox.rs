@@ -53,6 +53,16 @@ pub(crate) trait Letter {
     fn is_message(&self) -> bool;
 }
 
+/// Where a message from another node was queued: within the mailbox's capacity, or past it
+/// (the transport then asks the senders to hold until the process has made room).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admitted {
+    /// Within the capacity.
+    WithinBound,
+    /// Past the capacity, in the overdraft the transport asked for.
+    PastBound,
+}
+
 /// Why a letter was not queued; the letter is handed back.
 pub(crate) enum PushError<T> {
     Full(T),
@@ -103,13 +113,29 @@ impl<T: Letter> Mailbox<T> {
 
     /// Queues `letter` if there is room (signals always have room).
     pub(crate) fn try_push(&self, letter: T) -> Result<(), PushError<T>> {
+        self.try_push_past_bound(letter, 0).map(|_| ())
+    }
+
+    /// Queues `letter` if there is room, or, for a mailbox whose senders wait when it is full,
+    /// up to `overdraft` messages past its capacity (for a transport that must not wait, and
+    /// holds the senders instead). Says which.
+    pub(crate) fn try_push_past_bound(
+        &self,
+        letter: T,
+        overdraft: usize,
+    ) -> Result<Admitted, PushError<T>> {
         let mut state = self.lock();
         if state.closed {
             return Err(PushError::Closed(letter));
         }
+        let mut admitted = Admitted::WithinBound;
         if letter.is_message() {
             if state.messages >= self.config.capacity {
-                return Err(PushError::Full(letter));
+                let past = state.messages - self.config.capacity;
+                if self.config.overflow == Overflow::Reject || past >= overdraft {
+                    return Err(PushError::Full(letter));
+                }
+                admitted = Admitted::PastBound;
             }
             state.messages += 1;
         }
@@ -119,7 +145,7 @@ impl<T: Letter> Mailbox<T> {
         if let Some(receiver) = receiver {
             receiver.wake();
         }
-        Ok(())
+        Ok(admitted)
     }
 
     /// Queues `letter`, waiting for room when full if the overflow policy says so.

@@ -152,14 +152,15 @@ impl<P: Process> Context<P> {
     /// Removes every monitor this process holds, on this node and others: it is exiting, and
     /// a watcher that is gone must not stay on its targets until they exit.
     pub(crate) fn demonitor_all(&mut self) {
+        let watcher = self.pid();
         for (monitor, target) in self.monitors.take().into_iter().flat_map(|monitors| *monitors) {
-            self.runtime.demonitor_on_behalf(target, monitor);
+            self.runtime.demonitor_on_behalf(watcher, target, monitor);
         }
     }
 
     /// This process's pid.
     pub fn pid(&self) -> Pid {
-        self.cell.pid
+        self.cell.control.pid
     }
 
     /// A typed handle to this process.
@@ -240,7 +241,7 @@ impl<P: Process> Context<P> {
     pub fn demonitor(&mut self, monitor: Ref) -> bool {
         match self.release_monitor(&monitor) {
             Some(target) => {
-                self.runtime.demonitor_on_behalf(target, monitor);
+                self.runtime.demonitor_on_behalf(self.pid(), target, monitor);
                 true
             }
             None => false,

@@ -22,21 +22,32 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::cell::ErasedPush;
+pub use crate::mailbox::Admitted;
 use crate::{ExitKind, ExitReason, NodeId, Pid, Ref, RemoteFailure, Runtime};
 
 /// What a transport does for the runtime: carry operations to processes on other nodes.
 ///
 /// `try_route` must not block. Casts and calls may be refused with [`RouteError::Full`] when
-/// the peer's queue is full (the runtime then waits in [`Remote::poll_ready`] and tries again);
-/// signals, monitors and links must be accepted unless the node is unreachable, since they are
-/// bounded by the processes' own monitors and links.
+/// the peer's queue is full or the receiver asked its senders to hold (the runtime then waits
+/// in [`Remote::poll_ready`] and tries again); signals, monitors and links must be accepted
+/// unless the node is unreachable, since they are bounded by the processes' own monitors and
+/// links.
+///
+/// `try_route` runs in the sender's context: [`current_sender`] tells a transport which
+/// process (if any) is sending, so that it can keep each sender's operations in order.
 pub trait Remote: Send + Sync + 'static {
     /// Queues an operation for the node of its target pid.
     fn try_route(&self, outbound: Outbound) -> Result<(), RouteError>;
 
-    /// Ready when a cast or call to `node` would be accepted, or with an error when the node
+    /// Ready when a cast or call to `to` would be accepted, or with an error when its node
     /// cannot be reached.
-    fn poll_ready(&self, node: NodeId, cx: &mut Context<'_>) -> Poll<Result<(), Unreachable>>;
+    fn poll_ready(&self, to: Pid, cx: &mut Context<'_>) -> Poll<Result<(), Unreachable>>;
+}
+
+/// The process whose code runs on this thread now, if any: the sender of whatever is sent
+/// from here. `None` outside processes (a plain task, a test's main).
+pub fn current_sender() -> Option<Pid> {
+    crate::current::running_pid()
 }
 
 /// The node cannot be reached.
@@ -116,6 +127,8 @@ pub enum Outbound {
     Demonitor {
         /// The monitored process.
         target: Pid,
+        /// The watching process (on this node).
+        watcher: Pid,
         /// The monitor.
         monitor: Ref,
     },
@@ -251,11 +264,27 @@ pub enum DeliverError {
 impl Runtime {
     /// Queues a message from another node for the local process `to`, without waiting.
     pub fn try_deliver(&self, to: Pid, inbound: Inbound) -> Result<(), DeliverError> {
+        self.deliver_past_bound(to, inbound, 0).map(|_| ())
+    }
+
+    /// Queues a message from another node for the local process `to` without waiting: within
+    /// its mailbox's capacity if there is room, otherwise — for a mailbox whose senders wait
+    /// when it is full — up to `overdraft` messages past it, which a transport that reads many
+    /// senders' messages from one connection uses so that one full mailbox does not hold up the
+    /// rest (it then asks the senders to hold, and bounds the overdraft by what they had in
+    /// flight). [`DeliverError::Full`] for a `Reject` mailbox that is full, or past the
+    /// overdraft.
+    pub fn deliver_past_bound(
+        &self,
+        to: Pid,
+        inbound: Inbound,
+        overdraft: usize,
+    ) -> Result<Admitted, DeliverError> {
         let Some(cell) = self.lookup(to) else {
             return Err(DeliverError::NoProc(inbound));
         };
-        match cell.try_push_inbound(inbound) {
-            Ok(()) => Ok(()),
+        match cell.try_push_inbound(inbound, overdraft) {
+            Ok(admitted) => Ok(admitted),
             Err(ErasedPush::Full(inbound)) => Err(DeliverError::Full(inbound)),
             Err(ErasedPush::Closed(inbound) | ErasedPush::WrongType(inbound)) => {
                 Err(DeliverError::NoProc(inbound))

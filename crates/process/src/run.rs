@@ -147,7 +147,7 @@ async fn terminate<P: Process>(
         Outcome::Done(()) => reason,
         Outcome::Interrupted => ExitReason::Killed,
         Outcome::Panicked(message) => {
-            tracing::warn!(pid = %cell.pid, %reason, %message, "terminate panicked");
+            tracing::warn!(pid = %cell.control.pid, %reason, %message, "terminate panicked");
             let panic = ExitReason::Panic(message);
             cell.control.revise_exit(&panic);
             panic
@@ -244,7 +244,7 @@ fn dispatch<'a, P: Process>(
                 let handler = pin!(process.handle_signal(*signal, ctx));
                 return guarded(control, scope, handler).await;
             }
-            Envelope::Remote(inbound) => match decode_inbound(cell.pid, *inbound) {
+            Envelope::Remote(inbound) => match decode_inbound(cell.control.pid, *inbound) {
                 Some(letter) => letter,
                 None => return Outcome::Done(()),
             },

@@ -455,9 +455,9 @@ impl Runtime {
         cell.control().add_monitor(monitor, watcher).map_err(|_| ExitReason::NoProc)
     }
 
-    pub(crate) fn demonitor_on_behalf(&self, target: Pid, monitor: Ref) {
+    pub(crate) fn demonitor_on_behalf(&self, watcher: Pid, target: Pid, monitor: Ref) {
         if self.is_remote(target) {
-            self.route_signal(Outbound::Demonitor { target, monitor });
+            self.route_signal(Outbound::Demonitor { target, watcher, monitor });
         } else if let Some(cell) = self.lookup(target) {
             cell.control().remove_monitor(monitor);
         }

@@ -94,7 +94,7 @@ impl Runtime {
                 }
                 Err(RouteError::Full(back)) => {
                     outbound = back;
-                    if poll_fn(|cx| remote.poll_ready(pid.node(), cx)).await.is_err() {
+                    if poll_fn(|cx| remote.poll_ready(pid, cx)).await.is_err() {
                         return Err(SendError::NoConnection(message));
                     }
                 }
@@ -196,7 +196,7 @@ impl Runtime {
                 Ok(()) => break,
                 Err(RouteError::Full(back)) => {
                     outbound = back;
-                    if poll_fn(|cx| remote.poll_ready(pid.node(), cx)).await.is_err() {
+                    if poll_fn(|cx| remote.poll_ready(pid, cx)).await.is_err() {
                         return Err(CallError::NoConnection);
                     }
                 }

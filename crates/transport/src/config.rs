@@ -11,6 +11,13 @@ use crate::handshake::Secret;
 use crate::net::{Network, TcpNetwork};
 use crate::{CONTROL_CHANNEL, ChannelConfig, DEFAULT_CHANNEL, Node, StartError};
 
+impl NodeConfig {
+    /// See [`NodeBuilder::stall_timeout`].
+    pub(crate) fn stall_timeout(&self) -> Duration {
+        self.stall_timeout.unwrap_or(self.failure_timeout * 2)
+    }
+}
+
 /// How a node finds its peers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Membership {
@@ -36,6 +43,8 @@ pub(crate) struct NodeConfig {
     pub(crate) channels: BTreeMap<String, ChannelConfig>,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) failure_timeout: Duration,
+    /// `None`: twice the failure timeout.
+    pub(crate) stall_timeout: Option<Duration>,
     pub(crate) connect_timeout: Duration,
     pub(crate) backoff_min: Duration,
     pub(crate) backoff_max: Duration,
@@ -72,6 +81,7 @@ impl NodeBuilder {
                 channels,
                 heartbeat_interval: Duration::from_millis(250),
                 failure_timeout: Duration::from_secs(2),
+                stall_timeout: None,
                 connect_timeout: Duration::from_secs(2),
                 backoff_min: Duration::from_millis(100),
                 backoff_max: Duration::from_secs(2),
@@ -102,6 +112,16 @@ impl NodeBuilder {
     pub fn heartbeat(mut self, interval: Duration, failure_timeout: Duration) -> Self {
         self.config.heartbeat_interval = interval;
         self.config.failure_timeout = failure_timeout;
+        self
+    }
+
+    /// How long a connection with bytes waiting may go without its peer reading at least
+    /// 64 KiB of them (or all of them, if fewer wait) before it counts as failed and the peer
+    /// goes down (see [`DownReason::ConnectionLost`](crate::DownReason)). Heartbeats travel on
+    /// the control channel, so this is what notices a data connection that stopped moving.
+    /// Twice the failure timeout unless set; at least twice the heartbeat interval.
+    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
+        self.config.stall_timeout = Some(timeout);
         self
     }
 
@@ -180,6 +200,12 @@ impl NodeBuilder {
             || config.failure_timeout <= config.heartbeat_interval
         {
             return invalid("the failure timeout must be longer than a non-zero heartbeat".into());
+        }
+        let stall_timeout = *config.stall_timeout.get_or_insert(config.failure_timeout * 2);
+        if stall_timeout < config.heartbeat_interval * 2 {
+            return invalid(format!(
+                "the stall timeout {stall_timeout:?} must be at least twice the heartbeat interval"
+            ));
         }
         if config.max_frame_bytes < 1024 || config.max_frame_bytes > u32::MAX as usize {
             return invalid(format!(

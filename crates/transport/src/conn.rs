@@ -1,8 +1,13 @@
 //! One connection's life: the handshake on either side, the writer that drains a queue in
 //! coalesced writes, and the readers.
+//!
+//! The layer knows its node only through a narrow environment ([`Wiring`]: the secret, the
+//! node's spec, the network, limits, faults) and a callback ([`Dispatch`]) that admits peers
+//! and takes the frames read; it never reaches into membership or the runtime itself.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -10,16 +15,40 @@ use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-use crate::fault::Verdict;
+use crate::fault::{Faults, Flow, Verdict};
 use crate::handshake::{
-    Acceptor, AcceptorStep, Connector, ConnectorStep, HandshakeError, NONCE_BYTES,
+    Acceptor, AcceptorStep, Connector, ConnectorStep, HandshakeError, NONCE_BYTES, Secret,
 };
-use crate::net::{Connection, ReadHalf, WriteHalf};
-use crate::node::Shared;
+use crate::net::{BoxFuture, Connection, Network, ReadHalf, WriteHalf};
 use crate::peer::{Peer, millis_since};
 use crate::queue::{OutQueue, Slots};
 use crate::wire::{Frame, FrameDecoder, FrameError, Hello, encode_frame, encode_frame_head};
 use crate::{DownReason, NodeSpec};
+
+/// What the connection layer needs from its node.
+pub(crate) struct Wiring {
+    pub(crate) secret: Secret,
+    /// This node, as it introduces itself.
+    pub(crate) spec: NodeSpec,
+    pub(crate) network: Arc<dyn Network>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_frame_bytes: usize,
+    pub(crate) faults: Faults,
+    /// When the node started: the clock of `Peer::heard`.
+    pub(crate) origin: Instant,
+}
+
+/// Where the connection layer hands what it learns: implemented by the node.
+pub(crate) trait Dispatch: Send + Sync + 'static {
+    /// Decides whether a node that authenticated on an incoming connection may be a member;
+    /// its peer, or why not (told to the node).
+    fn admit(self: &Arc<Self>, spec: &NodeSpec) -> Result<Arc<Peer>, String>;
+
+    /// Takes one frame read from `peer`. Returns a future to finish before the connection's
+    /// next frame only when delivery must wait (never in the usual case).
+    fn dispatch(self: &Arc<Self>, peer: &Arc<Peer>, frame: Frame)
+    -> Option<BoxFuture<'static, ()>>;
+}
 
 /// Why a connection ended or never opened.
 #[derive(Debug, thiserror::Error)]
@@ -90,20 +119,15 @@ pub(crate) struct Opened {
 
 /// Connects to `addr` and runs the connecting side of the handshake.
 pub(crate) async fn connect(
-    shared: &Shared,
+    wiring: &Wiring,
     addr: SocketAddr,
     channel: &str,
     index: u16,
 ) -> Result<Opened, ConnError> {
     let attempt = async {
-        let mut conn = shared.config.network.connect(addr).await?;
-        let (mut handshake, hello) = Connector::new(
-            shared.config.secret.clone(),
-            shared.spec.clone(),
-            channel,
-            index,
-            nonce(),
-        );
+        let mut conn = wiring.network.connect(addr).await?;
+        let (mut handshake, hello) =
+            Connector::new(wiring.secret.clone(), wiring.spec.clone(), channel, index, nonce());
         let mut decoder = FrameDecoder::new(HANDSHAKE_MAX_FRAME_BYTES);
         write_one(&mut conn.write, &hello, HANDSHAKE_MAX_FRAME_BYTES).await?;
         loop {
@@ -124,20 +148,28 @@ pub(crate) async fn connect(
             }
         }
     };
-    tokio::time::timeout(shared.config.connect_timeout, attempt)
-        .await
-        .unwrap_or(Err(ConnError::Timeout))
+    tokio::time::timeout(wiring.connect_timeout, attempt).await.unwrap_or(Err(ConnError::Timeout))
 }
 
-/// Runs the accepting side of the handshake on a new connection; the node admits or refuses
-/// the peer (`admit`). On success the connection is the peer's, for reading.
+/// An incoming connection, authenticated and admitted: the peer's, for reading.
+pub(crate) struct Accepted {
+    pub(crate) peer: Arc<Peer>,
+    pub(crate) conn: Connection,
+    pub(crate) decoder: FrameDecoder,
+    /// The channel it carries, and which of the channel's connections it is.
+    pub(crate) channel: String,
+    pub(crate) index: u16,
+}
+
+/// Runs the accepting side of the handshake on a new connection; `dispatch` admits or refuses
+/// the peer.
 pub(crate) async fn accept(
-    shared: &Arc<Shared>,
+    wiring: &Wiring,
+    dispatch: &Arc<impl Dispatch>,
     mut conn: Connection,
-) -> Result<(Arc<Peer>, Connection, FrameDecoder), ConnError> {
+) -> Result<Accepted, ConnError> {
     let attempt = async {
-        let mut handshake =
-            Acceptor::new(shared.config.secret.clone(), shared.spec.clone(), nonce());
+        let mut handshake = Acceptor::new(wiring.secret.clone(), wiring.spec.clone(), nonce());
         let mut decoder = FrameDecoder::new(HANDSHAKE_MAX_FRAME_BYTES);
         let hello: Hello = loop {
             let frame = read_frame(&mut conn.read, &mut decoder).await?;
@@ -156,10 +188,10 @@ pub(crate) async fn accept(
                 }
             }
         };
-        match shared.admit(&hello.spec) {
+        match dispatch.admit(&hello.spec) {
             Ok(peer) => {
                 write_one(&mut conn.write, &Frame::Accepted, HANDSHAKE_MAX_FRAME_BYTES).await?;
-                Ok(peer)
+                Ok((peer, hello))
             }
             Err(reason) => {
                 let refusal = Frame::Refused { reason: reason.clone() };
@@ -168,19 +200,19 @@ pub(crate) async fn accept(
             }
         }
     };
-    let peer = tokio::time::timeout(shared.config.connect_timeout, attempt)
+    let (peer, hello) = tokio::time::timeout(wiring.connect_timeout, attempt)
         .await
         .unwrap_or(Err(ConnError::Timeout))?;
     // The connector sends nothing after its proof until it reads `Accepted`, so the handshake
     // decoder holds no data frames: the data decoder starts empty.
-    let decoder = FrameDecoder::new(shared.config.max_frame_bytes);
-    Ok((peer, conn, decoder))
+    let decoder = FrameDecoder::new(wiring.max_frame_bytes);
+    Ok(Accepted { peer, conn, decoder, channel: hello.channel, index: hello.index })
 }
 
 /// Writes everything queued for one connection, batch by batch, until the queue closes or a
 /// write fails (reported on `failed`).
 pub(crate) async fn write_loop(
-    shared: Arc<Shared>,
+    wiring: Arc<Wiring>,
     peer: Arc<Peer>,
     queue: Arc<OutQueue>,
     mut write: WriteHalf,
@@ -206,8 +238,8 @@ pub(crate) async fn write_loop(
         // dropped mid-write (the session ended): the peer's count of queued casts and calls
         // must never leak.
         let mut bounded = Release { peer: &peer, count: bounded };
-        apply_faults(&shared, &peer, true, &mut batch).await;
-        let outcome = out.write_batch(&shared, &mut bounded, &mut write, &mut batch).await;
+        apply_faults(&wiring, &peer, Flow::Outbound, &mut batch).await;
+        let outcome = out.write_batch(&wiring, &queue, &mut bounded, &mut write, &mut batch).await;
         batch.clear();
         drop(bounded);
         if let Err(error) = outcome {
@@ -274,23 +306,25 @@ impl Output {
     /// bound chunk by chunk, so that senders waiting for room go on while the rest is written.
     async fn write_batch(
         &mut self,
-        shared: &Shared,
+        wiring: &Wiring,
+        queue: &OutQueue,
         release: &mut Release<'_>,
         write: &mut WriteHalf,
         batch: &mut Slots,
     ) -> std::io::Result<()> {
-        let max = shared.config.max_frame_bytes;
+        let max = wiring.max_frame_bytes;
+        let written = &queue.progress.written;
         let peer = release.peer;
         for queued in batch.drain(..).flatten() {
             let encoded = encode_frame_head(&queued.frame, &mut self.buf, max, LARGE_PAYLOAD_BYTES);
             if encoded.is_ok() {
                 self.frames += 1;
-                self.bounded += usize::from(queued.bounded);
+                self.bounded += usize::from(queued.counted);
             }
             match encoded {
                 Ok(None) => {}
                 Ok(Some(payload)) => {
-                    self.flush(release, write).await?;
+                    self.flush(release, written, write).await?;
                     // Piece by piece, letting the worker poll the I/O driver and run its other
                     // tasks in between: a socket with room would otherwise take the whole
                     // payload in one poll. `yield_now`, not `behind_runnable_tasks`: a task
@@ -300,6 +334,7 @@ impl Output {
                     for piece in payload.chunks(LARGE_IO_BYTES) {
                         write.write_all(piece).await?;
                         peer.counters.bytes_sent.fetch_add(piece.len() as u64, Relaxed);
+                        written.fetch_add(piece.len() as u64, Relaxed);
                         tokio::task::yield_now().await;
                     }
                 }
@@ -309,10 +344,10 @@ impl Output {
                 ),
             }
             if self.buf.len() >= WRITE_CHUNK_BYTES {
-                self.flush(release, write).await?;
+                self.flush(release, written, write).await?;
             }
         }
-        self.flush(release, write).await?;
+        self.flush(release, written, write).await?;
         if self.buf.capacity() > 4 * WRITE_CHUNK_BYTES {
             self.buf = BytesMut::with_capacity(WRITE_CHUNK_BYTES);
         }
@@ -322,6 +357,7 @@ impl Output {
     async fn flush(
         &mut self,
         release: &mut Release<'_>,
+        written: &AtomicU64,
         write: &mut WriteHalf,
     ) -> std::io::Result<()> {
         if self.buf.is_empty() {
@@ -331,6 +367,7 @@ impl Output {
         let counters = &release.peer.counters;
         counters.frames_sent.fetch_add(self.frames, Relaxed);
         counters.bytes_sent.fetch_add(self.buf.len() as u64, Relaxed);
+        written.fetch_add(self.buf.len() as u64, Relaxed);
         release.give_back(self.bounded);
         self.buf.clear();
         self.frames = 0;
@@ -403,13 +440,9 @@ impl Batch for Vec<Frame> {
 }
 
 /// Discards or delays a batch as the faults in force say.
-pub(crate) async fn apply_faults(
-    shared: &Shared,
-    peer: &Peer,
-    outbound: bool,
-    batch: &mut impl Batch,
-) {
-    let verdict = shared.faults.verdict(peer.id, outbound);
+async fn apply_faults(wiring: &Wiring, peer: &Peer, flow: Flow, batch: &mut impl Batch) {
+    let faults = &wiring.faults;
+    let verdict = faults.verdict(peer.id, flow);
     if let Verdict::Pass = verdict {
         return;
     }
@@ -418,7 +451,7 @@ pub(crate) async fn apply_faults(
         Verdict::Pass => {}
         Verdict::Discard => batch.clear_frames(),
         Verdict::DropEach(probability) => {
-            batch.retain_frames(|| !shared.faults.draw(probability));
+            batch.retain_frames(|| !faults.draw(probability));
         }
         Verdict::Delay(delay) => tokio::time::sleep(delay).await,
     }
@@ -443,7 +476,8 @@ pub(crate) async fn watch_closed(mut read: ReadHalf, failed: mpsc::Sender<DownRe
 /// Dispatches every whole frame in `decoder`, in order; the error of a bad one, after those
 /// before it.
 async fn dispatch_decoded(
-    shared: &Arc<Shared>,
+    wiring: &Wiring,
+    dispatch: &Arc<impl Dispatch>,
     peer: &Arc<Peer>,
     decoder: &mut FrameDecoder,
 ) -> Option<ConnError> {
@@ -453,13 +487,11 @@ async fn dispatch_decoded(
             Ok(Some(frame)) => {
                 if frames == 0 {
                     // One clock read per read, not per frame.
-                    peer.heard(millis_since(shared.origin));
+                    peer.heard(millis_since(wiring.origin));
                 }
                 frames += 1;
-                // Delivery waits only for a full mailbox, which then holds back the rest of
-                // this connection: back-pressure reaches the sender through TCP.
-                if let Some((to, inbound)) = shared.dispatch(peer, frame) {
-                    shared.deliver(to, inbound).await;
+                if let Some(wait) = dispatch.dispatch(peer, frame) {
+                    wait.await;
                 }
             }
             Ok(None) => break None,
@@ -472,21 +504,22 @@ async fn dispatch_decoded(
 
 /// Reads frames from a peer's connection and dispatches them, until the connection fails,
 /// sends a bad frame, or the peer goes down here (`epoch` changes). Every frame already read
-/// is dispatched before a bad one closes the connection.
+/// is dispatched before a bad one closes the connection. Bytes read are counted on `read`.
 pub(crate) async fn read_loop(
-    shared: Arc<Shared>,
-    peer: Arc<Peer>,
-    mut conn: Connection,
-    mut decoder: FrameDecoder,
+    wiring: Arc<Wiring>,
+    dispatch: Arc<impl Dispatch>,
+    accepted: Accepted,
+    read: Arc<AtomicU64>,
     mut epoch: watch::Receiver<u64>,
 ) {
+    let Accepted { peer, mut conn, mut decoder, .. } = accepted;
     epoch.mark_unchanged();
     let name = peer.name();
     let mut batch = Vec::new();
     loop {
-        if shared.faults.verdict(peer.id, false) == Verdict::Pass {
+        if wiring.faults.verdict(peer.id, Flow::Inbound) == Verdict::Pass {
             // No inbound fault (the usual case): each frame is dispatched as it is decoded.
-            if let Some(error) = dispatch_decoded(&shared, &peer, &mut decoder).await {
+            if let Some(error) = dispatch_decoded(&wiring, &dispatch, &peer, &mut decoder).await {
                 tracing::warn!(peer = %name, addr = %conn.peer_addr, %error, "closing a connection");
                 return;
             }
@@ -501,17 +534,15 @@ pub(crate) async fn read_loop(
         if !batch.is_empty() {
             let frames = batch.len() as u64;
             peer.counters.frames_received.fetch_add(frames, Relaxed);
-            apply_faults(&shared, &peer, false, &mut batch).await;
+            apply_faults(&wiring, &peer, Flow::Inbound, &mut batch).await;
             // Only frames that pass the inbound faults count as heard (a cut peer falls
             // silent); one clock read per read, not per frame.
             if !batch.is_empty() {
-                peer.heard(millis_since(shared.origin));
+                peer.heard(millis_since(wiring.origin));
             }
             for frame in batch.drain(..) {
-                // Delivery waits only for a full mailbox, which then holds back the rest
-                // of this connection: back-pressure reaches the sender through TCP.
-                if let Some((to, inbound)) = shared.dispatch(&peer, frame) {
-                    shared.deliver(to, inbound).await;
+                if let Some(wait) = dispatch.dispatch(&peer, frame) {
+                    wait.await;
                 }
             }
         }
@@ -520,18 +551,19 @@ pub(crate) async fn read_loop(
             return;
         }
         let mut room = decoder.buffer_mut().limit(LARGE_IO_BYTES);
-        let read = tokio::select! {
+        let outcome = tokio::select! {
             biased;
             _ = epoch.changed() => return,
-            read = conn.read.read_buf(&mut room) => read,
+            outcome = conn.read.read_buf(&mut room) => outcome,
         };
-        match read {
+        match outcome {
             Ok(0) => {
                 tracing::debug!(peer = %name, "connection closed by the peer");
                 return;
             }
             Ok(bytes) => {
                 peer.counters.bytes_received.fetch_add(bytes as u64, Relaxed);
+                read.fetch_add(bytes as u64, Relaxed);
                 if bytes >= LARGE_IO_BYTES / 4 {
                     // A large frame streams in: let the worker poll the I/O driver and run
                     // its other tasks (another connection's reader, a heartbeat) between

@@ -39,6 +39,15 @@ pub enum Fault {
     Delay(Duration),
 }
 
+/// One way of the traffic with a peer (a [`Direction`] names one or both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Flow {
+    /// Frames this node writes to the peer.
+    Outbound,
+    /// Frames this node reads from the peer.
+    Inbound,
+}
+
 /// What to do with one batch of frames.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Verdict {
@@ -51,7 +60,7 @@ pub(crate) enum Verdict {
 /// The faults in force on a node.
 pub(crate) struct Faults {
     active: AtomicBool,
-    rules: RwLock<HashMap<(NodeId, bool), Fault>>,
+    rules: RwLock<HashMap<(NodeId, Flow), Fault>>,
     rng: Mutex<SmallRng>,
 }
 
@@ -66,8 +75,8 @@ impl Faults {
 
     pub(crate) fn set(&self, peer: NodeId, direction: Direction, fault: Fault) {
         let mut rules = self.rules.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for outbound in outbound_flags(direction) {
-            rules.insert((peer, *outbound), fault);
+        for flow in flows(direction) {
+            rules.insert((peer, *flow), fault);
         }
         self.active.store(true, Ordering::Release);
     }
@@ -81,13 +90,13 @@ impl Faults {
         self.active.store(!rules.is_empty(), Ordering::Release);
     }
 
-    /// The verdict for frames to (`outbound`) or from `peer`.
-    pub(crate) fn verdict(&self, peer: NodeId, outbound: bool) -> Verdict {
+    /// The verdict for frames of `flow` with `peer`.
+    pub(crate) fn verdict(&self, peer: NodeId, flow: Flow) -> Verdict {
         if !self.active.load(Ordering::Relaxed) {
             return Verdict::Pass;
         }
         let rules = self.rules.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match rules.get(&(peer, outbound)) {
+        match rules.get(&(peer, flow)) {
             None => Verdict::Pass,
             Some(Fault::Cut) => Verdict::Discard,
             Some(Fault::Drop(probability)) => Verdict::DropEach(*probability),
@@ -97,7 +106,7 @@ impl Faults {
 
     /// Whether traffic with `peer` is cut in either direction.
     pub(crate) fn is_cut(&self, peer: NodeId) -> bool {
-        [true, false].into_iter().any(|outbound| self.verdict(peer, outbound) == Verdict::Discard)
+        flows(Direction::Both).iter().any(|flow| self.verdict(peer, *flow) == Verdict::Discard)
     }
 
     /// Draws whether one frame is dropped with `probability`.
@@ -112,10 +121,10 @@ impl Faults {
     }
 }
 
-fn outbound_flags(direction: Direction) -> &'static [bool] {
+fn flows(direction: Direction) -> &'static [Flow] {
     match direction {
-        Direction::Outbound => &[true],
-        Direction::Inbound => &[false],
-        Direction::Both => &[true, false],
+        Direction::Outbound => &[Flow::Outbound],
+        Direction::Inbound => &[Flow::Inbound],
+        Direction::Both => &[Flow::Outbound, Flow::Inbound],
     }
 }

@@ -67,19 +67,25 @@
 //! # Ok(()) }
 //! ```
 
+mod answers;
+mod cluster;
 mod config;
 mod conn;
 mod fault;
 pub mod handshake;
+mod membership;
 pub mod net;
 mod node;
 mod node_watchers;
 mod peer;
+mod progress;
 mod queue;
 mod remote;
 mod requests;
+mod rpc;
 mod service;
 mod spec;
+mod tasks;
 pub mod wire;
 
 use std::fmt;

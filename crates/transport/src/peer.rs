@@ -3,16 +3,18 @@
 //! (monitors and links, so that losing the node can be reported to each of them).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+use shoal_process::remote::current_sender;
 use shoal_process::{NodeId, Pid, Ref};
 use tokio::sync::{Notify, watch};
 
 use crate::queue::{OutQueue, Pushed, Queued};
-use crate::wire::Frame;
+use crate::wire::{Addressee, Frame};
 use crate::{CONTROL_CHANNEL, ChannelConfig, NodeSpec};
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -51,6 +53,16 @@ impl Session {
     /// The queue of connection `index` of `channel`.
     pub(crate) fn queue(&self, channel: &str, index: u16) -> Option<Arc<OutQueue>> {
         self.queues(channel)?.get(usize::from(index)).cloned()
+    }
+
+    /// Every connection's queue, with its channel and index.
+    pub(crate) fn connections(&self) -> impl Iterator<Item = (&str, u16, &Arc<OutQueue>)> {
+        self.channels.iter().flat_map(|(channel, queues)| {
+            queues
+                .iter()
+                .enumerate()
+                .map(move |(index, queue)| (channel.as_str(), index as u16, queue))
+        })
     }
 
     pub(crate) fn ended(&self) -> watch::Receiver<bool> {
@@ -124,6 +136,40 @@ pub(crate) struct Peer {
     pub(crate) inbound_epoch: watch::Sender<u64>,
     /// Wakes the connector from its backoff (healed, restarted).
     pub(crate) kick: Notify,
+    /// Receivers on the peer that asked this node to hold casts and calls to them, as their
+    /// senders address them (see `crate::remote`, "Head-of-line").
+    held: Mutex<HashSet<Addressee>>,
+    any_held: AtomicBool,
+    /// Senders waiting for a hold to be lifted.
+    unheld: Mutex<Vec<Waker>>,
+    /// Bytes read on each connection the peer opened to this node, by channel and index: what
+    /// this node reports to the peer for its stall detection (`crate::progress`).
+    inbound: Mutex<Vec<(String, u16, Arc<AtomicU64>)>>,
+}
+
+/// Which connection of a channel a frame takes (`order`: every frame of one sender takes the
+/// same, see `crate::remote`), and which queued frame it supersedes on a monotonic channel
+/// (`latest`: the previous one of the same sender to the same receiver).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Lane {
+    pub(crate) order: u64,
+    pub(crate) latest: u64,
+}
+
+impl Lane {
+    /// The lane of frames from the sender keyed `sender` to the receiver keyed `receiver`.
+    pub(crate) fn new(sender: u64, receiver: u64) -> Self {
+        Self { order: sender, latest: sender ^ receiver.rotate_left(29) }
+    }
+}
+
+/// Whether a frame counts against the peer's bound on queued casts and calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Bound {
+    /// A cast or a call: refused when the bound is reached (the sender waits).
+    Counted,
+    /// A signal, a reply or a control frame: always queued (bounded by what causes it).
+    Exempt,
 }
 
 /// Why a frame for a peer was not queued; the frame is handed back. (Large, but only on the
@@ -151,6 +197,10 @@ impl Peer {
             removed: watch::Sender::new(false),
             inbound_epoch: watch::Sender::new(0),
             kick: Notify::new(),
+            held: Mutex::default(),
+            any_held: AtomicBool::new(false),
+            unheld: Mutex::default(),
+            inbound: Mutex::default(),
         }
     }
 
@@ -188,7 +238,7 @@ impl Peer {
             *current = None;
             drop(current);
             let left = session.end();
-            self.release(left.iter().filter(|queued| queued.bounded).count());
+            self.release(left.iter().filter(|queued| queued.counted).count());
         }
     }
 
@@ -210,10 +260,14 @@ impl Peer {
         let was_up = self.up.swap(false, Ordering::AcqRel);
         if let Some(session) = lock(&self.session).take() {
             let left = session.end();
-            self.release(left.iter().filter(|queued| queued.bounded).count());
+            self.release(left.iter().filter(|queued| queued.counted).count());
         }
         self.inbound_epoch.send_modify(|epoch| *epoch += 1);
+        // Holds belong to the session: the receivers' node forgets them with it.
+        lock(&self.held).clear();
+        self.any_held.store(false, Ordering::Release);
         self.wake_senders();
+        self.wake_unheld();
         was_up
     }
 
@@ -238,37 +292,38 @@ impl Peer {
         self.last_heard_ms.load(Ordering::Relaxed)
     }
 
-    /// Queues `frame` on `channel`, on the connection chosen by `key`. A bounded frame (a
-    /// cast or a call) is refused when the peer's queue is full; others always get in.
+    /// Queues `frame` on `channel`, on the connection its `lane` picks. A counted frame (a cast
+    /// or a call) is refused when the peer's queue is full; others always get in.
     #[allow(clippy::result_large_err)]
     pub(crate) fn push(
         &self,
         channel: &str,
-        key: u64,
+        lane: Lane,
         frame: Frame,
-        bounded: bool,
+        bound: Bound,
     ) -> Result<(), PushError> {
+        let counted = bound == Bound::Counted;
         // The session stays locked while the frame is queued: cheaper than sharing it out
         // (two more atomic operations per frame), and the push is short.
         let session = lock(&self.session);
         let Some(queues) = session.as_deref().and_then(|session| session.queues(channel)) else {
             return Err(PushError::Down(frame));
         };
-        if bounded && self.queued.fetch_add(1, Ordering::AcqRel) >= self.limit {
+        if counted && self.queued.fetch_add(1, Ordering::AcqRel) >= self.limit {
             // Through `release`, so a sender that waits meanwhile is not forgotten.
             self.release(1);
             return Err(PushError::Full(frame));
         }
-        let queue = &queues[(spread(key) % queues.len() as u64) as usize];
-        match queue.push(key, Queued { frame, bounded }) {
+        let queue = &queues[(spread(lane.order) % queues.len() as u64) as usize];
+        match queue.push(lane.latest, Queued { frame, counted }) {
             Pushed::Queued => Ok(()),
-            Pushed::Superseded { bounded: true } => {
+            Pushed::Superseded { counted: true } => {
                 self.release(1);
                 Ok(())
             }
-            Pushed::Superseded { bounded: false } => Ok(()),
+            Pushed::Superseded { counted: false } => Ok(()),
             Pushed::Closed(queued) => {
-                if bounded {
+                if counted {
                     self.release(1);
                 }
                 Err(PushError::Down(queued.frame))
@@ -278,7 +333,77 @@ impl Peer {
 
     /// Queues a frame on the control channel.
     pub(crate) fn push_control(&self, frame: Frame) -> bool {
-        self.push(CONTROL_CHANNEL, 0, frame, false).is_ok()
+        self.push(CONTROL_CHANNEL, Lane::new(0, 0), frame, Bound::Exempt).is_ok()
+    }
+
+    /// The peer's process addressed as `to` asked this node to hold casts and calls to it.
+    pub(crate) fn hold(&self, to: Addressee) {
+        lock(&self.held).insert(to);
+        self.any_held.store(true, Ordering::Release);
+    }
+
+    /// The hold on `to` is lifted.
+    pub(crate) fn resume(&self, to: &Addressee) {
+        {
+            let mut held = lock(&self.held);
+            held.remove(to);
+            self.any_held.store(!held.is_empty(), Ordering::Release);
+        }
+        self.wake_unheld();
+    }
+
+    /// Whether casts and calls to `to` must wait for a [`Peer::resume`].
+    pub(crate) fn is_held(&self, to: &Addressee) -> bool {
+        self.any_held.load(Ordering::Acquire) && lock(&self.held).contains(to)
+    }
+
+    /// Ready when `to` is not held (or the peer is down, which the next push reports).
+    pub(crate) fn poll_unheld(&self, to: &Addressee, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.is_held(to) {
+            return Poll::Ready(());
+        }
+        {
+            let mut unheld = lock(&self.unheld);
+            if !unheld.iter().any(|waker| waker.will_wake(cx.waker())) {
+                unheld.push(cx.waker().clone());
+            }
+        }
+        // Check again: the hold may have been lifted before the registration.
+        if self.is_held(to) { Poll::Pending } else { Poll::Ready(()) }
+    }
+
+    fn wake_unheld(&self) {
+        let wakers = std::mem::take(&mut *lock(&self.unheld));
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// The counter of bytes read on the peer's connection `index` of `channel`, new for a new
+    /// connection.
+    pub(crate) fn track_inbound(&self, channel: &str, index: u16) -> Arc<AtomicU64> {
+        let counter = Arc::new(AtomicU64::new(0));
+        let mut inbound = lock(&self.inbound);
+        match inbound.iter_mut().find(|(c, i, _)| c == channel && *i == index) {
+            Some(entry) => entry.2 = counter.clone(),
+            None => inbound.push((channel.to_owned(), index, counter.clone())),
+        }
+        counter
+    }
+
+    /// Bytes read so far on each of the peer's connections to this node.
+    pub(crate) fn inbound_counts(&self) -> Vec<(String, u16, u64)> {
+        let inbound = lock(&self.inbound);
+        inbound.iter().map(|(c, i, read)| (c.clone(), *i, read.load(Ordering::Relaxed))).collect()
+    }
+
+    /// What the peer says it has read on this node's connections to it.
+    pub(crate) fn note_read_by_peer(&self, counts: &[(String, u16, u64)]) {
+        let session = lock(&self.session).clone();
+        let Some(session) = session else { return };
+        for (channel, index, read) in counts {
+            if let Some(queue) = session.queue(channel, *index) {
+                queue.progress.read_by_peer.fetch_max(*read, Ordering::Relaxed);
+            }
+        }
     }
 
     /// `count` bounded frames left the queues.
@@ -379,9 +504,24 @@ fn spread(key: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// The key that picks the connection for frames to `pid`: all of them take the same one.
+/// The ordering key of a process: what it sends takes one connection of a channel (and so
+/// does what is sent on its behalf: its `Down`, its exit signals).
 pub(crate) fn pid_key(pid: Pid) -> u64 {
     pid.local_id() ^ pid.incarnation().rotate_left(32)
+}
+
+/// The ordering key of whatever is sent from here: the process running on this thread, or else
+/// the task, so that one sender's frames keep their order.
+pub(crate) fn sender_key() -> u64 {
+    match current_sender() {
+        Some(pid) => pid_key(pid),
+        None => tokio::task::try_id().map_or(0, task_key),
+    }
+}
+
+/// The ordering key of a task that is not a process.
+pub(crate) fn task_key(id: tokio::task::Id) -> u64 {
+    NodeIdHash.hash_one(id)
 }
 
 /// Milliseconds since `origin`.

@@ -7,6 +7,7 @@
 //! so order among the rest is kept.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, PoisonError};
 
 use tokio::sync::Notify;
@@ -17,13 +18,23 @@ use crate::wire::Frame;
 pub(crate) struct Queued {
     pub(crate) frame: Frame,
     /// Counted against the peer's bound on queued casts and calls.
-    pub(crate) bounded: bool,
+    pub(crate) counted: bool,
 }
 
 pub(crate) struct OutQueue {
     state: Mutex<State>,
     ready: Notify,
     monotonic: bool,
+    /// How far the connection has got, for stall detection (`crate::progress`).
+    pub(crate) progress: Progress,
+}
+
+/// Bytes written on a connection after its handshake, and how many of them the peer says it
+/// has read.
+#[derive(Default)]
+pub(crate) struct Progress {
+    pub(crate) written: AtomicU64,
+    pub(crate) read_by_peer: AtomicU64,
 }
 
 /// Frames in push order; a superseded frame's slot holds `None`.
@@ -32,11 +43,11 @@ pub(crate) type Slots = VecDeque<Option<Queued>>;
 #[derive(Default)]
 struct State {
     slots: Slots,
-    /// How many of the queued frames are bounded (so the writer need not count them).
-    bounded: usize,
+    /// How many of the queued frames are counted (so the writer need not count them).
+    counted: usize,
     /// Sequence number of `slots[0]`.
     first_seq: u64,
-    /// Monotonic channels: the sequence number of the queued frame for each receiver key.
+    /// Monotonic channels: the sequence number of the queued frame for each lane's `latest`.
     latest: HashMap<u64, u64>,
     closed: bool,
 }
@@ -45,15 +56,20 @@ struct State {
 pub(crate) enum Pushed {
     /// Queued.
     Queued,
-    /// Queued, replacing an older frame for the same receiver; that one was bounded or not.
-    Superseded { bounded: bool },
+    /// Queued, replacing an older frame for the same receiver; that one was counted or not.
+    Superseded { counted: bool },
     /// The connection is gone; the frame is handed back.
     Closed(Queued),
 }
 
 impl OutQueue {
     pub(crate) fn new(monotonic: bool) -> Self {
-        Self { state: Mutex::default(), ready: Notify::new(), monotonic }
+        Self {
+            state: Mutex::default(),
+            ready: Notify::new(),
+            monotonic,
+            progress: Progress::default(),
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -73,10 +89,10 @@ impl OutQueue {
             && let Some(slot) = state.slots.get_mut(index)
             && let Some(superseded) = slot.take()
         {
-            pushed = Pushed::Superseded { bounded: superseded.bounded };
-            state.bounded -= usize::from(superseded.bounded);
+            pushed = Pushed::Superseded { counted: superseded.counted };
+            state.counted -= usize::from(superseded.counted);
         }
-        state.bounded += usize::from(queued.bounded);
+        state.counted += usize::from(queued.counted);
         state.slots.push_back(Some(queued));
         drop(state);
         self.ready.notify_one();
@@ -101,7 +117,7 @@ impl OutQueue {
 
     /// Waits for frames and takes all of them: `batch`, which must be empty, is swapped with
     /// the queue's slots (no frame is moved; a superseded slot is `None`). Returns how many of
-    /// them are bounded, or `None` once the queue is closed and empty.
+    /// them are counted, or `None` once the queue is closed and empty.
     pub(crate) async fn take_all(&self, batch: &mut Slots) -> Option<usize> {
         debug_assert!(batch.is_empty(), "the writer hands back an empty batch");
         loop {
@@ -112,7 +128,7 @@ impl OutQueue {
                     std::mem::swap(&mut state.slots, batch);
                     state.first_seq += taken;
                     state.latest.clear();
-                    return Some(std::mem::take(&mut state.bounded));
+                    return Some(std::mem::take(&mut state.counted));
                 }
                 if state.closed {
                     return None;
@@ -127,7 +143,7 @@ impl OutQueue {
         let mut state = self.state();
         state.closed = true;
         state.latest.clear();
-        state.bounded = 0;
+        state.counted = 0;
         let left = state.slots.drain(..).flatten().collect();
         drop(state);
         self.ready.notify_one();

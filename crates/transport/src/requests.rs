@@ -1,7 +1,8 @@
 //! Node-level operations: messages to registered names on a node, remote spawn by factory,
 //! `is_alive` for any pid, ping, messages on a chosen channel, and RPC to handlers registered
 //! by name (with an optional follow-up handler that runs on the target right after, as
-//! Distribunator's `node_rpc` callback does).
+//! Distribunator's `node_rpc` callback does). Each goes in order with whatever else its
+//! sender (the process or task calling) sends, as `crate::remote` explains.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,20 +11,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use shoal_process::Pid;
 use shoal_process::codec::{decode, encode};
 use shoal_process::remote::Inbound;
-use shoal_process::{Pid, SpawnOptions};
 
-use crate::net::BoxFuture;
-use crate::node::Shared;
-use crate::peer::{Peer, pid_key};
-use crate::remote::ReplyVia;
-use crate::wire::{Failure, Frame, Request};
+use crate::peer::{Lane, Peer, pid_key, sender_key};
+use crate::remote::push_waiting;
+use crate::rpc::{self, RpcHandler};
+use crate::wire::{Addressee, Failure, Frame, Request};
 use crate::{DEFAULT_CHANNEL, Node, RemoteError};
-
-/// A registered RPC handler: encoded arguments in, encoded result (or an error message) out.
-pub(crate) type RpcHandler =
-    Arc<dyn Fn(Bytes) -> BoxFuture<'static, Result<Bytes, String>> + Send + Sync>;
 
 /// How long [`Node::is_alive`] waits for a remote answer.
 const IS_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,13 +43,7 @@ impl Node {
                 encode(&result).map_err(|error| error.to_string())
             })
         });
-        let mut handlers =
-            self.shared.rpc.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if handlers.contains_key(name) {
-            return false;
-        }
-        handlers.insert(name.to_owned(), erased);
-        true
+        self.cluster.processes.rpc.register(name, erased)
     }
 
     /// Runs the RPC handler `name` on `node` with `args` and returns its result.
@@ -91,11 +81,13 @@ impl Node {
         let args = encode(args).map_err(|error| RemoteError::Encode(error.to_string()))?;
         let request = Request::Rpc { name: name.to_owned(), args, then };
         let bytes = if node == self.name() {
-            let shared = self.shared.clone();
-            let run = async move { run_request(&shared, request).await };
-            tokio::time::timeout(timeout, run).await.map_err(|_| RemoteError::Timeout)??
+            let processes = self.cluster.processes.clone();
+            let run = async move { rpc::serve(&processes.runtime, &processes.rpc, request).await };
+            let served =
+                tokio::time::timeout(timeout, run).await.map_err(|_| RemoteError::Timeout)?;
+            served.outcome?
         } else {
-            self.request(node, |id| Frame::Request { id, request }, timeout).await?
+            self.request(node, None, |id| Frame::Request { id, request }, timeout).await?
         };
         decode(&bytes).map_err(|error| RemoteError::Decode(error.to_string()))
     }
@@ -110,7 +102,7 @@ impl Node {
     ) -> Result<Pid, RemoteError> {
         let args = encode(args).map_err(|error| RemoteError::Encode(error.to_string()))?;
         let request = Request::Spawn { factory: factory.to_owned(), args };
-        let bytes = self.request(node, |id| Frame::Request { id, request }, timeout).await?;
+        let bytes = self.request(node, None, |id| Frame::Request { id, request }, timeout).await?;
         decode(&bytes).map_err(|error| RemoteError::Decode(error.to_string()))
     }
 
@@ -119,11 +111,12 @@ impl Node {
         if pid.node() == self.id() {
             return self.runtime().is_alive(pid);
         }
-        let Some(node) = self.shared.peer(pid.node()).map(|peer| peer.name()) else {
+        let Some(node) = self.cluster.members.get(pid.node()).map(|peer| peer.name()) else {
             return false;
         };
         let request = Request::IsAlive(pid);
-        match self.request(&node, |id| Frame::Request { id, request }, IS_ALIVE_TIMEOUT).await {
+        let frame = |id| Frame::Request { id, request };
+        match self.request(&node, None, frame, IS_ALIVE_TIMEOUT).await {
             Ok(bytes) => decode(&bytes).unwrap_or(false),
             Err(_) => false,
         }
@@ -140,14 +133,15 @@ impl Node {
         let payload = encode(message).map_err(|error| RemoteError::Encode(error.to_string()))?;
         if node == self.name() {
             if let Some(pid) = self.runtime().whereis(name) {
-                self.shared.deliver(pid, Inbound::cast(payload)).await;
+                self.cluster.processes.deliver_waiting(pid, Inbound::cast(payload)).await;
             }
             return Ok(());
         }
         let peer = self.connected(node)?;
         let frame = Frame::CastNamed { name: name.to_owned(), payload };
-        self.shared
-            .push_waiting(&peer, DEFAULT_CHANNEL, name_key(name), frame)
+        let lane = Lane::new(sender_key(), name_key(name));
+        let held_as = Addressee::Name(name.to_owned());
+        push_waiting(&peer, DEFAULT_CHANNEL, lane, Some(&held_as), frame)
             .await
             .map_err(|()| RemoteError::NoConnection(node.to_owned()))
     }
@@ -161,9 +155,10 @@ impl Node {
         timeout: Duration,
     ) -> Result<R, RemoteError> {
         let payload = encode(request).map_err(|error| RemoteError::Encode(error.to_string()))?;
+        let held_as = Addressee::Name(name.to_owned());
         let name = name.to_owned();
-        let bytes =
-            self.request(node, |id| Frame::CallNamed { id, name, payload }, timeout).await?;
+        let frame = |id| Frame::CallNamed { id, name, payload };
+        let bytes = self.request(node, Some(&held_as), frame, timeout).await?;
         decode(&bytes).map_err(|error| RemoteError::Decode(error.to_string()))
     }
 
@@ -182,17 +177,19 @@ impl Node {
                 .await
                 .map_err(|error| RemoteError::Send(error.to_string()));
         }
-        if !self.shared.config.channels.contains_key(channel) {
+        if !self.cluster.config.channels.contains_key(channel) {
             return Err(RemoteError::NoSuchChannel(channel.to_owned()));
         }
         let payload = encode(&message).map_err(|error| RemoteError::Encode(error.to_string()))?;
         let peer = self
-            .shared
-            .peer(pid.node())
+            .cluster
+            .members
+            .get(pid.node())
             .filter(|peer| peer.is_up())
             .ok_or_else(|| RemoteError::NoConnection(pid.node().to_string()))?;
-        self.shared
-            .push_waiting(&peer, channel, pid_key(pid), Frame::Cast { to: pid, payload })
+        let lane = Lane::new(sender_key(), pid_key(pid));
+        let frame = Frame::Cast { to: pid, payload };
+        push_waiting(&peer, channel, lane, Some(&Addressee::Pid(pid)), frame)
             .await
             .map_err(|()| RemoteError::NoConnection(peer.name()))
     }
@@ -200,10 +197,10 @@ impl Node {
     /// The round trip of a ping to `node` over the control channel.
     pub async fn ping(&self, node: &str, timeout: Duration) -> Result<Duration, RemoteError> {
         let peer = self.connected(node)?;
-        let (id, answer) = self.shared.expect_oneshot(peer.id);
+        let (id, answer) = self.cluster.answers.await_oneshot(peer.id);
         let started = Instant::now();
         if !peer.push_control(Frame::Ping { id }) {
-            self.shared.forget(id);
+            self.cluster.answers.withdraw(id);
             return Err(RemoteError::NoConnection(node.to_owned()));
         }
         self.await_answer(node, id, answer, timeout).await?;
@@ -211,34 +208,35 @@ impl Node {
     }
 
     fn connected(&self, node: &str) -> Result<Arc<Peer>, RemoteError> {
-        self.shared
-            .peer_by_name(node)
+        self.cluster
+            .members
+            .by_name(node)
             .filter(|peer| peer.is_up())
             .ok_or_else(|| RemoteError::NoConnection(node.to_owned()))
     }
 
-    /// Sends a frame that expects a [`Frame::Reply`] and waits for it.
+    /// Sends a frame that expects a [`Frame::Reply`] (to a process addressed as `held_as`, which
+    /// may be held, or to the node) and waits for it.
     async fn request(
         &self,
         node: &str,
+        held_as: Option<&Addressee>,
         frame: impl FnOnce(u64) -> Frame,
         timeout: Duration,
     ) -> Result<Bytes, RemoteError> {
         let peer = self.connected(node)?;
-        let (id, answer) = self.shared.expect_oneshot(peer.id);
-        let queued = tokio::time::timeout(
-            timeout,
-            self.shared.push_waiting(&peer, DEFAULT_CHANNEL, id, frame(id)),
-        )
-        .await;
-        match queued {
+        let answers = &self.cluster.answers;
+        let (id, answer) = answers.await_oneshot(peer.id);
+        let lane = Lane::new(sender_key(), id);
+        let push = push_waiting(&peer, DEFAULT_CHANNEL, lane, held_as, frame(id));
+        match tokio::time::timeout(timeout, push).await {
             Ok(Ok(())) => self.await_answer(node, id, answer, timeout).await,
             Ok(Err(())) => {
-                self.shared.forget(id);
+                answers.withdraw(id);
                 Err(RemoteError::NoConnection(node.to_owned()))
             }
             Err(_) => {
-                self.shared.forget(id);
+                answers.withdraw(id);
                 Err(RemoteError::Timeout)
             }
         }
@@ -256,7 +254,7 @@ impl Node {
             // The node was lost: its waiters are dropped unanswered.
             Ok(Err(_)) => Err(RemoteError::NoConnection(node.to_owned())),
             Err(_) => {
-                self.shared.forget(id);
+                self.cluster.answers.withdraw(id);
                 Err(RemoteError::Timeout)
             }
         }
@@ -265,56 +263,4 @@ impl Node {
 
 fn name_key(name: &str) -> u64 {
     shoal_process::NodeId::from_name(name).as_u64()
-}
-
-/// Serves a request from a peer and sends the answer back.
-pub(crate) async fn serve(shared: Arc<Shared>, request: Request, reply: ReplyVia) {
-    let outcome = run_request(&shared, request).await;
-    reply.send(outcome);
-}
-
-async fn run_request(shared: &Shared, request: Request) -> Result<Bytes, Failure> {
-    let runtime = &shared.runtime;
-    match request {
-        Request::IsAlive(pid) => Ok(encode(&runtime.is_alive(pid)).unwrap_or_default()),
-        Request::Spawn { factory, args } => {
-            let pid = runtime
-                .spawn_factory(&factory, &args, SpawnOptions::new())
-                .map_err(|error| Failure::Spawn(error.to_string()))?;
-            encode(&pid).map_err(|error| Failure::Spawn(error.to_string()))
-        }
-        Request::Rpc { name, args, then } => {
-            let result = run_handler(shared, &name, args).await?;
-            if let Some(then) = then
-                && let Err(failure) = run_handler(shared, &then, result.clone()).await
-            {
-                tracing::warn!(handler = %then, %failure, "the follow-up RPC handler failed");
-            }
-            Ok(result)
-        }
-    }
-}
-
-/// Runs a handler in its own task, so a panic in it is reported, not spread.
-async fn run_handler(shared: &Shared, name: &str, args: Bytes) -> Result<Bytes, Failure> {
-    let handler = shared
-        .rpc
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(name)
-        .cloned()
-        .ok_or_else(|| Failure::UnknownHandler(name.to_owned()))?;
-    match tokio::spawn(handler(args)).await {
-        Ok(result) => result.map_err(Failure::Handler),
-        Err(error) if error.is_panic() => {
-            let panic = error.into_panic();
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".to_owned());
-            Err(Failure::Handler(format!("panicked: {message}")))
-        }
-        Err(_) => Err(Failure::Handler("cancelled".into())),
-    }
 }

@@ -199,6 +199,34 @@ pub enum Frame {
         /// The monitor.
         monitor: Ref,
     },
+    /// The receiving node's process addressed as `to` holds more messages than its mailbox's
+    /// capacity: the sending node holds further casts and calls to it, addressed that way,
+    /// until [`Frame::Resume`] (see `crate::remote`, "Head-of-line").
+    Hold {
+        /// The process, as the held senders address it.
+        to: Addressee,
+    },
+    /// The process of a [`Frame::Hold`] has made room: casts and calls to it go again.
+    Resume {
+        /// The process, as in the hold.
+        to: Addressee,
+    },
+    /// How many bytes the sending node has read on each connection the receiving node opened
+    /// to it (after the handshake), so that the receiving node can tell a connection that makes
+    /// no progress (see `crate::progress`).
+    Received {
+        /// Channel, connection index, bytes read.
+        counts: Vec<(String, u16, u64)>,
+    },
+}
+
+/// How a sender addresses a process on another node.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Addressee {
+    /// By pid.
+    Pid(Pid),
+    /// By the name it is registered under on its node.
+    Name(String),
 }
 
 impl Frame {
@@ -227,6 +255,9 @@ impl Frame {
             Self::CallNamed { .. } => "call-named",
             Self::Request { .. } => "request",
             Self::MonitorName { .. } => "monitor_name",
+            Self::Hold { .. } => "hold",
+            Self::Resume { .. } => "resume",
+            Self::Received { .. } => "received",
         }
     }
 }

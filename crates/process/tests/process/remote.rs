@@ -34,7 +34,7 @@ impl Remote for Loopback {
         self.queue.send(outbound).map_err(|closed| RouteError::NoConnection(closed.0))
     }
 
-    fn poll_ready(&self, _: NodeId, _: &mut Context<'_>) -> Poll<Result<(), Unreachable>> {
+    fn poll_ready(&self, _: Pid, _: &mut Context<'_>) -> Poll<Result<(), Unreachable>> {
         Poll::Ready(Ok(()))
     }
 }
@@ -82,7 +82,7 @@ async fn carry(origin: &Runtime, peer: &Runtime, outbound: Outbound) {
                 origin.deliver_down(watcher, monitor, target, reason);
             }
         }
-        Outbound::Demonitor { target, monitor } => peer.remote_demonitor(target, monitor),
+        Outbound::Demonitor { target, monitor, .. } => peer.remote_demonitor(target, monitor),
         Outbound::Link { to, from } => {
             if peer.remote_link(to, from).is_err() {
                 origin.deliver_exit(from, to, ExitReason::NoProc, ExitKind::Link);

@@ -1,0 +1,571 @@
+//! The node's part in its cluster: it admits peers (by the rules of `crate::membership`),
+//! keeps each one connected, detects failures, gossips, and takes control frames; process
+//! frames go on to [`Processes`].
+//!
+//! ```text
+//!            accept loop ──handshake──▶ admit(peer) ──▶ read_loop ──▶ dispatch ──▶ Processes
+//!                                          │ unknown peer: add + connector
+//!  connector (one task per peer):          ▼
+//!     connect every channel × parallelism ─▶ Session (one OutQueue + writer per connection)
+//!     heartbeat: ping and read counts on control; down when silent or a connection stalls
+//!     session lost ─▶ down(reason): monitors, links, calls told; NodeDown; backoff; again
+//! ```
+//!
+//! Each node sends on connections it opened itself and reads on connections others opened
+//! to it, so two nodes connecting to each other at once never race over one socket.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use shoal_process::{ExitKind, ExitReason, Runtime};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::answers::PendingAnswers;
+use crate::config::{Membership, NodeConfig};
+use crate::conn::{self, ConnError, Dispatch, Wiring};
+use crate::fault::Faults;
+use crate::membership::{
+    Admission, GossipChange, Members, admission, gossip_changes, tombstone_covers,
+};
+use crate::net::{BoxFuture, Listener};
+use crate::node_watchers::NodeWatchers;
+use crate::peer::{Peer, Session, lock, millis_since};
+use crate::progress::StallWatch;
+use crate::remote::{Processes, Transport};
+use crate::tasks::Tasks;
+use crate::wire::Frame;
+use crate::{CONTROL_CHANNEL, DownReason, NodeEvent, NodeSpec, StartError};
+
+/// Heartbeat ticks between two traces of a peer's counters.
+const STATS_EVERY_TICKS: u64 = 40;
+
+/// Events buffered for a slow subscriber before it is told it lagged.
+const EVENT_BUFFER: usize = 1024;
+
+/// Handshakes in progress at once; a connection beyond them is closed at once, so a flood
+/// of connections cannot pile up tasks.
+const MAX_PENDING_HANDSHAKES: usize = 256;
+
+pub(crate) struct Cluster {
+    pub(crate) config: NodeConfig,
+    /// What the connection layer sees of this node.
+    pub(crate) wiring: Arc<Wiring>,
+    pub(crate) members: Arc<Members>,
+    pub(crate) answers: Arc<PendingAnswers>,
+    pub(crate) processes: Arc<Processes>,
+    pub(crate) events: broadcast::Sender<NodeEvent>,
+    /// Local processes that get node events in their mailboxes.
+    pub(crate) node_watchers: Arc<NodeWatchers>,
+    pub(crate) tasks: Arc<Tasks>,
+}
+
+impl Cluster {
+    /// Builds the node on `runtime`, listens, and starts its loops.
+    pub(crate) async fn start(
+        mut config: NodeConfig,
+        runtime: Runtime,
+    ) -> Result<Arc<Self>, StartError> {
+        let listener = config
+            .network
+            .bind(config.listen)
+            .await
+            .map_err(|error| StartError::Bind(config.listen, error.to_string()))?;
+        let listen_addr = listener
+            .local_addr()
+            .map_err(|error| StartError::Bind(config.listen, error.to_string()))?;
+        let spec = NodeSpec {
+            name: config.name.clone(),
+            incarnation: runtime.incarnation(),
+            listen_addrs: vec![listen_addr],
+            channels: config.channels.clone(),
+        };
+        let wiring = Arc::new(Wiring {
+            secret: config.secret.clone(),
+            spec,
+            network: config.network.clone(),
+            connect_timeout: config.connect_timeout,
+            max_frame_bytes: config.max_frame_bytes,
+            faults: Faults::new(config.seed ^ runtime.incarnation()),
+            origin: Instant::now(),
+        });
+        config.runtime = None;
+        let (members, answers, tasks) = (Arc::default(), Arc::default(), Arc::default());
+        let processes = Arc::new(Processes::new(
+            runtime,
+            Arc::clone(&members),
+            Arc::clone(&answers),
+            Arc::clone(&tasks),
+            config.peer_queue_frames,
+        ));
+        let cluster = Arc::new(Self {
+            config,
+            wiring,
+            members,
+            answers,
+            processes,
+            events: broadcast::Sender::new(EVENT_BUFFER),
+            node_watchers: Arc::default(),
+            tasks,
+        });
+        let transport = Transport::new(&cluster.processes);
+        if cluster.runtime().set_remote(Arc::new(transport)).is_err() {
+            return Err(StartError::InvalidConfig("the runtime already has a transport".into()));
+        }
+        cluster.tasks.spawn(accept_loop(cluster.clone(), listener));
+        match &cluster.config.membership {
+            Membership::FullMesh => cluster.tasks.spawn(gossip_loop(cluster.clone())),
+            Membership::Static(addrs) => {
+                for addr in addrs.clone() {
+                    cluster.tasks.spawn(join_static(cluster.clone(), addr));
+                }
+            }
+            Membership::Managed => {}
+        }
+        tracing::info!(node = %cluster.spec().name, addr = %listen_addr, "node started");
+        Ok(cluster)
+    }
+
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.processes.runtime
+    }
+
+    pub(crate) fn spec(&self) -> &NodeSpec {
+        &self.wiring.spec
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        millis_since(self.wiring.origin)
+    }
+
+    /// Stops the node: its tasks end, its peers are dropped.
+    pub(crate) fn stop(&self) {
+        self.tasks.stop();
+        for peer in self.members.list() {
+            peer.remove();
+        }
+    }
+
+    /// Tells the subscribed processes and the event stream's receivers of a node event.
+    fn publish(&self, event: NodeEvent) {
+        self.node_watchers.notify(self.runtime(), &event);
+        let _ = self.events.send(event);
+    }
+
+    /// Decides whether a node that authenticated (or was learnt of) may be a member; adds it,
+    /// or updates it when it restarted. The reason is logged and sent to a refused peer.
+    pub(crate) fn admit(self: &Arc<Self>, spec: &NodeSpec) -> Result<Arc<Peer>, String> {
+        if self.tasks.is_stopped() {
+            return Err("this node is stopping".into());
+        }
+        let known = self.members.get(spec.id());
+        let decision = admission(
+            self.spec(),
+            spec,
+            known.as_ref().map(|peer| peer.spec()).as_ref(),
+            self.members.left_incarnation(&spec.name),
+            self.wiring.faults.is_cut(spec.id()),
+        );
+        match (decision, known) {
+            (Admission::Refuse(reason), _) => Err(reason),
+            (Admission::Known, Some(peer)) => Ok(peer),
+            (Admission::Restarted, Some(peer)) => {
+                tracing::info!(peer = %spec.name, "the peer restarted with a new incarnation");
+                self.down(&peer, DownReason::Restarted);
+                if self.config.membership != Membership::Managed {
+                    peer.set_spec(spec.clone());
+                    peer.connecting(&self.config.channels);
+                    peer.kick.notify_one();
+                    return Ok(peer);
+                }
+                // Managed: the old incarnation's connector forgets its peer when its session
+                // ends; the new incarnation is a new member with a connector of its own.
+                self.forget_peer(&peer);
+                Ok(self.add_peer(spec))
+            }
+            // Known or restarted with no peer: it was forgotten meanwhile.
+            (Admission::New | Admission::Known | Admission::Restarted, _) => {
+                Ok(self.add_peer(spec))
+            }
+        }
+    }
+
+    /// Adds a new member and starts its connector, unless one of its id was added meanwhile
+    /// (by a concurrent connection): that one is returned.
+    fn add_peer(self: &Arc<Self>, spec: &NodeSpec) -> Arc<Peer> {
+        let peer = Arc::new(Peer::new(spec.clone(), self.config.peer_queue_frames));
+        peer.connecting(&self.config.channels);
+        let (peer, added) = self.members.insert(peer);
+        if added {
+            tracing::debug!(node = %self.spec().name, peer = %spec.name, "new member");
+            self.tasks.spawn(connector(self.clone(), peer.clone()));
+        }
+        peer
+    }
+
+    /// Skips the reconnect backoff of `node`'s connector.
+    pub(crate) fn kick(&self, node: &str) {
+        if let Some(peer) = self.members.by_name(node) {
+            peer.kick.notify_one();
+        }
+    }
+
+    /// Takes `peer` down here: its session ends, and every local process that depends on it
+    /// learns why (monitors fire, links exit, pending calls fail). Returns whether it was up.
+    pub(crate) fn down(&self, peer: &Peer, reason: DownReason) -> bool {
+        let was_up = peer.end();
+        self.answers.fail_from(peer.id);
+        let runtime = self.runtime();
+        let ties = std::mem::take(&mut *lock(&peer.ties));
+        for (monitor, (watcher, target)) in ties.watching {
+            runtime.deliver_down(watcher, monitor, target, ExitReason::NoConnection);
+        }
+        for (monitor, target) in ties.watched {
+            runtime.remote_demonitor(target, monitor);
+        }
+        for (local, remote) in ties.links {
+            runtime.deliver_exit(local, remote, ExitReason::NoConnection, ExitKind::Link);
+        }
+        if was_up {
+            let (node, incarnation) = (peer.name(), peer.incarnation());
+            tracing::info!(node = %self.spec().name, peer = %node, %reason, "node down");
+            self.publish(NodeEvent::Down { node, incarnation, reason });
+        }
+        was_up
+    }
+
+    /// Records that `name`'s incarnation `incarnation` left, and forgets it.
+    pub(crate) fn tombstone(&self, name: &str, incarnation: u64) {
+        self.members.record_left(name, incarnation);
+        let Some(peer) = self.members.by_name(name) else { return };
+        if tombstone_covers(incarnation, peer.incarnation()) {
+            self.down(&peer, DownReason::Left);
+            self.forget_peer(&peer);
+        }
+    }
+
+    /// Drops `peer` from the members (it must be down already) and stops its connector. A
+    /// later peer of the same id is not affected.
+    pub(crate) fn forget_peer(&self, peer: &Arc<Peer>) {
+        peer.remove();
+        self.members.remove(peer);
+    }
+
+    /// Applies a peer's gossip.
+    fn merge_gossip(self: &Arc<Self>, members: Vec<NodeSpec>, left: Vec<(String, u64)>) {
+        let known = |spec: &NodeSpec| self.members.get(spec.id()).map(|peer| peer.incarnation());
+        let changes =
+            gossip_changes(&self.spec().name, &self.config.membership, members, left, known);
+        for change in changes {
+            match change {
+                GossipChange::Tombstone { name, incarnation } => self.tombstone(&name, incarnation),
+                GossipChange::Admit(spec) => {
+                    if let Err(reason) = self.admit(&spec) {
+                        tracing::debug!(peer = %spec.name, %reason, "gossiped member not admitted");
+                    }
+                }
+            }
+        }
+    }
+
+    fn gossip_frame(&self) -> Frame {
+        let mut members: Vec<NodeSpec> =
+            self.members.list().iter().filter(|p| p.is_up()).map(|p| p.spec()).collect();
+        members.push(self.spec().clone());
+        Frame::Gossip { members, left: self.members.tombstones() }
+    }
+}
+
+/// The node takes what its connections read: control frames here, the rest to its processes.
+impl Dispatch for Cluster {
+    fn admit(self: &Arc<Self>, spec: &NodeSpec) -> Result<Arc<Peer>, String> {
+        Cluster::admit(self, spec)
+    }
+
+    fn dispatch(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        frame: Frame,
+    ) -> Option<BoxFuture<'static, ()>> {
+        match frame {
+            Frame::Ping { id } => {
+                peer.push_control(Frame::Pong { id });
+            }
+            Frame::Pong { id } => self.answers.settle(id, Ok(Bytes::new())),
+            Frame::Received { counts } => peer.note_read_by_peer(&counts),
+            Frame::Gossip { members, left } => self.merge_gossip(members, left),
+            Frame::Leave { incarnation } => self.tombstone(&peer.name(), incarnation),
+            frame => return self.processes.dispatch(peer, frame),
+        }
+        None
+    }
+}
+
+async fn accept_loop(cluster: Arc<Cluster>, listener: Box<dyn Listener>) {
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+    loop {
+        match listener.accept().await {
+            Ok(conn) => {
+                let Ok(permit) = pending.clone().try_acquire_owned() else {
+                    tracing::warn!(addr = %conn.peer_addr, "too many handshakes in progress: connection closed");
+                    continue;
+                };
+                let cluster_ = cluster.clone();
+                cluster.tasks.spawn(async move {
+                    let addr = conn.peer_addr;
+                    let accepted = conn::accept(&cluster_.wiring, &cluster_, conn).await;
+                    drop(permit);
+                    match accepted {
+                        Ok(accepted) => {
+                            let epoch = accepted.peer.inbound_epoch.subscribe();
+                            let read = accepted.peer.track_inbound(&accepted.channel, accepted.index);
+                            let wiring = cluster_.wiring.clone();
+                            conn::read_loop(wiring, cluster_, accepted, read, epoch).await;
+                        }
+                        Err(error) => {
+                            tracing::warn!(node = %cluster_.spec().name, %addr, %error, "connection refused");
+                        }
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn gossip_loop(cluster: Arc<Cluster>) {
+    let mut ticks = tokio::time::interval(cluster.config.gossip_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let frame = cluster.gossip_frame();
+        for peer in cluster.members.list().iter().filter(|peer| peer.is_up()) {
+            peer.push_control(frame.clone());
+        }
+    }
+}
+
+/// Static membership: keeps trying to reach `addr` until its node is known.
+async fn join_static(cluster: Arc<Cluster>, addr: SocketAddr) {
+    let mut backoff = cluster.config.backoff_min;
+    loop {
+        match conn::connect(&cluster.wiring, addr, CONTROL_CHANNEL, 0).await {
+            Ok(opened) => match cluster.admit(&opened.peer) {
+                Ok(_) => return,
+                Err(reason) => tracing::warn!(%addr, %reason, "static peer not admitted"),
+            },
+            Err(error) => tracing::debug!(%addr, %error, "static peer not reachable"),
+        }
+        tokio::time::sleep(cluster.wiring.faults.jitter(backoff)).await;
+        backoff = (backoff * 2).min(cluster.config.backoff_max);
+    }
+}
+
+/// Keeps one peer connected: opens every connection, watches the session, takes the peer
+/// down when it fails, and tries again with backoff. Ends when the peer is removed.
+async fn connector(cluster: Arc<Cluster>, peer: Arc<Peer>) {
+    let mut removed = peer.removed();
+    let mut backoff = cluster.config.backoff_min;
+    let mut sessions = 0u64;
+    while !peer.is_removed() {
+        match open_session(&cluster, &peer).await {
+            Ok((session, failures)) => {
+                if sessions > 0 {
+                    peer.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                sessions += 1;
+                backoff = cluster.config.backoff_min;
+                run_session(&cluster, &peer, session, failures, &mut removed).await;
+            }
+            Err(error) => {
+                tracing::debug!(node = %cluster.spec().name, peer = %peer.name(), %error, "connect failed");
+            }
+        }
+        if peer.is_removed() {
+            break;
+        }
+        if cluster.config.membership == Membership::Managed {
+            // The layer above owns the connections: it hears of the loss through the node
+            // down event and connects again if it wants to.
+            cluster.forget_peer(&peer);
+            break;
+        }
+        let wait = cluster.wiring.faults.jitter(backoff);
+        backoff = (backoff * 2).min(cluster.config.backoff_max);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = peer.kick.notified() => {}
+            _ = removed.changed() => {}
+        }
+    }
+}
+
+/// Opens every connection to `peer` (control first) and starts their writers on the
+/// session's queues.
+async fn open_session(
+    cluster: &Arc<Cluster>,
+    peer: &Arc<Peer>,
+) -> Result<(Arc<Session>, mpsc::Receiver<DownReason>), ConnError> {
+    let session = peer.connecting(&cluster.config.channels);
+    match open_connections(cluster, peer).await {
+        Ok(opened) => {
+            let (failed, failures) = mpsc::channel(1);
+            for (channel, index, conn) in opened {
+                let Some(queue) = session.queue(&channel, index) else { continue };
+                let ended = session.ended();
+                let writer = conn::write_loop(
+                    cluster.wiring.clone(),
+                    peer.clone(),
+                    queue,
+                    conn.conn.write,
+                    failed.clone(),
+                );
+                cluster.tasks.spawn(until_ended(ended.clone(), writer));
+                let watch = conn::watch_closed(conn.conn.read, failed.clone());
+                cluster.tasks.spawn(until_ended(ended, watch));
+            }
+            Ok((session, failures))
+        }
+        Err(error) => {
+            peer.abandon(&session);
+            Err(error)
+        }
+    }
+}
+
+async fn open_connections(
+    cluster: &Cluster,
+    peer: &Peer,
+) -> Result<Vec<(String, u16, conn::Opened)>, ConnError> {
+    if cluster.wiring.faults.is_cut(peer.id) {
+        return Err(ConnError::Refused("traffic is cut by fault injection".into()));
+    }
+    let spec = peer.spec();
+    let channels = &cluster.config.channels;
+    let mut opened = Vec::new();
+    let control = (CONTROL_CHANNEL.to_owned(), channels[CONTROL_CHANNEL]);
+    let others = channels.iter().filter(|(name, _)| *name != CONTROL_CHANNEL);
+    for (channel, config) in std::iter::once(control).chain(others.map(|(n, c)| (n.clone(), *c))) {
+        for index in 0..config.parallelism {
+            let conn = connect_any(&cluster.wiring, &spec, &channel, index).await?;
+            opened.push((channel.clone(), index, conn));
+        }
+    }
+    Ok(opened)
+}
+
+/// Connects one connection of `channel` to the first of the peer's addresses that answers,
+/// and checks that it is still the same node.
+async fn connect_any(
+    wiring: &Wiring,
+    spec: &NodeSpec,
+    channel: &str,
+    index: u16,
+) -> Result<conn::Opened, ConnError> {
+    let mut last = ConnError::Refused(format!("{} has no listen address", spec.name));
+    for addr in &spec.listen_addrs {
+        match conn::connect(wiring, *addr, channel, index).await {
+            Ok(opened) if opened.peer.name != spec.name => {
+                last = ConnError::Refused(format!(
+                    "{addr} is now {}, not {}",
+                    opened.peer.name, spec.name
+                ));
+            }
+            Ok(opened) if opened.peer.incarnation != spec.incarnation => {
+                last = ConnError::Refused(format!(
+                    "{} runs incarnation {}, not {}",
+                    spec.name, opened.peer.incarnation, spec.incarnation
+                ));
+            }
+            Ok(opened) => return Ok(opened),
+            Err(error) => last = error,
+        }
+    }
+    Err(last)
+}
+
+async fn until_ended(mut ended: watch::Receiver<bool>, task: impl Future<Output = ()>) {
+    tokio::select! {
+        _ = ended.wait_for(|ended| *ended) => {}
+        () = task => {}
+    }
+}
+
+/// Runs a session until it fails, the peer falls silent, a connection stalls, or it is ended
+/// from elsewhere (disconnect, leave, restart); then takes the peer down.
+async fn run_session(
+    cluster: &Arc<Cluster>,
+    peer: &Arc<Peer>,
+    session: Arc<Session>,
+    mut failures: mpsc::Receiver<DownReason>,
+    removed: &mut watch::Receiver<bool>,
+) {
+    let mut ended = session.ended();
+    if !peer.begin(&session, cluster.now_ms()) {
+        return;
+    }
+    let (node, incarnation) = (peer.name(), peer.incarnation());
+    tracing::info!(node = %cluster.spec().name, peer = %node, "node up");
+    cluster.publish(NodeEvent::Up { node, incarnation });
+    peer.push_control(cluster.gossip_frame());
+    let interval = cluster.config.heartbeat_interval;
+    let timeout_ms = cluster.config.failure_timeout.as_millis() as u64;
+    let stall_ms = cluster.config.stall_timeout().as_millis() as u64;
+    let mut stalls: Vec<StallWatch> =
+        session.connections().map(|_| StallWatch::default()).collect();
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks_seen = 0u64;
+    let reason = loop {
+        tokio::select! {
+            reason = failures.recv() => {
+                break reason.unwrap_or(DownReason::ConnectionLost("connection tasks ended".into()));
+            }
+            _ = ended.wait_for(|ended| *ended) => return,
+            _ = removed.changed() => return,
+            _ = ticks.tick() => {
+                let now_ms = cluster.now_ms();
+                let silent_ms = now_ms.saturating_sub(peer.last_heard_ms());
+                if silent_ms > timeout_ms {
+                    break DownReason::HeartbeatTimeout(Duration::from_millis(silent_ms));
+                }
+                if let Some(stalled) = stalled_connection(&session, &mut stalls, now_ms, stall_ms) {
+                    break stalled;
+                }
+                peer.push_control(Frame::Ping { id: cluster.answers.fresh_id() });
+                peer.push_control(Frame::Received { counts: peer.inbound_counts() });
+                cluster.answers.sweep_abandoned();
+                ticks_seen += 1;
+                if ticks_seen.is_multiple_of(STATS_EVERY_TICKS) {
+                    tracing::debug!(node = %cluster.spec().name, peer = %peer.name(), stats = ?peer.stats(), "peer counters");
+                }
+            }
+        }
+    };
+    cluster.down(peer, reason);
+}
+
+/// The first of the session's connections that stalled, as a reason to take the peer down.
+fn stalled_connection(
+    session: &Session,
+    stalls: &mut [StallWatch],
+    now_ms: u64,
+    limit_ms: u64,
+) -> Option<DownReason> {
+    for ((channel, index, queue), watch) in session.connections().zip(stalls.iter_mut()) {
+        let written = queue.progress.written.load(Ordering::Relaxed);
+        let read = queue.progress.read_by_peer.load(Ordering::Relaxed);
+        if let Some(stall) = watch.observe(now_ms, written, read, limit_ms) {
+            return Some(DownReason::ConnectionLost(format!(
+                "connection {index} of channel {channel:?} stalled: {} bytes waiting, {} read in {} ms",
+                stall.waiting, stall.moved, stall.for_ms
+            )));
+        }
+    }
+    None
+}
