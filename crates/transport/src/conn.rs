@@ -332,9 +332,9 @@ impl Output {
                     // looks for I/O events (a heartbeat on another connection) only every
                     // few dozen polls.
                     for piece in payload.chunks(LARGE_IO_BYTES) {
+                        written.fetch_add(piece.len() as u64, Relaxed);
                         write.write_all(piece).await?;
                         peer.counters.bytes_sent.fetch_add(piece.len() as u64, Relaxed);
-                        written.fetch_add(piece.len() as u64, Relaxed);
                         tokio::task::yield_now().await;
                     }
                 }
@@ -363,11 +363,12 @@ impl Output {
         if self.buf.is_empty() {
             return Ok(());
         }
+        // Counted before the write: bytes stuck in a write that never ends are waiting too.
+        written.fetch_add(self.buf.len() as u64, Relaxed);
         write.write_all(&self.buf).await?;
         let counters = &release.peer.counters;
         counters.frames_sent.fetch_add(self.frames, Relaxed);
         counters.bytes_sent.fetch_add(self.buf.len() as u64, Relaxed);
-        written.fetch_add(self.buf.len() as u64, Relaxed);
         release.give_back(self.bounded);
         self.buf.clear();
         self.frames = 0;

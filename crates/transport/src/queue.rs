@@ -29,8 +29,8 @@ pub(crate) struct OutQueue {
     pub(crate) progress: Progress,
 }
 
-/// Bytes written on a connection after its handshake, and how many of them the peer says it
-/// has read.
+/// Bytes written on a connection after its handshake (counted as a write starts, so a write
+/// that never ends counts), and how many of them the peer says it has read.
 #[derive(Default)]
 pub(crate) struct Progress {
     pub(crate) written: AtomicU64,

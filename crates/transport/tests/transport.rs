@@ -19,4 +19,5 @@ mod transport {
     mod ordering;
     mod service;
     mod signals;
+    mod stalls;
 }
