@@ -170,7 +170,17 @@ impl Cluster {
         );
         match (decision, known) {
             (Admission::Refuse(reason), _) => Err(reason),
-            (Admission::Known, Some(peer)) => Ok(peer),
+            (Admission::Known, Some(peer)) => {
+                if !peer.is_up() {
+                    // It connects while this node's own connections to it are down (this side
+                    // noticed the loss later, or is in its backoff): connect back now, and
+                    // queue what goes to it meanwhile (a reply to its first call) rather than
+                    // lose it.
+                    peer.connecting(&self.config.channels);
+                    peer.kick.notify_one();
+                }
+                Ok(peer)
+            }
             (Admission::Restarted, Some(peer)) => {
                 tracing::info!(peer = %spec.name, "the peer restarted with a new incarnation");
                 self.down(&peer, DownReason::Restarted);

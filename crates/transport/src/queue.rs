@@ -2,9 +2,9 @@
 //!
 //! Senders push without waiting (the *peer* bounds how many casts and calls are queued, see
 //! `peer.rs`); the connection's writer takes everything queued at once and writes it in one
-//! go, which is how writes are coalesced. On a monotonic channel a frame for a receiver
-//! replaces the one still queued for the same receiver: the older frame is dropped in place,
-//! so order among the rest is kept.
+//! go, which is how writes are coalesced. On a monotonic channel a frame replaces the one
+//! still queued from the same sender to the same receiver (the lane's `latest` key): the older
+//! frame is dropped in place, so order among the rest is kept.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicU64;

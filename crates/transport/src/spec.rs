@@ -37,11 +37,14 @@ impl NodeSpec {
 /// may replace a queued older one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelConfig {
-    /// Parallel TCP connections per peer (at least 1). Messages for one receiver process
-    /// always take the same connection, so they stay in order.
+    /// Parallel TCP connections per peer (at least 1). Everything one sender (a process, or a
+    /// task outside processes) sends on this channel takes the same connection, whatever its
+    /// kind and however its receivers are addressed, so between a sender and a receiver it
+    /// arrives in the order sent. Nothing is ordered across channels.
     pub parallelism: u16,
-    /// When true, a message still queued for a receiver is dropped when a newer one for the
-    /// same receiver is queued: for state updates where only the latest matters.
+    /// When true, a message still queued from a sender to a receiver is dropped when a newer
+    /// one from the same sender to the same receiver is queued: for state updates where only
+    /// the latest matters.
     pub monotonic: bool,
 }
 
