@@ -105,6 +105,17 @@ pub struct SpawnOptions {
     pub(crate) monitor: Option<(Pid, Ref)>,
     pub(crate) name: Option<String>,
     pub(crate) mailbox: Option<MailboxConfig>,
+    pub(crate) before_run: Option<BeforeRun>,
+}
+
+/// A hook that runs with a new process's pid before the process does.
+#[derive(Clone)]
+pub(crate) struct BeforeRun(Arc<dyn Fn(Pid) + Send + Sync>);
+
+impl std::fmt::Debug for BeforeRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeRun")
+    }
 }
 
 impl SpawnOptions {
@@ -129,6 +140,15 @@ impl SpawnOptions {
     /// Gives the new process its own mailbox configuration.
     pub fn mailbox(mut self, mailbox: MailboxConfig) -> Self {
         self.mailbox = Some(mailbox);
+        self
+    }
+
+    /// Calls `hook` with the new process's pid once the process exists (in the table, named,
+    /// linked) and before any of its code runs, so that what `hook` sends is sent before
+    /// anything the process sends: a transport answers a remote spawn with it, the answer
+    /// being the new process's first word, as in OTP. Not called if the spawn fails.
+    pub fn before_run(mut self, hook: impl Fn(Pid) + Send + Sync + 'static) -> Self {
+        self.before_run = Some(BeforeRun(Arc::new(hook)));
         self
     }
 
@@ -320,6 +340,9 @@ impl Runtime {
         {
             self.finish(cell, ExitReason::NoProc);
             return Err(SpawnError::LinkNoProc(parent));
+        }
+        if let Some(BeforeRun(hook)) = &options.before_run {
+            hook(pid);
         }
         let ctx = Context::new(self.clone(), cell.clone(), options.link);
         self.inner.tokio.spawn(run(process, ctx, ack));

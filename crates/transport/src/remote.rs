@@ -384,9 +384,11 @@ impl Processes {
             Frame::Request { id, request } => {
                 let (processes, peer) = (self.clone(), peer.clone());
                 self.tasks.spawn(async move {
-                    let served = rpc::serve(&processes.runtime, &processes.rpc, request).await;
-                    let from_key = served.from_key.unwrap_or_else(sender_key);
-                    ReplyVia::new(&peer, id, from_key).send(served.outcome);
+                    let answer = move |outcome, from_key: Option<u64>| {
+                        let from_key = from_key.unwrap_or_else(sender_key);
+                        ReplyVia::new(&peer, id, from_key).send(outcome);
+                    };
+                    rpc::serve(&processes.runtime, &processes.rpc, request, answer).await;
                 });
             }
             Frame::Hold { to } => peer.hold(to),

@@ -82,10 +82,16 @@ impl Node {
         let request = Request::Rpc { name: name.to_owned(), args, then };
         let bytes = if node == self.name() {
             let processes = self.cluster.processes.clone();
-            let run = async move { rpc::serve(&processes.runtime, &processes.rpc, request).await };
-            let served =
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            let answer = move |outcome, _| drop(answer.send(outcome));
+            let run = async move {
+                rpc::serve(&processes.runtime, &processes.rpc, request, answer).await;
+                answered.await
+            };
+            let outcome =
                 tokio::time::timeout(timeout, run).await.map_err(|_| RemoteError::Timeout)?;
-            served.outcome?
+            // `serve` answers every request it is given.
+            outcome.map_err(|_| RemoteError::Failed(Failure::Handler("no answer".into())))??
         } else {
             self.request(node, None, |id| Frame::Request { id, request }, timeout).await?
         };

@@ -4,14 +4,14 @@
 //! or an `is_alive` check.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use shoal_process::codec::encode;
 use shoal_process::{Runtime, SpawnOptions};
 
 use crate::net::BoxFuture;
-use crate::peer::{pid_key, task_key};
+use crate::peer::{lock, pid_key, task_key};
 use crate::wire::{Failure, Request};
 
 /// A registered RPC handler: encoded arguments in, encoded result (or an error message) out.
@@ -40,31 +40,33 @@ impl RpcHandlers {
     }
 }
 
-/// A request served: its answer, and the ordering key of whoever the answer is from (the
-/// process spawned, or the handler's task), so that it travels in order with what that one
-/// sends.
-pub(crate) struct Served {
-    pub(crate) outcome: Result<Bytes, Failure>,
-    pub(crate) from_key: Option<u64>,
-}
-
-/// Serves one node-level request.
-pub(crate) async fn serve(runtime: &Runtime, handlers: &RpcHandlers, request: Request) -> Served {
+/// Serves one node-level request and gives `answer` its outcome, with the ordering key of
+/// whoever the answer is from (the process spawned, or the handler's task), so that it travels
+/// in order with what that one sends. A spawn is answered before the new process runs: the
+/// answer is its first word, and anything it sends comes after.
+pub(crate) async fn serve(
+    runtime: &Runtime,
+    handlers: &RpcHandlers,
+    request: Request,
+    answer: impl FnOnce(Result<Bytes, Failure>, Option<u64>) + Send + 'static,
+) {
     match request {
-        Request::IsAlive(pid) => Served {
-            outcome: Ok(encode(&runtime.is_alive(pid)).unwrap_or_default()),
-            from_key: None,
-        },
+        Request::IsAlive(pid) => {
+            answer(Ok(encode(&runtime.is_alive(pid)).unwrap_or_default()), None)
+        }
         Request::Spawn { factory, args } => {
-            match runtime.spawn_factory(&factory, &args, SpawnOptions::new()) {
-                // The answer is the new process's first word: anything it sends comes after.
-                Ok(pid) => Served {
-                    outcome: encode(&pid).map_err(|error| Failure::Spawn(error.to_string())),
-                    from_key: Some(pid_key(pid)),
-                },
-                Err(error) => {
-                    Served { outcome: Err(Failure::Spawn(error.to_string())), from_key: None }
+            let answer = Arc::new(Mutex::new(Some(answer)));
+            let first_word = answer.clone();
+            let options = SpawnOptions::new().before_run(move |pid| {
+                if let Some(answer) = lock(&first_word).take() {
+                    let encoded = encode(&pid).map_err(|error| Failure::Spawn(error.to_string()));
+                    answer(encoded, Some(pid_key(pid)));
                 }
+            });
+            if let Err(error) = runtime.spawn_factory(&factory, &args, options)
+                && let Some(answer) = lock(&answer).take()
+            {
+                answer(Err(Failure::Spawn(error.to_string())), None);
             }
         }
         Request::Rpc { name, args, then } => {
@@ -77,7 +79,7 @@ pub(crate) async fn serve(runtime: &Runtime, handlers: &RpcHandlers, request: Re
             {
                 tracing::warn!(handler = %then, %failure, "the follow-up RPC handler failed");
             }
-            Served { outcome: result, from_key }
+            answer(result, from_key);
         }
     }
 }

@@ -14,6 +14,7 @@ mod transport {
     mod cluster;
     mod faults;
     mod fuzz;
+    mod head_of_line;
     mod named_monitors;
     mod node_queries;
     mod ordering;

@@ -5,6 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::Location;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -16,7 +20,7 @@ use shoal_transport::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub(crate) const SECRET: &str = "test secret";
 
@@ -372,5 +376,202 @@ impl RawPeer {
             }
         })
         .await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ordering and head-of-line blocking: nodes with parallel connections, processes that send on
+// a script, receivers that block, floods.
+
+/// A node builder whose default channel opens `parallelism` connections to each peer.
+pub(crate) fn parallel(name: &str, parallelism: u16) -> NodeBuilder {
+    builder(name).channel(DEFAULT_CHANNEL, ChannelConfig::new().parallelism(parallelism))
+}
+
+/// Nodes "a" and "b", joined, each with `parallelism` connections on the default channel.
+pub(crate) async fn parallel_pair(parallelism: u16) -> Vec<Node> {
+    cluster_of(vec![parallel("a", parallelism), parallel("b", parallelism)]).await
+}
+
+/// What a [`Script`] runs: a future awaited inside the process's handler, whose output is the
+/// reason the process then stops with.
+pub(crate) type Job = Pin<Box<dyn Future<Output = ExitReason> + Send>>;
+
+/// Boxes `job` for a [`Script`].
+pub(crate) fn job(job: impl Future<Output = ExitReason> + Send + 'static) -> Job {
+    Box::pin(job)
+}
+
+/// Runs the [`Job`] it is cast inside its handler, so that whatever the job sends (through a
+/// `Runtime` or a `Node`) this process sends, one send after another; then stops with the
+/// reason the job returns. Spawn it first (its pid can be watched before it sends anything),
+/// then cast it the job. Local only: a job does not cross nodes.
+pub(crate) struct Script;
+
+impl Process for Script {
+    type Message = Job;
+    type Call = ();
+    type Reply = ();
+
+    async fn handle_cast(&mut self, job: Job, ctx: &mut Context<Self>) {
+        let reason = job.await;
+        ctx.stop(reason);
+    }
+}
+
+/// Blocks in `init` until `gate` fires (or its sender is dropped), so that its mailbox fills
+/// and stays full; then checks each sender's numbers as a [`Sequencer`] does. Kills and exit
+/// signals end it while it blocks, as any await point allows.
+pub(crate) struct Gated {
+    gate: Option<oneshot::Receiver<()>>,
+    next: HashMap<u32, u64>,
+    report: SequenceReport,
+}
+
+impl Gated {
+    pub(crate) fn new(gate: oneshot::Receiver<()>) -> Self {
+        Self { gate: Some(gate), next: HashMap::new(), report: SequenceReport::default() }
+    }
+}
+
+impl Process for Gated {
+    type Message = Numbered;
+    type Call = ();
+    type Reply = SequenceReport;
+
+    async fn init(&mut self, _: &mut Context<Self>) -> Result<(), ExitReason> {
+        if let Some(gate) = self.gate.take() {
+            let _ = gate.await;
+        }
+        Ok(())
+    }
+
+    async fn handle_cast(&mut self, (sender, seq): Numbered, _: &mut Context<Self>) {
+        let next = self.next.entry(sender).or_insert(0);
+        if seq != *next {
+            self.report.breaks.push((sender, *next, seq));
+        }
+        *next = seq + 1;
+        self.report.received += 1;
+    }
+
+    async fn handle_call(&mut self, (): (), reply: ReplyTo<SequenceReport>, _: &mut Context<Self>) {
+        reply.send(self.report.clone());
+    }
+
+    fn codec() -> Option<Codec<Self>> {
+        Some(Codec::msgpack())
+    }
+}
+
+/// [`Script`] processes of one node casting numbered messages to one receiver as fast as it
+/// takes them (sender `i` sends `(i, 0)`, `(i, 1)`, ...), until stopped. With a name, each
+/// sender alternates: even numbers by pid, odd ones by the receiver's registered name.
+pub(crate) struct Flood {
+    runtime: shoal_process::Runtime,
+    senders: Vec<Pid>,
+    stop: Arc<AtomicBool>,
+    sent: Vec<Arc<AtomicU64>>,
+}
+
+impl Flood {
+    /// Starts `senders` senders on `from`, casting to `to`, which is registered as
+    /// `named = Some((node, name))` if given.
+    pub(crate) async fn start(
+        from: &Node,
+        to: Pid,
+        named: Option<(&str, &str)>,
+        senders: u32,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let named = named.map(|(node, name)| (node.to_owned(), name.to_owned()));
+        let mut flood =
+            Self { runtime: from.runtime().clone(), senders: Vec::new(), stop, sent: Vec::new() };
+        for sender in 0..senders {
+            let script = from.runtime().spawn(Script);
+            let (node, stop, named) = (from.clone(), flood.stop.clone(), named.clone());
+            let sent = Arc::new(AtomicU64::new(0));
+            let counted = sent.clone();
+            let casts = async move {
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    let message: Numbered = (sender, seq);
+                    let cast = match &named {
+                        Some((node_name, name)) if seq % 2 == 1 => {
+                            node.cast_named(node_name, name, &message).await.is_ok()
+                        }
+                        _ => node.runtime().cast(to, message).await.is_ok(),
+                    };
+                    if !cast {
+                        // The node is shutting down.
+                        break;
+                    }
+                    seq += 1;
+                    counted.store(seq, Ordering::Release);
+                }
+                ExitReason::Normal
+            };
+            script.cast(job(casts)).await.expect("the flood's sender is alive");
+            flood.senders.push(script.pid());
+            flood.sent.push(sent);
+        }
+        flood
+    }
+
+    /// Stops the senders, waits until each has finished its last cast, and returns how many
+    /// each sent.
+    pub(crate) async fn stop(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Release);
+        for &sender in &self.senders {
+            within(self.runtime.watch(sender)).await;
+        }
+        self.sent.iter().map(|sent| sent.load(Ordering::Acquire)).collect()
+    }
+}
+
+impl Drop for Flood {
+    /// A flood dropped without [`Flood::stop`] stops too (without waiting for its senders).
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// Polls `future` once, outside the task's cooperative budget (so a ready future is never
+/// reported pending because the task has used up its budget).
+pub(crate) async fn poll_once<F: Future>(mut future: Pin<&mut F>) -> Poll<F::Output> {
+    tokio::task::unconstrained(std::future::poll_fn(move |cx| {
+        Poll::Ready(future.as_mut().poll(cx))
+    }))
+    .await
+}
+
+/// Drives `answer`, a request that the process `me` (on `runtime`) made and awaits in its
+/// handler, to its end; says besides whether a letter reached `me`'s mailbox while the answer
+/// had not arrived (`true`: the letter came first).
+///
+/// A process waiting for an answer cannot see its mailbox, so this looks at it between polls
+/// of the answer, which it polls itself, yielding in between: the mailbox first, then the
+/// answer. A letter seen at the first look, with the answer still pending at the second, came
+/// first for certain; no interleaving of the two arrivals makes it say so wrongly (it can
+/// miss a letter that came first, never invent one).
+pub(crate) async fn answer_or_letter<F: Future>(
+    runtime: &shoal_process::Runtime,
+    me: Pid,
+    answer: F,
+) -> (F::Output, bool) {
+    let letters = |runtime: &shoal_process::Runtime| runtime.mailbox_len(me).unwrap_or(0);
+    let before = letters(runtime);
+    let mut answer = std::pin::pin!(answer);
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        let letter_came = letters(runtime) > before;
+        if let Poll::Ready(output) = poll_once(answer.as_mut()).await {
+            return (output, false);
+        }
+        if letter_came {
+            return (within(answer).await, true);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no answer after {BOUND:?}");
+        tokio::task::yield_now().await;
     }
 }
