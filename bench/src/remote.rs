@@ -230,7 +230,6 @@ pub(crate) fn control_ping_p99_us_under_bulk() -> anyhow::Result<f64> {
         let started = Instant::now();
         for _ in 0..BULK_MESSAGES {
             runtime.cast(sink, bulk.clone()).await?;
-            eprintln!("DEBUG cast at {:?} {:?}", started.elapsed(), node.peer_stats("peer"));
         }
         let received: u64 =
             runtime.call(sink, (), CALL_TIMEOUT).await.context("the final call to the sink")?;
