@@ -330,9 +330,9 @@ async fn accept_loop(cluster: Arc<Cluster>, listener: Box<dyn Listener>) {
                     match accepted {
                         Ok(accepted) => {
                             let epoch = accepted.peer.inbound_epoch.subscribe();
-                            let read = accepted.peer.track_inbound(&accepted.channel, accepted.index);
+                            let track = accepted.peer.track_inbound(&accepted.channel, accepted.index);
                             let wiring = cluster_.wiring.clone();
-                            conn::read_loop(wiring, cluster_, accepted, read, epoch).await;
+                            conn::read_loop(wiring, cluster_, accepted, track, epoch).await;
                         }
                         Err(error) => {
                             tracing::warn!(node = %cluster_.spec().name, %addr, %error, "connection refused");

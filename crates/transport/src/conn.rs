@@ -20,7 +20,7 @@ use crate::handshake::{
     Acceptor, AcceptorStep, Connector, ConnectorStep, HandshakeError, NONCE_BYTES, Secret,
 };
 use crate::net::{BoxFuture, Connection, Network, ReadHalf, WriteHalf};
-use crate::peer::{Peer, millis_since};
+use crate::peer::{InboundTrack, Peer, millis_since};
 use crate::queue::{OutQueue, Slots};
 use crate::wire::{Frame, FrameDecoder, FrameError, Hello, encode_frame, encode_frame_head};
 use crate::{DownReason, NodeSpec};
@@ -505,15 +505,17 @@ async fn dispatch_decoded(
 
 /// Reads frames from a peer's connection and dispatches them, until the connection fails,
 /// sends a bad frame, or the peer goes down here (`epoch` changes). Every frame already read
-/// is dispatched before a bad one closes the connection. Bytes read are counted on `read`.
+/// is dispatched before a bad one closes the connection. Bytes read are counted on `track`,
+/// which also says when a newer connection of the peer replaced this one (it then ends too).
 pub(crate) async fn read_loop(
     wiring: Arc<Wiring>,
     dispatch: Arc<impl Dispatch>,
     accepted: Accepted,
-    read: Arc<AtomicU64>,
+    track: InboundTrack,
     mut epoch: watch::Receiver<u64>,
 ) {
     let Accepted { peer, mut conn, mut decoder, .. } = accepted;
+    let InboundTrack { read, mut superseded } = track;
     epoch.mark_unchanged();
     let name = peer.name();
     let mut batch = Vec::new();
@@ -555,6 +557,7 @@ pub(crate) async fn read_loop(
         let outcome = tokio::select! {
             biased;
             _ = epoch.changed() => return,
+            _ = superseded.wait_for(|superseded| *superseded) => return,
             outcome = conn.read.read_buf(&mut room) => outcome,
         };
         match outcome {

@@ -182,7 +182,7 @@ impl Node {
 
     /// Closes the connections to `node` (it goes down with
     /// [`DownReason::Disconnected`]); they are set up again after the reconnect backoff, except
-    /// in [`Membership::Managed`] mode, where the node is forgotten until joined again.
+    /// in [`Membership::Managed`](crate::Membership::Managed) mode, where the node is forgotten until joined again.
     /// Returns whether it was connected.
     pub fn disconnect_node(&self, node: &str) -> bool {
         match self.cluster.members.by_name(node) {

@@ -142,9 +142,24 @@ pub(crate) struct Peer {
     any_held: AtomicBool,
     /// Senders waiting for a hold to be lifted.
     unheld: Mutex<Vec<Waker>>,
-    /// Bytes read on each connection the peer opened to this node, by channel and index: what
-    /// this node reports to the peer for its stall detection (`crate::progress`).
-    inbound: Mutex<Vec<(String, u16, Arc<AtomicU64>)>>,
+    /// The connections the peer opened to this node, by channel and index: the bytes read on
+    /// each (what this node reports to the peer for its stall detection, `crate::progress`),
+    /// and how to tell its reader that a newer connection replaced it.
+    inbound: Mutex<Vec<InboundSlot>>,
+}
+
+struct InboundSlot {
+    channel: String,
+    index: u16,
+    read: Arc<AtomicU64>,
+    superseded: watch::Sender<bool>,
+}
+
+/// What the reader of one of the peer's connections is given: where to count the bytes it
+/// reads, and a signal that a newer connection of the same channel and index replaced it.
+pub(crate) struct InboundTrack {
+    pub(crate) read: Arc<AtomicU64>,
+    pub(crate) superseded: watch::Receiver<bool>,
 }
 
 /// Which connection of a channel a frame takes (`order`: every frame of one sender takes the
@@ -254,8 +269,9 @@ impl Peer {
         true
     }
 
-    /// Ends the session, if any: queues close, writers stop, inbound readers are told to
-    /// close. Returns whether the peer was up.
+    /// Ends the session, if any: queues close, writers stop, and the readers of the peer's
+    /// connections are told to close, so that the peer notices too (frames queued here may
+    /// have been lost, and its callers must hear of it). Returns whether the peer was up.
     pub(crate) fn end(&self) -> bool {
         let was_up = self.up.swap(false, Ordering::AcqRel);
         if let Some(session) = lock(&self.session).take() {
@@ -379,20 +395,29 @@ impl Peer {
 
     /// The counter of bytes read on the peer's connection `index` of `channel`, new for a new
     /// connection.
-    pub(crate) fn track_inbound(&self, channel: &str, index: u16) -> Arc<AtomicU64> {
-        let counter = Arc::new(AtomicU64::new(0));
+    pub(crate) fn track_inbound(&self, channel: &str, index: u16) -> InboundTrack {
+        let read = Arc::new(AtomicU64::new(0));
+        let (superseded, replaced) = watch::channel(false);
+        let slot =
+            InboundSlot { channel: channel.to_owned(), index, read: read.clone(), superseded };
         let mut inbound = lock(&self.inbound);
-        match inbound.iter_mut().find(|(c, i, _)| c == channel && *i == index) {
-            Some(entry) => entry.2 = counter.clone(),
-            None => inbound.push((channel.to_owned(), index, counter.clone())),
-        }
-        counter
+        match inbound.iter_mut().find(|slot| slot.channel == channel && slot.index == index) {
+            Some(old) => std::mem::replace(old, slot).superseded.send_replace(true),
+            None => {
+                inbound.push(slot);
+                false
+            }
+        };
+        InboundTrack { read, superseded: replaced }
     }
 
     /// Bytes read so far on each of the peer's connections to this node.
     pub(crate) fn inbound_counts(&self) -> Vec<(String, u16, u64)> {
         let inbound = lock(&self.inbound);
-        inbound.iter().map(|(c, i, read)| (c.clone(), *i, read.load(Ordering::Relaxed))).collect()
+        let count = |slot: &InboundSlot| {
+            (slot.channel.clone(), slot.index, slot.read.load(Ordering::Relaxed))
+        };
+        inbound.iter().map(count).collect()
     }
 
     /// What the peer says it has read on this node's connections to it.
