@@ -265,7 +265,7 @@ impl Cluster {
 
     /// Applies a peer's gossip.
     fn merge_gossip(self: &Arc<Self>, members: Vec<NodeSpec>, left: Vec<(String, u64)>) {
-        let known = |spec: &NodeSpec| self.members.get(spec.id()).map(|peer| peer.incarnation());
+        let known = |name: &str| self.members.by_name(name).map(|peer| peer.incarnation());
         let changes =
             gossip_changes(&self.spec().name, &self.config.membership, members, left, known);
         for change in changes {
@@ -306,7 +306,13 @@ impl Dispatch for Cluster {
             Frame::Pong { id } => self.answers.settle(id, Ok(Bytes::new())),
             Frame::Received { counts } => peer.note_read_by_peer(&counts),
             Frame::Gossip { members, left } => self.merge_gossip(members, left),
-            Frame::Leave { incarnation } => self.tombstone(&peer.name(), incarnation),
+            // A node leaves only as itself, in the incarnation it runs.
+            Frame::Leave { incarnation } if incarnation == peer.incarnation() => {
+                self.tombstone(&peer.name(), incarnation);
+            }
+            Frame::Leave { incarnation } => {
+                tracing::warn!(peer = %peer.name(), incarnation, "a leave for another incarnation ignored");
+            }
             frame => return self.processes.dispatch(peer, frame),
         }
         None

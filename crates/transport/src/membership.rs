@@ -148,23 +148,28 @@ pub(crate) enum GossipChange {
 }
 
 /// What gossip from a peer changes on node `this`, in `mode`, given the incarnation known here
-/// of each member named (`known`). Tombstones come first, so that a member gossiped in the same
-/// breath as its departure is not admitted again. Only a full mesh learns members by gossip;
-/// every mode honours tombstones.
+/// of each node by name (`known`). Tombstones come first, so that a member gossiped in the same
+/// breath as its departure is not admitted again. A tombstone counts only for a node known here
+/// in that incarnation or a later one: gossip cannot ban a name in advance (a forged tombstone at
+/// incarnation `u64::MAX` would keep it out of the cluster for good). Only a full mesh learns
+/// members by gossip; every mode honours tombstones.
 pub(crate) fn gossip_changes(
     this: &str,
     mode: &Membership,
     members: Vec<NodeSpec>,
     left: Vec<(String, u64)>,
-    known: impl Fn(&NodeSpec) -> Option<u64>,
+    known: impl Fn(&str) -> Option<u64>,
 ) -> Vec<GossipChange> {
     let mut changes: Vec<GossipChange> = left
         .into_iter()
-        .filter(|(name, _)| name != this)
+        .filter(|(name, incarnation)| {
+            name != this && known(name).is_some_and(|known| *incarnation <= known)
+        })
         .map(|(name, incarnation)| GossipChange::Tombstone { name, incarnation })
         .collect();
     if *mode == Membership::FullMesh {
-        let newer = |spec: &NodeSpec| known(spec).is_none_or(|known| known < spec.incarnation);
+        let newer =
+            |spec: &NodeSpec| known(&spec.name).is_none_or(|known| known < spec.incarnation);
         changes.extend(
             members
                 .into_iter()
@@ -236,7 +241,8 @@ mod tests {
     fn gossip_tombstones_come_first_and_never_name_this_node() {
         let members = vec![spec("b", 2), spec("c", 1)];
         let left = vec![("b".to_owned(), 2), ("a".to_owned(), 9)];
-        let changes = gossip_changes("a", &Membership::FullMesh, members, left, |_| None);
+        let known = |name: &str| (name == "b").then_some(2);
+        let changes = gossip_changes("a", &Membership::FullMesh, members, left, known);
         assert_eq!(changes[0], GossipChange::Tombstone { name: "b".into(), incarnation: 2 });
         assert!(!changes.iter().any(|change| matches!(
             change,
@@ -245,9 +251,22 @@ mod tests {
     }
 
     #[test]
+    fn a_gossiped_tombstone_counts_only_up_to_the_incarnation_known_here() {
+        let known = |name: &str| (name == "b").then_some(5);
+        let tombstones = |left: Vec<(&str, u64)>| {
+            let left = left.into_iter().map(|(name, incarnation)| (name.to_owned(), incarnation));
+            gossip_changes("a", &Membership::FullMesh, vec![], left.collect(), known)
+        };
+        assert_eq!(tombstones(vec![("b", 5)]).len(), 1, "the running incarnation left");
+        assert_eq!(tombstones(vec![("b", 4)]).len(), 1, "an earlier one left");
+        assert!(tombstones(vec![("b", u64::MAX)]).is_empty(), "a later one cannot be banned");
+        assert!(tombstones(vec![("c", 1)]).is_empty(), "nor a node not known here");
+    }
+
+    #[test]
     fn gossip_admits_only_unknown_or_restarted_members_and_only_in_a_full_mesh() {
         let members = vec![spec("a", 1), spec("b", 2), spec("c", 3), spec("d", 1)];
-        let known = |spec: &NodeSpec| match spec.name.as_str() {
+        let known = |name: &str| match name {
             "b" => Some(2),
             "c" => Some(2),
             _ => None,

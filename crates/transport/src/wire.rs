@@ -488,7 +488,8 @@ impl FrameDecoder {
 
 /// Decodes one frame body (without its length prefix), sharing its payloads with `body`
 /// rather than copying them. The decoder borrows from the slice, so a forged length can
-/// never make it allocate more than the frame holds. Bytes after the frame are ignored.
+/// never make it allocate more than the frame holds. The body must be exactly one frame:
+/// bytes left over after it are an error (a frame with a forged length, or two run together).
 pub fn decode_body(body: &Bytes) -> Result<Frame, FrameError> {
     if let Some((head, payload)) = hot::parse(body) {
         return Ok(head.with_payload(body.slice(payload)));
@@ -496,7 +497,66 @@ pub fn decode_body(body: &Bytes) -> Result<Frame, FrameError> {
     zero_copy::FRAME.with(|current| *current.borrow_mut() = Some(body.clone()));
     let frame = rmp_serde::from_slice::<Frame>(body);
     zero_copy::FRAME.with(|current| current.borrow_mut().take());
-    frame.map_err(|error| FrameError::Malformed(error.to_string()))
+    let frame = frame.map_err(|error| FrameError::Malformed(error.to_string()))?;
+    match value_len(body) {
+        Some(len) if len == body.len() => Ok(frame),
+        Some(len) => Err(FrameError::Malformed(format!(
+            "{} bytes left over after the frame",
+            body.len() - len
+        ))),
+        None => Err(FrameError::Malformed("the frame does not end where it says".into())),
+    }
+}
+
+/// The length of the msgpack value at the start of `bytes`, by walking its markers (payloads
+/// are skipped, not read); `None` if it runs past the end or holds an invalid marker.
+fn value_len(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0usize;
+    // Values still to skip: each takes at least one byte, so a forged count runs out of bytes.
+    let mut pending: u64 = 1;
+    let take = |at: &mut usize, n: usize| -> Option<u64> {
+        let field = bytes.get(*at..at.checked_add(n)?)?;
+        *at += n;
+        Some(field.iter().fold(0u64, |value, byte| value << 8 | u64::from(*byte)))
+    };
+    while pending > 0 {
+        pending -= 1;
+        let marker = take(&mut at, 1)? as u8;
+        let (skip, children): (u64, u64) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * u64::from(marker & 0x0f)),
+            0x90..=0x9f => (0, u64::from(marker & 0x0f)),
+            0xa0..=0xbf => (u64::from(marker & 0x1f), 0),
+            0xc4 | 0xd9 => (take(&mut at, 1)?, 0),
+            0xc5 | 0xda => (take(&mut at, 2)?, 0),
+            0xc6 | 0xdb => (take(&mut at, 4)?, 0),
+            0xc7 => (take(&mut at, 1)? + 1, 0),
+            0xc8 => (take(&mut at, 2)? + 1, 0),
+            0xc9 => (take(&mut at, 4)? + 1, 0),
+            0xca => (4, 0),
+            0xcb => (8, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xce | 0xd2 => (4, 0),
+            0xcf | 0xd3 => (8, 0),
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (0, take(&mut at, 2)?),
+            0xdd => (0, take(&mut at, 4)?),
+            0xde => (0, 2 * take(&mut at, 2)?),
+            0xdf => (0, 2 * take(&mut at, 4)?),
+            0xc1 => return None,
+        };
+        at = at.checked_add(usize::try_from(skip).ok()?).filter(|end| *end <= bytes.len())?;
+        pending = pending.checked_add(children)?;
+        if pending > (bytes.len() - at) as u64 {
+            return None;
+        }
+    }
+    Some(at)
 }
 
 /// Payload fields: written as msgpack `bin`; read as a slice of the frame being decoded

@@ -157,7 +157,9 @@ pub(super) fn parse(body: &[u8]) -> Option<(Head, Range<usize>)> {
     };
     let len = reader.bin_header()?;
     let start = reader.at;
-    let end = start.checked_add(len).filter(|end| *end <= body.len())?;
+    // The payload ends the body exactly: bytes left over are left to rmp-serde's reading,
+    // which refuses them.
+    let end = start.checked_add(len).filter(|end| *end == body.len())?;
     Some((head, start..end))
 }
 

@@ -394,6 +394,27 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(5_000))]
+
+    /// A body must be exactly one frame: a valid frame with bytes after it, inside its length
+    /// prefix, is refused (a forged length, or two frames run together), whether or not the
+    /// frame is one of the hand-read hot ones.
+    #[test]
+    fn bytes_left_over_inside_a_frame_are_refused(
+        frame in frame(),
+        extra in vec(any::<u8>(), 1..16),
+    ) {
+        let mut encoded = BytesMut::new();
+        encode_frame(&frame, &mut encoded, ROOMY_MAX).expect("a valid frame encodes");
+        let mut body = encoded[LENGTH_PREFIX_BYTES..].to_vec();
+        prop_assert_eq!(decode_body(&Bytes::from(body.clone())), Ok(frame));
+        body.extend_from_slice(&extra);
+        let decoded = decode_body(&Bytes::from(body));
+        prop_assert!(matches!(decoded, Err(FrameError::Malformed(_))), "{:?}", decoded);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // A forged length inside a small frame must not allocate
 
