@@ -22,6 +22,10 @@
 //!   restarted node comes back with them (default: in memory, and a restarted acceptor rejoins
 //!   from the others before it votes).
 //!
+//! Logs go to stderr, at the level `$SHOAL_LOG` names (`error`, `warn`, `info`, `debug`,
+//! `trace` or `off`; default `warn`, which includes every refused or closed connection, with
+//! its reason).
+//!
 //! # The control protocol
 //!
 //! The first line on stdout is `listening ADDR incarnation N`, once the node listens (the
@@ -92,6 +96,10 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 const SEED_JOIN_PERSISTENCE: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
+    if let Err(message) = install_logs() {
+        eprintln!("shoal-node: {message}");
+        return ExitCode::from(2);
+    }
     let options = match Options::parse(std::env::args().skip(1)) {
         Ok(options) => options,
         Err(message) => {
@@ -114,6 +122,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr at the level `$SHOAL_LOG` names (default `warn`).
+fn install_logs() -> Result<(), String> {
+    use tracing_subscriber::filter::LevelFilter;
+    let level = match std::env::var("SHOAL_LOG") {
+        Ok(level) => level.parse::<LevelFilter>().map_err(|_| {
+            format!("SHOAL_LOG={level:?} is not a level (error, warn, info, debug, trace, off)")
+        })?,
+        Err(_) => LevelFilter::WARN,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    Ok(())
 }
 
 const USAGE: &str = "\
