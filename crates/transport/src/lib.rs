@@ -80,6 +80,7 @@ mod node_watchers;
 mod peer;
 mod progress;
 mod queue;
+pub mod record;
 mod remote;
 mod requests;
 mod rpc;

@@ -22,6 +22,7 @@ use shoal_process::{ExitKind, ExitReason, NodeId, Pid, Ref, RemoteFailure, Runti
 use shoal_transport::handshake::{
     Acceptor, AcceptorStep, Connector, ConnectorStep, HandshakeError, NONCE_BYTES,
 };
+use shoal_transport::record::{MAX_RECORD_BYTES, Opener, RecordError, Sealer};
 use shoal_transport::wire::{
     Challenge, Frame, FrameDecoder, FrameError, Hello, LENGTH_PREFIX_BYTES, PROTOCOL_VERSION,
     Request, decode_body, encode_frame,
@@ -413,6 +414,207 @@ proptest! {
         let decoded = decode_body(&Bytes::from(body));
         prop_assert!(matches!(decoded, Err(FrameError::Malformed(_))), "{:?}", decoded);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sealed records
+
+const RECORD_KEY: [u8; 32] = [42; 32];
+
+/// Seals `pieces` one call each, as a writer's batches would be.
+fn seal_all(pieces: &[Vec<u8>]) -> Vec<u8> {
+    let mut sealer = Sealer::new(RECORD_KEY);
+    let mut out = BytesMut::new();
+    for piece in pieces {
+        sealer.seal(piece, &mut out).expect("seals");
+    }
+    out.to_vec()
+}
+
+/// Opens `stream` fed in `chunks`: the plaintext opened, the first error, and the bytes left.
+fn open_chunked(stream: &[u8], chunks: &[usize]) -> (Vec<u8>, Option<RecordError>, usize) {
+    let mut opener = Opener::new(RECORD_KEY);
+    let (mut sealed, mut plain) = (BytesMut::new(), BytesMut::new());
+    let mut rest = stream;
+    for &chunk in chunks.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (now, later) = rest.split_at(chunk.clamp(1, rest.len()));
+        rest = later;
+        sealed.extend_from_slice(now);
+        if let Err(error) = opener.open(&mut sealed, &mut plain) {
+            return (plain.to_vec(), Some(error), sealed.len());
+        }
+    }
+    (plain.to_vec(), None, sealed.len())
+}
+
+/// What an attacker on the path does to a sealed stream.
+#[derive(Clone, Debug)]
+enum Tamper {
+    FlipBit(usize, u8),
+    DropByte(usize),
+    InsertBytes(usize, Vec<u8>),
+    /// Repeats the bytes `at..at + len` right after them (a replayed record, or part of one).
+    Repeat(usize, usize),
+    /// Swaps two spans of equal length.
+    Swap(usize, usize, usize),
+    /// Whole records: one replayed right after itself, one dropped, two swapped.
+    ReplayRecord(usize),
+    DropRecord(usize),
+    SwapRecords(usize, usize),
+}
+
+/// The spans of the sealed records in `stream`.
+fn record_spans(stream: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut spans = Vec::new();
+    let mut at = 0;
+    while at + 4 <= stream.len() {
+        let len = u32::from_be_bytes(stream[at..at + 4].try_into().unwrap()) as usize;
+        let end = at + 4 + len + 16;
+        spans.push(at..end);
+        at = end;
+    }
+    spans
+}
+
+fn tamper() -> impl Strategy<Value = Tamper> {
+    prop_oneof![
+        (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Tamper::FlipBit(at, bit)),
+        any::<usize>().prop_map(Tamper::DropByte),
+        (any::<usize>(), vec(any::<u8>(), 1..40))
+            .prop_map(|(at, bytes)| Tamper::InsertBytes(at, bytes)),
+        (any::<usize>(), 1usize..200).prop_map(|(at, len)| Tamper::Repeat(at, len)),
+        (any::<usize>(), any::<usize>(), 1usize..100)
+            .prop_map(|(a, b, len)| Tamper::Swap(a, b, len)),
+        any::<usize>().prop_map(Tamper::ReplayRecord),
+        any::<usize>().prop_map(Tamper::DropRecord),
+        (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Tamper::SwapRecords(a, b)),
+    ]
+}
+
+/// Applies `tamper`; `false` if it left the stream as it was.
+fn apply(stream: &mut Vec<u8>, tamper: &Tamper) -> bool {
+    let before = stream.clone();
+    let n = stream.len();
+    match tamper {
+        Tamper::FlipBit(at, bit) => stream[at % n] ^= 1 << bit,
+        Tamper::DropByte(at) => drop(stream.remove(at % n)),
+        Tamper::InsertBytes(at, bytes) => {
+            let at = at % (n + 1);
+            stream.splice(at..at, bytes.iter().copied());
+        }
+        Tamper::Repeat(at, len) => {
+            let at = at % n;
+            let span: Vec<u8> = stream[at..(at + len).min(n)].to_vec();
+            let end = at + span.len();
+            stream.splice(end..end, span);
+        }
+        Tamper::Swap(a, b, len) => {
+            let len = (*len).min(n / 2).max(1);
+            let (a, b) = (a % (n - len + 1), b % (n - len + 1));
+            let (a, b) = (a.min(b), a.max(b));
+            if b >= a + len {
+                let first: Vec<u8> = stream[a..a + len].to_vec();
+                let second: Vec<u8> = stream[b..b + len].to_vec();
+                stream[a..a + len].copy_from_slice(&second);
+                stream[b..b + len].copy_from_slice(&first);
+            }
+        }
+        Tamper::ReplayRecord(i) => {
+            let spans = record_spans(stream);
+            let span = spans[i % spans.len()].clone();
+            let record = stream[span.clone()].to_vec();
+            stream.splice(span.end..span.end, record);
+        }
+        Tamper::DropRecord(i) => {
+            let spans = record_spans(stream);
+            stream.drain(spans[i % spans.len()].clone());
+        }
+        Tamper::SwapRecords(a, b) => {
+            let spans = record_spans(stream);
+            let (a, b) = (a % spans.len(), b % spans.len());
+            let (a, b) = (a.min(b), a.max(b));
+            if a != b {
+                let records: Vec<Vec<u8>> =
+                    spans.iter().map(|span| stream[span.clone()].to_vec()).collect();
+                let mut reordered = records.clone();
+                reordered.swap(a, b);
+                *stream = reordered.concat();
+            }
+        }
+    }
+    *stream != before
+}
+
+fn record_pieces() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    vec(prop_oneof![vec(any::<u8>(), 0..300), vec(any::<u8>(), 60_000..140_000)], 1..5)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Sealed records open to exactly what was sealed, however the bytes are split, and
+    /// records of up to 64 KiB.
+    #[test]
+    fn sealed_records_open_to_what_was_sealed(pieces in record_pieces(), chunks in chunking()) {
+        let stream = seal_all(&pieces);
+        let (plain, error, left) = open_chunked(&stream, &chunks);
+        prop_assert_eq!(error, None);
+        prop_assert_eq!(left, 0);
+        prop_assert_eq!(plain, pieces.concat());
+    }
+
+    /// Whatever an attacker on the path does to the sealed bytes (a bit flipped, a byte dropped
+    /// or inserted, a span repeated or swapped), nothing altered is ever opened: what comes out
+    /// is a prefix of what was sealed, and the stream fails or stops short.
+    #[test]
+    fn tampered_records_never_open_altered(
+        pieces in record_pieces(),
+        tampering in tamper(),
+        chunks in chunking(),
+    ) {
+        let original = pieces.concat();
+        let mut stream = seal_all(&pieces);
+        prop_assume!(apply(&mut stream, &tampering));
+        let (plain, error, left) = open_chunked(&stream, &chunks);
+        prop_assert!(original.starts_with(&plain), "altered plaintext came out");
+        prop_assert!(
+            error.is_some() || left > 0 || plain.len() < original.len(),
+            "a tampered stream opened whole: {:?}", tampering
+        );
+    }
+}
+
+/// Records open only in the order sealed: two swapped, or one replayed, fail at the first
+/// record out of place.
+#[test]
+fn records_open_only_in_their_order() {
+    let stream = seal_all(&[b"first".to_vec(), b"second".to_vec()]);
+    let spans = record_spans(&stream);
+    let swapped = [&stream[spans[1].clone()], &stream[spans[0].clone()]].concat();
+    let (plain, error, _) = open_chunked(&swapped, &[usize::MAX]);
+    assert_eq!((plain.as_slice(), error), (&b""[..], Some(RecordError::Forged(0))));
+    let replayed = [&stream[spans[0].clone()], &stream[spans[0].clone()]].concat();
+    let (plain, error, _) = open_chunked(&replayed, &[usize::MAX]);
+    assert_eq!((plain.as_slice(), error), (&b"first"[..], Some(RecordError::Forged(1))));
+}
+
+/// A record sealed under another key does not open, nor does a record longer than the maximum.
+#[test]
+fn a_record_under_another_key_or_too_long_does_not_open() {
+    let stream = seal_all(&[b"hello".to_vec()]);
+    let mut opener = Opener::new([1; 32]);
+    let (mut sealed, mut plain) = (BytesMut::from(&stream[..]), BytesMut::new());
+    assert_eq!(opener.open(&mut sealed, &mut plain), Err(RecordError::Forged(0)));
+    assert!(plain.is_empty());
+    let mut long = BytesMut::from(&((MAX_RECORD_BYTES + 1) as u32).to_be_bytes()[..]);
+    let mut opener = Opener::new(RECORD_KEY);
+    assert_eq!(
+        opener.open(&mut long, &mut plain),
+        Err(RecordError::Oversized(MAX_RECORD_BYTES + 1))
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
