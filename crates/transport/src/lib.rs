@@ -75,6 +75,7 @@ mod fault;
 pub mod handshake;
 mod membership;
 pub mod net;
+pub mod noise;
 mod node;
 mod node_watchers;
 mod peer;

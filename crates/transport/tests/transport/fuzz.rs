@@ -22,6 +22,9 @@ use shoal_process::{ExitKind, ExitReason, NodeId, Pid, Ref, RemoteFailure, Runti
 use shoal_transport::handshake::{
     Acceptor, AcceptorStep, Connector, ConnectorStep, HandshakeError, NONCE_BYTES,
 };
+use shoal_transport::noise::{
+    Hello as NoiseHello, Initiator, Key, KeyError, NoiseError, Responder, VERSIONS, negotiate,
+};
 use shoal_transport::record::{MAX_RECORD_BYTES, Opener, RecordError, Sealer};
 use shoal_transport::wire::{
     Challenge, Frame, FrameDecoder, FrameError, Hello, LENGTH_PREFIX_BYTES, PROTOCOL_VERSION,
@@ -615,6 +618,117 @@ fn a_record_under_another_key_or_too_long_does_not_open() {
         opener.open(&mut long, &mut plain),
         Err(RecordError::Oversized(MAX_RECORD_BYTES + 1))
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The keyed handshake (Noise NNpsk0)
+
+const CLUSTER_KEY: Key = Key::from_bytes([9; 32]);
+
+fn noise_hello(versions: (u32, u32)) -> NoiseHello {
+    NoiseHello { versions, spec: fake_node("a", 1), channel: "default".into(), index: 0 }
+}
+
+fn fake_node(name: &str, incarnation: u64) -> NodeSpec {
+    NodeSpec { name: name.into(), incarnation, listen_addrs: Vec::new(), channels: BTreeMap::new() }
+}
+
+/// Seals `text` with `sealer` and opens it with `opener`.
+fn carries(sealer: &mut Sealer, opener: &mut Opener, text: &[u8]) -> bool {
+    let (mut sealed, mut plain) = (BytesMut::new(), BytesMut::new());
+    sealer.seal(text, &mut sealed).expect("seals");
+    opener.open(&mut sealed, &mut plain).is_ok() && plain == text
+}
+
+/// A genuine exchange gives both sides each other's specs, the version, and record keys that
+/// carry data both ways (and not crossed: a side cannot open its own records).
+#[test]
+fn a_keyed_handshake_gives_both_sides_matching_record_keys() {
+    let hello = noise_hello((2, 2));
+    let (initiator, first) = Initiator::start(&CLUSTER_KEY, &hello).unwrap();
+    let (mut responder, reply) =
+        Responder::answer(&CLUSTER_KEY, &first, &fake_node("b", 7)).unwrap();
+    let mut initiator = initiator.finish(&reply).unwrap();
+    assert_eq!(responder.peer, hello);
+    assert_eq!(initiator.peer.spec, fake_node("b", 7));
+    assert_eq!((initiator.version, responder.version), (2, 2));
+    assert!(carries(&mut initiator.sealer, &mut responder.opener, b"to b"));
+    assert!(carries(&mut responder.sealer, &mut initiator.opener, b"to a"));
+    let mut own = Opener::new([0; 32]);
+    assert!(!carries(&mut initiator.sealer, &mut own, b"to nobody"));
+}
+
+/// Another cluster key: the responder opens nothing and says nothing back; a reply under
+/// another key does not open either.
+#[test]
+fn a_keyed_handshake_under_another_key_fails_on_both_sides() {
+    let other = Key::from_bytes([8; 32]);
+    let (_, first) = Initiator::start(&other, &noise_hello((2, 2))).unwrap();
+    let refused = Responder::answer(&CLUSTER_KEY, &first, &fake_node("b", 7));
+    assert!(matches!(refused, Err(NoiseError::Unauthenticated)));
+    let (initiator, first) = Initiator::start(&CLUSTER_KEY, &noise_hello((2, 2))).unwrap();
+    let (_, reply) = Responder::answer(&CLUSTER_KEY, &first, &fake_node("b", 7)).unwrap();
+    let (other_initiator, _) = Initiator::start(&other, &noise_hello((2, 2))).unwrap();
+    assert!(matches!(other_initiator.finish(&reply), Err(NoiseError::Unauthenticated)));
+    assert!(initiator.finish(&reply).is_ok());
+}
+
+/// A replayed first message gets an answer, but under record keys its sender cannot know:
+/// the real initiator's keys and the replayed session's do not match.
+#[test]
+fn a_replayed_first_message_gets_keys_nobody_else_has() {
+    let (initiator, first) = Initiator::start(&CLUSTER_KEY, &noise_hello((2, 2))).unwrap();
+    let (mut genuine, reply) = Responder::answer(&CLUSTER_KEY, &first, &fake_node("b", 7)).unwrap();
+    let (mut replayed, _) = Responder::answer(&CLUSTER_KEY, &first, &fake_node("b", 7)).unwrap();
+    let mut initiator = initiator.finish(&reply).unwrap();
+    assert!(carries(&mut initiator.sealer, &mut genuine.opener, b"first"));
+    let mut initiator_again = Sealer::new([0; 32]);
+    assert!(!carries(&mut initiator_again, &mut replayed.opener, b"guess"));
+    assert!(!carries(&mut replayed.sealer, &mut initiator.opener, b"from the replay"));
+}
+
+/// Versions: the highest both speak; none in common is refused with both ranges.
+#[test]
+fn the_handshake_agrees_on_the_highest_common_version() {
+    assert_eq!(negotiate((1, 5)), Ok(*VERSIONS.end()));
+    assert_eq!(negotiate((*VERSIONS.start(), *VERSIONS.start())), Ok(*VERSIONS.start()));
+    let too_new = (VERSIONS.end() + 1, VERSIONS.end() + 3);
+    assert!(matches!(negotiate(too_new), Err(NoiseError::NoCommonVersion { .. })));
+    let (_, first) = Initiator::start(&CLUSTER_KEY, &noise_hello(too_new)).unwrap();
+    let refused = Responder::answer(&CLUSTER_KEY, &first, &fake_node("b", 7));
+    assert!(matches!(refused, Err(NoiseError::NoCommonVersion { .. })));
+}
+
+/// Keys are 64 hexadecimal digits; anything else is refused with a reason.
+#[test]
+fn keys_are_written_as_64_hexadecimal_digits() {
+    let key = Key::generate();
+    assert_eq!(Key::from_hex(&key.to_hex()), Ok(key.clone()));
+    assert_ne!(Key::generate(), key, "two generated keys differ");
+    assert_eq!(Key::from_hex("secret"), Err(KeyError::Length(6)));
+    assert_eq!(Key::from_hex(&"g".repeat(64)), Err(KeyError::NotHex));
+    assert_eq!(format!("{key:?}"), "Key(..)");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// A bit flipped anywhere in either handshake message makes that message fail to open.
+    #[test]
+    fn a_tampered_keyed_handshake_never_opens(flip_first in any::<bool>(), at in any::<usize>(), bit in 0u8..8) {
+        let (initiator, mut first) = Initiator::start(&CLUSTER_KEY, &noise_hello((2, 2))).unwrap();
+        if flip_first {
+            let n = first.len();
+            first[at % n] ^= 1 << bit;
+            let refused = Responder::answer(&CLUSTER_KEY, &first, &fake_node("b", 7));
+            prop_assert!(matches!(refused, Err(NoiseError::Unauthenticated)));
+        } else {
+            let (_, mut reply) = Responder::answer(&CLUSTER_KEY, &first, &fake_node("b", 7)).unwrap();
+            let n = reply.len();
+            reply[at % n] ^= 1 << bit;
+            prop_assert!(matches!(initiator.finish(&reply), Err(NoiseError::Unauthenticated)));
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
