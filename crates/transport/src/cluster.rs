@@ -23,6 +23,7 @@ use bytes::Bytes;
 use shoal_process::{ExitKind, ExitReason, Runtime};
 use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::admission::{Gate, Limits, Ticket};
 use crate::answers::PendingAnswers;
 use crate::config::{Membership, NodeConfig};
 use crate::conn::{self, ConnError, Dispatch, Wiring};
@@ -30,7 +31,7 @@ use crate::fault::Faults;
 use crate::membership::{
     Admission, GossipChange, Members, admission, gossip_changes, tombstone_covers,
 };
-use crate::net::{BoxFuture, Listener};
+use crate::net::{BoxFuture, Connection, Listener};
 use crate::node_watchers::NodeWatchers;
 use crate::peer::{Peer, Session, lock, millis_since};
 use crate::progress::StallWatch;
@@ -44,10 +45,6 @@ const STATS_EVERY_TICKS: u64 = 40;
 
 /// Events buffered for a slow subscriber before it is told it lagged.
 const EVENT_BUFFER: usize = 1024;
-
-/// Handshakes in progress at once; a connection beyond them is closed at once, so a flood
-/// of connections cannot pile up tasks.
-const MAX_PENDING_HANDSHAKES: usize = 256;
 
 pub(crate) struct Cluster {
     pub(crate) config: NodeConfig,
@@ -319,38 +316,43 @@ impl Dispatch for Cluster {
     }
 }
 
+/// Accepts connections: each takes a slot of the node's admission gate (`crate::admission`)
+/// for its handshake, or is closed at once when it is over the gate's bounds, so a flood of
+/// connections cannot pile up tasks nor keep members and new nodes out.
 async fn accept_loop(cluster: Arc<Cluster>, listener: Box<dyn Listener>) {
-    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let members = cluster.members.clone();
+    let limits = Limits::of(&cluster.config);
+    let gate =
+        Gate::new(cluster.spec().name.clone(), limits, move |name| members.by_name(name).is_some());
     loop {
         match listener.accept().await {
             Ok(conn) => {
-                let Ok(permit) = pending.clone().try_acquire_owned() else {
-                    tracing::warn!(addr = %conn.peer_addr, "too many handshakes in progress: connection closed");
-                    continue;
-                };
-                let cluster_ = cluster.clone();
-                cluster.tasks.spawn(async move {
-                    let addr = conn.peer_addr;
-                    let accepted = conn::accept(&cluster_.wiring, &cluster_, conn).await;
-                    drop(permit);
-                    match accepted {
-                        Ok(accepted) => {
-                            let epoch = accepted.peer.inbound_epoch.subscribe();
-                            let track = accepted.peer.track_inbound(&accepted.channel, accepted.index);
-                            let wiring = cluster_.wiring.clone();
-                            conn::read_loop(wiring, cluster_, accepted, track, epoch).await;
-                        }
-                        Err(error) => {
-                            tracing::warn!(node = %cluster_.spec().name, %addr, %error, "connection refused");
-                        }
-                    }
-                });
+                // Over a bound: dropped, so closed, at once.
+                let Some(ticket) = gate.enter(conn.peer_addr) else { continue };
+                cluster.tasks.spawn(handshake_and_read(cluster.clone(), conn, ticket));
             }
             Err(error) => {
                 tracing::warn!(%error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Runs the handshake of an incoming connection, holding `ticket` until its peer
+/// authenticates, then reads what the peer sends.
+async fn handshake_and_read(cluster: Arc<Cluster>, conn: Connection, ticket: Ticket) {
+    let addr = conn.peer_addr;
+    match conn::accept(&cluster.wiring, &cluster, conn, &ticket).await {
+        Ok((accepted, track)) => {
+            drop(ticket);
+            let (channel, index) = (&accepted.channel, accepted.index);
+            tracing::debug!(node = %cluster.spec().name, peer = %accepted.peer.name(), %addr, channel, index, "connection accepted");
+            let epoch = accepted.peer.inbound_epoch.subscribe();
+            let wiring = cluster.wiring.clone();
+            conn::read_loop(wiring, cluster, accepted, track, epoch).await;
+        }
+        Err(error) => ticket.failed(addr, &error),
     }
 }
 
@@ -454,6 +456,8 @@ async fn open_session(
     }
 }
 
+/// Opens every connection to `peer`, all at once (each is a handshake of its own, so the
+/// session comes up in about one handshake's time); if one fails, they all do.
 async fn open_connections(
     cluster: &Cluster,
     peer: &Peer,
@@ -461,18 +465,40 @@ async fn open_connections(
     if cluster.wiring.faults.is_cut(peer.id) {
         return Err(ConnError::Refused("traffic is cut by fault injection".into()));
     }
-    let spec = peer.spec();
-    let channels = &cluster.config.channels;
-    let mut opened = Vec::new();
-    let control = (CONTROL_CHANNEL.to_owned(), channels[CONTROL_CHANNEL]);
-    let others = channels.iter().filter(|(name, _)| *name != CONTROL_CHANNEL);
-    for (channel, config) in std::iter::once(control).chain(others.map(|(n, c)| (n.clone(), *c))) {
+    let spec = Arc::new(peer.spec());
+    // Dropped when this connector ends: the attempts still running are aborted.
+    let mut attempts = tokio::task::JoinSet::new();
+    for (channel, config) in &cluster.config.channels {
         for index in 0..config.parallelism {
-            let conn = connect_any(&cluster.wiring, &spec, &channel, index).await?;
-            opened.push((channel.clone(), index, conn));
+            let (wiring, spec, channel) = (cluster.wiring.clone(), spec.clone(), channel.clone());
+            attempts.spawn(async move {
+                let opened = connect_any(&wiring, &spec, &channel, index).await?;
+                Ok((channel, index, opened))
+            });
         }
     }
-    Ok(opened)
+    // Every attempt is waited for, even once one has failed: a connection dropped in the
+    // middle of its handshake may still be taken by the peer, after the same connection of
+    // the next attempt, and replace it there (the peer keeps the last one of each channel
+    // and index it took).
+    let mut opened = Vec::with_capacity(attempts.len());
+    let mut failure = None;
+    while let Some(attempt) = attempts.join_next().await {
+        match attempt {
+            Ok(Ok(connection)) => opened.push(connection),
+            Ok(Err(error)) => {
+                failure.get_or_insert(error);
+            }
+            Err(error) => {
+                let error = ConnError::Refused(format!("a connection attempt failed: {error}"));
+                failure.get_or_insert(error);
+            }
+        }
+    }
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(opened),
+    }
 }
 
 /// Connects one connection of `channel` to the first of the peer's addresses that answers,

@@ -11,10 +11,23 @@ use crate::handshake::Secret;
 use crate::net::{Network, TcpNetwork};
 use crate::{CONTROL_CHANNEL, ChannelConfig, DEFAULT_CHANNEL, Node, StartError};
 
+/// See [`NodeBuilder::hello_timeout`].
+const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_millis(500);
+
 impl NodeConfig {
     /// See [`NodeBuilder::stall_timeout`].
     pub(crate) fn stall_timeout(&self) -> Duration {
         self.stall_timeout.unwrap_or(self.failure_timeout * 2)
+    }
+
+    /// See [`NodeBuilder::hello_timeout`].
+    pub(crate) fn hello_timeout(&self) -> Duration {
+        self.hello_timeout.unwrap_or(DEFAULT_HELLO_TIMEOUT.min(self.connect_timeout))
+    }
+
+    /// See [`NodeBuilder::reserved_handshakes`].
+    pub(crate) fn reserved_handshakes(&self) -> usize {
+        self.reserved_handshakes.unwrap_or(self.max_handshakes / 4)
     }
 }
 
@@ -46,6 +59,12 @@ pub(crate) struct NodeConfig {
     /// `None`: twice the failure timeout.
     pub(crate) stall_timeout: Option<Duration>,
     pub(crate) connect_timeout: Duration,
+    /// `None`: 500 ms, or the connect timeout if that is shorter.
+    pub(crate) hello_timeout: Option<Duration>,
+    pub(crate) max_handshakes: usize,
+    /// `None`: a quarter of `max_handshakes`.
+    pub(crate) reserved_handshakes: Option<usize>,
+    pub(crate) max_handshakes_per_address: usize,
     pub(crate) backoff_min: Duration,
     pub(crate) backoff_max: Duration,
     pub(crate) gossip_interval: Duration,
@@ -61,8 +80,10 @@ pub(crate) struct NodeConfig {
 ///
 /// Defaults: listen on `127.0.0.1:0`; channels `control` (1 connection) and `default`
 /// (1 connection); heartbeat every 250 ms, a peer silent for 2 s is down; connect and handshake
-/// within 2 s; reconnect after 100 ms, backing off to 2 s; gossip every second; frames up to
-/// 16 MiB; 65,536 queued casts and calls per peer; full-mesh membership.
+/// within 2 s, an incoming connection's first frame within 500 ms; at most 256 incoming
+/// handshakes at once (64 of them kept for members), 32 from one address; reconnect after
+/// 100 ms, backing off to 2 s; gossip every second; frames up to 16 MiB; 65,536 queued casts
+/// and calls per peer; full-mesh membership.
 #[must_use]
 pub struct NodeBuilder {
     config: NodeConfig,
@@ -83,6 +104,10 @@ impl NodeBuilder {
                 failure_timeout: Duration::from_secs(2),
                 stall_timeout: None,
                 connect_timeout: Duration::from_secs(2),
+                hello_timeout: None,
+                max_handshakes: 256,
+                reserved_handshakes: None,
+                max_handshakes_per_address: 32,
                 backoff_min: Duration::from_millis(100),
                 backoff_max: Duration::from_secs(2),
                 gossip_interval: Duration::from_secs(1),
@@ -125,9 +150,50 @@ impl NodeBuilder {
         self
     }
 
-    /// How long a connection and its handshake may take.
+    /// How long a connection and its handshake may take, both ways (2 s by default). An
+    /// incoming connection must besides send its first frame within the
+    /// [hello timeout](Self::hello_timeout).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// How long an incoming connection may take to send its first frame, the handshake's
+    /// `Hello`, before it is closed: 500 ms (or the connect timeout, if shorter) unless set;
+    /// not zero, and at most the connect timeout. Short, so that connections that say nothing
+    /// hold a handshake slot only briefly (a connecting node sends its `Hello` as soon as it
+    /// is connected).
+    pub fn hello_timeout(mut self, timeout: Duration) -> Self {
+        self.config.hello_timeout = Some(timeout);
+        self
+    }
+
+    /// How many incoming connections may be in their handshake at once, from any address (a
+    /// connection counts until its peer has proved it knows the secret); one more is closed
+    /// at once, or takes the slot of the busiest address's oldest handshake when that one
+    /// holds a share at least two larger than its own address's. 256 by default; at least 1,
+    /// and more than [`reserved_handshakes`](Self::reserved_handshakes).
+    pub fn max_handshakes(mut self, handshakes: usize) -> Self {
+        self.config.max_handshakes = handshakes;
+        self
+    }
+
+    /// How many of the [`max_handshakes`](Self::max_handshakes) are kept for members, so that
+    /// strangers cannot keep a member from reconnecting: for connections whose `Hello` names
+    /// a node that is a member here, and, when the rest is full, for connections from an
+    /// address from which a peer has proved it knows the secret before. A quarter of
+    /// `max_handshakes` unless set (64 by default); fewer than `max_handshakes`; 0 keeps none.
+    pub fn reserved_handshakes(mut self, handshakes: usize) -> Self {
+        self.config.reserved_handshakes = Some(handshakes);
+        self
+    }
+
+    /// How many incoming connections from one address (an IPv6 one by its /64 prefix) may be
+    /// in their handshake at once; one more is closed at once. 32 by default; at least the
+    /// number of connections this node opens to a peer (its channels' parallelism, summed),
+    /// since a peer opens all of its connections at once.
+    pub fn max_handshakes_per_address(mut self, handshakes: usize) -> Self {
+        self.config.max_handshakes_per_address = handshakes;
         self
     }
 
@@ -218,6 +284,33 @@ impl NodeBuilder {
         }
         if config.backoff_min.is_zero() || config.backoff_max < config.backoff_min {
             return invalid("the reconnect backoff must be non-zero and min <= max".into());
+        }
+        if config.connect_timeout.is_zero() {
+            return invalid("the connect timeout must be non-zero".into());
+        }
+        let hello_timeout = config.hello_timeout();
+        if hello_timeout.is_zero() || hello_timeout > config.connect_timeout {
+            return invalid(format!(
+                "the hello timeout {hello_timeout:?} must be non-zero and at most the connect \
+                 timeout {:?}",
+                config.connect_timeout
+            ));
+        }
+        let reserved = config.reserved_handshakes();
+        if config.max_handshakes == 0 || reserved >= config.max_handshakes {
+            return invalid(format!(
+                "max_handshakes {} must be at least 1 and more than the {reserved} reserved",
+                config.max_handshakes
+            ));
+        }
+        let connections: usize =
+            config.channels.values().map(|channel| usize::from(channel.parallelism)).sum();
+        if config.max_handshakes_per_address < connections.max(1) {
+            return invalid(format!(
+                "max_handshakes_per_address {} is less than the {connections} connections a \
+                 node opens to a peer",
+                config.max_handshakes_per_address
+            ));
         }
         Ok(())
     }

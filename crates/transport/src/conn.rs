@@ -15,6 +15,7 @@ use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
+use crate::admission::Ticket;
 use crate::fault::{Faults, Flow, Verdict};
 use crate::handshake::{
     Acceptor, AcceptorStep, Connector, ConnectorStep, HandshakeError, NONCE_BYTES, Secret,
@@ -161,18 +162,38 @@ pub(crate) struct Accepted {
     pub(crate) index: u16,
 }
 
-/// Runs the accepting side of the handshake on a new connection; `dispatch` admits or refuses
-/// the peer.
+/// Runs the accepting side of the handshake on a new connection, which holds `ticket`'s slot
+/// of the node's admission gate until its peer authenticates; `dispatch` admits or refuses the
+/// peer. The first frame (the peer's `Hello`, which tells the ticket whom it claims to be) must
+/// come within the ticket's hello timeout, the whole handshake within the connect timeout, and
+/// the gate may close the connection meanwhile to make room (see `crate::admission`).
+///
+/// An admitted connection is taken as its channel and index's connection from the peer (its
+/// track, returned) before the peer is told: a connection the peer opens once it has heard
+/// is taken after this one, never before (a join's connection, dropped once open, must not
+/// replace the connector's that follows it).
 pub(crate) async fn accept(
     wiring: &Wiring,
     dispatch: &Arc<impl Dispatch>,
     mut conn: Connection,
-) -> Result<Accepted, ConnError> {
+    ticket: &Ticket,
+) -> Result<(Accepted, InboundTrack), ConnError> {
+    let hello_timeout = ticket.hello_timeout();
     let attempt = async {
         let mut handshake = Acceptor::new(wiring.secret.clone(), wiring.spec.clone(), nonce());
         let mut decoder = FrameDecoder::new(HANDSHAKE_MAX_FRAME_BYTES);
+        let first = tokio::time::timeout(hello_timeout, read_frame(&mut conn.read, &mut decoder))
+            .await
+            .map_err(|_| ConnError::Refused(format!("no hello within {hello_timeout:?}")))??;
+        if let Frame::Hello(hello) = &first {
+            ticket.hello(&hello.spec.name);
+        }
+        let mut next = Some(first);
         let hello: Hello = loop {
-            let frame = read_frame(&mut conn.read, &mut decoder).await?;
+            let frame = match next.take() {
+                Some(frame) => frame,
+                None => read_frame(&mut conn.read, &mut decoder).await?,
+            };
             match handshake.on_frame(frame) {
                 Ok(AcceptorStep::Send(frame)) => {
                     write_one(&mut conn.write, &frame, HANDSHAKE_MAX_FRAME_BYTES).await?;
@@ -188,10 +209,12 @@ pub(crate) async fn accept(
                 }
             }
         };
+        ticket.authenticated();
         match dispatch.admit(&hello.spec) {
             Ok(peer) => {
+                let track = peer.track_inbound(&hello.channel, hello.index);
                 write_one(&mut conn.write, &Frame::Accepted, HANDSHAKE_MAX_FRAME_BYTES).await?;
-                Ok((peer, hello))
+                Ok((peer, hello, track))
             }
             Err(reason) => {
                 let refusal = Frame::Refused { reason: reason.clone() };
@@ -200,13 +223,19 @@ pub(crate) async fn accept(
             }
         }
     };
-    let (peer, hello) = tokio::time::timeout(wiring.connect_timeout, attempt)
-        .await
-        .unwrap_or(Err(ConnError::Timeout))?;
+    let (peer, hello, track) = tokio::select! {
+        outcome = tokio::time::timeout(wiring.connect_timeout, attempt) => {
+            outcome.unwrap_or(Err(ConnError::Timeout))?
+        }
+        () = ticket.evicted() => {
+            return Err(ConnError::Refused("closed to make room for another address".into()));
+        }
+    };
     // The connector sends nothing after its proof until it reads `Accepted`, so the handshake
     // decoder holds no data frames: the data decoder starts empty.
     let decoder = FrameDecoder::new(wiring.max_frame_bytes);
-    Ok(Accepted { peer, conn, decoder, channel: hello.channel, index: hello.index })
+    let accepted = Accepted { peer, conn, decoder, channel: hello.channel, index: hello.index };
+    Ok((accepted, track))
 }
 
 /// Writes everything queued for one connection, batch by batch, until the queue closes or a

@@ -67,6 +67,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admission;
 mod answers;
 mod cluster;
 mod config;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::panic::Location;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +14,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use shoal_process::{Codec, Context, ExitReason, Pid, Process, ReplyTo, Signal};
 use shoal_transport::handshake::{Connector, ConnectorStep, NONCE_BYTES};
-use shoal_transport::wire::{Frame, FrameDecoder, encode_frame};
+use shoal_transport::net::{BoxFuture, Connection, Listener, Network, TcpNetwork};
+use shoal_transport::wire::{Frame, FrameDecoder, Hello, PROTOCOL_VERSION, encode_frame};
 use shoal_transport::{
     CONTROL_CHANNEL, ChannelConfig, DEFAULT_CHANNEL, Node, NodeBuilder, NodeEvent, NodeSpec, Secret,
 };
@@ -574,4 +575,230 @@ pub(crate) async fn answer_or_letter<F: Future>(
         assert!(tokio::time::Instant::now() < deadline, "no answer after {BOUND:?}");
         tokio::task::yield_now().await;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile peers: floods of connections that never finish their handshake, from loopback
+// addresses other than the nodes' 127.0.0.1.
+
+/// The address a flood comes from.
+pub(crate) const FLOOD_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+/// How many connections a flood holds open at most; to open another it closes its oldest.
+pub(crate) const FLOOD_HOLD: usize = 1000;
+
+/// Connection attempts a flood keeps in flight at once.
+const FLOOD_CONNECTING: usize = 32;
+
+/// A socket bound to `source` (port 0), connected to `target`; closing it resets the
+/// connection, so a flood leaves no `TIME_WAIT` behind to hold the machine's ports.
+pub(crate) async fn connect_from(
+    source: Ipv4Addr,
+    target: SocketAddr,
+) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.set_zero_linger()?;
+    socket.bind(SocketAddr::from((source, 0)))?;
+    socket.connect(target).await
+}
+
+/// The bytes of a whole `Hello` from a node called `name`, with default channels.
+pub(crate) fn hello_bytes(name: &str) -> Vec<u8> {
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        spec: fake_spec(name, 1),
+        channel: DEFAULT_CHANNEL.into(),
+        index: 0,
+        nonce: vec![9; NONCE_BYTES],
+    };
+    let mut out = BytesMut::new();
+    encode_frame(&Frame::Hello(hello), &mut out, 1024 * 1024).expect("encodes");
+    out.to_vec()
+}
+
+impl RawPeer {
+    /// Connects from `source` (a loopback address) rather than 127.0.0.1.
+    pub(crate) async fn connect_from(source: Ipv4Addr, addr: SocketAddr) -> Self {
+        let stream = within(connect_from(source, addr)).await.expect("connects");
+        Self { stream, decoder: FrameDecoder::new(1024 * 1024) }
+    }
+}
+
+/// Connections to one node, opened as fast as one thread can from a few loopback addresses
+/// in turn, each held open without finishing its handshake: in turn silent, sending all of a
+/// `Hello` but its last byte, or sending a whole `Hello` (of a stranger, or claiming one of
+/// the names given) and never its proof. At most [`FLOOD_HOLD`] are held; a connection the
+/// node closes is let go. Runs on a thread and runtime of its own (an attacker's CPU, not the
+/// nodes' runtime) until [`HandshakeFlood::stop`], or until dropped.
+pub(crate) struct HandshakeFlood {
+    stop: Arc<AtomicBool>,
+    tally: Arc<FloodTally>,
+    finished: Option<oneshot::Receiver<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What a flood did.
+#[derive(Debug, Default)]
+pub(crate) struct FloodTally {
+    /// Connections made.
+    pub(crate) connected: AtomicU64,
+    /// Of those, the ones the node closed.
+    pub(crate) closed_by_node: AtomicU64,
+    /// Connection attempts that failed or did not finish within a second.
+    pub(crate) failed: AtomicU64,
+}
+
+impl HandshakeFlood {
+    /// Floods `target` from `sources`, in turn; whole `Hello`s claim the names of `claims`
+    /// in turn with a stranger's (`claims` empty: strangers only).
+    pub(crate) fn start(target: SocketAddr, sources: &[Ipv4Addr], claims: &[&str]) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(FloodTally::default());
+        let (finish, finished) = oneshot::channel();
+        let mut stalls = vec![Vec::new()];
+        let stranger = hello_bytes("stranger");
+        stalls.push(stranger[..stranger.len() - 1].to_vec());
+        stalls.push(stranger);
+        stalls.extend(claims.iter().map(|name| hello_bytes(name)));
+        let sources = sources.to_vec();
+        let (stop_, tally_) = (stop.clone(), tally.clone());
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("the flood's runtime starts");
+            runtime.block_on(flood(target, sources, stalls, stop_, tally_));
+            drop(runtime);
+            let _ = finish.send(());
+        });
+        Self { stop, tally, finished: Some(finished), thread: Some(thread) }
+    }
+
+    /// How many of its connections the node has closed so far.
+    pub(crate) fn closed_by_node(&self) -> u64 {
+        self.tally.closed_by_node.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the flood is in force: the node has closed `count` of its connections
+    /// (over a bound, or for saying nothing in time), so it holds all it may.
+    pub(crate) async fn closed_at_least(&self, count: u64) {
+        eventually("the node closes the flood's connections", || {
+            let closed = self.closed_by_node();
+            async move { closed >= count }
+        })
+        .await;
+    }
+
+    /// Stops the flood, closes its connections and waits until its thread is done.
+    pub(crate) async fn stop(mut self) -> Arc<FloodTally> {
+        self.stop.store(true, Ordering::Release);
+        if let Some(finished) = self.finished.take() {
+            within(finished).await.expect("the flood's thread reports its end");
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the flood's thread ends cleanly");
+        }
+        self.tally.clone()
+    }
+}
+
+impl Drop for HandshakeFlood {
+    /// A flood dropped without [`HandshakeFlood::stop`] (a failed test) stops too, without
+    /// waiting for its thread.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+async fn flood(
+    target: SocketAddr,
+    sources: Vec<Ipv4Addr>,
+    stalls: Vec<Vec<u8>>,
+    stop: Arc<AtomicBool>,
+    tally: Arc<FloodTally>,
+) {
+    let mut connecting = tokio::task::JoinSet::new();
+    let mut holders = tokio::task::JoinSet::new();
+    let mut held = std::collections::VecDeque::new();
+    let mut attempts = 0usize;
+    let mut opened = 0usize;
+    while !stop.load(Ordering::Acquire) {
+        while connecting.len() < FLOOD_CONNECTING {
+            let source = sources[attempts % sources.len()];
+            attempts += 1;
+            connecting.spawn(async move {
+                tokio::time::timeout(Duration::from_secs(1), connect_from(source, target)).await
+            });
+        }
+        let Some(attempt) = connecting.join_next().await else { continue };
+        let stream = match attempt {
+            Ok(Ok(Ok(stream))) => stream,
+            _ => {
+                tally.failed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        tally.connected.fetch_add(1, Ordering::Relaxed);
+        let stall = stalls[opened % stalls.len()].clone();
+        opened += 1;
+        let tally = tally.clone();
+        let holder = holders.spawn(async move {
+            let mut stream = stream;
+            let _ = stream.write_all(&stall).await;
+            let mut scratch = [0u8; 1024];
+            // Held until the node closes it (or the flood lets it go).
+            while let Ok(read) = stream.read(&mut scratch).await {
+                if read == 0 {
+                    break;
+                }
+            }
+            tally.closed_by_node.fetch_add(1, Ordering::Relaxed);
+        });
+        held.push_back(holder);
+        while holders.try_join_next().is_some() {}
+        // Only connections still open count: the oldest open one goes to make room.
+        if holders.len() > FLOOD_HOLD {
+            while let Some(oldest) = held.pop_front() {
+                if !oldest.is_finished() {
+                    oldest.abort();
+                    break;
+                }
+            }
+        }
+        if held.len() > 4 * FLOOD_HOLD {
+            held.retain(|holder| !holder.is_finished());
+        }
+    }
+    connecting.shutdown().await;
+    holders.shutdown().await;
+}
+
+/// TCP whose outgoing connections come from one loopback address, so that a node can have an
+/// address of its own (as nodes on separate hosts do), not the 127.0.0.1 every other node
+/// shares.
+struct FromAddress(Ipv4Addr);
+
+impl Network for FromAddress {
+    fn bind(&self, addr: SocketAddr) -> BoxFuture<'_, std::io::Result<Box<dyn Listener>>> {
+        TcpNetwork.bind(addr)
+    }
+
+    fn connect(&self, addr: SocketAddr) -> BoxFuture<'_, std::io::Result<Connection>> {
+        Box::pin(async move {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::from((self.0, 0)))?;
+            let stream = socket.connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let peer_addr = stream.peer_addr()?;
+            let (read, write) = stream.into_split();
+            Ok(Connection { read: Box::new(read), write: Box::new(write), peer_addr })
+        })
+    }
+}
+
+/// A node builder (as [`builder`]) for a node that listens on, and connects from, `address`
+/// (a loopback address).
+pub(crate) fn builder_on(name: &str, address: Ipv4Addr) -> NodeBuilder {
+    builder(name).listen(SocketAddr::from((address, 0))).network(Arc::new(FromAddress(address)))
 }
