@@ -423,7 +423,7 @@ async fn connector(cluster: Arc<Cluster>, peer: Arc<Peer>) {
     }
 }
 
-/// Opens every connection to `peer` (control first) and starts their writers on the
+/// Opens every connection to `peer` (all at once) and starts their writers on the
 /// session's queues.
 async fn open_session(
     cluster: &Arc<Cluster>,

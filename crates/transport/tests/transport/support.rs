@@ -254,18 +254,25 @@ pub(crate) struct Sequencer {
     report: SequenceReport,
 }
 
-impl Process for Sequencer {
-    type Message = Numbered;
-    type Call = ();
-    type Reply = SequenceReport;
-
-    async fn handle_cast(&mut self, (sender, seq): Numbered, _: &mut Context<Self>) {
+impl Sequencer {
+    /// Counts one numbered message, noting a break in its sender's sequence.
+    fn note(&mut self, (sender, seq): Numbered) {
         let next = self.next.entry(sender).or_insert(0);
         if seq != *next {
             self.report.breaks.push((sender, *next, seq));
         }
         *next = seq + 1;
         self.report.received += 1;
+    }
+}
+
+impl Process for Sequencer {
+    type Message = Numbered;
+    type Call = ();
+    type Reply = SequenceReport;
+
+    async fn handle_cast(&mut self, numbered: Numbered, _: &mut Context<Self>) {
+        self.note(numbered);
     }
 
     async fn handle_call(&mut self, (): (), reply: ReplyTo<SequenceReport>, _: &mut Context<Self>) {
@@ -425,13 +432,12 @@ impl Process for Script {
 /// signals end it while it blocks, as any await point allows.
 pub(crate) struct Gated {
     gate: Option<oneshot::Receiver<()>>,
-    next: HashMap<u32, u64>,
-    report: SequenceReport,
+    sequence: Sequencer,
 }
 
 impl Gated {
     pub(crate) fn new(gate: oneshot::Receiver<()>) -> Self {
-        Self { gate: Some(gate), next: HashMap::new(), report: SequenceReport::default() }
+        Self { gate: Some(gate), sequence: Sequencer::default() }
     }
 }
 
@@ -447,17 +453,12 @@ impl Process for Gated {
         Ok(())
     }
 
-    async fn handle_cast(&mut self, (sender, seq): Numbered, _: &mut Context<Self>) {
-        let next = self.next.entry(sender).or_insert(0);
-        if seq != *next {
-            self.report.breaks.push((sender, *next, seq));
-        }
-        *next = seq + 1;
-        self.report.received += 1;
+    async fn handle_cast(&mut self, numbered: Numbered, _: &mut Context<Self>) {
+        self.sequence.note(numbered);
     }
 
     async fn handle_call(&mut self, (): (), reply: ReplyTo<SequenceReport>, _: &mut Context<Self>) {
-        reply.send(self.report.clone());
+        reply.send(self.sequence.report.clone());
     }
 
     fn codec() -> Option<Codec<Self>> {
