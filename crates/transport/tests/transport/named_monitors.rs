@@ -7,9 +7,11 @@ use tokio::sync::mpsc;
 
 use super::support::{CALL, Stopper, cluster, eventually, shutdown, within};
 
-/// Monitors `{name, node}` on order and reports every signal it gets.
+/// Monitors `{name, node}` on order (and removes the monitor at once if `demonitor`), and
+/// reports every signal it gets.
 struct NameWatcher {
     signals: mpsc::UnboundedSender<Signal>,
+    demonitor: bool,
 }
 
 impl Process for NameWatcher {
@@ -25,7 +27,10 @@ impl Process for NameWatcher {
         reply: ReplyTo<()>,
         ctx: &mut Context<Self>,
     ) {
-        ctx.monitor_name(node, &name);
+        let monitor = ctx.monitor_name(node, &name);
+        if self.demonitor {
+            assert!(ctx.demonitor(monitor));
+        }
         reply.send(());
     }
 
@@ -36,7 +41,7 @@ impl Process for NameWatcher {
 
 fn watcher(runtime: &Runtime) -> (Addr<NameWatcher>, mpsc::UnboundedReceiver<Signal>) {
     let (signals, seen) = mpsc::unbounded_channel();
-    (runtime.spawn(NameWatcher { signals }), seen)
+    (runtime.spawn(NameWatcher { signals, demonitor: false }), seen)
 }
 
 /// The pid and reason of the next signal, which must be a `Down`.
@@ -115,39 +120,11 @@ async fn demonitoring_a_name_monitor_removes_it_from_the_named_process() {
     let worker = b.runtime().spawn(Stopper);
     b.runtime().register("worker", worker.pid()).unwrap();
     let (ends, _ended) = mpsc::unbounded_channel();
-    let demonitoring = a.runtime().spawn(Demonitoring { signals: ends });
+    let demonitoring = a.runtime().spawn(NameWatcher { signals: ends, demonitor: true });
     demonitoring.call((b.id(), "worker".to_owned())).await.unwrap();
     // With one connection per channel, a call sent now reaches b after the monitor and the
     // demonitor, which b handles as it reads them.
     let () = a.runtime().call(worker.pid(), (), CALL).await.unwrap();
     assert_eq!(b.runtime().process_info(worker.pid()).unwrap().monitored_by, 0);
     shutdown(&nodes);
-}
-
-/// Monitors `{name, node}` and removes the monitor at once.
-struct Demonitoring {
-    signals: mpsc::UnboundedSender<Signal>,
-}
-
-impl Process for Demonitoring {
-    type Message = ();
-    type Call = (NodeId, String);
-    type Reply = ();
-
-    async fn handle_cast(&mut self, (): (), _: &mut Context<Self>) {}
-
-    async fn handle_call(
-        &mut self,
-        (node, name): (NodeId, String),
-        reply: ReplyTo<()>,
-        ctx: &mut Context<Self>,
-    ) {
-        let monitor = ctx.monitor_name(node, &name);
-        assert!(ctx.demonitor(monitor));
-        reply.send(());
-    }
-
-    async fn handle_signal(&mut self, signal: Signal, _: &mut Context<Self>) {
-        let _ = self.signals.send(signal);
-    }
 }
