@@ -13,7 +13,7 @@ use shoal_broadcast::driver::{Config, Driver, Log};
 use shoal_broadcast::simulation::{Scenario, run};
 use shoal_transport::{Membership, Node};
 
-use crate::harness::on_workers;
+use crate::harness::{key, on_workers};
 
 /// Nodes of `broadcast_p99_us`.
 const NODES: usize = 16;
@@ -74,7 +74,7 @@ pub(crate) fn broadcast_p99_us() -> anyhow::Result<f64> {
 async fn overlay() -> anyhow::Result<(Vec<Node>, Vec<Driver>, Vec<Log<u64>>)> {
     let (mut nodes, mut drivers, mut logs) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..NODES {
-        let node = Node::builder(format!("b{i:02}"), "bench secret")
+        let node = Node::builder(format!("b{i:02}"), key())
             .membership(Membership::Managed)
             .start()
             .await?;

@@ -1,8 +1,20 @@
-//! What the metrics share: the tokio runtime they run on, and the process's resident memory.
+//! What the metrics share: the tokio runtime they run on, the cluster key of their nodes, and
+//! the process's resident memory.
 
 use std::future::Future;
 
 use anyhow::Context as _;
+use shoal_transport::Key;
+
+/// The cluster key of every benchmark node, as 64 hexadecimal digits. Fixed, so that the peer
+/// of the two-process metrics (this same binary) holds it without being told; every node
+/// listens on loopback only.
+const KEY_HEX: &str = "c47e1a9d05f3b862e19c4d7a30b8f56e2d0a9c18b74e63f5a2d19e07c4b85f31";
+
+/// The cluster key of every benchmark node.
+pub(crate) fn key() -> Key {
+    Key::from_hex(KEY_HEX).expect("the benchmark key is 64 hexadecimal digits of a random key")
+}
 
 /// Runs `measure` as a task on a fresh multi-thread tokio runtime with the default worker
 /// count (one per core), and returns its result once the runtime has shut down.

@@ -15,9 +15,8 @@ use anyhow::{Context as _, bail};
 use shoal_paxos::driver::{Paxos, PaxosConfig, Recovery};
 use shoal_transport::Node;
 
-use crate::harness::on_workers;
+use crate::harness::{key, on_workers};
 
-const SECRET: &str = "shoal-bench";
 const NAMES: [&str; 3] = ["a", "b", "c"];
 /// Untimed writes before `paxos_write_us` starts timing.
 const WARM_UP_WRITES: usize = 1_000;
@@ -96,7 +95,7 @@ pub(crate) fn paxos_writes_per_s() -> anyhow::Result<f64> {
 async fn cluster() -> anyhow::Result<(Vec<Node>, Vec<Paxos>)> {
     let mut nodes = Vec::new();
     for name in NAMES {
-        nodes.push(Node::builder(name, SECRET).start().await?);
+        nodes.push(Node::builder(name, key()).start().await?);
     }
     for node in &nodes[1..] {
         node.join(nodes[0].listen_addr()).await?;

@@ -19,9 +19,8 @@ use serde_bytes::ByteBuf;
 use shoal_process::{Codec, Context, Pid, Process, ReplyTo};
 use shoal_transport::Node;
 
-use crate::harness::on_workers;
+use crate::harness::{key, on_workers};
 
-const SECRET: &str = "shoal-bench";
 /// Room for the 64 MiB message of `control_ping_p99_us_under_bulk` and its envelope.
 const MAX_FRAME_BYTES: usize = 80 * 1024 * 1024;
 const CASTS: u64 = 1_000_000;
@@ -79,7 +78,7 @@ impl Process for Echo {
 pub(crate) fn serve_peer() -> anyhow::Result<()> {
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     tokio.block_on(async {
-        let node = Node::builder("peer", SECRET).max_frame_bytes(MAX_FRAME_BYTES).start().await?;
+        let node = Node::builder("peer", key()).max_frame_bytes(MAX_FRAME_BYTES).start().await?;
         let sink = node.runtime().spawn(Sink { received: 0 }).pid();
         let echo = node.runtime().spawn(Echo).pid();
         node.register_rpc("pids", move |(): ()| async move { (sink, echo) });
@@ -128,7 +127,7 @@ where
     };
     let addr = addr.parse().context("the peer's address")?;
     let value = on_workers(async move {
-        let node = Node::builder("main", SECRET).max_frame_bytes(MAX_FRAME_BYTES).start().await?;
+        let node = Node::builder("main", key()).max_frame_bytes(MAX_FRAME_BYTES).start().await?;
         node.join(addr).await.context("joining the peer")?;
         let (sink, echo): (Pid, Pid) =
             node.rpc("peer", "pids", &(), CALL_TIMEOUT).await.context("asking the peer's pids")?;

@@ -2,9 +2,10 @@
 //! joins, a message storm, a SIGKILL and a partition.
 //!
 //! It builds the `shoal-node` binary (release, or debug with `--quick`, which CI has built
-//! already), starts N of them (5 by default) on 127.0.0.2, 127.0.0.3, ... with port 0, and
-//! drives each over its stdin and stdout with the line protocol documented in
-//! `crates/shoal/src/bin/shoal-node/main.rs`. The scenarios, in order:
+//! already), asks it for a fresh cluster key (`shoal-node generate-key`, once per run), starts
+//! N of them (5 by default) on 127.0.0.2, 127.0.0.3, ... with port 0 and the key in
+//! `$SHOAL_KEY`, and drives each over its stdin and stdout with the line protocol documented
+//! in `crates/shoal/src/bin/shoal-node/main.rs`. The scenarios, in order:
 //!
 //! 1. **join**: each node is started with a seed: a node started before it, picked by the seed
 //!    of the run; every node must see every other, at its current incarnation (full mesh).
@@ -92,9 +93,6 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often a condition is polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
-
-/// The cluster secret; the nodes run on loopback only.
-const SECRET: &str = "shoal-cluster-test";
 
 /// How hard a run pushes, and how long it may take.
 #[derive(Debug)]
@@ -206,12 +204,14 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
         options.nodes, profile.name
     );
     let binary = build_node_binary(profile.release)?;
+    let key = generate_key(&binary)?;
     let log_dir = target_dir().join("cluster-test");
     prepare_log_dir(&log_dir)?;
     let data_dir = log_dir.join("data");
     let acceptors: Vec<String> = (0..options.nodes).map(node_name).collect();
     let acceptors = acceptors.join(",");
-    let launch = Launch { binary, log_dir: log_dir.clone(), data_dir, acceptors, profile, seed };
+    let launch =
+        Launch { binary, key, log_dir: log_dir.clone(), data_dir, acceptors, profile, seed };
     let mut cluster = Cluster::new(launch, options.nodes);
     let outcomes = run_scenarios(&mut cluster, profile);
     drop(cluster);
@@ -243,6 +243,32 @@ fn build_node_binary(release: bool) -> Result<PathBuf> {
     ensure!(status.success(), "building shoal-node failed ({status})");
     let profile_dir = if release { "release" } else { "debug" };
     Ok(target_dir().join(profile_dir).join(format!("shoal-node{}", std::env::consts::EXE_SUFFIX)))
+}
+
+/// A fresh cluster key from the built binary, as 64 hexadecimal digits. It is random, not
+/// drawn from the run's seed: no choice a replay repeats depends on it.
+fn generate_key(binary: &Path) -> Result<String> {
+    let output = Command::new(binary)
+        .arg("generate-key")
+        .output()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    ensure!(
+        output.status.success(),
+        "`shoal-node generate-key` failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    let key = String::from_utf8(output.stdout)
+        .context("`shoal-node generate-key` printed something other than UTF-8")?;
+    let key = key.trim();
+    // Checked here so that a broken subcommand fails the run at once, not as five nodes that
+    // refuse to start; the nodes check the rest (that the bytes look random).
+    ensure!(
+        key.len() == 64 && key.bytes().all(|byte| byte.is_ascii_hexdigit()),
+        "`shoal-node generate-key` printed {} characters, not 64 hexadecimal digits",
+        key.len()
+    );
+    Ok(key.to_owned())
 }
 
 /// Empties (or creates) the directory for this run's node logs.
@@ -650,6 +676,9 @@ fn reasons(downs: &[Down]) -> String {
 /// What every node is started with.
 struct Launch {
     binary: PathBuf,
+    /// The run's cluster key, given to every node in `$SHOAL_KEY` (not on its command line,
+    /// where every user of the machine could read it).
+    key: String,
     log_dir: PathBuf,
     /// Where each node keeps its Paxos acceptor's file store (`DIR/NAME`), kept across a
     /// restart.
@@ -964,7 +993,8 @@ impl NodeProcess {
         }
         let mut command = Command::new(&launch.binary);
         command
-            .args(["--name", name, "--listen", &format!("{ip}:0"), "--secret", SECRET])
+            .env("SHOAL_KEY", &launch.key)
+            .args(["--name", name, "--listen", &format!("{ip}:0")])
             .args(["--heartbeat-ms", &profile.heartbeat.as_millis().to_string()])
             .args(["--failure-timeout-ms", &profile.failure_timeout.as_millis().to_string()])
             .args(["--seed", &(launch.seed ^ u64::from(ip.octets()[3])).to_string()])

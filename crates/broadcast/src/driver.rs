@@ -62,12 +62,13 @@
 //! ```
 //! use std::time::Duration;
 //! use shoal_broadcast::driver::{Config, Driver, Log};
-//! use shoal_transport::{Membership, Node};
+//! use shoal_transport::{Key, Membership, Node};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let a = Node::builder("a", "secret").membership(Membership::Managed).start().await?;
-//! let b = Node::builder("b", "secret").membership(Membership::Managed).start().await?;
+//! let key = Key::generate();
+//! let a = Node::builder("a", key.clone()).membership(Membership::Managed).start().await?;
+//! let b = Node::builder("b", key).membership(Membership::Managed).start().await?;
 //! let driver_a = Driver::start(&a, Config::default()).await?;
 //! let driver_b = Driver::start(&b, Config::default()).await?;
 //! let (log_a, log_b) = (Log::<String>::new(&a, 10_000), Log::<String>::new(&b, 10_000));

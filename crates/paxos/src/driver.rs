@@ -61,13 +61,15 @@
 //!
 //! ```no_run
 //! use shoal_paxos::driver::{Paxos, PaxosConfig, Recovery};
-//! use shoal_transport::Node;
+//! use shoal_transport::{Key, Node};
 //!
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let names = ["a", "b", "c"];
+//! // Every node of a cluster holds the same key (`shoal-node generate-key` makes one).
+//! let key = Key::generate();
 //! let mut nodes = Vec::new();
 //! for name in names {
-//!     nodes.push(Node::builder(name, "secret").start().await?);
+//!     nodes.push(Node::builder(name, key.clone()).start().await?);
 //! }
 //! for node in &nodes[1..] {
 //!     node.join(nodes[0].listen_addr()).await?;

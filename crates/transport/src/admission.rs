@@ -10,7 +10,7 @@
 //!  accepted ──▶ general pool ──its Hello names a member──▶ reserved pool ──proof──▶ released
 //!     │  │                                                      ▲
 //!     │  └─ the general pool full, and the address proved ──────┘
-//!     │     the secret before
+//!     │     the key before
 //!     └──▶ over its address's bound, or no room: closed at once
 //!  in either pool: no Hello within hello_timeout, or no proof within connect_timeout: closed
 //! ```
@@ -26,7 +26,7 @@
 //!   the *reserved* pool, freeing its general slot. The `Hello` comes only once the slot is
 //!   taken, so a member must first get into the general pool, which strangers can fill; what
 //!   lets it in anyway is where it connects from: when the general pool is full, a
-//!   connection from an address from which a peer has proved that it knows the secret before
+//!   connection from an address from which a peer has proved that it knows the key before
 //!   (a member reconnecting, from the host it always connected from) takes a reserved slot
 //!   for its `Hello` instead (the most recent 4,096 such addresses are remembered). A flood of strangers, from addresses that never proved anything,
 //!   cannot take the reserve, so a member that lost its connections reconnects through it
@@ -45,7 +45,7 @@
 //!   the gate when its peer is authenticated, whatever admission then decides.
 //!
 //! What it does not stop: a flood from at least as many addresses as a pool has slots; a
-//! member that reconnects from an address it never proved the secret from while strangers
+//! member that reconnects from an address it never proved the key from while strangers
 //! fill the general pool (and then the burst of its connections, one per channel and
 //! parallel connection, can make its address the busiest there until their `Hello`s move
 //! them to the reserve, so that some are closed and it tries again after its backoff).
@@ -151,7 +151,7 @@ struct State {
     by_source: HashMap<Source, usize>,
     general: Occupancy,
     reserved: Occupancy,
-    /// The addresses from which a peer proved it knows the secret, with when (a count of
+    /// The addresses from which a peer proved it holds the cluster key, with when (a count of
     /// proofs), at most [`PROVEN_ADDRESSES`] of them.
     proven: HashMap<Source, u64>,
     proofs: u64,
@@ -249,7 +249,7 @@ impl State {
         Ok(Some(held))
     }
 
-    /// Remembers that a peer proved it knows the secret from `source`.
+    /// Remembers that a peer proved it holds the cluster key from `source`.
     fn proven(&mut self, source: Source) {
         self.proofs += 1;
         let proofs = self.proofs;
@@ -298,7 +298,7 @@ impl Gate {
             self.over_bound(Reason::PerAddress, addr);
             return None;
         }
-        // An address that proved the secret before goes to the reserve when the general pool
+        // An address that proved the key before goes to the reserve when the general pool
         // is full, rather than contend there with strangers for a share.
         let general_full = state.general.used >= self.limits.capacity(Pool::General);
         let pools: &[Pool] = if general_full && state.proven.contains_key(&source) {
@@ -395,7 +395,7 @@ impl Ticket {
         }
     }
 
-    /// The peer proved it knows the secret: the connection is no longer unauthenticated, and
+    /// The peer proved it holds the cluster key: the connection is no longer unauthenticated, and
     /// gives its slot back.
     pub(crate) fn authenticated(&self) {
         self.signal.authenticated.store(true, Ordering::Release);
@@ -561,7 +561,7 @@ mod tests {
     }
 
     #[test]
-    fn an_address_that_proved_the_secret_gets_a_reserved_slot_when_the_general_pool_is_full() {
+    fn an_address_that_proved_the_key_gets_a_reserved_slot_when_the_general_pool_is_full() {
         let gate = gate(4, 2, 4);
         let member = gate.enter(from(1, 1)).unwrap();
         member.authenticated();

@@ -80,7 +80,8 @@ impl Cluster {
             channels: config.channels.clone(),
         };
         let wiring = Arc::new(Wiring {
-            secret: config.secret.clone(),
+            key: config.key.clone(),
+            protection: config.protection,
             spec,
             network: config.network.clone(),
             connect_timeout: config.connect_timeout,
@@ -441,6 +442,7 @@ async fn open_session(
                     peer.clone(),
                     queue,
                     conn.conn.write,
+                    conn.sealer,
                     failed.clone(),
                 );
                 cluster.tasks.spawn(until_ended(ended.clone(), writer));

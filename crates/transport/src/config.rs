@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use shoal_process::Runtime;
 
-use crate::handshake::Secret;
+use crate::handshake::{Key, Protection};
 use crate::net::{Network, TcpNetwork};
 use crate::{CONTROL_CHANNEL, ChannelConfig, DEFAULT_CHANNEL, Node, StartError};
 
@@ -52,7 +52,8 @@ pub enum Membership {
 pub(crate) struct NodeConfig {
     pub(crate) name: String,
     pub(crate) listen: SocketAddr,
-    pub(crate) secret: Secret,
+    pub(crate) key: Key,
+    pub(crate) protection: Protection,
     pub(crate) channels: BTreeMap<String, ChannelConfig>,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) failure_timeout: Duration,
@@ -83,14 +84,14 @@ pub(crate) struct NodeConfig {
 /// within 2 s, an incoming connection's first frame within 500 ms; at most 256 incoming
 /// handshakes at once (64 of them kept for members), 32 from one address; reconnect after
 /// 100 ms, backing off to 2 s; gossip every second; frames up to 16 MiB; 65,536 queued casts
-/// and calls per peer; full-mesh membership.
+/// and calls per peer; full-mesh membership; every connection encrypted and authenticated.
 #[must_use]
 pub struct NodeBuilder {
     config: NodeConfig,
 }
 
 impl NodeBuilder {
-    pub(crate) fn new(name: String, secret: Secret) -> Self {
+    pub(crate) fn new(name: String, key: Key) -> Self {
         let mut channels = BTreeMap::new();
         channels.insert(CONTROL_CHANNEL.to_owned(), ChannelConfig::new());
         channels.insert(DEFAULT_CHANNEL.to_owned(), ChannelConfig::new());
@@ -98,7 +99,8 @@ impl NodeBuilder {
             config: NodeConfig {
                 name,
                 listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-                secret,
+                key,
+                protection: Protection::Encrypted,
                 channels,
                 heartbeat_interval: Duration::from_millis(250),
                 failure_timeout: Duration::from_secs(2),
@@ -119,6 +121,15 @@ impl NodeBuilder {
                 network: Arc::new(TcpNetwork),
             },
         }
+    }
+
+    /// How the records of this node's connections are protected after their handshakes: all
+    /// are authenticated (alteration, replay, reorder or injection closes the connection),
+    /// and encrypted unless [`Protection::Authenticated`] is chosen. Each node decides for the
+    /// connections it opens, which carry what it sends; it accepts either from its peers.
+    pub fn protection(mut self, protection: Protection) -> Self {
+        self.config.protection = protection;
+        self
     }
 
     /// The address to listen on; port 0 picks a free one (see [`Node::listen_addr`]).
@@ -158,18 +169,18 @@ impl NodeBuilder {
         self
     }
 
-    /// How long an incoming connection may take to send its first frame, the handshake's
-    /// `Hello`, before it is closed: 500 ms (or the connect timeout, if shorter) unless set;
-    /// not zero, and at most the connect timeout. Short, so that connections that say nothing
-    /// hold a handshake slot only briefly (a connecting node sends its `Hello` as soon as it
-    /// is connected).
+    /// How long an incoming connection may take to send its first handshake message (and,
+    /// once answered, its confirmation) before it is closed: 500 ms (or the connect timeout,
+    /// if shorter) unless set; not zero, and at most the connect timeout. Short, so that
+    /// connections that say nothing, or replay a recorded first message, hold a handshake slot
+    /// only briefly (a connecting node sends each as soon as it can).
     pub fn hello_timeout(mut self, timeout: Duration) -> Self {
         self.config.hello_timeout = Some(timeout);
         self
     }
 
     /// How many incoming connections may be in their handshake at once, from any address (a
-    /// connection counts until its peer has proved it knows the secret); one more is closed
+    /// connection counts until its peer has proved it holds the cluster key); one more is closed
     /// at once, or takes the slot of the busiest address's oldest handshake when that one
     /// holds a share at least two larger than its own address's. 256 by default; at least 1,
     /// and more than [`reserved_handshakes`](Self::reserved_handshakes).
@@ -181,7 +192,7 @@ impl NodeBuilder {
     /// How many of the [`max_handshakes`](Self::max_handshakes) are kept for members, so that
     /// strangers cannot keep a member from reconnecting: for connections whose `Hello` names
     /// a node that is a member here, and, when the rest is full, for connections from an
-    /// address from which a peer has proved it knows the secret before. A quarter of
+    /// address from which a peer has proved it knows the key before. A quarter of
     /// `max_handshakes` unless set (64 by default); fewer than `max_handshakes`; 0 keeps none.
     pub fn reserved_handshakes(mut self, handshakes: usize) -> Self {
         self.config.reserved_handshakes = Some(handshakes);

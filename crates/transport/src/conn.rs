@@ -1,8 +1,9 @@
-//! One connection's life: the handshake on either side, the writer that drains a queue in
-//! coalesced writes, and the readers.
+//! One connection's life: the handshake on either side (`crate::handshake` over the socket),
+//! the writer that drains a queue in coalesced writes, sealed in records (`crate::record`),
+//! and the reader that opens them.
 //!
-//! The layer knows its node only through a narrow environment ([`Wiring`]: the secret, the
-//! node's spec, the network, limits, faults) and a callback ([`Dispatch`]) that admits peers
+//! The layer knows its node only through a narrow environment ([`Wiring`]: the cluster key,
+//! the protection of its connections, the node's spec, the network, limits, faults) and a callback ([`Dispatch`]) that admits peers
 //! and takes the frames read; it never reaches into membership or the runtime itself.
 
 use std::net::SocketAddr;
@@ -18,17 +19,20 @@ use tokio::sync::{mpsc, watch};
 use crate::admission::Ticket;
 use crate::fault::{Faults, Flow, Verdict};
 use crate::handshake::{
-    Acceptor, AcceptorStep, Connector, ConnectorStep, HandshakeError, NONCE_BYTES, Secret,
+    HandshakeError, Hello, Initiator, Key, Keyed, Message, Protection, Responder,
 };
 use crate::net::{BoxFuture, Connection, Network, ReadHalf, WriteHalf};
 use crate::peer::{InboundTrack, Peer, millis_since};
 use crate::queue::{OutQueue, Slots};
-use crate::wire::{Frame, FrameDecoder, FrameError, Hello, encode_frame, encode_frame_head};
+use crate::record::{MAX_RECORD_BYTES, Opener, RecordError, Sealer};
+use crate::wire::{Frame, FrameDecoder, FrameError, encode_frame, encode_frame_head};
 use crate::{DownReason, NodeSpec};
 
 /// What the connection layer needs from its node.
 pub(crate) struct Wiring {
-    pub(crate) secret: Secret,
+    pub(crate) key: Key,
+    /// How the connections this node opens are protected.
+    pub(crate) protection: Protection,
     /// This node, as it introduces itself.
     pub(crate) spec: NodeSpec,
     pub(crate) network: Arc<dyn Network>,
@@ -61,6 +65,8 @@ pub(crate) enum ConnError {
     #[error(transparent)]
     Frame(#[from] FrameError),
     #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
     Handshake(#[from] HandshakeError),
     #[error("timed out")]
     Timeout,
@@ -68,8 +74,8 @@ pub(crate) enum ConnError {
     Refused(String),
 }
 
-/// Handshake frames are small: a peer cannot make this node buffer much before it has
-/// proved it knows the secret.
+/// Frames of the handshake are small: a peer cannot make this node buffer much before it has
+/// proved it holds the key.
 const HANDSHAKE_MAX_FRAME_BYTES: usize = 64 * 1024;
 
 /// Bytes gathered before a write; larger batches are written in several goes.
@@ -82,43 +88,126 @@ const LARGE_PAYLOAD_BYTES: usize = 64 * 1024;
 /// the other tasks of its worker run (about 100 µs of copying).
 const LARGE_IO_BYTES: usize = 1024 * 1024;
 
-pub(crate) fn nonce() -> [u8; NONCE_BYTES] {
-    let mut nonce = [0; NONCE_BYTES];
-    // Without OS randomness a handshake cannot be made safe; every platform tokio runs on
-    // has it, so its absence is a broken machine, not bad input.
-    getrandom::fill(&mut nonce).expect("the operating system's random number generator failed");
-    nonce
-}
+/// Room kept for one read of sealed bytes.
+const READ_BYTES: usize = 2 * MAX_RECORD_BYTES;
 
-/// The next frame from `read` (handshakes read one frame at a time).
-pub(crate) async fn read_frame(
-    read: &mut ReadHalf,
-    decoder: &mut FrameDecoder,
-) -> Result<Frame, ConnError> {
+/// The next handshake message from `read`, taken off `buffer`.
+async fn read_message(read: &mut ReadHalf, buffer: &mut BytesMut) -> Result<Message, ConnError> {
     loop {
-        if let Some(frame) = decoder.next_frame()? {
-            return Ok(frame);
+        if let Some(message) = Message::decode(buffer)? {
+            return Ok(message);
         }
-        if read.read_buf(decoder.buffer_mut()).await? == 0 {
+        if read.read_buf(buffer).await? == 0 {
             return Err(ConnError::Closed);
         }
     }
 }
 
-async fn write_one(write: &mut WriteHalf, frame: &Frame, max: usize) -> Result<(), ConnError> {
+async fn write_message(write: &mut WriteHalf, message: &Message) -> Result<(), ConnError> {
     let mut buf = BytesMut::new();
-    encode_frame(frame, &mut buf, max)?;
+    message.encode(&mut buf);
     write.write_all(&buf).await?;
     Ok(())
 }
 
-/// An open outgoing connection: its halves and the peer's spec.
+/// Writes one frame in its own records (the handshake's last frames).
+async fn write_sealed(
+    write: &mut WriteHalf,
+    sealer: &mut Sealer,
+    frame: &Frame,
+) -> Result<(), ConnError> {
+    let (mut plain, mut sealed) = (BytesMut::new(), BytesMut::new());
+    encode_frame(frame, &mut plain, HANDSHAKE_MAX_FRAME_BYTES)?;
+    write.write_all(seal(sealer, &plain, &mut sealed)?).await?;
+    Ok(())
+}
+
+/// What goes on the wire for `plain`: its records, made in `out`, or (unsealed) `plain`.
+fn seal<'a>(
+    sealer: &mut Sealer,
+    plain: &'a [u8],
+    out: &'a mut BytesMut,
+) -> Result<&'a [u8], RecordError> {
+    if !sealer.sealed() {
+        return Ok(plain);
+    }
+    out.clear();
+    sealer.seal(plain, out)?;
+    Ok(out)
+}
+
+/// What comes in on one connection: bytes read and not yet opened, and the frames' decoder.
+pub(crate) struct Incoming {
+    sealed: BytesMut,
+    opener: Opener,
+    decoder: FrameDecoder,
+    /// A record that did not open: the frames before it are decoded first, then the
+    /// connection closes.
+    broken: Option<RecordError>,
+}
+
+impl Incoming {
+    /// After the handshake messages: `read` is what was read past them.
+    fn new(opener: Opener, read: BytesMut, max_frame_bytes: usize) -> Self {
+        let decoder = FrameDecoder::new(max_frame_bytes);
+        let mut incoming = Self { sealed: read, opener, decoder, broken: None };
+        incoming.open();
+        incoming
+    }
+
+    /// Opens the whole records read into the decoder (or, unsealed, hands the bytes over).
+    fn open(&mut self) {
+        if self.broken.is_none()
+            && let Err(error) = self.opener.open(&mut self.sealed, self.decoder.buffer_mut())
+        {
+            self.broken = Some(error);
+        }
+    }
+
+    /// Reads once, at most `limit` bytes, and opens the whole records read; the bytes read
+    /// (0 at the end of the stream). Cancel-safe: the only wait is the read.
+    async fn read_some(&mut self, read: &mut ReadHalf, limit: usize) -> std::io::Result<usize> {
+        if !self.opener.sealed() {
+            return read.read_buf(&mut self.decoder.buffer_mut().limit(limit)).await;
+        }
+        if self.sealed.capacity() - self.sealed.len() < READ_BYTES / 4 {
+            self.sealed.reserve(READ_BYTES);
+        }
+        let bytes = read.read_buf(&mut (&mut self.sealed).limit(limit)).await?;
+        self.open();
+        Ok(bytes)
+    }
+
+    /// The next whole frame, `None` when more must be read; after the frames of the records
+    /// that opened, a record that did not is the error.
+    fn next_frame(&mut self) -> Result<Option<Frame>, ConnError> {
+        match self.decoder.next_frame()? {
+            Some(frame) => Ok(Some(frame)),
+            None => self.broken.take().map_or(Ok(None), |error| Err(error.into())),
+        }
+    }
+
+    /// Reads until the next frame (the handshake reads one at a time).
+    async fn read_frame(&mut self, read: &mut ReadHalf) -> Result<Frame, ConnError> {
+        loop {
+            if let Some(frame) = self.next_frame()? {
+                return Ok(frame);
+            }
+            if self.read_some(read, READ_BYTES).await? == 0 {
+                return Err(ConnError::Closed);
+            }
+        }
+    }
+}
+
+/// An open outgoing connection: its halves, its sealer, and the peer's spec.
 pub(crate) struct Opened {
     pub(crate) conn: Connection,
+    pub(crate) sealer: Sealer,
     pub(crate) peer: NodeSpec,
 }
 
-/// Connects to `addr` and runs the connecting side of the handshake.
+/// Connects to `addr` and runs the initiator's side of the handshake.
 pub(crate) async fn connect(
     wiring: &Wiring,
     addr: SocketAddr,
@@ -127,46 +216,43 @@ pub(crate) async fn connect(
 ) -> Result<Opened, ConnError> {
     let attempt = async {
         let mut conn = wiring.network.connect(addr).await?;
-        let (mut handshake, hello) =
-            Connector::new(wiring.secret.clone(), wiring.spec.clone(), channel, index, nonce());
-        let mut decoder = FrameDecoder::new(HANDSHAKE_MAX_FRAME_BYTES);
-        write_one(&mut conn.write, &hello, HANDSHAKE_MAX_FRAME_BYTES).await?;
-        loop {
-            let frame = read_frame(&mut conn.read, &mut decoder).await?;
-            match handshake.on_frame(frame) {
-                Ok(ConnectorStep::Send(frame)) => {
-                    write_one(&mut conn.write, &frame, HANDSHAKE_MAX_FRAME_BYTES).await?;
-                }
-                Ok(ConnectorStep::Open { peer }) => return Ok(Opened { conn, peer }),
-                Err(error) => {
-                    if error.tell_peer() {
-                        let refusal = Frame::Refused { reason: error.to_string() };
-                        let _ =
-                            write_one(&mut conn.write, &refusal, HANDSHAKE_MAX_FRAME_BYTES).await;
-                    }
-                    return Err(error.into());
-                }
-            }
+        let hello = Hello::new(wiring.spec.clone(), channel, index, wiring.protection);
+        let (initiator, first) = Initiator::start(&wiring.key, &hello)?;
+        write_message(&mut conn.write, &first).await?;
+        let mut read = BytesMut::new();
+        let reply = read_message(&mut conn.read, &mut read).await?;
+        let Keyed { peer, mut sealer, opener, .. } = initiator.finish(reply)?;
+        write_sealed(&mut conn.write, &mut sealer, &Frame::Confirm).await?;
+        let mut incoming = Incoming::new(opener, read, HANDSHAKE_MAX_FRAME_BYTES);
+        match incoming.read_frame(&mut conn.read).await? {
+            Frame::Accepted => Ok(Opened { conn, sealer, peer: peer.spec }),
+            Frame::Refused { reason } => Err(HandshakeError::Refused(reason).into()),
+            other => Err(unexpected("accepted", &other).into()),
         }
     };
     tokio::time::timeout(wiring.connect_timeout, attempt).await.unwrap_or(Err(ConnError::Timeout))
+}
+
+fn unexpected(expected: &'static str, frame: &Frame) -> HandshakeError {
+    HandshakeError::Unexpected { expected, got: frame.kind() }
 }
 
 /// An incoming connection, authenticated and admitted: the peer's, for reading.
 pub(crate) struct Accepted {
     pub(crate) peer: Arc<Peer>,
     pub(crate) conn: Connection,
-    pub(crate) decoder: FrameDecoder,
+    pub(crate) incoming: Incoming,
     /// The channel it carries, and which of the channel's connections it is.
     pub(crate) channel: String,
     pub(crate) index: u16,
 }
 
-/// Runs the accepting side of the handshake on a new connection, which holds `ticket`'s slot
-/// of the node's admission gate until its peer authenticates; `dispatch` admits or refuses the
-/// peer. The first frame (the peer's `Hello`, which tells the ticket whom it claims to be) must
-/// come within the ticket's hello timeout, the whole handshake within the connect timeout, and
-/// the gate may close the connection meanwhile to make room (see `crate::admission`).
+/// Runs the responder's side of the handshake on a new connection, which holds `ticket`'s
+/// slot of the node's admission gate until its peer proves it holds the key; `dispatch`
+/// admits or refuses the peer. The first message (whose hello tells the ticket whom the peer
+/// claims to be) must come within the ticket's hello timeout, and so must the confirmation
+/// after the answer; the whole handshake within the connect timeout; and the gate may close
+/// the connection meanwhile to make room (see `crate::admission`).
 ///
 /// An admitted connection is taken as its channel and index's connection from the peer (its
 /// track, returned) before the peer is told: a connection the peer opens once it has heard
@@ -179,51 +265,54 @@ pub(crate) async fn accept(
     ticket: &Ticket,
 ) -> Result<(Accepted, InboundTrack), ConnError> {
     let hello_timeout = ticket.hello_timeout();
+    let within_hello_timeout = |what: &'static str| {
+        move |_| ConnError::Refused(format!("no {what} within {hello_timeout:?}"))
+    };
     let attempt = async {
-        let mut handshake = Acceptor::new(wiring.secret.clone(), wiring.spec.clone(), nonce());
-        let mut decoder = FrameDecoder::new(HANDSHAKE_MAX_FRAME_BYTES);
-        let first = tokio::time::timeout(hello_timeout, read_frame(&mut conn.read, &mut decoder))
+        let mut read = BytesMut::new();
+        let first = tokio::time::timeout(hello_timeout, read_message(&mut conn.read, &mut read))
             .await
-            .map_err(|_| ConnError::Refused(format!("no hello within {hello_timeout:?}")))??;
-        if let Frame::Hello(hello) = &first {
-            ticket.hello(&hello.spec.name);
-        }
-        let mut next = Some(first);
-        let hello: Hello = loop {
-            let frame = match next.take() {
-                Some(frame) => frame,
-                None => read_frame(&mut conn.read, &mut decoder).await?,
-            };
-            match handshake.on_frame(frame) {
-                Ok(AcceptorStep::Send(frame)) => {
-                    write_one(&mut conn.write, &frame, HANDSHAKE_MAX_FRAME_BYTES).await?;
+            .map_err(within_hello_timeout("hello"))??;
+        let Message::Noise(first) = first else {
+            let got = first.kind();
+            return Err(HandshakeError::Unexpected { expected: "handshake message", got }.into());
+        };
+        let answer = Responder::answer(&wiring.key, &first, &wiring.spec, wiring.protection);
+        let (keyed, reply) = match answer {
+            Ok(answer) => answer,
+            Err(error) => {
+                if error.tell_peer() {
+                    let _ =
+                        write_message(&mut conn.write, &Message::Refusal(error.to_string())).await;
                 }
-                Ok(AcceptorStep::Authenticated { hello }) => break hello,
-                Err(error) => {
-                    if error.tell_peer() {
-                        let refusal = Frame::Refused { reason: error.to_string() };
-                        let _ =
-                            write_one(&mut conn.write, &refusal, HANDSHAKE_MAX_FRAME_BYTES).await;
-                    }
-                    return Err(ConnError::from(error));
-                }
+                return Err(error.into());
             }
         };
+        ticket.hello(&keyed.peer.spec.name);
+        write_message(&mut conn.write, &reply).await?;
+        let Keyed { peer: hello, mut sealer, opener, .. } = keyed;
+        let mut incoming = Incoming::new(opener, read, HANDSHAKE_MAX_FRAME_BYTES);
+        let confirm = tokio::time::timeout(hello_timeout, incoming.read_frame(&mut conn.read))
+            .await
+            .map_err(within_hello_timeout("confirmation"))??;
+        if confirm != Frame::Confirm {
+            return Err(unexpected("confirm", &confirm).into());
+        }
         ticket.authenticated();
         match dispatch.admit(&hello.spec) {
             Ok(peer) => {
                 let track = peer.track_inbound(&hello.channel, hello.index);
-                write_one(&mut conn.write, &Frame::Accepted, HANDSHAKE_MAX_FRAME_BYTES).await?;
-                Ok((peer, hello, track))
+                write_sealed(&mut conn.write, &mut sealer, &Frame::Accepted).await?;
+                Ok((peer, hello, track, incoming))
             }
             Err(reason) => {
                 let refusal = Frame::Refused { reason: reason.clone() };
-                let _ = write_one(&mut conn.write, &refusal, HANDSHAKE_MAX_FRAME_BYTES).await;
+                let _ = write_sealed(&mut conn.write, &mut sealer, &refusal).await;
                 Err(ConnError::Refused(format!("refused {}: {reason}", hello.spec.name)))
             }
         }
     };
-    let (peer, hello, track) = tokio::select! {
+    let (peer, hello, track, mut incoming) = tokio::select! {
         outcome = tokio::time::timeout(wiring.connect_timeout, attempt) => {
             outcome.unwrap_or(Err(ConnError::Timeout))?
         }
@@ -231,10 +320,10 @@ pub(crate) async fn accept(
             return Err(ConnError::Refused("closed to make room for another address".into()));
         }
     };
-    // The connector sends nothing after its proof until it reads `Accepted`, so the handshake
-    // decoder holds no data frames: the data decoder starts empty.
-    let decoder = FrameDecoder::new(wiring.max_frame_bytes);
-    let accepted = Accepted { peer, conn, decoder, channel: hello.channel, index: hello.index };
+    // Admitted: frames up to the node's maximum from now on. The initiator sends nothing
+    // after its confirmation until it reads `Accepted`, so nothing was decoded yet.
+    incoming.decoder.set_max_frame_bytes(wiring.max_frame_bytes);
+    let accepted = Accepted { peer, conn, incoming, channel: hello.channel, index: hello.index };
     Ok((accepted, track))
 }
 
@@ -245,10 +334,17 @@ pub(crate) async fn write_loop(
     peer: Arc<Peer>,
     queue: Arc<OutQueue>,
     mut write: WriteHalf,
+    sealer: Sealer,
     failed: mpsc::Sender<DownReason>,
 ) {
     let mut batch = Slots::new();
-    let mut out = Output { buf: BytesMut::with_capacity(WRITE_CHUNK_BYTES), frames: 0, bounded: 0 };
+    let mut out = Output {
+        buf: BytesMut::with_capacity(WRITE_CHUNK_BYTES),
+        sealer,
+        sealed: BytesMut::new(),
+        frames: 0,
+        bounded: 0,
+    };
     let mut pace = Pace::default();
     while queue.ready().await {
         // Frames are waiting. While traffic is brisk, tasks that are runnable right now
@@ -320,9 +416,12 @@ fn behind_runnable_tasks() -> impl Future<Output = ()> {
     })
 }
 
-/// A writer's buffer: frames encoded and not yet written.
+/// A writer's buffer: frames encoded and not yet written, and their sealer.
 struct Output {
     buf: BytesMut,
+    sealer: Sealer,
+    /// The records of what is being written.
+    sealed: BytesMut,
     frames: u64,
     /// Of those, casts and calls (counted against the peer's bound).
     bounded: usize,
@@ -361,6 +460,8 @@ impl Output {
                     // looks for I/O events (a heartbeat on another connection) only every
                     // few dozen polls.
                     for piece in payload.chunks(LARGE_IO_BYTES) {
+                        let piece = seal(&mut self.sealer, piece, &mut self.sealed)
+                            .map_err(std::io::Error::other)?;
                         written.fetch_add(piece.len() as u64, Relaxed);
                         write.write_all(piece).await?;
                         peer.counters.bytes_sent.fetch_add(piece.len() as u64, Relaxed);
@@ -380,6 +481,9 @@ impl Output {
         if self.buf.capacity() > 4 * WRITE_CHUNK_BYTES {
             self.buf = BytesMut::with_capacity(WRITE_CHUNK_BYTES);
         }
+        if self.sealed.capacity() > 4 * WRITE_CHUNK_BYTES {
+            self.sealed = BytesMut::new();
+        }
         Ok(())
     }
 
@@ -392,12 +496,14 @@ impl Output {
         if self.buf.is_empty() {
             return Ok(());
         }
+        let wire =
+            seal(&mut self.sealer, &self.buf, &mut self.sealed).map_err(std::io::Error::other)?;
         // Counted before the write: bytes stuck in a write that never ends are waiting too.
-        written.fetch_add(self.buf.len() as u64, Relaxed);
-        write.write_all(&self.buf).await?;
+        written.fetch_add(wire.len() as u64, Relaxed);
+        write.write_all(wire).await?;
         let counters = &release.peer.counters;
         counters.frames_sent.fetch_add(self.frames, Relaxed);
-        counters.bytes_sent.fetch_add(self.buf.len() as u64, Relaxed);
+        counters.bytes_sent.fetch_add(wire.len() as u64, Relaxed);
         release.give_back(self.bounded);
         self.buf.clear();
         self.frames = 0;
@@ -509,11 +615,11 @@ async fn dispatch_decoded(
     wiring: &Wiring,
     dispatch: &Arc<impl Dispatch>,
     peer: &Arc<Peer>,
-    decoder: &mut FrameDecoder,
+    incoming: &mut Incoming,
 ) -> Option<ConnError> {
     let mut frames = 0;
     let failure = loop {
-        match decoder.next_frame() {
+        match incoming.next_frame() {
             Ok(Some(frame)) => {
                 if frames == 0 {
                     // One clock read per read, not per frame.
@@ -525,7 +631,7 @@ async fn dispatch_decoded(
                 }
             }
             Ok(None) => break None,
-            Err(error) => break Some(ConnError::from(error)),
+            Err(error) => break Some(error),
         }
     };
     peer.counters.frames_received.fetch_add(frames, Relaxed);
@@ -543,7 +649,7 @@ pub(crate) async fn read_loop(
     track: InboundTrack,
     mut epoch: watch::Receiver<u64>,
 ) {
-    let Accepted { peer, mut conn, mut decoder, .. } = accepted;
+    let Accepted { peer, mut conn, mut incoming, .. } = accepted;
     let InboundTrack { read, mut superseded } = track;
     epoch.mark_unchanged();
     let name = peer.name();
@@ -551,16 +657,16 @@ pub(crate) async fn read_loop(
     loop {
         if wiring.faults.verdict(peer.id, Flow::Inbound) == Verdict::Pass {
             // No inbound fault (the usual case): each frame is dispatched as it is decoded.
-            if let Some(error) = dispatch_decoded(&wiring, &dispatch, &peer, &mut decoder).await {
+            if let Some(error) = dispatch_decoded(&wiring, &dispatch, &peer, &mut incoming).await {
                 tracing::warn!(peer = %name, addr = %conn.peer_addr, %error, "closing a connection");
                 return;
             }
         }
         let failure = loop {
-            match decoder.next_frame() {
+            match incoming.next_frame() {
                 Ok(Some(frame)) => batch.push(frame),
                 Ok(None) => break None,
-                Err(error) => break Some(ConnError::from(error)),
+                Err(error) => break Some(error),
             }
         };
         if !batch.is_empty() {
@@ -582,12 +688,11 @@ pub(crate) async fn read_loop(
             tracing::warn!(peer = %name, addr = %conn.peer_addr, %error, "closing a connection");
             return;
         }
-        let mut room = decoder.buffer_mut().limit(LARGE_IO_BYTES);
         let outcome = tokio::select! {
             biased;
             _ = epoch.changed() => return,
             _ = superseded.wait_for(|superseded| *superseded) => return,
-            outcome = conn.read.read_buf(&mut room) => outcome,
+            outcome = incoming.read_some(&mut conn.read, LARGE_IO_BYTES) => outcome,
         };
         match outcome {
             Ok(0) => {

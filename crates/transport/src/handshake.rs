@@ -1,345 +1,460 @@
-//! The connection handshake, sans-IO: versions, names, incarnations, and mutual
-//! authentication by HMAC-SHA256 challenge-response over the cluster secret.
+//! The handshake, sans-IO: Noise `NNpsk0` over the cluster [`Key`], the protocol version
+//! negotiated, each connection given its two record keys (`crate::record`), and the initiator
+//! proving it holds them before the responder admits it.
 //!
 //! ```text
-//!  connector                                   acceptor
-//!     │ Hello{version, spec, channel, nonce_c}     │
-//!     │ ─────────────────────────────────────────▶ │ version checked
-//!     │ Challenge{version, spec, nonce_a, proof_a} │ proof_a = HMAC(secret, "acceptor" ‖ transcript)
-//!     │ ◀───────────────────────────────────────── │
-//!     │ Proof{proof_c}                             │ proof_c = HMAC(secret, "connector" ‖ transcript)
-//!     │ ─────────────────────────────────────────▶ │ verified: Authenticated
-//!     │ Accepted | Refused{reason}                 │ the node's own checks (names, incarnations)
-//!     │ ◀───────────────────────────────────────── │
+//!  initiator                                          responder
+//!     │ message: psk, e  [Hello: versions, spec,          │ opens only under the key; the
+//!     │          channel, index, protection]              │ version is chosen here
+//!     │ ────────────────────────────────────────────────▶ │
+//!     │ message: e, ee   [Welcome: version, spec]         │ or a refusal in the clear (another
+//!     │ ◀──────────────────────────────────────────────── │ key, no common version, same name)
+//!     │ record 0: Frame::Confirm                          │ the initiator holds the keys: it
+//!     │ ────────────────────────────────────────────────▶ │ is admitted by the node, or not
+//!     │ record 0: Frame::Accepted | Frame::Refused        │
+//!     │ ◀──────────────────────────────────────────────── │
+//!     │ records: frames (initiator → responder only)      │
 //! ```
 //!
-//! The transcript binds both nonces, both node specs and the connection's channel and index,
-//! so a proof is good for one connection only and nothing either side claims can be altered
-//! on the way; the two labels keep one side's proof from being replayed as the
-//! other's. The secret itself never crosses the wire. Until a connection is open, nothing the
-//! peer sent reaches any process: the driver only reads handshake frames.
+//! Before the keys, each side sends [`Message`]s: a kind byte, a big-endian `u16` length, and
+//! that many bytes. After them, everything is in sealed records, which any alteration, replay,
+//! reorder or injection fails to open.
 //!
-//! [`Connector`] and [`Acceptor`] are plain state machines: a frame in, what to send (or the
-//! outcome) out. They never panic on any input.
+//! The cluster key is a [`Key`]: 32 random bytes, never a password. The first message can be
+//! recorded by anyone on the path and is sealed under the key alone, so a guessable key could
+//! be found offline; 32 random bytes cannot. Only a holder of the key can make a first message
+//! the responder opens, or a reply the initiator opens. The ephemeral keys make every
+//! connection's record keys fresh: a replayed first message gets a reply under keys its sender
+//! cannot know, so its confirmation never opens and nothing it claims is ever admitted.
+//!
+//! Versions: the initiator offers the range it speaks, the responder picks the highest both
+//! share ([`negotiate`]), so nodes one version apart interoperate during a rolling upgrade; a
+//! node that shares none is refused, with both ranges in the reason. [`Hello`] and [`Welcome`]
+//! travel as msgpack maps, so a later version may add fields (with defaults) that this one
+//! skips.
+//!
+//! [`Initiator`] and [`Responder`] are plain functions of their input: bytes in, bytes or the
+//! outcome out. They never panic on any input.
 
 use std::fmt;
-use std::sync::Arc;
+use std::ops::RangeInclusive;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use bytes::{Buf, BytesMut};
+use serde::{Deserialize, Serialize};
 
-use crate::NodeSpec;
-use crate::wire::{Challenge, Frame, Hello, PROTOCOL_VERSION};
+use crate::record::{Opener, Sealer};
+use crate::spec::NodeSpec;
 
-/// Bytes of each side's challenge.
-pub const NONCE_BYTES: usize = 32;
+/// The protocol versions this build speaks. Version 2 is the first with this handshake; a
+/// version 1 node (HMAC handshake, no records) cannot talk to it.
+pub const VERSIONS: RangeInclusive<u32> = 2..=2;
 
-type HmacSha256 = Hmac<Sha256>;
+/// The Noise protocol: no static keys, the pre-shared cluster key mixed in first.
+const PATTERN: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
 
-/// The shared cluster secret. Printing it shows only its length.
-#[derive(Clone)]
-pub struct Secret(Arc<[u8]>);
+/// Bound into both handshakes' transcripts.
+const PROLOGUE: &[u8] = b"shoal transport";
 
-impl Secret {
-    /// A secret from bytes (any length; at least 16 random bytes are advised).
-    pub fn new(bytes: impl AsRef<[u8]>) -> Self {
-        Self(bytes.as_ref().into())
+/// The largest handshake message (Noise's limit, and what a `u16` length holds).
+pub const MAX_MESSAGE_BYTES: usize = 65_535;
+
+/// Bytes in front of a [`Message`]: its kind and its length.
+const MESSAGE_HEAD_BYTES: usize = 3;
+
+/// The cluster key: 32 bytes from a random generator, shared by every node of a cluster.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key([u8; 32]);
+
+impl Key {
+    /// A new random key, from the operating system.
+    pub fn generate() -> Self {
+        let mut key = [0; 32];
+        // Without OS randomness no key can be made safe; every platform tokio runs on has it,
+        // so its absence is a broken machine, not bad input.
+        getrandom::fill(&mut key).expect("the operating system's random number generator failed");
+        Self(key)
     }
 
-    fn mac(&self, label: &[u8], transcript: &[u8]) -> HmacSha256 {
-        // HMAC accepts keys of every length, so this cannot fail.
-        let mut mac = HmacSha256::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!());
-        mac.update(label);
-        mac.update(transcript);
-        mac
+    /// The key written as 64 hexadecimal digits (what [`Key::to_hex`] gives).
+    pub fn from_hex(hex: &str) -> Result<Self, KeyError> {
+        let hex = hex.trim();
+        if hex.len() != 64 {
+            return Err(KeyError::Length(hex.len()));
+        }
+        let mut key = [0; 32];
+        for (byte, pair) in key.iter_mut().zip(hex.as_bytes().chunks(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| KeyError::NotHex)?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| KeyError::NotHex)?;
+        }
+        Self::from_bytes(key)
     }
 
-    fn prove(&self, label: &[u8], transcript: &[u8]) -> Vec<u8> {
-        self.mac(label, transcript).finalize().into_bytes().to_vec()
+    /// A key from its 32 bytes, refused when they cannot have come from a random generator
+    /// (fewer than 8 distinct byte values: 32 random bytes have about 30).
+    pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, KeyError> {
+        let mut seen = [false; 256];
+        for byte in bytes {
+            seen[usize::from(byte)] = true;
+        }
+        let distinct = seen.iter().filter(|seen| **seen).count();
+        if distinct < 8 {
+            return Err(KeyError::NotRandom(distinct));
+        }
+        Ok(Self(bytes))
     }
 
-    /// Checks a proof in constant time.
-    fn verify(&self, label: &[u8], transcript: &[u8], proof: &[u8]) -> bool {
-        self.mac(label, transcript).verify_slice(proof).is_ok()
+    /// The key as 64 hexadecimal digits.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|byte| format!("{byte:02x}")).collect()
     }
 }
 
-impl fmt::Debug for Secret {
+impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Secret({} bytes)", self.0.len())
+        f.write_str("Key(..)")
     }
 }
 
-const ACCEPTOR_LABEL: &[u8] = b"shoal/handshake/acceptor/v1";
-const CONNECTOR_LABEL: &[u8] = b"shoal/handshake/connector/v1";
+impl std::str::FromStr for Key {
+    type Err = KeyError;
+
+    fn from_str(hex: &str) -> Result<Self, KeyError> {
+        Self::from_hex(hex)
+    }
+}
+
+/// A key that was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// Not 64 hexadecimal digits long.
+    #[error(
+        "a key is 64 hexadecimal digits (32 random bytes, from `shoal-node generate-key`), \
+         not {0} characters"
+    )]
+    Length(usize),
+    /// A character that is not a hexadecimal digit.
+    #[error("a key is written in hexadecimal digits only")]
+    NotHex,
+    /// Too few distinct bytes to be random.
+    #[error(
+        "a key of only {0} distinct byte values is not random: generate one \
+         (`shoal-node generate-key`)"
+    )]
+    NotRandom(usize),
+}
+
+/// What protects a connection's records after its handshake. Integrity is never off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Protection {
+    /// Encrypted and authenticated (ChaCha20-Poly1305): the default.
+    #[default]
+    Encrypted,
+    /// Authenticated but readable on the path (Poly1305 over the plaintext): for a network
+    /// that is already private, at less CPU. Alteration, replay, reorder and injection are
+    /// still caught.
+    Authenticated,
+    /// No records: after the handshake, bytes travel unprotected. Only with the `unsealed`
+    /// cargo feature, to measure what integrity costs; a node accepts it only when it runs
+    /// unsealed itself.
+    #[cfg(feature = "unsealed")]
+    Unsealed,
+}
+
+/// What the initiator says of itself, sealed in the first message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The versions it speaks, lowest and highest.
+    pub versions: (u32, u32),
+    /// Its node spec.
+    pub spec: NodeSpec,
+    /// The channel this connection carries.
+    pub channel: String,
+    /// Which of the channel's parallel connections this is.
+    pub index: u16,
+    /// How both directions of the connection are protected (the initiator's setting: the
+    /// connection carries its data).
+    pub protection: Protection,
+}
+
+impl Hello {
+    /// A hello offering every version this build speaks.
+    pub fn new(spec: NodeSpec, channel: &str, index: u16, protection: Protection) -> Self {
+        let versions = (*VERSIONS.start(), *VERSIONS.end());
+        Self { versions, spec, channel: channel.to_owned(), index, protection }
+    }
+}
+
+/// The responder's answer, sealed in the second message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The version both will speak.
+    pub version: u32,
+    /// The responder's node spec.
+    pub spec: NodeSpec,
+}
 
 /// Why a handshake failed. The connection is closed; nothing it carried was delivered.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandshakeError {
-    /// The peer speaks another protocol version.
-    #[error("unsupported protocol version {theirs} (this node speaks {ours})")]
-    UnsupportedVersion {
-        /// The peer's version.
-        theirs: u32,
-        /// Ours.
-        ours: u32,
+    /// A message did not open: the other side holds another cluster key, or it was tampered
+    /// with on the way.
+    #[error("the handshake did not authenticate (another cluster key, or tampered with)")]
+    Unauthenticated,
+    /// Something that opened (or a message's framing) does not hold what it should.
+    #[error("malformed handshake: {0}")]
+    Malformed(String),
+    /// The two nodes share no protocol version.
+    #[error("no common protocol version: this node speaks {ours:?}, the other {theirs:?}")]
+    NoCommonVersion {
+        /// This node's versions, lowest and highest.
+        ours: (u32, u32),
+        /// The other node's.
+        theirs: (u32, u32),
     },
-    /// The peer's proof is wrong: it does not know the cluster secret.
-    #[error("authentication failed: the peer does not know the cluster secret")]
-    BadProof,
-    /// A nonce of the wrong length.
-    #[error("malformed challenge: a nonce of {0} bytes (expected {NONCE_BYTES})")]
-    BadNonce(usize),
+    /// The other side asks for a protection this node does not run.
+    #[error("the peer asks for {theirs:?} records, and this node runs {ours:?}")]
+    Protection {
+        /// This node's.
+        ours: Protection,
+        /// The other's.
+        theirs: Protection,
+    },
     /// The peer claims this node's own name.
     #[error("name clash: the peer calls itself {0:?}, which is this node's name")]
     SameName(String),
-    /// A frame that does not belong at this step.
-    #[error("unexpected {got} frame during the handshake (expected {expected})")]
+    /// Something that does not belong at this step.
+    #[error("unexpected {got} during the handshake (expected {expected})")]
     Unexpected {
         /// What the handshake waited for.
         expected: &'static str,
         /// What came.
         got: &'static str,
     },
-    /// The other side refused the connection.
+    /// The other side refused the connection, and why. A refusal before the keys is not
+    /// authenticated (anyone on the path could send one, as anyone can close a connection).
     #[error("refused by the peer: {0}")]
     Refused(String),
 }
 
 impl HandshakeError {
-    /// Whether the peer should be told (with [`Frame::Refused`]) why it was turned away.
+    /// Whether the other side should be told why it was turned away.
     pub fn tell_peer(&self) -> bool {
         !matches!(self, Self::Refused(_))
     }
 }
 
-/// What the connecting side does next.
+/// A handshake message before the keys, as it travels: a kind byte, a big-endian `u16`
+/// length, the bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ConnectorStep {
-    /// Send this frame, then wait for the next.
-    Send(Frame),
-    /// The connection is open to `peer`.
-    Open {
-        /// The acceptor's spec.
-        peer: NodeSpec,
-    },
+pub enum Message {
+    /// A Noise handshake message (kind 0).
+    Noise(Vec<u8>),
+    /// Why the connection is refused, in the clear (kind 1).
+    Refusal(String),
 }
 
-/// The connecting side of a handshake.
-#[derive(Debug)]
-pub struct Connector {
-    secret: Secret,
-    local: NodeSpec,
-    channel: String,
-    index: u16,
-    nonce: Vec<u8>,
-    state: ConnectorState,
-}
-
-#[derive(Debug)]
-enum ConnectorState {
-    AwaitChallenge,
-    AwaitAccepted(NodeSpec),
-    Done,
-}
-
-impl Connector {
-    /// Starts a handshake for one connection of `channel`; returns the [`Frame::Hello`] to
-    /// send first.
-    pub fn new(
-        secret: Secret,
-        local: NodeSpec,
-        channel: &str,
-        index: u16,
-        nonce: [u8; NONCE_BYTES],
-    ) -> (Self, Frame) {
-        let hello = Frame::Hello(Hello {
-            version: PROTOCOL_VERSION,
-            spec: local.clone(),
-            channel: channel.to_owned(),
-            index,
-            nonce: nonce.to_vec(),
-        });
-        let connector = Self {
-            secret,
-            local,
-            channel: channel.to_owned(),
-            index,
-            nonce: nonce.to_vec(),
-            state: ConnectorState::AwaitChallenge,
+impl Message {
+    /// Appends the message to `out`. A longer one is cut at [`MAX_MESSAGE_BYTES`] (only a
+    /// refusal's reason can be: Noise messages never are).
+    pub fn encode(&self, out: &mut BytesMut) {
+        let (kind, bytes) = match self {
+            Self::Noise(bytes) => (0, bytes.as_slice()),
+            Self::Refusal(reason) => (1, reason.as_bytes()),
         };
-        (connector, hello)
+        let bytes = &bytes[..bytes.len().min(MAX_MESSAGE_BYTES)];
+        out.extend_from_slice(&[kind]);
+        out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        out.extend_from_slice(bytes);
     }
 
-    /// Takes the next frame from the acceptor.
-    pub fn on_frame(&mut self, frame: Frame) -> Result<ConnectorStep, HandshakeError> {
-        if let Frame::Refused { reason } = frame {
-            self.state = ConnectorState::Done;
-            return Err(HandshakeError::Refused(reason));
+    /// Takes the next whole message off the front of `buffer`; `None` until one is whole.
+    pub fn decode(buffer: &mut BytesMut) -> Result<Option<Self>, HandshakeError> {
+        let Some(head) = buffer.get(..MESSAGE_HEAD_BYTES) else { return Ok(None) };
+        let (kind, len) = (head[0], usize::from(u16::from_be_bytes([head[1], head[2]])));
+        if kind > 1 {
+            return Err(HandshakeError::Malformed(format!("a message of kind {kind}")));
         }
-        match std::mem::replace(&mut self.state, ConnectorState::Done) {
-            ConnectorState::AwaitChallenge => {
-                let Frame::Challenge(challenge) = frame else {
-                    return Err(unexpected("challenge", &frame));
-                };
-                let peer = self.check_challenge(challenge)?;
-                let transcript =
-                    transcript(&self.nonce, &peer.1, &self.local, &peer.0, self.connection());
-                let proof = self.secret.prove(CONNECTOR_LABEL, &transcript);
-                self.state = ConnectorState::AwaitAccepted(peer.0);
-                Ok(ConnectorStep::Send(Frame::Proof { proof }))
-            }
-            ConnectorState::AwaitAccepted(peer) => match frame {
-                Frame::Accepted => Ok(ConnectorStep::Open { peer }),
-                other => Err(unexpected("accepted", &other)),
-            },
-            ConnectorState::Done => Err(unexpected("nothing", &frame)),
+        if buffer.len() < MESSAGE_HEAD_BYTES + len {
+            return Ok(None);
         }
+        buffer.advance(MESSAGE_HEAD_BYTES);
+        let bytes = buffer.split_to(len).to_vec();
+        Ok(Some(match kind {
+            0 => Self::Noise(bytes),
+            _ => Self::Refusal(String::from_utf8_lossy(&bytes).into_owned()),
+        }))
     }
 
-    fn connection(&self) -> (&str, u16) {
-        (&self.channel, self.index)
-    }
-
-    /// Verifies the acceptor's version and proof; returns its spec and nonce.
-    fn check_challenge(&self, challenge: Challenge) -> Result<(NodeSpec, Vec<u8>), HandshakeError> {
-        check_version(challenge.version)?;
-        check_nonce(&challenge.nonce)?;
-        if challenge.spec.name == self.local.name {
-            return Err(HandshakeError::SameName(challenge.spec.name));
-        }
-        let transcript = transcript(
-            &self.nonce,
-            &challenge.nonce,
-            &self.local,
-            &challenge.spec,
-            self.connection(),
-        );
-        if !self.secret.verify(ACCEPTOR_LABEL, &transcript, &challenge.proof) {
-            return Err(HandshakeError::BadProof);
-        }
-        Ok((challenge.spec, challenge.nonce))
-    }
-}
-
-/// What the accepting side does next.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AcceptorStep {
-    /// Send this frame, then wait for the next.
-    Send(Frame),
-    /// The connector proved it knows the secret. The node now runs its own checks and sends
-    /// [`Frame::Accepted`] or [`Frame::Refused`].
-    Authenticated {
-        /// The connector's hello.
-        hello: Hello,
-    },
-}
-
-/// The accepting side of a handshake.
-#[derive(Debug)]
-pub struct Acceptor {
-    secret: Secret,
-    local: NodeSpec,
-    nonce: Vec<u8>,
-    state: AcceptorState,
-}
-
-#[derive(Debug)]
-enum AcceptorState {
-    AwaitHello,
-    AwaitProof { hello: Hello, transcript: Vec<u8> },
-    Done,
-}
-
-impl Acceptor {
-    /// Waits for a connector's hello.
-    pub fn new(secret: Secret, local: NodeSpec, nonce: [u8; NONCE_BYTES]) -> Self {
-        Self { secret, local, nonce: nonce.to_vec(), state: AcceptorState::AwaitHello }
-    }
-
-    /// Takes the next frame from the connector.
-    pub fn on_frame(&mut self, frame: Frame) -> Result<AcceptorStep, HandshakeError> {
-        match std::mem::replace(&mut self.state, AcceptorState::Done) {
-            AcceptorState::AwaitHello => {
-                let Frame::Hello(hello) = frame else {
-                    return Err(unexpected("hello", &frame));
-                };
-                check_version(hello.version)?;
-                check_nonce(&hello.nonce)?;
-                if hello.spec.name == self.local.name {
-                    return Err(HandshakeError::SameName(hello.spec.name));
-                }
-                let transcript = transcript(
-                    &hello.nonce,
-                    &self.nonce,
-                    &hello.spec,
-                    &self.local,
-                    (&hello.channel, hello.index),
-                );
-                let proof = self.secret.prove(ACCEPTOR_LABEL, &transcript);
-                let challenge = Frame::Challenge(Challenge {
-                    version: PROTOCOL_VERSION,
-                    spec: self.local.clone(),
-                    nonce: self.nonce.clone(),
-                    proof,
-                });
-                self.state = AcceptorState::AwaitProof { hello, transcript };
-                Ok(AcceptorStep::Send(challenge))
-            }
-            AcceptorState::AwaitProof { hello, transcript } => {
-                let Frame::Proof { proof } = frame else {
-                    return Err(unexpected("proof", &frame));
-                };
-                if !self.secret.verify(CONNECTOR_LABEL, &transcript, &proof) {
-                    return Err(HandshakeError::BadProof);
-                }
-                Ok(AcceptorStep::Authenticated { hello })
-            }
-            AcceptorState::Done => Err(unexpected("nothing", &frame)),
+    /// What it is, for errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Noise(_) => "handshake message",
+            Self::Refusal(_) => "refusal",
         }
     }
 }
 
-fn check_version(theirs: u32) -> Result<(), HandshakeError> {
-    if theirs == PROTOCOL_VERSION {
-        Ok(())
-    } else {
-        Err(HandshakeError::UnsupportedVersion { theirs, ours: PROTOCOL_VERSION })
+/// A connection's keys, and what was agreed.
+pub struct Keyed<T> {
+    /// What the other side said of itself.
+    pub peer: T,
+    /// The version both speak.
+    pub version: u32,
+    /// How the records are protected.
+    pub protection: Protection,
+    /// Seals what this side sends.
+    pub sealer: Sealer,
+    /// Opens what the other side sends.
+    pub opener: Opener,
+}
+
+/// The connecting side.
+pub struct Initiator {
+    state: snow::HandshakeState,
+    name: String,
+    protection: Protection,
+}
+
+impl Initiator {
+    /// Starts a handshake with `hello`; returns the first message to send.
+    pub fn start(key: &Key, hello: &Hello) -> Result<(Self, Message), HandshakeError> {
+        let mut state = builder(key).build_initiator().map_err(internal)?;
+        let payload = rmp_serde::to_vec_named(hello)
+            .map_err(|error| HandshakeError::Malformed(error.to_string()))?;
+        let first = write(&mut state, &payload)?;
+        let initiator = Self { state, name: hello.spec.name.clone(), protection: hello.protection };
+        Ok((initiator, Message::Noise(first)))
+    }
+
+    /// Takes the responder's answer: the connection's keys and the responder's welcome, or
+    /// why not. The initiator then sends [`crate::wire::Frame::Confirm`] as its first record.
+    pub fn finish(mut self, reply: Message) -> Result<Keyed<Welcome>, HandshakeError> {
+        let reply = match reply {
+            Message::Noise(reply) => reply,
+            Message::Refusal(reason) => return Err(HandshakeError::Refused(reason)),
+        };
+        let payload = read(&mut self.state, &reply)?;
+        let welcome: Welcome = decode(&payload)?;
+        if !VERSIONS.contains(&welcome.version) {
+            return Err(HandshakeError::NoCommonVersion {
+                ours: (*VERSIONS.start(), *VERSIONS.end()),
+                theirs: (welcome.version, welcome.version),
+            });
+        }
+        if welcome.spec.name == self.name {
+            return Err(HandshakeError::SameName(welcome.spec.name));
+        }
+        let (to_responder, to_initiator) = split(self.state)?;
+        let protection = self.protection;
+        Ok(Keyed {
+            version: welcome.version,
+            peer: welcome,
+            protection,
+            sealer: Sealer::new(to_responder, protection),
+            opener: Opener::new(to_initiator, protection),
+        })
     }
 }
 
-fn check_nonce(nonce: &[u8]) -> Result<(), HandshakeError> {
-    if nonce.len() == NONCE_BYTES { Ok(()) } else { Err(HandshakeError::BadNonce(nonce.len())) }
-}
+/// The accepting side: opens the first message and answers it.
+pub struct Responder;
 
-/// Everything the handshake settles, connector first: the version, both nonces, both node
-/// specs whole (names, incarnations, addresses, channels — so none can be altered on the
-/// way), and which connection this is.
-fn transcript(
-    connector_nonce: &[u8],
-    acceptor_nonce: &[u8],
-    connector: &NodeSpec,
-    acceptor: &NodeSpec,
-    (channel, index): (&str, u16),
-) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(2 * NONCE_BYTES + 256);
-    bytes.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
-    bytes.extend_from_slice(connector_nonce);
-    bytes.extend_from_slice(acceptor_nonce);
-    for node in [connector, acceptor] {
-        // A spec always encodes (strings, numbers, addresses); an empty encoding would only
-        // make both sides disagree, failing the handshake safely.
-        let spec = rmp_serde::to_vec(node).unwrap_or_default();
-        bytes.extend_from_slice(&(spec.len() as u64).to_be_bytes());
-        bytes.extend_from_slice(&spec);
+impl Responder {
+    /// Opens the initiator's first message and answers it as `us`, whose records are protected
+    /// by `ours`: the keys, the initiator's hello, and the reply to send. A first message that
+    /// does not open under `key` is refused before anything is said back; one that opens is
+    /// not yet proof of anything (it may be replayed): the initiator's first record is.
+    pub fn answer(
+        key: &Key,
+        first: &[u8],
+        us: &NodeSpec,
+        ours: Protection,
+    ) -> Result<(Keyed<Hello>, Message), HandshakeError> {
+        let mut state = builder(key).build_responder().map_err(internal)?;
+        let payload = read(&mut state, first)?;
+        let hello: Hello = decode(&payload)?;
+        let version = negotiate(hello.versions)?;
+        if hello.spec.name == us.name {
+            return Err(HandshakeError::SameName(hello.spec.name));
+        }
+        check_protection(ours, hello.protection)?;
+        let welcome = Welcome { version, spec: us.clone() };
+        let payload = rmp_serde::to_vec_named(&welcome)
+            .map_err(|error| HandshakeError::Malformed(error.to_string()))?;
+        let reply = write(&mut state, &payload)?;
+        let (to_responder, to_initiator) = split(state)?;
+        let protection = hello.protection;
+        let keyed = Keyed {
+            peer: hello,
+            version,
+            protection,
+            sealer: Sealer::new(to_initiator, protection),
+            opener: Opener::new(to_responder, protection),
+        };
+        Ok((keyed, Message::Noise(reply)))
     }
-    bytes.extend_from_slice(&(channel.len() as u64).to_be_bytes());
-    bytes.extend_from_slice(channel.as_bytes());
-    bytes.extend_from_slice(&index.to_be_bytes());
-    bytes
 }
 
-fn unexpected(expected: &'static str, frame: &Frame) -> HandshakeError {
-    HandshakeError::Unexpected { expected, got: frame.kind() }
+/// The highest version both speak, given the other side's lowest and highest.
+pub fn negotiate(theirs: (u32, u32)) -> Result<u32, HandshakeError> {
+    let (low, high) = (theirs.0.max(*VERSIONS.start()), theirs.1.min(*VERSIONS.end()));
+    if low > high {
+        return Err(HandshakeError::NoCommonVersion {
+            ours: (*VERSIONS.start(), *VERSIONS.end()),
+            theirs,
+        });
+    }
+    Ok(high)
+}
+
+/// Either protection with records is accepted from any peer (each node decides what its own
+/// data is worth); a connection without records only between nodes that both run so.
+fn check_protection(ours: Protection, theirs: Protection) -> Result<(), HandshakeError> {
+    #[cfg(feature = "unsealed")]
+    if (ours == Protection::Unsealed) != (theirs == Protection::Unsealed) {
+        return Err(HandshakeError::Protection { ours, theirs });
+    }
+    let _ = (ours, theirs);
+    Ok(())
+}
+
+fn builder(key: &Key) -> snow::Builder<'_> {
+    let params = PATTERN.parse().expect("the Noise pattern is valid");
+    snow::Builder::new(params).prologue(PROLOGUE).psk(0, &key.0)
+}
+
+fn write(state: &mut snow::HandshakeState, payload: &[u8]) -> Result<Vec<u8>, HandshakeError> {
+    let mut message = vec![0; MAX_MESSAGE_BYTES];
+    let len = state
+        .write_message(payload, &mut message)
+        .map_err(|error| HandshakeError::Malformed(error.to_string()))?;
+    message.truncate(len);
+    Ok(message)
+}
+
+fn read(state: &mut snow::HandshakeState, message: &[u8]) -> Result<Vec<u8>, HandshakeError> {
+    let mut payload = vec![0; MAX_MESSAGE_BYTES];
+    let len =
+        state.read_message(message, &mut payload).map_err(|_| HandshakeError::Unauthenticated)?;
+    payload.truncate(len);
+    Ok(payload)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, HandshakeError> {
+    rmp_serde::from_slice(payload).map_err(|error| HandshakeError::Malformed(error.to_string()))
+}
+
+/// The two record keys: initiator to responder, responder to initiator.
+fn split(mut state: snow::HandshakeState) -> Result<([u8; 32], [u8; 32]), HandshakeError> {
+    if !state.is_handshake_finished() {
+        return Err(HandshakeError::Malformed("the handshake is not finished".into()));
+    }
+    Ok(state.dangerously_get_raw_split())
+}
+
+fn internal(error: snow::Error) -> HandshakeError {
+    HandshakeError::Malformed(format!("noise: {error}"))
 }

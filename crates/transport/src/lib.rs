@@ -3,10 +3,13 @@
 //! A [`Node`] is a `shoal_process` runtime with a name, an incarnation (fresh at every start)
 //! and a listen address, connected to other nodes over TCP:
 //!
-//! - an authenticated handshake (HMAC-SHA256 challenge-response over a shared secret that
-//!   never crosses the wire; versions, names and incarnations checked): [`handshake`];
-//! - length-prefixed msgpack frames with a maximum size; a bad frame closes only its
-//!   connection: [`wire`];
+//! - a handshake (Noise `NNpsk0` over a 32-byte cluster [`Key`]; protocol versions negotiated,
+//!   so nodes one version apart interoperate; names and incarnations checked): [`handshake`];
+//! - every connection after its handshake in sealed records (ChaCha20-Poly1305, 64 KiB at
+//!   most, the nonce the record's number), so any alteration, replay, reorder or injection
+//!   closes it; encrypted too unless [`Protection::Authenticated`] is chosen: [`record`];
+//! - length-prefixed msgpack frames inside the records, with a maximum size, decoded
+//!   strictly; a bad frame closes only its connection: [`wire`];
 //! - named channels with parallel connections, a control channel for membership and
 //!   heartbeats apart from data, monotonic channels, coalesced writes;
 //! - full-mesh membership by gossip (with tombstones for nodes that left, and restarted nodes
@@ -26,10 +29,42 @@
 //!   protocol drivers (Paxos, Plumtree) exchange their cores' messages;
 //! - fault injection ([`Node::inject_fault`], [`Node::heal`]) for tests and the cluster test.
 //!
-//! What it does not do: broadcast (`shoal-broadcast`), consensus (`shoal-paxos`), or
-//! encryption (frames are authenticated at connection set-up, not encrypted; run it on a
-//! trusted network). Socket I/O sits behind [`net::Network`], so a simulated network can stand
+//! What it does not do: broadcast (`shoal-broadcast`), consensus (`shoal-paxos`), per-node
+//! identities (every node holds the one cluster key, so any holder can join and claim any
+//! name; keep the key as secret as the cluster's data), or hide traffic patterns (record
+//! lengths and timing show). Socket I/O sits behind [`net::Network`], so a simulated network can stand
 //! in for TCP.
+//!
+//! # Security
+//!
+//! Every node of a cluster holds its one [`Key`] (32 random bytes: `shoal-node generate-key`,
+//! or [`Key::generate`]). The handshake is Noise `NNpsk0` over it: a connection opens only
+//! between holders of the key, each connection gets fresh keys of its own, and a recorded
+//! handshake reveals nothing that would let anyone test guesses of the key offline. After the
+//! handshake every byte is in sealed records ([`record`]): [`Protection::Encrypted`] by
+//! default, [`Protection::Authenticated`] (readable, still tamper-proof) by choice. Until a
+//! peer has proved it holds the key, its connection counts against bounds per address and in
+//! all, with short deadlines ([`NodeBuilder::max_handshakes`] and the settings after it).
+//!
+//! # Rolling upgrades
+//!
+//! Each build speaks a range of protocol versions ([`handshake::VERSIONS`]); the initiator of
+//! a connection offers its range and the responder picks the highest both speak, so a
+//! connection between a node of version N and one of N−1 speaks N−1. A release that changes
+//! the wire speaks its own version and the one before. To upgrade a cluster:
+//!
+//! 1. Restart one node at a time on the new build, with the same name, key and data
+//!    directory; wait until every other node lists it again ([`Node::nodes`]) before the next.
+//! 2. Mixed, the cluster runs at the older version on every connection that involves an old
+//!    node; once the last node is restarted, every connection speaks the new one.
+//! 3. Never skip a version: a node of N+1 speaks N and N+1, not N−1. Roll back the same way,
+//!    one node at a time.
+//!
+//! Version 2 is the first with this handshake: nodes of version 1 (the HMAC handshake, no
+//! records) cannot be upgraded in place, and need one full restart. Changing the cluster key
+//! also needs a full restart. The Paxos acceptors' files carry a format version too
+//! (`shoal-paxos`'s file store): a build refuses, with the version named, a file in a format
+//! it does not read, rather than misread it.
 //!
 //! ```
 //! use std::time::Duration;
@@ -56,8 +91,9 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let a = Node::builder("a", "secret").start().await?;
-//! let b = Node::builder("b", "secret").start().await?;
+//! let key = shoal_transport::Key::generate();
+//! let a = Node::builder("a", key.clone()).start().await?;
+//! let b = Node::builder("b", key).start().await?;
 //! b.join(a.listen_addr()).await?;
 //!
 //! let echo = a.runtime().spawn(Echo).pid();
@@ -78,7 +114,6 @@ mod membership;
 pub mod net;
 mod node;
 mod node_watchers;
-pub mod noise;
 mod peer;
 mod progress;
 mod queue;
@@ -97,7 +132,7 @@ use std::time::Duration;
 
 pub use config::{Membership, NodeBuilder};
 pub use fault::{Direction, Fault};
-pub use handshake::{HandshakeError, Secret};
+pub use handshake::{HandshakeError, Key, KeyError, Protection};
 pub use node::Node;
 pub use peer::PeerStats;
 pub use service::{Inbox, Incoming, Service, ServiceError};
@@ -178,7 +213,7 @@ pub enum JoinError {
     /// No connection could be made.
     #[error("cannot connect: {0}")]
     Connect(String),
-    /// The handshake failed (wrong secret, version, name clash, refused).
+    /// The handshake failed (another cluster key, no common version, name clash, refused).
     #[error(transparent)]
     Handshake(#[from] HandshakeError),
     /// The other node was not admitted here.

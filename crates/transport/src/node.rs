@@ -13,7 +13,7 @@ use crate::cluster::Cluster;
 use crate::config::{NodeBuilder, NodeConfig};
 use crate::conn::{self, ConnError};
 use crate::fault::{Direction, Fault};
-use crate::handshake::Secret;
+use crate::handshake::Key;
 use crate::peer::PeerStats;
 use crate::wire::Frame;
 use crate::{CONTROL_CHANNEL, DownReason, JoinError, NodeEvent, NodeSpec, StartError};
@@ -25,10 +25,11 @@ use crate::{CONTROL_CHANNEL, DownReason, JoinError, NodeEvent, NodeSpec, StartEr
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use shoal_transport::Node;
+/// use shoal_transport::{Key, Node};
 ///
-/// let a = Node::builder("a", "cluster secret").start().await?;
-/// let b = Node::builder("b", "cluster secret").start().await?;
+/// let key = Key::generate(); // in a real cluster: read from a file (`shoal-node generate-key`)
+/// let a = Node::builder("a", key.clone()).start().await?;
+/// let b = Node::builder("b", key).start().await?;
 /// b.join(a.listen_addr()).await?;
 /// assert!(a.is_connected("b"));
 /// # Ok(()) }
@@ -39,9 +40,10 @@ pub struct Node {
 }
 
 impl Node {
-    /// Configures a node called `name` (unique in the cluster) with the cluster `secret`.
-    pub fn builder(name: impl Into<String>, secret: impl AsRef<[u8]>) -> NodeBuilder {
-        NodeBuilder::new(name.into(), Secret::new(secret))
+    /// Configures a node called `name` (unique in the cluster) with the cluster `key`, which
+    /// every node of the cluster holds (32 random bytes: see [`Key`]).
+    pub fn builder(name: impl Into<String>, key: Key) -> NodeBuilder {
+        NodeBuilder::new(name.into(), key)
     }
 
     pub(crate) async fn start(mut config: NodeConfig) -> Result<Self, StartError> {

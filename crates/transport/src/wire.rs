@@ -30,9 +30,6 @@ use crate::NodeSpec;
 
 mod hot;
 
-/// The version of this wire protocol, exchanged in the handshake. Peers must speak the same.
-pub const PROTOCOL_VERSION: u32 = 1;
-
 /// Bytes of the length prefix in front of every frame.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
 
@@ -40,19 +37,12 @@ pub const LENGTH_PREFIX_BYTES: usize = 4;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Frame {
-    /// Handshake, connector → acceptor: who is connecting, and its challenge.
-    Hello(Hello),
-    /// Handshake, acceptor → connector: who accepts, its proof, and its challenge.
-    Challenge(Challenge),
-    /// Handshake, connector → acceptor: the connector's proof.
-    Proof {
-        /// HMAC-SHA256 over the handshake transcript (see [`crate::handshake`]).
-        #[serde(with = "serde_bytes")]
-        proof: Vec<u8>,
-    },
-    /// Handshake, acceptor → connector: the connection is open.
+    /// Handshake, initiator → responder, its first record: it holds the connection's keys (a
+    /// replayed first message cannot send one), see [`crate::handshake`].
+    Confirm,
+    /// Handshake, responder → initiator: the connection is open.
     Accepted,
-    /// Handshake, either side: the connection is refused, and why.
+    /// Handshake, responder → initiator: the node refused the connection, and why.
     Refused {
         /// What was wrong, for the other side's log.
         reason: String,
@@ -233,9 +223,7 @@ impl Frame {
     /// The frame's variant name, for logs and errors.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Hello(_) => "hello",
-            Self::Challenge(_) => "challenge",
-            Self::Proof { .. } => "proof",
+            Self::Confirm => "confirm",
             Self::Accepted => "accepted",
             Self::Refused { .. } => "refused",
             Self::Ping { .. } => "ping",
@@ -260,37 +248,6 @@ impl Frame {
             Self::Received { .. } => "received",
         }
     }
-}
-
-/// The first frame of a connection, from the connecting node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hello {
-    /// The connector's protocol version.
-    pub version: u32,
-    /// The connector's node spec (name, incarnation, addresses, channels).
-    pub spec: NodeSpec,
-    /// The channel this connection carries.
-    pub channel: String,
-    /// Which of that channel's parallel connections this is.
-    pub index: u16,
-    /// The connector's challenge.
-    #[serde(with = "serde_bytes")]
-    pub nonce: Vec<u8>,
-}
-
-/// The acceptor's answer to a [`Hello`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Challenge {
-    /// The acceptor's protocol version.
-    pub version: u32,
-    /// The acceptor's node spec.
-    pub spec: NodeSpec,
-    /// The acceptor's challenge.
-    #[serde(with = "serde_bytes")]
-    pub nonce: Vec<u8>,
-    /// The acceptor's proof that it knows the secret.
-    #[serde(with = "serde_bytes")]
-    pub proof: Vec<u8>,
 }
 
 /// A node-level request.
@@ -439,6 +396,11 @@ impl FrameDecoder {
     /// A decoder that refuses frames longer than `max_frame_bytes`.
     pub fn new(max_frame_bytes: usize) -> Self {
         Self { buffer: BytesMut::with_capacity(READ_BYTES), max_frame_bytes }
+    }
+
+    /// Refuses frames longer than `max_frame_bytes` from now on.
+    pub fn set_max_frame_bytes(&mut self, max_frame_bytes: usize) {
+        self.max_frame_bytes = max_frame_bytes;
     }
 
     /// Adds bytes read from the connection.

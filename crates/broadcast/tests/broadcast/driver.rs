@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use shoal_broadcast::driver::{Config, Driver, Log, Mode};
 use shoal_broadcast::{hyparview, plumtree};
-use shoal_transport::{Direction, Fault, Membership, Node};
+use shoal_transport::{Direction, Fault, Key, Membership, Node};
 
 /// Every wait in these tests is bounded by this.
 const BOUND: Duration = Duration::from_secs(30);
@@ -16,10 +16,18 @@ const BOUND: Duration = Duration::from_secs(30);
 /// The handler every test registers.
 const HANDLER: &str = "test";
 
+/// The cluster key every node in these tests holds (any valid key would do; a fixed one keeps
+/// the tests' configuration in one place).
+const KEY_HEX: &str = "a3e94c170f5b28d6c1847e2b90fd5a36e81c4f07b29d635a0ec7148bf2d963e5";
+
+fn key() -> Key {
+    Key::from_hex(KEY_HEX).expect("the test key is valid")
+}
+
 /// Nodes with short heartbeats (a peer silent for 2 s is down: long enough that a machine
 /// loaded by parallel tests sees no false downs) in managed membership.
 async fn start_node(name: &str) -> Node {
-    Node::builder(name, "broadcast test secret")
+    Node::builder(name, key())
         .heartbeat(Duration::from_millis(100), Duration::from_millis(2_000))
         .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
         .connect_timeout(Duration::from_secs(5))
@@ -290,7 +298,7 @@ async fn after_a_partition_heals_anti_entropy_delivers_what_each_side_missed() {
 /// A node in full-mesh membership (the transport connects every member to every other),
 /// with the same short heartbeats as [`start_node`].
 async fn start_mesh_node(name: &str) -> Node {
-    Node::builder(name, "broadcast test secret")
+    Node::builder(name, key())
         .heartbeat(Duration::from_millis(100), Duration::from_millis(2_000))
         .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
         .gossip_interval(Duration::from_millis(200))

@@ -15,10 +15,12 @@ use shoal_paxos::driver::{
 };
 use shoal_paxos::{Change, Entry};
 use shoal_process::{Context, ExitReason, Process, ReplyTo};
-use shoal_transport::{Direction, Fault, Node, NodeBuilder};
+use shoal_transport::{Direction, Fault, Key, Node, NodeBuilder};
 use tokio::sync::broadcast;
 
-const SECRET: &str = "paxos test secret";
+/// The cluster key every node in these tests holds (any valid key would do; a fixed one keeps
+/// the tests' configuration in one place).
+const KEY_HEX: &str = "5f0c9a3e71d24b86e9a05c1f38d7b26ae40f9c5d1b83726f0ad94e6b3c5a8217";
 
 /// Every wait in these tests is bounded by this.
 const BOUND: Duration = Duration::from_secs(20);
@@ -29,7 +31,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 const NAMES: [&str; 3] = ["a", "b", "c"];
 
 fn builder(name: &str) -> NodeBuilder {
-    Node::builder(name, SECRET)
+    Node::builder(name, Key::from_hex(KEY_HEX).expect("the test key is valid"))
         .heartbeat(Duration::from_millis(100), Duration::from_millis(2_000))
         .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
         .gossip_interval(Duration::from_millis(200))

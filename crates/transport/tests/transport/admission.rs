@@ -1,23 +1,24 @@
-//! Who gets in: the handshake refuses a wrong secret, another protocol version and a node
-//! that claims the target's own name, and nothing sent on a refused connection reaches a
-//! process. And who is kept out: connections that never finish their handshake, flooding from
-//! other loopback addresses, hold only their share of the handshake slots and only briefly,
-//! so that new nodes join, members reconnect and nobody is taken down meanwhile.
+//! Who gets in: the handshake refuses another cluster key, a protocol version in common with
+//! none, a node that claims the target's own name, and a replayed first message, and nothing
+//! sent on a refused connection reaches a process; a node one version ahead is admitted. And
+//! who is kept out: connections that never finish their handshake, flooding from other
+//! loopback addresses, hold only their share of the handshake slots and only briefly, so that
+//! new nodes join, members reconnect and nobody is taken down meanwhile.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use shoal_process::{Addr, SpawnOptions};
-use shoal_transport::handshake::{HandshakeError, NONCE_BYTES};
-use shoal_transport::wire::{Frame, Hello};
-use shoal_transport::{DEFAULT_CHANNEL, DownReason, JoinError, Node, NodeEvent};
+use shoal_transport::handshake::{HandshakeError, Hello, Initiator, Message, VERSIONS};
+use shoal_transport::wire::Frame;
+use shoal_transport::{DEFAULT_CHANNEL, DownReason, JoinError, Node, NodeEvent, Protection};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::broadcast;
 
 use super::support::{
     CALL, Echo, FLOOD_SOURCE, HandshakeFlood, RawPeer, SequenceReport, Sequencer, builder,
-    builder_on, cluster, eventually, fake_spec, hello_bytes, is_up, next_event, shutdown, start,
-    within,
+    builder_on, cluster, eventually, fake_spec, hello_bytes, is_up, key, next_event, other_key,
+    shutdown, start, within,
 };
 
 /// A sequencer registered as "seq" on `node`, to tell whether anything reached a process.
@@ -31,21 +32,32 @@ async fn nothing_received(witness: &Addr<Sequencer>) {
     assert_eq!(report, SequenceReport::default(), "something reached a process");
 }
 
-/// A node with another secret cannot join: the proofs do not verify, and the target admits no
-/// member and delivers nothing.
+/// A hello from a node called `name`, offering `versions`.
+fn hello_offering(name: &str, versions: (u32, u32)) -> Hello {
+    Hello { versions, ..Hello::new(fake_spec(name, 1), DEFAULT_CHANNEL, 0, Protection::Encrypted) }
+}
+
+fn refusal(message: Option<Message>) -> String {
+    match message {
+        Some(Message::Refusal(reason)) => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// A node with another cluster key cannot join: its first message does not open, and the
+/// target admits no member and delivers nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_with_a_wrong_secret_is_refused() {
+async fn a_node_with_another_key_is_refused() {
     let a = start("a").await;
     let seq = witness(&a);
-    let intruder = Node::builder("x", "not the secret").start().await.expect("the intruder starts");
+    let intruder = Node::builder("x", other_key()).start().await.expect("the intruder starts");
     let joined = intruder.join(a.listen_addr()).await;
-    assert!(
-        matches!(
-            joined,
-            Err(JoinError::Handshake(HandshakeError::BadProof | HandshakeError::Refused(_)))
-        ),
-        "{joined:?}"
-    );
+    match joined {
+        Err(JoinError::Handshake(HandshakeError::Refused(reason))) => {
+            assert!(reason.contains("did not authenticate"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
     assert!(a.nodes().is_empty());
     assert!(a.members().is_empty(), "the intruder was never admitted: {:?}", a.members());
     assert!(intruder.nodes().is_empty());
@@ -53,71 +65,76 @@ async fn a_node_with_a_wrong_secret_is_refused() {
     shutdown(&[a, intruder]);
 }
 
-/// A raw peer that does not know the secret and sends a made-up proof is refused ("the peer
-/// does not know the cluster secret") and disconnected; a frame it sends after is not read.
+/// A raw peer whose first message is under another key is refused ("did not authenticate")
+/// and disconnected; a frame it sends after is not read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forged_proof_is_refused_and_nothing_is_delivered() {
+async fn a_first_message_under_another_key_is_refused_and_nothing_is_delivered() {
     let a = start("a").await;
     let seq = witness(&a);
     let mut raw = RawPeer::connect(a.listen_addr()).await;
-    let hello = Hello {
-        version: shoal_transport::wire::PROTOCOL_VERSION,
-        spec: fake_spec("x", 1),
-        channel: DEFAULT_CHANNEL.into(),
-        index: 0,
-        nonce: vec![1; NONCE_BYTES],
-    };
-    raw.send(&Frame::Hello(hello)).await;
-    assert!(matches!(raw.recv().await, Some(Frame::Challenge(_))));
-    raw.send(&Frame::Proof { proof: vec![0; 32] }).await;
-    match raw.recv().await {
-        Some(Frame::Refused { reason }) => assert!(reason.contains("secret"), "{reason}"),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    let (_, answer) = raw.greet(&other_key(), &hello_offering("x", (2, 2))).await;
+    assert!(refusal(answer).contains("did not authenticate"));
+    let payload = shoal_process::codec::encode(&(1u32, 0u64)).unwrap();
+    let mut cast = bytes::BytesMut::new();
+    let frame = Frame::CastNamed { name: "seq".into(), payload };
+    shoal_transport::wire::encode_frame(&frame, &mut cast, 1 << 20).unwrap();
+    let _ = raw.stream.write_all(&cast).await;
     raw.closed_by_node().await;
     assert!(a.members().is_empty());
     nothing_received(&seq).await;
     shutdown(&[a]);
 }
 
-/// A data frame before any handshake is refused as unexpected and never delivered.
+/// A data frame before any handshake does not open as a first message: refused, never
+/// delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_frame_before_the_handshake_is_refused() {
     let a = start("a").await;
     let seq = witness(&a);
     let mut raw = RawPeer::connect(a.listen_addr()).await;
     let payload = shoal_process::codec::encode(&(1u32, 0u64)).unwrap();
-    raw.send(&Frame::CastNamed { name: "seq".into(), payload }).await;
-    match raw.recv().await {
-        Some(Frame::Refused { reason }) => assert!(reason.contains("unexpected"), "{reason}"),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    let mut cast = bytes::BytesMut::new();
+    let frame = Frame::CastNamed { name: "seq".into(), payload };
+    shoal_transport::wire::encode_frame(&frame, &mut cast, 1 << 20).unwrap();
+    raw.send_raw(&cast).await;
+    let reason = refusal(raw.recv_message().await);
+    assert!(reason.contains("did not authenticate") || reason.contains("malformed"), "{reason}");
     raw.closed_by_node().await;
     nothing_received(&seq).await;
     shutdown(&[a]);
 }
 
-/// A hello with an unsupported protocol version is refused with the reason.
+/// A node that shares no protocol version with the target is refused with both ranges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unsupported_version_is_refused() {
+async fn a_node_without_a_common_version_is_refused() {
     let a = start("a").await;
     let mut raw = RawPeer::connect(a.listen_addr()).await;
-    let hello = Hello {
-        version: 999,
-        spec: fake_spec("x", 1),
-        channel: DEFAULT_CHANNEL.into(),
-        index: 0,
-        nonce: vec![1; NONCE_BYTES],
-    };
-    raw.send(&Frame::Hello(hello)).await;
-    match raw.recv().await {
-        Some(Frame::Refused { reason }) => {
-            assert!(reason.contains("unsupported protocol version 999"), "{reason}");
-        }
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    let too_new = (VERSIONS.end() + 1, VERSIONS.end() + 9);
+    let (_, answer) = raw.greet(&key(), &hello_offering("x", too_new)).await;
+    let reason = refusal(answer);
+    assert!(reason.contains("no common protocol version"), "{reason}");
+    assert!(reason.contains(&format!("{too_new:?}")), "{reason}");
     raw.closed_by_node().await;
     assert!(a.members().is_empty());
+    shutdown(&[a]);
+}
+
+/// A node one version ahead (it speaks this version and the next) is admitted, speaking this
+/// one: nodes of versions N and N+1 interoperate during a rolling upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_one_version_ahead_is_admitted_at_this_version() {
+    let a = start("a").await;
+    let mut raw = RawPeer::connect(a.listen_addr()).await;
+    let newer = (*VERSIONS.start(), VERSIONS.end() + 1);
+    let (initiator, answer) = raw.greet(&key(), &hello_offering("x", newer)).await;
+    let verdict = raw.confirm(initiator, answer.expect("answered")).await;
+    assert_eq!(verdict, Some(Frame::Accepted));
+    assert_eq!(raw.version(), Some(*VERSIONS.end()));
+    eventually("x is a member", || {
+        let members = a.members();
+        async move { members.iter().any(|member| member.name == "x") }
+    })
+    .await;
     shutdown(&[a]);
 }
 
@@ -136,6 +153,39 @@ async fn a_node_named_like_the_target_is_refused() {
     assert!(a.members().is_empty());
     assert!(impostor.members().is_empty());
     shutdown(&[a, impostor]);
+}
+
+/// A first message recorded on the path and replayed is answered (it opens under the key),
+/// but the replayer cannot confirm: a confirmation sealed under keys it guessed is refused and
+/// nothing is admitted, and a replay that never confirms is closed after the hello timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_first_message_is_answered_but_never_admitted() {
+    let a = builder("a")
+        .connect_timeout(Duration::from_secs(60))
+        .hello_timeout(Duration::from_millis(300))
+        .start()
+        .await
+        .expect("a starts");
+    let seq = witness(&a);
+    let recorded = hello_bytes("x");
+    for confirm in [true, false] {
+        let mut replay = RawPeer::connect(a.listen_addr()).await;
+        replay.send_raw(&recorded).await;
+        assert!(matches!(replay.recv_message().await, Some(Message::Noise(_))), "answered");
+        if confirm {
+            // What a replayer can send: a record under a key of its own.
+            let mut sealer = shoal_transport::record::Sealer::new([5; 32], Protection::Encrypted);
+            let mut confirmation = bytes::BytesMut::new();
+            let mut frame = bytes::BytesMut::new();
+            shoal_transport::wire::encode_frame(&Frame::Confirm, &mut frame, 1024).unwrap();
+            sealer.seal(&frame, &mut confirmation).unwrap();
+            replay.send_raw(&confirmation).await;
+        }
+        replay.closed_by_node().await;
+    }
+    assert!(a.members().is_empty(), "a replay was admitted: {:?}", a.members());
+    nothing_received(&seq).await;
+    shutdown(&[a]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -327,9 +377,9 @@ async fn the_per_address_bound_closes_connections_over_it_while_another_address_
     let mut held = Vec::new();
     for name in ["x", "y"] {
         let mut raw = RawPeer::connect_from(source, target).await;
-        raw.send_bytes(&hello_bytes(name)).await;
+        raw.send_raw(&hello_bytes(name)).await;
         assert!(
-            matches!(raw.recv().await, Some(Frame::Challenge(_))),
+            matches!(raw.recv_message().await, Some(Message::Noise(_))),
             "{name} is in the handshake"
         );
         held.push(raw);
@@ -339,32 +389,33 @@ async fn the_per_address_bound_closes_connections_over_it_while_another_address_
     // The node may have closed it already: a failed write is fine.
     let _ = over.stream.write_all(&hello_bytes("z")).await;
     assert_eq!(
-        over.recv().await,
+        over.recv_message().await,
         None,
         "the third handshake from one address is closed unanswered"
     );
 
     let mut other = RawPeer::connect_from(Ipv4Addr::new(127, 0, 0, 3), target).await;
-    other.send_bytes(&hello_bytes("w")).await;
-    assert!(matches!(other.recv().await, Some(Frame::Challenge(_))), "another address gets in");
+    other.send_raw(&hello_bytes("w")).await;
+    let answer = other.recv_message().await;
+    assert!(matches!(answer, Some(Message::Noise(_))), "another address gets in");
     let b = start("b").await;
     assert_eq!(within(b.join(target)).await.expect("b joins from 127.0.0.1"), "a");
 
     drop(held.pop());
     eventually("127.0.0.2 gets a slot again", || async move {
         let Ok(stream) = super::support::connect_from(source, target).await else { return false };
-        let mut raw =
-            RawPeer { stream, decoder: shoal_transport::wire::FrameDecoder::new(1 << 20) };
+        let mut raw = RawPeer::new(stream);
         let _ = raw.stream.write_all(&hello_bytes("v")).await;
-        matches!(raw.recv().await, Some(Frame::Challenge(_)))
+        matches!(raw.recv_message().await, Some(Message::Noise(_)))
     })
     .await;
     shutdown(&[a, b]);
 }
 
-/// A connection that sends nothing, and one that sends all of a `Hello` but its last byte,
-/// are closed after the hello timeout (here 200 ms), long before the connect timeout (60 s);
-/// a connection that sent its `Hello` in time stays in its handshake past that deadline.
+/// A connection that sends nothing, one that sends all of a first message but its last
+/// byte, and one whose first message was answered but that never confirms it, are each closed
+/// after the hello timeout (here 200 ms), long before the connect timeout (60 s); a connection
+/// that confirms at once is admitted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_without_a_hello_in_time_is_closed_before_the_connect_timeout() {
     let a = builder("a")
@@ -375,49 +426,47 @@ async fn a_connection_without_a_hello_in_time_is_closed_before_the_connect_timeo
         .expect("a starts");
     let target = a.listen_addr();
     let mut greeted = RawPeer::connect(target).await;
-    greeted
-        .send(&Frame::Hello(Hello {
-            version: shoal_transport::wire::PROTOCOL_VERSION,
-            spec: fake_spec("x", 1),
-            channel: DEFAULT_CHANNEL.into(),
-            index: 0,
-            nonce: vec![1; NONCE_BYTES],
-        }))
-        .await;
-    assert!(matches!(greeted.recv().await, Some(Frame::Challenge(_))));
+    let (_, answer) = greeted.greet(&key(), &hello_offering("x", (2, 2))).await;
+    assert!(matches!(answer, Some(Message::Noise(_))));
 
     let mut silent = RawPeer::connect(target).await;
     let mut partial = RawPeer::connect(target).await;
     let hello = hello_bytes("y");
-    partial.send_bytes(&hello[..hello.len() - 1]).await;
-    assert_eq!(silent.recv().await, None, "a silent connection is closed");
-    assert_eq!(partial.recv().await, None, "a partial hello is closed");
+    partial.send_raw(&hello[..hello.len() - 1]).await;
+    assert_eq!(silent.recv_message().await, None, "a silent connection is closed");
+    assert_eq!(partial.recv_message().await, None, "a partial first message is closed");
+    assert_eq!(greeted.recv_message().await, None, "an unconfirmed handshake is closed");
 
-    // Older than both, the greeted connection is still waiting for its proof.
-    greeted.send(&Frame::Proof { proof: vec![0; 32] }).await;
-    match greeted.recv().await {
-        Some(Frame::Refused { reason }) => assert!(reason.contains("secret"), "{reason}"),
-        other => panic!("expected the proof to be checked, got {other:?}"),
-    }
+    let mut prompt = RawPeer::connect(target).await;
+    let (initiator, answer) = prompt.greet(&key(), &hello_offering("z", (2, 2))).await;
+    let verdict = prompt.confirm(initiator, answer.expect("answered")).await;
+    assert_eq!(verdict, Some(Frame::Accepted));
     shutdown(&[a]);
 }
 
-/// A connection from `source` whose `Hello` names `name`: the node answers it with its
-/// challenge, so it holds a handshake slot.
-async fn in_handshake(source: Ipv4Addr, target: std::net::SocketAddr, name: &str) -> RawPeer {
-    let mut raw = RawPeer::connect_from(source, target).await;
-    raw.send_bytes(&hello_bytes(name)).await;
-    let answer = raw.recv().await;
-    assert!(matches!(answer, Some(Frame::Challenge(_))), "{name} from {source}: {answer:?}");
-    raw
+/// A connection from `source` whose first message names `name`: the node answers it, so it
+/// holds a handshake slot until it confirms.
+struct Held {
+    raw: RawPeer,
+    initiator: Initiator,
+    answer: Message,
 }
 
-/// A connection from `source` is closed at once: its `Hello` goes unanswered.
+async fn in_handshake(source: Ipv4Addr, target: std::net::SocketAddr, name: &str) -> Held {
+    let mut raw = RawPeer::connect_from(source, target).await;
+    let (initiator, answer) = raw.greet(&key(), &hello_offering(name, (2, 2))).await;
+    match answer {
+        Some(answer @ Message::Noise(_)) => Held { raw, initiator, answer },
+        other => panic!("{name} from {source}: {other:?}"),
+    }
+}
+
+/// A connection from `source` is closed at once: its first message goes unanswered.
 async fn closed_at_once(source: Ipv4Addr, target: std::net::SocketAddr) {
     let mut raw = RawPeer::connect_from(source, target).await;
     // The node may have closed it already: a failed write is fine.
     let _ = raw.stream.write_all(&hello_bytes("late")).await;
-    assert_eq!(raw.recv().await, None, "a connection from {source} got in");
+    assert_eq!(raw.recv_message().await, None, "a connection from {source} got in");
 }
 
 /// A node with small pools: 4 handshakes, 2 of them reserved, 2 per address; timeouts far
@@ -456,7 +505,7 @@ async fn a_hello_naming_a_member_moves_to_the_reserve_which_strangers_cannot_tak
 
 /// Strangers from two addresses hold the whole general pool (one slot each, so no share to
 /// take from either); a stranger from a third is closed at once; yet a member cut off
-/// reconnects at once, from the address it proved the secret from before, through the
+/// reconnects at once, from the address it proved the key from before, through the
 /// reserve, and the strangers keep their slots.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_reconnects_while_strangers_hold_every_general_slot() {
@@ -465,7 +514,7 @@ async fn a_member_reconnects_while_strangers_hold_every_general_slot() {
     within(b.join(a.listen_addr())).await.expect("b joins");
     let mut b_events = b.subscribe();
     let target = a.listen_addr();
-    let mut strangers = [
+    let strangers = [
         in_handshake(loopback(2), target, "x").await,
         in_handshake(loopback(3), target, "y").await,
     ];
@@ -477,12 +526,9 @@ async fn a_member_reconnects_while_strangers_hold_every_general_slot() {
     let echo = a.runtime().spawn(Echo).pid();
     eventually("b calls a", || call_goes_through(&b, echo)).await;
 
-    for stranger in &mut strangers {
-        stranger.send(&Frame::Proof { proof: vec![0; 32] }).await;
-        match stranger.recv().await {
-            Some(Frame::Refused { reason }) => assert!(reason.contains("secret"), "{reason}"),
-            other => panic!("a stranger lost its slot: {other:?}"),
-        }
+    for Held { mut raw, initiator, answer } in strangers {
+        let verdict = raw.confirm(initiator, answer).await;
+        assert_eq!(verdict, Some(Frame::Accepted), "a stranger lost its slot");
     }
     shutdown(&[a, b]);
 }

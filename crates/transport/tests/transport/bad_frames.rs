@@ -1,17 +1,18 @@
 //! A bad frame after the handshake — longer than the maximum, or not a frame at all — closes
 //! the connection it came on, and only that one: the node stays connected to its real peers.
+//! So does anything an attacker on the path does to the sealed records: a bit flipped, a
+//! record replayed, two records swapped, a byte dropped, bytes injected. Frames in the records
+//! before the damage are delivered, nothing after it, and nothing altered.
 
-use shoal_transport::wire::Frame;
+use shoal_transport::wire::{Frame, encode_frame};
 use shoal_transport::{Node, NodeEvent};
 use tokio::sync::broadcast;
 
-use super::support::{
-    CALL, Echo, RawPeer, SECRET, Sequencer, cluster, eventually, fake_spec, shutdown,
-};
+use super::support::{CALL, Echo, RawPeer, Sequencer, cluster, eventually, fake_spec, shutdown};
 
 /// Sends `bytes` on an authenticated connection to `a` and expects `a` to close it.
 async fn bad_bytes_close_the_connection(a: &Node, bytes: &[u8]) {
-    let mut raw = RawPeer::handshake(a.listen_addr(), SECRET, fake_spec("fake", 1)).await;
+    let mut raw = RawPeer::handshake(a.listen_addr(), fake_spec("fake", 1)).await;
     raw.send_bytes(bytes).await;
     raw.closed_by_node().await;
 }
@@ -54,7 +55,7 @@ async fn a_malformed_frame_closes_only_its_connection() {
     let mut events = [a.subscribe(), b.subscribe()];
     let sequencer = a.runtime().spawn(Sequencer::default());
 
-    let mut raw = RawPeer::handshake(a.listen_addr(), SECRET, fake_spec("fake", 1)).await;
+    let mut raw = RawPeer::handshake(a.listen_addr(), fake_spec("fake", 1)).await;
     let payload = shoal_process::codec::encode(&(7u32, 0u64)).unwrap();
     raw.send(&Frame::Cast { to: sequencer.pid(), payload }).await;
     // 0xc1 is the one byte msgpack never uses.
@@ -73,6 +74,67 @@ async fn a_malformed_frame_closes_only_its_connection() {
     let mut truncated = 3u32.to_be_bytes().to_vec();
     truncated.extend_from_slice(&[0x81, 0xa4, b'c']);
     bad_bytes_close_the_connection(a, &truncated).await;
+    still_connected(a, b, &mut events).await;
+    shutdown(&nodes);
+}
+
+/// What an attacker on the path does to two sealed records, `first` and `second`: the bytes
+/// that reach the node instead, and how many of the two casts may be delivered.
+type Tampering = fn(Vec<u8>, Vec<u8>) -> (Vec<u8>, u64);
+
+const TAMPERINGS: [(&str, Tampering); 6] = [
+    ("a bit flipped in the second record", |first, mut second| {
+        let at = second.len() - 20;
+        second[at] ^= 0x04;
+        ([first, second].concat(), 1)
+    }),
+    ("the first record replayed", |first, _| ([first.clone(), first].concat(), 1)),
+    ("the records swapped", |first, second| ([second, first].concat(), 0)),
+    ("a byte of the first record dropped", |mut first, second| {
+        first.remove(6);
+        ([first, second].concat(), 0)
+    }),
+    ("a frame injected in the clear between them", |first, second| {
+        let mut injected = bytes::BytesMut::new();
+        let frame = Frame::CastNamed { name: "seq".into(), payload: numbered(1).into() };
+        encode_frame(&frame, &mut injected, 1 << 20).unwrap();
+        ([first, injected.to_vec(), second].concat(), 1)
+    }),
+    ("the second record's length inflated", |first, mut second| {
+        second[3] = second[3].wrapping_add(9);
+        ([first, second, vec![0; 64]].concat(), 1)
+    }),
+];
+
+fn numbered(seq: u64) -> Vec<u8> {
+    shoal_process::codec::encode(&(1u32, seq)).unwrap().to_vec()
+}
+
+/// Each tampering closes the connection, and delivers exactly the casts in the records before
+/// the damage: never an altered, duplicated or injected one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_tampered_with_on_the_path_close_the_connection_and_deliver_nothing_altered() {
+    let nodes = cluster(&["a", "b"]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut events = [a.subscribe(), b.subscribe()];
+    for (what, tamper) in TAMPERINGS {
+        let sequencer = a.runtime().spawn(Sequencer::default());
+        let mut raw = RawPeer::handshake(a.listen_addr(), fake_spec("fake", 1)).await;
+        let mut records = (0..2).map(|seq| {
+            let mut frame = bytes::BytesMut::new();
+            let cast = Frame::Cast { to: sequencer.pid(), payload: numbered(seq).into() };
+            encode_frame(&cast, &mut frame, 1 << 20).unwrap();
+            raw.seal(&frame)
+        });
+        let (first, second) = (records.next().unwrap(), records.next().unwrap());
+        drop(records);
+        let (wire, delivered) = tamper(first, second);
+        raw.send_raw(&wire).await;
+        raw.closed_by_node().await;
+        let report = sequencer.call(()).await.unwrap();
+        assert_eq!(report.received, delivered, "{what}: {report:?}");
+        assert!(report.breaks.is_empty(), "{what}: {report:?}");
+    }
     still_connected(a, b, &mut events).await;
     shutdown(&nodes);
 }

@@ -12,7 +12,7 @@ use shoal_transport::wire::Frame;
 use shoal_transport::{Direction, DownReason, Fault, Node, NodeEvent, PeerStats};
 
 use super::support::{
-    CALL, Echo, RawPeer, SECRET, SlowRecorder, builder, cluster, cluster_of, eventually, fake_spec,
+    CALL, Echo, RawPeer, SlowRecorder, builder, cluster, cluster_of, eventually, fake_spec,
     is_down, is_up, next_event, shutdown,
 };
 
@@ -224,7 +224,7 @@ async fn a_node_that_left_is_tombstoned_and_stale_gossip_does_not_revive_it() {
             .await;
     }
 
-    let mut raw = RawPeer::handshake(a.listen_addr(), SECRET, fake_spec("x", 1)).await;
+    let mut raw = RawPeer::handshake(a.listen_addr(), fake_spec("x", 1)).await;
     let stale = Frame::Gossip { members: vec![departed, fake_spec("y", 1)], left: Vec::new() };
     raw.send(&stale).await;
     eventually("a admits y from the gossip", || async {

@@ -12,14 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use serde_bytes::ByteBuf;
 use shoal_process::{Codec, Context as ProcessContext, Process, ReplyTo};
+use shoal_transport::handshake::{Message, Responder};
 use shoal_transport::net::{BoxFuture, Connection, Listener, Network, TcpNetwork, WriteHalf};
-use shoal_transport::wire::{Frame, FrameDecoder};
-use shoal_transport::{DownReason, NodeEvent};
+use shoal_transport::{DownReason, NodeEvent, Protection};
 use tokio::io::AsyncWrite;
 
-use super::support::{CALL, builder, is_down, is_up, next_event, shutdown, within};
+use super::support::{CALL, builder, fake_spec, is_down, is_up, key, next_event, shutdown, within};
 
 /// What a frozen channel still lets through, per connection, before it stops.
 const BYTES_BEFORE_THE_STALL: usize = 1_000;
@@ -63,7 +64,7 @@ impl Network for FreezableNetwork {
             let write = Tap {
                 inner: conn.write,
                 network: self.clone(),
-                sniff: FrameDecoder::new(64 * 1024),
+                sniff: BytesMut::new(),
                 channel: None,
                 allowance: None,
             };
@@ -72,12 +73,13 @@ impl Network for FreezableNetwork {
     }
 }
 
-/// The writing half of a connection: learns its channel from the handshake's `Hello`, and
-/// stops writing while that channel is frozen.
+/// The writing half of a connection: learns its channel from the hello in the handshake's
+/// first message (opened with the cluster key, as the node it goes to will), and stops
+/// writing while that channel is frozen.
 struct Tap {
     inner: WriteHalf,
     network: FreezableNetwork,
-    sniff: FrameDecoder,
+    sniff: BytesMut,
     channel: Option<String>,
     /// Bytes this connection may still write while frozen (set when the freeze is first seen).
     allowance: Option<usize>,
@@ -91,9 +93,11 @@ impl AsyncWrite for Tap {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         if this.channel.is_none() {
-            this.sniff.extend(buf);
-            if let Ok(Some(Frame::Hello(hello))) = this.sniff.next_frame() {
-                this.channel = Some(hello.channel);
+            this.sniff.extend_from_slice(buf);
+            if let Ok(Some(Message::Noise(first))) = Message::decode(&mut this.sniff) {
+                let spy = fake_spec("spy", 1);
+                let opened = Responder::answer(&key(), &first, &spy, Protection::Encrypted);
+                this.channel = opened.ok().map(|(keyed, _)| keyed.peer.channel);
             }
         }
         let mut len = buf.len();

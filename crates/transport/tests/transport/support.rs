@@ -13,17 +13,28 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use shoal_process::{Codec, Context, ExitReason, Pid, Process, ReplyTo, Signal};
-use shoal_transport::handshake::{Connector, ConnectorStep, NONCE_BYTES};
+use shoal_transport::handshake::{Hello, Initiator, Keyed, Message, Welcome};
 use shoal_transport::net::{BoxFuture, Connection, Listener, Network, TcpNetwork};
-use shoal_transport::wire::{Frame, FrameDecoder, Hello, PROTOCOL_VERSION, encode_frame};
+use shoal_transport::wire::{Frame, FrameDecoder, encode_frame};
 use shoal_transport::{
-    CONTROL_CHANNEL, ChannelConfig, DEFAULT_CHANNEL, Node, NodeBuilder, NodeEvent, NodeSpec, Secret,
+    CONTROL_CHANNEL, ChannelConfig, DEFAULT_CHANNEL, Key, Node, NodeBuilder, NodeEvent, NodeSpec,
+    Protection,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-pub(crate) const SECRET: &str = "test secret";
+/// The cluster key of the tests' nodes.
+pub(crate) fn key() -> Key {
+    Key::from_hex("3f8a61c2d94e07b5a6e1f03c9d2b7a4851e6c0f9a37d2b84e5c16f0a9b3d7e42")
+        .expect("a key")
+}
+
+/// Another cluster's key.
+pub(crate) fn other_key() -> Key {
+    Key::from_hex("a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90")
+        .expect("a key")
+}
 
 /// Every wait in these tests is bounded by this.
 pub(crate) const BOUND: Duration = Duration::from_secs(20);
@@ -34,7 +45,7 @@ pub(crate) const CALL: Duration = Duration::from_secs(10);
 /// A node builder with timeouts short enough for tests, yet a failure timeout long enough that
 /// a machine loaded by parallel test runs does not see false node downs.
 pub(crate) fn builder(name: &str) -> NodeBuilder {
-    Node::builder(name, SECRET)
+    Node::builder(name, key())
         .heartbeat(Duration::from_millis(100), Duration::from_millis(2_000))
         .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
         .gossip_interval(Duration::from_millis(200))
@@ -318,31 +329,76 @@ pub(crate) fn fake_spec(name: &str, incarnation: u64) -> NodeSpec {
     NodeSpec { name: name.to_owned(), incarnation, listen_addrs: Vec::new(), channels }
 }
 
-/// A connection from the test to a node, framed by hand.
+/// A connection from the test to a node, spoken by hand: handshake messages, then frames in
+/// sealed records once it has the keys.
 pub(crate) struct RawPeer {
     pub(crate) stream: TcpStream,
-    pub(crate) decoder: FrameDecoder,
+    /// Bytes read and not yet taken.
+    read: BytesMut,
+    keys: Option<Keyed<Welcome>>,
+    decoder: FrameDecoder,
 }
 
 impl RawPeer {
-    pub(crate) async fn connect(addr: SocketAddr) -> Self {
-        let stream = within(TcpStream::connect(addr)).await.expect("connects");
-        Self { stream, decoder: FrameDecoder::new(1024 * 1024) }
+    pub(crate) fn new(stream: TcpStream) -> Self {
+        Self { stream, read: BytesMut::new(), keys: None, decoder: FrameDecoder::new(1024 * 1024) }
     }
 
-    /// Connects and runs the real connecting side of the handshake as `spec`, with `secret`.
-    pub(crate) async fn handshake(addr: SocketAddr, secret: &str, spec: NodeSpec) -> Self {
+    pub(crate) async fn connect(addr: SocketAddr) -> Self {
+        Self::new(within(TcpStream::connect(addr)).await.expect("connects"))
+    }
+
+    /// Connects and runs the real initiator's side of the handshake as `spec`, until the node
+    /// accepts it.
+    pub(crate) async fn handshake(addr: SocketAddr, spec: NodeSpec) -> Self {
         let mut raw = Self::connect(addr).await;
-        let (mut connector, hello) =
-            Connector::new(Secret::new(secret), spec, DEFAULT_CHANNEL, 0, [7; NONCE_BYTES]);
-        raw.send(&hello).await;
-        loop {
-            let frame = raw.recv().await.expect("the node answers the handshake");
-            match connector.on_frame(frame).expect("the handshake succeeds") {
-                ConnectorStep::Send(frame) => raw.send(&frame).await,
-                ConnectorStep::Open { .. } => return raw,
+        let hello = Hello::new(spec, DEFAULT_CHANNEL, 0, Protection::Encrypted);
+        let (initiator, reply) = raw.greet(&key(), &hello).await;
+        let answer = raw.confirm(initiator, reply.expect("the node answers")).await;
+        assert_eq!(answer, Some(Frame::Accepted), "the node accepts the test's handshake");
+        raw
+    }
+
+    /// Sends the first message of a handshake under `key`; the node's answer (`None`: closed).
+    pub(crate) async fn greet(&mut self, key: &Key, hello: &Hello) -> (Initiator, Option<Message>) {
+        let (initiator, first) = Initiator::start(key, hello).expect("a first message");
+        self.send_message(&first).await;
+        (initiator, self.recv_message().await)
+    }
+
+    /// Takes the node's answer to [`RawPeer::greet`], sends the confirmation, and returns the
+    /// node's verdict (`Accepted` or `Refused`; `None`: closed).
+    pub(crate) async fn confirm(&mut self, initiator: Initiator, reply: Message) -> Option<Frame> {
+        self.keys = Some(initiator.finish(reply).expect("the node's answer opens"));
+        self.send(&Frame::Confirm).await;
+        self.recv().await
+    }
+
+    /// The protocol version agreed, once the handshake is done.
+    pub(crate) fn version(&self) -> Option<u32> {
+        self.keys.as_ref().map(|keys| keys.version)
+    }
+
+    pub(crate) async fn send_message(&mut self, message: &Message) {
+        let mut out = BytesMut::new();
+        message.encode(&mut out);
+        self.send_raw(&out).await;
+    }
+
+    /// The next handshake message, or `None` when the node closed the connection.
+    pub(crate) async fn recv_message(&mut self) -> Option<Message> {
+        within(async {
+            loop {
+                if let Some(message) = Message::decode(&mut self.read).expect("a valid message") {
+                    return Some(message);
+                }
+                match self.stream.read_buf(&mut self.read).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
             }
-        }
+        })
+        .await
     }
 
     pub(crate) async fn send(&mut self, frame: &Frame) {
@@ -351,18 +407,39 @@ impl RawPeer {
         self.send_bytes(&out).await;
     }
 
+    /// Sends `bytes` in sealed records once the connection has its keys.
     pub(crate) async fn send_bytes(&mut self, bytes: &[u8]) {
+        let keys = self.keys.as_mut().expect("after the handshake");
+        let mut sealed = BytesMut::new();
+        keys.sealer.seal(bytes, &mut sealed).expect("seals");
+        self.send_raw(&sealed).await;
+    }
+
+    /// Sends `bytes` as they are.
+    pub(crate) async fn send_raw(&mut self, bytes: &[u8]) {
         within(self.stream.write_all(bytes)).await.expect("writes");
     }
 
-    /// The next frame, or `None` when the node closed the connection (or reset it).
+    /// Seals `bytes` as [`RawPeer::send_bytes`] would, without sending them.
+    pub(crate) fn seal(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let keys = self.keys.as_mut().expect("after the handshake");
+        let mut sealed = BytesMut::new();
+        keys.sealer.seal(bytes, &mut sealed).expect("seals");
+        sealed.to_vec()
+    }
+
+    /// The next frame from the node's sealed records, or `None` when the node closed the
+    /// connection (or reset it).
     pub(crate) async fn recv(&mut self) -> Option<Frame> {
         within(async {
             loop {
+                let keys = self.keys.as_mut().expect("after the handshake");
+                let opened = keys.opener.open(&mut self.read, self.decoder.buffer_mut());
+                opened.expect("the node's records open");
                 if let Some(frame) = self.decoder.next_frame().expect("a valid frame") {
                     return Some(frame);
                 }
-                match self.stream.read_buf(self.decoder.buffer_mut()).await {
+                match self.stream.read_buf(&mut self.read).await {
                     Ok(0) | Err(_) => return None,
                     Ok(_) => {}
                 }
@@ -604,32 +681,28 @@ pub(crate) async fn connect_from(
     socket.connect(target).await
 }
 
-/// The bytes of a whole `Hello` from a node called `name`, with default channels.
+/// The bytes of a whole first handshake message under the cluster key from a node called
+/// `name`, with default channels: what an attacker who recorded one could replay.
 pub(crate) fn hello_bytes(name: &str) -> Vec<u8> {
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        spec: fake_spec(name, 1),
-        channel: DEFAULT_CHANNEL.into(),
-        index: 0,
-        nonce: vec![9; NONCE_BYTES],
-    };
+    let hello = Hello::new(fake_spec(name, 1), DEFAULT_CHANNEL, 0, Protection::Encrypted);
+    let (_, first) = Initiator::start(&key(), &hello).expect("a first message");
     let mut out = BytesMut::new();
-    encode_frame(&Frame::Hello(hello), &mut out, 1024 * 1024).expect("encodes");
+    first.encode(&mut out);
     out.to_vec()
 }
 
 impl RawPeer {
     /// Connects from `source` (a loopback address) rather than 127.0.0.1.
     pub(crate) async fn connect_from(source: Ipv4Addr, addr: SocketAddr) -> Self {
-        let stream = within(connect_from(source, addr)).await.expect("connects");
-        Self { stream, decoder: FrameDecoder::new(1024 * 1024) }
+        Self::new(within(connect_from(source, addr)).await.expect("connects"))
     }
 }
 
 /// Connections to one node, opened as fast as one thread can from a few loopback addresses
 /// in turn, each held open without finishing its handshake: in turn silent, sending all of a
-/// `Hello` but its last byte, or sending a whole `Hello` (of a stranger, or claiming one of
-/// the names given) and never its proof. At most [`FLOOD_HOLD`] are held; a connection the
+/// first message but its last byte, or replaying a whole first message recorded under the
+/// cluster key (of a stranger, or claiming one of the names given), which the node answers,
+/// and never confirming it (a replayer cannot). At most [`FLOOD_HOLD`] are held; a connection the
 /// node closes is let go. Runs on a thread and runtime of its own (an attacker's CPU, not the
 /// nodes' runtime) until [`HandshakeFlood::stop`], or until dropped.
 pub(crate) struct HandshakeFlood {
@@ -651,7 +724,7 @@ pub(crate) struct FloodTally {
 }
 
 impl HandshakeFlood {
-    /// Floods `target` from `sources`, in turn; whole `Hello`s claim the names of `claims`
+    /// Floods `target` from `sources`, in turn; whole first messages claim the names of `claims`
     /// in turn with a stranger's (`claims` empty: strangers only).
     pub(crate) fn start(target: SocketAddr, sources: &[Ipv4Addr], claims: &[&str]) -> Self {
         let stop = Arc::new(AtomicBool::new(false));

@@ -4,15 +4,21 @@
 //! drives them; a person can drive one by hand just as well.
 //!
 //! ```text
-//! shoal-node --name NAME [--listen ADDR] [--join ADDR]... [--secret SECRET]
+//! shoal-node --name NAME [--key-file PATH] [--listen ADDR] [--join ADDR]...
 //!            [--heartbeat-ms MS] [--failure-timeout-ms MS] [--seed N]
 //!            [--acceptors NAME,NAME,...] [--data-dir DIR]
+//! shoal-node generate-key
 //! ```
 //!
+//! - `generate-key`: prints a new random cluster key (64 hexadecimal digits) on stdout and
+//!   exits. Every node of a cluster is given the same one.
+//! - `--key-file PATH`: the file holding the cluster key (its 64 hexadecimal digits; whitespace
+//!   around them is ignored), else the key itself in `$SHOAL_KEY`. One of the two is required,
+//!   and a key that is not 64 hexadecimal digits of a random key is refused. There is no flag
+//!   for the key itself: a command line is visible to every user of the machine, a process's
+//!   environment and a file of mode 0600 only to its owner.
 //! - `--listen` defaults to `127.0.0.1:0`; port 0 picks a free port.
 //! - `--join ADDR` (repeatable): seed nodes, joined in the background until one answers.
-//! - `--secret`: the cluster secret, else `$SHOAL_SECRET`. A command-line secret is visible to
-//!   other users of the machine; use the variable outside tests.
 //! - `--heartbeat-ms` (default 250) and `--failure-timeout-ms` (default 2000): how often peers
 //!   are pinged and how long a silent one stays up.
 //! - `--seed`: seeds the node's randomness (reconnect jitter, fault injection's drops).
@@ -64,7 +70,7 @@
 
 use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::atomic::Ordering;
@@ -73,7 +79,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shoal::paxos::driver::{Paxos, PaxosConfig, Recovery, StorageConfig};
 use shoal::prelude::*;
-use shoal::transport::{Direction, Fault};
+use shoal::transport::{Direction, Fault, Key};
 use tokio::sync::{broadcast, mpsc};
 
 mod bcast;
@@ -100,8 +106,14 @@ fn main() -> ExitCode {
         eprintln!("shoal-node: {message}");
         return ExitCode::from(2);
     }
-    let options = match Options::parse(std::env::args().skip(1)) {
-        Ok(options) => options,
+    // Not `env::var(..).ok()`: a key that is not Unicode is a bad key, not a missing one.
+    let key_var = std::env::var_os("SHOAL_KEY").map(|key| key.to_string_lossy().into_owned());
+    let options = match Invocation::parse(std::env::args().skip(1), key_var) {
+        Ok(Invocation::Run(options)) => options,
+        Ok(Invocation::GenerateKey) => {
+            println!("{}", Key::generate().to_hex());
+            return ExitCode::SUCCESS;
+        }
         Err(message) => {
             eprintln!("shoal-node: {message}\n\n{USAGE}");
             return ExitCode::from(2);
@@ -142,18 +154,48 @@ fn install_logs() -> Result<(), String> {
 }
 
 const USAGE: &str = "\
-usage: shoal-node --name NAME [--listen ADDR] [--join ADDR]... [--secret SECRET]
+usage: shoal-node --name NAME [--key-file PATH] [--listen ADDR] [--join ADDR]...
                   [--heartbeat-ms MS] [--failure-timeout-ms MS] [--seed N]
                   [--acceptors NAME,NAME,...] [--data-dir DIR]
+       shoal-node generate-key
+The cluster key (64 hexadecimal digits, from `shoal-node generate-key`) is read from the file
+that `--key-file` names, else from $SHOAL_KEY.
 Commands are read from stdin, one per line; see the source's module docs.";
 
 /// What the command line asked for.
+#[derive(Debug, PartialEq)]
+enum Invocation {
+    /// `generate-key`: print a new cluster key and exit.
+    GenerateKey,
+    /// Run a node.
+    Run(Options),
+}
+
+impl Invocation {
+    /// Parses the arguments after the program's name. `key_var` is `$SHOAL_KEY`, passed in so
+    /// that the tests do not depend on the environment.
+    fn parse(
+        args: impl IntoIterator<Item = String>,
+        key_var: Option<String>,
+    ) -> Result<Self, String> {
+        let mut args = args.into_iter().peekable();
+        if args.peek().is_some_and(|first| first == "generate-key") {
+            return match args.nth(1) {
+                None => Ok(Self::GenerateKey),
+                Some(extra) => Err(format!("`generate-key` takes no arguments, not `{extra}`")),
+            };
+        }
+        Options::parse(args, key_var).map(Self::Run)
+    }
+}
+
+/// How to run a node.
 #[derive(Debug, PartialEq)]
 struct Options {
     name: String,
     listen: SocketAddr,
     seeds: Vec<SocketAddr>,
-    secret: String,
+    key: Key,
     heartbeat_ms: u64,
     failure_timeout_ms: u64,
     seed: u64,
@@ -162,60 +204,74 @@ struct Options {
 }
 
 impl Options {
-    fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
+    fn parse(
+        args: impl IntoIterator<Item = String>,
+        key_var: Option<String>,
+    ) -> Result<Self, String> {
         let mut name = None;
-        let mut secret = None;
-        let mut options = Options {
-            name: String::new(),
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            seeds: Vec::new(),
-            secret: String::new(),
-            heartbeat_ms: 250,
-            failure_timeout_ms: 2000,
-            seed: 0,
-            acceptors: Vec::new(),
-            data_dir: None,
-        };
+        let mut key_file = None;
+        let mut listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut seeds = Vec::new();
+        let mut heartbeat_ms = 250;
+        let mut failure_timeout_ms = 2000;
+        let mut seed = 0;
+        let mut acceptors = Vec::new();
+        let mut data_dir = None;
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("`{flag}` needs a value"));
             match flag.as_str() {
                 "--name" => name = Some(value()?),
-                "--listen" => options.listen = parse_value(&flag, &value()?)?,
-                "--join" => options.seeds.push(parse_value(&flag, &value()?)?),
-                "--secret" => secret = Some(value()?),
-                "--heartbeat-ms" => options.heartbeat_ms = parse_value(&flag, &value()?)?,
-                "--failure-timeout-ms" => {
-                    options.failure_timeout_ms = parse_value(&flag, &value()?)?;
-                }
-                "--seed" => options.seed = parse_value(&flag, &value()?)?,
-                "--acceptors" => {
-                    options.acceptors = value()?.split(',').map(str::to_owned).collect();
-                }
-                "--data-dir" => options.data_dir = Some(PathBuf::from(value()?)),
+                "--key-file" => key_file = Some(PathBuf::from(value()?)),
+                "--listen" => listen = parse_value(&flag, &value()?)?,
+                "--join" => seeds.push(parse_value(&flag, &value()?)?),
+                "--heartbeat-ms" => heartbeat_ms = parse_value(&flag, &value()?)?,
+                "--failure-timeout-ms" => failure_timeout_ms = parse_value(&flag, &value()?)?,
+                "--seed" => seed = parse_value(&flag, &value()?)?,
+                "--acceptors" => acceptors = value()?.split(',').map(str::to_owned).collect(),
+                "--data-dir" => data_dir = Some(PathBuf::from(value()?)),
                 other => return Err(format!("unknown argument `{other}`")),
             }
         }
-        options.name = name.ok_or("`--name` is required")?;
-        if options.name.is_empty()
-            || options.name.contains(|c: char| c == ':' || c == ',' || c.is_whitespace())
-        {
-            return Err(format!(
-                "the name {:?} is empty or holds `:`, `,` or whitespace",
-                options.name
-            ));
+        let name: String = name.ok_or("`--name` is required")?;
+        if name.is_empty() || name.contains(|c: char| c == ':' || c == ',' || c.is_whitespace()) {
+            return Err(format!("the name {name:?} is empty or holds `:`, `,` or whitespace"));
         }
-        if options.acceptors.is_empty() {
-            options.acceptors.push(options.name.clone());
+        if acceptors.is_empty() {
+            acceptors.push(name.clone());
         }
-        if options.acceptors.iter().any(|name| name.is_empty()) {
+        if acceptors.iter().any(String::is_empty) {
             return Err("`--acceptors` holds an empty name".to_owned());
         }
-        options.secret = secret
-            .or_else(|| std::env::var("SHOAL_SECRET").ok())
-            .ok_or("`--secret` or $SHOAL_SECRET is required")?;
-        Ok(options)
+        // The file wins over the variable, as a flag does over the environment.
+        let key = match (key_file, key_var) {
+            (Some(path), _) => read_key_file(&path)?,
+            (None, Some(hex)) => hex.parse().map_err(|error| format!("$SHOAL_KEY: {error}"))?,
+            (None, None) => {
+                return Err("no cluster key: give `--key-file PATH` or set $SHOAL_KEY \
+                            (`shoal-node generate-key` makes a key)"
+                    .to_owned());
+            }
+        };
+        Ok(Options {
+            name,
+            listen,
+            seeds,
+            key,
+            heartbeat_ms,
+            failure_timeout_ms,
+            seed,
+            acceptors,
+            data_dir,
+        })
     }
+}
+
+/// The key in the file at `path`. The error names the file, never its contents.
+fn read_key_file(path: &Path) -> Result<Key, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read the key file {}: {error}", path.display()))?;
+    text.trim().parse().map_err(|error| format!("the key file {}: {error}", path.display()))
 }
 
 fn parse_value<T: FromStr>(flag: &str, value: &str) -> Result<T, String> {
@@ -224,7 +280,7 @@ fn parse_value<T: FromStr>(flag: &str, value: &str) -> Result<T, String> {
 
 /// Starts the node, announces it, and serves commands until `quit` or the end of stdin.
 async fn serve(options: Options) -> Result<(), String> {
-    let node = Node::builder(options.name.clone(), &options.secret)
+    let node = Node::builder(options.name.clone(), options.key.clone())
         .listen(options.listen)
         .heartbeat(
             Duration::from_millis(options.heartbeat_ms),
@@ -579,27 +635,55 @@ fn parse_fault(kind: &str, args: &[&str]) -> Result<Fault, String> {
 
 #[cfg(test)]
 mod tests {
+    use shoal::transport::KeyError;
+
     use super::*;
+
+    /// A valid cluster key, as `$SHOAL_KEY` would hold it.
+    const KEY_HEX: &str = "3d8f0b6a91c24e75a0f3d9182b6c4e07f5a19d3c62b8e04f7d1a95c3e6082bf4";
 
     fn args(line: &str) -> Vec<String> {
         line.split_whitespace().map(str::to_owned).collect()
     }
 
+    fn key() -> Key {
+        KEY_HEX.parse().unwrap()
+    }
+
+    /// Options parsed with the test key in `$SHOAL_KEY`.
+    fn parse(line: &str) -> Result<Options, String> {
+        Options::parse(args(line), Some(KEY_HEX.to_owned()))
+    }
+
+    /// A file of this test process holding `contents`; `name` keeps tests that run in
+    /// parallel apart.
+    fn key_file(name: &str, contents: &str) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("shoal-node-test-{}-{name}.key", std::process::id()));
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
     #[test]
     fn options_take_every_flag() {
-        let options = Options::parse(args(
-            "--name a --listen 127.0.0.2:0 --join 127.0.0.3:4000 --join 127.0.0.4:4001 \
-             --secret s --heartbeat-ms 100 --failure-timeout-ms 900 --seed 7 --acceptors a,b \
-             --data-dir /tmp/a",
-        ))
-        .unwrap();
+        let path = key_file("every-flag", &format!("  {KEY_HEX}\n"));
+        let options = Options::parse(
+            args(&format!(
+                "--name a --listen 127.0.0.2:0 --join 127.0.0.3:4000 --join 127.0.0.4:4001 \
+                 --key-file {} --heartbeat-ms 100 --failure-timeout-ms 900 --seed 7 \
+                 --acceptors a,b --data-dir /tmp/a",
+                path.display()
+            )),
+            None,
+        );
+        std::fs::remove_file(&path).unwrap();
         assert_eq!(
-            options,
+            options.unwrap(),
             Options {
                 name: "a".to_owned(),
                 listen: "127.0.0.2:0".parse().unwrap(),
                 seeds: vec!["127.0.0.3:4000".parse().unwrap(), "127.0.0.4:4001".parse().unwrap()],
-                secret: "s".to_owned(),
+                key: key(),
                 heartbeat_ms: 100,
                 failure_timeout_ms: 900,
                 seed: 7,
@@ -611,19 +695,81 @@ mod tests {
 
     #[test]
     fn the_acceptor_set_defaults_to_this_node_alone() {
-        let options = Options::parse(args("--name a --secret s")).unwrap();
+        let options = parse("--name a").unwrap();
         assert_eq!(options.acceptors, ["a"]);
         assert_eq!(options.data_dir, None);
-        assert!(Options::parse(args("--name a --secret s --acceptors a,,b")).is_err());
+        assert!(parse("--name a --acceptors a,,b").is_err());
     }
 
     #[test]
     fn options_refuse_separators_in_names_and_bad_values() {
-        assert!(Options::parse(args("--name a:b --secret s")).is_err());
-        assert!(Options::parse(args("--name a, --secret s")).is_err());
-        assert!(Options::parse(args("--name a --secret s --listen nowhere")).is_err());
-        assert!(Options::parse(args("--name a --secret s --heartbeat-ms")).is_err());
-        assert!(Options::parse(args("--secret s")).is_err(), "no name");
+        assert!(parse("--name a:b").is_err());
+        assert!(parse("--name a,").is_err());
+        assert!(parse("--name a --listen nowhere").is_err());
+        assert!(parse("--name a --heartbeat-ms").is_err());
+        assert!(parse("").is_err(), "no name");
+    }
+
+    #[test]
+    fn generate_key_is_a_subcommand_of_its_own() {
+        assert_eq!(Invocation::parse(args("generate-key"), None), Ok(Invocation::GenerateKey));
+        // It needs no key, and ignores one in the environment.
+        assert_eq!(
+            Invocation::parse(args("generate-key"), Some("not a key".to_owned())),
+            Ok(Invocation::GenerateKey)
+        );
+        assert!(Invocation::parse(args("generate-key --name a"), None).is_err());
+        // Only in first place; elsewhere it is an unknown argument.
+        assert!(
+            Invocation::parse(args("--name a generate-key"), Some(KEY_HEX.to_owned())).is_err()
+        );
+        assert_eq!(
+            Invocation::parse(args("--name a"), Some(KEY_HEX.to_owned())).map(|run| match run {
+                Invocation::Run(options) => options.key,
+                Invocation::GenerateKey => panic!("not asked for"),
+            }),
+            Ok(key())
+        );
+    }
+
+    #[test]
+    fn a_node_needs_a_key() {
+        let error = Options::parse(args("--name a"), None).unwrap_err();
+        assert!(error.contains("--key-file") && error.contains("$SHOAL_KEY"), "{error}");
+    }
+
+    /// A bad key is refused with the transport's reason, and never echoed back.
+    #[test]
+    fn a_bad_key_is_refused_with_its_reason() {
+        let short = "0123abcd";
+        let error = Options::parse(args("--name a"), Some(short.to_owned())).unwrap_err();
+        assert_eq!(error, format!("$SHOAL_KEY: {}", KeyError::Length(8)));
+        let not_random = "ab".repeat(32);
+        let error = Options::parse(args("--name a"), Some(not_random.clone())).unwrap_err();
+        assert_eq!(error, format!("$SHOAL_KEY: {}", KeyError::NotRandom(1)));
+        assert!(!error.contains(&not_random));
+
+        let path = key_file("bad-key", &format!("{}zz\n", &KEY_HEX[..62]));
+        let error = Options::parse(args(&format!("--name a --key-file {}", path.display())), None)
+            .unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(error, format!("the key file {}: {}", path.display(), KeyError::NotHex));
+        assert!(!error.contains(&KEY_HEX[..62]));
+    }
+
+    #[test]
+    fn the_key_file_wins_over_the_variable_and_must_exist() {
+        let other = Key::generate();
+        let path = key_file("wins", &other.to_hex());
+        let options = parse(&format!("--name a --key-file {}", path.display()));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(options.unwrap().key, other);
+
+        let error = parse(&format!("--name a --key-file {}", path.display())).unwrap_err();
+        assert!(
+            error.starts_with(&format!("cannot read the key file {}", path.display())),
+            "{error}"
+        );
     }
 
     #[test]
