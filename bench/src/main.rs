@@ -3,7 +3,8 @@
 //! ```text
 //! shoal-bench list          one line per metric: `<name> <unit>`
 //! shoal-bench run <name>    one sample of one metric: its value alone on stdout
-//! shoal-bench peer          the second node of the `remote_*` metrics (see [`remote`])
+//! shoal-bench peer PROT     the second node of the `remote_*` metrics (see [`remote`]), its
+//!                           connections `encrypted`, `authenticated` or `unsealed`
 //! ```
 //!
 //! Each `run` takes exactly one sample in a fresh OS process, so no sample inherits the heap,
@@ -30,6 +31,8 @@ mod local;
 mod paxos;
 mod remote;
 
+use shoal_transport::Protection::{Authenticated, Encrypted, Unsealed};
+
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -43,23 +46,27 @@ struct Metric {
     sample: fn() -> anyhow::Result<f64>,
 }
 
-/// Every metric, in the order of SPEC.md's table.
+/// Every metric, in the order of SPEC.md's table, then what the records cost.
 const METRICS: &[Metric] = &[
     Metric { name: "local_send_msgs_per_s", unit: "msgs/s", sample: local::send_msgs_per_s },
     Metric { name: "local_call_rtt_us", unit: "us", sample: local::call_rtt_us },
     Metric { name: "spawn_ns", unit: "ns", sample: local::spawn_ns },
     Metric { name: "process_bytes", unit: "bytes", sample: local::process_bytes },
-    Metric { name: "remote_send_msgs_per_s", unit: "msgs/s", sample: remote::send_msgs_per_s },
-    Metric { name: "remote_call_rtt_us", unit: "us", sample: remote::call_rtt_us },
+    Metric {
+        name: "remote_send_msgs_per_s",
+        unit: "msgs/s",
+        sample: || remote::send_msgs_per_s(Encrypted),
+    },
+    Metric { name: "remote_call_rtt_us", unit: "us", sample: || remote::call_rtt_us(Encrypted) },
     Metric {
         name: "remote_calls_pipelined_per_s",
         unit: "calls/s",
-        sample: remote::calls_pipelined_per_s,
+        sample: || remote::calls_pipelined_per_s(Encrypted),
     },
     Metric {
         name: "control_ping_p99_us_under_bulk",
         unit: "us",
-        sample: remote::control_ping_p99_us_under_bulk,
+        sample: || remote::control_ping_p99_us_under_bulk(Encrypted),
     },
     Metric { name: "paxos_write_us", unit: "us", sample: paxos::paxos_write_us },
     Metric { name: "paxos_writes_per_s", unit: "writes/s", sample: paxos::paxos_writes_per_s },
@@ -71,9 +78,37 @@ const METRICS: &[Metric] = &[
     },
     Metric { name: "plumtree_ldh", unit: "hops", sample: broadcast::plumtree_ldh },
     Metric { name: "broadcast_p99_us", unit: "us", sample: broadcast::broadcast_p99_us },
+    // What the records cost: the remote metrics again, with records only authenticated, and
+    // with none at all (`Protection::Unsealed`, never for a real cluster).
+    Metric {
+        name: "remote_send_msgs_per_s_authenticated",
+        unit: "msgs/s",
+        sample: || remote::send_msgs_per_s(Authenticated),
+    },
+    Metric {
+        name: "remote_send_msgs_per_s_unsealed",
+        unit: "msgs/s",
+        sample: || remote::send_msgs_per_s(Unsealed),
+    },
+    Metric {
+        name: "remote_call_rtt_us_unsealed",
+        unit: "us",
+        sample: || remote::call_rtt_us(Unsealed),
+    },
+    Metric {
+        name: "remote_calls_pipelined_per_s_unsealed",
+        unit: "calls/s",
+        sample: || remote::calls_pipelined_per_s(Unsealed),
+    },
+    Metric {
+        name: "control_ping_p99_us_under_bulk_unsealed",
+        unit: "us",
+        sample: || remote::control_ping_p99_us_under_bulk(Unsealed),
+    },
 ];
 
-const USAGE: &str = "usage: shoal-bench list | shoal-bench run <metric> | shoal-bench peer";
+const USAGE: &str =
+    "usage: shoal-bench list | shoal-bench run <metric> | shoal-bench peer <protection>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -81,7 +116,7 @@ fn main() -> ExitCode {
     match args.as_slice() {
         ["list"] => list(),
         ["run", name] => run(name),
-        ["peer"] => match remote::serve_peer() {
+        ["peer", protection] => match remote::protection(protection).and_then(remote::serve_peer) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("shoal-bench peer: {error:#}");

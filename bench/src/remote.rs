@@ -6,7 +6,9 @@
 //! echo that answers calls), prints its address, and exits when its stdin closes. The
 //! measuring node (`main`) joins it, learns the two pids through an RPC, and measures. Both
 //! nodes use the default configuration except for a larger maximum frame (for the 64 MiB
-//! message).
+//! message) and, in the metrics named `..._unsealed`, `Protection::Unsealed` on both (no
+//! records after the handshake: what integrity costs is the difference with the metric of the
+//! same name without the suffix).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use serde_bytes::ByteBuf;
 use shoal_process::{Codec, Context, Pid, Process, ReplyTo};
-use shoal_transport::Node;
+use shoal_transport::{Node, Protection};
 
 use crate::harness::{key, on_workers};
 
@@ -74,11 +76,40 @@ impl Process for Echo {
     }
 }
 
-/// `shoal-bench peer`: the other node. Prints `listening <addr>`, serves until stdin closes.
-pub(crate) fn serve_peer() -> anyhow::Result<()> {
+/// How both nodes' connections are protected, as `shoal-bench peer` takes it.
+pub(crate) fn protection(name: &str) -> anyhow::Result<Protection> {
+    match name {
+        "encrypted" => Ok(Protection::Encrypted),
+        "authenticated" => Ok(Protection::Authenticated),
+        "unsealed" => Ok(Protection::Unsealed),
+        other => bail!("no protection called {other:?} (encrypted, authenticated, unsealed)"),
+    }
+}
+
+fn protection_name(protection: Protection) -> &'static str {
+    match protection {
+        Protection::Authenticated => "authenticated",
+        Protection::Unsealed => "unsealed",
+        _ => "encrypted",
+    }
+}
+
+/// A node of these metrics, called `name`.
+async fn start_node(name: &str, protection: Protection) -> anyhow::Result<Node> {
+    let node = Node::builder(name, key())
+        .max_frame_bytes(MAX_FRAME_BYTES)
+        .protection(protection)
+        .start()
+        .await?;
+    Ok(node)
+}
+
+/// `shoal-bench peer PROTECTION`: the other node. Prints `listening <addr>`, serves until
+/// stdin closes.
+pub(crate) fn serve_peer(protection: Protection) -> anyhow::Result<()> {
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     tokio.block_on(async {
-        let node = Node::builder("peer", key()).max_frame_bytes(MAX_FRAME_BYTES).start().await?;
+        let node = start_node("peer", protection).await?;
         let sink = node.runtime().spawn(Sink { received: 0 }).pid();
         let echo = node.runtime().spawn(Echo).pid();
         node.register_rpc("pids", move |(): ()| async move { (sink, echo) });
@@ -106,14 +137,14 @@ impl Drop for PeerProcess {
 }
 
 /// Starts the peer, joins it, and runs `measure` with the main node and the peer's sink
-/// and echo pids.
-fn with_peer<F, Fut>(measure: F) -> anyhow::Result<f64>
+/// and echo pids; both nodes protect their connections with `protection`.
+fn with_peer<F, Fut>(protection: Protection, measure: F) -> anyhow::Result<f64>
 where
     F: FnOnce(Node, Pid, Pid) -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<f64>> + Send + 'static,
 {
     let mut child = Command::new(std::env::current_exe()?)
-        .arg("peer")
+        .args(["peer", protection_name(protection)])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -127,7 +158,7 @@ where
     };
     let addr = addr.parse().context("the peer's address")?;
     let value = on_workers(async move {
-        let node = Node::builder("main", key()).max_frame_bytes(MAX_FRAME_BYTES).start().await?;
+        let node = start_node("main", protection).await?;
         node.join(addr).await.context("joining the peer")?;
         let (sink, echo): (Pid, Pid) =
             node.rpc("peer", "pids", &(), CALL_TIMEOUT).await.context("asking the peer's pids")?;
@@ -143,8 +174,8 @@ where
 /// `bin`) to the peer's sink with `Runtime::cast(..).await` (waiting whenever the peer's queue
 /// is full), then calls the sink, which answers after handling every cast before the call.
 /// Timed from the first cast to the answer; casts ÷ seconds.
-pub(crate) fn send_msgs_per_s() -> anyhow::Result<f64> {
-    with_peer(|node, sink, _| async move {
+pub(crate) fn send_msgs_per_s(protection: Protection) -> anyhow::Result<f64> {
+    with_peer(protection, |node, sink, _| async move {
         let runtime = node.runtime().clone();
         let payload = ByteBuf::from(vec![7u8; PAYLOAD_BYTES]);
         let started = Instant::now();
@@ -162,8 +193,8 @@ pub(crate) fn send_msgs_per_s() -> anyhow::Result<f64> {
 
 /// `remote_call_rtt_us`: 20,000 sequential calls to the peer's echo (after 1,000 untimed);
 /// the median round trip, in microseconds.
-pub(crate) fn call_rtt_us() -> anyhow::Result<f64> {
-    with_peer(|node, _, echo| async move {
+pub(crate) fn call_rtt_us(protection: Protection) -> anyhow::Result<f64> {
+    with_peer(protection, |node, _, echo| async move {
         let runtime = node.runtime().clone();
         for n in 0..1_000u64 {
             let _: u64 = runtime.call(echo, n, CALL_TIMEOUT).await?;
@@ -184,8 +215,8 @@ pub(crate) fn call_rtt_us() -> anyhow::Result<f64> {
 
 /// `remote_calls_pipelined_per_s`: 64 tasks each make calls to the peer's echo one after the
 /// other, 200,000 calls in all, so 64 are in flight at any time; calls ÷ seconds.
-pub(crate) fn calls_pipelined_per_s() -> anyhow::Result<f64> {
-    with_peer(|node, _, echo| async move {
+pub(crate) fn calls_pipelined_per_s(protection: Protection) -> anyhow::Result<f64> {
+    with_peer(protection, |node, _, echo| async move {
         let started = Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..IN_FLIGHT {
@@ -210,8 +241,8 @@ pub(crate) fn calls_pipelined_per_s() -> anyhow::Result<f64> {
 /// `control_ping_p99_us_under_bulk`: while four 64 MiB messages stream to the peer's sink on
 /// the default channel, a task pings the peer over the control channel every millisecond;
 /// the 99th percentile of those pings' round trips, in microseconds.
-pub(crate) fn control_ping_p99_us_under_bulk() -> anyhow::Result<f64> {
-    with_peer(|node, sink, _| async move {
+pub(crate) fn control_ping_p99_us_under_bulk(protection: Protection) -> anyhow::Result<f64> {
+    with_peer(protection, |node, sink, _| async move {
         let runtime = node.runtime().clone();
         let streaming = Arc::new(AtomicBool::new(true));
         let pinger = {
