@@ -9,8 +9,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use shoal_broadcast::driver::{Config, Driver, Log};
 use shoal_broadcast::simulation::{Scenario, run};
+use shoal_broadcast::{Broadcast, BroadcastConfig, Log, Topic};
 use shoal_transport::{Membership, Node};
 
 use crate::harness::{key, on_workers};
@@ -26,18 +26,18 @@ const BROADCASTS: usize = 1_000;
 /// The longest `broadcast_p99_us` waits for any one thing (joins, a delivery) before it
 /// gives up: a bound against hangs, not a measure.
 const BOUND: Duration = Duration::from_secs(30);
-/// The handler the nodes of `broadcast_p99_us` register.
-const HANDLER: &str = "bench";
+/// The topic the nodes of `broadcast_p99_us` register a [`Log`] for.
+const TOPIC: Topic<u64> = Topic::new("bench");
 /// The seed of the simulation metrics.
 const SEED: u64 = 1;
 
 /// `broadcast_p99_us`: 16 in-process nodes on loopback (one OS process, one multi-thread
 /// tokio runtime with a worker per core), each a transport node in managed membership with a
-/// broadcast [`Driver`] in its default configuration (HyParView active view 5) and a
+/// [`Broadcast`] service in its default configuration (HyParView active view 5) and a
 /// [`Log`] handler. Node `i` joins through node `i / 2`; then each node broadcasts twice,
 /// untimed, and every node must deliver every broadcast. Then 1,000 broadcasts of a `u64`,
 /// one after the other, from the nodes in turn (node `k % 16`): each is timed from just
-/// before [`Driver::broadcast`] until all 16 nodes (the root included) have delivered it
+/// before [`Broadcast::broadcast`] until all 16 nodes (the root included) have delivered it
 /// (each log's delivery count, awaited). The value is the 99th percentile, in microseconds.
 pub(crate) fn broadcast_p99_us() -> anyhow::Result<f64> {
     on_workers(async {
@@ -71,16 +71,16 @@ pub(crate) fn broadcast_p99_us() -> anyhow::Result<f64> {
 }
 
 /// The nodes of `broadcast_p99_us`, joined into one overlay.
-async fn overlay() -> anyhow::Result<(Vec<Node>, Vec<Driver>, Vec<Log<u64>>)> {
+async fn overlay() -> anyhow::Result<(Vec<Node>, Vec<Broadcast>, Vec<Log<u64>>)> {
     let (mut nodes, mut drivers, mut logs) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..NODES {
         let node = Node::builder(format!("b{i:02}"), key())
             .membership(Membership::Managed)
             .start()
             .await?;
-        let driver = Driver::start(&node, Config::default()).await?;
+        let driver = Broadcast::start(&node, BroadcastConfig::default()).await?;
         let log = Log::new(&node, BROADCASTS * 2);
-        driver.register(HANDLER, log.clone()).await?;
+        driver.register(TOPIC, log.clone()).await?;
         if i > 0 {
             let contact: &Node = &nodes[i / 2];
             tokio::time::timeout(BOUND, driver.join(contact.listen_addr()))
@@ -97,12 +97,12 @@ async fn overlay() -> anyhow::Result<(Vec<Node>, Vec<Driver>, Vec<Log<u64>>)> {
 /// Broadcasts `message` from `driver` and waits until every log has delivered `total`
 /// messages.
 async fn broadcast_to_all(
-    driver: &Driver,
+    driver: &Broadcast,
     logs: &[Log<u64>],
     message: u64,
     total: usize,
 ) -> anyhow::Result<()> {
-    driver.broadcast(HANDLER, message).await?;
+    driver.broadcast(TOPIC, message).await?;
     for log in logs {
         let mut deliveries = log.deliveries();
         tokio::time::timeout(BOUND, deliveries.wait_for(|count| *count >= total))

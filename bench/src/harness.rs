@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use anyhow::Context as _;
-use shoal_transport::Key;
+use shoal_transport::ClusterKey;
 
 /// The cluster key of every benchmark node, as 64 hexadecimal digits. Fixed, so that the peer
 /// of the two-process metrics (this same binary) holds it without being told; every node
@@ -12,8 +12,9 @@ use shoal_transport::Key;
 const KEY_HEX: &str = "c47e1a9d05f3b862e19c4d7a30b8f56e2d0a9c18b74e63f5a2d19e07c4b85f31";
 
 /// The cluster key of every benchmark node.
-pub(crate) fn key() -> Key {
-    Key::from_hex(KEY_HEX).expect("the benchmark key is 64 hexadecimal digits of a random key")
+pub(crate) fn key() -> ClusterKey {
+    ClusterKey::from_hex(KEY_HEX)
+        .expect("the benchmark key is 64 hexadecimal digits of a random key")
 }
 
 /// Runs `measure` as a task on a fresh multi-thread tokio runtime with the default worker

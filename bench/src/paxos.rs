@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use shoal_paxos::driver::{Paxos, PaxosConfig, Recovery};
+use shoal_paxos::{Paxos, PaxosConfig, Recovery};
 use shoal_transport::Node;
 
 use crate::harness::{key, on_workers};

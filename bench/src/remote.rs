@@ -52,7 +52,7 @@ impl Process for Sink {
         reply.send(self.received);
     }
 
-    fn codec() -> Option<Codec<Self>> {
+    fn remote_messages() -> Option<Codec<Self>> {
         Some(Codec::msgpack())
     }
 }
@@ -71,7 +71,7 @@ impl Process for Echo {
         reply.send(n);
     }
 
-    fn codec() -> Option<Codec<Self>> {
+    fn remote_messages() -> Option<Codec<Self>> {
         Some(Codec::msgpack())
     }
 }

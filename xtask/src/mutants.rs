@@ -1,11 +1,12 @@
 //! `cargo xtask mutants`: the whole paxos test binary against each mutant of the protocol.
 //!
-//! The mutants are one-line changes to the Paxos core's rules (`crates/paxos/src/mutants.rs`),
-//! compiled into the test binary and off unless selected. This command builds the binary once,
-//! runs it without a mutant (the control: it must pass, or nothing can be measured), then once
-//! per mutant with `SHOAL_PAXOS_MUTANT=<name>`, and prints a table: each mutant killed (by
-//! which tests, and their first words, which name the seed of a failing walk or schedule) or
-//! survived. It exits non-zero if any mutant survives, or the control fails.
+//! The mutants are one-line changes to the Paxos core's rules
+//! (`crates/paxos/src/core/mutants.rs`), compiled into the test binary and off unless selected.
+//! This command builds the binary once, runs it without a mutant (the control: it must pass, or
+//! nothing can be measured), then once per mutant with `SHOAL_PAXOS_MUTANT=<name>`, and prints
+//! a table: each mutant killed (by which tests, and their first words, which name the seed of a
+//! failing walk or schedule) or survived. It exits non-zero if any mutant survives, or the
+//! control fails.
 //!
 //! CI does not run this: it checks every mutant against the fast suites inside the test
 //! binary (`every_mutant_is_killed_by_the_fast_suites`, in one build and about ten seconds).
@@ -29,7 +30,7 @@ use anyhow::{Context, Result, bail};
 use crate::{cargo, target_dir, workspace_root};
 
 /// Where the mutants are declared, one `Variant = "name",` line each.
-const MUTANTS_SOURCE: &str = "crates/paxos/src/mutants.rs";
+const MUTANTS_SOURCE: &str = "crates/paxos/src/core/mutants.rs";
 
 /// The test that checks the mutants from inside the binary: not run here (it selects mutants
 /// of its own, and the whole binary runs under each mutant anyway).

@@ -1,80 +1,70 @@
-//! Epidemic broadcast for Shoal: Plumtree on a HyParView partial-view overlay.
+//! Epidemic broadcast for Shoal: Plumtree on a HyParView partial-view overlay, over a
+//! `shoal-transport` node.
 //!
-//! Two sans-IO state machines, after Leitão, Pereira and Rodrigues:
+//! A [`Broadcast`] is a node's broadcast service. Applications share it by [`Topic`]: each
+//! registers a handler for its topic on every node, and a message broadcast on the topic
+//! reaches the topic's handler on every node of the overlay, along a spanning tree that
+//! Plumtree forms and repairs (eager push along the tree, lazy IHAVE announcements to the
+//! other neighbours, GRAFT of what is missing, periodic anti-entropy exchanges). A topic fixes
+//! its message type, so a broadcast of the wrong type does not compile. The handler decides
+//! what a message is and whether it is new ([`Handler`], [`AntiEntropy`]); [`Log`] is a
+//! ready-made one that keeps every message.
 //!
-//! - [`Plumtree`] ("Epidemic Broadcast Trees", SRDS 2007): eager push of payloads along a
-//!   spanning tree per root, lazy push of IHAVE announcements (batched per tick) to the other
-//!   neighbours, GRAFT of missing messages after a timeout, PRUNE of redundant links, and
-//!   periodic anti-entropy exchanges run by the application's [`Handler`].
-//! - [`HyParView`] ("HyParView", DSN 2007): a small active view of neighbours (default 5) and
-//!   a larger passive view (default 30), kept by JOIN / FORWARD_JOIN random walks, NEIGHBOUR
-//!   requests with priority, DISCONNECT and periodic SHUFFLE; failures reported by the driver
-//!   are repaired from the passive view. Its neighbour-up and -down outputs feed Plumtree.
+//! The overlay follows the node's membership: in `Membership::Managed`, HyParView's active
+//! view (5 neighbours by default) chooses the node's connections, so a large cluster needs no
+//! full mesh; over the transport's full mesh, the same protocols run over the connections the
+//! transport keeps. One [`BroadcastConfig`] holds every setting.
 //!
-//! Both take inputs as method calls that carry the current time (`now: Instant`), emit what to
-//! send through `poll_output`, and say when they next need `handle_timeout` through
-//! `poll_timeout`. They use no tokio, no clock and no global randomness (each has a seed in
-//! its config), so a simulation replays exactly.
+//! ```
+//! use std::time::Duration;
+//! use shoal_broadcast::{Broadcast, BroadcastConfig, Log, Topic};
+//! use shoal_transport::{ClusterKey, Node};
 //!
-//! The [`driver`] module runs both cores over a `shoal-transport` node: a tokio task per node,
-//! handlers registered by name, HyParView as the node's membership when the transport runs
-//! `Membership::Managed`. With the `sim` feature, the `simulation` module runs both cores
-//! together on `shoal-sim`, with a scenario runner that measures reliability, relative message
-//! redundancy and last delivery hop.
+//! /// Chat lines, to every node.
+//! const CHAT: Topic<String> = Topic::new("chat");
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let key = ClusterKey::generate();
+//! let a = Node::builder("a", key.clone()).start().await?;
+//! let b = Node::builder("b", key).start().await?;
+//! let broadcast_a = Broadcast::start(&a, BroadcastConfig::default()).await?;
+//! let broadcast_b = Broadcast::start(&b, BroadcastConfig::default()).await?;
+//! let (log_a, log_b) = (Log::new(&a, 10_000), Log::new(&b, 10_000));
+//! broadcast_a.register(CHAT, log_a).await?;
+//! broadcast_b.register(CHAT, log_b.clone()).await?;
+//! broadcast_b.join(a.listen_addr()).await?;
+//!
+//! broadcast_a.broadcast(CHAT, "hello".to_owned()).await?;
+//! let mut deliveries = log_b.deliveries();
+//! tokio::time::timeout(Duration::from_secs(10), deliveries.wait_for(|n| *n == 1)).await??;
+//! assert_eq!(log_b.messages()[0].1, "hello");
+//! # a.shutdown(); b.shutdown();
+//! # Ok(()) }
+//! ```
 //!
 //! What this crate does *not* do: detect failures (the transport's heartbeats do, and the
-//! driver reports them), order broadcasts, or keep them across restarts.
+//! driver reports them), order broadcasts, keep them across restarts, or retry a broadcast
+//! (anti-entropy repairs what the tree lost, between handlers that still hold it).
 //!
-//! ```
-//! use std::time::Instant;
-//! use shoal_broadcast::{HyParView, hyparview};
+//! # Modules
 //!
-//! let now = Instant::now();
-//! let mut node = HyParView::new("n1", hyparview::Config { seed: 7, ..Default::default() }, now);
-//! node.join(now, "n0").unwrap();
-//! // The contact is a neighbour at once: tell Plumtree.
-//! assert_eq!(node.poll_output(), Some(hyparview::Output::NeighbourUp("n0")));
-//! ```
-//!
-//! # Running the cores (the driver's contract)
-//!
-//! A driver — the simulation adapter, the transport [`driver`] — does only this:
-//!
-//! 1. Feed every input to its core with the current time: `handle_message` for a message
-//!    from a peer, `HyParView::join` once at start, `HyParView::peer_failed` when a connection
-//!    to a peer fails or its heartbeats stop, `Plumtree::broadcast` for the application.
-//! 2. After every input, drain both cores' `poll_output` until both are empty: send what
-//!    they ask to send; pass HyParView's `NeighbourUp` and `NeighbourDown` to Plumtree's
-//!    `neighbour_up` and `neighbour_down`; on Plumtree's `Exchange { peer }`, call the
-//!    handler's [`exchange`](Handler::exchange).
-//! 3. Call `handle_timeout(now)` on each core when its `poll_timeout` comes due (a value in
-//!    the past means "now"), then drain again.
-//!
-//! Every error a core returns means "ignored, state unchanged"; a driver may log it and goes
-//! on. The cores' queues are bounded by their configurations and by the outputs of one input,
-//! which the driver drains at once.
+//! - [`core`]: the protocols as sans-IO state machines ([`core::Plumtree`],
+//!   [`core::HyParView`]): no tokio, no clock, no global randomness, so a simulation replays
+//!   exactly. The [`Broadcast`] driver runs them over the transport and decides nothing a
+//!   test of the protocols would need to check; the module's docs give the contract every
+//!   driver follows.
+//! - `simulation` (feature `sim`): both cores together on `shoal-sim`, with a scenario runner
+//!   that measures reliability, relative message redundancy and last delivery hop at 1,000
+//!   nodes and more.
 
-pub mod driver;
-pub mod hyparview;
-pub mod plumtree;
-mod random;
+pub mod core;
+mod driver;
 #[cfg(feature = "sim")]
 pub mod simulation;
 
-pub use driver::Driver;
-pub use hyparview::HyParView;
-pub use plumtree::{Handler, Plumtree};
-
-#[cfg(test)]
-mod tests {
-    /// The cores can move between threads (a driver runs each on a tokio task).
-    #[test]
-    fn cores_are_send_and_sync() {
-        fn assert_send_sync<T: Send + Sync>() {}
-        assert_send_sync::<crate::HyParView<u64>>();
-        assert_send_sync::<crate::hyparview::Output<u64>>();
-        assert_send_sync::<crate::plumtree::Output<u64, u64, Vec<u8>>>();
-        assert_send_sync::<crate::plumtree::MessageError>();
-        assert_send_sync::<crate::hyparview::MessageError>();
-    }
-}
+pub use crate::core::{Graft, Handler};
+pub use crate::driver::{
+    AntiEntropy, Broadcast, BroadcastConfig, BroadcastError, BroadcastStartError, Contact, Log,
+    MessageId, Topic, Views,
+};

@@ -45,8 +45,10 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use shoal_sim::{Ctx, Network, Node, NodeId, Sim, Stats};
 
-use crate::hyparview::{self, HyParView};
-use crate::plumtree::{self, Graft, Handler, Plumtree};
+use crate::core::{
+    Graft, Handler, HyParView, HyParViewConfig, HyParViewMessage, HyParViewOutput, Plumtree,
+    PlumtreeConfig, PlumtreeMessage, PlumtreeOutput,
+};
 
 /// The most messages one anti-entropy answer carries.
 pub const MAX_EXCHANGE_ITEMS: usize = 64;
@@ -56,23 +58,23 @@ const MAX_EXCHANGE_REQUESTS: usize = 8;
 
 /// A broadcast id in the simulation: the root in the high 32 bits, then the root's
 /// incarnation (12 bits), then its sequence number (20 bits).
-pub type MessageId = u64;
+pub type SimMessageId = u64;
 
 /// What a simulated node sends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SimMessage {
     /// A HyParView message.
-    Overlay(hyparview::Message<NodeId>),
+    Overlay(HyParViewMessage<NodeId>),
     /// A Plumtree message; the payload is the id again (its content does not matter here).
-    Tree(plumtree::Message<NodeId, MessageId, u64>),
+    Tree(PlumtreeMessage<NodeId, SimMessageId, u64>),
     /// The failure detector's probe.
     Ping,
     /// The answer to a probe, from a peer that has the prober in its active view.
     Pong,
     /// Anti-entropy: the ids the sender holds.
-    Digest(Vec<MessageId>),
+    Digest(Vec<SimMessageId>),
     /// Anti-entropy: messages the digest lacked.
-    Items(Vec<(MessageId, u64)>),
+    Items(Vec<(SimMessageId, u64)>),
 }
 
 /// The adapter's only timer: wake up to run the cores' timeouts and the detector.
@@ -115,7 +117,7 @@ pub enum Delivery {
 /// requests for the adapter.
 #[derive(Clone, Debug, Default)]
 pub struct SimHandler {
-    messages: BTreeMap<MessageId, u64>,
+    messages: BTreeMap<SimMessageId, u64>,
     next_sequence: u64,
     root: u64,
     incarnation: u64,
@@ -124,32 +126,32 @@ pub struct SimHandler {
 
 impl SimHandler {
     /// The messages held, by id.
-    pub fn messages(&self) -> &BTreeMap<MessageId, u64> {
+    pub fn messages(&self) -> &BTreeMap<SimMessageId, u64> {
         &self.messages
     }
 }
 
 impl Handler<NodeId> for SimHandler {
     type Message = ();
-    type Id = MessageId;
+    type Id = SimMessageId;
     type Payload = u64;
     type Error = std::convert::Infallible;
 
-    fn produce(&mut self, (): ()) -> (MessageId, u64) {
+    fn produce(&mut self, (): ()) -> (SimMessageId, u64) {
         let id = (self.root << 32) | ((self.incarnation & 0xfff) << 20) | self.next_sequence;
         self.next_sequence += 1;
         (id, id)
     }
 
-    fn merge(&mut self, id: &MessageId, payload: u64) -> bool {
+    fn merge(&mut self, id: &SimMessageId, payload: u64) -> bool {
         self.messages.insert(*id, payload).is_none()
     }
 
-    fn is_stale(&self, id: &MessageId) -> bool {
+    fn is_stale(&self, id: &SimMessageId) -> bool {
         self.messages.contains_key(id)
     }
 
-    fn graft(&mut self, id: &MessageId) -> Graft<u64, Self::Error> {
+    fn graft(&mut self, id: &SimMessageId) -> Graft<u64, Self::Error> {
         self.messages.get(id).map_or(Graft::Stale, |payload| Graft::Payload(*payload))
     }
 
@@ -165,9 +167,9 @@ impl Handler<NodeId> for SimHandler {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeConfig {
     /// HyParView's (its seed is replaced by one drawn from the node's simulator RNG).
-    pub hyparview: hyparview::Config,
+    pub hyparview: HyParViewConfig,
     /// Plumtree's (its seed likewise).
-    pub plumtree: plumtree::Config,
+    pub plumtree: PlumtreeConfig,
     /// The failure detector's.
     pub detector: Detector,
 }
@@ -191,8 +193,8 @@ pub struct BroadcastNode {
     incarnation: u64,
     /// The earliest wake-up asked of the simulator and not yet fired.
     armed: Option<Instant>,
-    deliveries: BTreeMap<MessageId, Delivery>,
-    payloads_sent: BTreeMap<MessageId, u64>,
+    deliveries: BTreeMap<SimMessageId, Delivery>,
+    payloads_sent: BTreeMap<SimMessageId, u64>,
 }
 
 impl BroadcastNode {
@@ -215,9 +217,8 @@ impl BroadcastNode {
         let now = ctx.now();
         let me = ctx.id();
         let hyparview =
-            hyparview::Config { seed: ctx.rng().random(), ..self.config.hyparview.clone() };
-        let plumtree =
-            plumtree::Config { seed: ctx.rng().random(), ..self.config.plumtree.clone() };
+            HyParViewConfig { seed: ctx.rng().random(), ..self.config.hyparview.clone() };
+        let plumtree = PlumtreeConfig { seed: ctx.rng().random(), ..self.config.plumtree.clone() };
         let handler =
             SimHandler { root: me as u64, incarnation: self.incarnation, ..SimHandler::default() };
         let mut running = Running {
@@ -236,7 +237,7 @@ impl BroadcastNode {
     }
 
     /// Broadcasts a new message from this node; its id, or `None` if the node is not started.
-    pub fn broadcast(&mut self, ctx: &mut Ctx<'_, Self>) -> Option<MessageId> {
+    pub fn broadcast(&mut self, ctx: &mut Ctx<'_, Self>) -> Option<SimMessageId> {
         let running = self.running.as_mut()?;
         let id = running.tree.broadcast(ctx.now(), ()).ok()?;
         self.deliveries.insert(id, Delivery::Root);
@@ -245,12 +246,12 @@ impl BroadcastNode {
     }
 
     /// How this node got each message it holds.
-    pub fn deliveries(&self) -> &BTreeMap<MessageId, Delivery> {
+    pub fn deliveries(&self) -> &BTreeMap<SimMessageId, Delivery> {
         &self.deliveries
     }
 
     /// How many payload messages (GOSSIP) this node sent for each broadcast.
-    pub fn payloads_sent(&self) -> &BTreeMap<MessageId, u64> {
+    pub fn payloads_sent(&self) -> &BTreeMap<SimMessageId, u64> {
         &self.payloads_sent
     }
 
@@ -274,14 +275,14 @@ impl BroadcastNode {
             while let Some(output) = running.overlay.poll_output() {
                 progressed = true;
                 match output {
-                    hyparview::Output::Send { to, message } => {
+                    HyParViewOutput::Send { to, message } => {
                         ctx.send(to, SimMessage::Overlay(message));
                     }
-                    hyparview::Output::NeighbourUp(peer) => {
+                    HyParViewOutput::NeighbourUp(peer) => {
                         running.last_heard.insert(peer, now);
                         running.tree.neighbour_up(now, peer);
                     }
-                    hyparview::Output::NeighbourDown(peer) => {
+                    HyParViewOutput::NeighbourDown(peer) => {
                         running.last_heard.remove(&peer);
                         running.tree.neighbour_down(&peer);
                     }
@@ -290,13 +291,13 @@ impl BroadcastNode {
             while let Some(output) = running.tree.poll_output() {
                 progressed = true;
                 match output {
-                    plumtree::Output::Send { to, message } => {
-                        if let plumtree::Message::Gossip { id, .. } = &message {
+                    PlumtreeOutput::Send { to, message } => {
+                        if let PlumtreeMessage::Gossip { id, .. } = &message {
                             *self.payloads_sent.entry(*id).or_default() += 1;
                         }
                         ctx.send(to, SimMessage::Tree(message));
                     }
-                    plumtree::Output::Exchange { peer } => {
+                    PlumtreeOutput::Exchange { peer } => {
                         let _ = running.tree.handler_mut().exchange(&peer);
                     }
                 }
@@ -363,7 +364,7 @@ impl Node for BroadcastNode {
             }
             SimMessage::Tree(message) => {
                 let gossip = match &message {
-                    plumtree::Message::Gossip { id, round, .. } => Some((*id, *round)),
+                    PlumtreeMessage::Gossip { id, round, .. } => Some((*id, *round)),
                     _ => None,
                 };
                 let _ = running.tree.handle_message(now, from, message);
@@ -381,8 +382,8 @@ impl Node for BroadcastNode {
             }
             SimMessage::Pong => {}
             SimMessage::Digest(ids) => {
-                let known: BTreeSet<MessageId> = ids.into_iter().collect();
-                let items: Vec<(MessageId, u64)> = running
+                let known: BTreeSet<SimMessageId> = ids.into_iter().collect();
+                let items: Vec<(SimMessageId, u64)> = running
                     .tree
                     .handler()
                     .messages
@@ -478,7 +479,7 @@ impl Scenario {
     /// tree would hide a delivery from the measure. Set
     /// `node.plumtree.exchange_interval` to measure [`Report::eventual_reliability`] with it.
     pub fn new(seed: u64) -> Self {
-        let plumtree = plumtree::Config { exchange_interval: None, ..plumtree::Config::default() };
+        let plumtree = PlumtreeConfig { exchange_interval: None, ..PlumtreeConfig::default() };
         Scenario {
             seed,
             nodes: 1000,
@@ -500,7 +501,7 @@ impl Scenario {
 #[derive(Clone, Debug, PartialEq)]
 pub struct BroadcastReport {
     /// The broadcast.
-    pub id: MessageId,
+    pub id: SimMessageId,
     /// Nodes up when it was measured.
     pub live: usize,
     /// Live nodes that got it through the tree (the root included).

@@ -1,6 +1,9 @@
 //! Integration tests of the broadcast crate: Plumtree on HyParView in the deterministic
-//! simulator, measured as in the Plumtree paper (§4). Every failure message carries the seed
-//! and the whole report; `Scenario::new(seed)` with that seed replays the run exactly.
+//! simulator, measured as in the Plumtree paper (§4), and the [`Broadcast`] service over real
+//! TCP. Every simulation failure message carries the seed and the whole report;
+//! `Scenario::new(seed)` with that seed replays the run exactly.
+//!
+//! [`Broadcast`]: shoal_broadcast::Broadcast
 
 mod broadcast {
     mod driver;

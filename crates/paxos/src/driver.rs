@@ -1,8 +1,10 @@
-//! The driver: a Paxos service on every node, over a [`shoal_transport::Node`].
+//! The driver: [`Paxos`], the handle, and the one tokio task per node that runs the core over
+//! a [`shoal_transport::Node`]. With `task.rs`, the only code of the crate allowed tokio.
 //!
 //! [`Paxos::start`] opens the transport service `paxos` on a node and spawns one tokio task
-//! that runs this node's [`Proposer`](crate::Proposer) and, if the node is in the acceptor
-//! set, its [`Acceptor`](crate::Acceptor). [`Paxos`] is a cheap-to-clone handle to that task.
+//! that runs this node's [`Proposer`](crate::core::Proposer) and, if the node is in the
+//! acceptor set, its [`Acceptor`](crate::core::Acceptor). [`Paxos`] is a cheap-to-clone handle
+//! to that task.
 //!
 //! ```text
 //!  Paxos (handle) ── commands (bounded) ──► driver task ◄── Inbox<Vec<Message>> (service "paxos")
@@ -18,74 +20,14 @@
 //! goes to that node's sender task, which batches what waits into one service message), and
 //! turns node up and down events into [`QuorumEvent`]s. Messages to a peer whose queue is
 //! full, or that is not connected, are dropped, which Paxos tolerates like any loss; the
-//! driver never waits on a peer, so two busy nodes cannot block each other.
+//! driver never waits on a peer, so two busy nodes cannot block each other. (One exception to
+//! remove: the steps of a membership change are sequenced here, in [`Paxos::reconfigure`].)
 //!
 //! **Node names and core ids.** The core knows nodes as [`NodeId`]s; [`node_id`] is the one
 //! place that maps a node name to one (a stable 64-bit hash of the name, so every node
 //! computes the same id with no exchange). A proposer's run is new at every start of the
 //! service (the wall clock in microseconds, kept increasing within the process), so neither a
 //! restarted node nor a service stopped and started again on the same node reuses a ballot.
-//!
-//! **A fresh cluster, and a majority that lost its state.** An acceptor without state votes
-//! only after it has rejoined from enough voting acceptors. When a majority has no state (a
-//! fresh cluster, or every in-memory acceptor restarted), nobody can rejoin: with the default
-//! [`Recovery::Manual`] the service stays without quorum until an operator calls
-//! [`Paxos::begin_epoch`] on a node whose acceptor has no state, which founds a new, empty
-//! epoch; with [`Recovery::NewEpoch`] (opt-in) that happens on its own. Either way what the
-//! acceptors held is given up, and fencing tokens (`Outcome::epoch`, then the version) keep
-//! growing: epochs are numbered from the wall clock in milliseconds.
-//!
-//! **Owned entries** ([`Paxos::put_owned`]): the node that writes an entry bound to a
-//! [`Holder`] watches the holder — a local process through the runtime, a node through the
-//! transport's node monitor — and when it dies, issues [`Change::ClearIfOwner`], retrying
-//! until it completes. Nobody else clears it: if the writing node dies before the holder, the
-//! entry stays until someone clears it (the registry above, which knows its keys, clears the
-//! entries of nodes that went down). A ClearIfOwner that finds the entry taken by another
-//! holder changes nothing.
-//!
-//! **Forwarding.** A change forwarded to a key's designated proposer is acknowledged on
-//! receipt and sent again until it is; when the transport reports the designated node down,
-//! a forwarded read is taken back and run here, and any other forwarded change fails at once
-//! with [`PaxosClientError::DesignatedDown`] rather than at its deadline.
-//!
-//! **Membership.** [`Paxos::add_acceptor`] and [`Paxos::remove_acceptor`] change the acceptor
-//! set one acceptor at a time by the procedure of [`membership`](crate::membership): the new,
-//! versioned configuration goes to every node; once majorities of the old and the new set run
-//! it (and an added acceptor has rejoined), every key is rewritten through the new set. A node
-//! added to the set starts its acceptor then. Nodes that missed the change learn it from the
-//! first acceptor that refuses them.
-//!
-//! What the driver does not do: retry a failed change (each error says whether it may have
-//! taken effect; the caller decides), or detect failures itself (the transport's heartbeats
-//! do). A [`FileStorage`] fsyncs on the driver's task.
-//!
-//! ```no_run
-//! use shoal_paxos::driver::{Paxos, PaxosConfig, Recovery};
-//! use shoal_transport::{Key, Node};
-//!
-//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! let names = ["a", "b", "c"];
-//! // Every node of a cluster holds the same key (`shoal-node generate-key` makes one).
-//! let key = Key::generate();
-//! let mut nodes = Vec::new();
-//! for name in names {
-//!     nodes.push(Node::builder(name, key.clone()).start().await?);
-//! }
-//! for node in &nodes[1..] {
-//!     node.join(nodes[0].listen_addr()).await?;
-//! }
-//! // A fresh cluster: the first acceptors without state found the first epoch themselves.
-//! let mut config = PaxosConfig::new(names.iter().map(|n| n.to_string()).collect());
-//! config.recovery = Recovery::NewEpoch;
-//! let mut services = Vec::new();
-//! for node in &nodes {
-//!     services.push(Paxos::start(node, config.clone()).await?);
-//! }
-//! services[0].put("greeting", b"hello".to_vec()).await?;
-//! let read = services[1].get("greeting").await?;
-//! assert_eq!(read.map(|entry| entry.data), Some(b"hello".to_vec()));
-//! # Ok(()) }
-//! ```
 
 mod task;
 
@@ -98,19 +40,19 @@ use shoal_process::Pid;
 use shoal_transport::{Node, ServiceError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-pub use crate::acceptor::Recovery;
-use crate::ballot::NodeId;
-use crate::error::{PaxosError, StorageError};
-use crate::membership::{Configuration, is_single_step, majority};
+use crate::core::NodeId;
+use crate::core::acceptor::Recovery;
+use crate::core::membership::{Configuration, is_single_step, majority};
+use crate::error::{BeginEpochError, PaxosError, StorageError};
 use crate::register::{Change, Entry, Key, Outcome, Owner};
-use crate::storage::FileStorage;
+use crate::storage::{FileStorage, MemoryStorage};
 
 /// The core's id for the node called `name`: the one place names become [`NodeId`]s.
 ///
 /// The transport's own id of the node ([`shoal_process::NodeId::from_name`], a stable hash:
 /// the same on every node and every run, and the handshake refuses a second node whose name
 /// hashes alike), kept off 0, which the core reserves for "no ballot".
-pub fn node_id(name: &str) -> NodeId {
+pub(crate) fn node_id(name: &str) -> NodeId {
     NodeId(shoal_process::NodeId::from_name(name).as_u64().max(1))
 }
 
@@ -142,7 +84,7 @@ pub struct PaxosConfig {
     /// off.
     pub forwarding: bool,
     /// The most changes this node's proposer holds at once; more fail with
-    /// [`PaxosClientError::Busy`].
+    /// [`PaxosError::Overloaded`].
     pub max_requests: usize,
     /// Messages waiting for each peer before further ones are dropped.
     pub peer_queue: usize,
@@ -177,9 +119,9 @@ impl PaxosConfig {
     }
 }
 
-/// Why the Paxos service did not start on a node.
+/// Why the Paxos service did not start on a node ([`Paxos::start`]). Nothing is left running.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub enum PaxosStartError {
     /// The acceptor set is empty.
     #[error("the acceptor set is empty")]
     NoAcceptors,
@@ -191,75 +133,13 @@ pub enum StartError {
     Storage(#[from] StorageError),
 }
 
-/// Why a change did not complete. Each variant says whether it may have taken effect anyway
-/// ([`PaxosClientError::maybe_applied`]); when it may, a later read tells.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum PaxosClientError {
-    /// Fewer than a majority of the acceptors answered before the deadline.
-    #[error("no quorum of acceptors answered (change maybe applied: {maybe_applied})")]
-    NoQuorum {
-        /// True once an accept was sent: a minority may hold it, and a later round can complete it.
-        maybe_applied: bool,
-    },
-    /// A quorum answered, but contention kept the change from completing before the deadline.
-    #[error("timed out under contention (change maybe applied: {maybe_applied})")]
-    Timeout {
-        /// As for `NoQuorum`.
-        maybe_applied: bool,
-    },
-    /// An unconfirmed accept of the change was overtaken by another write: it may or may not
-    /// have taken effect before it.
-    #[error("the change may or may not have taken effect before a later write")]
-    Indeterminate,
-    /// This node's proposer, or the designated proposer the change was forwarded to, held
-    /// its maximum of requests; nothing was applied.
-    #[error("the proposer is busy; nothing was applied")]
-    Busy,
-    /// The change was forwarded to a key's designated proposer, whose node went down before
-    /// it answered: it may have applied the change.
-    #[error("the designated proposer went down before answering (change maybe applied)")]
-    DesignatedDown,
-    /// The service on this node has stopped ([`Paxos::stop`]).
-    #[error("the Paxos service on this node has stopped (change maybe applied: {maybe_applied})")]
-    Stopped {
-        /// True if the change had been handed to the proposer.
-        maybe_applied: bool,
-    },
-}
-
-impl PaxosClientError {
-    /// Whether the change may have taken effect despite the error.
-    pub fn maybe_applied(&self) -> bool {
-        match self {
-            PaxosClientError::NoQuorum { maybe_applied }
-            | PaxosClientError::Timeout { maybe_applied }
-            | PaxosClientError::Stopped { maybe_applied } => *maybe_applied,
-            PaxosClientError::Indeterminate | PaxosClientError::DesignatedDown => true,
-            PaxosClientError::Busy => false,
-        }
-    }
-}
-
-impl From<PaxosError> for PaxosClientError {
-    fn from(error: PaxosError) -> Self {
-        match error {
-            PaxosError::NoQuorum { maybe_applied } => PaxosClientError::NoQuorum { maybe_applied },
-            PaxosError::Timeout { maybe_applied } => PaxosClientError::Timeout { maybe_applied },
-            PaxosError::Indeterminate => PaxosClientError::Indeterminate,
-            PaxosError::Overloaded => PaxosClientError::Busy,
-            PaxosError::Misdirected => PaxosClientError::DesignatedDown,
-            PaxosError::DesignatedDown => PaxosClientError::DesignatedDown,
-        }
-    }
-}
-
 /// Whether a majority of the acceptor set is reachable from this node (connected, or this
 /// node itself), as the transport's node events tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QuorumEvent {
     /// A majority of the acceptors is reachable again: changes can complete.
     Up,
-    /// Fewer than a majority are reachable: changes will fail with `NoQuorum`.
+    /// Fewer than a majority are reachable: changes will fail with [`PaxosError::NoQuorum`].
     Down,
 }
 
@@ -325,24 +205,10 @@ pub enum ReconfigureStep {
     Rewrite,
 }
 
-impl From<PaxosClientError> for ReconfigureError {
-    fn from(_: PaxosClientError) -> Self {
+impl From<PaxosError> for ReconfigureError {
+    fn from(_: PaxosError) -> Self {
         ReconfigureError::Stopped
     }
-}
-
-/// Why [`Paxos::begin_epoch`] did nothing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum BeginEpochError {
-    /// This node's acceptor votes: its state, and its epoch's, are intact.
-    #[error("this node's acceptor votes in incarnation {0}; its epoch goes on")]
-    Voting(crate::Incarnation),
-    /// This node is not in the acceptor set.
-    #[error("this node is not an acceptor")]
-    NotAnAcceptor,
-    /// The service on this node has stopped.
-    #[error("the Paxos service on this node has stopped")]
-    Stopped,
 }
 
 /// Why an owned entry was not written.
@@ -362,13 +228,13 @@ pub enum OwnedWriteError {
     HolderDied,
     /// The write failed.
     #[error(transparent)]
-    Write(#[from] PaxosClientError),
+    Write(#[from] PaxosError),
 }
 
 /// A request to the driver task.
 pub(crate) enum Command {
     /// Run `change` on `key`, answer on `reply`.
-    Propose { key: Key, change: Change, reply: oneshot::Sender<Result<Outcome, PaxosClientError>> },
+    Propose { key: Key, change: Change, reply: oneshot::Sender<Result<Outcome, PaxosError>> },
     /// The operator's command to found a new epoch ([`Paxos::begin_epoch`]).
     BeginEpoch(oneshot::Sender<Result<(), BeginEpochError>>),
     /// This node's configuration and its acceptors' names.
@@ -399,9 +265,46 @@ const COMMAND_QUEUE: usize = 1024;
 /// Quorum events buffered for a slow subscriber before it is told it lagged.
 const QUORUM_EVENTS: usize = 64;
 
-/// A handle to the Paxos service of one node. Cheap to clone; every clone is the same service.
+/// A handle to the Paxos service of one node: linearisable reads and writes of per-key
+/// registers, through consensus among a configured set of acceptor nodes. Cheap to clone;
+/// every clone is the same service. The crate docs show it at work.
 ///
-/// The service runs until [`Paxos::stop`], or until every handle is dropped.
+/// [`Paxos::start`] runs the service on a node (its proposer, and its acceptor if the node is
+/// in the set); it runs until [`Paxos::stop`], or until every handle is dropped. Every node
+/// of a cluster is given the same acceptor set ([`PaxosConfig`]).
+///
+/// **A fresh cluster, and a majority that lost its state.** An acceptor without state votes
+/// only after it has rejoined from enough voting acceptors. When a majority has no state (a
+/// fresh cluster, or every in-memory acceptor restarted), nobody can rejoin: with the default
+/// [`Recovery::Manual`] the service stays without quorum until an operator calls
+/// [`Paxos::begin_epoch`] on a node whose acceptor has no state, which founds a new, empty
+/// epoch; with [`Recovery::NewEpoch`] (opt-in) that happens on its own. Either way what the
+/// acceptors held is given up, and fencing tokens ([`Outcome::epoch`], then the version) keep
+/// growing: epochs are numbered from the wall clock in milliseconds.
+///
+/// **Owned entries** ([`Paxos::put_owned`]): the node that writes an entry bound to a
+/// [`Holder`] watches the holder — a local process through the runtime, a node through the
+/// transport's node monitor — and when it dies, issues [`Change::ClearIfOwner`], retrying
+/// until it completes. Nobody else clears it: if the writing node dies before the holder, the
+/// entry stays until someone clears it (the registry above, which knows its keys, clears the
+/// entries of nodes that went down). A ClearIfOwner that finds the entry taken by another
+/// holder changes nothing.
+///
+/// **Forwarding.** A change forwarded to a key's designated proposer is acknowledged on
+/// receipt and sent again until it is; when the transport reports the designated node down,
+/// a forwarded read is taken back and run here, and any other forwarded change fails at once
+/// with [`PaxosError::DesignatedDown`] rather than at its deadline.
+///
+/// **Membership.** [`Paxos::add_acceptor`] and [`Paxos::remove_acceptor`] change the acceptor
+/// set one acceptor at a time by the procedure of [`membership`](crate::core::membership): the
+/// new, versioned configuration goes to every node; once majorities of the old and the new set
+/// run it (and an added acceptor has rejoined), every key is rewritten through the new set. A
+/// node added to the set starts its acceptor then. Nodes that missed the change learn it from
+/// the first acceptor that refuses them.
+///
+/// What it does not do: retry a failed change (each [`PaxosError`] says whether it may have
+/// taken effect; the caller decides), or detect failures itself (the transport's heartbeats
+/// do). A [`FileStorage`] fsyncs on the driver's task.
 #[derive(Clone)]
 pub struct Paxos {
     inner: Arc<Inner>,
@@ -430,12 +333,12 @@ impl Paxos {
     ///
     /// # Errors
     ///
-    /// [`StartError::NoAcceptors`] for an empty acceptor set, [`StartError::Service`] if the
-    /// service is already open on this node, [`StartError::Storage`] if the file store does
-    /// not open.
-    pub async fn start(node: &Node, config: PaxosConfig) -> Result<Paxos, StartError> {
+    /// [`PaxosStartError::NoAcceptors`] for an empty acceptor set,
+    /// [`PaxosStartError::Service`] if the service is already open on this node,
+    /// [`PaxosStartError::Storage`] if the file store does not open.
+    pub async fn start(node: &Node, config: PaxosConfig) -> Result<Paxos, PaxosStartError> {
         if config.acceptors.is_empty() {
-            return Err(StartError::NoAcceptors);
+            return Err(PaxosStartError::NoAcceptors);
         }
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
         let (events, _) = broadcast::channel(QUORUM_EVENTS);
@@ -455,7 +358,7 @@ impl Paxos {
                 task::start(node, config, open, plumbing).await?
             }
             StorageConfig::Memory => {
-                let open = Box::new(|| Ok(crate::storage::MemoryStorage::new()));
+                let open = Box::new(|| Ok(MemoryStorage::new()));
                 task::start(node, config, open, plumbing).await?
             }
         };
@@ -475,18 +378,14 @@ impl Paxos {
     ///
     /// # Errors
     ///
-    /// A [`PaxosClientError`], saying whether the change may have taken effect.
-    pub async fn change(
-        &self,
-        key: impl Into<Key>,
-        change: Change,
-    ) -> Result<Outcome, PaxosClientError> {
+    /// A [`PaxosError`], saying whether the change may have taken effect.
+    pub async fn change(&self, key: impl Into<Key>, change: Change) -> Result<Outcome, PaxosError> {
         let (reply, answer) = oneshot::channel();
         let command = Command::Propose { key: key.into(), change, reply };
         if self.inner.commands.send(command).await.is_err() {
-            return Err(PaxosClientError::Stopped { maybe_applied: false });
+            return Err(PaxosError::Stopped { maybe_applied: false });
         }
-        answer.await.unwrap_or(Err(PaxosClientError::Stopped { maybe_applied: true }))
+        answer.await.unwrap_or(Err(PaxosError::Stopped { maybe_applied: true }))
     }
 
     /// The current entry of `key` (`None`: absent): a linearisable read, one consensus round.
@@ -494,7 +393,7 @@ impl Paxos {
     /// # Errors
     ///
     /// As for [`Paxos::change`]; a read changes nothing whatever happened.
-    pub async fn get(&self, key: impl Into<Key>) -> Result<Option<Entry>, PaxosClientError> {
+    pub async fn get(&self, key: impl Into<Key>) -> Result<Option<Entry>, PaxosError> {
         Ok(self.change(key, Change::Read).await?.after.entry)
     }
 
@@ -503,11 +402,7 @@ impl Paxos {
     /// # Errors
     ///
     /// As for [`Paxos::change`].
-    pub async fn put(
-        &self,
-        key: impl Into<Key>,
-        data: Vec<u8>,
-    ) -> Result<Outcome, PaxosClientError> {
+    pub async fn put(&self, key: impl Into<Key>, data: Vec<u8>) -> Result<Outcome, PaxosError> {
         self.change(key, Change::Set(Entry::new(data))).await
     }
 
@@ -522,7 +417,7 @@ impl Paxos {
         key: impl Into<Key>,
         expected: Option<Entry>,
         new: Option<Entry>,
-    ) -> Result<Outcome, PaxosClientError> {
+    ) -> Result<Outcome, PaxosError> {
         self.change(key, Change::CompareAndSet { expected, new }).await
     }
 
@@ -531,7 +426,7 @@ impl Paxos {
     /// # Errors
     ///
     /// As for [`Paxos::change`].
-    pub async fn delete(&self, key: impl Into<Key>) -> Result<Outcome, PaxosClientError> {
+    pub async fn delete(&self, key: impl Into<Key>) -> Result<Outcome, PaxosError> {
         self.change(key, Change::Delete).await
     }
 
@@ -631,8 +526,9 @@ impl Paxos {
     ///
     /// # Errors
     ///
-    /// [`BeginEpochError::Voting`] if this node's acceptor votes, [`BeginEpochError::NotAnAcceptor`]
-    /// if this node has none, [`BeginEpochError::Stopped`] if the service has stopped.
+    /// [`BeginEpochError::Voting`] if this node's acceptor votes,
+    /// [`BeginEpochError::NotAnAcceptor`] if this node has none, [`BeginEpochError::Stopped`]
+    /// if the service has stopped.
     pub async fn begin_epoch(&self) -> Result<(), BeginEpochError> {
         let (reply, answer) = oneshot::channel();
         if self.inner.commands.send(Command::BeginEpoch(reply)).await.is_err() {
@@ -643,17 +539,18 @@ impl Paxos {
 
     /// The acceptor set this node runs (its configuration's acceptors, by name) and the
     /// configuration's version.
-    pub async fn acceptors(&self) -> Result<(u64, Vec<String>), PaxosClientError> {
+    pub async fn acceptors(&self) -> Result<(u64, Vec<String>), PaxosError> {
         let (reply, answer) = oneshot::channel();
         if self.inner.commands.send(Command::Configuration(reply)).await.is_err() {
-            return Err(PaxosClientError::Stopped { maybe_applied: false });
+            return Err(PaxosError::Stopped { maybe_applied: false });
         }
         let (configuration, names) =
-            answer.await.map_err(|_| PaxosClientError::Stopped { maybe_applied: false })?;
+            answer.await.map_err(|_| PaxosError::Stopped { maybe_applied: false })?;
         Ok((configuration.version, names))
     }
 
-    /// Adds acceptor `name` to the set, by the procedure of [`membership`](crate::membership):
+    /// Adds acceptor `name` to the set, by the procedure of
+    /// [`membership`](crate::core::membership):
     /// the new configuration goes to every node; once a majority of the old set and a majority
     /// of the new one run it and the new acceptor votes (it rejoins first, copying the others'
     /// state — which works with one old acceptor down), every key is rewritten through the new
@@ -815,9 +712,9 @@ impl Paxos {
         self.inner.voting.load(Ordering::Relaxed)
     }
 
-    /// The run of this service's proposer ([`ProposerId::run`](crate::ProposerId)): new at
-    /// every start of the service, and larger than any earlier start's in this process, so a
-    /// service stopped and started again on the same node never reuses a ballot.
+    /// The run of this service's proposer ([`ProposerId::run`](crate::core::ProposerId::run)):
+    /// new at every start of the service, and larger than any earlier start's in this process,
+    /// so a service stopped and started again on the same node never reuses a ballot.
     pub fn proposer_run(&self) -> u64 {
         self.inner.proposer_run
     }
@@ -828,7 +725,7 @@ impl Paxos {
     }
 
     /// Stops the service on this node: closes the transport service and the acceptor's
-    /// storage; changes still running fail with [`PaxosClientError::Stopped`]. Returns once
+    /// storage; changes still running fail with [`PaxosError::Stopped`]. Returns once
     /// the storage and the transport service are closed (so the same directory can be opened,
     /// and the service started on this node, again).
     pub async fn stop(&self) {

@@ -1,12 +1,19 @@
-//! The errors of the core, one enum per family.
+//! The crate's errors, one enum per family of operations. [`PaxosError`] and
+//! [`BeginEpochError`] are shared by the handle and the core, which report a subset of their
+//! variants (each variant says who reports it).
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::core::Incarnation;
 use crate::register::{Change, Key};
 
 /// Why a change did not complete. Each variant says whether the change may still have taken
-/// effect: when it may, a later read tells.
+/// effect ([`PaxosError::maybe_applied`]): when it may, a later read tells.
+///
+/// Every operation on keys of [`Paxos`](crate::Paxos) fails with it; the core's proposer
+/// completes a change with it ([`Completion`](crate::core::Completion)), and proposers answer
+/// forwarded changes with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
 pub enum PaxosError {
     /// Fewer than a majority of the acceptors answered before the request's deadline.
@@ -28,8 +35,9 @@ pub enum PaxosError {
         "another write was chosen after this change's unconfirmed accept (change maybe applied)"
     )]
     Indeterminate,
-    /// A forward reached a run of the designated proposer other than the one it was meant for,
-    /// which did not run it (the run it was meant for may have). The sender reports it as
+    /// Between proposers only: a forward reached a run of the designated proposer other than
+    /// the one it was meant for, which did not run it (the run it was meant for may have). No
+    /// change completes with it: the forwarding proposer reports
     /// [`PaxosError::DesignatedDown`], or runs a read itself.
     #[error("the forward reached another run of the designated proposer, which did not run it")]
     Misdirected,
@@ -37,23 +45,48 @@ pub enum PaxosError {
     /// the change.
     #[error("the designated proposer went down before answering (change maybe applied)")]
     DesignatedDown,
-    /// The proposer this change was forwarded to was too busy to take it; nothing was applied.
-    #[error("the designated proposer is overloaded; nothing was applied")]
+    /// This node's proposer, or the designated proposer the change was forwarded to, held its
+    /// maximum of requests; nothing was applied. (The core's own proposer refuses such a change
+    /// at once, handing it back: [`ProposeError::Overloaded`].)
+    #[error("the proposer is overloaded; nothing was applied")]
     Overloaded,
+    /// The Paxos service on this node has stopped ([`Paxos::stop`](crate::Paxos::stop)).
+    /// Reported by the handle only, never by the core.
+    #[error("the Paxos service on this node has stopped (change maybe applied: {maybe_applied})")]
+    Stopped {
+        /// True if the change had been handed to the proposer.
+        maybe_applied: bool,
+    },
 }
 
 impl PaxosError {
     /// Whether the change may have taken effect despite the error.
     pub fn maybe_applied(&self) -> bool {
         match self {
-            PaxosError::NoQuorum { maybe_applied } | PaxosError::Timeout { maybe_applied } => {
-                *maybe_applied
-            }
+            PaxosError::NoQuorum { maybe_applied }
+            | PaxosError::Timeout { maybe_applied }
+            | PaxosError::Stopped { maybe_applied } => *maybe_applied,
             PaxosError::Indeterminate | PaxosError::DesignatedDown => true,
             PaxosError::Overloaded => false,
             PaxosError::Misdirected => true,
         }
     }
+}
+
+/// Why founding a new epoch ([`Paxos::begin_epoch`](crate::Paxos::begin_epoch),
+/// [`Acceptor::begin_epoch`](crate::core::Acceptor::begin_epoch)) did nothing. Nothing was
+/// changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum BeginEpochError {
+    /// The acceptor votes: its state, and its epoch's, are intact.
+    #[error("the acceptor votes in incarnation {0}; its epoch goes on")]
+    Voting(Incarnation),
+    /// This node is not in the acceptor set (reported by the handle only).
+    #[error("this node is not an acceptor")]
+    NotAnAcceptor,
+    /// The service on this node has stopped (reported by the handle only).
+    #[error("the Paxos service on this node has stopped")]
+    Stopped,
 }
 
 /// A change the proposer refused to take; nothing was sent.

@@ -1,20 +1,67 @@
 //! Per-key consensus registers for Shoal, in the style of CASPaxos.
 //!
-//! Each key is a register changed by a function of its current value: a proposer reads the
-//! highest accepted value from a majority of acceptors (prepare/promise), applies a [`Change`]
-//! to it, and has a majority accept the result (accept/accepted). There is no leader and no
-//! log; each key is its own consensus instance. Reads are linearisable because they are
-//! changes too ([`Change::Read`], a full round that writes the value back).
+//! [`Paxos`] is the Paxos service of one node of a `shoal-transport` cluster. Each key is a
+//! register changed by a function of its current value: a proposer reads the highest accepted
+//! value from a majority of acceptors (prepare/promise), applies a [`Change`] to it, and has a
+//! majority accept the result (accept/accepted). There is no leader and no log; each key is
+//! its own consensus instance, and reads are linearisable because they are changes too
+//! ([`Change::Read`], a full round that writes the value back).
 //!
-//! Apart from its [`driver`], this crate is the **sans-IO core**: [`Acceptor`] and [`Proposer`]
-//! are state machines. Events go in as method calls carrying `now` (`handle_message`,
-//! `handle_timeout`, `propose`); messages come out of `poll_transmit`, deadlines out of
-//! `poll_timeout`, finished changes out of [`Proposer::poll_completion`]. It does not do I/O,
-//! read a clock, spawn tasks or use global randomness (back-off jitter comes from a `SmallRng`
-//! seeded by the config). It does not know the transport: a [`NodeId`] is whatever number the
-//! driver gives a node ([`driver::node_id`]), and [`Message`]s are serde types the driver
-//! encodes. Storage is the one synchronous boundary ([`Storage`]): a vote is
-//! written, and for [`FileStorage`] fsynced, before its reply is queued.
+//! - Operations on keys: [`Paxos::get`], [`Paxos::put`], [`Paxos::compare_and_set`],
+//!   [`Paxos::delete`], and any [`Change`] with [`Paxos::change`]; each returns an [`Outcome`]
+//!   (the [`Register`] before and after, and `(epoch, version)`, a fencing token) or a
+//!   [`PaxosError`] saying whether the change may have taken effect.
+//! - Owned entries: [`Paxos::put_owned`] binds an [`Entry`] to a [`Holder`] (a process or a run
+//!   of a node) and clears it through consensus when the holder dies.
+//! - Quorum up and down as [`QuorumEvent`]s ([`Paxos::subscribe`], [`Paxos::has_quorum`]).
+//! - The acceptor set changed one acceptor at a time ([`Paxos::add_acceptor`],
+//!   [`Paxos::remove_acceptor`]), and recovery after a majority lost its state
+//!   ([`Paxos::begin_epoch`], or [`Recovery::NewEpoch`]).
+//! - Acceptors in memory or, durable across restarts, in files ([`StorageConfig`]).
+//!
+//! ```no_run
+//! use shoal_paxos::{Entry, Paxos, PaxosConfig, Recovery};
+//! use shoal_transport::Node;
+//!
+//! /// Runs the service on `nodes`, three connected nodes of one cluster called a, b and c.
+//! async fn example(nodes: &[Node]) -> Result<(), Box<dyn std::error::Error>> {
+//!     let mut config = PaxosConfig::new(vec!["a".into(), "b".into(), "c".into()]);
+//!     // A fresh cluster: the first acceptors without state found the first epoch themselves.
+//!     config.recovery = Recovery::NewEpoch;
+//!     let mut services = Vec::new();
+//!     for node in nodes {
+//!         services.push(Paxos::start(node, config.clone()).await?);
+//!     }
+//!     services[0].put("greeting", b"hello".to_vec()).await?;
+//!     let read = services[1].get("greeting").await?;
+//!     assert_eq!(read, Some(Entry::new("hello")));
+//!     // Replaced only if it still holds what was read; `(epoch, version)` fences the write.
+//!     let outcome = services[2].compare_and_set("greeting", read, Some(Entry::new("hi"))).await?;
+//!     assert!(outcome.applied);
+//!     println!("fencing token: ({}, {})", outcome.epoch, outcome.after.version);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # What it does not do
+//!
+//! - Retry a failed change: each [`PaxosError`] says whether the change may have taken effect
+//!   (`maybe_applied`), and the caller decides; with no quorum, changes fail with
+//!   [`PaxosError::NoQuorum`].
+//! - Detect failures or find the acceptors: the transport's heartbeats report nodes down, and
+//!   the acceptor set is configured, the same on every node.
+//! - Clear an owned entry whose writer died before its holder: only the node that wrote an
+//!   entry watches its holder, and the registry above, which knows its keys, clears the rest.
+//! - Batch several changes of a key into one round, or several votes into one fsync (today
+//!   every vote is its own fsync, on the driver's task). The file store keeps every slot in
+//!   memory as well as on disk.
+//!
+//! The protocol itself is a **sans-IO core** in [`core`] (acceptor, proposer, messages,
+//! ballots, membership): state machines that take messages and the current time and return
+//! messages and deadlines, with no I/O, clock, tasks or global randomness. [`Paxos`] is a thin
+//! driver that runs them over the transport, and the only part of the crate that does I/O.
+//! Storage is the one synchronous boundary: a vote is written, and for [`FileStorage`]
+//! fsynced, before its reply is queued.
 //!
 //! # The protocol in brief
 //!
@@ -89,22 +136,18 @@
 //! that outlives an acceptor's state never makes it join twice. A voting acceptor that sees a
 //! newer epoch forgets its own and rejoins the new one; proposers count votes of the newest
 //! epoch only. Founding is the operator's decision ([`Recovery::Manual`], the default:
-//! [`Acceptor::begin_epoch`]) or automatic ([`Recovery::NewEpoch`], opt-in: the acceptors' state
+//! [`Paxos::begin_epoch`]) or automatic ([`Recovery::NewEpoch`], opt-in: the acceptors' state
 //! is then lost whenever a majority loses it). `(Outcome::epoch, version)` is a fencing token that
 //! keeps growing across epochs.
 //!
-//! # The driver
-//!
-//! [`driver`] runs a proposer and (on acceptor nodes) an acceptor per node over
-//! `shoal-transport`: [`driver::Paxos`] with `get`, `put`, `change`, `compare_and_set`,
-//! `delete`, owned entries cleared when their holder dies, typed errors saying whether a change
-//! may have applied, and quorum-up/down events. It is the only part of the crate that does I/O.
-//!
-//! # Not here (yet)
-//!
-//! Batching several changes of a key into one round, and group commit in the file store (today
-//! every vote is its own fsync, on the driver's task). The file store keeps every slot in
-//! memory as well as on disk.
+//! [`ProposerId`]: core::ProposerId
+//! [`designated`]: core::designated
+//! [`Lineage`]: core::Lineage
+//! [`Meta::incarnation`]: core::Meta::incarnation
+//! [`Standing`]: core::Standing
+//! [`Epoch`]: core::Epoch
+//! [`Rejection::Recovering`]: core::Rejection::Recovering
+//! [`membership`]: core::membership
 //!
 //! # Testing
 //!
@@ -124,120 +167,42 @@
 //! each off unless selected (`SHOAL_PAXOS_MUTANT=<name>`, or per thread by the test harness).
 //! `tests/paxos/mutants.rs` fails if any of them survives the scripted tests and the random
 //! walk, and `cargo xtask mutants` runs the whole binary under each.
-//!
-//! # Example
-//!
-//! Three acceptors and a proposer, with the network played by a loop that delivers every
-//! message at once:
-//!
-//! ```
-//! use std::time::Instant;
-//! use shoal_paxos::{
-//!     Acceptor, AcceptorConfig, Change, Entry, MemoryStorage, NodeId, Proposer,
-//!     ProposerConfig, ProposerId, Recovery,
-//! };
-//!
-//! /// Delivers messages until none is left.
-//! fn pump(acceptors: &mut [Acceptor<MemoryStorage>], proposer: &mut Proposer, now: Instant) {
-//!     let mut wire = Vec::new();
-//!     loop {
-//!         for a in acceptors.iter_mut() {
-//!             while let Some((to, m)) = a.poll_transmit() { wire.push((a.id(), to, m)); }
-//!         }
-//!         while let Some((to, m)) = proposer.poll_transmit() {
-//!             wire.push((proposer.id().node, to, m));
-//!         }
-//!         if wire.is_empty() { return; }
-//!         for (from, to, m) in wire.drain(..) {
-//!             if to == proposer.id().node {
-//!                 let _ = proposer.handle_message(now, from, m);
-//!             } else if let Some(a) = acceptors.iter_mut().find(|a| a.id() == to) {
-//!                 let _ = a.handle_message(now, from, m);
-//!             }
-//!         }
-//!     }
-//! }
-//!
-//! let now = Instant::now();
-//! let ids = vec![NodeId(1), NodeId(2), NodeId(3)];
-//! let mut acceptors: Vec<_> = ids
-//!     .iter()
-//!     .map(|&id| {
-//!         // A fresh cluster: the acceptors found its first epoch themselves.
-//!         let config = AcceptorConfig {
-//!             recovery: Recovery::NewEpoch,
-//!             ..AcceptorConfig::new(id, ids.clone(), id.0)
-//!         };
-//!         Acceptor::new(now, config, MemoryStorage::new())
-//!     })
-//!     .collect();
-//! let me = ProposerId { node: NodeId(9), run: 1 };
-//! let mut proposer = Proposer::new(ProposerConfig::new(me, ids.clone(), 7));
-//!
-//! // Empty acceptors found an epoch; one that was not needed for the majority rejoins the
-//! // others on its next retry.
-//! pump(&mut acceptors, &mut proposer, now);
-//! let later = now + std::time::Duration::from_secs(1);
-//! acceptors.iter_mut().for_each(|a| a.handle_timeout(later));
-//! pump(&mut acceptors, &mut proposer, later);
-//! assert!(acceptors.iter().all(|a| a.incarnation().is_some()));
-//!
-//! let id = proposer.propose(now, "k".into(), Change::Set(Entry::new("v"))).unwrap();
-//! pump(&mut acceptors, &mut proposer, now);
-//! let done = proposer.poll_completion().unwrap();
-//! assert_eq!(done.id, id);
-//! assert_eq!(done.result.unwrap().after.entry, Some(Entry::new("v")));
-//!
-//! // The second write of the key takes the fast path: accepts only, no prepare.
-//! proposer.propose(now, "k".into(), Change::Read).unwrap();
-//! let (_, first) = proposer.poll_transmit().unwrap();
-//! assert!(matches!(first, shoal_paxos::Message::Accept { .. }));
-//! ```
 
-mod acceptor;
-mod ballot;
-pub mod driver;
+pub mod core;
+mod driver;
 mod error;
 mod hash;
-pub mod membership;
-mod message;
-// Test-only (feature `mutants`): public for the test binary, which switches mutants on.
-#[cfg(feature = "mutants")]
-#[doc(hidden)]
-pub mod mutants;
-#[cfg(not(feature = "mutants"))]
-mod mutants;
-mod proposer;
 mod register;
 mod storage;
 
-pub use crate::acceptor::{
-    Acceptor, AcceptorConfig, BeginEpochError, Ignored as AcceptorIgnored, Recovery,
+pub use crate::core::acceptor::Recovery;
+pub use crate::driver::{
+    Holder, OwnedWriteError, Paxos, PaxosConfig, PaxosStartError, QuorumEvent, ReconfigureError,
+    ReconfigureStep, StorageConfig,
 };
-pub use crate::ballot::{Ballot, Epoch, Incarnation, Lineage, NodeId, ProposerId};
-pub use crate::error::{PaxosError, ProposeError, StorageError};
-pub use crate::message::{Message, Rejection, RequestId, Standing};
-pub use crate::proposer::{
-    Completion, Ignored as ProposerIgnored, Proposer, ProposerConfig, designated,
-};
+pub use crate::error::{BeginEpochError, PaxosError, StorageError};
 pub use crate::register::{Change, Entry, Key, Outcome, Owner, Register};
-pub use crate::storage::{FileStorage, MemoryStorage, Meta, Slot, Storage};
+pub use crate::storage::{FileStorage, MemoryStorage};
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::core::{Acceptor, Completion, Message, Proposer};
+    use crate::{FileStorage, MemoryStorage, Paxos, PaxosError, PaxosStartError, StorageError};
 
     fn send_and_sync<T: Send + Sync>() {}
 
-    /// The driver moves the cores into tokio tasks and their messages across threads.
+    /// The driver moves the cores into tokio tasks and their messages across threads; callers
+    /// share the handle and its errors across tasks.
     #[test]
-    fn core_types_are_send_and_sync() {
+    fn public_types_are_send_and_sync() {
         send_and_sync::<Acceptor<MemoryStorage>>();
         send_and_sync::<Acceptor<FileStorage>>();
         send_and_sync::<Proposer>();
         send_and_sync::<Message>();
         send_and_sync::<Completion>();
+        send_and_sync::<Paxos>();
         send_and_sync::<PaxosError>();
+        send_and_sync::<PaxosStartError>();
         send_and_sync::<StorageError>();
     }
 }

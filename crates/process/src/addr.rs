@@ -1,4 +1,4 @@
-//! [`Addr`]: a typed handle to a local process, the fast path for messaging.
+//! [`Addr`]: a typed handle to a process, local or on another node.
 
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 
 use crate::cell::{Cell, Envelope};
 use crate::current;
+use crate::dest::Dest;
 use crate::mailbox::{Overflow, PushError};
 use crate::timer::TimerRef;
 use crate::{CallError, Pid, Process, ReplyTo, Runtime, SendError};
@@ -18,47 +19,134 @@ use crate::{CallError, Pid, Process, ReplyTo, Runtime, SendError};
 /// How long [`Addr::call`] waits for a reply, as OTP's default.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A typed handle to a local process running behaviour `P`. Messages go straight into its
-/// mailbox, moved, with no lookup and no type check at run time. Cheap to clone.
+/// A typed handle to a process running behaviour `P`, on this node or another: its casts and
+/// calls take `P`'s message and request types, checked at compile time wherever it runs.
+///
+/// A local process gets messages straight into its mailbox, moved, with no lookup and no type
+/// check at run time. A process on another node gets them encoded with `P`'s codec
+/// ([`Process::remote_messages`]), through the transport; a handle to it is made with
+/// [`Runtime::addr`] from its pid, for a behaviour that takes messages from other nodes. Cheap
+/// to clone.
+///
+/// ```
+/// use shoal_process::{Addr, Codec, Context, Pid, Process, ReplyTo, Runtime};
+///
+/// struct Echo;
+///
+/// impl Process for Echo {
+///     type Message = ();
+///     type Call = String;
+///     type Reply = String;
+///
+///     async fn handle_cast(&mut self, (): (), _: &mut Context<Self>) {}
+///
+///     async fn handle_call(&mut self, text: String, reply: ReplyTo<String>, _: &mut Context<Self>) {
+///         reply.send(text);
+///     }
+///
+///     fn remote_messages() -> Option<Codec<Self>> {
+///         Some(Codec::msgpack())
+///     }
+/// }
+///
+/// async fn ask(runtime: &Runtime, echo_anywhere: Pid) -> Option<String> {
+///     let echo: Addr<Echo> = runtime.addr(echo_anywhere)?;
+///     echo.call("hello".to_owned()).await.ok()
+/// }
+/// ```
+///
+/// The request's type is the behaviour's, checked at compile time for a process on another
+/// node too: `Echo` takes `String`s, so this does not compile.
+///
+/// ```compile_fail,E0308
+/// # use shoal_process::{Addr, Codec, Context, Pid, Process, ReplyTo, Runtime};
+/// # struct Echo;
+/// # impl Process for Echo {
+/// #     type Message = ();
+/// #     type Call = String;
+/// #     type Reply = String;
+/// #     async fn handle_cast(&mut self, (): (), _: &mut Context<Self>) {}
+/// #     async fn handle_call(&mut self, t: String, r: ReplyTo<String>, _: &mut Context<Self>) {
+/// #         r.send(t);
+/// #     }
+/// #     fn remote_messages() -> Option<Codec<Self>> {
+/// #         Some(Codec::msgpack())
+/// #     }
+/// # }
+/// async fn ask(runtime: &Runtime, echo_on_another_node: Pid) {
+///     let echo: Addr<Echo> = runtime.addr(echo_on_another_node).unwrap();
+///     let _ = echo.call(42u32).await;
+/// }
+/// ```
 pub struct Addr<P: Process> {
-    cell: Arc<Cell<P>>,
+    at: At<P>,
     runtime: Runtime,
+}
+
+/// Where the process runs.
+enum At<P: Process> {
+    Local(Arc<Cell<P>>),
+    Remote(Pid),
 }
 
 impl<P: Process> Addr<P> {
     pub(crate) fn new(runtime: Runtime, cell: Arc<Cell<P>>) -> Self {
-        Self { cell, runtime }
+        Self { at: At::Local(cell), runtime }
+    }
+
+    /// A handle to `pid` on another node (the caller vouches for its behaviour).
+    pub(crate) fn remote(runtime: Runtime, pid: Pid) -> Self {
+        Self { at: At::Remote(pid), runtime }
     }
 
     /// The process's pid.
     pub fn pid(&self) -> Pid {
-        self.cell.control.pid
+        match &self.at {
+            At::Local(cell) => cell.control.pid,
+            At::Remote(pid) => *pid,
+        }
     }
 
-    /// The runtime the process runs on.
+    /// Whether the process runs on this node.
+    pub fn is_local(&self) -> bool {
+        matches!(self.at, At::Local(_))
+    }
+
+    /// The runtime the handle sends from (the process's own, when it is local).
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
     }
 
     /// Casts `message`, waiting for room if the mailbox is full and its overflow policy is
-    /// `Wait`. A process casting to itself never waits (only it could make room): its cast to
-    /// its own full mailbox fails with [`SendError::Full`], whatever the policy.
+    /// `Wait` (or, on another node, while the link to it is full). A process casting to itself
+    /// never waits (only it could make room): its cast to its own full mailbox fails with
+    /// [`SendError::Full`], whatever the policy.
     pub async fn cast(&self, message: P::Message) -> Result<(), SendError<P::Message>> {
+        let cell = match &self.at {
+            At::Local(cell) => cell,
+            At::Remote(pid) => {
+                return self.runtime.cast_typed::<P>(&Dest::Pid(*pid), message).await;
+            }
+        };
         // Whether the sender is the process itself is asked only once the mailbox is full.
-        match self.cell.mailbox.try_push(Envelope::Cast(message)) {
+        match cell.mailbox.try_push(Envelope::Cast(message)) {
             Err(PushError::Full(letter))
-                if self.cell.mailbox.config().overflow == Overflow::Wait
-                    && !current::is_running(&self.cell.control) =>
+                if cell.mailbox.config().overflow == Overflow::Wait
+                    && !current::is_running(&cell.control) =>
             {
-                self.cell.mailbox.push_when_room(letter).await.map_err(cast_error)
+                cell.mailbox.push_when_room(letter).await.map_err(cast_error)
             }
             done => done.map_err(cast_error),
         }
     }
 
-    /// Casts `message` without waiting: a full mailbox is [`SendError::Full`].
+    /// Casts `message` without waiting: a full mailbox (or link to the process's node) is
+    /// [`SendError::Full`].
     pub fn try_cast(&self, message: P::Message) -> Result<(), SendError<P::Message>> {
-        self.cell.mailbox.try_push(Envelope::Cast(message)).map_err(cast_error)
+        match &self.at {
+            At::Local(cell) => cell.mailbox.try_push(Envelope::Cast(message)).map_err(cast_error),
+            At::Remote(pid) => self.runtime.try_cast_typed::<P>(*pid, message),
+        }
     }
 
     /// Calls with `request` and waits up to [`DEFAULT_CALL_TIMEOUT`] for the reply.
@@ -74,46 +162,81 @@ impl<P: Process> Addr<P> {
         request: P::Call,
         timeout: Duration,
     ) -> Result<P::Reply, CallError> {
-        if current::is_running(&self.cell.control) {
+        let cell = match &self.at {
+            At::Local(cell) => cell,
+            At::Remote(pid) => {
+                return self.runtime.call_typed::<P>(&Dest::Pid(*pid), request, timeout).await;
+            }
+        };
+        if current::is_running(&cell.control) {
             return Err(CallError::CallingSelf);
         }
         let exchange = async {
             let (sender, reply) = oneshot::channel();
             let call = Envelope::Call(request, ReplyTo::local(sender));
-            self.cell.mailbox.push(call).await.map_err(|error| match error {
+            cell.mailbox.push(call).await.map_err(|error| match error {
                 PushError::Full(_) => CallError::Full,
                 PushError::Closed(_) => CallError::NoProc,
             })?;
             reply.await.map_err(|_| {
-                self.cell.control.reason_for_callers().map_or(CallError::NoReply, CallError::Exited)
+                cell.control.reason_for_callers().map_or(CallError::NoReply, CallError::Exited)
             })
         };
         within(timeout, exchange).await
     }
 
-    /// Casts `message` after `delay`, unless the timer is cancelled or the process exits
-    /// first. A full mailbox makes the delivery wait, whatever its overflow policy: the timer
-    /// is a task of its own, so its waiting holds up no one, and its message is never dropped.
+    /// Casts `message` after `delay`, unless the timer is cancelled first (or, for a local
+    /// process, the process exits first). A full mailbox makes the delivery wait, whatever its
+    /// overflow policy: the timer is a task of its own, so its waiting holds up no one, and its
+    /// message is never dropped.
     pub fn cast_after(&self, delay: Duration, message: P::Message) -> TimerRef {
         let id = self.runtime.make_ref();
-        let cell = self.cell.clone();
+        let cell = match &self.at {
+            At::Local(cell) => cell.clone(),
+            At::Remote(_) => {
+                let addr = self.clone();
+                let deliver = async move {
+                    let _ = addr.cast(message).await;
+                };
+                return TimerRef::detached(self.runtime.tokio(), id, delay, deliver);
+            }
+        };
+        let target = cell.clone();
         let deliver = async move {
             // Refused only once the process has exited, which cancels its timers anyway.
             let _ = cell.mailbox.push_when_room(Envelope::Cast(message)).await;
         };
         // A process that has already exited gets a timer that never fires.
-        TimerRef::start(self.runtime.tokio(), id, delay, self.cell.clone(), deliver)
+        TimerRef::start(self.runtime.tokio(), id, delay, target, deliver)
             .unwrap_or_else(|| TimerRef::settled(id))
     }
 
-    /// Whether the process is still alive.
+    /// Whether the process is alive, as far as this node knows without asking: a local process
+    /// exactly; one on another node, while its node is connected (a monitor tells when it
+    /// exits).
     pub fn is_alive(&self) -> bool {
-        self.cell.control.exit_reason().is_none()
+        match &self.at {
+            At::Local(cell) => cell.control.exit_reason().is_none(),
+            At::Remote(pid) => self.runtime.is_connected(pid.node()),
+        }
     }
 
-    /// Letters waiting in the mailbox.
-    pub fn mailbox_len(&self) -> usize {
-        self.cell.mailbox.len() + self.cell.control.batch_len()
+    /// Letters waiting in the mailbox of a local process; `None` for one on another node.
+    pub fn mailbox_len(&self) -> Option<usize> {
+        match &self.at {
+            At::Local(cell) => Some(cell.mailbox.len() + cell.control.batch_len()),
+            At::Remote(_) => None,
+        }
+    }
+}
+
+impl<P: Process> Clone for Addr<P> {
+    fn clone(&self) -> Self {
+        let at = match &self.at {
+            At::Local(cell) => At::Local(cell.clone()),
+            At::Remote(pid) => At::Remote(*pid),
+        };
+        Self { at, runtime: self.runtime.clone() }
     }
 }
 
@@ -157,15 +280,9 @@ fn cast_error<P: Process>(error: PushError<Envelope<P>>) -> SendError<P::Message
     }
 }
 
-impl<P: Process> Clone for Addr<P> {
-    fn clone(&self) -> Self {
-        Self { cell: self.cell.clone(), runtime: self.runtime.clone() }
-    }
-}
-
 impl<P: Process> fmt::Debug for Addr<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Addr").field(&self.cell.control.pid).finish()
+        f.debug_tuple("Addr").field(&self.pid()).finish()
     }
 }
 

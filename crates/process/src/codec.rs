@@ -61,27 +61,39 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
         .map_err(|error| DecodeError(format!("{}: {error}", std::any::type_name::<T>())))
 }
 
-/// How a behaviour's messages are read from, and its replies written to, another node.
+/// How a behaviour's messages cross nodes: its casts and requests encoded by the sender and
+/// decoded by the receiving process, its replies the other way.
 ///
-/// A behaviour opts in to remote messages by returning `Some(Codec::msgpack())` from
-/// [`Process::codec`]; without a codec, messages from other nodes are refused with
-/// [`crate::RemoteFailure::NotRemote`].
+/// A behaviour opts in to messages from other nodes by returning `Some(Codec::msgpack())` from
+/// [`Process::remote_messages`]; without one, messages from other nodes are refused with
+/// [`crate::RemoteFailure::NotRemote`], and a typed handle to such a process on another node
+/// cannot be made.
 pub struct Codec<P: Process> {
+    pub(crate) encode_cast: fn(&P::Message) -> Result<Bytes, EncodeError>,
     pub(crate) decode_cast: fn(&[u8]) -> Result<P::Message, DecodeError>,
+    pub(crate) encode_call: fn(&P::Call) -> Result<Bytes, EncodeError>,
     pub(crate) decode_call: fn(&[u8]) -> Result<P::Call, DecodeError>,
     pub(crate) encode_reply: fn(&P::Reply) -> Result<Bytes, EncodeError>,
+    pub(crate) decode_reply: fn(&[u8]) -> Result<P::Reply, DecodeError>,
 }
 
 impl<P: Process> Codec<P>
 where
-    P::Message: DeserializeOwned,
-    P::Call: DeserializeOwned,
-    P::Reply: Serialize,
+    P::Message: Serialize + DeserializeOwned,
+    P::Call: Serialize + DeserializeOwned,
+    P::Reply: Serialize + DeserializeOwned,
 {
     /// The msgpack codec, for behaviours whose message, request and reply types implement
     /// serde's traits.
     pub fn msgpack() -> Self {
-        Self { decode_cast: decode, decode_call: decode, encode_reply: |reply| encode(reply) }
+        Self {
+            encode_cast: |message| encode(message),
+            decode_cast: decode,
+            encode_call: |request| encode(request),
+            decode_call: decode,
+            encode_reply: |reply| encode(reply),
+            decode_reply: decode,
+        }
     }
 }
 

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dest::ResolveError;
 use crate::{ExitReason, Pid};
 
 /// A cast that was not queued. Every variant hands the message back.
@@ -19,6 +20,9 @@ pub enum SendError<M> {
     NoConnection(M),
     /// The message could not be serialised for another node.
     Encode(M, EncodeError),
+    /// The destination's name did not resolve to a process (its layer failed, or had no
+    /// answer yet for a sender that does not wait).
+    Unresolved(M, ResolveError),
 }
 
 impl<M> SendError<M> {
@@ -29,7 +33,8 @@ impl<M> SendError<M> {
             | Self::NoProc(m)
             | Self::WrongType(m)
             | Self::NoConnection(m)
-            | Self::Encode(m, _) => m,
+            | Self::Encode(m, _)
+            | Self::Unresolved(m, _) => m,
         }
     }
 }
@@ -46,6 +51,7 @@ impl<M> fmt::Display for SendError<M> {
             ),
             Self::NoConnection(_) => f.write_str("the process's node cannot be reached"),
             Self::Encode(_, error) => write!(f, "the message could not be encoded: {error}"),
+            Self::Unresolved(_, error) => write!(f, "{error}"),
         }
     }
 }
@@ -98,6 +104,9 @@ pub enum CallError {
     /// The remote side refused or failed the call.
     #[error("the remote call failed: {0}")]
     Remote(RemoteFailure),
+    /// The destination's name did not resolve to a process (its layer failed).
+    #[error(transparent)]
+    Unresolved(ResolveError),
 }
 
 /// Why a call from another node failed on the node of the process that was called; travels
@@ -202,6 +211,10 @@ pub enum LinkError {
     /// The process's node cannot be reached.
     #[error("cannot link to {0}: its node cannot be reached")]
     NoConnection(Pid),
+    /// The destination does not stand for a pid here and now (a name not registered, a name on
+    /// another node, a via-name not resolved yet): links are made to pids.
+    #[error("cannot link to {0}: it does not resolve to a process here and now")]
+    Unresolved(String),
 }
 
 /// A name registration that was refused. Nothing changed.

@@ -6,11 +6,15 @@
 //!
 //! - identities: [`Pid`] (node, incarnation, local id), [`Ref`], [`NodeId`];
 //! - spawn, spawn_link, spawn_monitor ([`Runtime`], [`Context`]); typed handles ([`Addr`])
-//!   for the fast local path, untyped pids for everything;
+//!   to a process here (the fast path: moved into its mailbox) or on another node (encoded with
+//!   the behaviour's [`Codec`], opted in to by [`Process::remote_messages`]), their types
+//!   checked at compile time either way; one destination type, [`Dest`], taken by every send,
+//!   call, monitor and link: a pid, a name here, a name on another node, or a name a layer
+//!   above resolves ([`Via`]), and its typed twin [`Target`];
 //! - cast (back-pressure when the mailbox is full, [`SendError::Full`] for `try_` senders),
 //!   call with a timeout and replies that may be deferred ([`ReplyTo`]);
 //! - monitors (one [`Signal::Down`] each, with the [`ExitReason`]; by pid, or by registered
-//!   name on a node with [`Context::monitor_name`]), links, trapped exits,
+//!   name here or on a node), links, trapped exits,
 //!   `exit` and `kill` (a kill is its own signal; an exit with the reason `Killed` is an
 //!   ordinary, trappable one); a panic in a handler ends only its process, with the panic's
 //!   message; a process that exits removes the monitors it held;
@@ -96,6 +100,7 @@ mod cell;
 pub mod codec;
 mod control;
 mod current;
+mod dest;
 mod error;
 mod exit;
 mod factory;
@@ -116,6 +121,7 @@ mod timer;
 
 pub use addr::{Addr, DEFAULT_CALL_TIMEOUT};
 pub use codec::Codec;
+pub use dest::{Dest, Resolve, ResolveError, Resolving, Target, Via};
 pub use error::{
     BuildError, CallError, DecodeError, EncodeError, ExitError, FactoryError, LinkError,
     RegisterError, RemoteFailure, SendError, SpawnError, StartError,

@@ -65,7 +65,7 @@ pub struct Pid {
 
 impl Pid {
     /// The pid that stands for a process on `node` not known yet: the `Down` of a monitor by
-    /// name (`Context::monitor_name`) carries it when no process had the name. It names no
+    /// name (`Context::monitor` of a [`crate::Dest`] name) carries it when no process had the name. It names no
     /// process (local id 0 and incarnation 0 match no run of any node).
     pub const fn name_placeholder(node: NodeId) -> Self {
         Self { node, incarnation: 0, id: 0 }

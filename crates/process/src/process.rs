@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cell::{Cell, Envelope};
+use crate::dest::Dest;
 use crate::timer::TimerRef;
 use crate::{
     Addr, Codec, ExitError, ExitKind, ExitReason, LinkError, NodeId, Pid, Ref, ReplyTo, Runtime,
@@ -113,8 +114,10 @@ pub trait Process: Sized + Send + 'static {
         async {}
     }
 
-    /// How messages from other nodes are decoded; `None` (the default) refuses them.
-    fn codec() -> Option<Codec<Self>> {
+    /// Opts this behaviour in to messages from other nodes: how its casts, requests and
+    /// replies cross the wire (`Some(Codec::msgpack())`). `None`, the default, keeps it local:
+    /// what other nodes send it is refused, and no typed handle to it can be made elsewhere.
+    fn remote_messages() -> Option<Codec<Self>> {
         None
     }
 }
@@ -197,7 +200,28 @@ impl<P: Process> Context<P> {
 
     /// Monitors `target`: when it exits, this process gets exactly one [`Signal::Down`] with
     /// the returned reference and the exit reason (at once, with `NoProc`, if it is not alive).
-    pub fn monitor(&mut self, target: Pid) -> Ref {
+    ///
+    /// A name is resolved when the monitor is made, as OTP's `monitor(process, Name)` and
+    /// `monitor(process, {Name, Node})`: the monitor follows the process the name stood for
+    /// then, not the name. For a name, the `Down` is [`ExitReason::NoProc`] if no process has
+    /// it, the process's exit reason when it exits, or [`ExitReason::NoConnection`] when its
+    /// node is lost; the `Down` for an exit names the process, one with `noproc` or
+    /// `noconnection` names [`Pid::name_placeholder`] of the node. A via-name is monitored
+    /// through the pid its layer has cached ([`Dest::resolve_now`]); resolve it first
+    /// ([`Dest::resolve`]) when it may have none, or the `Down` is `noproc` at once.
+    pub fn monitor(&mut self, target: impl Into<Dest>) -> Ref {
+        match target.into() {
+            Dest::Pid(pid) => self.monitor_pid(pid),
+            Dest::Name(name) => self.monitor_name(self.runtime.node(), &name),
+            Dest::NameOn { node, name } => self.monitor_name(node, &name),
+            Dest::Via(via) => match via.cached() {
+                Some(pid) => self.monitor_pid(pid),
+                None => self.monitor_pid(Pid::name_placeholder(self.runtime.node())),
+            },
+        }
+    }
+
+    fn monitor_pid(&mut self, target: Pid) -> Ref {
         let monitor = self.runtime.make_ref();
         self.hold_monitor(monitor, target);
         if let Err(reason) = self.runtime.monitor_on_behalf(self.pid(), target, monitor) {
@@ -209,18 +233,10 @@ impl<P: Process> Context<P> {
         monitor
     }
 
-    /// Monitors the process registered as `name` on `node` (this node included) at the time
-    /// of the call, as OTP's `monitor(process, {Name, Node})`: one [`Signal::Down`] with the
-    /// returned reference, with [`ExitReason::NoProc`] if no process has that name, the
-    /// process's exit reason when it exits, or [`ExitReason::NoConnection`] when the node is
-    /// lost. The `Down` for an exit names the process the name resolved to; one with
-    /// `noproc` or `noconnection` names [`Pid::name_placeholder`] of `node`. The monitor
-    /// follows the process the name resolved to, not the name.
-    pub fn monitor_name(&mut self, node: NodeId, name: &str) -> Ref {
-        if node == self.runtime.node()
-            && let Some(target) = self.runtime.whereis(name)
-        {
-            return self.monitor(target);
+    fn monitor_name(&mut self, node: NodeId, name: &str) -> Ref {
+        if node == self.runtime.node() {
+            let target = self.runtime.whereis(name);
+            return self.monitor_pid(target.unwrap_or(Pid::name_placeholder(node)));
         }
         let monitor = self.runtime.make_ref();
         let target = Pid::name_placeholder(node);
@@ -249,9 +265,15 @@ impl<P: Process> Context<P> {
     }
 
     /// Links this process with `peer`: when either exits abnormally, the other gets an exit
-    /// signal (which ends it unless it traps exits).
-    pub fn link(&self, peer: Pid) -> Result<(), LinkError> {
-        self.runtime.link(self.pid(), peer)
+    /// signal (which ends it unless it traps exits). A name is resolved now, on this node (a
+    /// via-name through its layer's cache); a name on another node cannot be linked to
+    /// ([`LinkError::Unresolved`]), as in OTP.
+    pub fn link(&self, peer: impl Into<Dest>) -> Result<(), LinkError> {
+        let peer = peer.into();
+        let pid = peer
+            .resolve_now(&self.runtime)
+            .ok_or_else(|| LinkError::Unresolved(peer.to_string()))?;
+        self.runtime.link(self.pid(), pid)
     }
 
     /// Removes the link with `peer`, if any. An `Exit` from it already queued (when trapping)

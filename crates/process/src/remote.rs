@@ -39,9 +39,17 @@ pub trait Remote: Send + Sync + 'static {
     /// Queues an operation for the node of its target pid.
     fn try_route(&self, outbound: Outbound) -> Result<(), RouteError>;
 
-    /// Ready when a cast or call to `to` would be accepted, or with an error when its node
-    /// cannot be reached.
-    fn poll_ready(&self, to: Pid, cx: &mut Context<'_>) -> Poll<Result<(), Unreachable>>;
+    /// Ready when the cast or call `waiting` (handed back as [`RouteError::Full`]) would be
+    /// accepted, or with an error when its node cannot be reached.
+    fn poll_ready(&self, waiting: &Outbound, cx: &mut Context<'_>)
+    -> Poll<Result<(), Unreachable>>;
+
+    /// Whether `node` is connected now: what a handle to a process there can tell of its
+    /// liveness without asking. `true` unless the transport knows otherwise.
+    fn is_connected(&self, node: NodeId) -> bool {
+        let _ = node;
+        true
+    }
 }
 
 /// The process whose code runs on this thread now, if any: the sender of whatever is sent
@@ -69,6 +77,28 @@ pub enum Outbound {
     Call {
         /// The receiver.
         to: Pid,
+        /// The request, encoded.
+        payload: Bytes,
+        /// Where the encoded reply, or the failure, goes.
+        reply: RemoteReply,
+    },
+    /// An encoded message for the process registered as `name` on the node of `target`
+    /// ([`Pid::name_placeholder`] of that node), resolved there.
+    CastNamed {
+        /// The node, as its name placeholder.
+        target: Pid,
+        /// The registered name.
+        name: String,
+        /// The message, encoded.
+        payload: Bytes,
+    },
+    /// An encoded request for the process registered as `name` on the node of `target`;
+    /// answer through `reply` (a name registered by no process there fails the call).
+    CallNamed {
+        /// The node, as its name placeholder.
+        target: Pid,
+        /// The registered name.
+        name: String,
         /// The request, encoded.
         payload: Bytes,
         /// Where the encoded reply, or the failure, goes.
@@ -161,6 +191,8 @@ impl Outbound {
             | Self::Unlink { to, .. } => to.node(),
             Self::Monitor { target, .. }
             | Self::MonitorName { target, .. }
+            | Self::CastNamed { target, .. }
+            | Self::CallNamed { target, .. }
             | Self::Demonitor { target, .. } => target.node(),
         }
     }

@@ -284,7 +284,7 @@ fn admit_signal<P: Process>(ctx: &mut Context<P>, signal: &Signal) -> bool {
 /// refused (no codec, or a call that does not decode: the caller is told) or dropped (a cast
 /// that does not decode: logged).
 fn decode_inbound<P: Process>(pid: Pid, mut inbound: Inbound) -> Option<Envelope<P>> {
-    let Some(codec) = P::codec() else {
+    let Some(codec) = P::remote_messages() else {
         tracing::warn!(%pid, "refused a message from another node: no codec");
         inbound.refuse(RemoteFailure::NotRemote);
         return None;

@@ -19,8 +19,8 @@ use crate::remote::{Outbound, Remote};
 use crate::run::{InitAck, run};
 use crate::table::ProcessTable;
 use crate::{
-    Addr, BuildError, Context, ExitError, ExitKind, ExitReason, LinkError, NodeId, Pid, Process,
-    Ref, Signal, SpawnError, StartError,
+    Addr, BuildError, Context, Dest, ExitError, ExitKind, ExitReason, LinkError, NodeId, Pid,
+    Process, Ref, Signal, SpawnError, StartError, Target,
 };
 
 /// A node's process runtime: spawns processes and operates on them by pid. Cheap to clone
@@ -613,10 +613,28 @@ impl Runtime {
         })
     }
 
-    /// A typed handle to `pid`, if it is alive here and runs behaviour `P`.
+    /// A typed handle to `pid`: for a pid of this node, if it is alive and runs behaviour
+    /// `P`; for one of another node, if `P` takes messages from other nodes
+    /// ([`Process::remote_messages`]), trusting that the process there runs `P` (what it does
+    /// not decode, it refuses).
     pub fn addr<P: Process>(&self, pid: Pid) -> Option<Addr<P>> {
+        if pid.node() != self.node() {
+            return P::remote_messages().map(|_| Addr::remote(self.clone(), pid));
+        }
         let cell = self.lookup(pid)?.into_any().downcast::<Cell<P>>().ok()?;
         Some(Addr::new(self.clone(), cell))
+    }
+
+    /// A typed destination for a process of behaviour `P`: `to` (a pid, a name, a name on
+    /// another node, a via-name) resolved at each cast or call.
+    pub fn target<P: Process>(&self, to: impl Into<Dest>) -> Target<P> {
+        to.into().typed(self)
+    }
+
+    /// Whether `node` is connected now, as the transport says (`true` for this node; `false`
+    /// for another without a transport).
+    pub(crate) fn is_connected(&self, node: NodeId) -> bool {
+        node == self.node() || self.remote().is_some_and(|remote| remote.is_connected(node))
     }
 }
 

@@ -1,5 +1,10 @@
-//! Messaging by pid, wherever the process runs: the message type is checked on arrival at a
-//! local process, and a process on another node gets it serialised through the transport.
+//! Messaging by destination, wherever the process runs: a pid, a name, a name on another node,
+//! a via-name. A local process gets the value moved (its type checked on arrival); a process on
+//! another node gets it encoded, through the transport.
+//!
+//! The untyped operations ([`Runtime::cast`], [`Runtime::call`]) encode with serde; the typed
+//! ones ([`crate::Addr`], [`crate::Target`]) with the behaviour's [`crate::Codec`]. Both come
+//! down to the same paths here, given how to encode (a [`Wire`]).
 
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -13,27 +18,289 @@ use crate::addr::within;
 use crate::cell::{AnyBox, ErasedPush};
 use crate::codec::{decode, encode};
 use crate::current;
+use crate::dest::{Dest, ResolveError};
 use crate::mailbox::Overflow;
 use crate::remote::{Outbound, Remote, RemoteReply, RouteError};
-use crate::{CallError, Pid, RemoteFailure, Runtime, SendError};
+use crate::{
+    CallError, DecodeError, EncodeError, NodeId, Pid, Process, RemoteFailure, Runtime, SendError,
+};
 
-/// Why a message for another node could not even be handed to the transport.
+/// Encodes a value for another node.
+type Encoder<Q> = fn(&Q) -> Result<Bytes, EncodeError>;
+
+/// How a request of type `Q` goes to another node and its answer `R` comes back: serde's
+/// msgpack for the untyped operations, a behaviour's codec for the typed ones. `None` where
+/// the behaviour takes no messages from other nodes.
+pub(crate) struct Wire<Q, R> {
+    encode: Option<Encoder<Q>>,
+    decode: fn(&[u8]) -> Result<R, DecodeError>,
+    /// The behaviour, for the error when it takes nothing from other nodes.
+    behaviour: &'static str,
+}
+
+impl<Q, R> Clone for Wire<Q, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<Q, R> Copy for Wire<Q, R> {}
+
+impl<Q: Serialize, R: DeserializeOwned> Wire<Q, R> {
+    fn serde() -> Self {
+        Self { encode: Some(|value| encode(value)), decode, behaviour: "" }
+    }
+}
+
+impl<Q, R> Wire<Q, R> {
+    fn encode(&self, value: &Q) -> Result<Bytes, EncodeError> {
+        match self.encode {
+            Some(encode) => encode(value),
+            None => Err(EncodeError(format!(
+                "behaviour {} takes no messages from other nodes (Process::remote_messages)",
+                self.behaviour
+            ))),
+        }
+    }
+}
+
+/// A behaviour's casts on the wire.
+pub(crate) fn cast_wire<P: Process>() -> Wire<P::Message, ()> {
+    let codec = P::remote_messages();
+    Wire {
+        encode: codec.map(|codec| codec.encode_cast),
+        decode: |_| Ok(()),
+        behaviour: std::any::type_name::<P>(),
+    }
+}
+
+/// A behaviour's calls on the wire.
+pub(crate) fn call_wire<P: Process>() -> Wire<P::Call, P::Reply> {
+    let codec = P::remote_messages();
+    Wire {
+        encode: codec.map(|codec| codec.encode_call),
+        decode: codec.map_or(|_| Err(DecodeError("no codec".into())), |codec| codec.decode_reply),
+        behaviour: std::any::type_name::<P>(),
+    }
+}
+
+/// Why an operation for another node could not even be handed to the transport.
 enum NotRoutable {
     NoProc,
     NoConnection,
-    Encode(crate::EncodeError),
+    Encode(EncodeError),
+}
+
+/// Where an operation for another node goes: a pid, or a name resolved by its node.
+#[derive(Clone)]
+enum Far {
+    Pid(Pid),
+    Named { node: NodeId, name: String },
+}
+
+impl Far {
+    fn cast(&self, payload: Bytes) -> Outbound {
+        match self.clone() {
+            Self::Pid(to) => Outbound::Cast { to, payload },
+            Self::Named { node, name } => {
+                Outbound::CastNamed { target: Pid::name_placeholder(node), name, payload }
+            }
+        }
+    }
+
+    fn call(&self, payload: Bytes, reply: RemoteReply) -> Outbound {
+        match self.clone() {
+            Self::Pid(to) => Outbound::Call { to, payload, reply },
+            Self::Named { node, name } => {
+                Outbound::CallNamed { target: Pid::name_placeholder(node), name, payload, reply }
+            }
+        }
+    }
+
+    fn node(&self) -> NodeId {
+        match self {
+            Self::Pid(pid) => pid.node(),
+            Self::Named { node, .. } => *node,
+        }
+    }
 }
 
 impl Runtime {
-    /// Casts `message` to `pid`, waiting for room if its mailbox (or the link to its node) is
-    /// full. A local process gets the value moved; a remote one gets it encoded. A process
-    /// casting to itself never waits: see [`crate::Addr::cast`].
-    pub async fn cast<M>(&self, pid: Pid, message: M) -> Result<(), SendError<M>>
+    /// Casts `message` to `to` (a pid, an [`crate::Addr`], a name, or any [`Dest`]), waiting
+    /// for room if its mailbox (or the link to its node) is full. A local process gets the value
+    /// moved; a remote one gets it encoded. A name not registered is [`SendError::NoProc`]. A
+    /// process casting to itself never waits: see [`crate::Addr::cast`].
+    pub async fn cast<M>(&self, to: impl Into<Dest>, message: M) -> Result<(), SendError<M>>
     where
         M: Serialize + Send + 'static,
     {
+        match to.into() {
+            Dest::Pid(pid) => self.cast_pid(pid, message, Wire::<M, ()>::serde()).await,
+            dest => Box::pin(self.cast_dest(dest, message, Wire::<M, ()>::serde())).await,
+        }
+    }
+
+    /// Casts `message` to `to` without waiting: a full mailbox, or a full link to the node,
+    /// is [`SendError::Full`]; a via-name not resolved yet is [`SendError::Unresolved`] (the
+    /// waiting [`Runtime::cast`] resolves it).
+    pub fn try_cast<M>(&self, to: impl Into<Dest>, message: M) -> Result<(), SendError<M>>
+    where
+        M: Serialize + Send + 'static,
+    {
+        self.try_cast_with(to.into(), message, Wire::<M, ()>::serde())
+    }
+
+    /// Calls `to` with `request` and waits up to `timeout` for a reply of type `R`. A process
+    /// calling itself is refused at once with [`CallError::CallingSelf`].
+    pub async fn call<Q, R>(
+        &self,
+        to: impl Into<Dest>,
+        request: Q,
+        timeout: Duration,
+    ) -> Result<R, CallError>
+    where
+        Q: Serialize + Send + 'static,
+        R: DeserializeOwned + Send + 'static,
+    {
+        match to.into() {
+            Dest::Pid(pid) => self.call_pid(pid, request, timeout, Wire::serde()).await,
+            dest => Box::pin(self.call_dest(dest, request, timeout, Wire::serde())).await,
+        }
+    }
+
+    /// The typed cast of [`crate::Target`] and remote [`crate::Addr`]s.
+    pub(crate) async fn cast_typed<P: Process>(
+        &self,
+        to: &Dest,
+        message: P::Message,
+    ) -> Result<(), SendError<P::Message>> {
+        match to {
+            Dest::Pid(pid) => self.cast_pid(*pid, message, cast_wire::<P>()).await,
+            dest => Box::pin(self.cast_dest(dest.clone(), message, cast_wire::<P>())).await,
+        }
+    }
+
+    /// The typed try-cast of remote [`crate::Addr`]s.
+    pub(crate) fn try_cast_typed<P: Process>(
+        &self,
+        to: Pid,
+        message: P::Message,
+    ) -> Result<(), SendError<P::Message>> {
+        self.try_cast_with(Dest::Pid(to), message, cast_wire::<P>())
+    }
+
+    /// The typed call of [`crate::Target`] and remote [`crate::Addr`]s.
+    pub(crate) async fn call_typed<P: Process>(
+        &self,
+        to: &Dest,
+        request: P::Call,
+        timeout: Duration,
+    ) -> Result<P::Reply, CallError> {
+        match to {
+            Dest::Pid(pid) => self.call_pid(*pid, request, timeout, call_wire::<P>()).await,
+            dest => {
+                Box::pin(self.call_dest(dest.clone(), request, timeout, call_wire::<P>())).await
+            }
+        }
+    }
+
+    /// A cast to anything but a pid: the name resolved here, by its node, or by its layer (a
+    /// via-name whose process is gone is resolved once more).
+    async fn cast_dest<M, R>(
+        &self,
+        dest: Dest,
+        message: M,
+        wire: Wire<M, R>,
+    ) -> Result<(), SendError<M>>
+    where
+        M: Send + 'static,
+    {
+        match dest {
+            Dest::Pid(pid) => self.cast_pid(pid, message, wire).await,
+            Dest::Name(name) => match self.whereis(&name) {
+                Some(pid) => self.cast_pid(pid, message, wire).await,
+                None => Err(SendError::NoProc(message)),
+            },
+            Dest::NameOn { node, name } if node == self.node() => match self.whereis(&name) {
+                Some(pid) => self.cast_pid(pid, message, wire).await,
+                None => Err(SendError::NoProc(message)),
+            },
+            Dest::NameOn { node, name } => {
+                self.cast_far(Far::Named { node, name }, message, wire).await
+            }
+            Dest::Via(via) => {
+                let mut message = message;
+                for attempt in 0..2 {
+                    let pid = match via.resolve().await {
+                        Ok(pid) => pid,
+                        Err(error) => return Err(unresolved(error, message)),
+                    };
+                    match self.cast_pid(pid, message, wire).await {
+                        Err(SendError::NoProc(back)) if attempt == 0 => {
+                            via.forget(pid);
+                            message = back;
+                        }
+                        done => return done,
+                    }
+                }
+                unreachable!("the second attempt returns")
+            }
+        }
+    }
+
+    fn try_cast_with<M, R>(
+        &self,
+        dest: Dest,
+        message: M,
+        wire: Wire<M, R>,
+    ) -> Result<(), SendError<M>>
+    where
+        M: Send + 'static,
+    {
+        let far = match dest {
+            Dest::Pid(pid) if self.is_local(pid) => {
+                return match self.lookup(pid) {
+                    Some(cell) => cell.try_cast_any(Box::new(message)).map_err(send_error),
+                    None => Err(SendError::NoProc(message)),
+                };
+            }
+            Dest::Pid(pid) => Far::Pid(pid),
+            Dest::NameOn { node, name } if node != self.node() => Far::Named { node, name },
+            local => match local.resolve_now(self) {
+                Some(pid) => return self.try_cast_with(Dest::Pid(pid), message, wire),
+                None if matches!(local, Dest::Via(_)) => {
+                    let error = ResolveError::Failed {
+                        what: local.to_string(),
+                        reason: "not resolved yet (a waiting cast resolves it)".into(),
+                    };
+                    return Err(SendError::Unresolved(message, error));
+                }
+                None => return Err(SendError::NoProc(message)),
+            },
+        };
+        let (remote, payload) = match self.prepare_remote(far.node(), &message, &wire) {
+            Ok(prepared) => prepared,
+            Err(failure) => return Err(not_routable(failure, message)),
+        };
+        match remote.try_route(far.cast(payload)) {
+            Ok(()) => Ok(()),
+            Err(RouteError::Full(_)) => Err(SendError::Full(message)),
+            Err(RouteError::NoConnection(_)) => Err(SendError::NoConnection(message)),
+        }
+    }
+
+    /// A cast to a pid, local or remote.
+    async fn cast_pid<M, R>(
+        &self,
+        pid: Pid,
+        message: M,
+        wire: Wire<M, R>,
+    ) -> Result<(), SendError<M>>
+    where
+        M: Send + 'static,
+    {
         if !self.is_local(pid) {
-            return self.cast_remote(pid, message).await;
+            return self.cast_far(Far::Pid(pid), message, wire).await;
         }
         let mut message: AnyBox = Box::new(message);
         loop {
@@ -53,35 +320,17 @@ impl Runtime {
         }
     }
 
-    /// Casts `message` to `pid` without waiting: a full mailbox, or a full link to the node,
-    /// is [`SendError::Full`].
-    pub fn try_cast<M>(&self, pid: Pid, message: M) -> Result<(), SendError<M>>
-    where
-        M: Serialize + Send + 'static,
-    {
-        if self.is_local(pid) {
-            return match self.lookup(pid) {
-                Some(cell) => cell.try_cast_any(Box::new(message)).map_err(send_error),
-                None => Err(SendError::NoProc(message)),
-            };
-        }
-        let (remote, payload) = match self.prepare_remote(pid, &message) {
+    async fn cast_far<M, R>(
+        &self,
+        far: Far,
+        message: M,
+        wire: Wire<M, R>,
+    ) -> Result<(), SendError<M>> {
+        let (remote, payload) = match self.prepare_remote(far.node(), &message, &wire) {
             Ok(prepared) => prepared,
             Err(failure) => return Err(not_routable(failure, message)),
         };
-        match remote.try_route(Outbound::Cast { to: pid, payload }) {
-            Ok(()) => Ok(()),
-            Err(RouteError::Full(_)) => Err(SendError::Full(message)),
-            Err(RouteError::NoConnection(_)) => Err(SendError::NoConnection(message)),
-        }
-    }
-
-    async fn cast_remote<M: Serialize>(&self, pid: Pid, message: M) -> Result<(), SendError<M>> {
-        let (remote, payload) = match self.prepare_remote(pid, &message) {
-            Ok(prepared) => prepared,
-            Err(failure) => return Err(not_routable(failure, message)),
-        };
-        let mut outbound = Outbound::Cast { to: pid, payload };
+        let mut outbound = far.cast(payload);
         loop {
             match remote.try_route(outbound) {
                 Ok(()) => {
@@ -94,7 +343,7 @@ impl Runtime {
                 }
                 Err(RouteError::Full(back)) => {
                     outbound = back;
-                    if poll_fn(|cx| remote.poll_ready(pid, cx)).await.is_err() {
+                    if poll_fn(|cx| remote.poll_ready(&outbound, cx)).await.is_err() {
                         return Err(SendError::NoConnection(message));
                     }
                 }
@@ -103,41 +352,73 @@ impl Runtime {
         }
     }
 
-    fn prepare_remote<M: Serialize>(
+    fn prepare_remote<Q, R>(
         &self,
-        pid: Pid,
-        message: &M,
+        node: NodeId,
+        message: &Q,
+        wire: &Wire<Q, R>,
     ) -> Result<(Arc<dyn Remote>, Bytes), NotRoutable> {
-        if pid.node() == self.node() {
+        if node == self.node() {
             // A pid of a previous run of this node: that process is gone.
             return Err(NotRoutable::NoProc);
         }
         let remote = self.remote().ok_or(NotRoutable::NoConnection)?.clone();
-        let payload = encode(message).map_err(NotRoutable::Encode)?;
+        let payload = wire.encode(message).map_err(NotRoutable::Encode)?;
         Ok((remote, payload))
     }
 
-    /// Calls `pid` with `request` and waits up to `timeout` for a reply of type `R`. A process
-    /// calling itself is refused at once with [`CallError::CallingSelf`].
-    pub async fn call<Q, R>(&self, pid: Pid, request: Q, timeout: Duration) -> Result<R, CallError>
+    /// A call to anything but a pid (see [`Runtime::cast_dest`]).
+    async fn call_dest<Q, R>(
+        &self,
+        dest: Dest,
+        request: Q,
+        timeout: Duration,
+        wire: Wire<Q, R>,
+    ) -> Result<R, CallError>
     where
-        Q: Serialize + Send + 'static,
-        R: DeserializeOwned + Send + 'static,
+        Q: Send + 'static,
+        R: Send + 'static,
+    {
+        let far = match dest {
+            Dest::NameOn { node, name } if node != self.node() => Far::Named { node, name },
+            Dest::Via(via) => {
+                // Unlike a cast, the request is moved into the first attempt: a process found
+                // gone is forgotten, for the next operation to resolve afresh.
+                let pid = via.resolve().await.map_err(|error| match error {
+                    ResolveError::NoProc(_) => CallError::NoProc,
+                    ResolveError::NoConnection(_) => CallError::NoConnection,
+                    error => CallError::Unresolved(error),
+                })?;
+                let outcome = self.call_pid(pid, request, timeout, wire).await;
+                if matches!(outcome, Err(CallError::NoProc)) {
+                    via.forget(pid);
+                }
+                return outcome;
+            }
+            local => match local.resolve_now(self) {
+                Some(pid) => return self.call_pid(pid, request, timeout, wire).await,
+                None => return Err(CallError::NoProc),
+            },
+        };
+        with_deadline(timeout, self.call_far(far, request, wire)).await
+    }
+
+    /// A call to a pid, local or remote.
+    async fn call_pid<Q, R>(
+        &self,
+        pid: Pid,
+        request: Q,
+        timeout: Duration,
+        wire: Wire<Q, R>,
+    ) -> Result<R, CallError>
+    where
+        Q: Send + 'static,
+        R: Send + 'static,
     {
         if self.is_local(pid) {
             within(timeout, self.call_local(pid, request)).await
         } else {
-            // An answer from another node never comes within one round of the scheduler, so
-            // the timer is armed at once rather than after a yield.
-            let deadline = tokio::time::Instant::now().checked_add(timeout);
-            let exchange = self.call_remote(pid, request);
-            match deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline, exchange)
-                    .await
-                    .unwrap_or(Err(CallError::Timeout)),
-                // Further away than the clock can count: no deadline at all.
-                None => exchange.await,
-            }
+            with_deadline(timeout, self.call_far(Far::Pid(pid), request, wire)).await
         }
     }
 
@@ -178,25 +459,21 @@ impl Runtime {
         }
     }
 
-    async fn call_remote<Q, R>(&self, pid: Pid, request: Q) -> Result<R, CallError>
-    where
-        Q: Serialize,
-        R: DeserializeOwned,
-    {
+    async fn call_far<Q, R>(&self, far: Far, request: Q, wire: Wire<Q, R>) -> Result<R, CallError> {
         let (remote, payload) =
-            self.prepare_remote(pid, &request).map_err(|failure| match failure {
+            self.prepare_remote(far.node(), &request, &wire).map_err(|failure| match failure {
                 NotRoutable::NoProc => CallError::NoProc,
                 NotRoutable::NoConnection => CallError::NoConnection,
                 NotRoutable::Encode(error) => CallError::Encode(error),
             })?;
         let (reply, answer) = RemoteReply::new();
-        let mut outbound = Outbound::Call { to: pid, payload, reply };
+        let mut outbound = far.call(payload, reply);
         loop {
             match remote.try_route(outbound) {
                 Ok(()) => break,
                 Err(RouteError::Full(back)) => {
                     outbound = back;
-                    if poll_fn(|cx| remote.poll_ready(pid, cx)).await.is_err() {
+                    if poll_fn(|cx| remote.poll_ready(&outbound, cx)).await.is_err() {
                         return Err(CallError::NoConnection);
                     }
                 }
@@ -204,7 +481,7 @@ impl Runtime {
             }
         }
         match answer.await {
-            Ok(Ok(bytes)) => decode(&bytes).map_err(CallError::Decode),
+            Ok(Ok(bytes)) => (wire.decode)(&bytes).map_err(CallError::Decode),
             Ok(Err(failure)) => Err(match failure {
                 RemoteFailure::NoProc => CallError::NoProc,
                 RemoteFailure::Exited(reason) => CallError::Exited(reason),
@@ -215,6 +492,21 @@ impl Runtime {
             // The transport dropped the call: the connection was lost before an answer.
             Err(_) => Err(CallError::NoConnection),
         }
+    }
+}
+
+/// Runs a call to another node for at most `timeout`. Its answer never comes within one round
+/// of the scheduler, so the timer is armed at once (unlike a local call's, see `within`).
+async fn with_deadline<R>(
+    timeout: Duration,
+    exchange: impl Future<Output = Result<R, CallError>>,
+) -> Result<R, CallError> {
+    match tokio::time::Instant::now().checked_add(timeout) {
+        Some(deadline) => {
+            tokio::time::timeout_at(deadline, exchange).await.unwrap_or(Err(CallError::Timeout))
+        }
+        // Further away than the clock can count: no deadline at all.
+        None => exchange.await,
     }
 }
 
@@ -238,5 +530,13 @@ fn not_routable<M>(failure: NotRoutable, message: M) -> SendError<M> {
         NotRoutable::NoProc => SendError::NoProc(message),
         NotRoutable::NoConnection => SendError::NoConnection(message),
         NotRoutable::Encode(error) => SendError::Encode(message, error),
+    }
+}
+
+fn unresolved<M>(error: ResolveError, message: M) -> SendError<M> {
+    match error {
+        ResolveError::NoProc(_) => SendError::NoProc(message),
+        ResolveError::NoConnection(_) => SendError::NoConnection(message),
+        error => SendError::Unresolved(message, error),
     }
 }

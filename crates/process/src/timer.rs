@@ -98,6 +98,30 @@ impl TimerRef {
         *shared.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task.abort_handle());
         Some(Self { id, shared })
     }
+
+    /// Starts a timer tied to no process of this node (its target runs on another): it runs
+    /// `deliver` after `delay` unless cancelled first.
+    pub(crate) fn detached(
+        handle: &tokio::runtime::Handle,
+        id: Ref,
+        delay: Duration,
+        deliver: impl Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        let shared = Arc::new(TimerShared {
+            settled: AtomicBool::new(false),
+            task: Mutex::new(None),
+            target: None,
+        });
+        let fired = shared.clone();
+        let task = handle.spawn(async move {
+            tokio::time::sleep(delay).await;
+            if !fired.settled.swap(true, Ordering::AcqRel) {
+                deliver.await;
+            }
+        });
+        *shared.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task.abort_handle());
+        Self { id, shared }
+    }
 }
 
 /// Anything that leads to a process's [`Control`] (its cell, typed or erased).

@@ -15,6 +15,8 @@ mod support;
 
 #[path = "process/calls.rs"]
 mod calls;
+#[path = "process/dests.rs"]
+mod dests;
 #[path = "process/factories.rs"]
 mod factories;
 #[path = "process/itself.rs"]

@@ -49,8 +49,8 @@ pub use shoal_transport as transport;
 /// The names most programs need, for a glob import.
 pub mod prelude {
     pub use shoal_process::{
-        Addr, CallError, ChildSpec, Context, ExitReason, MailboxConfig, Overflow, Pid, Process,
-        Ref, ReplyTo, Restart, Runtime, SendError, Shutdown, Signal, SpawnOptions,
+        Addr, CallError, ChildSpec, Codec, Context, Dest, ExitReason, MailboxConfig, Overflow, Pid,
+        Process, Ref, ReplyTo, Restart, Runtime, SendError, Shutdown, Signal, SpawnOptions, Target,
     };
     #[cfg(feature = "supervisor")]
     pub use shoal_supervisor::{
@@ -59,6 +59,10 @@ pub mod prelude {
     };
     // `Node` is the transport's node for now; the facade's own `Node`, which will start every
     // layer together, takes the name when the other layers land.
+    #[cfg(feature = "broadcast")]
+    pub use shoal_broadcast::{Broadcast, BroadcastConfig, BroadcastError, Topic};
+    #[cfg(feature = "paxos")]
+    pub use shoal_paxos::{Paxos, PaxosConfig, PaxosError};
     #[cfg(feature = "transport")]
-    pub use shoal_transport::{DownReason, Node, NodeEvent, RemoteError};
+    pub use shoal_transport::{ClusterKey, DownReason, Node, NodeEvent, RemoteError};
 }

@@ -10,7 +10,7 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use shoal_transport::handshake::{Hello, Initiator, Message};
-use shoal_transport::{ChannelConfig, Key, NodeSpec, Protection};
+use shoal_transport::{ChannelConfig, ClusterKey, NodeSpec, Protection};
 
 const BOUND: Duration = Duration::from_secs(20);
 
@@ -87,7 +87,7 @@ fn generate_key() -> String {
 
 /// Connects to `addr` as a node `x` holding `key`, and returns the node's answer to its first
 /// handshake message.
-fn greet(addr: SocketAddr, key: &Key) -> Option<Message> {
+fn greet(addr: SocketAddr, key: &ClusterKey) -> Option<Message> {
     let spec = NodeSpec {
         name: "x".into(),
         incarnation: 1,
@@ -118,7 +118,7 @@ fn greet(addr: SocketAddr, key: &Key) -> Option<Message> {
 #[test]
 fn generate_key_prints_a_fresh_key() {
     let (first, second) = (generate_key(), generate_key());
-    assert!(Key::from_hex(&first).is_ok(), "{first:?}");
+    assert!(ClusterKey::from_hex(&first).is_ok(), "{first:?}");
     assert_eq!(first.len(), 64);
     assert_ne!(first, second);
 }
@@ -128,7 +128,7 @@ fn generate_key_prints_a_fresh_key() {
 #[test]
 fn a_refused_connection_is_logged_with_its_reason() {
     let key = generate_key();
-    let other = Key::generate();
+    let other = ClusterKey::generate();
     for (level, logged) in [("warn", true), ("info", true), ("off", false)] {
         let node = NodeProcess::start(&key, level);
         match greet(node.addr, &other) {

@@ -32,6 +32,8 @@ impl Waiter {
             Self::Runtime(reply) => {
                 reply.send(outcome.map_err(|failure| match failure {
                     Failure::Process(failure) => failure,
+                    // A call by name that no process has there.
+                    Failure::NotRegistered(_) => RemoteFailure::NoProc,
                     // A process call is only ever answered with a process failure.
                     other => RemoteFailure::BadReply(other.to_string()),
                 }));

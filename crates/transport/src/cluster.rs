@@ -38,7 +38,7 @@ use crate::progress::StallWatch;
 use crate::remote::{Processes, Transport};
 use crate::tasks::Tasks;
 use crate::wire::Frame;
-use crate::{CONTROL_CHANNEL, DownReason, NodeEvent, NodeSpec, StartError};
+use crate::{CONTROL_CHANNEL, DownReason, NodeEvent, NodeSpec, NodeStartError};
 
 /// Heartbeat ticks between two traces of a peer's counters.
 const STATS_EVERY_TICKS: u64 = 40;
@@ -64,15 +64,15 @@ impl Cluster {
     pub(crate) async fn start(
         mut config: NodeConfig,
         runtime: Runtime,
-    ) -> Result<Arc<Self>, StartError> {
+    ) -> Result<Arc<Self>, NodeStartError> {
         let listener = config
             .network
             .bind(config.listen)
             .await
-            .map_err(|error| StartError::Bind(config.listen, error.to_string()))?;
+            .map_err(|error| NodeStartError::Bind(config.listen, error.to_string()))?;
         let listen_addr = listener
             .local_addr()
-            .map_err(|error| StartError::Bind(config.listen, error.to_string()))?;
+            .map_err(|error| NodeStartError::Bind(config.listen, error.to_string()))?;
         let spec = NodeSpec {
             name: config.name.clone(),
             incarnation: runtime.incarnation(),
@@ -110,7 +110,9 @@ impl Cluster {
         });
         let transport = Transport::new(&cluster.processes);
         if cluster.runtime().set_remote(Arc::new(transport)).is_err() {
-            return Err(StartError::InvalidConfig("the runtime already has a transport".into()));
+            return Err(NodeStartError::InvalidConfig(
+                "the runtime already has a transport".into(),
+            ));
         }
         cluster.tasks.spawn(accept_loop(cluster.clone(), listener));
         match &cluster.config.membership {

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use shoal_process::Runtime;
 
-use crate::handshake::{Key, Protection};
+use crate::handshake::{ClusterKey, Protection};
 use crate::net::{Network, TcpNetwork};
-use crate::{CONTROL_CHANNEL, ChannelConfig, DEFAULT_CHANNEL, Node, StartError};
+use crate::{CONTROL_CHANNEL, ChannelConfig, DEFAULT_CHANNEL, Node, NodeStartError};
 
 /// See [`NodeBuilder::hello_timeout`].
 const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_millis(500);
@@ -52,7 +52,7 @@ pub enum Membership {
 pub(crate) struct NodeConfig {
     pub(crate) name: String,
     pub(crate) listen: SocketAddr,
-    pub(crate) key: Key,
+    pub(crate) key: ClusterKey,
     pub(crate) protection: Protection,
     pub(crate) channels: BTreeMap<String, ChannelConfig>,
     pub(crate) heartbeat_interval: Duration,
@@ -91,7 +91,7 @@ pub struct NodeBuilder {
 }
 
 impl NodeBuilder {
-    pub(crate) fn new(name: String, key: Key) -> Self {
+    pub(crate) fn new(name: String, key: ClusterKey) -> Self {
         let mut channels = BTreeMap::new();
         channels.insert(CONTROL_CHANNEL.to_owned(), ChannelConfig::new());
         channels.insert(DEFAULT_CHANNEL.to_owned(), ChannelConfig::new());
@@ -259,14 +259,14 @@ impl NodeBuilder {
     }
 
     /// Checks the configuration, listens, and starts the node.
-    pub async fn start(mut self) -> Result<Node, StartError> {
+    pub async fn start(mut self) -> Result<Node, NodeStartError> {
         self.validate()?;
         Node::start(self.config).await
     }
 
-    fn validate(&mut self) -> Result<(), StartError> {
+    fn validate(&mut self) -> Result<(), NodeStartError> {
         let config = &mut self.config;
-        let invalid = |what: String| Err(StartError::InvalidConfig(what));
+        let invalid = |what: String| Err(NodeStartError::InvalidConfig(what));
         if let Some(control) = config.channels.get_mut(CONTROL_CHANNEL) {
             *control = ChannelConfig::new();
         }

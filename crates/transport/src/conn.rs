@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use crate::admission::Ticket;
 use crate::fault::{Faults, Flow, Verdict};
 use crate::handshake::{
-    HandshakeError, Hello, Initiator, Key, Keyed, Message, Protection, Responder,
+    ClusterKey, HandshakeError, Hello, Initiator, Keyed, Message, Protection, Responder,
 };
 use crate::net::{BoxFuture, Connection, Network, ReadHalf, WriteHalf};
 use crate::peer::{InboundTrack, Peer, millis_since};
@@ -30,7 +30,7 @@ use crate::{DownReason, NodeSpec};
 
 /// What the connection layer needs from its node.
 pub(crate) struct Wiring {
-    pub(crate) key: Key,
+    pub(crate) key: ClusterKey,
     /// How the connections this node opens are protected.
     pub(crate) protection: Protection,
     /// This node, as it introduces itself.

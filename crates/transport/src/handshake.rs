@@ -1,4 +1,4 @@
-//! The handshake, sans-IO: Noise `NNpsk0` over the cluster [`Key`], the protocol version
+//! The handshake, sans-IO: Noise `NNpsk0` over the cluster [`ClusterKey`], the protocol version
 //! negotiated, each connection given its two record keys (`crate::record`), and the initiator
 //! proving it holds them before the responder admits it.
 //!
@@ -20,7 +20,7 @@
 //! that many bytes. After them, everything is in sealed records, which any alteration, replay,
 //! reorder or injection fails to open.
 //!
-//! The cluster key is a [`Key`]: 32 random bytes, never a password. The first message can be
+//! The cluster key is a [`ClusterKey`]: 32 random bytes, never a password. The first message can be
 //! recorded by anyone on the path and is sealed under the key alone, so a guessable key could
 //! be found offline; 32 random bytes cannot. Only a holder of the key can make a first message
 //! the responder opens, or a reply the initiator opens. The ephemeral keys make every
@@ -63,9 +63,9 @@ const MESSAGE_HEAD_BYTES: usize = 3;
 
 /// The cluster key: 32 bytes from a random generator, shared by every node of a cluster.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Key([u8; 32]);
+pub struct ClusterKey([u8; 32]);
 
-impl Key {
+impl ClusterKey {
     /// A new random key, from the operating system.
     pub fn generate() -> Self {
         let mut key = [0; 32];
@@ -75,30 +75,30 @@ impl Key {
         Self(key)
     }
 
-    /// The key written as 64 hexadecimal digits (what [`Key::to_hex`] gives).
-    pub fn from_hex(hex: &str) -> Result<Self, KeyError> {
+    /// The key written as 64 hexadecimal digits (what [`ClusterKey::to_hex`] gives).
+    pub fn from_hex(hex: &str) -> Result<Self, ClusterKeyError> {
         let hex = hex.trim();
         if hex.len() != 64 {
-            return Err(KeyError::Length(hex.len()));
+            return Err(ClusterKeyError::Length(hex.len()));
         }
         let mut key = [0; 32];
         for (byte, pair) in key.iter_mut().zip(hex.as_bytes().chunks(2)) {
-            let pair = std::str::from_utf8(pair).map_err(|_| KeyError::NotHex)?;
-            *byte = u8::from_str_radix(pair, 16).map_err(|_| KeyError::NotHex)?;
+            let pair = std::str::from_utf8(pair).map_err(|_| ClusterKeyError::NotHex)?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| ClusterKeyError::NotHex)?;
         }
         Self::from_bytes(key)
     }
 
     /// A key from its 32 bytes, refused when they cannot have come from a random generator
     /// (fewer than 8 distinct byte values: 32 random bytes have about 30).
-    pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, KeyError> {
+    pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, ClusterKeyError> {
         let mut seen = [false; 256];
         for byte in bytes {
             seen[usize::from(byte)] = true;
         }
         let distinct = seen.iter().filter(|seen| **seen).count();
         if distinct < 8 {
-            return Err(KeyError::NotRandom(distinct));
+            return Err(ClusterKeyError::NotRandom(distinct));
         }
         Ok(Self(bytes))
     }
@@ -109,16 +109,16 @@ impl Key {
     }
 }
 
-impl fmt::Debug for Key {
+impl fmt::Debug for ClusterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Key(..)")
+        f.write_str("ClusterKey(..)")
     }
 }
 
-impl std::str::FromStr for Key {
-    type Err = KeyError;
+impl std::str::FromStr for ClusterKey {
+    type Err = ClusterKeyError;
 
-    fn from_str(hex: &str) -> Result<Self, KeyError> {
+    fn from_str(hex: &str) -> Result<Self, ClusterKeyError> {
         Self::from_hex(hex)
     }
 }
@@ -126,7 +126,7 @@ impl std::str::FromStr for Key {
 /// A key that was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum KeyError {
+pub enum ClusterKeyError {
     /// Not 64 hexadecimal digits long.
     #[error(
         "a key is 64 hexadecimal digits (32 random bytes, from `shoal-node generate-key`), \
@@ -320,7 +320,7 @@ pub struct Initiator {
 
 impl Initiator {
     /// Starts a handshake with `hello`; returns the first message to send.
-    pub fn start(key: &Key, hello: &Hello) -> Result<(Self, Message), HandshakeError> {
+    pub fn start(key: &ClusterKey, hello: &Hello) -> Result<(Self, Message), HandshakeError> {
         let mut state = builder(key).build_initiator().map_err(internal)?;
         let payload = rmp_serde::to_vec_named(hello)
             .map_err(|error| HandshakeError::Malformed(error.to_string()))?;
@@ -368,7 +368,7 @@ impl Responder {
     /// does not open under `key` is refused before anything is said back; one that opens is
     /// not yet proof of anything (it may be replayed): the initiator's first record is.
     pub fn answer(
-        key: &Key,
+        key: &ClusterKey,
         first: &[u8],
         us: &NodeSpec,
         ours: Protection,
@@ -421,7 +421,7 @@ fn check_protection(ours: Protection, theirs: Protection) -> Result<(), Handshak
     Ok(())
 }
 
-fn builder(key: &Key) -> snow::Builder<'_> {
+fn builder(key: &ClusterKey) -> snow::Builder<'_> {
     let params = PATTERN.parse().expect("the Noise pattern is valid");
     snow::Builder::new(params).prologue(PROLOGUE).psk(0, &key.0)
 }

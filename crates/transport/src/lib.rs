@@ -3,7 +3,7 @@
 //! A [`Node`] is a `shoal_process` runtime with a name, an incarnation (fresh at every start)
 //! and a listen address, connected to other nodes over TCP:
 //!
-//! - a handshake (Noise `NNpsk0` over a 32-byte cluster [`Key`]; protocol versions negotiated,
+//! - a handshake (Noise `NNpsk0` over a 32-byte cluster [`ClusterKey`]; protocol versions negotiated,
 //!   so nodes one version apart interoperate; names and incarnations checked): [`handshake`];
 //! - every connection after its handshake in sealed records (ChaCha20-Poly1305, 64 KiB at
 //!   most, the nonce the record's number), so any alteration, replay, reorder or injection
@@ -22,9 +22,10 @@
 //!   any pid (OTP's `node(Pid)`);
 //! - remote process operations through the runtime's seam (`shoal_process::remote`): cast,
 //!   call, monitors (a `Down` with `noconnection` when the node is lost) and links work on
-//!   remote pids exactly as on local ones, and a monitor by registered name on a node
-//!   (`Context::monitor_name`) is resolved on that node; plus named processes on a node, remote spawn by
-//!   factory, `is_alive` for any pid, and RPC to handlers registered by name;
+//!   remote pids exactly as on local ones, and a process registered by name on a node is
+//!   reached (cast, call, monitor) by its name there (`shoal_process::Dest::NameOn`), resolved
+//!   on that node; plus remote spawn by factory, `is_alive` for any pid, and RPC to handlers
+//!   registered by name;
 //! - services ([`Node::open_service`]): the same named endpoint on every node, through which
 //!   protocol drivers (Paxos, Plumtree) exchange their cores' messages;
 //! - fault injection ([`Node::inject_fault`], [`Node::heal`]) for tests and the cluster test.
@@ -37,8 +38,8 @@
 //!
 //! # Security
 //!
-//! Every node of a cluster holds its one [`Key`] (32 random bytes: `shoal-node generate-key`,
-//! or [`Key::generate`]). The handshake is Noise `NNpsk0` over it: a connection opens only
+//! Every node of a cluster holds its one [`ClusterKey`] (32 random bytes: `shoal-node generate-key`,
+//! or [`ClusterKey::generate`]). The handshake is Noise `NNpsk0` over it: a connection opens only
 //! between holders of the key, each connection gets fresh keys of its own, and a recorded
 //! handshake reveals nothing that would let anyone test guesses of the key offline. After the
 //! handshake every byte is in sealed records ([`record`]): [`Protection::Encrypted`] by
@@ -84,14 +85,14 @@
 //!         reply.send(text.to_uppercase());
 //!     }
 //!
-//!     fn codec() -> Option<Codec<Self>> {
+//!     fn remote_messages() -> Option<Codec<Self>> {
 //!         Some(Codec::msgpack())
 //!     }
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let key = shoal_transport::Key::generate();
+//! let key = shoal_transport::ClusterKey::generate();
 //! let a = Node::builder("a", key.clone()).start().await?;
 //! let b = Node::builder("b", key).start().await?;
 //! b.join(a.listen_addr()).await?;
@@ -132,7 +133,7 @@ use std::time::Duration;
 
 pub use config::{Membership, NodeBuilder};
 pub use fault::{Direction, Fault};
-pub use handshake::{HandshakeError, Key, KeyError, Protection};
+pub use handshake::{ClusterKey, ClusterKeyError, HandshakeError, Protection};
 pub use node::Node;
 pub use peer::PeerStats;
 pub use service::{Inbox, Incoming, Service, ServiceError};
@@ -194,7 +195,7 @@ impl fmt::Display for DownReason {
 /// A node that did not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum StartError {
+pub enum NodeStartError {
     /// The configuration is inconsistent.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),

@@ -10,13 +10,13 @@ use shoal_process::{NodeId, Pid, Runtime};
 use tokio::sync::broadcast;
 
 use crate::cluster::Cluster;
-use crate::config::{NodeBuilder, NodeConfig};
+use crate::config::{Membership, NodeBuilder, NodeConfig};
 use crate::conn::{self, ConnError};
 use crate::fault::{Direction, Fault};
-use crate::handshake::Key;
+use crate::handshake::ClusterKey;
 use crate::peer::PeerStats;
 use crate::wire::Frame;
-use crate::{CONTROL_CHANNEL, DownReason, JoinError, NodeEvent, NodeSpec, StartError};
+use crate::{CONTROL_CHANNEL, DownReason, JoinError, NodeEvent, NodeSpec, NodeStartError};
 
 /// A Shoal node: a process runtime connected to other nodes.
 ///
@@ -25,9 +25,9 @@ use crate::{CONTROL_CHANNEL, DownReason, JoinError, NodeEvent, NodeSpec, StartEr
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use shoal_transport::{Key, Node};
+/// use shoal_transport::{ClusterKey, Node};
 ///
-/// let key = Key::generate(); // in a real cluster: read from a file (`shoal-node generate-key`)
+/// let key = ClusterKey::generate(); // in a real cluster: read from a file (`shoal-node generate-key`)
 /// let a = Node::builder("a", key.clone()).start().await?;
 /// let b = Node::builder("b", key).start().await?;
 /// b.join(a.listen_addr()).await?;
@@ -41,15 +41,15 @@ pub struct Node {
 
 impl Node {
     /// Configures a node called `name` (unique in the cluster) with the cluster `key`, which
-    /// every node of the cluster holds (32 random bytes: see [`Key`]).
-    pub fn builder(name: impl Into<String>, key: Key) -> NodeBuilder {
+    /// every node of the cluster holds (32 random bytes: see [`ClusterKey`]).
+    pub fn builder(name: impl Into<String>, key: ClusterKey) -> NodeBuilder {
         NodeBuilder::new(name.into(), key)
     }
 
-    pub(crate) async fn start(mut config: NodeConfig) -> Result<Self, StartError> {
+    pub(crate) async fn start(mut config: NodeConfig) -> Result<Self, NodeStartError> {
         let runtime = match config.runtime.take() {
             Some(runtime) if runtime.node_name() != config.name => {
-                return Err(StartError::InvalidConfig(format!(
+                return Err(NodeStartError::InvalidConfig(format!(
                     "the runtime is named {:?}, the node {:?}",
                     runtime.node_name(),
                     config.name
@@ -64,6 +64,11 @@ impl Node {
     /// The process runtime of this node.
     pub fn runtime(&self) -> &Runtime {
         self.cluster.runtime()
+    }
+
+    /// How this node finds its peers (what it was built with).
+    pub fn membership(&self) -> &Membership {
+        &self.cluster.config.membership
     }
 
     /// This node's name.

@@ -373,6 +373,14 @@ impl Peer {
         self.any_held.load(Ordering::Acquire) && lock(&self.held).contains(to)
     }
 
+    /// Whether the process registered as `name` is held (see [`Peer::is_held`]).
+    pub(crate) fn is_held_name(&self, name: &str) -> bool {
+        self.any_held.load(Ordering::Acquire)
+            && lock(&self.held)
+                .iter()
+                .any(|held| matches!(held, Addressee::Name(held) if held == name))
+    }
+
     /// Ready when `to` is not held (or the peer is down, which the next push reports).
     pub(crate) fn poll_unheld(&self, to: &Addressee, cx: &mut Context<'_>) -> Poll<()> {
         if !self.is_held(to) {

@@ -6,8 +6,8 @@
 //!
 //! OTP's rule holds for every kind of send: what one process sends to another arrives in the
 //! order it was sent, whatever its kind (cast, call, exit signal, `Down`, link, monitor,
-//! reply) and however the receiver is addressed (by pid, by registered name, by
-//! `call_named`). Every frame is keyed by its *sender*: the process on whose behalf it goes (a
+//! reply) and however the receiver is addressed (by pid, or by registered name with a
+//! `shoal_process::Dest`). Every frame is keyed by its *sender*: the process on whose behalf it goes (a
 //! `Down` and an exit signal by the process that exited or sent it, a monitor or link by the
 //! watcher or linker, a reply by the process that answered, a remote spawn's answer by the new
 //! process, an RPC's answer by the handler's task), or the task that sends it for code outside
@@ -49,13 +49,14 @@ use shoal_process::remote::{
     Admitted, DeliverError, Inbound, Outbound, Remote, RemoteReply, ReplySink, RouteError,
     Unreachable,
 };
-use shoal_process::{ExitKind, ExitReason, Pid, Ref, RemoteFailure, Runtime};
+use shoal_process::{ExitKind, ExitReason, NodeId, Pid, Ref, RemoteFailure, Runtime};
 
 use crate::DEFAULT_CHANNEL;
 use crate::answers::{PendingAnswers, Waiter};
 use crate::membership::Members;
 use crate::net::BoxFuture;
 use crate::peer::{Bound, Lane, Peer, PushError, lock, pid_key, sender_key};
+use crate::requests::name_key;
 use crate::rpc::{self, RpcHandlers};
 use crate::tasks::Tasks;
 use crate::wire::{Addressee, Failure, Frame};
@@ -121,23 +122,41 @@ impl Remote for Transport {
         processes.route(&peer, outbound)
     }
 
-    fn poll_ready(&self, to: Pid, cx: &mut Context<'_>) -> Poll<Result<(), Unreachable>> {
-        let Some(peer) = self.0.upgrade().and_then(|processes| processes.members.get(to.node()))
-        else {
+    fn poll_ready(
+        &self,
+        waiting: &Outbound,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Unreachable>> {
+        let peer = self.0.upgrade().and_then(|processes| processes.members.get(waiting.node()));
+        let Some(peer) = peer else {
             return Poll::Ready(Err(Unreachable));
         };
+        let addressee = match waiting {
+            Outbound::CastNamed { name, .. } | Outbound::CallNamed { name, .. } => {
+                Addressee::Name(name.clone())
+            }
+            Outbound::Cast { to, .. } | Outbound::Call { to, .. } => Addressee::Pid(*to),
+            // Only casts and calls are handed back for want of room.
+            _ => return Poll::Ready(Ok(())),
+        };
         match peer.poll_room(cx) {
-            Poll::Ready(Ok(())) => peer.poll_unheld(&Addressee::Pid(to), cx).map(Ok),
+            Poll::Ready(Ok(())) => peer.poll_unheld(&addressee, cx).map(Ok),
             other => other.map_err(|()| Unreachable),
         }
+    }
+
+    fn is_connected(&self, node: NodeId) -> bool {
+        let peer = self.0.upgrade().and_then(|processes| processes.members.get(node));
+        peer.is_some_and(|peer| peer.is_up())
     }
 }
 
 impl Processes {
     fn route(&self, peer: &Peer, outbound: Outbound) -> Result<(), RouteError> {
+        let node = peer.id;
         let handed_back = |error: PushError, reply: Option<RemoteReply>| match error {
-            PushError::Full(frame) => RouteError::Full(into_outbound(frame, reply)),
-            PushError::Down(frame) => RouteError::NoConnection(into_outbound(frame, reply)),
+            PushError::Full(frame) => RouteError::Full(into_outbound(node, frame, reply)),
+            PushError::Down(frame) => RouteError::NoConnection(into_outbound(node, frame, reply)),
         };
         match outbound {
             Outbound::Cast { to, payload } => {
@@ -156,6 +175,31 @@ impl Processes {
                 let id = self.answers.await_from(peer.id, Waiter::Runtime(reply));
                 let lane = Lane::new(sender_key(), pid_key(to));
                 let frame = Frame::Call { id, to, payload };
+                peer.push(DEFAULT_CHANNEL, lane, frame, Bound::Counted).map_err(|error| {
+                    let reply = match self.answers.withdraw(id) {
+                        Some(Waiter::Runtime(reply)) => Some(reply),
+                        _ => None,
+                    };
+                    handed_back(error, reply)
+                })
+            }
+            Outbound::CastNamed { target, name, payload } => {
+                if peer.is_held_name(&name) {
+                    return Err(RouteError::Full(Outbound::CastNamed { target, name, payload }));
+                }
+                let lane = Lane::new(sender_key(), name_key(&name));
+                let frame = Frame::CastNamed { name, payload };
+                peer.push(DEFAULT_CHANNEL, lane, frame, Bound::Counted)
+                    .map_err(|error| handed_back(error, None))
+            }
+            Outbound::CallNamed { target, name, payload, reply } => {
+                if peer.is_held_name(&name) {
+                    let call = Outbound::CallNamed { target, name, payload, reply };
+                    return Err(RouteError::Full(call));
+                }
+                let id = self.answers.await_from(peer.id, Waiter::Runtime(reply));
+                let lane = Lane::new(sender_key(), name_key(&name));
+                let frame = Frame::CallNamed { id, name, payload };
                 peer.push(DEFAULT_CHANNEL, lane, frame, Bound::Counted).map_err(|error| {
                     let reply = match self.answers.withdraw(id) {
                         Some(Waiter::Runtime(reply)) => Some(reply),
@@ -222,11 +266,16 @@ impl Processes {
     }
 }
 
-/// Turns a frame that was not queued back into the operation it came from.
-fn into_outbound(frame: Frame, reply: Option<RemoteReply>) -> Outbound {
+/// Turns a frame for `node` that was not queued back into the operation it came from.
+fn into_outbound(node: NodeId, frame: Frame, reply: Option<RemoteReply>) -> Outbound {
+    let target = Pid::name_placeholder(node);
     match (frame, reply) {
         (Frame::Cast { to, payload }, _) => Outbound::Cast { to, payload },
         (Frame::Call { to, payload, .. }, Some(reply)) => Outbound::Call { to, payload, reply },
+        (Frame::CastNamed { name, payload }, _) => Outbound::CastNamed { target, name, payload },
+        (Frame::CallNamed { name, payload, .. }, Some(reply)) => {
+            Outbound::CallNamed { target, name, payload, reply }
+        }
         (Frame::Exit { to, from, reason, kind }, _) => Outbound::Exit { to, from, reason, kind },
         (Frame::Down { to, monitor, pid, reason }, _) => {
             Outbound::Down { to, monitor, pid, reason }

@@ -128,9 +128,11 @@ impl Node {
         }
     }
 
-    /// Sends `message` to the process registered as `name` on `node` (this node included).
+    /// Sends `message`, encoded, to the process registered as `name` on `node` (this node
+    /// included): the services' relays, which take encoded envelopes from every node alike.
     /// Nothing is reported if no process is registered there, as with a cast to a dead pid.
-    pub async fn cast_named<M: Serialize>(
+    /// (Processes send by name through the runtime: `Runtime::cast` with a `Dest`.)
+    pub(crate) async fn cast_named<M: Serialize>(
         &self,
         node: &str,
         name: &str,
@@ -150,22 +152,6 @@ impl Node {
         push_waiting(&peer, DEFAULT_CHANNEL, lane, Some(&held_as), frame)
             .await
             .map_err(|()| RemoteError::NoConnection(node.to_owned()))
-    }
-
-    /// Calls the process registered as `name` on `node` and waits up to `timeout`.
-    pub async fn call_named<Q: Serialize, R: DeserializeOwned>(
-        &self,
-        node: &str,
-        name: &str,
-        request: &Q,
-        timeout: Duration,
-    ) -> Result<R, RemoteError> {
-        let payload = encode(request).map_err(|error| RemoteError::Encode(error.to_string()))?;
-        let held_as = Addressee::Name(name.to_owned());
-        let name = name.to_owned();
-        let frame = |id| Frame::CallNamed { id, name, payload };
-        let bytes = self.request(node, Some(&held_as), frame, timeout).await?;
-        decode(&bytes).map_err(|error| RemoteError::Decode(error.to_string()))
     }
 
     /// Sends `message` to `pid` on the named `channel` (for example a monotonic one), waiting
@@ -267,6 +253,7 @@ impl Node {
     }
 }
 
-fn name_key(name: &str) -> u64 {
+/// The lane key of a process addressed by its registered name.
+pub(crate) fn name_key(name: &str) -> u64 {
     shoal_process::NodeId::from_name(name).as_u64()
 }

@@ -185,7 +185,7 @@ struct EnvelopeRef<'a, M> {
     message: &'a M,
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct Envelope<M> {
     from: String,
     message: M,
@@ -213,7 +213,7 @@ where
         }
     }
 
-    fn codec() -> Option<Codec<Self>> {
+    fn remote_messages() -> Option<Codec<Self>> {
         Some(Codec::msgpack())
     }
 }

@@ -1,5 +1,5 @@
 //! Handlers of any types behind one: ids and payloads as msgpack bytes, so that one driver
-//! task runs a Plumtree core per handler whatever each handler's types, and one wire message
+//! task runs a Plumtree core per topic whatever each handler's types, and one wire message
 //! type carries them all.
 //!
 //! Encoding is deterministic (the same id always encodes to the same bytes), so the core's
@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 
-use super::{AntiEntropy, BroadcastError};
-use crate::plumtree::{Graft, Handler};
+use super::AntiEntropy;
+use crate::core::{Graft, Handler};
 
 /// What the driver needs of a handler, with ids and payloads as bytes.
 trait Bytes: Send {
@@ -31,16 +31,6 @@ trait Bytes: Send {
 pub(super) enum Prepare {
     WrongType,
     Encode(String),
-}
-
-impl From<Prepare> for BroadcastError {
-    fn from(error: Prepare) -> Self {
-        match error {
-            // The caller fills in the handler's name.
-            Prepare::WrongType => BroadcastError::WrongMessageType(String::new()),
-            Prepare::Encode(why) => BroadcastError::Encode(why),
-        }
-    }
 }
 
 /// A handler of any types, as the driver's Plumtree cores see it.

@@ -9,7 +9,7 @@ use shoal_transport::Node;
 use tokio::sync::watch;
 
 use super::AntiEntropy;
-use crate::plumtree::{Graft, Handler};
+use crate::core::{Graft, Handler};
 
 /// A broadcast of a [`Log`]: the node it started from (name and incarnation, so a restarted
 /// node's numbers never collide with its previous run's) and its number there, from 0.
@@ -36,11 +36,10 @@ struct State<T> {
 /// A handler that keeps every message it delivers (broadcast here or received), at most
 /// `capacity` of them (past it the oldest is forgotten; a forgotten message that comes again
 /// is delivered again). Clones share the log: register one with
-/// [`Driver::register`](super::Driver::register), read another.
+/// [`Broadcast::register`](super::Broadcast::register), read another.
 ///
 /// ```
-/// use shoal_broadcast::Handler;
-/// use shoal_broadcast::driver::{Log, MessageId};
+/// use shoal_broadcast::{Handler, Log, MessageId};
 ///
 /// let mut log = Log::<u64>::with_origin("a", 1, 100);
 /// let (id, payload) = log.produce(7);

@@ -11,22 +11,24 @@ use shoal_transport::{Inbox, Incoming, Node, NodeEvent, RemoteError, Service};
 use tokio::sync::{broadcast, mpsc};
 
 use super::erased::{Erased, Prepare};
-use super::{BroadcastError, Command, Config, Contact, Mode, Views};
-use crate::hyparview::{self, HyParView};
-use crate::plumtree::{self, Plumtree};
+use super::{BroadcastConfig, BroadcastError, Command, Contact, Mode, Views};
+use crate::core::{
+    Handler, HyParView, HyParViewMessage, HyParViewOutput, Plumtree, PlumtreeMessage,
+    PlumtreeOutput,
+};
 
 /// Everything the driver sends, on the service, tagged by the transport with the sender.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) enum Wire {
     /// A HyParView message; `from` is the sender's contact (its name checked against the
     /// transport's tag), so that views learn addresses.
-    Overlay { from: Contact, message: hyparview::Message<Contact> },
-    /// A Plumtree message for the handler named `handler`.
-    Tree { handler: String, message: plumtree::Message<String, ByteBuf, ByteBuf> },
+    Overlay { from: Contact, message: HyParViewMessage<Contact> },
+    /// A Plumtree message for the topic named `topic`.
+    Tree { topic: String, message: PlumtreeMessage<String, ByteBuf, ByteBuf> },
     /// Anti-entropy: the sender's digest; answered with [`Wire::Items`].
-    Digest { handler: String, digest: ByteBuf },
+    Digest { topic: String, digest: ByteBuf },
     /// Anti-entropy: messages the receiver's digest lacked.
-    Items { handler: String, items: Vec<(ByteBuf, ByteBuf)> },
+    Items { topic: String, items: Vec<(ByteBuf, ByteBuf)> },
 }
 
 /// A connection being opened ([`Mode::Managed`]), and what waits for it.
@@ -55,7 +57,8 @@ enum Wake {
 
 pub(super) struct Task {
     node: Node,
-    config: Config,
+    config: BroadcastConfig,
+    mode: Mode,
     me: Contact,
     service: Service<Wire>,
     inbox: Inbox<Wire>,
@@ -64,6 +67,7 @@ pub(super) struct Task {
     opened_sender: mpsc::Sender<Opened>,
     opened: mpsc::Receiver<Opened>,
     overlay: HyParView<Contact>,
+    /// A Plumtree core per registered topic, by the topic's name.
     trees: BTreeMap<String, Plumtree<String, Erased>>,
     connecting: HashMap<String, Connecting>,
     /// When each connected peer last exchanged an overlay message with this node (or left
@@ -78,7 +82,7 @@ pub(super) struct Task {
     tick_at: Instant,
 }
 
-/// A stable hash of a name (FNV-1a), to give each handler's core its own seed.
+/// A stable hash of a name (FNV-1a), to give each topic's core its own seed.
 fn name_hash(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
@@ -88,15 +92,16 @@ fn name_hash(name: &str) -> u64 {
 impl Task {
     pub(super) fn new(
         node: Node,
-        mut config: Config,
+        config: BroadcastConfig,
+        mode: Mode,
         service: Service<Wire>,
         inbox: Inbox<Wire>,
         commands: mpsc::Receiver<Command>,
     ) -> Self {
         let now = Instant::now();
         let me = Contact { name: node.name().to_owned(), addr: node.listen_addr() };
-        config.hyparview.seed ^= node.incarnation();
-        let overlay = HyParView::new(me.clone(), config.hyparview.clone(), now);
+        let overlay =
+            HyParView::new(me.clone(), config.hyparview(config.seed ^ node.incarnation()), now);
         let (opened_sender, opened) = mpsc::channel(config.max_connecting.max(1));
         Task {
             events: node.subscribe(),
@@ -116,12 +121,13 @@ impl Task {
             last_retried: None,
             tick_at: now + config.tick,
             config,
+            mode,
         }
     }
 
     pub(super) async fn run(mut self) {
         tracing::debug!(node = %self.me, "broadcast driver started");
-        if self.config.mode == Mode::Existing {
+        if self.mode == Mode::Existing {
             let now = Instant::now();
             if let Some(contact) = self.node.nodes().first().and_then(|name| self.contact_of(name))
             {
@@ -186,37 +192,37 @@ impl Task {
                 }
                 self.last_traffic.insert(from.clone(), now);
                 self.forget_stale(now, &contact);
-                let disconnect = matches!(message, hyparview::Message::Disconnect);
+                let disconnect = matches!(message, HyParViewMessage::Disconnect);
                 if let Err(error) = self.overlay.handle_message(now, contact, message) {
                     tracing::debug!(%from, %error, "overlay message ignored");
                 }
                 // The peer dropped this node from its active view: the connection goes too,
                 // so that connections stay those of the active view.
-                if disconnect && self.config.mode == Mode::Managed && !self.is_active(&from) {
+                if disconnect && self.mode == Mode::Managed && !self.is_active(&from) {
                     self.node.disconnect_node(&from);
                     self.last_traffic.remove(&from);
                 }
             }
-            Wire::Tree { handler, message } => match self.trees.get_mut(&handler) {
+            Wire::Tree { topic, message } => match self.trees.get_mut(&topic) {
                 Some(tree) => {
                     if let Err(error) = tree.handle_message(now, from.clone(), message) {
-                        tracing::debug!(%from, %handler, %error, "tree message ignored");
+                        tracing::debug!(%from, %topic, %error, "tree message ignored");
                     }
                 }
-                None => tracing::debug!(%from, %handler, "a tree message for no handler: dropped"),
+                None => tracing::debug!(%from, %topic, "a tree message for no topic here: dropped"),
             },
-            Wire::Digest { handler, digest } => {
-                let Some(tree) = self.trees.get_mut(&handler) else { return };
+            Wire::Digest { topic, digest } => {
+                let Some(tree) = self.trees.get_mut(&topic) else { return };
                 let items = tree.handler_mut().missing(&digest, self.config.max_exchange_items);
                 if !items.is_empty() {
-                    self.send_to_name(now, &from, Wire::Items { handler, items }).await;
+                    self.send_to_name(now, &from, Wire::Items { topic, items }).await;
                 }
             }
-            Wire::Items { handler, items } => {
-                let Some(tree) = self.trees.get_mut(&handler) else { return };
+            Wire::Items { topic, items } => {
+                let Some(tree) = self.trees.get_mut(&topic) else { return };
                 for (id, payload) in items.into_iter().take(self.config.max_exchange_items) {
                     // Merged by the handler only: the tree already carried it elsewhere.
-                    plumtree::Handler::merge(tree.handler_mut(), &id, payload);
+                    Handler::merge(tree.handler_mut(), &id, payload);
                 }
             }
         }
@@ -225,28 +231,28 @@ impl Task {
     fn on_command(&mut self, now: Instant, command: Command) {
         match command {
             Command::Join(contact) => {
-                let contact = match self.config.mode {
+                let contact = match self.mode {
                     Mode::Managed => contact,
                     Mode::Existing => self.contact_of(&contact.name).unwrap_or(contact),
                 };
                 self.first_contact.get_or_insert_with(|| contact.clone());
                 self.join(now, contact);
             }
-            Command::Register { name, handler, reply } => {
-                let registered = !self.trees.contains_key(&name);
+            Command::Register { topic, handler, reply } => {
+                let registered = !self.trees.contains_key(topic);
                 if registered {
-                    let mut config = self.config.plumtree.clone();
-                    config.seed ^= self.node.incarnation() ^ name_hash(&name);
+                    let seed = self.config.seed ^ self.node.incarnation() ^ name_hash(topic);
+                    let config = self.config.plumtree(seed);
                     let mut tree = Plumtree::new(self.me.name.clone(), config, handler, now);
                     for peer in self.overlay.active_view() {
                         tree.neighbour_up(now, peer.name.clone());
                     }
-                    self.trees.insert(name, tree);
+                    self.trees.insert(topic.to_owned(), tree);
                 }
                 let _ = reply.send(registered);
             }
-            Command::Broadcast { handler, message, reply } => {
-                let _ = reply.send(self.broadcast(now, &handler, message));
+            Command::Broadcast { topic, message, reply } => {
+                let _ = reply.send(self.broadcast(now, topic, message));
             }
             Command::Views(reply) => {
                 let views = Views {
@@ -262,16 +268,15 @@ impl Task {
     fn broadcast(
         &mut self,
         now: Instant,
-        handler: &str,
+        topic: &str,
         message: Box<dyn std::any::Any + Send>,
     ) -> Result<(), BroadcastError> {
-        let tree = self
-            .trees
-            .get_mut(handler)
-            .ok_or_else(|| BroadcastError::UnknownHandler(handler.to_owned()))?;
+        let unknown = || BroadcastError::UnknownTopic(topic.to_owned());
+        let tree = self.trees.get_mut(topic).ok_or_else(unknown)?;
         let prepared = tree.handler_mut().prepare(message).map_err(|error| match error {
-            Prepare::WrongType => BroadcastError::WrongMessageType(handler.to_owned()),
-            other => other.into(),
+            // Registered under this name for another message type: not this topic.
+            Prepare::WrongType => unknown(),
+            Prepare::Encode(why) => BroadcastError::Encode(why),
         })?;
         tree.broadcast(now, prepared).map_err(|_| BroadcastError::NotNew)?;
         Ok(())
@@ -290,7 +295,7 @@ impl Task {
         event: Result<NodeEvent, broadcast::error::RecvError>,
     ) {
         match event {
-            Ok(NodeEvent::Up { node, .. }) => match self.config.mode {
+            Ok(NodeEvent::Up { node, .. }) => match self.mode {
                 Mode::Managed => {
                     self.last_traffic.entry(node).or_insert(now);
                 }
@@ -419,9 +424,9 @@ impl Task {
     }
 
     /// [`Mode::Managed`]: closes connections to peers outside the active view that have been
-    /// quiet for [`Config::linger`].
+    /// quiet for [`BroadcastConfig::linger`].
     fn close_idle_connections(&mut self, now: Instant) {
-        if self.config.mode != Mode::Managed {
+        if self.mode != Mode::Managed {
             return;
         }
         let connected = self.node.nodes();
@@ -445,7 +450,7 @@ impl Task {
     /// closes the idle connection after its linger and the down event fails it here, so a
     /// one-sided link does not outlive a linger.
     fn connect_active_view(&mut self) {
-        if self.config.mode != Mode::Managed {
+        if self.mode != Mode::Managed {
             return;
         }
         let unconnected: Vec<Contact> = self
@@ -465,7 +470,7 @@ impl Task {
     /// slots ([`HyParView::offer`]): every connected node can be a neighbour, so the overlay
     /// does not stay split in components that each know only themselves.
     fn offer_connected_nodes(&mut self) {
-        if self.config.mode != Mode::Existing {
+        if self.mode != Mode::Existing {
             return;
         }
         let connected: Vec<Contact> =
@@ -504,7 +509,7 @@ impl Task {
             let current = self.contact_of(&contact.name).unwrap_or(contact);
             self.forget_stale(now, &current);
             self.join(now, current);
-        } else if self.config.mode == Mode::Managed {
+        } else if self.mode == Mode::Managed {
             self.connect(contact, None, true);
         }
     }
@@ -516,15 +521,15 @@ impl Task {
             while let Some(output) = self.overlay.poll_output() {
                 progressed = true;
                 match output {
-                    hyparview::Output::Send { to, message } => {
+                    HyParViewOutput::Send { to, message } => {
                         self.send_overlay(now, to, message).await;
                     }
-                    hyparview::Output::NeighbourUp(peer) => {
+                    HyParViewOutput::NeighbourUp(peer) => {
                         for tree in self.trees.values_mut() {
                             tree.neighbour_up(now, peer.name.clone());
                         }
                     }
-                    hyparview::Output::NeighbourDown(peer) => {
+                    HyParViewOutput::NeighbourDown(peer) => {
                         // Trees know peers by name: an old address of a neighbour going
                         // leaves the neighbour in them.
                         if !self.is_active(&peer.name) {
@@ -538,22 +543,20 @@ impl Task {
                 }
             }
             let mut sends = Vec::new();
-            for (handler, tree) in &mut self.trees {
+            for (topic, tree) in &mut self.trees {
                 while let Some(output) = tree.poll_output() {
                     match output {
-                        plumtree::Output::Send { to, message } => {
-                            sends.push((to, Wire::Tree { handler: handler.clone(), message }));
+                        PlumtreeOutput::Send { to, message } => {
+                            sends.push((to, Wire::Tree { topic: topic.clone(), message }));
                         }
-                        plumtree::Output::Exchange { peer } => {
-                            let digest = plumtree::Handler::exchange(tree.handler_mut(), &peer)
+                        PlumtreeOutput::Exchange { peer } => {
+                            let digest = Handler::exchange(tree.handler_mut(), &peer)
                                 .and_then(|()| tree.handler().digest());
                             match digest {
-                                Ok(digest) => sends.push((
-                                    peer,
-                                    Wire::Digest { handler: handler.clone(), digest },
-                                )),
+                                Ok(digest) => sends
+                                    .push((peer, Wire::Digest { topic: topic.clone(), digest })),
                                 Err(error) => {
-                                    tracing::debug!(%handler, %peer, %error, "no exchange");
+                                    tracing::debug!(%topic, %peer, %error, "no exchange");
                                 }
                             }
                         }
@@ -574,9 +577,9 @@ impl Task {
         &mut self,
         now: Instant,
         to: Contact,
-        message: hyparview::Message<Contact>,
+        message: HyParViewMessage<Contact>,
     ) {
-        if self.config.mode == Mode::Existing
+        if self.mode == Mode::Existing
             && let Some(current) = self.contact_of(&to.name)
             && current.addr != to.addr
         {
@@ -590,7 +593,7 @@ impl Task {
         self.last_traffic.insert(to.name.clone(), now);
         if self.node.is_connected(&to.name) {
             self.send_now(now, &to.name, wire).await;
-        } else if self.config.mode == Mode::Managed {
+        } else if self.mode == Mode::Managed {
             self.connect(to, Some(wire), false);
         } else {
             self.fail(now, to);
@@ -608,7 +611,7 @@ impl Task {
             .get(to)
             .map(|connecting| connecting.contact.clone())
             .or_else(|| self.active_contact(to));
-        match (self.config.mode, contact) {
+        match (self.mode, contact) {
             (Mode::Managed, Some(contact)) => self.connect(contact, Some(wire), false),
             (Mode::Existing, Some(contact)) => self.fail(now, contact),
             (_, None) => {

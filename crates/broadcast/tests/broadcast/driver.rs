@@ -1,27 +1,27 @@
 //! The driver over real TCP: in-process nodes on 127.0.0.1 (port 0), in managed membership
-//! (HyParView choosing the connections) or full mesh ([`Mode::Existing`]). Every wait is bounded by [`BOUND`]; nothing sleeps to
-//! synchronise or asserts on timing; every test shuts its nodes down (also when it fails, as
+//! (HyParView choosing the connections) or full mesh (the cores over the transport's
+//! connections). Every wait is bounded by [`BOUND`]; nothing sleeps to synchronise or asserts
+//! on timing; every test shuts its nodes down (also when it fails, as
 //! the nodes live in the test's tokio runtime, which ends with it).
 
 use std::future::Future;
 use std::time::Duration;
 
-use shoal_broadcast::driver::{Config, Driver, Log, Mode};
-use shoal_broadcast::{hyparview, plumtree};
-use shoal_transport::{Direction, Fault, Key, Membership, Node};
+use shoal_broadcast::{Broadcast, BroadcastConfig, Contact, Log, Topic};
+use shoal_transport::{ClusterKey, Direction, Fault, Membership, Node};
 
 /// Every wait in these tests is bounded by this.
 const BOUND: Duration = Duration::from_secs(30);
 
-/// The handler every test registers.
-const HANDLER: &str = "test";
+/// The topic every test registers a [`Log`] for.
+const TOPIC: Topic<String> = Topic::new("test");
 
 /// The cluster key every node in these tests holds (any valid key would do; a fixed one keeps
 /// the tests' configuration in one place).
 const KEY_HEX: &str = "a3e94c170f5b28d6c1847e2b90fd5a36e81c4f07b29d635a0ec7148bf2d963e5";
 
-fn key() -> Key {
-    Key::from_hex(KEY_HEX).expect("the test key is valid")
+fn key() -> ClusterKey {
+    ClusterKey::from_hex(KEY_HEX).expect("the test key is valid")
 }
 
 /// Nodes with short heartbeats (a peer silent for 2 s is down: long enough that a machine
@@ -37,27 +37,26 @@ async fn start_node(name: &str) -> Node {
         .expect("node starts")
 }
 
-/// A driver configuration with protocol timers scaled down for tests.
-fn config() -> Config {
-    Config {
-        mode: Mode::Managed,
-        hyparview: hyparview::Config {
-            shuffle_interval: Duration::from_millis(500),
-            neighbour_timeout: Duration::from_millis(1_000),
-            repair_interval: Duration::from_millis(200),
-            ..hyparview::Config::default()
-        },
-        plumtree: plumtree::Config {
-            lazy_tick: Duration::from_millis(50),
-            graft_timeout: Duration::from_millis(300),
-            second_graft_timeout: Duration::from_millis(200),
-            exchange_interval: Some(Duration::from_millis(300)),
-            ..plumtree::Config::default()
-        },
+/// A configuration with protocol timers scaled down for tests, for nodes in managed
+/// membership.
+fn config() -> BroadcastConfig {
+    BroadcastConfig {
+        shuffle_interval: Duration::from_millis(500),
+        neighbour_timeout: Duration::from_millis(1_000),
+        repair_interval: Duration::from_millis(200),
+        lazy_tick: Duration::from_millis(50),
+        graft_timeout: Duration::from_millis(300),
+        second_graft_timeout: Duration::from_millis(200),
+        exchange_interval: Some(Duration::from_millis(300)),
         linger: Duration::from_millis(1_000),
         tick: Duration::from_millis(100),
-        ..Config::default()
+        ..BroadcastConfig::default()
     }
+}
+
+/// [`config`] for nodes in full-mesh membership (the same: the mode follows the node).
+fn mesh_config() -> BroadcastConfig {
+    config()
 }
 
 /// Polls `check` every 20 ms until it holds, or panics after [`BOUND`] with `what` and the
@@ -92,22 +91,22 @@ async fn within<F: Future>(future: F) -> F::Output {
     tokio::time::timeout(BOUND, future).await.expect("finished within the bound")
 }
 
-/// `n` nodes, each with a driver and a [`Log`] registered as [`HANDLER`]; node `i` joins
+/// `n` nodes, each with a driver and a [`Log`] registered for [`TOPIC`]; node `i` joins
 /// through node `i / 2` (so contacts spread over the overlay).
 struct Cluster {
     nodes: Vec<Node>,
-    drivers: Vec<Driver>,
+    drivers: Vec<Broadcast>,
     logs: Vec<Log<String>>,
 }
 
 impl Cluster {
-    async fn start(n: usize, config: &Config) -> Cluster {
+    async fn start(n: usize, config: &BroadcastConfig) -> Cluster {
         let mut cluster = Cluster { nodes: Vec::new(), drivers: Vec::new(), logs: Vec::new() };
         for i in 0..n {
             let node = start_node(&format!("n{i:02}")).await;
-            let driver = Driver::start(&node, config.clone()).await.expect("driver starts");
+            let driver = Broadcast::start(&node, config.clone()).await.expect("driver starts");
             let log = Log::new(&node, 10_000);
-            driver.register(HANDLER, log.clone()).await.expect("registers");
+            driver.register(TOPIC, log.clone()).await.expect("registers");
             if i > 0 {
                 let contact = cluster.nodes[i / 2].listen_addr();
                 // A join times out on a badly overloaded machine: try again, within the bound.
@@ -131,7 +130,7 @@ impl Cluster {
     }
 
     async fn broadcast(&self, from: usize, text: &str) {
-        within(self.drivers[from].broadcast(HANDLER, text.to_owned())).await.expect("broadcasts");
+        within(self.drivers[from].broadcast(TOPIC, text.to_owned())).await.expect("broadcasts");
     }
 
     /// Each node's views, connections and deliveries, for failure messages.
@@ -139,7 +138,7 @@ impl Cluster {
         let mut report = String::new();
         for ((node, driver), log) in self.nodes.iter().zip(&self.drivers).zip(&self.logs) {
             let views = driver.views().await.unwrap_or_default();
-            let names = |set: &std::collections::BTreeSet<shoal_broadcast::driver::Contact>| {
+            let names = |set: &std::collections::BTreeSet<Contact>| {
                 set.iter().map(|c| c.name.clone()).collect::<Vec<_>>()
             };
             let texts: Vec<String> = log.messages().into_iter().map(|(_, text)| text).collect();
@@ -229,7 +228,7 @@ async fn broadcasts_after_four_nodes_crash_reach_every_live_node() {
     let crashed_names: Vec<String> =
         crashed.iter().map(|&k| cluster.nodes[k].name().to_owned()).collect();
     eventually_async(&cluster, "no active view holds a crashed node", || {
-        let drivers: Vec<Driver> = live.iter().map(|&i| cluster.drivers[i].clone()).collect();
+        let drivers: Vec<Broadcast> = live.iter().map(|&i| cluster.drivers[i].clone()).collect();
         let crashed_names = crashed_names.clone();
         async move {
             for driver in drivers {
@@ -252,7 +251,7 @@ async fn broadcasts_after_four_nodes_crash_reach_every_live_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_partition_heals_anti_entropy_delivers_what_each_side_missed() {
     let mut config = config();
-    config.plumtree.catch_up_window = Duration::ZERO;
+    config.catch_up_window = Duration::ZERO;
     let cluster = Cluster::start(12, &config).await;
     let all: Vec<usize> = (0..12).collect();
     cluster.broadcast(0, "before").await;
@@ -308,10 +307,10 @@ async fn start_mesh_node(name: &str) -> Node {
 }
 
 impl Cluster {
-    /// `n` full-mesh nodes `m0..`, each with a driver in [`Mode::Existing`] and a [`Log`];
+    /// `n` full-mesh nodes `m0..`, each with a driver and a [`Log`];
     /// every node joins the mesh through `m0`. Returns once the mesh is full.
     async fn start_mesh(n: usize) -> Cluster {
-        let config = Config { mode: Mode::Existing, ..config() };
+        let config = mesh_config();
         let mut cluster = Cluster { nodes: Vec::new(), drivers: Vec::new(), logs: Vec::new() };
         for i in 0..n {
             let node = start_mesh_node(&format!("m{i}")).await;
@@ -324,10 +323,14 @@ impl Cluster {
         cluster
     }
 
-    async fn start_driver(&self, node: &Node, config: &Config) -> (Driver, Log<String>) {
-        let driver = Driver::start(node, config.clone()).await.expect("driver starts");
+    async fn start_driver(
+        &self,
+        node: &Node,
+        config: &BroadcastConfig,
+    ) -> (Broadcast, Log<String>) {
+        let driver = Broadcast::start(node, config.clone()).await.expect("driver starts");
         let log = Log::new(node, 10_000);
-        driver.register(HANDLER, log.clone()).await.expect("registers");
+        driver.register(TOPIC, log.clone()).await.expect("registers");
         if let Some(first) = self.nodes.first()
             && first.name() != node.name()
         {
@@ -345,7 +348,7 @@ impl Cluster {
     }
 }
 
-/// Full-mesh membership ([`Mode::Existing`]): the same cores run over the connections the
+/// Full-mesh membership: the same cores run over the connections the
 /// transport keeps (HyParView picks neighbours among connected nodes, and the driver opens
 /// or closes none), and a broadcast reaches every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -427,8 +430,7 @@ async fn over_a_full_mesh_a_node_restarted_on_a_new_port_replaces_its_old_addres
     .await;
     let node = start_mesh_node("m3").await;
     assert_ne!(node.listen_addr(), old_addr, "the restarted node listens on a new port");
-    let (driver, log) =
-        cluster.start_driver(&node, &Config { mode: Mode::Existing, ..config() }).await;
+    let (driver, log) = cluster.start_driver(&node, &mesh_config()).await;
     cluster.nodes[3] = node;
     cluster.drivers[3] = driver;
     cluster.logs[3] = log;

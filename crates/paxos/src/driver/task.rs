@@ -8,20 +8,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use shoal_transport::{Inbox, Incoming, Node, NodeEvent, Service};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::{
-    BeginEpochError, Command, InstallStatus, KeyPage, PaxosClientError, PaxosConfig, QuorumEvent,
-    StartError, node_id,
+use super::{Command, InstallStatus, KeyPage, PaxosConfig, PaxosStartError, QuorumEvent, node_id};
+use crate::core::membership::{Configuration, majority};
+use crate::core::{
+    Acceptor, AcceptorConfig, Message, NodeId, Proposer, ProposerConfig, ProposerId, RequestId,
 };
-use crate::acceptor::{Acceptor, AcceptorConfig};
-use crate::ballot::{NodeId, ProposerId};
-use crate::error::ProposeError;
-use crate::error::StorageError;
-use crate::membership::Configuration;
-use crate::membership::majority;
-use crate::message::{Message, RequestId};
-use crate::proposer::{Proposer, ProposerConfig};
-use crate::register::Key;
-use crate::register::Outcome;
+use crate::error::{BeginEpochError, PaxosError, ProposeError, StorageError};
+use crate::register::{Change, Key, Outcome};
 use crate::storage::Storage;
 
 /// Opens this node's acceptor store: at start if the node is an acceptor, or when a
@@ -39,7 +32,7 @@ pub(crate) struct Plumbing {
     pub(crate) voting: Arc<AtomicBool>,
 }
 
-type Reply = oneshot::Sender<Result<Outcome, PaxosClientError>>;
+type Reply = oneshot::Sender<Result<Outcome, PaxosError>>;
 
 /// Opens the service and spawns the task; returns the proposer's run.
 pub(crate) async fn start<S: Storage + Send + 'static>(
@@ -47,7 +40,7 @@ pub(crate) async fn start<S: Storage + Send + 'static>(
     config: PaxosConfig,
     mut open_storage: OpenStorage<S>,
     plumbing: Plumbing,
-) -> Result<u64, StartError> {
+) -> Result<u64, PaxosStartError> {
     let is_acceptor = config.acceptors.iter().any(|name| name == node.name());
     let storage = if is_acceptor { Some(open_storage()?) } else { None };
     let (service, inbox) =
@@ -222,13 +215,13 @@ impl<S: Storage + Send + 'static> Driver<S> {
         None
     }
 
-    fn propose(&mut self, key: crate::Key, change: crate::Change, reply: Reply) {
+    fn propose(&mut self, key: Key, change: Change, reply: Reply) {
         match self.proposer.propose(Instant::now(), key, change) {
             Ok(id) => {
                 self.waiting.insert(id, reply);
             }
             Err(ProposeError::Overloaded { .. }) => {
-                let _ = reply.send(Err(PaxosClientError::Busy));
+                let _ = reply.send(Err(PaxosError::Overloaded));
             }
         }
     }
@@ -236,11 +229,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
     fn begin_epoch(&mut self, reply: oneshot::Sender<Result<(), BeginEpochError>>) {
         let result = match &mut self.acceptor {
             None => Err(BeginEpochError::NotAnAcceptor),
-            Some(acceptor) => acceptor.begin_epoch(Instant::now()).map_err(|error| match error {
-                crate::acceptor::BeginEpochError::Voting(incarnation) => {
-                    BeginEpochError::Voting(incarnation)
-                }
-            }),
+            Some(acceptor) => acceptor.begin_epoch(Instant::now()),
         };
         let _ = reply.send(result);
     }
@@ -409,7 +398,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
             }
             while let Some(done) = self.proposer.poll_completion() {
                 if let Some(reply) = self.waiting.remove(&done.id) {
-                    let _ = reply.send(done.result.map_err(PaxosClientError::from));
+                    let _ = reply.send(done.result);
                 }
             }
             if self.local.is_empty() {

@@ -3,7 +3,7 @@
 //! The acceptor writes through [`Storage`] *before* it answers: a `save_*` call that returns
 //! `Ok` means the vote is as durable as the store makes it (for [`FileStorage`], fsynced), and
 //! only then does the reply leave. A call that fails makes the acceptor refuse the vote
-//! ([`Rejection::Storage`](crate::Rejection::Storage)); its in-memory view is left as before.
+//! ([`Rejection::Storage`](crate::core::Rejection::Storage)); its in-memory view is left as before.
 //!
 //! A store with no [`Meta::incarnation`] is a store that lost its state (or never had any):
 //! the acceptor then rejoins before voting. So the acceptor saves the incarnation *last* when it
@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 
 pub use self::file::FileStorage;
 pub use self::memory::MemoryStorage;
-use crate::ballot::{Ballot, Epoch, Incarnation, Lineage, NodeId};
+use crate::core::membership::Configuration;
+use crate::core::{Ballot, Epoch, Incarnation, Lineage, NodeId};
 use crate::error::StorageError;
-use crate::membership::Configuration;
 use crate::register::{Key, Register};
 
 /// An acceptor's state for one key.
@@ -52,7 +52,7 @@ pub struct Meta {
     /// one (see the crate docs, "Losing state").
     pub epoch: Epoch,
     /// The configuration installed at run time, if newer than the one the acceptor was
-    /// started with (see [`membership`](crate::membership)).
+    /// started with (see [`membership`](crate::core::membership)).
     pub configuration: Option<Configuration>,
 }
 

@@ -2,10 +2,11 @@
 
 use std::time::Instant;
 
-use shoal_paxos::{
-    Acceptor, AcceptorConfig, AcceptorIgnored, Ballot, Change, Entry, Epoch, Incarnation, Lineage,
-    MemoryStorage, Message, NodeId, ProposerId, Register, Rejection, Standing, Storage,
+use shoal_paxos::core::{
+    Acceptor, AcceptorConfig, AcceptorIgnored, Ballot, Epoch, Incarnation, Lineage, Message,
+    NodeId, ProposerId, Rejection, Standing, Storage,
 };
+use shoal_paxos::{Change, Entry, MemoryStorage, Register};
 
 use super::wire::{Wire, ids};
 
@@ -231,10 +232,10 @@ fn a_promise_from_a_lost_incarnation_counts_for_nothing() {
 
 mod properties {
     use proptest::prelude::*;
-    use shoal_paxos::{
-        Ballot, Epoch, Incarnation, Key, Lineage, Message, NodeId, ProposerId, Register, Standing,
-        Storage,
+    use shoal_paxos::core::{
+        Ballot, Epoch, Incarnation, Lineage, Message, NodeId, ProposerId, Standing, Storage,
     };
+    use shoal_paxos::{Key, Register};
 
     use super::super::wire::Wire;
 

@@ -9,13 +9,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shoal_paxos::driver::{
-    Holder, Paxos, PaxosClientError, PaxosConfig, QuorumEvent, ReconfigureError, Recovery,
+use shoal_paxos::{
+    Change, Entry, Holder, Paxos, PaxosConfig, PaxosError, QuorumEvent, ReconfigureError, Recovery,
     StorageConfig,
 };
-use shoal_paxos::{Change, Entry};
 use shoal_process::{Context, ExitReason, Process, ReplyTo};
-use shoal_transport::{Direction, Fault, Key, Node, NodeBuilder};
+use shoal_transport::{ClusterKey, Direction, Fault, Node, NodeBuilder};
 use tokio::sync::broadcast;
 
 /// The cluster key every node in these tests holds (any valid key would do; a fixed one keeps
@@ -31,7 +30,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 const NAMES: [&str; 3] = ["a", "b", "c"];
 
 fn builder(name: &str) -> NodeBuilder {
-    Node::builder(name, Key::from_hex(KEY_HEX).expect("the test key is valid"))
+    Node::builder(name, ClusterKey::from_hex(KEY_HEX).expect("the test key is valid"))
         .heartbeat(Duration::from_millis(100), Duration::from_millis(2_000))
         .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
         .gossip_interval(Duration::from_millis(200))
@@ -256,9 +255,9 @@ async fn one_node_down_is_writable_two_down_is_no_quorum() {
 
     nodes[1].shutdown();
     let failed = within(services[0].put("k", b"two down".to_vec())).await;
-    assert!(matches!(failed, Err(PaxosClientError::NoQuorum { .. })), "{failed:?}");
+    assert!(matches!(failed, Err(PaxosError::NoQuorum { .. })), "{failed:?}");
     let failed = within(services[0].get("other")).await;
-    assert_eq!(failed, Err(PaxosClientError::NoQuorum { maybe_applied: false }));
+    assert_eq!(failed, Err(PaxosError::NoQuorum { maybe_applied: false }));
     assert_eq!(next_quorum_event(&mut events).await, QuorumEvent::Down);
     assert!(!services[0].has_quorum());
     stop(&nodes, &services).await;
@@ -348,7 +347,7 @@ async fn a_partitioned_minority_cannot_write_and_agrees_after_healing() {
 
     isolate(&nodes, 2);
     let failed = within(services[2].put("k", b"minority".to_vec())).await;
-    assert!(matches!(failed, Err(PaxosClientError::NoQuorum { .. })), "{failed:?}");
+    assert!(matches!(failed, Err(PaxosError::NoQuorum { .. })), "{failed:?}");
     assert_eq!(next_quorum_event(&mut events).await, QuorumEvent::Down);
     // A change from a that meets c's minority write may be forwarded to c (its designated
     // proposer) before a sees c down, and time out: a tries again.

@@ -1,9 +1,8 @@
 //! Changing the acceptor set: the one-step-at-a-time procedure of the `membership` docs.
 
-use shoal_paxos::membership::Configuration;
-use shoal_paxos::{
-    Acceptor, AcceptorConfig, Change, Entry, MemoryStorage, Message, NodeId, Rejection, Storage,
-};
+use shoal_paxos::core::membership::Configuration;
+use shoal_paxos::core::{Acceptor, AcceptorConfig, Message, NodeId, Rejection, Storage};
+use shoal_paxos::{Change, Entry, MemoryStorage};
 
 use super::wire::{Wire, ids};
 

@@ -1,4 +1,4 @@
-//! Detection power, measured (issue 9, point 9): every mutant of `shoal_paxos::mutants` — a
+//! Detection power, measured (issue 9, point 9): every mutant of `shoal_paxos::core::mutants` — a
 //! one-line change that breaks one rule of the acceptor, the proposer or the rejoin — must
 //! make one of the fast suites fail.
 //!
@@ -36,7 +36,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use shoal_paxos::mutants::{self, Mutant};
+use shoal_paxos::core::mutants::{self, Mutant};
 
 use super::walk::violation_in_walk;
 

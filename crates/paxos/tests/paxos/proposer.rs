@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use shoal_paxos::{
-    Ballot, Change, Entry, Epoch, Incarnation, Lineage, Message, NodeId, Outcome, PaxosError,
-    ProposeError, Proposer, ProposerConfig, ProposerId, ProposerIgnored, Register, Rejection,
-    RequestId,
+use shoal_paxos::core::{
+    Ballot, Epoch, Incarnation, Lineage, Message, NodeId, ProposeError, Proposer, ProposerConfig,
+    ProposerId, ProposerIgnored, Rejection, RequestId,
 };
+use shoal_paxos::{Change, Entry, Outcome, PaxosError, Register};
 
 /// Life `life` of the epoch before any founding (what a proposer that saw no vote expects).
 pub(crate) fn inc(life: u64) -> Incarnation {
@@ -370,7 +370,7 @@ fn a_duplicated_forward_runs_once() {
     let origin = ProposerId { node: NodeId(50), run: 3 };
     let forward = Message::Forward {
         origin,
-        id: shoal_paxos::RequestId(7),
+        id: shoal_paxos::core::RequestId(7),
         key: "k".into(),
         change: Change::Add(1),
         timeout: Duration::from_secs(1),
@@ -504,10 +504,8 @@ mod properties {
     use std::time::Duration;
 
     use proptest::prelude::*;
-    use shoal_paxos::{
-        Ballot, Change, Key, Lineage, Message, NodeId, PaxosError, ProposerId, Register, Rejection,
-        RequestId,
-    };
+    use shoal_paxos::core::{Ballot, Lineage, Message, NodeId, ProposerId, Rejection, RequestId};
+    use shoal_paxos::{Change, Key, PaxosError, Register};
 
     use super::{inc, proposer};
 
@@ -581,7 +579,7 @@ mod properties {
                 ids.insert(p.propose(now, key.into(), Change::Add(1)).unwrap());
             }
             let mut done = BTreeSet::new();
-            let mut check = |p: &mut shoal_paxos::Proposer| -> Result<(), TestCaseError> {
+            let mut check = |p: &mut shoal_paxos::core::Proposer| -> Result<(), TestCaseError> {
                 while let Some(c) = p.poll_completion() {
                     prop_assert!(ids.contains(&c.id), "a completion nobody asked for");
                     prop_assert!(done.insert(c.id), "completed twice");

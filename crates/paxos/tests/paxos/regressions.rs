@@ -6,11 +6,12 @@
 
 use std::time::Duration;
 
-use shoal_paxos::driver::Holder;
+use shoal_paxos::core::{
+    AcceptorConfig, Completion, Message, NodeId, Proposer, ProposerConfig, ProposerId, Rejection,
+    RequestId, Storage,
+};
 use shoal_paxos::{
-    AcceptorConfig, BeginEpochError, Change, Completion, Entry, Message, NodeId, Outcome, Owner,
-    PaxosError, Proposer, ProposerConfig, ProposerId, Recovery, Register, Rejection, RequestId,
-    Storage,
+    BeginEpochError, Change, Entry, Holder, Outcome, Owner, PaxosError, Recovery, Register,
 };
 
 use super::acceptor::{accept, accepted, ask, ballot, prepare, rejected, value};
@@ -25,7 +26,7 @@ const P2: NodeId = NodeId(102);
 /// The value key `k` holds on acceptor `a` (`None`: nothing accepted).
 pub(crate) fn held(wire: &Wire, a: usize, key: &str) -> Option<Register> {
     let slot = wire.acceptors[a].storage().slot(&key.into())?;
-    (slot.accepted != shoal_paxos::Ballot::ZERO).then(|| slot.register.clone())
+    (slot.accepted != shoal_paxos::core::Ballot::ZERO).then(|| slot.register.clone())
 }
 
 /// Runs `change` on `key` through proposer `p` until it completes (time runs as needed).

@@ -2,7 +2,8 @@
 //! pinned: each test here kills a mutant that survived every other suite, or was caught only
 //! by rare schedules (see `mutants.rs`), and names the rule it checks.
 
-use shoal_paxos::{Change, Entry, NodeId, Storage};
+use shoal_paxos::core::{NodeId, Storage};
+use shoal_paxos::{Change, Entry};
 
 use super::acceptor::value;
 use super::regressions::{held, read_through, run};

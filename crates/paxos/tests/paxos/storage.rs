@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use proptest::prelude::*;
-use shoal_paxos::{
-    Acceptor, AcceptorConfig, Ballot, FileStorage, Incarnation, MemoryStorage, Message, Meta,
-    NodeId, Register, Rejection, Slot, Storage, StorageError,
+use shoal_paxos::core::{
+    Acceptor, AcceptorConfig, Ballot, Incarnation, Message, Meta, NodeId, Rejection, Slot, Storage,
 };
+use shoal_paxos::{FileStorage, MemoryStorage, Register, StorageError};
 
 use super::acceptor::ballot;
 use super::wire::ids;

@@ -42,10 +42,11 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
-use shoal_paxos::{
-    Acceptor, AcceptorConfig, Change, Completion, Key, MemoryStorage, Message, NodeId, Outcome,
-    Proposer, ProposerConfig, ProposerId, Recovery, RequestId,
+use shoal_paxos::core::{
+    Acceptor, AcceptorConfig, Completion, Message, NodeId, Proposer, ProposerConfig, ProposerId,
+    RequestId,
 };
+use shoal_paxos::{Change, Key, MemoryStorage, Outcome, Recovery};
 use shoal_sim::linearizability::Operation;
 
 use super::sim::{SeedVars, change, check_per_key, seeds};

@@ -4,12 +4,11 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Instant;
 
-use shoal_paxos::Incarnation;
-
-use shoal_paxos::{
-    Acceptor, AcceptorConfig, Completion, MemoryStorage, Message, NodeId, Proposer, ProposerConfig,
-    ProposerId, Recovery,
+use shoal_paxos::core::{
+    Acceptor, AcceptorConfig, Completion, Incarnation, Message, NodeId, Proposer, ProposerConfig,
+    ProposerId,
 };
+use shoal_paxos::{MemoryStorage, Recovery};
 
 pub(crate) struct Wire {
     pub(crate) now: Instant,

@@ -119,7 +119,7 @@ async fn mailbox_len_counts_waiting_letters() {
         probe.cast(Cmd::Note(n)).await.unwrap();
     }
     assert_eq!(runtime.mailbox_len(probe.pid()), Some(3));
-    assert_eq!(probe.mailbox_len(), 3);
+    assert_eq!(probe.mailbox_len(), Some(3));
     gate.open();
     run(&probe, |_, _| ()).await;
     assert_eq!(runtime.mailbox_len(probe.pid()), Some(0));

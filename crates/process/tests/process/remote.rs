@@ -34,7 +34,7 @@ impl Remote for Loopback {
         self.queue.send(outbound).map_err(|closed| RouteError::NoConnection(closed.0))
     }
 
-    fn poll_ready(&self, _: Pid, _: &mut Context<'_>) -> Poll<Result<(), Unreachable>> {
+    fn poll_ready(&self, _: &Outbound, _: &mut Context<'_>) -> Poll<Result<(), Unreachable>> {
         Poll::Ready(Ok(()))
     }
 }
@@ -89,12 +89,28 @@ async fn carry(origin: &Runtime, peer: &Runtime, outbound: Outbound) {
             }
         }
         Outbound::Unlink { to, from } => peer.remote_unlink(to, from),
+        Outbound::CastNamed { name, payload, .. } => {
+            if let Some(to) = peer.whereis(&name) {
+                let _ = peer.deliver(to, Inbound::cast(payload)).await;
+            }
+        }
+        Outbound::CallNamed { name, payload, reply, .. } => {
+            let inbound = Inbound::call(payload, Box::new(Answer(reply)));
+            match peer.whereis(&name) {
+                Some(to) => match peer.deliver(to, inbound).await {
+                    Ok(()) => {}
+                    Err(DeliverError::NoProc(inbound)) => inbound.refuse(RemoteFailure::NoProc),
+                    Err(DeliverError::Full(inbound)) => inbound.refuse(RemoteFailure::Full),
+                },
+                None => inbound.refuse(RemoteFailure::NoProc),
+            }
+        }
         other => panic!("the loopback does not carry {other:?}"),
     }
 }
 
 /// Two connected runtimes, nodes `a@test` and `b@test`.
-fn two_nodes() -> (Runtime, Runtime) {
+pub(crate) fn two_nodes() -> (Runtime, Runtime) {
     let a = Runtime::builder().node_name("a@test").build().unwrap();
     let b = Runtime::builder().node_name("b@test").build().unwrap();
     connect(&a, &b);

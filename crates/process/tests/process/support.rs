@@ -382,7 +382,7 @@ impl Process for Calc {
         }
     }
 
-    fn codec() -> Option<Codec<Self>> {
+    fn remote_messages() -> Option<Codec<Self>> {
         Some(Codec::msgpack())
     }
 }

@@ -545,7 +545,10 @@ async fn admission_settings_out_of_range_are_refused_at_start() {
     ];
     for (what, builder) in invalid {
         let started = builder.start().await;
-        assert!(matches!(started, Err(shoal_transport::StartError::InvalidConfig(_))), "{what}");
+        assert!(
+            matches!(started, Err(shoal_transport::NodeStartError::InvalidConfig(_))),
+            "{what}"
+        );
     }
     // A short connect timeout shortens the default hello timeout with it.
     let a = builder("a").connect_timeout(Duration::from_millis(300)).start().await;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use shoal_process::{CallError, ExitReason, NodeId, Pid, SpawnOptions};
+use shoal_process::{Addr, CallError, Dest, ExitReason, NodeId, Pid, SpawnOptions, Target};
 use shoal_transport::{Failure, RemoteError};
 
 use tokio::sync::mpsc;
@@ -91,8 +91,9 @@ async fn a_remote_call_to_a_dead_pid_is_no_proc() {
     shutdown(&nodes);
 }
 
-/// `cast_named` and `call_named` reach the process registered under that name on the node;
-/// a name nobody holds is `NotRegistered`.
+/// Casts and calls to a name on a node (`Dest::name_on`) reach the process registered under
+/// that name there; a name nobody holds is `NoProc`, a node that is not connected
+/// `NoConnection`. A typed target by that name checks the behaviour's types.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn named_processes_are_reached_on_their_node() {
     let nodes = cluster(&["a", "b"]).await;
@@ -101,10 +102,11 @@ async fn named_processes_are_reached_on_their_node() {
     let sequencer = b.runtime().spawn_with(Sequencer::default(), SpawnOptions::new().name("seq"));
     let sequencer = sequencer.unwrap();
 
-    let reply: String = a.call_named("b", "echo", &"named", CALL).await.unwrap();
+    let runtime = a.runtime();
+    let reply: String = runtime.call(Dest::name_on("b", "echo"), "named", CALL).await.unwrap();
     assert_eq!(reply, "NAMED");
     for seq in 0..3u64 {
-        a.cast_named("b", "seq", &(1u32, seq)).await.unwrap();
+        runtime.cast(Dest::name_on("b", "seq"), (1u32, seq)).await.unwrap();
     }
     eventually("the named casts arrived", || {
         let sequencer = sequencer.clone();
@@ -113,10 +115,34 @@ async fn named_processes_are_reached_on_their_node() {
     .await;
     assert!(sequencer.call(()).await.unwrap().breaks.is_empty());
 
-    let missing: Result<String, RemoteError> = a.call_named("b", "nobody", &"x", CALL).await;
-    assert_eq!(missing, Err(RemoteError::Failed(Failure::NotRegistered("nobody".into()))));
-    let unknown: Result<String, RemoteError> = a.call_named("nowhere", "echo", &"x", CALL).await;
-    assert_eq!(unknown, Err(RemoteError::NoConnection("nowhere".into())));
+    let missing: Result<String, _> = runtime.call(Dest::name_on("b", "nobody"), "x", CALL).await;
+    assert_eq!(missing, Err(CallError::NoProc));
+    let unknown: Result<String, _> =
+        runtime.call(Dest::name_on("nowhere", "echo"), "x", CALL).await;
+    assert_eq!(unknown, Err(CallError::NoConnection));
+
+    let echo: Target<Echo> = runtime.target(Dest::name_on("b", "echo"));
+    assert_eq!(echo.call("typed".to_owned()).await, Ok("TYPED".to_owned()));
+    shutdown(&nodes);
+}
+
+/// A typed handle to a process of another node, made from its pid, casts and calls it over
+/// TCP with the behaviour's own types, as it would a local one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_handle_works_on_a_process_of_another_node() {
+    let nodes = cluster(&["a", "b"]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let sequencer = b.runtime().spawn(Sequencer::default());
+    let echo = b.runtime().spawn(Echo);
+    let remote: Addr<Echo> = a.runtime().addr(echo.pid()).expect("Echo takes remote messages");
+    assert!(!remote.is_local() && remote.is_alive());
+    assert_eq!(remote.call("over tcp".to_owned()).await, Ok("OVER TCP".to_owned()));
+    let counter: Addr<Sequencer> = a.runtime().addr(sequencer.pid()).expect("a sequencer too");
+    for seq in 0..100u64 {
+        counter.cast((3, seq)).await.unwrap();
+    }
+    let report = counter.call(()).await.unwrap();
+    assert_eq!((report.received, report.breaks.len()), (100, 0));
     shutdown(&nodes);
 }
 

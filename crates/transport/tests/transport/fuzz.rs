@@ -20,8 +20,8 @@ use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use shoal_process::{ExitKind, ExitReason, NodeId, Pid, Ref, RemoteFailure, Runtime};
 use shoal_transport::handshake::{
-    HandshakeError, Hello, Initiator, Key, KeyError, Keyed, Message, Protection, Responder,
-    VERSIONS, Welcome, negotiate,
+    ClusterKey, ClusterKeyError, HandshakeError, Hello, Initiator, Keyed, Message, Protection,
+    Responder, VERSIONS, Welcome, negotiate,
 };
 use shoal_transport::record::{MAX_RECORD_BYTES, Opener, RecordError, Sealer};
 use shoal_transport::wire::{
@@ -634,12 +634,14 @@ fn a_record_under_another_key_or_too_long_does_not_open() {
 // ---------------------------------------------------------------------------------------------
 // The handshake (Noise NNpsk0)
 
-fn cluster_key() -> Key {
-    Key::from_hex("7d0a5c3e91b24f68a1e9c0d7534b2f86e4197ac35d08b6f21c7e9a4d3b506f18").unwrap()
+fn cluster_key() -> ClusterKey {
+    ClusterKey::from_hex("7d0a5c3e91b24f68a1e9c0d7534b2f86e4197ac35d08b6f21c7e9a4d3b506f18")
+        .unwrap()
 }
 
-fn other_key() -> Key {
-    Key::from_hex("0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0").unwrap()
+fn other_key() -> ClusterKey {
+    ClusterKey::from_hex("0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0")
+        .unwrap()
 }
 
 fn hello(versions: (u32, u32)) -> Hello {
@@ -658,7 +660,7 @@ fn noise(message: &Message) -> &[u8] {
 }
 
 /// The responder's side as `b`, with encrypted records.
-fn answer(key: &Key, first: &Message) -> Result<(Keyed<Hello>, Message), HandshakeError> {
+fn answer(key: &ClusterKey, first: &Message) -> Result<(Keyed<Hello>, Message), HandshakeError> {
     Responder::answer(key, noise(first), &fake_node("b", 7), Protection::Encrypted)
 }
 
@@ -777,17 +779,17 @@ fn a_peer_with_this_nodes_name_is_refused() {
 /// Keys are 64 hexadecimal digits of random bytes; anything else is refused with a reason.
 #[test]
 fn keys_are_64_hexadecimal_digits_of_random_bytes() {
-    let key = Key::generate();
-    assert_eq!(Key::from_hex(&key.to_hex()), Ok(key.clone()));
-    assert_eq!(key.to_hex().parse::<Key>(), Ok(key.clone()));
-    assert_ne!(Key::generate(), key, "two generated keys differ");
-    assert_eq!(Key::from_hex("secret"), Err(KeyError::Length(6)));
-    assert_eq!(Key::from_hex(&"g".repeat(64)), Err(KeyError::NotHex));
-    assert_eq!(Key::from_hex(&"00".repeat(32)), Err(KeyError::NotRandom(1)));
-    assert_eq!(Key::from_hex(&"0123".repeat(16)), Err(KeyError::NotRandom(2)));
-    assert_eq!(Key::from_bytes([7; 32]), Err(KeyError::NotRandom(1)));
-    assert!(KeyError::Length(6).to_string().contains("generate-key"));
-    assert_eq!(format!("{key:?}"), "Key(..)");
+    let key = ClusterKey::generate();
+    assert_eq!(ClusterKey::from_hex(&key.to_hex()), Ok(key.clone()));
+    assert_eq!(key.to_hex().parse::<ClusterKey>(), Ok(key.clone()));
+    assert_ne!(ClusterKey::generate(), key, "two generated keys differ");
+    assert_eq!(ClusterKey::from_hex("secret"), Err(ClusterKeyError::Length(6)));
+    assert_eq!(ClusterKey::from_hex(&"g".repeat(64)), Err(ClusterKeyError::NotHex));
+    assert_eq!(ClusterKey::from_hex(&"00".repeat(32)), Err(ClusterKeyError::NotRandom(1)));
+    assert_eq!(ClusterKey::from_hex(&"0123".repeat(16)), Err(ClusterKeyError::NotRandom(2)));
+    assert_eq!(ClusterKey::from_bytes([7; 32]), Err(ClusterKeyError::NotRandom(1)));
+    assert!(ClusterKeyError::Length(6).to_string().contains("generate-key"));
+    assert_eq!(format!("{key:?}"), "ClusterKey(..)");
 }
 
 /// A message's framing: kind, length, bytes.

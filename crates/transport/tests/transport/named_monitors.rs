@@ -2,7 +2,9 @@
 //! when no process has the name, the process's exit reason when it exits, `noconnection` when
 //! the node is lost.
 
-use shoal_process::{Addr, Context, ExitReason, NodeId, Pid, Process, ReplyTo, Runtime, Signal};
+use shoal_process::{
+    Addr, Context, Dest, ExitReason, NodeId, Pid, Process, ReplyTo, Runtime, Signal,
+};
 use tokio::sync::mpsc;
 
 use super::support::{CALL, Stopper, cluster, eventually, shutdown, within};
@@ -27,7 +29,7 @@ impl Process for NameWatcher {
         reply: ReplyTo<()>,
         ctx: &mut Context<Self>,
     ) {
-        let monitor = ctx.monitor_name(node, &name);
+        let monitor = ctx.monitor(Dest::NameOn { node, name });
         if self.demonitor {
             assert!(ctx.demonitor(monitor));
         }

@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 use serde::{Deserialize, Serialize};
 use shoal_process::{
-    Addr, Codec, Context, ExitReason, Pid, Process, ReplyTo, Signal, SpawnOptions,
+    Addr, Codec, Context, Dest, ExitReason, Pid, Process, ReplyTo, Signal, SpawnOptions,
 };
 use shoal_transport::{ChannelConfig, DEFAULT_CHANNEL, Node, RemoteError};
 use tokio::sync::{mpsc, oneshot};
@@ -115,11 +115,11 @@ const PARALLELISM: u16 = 4;
 enum Via {
     /// `Runtime::cast` to its pid.
     CastPid,
-    /// `Node::cast_named` to its registered name.
+    /// A cast to its registered name on its node (`Dest::name_on`).
     CastName,
     /// `Runtime::call` to its pid.
     CallPid,
-    /// `Node::call_named` to its registered name.
+    /// A call to its registered name on its node (`Dest::name_on`).
     CallName,
 }
 
@@ -194,7 +194,7 @@ impl Process for MixedReceiver {
         }
     }
 
-    fn codec() -> Option<Codec<Self>> {
+    fn remote_messages() -> Option<Codec<Self>> {
         Some(Codec::msgpack())
     }
 }
@@ -251,14 +251,15 @@ fn mixed_sends(
             next[to] += 1;
             let sent = match via {
                 Via::CastPid => runtime.cast(*pid, message).await.map_err(|e| e.to_string()),
-                Via::CastName => {
-                    node.cast_named("b", name, &message).await.map_err(|e| e.to_string())
-                }
+                Via::CastName => runtime
+                    .cast(Dest::name_on("b", name.as_str()), message)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Via::CallPid => {
                     runtime.call::<_, ()>(*pid, message, CALL).await.map_err(|e| e.to_string())
                 }
-                Via::CallName => node
-                    .call_named::<_, ()>("b", name, &message, CALL)
+                Via::CallName => runtime
+                    .call::<_, ()>(Dest::name_on("b", name.as_str()), message, CALL)
                     .await
                     .map_err(|e| e.to_string()),
             };
@@ -435,7 +436,7 @@ impl Process for Counter {
         reply.send(self.0);
     }
 
-    fn codec() -> Option<Codec<Self>> {
+    fn remote_messages() -> Option<Codec<Self>> {
         Some(Codec::msgpack())
     }
 }
@@ -476,7 +477,8 @@ async fn a_call_by_name_is_handled_after_a_cast_by_pid_sent_before_it() {
                 let (pid, name) = &counters[to];
                 node.runtime().cast(*pid, n).await.expect("the cast is queued");
                 casts[to] += 1;
-                let counted: u64 = node.call_named("b", name, &(), CALL).await.expect("answered");
+                let to_name = Dest::name_on("b", name.as_str());
+                let counted: u64 = node.runtime().call(to_name, (), CALL).await.expect("answered");
                 if counted < casts[to] {
                     early.push(format!("call #{n} counted {counted} of {} casts", casts[to]));
                 }
@@ -522,7 +524,8 @@ async fn casts_alternating_by_pid_and_by_name_keep_their_order() {
                 if seq.is_multiple_of(2) {
                     node.runtime().cast(*pid, message).await.expect("the cast is queued");
                 } else {
-                    node.cast_named("b", name, &message).await.expect("the cast is queued");
+                    let to_name = Dest::name_on("b", name.as_str());
+                    node.runtime().cast(to_name, message).await.expect("the cast is queued");
                 }
             }
             let _ = report.send(());
@@ -588,7 +591,7 @@ impl Process for Watcher {
         }
     }
 
-    fn codec() -> Option<Codec<Self>> {
+    fn remote_messages() -> Option<Codec<Self>> {
         Some(Codec::msgpack())
     }
 }
@@ -607,7 +610,8 @@ impl Process for LastWord {
     type Reply = ();
 
     async fn handle_cast(&mut self, (): (), ctx: &mut Context<Self>) {
-        self.node.cast_named("b", &self.name, &self.message).await.expect("the cast is queued");
+        let to = Dest::name_on("b", self.name.as_str());
+        self.node.runtime().cast(to, self.message).await.expect("the cast is queued");
         ctx.stop(ExitReason::custom("said my last word"));
     }
 
@@ -615,7 +619,7 @@ impl Process for LastWord {
         reply.send(());
     }
 
-    fn codec() -> Option<Codec<Self>> {
+    fn remote_messages() -> Option<Codec<Self>> {
         Some(Codec::msgpack())
     }
 }
@@ -724,7 +728,7 @@ impl Process for Requester {
         let _ = self.heard.send(heard);
     }
 
-    fn codec() -> Option<Codec<Self>> {
+    fn remote_messages() -> Option<Codec<Self>> {
         Some(Codec::msgpack())
     }
 }
@@ -762,7 +766,7 @@ impl Process for Replier {
         ctx.runtime().cast(caller, Note::Hello(ctx.pid())).await.expect("the hello is queued");
     }
 
-    fn codec() -> Option<Codec<Self>> {
+    fn remote_messages() -> Option<Codec<Self>> {
         Some(Codec::msgpack())
     }
 }

@@ -151,7 +151,7 @@ impl Process for Sink {
         reply.send(self.bytes);
     }
 
-    fn codec() -> Option<Codec<Self>> {
+    fn remote_messages() -> Option<Codec<Self>> {
         Some(Codec::msgpack())
     }
 }

@@ -12,27 +12,27 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use shoal_process::{Codec, Context, ExitReason, Pid, Process, ReplyTo, Signal};
+use shoal_process::{Codec, Context, Dest, ExitReason, Pid, Process, ReplyTo, Signal};
 use shoal_transport::handshake::{Hello, Initiator, Keyed, Message, Welcome};
 use shoal_transport::net::{BoxFuture, Connection, Listener, Network, TcpNetwork};
 use shoal_transport::wire::{Frame, FrameDecoder, encode_frame};
 use shoal_transport::{
-    CONTROL_CHANNEL, ChannelConfig, DEFAULT_CHANNEL, Key, Node, NodeBuilder, NodeEvent, NodeSpec,
-    Protection,
+    CONTROL_CHANNEL, ChannelConfig, ClusterKey, DEFAULT_CHANNEL, Node, NodeBuilder, NodeEvent,
+    NodeSpec, Protection,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// The cluster key of the tests' nodes.
-pub(crate) fn key() -> Key {
-    Key::from_hex("3f8a61c2d94e07b5a6e1f03c9d2b7a4851e6c0f9a37d2b84e5c16f0a9b3d7e42")
+pub(crate) fn key() -> ClusterKey {
+    ClusterKey::from_hex("3f8a61c2d94e07b5a6e1f03c9d2b7a4851e6c0f9a37d2b84e5c16f0a9b3d7e42")
         .expect("a key")
 }
 
 /// Another cluster's key.
-pub(crate) fn other_key() -> Key {
-    Key::from_hex("a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90")
+pub(crate) fn other_key() -> ClusterKey {
+    ClusterKey::from_hex("a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90")
         .expect("a key")
 }
 
@@ -155,7 +155,7 @@ impl Process for Echo {
         reply.send(text.to_uppercase());
     }
 
-    fn codec() -> Option<Codec<Self>> {
+    fn remote_messages() -> Option<Codec<Self>> {
         Some(Codec::msgpack())
     }
 }
@@ -181,7 +181,7 @@ impl Process for Silent {
         }
     }
 
-    fn codec() -> Option<Codec<Self>> {
+    fn remote_messages() -> Option<Codec<Self>> {
         Some(Codec::msgpack())
     }
 }
@@ -203,7 +203,7 @@ impl Process for Stopper {
         reply.send(());
     }
 
-    fn codec() -> Option<Codec<Self>> {
+    fn remote_messages() -> Option<Codec<Self>> {
         Some(Codec::msgpack())
     }
 }
@@ -290,7 +290,7 @@ impl Process for Sequencer {
         reply.send(self.report.clone());
     }
 
-    fn codec() -> Option<Codec<Self>> {
+    fn remote_messages() -> Option<Codec<Self>> {
         Some(Codec::msgpack())
     }
 }
@@ -316,7 +316,7 @@ impl Process for SlowRecorder {
         reply.send(self.seen.clone());
     }
 
-    fn codec() -> Option<Codec<Self>> {
+    fn remote_messages() -> Option<Codec<Self>> {
         Some(Codec::msgpack())
     }
 }
@@ -360,7 +360,11 @@ impl RawPeer {
     }
 
     /// Sends the first message of a handshake under `key`; the node's answer (`None`: closed).
-    pub(crate) async fn greet(&mut self, key: &Key, hello: &Hello) -> (Initiator, Option<Message>) {
+    pub(crate) async fn greet(
+        &mut self,
+        key: &ClusterKey,
+        hello: &Hello,
+    ) -> (Initiator, Option<Message>) {
         let (initiator, first) = Initiator::start(key, hello).expect("a first message");
         self.send_message(&first).await;
         (initiator, self.recv_message().await)
@@ -538,7 +542,7 @@ impl Process for Gated {
         reply.send(self.sequence.report.clone());
     }
 
-    fn codec() -> Option<Codec<Self>> {
+    fn remote_messages() -> Option<Codec<Self>> {
         Some(Codec::msgpack())
     }
 }
@@ -577,7 +581,8 @@ impl Flood {
                     let message: Numbered = (sender, seq);
                     let cast = match &named {
                         Some((node_name, name)) if seq % 2 == 1 => {
-                            node.cast_named(node_name, name, &message).await.is_ok()
+                            let to = Dest::name_on(node_name, name.as_str());
+                            node.runtime().cast(to, message).await.is_ok()
                         }
                         _ => node.runtime().cast(to, message).await.is_ok(),
                     };

@@ -13,7 +13,7 @@ use proptest::prelude::*;
 
 use super::log::Log;
 use super::{FILE_HEADER, FileStorage};
-use crate::ballot::Incarnation;
+use crate::core::Incarnation;
 use crate::error::StorageError;
 use crate::register::{Key, Register};
 use crate::storage::{Meta, Slot, Storage};

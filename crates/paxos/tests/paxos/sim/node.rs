@@ -4,11 +4,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rand::RngExt;
-use shoal_paxos::membership::Configuration;
-use shoal_paxos::{
-    Acceptor, AcceptorConfig, Change, Key, MemoryStorage, Message, NodeId, Outcome, PaxosError,
-    Proposer, ProposerConfig, ProposerId, Recovery, RequestId, Storage,
+use shoal_paxos::core::membership::Configuration;
+use shoal_paxos::core::{
+    Acceptor, AcceptorConfig, Message, NodeId, Proposer, ProposerConfig, ProposerId, RequestId,
+    Storage,
 };
+use shoal_paxos::{Change, Key, MemoryStorage, Outcome, PaxosError, Recovery};
 use shoal_sim::{Ctx, Node};
 
 /// How the nodes of a schedule are set up.
@@ -74,7 +75,7 @@ impl PaxosNode {
 
     /// Whether this node's acceptor votes (has an incarnation).
     /// The epoch this node's acceptor votes in, if it votes.
-    pub(crate) fn voting_epoch(&self) -> Option<shoal_paxos::Epoch> {
+    pub(crate) fn voting_epoch(&self) -> Option<shoal_paxos::core::Epoch> {
         self.acceptor.as_ref().and_then(|a| a.incarnation()).map(|i| i.epoch)
     }
 

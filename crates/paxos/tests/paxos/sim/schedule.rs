@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
-use shoal_paxos::{Change, Entry, Key, NodeId, Outcome, Owner, Register};
+use shoal_paxos::core::NodeId;
+use shoal_paxos::{Change, Entry, Key, Outcome, Owner, Register};
 use shoal_sim::linearizability::{Model, Operation, check};
 use shoal_sim::{Network, Sim};
 
@@ -413,7 +414,7 @@ fn apply(
     0
 }
 
-/// The membership procedure of `shoal_paxos::membership`, while clients keep going: one
+/// The membership procedure of `shoal_paxos::core::membership`, while clients keep going: one
 /// acceptor at a time, the new set given to the nodes one after another (so old and new sets
 /// are in use together for a while), then every key rewritten through the new set before the
 /// next step. A step whose rewrite does not succeed stops the procedure there.

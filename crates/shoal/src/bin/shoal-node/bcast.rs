@@ -1,41 +1,40 @@
-//! The broadcast commands: `shoal-broadcast`'s driver over this node's full-mesh connections,
-//! with a [`Log`] of numbers as its one handler.
+//! The broadcast commands: `shoal-broadcast`'s service over this node's full-mesh
+//! connections, with a [`Log`] of numbers as its one topic's handler.
 
-use shoal::broadcast::driver::{Config, Driver, Log, Mode};
+use shoal::broadcast::{Broadcast, BroadcastConfig, Contact, Log, Topic};
 use shoal::prelude::*;
 
-/// The name the numbers' handler is registered under on every node.
-const HANDLER: &str = "numbers";
+/// The topic of the numbers, registered on every node.
+const NUMBERS: Topic<u64> = Topic::new("numbers");
 
 /// The most numbers a node keeps (far more than any cluster test broadcasts).
 const LOG_CAPACITY: usize = 1_000_000;
 
-/// This node's broadcast driver and what it delivered.
+/// This node's broadcast service and what it delivered.
 pub(crate) struct Broadcasts {
-    driver: Driver,
+    service: Broadcast,
     log: Log<u64>,
 }
 
 impl Broadcasts {
-    /// Starts the driver on the connections the transport keeps (full mesh) and registers
-    /// the numbers' log.
+    /// Starts the service on the connections the transport keeps (the node runs full mesh,
+    /// the default of both) and registers the numbers' log.
     pub(crate) async fn start(node: &Node) -> Result<Self, String> {
-        let config = Config { mode: Mode::Existing, ..Config::default() };
-        let driver = Driver::start(node, config)
+        let service = Broadcast::start(node, BroadcastConfig::default())
             .await
-            .map_err(|error| format!("cannot start the broadcast driver: {error}"))?;
+            .map_err(|error| format!("cannot start the broadcast service: {error}"))?;
         let log = Log::new(node, LOG_CAPACITY);
-        driver
-            .register(HANDLER, log.clone())
+        service
+            .register(NUMBERS, log.clone())
             .await
             .map_err(|error| format!("cannot register the numbers' handler: {error}"))?;
-        Ok(Broadcasts { driver, log })
+        Ok(Broadcasts { service, log })
     }
 
     /// `bcast send N`: broadcasts the number `N`.
     pub(crate) async fn send(&self, number: u64) -> Result<String, String> {
-        self.driver
-            .broadcast(HANDLER, number)
+        self.service
+            .broadcast(NUMBERS, number)
             .await
             .map(|()| String::new())
             .map_err(|error| format!("cannot broadcast {number}: {error}"))
@@ -52,8 +51,8 @@ impl Broadcasts {
 
     /// `bcast views`: the overlay's active and passive views, for diagnosis.
     pub(crate) async fn views(&self) -> Result<String, String> {
-        let views = self.driver.views().await.ok_or("the broadcast driver has stopped")?;
-        let names = |contacts: &std::collections::BTreeSet<shoal::broadcast::driver::Contact>| {
+        let views = self.service.views().await.ok_or("the broadcast driver has stopped")?;
+        let names = |contacts: &std::collections::BTreeSet<Contact>| {
             contacts.iter().map(|contact| contact.name.as_str()).collect::<Vec<_>>().join(",")
         };
         Ok(format!("active={} passive={}", names(&views.active), names(&views.passive)))

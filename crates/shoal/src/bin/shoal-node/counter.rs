@@ -10,8 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use shoal::paxos::Entry;
-use shoal::paxos::driver::{Paxos, PaxosClientError};
+use shoal::paxos::{Entry, Paxos, PaxosError};
 
 /// How many compare-and-set attempts one increment makes before giving up (each lost only to
 /// another writer's success, so the cluster is making progress meanwhile).
@@ -97,7 +96,7 @@ pub(crate) async fn get(paxos: &Paxos, key: &str) -> Result<String, String> {
     Ok(Counter::decode(entry.as_ref())?.count.to_string())
 }
 
-fn describe(error: PaxosClientError) -> String {
+fn describe(error: PaxosError) -> String {
     error.to_string()
 }
 

@@ -77,9 +77,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use shoal::paxos::driver::{Paxos, PaxosConfig, Recovery, StorageConfig};
+use shoal::paxos::{Paxos, PaxosConfig, Recovery, StorageConfig};
 use shoal::prelude::*;
-use shoal::transport::{Direction, Fault, Key};
+use shoal::transport::{ClusterKey, Direction, Fault};
 use tokio::sync::{broadcast, mpsc};
 
 mod bcast;
@@ -111,7 +111,7 @@ fn main() -> ExitCode {
     let options = match Invocation::parse(std::env::args().skip(1), key_var) {
         Ok(Invocation::Run(options)) => options,
         Ok(Invocation::GenerateKey) => {
-            println!("{}", Key::generate().to_hex());
+            println!("{}", ClusterKey::generate().to_hex());
             return ExitCode::SUCCESS;
         }
         Err(message) => {
@@ -195,7 +195,7 @@ struct Options {
     name: String,
     listen: SocketAddr,
     seeds: Vec<SocketAddr>,
-    key: Key,
+    key: ClusterKey,
     heartbeat_ms: u64,
     failure_timeout_ms: u64,
     seed: u64,
@@ -268,7 +268,7 @@ impl Options {
 }
 
 /// The key in the file at `path`. The error names the file, never its contents.
-fn read_key_file(path: &Path) -> Result<Key, String> {
+fn read_key_file(path: &Path) -> Result<ClusterKey, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| format!("cannot read the key file {}: {error}", path.display()))?;
     text.trim().parse().map_err(|error| format!("the key file {}: {error}", path.display()))
@@ -635,7 +635,7 @@ fn parse_fault(kind: &str, args: &[&str]) -> Result<Fault, String> {
 
 #[cfg(test)]
 mod tests {
-    use shoal::transport::KeyError;
+    use shoal::transport::ClusterKeyError;
 
     use super::*;
 
@@ -646,7 +646,7 @@ mod tests {
         line.split_whitespace().map(str::to_owned).collect()
     }
 
-    fn key() -> Key {
+    fn key() -> ClusterKey {
         KEY_HEX.parse().unwrap()
     }
 
@@ -743,23 +743,23 @@ mod tests {
     fn a_bad_key_is_refused_with_its_reason() {
         let short = "0123abcd";
         let error = Options::parse(args("--name a"), Some(short.to_owned())).unwrap_err();
-        assert_eq!(error, format!("$SHOAL_KEY: {}", KeyError::Length(8)));
+        assert_eq!(error, format!("$SHOAL_KEY: {}", ClusterKeyError::Length(8)));
         let not_random = "ab".repeat(32);
         let error = Options::parse(args("--name a"), Some(not_random.clone())).unwrap_err();
-        assert_eq!(error, format!("$SHOAL_KEY: {}", KeyError::NotRandom(1)));
+        assert_eq!(error, format!("$SHOAL_KEY: {}", ClusterKeyError::NotRandom(1)));
         assert!(!error.contains(&not_random));
 
         let path = key_file("bad-key", &format!("{}zz\n", &KEY_HEX[..62]));
         let error = Options::parse(args(&format!("--name a --key-file {}", path.display())), None)
             .unwrap_err();
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(error, format!("the key file {}: {}", path.display(), KeyError::NotHex));
+        assert_eq!(error, format!("the key file {}: {}", path.display(), ClusterKeyError::NotHex));
         assert!(!error.contains(&KEY_HEX[..62]));
     }
 
     #[test]
     fn the_key_file_wins_over_the_variable_and_must_exist() {
-        let other = Key::generate();
+        let other = ClusterKey::generate();
         let path = key_file("wins", &other.to_hex());
         let options = parse(&format!("--name a --key-file {}", path.display()));
         std::fs::remove_file(&path).unwrap();

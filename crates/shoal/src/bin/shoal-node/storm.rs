@@ -51,8 +51,8 @@ impl Process for StormReceiver {
         lock(&self.tally).record(sender, seq);
     }
 
-    fn codec() -> Option<shoal::process::Codec<Self>> {
-        Some(shoal::process::Codec::msgpack())
+    fn remote_messages() -> Option<Codec<Self>> {
+        Some(Codec::msgpack())
     }
 }
 
@@ -69,15 +69,15 @@ pub(crate) struct StormSenders {
 /// Casts `1..=messages` to `peer`'s storm receiver, each after the one before is queued; stops
 /// at the first error (the peer went away), which is counted.
 ///
-/// It yields to the scheduler every [`SENDS_PER_YIELD`] casts. `Node::cast_named` returns at
-/// once while the peer's queue has room, without spending tokio's cooperative budget, so a
-/// sender that never yields holds its worker thread until the queue (65,536 frames) is full:
-/// with a few of them on the two workers, heartbeats and reads wait long enough under load for
-/// peers to be declared down in the middle of the storm.
+/// It yields to the scheduler every [`SENDS_PER_YIELD`] casts besides what the runtime's casts
+/// spend of tokio's cooperative budget: a sender that held its worker thread until the peer's
+/// queue (65,536 frames) is full would, with a few of them on the two workers, keep heartbeats
+/// and reads waiting long enough under load for peers to be declared down mid-storm.
 pub(crate) async fn send_storm(node: Node, peer: String, messages: u64, storm: Arc<StormSenders>) {
     let me = node.name().to_owned();
+    let to = Dest::name_on(&peer, STORM);
     for seq in 1..=messages {
-        if let Err(error) = node.cast_named(&peer, STORM, &(&me, seq)).await {
+        if let Err(error) = node.runtime().cast(to.clone(), (me.clone(), seq)).await {
             eprintln!("{me}: storm to {peer} stopped at {seq}: {error}");
             storm.errors.fetch_add(1, Ordering::Relaxed);
             break;

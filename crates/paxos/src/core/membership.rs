@@ -21,8 +21,8 @@
 //!    has no state (it fences and copies the others' slots) before it votes.
 //! 2. Give every proposer (and every acceptor, for rejoining) the new set as the next
 //!    [`Configuration`] version,
-//!    [`Proposer::set_configuration`](crate::Proposer::set_configuration) /
-//!    [`Acceptor::install`](crate::Acceptor::install), and wait until a majority of the old set
+//!    [`Proposer::set_configuration`](super::Proposer::set_configuration) /
+//!    [`Acceptor::install`](super::Acceptor::install), and wait until a majority of the old set
 //!    and a majority of the new set run it. Until all have it, old and new majorities are
 //!    mixed, which the single-step rule makes safe; and since an acceptor refuses prepares and
 //!    accepts of an older version (and sends its configuration back), a proposer that missed
@@ -40,18 +40,19 @@
 //! two steps back may sit on acceptors that are no majority of the current set (the test
 //! `membership::skipping_the_rewrite_can_lose_a_value` shows it happen).
 //!
-//! The driver runs this procedure: `Paxos::add_acceptor` and `Paxos::remove_acceptor`. An
+//! The handle runs this procedure: [`Paxos::add_acceptor`](crate::Paxos::add_acceptor) and
+//! [`Paxos::remove_acceptor`](crate::Paxos::remove_acceptor). An
 //! acceptor added rejoins from `n - majority + 1` voting acceptors of the `n - 1` others, so
 //! adding a fourth to three works with one of the three down.
 
 use serde::{Deserialize, Serialize};
 
-use crate::ballot::NodeId;
+use crate::core::NodeId;
 
 /// An acceptor set and its version. Every change of the set is a new, higher version;
 /// prepares and accepts carry the version their proposer runs, and an acceptor that runs a
-/// newer one refuses them ([`Rejection::StaleConfiguration`](crate::Rejection)) and sends its
-/// configuration back ([`Message::Configure`](crate::Message)), so a proposer that missed a
+/// newer one refuses them ([`Rejection::StaleConfiguration`](super::Rejection)) and sends its
+/// configuration back ([`Message::Configure`](super::Message)), so a proposer that missed a
 /// change learns it instead of counting a majority of a set that is no longer the cluster's.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Configuration {

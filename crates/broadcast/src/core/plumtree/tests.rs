@@ -51,10 +51,10 @@ impl Handler<u8> for Store {
 }
 
 type Core = Plumtree<u8, Store>;
-type Out = Output<u8, u32, u32>;
+type Out = PlumtreeOutput<u8, u32, u32>;
 
-fn config() -> Config {
-    Config { exchange_interval: None, ..Config::default() }
+fn config() -> PlumtreeConfig {
+    PlumtreeConfig { exchange_interval: None, ..PlumtreeConfig::default() }
 }
 
 /// Node 0 with the given neighbours.
@@ -70,12 +70,12 @@ fn drain(core: &mut Core) -> Vec<Out> {
     std::iter::from_fn(|| core.poll_output()).collect()
 }
 
-fn gossip(id: u32, payload: u32, round: u32, root: u8) -> Message<u8, u32, u32> {
-    Message::Gossip { id, payload, round, root }
+fn gossip(id: u32, payload: u32, round: u32, root: u8) -> PlumtreeMessage<u8, u32, u32> {
+    PlumtreeMessage::Gossip { id, payload, round, root }
 }
 
-fn send(to: u8, message: Message<u8, u32, u32>) -> Out {
-    Output::Send { to, message }
+fn send(to: u8, message: PlumtreeMessage<u8, u32, u32>) -> Out {
+    PlumtreeOutput::Send { to, message }
 }
 
 fn set(peers: &[u8]) -> BTreeSet<u8> {
@@ -122,7 +122,7 @@ fn duplicate_gossip_prunes_its_sender() {
     core.handle_message(now, 1, gossip(55, 9, 4, 9)).unwrap();
     drain(&mut core);
     assert_eq!(core.handle_message(now, 2, gossip(55, 9, 4, 9)), Ok(()));
-    assert_eq!(drain(&mut core), vec![send(2, Message::Prune { root: 9 })]);
+    assert_eq!(drain(&mut core), vec![send(2, PlumtreeMessage::Prune { root: 9 })]);
     assert_eq!(core.tree(&9), Some((&set(&[1, 3]), &set(&[2]))));
 }
 
@@ -133,7 +133,7 @@ fn duplicate_gossip_prunes_its_sender() {
 fn pruned_peer_gets_one_batched_ihave_per_tick() {
     let now = Instant::now();
     let mut core = node(now, &[1, 2]);
-    core.handle_message(now, 2, Message::Prune { root: 0 }).unwrap();
+    core.handle_message(now, 2, PlumtreeMessage::Prune { root: 0 }).unwrap();
     core.broadcast(now, 7).unwrap();
     core.broadcast(now, 8).unwrap();
     assert_eq!(
@@ -149,7 +149,7 @@ fn pruned_peer_gets_one_batched_ihave_per_tick() {
         Announcement { id: 101, round: 0, root: 0 },
         Announcement { id: 102, round: 0, root: 0 },
     ];
-    assert_eq!(drain(&mut core), vec![send(2, Message::IHave { announcements })]);
+    assert_eq!(drain(&mut core), vec![send(2, PlumtreeMessage::IHave { announcements })]);
     assert_eq!(core.poll_timeout(), None);
 }
 
@@ -158,9 +158,9 @@ fn pruned_peer_gets_one_batched_ihave_per_tick() {
 fn lazy_queue_keeps_only_the_newest_announcements() {
     let now = Instant::now();
     let mut core =
-        Plumtree::new(0, Config { max_lazy_queue: 2, ..config() }, Store::default(), now);
+        Plumtree::new(0, PlumtreeConfig { max_lazy_queue: 2, ..config() }, Store::default(), now);
     core.neighbour_up(now, 2);
-    core.handle_message(now, 2, Message::Prune { root: 0 }).unwrap();
+    core.handle_message(now, 2, PlumtreeMessage::Prune { root: 0 }).unwrap();
     for payload in 0..3 {
         core.broadcast(now, payload).unwrap();
     }
@@ -169,7 +169,7 @@ fn lazy_queue_keeps_only_the_newest_announcements() {
         Announcement { id: 102, round: 0, root: 0 },
         Announcement { id: 103, round: 0, root: 0 },
     ];
-    assert_eq!(drain(&mut core), vec![send(2, Message::IHave { announcements })]);
+    assert_eq!(drain(&mut core), vec![send(2, PlumtreeMessage::IHave { announcements })]);
 }
 
 /// §3.5 (tree repair), `IHAVE` receive and `Timer(mID)`: a message announced but not received within
@@ -179,7 +179,8 @@ fn lazy_queue_keeps_only_the_newest_announcements() {
 fn missing_message_is_grafted_from_each_announcer_in_turn() {
     let now = Instant::now();
     let mut core = node(now, &[1, 2]);
-    let ihave = |id| Message::IHave { announcements: vec![Announcement { id, round: 2, root: 9 }] };
+    let ihave =
+        |id| PlumtreeMessage::IHave { announcements: vec![Announcement { id, round: 2, root: 9 }] };
     core.handle_message(now, 1, ihave(7)).unwrap();
     core.handle_message(now + Duration::from_millis(10), 2, ihave(7)).unwrap();
     assert_eq!(drain(&mut core), vec![]);
@@ -188,13 +189,19 @@ fn missing_message_is_grafted_from_each_announcer_in_turn() {
     assert_eq!(core.poll_timeout(), Some(first));
 
     core.handle_timeout(first);
-    assert_eq!(drain(&mut core), vec![send(1, Message::Graft { id: Some(7), round: 2, root: 9 })]);
+    assert_eq!(
+        drain(&mut core),
+        vec![send(1, PlumtreeMessage::Graft { id: Some(7), round: 2, root: 9 })]
+    );
     assert!(core.tree(&9).unwrap().0.contains(&1));
     let second = first + config().second_graft_timeout;
     assert_eq!(core.poll_timeout(), Some(second));
 
     core.handle_timeout(second);
-    assert_eq!(drain(&mut core), vec![send(2, Message::Graft { id: Some(7), round: 2, root: 9 })]);
+    assert_eq!(
+        drain(&mut core),
+        vec![send(2, PlumtreeMessage::Graft { id: Some(7), round: 2, root: 9 })]
+    );
     core.handle_timeout(second + config().second_graft_timeout);
     assert_eq!(drain(&mut core), vec![]);
     assert_eq!(core.missing_len(), 0);
@@ -206,7 +213,8 @@ fn missing_message_is_grafted_from_each_announcer_in_turn() {
 fn arrival_cancels_the_graft_timer() {
     let now = Instant::now();
     let mut core = node(now, &[1, 2]);
-    let ihave = Message::IHave { announcements: vec![Announcement { id: 7, round: 2, root: 9 }] };
+    let ihave =
+        PlumtreeMessage::IHave { announcements: vec![Announcement { id: 7, round: 2, root: 9 }] };
     core.handle_message(now, 1, ihave.clone()).unwrap();
     core.handle_message(now, 2, gossip(7, 70, 2, 9)).unwrap();
     drain(&mut core);
@@ -223,14 +231,16 @@ fn arrival_cancels_the_graft_timer() {
 fn graft_makes_the_link_eager_and_answers_with_the_payload() {
     let now = Instant::now();
     let mut core = node(now, &[1, 2]);
-    core.handle_message(now, 1, Message::Prune { root: 0 }).unwrap();
+    core.handle_message(now, 1, PlumtreeMessage::Prune { root: 0 }).unwrap();
     core.broadcast(now, 7).unwrap();
     drain(&mut core);
     assert_eq!(core.tree(&0), Some((&set(&[2]), &set(&[1]))));
-    core.handle_message(now, 1, Message::Graft { id: Some(101), round: 0, root: 0 }).unwrap();
+    core.handle_message(now, 1, PlumtreeMessage::Graft { id: Some(101), round: 0, root: 0 })
+        .unwrap();
     assert_eq!(drain(&mut core), vec![send(1, gossip(101, 7, 0, 0))]);
     assert_eq!(core.tree(&0), Some((&set(&[1, 2]), &set(&[]))));
-    core.handle_message(now, 2, Message::Graft { id: Some(999), round: 0, root: 0 }).unwrap();
+    core.handle_message(now, 2, PlumtreeMessage::Graft { id: Some(999), round: 0, root: 0 })
+        .unwrap();
     assert_eq!(drain(&mut core), vec![]);
 }
 
@@ -243,16 +253,17 @@ fn much_shorter_announced_path_replaces_the_eager_link() {
     let mut core = node(now, &[1, 2, 3]);
     core.handle_message(now, 1, gossip(55, 9, 9, 9)).unwrap();
     drain(&mut core);
-    let ihave =
-        |round| Message::IHave { announcements: vec![Announcement { id: 55, round, root: 9 }] };
+    let ihave = |round| PlumtreeMessage::IHave {
+        announcements: vec![Announcement { id: 55, round, root: 9 }],
+    };
     core.handle_message(now, 2, ihave(7)).unwrap();
     assert_eq!(drain(&mut core), vec![], "10 hops against 8: below the threshold of 3");
     core.handle_message(now, 3, ihave(6)).unwrap();
     assert_eq!(
         drain(&mut core),
         vec![
-            send(3, Message::Graft { id: None, round: 6, root: 9 }),
-            send(1, Message::Prune { root: 9 })
+            send(3, PlumtreeMessage::Graft { id: None, round: 6, root: 9 }),
+            send(1, PlumtreeMessage::Prune { root: 9 })
         ]
     );
     assert_eq!(core.tree(&9), Some((&set(&[2, 3]), &set(&[1]))));
@@ -268,7 +279,7 @@ fn trees_of_different_roots_are_independent() {
     let mut core = node(now, &[1, 2]);
     core.handle_message(now, 1, gossip(5, 5, 0, 1)).unwrap();
     core.handle_message(now, 2, gossip(6, 6, 0, 2)).unwrap();
-    core.handle_message(now, 2, Message::Prune { root: 1 }).unwrap();
+    core.handle_message(now, 2, PlumtreeMessage::Prune { root: 1 }).unwrap();
     assert_eq!(core.tree(&1), Some((&set(&[1]), &set(&[2]))));
     assert_eq!(core.tree(&2), Some((&set(&[1, 2]), &set(&[]))));
 }
@@ -280,7 +291,8 @@ fn neighbour_changes_update_every_tree() {
     let now = Instant::now();
     let mut core = node(now, &[1, 2]);
     core.handle_message(now, 1, gossip(5, 5, 0, 1)).unwrap();
-    let ihave = Message::IHave { announcements: vec![Announcement { id: 7, round: 0, root: 1 }] };
+    let ihave =
+        PlumtreeMessage::IHave { announcements: vec![Announcement { id: 7, round: 0, root: 1 }] };
     core.handle_message(now, 2, ihave).unwrap();
     core.neighbour_down(&2);
     assert_eq!(core.tree(&1), Some((&set(&[1]), &set(&[]))));
@@ -310,7 +322,7 @@ fn new_neighbour_is_announced_recent_messages() {
         Announcement { id: 5, round: 3, root: 9 },
         Announcement { id: 101, round: 0, root: 0 },
     ];
-    assert_eq!(drain(&mut core), vec![send(3, Message::IHave { announcements })]);
+    assert_eq!(drain(&mut core), vec![send(3, PlumtreeMessage::IHave { announcements })]);
     let too_late = now + config().catch_up_window;
     core.neighbour_up(too_late, 4);
     core.handle_timeout(too_late + config().lazy_tick);
@@ -324,18 +336,19 @@ fn new_neighbour_is_announced_recent_messages() {
 fn messages_from_strangers_are_refused_or_change_no_link() {
     let now = Instant::now();
     let mut core = node(now, &[1]);
-    let ihave = Message::IHave { announcements: vec![Announcement { id: 7, round: 0, root: 1 }] };
+    let ihave =
+        PlumtreeMessage::IHave { announcements: vec![Announcement { id: 7, round: 0, root: 1 }] };
     assert_eq!(
         core.handle_message(now, 5, ihave),
-        Err(MessageError::NotNeighbour { kind: "IHAVE" })
+        Err(PlumtreeError::NotNeighbour { kind: "IHAVE" })
     );
     assert_eq!(
-        core.handle_message(now, 5, Message::Graft { id: Some(7), round: 0, root: 1 }),
-        Err(MessageError::NotNeighbour { kind: "GRAFT" })
+        core.handle_message(now, 5, PlumtreeMessage::Graft { id: Some(7), round: 0, root: 1 }),
+        Err(PlumtreeError::NotNeighbour { kind: "GRAFT" })
     );
     assert_eq!(
-        core.handle_message(now, 5, Message::Prune { root: 1 }),
-        Err(MessageError::NotNeighbour { kind: "PRUNE" })
+        core.handle_message(now, 5, PlumtreeMessage::Prune { root: 1 }),
+        Err(PlumtreeError::NotNeighbour { kind: "PRUNE" })
     );
     assert_eq!(core.missing_len(), 0);
     assert_eq!(core.tree(&1), None);
@@ -344,8 +357,8 @@ fn messages_from_strangers_are_refused_or_change_no_link() {
     assert_eq!(drain(&mut core), vec![send(1, gossip(8, 80, 1, 5))]);
     assert_eq!(core.tree(&5), Some((&set(&[1]), &set(&[]))));
     assert_eq!(
-        core.handle_message(now, 0, Message::Prune { root: 1 }),
-        Err(MessageError::FromSelf)
+        core.handle_message(now, 0, PlumtreeMessage::Prune { root: 1 }),
+        Err(PlumtreeError::FromSelf)
     );
 }
 
@@ -356,7 +369,7 @@ fn broadcast_of_a_known_message_sends_nothing() {
     let now = Instant::now();
     let mut core = node(now, &[1]);
     core.handler_mut().messages.insert(101, 0);
-    assert_eq!(core.broadcast(now, 7), Err(BroadcastError::NotNew));
+    assert_eq!(core.broadcast(now, 7), Err(PlumtreeError::NotNew));
     assert_eq!(drain(&mut core), vec![]);
 }
 
@@ -366,7 +379,7 @@ fn broadcast_of_a_known_message_sends_nothing() {
 fn exchange_is_requested_each_interval() {
     let now = Instant::now();
     let interval = Duration::from_secs(10);
-    let config = Config { exchange_interval: Some(interval), ..config() };
+    let config = PlumtreeConfig { exchange_interval: Some(interval), ..config() };
     let mut core = Plumtree::new(0, config, Store::default(), now);
     assert_eq!(core.poll_timeout(), Some(now + interval));
     core.handle_timeout(now + interval);
@@ -374,7 +387,7 @@ fn exchange_is_requested_each_interval() {
     core.neighbour_up(now, 4);
     assert_eq!(core.poll_timeout(), Some(now + 2 * interval));
     core.handle_timeout(now + 2 * interval);
-    assert_eq!(drain(&mut core), vec![Output::Exchange { peer: 4 }]);
+    assert_eq!(drain(&mut core), vec![PlumtreeOutput::Exchange { peer: 4 }]);
 }
 
 /// One input to a core, for the property test.
@@ -383,27 +396,26 @@ enum Input {
     Up(u8),
     Down(u8),
     Broadcast,
-    Receive(u8, Message<u8, u32, u32>),
+    Receive(u8, PlumtreeMessage<u8, u32, u32>),
     Advance(u64),
 }
 
 fn input() -> impl Strategy<Value = Input> {
     let peer = 1u8..6;
     let id = 0u32..8;
-    let message =
-        prop_oneof![
-            (id.clone(), 0u32..4, 0u8..6).prop_map(|(id, round, root)| gossip(id, id, round, root)),
-            proptest::collection::vec((id.clone(), 0u32..4, 0u8..6), 0..4).prop_map(|list| {
-                let announcements = list
-                    .into_iter()
-                    .map(|(id, round, root)| Announcement { id, round, root })
-                    .collect();
-                Message::IHave { announcements }
-            }),
-            (proptest::option::of(id), 0u32..4, 0u8..6)
-                .prop_map(|(id, round, root)| Message::Graft { id, round, root }),
-            (0u8..6).prop_map(|root| Message::Prune { root }),
-        ];
+    let message = prop_oneof![
+        (id.clone(), 0u32..4, 0u8..6).prop_map(|(id, round, root)| gossip(id, id, round, root)),
+        proptest::collection::vec((id.clone(), 0u32..4, 0u8..6), 0..4).prop_map(|list| {
+            let announcements = list
+                .into_iter()
+                .map(|(id, round, root)| Announcement { id, round, root })
+                .collect();
+            PlumtreeMessage::IHave { announcements }
+        }),
+        (proptest::option::of(id), 0u32..4, 0u8..6)
+            .prop_map(|(id, round, root)| PlumtreeMessage::Graft { id, round, root }),
+        (0u8..6).prop_map(|root| PlumtreeMessage::Prune { root }),
+    ];
     prop_oneof![
         peer.clone().prop_map(Input::Up),
         peer.clone().prop_map(Input::Down),
@@ -420,7 +432,7 @@ proptest! {
     #[test]
     fn trees_stay_within_the_neighbours(inputs in proptest::collection::vec(input(), 0..80)) {
         let mut now = Instant::now();
-        let config = Config { max_missing: 4, exchange_interval: Some(Duration::from_secs(1)), ..config() };
+        let config = PlumtreeConfig { max_missing: 4, exchange_interval: Some(Duration::from_secs(1)), ..config() };
         let mut core = Plumtree::new(0u8, config, Store::default(), now);
         for input in inputs {
             match input {
@@ -435,7 +447,7 @@ proptest! {
             }
             for output in drain(&mut core) {
                 match output {
-                    Output::Send { to, .. } | Output::Exchange { peer: to } => {
+                    PlumtreeOutput::Send { to, .. } | PlumtreeOutput::Exchange { peer: to } => {
                         prop_assert!(core.neighbours().contains(&to), "sent to {to}");
                     }
                 }

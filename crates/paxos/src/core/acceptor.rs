@@ -28,10 +28,10 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use thiserror::Error;
 
-use crate::ballot::{Ballot, Epoch, Incarnation, Lineage, NodeId};
-use crate::membership::{Configuration, majority};
-use crate::message::{Message, Rejection, Standing};
-use crate::mutants::{Mutant, mutated};
+use crate::core::membership::{Configuration, majority};
+use crate::core::mutants::{Mutant, mutated};
+use crate::core::{Ballot, Epoch, Incarnation, Lineage, Message, NodeId, Rejection, Standing};
+use crate::error::BeginEpochError;
 use crate::register::Key;
 use crate::storage::{Meta, Slot, Storage};
 
@@ -43,9 +43,9 @@ pub(crate) const OUTBOX_LIMIT: usize = 4096;
 /// fresh cluster, or a full restart of in-memory acceptors), so that nobody can rejoin.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Recovery {
-    /// Wait: it votes for nothing until an operator calls [`Acceptor::begin_epoch`] (the
-    /// driver's `Paxos::begin_epoch`), which founds a new, empty epoch. A fresh cluster needs
-    /// that call once.
+    /// Wait: it votes for nothing until an operator calls
+    /// [`Paxos::begin_epoch`](crate::Paxos::begin_epoch) ([`Acceptor::begin_epoch`] in the
+    /// core), which founds a new, empty epoch. A fresh cluster needs that call once.
     #[default]
     Manual,
     /// Found a new, empty epoch at once. **Opt-in: whatever the acceptors held is lost** when a
@@ -109,14 +109,6 @@ pub enum Ignored {
     /// The storage failed to record a fence or a promise, so it was not answered.
     #[error("storage failed: {0}")]
     Storage(String),
-}
-
-/// Why [`Acceptor::begin_epoch`] did nothing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
-pub enum BeginEpochError {
-    /// The acceptor votes: its state is intact, and so is its epoch's.
-    #[error("the acceptor votes in incarnation {0}; its epoch goes on")]
-    Voting(Incarnation),
 }
 
 /// Where the acceptor is in its life.
@@ -232,7 +224,7 @@ impl<S: Storage> Acceptor<S> {
     }
 
     /// Installs `configuration` if it is newer than the one this acceptor runs, durably (see
-    /// [`membership`](crate::membership)); whether it did. From then on it refuses prepares and
+    /// [`membership`](super::membership)); whether it did. From then on it refuses prepares and
     /// accepts of older configurations, and, if it is no longer in the set, every vote.
     pub fn install(&mut self, configuration: Configuration) -> bool {
         if configuration.version <= self.config.version {

@@ -22,11 +22,12 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use thiserror::Error;
 
-use crate::ballot::{Ballot, Epoch, Incarnation, Lineage, NodeId, ProposerId};
+use crate::core::membership::{Configuration, majority};
+use crate::core::mutants::{Mutant, mutated};
+use crate::core::{
+    Ballot, Epoch, Incarnation, Lineage, Message, NodeId, ProposerId, Rejection, RequestId,
+};
 use crate::error::{PaxosError, ProposeError};
-use crate::membership::{Configuration, majority};
-use crate::message::{Message, Rejection, RequestId};
-use crate::mutants::{Mutant, mutated};
 use crate::register::{Change, Key, Outcome, Register};
 
 /// The most messages a proposer holds for the driver; past it the oldest is dropped, which
@@ -332,7 +333,7 @@ impl Proposer {
     }
 
     /// Runs `configuration` if it is newer than the one it runs (see
-    /// [`membership`](crate::membership)); whether it did. Running rounds start over under the
+    /// [`membership`](super::membership)); whether it did. Running rounds start over under the
     /// new set and fast-path promises are dropped: they were counted in the old.
     pub fn set_configuration(&mut self, now: Instant, configuration: Configuration) -> bool {
         if configuration.version <= self.config.version {

@@ -1,83 +1,5 @@
-//! Plumtree: epidemic broadcast trees (Leitão, Pereira, Rodrigues, SRDS 2007), sans-IO.
-//!
-//! A [`Plumtree`] core spreads each broadcast along a spanning tree embedded in the overlay:
-//! payloads go *eagerly* to the peers in a root's eager set, and only announcements (IHAVE,
-//! batched per lazy tick) go *lazily* to the rest. A duplicate payload PRUNEs the link it came
-//! over into the lazy set; a message announced but not received within a timeout is GRAFTed
-//! from an announcer, which also turns that link eager again. The tree thus forms from the
-//! first broadcast and heals after failures. Periodic anti-entropy exchanges (run by the
-//! application through [`Handler::exchange`]) catch anything the tree lost.
-//!
-//! ```text
-//!            broadcast / handle_message / neighbour_up|down / handle_timeout (all with `now`)
-//!                                       │
-//!                                       ▼
-//!   Handler ◄── produce, merge, ──  Plumtree  ──► poll_output(): Send { to, message }
-//!   (the app)    is_stale, graft       │                        Exchange { peer }
-//!                                      └──────► poll_timeout(): when to call handle_timeout
-//! ```
-//!
-//! Eager and lazy sets are kept *per root* (the node a broadcast started from), as Partisan
-//! does and as the paper suggests for many senders (§3.7): each root gets its own tree, shaped
-//! by the latency from that root, instead of one tree that is good for one sender only. A
-//! root's sets start as "every neighbour eager" (the paper's `eagerPushPeers ← neighbours`)
-//! the first time the root is seen. The §3.8 optimisation (swap an eager link for a lazy one
-//! that is several hops shorter) is on by default.
-//!
-//! Beyond the paper: a neighbour that comes up is announced (IHAVE) the messages delivered
-//! within [`Config::catch_up_window`], so that a broadcast in flight when a node lost all its
-//! links (even at its root) still spreads through the links the overlay repairs; and the core
-//! accepts a payload from a non-neighbour (a race with neighbour-down) without making it a
-//! tree link.
-//!
-//! What this module does *not* do: open connections, keep time, or know the membership. The
-//! overlay ([`HyParView`](crate::HyParView) or a full mesh) reports neighbours going up and
-//! down; the driver moves messages and calls [`Plumtree::handle_timeout`] when
-//! [`Plumtree::poll_timeout`] says.
-//!
-//! ```
-//! use std::time::Instant;
-//! use shoal_broadcast::plumtree::{Config, Graft, Handler, Message, Output, Plumtree};
-//!
-//! /// Keeps every message, by a sequence number.
-//! #[derive(Default)]
-//! struct Log(std::collections::BTreeMap<u64, String>);
-//!
-//! impl Handler<&'static str> for Log {
-//!     type Message = String;
-//!     type Id = u64;
-//!     type Payload = String;
-//!     type Error = std::convert::Infallible;
-//!     fn produce(&mut self, text: String) -> (u64, String) {
-//!         (self.0.len() as u64, text)
-//!     }
-//!     fn merge(&mut self, id: &u64, text: String) -> bool {
-//!         self.0.insert(*id, text).is_none()
-//!     }
-//!     fn is_stale(&self, id: &u64) -> bool {
-//!         self.0.contains_key(id)
-//!     }
-//!     fn graft(&mut self, id: &u64) -> Graft<String, Self::Error> {
-//!         self.0.get(id).map_or(Graft::Stale, |text| Graft::Payload(text.clone()))
-//!     }
-//!     fn exchange(&mut self, _peer: &&'static str) -> Result<(), Self::Error> {
-//!         Ok(())
-//!     }
-//! }
-//!
-//! let now = Instant::now();
-//! let mut a = Plumtree::new("a", Config::default(), Log::default(), now);
-//! let mut b = Plumtree::new("b", Config::default(), Log::default(), now);
-//! a.neighbour_up(now, "b");
-//! b.neighbour_up(now, "a");
-//!
-//! a.broadcast(now, "hello".to_string()).unwrap();
-//! while let Some(Output::Send { to, message }) = a.poll_output() {
-//!     assert_eq!(to, "b");
-//!     b.handle_message(now, "a", message).unwrap();
-//! }
-//! assert_eq!(b.handler().0.get(&0).map(String::as_str), Some("hello"));
-//! ```
+//! The Plumtree core: [`Plumtree`], its handler trait, messages, outputs and configuration.
+//! The protocol, and what the core does not do, are described on [`Plumtree`].
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Debug;
@@ -87,7 +9,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use serde::{Deserialize, Serialize};
 
-use crate::random;
+use super::random;
 
 #[cfg(test)]
 mod tests;
@@ -95,7 +17,9 @@ mod tests;
 /// What an application plugs into Plumtree: the roles of Partisan's broadcast handler.
 ///
 /// The core owns the handler and calls it synchronously; a handler keeps the messages (it is
-/// the store that GRAFTs are answered from) and decides what is new.
+/// the store that GRAFTs are answered from) and decides what is new. `P` identifies a peer: a
+/// handler registered for a [`Topic`](crate::Topic) of a [`Broadcast`](crate::Broadcast)
+/// implements `Handler<String>` (peers by node name) and [`AntiEntropy`](crate::AntiEntropy).
 pub trait Handler<P> {
     /// What the application hands to [`Plumtree::broadcast`].
     type Message;
@@ -122,7 +46,7 @@ pub trait Handler<P> {
     fn graft(&mut self, id: &Self::Id) -> Graft<Self::Payload, Self::Error>;
 
     /// Starts an anti-entropy exchange with `peer`. Called by the driver when the core emits
-    /// [`Output::Exchange`]; how the exchange runs (digests, Merkle trees, ...) is the
+    /// [`PlumtreeOutput::Exchange`]; how the exchange runs (digests, Merkle trees, ...) is the
     /// application's business.
     fn exchange(&mut self, peer: &P) -> Result<(), Self::Error>;
 }
@@ -152,7 +76,7 @@ pub struct Announcement<P, I> {
 
 /// A Plumtree protocol message (the paper's GOSSIP, IHAVE, GRAFT and PRUNE).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Message<P, I, T> {
+pub enum PlumtreeMessage<P, I, T> {
     /// The payload, pushed eagerly (or in answer to a GRAFT). `round` is the sender's
     /// distance from the root, so the receiver is `round + 1` hops from it.
     Gossip {
@@ -189,13 +113,13 @@ pub enum Message<P, I, T> {
 
 /// What the core asks its driver to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Output<P, I, T> {
+pub enum PlumtreeOutput<P, I, T> {
     /// Send `message` to `to`.
     Send {
         /// The receiving neighbour.
         to: P,
         /// The message.
-        message: Message<P, I, T>,
+        message: PlumtreeMessage<P, I, T>,
     },
     /// Time for an anti-entropy exchange with `peer`: call [`Handler::exchange`].
     Exchange {
@@ -206,7 +130,7 @@ pub enum Output<P, I, T> {
 
 /// Timeouts and bounds of a [`Plumtree`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Config {
+pub struct PlumtreeConfig {
     /// How often queued IHAVE announcements are flushed, one batch per peer.
     pub lazy_tick: Duration,
     /// How long a message announced by IHAVE may stay missing before the first GRAFT (the
@@ -244,9 +168,9 @@ pub struct Config {
     pub seed: u64,
 }
 
-impl Default for Config {
+impl Default for PlumtreeConfig {
     fn default() -> Self {
-        Config {
+        PlumtreeConfig {
             lazy_tick: Duration::from_millis(200),
             graft_timeout: Duration::from_secs(1),
             second_graft_timeout: Duration::from_millis(500),
@@ -263,27 +187,26 @@ impl Default for Config {
     }
 }
 
-/// Why [`Plumtree::broadcast`] sent nothing.
+/// Why the [`Plumtree`] core ignored an input ([`Plumtree::broadcast`] or
+/// [`Plumtree::handle_message`]). Every variant means the same for state: unchanged, nothing
+/// sent; the message is never half-applied.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum BroadcastError {
-    /// The handler's `merge` said the produced message is not new; nothing was sent and the
-    /// core's state is unchanged.
+pub enum PlumtreeError {
+    /// From [`Plumtree::broadcast`]: the handler's `merge` said the produced message is not
+    /// new; nothing was sent and the core's state is unchanged.
     #[error("the handler already knew the produced message; nothing was sent")]
     NotNew,
-}
-
-/// Why [`Plumtree::handle_message`] ignored (part of) a message.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum MessageError {
-    /// An IHAVE, GRAFT or PRUNE from a peer that is not a neighbour (it raced with a
-    /// neighbour-down, or is bogus). Tree links exist only between neighbours, so the message
-    /// was ignored and state is unchanged; a GRAFTing peer will try its next announcer.
+    /// From [`Plumtree::handle_message`]: an IHAVE, GRAFT or PRUNE from a peer that is not a
+    /// neighbour (it raced with a neighbour-down, or is bogus). Tree links exist only between
+    /// neighbours, so the message was ignored and state is unchanged; a GRAFTing peer will try
+    /// its next announcer.
     #[error("{kind} from a peer that is not a neighbour: ignored, state unchanged")]
     NotNeighbour {
         /// The message's kind.
         kind: &'static str,
     },
-    /// A message that claims to come from this node itself: ignored, state unchanged.
+    /// From [`Plumtree::handle_message`]: a message that claims to come from this node
+    /// itself: ignored, state unchanged.
     #[error("a message from this node itself: ignored, state unchanged")]
     FromSelf,
 }
@@ -306,10 +229,89 @@ struct Missing<P> {
     announcers: VecDeque<(P, u32, P)>,
 }
 
-/// The Plumtree state machine of one node, for one handler (see the [module docs](self)).
+/// Plumtree: epidemic broadcast trees (Leitão, Pereira, Rodrigues, SRDS 2007), sans-IO.
+///
+/// A [`Plumtree`] core spreads each broadcast along a spanning tree embedded in the overlay:
+/// payloads go *eagerly* to the peers in a root's eager set, and only announcements (IHAVE,
+/// batched per lazy tick) go *lazily* to the rest. A duplicate payload PRUNEs the link it came
+/// over into the lazy set; a message announced but not received within a timeout is GRAFTed
+/// from an announcer, which also turns that link eager again. The tree thus forms from the
+/// first broadcast and heals after failures. Periodic anti-entropy exchanges (run by the
+/// application through [`Handler::exchange`]) catch anything the tree lost.
+///
+/// ```text
+///            broadcast / handle_message / neighbour_up|down / handle_timeout (all with `now`)
+///                                       │
+///                                       ▼
+///   Handler ◄── produce, merge, ──  Plumtree  ──► poll_output(): Send { to, message }
+///   (the app)    is_stale, graft       │                        Exchange { peer }
+///                                      └──────► poll_timeout(): when to call handle_timeout
+/// ```
+///
+/// Eager and lazy sets are kept *per root* (the node a broadcast started from), as Partisan
+/// does and as the paper suggests for many senders (§3.7): each root gets its own tree, shaped
+/// by the latency from that root, instead of one tree that is good for one sender only. A
+/// root's sets start as "every neighbour eager" (the paper's `eagerPushPeers ← neighbours`)
+/// the first time the root is seen. The §3.8 optimisation (swap an eager link for a lazy one
+/// that is several hops shorter) is on by default.
+///
+/// Beyond the paper: a neighbour that comes up is announced (IHAVE) the messages delivered
+/// within [`PlumtreeConfig::catch_up_window`], so that a broadcast in flight when a node lost
+/// all its links (even at its root) still spreads through the links the overlay repairs; and
+/// the core accepts a payload from a non-neighbour (a race with neighbour-down) without making
+/// it a tree link.
+///
+/// What this core does *not* do: open connections, keep time, or know the membership. The
+/// overlay ([`HyParView`](super::HyParView) or a full mesh) reports neighbours going up and
+/// down; the driver moves messages and calls [`Plumtree::handle_timeout`] when
+/// [`Plumtree::poll_timeout`] says.
+///
+/// ```
+/// use std::time::Instant;
+/// use shoal_broadcast::core::{Graft, Handler, Plumtree, PlumtreeConfig, PlumtreeOutput};
+///
+/// /// Keeps every message, by a sequence number.
+/// #[derive(Default)]
+/// struct Log(std::collections::BTreeMap<u64, String>);
+///
+/// impl Handler<&'static str> for Log {
+///     type Message = String;
+///     type Id = u64;
+///     type Payload = String;
+///     type Error = std::convert::Infallible;
+///     fn produce(&mut self, text: String) -> (u64, String) {
+///         (self.0.len() as u64, text)
+///     }
+///     fn merge(&mut self, id: &u64, text: String) -> bool {
+///         self.0.insert(*id, text).is_none()
+///     }
+///     fn is_stale(&self, id: &u64) -> bool {
+///         self.0.contains_key(id)
+///     }
+///     fn graft(&mut self, id: &u64) -> Graft<String, Self::Error> {
+///         self.0.get(id).map_or(Graft::Stale, |text| Graft::Payload(text.clone()))
+///     }
+///     fn exchange(&mut self, _peer: &&'static str) -> Result<(), Self::Error> {
+///         Ok(())
+///     }
+/// }
+///
+/// let now = Instant::now();
+/// let mut a = Plumtree::new("a", PlumtreeConfig::default(), Log::default(), now);
+/// let mut b = Plumtree::new("b", PlumtreeConfig::default(), Log::default(), now);
+/// a.neighbour_up(now, "b");
+/// b.neighbour_up(now, "a");
+///
+/// a.broadcast(now, "hello".to_string()).unwrap();
+/// while let Some(PlumtreeOutput::Send { to, message }) = a.poll_output() {
+///     assert_eq!(to, "b");
+///     b.handle_message(now, "a", message).unwrap();
+/// }
+/// assert_eq!(b.handler().0.get(&0).map(String::as_str), Some("hello"));
+/// ```
 pub struct Plumtree<P, H: Handler<P>> {
     me: P,
-    config: Config,
+    config: PlumtreeConfig,
     handler: H,
     rng: SmallRng,
     neighbours: BTreeSet<P>,
@@ -325,7 +327,7 @@ pub struct Plumtree<P, H: Handler<P>> {
     /// Messages delivered lately, with when they stop being announced to new neighbours.
     recent: VecDeque<(Instant, Announcement<P, H::Id>)>,
     exchange_at: Option<Instant>,
-    outputs: VecDeque<Output<P, H::Id, H::Payload>>,
+    outputs: VecDeque<PlumtreeOutput<P, H::Id, H::Payload>>,
 }
 
 impl<P, H> Plumtree<P, H>
@@ -334,7 +336,7 @@ where
     H: Handler<P>,
 {
     /// A node `me` with no neighbours yet; the first exchange is due one interval after `now`.
-    pub fn new(me: P, config: Config, handler: H, now: Instant) -> Self {
+    pub fn new(me: P, config: PlumtreeConfig, handler: H, now: Instant) -> Self {
         let rng = SmallRng::seed_from_u64(config.seed);
         let exchange_at = config.exchange_interval.map(|interval| now + interval);
         Plumtree {
@@ -388,7 +390,7 @@ where
     }
 
     /// The next output to act on, oldest first. Drain after every call.
-    pub fn poll_output(&mut self) -> Option<Output<P, H::Id, H::Payload>> {
+    pub fn poll_output(&mut self) -> Option<PlumtreeOutput<P, H::Id, H::Payload>> {
         self.outputs.pop_front()
     }
 
@@ -402,14 +404,10 @@ where
     /// Broadcasts `message` from this node (the paper's `Broadcast(m)`): the handler produces
     /// its id and payload and merges it (so this node can answer GRAFTs for it), then the
     /// payload goes to this root's eager peers and an announcement to its lazy peers.
-    pub fn broadcast(
-        &mut self,
-        now: Instant,
-        message: H::Message,
-    ) -> Result<H::Id, BroadcastError> {
+    pub fn broadcast(&mut self, now: Instant, message: H::Message) -> Result<H::Id, PlumtreeError> {
         let (id, payload) = self.handler.produce(message);
         if !self.handler.merge(&id, payload.clone()) {
-            return Err(BroadcastError::NotNew);
+            return Err(PlumtreeError::NotNew);
         }
         let root = self.me.clone();
         self.push(now, &id, &payload, 0, &root, None);
@@ -423,27 +421,27 @@ where
         &mut self,
         now: Instant,
         from: P,
-        message: Message<P, H::Id, H::Payload>,
-    ) -> Result<(), MessageError> {
+        message: PlumtreeMessage<P, H::Id, H::Payload>,
+    ) -> Result<(), PlumtreeError> {
         if from == self.me {
-            return Err(MessageError::FromSelf);
+            return Err(PlumtreeError::FromSelf);
         }
         match message {
-            Message::Gossip { id, payload, round, root } => {
+            PlumtreeMessage::Gossip { id, payload, round, root } => {
                 self.on_gossip(now, from, id, payload, round, root);
                 Ok(())
             }
-            Message::IHave { announcements } => {
+            PlumtreeMessage::IHave { announcements } => {
                 self.require_neighbour(&from, "IHAVE")?;
                 self.on_ihave(now, from, announcements);
                 Ok(())
             }
-            Message::Graft { id, round, root } => {
+            PlumtreeMessage::Graft { id, round, root } => {
                 self.require_neighbour(&from, "GRAFT")?;
                 self.on_graft(from, id, round, root);
                 Ok(())
             }
-            Message::Prune { root } => {
+            PlumtreeMessage::Prune { root } => {
                 self.require_neighbour(&from, "PRUNE")?;
                 let tree = self.tree_mut(&root);
                 tree.eager.remove(&from);
@@ -456,7 +454,7 @@ where
     /// The overlay reports a new neighbour (the paper's `NeighborUp`): it joins every known
     /// root's eager set, so the trees can use it until a duplicate prunes it, and is sent
     /// (on the next lazy tick) announcements of the messages delivered within
-    /// [`Config::catch_up_window`].
+    /// [`PlumtreeConfig::catch_up_window`].
     pub fn neighbour_up(&mut self, now: Instant, peer: P) {
         if peer == self.me || !self.neighbours.insert(peer.clone()) {
             return;
@@ -503,16 +501,16 @@ where
         {
             self.exchange_at = Some(now + interval);
             if let Some(peer) = random::choose(&mut self.rng, &self.neighbours, &[]) {
-                self.outputs.push_back(Output::Exchange { peer });
+                self.outputs.push_back(PlumtreeOutput::Exchange { peer });
             }
         }
     }
 
-    fn require_neighbour(&self, from: &P, kind: &'static str) -> Result<(), MessageError> {
+    fn require_neighbour(&self, from: &P, kind: &'static str) -> Result<(), PlumtreeError> {
         if self.neighbours.contains(from) {
             Ok(())
         } else {
-            Err(MessageError::NotNeighbour { kind })
+            Err(PlumtreeError::NotNeighbour { kind })
         }
     }
 
@@ -545,7 +543,7 @@ where
             let tree = self.tree_mut(&root);
             tree.eager.remove(&from);
             tree.lazy.insert(from.clone());
-            self.send(from, Message::Prune { root });
+            self.send(from, PlumtreeMessage::Prune { root });
         }
     }
 
@@ -577,7 +575,7 @@ where
         let Some(id) = id else { return };
         match self.handler.graft(&id) {
             Graft::Payload(payload) => {
-                self.send(from, Message::Gossip { id, payload, round, root })
+                self.send(from, PlumtreeMessage::Gossip { id, payload, round, root })
             }
             // Nothing to send: the grafting peer's next timer moves on to another announcer
             // (or anti-entropy settles it).
@@ -606,7 +604,7 @@ where
             let tree = self.tree_mut(&root);
             tree.lazy.remove(&announcer);
             tree.eager.insert(announcer.clone());
-            self.send(announcer, Message::Graft { id: Some(id), round, root });
+            self.send(announcer, PlumtreeMessage::Graft { id: Some(id), round, root });
         }
     }
 
@@ -627,13 +625,13 @@ where
         let tree = self.tree_mut(&root);
         tree.lazy.remove(from);
         tree.eager.insert(from.clone());
-        self.send(from.clone(), Message::Graft { id: None, round, root: root.clone() });
+        self.send(from.clone(), PlumtreeMessage::Graft { id: None, round, root: root.clone() });
         // A parent gone from the overlay has left the tree already: nothing to prune.
         if parent_is_neighbour {
             let tree = self.tree_mut(&root);
             tree.eager.remove(&parent);
             tree.lazy.insert(parent.clone());
-            self.send(parent, Message::Prune { root });
+            self.send(parent, PlumtreeMessage::Prune { root });
         }
     }
 
@@ -667,7 +665,7 @@ where
         let eager: Vec<P> = tree.eager.iter().filter(|p| Some(*p) != sender).cloned().collect();
         let lazy: Vec<P> = tree.lazy.iter().filter(|p| Some(*p) != sender).cloned().collect();
         for to in eager {
-            let message = Message::Gossip {
+            let message = PlumtreeMessage::Gossip {
                 id: id.clone(),
                 payload: payload.clone(),
                 round,
@@ -714,14 +712,16 @@ where
         for (to, queue) in std::mem::take(&mut self.lazy_queues) {
             if !queue.is_empty() {
                 let announcements = Vec::from(queue);
-                self.outputs
-                    .push_back(Output::Send { to, message: Message::IHave { announcements } });
+                self.outputs.push_back(PlumtreeOutput::Send {
+                    to,
+                    message: PlumtreeMessage::IHave { announcements },
+                });
             }
         }
     }
 
-    fn send(&mut self, to: P, message: Message<P, H::Id, H::Payload>) {
-        self.outputs.push_back(Output::Send { to, message });
+    fn send(&mut self, to: P, message: PlumtreeMessage<P, H::Id, H::Payload>) {
+        self.outputs.push_back(PlumtreeOutput::Send { to, message });
     }
 
     /// `root`'s tree, created with every neighbour eager the first time it is seen.

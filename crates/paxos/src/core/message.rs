@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ballot::{Ballot, Epoch, Incarnation, Lineage, NodeId, ProposerId};
+use crate::core::membership::Configuration;
+use crate::core::{Ballot, Epoch, Incarnation, Lineage, NodeId, ProposerId};
 use crate::error::PaxosError;
-use crate::membership::Configuration;
 use crate::register::{Change, Key, Outcome, Register};
 use crate::storage::Slot;
 

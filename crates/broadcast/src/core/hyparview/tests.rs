@@ -10,16 +10,16 @@ use super::*;
 
 type Core = HyParView<u8>;
 
-fn config() -> Config {
-    Config { active_capacity: 3, passive_capacity: 4, ..Config::default() }
+fn config() -> HyParViewConfig {
+    HyParViewConfig { active_capacity: 3, passive_capacity: 4, ..HyParViewConfig::default() }
 }
 
-fn drain(core: &mut Core) -> Vec<Output<u8>> {
+fn drain(core: &mut Core) -> Vec<HyParViewOutput<u8>> {
     std::iter::from_fn(|| core.poll_output()).collect()
 }
 
-fn send(to: u8, message: Message<u8>) -> Output<u8> {
-    Output::Send { to, message }
+fn send(to: u8, message: HyParViewMessage<u8>) -> HyParViewOutput<u8> {
+    HyParViewOutput::Send { to, message }
 }
 
 fn set(peers: &[u8]) -> BTreeSet<u8> {
@@ -27,12 +27,13 @@ fn set(peers: &[u8]) -> BTreeSet<u8> {
 }
 
 /// Node 0 with the given active and passive views, outputs drained.
-fn node(now: Instant, config: Config, active: &[u8], passive: &[u8]) -> Core {
+fn node(now: Instant, config: HyParViewConfig, active: &[u8], passive: &[u8]) -> Core {
     let mut core = HyParView::new(0, config, now);
     for peer in active {
-        core.handle_message(now, *peer, Message::ForwardJoinReply).unwrap();
+        core.handle_message(now, *peer, HyParViewMessage::ForwardJoinReply).unwrap();
     }
-    core.handle_message(now, 99, Message::ShuffleReply { nodes: passive.to_vec() }).unwrap();
+    core.handle_message(now, 99, HyParViewMessage::ShuffleReply { nodes: passive.to_vec() })
+        .unwrap();
     drain(&mut core);
     assert_eq!(core.active_view(), &set(active));
     assert_eq!(core.passive_view(), &set(passive));
@@ -44,9 +45,12 @@ fn node(now: Instant, config: Config, active: &[u8], passive: &[u8]) -> Core {
 fn joiner_adds_its_contact_and_sends_join() {
     let now = Instant::now();
     let mut core = HyParView::new(0u8, config(), now);
-    assert_eq!(core.join(now, 0), Err(JoinError::ContactIsSelf));
+    assert_eq!(core.join(now, 0), Err(HyParViewError::ContactIsSelf));
     assert_eq!(core.join(now, 5), Ok(()));
-    assert_eq!(drain(&mut core), vec![Output::NeighbourUp(5), send(5, Message::Join)]);
+    assert_eq!(
+        drain(&mut core),
+        vec![HyParViewOutput::NeighbourUp(5), send(5, HyParViewMessage::Join)]
+    );
 }
 
 /// §4.2 JOIN at the contact: the joiner enters the active view and a FORWARD_JOIN walk of
@@ -55,11 +59,11 @@ fn joiner_adds_its_contact_and_sends_join() {
 fn contact_takes_the_joiner_and_starts_a_walk_per_neighbour() {
     let now = Instant::now();
     let mut core = node(now, config(), &[1, 2], &[]);
-    core.handle_message(now, 7, Message::Join).unwrap();
-    let walk = Message::ForwardJoin { joiner: 7, ttl: 6 };
+    core.handle_message(now, 7, HyParViewMessage::Join).unwrap();
+    let walk = HyParViewMessage::ForwardJoin { joiner: 7, ttl: 6 };
     assert_eq!(
         drain(&mut core),
-        vec![Output::NeighbourUp(7), send(1, walk.clone()), send(2, walk)]
+        vec![HyParViewOutput::NeighbourUp(7), send(1, walk.clone()), send(2, walk)]
     );
 }
 
@@ -69,8 +73,11 @@ fn contact_takes_the_joiner_and_starts_a_walk_per_neighbour() {
 fn walk_ends_in_the_active_view_when_its_ttl_is_spent() {
     let now = Instant::now();
     let mut core = node(now, config(), &[1, 2], &[]);
-    core.handle_message(now, 1, Message::ForwardJoin { joiner: 7, ttl: 0 }).unwrap();
-    assert_eq!(drain(&mut core), vec![Output::NeighbourUp(7), send(7, Message::ForwardJoinReply)]);
+    core.handle_message(now, 1, HyParViewMessage::ForwardJoin { joiner: 7, ttl: 0 }).unwrap();
+    assert_eq!(
+        drain(&mut core),
+        vec![HyParViewOutput::NeighbourUp(7), send(7, HyParViewMessage::ForwardJoinReply)]
+    );
 }
 
 /// §4.2: a walk also ends where the active view holds only the sender: nowhere to go on.
@@ -78,8 +85,11 @@ fn walk_ends_in_the_active_view_when_its_ttl_is_spent() {
 fn walk_ends_where_it_cannot_go_on() {
     let now = Instant::now();
     let mut core = node(now, config(), &[1], &[]);
-    core.handle_message(now, 1, Message::ForwardJoin { joiner: 7, ttl: 5 }).unwrap();
-    assert_eq!(drain(&mut core), vec![Output::NeighbourUp(7), send(7, Message::ForwardJoinReply)]);
+    core.handle_message(now, 1, HyParViewMessage::ForwardJoin { joiner: 7, ttl: 5 }).unwrap();
+    assert_eq!(
+        drain(&mut core),
+        vec![HyParViewOutput::NeighbourUp(7), send(7, HyParViewMessage::ForwardJoinReply)]
+    );
 }
 
 /// §4.2: at hop PRWL the joiner is dropped into the passive view, and the walk goes on with
@@ -88,11 +98,17 @@ fn walk_ends_where_it_cannot_go_on() {
 fn walk_drops_the_joiner_into_the_passive_view_at_prwl() {
     let now = Instant::now();
     let mut core = node(now, config(), &[1, 2], &[]);
-    core.handle_message(now, 1, Message::ForwardJoin { joiner: 7, ttl: 3 }).unwrap();
-    assert_eq!(drain(&mut core), vec![send(2, Message::ForwardJoin { joiner: 7, ttl: 2 })]);
+    core.handle_message(now, 1, HyParViewMessage::ForwardJoin { joiner: 7, ttl: 3 }).unwrap();
+    assert_eq!(
+        drain(&mut core),
+        vec![send(2, HyParViewMessage::ForwardJoin { joiner: 7, ttl: 2 })]
+    );
     assert_eq!(core.passive_view(), &set(&[7]));
-    core.handle_message(now, 1, Message::ForwardJoin { joiner: 8, ttl: 4 }).unwrap();
-    assert_eq!(drain(&mut core), vec![send(2, Message::ForwardJoin { joiner: 8, ttl: 3 })]);
+    core.handle_message(now, 1, HyParViewMessage::ForwardJoin { joiner: 8, ttl: 4 }).unwrap();
+    assert_eq!(
+        drain(&mut core),
+        vec![send(2, HyParViewMessage::ForwardJoin { joiner: 8, ttl: 3 })]
+    );
     assert_eq!(core.passive_view(), &set(&[7]), "not at PRWL: not kept");
 }
 
@@ -101,11 +117,15 @@ fn walk_drops_the_joiner_into_the_passive_view_at_prwl() {
 #[test]
 fn full_active_view_makes_room_by_disconnecting_a_peer() {
     let now = Instant::now();
-    let mut core = node(now, Config { active_capacity: 1, ..config() }, &[1], &[]);
-    core.handle_message(now, 7, Message::Join).unwrap();
+    let mut core = node(now, HyParViewConfig { active_capacity: 1, ..config() }, &[1], &[]);
+    core.handle_message(now, 7, HyParViewMessage::Join).unwrap();
     assert_eq!(
         drain(&mut core),
-        vec![Output::NeighbourDown(1), send(1, Message::Disconnect), Output::NeighbourUp(7)]
+        vec![
+            HyParViewOutput::NeighbourDown(1),
+            send(1, HyParViewMessage::Disconnect),
+            HyParViewOutput::NeighbourUp(7)
+        ]
     );
     assert_eq!(core.active_view(), &set(&[7]));
     assert_eq!(core.passive_view(), &set(&[1]));
@@ -116,11 +136,11 @@ fn full_active_view_makes_room_by_disconnecting_a_peer() {
 fn disconnect_moves_the_peer_to_the_passive_view() {
     let now = Instant::now();
     let mut core = node(now, config(), &[1, 2], &[]);
-    core.handle_message(now, 1, Message::Disconnect).unwrap();
-    assert_eq!(drain(&mut core), vec![Output::NeighbourDown(1)]);
+    core.handle_message(now, 1, HyParViewMessage::Disconnect).unwrap();
+    assert_eq!(drain(&mut core), vec![HyParViewOutput::NeighbourDown(1)]);
     assert_eq!(core.active_view(), &set(&[2]));
     assert_eq!(core.passive_view(), &set(&[1]));
-    core.handle_message(now, 5, Message::Disconnect).unwrap();
+    core.handle_message(now, 5, HyParViewMessage::Disconnect).unwrap();
     assert_eq!(drain(&mut core), vec![], "not a neighbour: nothing to do");
 }
 
@@ -129,28 +149,28 @@ fn disconnect_moves_the_peer_to_the_passive_view() {
 #[test]
 fn neighbour_request_priority_decides_acceptance_when_full() {
     let now = Instant::now();
-    let mut core = node(now, Config { active_capacity: 1, ..config() }, &[1], &[]);
-    core.handle_message(now, 7, Message::Neighbour { priority: Priority::Low }).unwrap();
-    let refusal = Message::NeighbourReply { accepted: false, nodes: vec![1] };
-    let walk = Message::FindNeighbour { requester: 7, ttl: 6 };
+    let mut core = node(now, HyParViewConfig { active_capacity: 1, ..config() }, &[1], &[]);
+    core.handle_message(now, 7, HyParViewMessage::Neighbour { priority: Priority::Low }).unwrap();
+    let refusal = HyParViewMessage::NeighbourReply { accepted: false, nodes: vec![1] };
+    let walk = HyParViewMessage::FindNeighbour { requester: 7, ttl: 6 };
     assert_eq!(drain(&mut core), vec![send(1, walk), send(7, refusal)]);
-    core.handle_message(now, 7, Message::Neighbour { priority: Priority::High }).unwrap();
+    core.handle_message(now, 7, HyParViewMessage::Neighbour { priority: Priority::High }).unwrap();
     assert_eq!(
         drain(&mut core),
         vec![
-            Output::NeighbourDown(1),
-            send(1, Message::Disconnect),
-            Output::NeighbourUp(7),
-            send(7, Message::NeighbourReply { accepted: true, nodes: vec![] }),
+            HyParViewOutput::NeighbourDown(1),
+            send(1, HyParViewMessage::Disconnect),
+            HyParViewOutput::NeighbourUp(7),
+            send(7, HyParViewMessage::NeighbourReply { accepted: true, nodes: vec![] }),
         ]
     );
     let mut roomy = node(now, config(), &[1], &[]);
-    roomy.handle_message(now, 7, Message::Neighbour { priority: Priority::Low }).unwrap();
+    roomy.handle_message(now, 7, HyParViewMessage::Neighbour { priority: Priority::Low }).unwrap();
     assert_eq!(
         drain(&mut roomy),
         vec![
-            Output::NeighbourUp(7),
-            send(7, Message::NeighbourReply { accepted: true, nodes: vec![] })
+            HyParViewOutput::NeighbourUp(7),
+            send(7, HyParViewMessage::NeighbourReply { accepted: true, nodes: vec![] })
         ]
     );
 }
@@ -162,23 +182,30 @@ fn neighbour_request_priority_decides_acceptance_when_full() {
 fn find_neighbour_walk_ends_at_a_node_with_room() {
     let now = Instant::now();
     let mut roomy = node(now, config(), &[1, 2], &[]);
-    roomy.handle_message(now, 1, Message::FindNeighbour { requester: 9, ttl: 3 }).unwrap();
+    roomy.handle_message(now, 1, HyParViewMessage::FindNeighbour { requester: 9, ttl: 3 }).unwrap();
     // Two peers, fewer than `high_priority_below`: a high-priority request.
-    assert_eq!(drain(&mut roomy), vec![send(9, Message::Neighbour { priority: Priority::High })]);
+    assert_eq!(
+        drain(&mut roomy),
+        vec![send(9, HyParViewMessage::Neighbour { priority: Priority::High })]
+    );
     assert_eq!(roomy.passive_view(), &set(&[9]));
 
     let mut full = node(now, config(), &[1, 2, 3], &[]);
-    full.handle_message(now, 1, Message::FindNeighbour { requester: 3, ttl: 3 }).unwrap();
+    full.handle_message(now, 1, HyParViewMessage::FindNeighbour { requester: 3, ttl: 3 }).unwrap();
     assert_eq!(drain(&mut full), vec![], "the requester is a neighbour already");
-    full.handle_message(now, 1, Message::FindNeighbour { requester: 9, ttl: 3 }).unwrap();
+    full.handle_message(now, 1, HyParViewMessage::FindNeighbour { requester: 9, ttl: 3 }).unwrap();
     let outputs = drain(&mut full);
-    let [Output::Send { to, message: Message::FindNeighbour { requester: 9, ttl: 2 } }] =
-        outputs[..]
+    let [
+        HyParViewOutput::Send {
+            to,
+            message: HyParViewMessage::FindNeighbour { requester: 9, ttl: 2 },
+        },
+    ] = outputs[..]
     else {
         panic!("expected the walk passed on, got {outputs:?}");
     };
     assert!(to == 2 || to == 3);
-    full.handle_message(now, 1, Message::FindNeighbour { requester: 9, ttl: 0 }).unwrap();
+    full.handle_message(now, 1, HyParViewMessage::FindNeighbour { requester: 9, ttl: 0 }).unwrap();
     assert_eq!(drain(&mut full), vec![], "walk over");
 }
 
@@ -188,15 +215,19 @@ fn find_neighbour_walk_ends_at_a_node_with_room() {
 #[test]
 fn failed_peer_is_replaced_from_the_passive_view() {
     let now = Instant::now();
-    let mut core = node(now, Config { active_capacity: 1, ..config() }, &[1], &[4]);
+    let mut core = node(now, HyParViewConfig { active_capacity: 1, ..config() }, &[1], &[4]);
     core.peer_failed(now, &1);
     assert_eq!(
         drain(&mut core),
-        vec![Output::NeighbourDown(1), send(4, Message::Neighbour { priority: Priority::High })]
+        vec![
+            HyParViewOutput::NeighbourDown(1),
+            send(4, HyParViewMessage::Neighbour { priority: Priority::High })
+        ]
     );
     assert_eq!(core.passive_view(), &set(&[4]), "kept until it answers");
-    core.handle_message(now, 4, Message::NeighbourReply { accepted: true, nodes: vec![] }).unwrap();
-    assert_eq!(drain(&mut core), vec![Output::NeighbourUp(4)]);
+    core.handle_message(now, 4, HyParViewMessage::NeighbourReply { accepted: true, nodes: vec![] })
+        .unwrap();
+    assert_eq!(drain(&mut core), vec![HyParViewOutput::NeighbourUp(4)]);
     assert_eq!(core.active_view(), &set(&[4]));
     assert_eq!(core.passive_view(), &set(&[]));
 }
@@ -208,12 +239,15 @@ fn failed_peer_is_replaced_from_the_passive_view() {
 #[test]
 fn refused_or_silent_candidates_make_way_for_others() {
     let now = Instant::now();
-    let config = Config { active_capacity: 2, high_priority_below: 1, ..config() };
+    let config = HyParViewConfig { active_capacity: 2, high_priority_below: 1, ..config() };
     let mut core = node(now, config.clone(), &[1], &[4]);
     let tick = now + config.repair_interval;
     core.handle_timeout(tick);
-    assert_eq!(drain(&mut core), vec![send(4, Message::Neighbour { priority: Priority::Low })]);
-    let refusal = Message::NeighbourReply { accepted: false, nodes: vec![6, 0, 1] };
+    assert_eq!(
+        drain(&mut core),
+        vec![send(4, HyParViewMessage::Neighbour { priority: Priority::Low })]
+    );
+    let refusal = HyParViewMessage::NeighbourReply { accepted: false, nodes: vec![6, 0, 1] };
     core.handle_message(tick, 4, refusal).unwrap();
     assert_eq!(drain(&mut core), vec![], "no retry before the next tick");
     assert_eq!(core.passive_view(), &set(&[4, 6]), "this node and its neighbours are not kept");
@@ -221,8 +255,12 @@ fn refused_or_silent_candidates_make_way_for_others() {
     let next_tick = tick + config.repair_interval;
     core.handle_timeout(next_tick);
     let outputs = drain(&mut core);
-    let [Output::Send { to: asked, message: Message::Neighbour { priority: Priority::Low } }] =
-        outputs[..]
+    let [
+        HyParViewOutput::Send {
+            to: asked,
+            message: HyParViewMessage::Neighbour { priority: Priority::Low },
+        },
+    ] = outputs[..]
     else {
         panic!("expected one low-priority NEIGHBOUR, got {outputs:?}");
     };
@@ -230,10 +268,13 @@ fn refused_or_silent_candidates_make_way_for_others() {
 
     core.handle_timeout(next_tick + config.neighbour_timeout);
     let other = if asked == 4 { 6 } else { 4 };
-    assert_eq!(drain(&mut core), vec![send(other, Message::Neighbour { priority: Priority::Low })]);
+    assert_eq!(
+        drain(&mut core),
+        vec![send(other, HyParViewMessage::Neighbour { priority: Priority::Low })]
+    );
     assert_eq!(core.passive_view(), &set(&[other]), "the silent one is dropped");
-    let late = Message::NeighbourReply { accepted: true, nodes: vec![] };
-    assert_eq!(core.handle_message(now, asked, late), Err(MessageError::UnsolicitedReply));
+    let late = HyParViewMessage::NeighbourReply { accepted: true, nodes: vec![] };
+    assert_eq!(core.handle_message(now, asked, late), Err(HyParViewError::UnsolicitedReply));
     assert_eq!(core.active_view(), &set(&[1]));
 }
 
@@ -242,12 +283,15 @@ fn refused_or_silent_candidates_make_way_for_others() {
 #[test]
 fn repair_tick_fills_a_view_with_room() {
     let now = Instant::now();
-    let config = Config { active_capacity: 4, high_priority_below: 3, ..config() };
+    let config = HyParViewConfig { active_capacity: 4, high_priority_below: 3, ..config() };
     let mut core = node(now, config.clone(), &[1, 2, 3], &[4]);
     let tick = now + config.repair_interval;
     assert_eq!(core.poll_timeout(), Some(tick));
     core.handle_timeout(tick);
-    assert_eq!(drain(&mut core), vec![send(4, Message::Neighbour { priority: Priority::Low })]);
+    assert_eq!(
+        drain(&mut core),
+        vec![send(4, HyParViewMessage::Neighbour { priority: Priority::Low })]
+    );
 }
 
 /// §4.4 SHUFFLE, started on its period: to a random active peer, with the origin itself,
@@ -256,11 +300,12 @@ fn repair_tick_fills_a_view_with_room() {
 fn shuffle_carries_samples_of_both_views() {
     let now = Instant::now();
     // A full active view, so that the repair tick has nothing to add.
-    let config = Config { active_capacity: 1, shuffle_active: 1, shuffle_passive: 1, ..config() };
+    let config =
+        HyParViewConfig { active_capacity: 1, shuffle_active: 1, shuffle_passive: 1, ..config() };
     let mut core = node(now, config.clone(), &[1], &[5]);
     let due = now + config.shuffle_interval;
     core.handle_timeout(due);
-    let shuffle = Message::Shuffle { origin: 0, ttl: 6, nodes: vec![0, 5] };
+    let shuffle = HyParViewMessage::Shuffle { origin: 0, ttl: 6, nodes: vec![0, 5] };
     assert_eq!(drain(&mut core), vec![send(1, shuffle)]);
 }
 
@@ -271,16 +316,22 @@ fn shuffle_carries_samples_of_both_views() {
 fn shuffle_walks_on_then_swaps_passive_peers() {
     let now = Instant::now();
     let mut core = node(now, config(), &[1, 2], &[10, 11, 12, 13]);
-    core.handle_message(now, 1, Message::Shuffle { origin: 9, ttl: 3, nodes: vec![9] }).unwrap();
+    core.handle_message(now, 1, HyParViewMessage::Shuffle { origin: 9, ttl: 3, nodes: vec![9] })
+        .unwrap();
     assert_eq!(
         drain(&mut core),
-        vec![send(2, Message::Shuffle { origin: 9, ttl: 2, nodes: vec![9] })]
+        vec![send(2, HyParViewMessage::Shuffle { origin: 9, ttl: 2, nodes: vec![9] })]
     );
 
-    core.handle_message(now, 1, Message::Shuffle { origin: 9, ttl: 1, nodes: vec![9, 20] })
-        .unwrap();
+    core.handle_message(
+        now,
+        1,
+        HyParViewMessage::Shuffle { origin: 9, ttl: 1, nodes: vec![9, 20] },
+    )
+    .unwrap();
     let outputs = drain(&mut core);
-    let [Output::Send { to: 9, message: Message::ShuffleReply { nodes: reply } }] = &outputs[..]
+    let [HyParViewOutput::Send { to: 9, message: HyParViewMessage::ShuffleReply { nodes: reply } }] =
+        &outputs[..]
     else {
         panic!("expected one SHUFFLE_REPLY to the origin, got {outputs:?}");
     };
@@ -298,19 +349,19 @@ fn shuffle_walks_on_then_swaps_passive_peers() {
 fn bad_input_is_refused_or_bounded() {
     let now = Instant::now();
     let mut core = node(now, config(), &[1], &[]);
-    assert_eq!(core.handle_message(now, 0, Message::Join), Err(MessageError::FromSelf));
-    core.handle_message(now, 1, Message::ForwardJoin { joiner: 0, ttl: 0 }).unwrap();
-    core.handle_message(now, 1, Message::ForwardJoin { joiner: 1, ttl: 0 }).unwrap();
+    assert_eq!(core.handle_message(now, 0, HyParViewMessage::Join), Err(HyParViewError::FromSelf));
+    core.handle_message(now, 1, HyParViewMessage::ForwardJoin { joiner: 0, ttl: 0 }).unwrap();
+    core.handle_message(now, 1, HyParViewMessage::ForwardJoin { joiner: 1, ttl: 0 }).unwrap();
     assert_eq!(drain(&mut core), vec![]);
     let flood: Vec<u8> = (20..60).collect();
-    core.handle_message(now, 1, Message::ShuffleReply { nodes: flood }).unwrap();
+    core.handle_message(now, 1, HyParViewMessage::ShuffleReply { nodes: flood }).unwrap();
     assert!(core.passive_view().len() <= config().passive_capacity);
 }
 
 /// One input to a core, for the property test.
 #[derive(Clone, Debug)]
 enum Input {
-    Receive(u8, Message<u8>),
+    Receive(u8, HyParViewMessage<u8>),
     Failed(u8),
     Advance(u64),
 }
@@ -318,20 +369,21 @@ enum Input {
 fn input() -> impl Strategy<Value = Input> {
     let peer = 0u8..10;
     let message = prop_oneof![
-        Just(Message::Join),
-        (peer.clone(), 0u32..7).prop_map(|(joiner, ttl)| Message::ForwardJoin { joiner, ttl }),
-        Just(Message::ForwardJoinReply),
-        prop_oneof![Just(Priority::High), Just(Priority::Low)]
-            .prop_map(|priority| Message::Neighbour { priority }),
-        (any::<bool>(), proptest::collection::vec(peer.clone(), 0..12))
-            .prop_map(|(accepted, nodes)| Message::NeighbourReply { accepted, nodes }),
-        Just(Message::Disconnect),
+        Just(HyParViewMessage::Join),
         (peer.clone(), 0u32..7)
-            .prop_map(|(requester, ttl)| Message::FindNeighbour { requester, ttl }),
+            .prop_map(|(joiner, ttl)| HyParViewMessage::ForwardJoin { joiner, ttl }),
+        Just(HyParViewMessage::ForwardJoinReply),
+        prop_oneof![Just(Priority::High), Just(Priority::Low)]
+            .prop_map(|priority| HyParViewMessage::Neighbour { priority }),
+        (any::<bool>(), proptest::collection::vec(peer.clone(), 0..12))
+            .prop_map(|(accepted, nodes)| HyParViewMessage::NeighbourReply { accepted, nodes }),
+        Just(HyParViewMessage::Disconnect),
+        (peer.clone(), 0u32..7)
+            .prop_map(|(requester, ttl)| HyParViewMessage::FindNeighbour { requester, ttl }),
         (peer.clone(), 0u32..7, proptest::collection::vec(peer.clone(), 0..12))
-            .prop_map(|(origin, ttl, nodes)| Message::Shuffle { origin, ttl, nodes }),
+            .prop_map(|(origin, ttl, nodes)| HyParViewMessage::Shuffle { origin, ttl, nodes }),
         proptest::collection::vec(peer.clone(), 0..12)
-            .prop_map(|nodes| Message::ShuffleReply { nodes }),
+            .prop_map(|nodes| HyParViewMessage::ShuffleReply { nodes }),
     ];
     prop_oneof![
         (peer.clone(), message).prop_map(|(from, message)| Input::Receive(from, message)),
@@ -363,9 +415,9 @@ proptest! {
             }
             for output in drain(&mut core) {
                 match output {
-                    Output::NeighbourUp(peer) => prop_assert!(tracked.insert(peer)),
-                    Output::NeighbourDown(peer) => prop_assert!(tracked.remove(&peer)),
-                    Output::Send { to, .. } => prop_assert_ne!(to, 0),
+                    HyParViewOutput::NeighbourUp(peer) => prop_assert!(tracked.insert(peer)),
+                    HyParViewOutput::NeighbourDown(peer) => prop_assert!(tracked.remove(&peer)),
+                    HyParViewOutput::Send { to, .. } => prop_assert_ne!(to, 0),
                 }
             }
             prop_assert_eq!(&tracked, core.active_view());
@@ -400,7 +452,7 @@ fn offered_peers_fill_only_what_the_passive_view_cannot() {
     let asked: BTreeSet<u8> = drain(&mut short)
         .into_iter()
         .filter_map(|output| match output {
-            Output::Send { to, message: Message::Neighbour { .. } } => Some(to),
+            HyParViewOutput::Send { to, message: HyParViewMessage::Neighbour { .. } } => Some(to),
             _ => None,
         })
         .collect();

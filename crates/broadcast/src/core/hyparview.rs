@@ -1,58 +1,5 @@
-//! HyParView: a hybrid partial-view membership overlay (Leitão, Pereira, Rodrigues, DSN
-//! 2007), sans-IO.
-//!
-//! Each node keeps a small symmetric *active view* (default 5: the peers it keeps connections
-//! to and broadcasts over) and a larger *passive view* (default 30: addresses held in reserve).
-//! A joining node contacts any member (JOIN); the contact spreads FORWARD_JOIN random walks
-//! through the active views, which end in active views (after `active_walk_length` hops, §4.2)
-//! and drop the joiner into passive views on the way (at `passive_walk_length`). When the
-//! driver reports a failed peer, the node promotes a passive peer with NEIGHBOUR (high
-//! priority when its active view is (nearly) empty, so it cannot be refused; §4.3). A periodic SHUFFLE random
-//! walk swaps samples of both views with a distant node, keeping passive views fresh (§4.4).
-//!
-//! ```text
-//!   join / handle_message / peer_failed / handle_timeout (all with `now`)
-//!                         │
-//!                         ▼
-//!                     HyParView ──► poll_output(): Send { to, message }
-//!                         │                       NeighbourUp(peer)   ──► Plumtree::neighbour_up
-//!                         │                       NeighbourDown(peer) ──► Plumtree::neighbour_down
-//!                         └──────► poll_timeout(): when to call handle_timeout
-//! ```
-//!
-//! What this module does *not* do: detect failures (the driver does, from connection errors
-//! or missed heartbeats, and calls [`HyParView::peer_failed`]), open connections, or keep
-//! time. Its randomness comes from [`Config::seed`], so a run replays exactly.
-//!
-//! Beyond the paper (each found necessary in simulation, see the broadcast tests):
-//!
-//! - A node whose active view is not full keeps asking passive peers (low priority) on each
-//!   repair tick, not only right after a failure, so nodes that lost neighbours to
-//!   DISCONNECT during joins fill up again.
-//! - A request is high priority while the active view holds fewer than
-//!   [`Config::high_priority_below`] peers (the paper: only when it is empty).
-//! - A full node that refuses a low-priority request answers with samples of its views and
-//!   starts a FIND_NEIGHBOUR random walk; the first node with room it reaches asks the
-//!   requester. Nodes with room thus find each other, and a group cut off by a burst of joins
-//!   or failures (whose full views would otherwise refuse it forever) is joined back within a
-//!   few repair ticks.
-//! - A walk ends with a FORWARD_JOIN_REPLY to the joiner, which adds the node where its walk
-//!   ended: the paper's symmetric active views, made explicit.
-//!
-//! ```
-//! use std::time::Instant;
-//! use shoal_broadcast::hyparview::{Config, HyParView, Message, Output};
-//!
-//! let now = Instant::now();
-//! let mut contact = HyParView::new(1u32, Config::default(), now);
-//! let mut joiner = HyParView::new(2u32, Config::default(), now);
-//! joiner.join(now, 1).unwrap();
-//! assert_eq!(joiner.poll_output(), Some(Output::NeighbourUp(1)));
-//! assert_eq!(joiner.poll_output(), Some(Output::Send { to: 1, message: Message::Join }));
-//! contact.handle_message(now, 2, Message::Join).unwrap();
-//! assert_eq!(contact.poll_output(), Some(Output::NeighbourUp(2)));
-//! assert!(contact.active_view().contains(&2));
-//! ```
+//! The HyParView core: [`HyParView`], its messages, outputs and configuration. The
+//! protocol, and what the core does not do, are described on [`HyParView`].
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Debug;
@@ -62,7 +9,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use serde::{Deserialize, Serialize};
 
-use crate::random;
+use super::random;
 
 #[cfg(test)]
 mod tests;
@@ -79,7 +26,7 @@ pub enum Priority {
 
 /// A HyParView protocol message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Message<P> {
+pub enum HyParViewMessage<P> {
     /// A new node asks the receiver, its contact, to let it in.
     Join,
     /// A random walk announcing `joiner`; `ttl` hops are left.
@@ -97,7 +44,7 @@ pub enum Message<P> {
         /// How urgently.
         priority: Priority,
     },
-    /// The answer to [`Message::Neighbour`].
+    /// The answer to [`HyParViewMessage::Neighbour`].
     NeighbourReply {
         /// Whether the sender added the receiver to its active view.
         accepted: bool,
@@ -134,13 +81,13 @@ pub enum Message<P> {
 
 /// What the core asks its driver to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Output<P> {
+pub enum HyParViewOutput<P> {
     /// Send `message` to `to` (opening a connection if needed).
     Send {
         /// The receiver.
         to: P,
         /// The message.
-        message: Message<P>,
+        message: HyParViewMessage<P>,
     },
     /// `peer` entered the active view: keep a connection to it; tell the broadcast layer.
     NeighbourUp(P),
@@ -150,7 +97,7 @@ pub enum Output<P> {
 
 /// View sizes, walk lengths and periods of a [`HyParView`] node.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Config {
+pub struct HyParViewConfig {
     /// Active view size (the paper's `fanout + 1`; default 5).
     pub active_capacity: usize,
     /// Passive view size (default 30).
@@ -186,9 +133,9 @@ pub struct Config {
     pub seed: u64,
 }
 
-impl Default for Config {
+impl Default for HyParViewConfig {
     fn default() -> Self {
-        Config {
+        HyParViewConfig {
             active_capacity: 5,
             passive_capacity: 30,
             active_walk_length: 6,
@@ -205,30 +152,84 @@ impl Default for Config {
     }
 }
 
-/// Why [`HyParView::join`] did nothing.
+/// Why the [`HyParView`] core ignored an input ([`HyParView::join`] or
+/// [`HyParView::handle_message`]). Every variant means the same for state: unchanged, nothing
+/// sent.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum JoinError {
-    /// A node cannot join through itself; state unchanged.
+pub enum HyParViewError {
+    /// From [`HyParView::join`]: a node cannot join through itself; state unchanged.
     #[error("a node cannot join through itself")]
     ContactIsSelf,
-}
-
-/// Why [`HyParView::handle_message`] ignored a message.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum MessageError {
-    /// A message that claims to come from this node itself: ignored, state unchanged.
+    /// From [`HyParView::handle_message`]: a message that claims to come from this node
+    /// itself: ignored, state unchanged.
     #[error("a message from this node itself: ignored, state unchanged")]
     FromSelf,
-    /// A NEIGHBOUR_REPLY to no NEIGHBOUR request of ours (it timed out, or is bogus):
-    /// ignored, state unchanged.
+    /// From [`HyParView::handle_message`]: a NEIGHBOUR_REPLY to no NEIGHBOUR request of ours
+    /// (it timed out, or is bogus): ignored, state unchanged.
     #[error("a NEIGHBOUR_REPLY to no pending request: ignored, state unchanged")]
     UnsolicitedReply,
 }
 
-/// The HyParView state machine of one node (see the [module docs](self)).
+/// HyParView: a hybrid partial-view membership overlay (Leitão, Pereira, Rodrigues, DSN
+/// 2007), sans-IO.
+///
+/// Each node keeps a small symmetric *active view* (default 5: the peers it keeps connections
+/// to and broadcasts over) and a larger *passive view* (default 30: addresses held in reserve).
+/// A joining node contacts any member (JOIN); the contact spreads FORWARD_JOIN random walks
+/// through the active views, which end in active views (after `active_walk_length` hops, §4.2)
+/// and drop the joiner into passive views on the way (at `passive_walk_length`). When the
+/// driver reports a failed peer, the node promotes a passive peer with NEIGHBOUR (high
+/// priority when its active view is (nearly) empty, so it cannot be refused; §4.3). A periodic
+/// SHUFFLE random walk swaps samples of both views with a distant node, keeping passive views
+/// fresh (§4.4).
+///
+/// ```text
+///   join / handle_message / peer_failed / handle_timeout (all with `now`)
+///                         │
+///                         ▼
+///                     HyParView ──► poll_output(): Send { to, message }
+///                         │                       NeighbourUp(peer)   ──► Plumtree::neighbour_up
+///                         │                       NeighbourDown(peer) ──► Plumtree::neighbour_down
+///                         └──────► poll_timeout(): when to call handle_timeout
+/// ```
+///
+/// What this core does *not* do: detect failures (the driver does, from connection errors
+/// or missed heartbeats, and calls [`HyParView::peer_failed`]), open connections, or keep
+/// time. Its randomness comes from [`HyParViewConfig::seed`], so a run replays exactly.
+///
+/// Beyond the paper (each found necessary in simulation, see the broadcast tests):
+///
+/// - A node whose active view is not full keeps asking passive peers (low priority) on each
+///   repair tick, not only right after a failure, so nodes that lost neighbours to
+///   DISCONNECT during joins fill up again.
+/// - A request is high priority while the active view holds fewer than
+///   [`HyParViewConfig::high_priority_below`] peers (the paper: only when it is empty).
+/// - A full node that refuses a low-priority request answers with samples of its views and
+///   starts a FIND_NEIGHBOUR random walk; the first node with room it reaches asks the
+///   requester. Nodes with room thus find each other, and a group cut off by a burst of joins
+///   or failures (whose full views would otherwise refuse it forever) is joined back within a
+///   few repair ticks.
+/// - A walk ends with a FORWARD_JOIN_REPLY to the joiner, which adds the node where its walk
+///   ended: the paper's symmetric active views, made explicit.
+///
+/// ```
+/// use std::time::Instant;
+/// use shoal_broadcast::core::{HyParView, HyParViewConfig, HyParViewMessage, HyParViewOutput};
+///
+/// let now = Instant::now();
+/// let mut contact = HyParView::new(1u32, HyParViewConfig::default(), now);
+/// let mut joiner = HyParView::new(2u32, HyParViewConfig::default(), now);
+/// joiner.join(now, 1).unwrap();
+/// assert_eq!(joiner.poll_output(), Some(HyParViewOutput::NeighbourUp(1)));
+/// let join = HyParViewOutput::Send { to: 1, message: HyParViewMessage::Join };
+/// assert_eq!(joiner.poll_output(), Some(join));
+/// contact.handle_message(now, 2, HyParViewMessage::Join).unwrap();
+/// assert_eq!(contact.poll_output(), Some(HyParViewOutput::NeighbourUp(2)));
+/// assert!(contact.active_view().contains(&2));
+/// ```
 pub struct HyParView<P> {
     me: P,
-    config: Config,
+    config: HyParViewConfig,
     rng: SmallRng,
     active: BTreeSet<P>,
     passive: BTreeSet<P>,
@@ -238,12 +239,12 @@ pub struct HyParView<P> {
     last_shuffle: Vec<P>,
     shuffle_at: Instant,
     repair_at: Instant,
-    outputs: VecDeque<Output<P>>,
+    outputs: VecDeque<HyParViewOutput<P>>,
 }
 
 impl<P: Clone + Ord + Debug> HyParView<P> {
     /// A node `me` with empty views; its first shuffle is one interval after `now`.
-    pub fn new(me: P, config: Config, now: Instant) -> Self {
+    pub fn new(me: P, config: HyParViewConfig, now: Instant) -> Self {
         let rng = SmallRng::seed_from_u64(config.seed);
         HyParView {
             me,
@@ -281,7 +282,7 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
     }
 
     /// The next output to act on, oldest first. Drain after every call.
-    pub fn poll_output(&mut self) -> Option<Output<P>> {
+    pub fn poll_output(&mut self) -> Option<HyParViewOutput<P>> {
         self.outputs.pop_front()
     }
 
@@ -297,13 +298,13 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
     /// (the driver reports [`peer_failed`](Self::peer_failed) if it cannot be reached) and is
     /// sent JOIN. The repair tick waits a full interval from `now`, so that the walks the JOIN
     /// starts fill the active view before this node asks anyone else.
-    pub fn join(&mut self, now: Instant, contact: P) -> Result<(), JoinError> {
+    pub fn join(&mut self, now: Instant, contact: P) -> Result<(), HyParViewError> {
         if contact == self.me {
-            return Err(JoinError::ContactIsSelf);
+            return Err(HyParViewError::ContactIsSelf);
         }
         self.repair_at = now + self.config.repair_interval;
         self.add_active(contact.clone());
-        self.send(contact, Message::Join);
+        self.send(contact, HyParViewMessage::Join);
         Ok(())
     }
 
@@ -311,7 +312,7 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
     /// leaves both views and the active view is repaired from the passive view (§4.3).
     pub fn peer_failed(&mut self, now: Instant, peer: &P) {
         if self.active.remove(peer) {
-            self.outputs.push_back(Output::NeighbourDown(peer.clone()));
+            self.outputs.push_back(HyParViewOutput::NeighbourDown(peer.clone()));
         }
         self.passive.remove(peer);
         self.pending.remove(peer);
@@ -345,32 +346,36 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
         &mut self,
         now: Instant,
         from: P,
-        message: Message<P>,
-    ) -> Result<(), MessageError> {
+        message: HyParViewMessage<P>,
+    ) -> Result<(), HyParViewError> {
         if from == self.me {
-            return Err(MessageError::FromSelf);
+            return Err(HyParViewError::FromSelf);
         }
         match message {
-            Message::Join => self.on_join(from),
-            Message::ForwardJoin { joiner, ttl } => self.on_forward_join(from, joiner, ttl),
-            Message::ForwardJoinReply => self.add_active(from),
-            Message::Neighbour { priority } => self.on_neighbour(from, priority),
-            Message::NeighbourReply { accepted, nodes } => {
+            HyParViewMessage::Join => self.on_join(from),
+            HyParViewMessage::ForwardJoin { joiner, ttl } => {
+                self.on_forward_join(from, joiner, ttl)
+            }
+            HyParViewMessage::ForwardJoinReply => self.add_active(from),
+            HyParViewMessage::Neighbour { priority } => self.on_neighbour(from, priority),
+            HyParViewMessage::NeighbourReply { accepted, nodes } => {
                 return self.on_neighbour_reply(from, accepted, nodes);
             }
-            Message::Disconnect => {
+            HyParViewMessage::Disconnect => {
                 // §4.3: the disconnected peer goes to the passive view; the repair tick
                 // fills the free slot.
                 if self.active.remove(&from) {
-                    self.outputs.push_back(Output::NeighbourDown(from.clone()));
+                    self.outputs.push_back(HyParViewOutput::NeighbourDown(from.clone()));
                     self.add_passive(from);
                 }
             }
-            Message::FindNeighbour { requester, ttl } => {
+            HyParViewMessage::FindNeighbour { requester, ttl } => {
                 self.on_find_neighbour(now, from, requester, ttl);
             }
-            Message::Shuffle { origin, ttl, nodes } => self.on_shuffle(from, origin, ttl, nodes),
-            Message::ShuffleReply { nodes } => {
+            HyParViewMessage::Shuffle { origin, ttl, nodes } => {
+                self.on_shuffle(from, origin, ttl, nodes)
+            }
+            HyParViewMessage::ShuffleReply { nodes } => {
                 let sent = std::mem::take(&mut self.last_shuffle);
                 self.integrate(nodes, &sent);
             }
@@ -405,7 +410,7 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
         let ttl = self.config.active_walk_length;
         let others: Vec<P> = self.active.iter().filter(|p| **p != joiner).cloned().collect();
         for to in others {
-            self.send(to, Message::ForwardJoin { joiner: joiner.clone(), ttl });
+            self.send(to, HyParViewMessage::ForwardJoin { joiner: joiner.clone(), ttl });
         }
     }
 
@@ -421,11 +426,11 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
                 if ttl == self.config.passive_walk_length {
                     self.add_passive(joiner.clone());
                 }
-                self.send(to, Message::ForwardJoin { joiner, ttl: ttl - 1 });
+                self.send(to, HyParViewMessage::ForwardJoin { joiner, ttl: ttl - 1 });
             }
             _ => {
                 self.add_active(joiner.clone());
-                self.send(joiner, Message::ForwardJoinReply);
+                self.send(joiner, HyParViewMessage::ForwardJoinReply);
             }
         }
     }
@@ -448,11 +453,11 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
             nodes.extend(random::sample(&mut self.rng, &self.passive, passive, &[&from]));
             if let Some(to) = random::choose(&mut self.rng, &self.active, &[&from]) {
                 let ttl = self.config.active_walk_length;
-                self.send(to, Message::FindNeighbour { requester: from.clone(), ttl });
+                self.send(to, HyParViewMessage::FindNeighbour { requester: from.clone(), ttl });
             }
             nodes
         };
-        self.send(from, Message::NeighbourReply { accepted, nodes });
+        self.send(from, HyParViewMessage::NeighbourReply { accepted, nodes });
     }
 
     /// FIND_NEIGHBOUR (beyond the paper): a node with room asks the requester (which has
@@ -468,14 +473,14 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
                 self.add_passive(requester.clone());
                 self.pending.insert(requester.clone(), now + self.config.neighbour_timeout);
                 let priority = self.priority();
-                self.send(requester, Message::Neighbour { priority });
+                self.send(requester, HyParViewMessage::Neighbour { priority });
             }
             return;
         }
         if ttl > 0
             && let Some(to) = random::choose(&mut self.rng, &self.active, &[&from, &requester])
         {
-            self.send(to, Message::FindNeighbour { requester, ttl: ttl - 1 });
+            self.send(to, HyParViewMessage::FindNeighbour { requester, ttl: ttl - 1 });
         }
     }
 
@@ -484,9 +489,9 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
         from: P,
         accepted: bool,
         nodes: Vec<P>,
-    ) -> Result<(), MessageError> {
+    ) -> Result<(), HyParViewError> {
         if self.pending.remove(&from).is_none() {
-            return Err(MessageError::UnsolicitedReply);
+            return Err(HyParViewError::UnsolicitedReply);
         }
         if !accepted {
             // Refused (a low-priority request, so this node has neighbours): the refuser
@@ -497,7 +502,7 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
             self.add_active(from);
         } else {
             // The view filled up while we waited: undo the peer's side rather than evict.
-            self.send(from, Message::Disconnect);
+            self.send(from, HyParViewMessage::Disconnect);
         }
         Ok(())
     }
@@ -514,11 +519,11 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
         if ttl > 0
             && let Some(to) = random::choose(&mut self.rng, &self.active, &[&from, &origin])
         {
-            self.send(to, Message::Shuffle { origin, ttl, nodes });
+            self.send(to, HyParViewMessage::Shuffle { origin, ttl, nodes });
             return;
         }
         let reply = random::sample(&mut self.rng, &self.passive, nodes.len(), &[&origin]);
-        self.send(origin, Message::ShuffleReply { nodes: reply.clone() });
+        self.send(origin, HyParViewMessage::ShuffleReply { nodes: reply.clone() });
         self.integrate(nodes, &reply);
     }
 
@@ -539,7 +544,7 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
         ));
         self.last_shuffle = nodes.clone();
         let ttl = self.config.shuffle_walk_length;
-        self.send(to, Message::Shuffle { origin: self.me.clone(), ttl, nodes });
+        self.send(to, HyParViewMessage::Shuffle { origin: self.me.clone(), ttl, nodes });
     }
 
     /// The most peers a shuffle may carry: what a well-behaved origin sends. Longer lists are
@@ -585,7 +590,7 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
             };
             let priority = self.priority();
             self.pending.insert(candidate.clone(), now + self.config.neighbour_timeout);
-            self.send(candidate, Message::Neighbour { priority });
+            self.send(candidate, HyParViewMessage::Neighbour { priority });
         }
     }
 
@@ -612,14 +617,14 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
             && let Some(dropped) = random::choose(&mut self.rng, &self.active, &[])
         {
             self.active.remove(&dropped);
-            self.outputs.push_back(Output::NeighbourDown(dropped.clone()));
-            self.send(dropped.clone(), Message::Disconnect);
+            self.outputs.push_back(HyParViewOutput::NeighbourDown(dropped.clone()));
+            self.send(dropped.clone(), HyParViewMessage::Disconnect);
             self.add_passive(dropped);
         }
         self.passive.remove(&peer);
         self.pending.remove(&peer);
         self.active.insert(peer.clone());
-        self.outputs.push_back(Output::NeighbourUp(peer));
+        self.outputs.push_back(HyParViewOutput::NeighbourUp(peer));
     }
 
     /// `addNodePassiveView`: makes room by dropping a random passive peer when full.
@@ -639,7 +644,7 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
         self.passive.insert(peer);
     }
 
-    fn send(&mut self, to: P, message: Message<P>) {
-        self.outputs.push_back(Output::Send { to, message });
+    fn send(&mut self, to: P, message: HyParViewMessage<P>) {
+        self.outputs.push_back(HyParViewOutput::Send { to, message });
     }
 }
