@@ -7,6 +7,12 @@
 //! over the transport (listed in `DRIVERS`) and test code (test files, and a file's inline
 //! `#[cfg(test)] mod`), which may start from a real `Instant::now()`. A line may carry its
 //! own exemption, `// tidy-allow: REASON`, saying why that one use is harmless.
+//!
+//! **Everything else takes time from its node's clock.** Outside the cores (the runtime, the
+//! transport, the supervisors, the drivers, the layers to come), no code reads the real clock,
+//! arms a tokio timer or draws OS randomness itself: time comes from `Runtime::clock`, which a
+//! simulation replaces, and randomness from a configured seed. A line's `tidy-allow:` may
+//! exempt it, on the line itself or the one above.
 
 #[cfg(test)]
 mod tests {
@@ -109,5 +115,92 @@ mod tests {
         let text = "// no tokio\nInstant::now();\n    /// tokio\nInstant::now() // tidy-allow: why\n#[cfg(test)]\nmod tests {\n    tokio\n}";
         let lines: Vec<usize> = code_lines(text).map(|(index, _)| index).collect();
         assert_eq!(lines, vec![1]);
+    }
+
+    /// Source trees outside the cores, which take their time from the node's clock.
+    const NODE_SOURCES: [&str; 7] = [
+        "crates/process/src",
+        "crates/transport/src",
+        "crates/supervisor/src",
+        "crates/paxos/src/driver",
+        "crates/broadcast/src/driver",
+        "crates/registry/src",
+        "crates/hub/src",
+    ];
+
+    /// Files still on tokio's clock, each with when it moves.
+    const NOT_YET_ON_THE_CLOCK: [(&str, &str); 2] = [
+        ("crates/process/src/clock.rs", "the clock itself, over tokio's"),
+        (
+            "crates/broadcast/src/driver/task.rs",
+            "moves to the node's clock with the overlay policy's core (issue 14, point 6)",
+        ),
+    ];
+
+    /// What code outside the cores must not use, each with what to use instead.
+    const CLOCKED: [(&str, &str); 10] = [
+        ("Instant::now", "`clock.now()` of the node's `Clock`"),
+        ("SystemTime::now", "`clock.wall_micros()` of the node's `Clock`"),
+        (".elapsed()", "`clock.since(earlier)`"),
+        ("tokio::time::sleep", "`clock.sleep` or `clock.sleep_until`"),
+        ("tokio::time::timeout", "`clock.timeout` or `clock.timeout_at`"),
+        ("tokio::time::interval", "`clock.interval`"),
+        ("thread_rng", "a seeded generator"),
+        ("rand::rng()", "a seeded generator"),
+        ("from_os_rng", "a seeded generator"),
+        ("getrandom", "a seeded generator"),
+    ];
+
+    /// Code lines of `text` that no `tidy-allow:` on them or just above exempts.
+    fn unexempted_lines(text: &str) -> Vec<(usize, &str)> {
+        let lines: Vec<&str> = text.lines().collect();
+        code_lines(text)
+            .filter(|(index, _)| {
+                *index == 0 || !lines[index - 1].trim_start().starts_with("// tidy-allow: ")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn code_outside_the_cores_takes_time_from_the_node_clock() {
+        let root = workspace_root();
+        let mut files = Vec::new();
+        for tree in NODE_SOURCES {
+            rust_files(&root.join(tree), &mut files);
+        }
+        for driver in ["crates/paxos/src/driver.rs", "crates/broadcast/src/driver.rs"] {
+            files.push(root.join(driver));
+        }
+        assert!(files.len() > 30, "expected the node's sources under {}", root.display());
+        let mut violations = Vec::new();
+        for file in files {
+            let relative = file.strip_prefix(&root).unwrap_or(&file).to_string_lossy().into_owned();
+            let is_test = relative.ends_with("/tests.rs") || relative.contains("/tests/");
+            if is_test || NOT_YET_ON_THE_CLOCK.iter().any(|(pending, _)| *pending == relative) {
+                continue;
+            }
+            let text = fs::read_to_string(&file).expect("a source file reads");
+            for (index, line) in unexempted_lines(&text) {
+                for (token, instead) in CLOCKED {
+                    if line.contains(token) {
+                        violations
+                            .push(format!("{relative}:{}: `{token}`: use {instead}", index + 1));
+                    }
+                }
+            }
+        }
+        assert!(
+            violations.is_empty(),
+            "code outside the cores takes time from the node's clock and randomness from a seed:\n{}",
+            violations.join("\n")
+        );
+    }
+
+    #[test]
+    fn an_exemption_may_sit_on_the_line_above() {
+        let text = "// tidy-allow: why\nInstant::now();\nInstant::now();";
+        let lines: Vec<usize> =
+            unexempted_lines(text).into_iter().map(|(index, _)| index).collect();
+        assert_eq!(lines, vec![2]);
     }
 }

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use shoal_process::Pid;
+use shoal_process::{Clock, Pid};
 use shoal_transport::{Node, ServiceError};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -488,8 +488,8 @@ impl Paxos {
         };
         if written {
             let weak = self.inner.commands.downgrade();
-            let retry_every = self.inner.retry_every;
-            tokio::spawn(clear_when_dead(death, weak, key, owner, retry_every));
+            let (retry_every, clock) = (self.inner.retry_every, self.inner.node.runtime().clock());
+            tokio::spawn(clear_when_dead(death, weak, key, owner, retry_every, clock.clone()));
         }
         let outcome = outcome?;
         let dead = match &holder {
@@ -599,7 +599,8 @@ impl Paxos {
         acceptors: Vec<String>,
         timeout: Duration,
     ) -> Result<u64, ReconfigureError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let clock = self.inner.node.runtime().clock();
+        let deadline = clock.now() + timeout;
         let (reply, answer) = oneshot::channel();
         self.send_command(Command::Configuration(reply)).await?;
         let (current, old) = answer.await.map_err(|_| ReconfigureError::Stopped)?;
@@ -632,17 +633,17 @@ impl Paxos {
             if old_done && new_done && added.iter().all(votes) {
                 break;
             }
-            if tokio::time::Instant::now() >= deadline {
+            if clock.now() >= deadline {
                 return Err(ReconfigureError::Timeout { step: ReconfigureStep::Install });
             }
-            tokio::time::sleep(self.inner.retry_every).await;
+            clock.sleep(self.inner.retry_every).await;
         }
         let keys = self.keys_of_a_majority(&old, deadline).await?;
         for key in keys {
             loop {
                 match self.change(key.clone(), Change::Read).await {
                     Ok(_) => break,
-                    Err(_) if tokio::time::Instant::now() < deadline => {}
+                    Err(_) if clock.now() < deadline => {}
                     Err(_) => {
                         return Err(ReconfigureError::Timeout { step: ReconfigureStep::Rewrite });
                     }
@@ -659,6 +660,7 @@ impl Paxos {
         acceptors: &[String],
         deadline: tokio::time::Instant,
     ) -> Result<std::collections::BTreeSet<Key>, ReconfigureError> {
+        let clock = self.inner.node.runtime().clock();
         let mut keys = std::collections::BTreeSet::new();
         let mut answered = 0;
         for node in acceptors {
@@ -668,7 +670,7 @@ impl Paxos {
                 let command = Command::ListKeys { node: node.clone(), after: after.clone(), reply };
                 self.send_command(command).await?;
                 let wait = self.inner.retry_every * 10;
-                match tokio::time::timeout(wait, answer).await {
+                match clock.timeout(wait, answer).await {
                     Ok(Ok((page, next))) => {
                         keys.extend(page);
                         match next {
@@ -678,7 +680,7 @@ impl Paxos {
                     }
                     _ => break false,
                 }
-                if tokio::time::Instant::now() >= deadline {
+                if clock.now() >= deadline {
                     break false;
                 }
             };
@@ -744,6 +746,7 @@ async fn clear_when_dead(
     key: Key,
     owner: Owner,
     retry_every: Duration,
+    clock: Clock,
 ) {
     death.await;
     loop {
@@ -758,7 +761,7 @@ async fn clear_when_dead(
             Ok(Ok(_)) => return,
             Ok(Err(error)) => {
                 tracing::debug!(?key, %error, "clearing an owned entry failed; retrying");
-                tokio::time::sleep(retry_every).await;
+                clock.sleep(retry_every).await;
             }
             Err(_) => return,
         }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::cell::{Cell, Envelope};
+use crate::clock::Clock;
 use crate::current;
 use crate::dest::Dest;
 use crate::mailbox::{Overflow, PushError};
@@ -182,7 +183,7 @@ impl<P: Process> Addr<P> {
                 cell.control.reason_for_callers().map_or(CallError::NoReply, CallError::Exited)
             })
         };
-        within(timeout, exchange).await
+        within(self.runtime.clock(), timeout, exchange).await
     }
 
     /// Casts `message` after `delay`, unless the timer is cancelled first (or, for a local
@@ -198,7 +199,8 @@ impl<P: Process> Addr<P> {
                 let deliver = async move {
                     let _ = addr.cast(message).await;
                 };
-                return TimerRef::detached(self.runtime.tokio(), id, delay, deliver);
+                let timer = self.runtime.clock().sleep(delay);
+                return TimerRef::detached(self.runtime.tokio(), id, timer, deliver);
             }
         };
         let target = cell.clone();
@@ -207,7 +209,8 @@ impl<P: Process> Addr<P> {
             let _ = cell.mailbox.push_when_room(Envelope::Cast(message)).await;
         };
         // A process that has already exited gets a timer that never fires.
-        TimerRef::start(self.runtime.tokio(), id, delay, target, deliver)
+        let timer = self.runtime.clock().sleep(delay);
+        TimerRef::start(self.runtime.tokio(), id, timer, target, deliver)
             .unwrap_or_else(|| TimerRef::settled(id))
     }
 
@@ -249,10 +252,11 @@ impl<P: Process> Clone for Addr<P> {
 /// exchange gets one round of the scheduler before a timer is armed. The deadline is fixed
 /// first, so that round does not extend it.
 pub(crate) async fn within<T>(
+    clock: &Clock,
     timeout: Duration,
     exchange: impl Future<Output = Result<T, CallError>>,
 ) -> Result<T, CallError> {
-    let Some(deadline) = tokio::time::Instant::now().checked_add(timeout) else {
+    let Some(deadline) = clock.now().checked_add(timeout) else {
         // Further away than the clock can count: no deadline at all.
         return exchange.await;
     };
@@ -264,7 +268,7 @@ pub(crate) async fn within<T>(
     if let Poll::Ready(result) = poll_once(exchange.as_mut()).await {
         return result;
     }
-    tokio::time::timeout_at(deadline, exchange).await.unwrap_or(Err(CallError::Timeout))
+    clock.timeout_at(deadline, exchange).await.unwrap_or(Err(CallError::Timeout))
 }
 
 /// Polls `future` once, without waiting for it.

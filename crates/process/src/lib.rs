@@ -97,6 +97,7 @@
 
 mod addr;
 mod cell;
+mod clock;
 pub mod codec;
 mod control;
 mod current;
@@ -120,6 +121,7 @@ mod table;
 mod timer;
 
 pub use addr::{Addr, DEFAULT_CALL_TIMEOUT};
+pub use clock::{CLOCK_RATES, Clock};
 pub use codec::Codec;
 pub use dest::{Dest, Resolve, ResolveError, Resolving, Target, Via};
 pub use error::{

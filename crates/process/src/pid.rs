@@ -7,7 +7,6 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -137,14 +136,11 @@ impl fmt::Debug for Ref {
     }
 }
 
-/// A fresh incarnation number: microseconds since the Unix epoch, and strictly greater than
-/// every incarnation handed out before in this OS process (two runtimes started within the
-/// same microsecond still differ).
-pub(crate) fn next_incarnation() -> u64 {
+/// A fresh incarnation number: `now_us` (microseconds since the Unix epoch, on the node's
+/// clock), and strictly greater than every incarnation handed out before in this OS process
+/// (two runtimes started within the same microsecond still differ).
+pub(crate) fn next_incarnation(now_us: u64) -> u64 {
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let now_us = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_micros() as u64);
     let mut last = LAST.load(Ordering::Relaxed);
     loop {
         let next = now_us.max(last + 1);
@@ -168,8 +164,8 @@ mod tests {
 
     #[test]
     fn incarnations_strictly_increase() {
-        let first = next_incarnation();
-        let second = next_incarnation();
+        let first = next_incarnation(5);
+        let second = next_incarnation(5);
         assert!(second > first);
     }
 

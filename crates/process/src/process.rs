@@ -331,7 +331,8 @@ impl<P: Process> Context<P> {
         let deliver = async move {
             cell.mailbox.try_push(Envelope::signal(Signal::Timeout { timer: id })).ok();
         };
-        TimerRef::start(self.runtime.tokio(), id, delay, self.cell.clone(), deliver)
+        let timer = self.runtime.clock().sleep(delay);
+        TimerRef::start(self.runtime.tokio(), id, timer, self.cell.clone(), deliver)
             .unwrap_or_else(|| TimerRef::settled(id))
     }
 }

@@ -10,6 +10,7 @@ use std::task::{Context as TaskContext, Poll};
 use tokio::sync::oneshot;
 
 use crate::cell::{Cell, ProcessCell};
+use crate::clock::Clock;
 use crate::control::Watcher;
 use crate::error::valid_name;
 use crate::factory::Factories;
@@ -45,6 +46,7 @@ struct Inner {
     remote: OnceLock<Arc<dyn Remote>>,
     mailbox: MailboxConfig,
     tokio: tokio::runtime::Handle,
+    clock: Clock,
     /// Casts from other nodes refused by a full mailbox whose policy is `Reject`.
     refused_remote_casts: AtomicU64,
 }
@@ -54,6 +56,8 @@ struct Inner {
 pub struct RuntimeBuilder {
     node_name: String,
     mailbox: MailboxConfig,
+    clock: Clock,
+    incarnation: Option<u64>,
 }
 
 impl RuntimeBuilder {
@@ -70,6 +74,21 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The node's clock (default tokio's: [`Clock::tokio`]); a simulation gives each node one
+    /// of its own ([`Clock::simulated`]).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The node's incarnation, for a simulation that fixes every number by its seed; it must
+    /// grow with every start of the node. By default a fresh one is taken from the node's
+    /// clock (microseconds since the Unix epoch, above any other of this OS process).
+    pub fn incarnation(mut self, incarnation: u64) -> Self {
+        self.incarnation = Some(incarnation);
+        self
+    }
+
     /// Builds the runtime on the current tokio runtime, with a fresh incarnation.
     pub fn build(self) -> Result<Runtime, BuildError> {
         if !valid_name(&self.node_name) {
@@ -82,7 +101,9 @@ impl RuntimeBuilder {
         let inner = Inner {
             node: NodeId::from_name(&self.node_name),
             node_name: self.node_name,
-            incarnation: next_incarnation(),
+            incarnation: self
+                .incarnation
+                .unwrap_or_else(|| next_incarnation(self.clock.wall_micros())),
             // Local id 0 is the runtime itself (see `Runtime::system_pid`).
             next_id: AtomicU64::new(1),
             next_ref: AtomicU64::new(1),
@@ -92,6 +113,7 @@ impl RuntimeBuilder {
             remote: OnceLock::new(),
             mailbox: self.mailbox,
             tokio,
+            clock: self.clock,
             refused_remote_casts: AtomicU64::new(0),
         };
         Ok(Runtime { inner: Arc::new(inner) })
@@ -185,7 +207,12 @@ impl Runtime {
 
     /// Configures a runtime.
     pub fn builder() -> RuntimeBuilder {
-        RuntimeBuilder { node_name: "nonode@nohost".to_owned(), mailbox: MailboxConfig::DEFAULT }
+        RuntimeBuilder {
+            node_name: "nonode@nohost".to_owned(),
+            mailbox: MailboxConfig::DEFAULT,
+            clock: Clock::tokio(),
+            incarnation: None,
+        }
     }
 
     /// This node's id.
@@ -245,6 +272,12 @@ impl Runtime {
 
     pub(crate) fn remote(&self) -> Option<&Arc<dyn Remote>> {
         self.inner.remote.get()
+    }
+
+    /// The node's clock: what every timer and timeout of this node, and of the layers on it,
+    /// runs on.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     pub(crate) fn tokio(&self) -> &tokio::runtime::Handle {

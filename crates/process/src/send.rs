@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 
 use crate::addr::within;
 use crate::cell::{AnyBox, ErasedPush};
+use crate::clock::Clock;
 use crate::codec::{decode, encode};
 use crate::current;
 use crate::dest::{Dest, ResolveError};
@@ -400,7 +401,7 @@ impl Runtime {
                 None => return Err(CallError::NoProc),
             },
         };
-        with_deadline(timeout, self.call_far(far, request, wire)).await
+        with_deadline(self.clock(), timeout, self.call_far(far, request, wire)).await
     }
 
     /// A call to a pid, local or remote.
@@ -416,9 +417,9 @@ impl Runtime {
         R: Send + 'static,
     {
         if self.is_local(pid) {
-            within(timeout, self.call_local(pid, request)).await
+            within(self.clock(), timeout, self.call_local(pid, request)).await
         } else {
-            with_deadline(timeout, self.call_far(Far::Pid(pid), request, wire)).await
+            with_deadline(self.clock(), timeout, self.call_far(Far::Pid(pid), request, wire)).await
         }
     }
 
@@ -498,12 +499,13 @@ impl Runtime {
 /// Runs a call to another node for at most `timeout`. Its answer never comes within one round
 /// of the scheduler, so the timer is armed at once (unlike a local call's, see `within`).
 async fn with_deadline<R>(
+    clock: &Clock,
     timeout: Duration,
     exchange: impl Future<Output = Result<R, CallError>>,
 ) -> Result<R, CallError> {
-    match tokio::time::Instant::now().checked_add(timeout) {
+    match clock.now().checked_add(timeout) {
         Some(deadline) => {
-            tokio::time::timeout_at(deadline, exchange).await.unwrap_or(Err(CallError::Timeout))
+            clock.timeout_at(deadline, exchange).await.unwrap_or(Err(CallError::Timeout))
         }
         // Further away than the clock can count: no deadline at all.
         None => exchange.await,

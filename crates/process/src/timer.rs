@@ -9,7 +9,6 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::Duration;
 
 use tokio::task::AbortHandle;
 
@@ -72,12 +71,13 @@ impl TimerRef {
         Self { id, shared }
     }
 
-    /// Starts a timer that runs `deliver` after `delay` unless cancelled first. The timer is
+    /// Starts a timer that runs `deliver` once `timer` (a sleep on the node's clock) is over,
+    /// unless cancelled first. The timer is
     /// tied to `target`: cancelled when that process exits. Returns `None` if it already has.
     pub(crate) fn start(
         handle: &tokio::runtime::Handle,
         id: Ref,
-        delay: Duration,
+        timer: tokio::time::Sleep,
         target: Arc<dyn AsControl>,
         deliver: impl Future<Output = ()> + Send + 'static,
     ) -> Option<Self> {
@@ -89,7 +89,7 @@ impl TimerRef {
         target.as_control().add_timer(id, shared.clone()).ok()?;
         let fired = shared.clone();
         let task = handle.spawn(async move {
-            tokio::time::sleep(delay).await;
+            timer.await;
             target.as_control().forget_timer(id);
             if !fired.settled.swap(true, Ordering::AcqRel) {
                 deliver.await;
@@ -100,11 +100,11 @@ impl TimerRef {
     }
 
     /// Starts a timer tied to no process of this node (its target runs on another): it runs
-    /// `deliver` after `delay` unless cancelled first.
+    /// `deliver` once `timer` is over, unless cancelled first.
     pub(crate) fn detached(
         handle: &tokio::runtime::Handle,
         id: Ref,
-        delay: Duration,
+        timer: tokio::time::Sleep,
         deliver: impl Future<Output = ()> + Send + 'static,
     ) -> Self {
         let shared = Arc::new(TimerShared {
@@ -114,7 +114,7 @@ impl TimerRef {
         });
         let fired = shared.clone();
         let task = handle.spawn(async move {
-            tokio::time::sleep(delay).await;
+            timer.await;
             if !fired.settled.swap(true, Ordering::AcqRel) {
                 deliver.await;
             }

@@ -198,7 +198,8 @@ pub(crate) async fn stop_together<S: Process>(
     kill_timeout: Duration,
 ) -> Vec<StillAlive> {
     let runtime = ctx.runtime();
-    let signalled_at = Instant::now();
+    let clock = runtime.clock();
+    let signalled_at = clock.now();
     let mut unsignalled = Vec::new();
     let mut stopping = Vec::new();
     let mut killed = Vec::new();
@@ -227,7 +228,7 @@ pub(crate) async fn stop_together<S: Process>(
             tracing::warn!(pid = %child.pid, "a child did not shut down in time: killing it");
             unsignalled.retain(|pid| *pid != child.pid);
             ctx.kill(child.pid);
-            child.deadline = Instant::now().checked_add(kill_timeout);
+            child.deadline = clock.now().checked_add(kill_timeout);
             killed.push(child);
         }
     }
@@ -262,7 +263,8 @@ async fn shut_down<S: Process>(
     child: &mut Stopping,
     unsignalled: &mut Vec<Pid>,
 ) -> Option<ExitReason> {
-    let mut deadline = pin!(child.deadline.map(tokio::time::sleep_until));
+    let clock = ctx.runtime().clock();
+    let mut deadline = pin!(child.deadline.map(|deadline| clock.sleep_until(deadline)));
     poll_fn(|cx| {
         // Kept while there is no room; room taken by another sender first is waited for again.
         unsignalled.retain(|&pid| {

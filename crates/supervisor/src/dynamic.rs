@@ -9,7 +9,6 @@ use shoal_process::{
     Addr, Context, ExitReason, Pid, Process, ReplyTo, Runtime, Shutdown, Signal, SpawnOptions,
     StartError,
 };
-use tokio::time::Instant;
 
 use crate::child::{DEFAULT_KILL_TIMEOUT, StillAlive, stop_together};
 use crate::intensity::{self, RestartLog};
@@ -184,7 +183,8 @@ impl DynamicSupervisor {
         }
         tracing::info!(supervisor = %ctx.pid(), child = child.id(), %reason, "restarting");
         let supervisor = ctx.pid();
-        let restarted = match self.restarts.record(self.spec.intensity, Instant::now()) {
+        let restarted = match self.restarts.record(self.spec.intensity, ctx.runtime().clock().now())
+        {
             Ok(()) => {
                 intensity::restart(
                     &mut self.restarts,

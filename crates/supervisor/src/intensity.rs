@@ -84,7 +84,7 @@ pub(crate) async fn restart(
             Ok(pid) => return Ok(pid),
             Err(error) => {
                 tracing::warn!(%supervisor, child = child.id(), %error, "restart failed");
-                log.record(intensity, Instant::now())?;
+                log.record(intensity, runtime.clock().now())?;
             }
         }
     }

@@ -8,7 +8,6 @@ use shoal_process::{
     Addr, Context, ExitReason, Pid, Process, ReplyTo, Restart, Runtime, Signal, SpawnOptions,
     StartError,
 };
-use tokio::time::Instant;
 
 use crate::child::{DEFAULT_KILL_TIMEOUT, StillAlive};
 use crate::intensity::{self, RestartLog};
@@ -281,7 +280,7 @@ impl Supervisor {
             return;
         }
         tracing::info!(supervisor = %ctx.pid(), child = slot.child.id(), %reason, "restarting");
-        if let Err(exhausted) = self.restarts.record(self.intensity, Instant::now()) {
+        if let Err(exhausted) = self.restarts.record(self.intensity, ctx.runtime().clock().now()) {
             exhausted.give_up(ctx);
             return;
         }

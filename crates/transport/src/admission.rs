@@ -58,7 +58,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use shoal_process::Clock;
+use tokio::time::Instant;
 
 use tokio::sync::Notify;
 
@@ -272,10 +275,12 @@ struct Signal {
 }
 
 impl Gate {
-    /// A gate for `node` with these bounds; `is_member` says whether a name is a member's.
+    /// A gate for `node` with these bounds; `is_member` says whether a name is a member's;
+    /// its warnings are throttled on `clock`.
     pub(crate) fn new(
         node: String,
         limits: Limits,
+        clock: Clock,
         is_member: impl Fn(&str) -> bool + Send + Sync + 'static,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -283,7 +288,7 @@ impl Gate {
             limits,
             is_member: Box::new(is_member),
             state: Mutex::default(),
-            log: Throttle::default(),
+            log: Throttle::new(clock),
         })
     }
 
@@ -435,8 +440,8 @@ impl Drop for Ticket {
 }
 
 /// At most one warning a second for each [`Reason`], counting the ones held back.
-#[derive(Default)]
 struct Throttle {
+    clock: Clock,
     slots: Mutex<[ThrottleSlot; REASONS]>,
 }
 
@@ -450,10 +455,14 @@ struct ThrottleSlot {
 const LOG_EVERY: Duration = Duration::from_secs(1);
 
 impl Throttle {
+    fn new(clock: Clock) -> Self {
+        Self { clock, slots: Mutex::default() }
+    }
+
     /// `Some(warnings held back since the last one)` if a warning for `reason` may be logged
     /// now; `None` (and counted) if not.
     fn allow(&self, reason: Reason) -> Option<u64> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut slots = lock(&self.slots);
         let slot = &mut slots[reason as usize];
         if slot.last.is_some_and(|last| now.duration_since(last) < LOG_EVERY) {
@@ -472,7 +481,7 @@ mod tests {
     fn gate(total: usize, reserved: usize, per_address: usize) -> Arc<Gate> {
         let limits =
             Limits { total, reserved, per_address, hello_timeout: Duration::from_millis(500) };
-        Gate::new("a".into(), limits, |name| name.starts_with("member"))
+        Gate::new("a".into(), limits, Clock::tokio(), |name| name.starts_with("member"))
     }
 
     fn from(host: u8, port: u16) -> SocketAddr {
@@ -602,7 +611,7 @@ mod tests {
 
     #[test]
     fn warnings_are_throttled_per_reason() {
-        let throttle = Throttle::default();
+        let throttle = Throttle::new(Clock::tokio());
         assert_eq!(throttle.allow(Reason::Full), Some(0));
         assert_eq!(throttle.allow(Reason::Full), None);
         assert_eq!(throttle.allow(Reason::Full), None);

@@ -17,7 +17,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use shoal_process::{ExitKind, ExitReason, Runtime};
@@ -33,7 +33,7 @@ use crate::membership::{
 };
 use crate::net::{BoxFuture, Connection, Listener};
 use crate::node_watchers::NodeWatchers;
-use crate::peer::{Peer, Session, lock, millis_since};
+use crate::peer::{Peer, Session, lock};
 use crate::progress::StallWatch;
 use crate::remote::{Processes, Transport};
 use crate::tasks::Tasks;
@@ -87,7 +87,8 @@ impl Cluster {
             connect_timeout: config.connect_timeout,
             max_frame_bytes: config.max_frame_bytes,
             faults: Faults::new(config.seed ^ runtime.incarnation()),
-            origin: Instant::now(),
+            origin: runtime.clock().now(),
+            clock: runtime.clock().clone(),
         });
         config.runtime = None;
         let (members, answers, tasks) = (Arc::default(), Arc::default(), Arc::default());
@@ -137,7 +138,7 @@ impl Cluster {
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
-        millis_since(self.wiring.origin)
+        self.wiring.millis()
     }
 
     /// Stops the node: its tasks end, its peers are dropped.
@@ -325,8 +326,8 @@ impl Dispatch for Cluster {
 async fn accept_loop(cluster: Arc<Cluster>, listener: Box<dyn Listener>) {
     let members = cluster.members.clone();
     let limits = Limits::of(&cluster.config);
-    let gate =
-        Gate::new(cluster.spec().name.clone(), limits, move |name| members.by_name(name).is_some());
+    let (name, clock) = (cluster.spec().name.clone(), cluster.wiring.clock.clone());
+    let gate = Gate::new(name, limits, clock, move |name| members.by_name(name).is_some());
     loop {
         match listener.accept().await {
             Ok(conn) => {
@@ -336,7 +337,7 @@ async fn accept_loop(cluster: Arc<Cluster>, listener: Box<dyn Listener>) {
             }
             Err(error) => {
                 tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                cluster.wiring.clock.sleep(Duration::from_millis(50)).await;
             }
         }
     }
@@ -360,7 +361,7 @@ async fn handshake_and_read(cluster: Arc<Cluster>, conn: Connection, ticket: Tic
 }
 
 async fn gossip_loop(cluster: Arc<Cluster>) {
-    let mut ticks = tokio::time::interval(cluster.config.gossip_interval);
+    let mut ticks = cluster.wiring.clock.interval(cluster.config.gossip_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
@@ -382,7 +383,7 @@ async fn join_static(cluster: Arc<Cluster>, addr: SocketAddr) {
             },
             Err(error) => tracing::debug!(%addr, %error, "static peer not reachable"),
         }
-        tokio::time::sleep(cluster.wiring.faults.jitter(backoff)).await;
+        cluster.wiring.clock.sleep(cluster.wiring.faults.jitter(backoff)).await;
         backoff = (backoff * 2).min(cluster.config.backoff_max);
     }
 }
@@ -419,7 +420,7 @@ async fn connector(cluster: Arc<Cluster>, peer: Arc<Peer>) {
         let wait = cluster.wiring.faults.jitter(backoff);
         backoff = (backoff * 2).min(cluster.config.backoff_max);
         tokio::select! {
-            () = tokio::time::sleep(wait) => {}
+            () = cluster.wiring.clock.sleep(wait) => {}
             () = peer.kick.notified() => {}
             _ = removed.changed() => {}
         }
@@ -564,7 +565,7 @@ async fn run_session(
     let stall_ms = cluster.config.stall_timeout().as_millis() as u64;
     let mut stalls: Vec<StallWatch> =
         session.connections().map(|_| StallWatch::default()).collect();
-    let mut ticks = tokio::time::interval(interval);
+    let mut ticks = cluster.wiring.clock.interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks_seen = 0u64;
     let reason = loop {

@@ -10,11 +10,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
+use shoal_process::Clock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 use crate::admission::Ticket;
 use crate::fault::{Faults, Flow, Verdict};
@@ -22,7 +24,7 @@ use crate::handshake::{
     ClusterKey, HandshakeError, Hello, Initiator, Keyed, Message, Protection, Responder,
 };
 use crate::net::{BoxFuture, Connection, Network, ReadHalf, WriteHalf};
-use crate::peer::{InboundTrack, Peer, millis_since};
+use crate::peer::{InboundTrack, Peer};
 use crate::queue::{OutQueue, Slots};
 use crate::record::{MAX_RECORD_BYTES, Opener, RecordError, Sealer};
 use crate::wire::{Frame, FrameDecoder, FrameError, encode_frame, encode_frame_head};
@@ -39,8 +41,16 @@ pub(crate) struct Wiring {
     pub(crate) connect_timeout: Duration,
     pub(crate) max_frame_bytes: usize,
     pub(crate) faults: Faults,
-    /// When the node started: the clock of `Peer::heard`.
+    /// The node's clock, and when the node started on it (the clock of `Peer::heard`).
+    pub(crate) clock: Clock,
     pub(crate) origin: Instant,
+}
+
+impl Wiring {
+    /// Milliseconds since the node started.
+    pub(crate) fn millis(&self) -> u64 {
+        self.clock.since(self.origin).as_millis() as u64
+    }
 }
 
 /// Where the connection layer hands what it learns: implemented by the node.
@@ -230,7 +240,7 @@ pub(crate) async fn connect(
             other => Err(unexpected("accepted", &other).into()),
         }
     };
-    tokio::time::timeout(wiring.connect_timeout, attempt).await.unwrap_or(Err(ConnError::Timeout))
+    wiring.clock.timeout(wiring.connect_timeout, attempt).await.unwrap_or(Err(ConnError::Timeout))
 }
 
 fn unexpected(expected: &'static str, frame: &Frame) -> HandshakeError {
@@ -270,7 +280,9 @@ pub(crate) async fn accept(
     };
     let attempt = async {
         let mut read = BytesMut::new();
-        let first = tokio::time::timeout(hello_timeout, read_message(&mut conn.read, &mut read))
+        let first = wiring
+            .clock
+            .timeout(hello_timeout, read_message(&mut conn.read, &mut read))
             .await
             .map_err(within_hello_timeout("hello"))??;
         let Message::Noise(first) = first else {
@@ -292,7 +304,9 @@ pub(crate) async fn accept(
         write_message(&mut conn.write, &reply).await?;
         let Keyed { peer: hello, mut sealer, opener, .. } = keyed;
         let mut incoming = Incoming::new(opener, read, HANDSHAKE_MAX_FRAME_BYTES);
-        let confirm = tokio::time::timeout(hello_timeout, incoming.read_frame(&mut conn.read))
+        let confirm = wiring
+            .clock
+            .timeout(hello_timeout, incoming.read_frame(&mut conn.read))
             .await
             .map_err(within_hello_timeout("confirmation"))??;
         if confirm != Frame::Confirm {
@@ -313,7 +327,7 @@ pub(crate) async fn accept(
         }
     };
     let (peer, hello, track, mut incoming) = tokio::select! {
-        outcome = tokio::time::timeout(wiring.connect_timeout, attempt) => {
+        outcome = wiring.clock.timeout(wiring.connect_timeout, attempt) => {
             outcome.unwrap_or(Err(ConnError::Timeout))?
         }
         () = ticket.evicted() => {
@@ -352,13 +366,13 @@ pub(crate) async fn write_loop(
         // queue more: let them run first, so that they share this write instead of costing a
         // system call each. Not when traffic is sparse (one call at a time): the yield would
         // wake an idle worker for nothing, on the round trip's critical path.
-        if pace.brisk() {
+        if pace.brisk(&wiring.clock) {
             behind_runnable_tasks().await;
         }
         let Some(bounded) = queue.take_all(&mut batch).await else {
             break;
         };
-        pace.batch(batch.len());
+        pace.batch(batch.len(), wiring.clock.now());
         // Released as the batch is written, the rest when it is done or when this task is
         // dropped mid-write (the session ended): the peer's count of queued casts and calls
         // must never leak.
@@ -387,14 +401,14 @@ struct Pace {
 const BRISK_WITHIN: Duration = Duration::from_micros(20);
 
 impl Pace {
-    fn brisk(&self) -> bool {
+    fn brisk(&self, clock: &Clock) -> bool {
         self.last_batch_frames > 1
-            || self.last_batch_at.is_some_and(|at| at.elapsed() < BRISK_WITHIN)
+            || self.last_batch_at.is_some_and(|at| clock.since(at) < BRISK_WITHIN)
     }
 
-    fn batch(&mut self, frames: usize) {
+    fn batch(&mut self, frames: usize, now: Instant) {
         self.last_batch_frames = frames;
-        self.last_batch_at = Some(Instant::now());
+        self.last_batch_at = Some(now);
     }
 }
 
@@ -589,7 +603,7 @@ async fn apply_faults(wiring: &Wiring, peer: &Peer, flow: Flow, batch: &mut impl
         Verdict::DropEach(probability) => {
             batch.retain_frames(|| !faults.draw(probability));
         }
-        Verdict::Delay(delay) => tokio::time::sleep(delay).await,
+        Verdict::Delay(delay) => wiring.clock.sleep(delay).await,
     }
     let dropped = (before - batch.frames()) as u64;
     peer.counters.dropped_by_faults.fetch_add(dropped, Relaxed);
@@ -623,7 +637,7 @@ async fn dispatch_decoded(
             Ok(Some(frame)) => {
                 if frames == 0 {
                     // One clock read per read, not per frame.
-                    peer.heard(millis_since(wiring.origin));
+                    peer.heard(wiring.millis());
                 }
                 frames += 1;
                 if let Some(wait) = dispatch.dispatch(peer, frame) {
@@ -676,7 +690,7 @@ pub(crate) async fn read_loop(
             // Only frames that pass the inbound faults count as heard (a cut peer falls
             // silent); one clock read per read, not per frame.
             if !batch.is_empty() {
-                peer.heard(millis_since(wiring.origin));
+                peer.heard(wiring.millis());
             }
             for frame in batch.drain(..) {
                 if let Some(wait) = dispatch.dispatch(&peer, frame) {

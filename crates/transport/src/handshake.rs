@@ -71,6 +71,7 @@ impl ClusterKey {
         let mut key = [0; 32];
         // Without OS randomness no key can be made safe; every platform tokio runs on has it,
         // so its absence is a broken machine, not bad input.
+        // tidy-allow: a new key for an operator to share, never made in a simulation.
         getrandom::fill(&mut key).expect("the operating system's random number generator failed");
         Self(key)
     }

@@ -117,7 +117,8 @@ impl Node {
             Ok(())
         };
         let deadline = cluster.config.connect_timeout * 2 + cluster.config.backoff_max;
-        tokio::time::timeout(deadline, wait).await.map_err(|_| JoinError::Timeout)??;
+        let clock = &cluster.wiring.clock;
+        clock.timeout(deadline, wait).await.map_err(|_| JoinError::Timeout)??;
         Ok(name)
     }
 
@@ -134,9 +135,9 @@ impl Node {
             if peers.iter().all(|peer| peer.stats().queued == 0) {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            self.cluster.wiring.clock.sleep(Duration::from_millis(5)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.cluster.wiring.clock.sleep(Duration::from_millis(20)).await;
         self.shutdown();
     }
 

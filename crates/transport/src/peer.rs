@@ -7,7 +7,6 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
 
 use shoal_process::remote::current_sender;
 use shoal_process::{NodeId, Pid, Ref};
@@ -555,9 +554,4 @@ pub(crate) fn sender_key() -> u64 {
 /// The ordering key of a task that is not a process.
 pub(crate) fn task_key(id: tokio::task::Id) -> u64 {
     NodeIdHash.hash_one(id)
-}
-
-/// Milliseconds since `origin`.
-pub(crate) fn millis_since(origin: Instant) -> u64 {
-    origin.elapsed().as_millis() as u64
 }

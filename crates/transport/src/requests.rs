@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -88,8 +88,8 @@ impl Node {
                 rpc::serve(&processes.runtime, &processes.rpc, request, answer).await;
                 answered.await
             };
-            let outcome =
-                tokio::time::timeout(timeout, run).await.map_err(|_| RemoteError::Timeout)?;
+            let clock = &self.cluster.wiring.clock;
+            let outcome = clock.timeout(timeout, run).await.map_err(|_| RemoteError::Timeout)?;
             // `serve` answers every request it is given.
             outcome.map_err(|_| RemoteError::Failed(Failure::Handler("no answer".into())))??
         } else {
@@ -190,13 +190,14 @@ impl Node {
     pub async fn ping(&self, node: &str, timeout: Duration) -> Result<Duration, RemoteError> {
         let peer = self.connected(node)?;
         let (id, answer) = self.cluster.answers.await_oneshot(peer.id);
-        let started = Instant::now();
+        let clock = &self.cluster.wiring.clock;
+        let started = clock.now();
         if !peer.push_control(Frame::Ping { id }) {
             self.cluster.answers.withdraw(id);
             return Err(RemoteError::NoConnection(node.to_owned()));
         }
         self.await_answer(node, id, answer, timeout).await?;
-        Ok(started.elapsed())
+        Ok(clock.since(started))
     }
 
     fn connected(&self, node: &str) -> Result<Arc<Peer>, RemoteError> {
@@ -221,7 +222,7 @@ impl Node {
         let (id, answer) = answers.await_oneshot(peer.id);
         let lane = Lane::new(sender_key(), id);
         let push = push_waiting(&peer, DEFAULT_CHANNEL, lane, held_as, frame(id));
-        match tokio::time::timeout(timeout, push).await {
+        match self.cluster.wiring.clock.timeout(timeout, push).await {
             Ok(Ok(())) => self.await_answer(node, id, answer, timeout).await,
             Ok(Err(())) => {
                 answers.withdraw(id);
@@ -241,7 +242,7 @@ impl Node {
         answer: tokio::sync::oneshot::Receiver<Result<Bytes, Failure>>,
         timeout: Duration,
     ) -> Result<Bytes, RemoteError> {
-        match tokio::time::timeout(timeout, answer).await {
+        match self.cluster.wiring.clock.timeout(timeout, answer).await {
             Ok(Ok(outcome)) => outcome.map_err(RemoteError::Failed),
             // The node was lost: its waiters are dropped unanswered.
             Ok(Err(_)) => Err(RemoteError::NoConnection(node.to_owned())),

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use shoal_transport::{Inbox, Incoming, Node, NodeEvent, Service};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -48,12 +48,15 @@ pub(crate) async fn start<S: Storage + Send + 'static>(
     let me = node_id(node.name());
     let ids: Vec<NodeId> = config.acceptors.iter().map(|name| node_id(name)).collect();
     // Every start of the service is a new run: new ballots, new rejoin attempts and jitter.
-    let run = next_run();
+    let run = next_run(node.runtime().clock().wall_micros());
     let seed = config.seed ^ me.0 ^ run.rotate_left(32);
-    let now = Instant::now();
+    let clock = node.runtime().clock();
+    let now = clock.now().into_std();
     let acceptor_config = AcceptorConfig {
         recovery: config.recovery,
-        epoch_floor: unix_millis(),
+        // The floor for the number of an epoch this node founds: the wall clock in ms, so
+        // epoch numbers, and with them fencing tokens, grow across full restarts.
+        epoch_floor: clock.wall_millis(),
         ..AcceptorConfig::new(me, ids.clone(), seed)
     };
     let acceptor = storage.map(|storage| Acceptor::new(now, acceptor_config.clone(), storage));
@@ -124,19 +127,25 @@ struct Driver<S> {
 }
 
 impl<S: Storage + Send + 'static> Driver<S> {
+    /// Now, on the node's clock, as the cores take it.
+    fn now(&self) -> Instant {
+        self.node.runtime().clock().now().into_std()
+    }
+
     async fn run(mut self) {
         self.update_quorum();
         self.pump();
         let mut events_open = true;
         // One timer, moved only when the cores' next deadline moves.
-        let sleep = tokio::time::sleep_until(far_future());
+        let clock = self.node.runtime().clock().clone();
+        let sleep = clock.sleep(std::time::Duration::from_secs(3600));
         tokio::pin!(sleep);
         let mut armed: Option<Instant> = None;
         let stopped = loop {
             let deadline = self.next_deadline();
             if deadline != armed {
                 if let Some(at) = deadline {
-                    sleep.as_mut().reset(tokio::time::Instant::from_std(at));
+                    clock.reset(sleep.as_mut(), tokio::time::Instant::from_std(at));
                 }
                 armed = deadline;
             }
@@ -169,7 +178,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
                 },
                 event = self.node_events.recv(), if events_open => match event {
                     Ok(NodeEvent::Down { node, .. }) => {
-                        self.proposer.peer_down(Instant::now(), node_id(&node));
+                        self.proposer.peer_down(self.now(), node_id(&node));
                         self.update_quorum();
                     }
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.update_quorum(),
@@ -216,7 +225,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
     }
 
     fn propose(&mut self, key: Key, change: Change, reply: Reply) {
-        match self.proposer.propose(Instant::now(), key, change) {
+        match self.proposer.propose(self.now(), key, change) {
             Ok(id) => {
                 self.waiting.insert(id, reply);
             }
@@ -227,9 +236,10 @@ impl<S: Storage + Send + 'static> Driver<S> {
     }
 
     fn begin_epoch(&mut self, reply: oneshot::Sender<Result<(), BeginEpochError>>) {
+        let now = self.now();
         let result = match &mut self.acceptor {
             None => Err(BeginEpochError::NotAnAcceptor),
-            Some(acceptor) => acceptor.begin_epoch(Instant::now()),
+            Some(acceptor) => acceptor.begin_epoch(now),
         };
         let _ = reply.send(result);
     }
@@ -237,7 +247,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
     fn deliver(&mut self, incoming: Incoming<Vec<Message>>) {
         let from = node_id(&incoming.from);
         self.names.entry(from).or_insert(incoming.from);
-        let now = Instant::now();
+        let now = self.now();
         for message in incoming.message {
             self.handle(now, from, message);
         }
@@ -325,7 +335,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
     /// Installs a configuration here and sends it to `names` (the old and new acceptors, and
     /// every connected node); returns what each node has answered so far.
     fn install(&mut self, configuration: Configuration, names: Vec<String>) -> InstallStatus {
-        let now = Instant::now();
+        let now = self.now();
         for name in &names {
             self.names.entry(node_id(name)).or_insert_with(|| name.clone());
         }
@@ -361,7 +371,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
     }
 
     fn timeout(&mut self) {
-        let now = Instant::now();
+        let now = self.now();
         self.proposer.handle_timeout(now);
         if let Some(acceptor) = &mut self.acceptor {
             acceptor.handle_timeout(now);
@@ -406,7 +416,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
                 self.plumbing.voting.store(voting, Ordering::Relaxed);
                 return;
             }
-            let now = Instant::now();
+            let now = self.now();
             while let Some(message) = self.local.pop_front() {
                 self.handle(now, self.me, message);
             }
@@ -490,22 +500,12 @@ async fn send_loop(
     }
 }
 
-/// A proposer run never used before on this node: the wall clock in microseconds, kept
-/// increasing within the process (the transport numbers node incarnations the same way), so a
-/// service stopped and started again, or a restarted node, never reissues a ballot.
-fn next_run() -> u64 {
+/// A proposer run never used before on this node: `now` (the node's wall clock in
+/// microseconds), kept increasing within the process (the runtime numbers node incarnations
+/// the same way), so a service stopped and started again, or a restarted node, never reissues
+/// a ballot.
+fn next_run(now: u64) -> u64 {
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
     let previous = LAST.fetch_max(now, Ordering::Relaxed);
     if previous < now { now } else { LAST.fetch_add(1, Ordering::Relaxed) + 1 }
-}
-
-/// The floor for the number of an epoch this node founds: the wall clock in milliseconds, so
-/// epoch numbers, and with them fencing tokens, grow across full restarts of the cluster.
-fn unix_millis() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-fn far_future() -> tokio::time::Instant {
-    tokio::time::Instant::now() + std::time::Duration::from_secs(3600)
 }

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use shoal_process::{ExitReason, Signal};
+use shoal_process::{CallError, Clock, ExitReason, Runtime, Signal};
 
-use crate::support::{Cmd, Event, Probe, reports, run, runtime, within};
+use crate::support::{Calc, CalcReq, Cmd, Event, Probe, reports, run, runtime, within};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -118,4 +118,37 @@ async fn a_cancelled_timer_leaves_nothing_in_the_process() {
     drop(probe.cast_after(SECOND, Cmd::Note(7)));
     assert_eq!(inbox.next().await, Event::Note(probe.pid(), 7));
     assert_eq!(timers(&probe), 0);
+}
+
+// A node whose clock runs fast (a simulation's drifting clock) runs its timers and its call
+// timeouts on that clock: twice as fast, they end in half of tokio's time.
+#[tokio::test(start_paused = true)]
+async fn timers_and_call_timeouts_run_on_the_nodes_clock() {
+    let clock = Clock::simulated(2.0, 0).expect("a rate within bounds");
+    let runtime = Runtime::builder().clock(clock.clone()).build().expect("builds");
+    let (events, mut inbox) = reports();
+    let probe = runtime.spawn(Probe::new(&events));
+    let started = tokio::time::Instant::now();
+    drop(probe.cast_after(4 * SECOND, Cmd::Note(1)));
+    assert_eq!(inbox.next().await, Event::Note(probe.pid(), 1));
+    assert_eq!(started.elapsed(), 2 * SECOND, "4 s of the node's clock, 2 s of tokio's");
+
+    let started = tokio::time::Instant::now();
+    let silent = runtime.spawn(Calc::new(0));
+    let never: Result<u64, _> = silent.call_timeout(CalcReq::Never, 6 * SECOND).await;
+    assert_eq!(never, Err(CallError::Timeout));
+    assert_eq!(started.elapsed(), 3 * SECOND);
+    assert_eq!(runtime.clock().rate(), 2.0);
+}
+
+// A simulation may fix the incarnation; by default a fresh one is taken from the node's wall
+// clock, and stays above every earlier one of this OS process even when that clock is behind.
+#[tokio::test]
+async fn the_incarnation_is_fixed_or_fresh() {
+    let fixed = Runtime::builder().incarnation(42).build().expect("builds");
+    assert_eq!(fixed.incarnation(), 42);
+    let earlier = Runtime::new().expect("builds").incarnation();
+    let behind = Clock::simulated(1.0, 1_000).expect("a rate within bounds");
+    let later = Runtime::builder().clock(behind).build().expect("builds");
+    assert!(later.incarnation() > earlier);
 }
