@@ -7,7 +7,7 @@
 //! | `test`    | `cargo nextest run --workspace --locked --no-fail-fast`, or `cargo test` |
 //! | `doctest` | `cargo test --workspace --doc --locked` |
 //! | `doc`     | `RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked` |
-//! | `cluster-test` | `cargo xtask cluster-test --quick`: node processes on loopback (a new seed each run) |
+//! | `cluster-test` | `cargo xtask cluster-test --quick --seed 20261206`: node processes on loopback |
 //!
 //! Every step runs even when an earlier one failed, so one CI run reports everything that is
 //! wrong; `--skip STEP` leaves one out locally. Each prints its command first, so it can be
@@ -19,7 +19,10 @@
 //! and `PROPTEST_CASES` stays unset unless the caller sets it, so each property test runs as
 //! many cases as it asks for. One variable is set, for the test step only: `PROPTEST_RNG_SEED`,
 //! so that every CI run draws the same property-test cases (the simulations and walks already
-//! run fixed seeds); run `cargo test` or `cargo nextest run` by hand to explore others.
+//! run fixed seeds); run `cargo test` or `cargo nextest run` by hand to explore others. The
+//! quick cluster test runs one fixed seed too (its choices: who joins whom, who is killed,
+//! the partitions); `cargo xtask cluster-test` without `--seed` explores a new one each run,
+//! and prints how to replay it.
 
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -77,7 +80,7 @@ fn steps() -> Vec<Step> {
         // and had its own say. Each scenario counts as one test in the final line.
         Step {
             name: "cluster-test",
-            cargo_args: &["xtask", "cluster-test", "--quick"],
+            cargo_args: &["xtask", "cluster-test", "--quick", "--seed", CLUSTER_TEST_SEED],
             env: &[],
             reporter: Some(Reporter::ClusterTest),
         },
@@ -89,6 +92,9 @@ fn steps() -> Vec<Step> {
 ///
 /// `cargo test` is limited to `--lib --bins --tests`, which is what nextest runs: doctests
 /// have a step of their own, and examples and benches are built by clippy.
+/// The quick cluster test's seed in CI: the same choices every run.
+const CLUSTER_TEST_SEED: &str = "20261206";
+
 /// The property tests' seed in CI: the same cases every run.
 const PROPTEST_SEED: &[(&str, &str)] = &[("PROPTEST_RNG_SEED", "20261206")];
 
