@@ -53,15 +53,20 @@
 //!
 //! What it is not: a model of TCP (there are no connections; a lost message is simply gone,
 //! and detecting a dead peer is the business of the protocol under test or of its adapter), and
-//! not a scheduler for async code (cores are plain state machines; their tokio drivers are
-//! tested over real sockets instead).
+//! not a scheduler for async code (cores are plain state machines). For whole nodes (the
+//! runtime, the transport and the drivers, async), the `nodes` feature gives `SimNet`: a
+//! simulated network under the transport, for nodes on tokio's paused clock.
 
 mod network;
+#[cfg(feature = "nodes")]
+pub mod nodes;
 mod sim;
 
 pub mod linearizability;
 
 pub use network::Network;
+#[cfg(feature = "nodes")]
+pub use nodes::SimNet;
 pub use sim::{Ctx, Node, NodeId, Record, Sim, Stats};
 
 #[cfg(test)]
