@@ -5,7 +5,8 @@
 //! ([`process`], always present), supervisors ([`supervisor`], feature `supervisor`), nodes
 //! connected over TCP ([`transport`], feature `transport`), epidemic broadcast ([`broadcast`],
 //! feature `broadcast`) and per-key consensus ([`paxos`], feature `paxos`); the registry and
-//! hub crates join as they land, together with a `Node` that starts them all.
+//! hub crates join as they land, together with a `Node` that starts them all. For tests, the
+//! feature `testing` (off by default) adds `testing`: whole nodes on a simulated network.
 //!
 //! The package also holds the `shoal-node` binary (feature `transport`): one node in its own OS
 //! process, driven over stdin and stdout. `cargo xtask cluster-test` starts several of them and
@@ -45,6 +46,16 @@ pub use shoal_process as process;
 pub use shoal_supervisor as supervisor;
 #[cfg(feature = "transport")]
 pub use shoal_transport as transport;
+
+/// Whole Shoal nodes on a simulated network, for tests (feature `testing`): real nodes, with
+/// their processes, on tokio's paused clock over [`testing::SimNet`], which a test partitions,
+/// cuts, heals and resets; a run is replayed by its seed. It lives in `shoal-sim` (feature
+/// `nodes`), below every layer, so that the layers' own tests use it from their first line;
+/// here it is under the facade's name.
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub use shoal_sim::nodes::SimNet;
+}
 
 /// The names most programs need, for a glob import.
 pub mod prelude {

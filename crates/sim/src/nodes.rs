@@ -16,8 +16,44 @@
 //! (`#[tokio::test(start_paused = true)]`): simulated time then moves whenever every task
 //! waits, so a test of seconds of cluster life runs in milliseconds.
 //!
-//! Not yet deterministic end to end: the transport's `select!`s and hash maps still bring their
-//! own orders (issue 14 goes on with that); a run's timing is the network's and is seeded.
+//! A run is a function of its seed when the nodes' incarnations are fixed too
+//! (`RuntimeBuilder::incarnation`, given to the node with `NodeBuilder::runtime`): the same
+//! seed gives the same node events at the same simulated instants (the workspace's
+//! `tests/nodes.rs` checks it).
+//!
+//! A test of your own processes on simulated nodes, with a partition:
+//!
+//! ```
+//! use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+//! use std::time::Duration;
+//! use shoal_sim::SimNet;
+//! use shoal_transport::{ClusterKey, Node};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let net = SimNet::new(42, Duration::from_millis(1), Duration::from_millis(10));
+//! let key = ClusterKey::generate();
+//! let ip = |host| IpAddr::V4(Ipv4Addr::new(10, 0, 0, host));
+//! let node = |name: &str, host| {
+//!     Node::builder(name, key.clone())
+//!         .network(net.host(ip(host)))
+//!         .listen(SocketAddr::new(ip(host), 0))
+//!         .heartbeat(Duration::from_millis(100), Duration::from_secs(1))
+//!         .start()
+//! };
+//! let (a, b) = (node("a", 1).await?, node("b", 2).await?);
+//! b.join(a.listen_addr()).await?;
+//!
+//! net.partition(&[ip(1)], &[ip(2)]);
+//! tokio::time::sleep(Duration::from_secs(2)).await; // simulated: over in an instant
+//! assert!(a.nodes().is_empty() && b.nodes().is_empty());
+//!
+//! net.heal();
+//! tokio::time::sleep(Duration::from_secs(3)).await;
+//! assert_eq!(a.nodes(), ["b"]);
+//! # a.shutdown(); b.shutdown();
+//! # Ok(()) }
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
