@@ -12,6 +12,10 @@
 //! A failing schedule or walk prints its seed and the command that replays it (the variables
 //! are documented in `crates/paxos/tests/paxos/sim/mod.rs` and `walk.rs`); the exit code is
 //! the tests'.
+//!
+//! `cargo xtask explore-nodes` does the same for the whole-node simulations (`tests/nodes.rs`:
+//! the transport and the Paxos driver under random faults on a simulated network), with
+//! `SHOAL_SIM_SEED`, `SHOAL_SIM_SCHEDULES` and `SHOAL_SIM_PAXOS_SCHEDULES`.
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -46,15 +50,7 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
         }
         args.next();
     }
-    // Microseconds since 1970: about 1.8e15, far above every seed CI runs (below 1e7) and
-    // different for every exploration.
-    let offset = match offset {
-        Some(offset) => offset,
-        None => {
-            let since = SystemTime::now().duration_since(UNIX_EPOCH).context("the clock")?;
-            u64::try_from(since.as_micros()).context("the clock is past 2554")?
-        }
-    };
+    let offset = offset_or_clock(offset)?;
     let env = [
         ("SHOAL_PAXOS_SCHEDULES", schedules.to_string()),
         ("SHOAL_PAXOS_WALKS", walks.to_string()),
@@ -72,10 +68,68 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
         "--include-ignored",
         "--nocapture",
     ];
+    explore(offset, &env, &args)
+}
+
+/// Whole-node schedules per family by default: about ten minutes on the 2-core box.
+const NODE_SCHEDULES: u64 = 5_000;
+
+/// Runs `cargo xtask explore-nodes` with the arguments after it.
+pub(crate) fn run_nodes(args: &[String]) -> Result<ExitCode> {
+    let (mut schedules, mut offset) = (NODE_SCHEDULES, None);
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let value = || -> Result<u64> {
+            let value = args.clone().next().with_context(|| format!("`{flag}` needs a number"))?;
+            value.parse().with_context(|| format!("`{flag} {value}`: not a number"))
+        };
+        match flag.as_str() {
+            "--schedules" => schedules = value()?,
+            "--offset" => offset = Some(value()?),
+            other => {
+                bail!("unknown argument `{other}` for `explore-nodes`; see `cargo xtask help`")
+            }
+        }
+        args.next();
+    }
+    let offset = offset_or_clock(offset)?;
+    let env = [
+        ("SHOAL_SIM_SEED", offset.to_string()),
+        ("SHOAL_SIM_SCHEDULES", schedules.to_string()),
+        ("SHOAL_SIM_PAXOS_SCHEDULES", schedules.to_string()),
+    ];
+    let args = [
+        "test",
+        "-p",
+        "shoal-tests",
+        "--test",
+        "nodes",
+        "--",
+        "membership_and_a_cast_stream_survive_random_faults",
+        "a_paxos_register_stays_linearisable_under_random_faults",
+        "--nocapture",
+    ];
+    explore(offset, &env, &args)
+}
+
+/// `offset`, or microseconds since 1970: about 1.8e15, far above every seed CI runs (below
+/// 1e7) and different for every exploration.
+fn offset_or_clock(offset: Option<u64>) -> Result<u64> {
+    match offset {
+        Some(offset) => Ok(offset),
+        None => {
+            let since = SystemTime::now().duration_since(UNIX_EPOCH).context("the clock")?;
+            u64::try_from(since.as_micros()).context("the clock is past 2554")
+        }
+    }
+}
+
+/// Runs cargo with `args` and `env`, saying how to rerun the exploration.
+fn explore(offset: u64, env: &[(&str, String)], args: &[&str]) -> Result<ExitCode> {
     let shown: Vec<String> = env.iter().map(|(name, value)| format!("{name}={value}")).collect();
     println!("==> seed offset {offset} (rerun this exploration with --offset {offset})");
     println!("==> {} cargo {}", shown.join(" "), args.join(" "));
-    let status = cargo(&args).envs(env).status().context("running cargo")?;
+    let status = cargo(args).envs(env.iter().cloned()).status().context("running cargo")?;
     println!(
         "==> seed offset {offset}: {}",
         if status.success() { "no failure" } else { "FAILED" }

@@ -9,6 +9,7 @@
 //! cargo xtask mutants [--no-fail-fast] [--schedules N] [--walks N] [NAME]...
 //!                                        the whole paxos test binary against each mutant
 //! cargo xtask explore-paxos [--schedules N] [--walks N] [--offset K]
+//! cargo xtask explore-nodes [--schedules N] [--offset K]
 //!                                        the paxos simulations and walk on seeds CI never ran
 //! ```
 //!
@@ -64,6 +65,10 @@ commands:
                                  run the paxos simulations (N schedules per family, default
                                  200000) and random walks (default 1000000) on seeds moved by
                                  K (default: from the clock, printed); fails on a violation
+    explore-nodes [--schedules N] [--offset K]
+                                 run the whole-node simulations (the transport and the Paxos
+                                 driver under random faults, N schedules each, default 5000)
+                                 on seeds from K (default: from the clock, printed)
     help                         print this message
 ";
 
@@ -98,6 +103,7 @@ fn run(args: &[String]) -> Result<ExitCode> {
         "bench" => bench::run(options),
         "mutants" => mutants::run(options),
         "explore-paxos" => explore::run(options),
+        "explore-nodes" => explore::run_nodes(options),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
