@@ -29,6 +29,13 @@ pub enum Priority {
 pub enum HyParViewMessage<P> {
     /// A new node asks the receiver, its contact, to let it in.
     Join,
+    /// The contact's answer to [`HyParViewMessage::Join`] (beyond the paper): samples of its
+    /// views (as in a shuffle), which the joiner keeps as passive. Not sent when the contact
+    /// knows no other peer.
+    JoinReply {
+        /// The samples.
+        nodes: Vec<P>,
+    },
     /// A random walk announcing `joiner`; `ttl` hops are left.
     ForwardJoin {
         /// The node that joined.
@@ -209,6 +216,10 @@ pub enum HyParViewError {
 ///   requester. Nodes with room thus find each other, and a group cut off by a burst of joins
 ///   or failures (whose full views would otherwise refuse it forever) is joined back within a
 ///   few repair ticks.
+/// - The contact answers a JOIN with samples of its views (JOIN_REPLY), which the joiner keeps
+///   as passive. In the paper a joiner's passive view stays empty until shuffles fill it; a
+///   node whose contact and walk ends all failed before then knew no live peer, and no live
+///   peer knew it, so it stayed alone for good (as did small groups of such nodes).
 /// - A walk ends with a FORWARD_JOIN_REPLY to the joiner, which adds the node where its walk
 ///   ended: the paper's symmetric active views, made explicit.
 ///
@@ -353,6 +364,7 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
         }
         match message {
             HyParViewMessage::Join => self.on_join(from),
+            HyParViewMessage::JoinReply { nodes } => self.integrate(nodes, &[]),
             HyParViewMessage::ForwardJoin { joiner, ttl } => {
                 self.on_forward_join(from, joiner, ttl)
             }
@@ -403,14 +415,21 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
         }
     }
 
-    /// JOIN at the contact: add the joiner and start a FORWARD_JOIN walk through every other
-    /// active peer.
+    /// JOIN at the contact: add the joiner, start a FORWARD_JOIN walk through every other
+    /// active peer, and answer with samples of this node's views (JOIN_REPLY, beyond the
+    /// paper: otherwise the joiner's passive view stays empty until its first shuffle, and if
+    /// this node and the walks' ends fail before then, the joiner knows no live peer and stays
+    /// alone for good).
     fn on_join(&mut self, joiner: P) {
         self.add_active(joiner.clone());
         let ttl = self.config.active_walk_length;
         let others: Vec<P> = self.active.iter().filter(|p| **p != joiner).cloned().collect();
         for to in others {
             self.send(to, HyParViewMessage::ForwardJoin { joiner: joiner.clone(), ttl });
+        }
+        let nodes = self.sample_views(&joiner);
+        if !nodes.is_empty() {
+            self.send(joiner, HyParViewMessage::JoinReply { nodes });
         }
     }
 
@@ -447,10 +466,7 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
             self.add_active(from.clone());
             Vec::new()
         } else {
-            let mut nodes =
-                random::sample(&mut self.rng, &self.active, self.config.shuffle_active, &[&from]);
-            let passive = self.config.shuffle_passive;
-            nodes.extend(random::sample(&mut self.rng, &self.passive, passive, &[&from]));
+            let nodes = self.sample_views(&from);
             if let Some(to) = random::choose(&mut self.rng, &self.active, &[&from]) {
                 let ttl = self.config.active_walk_length;
                 self.send(to, HyParViewMessage::FindNeighbour { requester: from.clone(), ttl });
@@ -505,6 +521,16 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
             self.send(from, HyParViewMessage::Disconnect);
         }
         Ok(())
+    }
+
+    /// Samples of both views for `to` (as many as a shuffle carries, `to` left out): what a
+    /// JOIN_REPLY and a refused NEIGHBOUR's reply tell the other side.
+    fn sample_views(&mut self, to: &P) -> Vec<P> {
+        let active = self.config.shuffle_active;
+        let mut nodes = random::sample(&mut self.rng, &self.active, active, &[to]);
+        let passive = self.config.shuffle_passive;
+        nodes.extend(random::sample(&mut self.rng, &self.passive, passive, &[to]));
+        nodes
     }
 
     /// SHUFFLE: walk on while the time-to-live lasts, else answer the origin with as many

@@ -123,6 +123,39 @@ fn anti_entropy_delivers_what_the_tree_missed() {
     assert_eq!(report.eventual_reliability, 1.0, "seed {SEED}: {report:#?}");
 }
 
+/// A third of a 12-node overlay crashes 0.5 s after the last join, before any shuffle (the
+/// first is due 10 s after a node starts), as in the driver test
+/// `broadcasts_after_four_nodes_crash_reach_every_live_node`: 20 s later, every live node gets
+/// the broadcasts. Until then a joiner's passive view is what its contact's JOIN_REPLY gave it;
+/// without JOIN_REPLY, 53 of these 400 seeds left a node (or a small group) whose contact and
+/// walk ends had all crashed knowing no live peer, and known by none, for good. Once a node and
+/// everything it ever heard of are gone, no rule of its own can bring it back (it needs a
+/// second contact, which the overlay does not give it): one seed in 400 (163) still does that,
+/// hence the margin.
+#[test]
+fn a_third_crashed_right_after_the_joins_leaves_no_live_node_behind() {
+    let seeds = 0..400u64;
+    let left_behind: Vec<(u64, usize, usize)> = seeds
+        .clone()
+        .filter_map(|seed| {
+            let report = run(&Scenario {
+                nodes: 12,
+                join_interval: Duration::from_millis(5),
+                settle: Duration::from_millis(20),
+                warmup_broadcasts: 1,
+                broadcast_interval: Duration::from_millis(500),
+                crash_fraction: 0.34,
+                broadcasts_after_crash: 40,
+                ..Scenario::new(seed)
+            });
+            let last = report.after_crash.last().expect("40 broadcasts after the crash");
+            (last.reliability < 1.0).then_some((seed, last.delivered, last.live))
+        })
+        .collect();
+    println!("(seed, delivered, live) left behind: {left_behind:?}");
+    assert!(left_behind.len() <= 4, "of {} seeds: {left_behind:?}", seeds.end);
+}
+
 proptest! {
     // A fixed seed: CI runs the same cases every time (the project's rule: every RNG seeded).
     #![proptest_config(ProptestConfig {

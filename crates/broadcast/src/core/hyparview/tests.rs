@@ -54,17 +54,29 @@ fn joiner_adds_its_contact_and_sends_join() {
 }
 
 /// §4.2 JOIN at the contact: the joiner enters the active view and a FORWARD_JOIN walk of
-/// length ARWL starts through every other active peer.
+/// length ARWL starts through every other active peer; then (beyond the paper) JOIN_REPLY
+/// gives the joiner samples of both views. A contact that knows no other peer sends none.
 #[test]
 fn contact_takes_the_joiner_and_starts_a_walk_per_neighbour() {
     let now = Instant::now();
-    let mut core = node(now, config(), &[1, 2], &[]);
+    let mut core = node(now, config(), &[1, 2], &[3]);
     core.handle_message(now, 7, HyParViewMessage::Join).unwrap();
     let walk = HyParViewMessage::ForwardJoin { joiner: 7, ttl: 6 };
+    let mut outputs = drain(&mut core);
+    let Some(HyParViewOutput::Send { to: 7, message: HyParViewMessage::JoinReply { nodes } }) =
+        outputs.pop()
+    else {
+        panic!("no JOIN_REPLY last: {outputs:?}");
+    };
     assert_eq!(
-        drain(&mut core),
+        outputs,
         vec![HyParViewOutput::NeighbourUp(7), send(1, walk.clone()), send(2, walk)]
     );
+    assert_eq!(nodes.into_iter().collect::<BTreeSet<_>>(), set(&[1, 2, 3]));
+
+    let mut alone = HyParView::new(0u8, config(), now);
+    alone.handle_message(now, 7, HyParViewMessage::Join).unwrap();
+    assert_eq!(drain(&mut alone), vec![HyParViewOutput::NeighbourUp(7)]);
 }
 
 /// §4.2 FORWARD_JOIN with time-to-live 0: the walk ends here; the joiner enters the active
@@ -90,6 +102,40 @@ fn walk_ends_where_it_cannot_go_on() {
         drain(&mut core),
         vec![HyParViewOutput::NeighbourUp(7), send(7, HyParViewMessage::ForwardJoinReply)]
     );
+}
+
+/// JOIN_REPLY (beyond the paper): the contact answers a JOIN with samples of its views, which
+/// the joiner keeps as passive. Without it a joiner's passive view stays empty until its first
+/// shuffle, and a node whose contact and walk ends fail together before then knows no live
+/// peer: it stays alone for good, and so does a group of such nodes (the driver test
+/// `broadcasts_after_four_nodes_crash_reach_every_live_node` failed about one run in twenty
+/// that way). With it, the joiner repairs through its contact's neighbours (§4.3: high
+/// priority, as its active view is empty, so they cannot refuse).
+#[test]
+fn a_joiner_whose_contact_fails_at_once_repairs_through_the_contacts_neighbours() {
+    let now = Instant::now();
+    let mut contact = node(now, config(), &[1, 2], &[3]);
+    let mut joiner = HyParView::new(7u8, config(), now);
+    joiner.join(now, 0).unwrap();
+    drain(&mut joiner);
+    contact.handle_message(now, 7, HyParViewMessage::Join).unwrap();
+    for output in drain(&mut contact) {
+        if let HyParViewOutput::Send { to: 7, message } = output {
+            joiner.handle_message(now, 0, message).unwrap();
+        }
+    }
+    drain(&mut joiner);
+    assert_eq!(joiner.passive_view(), &set(&[1, 2, 3]), "the contact's active and passive peers");
+
+    // The contact crashes before any walk ends at the joiner, and before its first shuffle.
+    joiner.peer_failed(now, &0);
+    let high = HyParViewMessage::Neighbour { priority: Priority::High };
+    let outputs = drain(&mut joiner);
+    assert_eq!(outputs.len(), 4, "{outputs:?}");
+    assert_eq!(outputs[0], HyParViewOutput::NeighbourDown(0));
+    for peer in [1, 2, 3] {
+        assert!(outputs.contains(&send(peer, high.clone())), "{outputs:?}");
+    }
 }
 
 /// §4.2: at hop PRWL the joiner is dropped into the passive view, and the walk goes on with
@@ -124,7 +170,9 @@ fn full_active_view_makes_room_by_disconnecting_a_peer() {
         vec![
             HyParViewOutput::NeighbourDown(1),
             send(1, HyParViewMessage::Disconnect),
-            HyParViewOutput::NeighbourUp(7)
+            HyParViewOutput::NeighbourUp(7),
+            // The dropped peer is passive now, and so among the samples for the joiner.
+            send(7, HyParViewMessage::JoinReply { nodes: vec![1] }),
         ]
     );
     assert_eq!(core.active_view(), &set(&[7]));
@@ -370,6 +418,8 @@ fn input() -> impl Strategy<Value = Input> {
     let peer = 0u8..10;
     let message = prop_oneof![
         Just(HyParViewMessage::Join),
+        proptest::collection::vec(peer.clone(), 0..12)
+            .prop_map(|nodes| HyParViewMessage::JoinReply { nodes }),
         (peer.clone(), 0u32..7)
             .prop_map(|(joiner, ttl)| HyParViewMessage::ForwardJoin { joiner, ttl }),
         Just(HyParViewMessage::ForwardJoinReply),
