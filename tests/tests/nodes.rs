@@ -604,3 +604,60 @@ fn a_paxos_register_stays_linearisable_under_random_faults() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Clocks that drift: each node's clock runs at its own rate (within `CLOCK_RATES`).
+
+/// A node at `10.0.0.host` whose clock runs at `rate` against the others.
+async fn drifting(net: &SimNet, name: &str, host: u8, rate: f64) -> Node {
+    let clock = shoal_process::Clock::simulated(rate, 0).expect("a rate within bounds");
+    let runtime =
+        shoal_process::Runtime::builder().node_name(name).clock(clock).build().expect("a runtime");
+    on(net, name, host).runtime(runtime).start().await.expect("the node starts")
+}
+
+/// One node's clock runs twice as fast as the others', another's half as fast (the documented
+/// bounds): the cluster stays whole for a minute without a false down, and each side of a
+/// partition notices it within its own failure timeout, counted on its own clock: the fast
+/// node in half the time, the slow one in twice the time.
+#[tokio::test(start_paused = true)]
+async fn nodes_whose_clocks_drift_stay_connected_and_time_out_on_their_own_clocks() {
+    let net = SimNet::new(5, Duration::from_millis(1), Duration::from_millis(5));
+    let fast = drifting(&net, "fast", 1, 2.0).await;
+    let slow = drifting(&net, "slow", 2, 0.5).await;
+    let even = drifting(&net, "even", 3, 1.0).await;
+    slow.join(fast.listen_addr()).await.expect("slow joins");
+    even.join(fast.listen_addr()).await.expect("even joins");
+    eventually("a full mesh", || {
+        sees(&fast, &["even", "slow"])
+            && sees(&slow, &["even", "fast"])
+            && sees(&even, &["fast", "slow"])
+    })
+    .await;
+    let mut events: Vec<_> = [&fast, &slow, &even].iter().map(|node| node.subscribe()).collect();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    for events in &mut events {
+        assert!(events.try_recv().is_err(), "an event in a minute of drift");
+    }
+
+    net.partition(&[ip(1)], &[ip(2), ip(3)]);
+    let cut = Instant::now();
+    let (mut fast_noticed, mut slow_noticed) = (None, None);
+    eventually("both sides see the partition", || {
+        if fast_noticed.is_none() && sees(&fast, &[]) {
+            fast_noticed = Some(cut.elapsed());
+        }
+        if slow_noticed.is_none() && sees(&slow, &["even"]) {
+            slow_noticed = Some(cut.elapsed());
+        }
+        fast_noticed.is_some() && slow_noticed.is_some()
+    })
+    .await;
+    let (fast_noticed, slow_noticed) = (fast_noticed.unwrap(), slow_noticed.unwrap());
+    // Failure timeout 1 s on each node's own clock, plus up to a heartbeat.
+    assert!(fast_noticed <= Duration::from_millis(700), "fast noticed after {fast_noticed:?}");
+    assert!(slow_noticed >= Duration::from_millis(1_900), "slow noticed after {slow_noticed:?}");
+    for node in [fast, slow, even] {
+        node.shutdown();
+    }
+}

@@ -185,13 +185,13 @@ impl SimNet {
         drop(world);
         let accepted = Connection {
             read: Box::new(PipeReader::new(self.clone(), outbound.clone())),
-            write: Box::new(PipeWriter(inbound.clone())),
+            write: Box::new(PipeWriter::new(self.clone(), inbound.clone())),
             peer_addr: local,
         };
         listener.send(accepted).map_err(|_| io::Error::from(io::ErrorKind::ConnectionRefused))?;
         Ok(Connection {
             read: Box::new(PipeReader::new(self.clone(), inbound)),
-            write: Box::new(PipeWriter(outbound)),
+            write: Box::new(PipeWriter::new(self.clone(), outbound)),
             peer_addr: to,
         })
     }
@@ -413,11 +413,18 @@ impl Drop for PipeReader {
     }
 }
 
-struct PipeWriter(Arc<Pipe>);
+struct PipeWriter {
+    net: SimNet,
+    pipe: Arc<Pipe>,
+}
 
 impl PipeWriter {
+    fn new(net: SimNet, pipe: Arc<Pipe>) -> Self {
+        Self { net, pipe }
+    }
+
     fn finish(&self) {
-        let mut state = self.0.lock();
+        let mut state = self.pipe.lock();
         state.finished = true;
         let reader = state.reader.take();
         drop(state);
@@ -433,12 +440,20 @@ impl AsyncWrite for PipeWriter {
         cx: &mut Context<'_>,
         bytes: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let pipe = &self.0;
+        let pipe = &self.pipe;
         let mut state = pipe.lock();
         if state.broken {
             return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
         }
-        if state.unread || state.finished {
+        if state.finished {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if state.unread {
+            // The reader is gone; the writer learns it from the reset that comes back, which a
+            // cut the other way holds: until then what it writes goes nowhere.
+            if self.net.is_cut(pipe.to, pipe.from) {
+                return Poll::Ready(Ok(bytes.len()));
+            }
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         let room = WINDOW_BYTES.saturating_sub(state.in_flight);
