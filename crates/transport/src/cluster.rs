@@ -38,7 +38,7 @@ use crate::progress::StallWatch;
 use crate::remote::{Processes, Transport};
 use crate::tasks::Tasks;
 use crate::wire::Frame;
-use crate::{CONTROL_CHANNEL, DownReason, NodeEvent, NodeSpec, NodeStartError};
+use crate::{DownReason, NodeEvent, NodeSpec, NodeStartError};
 
 /// Heartbeat ticks between two traces of a peer's counters.
 const STATS_EVERY_TICKS: u64 = 40;
@@ -348,7 +348,10 @@ async fn accept_loop(cluster: Arc<Cluster>, listener: Box<dyn Listener>) {
 async fn handshake_and_read(cluster: Arc<Cluster>, conn: Connection, ticket: Ticket) {
     let addr = conn.peer_addr;
     match conn::accept(&cluster.wiring, &cluster, conn, &ticket).await {
-        Ok((accepted, track)) => {
+        Ok(None) => {
+            tracing::debug!(node = %cluster.spec().name, %addr, "a joining node introduced itself");
+        }
+        Ok(Some((accepted, track))) => {
             drop(ticket);
             let (channel, index) = (&accepted.channel, accepted.index);
             tracing::debug!(node = %cluster.spec().name, peer = %accepted.peer.name(), %addr, channel, index, "connection accepted");
@@ -376,8 +379,8 @@ async fn gossip_loop(cluster: Arc<Cluster>) {
 async fn join_static(cluster: Arc<Cluster>, addr: SocketAddr) {
     let mut backoff = cluster.config.backoff_min;
     loop {
-        match conn::connect(&cluster.wiring, addr, CONTROL_CHANNEL, 0).await {
-            Ok(opened) => match cluster.admit(&opened.peer) {
+        match conn::probe(&cluster.wiring, addr).await {
+            Ok(peer) => match cluster.admit(&peer) {
                 Ok(_) => return,
                 Err(reason) => tracing::warn!(%addr, %reason, "static peer not admitted"),
             },

@@ -28,7 +28,7 @@ use crate::peer::{InboundTrack, Peer};
 use crate::queue::{OutQueue, Slots};
 use crate::record::{MAX_RECORD_BYTES, Opener, RecordError, Sealer};
 use crate::wire::{Frame, FrameDecoder, FrameError, encode_frame, encode_frame_head};
-use crate::{DownReason, NodeSpec};
+use crate::{CONTROL_CHANNEL, DownReason, NodeSpec};
 
 /// What the connection layer needs from its node.
 pub(crate) struct Wiring {
@@ -217,16 +217,32 @@ pub(crate) struct Opened {
     pub(crate) peer: NodeSpec,
 }
 
-/// Connects to `addr` and runs the initiator's side of the handshake.
+/// Connects to `addr` and runs the initiator's side of the handshake, for connection `index`
+/// of `channel`.
 pub(crate) async fn connect(
     wiring: &Wiring,
     addr: SocketAddr,
     channel: &str,
     index: u16,
 ) -> Result<Opened, ConnError> {
+    let hello = Hello::new(wiring.spec.clone(), channel, index, wiring.protection);
+    open(wiring, addr, hello).await
+}
+
+/// Introduces this node to the node at `addr` (a join): a handshake on a connection the other
+/// side closes once it has admitted this node, and never takes as one of this node's
+/// connections. The other node's spec comes back.
+pub(crate) async fn probe(wiring: &Wiring, addr: SocketAddr) -> Result<NodeSpec, ConnError> {
+    let hello = Hello {
+        probe: true,
+        ..Hello::new(wiring.spec.clone(), CONTROL_CHANNEL, 0, wiring.protection)
+    };
+    Ok(open(wiring, addr, hello).await?.peer)
+}
+
+async fn open(wiring: &Wiring, addr: SocketAddr, hello: Hello) -> Result<Opened, ConnError> {
     let attempt = async {
         let mut conn = wiring.network.connect(addr).await?;
-        let hello = Hello::new(wiring.spec.clone(), channel, index, wiring.protection);
         let (initiator, first) = Initiator::start(&wiring.key, &hello)?;
         write_message(&mut conn.write, &first).await?;
         let mut read = BytesMut::new();
@@ -266,14 +282,14 @@ pub(crate) struct Accepted {
 ///
 /// An admitted connection is taken as its channel and index's connection from the peer (its
 /// track, returned) before the peer is told: a connection the peer opens once it has heard
-/// is taken after this one, never before (a join's connection, dropped once open, must not
-/// replace the connector's that follows it).
+/// is taken after this one, never before. A probe (a join's connection, see [`probe`]) is
+/// admitted and answered but taken as nothing: `None`.
 pub(crate) async fn accept(
     wiring: &Wiring,
     dispatch: &Arc<impl Dispatch>,
     mut conn: Connection,
     ticket: &Ticket,
-) -> Result<(Accepted, InboundTrack), ConnError> {
+) -> Result<Option<(Accepted, InboundTrack)>, ConnError> {
     let hello_timeout = ticket.hello_timeout();
     let within_hello_timeout = |what: &'static str| {
         move |_| ConnError::Refused(format!("no {what} within {hello_timeout:?}"))
@@ -314,10 +330,14 @@ pub(crate) async fn accept(
         }
         ticket.authenticated();
         match dispatch.admit(&hello.spec) {
+            Ok(_) if hello.probe => {
+                write_sealed(&mut conn.write, &mut sealer, &Frame::Accepted).await?;
+                Ok(None)
+            }
             Ok(peer) => {
                 let track = peer.track_inbound(&hello.channel, hello.index);
                 write_sealed(&mut conn.write, &mut sealer, &Frame::Accepted).await?;
-                Ok((peer, hello, track, incoming))
+                Ok(Some((peer, hello, track, incoming)))
             }
             Err(reason) => {
                 let refusal = Frame::Refused { reason: reason.clone() };
@@ -326,7 +346,7 @@ pub(crate) async fn accept(
             }
         }
     };
-    let (peer, hello, track, mut incoming) = tokio::select! {
+    let admitted = tokio::select! {
         outcome = wiring.clock.timeout(wiring.connect_timeout, attempt) => {
             outcome.unwrap_or(Err(ConnError::Timeout))?
         }
@@ -334,11 +354,12 @@ pub(crate) async fn accept(
             return Err(ConnError::Refused("closed to make room for another address".into()));
         }
     };
+    let Some((peer, hello, track, mut incoming)) = admitted else { return Ok(None) };
     // Admitted: frames up to the node's maximum from now on. The initiator sends nothing
     // after its confirmation until it reads `Accepted`, so nothing was decoded yet.
     incoming.decoder.set_max_frame_bytes(wiring.max_frame_bytes);
     let accepted = Accepted { peer, conn, incoming, channel: hello.channel, index: hello.index };
-    Ok((accepted, track))
+    Ok(Some((accepted, track)))
 }
 
 /// Writes everything queued for one connection, batch by batch, until the queue closes or a

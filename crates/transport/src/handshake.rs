@@ -177,13 +177,18 @@ pub struct Hello {
     /// How both directions of the connection are protected (the initiator's setting: the
     /// connection carries its data).
     pub protection: Protection,
+    /// The connection only introduces its node (a join): the responder admits it, answers,
+    /// and closes it, never taking it as one of the node's connections (which a probe that
+    /// arrives after the node's own connection would otherwise replace).
+    #[serde(default)]
+    pub probe: bool,
 }
 
 impl Hello {
     /// A hello offering every version this build speaks.
     pub fn new(spec: NodeSpec, channel: &str, index: u16, protection: Protection) -> Self {
         let versions = (*VERSIONS.start(), *VERSIONS.end());
-        Self { versions, spec, channel: channel.to_owned(), index, protection }
+        Self { versions, spec, channel: channel.to_owned(), index, protection, probe: false }
     }
 }
 

@@ -16,7 +16,7 @@ use crate::fault::{Direction, Fault};
 use crate::handshake::ClusterKey;
 use crate::peer::PeerStats;
 use crate::wire::Frame;
-use crate::{CONTROL_CHANNEL, DownReason, JoinError, NodeEvent, NodeSpec, NodeStartError};
+use crate::{DownReason, JoinError, NodeEvent, NodeSpec, NodeStartError};
 
 /// A Shoal node: a process runtime connected to other nodes.
 ///
@@ -101,11 +101,9 @@ impl Node {
     pub async fn join(&self, addr: SocketAddr) -> Result<String, JoinError> {
         let cluster = &self.cluster;
         let mut events = cluster.events.subscribe();
-        let opened =
-            conn::connect(&cluster.wiring, addr, CONTROL_CHANNEL, 0).await.map_err(join_error)?;
-        drop(opened.conn);
-        let name = opened.peer.name.clone();
-        let peer = cluster.admit(&opened.peer).map_err(JoinError::Refused)?;
+        let spec = conn::probe(&cluster.wiring, addr).await.map_err(join_error)?;
+        let name = spec.name.clone();
+        let peer = cluster.admit(&spec).map_err(JoinError::Refused)?;
         let wait = async {
             while !peer.is_up() {
                 match events.recv().await {
