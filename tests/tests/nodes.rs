@@ -199,8 +199,8 @@ fn a_run_of_whole_nodes_is_a_function_of_its_seed() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The transport under random faults: seeded schedules of partitions, one-way cuts, heals,
-// crashes and restarts.
+// The transport under random faults: seeded schedules of partitions, one-way cuts, lossy
+// links, heals, crashes and restarts.
 
 /// Schedules run per test run; `SHOAL_SIM_SCHEDULES` runs more (exploration).
 const SCHEDULES: u64 = 500;
@@ -305,10 +305,16 @@ async fn run_schedule(seed: u64) -> Result<(), String> {
     let ips: Vec<IpAddr> = (0..NODES).map(|host| ip(host + 1)).collect();
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..2_000))).await;
-        match rng.random_range(0..4) {
+        match rng.random_range(0..5) {
             0 => {
                 let split = rng.random_range(1..usize::from(NODES));
                 net.partition(&ips[..split], &ips[split..]);
+            }
+            4 => {
+                let (from, to) = (rng.random_range(0..ips.len()), rng.random_range(0..ips.len()));
+                if from != to {
+                    net.lose(ips[from], ips[to], 0.3);
+                }
             }
             1 => {
                 let (from, to) = (rng.random_range(0..ips.len()), rng.random_range(0..ips.len()));
@@ -381,7 +387,8 @@ async fn run_schedule(seed: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// Under seeded schedules of partitions, one-way cuts, heals, crashes and restarts, the
+/// Under seeded schedules of partitions, one-way cuts, lossy links (writes resent late),
+/// heals, crashes and restarts, the
 /// transport always ends in a full mesh of every node's newest incarnation once the network
 /// heals, and a cast stream between two processes is never duplicated or reordered and loses
 /// only what a reported down cut off. A failure prints its seed, and the command that replays

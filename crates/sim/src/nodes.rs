@@ -88,6 +88,9 @@ struct World {
     next_port: BTreeMap<IpAddr, u16>,
     /// Directed cuts: nothing goes from the first address to the second.
     cuts: BTreeSet<(IpAddr, IpAddr)>,
+    /// Lossy ways: the share of writes from the first address to the second that are lost
+    /// and resent, arriving late.
+    lossy: BTreeMap<(IpAddr, IpAddr), f64>,
     /// Readers waiting for a cut to heal.
     waiting_for_heal: Vec<Waker>,
     /// Every pipe still open, by the addresses of its ends, to break when an address resets.
@@ -104,6 +107,7 @@ impl SimNet {
             listeners: BTreeMap::new(),
             next_port: BTreeMap::new(),
             cuts: BTreeSet::new(),
+            lossy: BTreeMap::new(),
             waiting_for_heal: Vec::new(),
             pipes: Vec::new(),
         };
@@ -132,11 +136,20 @@ impl SimNet {
         }
     }
 
-    /// Heals every cut: what they held is delivered.
+    /// Makes the way from `from` to `to` lossy until [`SimNet::heal`]: each write is lost with
+    /// `probability` and resent after a retransmission timeout (200 ms to 1 s, drawn from the
+    /// seed), arriving that much later, with everything written after it behind it, as TCP
+    /// over a lossy link delivers.
+    pub fn lose(&self, from: IpAddr, to: IpAddr, probability: f64) {
+        self.lock().lossy.insert((from, to), probability.clamp(0.0, 1.0));
+    }
+
+    /// Heals every cut and lossy way: what the cuts held is delivered.
     pub fn heal(&self) {
         let waiting = {
             let mut world = self.lock();
             world.cuts.clear();
+            world.lossy.clear();
             std::mem::take(&mut world.waiting_for_heal)
         };
         waiting.into_iter().for_each(Waker::wake);
@@ -163,6 +176,16 @@ impl SimNet {
 
     fn is_cut(&self, from: IpAddr, to: IpAddr) -> bool {
         self.lock().cuts.contains(&(from, to))
+    }
+
+    /// The extra delay of a write from `from` to `to`: a retransmission timeout if it is lost.
+    fn retransmission(&self, from: IpAddr, to: IpAddr) -> Duration {
+        let mut world = self.lock();
+        let Some(&probability) = world.lossy.get(&(from, to)) else { return Duration::ZERO };
+        if !world.rng.random_bool(probability) {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(world.rng.random_range(200..=1_000))
     }
 
     /// Opens a connection from `from` to the listener at `to`: the connecting side's halves.
@@ -464,7 +487,8 @@ impl AsyncWrite for PipeWriter {
         let n = room.min(bytes.len());
         // In order: never before what was written earlier.
         let earliest = state.chunks.back().map_or(Instant::now(), |(at, _)| *at);
-        let at = (Instant::now() + pipe.latency).max(earliest);
+        let resent = self.net.retransmission(pipe.from, pipe.to);
+        let at = (Instant::now() + pipe.latency + resent).max(earliest);
         state.chunks.push_back((at, bytes[..n].to_vec()));
         state.in_flight += n;
         let reader = state.reader.take();
