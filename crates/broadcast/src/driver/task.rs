@@ -98,7 +98,7 @@ impl Task {
         inbox: Inbox<Wire>,
         commands: mpsc::Receiver<Command>,
     ) -> Self {
-        let now = Instant::now();
+        let now = node.runtime().clock().now().into_std();
         let me = Contact { name: node.name().to_owned(), addr: node.listen_addr() };
         let overlay =
             HyParView::new(me.clone(), config.hyparview(config.seed ^ node.incarnation()), now);
@@ -127,8 +127,9 @@ impl Task {
 
     pub(super) async fn run(mut self) {
         tracing::debug!(node = %self.me, "broadcast driver started");
+        let clock = self.node.runtime().clock().clone();
         if self.mode == Mode::Existing {
-            let now = Instant::now();
+            let now = clock.now().into_std();
             if let Some(contact) = self.node.nodes().first().and_then(|name| self.contact_of(name))
             {
                 self.join(now, contact);
@@ -142,9 +143,9 @@ impl Task {
                 command = self.commands.recv() => Wake::Command(command),
                 event = self.events.recv() => Wake::Node(event),
                 opened = self.opened.recv() => Wake::Opened(opened),
-                () = tokio::time::sleep_until(deadline) => Wake::Timer,
+                () = clock.sleep_until(deadline) => Wake::Timer,
             };
-            let now = Instant::now();
+            let now = clock.now().into_std();
             match wake {
                 Wake::Incoming(None) | Wake::Command(None | Some(Command::Stop)) => break,
                 Wake::Incoming(Some(incoming)) => self.on_incoming(now, incoming).await,
