@@ -141,12 +141,7 @@ async fn a_crashed_node_is_down_at_once_and_its_restart_rejoins() {
 /// for three nodes (incarnations fixed) that join, are partitioned {a} | {b, c} for 3 s, and
 /// heal.
 fn scenario_trace(seed: u64) -> Vec<String> {
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .expect("a runtime");
-    tokio.block_on(async move {
+    paused_runtime().block_on(async move {
         let net = SimNet::new(seed, Duration::from_millis(1), Duration::from_millis(5));
         let start = Instant::now();
         let mut nodes = Vec::new();
@@ -196,6 +191,35 @@ fn a_run_of_whole_nodes_is_a_function_of_its_seed() {
         assert_eq!(first.iter().filter(|line| line.contains(" Down {")).count(), 4, "{first:#?}");
     }
     assert_ne!(scenario_trace(1), scenario_trace(2), "the seed decides the run");
+}
+
+/// A current-thread tokio runtime on the paused clock, for one simulated run.
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("a runtime")
+}
+
+/// Runs `schedule` for the seeds `$SHOAL_SIM_SEED..` (from 0 by default), as many as
+/// `$count_var` says (`default` otherwise), each on a fresh paused runtime; a failure panics
+/// with its seed and the command that replays it (`test`: the test's name, or a prefix).
+fn run_schedules<F>(count_var: &str, default: u64, test: &str, schedule: impl Fn(u64) -> F)
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    let number = |var: &str| std::env::var(var).ok().and_then(|value| value.parse().ok());
+    let (first, count) =
+        (number("SHOAL_SIM_SEED").unwrap_or(0), number(count_var).unwrap_or(default));
+    for seed in first..first + count {
+        if let Err(error) = paused_runtime().block_on(schedule(seed)) {
+            panic!(
+                "seed {seed}: {error}\nreplay: SHOAL_SIM_SEED={seed} {count_var}=1 \
+                 cargo nextest run -p shoal-tests {test}"
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -395,25 +419,7 @@ async fn run_schedule(seed: u64) -> Result<(), String> {
 /// it.
 #[test]
 fn membership_and_a_cast_stream_survive_random_faults() {
-    let schedules = std::env::var("SHOAL_SIM_SCHEDULES")
-        .ok()
-        .and_then(|count| count.parse().ok())
-        .unwrap_or(SCHEDULES);
-    let first =
-        std::env::var("SHOAL_SIM_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or(0);
-    for seed in first..first + schedules {
-        let tokio = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .expect("a runtime");
-        if let Err(error) = tokio.block_on(run_schedule(seed)) {
-            panic!(
-                "seed {seed}: {error}\nreplay: SHOAL_SIM_SEED={seed} SHOAL_SIM_SCHEDULES=1 \
-                 cargo nextest run -p shoal-tests membership_and_a_cast_stream"
-            );
-        }
-    }
+    run_schedules("SHOAL_SIM_SCHEDULES", SCHEDULES, "membership_and_a_cast_stream", run_schedule);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -591,25 +597,12 @@ async fn run_paxos_schedule(seed: u64) -> Result<(), String> {
 /// stays linearisable. A failure prints its seed, and the command that replays it.
 #[test]
 fn a_paxos_register_stays_linearisable_under_random_faults() {
-    let schedules = std::env::var("SHOAL_SIM_PAXOS_SCHEDULES")
-        .ok()
-        .and_then(|count| count.parse().ok())
-        .unwrap_or(PAXOS_SCHEDULES);
-    let first =
-        std::env::var("SHOAL_SIM_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or(0);
-    for seed in first..first + schedules {
-        let tokio = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .expect("a runtime");
-        if let Err(error) = tokio.block_on(run_paxos_schedule(seed)) {
-            panic!(
-                "seed {seed}: {error}\nreplay: SHOAL_SIM_SEED={seed} SHOAL_SIM_PAXOS_SCHEDULES=1 \
-                 cargo nextest run -p shoal-tests a_paxos_register"
-            );
-        }
-    }
+    run_schedules(
+        "SHOAL_SIM_PAXOS_SCHEDULES",
+        PAXOS_SCHEDULES,
+        "a_paxos_register",
+        run_paxos_schedule,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

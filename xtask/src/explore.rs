@@ -34,22 +34,12 @@ const WALKS: u64 = 1_000_000;
 /// Runs `cargo xtask explore-paxos` with the arguments after it.
 pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
     let (mut schedules, mut walks, mut offset) = (SCHEDULES, WALKS, None);
-    let mut args = args.iter();
-    while let Some(flag) = args.next() {
-        let value = || -> Result<u64> {
-            let value = args.clone().next().with_context(|| format!("`{flag}` needs a number"))?;
-            value.parse().with_context(|| format!("`{flag} {value}`: not a number"))
-        };
-        match flag.as_str() {
-            "--schedules" => schedules = value()?,
-            "--walks" => walks = value()?,
-            "--offset" => offset = Some(value()?),
-            other => {
-                bail!("unknown argument `{other}` for `explore-paxos`; see `cargo xtask help`")
-            }
-        }
-        args.next();
-    }
+    let flags = ["--schedules", "--walks", "--offset"];
+    numeric_flags("explore-paxos", args, &flags, |flag, value| match flag {
+        "--schedules" => schedules = value,
+        "--walks" => walks = value,
+        _ => offset = Some(value),
+    })?;
     let offset = offset_or_clock(offset)?;
     let env = [
         ("SHOAL_PAXOS_SCHEDULES", schedules.to_string()),
@@ -77,21 +67,10 @@ const NODE_SCHEDULES: u64 = 5_000;
 /// Runs `cargo xtask explore-nodes` with the arguments after it.
 pub(crate) fn run_nodes(args: &[String]) -> Result<ExitCode> {
     let (mut schedules, mut offset) = (NODE_SCHEDULES, None);
-    let mut args = args.iter();
-    while let Some(flag) = args.next() {
-        let value = || -> Result<u64> {
-            let value = args.clone().next().with_context(|| format!("`{flag}` needs a number"))?;
-            value.parse().with_context(|| format!("`{flag} {value}`: not a number"))
-        };
-        match flag.as_str() {
-            "--schedules" => schedules = value()?,
-            "--offset" => offset = Some(value()?),
-            other => {
-                bail!("unknown argument `{other}` for `explore-nodes`; see `cargo xtask help`")
-            }
-        }
-        args.next();
-    }
+    numeric_flags("explore-nodes", args, &["--schedules", "--offset"], |flag, value| match flag {
+        "--schedules" => schedules = value,
+        _ => offset = Some(value),
+    })?;
     let offset = offset_or_clock(offset)?;
     let env = [
         ("SHOAL_SIM_SEED", offset.to_string()),
@@ -110,6 +89,24 @@ pub(crate) fn run_nodes(args: &[String]) -> Result<ExitCode> {
         "--nocapture",
     ];
     explore(offset, &env, &args)
+}
+
+/// Reads `args` as `--flag NUMBER` pairs of the `known` flags, handing each to `take`.
+fn numeric_flags(
+    command: &str,
+    args: &[String],
+    known: &[&str],
+    mut take: impl FnMut(&str, u64),
+) -> Result<()> {
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        if !known.contains(&flag.as_str()) {
+            bail!("unknown argument `{flag}` for `{command}`; see `cargo xtask help`");
+        }
+        let value = args.next().with_context(|| format!("`{flag}` needs a number"))?;
+        take(flag, value.parse().with_context(|| format!("`{flag} {value}`: not a number"))?);
+    }
+    Ok(())
 }
 
 /// `offset`, or microseconds since 1970: about 1.8e15, far above every seed CI runs (below

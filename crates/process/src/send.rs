@@ -217,16 +217,7 @@ impl Runtime {
         M: Send + 'static,
     {
         match dest {
-            Dest::Pid(pid) => self.cast_pid(pid, message, wire).await,
-            Dest::Name(name) => match self.whereis(&name) {
-                Some(pid) => self.cast_pid(pid, message, wire).await,
-                None => Err(SendError::NoProc(message)),
-            },
-            Dest::NameOn { node, name } if node == self.node() => match self.whereis(&name) {
-                Some(pid) => self.cast_pid(pid, message, wire).await,
-                None => Err(SendError::NoProc(message)),
-            },
-            Dest::NameOn { node, name } => {
+            Dest::NameOn { node, name } if node != self.node() => {
                 self.cast_far(Far::Named { node, name }, message, wire).await
             }
             Dest::Via(via) => {
@@ -246,6 +237,10 @@ impl Runtime {
                 }
                 unreachable!("the second attempt returns")
             }
+            local => match local.resolve_now(self) {
+                Some(pid) => self.cast_pid(pid, message, wire).await,
+                None => Err(SendError::NoProc(message)),
+            },
         }
     }
 
