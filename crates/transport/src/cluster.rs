@@ -16,7 +16,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,6 +28,7 @@ use crate::answers::PendingAnswers;
 use crate::config::{Membership, NodeConfig};
 use crate::conn::{self, ConnError, Dispatch, Wiring};
 use crate::fault::Faults;
+use crate::handshake::Hello;
 use crate::membership::{
     Admission, GossipChange, Members, admission, gossip_changes, tombstone_covers,
 };
@@ -57,6 +58,8 @@ pub(crate) struct Cluster {
     /// Local processes that get node events in their mailboxes.
     pub(crate) node_watchers: Arc<NodeWatchers>,
     pub(crate) tasks: Arc<Tasks>,
+    /// The number of the last connection attempt to a peer (see [`crate::handshake::Hello`]).
+    attempts: AtomicU64,
 }
 
 impl Cluster {
@@ -108,6 +111,7 @@ impl Cluster {
             events: broadcast::Sender::new(EVENT_BUFFER),
             node_watchers: Arc::default(),
             tasks,
+            attempts: AtomicU64::new(0),
         });
         let transport = Transport::new(&cluster.processes);
         if cluster.runtime().set_remote(Arc::new(transport)).is_err() {
@@ -227,6 +231,21 @@ impl Cluster {
     /// learns why (monitors fire, links exit, pending calls fail). Returns whether it was up.
     pub(crate) fn down(&self, peer: &Peer, reason: DownReason) -> bool {
         let was_up = peer.end();
+        self.notify_down(peer, was_up, reason);
+        was_up
+    }
+
+    /// Takes `peer` down here if `session` is still its session (it was not ended from
+    /// elsewhere meanwhile).
+    fn session_down(&self, peer: &Peer, session: &Arc<Session>, reason: DownReason) {
+        if let Some(was_up) = peer.end_session(session) {
+            self.notify_down(peer, was_up, reason);
+        }
+    }
+
+    /// Tells every local process that depends on `peer` that its session ended, and the
+    /// event's subscribers if it was up.
+    fn notify_down(&self, peer: &Peer, was_up: bool, reason: DownReason) {
         self.answers.fail_from(peer.id);
         let runtime = self.runtime();
         let ties = std::mem::take(&mut *lock(&peer.ties));
@@ -244,7 +263,6 @@ impl Cluster {
             tracing::info!(node = %self.spec().name, peer = %node, %reason, "node down");
             self.publish(NodeEvent::Down { node, incarnation, reason });
         }
-        was_up
     }
 
     /// Records that `name`'s incarnation `incarnation` left, and forgets it.
@@ -293,6 +311,21 @@ impl Cluster {
 impl Dispatch for Cluster {
     fn admit(self: &Arc<Self>, spec: &NodeSpec) -> Result<Arc<Peer>, String> {
         Cluster::admit(self, spec)
+    }
+
+    /// A peer that connects after closing the connections of the session this node is up on
+    /// took this node down on its side (a stall, a timeout) and connects again before this
+    /// node noticed. This node takes the peer down now, before the new connection joins its
+    /// side of the session: noticing later would close the new connection with the old ones
+    /// and take the peer down a second time.
+    fn accepting(self: &Arc<Self>, peer: &Arc<Peer>, hello: &Hello) {
+        if peer.is_up() && hello.released >= peer.session_attempt() {
+            let reason = "it closed this node's connections and connected again";
+            self.down(peer, DownReason::ConnectionLost(reason.into()));
+            peer.connecting(&self.config.channels);
+            peer.kick.notify_one();
+        }
+        peer.took_attempt(hello.attempt);
     }
 
     fn dispatch(
@@ -399,13 +432,13 @@ async fn connector(cluster: Arc<Cluster>, peer: Arc<Peer>) {
     let mut sessions = 0u64;
     while !peer.is_removed() {
         match open_session(&cluster, &peer).await {
-            Ok((session, failures)) => {
+            Ok((started, failures)) => {
                 if sessions > 0 {
                     peer.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
                 sessions += 1;
                 backoff = cluster.config.backoff_min;
-                run_session(&cluster, &peer, session, failures, &mut removed).await;
+                run_session(&cluster, &peer, started, failures, &mut removed).await;
             }
             Err(error) => {
                 tracing::debug!(node = %cluster.spec().name, peer = %peer.name(), %error, "connect failed");
@@ -430,14 +463,21 @@ async fn connector(cluster: Arc<Cluster>, peer: Arc<Peer>) {
     }
 }
 
+/// A session whose connections are open, and the attempt that opened them.
+struct Started {
+    session: Arc<Session>,
+    attempt: u64,
+}
+
 /// Opens every connection to `peer` (all at once) and starts their writers on the
 /// session's queues.
 async fn open_session(
     cluster: &Arc<Cluster>,
     peer: &Arc<Peer>,
-) -> Result<(Arc<Session>, mpsc::Receiver<DownReason>), ConnError> {
+) -> Result<(Started, mpsc::Receiver<DownReason>), ConnError> {
     let session = peer.connecting(&cluster.config.channels);
-    match open_connections(cluster, peer).await {
+    let attempt = cluster.attempts.fetch_add(1, Ordering::Relaxed) + 1;
+    match open_connections(cluster, peer, attempt).await {
         Ok(opened) => {
             let (failed, failures) = mpsc::channel(1);
             for (channel, index, conn) in opened {
@@ -455,7 +495,7 @@ async fn open_session(
                 let watch = conn::watch_closed(conn.conn.read, failed.clone());
                 cluster.tasks.spawn(until_ended(ended, watch));
             }
-            Ok((session, failures))
+            Ok((Started { session, attempt }, failures))
         }
         Err(error) => {
             peer.abandon(&session);
@@ -464,35 +504,40 @@ async fn open_session(
     }
 }
 
-/// Opens every connection to `peer`, all at once (each is a handshake of its own, so the
-/// session comes up in about one handshake's time); if one fails, they all do.
+/// Opens every connection to `peer` in connection attempt `attempt`, all at once (each is a
+/// handshake of its own, so the session comes up in about one handshake's time); if one
+/// fails, they all do.
 async fn open_connections(
     cluster: &Cluster,
-    peer: &Peer,
+    peer: &Arc<Peer>,
+    attempt: u64,
 ) -> Result<Vec<(String, u16, conn::Opened)>, ConnError> {
     if cluster.wiring.faults.is_cut(peer.id) {
         return Err(ConnError::Refused("traffic is cut by fault injection".into()));
     }
     let spec = Arc::new(peer.spec());
-    // Dropped when this connector ends: the attempts still running are aborted.
-    let mut attempts = tokio::task::JoinSet::new();
+    // Dropped when this connector ends: the handshakes still running are aborted.
+    let mut handshakes = tokio::task::JoinSet::new();
     for (channel, config) in &cluster.config.channels {
         for index in 0..config.parallelism {
             let (wiring, spec, channel) = (cluster.wiring.clone(), spec.clone(), channel.clone());
-            attempts.spawn(async move {
-                let opened = connect_any(&wiring, &spec, &channel, index).await?;
+            let peer = peer.clone();
+            handshakes.spawn(async move {
+                let released = peer.released_attempt();
+                let slot = conn::Slot { channel: &channel, index, attempt, released };
+                let opened = connect_any(&wiring, &spec, &slot).await?;
                 Ok((channel, index, opened))
             });
         }
     }
-    // Every attempt is waited for, even once one has failed: a connection dropped in the
+    // Every handshake is waited for, even once one has failed: a connection dropped in the
     // middle of its handshake may still be taken by the peer, after the same connection of
     // the next attempt, and replace it there (the peer keeps the last one of each channel
     // and index it took).
-    let mut opened = Vec::with_capacity(attempts.len());
+    let mut opened = Vec::with_capacity(handshakes.len());
     let mut failure = None;
-    while let Some(attempt) = attempts.join_next().await {
-        match attempt {
+    while let Some(handshake) = handshakes.join_next().await {
+        match handshake {
             Ok(Ok(connection)) => opened.push(connection),
             Ok(Err(error)) => {
                 failure.get_or_insert(error);
@@ -514,12 +559,11 @@ async fn open_connections(
 async fn connect_any(
     wiring: &Wiring,
     spec: &NodeSpec,
-    channel: &str,
-    index: u16,
+    slot: &conn::Slot<'_>,
 ) -> Result<conn::Opened, ConnError> {
     let mut last = ConnError::Refused(format!("{} has no listen address", spec.name));
     for addr in &spec.listen_addrs {
-        match conn::connect(wiring, *addr, channel, index).await {
+        match conn::connect(wiring, *addr, slot).await {
             Ok(opened) if opened.peer.name != spec.name => {
                 last = ConnError::Refused(format!(
                     "{addr} is now {}, not {}",
@@ -551,12 +595,12 @@ async fn until_ended(mut ended: watch::Receiver<bool>, task: impl Future<Output 
 async fn run_session(
     cluster: &Arc<Cluster>,
     peer: &Arc<Peer>,
-    session: Arc<Session>,
+    Started { session, attempt }: Started,
     mut failures: mpsc::Receiver<DownReason>,
     removed: &mut watch::Receiver<bool>,
 ) {
     let mut ended = session.ended();
-    if !peer.begin(&session, cluster.now_ms()) {
+    if !peer.begin(&session, attempt, cluster.now_ms()) {
         return;
     }
     let (node, incarnation) = (peer.name(), peer.incarnation());
@@ -597,7 +641,7 @@ async fn run_session(
             }
         }
     };
-    cluster.down(peer, reason);
+    cluster.session_down(peer, &session, reason);
 }
 
 /// The first of the session's connections that stalled, as a reason to take the peer down.

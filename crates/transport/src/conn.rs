@@ -59,6 +59,10 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
     /// its peer, or why not (told to the node).
     fn admit(self: &Arc<Self>, spec: &NodeSpec) -> Result<Arc<Peer>, String>;
 
+    /// Takes a connection `peer` opened with `hello` (admitted, not a probe), before its
+    /// reader starts.
+    fn accepting(self: &Arc<Self>, peer: &Arc<Peer>, hello: &Hello);
+
     /// Takes one frame read from `peer`. Returns a future to finish before the connection's
     /// next frame only when delivery must wait (never in the usual case).
     fn dispatch(self: &Arc<Self>, peer: &Arc<Peer>, frame: Frame)
@@ -217,15 +221,27 @@ pub(crate) struct Opened {
     pub(crate) peer: NodeSpec,
 }
 
-/// Connects to `addr` and runs the initiator's side of the handshake, for connection `index`
-/// of `channel`.
+/// Which connection to open: `index` of `channel`, in connection attempt `attempt`, when this
+/// node has closed the peer's connections up to its attempt `released` (see
+/// [`Hello::released`]).
+pub(crate) struct Slot<'a> {
+    pub(crate) channel: &'a str,
+    pub(crate) index: u16,
+    pub(crate) attempt: u64,
+    pub(crate) released: u64,
+}
+
+/// Connects to `addr` and runs the initiator's side of the handshake for the connection `slot`.
 pub(crate) async fn connect(
     wiring: &Wiring,
     addr: SocketAddr,
-    channel: &str,
-    index: u16,
+    slot: &Slot<'_>,
 ) -> Result<Opened, ConnError> {
-    let hello = Hello::new(wiring.spec.clone(), channel, index, wiring.protection);
+    let hello = Hello {
+        attempt: slot.attempt,
+        released: slot.released,
+        ..Hello::new(wiring.spec.clone(), slot.channel, slot.index, wiring.protection)
+    };
     open(wiring, addr, hello).await
 }
 
@@ -335,6 +351,7 @@ pub(crate) async fn accept(
                 Ok(None)
             }
             Ok(peer) => {
+                dispatch.accepting(&peer, &hello);
                 let track = peer.track_inbound(&hello.channel, hello.index);
                 write_sealed(&mut conn.write, &mut sealer, &Frame::Accepted).await?;
                 Ok(Some((peer, hello, track, incoming)))

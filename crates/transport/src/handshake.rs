@@ -182,13 +182,34 @@ pub struct Hello {
     /// arrives after the node's own connection would otherwise replace).
     #[serde(default)]
     pub probe: bool,
+    /// Which of the initiator's connection attempts to this peer the connection belongs to:
+    /// every connection of one attempt carries the same number, later attempts larger ones
+    /// (0 for a probe).
+    #[serde(default)]
+    pub attempt: u64,
+    /// The latest of the responder's own connection attempts whose connections the initiator
+    /// has closed (it took the responder down; 0 when none). When the responder is up on a
+    /// session that attempt (or an earlier one) opened, that session is dead: the responder
+    /// takes the initiator down before it takes this connection, instead of noticing later and
+    /// closing this connection with the dead session's.
+    #[serde(default)]
+    pub released: u64,
 }
 
 impl Hello {
     /// A hello offering every version this build speaks.
     pub fn new(spec: NodeSpec, channel: &str, index: u16, protection: Protection) -> Self {
         let versions = (*VERSIONS.start(), *VERSIONS.end());
-        Self { versions, spec, channel: channel.to_owned(), index, protection, probe: false }
+        Self {
+            versions,
+            spec,
+            channel: channel.to_owned(),
+            index,
+            protection,
+            probe: false,
+            attempt: 0,
+            released: 0,
+        }
     }
 }
 

@@ -145,6 +145,13 @@ pub(crate) struct Peer {
     /// each (what this node reports to the peer for its stall detection, `crate::progress`),
     /// and how to tell its reader that a newer connection replaced it.
     inbound: Mutex<Vec<InboundSlot>>,
+    /// The connection attempt of this node's that opened the session it is up on.
+    session_attempt: AtomicU64,
+    /// The latest connection attempt of the peer's that this node took a connection of.
+    took_attempt: AtomicU64,
+    /// The latest connection attempt of the peer's whose connections this node closed (when
+    /// the peer went down here).
+    released_attempt: AtomicU64,
 }
 
 struct InboundSlot {
@@ -210,6 +217,9 @@ impl Peer {
             ties: Mutex::new(Ties::default()),
             removed: watch::Sender::new(false),
             inbound_epoch: watch::Sender::new(0),
+            session_attempt: AtomicU64::new(0),
+            took_attempt: AtomicU64::new(0),
+            released_attempt: AtomicU64::new(0),
             kick: Notify::new(),
             held: Mutex::default(),
             any_held: AtomicBool::new(false),
@@ -231,7 +241,13 @@ impl Peer {
     }
 
     pub(crate) fn set_spec(&self, spec: NodeSpec) {
-        *lock(&self.spec) = spec;
+        let mut current = lock(&self.spec);
+        if current.incarnation != spec.incarnation {
+            // A new incarnation numbers its connection attempts afresh.
+            self.took_attempt.store(0, Ordering::Release);
+            self.released_attempt.store(0, Ordering::Release);
+        }
+        *current = spec;
     }
 
     pub(crate) fn is_up(&self) -> bool {
@@ -256,13 +272,15 @@ impl Peer {
         }
     }
 
-    /// The session's connections are open: the peer is up, unless the session was ended
-    /// meanwhile (the peer restarted or left while this node connected).
-    pub(crate) fn begin(&self, session: &Arc<Session>, now_ms: u64) -> bool {
+    /// The session's connections, opened by connection attempt `attempt`, are open: the peer
+    /// is up, unless the session was ended meanwhile (the peer restarted or left while this
+    /// node connected).
+    pub(crate) fn begin(&self, session: &Arc<Session>, attempt: u64, now_ms: u64) -> bool {
         let current = lock(&self.session);
         if !current.as_ref().is_some_and(|current| Arc::ptr_eq(current, session)) {
             return false;
         }
+        self.session_attempt.store(attempt, Ordering::Release);
         self.heard(now_ms);
         self.up.store(true, Ordering::Release);
         true
@@ -272,18 +290,52 @@ impl Peer {
     /// connections are told to close, so that the peer notices too (frames queued here may
     /// have been lost, and its callers must hear of it). Returns whether the peer was up.
     pub(crate) fn end(&self) -> bool {
+        let session = lock(&self.session).take();
+        self.end_taken(session)
+    }
+
+    /// Ends `session` as [`Self::end`] does, if it is still the peer's session; whether the
+    /// peer was up, or `None` when the session was ended from elsewhere meanwhile.
+    pub(crate) fn end_session(&self, session: &Arc<Session>) -> Option<bool> {
+        let mut current = lock(&self.session);
+        if !current.as_ref().is_some_and(|current| Arc::ptr_eq(current, session)) {
+            return None;
+        }
+        let taken = current.take();
+        drop(current);
+        Some(self.end_taken(taken))
+    }
+
+    fn end_taken(&self, session: Option<Arc<Session>>) -> bool {
         let was_up = self.up.swap(false, Ordering::AcqRel);
-        if let Some(session) = lock(&self.session).take() {
+        if let Some(session) = session {
             let left = session.end();
             self.release(left.iter().filter(|queued| queued.counted).count());
         }
         self.inbound_epoch.send_modify(|epoch| *epoch += 1);
+        self.released_attempt
+            .fetch_max(self.took_attempt.load(Ordering::Acquire), Ordering::AcqRel);
         // Holds belong to the session: the receivers' node forgets them with it.
         lock(&self.held).clear();
         self.any_held.store(false, Ordering::Release);
         self.wake_senders();
         self.wake_unheld();
         was_up
+    }
+
+    /// The connection attempt of this node's that opened the session it is up on.
+    pub(crate) fn session_attempt(&self) -> u64 {
+        self.session_attempt.load(Ordering::Acquire)
+    }
+
+    /// Records that a connection of the peer's attempt `attempt` was taken.
+    pub(crate) fn took_attempt(&self, attempt: u64) {
+        self.took_attempt.fetch_max(attempt, Ordering::AcqRel);
+    }
+
+    /// The latest attempt of the peer's whose connections this node closed (0 when none).
+    pub(crate) fn released_attempt(&self) -> u64 {
+        self.released_attempt.load(Ordering::Acquire)
     }
 
     pub(crate) fn remove(&self) {
