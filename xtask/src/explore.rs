@@ -13,7 +13,7 @@
 //! are documented in `crates/paxos/tests/paxos/sim/mod.rs` and `walk.rs`); the exit code is
 //! the tests'.
 //!
-//! `cargo xtask explore-nodes` does the same for the whole-node simulations (`tests/nodes.rs`:
+//! `cargo xtask explore-nodes` does the same for the whole-node simulations (`tests/tests/nodes/`:
 //! the transport and the Paxos driver under random faults on a simulated network), with
 //! `SHOAL_SIM_SEED`, `SHOAL_SIM_SCHEDULES` and `SHOAL_SIM_PAXOS_SCHEDULES`.
 

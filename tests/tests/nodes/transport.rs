@@ -1,52 +1,16 @@
-//! Whole Shoal nodes on a simulated network (`shoal_sim::SimNet`), on tokio's paused clock:
-//! the real runtime and transport, with time that only moves when every task waits, so that
-//! seconds of a cluster's life (joins, heartbeats, failure detection, reconnection) take
-//! milliseconds, and the network's latency is drawn from a seed.
+//! The transport on whole simulated nodes: a mesh that notices partitions and heals, crashes
+//! and restarts, runs that are a function of their seed, seeded schedules of random faults,
+//! clocks that drift, and joins at once.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use shoal_process::{Codec, Context, Process, ReplyTo};
 use shoal_sim::SimNet;
-use shoal_transport::{ClusterKey, Node, NodeBuilder};
+use shoal_transport::Node;
 use tokio::time::Instant;
 
-/// How long, in simulated time, any wait of these tests may take.
-const BOUND: Duration = Duration::from_secs(60);
-
-fn key() -> ClusterKey {
-    ClusterKey::from_hex("5be0c1a7f2d94e36b8a0175c3e9f42d6a1c8b07e53f9d24168ae3b7c05d9f21e")
-        .expect("a key")
-}
-
-fn ip(host: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(10, 0, 0, host))
-}
-
-/// A node called `name` at `10.0.0.host` on `net`: heartbeats every 100 ms, down after 1 s.
-fn on(net: &SimNet, name: &str, host: u8) -> NodeBuilder {
-    Node::builder(name, key())
-        .network(net.host(ip(host)))
-        .listen(SocketAddr::new(ip(host), 0))
-        .heartbeat(Duration::from_millis(100), Duration::from_secs(1))
-        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500))
-}
-
-/// Waits (in simulated time) until `check` holds; panics with `what` after [`BOUND`].
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !check() {
-        assert!(started.elapsed() < BOUND, "{what}: not after {BOUND:?} of simulated time");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    started.elapsed()
-}
-
-fn sees(node: &Node, others: &[&str]) -> bool {
-    let mut nodes = node.nodes();
-    nodes.sort();
-    nodes == others
-}
+use crate::support::{eventually, ip, on, paused_runtime, run_schedules, sees};
 
 struct Echo;
 
@@ -191,35 +155,6 @@ fn a_run_of_whole_nodes_is_a_function_of_its_seed() {
         assert_eq!(first.iter().filter(|line| line.contains(" Down {")).count(), 4, "{first:#?}");
     }
     assert_ne!(scenario_trace(1), scenario_trace(2), "the seed decides the run");
-}
-
-/// A current-thread tokio runtime on the paused clock, for one simulated run.
-fn paused_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .expect("a runtime")
-}
-
-/// Runs `schedule` for the seeds `$SHOAL_SIM_SEED..` (from 0 by default), as many as
-/// `$count_var` says (`default` otherwise), each on a fresh paused runtime; a failure panics
-/// with its seed and the command that replays it (`test`: the test's name, or a prefix).
-fn run_schedules<F>(count_var: &str, default: u64, test: &str, schedule: impl Fn(u64) -> F)
-where
-    F: std::future::Future<Output = Result<(), String>>,
-{
-    let number = |var: &str| std::env::var(var).ok().and_then(|value| value.parse().ok());
-    let (first, count) =
-        (number("SHOAL_SIM_SEED").unwrap_or(0), number(count_var).unwrap_or(default));
-    for seed in first..first + count {
-        if let Err(error) = paused_runtime().block_on(schedule(seed)) {
-            panic!(
-                "seed {seed}: {error}\nreplay: SHOAL_SIM_SEED={seed} {count_var}=1 \
-                 cargo nextest run -p shoal-tests {test}"
-            );
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -420,189 +355,6 @@ async fn run_schedule(seed: u64) -> Result<(), String> {
 #[test]
 fn membership_and_a_cast_stream_survive_random_faults() {
     run_schedules("SHOAL_SIM_SCHEDULES", SCHEDULES, "membership_and_a_cast_stream", run_schedule);
-}
-
-// ---------------------------------------------------------------------------------------------
-// The Paxos driver under random faults: a register written and read from every node while
-// nodes are partitioned, crashed (their acceptor's state lost) and restarted, checked for
-// linearisability.
-
-/// Paxos schedules run per test run; `SHOAL_SIM_PAXOS_SCHEDULES` runs more.
-const PAXOS_SCHEDULES: u64 = 500;
-
-/// A register of bytes: `Some(v)` writes `v`, `None` reads.
-struct Register;
-
-impl shoal_sim::linearizability::Model for Register {
-    type State = Option<Vec<u8>>;
-    type Op = Option<Vec<u8>>;
-    type Ret = Option<Vec<u8>>;
-
-    fn init(&self) -> Self::State {
-        None
-    }
-
-    fn step(
-        &self,
-        state: &Self::State,
-        op: &Self::Op,
-        ret: Option<&Self::Ret>,
-    ) -> Option<Self::State> {
-        match op {
-            Some(value) => Some(Some(value.clone())),
-            None => ret.is_none_or(|read| read == state).then(|| state.clone()),
-        }
-    }
-}
-
-type History = Vec<shoal_sim::linearizability::Operation<Option<Vec<u8>>, Option<Vec<u8>>>>;
-
-/// One life of a Paxos node: the node (its wall clock simulated, so run ids and epochs are
-/// the seed's) and its service.
-async fn paxos_life(net: &SimNet, host: u8, life: u64, seed: u64) -> (Node, shoal_paxos::Paxos) {
-    let name = format!("p{host}");
-    let clock = shoal_process::Clock::simulated(1.0, 1_000_000_000 * (life + 1))
-        .expect("a rate within bounds");
-    let runtime = shoal_process::Runtime::builder()
-        .node_name(name.as_str())
-        .clock(clock)
-        .incarnation(u64::from(host) * 1_000 + life)
-        .build()
-        .expect("a runtime");
-    let node = on(net, &name, host + 1).runtime(runtime).seed(seed).start().await.unwrap();
-    let acceptors = (0..3).map(|host| format!("p{host}")).collect();
-    let config = shoal_paxos::PaxosConfig {
-        seed,
-        round_timeout: Duration::from_millis(50),
-        // A fresh cluster's acceptors, all without state, found the first epoch themselves;
-        // one restarted without its state rejoins from the two that kept theirs.
-        recovery: shoal_paxos::Recovery::NewEpoch,
-        ..shoal_paxos::PaxosConfig::new(acceptors)
-    };
-    let paxos = shoal_paxos::Paxos::start(&node, config).await.expect("Paxos starts");
-    (node, paxos)
-}
-
-async fn run_paxos_schedule(seed: u64) -> Result<(), String> {
-    use rand::rngs::SmallRng;
-    use rand::{RngExt, SeedableRng};
-
-    let mut rng = SmallRng::seed_from_u64(seed);
-    let net = SimNet::new(seed, Duration::from_millis(1), Duration::from_millis(10));
-    let mut lives = Vec::new();
-    for host in 0..3 {
-        lives.push(paxos_life(&net, host, 0, seed).await);
-    }
-    for (node, _) in &lives[1..] {
-        node.join(lives[0].0.listen_addr()).await.map_err(|error| error.to_string())?;
-    }
-    let started = Instant::now();
-    while !lives.iter().all(|(_, paxos)| paxos.is_voting()) {
-        if started.elapsed() > BOUND {
-            return Err("the acceptors never all voted".into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let history = std::sync::Arc::new(std::sync::Mutex::new(History::new()));
-    let ips: Vec<IpAddr> = (0..3).map(|host| ip(host + 1)).collect();
-    let mut generation = [0u64; 3];
-    for round in 0..6u64 {
-        // Clients on every live node: a write of a value of their own, then a read.
-        let mut clients = Vec::new();
-        for (host, (_, paxos)) in lives.iter().enumerate() {
-            let (paxos, history) = (paxos.clone(), history.clone());
-            let value = format!("{round}.{host}").into_bytes();
-            clients.push(tokio::spawn(async move {
-                for op in [Some(value), None] {
-                    let call = Instant::now().into_std();
-                    let outcome = match &op {
-                        Some(value) => paxos.put("k", value.clone()).await.map(|_| None),
-                        None => paxos.get("k").await.map(|entry| entry.map(|entry| entry.data)),
-                    };
-                    let response = match outcome {
-                        Ok(read) => Some((Instant::now().into_std(), read)),
-                        Err(error) if error.maybe_applied() => None,
-                        Err(_) => continue,
-                    };
-                    let done = response.is_some();
-                    history.lock().unwrap().push(shoal_sim::linearizability::Operation {
-                        op,
-                        call,
-                        response,
-                    });
-                    if !done {
-                        break;
-                    }
-                }
-            }));
-        }
-        // A fault while they run.
-        tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
-        match rng.random_range(0..3) {
-            0 => {
-                let alone = rng.random_range(0..ips.len());
-                let rest: Vec<IpAddr> =
-                    ips.iter().copied().filter(|ip| *ip != ips[alone]).collect();
-                net.partition(&[ips[alone]], &rest);
-            }
-            1 => {
-                let host = rng.random_range(0..3);
-                let (node, paxos) = &lives[host];
-                paxos.stop().await;
-                node.shutdown();
-                net.reset(ips[host]);
-                generation[host] += 1;
-                let fresh = paxos_life(&net, host as u8, generation[host], seed).await;
-                let contact = lives[(host + 1) % 3].0.listen_addr();
-                let joining = fresh.0.clone();
-                tokio::spawn(async move {
-                    while joining.join(contact).await.is_err() {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                });
-                lives[host] = fresh;
-            }
-            _ => net.heal(),
-        }
-        tokio::time::sleep(Duration::from_millis(rng.random_range(200..1_500))).await;
-        for client in clients {
-            client.await.map_err(|error| error.to_string())?;
-        }
-        net.heal();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-    let history = history.lock().unwrap().clone();
-    let answered = history.iter().filter(|operation| operation.response.is_some()).count();
-    if answered == 0 {
-        return Err("no operation completed".into());
-    }
-    if std::env::var("SHOAL_SIM_VERBOSE").is_ok() {
-        let writes = history.iter().filter(|operation| operation.op.is_some()).count();
-        eprintln!(
-            "seed {seed}: {} operations, {answered} answered, {writes} writes",
-            history.len()
-        );
-    }
-    shoal_sim::linearizability::check(&Register, &history)
-        .map_err(|error| format!("not linearisable: {error:?}\n{history:#?}"))?;
-    for (node, paxos) in lives {
-        paxos.stop().await;
-        node.shutdown();
-    }
-    Ok(())
-}
-
-/// Under seeded schedules of partitions that isolate one node, crashes that lose an
-/// acceptor's state, restarts and heals, a Paxos register written and read from every node
-/// stays linearisable. A failure prints its seed, and the command that replays it.
-#[test]
-fn a_paxos_register_stays_linearisable_under_random_faults() {
-    run_schedules(
-        "SHOAL_SIM_PAXOS_SCHEDULES",
-        PAXOS_SCHEDULES,
-        "a_paxos_register",
-        run_paxos_schedule,
-    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+//! The broadcast driver on whole simulated nodes.

@@ -1,0 +1,79 @@
+//! What the whole-node simulations share: the cluster key, addresses on the simulated
+//! network, node builders, waiting in simulated time, and the seeded-schedule runner.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use shoal_sim::SimNet;
+use shoal_transport::{ClusterKey, Node, NodeBuilder};
+use tokio::time::Instant;
+
+/// How long, in simulated time, any wait of these tests may take.
+pub(crate) const BOUND: Duration = Duration::from_secs(60);
+
+pub(crate) fn key() -> ClusterKey {
+    ClusterKey::from_hex("5be0c1a7f2d94e36b8a0175c3e9f42d6a1c8b07e53f9d24168ae3b7c05d9f21e")
+        .expect("a key")
+}
+
+pub(crate) fn ip(host: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, host))
+}
+
+/// A node called `name` at `10.0.0.host` on `net`: heartbeats every 100 ms, down after 1 s.
+pub(crate) fn on(net: &SimNet, name: &str, host: u8) -> NodeBuilder {
+    Node::builder(name, key())
+        .network(net.host(ip(host)))
+        .listen(SocketAddr::new(ip(host), 0))
+        .heartbeat(Duration::from_millis(100), Duration::from_secs(1))
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500))
+}
+
+/// Waits (in simulated time) until `check` holds; panics with `what` after [`BOUND`].
+pub(crate) async fn eventually(what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < BOUND, "{what}: not after {BOUND:?} of simulated time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    started.elapsed()
+}
+
+pub(crate) fn sees(node: &Node, others: &[&str]) -> bool {
+    let mut nodes = node.nodes();
+    nodes.sort();
+    nodes == others
+}
+
+/// A current-thread tokio runtime on the paused clock, for one simulated run.
+pub(crate) fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("a runtime")
+}
+
+/// Runs `schedule` for the seeds `$SHOAL_SIM_SEED..` (from 0 by default), as many as
+/// `$count_var` says (`default` otherwise), each on a fresh paused runtime; a failure panics
+/// with its seed and the command that replays it (`test`: the test's name, or a prefix).
+pub(crate) fn run_schedules<F>(
+    count_var: &str,
+    default: u64,
+    test: &str,
+    schedule: impl Fn(u64) -> F,
+) where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    let number = |var: &str| std::env::var(var).ok().and_then(|value| value.parse().ok());
+    let (first, count) =
+        (number("SHOAL_SIM_SEED").unwrap_or(0), number(count_var).unwrap_or(default));
+    for seed in first..first + count {
+        if let Err(error) = paused_runtime().block_on(schedule(seed)) {
+            panic!(
+                "seed {seed}: {error}\nreplay: SHOAL_SIM_SEED={seed} {count_var}=1 \
+                 cargo nextest run -p shoal-tests {test}"
+            );
+        }
+    }
+}
