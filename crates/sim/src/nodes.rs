@@ -17,9 +17,11 @@
 //! waits, so a test of seconds of cluster life runs in milliseconds.
 //!
 //! A run is a function of its seed when the nodes' incarnations are fixed too
-//! (`RuntimeBuilder::incarnation`, given to the node with `NodeBuilder::runtime`): the same
-//! seed gives the same node events at the same simulated instants (the workspace's
-//! `tests/nodes.rs` checks it).
+//! (`RuntimeBuilder::incarnation`, given to the node with `NodeBuilder::runtime`) and each
+//! node is given a seed (`NodeBuilder::seed`): the same seed gives the same node events at the
+//! same simulated instants, and the same bytes on the network ([`SimNet::trace_hash`]; nodes
+//! on a `SimNet` draw their handshakes' keys from their seed, see `Network::deterministic`).
+//! The workspace's `tests/tests/nodes/` checks it.
 //!
 //! A test of your own processes on simulated nodes, with a partition:
 //!
@@ -75,6 +77,10 @@ use tokio::time::{Instant, Sleep};
 /// TCP sender whose window is full does.
 const WINDOW_BYTES: usize = 4 * 1024 * 1024;
 
+/// FNV-1a, 64 bits, for [`SimNet::trace_hash`].
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
 /// A simulated network between nodes, each at an address of its own. Cheap to clone.
 #[derive(Clone)]
 pub struct SimNet {
@@ -95,6 +101,8 @@ struct World {
     waiting_for_heal: Vec<Waker>,
     /// Every pipe still open, by the addresses of its ends, to break when an address resets.
     pipes: Vec<Arc<Pipe>>,
+    /// A running hash of every write: see [`SimNet::trace_hash`].
+    trace: u64,
 }
 
 impl SimNet {
@@ -110,6 +118,7 @@ impl SimNet {
             lossy: BTreeMap::new(),
             waiting_for_heal: Vec::new(),
             pipes: Vec::new(),
+            trace: FNV_OFFSET,
         };
         Self { world: Arc::new(Mutex::new(world)) }
     }
@@ -172,6 +181,25 @@ impl SimNet {
 
     fn lock(&self) -> MutexGuard<'_, World> {
         self.world.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A hash of everything written on the network so far, each write with its sender and
+    /// receiver, in the order written (FNV-1a). Two runs of one seed write the same bytes in
+    /// the same order, handshakes and sealed records included, so they end with the same
+    /// hash: compare it to check that a run replays.
+    pub fn trace_hash(&self) -> u64 {
+        self.lock().trace
+    }
+
+    fn record(&self, from: IpAddr, to: IpAddr, bytes: &[u8]) {
+        let mut world = self.lock();
+        let (from, to) = (from.to_string(), to.to_string());
+        let length = (bytes.len() as u64).to_le_bytes();
+        let parts = [from.as_bytes(), b">", to.as_bytes(), &length, bytes];
+        world.trace = parts
+            .iter()
+            .flat_map(|part| part.iter())
+            .fold(world.trace, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(FNV_PRIME));
     }
 
     fn is_cut(&self, from: IpAddr, to: IpAddr) -> bool {
@@ -276,6 +304,12 @@ impl Network for Host {
             }
             self.net.open(self.ip, addr)
         })
+    }
+
+    /// The network is this process's simulation: nodes on it draw their handshakes' keys
+    /// from their seed, so that a run replays.
+    fn deterministic(&self) -> bool {
+        true
     }
 }
 
@@ -493,6 +527,7 @@ impl AsyncWrite for PipeWriter {
         state.in_flight += n;
         let reader = state.reader.take();
         drop(state);
+        self.net.record(pipe.from, pipe.to, &bytes[..n]);
         if let Some(reader) = reader {
             reader.wake();
         }

@@ -27,6 +27,7 @@ use crate::admission::{Gate, Limits, Ticket};
 use crate::answers::PendingAnswers;
 use crate::config::{Membership, NodeConfig};
 use crate::conn::{self, ConnError, Dispatch, Wiring};
+use crate::entropy::Entropy;
 use crate::fault::Faults;
 use crate::handshake::Hello;
 use crate::membership::{
@@ -90,6 +91,11 @@ impl Cluster {
             connect_timeout: config.connect_timeout,
             max_frame_bytes: config.max_frame_bytes,
             faults: Faults::new(config.seed ^ runtime.incarnation()),
+            entropy: if config.network.deterministic() {
+                Entropy::seeded(config.seed ^ runtime.incarnation().rotate_left(32))
+            } else {
+                Entropy::os()
+            },
             origin: runtime.clock().now(),
             clock: runtime.clock().clone(),
         });

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::admission::Ticket;
+use crate::entropy::Entropy;
 use crate::fault::{Faults, Flow, Verdict};
 use crate::handshake::{
     ClusterKey, HandshakeError, Hello, Initiator, Keyed, Message, Protection, Responder,
@@ -41,6 +42,8 @@ pub(crate) struct Wiring {
     pub(crate) connect_timeout: Duration,
     pub(crate) max_frame_bytes: usize,
     pub(crate) faults: Faults,
+    /// Where handshakes draw their keys from.
+    pub(crate) entropy: Entropy,
     /// The node's clock, and when the node started on it (the clock of `Peer::heard`).
     pub(crate) clock: Clock,
     pub(crate) origin: Instant,
@@ -259,7 +262,7 @@ pub(crate) async fn probe(wiring: &Wiring, addr: SocketAddr) -> Result<NodeSpec,
 async fn open(wiring: &Wiring, addr: SocketAddr, hello: Hello) -> Result<Opened, ConnError> {
     let attempt = async {
         let mut conn = wiring.network.connect(addr).await?;
-        let (initiator, first) = Initiator::start(&wiring.key, &hello)?;
+        let (initiator, first) = Initiator::start_with(&wiring.key, &hello, &wiring.entropy)?;
         write_message(&mut conn.write, &first).await?;
         let mut read = BytesMut::new();
         let reply = read_message(&mut conn.read, &mut read).await?;
@@ -321,7 +324,13 @@ pub(crate) async fn accept(
             let got = first.kind();
             return Err(HandshakeError::Unexpected { expected: "handshake message", got }.into());
         };
-        let answer = Responder::answer(&wiring.key, &first, &wiring.spec, wiring.protection);
+        let answer = Responder::answer_with(
+            &wiring.key,
+            &first,
+            &wiring.spec,
+            wiring.protection,
+            &wiring.entropy,
+        );
         let (keyed, reply) = match answer {
             Ok(answer) => answer,
             Err(error) => {

@@ -42,6 +42,7 @@ use std::ops::RangeInclusive;
 use bytes::{Buf, BytesMut};
 use serde::{Deserialize, Serialize};
 
+pub use crate::entropy::Entropy;
 use crate::record::{Opener, Sealer};
 use crate::spec::NodeSpec;
 
@@ -348,7 +349,16 @@ pub struct Initiator {
 impl Initiator {
     /// Starts a handshake with `hello`; returns the first message to send.
     pub fn start(key: &ClusterKey, hello: &Hello) -> Result<(Self, Message), HandshakeError> {
-        let mut state = builder(key).build_initiator().map_err(internal)?;
+        Self::start_with(key, hello, &Entropy::os())
+    }
+
+    /// [`Initiator::start`], its ephemeral key drawn from `entropy`.
+    pub fn start_with(
+        key: &ClusterKey,
+        hello: &Hello,
+        entropy: &Entropy,
+    ) -> Result<(Self, Message), HandshakeError> {
+        let mut state = builder(key, entropy).build_initiator().map_err(internal)?;
         let payload = rmp_serde::to_vec_named(hello)
             .map_err(|error| HandshakeError::Malformed(error.to_string()))?;
         let first = write(&mut state, &payload)?;
@@ -400,7 +410,18 @@ impl Responder {
         us: &NodeSpec,
         ours: Protection,
     ) -> Result<(Keyed<Hello>, Message), HandshakeError> {
-        let mut state = builder(key).build_responder().map_err(internal)?;
+        Self::answer_with(key, first, us, ours, &Entropy::os())
+    }
+
+    /// [`Responder::answer`], its ephemeral key drawn from `entropy`.
+    pub fn answer_with(
+        key: &ClusterKey,
+        first: &[u8],
+        us: &NodeSpec,
+        ours: Protection,
+        entropy: &Entropy,
+    ) -> Result<(Keyed<Hello>, Message), HandshakeError> {
+        let mut state = builder(key, entropy).build_responder().map_err(internal)?;
         let payload = read(&mut state, first)?;
         let hello: Hello = decode(&payload)?;
         let version = negotiate(hello.versions)?;
@@ -448,9 +469,13 @@ fn check_protection(ours: Protection, theirs: Protection) -> Result<(), Handshak
     Ok(())
 }
 
-fn builder(key: &ClusterKey) -> snow::Builder<'_> {
+fn builder<'a>(key: &'a ClusterKey, entropy: &Entropy) -> snow::Builder<'a> {
     let params = PATTERN.parse().expect("the Noise pattern is valid");
-    snow::Builder::new(params).prologue(PROLOGUE).psk(0, &key.0)
+    let builder = match entropy.resolver() {
+        None => snow::Builder::new(params),
+        Some(resolver) => snow::Builder::with_resolver(params, resolver),
+    };
+    builder.prologue(PROLOGUE).psk(0, &key.0)
 }
 
 fn write(state: &mut snow::HandshakeState, payload: &[u8]) -> Result<Vec<u8>, HandshakeError> {

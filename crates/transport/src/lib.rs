@@ -109,6 +109,7 @@ mod answers;
 mod cluster;
 mod config;
 mod conn;
+mod entropy;
 mod fault;
 pub mod handshake;
 mod membership;

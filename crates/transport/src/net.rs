@@ -37,6 +37,14 @@ pub trait Network: Send + Sync + 'static {
 
     /// Connects to `addr`.
     fn connect(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Connection>>;
+
+    /// Whether this network is a simulation inside this process, whose runs must replay from
+    /// a seed: the node then draws its handshakes' keys from its seed
+    /// ([`crate::NodeBuilder::seed`]) instead of the operating system. Never true for a
+    /// network whose bytes leave the process: anyone who knows the seed could read them.
+    fn deterministic(&self) -> bool {
+        false
+    }
 }
 
 /// Accepts connections.

@@ -20,8 +20,8 @@ use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use shoal_process::{ExitKind, ExitReason, NodeId, Pid, Ref, RemoteFailure, Runtime};
 use shoal_transport::handshake::{
-    ClusterKey, ClusterKeyError, HandshakeError, Hello, Initiator, Keyed, Message, Protection,
-    Responder, VERSIONS, Welcome, negotiate,
+    ClusterKey, ClusterKeyError, Entropy, HandshakeError, Hello, Initiator, Keyed, Message,
+    Protection, Responder, VERSIONS, Welcome, negotiate,
 };
 use shoal_transport::record::{MAX_RECORD_BYTES, Opener, RecordError, Sealer};
 use shoal_transport::wire::{
@@ -642,6 +642,39 @@ fn cluster_key() -> ClusterKey {
 fn other_key() -> ClusterKey {
     ClusterKey::from_hex("0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0")
         .unwrap()
+}
+
+/// A simulation's handshakes replay from its seed, each handshake drawing a stream of its own;
+/// every other handshake's ephemeral keys come from the operating system, fresh each time.
+#[test]
+fn seeded_handshakes_replay_and_others_are_fresh() {
+    let first = |entropy: &Entropy| {
+        let (_, first) = Initiator::start_with(&cluster_key(), &hello((2, 2)), entropy).unwrap();
+        first
+    };
+    let (one, again) = (Entropy::seeded(7), Entropy::seeded(7));
+    let (first_of_one, first_of_again) = (first(&one), first(&again));
+    assert_eq!(first_of_one, first_of_again, "the same seed, the same first handshake");
+    assert_ne!(first(&one), first_of_one, "the next handshake draws another stream");
+    assert_ne!(first(&Entropy::seeded(8)), first_of_one, "another seed, another handshake");
+    assert_ne!(first(&Entropy::os()), first(&Entropy::os()));
+    let (_, reply) = Responder::answer_with(
+        &cluster_key(),
+        noise(&first_of_one),
+        &fake_node("b", 7),
+        Protection::Encrypted,
+        &Entropy::seeded(9),
+    )
+    .unwrap();
+    let (_, again) = Responder::answer_with(
+        &cluster_key(),
+        noise(&first_of_one),
+        &fake_node("b", 7),
+        Protection::Encrypted,
+        &Entropy::seeded(9),
+    )
+    .unwrap();
+    assert_eq!(reply, again, "the responder's keys replay too");
 }
 
 fn hello(versions: (u32, u32)) -> Hello {
