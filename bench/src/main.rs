@@ -70,6 +70,11 @@ const METRICS: &[Metric] = &[
     },
     Metric { name: "paxos_write_us", unit: "us", sample: paxos::paxos_write_us },
     Metric { name: "paxos_writes_per_s", unit: "writes/s", sample: paxos::paxos_writes_per_s },
+    Metric {
+        name: "paxos_durable_writes_per_s",
+        unit: "writes/s",
+        sample: paxos::paxos_durable_writes_per_s,
+    },
     Metric { name: "plumtree_rmr", unit: "ratio", sample: broadcast::plumtree_rmr },
     Metric {
         name: "plumtree_reliability_pct_20_crashed",

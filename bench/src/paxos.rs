@@ -1,18 +1,18 @@
 //! Metrics of the Paxos driver (`shoal-paxos`): the latency of one write and the throughput of
-//! many writers.
+//! many writers, with acceptors in memory and on disk.
 //!
 //! Every sample starts three nodes (`a`, `b`, `c`) **in this one OS process**, each on
 //! `127.0.0.1:0` with the default transport configuration, joined into a full mesh over
 //! loopback TCP: every message between them is encoded, framed, written to a socket and read
 //! back, but the three share one tokio runtime (the default worker count) rather than running
 //! as separate OS processes. Each runs the Paxos service with the default configuration and
-//! in-memory acceptors, all three in the acceptor set; measuring starts once every acceptor
-//! votes.
+//! in-memory acceptors (file-backed ones for `paxos_durable_writes_per_s`), all three in the
+//! acceptor set; measuring starts once every acceptor votes.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use shoal_paxos::{Paxos, PaxosConfig, Recovery};
+use shoal_paxos::{Paxos, PaxosConfig, Recovery, StorageConfig};
 use shoal_transport::Node;
 
 use crate::harness::{key, on_workers};
@@ -26,6 +26,9 @@ const WRITES: usize = 20_000;
 const WRITERS: usize = 384;
 /// Writes each writer of `paxos_writes_per_s` makes.
 const WRITES_PER_WRITER: usize = 500;
+/// Writes each writer of `paxos_durable_writes_per_s` makes: fewer, so that a sample stays
+/// well within `xtask bench`'s minute when every vote costs an fsync of its own.
+const DURABLE_WRITES_PER_WRITER: usize = 25;
 /// How long the cluster may take to form and its acceptors to start voting.
 const SETTLE: Duration = Duration::from_secs(20);
 
@@ -35,7 +38,7 @@ const SETTLE: Duration = Duration::from_secs(20);
 /// one by one; the value is the median, in microseconds (the mean and p99 go to stderr).
 pub(crate) fn paxos_write_us() -> anyhow::Result<f64> {
     on_workers(async {
-        let (nodes, services) = cluster().await?;
+        let (nodes, services) = cluster(&Acceptors::InMemory).await?;
         let paxos = &services[0];
         for n in 0..WARM_UP_WRITES {
             paxos.put("bench", (n as u64).to_be_bytes().to_vec()).await?;
@@ -66,33 +69,68 @@ pub(crate) fn paxos_write_us() -> anyhow::Result<f64> {
 /// the value is writes ÷ seconds. Every write must succeed.
 pub(crate) fn paxos_writes_per_s() -> anyhow::Result<f64> {
     on_workers(async {
-        let (nodes, services) = cluster().await?;
-        // Each writer's first write of its key prepares; later ones take the fast path.
-        let started = Instant::now();
-        let mut writers = Vec::with_capacity(WRITERS);
-        for writer in 0..WRITERS {
-            let paxos = services[writer % services.len()].clone();
-            writers.push(tokio::spawn(async move {
-                let key = format!("key-{writer}");
-                for n in 0..WRITES_PER_WRITER {
-                    paxos.put(key.as_str(), (n as u64).to_be_bytes().to_vec()).await?;
-                }
-                anyhow::Ok(())
-            }));
-        }
-        for writer in writers {
-            writer.await.context("a writer task")??;
-        }
-        let elapsed = started.elapsed();
+        let (nodes, services) = cluster(&Acceptors::InMemory).await?;
+        let rate = concurrent_writes(&services, WRITES_PER_WRITER).await;
         stop(&nodes, &services).await;
-        let writes = WRITERS * WRITES_PER_WRITER;
-        eprintln!("{writes} writes by {WRITERS} writers in {elapsed:?}");
-        Ok(writes as f64 / elapsed.as_secs_f64())
+        rate
     })
 }
 
+/// `paxos_durable_writes_per_s`: `paxos_writes_per_s` with file-backed acceptors
+/// ([`StorageConfig::File`], each node's in a directory of its own under a fresh temporary
+/// directory, removed afterwards), and 25 writes per writer instead of 500: 384 writers on
+/// distinct keys, 9,600 writes. Every acknowledged vote is on disk (fsynced) before its reply
+/// leaves, so this measures how many votes the driver commits per fsync.
+pub(crate) fn paxos_durable_writes_per_s() -> anyhow::Result<f64> {
+    let dir = std::env::temp_dir().join(format!("shoal-bench-paxos-{}", std::process::id()));
+    let acceptors = Acceptors::InFiles(dir.clone());
+    let result = on_workers(async move {
+        let (nodes, services) = cluster(&acceptors).await?;
+        let rate = concurrent_writes(&services, DURABLE_WRITES_PER_WRITER).await;
+        stop(&nodes, &services).await;
+        rate
+    });
+    std::fs::remove_dir_all(&dir)
+        .with_context(|| format!("removing the acceptors' directory {}", dir.display()))?;
+    result
+}
+
+/// [`WRITERS`] writer tasks spread over `services`, each writing its own key `writes` times,
+/// one write after the other; writes per second, timed from just before the writers start
+/// until all of them are done. Every write must succeed.
+async fn concurrent_writes(services: &[Paxos], writes: usize) -> anyhow::Result<f64> {
+    // Each writer's first write of its key prepares; later ones take the fast path.
+    let started = Instant::now();
+    let mut writers = Vec::with_capacity(WRITERS);
+    for writer in 0..WRITERS {
+        let paxos = services[writer % services.len()].clone();
+        writers.push(tokio::spawn(async move {
+            let key = format!("key-{writer}");
+            for n in 0..writes {
+                paxos.put(key.as_str(), (n as u64).to_be_bytes().to_vec()).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for writer in writers {
+        writer.await.context("a writer task")??;
+    }
+    let elapsed = started.elapsed();
+    let total = WRITERS * writes;
+    eprintln!("{total} writes by {WRITERS} writers in {elapsed:?}");
+    Ok(total as f64 / elapsed.as_secs_f64())
+}
+
+/// Where the acceptors of a benchmark's cluster keep their votes.
+enum Acceptors {
+    /// In memory ([`StorageConfig::Memory`]).
+    InMemory,
+    /// In files: each node's in the subdirectory of this one named after it.
+    InFiles(std::path::PathBuf),
+}
+
 /// Three nodes in a full mesh, each with the Paxos service, every acceptor voting.
-async fn cluster() -> anyhow::Result<(Vec<Node>, Vec<Paxos>)> {
+async fn cluster(acceptors: &Acceptors) -> anyhow::Result<(Vec<Node>, Vec<Paxos>)> {
     let mut nodes = Vec::new();
     for name in NAMES {
         nodes.push(Node::builder(name, key()).start().await?);
@@ -105,6 +143,9 @@ async fn cluster() -> anyhow::Result<(Vec<Node>, Vec<Paxos>)> {
     config.recovery = Recovery::NewEpoch;
     let mut services = Vec::new();
     for node in &nodes {
+        if let Acceptors::InFiles(dir) = acceptors {
+            config.storage = StorageConfig::File(dir.join(node.name()));
+        }
         services.push(Paxos::start(node, config.clone()).await?);
     }
     let deadline = Instant::now() + SETTLE;
