@@ -461,10 +461,14 @@ async fn connector(cluster: Arc<Cluster>, peer: Arc<Peer>) {
         }
         let wait = cluster.wiring.faults.jitter(backoff);
         backoff = (backoff * 2).min(cluster.config.backoff_max);
+        // Every select here is biased, in the order written: which branch wins when several
+        // are ready is then a function of the run, not of tokio's random pick, so that a
+        // simulated run replays from its seed.
         tokio::select! {
-            () = cluster.wiring.clock.sleep(wait) => {}
-            () = peer.kick.notified() => {}
+            biased;
             _ = removed.changed() => {}
+            () = peer.kick.notified() => {}
+            () = cluster.wiring.clock.sleep(wait) => {}
         }
     }
 }
@@ -591,6 +595,7 @@ async fn connect_any(
 
 async fn until_ended(mut ended: watch::Receiver<bool>, task: impl Future<Output = ()>) {
     tokio::select! {
+        biased;
         _ = ended.wait_for(|ended| *ended) => {}
         () = task => {}
     }
@@ -623,11 +628,12 @@ async fn run_session(
     let mut ticks_seen = 0u64;
     let reason = loop {
         tokio::select! {
+            biased;
+            _ = ended.wait_for(|ended| *ended) => return,
+            _ = removed.changed() => return,
             reason = failures.recv() => {
                 break reason.unwrap_or(DownReason::ConnectionLost("connection tasks ended".into()));
             }
-            _ = ended.wait_for(|ended| *ended) => return,
-            _ = removed.changed() => return,
             _ = ticks.tick() => {
                 let now_ms = cluster.now_ms();
                 let silent_ms = now_ms.saturating_sub(peer.last_heard_ms());

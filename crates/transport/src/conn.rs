@@ -373,6 +373,7 @@ pub(crate) async fn accept(
         }
     };
     let admitted = tokio::select! {
+        biased;
         outcome = wiring.clock.timeout(wiring.connect_timeout, attempt) => {
             outcome.unwrap_or(Err(ConnError::Timeout))?
         }

@@ -19,6 +19,7 @@ impl Tasks {
         let mut stop = self.stop.subscribe();
         tokio::spawn(async move {
             tokio::select! {
+                biased;
                 _ = stop.wait_for(|stopped| *stopped) => {}
                 () = task => {}
             }
