@@ -1,6 +1,7 @@
-//! The protocol cores: two sans-IO state machines, after Leitão, Pereira and Rodrigues. A
-//! program that broadcasts through [`Broadcast`](crate::Broadcast) never touches them; they
-//! are public for simulations, benchmarks and drivers of other transports.
+//! The protocol cores: sans-IO state machines, the two protocols after Leitão, Pereira and
+//! Rodrigues and the overlay policy around HyParView. A program that broadcasts through
+//! `Broadcast` (feature `driver`) never touches them; they are public for simulations,
+//! benchmarks and drivers of other transports.
 //!
 //! - [`Plumtree`] ("Epidemic Broadcast Trees", SRDS 2007): eager push of payloads along a
 //!   spanning tree per root, lazy push of IHAVE announcements (batched per tick) to the other
@@ -10,11 +11,17 @@
 //!   a larger passive view (default 30), kept by JOIN / FORWARD_JOIN random walks, NEIGHBOUR
 //!   requests with priority, DISCONNECT and periodic SHUFFLE; failures reported by the driver
 //!   are repaired from the passive view. Its neighbour-up and -down outputs feed Plumtree.
+//! - [`Overlay`]: a HyParView core plus the policy that keeps a node in the overlay over a
+//!   transport's connections (lost peers retried, stale addresses evicted, rejoin when
+//!   isolated, connected nodes offered, connections opened for the active view and idle ones
+//!   closed), as outputs such as "connect to", "close the connection to" and "send". The
+//!   transport driver runs this one rather than a bare HyParView.
 //!
-//! Both take inputs as method calls that carry the current time (`now: Instant`), emit what to
+//! All take inputs as method calls that carry the current time (`now: Instant`), emit what to
 //! send through `poll_output`, and say when they next need `handle_timeout` through
 //! `poll_timeout`. They use no tokio, no clock and no global randomness (each has a seed in
-//! its configuration), so a simulation replays exactly.
+//! its configuration), so a simulation replays exactly; the crate builds them without tokio
+//! (`--no-default-features`).
 //!
 //! ```
 //! use std::time::Instant;
@@ -30,7 +37,7 @@
 //! # Running the cores (the driver's contract)
 //!
 //! A driver — the simulation adapter (`simulation`, feature `sim`), the transport driver
-//! behind [`Broadcast`](crate::Broadcast) — does only this:
+//! behind `Broadcast` — does only this:
 //!
 //! 1. Feed every input to its core with the current time: `handle_message` for a message
 //!    from a peer, `HyParView::join` once at start, `HyParView::peer_failed` when a connection
@@ -42,16 +49,25 @@
 //! 3. Call `handle_timeout(now)` on each core when its `poll_timeout` comes due (a value in
 //!    the past means "now"), then drain again.
 //!
+//! A driver of [`Overlay`] feeds it what it would feed HyParView, plus the connections the
+//! transport reports (`handle_up`, `handle_down`), the outcome of each connection it was asked
+//! to open, and sends that found no connection; it asks [`Overlay::route`] where a tree's
+//! message goes, and does what [`OverlayOutput`] says.
+//!
 //! Every error a core returns ([`PlumtreeError`], [`HyParViewError`]) means "ignored, state
 //! unchanged"; a driver may log it and goes on. The cores' queues are bounded by their
 //! configurations and by the outputs of one input, which the driver drains at once.
 
 mod hyparview;
+mod overlay;
 mod plumtree;
 mod random;
 
 pub use hyparview::{
     HyParView, HyParViewConfig, HyParViewError, HyParViewMessage, HyParViewOutput, Priority,
+};
+pub use overlay::{
+    ConnectResult, ConnectionMode, Overlay, OverlayConfig, OverlayOutput, Peer, Route,
 };
 pub use plumtree::{
     Announcement, Graft, Handler, Plumtree, PlumtreeConfig, PlumtreeError, PlumtreeMessage,
@@ -66,6 +82,8 @@ mod tests {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<super::HyParView<u64>>();
         assert_send_sync::<super::HyParViewOutput<u64>>();
+        assert_send_sync::<super::Overlay<usize>>();
+        assert_send_sync::<super::OverlayOutput<usize>>();
         assert_send_sync::<super::PlumtreeOutput<u64, u64, Vec<u8>>>();
         assert_send_sync::<super::PlumtreeError>();
         assert_send_sync::<super::HyParViewError>();

@@ -1,56 +1,54 @@
 //! The broadcast service: HyParView and Plumtree over a [`shoal_transport::Node`].
 //!
 //! A [`Broadcast`] is a handle to one tokio task per node that runs one
-//! [`HyParView`](crate::core::HyParView) core (the overlay) and one
-//! [`Plumtree`](crate::core::Plumtree) core per registered topic, following the driver
-//! contract of the [`core`](crate::core) module: it feeds the cores messages, node events and
-//! time, sends what they ask to send, and decides nothing a test of the protocols would need
-//! to check. Several applications share one overlay: each registers a handler for a
-//! [`Topic`] ([`Broadcast::register`]) and broadcasts on it with [`Broadcast::broadcast`];
-//! every tree message carries the topic's name, so each reaches its own Plumtree core on the
-//! other side.
+//! [`Overlay`](crate::core::Overlay) core (HyParView and the policy that keeps the node in the
+//! overlay) and one [`Plumtree`](crate::core::Plumtree) core per registered topic, following
+//! the driver contract of the [`core`](crate::core) module: it feeds the cores messages, node
+//! events, connection outcomes and time, sends what they ask to send, opens and closes the
+//! connections the overlay names, and decides nothing a test of the protocols would need to
+//! check. Several applications share one overlay: each registers a handler for a [`Topic`]
+//! ([`Broadcast::register`]) and broadcasts on it with [`Broadcast::broadcast`]; every tree
+//! message carries the topic's name, so each reaches its own Plumtree core on the other side.
 //!
 //! ```text
 //!   Broadcast (handle) ── commands ──►  driver task  ◄── Inbox<Wire> (service "broadcast")
-//!                                       │  HyParView<Contact> ──NeighbourUp/Down──► Plumtree × topics
+//!                                       │  Overlay<Contact> ──NeighbourUp/Down──► Plumtree × topics
 //!   Node events (up/down) ────────────► │  ▲ handle_timeout when poll_timeout is due
-//!                                       └──► Service::send / Node::join / Node::disconnect_node
+//!   connections opened ───────────────► │
+//!                                       └──► Service::send / Node::join (Connect) /
+//!                                            Node::disconnect_node (Disconnect)
 //! ```
 //!
 //! **Messages** travel over a transport service ([`Node::open_service`]), tagged with the
 //! sending node: overlay messages, tree messages (topic name + Plumtree message, ids and
 //! payloads encoded with msgpack by the handler's types), and anti-entropy exchanges.
 //!
-//! **Connections** follow the node's membership:
+//! **Connections** follow the node's membership, and the overlay core's policy (its rules are
+//! listed on [`Overlay`](crate::core::Overlay)):
 //!
-//! - Managed ([`Membership::Managed`]): the driver owns the connections. HyParView peers are
-//!   [`Contact`]s (name and listen address); a message to a peer that is not connected opens
-//!   a connection (`Node::join`), the messages for it waiting (bounded) until it is up. A
+//! - Managed ([`Membership::Managed`]): the overlay owns the connections. HyParView peers are
+//!   [`Contact`]s (name and listen address); a message to a peer that is not connected makes
+//!   the overlay ask for a connection, which the driver opens (`Node::join`), the messages
+//!   for it waiting (bounded by [`BroadcastConfig::max_unsent_per_peer`]) until it is up. A
 //!   connection to a peer outside the active view is closed once idle for
 //!   [`BroadcastConfig::linger`], and at once when that peer sends DISCONNECT, so the node's
-//!   up and down events are the active view's. A node that goes down while in the active view
-//!   is reported to HyParView (`peer_failed`), which repairs the view from the passive one.
+//!   up and down events are the active view's.
 //! - Full mesh or static: the same cores run over the connections the transport keeps; the
 //!   driver opens and closes none. A message to a peer that is not connected counts as that
 //!   peer failing.
 //!
 //! **Rejoining.** A node that knows no peer any more rejoins through the contact it first
-//! joined. Peers lost to a failure (a down event, a connection that could not be opened) are
-//! remembered for [`BroadcastConfig::forget_lost_after`]; every [`BroadcastConfig::tick`] the
-//! driver tries one of them, and if it answers, joins the overlay through it again. That is
-//! how two halves of a healed partition find each other, whose passive views forgot the other
-//! side while it was unreachable. Over a full mesh a lost peer that connects again is joined
-//! through at once, on its up event, unless it is a neighbour already; and while HyParView's
-//! active view has room its passive view cannot fill, the connected nodes are offered to it
-//! ([`HyParView::offer`](crate::core::HyParView::offer)), so that the overlay does not stay
-//! split in components whose passive views emptied, though every node is connected to every
-//! other.
+//! joined. Peers lost to a failure are remembered for [`BroadcastConfig::forget_lost_after`]
+//! and retried one per [`BroadcastConfig::tick`]; over a full mesh a lost peer that connects
+//! again is joined through at once, and connected nodes are offered to HyParView while its
+//! active view has room its passive view cannot fill. That is how two halves of a healed
+//! partition find each other, whose passive views forgot the other side while it was
+//! unreachable (within `forget_lost_after`).
 //!
-//! **Restarts.** A node may restart on another port under the same name. A contact of that
+//! **Restarts.** A node may restart on another port under the same name: a contact of that
 //! name at another address than the transport knows now is dropped from the views and the
-//! lost set (when the node connects or sends an overlay message, or a message is about to go
-//! to the old address), and lost peers are retried at their current address, so that an old
-//! address never holds a view slot under a name that is still connected.
+//! lost set, so that an old address never holds a view slot under a name that is still
+//! connected.
 //!
 //! **Anti-entropy.** When a Plumtree core asks for an exchange with a peer, the driver calls
 //! the handler's [`exchange`](Handler::exchange) and, if it agrees, sends the peer the
@@ -78,7 +76,7 @@ use serde::{Deserialize, Serialize};
 use shoal_transport::{Membership, Node};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::Handler;
+use crate::core::{ConnectionMode, Handler, Peer};
 
 pub use config::BroadcastConfig;
 pub use error::{BroadcastError, BroadcastStartError};
@@ -100,24 +98,23 @@ impl fmt::Display for Contact {
     }
 }
 
-/// Who owns the node's connections, read from the node's membership.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
-    /// The node runs `Membership::Managed`: the driver opens and closes connections so that
-    /// they follow HyParView's active view.
-    Managed,
-    /// The node runs full-mesh or static membership: the cores run over the connections the
-    /// transport keeps, and the driver opens or closes none.
-    Existing,
+/// Who owns `node`'s connections, read from its membership: in `Membership::Managed` the
+/// overlay opens and closes them so that they follow HyParView's active view; in full-mesh or
+/// static membership the cores run over the connections the transport keeps.
+fn connection_mode(node: &Node) -> ConnectionMode {
+    match node.membership() {
+        Membership::Managed => ConnectionMode::Managed,
+        Membership::FullMesh | Membership::Static(_) => ConnectionMode::Existing,
+    }
 }
 
-impl Mode {
-    /// The mode for `node`'s membership.
-    fn of(node: &Node) -> Mode {
-        match node.membership() {
-            Membership::Managed => Mode::Managed,
-            Membership::FullMesh | Membership::Static(_) => Mode::Existing,
-        }
+/// A driver's contacts are overlay peers by name: a node restarted on another port is the
+/// same node at a new address.
+impl Peer for Contact {
+    type Name = String;
+
+    fn name(&self) -> &String {
+        &self.name
     }
 }
 
@@ -191,7 +188,7 @@ impl Broadcast {
         if config.tick.is_zero() {
             return Err(BroadcastStartError::InvalidConfig("tick is zero"));
         }
-        let mode = Mode::of(node);
+        let mode = connection_mode(node);
         let (service, inbox) = node.open_service(&config.service, config.inbox_capacity).await?;
         let (commands, receiver) = mpsc::channel(config.command_capacity);
         let task = task::Task::new(node.clone(), config, mode, service, inbox, receiver);

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::core::{HyParViewConfig, PlumtreeConfig};
+use crate::core::{ConnectionMode, HyParViewConfig, OverlayConfig, PlumtreeConfig};
 
 /// What a [`Broadcast`](super::Broadcast) is started with: the overlay's and the trees'
 /// protocol settings, and the driver's own bounds. The defaults suit a LAN; every node of one
@@ -165,6 +165,19 @@ impl BroadcastConfig {
         }
     }
 
+    /// The overlay core's configuration in `mode`, seeded with `seed`.
+    pub(super) fn overlay(&self, mode: ConnectionMode, seed: u64) -> OverlayConfig {
+        OverlayConfig {
+            mode,
+            hyparview: self.hyparview(seed),
+            tick: self.tick,
+            linger: self.linger,
+            forget_lost_after: self.forget_lost_after,
+            max_lost: self.max_lost,
+            max_connecting: self.max_connecting,
+        }
+    }
+
     /// A topic's tree core's configuration, seeded with `seed`.
     pub(super) fn plumtree(&self, seed: u64) -> PlumtreeConfig {
         PlumtreeConfig {
@@ -194,5 +207,7 @@ mod tests {
         let config = BroadcastConfig::default();
         assert_eq!(config.hyparview(0), HyParViewConfig::default());
         assert_eq!(config.plumtree(0), PlumtreeConfig::default());
+        let overlay = OverlayConfig { mode: ConnectionMode::Managed, ..OverlayConfig::default() };
+        assert_eq!(config.overlay(ConnectionMode::Managed, 0), overlay);
     }
 }

@@ -1,0 +1,343 @@
+//! The overlay policy's rules, each checked by the exact outputs it emits. (HyParView's own
+//! rules are checked in `hyparview/tests.rs`; here it is the policy around it.)
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::core::Priority;
+
+/// A peer of these tests: node `name` listening on `port` (a restart moves it to another).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Addr {
+    name: u8,
+    port: u16,
+}
+
+impl Peer for Addr {
+    type Name = u8;
+
+    fn name(&self) -> &u8 {
+        &self.name
+    }
+}
+
+fn at(name: u8) -> Addr {
+    Addr { name, port: 1 }
+}
+
+const ME: Addr = Addr { name: 0, port: 1 };
+const TICK: Duration = Duration::from_millis(500);
+const LINGER: Duration = Duration::from_secs(2);
+
+fn config(mode: ConnectionMode) -> OverlayConfig {
+    OverlayConfig { mode, tick: TICK, linger: LINGER, ..OverlayConfig::default() }
+}
+
+fn drain(overlay: &mut Overlay<Addr>) -> Vec<OverlayOutput<Addr>> {
+    std::iter::from_fn(|| overlay.poll_output()).collect()
+}
+
+fn send(to: Addr, message: HyParViewMessage<Addr>) -> OverlayOutput<Addr> {
+    OverlayOutput::Send { to, message }
+}
+
+/// A node in `mode` whose active view holds `active` (each connected), outputs drained.
+fn node(now: Instant, mode: ConnectionMode, active: &[Addr]) -> Overlay<Addr> {
+    let mut overlay = Overlay::new(ME, config(mode), now);
+    for peer in active {
+        overlay.handle_up(now, *peer);
+        overlay.handle_message(now, *peer, HyParViewMessage::ForwardJoinReply).unwrap();
+    }
+    drain(&mut overlay);
+    assert_eq!(overlay.hyparview().active_view().len(), active.len());
+    overlay
+}
+
+/// Runs ticks from `now` to `until`, returning every output.
+fn ticks(overlay: &mut Overlay<Addr>, now: Instant, until: Instant) -> Vec<OverlayOutput<Addr>> {
+    let mut outputs = Vec::new();
+    let mut time = now;
+    while time <= until {
+        overlay.handle_timeout(time);
+        outputs.extend(drain(overlay));
+        time += TICK;
+    }
+    outputs
+}
+
+/// Managed connections follow the active view: the contact of a join is connected to before
+/// JOIN goes (the driver holds the message until the connection opens).
+#[test]
+fn managed_join_asks_for_a_connection_before_join() {
+    let now = Instant::now();
+    let mut overlay = Overlay::new(ME, config(ConnectionMode::Managed), now);
+    overlay.join(now, at(2));
+    assert_eq!(
+        drain(&mut overlay),
+        vec![
+            OverlayOutput::NeighbourUp(at(2)),
+            OverlayOutput::Connect(at(2)),
+            send(at(2), HyParViewMessage::Join),
+        ]
+    );
+    // Once connected, messages go straight out.
+    overlay.handle_connect_result(now, &at(2), ConnectResult::Connected);
+    overlay.handle_message(now, at(2), HyParViewMessage::JoinReply { nodes: vec![at(3)] }).unwrap();
+    assert_eq!(drain(&mut overlay), vec![]);
+    assert_eq!(overlay.route(now, &2), Route::Send);
+}
+
+/// Lost-peer retry: a neighbour whose connection went down is lost; on a tick it is
+/// connected to again and, when it answers, joined through (the way two halves of a healed
+/// partition find each other).
+#[test]
+fn a_lost_peer_is_retried_and_joined_through_when_it_answers() {
+    let now = Instant::now();
+    let mut overlay = node(now, ConnectionMode::Managed, &[at(2)]);
+    overlay.handle_down(now, &2);
+    assert_eq!(drain(&mut overlay), vec![OverlayOutput::NeighbourDown(at(2))]);
+    assert!(overlay.lost().contains_key(&at(2)));
+
+    let tick = now + TICK;
+    overlay.handle_timeout(tick);
+    assert_eq!(drain(&mut overlay), vec![OverlayOutput::Connect(at(2))]);
+    overlay.handle_connect_result(tick, &at(2), ConnectResult::Connected);
+    assert_eq!(
+        drain(&mut overlay),
+        vec![OverlayOutput::NeighbourUp(at(2)), send(at(2), HyParViewMessage::Join)]
+    );
+    assert!(overlay.lost().is_empty());
+}
+
+/// A retry that finds nobody keeps the peer lost (it is tried again), and a peer lost for
+/// longer than `forget_lost_after` is forgotten.
+#[test]
+fn a_failed_retry_keeps_the_peer_lost_until_it_is_forgotten() {
+    let now = Instant::now();
+    let mut overlay = node(now, ConnectionMode::Managed, &[at(2)]);
+    overlay.handle_down(now, &2);
+    drain(&mut overlay);
+    overlay.handle_timeout(now + TICK);
+    assert_eq!(drain(&mut overlay), vec![OverlayOutput::Connect(at(2))]);
+    overlay.handle_connect_result(now + TICK, &at(2), ConnectResult::Failed);
+    assert_eq!(drain(&mut overlay), vec![]);
+    assert!(overlay.lost().contains_key(&at(2)));
+    overlay.handle_timeout(now + TICK * 2);
+    assert_eq!(drain(&mut overlay), vec![OverlayOutput::Connect(at(2))]);
+    overlay.handle_connect_result(now + TICK * 2, &at(2), ConnectResult::Failed);
+
+    let forgotten = now + OverlayConfig::default().forget_lost_after;
+    overlay.handle_timeout(forgotten);
+    assert_eq!(drain(&mut overlay), vec![]);
+    assert!(overlay.lost().is_empty());
+}
+
+/// Lost peers are retried one per tick, round robin, each in turn, also when the one tried
+/// last has left the lost set. (Regression: the next one was taken as the second at or
+/// after the last one tried, which skipped a peer whenever the last one had left.)
+#[test]
+fn lost_peers_are_retried_one_per_tick_in_turn() {
+    let now = Instant::now();
+    let mut overlay = node(now, ConnectionMode::Managed, &[at(2), at(3), at(4)]);
+    for name in [2, 3, 4] {
+        overlay.handle_down(now, &name);
+    }
+    drain(&mut overlay);
+    overlay.handle_timeout(now + TICK);
+    assert_eq!(drain(&mut overlay), vec![OverlayOutput::Connect(at(2))]);
+    // 2 answers and is joined through: no longer lost.
+    overlay.handle_connect_result(now + TICK, &at(2), ConnectResult::Connected);
+    drain(&mut overlay);
+    assert!(!overlay.lost().contains_key(&at(2)));
+    overlay.handle_timeout(now + TICK * 2);
+    assert_eq!(drain(&mut overlay), vec![OverlayOutput::Connect(at(3))]);
+    overlay.handle_timeout(now + TICK * 3);
+    assert_eq!(drain(&mut overlay), vec![OverlayOutput::Connect(at(4))]);
+}
+
+/// Stale-address eviction: a node that connects from another address (it restarted on
+/// another port) replaces its old address in the views, and, isolated then, this node joins
+/// through the new one.
+#[test]
+fn a_stale_address_is_evicted_when_its_node_connects_from_another() {
+    let now = Instant::now();
+    let old = at(2);
+    let new = Addr { name: 2, port: 2 };
+    let mut overlay = node(now, ConnectionMode::Existing, &[old]);
+    overlay.handle_down(now, &2);
+    drain(&mut overlay);
+    assert!(overlay.lost().contains_key(&old));
+    overlay.handle_up(now, new);
+    assert_eq!(
+        drain(&mut overlay),
+        vec![OverlayOutput::NeighbourUp(new), send(new, HyParViewMessage::Join)]
+    );
+    assert!(overlay.lost().is_empty(), "the old address is no longer lost");
+    assert!(!overlay.hyparview().active_view().contains(&old));
+}
+
+/// Stale-address eviction: an overlay message from a node's new address drops its old one
+/// from the views, and a message HyParView addresses to an old address of a connected node
+/// is dropped instead of sent (the new address would answer as another peer).
+#[test]
+fn a_message_from_a_new_address_evicts_the_old_one() {
+    let now = Instant::now();
+    let old = at(2);
+    let new = Addr { name: 2, port: 2 };
+    let mut overlay = node(now, ConnectionMode::Managed, &[old, at(3)]);
+    overlay.handle_message(now, new, HyParViewMessage::ForwardJoinReply).unwrap();
+    assert_eq!(
+        drain(&mut overlay),
+        vec![OverlayOutput::NeighbourUp(new)],
+        "the old address leaves quietly: the trees keep the node under its name"
+    );
+    let active: Vec<Addr> = overlay.hyparview().active_view().iter().copied().collect();
+    assert_eq!(active, vec![new, at(3)]);
+
+    // Over existing connections, a send to an old address evicts it.
+    let mut overlay = node(now, ConnectionMode::Existing, &[at(3)]);
+    overlay.handle_up(now, new);
+    drain(&mut overlay);
+    overlay
+        .handle_message(now, at(3), HyParViewMessage::ShuffleReply { nodes: vec![old] })
+        .unwrap();
+    assert!(overlay.hyparview().passive_view().contains(&old));
+    overlay.handle_down(now, &3);
+    // The repair asks the only passive peer, `old`: the message is dropped and `old` evicted.
+    assert_eq!(drain(&mut overlay), vec![OverlayOutput::NeighbourDown(at(3))]);
+    assert!(!overlay.hyparview().passive_view().contains(&old));
+}
+
+/// Rejoin when isolated: a node whose every peer failed joins through its first contact on
+/// the next tick (managed: connecting to it first).
+#[test]
+fn an_isolated_node_rejoins_through_its_first_contact() {
+    let now = Instant::now();
+    let mut overlay =
+        Overlay::new(ME, OverlayConfig { max_lost: 0, ..config(ConnectionMode::Managed) }, now);
+    overlay.join(now, at(2));
+    overlay.handle_connect_result(now, &at(2), ConnectResult::Connected);
+    drain(&mut overlay);
+    overlay.handle_down(now, &2);
+    assert_eq!(drain(&mut overlay), vec![OverlayOutput::NeighbourDown(at(2))]);
+    assert!(overlay.hyparview().is_isolated() && overlay.lost().is_empty());
+
+    overlay.handle_timeout(now + TICK);
+    assert_eq!(drain(&mut overlay), vec![OverlayOutput::Connect(at(2))]);
+    overlay.handle_connect_result(now + TICK, &at(2), ConnectResult::Connected);
+    assert_eq!(
+        drain(&mut overlay),
+        vec![OverlayOutput::NeighbourUp(at(2)), send(at(2), HyParViewMessage::Join)]
+    );
+}
+
+/// Rejoin on up (existing connections): a lost peer that connects again is joined through
+/// at once, not on its turn among the retries; a connected node that is not lost is not.
+#[test]
+fn over_existing_connections_a_lost_peer_that_connects_is_joined_through() {
+    let now = Instant::now();
+    let mut overlay = node(now, ConnectionMode::Existing, &[at(2), at(3)]);
+    overlay.handle_down(now, &3);
+    assert_eq!(drain(&mut overlay), vec![OverlayOutput::NeighbourDown(at(3))]);
+    overlay.handle_up(now, at(4));
+    assert_eq!(drain(&mut overlay), vec![], "4 was never lost and this node is not isolated");
+    overlay.handle_up(now, at(3));
+    assert_eq!(
+        drain(&mut overlay),
+        vec![OverlayOutput::NeighbourUp(at(3)), send(at(3), HyParViewMessage::Join)]
+    );
+}
+
+/// Offer (existing connections): with room in the active view and nothing in the passive
+/// view to fill it, connected nodes outside the views are offered to HyParView on a tick,
+/// and its repair asks one to be a neighbour.
+#[test]
+fn over_existing_connections_connected_nodes_fill_an_empty_passive_view() {
+    let now = Instant::now();
+    let mut overlay = node(now, ConnectionMode::Existing, &[at(2)]);
+    overlay.handle_up(now, at(5));
+    drain(&mut overlay);
+    assert!(overlay.hyparview().passive_view().is_empty());
+    let outputs = ticks(&mut overlay, now + TICK, now + TICK * 4);
+    assert!(
+        outputs.contains(&send(at(5), HyParViewMessage::Neighbour { priority: Priority::High }))
+            || outputs
+                .contains(&send(at(5), HyParViewMessage::Neighbour { priority: Priority::Low })),
+        "{outputs:?}"
+    );
+}
+
+/// Idle close (managed): a connection to a node outside the active view closes once it has
+/// carried no overlay message for `linger`; a neighbour's never does.
+#[test]
+fn an_idle_connection_outside_the_active_view_is_closed_after_its_linger() {
+    let now = Instant::now();
+    let mut overlay = node(now, ConnectionMode::Managed, &[at(2)]);
+    overlay.handle_up(now, at(7));
+    assert_eq!(drain(&mut overlay), vec![]);
+    let before = ticks(&mut overlay, now + TICK, now + LINGER - TICK);
+    assert!(!before.iter().any(|o| matches!(o, OverlayOutput::Disconnect(_))), "{before:?}");
+    overlay.handle_timeout(now + LINGER);
+    assert_eq!(drain(&mut overlay), vec![OverlayOutput::Disconnect(7)]);
+    let after = ticks(&mut overlay, now + LINGER + TICK, now + LINGER * 3);
+    assert!(!after.contains(&OverlayOutput::Disconnect(2)), "{after:?}");
+}
+
+/// Idle close (managed): a peer that drops this node from its active view (DISCONNECT)
+/// loses its connection at once; over existing connections the connection stays.
+#[test]
+fn disconnect_closes_the_connection_only_when_managed() {
+    let now = Instant::now();
+    let mut overlay = node(now, ConnectionMode::Managed, &[at(2), at(3)]);
+    overlay.handle_message(now, at(2), HyParViewMessage::Disconnect).unwrap();
+    assert_eq!(
+        drain(&mut overlay),
+        vec![OverlayOutput::Disconnect(2), OverlayOutput::NeighbourDown(at(2))]
+    );
+    let mut overlay = node(now, ConnectionMode::Existing, &[at(2), at(3)]);
+    overlay.handle_message(now, at(2), HyParViewMessage::Disconnect).unwrap();
+    assert_eq!(drain(&mut overlay), vec![OverlayOutput::NeighbourDown(at(2))]);
+}
+
+/// Routing a tree's message: to a connected node, send; to an unconnected neighbour, connect
+/// first (managed) or fail it (existing connections); to an unknown node, drop.
+#[test]
+fn a_tree_message_is_routed_by_the_connections() {
+    let now = Instant::now();
+    let mut overlay = node(now, ConnectionMode::Managed, &[at(2)]);
+    assert_eq!(overlay.route(now, &2), Route::Send);
+    assert_eq!(overlay.route(now, &9), Route::Drop);
+    overlay.handle_connections(now, []);
+    assert_eq!(drain(&mut overlay), vec![OverlayOutput::NeighbourDown(at(2))]);
+
+    let mut overlay = node(now, ConnectionMode::Managed, &[at(2)]);
+    overlay.handle_message(now, at(3), HyParViewMessage::ForwardJoinReply).unwrap();
+    drain(&mut overlay);
+    assert_eq!(overlay.route(now, &3), Route::Send);
+    assert_eq!(drain(&mut overlay), vec![OverlayOutput::Connect(at(3))]);
+
+    let mut overlay = node(now, ConnectionMode::Existing, &[at(2)]);
+    overlay.handle_message(now, at(3), HyParViewMessage::ForwardJoinReply).unwrap();
+    drain(&mut overlay);
+    assert_eq!(overlay.route(now, &3), Route::Drop);
+    assert_eq!(drain(&mut overlay), vec![OverlayOutput::NeighbourDown(at(3))]);
+    assert!(overlay.lost().contains_key(&at(3)));
+}
+
+/// Another node answering at a peer's address: the peer leaves the views (not lost: it is
+/// gone from there for good) and the other node's connection closes unless it is a
+/// neighbour.
+#[test]
+fn another_node_at_a_peers_address_removes_the_peer() {
+    let now = Instant::now();
+    let mut overlay = node(now, ConnectionMode::Managed, &[at(2)]);
+    overlay.handle_message(now, at(3), HyParViewMessage::ForwardJoinReply).unwrap();
+    overlay.route(now, &3);
+    drain(&mut overlay);
+    overlay.handle_connect_result(now, &at(3), ConnectResult::OtherNode(8));
+    assert_eq!(
+        drain(&mut overlay),
+        vec![OverlayOutput::Disconnect(8), OverlayOutput::NeighbourDown(at(3))]
+    );
+    assert!(overlay.lost().is_empty());
+}
