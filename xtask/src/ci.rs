@@ -4,6 +4,7 @@
 //! |-----------|---------|
 //! | `fmt`     | `cargo fmt --all --check` |
 //! | `clippy`  | `cargo clippy --workspace --all-targets --locked -- -D warnings` |
+//! | `cores`   | `cargo xtask cores`: each sans-IO core builds without tokio or the transport |
 //! | `test`    | `cargo nextest run --workspace --locked --no-fail-fast`, or `cargo test` |
 //! | `doctest` | `cargo test --workspace --doc --locked` |
 //! | `doc`     | `RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked` |
@@ -63,6 +64,7 @@ fn steps() -> Vec<Step> {
             env: &[],
             reporter: None,
         },
+        Step { name: "cores", cargo_args: &["xtask", "cores"], env: &[], reporter: None },
         test_step(),
         Step {
             name: "doctest",

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo xtask ci [--skip STEP]...        every check CI runs, with a test-count summary
+//! cargo xtask cores                     the sans-IO cores build without tokio or the transport
 //! cargo xtask cluster-test [--quick] [--seed S] [--nodes N]
 //!                                        a real cluster of node processes on loopback, put
 //!                                        through kills and partitions
@@ -22,6 +23,7 @@
 //! builds it before anything else, on two cores.
 //!
 //! Codemap: [`ci`] runs the checks and [`test_counts`] reads test counts out of their output;
+//! [`cores`] checks that the sans-IO cores build alone;
 //! [`tee`] runs a command with its output both shown and kept; [`cluster_test`] starts and
 //! drives `shoal-node` processes; [`bench`](mod@bench) drives the `shoal-bench` binary;
 //! [`mutants`] runs the paxos tests against each mutant of the protocol and [`explore`] runs
@@ -30,6 +32,7 @@
 mod bench;
 mod ci;
 mod cluster_test;
+mod cores;
 mod explore;
 mod mutants;
 mod tee;
@@ -47,12 +50,16 @@ usage: cargo xtask <command> [options]
 
 commands:
     ci [--skip STEP]...          run every check CI runs, in order, and summarise them
-                                 (steps: fmt, clippy, test, doctest, doc, cluster-test)
+                                 (steps: fmt, clippy, cores, test, doctest, doc,
+                                 cluster-test)
     cluster-test [--quick] [--seed S] [--nodes N]
                                  build shoal-node, start N node processes (default 5) on
                                  127.0.0.2, 127.0.0.3, ... and run the scenarios: join,
                                  message storm, SIGKILL and restart, partition and heal;
                                  --quick is the short run CI does, --seed replays a run
+    cores                        check that each sans-IO core crate (paxos, broadcast, sim)
+                                 builds without its default features and without tokio,
+                                 shoal-process or shoal-transport in its package graph
     bench [--runs N] [NAME]...   build the benchmarks in release mode and print one
                                  `name value unit` line per metric: the median of N runs
                                  (default 5); NAME selects metrics by name prefix
@@ -100,6 +107,7 @@ fn run(args: &[String]) -> Result<ExitCode> {
     match command.as_str() {
         "ci" => ci::run(options),
         "cluster-test" => cluster_test::run(options),
+        "cores" => cores::run(options),
         "bench" => bench::run(options),
         "mutants" => mutants::run(options),
         "explore-paxos" => explore::run(options),
