@@ -50,20 +50,29 @@
 //! # Modules
 //!
 //! - [`core`]: the protocols as sans-IO state machines ([`core::Plumtree`],
-//!   [`core::HyParView`]): no tokio, no clock, no global randomness, so a simulation replays
-//!   exactly. The [`Broadcast`] driver runs them over the transport and decides nothing a
-//!   test of the protocols would need to check; the module's docs give the contract every
-//!   driver follows.
+//!   [`core::HyParView`]) and the overlay policy around HyParView ([`core::Overlay`]: which
+//!   peer to connect to, retry, evict or disconnect): no tokio, no clock, no global
+//!   randomness, so a simulation replays exactly. The [`Broadcast`] driver runs them over the
+//!   transport and decides nothing a test of the protocols would need to check; the module's
+//!   docs give the contract every driver follows.
+//! - The driver (feature `driver`, on by default): [`Broadcast`] and what it is started and
+//!   used with. Without it (`--no-default-features`) the crate is the cores alone, and
+//!   depends on neither tokio nor `shoal-transport`.
 //! - `simulation` (feature `sim`): both cores together on `shoal-sim`, with a scenario runner
 //!   that measures reliability, relative message redundancy and last delivery hop at 1,000
 //!   nodes and more.
 
+// Without the driver, the crate docs still name its items: their links resolve only with it.
+#![cfg_attr(not(feature = "driver"), allow(rustdoc::broken_intra_doc_links))]
+
 pub mod core;
+#[cfg(feature = "driver")]
 mod driver;
 #[cfg(feature = "sim")]
 pub mod simulation;
 
 pub use crate::core::{Graft, Handler};
+#[cfg(feature = "driver")]
 pub use crate::driver::{
     AntiEntropy, Broadcast, BroadcastConfig, BroadcastError, BroadcastStartError, Contact, Log,
     MessageId, Topic, Views,
