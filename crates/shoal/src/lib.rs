@@ -54,7 +54,7 @@ pub use shoal_transport as transport;
 /// here it is under the facade's name.
 #[cfg(feature = "testing")]
 pub mod testing {
-    pub use shoal_sim::nodes::SimNet;
+    pub use shoal_sim::nodes::{Link, SimNet};
 }
 
 /// The names most programs need, for a glob import.

@@ -153,6 +153,18 @@ impl SimNet {
         self.lock().lossy.insert((from, to), probability.clamp(0.0, 1.0));
     }
 
+    /// The connections open from `from` to `to`, oldest first, each as the way that carries
+    /// what `from` writes: hold one ([`Link::hold`]) to stall that connection alone while the
+    /// others between the same addresses go on.
+    pub fn links(&self, from: IpAddr, to: IpAddr) -> Vec<Link> {
+        let world = self.lock();
+        let open = |pipe: &&Arc<Pipe>| {
+            let state = pipe.lock();
+            pipe.from == from && pipe.to == to && !(state.finished || state.unread || state.broken)
+        };
+        world.pipes.iter().filter(open).map(|pipe| Link { pipe: pipe.clone() }).collect()
+    }
+
     /// Heals every cut and lossy way: what the cuts held is delivered.
     pub fn heal(&self) {
         let waiting = {
@@ -332,6 +344,33 @@ impl Listener for SimListener {
 }
 
 /// One direction of a connection.
+/// One way of an open connection (see [`SimNet::links`]).
+#[derive(Clone)]
+pub struct Link {
+    pipe: Arc<Pipe>,
+}
+
+impl Link {
+    /// Holds what is written on this way, and its end, from now until [`Link::release`]: the
+    /// connection stalls as one whose packets a middlebox sits on would, while the writer may
+    /// go on writing until its window is full. A held link outlives the connection's close:
+    /// its bytes are delivered on release if the reader is still there.
+    pub fn hold(&self) {
+        self.pipe.lock().held = true;
+    }
+
+    /// Delivers what the hold kept, and lets the way flow again.
+    pub fn release(&self) {
+        let mut state = self.pipe.lock();
+        state.held = false;
+        let reader = state.reader.take();
+        drop(state);
+        if let Some(reader) = reader {
+            reader.wake();
+        }
+    }
+}
+
 struct Pipe {
     from: IpAddr,
     to: IpAddr,
@@ -351,6 +390,8 @@ struct PipeState {
     unread: bool,
     /// Broken off (a reset): both sides fail at once.
     broken: bool,
+    /// Held ([`Link::hold`]): nothing reaches the reader, not even the end.
+    held: bool,
     reader: Option<Waker>,
     writer: Option<Waker>,
 }
@@ -409,6 +450,10 @@ impl AsyncRead for PipeReader {
             let mut state = this.pipe.lock();
             if state.broken {
                 return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+            }
+            if state.held {
+                state.reader = Some(cx.waker().clone());
+                return Poll::Pending;
             }
             let Some((at, _)) = state.chunks.front() else {
                 if !state.finished {

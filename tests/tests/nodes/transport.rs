@@ -162,7 +162,7 @@ fn a_run_of_whole_nodes_is_a_function_of_its_seed() {
 
 // ---------------------------------------------------------------------------------------------
 // The transport under random faults: seeded schedules of partitions, one-way cuts, lossy
-// links, heals, crashes and restarts.
+// links, single connections held and let go, heals, crashes and restarts.
 
 /// Schedules run per test run; `SHOAL_SIM_SCHEDULES` runs more (exploration).
 const SCHEDULES: u64 = 500;
@@ -267,7 +267,7 @@ async fn run_schedule(seed: u64) -> Result<(), String> {
     let ips: Vec<IpAddr> = (0..NODES).map(|host| ip(host + 1)).collect();
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..2_000))).await;
-        match rng.random_range(0..5) {
+        match rng.random_range(0..6) {
             0 => {
                 let split = rng.random_range(1..usize::from(NODES));
                 net.partition(&ips[..split], &ips[split..]);
@@ -285,6 +285,25 @@ async fn run_schedule(seed: u64) -> Result<(), String> {
                 }
             }
             2 => net.heal(),
+            5 => {
+                // One connection stalls alone (its peer's others flow) and is let go later; half
+                // the time one of the cast stream's (n0 to n1), which carries data to stall.
+                let (from, to) = if rng.random_bool(0.5) {
+                    (0, 1)
+                } else {
+                    (rng.random_range(0..ips.len()), rng.random_range(0..ips.len()))
+                };
+                let links = net.links(ips[from], ips[to]);
+                if !links.is_empty() {
+                    let link = links[rng.random_range(0..links.len())].clone();
+                    link.hold();
+                    let held = Duration::from_millis(rng.random_range(200..4_000));
+                    tokio::spawn(async move {
+                        tokio::time::sleep(held).await;
+                        link.release();
+                    });
+                }
+            }
             _ => {
                 let host = rng.random_range(2..NODES);
                 if let Some(node) = nodes[usize::from(host)].take() {
@@ -349,9 +368,9 @@ async fn run_schedule(seed: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// Under seeded schedules of partitions, one-way cuts, lossy links (writes resent late),
-/// heals, crashes and restarts, the
-/// transport always ends in a full mesh of every node's newest incarnation once the network
+/// Under seeded schedules of partitions, one-way cuts, lossy links (writes resent late), single
+/// connections held (stalled alone, then let go), heals, crashes and restarts, the transport
+/// always ends in a full mesh of every node's newest incarnation once the network
 /// heals, and a cast stream between two processes is never duplicated or reordered and loses
 /// only what a reported down cut off. A failure prints its seed, and the command that replays
 /// it.
