@@ -7,17 +7,19 @@
 //! [`Proposer::poll_completion`]. The core does not do I/O, read a clock, spawn tasks or use
 //! global randomness (back-off jitter comes from a `SmallRng` seeded by the config). It does
 //! not know the transport: a [`NodeId`] is whatever number the driver gives a node (the handle
-//! hashes node names), and [`Message`]s are serde types the driver encodes. Storage is the one
-//! synchronous boundary ([`Storage`]): a vote is written, and for
-//! [`FileStorage`](crate::FileStorage) fsynced, before its reply is queued.
+//! hashes node names), and [`Message`]s are serde types the driver encodes. Nor does it write
+//! its votes: the acceptor asks for writes ([`Acceptor::poll_persist`], a [`Persist`] batch of
+//! [`Record`]s for a [`Storage`]) and holds every reply queued after them until the caller
+//! reports them durable ([`Acceptor::persisted`]) — persist, then reply.
 //!
 //! ```text
 //!  propose(now, key, change) ──┐                ┌──► poll_transmit()   → (to, Message)
 //!  handle_message(now, from, m)┼──► Proposer ───┼──► poll_completion() → Completion
 //!  handle_timeout(now) ────────┘                └──► poll_timeout()    → next deadline
 //!
-//!  handle_message(now, from, m)┬──► Acceptor ── saves through Storage, then
-//!  handle_timeout(now) ────────┘                ┌──► poll_transmit()   → (to, Message)
+//!  handle_message(now, from, m)┐                ┌──► poll_persist()    → Persist (write it)
+//!  handle_timeout(now) ────────┼──► Acceptor ───┼──► poll_transmit()   → (to, Message), once
+//!  persisted(id) ──────────────┘                │    the writes before it are durable
 //!                                               └──► poll_timeout()    → next deadline
 //! ```
 //!
@@ -34,15 +36,19 @@
 //! ```
 //! use std::time::Instant;
 //! use shoal_paxos::core::{
-//!     Acceptor, AcceptorConfig, Message, NodeId, Proposer, ProposerConfig, ProposerId,
+//!     Acceptor, AcceptorConfig, Message, NodeId, Proposer, ProposerConfig, ProposerId, Storage,
 //! };
 //! use shoal_paxos::{Change, Entry, MemoryStorage, Recovery};
 //!
-//! /// Delivers messages until none is left.
-//! fn pump(acceptors: &mut [Acceptor<MemoryStorage>], proposer: &mut Proposer, now: Instant) {
+//! /// Delivers messages until none is left; each acceptor's writes go to its store first.
+//! fn pump(acceptors: &mut [(Acceptor, MemoryStorage)], proposer: &mut Proposer, now: Instant) {
 //!     let mut wire = Vec::new();
 //!     loop {
-//!         for a in acceptors.iter_mut() {
+//!         for (a, store) in acceptors.iter_mut() {
+//!             while let Some(batch) = a.poll_persist() {
+//!                 store.write(&batch.records).unwrap();
+//!                 a.persisted(batch.id);
+//!             }
 //!             while let Some((to, m)) = a.poll_transmit() { wire.push((a.id(), to, m)); }
 //!         }
 //!         while let Some((to, m)) = proposer.poll_transmit() {
@@ -52,7 +58,7 @@
 //!         for (from, to, m) in wire.drain(..) {
 //!             if to == proposer.id().node {
 //!                 let _ = proposer.handle_message(now, from, m);
-//!             } else if let Some(a) = acceptors.iter_mut().find(|a| a.id() == to) {
+//!             } else if let Some((a, _)) = acceptors.iter_mut().find(|(a, _)| a.id() == to) {
 //!                 let _ = a.handle_message(now, from, m);
 //!             }
 //!         }
@@ -69,7 +75,8 @@
 //!             recovery: Recovery::NewEpoch,
 //!             ..AcceptorConfig::new(id, ids.clone(), id.0)
 //!         };
-//!         Acceptor::new(now, config, MemoryStorage::new())
+//!         let store = MemoryStorage::new();
+//!         (Acceptor::new(now, config, &store), store)
 //!     })
 //!     .collect();
 //! let me = ProposerId { node: NodeId(9), run: 1 };
@@ -79,9 +86,9 @@
 //! // others on its next retry.
 //! pump(&mut acceptors, &mut proposer, now);
 //! let later = now + std::time::Duration::from_secs(1);
-//! acceptors.iter_mut().for_each(|a| a.handle_timeout(later));
+//! acceptors.iter_mut().for_each(|(a, _)| a.handle_timeout(later));
 //! pump(&mut acceptors, &mut proposer, later);
-//! assert!(acceptors.iter().all(|a| a.incarnation().is_some()));
+//! assert!(acceptors.iter().all(|(a, _)| a.incarnation().is_some()));
 //!
 //! let id = proposer.propose(now, "k".into(), Change::Set(Entry::new("v"))).unwrap();
 //! pump(&mut acceptors, &mut proposer, now);
@@ -108,11 +115,11 @@ pub mod mutants;
 mod mutants;
 mod proposer;
 
-pub use self::acceptor::{Acceptor, AcceptorConfig, Ignored as AcceptorIgnored};
+pub use self::acceptor::{Acceptor, AcceptorConfig, Ignored as AcceptorIgnored, Persist};
 pub use self::ballot::{Ballot, Epoch, Incarnation, Lineage, NodeId, ProposerId};
 pub use self::message::{Message, Rejection, RequestId, Standing};
 pub use self::proposer::{
     Completion, Ignored as ProposerIgnored, Proposer, ProposerConfig, designated,
 };
 pub use crate::error::ProposeError;
-pub use crate::storage::{Meta, Slot, Storage};
+pub use crate::storage::{Meta, Record, Slot, Storage};

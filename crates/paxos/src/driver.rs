@@ -10,6 +10,8 @@
 //!  Paxos (handle) ── commands (bounded) ──► driver task ◄── Inbox<Vec<Message>> (service "paxos")
 //!                                           │ Proposer ──► completions ──► the callers
 //!  Node events (up/down) ─► quorum events ◄─┤ Acceptor (if this node is one)
+//!                                           │   poll_persist ──► spawn_blocking: store.write
+//!                                           │   persisted ◄──── (one batch, one fsync)
 //!                                           │ handle_timeout when poll_timeout is due
 //!                                           └─► one sender task per peer ─► Service::send
 //! ```
@@ -18,7 +20,9 @@
 //! messages and time, hands completions back to callers, routes what the cores send (a
 //! message to this node goes straight to its own proposer or acceptor; one to another node
 //! goes to that node's sender task, which batches what waits into one service message), and
-//! turns node up and down events into [`QuorumEvent`]s. Messages to a peer whose queue is
+//! turns node up and down events into [`QuorumEvent`]s, and has the acceptor's writes made
+//! durable off the tokio workers (see `task.rs`: one batch at a time on a blocking thread,
+//! with every vote asked for meanwhile in the next one). Messages to a peer whose queue is
 //! full, or that is not connected, are dropped, which Paxos tolerates like any loss; the
 //! driver never waits on a peer, so two busy nodes cannot block each other. (One exception to
 //! remove: the steps of a membership change are sequenced here, in [`Paxos::reconfigure`].)
@@ -63,7 +67,8 @@ pub enum StorageConfig {
     /// before it votes (see the crate docs, "Losing state").
     #[default]
     Memory,
-    /// A [`FileStorage`] in this directory: survives restarts (every vote is fsynced).
+    /// A [`FileStorage`] in this directory: survives restarts (every vote is fsynced before
+    /// its reply leaves; the driver writes them on a blocking thread, several to one fsync).
     File(PathBuf),
 }
 
@@ -304,7 +309,7 @@ const QUORUM_EVENTS: usize = 64;
 ///
 /// What it does not do: retry a failed change (each [`PaxosError`] says whether it may have
 /// taken effect; the caller decides), or detect failures itself (the transport's heartbeats
-/// do). A [`FileStorage`] fsyncs on the driver's task.
+/// do). A [`FileStorage`] is written off the tokio workers, on a blocking thread.
 #[derive(Clone)]
 pub struct Paxos {
     inner: Arc<Inner>,
@@ -354,12 +359,12 @@ impl Paxos {
         // The store opens at start on an acceptor, or when a configuration adds this node.
         let proposer_run = match config.storage.clone() {
             StorageConfig::File(dir) => {
-                let open = Box::new(move || FileStorage::open(&dir));
-                task::start(node, config, open, plumbing).await?
+                let open: task::OpenStorage<_> = Box::new(move || FileStorage::open(&dir));
+                task::start(node, config, (open, task::Durability::OnDisk), plumbing).await?
             }
             StorageConfig::Memory => {
-                let open = Box::new(|| Ok(MemoryStorage::new()));
-                task::start(node, config, open, plumbing).await?
+                let open: task::OpenStorage<_> = Box::new(|| Ok(MemoryStorage::new()));
+                task::start(node, config, (open, task::Durability::InMemory), plumbing).await?
             }
         };
         let inner = Inner {

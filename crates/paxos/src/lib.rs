@@ -52,16 +52,23 @@
 //!   the acceptor set is configured, the same on every node.
 //! - Clear an owned entry whose writer died before its holder: only the node that wrote an
 //!   entry watches its holder, and the registry above, which knows its keys, clears the rest.
-//! - Batch several changes of a key into one round, or several votes into one fsync (today
-//!   every vote is its own fsync, on the driver's task). The file store keeps every slot in
-//!   memory as well as on disk.
+//! - Batch several changes of a key into one round. The file store keeps every slot in
+//!   memory as well as on disk, and the acceptor keeps a copy of its own.
 //!
 //! The protocol itself is a **sans-IO core** in [`core`] (acceptor, proposer, messages,
 //! ballots, membership): state machines that take messages and the current time and return
-//! messages and deadlines, with no I/O, clock, tasks or global randomness. [`Paxos`] is a thin
-//! driver that runs them over the transport, and the only part of the crate that does I/O.
-//! Storage is the one synchronous boundary: a vote is written, and for [`FileStorage`]
-//! fsynced, before its reply is queued.
+//! messages, deadlines and the writes to make durable, with no I/O, clock, tasks or global
+//! randomness. **Persist, then reply**: the acceptor asks for its writes as an output
+//! (`Acceptor::poll_persist`) and holds every reply queued after them until they are reported
+//! durable. [`Paxos`] is a thin driver that runs the cores over the transport, and the only
+//! part of the crate that does I/O: it writes a [`FileStorage`] acceptor's batches on a
+//! blocking thread, every vote waiting at that moment in one append and one fsync (group
+//! commit), so its tokio task never waits for the disk.
+//!
+//! **Cargo features.** `driver` (default): [`Paxos`] and its configuration, on tokio and
+//! `shoal-transport`. Without it (`--no-default-features`) the crate is the core, the stores
+//! and the register types, with no tokio, `shoal-process` or `shoal-transport` in its
+//! dependency tree. `mutants` is test-only (see "Testing").
 //!
 //! # The protocol in brief
 //!
@@ -169,6 +176,7 @@
 //! walk, and `cargo xtask mutants` runs the whole binary under each.
 
 pub mod core;
+#[cfg(feature = "driver")]
 mod driver;
 mod error;
 mod hash;
@@ -176,6 +184,7 @@ mod register;
 mod storage;
 
 pub use crate::core::acceptor::Recovery;
+#[cfg(feature = "driver")]
 pub use crate::driver::{
     Holder, OwnedWriteError, Paxos, PaxosConfig, PaxosStartError, QuorumEvent, ReconfigureError,
     ReconfigureStep, StorageConfig,
@@ -184,19 +193,22 @@ pub use crate::error::{BeginEpochError, PaxosError, StorageError};
 pub use crate::register::{Change, Entry, Key, Outcome, Owner, Register};
 pub use crate::storage::{FileStorage, MemoryStorage};
 
-#[cfg(test)]
+#[cfg(all(test, feature = "driver"))]
 mod tests {
-    use crate::core::{Acceptor, Completion, Message, Proposer};
+    use crate::core::{Acceptor, Completion, Message, Persist, Proposer};
     use crate::{FileStorage, MemoryStorage, Paxos, PaxosError, PaxosStartError, StorageError};
 
     fn send_and_sync<T: Send + Sync>() {}
 
-    /// The driver moves the cores into tokio tasks and their messages across threads; callers
-    /// share the handle and its errors across tasks.
+    /// The driver moves the cores into tokio tasks, the stores and their batches to blocking
+    /// threads, and messages across threads; callers share the handle and its errors across
+    /// tasks.
     #[test]
     fn public_types_are_send_and_sync() {
-        send_and_sync::<Acceptor<MemoryStorage>>();
-        send_and_sync::<Acceptor<FileStorage>>();
+        send_and_sync::<Acceptor>();
+        send_and_sync::<Persist>();
+        send_and_sync::<MemoryStorage>();
+        send_and_sync::<FileStorage>();
         send_and_sync::<Proposer>();
         send_and_sync::<Message>();
         send_and_sync::<Completion>();

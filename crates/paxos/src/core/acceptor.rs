@@ -1,15 +1,27 @@
 //! The acceptor: votes on ballots per key, and rejoins after losing its state.
 //!
 //! ```text
-//!  Prepare(k, b) ──► b ≥ promised(k)? ── save slot ──► Promise(k, b, incarnation, accepted)
-//!                          └─ no ───────────────────► Rejected(Promised(promised))
+//!  Prepare(k, b) ──► b ≥ promised(k)? ── write slot ──► Promise(k, b, incarnation, accepted)
+//!                          └─ no ────────────────────► Rejected(Promised(promised))
 //!  Accept(k, b, v, quorum) ──► quorum's incarnations current? b ≥ promised(k)?
-//!                          └─ yes: accepted := (b, v), promised := b+1, save ──► Accepted
+//!                          └─ yes: accepted := (b, v), promised := b+1, write ──► Accepted
 //! ```
 //!
-//! Every vote is saved through [`Storage`] before the reply is queued, so a reply that left
-//! always describes a durable state. An acceptor whose store has no incarnation rejoins first
-//! (see the crate docs, "Losing state"):
+//! **Persist, then reply.** The acceptor keeps its state in memory and changes it at once; each
+//! change is also a [`Record`] to write, and every message queued after it waits until the
+//! caller reports it durable:
+//!
+//! ```text
+//!  handle_message ──► state changed in memory ──► records ──► poll_persist() → Persist batch
+//!                     reply queued, held behind them           caller writes it (one fsync)
+//!  persisted(batch) ──► replies queued up to then released ──► poll_transmit() → (to, Message)
+//!  persist_failed(now, batch) ──► held replies dropped; the batch is asked for again later
+//! ```
+//!
+//! Replies leave in the order they were queued, each only once every write asked for before
+//! it is durable, so a reply that left always describes a durable state. One batch is out at
+//! a time; whatever is asked for meanwhile goes in the next one (group commit). An acceptor
+//! whose store has no incarnation rejoins first (see the crate docs, "Losing state"):
 //!
 //! ```text
 //!  no incarnation ──► Query all ──► enough *voting* answers (same newest epoch)?
@@ -33,7 +45,7 @@ use crate::core::mutants::{Mutant, mutated};
 use crate::core::{Ballot, Epoch, Incarnation, Lineage, Message, NodeId, Rejection, Standing};
 use crate::error::BeginEpochError;
 use crate::register::Key;
-use crate::storage::{Meta, Slot, Storage};
+use crate::storage::{MemoryStorage, Meta, Record, Slot, Storage};
 
 /// The most messages an acceptor holds for the driver; past it the oldest is dropped, which
 /// Paxos tolerates like any message loss. A driver that drains after every call never gets there.
@@ -94,6 +106,17 @@ impl AcceptorConfig {
     }
 }
 
+/// A batch of writes the acceptor asks for ([`Acceptor::poll_persist`]): write `records` in
+/// order, as one write ([`Storage::write`]), then report it with [`Acceptor::persisted`] (or
+/// hand it back with [`Acceptor::persist_failed`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Persist {
+    /// Which batch this is: the number of the last write in it (writes are numbered from 1).
+    pub id: u64,
+    /// The records to write, in order.
+    pub records: Vec<Record>,
+}
+
 /// Why a message changed nothing and got no answer. The driver may log it; nothing else to do.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum Ignored {
@@ -106,9 +129,6 @@ pub enum Ignored {
     /// A message meant for a proposer.
     #[error("message meant for a proposer")]
     NotForAcceptor,
-    /// The storage failed to record a fence or a promise, so it was not answered.
-    #[error("storage failed: {0}")]
-    Storage(String),
 }
 
 /// Where the acceptor is in its life.
@@ -137,14 +157,27 @@ enum Phase {
     },
 }
 
-/// An acceptor over a store `S`. Feed it messages and timeouts; drain
-/// [`poll_transmit`](Acceptor::poll_transmit) after each call.
+/// An acceptor. Feed it messages and timeouts; after each call, write what
+/// [`poll_persist`](Acceptor::poll_persist) asks for and drain
+/// [`poll_transmit`](Acceptor::poll_transmit).
 #[derive(Debug)]
-pub struct Acceptor<S> {
+pub struct Acceptor {
     config: AcceptorConfig,
-    storage: S,
+    /// The state it votes with: every write asked for, durable or not.
+    state: MemoryStorage,
     phase: Phase,
-    outbox: VecDeque<(NodeId, Message)>,
+    /// Messages to send, each with the number of the last write it waits for.
+    outbox: VecDeque<(u64, NodeId, Message)>,
+    /// Writes asked for and not handed out yet (or handed back failed), with their numbers.
+    unwritten: VecDeque<(u64, Record)>,
+    /// The number of the last write asked for.
+    last_write: u64,
+    /// The number of the last write known durable.
+    durable: u64,
+    /// The batch handed out and not yet reported (its id).
+    writing: Option<u64>,
+    /// After a failed write: when to ask for it again.
+    persist_retry_at: Option<Instant>,
     rng: SmallRng,
     retry_at: Option<Instant>,
     /// An operator allowed this acceptor to found an epoch ([`Acceptor::begin_epoch`]).
@@ -158,29 +191,41 @@ pub struct Acceptor<S> {
     promise_aged: bool,
 }
 
-impl<S: Storage> Acceptor<S> {
-    /// An acceptor over `storage`. If the store has an incarnation it votes at once; otherwise
-    /// it starts rejoining (and its first messages are already queued).
-    pub fn new(now: Instant, config: AcceptorConfig, storage: S) -> Self {
+impl Acceptor {
+    /// An acceptor with the state held in `store` (read now; the acceptor keeps its own copy
+    /// and asks for writes through [`poll_persist`](Acceptor::poll_persist)). If the store has
+    /// an incarnation it votes at once; otherwise it starts rejoining (and its first messages
+    /// are already queued).
+    pub fn new(now: Instant, config: AcceptorConfig, store: &impl Storage) -> Self {
         let rng = SmallRng::seed_from_u64(config.seed);
+        let mut state = MemoryStorage::new();
+        let mut loaded = vec![Record::Meta(store.meta().clone())];
+        loaded.extend(store.scan(None, usize::MAX).into_iter().map(|(k, s)| Record::Slot(k, s)));
+        // Applying to memory cannot fail.
+        let _ = state.write(&loaded);
         let mut acceptor = Acceptor {
             phase: Phase::Querying { attempt: 0, answers: BTreeMap::new() },
             config,
-            storage,
+            state,
             outbox: VecDeque::new(),
+            unwritten: VecDeque::new(),
+            last_write: 0,
+            durable: 0,
+            writing: None,
+            persist_retry_at: None,
             rng,
             retry_at: None,
             may_found: false,
             promise: None,
             promise_aged: false,
         };
-        if let Some(installed) = acceptor.storage.meta().configuration.clone()
+        if let Some(installed) = acceptor.state.meta().configuration.clone()
             && installed.version > acceptor.config.version
         {
             acceptor.config.version = installed.version;
             acceptor.config.acceptors = installed.acceptors;
         }
-        match acceptor.storage.meta().incarnation {
+        match acceptor.state.meta().incarnation {
             Some(incarnation) => acceptor.phase = Phase::Active(incarnation),
             None => acceptor.start_rejoin(now),
         }
@@ -204,18 +249,14 @@ impl<S: Storage> Acceptor<S> {
     pub fn epoch(&self) -> Epoch {
         match self.phase {
             Phase::Active(incarnation) => incarnation.epoch,
-            _ => self.storage.meta().epoch,
+            _ => self.state.meta().epoch,
         }
     }
 
-    /// The store, e.g. to list keys for the rewrite step of a membership change.
-    pub fn storage(&self) -> &S {
-        &self.storage
-    }
-
-    /// Gives the store back (a simulated crash keeps a durable one).
-    pub fn into_storage(self) -> S {
-        self.storage
+    /// The state it votes with now: every write it asked for, whether or not it is durable
+    /// yet (what a store holds is what [`persisted`](Acceptor::persisted) batches put there).
+    pub fn state(&self) -> &MemoryStorage {
+        &self.state
     }
 
     /// The configuration it runs.
@@ -230,11 +271,8 @@ impl<S: Storage> Acceptor<S> {
         if configuration.version <= self.config.version {
             return false;
         }
-        let meta =
-            Meta { configuration: Some(configuration.clone()), ..self.storage.meta().clone() };
-        if self.storage.save_meta(&meta).is_err() {
-            return false;
-        }
+        let meta = Meta { configuration: Some(configuration.clone()), ..self.state.meta().clone() };
+        self.write(Record::Meta(meta));
         self.config.version = configuration.version;
         self.config.acceptors = configuration.acceptors;
         true
@@ -259,18 +297,68 @@ impl<S: Storage> Acceptor<S> {
         Ok(())
     }
 
-    /// The next message to send.
+    /// The next message to send: only once every write asked for before it is durable.
     pub fn poll_transmit(&mut self) -> Option<(NodeId, Message)> {
-        self.outbox.pop_front()
+        let (waits_for, _, _) = self.outbox.front()?;
+        if *waits_for > self.durable && !mutated(Mutant::ReplyBeforePersist) {
+            return None;
+        }
+        self.outbox.pop_front().map(|(_, to, message)| (to, message))
     }
 
-    /// When [`handle_timeout`](Acceptor::handle_timeout) wants to run (only while rejoining).
+    /// The next batch of writes to make durable, if none is out: every write asked for since
+    /// the last batch. Write it, then call [`persisted`](Acceptor::persisted) (or
+    /// [`persist_failed`](Acceptor::persist_failed)); until then the replies that wait for it
+    /// stay queued, and this returns `None`.
+    pub fn poll_persist(&mut self) -> Option<Persist> {
+        if self.writing.is_some() || self.persist_retry_at.is_some() {
+            return None;
+        }
+        let (id, _) = *self.unwritten.back()?;
+        let records = self.unwritten.drain(..).map(|(_, record)| record).collect();
+        self.writing = Some(id);
+        Some(Persist { id, records })
+    }
+
+    /// The batch `id` is durable: the replies that waited for it may leave.
+    pub fn persisted(&mut self, id: u64) {
+        debug_assert_eq!(self.writing, Some(id), "persisted a batch that was not out");
+        if self.writing == Some(id) {
+            self.writing = None;
+            self.durable = id;
+        }
+    }
+
+    /// Writing `batch` failed (the store may hold a prefix of it): the replies waiting for it
+    /// are dropped (Paxos takes that as message loss), and the same records are asked for
+    /// again after the rejoin retry interval, before anything asked for since.
+    pub fn persist_failed(&mut self, now: Instant, batch: Persist) {
+        debug_assert_eq!(self.writing, Some(batch.id), "a failed batch that was not out");
+        if self.writing != Some(batch.id) {
+            return;
+        }
+        self.writing = None;
+        let durable = self.durable;
+        self.outbox.retain(|(waits_for, _, _)| *waits_for <= durable);
+        let first = batch.id + 1 - batch.records.len() as u64;
+        let mut unwritten: VecDeque<_> = (first..).zip(batch.records).collect();
+        unwritten.append(&mut self.unwritten);
+        self.unwritten = unwritten;
+        self.persist_retry_at = Some(now + self.config.rejoin_retry);
+    }
+
+    /// When [`handle_timeout`](Acceptor::handle_timeout) wants to run: while rejoining, and
+    /// after a failed write.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.retry_at
+        self.retry_at.into_iter().chain(self.persist_retry_at).min()
     }
 
-    /// Time passed: while rejoining, asks again those that have not answered.
+    /// Time passed: while rejoining, asks again those that have not answered; after a failed
+    /// write, asks for it again.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.persist_retry_at.is_some_and(|at| at <= now) {
+            self.persist_retry_at = None;
+        }
         if self.retry_at.is_none_or(|at| now < at) {
             return;
         }
@@ -366,15 +454,13 @@ impl<S: Storage> Acceptor<S> {
 
     fn on_prepare(&mut self, from: NodeId, key: Key, ballot: Ballot) {
         let Some(incarnation) = self.check_vote(from, &key, ballot) else { return };
-        let mut slot = self.storage.slot(&key).cloned().unwrap_or_default();
+        let mut slot = self.state.slot(&key).cloned().unwrap_or_default();
         if ballot < slot.promised && !mutated(Mutant::PrepareBelowPromise) {
             return self.reject(from, key, ballot, Rejection::Promised(slot.promised));
         }
         if ballot > slot.promised && !mutated(Mutant::PromiseNotSaved) {
             slot.promised = ballot;
-            if self.storage.save_slot(&key, &slot).is_err() {
-                return self.reject(from, key, ballot, Rejection::Storage);
-            }
+            self.write(Record::Slot(key.clone(), slot.clone()));
         }
         let Slot { accepted, register, lineage, .. } = slot;
         let promise = Message::Promise { key, ballot, incarnation, accepted, register, lineage };
@@ -393,7 +479,7 @@ impl<S: Storage> Acceptor<S> {
         if !self.quorum_is_current(incarnation, quorum) {
             return self.reject(from, key, ballot, Rejection::StaleIncarnation);
         }
-        let slot = self.storage.slot(&key).cloned().unwrap_or_default();
+        let slot = self.state.slot(&key).cloned().unwrap_or_default();
         if ballot < slot.promised && ballot != slot.accepted && !mutated(Mutant::AcceptBelowPromise)
         {
             return self.reject(from, key, ballot, Rejection::Promised(slot.promised));
@@ -404,9 +490,7 @@ impl<S: Storage> Acceptor<S> {
             let successor = ballot.successor().filter(|_| !mutated(Mutant::NoSuccessorPromise));
             let promised = successor.unwrap_or(ballot).max(slot.promised);
             let slot = Slot { promised, accepted: ballot, register, lineage };
-            if self.storage.save_slot(&key, &slot).is_err() {
-                return self.reject(from, key, ballot, Rejection::Storage);
-            }
+            self.write(Record::Slot(key.clone(), slot));
         }
         let fences = self.fence_list();
         self.send(from, Message::Accepted { key, ballot, incarnation, fences });
@@ -451,7 +535,7 @@ impl<S: Storage> Acceptor<S> {
     /// Whether every promise an accept counted comes from this epoch and from an incarnation
     /// not since replaced.
     fn quorum_is_current(&self, mine: Incarnation, quorum: &[(NodeId, Incarnation)]) -> bool {
-        let fences = &self.storage.meta().fences;
+        let fences = &self.state.meta().fences;
         let fences = if mutated(Mutant::FenceCheckOff) { &BTreeMap::new() } else { fences };
         quorum.iter().all(|(node, incarnation)| {
             if *node == self.config.id {
@@ -470,20 +554,21 @@ impl<S: Storage> Acceptor<S> {
         if epoch <= self.epoch() || mutated(Mutant::NewerEpochIgnored) {
             return;
         }
-        let meta = Meta { epoch, ..self.storage.meta().clone() };
+        let meta = Meta { epoch, ..self.state.meta().clone() };
         if let Phase::Active(incarnation) = self.phase {
             tracing::info!(acceptor = %self.config.id, %incarnation, %epoch, "a newer epoch: rejoining it");
             let meta = Meta {
                 incarnation: None,
                 fences: BTreeMap::new(),
                 epoch,
-                configuration: self.storage.meta().configuration.clone(),
+                configuration: self.state.meta().configuration.clone(),
             };
-            // Not voting from here on, even if the store refuses the write: the old epoch is
-            // over either way, and the rejoin saves the incarnation only after a clean copy.
-            let _ = self.storage.save_meta(&meta);
+            // Not voting from here on: the old epoch is over, and the rejoin writes the
+            // incarnation only after a clean copy.
+            self.write(Record::Meta(meta));
             self.start_rejoin(now);
-        } else if self.storage.save_meta(&meta).is_ok() {
+        } else {
+            self.write(Record::Meta(meta));
             self.promise = self.promise.filter(|(promised, _)| *promised >= epoch);
             if matches!(self.phase, Phase::Founding { epoch: founding, .. } if founding < epoch) {
                 self.start_rejoin(now);
@@ -493,7 +578,7 @@ impl<S: Storage> Acceptor<S> {
 
     fn on_query(&mut self, from: NodeId, attempt: u64) -> Result<(), Ignored> {
         self.check_peer(from)?;
-        let known = self.storage.meta().fences.get(&from).copied().unwrap_or_default();
+        let known = self.state.meta().fences.get(&from).copied().unwrap_or_default();
         let standing = self.standing();
         self.send(from, Message::QueryReply { attempt, known, standing });
         Ok(())
@@ -509,12 +594,12 @@ impl<S: Storage> Acceptor<S> {
         incarnation: Incarnation,
         after: Option<Key>,
     ) -> Result<(), Ignored> {
-        let meta = self.storage.meta();
+        let meta = self.state.meta();
         let newer = meta.fences.get(&from).is_none_or(|fence| *fence < incarnation);
         if newer && !mutated(Mutant::FenceNotSaved) {
             let mut meta = meta.clone();
             meta.fences.insert(from, incarnation);
-            self.storage.save_meta(&meta).map_err(|e| Ignored::Storage(e.to_string()))?;
+            self.write(Record::Meta(meta));
         }
         let (slots, next) = self.page(after.as_ref());
         let (standing, fences) = (self.standing(), self.fence_list());
@@ -535,12 +620,12 @@ impl<S: Storage> Acceptor<S> {
         let willing = match &self.phase {
             Phase::Active(_) => mutated(Mutant::VoterPromisesEpoch),
             Phase::Founding { epoch: own, .. } => (epoch, from) > (*own, self.config.id),
-            Phase::Querying { .. } | Phase::Fencing { .. } => epoch > self.storage.meta().epoch,
+            Phase::Querying { .. } | Phase::Fencing { .. } => epoch > self.state.meta().epoch,
         };
         let mut promised_in = None;
         if willing {
-            let meta = Meta { epoch, ..self.storage.meta().clone() };
-            self.storage.save_meta(&meta).map_err(|e| Ignored::Storage(e.to_string()))?;
+            let meta = Meta { epoch, ..self.state.meta().clone() };
+            self.write(Record::Meta(meta));
             let number: u64 = self.rng.random();
             self.promise = Some((epoch, number));
             self.promise_aged = false;
@@ -567,7 +652,7 @@ impl<S: Storage> Acceptor<S> {
         let holds = matches!(self.phase, Phase::Querying { .. })
             && mine.is_some()
             && self.promise == mine.map(|number| (epoch, number))
-            && epoch >= self.storage.meta().epoch;
+            && epoch >= self.state.meta().epoch;
         if !holds {
             self.learn_epoch(now, epoch);
             if matches!(self.phase, Phase::Querying { .. }) {
@@ -605,7 +690,7 @@ impl<S: Storage> Acceptor<S> {
     fn decide_rejoin(&mut self, now: Instant) {
         let Phase::Querying { answers, .. } = &self.phase else { return };
         let answers = answers.clone();
-        let floor = self.storage.meta().epoch;
+        let floor = self.state.meta().epoch;
         let mut voters_by_epoch: BTreeMap<Epoch, usize> = BTreeMap::new();
         for (_, standing) in answers.values() {
             if let Standing::Voting(incarnation) = standing {
@@ -660,10 +745,8 @@ impl<S: Storage> Acceptor<S> {
     }
 
     fn start_founding(&mut self, now: Instant, epoch: Epoch) {
-        let meta = Meta { epoch, ..self.storage.meta().clone() };
-        if self.storage.save_meta(&meta).is_err() {
-            return; // still querying; the next answer or retry tries again
-        }
+        let meta = Meta { epoch, ..self.state.meta().clone() };
+        self.write(Record::Meta(meta));
         let attempt = self.rng.random();
         self.promise = None;
         self.phase = Phase::Founding { attempt, epoch, promised: BTreeMap::new() };
@@ -731,10 +814,10 @@ impl<S: Storage> Acceptor<S> {
         }
     }
 
-    /// Joins `epoch` as one of its founders: empty, life 0, no fences. Whether it did (a store
-    /// that refuses the writes leaves it rejoining).
+    /// Joins `epoch` as one of its founders: empty, life 0, no fences. Whether it did (not if
+    /// it knows a newer epoch).
     fn found(&mut self, epoch: Epoch) -> bool {
-        if epoch < self.storage.meta().epoch {
+        if epoch < self.state.meta().epoch {
             return false; // a newer epoch is known: this one can no longer be the cluster's
         }
         let incarnation = Incarnation::new(epoch, 0);
@@ -742,11 +825,10 @@ impl<S: Storage> Acceptor<S> {
             incarnation: Some(incarnation),
             fences: BTreeMap::new(),
             epoch,
-            configuration: self.storage.meta().configuration.clone(),
+            configuration: self.state.meta().configuration.clone(),
         };
-        if self.storage.clear_slots().is_err() || self.storage.save_meta(&meta).is_err() {
-            return false;
-        }
+        self.write(Record::ClearSlots);
+        self.write(Record::Meta(meta));
         tracing::info!(acceptor = %self.config.id, %incarnation, "founded a new epoch");
         self.phase = Phase::Active(incarnation);
         self.promise = None;
@@ -819,7 +901,7 @@ impl<S: Storage> Acceptor<S> {
             None => {
                 done.insert(from);
                 if done.len() >= needed {
-                    self.finish_rejoin(now);
+                    self.finish_rejoin();
                 }
             }
         }
@@ -855,49 +937,44 @@ impl<S: Storage> Acceptor<S> {
         self.retry_at = Some(now + self.config.rejoin_retry);
     }
 
-    /// Saves the copied slots and fences, then the incarnation (last: see the storage docs),
-    /// then votes.
-    fn finish_rejoin(&mut self, now: Instant) {
+    /// Writes the copied slots and fences, then the incarnation (last: see the storage docs),
+    /// then votes (its votes' replies wait for those writes).
+    fn finish_rejoin(&mut self) {
         let phase = std::mem::replace(&mut self.phase, Phase::Active(Incarnation::default()));
         let Phase::Fencing { incarnation, merged, fences, .. } = phase else {
             self.phase = phase;
             return;
         };
-        match self.save_rejoin(incarnation, merged, fences) {
-            Ok(()) => {
-                self.phase = Phase::Active(incarnation);
-                self.retry_at = None;
-                self.may_found = false;
-            }
-            // Still not voting: try the whole rejoin again.
-            Err(()) => self.start_rejoin(now),
-        }
+        self.write_rejoin(incarnation, merged, fences);
+        self.phase = Phase::Active(incarnation);
+        self.retry_at = None;
+        self.may_found = false;
     }
 
-    fn save_rejoin(
+    fn write_rejoin(
         &mut self,
         incarnation: Incarnation,
         merged: BTreeMap<Key, Slot>,
         copied_fences: BTreeMap<NodeId, Incarnation>,
-    ) -> Result<(), ()> {
+    ) {
         // Whatever this store still holds is from an earlier life: only the copy counts.
-        self.storage.clear_slots().map_err(drop)?;
+        self.write(Record::ClearSlots);
         for (key, slot) in merged {
-            self.storage.save_slot(&key, &slot).map_err(drop)?;
+            self.write(Record::Slot(key, slot));
         }
-        let mut fences = self.storage.meta().fences.clone();
+        let mut fences = self.state.meta().fences.clone();
         fences.retain(|_, fence| fence.epoch == incarnation.epoch);
         for (node, fence) in copied_fences {
             raise(&mut fences, node, fence);
         }
-        let configuration = self.storage.meta().configuration.clone();
+        let configuration = self.state.meta().configuration.clone();
         let meta = Meta {
             incarnation: Some(incarnation),
             fences,
             epoch: incarnation.epoch,
             configuration,
         };
-        self.storage.save_meta(&meta).map_err(drop)
+        self.write(Record::Meta(meta));
     }
 
     /// Voting answers needed from the others to rejoin: enough to meet, among the others,
@@ -920,7 +997,7 @@ impl<S: Storage> Acceptor<S> {
     /// A page of this acceptor's slots after `after`, and where the next page starts.
     fn page(&self, after: Option<&Key>) -> (Vec<(Key, Slot)>, Option<Key>) {
         let limit = self.config.rejoin_page_slots.max(1);
-        let slots = self.storage.scan(after, limit);
+        let slots = self.state.scan(after, limit);
         let next = if slots.len() == limit { slots.last().map(|(k, _)| k.clone()) } else { None };
         (slots, next)
     }
@@ -928,12 +1005,12 @@ impl<S: Storage> Acceptor<S> {
     fn standing(&self) -> Standing {
         match self.phase {
             Phase::Active(incarnation) => Standing::Voting(incarnation),
-            _ => Standing::Recovering { epoch: self.storage.meta().epoch },
+            _ => Standing::Recovering { epoch: self.state.meta().epoch },
         }
     }
 
     fn fence_list(&self) -> Vec<(NodeId, Incarnation)> {
-        self.storage.meta().fences.iter().map(|(node, fence)| (*node, *fence)).collect()
+        self.state.meta().fences.iter().map(|(node, fence)| (*node, *fence)).collect()
     }
 
     fn others(&self) -> Vec<NodeId> {
@@ -956,11 +1033,20 @@ impl<S: Storage> Acceptor<S> {
         self.send(to, Message::Rejected { key, ballot, reason });
     }
 
+    /// Queues `message`, behind every write asked for so far.
     fn send(&mut self, to: NodeId, message: Message) {
         if self.outbox.len() >= OUTBOX_LIMIT {
             self.outbox.pop_front();
         }
-        self.outbox.push_back((to, message));
+        self.outbox.push_back((self.last_write, to, message));
+    }
+
+    /// Changes the state in memory now, and asks for the write ([`Acceptor::poll_persist`]).
+    fn write(&mut self, record: Record) {
+        // Applying to memory cannot fail.
+        let _ = self.state.write(std::slice::from_ref(&record));
+        self.last_write += 1;
+        self.unwritten.push_back((self.last_write, record));
     }
 }
 

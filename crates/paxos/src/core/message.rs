@@ -28,8 +28,6 @@ pub enum Rejection {
     StaleIncarnation,
     /// The acceptor lost its state and has not rejoined yet: it does not vote.
     Recovering,
-    /// The acceptor's storage failed to record the vote, so it did not give it.
-    Storage,
     /// The acceptor runs a newer configuration (this version) than the message's, or is no
     /// longer in its own; a [`Message::Configure`] with it follows.
     StaleConfiguration(u64),

@@ -70,6 +70,9 @@ mutants! {
     PromiseNotSaved = "promise-not-saved",
     /// Acceptor: an acceptance is answered but never saved (save before reply).
     AcceptNotSaved = "accept-not-saved",
+    /// Acceptor: a reply leaves before the writes it follows are durable (persist, then
+    /// reply): a crash between the two forgets a vote that a proposer counted.
+    ReplyBeforePersist = "reply-before-persist",
     /// Acceptor: accepting ballot `b` promises `b`, not its successor, though the proposer
     /// takes the fast path at the successor.
     NoSuccessorPromise = "no-successor-promise",

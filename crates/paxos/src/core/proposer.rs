@@ -938,10 +938,7 @@ impl Proposer {
             Rejection::Promised(_) | Rejection::StaleIncarnation => state.contended = true,
             // An acceptor that cannot vote answered, but is no voter: if too few can vote, the
             // change fails with `NoQuorum`, not as if contention had kept a majority busy.
-            Rejection::Recovering
-            | Rejection::Storage
-            | Rejection::BadBallot
-            | Rejection::StaleConfiguration(_) => {
+            Rejection::Recovering | Rejection::BadBallot | Rejection::StaleConfiguration(_) => {
                 state.responded.remove(&from);
             }
         }

@@ -1,4 +1,14 @@
-//! The driver task: one per node, owning the node's proposer and acceptor.
+//! The driver task: one per node, owning the node's proposer and acceptor, and the acceptor's
+//! store.
+//!
+//! **Persistence.** The acceptor asks for its writes as batches ([`Acceptor::poll_persist`])
+//! and holds the replies that follow them. An in-memory acceptor's batches are acknowledged at
+//! once (its state dies with the service: there is nothing to write). A file-backed one's go to
+//! its store on a blocking thread ([`tokio::task::spawn_blocking`], which takes the store and
+//! gives it back), one batch at a time, so the driver's task never waits for an fsync: it
+//! goes on taking messages, and every vote asked for while a write is out goes into the next
+//! batch, one append and one fsync for all of them (group commit). When a batch is done the
+//! task reports it ([`Acceptor::persisted`]) and sends the replies it released.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -7,11 +17,13 @@ use std::time::Instant;
 
 use shoal_transport::{Inbox, Incoming, Node, NodeEvent, Service};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::{JoinError, JoinHandle};
 
 use super::{Command, InstallStatus, KeyPage, PaxosConfig, PaxosStartError, QuorumEvent, node_id};
 use crate::core::membership::{Configuration, majority};
 use crate::core::{
-    Acceptor, AcceptorConfig, Message, NodeId, Proposer, ProposerConfig, ProposerId, RequestId,
+    Acceptor, AcceptorConfig, Message, NodeId, Persist, Proposer, ProposerConfig, ProposerId,
+    RequestId,
 };
 use crate::error::{BeginEpochError, PaxosError, ProposeError, StorageError};
 use crate::register::{Change, Key, Outcome};
@@ -20,6 +32,19 @@ use crate::storage::Storage;
 /// Opens this node's acceptor store: at start if the node is an acceptor, or when a
 /// configuration installed later adds it.
 pub(crate) type OpenStorage<S> = Box<dyn FnMut() -> Result<S, StorageError> + Send>;
+
+/// Where the acceptor's writes go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Nowhere: the store is in memory and dies with the service, so a batch is durable as
+    /// soon as it is asked for.
+    InMemory,
+    /// To the store, on a blocking thread.
+    OnDisk,
+}
+
+/// A batch written on the blocking thread: the store back, the batch, and how it went.
+type Written<S> = (S, Persist, Result<(), StorageError>);
 
 /// The most messages one service message carries to a peer.
 const MAX_BATCH: usize = 256;
@@ -38,7 +63,7 @@ type Reply = oneshot::Sender<Result<Outcome, PaxosError>>;
 pub(crate) async fn start<S: Storage + Send + 'static>(
     node: &Node,
     config: PaxosConfig,
-    mut open_storage: OpenStorage<S>,
+    (mut open_storage, durability): (OpenStorage<S>, Durability),
     plumbing: Plumbing,
 ) -> Result<u64, PaxosStartError> {
     let is_acceptor = config.acceptors.iter().any(|name| name == node.name());
@@ -59,7 +84,7 @@ pub(crate) async fn start<S: Storage + Send + 'static>(
         epoch_floor: clock.wall_millis(),
         ..AcceptorConfig::new(me, ids.clone(), seed)
     };
-    let acceptor = storage.map(|storage| Acceptor::new(now, acceptor_config.clone(), storage));
+    let acceptor = storage.as_ref().map(|store| Acceptor::new(now, acceptor_config.clone(), store));
     let proposer = Proposer::new(ProposerConfig {
         designated: if config.forwarding { ids.clone() } else { Vec::new() },
         round_timeout: config.round_timeout,
@@ -78,6 +103,9 @@ pub(crate) async fn start<S: Storage + Send + 'static>(
         names,
         proposer,
         acceptor,
+        store: storage,
+        durability,
+        writing: None,
         acceptor_config,
         open_storage,
         configured: BTreeMap::new(),
@@ -103,7 +131,12 @@ struct Driver<S> {
     /// The name of every node the core may address: the acceptors, and whoever wrote to us.
     names: HashMap<NodeId, String>,
     proposer: Proposer,
-    acceptor: Option<Acceptor<S>>,
+    acceptor: Option<Acceptor>,
+    /// The acceptor's store, while no batch is being written to it.
+    store: Option<S>,
+    durability: Durability,
+    /// The batch being written on the blocking thread, which holds the store meanwhile.
+    writing: Option<JoinHandle<Written<S>>>,
     /// How this node's acceptor is set up, for one that a new configuration adds.
     acceptor_config: AcceptorConfig,
     open_storage: OpenStorage<S>,
@@ -188,12 +221,21 @@ impl<S: Storage + Send + 'static> Driver<S> {
                     armed = None;
                     self.timeout();
                 }
+                written = written(&mut self.writing), if self.writing.is_some() => {
+                    self.writing = None;
+                    self.written(written);
+                }
             }
             self.pump();
         };
-        // Callers still waiting are told by their dropped reply senders; the storage closes
-        // with the acceptor.
+        // Callers still waiting are told by their dropped reply senders. Writes not begun are
+        // dropped with the acceptor, and the replies waiting for them (as in a crash); a write
+        // under way is let finish, so that the store is closed when `stop` returns.
         drop(self.acceptor.take());
+        if let Some(writing) = self.writing.take() {
+            let _ = writing.await;
+        }
+        drop(self.store.take());
         let Driver { inbox, .. } = self;
         if stopped.is_some() {
             // `stop` returns once the service could be started again on this node.
@@ -316,13 +358,14 @@ impl<S: Storage + Send + 'static> Driver<S> {
         }
         if self.acceptor.is_none() && configuration.acceptors.contains(&self.me) {
             match (self.open_storage)() {
-                Ok(storage) => {
+                Ok(store) => {
                     let config = AcceptorConfig {
                         acceptors: configuration.acceptors.clone(),
                         version: configuration.version,
                         ..self.acceptor_config.clone()
                     };
-                    self.acceptor = Some(Acceptor::new(now, config, storage));
+                    self.acceptor = Some(Acceptor::new(now, config, &store));
+                    self.store = Some(store);
                 }
                 Err(error) => {
                     tracing::error!(%error, "cannot open the store of an added acceptor");
@@ -390,6 +433,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
             while let Some((to, message)) = self.proposer.poll_transmit() {
                 self.route(to, message);
             }
+            self.persist();
             if let Some(acceptor) = &mut self.acceptor {
                 while let Some((to, message)) = acceptor.poll_transmit() {
                     if to == self.me {
@@ -419,6 +463,47 @@ impl<S: Storage + Send + 'static> Driver<S> {
             let now = self.now();
             while let Some(message) = self.local.pop_front() {
                 self.handle(now, self.me, message);
+            }
+        }
+    }
+
+    /// Hands the acceptor's next batch of writes to the store, if none is being written: in
+    /// memory, acknowledged at once; on disk, written on a blocking thread.
+    fn persist(&mut self) {
+        let Some(acceptor) = &mut self.acceptor else { return };
+        while self.writing.is_none()
+            && let Some(batch) = acceptor.poll_persist()
+        {
+            match (self.durability, self.store.take()) {
+                (Durability::OnDisk, Some(mut store)) => {
+                    self.writing = Some(tokio::task::spawn_blocking(move || {
+                        let result = store.write(&batch.records);
+                        (store, batch, result)
+                    }));
+                }
+                (_, store) => {
+                    self.store = store;
+                    acceptor.persisted(batch.id);
+                }
+            }
+        }
+    }
+
+    /// A batch is written (or failed): the acceptor hears of it, and gets its store back.
+    fn written(&mut self, written: Result<Written<S>, JoinError>) {
+        let (store, batch, result) = match written {
+            Ok(written) => written,
+            // The store panicked on the blocking thread: the driver cannot go on without it.
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        };
+        self.store = Some(store);
+        let now = self.now();
+        let Some(acceptor) = &mut self.acceptor else { return };
+        match result {
+            Ok(()) => acceptor.persisted(batch.id),
+            Err(error) => {
+                tracing::error!(%error, "the acceptor's store failed a write; retrying");
+                acceptor.persist_failed(now, batch);
             }
         }
     }
@@ -455,6 +540,14 @@ impl<S: Storage + Send + 'static> Driver<S> {
             tracing::info!(node = %self.node.name(), ?event, reachable, "quorum");
             let _ = self.plumbing.events.send(event);
         }
+    }
+}
+
+/// The next batch written on the blocking thread (pending while none is out).
+async fn written<S>(writing: &mut Option<JoinHandle<Written<S>>>) -> Result<Written<S>, JoinError> {
+    match writing {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
     }
 }
 

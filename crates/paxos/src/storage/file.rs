@@ -1,8 +1,10 @@
 //! The durable store: an append-only log file, fsynced before every answer.
 //!
-//! Each record (the meta record, or one key's slot) is appended as a checksummed frame and the
-//! file is fsynced before the save returns. Opening replays the log into memory; the last
-//! write of a key wins. When the log holds many more records than live keys it is rewritten.
+//! Each record (the meta record, or one key's slot) is a checksummed frame; a write appends
+//! the frames of all its records at once and fsyncs the file before it returns (group commit:
+//! the driver writes every vote waiting at that moment as one batch). Opening replays the log
+//! into memory; the last write of a key wins. When the log holds many more records than live
+//! keys it is rewritten.
 //!
 //! # On-disk format (version 1)
 //!
@@ -22,14 +24,14 @@
 //!
 //! # What every acknowledged save relies on
 //!
-//! - **A save returns `Ok` only once its frame is fsynced**, after every earlier one.
-//! - **A failed save leaves nothing behind.** An append or fsync that fails may have put any
-//!   part of the frame on disk, so the log is cut back to the end of the last acknowledged
+//! - **A write returns `Ok` only once its frames are fsynced**, after every earlier one.
+//! - **A failed write leaves nothing behind.** An append or fsync that fails may have put any
+//!   part of its frames on disk, so the log is cut back to the end of the last acknowledged
 //!   frame and fsynced. The next acknowledged frame then follows the last one directly,
 //!   instead of sitting behind a broken frame that reopening would take for a torn tail and cut
 //!   off, with the acknowledged frame in it. If the cut-back fails too, the store is
-//!   *poisoned*: every later save fails ([`StorageError::Poisoned`]), so its acceptor refuses
-//!   to vote, until the store is reopened. (After a failed fsync, Linux may drop the dirty
+//!   *poisoned*: every later write fails ([`StorageError::Poisoned`]), so its acceptor's
+//!   replies never leave, until the store is reopened. (After a failed fsync, Linux may drop the dirty
 //!   pages and report the error only once; nothing acknowledged depends on them, since every
 //!   byte before the cut was fsynced earlier and the cut itself is fsynced.)
 //! - **Reopening keeps every frame that verifies.** It reads frames until one does not verify
@@ -37,8 +39,9 @@
 //!   at any offset, the bad frame is in the middle of the log: [`StorageError::Corrupt`], with
 //!   its offset and what was wrong. Otherwise the bad frame and everything after it is a
 //!   *tail*, cut off: an append a crash tore, or blocks of zeros (preallocated, or not written
-//!   before the crash). By the first two rules only the last frame can be torn, and it was
-//!   never acknowledged. The price of looking at every offset: a torn last frame whose own
+//!   before the crash). By the first two rules only the frames of the last write can be torn,
+//!   and it was never acknowledged; a torn write keeps a prefix of its records, which the
+//!   acceptor's order of writes makes safe (see [`Storage`]'s module). The price of looking at every offset: a torn last frame whose own
 //!   body holds the image of a whole frame (a value that embeds a log) makes the store refuse
 //!   to open rather than guess.
 //! - **A fresh log is made durable before it is used**: the directory (and the parent of each
@@ -52,9 +55,6 @@
 //!   (compaction is tried again once as many records again as the slack have been written); if
 //!   the rename or the directory fsync fails, appends could go to a file a crash discards, so
 //!   the store is poisoned.
-//!
-//! Group commit (several frames, one fsync) fits these rules as they are: the cut-back goes to
-//! the end of the last *synced* frame, whatever was appended since.
 //!
 //! # Testing
 //!
@@ -72,10 +72,8 @@ mod tests;
 use std::fmt;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
 use self::log::{FsLog, Log};
-use super::{Meta, Slot, Storage, Tables};
+use super::{Meta, Record, Slot, Storage, Tables};
 use crate::error::StorageError;
 use crate::hash::fnv1a;
 use crate::register::Key;
@@ -86,19 +84,10 @@ const FRAME_HEADER_BYTES: usize = 16;
 /// By default the log is rewritten when it holds this many more records than live ones.
 const COMPACT_SLACK_RECORDS: usize = 4096;
 
-#[derive(Serialize, Deserialize)]
-enum Record {
-    Meta(Meta),
-    Slot(Key, Slot),
-    /// Every slot before this record is forgotten (an acceptor without state drops what it
-    /// held before it copies the others'): one record and one fsync, whatever the store holds.
-    ClearSlots,
-}
-
 /// An acceptor store in a directory, durable across crashes.
 ///
-/// A save that fails leaves the store as it was, on disk and in memory. If the store cannot
-/// undo a failed write, it refuses every later save ([`StorageError::Poisoned`]) until it is
+/// A write that fails leaves the store as it was, on disk and in memory. If the store cannot
+/// undo a failed write, it refuses every later write ([`StorageError::Poisoned`]) until it is
 /// opened again.
 #[derive(Debug)]
 pub struct FileStorage {
@@ -157,18 +146,22 @@ impl FileStorage {
         self.records
     }
 
-    /// Appends `record` and fsyncs it; on a failure, cuts the log back to where it was.
-    fn append(&mut self, record: &Record) -> Result<(), StorageError> {
+    /// Appends the frames of `records` and fsyncs them, once; on a failure, cuts the log back
+    /// to where it was.
+    fn append(&mut self, records: &[Record]) -> Result<(), StorageError> {
         if let Some(cause) = &self.poisoned {
             return Err(StorageError::Poisoned { cause: cause.clone() });
         }
-        let frame = encode_frame(record)?;
-        if let Err(error) = self.log.append(&frame).and_then(|()| self.log.sync()) {
+        let mut frames = Vec::new();
+        for record in records {
+            frames.extend(encode_frame(record)?);
+        }
+        if let Err(error) = self.log.append(&frames).and_then(|()| self.log.sync()) {
             self.cut_back();
             return Err(error.into());
         }
-        self.synced_len += frame.len() as u64;
-        self.records += 1;
+        self.synced_len += frames.len() as u64;
+        self.records += records.len();
         Ok(())
     }
 
@@ -184,7 +177,7 @@ impl FileStorage {
 
     /// Rewrites the log with the live records only, once it holds enough superseded ones.
     ///
-    /// It runs after a save is durable and does not fail it: a rewrite that fails before the
+    /// It runs after a write is durable and does not fail it: a rewrite that fails before the
     /// switch leaves the old log in use (and is tried again once the slack has filled again);
     /// one that fails during the switch poisons the store.
     fn compact_if_due(&mut self) {
@@ -229,34 +222,20 @@ impl Storage for FileStorage {
         &self.tables.meta
     }
 
-    fn save_meta(&mut self, meta: &Meta) -> Result<(), StorageError> {
-        self.append(&Record::Meta(meta.clone()))?;
-        self.tables.meta = meta.clone();
-        self.compact_if_due();
-        Ok(())
-    }
-
     fn slot(&self, key: &Key) -> Option<&Slot> {
         self.tables.slots.get(key)
-    }
-
-    fn save_slot(&mut self, key: &Key, slot: &Slot) -> Result<(), StorageError> {
-        self.append(&Record::Slot(key.clone(), slot.clone()))?;
-        self.tables.slots.insert(key.clone(), slot.clone());
-        self.compact_if_due();
-        Ok(())
     }
 
     fn scan(&self, after: Option<&Key>, limit: usize) -> Vec<(Key, Slot)> {
         self.tables.scan(after, limit)
     }
 
-    fn clear_slots(&mut self) -> Result<(), StorageError> {
-        if self.tables.slots.is_empty() {
+    fn write(&mut self, records: &[Record]) -> Result<(), StorageError> {
+        if records.is_empty() {
             return Ok(());
         }
-        self.append(&Record::ClearSlots)?;
-        self.tables.slots.clear();
+        self.append(records)?;
+        records.iter().for_each(|record| self.tables.apply(record));
         self.compact_if_due();
         Ok(())
     }

@@ -1,13 +1,20 @@
 //! Where an acceptor keeps its votes: a small synchronous trait, in memory or in a file.
 //!
-//! The acceptor writes through [`Storage`] *before* it answers: a `save_*` call that returns
-//! `Ok` means the vote is as durable as the store makes it (for [`FileStorage`], fsynced), and
-//! only then does the reply leave. A call that fails makes the acceptor refuse the vote
-//! ([`Rejection::Storage`](crate::core::Rejection::Storage)); its in-memory view is left as before.
+//! The acceptor does not call the store: it keeps its state in memory and asks for writes as
+//! an output ([`Acceptor::poll_persist`](crate::core::Acceptor::poll_persist), a batch of
+//! [`Record`]s), and the caller writes each batch with [`Storage::write`] — the driver on a
+//! blocking thread, several votes to one fsync — and reports it done
+//! ([`Acceptor::persisted`](crate::core::Acceptor::persisted)). A reply that reflects a
+//! write waits until then, so a reply that left always describes a durable state. A `write`
+//! that returns `Ok` means the records are as durable as the store makes them (for
+//! [`FileStorage`], fsynced); one that fails is handed back to the acceptor
+//! ([`Acceptor::persist_failed`](crate::core::Acceptor::persist_failed)), which drops the
+//! replies waiting for it and asks for the write again.
 //!
 //! A store with no [`Meta::incarnation`] is a store that lost its state (or never had any):
-//! the acceptor then rejoins before voting. So the acceptor saves the incarnation *last* when it
-//! rejoins, and a crash half-way through a rejoin leaves a store that rejoins again.
+//! the acceptor then rejoins before voting. So the acceptor writes the incarnation *last* when
+//! it rejoins, records are written in the order they were asked for, and a crash half-way
+//! through a rejoin leaves a store that rejoins again.
 
 mod file;
 mod memory;
@@ -56,39 +63,43 @@ pub struct Meta {
     pub configuration: Option<Configuration>,
 }
 
-/// Durable (or not) storage for one acceptor.
-///
-/// Each `save_*` must not return `Ok` until the write is as durable as the store promises;
-/// the acceptor answers only after it returns.
+/// One write an acceptor asks for: records replace what they name, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// Replaces the meta record.
+    Meta(Meta),
+    /// Replaces the slot of a key.
+    Slot(Key, Slot),
+    /// Forgets every slot (the meta record stays): an acceptor without state drops whatever it
+    /// holds from an earlier life before it copies the others' slots.
+    ClearSlots,
+}
+
+/// Durable (or not) storage for one acceptor: read once, when the acceptor starts
+/// ([`Acceptor::new`](crate::core::Acceptor::new)), then written in batches.
 pub trait Storage {
     /// The stored meta record (`Meta::default()` for an empty store).
     fn meta(&self) -> &Meta;
-    /// Replaces the meta record.
-    fn save_meta(&mut self, meta: &Meta) -> Result<(), StorageError>;
     /// The slot of `key`, if any was saved.
     fn slot(&self, key: &Key) -> Option<&Slot>;
-    /// Replaces the slot of `key`.
-    fn save_slot(&mut self, key: &Key, slot: &Slot) -> Result<(), StorageError>;
     /// Up to `limit` slots in key order, starting after `after` (from the first key if `None`).
     fn scan(&self, after: Option<&Key>, limit: usize) -> Vec<(Key, Slot)>;
+    /// Applies `records` in order, as one write: `Ok` only once all of them are as durable as
+    /// the store promises. On an error the store holds the records of some prefix of the batch
+    /// (the file store: none of them), so the same batch may be written again.
+    fn write(&mut self, records: &[Record]) -> Result<(), StorageError>;
 
-    /// Forgets every slot (the meta record stays): an acceptor without state drops whatever it
-    /// holds from an earlier life before it copies the others' slots.
-    ///
-    /// The default overwrites each slot with an empty one, which votes exactly like no slot;
-    /// a store that can drop its slots outright should.
+    /// Replaces the meta record (a write of one record).
+    fn save_meta(&mut self, meta: &Meta) -> Result<(), StorageError> {
+        self.write(&[Record::Meta(meta.clone())])
+    }
+    /// Replaces the slot of `key` (a write of one record).
+    fn save_slot(&mut self, key: &Key, slot: &Slot) -> Result<(), StorageError> {
+        self.write(&[Record::Slot(key.clone(), slot.clone())])
+    }
+    /// Forgets every slot; the meta record stays (a write of one record).
     fn clear_slots(&mut self) -> Result<(), StorageError> {
-        let mut after: Option<Key> = None;
-        loop {
-            let page = self.scan(after.as_ref(), 256);
-            let Some((last, _)) = page.last() else { return Ok(()) };
-            after = Some(last.clone());
-            for (key, slot) in page {
-                if slot != Slot::default() {
-                    self.save_slot(&key, &Slot::default())?;
-                }
-            }
-        }
+        self.write(&[Record::ClearSlots])
     }
 }
 
@@ -100,6 +111,16 @@ struct Tables {
 }
 
 impl Tables {
+    fn apply(&mut self, record: &Record) {
+        match record {
+            Record::Meta(meta) => self.meta = meta.clone(),
+            Record::Slot(key, slot) => {
+                self.slots.insert(key.clone(), slot.clone());
+            }
+            Record::ClearSlots => self.slots.clear(),
+        }
+    }
+
     fn scan(&self, after: Option<&Key>, limit: usize) -> Vec<(Key, Slot)> {
         use std::ops::Bound;
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);

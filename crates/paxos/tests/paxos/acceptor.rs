@@ -8,7 +8,7 @@ use shoal_paxos::core::{
 };
 use shoal_paxos::{Change, Entry, MemoryStorage, Register};
 
-use super::wire::{Wire, ids};
+use super::wire::{Wire, ids, persist_all};
 
 pub(crate) fn ballot(counter: u64, node: u64) -> Ballot {
     Ballot { counter, proposer: ProposerId { node: NodeId(node), run: 1 } }
@@ -103,7 +103,7 @@ fn accept_promises_the_successor_ballot() {
     let b = ballot(4, 101);
     let answer = ask(&mut wire, 0, P, accept("k", b, value("v"), &[(1, inc)]));
     // The reply carries the acceptor's fences (here: of acceptor 3, which rejoined).
-    let fences = wire.acceptors[0].storage().meta().fences.clone().into_iter().collect();
+    let fences = wire.acceptors[0].state().meta().fences.clone().into_iter().collect();
     assert_eq!(
         answer,
         vec![(P, Message::Accepted { key: "k".into(), ballot: b, incarnation: inc, fences })]
@@ -122,7 +122,7 @@ fn accept_promises_the_successor_ballot() {
     assert!(matches!(answer[0].1, Message::Accepted { .. }));
     let answer = ask(&mut wire, 0, P, accept("k", next, value("w"), &[(1, inc)]));
     assert!(matches!(answer[0].1, Message::Accepted { .. }));
-    let slot = wire.acceptors[0].storage().slot(&"k".into()).unwrap().clone();
+    let slot = wire.acceptors[0].state().slot(&"k".into()).unwrap().clone();
     assert_eq!((slot.accepted, slot.register), (next, value("w")));
 }
 
@@ -169,7 +169,8 @@ fn nonsense_is_refused_with_a_reason() {
 fn an_acceptor_without_state_does_not_vote() {
     let now = Instant::now();
     let mut fresh =
-        Acceptor::new(now, AcceptorConfig::new(NodeId(1), ids(3), 1), MemoryStorage::new());
+        Acceptor::new(now, AcceptorConfig::new(NodeId(1), ids(3), 1), &MemoryStorage::new());
+    persist_all(&mut fresh);
     let queries: Vec<_> = std::iter::from_fn(|| fresh.poll_transmit()).collect();
     assert_eq!(queries.len(), 2, "it queries both others: {queries:?}");
     assert!(queries.iter().all(|(_, m)| matches!(m, Message::Query { .. })));
@@ -197,7 +198,7 @@ fn rejoining_restores_chosen_values() {
     let before = wire.acceptors[0].incarnation().unwrap();
     let after = lose_state_and_rejoin(&mut wire, 0);
     assert!(after > before, "a new, higher incarnation: {before:?} -> {after:?}");
-    let slot = wire.acceptors[0].storage().slot(&"k".into()).unwrap();
+    let slot = wire.acceptors[0].state().slot(&"k".into()).unwrap();
     assert_eq!(slot.register.entry, Some(Entry::new("v")));
 }
 
@@ -309,7 +310,7 @@ mod properties {
             for (from, message) in messages {
                 let before: Vec<_> = keys
                     .iter()
-                    .map(|k| wire.acceptors[0].storage().slot(k).cloned().unwrap_or_default())
+                    .map(|k| wire.acceptors[0].state().slot(k).cloned().unwrap_or_default())
                     .collect();
                 let life = wire.acceptors[0].incarnation();
                 let _ = wire.acceptors[0].handle_message(now, NodeId(from), message);
@@ -319,7 +320,7 @@ mod properties {
                     break;
                 }
                 for (key, old) in keys.iter().zip(&before) {
-                    let new = wire.acceptors[0].storage().slot(key).cloned().unwrap_or_default();
+                    let new = wire.acceptors[0].state().slot(key).cloned().unwrap_or_default();
                     prop_assert!(new.promised >= old.promised);
                     prop_assert!(new.accepted >= old.accepted);
                     prop_assert!(new.accepted <= new.promised);

@@ -70,12 +70,12 @@ fn skipping_the_rewrite_can_lose_a_value() {
 fn a_new_acceptor_copies_values_before_it_votes() {
     let mut wire = write_on_one_and_two();
     let config = AcceptorConfig::new(NodeId(4), ids(4), 4);
-    wire.acceptors.push(Acceptor::new(wire.now, config, MemoryStorage::new()));
+    wire.acceptors.push(Acceptor::new(wire.now, config, &MemoryStorage::new()));
     install(&mut wire, &[1, 2, 3, 4]);
     assert_eq!(wire.acceptors[3].incarnation(), None, "not voting before the rejoin");
     wire.settle();
     assert!(wire.acceptors[3].incarnation().is_some());
-    let slot = wire.acceptors[3].storage().slot(&"k".into()).unwrap();
+    let slot = wire.acceptors[3].state().slot(&"k".into()).unwrap();
     assert_eq!(slot.register.entry, Some(Entry::new("v")));
     // A majority of the four without acceptor 1 reads it.
     wire.down.insert(NodeId(1));

@@ -25,7 +25,7 @@ const P2: NodeId = NodeId(102);
 
 /// The value key `k` holds on acceptor `a` (`None`: nothing accepted).
 pub(crate) fn held(wire: &Wire, a: usize, key: &str) -> Option<Register> {
-    let slot = wire.acceptors[a].storage().slot(&key.into())?;
+    let slot = wire.acceptors[a].state().slot(&key.into())?;
     (slot.accepted != shoal_paxos::core::Ballot::ZERO).then(|| slot.register.clone())
 }
 
@@ -87,7 +87,7 @@ fn a_vote_of_a_replaced_incarnation_does_not_count() {
     // The accept reaches 2, which accepts and reports the fence of 1's new life.
     let to_3 = to_2_and_3.pop().unwrap();
     wire.deliver_now(to_2_and_3.pop().unwrap());
-    let fences: Vec<_> = wire.acceptors[1].storage().meta().fences.clone().into_iter().collect();
+    let fences: Vec<_> = wire.acceptors[1].state().meta().fences.clone().into_iter().collect();
     assert!(fences.contains(&(A1, rejoined)), "{fences:?}");
     let vote = wire.deliver_one().unwrap();
     assert_eq!(vote, (A2, P1, accepted("k", b, incarnations[1], fences)));

@@ -25,7 +25,7 @@ fn fences_outlive_a_rolling_restart_of_the_others_in_a_set_of_five() {
     wire.down = [A1].into();
     for a in 1..5 {
         wire.lose_state_and_rejoin(a);
-        let fence = wire.acceptors[a].storage().meta().fences.get(&A1).copied();
+        let fence = wire.acceptors[a].state().meta().fences.get(&A1).copied();
         assert_eq!(fence, Some(first), "acceptor {} knows 1's life", a + 1);
     }
     wire.down.clear();

@@ -1,6 +1,8 @@
 //! The stores: the file store survives a restart, cuts a torn or zero-filled tail and reports
 //! corruption in the middle of its log; an acceptor on it keeps its promises across a restart
-//! and votes at once.
+//! and votes at once. Persist, then reply: an acceptor's reply waits until the writes before
+//! it are durable, a crash between them forgets only what nobody heard, votes asked for while
+//! a write is out share the next one, and a failed write drops the replies waiting for it.
 //!
 //! The file store under injected faults (failed appends, fsyncs and compactions, crashes) is
 //! tested beside its private I/O seam, in `src/storage/file/tests.rs`.
@@ -12,11 +14,12 @@ use std::time::Instant;
 
 use proptest::prelude::*;
 use shoal_paxos::core::{
-    Acceptor, AcceptorConfig, Ballot, Incarnation, Message, Meta, NodeId, Rejection, Slot, Storage,
+    Acceptor, AcceptorConfig, Ballot, Incarnation, Message, Meta, NodeId, Record, Rejection, Slot,
+    Storage,
 };
 use shoal_paxos::{FileStorage, MemoryStorage, Register, StorageError};
 
-use super::acceptor::ballot;
+use super::acceptor::{ballot, prepare};
 use super::wire::ids;
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -232,42 +235,119 @@ fn an_acceptor_on_a_file_store_keeps_its_promises() {
     };
     let mut store = FileStorage::open(&dir.0).unwrap();
     store.save_meta(&meta).unwrap();
-    let mut acceptor = Acceptor::new(now, AcceptorConfig::new(NodeId(1), ids(3), 1), store);
+    let mut acceptor = Acceptor::new(now, AcceptorConfig::new(NodeId(1), ids(3), 1), &store);
     let b = ballot(6, 101);
-    acceptor
-        .handle_message(
-            now,
-            NodeId(101),
-            Message::Prepare {
-                key: "k".into(),
-                ballot: b,
-                epoch: Default::default(),
-                configuration: 0,
-            },
-        )
-        .unwrap();
+    acceptor.handle_message(now, NodeId(101), prepare("k", b)).unwrap();
+    write_to(&mut store, &mut acceptor);
     assert!(matches!(acceptor.poll_transmit(), Some((_, Message::Promise { .. }))));
-    drop(acceptor);
+    drop((acceptor, store));
 
     let store = FileStorage::open(&dir.0).unwrap();
-    let mut acceptor = Acceptor::new(now, AcceptorConfig::new(NodeId(1), ids(3), 1), store);
+    let mut acceptor = Acceptor::new(now, AcceptorConfig::new(NodeId(1), ids(3), 1), &store);
     assert_eq!(acceptor.incarnation(), Some(Incarnation { life: 1, ..Incarnation::default() }));
     let low = ballot(5, 102);
-    acceptor
-        .handle_message(
-            now,
-            NodeId(102),
-            Message::Prepare {
-                key: "k".into(),
-                ballot: low,
-                epoch: Default::default(),
-                configuration: 0,
-            },
-        )
-        .unwrap();
+    acceptor.handle_message(now, NodeId(102), prepare("k", low)).unwrap();
     let refusal =
         Message::Rejected { key: "k".into(), ballot: low, reason: Rejection::Promised(b) };
     assert_eq!(acceptor.poll_transmit(), Some((NodeId(102), refusal)));
+}
+
+/// Writes every batch `acceptor` asks for to `store`, and reports it durable.
+fn write_to(store: &mut impl Storage, acceptor: &mut Acceptor) {
+    while let Some(batch) = acceptor.poll_persist() {
+        store.write(&batch.records).unwrap();
+        acceptor.persisted(batch.id);
+    }
+}
+
+/// An acceptor with an incarnation, voting at once, on a copy of `disk`.
+fn voting_on(disk: &MemoryStorage, now: Instant) -> Acceptor {
+    let acceptor = Acceptor::new(now, AcceptorConfig::new(NodeId(1), ids(3), 1), disk);
+    assert!(acceptor.incarnation().is_some());
+    acceptor
+}
+
+fn disk_with_incarnation() -> MemoryStorage {
+    let mut disk = MemoryStorage::new();
+    let meta = Meta {
+        incarnation: Some(Incarnation { life: 1, ..Incarnation::default() }),
+        ..Meta::default()
+    };
+    disk.save_meta(&meta).unwrap();
+    disk
+}
+
+/// Persist, then reply (CASPaxos §2: an acceptor's promise and acceptance are durable before
+/// it answers): the promise waits until its write is reported durable. An acceptor that
+/// crashes between the two forgets a promise that nobody heard, so after its restart it may
+/// promise a lower ballot; the promise that left is kept across a restart. The mutant
+/// `reply-before-persist` sends the first promise at once, and this test fails.
+#[test]
+fn a_reply_leaves_only_once_its_write_is_durable() {
+    let now = Instant::now();
+    let disk = disk_with_incarnation();
+    let mut acceptor = voting_on(&disk, now);
+    let (high, low) = (ballot(6, 101), ballot(5, 102));
+    acceptor.handle_message(now, NodeId(101), prepare("k", high)).unwrap();
+    assert_eq!(acceptor.poll_transmit(), None, "the promise waits for its write");
+    let batch = acceptor.poll_persist().expect("the promise is to be written");
+    assert_eq!(batch.records.len(), 1);
+    assert_eq!(acceptor.poll_persist(), None, "one batch out at a time");
+    assert_eq!(acceptor.poll_transmit(), None);
+
+    // A crash before the write: the restarted acceptor never promised 6, and nobody heard it.
+    drop(acceptor);
+    let mut restarted = voting_on(&disk, now);
+    restarted.handle_message(now, NodeId(102), prepare("k", low)).unwrap();
+    assert_eq!(restarted.poll_transmit(), None);
+    let mut disk = disk;
+    write_to(&mut disk, &mut restarted);
+    assert!(
+        matches!(restarted.poll_transmit(), Some((_, Message::Promise { ballot, .. })) if ballot == low)
+    );
+
+    // The write done: the promise leaves, and a restart keeps it.
+    restarted.handle_message(now, NodeId(101), prepare("k", high)).unwrap();
+    write_to(&mut disk, &mut restarted);
+    assert!(
+        matches!(restarted.poll_transmit(), Some((_, Message::Promise { ballot, .. })) if ballot == high)
+    );
+    let mut again = voting_on(&disk, now);
+    again.handle_message(now, NodeId(102), prepare("k", low)).unwrap();
+    let refusal =
+        Message::Rejected { key: "k".into(), ballot: low, reason: Rejection::Promised(high) };
+    assert_eq!(again.poll_transmit(), Some((NodeId(102), refusal)));
+}
+
+/// Group commit: votes asked for while a batch is out go into the next batch, all of them, and
+/// each reply leaves in order once the batch it waits for is durable.
+#[test]
+fn votes_asked_for_while_a_write_is_out_share_the_next_batch() {
+    let now = Instant::now();
+    let mut disk = disk_with_incarnation();
+    let mut acceptor = voting_on(&disk, now);
+    acceptor.handle_message(now, NodeId(101), prepare("a", ballot(1, 101))).unwrap();
+    let first = acceptor.poll_persist().unwrap();
+    for key in ["b", "c", "d"] {
+        acceptor.handle_message(now, NodeId(101), prepare(key, ballot(1, 101))).unwrap();
+    }
+    assert_eq!(acceptor.poll_persist(), None);
+    disk.write(&first.records).unwrap();
+    acceptor.persisted(first.id);
+    let promised = |acceptor: &mut Acceptor| {
+        std::iter::from_fn(|| acceptor.poll_transmit())
+            .map(|(_, m)| match m {
+                Message::Promise { key, .. } => key,
+                other => panic!("not a promise: {other:?}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(promised(&mut acceptor), vec!["a".into()]);
+    let second = acceptor.poll_persist().unwrap();
+    assert_eq!(second.records.len(), 3, "one batch for the three votes: {second:?}");
+    disk.write(&second.records).unwrap();
+    acceptor.persisted(second.id);
+    assert_eq!(promised(&mut acceptor), vec!["b".into(), "c".into(), "d".into()]);
 }
 
 proptest! {
@@ -326,18 +406,8 @@ impl Storage for FailingStore {
     fn meta(&self) -> &Meta {
         self.inner.meta()
     }
-    fn save_meta(&mut self, meta: &Meta) -> Result<(), StorageError> {
-        self.inner.save_meta(meta)
-    }
     fn slot(&self, key: &shoal_paxos::Key) -> Option<&Slot> {
         self.inner.slot(key)
-    }
-    fn save_slot(&mut self, key: &shoal_paxos::Key, slot: &Slot) -> Result<(), StorageError> {
-        if self.ok == 0 {
-            return Err(StorageError::Io(std::io::Error::other("disk full")));
-        }
-        self.ok -= 1;
-        self.inner.save_slot(key, slot)
     }
     fn scan(
         &self,
@@ -346,36 +416,45 @@ impl Storage for FailingStore {
     ) -> Vec<(shoal_paxos::Key, Slot)> {
         self.inner.scan(after, limit)
     }
+    fn write(&mut self, records: &[Record]) -> Result<(), StorageError> {
+        if self.ok == 0 {
+            return Err(StorageError::Io(std::io::Error::other("disk full")));
+        }
+        self.ok -= 1;
+        self.inner.write(records)
+    }
 }
 
-/// Durability before answers: a vote the store could not record is refused (`Storage`), and
-/// the acceptor's state is as it was.
+/// Persist, then reply, when the write fails: the vote's reply is dropped, never sent (a lost
+/// message to the proposer), and the same records are asked for again after the retry
+/// interval, before anything asked for since; once they are durable, the replies flow again.
 #[test]
 fn a_vote_the_store_cannot_record_is_not_given() {
     let now = Instant::now();
-    let mut inner = MemoryStorage::new();
-    inner
-        .save_meta(&Meta {
-            incarnation: Some(Incarnation { life: 1, ..Incarnation::default() }),
-            ..Meta::default()
-        })
-        .unwrap();
-    let store = FailingStore { inner, ok: 0 };
-    let mut acceptor = Acceptor::new(now, AcceptorConfig::new(NodeId(1), ids(3), 1), store);
+    let mut store = FailingStore { inner: disk_with_incarnation(), ok: 0 };
+    let mut acceptor = Acceptor::new(now, AcceptorConfig::new(NodeId(1), ids(3), 1), &store);
     let b = ballot(1, 101);
-    acceptor
-        .handle_message(
-            now,
-            NodeId(101),
-            Message::Prepare {
-                key: "k".into(),
-                ballot: b,
-                epoch: Default::default(),
-                configuration: 0,
-            },
-        )
-        .unwrap();
-    let refusal = Message::Rejected { key: "k".into(), ballot: b, reason: Rejection::Storage };
-    assert_eq!(acceptor.poll_transmit(), Some((NodeId(101), refusal)));
-    assert_eq!(acceptor.storage().slot(&"k".into()), None);
+    acceptor.handle_message(now, NodeId(101), prepare("k", b)).unwrap();
+    let batch = acceptor.poll_persist().unwrap();
+    assert!(store.write(&batch.records).is_err());
+    acceptor.persist_failed(now, batch.clone());
+    assert_eq!(acceptor.poll_transmit(), None, "the promise is dropped");
+    assert_eq!(acceptor.poll_persist(), None, "not asked for again at once");
+    assert_eq!(store.slot(&"k".into()), None);
+
+    // A later vote's reply waits behind the write asked for again.
+    acceptor.handle_message(now, NodeId(101), prepare("j", b)).unwrap();
+    let retry_at = acceptor.poll_timeout().expect("a retry is due");
+    acceptor.handle_timeout(retry_at);
+    let again = acceptor.poll_persist().unwrap();
+    assert_eq!(again.records[..1], batch.records[..], "the failed write comes first");
+    assert_eq!(again.records.len(), 2);
+    assert_eq!(acceptor.poll_transmit(), None);
+    store.ok = 1;
+    store.write(&again.records).unwrap();
+    acceptor.persisted(again.id);
+    assert!(
+        matches!(acceptor.poll_transmit(), Some((_, Message::Promise { key, .. })) if key == "j".into())
+    );
+    assert_eq!(store.slot(&"k".into()).map(|s| s.promised), Some(b));
 }

@@ -50,6 +50,7 @@ use shoal_paxos::{Change, Key, MemoryStorage, Outcome, Recovery};
 use shoal_sim::linearizability::Operation;
 
 use super::sim::{SeedVars, change, check_per_key, seeds};
+use super::wire::persist_all;
 
 /// How many walks CI runs (within the simulations' wall-clock budget): about 25 s of one core
 /// with the test profile on the 2-core CI box. The issue asks for at least 100,000; the
@@ -115,7 +116,7 @@ fn acceptor_config(id: NodeId, acceptors: Vec<NodeId>, seed: u64) -> AcceptorCon
 /// first epoch themselves ([`Recovery::NewEpoch`]); their traffic is delivered in order, and
 /// time moves on to their retries (a founder counts only the promises it needs, so the last
 /// ones rejoin on a retry) until every one votes. The one place a walk founds a cluster.
-fn fresh_cluster(shape: Shape, rng: &mut SmallRng, now: Instant) -> Vec<Acceptor<MemoryStorage>> {
+fn fresh_cluster(shape: Shape, rng: &mut SmallRng, now: Instant) -> Vec<Acceptor> {
     let ids = shape.acceptor_ids();
     let mut acceptors: Vec<_> = ids
         .iter()
@@ -124,13 +125,14 @@ fn fresh_cluster(shape: Shape, rng: &mut SmallRng, now: Instant) -> Vec<Acceptor
                 recovery: Recovery::NewEpoch,
                 ..acceptor_config(id, ids.clone(), rng.random())
             };
-            Acceptor::new(now, config, MemoryStorage::new())
+            Acceptor::new(now, config, &MemoryStorage::new())
         })
         .collect();
     let mut wire = std::collections::VecDeque::new();
     let mut clock = now;
     for _ in 0..10_000 {
         for acceptor in &mut acceptors {
+            persist_all(acceptor);
             while let Some((to, message)) = acceptor.poll_transmit() {
                 wire.push_back((acceptor.id(), to, message));
             }
@@ -197,7 +199,7 @@ struct Walk {
     start: Instant,
     now: Instant,
     step: usize,
-    acceptors: Vec<Acceptor<MemoryStorage>>,
+    acceptors: Vec<Acceptor>,
     /// The step at which each acceptor last lost its state.
     lost_at: Vec<usize>,
     proposers: Vec<Proposer>,
@@ -350,7 +352,7 @@ impl Walk {
     /// minority without state (an acceptor already rejoining may lose its state again).
     fn lose_state(&mut self) {
         let index = self.rng.random_range(0..self.acceptors.len());
-        let stateless = |a: &Acceptor<MemoryStorage>| a.incarnation().is_none();
+        let stateless = |a: &Acceptor| a.incarnation().is_none();
         let others = self.acceptors.iter().enumerate().filter(|(i, a)| *i != index && stateless(a));
         if others.count() + 1 > self.shape.minority() {
             return;
@@ -358,7 +360,7 @@ impl Walk {
         let id = self.acceptors[index].id();
         self.log(format_args!("{id} loses its state"));
         let config = acceptor_config(id, self.shape.acceptor_ids(), self.rng.random());
-        self.acceptors[index] = Acceptor::new(self.now, config, MemoryStorage::new());
+        self.acceptors[index] = Acceptor::new(self.now, config, &MemoryStorage::new());
         self.lost_at[index] = self.step;
         self.tally.state_losses += 1;
         if self.acceptors.iter().filter(|a| stateless(a)).count() >= 2 {
@@ -393,6 +395,8 @@ impl Walk {
     fn collect(&mut self) {
         let step = self.step;
         for acceptor in &mut self.acceptors {
+            // The walk's stores are in memory and lost whole: a write is durable at once.
+            persist_all(acceptor);
             while let Some((to, message)) = acceptor.poll_transmit() {
                 self.pool.push(InFlight { from: acceptor.id(), to, message, sent_at: step });
             }

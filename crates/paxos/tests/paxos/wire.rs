@@ -1,5 +1,7 @@
 //! A tiny lossless network for rule tests: acceptors and one proposer, messages delivered in
-//! order of sending, time moved only by the test.
+//! order of sending, time moved only by the test. The acceptors' disks never fail and never
+//! crash: every batch of writes is durable as soon as it is asked for (a crash between a write
+//! and its reply is `storage.rs`'s).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Instant;
@@ -12,7 +14,7 @@ use shoal_paxos::{MemoryStorage, Recovery};
 
 pub(crate) struct Wire {
     pub(crate) now: Instant,
-    pub(crate) acceptors: Vec<Acceptor<MemoryStorage>>,
+    pub(crate) acceptors: Vec<Acceptor>,
     pub(crate) proposers: Vec<Proposer>,
     pub(crate) in_flight: VecDeque<(NodeId, NodeId, Message)>,
     /// Nodes cut off: messages to them are lost.
@@ -21,6 +23,14 @@ pub(crate) struct Wire {
 
 pub(crate) fn ids(n: u64) -> Vec<NodeId> {
     (1..=n).map(NodeId).collect()
+}
+
+/// Reports every batch of writes `acceptor` asks for durable at once (a disk that never fails
+/// and that nothing reads back), which releases the replies that waited for them.
+pub(crate) fn persist_all(acceptor: &mut Acceptor) {
+    while let Some(batch) = acceptor.poll_persist() {
+        acceptor.persisted(batch.id);
+    }
 }
 
 impl Wire {
@@ -35,7 +45,7 @@ impl Wire {
                     recovery: Recovery::NewEpoch,
                     ..AcceptorConfig::new(id, ids(n), id.0)
                 };
-                Acceptor::new(now, config, MemoryStorage::new())
+                Acceptor::new(now, config, &MemoryStorage::new())
             })
             .collect();
         let proposers = (0..proposers)
@@ -54,6 +64,7 @@ impl Wire {
     /// Moves every queued output onto the wire.
     pub(crate) fn collect(&mut self) {
         for a in &mut self.acceptors {
+            persist_all(a);
             while let Some((to, m)) = a.poll_transmit() {
                 self.in_flight.push_back((a.id(), to, m));
             }
@@ -117,6 +128,7 @@ impl Wire {
 
     /// Drains the outputs of acceptor `a` without delivering them.
     pub(crate) fn sent_by_acceptor(&mut self, a: usize) -> Vec<(NodeId, Message)> {
+        persist_all(&mut self.acceptors[a]);
         std::iter::from_fn(|| self.acceptors[a].poll_transmit()).collect()
     }
 
@@ -154,7 +166,7 @@ impl Wire {
     /// rejoining, its queries queued.
     pub(crate) fn lose_state_with(&mut self, a: usize, config: AcceptorConfig) {
         assert_eq!(config.id, self.acceptors[a].id(), "the same acceptor");
-        self.acceptors[a] = Acceptor::new(self.now, config, MemoryStorage::new());
+        self.acceptors[a] = Acceptor::new(self.now, config, &MemoryStorage::new());
         self.collect();
     }
 

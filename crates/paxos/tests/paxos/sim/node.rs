@@ -39,9 +39,10 @@ pub(crate) struct Done {
 #[derive(Debug)]
 pub(crate) struct PaxosNode {
     setup: Setup,
-    acceptor: Option<Acceptor<MemoryStorage>>,
-    /// The store while the node is down (kept only if durable).
-    disk: Option<MemoryStorage>,
+    acceptor: Option<Acceptor>,
+    /// The acceptor's store: every batch it asks for is written here before its replies
+    /// leave (kept across a crash only if durable).
+    disk: MemoryStorage,
     proposer: Option<Proposer>,
     /// Which client operation each running request is.
     ops: BTreeMap<RequestId, usize>,
@@ -63,7 +64,7 @@ impl PaxosNode {
         PaxosNode {
             setup,
             acceptor: None,
-            disk: Some(MemoryStorage::new()),
+            disk: MemoryStorage::new(),
             proposer: None,
             ops: BTreeMap::new(),
             timer_at: None,
@@ -89,7 +90,6 @@ impl PaxosNode {
         let now = ctx.now();
         let acceptors = self.members.clone();
         if acceptors.contains(&NodeId(id as u64)) || self.acceptor_store_kept() {
-            let store = self.disk.take().unwrap_or_default();
             let config = AcceptorConfig {
                 rejoin_retry: Duration::from_millis(40),
                 rejoin_page_slots: 2,
@@ -98,7 +98,7 @@ impl PaxosNode {
                 version: self.version,
                 ..AcceptorConfig::new(NodeId(id as u64), acceptors.clone(), ctx.rng().random())
             };
-            self.acceptor = Some(Acceptor::new(now, config, store));
+            self.acceptor = Some(Acceptor::new(now, config, &self.disk));
         }
         if id < self.setup.proposers {
             let run: u64 = ctx.rng().random();
@@ -127,7 +127,7 @@ impl PaxosNode {
     /// Whether this node has been an acceptor (its store holds an incarnation): it keeps
     /// answering after it is removed from the set, as a stopped-late acceptor would.
     fn acceptor_store_kept(&self) -> bool {
-        self.disk.as_ref().is_some_and(|d| d.meta().incarnation.is_some())
+        self.disk.meta().incarnation.is_some()
     }
 
     /// Membership: this node is told the new acceptor set (a new member starts its acceptor,
@@ -151,7 +151,6 @@ impl PaxosNode {
                 acceptor.install(configuration);
             }
             None if members.contains(&NodeId(ctx.id() as u64)) => {
-                let store = self.disk.take().unwrap_or_default();
                 let config = AcceptorConfig {
                     rejoin_retry: Duration::from_millis(40),
                     rejoin_page_slots: 2,
@@ -159,7 +158,7 @@ impl PaxosNode {
                     version: self.version,
                     ..AcceptorConfig::new(NodeId(ctx.id() as u64), members, ctx.rng().random())
                 };
-                self.acceptor = Some(Acceptor::new(now, config, store));
+                self.acceptor = Some(Acceptor::new(now, config, &self.disk));
             }
             None => {}
         }
@@ -190,6 +189,10 @@ impl PaxosNode {
     fn flush(&mut self, ctx: &mut Ctx<'_, Self>) {
         let now = ctx.now();
         if let Some(acceptor) = &mut self.acceptor {
+            while let Some(batch) = acceptor.poll_persist() {
+                self.disk.write(&batch.records).expect("a memory store does not fail");
+                acceptor.persisted(batch.id);
+            }
             while let Some((to, message)) = acceptor.poll_transmit() {
                 ctx.send(to.0 as usize, message);
             }
@@ -260,11 +263,10 @@ impl Node for PaxosNode {
     }
 
     fn on_crash(&mut self) {
-        let store = self.acceptor.take().map(Acceptor::into_storage).or(self.disk.take());
-        self.disk = match (self.setup.durable, store) {
-            (true, Some(store)) => Some(store),
-            _ => Some(MemoryStorage::new()),
-        };
+        self.acceptor = None;
+        if !self.setup.durable {
+            self.disk = MemoryStorage::new();
+        }
         self.proposer = None;
         self.ops.clear();
         self.timer_at = None;
