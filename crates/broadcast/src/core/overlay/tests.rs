@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::core::Priority;
+use crate::core::{HyParViewConfig, Priority};
 
 /// A peer of these tests: node `name` listening on `port` (a restart moves it to another).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -340,4 +340,149 @@ fn another_node_at_a_peers_address_removes_the_peer() {
         vec![OverlayOutput::Disconnect(8), OverlayOutput::NeighbourDown(at(3))]
     );
     assert!(overlay.lost().is_empty());
+}
+
+/// A cluster of managed overlays in a small deterministic simulation: connections open at
+/// once unless a partition separates the two nodes, and a partition takes every connection
+/// across it down on both sides (as the transport's heartbeats would).
+struct Cluster {
+    nodes: Vec<Overlay<usize>>,
+    connections: std::collections::BTreeSet<(usize, usize)>,
+    /// The nodes below this index are cut from the others (0: no partition).
+    split: usize,
+    now: Instant,
+}
+
+impl Cluster {
+    fn new(n: usize, seed: u64, now: Instant) -> Cluster {
+        let nodes = (0..n)
+            .map(|id| {
+                let hyparview =
+                    HyParViewConfig { seed: seed ^ id as u64, ..HyParViewConfig::default() };
+                Overlay::new(
+                    id,
+                    OverlayConfig { hyparview, ..config(ConnectionMode::Managed) },
+                    now,
+                )
+            })
+            .collect();
+        Cluster { nodes, connections: std::collections::BTreeSet::new(), split: 0, now }
+    }
+
+    fn cut(&self, a: usize, b: usize) -> bool {
+        (a < self.split) != (b < self.split)
+    }
+
+    fn pair(a: usize, b: usize) -> (usize, usize) {
+        (a.min(b), a.max(b))
+    }
+
+    /// Moves every output until none is left.
+    fn settle(&mut self) {
+        let now = self.now;
+        let mut quiet = false;
+        while !quiet {
+            quiet = true;
+            for id in 0..self.nodes.len() {
+                while let Some(output) = self.nodes[id].poll_output() {
+                    quiet = false;
+                    match output {
+                        OverlayOutput::Send { to, message } => {
+                            if self.connections.contains(&Self::pair(id, to)) {
+                                let _ = self.nodes[to].handle_message(now, id, message);
+                            }
+                        }
+                        OverlayOutput::Connect(to) if self.cut(id, to) => {
+                            self.nodes[id].handle_connect_result(now, &to, ConnectResult::Failed);
+                        }
+                        OverlayOutput::Connect(to) => {
+                            self.connections.insert(Self::pair(id, to));
+                            self.nodes[id].handle_connect_result(
+                                now,
+                                &to,
+                                ConnectResult::Connected,
+                            );
+                            self.nodes[to].handle_up(now, id);
+                        }
+                        OverlayOutput::Disconnect(to) => {
+                            if self.connections.remove(&Self::pair(id, to)) {
+                                self.nodes[id].handle_down(now, &to);
+                                self.nodes[to].handle_down(now, &id);
+                            }
+                        }
+                        OverlayOutput::NeighbourUp(_) | OverlayOutput::NeighbourDown(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn run_for(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        while self.now < end {
+            self.now += Duration::from_millis(50);
+            for node in &mut self.nodes {
+                if node.poll_timeout() <= self.now {
+                    node.handle_timeout(self.now);
+                }
+            }
+            self.settle();
+        }
+    }
+
+    fn partition(&mut self, split: usize) {
+        self.split = split;
+        let across: Vec<(usize, usize)> =
+            self.connections.iter().copied().filter(|(a, b)| self.cut(*a, *b)).collect();
+        for (a, b) in across {
+            self.connections.remove(&(a, b));
+            self.nodes[a].handle_down(self.now, &b);
+            self.nodes[b].handle_down(self.now, &a);
+        }
+        self.settle();
+    }
+
+    /// The nodes reachable from node 0 over active views.
+    fn component_of_first(&self) -> std::collections::BTreeSet<usize> {
+        let mut seen = std::collections::BTreeSet::from([0]);
+        let mut queue = vec![0];
+        while let Some(id) = queue.pop() {
+            for peer in self.nodes[id].hyparview().active_view() {
+                if seen.insert(*peer) {
+                    queue.push(*peer);
+                }
+            }
+        }
+        seen
+    }
+}
+
+/// Lost peers returning, simulated: six managed overlays join through node 0, a partition
+/// (within `forget_lost_after`) takes every connection across it down, so each side's views
+/// lose the other; once it heals, the lost-peer retries must make one overlay again, for
+/// every seed and split tried.
+#[test]
+fn lost_peers_make_one_overlay_again_after_a_partition_heals() {
+    for seed in 0..40 {
+        let now = Instant::now();
+        let mut cluster = Cluster::new(6, seed, now);
+        for id in 1..6 {
+            cluster.nodes[id].join(cluster.now, 0);
+            cluster.settle();
+            cluster.run_for(Duration::from_millis(200));
+        }
+        cluster.run_for(Duration::from_secs(5));
+        assert_eq!(cluster.component_of_first().len(), 6, "seed {seed}: joined");
+        let split = 1 + (seed as usize % 5);
+        cluster.partition(split);
+        cluster.run_for(Duration::from_secs(10));
+        for id in 0..6 {
+            let across =
+                cluster.nodes[id].hyparview().active_view().iter().any(|p| cluster.cut(id, *p));
+            assert!(!across, "seed {seed}: node {id} holds a neighbour across the partition");
+        }
+        cluster.partition(0);
+        cluster.run_for(Duration::from_secs(20));
+        assert_eq!(cluster.component_of_first().len(), 6, "seed {seed}, split {split}: healed");
+    }
 }
