@@ -122,12 +122,19 @@ impl Task {
         self.drain(now).await;
         loop {
             let deadline = tokio::time::Instant::from_std(self.next_deadline());
+            // Biased, so that which input wins when several are ready is a function of the
+            // run (a simulation replays it), in this order: a due timer (handling it moves the
+            // deadline on, so it never starves the rest), the rare node events and opened
+            // connections, what other nodes sent, and last the handles' commands, which wait
+            // while this node is busy with its peers' traffic (back-pressure on new
+            // broadcasts rather than on the repairs of old ones).
             let wake = tokio::select! {
-                incoming = self.inbox.recv() => Wake::Incoming(incoming),
-                command = self.commands.recv() => Wake::Command(command),
+                biased;
+                () = clock.sleep_until(deadline) => Wake::Timer,
                 event = self.events.recv() => Wake::Node(event),
                 opened = self.opened.recv() => Wake::Opened(opened),
-                () = clock.sleep_until(deadline) => Wake::Timer,
+                incoming = self.inbox.recv() => Wake::Incoming(incoming),
+                command = self.commands.recv() => Wake::Command(command),
             };
             let now = clock.now().into_std();
             match wake {
