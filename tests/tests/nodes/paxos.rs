@@ -408,11 +408,6 @@ impl CounterSim {
     fn config(&self, host: usize) -> PaxosConfig {
         PaxosConfig {
             storage: StorageConfig::File(self.dir.join(format!("p{host}"))),
-            // Not forwarding: a change forwarded to a key's designated proposer is lost when
-            // that node's Paxos service restarts alone (the node stays connected, so nothing
-            // takes the forward back), and its caller waits out the deadline. Found by this
-            // schedule at seed 356 with forwarding on; to fix in the proposer, then turn on.
-            forwarding: false,
             ..paxos_config(self.seed)
         }
     }

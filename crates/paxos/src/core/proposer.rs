@@ -125,7 +125,9 @@ struct Forwarded {
     to: NodeId,
     /// The run of the designated proposer it is meant for.
     to_run: u64,
-    /// Whether the designated proposer acknowledged a copy: then no more are sent.
+    /// Whether the designated proposer acknowledged a copy: then copies go less often, only
+    /// to learn whether the run that took it is still there (a run that restarted answers
+    /// [`PaxosError::Misdirected`]).
     acked: bool,
     /// Copies sent so far, the first included.
     copies: u32,
@@ -459,9 +461,6 @@ impl Proposer {
         if let Some(at) = forward.resend_at.take() {
             self.forward_resends.remove(&(at, id));
         }
-        if forward.acked {
-            return;
-        }
         let message = Message::Forward {
             origin: self.config.id,
             id,
@@ -472,7 +471,7 @@ impl Proposer {
             copy: forward.copies,
         };
         forward.copies = forward.copies.saturating_add(1);
-        let next = now + self.config.round_timeout;
+        let next = now + resend_interval(forward.acked, self.config.round_timeout);
         if next < request.deadline {
             forward.resend_at = Some(next);
             self.forward_resends.insert((next, id));
@@ -536,8 +535,15 @@ impl Proposer {
                     return Err(Ignored::UnknownRequest);
                 };
                 forward.acked = true;
+                // Copies go on, less often: the run that took it may restart (its service
+                // alone, its node still connected) and lose it, and only a copy tells.
                 if let Some(at) = forward.resend_at.take() {
                     self.forward_resends.remove(&(at, id));
+                }
+                let next = now + resend_interval(true, self.config.round_timeout);
+                if self.requests.get(&id).is_some_and(|request| next < request.deadline) {
+                    forward.resend_at = Some(next);
+                    self.forward_resends.insert((next, id));
                 }
                 Ok(())
             }
@@ -1118,6 +1124,13 @@ fn round_of<'a>(
         }
         _ => Err(Ignored::StaleRound),
     }
+}
+
+/// How long after a copy of a forward the next one goes: a round while no copy was
+/// acknowledged (one may have been lost), four once one was (only to learn that the run that
+/// took it is still there).
+fn resend_interval(acked: bool, round_timeout: Duration) -> Duration {
+    if acked { round_timeout * 4 } else { round_timeout }
 }
 
 /// Sets a key's wake-up time, keeping the proposer's time-ordered index of them in step.
