@@ -14,8 +14,10 @@
 //! the tests'.
 //!
 //! `cargo xtask explore-nodes` does the same for the whole-node simulations (`tests/tests/nodes/`:
-//! the transport and the Paxos driver under random faults on a simulated network), with
-//! `SHOAL_SIM_SEED`, `SHOAL_SIM_SCHEDULES` and `SHOAL_SIM_PAXOS_SCHEDULES`.
+//! the transport, the Paxos driver's register and counter, and the broadcast driver under
+//! random faults on a simulated network), with `SHOAL_SIM_SEED`, `SHOAL_SIM_SCHEDULES`,
+//! `SHOAL_SIM_PAXOS_SCHEDULES`, `SHOAL_SIM_PAXOS_COUNTER_SCHEDULES` and
+//! `SHOAL_SIM_BROADCAST_SCHEDULES`.
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -76,6 +78,8 @@ pub(crate) fn run_nodes(args: &[String]) -> Result<ExitCode> {
         ("SHOAL_SIM_SEED", offset.to_string()),
         ("SHOAL_SIM_SCHEDULES", schedules.to_string()),
         ("SHOAL_SIM_PAXOS_SCHEDULES", schedules.to_string()),
+        ("SHOAL_SIM_PAXOS_COUNTER_SCHEDULES", schedules.to_string()),
+        ("SHOAL_SIM_BROADCAST_SCHEDULES", schedules.to_string()),
     ];
     let args = [
         "test",
@@ -86,6 +90,8 @@ pub(crate) fn run_nodes(args: &[String]) -> Result<ExitCode> {
         "--",
         "membership_and_a_cast_stream_survive_random_faults",
         "a_paxos_register_stays_linearisable_under_random_faults",
+        "a_paxos_counter_survives_crashes_restarts_and_partitions",
+        "every_live_node_gets_every_broadcast_after_random_faults",
         "--nocapture",
     ];
     explore(offset, &env, &args)

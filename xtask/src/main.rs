@@ -73,9 +73,10 @@ commands:
                                  200000) and random walks (default 1000000) on seeds moved by
                                  K (default: from the clock, printed); fails on a violation
     explore-nodes [--schedules N] [--offset K]
-                                 run the whole-node simulations (the transport and the Paxos
-                                 driver under random faults, N schedules each, default 5000)
-                                 on seeds from K (default: from the clock, printed)
+                                 run the whole-node simulations (the transport, the Paxos
+                                 register and counter, broadcast, under random faults, N
+                                 schedules each, default 5000) on seeds from K (default:
+                                 from the clock, printed)
     help                         print this message
 ";
 

@@ -159,8 +159,9 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn code_outside_the_cores_takes_time_from_the_node_clock() {
+    /// The node's source files outside the cores (tests left out), each with its path
+    /// relative to the workspace and its text.
+    fn node_sources() -> Vec<(String, String)> {
         let root = workspace_root();
         let mut files = Vec::new();
         for tree in NODE_SOURCES {
@@ -170,14 +171,25 @@ mod tests {
             files.push(root.join(driver));
         }
         assert!(files.len() > 30, "expected the node's sources under {}", root.display());
+        files
+            .into_iter()
+            .filter_map(|file| {
+                let relative = file.strip_prefix(&root).unwrap_or(&file);
+                let relative = relative.to_string_lossy().into_owned();
+                let is_test = relative.ends_with("/tests.rs") || relative.contains("/tests/");
+                let text = fs::read_to_string(&file).expect("a source file reads");
+                (!is_test).then_some((relative, text))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn code_outside_the_cores_takes_time_from_the_node_clock() {
         let mut violations = Vec::new();
-        for file in files {
-            let relative = file.strip_prefix(&root).unwrap_or(&file).to_string_lossy().into_owned();
-            let is_test = relative.ends_with("/tests.rs") || relative.contains("/tests/");
-            if is_test || NOT_ON_THE_CLOCK.iter().any(|(pending, _)| *pending == relative) {
+        for (relative, text) in node_sources() {
+            if NOT_ON_THE_CLOCK.iter().any(|(pending, _)| *pending == relative) {
                 continue;
             }
-            let text = fs::read_to_string(&file).expect("a source file reads");
             for (index, line) in unexempted_lines(&text) {
                 for (token, instead) in CLOCKED {
                     if line.contains(token) {
@@ -192,6 +204,40 @@ mod tests {
             "code outside the cores takes time from the node's clock and randomness from a seed:\n{}",
             violations.join("\n")
         );
+    }
+
+    /// The `select!`s of `text` (line indexes) whose first line inside is not `biased;`.
+    fn unbiased_selects(text: &str) -> Vec<usize> {
+        let lines: Vec<&str> = text.lines().collect();
+        unexempted_lines(text)
+            .into_iter()
+            .filter(|(index, line)| {
+                line.contains("select! {")
+                    && lines.get(index + 1).is_none_or(|next| next.trim() != "biased;")
+            })
+            .map(|(index, _)| index)
+            .collect()
+    }
+
+    /// A `select!` outside the cores is biased: with several branches ready, tokio would pick
+    /// one at random, from a generator no seed reaches, and a simulated run would not replay.
+    #[test]
+    fn selects_outside_the_cores_are_biased() {
+        let violations: Vec<String> = node_sources()
+            .iter()
+            .flat_map(|(relative, text)| {
+                unbiased_selects(text).into_iter().map(move |index| {
+                    format!("{relative}:{}: `select!` without `biased;`", index + 1)
+                })
+            })
+            .collect();
+        assert!(
+            violations.is_empty(),
+            "which ready branch a select! takes must not be tokio's random pick:\n{}",
+            violations.join("\n")
+        );
+        let text = "x = tokio::select! {\n    biased;\n}\ntokio::select! {\n    a => {}\n}";
+        assert_eq!(unbiased_selects(text), vec![3]);
     }
 
     #[test]

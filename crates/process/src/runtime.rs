@@ -40,6 +40,8 @@ struct Inner {
     incarnation: u64,
     next_id: AtomicU64,
     next_ref: AtomicU64,
+    /// The last number [`Runtime::fresh_above`] handed out.
+    last_fresh: AtomicU64,
     table: ProcessTable,
     names: RwLock<HashMap<String, Pid>>,
     factories: Factories,
@@ -107,6 +109,7 @@ impl RuntimeBuilder {
             // Local id 0 is the runtime itself (see `Runtime::system_pid`).
             next_id: AtomicU64::new(1),
             next_ref: AtomicU64::new(1),
+            last_fresh: AtomicU64::new(0),
             table: ProcessTable::new(),
             names: RwLock::default(),
             factories: Factories::default(),
@@ -228,6 +231,21 @@ impl Runtime {
     /// This run's incarnation: different at every start of the node.
     pub fn incarnation(&self) -> u64 {
         self.inner.incarnation
+    }
+
+    /// A number greater than `floor` and than every number this runtime handed out here
+    /// before: for an identifier a service must never reuse across its own restarts on this
+    /// node (the Paxos driver's proposer runs, with the node's wall clock as the floor). It is
+    /// the runtime's own, not the OS process's, so that two simulated nodes, or two runs of one
+    /// seed in one process, draw the same numbers from the same history.
+    pub fn fresh_above(&self, floor: u64) -> u64 {
+        let next = |last: u64| floor.max(last).saturating_add(1);
+        let previous = self
+            .inner
+            .last_fresh
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(next(last)))
+            .unwrap_or_else(|last| last);
+        next(previous)
     }
 
     /// The pid that stands for the runtime itself, as the sender of [`Runtime::exit`] signals.

@@ -8,6 +8,7 @@
 //! `cargo xtask explore-nodes`).
 
 mod broadcast;
+mod determinism;
 mod paxos;
 mod support;
 mod transport;

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use shoal_transport::{Inbox, Incoming, Node, NodeEvent, Service};
@@ -73,7 +73,10 @@ pub(crate) async fn start<S: Storage + Send + 'static>(
     let me = node_id(node.name());
     let ids: Vec<NodeId> = config.acceptors.iter().map(|name| node_id(name)).collect();
     // Every start of the service is a new run: new ballots, new rejoin attempts and jitter.
-    let run = next_run(node.runtime().clock().wall_micros());
+    // Above the node's wall clock, and its incarnation (a restarted node's is larger, in
+    // microseconds too unless a test chose it), and above every run of this node's runtime.
+    let runtime = node.runtime();
+    let run = runtime.fresh_above(runtime.clock().wall_micros().max(runtime.incarnation()));
     let seed = config.seed ^ me.0 ^ run.rotate_left(32);
     let clock = node.runtime().clock();
     let now = clock.now().into_std();
@@ -182,7 +185,33 @@ impl<S: Storage + Send + 'static> Driver<S> {
                 }
                 armed = deadline;
             }
+            // Biased, so that which input wins when several are ready is a function of the
+            // run (a simulation replays it), in this order: a finished write (it releases the
+            // replies that waited for it), a due timer, node events, what peers sent, and last
+            // the handles' commands, which wait while the service is busy with its peers
+            // (back-pressure on new changes rather than on the rounds of running ones).
             tokio::select! {
+                biased;
+                written = written(&mut self.writing), if self.writing.is_some() => {
+                    self.writing = None;
+                    self.written(written);
+                }
+                () = &mut sleep, if armed.is_some() => {
+                    armed = None;
+                    self.timeout();
+                }
+                event = self.node_events.recv(), if events_open => match event {
+                    Ok(NodeEvent::Down { node, .. }) => {
+                        self.proposer.peer_down(self.now(), node_id(&node));
+                        self.update_quorum();
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.update_quorum(),
+                    Err(broadcast::error::RecvError::Closed) => events_open = false,
+                },
+                incoming = self.inbox.recv() => match incoming {
+                    Some(incoming) => self.deliver(incoming),
+                    None => break None,
+                },
                 command = self.plumbing.commands.recv() => match command {
                     Some(Command::Propose { key, change, reply }) => {
                         self.propose(key, change, reply);
@@ -205,26 +234,6 @@ impl<S: Storage + Send + 'static> Driver<S> {
                     Some(Command::Stop(done)) => break Some(done),
                     None => break None,
                 },
-                incoming = self.inbox.recv() => match incoming {
-                    Some(incoming) => self.deliver(incoming),
-                    None => break None,
-                },
-                event = self.node_events.recv(), if events_open => match event {
-                    Ok(NodeEvent::Down { node, .. }) => {
-                        self.proposer.peer_down(self.now(), node_id(&node));
-                        self.update_quorum();
-                    }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.update_quorum(),
-                    Err(broadcast::error::RecvError::Closed) => events_open = false,
-                },
-                () = &mut sleep, if armed.is_some() => {
-                    armed = None;
-                    self.timeout();
-                }
-                written = written(&mut self.writing), if self.writing.is_some() => {
-                    self.writing = None;
-                    self.written(written);
-                }
             }
             self.pump();
         };
@@ -591,14 +600,4 @@ async fn send_loop(
         }
         batch.clear();
     }
-}
-
-/// A proposer run never used before on this node: `now` (the node's wall clock in
-/// microseconds), kept increasing within the process (the runtime numbers node incarnations
-/// the same way), so a service stopped and started again, or a restarted node, never reissues
-/// a ballot.
-fn next_run(now: u64) -> u64 {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let previous = LAST.fetch_max(now, Ordering::Relaxed);
-    if previous < now { now } else { LAST.fetch_add(1, Ordering::Relaxed) + 1 }
 }
