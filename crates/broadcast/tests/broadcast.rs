@@ -6,6 +6,8 @@
 //! [`Broadcast`]: shoal_broadcast::Broadcast
 
 mod broadcast {
+    mod delivery;
     mod driver;
+    mod healing;
     mod simulation;
 }
