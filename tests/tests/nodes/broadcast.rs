@@ -19,7 +19,7 @@ use shoal_sim::SimNet;
 use shoal_transport::{Membership, Node};
 use tokio::time::Instant;
 
-use crate::support::{ip, on, run_schedules};
+use crate::support::{ip, on, random_partition, random_way, run_schedules};
 
 /// Schedules run per test run; `SHOAL_SIM_BROADCAST_SCHEDULES` runs more (exploration).
 const SCHEDULES: u64 = 500;
@@ -156,19 +156,16 @@ async fn run_schedule(seed: u64) -> Result<(), String> {
         }
         match rng.random_range(0..5) {
             0 => {
-                let split = rng.random_range(1..ips.len());
-                net.partition(&ips[..split], &ips[split..]);
+                random_partition(&net, &ips, &mut rng);
             }
             1 => {
-                let (from, to) = (rng.random_range(0..ips.len()), rng.random_range(0..ips.len()));
-                if from != to {
+                if let Some((from, to)) = random_way(&mut rng, ips.len()) {
                     net.cut(ips[from], ips[to]);
                 }
             }
             2 => net.heal(),
             3 => {
-                let (from, to) = (rng.random_range(0..ips.len()), rng.random_range(0..ips.len()));
-                if from != to {
+                if let Some((from, to)) = random_way(&mut rng, ips.len()) {
                     net.lose(ips[from], ips[to], 0.3);
                 }
             }

@@ -4,6 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use rand::RngExt;
+use rand::rngs::SmallRng;
 use shoal_sim::SimNet;
 use shoal_transport::{ClusterKey, Node, NodeBuilder};
 use tokio::time::Instant;
@@ -76,4 +78,17 @@ pub(crate) fn run_schedules<F>(
             );
         }
     }
+}
+
+/// Two distinct hosts of `hosts`, drawn from `rng`: `None` when the draw names one twice (a
+/// schedule then skips that fault).
+pub(crate) fn random_way(rng: &mut SmallRng, hosts: usize) -> Option<(usize, usize)> {
+    let (from, to) = (rng.random_range(0..hosts), rng.random_range(0..hosts));
+    (from != to).then_some((from, to))
+}
+
+/// Partitions `ips` in two at a point drawn from `rng` (each side holds one at least).
+pub(crate) fn random_partition(net: &SimNet, ips: &[IpAddr], rng: &mut SmallRng) {
+    let split = rng.random_range(1..ips.len());
+    net.partition(&ips[..split], &ips[split..]);
 }

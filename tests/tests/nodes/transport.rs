@@ -10,7 +10,9 @@ use shoal_sim::SimNet;
 use shoal_transport::Node;
 use tokio::time::Instant;
 
-use crate::support::{eventually, ip, on, paused_runtime, run_schedules, sees};
+use crate::support::{
+    eventually, ip, on, paused_runtime, random_partition, random_way, run_schedules, sees,
+};
 
 struct Echo;
 
@@ -269,18 +271,15 @@ async fn run_schedule(seed: u64) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..2_000))).await;
         match rng.random_range(0..6) {
             0 => {
-                let split = rng.random_range(1..usize::from(NODES));
-                net.partition(&ips[..split], &ips[split..]);
+                random_partition(&net, &ips, &mut rng);
             }
             4 => {
-                let (from, to) = (rng.random_range(0..ips.len()), rng.random_range(0..ips.len()));
-                if from != to {
+                if let Some((from, to)) = random_way(&mut rng, ips.len()) {
                     net.lose(ips[from], ips[to], 0.3);
                 }
             }
             1 => {
-                let (from, to) = (rng.random_range(0..ips.len()), rng.random_range(0..ips.len()));
-                if from != to {
+                if let Some((from, to)) = random_way(&mut rng, ips.len()) {
                     net.cut(ips[from], ips[to]);
                 }
             }
