@@ -10,7 +10,9 @@
 //! - [`HyParView`] ("HyParView", DSN 2007): a small active view of neighbours (default 5) and
 //!   a larger passive view (default 30), kept by JOIN / FORWARD_JOIN random walks, NEIGHBOUR
 //!   requests with priority, DISCONNECT and periodic SHUFFLE; failures reported by the driver
-//!   are repaired from the passive view. Its neighbour-up and -down outputs feed Plumtree.
+//!   are repaired from the passive view, and the peers lost to them are retried with backoff
+//!   until they are back (so the overlay heals after a partition of any length). Its
+//!   neighbour-up and -down outputs feed Plumtree.
 //! - [`Overlay`]: a HyParView core plus the policy that keeps a node in the overlay over a
 //!   transport's connections (lost peers retried, stale addresses evicted, rejoin when
 //!   isolated, connected nodes offered, connections opened for the active view and idle ones

@@ -18,8 +18,16 @@
 //! **Restarts and isolation.** A node remembers the contact it first joined through. A
 //! crash loses its state (cores and messages); a restart starts it afresh and joins through
 //! that contact again, and a node that ends up knowing no peer at all
-//! ([`HyParView::is_isolated`]) rejoins through it on its next tick, as a real driver would
-//! rejoin through its configured seeds.
+//! ([`HyParView::is_isolated`]) rejoins through it on its next tick, as the driver's
+//! [`Overlay`](crate::core::Overlay) does.
+//!
+//! **Healing.** What brings an overlay back together after a partition or under loss lives in
+//! the HyParView core, which the driver runs inside its `Overlay`, so the simulation runs the
+//! same rules: lost peers kept and retried with backoff into full views, the contact joined
+//! through again while the passive view cannot fill the active one, no one-sided links. What
+//! the `Overlay` adds around it concerns real connections (opening and closing them, stale
+//! addresses after a restart, its quicker retries of lost peers over a connection), which
+//! this adapter has none of: a message to a reachable node always arrives.
 //!
 //! **Anti-entropy.** When Plumtree asks for an exchange, [`SimHandler::exchange`] queues a
 //! request; the adapter sends the peer a digest of the ids it holds and the peer answers with

@@ -136,6 +136,14 @@ pub struct HyParViewConfig {
     /// How often a node with room in its active view asks a passive peer to fill it
     /// (default 1 s).
     pub repair_interval: Duration,
+    /// The most lost peers kept for retrying (default 64): active peers that failed and
+    /// candidates that never answered. Past it the one lost longest ago is dropped.
+    pub max_lost: usize,
+    /// The longest wait between two retries of a lost peer (default 30 s). The first retry
+    /// comes a [`repair_interval`](Self::repair_interval) after the loss, each unanswered one
+    /// doubles the wait up to this bound; a lost peer is never forgotten for its age, so the
+    /// two sides of a partition of any length link again within about this long of its heal.
+    pub max_retry_backoff: Duration,
     /// Seeds every random choice.
     pub seed: u64,
 }
@@ -154,6 +162,8 @@ impl Default for HyParViewConfig {
             high_priority_below: 3,
             neighbour_timeout: Duration::from_secs(1),
             repair_interval: Duration::from_secs(1),
+            max_lost: 64,
+            max_retry_backoff: Duration::from_secs(30),
             seed: 0,
         }
     }
@@ -171,9 +181,10 @@ pub enum HyParViewError {
     /// itself: ignored, state unchanged.
     #[error("a message from this node itself: ignored, state unchanged")]
     FromSelf,
-    /// From [`HyParView::handle_message`]: a NEIGHBOUR_REPLY to no NEIGHBOUR request of ours
-    /// (it timed out, or is bogus): ignored, state unchanged.
-    #[error("a NEIGHBOUR_REPLY to no pending request: ignored, state unchanged")]
+    /// From [`HyParView::handle_message`]: a refusing NEIGHBOUR_REPLY to no NEIGHBOUR request
+    /// of ours (it timed out, or is bogus): ignored, state unchanged. (A late acceptance is
+    /// not an error: it is taken, or undone with DISCONNECT.)
+    #[error("a refusing NEIGHBOUR_REPLY to no pending request: ignored, state unchanged")]
     UnsolicitedReply,
 }
 
@@ -222,6 +233,22 @@ pub enum HyParViewError {
 ///   peer knew it, so it stayed alone for good (as did small groups of such nodes).
 /// - A walk ends with a FORWARD_JOIN_REPLY to the joiner, which adds the node where its walk
 ///   ended: the paper's symmetric active views, made explicit.
+/// - **Lost peers are kept and retried** ([`HyParView::lost`]): an active peer that failed,
+///   and a candidate that never answered, are kept (at most
+///   [`max_lost`](HyParViewConfig::max_lost), the one lost longest ago dropped first), not
+///   forgotten for their age, and retried one at a time with a high-priority NEIGHBOUR after
+///   a backoff that doubles up to [`max_retry_backoff`](HyParViewConfig::max_retry_backoff).
+///   The peer accepts even into a full view, and so does this node on its acceptance, each
+///   dropping a random neighbour (the paper's rule for high priority). In the paper, links
+///   arise only in free slots and shuffles travel only over active links, so two halves of a
+///   healed partition, their views full, never linked again.
+/// - **The contact is joined through again** while the active view has room that the passive
+///   view cannot fill (at most once a shuffle interval), so a small group whose members hold
+///   only one another, their passive views emptied by lost messages, is not cut off for good.
+/// - **No one-sided links.** An acceptance that comes after this node gave up on its request
+///   is taken if there is room and answered with DISCONNECT otherwise; a walk or shuffle (which
+///   travel only over active links) from a peer that is not a neighbour is answered with
+///   DISCONNECT, as that peer holds a link this node does not.
 ///
 /// ```
 /// use std::time::Instant;
@@ -248,9 +275,30 @@ pub struct HyParView<P> {
     pending: BTreeMap<P, Instant>,
     /// What the last shuffle sent, evicted first when the reply fills the passive view.
     last_shuffle: Vec<P>,
+    /// Peers lost to a failure or silence, retried with backoff (at most `max_lost`).
+    lost: BTreeMap<P, Lost>,
+    /// The lost peer asked to be a neighbour now (high priority), with the deadline of its
+    /// answer: one at a time.
+    retrying: Option<(P, Instant)>,
+    /// The contact of the first join, joined through again while the active view has room
+    /// that the passive view cannot fill.
+    contact: Option<P>,
+    /// When the contact may next be joined through again.
+    rejoin_at: Instant,
     shuffle_at: Instant,
     repair_at: Instant,
     outputs: VecDeque<HyParViewOutput<P>>,
+}
+
+/// A lost peer's retry state.
+#[derive(Clone, Copy, Debug)]
+struct Lost {
+    /// When it was lost (the oldest is dropped first past `max_lost`).
+    since: Instant,
+    /// Retries it left unanswered since.
+    attempts: u32,
+    /// When it is next retried.
+    retry_at: Instant,
 }
 
 impl<P: Clone + Ord + Debug> HyParView<P> {
@@ -264,6 +312,10 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
             passive: BTreeSet::new(),
             pending: BTreeMap::new(),
             last_shuffle: Vec::new(),
+            lost: BTreeMap::new(),
+            retrying: None,
+            contact: None,
+            rejoin_at: now,
             shuffle_at: now + config.shuffle_interval,
             repair_at: now + config.repair_interval,
             config,
@@ -286,6 +338,11 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
         &self.passive
     }
 
+    /// The peers lost to a failure or silence and not yet back, each retried with backoff.
+    pub fn lost(&self) -> impl Iterator<Item = &P> {
+        self.lost.keys()
+    }
+
     /// Whether this node knows no peer at all (both views empty, no request pending): it can
     /// only get back into the overlay by joining again, through a contact the driver knows.
     pub fn is_isolated(&self) -> bool {
@@ -298,11 +355,16 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due: the next shuffle, the
-    /// earliest NEIGHBOUR deadline, and the repair tick while the active view has room.
+    /// earliest NEIGHBOUR deadline, the repair tick while the active view has room (that the
+    /// passive view or the contact can fill), and the next retry of a lost peer.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let pending = self.pending.values().min().copied();
-        let repair = self.wants_repair().then_some(self.repair_at);
-        [Some(self.shuffle_at), pending, repair].into_iter().flatten().min()
+        let repair = (self.wants_repair() || self.wants_contact()).then_some(self.repair_at);
+        let retry = match &self.retrying {
+            Some((_, deadline)) => Some(*deadline),
+            None => self.lost.values().map(|lost| lost.retry_at).min(),
+        };
+        [Some(self.shuffle_at), pending, repair, retry].into_iter().flatten().min()
     }
 
     /// Joins the overlay through `contact` (§4.2): the contact enters the active view at once
@@ -314,19 +376,42 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
             return Err(HyParViewError::ContactIsSelf);
         }
         self.repair_at = now + self.config.repair_interval;
+        self.rejoin_at = now + self.config.shuffle_interval;
+        self.contact.get_or_insert_with(|| contact.clone());
         self.add_active(contact.clone());
         self.send(contact, HyParViewMessage::Join);
         Ok(())
     }
 
     /// The driver found `peer` unreachable (a connection failed or heartbeats stopped): it
-    /// leaves both views and the active view is repaired from the passive view (§4.3).
+    /// leaves both views and the active view is repaired from the passive view (§4.3). An
+    /// active peer, a candidate asked to be one, or a lost peer being retried is kept as
+    /// lost, and retried with backoff (beyond the paper: see [`HyParView`]).
     pub fn peer_failed(&mut self, now: Instant, peer: &P) {
+        let was_active = self.active.remove(peer);
+        if was_active {
+            self.outputs.push_back(HyParViewOutput::NeighbourDown(peer.clone()));
+        }
+        self.passive.remove(peer);
+        let was_pending = self.pending.remove(peer).is_some();
+        if was_active || was_pending || self.lost.contains_key(peer) {
+            self.lose(now, peer.clone());
+        }
+        self.repair(now);
+    }
+
+    /// `peer` is gone for good (another node answers at its address, or its node restarted
+    /// elsewhere): it leaves the views and the lost peers, and is not retried.
+    pub fn forget_peer(&mut self, now: Instant, peer: &P) {
         if self.active.remove(peer) {
             self.outputs.push_back(HyParViewOutput::NeighbourDown(peer.clone()));
         }
         self.passive.remove(peer);
         self.pending.remove(peer);
+        self.lost.remove(peer);
+        if self.retrying.as_ref().is_some_and(|(p, _)| p == peer) {
+            self.retrying = None;
+        }
         self.repair(now);
     }
 
@@ -362,6 +447,9 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
         if from == self.me {
             return Err(HyParViewError::FromSelf);
         }
+        if Self::travels_over_active_links(&message) {
+            self.disconnect_if_not_neighbour(&from);
+        }
         match message {
             HyParViewMessage::Join => self.on_join(from),
             HyParViewMessage::JoinReply { nodes } => self.integrate(nodes, &[]),
@@ -371,7 +459,7 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
             HyParViewMessage::ForwardJoinReply => self.add_active(from),
             HyParViewMessage::Neighbour { priority } => self.on_neighbour(from, priority),
             HyParViewMessage::NeighbourReply { accepted, nodes } => {
-                return self.on_neighbour_reply(from, accepted, nodes);
+                return self.on_neighbour_reply(now, from, accepted, nodes);
             }
             HyParViewMessage::Disconnect => {
                 // §4.3: the disconnected peer goes to the passive view; the repair tick
@@ -405,14 +493,126 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
         let expired: Vec<P> =
             self.pending.iter().filter(|(_, at)| **at <= now).map(|(p, _)| p.clone()).collect();
         for peer in &expired {
-            // No answer: as good as failed (§4.3 tries the next passive peer).
+            // No answer: as good as failed (§4.3 tries the next passive peer), and kept as
+            // lost (the request or its answer may have been lost, or a partition cut it).
             self.pending.remove(peer);
             self.passive.remove(peer);
+            self.lose(now, peer.clone());
         }
         if !expired.is_empty() || self.repair_at <= now {
             self.repair_at = now + self.config.repair_interval;
             self.repair(now);
+            self.rejoin_if_short(now);
         }
+        self.retry_lost(now);
+    }
+
+    /// Whether `message` only ever goes to a peer that holds the sender in its active view
+    /// (walks and shuffles travel over active links).
+    fn travels_over_active_links(message: &HyParViewMessage<P>) -> bool {
+        matches!(
+            message,
+            HyParViewMessage::ForwardJoin { .. }
+                | HyParViewMessage::FindNeighbour { .. }
+                | HyParViewMessage::Shuffle { .. }
+        )
+    }
+
+    /// Traffic that only a neighbour sends came from `from`, which is none of ours (and not a
+    /// candidate we asked): it holds a one-sided link to this node, which DISCONNECT undoes
+    /// (beyond the paper: a link one side holds alone would carry that side's walks and
+    /// trees into a node that ignores them, for good).
+    fn disconnect_if_not_neighbour(&mut self, from: &P) {
+        let asked = self.pending.contains_key(from)
+            || self.retrying.as_ref().is_some_and(|(peer, _)| peer == from);
+        if !self.active.contains(from) && !asked {
+            self.send(from.clone(), HyParViewMessage::Disconnect);
+        }
+    }
+
+    /// Keeps `peer` as lost: retried after a backoff that doubles with each unanswered retry
+    /// (from `repair_interval` up to `max_retry_backoff`); past `max_lost`, the peer lost
+    /// longest ago is dropped.
+    fn lose(&mut self, now: Instant, peer: P) {
+        if self.config.max_lost == 0 || peer == self.me || self.active.contains(&peer) {
+            return;
+        }
+        let was_retried = self.retrying.as_ref().is_some_and(|(p, _)| *p == peer);
+        if was_retried {
+            self.retrying = None;
+        }
+        let lost = self.lost.entry(peer).or_insert(Lost { since: now, attempts: 0, retry_at: now });
+        if was_retried {
+            lost.attempts = lost.attempts.saturating_add(1);
+        }
+        let doublings = 1u32 << lost.attempts.min(16);
+        let backoff = self
+            .config
+            .repair_interval
+            .saturating_mul(doublings)
+            .min(self.config.max_retry_backoff);
+        lost.retry_at = now + backoff;
+        while self.lost.len() > self.config.max_lost {
+            let oldest =
+                self.lost.iter().min_by_key(|(_, lost)| lost.since).map(|(p, _)| p.clone());
+            if let Some(oldest) = oldest {
+                self.lost.remove(&oldest);
+            }
+        }
+    }
+
+    /// Retries the lost peer due first, if no retry is in flight: a high-priority NEIGHBOUR,
+    /// which the peer accepts even with a full active view (dropping a random peer), and
+    /// which this node takes even with a full view (likewise). Full views on both sides of a
+    /// healed partition thus link again, which low-priority requests and shuffles, which
+    /// travel only over active links, never do. An unanswered retry counts as a failure.
+    fn retry_lost(&mut self, now: Instant) {
+        if let Some((peer, deadline)) = self.retrying.clone() {
+            if deadline > now {
+                return;
+            }
+            self.lose(now, peer);
+        }
+        let due = self
+            .lost
+            .iter()
+            .filter(|(_, lost)| lost.retry_at <= now)
+            .min_by_key(|(_, lost)| lost.retry_at)
+            .map(|(peer, _)| peer.clone());
+        let Some(peer) = due else { return };
+        if self.pending.contains_key(&peer) {
+            // Back in the passive view and asked already: that request decides; the retry
+            // waits its turn again (so that `poll_timeout` never stays in the past).
+            self.lose(now, peer);
+            return;
+        }
+        self.retrying = Some((peer.clone(), now + self.config.neighbour_timeout));
+        self.send(peer, HyParViewMessage::Neighbour { priority: Priority::High });
+    }
+
+    /// Whether the active view has room that neither the passive view nor a request in
+    /// flight can fill, and a contact is known to join through again.
+    fn wants_contact(&self) -> bool {
+        self.contact.is_some()
+            && self.active.len() + self.pending.len() < self.config.active_capacity
+            && self.passive.iter().all(|p| self.pending.contains_key(p))
+    }
+
+    /// Joins through the first contact again (at most once a shuffle interval) while the
+    /// active view has room that the passive view cannot fill (beyond the paper): a small
+    /// group whose members hold only one another, with empty passive views (left so by lost
+    /// messages and failures), is otherwise cut off from the rest for good.
+    fn rejoin_if_short(&mut self, now: Instant) {
+        if !self.wants_contact() || self.rejoin_at > now {
+            return;
+        }
+        let Some(contact) = self.contact.clone() else { return };
+        if self.pending.contains_key(&contact) {
+            return;
+        }
+        self.rejoin_at = now + self.config.shuffle_interval;
+        self.add_active(contact.clone());
+        self.send(contact, HyParViewMessage::Join);
     }
 
     /// JOIN at the contact: add the joiner, start a FORWARD_JOIN walk through every other
@@ -502,12 +702,41 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
 
     fn on_neighbour_reply(
         &mut self,
+        now: Instant,
         from: P,
         accepted: bool,
         nodes: Vec<P>,
     ) -> Result<(), HyParViewError> {
+        if self.retrying.as_ref().is_some_and(|(peer, _)| *peer == from) {
+            self.retrying = None;
+            if accepted {
+                // A lost peer is back: it made room for this node, and this node makes room
+                // for it (`add_active` drops a random peer when full).
+                self.lost.remove(&from);
+                self.add_active(from);
+            } else {
+                self.integrate(nodes, &[]);
+                self.lose(now, from);
+            }
+            return Ok(());
+        }
         if self.pending.remove(&from).is_none() {
-            return Err(HyParViewError::UnsolicitedReply);
+            if !accepted {
+                return Err(HyParViewError::UnsolicitedReply);
+            }
+            // An acceptance that came after this node gave up (beyond the paper): the peer
+            // holds this node as a neighbour. Take it if there is room, else undo its side,
+            // so that no link is held by one side only.
+            if self.active.contains(&from) {
+                return Ok(());
+            }
+            if self.active.len() < self.config.active_capacity {
+                self.lost.remove(&from);
+                self.add_active(from);
+            } else {
+                self.send(from, HyParViewMessage::Disconnect);
+            }
+            return Ok(());
         }
         if !accepted {
             // Refused (a low-priority request, so this node has neighbours): the refuser
@@ -634,10 +863,14 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
     }
 
     /// `addNodeActiveView`: makes room by dropping a random active peer (DISCONNECT, and into
-    /// the passive view) when full.
+    /// the passive view) when full. A peer that becomes active is no longer lost.
     fn add_active(&mut self, peer: P) {
         if peer == self.me || self.active.contains(&peer) || self.config.active_capacity == 0 {
             return;
+        }
+        self.lost.remove(&peer);
+        if self.retrying.as_ref().is_some_and(|(p, _)| *p == peer) {
+            self.retrying = None;
         }
         if self.active.len() >= self.config.active_capacity
             && let Some(dropped) = random::choose(&mut self.rng, &self.active, &[])

@@ -147,16 +147,20 @@ struct Connecting<P> {
 ///   [`forget_lost_after`](OverlayConfig::forget_lost_after) (at most
 ///   [`max_lost`](OverlayConfig::max_lost), the oldest forgotten first). Every tick one of
 ///   them, round robin, is tried: joined through at its current address if connected, else
-///   (managed) connected to and, if it answers, joined through. That is how the halves of a
-///   healed partition find each other, whose passive views forgot the other side.
+///   (managed) connected to and, if it answers, joined through: the quick way back after a
+///   short outage. HyParView keeps its own lost peers ([`HyParView::lost`]) for as long as
+///   they stay away, and retries them with backoff into full views; through this core, such
+///   a retry opens a connection (managed) or finds none (existing connections: the peer is
+///   still lost). That is how the halves of a partition of any length find each other once
+///   it heals.
 /// - **Stale addresses are evicted.** A peer named like a connected node or an overlay
 ///   message's sender but at another address (the node restarted on another port) leaves
 ///   the views and the lost set; a message for it is dropped rather than answered from the
 ///   new address, which would leave one-sided links.
 /// - **Rejoin when isolated or when a lost peer is back.** A node that knows no peer rejoins
 ///   through the contact it first joined, every tick. Over an existing mesh, a connected
-///   node is joined through if this node is isolated or the node is a lost peer outside the
-///   active view.
+///   node is joined through if this node is isolated or the node is a lost peer (of either
+///   set) outside the active view.
 /// - **Offer connected nodes** (existing connections): every tick HyParView is offered the
 ///   connected nodes ([`HyParView::offer`]), so that components whose passive views emptied
 ///   do not stay apart though every node is connected to every other.
@@ -341,7 +345,7 @@ impl<P: Peer> Overlay<P> {
                     self.disconnect(other);
                 }
                 self.lost.remove(&peer);
-                self.hyparview.peer_failed(now, &peer);
+                self.hyparview.forget_peer(now, &peer);
             }
             ConnectResult::Failed => {
                 if !connecting.rejoin {
@@ -437,7 +441,7 @@ impl<P: Peer> Overlay<P> {
     fn on_existing_up(&mut self, now: Instant, peer: P) {
         self.forget_stale(now, &peer);
         let name = peer.name();
-        let lost = self.lost.keys().any(|p| p.name() == name);
+        let lost = self.lost.keys().chain(self.hyparview.lost()).any(|p| p.name() == name);
         if self.hyparview.is_isolated() || (lost && !self.is_active(name)) {
             self.join_through(now, peer);
         }
@@ -452,9 +456,10 @@ impl<P: Peer> Overlay<P> {
         let is_stale = |p: &P| p.name() == current.name() && p != current;
         self.lost.retain(|p, _| !is_stale(p));
         let views = self.hyparview.active_view().iter().chain(self.hyparview.passive_view());
-        let stale: Vec<P> = views.filter(|p| is_stale(p)).cloned().collect();
+        let stale: Vec<P> =
+            views.chain(self.hyparview.lost()).filter(|p| is_stale(p)).cloned().collect();
         for peer in stale {
-            self.hyparview.peer_failed(now, &peer);
+            self.hyparview.forget_peer(now, &peer);
         }
     }
 
@@ -464,7 +469,9 @@ impl<P: Peer> Overlay<P> {
         if &peer == self.hyparview.id() || self.config.max_lost == 0 {
             return;
         }
-        self.lost.insert(peer, now);
+        // A peer failing again keeps the time it was first lost: the policy's quick retries
+        // end `forget_lost_after` from then, and HyParView's slower ones go on.
+        self.lost.entry(peer).or_insert(now);
         while self.lost.len() > self.config.max_lost {
             let oldest = self.lost.iter().min_by_key(|(_, at)| **at).map(|(p, _)| p.clone());
             if let Some(oldest) = oldest {

@@ -161,7 +161,9 @@ impl BroadcastConfig {
             high_priority_below: self.high_priority_below,
             neighbour_timeout: self.neighbour_timeout,
             repair_interval: self.repair_interval,
+            max_lost: self.max_lost,
             seed,
+            ..HyParViewConfig::default()
         }
     }
 

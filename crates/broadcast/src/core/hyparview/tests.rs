@@ -321,9 +321,162 @@ fn refused_or_silent_candidates_make_way_for_others() {
         vec![send(other, HyParViewMessage::Neighbour { priority: Priority::Low })]
     );
     assert_eq!(core.passive_view(), &set(&[other]), "the silent one is dropped");
-    let late = HyParViewMessage::NeighbourReply { accepted: true, nodes: vec![] };
+    assert_eq!(core.lost().copied().collect::<Vec<_>>(), vec![asked], "and kept as lost");
+    let late = HyParViewMessage::NeighbourReply { accepted: false, nodes: vec![] };
     assert_eq!(core.handle_message(now, asked, late), Err(HyParViewError::UnsolicitedReply));
     assert_eq!(core.active_view(), &set(&[1]));
+}
+
+/// No one-sided links (beyond the paper): an acceptance that arrives after this node gave up
+/// on its request means the peer holds this node as a neighbour. With room, this node takes
+/// it (and it is no longer lost); with a full view, it answers DISCONNECT, which undoes the
+/// peer's side. (Before: the late acceptance was ignored, and the peer kept a link this node
+/// did not hold.)
+#[test]
+fn a_late_acceptance_is_taken_with_room_and_undone_without() {
+    let now = Instant::now();
+    let accept = HyParViewMessage::NeighbourReply { accepted: true, nodes: vec![] };
+    let mut roomy = node(now, config(), &[1], &[]);
+    roomy.handle_message(now, 7, accept.clone()).unwrap();
+    assert_eq!(drain(&mut roomy), vec![HyParViewOutput::NeighbourUp(7)]);
+    assert_eq!(roomy.active_view(), &set(&[1, 7]));
+    roomy.handle_message(now, 7, accept.clone()).unwrap();
+    assert_eq!(drain(&mut roomy), vec![], "a neighbour already: nothing to do");
+
+    let mut full = node(now, config(), &[1, 2, 3], &[]);
+    full.handle_message(now, 7, accept).unwrap();
+    assert_eq!(drain(&mut full), vec![send(7, HyParViewMessage::Disconnect)]);
+    assert_eq!(full.active_view(), &set(&[1, 2, 3]));
+}
+
+/// No one-sided links (beyond the paper): walks and shuffles travel only over active links,
+/// so one from a peer that is not a neighbour (nor a candidate this node asked) comes from a
+/// peer holding a link this node does not: it is answered with DISCONNECT, and still handled.
+/// A shuffle reply, which goes straight to the origin, is not.
+#[test]
+fn walks_and_shuffles_from_a_non_neighbour_are_answered_with_disconnect() {
+    let now = Instant::now();
+    let mut core = node(now, config(), &[1, 2], &[]);
+    core.handle_message(now, 5, HyParViewMessage::ForwardJoin { joiner: 7, ttl: 0 }).unwrap();
+    assert_eq!(
+        drain(&mut core),
+        vec![
+            send(5, HyParViewMessage::Disconnect),
+            HyParViewOutput::NeighbourUp(7),
+            send(7, HyParViewMessage::ForwardJoinReply),
+        ]
+    );
+    core.handle_message(now, 5, HyParViewMessage::Shuffle { origin: 9, ttl: 1, nodes: vec![9] })
+        .unwrap();
+    let outputs = drain(&mut core);
+    assert_eq!(outputs[0], send(5, HyParViewMessage::Disconnect), "{outputs:?}");
+    core.handle_message(now, 5, HyParViewMessage::FindNeighbour { requester: 9, ttl: 0 }).unwrap();
+    assert_eq!(drain(&mut core)[0], send(5, HyParViewMessage::Disconnect));
+    core.handle_message(now, 5, HyParViewMessage::ShuffleReply { nodes: vec![] }).unwrap();
+    assert_eq!(drain(&mut core), vec![]);
+    core.handle_message(now, 1, HyParViewMessage::FindNeighbour { requester: 9, ttl: 0 }).unwrap();
+    assert!(
+        !drain(&mut core).contains(&send(1, HyParViewMessage::Disconnect)),
+        "a neighbour's walk is not answered so"
+    );
+}
+
+/// Healing (beyond the paper): a failed neighbour is kept as lost, not forgotten, and retried
+/// with a high-priority NEIGHBOUR after `repair_interval`, then after waits that double up to
+/// `max_retry_backoff` and stay there, however long it stays away. When it answers, it is taken
+/// back even into a full active view (a random peer makes room), as the other side took this
+/// node: two halves of a healed partition, their views full, link again. (Before: the failed
+/// peer was dropped from both views at once, and full views never asked anyone again.)
+#[test]
+fn a_lost_neighbour_is_retried_with_backoff_and_taken_back_into_a_full_view() {
+    let now = Instant::now();
+    let config = HyParViewConfig {
+        active_capacity: 1,
+        passive_capacity: 0,
+        neighbour_timeout: Duration::from_secs(1),
+        repair_interval: Duration::from_secs(1),
+        max_retry_backoff: Duration::from_secs(4),
+        ..config()
+    };
+    let mut core = node(now, config, &[1], &[]);
+    core.peer_failed(now, &1);
+    assert_eq!(drain(&mut core), vec![HyParViewOutput::NeighbourDown(1)]);
+    assert_eq!(core.lost().copied().collect::<Vec<_>>(), vec![1]);
+    // Meanwhile another peer fills the only active slot.
+    core.handle_message(now, 2, HyParViewMessage::ForwardJoinReply).unwrap();
+    drain(&mut core);
+
+    let high = send(1, HyParViewMessage::Neighbour { priority: Priority::High });
+    let mut retries = Vec::new();
+    let mut time = now;
+    while time <= now + Duration::from_secs(29) {
+        core.handle_timeout(time);
+        if drain(&mut core).contains(&high) {
+            retries.push(time.duration_since(now).as_secs());
+        }
+        time += Duration::from_millis(500);
+    }
+    // Retried at 1 s; unanswered at 2 s, so next at 2 + 2; then 4 s waits (the bound).
+    assert_eq!(retries, vec![1, 4, 9, 14, 19, 24, 29]);
+    assert_eq!(core.lost().copied().collect::<Vec<_>>(), vec![1], "never forgotten");
+
+    // Back: its acceptance of the last retry (in flight) displaces the random peer (2, the only one).
+    let accept = HyParViewMessage::NeighbourReply { accepted: true, nodes: vec![] };
+    core.handle_message(time, 1, accept).unwrap();
+    assert_eq!(
+        drain(&mut core),
+        vec![
+            HyParViewOutput::NeighbourDown(2),
+            send(2, HyParViewMessage::Disconnect),
+            HyParViewOutput::NeighbourUp(1),
+        ]
+    );
+    assert_eq!(core.lost().count(), 0);
+}
+
+/// Lost peers are bounded: past `max_lost`, the one lost longest ago is dropped.
+#[test]
+fn lost_peers_are_bounded_dropping_the_oldest() {
+    let start = Instant::now();
+    let config = HyParViewConfig { active_capacity: 3, max_lost: 2, ..config() };
+    let mut core = node(start, config, &[1, 2, 3], &[]);
+    for (second, peer) in [(0, 1), (1, 2), (2, 3)] {
+        core.peer_failed(start + Duration::from_secs(second), &peer);
+    }
+    assert_eq!(core.lost().copied().collect::<BTreeSet<_>>(), set(&[2, 3]));
+}
+
+/// No islands (beyond the paper): a node whose active view has room that its passive view
+/// cannot fill (none left to ask) joins through its first contact again on the repair tick,
+/// at most once a shuffle interval; one whose passive view can fill it does not. (Before: a
+/// pair of nodes holding only each other, with empty passive views, stayed apart for good.)
+#[test]
+fn the_contact_is_joined_again_while_the_passive_view_cannot_fill_the_active_one() {
+    let now = Instant::now();
+    let config = config();
+    let mut core = HyParView::new(0u8, config.clone(), now);
+    core.join(now, 5).unwrap();
+    core.handle_message(now, 6, HyParViewMessage::ForwardJoinReply).unwrap();
+    drain(&mut core);
+    let join = send(5, HyParViewMessage::Join);
+    let mut joins = Vec::new();
+    let mut time = now;
+    while time <= now + config.shuffle_interval * 2 {
+        core.handle_timeout(time);
+        if drain(&mut core).contains(&join) {
+            joins.push(time.duration_since(now).as_secs());
+        }
+        time += config.repair_interval;
+    }
+    assert_eq!(joins, vec![10, 20], "one JOIN a shuffle interval, the first one after joining");
+
+    let mut with_passive = HyParView::new(0u8, config.clone(), now);
+    with_passive.join(now, 5).unwrap();
+    let nodes = vec![8, 9];
+    with_passive.handle_message(now, 5, HyParViewMessage::JoinReply { nodes }).unwrap();
+    drain(&mut with_passive);
+    with_passive.handle_timeout(now + config.shuffle_interval);
+    assert!(!drain(&mut with_passive).contains(&join));
 }
 
 /// Beyond the paper: a node with room keeps filling its active view from the passive one on
@@ -474,6 +627,8 @@ proptest! {
             prop_assert!(core.active_view().len() <= config.active_capacity);
             prop_assert!(core.passive_view().len() <= config.passive_capacity);
             prop_assert!(core.active_view().is_disjoint(core.passive_view()));
+            prop_assert!(core.lost().all(|peer| !core.active_view().contains(peer)));
+            prop_assert!(core.lost().count() <= config.max_lost);
             prop_assert!(!core.active_view().contains(&0) && !core.passive_view().contains(&0));
         }
     }

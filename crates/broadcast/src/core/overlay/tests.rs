@@ -33,6 +33,13 @@ fn config(mode: ConnectionMode) -> OverlayConfig {
     OverlayConfig { mode, tick: TICK, linger: LINGER, ..OverlayConfig::default() }
 }
 
+/// As [`config`], with HyParView's own retries of lost peers off, for the tests of the
+/// policy's retries alone.
+fn config_without_core_retries(mode: ConnectionMode) -> OverlayConfig {
+    let hyparview = HyParViewConfig { max_lost: 0, ..HyParViewConfig::default() };
+    OverlayConfig { hyparview, ..config(mode) }
+}
+
 fn drain(overlay: &mut Overlay<Addr>) -> Vec<OverlayOutput<Addr>> {
     std::iter::from_fn(|| overlay.poll_output()).collect()
 }
@@ -43,7 +50,12 @@ fn send(to: Addr, message: HyParViewMessage<Addr>) -> OverlayOutput<Addr> {
 
 /// A node in `mode` whose active view holds `active` (each connected), outputs drained.
 fn node(now: Instant, mode: ConnectionMode, active: &[Addr]) -> Overlay<Addr> {
-    let mut overlay = Overlay::new(ME, config(mode), now);
+    node_with(now, config(mode), active)
+}
+
+/// As [`node`], with `config`.
+fn node_with(now: Instant, config: OverlayConfig, active: &[Addr]) -> Overlay<Addr> {
+    let mut overlay = Overlay::new(ME, config, now);
     for peer in active {
         overlay.handle_up(now, *peer);
         overlay.handle_message(now, *peer, HyParViewMessage::ForwardJoinReply).unwrap();
@@ -110,11 +122,13 @@ fn a_lost_peer_is_retried_and_joined_through_when_it_answers() {
 }
 
 /// A retry that finds nobody keeps the peer lost (it is tried again), and a peer lost for
-/// longer than `forget_lost_after` is forgotten.
+/// longer than `forget_lost_after` is forgotten by the policy (HyParView's own retries off
+/// here: see the next test).
 #[test]
 fn a_failed_retry_keeps_the_peer_lost_until_it_is_forgotten() {
     let now = Instant::now();
-    let mut overlay = node(now, ConnectionMode::Managed, &[at(2)]);
+    let config = config_without_core_retries(ConnectionMode::Managed);
+    let mut overlay = node_with(now, config, &[at(2)]);
     overlay.handle_down(now, &2);
     drain(&mut overlay);
     overlay.handle_timeout(now + TICK);
@@ -132,13 +146,48 @@ fn a_failed_retry_keeps_the_peer_lost_until_it_is_forgotten() {
     assert!(overlay.lost().is_empty());
 }
 
+/// Healing after any partition: past `forget_lost_after`, HyParView still holds the peer as
+/// lost and retries it (a high-priority NEIGHBOUR, for which a connection is opened), with
+/// waits of at most `max_retry_backoff`. A failed connection is a failed retry. (Before:
+/// once forgotten here, the peer was tried by nothing, and halves of a partition longer than
+/// `forget_lost_after`, their views full, never linked again.)
+#[test]
+fn past_forget_lost_after_hyparview_still_retries_the_lost_peer() {
+    let now = Instant::now();
+    let mut overlay = node(now, ConnectionMode::Managed, &[at(2)]);
+    overlay.handle_down(now, &2);
+    drain(&mut overlay);
+    let retry = send(at(2), HyParViewMessage::Neighbour { priority: Priority::High });
+    let mut time = now;
+    let mut retries = Vec::new();
+    while time <= now + OverlayConfig::default().forget_lost_after * 2 {
+        time += TICK;
+        overlay.handle_timeout(time);
+        let outputs = drain(&mut overlay);
+        if outputs.contains(&OverlayOutput::Connect(at(2))) {
+            overlay.handle_connect_result(time, &at(2), ConnectResult::Failed);
+            drain(&mut overlay);
+        }
+        if outputs.contains(&retry) {
+            retries.push(time);
+        }
+    }
+    let late = retries.iter().filter(|at| **at > now + OverlayConfig::default().forget_lost_after);
+    let gaps = retries.windows(2).map(|pair| pair[1] - pair[0]);
+    let max_backoff = HyParViewConfig::default().max_retry_backoff;
+    assert!(late.count() >= 9, "{retries:?}");
+    assert!(gaps.into_iter().all(|gap| gap <= max_backoff + Duration::from_secs(2)), "{retries:?}");
+    assert!(overlay.hyparview().lost().any(|peer| *peer == at(2)));
+}
+
 /// Lost peers are retried one per tick, round robin, each in turn, also when the one tried
 /// last has left the lost set. (Regression: the next one was taken as the second at or
 /// after the last one tried, which skipped a peer whenever the last one had left.)
 #[test]
 fn lost_peers_are_retried_one_per_tick_in_turn() {
     let now = Instant::now();
-    let mut overlay = node(now, ConnectionMode::Managed, &[at(2), at(3), at(4)]);
+    let config = config_without_core_retries(ConnectionMode::Managed);
+    let mut overlay = node_with(now, config, &[at(2), at(3), at(4)]);
     for name in [2, 3, 4] {
         overlay.handle_down(now, &name);
     }
