@@ -53,8 +53,18 @@
 //! **Anti-entropy.** When a Plumtree core asks for an exchange with a peer, the driver calls
 //! the handler's [`exchange`](Handler::exchange) and, if it agrees, sends the peer the
 //! handler's [`digest`](AntiEntropy::digest); the peer answers with up to
-//! [`BroadcastConfig::max_exchange_items`] messages the digest lacks, which are merged (and so
-//! delivered) here.
+//! [`BroadcastConfig::max_exchange_items`] messages the digest lacks (fewer if more would not
+//! fit in [`BroadcastConfig::max_message_bytes`]), which are merged (and so delivered, once:
+//! see [`AntiEntropy`]) here.
+//!
+//! **Nothing is dropped silently.** Every message the driver sends is measured first: one
+//! encoded larger than [`BroadcastConfig::max_message_bytes`] (kept below the transport's
+//! frame limit, which would drop it with a log line) is not sent, and is counted and logged
+//! as an error. Messages dropped at the driver's bounds (a peer's queue of messages waiting
+//! for its connection, the connections being opened) and announcements dropped at the
+//! trees' bounds are counted too ([`Broadcast::stats`]). Each such loss is one the protocols
+//! recover from: a lost payload or announcement is grafted from another announcer or brought
+//! by the next anti-entropy exchange (with [`BroadcastConfig::exchange_interval`] set).
 //!
 //! What the driver does *not* do: detect failures itself (the transport's heartbeats do),
 //! retry a broadcast, or persist anything.
@@ -63,6 +73,8 @@ mod config;
 mod erased;
 mod error;
 mod log;
+mod seen;
+mod stats;
 mod task;
 mod topic;
 
@@ -81,6 +93,8 @@ use crate::core::{ConnectionMode, Handler, Peer};
 pub use config::BroadcastConfig;
 pub use error::{BroadcastError, BroadcastStartError};
 pub use log::{Log, MessageId};
+pub use seen::{Seen, Summary};
+pub use stats::Stats;
 pub use topic::Topic;
 
 /// A HyParView peer in the driver: a node's name and the address it listens on.
@@ -120,12 +134,26 @@ impl Peer for Contact {
 
 /// Anti-entropy for a handler the driver runs: what an exchange sends and answers. (The
 /// Plumtree core only says *when* to exchange; the driver carries the exchange itself.)
+///
+/// **Exactly once.** The driver delivers to a handler only through
+/// [`Handler::merge`], and takes its answer as the truth: a message is delivered once if
+/// `merge` returns `true` at most once per id, for as long as the node runs, also for a
+/// message whose payload the handler has forgotten (late GRAFTs and exchanges bring old
+/// messages back). Deduplication is thus the handler's, apart from its payload store:
+/// [`Log`] keeps a [`Seen`] (a watermark per origin and incarnation plus a bounded set above
+/// it), and a handler of [`MessageId`]s of its own can keep one too.
 pub trait AntiEntropy: Handler<String> {
-    /// The ids this node holds, sent to the exchange peer.
-    fn digest(&self) -> Vec<Self::Id>;
+    /// What an exchange sends the peer: a summary of what this node holds. Keep it bounded
+    /// whatever the number of messages ([`Summary`] grows with the origins only): a digest
+    /// encoded larger than [`BroadcastConfig::max_message_bytes`] is not sent, and the
+    /// driver counts it ([`Stats::oversized`]).
+    type Digest: Serialize + DeserializeOwned;
+
+    /// A summary of what this node holds, sent to the exchange peer.
+    fn digest(&self) -> Self::Digest;
 
     /// Up to `max` messages this node holds that `digest` (a peer's) lacks.
-    fn missing(&mut self, digest: &[Self::Id], max: usize) -> Vec<(Self::Id, Self::Payload)>;
+    fn missing(&mut self, digest: &Self::Digest, max: usize) -> Vec<(Self::Id, Self::Payload)>;
 }
 
 /// A snapshot of the overlay's views.
@@ -151,6 +179,7 @@ enum Command {
         reply: oneshot::Sender<Result<(), BroadcastError>>,
     },
     Views(oneshot::Sender<Views>),
+    Stats(oneshot::Sender<Stats>),
     Stop,
 }
 
@@ -276,6 +305,15 @@ impl Broadcast {
         let (reply, views) = oneshot::channel();
         self.commands.send(Command::Views(reply)).await.ok()?;
         views.await.ok()
+    }
+
+    /// What the driver counted since it started: messages dropped at its bounds, sends that
+    /// failed or were too large, deliveries by anti-entropy. `None` if the driver has
+    /// stopped.
+    pub async fn stats(&self) -> Option<Stats> {
+        let (reply, stats) = oneshot::channel();
+        self.commands.send(Command::Stats(reply)).await.ok()?;
+        stats.await.ok()
     }
 
     /// Stops the driver task (the node runs on). Its service closes.

@@ -7,8 +7,10 @@
 //! Plumtree forms and repairs (eager push along the tree, lazy IHAVE announcements to the
 //! other neighbours, GRAFT of what is missing, periodic anti-entropy exchanges). A topic fixes
 //! its message type, so a broadcast of the wrong type does not compile. The handler decides
-//! what a message is and whether it is new ([`Handler`], [`AntiEntropy`]); [`Log`] is a
-//! ready-made one that keeps every message.
+//! what a message is and whether it is new ([`Handler`], [`AntiEntropy`]), and so that each
+//! message reaches it once; [`Log`] is a ready-made one that keeps the latest messages and
+//! delivers each once, however few it keeps ([`Seen`]). The driver counts every message it
+//! does not send ([`Broadcast::stats`]).
 //!
 //! The overlay follows the node's membership: in `Membership::Managed`, HyParView's active
 //! view (5 neighbours by default) chooses the node's connections, so a large cluster needs no
@@ -75,5 +77,5 @@ pub use crate::core::{Graft, Handler};
 #[cfg(feature = "driver")]
 pub use crate::driver::{
     AntiEntropy, Broadcast, BroadcastConfig, BroadcastError, BroadcastStartError, Contact, Log,
-    MessageId, Topic, Views,
+    MessageId, Seen, Stats, Summary, Topic, Views,
 };

@@ -327,6 +327,8 @@ pub struct Plumtree<P, H: Handler<P>> {
     /// Messages delivered lately, with when they stop being announced to new neighbours.
     recent: VecDeque<(Instant, Announcement<P, H::Id>)>,
     exchange_at: Option<Instant>,
+    /// Announcements dropped past `max_lazy_queue`, for the driver's counters.
+    dropped_announcements: u64,
     outputs: VecDeque<PlumtreeOutput<P, H::Id, H::Payload>>,
 }
 
@@ -354,6 +356,7 @@ where
             received_order: VecDeque::new(),
             recent: VecDeque::new(),
             exchange_at,
+            dropped_announcements: 0,
             outputs: VecDeque::new(),
         }
     }
@@ -387,6 +390,13 @@ where
     /// How many announced messages are awaited (each with a GRAFT timer).
     pub fn missing_len(&self) -> usize {
         self.missing.len()
+    }
+
+    /// How many IHAVE announcements were dropped (the oldest first) past
+    /// [`PlumtreeConfig::max_lazy_queue`] since the core started. Each was for a message
+    /// the peer may lack: another announcer's IHAVE or an anti-entropy exchange covers it.
+    pub fn dropped_announcements(&self) -> u64 {
+        self.dropped_announcements
     }
 
     /// The next output to act on, oldest first. Drain after every call.
@@ -685,11 +695,13 @@ where
     /// Queues an announcement for `to`'s next IHAVE, dropping the oldest past the bound.
     fn queue_announcement(&mut self, now: Instant, to: P, announcement: Announcement<P, H::Id>) {
         if self.config.max_lazy_queue == 0 {
+            self.dropped_announcements += 1;
             return;
         }
         let queue = self.lazy_queues.entry(to).or_default();
         if queue.len() >= self.config.max_lazy_queue {
             queue.pop_front();
+            self.dropped_announcements += 1;
         }
         queue.push_back(announcement);
         self.flush_at.get_or_insert(now + self.config.lazy_tick);

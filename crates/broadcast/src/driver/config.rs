@@ -102,6 +102,13 @@ pub struct BroadcastConfig {
     pub max_connecting: usize,
     /// The most messages one anti-entropy answer carries.
     pub max_exchange_items: usize,
+    /// The largest message the driver sends, encoded (default 16 MiB less 64 KiB, under the
+    /// transport's default frame limit of 16 MiB with room for its envelope). A message
+    /// larger than this is not sent and is counted in
+    /// [`Stats::oversized`](super::Stats::oversized), since the transport would drop it;
+    /// an anti-entropy answer carries fewer messages to fit. Keep it below the transport's
+    /// `max_frame_bytes` less 64 KiB when that is set lower.
+    pub max_message_bytes: usize,
 }
 
 impl Default for BroadcastConfig {
@@ -142,6 +149,7 @@ impl Default for BroadcastConfig {
             max_unsent_per_peer: 256,
             max_connecting: 64,
             max_exchange_items: 256,
+            max_message_bytes: 16 * 1024 * 1024 - 64 * 1024,
         }
     }
 }

@@ -160,7 +160,7 @@ where
     }
 
     fn missing(&mut self, digest: &ByteBuf, max: usize) -> Vec<(ByteBuf, ByteBuf)> {
-        let Some(digest) = decode::<Vec<H::Id>>(digest, "digest") else { return Vec::new() };
+        let Some(digest) = decode::<H::Digest>(digest, "digest") else { return Vec::new() };
         let mut items = Vec::new();
         for (id, payload) in self.0.missing(&digest, max).into_iter().take(max) {
             match (encode(&id), encode(&payload)) {

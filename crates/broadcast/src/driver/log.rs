@@ -1,6 +1,7 @@
-//! [`Log`]: a ready-made handler that keeps every message it delivers, in delivery order.
+//! [`Log`]: a ready-made handler that keeps the messages it delivers, in delivery order, and
+//! delivers each once.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -8,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use shoal_transport::Node;
 use tokio::sync::watch;
 
-use super::AntiEntropy;
+use super::{AntiEntropy, Seen, Summary};
 use crate::core::{Graft, Handler};
 
 /// A broadcast of a [`Log`]: the node it started from (name and incarnation, so a restarted
@@ -27,16 +28,27 @@ struct State<T> {
     origin: String,
     incarnation: u64,
     next_seq: u64,
+    /// Every id delivered, apart from the payloads (which are forgotten past the capacity).
+    seen: Seen,
     messages: BTreeMap<MessageId, T>,
     /// Delivery order, for reading and for forgetting the oldest past the capacity.
     order: VecDeque<MessageId>,
     capacity: usize,
 }
 
-/// A handler that keeps every message it delivers (broadcast here or received), at most
-/// `capacity` of them (past it the oldest is forgotten; a forgotten message that comes again
-/// is delivered again). Clones share the log: register one with
-/// [`Broadcast::register`](super::Broadcast::register), read another.
+/// A handler that keeps the messages it delivers (broadcast here or received), at most
+/// `capacity` of them: past it the oldest payload is forgotten. Each message is delivered
+/// once, however small the capacity: the ids delivered are kept apart from the payloads, in a
+/// [`Seen`] (a watermark per origin and incarnation plus a bounded set above it), so a
+/// forgotten message that comes again (a late GRAFT, an exchange) is a duplicate. Clones share
+/// the log: register one with [`Broadcast::register`](super::Broadcast::register), read
+/// another.
+///
+/// A broadcast's number is taken when its message is merged (as [`Plumtree::broadcast`]
+/// does right after producing it), so a produced message that never was (its encoding
+/// failed) leaves no gap in the origin's numbers.
+///
+/// [`Plumtree::broadcast`]: crate::core::Plumtree::broadcast
 ///
 /// ```
 /// use shoal_broadcast::{Handler, Log, MessageId};
@@ -75,6 +87,7 @@ impl<T: Clone> Log<T> {
             origin: origin.to_owned(),
             incarnation,
             next_seq: 0,
+            seen: Seen::default(),
             messages: BTreeMap::new(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
@@ -111,8 +124,13 @@ impl<T: Clone> Log<T> {
         self.len() == 0
     }
 
-    /// Counts every delivery (forgotten messages included): wait on it with
-    /// `changed`/`wait_for` instead of polling.
+    /// Whether `id` was delivered here (its payload may be forgotten).
+    pub fn delivered(&self, id: &MessageId) -> bool {
+        self.state().seen.contains(id)
+    }
+
+    /// Counts every delivery (forgotten messages included; each message once): wait on it
+    /// with `changed`/`wait_for` instead of polling.
     pub fn deliveries(&self) -> watch::Receiver<usize> {
         self.delivered.subscribe()
     }
@@ -125,20 +143,22 @@ impl<T: Clone + Debug> Handler<String> for Log<T> {
     type Error = std::convert::Infallible;
 
     fn produce(&mut self, message: T) -> (MessageId, T) {
-        let mut state = self.state();
+        let state = self.state();
         let id = MessageId {
             origin: state.origin.clone(),
             incarnation: state.incarnation,
             seq: state.next_seq,
         };
-        state.next_seq += 1;
         (id, message)
     }
 
     fn merge(&mut self, id: &MessageId, payload: T) -> bool {
         let mut state = self.state();
-        if state.messages.contains_key(id) {
+        if !state.seen.insert(id) {
             return false;
+        }
+        if id.origin == state.origin && id.incarnation == state.incarnation {
+            state.next_seq = state.next_seq.max(id.seq + 1);
         }
         while state.order.len() >= state.capacity {
             if let Some(oldest) = state.order.pop_front() {
@@ -153,7 +173,7 @@ impl<T: Clone + Debug> Handler<String> for Log<T> {
     }
 
     fn is_stale(&self, id: &MessageId) -> bool {
-        self.contains(id)
+        self.delivered(id)
     }
 
     fn graft(&mut self, id: &MessageId) -> Graft<T, Self::Error> {
@@ -168,18 +188,21 @@ impl<T: Clone + Debug> Handler<String> for Log<T> {
     }
 }
 
+/// The digest is a [`Summary`] of the ids delivered: bounded by the origins, whatever the
+/// number of messages.
 impl<T: Clone + Debug> AntiEntropy for Log<T> {
-    fn digest(&self) -> Vec<MessageId> {
-        self.state().order.iter().cloned().collect()
+    type Digest = Summary;
+
+    fn digest(&self) -> Summary {
+        self.state().seen.summary()
     }
 
-    fn missing(&mut self, digest: &[MessageId], max: usize) -> Vec<(MessageId, T)> {
-        let known: BTreeSet<&MessageId> = digest.iter().collect();
+    fn missing(&mut self, digest: &Summary, max: usize) -> Vec<(MessageId, T)> {
         let state = self.state();
         state
             .order
             .iter()
-            .filter(|id| !known.contains(id))
+            .filter(|id| !digest.covers(id))
             .filter_map(|id| state.messages.get(id).map(|message| (id.clone(), message.clone())))
             .take(max)
             .collect()
@@ -207,7 +230,8 @@ mod tests {
         assert!(b.missing(&a.digest(), 10).iter().all(|(id, _)| id.seq == 3));
     }
 
-    /// The log holds at most its capacity, forgetting the oldest; a duplicate is not new.
+    /// The log holds at most its capacity of payloads, forgetting the oldest; a duplicate is
+    /// not new, even once its payload is forgotten (exactly-once delivery).
     #[test]
     fn capacity_bounds_the_log_and_duplicates_are_not_new() {
         let mut log = Log::<u32>::with_origin("a", 1, 2);
@@ -220,7 +244,9 @@ mod tests {
             .collect();
         assert_eq!(log.len(), 2);
         assert!(!log.contains(&ids[0]));
+        assert!(log.delivered(&ids[0]));
         assert!(!log.merge(&ids[2], 2));
+        assert!(!log.merge(&ids[0], 0), "a forgotten payload is not delivered again");
         assert_eq!(*log.deliveries().borrow(), 3);
     }
 }

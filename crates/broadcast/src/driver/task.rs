@@ -13,7 +13,7 @@ use shoal_transport::{Inbox, Incoming, Node, NodeEvent, RemoteError, Service};
 use tokio::sync::{broadcast, mpsc};
 
 use super::erased::{Erased, Prepare};
-use super::{BroadcastConfig, BroadcastError, Command, Contact, Views};
+use super::{BroadcastConfig, BroadcastError, Command, Contact, Stats, Views};
 use crate::core::{
     ConnectResult, ConnectionMode, Handler, HyParViewMessage, Overlay, OverlayOutput, Plumtree,
     PlumtreeMessage, PlumtreeOutput, Route,
@@ -69,6 +69,46 @@ pub(super) struct Task {
     /// A Plumtree core per registered topic, by the topic's name.
     trees: BTreeMap<String, Plumtree<String, Erased>>,
     connecting: HashMap<String, Connecting>,
+    /// The driver's own counters (the trees count their dropped announcements).
+    stats: Stats,
+}
+
+/// Counts the bytes written to it: a message's encoded size, without keeping the bytes.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `wire`'s size encoded as the transport encodes a service message (msgpack), less the
+/// envelope (the sender's name and the service's), which
+/// [`BroadcastConfig::max_message_bytes`] leaves room for.
+fn encoded_len(wire: &Wire) -> usize {
+    let mut counter = ByteCounter(0);
+    match rmp_serde::encode::write(&mut counter, wire) {
+        Ok(()) => counter.0,
+        // Not encodable at all: the transport would refuse it too.
+        Err(_) => usize::MAX,
+    }
+}
+
+impl Wire {
+    /// The message's kind, for logs.
+    fn kind(&self) -> &'static str {
+        match self {
+            Wire::Overlay { .. } => "overlay",
+            Wire::Tree { .. } => "tree",
+            Wire::Digest { .. } => "anti-entropy digest",
+            Wire::Items { .. } => "anti-entropy answer",
+        }
+    }
 }
 
 /// A stable hash of a name (FNV-1a), to give each topic's core its own seed.
@@ -104,6 +144,7 @@ impl Task {
             overlay,
             trees: BTreeMap::new(),
             connecting: HashMap::new(),
+            stats: Stats::default(),
             config,
         }
     }
@@ -190,14 +231,17 @@ impl Task {
                 let Some(tree) = self.trees.get_mut(&topic) else { return };
                 let items = tree.handler_mut().missing(&digest, self.config.max_exchange_items);
                 if !items.is_empty() {
-                    self.send_to_name(now, &from, Wire::Items { topic, items }).await;
+                    let answer = self.fit(Wire::Items { topic, items });
+                    self.send_to_name(now, &from, answer).await;
                 }
             }
             Wire::Items { topic, items } => {
                 let Some(tree) = self.trees.get_mut(&topic) else { return };
                 for (id, payload) in items.into_iter().take(self.config.max_exchange_items) {
                     // Merged by the handler only: the tree already carried it elsewhere.
-                    Handler::merge(tree.handler_mut(), &id, payload);
+                    if Handler::merge(tree.handler_mut(), &id, payload) {
+                        self.stats.delivered_by_exchange += 1;
+                    }
                 }
             }
         }
@@ -230,8 +274,28 @@ impl Task {
                 };
                 let _ = reply.send(views);
             }
+            Command::Stats(reply) => {
+                let mut stats = self.stats;
+                stats.dropped_announcements =
+                    self.trees.values().map(Plumtree::dropped_announcements).sum();
+                let _ = reply.send(stats);
+            }
             Command::Stop => {}
         }
+    }
+
+    /// An anti-entropy answer with as many of its items as fit in
+    /// [`BroadcastConfig::max_message_bytes`] (the first ones; the next exchange brings the
+    /// rest).
+    fn fit(&self, mut answer: Wire) -> Wire {
+        while encoded_len(&answer) > self.config.max_message_bytes {
+            let Wire::Items { items, .. } = &mut answer else { break };
+            if items.len() <= 1 {
+                break;
+            }
+            items.truncate(items.len() / 2);
+        }
+        answer
     }
 
     fn broadcast(
@@ -346,8 +410,13 @@ impl Task {
                             let digest = Handler::exchange(tree.handler_mut(), &peer)
                                 .and_then(|()| tree.handler().digest());
                             match digest {
-                                Ok(digest) => sends
-                                    .push((peer, Wire::Digest { topic: topic.clone(), digest })),
+                                Ok(digest) => {
+                                    self.stats.digests_sent += 1;
+                                    sends.push((
+                                        peer,
+                                        Wire::Digest { topic: topic.clone(), digest },
+                                    ));
+                                }
                                 Err(error) => {
                                     tracing::debug!(%topic, %peer, %error, "no exchange");
                                 }
@@ -372,7 +441,8 @@ impl Task {
         match self.overlay.route(now, &to.to_owned()) {
             Route::Send => self.deliver(now, to, wire).await,
             Route::Drop => {
-                tracing::debug!(peer = %to, "a message for a peer not connected: dropped")
+                self.stats.dropped_unroutable += 1;
+                tracing::debug!(peer = %to, kind = wire.kind(), "no connection to the peer: dropped");
             }
         }
     }
@@ -385,19 +455,34 @@ impl Task {
         {
             if connecting.unsent.len() < self.config.max_unsent_per_peer {
                 connecting.unsent.push_back(wire);
+            } else {
+                self.stats.dropped_unsent += 1;
+                tracing::debug!(peer = %to, kind = wire.kind(), "the peer's queue is full: dropped");
             }
             return;
         }
         self.send_now(now, to, wire).await;
     }
 
+    /// Sends `wire` to `to` unless it is too large for the transport (counted and logged as
+    /// an error: the transport would drop it with no error to the sender).
     async fn send_now(&mut self, now: Instant, to: &str, wire: Wire) {
+        let len = encoded_len(&wire);
+        if len > self.config.max_message_bytes {
+            self.stats.oversized += 1;
+            let (kind, max) = (wire.kind(), self.config.max_message_bytes);
+            tracing::error!(peer = %to, kind, len, max, "a broadcast message too large to send");
+            return;
+        }
         match self.service.send(to, &wire).await {
             Ok(()) => {}
             Err(RemoteError::NoConnection(_)) => {
                 self.overlay.handle_send_failed(now, &to.to_owned());
             }
-            Err(error) => tracing::warn!(peer = %to, %error, "a broadcast message was not sent"),
+            Err(error) => {
+                self.stats.send_failures += 1;
+                tracing::warn!(peer = %to, %error, "a broadcast message was not sent");
+            }
         }
     }
 

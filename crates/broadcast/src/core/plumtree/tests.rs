@@ -153,7 +153,8 @@ fn pruned_peer_gets_one_batched_ihave_per_tick() {
     assert_eq!(core.poll_timeout(), None);
 }
 
-/// The lazy queue is bounded: past `max_lazy_queue` the oldest announcement is dropped.
+/// The lazy queue is bounded: past `max_lazy_queue` the oldest announcement is dropped, and
+/// counted (`dropped_announcements`), never silently.
 #[test]
 fn lazy_queue_keeps_only_the_newest_announcements() {
     let now = Instant::now();
@@ -170,6 +171,7 @@ fn lazy_queue_keeps_only_the_newest_announcements() {
         Announcement { id: 103, round: 0, root: 0 },
     ];
     assert_eq!(drain(&mut core), vec![send(2, PlumtreeMessage::IHave { announcements })]);
+    assert_eq!(core.dropped_announcements(), 1);
 }
 
 /// §3.5 (tree repair), `IHAVE` receive and `Timer(mID)`: a message announced but not received within
