@@ -38,12 +38,13 @@
 //!   peer failing.
 //!
 //! **Rejoining.** A node that knows no peer any more rejoins through the contact it first
-//! joined. Peers lost to a failure are remembered for [`BroadcastConfig::forget_lost_after`]
-//! and retried one per [`BroadcastConfig::tick`]; over a full mesh a lost peer that connects
-//! again is joined through at once, and connected nodes are offered to HyParView while its
-//! active view has room its passive view cannot fill. That is how two halves of a healed
-//! partition find each other, whose passive views forgot the other side while it was
-//! unreachable (within `forget_lost_after`).
+//! joined, and joins it again while its active view has room its passive view cannot fill.
+//! Peers lost to a failure are retried quickly, one per [`BroadcastConfig::tick`], for
+//! [`BroadcastConfig::forget_lost_after`]; HyParView keeps them longer (a bounded set, the
+//! oldest dropped first) and retries them with a growing backoff, into a full active view if
+//! need be, so two halves of a healed partition link again however long it lasted. Over a full
+//! mesh a lost peer that connects again is joined through at once, and connected nodes are
+//! offered to HyParView while its active view has room its passive view cannot fill.
 //!
 //! **Restarts.** A node may restart on another port under the same name: a contact of that
 //! name at another address than the transport knows now is dropped from the views and the
