@@ -10,7 +10,7 @@ use std::time::Duration;
 use shoal_broadcast::{
     AntiEntropy, Broadcast, BroadcastConfig, Graft, Handler, Log, MessageId, Stats, Summary, Topic,
 };
-use shoal_transport::{ClusterKey, Direction, Fault, Membership, Node};
+use shoal_transport::{Direction, Fault, Node};
 
 /// Every wait in these tests is bounded by this.
 const BOUND: Duration = Duration::from_secs(20);
@@ -21,35 +21,17 @@ const TOPIC: Topic<String> = Topic::new("delivery");
 /// The transport's default frame limit, which a digest must stay under.
 const FRAME_LIMIT_BYTES: usize = 16 * 1024 * 1024;
 
-fn key() -> ClusterKey {
-    ClusterKey::from_hex("5d2a8e41c7f09b36a1e4d8720cb95f13e6a7d0482bf9c31d57e0a46b82c1f9d3")
-        .expect("the test key is valid")
-}
-
 /// A node in managed membership, declared down after `failure` without heartbeats.
 async fn start_node(name: &str, failure: Duration) -> Node {
-    Node::builder(name, key())
-        .heartbeat(Duration::from_millis(100), failure)
-        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
-        .connect_timeout(Duration::from_secs(5))
-        .membership(Membership::Managed)
-        .start()
-        .await
-        .expect("node starts")
+    super::driver::start_managed_node(name, failure).await
 }
 
-/// Protocol timers scaled down for tests, with an exchange every 100 ms.
+/// The driver tests' timers, with an exchange every 100 ms and the default neighbour timeout.
 fn config() -> BroadcastConfig {
     BroadcastConfig {
-        shuffle_interval: Duration::from_millis(500),
-        repair_interval: Duration::from_millis(200),
-        lazy_tick: Duration::from_millis(50),
-        graft_timeout: Duration::from_millis(300),
-        second_graft_timeout: Duration::from_millis(200),
         exchange_interval: Some(Duration::from_millis(100)),
-        linger: Duration::from_millis(1_000),
-        tick: Duration::from_millis(100),
-        ..BroadcastConfig::default()
+        neighbour_timeout: BroadcastConfig::default().neighbour_timeout,
+        ..super::driver::config()
     }
 }
 

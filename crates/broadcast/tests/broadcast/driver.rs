@@ -20,15 +20,21 @@ const TOPIC: Topic<String> = Topic::new("test");
 /// the tests' configuration in one place).
 const KEY_HEX: &str = "a3e94c170f5b28d6c1847e2b90fd5a36e81c4f07b29d635a0ec7148bf2d963e5";
 
-fn key() -> ClusterKey {
+pub(super) fn key() -> ClusterKey {
     ClusterKey::from_hex(KEY_HEX).expect("the test key is valid")
 }
 
 /// Nodes with short heartbeats (a peer silent for 2 s is down: long enough that a machine
 /// loaded by parallel tests sees no false downs) in managed membership.
 async fn start_node(name: &str) -> Node {
+    start_managed_node(name, Duration::from_millis(2_000)).await
+}
+
+/// A node in managed membership, heartbeats every 100 ms, declared down after `failure`
+/// without one (also the delivery tests' nodes).
+pub(super) async fn start_managed_node(name: &str, failure: Duration) -> Node {
     Node::builder(name, key())
-        .heartbeat(Duration::from_millis(100), Duration::from_millis(2_000))
+        .heartbeat(Duration::from_millis(100), failure)
         .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
         .connect_timeout(Duration::from_secs(5))
         .membership(Membership::Managed)
@@ -38,8 +44,8 @@ async fn start_node(name: &str) -> Node {
 }
 
 /// A configuration with protocol timers scaled down for tests, for nodes in managed
-/// membership.
-fn config() -> BroadcastConfig {
+/// membership (also the delivery tests', with their own exchange interval).
+pub(super) fn config() -> BroadcastConfig {
     BroadcastConfig {
         shuffle_interval: Duration::from_millis(500),
         neighbour_timeout: Duration::from_millis(1_000),
