@@ -18,7 +18,7 @@ use shoal_sim::SimNet;
 use shoal_transport::{Membership, Node};
 use tokio::time::Instant;
 
-use crate::support::{ip, on, random_partition, random_way, run_schedules};
+use crate::support::{ip, random_partition, random_way, run_schedules};
 
 /// Schedules run per test run; `SHOAL_SIM_BROADCAST_SCHEDULES` runs more (exploration).
 const SCHEDULES: u64 = 500;
@@ -70,14 +70,7 @@ async fn start_life(
     seed: u64,
     contact: Option<SocketAddr>,
 ) -> Life {
-    let name = format!("n{host}");
-    let runtime = shoal_process::Runtime::builder()
-        .node_name(name.as_str())
-        .incarnation(u64::from(host) * 1_000 + life)
-        .build()
-        .expect("a runtime");
-    let node = on(net, &name, host + 1)
-        .runtime(runtime)
+    let node = crate::support::life(net, host, life)
         .seed(seed)
         .gossip_interval(Duration::from_millis(200))
         .membership(membership.clone())

@@ -92,3 +92,15 @@ pub(crate) fn random_partition(net: &SimNet, ips: &[IpAddr], rng: &mut SmallRng)
     let split = rng.random_range(1..ips.len());
     net.partition(&ips[..split], &ips[split..]);
 }
+
+/// Node `n{host}` at `10.0.0.{host + 1}` in its `life`-th start: its incarnation grows with
+/// each life, so a restart replaces the one before.
+pub(crate) fn life(net: &SimNet, host: u8, life: u64) -> NodeBuilder {
+    let name = format!("n{host}");
+    let runtime = shoal_process::Runtime::builder()
+        .node_name(name.as_str())
+        .incarnation(u64::from(host) * 1_000 + life)
+        .build()
+        .expect("a runtime");
+    on(net, &name, host + 1).runtime(runtime)
+}

@@ -11,7 +11,7 @@ use shoal_transport::Node;
 use tokio::time::Instant;
 
 use crate::support::{
-    eventually, ip, on, paused_runtime, random_partition, random_way, run_schedules, sees,
+    self, eventually, ip, on, paused_runtime, random_partition, random_way, run_schedules, sees,
 };
 
 struct Echo;
@@ -198,13 +198,7 @@ impl Process for Receiver {
 
 /// One life of a node: `host` and its `life`-th start (its incarnation grows with it).
 async fn start_life(net: &SimNet, host: u8, life: u64, seed: u64) -> Node {
-    let name = format!("n{host}");
-    let runtime = shoal_process::Runtime::builder()
-        .node_name(name.as_str())
-        .incarnation(u64::from(host) * 1_000 + life)
-        .build()
-        .expect("a runtime");
-    on(net, &name, host + 1).runtime(runtime).seed(seed).start().await.expect("the node starts")
+    support::life(net, host, life).seed(seed).start().await.expect("the node starts")
 }
 
 /// What went wrong in a schedule, if anything.

@@ -308,15 +308,7 @@ impl<P: Peer> Overlay<P> {
     /// opened) failed.
     pub fn handle_connections(&mut self, now: Instant, connected: impl IntoIterator<Item = P>) {
         self.connected = connected.into_iter().map(|peer| (peer.name().clone(), peer)).collect();
-        let gone: Vec<P> = self
-            .hyparview
-            .active_view()
-            .iter()
-            .filter(|p| !self.connected.contains_key(p.name()))
-            .filter(|p| !self.connecting.contains_key(p.name()))
-            .cloned()
-            .collect();
-        for peer in gone {
+        for peer in self.unconnected_neighbours() {
             self.fail(now, peer);
         }
         self.pump(now);
@@ -570,17 +562,17 @@ impl<P: Peer> Overlay<P> {
         if self.config.mode != ConnectionMode::Managed {
             return;
         }
-        let unconnected: Vec<P> = self
-            .hyparview
-            .active_view()
-            .iter()
-            .filter(|p| !self.connected.contains_key(p.name()))
-            .filter(|p| !self.connecting.contains_key(p.name()))
-            .cloned()
-            .collect();
-        for peer in unconnected {
+        for peer in self.unconnected_neighbours() {
             self.connect(peer, false);
         }
+    }
+
+    /// The active view's peers with no connection, open or being opened.
+    fn unconnected_neighbours(&self) -> Vec<P> {
+        let unconnected = |p: &&P| {
+            !self.connected.contains_key(p.name()) && !self.connecting.contains_key(p.name())
+        };
+        self.hyparview.active_view().iter().filter(unconnected).cloned().collect()
     }
 
     /// [`ConnectionMode::Existing`]: offers HyParView the connected nodes (at their current
