@@ -8,6 +8,7 @@
 //! `cargo xtask explore-nodes`).
 
 mod broadcast;
+mod broadcast_soak;
 mod determinism;
 mod paxos;
 mod support;
