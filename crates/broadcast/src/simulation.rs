@@ -375,6 +375,10 @@ impl Node for BroadcastNode {
                     PlumtreeMessage::Gossip { id, round, .. } => Some((*id, *round)),
                     _ => None,
                 };
+                // As the driver does: a sender that is no neighbour holds a link alone.
+                if !running.tree.neighbours().contains(&from) {
+                    running.overlay.handle_neighbour_traffic(&from);
+                }
                 let _ = running.tree.handle_message(now, from, message);
                 if let Some((id, round)) = gossip
                     && !self.deliveries.contains_key(&id)

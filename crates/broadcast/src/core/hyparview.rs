@@ -448,7 +448,7 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
             return Err(HyParViewError::FromSelf);
         }
         if Self::travels_over_active_links(&message) {
-            self.disconnect_if_not_neighbour(&from);
+            self.handle_neighbour_traffic(&from);
         }
         match message {
             HyParViewMessage::Join => self.on_join(from),
@@ -518,11 +518,13 @@ impl<P: Clone + Ord + Debug> HyParView<P> {
         )
     }
 
-    /// Traffic that only a neighbour sends came from `from`, which is none of ours (and not a
-    /// candidate we asked): it holds a one-sided link to this node, which DISCONNECT undoes
+    /// Traffic that only a neighbour sends came from `from`: a walk or a shuffle, or
+    /// another protocol's traffic over the overlay's links (Plumtree's GOSSIP, IHAVE, GRAFT
+    /// and PRUNE, which the driver reports here). If `from` is none of ours (and not a
+    /// candidate we asked), it holds a one-sided link to this node, which DISCONNECT undoes
     /// (beyond the paper: a link one side holds alone would carry that side's walks and
-    /// trees into a node that ignores them, for good).
-    fn disconnect_if_not_neighbour(&mut self, from: &P) {
+    /// trees into a node that ignores them, for good). A neighbour's traffic changes nothing.
+    pub fn handle_neighbour_traffic(&mut self, from: &P) {
         let asked = self.pending.contains_key(from)
             || self.retrying.as_ref().is_some_and(|(peer, _)| peer == from);
         if !self.active.contains(from) && !asked {

@@ -281,6 +281,16 @@ impl<P: Peer> Overlay<P> {
         result
     }
 
+    /// Traffic that only a neighbour sends (a tree's GOSSIP, IHAVE, GRAFT or PRUNE) came
+    /// from the node of this name over its connection: if it is not in the active view, it
+    /// is told DISCONNECT ([`HyParView::handle_neighbour_traffic`]), so that a link it holds
+    /// alone does not carry its trees into this node for good.
+    pub fn handle_neighbour_traffic(&mut self, now: Instant, name: &P::Name) {
+        let Some(peer) = self.connected.get(name).cloned() else { return };
+        self.hyparview.handle_neighbour_traffic(&peer);
+        self.pump(now);
+    }
+
     /// The node of `peer`'s name connected, at `peer`'s address.
     pub fn handle_up(&mut self, now: Instant, peer: P) {
         let name = peer.name().clone();

@@ -221,6 +221,11 @@ impl Task {
             }
             Wire::Tree { topic, message } => match self.trees.get_mut(&topic) {
                 Some(tree) => {
+                    // A tree's links are the overlay's: a sender that is no neighbour holds
+                    // a link to this node alone, and is told so.
+                    if !tree.neighbours().contains(&from) {
+                        self.overlay.handle_neighbour_traffic(now, &from);
+                    }
                     if let Err(error) = tree.handle_message(now, from.clone(), message) {
                         tracing::debug!(%from, %topic, %error, "tree message ignored");
                     }

@@ -1,6 +1,7 @@
 //! The overlay policy's rules, each checked by the exact outputs it emits. (HyParView's own
 //! rules are checked in `hyparview/tests.rs`; here it is the policy around it.)
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -346,6 +347,33 @@ fn disconnect_closes_the_connection_only_when_managed() {
     let mut overlay = node(now, ConnectionMode::Existing, &[at(2), at(3)]);
     overlay.handle_message(now, at(2), HyParViewMessage::Disconnect).unwrap();
     assert_eq!(drain(&mut overlay), vec![OverlayOutput::NeighbourDown(at(2))]);
+}
+
+/// No one-sided links (issue 15, point 5): a tree's traffic from a connected node that is
+/// not a neighbour (it holds a link to this node alone, say after a NEIGHBOUR acceptance
+/// this node never saw) is answered with DISCONNECT, in both modes, so that the peer drops
+/// the link and stops sending its tree over it; a neighbour's traffic, or a sender this node
+/// asked to be its neighbour, changes nothing. (Before: the tree ignored the message and the
+/// peer kept its link for good over a full mesh.)
+#[test]
+fn tree_traffic_from_a_non_neighbour_is_answered_with_disconnect() {
+    let now = Instant::now();
+    for mode in [ConnectionMode::Managed, ConnectionMode::Existing] {
+        let mut overlay = node(now, mode, &[at(2)]);
+        overlay.handle_up(now, at(3));
+        drain(&mut overlay);
+        overlay.handle_neighbour_traffic(now, &3);
+        assert_eq!(
+            drain(&mut overlay),
+            vec![send(at(3), HyParViewMessage::Disconnect)],
+            "{mode:?}"
+        );
+        overlay.handle_neighbour_traffic(now, &2);
+        assert_eq!(drain(&mut overlay), vec![], "{mode:?}: a neighbour's traffic");
+        overlay.handle_neighbour_traffic(now, &9);
+        assert_eq!(drain(&mut overlay), vec![], "{mode:?}: no connection to answer over");
+        assert_eq!(overlay.hyparview().active_view(), &BTreeSet::from([at(2)]), "{mode:?}");
+    }
 }
 
 /// Routing a tree's message: to a connected node, send; to an unconnected neighbour, connect
