@@ -4,13 +4,17 @@
 //!
 //! The simulation metrics are deterministic: they run [`Scenario::new`] with [`SEED`] (the
 //! seed of the broadcast crate's own 1,000-node tests), so every sample of one build gives
-//! the same value.
+//! the same value. Besides the paper's case (one long-lived root on a reliable network,
+//! crashes before a broadcast) they measure the harder ones: many roots, each broadcasting
+//! for the first time; 1% and 5% message loss; 5% duplication; and a crash during a
+//! broadcast, measured at 1 s and at 5 s. Each prints its whole report to stderr.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use shoal_broadcast::simulation::{Scenario, run};
+use shoal_broadcast::simulation::{BroadcastReport, Report, Scenario, run};
 use shoal_broadcast::{Broadcast, BroadcastConfig, Log, Topic};
+use shoal_sim::Network;
 use shoal_transport::{Membership, Node};
 
 use crate::harness::{key, on_workers};
@@ -140,4 +144,130 @@ pub(crate) fn plumtree_reliability_pct_20_crashed() -> anyhow::Result<f64> {
 pub(crate) fn plumtree_ldh() -> anyhow::Result<f64> {
     let report = run(&Scenario::new(SEED));
     Ok(f64::from(report.stable.ldh))
+}
+
+/// Roots of the `*_many_roots` metrics, each broadcasting once for the first time.
+const NEW_ROOTS: usize = 20;
+
+/// When the nodes of the `*_crash_during_*` metrics crash, after the broadcast started: the
+/// broadcast is then a few hops into the 1,000 nodes.
+const CRASH_DURING: Duration = Duration::from_millis(20);
+
+/// The 1,000-node simulation of `plumtree_rmr` with `scenario` changed by `change`; prints
+/// the report's measures.
+fn simulate(what: &str, change: impl FnOnce(&mut Scenario)) -> Report {
+    let mut scenario = Scenario::new(SEED);
+    change(&mut scenario);
+    let report = run(&scenario);
+    let print = |label: &str, b: &BroadcastReport| {
+        eprintln!(
+            "{what}, {label}: reliability {:.4} (at 1 s {:.4}), RMR {:.3}, LDH {} ({} of {} live)",
+            b.reliability, b.reliability_at_1s, b.rmr, b.ldh, b.delivered, b.live
+        );
+    };
+    print("stable", &report.stable);
+    for (index, b) in report.new_roots.iter().enumerate() {
+        print(&format!("new root {index}"), b);
+    }
+    for (index, b) in report.after_crash.iter().enumerate() {
+        print(&format!("after crash {index}"), b);
+    }
+    report
+}
+
+/// The mean of `measure` over the first broadcasts of [`NEW_ROOTS`] new roots.
+fn many_roots(measure: impl Fn(&BroadcastReport) -> f64) -> anyhow::Result<f64> {
+    let report = simulate("many roots", |s| s.new_roots = NEW_ROOTS);
+    ensure!(report.new_roots.len() == NEW_ROOTS, "{} new roots", report.new_roots.len());
+    let sum: f64 = report.new_roots.iter().map(measure).sum();
+    Ok(sum / NEW_ROOTS as f64)
+}
+
+/// `plumtree_rmr_many_roots`: in the 1,000-node simulation, after the warm-up broadcasts of
+/// one root, [`NEW_ROOTS`] other nodes broadcast once each, in turn (5 s apart): the mean
+/// RMR of those first broadcasts. Most broadcasts of a large cluster with many senders are
+/// such first ones.
+pub(crate) fn plumtree_rmr_many_roots() -> anyhow::Result<f64> {
+    many_roots(|b| b.rmr)
+}
+
+/// `plumtree_reliability_pct_many_roots`: the mean reliability (delivered through the tree
+/// within 5 s) of the first broadcasts of `plumtree_rmr_many_roots`, in percent.
+pub(crate) fn plumtree_reliability_pct_many_roots() -> anyhow::Result<f64> {
+    many_roots(|b| b.reliability * 100.0)
+}
+
+/// The 1,000-node simulation with every message (joins, shuffles, pings, the tree's) lost
+/// with probability `loss`, anti-entropy off: its settled-tree broadcast.
+fn lossy(loss: f64) -> BroadcastReport {
+    let network = Network { drop_probability: loss, ..Network::reliable() };
+    simulate(&format!("{}% loss", loss * 100.0), |s| s.network = network).stable
+}
+
+/// `plumtree_reliability_pct_1pct_loss`: as `plumtree_rmr`, every message lost with
+/// probability 1%: the share of live nodes the settled-tree broadcast reaches through the
+/// tree (eager pushes and GRAFTs) within 5 s, in percent.
+pub(crate) fn plumtree_reliability_pct_1pct_loss() -> anyhow::Result<f64> {
+    Ok(lossy(0.01).reliability * 100.0)
+}
+
+/// `plumtree_rmr_1pct_loss`: the RMR of the broadcast of `plumtree_reliability_pct_1pct_loss`
+/// (payload messages sent, lost ones included).
+pub(crate) fn plumtree_rmr_1pct_loss() -> anyhow::Result<f64> {
+    Ok(lossy(0.01).rmr)
+}
+
+/// `plumtree_reliability_pct_5pct_loss`: as `plumtree_reliability_pct_1pct_loss`, at 5%.
+pub(crate) fn plumtree_reliability_pct_5pct_loss() -> anyhow::Result<f64> {
+    Ok(lossy(0.05).reliability * 100.0)
+}
+
+/// `plumtree_rmr_5pct_loss`: as `plumtree_rmr_1pct_loss`, at 5%.
+pub(crate) fn plumtree_rmr_5pct_loss() -> anyhow::Result<f64> {
+    Ok(lossy(0.05).rmr)
+}
+
+/// The 1,000-node simulation with every delivered message delivered twice with probability
+/// 5%: its settled-tree broadcast.
+fn duplicating() -> BroadcastReport {
+    let network = Network { duplicate_probability: 0.05, ..Network::reliable() };
+    simulate("5% duplication", |s| s.network = network).stable
+}
+
+/// `plumtree_rmr_5pct_duplication`: as `plumtree_rmr`, every delivered message delivered
+/// twice with probability 5%: the RMR of the settled-tree broadcast (payload messages sent;
+/// the network's copies are not counted).
+pub(crate) fn plumtree_rmr_5pct_duplication() -> anyhow::Result<f64> {
+    Ok(duplicating().rmr)
+}
+
+/// `plumtree_reliability_pct_5pct_duplication`: the reliability of the broadcast of
+/// `plumtree_rmr_5pct_duplication` within 5 s, in percent.
+pub(crate) fn plumtree_reliability_pct_5pct_duplication() -> anyhow::Result<f64> {
+    Ok(duplicating().reliability * 100.0)
+}
+
+/// The first broadcast after a crash of 20% of the nodes (never the root) that hits
+/// [`CRASH_DURING`] after it started, while it spreads.
+fn crash_during() -> anyhow::Result<BroadcastReport> {
+    let report = simulate("20% crashed during a broadcast", |s| {
+        s.crash_fraction = 0.2;
+        s.broadcasts_after_crash = 1;
+        s.crash_during_broadcast = Some(CRASH_DURING);
+    });
+    ensure!(report.crashed == 200, "{} nodes crashed, not 200", report.crashed);
+    report.after_crash.into_iter().next().context("no broadcast after the crash")
+}
+
+/// `plumtree_reliability_pct_crash_during_1s`: in the 1,000-node simulation, 20% of the
+/// nodes crash 20 ms into a broadcast on the settled tree: the share of the live nodes that
+/// got it through the tree 1 s after it started, in percent.
+pub(crate) fn plumtree_reliability_pct_crash_during_1s() -> anyhow::Result<f64> {
+    Ok(crash_during()?.reliability_at_1s * 100.0)
+}
+
+/// `plumtree_reliability_pct_crash_during_5s`: as `plumtree_reliability_pct_crash_during_1s`,
+/// 5 s after the broadcast started.
+pub(crate) fn plumtree_reliability_pct_crash_during_5s() -> anyhow::Result<f64> {
+    Ok(crash_during()?.reliability * 100.0)
 }

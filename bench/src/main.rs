@@ -82,6 +82,58 @@ const METRICS: &[Metric] = &[
         sample: broadcast::plumtree_reliability_pct_20_crashed,
     },
     Metric { name: "plumtree_ldh", unit: "hops", sample: broadcast::plumtree_ldh },
+    // The harder cases of the broadcast (beyond SPEC.md's table): many roots, loss,
+    // duplication, a crash during a broadcast.
+    Metric {
+        name: "plumtree_rmr_many_roots",
+        unit: "ratio",
+        sample: broadcast::plumtree_rmr_many_roots,
+    },
+    Metric {
+        name: "plumtree_reliability_pct_many_roots",
+        unit: "%",
+        sample: broadcast::plumtree_reliability_pct_many_roots,
+    },
+    Metric {
+        name: "plumtree_reliability_pct_1pct_loss",
+        unit: "%",
+        sample: broadcast::plumtree_reliability_pct_1pct_loss,
+    },
+    Metric {
+        name: "plumtree_rmr_1pct_loss",
+        unit: "ratio",
+        sample: broadcast::plumtree_rmr_1pct_loss,
+    },
+    Metric {
+        name: "plumtree_reliability_pct_5pct_loss",
+        unit: "%",
+        sample: broadcast::plumtree_reliability_pct_5pct_loss,
+    },
+    Metric {
+        name: "plumtree_rmr_5pct_loss",
+        unit: "ratio",
+        sample: broadcast::plumtree_rmr_5pct_loss,
+    },
+    Metric {
+        name: "plumtree_rmr_5pct_duplication",
+        unit: "ratio",
+        sample: broadcast::plumtree_rmr_5pct_duplication,
+    },
+    Metric {
+        name: "plumtree_reliability_pct_5pct_duplication",
+        unit: "%",
+        sample: broadcast::plumtree_reliability_pct_5pct_duplication,
+    },
+    Metric {
+        name: "plumtree_reliability_pct_crash_during_1s",
+        unit: "%",
+        sample: broadcast::plumtree_reliability_pct_crash_during_1s,
+    },
+    Metric {
+        name: "plumtree_reliability_pct_crash_during_5s",
+        unit: "%",
+        sample: broadcast::plumtree_reliability_pct_crash_during_5s,
+    },
     Metric { name: "broadcast_p99_us", unit: "us", sample: broadcast::broadcast_p99_us },
     // What the records cost: the remote metrics again, with records only authenticated, and
     // with none at all (`Protection::Unsealed`, never for a real cluster).

@@ -450,8 +450,9 @@ impl Node for BroadcastNode {
     }
 }
 
-/// A scenario: build an overlay by joins, let it settle, broadcast from one root, crash a
-/// share of the nodes at once, broadcast again.
+/// A scenario: build an overlay by joins, let it settle, broadcast from one root, then once
+/// from each of several new roots, crash a share of the nodes at once (before a broadcast or
+/// during one), broadcast again. Loss and duplication are the [`Network`]'s.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scenario {
     /// Seeds everything: the simulator, the nodes' RNGs, the choice of contacts, root and
@@ -472,8 +473,14 @@ pub struct Scenario {
     pub warmup_broadcasts: usize,
     /// Time after each broadcast before it is measured (and the next one starts).
     pub broadcast_interval: Duration,
+    /// Broadcasts after the warm-up, each from a node that never broadcast before (the
+    /// first broadcast of a root, measured in [`Report::new_roots`]): many senders.
+    pub new_roots: usize,
     /// Share of the nodes (never the root) crashed at once after the warm-up.
     pub crash_fraction: f64,
+    /// When the crash hits: `None` just before the first broadcast after it; `Some(after)`
+    /// that long after the first broadcast started, while it spreads.
+    pub crash_during_broadcast: Option<Duration>,
     /// Broadcasts after the crash; the first starts right after it.
     pub broadcasts_after_crash: usize,
     /// Restart the crashed nodes after the broadcasts that follow the crash, let them rejoin
@@ -501,7 +508,9 @@ impl Scenario {
             settle: Duration::from_secs(10),
             warmup_broadcasts: 3,
             broadcast_interval: Duration::from_secs(5),
+            new_roots: 0,
             crash_fraction: 0.0,
+            crash_during_broadcast: None,
             broadcasts_after_crash: 0,
             restart_crashed: false,
             anti_entropy_wait: Duration::ZERO,
@@ -520,6 +529,9 @@ pub struct BroadcastReport {
     pub delivered: usize,
     /// `delivered / live`.
     pub reliability: f64,
+    /// `delivered / live` [`EARLY_MEASURE`] after the broadcast started (live nodes then),
+    /// or at the end if the broadcast interval is shorter.
+    pub reliability_at_1s: f64,
     /// Payload (GOSSIP) messages sent for it, `m`.
     pub payload_messages: u64,
     /// Relative message redundancy: `m / (delivered - 1) - 1`; 0 for a perfect tree.
@@ -539,6 +551,8 @@ pub struct Report {
     pub crashed: usize,
     /// The last warm-up broadcast, on the settled tree.
     pub stable: BroadcastReport,
+    /// The first broadcast of each new root, in order.
+    pub new_roots: Vec<BroadcastReport>,
     /// The broadcasts after the crash, in order.
     pub after_crash: Vec<BroadcastReport>,
     /// The broadcast after the crashed nodes restarted and rejoined, if they did.
@@ -557,6 +571,9 @@ pub struct Report {
     pub trace_hash: u64,
 }
 
+/// When [`BroadcastReport::reliability_at_1s`] is measured.
+pub const EARLY_MEASURE: Duration = Duration::from_secs(1);
+
 /// Runs `scenario` and measures it.
 pub fn run(scenario: &Scenario) -> Report {
     let mut rng = SmallRng::seed_from_u64(scenario.seed);
@@ -570,27 +587,48 @@ pub fn run(scenario: &Scenario) -> Report {
     sim.run_for(scenario.settle);
 
     let root = rng.random_range(0..scenario.nodes.max(1));
+    let interval = scenario.broadcast_interval;
     let mut stable = None;
     for _ in 0..scenario.warmup_broadcasts.max(1) {
-        stable = Some(broadcast_and_measure(&mut sim, root, scenario.broadcast_interval));
+        stable = Some(broadcast_and_measure(&mut sim, root, interval, None));
     }
 
     let mut others: Vec<NodeId> = (0..scenario.nodes).filter(|id| *id != root).collect();
+    let new_roots = scenario.new_roots.min(others.len());
+    let new_roots: Vec<BroadcastReport> = (0..new_roots)
+        .map(|index| {
+            let pick = rng.random_range(index..others.len());
+            others.swap(index, pick);
+            broadcast_and_measure(&mut sim, others[index], interval, None)
+        })
+        .collect();
+
     let crashed = ((scenario.nodes as f64 * scenario.crash_fraction) as usize).min(others.len());
     for index in 0..crashed {
         let pick = rng.random_range(index..others.len());
         others.swap(index, pick);
-        sim.crash(others[index]);
     }
-    let after_crash: Vec<BroadcastReport> = (0..scenario.broadcasts_after_crash)
-        .map(|_| broadcast_and_measure(&mut sim, root, scenario.broadcast_interval))
-        .collect();
+    let mut after_crash = Vec::new();
+    match scenario.crash_during_broadcast {
+        Some(after) if scenario.broadcasts_after_crash > 0 => {
+            let crash = (after, &others[..crashed]);
+            after_crash.push(broadcast_and_measure(&mut sim, root, interval, Some(crash)));
+        }
+        _ => {
+            for &id in &others[..crashed] {
+                sim.crash(id);
+            }
+        }
+    }
+    while after_crash.len() < scenario.broadcasts_after_crash {
+        after_crash.push(broadcast_and_measure(&mut sim, root, interval, None));
+    }
     let after_restart = scenario.restart_crashed.then(|| {
         for &id in &others[..crashed] {
             sim.restart(id);
         }
         sim.run_for(scenario.settle);
-        broadcast_and_measure(&mut sim, root, scenario.broadcast_interval)
+        broadcast_and_measure(&mut sim, root, interval, None)
     });
     sim.run_for(scenario.anti_entropy_wait);
 
@@ -625,6 +663,7 @@ pub fn run(scenario: &Scenario) -> Report {
         nodes: scenario.nodes,
         crashed,
         stable: stable.expect("at least one warm-up broadcast"),
+        new_roots,
         after_crash,
         after_restart,
         eventual_reliability: if pairs == 0 { 1.0 } else { held as f64 / pairs as f64 },
@@ -635,30 +674,81 @@ pub fn run(scenario: &Scenario) -> Report {
     }
 }
 
-/// Broadcasts one message from `root`, runs for `interval`, and measures it.
+/// Broadcasts one message from `root`, runs for `interval`, and measures it (and at
+/// [`EARLY_MEASURE`]); `crash`, if given, is `(after, nodes)`: `nodes` crash `after` the
+/// broadcast started.
 fn broadcast_and_measure(
     sim: &mut Sim<BroadcastNode>,
     root: NodeId,
     interval: Duration,
+    crash: Option<(Duration, &[NodeId])>,
 ) -> BroadcastReport {
     let id = sim.invoke(root, |node, ctx| node.broadcast(ctx)).flatten();
-    sim.run_for(interval);
+    let mut elapsed = Duration::ZERO;
+    let mut early = None;
+    let mut crash = crash;
+    while elapsed < interval || crash.is_some() {
+        let early_at = EARLY_MEASURE.min(interval);
+        let pending_crash = crash.map(|(after, _)| after);
+        let pending_early = early.is_none().then_some(early_at);
+        let next = [pending_crash, pending_early, Some(interval)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(interval)
+            .max(elapsed);
+        sim.run_for(next - elapsed);
+        elapsed = next;
+        if let Some((after, nodes)) = crash
+            && after <= elapsed
+        {
+            for node in nodes {
+                sim.crash(*node);
+            }
+            crash = None;
+        }
+        if early.is_none() && elapsed >= early_at {
+            early = id.map(|id| tree_deliveries(sim, id));
+        }
+    }
     let Some(id) = id else {
         return BroadcastReport {
             id: 0,
             live: 0,
             delivered: 0,
             reliability: 0.0,
+            reliability_at_1s: 0.0,
             payload_messages: 0,
             rmr: 0.0,
             ldh: 0,
         };
     };
-    let live: Vec<NodeId> = sim.up_nodes().collect();
-    let mut delivered = 0;
-    let mut ldh = 0;
-    for node in &live {
-        match sim.node(*node).deliveries.get(&id) {
+    let (live, delivered, ldh) = tree_deliveries(sim, id);
+    let (early_live, early_delivered, _) = early.unwrap_or((live, delivered, ldh));
+    let payload_messages: u64 = (0..sim.len())
+        .map(|node| sim.node(node).payloads_sent.get(&id).copied().unwrap_or(0))
+        .sum();
+    let rmr =
+        if delivered > 1 { payload_messages as f64 / (delivered - 1) as f64 - 1.0 } else { 0.0 };
+    BroadcastReport {
+        id,
+        live,
+        delivered,
+        reliability: delivered as f64 / live.max(1) as f64,
+        reliability_at_1s: early_delivered as f64 / early_live.max(1) as f64,
+        payload_messages,
+        rmr,
+        ldh,
+    }
+}
+
+/// Now: live nodes, those of them that got `id` through the tree (the root included), and
+/// the most hops it took to any of them.
+fn tree_deliveries(sim: &Sim<BroadcastNode>, id: SimMessageId) -> (usize, usize, u32) {
+    let (mut live, mut delivered, mut ldh) = (0, 0, 0);
+    for node in sim.up_nodes() {
+        live += 1;
+        match sim.node(node).deliveries.get(&id) {
             Some(Delivery::Root) => delivered += 1,
             Some(Delivery::Tree { hops }) => {
                 delivered += 1;
@@ -667,18 +757,5 @@ fn broadcast_and_measure(
             Some(Delivery::Exchange) | None => {}
         }
     }
-    let payload_messages: u64 = (0..sim.len())
-        .map(|node| sim.node(node).payloads_sent.get(&id).copied().unwrap_or(0))
-        .sum();
-    let rmr =
-        if delivered > 1 { payload_messages as f64 / (delivered - 1) as f64 - 1.0 } else { 0.0 };
-    BroadcastReport {
-        id,
-        live: live.len(),
-        delivered,
-        reliability: delivered as f64 / live.len().max(1) as f64,
-        payload_messages,
-        rmr,
-        ldh,
-    }
+    (live, delivered, ldh)
 }
