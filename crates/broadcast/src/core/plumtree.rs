@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
-use rand::SeedableRng;
 use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::random;
@@ -134,8 +134,18 @@ pub struct PlumtreeConfig {
     /// How often queued IHAVE announcements are flushed, one batch per peer.
     pub lazy_tick: Duration,
     /// How long a message announced by IHAVE may stay missing before the first GRAFT (the
-    /// paper's `timeout1`). Longer than the eager path's usual lead over the lazy one.
+    /// paper's `timeout1`), at least. Longer than the eager path's usual lead over the lazy
+    /// one.
     pub graft_timeout: Duration,
+    /// Up to how much longer than `graft_timeout` the first GRAFT waits, drawn uniformly for
+    /// each missing message (beyond the paper). When a message is lost on a tree link, every
+    /// node of the subtree below holds announcements of it from its lazy links, received
+    /// within a lazy tick of each other: with one fixed timeout they would all GRAFT at once,
+    /// each pulling a copy that its parent, grafting too, is about to push (in the 1,000-node
+    /// simulation at 1% loss, half a payload more per node). Spread timers let the first
+    /// GRAFTs reach most of the subtree through its eager links first, as SRM spreads its
+    /// repair requests. `Duration::ZERO` for the paper's fixed timeout.
+    pub graft_jitter: Duration,
     /// How long to wait after a GRAFT before grafting from the next announcer (`timeout2`).
     pub second_graft_timeout: Duration,
     /// How often to ask for an anti-entropy exchange with a random neighbour; `None` for never.
@@ -147,7 +157,7 @@ pub struct PlumtreeConfig {
     /// arrive or are given up (anti-entropy again).
     pub max_missing: usize,
     /// Bound on roots with their own eager/lazy sets; past it the least recently used root
-    /// is forgotten (its tree re-forms from "all eager" on its next broadcast).
+    /// is forgotten (its tree starts again as a new root's on its next broadcast).
     pub max_roots: usize,
     /// The §3.8 optimisation: when an IHAVE shows that a message would have arrived at least
     /// this many hops sooner through its announcer than through the eager link it came over,
@@ -172,7 +182,8 @@ impl Default for PlumtreeConfig {
     fn default() -> Self {
         PlumtreeConfig {
             lazy_tick: Duration::from_millis(200),
-            graft_timeout: Duration::from_secs(1),
+            graft_timeout: Duration::from_millis(500),
+            graft_jitter: Duration::from_millis(250),
             second_graft_timeout: Duration::from_millis(500),
             exchange_interval: Some(Duration::from_secs(10)),
             max_lazy_queue: 4096,
@@ -250,10 +261,22 @@ struct Missing<P> {
 ///
 /// Eager and lazy sets are kept *per root* (the node a broadcast started from), as Partisan
 /// does and as the paper suggests for many senders (§3.7): each root gets its own tree, shaped
-/// by the latency from that root, instead of one tree that is good for one sender only. A
-/// root's sets start as "every neighbour eager" (the paper's `eagerPushPeers ← neighbours`)
-/// the first time the root is seen. The §3.8 optimisation (swap an eager link for a lazy one
-/// that is several hops shorter) is on by default.
+/// by the latency from that root, instead of one tree that is good for one sender only. The
+/// §3.8 optimisation (swap an eager link for a lazy one that is several hops shorter) is on
+/// by default.
+///
+/// Beyond the paper, for many senders: a root seen for the first time does not start from
+/// "every neighbour eager" (the paper's `eagerPushPeers ← neighbours`, which floods the whole
+/// overlay once per new root) but from a copy of the tree of the root whose message this node
+/// delivered last. Eager links are symmetric (a PRUNE or GRAFT changes both ends), so a
+/// settled tree's eager links form a spanning tree of the overlay, which carries a broadcast
+/// from any node to every node once: a new root's first broadcast follows it, and its own
+/// tree then shortens towards that root through the §3.8 optimisation. Nodes that delivered
+/// different roots last (concurrent senders) start the new tree from different copies; what
+/// that leaves unreached is grafted from the lazy links, as after a failure. Only a node that
+/// has seen no root at all starts from every neighbour eager. And a duplicate that comes over
+/// the very link its message first came by (the network's copy, or an answer to a GRAFT sent
+/// twice) is not a second path and prunes nothing.
 ///
 /// Beyond the paper: a neighbour that comes up is announced (IHAVE) the messages delivered
 /// within [`PlumtreeConfig::catch_up_window`], so that a broadcast in flight when a node lost
@@ -324,6 +347,9 @@ pub struct Plumtree<P, H: Handler<P>> {
     received: BTreeMap<H::Id, (P, u32)>,
     /// `received`'s ids, oldest first, to forget past `max_remembered`.
     received_order: VecDeque<H::Id>,
+    /// The root of the message delivered last (broadcast here or received): a new root's
+    /// tree starts as a copy of this root's.
+    last_root: Option<P>,
     /// Messages delivered lately, with when they stop being announced to new neighbours.
     recent: VecDeque<(Instant, Announcement<P, H::Id>)>,
     exchange_at: Option<Instant>,
@@ -354,6 +380,7 @@ where
             missing: BTreeMap::new(),
             received: BTreeMap::new(),
             received_order: VecDeque::new(),
+            last_root: None,
             recent: VecDeque::new(),
             exchange_at,
             dropped_announcements: 0,
@@ -421,6 +448,7 @@ where
         }
         let root = self.me.clone();
         self.push(now, &id, &payload, 0, &root, None);
+        self.last_root = Some(root.clone());
         self.note_recent(now, Announcement { id: id.clone(), round: 0, root });
         Ok(id)
     }
@@ -524,7 +552,8 @@ where
         }
     }
 
-    /// `GOSSIP(m, mID, round, sender)`: deliver and push on if new, else PRUNE the sender.
+    /// `GOSSIP(m, mID, round, sender)`: deliver and push on if new, else PRUNE the sender
+    /// (unless the message first came by that very link: a copy, not a second path).
     /// A payload from a non-neighbour (a race with neighbour-down) is still merged and pushed
     /// on, since losing it helps nobody, but changes no tree link.
     fn on_gossip(
@@ -541,6 +570,7 @@ where
             self.missing.remove(&id);
             let round = round.saturating_add(1);
             self.push(now, &id, &payload, round, &root, Some(&from));
+            self.last_root = Some(root.clone());
             let recent = Announcement { id: id.clone(), round, root: root.clone() };
             self.note_recent(now, recent);
             if is_neighbour {
@@ -549,7 +579,7 @@ where
                 tree.eager.insert(from.clone());
                 self.remember(id, from, round);
             }
-        } else if is_neighbour {
+        } else if is_neighbour && !self.came_by(&id, &from) {
             let tree = self.tree_mut(&root);
             tree.eager.remove(&from);
             tree.lazy.insert(from.clone());
@@ -570,7 +600,7 @@ where
                     missing.announcers.push_back((from.clone(), round, root));
                 }
             } else if self.missing.len() < self.config.max_missing {
-                let deadline = now + self.config.graft_timeout;
+                let deadline = now + self.first_graft_wait();
                 let announcers = VecDeque::from([(from.clone(), round, root)]);
                 self.missing.insert(id, Missing { deadline, announcers });
             }
@@ -643,6 +673,23 @@ where
             tree.lazy.insert(parent.clone());
             self.send(parent, PlumtreeMessage::Prune { root });
         }
+    }
+
+    /// Whether `id` was delivered here by a GOSSIP from `from` (as far as `received`
+    /// remembers).
+    fn came_by(&self, id: &H::Id, from: &P) -> bool {
+        self.received.get(id).is_some_and(|(parent, _)| parent == from)
+    }
+
+    /// How long a message newly announced stays missing before its first GRAFT:
+    /// `graft_timeout` plus a uniformly random share of `graft_jitter`.
+    fn first_graft_wait(&mut self) -> Duration {
+        let jitter = self.config.graft_jitter;
+        if jitter.is_zero() {
+            return self.config.graft_timeout;
+        }
+        let nanos = u64::try_from(jitter.as_nanos()).unwrap_or(u64::MAX);
+        self.config.graft_timeout + Duration::from_nanos(self.rng.random_range(0..=nanos))
     }
 
     /// Remembers that `id` came from `from` after `hops` hops, forgetting the oldest past
@@ -736,19 +783,23 @@ where
         self.outputs.push_back(PlumtreeOutput::Send { to, message });
     }
 
-    /// `root`'s tree, created with every neighbour eager the first time it is seen.
+    /// `root`'s tree. The first time `root` is seen, it is created as a copy of the tree of
+    /// the root delivered last, or with every neighbour eager if there is none.
     fn tree_mut(&mut self, root: &P) -> &mut Tree<P> {
         self.uses += 1;
         let uses = self.uses;
-        if !self.trees.contains_key(root) && self.trees.len() >= self.config.max_roots.max(1) {
-            self.forget_least_recent_root();
+        if !self.trees.contains_key(root) {
+            if self.trees.len() >= self.config.max_roots.max(1) {
+                self.forget_least_recent_root();
+            }
+            let template = self.last_root.as_ref().and_then(|last| self.trees.get(last));
+            let (eager, lazy) = match template {
+                Some(template) => (template.eager.clone(), template.lazy.clone()),
+                None => (self.neighbours.clone(), BTreeSet::new()),
+            };
+            self.trees.insert(root.clone(), Tree { eager, lazy, last_used: uses });
         }
-        let neighbours = &self.neighbours;
-        let tree = self.trees.entry(root.clone()).or_insert_with(|| Tree {
-            eager: neighbours.clone(),
-            lazy: BTreeSet::new(),
-            last_used: uses,
-        });
+        let tree = self.trees.get_mut(root).expect("inserted above if it was missing");
         tree.last_used = uses;
         tree
     }

@@ -46,9 +46,12 @@ pub struct BroadcastConfig {
     pub repair_interval: Duration,
     /// How often queued IHAVE announcements are flushed (default 200 ms).
     pub lazy_tick: Duration,
-    /// How long an announced message may stay missing before the first GRAFT (default 1 s).
-    /// See [`PlumtreeConfig::graft_timeout`].
+    /// How long an announced message may stay missing before the first GRAFT, at least
+    /// (default 500 ms). See [`PlumtreeConfig::graft_timeout`].
     pub graft_timeout: Duration,
+    /// Up to how much longer the first GRAFT waits, drawn for each missing message (default
+    /// 250 ms). See [`PlumtreeConfig::graft_jitter`].
+    pub graft_jitter: Duration,
     /// How long after a GRAFT the next announcer is grafted (default 500 ms).
     pub second_graft_timeout: Duration,
     /// How often each topic asks for an anti-entropy exchange with a random neighbour
@@ -129,6 +132,7 @@ impl Default for BroadcastConfig {
             repair_interval: overlay.repair_interval,
             lazy_tick: tree.lazy_tick,
             graft_timeout: tree.graft_timeout,
+            graft_jitter: tree.graft_jitter,
             second_graft_timeout: tree.second_graft_timeout,
             exchange_interval: tree.exchange_interval,
             max_lazy_queue: tree.max_lazy_queue,
@@ -193,6 +197,7 @@ impl BroadcastConfig {
         PlumtreeConfig {
             lazy_tick: self.lazy_tick,
             graft_timeout: self.graft_timeout,
+            graft_jitter: self.graft_jitter,
             second_graft_timeout: self.second_graft_timeout,
             exchange_interval: self.exchange_interval,
             max_lazy_queue: self.max_lazy_queue,
