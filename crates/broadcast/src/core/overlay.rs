@@ -203,6 +203,8 @@ pub struct Overlay<P: Peer> {
     /// The last lost peer retried (round robin).
     last_retried: Option<P>,
     tick_at: Instant,
+    /// HyParView messages dropped for want of a connection, for the driver's counters.
+    dropped_unroutable: u64,
     outputs: VecDeque<OverlayOutput<P>>,
 }
 
@@ -218,6 +220,7 @@ impl<P: Peer> Overlay<P> {
             lost: BTreeMap::new(),
             last_retried: None,
             tick_at: now + config.tick,
+            dropped_unroutable: 0,
             outputs: VecDeque::new(),
             config,
         }
@@ -231,6 +234,15 @@ impl<P: Peer> Overlay<P> {
     /// The peers lost to a failure and not yet forgotten, with when they were lost.
     pub fn lost(&self) -> &BTreeMap<P, Instant> {
         &self.lost
+    }
+
+    /// How many HyParView messages were dropped since the overlay started because their peer
+    /// had no connection and none could be opened (past
+    /// [`max_connecting`](OverlayConfig::max_connecting) when managed; not connected over
+    /// existing connections, where the peer is then failed). HyParView's timers cover each:
+    /// a request unanswered is retried elsewhere.
+    pub fn dropped_unroutable(&self) -> u64 {
+        self.dropped_unroutable
     }
 
     /// The next output to act on, oldest first. Drain after every call.
@@ -537,8 +549,11 @@ impl<P: Peer> Overlay<P> {
         } else if self.config.mode == ConnectionMode::Managed {
             if self.connect(to.clone(), false) {
                 self.outputs.push_back(OverlayOutput::Send { to, message });
+            } else {
+                self.dropped_unroutable += 1;
             }
         } else {
+            self.dropped_unroutable += 1;
             self.fail(now, to);
         }
     }

@@ -93,10 +93,17 @@ pub struct BroadcastConfig {
     /// Housekeeping period: idle connections closed, one lost peer retried, a stopped node
     /// noticed.
     pub tick: Duration,
-    /// How long a peer lost to a failure is remembered and retried.
+    /// How long the driver's quick retries of a peer lost to a failure go on (a connection
+    /// attempt each tick, in turn; default 300 s). HyParView's own retries go on past it.
     pub forget_lost_after: Duration,
-    /// The most lost peers remembered (the oldest forgotten first).
+    /// The most lost peers remembered (the oldest forgotten first; default 64).
     pub max_lost: usize,
+    /// The longest wait between HyParView's retries of one lost peer: the wait starts at
+    /// `repair_interval` and doubles with each unanswered retry up to this (default 30 s).
+    /// A lost peer is retried for as long as it is remembered, so two halves of a
+    /// partition of any length link again within about this long after it heals. See
+    /// [`HyParViewConfig::max_retry_backoff`].
+    pub max_retry_backoff: Duration,
     /// The most messages waiting for one peer's connection to open; past it the newest is
     /// dropped (the protocols' timers and anti-entropy cover a lost message).
     pub max_unsent_per_peer: usize,
@@ -150,6 +157,7 @@ impl Default for BroadcastConfig {
             tick: Duration::from_millis(500),
             forget_lost_after: Duration::from_secs(300),
             max_lost: 64,
+            max_retry_backoff: overlay.max_retry_backoff,
             max_unsent_per_peer: 256,
             max_connecting: 64,
             max_exchange_items: 256,
@@ -174,8 +182,8 @@ impl BroadcastConfig {
             neighbour_timeout: self.neighbour_timeout,
             repair_interval: self.repair_interval,
             max_lost: self.max_lost,
+            max_retry_backoff: self.max_retry_backoff,
             seed,
-            ..HyParViewConfig::default()
         }
     }
 

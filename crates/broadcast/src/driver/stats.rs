@@ -11,7 +11,7 @@ pub struct Stats {
     pub dropped_unsent: u64,
     /// Messages dropped because their peer had no connection and none could be opened (past
     /// [`BroadcastConfig::max_connecting`](super::BroadcastConfig::max_connecting), or the
-    /// peer not in the overlay any more).
+    /// peer not in the overlay any more): the trees' and the overlay's own.
     pub dropped_unroutable: u64,
     /// IHAVE announcements dropped, oldest first, past
     /// [`BroadcastConfig::max_lazy_queue`](super::BroadcastConfig::max_lazy_queue), over all

@@ -283,6 +283,7 @@ impl Task {
                 let mut stats = self.stats;
                 stats.dropped_announcements =
                     self.trees.values().map(Plumtree::dropped_announcements).sum();
+                stats.dropped_unroutable += self.overlay.dropped_unroutable();
                 let _ = reply.send(stats);
             }
             Command::Stop => {}

@@ -307,3 +307,56 @@ async fn a_lost_message_arrives_once_through_anti_entropy() {
         node.shutdown();
     }
 }
+
+/// Messages with no way to their peer are counted, and the overlay and the trees recover
+/// (issue 15, point 7). In a pair n0–n1 (n0's active view holds n1 alone), n2 joins through
+/// n1, whose FORWARD_JOIN makes n0 take n2 as a neighbour and answer it over a connection n0
+/// must open. With `max_unsent_per_peer` 0 that answer cannot wait for the connection and is
+/// dropped ([`Stats::dropped_unsent`]); with `max_connecting` 0 no connection may be opened
+/// and it is dropped unroutable ([`Stats::dropped_unroutable`]). Either way a broadcast from
+/// n2 then reaches n0 (through n1, or once the link settles), once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_with_no_way_to_their_peer_are_counted() {
+    type Counter = fn(&Stats) -> u64;
+    let cases: [(&str, BroadcastConfig, Counter); 2] = [
+        ("u", BroadcastConfig { max_unsent_per_peer: 0, ..config() }, |s| s.dropped_unsent),
+        ("r", BroadcastConfig { max_connecting: 0, ..config() }, |s| s.dropped_unroutable),
+    ];
+    for (prefix, bounded, counter) in cases {
+        let (mut nodes, mut drivers, mut logs) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..3 {
+            let node = start_node(&format!("{prefix}{i}"), Duration::from_secs(2)).await;
+            let settings = if i == 0 { bounded.clone() } else { config() };
+            let driver = Broadcast::start(&node, settings).await.expect("driver starts");
+            let log = Log::new(&node, 100);
+            driver.register(TOPIC, log.clone()).await.expect("registers");
+            nodes.push(node);
+            drivers.push(driver);
+            logs.push(log);
+        }
+        let contact = nodes[1].listen_addr();
+        within("n0 joins n1", async {
+            drivers[0].join(contact).await.expect("joins");
+            while drivers[0].views().await.expect("runs").active.is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        drivers[2].join(contact).await.expect("joins");
+        within("n0 counts the answer it could not send", async {
+            while counter(&stats(&drivers[0]).await) == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        drivers[2].broadcast(TOPIC, "from n2".to_owned()).await.expect("broadcasts");
+        all_delivered(&logs, 1).await;
+        exchange_rounds(&drivers, 3).await;
+        for (node, log) in nodes.iter().zip(&logs) {
+            assert_eq!(*log.deliveries().borrow(), 1, "{}: delivered once", node.name());
+        }
+        for node in &nodes {
+            node.shutdown();
+        }
+    }
+}

@@ -376,6 +376,32 @@ fn tree_traffic_from_a_non_neighbour_is_answered_with_disconnect() {
     }
 }
 
+/// No silent drops (issue 15, point 7): a HyParView message to a peer with no connection,
+/// when none may be opened (past `max_connecting`, managed) or over existing connections
+/// (where the peer is failed), is counted for the driver's stats.
+#[test]
+fn overlay_messages_with_no_connection_are_counted() {
+    let now = Instant::now();
+    let walk = HyParViewMessage::ForwardJoin { joiner: at(7), ttl: 0 };
+    let bounded = OverlayConfig { max_connecting: 0, ..config(ConnectionMode::Managed) };
+    let mut overlay = node_with(now, bounded, &[at(2)]);
+    overlay.handle_message(now, at(2), walk.clone()).unwrap();
+    assert_eq!(drain(&mut overlay), vec![OverlayOutput::NeighbourUp(at(7))]);
+    assert_eq!(overlay.dropped_unroutable(), 1, "the FORWARD_JOIN_REPLY to 7");
+
+    let mut overlay = node(now, ConnectionMode::Existing, &[at(2)]);
+    overlay.handle_message(now, at(2), walk).unwrap();
+    drain(&mut overlay);
+    assert_eq!(overlay.dropped_unroutable(), 1, "the FORWARD_JOIN_REPLY to 7");
+    assert!(overlay.lost().contains_key(&at(7)), "and 7 failed");
+
+    let mut overlay = node(now, ConnectionMode::Managed, &[at(2)]);
+    overlay
+        .handle_message(now, at(2), HyParViewMessage::ForwardJoin { joiner: at(7), ttl: 0 })
+        .unwrap();
+    assert_eq!(overlay.dropped_unroutable(), 0, "a connection is opened for it");
+}
+
 /// Routing a tree's message: to a connected node, send; to an unconnected neighbour, connect
 /// first (managed) or fail it (existing connections); to an unknown node, drop.
 #[test]
