@@ -197,7 +197,7 @@ fn churn_case(seed: u64) -> Result<(), String> {
             sim.up_nodes().filter(|id| sim.node(*id).overlay().is_some()).collect();
         let root = live[rng.random_range(0..live.len())];
         sim.invoke(root, |node, ctx| node.broadcast(ctx));
-        if elapsed.as_millis() % 3_000 == 0 {
+        if elapsed.as_millis().is_multiple_of(3_000) {
             if down.len() < total / 10 {
                 let victim = live[rng.random_range(0..live.len())];
                 sim.crash(victim);
