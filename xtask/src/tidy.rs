@@ -13,6 +13,11 @@
 //! arms a tokio timer or draws OS randomness itself: time comes from `Runtime::clock`, which a
 //! simulation replaces, and randomness from a configured seed. A line's `tidy-allow:` may
 //! exempt it, on the line itself or the one above.
+//!
+//! **No two crate roots export the same name.** A user imports from several crates at once
+//! (and the facade's prelude gathers them), so a type, trait or function at the root of one
+//! crate shares its name with nothing at the root of another (the facade `shoal`, which
+//! re-exports the others, aside).
 
 #[cfg(test)]
 mod tests {
@@ -238,6 +243,90 @@ mod tests {
         );
         let text = "x = tokio::select! {\n    biased;\n}\ntokio::select! {\n    a => {}\n}";
         assert_eq!(unbiased_selects(text), vec![3]);
+    }
+
+    /// The names a crate root (`lib.rs`) exports: its `pub use` items (the last segment, or
+    /// what `as` renames it to) and its own `pub` types, traits and functions. Re-exports of
+    /// another workspace crate's items (`pub use shoal_...`) are that crate's, not a second
+    /// item of the name; test code and comments are skipped.
+    fn root_exports(text: &str) -> Vec<String> {
+        let code: String = text
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut names = Vec::new();
+        let mut rest = code.as_str();
+        while let Some(start) = rest.find("pub use ") {
+            let tail = &rest[start + "pub use ".len()..];
+            let end = tail.find(';').unwrap_or(tail.len());
+            // Another workspace crate's item, re-exported: the same item, not a second one.
+            if tail.starts_with("shoal_") {
+                rest = &tail[end..];
+                continue;
+            }
+            let items = tail[..end].replace(['{', '}', '\n'], ",");
+            for item in items.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+                let name = match item.split_once(" as ") {
+                    Some((_, alias)) => alias.trim(),
+                    None => item.rsplit("::").next().unwrap_or(item),
+                };
+                if name != "self" && name != "*" && !name.is_empty() {
+                    names.push(name.to_owned());
+                }
+            }
+            rest = &tail[end..];
+        }
+        for line in code.lines() {
+            let line = line.trim_start();
+            for kind in ["pub struct ", "pub enum ", "pub trait ", "pub type ", "pub fn "] {
+                if let Some(tail) = line.strip_prefix(kind) {
+                    let name: String =
+                        tail.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                    names.push(name);
+                }
+            }
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    #[test]
+    fn no_two_crate_roots_export_the_same_name() {
+        let crates = workspace_root().join("crates");
+        let mut by_name: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        let mut entries: Vec<PathBuf> = fs::read_dir(&crates)
+            .expect("crates/")
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.file_name().is_some_and(|name| name != "shoal"))
+            .collect();
+        entries.sort();
+        for dir in entries {
+            let Ok(text) = fs::read_to_string(dir.join("src/lib.rs")) else { continue };
+            let krate = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            for name in root_exports(&text) {
+                by_name.entry(name).or_default().push(krate.clone());
+            }
+        }
+        let shared: Vec<String> = by_name
+            .iter()
+            .filter(|(_, crates)| crates.len() > 1)
+            .map(|(name, crates)| format!("{name}: {}", crates.join(", ")))
+            .collect();
+        assert!(
+            shared.is_empty(),
+            "names exported at the roots of two crates (rename one, after its service):\n{}",
+            shared.join("\n")
+        );
+        let sample = "//! docs\npub use a::{B, c::D as E};\npub use shoal_x::Y;\npub use f::G;\n\
+                      pub struct H;\n\
+                      #[cfg(test)]\nmod tests { pub struct I; }";
+        assert_eq!(root_exports(sample), vec!["B", "E", "G", "H"]);
     }
 
     #[test]

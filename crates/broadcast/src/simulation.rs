@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
-use shoal_sim::{Ctx, Network, Node, NodeId, Sim, Stats};
+use shoal_sim::{Ctx, Network, Sim, SimNode, SimNodeId, SimStats};
 
 use crate::core::{
     Graft, Handler, HyParView, HyParViewConfig, HyParViewMessage, HyParViewOutput, Plumtree,
@@ -72,9 +72,9 @@ pub type SimMessageId = u64;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SimMessage {
     /// A HyParView message.
-    Overlay(HyParViewMessage<NodeId>),
+    Overlay(HyParViewMessage<SimNodeId>),
     /// A Plumtree message; the payload is the id again (its content does not matter here).
-    Tree(PlumtreeMessage<NodeId, SimMessageId, u64>),
+    Tree(PlumtreeMessage<SimNodeId, SimMessageId, u64>),
     /// The failure detector's probe.
     Ping,
     /// The answer to a probe, from a peer that has the prober in its active view.
@@ -129,7 +129,7 @@ pub struct SimHandler {
     next_sequence: u64,
     root: u64,
     incarnation: u64,
-    exchange_requests: Vec<NodeId>,
+    exchange_requests: Vec<SimNodeId>,
 }
 
 impl SimHandler {
@@ -139,7 +139,7 @@ impl SimHandler {
     }
 }
 
-impl Handler<NodeId> for SimHandler {
+impl Handler<SimNodeId> for SimHandler {
     type Message = ();
     type Id = SimMessageId;
     type Payload = u64;
@@ -163,7 +163,7 @@ impl Handler<NodeId> for SimHandler {
         self.messages.get(id).map_or(Graft::Stale, |payload| Graft::Payload(*payload))
     }
 
-    fn exchange(&mut self, peer: &NodeId) -> Result<(), Self::Error> {
+    fn exchange(&mut self, peer: &SimNodeId) -> Result<(), Self::Error> {
         if self.exchange_requests.len() < MAX_EXCHANGE_REQUESTS {
             self.exchange_requests.push(*peer);
         }
@@ -184,10 +184,10 @@ pub struct NodeConfig {
 
 /// The two cores of a started node, and the detector's state.
 struct Running {
-    overlay: HyParView<NodeId>,
-    tree: Plumtree<NodeId, SimHandler>,
+    overlay: HyParView<SimNodeId>,
+    tree: Plumtree<SimNodeId, SimHandler>,
     /// When each active peer was last heard from.
-    last_heard: BTreeMap<NodeId, Instant>,
+    last_heard: BTreeMap<SimNodeId, Instant>,
     ping_at: Instant,
 }
 
@@ -196,7 +196,7 @@ pub struct BroadcastNode {
     config: NodeConfig,
     running: Option<Running>,
     /// The contact of the first join, for rejoining after a restart or isolation.
-    contact: Option<NodeId>,
+    contact: Option<SimNodeId>,
     /// Bumped at every crash, so a restarted root's message ids are new.
     incarnation: u64,
     /// The earliest wake-up asked of the simulator and not yet fired.
@@ -221,7 +221,7 @@ impl BroadcastNode {
 
     /// Starts the cores (seeded from the node's simulator RNG) and joins through `contact`,
     /// if any (the first node has none).
-    pub fn start(&mut self, ctx: &mut Ctx<'_, Self>, contact: Option<NodeId>) {
+    pub fn start(&mut self, ctx: &mut Ctx<'_, Self>, contact: Option<SimNodeId>) {
         let now = ctx.now();
         let me = ctx.id();
         let hyparview =
@@ -264,12 +264,12 @@ impl BroadcastNode {
     }
 
     /// The HyParView core, once started.
-    pub fn overlay(&self) -> Option<&HyParView<NodeId>> {
+    pub fn overlay(&self) -> Option<&HyParView<SimNodeId>> {
         self.running.as_ref().map(|running| &running.overlay)
     }
 
     /// The Plumtree core, once started.
-    pub fn tree(&self) -> Option<&Plumtree<NodeId, SimHandler>> {
+    pub fn tree(&self) -> Option<&Plumtree<SimNodeId, SimHandler>> {
         self.running.as_ref().map(|running| &running.tree)
     }
 
@@ -338,7 +338,7 @@ impl BroadcastNode {
             return;
         }
         running.ping_at = now + detector.ping_interval;
-        let silent: Vec<NodeId> = running
+        let silent: Vec<SimNodeId> = running
             .last_heard
             .iter()
             .filter(|(_, heard)| **heard + detector.failure_timeout <= now)
@@ -354,12 +354,12 @@ impl BroadcastNode {
     }
 }
 
-impl Node for BroadcastNode {
+impl SimNode for BroadcastNode {
     type Msg = SimMessage;
     type Timer = Wake;
     type Output = ();
 
-    fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, from: NodeId, message: SimMessage) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, from: SimNodeId, message: SimMessage) {
         let Some(running) = self.running.as_mut() else { return };
         let now = ctx.now();
         if let Some(heard) = running.last_heard.get_mut(&from) {
@@ -566,7 +566,7 @@ pub struct Report {
     /// views are symmetric once quiet; a NEIGHBOUR reply in flight is the usual exception).
     pub one_sided_links: usize,
     /// The simulator's message and timer counts.
-    pub stats: Stats,
+    pub stats: SimStats,
     /// The simulator's trace fingerprint (equal for equal seeds).
     pub trace_hash: u64,
 }
@@ -593,7 +593,7 @@ pub fn run(scenario: &Scenario) -> Report {
         stable = Some(broadcast_and_measure(&mut sim, root, interval, None));
     }
 
-    let mut others: Vec<NodeId> = (0..scenario.nodes).filter(|id| *id != root).collect();
+    let mut others: Vec<SimNodeId> = (0..scenario.nodes).filter(|id| *id != root).collect();
     let new_roots = scenario.new_roots.min(others.len());
     let new_roots: Vec<BroadcastReport> = (0..new_roots)
         .map(|index| {
@@ -632,7 +632,7 @@ pub fn run(scenario: &Scenario) -> Report {
     });
     sim.run_for(scenario.anti_entropy_wait);
 
-    let live: Vec<NodeId> = sim.up_nodes().collect();
+    let live: Vec<SimNodeId> = sim.up_nodes().collect();
     let pairs = live.len() * after_crash.len();
     let held: usize = after_crash
         .iter()
@@ -648,7 +648,7 @@ pub fn run(scenario: &Scenario) -> Report {
         .iter()
         .filter_map(|id| sim.node(*id).overlay().map(|overlay| (*id, overlay)))
         .map(|(id, overlay)| {
-            let one_sided = |peer: &&NodeId| {
+            let one_sided = |peer: &&SimNodeId| {
                 sim.is_up(**peer)
                     && sim
                         .node(**peer)
@@ -679,9 +679,9 @@ pub fn run(scenario: &Scenario) -> Report {
 /// broadcast started.
 fn broadcast_and_measure(
     sim: &mut Sim<BroadcastNode>,
-    root: NodeId,
+    root: SimNodeId,
     interval: Duration,
-    crash: Option<(Duration, &[NodeId])>,
+    crash: Option<(Duration, &[SimNodeId])>,
 ) -> BroadcastReport {
     let id = sim.invoke(root, |node, ctx| node.broadcast(ctx)).flatten();
     let mut elapsed = Duration::ZERO;

@@ -1,6 +1,6 @@
 //! A deterministic simulator for Shoal's sans-IO protocol cores.
 //!
-//! A [`Sim`] holds a set of nodes, each a value implementing [`Node`], and one queue of events
+//! A [`Sim`] holds a set of nodes, each a value implementing [`SimNode`], and one queue of events
 //! ordered by a virtual clock: messages in flight and timers. [`Sim::step`] takes the earliest
 //! event, hands it to its node through a [`Ctx`], and queues what the node did in answer
 //! (messages, timers). Nothing runs concurrently and nothing reads the real clock or the
@@ -14,11 +14,11 @@
 //! message can outlive a crash and restart of its receiver and arrive in a later round. Tests
 //! add partitions ([`Sim::partition`], [`Sim::cut`]) and crash and restart nodes
 //! ([`Sim::crash`], [`Sim::restart`]); a crashed node loses its timers and every message that
-//! arrives while it is down, and is told to drop its volatile state ([`Node::on_crash`]). A
+//! arrives while it is down, and is told to drop its volatile state ([`SimNode::on_crash`]). A
 //! message still in flight when its receiver restarts is delivered to the new life.
 //!
 //! ```
-//! use shoal_sim::{Ctx, Network, Node, NodeId, Sim};
+//! use shoal_sim::{Ctx, Network, SimNode, SimNodeId, Sim};
 //! use std::time::Duration;
 //!
 //! /// Answers every ping with a pong and counts the pongs it gets back.
@@ -27,11 +27,11 @@
 //! #[derive(Clone, Debug)]
 //! enum Msg { Ping, Pong }
 //!
-//! impl Node for Pinger {
+//! impl SimNode for Pinger {
 //!     type Msg = Msg;
 //!     type Timer = ();
 //!     type Output = u32;
-//!     fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, from: NodeId, msg: Msg) {
+//!     fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, from: SimNodeId, msg: Msg) {
 //!         match msg {
 //!             Msg::Ping => ctx.send(from, Msg::Pong),
 //!             Msg::Pong => {
@@ -67,7 +67,7 @@ pub mod linearizability;
 pub use network::Network;
 #[cfg(feature = "nodes")]
 pub use nodes::SimNet;
-pub use sim::{Ctx, Node, NodeId, Record, Sim, Stats};
+pub use sim::{Ctx, Record, Sim, SimNode, SimNodeId, SimStats};
 
 #[cfg(test)]
 mod tests;

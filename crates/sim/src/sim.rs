@@ -11,13 +11,13 @@ use rand::{RngExt, SeedableRng};
 use crate::network::Network;
 
 /// A node's place in the simulation: its index, in the order nodes were added.
-pub type NodeId = usize;
+pub type SimNodeId = usize;
 
 /// A state machine under simulation: a sans-IO protocol core, or a test adapter around one.
 ///
 /// The simulator calls these methods one at a time; whatever the node wants done (send a
 /// message, set a timer, report an output) it asks of the [`Ctx`] it is handed.
-pub trait Node {
+pub trait SimNode {
     /// What nodes send each other. Cloned when the network duplicates a message.
     type Msg: Clone + Debug;
     /// What a node attaches to a timer, to know which one fired.
@@ -26,7 +26,7 @@ pub trait Node {
     type Output: Debug;
 
     /// A message from `from` arrives.
-    fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, from: NodeId, msg: Self::Msg)
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, from: SimNodeId, msg: Self::Msg)
     where
         Self: Sized;
 
@@ -51,26 +51,26 @@ pub trait Node {
 
 /// What a node can do while it handles an event: read the virtual clock and its own seeded
 /// randomness, send messages, set timers, report outputs.
-pub struct Ctx<'a, N: Node> {
+pub struct Ctx<'a, N: SimNode> {
     now: Instant,
-    id: NodeId,
+    id: SimNodeId,
     rng: &'a mut SmallRng,
     effects: &'a mut Effects<N>,
 }
 
-impl<N: Node> Ctx<'_, N> {
+impl<N: SimNode> Ctx<'_, N> {
     /// The current virtual time.
     pub fn now(&self) -> Instant {
         self.now
     }
 
     /// The node being run.
-    pub fn id(&self) -> NodeId {
+    pub fn id(&self) -> SimNodeId {
         self.id
     }
 
     /// Sends `msg` to `to` through the simulated network (to itself too, with a delay).
-    pub fn send(&mut self, to: NodeId, msg: N::Msg) {
+    pub fn send(&mut self, to: SimNodeId, msg: N::Msg) {
         self.effects.sends.push((to, msg));
     }
 
@@ -98,14 +98,14 @@ pub struct Record<O> {
     /// When it was reported (virtual time).
     pub at: Instant,
     /// Which node reported it.
-    pub node: NodeId,
+    pub node: SimNodeId,
     /// What it reported.
     pub output: O,
 }
 
 /// Counts of what happened to messages and timers so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
+pub struct SimStats {
     /// Messages nodes sent.
     pub sent: u64,
     /// Messages handed to a live node (duplicates included).
@@ -130,7 +130,7 @@ pub struct Stats {
 const DEFAULT_EVENT_LIMIT: usize = 10_000_000;
 
 /// A seeded, deterministic simulation of `N` nodes on an unreliable network.
-pub struct Sim<N: Node> {
+pub struct Sim<N: SimNode> {
     seed: u64,
     origin: Instant,
     now: Instant,
@@ -140,10 +140,10 @@ pub struct Sim<N: Node> {
     queue: BinaryHeap<Scheduled<N>>,
     next_seq: u64,
     event_limit: usize,
-    cut_links: BTreeSet<(NodeId, NodeId)>,
+    cut_links: BTreeSet<(SimNodeId, SimNodeId)>,
     effects: Effects<N>,
     outputs: Vec<Record<N::Output>>,
-    stats: Stats,
+    stats: SimStats,
     trace: u64,
 }
 
@@ -158,53 +158,53 @@ struct Slot<N> {
 }
 
 /// What a node asked for while handling one event; applied by the simulator right after.
-struct Effects<N: Node> {
-    sends: Vec<(NodeId, N::Msg)>,
+struct Effects<N: SimNode> {
+    sends: Vec<(SimNodeId, N::Msg)>,
     timers: Vec<(Duration, N::Timer)>,
     outputs: Vec<N::Output>,
 }
 
-impl<N: Node> Effects<N> {
+impl<N: SimNode> Effects<N> {
     fn new() -> Self {
         Effects { sends: Vec::new(), timers: Vec::new(), outputs: Vec::new() }
     }
 }
 
-enum Event<N: Node> {
-    Deliver { from: NodeId, to: NodeId, msg: N::Msg },
-    Timer { node: NodeId, incarnation: u64, timer: N::Timer },
+enum Event<N: SimNode> {
+    Deliver { from: SimNodeId, to: SimNodeId, msg: N::Msg },
+    Timer { node: SimNodeId, incarnation: u64, timer: N::Timer },
 }
 
 /// An event and when it happens; `seq` orders events due at the same instant by when they
 /// were scheduled, so ties break the same way in every run.
-struct Scheduled<N: Node> {
+struct Scheduled<N: SimNode> {
     at: Instant,
     seq: u64,
     event: Event<N>,
 }
 
-impl<N: Node> PartialEq for Scheduled<N> {
+impl<N: SimNode> PartialEq for Scheduled<N> {
     fn eq(&self, other: &Self) -> bool {
         (self.at, self.seq) == (other.at, other.seq)
     }
 }
 
-impl<N: Node> Eq for Scheduled<N> {}
+impl<N: SimNode> Eq for Scheduled<N> {}
 
-impl<N: Node> PartialOrd for Scheduled<N> {
+impl<N: SimNode> PartialOrd for Scheduled<N> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl<N: Node> Ord for Scheduled<N> {
+impl<N: SimNode> Ord for Scheduled<N> {
     /// Reversed, so that the max-heap `BinaryHeap` pops the earliest event first.
     fn cmp(&self, other: &Self) -> Ordering {
         (other.at, other.seq).cmp(&(self.at, self.seq))
     }
 }
 
-impl<N: Node> Sim<N> {
+impl<N: SimNode> Sim<N> {
     /// A simulation of `nodes` (ids 0, 1, ...), all up, at virtual time zero.
     ///
     /// # Panics
@@ -227,7 +227,7 @@ impl<N: Node> Sim<N> {
             cut_links: BTreeSet::new(),
             effects: Effects::new(),
             outputs: Vec::new(),
-            stats: Stats::default(),
+            stats: SimStats::default(),
             trace: FNV_OFFSET,
         };
         for node in nodes {
@@ -237,7 +237,7 @@ impl<N: Node> Sim<N> {
     }
 
     /// Adds a node, up, in no partition group's way (group 0), and returns its id.
-    pub fn add_node(&mut self, node: N) -> NodeId {
+    pub fn add_node(&mut self, node: N) -> SimNodeId {
         let id = self.slots.len();
         let rng = SmallRng::seed_from_u64(mix(self.seed, id as u64));
         self.slots.push(Slot { node, up: true, incarnation: 0, group: 0, rng });
@@ -274,7 +274,7 @@ impl<N: Node> Sim<N> {
     /// # Panics
     ///
     /// If there is no node `id`.
-    pub fn node(&self, id: NodeId) -> &N {
+    pub fn node(&self, id: SimNodeId) -> &N {
         &self.slots[id].node
     }
 
@@ -284,17 +284,17 @@ impl<N: Node> Sim<N> {
     /// # Panics
     ///
     /// If there is no node `id`.
-    pub fn node_mut(&mut self, id: NodeId) -> &mut N {
+    pub fn node_mut(&mut self, id: SimNodeId) -> &mut N {
         &mut self.slots[id].node
     }
 
     /// Whether node `id` is up.
-    pub fn is_up(&self, id: NodeId) -> bool {
+    pub fn is_up(&self, id: SimNodeId) -> bool {
         self.slots.get(id).is_some_and(|slot| slot.up)
     }
 
     /// The ids of the nodes that are up.
-    pub fn up_nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+    pub fn up_nodes(&self) -> impl Iterator<Item = SimNodeId> + '_ {
         (0..self.slots.len()).filter(|&id| self.slots[id].up)
     }
 
@@ -319,7 +319,7 @@ impl<N: Node> Sim<N> {
     /// injection), and applies what it asked of its context. `None` if the node is down.
     pub fn invoke<R>(
         &mut self,
-        id: NodeId,
+        id: SimNodeId,
         f: impl FnOnce(&mut N, &mut Ctx<'_, N>) -> R,
     ) -> Option<R> {
         if !self.is_up(id) {
@@ -331,7 +331,7 @@ impl<N: Node> Sim<N> {
 
     /// Crashes node `id`: its pending timers and every message that arrives while it is down
     /// are lost, and it is told to drop its volatile state. Does nothing if it is down already.
-    pub fn crash(&mut self, id: NodeId) {
+    pub fn crash(&mut self, id: SimNodeId) {
         let Some(slot) = self.slots.get_mut(id) else { return };
         if !slot.up {
             return;
@@ -342,8 +342,8 @@ impl<N: Node> Sim<N> {
         self.record_trace(&[TRACE_CRASH, id as u64]);
     }
 
-    /// Starts node `id` again after a crash ([`Node::on_restart`]). Does nothing if it is up.
-    pub fn restart(&mut self, id: NodeId) {
+    /// Starts node `id` again after a crash ([`SimNode::on_restart`]). Does nothing if it is up.
+    pub fn restart(&mut self, id: SimNodeId) {
         if self.slots.get(id).is_none_or(|slot| slot.up) {
             return;
         }
@@ -354,7 +354,7 @@ impl<N: Node> Sim<N> {
 
     /// Splits the network: nodes talk only to nodes in the same group. Nodes not listed form
     /// one more group together. Replaces any earlier partition; [`Sim::heal`] ends it.
-    pub fn partition(&mut self, groups: &[&[NodeId]]) {
+    pub fn partition(&mut self, groups: &[&[SimNodeId]]) {
         for slot in &mut self.slots {
             slot.group = 0;
         }
@@ -369,7 +369,7 @@ impl<N: Node> Sim<N> {
 
     /// Cuts the link from `from` to `to`, one way: messages that way are lost until
     /// [`Sim::heal`].
-    pub fn cut(&mut self, from: NodeId, to: NodeId) {
+    pub fn cut(&mut self, from: SimNodeId, to: SimNodeId) {
         self.cut_links.insert((from, to));
     }
 
@@ -383,7 +383,7 @@ impl<N: Node> Sim<N> {
 
     /// Whether a message from `from` would reach `to` now (partitions and cuts only; loss and
     /// crashes aside).
-    pub fn can_reach(&self, from: NodeId, to: NodeId) -> bool {
+    pub fn can_reach(&self, from: SimNodeId, to: SimNodeId) -> bool {
         match (self.slots.get(from), self.slots.get(to)) {
             (Some(a), Some(b)) => a.group == b.group && !self.cut_links.contains(&(from, to)),
             _ => false,
@@ -456,7 +456,7 @@ impl<N: Node> Sim<N> {
     }
 
     /// What happened to messages and timers so far.
-    pub fn stats(&self) -> Stats {
+    pub fn stats(&self) -> SimStats {
         self.stats
     }
 
@@ -466,7 +466,7 @@ impl<N: Node> Sim<N> {
         self.trace
     }
 
-    fn deliver(&mut self, from: NodeId, to: NodeId, msg: N::Msg) {
+    fn deliver(&mut self, from: SimNodeId, to: SimNodeId, msg: N::Msg) {
         if !self.is_up(to) {
             self.stats.undeliverable += 1;
             return;
@@ -480,7 +480,7 @@ impl<N: Node> Sim<N> {
         self.run_node(to, |node, ctx| node.on_message(ctx, from, msg));
     }
 
-    fn fire(&mut self, id: NodeId, incarnation: u64, timer: N::Timer) {
+    fn fire(&mut self, id: SimNodeId, incarnation: u64, timer: N::Timer) {
         let slot = &self.slots[id];
         if !slot.up || slot.incarnation != incarnation {
             self.stats.timers_discarded += 1;
@@ -492,7 +492,7 @@ impl<N: Node> Sim<N> {
     }
 
     /// Runs `f` on node `id` with a context, then applies the effects it asked for.
-    fn run_node<R>(&mut self, id: NodeId, f: impl FnOnce(&mut N, &mut Ctx<'_, N>) -> R) -> R {
+    fn run_node<R>(&mut self, id: SimNodeId, f: impl FnOnce(&mut N, &mut Ctx<'_, N>) -> R) -> R {
         let slot = &mut self.slots[id];
         let mut ctx = Ctx { now: self.now, id, rng: &mut slot.rng, effects: &mut self.effects };
         let result = f(&mut slot.node, &mut ctx);
@@ -500,7 +500,7 @@ impl<N: Node> Sim<N> {
         result
     }
 
-    fn apply_effects(&mut self, id: NodeId) {
+    fn apply_effects(&mut self, id: SimNodeId) {
         let mut effects = std::mem::replace(&mut self.effects, Effects::new());
         for (to, msg) in effects.sends.drain(..) {
             self.transmit(id, to, msg);
@@ -517,7 +517,7 @@ impl<N: Node> Sim<N> {
     }
 
     /// Puts one message on the network: lost, delivered once, or delivered twice.
-    fn transmit(&mut self, from: NodeId, to: NodeId, msg: N::Msg) {
+    fn transmit(&mut self, from: SimNodeId, to: SimNodeId, msg: N::Msg) {
         self.stats.sent += 1;
         if to >= self.slots.len() {
             self.stats.undeliverable += 1;

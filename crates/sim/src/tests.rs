@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use crate::{Ctx, Network, Node, NodeId, Sim};
+use crate::{Ctx, Network, Sim, SimNode, SimNodeId};
 
 /// Records what it receives; `Send(to, n)` asks it to send `n` numbered messages to `to`.
 #[derive(Default)]
 struct Recorder {
-    received: Vec<(NodeId, u32)>,
+    received: Vec<(SimNodeId, u32)>,
     restarts: u32,
     volatile: u32,
 }
@@ -17,12 +17,12 @@ enum Msg {
     Number(u32),
 }
 
-impl Node for Recorder {
+impl SimNode for Recorder {
     type Msg = Msg;
     type Timer = u32;
     type Output = u32;
 
-    fn on_message(&mut self, _: &mut Ctx<'_, Self>, from: NodeId, msg: Msg) {
+    fn on_message(&mut self, _: &mut Ctx<'_, Self>, from: SimNodeId, msg: Msg) {
         let Msg::Number(n) = msg;
         self.received.push((from, n));
         self.volatile += 1;
@@ -46,7 +46,7 @@ fn recorders(n: usize) -> Vec<Recorder> {
     (0..n).map(|_| Recorder::default()).collect()
 }
 
-fn send_numbers(sim: &mut Sim<Recorder>, from: NodeId, to: NodeId, count: u32) {
+fn send_numbers(sim: &mut Sim<Recorder>, from: SimNodeId, to: SimNodeId, count: u32) {
     sim.invoke(from, |_, ctx| {
         for n in 0..count {
             ctx.send(to, Msg::Number(n));

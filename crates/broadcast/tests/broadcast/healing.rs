@@ -10,7 +10,7 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use shoal_broadcast::simulation::{BroadcastNode, NodeConfig};
-use shoal_sim::{Network, NodeId, Sim};
+use shoal_sim::{Network, Sim, SimNodeId};
 
 /// How long after a heal the overlay must be one component again: the longest wait between
 /// two retries of a lost peer (`max_retry_backoff`, 30 s), a retry's timeout (1 s), and room
@@ -39,8 +39,8 @@ fn joined(seed: u64, nodes: usize, network: Network) -> Sim<BroadcastNode> {
 /// The connected components of the live nodes, links taken from either side's active view,
 /// largest first.
 fn components(sim: &Sim<BroadcastNode>) -> Vec<usize> {
-    let live: Vec<NodeId> = sim.up_nodes().collect();
-    let mut links: Vec<BTreeSet<NodeId>> = vec![BTreeSet::new(); sim.len()];
+    let live: Vec<SimNodeId> = sim.up_nodes().collect();
+    let mut links: Vec<BTreeSet<SimNodeId>> = vec![BTreeSet::new(); sim.len()];
     for &id in &live {
         for &peer in
             sim.node(id).overlay().map(|o| o.active_view().clone()).unwrap_or_default().iter()
@@ -73,7 +73,7 @@ fn components(sim: &Sim<BroadcastNode>) -> Vec<usize> {
 }
 
 /// Active-view links between `side` and the other nodes.
-fn links_across(sim: &Sim<BroadcastNode>, side: &BTreeSet<NodeId>) -> usize {
+fn links_across(sim: &Sim<BroadcastNode>, side: &BTreeSet<SimNodeId>) -> usize {
     side.iter()
         .filter_map(|id| sim.node(*id).overlay())
         .flat_map(|overlay| overlay.active_view().iter())
@@ -83,10 +83,10 @@ fn links_across(sim: &Sim<BroadcastNode>, side: &BTreeSet<NodeId>) -> usize {
 
 /// Broadcasts from `root`, runs for [`DELIVERY_BOUND`], and returns the live nodes that do
 /// not hold the broadcast.
-fn broadcast_misses(sim: &mut Sim<BroadcastNode>, root: NodeId) -> Vec<NodeId> {
+fn broadcast_misses(sim: &mut Sim<BroadcastNode>, root: SimNodeId) -> Vec<SimNodeId> {
     let id = sim.invoke(root, |node, ctx| node.broadcast(ctx)).flatten().expect("root is up");
     sim.run_for(DELIVERY_BOUND);
-    let live: Vec<NodeId> = sim.up_nodes().collect();
+    let live: Vec<SimNodeId> = sim.up_nodes().collect();
     live.into_iter().filter(|node| !sim.node(*node).deliveries().contains_key(&id)).collect()
 }
 
@@ -97,14 +97,14 @@ fn partition_case(seed: u64) -> Result<(), String> {
     let nodes = rng.random_range(20..=40);
     let partition = Duration::from_secs(rng.random_range(40..=900));
     let mut sim = joined(seed, nodes, Network::reliable());
-    let mut order: Vec<NodeId> = (0..nodes).collect();
+    let mut order: Vec<SimNodeId> = (0..nodes).collect();
     for index in 0..nodes {
         let pick = rng.random_range(index..nodes);
         order.swap(index, pick);
     }
     let cut = rng.random_range(nodes / 3..=nodes * 2 / 3);
     let (one, other) = order.split_at(cut);
-    let side: BTreeSet<NodeId> = one.iter().copied().collect();
+    let side: BTreeSet<SimNodeId> = one.iter().copied().collect();
     let full = (0..nodes)
         .filter(|id| sim.node(*id).overlay().is_some_and(|o| o.active_view().len() == 5))
         .count();
@@ -163,7 +163,7 @@ fn no_islands_under_message_loss() {
 }
 
 /// The live nodes' active-view links that the other side does not hold.
-fn one_sided_links(sim: &Sim<BroadcastNode>) -> Vec<(NodeId, NodeId)> {
+fn one_sided_links(sim: &Sim<BroadcastNode>) -> Vec<(SimNodeId, SimNodeId)> {
     let mut links = Vec::new();
     for id in sim.up_nodes() {
         let Some(overlay) = sim.node(id).overlay() else { continue };
@@ -186,14 +186,14 @@ fn churn_case(seed: u64) -> Result<(), String> {
     let (initial, total) = (120, 160);
     let loss = f64::from(rng.random_range(1..=5u8)) / 100.0;
     let mut sim = joined(seed, initial, Network::lossy(loss, 0.0));
-    let mut waiting: Vec<NodeId> =
+    let mut waiting: Vec<SimNodeId> =
         (initial..total).map(|_| sim.add_node(BroadcastNode::new(NodeConfig::default()))).collect();
-    let mut down: Vec<(NodeId, Duration)> = Vec::new();
+    let mut down: Vec<(SimNodeId, Duration)> = Vec::new();
     let what = format!("seed {seed}: {loss} loss");
     let step = Duration::from_millis(500);
     let mut elapsed = Duration::ZERO;
     while elapsed < Duration::from_secs(120) {
-        let live: Vec<NodeId> =
+        let live: Vec<SimNodeId> =
             sim.up_nodes().filter(|id| sim.node(*id).overlay().is_some()).collect();
         let root = live[rng.random_range(0..live.len())];
         sim.invoke(root, |node, ctx| node.broadcast(ctx));
@@ -238,7 +238,7 @@ fn churn_case(seed: u64) -> Result<(), String> {
         return Err(format!("{what}: one-sided links {one_sided:?}"));
     }
     for _ in 0..3 {
-        let live: Vec<NodeId> = sim.up_nodes().collect();
+        let live: Vec<SimNodeId> = sim.up_nodes().collect();
         let root = live[rng.random_range(0..live.len())];
         let misses = broadcast_misses(&mut sim, root);
         if !misses.is_empty() {

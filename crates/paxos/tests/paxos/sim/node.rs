@@ -1,4 +1,4 @@
-//! A Paxos node (an acceptor, and a proposer on some nodes) as a simulated `shoal_sim::Node`.
+//! A Paxos node (an acceptor, and a proposer on some nodes) as a simulated `shoal_sim::SimNode`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use shoal_paxos::core::{
     Storage,
 };
 use shoal_paxos::{Change, Key, MemoryStorage, Outcome, PaxosError, Recovery};
-use shoal_sim::{Ctx, Node};
+use shoal_sim::{Ctx, SimNode};
 
 /// How the nodes of a schedule are set up.
 #[derive(Clone, Copy, Debug)]
@@ -221,7 +221,7 @@ impl PaxosNode {
     }
 }
 
-impl Node for PaxosNode {
+impl SimNode for PaxosNode {
     type Msg = Message;
     type Timer = ();
     type Output = Done;
