@@ -215,3 +215,49 @@ async fn monitors_and_links_take_names() {
     assert!(seen.contains(&Event::Signal(probe.pid(), down)), "{seen:?}");
     assert!(seen.contains(&Event::Signal(probe.pid(), exit)), "{seen:?}");
 }
+
+/// A process monitors and links through a via-name: through the pid its layer has cached
+/// (the `Down` and the exit signal name that process); with nothing cached, the monitor is
+/// `noproc` at once and the link is refused as unresolved, until the name is resolved.
+#[tokio::test]
+async fn monitors_and_links_take_via_names() {
+    let (a, _b) = two_nodes();
+    let (events, mut inbox) = reports();
+    let probe = start_probe(&a, &events, true).await;
+    let directory = Arc::new(Directory::default());
+    let via = Dest::Via(Via::new(ByDirectory(directory.clone())));
+
+    let unresolved = run(&probe, {
+        let via = via.clone();
+        move |_, ctx| ctx.monitor(via)
+    })
+    .await;
+    let placeholder = Pid::name_placeholder(a.node());
+    let down = Signal::Down { monitor: unresolved, pid: placeholder, reason: ExitReason::NoProc };
+    assert_eq!(inbox.next().await, Event::Signal(probe.pid(), down));
+    let refused = run(&probe, {
+        let via = via.clone();
+        move |_, ctx| ctx.link(via)
+    })
+    .await;
+    assert!(matches!(refused, Err(LinkError::Unresolved(_))), "{refused:?}");
+
+    let calc = a.spawn(Calc::new(0));
+    directory.point_to(calc.pid());
+    assert_eq!(within(via.resolve(&a)).await, Ok(calc.pid()));
+    let monitor = run(&probe, {
+        let via = via.clone();
+        move |_, ctx| ctx.monitor(via)
+    })
+    .await;
+    run(&probe, move |_, ctx| ctx.link(via)).await.expect("linked through the cache");
+
+    let reason = ExitReason::custom("done");
+    within(calc.cast(CalcMsg::Stop(reason.clone()))).await.unwrap();
+    let mut seen = vec![inbox.next().await, inbox.next().await];
+    seen.sort_by_key(|event| format!("{event:?}"));
+    let down = Signal::Down { monitor, pid: calc.pid(), reason: reason.clone() };
+    let exit = Signal::Exit { from: calc.pid(), reason };
+    assert!(seen.contains(&Event::Signal(probe.pid(), down)), "{seen:?}");
+    assert!(seen.contains(&Event::Signal(probe.pid(), exit)), "{seen:?}");
+}
