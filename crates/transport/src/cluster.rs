@@ -29,7 +29,7 @@ use crate::config::{Membership, NodeConfig};
 use crate::conn::{self, ConnError, Dispatch, Wiring};
 use crate::entropy::Entropy;
 use crate::fault::Faults;
-use crate::handshake::Hello;
+use crate::handshake::{Hello, VERSIONS};
 use crate::membership::{
     Admission, GossipChange, Members, admission, gossip_changes, tombstone_covers,
 };
@@ -39,7 +39,7 @@ use crate::peer::{Peer, Session, lock};
 use crate::progress::StallWatch;
 use crate::remote::{Processes, Transport};
 use crate::tasks::Tasks;
-use crate::wire::Frame;
+use crate::wire::{Format, Frame};
 use crate::{DownReason, NodeEvent, NodeSpec, NodeStartError};
 
 /// Heartbeat ticks between two traces of a peer's counters.
@@ -324,7 +324,8 @@ impl Dispatch for Cluster {
     /// node noticed. This node takes the peer down now, before the new connection joins its
     /// side of the session: noticing later would close the new connection with the old ones
     /// and take the peer down a second time.
-    fn accepting(self: &Arc<Self>, peer: &Arc<Peer>, hello: &Hello) {
+    fn accepting(self: &Arc<Self>, peer: &Arc<Peer>, hello: &Hello, version: u32) {
+        peer.set_version(version);
         if peer.is_up() && hello.released >= peer.session_attempt() {
             let reason = "it closed this node's connections and connected again";
             self.down(peer, DownReason::ConnectionLost(reason.into()));
@@ -487,8 +488,10 @@ async fn open_session(
 ) -> Result<(Started, mpsc::Receiver<DownReason>), ConnError> {
     let session = peer.connecting(&cluster.config.channels);
     let attempt = cluster.attempts.fetch_add(1, Ordering::Relaxed) + 1;
-    match open_connections(cluster, peer, attempt).await {
-        Ok(opened) => {
+    let opened = open_connections(cluster, peer, attempt).await;
+    match opened.and_then(|opened| Ok((session_format(cluster, &opened)?, opened))) {
+        Ok((format, opened)) => {
+            peer.set_version(format.version());
             let (failed, failures) = mpsc::channel(1);
             for (channel, index, conn) in opened {
                 let Some(queue) = session.queue(&channel, index) else { continue };
@@ -498,7 +501,7 @@ async fn open_session(
                     peer.clone(),
                     queue,
                     conn.conn.write,
-                    conn.sealer,
+                    (conn.sealer, format),
                     failed.clone(),
                 );
                 cluster.tasks.spawn(until_ended(ended.clone(), writer));
@@ -512,6 +515,22 @@ async fn open_session(
             Err(error)
         }
     }
+}
+
+/// The format of a session's frames: the version every one of its connections negotiated
+/// (the same on each, since both nodes offer the same versions on all of them; a session whose
+/// connections disagree is not started).
+fn session_format(
+    cluster: &Cluster,
+    opened: &[(String, u16, conn::Opened)],
+) -> Result<Format, ConnError> {
+    let mut versions = opened.iter().map(|(_, _, opened)| opened.version);
+    let version = versions.next().unwrap_or(*VERSIONS.end());
+    if let Some(other) = versions.find(|other| *other != version) {
+        let why = format!("the connections negotiated versions {version} and {other}");
+        return Err(ConnError::Refused(why));
+    }
+    Ok(Format::new(version, cluster.wiring.max_frame_bytes)?)
 }
 
 /// Opens every connection to `peer` in connection attempt `attempt`, all at once (each is a

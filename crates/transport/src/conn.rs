@@ -28,7 +28,7 @@ use crate::net::{BoxFuture, Connection, Network, ReadHalf, WriteHalf};
 use crate::peer::{InboundTrack, Peer};
 use crate::queue::{OutQueue, Slots};
 use crate::record::{MAX_RECORD_BYTES, Opener, RecordError, Sealer};
-use crate::wire::{Frame, FrameDecoder, FrameError, encode_frame, encode_frame_head};
+use crate::wire::{Format, Frame, FrameDecoder, FrameError, encode_frame, encode_frame_head};
 use crate::{CONTROL_CHANNEL, DownReason, NodeSpec};
 
 /// What the connection layer needs from its node.
@@ -62,9 +62,9 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
     /// its peer, or why not (told to the node).
     fn admit(self: &Arc<Self>, spec: &NodeSpec) -> Result<Arc<Peer>, String>;
 
-    /// Takes a connection `peer` opened with `hello` (admitted, not a probe), before its
-    /// reader starts.
-    fn accepting(self: &Arc<Self>, peer: &Arc<Peer>, hello: &Hello);
+    /// Takes a connection `peer` opened with `hello` (admitted, not a probe), whose handshake
+    /// negotiated protocol `version`, before its reader starts.
+    fn accepting(self: &Arc<Self>, peer: &Arc<Peer>, hello: &Hello, version: u32);
 
     /// Takes one frame read from `peer`. Returns a future to finish before the connection's
     /// next frame only when delivery must wait (never in the usual case).
@@ -127,14 +127,20 @@ async fn write_message(write: &mut WriteHalf, message: &Message) -> Result<(), C
     Ok(())
 }
 
+/// The frames of the handshake's last steps, in the version it negotiated.
+fn handshake_format(version: u32) -> Result<Format, FrameError> {
+    Format::new(version, HANDSHAKE_MAX_FRAME_BYTES)
+}
+
 /// Writes one frame in its own records (the handshake's last frames).
 async fn write_sealed(
     write: &mut WriteHalf,
     sealer: &mut Sealer,
     frame: &Frame,
+    format: Format,
 ) -> Result<(), ConnError> {
     let (mut plain, mut sealed) = (BytesMut::new(), BytesMut::new());
-    encode_frame(frame, &mut plain, HANDSHAKE_MAX_FRAME_BYTES)?;
+    encode_frame(frame, &mut plain, format)?;
     write.write_all(seal(sealer, &plain, &mut sealed)?).await?;
     Ok(())
 }
@@ -164,9 +170,9 @@ pub(crate) struct Incoming {
 }
 
 impl Incoming {
-    /// After the handshake messages: `read` is what was read past them.
-    fn new(opener: Opener, read: BytesMut, max_frame_bytes: usize) -> Self {
-        let decoder = FrameDecoder::new(max_frame_bytes);
+    /// After the handshake messages: `read` is what was read past them, frames in `format`.
+    fn new(opener: Opener, read: BytesMut, format: Format) -> Self {
+        let decoder = FrameDecoder::new(format);
         let mut incoming = Self { sealed: read, opener, decoder, broken: None };
         incoming.open();
         incoming
@@ -217,10 +223,12 @@ impl Incoming {
     }
 }
 
-/// An open outgoing connection: its halves, its sealer, and the peer's spec.
+/// An open outgoing connection: its halves, its sealer, the protocol version its handshake
+/// negotiated, and the peer's spec.
 pub(crate) struct Opened {
     pub(crate) conn: Connection,
     pub(crate) sealer: Sealer,
+    pub(crate) version: u32,
     pub(crate) peer: NodeSpec,
 }
 
@@ -266,11 +274,12 @@ async fn open(wiring: &Wiring, addr: SocketAddr, hello: Hello) -> Result<Opened,
         write_message(&mut conn.write, &first).await?;
         let mut read = BytesMut::new();
         let reply = read_message(&mut conn.read, &mut read).await?;
-        let Keyed { peer, mut sealer, opener, .. } = initiator.finish(reply)?;
-        write_sealed(&mut conn.write, &mut sealer, &Frame::Confirm).await?;
-        let mut incoming = Incoming::new(opener, read, HANDSHAKE_MAX_FRAME_BYTES);
+        let Keyed { peer, version, mut sealer, opener, .. } = initiator.finish(reply)?;
+        let format = handshake_format(version)?;
+        write_sealed(&mut conn.write, &mut sealer, &Frame::Confirm, format).await?;
+        let mut incoming = Incoming::new(opener, read, format);
         match incoming.read_frame(&mut conn.read).await? {
-            Frame::Accepted => Ok(Opened { conn, sealer, peer: peer.spec }),
+            Frame::Accepted => Ok(Opened { conn, sealer, version, peer: peer.spec }),
             Frame::Refused { reason } => Err(HandshakeError::Refused(reason).into()),
             other => Err(unexpected("accepted", &other).into()),
         }
@@ -343,8 +352,9 @@ pub(crate) async fn accept(
         };
         ticket.hello(&keyed.peer.spec.name);
         write_message(&mut conn.write, &reply).await?;
-        let Keyed { peer: hello, mut sealer, opener, .. } = keyed;
-        let mut incoming = Incoming::new(opener, read, HANDSHAKE_MAX_FRAME_BYTES);
+        let Keyed { peer: hello, version, mut sealer, opener, .. } = keyed;
+        let format = handshake_format(version)?;
+        let mut incoming = Incoming::new(opener, read, format);
         let confirm = wiring
             .clock
             .timeout(hello_timeout, incoming.read_frame(&mut conn.read))
@@ -356,18 +366,18 @@ pub(crate) async fn accept(
         ticket.authenticated();
         match dispatch.admit(&hello.spec) {
             Ok(_) if hello.probe => {
-                write_sealed(&mut conn.write, &mut sealer, &Frame::Accepted).await?;
+                write_sealed(&mut conn.write, &mut sealer, &Frame::Accepted, format).await?;
                 Ok(None)
             }
             Ok(peer) => {
-                dispatch.accepting(&peer, &hello);
+                dispatch.accepting(&peer, &hello, version);
                 let track = peer.track_inbound(&hello.channel, hello.index);
-                write_sealed(&mut conn.write, &mut sealer, &Frame::Accepted).await?;
+                write_sealed(&mut conn.write, &mut sealer, &Frame::Accepted, format).await?;
                 Ok(Some((peer, hello, track, incoming)))
             }
             Err(reason) => {
                 let refusal = Frame::Refused { reason: reason.clone() };
-                let _ = write_sealed(&mut conn.write, &mut sealer, &refusal).await;
+                let _ = write_sealed(&mut conn.write, &mut sealer, &refusal, format).await;
                 Err(ConnError::Refused(format!("refused {}: {reason}", hello.spec.name)))
             }
         }
@@ -389,20 +399,21 @@ pub(crate) async fn accept(
     Ok(Some((accepted, track)))
 }
 
-/// Writes everything queued for one connection, batch by batch, until the queue closes or a
-/// write fails (reported on `failed`).
+/// Writes everything queued for one connection, batch by batch, in frames of `format` sealed
+/// by `sealer`, until the queue closes or a write fails (reported on `failed`).
 pub(crate) async fn write_loop(
     wiring: Arc<Wiring>,
     peer: Arc<Peer>,
     queue: Arc<OutQueue>,
     mut write: WriteHalf,
-    sealer: Sealer,
+    (sealer, format): (Sealer, Format),
     failed: mpsc::Sender<DownReason>,
 ) {
     let mut batch = Slots::new();
     let mut out = Output {
         buf: BytesMut::with_capacity(WRITE_CHUNK_BYTES),
         sealer,
+        format,
         sealed: BytesMut::new(),
         frames: 0,
         bounded: 0,
@@ -426,7 +437,7 @@ pub(crate) async fn write_loop(
         // must never leak.
         let mut bounded = Release { peer: &peer, count: bounded };
         apply_faults(&wiring, &peer, Flow::Outbound, &mut batch).await;
-        let outcome = out.write_batch(&wiring, &queue, &mut bounded, &mut write, &mut batch).await;
+        let outcome = out.write_batch(&queue, &mut bounded, &mut write, &mut batch).await;
         batch.clear();
         drop(bounded);
         if let Err(error) = outcome {
@@ -478,10 +489,11 @@ fn behind_runnable_tasks() -> impl Future<Output = ()> {
     })
 }
 
-/// A writer's buffer: frames encoded and not yet written, and their sealer.
+/// A writer's buffer: frames encoded and not yet written, their format and their sealer.
 struct Output {
     buf: BytesMut,
     sealer: Sealer,
+    format: Format,
     /// The records of what is being written.
     sealed: BytesMut,
     frames: u64,
@@ -496,17 +508,17 @@ impl Output {
     /// bound chunk by chunk, so that senders waiting for room go on while the rest is written.
     async fn write_batch(
         &mut self,
-        wiring: &Wiring,
         queue: &OutQueue,
         release: &mut Release<'_>,
         write: &mut WriteHalf,
         batch: &mut Slots,
     ) -> std::io::Result<()> {
-        let max = wiring.max_frame_bytes;
+        let format = self.format;
         let written = &queue.progress.written;
         let peer = release.peer;
         for queued in batch.drain(..).flatten() {
-            let encoded = encode_frame_head(&queued.frame, &mut self.buf, max, LARGE_PAYLOAD_BYTES);
+            let encoded =
+                encode_frame_head(&queued.frame, &mut self.buf, format, LARGE_PAYLOAD_BYTES);
             if encoded.is_ok() {
                 self.frames += 1;
                 self.bounded += usize::from(queued.counted);

@@ -28,8 +28,10 @@
 //! cannot know, so its confirmation never opens and nothing it claims is ever admitted.
 //!
 //! Versions: the initiator offers the range it speaks, the responder picks the highest both
-//! share ([`negotiate`]), so nodes one version apart interoperate during a rolling upgrade; a
-//! node that shares none is refused, with both ranges in the reason. [`Hello`] and [`Welcome`]
+//! share ([`negotiate`]); a node that shares none is refused, with both ranges in the reason.
+//! The version chosen ([`Keyed::version`]) is the connection's: its frames, `Frame::Confirm`
+//! on, are in a [`crate::wire::Format`] of that version, so a release that speaks two versions
+//! talks to nodes of either during a rolling upgrade (see the crate docs). [`Hello`] and [`Welcome`]
 //! travel as msgpack maps, so a later version may add fields (with defaults) that this one
 //! skips.
 //!

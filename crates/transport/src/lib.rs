@@ -3,13 +3,14 @@
 //! A [`Node`] is a `shoal_process` runtime with a name, an incarnation (fresh at every start)
 //! and a listen address, connected to other nodes over TCP:
 //!
-//! - a handshake (Noise `NNpsk0` over a 32-byte cluster [`ClusterKey`]; protocol versions negotiated,
-//!   so nodes one version apart interoperate; names and incarnations checked): [`handshake`];
+//! - a handshake (Noise `NNpsk0` over a 32-byte cluster [`ClusterKey`]; the protocol version
+//!   negotiated per connection, see "Rolling upgrades" below; names and incarnations checked):
+//!   [`handshake`];
 //! - every connection after its handshake in sealed records (ChaCha20-Poly1305, 64 KiB at
 //!   most, the nonce the record's number), so any alteration, replay, reorder or injection
 //!   closes it; encrypted too unless [`Protection::Authenticated`] is chosen: [`record`];
-//! - length-prefixed msgpack frames inside the records, with a maximum size, decoded
-//!   strictly; a bad frame closes only its connection: [`wire`];
+//! - length-prefixed msgpack frames inside the records, in the connection's version, with a
+//!   maximum size, decoded strictly; a bad frame closes only its connection: [`wire`];
 //! - named channels with parallel connections, a control channel for membership and
 //!   heartbeats apart from data, monotonic channels, coalesced writes;
 //! - full-mesh membership by gossip (with tombstones for nodes that left, and restarted nodes
@@ -40,8 +41,10 @@
 //!
 //! Every node of a cluster holds its one [`ClusterKey`] (32 random bytes: `shoal-node generate-key`,
 //! or [`ClusterKey::generate`]). The handshake is Noise `NNpsk0` over it: a connection opens only
-//! between holders of the key, each connection gets fresh keys of its own, and a recorded
-//! handshake reveals nothing that would let anyone test guesses of the key offline. After the
+//! between holders of the key, and each connection gets fresh keys of its own. The first
+//! message is sealed under the key alone, so whoever records one can test guesses of the key
+//! offline: harmless for 32 random bytes, which no one can guess, and the reason a key must
+//! never be a password ([`ClusterKey::from_bytes`] refuses keys that cannot be random). After the
 //! handshake every byte is in sealed records ([`record`]): [`Protection::Encrypted`] by
 //! default, [`Protection::Authenticated`] (readable, still tamper-proof) by choice. Until a
 //! peer has proved it holds the key, its connection counts against bounds per address and in
@@ -49,15 +52,21 @@
 //!
 //! # Rolling upgrades
 //!
-//! Each build speaks a range of protocol versions ([`handshake::VERSIONS`]); the initiator of
-//! a connection offers its range and the responder picks the highest both speak, so a
-//! connection between a node of version N and one of N−1 speaks N−1. A release that changes
-//! the wire speaks its own version and the one before. To upgrade a cluster:
+//! Each build speaks a range of protocol versions ([`handshake::VERSIONS`]; this one speaks
+//! only version 2). On every connection the initiator offers its range and the responder
+//! picks the highest version both speak ([`handshake::negotiate`]), or refuses the connection,
+//! naming both ranges, when they share none. The version chosen is the connection's: its
+//! frames are encoded and decoded in a [`wire::Format`] of that version, and
+//! [`Node::peer_version`] tells which version a node speaks with each peer. A later release
+//! that changes the wire speaks its version and the one before (3 and 2, say), keeps the old
+//! layout for the old version, and so speaks version 2 with the nodes not yet upgraded and 3
+//! with the rest. To upgrade a cluster to such a release:
 //!
 //! 1. Restart one node at a time on the new build, with the same name, key and data
 //!    directory; wait until every other node lists it again ([`Node::nodes`]) before the next.
-//! 2. Mixed, the cluster runs at the older version on every connection that involves an old
-//!    node; once the last node is restarted, every connection speaks the new one.
+//! 2. Mixed, every connection that involves an old node speaks the old version
+//!    ([`Node::peer_version`] shows it); once the last node is restarted, every connection
+//!    speaks the new one.
 //! 3. Never skip a version: a node of N+1 speaks N and N+1, not N−1. Roll back the same way,
 //!    one node at a time.
 //!

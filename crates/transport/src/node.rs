@@ -259,6 +259,13 @@ impl Node {
         self.cluster.members.by_name(node).map(|peer| peer.stats())
     }
 
+    /// The protocol version this node speaks with `node`: the one the latest handshake between
+    /// them negotiated (the highest both speak, see [`crate::handshake::negotiate`]); `None`
+    /// for a node that is not a member, or before any of its connections was made.
+    pub fn peer_version(&self, node: &str) -> Option<u32> {
+        self.cluster.members.by_name(node).and_then(|peer| peer.version())
+    }
+
     /// Injects a fault into the traffic with `node` (which need not be known yet).
     pub fn inject_fault(&self, node: &str, direction: Direction, fault: Fault) {
         tracing::info!(node = %self.name(), peer = node, ?direction, ?fault, "fault injected");

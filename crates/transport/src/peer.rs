@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -152,6 +152,9 @@ pub(crate) struct Peer {
     /// The latest connection attempt of the peer's whose connections this node closed (when
     /// the peer went down here).
     released_attempt: AtomicU64,
+    /// The protocol version the latest handshake with the peer negotiated, either way (0:
+    /// none yet).
+    version: AtomicU32,
 }
 
 struct InboundSlot {
@@ -220,6 +223,7 @@ impl Peer {
             session_attempt: AtomicU64::new(0),
             took_attempt: AtomicU64::new(0),
             released_attempt: AtomicU64::new(0),
+            version: AtomicU32::new(0),
             kick: Notify::new(),
             held: Mutex::default(),
             any_held: AtomicBool::new(false),
@@ -321,6 +325,17 @@ impl Peer {
         self.wake_senders();
         self.wake_unheld();
         was_up
+    }
+
+    /// The protocol version the latest handshake with the peer negotiated, on a connection
+    /// either node opened; `None` before the first.
+    pub(crate) fn version(&self) -> Option<u32> {
+        Some(self.version.load(Ordering::Acquire)).filter(|version| *version != 0)
+    }
+
+    /// A handshake with the peer negotiated `version`.
+    pub(crate) fn set_version(&self, version: u32) {
+        self.version.store(version, Ordering::Release);
     }
 
     /// The connection attempt of this node's that opened the session it is up on.

@@ -5,17 +5,25 @@
 //! arguments) travel as msgpack *bin* values, never as arrays of integers. Both sides bound
 //! a frame by the node's configured maximum: a longer one is refused before it is buffered.
 //!
+//! Every encoder and decoder works in a [`Format`]: the protocol version the connection's
+//! handshake negotiated ([`crate::handshake::negotiate`]) and the largest frame. A release
+//! that changes how a frame is laid out keeps the old layout for the version before it, and
+//! chooses by [`Format::version`]: a node then speaks the old layout on its connections with
+//! nodes not yet upgraded and the new one on the rest. Version 2, the only one this build
+//! speaks, is the layout described here.
+//!
 //! Nothing here does I/O: [`encode_frame`] appends to a buffer and [`FrameDecoder`] takes
 //! bytes as they arrive, so the same code serves TCP, a simulated network and the fuzz tests.
 //! A malformed or oversized frame is a [`FrameError`]; the caller closes that one connection.
 //!
 //! ```
 //! use bytes::BytesMut;
-//! use shoal_transport::wire::{Frame, FrameDecoder, encode_frame};
+//! use shoal_transport::wire::{Format, Frame, FrameDecoder, encode_frame};
 //!
+//! let format = Format::latest(1024);
 //! let mut out = BytesMut::new();
-//! encode_frame(&Frame::Ping { id: 7 }, &mut out, 1024)?;
-//! let mut decoder = FrameDecoder::new(1024);
+//! encode_frame(&Frame::Ping { id: 7 }, &mut out, format)?;
+//! let mut decoder = FrameDecoder::new(format);
 //! decoder.extend(&out);
 //! assert_eq!(decoder.next_frame()?, Some(Frame::Ping { id: 7 }));
 //! assert_eq!(decoder.next_frame()?, None);
@@ -27,11 +35,51 @@ use serde::{Deserialize, Serialize};
 use shoal_process::{ExitKind, ExitReason, Pid, Ref, RemoteFailure};
 
 use crate::NodeSpec;
+use crate::handshake::VERSIONS;
 
 mod hot;
 
 /// Bytes of the length prefix in front of every frame.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
+
+/// How the frames of one connection are encoded and decoded: the protocol version its
+/// handshake negotiated, and the largest frame either side takes (length prefix excluded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Format {
+    version: u32,
+    max_frame_bytes: usize,
+}
+
+impl Format {
+    /// Frames of `version`, up to `max_frame_bytes`; refused for a version this build does not
+    /// speak ([`crate::handshake::VERSIONS`]), which no handshake negotiates.
+    pub fn new(version: u32, max_frame_bytes: usize) -> Result<Self, FrameError> {
+        if !VERSIONS.contains(&version) {
+            return Err(FrameError::Version(version));
+        }
+        Ok(Self { version, max_frame_bytes })
+    }
+
+    /// Frames of the newest version this build speaks, up to `max_frame_bytes`.
+    pub const fn latest(max_frame_bytes: usize) -> Self {
+        Self { version: *VERSIONS.end(), max_frame_bytes }
+    }
+
+    /// The protocol version.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The largest frame, in bytes, length prefix excluded.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_frame_bytes
+    }
+
+    /// The same version, frames up to `max_frame_bytes`.
+    pub fn with_max_frame_bytes(self, max_frame_bytes: usize) -> Self {
+        Self { max_frame_bytes, ..self }
+    }
+}
 
 /// One message between two nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -315,15 +363,19 @@ pub enum FrameError {
     /// A frame could not be encoded (a payload type that msgpack cannot represent).
     #[error("a frame could not be encoded: {0}")]
     Encode(String),
+    /// Frames of a protocol version this build does not speak were asked for.
+    #[error("protocol version {0} is not one this build speaks")]
+    Version(u32),
 }
 
-/// Appends `frame`, length prefix first, to `out`. Returns the bytes appended. Nothing is
-/// appended on error.
+/// Appends `frame`, length prefix first, to `out`, as `format` lays it out. Returns the
+/// bytes appended. Nothing is appended on error.
 pub fn encode_frame(
     frame: &Frame,
     out: &mut BytesMut,
-    max_frame_bytes: usize,
+    format: Format,
 ) -> Result<usize, FrameError> {
+    let max_frame_bytes = format.max_frame_bytes;
     if let Some((head, payload)) = hot::split(frame) {
         let header = hot::Header::new(&head, payload.len());
         let len = header.bytes().len() + payload.len();
@@ -358,9 +410,10 @@ pub fn encode_frame(
 pub(crate) fn encode_frame_head<'f>(
     frame: &'f Frame,
     out: &mut BytesMut,
-    max_frame_bytes: usize,
+    format: Format,
     large_payload_bytes: usize,
 ) -> Result<Option<&'f Bytes>, FrameError> {
+    let max_frame_bytes = format.max_frame_bytes;
     match hot::split(frame) {
         Some((head, payload)) if payload.len() >= large_payload_bytes => {
             let header = hot::Header::new(&head, payload.len());
@@ -372,7 +425,7 @@ pub(crate) fn encode_frame_head<'f>(
             out.put_slice(header.bytes());
             Ok(Some(payload))
         }
-        _ => encode_frame(frame, out, max_frame_bytes).map(|_| None),
+        _ => encode_frame(frame, out, format).map(|_| None),
     }
 }
 
@@ -389,18 +442,18 @@ const READ_BYTES: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct FrameDecoder {
     buffer: BytesMut,
-    max_frame_bytes: usize,
+    format: Format,
 }
 
 impl FrameDecoder {
-    /// A decoder that refuses frames longer than `max_frame_bytes`.
-    pub fn new(max_frame_bytes: usize) -> Self {
-        Self { buffer: BytesMut::with_capacity(READ_BYTES), max_frame_bytes }
+    /// A decoder of frames in `format`, which refuses frames longer than its maximum.
+    pub fn new(format: Format) -> Self {
+        Self { buffer: BytesMut::with_capacity(READ_BYTES), format }
     }
 
     /// Refuses frames longer than `max_frame_bytes` from now on.
     pub fn set_max_frame_bytes(&mut self, max_frame_bytes: usize) {
-        self.max_frame_bytes = max_frame_bytes;
+        self.format = self.format.with_max_frame_bytes(max_frame_bytes);
     }
 
     /// Adds bytes read from the connection.
@@ -424,8 +477,9 @@ impl FrameDecoder {
             return Ok(None);
         };
         let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
-        if len > self.max_frame_bytes {
-            return Err(FrameError::Oversized { len, max: self.max_frame_bytes });
+        let max = self.format.max_frame_bytes;
+        if len > max {
+            return Err(FrameError::Oversized { len, max });
         }
         if self.buffer.len() < LENGTH_PREFIX_BYTES + len {
             // Room for the whole frame now, so the next reads do not reallocate piecemeal;
@@ -444,15 +498,19 @@ impl FrameDecoder {
         }
         self.buffer.advance(LENGTH_PREFIX_BYTES);
         let body = self.buffer.split_to(len).freeze();
-        decode_body(&body).map(Some)
+        decode_body(&body, self.format).map(Some)
     }
 }
 
-/// Decodes one frame body (without its length prefix), sharing its payloads with `body`
-/// rather than copying them. The decoder borrows from the slice, so a forged length can
-/// never make it allocate more than the frame holds. The body must be exactly one frame:
-/// bytes left over after it are an error (a frame with a forged length, or two run together).
-pub fn decode_body(body: &Bytes) -> Result<Frame, FrameError> {
+/// Decodes one frame body (without its length prefix) as `format` lays it out, sharing its
+/// payloads with `body` rather than copying them. The decoder borrows from the slice, so a
+/// forged length can never make it allocate more than the frame holds. The body must be
+/// exactly one frame, within the format's maximum: bytes left over after it are an error (a
+/// frame with a forged length, or two run together).
+pub fn decode_body(body: &Bytes, format: Format) -> Result<Frame, FrameError> {
+    if body.len() > format.max_frame_bytes {
+        return Err(FrameError::Oversized { len: body.len(), max: format.max_frame_bytes });
+    }
     if let Some((head, payload)) = hot::parse(body) {
         return Ok(head.with_payload(body.slice(payload)));
     }

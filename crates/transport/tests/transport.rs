@@ -21,4 +21,5 @@ mod transport {
     mod service;
     mod signals;
     mod stalls;
+    mod versions;
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use shoal_process::{Addr, SpawnOptions};
 use shoal_transport::handshake::{HandshakeError, Hello, Initiator, Message, VERSIONS};
-use shoal_transport::wire::Frame;
+use shoal_transport::wire::{Format, Frame};
 use shoal_transport::{DEFAULT_CHANNEL, DownReason, JoinError, Node, NodeEvent, Protection};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::broadcast;
@@ -77,7 +77,7 @@ async fn a_first_message_under_another_key_is_refused_and_nothing_is_delivered()
     let payload = shoal_process::codec::encode(&(1u32, 0u64)).unwrap();
     let mut cast = bytes::BytesMut::new();
     let frame = Frame::CastNamed { name: "seq".into(), payload };
-    shoal_transport::wire::encode_frame(&frame, &mut cast, 1 << 20).unwrap();
+    shoal_transport::wire::encode_frame(&frame, &mut cast, Format::latest(1 << 20)).unwrap();
     let _ = raw.stream.write_all(&cast).await;
     raw.closed_by_node().await;
     assert!(a.members().is_empty());
@@ -95,7 +95,7 @@ async fn a_data_frame_before_the_handshake_is_refused() {
     let payload = shoal_process::codec::encode(&(1u32, 0u64)).unwrap();
     let mut cast = bytes::BytesMut::new();
     let frame = Frame::CastNamed { name: "seq".into(), payload };
-    shoal_transport::wire::encode_frame(&frame, &mut cast, 1 << 20).unwrap();
+    shoal_transport::wire::encode_frame(&frame, &mut cast, Format::latest(1 << 20)).unwrap();
     raw.send_raw(&cast).await;
     let reason = refusal(raw.recv_message().await);
     assert!(reason.contains("did not authenticate") || reason.contains("malformed"), "{reason}");
@@ -120,7 +120,8 @@ async fn a_node_without_a_common_version_is_refused() {
 }
 
 /// A node one version ahead (it speaks this version and the next) is admitted, speaking this
-/// one: nodes of versions N and N+1 interoperate during a rolling upgrade.
+/// one, and the node records that version for it: nodes of versions N and N+1 interoperate
+/// during a rolling upgrade.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_one_version_ahead_is_admitted_at_this_version() {
     let a = start("a").await;
@@ -135,6 +136,7 @@ async fn a_node_one_version_ahead_is_admitted_at_this_version() {
         async move { members.iter().any(|member| member.name == "x") }
     })
     .await;
+    assert_eq!(a.peer_version("x"), Some(*VERSIONS.end()), "recorded at the common version");
     shutdown(&[a]);
 }
 
@@ -177,7 +179,8 @@ async fn a_replayed_first_message_is_answered_but_never_admitted() {
             let mut sealer = shoal_transport::record::Sealer::new([5; 32], Protection::Encrypted);
             let mut confirmation = bytes::BytesMut::new();
             let mut frame = bytes::BytesMut::new();
-            shoal_transport::wire::encode_frame(&Frame::Confirm, &mut frame, 1024).unwrap();
+            shoal_transport::wire::encode_frame(&Frame::Confirm, &mut frame, Format::latest(1024))
+                .unwrap();
             sealer.seal(&frame, &mut confirmation).unwrap();
             replay.send_raw(&confirmation).await;
         }

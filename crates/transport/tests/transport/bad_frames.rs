@@ -4,7 +4,7 @@
 //! record replayed, two records swapped, a byte dropped, bytes injected. Frames in the records
 //! before the damage are delivered, nothing after it, and nothing altered.
 
-use shoal_transport::wire::{Frame, encode_frame};
+use shoal_transport::wire::{Format, Frame, encode_frame};
 use shoal_transport::{Node, NodeEvent};
 use tokio::sync::broadcast;
 
@@ -97,7 +97,7 @@ const TAMPERINGS: [(&str, Tampering); 6] = [
     ("a frame injected in the clear between them", |first, second| {
         let mut injected = bytes::BytesMut::new();
         let frame = Frame::CastNamed { name: "seq".into(), payload: numbered(1).into() };
-        encode_frame(&frame, &mut injected, 1 << 20).unwrap();
+        encode_frame(&frame, &mut injected, Format::latest(1 << 20)).unwrap();
         ([first, injected.to_vec(), second].concat(), 1)
     }),
     ("the second record's length inflated", |first, mut second| {
@@ -123,7 +123,7 @@ async fn records_tampered_with_on_the_path_close_the_connection_and_deliver_noth
         let mut records = (0..2).map(|seq| {
             let mut frame = bytes::BytesMut::new();
             let cast = Frame::Cast { to: sequencer.pid(), payload: numbered(seq).into() };
-            encode_frame(&cast, &mut frame, 1 << 20).unwrap();
+            encode_frame(&cast, &mut frame, Format::latest(1 << 20)).unwrap();
             raw.seal(&frame)
         });
         let (first, second) = (records.next().unwrap(), records.next().unwrap());

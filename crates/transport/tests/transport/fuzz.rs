@@ -25,7 +25,8 @@ use shoal_transport::handshake::{
 };
 use shoal_transport::record::{MAX_RECORD_BYTES, Opener, RecordError, Sealer};
 use shoal_transport::wire::{
-    Frame, FrameDecoder, FrameError, LENGTH_PREFIX_BYTES, Request, decode_body, encode_frame,
+    Format, Frame, FrameDecoder, FrameError, LENGTH_PREFIX_BYTES, Request, decode_body,
+    encode_frame,
 };
 use shoal_transport::{ChannelConfig, Failure, NodeSpec};
 
@@ -249,7 +250,8 @@ const ROOMY_MAX: usize = 1 << 20;
 fn encode_all(frames: &[Frame]) -> Vec<u8> {
     let mut out = BytesMut::new();
     for frame in frames {
-        encode_frame(frame, &mut out, ROOMY_MAX).expect("a generated frame encodes");
+        encode_frame(frame, &mut out, Format::latest(ROOMY_MAX))
+            .expect("a generated frame encodes");
     }
     out.to_vec()
 }
@@ -268,7 +270,7 @@ fn model(stream: &[u8], max: usize) -> Vec<Result<Frame, FrameError>> {
         let Some(body) = rest.get(LENGTH_PREFIX_BYTES..LENGTH_PREFIX_BYTES + len) else {
             break;
         };
-        let decoded = decode_body(&Bytes::copy_from_slice(body));
+        let decoded = decode_body(&Bytes::copy_from_slice(body), Format::latest(max));
         let failed = decoded.is_err();
         out.push(decoded);
         if failed {
@@ -282,7 +284,7 @@ fn model(stream: &[u8], max: usize) -> Vec<Result<Frame, FrameError>> {
 /// Feeds `stream` to a decoder in chunks of the given sizes (cycled), draining frames after
 /// each chunk, until the first error.
 fn decode_chunked(stream: &[u8], chunks: &[usize], max: usize) -> Vec<Result<Frame, FrameError>> {
-    let mut decoder = FrameDecoder::new(max);
+    let mut decoder = FrameDecoder::new(Format::latest(max));
     let mut out = Vec::new();
     let mut rest = stream;
     let mut sizes = chunks.iter().cycle();
@@ -390,11 +392,11 @@ proptest! {
         extra in vec(any::<u8>(), 1..16),
     ) {
         let mut encoded = BytesMut::new();
-        encode_frame(&frame, &mut encoded, ROOMY_MAX).expect("a valid frame encodes");
+        encode_frame(&frame, &mut encoded, Format::latest(ROOMY_MAX)).expect("a valid frame encodes");
         let mut body = encoded[LENGTH_PREFIX_BYTES..].to_vec();
-        prop_assert_eq!(decode_body(&Bytes::from(body.clone())), Ok(frame));
+        prop_assert_eq!(decode_body(&Bytes::from(body.clone()), Format::latest(ROOMY_MAX)), Ok(frame));
         body.extend_from_slice(&extra);
-        let decoded = decode_body(&Bytes::from(body));
+        let decoded = decode_body(&Bytes::from(body), Format::latest(ROOMY_MAX));
         prop_assert!(matches!(decoded, Err(FrameError::Malformed(_))), "{:?}", decoded);
     }
 }
@@ -935,11 +937,12 @@ fn forge_header(body: &[u8], old: &[u8], marker: &[u8], new: &[u8]) -> Vec<u8> {
 fn decode_noting_allocations(body: &[u8]) -> (Result<Option<Frame>, FrameError>, usize) {
     let mut stream = u32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
     stream.extend_from_slice(body);
-    let mut decoder = FrameDecoder::new(64 * 1024);
+    let format = Format::latest(64 * 1024);
+    let mut decoder = FrameDecoder::new(format);
     decoder.extend(&stream);
     LARGEST_ALLOCATION.with(|largest| largest.set(0));
     let outcome = decoder.next_frame();
-    let direct = decode_body(&Bytes::copy_from_slice(body));
+    let direct = decode_body(&Bytes::copy_from_slice(body), format);
     assert!(direct.is_err(), "decode_body accepted a forged length: {direct:?}");
     (outcome, LARGEST_ALLOCATION.with(Cell::get))
 }
@@ -961,7 +964,7 @@ fn a_forged_four_gib_length_inside_a_small_frame_is_not_allocated() {
     ];
     for (frame, header, marker, forged_header) in cases {
         let mut encoded = BytesMut::new();
-        encode_frame(&frame, &mut encoded, ROOMY_MAX).unwrap();
+        encode_frame(&frame, &mut encoded, Format::latest(ROOMY_MAX)).unwrap();
         let body = &encoded[LENGTH_PREFIX_BYTES..];
         let header = if header[0] == 0xa8 { &header[..1] } else { &header[..] };
         let forged = forge_header(body, header, marker, &forged_header);

@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use shoal_process::{Codec, Context, Dest, ExitReason, Pid, Process, ReplyTo, Signal};
 use shoal_transport::handshake::{Hello, Initiator, Keyed, Message, Welcome};
 use shoal_transport::net::{BoxFuture, Connection, Listener, Network, TcpNetwork};
-use shoal_transport::wire::{Frame, FrameDecoder, encode_frame};
+use shoal_transport::wire::{Format, Frame, FrameDecoder, encode_frame};
 use shoal_transport::{
     CONTROL_CHANNEL, ChannelConfig, ClusterKey, DEFAULT_CHANNEL, Node, NodeBuilder, NodeEvent,
     NodeSpec, Protection,
@@ -341,7 +341,12 @@ pub(crate) struct RawPeer {
 
 impl RawPeer {
     pub(crate) fn new(stream: TcpStream) -> Self {
-        Self { stream, read: BytesMut::new(), keys: None, decoder: FrameDecoder::new(1024 * 1024) }
+        Self {
+            stream,
+            read: BytesMut::new(),
+            keys: None,
+            decoder: FrameDecoder::new(Format::latest(1024 * 1024)),
+        }
     }
 
     pub(crate) async fn connect(addr: SocketAddr) -> Self {
@@ -407,7 +412,7 @@ impl RawPeer {
 
     pub(crate) async fn send(&mut self, frame: &Frame) {
         let mut out = BytesMut::new();
-        encode_frame(frame, &mut out, 1024 * 1024).expect("encodes");
+        encode_frame(frame, &mut out, Format::latest(1024 * 1024)).expect("encodes");
         self.send_bytes(&out).await;
     }
 
