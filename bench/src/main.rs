@@ -7,6 +7,10 @@
 //!                           connections `encrypted`, `authenticated` or `unsealed`
 //! ```
 //!
+//! The `..._unsealed` metrics, and the `unsealed` protection, exist only with the cargo
+//! feature `unsealed` (which `cargo xtask bench` turns on): it lets the transport run without
+//! records, which no other build should.
+//!
 //! Each `run` takes exactly one sample in a fresh OS process, so no sample inherits the heap,
 //! the threads or the warm caches of another; `xtask bench` runs several and takes the median.
 //! Everything besides the value (details, progress) goes to stderr. The metric names and
@@ -31,7 +35,9 @@ mod local;
 mod paxos;
 mod remote;
 
-use shoal_transport::Protection::{Authenticated, Encrypted, Unsealed};
+#[cfg(feature = "unsealed")]
+use shoal_transport::Protection::Unsealed;
+use shoal_transport::Protection::{Authenticated, Encrypted};
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -136,27 +142,32 @@ const METRICS: &[Metric] = &[
     },
     Metric { name: "broadcast_p99_us", unit: "us", sample: broadcast::broadcast_p99_us },
     // What the records cost: the remote metrics again, with records only authenticated, and
-    // with none at all (`Protection::Unsealed`, never for a real cluster).
+    // with none at all (`Protection::Unsealed`, never for a real cluster; only with the
+    // `unsealed` feature).
     Metric {
         name: "remote_send_msgs_per_s_authenticated",
         unit: "msgs/s",
         sample: || remote::send_msgs_per_s(Authenticated),
     },
+    #[cfg(feature = "unsealed")]
     Metric {
         name: "remote_send_msgs_per_s_unsealed",
         unit: "msgs/s",
         sample: || remote::send_msgs_per_s(Unsealed),
     },
+    #[cfg(feature = "unsealed")]
     Metric {
         name: "remote_call_rtt_us_unsealed",
         unit: "us",
         sample: || remote::call_rtt_us(Unsealed),
     },
+    #[cfg(feature = "unsealed")]
     Metric {
         name: "remote_calls_pipelined_per_s_unsealed",
         unit: "calls/s",
         sample: || remote::calls_pipelined_per_s(Unsealed),
     },
+    #[cfg(feature = "unsealed")]
     Metric {
         name: "control_ping_p99_us_under_bulk_unsealed",
         unit: "us",

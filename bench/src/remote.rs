@@ -8,7 +8,7 @@
 //! nodes use the default configuration except for a larger maximum frame (for the 64 MiB
 //! message) and, in the metrics named `..._unsealed`, `Protection::Unsealed` on both (no
 //! records after the handshake: what integrity costs is the difference with the metric of the
-//! same name without the suffix).
+//! same name without the suffix; only with the `unsealed` feature).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -81,14 +81,19 @@ pub(crate) fn protection(name: &str) -> anyhow::Result<Protection> {
     match name {
         "encrypted" => Ok(Protection::Encrypted),
         "authenticated" => Ok(Protection::Authenticated),
+        #[cfg(feature = "unsealed")]
         "unsealed" => Ok(Protection::Unsealed),
-        other => bail!("no protection called {other:?} (encrypted, authenticated, unsealed)"),
+        other => bail!(
+            "no protection called {other:?} (encrypted, authenticated{})",
+            if cfg!(feature = "unsealed") { ", unsealed" } else { "" }
+        ),
     }
 }
 
 fn protection_name(protection: Protection) -> &'static str {
     match protection {
         Protection::Authenticated => "authenticated",
+        #[cfg(feature = "unsealed")]
         Protection::Unsealed => "unsealed",
         _ => "encrypted",
     }
