@@ -383,9 +383,11 @@ fn never_held_a_record(bytes: &[u8]) -> bool {
 }
 
 fn describe_bad_file_header(bytes: &[u8]) -> String {
-    let magic = &FILE_HEADER[..FILE_HEADER.len() - 1];
+    let (magic, ours) = FILE_HEADER.split_at(FILE_HEADER.len() - 1);
     match bytes.strip_prefix(magic).and_then(|rest| rest.first()) {
-        Some(version) => format!("log format version {version}; this build reads version 1"),
+        Some(version) => {
+            format!("log format version {version}; this build reads version {}", ours[0])
+        }
         None => "not a Shoal Paxos log: it does not start with \"SHOALPX\"".into(),
     }
 }

@@ -214,6 +214,27 @@ fn a_file_that_is_not_a_log_is_refused_and_a_cut_short_creation_starts_afresh() 
     }
 }
 
+/// A log of another format version is refused, and the error names both versions (the file's
+/// and the one this build reads), so an operator rolling back an upgrade sees why; the file is
+/// left as it was.
+#[test]
+fn a_log_of_another_format_version_is_refused_with_the_version_named() {
+    let dir = TempDir::new("version");
+    let log = dir.0.join("paxos.log");
+    for version in [2u8, 7, 255] {
+        let file = [&b"SHOALPX"[..], &[version], &[0; 32]].concat();
+        std::fs::write(&log, &file).unwrap();
+        let error = FileStorage::open(&dir.0).expect_err("another format version is refused");
+        let StorageError::Corrupt { offset: 0, reason } = &error else {
+            panic!("expected a refusal of the header, got {error:?}");
+        };
+        let expected = format!("log format version {version}; this build reads version 1");
+        assert_eq!(reason, &expected);
+        assert!(error.to_string().contains(&expected), "{error}");
+        assert_eq!(std::fs::read(&log).unwrap(), file, "the refused file is left as it was");
+    }
+}
+
 /// Opening creates the directory and its missing parents.
 #[test]
 fn opening_creates_missing_directories() {
