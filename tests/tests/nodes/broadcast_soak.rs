@@ -348,8 +348,10 @@ fn handler_faults<'a>(
         let name = life.node.name();
         let not_once = life.handler.not_once();
         if !not_once.is_empty() {
-            faults
-                .push(format!("{name} (life {}) delivered {not_once:?}", life.node.incarnation()));
+            faults.push(format!(
+                "{name} (incarnation {}) delivered {not_once:?}",
+                life.node.incarnation()
+            ));
         }
         let held = life.handler.log.len();
         if held > capacity {
