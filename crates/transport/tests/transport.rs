@@ -18,6 +18,7 @@ mod transport {
     mod named_monitors;
     mod node_queries;
     mod ordering;
+    mod protection;
     mod service;
     mod signals;
     mod stalls;

@@ -2,18 +2,22 @@
 //! as a node going down and heals; an inbound cut is silence; an outbound cut stops one
 //! direction only; `Drop(p)` loses about that share of frames and duplicates none; `Delay(d)`
 //! holds every frame back by at least `d`. Also the operations whose effect is seen the same
-//! way: `Node::leave` (tombstones that stale gossip cannot undo) and `peer_stats`.
+//! way: `Node::leave` (tombstones that stale gossip cannot undo, and a `Leave` that counts only
+//! for its sender's own incarnation) and `peer_stats`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shoal_process::{Addr, Pid};
+use shoal_transport::handshake::Hello;
 use shoal_transport::wire::Frame;
-use shoal_transport::{Direction, DownReason, Fault, Node, NodeEvent, PeerStats};
+use shoal_transport::{
+    DEFAULT_CHANNEL, Direction, DownReason, Fault, Node, NodeEvent, PeerStats, Protection,
+};
 
 use super::support::{
-    CALL, Echo, RawPeer, SlowRecorder, builder, cluster, cluster_of, eventually, fake_spec,
-    is_down, is_up, next_event, shutdown,
+    CALL, Echo, RawPeer, Sequencer, SlowRecorder, builder, cluster, cluster_of, eventually,
+    fake_spec, is_down, is_up, key, next_event, shutdown, start,
 };
 
 /// Partition a | c with b connected to both: a and c each see the other go down, then come
@@ -235,6 +239,42 @@ async fn a_node_that_left_is_tombstoned_and_stale_gossip_does_not_revive_it() {
     assert!(!names.contains(&"c".to_owned()), "stale gossip revived c: {names:?}");
     assert!(!a.is_connected("c"));
     shutdown(&nodes);
+}
+
+/// A `Leave` counts only for the incarnation its sender runs: one naming an earlier or a later
+/// incarnation is ignored (the sender stays a member, and no tombstone is recorded that would
+/// keep that later incarnation out), and one naming its own takes it out for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_counts_only_for_the_incarnation_its_sender_runs() {
+    let a = start("a").await;
+    let sequencer = a.runtime().spawn(Sequencer::default());
+    let is_member =
+        |incarnation| a.members().iter().any(|m| m.name == "x" && m.incarnation == incarnation);
+    let mut raw = RawPeer::handshake(a.listen_addr(), fake_spec("x", 5)).await;
+    raw.send(&Frame::Leave { incarnation: 4 }).await;
+    raw.send(&Frame::Leave { incarnation: 6 }).await;
+    // One connection's frames are dispatched in order: once the cast sent after the leaves
+    // has arrived, the leaves were handled.
+    let payload = shoal_process::codec::encode(&(1u32, 0u64)).unwrap();
+    raw.send(&Frame::Cast { to: sequencer.pid(), payload }).await;
+    eventually("the cast after the leaves arrived", || {
+        let sequencer = sequencer.clone();
+        async move { sequencer.call(()).await.unwrap().received == 1 }
+    })
+    .await;
+    assert!(is_member(5), "a leave for another incarnation took x out: {:?}", a.members());
+
+    raw.send(&Frame::Leave { incarnation: 5 }).await;
+    eventually("x left", || async { a.members().iter().all(|m| m.name != "x") }).await;
+    let mut again = RawPeer::connect(a.listen_addr()).await;
+    let hello = Hello::new(fake_spec("x", 5), DEFAULT_CHANNEL, 0, Protection::Encrypted);
+    let (initiator, answer) = again.greet(&key(), &hello).await;
+    let verdict = again.confirm(initiator, answer.expect("answered")).await;
+    assert!(matches!(verdict, Some(Frame::Refused { .. })), "x 5 came back: {verdict:?}");
+
+    let _newer = RawPeer::handshake(a.listen_addr(), fake_spec("x", 6)).await;
+    eventually("x's next incarnation is a member", || async { is_member(6) }).await;
+    shutdown(&[a]);
 }
 
 /// Nodes whose heartbeats and gossip are minutes apart, so that a test's own traffic is the
