@@ -93,16 +93,27 @@ impl ClusterKey {
         Self::from_bytes(key)
     }
 
-    /// A key from its 32 bytes, refused when they cannot have come from a random generator
-    /// (fewer than 8 distinct byte values: 32 random bytes have about 30).
+    /// A key from its 32 bytes, refused when they cannot have come from a random generator:
+    /// fewer than 8 distinct byte values (32 random bytes have about 30); fewer than 8
+    /// distinct steps from one byte to the next (a count such as `00 01 … 1f`, or a short
+    /// pattern repeated: 31 random steps take about 29 values); or printable characters only
+    /// (a password, which random bytes are with a chance of 10⁻¹⁴). A generated key is refused
+    /// with a chance far below 10⁻¹³.
     pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, ClusterKeyError> {
-        let mut seen = [false; 256];
-        for byte in bytes {
-            seen[usize::from(byte)] = true;
-        }
-        let distinct = seen.iter().filter(|seen| **seen).count();
+        let distinct = distinct_values(bytes);
         if distinct < 8 {
             return Err(ClusterKeyError::NotRandom(distinct));
+        }
+        let mut steps = [0u8; 31];
+        for (step, pair) in steps.iter_mut().zip(bytes.windows(2)) {
+            *step = pair[1].wrapping_sub(pair[0]);
+        }
+        let distinct_steps = distinct_values(steps);
+        if distinct_steps < 8 {
+            return Err(ClusterKeyError::Pattern(distinct_steps));
+        }
+        if bytes.iter().all(|byte| (0x20..=0x7e).contains(byte)) {
+            return Err(ClusterKeyError::Text);
         }
         Ok(Self(bytes))
     }
@@ -127,6 +138,15 @@ impl std::str::FromStr for ClusterKey {
     }
 }
 
+/// How many distinct values `bytes` holds.
+fn distinct_values<const N: usize>(bytes: [u8; N]) -> usize {
+    let mut seen = [false; 256];
+    for byte in bytes {
+        seen[usize::from(byte)] = true;
+    }
+    seen.iter().filter(|seen| **seen).count()
+}
+
 /// A key that was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -146,6 +166,18 @@ pub enum ClusterKeyError {
          (`shoal-node generate-key`)"
     )]
     NotRandom(usize),
+    /// Too few distinct steps from one byte to the next to be random: a count, or a pattern.
+    #[error(
+        "a key whose bytes step by only {0} distinct amounts is a pattern, not random: \
+         generate one (`shoal-node generate-key`)"
+    )]
+    Pattern(usize),
+    /// Printable characters only: a password or a phrase, not random bytes.
+    #[error(
+        "a key of printable characters only is a password, not random bytes: generate one \
+         (`shoal-node generate-key`)"
+    )]
+    Text,
 }
 
 /// What protects a connection's records after its handshake. Integrity is never off.

@@ -642,7 +642,7 @@ fn cluster_key() -> ClusterKey {
 }
 
 fn other_key() -> ClusterKey {
-    ClusterKey::from_hex("0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0")
+    ClusterKey::from_hex("d7f31e0a8b158896a9f7f8c4d2cdfa2ea0043e4ed5b3e3b7dcfa6868a87fc0e4")
         .unwrap()
 }
 
@@ -825,6 +825,32 @@ fn keys_are_64_hexadecimal_digits_of_random_bytes() {
     assert_eq!(ClusterKey::from_bytes([7; 32]), Err(ClusterKeyError::NotRandom(1)));
     assert!(ClusterKeyError::Length(6).to_string().contains("generate-key"));
     assert_eq!(format!("{key:?}"), "ClusterKey(..)");
+}
+
+/// Keys of 8 or more distinct bytes that are still no random key are refused: a count (`00
+/// 01 … 1f`, or down, or by another step), a short pattern repeated, and printable text (a
+/// password turned into hex). Each rule refuses a random key with a negligible chance: a
+/// thousand generated keys all pass.
+#[test]
+fn counts_patterns_and_text_are_not_keys() {
+    let counting: [u8; 32] = std::array::from_fn(|i| i as u8);
+    assert_eq!(ClusterKey::from_bytes(counting), Err(ClusterKeyError::Pattern(1)));
+    let down: [u8; 32] = std::array::from_fn(|i| 0xf0 - i as u8);
+    assert_eq!(ClusterKey::from_bytes(down), Err(ClusterKeyError::Pattern(1)));
+    let by_seventeen: [u8; 32] =
+        std::array::from_fn(|i| 0xa1_u8.wrapping_add(0x11_u8.wrapping_mul(i as u8)));
+    assert_eq!(ClusterKey::from_bytes(by_seventeen), Err(ClusterKeyError::Pattern(1)));
+    let repeated = ClusterKey::from_hex(&"0f1e2d3c4b5a6978".repeat(4));
+    assert_eq!(repeated, Err(ClusterKeyError::Pattern(2)));
+    let phrase = b"correct horse battery staple 42!";
+    let hex: String = phrase.iter().map(|byte| format!("{byte:02x}")).collect();
+    assert_eq!(ClusterKey::from_hex(&hex), Err(ClusterKeyError::Text));
+    assert!(ClusterKeyError::Text.to_string().contains("password"));
+    assert!(ClusterKeyError::Pattern(1).to_string().contains("generate-key"));
+    for _ in 0..1_000 {
+        let key = ClusterKey::generate();
+        assert_eq!(ClusterKey::from_hex(&key.to_hex()), Ok(key));
+    }
 }
 
 /// A message's framing: kind, length, bytes.

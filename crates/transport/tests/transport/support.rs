@@ -32,7 +32,7 @@ pub(crate) fn key() -> ClusterKey {
 
 /// Another cluster's key.
 pub(crate) fn other_key() -> ClusterKey {
-    ClusterKey::from_hex("a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90")
+    ClusterKey::from_hex("a47aa63016f468383d0372b55d99ea573e8774f66386ffcef85c08465804dfed")
         .expect("a key")
 }
 
