@@ -16,8 +16,9 @@
 //! `cargo xtask explore-nodes` does the same for the whole-node simulations (`tests/tests/nodes/`:
 //! the transport, the Paxos driver's register and counter, and the broadcast driver under
 //! random faults on a simulated network), with `SHOAL_SIM_SEED`, `SHOAL_SIM_SCHEDULES`,
-//! `SHOAL_SIM_PAXOS_SCHEDULES`, `SHOAL_SIM_PAXOS_COUNTER_SCHEDULES` and
-//! `SHOAL_SIM_BROADCAST_SCHEDULES`.
+//! `SHOAL_SIM_PAXOS_SCHEDULES`, `SHOAL_SIM_PAXOS_COUNTER_SCHEDULES`,
+//! `SHOAL_SIM_BROADCAST_SCHEDULES`, `SHOAL_SIM_BROADCAST_SOAK_SCHEDULES` and
+//! `SHOAL_SIM_BROADCAST_LOG_SCHEDULES`.
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -80,6 +81,8 @@ pub(crate) fn run_nodes(args: &[String]) -> Result<ExitCode> {
         ("SHOAL_SIM_PAXOS_SCHEDULES", schedules.to_string()),
         ("SHOAL_SIM_PAXOS_COUNTER_SCHEDULES", schedules.to_string()),
         ("SHOAL_SIM_BROADCAST_SCHEDULES", schedules.to_string()),
+        ("SHOAL_SIM_BROADCAST_SOAK_SCHEDULES", schedules.to_string()),
+        ("SHOAL_SIM_BROADCAST_LOG_SCHEDULES", schedules.to_string()),
     ];
     let args = [
         "test",

@@ -13,12 +13,12 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use shoal_broadcast::{Broadcast, BroadcastConfig, Log, Topic};
+use shoal_broadcast::{Broadcast, Log, Topic};
 use shoal_sim::SimNet;
 use shoal_transport::{Membership, Node};
 use tokio::time::Instant;
 
-use crate::support::{ip, random_partition, random_way, run_schedules};
+use crate::support::{broadcast_config as config, ip, random_partition, random_way, run_schedules};
 
 /// Schedules run per test run; `SHOAL_SIM_BROADCAST_SCHEDULES` runs more (exploration).
 const SCHEDULES: u64 = 500;
@@ -31,24 +31,6 @@ const TOPIC: Topic<String> = Topic::new("sim");
 
 /// How long after the last heal every live node must hold every broadcast.
 const DELIVERY_BOUND: Duration = Duration::from_secs(60);
-
-/// The driver's settings: protocol timers scaled down as in the crate's driver tests, the
-/// policy's (`forget_lost_after`, `max_lost`) left at their defaults, seeded by the schedule.
-fn config(seed: u64) -> BroadcastConfig {
-    BroadcastConfig {
-        shuffle_interval: Duration::from_millis(500),
-        neighbour_timeout: Duration::from_millis(1_000),
-        repair_interval: Duration::from_millis(200),
-        lazy_tick: Duration::from_millis(50),
-        graft_timeout: Duration::from_millis(300),
-        second_graft_timeout: Duration::from_millis(200),
-        exchange_interval: Some(Duration::from_millis(300)),
-        linger: Duration::from_millis(1_000),
-        tick: Duration::from_millis(100),
-        seed,
-        ..BroadcastConfig::default()
-    }
-}
 
 /// One life of a node: the node, its driver and its log.
 struct Life {

@@ -51,7 +51,7 @@ use shoal_sim::SimNet;
 use shoal_transport::{Membership, Node};
 use tokio::time::Instant;
 
-use crate::support::{BOUND, ip, random_way, run_schedules};
+use crate::support::{BOUND, broadcast_config as config, ip, random_way, run_schedules};
 
 /// Soak schedules per test run; `SHOAL_SIM_BROADCAST_SOAK_SCHEDULES` runs more (exploration).
 const SOAK_SCHEDULES: u64 = 15;
@@ -155,24 +155,6 @@ impl AntiEntropy for Counted {
 
     fn missing(&mut self, digest: &Summary, max: usize) -> Vec<(MessageId, String)> {
         self.log.missing(digest, max)
-    }
-}
-
-/// The driver's settings: the protocol timers scaled down as in the whole-node broadcast
-/// schedules (`broadcast.rs`), the policy's left at their defaults, seeded by the schedule.
-fn config(seed: u64) -> BroadcastConfig {
-    BroadcastConfig {
-        shuffle_interval: Duration::from_millis(500),
-        neighbour_timeout: Duration::from_millis(1_000),
-        repair_interval: Duration::from_millis(200),
-        lazy_tick: Duration::from_millis(50),
-        graft_timeout: Duration::from_millis(300),
-        second_graft_timeout: Duration::from_millis(200),
-        exchange_interval: Some(Duration::from_millis(300)),
-        linger: Duration::from_millis(1_000),
-        tick: Duration::from_millis(100),
-        seed,
-        ..BroadcastConfig::default()
     }
 }
 
@@ -612,14 +594,7 @@ async fn soak(seed: u64) -> Result<(), String> {
 /// (active views hold 5): every node a neighbour of every other, so that the tree alone could
 /// deliver everything.
 async fn small_logs_overlay(net: &SimNet, seed: u64) -> Result<Vec<Life>, String> {
-    // Catch-up announcements scaled down with the logs: a neighbour that comes up is sent
-    // them in one IHAVE, which must fit in the bound too (256 of them, the default, would
-    // not: the driver does not split an IHAVE, it counts it as oversized).
-    let config = BroadcastConfig {
-        max_message_bytes: MAX_MESSAGE_BYTES,
-        max_catch_up: 2 * SMALL_LOG,
-        ..config(seed)
-    };
+    let config = BroadcastConfig { max_message_bytes: MAX_MESSAGE_BYTES, ..config(seed) };
     let mut lives = vec![Life::start(net, 0, 0, config.clone(), SMALL_LOG, None).await];
     let contact = lives[0].node.listen_addr();
     for host in 1..LOG_NODES {

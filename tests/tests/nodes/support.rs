@@ -104,3 +104,22 @@ pub(crate) fn life(net: &SimNet, host: u8, life: u64) -> NodeBuilder {
         .expect("a runtime");
     on(net, &name, host + 1).runtime(runtime)
 }
+
+/// The broadcast driver's settings in the whole-node simulations: the protocol timers scaled
+/// down as in the crate's driver tests, the policy's (`forget_lost_after`, `max_lost`) left at
+/// their defaults, seeded by the schedule.
+pub(crate) fn broadcast_config(seed: u64) -> shoal_broadcast::BroadcastConfig {
+    shoal_broadcast::BroadcastConfig {
+        shuffle_interval: Duration::from_millis(500),
+        neighbour_timeout: Duration::from_millis(1_000),
+        repair_interval: Duration::from_millis(200),
+        lazy_tick: Duration::from_millis(50),
+        graft_timeout: Duration::from_millis(300),
+        second_graft_timeout: Duration::from_millis(200),
+        exchange_interval: Some(Duration::from_millis(300)),
+        linger: Duration::from_millis(1_000),
+        tick: Duration::from_millis(100),
+        seed,
+        ..shoal_broadcast::BroadcastConfig::default()
+    }
+}

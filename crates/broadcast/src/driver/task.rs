@@ -112,6 +112,27 @@ impl Wire {
 }
 
 /// A stable hash of a name (FNV-1a), to give each topic's core its own seed.
+/// `wire` as messages that each encode within `max_bytes`: an IHAVE too large (a catch-up
+/// announcement of many messages to a new neighbour, or long ids) is split into IHAVEs of
+/// fewer announcements; anything else, or an IHAVE of one announcement, goes as it is (and
+/// is counted as oversized if it is).
+fn split_to_fit(wire: Wire, max_bytes: usize) -> Vec<Wire> {
+    let Wire::Tree { topic, message: PlumtreeMessage::IHave { mut announcements } } = wire else {
+        return vec![wire];
+    };
+    let whole = |announcements| Wire::Tree {
+        topic: topic.clone(),
+        message: PlumtreeMessage::IHave { announcements },
+    };
+    if announcements.len() <= 1 || encoded_len(&whole(announcements.clone())) <= max_bytes {
+        return vec![whole(announcements)];
+    }
+    let second = announcements.split_off(announcements.len() / 2);
+    let mut parts = split_to_fit(whole(announcements), max_bytes);
+    parts.extend(split_to_fit(whole(second), max_bytes));
+    parts
+}
+
 fn name_hash(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
@@ -410,7 +431,10 @@ impl Task {
                 while let Some(output) = tree.poll_output() {
                     match output {
                         PlumtreeOutput::Send { to, message } => {
-                            sends.push((to, Wire::Tree { topic: topic.clone(), message }));
+                            let wire = Wire::Tree { topic: topic.clone(), message };
+                            for part in split_to_fit(wire, self.config.max_message_bytes) {
+                                sends.push((to.clone(), part));
+                            }
                         }
                         PlumtreeOutput::Exchange { peer } => {
                             let digest = Handler::exchange(tree.handler_mut(), &peer)

@@ -360,3 +360,36 @@ async fn messages_with_no_way_to_their_peer_are_counted() {
         }
     }
 }
+
+/// An IHAVE larger than `max_message_bytes` is split, not dropped as oversized (issue 15,
+/// point 4): a node that comes up next to one that delivered 100 messages within the
+/// catch-up window is announced all of them at once, in IHAVEs that each fit 1 KiB. (Before:
+/// one IHAVE of every announcement, counted as oversized and not sent.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_announcement_too_large_for_one_message_is_split() {
+    const MESSAGES: usize = 100;
+    let config = BroadcastConfig { max_message_bytes: 1024, ..config() };
+    let (mut nodes, mut drivers, mut logs) =
+        start_cluster("k", 2, &config, Duration::from_secs(2), |node| Log::new(node, 200)).await;
+    for n in 0..MESSAGES {
+        drivers[0].broadcast(TOPIC, format!("m{n}")).await.expect("broadcasts");
+    }
+    all_delivered(&logs, MESSAGES).await;
+
+    let late = start_node("k2", Duration::from_secs(2)).await;
+    let driver = Broadcast::start(&late, config.clone()).await.expect("driver starts");
+    let log = Log::new(&late, 200);
+    driver.register(TOPIC, log.clone()).await.expect("registers");
+    driver.join(nodes[0].listen_addr()).await.expect("joins");
+    nodes.push(late);
+    drivers.push(driver);
+    logs.push(log);
+    all_delivered(&logs, MESSAGES).await;
+    for driver in &drivers {
+        let stats = stats(driver).await;
+        assert_eq!(stats.oversized, 0, "{stats:?}");
+    }
+    for node in &nodes {
+        node.shutdown();
+    }
+}
