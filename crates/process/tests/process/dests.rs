@@ -7,12 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_process::{
-    Addr, CallError, Dest, ExitReason, LinkError, Pid, Resolve, ResolveError, Resolving, SendError,
-    Signal, SpawnOptions, Target, Via,
+    Addr, CallError, Dest, ExitReason, LinkError, Pid, Ref, Resolve, ResolveError, Resolving,
+    SendError, Signal, SpawnOptions, Target, Via,
 };
 
 use crate::remote::two_nodes;
-use crate::support::{Calc, CalcMsg, CalcReq, Event, reports, run, start_probe, within};
+use crate::support::{
+    Calc, CalcMsg, CalcReq, Event, Inbox, Probe, reports, run, start_probe, within,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -206,14 +208,7 @@ async fn monitors_and_links_take_names() {
     let far = run(&probe, |_, ctx| ctx.link(Dest::name_on("b@test", "calc"))).await;
     assert!(matches!(far, Err(LinkError::Unresolved(_))), "{far:?}");
 
-    let reason = ExitReason::custom("done");
-    within(calc.cast(CalcMsg::Stop(reason.clone()))).await.unwrap();
-    let mut seen = vec![inbox.next().await, inbox.next().await];
-    seen.sort_by_key(|event| format!("{event:?}"));
-    let down = Signal::Down { monitor, pid: calc.pid(), reason: reason.clone() };
-    let exit = Signal::Exit { from: calc.pid(), reason };
-    assert!(seen.contains(&Event::Signal(probe.pid(), down)), "{seen:?}");
-    assert!(seen.contains(&Event::Signal(probe.pid(), exit)), "{seen:?}");
+    stop_and_expect_down_and_exit(&calc, &probe, &mut inbox, monitor).await;
 }
 
 /// A process monitors and links through a via-name: through the pid its layer has cached
@@ -252,6 +247,17 @@ async fn monitors_and_links_take_via_names() {
     .await;
     run(&probe, move |_, ctx| ctx.link(via)).await.expect("linked through the cache");
 
+    stop_and_expect_down_and_exit(&calc, &probe, &mut inbox, monitor).await;
+}
+
+/// Stops `calc`, and expects `probe` (monitoring it with `monitor`, linked to it, trapping
+/// exits) to get both the `Down` and the exit signal, in either order.
+async fn stop_and_expect_down_and_exit(
+    calc: &Addr<Calc>,
+    probe: &Addr<Probe>,
+    inbox: &mut Inbox,
+    monitor: Ref,
+) {
     let reason = ExitReason::custom("done");
     within(calc.cast(CalcMsg::Stop(reason.clone()))).await.unwrap();
     let mut seen = vec![inbox.next().await, inbox.next().await];
