@@ -1,7 +1,8 @@
 //! `cargo xtask cores`: the sans-IO cores build on their own, without tokio or the transport.
 //!
-//! Each core crate (Paxos, broadcast, the simulator) puts its driver behind a default feature,
-//! so a user who wants only the protocol logic (or a simulation of it) compiles no runtime. For
+//! Each core crate (Paxos, broadcast, the registry, the simulator) puts its driver behind a
+//! default feature, so a user who wants only the protocol logic (or a simulation of it)
+//! compiles no runtime. For
 //! each: `cargo check -p CRATE --no-default-features --locked`, then
 //! `cargo tree -p CRATE --no-default-features -e normal`, which must name none of the crates
 //! in [`RUNTIME`]. The tidy tests check the cores' source for the same reason; this checks the
@@ -14,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use crate::cargo;
 
 /// The crates whose cores must build alone.
-const CORES: [&str; 3] = ["shoal-paxos", "shoal-broadcast", "shoal-sim"];
+const CORES: [&str; 4] = ["shoal-paxos", "shoal-broadcast", "shoal-registry", "shoal-sim"];
 
 /// What a core build must not pull in.
 const RUNTIME: [&str; 3] = ["tokio", "shoal-transport", "shoal-process"];

@@ -25,14 +25,19 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     /// The crates whose `src/` holds sans-IO code.
-    const CORE_CRATES: [&str; 3] = ["crates/paxos", "crates/broadcast", "crates/sim"];
+    const CORE_CRATES: [&str; 4] =
+        ["crates/paxos", "crates/broadcast", "crates/registry", "crates/sim"];
 
     /// Files or directories (relative to the workspace root) that are drivers: they run a
     /// core over tokio and the transport, and may do I/O. (`shoal-sim`'s `nodes` is the
     /// simulated network under whole nodes, which run on tokio's paused clock: its time is
     /// tokio's, and its randomness is seeded.)
-    const DRIVERS: [&str; 3] =
-        ["crates/paxos/src/driver", "crates/broadcast/src/driver", "crates/sim/src/nodes.rs"];
+    const DRIVERS: [&str; 4] = [
+        "crates/paxos/src/driver",
+        "crates/broadcast/src/driver",
+        "crates/registry/src/driver",
+        "crates/sim/src/nodes.rs",
+    ];
 
     /// What a core must not use, each with the reason it would break replay.
     const FORBIDDEN: [(&str, &str); 9] = [

@@ -5,4 +5,16 @@
 //! groups (the ideas of Distribunator and Erlang's `pg`), built on `shoal-paxos` and
 //! `shoal-transport`.
 //!
-//! Nothing is implemented yet: see the registry issue.
+//! What exists so far is the sans-IO core ([`core`]): the decisions the registry makes on the
+//! records it keeps in Paxos registers, as plain functions of a record read and a request,
+//! with no I/O, no clock and no randomness:
+//!
+//! - [`core::LeaseConfig`]: the timing of host leases, and the argument that at most one
+//!   process per name holds an unexpired lease at any instant.
+//! - [`core::LockState`]: locks with fencing tokens that increase per key with every
+//!   acquisition, re-entrant for their holder.
+//!
+//! The service (`Registry`, over the Paxos driver), names and singletons, and groups come next
+//! (see the registry issue).
+
+pub mod core;

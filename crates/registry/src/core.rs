@@ -1,0 +1,13 @@
+//! The registry's decisions, sans-IO. Each record the registry keeps lives in one Paxos register
+//! (one key each: a lock, a name, a host's lease); the driver reads a record, asks this core what
+//! to write, and writes it with a compare-and-set on the version it read, so two nodes deciding
+//! at once cannot both win. Nothing here does I/O, reads a clock or draws randomness: times come
+//! in as values, so the rules are tested exhaustively and simulated deterministically.
+
+mod key;
+mod lease;
+mod lock;
+
+pub use key::{KeyError, MAX_KEY_BYTES, RegistryKey};
+pub use lease::{LeaseConfig, LeaseConfigError};
+pub use lock::{Acquire, Held, LockError, LockState, Release};
