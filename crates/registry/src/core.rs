@@ -7,7 +7,9 @@
 mod key;
 mod lease;
 mod lock;
+mod placement;
 
 pub use key::{KeyError, MAX_KEY_BYTES, RegistryKey};
 pub use lease::{LeaseConfig, LeaseConfigError};
 pub use lock::{Acquire, Held, LockError, LockState, Release};
+pub use placement::candidates;

@@ -13,6 +13,8 @@
 //!   process per name holds an unexpired lease at any instant.
 //! - [`core::LockState`]: locks with fencing tokens that increase per key with every
 //!   acquisition, re-entrant for their holder.
+//! - [`core::candidates`]: the hosts a name's process may start on, preferred first, the same
+//!   on every node (rendezvous hashing over the members).
 //!
 //! The service (`Registry`, over the Paxos driver), names and singletons, and groups come next
 //! (see the registry issue).
