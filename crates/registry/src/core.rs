@@ -7,9 +7,11 @@
 mod key;
 mod lease;
 mod lock;
+mod name;
 mod placement;
 
 pub use key::{KeyError, MAX_KEY_BYTES, RegistryKey};
 pub use lease::{LeaseConfig, LeaseConfigError};
 pub use lock::{Acquire, Held, LockError, LockState, Release};
+pub use name::{Exited, NameRestart, NameState, Run, Start};
 pub use placement::candidates;

@@ -13,6 +13,9 @@
 //!   process per name holds an unexpired lease at any instant.
 //! - [`core::LockState`]: locks with fencing tokens that increase per key with every
 //!   acquisition, re-entrant for their holder.
+//! - [`core::NameState`]: names whose every start (first use, restart, takeover) is a claim
+//!   with a fencing token, a pid recorded only for the current start, `temporary` and
+//!   `permanent` restarts, and runs that end with their host's lease.
 //! - [`core::candidates`]: the hosts a name's process may start on, preferred first, the same
 //!   on every node (rendezvous hashing over the members).
 //!
