@@ -11,7 +11,7 @@ mod name;
 mod placement;
 
 pub use key::{KeyError, MAX_KEY_BYTES, RegistryKey};
-pub use lease::{LeaseConfig, LeaseConfigError};
+pub use lease::{HostLease, LeaseConfig, LeaseConfigError};
 pub use lock::{Acquire, Held, LockError, LockState, Release};
 pub use name::{Exited, NameRestart, NameState, Run, Start};
 pub use placement::candidates;

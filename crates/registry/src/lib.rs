@@ -10,7 +10,8 @@
 //! with no I/O, no clock and no randomness:
 //!
 //! - [`core::LeaseConfig`]: the timing of host leases, and the argument that at most one
-//!   process per name holds an unexpired lease at any instant.
+//!   process per name holds an unexpired lease at any instant; [`core::HostLease`], a host's
+//!   side of it (when to renew, until when its names may run).
 //! - [`core::LockState`]: locks with fencing tokens that increase per key with every
 //!   acquisition, re-entrant for their holder.
 //! - [`core::NameState`]: names whose every start (first use, restart, takeover) is a claim

@@ -128,6 +128,98 @@ impl LeaseConfig {
     }
 }
 
+/// A host's side of its lease, sans-IO: when to renew, and until when its names may run.
+///
+/// The driver asks [`poll_renewal`](Self::poll_renewal) whether a renewal is due (it returns
+/// the instant the renewal begins, which the driver hands back with the result), writes the
+/// lease register by compare-and-set, and reports [`renewed`](Self::renewed),
+/// [`failed`](Self::failed) or [`lost`](Self::lost). [`is_valid`](Self::is_valid) says whether
+/// the host may run (and start) its names' processes; once it is false they must stop. The
+/// lease is valid until `D` after the latest successful renewal *began*, never longer.
+#[derive(Clone, Debug)]
+pub struct HostLease {
+    config: LeaseConfig,
+    epoch: u64,
+    /// `D` after the latest successful renewal began; `None` before the first or once lost.
+    valid_until: Option<Instant>,
+    /// When the renewal in flight began, if one is.
+    in_flight: Option<Instant>,
+    /// When the next renewal is due.
+    due: Instant,
+    /// The register showed this epoch ended: for good.
+    lost: bool,
+}
+
+impl HostLease {
+    /// A host starting its lease `epoch` at `now`: not valid until its first renewal
+    /// succeeds, which is due at once.
+    pub fn new(config: LeaseConfig, epoch: u64, now: Instant) -> Self {
+        HostLease { config, epoch, valid_until: None, in_flight: None, due: now, lost: false }
+    }
+
+    /// The lease epoch this host runs under.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Whether the host may run its names' processes at `now`.
+    pub fn is_valid(&self, now: Instant) -> bool {
+        self.valid_until.is_some_and(|until| now < until)
+    }
+
+    /// Until when the lease is valid, if it is at all.
+    pub fn valid_until(&self) -> Option<Instant> {
+        self.valid_until
+    }
+
+    /// A renewal to begin now, if one is due and none is in flight: its beginning, to hand
+    /// back with its result.
+    pub fn poll_renewal(&mut self, now: Instant) -> Option<Instant> {
+        if self.lost || self.in_flight.is_some() || now < self.due {
+            return None;
+        }
+        self.in_flight = Some(now);
+        Some(now)
+    }
+
+    /// The renewal that began at `began` succeeded. (Ignored once the lease was lost: a
+    /// renewal's write cannot succeed on an epoch that ended.)
+    pub fn renewed(&mut self, began: Instant) {
+        if self.in_flight == Some(began) {
+            self.in_flight = None;
+        }
+        if self.lost {
+            return;
+        }
+        let until = self.config.host_deadline(began);
+        self.valid_until = Some(self.valid_until.map_or(until, |current| current.max(until)));
+        self.due = began + self.config.renew_every;
+    }
+
+    /// The renewal that began at `began` failed for want of a quorum (the lease may still be
+    /// valid): the next one is due a quarter of the renewal period later.
+    pub fn failed(&mut self, began: Instant, now: Instant) {
+        if self.in_flight == Some(began) {
+            self.in_flight = None;
+        }
+        self.due = now + self.config.renew_every / 4;
+    }
+
+    /// The register shows this epoch ended (taken over by a contender): not valid from now
+    /// on, for good. A host that hosts again does so under a new epoch (a new `HostLease`).
+    pub fn lost(&mut self) {
+        self.lost = true;
+        self.valid_until = None;
+        self.in_flight = None;
+    }
+
+    /// When the driver must act next: a renewal due, or the end of the lease.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let renewal = (self.in_flight.is_none() && !self.lost).then_some(self.due);
+        [renewal, self.valid_until].into_iter().flatten().min()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -223,6 +315,100 @@ mod tests {
         let within = Timeline { host_rate: 1.0 - rho, contender_rate: 1.0 + rho, ..timeline };
         let (gone, claim) = within.stop_and_claim(&lease);
         assert!(gone <= claim, "at the bound: gone at {gone}, claimed at {claim}");
+    }
+
+    #[derive(Clone, Debug)]
+    enum HostStep {
+        Advance(u64),
+        Begin,
+        /// The renewal in flight completes: true for success.
+        Complete(bool),
+        Lost,
+    }
+
+    fn host_steps() -> impl Strategy<Value = Vec<HostStep>> {
+        let step = prop_oneof![
+            (0u64..3_000).prop_map(HostStep::Advance),
+            Just(HostStep::Begin),
+            any::<bool>().prop_map(HostStep::Complete),
+            Just(HostStep::Lost),
+        ];
+        proptest::collection::vec(step, 0..80)
+    }
+
+    proptest! {
+        /// Whatever the renewals' timing and results, the host's lease is valid only before
+        /// `D` after the latest successful renewal began, and never again once it was lost
+        /// (a renewal still in flight then included).
+        #[test]
+        fn a_host_runs_only_within_d_of_its_latest_renewal(steps in host_steps()) {
+            let lease = LeaseConfig::default();
+            let start = Instant::now();
+            let mut now = start;
+            let mut host = HostLease::new(lease, 1, now);
+            let mut in_flight: Option<Instant> = None;
+            let mut latest_success: Option<Instant> = None;
+            let mut lost = false;
+            for step in steps {
+                match step {
+                    HostStep::Advance(millis) => now += Duration::from_millis(millis),
+                    HostStep::Begin => {
+                        if let Some(began) = host.poll_renewal(now) {
+                            prop_assert!(in_flight.is_none(), "one renewal in flight at a time");
+                            in_flight = Some(began);
+                        }
+                    }
+                    HostStep::Complete(success) => {
+                        if let Some(began) = in_flight.take() {
+                            if success {
+                                host.renewed(began);
+                                if !lost {
+                                    latest_success = Some(latest_success.map_or(began, |l| l.max(began)));
+                                }
+                            } else {
+                                host.failed(began, now);
+                            }
+                        }
+                    }
+                    HostStep::Lost => {
+                        // A renewal in flight may still complete, successfully as far as
+                        // the driver can tell: it must not count.
+                        host.lost();
+                        lost = true;
+                        latest_success = None;
+                    }
+                }
+                let bound = latest_success.map(|began| began + lease.duration);
+                prop_assert_eq!(host.valid_until(), bound);
+                prop_assert_eq!(host.is_valid(now), bound.is_some_and(|b| now < b));
+                if let Some(next) = host.poll_timeout() {
+                    prop_assert!(next <= now + lease.renew_every.max(lease.duration));
+                }
+            }
+        }
+    }
+
+    /// A host renews every `renew_every`; with every renewal failing from some point, its
+    /// lease ends `D` after the last one that succeeded began, and `poll_timeout` says when.
+    #[test]
+    fn a_host_that_cannot_renew_stops_at_its_deadline() {
+        let lease = LeaseConfig::default();
+        let t0 = Instant::now();
+        let mut host = HostLease::new(lease, 7, t0);
+        assert!(!host.is_valid(t0), "not valid before its first renewal");
+        let began = host.poll_renewal(t0).expect("due at once");
+        assert_eq!(host.poll_renewal(t0), None, "one in flight");
+        host.renewed(began);
+        assert!(host.is_valid(t0));
+        assert_eq!(host.poll_timeout(), Some(t0 + lease.renew_every));
+        let later = t0 + lease.renew_every;
+        let began = host.poll_renewal(later).expect("due");
+        host.failed(began, later);
+        assert_eq!(host.poll_timeout(), Some(later + lease.renew_every / 4));
+        assert!(host.is_valid(t0 + lease.duration - Duration::from_millis(1)));
+        assert!(!host.is_valid(t0 + lease.duration), "ends D after the renewal began");
+        host.lost();
+        assert_eq!(host.valid_until(), None);
     }
 
     #[test]
