@@ -11,7 +11,8 @@
 //!
 //! - [`core::LeaseConfig`]: the timing of host leases, and the argument that at most one
 //!   process per name holds an unexpired lease at any instant; [`core::HostLease`], a host's
-//!   side of it (when to renew, until when its names may run).
+//!   side of it (when to renew, until when its names may run); [`core::LeaseRecord`] and
+//!   [`core::Takeover`], the lease register and a contender's wait before it ends an epoch.
 //! - [`core::LockState`]: locks with fencing tokens that increase per key with every
 //!   acquisition, re-entrant for their holder.
 //! - [`core::NameState`]: names whose every start (first use, restart, takeover) is a claim
