@@ -13,7 +13,7 @@ mod takeover;
 
 pub use key::{KeyError, MAX_KEY_BYTES, RegistryKey};
 pub use lease::{HostLease, LeaseConfig, LeaseConfigError};
-pub use lock::{Acquire, Held, LockError, LockState, Release};
+pub use lock::{Acquire, Held, LockError, LockState, MAX_WAITERS, Release};
 pub use name::{Exited, NameRestart, NameState, Run, Start};
 pub use placement::candidates;
 pub use takeover::{LeaseLost, LeaseRecord, Takeover};
