@@ -14,7 +14,8 @@
 //!   side of it (when to renew, until when its names may run); [`core::LeaseRecord`] and
 //!   [`core::Takeover`], the lease register and a contender's wait before it ends an epoch.
 //! - [`core::LockState`]: locks with fencing tokens that increase per key with every
-//!   acquisition, re-entrant for their holder.
+//!   acquisition, re-entrant for their holder, with waiters served first come first served
+//!   (the release hands the lock to the first waiter).
 //! - [`core::NameState`]: names whose every start (first use, restart, takeover) is a claim
 //!   with a fencing token, a pid recorded only for the current start, `temporary` and
 //!   `permanent` restarts, and runs that end with their host's lease.
