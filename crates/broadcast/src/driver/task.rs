@@ -112,25 +112,20 @@ impl Wire {
 }
 
 /// A stable hash of a name (FNV-1a), to give each topic's core its own seed.
-/// `wire` as messages that each encode within `max_bytes`: an IHAVE too large (a catch-up
-/// announcement of many messages to a new neighbour, or long ids) is split into IHAVEs of
-/// fewer announcements; anything else, or an IHAVE of one announcement, goes as it is (and
-/// is counted as oversized if it is).
-fn split_to_fit(wire: Wire, max_bytes: usize) -> Vec<Wire> {
-    let Wire::Tree { topic, message: PlumtreeMessage::IHave { mut announcements } } = wire else {
-        return vec![wire];
+/// Splits an IHAVE of several announcements in two: `wire` keeps the first half, the second
+/// is returned. `None` (and `wire` unchanged) for anything else.
+fn split_announcements(wire: &mut Wire) -> Option<Wire> {
+    let Wire::Tree { topic, message: PlumtreeMessage::IHave { announcements } } = wire else {
+        return None;
     };
-    let whole = |announcements| Wire::Tree {
-        topic: topic.clone(),
-        message: PlumtreeMessage::IHave { announcements },
-    };
-    if announcements.len() <= 1 || encoded_len(&whole(announcements.clone())) <= max_bytes {
-        return vec![whole(announcements)];
+    if announcements.len() < 2 {
+        return None;
     }
     let second = announcements.split_off(announcements.len() / 2);
-    let mut parts = split_to_fit(whole(announcements), max_bytes);
-    parts.extend(split_to_fit(whole(second), max_bytes));
-    parts
+    Some(Wire::Tree {
+        topic: topic.clone(),
+        message: PlumtreeMessage::IHave { announcements: second },
+    })
 }
 
 fn name_hash(name: &str) -> u64 {
@@ -431,10 +426,7 @@ impl Task {
                 while let Some(output) = tree.poll_output() {
                     match output {
                         PlumtreeOutput::Send { to, message } => {
-                            let wire = Wire::Tree { topic: topic.clone(), message };
-                            for part in split_to_fit(wire, self.config.max_message_bytes) {
-                                sends.push((to.clone(), part));
-                            }
+                            sends.push((to, Wire::Tree { topic: topic.clone(), message }));
                         }
                         PlumtreeOutput::Exchange { peer } => {
                             let digest = Handler::exchange(tree.handler_mut(), &peer)
@@ -494,14 +486,24 @@ impl Task {
         self.send_now(now, to, wire).await;
     }
 
-    /// Sends `wire` to `to` unless it is too large for the transport (counted and logged as
-    /// an error: the transport would drop it with no error to the sender).
-    async fn send_now(&mut self, now: Instant, to: &str, wire: Wire) {
+    /// Sends `wire` to `to` unless it is too large for the transport: an IHAVE too large (a
+    /// new neighbour's catch-up announcements, or long ids) goes as IHAVEs of fewer
+    /// announcements; anything else is counted and logged as an error (the transport would
+    /// drop it with no error to the sender).
+    async fn send_now(&mut self, now: Instant, to: &str, mut wire: Wire) {
         let len = encoded_len(&wire);
         if len > self.config.max_message_bytes {
-            self.stats.oversized += 1;
-            let (kind, max) = (wire.kind(), self.config.max_message_bytes);
-            tracing::error!(peer = %to, kind, len, max, "a broadcast message too large to send");
+            match split_announcements(&mut wire) {
+                Some(second) => {
+                    Box::pin(self.send_now(now, to, wire)).await;
+                    Box::pin(self.send_now(now, to, second)).await;
+                }
+                None => {
+                    self.stats.oversized += 1;
+                    let (kind, max) = (wire.kind(), self.config.max_message_bytes);
+                    tracing::error!(peer = %to, kind, len, max, "a broadcast message too large to send");
+                }
+            }
             return;
         }
         match self.service.send(to, &wire).await {
