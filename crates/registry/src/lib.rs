@@ -26,3 +26,15 @@
 //! (see the registry issue).
 
 pub mod core;
+mod error;
+mod host;
+mod locks;
+mod names;
+mod records;
+mod registry;
+
+pub use crate::error::{RegistryError, RegistryStartError};
+pub use crate::host::LEASE_ENDED;
+pub use crate::locks::{LockGuard, LockOptions, LockResult, OnNoQuorum};
+pub use crate::names::Name;
+pub use crate::registry::{Listing, LockInfo, NameInfo, Registry, RegistryConfig};

@@ -46,6 +46,12 @@ impl Node {
         self.cluster.processes.rpc.register(name, erased)
     }
 
+    /// Removes the RPC handler `name` from this node (a layer that stops); `false` if none was
+    /// registered. Requests for it fail as for a name never registered.
+    pub fn unregister_rpc(&self, name: &str) -> bool {
+        self.cluster.processes.rpc.unregister(name)
+    }
+
     /// Runs the RPC handler `name` on `node` with `args` and returns its result.
     pub async fn rpc<A: Serialize, R: DeserializeOwned>(
         &self,

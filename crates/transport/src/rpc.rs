@@ -35,6 +35,12 @@ impl RpcHandlers {
         true
     }
 
+    /// Removes the handler `name`; `false` if there was none.
+    pub(crate) fn unregister(&self, name: &str) -> bool {
+        let mut handlers = self.handlers.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        handlers.remove(name).is_some()
+    }
+
     fn get(&self, name: &str) -> Option<RpcHandler> {
         self.handlers.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
     }

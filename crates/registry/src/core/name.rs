@@ -149,6 +149,15 @@ impl<N: Clone + PartialEq, P: Clone + PartialEq> NameState<N, P> {
         })
     }
 
+    /// The start with `token` failed before its process ran (the host could not build it):
+    /// the record to write with nothing running, or `None` if that start is not the current
+    /// one. A permanent name is not restarted after such a failure: its next use tries again.
+    pub fn abandon(current: Option<&Self>, token: u64) -> Option<Self> {
+        let state = current?;
+        (state.token == token && state.run.is_some())
+            .then(|| NameState { run: None, ..state.clone() })
+    }
+
     /// The lease `epoch` of `host` has ended (its deadline passed and the lease was claimed):
     /// the name's run under it is over. The record to write (nothing runs; a permanent name is
     /// then started again, on the next candidate, by whoever took the lease over), or `None`

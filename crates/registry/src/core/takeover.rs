@@ -1,8 +1,10 @@
 //! The lease register's record, and a contender's side of a takeover.
 //!
-//! A host's lease register holds a [`LeaseRecord`]: the host's current epoch, and whether it
-//! ended. The host starts an epoch ([`LeaseRecord::begin`]) and renews it by writing the same
-//! record again (the register's version moves on with every write). A contender that finds the
+//! A host's lease register holds a [`LeaseRecord`]: the host's current epoch, how many times it
+//! was renewed, and whether it ended. The host starts an epoch ([`LeaseRecord::begin`]) and
+//! renews it by writing the record with its count of renewals one higher, so every renewal
+//! changes what the register holds, and a compare-and-set against the record a contender read
+//! fails once the host renewed after that read. A contender that finds the
 //! host unreachable watches the register with a [`Takeover`]: it notes the version it read and
 //! when its read completed, and once [`LeaseConfig::claim_wait`] has passed on its own clock
 //! with no newer version seen, it may end the epoch ([`LeaseRecord::end`]) by compare-and-set
@@ -21,6 +23,9 @@ use super::LeaseConfig;
 pub struct LeaseRecord {
     /// The host's current epoch (each start of the host's registry begins a new one).
     pub epoch: u64,
+    /// Renewals of this epoch so far: the record's version, as far as a contender is
+    /// concerned ([`Takeover::observe`]).
+    pub renewals: u64,
     /// The epoch was ended by a contender: nothing runs under it any more.
     pub ended: bool,
 }
@@ -40,13 +45,19 @@ pub struct LeaseLost {
 impl LeaseRecord {
     /// A host starts hosting: the record of its next epoch (above any before, ended or not).
     pub fn begin(current: Option<&Self>) -> Self {
-        LeaseRecord { epoch: current.map_or(1, |record| record.epoch + 1), ended: false }
+        LeaseRecord {
+            epoch: current.map_or(1, |record| record.epoch + 1),
+            renewals: 0,
+            ended: false,
+        }
     }
 
     /// The host renews `epoch`: the record to write again, or why it may not.
     pub fn renew(current: Option<&Self>, epoch: u64) -> Result<Self, LeaseLost> {
         match current {
-            Some(record) if record.epoch == epoch && !record.ended => Ok(*record),
+            Some(record) if record.epoch == epoch && !record.ended => {
+                Ok(LeaseRecord { renewals: record.renewals + 1, ..*record })
+            }
             Some(record) => Err(LeaseLost { epoch, current: record.epoch, ended: record.ended }),
             None => Err(LeaseLost { epoch, current: 0, ended: false }),
         }
@@ -112,8 +123,13 @@ mod tests {
     #[test]
     fn a_host_renews_only_its_own_live_epoch() {
         let first = LeaseRecord::begin(None);
-        assert_eq!(first, LeaseRecord { epoch: 1, ended: false });
-        assert_eq!(LeaseRecord::renew(Some(&first), 1), Ok(first));
+        assert_eq!(first, LeaseRecord { epoch: 1, renewals: 0, ended: false });
+        let renewed = LeaseRecord::renew(Some(&first), 1).expect("live");
+        assert_eq!(
+            renewed,
+            LeaseRecord { renewals: 1, ..first },
+            "every renewal changes the record"
+        );
         let ended = LeaseRecord::end(&first).expect("live");
         assert_eq!(LeaseRecord::end(&ended), None, "ended once");
         assert_eq!(

@@ -1,0 +1,430 @@
+//! The one integration test binary of shoal-registry: the service over real TCP, in-process
+//! nodes on 127.0.0.1 port 0, each running Paxos (in-memory acceptors) and the registry. These
+//! check the driver's glue and its promises end to end; the whole-node simulation checks them
+//! under seeded faults.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::panic::Location;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use shoal_paxos::{Paxos, PaxosConfig, Recovery};
+use shoal_process::{ChildSpec, Context, ExitReason, Process, ReplyTo, Restart};
+use shoal_registry::core::{KeyError, LeaseConfig, MAX_KEY_BYTES};
+use shoal_registry::{
+    LEASE_ENDED, LockOptions, LockResult, Registry, RegistryConfig, RegistryError,
+    RegistryStartError,
+};
+use shoal_transport::{ClusterKey, Node, NodeBuilder};
+
+const KEY_HEX: &str = "5f0c9a3e71d24b86e9a05c1f38d7b26ae40f9c5d1b83726f0ad94e6b3c5a8217";
+
+/// Every wait in these tests is bounded by this.
+const BOUND: Duration = Duration::from_secs(30);
+
+fn builder(name: &str) -> NodeBuilder {
+    Node::builder(name, ClusterKey::from_hex(KEY_HEX).expect("the test key is valid"))
+        .heartbeat(Duration::from_millis(100), Duration::from_millis(1_000))
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
+        .gossip_interval(Duration::from_millis(200))
+}
+
+/// A short lease, so that takeovers happen within a test: `D` = 600 ms, claim wait ≈ 0.9 s.
+fn registry_config() -> RegistryConfig {
+    let duration = Duration::from_millis(600);
+    RegistryConfig {
+        lease: LeaseConfig {
+            duration,
+            renew_every: duration / 3,
+            max_drift: 0.05,
+            stop_within: Duration::from_millis(200),
+        },
+        ..RegistryConfig::default()
+    }
+}
+
+#[track_caller]
+fn within<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    let caller = Location::caller();
+    async move {
+        match tokio::time::timeout(BOUND, future).await {
+            Ok(output) => output,
+            Err(_) => panic!("{caller}: still waiting after {BOUND:?}"),
+        }
+    }
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A process that counts its starts and answers a call with its node's name.
+struct Worker {
+    node: String,
+}
+
+impl Process for Worker {
+    type Message = String;
+    type Call = String;
+    type Reply = String;
+
+    async fn handle_cast(&mut self, message: String, ctx: &mut Context<Self>) {
+        if message == "crash" {
+            ctx.stop(ExitReason::custom("asked to crash"));
+        }
+    }
+
+    async fn handle_call(&mut self, _: String, reply: ReplyTo<String>, _ctx: &mut Context<Self>) {
+        reply.send(self.node.clone());
+    }
+
+    fn remote_messages() -> Option<shoal_process::Codec<Self>> {
+        Some(shoal_process::Codec::msgpack())
+    }
+}
+
+struct Cluster {
+    nodes: Vec<Node>,
+    paxos: Vec<Paxos>,
+    registries: Vec<Registry>,
+    starts: Arc<AtomicUsize>,
+}
+
+impl Cluster {
+    /// `n` nodes; the first three are the acceptors.
+    async fn start(n: usize) -> Cluster {
+        let names: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
+        let starts = Arc::new(AtomicUsize::new(0));
+        let mut nodes = Vec::new();
+        for name in &names {
+            let node = builder(name).start().await.expect("node starts");
+            let (starts, node_name) = (starts.clone(), name.clone());
+            node.runtime()
+                .register_factory("worker", move |(): ()| {
+                    starts.fetch_add(1, Ordering::SeqCst);
+                    Worker { node: node_name.clone() }
+                })
+                .expect("factory");
+            nodes.push(node);
+        }
+        for node in &nodes[1..] {
+            node.join(nodes[0].listen_addr()).await.expect("join");
+        }
+        let expected = nodes.len() - 1;
+        eventually("full mesh", || {
+            let nodes = nodes.clone();
+            async move { nodes.iter().all(|node| node.nodes().len() == expected) }
+        })
+        .await;
+        let mut paxos = Vec::new();
+        for node in &nodes {
+            let mut config = PaxosConfig::new(names[..3].to_vec());
+            config.request_timeout = Duration::from_millis(500);
+            config.round_timeout = Duration::from_millis(50);
+            config.recovery = Recovery::NewEpoch;
+            paxos.push(Paxos::start(node, config).await.expect("paxos starts"));
+        }
+        eventually("every acceptor votes", || {
+            let voting = paxos[..3].iter().all(Paxos::is_voting);
+            async move { voting }
+        })
+        .await;
+        let mut registries = Vec::new();
+        for service in &paxos {
+            registries.push(
+                within(Registry::start(service, registry_config())).await.expect("registry starts"),
+            );
+        }
+        for registry in &registries {
+            within(registry.ready(BOUND)).await.expect("lease");
+        }
+        let members = n - 1;
+        eventually("every registry sees the others", || {
+            let all = registries.iter().all(|registry| registry.members().len() == members);
+            async move { all }
+        })
+        .await;
+        Cluster { nodes, paxos, registries, starts }
+    }
+
+    async fn stop(self) {
+        for registry in &self.registries {
+            within(registry.stop()).await;
+        }
+        for service in &self.paxos {
+            within(service.stop()).await;
+        }
+        for node in &self.nodes {
+            node.shutdown();
+        }
+    }
+}
+
+fn worker() -> ChildSpec {
+    ChildSpec::new("worker", "worker", &()).expect("spec")
+}
+
+/// Five nodes, a hundred concurrent `whereis` of one fresh name from all of them: exactly
+/// one process starts, and every caller gets its pid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_whereis_from_five_nodes_start_exactly_one_process() {
+    let cluster = Cluster::start(5).await;
+    let mut calls = Vec::new();
+    for i in 0..100 {
+        let registry = cluster.registries[i % 5].clone();
+        calls.push(tokio::spawn(async move {
+            let name = registry.name("fresh", &worker(), Restart::Temporary).expect("name");
+            name.whereis().await
+        }));
+    }
+    let mut pids = BTreeSet::new();
+    for call in calls {
+        pids.insert(within(call).await.expect("joined").expect("whereis"));
+    }
+    assert_eq!(pids.len(), 1, "one process for the name: {pids:?}");
+    assert_eq!(cluster.starts.load(Ordering::SeqCst), 1, "exactly one start");
+    // Every node now resolves it from its cache.
+    for registry in &cluster.registries {
+        let name = registry.name("fresh", &worker(), Restart::Temporary).expect("name");
+        assert_eq!(name.cached(), pids.first().copied());
+    }
+    cluster.stop().await;
+}
+
+/// A temporary name whose process exits is free; its next use starts a fresh one. Calls and
+/// casts go through the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_name_starts_afresh_on_its_next_use() {
+    let cluster = Cluster::start(3).await;
+    let name = cluster.registries[1].name("temp", &worker(), Restart::Temporary).expect("name");
+    assert_eq!(within(name.lookup()).await.expect("lookup"), None, "nothing starts on lookup");
+    assert!(!within(name.alive()).await.expect("alive"));
+    let host: String = within(name.call(String::new(), BOUND)).await.expect("call");
+    let first = name.cached().expect("cached after use");
+    assert_eq!(cluster.nodes.iter().find(|node| node.name() == host).map(|_| ()), Some(()));
+    within(name.cast("crash".to_owned())).await.expect("cast");
+    eventually("the name is free", || {
+        let name = name.clone();
+        async move { name.cached().is_none() && name.lookup().await.ok() == Some(None) }
+    })
+    .await;
+    let second = within(name.whereis()).await.expect("whereis");
+    assert_ne!(first, second, "a fresh process");
+    assert_eq!(cluster.starts.load(Ordering::SeqCst), 2);
+    cluster.stop().await;
+}
+
+/// A permanent name is started again when its process exits, and on another node when its
+/// host stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_name_restarts_and_moves_when_its_host_stops() {
+    let cluster = Cluster::start(3).await;
+    let name = cluster.registries[0].name("perm", &worker(), Restart::Permanent).expect("name");
+    let first = within(name.whereis()).await.expect("whereis");
+    within(name.cast("crash".to_owned())).await.expect("cast");
+    eventually("restarted", || {
+        let name = name.clone();
+        async move { matches!(name.lookup().await, Ok(Some(pid)) if pid != first) }
+    })
+    .await;
+    let second = within(name.whereis()).await.expect("whereis");
+    assert_eq!(second.node(), first.node(), "restarted on the same host");
+
+    // Its host stops: the name runs again elsewhere, found from a surviving node.
+    let host = cluster.nodes.iter().position(|node| node.id() == second.node()).expect("host");
+    let survivor = (host + 1) % 3;
+    within(cluster.registries[host].stop()).await;
+    let from_survivor =
+        cluster.registries[survivor].name("perm", &worker(), Restart::Permanent).expect("name");
+    eventually("moved", || {
+        let name = from_survivor.clone();
+        async move { matches!(name.lookup().await, Ok(Some(pid)) if pid.node() != second.node()) }
+    })
+    .await;
+    let moved: String = within(from_survivor.call(String::new(), BOUND)).await.expect("call");
+    assert_ne!(moved, cluster.nodes[host].name());
+    cluster.stop().await;
+}
+
+/// A host that loses the majority stops its names' processes (reason `LEASE_ENDED`) before
+/// the lease can be taken over, and the permanent name runs again on the majority side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_host_stops_its_processes_and_the_majority_takes_over() {
+    let cluster = Cluster::start(3).await;
+    let name = cluster.registries[0].name("cut", &worker(), Restart::Permanent).expect("name");
+    let pid = within(name.whereis()).await.expect("whereis");
+    let host = cluster.nodes.iter().position(|node| node.id() == pid.node()).expect("host");
+    let watch = cluster.nodes[host].runtime().watch(pid);
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        if i != host {
+            cluster.nodes[host].inject_fault(
+                node.name(),
+                shoal_transport::Direction::Both,
+                shoal_transport::Fault::Cut,
+            );
+        }
+    }
+    let reason = within(watch).await;
+    assert_eq!(reason, ExitReason::Custom(LEASE_ENDED.to_owned()));
+    let survivor = (host + 1) % 3;
+    let there =
+        cluster.registries[survivor].name("cut", &worker(), Restart::Permanent).expect("name");
+    eventually("running on the majority side", || {
+        let there = there.clone();
+        async move { matches!(there.lookup().await, Ok(Some(p)) if p.node() != pid.node()) }
+    })
+    .await;
+    cluster.nodes[host].heal_all();
+    cluster.stop().await;
+}
+
+/// Locks: tokens grow with each holder; re-entry is counted; a non-blocking acquisition of a
+/// held lock answers the holder; a waiter is handed the lock on release; a holder's exit
+/// releases it; a release by a non-holder is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_hand_over_with_growing_tokens() {
+    let cluster = Cluster::start(3).await;
+    let [a, b, c] = [&cluster.registries[0], &cluster.registries[1], &cluster.registries[2]];
+    let first = within(a.lock("res", LockOptions::default()))
+        .await
+        .expect("lock")
+        .acquired()
+        .expect("acquired");
+    let held = within(b.lock("res", LockOptions::default().non_blocking())).await.expect("lock");
+    assert!(
+        matches!(held, LockResult::HeldBy { holder, token } if holder == first.holder() && token == first.token())
+    );
+
+    // b waits; a's release hands it over with the next token.
+    let waiting = {
+        let b = b.clone();
+        tokio::spawn(async move { b.lock("res", LockOptions::default()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let first_token = first.token();
+    within(first.unlock()).await.expect("unlock");
+    let second = within(waiting).await.expect("joined").expect("lock").acquired().expect("handed");
+    assert_eq!(second.token(), first_token + 1);
+
+    // A release by a process that does not hold it is refused.
+    let stranger = c.node().runtime().spawn(Worker { node: "x".into() }).pid();
+    let refused = within(c.unlock("res", stranger)).await;
+    assert!(matches!(refused, Err(RegistryError::NotHolder { .. })), "{refused:?}");
+
+    // Re-entry by an explicit holder: counted, same token.
+    drop(second);
+    let holder = c.node().runtime().spawn(Worker { node: "c".into() }).pid();
+    let options = LockOptions::default().holder(holder);
+    let once = within(c.lock("res", options)).await.expect("lock").acquired().expect("acquired");
+    let twice = within(c.lock("res", options)).await.expect("lock").acquired().expect("re-entered");
+    assert_eq!(once.token(), twice.token());
+    assert!(once.token() > first_token + 1);
+    within(twice.unlock()).await.expect("unlock");
+    let still = within(a.lock("res", LockOptions::default().non_blocking())).await.expect("lock");
+    assert!(
+        matches!(still, LockResult::HeldBy { holder: h, .. } if h == holder),
+        "still held once"
+    );
+    std::mem::forget(once);
+    // The holder exits: the lock is free.
+    c.node().runtime().kill(holder);
+    eventually("freed by the holder's exit", || {
+        let a = a.clone();
+        async move {
+            matches!(
+                a.lock("res", LockOptions::default().non_blocking()).await,
+                Ok(LockResult::Acquired(_))
+            )
+        }
+    })
+    .await;
+    cluster.stop().await;
+}
+
+/// Registered processes: a name for a running process, refused while taken, listed with its
+/// metadata and token, unregistered; bad input gets typed errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_names_listing_and_bad_input() {
+    let cluster = Cluster::start(3).await;
+    let [a, b] = [&cluster.registries[0], &cluster.registries[1]];
+    let pid = a.node().runtime().spawn(Worker { node: "a".into() }).pid();
+    within(a.register("svc", pid, b"meta".to_vec())).await.expect("register");
+    let other = b.node().runtime().spawn(Worker { node: "b".into() }).pid();
+    let taken = within(b.register("svc", other, Vec::new())).await;
+    assert!(
+        matches!(taken, Err(RegistryError::Taken { holder: Some(h), .. }) if h == pid),
+        "{taken:?}"
+    );
+    assert_eq!(within(b.lookup("svc")).await.expect("lookup"), Some(pid));
+    assert_eq!(within(b.resolve(pid)).await.expect("resolve a pid"), pid);
+    let _lock = within(b.lock("listed", LockOptions::default()))
+        .await
+        .expect("lock")
+        .acquired()
+        .expect("acquired");
+    let listing = within(b.list()).await;
+    let svc = listing.names.iter().find(|info| info.name == "svc").expect("listed");
+    assert_eq!((svc.pid, svc.meta.as_slice()), (Some(pid), &b"meta"[..]));
+    assert!(listing.locks.iter().any(|info| info.key == "listed" && info.token >= 1));
+    within(a.unregister("svc", pid)).await.expect("unregister");
+    assert_eq!(within(b.lookup("svc")).await.expect("lookup"), None);
+    assert!(a.node().runtime().is_alive(pid), "an unregistered process keeps running");
+
+    // Bad input.
+    assert!(matches!(a.name("x", &worker(), Restart::Transient), Err(RegistryError::Transient)));
+    assert!(matches!(
+        a.name("", &worker(), Restart::Temporary),
+        Err(RegistryError::Key(KeyError::Empty))
+    ));
+    let long = "k".repeat(MAX_KEY_BYTES + 1);
+    assert!(matches!(
+        a.lock(&long, LockOptions::default()).await,
+        Err(RegistryError::Key(KeyError::TooLong { .. }))
+    ));
+    let unknown = ChildSpec::new("u", "no-such-factory", &()).expect("spec");
+    let error =
+        within(a.name("unknown", &unknown, Restart::Temporary).expect("name").whereis()).await;
+    assert!(matches!(error, Err(RegistryError::UnknownFactory { .. })), "{error:?}");
+    let bad = ChildSpec::new("b", "worker", &"not a unit").expect("spec");
+    let error = within(a.name("bad", &bad, Restart::Temporary).expect("name").whereis()).await;
+    assert!(matches!(error, Err(RegistryError::BadArgs { .. })), "{error:?}");
+    assert_eq!(
+        within(a.lookup("unknown")).await.expect("lookup"),
+        None,
+        "a failed start leaves it free"
+    );
+    let remote = within(a.register("far", other, Vec::new())).await;
+    assert!(matches!(remote, Err(RegistryError::NotLocal(_))));
+    cluster.stop().await;
+}
+
+/// A registry over another acceptor set than its peers' is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_over_other_acceptors_is_refused() {
+    let cluster = Cluster::start(3).await;
+    let odd = builder("odd").start().await.expect("node");
+    odd.join(cluster.nodes[0].listen_addr()).await.expect("join");
+    eventually("connected", || {
+        let connected = odd.nodes().len() == 3;
+        async move { connected }
+    })
+    .await;
+    let mut config = PaxosConfig::new(vec!["n0".into(), "n1".into(), "odd".into()]);
+    config.recovery = Recovery::NewEpoch;
+    let paxos = Paxos::start(&odd, config).await.expect("paxos");
+    let refused = within(Registry::start(&paxos, registry_config())).await;
+    assert!(matches!(refused, Err(RegistryStartError::AcceptorMismatch(_))), "{refused:?}");
+    paxos.stop().await;
+    odd.shutdown();
+    cluster.stop().await;
+}
