@@ -70,6 +70,10 @@ pub(crate) async fn lease_task(inner: Arc<Inner>) {
                 }
             }
         };
+        // This node's earlier run (a crash, a restart) held names under the epoch before:
+        // its permanent names start again now, rather than never (nobody takes over a lease
+        // that is already over).
+        recover_once(&inner, &inner.me.clone(), epoch - 1);
         let mut lease = HostLease::new(config, epoch, inner.now());
         inner.lease.send_replace(LeaseView { epoch, valid_until: None });
         let mut renewal: Option<RenewalFuture> = None;
@@ -637,6 +641,14 @@ pub(crate) fn ended(inner: &Arc<Inner>, host: &str, epoch: u64) {
     inner.learn_lease(host, epoch, true);
     inner.lock_state().suspects.remove(host);
     inner.locks_changed.send_modify(|n| *n += 1);
+    recover_once(inner, host, epoch);
+}
+
+/// Recovers `host`'s permanent names of `epoch`, once per epoch on this node.
+pub(crate) fn recover_once(inner: &Arc<Inner>, host: &str, epoch: u64) {
+    if epoch == 0 || !inner.lock_state().recovered.insert((host.to_owned(), epoch)) {
+        return;
+    }
     tokio::spawn(recover(inner.clone(), host.to_owned(), epoch));
 }
 
@@ -662,7 +674,14 @@ async fn recover(inner: Arc<Inner>, host: String, epoch: u64) {
                         let again = (freed.spec.clone(), freed.restart);
                         Step::Write(freed, Some(again))
                     }
-                    None => Step::Keep(None),
+                    // Freed already (by a node that found the lease over while resolving it,
+                    // which does not start it): started again here all the same.
+                    None => match current {
+                        Some(state) if state.run.is_none() => {
+                            Step::Keep(Some((state.spec.clone(), state.restart)))
+                        }
+                        _ => Step::Keep(None),
+                    },
                 })
             })
             .await;

@@ -396,7 +396,10 @@ impl Inner {
                                     pending.done = true;
                                     LockResult::Acquired(self.acquired(&key, pid, epoch, token, own, 1, 0))
                                 }
-                                Err((holder, token)) => LockResult::HeldBy { holder, token },
+                                Err((holder, token)) => {
+                                    self.unwatch(&key, pid);
+                                    LockResult::HeldBy { holder, token }
+                                }
                             });
                         }
                     }
@@ -492,7 +495,7 @@ impl Inner {
 
     /// Whether `holder`'s hold is over for want of its node: unreachable, and its lease
     /// ended (then the next pass clears it). An unreachable holder's node is suspected.
-    async fn holder_gone(&self, holder: &LockHolder) -> bool {
+    async fn holder_gone(self: &Arc<Self>, holder: &LockHolder) -> bool {
         if self.reachable(&holder.host) {
             return false;
         }
@@ -549,6 +552,17 @@ impl Inner {
             inner.clear_exited(&watched_key, pid).await;
         });
         state.watched.insert((key.clone(), pid), task.abort_handle());
+    }
+
+    /// Stops watching `pid` for lock `key` unless it holds it.
+    fn unwatch(&self, key: &RegistryKey, pid: Pid) {
+        let mut state = self.lock_state();
+        let entry = (key.clone(), pid);
+        if !state.held.contains_key(&entry)
+            && let Some(watch) = state.watched.remove(&entry)
+        {
+            watch.abort();
+        }
     }
 
     /// Local process `pid` exited: take it off lock `key` (retrying until it is written, or

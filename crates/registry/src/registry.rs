@@ -139,6 +139,8 @@ pub(crate) struct State {
     pub(crate) leases: HashMap<String, (u64, bool)>,
     /// Hosts that went away: the takeover watches their leases.
     pub(crate) suspects: BTreeSet<String>,
+    /// The (host, epoch) leases whose permanent names this node recovered (or is recovering).
+    pub(crate) recovered: BTreeSet<(String, u64)>,
 }
 
 pub(crate) struct Inner {
@@ -453,7 +455,12 @@ impl Inner {
 
     /// Whether `host`'s lease epoch `epoch` is over, reading its register if what this node
     /// knows does not say. Once over, it stays over.
-    pub(crate) async fn epoch_over(&self, host: &str, epoch: u64) -> Result<bool, RegistryError> {
+    /// An epoch found over has its permanent names recovered (once per node).
+    pub(crate) async fn epoch_over(
+        self: &Arc<Self>,
+        host: &str,
+        epoch: u64,
+    ) -> Result<bool, RegistryError> {
         if self.known_over(host, epoch) {
             return Ok(true);
         }
@@ -461,7 +468,11 @@ impl Inner {
         let (_, record) = self.store.read::<crate::core::LeaseRecord>(&key).await?;
         let Some(record) = record else { return Ok(true) };
         self.learn_lease(host, record.epoch, record.ended);
-        Ok(self.known_over(host, epoch))
+        let over = self.known_over(host, epoch);
+        if over {
+            crate::host::recover_once(self, host, epoch);
+        }
+        Ok(over)
     }
 
     pub(crate) fn known_over(&self, host: &str, epoch: u64) -> bool {
