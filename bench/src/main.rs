@@ -21,7 +21,7 @@
 //!
 //! Codemap: [`METRICS`] is the table of every metric; each area of Shoal has a module of its
 //! own ([`local`]: one node's process runtime; [`remote`]: two nodes in two OS processes;
-//! [`paxos`]: three nodes' consensus; [`broadcast`]: Plumtree in simulation and over
+//! [`paxos`]: three nodes' consensus; [`registry`]: locks and names over it; [`broadcast`]: Plumtree in simulation and over
 //! loopback), and [`harness`] holds what they share.
 //!
 //! Adding a metric: a function `fn() -> anyhow::Result<f64>` in its area's module that takes
@@ -33,6 +33,7 @@ mod broadcast;
 mod harness;
 mod local;
 mod paxos;
+mod registry;
 mod remote;
 
 #[cfg(feature = "unsealed")]
@@ -81,6 +82,14 @@ const METRICS: &[Metric] = &[
         unit: "writes/s",
         sample: paxos::paxos_durable_writes_per_s,
     },
+    Metric {
+        name: "lock_acquire_release_us",
+        unit: "us",
+        sample: registry::lock_acquire_release_us,
+    },
+    Metric { name: "lock_handoff_us", unit: "us", sample: registry::lock_handoff_us },
+    Metric { name: "name_register_us", unit: "us", sample: registry::name_register_us },
+    Metric { name: "whereis_cached_ns", unit: "ns", sample: registry::whereis_cached_ns },
     Metric { name: "plumtree_rmr", unit: "ratio", sample: broadcast::plumtree_rmr },
     Metric {
         name: "plumtree_reliability_pct_20_crashed",

@@ -122,7 +122,7 @@ async fn concurrent_writes(services: &[Paxos], writes: usize) -> anyhow::Result<
 }
 
 /// Where the acceptors of a benchmark's cluster keep their votes.
-enum Acceptors {
+pub(crate) enum Acceptors {
     /// In memory ([`StorageConfig::Memory`]).
     InMemory,
     /// In files: each node's in the subdirectory of this one named after it.
@@ -130,7 +130,7 @@ enum Acceptors {
 }
 
 /// Three nodes in a full mesh, each with the Paxos service, every acceptor voting.
-async fn cluster(acceptors: &Acceptors) -> anyhow::Result<(Vec<Node>, Vec<Paxos>)> {
+pub(crate) async fn cluster(acceptors: &Acceptors) -> anyhow::Result<(Vec<Node>, Vec<Paxos>)> {
     let mut nodes = Vec::new();
     for name in NAMES {
         nodes.push(Node::builder(name, key()).start().await?);
@@ -160,7 +160,7 @@ async fn cluster(acceptors: &Acceptors) -> anyhow::Result<(Vec<Node>, Vec<Paxos>
     Ok((nodes, services))
 }
 
-async fn stop(nodes: &[Node], services: &[Paxos]) {
+pub(crate) async fn stop(nodes: &[Node], services: &[Paxos]) {
     for service in services {
         service.stop().await;
     }

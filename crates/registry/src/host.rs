@@ -19,6 +19,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use shoal_paxos::Entry;
 use shoal_process::{ExitReason, Pid, SpawnError, SpawnOptions, StartError};
 
 use crate::RegistryError;
@@ -249,16 +250,19 @@ enum Decision {
 impl Inner {
     /// Hosts `name` here unless it runs: the name's process, started here if need be, or the
     /// host that has the name.
+    /// `seen` is what the asking node read in the name's register, if it did: the first
+    /// compare-and-set is made against it rather than after a read of its own.
     pub(crate) async fn host_start(
         self: &Arc<Self>,
         name: &RegistryKey,
         spec: &[u8],
         restart: NameRestart,
+        seen: Option<Option<Entry>>,
     ) -> Result<Hosting, RegistryError> {
         let gate = self.lock_state().starting.entry(name.clone()).or_default().clone();
         let started = {
             let _one_at_a_time = gate.lock().await;
-            self.host_start_gated(name, spec, restart).await
+            self.host_start_gated(name, spec, restart, seen).await
         };
         let mut state = self.lock_state();
         if state.starting.get(name).is_some_and(|gate| Arc::strong_count(gate) == 2) {
@@ -272,10 +276,11 @@ impl Inner {
         name: &RegistryKey,
         spec: &[u8],
         restart: NameRestart,
+        seen: Option<Option<Entry>>,
     ) -> Result<Hosting, RegistryError> {
         let until = self.now() + self.config.ask_timeout;
         let key = name_key(name);
-        let mut guess = None;
+        let mut guess = seen;
         loop {
             let epoch = self.wait_lease(until).await?;
             if self.now() >= until {
@@ -399,7 +404,7 @@ impl Inner {
         token: u64,
         spec: &[u8],
         restart: NameRestart,
-        claimed: Option<shoal_paxos::Entry>,
+        claimed: Option<Entry>,
     ) -> Result<Option<Pid>, RegistryError> {
         let key = name_key(name);
         let spec: SpecRecord =

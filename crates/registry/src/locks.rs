@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::core::{Acquire, LockState, RegistryKey, Release};
 use crate::records::{LockHolder, LockRecord, Step, lock_key};
-use crate::registry::{HeldLock, Inner};
+use crate::registry::{HeldLock, Inner, LockInfo};
 use crate::{Registry, RegistryError};
 
 /// What [`Registry::lock`] does when no majority of the acceptors answers.
@@ -229,6 +229,28 @@ impl Registry {
         self.inner.lock(key, options).await
     }
 
+    /// Lock `key` as the cluster has it now (one consensus read): its holder, token, count of
+    /// acquisitions and waiters; `None` while it is free.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistryError::Key`] for a bad key, or a consensus failure.
+    pub async fn lock_info(&self, key: &str) -> Result<Option<LockInfo>, RegistryError> {
+        let key = RegistryKey::new(key)?;
+        let (_, record) = self.inner.store.read::<LockRecord>(&lock_key(&key)).await?;
+        Ok(record.and_then(|state| {
+            let held = state.held?;
+            Some(LockInfo {
+                key: key.to_string(),
+                holder: held.holder.pid,
+                host: held.holder.host,
+                token: state.token,
+                count: held.count,
+                waiters: state.queue.len(),
+            })
+        }))
+    }
+
     /// Releases one acquisition of lock `key` by `holder` (for holders given in
     /// [`LockOptions::holder`] whose guard was forgotten; a guard releases by itself).
     ///
@@ -324,7 +346,10 @@ impl Inner {
                 .await;
             let ((found, handed_on), _) = match attempt {
                 Ok(done) => done,
-                Err(error @ RegistryError::NoQuorum { .. }) => {
+                // No quorum, or contention that outlasted a consensus request: the record
+                // is decided on afresh next time (a join of the queue that took effect is
+                // seen as waiting).
+                Err(error @ (RegistryError::NoQuorum { .. } | RegistryError::Consensus(_))) => {
                     match self.no_quorum(options, error, deadline).await {
                         Some(answer) => return answer,
                         None => continue,

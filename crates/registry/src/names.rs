@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use shoal_paxos::Entry;
 use shoal_process::{
     CallError, ChildSpec, Dest, Pid, Process, Resolve, ResolveError, Resolving, Restart, SendError,
     Target, Via,
@@ -398,8 +399,8 @@ impl Inner {
             if *self.stop.borrow() {
                 return Err(RegistryError::Stopped);
             }
-            let record = match self.store.read::<NameRecord>(&key).await {
-                Ok((_, record)) => record,
+            let (seen, record) = match self.store.read::<NameRecord>(&key).await {
+                Ok((entry, record)) => (Some(entry), record),
                 Err(error @ RegistryError::NoQuorum { .. }) => {
                     last_error = Some(error);
                     self.clock.sleep(self.config.retry_every).await;
@@ -435,7 +436,7 @@ impl Inner {
                         return Ok(None);
                     }
                     // Starting, or a run of the host's earlier life: the host settles it.
-                    match self.ask(&host, name, spec, restart).await {
+                    match self.ask(&host, name, spec, restart, seen).await {
                         Ok(Hosting::Running(pid)) => {
                             self.cache(name, slot, pid);
                             return Ok(Some(pid));
@@ -453,7 +454,7 @@ impl Inner {
                     let mut refusals = Vec::new();
                     let mut first_error = None;
                     for host in candidates(name.as_str(), &hosts) {
-                        match self.ask(host, name, spec, restart).await {
+                        match self.ask(host, name, spec, restart, seen.clone()).await {
                             Ok(Hosting::Running(pid)) => {
                                 self.cache(name, slot, pid);
                                 return Ok(Some(pid));
@@ -491,11 +492,12 @@ impl Inner {
         name: &RegistryKey,
         spec: &[u8],
         restart: NameRestart,
+        seen: Option<Option<Entry>>,
     ) -> Result<Hosting, RegistryError> {
         if host == self.me {
-            return self.host_start(name, spec, restart).await;
+            return self.host_start(name, spec, restart, seen).await;
         }
-        let request = Request::Start { name: name.clone(), spec: spec.to_vec(), restart };
+        let request = Request::Start { name: name.clone(), spec: spec.to_vec(), restart, seen };
         let asked = self
             .node
             .rpc::<Request, Option<Reply>>(host, RPC, &request, self.config.ask_timeout)

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use shoal_paxos::Paxos;
+use shoal_paxos::{Entry, Paxos};
 use shoal_process::{Addr, Clock, Context, Pid, Process, Ref, Runtime, Signal};
 use shoal_transport::{Node, NodeEvent};
 use tokio::sync::{oneshot, watch};
@@ -167,8 +167,8 @@ pub(crate) struct Inner {
 pub(crate) enum Request {
     /// "I, node `from`, run the registry over these acceptors."
     Hello { from: String, acceptors: Vec<String> },
-    /// "Host this name, unless it runs."
-    Start { name: RegistryKey, spec: Vec<u8>, restart: NameRestart },
+    /// "Host this name, unless it runs" (with what the asker read in its register).
+    Start { name: RegistryKey, spec: Vec<u8>, restart: NameRestart, seen: Option<Option<Entry>> },
     /// "Your process `pid` now holds lock `key` with `token`."
     Handed { key: RegistryKey, pid: Pid, token: u64 },
     /// "What do you host and hold?"
@@ -242,7 +242,7 @@ pub struct LockInfo {
     pub token: u64,
     /// Acquisitions not yet released.
     pub count: u32,
-    /// Waiters queued when this node last wrote the lock.
+    /// Waiters queued (in [`Registry::list`]: when the holder's node last wrote the lock).
     pub waiters: usize,
 }
 
@@ -547,8 +547,8 @@ impl Inner {
                 let _ = self.met(&from, acceptors);
                 Reply::Hello { acceptors: self.acceptors.clone() }
             }
-            Request::Start { name, spec, restart } => {
-                let result = self.host_start(&name, &spec, restart).await;
+            Request::Start { name, spec, restart, seen } => {
+                let result = self.host_start(&name, &spec, restart, seen).await;
                 Reply::Started(result.map_err(|error| error.to_wire()))
             }
             Request::Handed { key, pid, token } => {
