@@ -140,7 +140,7 @@ async fn renew(inner: Arc<Inner>, epoch: u64, began: Instant) -> (Instant, Renew
 }
 
 /// The lease has lapsed: stop every process hosted under it, now.
-fn lapse(inner: &Inner) {
+pub(crate) fn lapse(inner: &Inner) {
     let stopping: Vec<Pid> = {
         let mut state = inner.lock_state();
         state
@@ -187,7 +187,8 @@ fn revive(inner: &Arc<Inner>) {
     }
 }
 
-/// Stops every hosted process and forgets the names and the locks held under this lease.
+/// Stops every hosted process and forgets the names and the locks held under this lease;
+/// returns once they have exited (or after the stop allowance `δ`, logged).
 pub(crate) async fn stop_hosting(inner: &Inner, why: &str) {
     let (pids, holders) = {
         let mut state = inner.lock_state();
@@ -202,8 +203,14 @@ pub(crate) async fn stop_hosting(inner: &Inner, why: &str) {
     if !pids.is_empty() || !holders.is_empty() {
         tracing::info!(node = %inner.me, names = pids.len(), locks = holders.len(), why, "stopping what this node hosts");
     }
+    for pid in &pids {
+        stop_process(inner, *pid);
+    }
+    let deadline = inner.clock.now() + inner.config.lease.stop_within;
     for pid in pids {
-        stop_process(inner, pid);
+        if inner.clock.timeout_at(deadline, inner.runtime.watch(pid)).await.is_err() {
+            tracing::error!(node = %inner.me, %pid, "a hosted process outlived the stop allowance");
+        }
     }
 }
 
@@ -358,7 +365,7 @@ impl Inner {
                 Decision::Running(pid) => return Ok(Hosting::Running(pid)),
                 Decision::Elsewhere(host) => return Ok(Hosting::Elsewhere(host)),
                 Decision::Claimed(token, spec, restart) => {
-                    match self.launch(name, token, &spec, restart, entry).await? {
+                    match self.launch(name, token, &spec, restart, epoch, entry).await? {
                         Some(pid) => return Ok(Hosting::Running(pid)),
                         None => guess = None,
                     }
@@ -404,6 +411,7 @@ impl Inner {
         token: u64,
         spec: &[u8],
         restart: NameRestart,
+        epoch: u64,
         claimed: Option<Entry>,
     ) -> Result<Option<Pid>, RegistryError> {
         let key = name_key(name);
@@ -416,8 +424,14 @@ impl Inner {
             name.clone(),
             Hosted { token, pid: None, restart, meta: spec.meta.clone(), lapsed: false },
         );
-        let started =
-            self.runtime.start_factory(&spec.factory, &spec.args, SpawnOptions::new()).await;
+        // Entered before this check, so a lapse from now on marks it; a lapse before it (while
+        // the claim was written) is seen here, and nothing starts.
+        let lapsed = self.valid_epoch() != Some(epoch);
+        let started = if lapsed {
+            Err(StartError::Init(ExitReason::Custom(LEASE_ENDED.to_owned())))
+        } else {
+            self.runtime.start_factory(&spec.factory, &spec.args, SpawnOptions::new()).await
+        };
         let pid = match started {
             Ok(pid) => pid,
             Err(error) => {
@@ -431,7 +445,11 @@ impl Inner {
                         })
                     })
                     .await;
-                return Err(self.start_error(&spec.factory, error));
+                return Err(if lapsed {
+                    RegistryError::NoLease
+                } else {
+                    self.start_error(&spec.factory, error)
+                });
             }
         };
         let still_ours = {
@@ -563,7 +581,7 @@ async fn after_exit_inner(inner: Arc<Inner>, name: RegistryKey, token: u64) {
             }
             Ok((Some((next, spec)), entry)) => {
                 if let Err(error) =
-                    inner.launch(&name, next, &spec, NameRestart::Permanent, entry).await
+                    inner.launch(&name, next, &spec, NameRestart::Permanent, epoch, entry).await
                 {
                     tracing::warn!(%name, %error, "a permanent name could not be started again");
                 }
@@ -581,7 +599,9 @@ pub(crate) async fn takeover_task(inner: Arc<Inner>) {
     let mut stop = inner.stop.subscribe();
     let mut suspected = inner.suspected.subscribe();
     let config = inner.config.lease;
-    let mut takeover: Takeover<String> = Takeover::new(config);
+    // A version is the whole record: a host that restarted (a new epoch) may reach the same
+    // count of renewals as the epoch first read, and must not be taken for it.
+    let mut takeover: Takeover<String, LeaseRecord> = Takeover::new(config);
     loop {
         let suspects: Vec<String> = inner.lock_state().suspects.iter().cloned().collect();
         for host in suspects {
@@ -602,18 +622,16 @@ pub(crate) async fn takeover_task(inner: Arc<Inner>) {
                 ended(&inner, &host, record.epoch);
                 continue;
             }
-            takeover.observe(host.clone(), record.renewals, inner.now());
-            let Some(renewals) = takeover.claimable(&host, inner.now()) else { continue };
+            takeover.observe(host.clone(), record, inner.now());
+            let Some(version) = takeover.claimable(&host, inner.now()) else { continue };
             let claimed = inner
                 .store
                 .update(&key, None, |current: Option<&LeaseRecord>| {
                     Ok(match current {
-                        Some(now) if now.epoch == record.epoch && now.renewals == renewals => {
-                            match LeaseRecord::end(now) {
-                                Some(ended) => Step::Write(ended, true),
-                                None => Step::Keep(true),
-                            }
-                        }
+                        Some(now) if *now == version => match LeaseRecord::end(now) {
+                            Some(ended) => Step::Write(ended, true),
+                            None => Step::Keep(true),
+                        },
                         _ => Step::Keep(false),
                     })
                 })

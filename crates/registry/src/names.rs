@@ -165,6 +165,12 @@ impl Registry {
             Hosted { token, pid: Some(pid), restart: NameRestart::Temporary, meta, lapsed: false },
         );
         tokio::spawn(crate::host::watch_hosted(inner.clone(), key, token, pid));
+        if inner.valid_epoch() != Some(epoch) {
+            // The lease lapsed while the name was written (and before the lapse could see
+            // this process): it may not run under the name.
+            crate::host::lapse(inner);
+            return Err(RegistryError::NoLease);
+        }
         Ok(())
     }
 

@@ -71,14 +71,16 @@ impl LeaseRecord {
 }
 
 /// A contender's watch over the leases of hosts it cannot reach: for each, the register
-/// version it read and when the first read of that version completed, on its own clock.
+/// version `V` it read and when the first read of that version completed, on its own clock.
+/// A version must differ from every earlier one of the same register (the driver uses the
+/// whole record: epoch and renewals).
 #[derive(Clone, Debug)]
-pub struct Takeover<N> {
+pub struct Takeover<N, V = u64> {
     config: LeaseConfig,
-    watched: BTreeMap<N, (u64, Instant)>,
+    watched: BTreeMap<N, (V, Instant)>,
 }
 
-impl<N: Ord + Clone> Takeover<N> {
+impl<N: Ord + Clone, V: Clone + PartialEq> Takeover<N, V> {
     /// Watching nothing yet.
     pub fn new(config: LeaseConfig) -> Self {
         Takeover { config, watched: BTreeMap::new() }
@@ -87,7 +89,7 @@ impl<N: Ord + Clone> Takeover<N> {
     /// A read of `host`'s lease register completed at `completed` and saw `version`. A new
     /// version (the host renewed) starts the wait again; the same version keeps the first
     /// read's time.
-    pub fn observe(&mut self, host: N, version: u64, completed: Instant) {
+    pub fn observe(&mut self, host: N, version: V, completed: Instant) {
         match self.watched.get(&host) {
             Some((seen, _)) if *seen == version => {}
             _ => {
@@ -103,9 +105,9 @@ impl<N: Ord + Clone> Takeover<N> {
 
     /// The version of `host`'s register this contender may end by compare-and-set at `now`,
     /// if its wait is over.
-    pub fn claimable(&self, host: &N, now: Instant) -> Option<u64> {
+    pub fn claimable(&self, host: &N, now: Instant) -> Option<V> {
         let (version, completed) = self.watched.get(host)?;
-        (now >= self.config.claimable_at(*completed)).then_some(*version)
+        (now >= self.config.claimable_at(*completed)).then(|| version.clone())
     }
 
     /// When the next wait ends, for the driver's timer.
