@@ -428,3 +428,71 @@ async fn a_registry_over_other_acceptors_is_refused() {
     odd.shutdown();
     cluster.stop().await;
 }
+
+/// A lock holder cut off from the majority learns that its hold may be over (`lost`
+/// resolves) before a waiter on the majority side is given the lock, with a larger token,
+/// once the holder's lease has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_holder_learns_it_lost_the_lock_before_anyone_acquires_it() {
+    let cluster = Cluster::start(3).await;
+    let (holder_side, waiter_side) = (&cluster.registries[2], cluster.registries[0].clone());
+    let guard = within(holder_side.lock("fenced", LockOptions::default()))
+        .await
+        .expect("lock")
+        .acquired()
+        .expect("acquired");
+    let lost = guard.lost();
+    let lost_at = tokio::spawn(async move {
+        lost.await;
+        tokio::time::Instant::now()
+    });
+    let waiter = tokio::spawn(async move {
+        let result = waiter_side.lock("fenced", LockOptions::default()).await;
+        (tokio::time::Instant::now(), result)
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cut = &cluster.nodes[2];
+    for node in &cluster.nodes[..2] {
+        cut.inject_fault(
+            node.name(),
+            shoal_transport::Direction::Both,
+            shoal_transport::Fault::Cut,
+        );
+    }
+    let lost_at = within(lost_at).await.expect("joined");
+    assert!(guard.is_lost());
+    let (acquired_at, result) = within(waiter).await.expect("joined");
+    let taken = result.expect("lock").acquired().expect("acquired after the lease");
+    assert!(lost_at < acquired_at, "the holder knew first");
+    assert!(taken.token() > guard.token(), "a larger token");
+    cut.heal_all();
+    drop(taken);
+    std::mem::forget(guard);
+    cluster.stop().await;
+}
+
+/// Without a quorum, a lock acquisition fails, answers `NoQuorum`, or keeps trying until its
+/// timeout, as its options say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_options_say_what_happens_without_a_quorum() {
+    use shoal_registry::OnNoQuorum;
+    let cluster = Cluster::start(3).await;
+    let cut = &cluster.nodes[2];
+    for node in &cluster.nodes[..2] {
+        cut.inject_fault(
+            node.name(),
+            shoal_transport::Direction::Both,
+            shoal_transport::Fault::Cut,
+        );
+    }
+    let alone = &cluster.registries[2];
+    let fail = LockOptions::default().on_no_quorum(OnNoQuorum::Fail);
+    let failed = within(alone.lock("q", fail)).await;
+    assert!(matches!(failed, Err(RegistryError::NoQuorum { .. })), "{failed:?}");
+    let answer = LockOptions::default().on_no_quorum(OnNoQuorum::Return);
+    assert!(matches!(within(alone.lock("q", answer)).await, Ok(LockResult::NoQuorum)));
+    let retry = LockOptions::default().timeout(Duration::from_millis(800));
+    assert!(matches!(within(alone.lock("q", retry)).await, Err(RegistryError::Timeout)));
+    cut.heal_all();
+    cluster.stop().await;
+}
