@@ -99,19 +99,17 @@
 //! until it exits or its host is lost).
 //!
 //! The decisions themselves are a sans-IO core ([`core`]), tested without I/O; the driver
-//! (`registry.rs`, `host.rs`, `names.rs`, `locks.rs`, `records.rs`) reads records, asks the
-//! core, and writes by compare-and-set.
+//! (`src/driver/`: `registry.rs`, `host.rs`, `names.rs`, `locks.rs`, `records.rs`, behind the
+//! default feature `driver`) reads records, asks the core, and writes by compare-and-set.
+//! Without that feature the crate is the core alone, with no tokio, transport or Paxos in its
+//! dependency tree.
 
 pub mod core;
-mod error;
-mod host;
-mod locks;
-mod names;
-mod records;
-mod registry;
+#[cfg(feature = "driver")]
+mod driver;
 
-pub use crate::error::{RegistryError, RegistryStartError};
-pub use crate::host::LEASE_ENDED;
-pub use crate::locks::{LockGuard, LockOptions, LockResult, OnNoQuorum};
-pub use crate::names::Name;
-pub use crate::registry::{Listing, LockInfo, NameInfo, Registry, RegistryConfig};
+#[cfg(feature = "driver")]
+pub use crate::driver::{
+    LEASE_ENDED, Listing, LockGuard, LockInfo, LockOptions, LockResult, Name, NameInfo, OnNoQuorum,
+    Registry, RegistryConfig, RegistryError, RegistryStartError,
+};

@@ -23,8 +23,8 @@ use shoal_process::{
 };
 
 use crate::core::{NameRestart, NameState, RegistryKey, Run, candidates};
-use crate::records::{NameRecord, SpecRecord, Step, encode, name_key};
-use crate::registry::{Hosted, Hosting, Inner, RPC, Reply, Request, Slot};
+use crate::driver::records::{NameRecord, SpecRecord, Step, encode, name_key};
+use crate::driver::registry::{Hosted, Hosting, Inner, RPC, Reply, Request, Slot};
 use crate::{Registry, RegistryError};
 
 /// A cluster-wide name with the spec of the process it stands for (see the crate docs): cheap
@@ -164,11 +164,11 @@ impl Registry {
             key.clone(),
             Hosted { token, pid: Some(pid), restart: NameRestart::Temporary, meta, lapsed: false },
         );
-        tokio::spawn(crate::host::watch_hosted(inner.clone(), key, token, pid));
+        tokio::spawn(crate::driver::host::watch_hosted(inner.clone(), key, token, pid));
         if inner.valid_epoch() != Some(epoch) {
             // The lease lapsed while the name was written (and before the lapse could see
             // this process): it may not run under the name.
-            crate::host::lapse(inner);
+            crate::driver::host::lapse(inner);
             return Err(RegistryError::NoLease);
         }
         Ok(())

@@ -26,8 +26,8 @@ use crate::RegistryError;
 use crate::core::{
     Exited, HostLease, LeaseLost, LeaseRecord, NameRestart, NameState, RegistryKey, Start, Takeover,
 };
-use crate::records::{NameRecord, SpecRecord, Step, index_key, lease_key, name_key};
-use crate::registry::{Hosted, Hosting, Inner, LeaseView};
+use crate::driver::records::{NameRecord, SpecRecord, Step, index_key, lease_key, name_key};
+use crate::driver::registry::{Hosted, Hosting, Inner, LeaseView};
 
 /// The exit reason (as [`ExitReason::Custom`]) of a process stopped because its host's lease
 /// ended: the host could not renew it in time, or the registry stopped.

@@ -18,8 +18,8 @@ use shoal_process::{Context, ExitReason, Pid, Process};
 use tokio::sync::oneshot;
 
 use crate::core::{Acquire, LockState, RegistryKey, Release};
-use crate::records::{LockHolder, LockRecord, Step, lock_key};
-use crate::registry::{HeldLock, Inner, LockInfo};
+use crate::driver::records::{LockHolder, LockRecord, Step, lock_key};
+use crate::driver::registry::{HeldLock, Inner, LockInfo};
 use crate::{Registry, RegistryError};
 
 /// What [`Registry::lock`] does when no majority of the acceptors answers.

@@ -18,8 +18,8 @@ use shoal_transport::{Node, NodeEvent};
 use tokio::sync::{oneshot, watch};
 
 use crate::core::{LeaseConfig, NameRestart, RegistryKey};
-use crate::error::WireError;
-use crate::records::{LockHolder, Store};
+use crate::driver::error::WireError;
+use crate::driver::records::{LockHolder, Store};
 use crate::{RegistryError, RegistryStartError};
 
 /// The name of the registry's RPC on every node.
@@ -302,8 +302,8 @@ impl Registry {
                 return Err(RegistryStartError::AcceptorMismatch(error));
             }
         }
-        tokio::spawn(crate::host::lease_task(inner.clone()));
-        tokio::spawn(crate::host::takeover_task(inner.clone()));
+        tokio::spawn(crate::driver::host::lease_task(inner.clone()));
+        tokio::spawn(crate::driver::host::takeover_task(inner.clone()));
         tokio::spawn(events_task(Arc::downgrade(&inner), events, inner.stop.subscribe()));
         Ok(Registry { inner })
     }
@@ -464,13 +464,13 @@ impl Inner {
         if self.known_over(host, epoch) {
             return Ok(true);
         }
-        let key = crate::records::lease_key(host);
+        let key = crate::driver::records::lease_key(host);
         let (_, record) = self.store.read::<crate::core::LeaseRecord>(&key).await?;
         let Some(record) = record else { return Ok(true) };
         self.learn_lease(host, record.epoch, record.ended);
         let over = self.known_over(host, epoch);
         if over {
-            crate::host::recover_once(self, host, epoch);
+            crate::driver::host::recover_once(self, host, epoch);
         }
         Ok(over)
     }
@@ -563,7 +563,7 @@ impl Inner {
             }
             Request::Bye { from, epoch } => {
                 self.lock_state().members.remove(&from);
-                crate::host::ended(&self, &from, epoch);
+                crate::driver::host::ended(&self, &from, epoch);
                 Reply::Done
             }
         }
@@ -645,8 +645,8 @@ impl Inner {
             return;
         }
         self.node.unregister_rpc(RPC);
-        crate::host::stop_hosting(self, "registry stopped").await;
-        let epoch = crate::host::end_own_lease(self).await;
+        crate::driver::host::stop_hosting(self, "registry stopped").await;
+        let epoch = crate::driver::host::end_own_lease(self).await;
         if let Some(epoch) = epoch {
             // Its members take its permanent names over now, not after the claim wait.
             self.tell_members(Request::Bye { from: self.me.clone(), epoch }).await;
