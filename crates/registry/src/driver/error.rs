@@ -160,6 +160,33 @@ impl RegistryError {
         }
     }
 
+    /// Whether the operation may succeed if tried again as it is (no quorum, contention, a
+    /// timeout, a host without its lease yet or out of reach), as opposed to bad input or a
+    /// stopped registry.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::NoQuorum { .. }
+                | RegistryError::Consensus(_)
+                | RegistryError::Contended { .. }
+                | RegistryError::Timeout
+                | RegistryError::NoLease
+                | RegistryError::Remote { .. }
+                | RegistryError::NoHost { .. }
+        )
+    }
+
+    /// Whether the error is about what was asked (a factory, its arguments, a process that
+    /// would not start): trying again elsewhere would fail alike.
+    pub(crate) fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::UnknownFactory { .. }
+                | RegistryError::BadArgs { .. }
+                | RegistryError::StartFailed { .. }
+        )
+    }
+
     /// The error as it crosses to the node that asked for it.
     pub(crate) fn to_wire(&self) -> WireError {
         match self {

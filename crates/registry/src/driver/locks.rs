@@ -184,7 +184,7 @@ impl LockGuard {
         self.released = true;
         let released = self.inner.release(&self.key, self.pid).await;
         if self.own {
-            self.inner.runtime.exit(self.pid, ExitReason::Normal);
+            self.inner.runtime.exit(self.pid, ExitReason::Shutdown);
         }
         released
     }
@@ -198,7 +198,7 @@ impl Drop for LockGuard {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             // No runtime to release it from: the holder's exit (or its lease) releases it.
             if self.own {
-                self.inner.runtime.exit(self.pid, ExitReason::Normal);
+                self.inner.runtime.exit(self.pid, ExitReason::Shutdown);
             }
             return;
         };
@@ -208,7 +208,7 @@ impl Drop for LockGuard {
                 tracing::debug!(%key, %error, "a dropped lock guard did not release");
             }
             if own {
-                inner.runtime.exit(pid, ExitReason::Normal);
+                inner.runtime.exit(pid, ExitReason::Shutdown);
             }
         });
     }
@@ -295,8 +295,11 @@ impl Drop for Pending<'_> {
     fn drop(&mut self) {
         self.inner.lock_state().waiting.remove(&(self.key.clone(), self.pid));
         if !self.done && self.own {
-            // Its exit takes it out of the queue (its watch clears it).
-            self.inner.runtime.exit(self.pid, ExitReason::Normal);
+            // Its exit takes it out of the queue (its watch clears it). `Shutdown`, not
+            // `Normal`: an exit signal with `Normal` is ignored by a process that does not
+            // trap exits (as in OTP), and the waiter would stay queued, to be handed the lock
+            // and hold it for ever.
+            self.inner.runtime.exit(self.pid, ExitReason::Shutdown);
         }
     }
 }

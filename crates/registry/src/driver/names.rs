@@ -407,7 +407,7 @@ impl Inner {
             }
             let (seen, record) = match self.store.read::<NameRecord>(&key).await {
                 Ok((entry, record)) => (Some(entry), record),
-                Err(error @ RegistryError::NoQuorum { .. }) => {
+                Err(error) if error.is_transient() => {
                     last_error = Some(error);
                     self.clock.sleep(self.config.retry_every).await;
                     continue;
@@ -459,6 +459,7 @@ impl Inner {
                     let hosts = self.hosts();
                     let mut refusals = Vec::new();
                     let mut first_error = None;
+                    let mut bad_input = true;
                     for host in candidates(name.as_str(), &hosts) {
                         match self.ask(host, name, spec, restart, seen.clone()).await {
                             Ok(Hosting::Running(pid)) => {
@@ -467,25 +468,19 @@ impl Inner {
                             }
                             Ok(Hosting::Elsewhere(_)) => continue 'look,
                             Err(error) => {
+                                bad_input &= error.is_bad_input();
                                 refusals.push((host.clone(), error.to_string()));
                                 first_error.get_or_insert(error);
                             }
                         }
                     }
-                    return Err(match first_error {
-                        // Bad input is reported as it is, not as a refusal among others.
-                        Some(error) if refusals.len() == 1 => error,
-                        Some(
-                            error @ (RegistryError::UnknownFactory { .. }
-                            | RegistryError::BadArgs { .. }),
-                        ) if refusals.iter().all(|(_, why)| {
-                            why.contains("factory") || why.contains("arguments")
-                        }) =>
-                        {
-                            error
-                        }
-                        _ => RegistryError::NoHost { name: name.to_string(), refusals },
-                    });
+                    // Bad input everywhere is reported as it is; anything else may pass (no
+                    // quorum, contention, a host not ready): look again until the deadline.
+                    if let Some(error) = first_error.filter(|_| bad_input) {
+                        return Err(error);
+                    }
+                    last_error = Some(RegistryError::NoHost { name: name.to_string(), refusals });
+                    self.clock.sleep(self.config.retry_every).await;
                 }
             }
         }
