@@ -5,6 +5,9 @@
 //! shoal-bench run <name>    one sample of one metric: its value alone on stdout
 //! shoal-bench peer PROT     the second node of the `remote_*` metrics (see [`remote`]), its
 //!                           connections `encrypted`, `authenticated` or `unsealed`
+//! shoal-bench registry-node NAME
+//!                           node `b` or `c` of `singleton_failover_ms` (see
+//!                           [`registry_failover`])
 //! ```
 //!
 //! The `..._unsealed` metrics, and the `unsealed` protection, exist only with the cargo
@@ -34,6 +37,7 @@ mod harness;
 mod local;
 mod paxos;
 mod registry;
+mod registry_failover;
 mod remote;
 
 #[cfg(feature = "unsealed")]
@@ -90,6 +94,11 @@ const METRICS: &[Metric] = &[
     Metric { name: "lock_handoff_us", unit: "us", sample: registry::lock_handoff_us },
     Metric { name: "name_register_us", unit: "us", sample: registry::name_register_us },
     Metric { name: "whereis_cached_ns", unit: "ns", sample: registry::whereis_cached_ns },
+    Metric {
+        name: "singleton_failover_ms",
+        unit: "ms",
+        sample: registry_failover::singleton_failover_ms,
+    },
     Metric { name: "plumtree_rmr", unit: "ratio", sample: broadcast::plumtree_rmr },
     Metric {
         name: "plumtree_reliability_pct_20_crashed",
@@ -184,8 +193,8 @@ const METRICS: &[Metric] = &[
     },
 ];
 
-const USAGE: &str =
-    "usage: shoal-bench list | shoal-bench run <metric> | shoal-bench peer <protection>";
+const USAGE: &str = "usage: shoal-bench list | shoal-bench run <metric> | shoal-bench peer \
+                     <protection> | shoal-bench registry-node <b|c>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -197,6 +206,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("shoal-bench peer: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+        ["registry-node", name] => match registry_failover::serve_node(name) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("shoal-bench registry-node: {error:#}");
                 ExitCode::FAILURE
             }
         },

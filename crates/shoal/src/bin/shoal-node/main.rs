@@ -6,7 +6,7 @@
 //! ```text
 //! shoal-node --name NAME [--key-file PATH] [--listen ADDR] [--join ADDR]...
 //!            [--heartbeat-ms MS] [--failure-timeout-ms MS] [--seed N]
-//!            [--acceptors NAME,NAME,...] [--data-dir DIR]
+//!            [--acceptors NAME,NAME,...] [--data-dir DIR] [--lease-ms MS]
 //! shoal-node generate-key
 //! ```
 //!
@@ -27,6 +27,14 @@
 //! - `--data-dir`: where this node's Paxos acceptor keeps its votes, fsynced, so that a
 //!   restarted node comes back with them (default: in memory, and a restarted acceptor rejoins
 //!   from the others before it votes).
+//! - `--lease-ms`: the registry's host lease `D` (default 5000, the registry's own default),
+//!   renewed every third of it; its drift and stop margins stay at their defaults. A node
+//!   cut off from the majority stops its names' processes within `D`, and the others take its
+//!   names and locks over after the claim wait (about `1.05·(D/0.95 + 0.5 s)`).
+//!
+//! Every node runs the registry (`shoal-registry`) over its Paxos service, with the factory
+//! `cluster-test-worker` registered for the names the `names` commands use (see
+//! `registry.rs`).
 //!
 //! Logs go to stderr, at the level `$SHOAL_LOG` names (`error`, `warn`, `info`, `debug`,
 //! `trace` or `off`; default `warn`, which includes every refused or closed connection, with
@@ -59,6 +67,12 @@
 //! | `bcast send N` | (none); broadcasts the number `N` through `shoal-broadcast` (Plumtree over this node's connections) |
 //! | `bcast seen` | every number this node has delivered, sorted, as ranges: `1-3,5` |
 //! | `bcast views` | `active=NAMES passive=NAMES`: the broadcast overlay's views |
+//! | `names call RESTART CHECKER NAME...` | `NAME=NODE/PID ...`: each name (`RESTART` is `permanent` or `temporary`) called through the registry at once, its worker started on first use, reporting to the checker at `CHECKER`; `NAME=!` for a call that failed |
+//! | `lock run KEY CHECKER HOLD_MS` | (none); starts the lock loop: acquire `KEY`, write to the checker at `CHECKER` while holding it for `HOLD_MS`, release, again |
+//! | `lock hold-next MS` | (none); the loop's next hold lasts `MS` |
+//! | `lock report` | `acquired=A writes=W refused=R lost=L timeouts=T errors=E holding=TOKEN`: the loop's acquisitions, writes taken and refused by the checker, holds cut short by a lost guard, acquisitions given up, errors, and the token it holds now (0: none) |
+//! | `lock stop` | the report, once the loop has stopped |
+//! | `lock info KEY` | `free`, or `holder=PID host=NODE token=T count=C waiters=W`: the lock as the cluster has it now |
 //! | `incarnation` | this node's incarnation |
 //! | `addr` | the address this node listens on |
 //! | `quit` | `bye`; the node then leaves the cluster and exits |
@@ -84,9 +98,12 @@ use tokio::sync::{broadcast, mpsc};
 
 mod bcast;
 mod counter;
+mod registry;
 mod storm;
 
 use bcast::Broadcasts;
+use registry::{Checkers, LockLoop};
+use shoal_registry::Registry;
 use storm::{StormReceiver, StormSenders, Tally, send_storm};
 
 /// The name the storm receiver is registered under on every node.
@@ -156,7 +173,7 @@ fn install_logs() -> Result<(), String> {
 const USAGE: &str = "\
 usage: shoal-node --name NAME [--key-file PATH] [--listen ADDR] [--join ADDR]...
                   [--heartbeat-ms MS] [--failure-timeout-ms MS] [--seed N]
-                  [--acceptors NAME,NAME,...] [--data-dir DIR]
+                  [--acceptors NAME,NAME,...] [--data-dir DIR] [--lease-ms MS]
        shoal-node generate-key
 The cluster key (64 hexadecimal digits, from `shoal-node generate-key`) is read from the file
 that `--key-file` names, else from $SHOAL_KEY.
@@ -201,6 +218,7 @@ struct Options {
     seed: u64,
     acceptors: Vec<String>,
     data_dir: Option<PathBuf>,
+    lease_ms: u64,
 }
 
 impl Options {
@@ -217,6 +235,7 @@ impl Options {
         let mut seed = 0;
         let mut acceptors = Vec::new();
         let mut data_dir = None;
+        let mut lease_ms = 5_000;
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("`{flag}` needs a value"));
@@ -230,6 +249,7 @@ impl Options {
                 "--seed" => seed = parse_value(&flag, &value()?)?,
                 "--acceptors" => acceptors = value()?.split(',').map(str::to_owned).collect(),
                 "--data-dir" => data_dir = Some(PathBuf::from(value()?)),
+                "--lease-ms" => lease_ms = parse_value(&flag, &value()?)?,
                 other => return Err(format!("unknown argument `{other}`")),
             }
         }
@@ -239,6 +259,9 @@ impl Options {
         }
         if acceptors.is_empty() {
             acceptors.push(name.clone());
+        }
+        if lease_ms == 0 {
+            return Err("`--lease-ms` must be above zero".to_owned());
         }
         if acceptors.iter().any(String::is_empty) {
             return Err("`--acceptors` holds an empty name".to_owned());
@@ -263,6 +286,7 @@ impl Options {
             seed,
             acceptors,
             data_dir,
+            lease_ms,
         })
     }
 }
@@ -300,13 +324,28 @@ async fn serve(options: Options) -> Result<(), String> {
     // The services are open before anything connects, so no peer's first message is missed.
     let broadcasts = Broadcasts::start(&node).await?;
     let paxos = start_paxos(&node, &options).await?;
+    let checkers = Checkers::default();
+    registry::register_worker(&node, &checkers)?;
+    let registry = Registry::start(&paxos, registry::config(options.lease_ms))
+        .await
+        .map_err(|error| format!("cannot start the registry: {error}"))?;
     eprintln!("{}: listening on {}", node.name(), node.listen_addr());
     write_line(&format!("listening {} incarnation {}", node.listen_addr(), node.incarnation()));
     for seed in options.seeds {
         tokio::spawn(join_seed(node.clone(), seed));
     }
     let storm = Arc::new(StormSenders::default());
-    let mut control = Control { node, events, tally, storm, broadcasts, paxos };
+    let mut control = Control {
+        node,
+        events,
+        tally,
+        storm,
+        broadcasts,
+        paxos,
+        registry,
+        checkers,
+        lock_loop: LockLoop::default(),
+    };
     let mut commands = read_stdin_lines();
     while let Some(line) = commands.recv().await {
         let (id, command) = split_id(&line);
@@ -471,6 +510,9 @@ struct Control {
     storm: Arc<StormSenders>,
     broadcasts: Broadcasts,
     paxos: Paxos,
+    registry: Registry,
+    checkers: Checkers,
+    lock_loop: LockLoop,
 }
 
 impl Control {
@@ -514,6 +556,16 @@ impl Control {
             }
             ["bcast", "seen"] => Ok(self.broadcasts.seen()),
             ["bcast", "views"] => self.broadcasts.views().await,
+            ["names", "call", restart, checker, names @ ..] => {
+                registry::call_names(&self.registry, restart, checker, names).await
+            }
+            ["lock", "run", key, checker, hold_ms] => {
+                self.lock_loop.run(&self.registry, key, checker, hold_ms, &self.checkers)
+            }
+            ["lock", "hold-next", ms] => self.lock_loop.hold_next(ms),
+            ["lock", "report"] => self.lock_loop.report(),
+            ["lock", "info", key] => registry::lock_info(&self.registry, key).await,
+            ["lock", "stop"] => self.lock_loop.stop().await,
             ["incarnation"] => Ok(self.node.incarnation().to_string()),
             ["addr"] => Ok(self.node.listen_addr().to_string()),
             ["quit"] => Ok("bye".to_owned()),
@@ -671,7 +723,7 @@ mod tests {
             args(&format!(
                 "--name a --listen 127.0.0.2:0 --join 127.0.0.3:4000 --join 127.0.0.4:4001 \
                  --key-file {} --heartbeat-ms 100 --failure-timeout-ms 900 --seed 7 \
-                 --acceptors a,b --data-dir /tmp/a",
+                 --acceptors a,b --data-dir /tmp/a --lease-ms 900",
                 path.display()
             )),
             None,
@@ -689,6 +741,7 @@ mod tests {
                 seed: 7,
                 acceptors: vec!["a".to_owned(), "b".to_owned()],
                 data_dir: Some(PathBuf::from("/tmp/a")),
+                lease_ms: 900,
             }
         );
     }
@@ -707,6 +760,7 @@ mod tests {
         assert!(parse("--name a,").is_err());
         assert!(parse("--name a --listen nowhere").is_err());
         assert!(parse("--name a --heartbeat-ms").is_err());
+        assert!(parse("--name a --lease-ms 0").is_err());
         assert!(parse("").is_err(), "no name");
     }
 
