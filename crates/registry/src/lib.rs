@@ -110,6 +110,7 @@ mod driver;
 
 #[cfg(feature = "driver")]
 pub use crate::driver::{
-    LEASE_ENDED, Listing, LockGuard, LockInfo, LockOptions, LockResult, Name, NameInfo, OnNoQuorum,
-    Registry, RegistryConfig, RegistryError, RegistryStartError,
+    DEFAULT_SCOPE, GroupEvent, Groups, GroupsConfig, GroupsError, GroupsStartError, LEASE_ENDED,
+    Listing, LockGuard, LockInfo, LockOptions, LockResult, Name, NameInfo, OnNoQuorum, Registry,
+    RegistryConfig, RegistryError, RegistryStartError, Subscription,
 };

@@ -496,3 +496,208 @@ async fn lock_options_say_what_happens_without_a_quorum() {
     cut.heal_all();
     cluster.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Process groups: no consensus, each node the authority for its own members.
+
+use shoal_registry::{GroupEvent, Groups, GroupsConfig, GroupsError};
+
+/// `n` nodes in a full mesh, each running the default scope of groups (anti-entropy every
+/// 200 ms).
+async fn groups_cluster(n: usize) -> (Vec<Node>, Vec<Groups>) {
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        nodes.push(builder(&format!("g{i}")).start().await.expect("node starts"));
+    }
+    for node in &nodes[1..] {
+        node.join(nodes[0].listen_addr()).await.expect("join");
+    }
+    let expected = n - 1;
+    eventually("full mesh", || {
+        let nodes = nodes.clone();
+        async move { nodes.iter().all(|node| node.nodes().len() == expected) }
+    })
+    .await;
+    let config = GroupsConfig { sync_every: Duration::from_millis(200), ..GroupsConfig::default() };
+    let mut groups = Vec::new();
+    for node in &nodes {
+        groups.push(Groups::start(node, config).await.expect("groups start"));
+    }
+    (nodes, groups)
+}
+
+fn spawn_worker(node: &Node) -> shoal_process::Pid {
+    node.runtime().spawn(Worker { node: node.name().to_owned() }).pid()
+}
+
+/// Five nodes: joins from every node are seen everywhere, with the same members in the same
+/// order and the same `first`; a node shut down takes its members with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_joins_from_every_node_are_seen_everywhere() {
+    let (nodes, groups) = groups_cluster(5).await;
+    let mut all = Vec::new();
+    for (node, scope) in nodes.iter().zip(&groups) {
+        let pids: Vec<_> = (0..3).map(|_| spawn_worker(node)).collect();
+        scope.join_many("workers", &pids).expect("join");
+        assert_eq!(scope.local_members("workers"), pids, "seen here at once");
+        all.extend(pids);
+    }
+    all.sort();
+    eventually("every node sees 15 members", || {
+        let ok = groups.iter().all(|scope| scope.members("workers").to_vec() == all);
+        async move { ok }
+    })
+    .await;
+    for scope in &groups {
+        assert_eq!(scope.member_nodes("workers").len(), 5);
+        assert_eq!(scope.first("workers"), all.first().copied());
+        assert!(scope.pick("workers").is_some_and(|pid| all.contains(&pid)));
+        assert_eq!(scope.groups(), vec!["workers".to_owned()]);
+    }
+    nodes[4].shutdown();
+    let gone: Vec<_> = all.iter().copied().filter(|pid| pid.node() != nodes[4].id()).collect();
+    eventually("the shut-down node's members are gone", || {
+        let ok = groups[..4].iter().all(|scope| scope.members("workers").to_vec() == gone);
+        async move { ok }
+    })
+    .await;
+    for node in &nodes[..4] {
+        node.shutdown();
+    }
+}
+
+/// Joins count (a pid joined twice leaves twice); an exit removes every membership of the
+/// process everywhere; bad input gets typed errors; scopes are independent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_membership_counts_exits_scopes_and_bad_input() {
+    let (nodes, groups) = groups_cluster(2).await;
+    let (a, b) = (&groups[0], &groups[1]);
+    let pid = spawn_worker(&nodes[0]);
+    a.join("g", pid).expect("join");
+    a.join("g", pid).expect("join again");
+    a.join("h", pid).expect("join h");
+    eventually("b sees two joins", || {
+        let ok = b.members("g").to_vec() == vec![pid, pid];
+        async move { ok }
+    })
+    .await;
+    a.leave("g", pid).expect("leave once");
+    assert_eq!(a.members("g").to_vec(), vec![pid]);
+    nodes[0].runtime().kill(pid);
+    eventually("the exit is seen on both nodes", || {
+        let ok = [a, b]
+            .iter()
+            .all(|scope| scope.members("g").is_empty() && scope.members("h").is_empty());
+        async move { ok }
+    })
+    .await;
+    assert!(matches!(a.leave("g", pid), Err(GroupsError::NotMember { .. })));
+    assert!(matches!(a.join("g", pid), Err(GroupsError::NoProc(_))));
+    let remote = spawn_worker(&nodes[1]);
+    assert!(matches!(a.join("g", remote), Err(GroupsError::NotLocal(_))));
+    assert!(matches!(
+        a.join(&"n".repeat(2_000), spawn_worker(&nodes[0])),
+        Err(GroupsError::Name(_))
+    ));
+    assert!(matches!(
+        a.call_one::<String, String>("nobody", String::new(), BOUND).await,
+        Err(GroupsError::Empty(_))
+    ));
+
+    // Another scope is another namespace.
+    let other_a =
+        Groups::start_scope(&nodes[0], "other", GroupsConfig::default()).await.expect("scope");
+    let other_b =
+        Groups::start_scope(&nodes[1], "other", GroupsConfig::default()).await.expect("scope");
+    let member = spawn_worker(&nodes[0]);
+    other_a.join("g", member).expect("join");
+    eventually("seen in its scope", || {
+        let ok = other_b.members("g").to_vec() == vec![member];
+        async move { ok }
+    })
+    .await;
+    assert!(b.members("g").is_empty(), "not in the default scope");
+    for node in &nodes {
+        node.shutdown();
+    }
+}
+
+/// Messages through a group: to all members, to those on one node, to one, and a call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_messaging_reaches_its_members() {
+    let (nodes, groups) = groups_cluster(3).await;
+    let mut pids = Vec::new();
+    for (node, scope) in nodes.iter().zip(&groups) {
+        let pid = spawn_worker(node);
+        scope.join("echo", pid).expect("join");
+        pids.push(pid);
+    }
+    eventually("all three seen on the first node", || {
+        let ok = groups[0].members("echo").len() == 3;
+        async move { ok }
+    })
+    .await;
+    assert_eq!(groups[0].cast_all("echo", "hello".to_owned()).await, 3);
+    assert_eq!(groups[0].cast_on_node("echo", nodes[2].name(), "hello".to_owned()).await, 1);
+    let answered: String =
+        groups[0].call_one("echo", String::new(), BOUND).await.expect("a member").expect("call");
+    assert!(nodes.iter().any(|node| node.name() == answered));
+    assert!(groups[0].cast_one("echo", "hello".to_owned()).await.expect("a member").is_ok());
+    for node in &nodes {
+        node.shutdown();
+    }
+}
+
+/// A subscription starts from a snapshot and sees every join and leave of its group in
+/// order; one that falls behind its queue is given a fresh snapshot, never a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_subscriptions_see_changes_in_order_or_a_fresh_snapshot() {
+    let (nodes, groups) = groups_cluster(2).await;
+    let (a, b) = (&groups[0], &groups[1]);
+    let first = spawn_worker(&nodes[0]);
+    a.join("s", first).expect("join");
+    eventually("b sees the first member", || {
+        let ok = b.members("s").len() == 1;
+        async move { ok }
+    })
+    .await;
+    let mut subscription = b.subscribe(Some("s"));
+    assert_eq!(subscription.snapshot(), Some([("s".to_owned(), vec![first])].into()));
+    let second = spawn_worker(&nodes[0]);
+    a.join("s", second).expect("join");
+    a.join("other", second).expect("join another group");
+    a.leave("s", first).expect("leave");
+    let joined = within(subscription.next()).await;
+    assert_eq!(joined, Some(GroupEvent::Joined { group: "s".into(), pid: second, times: 1 }));
+    let left = within(subscription.next()).await;
+    assert_eq!(left, Some(GroupEvent::Left { group: "s".into(), pid: first, times: 1 }));
+
+    // A subscriber with a queue of 2 that reads nothing while 10 join.
+    let small = Groups::start_scope(
+        &nodes[1],
+        "small",
+        GroupsConfig { subscription_queue: 2, ..GroupsConfig::default() },
+    )
+    .await
+    .expect("scope");
+    let mut lagging = small.subscribe(None);
+    let pids: Vec<_> = (0..10).map(|_| spawn_worker(&nodes[1])).collect();
+    for pid in &pids {
+        small.join("many", *pid).expect("join");
+    }
+    let mut events = Vec::new();
+    while let Some(event) = within(lagging.next()).await {
+        let resync = matches!(event, GroupEvent::Resync(_));
+        events.push(event);
+        if resync {
+            break;
+        }
+    }
+    assert_eq!(events.len(), 3, "two queued, then the resync: {events:?}");
+    let mut sorted = pids.clone();
+    sorted.sort();
+    assert_eq!(events[2], GroupEvent::Resync([("many".to_owned(), sorted)].into()));
+    for node in &nodes {
+        node.shutdown();
+    }
+}

@@ -1,0 +1,312 @@
+//! [`Replicated`]: the [`Replica`] core run over a transport service — node-authority
+//! replication of a map, without consensus. Process groups keep their members in one per
+//! scope; the hub will keep its children in one per hub.
+//!
+//! The core sits in a mutex shared by the handle and the driver's tasks, so a change to this
+//! node's own entries is applied (and seen by local reads) before [`Replicated::set`] returns,
+//! with no hop through a task; what the core asks to send goes to a bounded queue that one
+//! sender task drains (a message that finds it full is dropped and counted: the core repairs
+//! any loss through its digests). A second task feeds the core what the service receives,
+//! the transport's node events, and its anti-entropy timer.
+//!
+//! **Peers** are the connected nodes that run the same service: each node says hello on the
+//! service to every node that connects (and to every connected node when it starts), and
+//! takes a node as a peer when that node's hello arrives (answering with its own, once).
+//!
+//! Every change the core reports ([`ReplicaOutput::Changed`]) is handed, in order and under
+//! the lock, to the [`Observer`] given at start: an index kept for reads, subscriptions.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use shoal_process::Clock;
+use shoal_transport::{Node, NodeEvent, Service, ServiceError};
+use tokio::sync::{mpsc, watch};
+
+use crate::core::{Replica, ReplicaMessage, ReplicaOutput};
+
+/// What a [`Replicated`] map tells of each change it sees, under its lock.
+pub(crate) trait Observer<K, V>: Send + 'static {
+    /// `origin`'s entry `key` is now `value` (`None`: it went).
+    fn changed(&mut self, origin: &str, key: &K, value: Option<&V>);
+}
+
+/// How a replicated map runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ReplicatedConfig {
+    /// Anti-entropy period: how often each node tells its peers where its entries stand.
+    pub(crate) sync_every: Duration,
+    /// Messages waiting to be sent, in all, before further ones are dropped.
+    pub(crate) send_queue: usize,
+    /// Messages received waiting for the driver.
+    pub(crate) inbox: usize,
+}
+
+impl Default for ReplicatedConfig {
+    fn default() -> Self {
+        ReplicatedConfig { sync_every: Duration::from_secs(2), send_queue: 65_536, inbox: 4_096 }
+    }
+}
+
+/// A message on the service: a hello, or one of the core's.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum Wire<K, V> {
+    Hello,
+    Replica(ReplicaMessage<K, V>),
+}
+
+/// The core and the observer, behind one lock.
+pub(crate) struct Shared<K, V, O> {
+    pub(crate) replica: Replica<String, K, V>,
+    pub(crate) observer: O,
+}
+
+/// A map replicated by node authority over the service `name` of a node (see the module docs).
+pub(crate) struct Replicated<K, V, O> {
+    shared: Arc<Mutex<Shared<K, V, O>>>,
+    outbound: mpsc::Sender<(String, Wire<K, V>)>,
+    dropped: Arc<AtomicU64>,
+    stop: watch::Sender<bool>,
+}
+
+impl<K, V, O> Replicated<K, V, O>
+where
+    K: Ord + Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    V: Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static,
+    O: Observer<K, V>,
+{
+    /// Opens the service `name` on `node` and starts replicating, with `observer` told of
+    /// every change. `run` must grow with every start of this service on this node (the
+    /// node's incarnation does, for one start per run of the node).
+    pub(crate) async fn start(
+        node: &Node,
+        name: &str,
+        run: u64,
+        config: ReplicatedConfig,
+        observer: O,
+    ) -> Result<Self, ServiceError> {
+        let (service, mut inbox) = node.open_service::<Wire<K, V>>(name, config.inbox).await?;
+        let clock = node.runtime().clock().clone();
+        let now = clock.now().into_std();
+        let replica = Replica::new(node.name().to_owned(), run, config.sync_every, now);
+        let shared = Arc::new(Mutex::new(Shared { replica, observer }));
+        let (outbound, queued) = mpsc::channel(config.send_queue);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let stop = watch::Sender::new(false);
+        tokio::spawn(send_task(service.clone(), queued, stop.subscribe()));
+        let events = node.subscribe();
+        let replicated = Replicated { shared, outbound, dropped, stop };
+        for peer in node.nodes() {
+            replicated.queue(peer, Wire::Hello);
+        }
+        let task = Task {
+            shared: replicated.shared.clone(),
+            outbound: replicated.outbound.clone(),
+            dropped: replicated.dropped.clone(),
+            node: node.clone(),
+            clock,
+        };
+        let mut stop = replicated.stop.subscribe();
+        tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => {}
+                () = task.run(&mut inbox, events) => {}
+            }
+            inbox.close().await;
+        });
+        Ok(replicated)
+    }
+
+    /// Changes this node's own entries, in order (`None` removes): applied (and seen by the
+    /// observer) before it returns, then sent to the peers.
+    pub(crate) fn set(&self, changes: Vec<(K, Option<V>)>) {
+        let outputs = {
+            let mut shared = self.lock();
+            let outputs = shared.replica.set(changes);
+            observe(&mut shared, &outputs);
+            outputs
+        };
+        self.send(outputs);
+    }
+
+    /// Reads the core and the observer under the lock.
+    pub(crate) fn with<R>(&self, read: impl FnOnce(&Shared<K, V, O>) -> R) -> R {
+        read(&self.lock())
+    }
+
+    /// Works on the observer (and reads the core) under the lock.
+    pub(crate) fn with_mut<R>(&self, work: impl FnOnce(&mut Shared<K, V, O>) -> R) -> R {
+        work(&mut self.lock())
+    }
+
+    /// Messages dropped because the send queue was full.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Stops replicating: the service closes on this node (its peers drop this node's entries
+    /// when it goes down, or keep them until then).
+    pub(crate) fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared<K, V, O>> {
+        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn send(&self, outputs: Vec<ReplicaOutput<String, K, V>>) {
+        for output in outputs {
+            if let ReplicaOutput::Send { to, message } = output {
+                self.queue(to, Wire::Replica(message));
+            }
+        }
+    }
+
+    fn queue(&self, to: String, message: Wire<K, V>) {
+        if self.outbound.try_send((to, message)).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<K, V, O> Drop for Replicated<K, V, O> {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// Hands the core's changes to the observer.
+fn observe<K, V, O: Observer<K, V>>(
+    shared: &mut Shared<K, V, O>,
+    outputs: &[ReplicaOutput<String, K, V>],
+) {
+    for output in outputs {
+        if let ReplicaOutput::Changed { origin, key, value } = output {
+            shared.observer.changed(origin, key, value.as_ref());
+        }
+    }
+}
+
+/// Sends what the core asks to, in order, waiting while a peer's queue is full.
+async fn send_task<K, V>(
+    service: Service<Wire<K, V>>,
+    mut queued: mpsc::Receiver<(String, Wire<K, V>)>,
+    mut stop: watch::Receiver<bool>,
+) where
+    K: Serialize,
+    V: Serialize,
+{
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = stop.changed() => return,
+            next = queued.recv() => next,
+        };
+        let Some((to, message)) = next else { return };
+        // A peer that went away loses what was for it; the core repairs it when it is back.
+        let _ = service.send(&to, &message).await;
+    }
+}
+
+/// The driver's receiving side: messages, node events, the anti-entropy timer.
+struct Task<K, V, O> {
+    shared: Arc<Mutex<Shared<K, V, O>>>,
+    outbound: mpsc::Sender<(String, Wire<K, V>)>,
+    dropped: Arc<AtomicU64>,
+    node: Node,
+    clock: Clock,
+}
+
+impl<K, V, O> Task<K, V, O>
+where
+    K: Ord + Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    V: Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static,
+    O: Observer<K, V>,
+{
+    async fn run(
+        &self,
+        inbox: &mut shoal_transport::Inbox<Wire<K, V>>,
+        mut events: tokio::sync::broadcast::Receiver<NodeEvent>,
+    ) {
+        loop {
+            let wake = self.lock().replica.poll_timeout();
+            tokio::select! {
+                biased;
+                incoming = inbox.recv() => {
+                    let Some(incoming) = incoming else { return };
+                    self.receive(incoming.from, incoming.message);
+                }
+                event = events.recv() => match event {
+                    Ok(NodeEvent::Up { node, .. }) => self.queue(node, Wire::Hello),
+                    Ok(NodeEvent::Down { node, .. }) => {
+                        self.apply(|replica| replica.peer_down(&node));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        // Events were missed: drop the peers no longer connected, greet the rest.
+                        let connected = self.node.nodes();
+                        let peers: Vec<String> = self.lock().replica.peers().iter().cloned().collect();
+                        for peer in peers.iter().filter(|peer| !connected.contains(peer)) {
+                            self.apply(|replica| replica.peer_down(peer));
+                        }
+                        for node in connected {
+                            self.queue(node, Wire::Hello);
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                () = self.clock.sleep_until(wake.into()) => {
+                    let now = self.clock.now().into_std();
+                    self.apply(|replica| replica.tick(now));
+                }
+            }
+        }
+    }
+
+    fn receive(&self, from: String, message: Wire<K, V>) {
+        match message {
+            Wire::Hello => {
+                if !self.node.is_connected(&from) {
+                    return;
+                }
+                let known = self.lock().replica.peers().contains(&from);
+                if !known {
+                    self.apply(|replica| replica.peer_up(from.clone()));
+                    self.queue(from, Wire::Hello);
+                }
+            }
+            Wire::Replica(message) => self.apply(|replica| replica.receive(&from, message)),
+        }
+    }
+
+    /// Runs `step` on the core, hands its changes to the observer and sends what it asks.
+    fn apply(
+        &self,
+        step: impl FnOnce(&mut Replica<String, K, V>) -> Vec<ReplicaOutput<String, K, V>>,
+    ) {
+        let outputs = {
+            let mut shared = self.lock();
+            let outputs = step(&mut shared.replica);
+            observe(&mut shared, &outputs);
+            outputs
+        };
+        for output in outputs {
+            if let ReplicaOutput::Send { to, message } = output {
+                self.queue(to, Wire::Replica(message));
+            }
+        }
+    }
+
+    fn queue(&self, to: String, message: Wire<K, V>) {
+        if self.outbound.try_send((to, message)).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared<K, V, O>> {
+        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
