@@ -94,6 +94,9 @@ const METRICS: &[Metric] = &[
     Metric { name: "lock_handoff_us", unit: "us", sample: registry::lock_handoff_us },
     Metric { name: "name_register_us", unit: "us", sample: registry::name_register_us },
     Metric { name: "whereis_cached_ns", unit: "ns", sample: registry::whereis_cached_ns },
+    Metric { name: "group_join_us", unit: "us", sample: registry::group_join_us },
+    Metric { name: "group_members_ns", unit: "ns", sample: registry::group_members_ns },
+    Metric { name: "group_converge_ms", unit: "ms", sample: registry::group_converge_ms },
     Metric {
         name: "singleton_failover_ms",
         unit: "ms",

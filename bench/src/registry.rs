@@ -1,5 +1,6 @@
 //! Metrics of the registry (`shoal-registry`): locks, the hand-over of a lock to a waiter, a
-//! name's first start, and a cached resolution.
+//! name's first start, and a cached resolution; process groups: a join seen cluster-wide, a
+//! local read, and a restarted node's convergence.
 //!
 //! Every sample starts the three nodes of the Paxos metrics ([`crate::paxos`]: `a`, `b`, `c`
 //! in this one OS process, joined over loopback TCP, in-memory acceptors, the default
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use shoal_paxos::Paxos;
 use shoal_process::{ChildSpec, Context, Process, Restart};
-use shoal_registry::{LockOptions, LockResult, Registry, RegistryConfig};
+use shoal_registry::{Groups, GroupsConfig, LockOptions, LockResult, Registry, RegistryConfig};
 use shoal_transport::Node;
 
 use crate::harness::on_workers;
@@ -211,4 +212,142 @@ fn median_us(what: &str, latencies: &mut [Duration]) -> f64 {
         latencies[count * 99 / 100],
     );
     median.as_secs_f64() * 1e6
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process groups (no consensus).
+
+/// Timed joins of `group_join_us`.
+const GROUP_JOINS: usize = 2_000;
+/// Members of the group `group_members_ns` reads.
+const GROUP_SIZE: usize = 100;
+/// Reads of `group_members_ns`.
+const GROUP_READS: u32 = 10_000_000;
+/// Members of `group_converge_ms`, spread over four nodes.
+const CONVERGE_MEMBERS: usize = 10_000;
+
+/// `n` nodes named `g0`..., joined in a full mesh over loopback, each running the default
+/// scope of groups with the default configuration.
+async fn group_nodes(n: usize) -> anyhow::Result<(Vec<Node>, Vec<Groups>)> {
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        nodes.push(Node::builder(format!("g{i}"), crate::harness::key()).start().await?);
+    }
+    for node in &nodes[1..] {
+        node.join(nodes[0].listen_addr()).await?;
+    }
+    let deadline = Instant::now() + SETTLE;
+    while !nodes.iter().all(|node| node.nodes().len() == n - 1) {
+        if Instant::now() > deadline {
+            bail!("the nodes did not form a full mesh within {SETTLE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut groups = Vec::new();
+    for node in &nodes {
+        groups.push(Groups::start(node, GroupsConfig::default()).await?);
+    }
+    Ok((nodes, groups))
+}
+
+/// `group_join_us`: three nodes; a process of node `g0` joins a group, and the time runs until
+/// `g1` and `g2` both list it as a member (their reads polled in a loop). One join after the
+/// other, each of a fresh group; 2,000 after 200 untimed; the median, in microseconds.
+pub(crate) fn group_join_us() -> anyhow::Result<f64> {
+    on_workers(async {
+        let (nodes, groups) = group_nodes(3).await?;
+        let pid = nodes[0].runtime().spawn(Idle).pid();
+        let mut latencies = Vec::with_capacity(GROUP_JOINS);
+        for round in 0..WARM_UP + GROUP_JOINS {
+            let group = format!("join-{round}");
+            let started = Instant::now();
+            groups[0].join(&group, pid)?;
+            let deadline = started + SETTLE;
+            while !groups[1..].iter().all(|scope| !scope.members(&group).is_empty()) {
+                if Instant::now() > deadline {
+                    bail!("a join was not seen within {SETTLE:?}");
+                }
+                tokio::task::yield_now().await;
+            }
+            if round >= WARM_UP {
+                latencies.push(started.elapsed());
+            }
+        }
+        for node in &nodes {
+            node.shutdown();
+        }
+        Ok(median_us("joins seen on three nodes", &mut latencies))
+    })
+}
+
+/// `group_members_ns`: `Groups::members` of a 100-member group (members on all three nodes,
+/// read on `g0` once it sees them all), 10,000,000 times in one task; the mean, in
+/// nanoseconds.
+pub(crate) fn group_members_ns() -> anyhow::Result<f64> {
+    on_workers(async {
+        let (nodes, groups) = group_nodes(3).await?;
+        for (i, (node, scope)) in nodes.iter().zip(&groups).enumerate() {
+            let share = GROUP_SIZE / 3 + usize::from(i < GROUP_SIZE % 3);
+            let pids: Vec<_> = (0..share).map(|_| node.runtime().spawn(Idle).pid()).collect();
+            scope.join_many("read", &pids)?;
+        }
+        let deadline = Instant::now() + SETTLE;
+        while groups[0].members("read").len() < GROUP_SIZE {
+            if Instant::now() > deadline {
+                bail!("g0 did not see the {GROUP_SIZE} members within {SETTLE:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let started = Instant::now();
+        for _ in 0..GROUP_READS {
+            let members = std::hint::black_box(&groups[0]).members("read");
+            std::hint::black_box(members);
+        }
+        let elapsed = started.elapsed();
+        for node in &nodes {
+            node.shutdown();
+        }
+        eprintln!("{GROUP_READS} reads of {GROUP_SIZE} members in {elapsed:?}");
+        Ok(elapsed.as_secs_f64() * 1e9 / f64::from(GROUP_READS))
+    })
+}
+
+/// `group_converge_ms`: five nodes; 10,000 processes, 2,500 on each of `g0`..`g3`, join one
+/// group; then `g4` starts its scope afresh (as a restarted node does), and the time runs from
+/// that start until `g4` lists all 10,000 members. In milliseconds.
+pub(crate) fn group_converge_ms() -> anyhow::Result<f64> {
+    on_workers(async {
+        let (nodes, mut groups) = group_nodes(5).await?;
+        let late = groups.pop().context("five scopes")?;
+        late.stop();
+        drop(late);
+        let per_node = CONVERGE_MEMBERS / 4;
+        for (node, scope) in nodes.iter().zip(&groups) {
+            let pids: Vec<_> = (0..per_node).map(|_| node.runtime().spawn(Idle).pid()).collect();
+            scope.join_many("big", &pids)?;
+        }
+        // The four see each other's members first.
+        let deadline = Instant::now() + SETTLE;
+        while !groups.iter().all(|scope| scope.members("big").len() == CONVERGE_MEMBERS) {
+            if Instant::now() > deadline {
+                bail!("the four did not converge within {SETTLE:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Let the stopped scope's service close before it opens again.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        let restarted = Groups::start(&nodes[4], GroupsConfig::default()).await?;
+        while restarted.members("big").len() < CONVERGE_MEMBERS {
+            if Instant::now() > started + SETTLE {
+                bail!("the restarted node did not converge within {SETTLE:?}");
+            }
+            tokio::task::yield_now().await;
+        }
+        let elapsed = started.elapsed();
+        for node in &nodes {
+            node.shutdown();
+        }
+        Ok(elapsed.as_secs_f64() * 1e3)
+    })
 }
