@@ -16,7 +16,8 @@ mod replicated;
 
 pub use self::error::{RegistryError, RegistryStartError};
 pub use self::groups::{
-    DEFAULT_SCOPE, GroupEvent, Groups, GroupsConfig, GroupsError, GroupsStartError, Subscription,
+    DEFAULT_SCOPE, GroupCall, GroupEvent, Groups, GroupsConfig, GroupsError, GroupsStartError,
+    Subscription,
 };
 pub use self::host::LEASE_ENDED;
 pub use self::locks::{LockGuard, LockOptions, LockResult, OnNoQuorum};

@@ -110,7 +110,7 @@ mod driver;
 
 #[cfg(feature = "driver")]
 pub use crate::driver::{
-    DEFAULT_SCOPE, GroupEvent, Groups, GroupsConfig, GroupsError, GroupsStartError, LEASE_ENDED,
-    Listing, LockGuard, LockInfo, LockOptions, LockResult, Name, NameInfo, OnNoQuorum, Registry,
-    RegistryConfig, RegistryError, RegistryStartError, Subscription,
+    DEFAULT_SCOPE, GroupCall, GroupEvent, Groups, GroupsConfig, GroupsError, GroupsStartError,
+    LEASE_ENDED, Listing, LockGuard, LockInfo, LockOptions, LockResult, Name, NameInfo, OnNoQuorum,
+    Registry, RegistryConfig, RegistryError, RegistryStartError, Subscription,
 };

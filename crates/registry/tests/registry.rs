@@ -701,3 +701,101 @@ async fn group_subscriptions_see_changes_in_order_or_a_fresh_snapshot() {
         node.shutdown();
     }
 }
+
+/// A process that keeps the group events cast to it.
+struct Follower(Arc<std::sync::Mutex<Vec<GroupEvent>>>);
+
+impl Process for Follower {
+    type Message = GroupEvent;
+    type Call = ();
+    type Reply = ();
+
+    async fn handle_cast(&mut self, event: GroupEvent, _ctx: &mut Context<Self>) {
+        self.0.lock().expect("events").push(event);
+    }
+}
+
+/// Distribunator's `node_rpc`: the handler runs on the node of the group's first member with
+/// the caller's pid, and its callback runs there before the answer returns; a process
+/// subscribed to a group is cast the snapshot, then each change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_node_rpc_and_process_subscriptions() {
+    use shoal_registry::GroupCall;
+    let (nodes, groups) = groups_cluster(3).await;
+    let callbacks = Arc::new(AtomicUsize::new(0));
+    for node in &nodes {
+        let name = node.name().to_owned();
+        node.register_rpc("whoami", move |call: GroupCall<u32>| {
+            let name = name.clone();
+            async move { (name, call.caller, call.args + 1) }
+        });
+        let callbacks = callbacks.clone();
+        node.register_rpc("after", move |_: (String, Option<shoal_process::Pid>, u32)| {
+            callbacks.fetch_add(1, Ordering::SeqCst);
+            async {}
+        });
+    }
+    let member = spawn_worker(&nodes[2]);
+    groups[2].join("rpc", member).expect("join");
+    eventually("seen on the first node", || {
+        let ok = groups[0].first("rpc") == Some(member);
+        async move { ok }
+    })
+    .await;
+    let caller = spawn_worker(&nodes[0]);
+    let (ran_on, seen_caller, answer): (String, Option<shoal_process::Pid>, u32) =
+        within(groups[0].node_rpc("rpc", "whoami", 41u32, Some("after"), Some(caller), BOUND))
+            .await
+            .expect("node_rpc");
+    assert_eq!((ran_on.as_str(), seen_caller, answer), (nodes[2].name(), Some(caller), 42));
+    assert_eq!(callbacks.load(Ordering::SeqCst), 1, "the callback ran before the answer");
+
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let follower = nodes[1].runtime().spawn(Follower(events.clone())).pid();
+    groups[1].subscribe_process(Some("rpc"), follower).expect("subscribe");
+    let second = spawn_worker(&nodes[0]);
+    groups[0].join("rpc", second).expect("join");
+    eventually("the follower saw the snapshot and the join", || {
+        let seen = events.lock().expect("events").clone();
+        let ok = seen.len() == 2
+            && seen[0] == GroupEvent::Resync([("rpc".to_owned(), vec![member])].into())
+            && seen[1] == GroupEvent::Joined { group: "rpc".into(), pid: second, times: 1 };
+        async move { ok }
+    })
+    .await;
+    for node in &nodes {
+        node.shutdown();
+    }
+}
+
+/// A waiter that gives up (its acquisition dropped while queued) leaves the queue: the lock
+/// is not handed to a holder that is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_that_gives_up_is_not_handed_the_lock() {
+    let cluster = Cluster::start(3).await;
+    let [a, b, c] = [&cluster.registries[0], &cluster.registries[1], &cluster.registries[2]];
+    let held = within(a.lock("q", LockOptions::default()))
+        .await
+        .expect("lock")
+        .acquired()
+        .expect("acquired");
+    let waiting = {
+        let b = b.clone();
+        tokio::spawn(async move { b.lock("q", LockOptions::default()).await })
+    };
+    eventually("b waits in the queue", || {
+        let a = a.clone();
+        async move { a.lock_info("q").await.ok().flatten().is_some_and(|info| info.waiters == 1) }
+    })
+    .await;
+    waiting.abort();
+    eventually("b's waiter left the queue", || {
+        let a = a.clone();
+        async move { a.lock_info("q").await.ok().flatten().is_some_and(|info| info.waiters == 0) }
+    })
+    .await;
+    within(held.unlock()).await.expect("unlock");
+    let free = within(c.lock("q", LockOptions::default().non_blocking())).await.expect("lock");
+    assert!(matches!(free, LockResult::Acquired(_)), "{free:?}");
+    cluster.stop().await;
+}

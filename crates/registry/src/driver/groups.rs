@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use shoal_process::{CallError, Pid, Runtime, SendError};
 use shoal_transport::{Node, ServiceError};
 use tokio::sync::mpsc;
@@ -62,6 +62,26 @@ pub enum GroupsError {
     /// The group has no member to send to.
     #[error("group {0} has no member")]
     Empty(String),
+    /// A remote call through the group failed.
+    #[error("node {node}: {error}")]
+    Remote {
+        /// The node called.
+        node: String,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// What a handler run by [`Groups::node_rpc`] is given: the group, who called (so the target
+/// can monitor the caller), and the arguments.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCall<A> {
+    /// The group through which it was called.
+    pub group: String,
+    /// The calling process, if the caller named one.
+    pub caller: Option<Pid>,
+    /// The arguments.
+    pub args: A,
 }
 
 /// Why a scope did not start.
@@ -78,7 +98,7 @@ pub enum GroupsStartError {
 }
 
 /// A change to a group, as a subscriber sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GroupEvent {
     /// `pid` joined `group` (`times` more times).
     Joined {
@@ -117,6 +137,7 @@ impl std::fmt::Debug for Groups {
 
 struct GroupsInner {
     scope: String,
+    node: Node,
     runtime: Runtime,
     map: Replicated<(String, Pid), u32, Index>,
     /// Local members with a watch (their memberships go when they exit).
@@ -160,6 +181,7 @@ impl Groups {
         let seed = shoal_process::NodeId::from_name(node.name()).as_u64();
         let inner = GroupsInner {
             scope: scope.to_owned(),
+            node: node.clone(),
             runtime: node.runtime().clone(),
             map,
             watched: Mutex::new(HashSet::new()),
@@ -364,6 +386,81 @@ impl Groups {
     {
         let Some(pid) = self.pick(group) else { return Err(GroupsError::Empty(group.to_owned())) };
         Ok(self.inner.runtime.call(pid, request, timeout).await)
+    }
+
+    /// Distribunator's `node_rpc`: runs the RPC handler `handler` (registered with
+    /// [`Node::register_rpc`], taking a [`GroupCall<A>`]) on the node of the group's first
+    /// member (the lowest pid, [`Groups::first`]), with `caller` available to it so that it can
+    /// monitor the caller; and, if `then` names a handler there, runs that one with the first
+    /// one's result on the same node before the answer comes back (Distribunator's callback).
+    ///
+    /// # Errors
+    ///
+    /// [`GroupsError::Empty`] without members, [`GroupsError::Remote`] if the call failed.
+    pub async fn node_rpc<A, R>(
+        &self,
+        group: &str,
+        handler: &str,
+        args: A,
+        then: Option<&str>,
+        caller: Option<Pid>,
+        timeout: Duration,
+    ) -> Result<R, GroupsError>
+    where
+        A: Serialize,
+        R: DeserializeOwned,
+    {
+        let Some(first) = self.first(group) else {
+            return Err(GroupsError::Empty(group.to_owned()));
+        };
+        let node = &self.inner.node;
+        let target = if first.node() == node.id() {
+            node.name().to_owned()
+        } else {
+            node.node_name(first).ok_or_else(|| GroupsError::Remote {
+                node: first.node().to_string(),
+                error: "not connected".into(),
+            })?
+        };
+        let call = GroupCall { group: group.to_owned(), caller, args };
+        let answered = match then {
+            Some(then) => node.rpc_then(&target, handler, &call, then, timeout).await,
+            None => node.rpc(&target, handler, &call, timeout).await,
+        };
+        answered.map_err(|error| GroupsError::Remote { node: target, error: error.to_string() })
+    }
+
+    /// Has the local process `pid` told of the joins and leaves of `group` (or of the whole
+    /// scope, for `None`): each [`GroupEvent`] is cast to it (so its messages must be
+    /// `GroupEvent`s), the snapshot first as a [`GroupEvent::Resync`]. It ends when the
+    /// process exits.
+    ///
+    /// # Errors
+    ///
+    /// [`GroupsError::NotLocal`] or [`GroupsError::NoProc`].
+    pub fn subscribe_process(&self, group: Option<&str>, pid: Pid) -> Result<(), GroupsError> {
+        self.check_local(pid)?;
+        let mut subscription = self.subscribe(group);
+        let runtime = self.inner.runtime.clone();
+        let exited = runtime.watch(pid);
+        tokio::spawn(async move {
+            let snapshot = subscription.snapshot().unwrap_or_default();
+            let mut next = Some(GroupEvent::Resync(snapshot));
+            let forward = async {
+                while let Some(event) = next.take() {
+                    if runtime.cast(pid, event).await.is_err() {
+                        return;
+                    }
+                    next = subscription.next().await;
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = exited => {}
+                () = forward => {}
+            }
+        });
+        Ok(())
     }
 
     /// Stops the scope on this node: its members vanish from the other nodes when this node's

@@ -88,7 +88,14 @@ pub(crate) async fn lease_task(inner: Arc<Inner>) {
             if !lease.is_valid(now) {
                 lapse(&inner);
             }
-            let wake = lease.poll_timeout().unwrap_or(now + config.duration);
+            let wake = match lease.poll_timeout() {
+                Some(at) if at > now => at,
+                // The lease's end has passed (its names are stopped): it is no timeout any
+                // more, and sleeping until it would spin without yielding while a renewal is
+                // in flight. Look again a quarter of a renewal period later.
+                Some(_) => now + config.renew_every / 4,
+                None => now + config.duration,
+            };
             tokio::select! {
                 biased;
                 _ = stop.changed() => return,
