@@ -1,6 +1,7 @@
 //! Cluster-wide names, locks and lazily started singletons for Shoal, over per-key Paxos
 //! (the ideas of Paxtor, and beyond them: fencing tokens, leases, re-entrant locks served in
-//! order). Process groups (Distribunator, Erlang's `pg`) come next, in this crate.
+//! order); and process groups without consensus ([`Groups`]: Distribunator's model, and
+//! Erlang's `pg`).
 //!
 //! One handle, [`Registry`], per node, started over the node's [`Paxos`](shoal_paxos::Paxos)
 //! service with [`Registry::start`]. Every node of a cluster runs it over the same acceptor
@@ -91,9 +92,26 @@
 //! the lock's record; a release hands the lock to the first waiter with the next token and
 //! tells that waiter's node (no polling; a waiter also looks again when a node comes or goes).
 //!
+//! # Process groups
+//!
+//! [`Groups`] is one scope of groups on a node ([`Groups::start`] for the default scope,
+//! [`Groups::start_scope`] for others: independent namespaces, each replicated on its own).
+//! Available on both sides of a partition (AP), as `pg` is: each node is the authority for its
+//! own members and replicates them to the nodes running the scope ([`core::Replica`]: a
+//! numbered delta on each change, the whole state when a node comes up or a gap is found, and
+//! digests every `sync_every` so that a node that missed changes converges). A process joins
+//! and leaves as often as it likes (`pg`'s counting), and its memberships go when it exits;
+//! a node's members go from every survivor when it is lost and come back when it reconnects.
+//! Reads ([`Groups::members`], [`Groups::pick`], [`Groups::first`]: the lowest pid, ...) never
+//! wait on the network. Messages through a group: [`Groups::cast_one`], [`Groups::cast_all`],
+//! [`Groups::cast_on_node`], [`Groups::call_one`], and Distribunator's
+//! [`Groups::node_rpc`]. Subscriptions ([`Groups::subscribe`], [`Groups::subscribe_process`])
+//! start from a snapshot and see every change in the order its node made them; one that
+//! falls behind its bounded queue gets a fresh snapshot ([`GroupEvent::Resync`]), never a gap.
+//!
 //! # Not here
 //!
-//! Process groups (next). Names and locks need a majority of the acceptors: without one they
+//! Names and locks need a majority of the acceptors: without one they
 //! fail with [`RegistryError::NoQuorum`] (a cached name still resolves). The registry does
 //! not move a running name to a better host when members join (a name stays where it started
 //! until it exits or its host is lost).
