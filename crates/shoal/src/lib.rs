@@ -4,8 +4,9 @@
 //! default, plus a [`prelude`]. Today that is the local process runtime
 //! ([`process`], always present), supervisors ([`supervisor`], feature `supervisor`), nodes
 //! connected over TCP ([`transport`], feature `transport`), epidemic broadcast ([`broadcast`],
-//! feature `broadcast`) and per-key consensus ([`paxos`], feature `paxos`); the registry and
-//! hub crates join as they land, together with a `Node` that starts them all. For tests, the
+//! feature `broadcast`), per-key consensus ([`paxos`], feature `paxos`), and cluster-wide
+//! names, locks and process groups ([`registry`], feature `registry`); the hub joins as it
+//! lands, together with a `Node` that starts them all. For tests, the
 //! feature `testing` (off by default) adds `testing`: whole nodes on a simulated network.
 //!
 //! The package also holds the `shoal-node` binary (feature `transport`): one node in its own OS
@@ -42,6 +43,8 @@ pub use shoal_broadcast as broadcast;
 #[cfg(feature = "paxos")]
 pub use shoal_paxos as paxos;
 pub use shoal_process as process;
+#[cfg(feature = "registry")]
+pub use shoal_registry as registry;
 #[cfg(feature = "supervisor")]
 pub use shoal_supervisor as supervisor;
 #[cfg(feature = "transport")]
@@ -74,6 +77,11 @@ pub mod prelude {
     pub use shoal_broadcast::{Broadcast, BroadcastConfig, BroadcastError, Topic};
     #[cfg(feature = "paxos")]
     pub use shoal_paxos::{Paxos, PaxosConfig, PaxosError};
+    #[cfg(feature = "registry")]
+    pub use shoal_registry::{
+        Groups, GroupsConfig, GroupsError, LockOptions, LockResult, Name, Registry,
+        RegistryConfig, RegistryError,
+    };
     #[cfg(feature = "transport")]
     pub use shoal_transport::{ClusterKey, DownReason, Node, NodeEvent, RemoteError};
 }
