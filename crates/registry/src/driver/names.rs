@@ -398,6 +398,10 @@ impl Inner {
         let until = self.now() + self.config.resolve_timeout;
         let key = name_key(name);
         let mut last_error = None;
+        // A use looks first without reading: it takes the name for free and asks its
+        // candidates at once, whose compare-and-set against "absent" either claims it (one
+        // consensus round for a fresh name) or fails and shows the host what runs.
+        let mut optimistic = start;
         'look: loop {
             if self.now() >= until {
                 return Err(last_error.unwrap_or(RegistryError::Timeout));
@@ -405,7 +409,12 @@ impl Inner {
             if *self.stop.borrow() {
                 return Err(RegistryError::Stopped);
             }
-            let (seen, record) = match self.store.read::<NameRecord>(&key).await {
+            let read = if std::mem::take(&mut optimistic) {
+                Ok((None, None))
+            } else {
+                self.store.read::<NameRecord>(&key).await
+            };
+            let (seen, record) = match read {
                 Ok((entry, record)) => (Some(entry), record),
                 Err(error) if error.is_transient() => {
                     last_error = Some(error);
