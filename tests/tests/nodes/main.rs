@@ -10,6 +10,7 @@
 mod broadcast;
 mod broadcast_soak;
 mod determinism;
+mod groups;
 mod paxos;
 mod support;
 mod transport;
