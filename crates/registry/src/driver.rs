@@ -23,3 +23,4 @@ pub use self::host::LEASE_ENDED;
 pub use self::locks::{LockGuard, LockOptions, LockResult, OnNoQuorum};
 pub use self::names::Name;
 pub use self::registry::{Listing, LockInfo, NameInfo, Registry, RegistryConfig};
+pub use self::replicated::{ReplicaObserver, ReplicaState, Replicated, ReplicatedConfig};

@@ -18,7 +18,7 @@ use shoal_transport::{Node, ServiceError};
 use tokio::sync::mpsc;
 
 use crate::core::{KeyError, RegistryKey};
-use crate::driver::replicated::{Observer, Replicated, ReplicatedConfig};
+use crate::driver::replicated::{ReplicaObserver, Replicated, ReplicatedConfig};
 
 /// The scope [`Groups::start`] runs: the one every node has without set-up.
 pub const DEFAULT_SCOPE: &str = "default";
@@ -651,7 +651,7 @@ impl Index {
     }
 }
 
-impl Observer<(String, Pid), u32> for Index {
+impl ReplicaObserver<(String, Pid), u32> for Index {
     fn changed(&mut self, origin: &str, (group, pid): &(String, Pid), value: Option<&u32>) {
         let after = value.copied().unwrap_or(0);
         let index = self.groups.entry(group.clone()).or_insert_with(|| GroupIndex {

@@ -14,7 +14,7 @@
 //! takes a node as a peer when that node's hello arrives (answering with its own, once).
 //!
 //! Every change the core reports ([`ReplicaOutput::Changed`]) is handed, in order and under
-//! the lock, to the [`Observer`] given at start: an index kept for reads, subscriptions.
+//! the lock, to the [`ReplicaObserver`] given at start: an index kept for reads, subscriptions.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,20 +29,20 @@ use tokio::sync::{mpsc, watch};
 use crate::core::{Replica, ReplicaMessage, ReplicaOutput};
 
 /// What a [`Replicated`] map tells of each change it sees, under its lock.
-pub(crate) trait Observer<K, V>: Send + 'static {
+pub trait ReplicaObserver<K, V>: Send + 'static {
     /// `origin`'s entry `key` is now `value` (`None`: it went).
     fn changed(&mut self, origin: &str, key: &K, value: Option<&V>);
 }
 
 /// How a replicated map runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ReplicatedConfig {
+pub struct ReplicatedConfig {
     /// Anti-entropy period: how often each node tells its peers where its entries stand.
-    pub(crate) sync_every: Duration,
+    pub sync_every: Duration,
     /// Messages waiting to be sent, in all, before further ones are dropped.
-    pub(crate) send_queue: usize,
+    pub send_queue: usize,
     /// Messages received waiting for the driver.
-    pub(crate) inbox: usize,
+    pub inbox: usize,
 }
 
 impl Default for ReplicatedConfig {
@@ -58,15 +58,20 @@ enum Wire<K, V> {
     Replica(ReplicaMessage<K, V>),
 }
 
-/// The core and the observer, behind one lock.
-pub(crate) struct Shared<K, V, O> {
-    pub(crate) replica: Replica<String, K, V>,
-    pub(crate) observer: O,
+/// The core and the observer, as [`Replicated::with`] and [`Replicated::with_mut`] show them
+/// (under the map's lock).
+pub struct ReplicaState<K, V, O> {
+    /// The core.
+    pub replica: Replica<String, K, V>,
+    /// The observer.
+    pub observer: O,
 }
 
-/// A map replicated by node authority over the service `name` of a node (see the module docs).
-pub(crate) struct Replicated<K, V, O> {
-    shared: Arc<Mutex<Shared<K, V, O>>>,
+/// A map replicated by node authority over a transport service of a node (see the module
+/// docs of `replicated.rs`, summarised in the crate docs): each node writes only its own
+/// entries ([`Replicated::set`]) and reads everyone's through its observer.
+pub struct Replicated<K, V, O> {
+    shared: Arc<Mutex<ReplicaState<K, V, O>>>,
     outbound: mpsc::Sender<(String, Wire<K, V>)>,
     dropped: Arc<AtomicU64>,
     stop: watch::Sender<bool>,
@@ -76,12 +81,16 @@ impl<K, V, O> Replicated<K, V, O>
 where
     K: Ord + Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
     V: Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static,
-    O: Observer<K, V>,
+    O: ReplicaObserver<K, V>,
 {
     /// Opens the service `name` on `node` and starts replicating, with `observer` told of
     /// every change. `run` must grow with every start of this service on this node (the
     /// node's incarnation does, for one start per run of the node).
-    pub(crate) async fn start(
+    ///
+    /// # Errors
+    ///
+    /// The service's, if it is open on this node already.
+    pub async fn start(
         node: &Node,
         name: &str,
         run: u64,
@@ -92,7 +101,7 @@ where
         let clock = node.runtime().clock().clone();
         let now = clock.now().into_std();
         let replica = Replica::new(node.name().to_owned(), run, config.sync_every, now);
-        let shared = Arc::new(Mutex::new(Shared { replica, observer }));
+        let shared = Arc::new(Mutex::new(ReplicaState { replica, observer }));
         let (outbound, queued) = mpsc::channel(config.send_queue);
         let dropped = Arc::new(AtomicU64::new(0));
         let stop = watch::Sender::new(false);
@@ -123,7 +132,7 @@ where
 
     /// Changes this node's own entries, in order (`None` removes): applied (and seen by the
     /// observer) before it returns, then sent to the peers.
-    pub(crate) fn set(&self, changes: Vec<(K, Option<V>)>) {
+    pub fn set(&self, changes: Vec<(K, Option<V>)>) {
         let outputs = {
             let mut shared = self.lock();
             let outputs = shared.replica.set(changes);
@@ -134,27 +143,27 @@ where
     }
 
     /// Reads the core and the observer under the lock.
-    pub(crate) fn with<R>(&self, read: impl FnOnce(&Shared<K, V, O>) -> R) -> R {
+    pub fn with<R>(&self, read: impl FnOnce(&ReplicaState<K, V, O>) -> R) -> R {
         read(&self.lock())
     }
 
     /// Works on the observer (and reads the core) under the lock.
-    pub(crate) fn with_mut<R>(&self, work: impl FnOnce(&mut Shared<K, V, O>) -> R) -> R {
+    pub fn with_mut<R>(&self, work: impl FnOnce(&mut ReplicaState<K, V, O>) -> R) -> R {
         work(&mut self.lock())
     }
 
     /// Messages dropped because the send queue was full.
-    pub(crate) fn dropped(&self) -> u64 {
+    pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
     /// Stops replicating: the service closes on this node (its peers drop this node's entries
     /// when it goes down, or keep them until then).
-    pub(crate) fn stop(&self) {
+    pub fn stop(&self) {
         self.stop.send_replace(true);
     }
 
-    fn lock(&self) -> MutexGuard<'_, Shared<K, V, O>> {
+    fn lock(&self) -> MutexGuard<'_, ReplicaState<K, V, O>> {
         self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -180,8 +189,8 @@ impl<K, V, O> Drop for Replicated<K, V, O> {
 }
 
 /// Hands the core's changes to the observer.
-fn observe<K, V, O: Observer<K, V>>(
-    shared: &mut Shared<K, V, O>,
+fn observe<K, V, O: ReplicaObserver<K, V>>(
+    shared: &mut ReplicaState<K, V, O>,
     outputs: &[ReplicaOutput<String, K, V>],
 ) {
     for output in outputs {
@@ -214,7 +223,7 @@ async fn send_task<K, V>(
 
 /// The driver's receiving side: messages, node events, the anti-entropy timer.
 struct Task<K, V, O> {
-    shared: Arc<Mutex<Shared<K, V, O>>>,
+    shared: Arc<Mutex<ReplicaState<K, V, O>>>,
     outbound: mpsc::Sender<(String, Wire<K, V>)>,
     dropped: Arc<AtomicU64>,
     node: Node,
@@ -225,7 +234,7 @@ impl<K, V, O> Task<K, V, O>
 where
     K: Ord + Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
     V: Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static,
-    O: Observer<K, V>,
+    O: ReplicaObserver<K, V>,
 {
     async fn run(
         &self,
@@ -306,7 +315,7 @@ where
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Shared<K, V, O>> {
+    fn lock(&self) -> MutexGuard<'_, ReplicaState<K, V, O>> {
         self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
