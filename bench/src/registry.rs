@@ -319,7 +319,7 @@ pub(crate) fn group_converge_ms() -> anyhow::Result<f64> {
     on_workers(async {
         let (nodes, mut groups) = group_nodes(5).await?;
         let late = groups.pop().context("five scopes")?;
-        late.stop();
+        late.stop().await;
         drop(late);
         let per_node = CONVERGE_MEMBERS / 4;
         for (node, scope) in nodes.iter().zip(&groups) {
@@ -334,8 +334,6 @@ pub(crate) fn group_converge_ms() -> anyhow::Result<f64> {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        // Let the stopped scope's service close before it opens again.
-        tokio::time::sleep(Duration::from_millis(100)).await;
         let started = Instant::now();
         let restarted = Groups::start(&nodes[4], GroupsConfig::default()).await?;
         while restarted.members("big").len() < CONVERGE_MEMBERS {

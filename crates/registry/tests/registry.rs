@@ -799,3 +799,34 @@ async fn a_waiter_that_gives_up_is_not_handed_the_lock() {
     assert!(matches!(free, LockResult::Acquired(_)), "{free:?}");
     cluster.stop().await;
 }
+
+/// A node that stops a scope while it stays connected: the other nodes drop its members at
+/// once, and see them again when it starts the scope afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scope_stopped_on_a_connected_node_takes_its_members_away() {
+    let (nodes, groups) = groups_cluster(2).await;
+    let pid = spawn_worker(&nodes[1]);
+    groups[1].join("g", pid).expect("join");
+    eventually("a sees b's member", || {
+        let ok = groups[0].members("g").len() == 1;
+        async move { ok }
+    })
+    .await;
+    within(groups[1].stop()).await;
+    eventually("a dropped b's member", || {
+        let ok = groups[0].members("g").is_empty();
+        async move { ok }
+    })
+    .await;
+    assert!(nodes[0].is_connected(nodes[1].name()), "the nodes stay connected");
+    let again = Groups::start(&nodes[1], GroupsConfig::default()).await.expect("scope again");
+    again.join("g", spawn_worker(&nodes[1])).expect("join");
+    eventually("a sees the new member", || {
+        let ok = groups[0].members("g").len() == 1;
+        async move { ok }
+    })
+    .await;
+    for node in &nodes {
+        node.shutdown();
+    }
+}

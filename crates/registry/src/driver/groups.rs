@@ -463,10 +463,10 @@ impl Groups {
         Ok(())
     }
 
-    /// Stops the scope on this node: its members vanish from the other nodes when this node's
-    /// service goes (they drop it as a peer on its next absence, or keep it until then).
-    pub fn stop(&self) {
-        self.inner.map.stop();
+    /// Stops the scope on this node: the other nodes running it are told, and drop this
+    /// node's members (a node out of reach drops them when it sees this node down).
+    pub async fn stop(&self) {
+        self.inner.map.stop().await;
     }
 
     /// Replication messages dropped for a full send queue (repaired by anti-entropy).

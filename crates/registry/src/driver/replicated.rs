@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shoal_process::Clock;
 use shoal_transport::{Node, NodeEvent, Service, ServiceError};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::{Replica, ReplicaMessage, ReplicaOutput};
 
@@ -51,10 +51,12 @@ impl Default for ReplicatedConfig {
     }
 }
 
-/// A message on the service: a hello, or one of the core's.
+/// A message on the service: a hello, a goodbye, or one of the core's.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 enum Wire<K, V> {
     Hello,
+    /// The sender stopped the service: its entries go.
+    Bye,
     Replica(ReplicaMessage<K, V>),
 }
 
@@ -75,6 +77,9 @@ pub struct Replicated<K, V, O> {
     outbound: mpsc::Sender<(String, Wire<K, V>)>,
     dropped: Arc<AtomicU64>,
     stop: watch::Sender<bool>,
+    service: Service<Wire<K, V>>,
+    /// Told once the service has closed on this node.
+    closed: Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 impl<K, V, O> Replicated<K, V, O>
@@ -106,8 +111,11 @@ where
         let dropped = Arc::new(AtomicU64::new(0));
         let stop = watch::Sender::new(false);
         tokio::spawn(send_task(service.clone(), queued, stop.subscribe()));
+        let service = service.clone();
         let events = node.subscribe();
-        let replicated = Replicated { shared, outbound, dropped, stop };
+        let (tell_closed, closed) = oneshot::channel();
+        let closed = Mutex::new(Some(closed));
+        let replicated = Replicated { shared, outbound, dropped, stop, service, closed };
         for peer in node.nodes() {
             replicated.queue(peer, Wire::Hello);
         }
@@ -126,6 +134,7 @@ where
                 () = task.run(&mut inbox, events) => {}
             }
             inbox.close().await;
+            let _ = tell_closed.send(());
         });
         Ok(replicated)
     }
@@ -157,10 +166,21 @@ where
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Stops replicating: the service closes on this node (its peers drop this node's entries
-    /// when it goes down, or keep them until then).
-    pub fn stop(&self) {
-        self.stop.send_replace(true);
+    /// Stops replicating: the peers are told (they drop this node's entries at once), and the
+    /// service closes on this node; returns once it has (so it can be started again).
+    pub async fn stop(&self) {
+        if !*self.stop.borrow() {
+            let peers: Vec<String> = self.lock().replica.peers().iter().cloned().collect();
+            for peer in peers {
+                // A peer out of reach drops this node's entries when it sees this node down.
+                let _ = self.service.send(&peer, &Wire::Bye).await;
+            }
+            self.stop.send_replace(true);
+        }
+        let closed = self.closed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(closed) = closed {
+            let _ = closed.await;
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, ReplicaState<K, V, O>> {
@@ -287,6 +307,7 @@ where
                     self.queue(from, Wire::Hello);
                 }
             }
+            Wire::Bye => self.apply(|replica| replica.peer_down(&from)),
             Wire::Replica(message) => self.apply(|replica| replica.receive(&from, message)),
         }
     }
