@@ -39,7 +39,14 @@
 //!    the host of several is SIGKILLed (its permanent names must run again elsewhere) and the
 //!    cluster is partitioned and healed; exactly one live process per name in the end, and
 //!    never two at once, as their start and stop reports to the checker show ([`singleton`]).
-//! 10. **exit on stdin close**: every node's stdin is closed; every node must exit cleanly.
+//! 10. **groups**: every node joins several processes to shared process groups
+//!     (`shoal-registry`'s `Groups`); every node must see every member, a leave and an exit
+//!     must reach every view, a SIGKILLed node's members must be gone from every survivor's
+//!     view within the nodedown bound of the kill test and its new members seen everywhere
+//!     once it is restarted, each side of a partition must see exactly the members of its own
+//!     nodes (changes made apart included), and after the heal every node must report the
+//!     same members ([`groups`]).
+//! 11. **exit on stdin close**: every node's stdin is closed; every node must exit cleanly.
 //!     This is the rule that keeps nodes from outliving the driver however it dies.
 //!
 //! Every node runs the registry with the run's host lease (`--lease-ms`): the registry's
@@ -79,6 +86,7 @@ use crate::{cargo, target_dir};
 mod broadcast;
 mod checker;
 mod counter;
+mod groups;
 mod lock;
 mod singleton;
 
@@ -311,7 +319,7 @@ struct Outcome {
 /// A scenario: what it is called, what it checks (for the progress line), and how to run it.
 type Scenario = (&'static str, &'static str, fn(&mut Cluster, &Profile) -> Result<String>);
 
-const SCENARIOS: [Scenario; 10] = [
+const SCENARIOS: [Scenario; 11] = [
     ("join", "start the nodes, each seeded with an earlier one; wait for a full mesh", join),
     ("storm", "every node casts numbered messages to every other node", storm),
     ("kill", "SIGKILL a node; survivors report it down; restart it and rejoin", kill),
@@ -333,6 +341,11 @@ const SCENARIOS: [Scenario; 10] = [
         "singleton",
         "registry names used from every node through a host's kill and a partition",
         singleton::singleton,
+    ),
+    (
+        "groups",
+        "process groups joined on every node, through a leave, an exit, a kill and a partition",
+        groups::groups,
     ),
     ("exit on stdin close", "close every node's stdin; every node exits", exit_on_stdin_close),
 ];

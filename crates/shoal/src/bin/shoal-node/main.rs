@@ -34,7 +34,8 @@
 //!
 //! Every node runs the registry (`shoal-registry`) over its Paxos service, with the factory
 //! `cluster-test-worker` registered for the names the `names` commands use (see
-//! `registry.rs`).
+//! `registry.rs`), and the default scope of process groups, with its default configuration,
+//! for the `groups` commands (see `groups.rs`).
 //!
 //! Logs go to stderr, at the level `$SHOAL_LOG` names (`error`, `warn`, `info`, `debug`,
 //! `trace` or `off`; default `warn`, which includes every refused or closed connection, with
@@ -73,6 +74,10 @@
 //! | `lock report` | `acquired=A writes=W refused=R lost=L timeouts=T errors=E holding=TOKEN`: the loop's acquisitions, writes taken and refused by the checker, holds cut short by a lost guard, acquisitions given up, errors, and the token it holds now (0: none) |
 //! | `lock stop` | the report, once the loop has stopped |
 //! | `lock info KEY` | `free`, or `holder=PID host=NODE token=T count=C waiters=W`: the lock as the cluster has it now |
+//! | `groups join GROUP N` | `PID ...`: `N` new idle processes, joined to the group `GROUP` of the default scope at once |
+//! | `groups leave GROUP N` | `PID ...`: the `N` lowest members of `GROUP` on this node, which left it (and still live) |
+//! | `groups exit GROUP N` | `PID ...`: the `N` lowest members of `GROUP` on this node, killed (their memberships go as they exit) |
+//! | `groups members [GROUP...]` | `GROUP=PID,PID,... ...`: the named groups (all, if none is named) as this node sees them now, in name order, each pid once per join, in pid order; groups without members are left out |
 //! | `incarnation` | this node's incarnation |
 //! | `addr` | the address this node listens on |
 //! | `quit` | `bye`; the node then leaves the cluster and exits |
@@ -98,10 +103,12 @@ use tokio::sync::{broadcast, mpsc};
 
 mod bcast;
 mod counter;
+mod groups;
 mod registry;
 mod storm;
 
 use bcast::Broadcasts;
+use groups::GroupCommands;
 use registry::{Checkers, LockLoop};
 use shoal_registry::Registry;
 use storm::{StormReceiver, StormSenders, Tally, send_storm};
@@ -329,6 +336,7 @@ async fn serve(options: Options) -> Result<(), String> {
     let registry = Registry::start(&paxos, registry::config(options.lease_ms))
         .await
         .map_err(|error| format!("cannot start the registry: {error}"))?;
+    let groups = GroupCommands::start(&node).await?;
     eprintln!("{}: listening on {}", node.name(), node.listen_addr());
     write_line(&format!("listening {} incarnation {}", node.listen_addr(), node.incarnation()));
     for seed in options.seeds {
@@ -345,6 +353,7 @@ async fn serve(options: Options) -> Result<(), String> {
         registry,
         checkers,
         lock_loop: LockLoop::default(),
+        groups,
     };
     let mut commands = read_stdin_lines();
     while let Some(line) = commands.recv().await {
@@ -513,6 +522,7 @@ struct Control {
     registry: Registry,
     checkers: Checkers,
     lock_loop: LockLoop,
+    groups: GroupCommands,
 }
 
 impl Control {
@@ -566,6 +576,10 @@ impl Control {
             ["lock", "report"] => self.lock_loop.report(),
             ["lock", "info", key] => registry::lock_info(&self.registry, key).await,
             ["lock", "stop"] => self.lock_loop.stop().await,
+            ["groups", "join", group, count] => self.groups.join(&self.node, group, count),
+            ["groups", "leave", group, count] => self.groups.leave(group, count),
+            ["groups", "exit", group, count] => self.groups.exit(&self.node, group, count),
+            ["groups", "members", names @ ..] => Ok(self.groups.members(names)),
             ["incarnation"] => Ok(self.node.incarnation().to_string()),
             ["addr"] => Ok(self.node.listen_addr().to_string()),
             ["quit"] => Ok("bye".to_owned()),
