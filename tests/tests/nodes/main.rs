@@ -12,5 +12,6 @@ mod broadcast_soak;
 mod determinism;
 mod groups;
 mod paxos;
+mod registry;
 mod support;
 mod transport;

@@ -427,10 +427,19 @@ impl Inner {
                 register: String::from_utf8_lossy(&key.0).into_owned(),
                 error: error.to_string(),
             })?;
-        self.lock_state().hosted.insert(
+        let superseded = self.lock_state().hosted.insert(
             name.clone(),
             Hosted { token, pid: None, restart, meta: spec.meta.clone(), lapsed: false },
         );
+        // A process of an earlier claim of this name still runs here (two starts raced, say a
+        // restart after an exit and a start that abandoned the unrecorded restart): its claim
+        // is overtaken by this one, so it is stopped, and gone, before this one starts.
+        if let Some(Hosted { token: earlier, pid: Some(pid), .. }) = superseded
+            && earlier != token
+        {
+            stop_process(self, pid);
+            self.runtime.watch(pid).await;
+        }
         // Entered before this check, so a lapse from now on marks it; a lapse before it (while
         // the claim was written) is seen here, and nothing starts.
         let lapsed = self.valid_epoch() != Some(epoch);

@@ -455,7 +455,9 @@ impl Inner {
                 .map(|held| &held.holder)
                 .chain(&state.queue)
                 .filter(|holder| {
-                    holder.host != self.me && self.known_over(&holder.host, holder.epoch)
+                    // This node's own earlier epochs too: a holder of its earlier life (a
+                    // crash, a restart) is cleared by nobody else while the node is reachable.
+                    self.known_over(&holder.host, holder.epoch)
                 })
                 .cloned()
                 .collect();
@@ -522,10 +524,14 @@ impl Inner {
     }
 
     /// Whether `holder`'s hold is over for want of its node: unreachable, and its lease
-    /// ended (then the next pass clears it). An unreachable holder's node is suspected.
+    /// ended (then the next pass clears it); or a process of an earlier life of a node that is
+    /// back, once that life's epoch is over. An unreachable holder's node is suspected.
     async fn holder_gone(self: &Arc<Self>, holder: &LockHolder) -> bool {
         if self.reachable(&holder.host) {
-            return false;
+            // A holder of an earlier life of a node that is back: gone once that life's lease
+            // epoch is over (the node began a new one when it started again).
+            return self.stale(&holder.host, holder.pid)
+                && self.epoch_over(&holder.host, holder.epoch).await.unwrap_or(false);
         }
         self.suspect(&holder.host);
         self.epoch_over(&holder.host, holder.epoch).await.unwrap_or(false)

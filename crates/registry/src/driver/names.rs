@@ -525,7 +525,7 @@ impl Inner {
     }
 
     /// Whether `pid`, recorded as running on `host`, is of an earlier life of that node.
-    fn stale(&self, host: &str, pid: Pid) -> bool {
+    pub(crate) fn stale(&self, host: &str, pid: Pid) -> bool {
         let current = if host == self.me {
             Some(self.runtime.incarnation())
         } else {
