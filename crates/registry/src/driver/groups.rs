@@ -6,7 +6,7 @@
 //! per scope. Reads (`members`, `pick`, ...) never wait on the network: they read this node's
 //! index, kept up to date under the map's lock as changes arrive.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -141,7 +141,7 @@ struct GroupsInner {
     runtime: Runtime,
     map: Replicated<(String, Pid), u32, Index>,
     /// Local members with a watch (their memberships go when they exit).
-    watched: Mutex<HashSet<Pid>>,
+    watched: Mutex<BTreeSet<Pid>>,
     /// State of `pick`'s generator.
     picks: AtomicU64,
 }
@@ -184,7 +184,7 @@ impl Groups {
             node: node.clone(),
             runtime: node.runtime().clone(),
             map,
-            watched: Mutex::new(HashSet::new()),
+            watched: Mutex::new(BTreeSet::new()),
             picks: AtomicU64::new(seed | 1),
         };
         Ok(Groups { inner: Arc::new(inner) })

@@ -199,10 +199,14 @@ fn revive(inner: &Arc<Inner>) {
 pub(crate) async fn stop_hosting(inner: &Inner, why: &str) {
     let (pids, holders) = {
         let mut state = inner.lock_state();
-        let pids: Vec<Pid> = state.hosted.drain().filter_map(|(_, hosted)| hosted.pid).collect();
+        let pids: Vec<Pid> = std::mem::take(&mut state.hosted)
+            .into_values()
+            .filter_map(|hosted| hosted.pid)
+            .collect();
         state.indexed = (0, Default::default());
-        let holders: Vec<Pid> = state.held.drain().map(|((_, pid), _)| pid).collect();
-        for (_, watch) in state.watched.drain() {
+        let holders: Vec<Pid> =
+            std::mem::take(&mut state.held).into_iter().map(|((_, pid), _)| pid).collect();
+        for (_, watch) in std::mem::take(&mut state.watched) {
             watch.abort();
         }
         (pids, holders)

@@ -7,7 +7,7 @@
 //! compares acceptor sets, a request to host a name, the news that a lock was handed to a
 //! waiter, and a listing of what a node hosts and holds.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -116,27 +116,29 @@ pub(crate) struct HeldLock {
     pub(crate) waiters: usize,
 }
 
-/// What the parts of the service share on this node.
+/// What the parts of the service share on this node. Ordered maps only: what is done for each
+/// entry in turn (stopping hosted processes, say) happens in the same order on every run, so
+/// a simulated run replays by its seed.
 #[derive(Default)]
 pub(crate) struct State {
     /// Peers running the registry over the same acceptors (this node not included).
     pub(crate) members: BTreeSet<String>,
     /// Peers running it over other acceptors: never asked to host anything.
     pub(crate) mismatched: BTreeMap<String, Vec<String>>,
-    pub(crate) cache: HashMap<RegistryKey, Arc<Slot>>,
-    pub(crate) hosted: HashMap<RegistryKey, Hosted>,
+    pub(crate) cache: BTreeMap<RegistryKey, Arc<Slot>>,
+    pub(crate) hosted: BTreeMap<RegistryKey, Hosted>,
     /// The permanent names in this node's index register for its epoch.
     pub(crate) indexed: (u64, BTreeSet<RegistryKey>),
     /// One start at a time per name on this host.
-    pub(crate) starting: HashMap<RegistryKey, Arc<tokio::sync::Mutex<()>>>,
-    pub(crate) held: HashMap<(RegistryKey, Pid), HeldLock>,
+    pub(crate) starting: BTreeMap<RegistryKey, Arc<tokio::sync::Mutex<()>>>,
+    pub(crate) held: BTreeMap<(RegistryKey, Pid), HeldLock>,
     /// Local waiters for locks, told their token when the lock is handed to them.
-    pub(crate) waiting: HashMap<(RegistryKey, Pid), oneshot::Sender<u64>>,
+    pub(crate) waiting: BTreeMap<(RegistryKey, Pid), oneshot::Sender<u64>>,
     /// Watches of local lock holders and waiters, aborted once they neither hold nor wait.
-    pub(crate) watched: HashMap<(RegistryKey, Pid), tokio::task::AbortHandle>,
+    pub(crate) watched: BTreeMap<(RegistryKey, Pid), tokio::task::AbortHandle>,
     /// What this node knows of other hosts' leases: the latest epoch seen, and whether it
     /// ended. An epoch below the latest is over (its host started again).
-    pub(crate) leases: HashMap<String, (u64, bool)>,
+    pub(crate) leases: BTreeMap<String, (u64, bool)>,
     /// Hosts that went away: the takeover watches their leases.
     pub(crate) suspects: BTreeSet<String>,
     /// The (host, epoch) leases whose permanent names this node recovered (or is recovering).
@@ -266,7 +268,7 @@ impl Registry {
         let runtime = node.runtime().clone();
         let me = node.name().to_owned();
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
-            agent: runtime.spawn(Agent { registry: weak.clone(), watched: HashMap::new() }),
+            agent: runtime.spawn(Agent { registry: weak.clone(), watched: BTreeMap::new() }),
             clock: runtime.clock().clone(),
             node: node.clone(),
             runtime: runtime.clone(),
@@ -713,7 +715,7 @@ async fn events_task(
 /// the names cached for it forgotten at its `Down` (its exit, or its node's loss).
 struct Agent {
     registry: Weak<Inner>,
-    watched: HashMap<Pid, (Ref, BTreeSet<RegistryKey>)>,
+    watched: BTreeMap<Pid, (Ref, BTreeSet<RegistryKey>)>,
 }
 
 enum AgentMessage {
