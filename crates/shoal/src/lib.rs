@@ -79,8 +79,8 @@ pub mod prelude {
     pub use shoal_paxos::{Paxos, PaxosConfig, PaxosError};
     #[cfg(feature = "registry")]
     pub use shoal_registry::{
-        Groups, GroupsConfig, GroupsError, LockOptions, LockResult, Name, Registry,
-        RegistryConfig, RegistryError,
+        Groups, GroupsConfig, GroupsError, LockOptions, LockResult, Name, Registry, RegistryConfig,
+        RegistryError,
     };
     #[cfg(feature = "transport")]
     pub use shoal_transport::{ClusterKey, DownReason, Node, NodeEvent, RemoteError};
