@@ -49,7 +49,8 @@
 //! asked; if it refuses or fails (no factory there, no lease, unreachable), the next. The host
 //! claims the name by compare-and-set on its register (a claim carries the name's next fencing
 //! token and the host's lease epoch), then starts the process, then records its pid by
-//! compare-and-set: concurrent `whereis` calls from every node start exactly one process.
+//! compare-and-set (in the background: the asker has the pid as soon as the process runs):
+//! concurrent `whereis` calls from every node start exactly one process.
 //!
 //! **Resolution off the hot path.** Each node caches name → pid for the names it resolved, and
 //! watches each cached process (a monitor): the entry goes when the process exits or its node

@@ -488,26 +488,11 @@ impl Inner {
             return Ok(None);
         }
         tokio::spawn(watch_hosted(self.clone(), name.clone(), token, pid));
-        let me = self.me.clone();
-        let recorded = self
-            .store
-            .update(&key, Some(claimed), |current: Option<&NameRecord>| {
-                Ok(match NameState::started(current, &me, token, pid) {
-                    Some(recorded) => Step::Write(recorded, true),
-                    None => Step::Keep(false),
-                })
-            })
-            .await;
-        match recorded {
-            Ok((true, _)) => Ok(Some(pid)),
-            Ok((false, _)) => {
-                self.lock_state().hosted.remove(name);
-                stop_process(self, pid);
-                Ok(None)
-            }
-            // It runs, but its pid is not recorded yet: the next start here records it.
-            Err(error) => Err(error),
-        }
+        // The claim decided it: this process is the name's, with this token. Its pid is
+        // published in the background, so the caller has it one consensus round sooner; a
+        // claim overtaken meanwhile (its host's lease ended) has the process stopped there.
+        tokio::spawn(record_pid(self.clone(), name.clone(), token, pid, claimed));
+        Ok(Some(pid))
     }
 
     fn start_error(&self, factory: &str, error: StartError) -> RegistryError {
@@ -522,6 +507,57 @@ impl Inner {
             other => {
                 RegistryError::StartFailed { node, reason: format!("factory {factory:?}: {other}") }
             }
+        }
+    }
+}
+
+/// Publishes `pid` as the process of `name`'s start `token` in its register (retrying while
+/// the lease holds), or stops it if the start was overtaken.
+async fn record_pid(
+    inner: Arc<Inner>,
+    name: RegistryKey,
+    token: u64,
+    pid: Pid,
+    claimed: Option<Entry>,
+) {
+    let key = name_key(&name);
+    let me = inner.me.clone();
+    let mut guess = Some(claimed);
+    loop {
+        let recorded = inner
+            .store
+            .update(&key, guess.take(), |current: Option<&NameRecord>| {
+                Ok(match NameState::started(current, &me, token, pid) {
+                    Some(recorded) => Step::Write(recorded, true),
+                    // Recorded already (by a start request that came meanwhile), or not ours.
+                    None => Step::Keep(current.is_some_and(|state| {
+                        state.token == token
+                            && state
+                                .run
+                                .as_ref()
+                                .is_some_and(|run| run.host == me && run.pid == Some(pid))
+                    })),
+                })
+            })
+            .await;
+        match recorded {
+            Ok((true, _)) => return,
+            Ok((false, _)) => {
+                {
+                    let mut state = inner.lock_state();
+                    if state.hosted.get(&name).is_some_and(|hosted| hosted.token == token) {
+                        state.hosted.remove(&name);
+                    }
+                }
+                stop_process(&inner, pid);
+                return;
+            }
+            // Until it is written, a start request here writes it too (see `host_start`).
+            Err(_) if inner.valid_epoch().is_some() && !*inner.stop.borrow() => {
+                inner.clock.sleep(inner.config.retry_every).await;
+            }
+            // The lease lapsed: the lapse stops the process.
+            Err(_) => return,
         }
     }
 }
