@@ -77,7 +77,12 @@ pub(crate) fn serve_node(name: &str) -> anyhow::Result<()> {
     ensure!(NODES[1..].contains(&name), "registry-node takes b or c, not {name:?}");
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     tokio.block_on(async {
-        let (node, _paxos, _registry) = start_node(name).await?;
+        let (node, paxos, _registry) = start_node(name).await?;
+        // Whether this node's acceptor votes, for the driver to wait on before the kill.
+        node.register_rpc(VOTING, move |(): ()| {
+            let voting = paxos.is_voting();
+            async move { voting }
+        });
         println!("listening {}", node.listen_addr());
         std::io::stdout().flush()?;
         tokio::task::spawn_blocking(|| {
@@ -88,6 +93,20 @@ pub(crate) fn serve_node(name: &str) -> anyhow::Result<()> {
         node.shutdown();
         Ok(())
     })
+}
+
+/// The RPC by which nodes `b` and `c` say whether their acceptor votes.
+const VOTING: &str = "bench.voting";
+
+/// Whether the acceptors of `b` and `c` vote.
+async fn all_vote(node: &Node) -> bool {
+    for other in &NODES[1..] {
+        let voting = node.rpc::<(), bool>(other, VOTING, &(), Duration::from_secs(1)).await;
+        if !voting.unwrap_or(false) {
+            return false;
+        }
+    }
+    true
 }
 
 /// A node process; killed (SIGKILL) and reaped when dropped, if it still runs.
@@ -140,7 +159,13 @@ pub(crate) fn singleton_failover_ms() -> anyhow::Result<f64> {
             node.join(addr).await.with_context(|| format!("joining {addr}"))?;
         }
         let deadline = Instant::now() + BOUND;
-        while registry.members().len() < 2 || !registry.holds_lease() {
+        // Every acceptor must vote before `b` goes: an in-memory acceptor that has not
+        // rejoined yet would need `b` to, and `a` alone is no majority.
+        while registry.members().len() < 2
+            || !registry.holds_lease()
+            || !paxos.is_voting()
+            || !all_vote(&node).await
+        {
             ensure!(
                 Instant::now() < deadline,
                 "the registry did not form: {:?}",
