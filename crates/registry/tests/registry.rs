@@ -56,6 +56,15 @@ fn within<F: Future>(future: F) -> impl Future<Output = F::Output> {
     }
 }
 
+/// Polls `check`, which needs no waiting, until it holds, or panics after [`BOUND`].
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    eventually(what, || {
+        let holds = check();
+        async move { holds }
+    })
+    .await;
+}
+
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
@@ -543,9 +552,8 @@ async fn group_joins_from_every_node_are_seen_everywhere() {
         all.extend(pids);
     }
     all.sort();
-    eventually("every node sees 15 members", || {
-        let ok = groups.iter().all(|scope| scope.members("workers").to_vec() == all);
-        async move { ok }
+    until("every node sees 15 members", || {
+        groups.iter().all(|scope| scope.members("workers").to_vec() == all)
     })
     .await;
     for scope in &groups {
@@ -556,9 +564,8 @@ async fn group_joins_from_every_node_are_seen_everywhere() {
     }
     nodes[4].shutdown();
     let gone: Vec<_> = all.iter().copied().filter(|pid| pid.node() != nodes[4].id()).collect();
-    eventually("the shut-down node's members are gone", || {
-        let ok = groups[..4].iter().all(|scope| scope.members("workers").to_vec() == gone);
-        async move { ok }
+    until("the shut-down node's members are gone", || {
+        groups[..4].iter().all(|scope| scope.members("workers").to_vec() == gone)
     })
     .await;
     for node in &nodes[..4] {
@@ -576,19 +583,12 @@ async fn group_membership_counts_exits_scopes_and_bad_input() {
     a.join("g", pid).expect("join");
     a.join("g", pid).expect("join again");
     a.join("h", pid).expect("join h");
-    eventually("b sees two joins", || {
-        let ok = b.members("g").to_vec() == vec![pid, pid];
-        async move { ok }
-    })
-    .await;
+    until("b sees two joins", || b.members("g").to_vec() == vec![pid, pid]).await;
     a.leave("g", pid).expect("leave once");
     assert_eq!(a.members("g").to_vec(), vec![pid]);
     nodes[0].runtime().kill(pid);
-    eventually("the exit is seen on both nodes", || {
-        let ok = [a, b]
-            .iter()
-            .all(|scope| scope.members("g").is_empty() && scope.members("h").is_empty());
-        async move { ok }
+    until("the exit is seen on both nodes", || {
+        [a, b].iter().all(|scope| scope.members("g").is_empty() && scope.members("h").is_empty())
     })
     .await;
     assert!(matches!(a.leave("g", pid), Err(GroupsError::NotMember { .. })));
@@ -611,11 +611,7 @@ async fn group_membership_counts_exits_scopes_and_bad_input() {
         Groups::start_scope(&nodes[1], "other", GroupsConfig::default()).await.expect("scope");
     let member = spawn_worker(&nodes[0]);
     other_a.join("g", member).expect("join");
-    eventually("seen in its scope", || {
-        let ok = other_b.members("g").to_vec() == vec![member];
-        async move { ok }
-    })
-    .await;
+    until("seen in its scope", || other_b.members("g").to_vec() == vec![member]).await;
     assert!(b.members("g").is_empty(), "not in the default scope");
     for node in &nodes {
         node.shutdown();
@@ -632,11 +628,7 @@ async fn group_messaging_reaches_its_members() {
         scope.join("echo", pid).expect("join");
         pids.push(pid);
     }
-    eventually("all three seen on the first node", || {
-        let ok = groups[0].members("echo").len() == 3;
-        async move { ok }
-    })
-    .await;
+    until("all three seen on the first node", || groups[0].members("echo").len() == 3).await;
     assert_eq!(groups[0].cast_all("echo", "hello".to_owned()).await, 3);
     assert_eq!(groups[0].cast_on_node("echo", nodes[2].name(), "hello".to_owned()).await, 1);
     let answered: String =
@@ -656,11 +648,7 @@ async fn group_subscriptions_see_changes_in_order_or_a_fresh_snapshot() {
     let (a, b) = (&groups[0], &groups[1]);
     let first = spawn_worker(&nodes[0]);
     a.join("s", first).expect("join");
-    eventually("b sees the first member", || {
-        let ok = b.members("s").len() == 1;
-        async move { ok }
-    })
-    .await;
+    until("b sees the first member", || b.members("s").len() == 1).await;
     let mut subscription = b.subscribe(Some("s"));
     assert_eq!(subscription.snapshot(), Some([("s".to_owned(), vec![first])].into()));
     let second = spawn_worker(&nodes[0]);
@@ -737,11 +725,7 @@ async fn group_node_rpc_and_process_subscriptions() {
     }
     let member = spawn_worker(&nodes[2]);
     groups[2].join("rpc", member).expect("join");
-    eventually("seen on the first node", || {
-        let ok = groups[0].first("rpc") == Some(member);
-        async move { ok }
-    })
-    .await;
+    until("seen on the first node", || groups[0].first("rpc") == Some(member)).await;
     let caller = spawn_worker(&nodes[0]);
     let (ran_on, seen_caller, answer): (String, Option<shoal_process::Pid>, u32) =
         within(groups[0].node_rpc("rpc", "whoami", 41u32, Some("after"), Some(caller), BOUND))
@@ -807,25 +791,13 @@ async fn a_scope_stopped_on_a_connected_node_takes_its_members_away() {
     let (nodes, groups) = groups_cluster(2).await;
     let pid = spawn_worker(&nodes[1]);
     groups[1].join("g", pid).expect("join");
-    eventually("a sees b's member", || {
-        let ok = groups[0].members("g").len() == 1;
-        async move { ok }
-    })
-    .await;
+    until("a sees b's member", || groups[0].members("g").len() == 1).await;
     within(groups[1].stop()).await;
-    eventually("a dropped b's member", || {
-        let ok = groups[0].members("g").is_empty();
-        async move { ok }
-    })
-    .await;
+    until("a dropped b's member", || groups[0].members("g").is_empty()).await;
     assert!(nodes[0].is_connected(nodes[1].name()), "the nodes stay connected");
     let again = Groups::start(&nodes[1], GroupsConfig::default()).await.expect("scope again");
     again.join("g", spawn_worker(&nodes[1])).expect("join");
-    eventually("a sees the new member", || {
-        let ok = groups[0].members("g").len() == 1;
-        async move { ok }
-    })
-    .await;
+    until("a sees the new member", || groups[0].members("g").len() == 1).await;
     for node in &nodes {
         node.shutdown();
     }
