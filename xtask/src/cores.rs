@@ -1,6 +1,6 @@
 //! `cargo xtask cores`: the sans-IO cores build on their own, without tokio or the transport.
 //!
-//! Each core crate (Paxos, broadcast, the registry, the simulator) puts its driver behind a
+//! Each core crate (Paxos, broadcast, the registry, the hub, the simulator) puts its driver behind a
 //! default feature, so a user who wants only the protocol logic (or a simulation of it)
 //! compiles no runtime. For
 //! each: `cargo check -p CRATE --no-default-features --locked`, then
@@ -15,7 +15,8 @@ use anyhow::{Context, Result, bail};
 use crate::cargo;
 
 /// The crates whose cores must build alone.
-const CORES: [&str; 4] = ["shoal-paxos", "shoal-broadcast", "shoal-registry", "shoal-sim"];
+const CORES: [&str; 5] =
+    ["shoal-paxos", "shoal-broadcast", "shoal-registry", "shoal-hub", "shoal-sim"];
 
 /// What a core build must not pull in.
 const RUNTIME: [&str; 3] = ["tokio", "shoal-transport", "shoal-process"];

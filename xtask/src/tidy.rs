@@ -25,8 +25,8 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     /// The crates whose `src/` holds sans-IO code.
-    const CORE_CRATES: [&str; 4] =
-        ["crates/paxos", "crates/broadcast", "crates/registry", "crates/sim"];
+    const CORE_CRATES: [&str; 5] =
+        ["crates/paxos", "crates/broadcast", "crates/registry", "crates/hub", "crates/sim"];
 
     /// Files or directories (relative to the workspace root) that are drivers: they run a
     /// core over tokio and the transport, and may do I/O. (`shoal-sim`'s `nodes` is the

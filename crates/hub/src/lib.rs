@@ -4,4 +4,8 @@
 //! nodes, guided placement, replication), batched idempotent child starts and stops, migration
 //! with state hand-over, and partition strategies, driven over `shoal-transport`.
 //!
-//! Nothing is implemented yet: see the hub issue.
+//! What exists so far is the placement core ([`core::Ring`]: consistent hashing with virtual
+//! nodes, and the exact set of children a change of membership moves); the rest comes with
+//! the hub issue.
+
+pub mod core;
