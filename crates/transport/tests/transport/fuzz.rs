@@ -491,6 +491,10 @@ fn tamper() -> impl Strategy<Value = Tamper> {
 fn apply(stream: &mut Vec<u8>, tamper: &Tamper) -> bool {
     let before = stream.clone();
     let n = stream.len();
+    // An empty stream (nothing sent) has no byte to flip, drop, repeat or swap.
+    if n == 0 && !matches!(tamper, Tamper::InsertBytes(..)) {
+        return false;
+    }
     match tamper {
         Tamper::FlipBit(at, bit) => stream[at % n] ^= 1 << bit,
         Tamper::DropByte(at) => drop(stream.remove(at % n)),
