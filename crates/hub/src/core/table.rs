@@ -1,0 +1,595 @@
+//! The hub's view of its children and what this node must do about them, sans-IO.
+//!
+//! **Entries.** Each node is the authority for the children it runs: it publishes one
+//! [`Entry`] per child (its spec as opaque data `S`, its [`Placement`], a version and a
+//! [`State`]), replicated to the hub's other nodes by node-authority replication. A [`Table`]
+//! is fed every entry of every live node as it changes ([`Table::changed`]), and the hub's
+//! membership ([`Table::node_up`], [`Table::node_down`]); [`Table::reconcile`] returns the
+//! [`Action`]s this node must take so that, once the nodes' views agree, every child runs
+//! exactly once, on its owner:
+//!
+//! - **Failover.** The table keeps the newest entry it has seen of every child, also after
+//!   the node that ran it is lost. A child that no live node runs is an *orphan*; once it has
+//!   been one for [`TableConfig::down_after`] (at once when its node left on purpose), its
+//!   owner starts it ([`Action::Start`]); a node that knows an orphan and does not own it hands
+//!   it to the owner after a further [`TableConfig::adopt_after`] ([`Action::Adopt`]), for an
+//!   owner that never knew it (a node that restarted empty).
+//! - **Redistribution.** A child running on a node that no longer owns it (a node joined) is
+//!   moved to its owner ([`Action::Move`]; cold: stopped, then started there), at most
+//!   [`TableConfig::moves_per_sec`] a second, or never with [`OnJoin::Stay`].
+//! - **Conflicts.** Two copies of a child at the same version (started on both sides of a
+//!   partition) are resolved the same way on every node that sees both: the owner's copy wins,
+//!   or, if neither is on the owner, the copy on the lowest-named node; the other node stops its
+//!   copy ([`StopReason::Conflict`]). Its spec is not lost: if both stopped (their views of
+//!   the ring differed), the child is an orphan and is started again.
+//! - **Tombstones.** Terminating a child leaves an entry in [`State::Ended`] with a higher
+//!   version, kept for [`TableConfig::tombstone_ttl`]: a copy with an older version (one
+//!   started on the other side of a partition) is stopped when its node sees it, and a table
+//!   that still knew the child as running does not bring it back. A partition longer than the
+//!   tombstone's life can bring a terminated child back; that is the documented bound. When
+//!   the node holding a tombstone is lost, every node that knows it keeps it
+//!   ([`Action::Keep`]).
+//!
+//! An action is not issued again for the same child until the driver reports it done
+//! ([`Table::done`]) or [`TableConfig::retry_after`] passes.
+//!
+//! What it does not do: start or stop anything (the driver does, and publishes its entries),
+//! or decide who is in the hub (the driver says, from the replication's peers).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Placement, Ring};
+
+/// Where a node's copy of a child stands.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum State {
+    /// Running (or starting) on the entry's node.
+    Running,
+    /// Exited and being restarted on the entry's node.
+    Restarting,
+    /// Stopped on the entry's node and being started on `to` (a cold move).
+    Moving {
+        /// The new owner.
+        to: String,
+    },
+    /// Terminated, or ended for good: a tombstone.
+    Ended,
+}
+
+impl State {
+    /// Whether the child runs (or is about to run again) on the entry's node.
+    pub fn is_live(&self) -> bool {
+        matches!(self, State::Running | State::Restarting)
+    }
+}
+
+/// One node's entry for a child, as it replicates it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry<S> {
+    /// Grows each time the child is terminated (and started again after that).
+    pub version: u64,
+    /// Where it stands.
+    pub state: State,
+    /// How it is placed.
+    pub placement: Placement,
+    /// The driver's data: the spec, metadata, the pid.
+    pub data: S,
+}
+
+/// On a join, whether running children move to the newcomer when it becomes their owner.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnJoin {
+    /// They move (cold: stopped, then started on the new owner).
+    #[default]
+    Move,
+    /// They stay where they run; only new starts and failovers follow the new ring.
+    Stay,
+}
+
+/// How a [`Table`] decides.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TableConfig {
+    /// How long a node must be gone before its children are started elsewhere (so a brief
+    /// disconnect moves nothing). Not waited for a node that left on purpose.
+    pub down_after: Duration,
+    /// How much longer a node that knows an orphan it does not own waits before handing it
+    /// to its owner.
+    pub adopt_after: Duration,
+    /// After this, an action not reported done is issued again.
+    pub retry_after: Duration,
+    /// How long a tombstone is kept.
+    pub tombstone_ttl: Duration,
+    /// Moves issued per second, at most (redistribution is throttled so a join does not stop
+    /// the world). Failover starts are not throttled.
+    pub moves_per_sec: u32,
+    /// Whether children move on a join.
+    pub on_join: OnJoin,
+    /// A node that went down without leaving makes the hub partitioned for this long.
+    pub partition_window: Duration,
+    /// Ring entries per node ([`crate::core::DEFAULT_VNODES`]); the same on every node.
+    pub vnodes: u32,
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        TableConfig {
+            down_after: Duration::from_secs(3),
+            adopt_after: Duration::from_secs(1),
+            retry_after: Duration::from_secs(5),
+            tombstone_ttl: Duration::from_secs(600),
+            moves_per_sec: 10_000,
+            on_join: OnJoin::Move,
+            partition_window: Duration::from_secs(60),
+            vnodes: super::DEFAULT_VNODES,
+        }
+    }
+}
+
+/// Why this node must stop its copy of a child.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// Another copy at the same version wins (see the module docs).
+    Conflict {
+        /// The node whose copy wins.
+        winner: String,
+    },
+    /// A newer version of the child exists: a tombstone (it was terminated), or a copy
+    /// started again after that.
+    Superseded {
+        /// The newer version.
+        version: u64,
+    },
+}
+
+/// What this node must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action<S> {
+    /// Start the child here, from this entry (its newest known), and publish it.
+    Start {
+        /// The child.
+        child: String,
+        /// Its newest entry.
+        entry: Entry<S>,
+    },
+    /// Stop this node's copy and remove its entry.
+    Stop {
+        /// The child.
+        child: String,
+        /// Why.
+        reason: StopReason,
+    },
+    /// Move this node's copy to `to`: publish it as [`State::Moving`], stop it, have `to`
+    /// start it, then remove the entry.
+    Move {
+        /// The child.
+        child: String,
+        /// Its owner.
+        to: String,
+    },
+    /// Hand orphans to their owner `to`, which starts those nobody runs.
+    Adopt {
+        /// The owner.
+        to: String,
+        /// The children, with their newest entries.
+        children: Vec<(String, Entry<S>)>,
+    },
+    /// Publish this tombstone as this node's own entry: the node that held it is gone.
+    Keep {
+        /// The child.
+        child: String,
+        /// The tombstone.
+        entry: Entry<S>,
+    },
+    /// Remove this node's tombstone of the child: it has been kept long enough.
+    Forget {
+        /// The child.
+        child: String,
+    },
+}
+
+impl<S> Action<S> {
+    /// The children the action is about.
+    pub fn children(&self) -> Vec<&str> {
+        match self {
+            Action::Start { child, .. }
+            | Action::Keep { child, .. }
+            | Action::Stop { child, .. }
+            | Action::Move { child, .. }
+            | Action::Forget { child } => vec![child.as_str()],
+            Action::Adopt { children, .. } => {
+                children.iter().map(|(child, _)| child.as_str()).collect()
+            }
+        }
+    }
+}
+
+/// What the table knows of one child.
+#[derive(Clone, Debug)]
+pub struct Known<S> {
+    /// The live nodes' entries.
+    pub holders: BTreeMap<String, Entry<S>>,
+    /// The newest entry seen (the highest version; the latest of that version), kept after
+    /// its node is lost.
+    pub newest: Entry<S>,
+}
+
+impl<S> Known<S> {
+    /// The nodes running the child at its newest version.
+    pub fn running(&self) -> impl Iterator<Item = &str> {
+        self.holders
+            .iter()
+            .filter(|(_, entry)| entry.version == self.newest.version && entry.state.is_live())
+            .map(|(node, _)| node.as_str())
+    }
+
+    /// Whether the newest entry is a tombstone.
+    pub fn is_ended(&self) -> bool {
+        self.newest.state == State::Ended
+    }
+}
+
+/// One node's table of a hub's children (see the module docs).
+#[derive(Debug)]
+pub struct Table<S> {
+    me: String,
+    config: TableConfig,
+    ring: Ring,
+    children: BTreeMap<String, Known<S>>,
+    /// Children to decide on at the next reconcile.
+    dirty: BTreeSet<String>,
+    /// Every child is to be decided on (the ring changed).
+    all_dirty: bool,
+    /// Children nobody runs, with when they may be started.
+    orphans: BTreeMap<String, Instant>,
+    /// Children an action was issued for, with when it may be issued again.
+    pending: BTreeMap<String, Instant>,
+    /// Moves the throttle held back.
+    deferred: BTreeSet<String>,
+    move_budget: f64,
+    refilled: Instant,
+    /// Nodes that said they were leaving: their children need no grace.
+    leaving: BTreeSet<String>,
+    /// Nodes lost without leaving, with when.
+    lost: BTreeMap<String, Instant>,
+    /// Tombstones, with when this node forgets them.
+    ended: BTreeMap<String, Instant>,
+}
+
+impl<S: Clone> Table<S> {
+    /// The table of node `me`, alone in the hub so far.
+    pub fn new(me: &str, config: TableConfig, now: Instant) -> Self {
+        Table {
+            me: me.to_owned(),
+            config,
+            ring: Ring::with_vnodes([me], config.vnodes),
+            children: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            all_dirty: false,
+            orphans: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            deferred: BTreeSet::new(),
+            move_budget: f64::from(config.moves_per_sec),
+            refilled: now,
+            leaving: BTreeSet::new(),
+            lost: BTreeMap::new(),
+            ended: BTreeMap::new(),
+        }
+    }
+
+    /// This node.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// The hub's nodes on the ring (this node and its live peers).
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TableConfig {
+        &self.config
+    }
+
+    /// Everything known of `child`.
+    pub fn child(&self, child: &str) -> Option<&Known<S>> {
+        self.children.get(child)
+    }
+
+    /// Every child known, tombstones included.
+    pub fn children(&self) -> impl Iterator<Item = (&String, &Known<S>)> {
+        self.children.iter()
+    }
+
+    /// The owner of `child` given its placement, on the ring as this node sees it.
+    pub fn owner<'a>(&'a self, child: &str, placement: &'a Placement) -> Option<&'a str> {
+        placement.owner(&self.ring, child)
+    }
+
+    /// Whether a node went down without leaving within [`TableConfig::partition_window`].
+    pub fn is_partitioned(&self, now: Instant) -> bool {
+        self.lost.values().any(|&since| now < since + self.config.partition_window)
+    }
+
+    /// Running children per node (for load-aware strategies and reports).
+    pub fn load(&self) -> BTreeMap<String, usize> {
+        let mut load = BTreeMap::new();
+        for known in self.children.values() {
+            for node in known.running() {
+                *load.entry(node.to_owned()).or_insert(0) += 1;
+            }
+        }
+        load
+    }
+
+    /// `node` runs the hub now.
+    pub fn node_up(&mut self, node: &str) {
+        self.leaving.remove(node);
+        self.lost.remove(node);
+        if !self.ring.contains(node) {
+            self.ring.add(node);
+            self.all_dirty = true;
+        }
+    }
+
+    /// `node` left the hub on purpose (before its entries go): its children are started on
+    /// their new owners without waiting.
+    pub fn node_leaving(&mut self, node: &str) {
+        if node != self.me {
+            self.leaving.insert(node.to_owned());
+        }
+    }
+
+    /// `node` is no longer in the hub (its entries are, or will be, reported gone).
+    pub fn node_down(&mut self, node: &str, now: Instant) {
+        if node == self.me {
+            return;
+        }
+        if !self.leaving.contains(node) {
+            self.lost.insert(node.to_owned(), now);
+        }
+        if self.ring.contains(node) {
+            self.ring.remove(node);
+            self.all_dirty = true;
+        }
+    }
+
+    /// `origin`'s entry for `child` is now `entry` (`None`: it went, or its node did).
+    pub fn changed(&mut self, origin: &str, child: &str, entry: Option<&Entry<S>>, now: Instant) {
+        match entry {
+            Some(entry) => {
+                let known = self
+                    .children
+                    .entry(child.to_owned())
+                    .or_insert_with(|| Known { holders: BTreeMap::new(), newest: entry.clone() });
+                if entry.version >= known.newest.version {
+                    known.newest = entry.clone();
+                }
+                known.holders.insert(origin.to_owned(), entry.clone());
+                if known.is_ended() {
+                    self.ended.entry(child.to_owned()).or_insert(now + self.config.tombstone_ttl);
+                }
+            }
+            None => {
+                let Some(known) = self.children.get_mut(child) else { return };
+                let held = known.holders.remove(origin);
+                let was_running = held.is_some_and(|entry| entry.state.is_live());
+                if was_running && !known.is_ended() && known.running().next().is_none() {
+                    // Orphaned now: its time to be started runs from here.
+                    let grace = if self.leaving.contains(origin) {
+                        Duration::ZERO
+                    } else {
+                        self.config.down_after
+                    };
+                    self.orphans.insert(child.to_owned(), now + grace);
+                }
+            }
+        }
+        if origin == self.me {
+            self.pending.remove(child);
+        }
+        self.dirty.insert(child.to_owned());
+    }
+
+    /// The action about `children` is done (or failed): they may be decided on again.
+    pub fn done<'c>(&mut self, children: impl IntoIterator<Item = &'c str>) {
+        for child in children {
+            self.pending.remove(child);
+            self.dirty.insert(child.to_owned());
+        }
+    }
+
+    /// When [`Table::reconcile`] has something to do without any new input, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let orphans = self.orphans.values().copied().min();
+        let pending = self.pending.values().copied().min();
+        let ended = self.ended.values().copied().min();
+        let deferred = (!self.deferred.is_empty()).then(|| self.refilled + self.refill_step());
+        [orphans, pending, ended, deferred].into_iter().flatten().min()
+    }
+
+    /// Decides what this node must do about the children that changed, or whose time came.
+    pub fn reconcile(&mut self, now: Instant) -> Vec<Action<S>> {
+        self.refill(now);
+        let mut check = std::mem::take(&mut self.dirty);
+        if std::mem::take(&mut self.all_dirty) {
+            check.extend(self.children.keys().cloned());
+        }
+        check.append(&mut self.deferred);
+        check.extend(
+            self.orphans.iter().filter(|&(_, &at)| at <= now).map(|(child, _)| child.clone()),
+        );
+        let expired: Vec<String> =
+            self.pending.iter().filter(|&(_, &at)| at <= now).map(|(c, _)| c.clone()).collect();
+        for child in expired {
+            self.pending.remove(&child);
+            check.insert(child);
+        }
+        let mut actions = Vec::new();
+        let mut adopt: BTreeMap<String, Vec<(String, Entry<S>)>> = BTreeMap::new();
+        for child in check {
+            if self.pending.contains_key(&child) {
+                continue;
+            }
+            match self.decide(&child, now) {
+                Decision::Nothing => {}
+                Decision::Act(action) => {
+                    self.pending.insert(child, now + self.config.retry_after);
+                    actions.push(action);
+                }
+                Decision::Adopt { to, entry } => {
+                    self.pending.insert(child.clone(), now + self.config.retry_after);
+                    adopt.entry(to).or_default().push((child, entry));
+                }
+            }
+        }
+        actions.extend(adopt.into_iter().map(|(to, children)| Action::Adopt { to, children }));
+        actions.extend(self.forget_tombstones(now));
+        actions
+    }
+
+    fn decide(&mut self, child: &str, now: Instant) -> Decision<S> {
+        let Some(known) = self.children.get(child) else {
+            self.orphans.remove(child);
+            return Decision::Nothing;
+        };
+        let mine = known.holders.get(&self.me);
+        let newest = known.newest.version;
+        if let Some(mine) = mine
+            && mine.version < newest
+            && mine.state != State::Ended
+        {
+            let reason = StopReason::Superseded { version: newest };
+            return Decision::Act(Action::Stop { child: child.to_owned(), reason });
+        }
+        let owner = known.newest.placement.owner(&self.ring, child).map(str::to_owned);
+        if known.is_ended() {
+            self.orphans.remove(child);
+            // The tombstone's node is gone: every node that knows it keeps it (it is small,
+            // and which nodes know it is unknown), so that it still reaches a node that knew
+            // the child as running.
+            let kept = known
+                .holders
+                .values()
+                .any(|entry| entry.state == State::Ended && entry.version == newest);
+            let live = self.ended.get(child).is_some_and(|&until| now < until);
+            if !kept && live {
+                let entry = known.newest.clone();
+                return Decision::Act(Action::Keep { child: child.to_owned(), entry });
+            }
+            return Decision::Nothing;
+        }
+        let running: Vec<&str> = known.running().collect();
+        if running.len() > 1 {
+            self.orphans.remove(child);
+            if !running.contains(&self.me.as_str()) {
+                return Decision::Nothing;
+            }
+            let winner = match owner.as_deref() {
+                Some(owner) if running.contains(&owner) => owner,
+                _ => running[0],
+            };
+            if winner == self.me {
+                return Decision::Nothing;
+            }
+            let reason = StopReason::Conflict { winner: winner.to_owned() };
+            return Decision::Act(Action::Stop { child: child.to_owned(), reason });
+        }
+        if let [runner] = running[..] {
+            self.orphans.remove(child);
+            let misplaced = runner == self.me
+                && self.config.on_join == OnJoin::Move
+                && owner.as_deref().is_some_and(|owner| owner != self.me);
+            if !misplaced || mine.is_some_and(|mine| mine.state != State::Running) {
+                return Decision::Nothing;
+            }
+            if self.move_budget < 1.0 {
+                self.deferred.insert(child.to_owned());
+                return Decision::Nothing;
+            }
+            self.move_budget -= 1.0;
+            let to = owner.unwrap_or_default();
+            return Decision::Act(Action::Move { child: child.to_owned(), to });
+        }
+        // Nobody runs it. A move under way is its mover's to finish.
+        if let Some(Entry { state: State::Moving { to }, .. }) = mine {
+            self.orphans.remove(child);
+            if self.ring.contains(to) {
+                return Decision::Nothing;
+            }
+            // The node it was moving to is gone: start it here if this node owns it now.
+            return match owner {
+                Some(owner) if owner == self.me => Decision::Act(Action::Start {
+                    child: child.to_owned(),
+                    entry: known.newest.clone(),
+                }),
+                Some(owner) => Decision::Act(Action::Move { child: child.to_owned(), to: owner }),
+                None => Decision::Nothing,
+            };
+        }
+        let moving =
+            known.holders.values().any(|entry| matches!(entry.state, State::Moving { .. }));
+        if moving {
+            self.orphans.remove(child);
+            return Decision::Nothing;
+        }
+        let since = *self.orphans.entry(child.to_owned()).or_insert(now + self.config.down_after);
+        if now < since {
+            return Decision::Nothing;
+        }
+        match owner {
+            Some(owner) if owner == self.me => Decision::Act(Action::Start {
+                child: child.to_owned(),
+                entry: known.newest.clone(),
+            }),
+            Some(owner) if now >= since + self.config.adopt_after => {
+                Decision::Adopt { to: owner, entry: known.newest.clone() }
+            }
+            _ => Decision::Nothing,
+        }
+    }
+
+    fn forget_tombstones(&mut self, now: Instant) -> Vec<Action<S>> {
+        let due: Vec<String> =
+            self.ended.iter().filter(|&(_, &at)| at <= now).map(|(c, _)| c.clone()).collect();
+        let mut actions = Vec::new();
+        for child in due {
+            self.ended.remove(&child);
+            let Some(known) = self.children.get(&child) else { continue };
+            if !known.is_ended() {
+                continue;
+            }
+            if known.holders.get(&self.me).is_some_and(|entry| entry.state == State::Ended) {
+                actions.push(Action::Forget { child: child.clone() });
+            }
+            if known.holders.values().all(|entry| entry.state == State::Ended) {
+                self.children.remove(&child);
+                self.orphans.remove(&child);
+            }
+        }
+        actions
+    }
+
+    fn refill_step(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / f64::from(self.config.moves_per_sec.max(1)))
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let rate = f64::from(self.config.moves_per_sec.max(1));
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.move_budget = (self.move_budget + elapsed * rate).min(rate);
+        self.refilled = now;
+    }
+}
+
+enum Decision<S> {
+    Nothing,
+    Act(Action<S>),
+    Adopt { to: String, entry: Entry<S> },
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,502 @@
+//! The table's decisions, tested alone and in a small simulated hub: nodes that exchange
+//! their entries directly (no replication protocol, no processes), with joins, crashes,
+//! restarts, partitions, starts and terminations, checked after the last heal.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn entry(version: u64, state: State) -> Entry<u32> {
+    Entry { version, state, placement: Placement::Ring, data: 7 }
+}
+
+fn config() -> TableConfig {
+    TableConfig {
+        down_after: Duration::from_secs(3),
+        adopt_after: Duration::from_secs(1),
+        retry_after: Duration::from_secs(2),
+        tombstone_ttl: Duration::from_secs(60),
+        moves_per_sec: 1_000,
+        on_join: OnJoin::Move,
+        partition_window: Duration::from_secs(60),
+        vnodes: 64,
+    }
+}
+
+/// A child whose owner is `node` on the ring over `nodes`.
+fn owned_by(node: &str, nodes: &[&str]) -> String {
+    let ring = Ring::with_vnodes(nodes.iter().copied(), 64);
+    (0..).map(|i| format!("c{i}")).find(|c| ring.owner(c) == Some(node)).expect("a child")
+}
+
+#[test]
+fn a_lost_nodes_child_is_started_by_its_new_owner_after_the_grace() {
+    let t0 = Instant::now();
+    let mut a = Table::new("a", config(), t0);
+    a.node_up("b");
+    let child = owned_by("b", &["a", "b"]);
+    a.changed("b", &child, Some(&entry(0, State::Running)), t0);
+    assert!(a.reconcile(t0).is_empty(), "b runs it");
+    a.node_down("b", t0);
+    a.changed("b", &child, None, t0);
+    assert!(a.reconcile(t0 + Duration::from_secs(1)).is_empty(), "within the grace");
+    assert!(a.is_partitioned(t0));
+    let actions = a.reconcile(t0 + Duration::from_secs(3));
+    assert_eq!(
+        actions,
+        vec![Action::Start { child: child.clone(), entry: entry(0, State::Running) }]
+    );
+    assert!(a.reconcile(t0 + Duration::from_secs(4)).is_empty(), "issued once");
+    assert_eq!(a.reconcile(t0 + Duration::from_secs(5)).len(), 1, "again after retry_after");
+}
+
+#[test]
+fn a_node_that_leaves_on_purpose_has_its_children_started_at_once() {
+    let t0 = Instant::now();
+    let mut a = Table::new("a", config(), t0);
+    a.node_up("b");
+    let child = owned_by("b", &["a", "b"]);
+    a.changed("b", &child, Some(&entry(0, State::Running)), t0);
+    a.node_leaving("b");
+    a.changed("b", &child, None, t0);
+    a.node_down("b", t0);
+    assert!(!a.is_partitioned(t0));
+    assert!(matches!(a.reconcile(t0).as_slice(), [Action::Start { .. }]));
+}
+
+#[test]
+fn a_brief_disconnect_moves_nothing() {
+    let t0 = Instant::now();
+    let mut a = Table::new("a", config(), t0);
+    a.node_up("b");
+    let child = owned_by("b", &["a", "b"]);
+    a.changed("b", &child, Some(&entry(0, State::Running)), t0);
+    a.node_down("b", t0);
+    a.changed("b", &child, None, t0);
+    assert!(a.reconcile(t0 + Duration::from_secs(1)).is_empty());
+    a.node_up("b");
+    a.changed("b", &child, Some(&entry(0, State::Running)), t0 + Duration::from_secs(2));
+    assert!(a.reconcile(t0 + Duration::from_secs(10)).is_empty());
+}
+
+#[test]
+fn a_non_owner_hands_an_orphan_to_its_owner() {
+    let t0 = Instant::now();
+    let mut a = Table::new("a", config(), t0);
+    a.node_up("b");
+    a.node_up("c");
+    let child = owned_by("c", &["a", "c"]);
+    a.changed("b", &child, Some(&entry(0, State::Running)), t0);
+    a.node_down("b", t0);
+    a.changed("b", &child, None, t0);
+    assert!(a.reconcile(t0 + Duration::from_secs(3)).is_empty(), "the owner's turn first");
+    let actions = a.reconcile(t0 + Duration::from_secs(4));
+    assert_eq!(
+        actions,
+        vec![Action::Adopt { to: "c".into(), children: vec![(child, entry(0, State::Running))] }]
+    );
+}
+
+#[test]
+fn two_copies_resolve_to_the_owners_on_both_sides() {
+    let t0 = Instant::now();
+    let child = owned_by("b", &["a", "b"]);
+    let mut a = Table::new("a", config(), t0);
+    let mut b = Table::new("b", config(), t0);
+    a.node_up("b");
+    b.node_up("a");
+    for table in [&mut a, &mut b] {
+        table.changed("a", &child, Some(&entry(0, State::Running)), t0);
+        table.changed("b", &child, Some(&entry(0, State::Running)), t0);
+    }
+    let winner = StopReason::Conflict { winner: "b".into() };
+    assert_eq!(a.reconcile(t0), vec![Action::Stop { child: child.clone(), reason: winner }]);
+    assert!(b.reconcile(t0).is_empty());
+}
+
+#[test]
+fn a_tombstone_stops_an_older_copy_and_keeps_the_child_from_coming_back() {
+    let t0 = Instant::now();
+    let child = owned_by("a", &["a", "b"]);
+    let mut a = Table::new("a", config(), t0);
+    a.node_up("b");
+    a.changed("a", &child, Some(&entry(0, State::Running)), t0);
+    a.changed("b", &child, Some(&entry(1, State::Ended)), t0);
+    let stop = Action::Stop { child: child.clone(), reason: StopReason::Superseded { version: 1 } };
+    assert_eq!(a.reconcile(t0), vec![stop]);
+    a.changed("a", &child, None, t0);
+    a.node_down("b", t0);
+    a.changed("b", &child, None, t0);
+    let t1 = t0 + Duration::from_secs(30);
+    let keep = Action::Keep { child: child.clone(), entry: entry(1, State::Ended) };
+    assert_eq!(a.reconcile(t1), vec![keep], "not an orphan; its holder gone, a keeps it");
+    a.changed("a", &child, Some(&entry(1, State::Ended)), t1);
+    let forget = Action::Forget { child: child.clone() };
+    assert_eq!(a.reconcile(t0 + Duration::from_secs(61)), vec![forget]);
+    assert!(a.child(&child).is_none(), "forgotten after its ttl");
+}
+
+#[test]
+fn a_join_moves_only_the_newcomers_children_within_the_cap() {
+    let t0 = Instant::now();
+    let mut cfg = config();
+    cfg.moves_per_sec = 10;
+    let mut a = Table::new("a", cfg, t0);
+    let children: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+    for child in &children {
+        a.changed("a", child, Some(&entry(0, State::Running)), t0);
+    }
+    assert!(a.reconcile(t0).is_empty());
+    a.node_up("b");
+    let ring = Ring::with_vnodes(["a", "b"], 64);
+    let to_move = children.iter().filter(|c| ring.owner(c) == Some("b")).count();
+    let mut moved = BTreeSet::new();
+    for second in 0..40 {
+        for action in a.reconcile(t0 + Duration::from_secs(second)) {
+            let Action::Move { child, to } = action else { panic!("{action:?}") };
+            assert_eq!(to, "b");
+            let now = t0 + Duration::from_secs(second);
+            a.changed("a", &child, None, now);
+            a.changed("b", &child, Some(&entry(0, State::Running)), now);
+            assert!(moved.insert(child));
+        }
+        assert!(moved.len() as u64 <= 10 * (second + 1), "throttled");
+    }
+    assert_eq!(moved.len(), to_move);
+}
+
+/// A small hub in which entries reach every connected node at once.
+struct Hub {
+    now: Instant,
+    nodes: BTreeMap<String, Member>,
+    /// Pairs that cannot talk.
+    cut: BTreeSet<(String, String)>,
+    /// Nodes whose table ever knew each child.
+    knowers: BTreeMap<String, BTreeSet<String>>,
+    terminated: BTreeSet<String>,
+}
+
+struct Member {
+    up: bool,
+    table: Table<u32>,
+    own: BTreeMap<String, Entry<u32>>,
+}
+
+impl Hub {
+    fn new(count: usize) -> Self {
+        let now = Instant::now();
+        let mut hub = Hub {
+            now,
+            nodes: BTreeMap::new(),
+            cut: BTreeSet::new(),
+            knowers: BTreeMap::new(),
+            terminated: BTreeSet::new(),
+        };
+        for i in 0..count {
+            let name = format!("n{i}");
+            hub.nodes.insert(
+                name.clone(),
+                Member { up: true, table: Table::new(&name, config(), now), own: BTreeMap::new() },
+            );
+        }
+        hub.connect_all();
+        hub
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.nodes.keys().cloned().collect()
+    }
+
+    fn talk(&self, a: &str, b: &str) -> bool {
+        a != b
+            && self.nodes[a].up
+            && self.nodes[b].up
+            && !self.cut.contains(&(a.to_owned(), b.to_owned()))
+            && !self.cut.contains(&(b.to_owned(), a.to_owned()))
+    }
+
+    /// Brings every pair's membership in line with who can talk to whom.
+    fn connect_all(&mut self) {
+        let names = self.names();
+        for a in &names {
+            for b in &names {
+                if a == b || !self.nodes[a].up {
+                    continue;
+                }
+                let talk = self.talk(a, b);
+                let known = self.nodes[a].table.ring().contains(b);
+                if talk && !known {
+                    let entries: Vec<(String, Entry<u32>)> =
+                        self.nodes[b].own.iter().map(|(c, e)| (c.clone(), e.clone())).collect();
+                    let now = self.now;
+                    let member = self.nodes.get_mut(a).expect("a");
+                    member.table.node_up(b);
+                    for (child, entry) in entries {
+                        member.table.changed(b, &child, Some(&entry), now);
+                        self.knowers.entry(child).or_default().insert(a.clone());
+                    }
+                } else if !talk && known {
+                    let now = self.now;
+                    let member = self.nodes.get_mut(a).expect("a");
+                    member.table.node_down(b, now);
+                    let gone: Vec<String> = member
+                        .table
+                        .children()
+                        .filter(|(_, known)| known.holders.contains_key(b))
+                        .map(|(child, _)| child.clone())
+                        .collect();
+                    for child in gone {
+                        member.table.changed(b, &child, None, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Node `origin` sets its own entry; every node it talks to sees it.
+    fn publish(&mut self, origin: &str, child: &str, entry: Option<Entry<u32>>) {
+        let now = self.now;
+        let names = self.names();
+        match &entry {
+            Some(entry) => {
+                self.nodes.get_mut(origin).expect("o").own.insert(child.into(), entry.clone())
+            }
+            None => self.nodes.get_mut(origin).expect("o").own.remove(child),
+        };
+        for name in names {
+            if name == origin || self.talk(origin, &name) {
+                let member = self.nodes.get_mut(&name).expect("n");
+                member.table.changed(origin, child, entry.as_ref(), now);
+                self.knowers.entry(child.to_owned()).or_default().insert(name);
+            }
+        }
+    }
+
+    /// Every up node reconciles once and carries out what it decided.
+    fn round(&mut self) -> usize {
+        let mut count = 0;
+        for name in self.names() {
+            if !self.nodes[&name].up {
+                continue;
+            }
+            let now = self.now;
+            let actions = self.nodes.get_mut(&name).expect("n").table.reconcile(now);
+            count += actions.len();
+            for action in actions {
+                self.carry_out(&name, action);
+            }
+        }
+        count
+    }
+
+    fn carry_out(&mut self, me: &str, action: Action<u32>) {
+        match action {
+            Action::Start { child, mut entry } => {
+                entry.state = State::Running;
+                self.publish(me, &child, Some(entry));
+            }
+            Action::Stop { child, .. } | Action::Forget { child } => self.publish(me, &child, None),
+            Action::Keep { child, entry } => self.publish(me, &child, Some(entry)),
+            Action::Move { child, to } => {
+                let Some(mut entry) = self.nodes[me].own.get(&child).cloned() else { return };
+                if !self.talk(me, &to) {
+                    self.nodes.get_mut(me).expect("me").table.done([child.as_str()]);
+                    return;
+                }
+                entry.state = State::Moving { to: to.clone() };
+                self.publish(me, &child, Some(entry.clone()));
+                self.adopt(&to, &child, entry);
+                self.publish(me, &child, None);
+            }
+            Action::Adopt { to, children } => {
+                if self.talk(me, &to) {
+                    for (child, entry) in children {
+                        self.adopt(&to, &child, entry);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `to` starts `child` unless it runs already there or somewhere it knows of.
+    fn adopt(&mut self, to: &str, child: &str, mut entry: Entry<u32>) {
+        let table = &self.nodes[to].table;
+        let running = table.child(child).is_some_and(|known| {
+            known.running().any(|_| true) && known.newest.version >= entry.version
+        });
+        let ended = table
+            .child(child)
+            .is_some_and(|known| known.is_ended() && known.newest.version >= entry.version);
+        if !running && !ended {
+            entry.state = State::Running;
+            self.publish(to, child, Some(entry));
+        }
+    }
+
+    fn start(&mut self, via: &str, child: &str) {
+        let table = &self.nodes[via].table;
+        if table.child(child).is_some() {
+            return;
+        }
+        let owner = Placement::Ring.owner(table.ring(), child).expect("an owner").to_owned();
+        if owner != via && !self.talk(via, &owner) {
+            return;
+        }
+        self.publish(&owner, child, Some(entry(0, State::Running)));
+    }
+
+    fn terminate(&mut self, child: &str) {
+        let runner = self
+            .nodes
+            .iter()
+            .find(|(_, m)| m.up && m.own.get(child).is_some_and(|e| e.state.is_live()));
+        if let Some((name, member)) = runner {
+            let name = name.clone();
+            let mut ended = member.own[child].clone();
+            ended.version += 1;
+            ended.state = State::Ended;
+            self.publish(&name, child, Some(ended));
+            self.terminated.insert(child.to_owned());
+        }
+    }
+
+    fn crash(&mut self, name: &str) {
+        let member = self.nodes.get_mut(name).expect("n");
+        member.up = false;
+        member.own.clear();
+        for knowers in self.knowers.values_mut() {
+            knowers.remove(name);
+        }
+        self.connect_all();
+    }
+
+    fn restart(&mut self, name: &str) {
+        let now = self.now;
+        let member = self.nodes.get_mut(name).expect("n");
+        member.up = true;
+        member.table = Table::new(name, config(), now);
+        self.connect_all();
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+    }
+
+    /// Rounds (time moving on) until nothing more happens.
+    fn settle(&mut self) {
+        let mut quiet = 0;
+        for _ in 0..400 {
+            self.advance(Duration::from_millis(500));
+            if self.round() == 0 {
+                quiet += 1;
+                if quiet > 30 {
+                    return;
+                }
+            } else {
+                quiet = 0;
+            }
+        }
+        panic!("the hub did not settle");
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Start(u8, u8),
+    Terminate(u8),
+    Crash(u8),
+    Restart(u8),
+    Cut(u8, u8),
+    HealAll,
+    Wait(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u8..5, 0u8..40).prop_map(|(n, c)| Op::Start(n, c)),
+        1 => (0u8..40).prop_map(Op::Terminate),
+        1 => (0u8..5).prop_map(Op::Crash),
+        2 => (0u8..5).prop_map(Op::Restart),
+        1 => (0u8..5, 0u8..5).prop_map(|(a, b)| Op::Cut(a, b)),
+        1 => Just(Op::HealAll),
+        3 => (1u8..10).prop_map(Op::Wait),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+
+    /// After any sequence of starts, terminations, crashes, restarts and partitions, once every
+    /// node is back and connected: each child some live node still knows, and that was not
+    /// terminated, runs exactly once, on its owner; no terminated child runs.
+    #[test]
+    fn every_known_child_runs_exactly_once_after_the_last_heal(ops in prop::collection::vec(op(), 1..60)) {
+        let mut hub = Hub::new(5);
+        let names = hub.names();
+        let mut started = BTreeSet::new();
+        for op in ops {
+            match op {
+                Op::Start(node, child) => {
+                    let via = &names[node as usize];
+                    if hub.nodes[via].up {
+                        let child = format!("c{child}");
+                        hub.start(via, &child);
+                        started.insert(child);
+                    }
+                }
+                Op::Terminate(child) => hub.terminate(&format!("c{child}")),
+                Op::Crash(node) => {
+                    // At most one node down at a time.
+                    if hub.nodes.values().all(|m| m.up) {
+                        hub.crash(&names[node as usize]);
+                    }
+                }
+                Op::Restart(node) => {
+                    if !hub.nodes[&names[node as usize]].up {
+                        hub.restart(&names[node as usize]);
+                    }
+                }
+                Op::Cut(a, b) => {
+                    hub.cut.insert((names[a as usize].clone(), names[b as usize].clone()));
+                    hub.connect_all();
+                }
+                Op::HealAll => {
+                    hub.cut.clear();
+                    hub.connect_all();
+                }
+                Op::Wait(tenths) => hub.advance(Duration::from_millis(u64::from(tenths) * 100)),
+            }
+            hub.round();
+        }
+        for name in hub.names() {
+            if !hub.nodes[&name].up {
+                hub.restart(&name);
+            }
+        }
+        hub.cut.clear();
+        hub.connect_all();
+        hub.settle();
+        let ring = Ring::with_vnodes(names.iter().map(String::as_str), 64);
+        for child in &started {
+            let known = hub.knowers.get(child).is_some_and(|k| !k.is_empty());
+            let runners: Vec<&String> = hub
+                .nodes
+                .iter()
+                .filter(|(_, m)| m.own.get(child).is_some_and(|e| e.state.is_live()))
+                .map(|(name, _)| name)
+                .collect();
+            if hub.terminated.contains(child) && hub.nodes.values().any(|m| m.table.child(child).is_some_and(Known::is_ended)) {
+                prop_assert!(runners.is_empty(), "{child} was terminated and runs on {runners:?}");
+                continue;
+            }
+            if !known {
+                continue;
+            }
+            prop_assert_eq!(runners.len(), 1, "{} runs on {:?}", child, runners);
+            prop_assert_eq!(Some(runners[0].as_str()), ring.owner(child), "{} not on its owner", child);
+        }
+    }
+}
