@@ -323,16 +323,25 @@ impl Dispatch for Cluster {
     /// took this node down on its side (a stall, a timeout) and connects again before this
     /// node noticed. This node takes the peer down now, before the new connection joins its
     /// side of the session: noticing later would close the new connection with the old ones
-    /// and take the peer down a second time.
-    fn accepting(self: &Arc<Self>, peer: &Arc<Peer>, hello: &Hello, version: u32) {
+    /// and take the peer down a second time. A session that ends (here or from elsewhere)
+    /// while the connection is taken ends wholly before or wholly after
+    /// ([`Peer::take_inbound`]): it closes, and counts as released to the peer, the new
+    /// connection only if it ends after.
+    fn accepting(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        hello: &Hello,
+        version: u32,
+    ) -> watch::Receiver<u64> {
         peer.set_version(version);
-        if peer.is_up() && hello.released >= peer.session_attempt() {
+        let (ended, epoch) = peer.take_inbound(hello.attempt, hello.released);
+        if let Some(was_up) = ended {
             let reason = "it closed this node's connections and connected again";
-            self.down(peer, DownReason::ConnectionLost(reason.into()));
+            self.notify_down(peer, was_up, DownReason::ConnectionLost(reason.into()));
             peer.connecting(&self.config.channels);
             peer.kick.notify_one();
         }
-        peer.took_attempt(hello.attempt);
+        epoch
     }
 
     fn dispatch(
@@ -395,9 +404,8 @@ async fn handshake_and_read(cluster: Arc<Cluster>, conn: Connection, ticket: Tic
             drop(ticket);
             let (channel, index) = (&accepted.channel, accepted.index);
             tracing::debug!(node = %cluster.spec().name, peer = %accepted.peer.name(), %addr, channel, index, "connection accepted");
-            let epoch = accepted.peer.inbound_epoch.subscribe();
             let wiring = cluster.wiring.clone();
-            conn::read_loop(wiring, cluster, accepted, track, epoch).await;
+            conn::read_loop(wiring, cluster, accepted, track).await;
         }
         Err(error) => ticket.failed(addr, &error),
     }

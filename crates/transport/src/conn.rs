@@ -63,8 +63,14 @@ pub(crate) trait Dispatch: Send + Sync + 'static {
     fn admit(self: &Arc<Self>, spec: &NodeSpec) -> Result<Arc<Peer>, String>;
 
     /// Takes a connection `peer` opened with `hello` (admitted, not a probe), whose handshake
-    /// negotiated protocol `version`, before its reader starts.
-    fn accepting(self: &Arc<Self>, peer: &Arc<Peer>, hello: &Hello, version: u32);
+    /// negotiated protocol `version`, before its reader starts. Returns what tells the reader
+    /// to close: it changes when the peer goes down here after the connection was taken.
+    fn accepting(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        hello: &Hello,
+        version: u32,
+    ) -> watch::Receiver<u64>;
 
     /// Takes one frame read from `peer`. Returns a future to finish before the connection's
     /// next frame only when delivery must wait (never in the usual case).
@@ -299,6 +305,8 @@ pub(crate) struct Accepted {
     /// The channel it carries, and which of the channel's connections it is.
     pub(crate) channel: String,
     pub(crate) index: u16,
+    /// Changes when the peer goes down here after the connection was taken: it closes.
+    pub(crate) epoch: watch::Receiver<u64>,
 }
 
 /// Runs the responder's side of the handshake on a new connection, which holds `ticket`'s
@@ -370,10 +378,10 @@ pub(crate) async fn accept(
                 Ok(None)
             }
             Ok(peer) => {
-                dispatch.accepting(&peer, &hello, version);
+                let epoch = dispatch.accepting(&peer, &hello, version);
                 let track = peer.track_inbound(&hello.channel, hello.index);
                 write_sealed(&mut conn.write, &mut sealer, &Frame::Accepted, format).await?;
-                Ok(Some((peer, hello, track, incoming)))
+                Ok(Some((peer, hello, track, epoch, incoming)))
             }
             Err(reason) => {
                 let refusal = Frame::Refused { reason: reason.clone() };
@@ -391,11 +399,12 @@ pub(crate) async fn accept(
             return Err(ConnError::Refused("closed to make room for another address".into()));
         }
     };
-    let Some((peer, hello, track, mut incoming)) = admitted else { return Ok(None) };
+    let Some((peer, hello, track, epoch, mut incoming)) = admitted else { return Ok(None) };
     // Admitted: frames up to the node's maximum from now on. The initiator sends nothing
     // after its confirmation until it reads `Accepted`, so nothing was decoded yet.
     incoming.decoder.set_max_frame_bytes(wiring.max_frame_bytes);
-    let accepted = Accepted { peer, conn, incoming, channel: hello.channel, index: hello.index };
+    let (channel, index) = (hello.channel, hello.index);
+    let accepted = Accepted { peer, conn, incoming, channel, index, epoch };
     Ok(Some((accepted, track)))
 }
 
@@ -713,19 +722,18 @@ async fn dispatch_decoded(
 }
 
 /// Reads frames from a peer's connection and dispatches them, until the connection fails,
-/// sends a bad frame, or the peer goes down here (`epoch` changes). Every frame already read
-/// is dispatched before a bad one closes the connection. Bytes read are counted on `track`,
+/// sends a bad frame, or the peer goes down here after the connection was taken (its `epoch`
+/// changes; also when that happened before this starts). Every frame already read is
+/// dispatched before a bad one closes the connection. Bytes read are counted on `track`,
 /// which also says when a newer connection of the peer replaced this one (it then ends too).
 pub(crate) async fn read_loop(
     wiring: Arc<Wiring>,
     dispatch: Arc<impl Dispatch>,
     accepted: Accepted,
     track: InboundTrack,
-    mut epoch: watch::Receiver<u64>,
 ) {
-    let Accepted { peer, mut conn, mut incoming, .. } = accepted;
+    let Accepted { peer, mut conn, mut incoming, mut epoch, .. } = accepted;
     let InboundTrack { read, mut superseded } = track;
-    epoch.mark_unchanged();
     let name = peer.name();
     let mut batch = Vec::new();
     loop {

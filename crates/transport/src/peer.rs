@@ -132,7 +132,12 @@ pub(crate) struct Peer {
     /// Set when the peer left or was replaced: its connector stops.
     removed: watch::Sender<bool>,
     /// Bumped when the peer's inbound connections must close (it went down).
-    pub(crate) inbound_epoch: watch::Sender<u64>,
+    inbound_epoch: watch::Sender<u64>,
+    /// Held while a session begins or ends and while one of the peer's connections is taken
+    /// ([`Peer::take_inbound`]), so that every connection of the peer's is taken either before
+    /// an end, which then closes it and counts its attempt as released, or after, and then is
+    /// neither closed nor counted. Taken before `session`, never after.
+    gate: Mutex<()>,
     /// Wakes the connector from its backoff (healed, restarted).
     pub(crate) kick: Notify,
     /// Receivers on the peer that asked this node to hold casts and calls to them, as their
@@ -220,6 +225,7 @@ impl Peer {
             ties: Mutex::new(Ties::default()),
             removed: watch::Sender::new(false),
             inbound_epoch: watch::Sender::new(0),
+            gate: Mutex::new(()),
             session_attempt: AtomicU64::new(0),
             took_attempt: AtomicU64::new(0),
             released_attempt: AtomicU64::new(0),
@@ -280,6 +286,7 @@ impl Peer {
     /// is up, unless the session was ended meanwhile (the peer restarted or left while this
     /// node connected).
     pub(crate) fn begin(&self, session: &Arc<Session>, attempt: u64, now_ms: u64) -> bool {
+        let _gate = lock(&self.gate);
         let current = lock(&self.session);
         if !current.as_ref().is_some_and(|current| Arc::ptr_eq(current, session)) {
             return false;
@@ -294,6 +301,7 @@ impl Peer {
     /// connections are told to close, so that the peer notices too (frames queued here may
     /// have been lost, and its callers must hear of it). Returns whether the peer was up.
     pub(crate) fn end(&self) -> bool {
+        let _gate = lock(&self.gate);
         let session = lock(&self.session).take();
         self.end_taken(session)
     }
@@ -301,6 +309,7 @@ impl Peer {
     /// Ends `session` as [`Self::end`] does, if it is still the peer's session; whether the
     /// peer was up, or `None` when the session was ended from elsewhere meanwhile.
     pub(crate) fn end_session(&self, session: &Arc<Session>) -> Option<bool> {
+        let _gate = lock(&self.gate);
         let mut current = lock(&self.session);
         if !current.as_ref().is_some_and(|current| Arc::ptr_eq(current, session)) {
             return None;
@@ -310,6 +319,8 @@ impl Peer {
         Some(self.end_taken(taken))
     }
 
+    /// Ends `session`, taken off the peer; called with the gate held, so that the peer's
+    /// connections taken before (and only those) close and count as released.
     fn end_taken(&self, session: Option<Arc<Session>>) -> bool {
         let was_up = self.up.swap(false, Ordering::AcqRel);
         if let Some(session) = session {
@@ -343,9 +354,26 @@ impl Peer {
         self.session_attempt.load(Ordering::Acquire)
     }
 
-    /// Records that a connection of the peer's attempt `attempt` was taken.
-    pub(crate) fn took_attempt(&self, attempt: u64) {
+    /// Takes a connection the peer opened in its connection attempt `attempt`, after closing
+    /// this node's connections of its attempts up to `released` (both from the connection's
+    /// [`crate::handshake::Hello`]). If this node is still up on a session of one of those
+    /// attempts (the peer took this node down and connected again before this node noticed),
+    /// that session ends first, before the connection is taken, which it then does not close:
+    /// whether the peer was up is returned, the peer is to be reported down. Also returns what
+    /// tells the connection's reader to close: it changes when the peer goes down here after
+    /// the connection was taken (never for a down before, even one still being reported).
+    pub(crate) fn take_inbound(
+        &self,
+        attempt: u64,
+        released: u64,
+    ) -> (Option<bool>, watch::Receiver<u64>) {
+        let _gate = lock(&self.gate);
+        let ended = (self.is_up() && released >= self.session_attempt()).then(|| {
+            let session = lock(&self.session).take();
+            self.end_taken(session)
+        });
         self.took_attempt.fetch_max(attempt, Ordering::AcqRel);
+        (ended, self.inbound_epoch.subscribe())
     }
 
     /// The latest attempt of the peer's whose connections this node closed (0 when none).

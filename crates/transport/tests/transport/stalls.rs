@@ -161,7 +161,10 @@ impl Process for Sink {
 /// that names the stalled connection, the connections are made again, and traffic flows. The
 /// peer goes down once: it learns that its session ended from the new connections if they
 /// come before the old ones' close (it used to notice later and close the new ones too, 5% of
-/// runs).
+/// runs), and when it notices the close while new connections come in, it closes only the
+/// connections it took before (it used to close, and count as closed, those taken while its
+/// session ended too: 1 run in about 400 on a loaded machine). Such a second down comes a few
+/// milliseconds after the up, maybe after the traffic: the test watches a while longer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_connection_that_stops_mid_frame_is_noticed_and_replaced() {
     let network = FreezableNetwork::default();
@@ -199,8 +202,18 @@ async fn a_data_connection_that_stops_mid_frame_is_noticed_and_replaced() {
     })
     .await;
     assert!(received >= 200_000);
-    let again = std::iter::from_fn(|| events.try_recv().ok()).find(|event| is_down(event, "b"));
-    assert!(again.is_none(), "b went down a second time: {again:?}");
+    let again = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            match events.recv().await {
+                Ok(event) if is_down(&event, "b") => return event,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(error) => panic!("the event stream: {error}"),
+            }
+        }
+    })
+    .await;
+    assert!(again.is_err(), "b went down a second time: {again:?}");
+    assert!(a.is_connected("b"));
     shutdown(&[a, b]);
 }
 
