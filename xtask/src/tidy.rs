@@ -32,10 +32,11 @@ mod tests {
     /// core over tokio and the transport, and may do I/O. (`shoal-sim`'s `nodes` is the
     /// simulated network under whole nodes, which run on tokio's paused clock: its time is
     /// tokio's, and its randomness is seeded.)
-    const DRIVERS: [&str; 4] = [
+    const DRIVERS: [&str; 5] = [
         "crates/paxos/src/driver",
         "crates/broadcast/src/driver",
         "crates/registry/src/driver",
+        "crates/hub/src/driver",
         "crates/sim/src/nodes.rs",
     ];
 

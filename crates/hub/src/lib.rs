@@ -1,11 +1,59 @@
-//! A hash-ring distributor of child processes for Shoal (the ideas of ProcessHub).
+//! A hash-ring distributor of child processes for Shoal (the ideas of ProcessHub's
+//! distributor): many keyed processes (a game room, a device, a tenant) spread evenly over
+//! the nodes that run a hub, found by id from any node without the network, moved on their
+//! own when nodes come and go.
 //!
-//! This crate will hold the placement logic as a sans-IO core (consistent hashing with virtual
-//! nodes, guided placement, replication), batched idempotent child starts and stops, migration
-//! with state hand-over, and partition strategies, driven over `shoal-transport`.
+//! - **Hubs.** [`Hub::start`] runs hub `id` on a node; the hub's nodes are the nodes running
+//!   the same id, found as they start and stop. A node may run several hubs, independently.
+//! - **Placement** ([`core`], sans-IO): consistent hashing with virtual nodes
+//!   ([`core::Ring`]); a [`core::Strategy`] places each child when it first starts
+//!   ([`core::Consistent`] by default, [`core::Guided`] for an explicit node list per child,
+//!   [`core::LeastLoaded`] as a load-aware example), recorded with the child as a
+//!   [`core::Placement`] that every node applies the same way.
+//! - **Batches**: [`Hub::init_children`] (awaited, a result per child: started where as which
+//!   pid, or why not; idempotent, or refusing a running child when asked; a timeout; rollback
+//!   on failure when asked; metadata and tags per child) and [`Hub::init_children_detached`];
+//!   [`Hub::stop_children`], [`Hub::child_terminate`], [`Hub::child_redist_init`]. The node
+//!   that receives a start checks that it owns the child and forwards it if not, with a hop
+//!   limit.
+//! - **Queries without network**: [`Hub::pid`], [`Hub::child`] (spec, metadata, copies),
+//!   [`Hub::which_children_local`], [`Hub::which_children_global`] (running, restarting,
+//!   moving, unknown), [`Hub::children_by_tag`], [`Hub::nodes`], [`Hub::is_partitioned`].
+//! - **Synchronisation.** Each node is the authority for the children it runs and replicates
+//!   them to the hub's other nodes with the registry's node-authority replication
+//!   ([`shoal_registry::Replicated`]: a delta per change, a full exchange when a node comes
+//!   up and an anti-entropy digest periodically). An awaited start answers once another node
+//!   holds the child (when the hub has one), so losing one node right after loses no child.
+//!   A terminated child leaves a versioned tombstone, so a copy on the other side of a
+//!   partition does not bring it back.
+//! - **Redistribution and failover** ([`core::Table`]): a node that joins gets the children
+//!   it now owns (cold moves, at most [`core::TableConfig::moves_per_sec`], or none with
+//!   [`core::OnJoin::Stay`]); the children of a node lost for
+//!   [`core::TableConfig::down_after`] (at once if it left on purpose) start on their new
+//!   owners from the entries the survivors hold; two copies of a child after a partition are
+//!   resolved the same way on every node (the owner's copy wins; the other stops with
+//!   [`CONFLICT`] after [`HubConfig::on_conflict`]).
+//! - **Events**: [`Hub::subscribe`] ([`HubEvent`]: children started, stopped and moved; nodes
+//!   up and down).
 //!
-//! What exists so far is the placement core ([`core::Ring`]: consistent hashing with virtual
-//! nodes, and the exact set of children a change of membership moves); the rest comes with
-//! the hub issue.
+//! What it does not do (yet): replicas of a child, hand-over of a child's state when it
+//! moves, or partition strategies that stop a minority (all later work); children are
+//! started from [`shoal_process::ChildSpec`]s through factories registered on every node
+//! (`Runtime::register_factory`).
+//!
+//! The guarantee, and its assumptions: once the hub's nodes agree on who is in the hub, and
+//! for as long as they do, each child known to a live node and not terminated runs exactly
+//! once, on its owner, within about [`core::TableConfig::down_after`] plus a reconcile tick.
+//! While views disagree (a partition) a child may run on both sides; the heal resolves it.
+//! A child whose every holder is lost before another node held it is lost.
 
 pub mod core;
+#[cfg(feature = "driver")]
+mod driver;
+
+#[cfg(feature = "driver")]
+pub use crate::driver::{
+    CONFLICT, ChildData, ChildError, ChildRow, ChildStatus, Conflict, ConflictHook, Hub, HubChild,
+    HubChildInfo, HubConfig, HubError, HubEvent, HubStartError, MAX_CHILD_ID, MOVED, RedistError,
+    StartOptions, StartResults, Started, StopResults, TerminateError,
+};

@@ -23,4 +23,6 @@ pub use self::host::LEASE_ENDED;
 pub use self::locks::{LockGuard, LockOptions, LockResult, OnNoQuorum};
 pub use self::names::Name;
 pub use self::registry::{Listing, LockInfo, NameInfo, Registry, RegistryConfig};
-pub use self::replicated::{ReplicaObserver, ReplicaState, Replicated, ReplicatedConfig};
+pub use self::replicated::{
+    PeerEvent, ReplicaObserver, ReplicaState, Replicated, ReplicatedConfig, next_run,
+};

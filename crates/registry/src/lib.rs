@@ -131,6 +131,6 @@ mod driver;
 pub use crate::driver::{
     DEFAULT_SCOPE, GroupCall, GroupEvent, Groups, GroupsConfig, GroupsError, GroupsStartError,
     LEASE_ENDED, Listing, LockGuard, LockInfo, LockOptions, LockResult, Name, NameInfo, OnNoQuorum,
-    Registry, RegistryConfig, RegistryError, RegistryStartError, ReplicaObserver, ReplicaState,
-    Replicated, ReplicatedConfig, Subscription,
+    PeerEvent, Registry, RegistryConfig, RegistryError, RegistryStartError, ReplicaObserver,
+    ReplicaState, Replicated, ReplicatedConfig, Subscription, next_run,
 };

@@ -85,6 +85,12 @@ pub trait Strategy: Send + Sync + 'static {
         guide: Option<&[String]>,
         load: &Load<'_>,
     ) -> Result<Placement, PlacementError>;
+
+    /// Whether [`Strategy::place`] reads [`Load::children`] (counting costs a pass over the
+    /// hub's children, so it is skipped for strategies that do not).
+    fn needs_load(&self) -> bool {
+        false
+    }
 }
 
 /// The default: consistent hashing on the ring; a child given a node list is guided by it.
@@ -133,6 +139,10 @@ impl Strategy for Guided {
 pub struct LeastLoaded;
 
 impl Strategy for LeastLoaded {
+    fn needs_load(&self) -> bool {
+        true
+    }
+
     fn place(
         &self,
         child: &str,

@@ -16,7 +16,9 @@
 //!   owner that never knew it (a node that restarted empty).
 //! - **Redistribution.** A child running on a node that no longer owns it (a node joined) is
 //!   moved to its owner ([`Action::Move`]; cold: stopped, then started there), at most
-//!   [`TableConfig::moves_per_sec`] a second, or never with [`OnJoin::Stay`].
+//!   [`TableConfig::moves_per_sec`] a second, or never with [`OnJoin::Stay`]; and only once
+//!   the ring has not changed for [`TableConfig::settle`] (a newcomer that has not yet heard
+//!   from every node would move children on a partial ring).
 //! - **Conflicts.** Two copies of a child at the same version (started on both sides of a
 //!   partition) are resolved the same way on every node that sees both: the owner's copy wins,
 //!   or, if neither is on the owner, the copy on the lowest-named node; the other node stops its
@@ -107,6 +109,10 @@ pub struct TableConfig {
     pub moves_per_sec: u32,
     /// Whether children move on a join.
     pub on_join: OnJoin,
+    /// How long the ring must stay unchanged before this node moves children (so that a
+    /// node that just joined, and has not heard from every node yet, moves nothing on a
+    /// partial view).
+    pub settle: Duration,
     /// A node that went down without leaving makes the hub partitioned for this long.
     pub partition_window: Duration,
     /// Ring entries per node ([`crate::core::DEFAULT_VNODES`]); the same on every node.
@@ -122,6 +128,7 @@ impl Default for TableConfig {
             tombstone_ttl: Duration::from_secs(600),
             moves_per_sec: 10_000,
             on_join: OnJoin::Move,
+            settle: Duration::from_secs(1),
             partition_window: Duration::from_secs(60),
             vnodes: super::DEFAULT_VNODES,
         }
@@ -250,6 +257,8 @@ pub struct Table<S> {
     deferred: BTreeSet<String>,
     move_budget: f64,
     refilled: Instant,
+    /// When the ring last changed.
+    ring_changed: Instant,
     /// Nodes that said they were leaving: their children need no grace.
     leaving: BTreeSet<String>,
     /// Nodes lost without leaving, with when.
@@ -273,6 +282,7 @@ impl<S: Clone> Table<S> {
             deferred: BTreeSet::new(),
             move_budget: f64::from(config.moves_per_sec),
             refilled: now,
+            ring_changed: now,
             leaving: BTreeSet::new(),
             lost: BTreeMap::new(),
             ended: BTreeMap::new(),
@@ -326,12 +336,13 @@ impl<S: Clone> Table<S> {
     }
 
     /// `node` runs the hub now.
-    pub fn node_up(&mut self, node: &str) {
+    pub fn node_up(&mut self, node: &str, now: Instant) {
         self.leaving.remove(node);
         self.lost.remove(node);
         if !self.ring.contains(node) {
             self.ring.add(node);
             self.all_dirty = true;
+            self.ring_changed = now;
         }
     }
 
@@ -354,6 +365,7 @@ impl<S: Clone> Table<S> {
         if self.ring.contains(node) {
             self.ring.remove(node);
             self.all_dirty = true;
+            self.ring_changed = now;
         }
     }
 
@@ -402,12 +414,20 @@ impl<S: Clone> Table<S> {
         }
     }
 
+    /// The action about `child` failed: it is decided on again after
+    /// [`TableConfig::retry_after`], not at once.
+    pub fn retry_later(&mut self, child: &str, now: Instant) {
+        self.pending.insert(child.to_owned(), now + self.config.retry_after);
+    }
+
     /// When [`Table::reconcile`] has something to do without any new input, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let orphans = self.orphans.values().copied().min();
         let pending = self.pending.values().copied().min();
         let ended = self.ended.values().copied().min();
-        let deferred = (!self.deferred.is_empty()).then(|| self.refilled + self.refill_step());
+        // Deferred moves: once the ring has settled, then in steps that let the budget refill.
+        let deferred = (!self.deferred.is_empty())
+            .then(|| (self.ring_changed + self.config.settle).max(self.refilled + DEFERRED_STEP));
         [orphans, pending, ended, deferred].into_iter().flatten().min()
     }
 
@@ -506,7 +526,7 @@ impl<S: Clone> Table<S> {
             if !misplaced || mine.is_some_and(|mine| mine.state != State::Running) {
                 return Decision::Nothing;
             }
-            if self.move_budget < 1.0 {
+            if now < self.ring_changed + self.config.settle || self.move_budget < 1.0 {
                 self.deferred.insert(child.to_owned());
                 return Decision::Nothing;
             }
@@ -573,10 +593,6 @@ impl<S: Clone> Table<S> {
         actions
     }
 
-    fn refill_step(&self) -> Duration {
-        Duration::from_secs_f64(1.0 / f64::from(self.config.moves_per_sec.max(1)))
-    }
-
     fn refill(&mut self, now: Instant) {
         let rate = f64::from(self.config.moves_per_sec.max(1));
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
@@ -584,6 +600,9 @@ impl<S: Clone> Table<S> {
         self.refilled = now;
     }
 }
+
+/// How often deferred moves are looked at again, at most.
+const DEFERRED_STEP: Duration = Duration::from_millis(50);
 
 enum Decision<S> {
     Nothing,

@@ -142,6 +142,21 @@ where
         }
     }
 
+    /// The number of this node's last change (in its run).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// This node's run.
+    pub fn run(&self) -> u64 {
+        self.run
+    }
+
+    /// Where this node's view of `peer` stands: its run and last change, if it has one.
+    pub fn seen(&self, peer: &N) -> Option<(u64, u64)> {
+        self.views.get(peer).map(|view| (view.run, view.seq))
+    }
+
     /// This node's own entries.
     pub fn own(&self) -> &BTreeMap<K, V> {
         &self.own

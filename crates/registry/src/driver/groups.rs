@@ -18,7 +18,7 @@ use shoal_transport::{Node, ServiceError};
 use tokio::sync::mpsc;
 
 use crate::core::{KeyError, RegistryKey};
-use crate::driver::replicated::{ReplicaObserver, Replicated, ReplicatedConfig};
+use crate::driver::replicated::{ReplicaObserver, Replicated, ReplicatedConfig, next_run};
 
 /// The scope [`Groups::start`] runs: the one every node has without set-up.
 pub const DEFAULT_SCOPE: &str = "default";
@@ -533,18 +533,6 @@ impl Groups {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
-}
-
-/// A run number for a new start of a scope on this node: above the node's incarnation and
-/// above every run given out in this OS process before.
-fn next_run(incarnation: u64) -> u64 {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let mut run = 0;
-    let _ = LAST.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
-        run = incarnation.max(last + 1);
-        Some(run)
-    });
-    run
 }
 
 /// A subscription to a scope's or one group's joins and leaves ([`Groups::subscribe`]).

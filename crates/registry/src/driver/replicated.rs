@@ -15,7 +15,14 @@
 //!
 //! Every change the core reports ([`ReplicaOutput::Changed`]) is handed, in order and under
 //! the lock, to the [`ReplicaObserver`] given at start: an index kept for reads, subscriptions.
+//! So is every change of peers ([`PeerEvent`]), before the changes it brings.
+//!
+//! **Acknowledgements**, when configured ([`ReplicatedConfig::acks`]): a node tells the origin
+//! of every delta or full state it applies how far its view of the origin now stands, so the
+//! origin can wait until a change is held by other nodes ([`Replicated::held`]): the hub
+//! acknowledges a start only once another node holds the child's spec.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -24,14 +31,30 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shoal_process::Clock;
 use shoal_transport::{Node, NodeEvent, Service, ServiceError};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::core::{Replica, ReplicaMessage, ReplicaOutput};
+
+/// A change of a [`Replicated`] map's peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// The peer runs the map and is connected: its entries follow.
+    Up,
+    /// The peer is no longer connected: its entries go.
+    Down,
+    /// The peer stopped the map on purpose: its entries go.
+    Left,
+}
 
 /// What a [`Replicated`] map tells of each change it sees, under its lock.
 pub trait ReplicaObserver<K, V>: Send + 'static {
     /// `origin`'s entry `key` is now `value` (`None`: it went).
     fn changed(&mut self, origin: &str, key: &K, value: Option<&V>);
+
+    /// `peer` came or went (told before the changes of its entries that follow).
+    fn peer(&mut self, peer: &str, event: PeerEvent) {
+        let _ = (peer, event);
+    }
 }
 
 /// How a replicated map runs.
@@ -43,20 +66,45 @@ pub struct ReplicatedConfig {
     pub send_queue: usize,
     /// Messages received waiting for the driver.
     pub inbox: usize,
+    /// Whether peers acknowledge what they apply (see [`Replicated::held`]).
+    pub acks: bool,
 }
 
 impl Default for ReplicatedConfig {
     fn default() -> Self {
-        ReplicatedConfig { sync_every: Duration::from_secs(2), send_queue: 65_536, inbox: 4_096 }
+        ReplicatedConfig {
+            sync_every: Duration::from_secs(2),
+            send_queue: 65_536,
+            inbox: 4_096,
+            acks: false,
+        }
     }
 }
 
-/// A message on the service: a hello, a goodbye, or one of the core's.
+/// A run number for a replicated map started now on a node of incarnation `incarnation`:
+/// larger than every run handed out before in this process, and at least the incarnation
+/// (which grows with every start of the node).
+pub fn next_run(incarnation: u64) -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let mut run = 0;
+    let _ = LAST.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+        run = incarnation.max(last + 1);
+        Some(run)
+    });
+    run
+}
+
+/// A message on the service: a hello, a goodbye, an acknowledgement, or one of the core's.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 enum Wire<K, V> {
     Hello,
     /// The sender stopped the service: its entries go.
     Bye,
+    /// "My view of your entries stands at change `seq` of your run `run`."
+    Ack {
+        run: u64,
+        seq: u64,
+    },
     Replica(ReplicaMessage<K, V>),
 }
 
@@ -69,13 +117,23 @@ pub struct ReplicaState<K, V, O> {
     pub observer: O,
 }
 
+/// What the handle and the driver's task share.
+struct Inner<K, V, O> {
+    state: Mutex<ReplicaState<K, V, O>>,
+    outbound: mpsc::Sender<(String, Wire<K, V>)>,
+    dropped: AtomicU64,
+    /// How far each peer has acknowledged this node's entries (in this run).
+    acks: Mutex<BTreeMap<String, u64>>,
+    acked: Notify,
+    config: ReplicatedConfig,
+    clock: Clock,
+}
+
 /// A map replicated by node authority over a transport service of a node (see the module
 /// docs of `replicated.rs`, summarised in the crate docs): each node writes only its own
 /// entries ([`Replicated::set`]) and reads everyone's through its observer.
 pub struct Replicated<K, V, O> {
-    shared: Arc<Mutex<ReplicaState<K, V, O>>>,
-    outbound: mpsc::Sender<(String, Wire<K, V>)>,
-    dropped: Arc<AtomicU64>,
+    inner: Arc<Inner<K, V, O>>,
     stop: watch::Sender<bool>,
     service: Service<Wire<K, V>>,
     /// Told once the service has closed on this node.
@@ -106,71 +164,97 @@ where
         let clock = node.runtime().clock().clone();
         let now = clock.now().into_std();
         let replica = Replica::new(node.name().to_owned(), run, config.sync_every, now);
-        let shared = Arc::new(Mutex::new(ReplicaState { replica, observer }));
         let (outbound, queued) = mpsc::channel(config.send_queue);
-        let dropped = Arc::new(AtomicU64::new(0));
+        let inner = Arc::new(Inner {
+            state: Mutex::new(ReplicaState { replica, observer }),
+            outbound,
+            dropped: AtomicU64::new(0),
+            acks: Mutex::new(BTreeMap::new()),
+            acked: Notify::new(),
+            config,
+            clock: clock.clone(),
+        });
         let stop = watch::Sender::new(false);
         tokio::spawn(send_task(service.clone(), queued, stop.subscribe()));
-        let service = service.clone();
         let events = node.subscribe();
         let (tell_closed, closed) = oneshot::channel();
-        let closed = Mutex::new(Some(closed));
-        let replicated = Replicated { shared, outbound, dropped, stop, service, closed };
         for peer in node.nodes() {
-            replicated.queue(peer, Wire::Hello);
+            inner.queue(peer, Wire::Hello);
         }
-        let task = Task {
-            shared: replicated.shared.clone(),
-            outbound: replicated.outbound.clone(),
-            dropped: replicated.dropped.clone(),
-            node: node.clone(),
-            clock,
-        };
-        let mut stop = replicated.stop.subscribe();
+        let task = Task { inner: inner.clone(), node: node.clone(), clock };
+        let mut stopped = stop.subscribe();
         tokio::spawn(async move {
             tokio::select! {
                 biased;
-                _ = stop.changed() => {}
+                _ = stopped.changed() => {}
                 () = task.run(&mut inbox, events) => {}
             }
             inbox.close().await;
             let _ = tell_closed.send(());
         });
-        Ok(replicated)
+        Ok(Replicated { inner, stop, service, closed: Mutex::new(Some(closed)) })
     }
 
     /// Changes this node's own entries, in order (`None` removes): applied (and seen by the
-    /// observer) before it returns, then sent to the peers.
-    pub fn set(&self, changes: Vec<(K, Option<V>)>) {
-        let outputs = {
-            let mut shared = self.lock();
-            let outputs = shared.replica.set(changes);
-            observe(&mut shared, &outputs);
-            outputs
+    /// observer) before it returns, then sent to the peers. Returns the number of this
+    /// node's last change, for [`Replicated::held`].
+    pub fn set(&self, changes: Vec<(K, Option<V>)>) -> u64 {
+        let (outputs, seq) = {
+            let mut state = self.inner.lock();
+            let outputs = state.replica.set(changes);
+            observe(&mut state, &outputs);
+            (outputs, state.replica.seq())
         };
-        self.send(outputs);
+        self.inner.send(outputs);
+        seq
+    }
+
+    /// Waits until this node's changes up to `seq` are held by `copies` nodes, this one
+    /// included, or by every peer if there are fewer (with [`ReplicatedConfig::acks`] only:
+    /// without, it returns at once). Returns whether they are, when `timeout` passes first.
+    pub async fn held(&self, seq: u64, copies: usize, timeout: Duration) -> bool {
+        if !self.inner.config.acks {
+            return true;
+        }
+        let enough = || {
+            let peers: Vec<String> = self.inner.lock().replica.peers().iter().cloned().collect();
+            let acks = self.inner.acks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let holding = peers.iter().filter(|peer| acks.get(*peer) >= Some(&seq)).count();
+            holding + 1 >= copies.min(peers.len() + 1)
+        };
+        let wait = async {
+            loop {
+                let acked = self.inner.acked.notified();
+                if enough() {
+                    return;
+                }
+                acked.await;
+            }
+        };
+        let clock = self.inner.clock.clone();
+        clock.timeout(timeout, wait).await.is_ok()
     }
 
     /// Reads the core and the observer under the lock.
     pub fn with<R>(&self, read: impl FnOnce(&ReplicaState<K, V, O>) -> R) -> R {
-        read(&self.lock())
+        read(&self.inner.lock())
     }
 
     /// Works on the observer (and reads the core) under the lock.
     pub fn with_mut<R>(&self, work: impl FnOnce(&mut ReplicaState<K, V, O>) -> R) -> R {
-        work(&mut self.lock())
+        work(&mut self.inner.lock())
     }
 
     /// Messages dropped because the send queue was full.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.inner.dropped.load(Ordering::Relaxed)
     }
 
     /// Stops replicating: the peers are told (they drop this node's entries at once), and the
     /// service closes on this node; returns once it has (so it can be started again).
     pub async fn stop(&self) {
         if !*self.stop.borrow() {
-            let peers: Vec<String> = self.lock().replica.peers().iter().cloned().collect();
+            let peers: Vec<String> = self.inner.lock().replica.peers().iter().cloned().collect();
             for peer in peers {
                 // A peer out of reach drops this node's entries when it sees this node down.
                 let _ = self.service.send(&peer, &Wire::Bye).await;
@@ -182,9 +266,36 @@ where
             let _ = closed.await;
         }
     }
+}
 
+impl<K, V, O> Drop for Replicated<K, V, O> {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+impl<K, V, O> Inner<K, V, O>
+where
+    K: Ord + Clone,
+    V: Clone + PartialEq,
+    O: ReplicaObserver<K, V>,
+{
     fn lock(&self) -> MutexGuard<'_, ReplicaState<K, V, O>> {
-        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `step` on the core, hands its changes to the observer and sends what it asks.
+    fn apply(
+        &self,
+        step: impl FnOnce(&mut ReplicaState<K, V, O>) -> Vec<ReplicaOutput<String, K, V>>,
+    ) {
+        let outputs = {
+            let mut state = self.lock();
+            let outputs = step(&mut state);
+            observe(&mut state, &outputs);
+            outputs
+        };
+        self.send(outputs);
     }
 
     fn send(&self, outputs: Vec<ReplicaOutput<String, K, V>>) {
@@ -200,22 +311,28 @@ where
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
-}
 
-impl<K, V, O> Drop for Replicated<K, V, O> {
-    fn drop(&mut self) {
-        self.stop.send_replace(true);
+    /// `peer` is gone (`event`: how): the observer is told, then the core drops its view.
+    fn peer_gone(&self, peer: &str, event: PeerEvent) {
+        self.apply(|state| {
+            if !state.replica.peers().contains(peer) {
+                return Vec::new();
+            }
+            state.observer.peer(peer, event);
+            state.replica.peer_down(&peer.to_owned())
+        });
+        self.acks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(peer);
     }
 }
 
 /// Hands the core's changes to the observer.
 fn observe<K, V, O: ReplicaObserver<K, V>>(
-    shared: &mut ReplicaState<K, V, O>,
+    state: &mut ReplicaState<K, V, O>,
     outputs: &[ReplicaOutput<String, K, V>],
 ) {
     for output in outputs {
         if let ReplicaOutput::Changed { origin, key, value } = output {
-            shared.observer.changed(origin, key, value.as_ref());
+            state.observer.changed(origin, key, value.as_ref());
         }
     }
 }
@@ -243,9 +360,7 @@ async fn send_task<K, V>(
 
 /// The driver's receiving side: messages, node events, the anti-entropy timer.
 struct Task<K, V, O> {
-    shared: Arc<Mutex<ReplicaState<K, V, O>>>,
-    outbound: mpsc::Sender<(String, Wire<K, V>)>,
-    dropped: Arc<AtomicU64>,
+    inner: Arc<Inner<K, V, O>>,
     node: Node,
     clock: Clock,
 }
@@ -262,7 +377,7 @@ where
         mut events: tokio::sync::broadcast::Receiver<NodeEvent>,
     ) {
         loop {
-            let wake = self.lock().replica.poll_timeout();
+            let wake = self.inner.lock().replica.poll_timeout();
             tokio::select! {
                 biased;
                 incoming = inbox.recv() => {
@@ -270,26 +385,25 @@ where
                     self.receive(incoming.from, incoming.message);
                 }
                 event = events.recv() => match event {
-                    Ok(NodeEvent::Up { node, .. }) => self.queue(node, Wire::Hello),
-                    Ok(NodeEvent::Down { node, .. }) => {
-                        self.apply(|replica| replica.peer_down(&node));
-                    }
+                    Ok(NodeEvent::Up { node, .. }) => self.inner.queue(node, Wire::Hello),
+                    Ok(NodeEvent::Down { node, .. }) => self.inner.peer_gone(&node, PeerEvent::Down),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         // Events were missed: drop the peers no longer connected, greet the rest.
                         let connected = self.node.nodes();
-                        let peers: Vec<String> = self.lock().replica.peers().iter().cloned().collect();
+                        let peers: Vec<String> =
+                            self.inner.lock().replica.peers().iter().cloned().collect();
                         for peer in peers.iter().filter(|peer| !connected.contains(peer)) {
-                            self.apply(|replica| replica.peer_down(peer));
+                            self.inner.peer_gone(peer, PeerEvent::Down);
                         }
                         for node in connected {
-                            self.queue(node, Wire::Hello);
+                            self.inner.queue(node, Wire::Hello);
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
                 () = self.clock.sleep_until(wake.into()) => {
                     let now = self.clock.now().into_std();
-                    self.apply(|replica| replica.tick(now));
+                    self.inner.apply(|state| state.replica.tick(now));
                 }
             }
         }
@@ -301,42 +415,43 @@ where
                 if !self.node.is_connected(&from) {
                     return;
                 }
-                let known = self.lock().replica.peers().contains(&from);
+                let known = self.inner.lock().replica.peers().contains(&from);
                 if !known {
-                    self.apply(|replica| replica.peer_up(from.clone()));
-                    self.queue(from, Wire::Hello);
+                    self.inner.apply(|state| {
+                        state.observer.peer(&from, PeerEvent::Up);
+                        state.replica.peer_up(from.clone())
+                    });
+                    self.inner.queue(from, Wire::Hello);
                 }
             }
-            Wire::Bye => self.apply(|replica| replica.peer_down(&from)),
-            Wire::Replica(message) => self.apply(|replica| replica.receive(&from, message)),
-        }
-    }
-
-    /// Runs `step` on the core, hands its changes to the observer and sends what it asks.
-    fn apply(
-        &self,
-        step: impl FnOnce(&mut Replica<String, K, V>) -> Vec<ReplicaOutput<String, K, V>>,
-    ) {
-        let outputs = {
-            let mut shared = self.lock();
-            let outputs = step(&mut shared.replica);
-            observe(&mut shared, &outputs);
-            outputs
-        };
-        for output in outputs {
-            if let ReplicaOutput::Send { to, message } = output {
-                self.queue(to, Wire::Replica(message));
+            Wire::Bye => self.inner.peer_gone(&from, PeerEvent::Left),
+            Wire::Ack { run, seq } => {
+                let mine = self.inner.lock().replica.run();
+                if run == mine {
+                    let mut acks =
+                        self.inner.acks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let at = acks.entry(from).or_insert(0);
+                    *at = (*at).max(seq);
+                    drop(acks);
+                    self.inner.acked.notify_waiters();
+                }
+            }
+            Wire::Replica(message) => {
+                let applied =
+                    matches!(message, ReplicaMessage::Delta { .. } | ReplicaMessage::Full { .. });
+                let mut seen = None;
+                self.inner.apply(|state| {
+                    let outputs = state.replica.receive(&from, message);
+                    seen = state.replica.seen(&from);
+                    outputs
+                });
+                if self.inner.config.acks
+                    && applied
+                    && let Some((run, seq)) = seen
+                {
+                    self.inner.queue(from, Wire::Ack { run, seq });
+                }
             }
         }
-    }
-
-    fn queue(&self, to: String, message: Wire<K, V>) {
-        if self.outbound.try_send((to, message)).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, ReplicaState<K, V, O>> {
-        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

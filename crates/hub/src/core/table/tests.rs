@@ -21,6 +21,7 @@ fn config() -> TableConfig {
         tombstone_ttl: Duration::from_secs(60),
         moves_per_sec: 1_000,
         on_join: OnJoin::Move,
+        settle: Duration::from_millis(500),
         partition_window: Duration::from_secs(60),
         vnodes: 64,
     }
@@ -36,7 +37,7 @@ fn owned_by(node: &str, nodes: &[&str]) -> String {
 fn a_lost_nodes_child_is_started_by_its_new_owner_after_the_grace() {
     let t0 = Instant::now();
     let mut a = Table::new("a", config(), t0);
-    a.node_up("b");
+    a.node_up("b", t0);
     let child = owned_by("b", &["a", "b"]);
     a.changed("b", &child, Some(&entry(0, State::Running)), t0);
     assert!(a.reconcile(t0).is_empty(), "b runs it");
@@ -57,7 +58,7 @@ fn a_lost_nodes_child_is_started_by_its_new_owner_after_the_grace() {
 fn a_node_that_leaves_on_purpose_has_its_children_started_at_once() {
     let t0 = Instant::now();
     let mut a = Table::new("a", config(), t0);
-    a.node_up("b");
+    a.node_up("b", t0);
     let child = owned_by("b", &["a", "b"]);
     a.changed("b", &child, Some(&entry(0, State::Running)), t0);
     a.node_leaving("b");
@@ -71,13 +72,13 @@ fn a_node_that_leaves_on_purpose_has_its_children_started_at_once() {
 fn a_brief_disconnect_moves_nothing() {
     let t0 = Instant::now();
     let mut a = Table::new("a", config(), t0);
-    a.node_up("b");
+    a.node_up("b", t0);
     let child = owned_by("b", &["a", "b"]);
     a.changed("b", &child, Some(&entry(0, State::Running)), t0);
     a.node_down("b", t0);
     a.changed("b", &child, None, t0);
     assert!(a.reconcile(t0 + Duration::from_secs(1)).is_empty());
-    a.node_up("b");
+    a.node_up("b", t0);
     a.changed("b", &child, Some(&entry(0, State::Running)), t0 + Duration::from_secs(2));
     assert!(a.reconcile(t0 + Duration::from_secs(10)).is_empty());
 }
@@ -86,8 +87,8 @@ fn a_brief_disconnect_moves_nothing() {
 fn a_non_owner_hands_an_orphan_to_its_owner() {
     let t0 = Instant::now();
     let mut a = Table::new("a", config(), t0);
-    a.node_up("b");
-    a.node_up("c");
+    a.node_up("b", t0);
+    a.node_up("c", t0);
     let child = owned_by("c", &["a", "c"]);
     a.changed("b", &child, Some(&entry(0, State::Running)), t0);
     a.node_down("b", t0);
@@ -106,8 +107,8 @@ fn two_copies_resolve_to_the_owners_on_both_sides() {
     let child = owned_by("b", &["a", "b"]);
     let mut a = Table::new("a", config(), t0);
     let mut b = Table::new("b", config(), t0);
-    a.node_up("b");
-    b.node_up("a");
+    a.node_up("b", t0);
+    b.node_up("a", t0);
     for table in [&mut a, &mut b] {
         table.changed("a", &child, Some(&entry(0, State::Running)), t0);
         table.changed("b", &child, Some(&entry(0, State::Running)), t0);
@@ -122,7 +123,7 @@ fn a_tombstone_stops_an_older_copy_and_keeps_the_child_from_coming_back() {
     let t0 = Instant::now();
     let child = owned_by("a", &["a", "b"]);
     let mut a = Table::new("a", config(), t0);
-    a.node_up("b");
+    a.node_up("b", t0);
     a.changed("a", &child, Some(&entry(0, State::Running)), t0);
     a.changed("b", &child, Some(&entry(1, State::Ended)), t0);
     let stop = Action::Stop { child: child.clone(), reason: StopReason::Superseded { version: 1 } };
@@ -150,7 +151,7 @@ fn a_join_moves_only_the_newcomers_children_within_the_cap() {
         a.changed("a", child, Some(&entry(0, State::Running)), t0);
     }
     assert!(a.reconcile(t0).is_empty());
-    a.node_up("b");
+    a.node_up("b", t0);
     let ring = Ring::with_vnodes(["a", "b"], 64);
     let to_move = children.iter().filter(|c| ring.owner(c) == Some("b")).count();
     let mut moved = BTreeSet::new();
@@ -233,7 +234,7 @@ impl Hub {
                         self.nodes[b].own.iter().map(|(c, e)| (c.clone(), e.clone())).collect();
                     let now = self.now;
                     let member = self.nodes.get_mut(a).expect("a");
-                    member.table.node_up(b);
+                    member.table.node_up(b, now);
                     for (child, entry) in entries {
                         member.table.changed(b, &child, Some(&entry), now);
                         self.knowers.entry(child).or_default().insert(a.clone());

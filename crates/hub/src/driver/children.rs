@@ -1,0 +1,979 @@
+//! Starting, stopping and moving children: the batch API of [`Hub`], the hub's RPC (one per
+//! hub id, `shoal.hub.ID`: start, terminate, redistribute), this node's processes and their
+//! restarts, and the reconcile task that carries out what the [`Table`] decides.
+//!
+//! **A start** goes to the child's owner as the caller sees the ring; the owner checks again
+//! and forwards a child it does not own (at most [`HubConfig::max_hops`] times). The owner
+//! starts the process, publishes the child's entry, and answers once another node has
+//! acknowledged holding it (so the loss of one node right after the answer loses no child).
+//!
+//! **This node's children** are supervised here: a child that exits is restarted as its
+//! spec's restart policy says, at most [`HubConfig::max_restarts`] times per
+//! [`HubConfig::restart_window`]; a child that ends for good (a temporary one that exits, a
+//! permanent one past that intensity) leaves a tombstone, so no other node starts it again.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use shoal_process::{ExitReason, Pid, Shutdown, SpawnOptions};
+use tokio::task::JoinSet;
+
+use super::error::{ChildError, HubError, MAX_CHILD_ID, RedistError, TerminateError};
+use super::hub::{CONFLICT, ChildData, Conflict, Hub, HubChild, HubInner, MOVED};
+use crate::core::{Action, Entry, Load, Placement, State, StopReason, Table};
+
+/// A child started: where, and as which pid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    /// The node it runs on.
+    pub node: String,
+    /// Its pid there.
+    pub pid: Pid,
+}
+
+/// The outcome of a batch, child by child, in the order given.
+pub type StartResults = Vec<(String, Result<Started, ChildError>)>;
+
+/// A batch's entries, by the node each goes to.
+type ByOwner = BTreeMap<String, Vec<(String, Entry<ChildData>)>>;
+
+/// The outcome of a batch of terminations, child by child, in the order given.
+pub type StopResults = Vec<(String, Result<(), TerminateError>)>;
+
+/// How [`Hub::init_children`] starts a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartOptions {
+    /// Report a child that runs already as [`ChildError::AlreadyStarted`] (by default it
+    /// counts as started).
+    pub check_existing: bool,
+    /// How long to wait for the whole batch (5 s by default).
+    pub timeout: Duration,
+    /// If any child fails, stop those that started ([`ChildError::RolledBack`]).
+    pub rollback: bool,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions { check_existing: false, timeout: Duration::from_secs(5), rollback: false }
+    }
+}
+
+/// One of this node's children.
+pub(crate) struct Local {
+    /// Its process (none while it starts or restarts).
+    pid: Option<Pid>,
+    /// When it was restarted, within the window.
+    restarts: VecDeque<Instant>,
+    /// Being stopped on purpose: its exit is not a crash.
+    stopping: bool,
+}
+
+/// How a start treats a child known already.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Mode {
+    /// A caller's start: a terminated child starts again (a newer version).
+    Fresh { check: bool },
+    /// A failover, a move or a hand-over from node `from`: a child terminated since is not
+    /// started, and a copy on `from` (a mover's, which this node may still see running) does
+    /// not count as running.
+    Adopt { from: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Request {
+    Start { children: Vec<(String, Entry<ChildData>)>, mode: Mode, hops: u8, timeout_ms: u64 },
+    Terminate { children: Vec<String>, timeout_ms: u64 },
+    Redistribute { child: String, to: String, timeout_ms: u64 },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Reply {
+    Started(StartResults),
+    Terminated(StopResults),
+    Redistributed(Result<(), RedistError>),
+    /// The hub is stopped on that node.
+    Stopped,
+}
+
+impl Hub {
+    /// Starts `children`, each on its owner, and waits for the outcome of each (see the
+    /// module docs): started where as which pid, or why not.
+    ///
+    /// # Errors
+    ///
+    /// The batch as a whole: [`HubError::NoChildren`], [`HubError::BadId`],
+    /// [`HubError::Duplicate`], [`HubError::Placement`], [`HubError::Stopped`]; nothing
+    /// started then.
+    pub async fn init_children(
+        &self,
+        children: Vec<HubChild>,
+        options: StartOptions,
+    ) -> Result<StartResults, HubError> {
+        let inner = &self.inner;
+        let deadline = inner.clock.now().into_std() + options.timeout;
+        let owners = place(inner, children)?;
+        let order: Vec<String> =
+            owners.values().flatten().map(|(child, _)| child.clone()).collect();
+        let mode = Mode::Fresh { check: options.check_existing };
+        let mut results = dispatch(inner, owners, mode, 0, deadline).await;
+        if options.rollback && results.iter().any(|(_, result)| result.is_err()) {
+            let started: Vec<String> = results
+                .iter()
+                .filter(|(_, result)| result.is_ok())
+                .map(|(child, _)| child.clone())
+                .collect();
+            self.stop_children(started, options.timeout).await;
+            for (_, result) in &mut results {
+                if result.is_ok() {
+                    *result = Err(ChildError::RolledBack);
+                }
+            }
+        }
+        Ok(in_order(&order, results))
+    }
+
+    /// Starts `children` like [`Hub::init_children`], without waiting for the outcome.
+    ///
+    /// # Errors
+    ///
+    /// As [`Hub::init_children`], for the batch as a whole.
+    pub fn init_children_detached(
+        &self,
+        children: Vec<HubChild>,
+        options: StartOptions,
+    ) -> Result<(), HubError> {
+        let inner = self.inner.clone();
+        let deadline = inner.clock.now().into_std() + options.timeout;
+        let owners = place(&inner, children)?;
+        let mode = Mode::Fresh { check: options.check_existing };
+        tokio::spawn(async move { dispatch(&inner, owners, mode, 0, deadline).await });
+        Ok(())
+    }
+
+    /// Terminates `children` where they run, each within `timeout`: each leaves a tombstone,
+    /// so no node starts it again (unless started anew).
+    pub async fn stop_children(&self, children: Vec<String>, timeout: Duration) -> StopResults {
+        let inner = &self.inner;
+        let mut results = Vec::new();
+        let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for child in &children {
+            match holder(inner, child) {
+                Ok(node) => holders.entry(node).or_default().push(child.clone()),
+                Err(error) => results.push((child.clone(), Err(error))),
+            }
+        }
+        let mut calls = JoinSet::new();
+        for (node, batch) in holders {
+            let inner = inner.clone();
+            calls.spawn(async move {
+                if node == inner.me() {
+                    return terminate_here(&inner, batch, timeout).await;
+                }
+                let request =
+                    Request::Terminate { children: batch.clone(), timeout_ms: millis(timeout) };
+                match call(&inner, &node, &request, timeout + Duration::from_secs(1)).await {
+                    Ok(Reply::Terminated(results)) => results,
+                    Ok(_) => unreachable_all(batch, &node, "the hub is stopped there"),
+                    Err(error) => unreachable_all(batch, &node, &error),
+                }
+            });
+        }
+        while let Some(batch) = calls.join_next().await {
+            results.extend(batch.unwrap_or_default());
+        }
+        in_order(&children, results)
+    }
+
+    /// Terminates one child (see [`Hub::stop_children`]).
+    ///
+    /// # Errors
+    ///
+    /// [`TerminateError::NotFound`], [`TerminateError::Restarting`],
+    /// [`TerminateError::Running`] (still running after `timeout`),
+    /// [`TerminateError::Unreachable`].
+    pub async fn child_terminate(
+        &self,
+        child: &str,
+        timeout: Duration,
+    ) -> Result<(), TerminateError> {
+        let mut results = self.stop_children(vec![child.to_owned()], timeout).await;
+        results.pop().map_or_else(|| Err(TerminateError::NotFound(child.to_owned())), |(_, r)| r)
+    }
+
+    /// Moves `child` to `node` (cold: stopped where it runs, then started there) and keeps it
+    /// there: its placement becomes that node (it follows the ring again only if that node
+    /// leaves the hub).
+    ///
+    /// # Errors
+    ///
+    /// [`RedistError::NotFound`], [`RedistError::NotInHub`], [`RedistError::Start`] (it runs
+    /// where it ran), [`RedistError::Unreachable`].
+    pub async fn child_redist_init(
+        &self,
+        child: &str,
+        node: &str,
+        timeout: Duration,
+    ) -> Result<(), RedistError> {
+        let inner = &self.inner;
+        if !inner.table(|table| table.ring().contains(node)) {
+            return Err(RedistError::NotInHub(node.to_owned()));
+        }
+        let from = holder(inner, child).map_err(|_| RedistError::NotFound(child.to_owned()))?;
+        if from == inner.me() {
+            return redistribute_here(inner, child, node, timeout).await;
+        }
+        let request = Request::Redistribute {
+            child: child.to_owned(),
+            to: node.to_owned(),
+            timeout_ms: millis(timeout),
+        };
+        match call(inner, &from, &request, timeout + Duration::from_secs(1)).await {
+            Ok(Reply::Redistributed(result)) => result,
+            Ok(_) => Err(RedistError::Unreachable { node: from, error: "hub stopped".into() }),
+            Err(error) => Err(RedistError::Unreachable { node: from, error }),
+        }
+    }
+}
+
+/// Checks a batch and places each child: the batch's entries, by owner.
+fn place(inner: &HubInner, children: Vec<HubChild>) -> Result<ByOwner, HubError> {
+    if inner.is_stopped() {
+        return Err(HubError::Stopped);
+    }
+    if children.is_empty() {
+        return Err(HubError::NoChildren);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for child in &children {
+        let id = &child.spec.id;
+        if id.is_empty() || id.len() > MAX_CHILD_ID {
+            return Err(HubError::BadId(id.clone()));
+        }
+        if !seen.insert(id.as_str()) {
+            return Err(HubError::Duplicate(id.clone()));
+        }
+    }
+    let strategy = inner.config.strategy.clone();
+    inner.table(|table| {
+        let load = if strategy.needs_load() { table.load() } else { BTreeMap::new() };
+        let load = Load { ring: table.ring(), children: &load };
+        let mut owners: BTreeMap<String, Vec<(String, Entry<ChildData>)>> = BTreeMap::new();
+        for child in children {
+            let id = child.spec.id.clone();
+            let placement = strategy.place(&id, child.nodes.as_deref(), &load)?;
+            let owner = placement.owner(table.ring(), &id).unwrap_or(table.me()).to_owned();
+            let data = ChildData {
+                spec: child.spec,
+                meta: serde_bytes::ByteBuf::from(child.meta),
+                tags: child.tags,
+                pid: None,
+            };
+            let entry = Entry { version: 0, state: State::Running, placement, data };
+            owners.entry(owner).or_default().push((id, entry));
+        }
+        Ok(owners)
+    })
+}
+
+/// Sends each owner its part of a batch (this node's part straight to [`start_owned`]).
+/// Boxed, as [`start_owned`] calls it back to forward.
+fn dispatch<'a>(
+    inner: &'a Arc<HubInner>,
+    owners: BTreeMap<String, Vec<(String, Entry<ChildData>)>>,
+    mode: Mode,
+    hops: u8,
+    deadline: Instant,
+) -> Pin<Box<dyn Future<Output = StartResults> + Send + 'a>> {
+    Box::pin(dispatch_now(inner, owners, mode, hops, deadline))
+}
+
+async fn dispatch_now(
+    inner: &Arc<HubInner>,
+    owners: BTreeMap<String, Vec<(String, Entry<ChildData>)>>,
+    mode: Mode,
+    hops: u8,
+    deadline: Instant,
+) -> StartResults {
+    let mut calls: JoinSet<StartResults> = JoinSet::new();
+    for (owner, batch) in owners {
+        let inner = inner.clone();
+        let mode = mode.clone();
+        calls.spawn(async move {
+            if owner == inner.me() {
+                return start_owned(&inner, batch, mode, hops, deadline).await;
+            }
+            let ids: Vec<String> = batch.iter().map(|(child, _)| child.clone()).collect();
+            let left = deadline.saturating_duration_since(inner.clock.now().into_std());
+            let request = Request::Start { children: batch, mode, hops, timeout_ms: millis(left) };
+            match call(&inner, &owner, &request, left).await {
+                Ok(Reply::Started(results)) => results,
+                Ok(_) => unreachable_start(ids, &owner, "the hub is stopped there"),
+                Err(error) if error == TIMED_OUT => {
+                    ids.into_iter().map(|child| (child, Err(ChildError::Timeout))).collect()
+                }
+                Err(error) => unreachable_start(ids, &owner, &error),
+            }
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(batch) = calls.join_next().await {
+        results.extend(batch.unwrap_or_default());
+    }
+    results
+}
+
+/// A batch sent to this node as the owner: the children it owns start here, the others go
+/// on to their owners as this node sees them (one hop more).
+async fn start_owned(
+    inner: &Arc<HubInner>,
+    batch: Vec<(String, Entry<ChildData>)>,
+    mode: Mode,
+    hops: u8,
+    deadline: Instant,
+) -> StartResults {
+    let me = inner.me().to_owned();
+    let mut mine = Vec::new();
+    let mut others: BTreeMap<String, Vec<(String, Entry<ChildData>)>> = BTreeMap::new();
+    // A hand-over names this node as the owner: it starts here, whatever this node's view
+    // (a newcomer may not see every node yet); a later reconcile moves it if need be.
+    let adopt = matches!(mode, Mode::Adopt { .. });
+    inner.table(|table| {
+        for (child, entry) in batch {
+            match table.owner(&child, &entry.placement) {
+                Some(owner) if owner != me && !adopt => {
+                    others.entry(owner.to_owned()).or_default().push((child, entry));
+                }
+                _ => mine.push((child, entry)),
+            }
+        }
+    });
+    let mut results = Vec::new();
+    if !others.is_empty() {
+        if hops >= inner.config.max_hops {
+            for (child, _) in others.into_values().flatten() {
+                results.push((child, Err(ChildError::TooManyHops(inner.config.max_hops))));
+            }
+        } else {
+            results.extend(dispatch(inner, others, mode.clone(), hops + 1, deadline).await);
+        }
+    }
+    results.extend(start_here(inner, mine, mode, deadline).await);
+    results
+}
+
+/// What to do about a child asked to start here.
+enum Verdict {
+    /// It runs (or is starting) somewhere already.
+    Runs { node: String, pid: Option<Pid> },
+    /// A newer tombstone: not started (hand-overs only).
+    Ended(u64),
+    /// Start it, at this version.
+    Start(u64),
+}
+
+fn verdict(
+    table: &Table<ChildData>,
+    child: &str,
+    entry: &Entry<ChildData>,
+    mode: &Mode,
+) -> Verdict {
+    let Some(known) = table.child(child) else { return Verdict::Start(entry.version) };
+    let from = match mode {
+        Mode::Adopt { from } => Some(from.as_str()),
+        Mode::Fresh { .. } => None,
+    };
+    if let Some(node) = known.running().find(|node| Some(*node) != from) {
+        let pid = known.holders.get(node).and_then(|entry| entry.data.pid);
+        return Verdict::Runs { node: node.to_owned(), pid };
+    }
+    let newest = known.newest.version;
+    match (known.is_ended(), mode) {
+        (true, Mode::Adopt { .. }) if newest >= entry.version => Verdict::Ended(newest),
+        (true, _) => Verdict::Start(newest.max(entry.version) + 1),
+        (false, _) => Verdict::Start(newest.max(entry.version)),
+    }
+}
+
+/// Starts here the children of a batch this node owns, publishes them, and waits until
+/// another node holds them.
+async fn start_here(
+    inner: &Arc<HubInner>,
+    batch: Vec<(String, Entry<ChildData>)>,
+    mode: Mode,
+    deadline: Instant,
+) -> StartResults {
+    let mut results = Vec::new();
+    let mut started = Vec::new();
+    for (child, mut entry) in batch {
+        match inner.table(|table| verdict(table, &child, &entry, &mode)) {
+            Verdict::Runs { node, pid: Some(pid) } => {
+                let result = match mode {
+                    Mode::Fresh { check: true } => Err(ChildError::AlreadyStarted { node, pid }),
+                    _ => Ok(Started { node, pid }),
+                };
+                results.push((child, result));
+                continue;
+            }
+            Verdict::Runs { node, pid: None } => {
+                results.push((child, Err(ChildError::Starting { node })));
+                continue;
+            }
+            Verdict::Ended(version) => {
+                results.push((child, Err(ChildError::Terminated(version))));
+                continue;
+            }
+            Verdict::Start(version) => entry.version = version,
+        }
+        if !reserve(inner, &child) {
+            results.push((child, Err(ChildError::Starting { node: inner.me().to_owned() })));
+            continue;
+        }
+        match spawn(inner, &entry.data.spec).await {
+            Ok(pid) => {
+                set_pid(inner, &child, pid);
+                entry.state = State::Running;
+                entry.data.pid = Some(pid);
+                started.push((child, entry));
+            }
+            Err(error) => {
+                lock(inner).remove(&child);
+                results.push((child, Err(error)));
+            }
+        }
+    }
+    if started.is_empty() {
+        return results;
+    }
+    let seq = inner.map.set(started.iter().map(|(c, e)| (c.clone(), Some(e.clone()))).collect());
+    for (child, entry) in &started {
+        if let Some(pid) = entry.data.pid {
+            supervise(inner, child.clone(), pid);
+        }
+    }
+    let left = deadline.saturating_duration_since(inner.clock.now().into_std());
+    let held = inner.map.held(seq, 2, left).await;
+    let node = inner.me().to_owned();
+    for (child, entry) in started {
+        let pid = entry.data.pid.expect("a started child has a pid");
+        let result = if held {
+            Ok(Started { node: node.clone(), pid })
+        } else {
+            Err(ChildError::NotHeld { node: node.clone(), pid })
+        };
+        results.push((child, result));
+    }
+    results
+}
+
+async fn spawn(inner: &HubInner, spec: &shoal_process::ChildSpec) -> Result<Pid, ChildError> {
+    inner
+        .runtime
+        .start_factory(&spec.factory, &spec.args, SpawnOptions::new())
+        .await
+        .map_err(|error| ChildError::Start(error.to_string()))
+}
+
+fn lock(inner: &HubInner) -> std::sync::MutexGuard<'_, BTreeMap<String, Local>> {
+    inner.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Claims `child` for a start here; false if it is here already.
+fn reserve(inner: &HubInner, child: &str) -> bool {
+    let mut local = lock(inner);
+    if local.contains_key(child) {
+        return false;
+    }
+    local.insert(child.to_owned(), Local { pid: None, restarts: VecDeque::new(), stopping: false });
+    true
+}
+
+fn set_pid(inner: &HubInner, child: &str, pid: Pid) {
+    if let Some(local) = lock(inner).get_mut(child) {
+        local.pid = Some(pid);
+    }
+}
+
+/// Watches a child of this node: restarts it, or ends it for good, when it exits.
+fn supervise(inner: &Arc<HubInner>, child: String, pid: Pid) {
+    let watch = inner.runtime.watch(pid);
+    let inner = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        let reason = watch.await;
+        if let Some(inner) = inner.upgrade() {
+            exited(&inner, child, pid, reason).await;
+        }
+    });
+}
+
+async fn exited(inner: &Arc<HubInner>, child: String, pid: Pid, reason: ExitReason) {
+    let Some(entry) = inner.own(&child) else { return };
+    let now = inner.clock.now().into_std();
+    let restart = {
+        let mut local = lock(inner);
+        let Some(this) = local.get_mut(&child) else { return };
+        if this.pid != Some(pid) || this.stopping {
+            return;
+        }
+        let window = inner.config.restart_window;
+        while this.restarts.front().is_some_and(|&at| now.saturating_duration_since(at) > window) {
+            this.restarts.pop_front();
+        }
+        let restart = !inner.is_stopped()
+            && entry.data.spec.restart.restarts_after(&reason)
+            && this.restarts.len() < inner.config.max_restarts as usize;
+        if restart {
+            this.restarts.push_back(now);
+            this.pid = None;
+        } else {
+            local.remove(&child);
+        }
+        restart
+    };
+    if !restart {
+        tracing::debug!(hub = %inner.id, %child, %reason, "a hub child ended for good");
+        end(inner, &child, entry);
+        return;
+    }
+    let mut restarting = entry.clone();
+    restarting.state = State::Restarting;
+    restarting.data.pid = None;
+    inner.map.set(vec![(child.clone(), Some(restarting))]);
+    match spawn(inner, &entry.data.spec).await {
+        Ok(new) => {
+            let keep = {
+                let mut local = lock(inner);
+                match local.get_mut(&child) {
+                    Some(this) if !this.stopping => {
+                        this.pid = Some(new);
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if !keep {
+                inner.runtime.kill(new);
+                return;
+            }
+            let mut running = entry;
+            running.state = State::Running;
+            running.data.pid = Some(new);
+            inner.map.set(vec![(child.clone(), Some(running))]);
+            supervise(inner, child, new);
+        }
+        Err(error) => {
+            tracing::debug!(hub = %inner.id, %child, %error, "a hub child did not restart");
+            lock(inner).remove(&child);
+            end(inner, &child, entry);
+        }
+    }
+}
+
+/// Publishes a tombstone for `child`, which this node ran.
+fn end(inner: &HubInner, child: &str, mut entry: Entry<ChildData>) {
+    entry.version += 1;
+    entry.state = State::Ended;
+    entry.data.pid = None;
+    inner.map.set(vec![(child.to_owned(), Some(entry))]);
+}
+
+/// Stops this node's copy of `child` with `reason`, giving it up to its spec's shutdown time
+/// (at most `cap`). Returns whether it exited.
+async fn stop_local(inner: &HubInner, child: &str, reason: ExitReason, cap: Duration) -> bool {
+    let pid = {
+        let mut local = lock(inner);
+        let Some(this) = local.get_mut(child) else { return true };
+        this.stopping = true;
+        this.pid
+    };
+    let exited = match pid {
+        Some(pid) => {
+            let shutdown = inner.own(child).map_or(Shutdown::default(), |e| e.data.spec.shutdown);
+            stop_process(inner, pid, reason, shutdown, cap).await
+        }
+        None => true,
+    };
+    if exited {
+        lock(inner).remove(child);
+    }
+    exited
+}
+
+async fn stop_process(
+    inner: &HubInner,
+    pid: Pid,
+    reason: ExitReason,
+    shutdown: Shutdown,
+    cap: Duration,
+) -> bool {
+    let watch = inner.runtime.watch(pid);
+    tokio::pin!(watch);
+    let grace = match shutdown {
+        Shutdown::BrutalKill => {
+            inner.runtime.kill(pid);
+            None
+        }
+        Shutdown::Timeout(grace) => {
+            inner.runtime.exit(pid, reason);
+            Some(grace)
+        }
+        Shutdown::Infinity => {
+            inner.runtime.exit(pid, reason);
+            None
+        }
+    };
+    let start = inner.clock.now();
+    if let Some(grace) = grace.filter(|grace| *grace < cap)
+        && inner.clock.timeout(grace, &mut watch).await.is_err()
+    {
+        inner.runtime.kill(pid);
+    }
+    let left = cap.saturating_sub(inner.clock.since(start));
+    inner.clock.timeout(left, &mut watch).await.is_ok()
+}
+
+/// Terminates children of this node (a [`Request::Terminate`]).
+async fn terminate_here(
+    inner: &Arc<HubInner>,
+    batch: Vec<String>,
+    timeout: Duration,
+) -> StopResults {
+    let mut results = Vec::new();
+    let mut ended = Vec::new();
+    for child in batch {
+        let state = lock(inner).get(&child).map(|local| local.pid.is_some());
+        let result = match state {
+            None => Err(TerminateError::NotFound(child.clone())),
+            Some(false) => Err(TerminateError::Restarting(child.clone())),
+            Some(true) => {
+                if stop_local(inner, &child, ExitReason::Shutdown, timeout).await {
+                    if let Some(mut entry) = inner.own(&child) {
+                        entry.version += 1;
+                        entry.state = State::Ended;
+                        entry.data.pid = None;
+                        ended.push((child.clone(), Some(entry)));
+                    }
+                    Ok(())
+                } else {
+                    Err(TerminateError::Running(child.clone()))
+                }
+            }
+        };
+        results.push((child, result));
+    }
+    if !ended.is_empty() {
+        inner.map.set(ended);
+    }
+    results
+}
+
+/// Moves a child of this node to `to`, pinned there (a [`Request::Redistribute`]).
+async fn redistribute_here(
+    inner: &Arc<HubInner>,
+    child: &str,
+    to: &str,
+    timeout: Duration,
+) -> Result<(), RedistError> {
+    if lock(inner).get(child).is_none_or(|local| local.pid.is_none()) {
+        return Err(RedistError::NotFound(child.to_owned()));
+    }
+    if to == inner.me() {
+        let Some(mut entry) = inner.own(child) else {
+            return Err(RedistError::NotFound(child.to_owned()));
+        };
+        entry.placement = Placement::Nodes(vec![to.to_owned()]);
+        inner.map.set(vec![(child.to_owned(), Some(entry))]);
+        return Ok(());
+    }
+    let pin = Placement::Nodes(vec![to.to_owned()]);
+    let deadline = inner.clock.now().into_std() + timeout;
+    let mut results = move_out(inner, vec![child.to_owned()], to, Some(pin), deadline).await;
+    match results.pop() {
+        Some((_, Ok(_))) => Ok(()),
+        Some((_, Err(error))) => Err(RedistError::Start(error)),
+        None => Err(RedistError::NotFound(child.to_owned())),
+    }
+}
+
+/// Moves children of this node to `to`, cold: each is published as moving, stopped, started
+/// there, then its entry here goes. One that does not start there starts here again.
+async fn move_out(
+    inner: &Arc<HubInner>,
+    children: Vec<String>,
+    to: &str,
+    pin: Option<Placement>,
+    deadline: Instant,
+) -> StartResults {
+    let mut moving = Vec::new();
+    for child in children {
+        let Some(mut entry) = inner.own(&child) else { continue };
+        if entry.state != State::Running {
+            continue;
+        }
+        if let Some(pin) = &pin {
+            entry.placement = pin.clone();
+        }
+        entry.state = State::Moving { to: to.to_owned() };
+        entry.data.pid = None;
+        moving.push((child, entry));
+    }
+    if moving.is_empty() {
+        return Vec::new();
+    }
+    inner.map.set(moving.iter().map(|(c, e)| (c.clone(), Some(e.clone()))).collect());
+    let cap = deadline.saturating_duration_since(inner.clock.now().into_std());
+    for (child, _) in &moving {
+        stop_local(inner, child, ExitReason::Custom(MOVED.to_owned()), cap).await;
+    }
+    let handed: Vec<(String, Entry<ChildData>)> = moving
+        .iter()
+        .map(|(child, entry)| {
+            let mut entry = entry.clone();
+            entry.state = State::Running;
+            (child.clone(), entry)
+        })
+        .collect();
+    let ids: Vec<String> = handed.iter().map(|(child, _)| child.clone()).collect();
+    let left = deadline.saturating_duration_since(inner.clock.now().into_std());
+    let request = Request::Start {
+        children: handed,
+        mode: Mode::Adopt { from: inner.me().to_owned() },
+        hops: 0,
+        timeout_ms: millis(left),
+    };
+    let results = match call(inner, to, &request, left).await {
+        Ok(Reply::Started(results)) => results,
+        Ok(_) => unreachable_start(ids, to, "the hub is stopped there"),
+        Err(error) => unreachable_start(ids, to, &error),
+    };
+    let mut gone = Vec::new();
+    let mut back = Vec::new();
+    for (child, result) in &results {
+        match result {
+            // It runs here again (started anew by another start meanwhile): it stays.
+            Ok(Started { node, .. }) if node == inner.me() => {}
+            Ok(_) | Err(ChildError::NotHeld { .. } | ChildError::Terminated(_)) => {
+                gone.push((child.clone(), None));
+            }
+            Err(_) => back.push(child.clone()),
+        }
+    }
+    inner.map.set(gone);
+    for child in back {
+        restart_here(inner, &child).await;
+    }
+    results
+}
+
+/// A move that failed: the child starts here again, and the move waits a while.
+async fn restart_here(inner: &Arc<HubInner>, child: &str) {
+    let Some(mut entry) = inner.own(child) else { return };
+    let now = inner.clock.now().into_std();
+    if reserve(inner, child) {
+        match spawn(inner, &entry.data.spec).await {
+            Ok(pid) => {
+                set_pid(inner, child, pid);
+                entry.state = State::Running;
+                entry.data.pid = Some(pid);
+                inner.map.set(vec![(child.to_owned(), Some(entry))]);
+                supervise(inner, child.to_owned(), pid);
+            }
+            Err(error) => {
+                tracing::warn!(hub = %inner.id, %child, %error, "a child that did not move did not restart");
+                lock(inner).remove(child);
+                end(inner, child, entry);
+            }
+        }
+    }
+    inner.table_mut(|table| table.retry_later(child, now));
+}
+
+/// Stops every child of this node (the hub stops here).
+pub(crate) async fn stop_all(inner: &Arc<HubInner>) {
+    let children: Vec<String> = lock(inner).keys().cloned().collect();
+    for child in children {
+        stop_local(inner, &child, ExitReason::Shutdown, Duration::from_secs(5)).await;
+    }
+}
+
+/// Serves the hub's RPC on this node.
+pub(crate) fn serve(inner: &Arc<HubInner>) {
+    let weak = Arc::downgrade(inner);
+    inner.node.register_rpc(&inner.rpc, move |request: Request| {
+        let inner = weak.upgrade();
+        async move {
+            let Some(inner) = inner.filter(|inner| !inner.is_stopped()) else {
+                return Reply::Stopped;
+            };
+            match request {
+                Request::Start { children, mode, hops, timeout_ms } => {
+                    let deadline = inner.clock.now().into_std() + Duration::from_millis(timeout_ms);
+                    Reply::Started(start_owned(&inner, children, mode, hops, deadline).await)
+                }
+                Request::Terminate { children, timeout_ms } => {
+                    let timeout = Duration::from_millis(timeout_ms);
+                    Reply::Terminated(terminate_here(&inner, children, timeout).await)
+                }
+                Request::Redistribute { child, to, timeout_ms } => {
+                    let timeout = Duration::from_millis(timeout_ms);
+                    Reply::Redistributed(redistribute_here(&inner, &child, &to, timeout).await)
+                }
+            }
+        }
+    });
+}
+
+/// Carries out what the table decides, whenever something changed or a timer is due.
+pub(crate) async fn reconcile_task(inner: Arc<HubInner>) {
+    let mut stop = inner.stop.subscribe();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let now = inner.clock.now().into_std();
+        let (actions, next) = inner.table_mut(|table| (table.reconcile(now), table.poll_timeout()));
+        if !actions.is_empty() {
+            carry_out(&inner, actions);
+        }
+        let tick = inner.clock.now().into_std() + inner.config.tick;
+        let wake = next.map_or(tick, |next| next.min(tick));
+        tokio::select! {
+            biased;
+            _ = stop.changed() => return,
+            () = inner.wake.notified() => {}
+            () = inner.clock.sleep_until(wake.into()) => {}
+        }
+    }
+}
+
+fn carry_out(inner: &Arc<HubInner>, actions: Vec<Action<ChildData>>) {
+    let mut starts = Vec::new();
+    let mut moves: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut publish = Vec::new();
+    for action in actions {
+        match action {
+            Action::Start { child, entry } => starts.push((child, entry)),
+            Action::Move { child, to } => moves.entry(to).or_default().push(child),
+            Action::Keep { child, entry } => publish.push((child, Some(entry))),
+            Action::Forget { child } => {
+                if inner.own(&child).is_some_and(|entry| entry.state == State::Ended) {
+                    publish.push((child, None));
+                }
+            }
+            Action::Stop { child, reason } => {
+                let inner = inner.clone();
+                tokio::spawn(async move { resolve(&inner, child, reason).await });
+            }
+            Action::Adopt { to, children } => {
+                let inner = inner.clone();
+                tokio::spawn(async move {
+                    let left = inner.config.table.retry_after;
+                    let request = Request::Start {
+                        children,
+                        mode: Mode::Adopt { from: inner.me().to_owned() },
+                        hops: 0,
+                        timeout_ms: millis(left),
+                    };
+                    if let Err(error) = call(&inner, &to, &request, left).await {
+                        tracing::debug!(hub = %inner.id, %to, %error, "orphans not handed over");
+                    }
+                });
+            }
+        }
+    }
+    if !publish.is_empty() {
+        inner.map.set(publish);
+    }
+    if !starts.is_empty() {
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let deadline = inner.clock.now().into_std() + inner.config.table.retry_after;
+            let mode = Mode::Adopt { from: inner.me().to_owned() };
+            let results = start_here(&inner, starts, mode, deadline).await;
+            for (child, result) in results {
+                if let Err(error) = result {
+                    tracing::debug!(hub = %inner.id, %child, %error, "a failover start failed");
+                }
+            }
+        });
+    }
+    for (to, children) in moves {
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let deadline = inner.clock.now().into_std() + inner.config.table.retry_after;
+            move_out(&inner, children, &to, None, deadline).await;
+        });
+    }
+}
+
+/// Stops this node's copy of a child that lost a conflict or was superseded.
+async fn resolve(inner: &Arc<HubInner>, child: String, reason: StopReason) {
+    let pid = lock(inner).get(&child).and_then(|local| local.pid);
+    let exit = match &reason {
+        StopReason::Conflict { winner } => {
+            if let (Some(hook), Some(loser)) = (&inner.config.on_conflict, pid) {
+                let winner_pid =
+                    inner.table(|table| table.child(&child)?.holders.get(winner)?.data.pid);
+                let conflict =
+                    Conflict { child: child.clone(), loser, winner: winner.clone(), winner_pid };
+                let _ = inner.clock.timeout(inner.config.conflict_timeout, hook(conflict)).await;
+            }
+            ExitReason::Custom(CONFLICT.to_owned())
+        }
+        StopReason::Superseded { .. } => ExitReason::Shutdown,
+    };
+    tracing::debug!(hub = %inner.id, %child, ?reason, "stopping a copy");
+    stop_local(inner, &child, exit, Duration::from_secs(5)).await;
+    inner.map.set(vec![(child, None)]);
+}
+
+/// The node running `child` (or restarting or moving it), as this node sees it.
+fn holder(inner: &HubInner, child: &str) -> Result<String, TerminateError> {
+    inner.table(|table| {
+        let known = table.child(child).filter(|known| !known.is_ended());
+        let Some(known) = known else { return Err(TerminateError::NotFound(child.to_owned())) };
+        if let Some(node) = known.running().next() {
+            return Ok(node.to_owned());
+        }
+        Err(TerminateError::NotFound(child.to_owned()))
+    })
+}
+
+const TIMED_OUT: &str = "timed out";
+
+/// The hub's RPC to `node`; the error as text ([`TIMED_OUT`] for a timeout).
+async fn call(
+    inner: &HubInner,
+    node: &str,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Reply, String> {
+    match inner.node.rpc(node, &inner.rpc, request, timeout).await {
+        Ok(reply) => Ok(reply),
+        Err(shoal_transport::RemoteError::Timeout) => Err(TIMED_OUT.to_owned()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+fn unreachable_start(children: Vec<String>, node: &str, error: &str) -> StartResults {
+    let error = ChildError::Unreachable { node: node.to_owned(), error: error.to_owned() };
+    children.into_iter().map(|child| (child, Err(error.clone()))).collect()
+}
+
+fn unreachable_all(children: Vec<String>, node: &str, error: &str) -> StopResults {
+    let error = TerminateError::Unreachable { node: node.to_owned(), error: error.to_owned() };
+    children.into_iter().map(|child| (child, Err(error.clone()))).collect()
+}
+
+/// `results` in the order of `order`.
+fn in_order<T>(order: &[String], results: Vec<(String, T)>) -> Vec<(String, T)> {
+    let mut by_child: BTreeMap<String, T> = results.into_iter().collect();
+    order.iter().filter_map(|child| by_child.remove(child).map(|r| (child.clone(), r))).collect()
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,583 @@
+//! [`Hub`]: the handle, its configuration, the queries, the events, and the index that keeps
+//! the [`Table`] up to date as the replicated entries change.
+//!
+//! Each node publishes its own children (one [`Entry`] per child it runs) in a
+//! [`Replicated`] map on the service `shoal.hub.ID`, with acknowledgements on; the map's
+//! observer ([`Index`]) feeds every change, and every change of the hub's nodes, to the
+//! [`Table`] under the map's lock, and wakes the reconcile task (`children.rs`), which carries
+//! out what the table decides. Queries read the table under the same lock: no network.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use shoal_process::{ChildSpec, Clock, Pid, Runtime};
+use shoal_registry::{PeerEvent, ReplicaObserver, Replicated, ReplicatedConfig, next_run};
+use shoal_transport::Node;
+use tokio::sync::{Notify, broadcast, watch};
+
+use super::children::{self, Local};
+use super::error::{HubStartError, MAX_CHILD_ID};
+use crate::core::{Consistent, Entry, State, Strategy, Table, TableConfig};
+
+/// What a hub replicates of a child, besides its placement and state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildData {
+    /// What to start.
+    pub spec: ChildSpec,
+    /// The caller's metadata.
+    pub meta: ByteBuf,
+    /// The caller's tags.
+    pub tags: Vec<String>,
+    /// Its pid on the entry's node (none while it is not running there).
+    pub pid: Option<Pid>,
+}
+
+/// A child to start: its spec (the spec's id is the child's id in the hub), with metadata,
+/// tags, and the nodes to run on if the caller wants to choose.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubChild {
+    /// What to start; `spec.id` is the child id, unique in the hub.
+    pub spec: ChildSpec,
+    /// Bytes kept with the child, read back by [`Hub::child`].
+    pub meta: Vec<u8>,
+    /// Tags, for [`Hub::children_by_tag`].
+    pub tags: Vec<String>,
+    /// The nodes to run on, best first (for the guided strategy; a node list given to the
+    /// default strategy guides it too).
+    pub nodes: Option<Vec<String>>,
+}
+
+impl HubChild {
+    /// A child with no metadata, tags or node list.
+    pub fn new(spec: ChildSpec) -> Self {
+        HubChild { spec, meta: Vec::new(), tags: Vec::new(), nodes: None }
+    }
+
+    /// With metadata `meta`.
+    pub fn meta(mut self, meta: impl Into<Vec<u8>>) -> Self {
+        self.meta = meta.into();
+        self
+    }
+
+    /// With tag `tag` too.
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// To run on the first of `nodes` in the hub.
+    pub fn on_nodes<S: Into<String>>(mut self, nodes: impl IntoIterator<Item = S>) -> Self {
+        self.nodes = Some(nodes.into_iter().map(Into::into).collect());
+        self
+    }
+}
+
+/// Two copies of a child ran at once (started on both sides of a partition); the loser is
+/// about to stop, with [`CONFLICT`] as its exit reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    /// The child.
+    pub child: String,
+    /// The copy that stops (a process of this node).
+    pub loser: Pid,
+    /// The node whose copy stays.
+    pub winner: String,
+    /// Its pid there, if known.
+    pub winner_pid: Option<Pid>,
+}
+
+/// Run on the loser's node before a conflicting copy stops, so the winner can take what it
+/// needs of the loser's state (call the loser, send to the winner); bounded by
+/// [`HubConfig::conflict_timeout`].
+pub type ConflictHook =
+    Arc<dyn Fn(Conflict) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// The exit reason of a copy stopped because another copy of its child won.
+pub const CONFLICT: &str = "shoal.hub.conflict";
+
+/// The exit reason of a child stopped to move to another node.
+pub const MOVED: &str = "shoal.hub.moved";
+
+/// How a hub runs. Every node of a hub must use the same [`TableConfig::vnodes`].
+#[derive(Clone)]
+pub struct HubConfig {
+    /// Failover, redistribution and tombstones: the table's knobs (how long a node must be
+    /// down before its children move, moves per second, whether children move on a join).
+    pub table: TableConfig,
+    /// How a child is placed when first started ([`Consistent`] by default).
+    pub strategy: Arc<dyn Strategy>,
+    /// Anti-entropy period of the replicated children.
+    pub sync_every: Duration,
+    /// How often the table is reconciled when nothing changes.
+    pub tick: Duration,
+    /// Forwards of a start between nodes whose views disagree, at most.
+    pub max_hops: u8,
+    /// Local restarts of one child within [`HubConfig::restart_window`] before it is ended
+    /// for good (a tombstone).
+    pub max_restarts: u32,
+    /// See [`HubConfig::max_restarts`].
+    pub restart_window: Duration,
+    /// Events a subscriber may have waiting before it misses some (and is told how many).
+    pub events: usize,
+    /// Run before a conflicting copy stops.
+    pub on_conflict: Option<ConflictHook>,
+    /// How long [`HubConfig::on_conflict`] may take.
+    pub conflict_timeout: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            table: TableConfig::default(),
+            strategy: Arc::new(Consistent),
+            sync_every: Duration::from_secs(2),
+            tick: Duration::from_millis(100),
+            max_hops: 3,
+            max_restarts: 10,
+            restart_window: Duration::from_secs(10),
+            events: 4_096,
+            on_conflict: None,
+            conflict_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl fmt::Debug for HubConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubConfig")
+            .field("table", &self.table)
+            .field("sync_every", &self.sync_every)
+            .field("tick", &self.tick)
+            .field("max_hops", &self.max_hops)
+            .field("max_restarts", &self.max_restarts)
+            .field("restart_window", &self.restart_window)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What happened in a hub, as this node sees it (for every node of the hub).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HubEvent {
+    /// A child runs on `node` (first start, restart, failover or move).
+    Started {
+        /// The child.
+        child: String,
+        /// Where.
+        node: String,
+        /// Its pid.
+        pid: Pid,
+    },
+    /// A child no longer runs on `node`.
+    Stopped {
+        /// The child.
+        child: String,
+        /// Where it ran.
+        node: String,
+        /// Whether it was terminated or ended for good (a tombstone), not moved or lost.
+        ended: bool,
+    },
+    /// A child is moving from `from` to `to`.
+    Moved {
+        /// The child.
+        child: String,
+        /// Where it ran.
+        from: String,
+        /// Where it goes.
+        to: String,
+    },
+    /// A node started the hub, or came back.
+    NodeUp(String),
+    /// A node is out of the hub.
+    NodeDown {
+        /// The node.
+        node: String,
+        /// Whether it left on purpose (it stopped the hub), or was lost.
+        left: bool,
+    },
+}
+
+/// Where a copy of a child stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChildStatus {
+    /// Running, as this pid.
+    Running(Pid),
+    /// Exited, and being restarted.
+    Restarting,
+    /// Stopped, and being started on `to`.
+    Moving {
+        /// The new owner.
+        to: String,
+    },
+    /// Known, but no node of the hub runs it now (its node was lost; it will be started
+    /// elsewhere).
+    Unknown,
+}
+
+/// Everything a node knows of one child ([`Hub::child`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubChildInfo {
+    /// The child id.
+    pub child: String,
+    /// Its spec.
+    pub spec: ChildSpec,
+    /// Its metadata.
+    pub meta: Vec<u8>,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Its version (grows with each termination).
+    pub version: u64,
+    /// Its copies: node and status (empty while no node runs it).
+    pub copies: Vec<(String, ChildStatus)>,
+}
+
+/// A child in a listing ([`Hub::which_children_local`], [`Hub::which_children_global`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildRow {
+    /// The child id.
+    pub child: String,
+    /// Where it runs (`None`: nowhere now, see [`ChildStatus::Unknown`]).
+    pub node: Option<String>,
+    /// How.
+    pub status: ChildStatus,
+}
+
+/// A hub on one node: its children across the cluster, started, found and moved from here
+/// (see the crate docs).
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) inner: Arc<HubInner>,
+    /// Stops the hub's tasks when the last handle goes.
+    _guard: Arc<StopOnDrop>,
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub").field("id", &self.inner.id).finish_non_exhaustive()
+    }
+}
+
+struct StopOnDrop(watch::Sender<bool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
+    }
+}
+
+pub(crate) type Map = Replicated<String, Entry<ChildData>, Index>;
+
+/// What the handle and the hub's tasks share.
+pub(crate) struct HubInner {
+    pub(crate) id: String,
+    pub(crate) rpc: String,
+    pub(crate) node: Node,
+    pub(crate) runtime: Runtime,
+    pub(crate) clock: Clock,
+    pub(crate) config: HubConfig,
+    pub(crate) map: Map,
+    /// This node's children: their processes and restarts.
+    pub(crate) local: Mutex<BTreeMap<String, Local>>,
+    pub(crate) events: broadcast::Sender<HubEvent>,
+    /// Wakes the reconcile task.
+    pub(crate) wake: Arc<Notify>,
+    pub(crate) stop: watch::Sender<bool>,
+}
+
+impl HubInner {
+    pub(crate) fn me(&self) -> &str {
+        self.node.name()
+    }
+
+    /// Reads the table under the map's lock.
+    pub(crate) fn table<R>(&self, read: impl FnOnce(&Table<ChildData>) -> R) -> R {
+        self.map.with(|state| read(&state.observer.table))
+    }
+
+    /// Works on the table under the map's lock.
+    pub(crate) fn table_mut<R>(&self, work: impl FnOnce(&mut Table<ChildData>) -> R) -> R {
+        self.map.with_mut(|state| work(&mut state.observer.table))
+    }
+
+    /// This node's own entry for `child`.
+    pub(crate) fn own(&self, child: &str) -> Option<Entry<ChildData>> {
+        self.map.with(|state| state.replica.own().get(child).cloned())
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+}
+
+impl Hub {
+    /// Starts hub `id` on `node`: this node joins the hub's other nodes (those running the
+    /// same id), and its reconcile task starts.
+    ///
+    /// # Errors
+    ///
+    /// [`HubStartError::BadId`], or [`HubStartError::Running`] if it runs here already.
+    pub async fn start(node: &Node, id: &str, config: HubConfig) -> Result<Hub, HubStartError> {
+        if id.is_empty() || id.len() > MAX_CHILD_ID {
+            return Err(HubStartError::BadId(id.to_owned()));
+        }
+        let clock = node.runtime().clock().clone();
+        let wake = Arc::new(Notify::new());
+        let (events, _) = broadcast::channel(config.events.max(1));
+        let index = Index {
+            table: Table::new(node.name(), config.table, clock.now().into_std()),
+            clock: clock.clone(),
+            events: events.clone(),
+            wake: wake.clone(),
+        };
+        let replicated =
+            ReplicatedConfig { sync_every: config.sync_every, acks: true, ..Default::default() };
+        let service = format!("shoal.hub.{id}");
+        let map =
+            Replicated::start(node, &service, next_run(node.incarnation()), replicated, index)
+                .await
+                .map_err(|source| HubStartError::Running { hub: id.to_owned(), source })?;
+        let (stop, _) = watch::channel(false);
+        let inner = Arc::new(HubInner {
+            id: id.to_owned(),
+            rpc: format!("shoal.hub.{id}"),
+            node: node.clone(),
+            runtime: node.runtime().clone(),
+            clock,
+            config,
+            map,
+            local: Mutex::new(BTreeMap::new()),
+            events,
+            wake,
+            stop: stop.clone(),
+        });
+        children::serve(&inner);
+        tokio::spawn(children::reconcile_task(inner.clone()));
+        Ok(Hub { inner, _guard: Arc::new(StopOnDrop(stop)) })
+    }
+
+    /// The hub id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The hub's nodes as this node sees them (itself included), sorted.
+    pub fn nodes(&self) -> Vec<String> {
+        self.inner.table(|table| table.ring().nodes().iter().cloned().collect())
+    }
+
+    /// Whether a node of the hub went down without leaving within
+    /// [`TableConfig::partition_window`].
+    pub fn is_partitioned(&self) -> bool {
+        let now = self.inner.clock.now().into_std();
+        self.inner.table(|table| table.is_partitioned(now))
+    }
+
+    /// The pid of `child` where it runs, as this node sees it (no network).
+    pub fn pid(&self, child: &str) -> Option<Pid> {
+        self.inner.map.with(|state| {
+            let known = state.observer.table.child(child)?;
+            let node = known.running().next()?;
+            known.holders.get(node)?.data.pid
+        })
+    }
+
+    /// Everything this node knows of `child`: spec, metadata, copies (no network).
+    pub fn child(&self, child: &str) -> Option<HubChildInfo> {
+        self.inner.table(|table| {
+            let known = table.child(child)?;
+            if known.is_ended() {
+                return None;
+            }
+            let copies = known
+                .holders
+                .iter()
+                .filter(|(_, entry)| entry.state != State::Ended)
+                .map(|(node, entry)| (node.clone(), status(entry)))
+                .collect();
+            let data = &known.newest.data;
+            Some(HubChildInfo {
+                child: child.to_owned(),
+                spec: data.spec.clone(),
+                meta: data.meta.to_vec(),
+                tags: data.tags.clone(),
+                version: known.newest.version,
+                copies,
+            })
+        })
+    }
+
+    /// This node's children, by child id (no network).
+    pub fn which_children_local(&self) -> Vec<ChildRow> {
+        let me = self.inner.me().to_owned();
+        self.inner.map.with(|state| {
+            state
+                .replica
+                .own()
+                .iter()
+                .filter(|(_, entry)| entry.state != State::Ended)
+                .map(|(child, entry)| ChildRow {
+                    child: child.clone(),
+                    node: Some(me.clone()),
+                    status: status(entry),
+                })
+                .collect()
+        })
+    }
+
+    /// Every child of the hub as this node sees it, by child id then node: each copy, and
+    /// each child no node runs now with [`ChildStatus::Unknown`] (no network).
+    pub fn which_children_global(&self) -> Vec<ChildRow> {
+        self.inner.table(|table| {
+            let mut rows = Vec::new();
+            for (child, known) in table.children() {
+                if known.is_ended() {
+                    continue;
+                }
+                let before = rows.len();
+                for (node, entry) in &known.holders {
+                    if entry.state != State::Ended {
+                        rows.push(ChildRow {
+                            child: child.clone(),
+                            node: Some(node.clone()),
+                            status: status(entry),
+                        });
+                    }
+                }
+                if rows.len() == before {
+                    rows.push(ChildRow {
+                        child: child.clone(),
+                        node: None,
+                        status: ChildStatus::Unknown,
+                    });
+                }
+            }
+            rows
+        })
+    }
+
+    /// The children tagged `tag`, sorted (no network).
+    pub fn children_by_tag(&self, tag: &str) -> Vec<String> {
+        self.inner.table(|table| {
+            table
+                .children()
+                .filter(|(_, known)| {
+                    !known.is_ended() && known.newest.data.tags.iter().any(|t| t == tag)
+                })
+                .map(|(child, _)| child.clone())
+                .collect()
+        })
+    }
+
+    /// Events from now on: children started, stopped and moved, nodes up and down. A
+    /// subscriber that falls more than [`HubConfig::events`] behind is told how many it
+    /// missed (`RecvError::Lagged`).
+    pub fn subscribe(&self) -> broadcast::Receiver<HubEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Stops the hub on this node, on purpose: its children are stopped, the other nodes are
+    /// told (they start them on their new owners at once, without waiting for
+    /// [`TableConfig::down_after`]), and the service closes.
+    pub async fn stop(&self) {
+        if self.inner.stop.send_replace(true) {
+            return;
+        }
+        children::stop_all(&self.inner).await;
+        self.inner.node.unregister_rpc(&self.inner.rpc);
+        self.inner.map.stop().await;
+    }
+}
+
+fn status(entry: &Entry<ChildData>) -> ChildStatus {
+    match (&entry.state, entry.data.pid) {
+        (State::Running, Some(pid)) => ChildStatus::Running(pid),
+        (State::Running | State::Restarting, _) => ChildStatus::Restarting,
+        (State::Moving { to }, _) => ChildStatus::Moving { to: to.clone() },
+        (State::Ended, _) => ChildStatus::Unknown,
+    }
+}
+
+/// The replicated map's observer: the table, and the events.
+pub(crate) struct Index {
+    pub(crate) table: Table<ChildData>,
+    clock: Clock,
+    events: broadcast::Sender<HubEvent>,
+    wake: Arc<Notify>,
+}
+
+impl ReplicaObserver<String, Entry<ChildData>> for Index {
+    fn changed(&mut self, origin: &str, child: &String, value: Option<&Entry<ChildData>>) {
+        let now = self.clock.now().into_std();
+        let before = self.table.child(child).and_then(|known| known.holders.get(origin)).cloned();
+        self.table.changed(origin, child, value, now);
+        if self.events.receiver_count() > 0 {
+            for event in events(origin, child, before.as_ref(), value) {
+                let _ = self.events.send(event);
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    fn peer(&mut self, peer: &str, event: PeerEvent) {
+        let now = self.clock.now().into_std();
+        let event = match event {
+            PeerEvent::Up => {
+                self.table.node_up(peer, now);
+                HubEvent::NodeUp(peer.to_owned())
+            }
+            PeerEvent::Down => {
+                self.table.node_down(peer, now);
+                HubEvent::NodeDown { node: peer.to_owned(), left: false }
+            }
+            PeerEvent::Left => {
+                self.table.node_leaving(peer);
+                self.table.node_down(peer, now);
+                HubEvent::NodeDown { node: peer.to_owned(), left: true }
+            }
+        };
+        let _ = self.events.send(event);
+        self.wake.notify_one();
+    }
+}
+
+/// The events a change of `origin`'s entry for `child` makes.
+fn events(
+    origin: &str,
+    child: &str,
+    before: Option<&Entry<ChildData>>,
+    after: Option<&Entry<ChildData>>,
+) -> Vec<HubEvent> {
+    let was = before.and_then(running_pid);
+    let now = after.and_then(running_pid);
+    let mut events = Vec::new();
+    if was.is_some() && was != now {
+        match after.map(|entry| &entry.state) {
+            Some(State::Moving { to }) => events.push(HubEvent::Moved {
+                child: child.to_owned(),
+                from: origin.to_owned(),
+                to: to.clone(),
+            }),
+            Some(State::Running) if now.is_some() => {}
+            state => events.push(HubEvent::Stopped {
+                child: child.to_owned(),
+                node: origin.to_owned(),
+                ended: state == Some(&State::Ended),
+            }),
+        }
+    }
+    if let Some(pid) = now
+        && was != now
+    {
+        events.push(HubEvent::Started { child: child.to_owned(), node: origin.to_owned(), pid });
+    }
+    events
+}
+
+fn running_pid(entry: &Entry<ChildData>) -> Option<Pid> {
+    (entry.state == State::Running).then_some(entry.data.pid).flatten()
+}

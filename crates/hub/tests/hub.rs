@@ -1,0 +1,454 @@
+//! The hub over real TCP on loopback: batches, queries, terminations, moves, failover,
+//! redistribution on a join, restarts, events and bad input, with three or four nodes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::panic::Location;
+use std::time::Duration;
+
+use shoal_hub::core::{OnJoin, Ring, TableConfig};
+use shoal_hub::{
+    ChildError, ChildStatus, Hub, HubChild, HubConfig, HubError, HubEvent, StartOptions,
+    TerminateError,
+};
+use shoal_process::{ChildSpec, Context, ExitReason, Pid, Process, ReplyTo, Restart};
+use shoal_transport::{ClusterKey, Node, NodeBuilder};
+
+const KEY_HEX: &str = "5f0c9a3e71d24b86e9a05c1f38d7b26ae40f9c5d1b83726f0ad94e6b3c5a8217";
+
+/// Every wait in these tests is bounded by this.
+const BOUND: Duration = Duration::from_secs(30);
+
+/// Ring entries per node in these tests (fewer than the default: quicker rings).
+const VNODES: u32 = 128;
+
+fn builder(name: &str) -> NodeBuilder {
+    Node::builder(name, ClusterKey::from_hex(KEY_HEX).expect("the test key is valid"))
+        .heartbeat(Duration::from_millis(100), Duration::from_millis(1_000))
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
+        .gossip_interval(Duration::from_millis(200))
+}
+
+fn config() -> HubConfig {
+    HubConfig {
+        table: TableConfig {
+            down_after: Duration::from_millis(300),
+            adopt_after: Duration::from_millis(200),
+            retry_after: Duration::from_secs(1),
+            settle: Duration::from_millis(300),
+            vnodes: VNODES,
+            ..TableConfig::default()
+        },
+        sync_every: Duration::from_millis(200),
+        tick: Duration::from_millis(20),
+        ..HubConfig::default()
+    }
+}
+
+#[track_caller]
+fn within<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    let caller = Location::caller();
+    async move {
+        match tokio::time::timeout(BOUND, future).await {
+            Ok(output) => output,
+            Err(_) => panic!("{caller}: still waiting after {BOUND:?}"),
+        }
+    }
+}
+
+/// Polls `check` until it holds, or panics after [`BOUND`].
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A child: answers a call with its node's name; a cast "crash" makes it crash.
+struct Room {
+    node: String,
+}
+
+impl Process for Room {
+    type Message = String;
+    type Call = ();
+    type Reply = String;
+
+    async fn handle_cast(&mut self, message: String, ctx: &mut Context<Self>) {
+        if message == "crash" {
+            ctx.stop(ExitReason::custom("asked to crash"));
+        }
+    }
+
+    async fn handle_call(&mut self, (): (), reply: ReplyTo<String>, _: &mut Context<Self>) {
+        reply.send(self.node.clone());
+    }
+
+    fn remote_messages() -> Option<shoal_process::Codec<Self>> {
+        Some(shoal_process::Codec::msgpack())
+    }
+}
+
+fn room(id: &str) -> HubChild {
+    HubChild::new(ChildSpec::new(id, "room", &()).expect("spec"))
+}
+
+fn rooms(count: usize) -> Vec<HubChild> {
+    (0..count).map(|i| room(&format!("room/{i}"))).collect()
+}
+
+struct Cluster {
+    nodes: Vec<Node>,
+    hubs: Vec<Option<Hub>>,
+}
+
+impl Cluster {
+    /// `n` nodes in a full mesh, each with the `room` factory and hub `rooms` running.
+    async fn start(n: usize, config: HubConfig) -> Cluster {
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let node = builder(&format!("h{i}")).start().await.expect("node starts");
+            let name = node.name().to_owned();
+            node.runtime()
+                .register_factory("room", move |(): ()| Room { node: name.clone() })
+                .expect("factory");
+            nodes.push(node);
+        }
+        for node in &nodes[1..] {
+            node.join(nodes[0].listen_addr()).await.expect("join");
+        }
+        until("a full mesh", || nodes.iter().all(|node| node.nodes().len() == n - 1)).await;
+        let mut hubs = Vec::new();
+        for node in &nodes {
+            hubs.push(Some(Hub::start(node, "rooms", config.clone()).await.expect("hub starts")));
+        }
+        let cluster = Cluster { nodes, hubs };
+        cluster.until_nodes(n).await;
+        cluster
+    }
+
+    fn hub(&self, i: usize) -> &Hub {
+        self.hubs[i].as_ref().expect("a running hub")
+    }
+
+    fn live(&self) -> impl Iterator<Item = &Hub> {
+        self.hubs.iter().flatten()
+    }
+
+    async fn until_nodes(&self, n: usize) {
+        until("every hub sees every node", || self.live().all(|hub| hub.nodes().len() == n)).await;
+    }
+
+    /// Where each child runs, from the live nodes' own lists: child → nodes.
+    fn placement(&self) -> BTreeMap<String, Vec<String>> {
+        let mut placement: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for hub in self.live() {
+            for row in hub.which_children_local() {
+                if matches!(row.status, ChildStatus::Running(_)) {
+                    placement.entry(row.child).or_default().push(row.node.expect("a node"));
+                }
+            }
+        }
+        placement
+    }
+
+    /// Waits until each of `children` runs exactly once, on its owner among the live hubs,
+    /// and every live hub sees it there.
+    async fn until_placed(&self, children: &BTreeSet<String>) {
+        let live: Vec<String> = self.live().map(|hub| hub.nodes()).next().unwrap_or_default();
+        let ring = Ring::with_vnodes(live.iter().map(String::as_str), VNODES);
+        until("every child runs once, on its owner, seen everywhere", || {
+            let placement = self.placement();
+            children.iter().all(|child| {
+                let Some(nodes) = placement.get(child) else { return false };
+                nodes.len() == 1
+                    && ring.owner(child) == Some(nodes[0].as_str())
+                    && self.live().all(|hub| {
+                        hub.child(child).is_some_and(|info| {
+                            info.copies.len() == 1 && info.copies[0].0 == nodes[0]
+                        })
+                    })
+            }) && placement.keys().all(|child| children.contains(child))
+        })
+        .await;
+    }
+
+    async fn stop(self) {
+        for hub in self.hubs.iter().flatten() {
+            within(hub.stop()).await;
+        }
+        for node in &self.nodes {
+            node.shutdown();
+        }
+    }
+}
+
+fn ids(count: usize) -> BTreeSet<String> {
+    (0..count).map(|i| format!("room/{i}")).collect()
+}
+
+/// A batch from one node starts each child once, on its owner; every node finds it, its
+/// metadata and tags without the network; starting again is idempotent, or an error when
+/// the caller checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_starts_each_child_once_on_its_owner_and_every_node_finds_it() {
+    let cluster = Cluster::start(3, config()).await;
+    let batch: Vec<HubChild> = rooms(300)
+        .into_iter()
+        .enumerate()
+        .map(|(i, child)| child.meta(vec![i as u8]).tag(if i % 2 == 0 { "even" } else { "odd" }))
+        .collect();
+    let results = within(cluster.hub(0).init_children(batch, StartOptions::default()))
+        .await
+        .expect("the batch is accepted");
+    assert_eq!(results.len(), 300);
+    let ring = Ring::with_vnodes(["h0", "h1", "h2"], VNODES);
+    let mut started: BTreeMap<String, Pid> = BTreeMap::new();
+    for (child, result) in &results {
+        let started_at = result.as_ref().unwrap_or_else(|e| panic!("{child}: {e}"));
+        assert_eq!(Some(started_at.node.as_str()), ring.owner(child), "{child} not on its owner");
+        started.insert(child.clone(), started_at.pid);
+    }
+    let per_node: BTreeMap<String, usize> = cluster
+        .live()
+        .map(|hub| (hub.nodes()[0].clone(), hub.which_children_local().len()))
+        .collect();
+    assert_eq!(
+        cluster.live().map(|hub| hub.which_children_local().len()).sum::<usize>(),
+        300,
+        "{per_node:?}"
+    );
+    cluster.until_placed(&ids(300)).await;
+    for hub in cluster.live() {
+        assert_eq!(hub.pid("room/7"), Some(started["room/7"]));
+        let info = hub.child("room/7").expect("known everywhere");
+        assert_eq!(info.meta, vec![7]);
+        assert_eq!(info.tags, vec!["odd".to_owned()]);
+        assert_eq!(hub.children_by_tag("even").len(), 150);
+        assert_eq!(hub.which_children_global().len(), 300);
+        assert!(!hub.is_partitioned());
+    }
+    // A call to a child reaches the node it runs on.
+    let pid = cluster.hub(0).pid("room/7").expect("a pid");
+    let node: String = within(cluster.nodes[0].runtime().call(pid, (), Duration::from_secs(5)))
+        .await
+        .expect("the child answers");
+    assert_eq!(Some(node.as_str()), ring.owner("room/7"));
+    // Again: idempotent, the same pids; checked: each an error naming where it runs.
+    let again = within(cluster.hub(1).init_children(rooms(300), StartOptions::default()))
+        .await
+        .expect("accepted");
+    assert!(
+        again.iter().all(|(child, result)| result.as_ref().is_ok_and(|s| s.pid == started[child]))
+    );
+    let checked = StartOptions { check_existing: true, ..StartOptions::default() };
+    let again = within(cluster.hub(2).init_children(rooms(10), checked)).await.expect("accepted");
+    for (child, result) in again {
+        assert!(
+            matches!(result, Err(ChildError::AlreadyStarted { pid, .. }) if pid == started[&child])
+        );
+    }
+    cluster.stop().await;
+}
+
+/// Bad batches are refused whole; a child that cannot start says why; a rollback stops the
+/// rest of its batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_and_a_failed_batch_rolls_back_when_asked() {
+    let cluster = Cluster::start(3, config()).await;
+    let hub = cluster.hub(0);
+    assert_eq!(
+        hub.init_children(Vec::new(), StartOptions::default()).await,
+        Err(HubError::NoChildren)
+    );
+    assert_eq!(
+        hub.init_children(vec![room("a"), room("a")], StartOptions::default()).await,
+        Err(HubError::Duplicate("a".into()))
+    );
+    assert_eq!(
+        hub.init_children(vec![room("")], StartOptions::default()).await,
+        Err(HubError::BadId(String::new()))
+    );
+    let long = "x".repeat(shoal_hub::MAX_CHILD_ID + 1);
+    assert!(matches!(
+        hub.init_children(vec![room(&long)], StartOptions::default()).await,
+        Err(HubError::BadId(_))
+    ));
+    let mut batch = rooms(20);
+    batch.push(HubChild::new(ChildSpec::new("broken", "no-such-factory", &()).expect("spec")));
+    let rollback = StartOptions { rollback: true, ..StartOptions::default() };
+    let results = within(hub.init_children(batch, rollback)).await.expect("accepted");
+    let broken = results.iter().find(|(child, _)| child == "broken").expect("reported");
+    assert!(
+        matches!(&broken.1, Err(ChildError::Start(why)) if why.contains("no-such-factory")),
+        "{broken:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .filter(|(c, _)| c != "broken")
+            .all(|(_, r)| r == &Err(ChildError::RolledBack))
+    );
+    until("the rolled-back children are gone", || cluster.placement().is_empty()).await;
+    assert_eq!(
+        hub.child_terminate("nobody", Duration::from_secs(1)).await,
+        Err(TerminateError::NotFound("nobody".into()))
+    );
+    cluster.stop().await;
+}
+
+/// A terminated child is gone everywhere and stays gone; it may be started anew; a child
+/// moved to a named node runs there and stays there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_and_redistribute_one_child() {
+    let cluster = Cluster::start(3, config()).await;
+    let results =
+        within(cluster.hub(0).init_children(rooms(30), StartOptions::default())).await.expect("ok");
+    assert!(results.iter().all(|(_, r)| r.is_ok()));
+    cluster.until_placed(&ids(30)).await;
+    within(cluster.hub(1).child_terminate("room/3", Duration::from_secs(5)))
+        .await
+        .expect("terminated");
+    until("room/3 is gone everywhere", || cluster.live().all(|hub| hub.child("room/3").is_none()))
+        .await;
+    assert_eq!(
+        cluster.hub(2).child_terminate("room/3", Duration::from_secs(1)).await,
+        Err(TerminateError::NotFound("room/3".into()))
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!cluster.placement().contains_key("room/3"), "a terminated child came back");
+    let again = within(cluster.hub(2).init_children(vec![room("room/3")], StartOptions::default()))
+        .await
+        .expect("ok");
+    assert!(again[0].1.is_ok(), "{again:?}");
+    // Move room/5 to a node that does not own it.
+    let owner = cluster.placement()["room/5"][0].clone();
+    let target = ["h0", "h1", "h2"].into_iter().find(|n| *n != owner).expect("another node");
+    within(cluster.hub(0).child_redist_init("room/5", target, Duration::from_secs(5)))
+        .await
+        .expect("moved");
+    until("room/5 runs on the target only", || {
+        cluster.placement().get("room/5") == Some(&vec![target.to_owned()])
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        cluster.placement()["room/5"],
+        vec![target.to_owned()],
+        "it stays where it was moved"
+    );
+    cluster.stop().await;
+}
+
+/// A node that stops its hub on purpose has its children started on their new owners at
+/// once; one that is shut down (no goodbye) after the grace; nothing is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_children_of_a_node_that_leaves_or_dies_start_on_their_new_owners() {
+    let mut cluster = Cluster::start(4, config()).await;
+    let mut events = cluster.hub(0).subscribe();
+    let results = within(cluster.hub(0).init_children(rooms(400), StartOptions::default()))
+        .await
+        .expect("ok");
+    assert!(results.iter().all(|(_, r)| r.is_ok()));
+    cluster.until_placed(&ids(400)).await;
+    let hub = cluster.hubs[3].take().expect("h3");
+    within(hub.stop()).await;
+    drop(hub);
+    cluster.until_nodes(3).await;
+    cluster.until_placed(&ids(400)).await;
+    // h2 dies: no goodbye.
+    cluster.hubs[2] = None;
+    cluster.nodes[2].shutdown();
+    cluster.until_nodes(2).await;
+    assert!(cluster.hub(0).is_partitioned(), "a node lost without leaving");
+    cluster.until_placed(&ids(400)).await;
+    let mut seen = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        seen.push(event);
+    }
+    assert!(
+        seen.contains(&HubEvent::NodeDown { node: "h3".into(), left: true }),
+        "{:?}",
+        &seen[..5.min(seen.len())]
+    );
+    assert!(seen.contains(&HubEvent::NodeDown { node: "h2".into(), left: false }));
+    assert!(seen.iter().any(|e| matches!(e, HubEvent::Started { node, .. } if node == "h0")));
+    cluster.stop().await;
+}
+
+/// A node that joins gets the children it now owns, about 1/N of them, moved (not
+/// restarted where they were); with `OnJoin::Stay` none move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_receives_the_children_it_owns() {
+    let mut cluster = Cluster::start(3, config()).await;
+    let hub = cluster.hubs[2].take().expect("h2");
+    within(hub.stop()).await;
+    drop(hub);
+    cluster.until_nodes(2).await;
+    let results = within(cluster.hub(0).init_children(rooms(600), StartOptions::default()))
+        .await
+        .expect("ok");
+    assert!(results.iter().all(|(_, r)| r.is_ok()));
+    cluster.until_placed(&ids(600)).await;
+    let before = cluster.placement();
+    let mut events = cluster.hub(0).subscribe();
+    cluster.hubs[2] = Some(Hub::start(&cluster.nodes[2], "rooms", config()).await.expect("hub"));
+    cluster.until_nodes(3).await;
+    cluster.until_placed(&ids(600)).await;
+    let after = cluster.placement();
+    let moved = before.iter().filter(|(child, nodes)| after[*child] != **nodes).count();
+    assert!(after.iter().filter(|(_, nodes)| nodes[0] == "h2").count() == moved);
+    assert!((120..=280).contains(&moved), "{moved} of 600 moved to the newcomer");
+    let mut moves = 0;
+    while let Ok(event) = events.try_recv() {
+        if matches!(event, HubEvent::Moved { ref to, .. } if to == "h2") {
+            moves += 1;
+        }
+    }
+    assert_eq!(moves, moved);
+    cluster.stop().await;
+
+    let stay =
+        HubConfig { table: TableConfig { on_join: OnJoin::Stay, ..config().table }, ..config() };
+    let mut cluster = Cluster::start(2, stay.clone()).await;
+    let hub = cluster.hubs[1].take().expect("h1");
+    within(hub.stop()).await;
+    drop(hub);
+    cluster.until_nodes(1).await;
+    within(cluster.hub(0).init_children(rooms(50), StartOptions::default())).await.expect("ok");
+    cluster.hubs[1] = Some(Hub::start(&cluster.nodes[1], "rooms", stay).await.expect("hub"));
+    cluster.until_nodes(2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        cluster.placement().values().all(|nodes| nodes == &vec!["h0".to_owned()]),
+        "none moved"
+    );
+    cluster.stop().await;
+}
+
+/// A crashed child restarts where it ran; a temporary one that exits ends for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_child_restarts_and_a_temporary_one_ends() {
+    let cluster = Cluster::start(2, config()).await;
+    let temporary = HubChild::new(
+        ChildSpec::new("temp", "room", &()).expect("spec").restart(Restart::Temporary),
+    );
+    let results = within(
+        cluster.hub(0).init_children(vec![room("perm"), temporary], StartOptions::default()),
+    )
+    .await
+    .expect("ok");
+    assert!(results.iter().all(|(_, r)| r.is_ok()), "{results:?}");
+    cluster.until_placed(&["perm".to_owned(), "temp".to_owned()].into()).await;
+    let first = cluster.hub(0).pid("perm").expect("pid");
+    cluster.nodes[0].runtime().cast(first, "crash".to_owned()).await.expect("cast");
+    until("perm restarted", || {
+        cluster.live().all(|hub| hub.pid("perm").is_some_and(|pid| pid != first))
+    })
+    .await;
+    let temp = cluster.hub(1).pid("temp").expect("pid");
+    cluster.nodes[0].runtime().cast(temp, "crash".to_owned()).await.expect("cast");
+    until("temp gone everywhere", || cluster.live().all(|hub| hub.child("temp").is_none())).await;
+    cluster.stop().await;
+}
