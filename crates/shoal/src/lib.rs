@@ -5,8 +5,9 @@
 //! ([`process`], always present), supervisors ([`supervisor`], feature `supervisor`), nodes
 //! connected over TCP ([`transport`], feature `transport`), epidemic broadcast ([`broadcast`],
 //! feature `broadcast`), per-key consensus ([`paxos`], feature `paxos`), and cluster-wide
-//! names, locks and process groups ([`registry`], feature `registry`); the hub joins as it
-//! lands, together with a `Node` that starts them all. For tests, the
+//! names, locks and process groups ([`registry`], feature `registry`), and the hash-ring
+//! distributor of child processes ([`hub`], feature `hub`); a `Node` that starts them all
+//! comes later. For tests, the
 //! feature `testing` (off by default) adds `testing`: whole nodes on a simulated network.
 //!
 //! The package also holds the `shoal-node` binary (feature `transport`): one node in its own OS
@@ -40,6 +41,8 @@
 
 #[cfg(feature = "broadcast")]
 pub use shoal_broadcast as broadcast;
+#[cfg(feature = "hub")]
+pub use shoal_hub as hub;
 #[cfg(feature = "paxos")]
 pub use shoal_paxos as paxos;
 pub use shoal_process as process;
@@ -75,6 +78,8 @@ pub mod prelude {
     // layer together, takes the name when the other layers land.
     #[cfg(feature = "broadcast")]
     pub use shoal_broadcast::{Broadcast, BroadcastConfig, BroadcastError, Topic};
+    #[cfg(feature = "hub")]
+    pub use shoal_hub::{Hub, HubChild, HubConfig, HubError, HubEvent, StartOptions};
     #[cfg(feature = "paxos")]
     pub use shoal_paxos::{Paxos, PaxosConfig, PaxosError};
     #[cfg(feature = "registry")]
