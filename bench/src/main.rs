@@ -24,7 +24,8 @@
 //!
 //! Codemap: [`METRICS`] is the table of every metric; each area of Shoal has a module of its
 //! own ([`local`]: one node's process runtime; [`remote`]: two nodes in two OS processes;
-//! [`paxos`]: three nodes' consensus; [`registry`]: locks and names over it; [`broadcast`]: Plumtree in simulation and over
+//! [`paxos`]: three nodes' consensus; [`registry`]: locks and names over it; [`hub`]: the
+//! hash-ring distributor; [`broadcast`]: Plumtree in simulation and over
 //! loopback), and [`harness`] holds what they share.
 //!
 //! Adding a metric: a function `fn() -> anyhow::Result<f64>` in its area's module that takes
@@ -34,6 +35,7 @@
 
 mod broadcast;
 mod harness;
+mod hub;
 mod local;
 mod paxos;
 mod registry;
@@ -102,6 +104,14 @@ const METRICS: &[Metric] = &[
         unit: "ms",
         sample: registry_failover::singleton_failover_ms,
     },
+    Metric {
+        name: "hub_start_children_per_s",
+        unit: "children/s",
+        sample: hub::hub_start_children_per_s,
+    },
+    Metric { name: "ring_max_over_mean", unit: "ratio", sample: hub::ring_max_over_mean },
+    Metric { name: "hub_moved_on_join_ratio", unit: "ratio", sample: hub::hub_moved_on_join_ratio },
+    Metric { name: "hub_lookup_ns", unit: "ns", sample: hub::hub_lookup_ns },
     Metric { name: "plumtree_rmr", unit: "ratio", sample: broadcast::plumtree_rmr },
     Metric {
         name: "plumtree_reliability_pct_20_crashed",
