@@ -373,14 +373,22 @@ impl<S: Clone> Table<S> {
     pub fn changed(&mut self, origin: &str, child: &str, entry: Option<&Entry<S>>, now: Instant) {
         match entry {
             Some(entry) => {
-                let known = self
-                    .children
-                    .entry(child.to_owned())
-                    .or_insert_with(|| Known { holders: BTreeMap::new(), newest: entry.clone() });
+                // Looked up before inserting: most changes are to children and holders known
+                // already, and a lookup allocates no key.
+                if !self.children.contains_key(child) {
+                    let known = Known { holders: BTreeMap::new(), newest: entry.clone() };
+                    self.children.insert(child.to_owned(), known);
+                }
+                let known = self.children.get_mut(child).expect("inserted above");
                 if entry.version >= known.newest.version {
                     known.newest = entry.clone();
                 }
-                known.holders.insert(origin.to_owned(), entry.clone());
+                match known.holders.get_mut(origin) {
+                    Some(held) => *held = entry.clone(),
+                    None => {
+                        known.holders.insert(origin.to_owned(), entry.clone());
+                    }
+                }
                 if known.is_ended() {
                     self.ended.entry(child.to_owned()).or_insert(now + self.config.tombstone_ttl);
                 }
@@ -400,10 +408,12 @@ impl<S: Clone> Table<S> {
                 }
             }
         }
-        if origin == self.me {
+        if origin == self.me && !self.pending.is_empty() {
             self.pending.remove(child);
         }
-        self.dirty.insert(child.to_owned());
+        if !self.all_dirty && !self.dirty.contains(child) {
+            self.dirty.insert(child.to_owned());
+        }
     }
 
     /// The action about `children` is done (or failed): they may be decided on again.
@@ -485,7 +495,6 @@ impl<S: Clone> Table<S> {
             let reason = StopReason::Superseded { version: newest };
             return Decision::Act(Action::Stop { child: child.to_owned(), reason });
         }
-        let owner = known.newest.placement.owner(&self.ring, child).map(str::to_owned);
         if known.is_ended() {
             self.orphans.remove(child);
             // The tombstone's node is gone: every node that knows it keeps it (it is small,
@@ -502,6 +511,18 @@ impl<S: Clone> Table<S> {
             }
             return Decision::Nothing;
         }
+        let mut running = known.running();
+        let (first, second) = (running.next(), running.next());
+        // The common case, first: one copy, run by another node (which decides about it).
+        if let (Some(runner), None) = (first, second)
+            && runner != self.me
+        {
+            if !self.orphans.is_empty() {
+                self.orphans.remove(child);
+            }
+            return Decision::Nothing;
+        }
+        let owner = known.newest.placement.owner(&self.ring, child).map(str::to_owned);
         let running: Vec<&str> = known.running().collect();
         if running.len() > 1 {
             self.orphans.remove(child);

@@ -267,9 +267,9 @@ fn place(inner: &HubInner, children: Vec<HubChild>) -> Result<ByOwner, HubError>
             let placement = strategy.place(&id, child.nodes.as_deref(), &load)?;
             let owner = placement.owner(table.ring(), &id).unwrap_or(table.me()).to_owned();
             let data = ChildData {
-                spec: child.spec,
-                meta: serde_bytes::ByteBuf::from(child.meta),
-                tags: child.tags,
+                spec: Arc::new(child.spec),
+                meta: Arc::new(serde_bytes::ByteBuf::from(child.meta)),
+                tags: Arc::new(child.tags),
                 pid: None,
             };
             let entry = Entry { version: 0, state: State::Running, placement, data };
@@ -407,37 +407,44 @@ async fn start_here(
     deadline: Instant,
 ) -> StartResults {
     let mut results = Vec::new();
-    let mut started = Vec::new();
-    for (child, mut entry) in batch {
-        match inner.table(|table| verdict(table, &child, &entry, &mode)) {
-            Verdict::Runs { node, pid: Some(pid) } => {
-                let result = match mode {
+    let verdicts: Vec<Verdict> = inner.table(|table| {
+        batch.iter().map(|(child, entry)| verdict(table, child, entry, &mode)).collect()
+    });
+    let mut to_start = Vec::new();
+    {
+        let mut local = lock(inner);
+        for ((child, mut entry), verdict) in batch.into_iter().zip(verdicts) {
+            let refused = match verdict {
+                Verdict::Runs { node, pid: Some(pid) } => match mode {
                     Mode::Fresh { check: true } => Err(ChildError::AlreadyStarted { node, pid }),
                     _ => Ok(Started { node, pid }),
-                };
-                results.push((child, result));
-                continue;
-            }
-            Verdict::Runs { node, pid: None } => {
-                results.push((child, Err(ChildError::Starting { node })));
-                continue;
-            }
-            Verdict::Ended(version) => {
-                results.push((child, Err(ChildError::Terminated(version))));
-                continue;
-            }
-            Verdict::Start(version) => entry.version = version,
+                },
+                Verdict::Runs { node, pid: None } => Err(ChildError::Starting { node }),
+                Verdict::Ended(version) => Err(ChildError::Terminated(version)),
+                // Claimed here already, by a start under way.
+                Verdict::Start(_) if local.contains_key(&child) => {
+                    Err(ChildError::Starting { node: inner.me().to_owned() })
+                }
+                Verdict::Start(version) => {
+                    entry.version = version;
+                    let claim = Local { pid: None, restarts: VecDeque::new(), stopping: false };
+                    local.insert(child.clone(), claim);
+                    to_start.push((child, entry));
+                    continue;
+                }
+            };
+            results.push((child, refused));
         }
-        if !reserve(inner, &child) {
-            results.push((child, Err(ChildError::Starting { node: inner.me().to_owned() })));
-            continue;
-        }
+    }
+    let mut started = Vec::with_capacity(to_start.len());
+    let mut publish = Vec::with_capacity(to_start.len());
+    for (child, mut entry) in to_start {
         match spawn(inner, &entry.data.spec).await {
             Ok(pid) => {
-                set_pid(inner, &child, pid);
                 entry.state = State::Running;
                 entry.data.pid = Some(pid);
-                started.push((child, entry));
+                started.push((child.clone(), pid));
+                publish.push((child, Some(entry)));
             }
             Err(error) => {
                 lock(inner).remove(&child);
@@ -448,17 +455,22 @@ async fn start_here(
     if started.is_empty() {
         return results;
     }
-    let seq = inner.map.set(started.iter().map(|(c, e)| (c.clone(), Some(e.clone()))).collect());
-    for (child, entry) in &started {
-        if let Some(pid) = entry.data.pid {
-            supervise(inner, child.clone(), pid);
+    {
+        let mut local = lock(inner);
+        for (child, pid) in &started {
+            if let Some(this) = local.get_mut(child) {
+                this.pid = Some(*pid);
+            }
         }
+    }
+    let seq = inner.map.set(publish);
+    for (child, pid) in &started {
+        supervise(inner, child.clone(), *pid);
     }
     let left = deadline.saturating_duration_since(inner.clock.now().into_std());
     let held = inner.map.held(seq, 2, left).await;
     let node = inner.me().to_owned();
-    for (child, entry) in started {
-        let pid = entry.data.pid.expect("a started child has a pid");
+    for (child, pid) in started {
         let result = if held {
             Ok(Started { node: node.clone(), pid })
         } else {

@@ -7,7 +7,7 @@
 //! [`Table`] under the map's lock, and wakes the reconcile task (`children.rs`), which carries
 //! out what the table decides. Queries read the table under the same lock: no network.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -25,15 +25,16 @@ use super::children::{self, Local};
 use super::error::{HubStartError, MAX_CHILD_ID};
 use crate::core::{Consistent, Entry, State, Strategy, Table, TableConfig};
 
-/// What a hub replicates of a child, besides its placement and state.
+/// What a hub replicates of a child, besides its placement and state. Shared (`Arc`), as
+/// every node keeps several copies of it (its own, its view of each peer's, the newest).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChildData {
     /// What to start.
-    pub spec: ChildSpec,
+    pub spec: Arc<ChildSpec>,
     /// The caller's metadata.
-    pub meta: ByteBuf,
+    pub meta: Arc<ByteBuf>,
     /// The caller's tags.
-    pub tags: Vec<String>,
+    pub tags: Arc<Vec<String>>,
     /// Its pid on the entry's node (none while it is not running there).
     pub pid: Option<Pid>,
 }
@@ -330,6 +331,7 @@ impl Hub {
         let (events, _) = broadcast::channel(config.events.max(1));
         let index = Index {
             table: Table::new(node.name(), config.table, clock.now().into_std()),
+            pids: HashMap::new(),
             clock: clock.clone(),
             events: events.clone(),
             wake: wake.clone(),
@@ -379,11 +381,7 @@ impl Hub {
 
     /// The pid of `child` where it runs, as this node sees it (no network).
     pub fn pid(&self, child: &str) -> Option<Pid> {
-        self.inner.map.with(|state| {
-            let known = state.observer.table.child(child)?;
-            let node = known.running().next()?;
-            known.holders.get(node)?.data.pid
-        })
+        self.inner.map.with(|state| state.observer.pids.get(child).copied())
     }
 
     /// Everything this node knows of `child`: spec, metadata, copies (no network).
@@ -402,9 +400,9 @@ impl Hub {
             let data = &known.newest.data;
             Some(HubChildInfo {
                 child: child.to_owned(),
-                spec: data.spec.clone(),
+                spec: (*data.spec).clone(),
                 meta: data.meta.to_vec(),
-                tags: data.tags.clone(),
+                tags: (*data.tags).clone(),
                 version: known.newest.version,
                 copies,
             })
@@ -505,6 +503,8 @@ fn status(entry: &Entry<ChildData>) -> ChildStatus {
 /// The replicated map's observer: the table, and the events.
 pub(crate) struct Index {
     pub(crate) table: Table<ChildData>,
+    /// The pid of each running child (one copy's), for [`Hub::pid`].
+    pids: HashMap<String, Pid>,
     clock: Clock,
     events: broadcast::Sender<HubEvent>,
     wake: Arc<Notify>,
@@ -515,6 +515,19 @@ impl ReplicaObserver<String, Entry<ChildData>> for Index {
         let now = self.clock.now().into_std();
         let before = self.table.child(child).and_then(|known| known.holders.get(origin)).cloned();
         self.table.changed(origin, child, value, now);
+        let pid = self.table.child(child).and_then(|known| {
+            let node = known.running().next()?;
+            known.holders.get(node)?.data.pid
+        });
+        match (pid, self.pids.get_mut(child)) {
+            (Some(pid), Some(known)) => *known = pid,
+            (Some(pid), None) => {
+                self.pids.insert(child.clone(), pid);
+            }
+            (None, _) => {
+                self.pids.remove(child);
+            }
+        }
         if self.events.receiver_count() > 0 {
             for event in events(origin, child, before.as_ref(), value) {
                 let _ = self.events.send(event);
