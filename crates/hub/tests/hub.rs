@@ -452,3 +452,63 @@ async fn a_crashed_child_restarts_and_a_temporary_one_ends() {
     until("temp gone everywhere", || cluster.live().all(|hub| hub.child("temp").is_none())).await;
     cluster.stop().await;
 }
+
+/// A partition: each side runs every child (the other side's after the grace), and a child
+/// terminated on one side stays terminated; after the heal each child runs once, on its
+/// owner, the losing copies stopped after the conflict hook, and the terminated child gone.
+/// A second hub on the same nodes is untouched by the first's children.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_partition_heals_each_child_runs_once_and_a_terminated_one_stays_gone() {
+    let conflicts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = conflicts.clone();
+    let hook: shoal_hub::ConflictHook = std::sync::Arc::new(move |conflict| {
+        let counted = counted.clone();
+        Box::pin(async move {
+            assert_ne!(conflict.loser.node(), shoal_process::NodeId::from_name(&conflict.winner));
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+    });
+    let config = HubConfig { on_conflict: Some(hook), ..config() };
+    let cluster = Cluster::start(3, config).await;
+    let other: Vec<Hub> = {
+        let mut other = Vec::new();
+        for node in &cluster.nodes {
+            other.push(within(Hub::start(node, "other", self::config())).await.expect("hub"));
+        }
+        other
+    };
+    let results = within(cluster.hub(0).init_children(rooms(200), StartOptions::default()))
+        .await
+        .expect("ok");
+    assert!(results.iter().all(|(_, r)| r.is_ok()));
+    cluster.until_placed(&ids(200)).await;
+    // room/N run by h2, to terminate on the majority side during the partition.
+    let doomed =
+        cluster.placement().into_iter().find(|(_, nodes)| nodes == &["h2"]).expect("one on h2").0;
+    for peer in ["h0", "h1"] {
+        cluster.nodes[2].inject_fault(
+            peer,
+            shoal_transport::Direction::Both,
+            shoal_transport::Fault::Cut,
+        );
+    }
+    until("both sides run every child", || {
+        let local = |i: usize| cluster.hub(i).which_children_local().len();
+        local(0) + local(1) == 200 && local(2) == 200
+    })
+    .await;
+    assert!(cluster.hub(0).is_partitioned() && cluster.hub(2).is_partitioned());
+    within(cluster.hub(0).child_terminate(&doomed, Duration::from_secs(5)))
+        .await
+        .expect("terminated");
+    cluster.nodes[2].heal_all();
+    cluster.until_nodes(3).await;
+    let alive: BTreeSet<String> = ids(200).into_iter().filter(|id| *id != doomed).collect();
+    cluster.until_placed(&alive).await;
+    assert!(conflicts.load(std::sync::atomic::Ordering::Relaxed) > 0, "the hook ran");
+    assert!(other.iter().all(|hub| hub.which_children_local().is_empty()));
+    for hub in &other {
+        within(hub.stop()).await;
+    }
+    cluster.stop().await;
+}
