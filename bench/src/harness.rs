@@ -51,3 +51,14 @@ pub(crate) fn resident_bytes() -> anyhow::Result<u64> {
         .context("VmRSS is not a number")?;
     Ok(kib * 1024)
 }
+
+/// A process that does nothing: the child of the registry's names and of the hubs.
+pub(crate) struct Idle;
+
+impl shoal_process::Process for Idle {
+    type Message = ();
+    type Call = ();
+    type Reply = ();
+
+    async fn handle_cast(&mut self, (): (), _ctx: &mut shoal_process::Context<Self>) {}
+}

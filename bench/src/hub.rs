@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use shoal_hub::core::Ring;
 use shoal_hub::{Hub, HubChild, HubConfig, StartOptions};
-use shoal_process::{ChildSpec, Context, Process};
+use shoal_process::ChildSpec;
 use shoal_transport::Node;
 
-use crate::harness::on_workers;
+use crate::harness::{Idle, on_workers};
 
 /// Children started in the timed batches of `hub_start_children_per_s`.
 const STARTS: usize = 60_000;
@@ -28,17 +28,6 @@ const LOOKUPS: u32 = 10_000_000;
 const RING_CHILDREN: usize = 320_000;
 /// How long the nodes may take to meet.
 const SETTLE: Duration = Duration::from_secs(20);
-
-/// An idle process, the hub's child.
-struct Idle;
-
-impl Process for Idle {
-    type Message = ();
-    type Call = ();
-    type Reply = ();
-
-    async fn handle_cast(&mut self, (): (), _ctx: &mut Context<Self>) {}
-}
 
 /// Three nodes in a full mesh, each with the `idle` factory and hub `bench` running, once
 /// every hub sees the three.

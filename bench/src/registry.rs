@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use shoal_paxos::Paxos;
-use shoal_process::{ChildSpec, Context, Process, Restart};
+use shoal_process::{ChildSpec, Restart};
 use shoal_registry::{Groups, GroupsConfig, LockOptions, LockResult, Registry, RegistryConfig};
 use shoal_transport::Node;
 
-use crate::harness::on_workers;
+use crate::harness::{Idle, on_workers};
 use crate::paxos::{Acceptors, cluster, stop};
 
 /// Untimed operations before timing starts.
@@ -30,17 +30,6 @@ const NAMES: usize = 3_000;
 const RESOLUTIONS: u32 = 10_000_000;
 /// How long the registries may take to win their leases and meet.
 const SETTLE: Duration = Duration::from_secs(20);
-
-/// An idle process, the names' child.
-struct Idle;
-
-impl Process for Idle {
-    type Message = ();
-    type Call = ();
-    type Reply = ();
-
-    async fn handle_cast(&mut self, (): (), _ctx: &mut Context<Self>) {}
-}
 
 /// `lock_acquire_release_us`: one task on node `a` acquires an uncontended lock with the
 /// default options (a holder process started for the guard) and releases it with

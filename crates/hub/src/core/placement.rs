@@ -122,12 +122,11 @@ impl Strategy for Guided {
         &self,
         child: &str,
         guide: Option<&[String]>,
-        _: &Load<'_>,
+        load: &Load<'_>,
     ) -> Result<Placement, PlacementError> {
         match guide {
             None => Err(PlacementError::NoGuide(child.to_owned())),
-            Some([]) => Err(PlacementError::EmptyGuide(child.to_owned())),
-            Some(nodes) => Ok(Placement::Nodes(nodes.to_vec())),
+            Some(_) => Consistent.place(child, guide, load),
         }
     }
 }
