@@ -8,6 +8,8 @@
 //! shoal-bench registry-node NAME
 //!                           node `b` or `c` of `singleton_failover_ms` (see
 //!                           [`registry_failover`])
+//! shoal-bench hub-node NAME node `b` or `c` of `failover_ms` and `failover_silent_ms` (see
+//!                           [`hub_failover`])
 //! ```
 //!
 //! The `..._unsealed` metrics, and the `unsealed` protection, exist only with the cargo
@@ -25,8 +27,9 @@
 //! Codemap: [`METRICS`] is the table of every metric; each area of Shoal has a module of its
 //! own ([`local`]: one node's process runtime; [`remote`]: two nodes in two OS processes;
 //! [`paxos`]: three nodes' consensus; [`registry`]: locks and names over it; [`hub`]: the
-//! hash-ring distributor; [`broadcast`]: Plumtree in simulation and over
-//! loopback), and [`harness`] holds what they share.
+//! hash-ring distributor; [`hub_failover`]: its failover across three OS processes;
+//! [`broadcast`]: Plumtree in simulation and over loopback), and [`harness`] holds what they
+//! share.
 //!
 //! Adding a metric: a function `fn() -> anyhow::Result<f64>` in its area's module that takes
 //! one sample, a row in [`METRICS`], and a doc comment saying exactly what is timed. A metric
@@ -36,6 +39,7 @@
 mod broadcast;
 mod harness;
 mod hub;
+mod hub_failover;
 mod local;
 mod paxos;
 mod registry;
@@ -112,6 +116,8 @@ const METRICS: &[Metric] = &[
     Metric { name: "ring_max_over_mean", unit: "ratio", sample: hub::ring_max_over_mean },
     Metric { name: "hub_moved_on_join_ratio", unit: "ratio", sample: hub::hub_moved_on_join_ratio },
     Metric { name: "hub_lookup_ns", unit: "ns", sample: hub::hub_lookup_ns },
+    Metric { name: "failover_ms", unit: "ms", sample: hub_failover::failover_ms },
+    Metric { name: "failover_silent_ms", unit: "ms", sample: hub_failover::failover_silent_ms },
     Metric { name: "plumtree_rmr", unit: "ratio", sample: broadcast::plumtree_rmr },
     Metric {
         name: "plumtree_reliability_pct_20_crashed",
@@ -207,7 +213,7 @@ const METRICS: &[Metric] = &[
 ];
 
 const USAGE: &str = "usage: shoal-bench list | shoal-bench run <metric> | shoal-bench peer \
-                     <protection> | shoal-bench registry-node <b|c>";
+                     <protection> | shoal-bench registry-node <b|c> | shoal-bench hub-node <b|c>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -226,6 +232,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("shoal-bench registry-node: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+        ["hub-node", name] => match hub_failover::serve_node(name) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("shoal-bench hub-node: {error:#}");
                 ExitCode::FAILURE
             }
         },

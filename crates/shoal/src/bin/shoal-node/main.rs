@@ -35,7 +35,9 @@
 //! Every node runs the registry (`shoal-registry`) over its Paxos service, with the factory
 //! `cluster-test-worker` registered for the names the `names` commands use (see
 //! `registry.rs`), and the default scope of process groups, with its default configuration,
-//! for the `groups` commands (see `groups.rs`).
+//! for the `groups` commands (see `groups.rs`), and hub `cluster-test` (`shoal-hub`) with
+//! short knobs (a node gone 500 ms has its children started elsewhere; see `hub.rs`) and the
+//! factory of its children registered, for the `hub` commands.
 //!
 //! Logs go to stderr, at the level `$SHOAL_LOG` names (`error`, `warn`, `info`, `debug`,
 //! `trace` or `off`; default `warn`, which includes every refused or closed connection, with
@@ -78,6 +80,9 @@
 //! | `groups leave GROUP N` | `PID ...`: the `N` lowest members of `GROUP` on this node, which left it (and still live) |
 //! | `groups exit GROUP N` | `PID ...`: the `N` lowest members of `GROUP` on this node, killed (their memberships go as they exit) |
 //! | `groups members [GROUP...]` | `GROUP=PID,PID,... ...`: the named groups (all, if none is named) as this node sees them now, in name order, each pid once per join, in pid order; groups without members are left out |
+//! | `hub nodes` | `NAME,NAME,...`: the hub's nodes as this node sees them, itself included, sorted |
+//! | `hub start FROM COUNT` | `started=S failed=F [first=CHILD:_ERROR]`: children `c/FROM` to `c/(FROM+COUNT-1)` started through the hub in one awaited batch (each on its owner) |
+//! | `hub report` | `nodes=NAME,... live=L rows=R doubled=D foreign=F mismatch=M ids=N,N,...`: the hub's child processes alive on this node by their own records (`L`; `ids`: their numbers, sorted), after the hub's nodes as `hub nodes` gives them; the children the hub lists as running here (`R`), those with two live processes here (`D`), those this node's ring does not give to it (`F`), and those live but not listed or listed but not live (`M`) |
 //! | `incarnation` | this node's incarnation |
 //! | `addr` | the address this node listens on |
 //! | `quit` | `bye`; the node then leaves the cluster and exits |
@@ -104,11 +109,13 @@ use tokio::sync::{broadcast, mpsc};
 mod bcast;
 mod counter;
 mod groups;
+mod hub;
 mod registry;
 mod storm;
 
 use bcast::Broadcasts;
 use groups::GroupCommands;
+use hub::HubCommands;
 use registry::{Checkers, LockLoop};
 use shoal_registry::Registry;
 use storm::{StormReceiver, StormSenders, Tally, send_storm};
@@ -337,6 +344,7 @@ async fn serve(options: Options) -> Result<(), String> {
         .await
         .map_err(|error| format!("cannot start the registry: {error}"))?;
     let groups = GroupCommands::start(&node).await?;
+    let hub = HubCommands::start(&node).await?;
     eprintln!("{}: listening on {}", node.name(), node.listen_addr());
     write_line(&format!("listening {} incarnation {}", node.listen_addr(), node.incarnation()));
     for seed in options.seeds {
@@ -354,6 +362,7 @@ async fn serve(options: Options) -> Result<(), String> {
         checkers,
         lock_loop: LockLoop::default(),
         groups,
+        hub,
     };
     let mut commands = read_stdin_lines();
     while let Some(line) = commands.recv().await {
@@ -523,6 +532,7 @@ struct Control {
     checkers: Checkers,
     lock_loop: LockLoop,
     groups: GroupCommands,
+    hub: HubCommands,
 }
 
 impl Control {
@@ -580,6 +590,9 @@ impl Control {
             ["groups", "leave", group, count] => self.groups.leave(group, count),
             ["groups", "exit", group, count] => self.groups.exit(&self.node, group, count),
             ["groups", "members", names @ ..] => Ok(self.groups.members(names)),
+            ["hub", "nodes"] => Ok(self.hub.nodes()),
+            ["hub", "start", from, count] => self.hub.start_children(from, count).await,
+            ["hub", "report"] => Ok(self.hub.report()),
             ["incarnation"] => Ok(self.node.incarnation().to_string()),
             ["addr"] => Ok(self.node.listen_addr().to_string()),
             ["quit"] => Ok("bye".to_owned()),
