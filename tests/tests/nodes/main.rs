@@ -11,6 +11,7 @@ mod broadcast;
 mod broadcast_soak;
 mod determinism;
 mod groups;
+mod hub;
 mod paxos;
 mod registry;
 mod support;

@@ -851,7 +851,10 @@ pub(crate) async fn reconcile_task(inner: Arc<HubInner>) {
             carry_out(&inner, actions);
         }
         let tick = inner.clock.now().into_std() + inner.config.tick;
-        let wake = next.map_or(tick, |next| next.min(tick));
+        // A deadline already past was seen by this reconcile (an orphan due that waits for
+        // `adopt_after`, or whose start is in flight): wait for the tick rather than spin
+        // (a busy core in real time, a livelock on a paused clock).
+        let wake = next.filter(|&next| next > now).map_or(tick, |next| next.min(tick));
         tokio::select! {
             biased;
             _ = stop.changed() => return,
