@@ -14,11 +14,12 @@
 //! the tests'.
 //!
 //! `cargo xtask explore-nodes` does the same for the whole-node simulations (`tests/tests/nodes/`:
-//! the transport, the Paxos driver's register and counter, and the broadcast driver under
-//! random faults on a simulated network), with `SHOAL_SIM_SEED`, `SHOAL_SIM_SCHEDULES`,
+//! the transport, the Paxos driver's register and counter, the broadcast driver, the
+//! registry, process groups and the hub under random faults on a simulated network), with `SHOAL_SIM_SEED`, `SHOAL_SIM_SCHEDULES`,
 //! `SHOAL_SIM_PAXOS_SCHEDULES`, `SHOAL_SIM_PAXOS_COUNTER_SCHEDULES`,
-//! `SHOAL_SIM_BROADCAST_SCHEDULES`, `SHOAL_SIM_BROADCAST_SOAK_SCHEDULES` and
-//! `SHOAL_SIM_BROADCAST_LOG_SCHEDULES`.
+//! `SHOAL_SIM_BROADCAST_SCHEDULES`, `SHOAL_SIM_BROADCAST_SOAK_SCHEDULES`,
+//! `SHOAL_SIM_BROADCAST_LOG_SCHEDULES`, `SHOAL_SIM_REGISTRY_SCHEDULES`,
+//! `SHOAL_SIM_GROUPS_SCHEDULES` and `SHOAL_SIM_HUB_SCHEDULES`.
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -83,6 +84,9 @@ pub(crate) fn run_nodes(args: &[String]) -> Result<ExitCode> {
         ("SHOAL_SIM_BROADCAST_SCHEDULES", schedules.to_string()),
         ("SHOAL_SIM_BROADCAST_SOAK_SCHEDULES", schedules.to_string()),
         ("SHOAL_SIM_BROADCAST_LOG_SCHEDULES", schedules.to_string()),
+        ("SHOAL_SIM_REGISTRY_SCHEDULES", schedules.to_string()),
+        ("SHOAL_SIM_GROUPS_SCHEDULES", schedules.to_string()),
+        ("SHOAL_SIM_HUB_SCHEDULES", schedules.to_string()),
     ];
     let args = [
         "test",
@@ -95,6 +99,9 @@ pub(crate) fn run_nodes(args: &[String]) -> Result<ExitCode> {
         "a_paxos_register_stays_linearisable_under_random_faults",
         "a_paxos_counter_survives_crashes_restarts_and_partitions",
         "every_live_node_gets_every_broadcast_after_random_faults",
+        "the_registry_keeps_one_process_per_name_and_fenced_locks_under_random_faults",
+        "every_node_reports_the_same_members_after_random_faults",
+        "every_child_runs_once_on_its_owner_after_random_faults",
         "--nocapture",
     ];
     explore(offset, &env, &args)
