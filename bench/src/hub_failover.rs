@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use shoal_hub::core::TableConfig;
 use shoal_hub::{ChildStatus, Hub, HubChild, HubConfig, HubEvent, StartOptions};
-use shoal_process::{ChildSpec, Context, Process};
+use shoal_process::ChildSpec;
 use shoal_transport::Node;
 
-use crate::harness::{key, on_workers};
+use crate::harness::{Idle, key, on_workers};
 
 /// The nodes, the measuring one first.
 const NODES: [&str; 3] = ["a", "b", "c"];
@@ -64,17 +64,6 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The pause between two looks at the survivors' lists.
 const LOOK_PAUSE: Duration = Duration::from_millis(2);
-
-/// An idle process, the hub's child.
-struct Idle;
-
-impl Process for Idle {
-    type Message = ();
-    type Call = ();
-    type Reply = ();
-
-    async fn handle_cast(&mut self, (): (), _: &mut Context<Self>) {}
-}
 
 /// The hub's configuration on every node: the default but `down_after` = 0 (see the module
 /// docs).
