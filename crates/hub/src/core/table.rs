@@ -38,7 +38,8 @@
 //! What it does not do: start or stop anything (the driver does, and publishes its entries),
 //! or decide who is in the hub (the driver says, from the replication's peers).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -244,9 +245,11 @@ pub struct Table<S> {
     me: String,
     config: TableConfig,
     ring: Ring,
-    children: BTreeMap<String, Known<S>>,
+    /// Hashed with fixed keys: looked up on every change, and iterated only where the order
+    /// does not matter or is sorted after, so a replay takes the same decisions.
+    children: HashMap<String, Known<S>, Fixed>,
     /// Children to decide on at the next reconcile.
-    dirty: BTreeSet<String>,
+    dirty: HashSet<String, Fixed>,
     /// Every child is to be decided on (the ring changed).
     all_dirty: bool,
     /// Children nobody runs, with when they may be started.
@@ -274,8 +277,8 @@ impl<S: Clone> Table<S> {
             me: me.to_owned(),
             config,
             ring: Ring::with_vnodes([me], config.vnodes),
-            children: BTreeMap::new(),
-            dirty: BTreeSet::new(),
+            children: HashMap::default(),
+            dirty: HashSet::default(),
             all_dirty: false,
             orphans: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -309,7 +312,7 @@ impl<S: Clone> Table<S> {
         self.children.get(child)
     }
 
-    /// Every child known, tombstones included.
+    /// Every child known, tombstones included, in no particular order.
     pub fn children(&self) -> impl Iterator<Item = (&String, &Known<S>)> {
         self.children.iter()
     }
@@ -375,11 +378,13 @@ impl<S: Clone> Table<S> {
             Some(entry) => {
                 // Looked up before inserting: most changes are to children and holders known
                 // already, and a lookup allocates no key.
-                if !self.children.contains_key(child) {
-                    let known = Known { holders: BTreeMap::new(), newest: entry.clone() };
-                    self.children.insert(child.to_owned(), known);
-                }
-                let known = self.children.get_mut(child).expect("inserted above");
+                let known = match self.children.get_mut(child) {
+                    Some(known) => known,
+                    None => {
+                        let known = Known { holders: BTreeMap::new(), newest: entry.clone() };
+                        self.children.entry(child.to_owned()).or_insert(known)
+                    }
+                };
                 if entry.version >= known.newest.version {
                     known.newest = entry.clone();
                 }
@@ -444,7 +449,7 @@ impl<S: Clone> Table<S> {
     /// Decides what this node must do about the children that changed, or whose time came.
     pub fn reconcile(&mut self, now: Instant) -> Vec<Action<S>> {
         self.refill(now);
-        let mut check = std::mem::take(&mut self.dirty);
+        let mut check: BTreeSet<String> = std::mem::take(&mut self.dirty).into_iter().collect();
         if std::mem::take(&mut self.all_dirty) {
             check.extend(self.children.keys().cloned());
         }
@@ -621,6 +626,9 @@ impl<S: Clone> Table<S> {
         self.refilled = now;
     }
 }
+
+/// SipHash with fixed keys: the same on every run, so the table replays.
+type Fixed = BuildHasherDefault<std::hash::DefaultHasher>;
 
 /// How often deferred moves are looked at again, at most.
 const DEFERRED_STEP: Duration = Duration::from_millis(50);

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -285,6 +286,7 @@ pub(crate) struct HubInner {
     /// This node's children: their processes and restarts.
     pub(crate) local: Mutex<BTreeMap<String, Local>>,
     pub(crate) events: broadcast::Sender<HubEvent>,
+    pub(crate) subscribed: Arc<AtomicBool>,
     /// Wakes the reconcile task.
     pub(crate) wake: Arc<Notify>,
     pub(crate) stop: watch::Sender<bool>,
@@ -329,11 +331,13 @@ impl Hub {
         let clock = node.runtime().clock().clone();
         let wake = Arc::new(Notify::new());
         let (events, _) = broadcast::channel(config.events.max(1));
+        let subscribed = Arc::new(AtomicBool::new(false));
         let index = Index {
             table: Table::new(node.name(), config.table, clock.now().into_std()),
             pids: HashMap::new(),
             clock: clock.clone(),
             events: events.clone(),
+            subscribed: subscribed.clone(),
             wake: wake.clone(),
         };
         let replicated =
@@ -354,6 +358,7 @@ impl Hub {
             map,
             local: Mutex::new(BTreeMap::new()),
             events,
+            subscribed,
             wake,
             stop: stop.clone(),
         });
@@ -432,7 +437,9 @@ impl Hub {
     pub fn which_children_global(&self) -> Vec<ChildRow> {
         self.inner.table(|table| {
             let mut rows = Vec::new();
-            for (child, known) in table.children() {
+            let mut children: Vec<_> = table.children().collect();
+            children.sort_unstable_by_key(|(child, _)| *child);
+            for (child, known) in children {
                 if known.is_ended() {
                     continue;
                 }
@@ -460,7 +467,7 @@ impl Hub {
 
     /// The children tagged `tag`, sorted (no network).
     pub fn children_by_tag(&self, tag: &str) -> Vec<String> {
-        self.inner.table(|table| {
+        let mut tagged: Vec<String> = self.inner.table(|table| {
             table
                 .children()
                 .filter(|(_, known)| {
@@ -468,14 +475,18 @@ impl Hub {
                 })
                 .map(|(child, _)| child.clone())
                 .collect()
-        })
+        });
+        tagged.sort_unstable();
+        tagged
     }
 
     /// Events from now on: children started, stopped and moved, nodes up and down. A
     /// subscriber that falls more than [`HubConfig::events`] behind is told how many it
     /// missed (`RecvError::Lagged`).
     pub fn subscribe(&self) -> broadcast::Receiver<HubEvent> {
-        self.inner.events.subscribe()
+        let receiver = self.inner.events.subscribe();
+        self.inner.subscribed.store(true, Ordering::Relaxed);
+        receiver
     }
 
     /// Stops the hub on this node, on purpose: its children are stopped, the other nodes are
@@ -507,6 +518,8 @@ pub(crate) struct Index {
     pids: HashMap<String, Pid>,
     clock: Clock,
     events: broadcast::Sender<HubEvent>,
+    /// Whether anyone ever subscribed to the events.
+    subscribed: Arc<AtomicBool>,
     wake: Arc<Notify>,
 }
 
@@ -528,7 +541,8 @@ impl ReplicaObserver<String, Entry<ChildData>> for Index {
                 self.pids.remove(child);
             }
         }
-        if self.events.receiver_count() > 0 {
+        // Cheaper than asking the channel (which takes its lock) on every change.
+        if self.subscribed.load(Ordering::Relaxed) {
             for event in events(origin, child, before.as_ref(), value) {
                 let _ = self.events.send(event);
             }
