@@ -512,3 +512,89 @@ async fn after_a_partition_heals_each_child_runs_once_and_a_terminated_one_stays
     }
     cluster.stop().await;
 }
+
+/// A child that traps exits and ignores them: only a kill stops it.
+struct Stubborn;
+
+impl Process for Stubborn {
+    type Message = ();
+    type Call = ();
+    type Reply = ();
+
+    async fn init(&mut self, ctx: &mut Context<Self>) -> Result<(), ExitReason> {
+        ctx.trap_exits(true);
+        Ok(())
+    }
+
+    async fn handle_cast(&mut self, (): (), _: &mut Context<Self>) {}
+}
+
+/// A child that does not exit when told is reported as still running after the timeout,
+/// and keeps running under the hub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_that_will_not_stop_is_reported_still_running() {
+    let cluster = Cluster::start(2, config()).await;
+    for node in &cluster.nodes {
+        node.runtime().register_factory("stubborn", |(): ()| Stubborn).expect("factory");
+    }
+    let spec = ChildSpec::new("stubborn", "stubborn", &()).expect("spec");
+    let spec = spec.shutdown(shoal_process::Shutdown::Infinity).restart(Restart::Temporary);
+    let results =
+        within(cluster.hub(0).init_children(vec![HubChild::new(spec)], StartOptions::default()))
+            .await
+            .expect("ok");
+    let pid = results[0].1.as_ref().expect("started").pid;
+    until("seen everywhere", || cluster.live().all(|hub| hub.pid("stubborn") == Some(pid))).await;
+    let refused =
+        within(cluster.hub(1).child_terminate("stubborn", Duration::from_millis(200))).await;
+    assert_eq!(refused, Err(TerminateError::Running("stubborn".into())));
+    let host = cluster.nodes.iter().find(|node| node.runtime().is_alive(pid)).expect("it runs");
+    assert!(host.runtime().is_alive(pid));
+    assert!(cluster.live().all(|hub| hub.pid("stubborn") == Some(pid)), "still listed");
+    // Killed, it ends for good (temporary), so the hubs stop without waiting for it.
+    host.runtime().kill(pid);
+    until("gone everywhere", || cluster.live().all(|hub| hub.child("stubborn").is_none())).await;
+    cluster.stop().await;
+}
+
+/// Nodes whose rings disagree (here: different ring sizes, which a real hub must not have, so
+/// that every node's owner differs for many children): a start is forwarded by the node that
+/// receives it to the owner it sees, and refused with `TooManyHops` past the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_is_forwarded_to_the_owner_the_receiver_sees_within_the_hop_limit() {
+    let cluster = Cluster::start(3, config()).await;
+    for (max_hops, id) in [(0u8, "hops-0"), (3, "hops-3")] {
+        let mut hubs = Vec::new();
+        for (node, vnodes) in cluster.nodes.iter().zip([8u32, 64, 512]) {
+            let table = TableConfig { vnodes, on_join: OnJoin::Stay, ..config().table };
+            let config = HubConfig { table, max_hops, ..config() };
+            hubs.push(within(Hub::start(node, id, config)).await.expect("hub"));
+        }
+        until("the hubs meet", || hubs.iter().all(|hub| hub.nodes().len() == 3)).await;
+        let ring = Ring::with_vnodes(["h0", "h1", "h2"], 8);
+        let results = within(hubs[0].init_children(rooms(200), StartOptions::default()))
+            .await
+            .expect("accepted");
+        let forwarded = results
+            .iter()
+            .filter(|(child, result)| {
+                result.as_ref().is_ok_and(|s| Some(s.node.as_str()) != ring.owner(child))
+            })
+            .count();
+        let refused =
+            results.iter().filter(|(_, r)| matches!(r, Err(ChildError::TooManyHops(_)))).count();
+        assert!(
+            results.iter().all(|(_, r)| r.is_ok() || matches!(r, Err(ChildError::TooManyHops(_))))
+        );
+        if max_hops == 0 {
+            assert_eq!(forwarded, 0, "nothing forwarded with no hops allowed");
+            assert!(refused > 0, "some children owned elsewhere in the receiver's view");
+        } else {
+            assert!(forwarded > 0, "some children started where the receiver saw their owner");
+        }
+        for hub in &hubs {
+            within(hub.stop()).await;
+        }
+    }
+    cluster.stop().await;
+}

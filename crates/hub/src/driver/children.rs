@@ -670,6 +670,11 @@ async fn terminate_here(
                     }
                     Ok(())
                 } else {
+                    // Given up: it stays under supervision (if it exits later, as it was
+                    // asked to, its restart policy applies).
+                    if let Some(this) = lock(inner).get_mut(&child) {
+                        this.stopping = false;
+                    }
                     Err(TerminateError::Running(child.clone()))
                 }
             }
@@ -803,11 +808,18 @@ async fn restart_here(inner: &Arc<HubInner>, child: &str) {
     inner.table_mut(|table| table.retry_later(child, now));
 }
 
-/// Stops every child of this node (the hub stops here).
+/// Stops every child of this node (the hub stops here), killing one still running after
+/// five seconds.
 pub(crate) async fn stop_all(inner: &Arc<HubInner>) {
     let children: Vec<String> = lock(inner).keys().cloned().collect();
     for child in children {
-        stop_local(inner, &child, ExitReason::Shutdown, Duration::from_secs(5)).await;
+        if !stop_local(inner, &child, ExitReason::Shutdown, Duration::from_secs(5)).await {
+            // Still running after five seconds: the hub stops here, so it is killed.
+            let pid = lock(inner).remove(&child).and_then(|local| local.pid);
+            if let Some(pid) = pid {
+                inner.runtime.kill(pid);
+            }
+        }
     }
 }
 

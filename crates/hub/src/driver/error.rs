@@ -94,7 +94,8 @@ pub enum TerminateError {
     /// It is being restarted; try again.
     #[error("child {0:?} is being restarted")]
     Restarting(String),
-    /// It did not exit within the timeout (it was told to; it may yet).
+    /// It did not exit within the timeout. It keeps running under the hub's supervision:
+    /// it was asked to shut down, and if it exits later its restart policy applies.
     #[error("child {0:?} still runs after the timeout")]
     Running(String),
     /// The node that runs it could not be reached.
