@@ -598,3 +598,61 @@ async fn a_start_is_forwarded_to_the_owner_the_receiver_sees_within_the_hop_limi
     }
     cluster.stop().await;
 }
+
+/// Starts of [`SlowRestart`] processes, in this test binary.
+static SLOW_STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A child whose every start after the first takes a second in `init`; a cast crashes it.
+struct SlowRestart;
+
+impl Process for SlowRestart {
+    type Message = ();
+    type Call = ();
+    type Reply = ();
+
+    async fn init(&mut self, _: &mut Context<Self>) -> Result<(), ExitReason> {
+        if SLOW_STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        Ok(())
+    }
+
+    async fn handle_cast(&mut self, (): (), ctx: &mut Context<Self>) {
+        ctx.stop(ExitReason::custom("asked to crash"));
+    }
+}
+
+/// A child being restarted is listed as restarting everywhere, and a terminate meanwhile is
+/// refused with `Restarting`; once it runs again, a terminate succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_being_restarted_cannot_be_terminated_until_it_runs() {
+    let cluster = Cluster::start(2, config()).await;
+    for node in &cluster.nodes {
+        node.runtime().register_factory("slow-restart", |(): ()| SlowRestart).expect("factory");
+    }
+    let spec = ChildSpec::new("slow", "slow-restart", &()).expect("spec");
+    let results =
+        within(cluster.hub(0).init_children(vec![HubChild::new(spec)], StartOptions::default()))
+            .await
+            .expect("ok");
+    let pid = results[0].1.as_ref().expect("started").pid;
+    let host = cluster.nodes.iter().find(|node| node.runtime().is_alive(pid)).expect("host");
+    host.runtime().cast(pid, ()).await.expect("cast");
+    until("restarting, seen everywhere", || {
+        cluster.live().all(|hub| {
+            hub.child("slow")
+                .is_some_and(|info| info.copies.iter().any(|(_, s)| *s == ChildStatus::Restarting))
+        })
+    })
+    .await;
+    assert_eq!(
+        cluster.hub(1).child_terminate("slow", Duration::from_secs(1)).await,
+        Err(TerminateError::Restarting("slow".into()))
+    );
+    until("running again", || cluster.live().all(|hub| hub.pid("slow").is_some_and(|p| p != pid)))
+        .await;
+    within(cluster.hub(1).child_terminate("slow", Duration::from_secs(5)))
+        .await
+        .expect("terminated");
+    cluster.stop().await;
+}
