@@ -1,5 +1,6 @@
-//! What the metrics share: the tokio runtime they run on, the cluster key of their nodes, and
-//! the process's resident memory.
+//! What the metrics share: the tokio runtime they run on, the cluster key of their nodes, the
+//! process's resident memory, an idle process, and the second and third nodes of the
+//! failover metrics (this same binary, started again).
 
 use std::future::Future;
 
@@ -61,4 +62,40 @@ impl shoal_process::Process for Idle {
     type Reply = ();
 
     async fn handle_cast(&mut self, (): (), _ctx: &mut shoal_process::Context<Self>) {}
+}
+
+/// A node in a process of its own (this binary, started again); killed (SIGKILL) and reaped
+/// when dropped, if it still runs (a stopped one too: SIGKILL ends a process stopped by
+/// SIGSTOP).
+pub(crate) struct NodeProcess(pub(crate) std::process::Child);
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `shoal-bench SUBCOMMAND NAME`, which prints `listening ADDR` once its node is up;
+/// the process and that address.
+pub(crate) fn spawn_node(
+    subcommand: &str,
+    name: &str,
+) -> anyhow::Result<(NodeProcess, std::net::SocketAddr)> {
+    use std::io::BufRead as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(std::env::current_exe()?)
+        .args([subcommand, name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting node {name}"))?;
+    let stdout = child.stdout.take().context("the node's stdout")?;
+    let process = NodeProcess(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let Some(addr) = line.trim().strip_prefix("listening ") else {
+        anyhow::bail!("node {name} said {line:?} instead of its address");
+    };
+    Ok((process, addr.parse().with_context(|| format!("node {name}'s address"))?))
 }

@@ -20,9 +20,8 @@
 //! its hub's node events go to stderr, timed from the loss.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
@@ -31,7 +30,7 @@ use shoal_hub::{ChildStatus, Hub, HubChild, HubConfig, HubEvent, StartOptions};
 use shoal_process::ChildSpec;
 use shoal_transport::Node;
 
-use crate::harness::{Idle, key, on_workers};
+use crate::harness::{Idle, key, on_workers, spawn_node};
 
 /// The nodes, the measuring one first.
 const NODES: [&str; 3] = ["a", "b", "c"];
@@ -127,35 +126,6 @@ pub(crate) fn serve_node(name: &str) -> anyhow::Result<()> {
     })
 }
 
-/// A node process; killed (SIGKILL) and reaped when dropped, if it still runs (a stopped one
-/// too: SIGKILL ends a process stopped by SIGSTOP).
-struct NodeProcess(Child);
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `shoal-bench hub-node NAME`; the process and its address.
-fn spawn_node(name: &str) -> anyhow::Result<(NodeProcess, SocketAddr)> {
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["hub-node", name])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting node {name}"))?;
-    let stdout = child.stdout.take().context("the node's stdout")?;
-    let process = NodeProcess(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let Some(addr) = line.trim().strip_prefix("listening ") else {
-        bail!("node {name} said {line:?} instead of its address");
-    };
-    Ok((process, addr.parse().with_context(|| format!("node {name}'s address"))?))
-}
-
 /// How the victim is lost.
 #[derive(Clone, Copy, Debug)]
 enum Loss {
@@ -181,8 +151,8 @@ pub(crate) fn failover_silent_ms() -> anyhow::Result<f64> {
 }
 
 fn failover(loss: Loss) -> anyhow::Result<f64> {
-    let (mut victim, b_addr) = spawn_node(VICTIM)?;
-    let (other, c_addr) = spawn_node(OTHER)?;
+    let (mut victim, b_addr) = spawn_node("hub-node", VICTIM)?;
+    let (other, c_addr) = spawn_node("hub-node", OTHER)?;
     let value = on_workers(async move {
         let (node, hub) = start_node(NODES[0]).await?;
         for addr in [b_addr, c_addr] {

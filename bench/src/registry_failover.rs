@@ -7,19 +7,17 @@
 //! memory) and the registry with its **default configuration: a host lease `D` of 5 s, drift
 //! margin ρ = 5 %, stop allowance δ = 500 ms**, and every transport setting at its default.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use shoal_paxos::{Paxos, PaxosConfig, Recovery};
 use shoal_process::{ChildSpec, Codec, Context, Process, ReplyTo, Restart};
 use shoal_registry::core::candidates;
 use shoal_registry::{Registry, RegistryConfig};
 use shoal_transport::Node;
 
-use crate::harness::{key, on_workers};
+use crate::harness::{key, on_workers, spawn_node};
 
 /// The nodes, the measuring one first.
 const NODES: [&str; 3] = ["a", "b", "c"];
@@ -109,34 +107,6 @@ async fn all_vote(node: &Node) -> bool {
     true
 }
 
-/// A node process; killed (SIGKILL) and reaped when dropped, if it still runs.
-struct NodeProcess(Child);
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `shoal-bench registry-node NAME`; the process and its address.
-fn spawn_node(name: &str) -> anyhow::Result<(NodeProcess, SocketAddr)> {
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["registry-node", name])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting node {name}"))?;
-    let stdout = child.stdout.take().context("the node's stdout")?;
-    let process = NodeProcess(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let Some(addr) = line.trim().strip_prefix("listening ") else {
-        bail!("node {name} said {line:?} instead of its address");
-    };
-    Ok((process, addr.parse().with_context(|| format!("node {name}'s address"))?))
-}
-
 /// `singleton_failover_ms`: a permanent name is started on node `b` (the name is picked so
 /// that `b` is its first candidate host, and the answer checked) and called once from `a`;
 /// then `b` is SIGKILLed. Timed from just before the kill until a call through the name from
@@ -151,8 +121,8 @@ fn spawn_node(name: &str) -> anyhow::Result<(NodeProcess, SocketAddr)> {
 /// on the first candidate that accepts it, and one call; SPEC.md's target is ≤ 1,000 ms on
 /// top of the lease. A shorter lease (`RegistryConfig::lease`) shortens it in proportion.
 pub(crate) fn singleton_failover_ms() -> anyhow::Result<f64> {
-    let (mut victim, b_addr) = spawn_node("b")?;
-    let (c, c_addr) = spawn_node("c")?;
+    let (mut victim, b_addr) = spawn_node("registry-node", "b")?;
+    let (c, c_addr) = spawn_node("registry-node", "c")?;
     let value = on_workers(async move {
         let (node, paxos, registry) = start_node("a").await?;
         for addr in [b_addr, c_addr] {
