@@ -99,3 +99,17 @@ pub(crate) fn spawn_node(
     };
     Ok((process, addr.parse().with_context(|| format!("node {name}'s address"))?))
 }
+
+/// For a node process ([`spawn_node`]): prints `listening ADDR`, then waits until stdin
+/// closes (the measuring process dropped its [`NodeProcess`] or ended).
+pub(crate) async fn serve_until_stdin_closes(node: &shoal_transport::Node) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    println!("listening {}", node.listen_addr());
+    std::io::stdout().flush()?;
+    tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {}
+    })
+    .await?;
+    Ok(())
+}

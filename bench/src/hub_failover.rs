@@ -20,7 +20,6 @@
 //! its hub's node events go to stderr, timed from the loss.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -30,7 +29,7 @@ use shoal_hub::{ChildStatus, Hub, HubChild, HubConfig, HubEvent, StartOptions};
 use shoal_process::ChildSpec;
 use shoal_transport::Node;
 
-use crate::harness::{Idle, key, on_workers, spawn_node};
+use crate::harness::{Idle, key, on_workers, serve_until_stdin_closes, spawn_node};
 
 /// The nodes, the measuring one first.
 const NODES: [&str; 3] = ["a", "b", "c"];
@@ -113,13 +112,7 @@ pub(crate) fn serve_node(name: &str) -> anyhow::Result<()> {
             let answer = view(&serving, global);
             async move { answer }
         });
-        println!("listening {}", node.listen_addr());
-        std::io::stdout().flush()?;
-        tokio::task::spawn_blocking(|| {
-            let mut line = String::new();
-            while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {}
-        })
-        .await?;
+        serve_until_stdin_closes(&node).await?;
         drop(hub);
         node.shutdown();
         Ok(())

@@ -7,7 +7,6 @@
 //! memory) and the registry with its **default configuration: a host lease `D` of 5 s, drift
 //! margin ρ = 5 %, stop allowance δ = 500 ms**, and every transport setting at its default.
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
@@ -17,7 +16,7 @@ use shoal_registry::core::candidates;
 use shoal_registry::{Registry, RegistryConfig};
 use shoal_transport::Node;
 
-use crate::harness::{key, on_workers, spawn_node};
+use crate::harness::{key, on_workers, serve_until_stdin_closes, spawn_node};
 
 /// The nodes, the measuring one first.
 const NODES: [&str; 3] = ["a", "b", "c"];
@@ -81,13 +80,7 @@ pub(crate) fn serve_node(name: &str) -> anyhow::Result<()> {
             let voting = paxos.is_voting();
             async move { voting }
         });
-        println!("listening {}", node.listen_addr());
-        std::io::stdout().flush()?;
-        tokio::task::spawn_blocking(|| {
-            let mut line = String::new();
-            while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {}
-        })
-        .await?;
+        serve_until_stdin_closes(&node).await?;
         node.shutdown();
         Ok(())
     })

@@ -526,7 +526,11 @@ pub(crate) struct Index {
 impl ReplicaObserver<String, Entry<ChildData>> for Index {
     fn changed(&mut self, origin: &str, child: &String, value: Option<&Entry<ChildData>>) {
         let now = self.clock.now().into_std();
-        let before = self.table.child(child).and_then(|known| known.holders.get(origin)).cloned();
+        // Cheaper than asking the channel (which takes its lock) on every change.
+        let subscribed = self.subscribed.load(Ordering::Relaxed);
+        let was = subscribed
+            .then(|| self.table.child(child)?.holders.get(origin).and_then(running_pid))
+            .flatten();
         self.table.changed(origin, child, value, now);
         let pid = self.table.child(child).and_then(|known| {
             let node = known.running().next()?;
@@ -541,9 +545,8 @@ impl ReplicaObserver<String, Entry<ChildData>> for Index {
                 self.pids.remove(child);
             }
         }
-        // Cheaper than asking the channel (which takes its lock) on every change.
-        if self.subscribed.load(Ordering::Relaxed) {
-            for event in events(origin, child, before.as_ref(), value) {
+        if subscribed {
+            for event in events(origin, child, was, value) {
                 let _ = self.events.send(event);
             }
         }
@@ -572,14 +575,14 @@ impl ReplicaObserver<String, Entry<ChildData>> for Index {
     }
 }
 
-/// The events a change of `origin`'s entry for `child` makes.
+/// The events a change of `origin`'s entry for `child` makes (`was`: its running pid
+/// before).
 fn events(
     origin: &str,
     child: &str,
-    before: Option<&Entry<ChildData>>,
+    was: Option<Pid>,
     after: Option<&Entry<ChildData>>,
 ) -> Vec<HubEvent> {
-    let was = before.and_then(running_pid);
     let now = after.and_then(running_pid);
     let mut events = Vec::new();
     if was.is_some() && was != now {
