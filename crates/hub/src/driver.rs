@@ -13,5 +13,5 @@ pub use self::error::{
 };
 pub use self::hub::{
     CONFLICT, ChildData, ChildRow, ChildStatus, Conflict, ConflictHook, Hub, HubChild,
-    HubChildInfo, HubConfig, HubEvent, MOVED,
+    HubChildInfo, HubConfig, HubEvent, MOVED, QUORUM_LOST,
 };

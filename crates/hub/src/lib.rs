@@ -33,18 +33,28 @@
 //!   owners from the entries the survivors hold; two copies of a child after a partition are
 //!   resolved the same way on every node (the owner's copy wins; the other stops with
 //!   [`CONFLICT`] after [`HubConfig::on_conflict`]).
+//! - **Partition strategies** ([`core::Partition`], per hub): divergence by default (each side
+//!   runs everything; the heal resolves the copies), or a static, majority or dynamic quorum:
+//!   a node without its quorum stops its children (exit reason [`QUORUM_LOST`]; listed as
+//!   [`ChildStatus::Suspended`]) and starts none ([`HubError::NoQuorum`]); with its quorum
+//!   back, a suspended child that no other node took over meanwhile starts again on its
+//!   owner, at once. [`Hub::has_quorum`].
 //! - **Events**: [`Hub::subscribe`] ([`HubEvent`]: children started, stopped and moved; nodes
-//!   up and down).
+//!   up and down; quorum lost and regained).
 //!
-//! What it does not do (yet): replicas of a child, hand-over of a child's state when it
-//! moves, or partition strategies that stop a minority (all later work); children are
+//! What it does not do (yet): replicas of a child, or hand-over of a child's state when it
+//! moves (later work); children are
 //! started from [`shoal_process::ChildSpec`]s through factories registered on every node
 //! (`Runtime::register_factory`).
 //!
 //! The guarantee, and its assumptions: once the hub's nodes agree on who is in the hub, and
 //! for as long as they do, each child known to a live node and not terminated runs exactly
 //! once, on its owner, within about [`core::TableConfig::down_after`] plus a reconcile tick.
-//! While views disagree (a partition) a child may run on both sides; the heal resolves it.
+//! While views disagree (a partition) a child may run on both sides under the divergence
+//! strategy (the heal resolves it); under a quorum strategy only on the side with its quorum,
+//! once the other side has noticed its loss (a reconcile tick after it sees its peers down,
+//! which is sooner than the quorum side's [`core::TableConfig::down_after`] when both detect
+//! the cut alike).
 //! A child whose every holder is lost before another node held it is lost.
 
 pub mod core;
@@ -54,6 +64,6 @@ mod driver;
 #[cfg(feature = "driver")]
 pub use crate::driver::{
     CONFLICT, ChildData, ChildError, ChildRow, ChildStatus, Conflict, ConflictHook, Hub, HubChild,
-    HubChildInfo, HubConfig, HubError, HubEvent, HubStartError, MAX_CHILD_ID, MOVED, RedistError,
-    StartOptions, StartResults, Started, StopResults, TerminateError,
+    HubChildInfo, HubConfig, HubError, HubEvent, HubStartError, MAX_CHILD_ID, MOVED, QUORUM_LOST,
+    RedistError, StartOptions, StartResults, Started, StopResults, TerminateError,
 };

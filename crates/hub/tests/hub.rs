@@ -6,7 +6,7 @@ use std::future::Future;
 use std::panic::Location;
 use std::time::Duration;
 
-use shoal_hub::core::{OnJoin, Ring, TableConfig};
+use shoal_hub::core::{OnJoin, Partition, Ring, TableConfig};
 use shoal_hub::{
     ChildError, ChildStatus, Hub, HubChild, HubConfig, HubError, HubEvent, StartOptions,
     TerminateError,
@@ -510,6 +510,86 @@ async fn after_a_partition_heals_each_child_runs_once_and_a_terminated_one_stays
     for hub in &other {
         within(hub.stop()).await;
     }
+    cluster.stop().await;
+}
+
+/// A majority quorum, partitioned 1|2: the minority stops its children (suspended, with the
+/// quorum-lost reason) and starts none, the majority runs every child; after the heal each
+/// runs once, on its owner, and the minority has nothing suspended left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_without_its_quorum_stops_its_children_until_the_heal() {
+    let table =
+        TableConfig { partition: Partition::Majority { cluster_size: 3 }, ..config().table };
+    let cluster = Cluster::start(3, HubConfig { table, ..config() }).await;
+    until("every node has its quorum", || cluster.live().all(Hub::has_quorum)).await;
+    let mut events = cluster.hub(2).subscribe();
+    let results = within(cluster.hub(0).init_children(rooms(200), StartOptions::default()))
+        .await
+        .expect("ok");
+    assert!(results.iter().all(|(_, r)| r.is_ok()));
+    cluster.until_placed(&ids(200)).await;
+    let on_h2: Vec<Pid> = cluster
+        .hub(2)
+        .which_children_local()
+        .into_iter()
+        .filter_map(|row| match row.status {
+            ChildStatus::Running(pid) => Some(pid),
+            _ => None,
+        })
+        .collect();
+    assert!(!on_h2.is_empty());
+    let watches: Vec<_> = on_h2.iter().map(|&pid| cluster.nodes[2].runtime().watch(pid)).collect();
+    for peer in ["h0", "h1"] {
+        cluster.nodes[2].inject_fault(
+            peer,
+            shoal_transport::Direction::Both,
+            shoal_transport::Fault::Cut,
+        );
+    }
+    let running = |i: usize| {
+        cluster
+            .hub(i)
+            .which_children_local()
+            .iter()
+            .filter(|row| matches!(row.status, ChildStatus::Running(_)))
+            .count()
+    };
+    until("the majority runs every child, the minority none", || {
+        running(0) + running(1) == 200 && running(2) == 0
+    })
+    .await;
+    for watch in watches {
+        assert_eq!(within(watch).await, ExitReason::Custom(shoal_hub::QUORUM_LOST.to_owned()));
+    }
+    let h2 = cluster.hub(2);
+    assert!(!h2.has_quorum() && h2.is_partitioned());
+    assert!(cluster.hub(0).has_quorum());
+    assert!(
+        h2.which_children_local().iter().all(|row| row.status == ChildStatus::Suspended),
+        "the minority keeps its children, suspended"
+    );
+    let refused = h2.init_children(vec![room("late")], StartOptions::default()).await;
+    assert_eq!(refused, Err(HubError::NoQuorum));
+    // Some time past `down_after`: still nothing started on the minority side.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(running(2), 0);
+
+    cluster.nodes[2].heal_all();
+    cluster.until_nodes(3).await;
+    cluster.until_placed(&ids(200)).await;
+    until("nothing suspended is left", || {
+        cluster.live().all(|hub| {
+            hub.which_children_global().iter().all(|row| row.status != ChildStatus::Suspended)
+        })
+    })
+    .await;
+    let mut seen = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if matches!(event, HubEvent::QuorumLost | HubEvent::QuorumRegained) {
+            seen.push(event);
+        }
+    }
+    assert_eq!(seen, [HubEvent::QuorumLost, HubEvent::QuorumRegained]);
     cluster.stop().await;
 }
 

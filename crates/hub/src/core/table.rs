@@ -60,6 +60,9 @@ pub enum State {
     },
     /// Terminated, or ended for good: a tombstone.
     Ended,
+    /// Stopped on the entry's node because it lost its quorum ([`Partition`]); started
+    /// again when the quorum is back, unless another node runs it by then.
+    Suspended,
 }
 
 impl State {
@@ -92,6 +95,80 @@ pub enum OnJoin {
     Stay,
 }
 
+/// What a hub does when it is cut off from part of its nodes (chosen per hub, the same on
+/// every node).
+///
+/// Under a quorum strategy a node that loses its quorum stops its children
+/// ([`Action::Stop`] with [`StopReason::QuorumLost`]; their entries stay, as
+/// [`State::Suspended`]) and starts none; once it has its quorum again, a suspended child that
+/// no other node runs by then starts again on its owner, and one that runs elsewhere (the
+/// majority took it over) is forgotten here. So after a partition heals each child runs once,
+/// with no conflict to resolve.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Partition {
+    /// Each side keeps running what it owns and takes over the rest (after
+    /// [`TableConfig::down_after`]); after the heal, conflicting copies are resolved (see the
+    /// module docs).
+    #[default]
+    Divergence,
+    /// A node has its quorum while it sees at least `min_nodes` nodes of the hub (itself
+    /// included).
+    Static {
+        /// The smallest number of nodes that keeps running.
+        min_nodes: usize,
+    },
+    /// A node has its quorum while it sees more than half of `cluster_size` nodes (itself
+    /// included).
+    Majority {
+        /// The hub's nodes when all are up.
+        cluster_size: usize,
+    },
+    /// A node has its quorum while the nodes it sees are at least `share` of those it saw
+    /// within `window`: those it sees, and those lost (not left on purpose) less than
+    /// `window` ago. With a share of one half, two halves of an even split both keep it; a
+    /// minority regains it once its lost peers are older than `window`.
+    Dynamic {
+        /// Of the nodes seen within the window, the share that must be seen now, in (0, 1].
+        share: f64,
+        /// How long a lost node still counts.
+        window: Duration,
+    },
+}
+
+impl Partition {
+    /// Why this strategy cannot work, if it cannot (a zero size, a share outside (0, 1]).
+    pub fn check(&self) -> Result<(), String> {
+        match *self {
+            Partition::Divergence => Ok(()),
+            Partition::Static { min_nodes: 0 } => Err("a static quorum of 0 nodes".into()),
+            Partition::Majority { cluster_size: 0 } => Err("a cluster size of 0".into()),
+            Partition::Dynamic { share, .. } if !(share > 0.0 && share <= 1.0) => {
+                Err(format!("a dynamic quorum share of {share}, not in (0, 1]"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a node that sees `live` nodes of the hub (itself included), and lost `lost`
+    /// others within the dynamic window, has its quorum.
+    pub fn holds(&self, live: usize, lost: usize) -> bool {
+        match *self {
+            Partition::Divergence => true,
+            Partition::Static { min_nodes } => live >= min_nodes,
+            Partition::Majority { cluster_size } => live * 2 > cluster_size,
+            Partition::Dynamic { share, .. } => {
+                // A hair of slack, so that 3 of 5 is a share of 0.6 whatever the rounding.
+                to_f64(live) + 1e-9 >= share * to_f64(live + lost)
+            }
+        }
+    }
+}
+
+#[expect(clippy::cast_precision_loss, reason = "node counts are far below 2^52")]
+fn to_f64(count: usize) -> f64 {
+    count as f64
+}
+
 /// How a [`Table`] decides.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TableConfig {
@@ -118,6 +195,8 @@ pub struct TableConfig {
     pub partition_window: Duration,
     /// Ring entries per node ([`crate::core::DEFAULT_VNODES`]); the same on every node.
     pub vnodes: u32,
+    /// What this node does when cut off from part of the hub.
+    pub partition: Partition,
 }
 
 impl Default for TableConfig {
@@ -132,6 +211,7 @@ impl Default for TableConfig {
             settle: Duration::from_secs(1),
             partition_window: Duration::from_secs(60),
             vnodes: super::DEFAULT_VNODES,
+            partition: Partition::Divergence,
         }
     }
 }
@@ -150,6 +230,9 @@ pub enum StopReason {
         /// The newer version.
         version: u64,
     },
+    /// This node lost its quorum ([`Partition`]): the copy stops, and its entry stays as
+    /// [`State::Suspended`].
+    QuorumLost,
 }
 
 /// What this node must do.
@@ -191,7 +274,8 @@ pub enum Action<S> {
         /// The tombstone.
         entry: Entry<S>,
     },
-    /// Remove this node's tombstone of the child: it has been kept long enough.
+    /// Remove this node's entry of the child: a tombstone kept long enough, or a suspended
+    /// copy that another node runs now.
     Forget {
         /// The child.
         child: String,
@@ -268,6 +352,8 @@ pub struct Table<S> {
     lost: BTreeMap<String, Instant>,
     /// Tombstones, with when this node forgets them.
     ended: BTreeMap<String, Instant>,
+    /// Whether this node had its quorum at the last reconcile.
+    quorum: bool,
 }
 
 impl<S: Clone> Table<S> {
@@ -289,6 +375,7 @@ impl<S: Clone> Table<S> {
             leaving: BTreeSet::new(),
             lost: BTreeMap::new(),
             ended: BTreeMap::new(),
+            quorum: config.partition.holds(1, 0),
         }
     }
 
@@ -322,9 +409,27 @@ impl<S: Clone> Table<S> {
         placement.owner(&self.ring, child)
     }
 
-    /// Whether a node went down without leaving within [`TableConfig::partition_window`].
+    /// Whether a node went down without leaving within [`TableConfig::partition_window`], or
+    /// this node is without its quorum.
     pub fn is_partitioned(&self, now: Instant) -> bool {
-        self.lost.values().any(|&since| now < since + self.config.partition_window)
+        !self.quorum || self.lost.values().any(|&since| now < since + self.config.partition_window)
+    }
+
+    /// Whether this node had its quorum ([`TableConfig::partition`]) at the last
+    /// [`Table::reconcile`]: without it, it runs and starts no child.
+    pub fn has_quorum(&self) -> bool {
+        self.quorum
+    }
+
+    /// Whether this node has its quorum at `now`, as the hub's nodes stand.
+    fn quorum_at(&self, now: Instant) -> bool {
+        let lost = match self.config.partition {
+            Partition::Dynamic { window, .. } => {
+                self.lost.values().filter(|&&since| now < since + window).count()
+            }
+            _ => 0,
+        };
+        self.config.partition.holds(self.ring.nodes().len(), lost)
     }
 
     /// Running children per node (for load-aware strategies and reports).
@@ -443,12 +548,25 @@ impl<S: Clone> Table<S> {
         // Deferred moves: once the ring has settled, then in steps that let the budget refill.
         let deferred = (!self.deferred.is_empty())
             .then(|| (self.ring_changed + self.config.settle).max(self.refilled + DEFERRED_STEP));
-        [orphans, pending, ended, deferred].into_iter().flatten().min()
+        // Without a dynamic quorum, the quorum may come back as lost nodes age out.
+        let aging = match self.config.partition {
+            Partition::Dynamic { window, .. } if !self.quorum => {
+                self.lost.values().map(|&since| since + window).min()
+            }
+            _ => None,
+        };
+        [orphans, pending, ended, deferred, aging].into_iter().flatten().min()
     }
 
     /// Decides what this node must do about the children that changed, or whose time came.
     pub fn reconcile(&mut self, now: Instant) -> Vec<Action<S>> {
         self.refill(now);
+        let quorum = self.quorum_at(now);
+        if quorum != self.quorum {
+            // Lost: every running child stops; back: every suspended one is decided on.
+            self.quorum = quorum;
+            self.all_dirty = true;
+        }
         let mut check: BTreeSet<String> = std::mem::take(&mut self.dirty).into_iter().collect();
         if std::mem::take(&mut self.all_dirty) {
             check.extend(self.children.keys().cloned());
@@ -516,6 +634,21 @@ impl<S: Clone> Table<S> {
             }
             return Decision::Nothing;
         }
+        if !self.quorum {
+            self.orphans.remove(child);
+            if mine.is_some_and(|mine| mine.state.is_live()) {
+                let reason = StopReason::QuorumLost;
+                return Decision::Act(Action::Stop { child: child.to_owned(), reason });
+            }
+            return Decision::Nothing;
+        }
+        let suspended = known.holders.values().any(|entry| entry.state == State::Suspended);
+        if suspended && known.running().next().is_some() {
+            // Taken over elsewhere while this node was without its quorum.
+            if mine.is_some_and(|mine| mine.state == State::Suspended) {
+                return Decision::Act(Action::Forget { child: child.to_owned() });
+            }
+        }
         let mut running = known.running();
         let (first, second) = (running.next(), running.next());
         // The common case, first: one copy, run by another node (which decides about it).
@@ -582,7 +715,9 @@ impl<S: Clone> Table<S> {
             self.orphans.remove(child);
             return Decision::Nothing;
         }
-        let since = *self.orphans.entry(child.to_owned()).or_insert(now + self.config.down_after);
+        // A suspended child was stopped on purpose: no grace.
+        let grace = if suspended { Duration::ZERO } else { self.config.down_after };
+        let since = *self.orphans.entry(child.to_owned()).or_insert(now + grace);
         if now < since {
             return Decision::Nothing;
         }

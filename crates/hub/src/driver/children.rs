@@ -23,7 +23,9 @@ use shoal_process::{ExitReason, Pid, Shutdown, SpawnOptions};
 use tokio::task::JoinSet;
 
 use super::error::{ChildError, HubError, MAX_CHILD_ID, RedistError, TerminateError};
-use super::hub::{CONFLICT, ChildData, Conflict, Hub, HubChild, HubInner, MOVED};
+use super::hub::{
+    CONFLICT, ChildData, Conflict, Hub, HubChild, HubEvent, HubInner, MOVED, QUORUM_LOST,
+};
 use crate::core::{Action, Entry, Load, Placement, State, StopReason, Table};
 
 /// A child started: where, and as which pid.
@@ -247,6 +249,9 @@ fn place(inner: &HubInner, children: Vec<HubChild>) -> Result<ByOwner, HubError>
     if children.is_empty() {
         return Err(HubError::NoChildren);
     }
+    if !inner.table(Table::has_quorum) {
+        return Err(HubError::NoQuorum);
+    }
     let mut seen = std::collections::BTreeSet::new();
     for child in &children {
         let id = &child.spec.id;
@@ -407,9 +412,14 @@ async fn start_here(
     deadline: Instant,
 ) -> StartResults {
     let mut results = Vec::new();
-    let verdicts: Vec<Verdict> = inner.table(|table| {
-        batch.iter().map(|(child, entry)| verdict(table, child, entry, &mode)).collect()
-    });
+    let Some(verdicts) = inner.table(|table| {
+        table.has_quorum().then(|| {
+            batch.iter().map(|(child, entry)| verdict(table, child, entry, &mode)).collect::<Vec<Verdict>>()
+        })
+    }) else {
+        let refused = ChildError::NoQuorum(inner.me().to_owned());
+        return batch.into_iter().map(|(child, _)| (child, Err(refused.clone()))).collect();
+    };
     let mut to_start = Vec::new();
     {
         let mut local = lock(inner);
@@ -548,6 +558,12 @@ async fn exited(inner: &Arc<HubInner>, child: String, pid: Pid, reason: ExitReas
     if !restart {
         tracing::debug!(hub = %inner.id, %child, %reason, "a hub child ended for good");
         end(inner, &child, entry);
+        return;
+    }
+    if !inner.table(Table::has_quorum) {
+        // Not restarted without the quorum: suspended, as the table would have it.
+        lock(inner).remove(&child);
+        inner.map.set(vec![(child, Some(suspended(entry)))]);
         return;
     }
     let mut restarting = entry.clone();
@@ -853,12 +869,20 @@ pub(crate) fn serve(inner: &Arc<HubInner>) {
 /// Carries out what the table decides, whenever something changed or a timer is due.
 pub(crate) async fn reconcile_task(inner: Arc<HubInner>) {
     let mut stop = inner.stop.subscribe();
+    let mut quorum = inner.table(Table::has_quorum);
     loop {
         if *stop.borrow() {
             return;
         }
         let now = inner.clock.now().into_std();
-        let (actions, next) = inner.table_mut(|table| (table.reconcile(now), table.poll_timeout()));
+        let (actions, next, now_quorum) = inner
+            .table_mut(|table| (table.reconcile(now), table.poll_timeout(), table.has_quorum()));
+        if now_quorum != quorum {
+            quorum = now_quorum;
+            let event = if quorum { HubEvent::QuorumRegained } else { HubEvent::QuorumLost };
+            tracing::info!(hub = %inner.id, ?event, "the hub's quorum changed");
+            let _ = inner.events.send(event);
+        }
         if !actions.is_empty() {
             carry_out(&inner, actions);
         }
@@ -886,7 +910,10 @@ fn carry_out(inner: &Arc<HubInner>, actions: Vec<Action<ChildData>>) {
             Action::Move { child, to } => moves.entry(to).or_default().push(child),
             Action::Keep { child, entry } => publish.push((child, Some(entry))),
             Action::Forget { child } => {
-                if inner.own(&child).is_some_and(|entry| entry.state == State::Ended) {
+                let gone = |entry: Entry<ChildData>| {
+                    matches!(entry.state, State::Ended | State::Suspended)
+                };
+                if inner.own(&child).is_some_and(gone) {
                     publish.push((child, None));
                 }
             }
@@ -951,10 +978,22 @@ async fn resolve(inner: &Arc<HubInner>, child: String, reason: StopReason) {
             ExitReason::Custom(CONFLICT.to_owned())
         }
         StopReason::Superseded { .. } => ExitReason::Shutdown,
+        StopReason::QuorumLost => ExitReason::Custom(QUORUM_LOST.to_owned()),
     };
     tracing::debug!(hub = %inner.id, %child, ?reason, "stopping a copy");
     stop_local(inner, &child, exit, Duration::from_secs(5)).await;
-    inner.map.set(vec![(child, None)]);
+    let kept = match reason {
+        StopReason::QuorumLost => inner.own(&child).map(suspended),
+        _ => None,
+    };
+    inner.map.set(vec![(child, kept)]);
+}
+
+/// `entry`, suspended: stopped until this node has its quorum again.
+fn suspended(mut entry: Entry<ChildData>) -> Entry<ChildData> {
+    entry.state = State::Suspended;
+    entry.data.pid = None;
+    entry
 }
 
 /// The node running `child` (or restarting or moving it), as this node sees it.

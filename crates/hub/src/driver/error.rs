@@ -29,6 +29,9 @@ pub enum HubError {
     /// The hub was stopped.
     #[error("the hub is stopped")]
     Stopped,
+    /// This node is without its quorum ([`crate::core::Partition`]): it starts nothing.
+    #[error("this node is without its quorum")]
+    NoQuorum,
 }
 
 /// Why one child of a batch did not start.
@@ -83,6 +86,9 @@ pub enum ChildError {
     /// caller asked for a rollback.
     #[error("rolled back")]
     RolledBack,
+    /// Its owner is without its quorum ([`crate::core::Partition`]): it starts nothing.
+    #[error("node {0} is without its quorum")]
+    NoQuorum(String),
 }
 
 /// Why a child was not terminated.
@@ -144,4 +150,7 @@ pub enum HubStartError {
         /// The service's error.
         source: ServiceError,
     },
+    /// A setting that cannot work (a partition strategy with a zero size, say).
+    #[error("bad hub configuration: {0}")]
+    BadConfig(String),
 }

@@ -106,6 +106,10 @@ pub const CONFLICT: &str = "shoal.hub.conflict";
 /// The exit reason of a child stopped to move to another node.
 pub const MOVED: &str = "shoal.hub.moved";
 
+/// The exit reason of a child stopped because its node lost its quorum
+/// ([`crate::core::Partition`]).
+pub const QUORUM_LOST: &str = "shoal.hub.quorum_lost";
+
 /// How a hub runs. Every node of a hub must use the same [`TableConfig::vnodes`].
 #[derive(Clone)]
 pub struct HubConfig {
@@ -202,6 +206,12 @@ pub enum HubEvent {
         /// Whether it left on purpose (it stopped the hub), or was lost.
         left: bool,
     },
+    /// This node lost its quorum ([`crate::core::Partition`]): its children stop, with
+    /// [`QUORUM_LOST`], and it starts none.
+    QuorumLost,
+    /// This node has its quorum again: its suspended children start again where no other
+    /// node took them over.
+    QuorumRegained,
 }
 
 /// Where a copy of a child stands.
@@ -219,6 +229,8 @@ pub enum ChildStatus {
     /// Known, but no node of the hub runs it now (its node was lost; it will be started
     /// elsewhere).
     Unknown,
+    /// Stopped because its node lost its quorum; started again when it is back.
+    Suspended,
 }
 
 /// Everything a node knows of one child ([`Hub::child`]).
@@ -328,6 +340,7 @@ impl Hub {
         if id.is_empty() || id.len() > MAX_CHILD_ID {
             return Err(HubStartError::BadId(id.to_owned()));
         }
+        config.table.partition.check().map_err(HubStartError::BadConfig)?;
         let clock = node.runtime().clock().clone();
         let wake = Arc::new(Notify::new());
         let (events, _) = broadcast::channel(config.events.max(1));
@@ -378,10 +391,16 @@ impl Hub {
     }
 
     /// Whether a node of the hub went down without leaving within
-    /// [`TableConfig::partition_window`].
+    /// [`TableConfig::partition_window`], or this node is without its quorum.
     pub fn is_partitioned(&self) -> bool {
         let now = self.inner.clock.now().into_std();
         self.inner.table(|table| table.is_partitioned(now))
+    }
+
+    /// Whether this node has its quorum ([`TableConfig::partition`]; always, under the
+    /// default divergence strategy).
+    pub fn has_quorum(&self) -> bool {
+        self.inner.table(Table::has_quorum)
     }
 
     /// The pid of `child` where it runs, as this node sees it (no network).
@@ -508,6 +527,7 @@ fn status(entry: &Entry<ChildData>) -> ChildStatus {
         (State::Running | State::Restarting, _) => ChildStatus::Restarting,
         (State::Moving { to }, _) => ChildStatus::Moving { to: to.clone() },
         (State::Ended, _) => ChildStatus::Unknown,
+        (State::Suspended, _) => ChildStatus::Suspended,
     }
 }
 

@@ -24,6 +24,7 @@ fn config() -> TableConfig {
         settle: Duration::from_millis(500),
         partition_window: Duration::from_secs(60),
         vnodes: 64,
+        partition: Partition::Divergence,
     }
 }
 
@@ -169,6 +170,112 @@ fn a_join_moves_only_the_newcomers_children_within_the_cap() {
     assert_eq!(moved.len(), to_move);
 }
 
+#[test]
+fn a_minority_stops_its_children_starts_none_and_forgets_those_taken_over() {
+    let t0 = Instant::now();
+    let cfg = TableConfig { partition: Partition::Majority { cluster_size: 3 }, ..config() };
+    let mut a = Table::new("a", cfg, t0);
+    assert!(!a.has_quorum(), "alone, one of three");
+    a.node_up("b", t0);
+    a.node_up("c", t0);
+    let mine = owned_by("a", &["a", "b", "c"]);
+    let theirs = owned_by("b", &["a", "b", "c"]);
+    a.changed("a", &mine, Some(&entry(0, State::Running)), t0);
+    a.changed("b", &theirs, Some(&entry(0, State::Running)), t0);
+    assert!(a.reconcile(t0).is_empty());
+    assert!(a.has_quorum() && !a.is_partitioned(t0));
+
+    for node in ["b", "c"] {
+        a.node_down(node, t0);
+    }
+    a.changed("b", &theirs, None, t0);
+    let stop = Action::Stop { child: mine.clone(), reason: StopReason::QuorumLost };
+    assert_eq!(a.reconcile(t0), vec![stop]);
+    assert!(!a.has_quorum() && a.is_partitioned(t0));
+    a.changed("a", &mine, Some(&entry(0, State::Suspended)), t0);
+    assert!(a.reconcile(t0 + Duration::from_secs(30)).is_empty(), "no failover, no restart");
+
+    // Healed: b took `mine` over meanwhile (it had the majority).
+    let t1 = t0 + Duration::from_secs(31);
+    a.node_up("b", t1);
+    a.changed("b", &mine, Some(&entry(0, State::Running)), t1);
+    a.changed("b", &theirs, Some(&entry(0, State::Running)), t1);
+    assert_eq!(a.reconcile(t1), vec![Action::Forget { child: mine.clone() }]);
+    assert!(a.has_quorum());
+}
+
+#[test]
+fn a_suspended_child_nobody_took_over_starts_again_at_once_when_the_quorum_is_back() {
+    let t0 = Instant::now();
+    let cfg = TableConfig { partition: Partition::Static { min_nodes: 2 }, ..config() };
+    let mut a = Table::new("a", cfg, t0);
+    a.node_up("b", t0);
+    let child = owned_by("a", &["a", "b"]);
+    a.changed("a", &child, Some(&entry(3, State::Running)), t0);
+    assert!(a.reconcile(t0).is_empty());
+    a.node_down("b", t0);
+    assert!(matches!(
+        a.reconcile(t0).as_slice(),
+        [Action::Stop { reason: StopReason::QuorumLost, .. }]
+    ));
+    a.changed("a", &child, Some(&entry(3, State::Suspended)), t0);
+    let t1 = t0 + Duration::from_secs(1);
+    a.node_up("b", t1);
+    assert_eq!(
+        a.reconcile(t1),
+        vec![Action::Start { child, entry: entry(3, State::Suspended) }],
+        "its owner starts it without waiting for down_after"
+    );
+}
+
+#[test]
+fn a_dynamic_quorum_comes_back_as_lost_nodes_age_out() {
+    let t0 = Instant::now();
+    let window = Duration::from_secs(10);
+    let cfg = TableConfig { partition: Partition::Dynamic { share: 0.6, window }, ..config() };
+    let mut a: Table<u32> = Table::new("a", cfg, t0);
+    assert!(a.has_quorum(), "a node alone has seen only itself");
+    for node in ["b", "c", "d", "e"] {
+        a.node_up(node, t0);
+    }
+    assert!(a.reconcile(t0).is_empty() && a.has_quorum());
+    a.node_down("b", t0);
+    a.node_down("c", t0);
+    a.reconcile(t0);
+    assert!(a.has_quorum(), "3 of 5 is 0.6");
+    a.node_down("d", t0);
+    a.reconcile(t0);
+    assert!(!a.has_quorum(), "2 of 5");
+    assert_eq!(a.poll_timeout(), Some(t0 + window), "woken when the lost age out");
+    a.reconcile(t0 + window - Duration::from_millis(1));
+    assert!(!a.has_quorum());
+    a.reconcile(t0 + window);
+    assert!(a.has_quorum(), "the lost nodes no longer count");
+    a.node_leaving("e");
+    a.node_down("e", t0 + window);
+    a.reconcile(t0 + window);
+    assert!(a.has_quorum(), "a node that left on purpose does not count");
+}
+
+#[test]
+fn partition_strategies_count_as_documented_and_refuse_what_cannot_work() {
+    assert!(Partition::Divergence.holds(1, 9));
+    assert!(Partition::Majority { cluster_size: 5 }.holds(3, 0));
+    assert!(!Partition::Majority { cluster_size: 5 }.holds(2, 0));
+    assert!(!Partition::Majority { cluster_size: 4 }.holds(2, 0), "half is not a majority");
+    assert!(Partition::Static { min_nodes: 2 }.holds(2, 0));
+    assert!(!Partition::Static { min_nodes: 3 }.holds(2, 7));
+    assert!(Partition::Dynamic { share: 0.5, window: Duration::ZERO }.holds(2, 2));
+    assert!(!Partition::Dynamic { share: 0.51, window: Duration::ZERO }.holds(2, 2));
+    assert!(Partition::Static { min_nodes: 0 }.check().is_err());
+    assert!(Partition::Majority { cluster_size: 0 }.check().is_err());
+    for share in [0.0, -0.5, 1.5, f64::NAN] {
+        let strategy = Partition::Dynamic { share, window: Duration::ZERO };
+        assert!(strategy.check().is_err(), "{share}");
+    }
+    assert!(Partition::Dynamic { share: 1.0, window: Duration::ZERO }.check().is_ok());
+}
+
 /// A small hub in which entries reach every connected node at once.
 struct Hub {
     now: Instant,
@@ -178,6 +285,7 @@ struct Hub {
     /// Nodes whose table ever knew each child.
     knowers: BTreeMap<String, BTreeSet<String>>,
     terminated: BTreeSet<String>,
+    config: TableConfig,
 }
 
 struct Member {
@@ -187,20 +295,22 @@ struct Member {
 }
 
 impl Hub {
-    fn new(count: usize) -> Self {
+    fn new(count: usize, partition: Partition) -> Self {
         let now = Instant::now();
+        let config = TableConfig { partition, ..config() };
         let mut hub = Hub {
             now,
             nodes: BTreeMap::new(),
             cut: BTreeSet::new(),
             knowers: BTreeMap::new(),
             terminated: BTreeSet::new(),
+            config,
         };
         for i in 0..count {
             let name = format!("n{i}");
             hub.nodes.insert(
                 name.clone(),
-                Member { up: true, table: Table::new(&name, config(), now), own: BTreeMap::new() },
+                Member { up: true, table: Table::new(&name, config, now), own: BTreeMap::new() },
             );
         }
         hub.connect_all();
@@ -299,6 +409,11 @@ impl Hub {
                 entry.state = State::Running;
                 self.publish(me, &child, Some(entry));
             }
+            Action::Stop { child, reason: StopReason::QuorumLost } => {
+                let Some(mut entry) = self.nodes[me].own.get(&child).cloned() else { return };
+                entry.state = State::Suspended;
+                self.publish(me, &child, Some(entry));
+            }
             Action::Stop { child, .. } | Action::Forget { child } => self.publish(me, &child, None),
             Action::Keep { child, entry } => self.publish(me, &child, Some(entry)),
             Action::Move { child, to } => {
@@ -325,6 +440,9 @@ impl Hub {
     /// `to` starts `child` unless it runs already there or somewhere it knows of.
     fn adopt(&mut self, to: &str, child: &str, mut entry: Entry<u32>) {
         let table = &self.nodes[to].table;
+        if !table.has_quorum() {
+            return;
+        }
         let running = table.child(child).is_some_and(|known| {
             known.running().any(|_| true) && known.newest.version >= entry.version
         });
@@ -343,7 +461,7 @@ impl Hub {
             return;
         }
         let owner = Placement::Ring.owner(table.ring(), child).expect("an owner").to_owned();
-        if owner != via && !self.talk(via, &owner) {
+        if owner != via && !self.talk(via, &owner) || !self.nodes[&owner].table.has_quorum() {
             return;
         }
         self.publish(&owner, child, Some(entry(0, State::Running)));
@@ -378,7 +496,7 @@ impl Hub {
         let now = self.now;
         let member = self.nodes.get_mut(name).expect("n");
         member.up = true;
-        member.table = Table::new(name, config(), now);
+        member.table = Table::new(name, self.config, now);
         self.connect_all();
     }
 
@@ -427,6 +545,16 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Every partition strategy, for a hub of five.
+fn partition() -> impl Strategy<Value = Partition> {
+    prop_oneof![
+        2 => Just(Partition::Divergence),
+        1 => Just(Partition::Static { min_nodes: 3 }),
+        1 => Just(Partition::Majority { cluster_size: 5 }),
+        1 => Just(Partition::Dynamic { share: 0.6, window: Duration::from_secs(5) }),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
 
@@ -434,8 +562,11 @@ proptest! {
     /// node is back and connected: each child some live node still knows, and that was not
     /// terminated, runs exactly once, on its owner; no terminated child runs.
     #[test]
-    fn every_known_child_runs_exactly_once_after_the_last_heal(ops in prop::collection::vec(op(), 1..60)) {
-        let mut hub = Hub::new(5);
+    fn every_known_child_runs_exactly_once_after_the_last_heal(
+        partition in partition(),
+        ops in prop::collection::vec(op(), 1..60),
+    ) {
+        let mut hub = Hub::new(5, partition);
         let names = hub.names();
         let mut started = BTreeSet::new();
         for op in ops {
@@ -471,6 +602,10 @@ proptest! {
                 Op::Wait(tenths) => hub.advance(Duration::from_millis(u64::from(tenths) * 100)),
             }
             hub.round();
+            for (name, member) in &hub.nodes {
+                let live = member.own.values().any(|e| e.state.is_live());
+                prop_assert!(!member.up || member.table.has_quorum() || !live, "{name} runs children without its quorum");
+            }
         }
         for name in hub.names() {
             if !hub.nodes[&name].up {
@@ -481,6 +616,12 @@ proptest! {
         hub.connect_all();
         hub.settle();
         let ring = Ring::with_vnodes(names.iter().map(String::as_str), 64);
+        for (name, member) in &hub.nodes {
+            prop_assert!(member.table.has_quorum(), "{name} without quorum after the heal");
+            let suspended: Vec<&String> =
+                member.own.iter().filter(|(_, e)| e.state == State::Suspended).map(|(c, _)| c).collect();
+            prop_assert!(suspended.is_empty(), "{name} still has {suspended:?} suspended");
+        }
         for child in &started {
             let known = hub.knowers.get(child).is_some_and(|k| !k.is_empty());
             let runners: Vec<&String> = hub
