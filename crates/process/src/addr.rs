@@ -14,8 +14,9 @@ use crate::clock::Clock;
 use crate::current;
 use crate::dest::Dest;
 use crate::mailbox::{Overflow, PushError};
+use crate::sys;
 use crate::timer::TimerRef;
-use crate::{CallError, Pid, Process, ReplyTo, Runtime, SendError};
+use crate::{CallError, Context, Pid, Process, ReplyTo, Runtime, SendError, SysError};
 
 /// How long [`Addr::call`] waits for a reply, as OTP's default.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -183,7 +184,21 @@ impl<P: Process> Addr<P> {
                 cell.control.reason_for_callers().map_or(CallError::NoReply, CallError::Exited)
             })
         };
-        within(self.runtime.clock(), timeout, exchange).await
+        within(self.runtime.clock(), timeout, exchange, || CallError::Timeout).await
+    }
+
+    /// Runs `work` on the process's state inside the process, after every letter queued before
+    /// it; see [`Runtime::sys`]. A handle to a process of another node is refused
+    /// ([`SysError::Remote`]).
+    pub async fn sys<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut P, &mut Context<P>) -> R + Send + 'static,
+        timeout: Duration,
+    ) -> Result<R, SysError> {
+        match &self.at {
+            At::Local(cell) => sys::run_in(cell, self.runtime.clock(), work, timeout).await,
+            At::Remote(pid) => Err(SysError::Remote(*pid)),
+        }
     }
 
     /// Casts `message` after `delay`, unless the timer is cancelled first (or, for a local
@@ -244,18 +259,19 @@ impl<P: Process> Clone for Addr<P> {
 }
 
 /// Runs a call's `exchange` (queueing the request, then waiting for the reply) for at most
-/// `timeout`.
+/// `timeout`; past it, the error `timed_out` makes.
 ///
 /// A local callee usually answers as soon as it runs, and when it shares this worker thread it
 /// runs right after this task yields. Arming a timer (a lock on tokio's timer wheel, an
 /// insertion and then a removal) costs about as much as the rest of such a call, so the
 /// exchange gets one round of the scheduler before a timer is armed. The deadline is fixed
 /// first, so that round does not extend it.
-pub(crate) async fn within<T>(
+pub(crate) async fn within<T, E>(
     clock: &Clock,
     timeout: Duration,
-    exchange: impl Future<Output = Result<T, CallError>>,
-) -> Result<T, CallError> {
+    exchange: impl Future<Output = Result<T, E>>,
+    timed_out: impl FnOnce() -> E,
+) -> Result<T, E> {
     let Some(deadline) = clock.now().checked_add(timeout) else {
         // Further away than the clock can count: no deadline at all.
         return exchange.await;
@@ -268,7 +284,7 @@ pub(crate) async fn within<T>(
     if let Poll::Ready(result) = poll_once(exchange.as_mut()).await {
         return result;
     }
-    clock.timeout_at(deadline, exchange).await.unwrap_or(Err(CallError::Timeout))
+    clock.timeout_at(deadline, exchange).await.unwrap_or_else(|_| Err(timed_out()))
 }
 
 /// Polls `future` once, without waiting for it.

@@ -28,7 +28,13 @@ pub(crate) enum Envelope<P: Process> {
     /// An exit signal sent to this process directly (not through a link) while it traps exits:
     /// anyone may send any number of them, so it counts against the bound as a message does.
     DirectExit(Box<Signal>),
+    /// Work to run on the state between two letters ([`crate::Runtime::sys`]). Rare, so boxed
+    /// like the others; counts against the bound as a message does.
+    Sys(SysWork<P>),
 }
+
+/// The work of a [`Envelope::Sys`] letter, which hands its result back itself.
+pub(crate) type SysWork<P> = Box<dyn FnOnce(&mut P, &mut crate::Context<P>) + Send>;
 
 impl<P: Process> Envelope<P> {
     pub(crate) fn signal(signal: Signal) -> Self {
@@ -231,6 +237,13 @@ mod tests {
         type Reply = ();
 
         async fn handle_cast(&mut self, (): (), _: &mut crate::Context<Self>) {}
+    }
+
+    /// A sys letter never makes the envelope, and so every mailbox slot, larger: its boxed
+    /// work is no larger than the reply handle that every call letter holds.
+    #[test]
+    fn a_sys_letter_is_no_larger_than_a_call() {
+        assert!(std::mem::size_of::<SysWork<Stateless>>() <= std::mem::size_of::<ReplyTo<()>>());
     }
 
     /// The layout `Cell` documents: what senders write for every message and what the process

@@ -109,6 +109,38 @@ pub enum CallError {
     Unresolved(ResolveError),
 }
 
+/// A [`crate::Runtime::sys`] whose work did not hand back its result. Unless the variant says
+/// otherwise, the work did not run and never will: the process's state is as it was.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SysError {
+    /// No such process was alive on this node when the work was to be queued (or it exited
+    /// after, and why is not known).
+    #[error("no such process on this node: {0}")]
+    NoProc(Pid),
+    /// The process lives on another node: work is a closure, and closures do not cross nodes.
+    #[error("{0} lives on another node: sys work runs only in processes of this node")]
+    Remote(Pid),
+    /// The process runs another behaviour than the work was written for.
+    #[error("{0} runs another behaviour than the sys work expects")]
+    WrongBehaviour(Pid),
+    /// A process asked to run work in itself: the work would wait for the very handler that
+    /// waits for it. Refused at once; nothing was queued.
+    #[error("{0} cannot run sys work in itself from its own handler")]
+    ToSelf(Pid),
+    /// The work had not begun within the timeout. It was withdrawn: it will not run later.
+    #[error("the sys work did not run within the timeout")]
+    Timeout,
+    /// The process exited after the work was queued and before it ran, or because the work
+    /// panicked (the reason is then that panic, and the process's state is gone either way).
+    #[error("{pid} exited before the sys work completed: {reason}")]
+    Exited {
+        /// The process.
+        pid: Pid,
+        /// Why it exited.
+        reason: ExitReason,
+    },
+}
+
 /// Why a call from another node failed on the node of the process that was called; travels
 /// back to the caller.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

@@ -30,33 +30,59 @@ pub(crate) fn guarded<'a, F: Future>(
     scope: Interruptible,
     mut handler: Pin<&'a mut F>,
 ) -> impl Future<Output = Outcome<F::Output>> + 'a {
-    // Both an interruption and a panic end the process: say why before the handler, and any
-    // reply handle it holds, is dropped.
-    let interrupted = move || {
-        control.begin_exit(&control.pending_reason());
-        Poll::Ready(Outcome::Interrupted)
-    };
     poll_fn(move |cx| {
         if control.is_interrupted(scope) {
-            return interrupted();
+            return Poll::Ready(interrupted(control));
         }
         match catch_unwind(AssertUnwindSafe(|| handler.as_mut().poll(cx))) {
             Ok(Poll::Ready(output)) => Poll::Ready(Outcome::Done(output)),
-            Err(payload) => {
-                let message = panic_message(payload.as_ref());
-                control.begin_exit(&crate::ExitReason::Panic(message.clone()));
-                // Reply handles dropped while the handler unwound tell their callers only now
-                // that the reason is recorded: the panic, not "no reply".
-                current::release_held(control.reason_for_callers().as_ref());
-                Poll::Ready(Outcome::Panicked(message))
-            }
+            Err(payload) => Poll::Ready(panicked(control, payload.as_ref())),
             Ok(Poll::Pending) => {
                 control.register_handler_waker(cx.waker());
                 // An exit requested between the poll and the registration found no waker.
-                if control.is_interrupted(scope) { interrupted() } else { Poll::Pending }
+                if control.is_interrupted(scope) {
+                    Poll::Ready(interrupted(control))
+                } else {
+                    Poll::Pending
+                }
             }
         }
     })
+}
+
+/// [`guarded`] for synchronous work (sys work, see `crate::sys`): runs `work` now, unless the
+/// process is asked to exit; a panic in it ends only this process.
+///
+/// No future: a letter whose work never awaits adds nothing to the process's task.
+pub(crate) fn guarded_now<T>(
+    control: &Control,
+    scope: Interruptible,
+    work: impl FnOnce() -> T,
+) -> Outcome<T> {
+    if control.is_interrupted(scope) {
+        return interrupted(control);
+    }
+    match catch_unwind(AssertUnwindSafe(work)) {
+        Ok(output) => Outcome::Done(output),
+        Err(payload) => panicked(control, payload.as_ref()),
+    }
+}
+
+/// Ends a handler for the pending exit. Both an interruption and a panic end the process, and
+/// say why before the handler, and any reply handle it holds, is dropped.
+fn interrupted<T>(control: &Control) -> Outcome<T> {
+    control.begin_exit(&control.pending_reason());
+    Outcome::Interrupted
+}
+
+/// Ends a handler that panicked with `payload` (see [`interrupted`]).
+fn panicked<T>(control: &Control, payload: &(dyn Any + Send)) -> Outcome<T> {
+    let message = panic_message(payload);
+    control.begin_exit(&crate::ExitReason::Panic(message.clone()));
+    // Reply handles dropped while the handler unwound tell their callers only now that the
+    // reason is recorded: the panic, not "no reply".
+    current::release_held(control.reason_for_callers().as_ref());
+    Outcome::Panicked(message)
 }
 
 /// The message of a panic payload (`panic!` produces a `&str` or a `String`).

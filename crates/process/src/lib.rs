@@ -20,6 +20,9 @@
 //!   message; a process that exits removes the monitors it held;
 //! - timers (`send_after`, `start_timer`, cancel; a cancelled or fired timer leaves nothing
 //!   behind), local names, introspection;
+//! - work run inside a local process on its state, in its mailbox order ([`Runtime::sys`],
+//!   as OTP's `sys:get_state` and `sys:replace_state`), for layers that hand a process's state
+//!   over or change its role in place;
 //! - process factories: behaviours registered by name and built from serialised arguments,
 //!   and [`ChildSpec`]s that name them — how processes are started on other nodes;
 //! - the seam to a transport ([`remote`]): remote messages arrive encoded and are decoded by
@@ -37,13 +40,15 @@
 //! with a warning. Signals whose number the process itself bounds (a `Down` per monitor, an
 //! `Exit` per link, a `Timeout` per timer) are always admitted, and so are the node events
 //! ([`Signal::NodeUp`], [`Signal::NodeDown`]) a transport delivers to a process that
-//! subscribed to them (the transport bounds those: see its `Node::monitor_nodes`). A timer's
-//! message waits for room whatever the overflow policy; a cast from another node refused by a full
+//! subscribed to them (the transport bounds those: see its `Node::monitor_nodes`). Sys work
+//! ([`Runtime::sys`]) counts as a message. A timer's message, and sys work, wait for room
+//! whatever the overflow policy; a cast from another node refused by a full
 //! [`Overflow::Reject`] mailbox is counted ([`Runtime::refused_remote_casts`]) and logged.
 //!
 //! A process never waits on itself: a call to itself is refused at once
-//! ([`CallError::CallingSelf`]), and a cast to its own full mailbox fails with
-//! [`SendError::Full`] rather than waiting for room only it could make.
+//! ([`CallError::CallingSelf`]), and so is sys work asked of itself ([`SysError::ToSelf`]);
+//! a cast to its own full mailbox fails with [`SendError::Full`] rather than waiting for room
+//! only it could make.
 //!
 //! # Limits
 //!
@@ -117,6 +122,7 @@ mod runtime;
 mod send;
 mod signal;
 mod spec;
+mod sys;
 mod table;
 mod timer;
 
@@ -126,7 +132,7 @@ pub use codec::Codec;
 pub use dest::{Dest, Resolve, ResolveError, Resolving, Target, Via};
 pub use error::{
     BuildError, CallError, DecodeError, EncodeError, ExitError, FactoryError, LinkError,
-    RegisterError, RemoteFailure, SendError, SpawnError, StartError,
+    RegisterError, RemoteFailure, SendError, SpawnError, StartError, SysError,
 };
 pub use exit::ExitReason;
 pub use mailbox::{MailboxConfig, Overflow};

@@ -1,10 +1,10 @@
 //! The bounded mailbox behind every process.
 //!
-//! One FIFO per process holds, in arrival order, casts, calls, messages from other nodes and
-//! trapped signals (`Down`, `Exit`, timeouts), so that a message sent before a process died is
-//! always seen before that process's `Down`. Only messages count toward the capacity: signals
-//! are admitted even when the mailbox is full, and their number is bounded by the monitors,
-//! links and timers the process itself set up.
+//! One FIFO per process holds, in arrival order, casts, calls, messages from other nodes, sys
+//! work and trapped signals (`Down`, `Exit`, timeouts), so that a message sent before a process
+//! died is always seen before that process's `Down`. Only messages (sys work among them) count
+//! toward the capacity: signals are admitted even when the mailbox is full, and their number is
+//! bounded by the monitors, links and timers the process itself set up.
 //!
 //! The process takes *everything* queued in one lock acquisition (a swap of two `VecDeque`s)
 //! and then works through that batch without touching the lock, so a fast sender and its

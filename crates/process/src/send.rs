@@ -412,7 +412,8 @@ impl Runtime {
         R: Send + 'static,
     {
         if self.is_local(pid) {
-            within(self.clock(), timeout, self.call_local(pid, request)).await
+            within(self.clock(), timeout, self.call_local(pid, request), || CallError::Timeout)
+                .await
         } else {
             with_deadline(self.clock(), timeout, self.call_far(Far::Pid(pid), request, wire)).await
         }

@@ -35,5 +35,7 @@ mod monitors;
 mod names;
 #[path = "process/remote.rs"]
 mod remote;
+#[path = "process/sys.rs"]
+mod sys;
 #[path = "process/timers.rs"]
 mod timers;
