@@ -9,4 +9,7 @@ mod table;
 
 pub use placement::{Consistent, Guided, LeastLoaded, Load, Placement, PlacementError, Strategy};
 pub use ring::{DEFAULT_VNODES, Move, Ring};
-pub use table::{Action, Entry, Known, OnJoin, Partition, State, StopReason, Table, TableConfig};
+pub use table::{
+    Action, Entry, Known, OnJoin, Partition, Redundancy, Role, State, StopReason, Table,
+    TableConfig,
+};

@@ -63,7 +63,8 @@ mod driver;
 
 #[cfg(feature = "driver")]
 pub use crate::driver::{
-    CONFLICT, ChildData, ChildError, ChildRow, ChildStatus, Conflict, ConflictHook, Hub, HubChild,
-    HubChildInfo, HubConfig, HubError, HubEvent, HubStartError, MAX_CHILD_ID, MOVED, QUORUM_LOST,
-    RedistError, StartOptions, StartResults, Started, StopResults, TerminateError,
+    CONFLICT, ChildData, ChildError, ChildRow, ChildStatus, Conflict, ConflictHook, Handover,
+    Handovers, Hub, HubChild, HubChildInfo, HubConfig, HubError, HubEvent, HubStartError,
+    MAX_CHILD_ID, MOVED, QUORUM_LOST, RedistError, StartOptions, StartResults, Started,
+    StopResults, TerminateError,
 };

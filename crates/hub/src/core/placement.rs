@@ -47,6 +47,24 @@ impl Placement {
                 .or_else(|| ring.owner(child)),
         }
     }
+
+    /// The `count` nodes that hold `child` when it has that many copies, first
+    /// [`Placement::owner`]: the listed nodes in the hub, in their order, then the ring's
+    /// ([`Ring::owners`]) for the rest.
+    pub fn owners<'r>(&'r self, ring: &'r Ring, child: &str, count: usize) -> Vec<&'r str> {
+        let Placement::Nodes(nodes) = self else { return ring.owners(child, count) };
+        let mut owners: Vec<&str> = Vec::with_capacity(count);
+        let listed = nodes.iter().map(String::as_str).filter(|node| ring.contains(node));
+        for node in listed.chain(ring.owners(child, count.saturating_add(nodes.len()))) {
+            if owners.len() == count {
+                break;
+            }
+            if !owners.contains(&node) {
+                owners.push(node);
+            }
+        }
+        owners
+    }
 }
 
 /// What a [`Strategy`] may look at when it places a child: the hub's nodes (on the ring) and

@@ -21,9 +21,10 @@
 //! ```
 
 use std::collections::BTreeSet;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
 
-use hashring::HashRing;
+use hashring::{DefaultHashBuilder, HashRing};
 
 /// Ring entries per node by default: enough that the largest of 32 nodes' shares is at most
 /// 1.10 times the mean. Measured over six memberships of 32 nodes and 200,000 children, the
@@ -35,7 +36,7 @@ pub const DEFAULT_VNODES: u32 = 2048;
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct VNode {
     /// Shared by the node's entries.
-    node: std::sync::Arc<str>,
+    node: Arc<str>,
     index: u32,
 }
 
@@ -59,6 +60,10 @@ impl Hash for ChildKey<'_> {
 /// The hub's nodes on a hash ring (see the module docs).
 pub struct Ring {
     ring: HashRing<VNode>,
+    /// The same entries by their place on the ring, hashed as `hashring` hashes them, for
+    /// walking on from an owner to the next distinct nodes ([`Ring::owners`]), which
+    /// `hashring` does not offer without copying its whole ring.
+    points: Vec<(u64, Arc<str>)>,
     nodes: BTreeSet<String>,
     vnodes: u32,
 }
@@ -88,8 +93,12 @@ impl Ring {
 
     /// A ring over `nodes` with `vnodes` entries each (at least one).
     pub fn with_vnodes<'n>(nodes: impl IntoIterator<Item = &'n str>, vnodes: u32) -> Self {
-        let mut ring =
-            Ring { ring: HashRing::new(), nodes: BTreeSet::new(), vnodes: vnodes.max(1) };
+        let mut ring = Ring {
+            ring: HashRing::new(),
+            points: Vec::new(),
+            nodes: BTreeSet::new(),
+            vnodes: vnodes.max(1),
+        };
         for node in nodes {
             ring.add(node);
         }
@@ -109,9 +118,14 @@ impl Ring {
     /// Adds `node` (nothing if it is on the ring already).
     pub fn add(&mut self, node: &str) {
         if self.nodes.insert(node.to_owned()) {
-            let shared: std::sync::Arc<str> = node.into();
-            let entries = (0..self.vnodes).map(|index| VNode { node: shared.clone(), index });
-            self.ring.batch_add(entries.collect());
+            let shared: Arc<str> = node.into();
+            let entries: Vec<VNode> =
+                (0..self.vnodes).map(|index| VNode { node: shared.clone(), index }).collect();
+            self.points.extend(
+                entries.iter().map(|entry| (DefaultHashBuilder.hash_one(entry), shared.clone())),
+            );
+            self.points.sort_unstable();
+            self.ring.batch_add(entries);
         }
     }
 
@@ -133,6 +147,32 @@ impl Ring {
     /// The node that owns `child`, or `None` on an empty ring.
     pub fn owner(&self, child: &str) -> Option<&str> {
         self.ring.get(&ChildKey(child)).map(|entry| &*entry.node)
+    }
+
+    /// The `count` nodes that hold `child` when it has that many copies: its owner, then the
+    /// next distinct nodes clockwise on the ring (fewer when the ring has fewer nodes). The
+    /// first is always [`Ring::owner`]; a node that joins or leaves changes the list only
+    /// where it enters or leaves it.
+    pub fn owners(&self, child: &str, count: usize) -> Vec<&str> {
+        let Some(owner) = self.owner(child) else { return Vec::new() };
+        let mut owners = vec![owner];
+        let want = count.min(self.nodes.len());
+        if want <= 1 {
+            owners.truncate(want);
+            return owners;
+        }
+        let key = DefaultHashBuilder.hash_one(ChildKey(child));
+        let start = self.points.partition_point(|(point, _)| *point < key);
+        let (before, after) = self.points.split_at(start);
+        for (_, node) in after.iter().chain(before) {
+            if owners.len() == want {
+                break;
+            }
+            if !owners.contains(&&**node) {
+                owners.push(node);
+            }
+        }
+        owners
     }
 
     /// The children of `children` whose owner differs between this ring and `after`, with
@@ -211,6 +251,30 @@ mod tests {
         }
         // Pinned: a change to the hashing changes where children run on a mixed-version cluster.
         assert_eq!(forward.owner("room/42"), Some("node-4"));
+    }
+
+    /// A child's copies are its owner then the next distinct nodes; a join or a departure
+    /// changes the list only where the node enters or leaves it.
+    #[test]
+    fn copies_go_to_the_owner_then_the_next_distinct_nodes() {
+        let nodes = names(6);
+        let ring = Ring::with_vnodes(nodes.iter().map(String::as_str), 64);
+        let mut joined = Ring::with_vnodes(nodes.iter().map(String::as_str), 64);
+        joined.add("newcomer");
+        for child in (0..2_000).map(|i| format!("c{i}")) {
+            let three = ring.owners(&child, 3);
+            assert_eq!(three.len(), 3);
+            assert_eq!(Some(three[0]), ring.owner(&child));
+            assert_eq!(three.iter().collect::<BTreeSet<_>>().len(), 3, "distinct: {three:?}");
+            assert_eq!(ring.owners(&child, 1), [three[0]]);
+            assert_eq!(ring.owners(&child, 2), three[..2]);
+            assert_eq!(ring.owners(&child, 9).len(), 6, "no more than the ring has");
+            let after: Vec<&str> =
+                joined.owners(&child, 3).into_iter().filter(|node| *node != "newcomer").collect();
+            assert!(three.starts_with(&after), "{child}: {three:?} then {after:?}");
+        }
+        assert!(Ring::with_vnodes([], 64).owners("c", 3).is_empty());
+        assert!(ring.owners("c", 0).is_empty());
     }
 
     proptest! {

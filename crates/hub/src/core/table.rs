@@ -169,6 +169,28 @@ fn to_f64(count: usize) -> f64 {
     count as f64
 }
 
+/// How the copies of a child serve, when it has more than one ([`TableConfig::replicas`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Redundancy {
+    /// Every copy serves; no roles.
+    #[default]
+    ActiveActive,
+    /// One copy is active, the others passive ([`Role`]): the active one is the first of the
+    /// child's owners ([`Placement::owners`]) that runs it, else the first running copy by
+    /// node name, the same on every node that sees the same copies. A passive copy is
+    /// promoted when the active one is lost.
+    ActivePassive,
+}
+
+/// A copy's role under [`Redundancy::ActivePassive`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// It serves.
+    Active,
+    /// It stands by, to be promoted when the active copy is lost.
+    Passive,
+}
+
 /// How a [`Table`] decides.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TableConfig {
@@ -197,6 +219,13 @@ pub struct TableConfig {
     pub vnodes: u32,
     /// What this node does when cut off from part of the hub.
     pub partition: Partition,
+    /// Copies of each child (at least one), on that many distinct nodes: the child's owner
+    /// and the next nodes on the ring ([`Placement::owners`]). A node that joins and becomes
+    /// an owner starts its copy first; the copy it replaces stops once every owner runs
+    /// one.
+    pub replicas: usize,
+    /// How the copies serve.
+    pub redundancy: Redundancy,
 }
 
 impl Default for TableConfig {
@@ -212,6 +241,8 @@ impl Default for TableConfig {
             partition_window: Duration::from_secs(60),
             vnodes: super::DEFAULT_VNODES,
             partition: Partition::Divergence,
+            replicas: 1,
+            redundancy: Redundancy::ActiveActive,
         }
     }
 }
@@ -233,6 +264,9 @@ pub enum StopReason {
     /// This node lost its quorum ([`Partition`]): the copy stops, and its entry stays as
     /// [`State::Suspended`].
     QuorumLost,
+    /// More copies run than [`TableConfig::replicas`], and this node is not among the
+    /// child's owners (or, while not every owner runs one, among the copies kept).
+    Surplus,
 }
 
 /// What this node must do.
@@ -280,6 +314,15 @@ pub enum Action<S> {
         /// The child.
         child: String,
     },
+    /// Tell this node's copy its role changed ([`Redundancy::ActivePassive`]). Not waited
+    /// for: it blocks nothing, and is not issued again unless the role changes again (or
+    /// the copy restarts).
+    Role {
+        /// The child.
+        child: String,
+        /// Its role now.
+        role: Role,
+    },
 }
 
 impl<S> Action<S> {
@@ -290,7 +333,8 @@ impl<S> Action<S> {
             | Action::Keep { child, .. }
             | Action::Stop { child, .. }
             | Action::Move { child, .. }
-            | Action::Forget { child } => vec![child.as_str()],
+            | Action::Forget { child }
+            | Action::Role { child, .. } => vec![child.as_str()],
             Action::Adopt { children, .. } => {
                 children.iter().map(|(child, _)| child.as_str()).collect()
             }
@@ -354,6 +398,8 @@ pub struct Table<S> {
     ended: BTreeMap<String, Instant>,
     /// Whether this node had its quorum at the last reconcile.
     quorum: bool,
+    /// The role each running copy of this node was last told.
+    roles: HashMap<String, Role, Fixed>,
 }
 
 impl<S: Clone> Table<S> {
@@ -376,6 +422,7 @@ impl<S: Clone> Table<S> {
             lost: BTreeMap::new(),
             ended: BTreeMap::new(),
             quorum: config.partition.holds(1, 0),
+            roles: HashMap::default(),
         }
     }
 
@@ -413,6 +460,20 @@ impl<S: Clone> Table<S> {
     /// this node is without its quorum.
     pub fn is_partitioned(&self, now: Instant) -> bool {
         !self.quorum || self.lost.values().any(|&since| now < since + self.config.partition_window)
+    }
+
+    /// The node whose copy of `child` serves (see [`Redundancy::ActivePassive`]; with one
+    /// copy, the node that runs it), if any runs it.
+    pub fn active(&self, child: &str) -> Option<&str> {
+        let known = self.children.get(child)?;
+        let mut running = known.running();
+        let first = running.next()?;
+        if running.next().is_none() {
+            return Some(first);
+        }
+        let owners = known.newest.placement.owners(&self.ring, child, self.config.replicas);
+        let held = |node: &&str| known.running().any(|runner| runner == *node);
+        owners.into_iter().find(held).or(Some(first))
     }
 
     /// Whether this node had its quorum ([`TableConfig::partition`]) at the last
@@ -583,7 +644,11 @@ impl<S: Clone> Table<S> {
         }
         let mut actions = Vec::new();
         let mut adopt: BTreeMap<String, Vec<(String, Entry<S>)>> = BTreeMap::new();
+        let roles = self.config.replicas > 1 && self.config.redundancy == Redundancy::ActivePassive;
         for child in check {
+            if roles && let Some(role) = self.role_changed(&child) {
+                actions.push(Action::Role { child: child.clone(), role });
+            }
             if self.pending.contains_key(&child) {
                 continue;
             }
@@ -649,8 +714,13 @@ impl<S: Clone> Table<S> {
                 return Decision::Act(Action::Forget { child: child.to_owned() });
             }
         }
-        let mut running = known.running();
-        let (first, second) = (running.next(), running.next());
+        if self.config.replicas > 1 {
+            return self.decide_copies(child, suspended, now);
+        }
+        let (first, second) = {
+            let mut running = known.running();
+            (running.next(), running.next())
+        };
         // The common case, first: one copy, run by another node (which decides about it).
         if let (Some(runner), None) = (first, second)
             && runner != self.me
@@ -716,11 +786,75 @@ impl<S: Clone> Table<S> {
             return Decision::Nothing;
         }
         // A suspended child was stopped on purpose: no grace.
+        self.orphan(child, owner, suspended, now)
+    }
+
+    /// [`Table::decide`] for a child of several copies, past the checks they share (newer
+    /// versions, tombstones, the quorum): the owners start the copies they lack (the first
+    /// one as an orphan's owner does, the others beside the running ones), and a copy on a
+    /// node that is not an owner stops once every owner runs one.
+    fn decide_copies(&mut self, child: &str, suspended: bool, now: Instant) -> Decision<S> {
+        let Some(known) = self.children.get(child) else { return Decision::Nothing };
+        let me = self.me.as_str();
+        let count = self.config.replicas;
+        let owners = known.newest.placement.owners(&self.ring, child, count);
+        let running: Vec<&str> = known.running().collect();
+        if running.is_empty() {
+            let owner = owners.first().map(|owner| (*owner).to_owned());
+            return self.orphan(child, owner, suspended, now);
+        }
+        self.orphans.remove(child);
+        let runs_here = running.contains(&me);
+        let owned_here = owners.contains(&me);
+        if runs_here == owned_here {
+            return Decision::Nothing;
+        }
+        if runs_here {
+            // Kept while it is one of the first `count` copies (owners' first) and some
+            // owner still lacks its copy; stopped once every owner runs one.
+            let every_owner = owners.iter().all(|owner| running.contains(owner));
+            let kept = owners
+                .iter()
+                .copied()
+                .filter(|owner| running.contains(owner))
+                .chain(running.iter().copied().filter(|node| !owners.contains(node)))
+                .take(count)
+                .any(|node| node == me);
+            if kept && !every_owner {
+                return Decision::Nothing;
+            }
+        } else if running.len() >= count && self.config.on_join == OnJoin::Stay {
+            return Decision::Nothing;
+        }
+        if now < self.ring_changed + self.config.settle || self.move_budget < 1.0 {
+            self.deferred.insert(child.to_owned());
+            return Decision::Nothing;
+        }
+        self.move_budget -= 1.0;
+        let child = child.to_owned();
+        if runs_here {
+            return Decision::Act(Action::Stop { child, reason: StopReason::Surplus });
+        }
+        let entry = known.newest.clone();
+        Decision::Act(Action::Start { child, entry })
+    }
+
+    /// A child nobody runs: once it has been an orphan for `down_after` (at once if it was
+    /// suspended), its owner starts it, and a node that knows it and does not own it hands
+    /// it over after `adopt_after` more.
+    fn orphan(
+        &mut self,
+        child: &str,
+        owner: Option<String>,
+        suspended: bool,
+        now: Instant,
+    ) -> Decision<S> {
         let grace = if suspended { Duration::ZERO } else { self.config.down_after };
         let since = *self.orphans.entry(child.to_owned()).or_insert(now + grace);
         if now < since {
             return Decision::Nothing;
         }
+        let Some(known) = self.children.get(child) else { return Decision::Nothing };
         match owner {
             Some(owner) if owner == self.me => Decision::Act(Action::Start {
                 child: child.to_owned(),
@@ -730,6 +864,32 @@ impl<S: Clone> Table<S> {
                 Decision::Adopt { to: owner, entry: known.newest.clone() }
             }
             _ => Decision::Nothing,
+        }
+    }
+
+    /// This node's role for `child` if it changed since it was last told (its copy runs).
+    fn role_changed(&mut self, child: &str) -> Option<Role> {
+        let running = self
+            .children
+            .get(child)
+            .and_then(|known| known.holders.get(&self.me))
+            .is_some_and(|mine| mine.state == State::Running);
+        if !running {
+            self.roles.remove(child);
+            return None;
+        }
+        let role =
+            if self.active(child) == Some(self.me.as_str()) { Role::Active } else { Role::Passive };
+        match self.roles.get_mut(child) {
+            Some(told) if *told == role => None,
+            Some(told) => {
+                *told = role;
+                Some(role)
+            }
+            None => {
+                self.roles.insert(child.to_owned(), role);
+                Some(role)
+            }
         }
     }
 

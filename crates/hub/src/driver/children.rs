@@ -23,6 +23,7 @@ use shoal_process::{ExitReason, Pid, Shutdown, SpawnOptions};
 use tokio::task::JoinSet;
 
 use super::error::{ChildError, HubError, MAX_CHILD_ID, RedistError, TerminateError};
+use super::handover;
 use super::hub::{
     CONFLICT, ChildData, Conflict, Hub, HubChild, HubEvent, HubInner, MOVED, QUORUM_LOST,
 };
@@ -83,13 +84,32 @@ enum Mode {
     /// started, and a copy on `from` (a mover's, which this node may still see running) does
     /// not count as running.
     Adopt { from: String },
+    /// One more copy of a child of several ([`crate::core::TableConfig::replicas`]): started
+    /// beside the running copies, unless this node runs one or it was terminated since.
+    Copy,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Request {
-    Start { children: Vec<(String, Entry<ChildData>)>, mode: Mode, hops: u8, timeout_ms: u64 },
-    Terminate { children: Vec<String>, timeout_ms: u64 },
-    Redistribute { child: String, to: String, timeout_ms: u64 },
+    Start {
+        children: Vec<(String, Entry<ChildData>)>,
+        mode: Mode,
+        hops: u8,
+        timeout_ms: u64,
+    },
+    Terminate {
+        children: Vec<String>,
+        timeout_ms: u64,
+    },
+    Redistribute {
+        child: String,
+        to: String,
+        timeout_ms: u64,
+    },
+    /// Snapshots of active copies, for this node's passive copies.
+    States {
+        states: Vec<(String, serde_bytes::ByteBuf)>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -97,6 +117,8 @@ enum Reply {
     Started(StartResults),
     Terminated(StopResults),
     Redistributed(Result<(), RedistError>),
+    /// How many of the states were restored.
+    Restored(usize),
     /// The hub is stopped on that node.
     Stopped,
 }
@@ -387,9 +409,20 @@ fn verdict(
     mode: &Mode,
 ) -> Verdict {
     let Some(known) = table.child(child) else { return Verdict::Start(entry.version) };
+    if *mode == Mode::Copy {
+        let me = table.me();
+        if known.running().any(|node| node == me) {
+            let pid = known.holders.get(me).and_then(|entry| entry.data.pid);
+            return Verdict::Runs { node: me.to_owned(), pid };
+        }
+        return match known.newest.version {
+            newest if known.is_ended() => Verdict::Ended(newest),
+            newest => Verdict::Start(newest.max(entry.version)),
+        };
+    }
     let from = match mode {
         Mode::Adopt { from } => Some(from.as_str()),
-        Mode::Fresh { .. } => None,
+        Mode::Fresh { .. } | Mode::Copy => None,
     };
     if let Some(node) = known.running().find(|node| Some(*node) != from) {
         let pid = known.holders.get(node).and_then(|entry| entry.data.pid);
@@ -397,7 +430,9 @@ fn verdict(
     }
     let newest = known.newest.version;
     match (known.is_ended(), mode) {
-        (true, Mode::Adopt { .. }) if newest >= entry.version => Verdict::Ended(newest),
+        (true, Mode::Adopt { .. } | Mode::Copy) if newest >= entry.version => {
+            Verdict::Ended(newest)
+        }
         (true, _) => Verdict::Start(newest.max(entry.version) + 1),
         (false, _) => Verdict::Start(newest.max(entry.version)),
     }
@@ -414,7 +449,10 @@ async fn start_here(
     let mut results = Vec::new();
     let Some(verdicts) = inner.table(|table| {
         table.has_quorum().then(|| {
-            batch.iter().map(|(child, entry)| verdict(table, child, entry, &mode)).collect::<Vec<Verdict>>()
+            batch
+                .iter()
+                .map(|(child, entry)| verdict(table, child, entry, &mode))
+                .collect::<Vec<Verdict>>()
         })
     }) else {
         let refused = ChildError::NoQuorum(inner.me().to_owned());
@@ -861,6 +899,13 @@ pub(crate) fn serve(inner: &Arc<HubInner>) {
                     let timeout = Duration::from_millis(timeout_ms);
                     Reply::Redistributed(redistribute_here(&inner, &child, &to, timeout).await)
                 }
+                Request::States { states } => {
+                    let mut restored = 0;
+                    for (child, state) in states {
+                        restored += usize::from(handover::restore(&inner, &child, state).await);
+                    }
+                    Reply::Restored(restored)
+                }
             }
         }
     });
@@ -921,6 +966,10 @@ fn carry_out(inner: &Arc<HubInner>, actions: Vec<Action<ChildData>>) {
                 let inner = inner.clone();
                 tokio::spawn(async move { resolve(&inner, child, reason).await });
             }
+            Action::Role { child, role } => {
+                let inner = inner.clone();
+                tokio::spawn(async move { handover::tell_role(&inner, &child, role).await });
+            }
             Action::Adopt { to, children } => {
                 let inner = inner.clone();
                 tokio::spawn(async move {
@@ -945,7 +994,11 @@ fn carry_out(inner: &Arc<HubInner>, actions: Vec<Action<ChildData>>) {
         let inner = inner.clone();
         tokio::spawn(async move {
             let deadline = inner.clock.now().into_std() + inner.config.table.retry_after;
-            let mode = Mode::Adopt { from: inner.me().to_owned() };
+            let mode = if inner.config.table.replicas > 1 {
+                Mode::Copy
+            } else {
+                Mode::Adopt { from: inner.me().to_owned() }
+            };
             let results = start_here(&inner, starts, mode, deadline).await;
             for (child, result) in results {
                 if let Err(error) = result {
@@ -979,6 +1032,7 @@ async fn resolve(inner: &Arc<HubInner>, child: String, reason: StopReason) {
         }
         StopReason::Superseded { .. } => ExitReason::Shutdown,
         StopReason::QuorumLost => ExitReason::Custom(QUORUM_LOST.to_owned()),
+        StopReason::Surplus => ExitReason::Custom(MOVED.to_owned()),
     };
     tracing::debug!(hub = %inner.id, %child, ?reason, "stopping a copy");
     stop_local(inner, &child, exit, Duration::from_secs(5)).await;
@@ -1006,6 +1060,24 @@ fn holder(inner: &HubInner, child: &str) -> Result<String, TerminateError> {
         }
         Err(TerminateError::NotFound(child.to_owned()))
     })
+}
+
+/// Sends snapshots of this node's active copies to `node`, for its passive copies; whether
+/// it answered.
+pub(crate) async fn send_states(
+    inner: &HubInner,
+    node: &str,
+    states: Vec<(String, serde_bytes::ByteBuf)>,
+) -> bool {
+    let request = Request::States { states };
+    match call(inner, node, &request, inner.config.stream_every.max(Duration::from_secs(1))).await {
+        Ok(Reply::Restored(_)) => true,
+        Ok(_) => false,
+        Err(error) => {
+            tracing::debug!(hub = %inner.id, %node, %error, "states not streamed");
+            false
+        }
+    }
 }
 
 const TIMED_OUT: &str = "timed out";

@@ -17,14 +17,17 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
-use shoal_process::{ChildSpec, Clock, Pid, Runtime};
+use shoal_process::{
+    ChildSpec, Clock, Dest, Pid, Process, Resolve, ResolveError, Resolving, Runtime, Via,
+};
 use shoal_registry::{PeerEvent, ReplicaObserver, Replicated, ReplicatedConfig, next_run};
 use shoal_transport::Node;
 use tokio::sync::{Notify, broadcast, watch};
 
 use super::children::{self, Local};
 use super::error::{HubStartError, MAX_CHILD_ID};
-use crate::core::{Consistent, Entry, State, Strategy, Table, TableConfig};
+use super::handover::{self, Handovers};
+use crate::core::{Consistent, Entry, Redundancy, State, Strategy, Table, TableConfig};
 
 /// What a hub replicates of a child, besides its placement and state. Shared (`Arc`), as
 /// every node keeps several copies of it (its own, its view of each peer's, the newest).
@@ -135,6 +138,12 @@ pub struct HubConfig {
     pub on_conflict: Option<ConflictHook>,
     /// How long [`HubConfig::on_conflict`] may take.
     pub conflict_timeout: Duration,
+    /// The children's behaviours with state to hand over, by factory name (roles and state
+    /// streams need them).
+    pub handovers: Handovers,
+    /// How often each active copy's state is streamed to its passive copies, at most (the
+    /// staleness bound of a promoted copy, plus the time to send it; see [`crate::Handover`]).
+    pub stream_every: Duration,
 }
 
 impl Default for HubConfig {
@@ -150,6 +159,8 @@ impl Default for HubConfig {
             events: 4_096,
             on_conflict: None,
             conflict_timeout: Duration::from_secs(5),
+            handovers: Handovers::default(),
+            stream_every: Duration::from_millis(200),
         }
     }
 }
@@ -163,6 +174,8 @@ impl fmt::Debug for HubConfig {
             .field("max_hops", &self.max_hops)
             .field("max_restarts", &self.max_restarts)
             .field("restart_window", &self.restart_window)
+            .field("handovers", &self.handovers)
+            .field("stream_every", &self.stream_every)
             .finish_non_exhaustive()
     }
 }
@@ -377,6 +390,10 @@ impl Hub {
         });
         children::serve(&inner);
         tokio::spawn(children::reconcile_task(inner.clone()));
+        let table = &inner.config.table;
+        if table.replicas > 1 && table.redundancy == Redundancy::ActivePassive {
+            tokio::spawn(handover::stream_task(inner.clone()));
+        }
         Ok(Hub { inner, _guard: Arc::new(StopOnDrop(stop)) })
     }
 
@@ -406,6 +423,49 @@ impl Hub {
     /// The pid of `child` where it runs, as this node sees it (no network).
     pub fn pid(&self, child: &str) -> Option<Pid> {
         self.inner.map.with(|state| state.observer.pids.get(child).copied())
+    }
+
+    /// The node whose copy of `child` serves (with several copies under active/passive
+    /// redundancy, the active one), as this node sees it (no network).
+    pub fn active(&self, child: &str) -> Option<String> {
+        self.inner.table(|table| table.active(child).map(str::to_owned))
+    }
+
+    /// `child` as a destination for any send, call, monitor or link: its serving copy
+    /// ([`Hub::pid`]), looked up at each operation. Calls by child id go to the active
+    /// replica.
+    ///
+    /// ```no_run
+    /// # async fn example(hub: shoal_hub::Hub, runtime: shoal_process::Runtime) {
+    /// # struct Room;
+    /// # impl shoal_process::Process for Room {
+    /// #     type Message = (); type Call = (); type Reply = u64;
+    /// #     async fn handle_cast(&mut self, (): (), _: &mut shoal_process::Context<Self>) {}
+    /// # }
+    /// let seats: Result<u64, _> = runtime.target::<Room>(hub.via("room/7")).call(()).await;
+    /// # }
+    /// ```
+    pub fn via(&self, child: &str) -> Dest {
+        Dest::Via(Via::new(ChildName { hub: Arc::downgrade(&self.inner), child: child.to_owned() }))
+    }
+
+    /// Casts `message` to every running copy of `child` (each replica); how many it was
+    /// sent to (none: no copy runs, as this node sees it).
+    pub async fn cast_all<P: Process>(&self, child: &str, message: P::Message) -> usize
+    where
+        P::Message: Clone,
+    {
+        let pids: Vec<Pid> = self.inner.table(|table| {
+            table.child(child).map_or_else(Vec::new, |known| {
+                known.running().filter_map(|node| known.holders.get(node)?.data.pid).collect()
+            })
+        });
+        let mut sent = 0;
+        for pid in pids {
+            let target = self.inner.runtime.target::<P>(pid);
+            sent += usize::from(target.cast(message.clone()).await.is_ok());
+        }
+        sent
     }
 
     /// Everything this node knows of `child`: spec, metadata, copies (no network).
@@ -531,6 +591,30 @@ fn status(entry: &Entry<ChildData>) -> ChildStatus {
     }
 }
 
+/// A hub child id as a destination ([`Hub::via`]).
+struct ChildName {
+    hub: std::sync::Weak<HubInner>,
+    child: String,
+}
+
+impl Resolve for ChildName {
+    fn describe(&self) -> String {
+        let hub = self.hub.upgrade().map_or_else(String::new, |hub| hub.id.clone());
+        format!("hub {hub:?} child {:?}", self.child)
+    }
+
+    fn cached(&self) -> Option<Pid> {
+        let hub = self.hub.upgrade()?;
+        hub.map.with(|state| state.observer.pids.get(&self.child).copied())
+    }
+
+    fn resolve(&self) -> Resolving<'_> {
+        Box::pin(async move {
+            self.cached().ok_or_else(|| ResolveError::NoProc(Resolve::describe(self)))
+        })
+    }
+}
+
 /// The replicated map's observer: the table, and the events.
 pub(crate) struct Index {
     pub(crate) table: Table<ChildData>,
@@ -552,10 +636,10 @@ impl ReplicaObserver<String, Entry<ChildData>> for Index {
             .then(|| self.table.child(child)?.holders.get(origin).and_then(running_pid))
             .flatten();
         self.table.changed(origin, child, value, now);
-        let pid = self.table.child(child).and_then(|known| {
-            let node = known.running().next()?;
-            known.holders.get(node)?.data.pid
-        });
+        let pid = self
+            .table
+            .active(child)
+            .and_then(|node| self.table.child(child)?.holders.get(node)?.data.pid);
         match (pid, self.pids.get_mut(child)) {
             (Some(pid), Some(known)) => *known = pid,
             (Some(pid), None) => {

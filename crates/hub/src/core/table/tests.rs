@@ -25,6 +25,8 @@ fn config() -> TableConfig {
         partition_window: Duration::from_secs(60),
         vnodes: 64,
         partition: Partition::Divergence,
+        replicas: 1,
+        redundancy: Redundancy::ActiveActive,
     }
 }
 
@@ -276,6 +278,64 @@ fn partition_strategies_count_as_documented_and_refuse_what_cannot_work() {
     assert!(Partition::Dynamic { share: 1.0, window: Duration::ZERO }.check().is_ok());
 }
 
+#[test]
+fn an_owner_starts_its_copy_and_a_passive_one_is_promoted_when_the_active_is_lost() {
+    let t0 = Instant::now();
+    let cfg = TableConfig { replicas: 2, redundancy: Redundancy::ActivePassive, ..config() };
+    let nodes = ["a", "b", "c"];
+    let ring = Ring::with_vnodes(nodes, 64);
+    let child = (0..)
+        .map(|i| format!("c{i}"))
+        .find(|c| ring.owners(c, 2) == ["a", "b"])
+        .expect("a child owned by a, then b");
+    let mut b = Table::new("b", cfg, t0);
+    b.node_up("a", t0);
+    b.node_up("c", t0);
+    b.changed("a", &child, Some(&entry(0, State::Running)), t0);
+    assert!(b.reconcile(t0).is_empty(), "the ring changed: wait for it to settle");
+    let t1 = t0 + Duration::from_secs(1);
+    let start = Action::Start { child: child.clone(), entry: entry(0, State::Running) };
+    assert_eq!(b.reconcile(t1), vec![start], "b is the second owner: it starts its copy");
+    b.changed("b", &child, Some(&entry(0, State::Running)), t1);
+    let passive = Action::Role { child: child.clone(), role: Role::Passive };
+    assert_eq!(b.reconcile(t1), vec![passive]);
+    assert_eq!(b.active(&child), Some("a"));
+    assert!(b.reconcile(t1).is_empty(), "told once");
+
+    // a is lost: b's copy is promoted at once, without waiting for down_after.
+    b.node_down("a", t1);
+    b.changed("a", &child, None, t1);
+    let active = Action::Role { child: child.clone(), role: Role::Active };
+    assert_eq!(b.reconcile(t1), vec![active]);
+    assert_eq!(b.active(&child), Some("b"));
+}
+
+#[test]
+fn a_copy_off_the_owners_stops_once_every_owner_runs_one() {
+    let t0 = Instant::now();
+    let cfg = TableConfig { replicas: 2, ..config() };
+    let ring = Ring::with_vnodes(["a", "b", "c"], 64);
+    let before = Ring::with_vnodes(["a", "c"], 64);
+    // Owned by b then a on the whole ring, and held by a and c before b joined.
+    let child = (0..)
+        .map(|i| format!("c{i}"))
+        .find(|c| ring.owners(c, 2) == ["b", "a"] && before.owners(c, 2).contains(&"c"))
+        .expect("such a child");
+    let mut c = Table::new("c", cfg, t0);
+    c.node_up("a", t0);
+    c.changed("a", &child, Some(&entry(0, State::Running)), t0);
+    c.changed("c", &child, Some(&entry(0, State::Running)), t0);
+    let t1 = t0 + Duration::from_secs(1);
+    assert!(c.reconcile(t1).is_empty());
+    c.node_up("b", t1);
+    let t2 = t1 + Duration::from_secs(1);
+    assert!(c.reconcile(t2).is_empty(), "b runs no copy yet: c's stays");
+    c.changed("b", &child, Some(&entry(0, State::Running)), t2);
+    let stop = Action::Stop { child: child.clone(), reason: StopReason::Surplus };
+    assert_eq!(c.reconcile(t2), vec![stop]);
+    assert_eq!(c.active(&child), Some("b"));
+}
+
 /// A small hub in which entries reach every connected node at once.
 struct Hub {
     now: Instant,
@@ -286,6 +346,8 @@ struct Hub {
     knowers: BTreeMap<String, BTreeSet<String>>,
     terminated: BTreeSet<String>,
     config: TableConfig,
+    /// The role each node last told its copy of each child.
+    roles: BTreeMap<(String, String), Role>,
 }
 
 struct Member {
@@ -295,9 +357,8 @@ struct Member {
 }
 
 impl Hub {
-    fn new(count: usize, partition: Partition) -> Self {
+    fn new(count: usize, config: TableConfig) -> Self {
         let now = Instant::now();
-        let config = TableConfig { partition, ..config() };
         let mut hub = Hub {
             now,
             nodes: BTreeMap::new(),
@@ -305,6 +366,7 @@ impl Hub {
             knowers: BTreeMap::new(),
             terminated: BTreeSet::new(),
             config,
+            roles: BTreeMap::new(),
         };
         for i in 0..count {
             let name = format!("n{i}");
@@ -415,6 +477,9 @@ impl Hub {
                 self.publish(me, &child, Some(entry));
             }
             Action::Stop { child, .. } | Action::Forget { child } => self.publish(me, &child, None),
+            Action::Role { child, role } => {
+                self.roles.insert((me.to_owned(), child), role);
+            }
             Action::Keep { child, entry } => self.publish(me, &child, Some(entry)),
             Action::Move { child, to } => {
                 let Some(mut entry) = self.nodes[me].own.get(&child).cloned() else { return };
@@ -483,6 +548,7 @@ impl Hub {
     }
 
     fn crash(&mut self, name: &str) {
+        self.roles.retain(|(node, _), _| node != name);
         let member = self.nodes.get_mut(name).expect("n");
         member.up = false;
         member.own.clear();
@@ -564,9 +630,11 @@ proptest! {
     #[test]
     fn every_known_child_runs_exactly_once_after_the_last_heal(
         partition in partition(),
+        replicas in prop_oneof![2 => Just(1usize), 1 => Just(2), 1 => Just(3)],
         ops in prop::collection::vec(op(), 1..60),
     ) {
-        let mut hub = Hub::new(5, partition);
+        let redundancy = Redundancy::ActivePassive;
+        let mut hub = Hub::new(5, TableConfig { partition, replicas, redundancy, ..config() });
         let names = hub.names();
         let mut started = BTreeSet::new();
         for op in ops {
@@ -637,8 +705,24 @@ proptest! {
             if !known {
                 continue;
             }
-            prop_assert_eq!(runners.len(), 1, "{} runs on {:?}", child, runners);
-            prop_assert_eq!(Some(runners[0].as_str()), ring.owner(child), "{} not on its owner", child);
+            let owners: Vec<&str> = ring.owners(child, replicas);
+            prop_assert_eq!(
+                runners.iter().map(|node| node.as_str()).collect::<BTreeSet<_>>(),
+                owners.iter().copied().collect::<BTreeSet<_>>(),
+                "{} runs on {:?}, not on its owners", child, runners
+            );
+            if replicas > 1 {
+                let active: Vec<&String> = runners
+                    .iter()
+                    .filter(|node| hub.roles.get(&((**node).clone(), child.clone())) == Some(&Role::Active))
+                    .copied()
+                    .collect();
+                prop_assert_eq!(active.len(), 1, "{} active copies of {}: {:?} ({:?})", active.len(), child, active, hub.roles);
+                prop_assert_eq!(active[0].as_str(), owners[0], "{} active off its first owner", child);
+                for node in &runners {
+                    prop_assert!(hub.roles.contains_key(&((*node).clone(), child.clone())), "{node} never told its role for {child}");
+                }
+            }
         }
     }
 }

@@ -1,0 +1,307 @@
+//! Children with state: the [`Handover`] behaviour callbacks, the [`Handovers`] a hub knows
+//! them by, the roles of replicated copies, and the stream of the active copy's state to its
+//! passive copies.
+//!
+//! **Roles.** Under [`Redundancy::ActivePassive`](crate::core::Redundancy) the table decides
+//! each copy's [`Role`] and says when it changes ([`Action::Role`](crate::core::Action)); the
+//! hub tells the process through [`Handover::role`], run inside it between two messages
+//! ([`shoal_process::Runtime::sys`]). A copy starts without a role and is told it at once.
+//!
+//! **State.** Every [`HubConfig::stream_every`](super::HubConfig::stream_every), each active
+//! copy of this node whose behaviour is registered ([`Handovers::with`]) is asked for a
+//! [`Handover::snapshot`]; when the snapshot differs from the last one sent, or its passive
+//! copies changed, it is sent to the nodes of the passive copies, which hand it to theirs
+//! ([`Handover::restore`]). So a passive copy is at most `stream_every`, plus the time it
+//! takes to snapshot, send and restore, behind the active one when it is promoted (the
+//! staleness bound); what the active copy did after its last snapshot is lost with its node.
+//! Snapshots are whole states, not deltas: keep the state of a replicated child small, or
+//! the stream large enough.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_bytes::ByteBuf;
+use shoal_process::{Context, Pid, Process, Runtime, codec};
+
+use super::hub::HubInner;
+use crate::core::{Role, State};
+
+/// A hub child whose state can be handed over: to a passive copy, to the copy that replaces
+/// it on another node. The callbacks run inside the process, between two messages.
+pub trait Handover: Process {
+    /// The state handed over, encoded with msgpack on the way.
+    type State: Serialize + DeserializeOwned + Send + 'static;
+
+    /// A snapshot of this copy's state.
+    fn snapshot(&self) -> Self::State;
+
+    /// Takes over `state`, a snapshot of another copy of the same child.
+    fn restore(&mut self, state: Self::State, ctx: &mut Context<Self>);
+
+    /// This copy's role changed (active/passive replication); nothing by default.
+    fn role(&mut self, role: Role, ctx: &mut Context<Self>) {
+        let _ = (role, ctx);
+    }
+}
+
+/// A future of the erased callbacks.
+type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
+
+/// A [`Handover`] behaviour with its type erased, as the hub keeps it by factory name.
+trait Erased: Send + Sync + 'static {
+    fn snapshot<'a>(
+        &self,
+        runtime: &'a Runtime,
+        pid: Pid,
+        timeout: Duration,
+    ) -> Pending<'a, Vec<u8>>;
+    fn restore<'a>(
+        &self,
+        runtime: &'a Runtime,
+        pid: Pid,
+        state: Vec<u8>,
+        timeout: Duration,
+    ) -> Pending<'a, ()>;
+    fn role<'a>(
+        &self,
+        runtime: &'a Runtime,
+        pid: Pid,
+        role: Role,
+        timeout: Duration,
+    ) -> Pending<'a, ()>;
+}
+
+struct Typed<P>(PhantomData<fn() -> P>);
+
+impl<P: Handover> Erased for Typed<P> {
+    fn snapshot<'a>(
+        &self,
+        runtime: &'a Runtime,
+        pid: Pid,
+        timeout: Duration,
+    ) -> Pending<'a, Vec<u8>> {
+        Box::pin(async move {
+            let state = runtime
+                .sys(pid, |process: &mut P, _| codec::encode(&process.snapshot()), timeout)
+                .await
+                .map_err(|error| error.to_string())?;
+            state.map(|bytes| bytes.to_vec()).map_err(|error| error.to_string())
+        })
+    }
+
+    fn restore<'a>(
+        &self,
+        runtime: &'a Runtime,
+        pid: Pid,
+        state: Vec<u8>,
+        timeout: Duration,
+    ) -> Pending<'a, ()> {
+        Box::pin(async move {
+            let state: P::State = codec::decode(&state).map_err(|error| error.to_string())?;
+            runtime
+                .sys(pid, move |process: &mut P, ctx| process.restore(state, ctx), timeout)
+                .await
+                .map_err(|error| error.to_string())
+        })
+    }
+
+    fn role<'a>(
+        &self,
+        runtime: &'a Runtime,
+        pid: Pid,
+        role: Role,
+        timeout: Duration,
+    ) -> Pending<'a, ()> {
+        Box::pin(async move {
+            runtime
+                .sys(pid, move |process: &mut P, ctx| process.role(role, ctx), timeout)
+                .await
+                .map_err(|error| error.to_string())
+        })
+    }
+}
+
+/// The behaviours of a hub's children that have state to hand over, by the factory name
+/// they are started from (register the factory on every node's runtime as for any child).
+///
+/// ```
+/// use shoal_hub::{Handover, Handovers, core::Role};
+/// use shoal_process::{Context, Process};
+///
+/// struct Counter(u64);
+/// impl Process for Counter {
+///     type Message = u64;
+///     type Call = ();
+///     type Reply = u64;
+///     async fn handle_cast(&mut self, by: u64, _: &mut Context<Self>) {
+///         self.0 += by;
+///     }
+/// }
+/// impl Handover for Counter {
+///     type State = u64;
+///     fn snapshot(&self) -> u64 {
+///         self.0
+///     }
+///     fn restore(&mut self, state: u64, _: &mut Context<Self>) {
+///         self.0 = state;
+///     }
+/// }
+/// let handovers = Handovers::default().with::<Counter>("counter");
+/// assert!(handovers.knows("counter"));
+/// ```
+#[derive(Clone, Default)]
+pub struct Handovers(BTreeMap<String, Arc<dyn Erased>>);
+
+impl Handovers {
+    /// With the children started from factory `factory` handled as `P`s.
+    #[must_use]
+    pub fn with<P: Handover>(mut self, factory: &str) -> Self {
+        self.0.insert(factory.to_owned(), Arc::new(Typed::<P>(PhantomData)));
+        self
+    }
+
+    /// Whether children of factory `factory` have state to hand over.
+    pub fn knows(&self, factory: &str) -> bool {
+        self.0.contains_key(factory)
+    }
+
+    fn get(&self, factory: &str) -> Option<&Arc<dyn Erased>> {
+        self.0.get(factory)
+    }
+}
+
+impl fmt::Debug for Handovers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// How long a callback may wait for its process (a process busy with a long message).
+const CALLBACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Tells this node's copy of `child` its role (an [`Action::Role`](crate::core::Action)).
+pub(crate) async fn tell_role(inner: &HubInner, child: &str, role: Role) {
+    let Some((pid, factory)) = local_copy(inner, child) else { return };
+    let Some(handover) = inner.config.handovers.get(&factory) else {
+        tracing::debug!(hub = %inner.id, %child, %factory, "a role for a child with no Handover");
+        return;
+    };
+    if let Err(error) = handover.role(&inner.runtime, pid, role, CALLBACK_TIMEOUT).await {
+        tracing::debug!(hub = %inner.id, %child, ?role, %error, "a role not told");
+    }
+}
+
+/// Hands `state`, streamed by the active copy, to this node's passive copy of `child`.
+pub(crate) async fn restore(inner: &HubInner, child: &str, state: ByteBuf) -> bool {
+    let me = inner.me();
+    if inner.table(|table| table.active(child) == Some(me)) {
+        return false;
+    }
+    let Some((pid, factory)) = local_copy(inner, child) else { return false };
+    let Some(handover) = inner.config.handovers.get(&factory) else { return false };
+    match handover.restore(&inner.runtime, pid, state.into_vec(), CALLBACK_TIMEOUT).await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::debug!(hub = %inner.id, %child, %error, "a streamed state not restored");
+            false
+        }
+    }
+}
+
+/// This node's running copy of `child`: its pid and factory.
+fn local_copy(inner: &HubInner, child: &str) -> Option<(Pid, String)> {
+    let entry = inner.own(child).filter(|entry| entry.state == State::Running)?;
+    Some((entry.data.pid?, entry.data.spec.factory.clone()))
+}
+
+/// What was last streamed of a child: the snapshot's hash, and to which nodes.
+type Streamed = HashMap<String, (u64, Vec<String>)>;
+
+/// Streams the state of this node's active copies to their passive copies (see the module
+/// docs), until the hub stops.
+pub(crate) async fn stream_task(inner: Arc<HubInner>) {
+    let mut stop = inner.stop.subscribe();
+    let mut streamed = Streamed::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => return,
+            () = inner.clock.sleep(inner.config.stream_every) => {}
+        }
+        stream_once(&inner, &mut streamed).await;
+    }
+}
+
+async fn stream_once(inner: &Arc<HubInner>, streamed: &mut Streamed) {
+    let me = inner.me().to_owned();
+    // The active copies here of registered behaviours, with their passive copies' nodes.
+    let active: Vec<(String, Pid, String, Vec<String>)> = inner.map.with(|state| {
+        let table = &state.observer.table;
+        state
+            .replica
+            .own()
+            .iter()
+            .filter(|(_, entry)| entry.state == State::Running)
+            .filter(|(_, entry)| inner.config.handovers.knows(&entry.data.spec.factory))
+            .filter(|(child, _)| table.active(child) == Some(me.as_str()))
+            .filter_map(|(child, entry)| {
+                let known = table.child(child)?;
+                let passive: Vec<String> =
+                    known.running().filter(|node| *node != me).map(str::to_owned).collect();
+                let pid = entry.data.pid?;
+                Some((child.clone(), pid, entry.data.spec.factory.clone(), passive))
+            })
+            .collect()
+    });
+    streamed.retain(|child, _| active.iter().any(|(active, ..)| active == child));
+    let mut by_node: BTreeMap<String, Vec<(String, ByteBuf)>> = BTreeMap::new();
+    for (child, pid, factory, passive) in active {
+        if passive.is_empty() {
+            continue;
+        }
+        let Some(handover) = inner.config.handovers.get(&factory) else { continue };
+        let state = match handover.snapshot(&inner.runtime, pid, CALLBACK_TIMEOUT).await {
+            Ok(state) => state,
+            Err(error) => {
+                tracing::debug!(hub = %inner.id, %child, %error, "no snapshot to stream");
+                continue;
+            }
+        };
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(&state);
+        if streamed.get(&child).is_some_and(|(sent, to)| *sent == hash && *to == passive) {
+            continue;
+        }
+        for node in &passive {
+            by_node
+                .entry(node.clone())
+                .or_default()
+                .push((child.clone(), ByteBuf::from(state.clone())));
+        }
+        streamed.insert(child, (hash, passive));
+    }
+    let mut sends = tokio::task::JoinSet::new();
+    for (node, states) in by_node {
+        let inner = inner.clone();
+        sends.spawn(async move {
+            let children: Vec<String> = states.iter().map(|(child, _)| child.clone()).collect();
+            let sent = super::children::send_states(&inner, &node, states).await;
+            (children, sent)
+        });
+    }
+    while let Some(outcome) = sends.join_next().await {
+        // Not sent: sent again at the next round, changed or not.
+        if let Ok((children, false)) = outcome {
+            for child in children {
+                streamed.remove(&child);
+            }
+        }
+    }
+}
