@@ -6,10 +6,10 @@ use std::future::Future;
 use std::panic::Location;
 use std::time::Duration;
 
-use shoal_hub::core::{OnJoin, Partition, Ring, TableConfig};
+use shoal_hub::core::{OnJoin, Partition, Redundancy, Ring, Role, TableConfig};
 use shoal_hub::{
-    ChildError, ChildStatus, Hub, HubChild, HubConfig, HubError, HubEvent, StartOptions,
-    TerminateError,
+    ChildError, ChildStatus, Handover, Handovers, Hub, HubChild, HubConfig, HubError, HubEvent,
+    StartOptions, TerminateError,
 };
 use shoal_process::{ChildSpec, Context, ExitReason, Pid, Process, ReplyTo, Restart};
 use shoal_transport::{ClusterKey, Node, NodeBuilder};
@@ -112,6 +112,9 @@ impl Cluster {
             let name = node.name().to_owned();
             node.runtime()
                 .register_factory("room", move |(): ()| Room { node: name.clone() })
+                .expect("factory");
+            node.runtime()
+                .register_factory("counter", |(): ()| Counter { count: 0, role: None })
                 .expect("factory");
             nodes.push(node);
         }
@@ -492,9 +495,10 @@ async fn after_a_partition_heals_each_child_runs_once_and_a_terminated_one_stays
             shoal_transport::Fault::Cut,
         );
     }
-    until("both sides run every child", || {
+    until("both sides run every child, and h0 sees where the doomed one runs", || {
         let local = |i: usize| cluster.hub(i).which_children_local().len();
-        local(0) + local(1) == 200 && local(2) == 200
+        let seen = cluster.hub(0).child(&doomed).is_some_and(|info| !info.copies.is_empty());
+        local(0) + local(1) == 200 && local(2) == 200 && seen
     })
     .await;
     assert!(cluster.hub(0).is_partitioned() && cluster.hub(2).is_partitioned());
@@ -590,6 +594,172 @@ async fn a_minority_without_its_quorum_stops_its_children_until_the_heal() {
         }
     }
     assert_eq!(seen, [HubEvent::QuorumLost, HubEvent::QuorumRegained]);
+    cluster.stop().await;
+}
+
+/// A replicated child with state: adds what it is cast, answers its count and role.
+struct Counter {
+    count: u64,
+    role: Option<Role>,
+}
+
+impl Process for Counter {
+    type Message = u64;
+    type Call = ();
+    type Reply = (u64, Option<Role>);
+
+    async fn handle_cast(&mut self, by: u64, _: &mut Context<Self>) {
+        self.count += by;
+    }
+
+    async fn handle_call(
+        &mut self,
+        (): (),
+        reply: ReplyTo<(u64, Option<Role>)>,
+        _: &mut Context<Self>,
+    ) {
+        reply.send((self.count, self.role));
+    }
+
+    fn remote_messages() -> Option<shoal_process::Codec<Self>> {
+        Some(shoal_process::Codec::msgpack())
+    }
+}
+
+impl Handover for Counter {
+    type State = u64;
+
+    fn snapshot(&self) -> u64 {
+        self.count
+    }
+
+    fn restore(&mut self, count: u64, _: &mut Context<Self>) {
+        self.count = count;
+    }
+
+    fn role(&mut self, role: Role, _: &mut Context<Self>) {
+        self.role = Some(role);
+    }
+}
+
+/// Two copies of each child, active/passive: each runs on its two owners, the first active
+/// and told so, the other told passive; a call by child id reaches the active copy, whose
+/// state reaches the passive one; when the active copy's node dies, the passive copy is
+/// promoted, with the state streamed to it, and a third node starts a new passive copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_copies_one_active_and_the_passive_one_promoted_with_its_state() {
+    let table =
+        TableConfig { replicas: 2, redundancy: Redundancy::ActivePassive, ..config().table };
+    let config = HubConfig {
+        table,
+        handovers: Handovers::default().with::<Counter>("counter"),
+        stream_every: Duration::from_millis(50),
+        ..config()
+    };
+    let mut cluster = Cluster::start(3, config).await;
+    let counters: Vec<HubChild> = (0..20)
+        .map(|i| {
+            HubChild::new(ChildSpec::new(format!("counter/{i}"), "counter", &()).expect("spec"))
+        })
+        .collect();
+    let results =
+        within(cluster.hub(0).init_children(counters, StartOptions::default())).await.expect("ok");
+    assert!(results.iter().all(|(_, r)| r.is_ok()), "{results:?}");
+    let ids: Vec<String> = (0..20).map(|i| format!("counter/{i}")).collect();
+    let copies = |cluster: &Cluster, child: &str| -> BTreeMap<String, Pid> {
+        let mut copies = BTreeMap::new();
+        for hub in cluster.live() {
+            for row in hub.which_children_local() {
+                if let (true, ChildStatus::Running(pid)) = (row.child == child, &row.status) {
+                    copies.insert(row.node.clone().expect("a node"), *pid);
+                }
+            }
+        }
+        copies
+    };
+    let ring = Ring::with_vnodes(["h0", "h1", "h2"], VNODES);
+    until("each child runs on its two owners", || {
+        ids.iter().all(|child| {
+            let owners: BTreeSet<String> =
+                ring.owners(child, 2).into_iter().map(str::to_owned).collect();
+            copies(&cluster, child).keys().cloned().collect::<BTreeSet<_>>() == owners
+        })
+    })
+    .await;
+    let runtime = cluster.nodes[2].runtime().clone();
+    let ask = |pid: Pid| {
+        let runtime = runtime.clone();
+        async move { within(runtime.target::<Counter>(pid).call(())).await.expect("answers") }
+    };
+    // Roles: the first owner's copy is active, told so; the other passive.
+    for child in &ids {
+        let owners = ring.owners(child, 2);
+        let copies = copies(&cluster, child);
+        let mut told = BTreeMap::new();
+        for _ in 0..100 {
+            told.clear();
+            for (node, pid) in &copies {
+                told.insert(node.clone(), ask(*pid).await.1);
+            }
+            if told.values().all(Option::is_some) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(told[owners[0]], Some(Role::Active), "{child}: {told:?}");
+        assert_eq!(told[owners[1]], Some(Role::Passive), "{child}: {told:?}");
+        for hub in cluster.live() {
+            assert_eq!(hub.active(child).as_deref(), Some(owners[0]));
+        }
+    }
+    // Casts by child id go to the active copy; its state reaches the passive one.
+    let child =
+        ids.iter().find(|child| ring.owners(child, 2)[0] == "h1").expect("one on h1").clone();
+    let by_id = runtime.target::<Counter>(cluster.hub(2).via(&child));
+    for _ in 0..10 {
+        by_id.cast(3).await.expect("cast");
+    }
+    assert_eq!(within(by_id.call(())).await.expect("answers"), (30, Some(Role::Active)));
+    let passive_node = ring.owners(&child, 2)[1].to_owned();
+    let passive = copies(&cluster, &child)[&passive_node];
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while ask(passive).await.0 != 30 {
+        assert!(tokio::time::Instant::now() < deadline, "the state never reached the passive copy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cluster.hub(0).cast_all::<Counter>(&child, 1).await, 2, "both copies");
+
+    // h1 dies: every child it ran as active is promoted on its passive copy, at once.
+    let promoted: Vec<(String, Pid)> = ids
+        .iter()
+        .filter(|child| ring.owners(child, 2)[0] == "h1")
+        .map(|child| {
+            let node = ring.owners(child, 2)[1];
+            (child.clone(), copies(&cluster, child)[node])
+        })
+        .collect();
+    cluster.hubs[1] = None;
+    cluster.nodes[1].shutdown();
+    cluster.until_nodes(2).await;
+    for (child, pid) in &promoted {
+        let deadline = tokio::time::Instant::now() + BOUND;
+        while ask(*pid).await.1 != Some(Role::Active) {
+            assert!(tokio::time::Instant::now() < deadline, "{child} never promoted");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(cluster.hub(2).pid(child), Some(*pid), "found by id on its new active copy");
+    }
+    let (count, role) = within(by_id.call(())).await.expect("the promoted copy answers");
+    assert_eq!((count, role), (31, Some(Role::Active)), "with the state streamed to it");
+    let survivors = Ring::with_vnodes(["h0", "h2"], VNODES);
+    until("each child runs on both survivors", || {
+        ids.iter().all(|child| {
+            let owners: BTreeSet<String> =
+                survivors.owners(child, 2).into_iter().map(str::to_owned).collect();
+            copies(&cluster, child).keys().cloned().collect::<BTreeSet<_>>() == owners
+        })
+    })
+    .await;
     cluster.stop().await;
 }
 
