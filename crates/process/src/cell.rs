@@ -114,6 +114,11 @@ pub(crate) trait ProcessCell: Send + Sync + 'static {
     /// told why.
     fn close(&self, reason: &ExitReason);
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    /// Whether this entry is the forwarder of a process that was handed off
+    /// ([`crate::Runtime::hand_off`]) rather than a process.
+    fn is_forwarder(&self) -> bool {
+        false
+    }
 }
 
 impl<P: Process> ProcessCell for Cell<P> {

@@ -1,6 +1,7 @@
 //! The part of a process's shared state that does not depend on its behaviour: pending exits,
 //! trap flag, links, monitors on it, timers aimed at it, and its registered name.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -81,6 +82,10 @@ struct ExitState {
     /// Why the process is ending, from the moment that is decided until it has exited.
     ending: Option<ExitReason>,
     exited: Option<ExitReason>,
+    /// The plan of a hand-off ([`crate::Runtime::hand_off`]): who takes the process's mail once
+    /// it has exited. Typed by the hand-off module, which the process's task hands it back to
+    /// (kept as `Any` here so that this module, which every other one uses, uses none of them).
+    successor: Option<Box<dyn Any + Send>>,
 }
 
 impl ControlState {
@@ -316,6 +321,16 @@ impl Control {
     /// now why it exits.
     pub(crate) fn revise_exit(&self, reason: &ExitReason) {
         self.lock().exit_mut().ending = Some(reason.clone());
+    }
+
+    /// Records the plan of a hand-off, for the process's task to carry out as it exits.
+    pub(crate) fn set_successor(&self, plan: Box<dyn Any + Send>) {
+        self.lock().exit_mut().successor = Some(plan);
+    }
+
+    /// Takes the plan of a hand-off, if the process was handed off.
+    pub(crate) fn take_successor(&self) -> Option<Box<dyn Any + Send>> {
+        self.lock().exit.as_mut().and_then(|exit| exit.successor.take())
     }
 
     /// What a caller whose reply handle was dropped is told: the exit reason once the process

@@ -127,6 +127,20 @@ pub enum SysError {
     /// waits for it. Refused at once; nothing was queued.
     #[error("{0} cannot run sys work in itself from its own handler")]
     ToSelf(Pid),
+    /// A hand-off ([`crate::Runtime::hand_off`]) to a process of another node, for a behaviour
+    /// that takes no messages from other nodes ([`crate::Process::remote_messages`] is `None`):
+    /// its letters could not be sent there. Refused at once; nothing was queued.
+    #[error("{pid} cannot hand off to {to}, on another node: its behaviour has no codec")]
+    NoCodec {
+        /// The process to hand off.
+        pid: Pid,
+        /// Its successor, on another node.
+        to: Pid,
+    },
+    /// A hand-off whose successor is the process itself: its letters would go round for the
+    /// whole window. Refused at once; nothing was queued.
+    #[error("{0} cannot hand off to itself")]
+    HandOffToItself(Pid),
     /// The work had not begun within the timeout. It was withdrawn: it will not run later.
     #[error("the sys work did not run within the timeout")]
     Timeout,

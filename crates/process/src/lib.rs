@@ -22,7 +22,9 @@
 //!   behind), local names, introspection;
 //! - work run inside a local process on its state, in its mailbox order ([`Runtime::sys`],
 //!   as OTP's `sys:get_state` and `sys:replace_state`), for layers that hand a process's state
-//!   over or change its role in place;
+//!   over or change its role in place; a hand-off ([`Runtime::hand_off`]): a process ends at
+//!   such a snapshot and its pid forwards its mail, in order, to a successor for a retention
+//!   window ([`Forwarding`]), for moving a process to another node without losing a letter;
 //! - process factories: behaviours registered by name and built from serialised arguments,
 //!   and [`ChildSpec`]s that name them — how processes are started on other nodes;
 //! - the seam to a transport ([`remote`]): remote messages arrive encoded and are decoded by
@@ -111,6 +113,7 @@ mod error;
 mod exit;
 mod factory;
 mod guard;
+mod hand_off;
 mod mailbox;
 mod names;
 mod pid;
@@ -135,6 +138,7 @@ pub use error::{
     RegisterError, RemoteFailure, SendError, SpawnError, StartError, SysError,
 };
 pub use exit::ExitReason;
+pub use hand_off::{ForwardReport, Forwarding};
 pub use mailbox::{MailboxConfig, Overflow};
 pub use pid::{NodeId, Pid, Ref};
 pub use process::{Context, Process};

@@ -244,6 +244,50 @@ impl<T: Letter> Mailbox<T> {
         left
     }
 
+    /// Refuses every later letter, as [`Mailbox::close`] does, but leaves those queued to be
+    /// taken: the retention window of a hand-off's forwarder is over, and what it accepted is
+    /// still to be sent on. Senders waiting for room are woken (to be refused), and so is the
+    /// receiver (to see the mailbox sealed once it has taken the rest).
+    pub(crate) fn seal(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        let senders = mem::take(&mut state.senders);
+        let receiver = state.receiver.take();
+        drop(state);
+        senders.into_iter().for_each(Waker::wake);
+        if let Some(receiver) = receiver {
+            receiver.wake();
+        }
+    }
+
+    /// Takes the first queued letter, making room for one more message (a hand-off's
+    /// forwarder takes its letters one at a time, so that no more than the mailbox's bound of
+    /// messages wait for it, in the mailbox or in its hands). `None` once the mailbox is sealed
+    /// (or closed) and nothing is left in it; pending while it is open and empty.
+    pub(crate) fn poll_take_one(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut state = self.lock();
+        let Some(letter) = state.queue.pop_front() else {
+            if state.closed {
+                return Poll::Ready(None);
+            }
+            match &state.receiver {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                _ => state.receiver = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        };
+        if !letter.is_message() {
+            return Poll::Ready(Some(letter));
+        }
+        state.messages = state.messages.saturating_sub(1);
+        // Every waiting sender is woken, not one: one that no longer waits would take the
+        // wake-up of another with it. (Forwarders are rare; so are their waiting senders.)
+        let senders = mem::take(&mut state.senders);
+        drop(state);
+        senders.into_iter().for_each(Waker::wake);
+        Poll::Ready(Some(letter))
+    }
+
     /// Letters waiting (not counting a batch the process has already taken).
     pub(crate) fn len(&self) -> usize {
         self.lock().queue.len()

@@ -7,7 +7,8 @@
 //!            │           terminate(reason)   (skipped when killed)
 //!            ▼                 ▼
 //!        drop state ─▶ Runtime::finish: leave the table, free the name, cancel timers,
-//!                      send Down to monitors and exit signals to links
+//!                      send Down to monitors and exit signals to links (a process that was
+//!                      handed off leaves a forwarder in its place: see `hand_off`)
 //! ```
 
 use std::collections::VecDeque;
@@ -22,6 +23,7 @@ use crate::cell::{Cell, Envelope};
 use crate::control::{Control, Interruptible};
 use crate::current::Running;
 use crate::guard::{Outcome, guarded, guarded_now, panic_message};
+use crate::hand_off;
 use crate::remote::Inbound;
 use crate::{Context, ExitReason, Pid, Process, RemoteFailure, ReplyTo, Signal};
 
@@ -97,7 +99,12 @@ impl<P: Process> Owner<P> {
         if let Some(process) = self.process.take() {
             drop_state(process);
             self.ctx.demonitor_all();
-            self.ctx.runtime.finish(self.ctx.cell.clone(), reason);
+            let cell = self.ctx.cell.clone();
+            match cell.control.take_successor() {
+                // Handed off: its mail goes on to its successor.
+                Some(plan) => hand_off::take_over(&self.ctx.runtime, cell, reason, plan),
+                None => self.ctx.runtime.finish(cell, reason),
+            }
         }
     }
 }

@@ -314,6 +314,12 @@ impl Runtime {
         if self.is_local(pid) { self.inner.table.get(pid.local_id()) } else { None }
     }
 
+    /// The process `pid` names, if it is alive here: unlike [`Runtime::lookup`] (what sends
+    /// use), not the forwarder of a process that was handed off.
+    pub(crate) fn lookup_process(&self, pid: Pid) -> Option<Arc<dyn ProcessCell>> {
+        self.lookup(pid).filter(|cell| !cell.is_forwarder())
+    }
+
     pub(crate) fn waits_when_full(&self, pid: Pid) -> bool {
         self.lookup(pid).is_some_and(|cell| cell.mailbox_config().overflow == Overflow::Wait)
     }
@@ -596,10 +602,40 @@ impl Runtime {
     /// its timers are cancelled, letters left in its mailbox are dropped (their callers are
     /// told), and its monitors and links are notified.
     pub(crate) fn finish(&self, cell: Arc<dyn ProcessCell>, reason: ExitReason) {
+        self.finish_in_place_of(cell, reason, None);
+    }
+
+    /// As [`Runtime::finish`], for a process that was handed off: `forwarder` takes its place in
+    /// the table, and the letters left in its mailbox stay there, for the forwarder to send on.
+    pub(crate) fn finish_handed_off(
+        &self,
+        cell: Arc<dyn ProcessCell>,
+        reason: ExitReason,
+        forwarder: Arc<dyn ProcessCell>,
+    ) {
+        self.finish_in_place_of(cell, reason, Some(forwarder));
+    }
+
+    /// The forwarder of a process that was handed off leaves the table: its window is over.
+    pub(crate) fn end_forwarding(&self, forwarder: &Arc<dyn ProcessCell>) {
+        self.inner.table.remove_forwarder(forwarder.pid().local_id(), forwarder);
+    }
+
+    fn finish_in_place_of(
+        &self,
+        cell: Arc<dyn ProcessCell>,
+        reason: ExitReason,
+        forwarder: Option<Arc<dyn ProcessCell>>,
+    ) {
         let pid = cell.pid();
         let remains = cell.control().finish(reason.clone());
-        self.inner.table.remove(pid.local_id());
-        cell.close(&reason);
+        match forwarder {
+            None => {
+                self.inner.table.remove(pid.local_id());
+                cell.close(&reason);
+            }
+            Some(forwarder) => self.inner.table.hand_over(pid.local_id(), forwarder),
+        }
         if let Some(name) = remains.name {
             self.forget_name(&name, pid);
         }
@@ -624,7 +660,7 @@ impl Runtime {
 
     /// Whether `pid` is a live process of this node.
     pub fn is_alive(&self, pid: Pid) -> bool {
-        self.is_local(pid) && self.inner.table.contains(pid.local_id())
+        self.is_local(pid) && self.inner.table.contains_process(pid.local_id())
     }
 
     /// The live processes of this node, in spawn order.
@@ -646,12 +682,12 @@ impl Runtime {
 
     /// Letters waiting in `pid`'s mailbox, if it is alive here.
     pub fn mailbox_len(&self, pid: Pid) -> Option<usize> {
-        self.lookup(pid).map(|cell| cell.mailbox_len())
+        self.lookup_process(pid).map(|cell| cell.mailbox_len())
     }
 
     /// A snapshot of `pid`, if it is alive here.
     pub fn process_info(&self, pid: Pid) -> Option<ProcessInfo> {
-        let cell = self.lookup(pid)?;
+        let cell = self.lookup_process(pid)?;
         let control = cell.control();
         Some(ProcessInfo {
             pid,

@@ -7,15 +7,17 @@
 //! down to the same paths here, given how to encode (a [`Wire`]).
 
 use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
 
 use crate::addr::within;
-use crate::cell::{AnyBox, ErasedPush};
+use crate::cell::{AnyBox, ErasedPush, ProcessCell};
 use crate::clock::Clock;
 use crate::codec::{decode, encode};
 use crate::current;
@@ -424,15 +426,44 @@ impl Runtime {
         Q: Send + 'static,
         R: Send + 'static,
     {
+        let (cell, reply) = self.queue_local_call(pid, request).await?;
+        local_answer(cell, reply).await
+    }
+
+    /// Queues the typed call `request` for `pid`, here or on another node, waiting for room as
+    /// a call does, and returns its answer to await apart: for the forwarder of a hand-off
+    /// ([`Runtime::hand_off`]), which queues letters in their order without waiting for each
+    /// reply.
+    pub(crate) async fn queue_call<P: Process>(
+        &self,
+        pid: Pid,
+        request: P::Call,
+    ) -> Result<Answer<P::Reply>, CallError> {
+        if self.is_local(pid) {
+            let (cell, reply) = self.queue_local_call(pid, request).await?;
+            Ok(Box::pin(local_answer(cell, reply)))
+        } else {
+            let wire = call_wire::<P>();
+            let answer = self.queue_far_call(Far::Pid(pid), request, wire).await?;
+            Ok(Box::pin(far_answer(answer, wire)))
+        }
+    }
+
+    /// Queues a call for the local process `pid`; the process and where its reply comes.
+    async fn queue_local_call<Q: Send + 'static>(
+        &self,
+        pid: Pid,
+        request: Q,
+    ) -> Result<(Arc<dyn ProcessCell>, oneshot::Receiver<AnyBox>), CallError> {
         let mut request: AnyBox = Box::new(request);
-        let (cell, reply) = loop {
+        loop {
             let cell = self.lookup(pid).ok_or(CallError::NoProc)?;
             if current::is_running(cell.control()) {
                 return Err(CallError::CallingSelf);
             }
-            let (sender, reply) = tokio::sync::oneshot::channel();
+            let (sender, reply) = oneshot::channel();
             match cell.try_call_any(request, sender) {
-                Ok(()) => break (cell, reply),
+                Ok(()) => return Ok((cell, reply)),
                 Err(ErasedPush::Full(back)) if cell.mailbox_config().overflow == Overflow::Wait => {
                     request = back;
                     poll_fn(|cx| cell.poll_room(cx)).await;
@@ -443,20 +474,21 @@ impl Runtime {
                     return Err(CallError::WrongType(std::any::type_name::<Q>()));
                 }
             }
-        };
-        match reply.await {
-            Ok(reply) => reply
-                .downcast::<R>()
-                .map(|reply| *reply)
-                .map_err(|_| CallError::ReplyType(std::any::type_name::<R>())),
-            Err(_) => Err(cell
-                .control()
-                .reason_for_callers()
-                .map_or(CallError::NoReply, CallError::Exited)),
         }
     }
 
     async fn call_far<Q, R>(&self, far: Far, request: Q, wire: Wire<Q, R>) -> Result<R, CallError> {
+        let answer = self.queue_far_call(far, request, wire).await?;
+        far_answer(answer, wire).await
+    }
+
+    /// Hands a call to the transport; where its encoded answer comes.
+    async fn queue_far_call<Q, R>(
+        &self,
+        far: Far,
+        request: Q,
+        wire: Wire<Q, R>,
+    ) -> Result<FarAnswer, CallError> {
         let (remote, payload) =
             self.prepare_remote(far.node(), &request, &wire).map_err(|failure| match failure {
                 NotRoutable::NoProc => CallError::NoProc,
@@ -464,30 +496,67 @@ impl Runtime {
                 NotRoutable::Encode(error) => CallError::Encode(error),
             })?;
         let (reply, answer) = RemoteReply::new();
-        let mut outbound = far.call(payload, reply);
-        loop {
-            match remote.try_route(outbound) {
-                Ok(()) => break,
-                Err(RouteError::Full(back)) => {
-                    outbound = back;
-                    if poll_fn(|cx| remote.poll_ready(&outbound, cx)).await.is_err() {
-                        return Err(CallError::NoConnection);
-                    }
-                }
-                Err(RouteError::NoConnection(_)) => return Err(CallError::NoConnection),
-            }
-        }
-        match answer.await {
-            Ok(Ok(bytes)) => (wire.decode)(&bytes).map_err(CallError::Decode),
-            Ok(Err(failure)) => Err(match failure {
-                RemoteFailure::NoProc => CallError::NoProc,
-                RemoteFailure::Exited(reason) => CallError::Exited(reason),
-                RemoteFailure::NoReply => CallError::NoReply,
-                RemoteFailure::Full => CallError::Full,
-                other => CallError::Remote(other),
-            }),
-            // The transport dropped the call: the connection was lost before an answer.
+        match route_waiting(remote.as_ref(), far.call(payload, reply)).await {
+            Ok(()) => Ok(answer),
             Err(_) => Err(CallError::NoConnection),
+        }
+    }
+}
+
+/// A call's answer, awaited apart from its queueing ([`Runtime::queue_call`]).
+pub(crate) type Answer<R> = Pin<Box<dyn Future<Output = Result<R, CallError>> + Send>>;
+
+/// Where the encoded answer to a call on another node comes.
+type FarAnswer = oneshot::Receiver<Result<Bytes, RemoteFailure>>;
+
+/// The reply to a call queued in a local process's mailbox.
+async fn local_answer<R: 'static>(
+    cell: Arc<dyn ProcessCell>,
+    reply: oneshot::Receiver<AnyBox>,
+) -> Result<R, CallError> {
+    match reply.await {
+        Ok(reply) => reply
+            .downcast::<R>()
+            .map(|reply| *reply)
+            .map_err(|_| CallError::ReplyType(std::any::type_name::<R>())),
+        Err(_) => {
+            Err(cell.control().reason_for_callers().map_or(CallError::NoReply, CallError::Exited))
+        }
+    }
+}
+
+/// The reply to a call handed to the transport, decoded.
+async fn far_answer<Q, R>(answer: FarAnswer, wire: Wire<Q, R>) -> Result<R, CallError> {
+    match answer.await {
+        Ok(Ok(bytes)) => (wire.decode)(&bytes).map_err(CallError::Decode),
+        Ok(Err(failure)) => Err(match failure {
+            RemoteFailure::NoProc => CallError::NoProc,
+            RemoteFailure::Exited(reason) => CallError::Exited(reason),
+            RemoteFailure::NoReply => CallError::NoReply,
+            RemoteFailure::Full => CallError::Full,
+            other => CallError::Remote(other),
+        }),
+        // The transport dropped the call: the connection was lost before an answer.
+        Err(_) => Err(CallError::NoConnection),
+    }
+}
+
+/// Hands `outbound` (a cast or a call) to the transport, waiting while it is full; handed back
+/// when its node cannot be reached.
+pub(crate) async fn route_waiting(
+    remote: &dyn Remote,
+    mut outbound: Outbound,
+) -> Result<(), Outbound> {
+    loop {
+        match remote.try_route(outbound) {
+            Ok(()) => return Ok(()),
+            Err(RouteError::Full(back)) => {
+                outbound = back;
+                if poll_fn(|cx| remote.poll_ready(&outbound, cx)).await.is_err() {
+                    return Err(outbound);
+                }
+            }
+            Err(RouteError::NoConnection(back)) => return Err(back),
         }
     }
 }

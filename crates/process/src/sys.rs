@@ -87,7 +87,7 @@ impl Runtime {
         if pid.node() != self.node() {
             return Err(SysError::Remote(pid));
         }
-        let cell = self.lookup(pid).ok_or(SysError::NoProc(pid))?;
+        let cell = self.lookup_process(pid).ok_or(SysError::NoProc(pid))?;
         let cell =
             cell.into_any().downcast::<Cell<P>>().map_err(|_| SysError::WrongBehaviour(pid))?;
         run_in(&cell, self.clock(), work, timeout).await

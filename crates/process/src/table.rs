@@ -1,8 +1,13 @@
 //! The process table: local id → process, sharded so that spawns and lookups from several
 //! threads rarely meet on one lock.
+//!
+//! An entry may also be the forwarder of a process that was handed off
+//! ([`crate::Runtime::hand_off`]): it takes the letters sent to the old pid for its retention
+//! window, but it is no process, so it is left out of what the table reports as alive.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::cell::ProcessCell;
@@ -13,11 +18,16 @@ type Shard = RwLock<HashMap<u64, Arc<dyn ProcessCell>, BuildHasherDefault<IdHash
 
 pub(crate) struct ProcessTable {
     shards: Box<[Shard]>,
+    /// Entries that are forwarders, not processes.
+    forwarders: AtomicUsize,
 }
 
 impl ProcessTable {
     pub(crate) fn new() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Shard::default()).collect() }
+        Self {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            forwarders: AtomicUsize::new(0),
+        }
     }
 
     fn shard(&self, id: u64) -> &Shard {
@@ -32,28 +42,53 @@ impl ProcessTable {
         self.shard(id).write().unwrap_or_else(PoisonError::into_inner).remove(&id);
     }
 
+    /// Puts the forwarder of a process that was handed off in the process's place.
+    pub(crate) fn hand_over(&self, id: u64, forwarder: Arc<dyn ProcessCell>) {
+        debug_assert!(forwarder.is_forwarder());
+        let mut shard = self.shard(id).write().unwrap_or_else(PoisonError::into_inner);
+        shard.insert(id, forwarder);
+        self.forwarders.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes `forwarder`, if it is still the entry of `id`.
+    pub(crate) fn remove_forwarder(&self, id: u64, forwarder: &Arc<dyn ProcessCell>) {
+        let mut shard = self.shard(id).write().unwrap_or_else(PoisonError::into_inner);
+        if shard.get(&id).is_some_and(|entry| Arc::ptr_eq(entry, forwarder)) {
+            shard.remove(&id);
+            self.forwarders.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     pub(crate) fn get(&self, id: u64) -> Option<Arc<dyn ProcessCell>> {
         self.shard(id).read().unwrap_or_else(PoisonError::into_inner).get(&id).cloned()
     }
 
-    pub(crate) fn contains(&self, id: u64) -> bool {
-        self.shard(id).read().unwrap_or_else(PoisonError::into_inner).contains_key(&id)
+    /// Whether `id` is a process (not a forwarder).
+    pub(crate) fn contains_process(&self, id: u64) -> bool {
+        let shard = self.shard(id).read().unwrap_or_else(PoisonError::into_inner);
+        shard.get(&id).is_some_and(|entry| !entry.is_forwarder())
     }
 
+    /// The ids of the processes (not the forwarders), in order.
     pub(crate) fn ids(&self) -> Vec<u64> {
         let mut ids = Vec::new();
         for shard in self.shards.iter() {
-            ids.extend(shard.read().unwrap_or_else(PoisonError::into_inner).keys().copied());
+            let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
+            ids.extend(shard.iter().filter(|(_, entry)| !entry.is_forwarder()).map(|(id, _)| *id));
         }
         ids.sort_unstable();
         ids
     }
 
+    /// How many processes (not forwarders) are in the table.
     pub(crate) fn len(&self) -> usize {
-        self.shards
+        let entries: usize = self
+            .shards
             .iter()
             .map(|shard| shard.read().unwrap_or_else(PoisonError::into_inner).len())
-            .sum()
+            .sum();
+        // A forwarder counted before the shard was read, or removed after: never below zero.
+        entries.saturating_sub(self.forwarders.load(Ordering::Relaxed))
     }
 }
 

@@ -19,6 +19,8 @@ mod calls;
 mod dests;
 #[path = "process/factories.rs"]
 mod factories;
+#[path = "process/hand_off.rs"]
+mod hand_off;
 #[path = "process/itself.rs"]
 mod itself;
 #[path = "process/lifecycle.rs"]

@@ -342,6 +342,11 @@ impl Calc {
         Self { total, ..Self::default() }
     }
 
+    /// The running total.
+    pub(crate) fn total(&self) -> u64 {
+        self.total
+    }
+
     /// A calc whose `CalcMsg::Park` reports through the first receiver that it is parked and
     /// stays parked until the sender fires (or is dropped).
     pub(crate) fn parkable() -> (Self, oneshot::Receiver<()>, oneshot::Sender<()>) {
