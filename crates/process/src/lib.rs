@@ -46,6 +46,9 @@
 //! ([`Runtime::sys`]) counts as a message. A timer's message, and sys work, wait for room
 //! whatever the overflow policy; a cast from another node refused by a full
 //! [`Overflow::Reject`] mailbox is counted ([`Runtime::refused_remote_casts`]) and logged.
+//! A process that was handed off ([`Runtime::hand_off`]) keeps its mailbox, and its bound, for
+//! the forwarding window: its forwarder takes one letter at a time, so no more than the bound
+//! wait for it, and what it cannot send on is counted ([`ForwardReport::failed`]).
 //!
 //! A process never waits on itself: a call to itself is refused at once
 //! ([`CallError::CallingSelf`]), and so is sys work asked of itself ([`SysError::ToSelf`]);

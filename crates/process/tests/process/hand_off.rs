@@ -328,8 +328,9 @@ async fn a_hand_off_to_another_node_forwards_typed_and_encoded_letters() {
 }
 
 // Letters from another node for a pid whose successor is on the pid's own node are delivered
-// there as they came.
-#[tokio::test]
+// there as they came; once the successor is gone, they fail, and a caller on the other node is
+// told (no such process), not left waiting.
+#[tokio::test(start_paused = true)]
 async fn letters_from_another_node_go_on_to_a_local_successor() {
     let (a, b) = two_nodes();
     let old = a.spawn(Calc::new(0));
@@ -341,4 +342,12 @@ async fn letters_from_another_node_go_on_to_a_local_successor() {
     let total: u64 = within(b.call(old.pid(), CalcReq::Get, BOUND)).await.unwrap();
     assert_eq!(total, 5);
     assert_eq!(within(new.call(CalcReq::Get)).await, Ok(5));
+
+    a.kill(new.pid());
+    within(a.watch(new.pid())).await;
+    within(b.cast(old.pid(), CalcMsg::Add(1))).await.unwrap();
+    let failed: Result<u64, _> = within(b.call(old.pid(), CalcReq::Get, BOUND)).await;
+    assert_eq!(failed, Err(CallError::NoProc));
+    let report = within(forwarding.finished()).await;
+    assert_eq!(report, ForwardReport { forwarded: 2, failed: 2 });
 }
