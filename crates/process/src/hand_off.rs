@@ -59,7 +59,9 @@ impl Runtime {
     /// signals and other sys work queued for the process are dropped, as at any exit. After the
     /// window, the pid is gone as any other ([`crate::SendError::NoProc`]); what was accepted
     /// before is still sent on. What cannot be sent on (`to` is gone, its node unreachable) is
-    /// counted ([`ForwardReport::failed`]), and its caller, if any, told.
+    /// counted ([`ForwardReport::failed`]), and its caller, if any, told rather than left
+    /// waiting: a caller on this node gets [`crate::CallError::Exited`] with `reason`, one on
+    /// another node no such process (or no reply, if `to` took the call and exited unanswered).
     ///
     /// Refused at once, with nothing done: those of [`Runtime::sys`] ([`SysError::NoProc`],
     /// [`SysError::Remote`], [`SysError::WrongBehaviour`], [`SysError::ToSelf`]), a `to` on
@@ -462,5 +464,18 @@ impl<P: Process> ProcessCell for Forwarder<P> {
 
     fn is_forwarder(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hub holds a `Forwarding` across awaits and hands it between tasks.
+    #[test]
+    fn a_forwarding_and_its_report_go_between_threads() {
+        fn send_and_sync<T: Send + Sync>() {}
+        send_and_sync::<Forwarding>();
+        send_and_sync::<ForwardReport>();
     }
 }
