@@ -39,13 +39,32 @@
 //!   [`ChildStatus::Suspended`]) and starts none ([`HubError::NoQuorum`]); with its quorum
 //!   back, a suspended child that no other node took over meanwhile starts again on its
 //!   owner, at once. [`Hub::has_quorum`].
-//! - **Events**: [`Hub::subscribe`] ([`HubEvent`]: children started, stopped and moved; nodes
+//! - **Replication** ([`core::TableConfig::replicas`]): N copies of each child, on its owner
+//!   and the next distinct nodes of the ring ([`core::Ring::owners`]); a node that becomes an
+//!   owner starts its copy beside the running ones, and a copy off the owners stops once
+//!   every owner runs one. Active/active (every copy serves) or active/passive
+//!   ([`core::Redundancy`]): one copy is active, decided alike on every node
+//!   ([`Hub::active`]), the others passive, each told its role when it changes
+//!   ([`Handover::role`]); the active copy's state is streamed to the passive ones every
+//!   [`HubConfig::stream_every`] ([`Handover::snapshot`], [`Handover::restore`]), so a
+//!   passive copy promoted when the active one is lost starts from recent state. Calls by
+//!   child id go to the serving copy ([`Hub::via`]: a destination for any send or call);
+//!   [`Hub::cast_all`] reaches every copy.
+//! - **Migration** ([`Migration`]): cold by default (stopped, then started on the new owner
+//!   from its spec); hot for children whose behaviour has a [`Handover`]: the new copy starts
+//!   first, the old one freezes at a snapshot of its state, which the new one takes over, and
+//!   the mail queued for the old copy, and sent to it within a retention window, is forwarded
+//!   to the new one. A hub stopped on purpose ([`Hub::stop`]) hands each child with state to
+//!   its new owner this way first, within [`HubConfig::handover_deadline`], so a rolling
+//!   restart loses no state.
+//! - **Events**: [`Hub::subscribe`], or [`Hub::subscribe_with_snapshot`] for the children as
+//!   they stand when the events start ([`HubEvent`], in the order this node sees them:
+//!   children started, stopped, moved and migrated; states handed over, or not; roles; nodes
 //!   up and down; quorum lost and regained).
 //!
-//! What it does not do (yet): replicas of a child, or hand-over of a child's state when it
-//! moves (later work); children are
-//! started from [`shoal_process::ChildSpec`]s through factories registered on every node
-//! (`Runtime::register_factory`).
+//! Children are started from [`shoal_process::ChildSpec`]s through factories registered on
+//! every node (`Runtime::register_factory`); a child with state to hand over also has its
+//! behaviour registered with the hub ([`Handovers::with`]).
 //!
 //! The guarantee, and its assumptions: once the hub's nodes agree on who is in the hub, and
 //! for as long as they do, each child known to a live node and not terminated runs exactly
@@ -65,6 +84,6 @@ mod driver;
 pub use crate::driver::{
     CONFLICT, ChildData, ChildError, ChildRow, ChildStatus, Conflict, ConflictHook, Handover,
     Handovers, Hub, HubChild, HubChildInfo, HubConfig, HubError, HubEvent, HubStartError,
-    MAX_CHILD_ID, MOVED, QUORUM_LOST, RedistError, StartOptions, StartResults, Started,
+    MAX_CHILD_ID, MOVED, Migration, QUORUM_LOST, RedistError, StartOptions, StartResults, Started,
     StopResults, TerminateError,
 };

@@ -9,7 +9,7 @@ use std::time::Duration;
 use shoal_hub::core::{OnJoin, Partition, Redundancy, Ring, Role, TableConfig};
 use shoal_hub::{
     ChildError, ChildStatus, Handover, Handovers, Hub, HubChild, HubConfig, HubError, HubEvent,
-    StartOptions, TerminateError,
+    Migration, StartOptions, TerminateError,
 };
 use shoal_process::{ChildSpec, Context, ExitReason, Pid, Process, ReplyTo, Restart};
 use shoal_transport::{ClusterKey, Node, NodeBuilder};
@@ -760,6 +760,114 @@ async fn two_copies_one_active_and_the_passive_one_promoted_with_its_state() {
         })
     })
     .await;
+    cluster.stop().await;
+}
+
+fn counter(id: &str) -> HubChild {
+    HubChild::new(ChildSpec::new(id, "counter", &()).expect("spec"))
+}
+
+/// Hot migration: a counter moved while a writer casts to it by child id loses and doubles
+/// nothing (the casts queued for the old copy, and those sent to it during the move, are
+/// forwarded after its state); the move is reported as a hand-over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_move_hands_the_state_and_the_mail_over() {
+    let config = HubConfig {
+        handovers: Handovers::default().with::<Counter>("counter"),
+        migration: Migration::Hot { retention: Duration::from_secs(5) },
+        ..config()
+    };
+    let cluster = Cluster::start(2, config).await;
+    let mut events = cluster.hub(1).subscribe();
+    let ring = Ring::with_vnodes(["h0", "h1"], VNODES);
+    let id =
+        (0..).map(|i| format!("counter/{i}")).find(|c| ring.owner(c) == Some("h0")).expect("one");
+    let results = within(cluster.hub(0).init_children(vec![counter(&id)], StartOptions::default()))
+        .await
+        .expect("ok");
+    let old = match &results[0].1 {
+        Ok(started) => started.pid,
+        Err(error) => panic!("{error}"),
+    };
+    until("h1 sees it", || cluster.hub(1).pid(&id) == Some(old)).await;
+    let mut mover = cluster.hub(0).subscribe();
+    let by_id = cluster.nodes[1].runtime().target::<Counter>(cluster.hub(1).via(&id));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writer = {
+        let (by_id, sent) = (by_id.clone(), sent.clone());
+        tokio::spawn(async move {
+            for _ in 0..2_000 {
+                by_id.cast(1).await.expect("cast by child id");
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        })
+    };
+    until("the writer is under way", || sent.load(std::sync::atomic::Ordering::Relaxed) > 100)
+        .await;
+    within(cluster.hub(0).child_redist_init(&id, "h1", Duration::from_secs(5)))
+        .await
+        .expect("moved");
+    let during = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(during < 2_000, "the move happened while the writer wrote ({during} sent)");
+    within(writer).await.expect("the writer");
+    let handed = std::iter::from_fn(|| mover.try_recv().ok()).find_map(|event| match event {
+        HubEvent::HandedOver { child, to, bytes } if child == id => Some((to, bytes)),
+        _ => None,
+    });
+    assert!(matches!(handed, Some((ref to, bytes)) if to == "h1" && bytes > 0), "{handed:?}");
+    let new = cluster.hub(1).pid(&id).expect("runs");
+    assert_ne!(new, old);
+    assert_eq!(new.node(), shoal_process::NodeId::from_name("h1"));
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        let (count, _) = within(by_id.call(())).await.expect("answers");
+        if count == 2_000 {
+            break;
+        }
+        assert!(count < 2_000, "doubled: {count}");
+        assert!(tokio::time::Instant::now() < deadline, "lost: {count} of 2000");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut handed = false;
+    while let Ok(event) = events.try_recv() {
+        handed |= matches!(event, HubEvent::Migrated { ref child, ref from, ref to } if *child == id && from == "h0" && to == "h1");
+    }
+    assert!(handed, "a Migrated event");
+    cluster.stop().await;
+}
+
+/// A node whose hub stops on purpose hands each counter, with its count, to its new owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_that_stops_hands_its_children_over_with_their_state() {
+    let config =
+        HubConfig { handovers: Handovers::default().with::<Counter>("counter"), ..config() };
+    let mut cluster = Cluster::start(3, config).await;
+    let ids: Vec<String> = (0..30).map(|i| format!("counter/{i}")).collect();
+    let results = within(
+        cluster
+            .hub(0)
+            .init_children(ids.iter().map(|id| counter(id)).collect(), StartOptions::default()),
+    )
+    .await
+    .expect("ok");
+    assert!(results.iter().all(|(_, r)| r.is_ok()));
+    cluster.until_placed(&ids.iter().cloned().collect()).await;
+    let runtime = cluster.nodes[0].runtime().clone();
+    for (i, id) in ids.iter().enumerate() {
+        let by_id = runtime.target::<Counter>(cluster.hub(0).via(id));
+        by_id.cast(i as u64 + 1).await.expect("cast");
+        assert_eq!(within(by_id.call(())).await.expect("answers").0, i as u64 + 1);
+    }
+    let leaving = cluster.hubs[2].take().expect("h2");
+    within(leaving.stop()).await;
+    drop(leaving);
+    cluster.until_nodes(2).await;
+    cluster.until_placed(&ids.iter().cloned().collect()).await;
+    for (i, id) in ids.iter().enumerate() {
+        let by_id = runtime.target::<Counter>(cluster.hub(0).via(id));
+        assert_eq!(within(by_id.call(())).await.expect("answers").0, i as u64 + 1, "{id}");
+    }
     cluster.stop().await;
 }
 

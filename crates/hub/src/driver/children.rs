@@ -27,6 +27,7 @@ use super::handover;
 use super::hub::{
     CONFLICT, ChildData, Conflict, Hub, HubChild, HubEvent, HubInner, MOVED, QUORUM_LOST,
 };
+use super::migrate::{self, Migration};
 use crate::core::{Action, Entry, Load, Placement, State, StopReason, Table};
 
 /// A child started: where, and as which pid.
@@ -73,11 +74,19 @@ pub(crate) struct Local {
     restarts: VecDeque<Instant>,
     /// Being stopped on purpose: its exit is not a crash.
     stopping: bool,
+    /// Started for a hot move and not yet published: the entry to publish.
+    prepared: Option<Box<Entry<ChildData>>>,
+}
+
+impl Local {
+    fn claim() -> Self {
+        Local { pid: None, restarts: VecDeque::new(), stopping: false, prepared: None }
+    }
 }
 
 /// How a start treats a child known already.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-enum Mode {
+pub(crate) enum Mode {
     /// A caller's start: a terminated child starts again (a newer version).
     Fresh { check: bool },
     /// A failover, a move or a hand-over from node `from`: a child terminated since is not
@@ -90,7 +99,7 @@ enum Mode {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-enum Request {
+pub(crate) enum Request {
     Start {
         children: Vec<(String, Entry<ChildData>)>,
         mode: Mode,
@@ -110,15 +119,36 @@ enum Request {
     States {
         states: Vec<(String, serde_bytes::ByteBuf)>,
     },
+    /// A hot move from `from`: start the new copy, unpublished.
+    Prepare {
+        child: String,
+        entry: Entry<ChildData>,
+        from: String,
+        timeout_ms: u64,
+    },
+    /// A hot move: the old copy's state, for the new one.
+    Restore {
+        child: String,
+        state: serde_bytes::ByteBuf,
+    },
+    /// A hot move: publish the new copy (the old one's mail is forwarded).
+    Publish {
+        child: String,
+        timeout_ms: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-enum Reply {
+pub(crate) enum Reply {
     Started(StartResults),
     Terminated(StopResults),
     Redistributed(Result<(), RedistError>),
     /// How many of the states were restored.
     Restored(usize),
+    /// The new copy of a hot move, unpublished.
+    Prepared(Result<Pid, ChildError>),
+    /// The new copy of a hot move, published.
+    Published(Result<Started, ChildError>),
     /// The hub is stopped on that node.
     Stopped,
 }
@@ -145,12 +175,14 @@ impl Hub {
         let mode = Mode::Fresh { check: options.check_existing };
         let mut results = dispatch(inner, owners, mode, 0, deadline).await;
         if options.rollback && results.iter().any(|(_, result)| result.is_err()) {
-            let started: Vec<String> = results
-                .iter()
-                .filter(|(_, result)| result.is_ok())
-                .map(|(child, _)| child.clone())
-                .collect();
-            self.stop_children(started, options.timeout).await;
+            // Terminated where each started: this node may not have heard of it yet.
+            let mut started: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (child, result) in &results {
+                if let Ok(Started { node, .. }) = result {
+                    started.entry(node.clone()).or_default().push(child.clone());
+                }
+            }
+            terminate(inner, started, options.timeout).await;
             for (_, result) in &mut results {
                 if result.is_ok() {
                     *result = Err(ChildError::RolledBack);
@@ -190,25 +222,7 @@ impl Hub {
                 Err(error) => results.push((child.clone(), Err(error))),
             }
         }
-        let mut calls = JoinSet::new();
-        for (node, batch) in holders {
-            let inner = inner.clone();
-            calls.spawn(async move {
-                if node == inner.me() {
-                    return terminate_here(&inner, batch, timeout).await;
-                }
-                let request =
-                    Request::Terminate { children: batch.clone(), timeout_ms: millis(timeout) };
-                match call(&inner, &node, &request, timeout + Duration::from_secs(1)).await {
-                    Ok(Reply::Terminated(results)) => results,
-                    Ok(_) => unreachable_all(batch, &node, "the hub is stopped there"),
-                    Err(error) => unreachable_all(batch, &node, &error),
-                }
-            });
-        }
-        while let Some(batch) = calls.join_next().await {
-            results.extend(batch.unwrap_or_default());
-        }
+        results.extend(terminate(inner, holders, timeout).await);
         in_order(&children, results)
     }
 
@@ -261,6 +275,35 @@ impl Hub {
             Err(error) => Err(RedistError::Unreachable { node: from, error }),
         }
     }
+}
+
+/// Terminates each batch of children on the node that holds it.
+async fn terminate(
+    inner: &Arc<HubInner>,
+    holders: BTreeMap<String, Vec<String>>,
+    timeout: Duration,
+) -> StopResults {
+    let mut calls = JoinSet::new();
+    for (node, batch) in holders {
+        let inner = inner.clone();
+        calls.spawn(async move {
+            if node == inner.me() {
+                return terminate_here(&inner, batch, timeout).await;
+            }
+            let request =
+                Request::Terminate { children: batch.clone(), timeout_ms: millis(timeout) };
+            match call(&inner, &node, &request, timeout + Duration::from_secs(1)).await {
+                Ok(Reply::Terminated(results)) => results,
+                Ok(_) => unreachable_all(batch, &node, "the hub is stopped there"),
+                Err(error) => unreachable_all(batch, &node, &error),
+            }
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(batch) = calls.join_next().await {
+        results.extend(batch.unwrap_or_default());
+    }
+    results
 }
 
 /// Checks a batch and places each child: the batch's entries, by owner.
@@ -475,8 +518,7 @@ async fn start_here(
                 }
                 Verdict::Start(version) => {
                     entry.version = version;
-                    let claim = Local { pid: None, restarts: VecDeque::new(), stopping: false };
-                    local.insert(child.clone(), claim);
+                    local.insert(child.clone(), Local::claim());
                     to_start.push((child, entry));
                     continue;
                 }
@@ -541,13 +583,108 @@ fn lock(inner: &HubInner) -> std::sync::MutexGuard<'_, BTreeMap<String, Local>> 
     inner.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Starts the new copy of a hot move from `from`, claimed here but not published.
+pub(crate) async fn start_unpublished(
+    inner: &Arc<HubInner>,
+    child: &str,
+    entry: &Entry<ChildData>,
+    from: &str,
+) -> Result<Pid, ChildError> {
+    let mode = Mode::Adopt { from: from.to_owned() };
+    let verdict =
+        inner.table(|table| table.has_quorum().then(|| verdict(table, child, entry, &mode)));
+    let version = match verdict {
+        None => return Err(ChildError::NoQuorum(inner.me().to_owned())),
+        Some(Verdict::Runs { node, pid: Some(pid) }) => {
+            return Err(ChildError::AlreadyStarted { node, pid });
+        }
+        Some(Verdict::Runs { node, pid: None }) => return Err(ChildError::Starting { node }),
+        Some(Verdict::Ended(version)) => return Err(ChildError::Terminated(version)),
+        Some(Verdict::Start(version)) => version,
+    };
+    if !reserve(inner, child) {
+        return Err(ChildError::Starting { node: inner.me().to_owned() });
+    }
+    match spawn(inner, &entry.data.spec).await {
+        Ok(pid) => {
+            let mut prepared = entry.clone();
+            prepared.version = version;
+            if let Some(this) = lock(inner).get_mut(child) {
+                this.pid = Some(pid);
+                this.prepared = Some(Box::new(prepared));
+            }
+            Ok(pid)
+        }
+        Err(error) => {
+            lock(inner).remove(child);
+            Err(error)
+        }
+    }
+}
+
+/// The new copy of a hot move, unpublished: its pid and factory.
+pub(crate) fn prepared(inner: &HubInner, child: &str) -> Option<(Pid, String)> {
+    let local = lock(inner);
+    let this = local.get(child)?;
+    Some((this.pid?, this.prepared.as_ref()?.data.spec.factory.clone()))
+}
+
+/// Publishes the new copy of a hot move and supervises it; answers once another node holds
+/// it, as a start does.
+async fn publish_prepared(
+    inner: &Arc<HubInner>,
+    child: &str,
+    timeout: Duration,
+) -> Result<Started, ChildError> {
+    let taken = {
+        let mut local = lock(inner);
+        local.get_mut(child).and_then(|this| Some((this.prepared.take()?, this.pid?)))
+    };
+    let Some((mut entry, pid)) = taken else {
+        return Err(ChildError::Start(format!("no copy of {child} prepared here")));
+    };
+    entry.state = State::Running;
+    entry.data.pid = Some(pid);
+    let seq = inner.map.set(vec![(child.to_owned(), Some(*entry))]);
+    supervise(inner, child.to_owned(), pid);
+    let node = inner.me().to_owned();
+    if inner.map.held(seq, 2, timeout).await {
+        Ok(Started { node, pid })
+    } else {
+        Err(ChildError::NotHeld { node, pid })
+    }
+}
+
+/// Stops the new copy of a hot move that was never published.
+pub(crate) fn drop_unpublished(inner: &HubInner, child: &str, pid: Pid) {
+    let mut local = lock(inner);
+    if local.get(child).is_some_and(|this| this.pid == Some(pid) && this.prepared.is_some()) {
+        local.remove(child);
+        drop(local);
+        tracing::debug!(hub = %inner.id, %child, "a hot move's new copy was never published");
+        inner.runtime.kill(pid);
+    }
+}
+
+/// `child`'s exit is on purpose from now on (a hot move freezes it).
+pub(crate) fn mark_stopping(inner: &HubInner, child: &str) {
+    if let Some(this) = lock(inner).get_mut(child) {
+        this.stopping = true;
+    }
+}
+
+/// `child` no longer runs here.
+pub(crate) fn forget_local(inner: &HubInner, child: &str) {
+    lock(inner).remove(child);
+}
+
 /// Claims `child` for a start here; false if it is here already.
 fn reserve(inner: &HubInner, child: &str) -> bool {
     let mut local = lock(inner);
     if local.contains_key(child) {
         return false;
     }
-    local.insert(child.to_owned(), Local { pid: None, restarts: VecDeque::new(), stopping: false });
+    local.insert(child.to_owned(), Local::claim());
     true
 }
 
@@ -761,12 +898,50 @@ async fn redistribute_here(
     }
     let pin = Placement::Nodes(vec![to.to_owned()]);
     let deadline = inner.clock.now().into_std() + timeout;
-    let mut results = move_out(inner, vec![child.to_owned()], to, Some(pin), deadline).await;
+    let hot = vec![child.to_owned()];
+    let cold = match inner.config.migration {
+        Migration::Cold => hot,
+        Migration::Hot { retention } => {
+            match migrate::move_hot(inner, child, to, Some(pin.clone()), retention, deadline).await
+            {
+                Ok(true) => return Ok(()),
+                Ok(false) => hot,
+                Err(error) => return Err(RedistError::Start(error)),
+            }
+        }
+    };
+    let mut results = move_out(inner, cold, to, Some(pin), deadline).await;
     match results.pop() {
         Some((_, Ok(_))) => Ok(()),
         Some((_, Err(error))) => Err(RedistError::Start(error)),
         None => Err(RedistError::NotFound(child.to_owned())),
     }
+}
+
+/// Moves children of this node to `to` hot, as [`super::HubConfig::migration`] says, one at
+/// a time; returns those to move cold (no hot migration, or no [`super::Handover`]). One
+/// whose hot move failed before it froze runs on here, and the move waits a while.
+async fn move_hot(
+    inner: &Arc<HubInner>,
+    children: Vec<String>,
+    to: &str,
+    pin: Option<Placement>,
+    deadline: Instant,
+) -> Vec<String> {
+    let Migration::Hot { retention } = inner.config.migration else { return children };
+    let mut cold = Vec::new();
+    for child in children {
+        match migrate::move_hot(inner, &child, to, pin.clone(), retention, deadline).await {
+            Ok(true) => {}
+            Ok(false) => cold.push(child),
+            Err(error) => {
+                tracing::debug!(hub = %inner.id, %child, %to, %error, "a hot move failed");
+                let now = inner.clock.now().into_std();
+                inner.table_mut(|table| table.retry_later(&child, now));
+            }
+        }
+    }
+    cold
 }
 
 /// Moves children of this node to `to`, cold: each is published as moving, stopped, started
@@ -899,6 +1074,18 @@ pub(crate) fn serve(inner: &Arc<HubInner>) {
                     let timeout = Duration::from_millis(timeout_ms);
                     Reply::Redistributed(redistribute_here(&inner, &child, &to, timeout).await)
                 }
+                Request::Prepare { child, entry, from, timeout_ms } => {
+                    let deadline = inner.clock.now().into_std() + Duration::from_millis(timeout_ms);
+                    Reply::Prepared(migrate::prepare(&inner, child, entry, from, deadline).await)
+                }
+                Request::Restore { child, state } => {
+                    let restored = handover::restore_prepared(&inner, &child, state).await;
+                    Reply::Restored(usize::from(restored))
+                }
+                Request::Publish { child, timeout_ms } => {
+                    let timeout = Duration::from_millis(timeout_ms);
+                    Reply::Published(publish_prepared(&inner, &child, timeout).await)
+                }
                 Request::States { states } => {
                     let mut restored = 0;
                     for (child, state) in states {
@@ -967,6 +1154,9 @@ fn carry_out(inner: &Arc<HubInner>, actions: Vec<Action<ChildData>>) {
                 tokio::spawn(async move { resolve(&inner, child, reason).await });
             }
             Action::Role { child, role } => {
+                if inner.subscribed.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = inner.events.send(HubEvent::Role { child: child.clone(), role });
+                }
                 let inner = inner.clone();
                 tokio::spawn(async move { handover::tell_role(&inner, &child, role).await });
             }
@@ -1011,7 +1201,8 @@ fn carry_out(inner: &Arc<HubInner>, actions: Vec<Action<ChildData>>) {
         let inner = inner.clone();
         tokio::spawn(async move {
             let deadline = inner.clock.now().into_std() + inner.config.table.retry_after;
-            move_out(&inner, children, &to, None, deadline).await;
+            let cold = move_hot(&inner, children, &to, None, deadline).await;
+            move_out(&inner, cold, &to, None, deadline).await;
         });
     }
 }
@@ -1083,7 +1274,7 @@ pub(crate) async fn send_states(
 const TIMED_OUT: &str = "timed out";
 
 /// The hub's RPC to `node`; the error as text ([`TIMED_OUT`] for a timeout).
-async fn call(
+pub(crate) async fn call(
     inner: &HubInner,
     node: &str,
     request: &Request,
@@ -1112,6 +1303,6 @@ fn in_order<T>(order: &[String], results: Vec<(String, T)>) -> Vec<(String, T)> 
     order.iter().filter_map(|child| by_child.remove(child).map(|r| (child.clone(), r))).collect()
 }
 
-fn millis(duration: Duration) -> u64 {
+pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

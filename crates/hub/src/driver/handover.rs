@@ -29,7 +29,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
-use shoal_process::{Context, Pid, Process, Runtime, codec};
+use shoal_process::{Context, ExitReason, Forwarding, Pid, Process, Runtime, codec};
 
 use super::hub::HubInner;
 use crate::core::{Role, State};
@@ -56,7 +56,7 @@ pub trait Handover: Process {
 type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
 
 /// A [`Handover`] behaviour with its type erased, as the hub keeps it by factory name.
-trait Erased: Send + Sync + 'static {
+pub(crate) trait Erased: Send + Sync + 'static {
     fn snapshot<'a>(
         &self,
         runtime: &'a Runtime,
@@ -77,6 +77,15 @@ trait Erased: Send + Sync + 'static {
         role: Role,
         timeout: Duration,
     ) -> Pending<'a, ()>;
+    fn hand_off<'a>(
+        &self,
+        runtime: &'a Runtime,
+        pid: Pid,
+        to: Pid,
+        reason: ExitReason,
+        retention: Duration,
+        timeout: Duration,
+    ) -> Pending<'a, (Vec<u8>, Forwarding)>;
 }
 
 struct Typed<P>(PhantomData<fn() -> P>);
@@ -127,6 +136,26 @@ impl<P: Handover> Erased for Typed<P> {
                 .map_err(|error| error.to_string())
         })
     }
+
+    fn hand_off<'a>(
+        &self,
+        runtime: &'a Runtime,
+        pid: Pid,
+        to: Pid,
+        reason: ExitReason,
+        retention: Duration,
+        timeout: Duration,
+    ) -> Pending<'a, (Vec<u8>, Forwarding)> {
+        Box::pin(async move {
+            let snapshot = |process: &mut P, _: &mut Context<P>| codec::encode(&process.snapshot());
+            let (state, forwarding) = runtime
+                .hand_off(pid, to, snapshot, reason, retention, timeout)
+                .await
+                .map_err(|error| error.to_string())?;
+            let state = state.map_err(|error| error.to_string())?;
+            Ok((state.to_vec(), forwarding))
+        })
+    }
 }
 
 /// The behaviours of a hub's children that have state to hand over, by the factory name
@@ -173,7 +202,7 @@ impl Handovers {
         self.0.contains_key(factory)
     }
 
-    fn get(&self, factory: &str) -> Option<&Arc<dyn Erased>> {
+    pub(crate) fn get(&self, factory: &str) -> Option<&Arc<dyn Erased>> {
         self.0.get(factory)
     }
 }
@@ -211,6 +240,19 @@ pub(crate) async fn restore(inner: &HubInner, child: &str, state: ByteBuf) -> bo
         Ok(()) => true,
         Err(error) => {
             tracing::debug!(hub = %inner.id, %child, %error, "a streamed state not restored");
+            false
+        }
+    }
+}
+
+/// Hands `state`, a hot move's snapshot of the old copy, to the new copy prepared here.
+pub(crate) async fn restore_prepared(inner: &HubInner, child: &str, state: ByteBuf) -> bool {
+    let Some((pid, factory)) = super::children::prepared(inner, child) else { return false };
+    let Some(handover) = inner.config.handovers.get(&factory) else { return false };
+    match handover.restore(&inner.runtime, pid, state.into_vec(), CALLBACK_TIMEOUT).await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(hub = %inner.id, %child, %error, "a handed-over state not restored");
             false
         }
     }

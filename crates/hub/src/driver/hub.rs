@@ -27,7 +27,8 @@ use tokio::sync::{Notify, broadcast, watch};
 use super::children::{self, Local};
 use super::error::{HubStartError, MAX_CHILD_ID};
 use super::handover::{self, Handovers};
-use crate::core::{Consistent, Entry, Redundancy, State, Strategy, Table, TableConfig};
+use super::migrate::{self, Migration};
+use crate::core::{Consistent, Entry, Redundancy, Role, State, Strategy, Table, TableConfig};
 
 /// What a hub replicates of a child, besides its placement and state. Shared (`Arc`), as
 /// every node keeps several copies of it (its own, its view of each peer's, the newest).
@@ -144,6 +145,13 @@ pub struct HubConfig {
     /// How often each active copy's state is streamed to its passive copies, at most (the
     /// staleness bound of a promoted copy, plus the time to send it; see [`crate::Handover`]).
     pub stream_every: Duration,
+    /// How children move to another node: cold (the default) or hot, with their state and
+    /// mail ([`Migration`]).
+    pub migration: Migration,
+    /// When the hub stops here on purpose, how long it may take to hand its children with
+    /// state ([`HubConfig::handovers`]) to their new owners, hot, before it stops the rest
+    /// (whatever [`HubConfig::migration`] says).
+    pub handover_deadline: Duration,
 }
 
 impl Default for HubConfig {
@@ -161,6 +169,8 @@ impl Default for HubConfig {
             conflict_timeout: Duration::from_secs(5),
             handovers: Handovers::default(),
             stream_every: Duration::from_millis(200),
+            migration: Migration::Cold,
+            handover_deadline: Duration::from_secs(10),
         }
     }
 }
@@ -176,6 +186,8 @@ impl fmt::Debug for HubConfig {
             .field("restart_window", &self.restart_window)
             .field("handovers", &self.handovers)
             .field("stream_every", &self.stream_every)
+            .field("migration", &self.migration)
+            .field("handover_deadline", &self.handover_deadline)
             .finish_non_exhaustive()
     }
 }
@@ -218,6 +230,43 @@ pub enum HubEvent {
         node: String,
         /// Whether it left on purpose (it stopped the hub), or was lost.
         left: bool,
+    },
+    /// A move finished: the child runs on `to` now, where `from` was moving it.
+    Migrated {
+        /// The child.
+        child: String,
+        /// Where it ran.
+        from: String,
+        /// Where it runs.
+        to: String,
+    },
+    /// This node handed a child's state to the copy that replaces it on `to` (a hot move, or a
+    /// hand-over as the hub stops here), and how many letters it forwarded there.
+    HandedOver {
+        /// The child.
+        child: String,
+        /// The new node.
+        to: String,
+        /// Bytes of state handed over.
+        bytes: usize,
+    },
+    /// A hot move could not hand the state over (the old copy was gone, the new node did not
+    /// take it, or letters for the old copy could not be forwarded): the child runs on `to`
+    /// as after a cold move, and what it had is lost.
+    HandOverFailed {
+        /// The child.
+        child: String,
+        /// The new node.
+        to: String,
+        /// What went wrong.
+        error: String,
+    },
+    /// This node's copy of a child was told its role (active/passive replication).
+    Role {
+        /// The child.
+        child: String,
+        /// Its role now.
+        role: Role,
     },
     /// This node lost its quorum ([`crate::core::Partition`]): its children stop, with
     /// [`QUORUM_LOST`], and it starts none.
@@ -514,34 +563,7 @@ impl Hub {
     /// Every child of the hub as this node sees it, by child id then node: each copy, and
     /// each child no node runs now with [`ChildStatus::Unknown`] (no network).
     pub fn which_children_global(&self) -> Vec<ChildRow> {
-        self.inner.table(|table| {
-            let mut rows = Vec::new();
-            let mut children: Vec<_> = table.children().collect();
-            children.sort_unstable_by_key(|(child, _)| *child);
-            for (child, known) in children {
-                if known.is_ended() {
-                    continue;
-                }
-                let before = rows.len();
-                for (node, entry) in &known.holders {
-                    if entry.state != State::Ended {
-                        rows.push(ChildRow {
-                            child: child.clone(),
-                            node: Some(node.clone()),
-                            status: status(entry),
-                        });
-                    }
-                }
-                if rows.len() == before {
-                    rows.push(ChildRow {
-                        child: child.clone(),
-                        node: None,
-                        status: ChildStatus::Unknown,
-                    });
-                }
-            }
-            rows
-        })
+        self.inner.table(global_rows)
     }
 
     /// The children tagged `tag`, sorted (no network).
@@ -559,26 +581,67 @@ impl Hub {
         tagged
     }
 
-    /// Events from now on: children started, stopped and moved, nodes up and down. A
-    /// subscriber that falls more than [`HubConfig::events`] behind is told how many it
-    /// missed (`RecvError::Lagged`).
+    /// Events from now on, in the order this node saw them happen: children started,
+    /// stopped, moved and migrated, states handed over, roles, nodes up and down, quorum lost
+    /// and regained. A subscriber that falls more than [`HubConfig::events`] behind is told
+    /// how many it missed (`RecvError::Lagged`).
     pub fn subscribe(&self) -> broadcast::Receiver<HubEvent> {
-        let receiver = self.inner.events.subscribe();
-        self.inner.subscribed.store(true, Ordering::Relaxed);
-        receiver
+        self.subscribe_with_snapshot().1
     }
 
-    /// Stops the hub on this node, on purpose: its children are stopped, the other nodes are
-    /// told (they start them on their new owners at once, without waiting for
-    /// [`TableConfig::down_after`]), and the service closes.
+    /// [`Hub::subscribe`], with the hub as it stood just before the first event the receiver
+    /// gets ([`Hub::which_children_global`] at that instant): taken together, so no change
+    /// falls between them.
+    pub fn subscribe_with_snapshot(&self) -> (Vec<ChildRow>, broadcast::Receiver<HubEvent>) {
+        // Child events are sent under the map's lock, which the snapshot holds.
+        self.inner.map.with(|state| {
+            self.inner.subscribed.store(true, Ordering::Relaxed);
+            let receiver = self.inner.events.subscribe();
+            (global_rows(&state.observer.table), receiver)
+        })
+    }
+
+    /// Stops the hub on this node, on purpose: its children with state
+    /// ([`HubConfig::handovers`]) are handed to their new owners, hot, within
+    /// [`HubConfig::handover_deadline`]; the others are stopped, and the other nodes are told
+    /// (they start them on their new owners at once, without waiting for
+    /// [`TableConfig::down_after`]); then the service closes.
     pub async fn stop(&self) {
         if self.inner.stop.send_replace(true) {
             return;
         }
+        let deadline = self.inner.clock.now().into_std() + self.inner.config.handover_deadline;
+        migrate::hand_over_all(&self.inner, deadline).await;
         children::stop_all(&self.inner).await;
         self.inner.node.unregister_rpc(&self.inner.rpc);
         self.inner.map.stop().await;
     }
+}
+
+/// Every child of the hub as `table` sees it (see [`Hub::which_children_global`]).
+fn global_rows(table: &Table<ChildData>) -> Vec<ChildRow> {
+    let mut rows = Vec::new();
+    let mut children: Vec<_> = table.children().collect();
+    children.sort_unstable_by_key(|(child, _)| *child);
+    for (child, known) in children {
+        if known.is_ended() {
+            continue;
+        }
+        let before = rows.len();
+        for (node, entry) in &known.holders {
+            if entry.state != State::Ended {
+                rows.push(ChildRow {
+                    child: child.clone(),
+                    node: Some(node.clone()),
+                    status: status(entry),
+                });
+            }
+        }
+        if rows.len() == before {
+            rows.push(ChildRow { child: child.clone(), node: None, status: ChildStatus::Unknown });
+        }
+    }
+    rows
 }
 
 fn status(entry: &Entry<ChildData>) -> ChildStatus {
@@ -627,6 +690,23 @@ pub(crate) struct Index {
     wake: Arc<Notify>,
 }
 
+impl Index {
+    /// The node that was moving `child` to `origin`, if `origin` now runs it.
+    fn migrated_from(
+        &self,
+        origin: &str,
+        child: &str,
+        value: Option<&Entry<ChildData>>,
+    ) -> Option<String> {
+        value.and_then(running_pid)?;
+        let known = self.table.child(child)?;
+        known.holders.iter().find_map(|(node, entry)| match &entry.state {
+            State::Moving { to } if to == origin => Some(node.clone()),
+            _ => None,
+        })
+    }
+}
+
 impl ReplicaObserver<String, Entry<ChildData>> for Index {
     fn changed(&mut self, origin: &str, child: &String, value: Option<&Entry<ChildData>>) {
         let now = self.clock.now().into_std();
@@ -636,10 +716,16 @@ impl ReplicaObserver<String, Entry<ChildData>> for Index {
             .then(|| self.table.child(child)?.holders.get(origin).and_then(running_pid))
             .flatten();
         self.table.changed(origin, child, value, now);
-        let pid = self
-            .table
-            .active(child)
-            .and_then(|node| self.table.child(child)?.holders.get(node)?.data.pid);
+        // The serving copy; during a hot move, the copy being moved (its pid forwards).
+        let pid = self.table.child(child).and_then(|known| {
+            let node = self.table.active(child).or_else(|| {
+                let moving = known.holders.iter().find(|(_, entry)| {
+                    matches!(entry.state, State::Moving { .. }) && entry.data.pid.is_some()
+                });
+                moving.map(|(node, _)| node.as_str())
+            })?;
+            known.holders.get(node)?.data.pid
+        });
         match (pid, self.pids.get_mut(child)) {
             (Some(pid), Some(known)) => *known = pid,
             (Some(pid), None) => {
@@ -652,6 +738,10 @@ impl ReplicaObserver<String, Entry<ChildData>> for Index {
         if subscribed {
             for event in events(origin, child, was, value) {
                 let _ = self.events.send(event);
+            }
+            if let Some(from) = self.migrated_from(origin, child, value) {
+                let (child, to) = (child.clone(), origin.to_owned());
+                let _ = self.events.send(HubEvent::Migrated { child, from, to });
             }
         }
         self.wake.notify_one();
