@@ -774,7 +774,7 @@ fn counter(id: &str) -> HubChild {
 async fn a_hot_move_hands_the_state_and_the_mail_over() {
     let config = HubConfig {
         handovers: Handovers::default().with::<Counter>("counter"),
-        migration: Migration::Hot { retention: Duration::from_secs(5) },
+        migration: Migration::Hot { retention: Duration::from_secs(1) },
         ..config()
     };
     let cluster = Cluster::start(2, config).await;
@@ -816,6 +816,18 @@ async fn a_hot_move_hands_the_state_and_the_mail_over() {
         _ => None,
     });
     assert!(matches!(handed, Some((ref to, bytes)) if to == "h1" && bytes > 0), "{handed:?}");
+    let ended = within(async {
+        loop {
+            match mover.recv().await.expect("events") {
+                HubEvent::ForwardingEnded { child, forwarded, failed } if child == id => {
+                    break (forwarded, failed);
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(ended.1, 0, "no letter lost in the window: {ended:?}");
     let new = cluster.hub(1).pid(&id).expect("runs");
     assert_ne!(new, old);
     assert_eq!(new.node(), shoal_process::NodeId::from_name("h1"));

@@ -261,6 +261,17 @@ pub enum HubEvent {
         /// What went wrong.
         error: String,
     },
+    /// The retention window of a hot move from this node ended: the letters for the old copy
+    /// it forwarded to the new one, and those it could not (their senders were told; past
+    /// the window, letters for the old pid are refused as for any process that is gone).
+    ForwardingEnded {
+        /// The child.
+        child: String,
+        /// Letters forwarded.
+        forwarded: u64,
+        /// Letters not forwarded.
+        failed: u64,
+    },
     /// This node's copy of a child was told its role (active/passive replication).
     Role {
         /// The child.

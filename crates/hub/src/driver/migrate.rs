@@ -151,6 +151,8 @@ pub(crate) async fn move_hot(
             if report.failed > 0 {
                 tracing::warn!(hub = %inner.id, %child, ?report, "letters not forwarded");
             }
+            let (forwarded, failed) = (report.forwarded, report.failed);
+            let _ = inner.events.send(HubEvent::ForwardingEnded { child, forwarded, failed });
         });
     }
     match outcome {
