@@ -87,6 +87,7 @@ pub(crate) fn run_nodes(args: &[String]) -> Result<ExitCode> {
         ("SHOAL_SIM_REGISTRY_SCHEDULES", schedules.to_string()),
         ("SHOAL_SIM_GROUPS_SCHEDULES", schedules.to_string()),
         ("SHOAL_SIM_HUB_SCHEDULES", schedules.to_string()),
+        ("SHOAL_SIM_HUB_QUORUM_SCHEDULES", schedules.to_string()),
     ];
     let args = [
         "test",
@@ -102,6 +103,7 @@ pub(crate) fn run_nodes(args: &[String]) -> Result<ExitCode> {
         "the_registry_keeps_one_process_per_name_and_fenced_locks_under_random_faults",
         "every_node_reports_the_same_members_after_random_faults",
         "every_child_runs_once_on_its_owner_after_random_faults",
+        "the_minority_stops_what_its_strategy_says_and_restarts_it_on_heal",
         "--nocapture",
     ];
     explore(offset, &env, &args)

@@ -93,10 +93,10 @@ const NODES: u8 = 4;
 const STEPS: usize = 5;
 
 /// Ring entries per node (fewer than the default: cheaper rings; the same on every node).
-const VNODES: u32 = 64;
+pub(super) const VNODES: u32 = 64;
 
 /// The hub id.
-const HUB: &str = "rooms";
+pub(super) const HUB: &str = "rooms";
 
 /// How long after the last heal the checks must hold (see the module docs).
 const SETTLE_BOUND: Duration = Duration::from_secs(6);
@@ -104,7 +104,7 @@ const SETTLE_BOUND: Duration = Duration::from_secs(6);
 /// How long they must then go on holding.
 const STABLE: Duration = Duration::from_millis(600);
 
-fn config() -> HubConfig {
+pub(super) fn config() -> HubConfig {
     HubConfig {
         table: TableConfig {
             down_after: Duration::from_millis(300),
@@ -121,19 +121,20 @@ fn config() -> HubConfig {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The children's own record of their processes.
+// The children's own record of their processes (`hub_quorum.rs` shares it, and the lives
+// below).
 
 /// A live process of a child: where (host, life).
 #[derive(Clone, Debug)]
-struct Running {
-    child: String,
-    host: usize,
+pub(super) struct Running {
+    pub(super) child: String,
+    pub(super) host: usize,
     life: u64,
 }
 
 #[derive(Default)]
-struct Records {
-    live: BTreeMap<Pid, Running>,
+pub(super) struct Records {
+    pub(super) live: BTreeMap<Pid, Running>,
     /// Two live processes of one child on one node: what the at-all-times check found.
     doubled: Vec<String>,
     /// Crashed lives (host, life): their runtimes are gone, though the test's tasks of theirs
@@ -142,12 +143,12 @@ struct Records {
 }
 
 #[derive(Default)]
-struct Shared {
+pub(super) struct Shared {
     records: Mutex<Records>,
 }
 
 impl Shared {
-    fn records(&self) -> MutexGuard<'_, Records> {
+    pub(super) fn records(&self) -> MutexGuard<'_, Records> {
         self.records.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -173,7 +174,7 @@ impl Shared {
     }
 
     /// `host`'s life `life` is over: its processes died with it.
-    fn crashed(&self, host: usize, life: u64) {
+    pub(super) fn crashed(&self, host: usize, life: u64) {
         let mut records = self.records();
         records.dead.insert((host, life));
         records.live.retain(|_, live| live.host != host);
@@ -210,7 +211,7 @@ impl Process for Room {
     async fn handle_cast(&mut self, (): (), _ctx: &mut Context<Self>) {}
 }
 
-fn room(id: &str) -> HubChild {
+pub(super) fn room(id: &str) -> HubChild {
     HubChild::new(ChildSpec::new(id, "room", &id.to_owned()).expect("a spec"))
 }
 
@@ -218,10 +219,10 @@ fn room(id: &str) -> HubChild {
 // Nodes.
 
 /// One life of a node: the node, and its hub once started.
-struct Life {
-    node: Node,
-    life: u64,
-    hub: Option<Hub>,
+pub(super) struct Life {
+    pub(super) node: Node,
+    pub(super) life: u64,
+    pub(super) hub: Option<Hub>,
     /// The hub's events, from its start.
     events: Option<tokio::sync::broadcast::Receiver<HubEvent>>,
     /// The children whose tombstone this hub has seen replace a running copy.
@@ -244,13 +245,13 @@ impl Life {
     }
 }
 
-fn name(host: usize) -> String {
+pub(super) fn name(host: usize) -> String {
     format!("n{host}")
 }
 
 /// Starts node `n{host}`'s `life`-th life (its hub not yet), joining it through `contact` (if
 /// any) in the background until the network lets it.
-async fn start_life(
+pub(super) async fn start_life(
     net: &SimNet,
     shared: &Arc<Shared>,
     host: usize,
@@ -335,7 +336,7 @@ impl Model {
 }
 
 /// Live hubs: (host, hub).
-fn hubs(lives: &[Option<Life>]) -> impl Iterator<Item = (usize, &Hub)> {
+pub(super) fn hubs(lives: &[Option<Life>]) -> impl Iterator<Item = (usize, &Hub)> {
     lives.iter().enumerate().filter_map(|(host, life)| Some((host, life.as_ref()?.hub.as_ref()?)))
 }
 

@@ -12,6 +12,7 @@ mod broadcast_soak;
 mod determinism;
 mod groups;
 mod hub;
+mod hub_quorum;
 mod paxos;
 mod registry;
 mod support;
