@@ -79,7 +79,9 @@ pub mod prelude {
     #[cfg(feature = "broadcast")]
     pub use shoal_broadcast::{Broadcast, BroadcastConfig, BroadcastError, Topic};
     #[cfg(feature = "hub")]
-    pub use shoal_hub::{Hub, HubChild, HubConfig, HubError, HubEvent, StartOptions};
+    pub use shoal_hub::{
+        Handover, Handovers, Hub, HubChild, HubConfig, HubError, HubEvent, Migration, StartOptions,
+    };
     #[cfg(feature = "paxos")]
     pub use shoal_paxos::{Paxos, PaxosConfig, PaxosError};
     #[cfg(feature = "registry")]
