@@ -883,6 +883,74 @@ async fn a_hub_that_stops_hands_its_children_over_with_their_state() {
     cluster.stop().await;
 }
 
+/// A hub of two copies per child that stops on purpose sends the state of its active copies
+/// to their passive copies first, which are promoted with it (the periodic stream is too slow
+/// to have done it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_of_two_copies_that_stops_leaves_its_state_to_the_passive_copies() {
+    let table =
+        TableConfig { replicas: 2, redundancy: Redundancy::ActivePassive, ..config().table };
+    let config = HubConfig {
+        table,
+        handovers: Handovers::default().with::<Counter>("counter"),
+        stream_every: Duration::from_secs(600),
+        ..config()
+    };
+    let mut cluster = Cluster::start(3, config).await;
+    let ring = Ring::with_vnodes(["h0", "h1", "h2"], VNODES);
+    let ids: Vec<String> = (0..)
+        .map(|i| format!("counter/{i}"))
+        .filter(|child| ring.owners(child, 2)[0] == "h2")
+        .take(5)
+        .collect();
+    let results = within(
+        cluster
+            .hub(0)
+            .init_children(ids.iter().map(|id| counter(id)).collect(), StartOptions::default()),
+    )
+    .await
+    .expect("ok");
+    assert!(results.iter().all(|(_, r)| r.is_ok()));
+    until("both copies of each run", || {
+        ids.iter().all(|id| {
+            cluster.hub(0).child(id).is_some_and(|info| {
+                info.copies
+                    .iter()
+                    .filter(|(_, status)| matches!(status, ChildStatus::Running(_)))
+                    .count()
+                    == 2
+            })
+        })
+    })
+    .await;
+    let runtime = cluster.nodes[0].runtime().clone();
+    for (i, id) in ids.iter().enumerate() {
+        let by_id = runtime.target::<Counter>(cluster.hub(0).via(id));
+        by_id.cast(i as u64 + 1).await.expect("cast");
+        assert_eq!(
+            within(by_id.call(())).await.expect("answers"),
+            (i as u64 + 1, Some(Role::Active))
+        );
+    }
+    let leaving = cluster.hubs[2].take().expect("h2");
+    within(leaving.stop()).await;
+    drop(leaving);
+    cluster.until_nodes(2).await;
+    for (i, id) in ids.iter().enumerate() {
+        let by_id = runtime.target::<Counter>(cluster.hub(0).via(id));
+        let deadline = tokio::time::Instant::now() + BOUND;
+        loop {
+            if let Ok((count, Some(Role::Active))) = by_id.call(()).await {
+                assert_eq!(count, i as u64 + 1, "{id}: the state left to it");
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{id} not promoted");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    cluster.stop().await;
+}
+
 /// A child that traps exits and ignores them: only a kill stops it.
 struct Stubborn;
 

@@ -282,6 +282,12 @@ pub(crate) async fn stream_task(inner: Arc<HubInner>) {
     }
 }
 
+/// Streams the state of every active copy here to its passive copies, changed or not (the
+/// hub stops here).
+pub(crate) async fn stream_last(inner: &Arc<HubInner>) {
+    stream_once(inner, &mut Streamed::new()).await;
+}
+
 async fn stream_once(inner: &Arc<HubInner>, streamed: &mut Streamed) {
     let me = inner.me().to_owned();
     // The active copies here of registered behaviours, with their passive copies' nodes.

@@ -36,8 +36,9 @@ use shoal_process::{ExitReason, Pid};
 
 use super::children::{self, Reply, Request, Started};
 use super::error::ChildError;
+use super::handover;
 use super::hub::{ChildData, HubEvent, HubInner, MOVED};
-use crate::core::{Entry, Placement, Ring, State};
+use crate::core::{Entry, Placement, Redundancy, Ring, State};
 
 /// How a child moves to another node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -200,9 +201,20 @@ pub(crate) async fn prepare(
 }
 
 /// Hands every child of this node whose behaviour has a [`Handover`](super::Handover) to its
-/// owner on the ring without this node, hot, within `deadline` (the hub stops here). The
-/// others, and those not handed over in time, are left to [`children::stop_all`].
+/// owner on the ring without this node, hot, within `deadline` (the hub stops here); with
+/// several copies of each child, streams the state of the active copies here to their
+/// passive copies instead. The others, and those not handed over in time, are left to
+/// [`children::stop_all`].
 pub(crate) async fn hand_over_all(inner: &Arc<HubInner>, deadline: Instant) {
+    let table = &inner.config.table;
+    if table.replicas > 1 {
+        // Other copies run already. Under active/passive, the active ones here send their
+        // passive copies their state once more, and those are promoted when this node leaves.
+        if table.redundancy == Redundancy::ActivePassive {
+            let _ = inner.clock.timeout_at(deadline.into(), handover::stream_last(inner)).await;
+        }
+        return;
+    }
     let me = inner.me().to_owned();
     let (ring, mine) = inner.table(|table| {
         let others = table.ring().nodes().iter().filter(|node| **node != me);
