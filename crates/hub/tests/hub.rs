@@ -642,26 +642,31 @@ impl Handover for Counter {
     }
 }
 
+/// Counters with two copies each, active/passive, their state streamed every `stream_every`.
+fn two_copies(stream_every: Duration) -> HubConfig {
+    let table =
+        TableConfig { replicas: 2, redundancy: Redundancy::ActivePassive, ..config().table };
+    HubConfig {
+        table,
+        handovers: Handovers::default().with::<Counter>("counter"),
+        stream_every,
+        ..config()
+    }
+}
+
+fn counter(id: &str) -> HubChild {
+    HubChild::new(ChildSpec::new(id, "counter", &()).expect("spec"))
+}
+
 /// Two copies of each child, active/passive: each runs on its two owners, the first active
 /// and told so, the other told passive; a call by child id reaches the active copy, whose
 /// state reaches the passive one; when the active copy's node dies, the passive copy is
 /// promoted, with the state streamed to it, and a third node starts a new passive copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_copies_one_active_and_the_passive_one_promoted_with_its_state() {
-    let table =
-        TableConfig { replicas: 2, redundancy: Redundancy::ActivePassive, ..config().table };
-    let config = HubConfig {
-        table,
-        handovers: Handovers::default().with::<Counter>("counter"),
-        stream_every: Duration::from_millis(50),
-        ..config()
-    };
+    let config = two_copies(Duration::from_millis(50));
     let mut cluster = Cluster::start(3, config).await;
-    let counters: Vec<HubChild> = (0..20)
-        .map(|i| {
-            HubChild::new(ChildSpec::new(format!("counter/{i}"), "counter", &()).expect("spec"))
-        })
-        .collect();
+    let counters: Vec<HubChild> = (0..20).map(|i| counter(&format!("counter/{i}"))).collect();
     let results =
         within(cluster.hub(0).init_children(counters, StartOptions::default())).await.expect("ok");
     assert!(results.iter().all(|(_, r)| r.is_ok()), "{results:?}");
@@ -761,10 +766,6 @@ async fn two_copies_one_active_and_the_passive_one_promoted_with_its_state() {
     })
     .await;
     cluster.stop().await;
-}
-
-fn counter(id: &str) -> HubChild {
-    HubChild::new(ChildSpec::new(id, "counter", &()).expect("spec"))
 }
 
 /// Hot migration: a counter moved while a writer casts to it by child id loses and doubles
@@ -888,14 +889,7 @@ async fn a_hub_that_stops_hands_its_children_over_with_their_state() {
 /// to have done it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_of_two_copies_that_stops_leaves_its_state_to_the_passive_copies() {
-    let table =
-        TableConfig { replicas: 2, redundancy: Redundancy::ActivePassive, ..config().table };
-    let config = HubConfig {
-        table,
-        handovers: Handovers::default().with::<Counter>("counter"),
-        stream_every: Duration::from_secs(600),
-        ..config()
-    };
+    let config = two_copies(Duration::from_secs(600));
     let mut cluster = Cluster::start(3, config).await;
     let ring = Ring::with_vnodes(["h0", "h1", "h2"], VNODES);
     let ids: Vec<String> = (0..)

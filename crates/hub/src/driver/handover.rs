@@ -34,6 +34,16 @@ use shoal_process::{Context, ExitReason, Forwarding, Pid, Process, Runtime, code
 use super::hub::HubInner;
 use crate::core::{Role, State};
 
+/// Runs `work` inside the process `pid` ([`Runtime::sys`]); the error in words.
+async fn in_process<P: Process, R: Send + 'static>(
+    runtime: &Runtime,
+    pid: Pid,
+    work: impl FnOnce(&mut P, &mut Context<P>) -> R + Send + 'static,
+    timeout: Duration,
+) -> Result<R, String> {
+    runtime.sys(pid, work, timeout).await.map_err(|error| error.to_string())
+}
+
 /// A hub child whose state can be handed over: to a passive copy, to the copy that replaces
 /// it on another node. The callbacks run inside the process, between two messages.
 pub trait Handover: Process {
@@ -98,10 +108,8 @@ impl<P: Handover> Erased for Typed<P> {
         timeout: Duration,
     ) -> Pending<'a, Vec<u8>> {
         Box::pin(async move {
-            let state = runtime
-                .sys(pid, |process: &mut P, _| codec::encode(&process.snapshot()), timeout)
-                .await
-                .map_err(|error| error.to_string())?;
+            let snapshot = |process: &mut P, _: &mut Context<P>| codec::encode(&process.snapshot());
+            let state = in_process(runtime, pid, snapshot, timeout).await?;
             state.map(|bytes| bytes.to_vec()).map_err(|error| error.to_string())
         })
     }
@@ -115,10 +123,8 @@ impl<P: Handover> Erased for Typed<P> {
     ) -> Pending<'a, ()> {
         Box::pin(async move {
             let state: P::State = codec::decode(&state).map_err(|error| error.to_string())?;
-            runtime
-                .sys(pid, move |process: &mut P, ctx| process.restore(state, ctx), timeout)
-                .await
-                .map_err(|error| error.to_string())
+            let restore = move |process: &mut P, ctx: &mut Context<P>| process.restore(state, ctx);
+            in_process(runtime, pid, restore, timeout).await
         })
     }
 
@@ -129,12 +135,8 @@ impl<P: Handover> Erased for Typed<P> {
         role: Role,
         timeout: Duration,
     ) -> Pending<'a, ()> {
-        Box::pin(async move {
-            runtime
-                .sys(pid, move |process: &mut P, ctx| process.role(role, ctx), timeout)
-                .await
-                .map_err(|error| error.to_string())
-        })
+        let tell = move |process: &mut P, ctx: &mut Context<P>| process.role(role, ctx);
+        Box::pin(in_process(runtime, pid, tell, timeout))
     }
 
     fn hand_off<'a>(
