@@ -46,14 +46,22 @@
 //!     once it is restarted, each side of a partition must see exactly the members of its own
 //!     nodes (changes made apart included), and after the heal every node must report the
 //!     same members ([`groups`]).
-//! 11. **hub**: hub `cluster-test` (`shoal-hub`, on every node, a node's children started
+//! 11. **quorum**: hub `cluster-test-quorum` (`shoal-hub` under a majority quorum of the N
+//!     nodes, on every node) starts [`Profile::quorum_children`] children from every node;
+//!     the cluster is partitioned two of five against three, and within a bound the minority's
+//!     nodes must be without their quorum, run no child process and hold their children as
+//!     suspended, and refuse a start (`no-quorum`), while the majority's run every child
+//!     exactly once; after the heal, every node has its quorum, every child runs exactly once
+//!     on its owner, nothing is suspended and every node lists the hub alike; then every
+//!     child is terminated, so the next scenario has the nodes to itself ([`quorum`]).
+//! 12. **hub**: hub `cluster-test` (`shoal-hub`, on every node, a node's children started
 //!     elsewhere once it is gone 500 ms) starts [`Profile::hub_children`] children in batches
 //!     from every node; a node is SIGKILLed (every child must run again, exactly once, within
 //!     a bound; the time is reported), restarted (the children moved to it, and only those,
 //!     must be about 1/N; the ratio is reported), and the cluster partitioned (each side runs
 //!     every child) and healed (exactly one copy of each child again), every node reporting
 //!     the child processes alive on it ([`hub`]).
-//! 12. **exit on stdin close**: every node's stdin is closed; every node must exit cleanly.
+//! 13. **exit on stdin close**: every node's stdin is closed; every node must exit cleanly.
 //!     This is the rule that keeps nodes from outliving the driver however it dies.
 //!
 //! Every node runs the registry with the run's host lease (`--lease-ms`): the registry's
@@ -96,6 +104,7 @@ mod counter;
 mod groups;
 mod hub;
 mod lock;
+mod quorum;
 mod singleton;
 
 /// Nodes unless `--nodes` says otherwise.
@@ -151,6 +160,8 @@ struct Profile {
     lease: Duration,
     /// Children of the hub scenario.
     hub_children: usize,
+    /// Children of the quorum scenario.
+    quorum_children: usize,
     /// The whole run, after the build.
     deadline: Duration,
 }
@@ -169,6 +180,7 @@ const FULL: Profile = Profile {
     broadcasts_per_phase: 50,
     lease: Duration::from_secs(5),
     hub_children: 10_000,
+    quorum_children: 5_000,
     deadline: Duration::from_secs(300),
 };
 
@@ -187,6 +199,7 @@ const QUICK: Profile = Profile {
     lease: Duration::from_secs(1),
     // The debug build takes 6 to 10 s for 10,000 (with two busy loops on a 2-core machine).
     hub_children: 10_000,
+    quorum_children: 3_000,
     deadline: Duration::from_secs(120),
 };
 
@@ -251,8 +264,16 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
     let data_dir = log_dir.join("data");
     let acceptors: Vec<String> = (0..options.nodes).map(node_name).collect();
     let acceptors = acceptors.join(",");
-    let launch =
-        Launch { binary, key, log_dir: log_dir.clone(), data_dir, acceptors, profile, seed };
+    let launch = Launch {
+        binary,
+        key,
+        log_dir: log_dir.clone(),
+        data_dir,
+        acceptors,
+        quorum_hub_size: options.nodes,
+        profile,
+        seed,
+    };
     let mut cluster = Cluster::new(launch, options.nodes);
     let outcomes = run_scenarios(&mut cluster, profile);
     drop(cluster);
@@ -332,7 +353,7 @@ struct Outcome {
 /// A scenario: what it is called, what it checks (for the progress line), and how to run it.
 type Scenario = (&'static str, &'static str, fn(&mut Cluster, &Profile) -> Result<String>);
 
-const SCENARIOS: [Scenario; 12] = [
+const SCENARIOS: [Scenario; 13] = [
     ("join", "start the nodes, each seeded with an earlier one; wait for a full mesh", join),
     ("storm", "every node casts numbered messages to every other node", storm),
     ("kill", "SIGKILL a node; survivors report it down; restart it and rejoin", kill),
@@ -359,6 +380,12 @@ const SCENARIOS: [Scenario; 12] = [
         "groups",
         "process groups joined on every node, through a leave, an exit, a kill and a partition",
         groups::groups,
+    ),
+    (
+        "quorum",
+        "majority-quorum hub children through a partition: the minority stops its own, the \
+         majority runs them all, one copy each after the heal",
+        quorum::quorum,
     ),
     (
         "hub",
@@ -751,6 +778,8 @@ struct Launch {
     data_dir: PathBuf,
     /// The Paxos acceptor set: every node of the run, `a,b,c,...`.
     acceptors: String,
+    /// The cluster size of the quorum hub's majority: every node of the run.
+    quorum_hub_size: usize,
     profile: &'static Profile,
     seed: u64,
 }
@@ -1093,6 +1122,7 @@ impl NodeProcess {
             .args(["--seed", &(launch.seed ^ u64::from(ip.octets()[3])).to_string()])
             .args(["--acceptors", &launch.acceptors])
             .args(["--lease-ms", &profile.lease.as_millis().to_string()])
+            .args(["--quorum-hub-size", &launch.quorum_hub_size.to_string()])
             .arg("--data-dir")
             .arg(launch.data_dir.join(name))
             .stdin(Stdio::piped())

@@ -25,39 +25,85 @@
 //!
 //! During each wait the largest number of children seen with two live processes at once
 //! (across the nodes asked) is kept and reported; only the end of each wait is judged.
+//!
+//! The `quorum` scenario ([`super::quorum`]) drives the node's other hub with the pieces here
+//! that take the hub's command word ([`HUB`] here): starting children in batches, the nodes'
+//! reports and the judgement of where the children run.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 
 use super::{Cluster, Poll, Profile};
 
-/// Children per `hub start` command.
+/// The word the node's commands for hub `cluster-test` start with (`hub start`, ...).
+const HUB: &str = "hub";
+
+/// Children per `start` or `stop` command.
 const BATCH: usize = 1_000;
 
-/// The hub's `down_after` on every node (`shoal-node`'s `hub.rs`).
-const DOWN_AFTER: Duration = Duration::from_millis(500);
+/// The hubs' `down_after` on every node (`shoal-node`'s `hub.rs`).
+pub(super) const DOWN_AFTER: Duration = Duration::from_millis(500);
 
 /// Slack on top of the nodedown bound and `down_after` for a lost node's children to run
 /// again: the reconcile tick, thousands of starts and their replication, on a debug build.
-const FAILOVER_ALLOWANCE: Duration = Duration::from_secs(3);
+pub(super) const FAILOVER_ALLOWANCE: Duration = Duration::from_secs(3);
 
 /// How long the children may take to be placed after a start, a restart or a heal.
-const PLACE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const PLACE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One node's `hub report`.
-struct Report {
-    nodes: Vec<String>,
-    rows: usize,
-    doubled: usize,
-    foreign: usize,
-    mismatch: usize,
-    ids: Vec<u32>,
+/// One node's report on one of its hubs (`hub report`, `quorum-hub report`).
+pub(super) struct Report {
+    /// The hub's nodes as this node sees them, sorted.
+    pub(super) nodes: Vec<String>,
+    /// Whether this node has its quorum.
+    pub(super) quorum: bool,
+    /// Whether the hub is partitioned, as this node sees it.
+    pub(super) partitioned: bool,
+    /// Children the hub lists as running here.
+    pub(super) rows: usize,
+    /// Children the hub lists here, however they stand.
+    pub(super) own: usize,
+    /// Children the hub lists here as suspended (this node is without its quorum).
+    pub(super) suspended: usize,
+    /// Children with more than one live process here.
+    pub(super) doubled: usize,
+    /// Live children this node's ring gives to another node.
+    pub(super) foreign: usize,
+    /// Children live here but not listed as running, or listed but not live.
+    pub(super) mismatch: usize,
+    /// The numbers of the children whose processes are alive here, sorted.
+    pub(super) ids: Vec<u32>,
 }
 
 /// Where each child runs once placed: child number → node index.
-type Placement = BTreeMap<u32, usize>;
+pub(super) type Placement = BTreeMap<u32, usize>;
+
+/// What a batch command does to its children.
+#[derive(Clone, Copy)]
+pub(super) enum Batch {
+    /// `start FROM COUNT`, answered `started=COUNT failed=0`.
+    Start,
+    /// `stop FROM COUNT` (terminate), answered `stopped=COUNT failed=0`.
+    Stop,
+}
+
+impl Batch {
+    fn command(self) -> &'static str {
+        match self {
+            Batch::Start => "start",
+            Batch::Stop => "stop",
+        }
+    }
+
+    fn done(self) -> &'static str {
+        match self {
+            Batch::Start => "started",
+            Batch::Stop => "stopped",
+        }
+    }
+}
 
 pub(super) fn hub(cluster: &mut Cluster, profile: &Profile) -> Result<String> {
     cluster.wait_for_full_mesh().context("before the hub")?;
@@ -67,20 +113,10 @@ pub(super) fn hub(cluster: &mut Cluster, profile: &Profile) -> Result<String> {
 
     // 1. Start the children, every node its share, in batches.
     let started = Instant::now();
-    let names = cluster.names(&all);
-    cluster.wait_for(PLACE_TIMEOUT, "every hub sees every node", |cluster| {
-        let views = cluster.ask_all(&all, "hub nodes")?;
-        let differ: Vec<String> = all
-            .iter()
-            .zip(&views)
-            .filter(|(_, view)| format!("{{{view}}}") != names)
-            .map(|(&index, view)| format!("{} sees [{view}]", cluster.nodes[index].name))
-            .collect();
-        Ok(if differ.is_empty() { Poll::Done(()) } else { Poll::Pending(differ.join("; ")) })
-    })?;
-    start_children(cluster, children)?;
+    wait_hub_nodes(cluster, HUB, &all)?;
+    in_batches(cluster, HUB, Batch::Start, children)?;
     let batches_done = started.elapsed();
-    let placement = wait_placed(cluster, &all, children, PLACE_TIMEOUT, "every child placed")?;
+    let placement = wait_placed(cluster, HUB, &all, children, PLACE_TIMEOUT, "every child placed")?;
     report.push(format!(
         "{children} children started in batches of {BATCH} from {} nodes in {} ms, each \
          running once on its owner ({}) within {} ms",
@@ -102,6 +138,7 @@ pub(super) fn hub(cluster: &mut Cluster, profile: &Profile) -> Result<String> {
     let mut doubled = 0;
     let after_kill = wait_placed_counting(
         cluster,
+        HUB,
         &survivors,
         children,
         bound + Duration::from_secs(5),
@@ -140,6 +177,7 @@ pub(super) fn hub(cluster: &mut Cluster, profile: &Profile) -> Result<String> {
     let mut doubled = 0;
     let after_restart = wait_placed_counting(
         cluster,
+        HUB,
         &all,
         children,
         PLACE_TIMEOUT,
@@ -186,6 +224,7 @@ pub(super) fn hub(cluster: &mut Cluster, profile: &Profile) -> Result<String> {
     let mut doubled = 0;
     let after_heal = wait_placed_counting(
         cluster,
+        HUB,
         &all,
         children,
         PLACE_TIMEOUT,
@@ -218,6 +257,7 @@ fn apart(
         let what = format!("every child running once on {}", cluster.names(side));
         wait_placed_counting(
             cluster,
+            HUB,
             side,
             children,
             bound + Duration::from_secs(5),
@@ -241,9 +281,31 @@ fn apart(
     ))
 }
 
-/// Sends each node its share of `c/0` .. `c/(children-1)`, [`BATCH`] per command, one
-/// command per node at a time; every child must start.
-fn start_children(cluster: &mut Cluster, children: usize) -> Result<()> {
+/// Waits until every one of `nodes` sees exactly `nodes` in hub `hub` (its command word).
+pub(super) fn wait_hub_nodes(cluster: &mut Cluster, hub: &str, nodes: &[usize]) -> Result<()> {
+    let names = cluster.names(nodes);
+    let command = format!("{hub} nodes");
+    cluster.wait_for(PLACE_TIMEOUT, "every hub sees every node", |cluster| {
+        let views = cluster.ask_all(nodes, &command)?;
+        let differ: Vec<String> = nodes
+            .iter()
+            .zip(&views)
+            .filter(|(_, view)| format!("{{{view}}}") != names)
+            .map(|(&index, view)| format!("{} sees [{view}]", cluster.nodes[index].name))
+            .collect();
+        Ok(if differ.is_empty() { Poll::Done(()) } else { Poll::Pending(differ.join("; ")) })
+    })
+}
+
+/// Sends each node its share of `c/0` .. `c/(children-1)` in hub `hub` (its command word),
+/// [`BATCH`] per command, one command per node at a time; every child must be started (or
+/// stopped).
+pub(super) fn in_batches(
+    cluster: &mut Cluster,
+    hub: &str,
+    batch: Batch,
+    children: usize,
+) -> Result<()> {
     let share = children.div_ceil(cluster.size);
     let mut next: Vec<usize> = (0..cluster.size).map(|index| index * share).collect();
     let end = |index: usize| ((index + 1) * share).min(children);
@@ -252,7 +314,7 @@ fn start_children(cluster: &mut Cluster, children: usize) -> Result<()> {
             .filter(|&index| next[index] < end(index))
             .map(|index| {
                 let count = BATCH.min(end(index) - next[index]);
-                (index, format!("hub start {} {count}", next[index]), count)
+                (index, format!("{hub} {} {} {count}", batch.command(), next[index]), count)
             })
             .collect();
         if commands.is_empty() {
@@ -263,7 +325,7 @@ fn start_children(cluster: &mut Cluster, children: usize) -> Result<()> {
         let answers = cluster.ask_each(&asked)?;
         for ((index, command, count), answer) in commands.iter().zip(&answers) {
             ensure!(
-                answer.starts_with(&format!("started={count} failed=0")),
+                answer.starts_with(&format!("{}={count} failed=0", batch.done())),
                 "{}: `{command}` answered `{answer}`",
                 cluster.nodes[*index].name
             );
@@ -273,49 +335,56 @@ fn start_children(cluster: &mut Cluster, children: usize) -> Result<()> {
 }
 
 /// As [`wait_placed_counting`], without the count.
-fn wait_placed(
+pub(super) fn wait_placed(
     cluster: &mut Cluster,
+    hub: &str,
     nodes: &[usize],
     children: usize,
     timeout: Duration,
     what: &str,
 ) -> Result<Placement> {
-    wait_placed_counting(cluster, nodes, children, timeout, what, &mut 0)
+    wait_placed_counting(cluster, hub, nodes, children, timeout, what, &mut 0)
 }
 
-/// Waits until each of the `children` is placed on `nodes` (see the module docs); keeps in
-/// `doubled` the most children seen with two live processes across them at once.
+/// Waits until each of the `children` of hub `hub` (its command word) is placed on `nodes`
+/// (see the module docs); keeps in `doubled` the most children seen with two live processes
+/// across them at once.
 fn wait_placed_counting(
     cluster: &mut Cluster,
+    hub: &str,
     nodes: &[usize],
     children: usize,
     timeout: Duration,
     what: &str,
     doubled: &mut usize,
 ) -> Result<Placement> {
-    cluster.wait_for(timeout, what, |cluster| placed(cluster, nodes, children, doubled))
+    cluster.wait_for(timeout, what, |cluster| {
+        let reports = reports(cluster, hub, nodes)?;
+        Ok(placed(cluster, nodes, &reports, children, doubled))
+    })
 }
 
-/// One look at `nodes`' reports: `Done` with the placement once every child is placed.
-fn placed(
-    cluster: &mut Cluster,
+/// Each of `nodes`' report on hub `hub` (its command word), in the order of `nodes`.
+pub(super) fn reports(cluster: &mut Cluster, hub: &str, nodes: &[usize]) -> Result<Vec<Report>> {
+    let answers = cluster.ask_all(nodes, &format!("{hub} report"))?;
+    answers.iter().map(|answer| parse_report(answer)).collect()
+}
+
+/// Judges `nodes`' `reports` (in their order): `Done` with the placement once every child is
+/// placed; keeps in `doubled` the most children seen with two live processes across them.
+pub(super) fn placed(
+    cluster: &Cluster,
     nodes: &[usize],
+    reports: &[Report],
     children: usize,
     doubled: &mut usize,
-) -> Result<Poll<Placement>> {
-    let answers = cluster.ask_all(nodes, "hub report")?;
-    let names: Vec<String> = {
-        let mut names: Vec<String> =
-            nodes.iter().map(|&index| cluster.nodes[index].name.clone()).collect();
-        names.sort();
-        names
-    };
+) -> Poll<Placement> {
+    let names = sorted_names(cluster, nodes);
     let mut problems = Vec::new();
     let mut placement = Placement::new();
     let mut copies: BTreeMap<u32, usize> = BTreeMap::new();
-    for (&index, answer) in nodes.iter().zip(&answers) {
+    for (&index, report) in nodes.iter().zip(reports) {
         let name = &cluster.nodes[index].name;
-        let report = parse_report(answer)?;
         if report.nodes != names {
             problems.push(format!("{name} sees the hub as [{}]", report.nodes.join(",")));
         }
@@ -329,7 +398,7 @@ fn placed(
                 report.mismatch
             ));
         }
-        for id in report.ids {
+        for &id in &report.ids {
             *copies.entry(id).or_default() += 1;
             placement.insert(id, index);
         }
@@ -344,11 +413,19 @@ fn placed(
             format!("{missing} children not running, {twice} on two nodes, {unknown} unknown"),
         );
     }
-    Ok(if problems.is_empty() { Poll::Done(placement) } else { Poll::Pending(problems.join("; ")) })
+    if problems.is_empty() { Poll::Done(placement) } else { Poll::Pending(problems.join("; ")) }
+}
+
+/// The names of `nodes`, sorted (as a node reports the hub's nodes).
+pub(super) fn sorted_names(cluster: &Cluster, nodes: &[usize]) -> Vec<String> {
+    let mut names: Vec<String> =
+        nodes.iter().map(|&index| cluster.nodes[index].name.clone()).collect();
+    names.sort();
+    names
 }
 
 /// `a:2012 b:1987 ...`: children per node.
-fn per_node(cluster: &Cluster, placement: &Placement) -> String {
+pub(super) fn per_node(cluster: &Cluster, placement: &Placement) -> String {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for &index in placement.values() {
         *counts.entry(cluster.nodes[index].name.as_str()).or_default() += 1;
@@ -357,19 +434,40 @@ fn per_node(cluster: &Cluster, placement: &Placement) -> String {
     counts.join(" ")
 }
 
-/// `nodes=a,b live=2 rows=2 doubled=0 foreign=0 mismatch=0 ids=1,7` → the report.
+/// `nodes=a,b quorum=yes partitioned=no live=2 rows=2 own=2 suspended=0 doubled=0 foreign=0
+/// mismatch=0 ids=1,7` → the report (the fields in any order; `live` is required, the others
+/// are 0, `no` or empty if absent).
 fn parse_report(answer: &str) -> Result<Report> {
     let parse = || -> Result<Report> {
-        let mut report =
-            Report { nodes: Vec::new(), rows: 0, doubled: 0, foreign: 0, mismatch: 0, ids: vec![] };
+        let mut report = Report {
+            nodes: Vec::new(),
+            quorum: false,
+            partitioned: false,
+            rows: 0,
+            own: 0,
+            suspended: 0,
+            doubled: 0,
+            foreign: 0,
+            mismatch: 0,
+            ids: vec![],
+        };
         let mut live = None;
         for field in answer.split_whitespace() {
             let (key, value) = field.split_once('=').context("no `=`")?;
             let list = || value.split(',').filter(|item| !item.is_empty());
+            let yes = || match value {
+                "yes" => Ok(true),
+                "no" => Ok(false),
+                _ => Err(anyhow!("`{field}` is not `yes` or `no`")),
+            };
             match key {
                 "nodes" => report.nodes = list().map(str::to_owned).collect(),
+                "quorum" => report.quorum = yes()?,
+                "partitioned" => report.partitioned = yes()?,
                 "live" => live = Some(value.parse::<usize>()?),
                 "rows" => report.rows = value.parse()?,
+                "own" => report.own = value.parse()?,
+                "suspended" => report.suspended = value.parse()?,
                 "doubled" => report.doubled = value.parse()?,
                 "foreign" => report.foreign = value.parse()?,
                 "mismatch" => report.mismatch = value.parse()?,
@@ -402,5 +500,17 @@ mod tests {
         assert!(empty.unwrap().ids.is_empty());
         assert!(parse_report("nodes=a live=3 ids=1").is_err(), "a count that does not match");
         assert!(parse_report("nodes=a ids=x").is_err());
+        assert!(parse_report("nodes=a live=0 quorum=maybe ids=").is_err());
+    }
+
+    #[test]
+    fn reports_carry_the_quorum_and_the_suspended() {
+        let report = parse_report(
+            "nodes=a,b quorum=no partitioned=yes live=0 rows=0 own=3 suspended=3 doubled=0 \
+             foreign=0 mismatch=0 ids=",
+        )
+        .unwrap();
+        assert!(!report.quorum && report.partitioned);
+        assert_eq!((report.own, report.suspended), (3, 3));
     }
 }

@@ -7,6 +7,7 @@
 //! shoal-node --name NAME [--key-file PATH] [--listen ADDR] [--join ADDR]...
 //!            [--heartbeat-ms MS] [--failure-timeout-ms MS] [--seed N]
 //!            [--acceptors NAME,NAME,...] [--data-dir DIR] [--lease-ms MS]
+//!            [--quorum-hub-size N]
 //! shoal-node generate-key
 //! ```
 //!
@@ -31,13 +32,18 @@
 //!   renewed every third of it; its drift and stop margins stay at their defaults. A node
 //!   cut off from the majority stops its names' processes within `D`, and the others take its
 //!   names and locks over after the claim wait (about `1.05·(D/0.95 + 0.5 s)`).
+//! - `--quorum-hub-size`: the cluster size of hub `cluster-test-quorum`'s majority quorum: a
+//!   node runs its children while it sees more than half of `N` nodes of that hub (default:
+//!   the number of acceptors).
 //!
 //! Every node runs the registry (`shoal-registry`) over its Paxos service, with the factory
 //! `cluster-test-worker` registered for the names the `names` commands use (see
 //! `registry.rs`), and the default scope of process groups, with its default configuration,
-//! for the `groups` commands (see `groups.rs`), and hub `cluster-test` (`shoal-hub`) with
-//! short knobs (a node gone 500 ms has its children started elsewhere; see `hub.rs`) and the
-//! factory of its children registered, for the `hub` commands.
+//! for the `groups` commands (see `groups.rs`), and two hubs (`shoal-hub`) with short knobs
+//! (a node gone 500 ms has its children started elsewhere; see `hub.rs`), each with the
+//! factory of its children registered: `cluster-test`, under the default divergence strategy,
+//! for the `hub` commands, and `cluster-test-quorum`, under a majority quorum
+//! (`--quorum-hub-size`), for the `quorum-hub` commands.
 //!
 //! Logs go to stderr, at the level `$SHOAL_LOG` names (`error`, `warn`, `info`, `debug`,
 //! `trace` or `off`; default `warn`, which includes every refused or closed connection, with
@@ -81,8 +87,11 @@
 //! | `groups exit GROUP N` | `PID ...`: the `N` lowest members of `GROUP` on this node, killed (their memberships go as they exit) |
 //! | `groups members [GROUP...]` | `GROUP=PID,PID,... ...`: the named groups (all, if none is named) as this node sees them now, in name order, each pid once per join, in pid order; groups without members are left out |
 //! | `hub nodes` | `NAME,NAME,...`: the hub's nodes as this node sees them, itself included, sorted |
-//! | `hub start FROM COUNT` | `started=S failed=F [first=CHILD:_ERROR]`: children `c/FROM` to `c/(FROM+COUNT-1)` started through the hub in one awaited batch (each on its owner) |
-//! | `hub report` | `nodes=NAME,... live=L rows=R doubled=D foreign=F mismatch=M ids=N,N,...`: the hub's child processes alive on this node by their own records (`L`; `ids`: their numbers, sorted), after the hub's nodes as `hub nodes` gives them; the children the hub lists as running here (`R`), those with two live processes here (`D`), those this node's ring does not give to it (`F`), and those live but not listed or listed but not live (`M`) |
+//! | `hub start FROM COUNT` | `started=S failed=F [first=CHILD:_ERROR]`: children `c/FROM` to `c/(FROM+COUNT-1)` started through the hub in one awaited batch (each on its owner); `error no-quorum` if this node is without its quorum |
+//! | `hub stop FROM COUNT` | `stopped=S failed=F [first=CHILD:_ERROR]`: children `c/FROM` to `c/(FROM+COUNT-1)` terminated where they run, in one awaited batch |
+//! | `hub report` | `nodes=NAME,... quorum=Q partitioned=P live=L rows=R own=O suspended=S doubled=D foreign=F mismatch=M ids=N,N,...`: the hub's nodes as `hub nodes` gives them; whether this node has its quorum and whether the hub is partitioned (`yes` or `no`); the hub's child processes alive on this node by their own records (`L`; `ids`: their numbers, sorted); the children the hub lists as running here (`R`), all it lists here (`O`), those suspended here for want of quorum (`S`), those with two live processes here (`D`), those this node's ring does not give to it (`F`), and those live but not listed as running or listed but not live (`M`) |
+//! | `hub listing` | `rows=G suspended=S digest=HEX`: the hub's whole listing as this node sees it: its rows (a row per copy of a child, or per child no node runs), those suspended, and a digest of it all (each row's child, node, status and pid), the same on nodes that agree |
+//! | `quorum-hub nodes`, `quorum-hub start FROM COUNT`, `quorum-hub stop FROM COUNT`, `quorum-hub report`, `quorum-hub listing` | as the `hub` commands, for hub `cluster-test-quorum` and its own children |
 //! | `incarnation` | this node's incarnation |
 //! | `addr` | the address this node listens on |
 //! | `quit` | `bye`; the node then leaves the cluster and exits |
@@ -115,7 +124,7 @@ mod storm;
 
 use bcast::Broadcasts;
 use groups::GroupCommands;
-use hub::HubCommands;
+use hub::{FACTORY, HUB, HubCommands, QUORUM_FACTORY, QUORUM_HUB};
 use registry::{Checkers, LockLoop};
 use shoal_registry::Registry;
 use storm::{StormReceiver, StormSenders, Tally, send_storm};
@@ -188,6 +197,7 @@ const USAGE: &str = "\
 usage: shoal-node --name NAME [--key-file PATH] [--listen ADDR] [--join ADDR]...
                   [--heartbeat-ms MS] [--failure-timeout-ms MS] [--seed N]
                   [--acceptors NAME,NAME,...] [--data-dir DIR] [--lease-ms MS]
+                  [--quorum-hub-size N]
        shoal-node generate-key
 The cluster key (64 hexadecimal digits, from `shoal-node generate-key`) is read from the file
 that `--key-file` names, else from $SHOAL_KEY.
@@ -233,6 +243,8 @@ struct Options {
     acceptors: Vec<String>,
     data_dir: Option<PathBuf>,
     lease_ms: u64,
+    /// The cluster size of the quorum hub's majority.
+    quorum_hub_size: usize,
 }
 
 impl Options {
@@ -250,6 +262,7 @@ impl Options {
         let mut acceptors = Vec::new();
         let mut data_dir = None;
         let mut lease_ms = 5_000;
+        let mut quorum_hub_size = None;
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("`{flag}` needs a value"));
@@ -264,6 +277,7 @@ impl Options {
                 "--acceptors" => acceptors = value()?.split(',').map(str::to_owned).collect(),
                 "--data-dir" => data_dir = Some(PathBuf::from(value()?)),
                 "--lease-ms" => lease_ms = parse_value(&flag, &value()?)?,
+                "--quorum-hub-size" => quorum_hub_size = Some(parse_value(&flag, &value()?)?),
                 other => return Err(format!("unknown argument `{other}`")),
             }
         }
@@ -279,6 +293,10 @@ impl Options {
         }
         if acceptors.iter().any(String::is_empty) {
             return Err("`--acceptors` holds an empty name".to_owned());
+        }
+        let quorum_hub_size = quorum_hub_size.unwrap_or(acceptors.len());
+        if quorum_hub_size == 0 {
+            return Err("`--quorum-hub-size` must be above zero".to_owned());
         }
         // The file wins over the variable, as a flag does over the environment.
         let key = match (key_file, key_var) {
@@ -301,6 +319,7 @@ impl Options {
             acceptors,
             data_dir,
             lease_ms,
+            quorum_hub_size,
         })
     }
 }
@@ -344,7 +363,14 @@ async fn serve(options: Options) -> Result<(), String> {
         .await
         .map_err(|error| format!("cannot start the registry: {error}"))?;
     let groups = GroupCommands::start(&node).await?;
-    let hub = HubCommands::start(&node).await?;
+    let hub = HubCommands::start(&node, HUB, FACTORY, hub::config()).await?;
+    let quorum_hub = HubCommands::start(
+        &node,
+        QUORUM_HUB,
+        QUORUM_FACTORY,
+        hub::quorum_config(options.quorum_hub_size),
+    )
+    .await?;
     eprintln!("{}: listening on {}", node.name(), node.listen_addr());
     write_line(&format!("listening {} incarnation {}", node.listen_addr(), node.incarnation()));
     for seed in options.seeds {
@@ -363,6 +389,7 @@ async fn serve(options: Options) -> Result<(), String> {
         lock_loop: LockLoop::default(),
         groups,
         hub,
+        quorum_hub,
     };
     let mut commands = read_stdin_lines();
     while let Some(line) = commands.recv().await {
@@ -532,7 +559,10 @@ struct Control {
     checkers: Checkers,
     lock_loop: LockLoop,
     groups: GroupCommands,
+    /// Hub `cluster-test`, under the divergence strategy.
     hub: HubCommands,
+    /// Hub `cluster-test-quorum`, under a majority quorum.
+    quorum_hub: HubCommands,
 }
 
 impl Control {
@@ -590,9 +620,8 @@ impl Control {
             ["groups", "leave", group, count] => self.groups.leave(group, count),
             ["groups", "exit", group, count] => self.groups.exit(&self.node, group, count),
             ["groups", "members", names @ ..] => Ok(self.groups.members(names)),
-            ["hub", "nodes"] => Ok(self.hub.nodes()),
-            ["hub", "start", from, count] => self.hub.start_children(from, count).await,
-            ["hub", "report"] => Ok(self.hub.report()),
+            ["hub", words @ ..] => self.hub.handle(words).await,
+            ["quorum-hub", words @ ..] => self.quorum_hub.handle(words).await,
             ["incarnation"] => Ok(self.node.incarnation().to_string()),
             ["addr"] => Ok(self.node.listen_addr().to_string()),
             ["quit"] => Ok("bye".to_owned()),
@@ -750,7 +779,7 @@ mod tests {
             args(&format!(
                 "--name a --listen 127.0.0.2:0 --join 127.0.0.3:4000 --join 127.0.0.4:4001 \
                  --key-file {} --heartbeat-ms 100 --failure-timeout-ms 900 --seed 7 \
-                 --acceptors a,b --data-dir /tmp/a --lease-ms 900",
+                 --acceptors a,b --data-dir /tmp/a --lease-ms 900 --quorum-hub-size 5",
                 path.display()
             )),
             None,
@@ -769,6 +798,7 @@ mod tests {
                 acceptors: vec!["a".to_owned(), "b".to_owned()],
                 data_dir: Some(PathBuf::from("/tmp/a")),
                 lease_ms: 900,
+                quorum_hub_size: 5,
             }
         );
     }
@@ -779,6 +809,17 @@ mod tests {
         assert_eq!(options.acceptors, ["a"]);
         assert_eq!(options.data_dir, None);
         assert!(parse("--name a --acceptors a,,b").is_err());
+    }
+
+    #[test]
+    fn the_quorum_hub_size_defaults_to_the_acceptor_count() {
+        assert_eq!(parse("--name a").unwrap().quorum_hub_size, 1);
+        assert_eq!(parse("--name a --acceptors a,b,c").unwrap().quorum_hub_size, 3);
+        assert_eq!(
+            parse("--name a --acceptors a,b --quorum-hub-size 5").unwrap().quorum_hub_size,
+            5
+        );
+        assert!(parse("--name a --quorum-hub-size 0").is_err());
     }
 
     #[test]
