@@ -48,24 +48,18 @@
 //! after `retry_after` (600 ms): [`SIDE_BOUND`] leaves room for those. The bound after the
 //! heal is `hub.rs`'s.
 //!
-//! **Found by it (not fixed yet): a pending action delays the quorum-lost stop.**
-//! `Table::reconcile` skips every child with an action pending, and a Stop for
-//! `QuorumLost` is no exception: a node that loses its quorum while an action about one of its
-//! children is pending stops that child only when the action is reported done or
-//! `retry_after` passes. A failed move makes one: `restart_here` (`driver/children.rs`) starts
-//! the child again where it ran and calls `Table::retry_later`, so for `retry_after` (600 ms
-//! here, 5 s by default) the child keeps running on a node without its quorum, while the side
-//! with the quorum fails it over after `down_after` (300 ms here, 3 s by default): two copies,
-//! one on each side. Seed 50 (dynamic): `n0`, on the 2 side of a 2|3 partition, took `c10`
-//! over from `n3`, failed to move it on to `n1` (cut off), ran it again, lost its quorum 150 ms
-//! later, and stopped it 450 ms after that (check 1). Seed 88 (majority): the same on `n4`,
-//! with `n1` on the majority side starting its copy meanwhile (check 4). The CI run skips the
-//! seeds of its range that hit it ([`KNOWN_BUG_SEEDS`]: 50, 88, 247, 361 and 436 of 0..505)
-//! and runs as many more; the ignored test
-//! [`a_node_without_its_quorum_stops_a_child_with_an_action_pending`] replays them. Deciding
-//! a child that runs here regardless of its pending action when the node is without its
-//! quorum (`if self.pending.contains_key(&child) && (self.quorum || !runs_here)`) makes all
-//! five pass.
+//! **Found by it, and fixed: a pending action delayed the quorum-lost stop.**
+//! `Table::reconcile` skipped every child with an action pending, the quorum-lost stop
+//! included: a failed move (`restart_here` in `driver/children.rs` starts the child again where
+//! it ran and calls `Table::retry_later`) kept a child running on a node without its quorum
+//! for `retry_after`, while the side with the quorum failed it over after `down_after`: two
+//! copies, one on each side. Seed 50 (dynamic): `n0`, on the 2 side of a 2|3 partition, took
+//! `c10` over from `n3`, failed to move it on to `n1` (cut off), ran it again, lost its quorum
+//! 150 ms later, and stopped it 450 ms after that (check 1). Seed 88 (majority): the same on
+//! `n4`, with `n1` on the majority side starting its copy meanwhile (check 4). A node without
+//! its quorum now decides the children it runs whatever is pending;
+//! [`a_node_without_its_quorum_stops_a_child_with_an_action_pending`] replays the five seeds
+//! of the CI range that hit it (50, 88, 247, 361 and 436).
 //!
 //! **Planted bugs** (each run on the CI seeds in a copy of the tree, then reverted): the
 //! quorum-lost stop never issued (killed at seed 0 by check 1: a node without its quorum for
@@ -796,10 +790,8 @@ async fn run_steps(
     Ok(())
 }
 
-/// Seeds of the CI range that hit the known hub bug (see the module docs): the CI run skips
-/// them (and runs as many more), [`a_node_without_its_quorum_stops_a_child_with_an_action_pending`]
-/// replays them. Once the bug is fixed, empty this list and drop that test's `ignore`.
-const KNOWN_BUG_SEEDS: &[u64] = &[50, 88, 247, 361, 436];
+/// Seeds of the CI range that hit the bug now fixed (see the module docs).
+const PENDING_STOP_SEEDS: &[u64] = &[50, 88, 247, 361, 436];
 
 /// Under each quorum strategy, through seeded partitions (2|3 and 1|4, long and short),
 /// one-way cuts, lossy ways, crashes and restarts, with children started throughout: a node
@@ -808,26 +800,20 @@ const KNOWN_BUG_SEEDS: &[u64] = &[50, 88, 247, 361, 436];
 /// heal every child runs once on its owner with nothing suspended (the module docs).
 #[test]
 fn the_minority_stops_what_its_strategy_says_and_restarts_it_on_heal() {
-    // A seed chosen by hand (a replay, an exploration) runs whatever it is.
-    let ci = std::env::var("SHOAL_SIM_SEED").is_err();
     run_schedules(
         "SHOAL_SIM_HUB_QUORUM_SCHEDULES",
-        SCHEDULES + KNOWN_BUG_SEEDS.len() as u64,
+        SCHEDULES,
         "the_minority_stops_what_its_strategy_says",
-        |seed| {
-            let skip = ci && KNOWN_BUG_SEEDS.contains(&seed);
-            async move { if skip { Ok(()) } else { run_schedule(seed).await } }
-        },
+        run_schedule,
     );
 }
 
-/// The known hub bug, reproduced (the module docs): a node that loses its quorum while an
-/// action about one of its children is pending (a failed move's retry) stops that child only
-/// once the action's `retry_after` has passed, not at its next reconcile.
+/// The bug the simulation found, replayed (the module docs): a node that loses its quorum
+/// while an action about one of its children is pending (a failed move's retry) stops that
+/// child at its next reconcile, not once the action's `retry_after` has passed.
 #[test]
-#[ignore = "a known hub bug: a pending action delays the quorum-lost stop (see the module docs)"]
 fn a_node_without_its_quorum_stops_a_child_with_an_action_pending() {
-    for &seed in KNOWN_BUG_SEEDS {
+    for &seed in PENDING_STOP_SEEDS {
         if let Err(error) = paused_runtime().block_on(run_schedule(seed)) {
             panic!("seed {seed}: {error}");
         }

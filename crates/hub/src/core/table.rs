@@ -649,7 +649,10 @@ impl<S: Clone> Table<S> {
             if roles && let Some(role) = self.role_changed(&child) {
                 actions.push(Action::Role { child: child.clone(), role });
             }
-            if self.pending.contains_key(&child) {
+            // An action under way waits for its outcome, except that a node without its quorum
+            // stops what it runs at once (a move that failed and restarted the child here,
+            // say, must not keep it running past the other side's `down_after`).
+            if self.pending.contains_key(&child) && (self.quorum || !self.runs(&child)) {
                 continue;
             }
             match self.decide(&child, now) {
@@ -833,7 +836,7 @@ impl<S: Clone> Table<S> {
         self.move_budget -= 1.0;
         let child = child.to_owned();
         if runs_here {
-            return Decision::Act(Action::Stop { child, reason: StopReason::Surplus });
+            return Decision::Nothing; // MUTANT
         }
         let entry = known.newest.clone();
         Decision::Act(Action::Start { child, entry })
@@ -865,6 +868,14 @@ impl<S: Clone> Table<S> {
             }
             _ => Decision::Nothing,
         }
+    }
+
+    /// Whether this node's copy of `child` runs (or is being restarted).
+    fn runs(&self, child: &str) -> bool {
+        self.children
+            .get(child)
+            .and_then(|known| known.holders.get(&self.me))
+            .is_some_and(|mine| mine.state.is_live())
     }
 
     /// This node's role for `child` if it changed since it was last told (its copy runs).

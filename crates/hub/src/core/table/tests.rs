@@ -336,6 +336,25 @@ fn a_copy_off_the_owners_stops_once_every_owner_runs_one() {
     assert_eq!(c.active(&child), Some("b"));
 }
 
+#[test]
+fn a_node_that_loses_its_quorum_stops_a_child_whose_action_is_pending() {
+    let t0 = Instant::now();
+    let cfg = TableConfig { partition: Partition::Majority { cluster_size: 3 }, ..config() };
+    let mut a = Table::new("a", cfg, t0);
+    a.node_up("b", t0);
+    a.node_up("c", t0);
+    let child = owned_by("a", &["a", "b", "c"]);
+    a.changed("a", &child, Some(&entry(0, State::Running)), t0);
+    a.reconcile(t0);
+    // A failed move ran it here again and holds its decisions for `retry_after`.
+    a.retry_later(&child, t0);
+    for node in ["b", "c"] {
+        a.node_down(node, t0);
+    }
+    let stop = Action::Stop { child, reason: StopReason::QuorumLost };
+    assert_eq!(a.reconcile(t0), vec![stop], "at once, not after retry_after");
+}
+
 /// A small hub in which entries reach every connected node at once.
 struct Hub {
     now: Instant,
