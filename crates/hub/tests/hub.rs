@@ -579,6 +579,15 @@ async fn a_minority_without_its_quorum_stops_its_children_until_the_heal() {
     assert_eq!(running(2), 0);
 
     cluster.nodes[2].heal_all();
+    let mut doubled = BTreeSet::new();
+    until("each child runs once again", || {
+        let placement = cluster.placement();
+        doubled
+            .extend(placement.iter().filter(|(_, nodes)| nodes.len() > 1).map(|(c, _)| c.clone()));
+        placement.len() == 200 && placement.values().all(|nodes| nodes.len() == 1)
+    })
+    .await;
+    assert!(doubled.is_empty(), "restarted while the other side ran them: {doubled:?}");
     cluster.until_nodes(3).await;
     cluster.until_placed(&ids(200)).await;
     until("nothing suspended is left", || {

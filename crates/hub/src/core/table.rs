@@ -100,9 +100,10 @@ pub enum OnJoin {
 ///
 /// Under a quorum strategy a node that loses its quorum stops its children
 /// ([`Action::Stop`] with [`StopReason::QuorumLost`]; their entries stay, as
-/// [`State::Suspended`]) and starts none; once it has its quorum again, a suspended child that
-/// no other node runs by then starts again on its owner, and one that runs elsewhere (the
-/// majority took it over) is forgotten here. So after a partition heals each child runs once,
+/// [`State::Suspended`]) and starts none; once it has its quorum again and its ring has not
+/// changed for [`TableConfig::settle`] (so the entries of the nodes it sees again have
+/// arrived), a suspended child that no other node runs by then starts again on its owner, and
+/// one that runs elsewhere (the majority took it over) is forgotten here. So after a partition heals each child runs once,
 /// with no conflict to resolve.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub enum Partition {
@@ -788,7 +789,6 @@ impl<S: Clone> Table<S> {
             self.orphans.remove(child);
             return Decision::Nothing;
         }
-        // A suspended child was stopped on purpose: no grace.
         self.orphan(child, owner, suspended, now)
     }
 
@@ -836,14 +836,14 @@ impl<S: Clone> Table<S> {
         self.move_budget -= 1.0;
         let child = child.to_owned();
         if runs_here {
-            return Decision::Nothing; // MUTANT
+            return Decision::Act(Action::Stop { child, reason: StopReason::Surplus });
         }
         let entry = known.newest.clone();
         Decision::Act(Action::Start { child, entry })
     }
 
-    /// A child nobody runs: once it has been an orphan for `down_after` (at once if it was
-    /// suspended), its owner starts it, and a node that knows it and does not own it hands
+    /// A child nobody runs: once it has been an orphan for `down_after` (if it was suspended,
+    /// once the ring has not changed for `settle`), its owner starts it, and a node that knows it and does not own it hands
     /// it over after `adopt_after` more.
     fn orphan(
         &mut self,
@@ -852,8 +852,15 @@ impl<S: Clone> Table<S> {
         suspended: bool,
         now: Instant,
     ) -> Decision<S> {
-        let grace = if suspended { Duration::ZERO } else { self.config.down_after };
-        let since = *self.orphans.entry(child.to_owned()).or_insert(now + grace);
+        // A suspended child was stopped on purpose: it starts as soon as the ring has settled
+        // (the quorum came back with nodes whose entries, which may show it running there,
+        // arrive just after them).
+        let at = if suspended {
+            now.max(self.ring_changed + self.config.settle)
+        } else {
+            now + self.config.down_after
+        };
+        let since = *self.orphans.entry(child.to_owned()).or_insert(at);
         if now < since {
             return Decision::Nothing;
         }

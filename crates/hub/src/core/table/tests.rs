@@ -207,7 +207,7 @@ fn a_minority_stops_its_children_starts_none_and_forgets_those_taken_over() {
 }
 
 #[test]
-fn a_suspended_child_nobody_took_over_starts_again_at_once_when_the_quorum_is_back() {
+fn a_suspended_child_nobody_took_over_starts_again_once_the_regained_ring_settles() {
     let t0 = Instant::now();
     let cfg = TableConfig { partition: Partition::Static { min_nodes: 2 }, ..config() };
     let mut a = Table::new("a", cfg, t0);
@@ -223,10 +223,13 @@ fn a_suspended_child_nobody_took_over_starts_again_at_once_when_the_quorum_is_ba
     a.changed("a", &child, Some(&entry(3, State::Suspended)), t0);
     let t1 = t0 + Duration::from_secs(1);
     a.node_up("b", t1);
+    assert!(a.reconcile(t1).is_empty(), "b's entries may not have arrived yet");
+    let settled = t1 + a.config().settle;
+    assert_eq!(a.poll_timeout(), Some(settled));
     assert_eq!(
-        a.reconcile(t1),
+        a.reconcile(settled),
         vec![Action::Start { child, entry: entry(3, State::Suspended) }],
-        "its owner starts it without waiting for down_after"
+        "its owner starts it once the ring settled, without waiting for down_after"
     );
 }
 
