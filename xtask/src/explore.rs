@@ -19,7 +19,8 @@
 //! `SHOAL_SIM_PAXOS_SCHEDULES`, `SHOAL_SIM_PAXOS_COUNTER_SCHEDULES`,
 //! `SHOAL_SIM_BROADCAST_SCHEDULES`, `SHOAL_SIM_BROADCAST_SOAK_SCHEDULES`,
 //! `SHOAL_SIM_BROADCAST_LOG_SCHEDULES`, `SHOAL_SIM_REGISTRY_SCHEDULES`,
-//! `SHOAL_SIM_GROUPS_SCHEDULES` and `SHOAL_SIM_HUB_SCHEDULES`.
+//! `SHOAL_SIM_GROUPS_SCHEDULES`, `SHOAL_SIM_HUB_SCHEDULES`, `SHOAL_SIM_HUB_QUORUM_SCHEDULES`
+//! and `SHOAL_SIM_HUB_REPLICAS_SCHEDULES`.
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -87,7 +88,9 @@ pub(crate) fn run_nodes(args: &[String]) -> Result<ExitCode> {
         ("SHOAL_SIM_REGISTRY_SCHEDULES", schedules.to_string()),
         ("SHOAL_SIM_GROUPS_SCHEDULES", schedules.to_string()),
         ("SHOAL_SIM_HUB_SCHEDULES", schedules.to_string()),
+        ("SHOAL_SIM_HUB_HANDOVER_SCHEDULES", schedules.to_string()),
         ("SHOAL_SIM_HUB_QUORUM_SCHEDULES", schedules.to_string()),
+        ("SHOAL_SIM_HUB_REPLICAS_SCHEDULES", schedules.to_string()),
     ];
     let args = [
         "test",
@@ -103,7 +106,9 @@ pub(crate) fn run_nodes(args: &[String]) -> Result<ExitCode> {
         "the_registry_keeps_one_process_per_name_and_fenced_locks_under_random_faults",
         "every_node_reports_the_same_members_after_random_faults",
         "every_child_runs_once_on_its_owner_after_random_faults",
+        "a_hot_move_loses_no_acknowledged_increment",
         "the_minority_stops_what_its_strategy_says_and_restarts_it_on_heal",
+        "two_copies_one_active_and_promoted_within_a_bound_after_random_faults",
         "--nocapture",
     ];
     explore(offset, &env, &args)
