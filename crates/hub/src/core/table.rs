@@ -63,12 +63,22 @@ pub enum State {
     /// Stopped on the entry's node because it lost its quorum ([`Partition`]); started
     /// again when the quorum is back, unless another node runs it by then.
     Suspended,
+    /// Running on the entry's node beside other copies ([`TableConfig::replicas`]), started
+    /// (or restarted) without the child's state, which it waits for from the active copy:
+    /// it is not made active while a copy with the state runs.
+    Syncing,
 }
 
 impl State {
     /// Whether the child runs (or is about to run again) on the entry's node.
     pub fn is_live(&self) -> bool {
-        matches!(self, State::Running | State::Restarting)
+        matches!(self, State::Running | State::Restarting | State::Syncing)
+    }
+
+    /// Whether the child runs on the entry's node, process started (with its state, or
+    /// waiting for it).
+    pub fn is_up(&self) -> bool {
+        matches!(self, State::Running | State::Syncing)
     }
 }
 
@@ -472,9 +482,19 @@ impl<S: Clone> Table<S> {
         if running.next().is_none() {
             return Some(first);
         }
+        // A copy with the child's state first (not one restarting, or waiting for the state),
+        // on the first owner that has one, else on the first node by name.
         let owners = known.newest.placement.owners(&self.ring, child, self.config.replicas);
+        let ready =
+            |node: &str| known.holders.get(node).is_some_and(|entry| entry.state == State::Running);
         let held = |node: &&str| known.running().any(|runner| runner == *node);
-        owners.into_iter().find(held).or(Some(first))
+        owners
+            .iter()
+            .copied()
+            .find(|node| held(node) && ready(node))
+            .or_else(|| known.running().find(|node| ready(node)))
+            .or_else(|| owners.iter().copied().find(held))
+            .or(Some(first))
     }
 
     /// Whether this node had its quorum ([`TableConfig::partition`]) at the last
@@ -891,7 +911,7 @@ impl<S: Clone> Table<S> {
             .children
             .get(child)
             .and_then(|known| known.holders.get(&self.me))
-            .is_some_and(|mine| mine.state == State::Running);
+            .is_some_and(|mine| mine.state.is_up());
         if !running {
             self.roles.remove(child);
             return None;

@@ -28,7 +28,7 @@ use super::hub::{
     CONFLICT, ChildData, Conflict, Hub, HubChild, HubEvent, HubInner, MOVED, QUORUM_LOST,
 };
 use super::migrate::{self, Migration};
-use crate::core::{Action, Entry, Load, Placement, State, StopReason, Table};
+use crate::core::{Action, Entry, Load, Placement, Redundancy, State, StopReason, Table};
 
 /// A child started: where, and as which pid.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -531,7 +531,7 @@ async fn start_here(
     for (child, mut entry) in to_start {
         match spawn(inner, &entry.data.spec).await {
             Ok(pid) => {
-                entry.state = State::Running;
+                entry.state = up_state(inner, &child, &entry);
                 entry.data.pid = Some(pid);
                 started.push((child.clone(), pid));
                 publish.push((child, Some(entry)));
@@ -678,6 +678,27 @@ pub(crate) fn forget_local(inner: &HubInner, child: &str) {
     lock(inner).remove(child);
 }
 
+/// Changes this node's entry for `child` with `change` (which says whether to publish it),
+/// if the copy there is still `pid` and not being stopped: checked and published under the
+/// lock of this node's children, so no stop falls in between.
+pub(crate) fn republish(
+    inner: &HubInner,
+    child: &str,
+    pid: Pid,
+    change: impl FnOnce(&mut Entry<ChildData>) -> bool,
+) {
+    let local = lock(inner);
+    if !local.get(child).is_some_and(|this| this.pid == Some(pid) && !this.stopping) {
+        return;
+    }
+    if let Some(mut entry) = inner.own(child).filter(|entry| entry.data.pid == Some(pid))
+        && change(&mut entry)
+    {
+        inner.map.set(vec![(child.to_owned(), Some(entry))]);
+    }
+    drop(local);
+}
+
 /// Claims `child` for a start here; false if it is here already.
 fn reserve(inner: &HubInner, child: &str) -> bool {
     let mut local = lock(inner);
@@ -762,7 +783,7 @@ async fn exited(inner: &Arc<HubInner>, child: String, pid: Pid, reason: ExitReas
                 return;
             }
             let mut running = entry;
-            running.state = State::Running;
+            running.state = up_state(inner, &child, &running);
             running.data.pid = Some(new);
             inner.map.set(vec![(child.clone(), Some(running))]);
             supervise(inner, child, new);
@@ -773,6 +794,27 @@ async fn exited(inner: &Arc<HubInner>, child: String, pid: Pid, reason: ExitReas
             end(inner, &child, entry);
         }
     }
+}
+
+/// How a copy of `child` just started here is published: [`State::Syncing`] when it has
+/// state to take from another copy that runs with it (several copies, active/passive, a
+/// [`super::Handover`]), else [`State::Running`].
+fn up_state(inner: &HubInner, child: &str, entry: &Entry<ChildData>) -> State {
+    let config = &inner.config;
+    let stateful = config.table.replicas > 1
+        && config.table.redundancy == Redundancy::ActivePassive
+        && config.handovers.knows(&entry.data.spec.factory);
+    let me = inner.me();
+    let beside = stateful
+        && inner.table(|table| {
+            table.child(child).is_some_and(|known| {
+                known
+                    .holders
+                    .iter()
+                    .any(|(node, entry)| node != me && entry.state == State::Running)
+            })
+        });
+    if beside { State::Syncing } else { State::Running }
 }
 
 /// Publishes a tombstone for `child`, which this node ran.

@@ -14,10 +14,19 @@
 //! ([`Handover::restore`]). So a passive copy is at most `stream_every`, plus the time it
 //! takes to snapshot, send and restore, behind the active one when it is promoted (the
 //! staleness bound); what the active copy did after its last snapshot is lost with its node.
+//! The sends to each node run on their own: a node that is slow to answer (or cut off, not
+//! yet seen down) is skipped until its send ends, and holds back only its own copies.
+//!
+//! **A copy that has no state yet.** A copy started or restarted beside a copy that runs
+//! with the state is published as [`State::Syncing`]: the table makes it active only when no
+//! copy with the state runs, and once the stream has given it the state (or it was made active
+//! anyway: nobody had the state to give) it is published as running. So a node that comes
+//! back as a child's first owner does not serve it from nothing, and does not stream nothing
+//! over the copy that served meanwhile.
 //! Snapshots are whole states, not deltas: keep the state of a replicated child small, or
 //! the stream large enough.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -225,8 +234,11 @@ pub(crate) async fn tell_role(inner: &HubInner, child: &str, role: Role) {
         tracing::debug!(hub = %inner.id, %child, %factory, "a role for a child with no Handover");
         return;
     };
-    if let Err(error) = handover.role(&inner.runtime, pid, role, CALLBACK_TIMEOUT).await {
-        tracing::debug!(hub = %inner.id, %child, ?role, %error, "a role not told");
+    match handover.role(&inner.runtime, pid, role, CALLBACK_TIMEOUT).await {
+        // Active while waiting for the state: no copy has it to give.
+        Ok(()) if role == Role::Active => synced(inner, child, pid),
+        Ok(()) => {}
+        Err(error) => tracing::debug!(hub = %inner.id, %child, ?role, %error, "a role not told"),
     }
 }
 
@@ -239,7 +251,10 @@ pub(crate) async fn restore(inner: &HubInner, child: &str, state: ByteBuf) -> bo
     let Some((pid, factory)) = local_copy(inner, child) else { return false };
     let Some(handover) = inner.config.handovers.get(&factory) else { return false };
     match handover.restore(&inner.runtime, pid, state.into_vec(), CALLBACK_TIMEOUT).await {
-        Ok(()) => true,
+        Ok(()) => {
+            synced(inner, child, pid);
+            true
+        }
         Err(error) => {
             tracing::debug!(hub = %inner.id, %child, %error, "a streamed state not restored");
             false
@@ -260,98 +275,154 @@ pub(crate) async fn restore_prepared(inner: &HubInner, child: &str, state: ByteB
     }
 }
 
+/// This node's copy `pid` of `child` has the child's state now: published as running (no
+/// longer [`State::Syncing`]), so it may be made active.
+fn synced(inner: &HubInner, child: &str, pid: Pid) {
+    super::children::republish(inner, child, pid, |entry| {
+        let syncing = entry.state == State::Syncing;
+        entry.state = State::Running;
+        syncing
+    });
+}
+
 /// This node's running copy of `child`: its pid and factory.
 fn local_copy(inner: &HubInner, child: &str) -> Option<(Pid, String)> {
-    let entry = inner.own(child).filter(|entry| entry.state == State::Running)?;
+    let entry = inner.own(child).filter(|entry| entry.state.is_up())?;
     Some((entry.data.pid?, entry.data.spec.factory.clone()))
 }
 
-/// What was last streamed of a child: the snapshot's hash, and to which nodes.
-type Streamed = HashMap<String, (u64, Vec<String>)>;
+/// The stream of this node's active copies' state (see the module docs).
+#[derive(Default)]
+struct Stream {
+    /// What each passive copy was last sent: by child and node, the snapshot's hash and the
+    /// copy's pid (a copy restarted since is sent the state again).
+    sent: HashMap<(String, String), (u64, Option<Pid>)>,
+    /// Shared with the sends under way.
+    sends: Arc<std::sync::Mutex<Sends>>,
+}
+
+/// The sends under way, and what they failed to deliver.
+#[derive(Default)]
+struct Sends {
+    /// Nodes a send to is under way: skipped until it ends, so a slow or unreachable node
+    /// holds back only its own copies.
+    busy: BTreeSet<String>,
+    /// Child and node of the states not delivered: sent again at the next round.
+    failed: Vec<(String, String)>,
+}
+
+/// An active copy here, its pid and factory, and its passive copies: node and pid.
+type Active = (String, Pid, String, Vec<(String, Option<Pid>)>);
 
 /// Streams the state of this node's active copies to their passive copies (see the module
 /// docs), until the hub stops.
 pub(crate) async fn stream_task(inner: Arc<HubInner>) {
     let mut stop = inner.stop.subscribe();
-    let mut streamed = Streamed::new();
+    let mut stream = Stream::default();
     loop {
         tokio::select! {
             biased;
             _ = stop.changed() => return,
             () = inner.clock.sleep(inner.config.stream_every) => {}
         }
-        stream_once(&inner, &mut streamed).await;
+        stream.round(&inner, false).await;
     }
 }
 
-/// Streams the state of every active copy here to its passive copies, changed or not (the
-/// hub stops here).
+/// Streams the state of every active copy here to its passive copies, changed or not, and
+/// waits for the sends (the hub stops here).
 pub(crate) async fn stream_last(inner: &Arc<HubInner>) {
-    stream_once(inner, &mut Streamed::new()).await;
+    Stream::default().round(inner, true).await;
 }
 
-async fn stream_once(inner: &Arc<HubInner>, streamed: &mut Streamed) {
-    let me = inner.me().to_owned();
-    // The active copies here of registered behaviours, with their passive copies' nodes.
-    let active: Vec<(String, Pid, String, Vec<String>)> = inner.map.with(|state| {
+impl Stream {
+    async fn round(&mut self, inner: &Arc<HubInner>, wait: bool) {
+        let busy = {
+            let mut sends = self.sends.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for key in sends.failed.drain(..) {
+                self.sent.remove(&key);
+            }
+            sends.busy.clone()
+        };
+        let active = active_here(inner);
+        self.sent.retain(|(child, _), _| active.iter().any(|(active, ..)| active == child));
+        let mut by_node: BTreeMap<String, Vec<(String, ByteBuf)>> = BTreeMap::new();
+        for (child, pid, factory, passive) in active {
+            let due: Vec<&(String, Option<Pid>)> =
+                passive.iter().filter(|(node, _)| !busy.contains(node)).collect();
+            if due.is_empty() {
+                continue;
+            }
+            let Some(handover) = inner.config.handovers.get(&factory) else { continue };
+            let state = match handover.snapshot(&inner.runtime, pid, CALLBACK_TIMEOUT).await {
+                Ok(state) => state,
+                Err(error) => {
+                    tracing::debug!(hub = %inner.id, %child, %error, "no snapshot to stream");
+                    continue;
+                }
+            };
+            let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(&state);
+            for (node, copy) in due {
+                let key = (child.clone(), node.clone());
+                if self.sent.get(&key) == Some(&(hash, *copy)) {
+                    continue;
+                }
+                self.sent.insert(key, (hash, *copy));
+                let states = by_node.entry(node.clone()).or_default();
+                states.push((child.clone(), ByteBuf::from(state.clone())));
+            }
+        }
+        let mut sends = tokio::task::JoinSet::new();
+        for (node, states) in by_node {
+            let inner = inner.clone();
+            let shared = self.sends.clone();
+            lock_sends(&shared).busy.insert(node.clone());
+            sends.spawn(async move {
+                let children: Vec<String> = states.iter().map(|(child, _)| child.clone()).collect();
+                let sent = super::children::send_states(&inner, &node, states).await;
+                let mut sends = lock_sends(&shared);
+                sends.busy.remove(&node);
+                if !sent {
+                    sends.failed.extend(children.into_iter().map(|child| (child, node.clone())));
+                }
+            });
+        }
+        if wait {
+            while sends.join_next().await.is_some() {}
+        } else {
+            sends.detach_all();
+        }
+    }
+}
+
+fn lock_sends(sends: &std::sync::Mutex<Sends>) -> std::sync::MutexGuard<'_, Sends> {
+    sends.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The active copies here of registered behaviours, with their passive copies.
+fn active_here(inner: &HubInner) -> Vec<Active> {
+    let me = inner.me();
+    inner.map.with(|state| {
         let table = &state.observer.table;
         state
             .replica
             .own()
             .iter()
-            .filter(|(_, entry)| entry.state == State::Running)
+            .filter(|(_, entry)| entry.state.is_up())
             .filter(|(_, entry)| inner.config.handovers.knows(&entry.data.spec.factory))
-            .filter(|(child, _)| table.active(child) == Some(me.as_str()))
+            .filter(|(child, _)| table.active(child) == Some(me))
             .filter_map(|(child, entry)| {
                 let known = table.child(child)?;
-                let passive: Vec<String> =
-                    known.running().filter(|node| *node != me).map(str::to_owned).collect();
+                let passive = known
+                    .running()
+                    .filter(|node| *node != me)
+                    .map(|node| {
+                        (node.to_owned(), known.holders.get(node).and_then(|entry| entry.data.pid))
+                    })
+                    .collect();
                 let pid = entry.data.pid?;
                 Some((child.clone(), pid, entry.data.spec.factory.clone(), passive))
             })
             .collect()
-    });
-    streamed.retain(|child, _| active.iter().any(|(active, ..)| active == child));
-    let mut by_node: BTreeMap<String, Vec<(String, ByteBuf)>> = BTreeMap::new();
-    for (child, pid, factory, passive) in active {
-        if passive.is_empty() {
-            continue;
-        }
-        let Some(handover) = inner.config.handovers.get(&factory) else { continue };
-        let state = match handover.snapshot(&inner.runtime, pid, CALLBACK_TIMEOUT).await {
-            Ok(state) => state,
-            Err(error) => {
-                tracing::debug!(hub = %inner.id, %child, %error, "no snapshot to stream");
-                continue;
-            }
-        };
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(&state);
-        if streamed.get(&child).is_some_and(|(sent, to)| *sent == hash && *to == passive) {
-            continue;
-        }
-        for node in &passive {
-            by_node
-                .entry(node.clone())
-                .or_default()
-                .push((child.clone(), ByteBuf::from(state.clone())));
-        }
-        streamed.insert(child, (hash, passive));
-    }
-    let mut sends = tokio::task::JoinSet::new();
-    for (node, states) in by_node {
-        let inner = inner.clone();
-        sends.spawn(async move {
-            let children: Vec<String> = states.iter().map(|(child, _)| child.clone()).collect();
-            let sent = super::children::send_states(&inner, &node, states).await;
-            (children, sent)
-        });
-    }
-    while let Some(outcome) = sends.join_next().await {
-        // Not sent: sent again at the next round, changed or not.
-        if let Ok((children, false)) = outcome {
-            for child in children {
-                streamed.remove(&child);
-            }
-        }
-    }
+    })
 }

@@ -657,8 +657,8 @@ fn global_rows(table: &Table<ChildData>) -> Vec<ChildRow> {
 
 fn status(entry: &Entry<ChildData>) -> ChildStatus {
     match (&entry.state, entry.data.pid) {
-        (State::Running, Some(pid)) => ChildStatus::Running(pid),
-        (State::Running | State::Restarting, _) => ChildStatus::Restarting,
+        (State::Running | State::Syncing, Some(pid)) => ChildStatus::Running(pid),
+        (State::Running | State::Syncing | State::Restarting, _) => ChildStatus::Restarting,
         (State::Moving { to }, _) => ChildStatus::Moving { to: to.clone() },
         (State::Ended, _) => ChildStatus::Unknown,
         (State::Suspended, _) => ChildStatus::Suspended,
@@ -797,7 +797,7 @@ fn events(
                 from: origin.to_owned(),
                 to: to.clone(),
             }),
-            Some(State::Running) if now.is_some() => {}
+            Some(State::Running | State::Syncing) if now.is_some() => {}
             state => events.push(HubEvent::Stopped {
                 child: child.to_owned(),
                 node: origin.to_owned(),
@@ -814,5 +814,5 @@ fn events(
 }
 
 fn running_pid(entry: &Entry<ChildData>) -> Option<Pid> {
-    (entry.state == State::Running).then_some(entry.data.pid).flatten()
+    entry.state.is_up().then_some(entry.data.pid).flatten()
 }
