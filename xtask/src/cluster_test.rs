@@ -54,14 +54,25 @@
 //!     exactly once; after the heal, every node has its quorum, every child runs exactly once
 //!     on its owner, nothing is suspended and every node lists the hub alike; then every
 //!     child is terminated, so the next scenario has the nodes to itself ([`quorum`]).
-//! 12. **hub**: hub `cluster-test` (`shoal-hub`, on every node, a node's children started
+//! 12. **handover**: hub `cluster-test-handover` (`shoal-hub` with hot migration, its
+//!     children counters whose count moves with them) is opened on every node but one, the
+//!     joiner, and [`Profile::handover_children`] counters started; writers on every node but
+//!     the joiner and a leaver increment them by child id (calls, retried with the same
+//!     (writer, sequence), which a counter applies once); meanwhile the joiner opens the hub
+//!     (the counters it now owns, and only those, must move to it, each hot: handed over by
+//!     its mover) and then the leaver closes its hub on purpose (it must hand every counter it
+//!     runs over, hot, as it stops). Each counter must run once on its owner after each, and
+//!     in the end read between the increments acknowledged for it and those plus the ones that
+//!     timed out; the counters are then terminated and the hub closed everywhere
+//!     ([`handover`]).
+//! 13. **hub**: hub `cluster-test` (`shoal-hub`, on every node, a node's children started
 //!     elsewhere once it is gone 500 ms) starts [`Profile::hub_children`] children in batches
 //!     from every node; a node is SIGKILLed (every child must run again, exactly once, within
 //!     a bound; the time is reported), restarted (the children moved to it, and only those,
 //!     must be about 1/N; the ratio is reported), and the cluster partitioned (each side runs
 //!     every child) and healed (exactly one copy of each child again), every node reporting
 //!     the child processes alive on it ([`hub`]).
-//! 13. **exit on stdin close**: every node's stdin is closed; every node must exit cleanly.
+//! 14. **exit on stdin close**: every node's stdin is closed; every node must exit cleanly.
 //!     This is the rule that keeps nodes from outliving the driver however it dies.
 //!
 //! Every node runs the registry with the run's host lease (`--lease-ms`): the registry's
@@ -102,6 +113,7 @@ mod broadcast;
 mod checker;
 mod counter;
 mod groups;
+mod handover;
 mod hub;
 mod lock;
 mod quorum;
@@ -162,6 +174,8 @@ struct Profile {
     hub_children: usize,
     /// Children of the quorum scenario.
     quorum_children: usize,
+    /// Counters of the handover scenario.
+    handover_children: usize,
     /// The whole run, after the build.
     deadline: Duration,
 }
@@ -181,6 +195,7 @@ const FULL: Profile = Profile {
     lease: Duration::from_secs(5),
     hub_children: 10_000,
     quorum_children: 5_000,
+    handover_children: 1_000,
     deadline: Duration::from_secs(300),
 };
 
@@ -200,6 +215,7 @@ const QUICK: Profile = Profile {
     // The debug build takes 6 to 10 s for 10,000 (with two busy loops on a 2-core machine).
     hub_children: 10_000,
     quorum_children: 3_000,
+    handover_children: 1_000,
     deadline: Duration::from_secs(120),
 };
 
@@ -353,7 +369,7 @@ struct Outcome {
 /// A scenario: what it is called, what it checks (for the progress line), and how to run it.
 type Scenario = (&'static str, &'static str, fn(&mut Cluster, &Profile) -> Result<String>);
 
-const SCENARIOS: [Scenario; 13] = [
+const SCENARIOS: [Scenario; 14] = [
     ("join", "start the nodes, each seeded with an earlier one; wait for a full mesh", join),
     ("storm", "every node casts numbered messages to every other node", storm),
     ("kill", "SIGKILL a node; survivors report it down; restart it and rejoin", kill),
@@ -386,6 +402,12 @@ const SCENARIOS: [Scenario; 13] = [
         "majority-quorum hub children through a partition: the minority stops its own, the \
          majority runs them all, one copy each after the heal",
         quorum::quorum,
+    ),
+    (
+        "handover",
+        "counters incremented by child id from several nodes while a node joins their hub and \
+         another leaves it on purpose, moved hot with their counts",
+        handover::handover,
     ),
     (
         "hub",

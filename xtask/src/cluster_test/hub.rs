@@ -306,30 +306,42 @@ pub(super) fn in_batches(
     batch: Batch,
     children: usize,
 ) -> Result<()> {
-    let share = children.div_ceil(cluster.size);
-    let mut next: Vec<usize> = (0..cluster.size).map(|index| index * share).collect();
-    let end = |index: usize| ((index + 1) * share).min(children);
+    let all: Vec<usize> = (0..cluster.size).collect();
+    in_batches_on(cluster, hub, &all, batch, children)
+}
+
+/// As [`in_batches`], shared among `nodes` only (those that run the hub).
+pub(super) fn in_batches_on(
+    cluster: &mut Cluster,
+    hub: &str,
+    nodes: &[usize],
+    batch: Batch,
+    children: usize,
+) -> Result<()> {
+    let share = children.div_ceil(nodes.len());
+    let mut next: Vec<usize> = (0..nodes.len()).map(|i| i * share).collect();
+    let end = |i: usize| ((i + 1) * share).min(children);
     loop {
-        let commands: Vec<(usize, String, usize)> = (0..cluster.size)
-            .filter(|&index| next[index] < end(index))
-            .map(|index| {
-                let count = BATCH.min(end(index) - next[index]);
-                (index, format!("{hub} {} {} {count}", batch.command(), next[index]), count)
+        let commands: Vec<(usize, String, usize)> = (0..nodes.len())
+            .filter(|&i| next[i] < end(i))
+            .map(|i| {
+                let count = BATCH.min(end(i) - next[i]);
+                (i, format!("{hub} {} {} {count}", batch.command(), next[i]), count)
             })
             .collect();
         if commands.is_empty() {
             return Ok(());
         }
         let asked: Vec<(usize, String)> =
-            commands.iter().map(|(index, command, _)| (*index, command.clone())).collect();
+            commands.iter().map(|(i, command, _)| (nodes[*i], command.clone())).collect();
         let answers = cluster.ask_each(&asked)?;
-        for ((index, command, count), answer) in commands.iter().zip(&answers) {
+        for ((i, command, count), answer) in commands.iter().zip(&answers) {
             ensure!(
                 answer.starts_with(&format!("{}={count} failed=0", batch.done())),
                 "{}: `{command}` answered `{answer}`",
-                cluster.nodes[*index].name
+                cluster.nodes[nodes[*i]].name
             );
-            next[*index] += count;
+            next[*i] += count;
         }
     }
 }

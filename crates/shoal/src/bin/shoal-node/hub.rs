@@ -11,7 +11,9 @@
 //! `init` until the process is gone, killed included), so a report tells which children
 //! really run here, from the processes themselves, besides what the hub lists
 //! ([`Hub::which_children_local`]). The two hubs' factories and tallies are distinct, so
-//! neither hub's report counts the other's processes.
+//! neither hub's report counts the other's processes. The third hub, of counters with hot
+//! migration (`handover.rs`), uses the same commands ([`HubCommands::open`]) and records its
+//! children the same way ([`Presence`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -77,35 +79,25 @@ pub(crate) fn quorum_config(cluster_size: usize) -> HubConfig {
 
 /// The children that run on this node, by number, as their processes report themselves: how
 /// many processes of each (more than one is a child doubled on this node).
-type Live = Arc<Mutex<BTreeMap<u32, u32>>>;
+pub(crate) type Live = Arc<Mutex<BTreeMap<u32, u32>>>;
 
-/// A hub child: does nothing but live, and records that it does.
-struct Tenant {
+/// A child process's record of itself in its hub's [`Live`] tally: taken in the process's
+/// `init`, given back when the process is gone (dropped, killed included).
+pub(crate) struct Presence {
     number: u32,
     live: Live,
-    /// Whether `init` recorded it (so that only a recorded process is taken out again).
-    recorded: bool,
 }
 
-impl Process for Tenant {
-    type Message = ();
-    type Call = ();
-    type Reply = ();
-
-    async fn init(&mut self, _: &mut Context<Self>) -> Result<(), ExitReason> {
-        *lock(&self.live).entry(self.number).or_default() += 1;
-        self.recorded = true;
-        Ok(())
+impl Presence {
+    /// Records child `number` as alive in `live`.
+    pub(crate) fn enter(number: u32, live: &Live) -> Self {
+        *lock(live).entry(number).or_default() += 1;
+        Presence { number, live: live.clone() }
     }
-
-    async fn handle_cast(&mut self, (): (), _: &mut Context<Self>) {}
 }
 
-impl Drop for Tenant {
+impl Drop for Presence {
     fn drop(&mut self) {
-        if !self.recorded {
-            return;
-        }
         let mut live = lock(&self.live);
         if let Some(count) = live.get_mut(&self.number) {
             *count -= 1;
@@ -114,6 +106,27 @@ impl Drop for Tenant {
             }
         }
     }
+}
+
+/// A hub child: does nothing but live, and records that it does.
+struct Tenant {
+    number: u32,
+    live: Live,
+    /// Taken in `init` (so that only a process that started is recorded).
+    presence: Option<Presence>,
+}
+
+impl Process for Tenant {
+    type Message = ();
+    type Call = ();
+    type Reply = ();
+
+    async fn init(&mut self, _: &mut Context<Self>) -> Result<(), ExitReason> {
+        self.presence = Some(Presence::enter(self.number, &self.live));
+        Ok(())
+    }
+
+    async fn handle_cast(&mut self, (): (), _: &mut Context<Self>) {}
 }
 
 /// One hub on this node, the factory of its children and their tally.
@@ -140,13 +153,30 @@ impl HubCommands {
             .register_factory(factory, move |number: u32| Tenant {
                 number,
                 live: tally.clone(),
-                recorded: false,
+                presence: None,
             })
             .map_err(|error| format!("cannot register the factory of hub {id}: {error}"))?;
+        Self::open(node, id, factory, live, config).await
+    }
+
+    /// Starts hub `id` with `config`, its children from `factory` (registered already), which
+    /// record themselves in `live`.
+    pub(crate) async fn open(
+        node: &Node,
+        id: &str,
+        factory: &'static str,
+        live: Live,
+        config: HubConfig,
+    ) -> Result<Self, String> {
         let hub = Hub::start(node, id, config)
             .await
             .map_err(|error| format!("cannot start hub {id}: {error}"))?;
         Ok(HubCommands { hub, factory, name: node.name().to_owned(), live })
+    }
+
+    /// The hub.
+    pub(crate) fn hub(&self) -> &Hub {
+        &self.hub
     }
 
     /// Runs one of this hub's commands: the words after `hub` or `quorum-hub`.

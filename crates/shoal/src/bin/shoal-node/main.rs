@@ -43,7 +43,10 @@
 //! (a node gone 500 ms has its children started elsewhere; see `hub.rs`), each with the
 //! factory of its children registered: `cluster-test`, under the default divergence strategy,
 //! for the `hub` commands, and `cluster-test-quorum`, under a majority quorum
-//! (`--quorum-hub-size`), for the `quorum-hub` commands.
+//! (`--quorum-hub-size`), for the `quorum-hub` commands. A third hub,
+//! `cluster-test-handover`, with hot migration and counter children whose count moves with
+//! them, is only opened and closed by its `handover-hub` commands (see `handover.rs`); its
+//! factory is registered from the start.
 //!
 //! Logs go to stderr, at the level `$SHOAL_LOG` names (`error`, `warn`, `info`, `debug`,
 //! `trace` or `off`; default `warn`, which includes every refused or closed connection, with
@@ -92,6 +95,14 @@
 //! | `hub report` | `nodes=NAME,... quorum=Q partitioned=P live=L rows=R own=O suspended=S doubled=D foreign=F mismatch=M ids=N,N,...`: the hub's nodes as `hub nodes` gives them; whether this node has its quorum and whether the hub is partitioned (`yes` or `no`); the hub's child processes alive on this node by their own records (`L`; `ids`: their numbers, sorted); the children the hub lists as running here (`R`), all it lists here (`O`), those suspended here for want of quorum (`S`), those with two live processes here (`D`), those this node's ring does not give to it (`F`), and those live but not listed as running or listed but not live (`M`) |
 //! | `hub listing` | `rows=G suspended=S digest=HEX`: the hub's whole listing as this node sees it: its rows (a row per copy of a child, or per child no node runs), those suspended, and a digest of it all (each row's child, node, status and pid), the same on nodes that agree |
 //! | `quorum-hub nodes`, `quorum-hub start FROM COUNT`, `quorum-hub stop FROM COUNT`, `quorum-hub report`, `quorum-hub listing` | as the `hub` commands, for hub `cluster-test-quorum` and its own children |
+//! | `handover-hub open` | (none); starts hub `cluster-test-handover` here (hot migration; its children are counters) |
+//! | `handover-hub close` | `handed=H failed=F ms=T`: stops that hub here on purpose, which first hands each counter it runs to its new owner, hot; the hand-overs made meanwhile (`HandedOver`, `HandOverFailed`) and how long the stop took |
+//! | `handover-hub nodes`, `handover-hub start FROM COUNT`, `handover-hub stop FROM COUNT`, `handover-hub report`, `handover-hub listing` | as the `hub` commands, for hub `cluster-test-handover` and its counters (an error while it is not open here) |
+//! | `handover-hub write LANES COUNTERS` | (none); starts `LANES` writers, each incrementing counters `c/0` to `c/(COUNTERS-1)` in turn by child id, one call at a time, an increment retried with its (writer, sequence) until answered or given up after 3 s |
+//! | `handover-hub writes` | `acked=A failed=F retries=R slowest_ms=S`: the writers' increments acknowledged and given up (timed out) so far, their retries, and the longest an acknowledged one took |
+//! | `handover-hub write-stop` | the same, once the writers have stopped, then `counters=N:A:F,...`: per counter written to, the increments acknowledged and timed out |
+//! | `handover-hub counts FROM COUNT` | `N:COUNT,...`: counters `c/FROM` to `c/(FROM+COUNT-1)` read by child id, all at once; `N:!` for a read that failed |
+//! | `handover-hub moves` | `handed=H failed=F windows=W forwarded=X unforwarded=Y lagged=L`: this node's hot moves as a mover since it started: hand-overs made and failed, the old copies' retention windows ended and the letters forwarded and not forwarded in them, and events its tally missed |
 //! | `incarnation` | this node's incarnation |
 //! | `addr` | the address this node listens on |
 //! | `quit` | `bye`; the node then leaves the cluster and exits |
@@ -118,12 +129,14 @@ use tokio::sync::{broadcast, mpsc};
 mod bcast;
 mod counter;
 mod groups;
+mod handover;
 mod hub;
 mod registry;
 mod storm;
 
 use bcast::Broadcasts;
 use groups::GroupCommands;
+use handover::HandoverHub;
 use hub::{FACTORY, HUB, HubCommands, QUORUM_FACTORY, QUORUM_HUB};
 use registry::{Checkers, LockLoop};
 use shoal_registry::Registry;
@@ -371,6 +384,7 @@ async fn serve(options: Options) -> Result<(), String> {
         hub::quorum_config(options.quorum_hub_size),
     )
     .await?;
+    let handover_hub = HandoverHub::register(&node)?;
     eprintln!("{}: listening on {}", node.name(), node.listen_addr());
     write_line(&format!("listening {} incarnation {}", node.listen_addr(), node.incarnation()));
     for seed in options.seeds {
@@ -390,6 +404,7 @@ async fn serve(options: Options) -> Result<(), String> {
         groups,
         hub,
         quorum_hub,
+        handover_hub,
     };
     let mut commands = read_stdin_lines();
     while let Some(line) = commands.recv().await {
@@ -563,6 +578,8 @@ struct Control {
     hub: HubCommands,
     /// Hub `cluster-test-quorum`, under a majority quorum.
     quorum_hub: HubCommands,
+    /// Hub `cluster-test-handover`, with hot migration, opened and closed by command.
+    handover_hub: HandoverHub,
 }
 
 impl Control {
@@ -622,6 +639,7 @@ impl Control {
             ["groups", "members", names @ ..] => Ok(self.groups.members(names)),
             ["hub", words @ ..] => self.hub.handle(words).await,
             ["quorum-hub", words @ ..] => self.quorum_hub.handle(words).await,
+            ["handover-hub", words @ ..] => self.handover_hub.handle(words).await,
             ["incarnation"] => Ok(self.node.incarnation().to_string()),
             ["addr"] => Ok(self.node.listen_addr().to_string()),
             ["quit"] => Ok("bye".to_owned()),
