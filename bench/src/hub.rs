@@ -29,9 +29,9 @@ const RING_CHILDREN: usize = 320_000;
 /// How long the nodes may take to meet.
 const SETTLE: Duration = Duration::from_secs(20);
 
-/// Three nodes in a full mesh, each with the `idle` factory and hub `bench` running, once
-/// every hub sees the three.
-async fn hubs(n: usize) -> anyhow::Result<(Vec<Node>, Vec<Hub>)> {
+/// `n` nodes in a full mesh, each with the `idle` factory and hub `bench` running with
+/// `config`, once every hub sees the `n`.
+pub(crate) async fn hubs(n: usize, config: &HubConfig) -> anyhow::Result<(Vec<Node>, Vec<Hub>)> {
     let mut nodes = Vec::new();
     for i in 0..n {
         let node = Node::builder(format!("h{i}"), crate::harness::key()).start().await?;
@@ -48,7 +48,7 @@ async fn hubs(n: usize) -> anyhow::Result<(Vec<Node>, Vec<Hub>)> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for node in &nodes {
-        hubs.push(Hub::start(node, "bench", HubConfig::default()).await?);
+        hubs.push(Hub::start(node, "bench", config.clone()).await?);
     }
     while !hubs.iter().all(|hub| hub.nodes().len() == n) {
         ensure!(Instant::now() < deadline, "the hubs did not meet within {SETTLE:?}");
@@ -72,7 +72,7 @@ async fn start(hub: &Hub, batch: Vec<HubChild>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shut_down(nodes: &[Node], hubs: &[Hub]) {
+pub(crate) async fn shut_down(nodes: &[Node], hubs: &[Hub]) {
     for hub in hubs {
         hub.stop().await;
     }
@@ -87,7 +87,7 @@ async fn shut_down(nodes: &[Node], hubs: &[Hub]) {
 /// last batch returns; children per second.
 pub(crate) fn hub_start_children_per_s() -> anyhow::Result<f64> {
     on_workers(async {
-        let (nodes, hubs) = hubs(3).await?;
+        let (nodes, hubs) = hubs(3, &HubConfig::default()).await?;
         start(&hubs[0], children(1_000_000, 1_000)?).await?;
         let batches: Vec<Vec<HubChild>> =
             (0..STARTS / BATCH).map(|b| children(b * BATCH, BATCH)).collect::<Result<_, _>>()?;
@@ -108,7 +108,7 @@ pub(crate) fn hub_start_children_per_s() -> anyhow::Result<f64> {
 /// per lookup.
 pub(crate) fn hub_lookup_ns() -> anyhow::Result<f64> {
     on_workers(async {
-        let (nodes, hubs) = hubs(3).await?;
+        let (nodes, hubs) = hubs(3, &HubConfig::default()).await?;
         start(&hubs[0], children(0, LOOKUP_CHILDREN)?).await?;
         let ids: Vec<String> = (0..LOOKUP_CHILDREN).map(|i| format!("child-{i}")).collect();
         let deadline = Instant::now() + SETTLE;

@@ -10,6 +10,8 @@
 //!                           [`registry_failover`])
 //! shoal-bench hub-node NAME node `b` or `c` of `failover_ms` and `failover_silent_ms` (see
 //!                           [`hub_failover`])
+//! shoal-bench hub-replica-node NAME
+//!                           node `b` or `c` of `replica_promote_ms` (see [`hub_failover`])
 //! ```
 //!
 //! The `..._unsealed` metrics, and the `unsealed` protection, exist only with the cargo
@@ -27,7 +29,8 @@
 //! Codemap: [`METRICS`] is the table of every metric; each area of Shoal has a module of its
 //! own ([`local`]: one node's process runtime; [`remote`]: two nodes in two OS processes;
 //! [`paxos`]: three nodes' consensus; [`registry`]: locks and names over it; [`hub`]: the
-//! hash-ring distributor; [`hub_failover`]: its failover across three OS processes;
+//! hash-ring distributor; [`hub_failover`]: its failover, and the promotion of a passive
+//! replica, across three OS processes; [`hub_handover`]: a child moved hot with its state;
 //! [`broadcast`]: Plumtree in simulation and over loopback), and [`harness`] holds what they
 //! share.
 //!
@@ -40,6 +43,7 @@ mod broadcast;
 mod harness;
 mod hub;
 mod hub_failover;
+mod hub_handover;
 mod local;
 mod paxos;
 mod registry;
@@ -52,6 +56,8 @@ use shoal_transport::Protection::{Authenticated, Encrypted};
 
 use std::io::Write;
 use std::process::ExitCode;
+
+use crate::hub_failover::Setup;
 
 /// One metric: what `list` shows and what `run` calls.
 struct Metric {
@@ -118,6 +124,8 @@ const METRICS: &[Metric] = &[
     Metric { name: "hub_lookup_ns", unit: "ns", sample: hub::hub_lookup_ns },
     Metric { name: "failover_ms", unit: "ms", sample: hub_failover::failover_ms },
     Metric { name: "failover_silent_ms", unit: "ms", sample: hub_failover::failover_silent_ms },
+    Metric { name: "handover_ms", unit: "ms", sample: hub_handover::handover_ms },
+    Metric { name: "replica_promote_ms", unit: "ms", sample: hub_failover::replica_promote_ms },
     Metric { name: "plumtree_rmr", unit: "ratio", sample: broadcast::plumtree_rmr },
     Metric {
         name: "plumtree_reliability_pct_20_crashed",
@@ -213,7 +221,8 @@ const METRICS: &[Metric] = &[
 ];
 
 const USAGE: &str = "usage: shoal-bench list | shoal-bench run <metric> | shoal-bench peer \
-                     <protection> | shoal-bench registry-node <b|c> | shoal-bench hub-node <b|c>";
+                     <protection> | shoal-bench registry-node <b|c> | shoal-bench hub-node <b|c> \
+                     | shoal-bench hub-replica-node <b|c>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -221,30 +230,28 @@ fn main() -> ExitCode {
     match args.as_slice() {
         ["list"] => list(),
         ["run", name] => run(name),
-        ["peer", protection] => match remote::protection(protection).and_then(remote::serve_peer) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("shoal-bench peer: {error:#}");
-                ExitCode::FAILURE
-            }
-        },
-        ["registry-node", name] => match registry_failover::serve_node(name) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("shoal-bench registry-node: {error:#}");
-                ExitCode::FAILURE
-            }
-        },
-        ["hub-node", name] => match hub_failover::serve_node(name) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("shoal-bench hub-node: {error:#}");
-                ExitCode::FAILURE
-            }
-        },
+        ["peer", protection] => {
+            served("peer", remote::protection(protection).and_then(remote::serve_peer))
+        }
+        ["registry-node", name] => served("registry-node", registry_failover::serve_node(name)),
+        ["hub-node", name] => served("hub-node", hub_failover::serve_node(Setup::Failover, name)),
+        ["hub-replica-node", name] => {
+            served("hub-replica-node", hub_failover::serve_node(Setup::Replica, name))
+        }
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// How a node process of `subcommand` (a second or third node of a metric) ended.
+fn served(subcommand: &str, result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("shoal-bench {subcommand}: {error:#}");
+            ExitCode::FAILURE
         }
     }
 }
