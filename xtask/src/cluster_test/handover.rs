@@ -200,7 +200,14 @@ fn run(cluster: &mut Cluster, children: usize, roles: &Roles) -> Result<Vec<Stri
     let all = total(&tallies);
     let reader = roles.writers[0];
     let counts = cluster.ask(reader, &format!("{HANDOVER_HUB} counts 0 {children}"))?;
-    let exact = check_counts(&parse_counts(&counts, children)?, &all.counters)?;
+    let path = |number: u32| {
+        let placements = [&placement, &after_join, &after_leave];
+        let nodes = placements.map(|placed| {
+            placed.get(&number).map_or("-", |&index| cluster.nodes[index].name.as_str())
+        });
+        nodes.join(">")
+    };
+    let exact = check_counts(&parse_counts(&counts, children)?, &all.counters, path)?;
     wait_placed(cluster, HANDOVER_HUB, &roles.after, children, PLACE_TIMEOUT, "still placed")?;
     let forwards = wait_windows(cluster, &roles.all)?;
     report.push(format!(
@@ -266,20 +273,33 @@ fn moved_between(before: &Placement, after: &Placement) -> usize {
 }
 
 /// Checks every count against the writers' tallies (acknowledged, timed out); how many are
-/// exactly at acknowledged.
-fn check_counts(counts: &[u64], tallies: &BTreeMap<u32, (u64, u64)>) -> Result<usize> {
+/// exactly at acknowledged. A counter out of bounds is shown with `path`, where it ran.
+fn check_counts(
+    counts: &[u64],
+    tallies: &BTreeMap<u32, (u64, u64)>,
+    path: impl Fn(u32) -> String,
+) -> Result<usize> {
     let mut exact = 0;
     let mut wrong = Vec::new();
     for (number, &count) in counts.iter().enumerate() {
-        let (acked, failed) = tallies.get(&(number as u32)).copied().unwrap_or_default();
+        let number = number as u32;
+        let (acked, failed) = tallies.get(&number).copied().unwrap_or_default();
         if count < acked || count > acked + failed {
-            wrong.push(format!("c/{number}: {count} (acknowledged {acked}, timed out {failed})"));
+            wrong.push(format!(
+                "c/{number}: {count} (acknowledged {acked}, timed out {failed}; on {})",
+                path(number)
+            ));
         }
         exact += usize::from(count == acked);
     }
     if !wrong.is_empty() {
-        let shown: Vec<&str> = wrong.iter().take(5).map(String::as_str).collect();
-        bail!("{} counters out of bounds: {}", wrong.len(), shown.join(", "));
+        let shown: Vec<&str> = wrong.iter().take(8).map(String::as_str).collect();
+        bail!(
+            "{} counters out of bounds (where each ran: at the start > after the join > after \
+             the leave): {}",
+            wrong.len(),
+            shown.join(", ")
+        );
     }
     Ok(exact)
 }
@@ -480,9 +500,10 @@ mod tests {
         assert!(parse_counts("0:5", 2).is_err(), "a counter missing");
         assert!(parse_counts("1:5,0:7", 2).is_err(), "out of order");
         let tallies = BTreeMap::from([(0, (5, 0)), (1, (6, 2))]);
-        assert_eq!(check_counts(&[5, 7], &tallies).unwrap(), 1);
-        assert!(check_counts(&[4, 7], &tallies).is_err(), "below acknowledged");
-        assert!(check_counts(&[5, 9], &tallies).is_err(), "above acknowledged and timed out");
+        let path = |_| "a>b>b".to_owned();
+        assert_eq!(check_counts(&[5, 7], &tallies, path).unwrap(), 1);
+        assert!(check_counts(&[4, 7], &tallies, path).is_err(), "below acknowledged");
+        assert!(check_counts(&[5, 9], &tallies, path).is_err(), "above acknowledged and timed out");
     }
 
     #[test]

@@ -16,6 +16,10 @@
 //!   since its first try: answered, it is *acknowledged*; given up, it *timed out* (it may or
 //!   may not have been applied). So a counter's count must be at least the increments
 //!   acknowledged for it and at most those plus the ones that timed out.
+//! - For a failure's reader, each counter process writes a line to stderr (the node's log)
+//!   when it starts, when it restores a count handed over to it, and when it ends (with its
+//!   count and exit reason): `c/N PID: started`, `c/N PID: restored at COUNT over COUNT`,
+//!   `c/N PID: ended at COUNT (REASON)`.
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -94,9 +98,14 @@ impl Process for Counter {
     type Call = CounterCall;
     type Reply = u64;
 
-    async fn init(&mut self, _: &mut Context<Self>) -> Result<(), ExitReason> {
+    async fn init(&mut self, ctx: &mut Context<Self>) -> Result<(), ExitReason> {
         self.presence = Some(Presence::enter(self.number, &self.live));
+        eprintln!("c/{} {}: started", self.number, ctx.pid());
         Ok(())
+    }
+
+    async fn terminate(&mut self, reason: &ExitReason, ctx: &mut Context<Self>) {
+        eprintln!("c/{} {}: ended at {} ({reason})", self.number, ctx.pid(), self.count);
     }
 
     async fn handle_cast(&mut self, (): (), _: &mut Context<Self>) {}
@@ -125,7 +134,9 @@ impl Handover for Counter {
         (self.count, self.last.clone())
     }
 
-    fn restore(&mut self, (count, last): Self::State, _: &mut Context<Self>) {
+    fn restore(&mut self, (count, last): Self::State, ctx: &mut Context<Self>) {
+        // For a failure's reader: where each counter's count went.
+        eprintln!("c/{} {}: restored at {count} over {}", self.number, ctx.pid(), self.count);
         self.count = count;
         self.last = last;
     }
