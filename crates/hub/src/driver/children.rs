@@ -76,11 +76,20 @@ pub(crate) struct Local {
     stopping: bool,
     /// Started for a hot move and not yet published: the entry to publish.
     prepared: Option<Box<Entry<ChildData>>>,
+    /// For a hot move's new copy: whether the window for the old copy's state is closed (it
+    /// was restored, or the mover gave up on it), held while a restore is under way.
+    restore: Option<Arc<tokio::sync::Mutex<bool>>>,
 }
 
 impl Local {
     fn claim() -> Self {
-        Local { pid: None, restarts: VecDeque::new(), stopping: false, prepared: None }
+        Local {
+            pid: None,
+            restarts: VecDeque::new(),
+            stopping: false,
+            prepared: None,
+            restore: None,
+        }
     }
 }
 
@@ -130,6 +139,11 @@ pub(crate) enum Request {
     Restore {
         child: String,
         state: serde_bytes::ByteBuf,
+    },
+    /// A hot move: the old copy's state will not come (a restore not answered in time is
+    /// ignored if it comes after this).
+    Abandon {
+        child: String,
     },
     /// A hot move: publish the new copy (the old one's mail is forwarded).
     Publish {
@@ -612,6 +626,7 @@ pub(crate) async fn start_unpublished(
             if let Some(this) = lock(inner).get_mut(child) {
                 this.pid = Some(pid);
                 this.prepared = Some(Box::new(prepared));
+                this.restore = Some(Arc::new(tokio::sync::Mutex::new(false)));
             }
             Ok(pid)
         }
@@ -627,6 +642,19 @@ pub(crate) fn prepared(inner: &HubInner, child: &str) -> Option<(Pid, String)> {
     let local = lock(inner);
     let this = local.get(child)?;
     Some((this.pid?, this.prepared.as_ref()?.data.spec.factory.clone()))
+}
+
+/// The restore window of the new copy of a hot move (see [`Local::restore`]).
+pub(crate) fn restore_window(
+    inner: &HubInner,
+    child: &str,
+) -> Option<Arc<tokio::sync::Mutex<bool>>> {
+    lock(inner).get(child)?.restore.clone()
+}
+
+/// Whether a new copy of a hot move is waiting here to be published.
+pub(crate) fn any_prepared(inner: &HubInner) -> bool {
+    lock(inner).values().any(|this| this.prepared.is_some())
 }
 
 /// Publishes the new copy of a hot move and supervises it; answers once another node holds
@@ -1100,7 +1128,13 @@ pub(crate) fn serve(inner: &Arc<HubInner>) {
     inner.node.register_rpc(&inner.rpc, move |request: Request| {
         let inner = weak.upgrade();
         async move {
-            let Some(inner) = inner.filter(|inner| !inner.is_stopped()) else {
+            // A hub that is stopping still finishes the hot moves into it (it then hands
+            // their children on, as its own).
+            let finishing = matches!(
+                request,
+                Request::Restore { .. } | Request::Abandon { .. } | Request::Publish { .. }
+            );
+            let Some(inner) = inner.filter(|inner| finishing || !inner.is_stopped()) else {
                 return Reply::Stopped;
             };
             match request {
@@ -1123,6 +1157,10 @@ pub(crate) fn serve(inner: &Arc<HubInner>) {
                 Request::Restore { child, state } => {
                     let restored = handover::restore_prepared(&inner, &child, state).await;
                     Reply::Restored(usize::from(restored))
+                }
+                Request::Abandon { child } => {
+                    handover::close_restore(&inner, &child).await;
+                    Reply::Restored(0)
                 }
                 Request::Publish { child, timeout_ms } => {
                     let timeout = Duration::from_millis(timeout_ms);

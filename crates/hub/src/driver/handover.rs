@@ -263,7 +263,17 @@ pub(crate) async fn restore(inner: &HubInner, child: &str, state: ByteBuf) -> bo
 }
 
 /// Hands `state`, a hot move's snapshot of the old copy, to the new copy prepared here.
+///
+/// Once only, and not after the mover gave up on it ([`close_restore`]): the mover starts
+/// forwarding the old copy's mail only once the restore is answered or closed, so a restore
+/// that came late would land after forwarded letters and undo them.
 pub(crate) async fn restore_prepared(inner: &HubInner, child: &str, state: ByteBuf) -> bool {
+    let Some(window) = super::children::restore_window(inner, child) else { return false };
+    let mut closed = window.lock().await;
+    if *closed {
+        return false;
+    }
+    *closed = true;
     let Some((pid, factory)) = super::children::prepared(inner, child) else { return false };
     let Some(handover) = inner.config.handovers.get(&factory) else { return false };
     match handover.restore(&inner.runtime, pid, state.into_vec(), CALLBACK_TIMEOUT).await {
@@ -272,6 +282,14 @@ pub(crate) async fn restore_prepared(inner: &HubInner, child: &str, state: ByteB
             tracing::warn!(hub = %inner.id, %child, %error, "a handed-over state not restored");
             false
         }
+    }
+}
+
+/// The mover of a hot move gave up on handing over the old copy's state: a restore under way
+/// finishes first, and one that comes later is ignored.
+pub(crate) async fn close_restore(inner: &HubInner, child: &str) {
+    if let Some(window) = super::children::restore_window(inner, child) {
+        *window.lock().await = true;
     }
 }
 

@@ -622,6 +622,10 @@ impl Hub {
             return;
         }
         let deadline = self.inner.clock.now().into_std() + self.inner.config.handover_deadline;
+        // Hot moves into this node finish first: their children are then handed on too.
+        while children::any_prepared(&self.inner) && self.inner.clock.now().into_std() < deadline {
+            self.inner.clock.sleep(Duration::from_millis(10)).await;
+        }
         migrate::hand_over_all(&self.inner, deadline).await;
         children::stop_all(&self.inner).await;
         self.inner.node.unregister_rpc(&self.inner.rpc);

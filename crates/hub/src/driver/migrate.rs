@@ -40,6 +40,9 @@ use super::handover;
 use super::hub::{ChildData, HubEvent, HubInner, MOVED};
 use crate::core::{Entry, Placement, Redundancy, Ring, State};
 
+/// How long the new owner of a hot move may take to restore the state, at least.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How a child moves to another node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Migration {
@@ -126,11 +129,16 @@ pub(crate) async fn move_hot(
     if let Some(state) = state {
         let restore =
             Request::Restore { child: child.to_owned(), state: serde_bytes::ByteBuf::from(state) };
-        match children::call(inner, to, &restore, left()).await {
+        // However little time is left: a state is worth more than the move's deadline.
+        let patience = left().max(RESTORE_TIMEOUT);
+        match children::call(inner, to, &restore, patience).await {
             Ok(Reply::Restored(1)) => {}
             outcome => {
                 let error = format!("not restored there: {outcome:?}");
                 report_failure(inner, child, to, &error);
+                // A restore still on its way must not land after the forwarded letters.
+                let abandon = Request::Abandon { child: child.to_owned() };
+                let _ = children::call(inner, to, &abandon, RESTORE_TIMEOUT).await;
             }
         }
     }
