@@ -579,7 +579,7 @@ enum StopWhen {
 impl StopWhen {
     /// Half the seeds each.
     fn of(seed: u64) -> StopWhen {
-        if seed % 2 == 0 { StopWhen::AnyTime } else { StopWhen::Settled }
+        if seed.is_multiple_of(2) { StopWhen::AnyTime } else { StopWhen::Settled }
     }
 }
 
