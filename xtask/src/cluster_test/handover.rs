@@ -95,7 +95,7 @@ impl Roles {
 }
 
 fn run(cluster: &mut Cluster, children: usize, roles: &Roles) -> Result<Vec<String>> {
-    let mut report = Vec::new();
+    let mut report = Report::default();
     let joiner = cluster.nodes[roles.joiner].name.clone();
     let leaver = cluster.nodes[roles.leaver].name.clone();
 
@@ -225,7 +225,19 @@ fn run(cluster: &mut Cluster, children: usize, roles: &Roles) -> Result<Vec<Stri
         forwards.forwarded,
         forwards.unforwarded
     ));
-    Ok(report)
+    Ok(report.0)
+}
+
+/// The scenario's figures, phase by phase; each is printed as it is known, so that a run
+/// that fails later still shows them.
+#[derive(Default)]
+struct Report(Vec<String>);
+
+impl Report {
+    fn push(&mut self, phase: String) {
+        println!("    {phase}");
+        self.0.push(phase);
+    }
 }
 
 /// Waits until the hand-overs counted on `movers` since `before` reach `expected`; fails at
