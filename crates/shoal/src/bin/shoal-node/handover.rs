@@ -18,8 +18,8 @@
 //!   acknowledged for it and at most those plus the ones that timed out.
 //! - For a failure's reader, each counter process writes a line to stderr (the node's log)
 //!   when it starts, when it restores a count handed over to it, and when it ends (with its
-//!   count and exit reason): `c/N PID: started`, `c/N PID: restored at COUNT over COUNT`,
-//!   `c/N PID: ended at COUNT (REASON)`.
+//!   count and exit reason), after the wall-clock time in ms: `MS c/N PID: started`,
+//!   `MS c/N PID: restored at COUNT over COUNT`, `MS c/N PID: ended at COUNT (REASON)`.
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -34,7 +34,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 
 use crate::hub::{HubCommands, Live, Presence};
-use crate::{lock, parse_value};
+use crate::{lock, parse_value, unix_ms};
 
 /// The hub of counters with hot migration (the `handover-hub` commands).
 pub(crate) const HANDOVER_HUB: &str = "cluster-test-handover";
@@ -100,12 +100,13 @@ impl Process for Counter {
 
     async fn init(&mut self, ctx: &mut Context<Self>) -> Result<(), ExitReason> {
         self.presence = Some(Presence::enter(self.number, &self.live));
-        eprintln!("c/{} {}: started", self.number, ctx.pid());
+        eprintln!("{} c/{} {}: started", unix_ms(), self.number, ctx.pid());
         Ok(())
     }
 
     async fn terminate(&mut self, reason: &ExitReason, ctx: &mut Context<Self>) {
-        eprintln!("c/{} {}: ended at {} ({reason})", self.number, ctx.pid(), self.count);
+        let (number, pid, now) = (self.number, ctx.pid(), unix_ms());
+        eprintln!("{now} c/{number} {pid}: ended at {} ({reason})", self.count);
     }
 
     async fn handle_cast(&mut self, (): (), _: &mut Context<Self>) {}
@@ -136,7 +137,8 @@ impl Handover for Counter {
 
     fn restore(&mut self, (count, last): Self::State, ctx: &mut Context<Self>) {
         // For a failure's reader: where each counter's count went.
-        eprintln!("c/{} {}: restored at {count} over {}", self.number, ctx.pid(), self.count);
+        let (number, pid, now) = (self.number, ctx.pid(), unix_ms());
+        eprintln!("{now} c/{number} {pid}: restored at {count} over {}", self.count);
         self.count = count;
         self.last = last;
     }
