@@ -148,6 +148,7 @@ pub(crate) enum Request {
     /// A hot move: publish the new copy (the old one's mail is forwarded).
     Publish {
         child: String,
+        from: String,
         timeout_ms: u64,
     },
 }
@@ -659,11 +660,26 @@ pub(crate) fn any_prepared(inner: &HubInner) -> bool {
 
 /// Publishes the new copy of a hot move and supervises it; answers once another node holds
 /// it, as a start does.
+///
+/// Not before this node has seen the mover's copy as moving (its entry comes by the
+/// replication, the request by the RPC: either may come first): two running copies would be
+/// a conflict, which the mover, still the owner when its hub is stopping, would win.
 async fn publish_prepared(
     inner: &Arc<HubInner>,
     child: &str,
+    from: &str,
     timeout: Duration,
 ) -> Result<Started, ChildError> {
+    let seen = || {
+        inner.table(|table| {
+            let held = table.child(child).and_then(|known| known.holders.get(from));
+            held.is_none_or(|entry| !entry.state.is_live())
+        })
+    };
+    let until = inner.clock.now().into_std() + timeout.min(PUBLISH_WAIT);
+    while !seen() && inner.clock.now().into_std() < until {
+        inner.clock.sleep(Duration::from_millis(5)).await;
+    }
     let taken = {
         let mut local = lock(inner);
         local.get_mut(child).and_then(|this| Some((this.prepared.take()?, this.pid?)))
@@ -694,10 +710,10 @@ pub(crate) fn drop_unpublished(inner: &HubInner, child: &str, pid: Pid) {
     }
 }
 
-/// `child`'s exit is on purpose from now on (a hot move freezes it).
-pub(crate) fn mark_stopping(inner: &HubInner, child: &str) {
+/// Whether `child`'s exit is on purpose from now on (a hot move freezes it), or not again.
+pub(crate) fn mark_stopping(inner: &HubInner, child: &str, stopping: bool) {
     if let Some(this) = lock(inner).get_mut(child) {
-        this.stopping = true;
+        this.stopping = stopping;
     }
 }
 
@@ -1162,9 +1178,9 @@ pub(crate) fn serve(inner: &Arc<HubInner>) {
                     handover::close_restore(&inner, &child).await;
                     Reply::Restored(0)
                 }
-                Request::Publish { child, timeout_ms } => {
+                Request::Publish { child, from, timeout_ms } => {
                     let timeout = Duration::from_millis(timeout_ms);
-                    Reply::Published(publish_prepared(&inner, &child, timeout).await)
+                    Reply::Published(publish_prepared(&inner, &child, &from, timeout).await)
                 }
                 Request::States { states } => {
                     let mut restored = 0;
@@ -1352,6 +1368,9 @@ pub(crate) async fn send_states(
 }
 
 const TIMED_OUT: &str = "timed out";
+
+/// How long the new owner of a hot move waits, at most, to see the mover's copy as moving.
+const PUBLISH_WAIT: Duration = Duration::from_secs(2);
 
 /// The hub's RPC to `node`; the error as text ([`TIMED_OUT`] for a timeout).
 pub(crate) async fn call(

@@ -40,8 +40,16 @@ use super::handover;
 use super::hub::{ChildData, HubEvent, HubInner, MOVED};
 use crate::core::{Entry, Placement, Redundancy, Ring, State};
 
-/// How long the new owner of a hot move may take to restore the state, at least.
+/// How long the new owner of a hot move may take to restore the state, or to publish the new
+/// copy, at least.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the old copy of a hot move may take to reach its snapshot, at least.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// More than the new owner may wait to publish (`PUBLISH_WAIT` in `children.rs`) on top of
+/// its acknowledgement.
+const PUBLISH_SLACK: Duration = Duration::from_secs(3);
 
 /// How a child moves to another node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -111,9 +119,21 @@ pub(crate) async fn move_hot(
     };
 
     // 3. Freeze the old copy; its pid forwards to the new one from now on.
-    children::mark_stopping(inner, child);
+    children::mark_stopping(inner, child, true);
     let exit = ExitReason::Custom(MOVED.to_owned());
-    let handed = handover.hand_off(&inner.runtime, old, new, exit, retention, left()).await;
+    let freeze = left().max(FREEZE_TIMEOUT);
+    let handed = handover.hand_off(&inner.runtime, old, new, exit, retention, freeze).await;
+    if let Err(error) = &handed
+        && inner.runtime.is_alive(old)
+    {
+        // Not frozen (too busy to take the snapshot in time): it runs on here, and the new
+        // copy, never published, is stopped there at its deadline.
+        children::mark_stopping(inner, child, false);
+        inner.map.set(vec![(child.to_owned(), Some(running))]);
+        let abandon = Request::Abandon { child: child.to_owned() };
+        let _ = children::call(inner, to, &abandon, Duration::from_secs(1)).await;
+        return Err(ChildError::Start(format!("not frozen: {error}")));
+    }
     children::forget_local(inner, child);
     let (state, forwarding) = match handed {
         Ok(handed) => (Some(handed.0), Some(handed.1)),
@@ -143,14 +163,19 @@ pub(crate) async fn move_hot(
         }
     }
 
-    // 5. The mail, then the switch.
+    // 5. The mail, then the switch. The old copy is frozen: whatever time is left, the move
+    // is finished now (given up, the new copy would be dropped and the state with it).
+    let patience = left().max(RESTORE_TIMEOUT);
     if let Some(forwarding) = &forwarding {
         forwarding.start();
-        let _ = inner.clock.timeout(left(), forwarding.drained()).await;
+        let _ = inner.clock.timeout(patience, forwarding.drained()).await;
     }
-    let publish =
-        Request::Publish { child: child.to_owned(), timeout_ms: children::millis(left()) };
-    let outcome = children::call(inner, to, &publish, left()).await;
+    let publish = Request::Publish {
+        child: child.to_owned(),
+        from: inner.me().to_owned(),
+        timeout_ms: children::millis(patience),
+    };
+    let outcome = children::call(inner, to, &publish, patience + PUBLISH_SLACK).await;
     inner.map.set(vec![(child.to_owned(), None)]);
     if let Some(forwarding) = forwarding {
         let inner = inner.clone();
