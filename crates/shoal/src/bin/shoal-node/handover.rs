@@ -1,7 +1,7 @@
 //! The `handover-hub` commands: hub [`HANDOVER_HUB`] (`shoal-hub` with hot migration,
 //! [`config`]), opened and closed by command (so the cluster test can have a node join it and
 //! another leave it on purpose), its counter children ([`Counter`], with a
-//! [`Handover`](shoal::hub::Handover) so their counts move with them), the writers that
+//! [`Handover`] so their counts move with them), the writers that
 //! increment them by child id, and this node's tally of the hand-overs it made.
 //!
 //! - A counter is child `c/N` from the factory [`FACTORY`] (argument `N`); it records itself
