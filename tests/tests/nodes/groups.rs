@@ -62,22 +62,10 @@ async fn start_life(
     seed: u64,
     contact: Option<SocketAddr>,
 ) -> Life {
-    let node = crate::support::life(net, host, life)
-        .seed(seed)
-        .gossip_interval(Duration::from_millis(200))
-        .start()
-        .await
-        .expect("the node starts");
+    let node = crate::support::start_node(net, host, life, seed).await;
     let config = GroupsConfig { sync_every: Duration::from_millis(300), ..GroupsConfig::default() };
     let groups = Groups::start(&node, config).await.expect("groups start");
-    if let Some(contact) = contact {
-        let node = node.clone();
-        tokio::spawn(async move {
-            while node.join(contact).await.is_err() && !node.is_stopped() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
-    }
+    crate::support::join_in_background(&node, contact);
     Life { node, groups }
 }
 

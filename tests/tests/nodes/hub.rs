@@ -259,12 +259,7 @@ pub(super) async fn start_life(
     seed: u64,
     contact: Option<SocketAddr>,
 ) -> Life {
-    let node = crate::support::life(net, host as u8, life)
-        .seed(seed ^ (life << 32))
-        .gossip_interval(Duration::from_millis(200))
-        .start()
-        .await
-        .expect("the node starts");
+    let node = crate::support::start_node(net, host as u8, life, seed ^ (life << 32)).await;
     let factory_shared = shared.clone();
     node.runtime()
         .register_factory("room", move |child: String| Room {
@@ -274,14 +269,7 @@ pub(super) async fn start_life(
             shared: factory_shared.clone(),
         })
         .expect("the factory registers");
-    if let Some(contact) = contact {
-        let node = node.clone();
-        tokio::spawn(async move {
-            while node.join(contact).await.is_err() && !node.is_stopped() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
-    }
+    crate::support::join_in_background(&node, contact);
     Life { node, life, hub: None, events: None, tombstones: BTreeSet::new() }
 }
 

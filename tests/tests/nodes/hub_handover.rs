@@ -147,21 +147,14 @@ const ATTEMPTS: usize = 3;
 const SETTLE_BOUND: Duration = Duration::from_secs(8);
 
 fn config() -> HubConfig {
+    // `hub.rs`'s, with hot migration.
+    let base = super::hub::config();
     HubConfig {
-        table: TableConfig {
-            down_after: Duration::from_millis(300),
-            adopt_after: Duration::from_millis(200),
-            retry_after: Duration::from_millis(600),
-            settle: Duration::from_millis(200),
-            vnodes: VNODES,
-            ..TableConfig::default()
-        },
-        sync_every: Duration::from_millis(200),
-        tick: Duration::from_millis(50),
+        table: TableConfig { vnodes: VNODES, ..base.table },
         handovers: Handovers::default().with::<Tally>("tally"),
         migration: Migration::Hot { retention: Duration::from_secs(1) },
         handover_deadline: Duration::from_secs(3),
-        ..HubConfig::default()
+        ..base
     }
 }
 
@@ -375,12 +368,8 @@ async fn start_life(
     seed: u64,
     contact: Option<SocketAddr>,
 ) -> Life {
-    let node = crate::support::life(net, host as u8, life)
-        .seed(seed ^ (life << 32) ^ host as u64)
-        .gossip_interval(Duration::from_millis(200))
-        .start()
-        .await
-        .expect("the node starts");
+    let seed = seed ^ (life << 32) ^ host as u64;
+    let node = crate::support::start_node(net, host as u8, life, seed).await;
     let factory_shared = shared.clone();
     node.runtime()
         .register_factory("tally", move |child: String| Tally {
@@ -391,14 +380,7 @@ async fn start_life(
             count: 0,
         })
         .expect("the factory registers");
-    if let Some(contact) = contact {
-        let node = node.clone();
-        tokio::spawn(async move {
-            while node.join(contact).await.is_err() && !node.is_stopped() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
-    }
+    crate::support::join_in_background(&node, contact);
     Life { node, hub: None }
 }
 

@@ -152,22 +152,19 @@ const SETTLE_BOUND: Duration = Duration::from_secs(6);
 const STABLE: Duration = Duration::from_millis(300);
 
 fn config() -> HubConfig {
+    // `hub.rs`'s, with two copies of each child.
+    let base = super::hub::config();
     HubConfig {
         table: TableConfig {
-            down_after: Duration::from_millis(300),
-            adopt_after: Duration::from_millis(200),
-            retry_after: Duration::from_millis(600),
-            settle: Duration::from_millis(200),
             vnodes: VNODES,
             replicas: REPLICAS,
             redundancy: Redundancy::ActivePassive,
-            ..TableConfig::default()
+            ..base.table
         },
-        sync_every: Duration::from_millis(200),
         tick: TICK,
         handovers: Handovers::default().with::<Counter>("counter"),
         stream_every: STREAM_EVERY,
-        ..HubConfig::default()
+        ..base
     }
 }
 
@@ -899,12 +896,7 @@ async fn start_life(
     seed: u64,
     contact: Option<SocketAddr>,
 ) -> Life {
-    let node = crate::support::life(net, host as u8, life)
-        .seed(seed ^ (life << 32))
-        .gossip_interval(Duration::from_millis(200))
-        .start()
-        .await
-        .expect("the node starts");
+    let node = crate::support::start_node(net, host as u8, life, seed ^ (life << 32)).await;
     let factory_shared = shared.clone();
     node.runtime()
         .register_factory("counter", move |child: String| Counter {
@@ -917,14 +909,7 @@ async fn start_life(
             role: None,
         })
         .expect("the factory registers");
-    if let Some(contact) = contact {
-        let node = node.clone();
-        tokio::spawn(async move {
-            while node.join(contact).await.is_err() && !node.is_stopped() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
-    }
+    crate::support::join_in_background(&node, contact);
     Life { node, life, hub: None }
 }
 

@@ -105,6 +105,29 @@ pub(crate) fn life(net: &SimNet, host: u8, life: u64) -> NodeBuilder {
     on(net, &name, host + 1).runtime(runtime)
 }
 
+/// Node `n{host}`'s `life`-th life, started with the simulations' gossip interval and `seed`.
+pub(crate) async fn start_node(net: &SimNet, host: u8, life: u64, seed: u64) -> Node {
+    self::life(net, host, life)
+        .seed(seed)
+        .gossip_interval(Duration::from_millis(200))
+        .start()
+        .await
+        .expect("the node starts")
+}
+
+/// Has `node` join through `contact` (if any) in the background, trying again until the
+/// network lets it or the node stops.
+pub(crate) fn join_in_background(node: &Node, contact: Option<SocketAddr>) {
+    if let Some(contact) = contact {
+        let node = node.clone();
+        tokio::spawn(async move {
+            while node.join(contact).await.is_err() && !node.is_stopped() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+}
+
 /// The broadcast driver's settings in the whole-node simulations: the protocol timers scaled
 /// down as in the crate's driver tests, the policy's (`forget_lost_after`, `max_lost`) left at
 /// their defaults, seeded by the schedule.
