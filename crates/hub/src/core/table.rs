@@ -13,7 +13,11 @@
 //!   been one for [`TableConfig::down_after`] (at once when its node left on purpose), its
 //!   owner starts it ([`Action::Start`]); a node that knows an orphan and does not own it hands
 //!   it to the owner after a further [`TableConfig::adopt_after`] ([`Action::Adopt`]), for an
-//!   owner that never knew it (a node that restarted empty).
+//!   owner that never knew it (a node that restarted empty). A child last seen moving to a
+//!   node whose own entry has not arrived yet (a slower link, a node not heard from) is
+//!   presumed to run there: it is an orphan once that node is lost, or after ten times
+//!   `down_after`, not before (a copy started meanwhile would be a second one, and a conflict
+//!   would drop the state one of them carries).
 //! - **Redistribution.** A child running on a node that no longer owns it (a node joined) is
 //!   moved to its owner ([`Action::Move`]; cold: stopped, then started there), at most
 //!   [`TableConfig::moves_per_sec`] a second, or never with [`OnJoin::Stay`]; and only once
@@ -393,6 +397,9 @@ pub struct Table<S> {
     all_dirty: bool,
     /// Children nobody runs, with when they may be started.
     orphans: BTreeMap<String, Instant>,
+    /// Children last seen moving to a node whose own entry has not arrived, by that node: an
+    /// orphan's grace starts when the node is lost (see [`PRESUMED_FOR`]).
+    presumed: BTreeMap<String, String>,
     /// Children an action was issued for, with when it may be issued again.
     pending: BTreeMap<String, Instant>,
     /// Moves the throttle held back.
@@ -424,6 +431,7 @@ impl<S: Clone> Table<S> {
             dirty: HashSet::default(),
             all_dirty: false,
             orphans: BTreeMap::new(),
+            presumed: BTreeMap::new(),
             pending: BTreeMap::new(),
             deferred: BTreeSet::new(),
             move_budget: f64::from(config.moves_per_sec),
@@ -552,6 +560,20 @@ impl<S: Clone> Table<S> {
         if !self.leaving.contains(node) {
             self.lost.insert(node.to_owned(), now);
         }
+        // Children presumed on it are orphans from now, as those it was seen running are.
+        let grace =
+            if self.leaving.contains(node) { Duration::ZERO } else { self.config.down_after };
+        let presumed: Vec<String> = self
+            .presumed
+            .iter()
+            .filter(|&(_, to)| to == node)
+            .map(|(child, _)| child.clone())
+            .collect();
+        for child in presumed {
+            self.presumed.remove(&child);
+            self.orphans.insert(child.clone(), now + grace);
+            self.dirty.insert(child);
+        }
         if self.ring.contains(node) {
             self.ring.remove(node);
             self.all_dirty = true;
@@ -584,19 +606,40 @@ impl<S: Clone> Table<S> {
                 if known.is_ended() {
                     self.ended.entry(child.to_owned()).or_insert(now + self.config.tombstone_ttl);
                 }
+                if !self.presumed.is_empty() && entry.state.is_live() {
+                    self.presumed.remove(child);
+                }
             }
             None => {
                 let Some(known) = self.children.get_mut(child) else { return };
-                let held = known.holders.remove(origin);
-                let was_running = held.is_some_and(|entry| entry.state.is_live());
-                if was_running && !known.is_ended() && known.running().next().is_none() {
+                let held = known.holders.remove(origin).map(|entry| entry.state);
+                let orphaned = !known.is_ended() && known.running().next().is_none();
+                match held {
+                    // A move its mover finished (it is still in the hub): the child runs on
+                    // the node it moved to, whose entry may come later than the mover's (over
+                    // a slower link, or before this node has heard from that node at all). It
+                    // is not an orphan until that node is lost, or for PRESUMED_FOR.
+                    Some(State::Moving { to })
+                        if orphaned
+                            && to != self.me
+                            && self.ring.contains(origin)
+                            && !self.lost.contains_key(&to)
+                            && !self.leaving.contains(&to) =>
+                    {
+                        let until = now + self.config.down_after * PRESUMED_FOR;
+                        self.orphans.insert(child.to_owned(), until);
+                        self.presumed.insert(child.to_owned(), to);
+                    }
                     // Orphaned now: its time to be started runs from here.
-                    let grace = if self.leaving.contains(origin) {
-                        Duration::ZERO
-                    } else {
-                        self.config.down_after
-                    };
-                    self.orphans.insert(child.to_owned(), now + grace);
+                    Some(state) if orphaned && state.is_live() => {
+                        let grace = if self.leaving.contains(origin) {
+                            Duration::ZERO
+                        } else {
+                            self.config.down_after
+                        };
+                        self.orphans.insert(child.to_owned(), now + grace);
+                    }
+                    _ => {}
                 }
             }
         }
@@ -962,6 +1005,12 @@ impl<S: Clone> Table<S> {
 
 /// SipHash with fixed keys: the same on every run, so the table replays.
 type Fixed = BuildHasherDefault<std::hash::DefaultHasher>;
+
+/// How many times [`TableConfig::down_after`] a child last seen moving to a node is presumed
+/// to run there while that node's entry has not arrived and the node is not lost (then it is
+/// an orphan, as after any loss). Long: another node that sees the node lost hands an orphan
+/// to its owner anyway.
+const PRESUMED_FOR: u32 = 10;
 
 /// How often deferred moves are looked at again, at most.
 const DEFERRED_STEP: Duration = Duration::from_millis(50);

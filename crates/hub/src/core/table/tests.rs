@@ -86,6 +86,48 @@ fn a_brief_disconnect_moves_nothing() {
     assert!(a.reconcile(t0 + Duration::from_secs(10)).is_empty());
 }
 
+/// A mover's entry can arrive, and go, before the entry of the node it moved the child to
+/// (a slower link, or a node not heard from yet): the child is not an orphan then.
+#[test]
+fn a_child_seen_moving_to_a_node_not_yet_heard_from_is_not_an_orphan() {
+    let t0 = Instant::now();
+    let secs = Duration::from_secs;
+    let mut a = Table::new("a", config(), t0);
+    a.node_up("b", t0);
+    let child = owned_by("a", &["a", "b"]);
+    a.changed("b", &child, Some(&entry(0, State::Moving { to: "c".into() })), t0);
+    a.changed("b", &child, None, t0);
+    assert!(a.reconcile(t0).is_empty());
+    assert!(a.reconcile(t0 + secs(10)).is_empty(), "presumed on c, past down_after");
+    // c's entry comes: it runs there; c is then lost, so the child is an orphan after all.
+    a.node_up("c", t0 + secs(11));
+    a.changed("c", &child, Some(&entry(0, State::Running)), t0 + secs(11));
+    a.node_down("c", t0 + secs(12));
+    a.changed("c", &child, None, t0 + secs(12));
+    assert!(a.reconcile(t0 + secs(14)).is_empty(), "within the grace");
+    assert!(matches!(a.reconcile(t0 + secs(15)).as_slice(), [Action::Start { .. }]));
+
+    // Never heard from c: the child is an orphan once c is lost, after the usual grace.
+    let mut a = Table::new("a", config(), t0);
+    a.node_up("b", t0);
+    a.node_up("c", t0);
+    a.changed("b", &child, Some(&entry(0, State::Moving { to: "c".into() })), t0);
+    a.changed("b", &child, None, t0);
+    assert!(a.reconcile(t0 + secs(10)).is_empty());
+    a.node_down("c", t0 + secs(10));
+    assert!(a.reconcile(t0 + secs(12)).is_empty(), "within the grace");
+    assert!(matches!(a.reconcile(t0 + secs(13)).as_slice(), [Action::Start { .. }]));
+
+    // Nor heard of c's loss: the child is an orphan PRESUMED_FOR times down_after on.
+    let mut a = Table::new("a", config(), t0);
+    a.node_up("b", t0);
+    a.changed("b", &child, Some(&entry(0, State::Moving { to: "c".into() })), t0);
+    a.changed("b", &child, None, t0);
+    let presumed = config().down_after * PRESUMED_FOR;
+    assert!(a.reconcile(t0 + presumed - secs(1)).is_empty());
+    assert!(matches!(a.reconcile(t0 + presumed).as_slice(), [Action::Start { .. }]));
+}
+
 #[test]
 fn a_non_owner_hands_an_orphan_to_its_owner() {
     let t0 = Instant::now();
