@@ -50,7 +50,8 @@
 //! snapshot reaches the passive copy within one more latency: [`STALENESS`] = `stream_every`
 //! plus three latencies, and [`STREAM_BOUND`] = [`STALENESS`] plus two latencies and a tick
 //! (observed: at most 170 ms of its 250). A round of the stream begun before a heal may
-//! still wait for a send to a node that was cut off, for the send's timeout
+//! still wait for a send to a node that was cut off, or whose answer a lossy way back holds
+//! up, for the send's timeout
 //! ([`STREAM_SEND_TIMEOUT`]; see below): the stream is checked that long after the last heal
 //! at the soonest. After a heal, [`SETTLE_BOUND`] is `hub.rs`'s (6 s), whose derivation
 //! holds here with a copy's start beside the running one in place of a move (observed: at
@@ -712,6 +713,9 @@ impl Sim {
     /// changes; casts to the children whose passive copies are on the other, `b`, must still
     /// reach them within [`STREAM_BOUND`].
     async fn stream_past_a_cut(&mut self, rng: &mut SmallRng) -> Result<(), String> {
+        // As for `stream`: a round begun before the heal may still wait out its send's timeout
+        // (an answer held up on a lossy way back: seed 1,279).
+        tokio::time::sleep_until(self.healed + STREAM_SEND_TIMEOUT).await;
         // (active node, passive node) → children.
         let mut pairs: BTreeMap<(usize, usize), Vec<String>> = BTreeMap::new();
         {
