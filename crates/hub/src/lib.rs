@@ -26,6 +26,11 @@
 //!   holds the child (when the hub has one), so losing one node right after loses no child.
 //!   A terminated child leaves a versioned tombstone, so a copy on the other side of a
 //!   partition does not bring it back.
+//! - **Supervision**: a child that exits is restarted where it runs, as its spec's restart
+//!   policy says; its restart intensity ([`HubConfig::max_restarts`] within
+//!   [`HubConfig::restart_window`]) is counted across the nodes it runs on, so a child that
+//!   crashes wherever it runs (or whose `init` fails on each new node) fails once, cluster-wide
+//!   ([`HubEvent::Failed`]), instead of being restarted on one node after another.
 //! - **Redistribution and failover** ([`core::Table`]): a node that joins gets the children
 //!   it now owns (cold moves, at most [`core::TableConfig::moves_per_sec`], or none with
 //!   [`core::OnJoin::Stay`]); the children of a node lost for

@@ -456,6 +456,125 @@ async fn a_crashed_child_restarts_and_a_temporary_one_ends() {
     cluster.stop().await;
 }
 
+/// A child whose `init` fails while `failing` is set (see the intensity test).
+struct Fragile {
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Process for Fragile {
+    type Message = String;
+    type Call = ();
+    type Reply = ();
+
+    async fn init(&mut self, _: &mut Context<Self>) -> Result<(), ExitReason> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ExitReason::custom("init fails"));
+        }
+        Ok(())
+    }
+
+    async fn handle_cast(&mut self, message: String, ctx: &mut Context<Self>) {
+        if message == "crash" {
+            ctx.stop(ExitReason::custom("asked to crash"));
+        }
+    }
+
+    fn remote_messages() -> Option<shoal_process::Codec<Self>> {
+        Some(shoal_process::Codec::msgpack())
+    }
+}
+
+/// Restart intensity is counted per child across the cluster: a child that crashed twice
+/// on one node and goes on crashing on the next fails there at the third restart of the
+/// three allowed, not after three more; a failover start whose `init` fails is retried at
+/// once and fails the same way. Each failure is told once ([`HubEvent::Failed`]), and no
+/// node starts the child again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_that_crashes_wherever_it_runs_fails_once_across_the_cluster() {
+    let intensity =
+        HubConfig { max_restarts: 3, restart_window: Duration::from_secs(60), ..config() };
+    let mut cluster = Cluster::start(3, intensity).await;
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for node in &cluster.nodes {
+        let failing = failing.clone();
+        node.runtime()
+            .register_factory("fragile", move |(): ()| Fragile { failing: failing.clone() })
+            .expect("factory");
+    }
+    let fragile = |id: &str| HubChild::new(ChildSpec::new(id, "fragile", &()).expect("spec"));
+    let results = within(
+        cluster.hub(0).init_children(vec![fragile("f"), fragile("g")], StartOptions::default()),
+    )
+    .await
+    .expect("ok");
+    assert!(results.iter().all(|(_, r)| r.is_ok()), "{results:?}");
+    let children: BTreeSet<String> = ["f".to_owned(), "g".to_owned()].into();
+    cluster.until_placed(&children).await;
+    let host = |cluster: &Cluster, child: &str| -> usize {
+        let node = cluster.placement()[child][0].clone();
+        cluster.nodes.iter().position(|n| n.name() == node).expect("a node")
+    };
+    let crash = |cluster: &Cluster, child: &str| {
+        let pid = cluster.live().next().and_then(|hub| hub.pid(child)).expect("a pid");
+        let runtime = cluster.nodes[0].runtime().clone();
+        async move {
+            runtime.cast(pid, "crash".to_owned()).await.expect("cast");
+            pid
+        }
+    };
+    // `f` crashes twice where it runs: restarted there, both restarts known everywhere.
+    for restarts in 1..=2 {
+        let old = crash(&cluster, "f").await;
+        until("f restarted, its restarts known everywhere", || {
+            cluster.live().all(|hub| {
+                hub.pid("f").is_some_and(|pid| pid != old)
+                    && hub.child("f").is_some_and(|info| info.restarts == restarts)
+            })
+        })
+        .await;
+    }
+    // Its node leaves: `f` moves to its new owner with its two restarts.
+    let first = host(&cluster, "f");
+    let hub = cluster.hubs[first].take().expect("f's hub");
+    within(hub.stop()).await;
+    drop(hub);
+    cluster.until_nodes(2).await;
+    cluster.until_placed(&children).await;
+    let watcher = cluster.live().next().expect("a live hub").clone();
+    let mut events = watcher.subscribe();
+    assert!(cluster.live().all(|hub| hub.child("f").is_some_and(|info| info.restarts == 2)));
+    // One more crash there is its third restart; the next is past the intensity.
+    let old = crash(&cluster, "f").await;
+    until("f restarted once more", || {
+        cluster.live().all(|hub| hub.pid("f").is_some_and(|pid| pid != old))
+    })
+    .await;
+    crash(&cluster, "f").await;
+    until("f gone everywhere", || cluster.live().all(|hub| hub.child("f").is_none())).await;
+    // `g`'s node dies while `init` fails everywhere: the failover start is retried at once,
+    // three times, and `g` fails.
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let second = host(&cluster, "g");
+    cluster.hubs[second] = None;
+    cluster.nodes[second].shutdown();
+    cluster.until_nodes(1).await;
+    until("g gone", || cluster.live().all(|hub| hub.child("g").is_none())).await;
+    let mut failed = Vec::new();
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while failed.len() < 2 && tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(100), events.recv()).await {
+            Ok(Ok(HubEvent::Failed { child, restarts, .. })) => failed.push((child, restarts)),
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err(error)) => panic!("events: {error}"),
+        }
+    }
+    assert_eq!(failed, vec![("f".to_owned(), 3), ("g".to_owned(), 3)]);
+    // Nobody starts either again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(cluster.placement().is_empty(), "{:?}", cluster.placement());
+    cluster.stop().await;
+}
+
 /// A partition: each side runs every child (the other side's after the grace), and a child
 /// terminated on one side stays terminated; after the heal each child runs once, on its
 /// owner, the losing copies stopped after the conflict hook, and the terminated child gone.

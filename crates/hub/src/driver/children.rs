@@ -9,10 +9,12 @@
 //!
 //! **This node's children** are supervised here: a child that exits is restarted as its
 //! spec's restart policy says, at most [`HubConfig::max_restarts`] times per
-//! [`HubConfig::restart_window`]; a child that ends for good (a temporary one that exits, a
-//! permanent one past that intensity) leaves a tombstone, so no other node starts it again.
+//! [`HubConfig::restart_window`], counted across the nodes it ran on (its entry carries its
+//! recent restarts; a failover start that fails counts too); a child that ends for good (a
+//! temporary one that exits, a permanent one past that intensity, then marked failed) leaves
+//! a tombstone, so no other node starts it again.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -70,8 +72,6 @@ impl Default for StartOptions {
 pub(crate) struct Local {
     /// Its process (none while it starts or restarts).
     pid: Option<Pid>,
-    /// When it was restarted, within the window.
-    restarts: VecDeque<Instant>,
     /// Being stopped on purpose: its exit is not a crash.
     stopping: bool,
     /// Started for a hot move and not yet published: the entry to publish.
@@ -83,13 +83,7 @@ pub(crate) struct Local {
 
 impl Local {
     fn claim() -> Self {
-        Local {
-            pid: None,
-            restarts: VecDeque::new(),
-            stopping: false,
-            prepared: None,
-            restore: None,
-        }
+        Local { pid: None, stopping: false, prepared: None, restore: None }
     }
 }
 
@@ -356,6 +350,8 @@ fn place(inner: &HubInner, children: Vec<HubChild>) -> Result<ByOwner, HubError>
                 meta: Arc::new(serde_bytes::ByteBuf::from(child.meta)),
                 tags: Arc::new(child.tags),
                 pid: None,
+                restarts: Arc::default(),
+                failed: false,
             };
             let entry = Entry { version: 0, state: State::Running, placement, data };
             owners.entry(owner).or_default().push((id, entry));
@@ -541,6 +537,11 @@ async fn start_here(
             results.push((child, refused));
         }
     }
+    let failover = match &mode {
+        Mode::Copy => true,
+        Mode::Adopt { from } => from == inner.me(),
+        Mode::Fresh { .. } => false,
+    };
     let mut started = Vec::with_capacity(to_start.len());
     let mut publish = Vec::with_capacity(to_start.len());
     for (child, mut entry) in to_start {
@@ -550,6 +551,14 @@ async fn start_here(
                 entry.data.pid = Some(pid);
                 started.push((child.clone(), pid));
                 publish.push((child, Some(entry)));
+            }
+            // A failover this node decided on: the child's restart intensity decides whether
+            // it is tried again here (a child that fails wherever it runs fails once).
+            Err(error) if failover => {
+                let inner = inner.clone();
+                let child_id = child.clone();
+                tokio::spawn(async move { recover(&inner, child_id, entry).await });
+                results.push((child, Err(error)));
             }
             Err(error) => {
                 lock(inner).remove(&child);
@@ -773,69 +782,95 @@ fn supervise(inner: &Arc<HubInner>, child: String, pid: Pid) {
 
 async fn exited(inner: &Arc<HubInner>, child: String, pid: Pid, reason: ExitReason) {
     let Some(entry) = inner.own(&child) else { return };
-    let now = inner.clock.now().into_std();
-    let restart = {
+    {
         let mut local = lock(inner);
         let Some(this) = local.get_mut(&child) else { return };
         if this.pid != Some(pid) || this.stopping {
             return;
         }
-        let window = inner.config.restart_window;
-        while this.restarts.front().is_some_and(|&at| now.saturating_duration_since(at) > window) {
-            this.restarts.pop_front();
-        }
-        let restart = !inner.is_stopped()
-            && entry.data.spec.restart.restarts_after(&reason)
-            && this.restarts.len() < inner.config.max_restarts as usize;
-        if restart {
-            this.restarts.push_back(now);
-            this.pid = None;
-        } else {
-            local.remove(&child);
-        }
-        restart
-    };
-    if !restart {
+        this.pid = None;
+    }
+    if inner.is_stopped() || !entry.data.spec.restart.restarts_after(&reason) {
         tracing::debug!(hub = %inner.id, %child, %reason, "a hub child ended for good");
+        lock(inner).remove(&child);
         end(inner, &child, entry);
         return;
     }
-    if !inner.table(Table::has_quorum) {
-        // Not restarted without the quorum: suspended, as the table would have it.
-        lock(inner).remove(&child);
-        inner.map.set(vec![(child, Some(suspended(entry)))]);
-        return;
-    }
-    let mut restarting = entry.clone();
-    restarting.state = State::Restarting;
-    restarting.data.pid = None;
-    inner.map.set(vec![(child.clone(), Some(restarting))]);
-    match spawn(inner, &entry.data.spec).await {
-        Ok(new) => {
-            let keep = {
-                let mut local = lock(inner);
-                match local.get_mut(&child) {
-                    Some(this) if !this.stopping => {
-                        this.pid = Some(new);
-                        true
+    recover(inner, child, entry).await;
+}
+
+/// Restarts this node's `child` (claimed here, with no process): its process exited, or
+/// did not start on this node as a failover. Each attempt counts toward its restart
+/// intensity, which its entry carries from node to node ([`ChildData::restarts`]); past
+/// [`HubConfig::max_restarts`] within [`HubConfig::restart_window`] it ends for good,
+/// marked failed. An attempt whose process does not start is followed by the next at once,
+/// as a supervisor's are.
+async fn recover(inner: &Arc<HubInner>, child: String, mut entry: Entry<ChildData>) {
+    let window = u64::try_from(inner.config.restart_window.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        let now = inner.clock.wall_millis();
+        let mut restarts: Vec<u64> = entry
+            .data
+            .restarts
+            .iter()
+            .copied()
+            .filter(|&at| now.saturating_sub(at) <= window)
+            .collect();
+        let failed = restarts.len() >= inner.config.max_restarts as usize;
+        if !failed {
+            restarts.push(now);
+        }
+        entry.data.restarts = Arc::new(restarts);
+        let claimed = lock(inner).get(&child).is_some_and(|this| !this.stopping);
+        if !claimed {
+            return;
+        }
+        if failed || inner.is_stopped() {
+            tracing::warn!(
+                hub = %inner.id, %child, restarts = entry.data.restarts.len(),
+                "a hub child failed: past its restart intensity, it ends for good"
+            );
+            lock(inner).remove(&child);
+            entry.data.failed = failed;
+            end(inner, &child, entry);
+            return;
+        }
+        if !inner.table(Table::has_quorum) {
+            // Not restarted without the quorum: suspended, as the table would have it.
+            lock(inner).remove(&child);
+            inner.map.set(vec![(child, Some(suspended(entry)))]);
+            return;
+        }
+        let mut restarting = entry.clone();
+        restarting.state = State::Restarting;
+        restarting.data.pid = None;
+        inner.map.set(vec![(child.clone(), Some(restarting))]);
+        match spawn(inner, &entry.data.spec).await {
+            Ok(new) => {
+                let keep = {
+                    let mut local = lock(inner);
+                    match local.get_mut(&child) {
+                        Some(this) if !this.stopping => {
+                            this.pid = Some(new);
+                            true
+                        }
+                        _ => false,
                     }
-                    _ => false,
+                };
+                if !keep {
+                    inner.runtime.kill(new);
+                    return;
                 }
-            };
-            if !keep {
-                inner.runtime.kill(new);
+                let mut running = entry;
+                running.state = up_state(inner, &child, &running);
+                running.data.pid = Some(new);
+                inner.map.set(vec![(child.clone(), Some(running))]);
+                supervise(inner, child, new);
                 return;
             }
-            let mut running = entry;
-            running.state = up_state(inner, &child, &running);
-            running.data.pid = Some(new);
-            inner.map.set(vec![(child.clone(), Some(running))]);
-            supervise(inner, child, new);
-        }
-        Err(error) => {
-            tracing::debug!(hub = %inner.id, %child, %error, "a hub child did not restart");
-            lock(inner).remove(&child);
-            end(inner, &child, entry);
+            Err(error) => {
+                tracing::debug!(hub = %inner.id, %child, %error, "a hub child did not restart");
+            }
         }
     }
 }

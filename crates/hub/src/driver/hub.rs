@@ -42,6 +42,14 @@ pub struct ChildData {
     pub tags: Arc<Vec<String>>,
     /// Its pid on the entry's node (none while it is not running there).
     pub pid: Option<Pid>,
+    /// When it restarted within [`HubConfig::restart_window`], on whichever nodes it ran
+    /// (wall-clock milliseconds of the node that restarted it, oldest first): its restart
+    /// intensity is counted across the cluster, not per node.
+    #[serde(default)]
+    pub restarts: Arc<Vec<u64>>,
+    /// It ended for good past its restart intensity (a tombstone that says it failed).
+    #[serde(default)]
+    pub failed: bool,
 }
 
 /// A child to start: its spec (the spec's id is the child's id in the hub), with metadata,
@@ -128,8 +136,12 @@ pub struct HubConfig {
     pub tick: Duration,
     /// Forwards of a start between nodes whose views disagree, at most.
     pub max_hops: u8,
-    /// Local restarts of one child within [`HubConfig::restart_window`] before it is ended
-    /// for good (a tombstone).
+    /// Restarts of one child within [`HubConfig::restart_window`] before it is ended for
+    /// good (a tombstone marked failed, [`HubEvent::Failed`]). Counted across the cluster:
+    /// the child's entry carries its recent restarts, so a child that crashes wherever it
+    /// runs fails once, not once per node. A failover start whose process does not start
+    /// (an `init` that fails on its new node) counts as a restart, and is retried at once
+    /// while the intensity allows.
     pub max_restarts: u32,
     /// See [`HubConfig::max_restarts`].
     pub restart_window: Duration,
@@ -279,6 +291,17 @@ pub enum HubEvent {
         /// Its role now.
         role: Role,
     },
+    /// A child ended for good on `node` past its restart intensity ([`HubConfig::max_restarts`],
+    /// counted across the nodes it ran on): no node starts it again until it is started anew.
+    /// Follows its [`HubEvent::Stopped`].
+    Failed {
+        /// The child.
+        child: String,
+        /// Where it last ran.
+        node: String,
+        /// Its restarts within [`HubConfig::restart_window`].
+        restarts: usize,
+    },
     /// This node lost its quorum ([`crate::core::Partition`]): its children stop, with
     /// [`QUORUM_LOST`], and it starts none.
     QuorumLost,
@@ -319,6 +342,9 @@ pub struct HubChildInfo {
     pub tags: Vec<String>,
     /// Its version (grows with each termination).
     pub version: u64,
+    /// Its restarts within [`HubConfig::restart_window`], on whichever nodes it ran, as its
+    /// newest entry says (see [`HubConfig::max_restarts`]).
+    pub restarts: usize,
     /// Its copies: node and status (empty while no node runs it).
     pub copies: Vec<(String, ChildStatus)>,
 }
@@ -548,6 +574,7 @@ impl Hub {
                 meta: data.meta.to_vec(),
                 tags: (*data.tags).clone(),
                 version: known.newest.version,
+                restarts: data.restarts.len(),
                 copies,
             })
         })
@@ -730,7 +757,14 @@ impl ReplicaObserver<String, Entry<ChildData>> for Index {
         let was = subscribed
             .then(|| self.table.child(child)?.holders.get(origin).and_then(running_pid))
             .flatten();
+        let failed = |table: &Table<ChildData>| {
+            table
+                .child(child)
+                .is_some_and(|known| known.newest.state == State::Ended && known.newest.data.failed)
+        };
+        let failed_before = subscribed && failed(&self.table);
         self.table.changed(origin, child, value, now);
+        let failed_now = subscribed && !failed_before && failed(&self.table);
         // The serving copy; during a hot move, the copy being moved (its pid forwards).
         let pid = self.table.child(child).and_then(|known| {
             let node = self.table.active(child).or_else(|| {
@@ -751,7 +785,7 @@ impl ReplicaObserver<String, Entry<ChildData>> for Index {
             }
         }
         if subscribed {
-            for event in events(origin, child, was, value) {
+            for event in events(origin, child, was, value, failed_now) {
                 let _ = self.events.send(event);
             }
             if let Some(from) = self.migrated_from(origin, child, value) {
@@ -785,12 +819,13 @@ impl ReplicaObserver<String, Entry<ChildData>> for Index {
 }
 
 /// The events a change of `origin`'s entry for `child` makes (`was`: its running pid
-/// before).
+/// before; `failed`: the change is the first this node sees of the child failing).
 fn events(
     origin: &str,
     child: &str,
     was: Option<Pid>,
     after: Option<&Entry<ChildData>>,
+    failed: bool,
 ) -> Vec<HubEvent> {
     let now = after.and_then(running_pid);
     let mut events = Vec::new();
@@ -808,6 +843,13 @@ fn events(
                 ended: state == Some(&State::Ended),
             }),
         }
+    }
+    if let Some(entry) = after.filter(|_| failed) {
+        events.push(HubEvent::Failed {
+            child: child.to_owned(),
+            node: origin.to_owned(),
+            restarts: entry.data.restarts.len(),
+        });
     }
     if let Some(pid) = now
         && was != now
