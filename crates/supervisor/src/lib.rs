@@ -30,10 +30,97 @@
 //! [`DynamicSupervisorSpec::kill_timeout`]), then logged, reported by `terminate_child`
 //! ([`SupervisorError::StillAlive`]) and forgotten: it may still be running.
 //!
-//! This crate does not place children on other nodes; the distributed supervisor that does
-//! will live here too, on top of `shoal-registry`.
+//! # The distributed supervisor (feature `distributed`)
+//!
+//! `DistributedSupervisor` is a dynamic supervisor across the cluster whose children are
+//! known by name (Elixir's `DistributedSupervisor`). It is built on `shoal-hub`: a
+//! distributed supervisor is a hub whose child ids are the children's names, started under
+//! the same supervisor name on every participating node. Each child runs on the node that
+//! owns its name on the hash ring over those nodes (or on a node asked for); its spec is
+//! held by every node, so when its node is lost a permanent or transient child starts again
+//! on the new owner of its name; a second start of a taken name is refused with the running
+//! pid; and after a partition heals, a name that ran on both sides runs once again, the
+//! owner's copy winning. Children are found and reached by name from any node, without the
+//! network for lookups (`children`, `whereis`, `whois`, `via`,
+//! `call`, `cast`, `send`), and listeners hear of children started, stopped and restarted
+//! elsewhere and of nodes up and down (`subscribe`).
+//!
+//! The guarantee is the hub's, with its assumptions: once the supervisor's nodes agree on
+//! who runs it, and for as long as they do, each child known to a live node and not
+//! terminated runs exactly once, on the owner of its name, within about the hub's
+//! `down_after` plus a reconcile tick. While views disagree (a partition) a name may run on
+//! both sides under the default divergence strategy, until the heal; a child whose every
+//! holder is lost before a second node held it is lost (a start answers only once a second
+//! node holds it).
+//!
+//! What it does not do: count restart intensity per child across the cluster (the hub counts
+//! a child's restarts on the node that runs it, and ends it there for good past its budget);
+//! tell apart, in its events, a terminated child from one that ended, or a conflict's loser
+//! from a copy that stopped otherwise on a live node, beyond what the hub's events say
+//! (`StopCause`). The local supervisors above do not depend on it: without the feature
+//! this crate has no network dependency, and `shoal-hub` does not depend on this crate (it
+//! supervises its own children).
+//!
+//! The seed's example — start the supervisor, start a named child, list the children, call
+//! the child by name:
+//!
+//! ```
+//! # #[cfg(feature = "distributed")]
+//! # mod example {
+//! use shoal_process::{ChildSpec, Codec, Context, Process, ReplyTo};
+//! use shoal_supervisor::{DistributedChild, DistributedSupervisor, DistributedSupervisorConfig};
+//! use shoal_transport::{ClusterKey, Node};
+//!
+//! /// A greeter: answers a call with a greeting.
+//! struct Greeter;
+//!
+//! impl Process for Greeter {
+//!     type Message = ();
+//!     type Call = String;
+//!     type Reply = String;
+//!
+//!     async fn handle_cast(&mut self, (): (), _: &mut Context<Self>) {}
+//!
+//!     async fn handle_call(&mut self, who: String, reply: ReplyTo<String>, _: &mut Context<Self>) {
+//!         reply.send(format!("hello, {who}"));
+//!     }
+//!
+//!     fn remote_messages() -> Option<Codec<Self>> {
+//!         Some(Codec::msgpack())
+//!     }
+//! }
+//!
+//! pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let node = Node::builder("n1", ClusterKey::generate()).start().await?;
+//!     node.runtime().register_factory("greeter", |(): ()| Greeter)?;
+//!
+//!     // On every node that should run its children (here, one).
+//!     let ds = DistributedSupervisor::start(&node, "DS", DistributedSupervisorConfig::default())
+//!         .await?;
+//!
+//!     let spec = ChildSpec::new("greeter", "greeter", &())?;
+//!     let started = ds.start_child(DistributedChild::new(spec).name("MGS")).await?;
+//!     assert_eq!((started.name.as_str(), started.node.as_str()), ("MGS", "n1"));
+//!
+//!     let children = ds.children();
+//!     assert_eq!(children.into_iter().collect::<Vec<_>>(), vec![("MGS".to_owned(), started.pid)]);
+//!
+//!     let reply = ds.call::<Greeter>("MGS", "world".to_owned()).await?;
+//!     assert_eq!(reply, "hello, world");
+//!     # ds.stop().await; node.shutdown();
+//!     Ok(())
+//! }
+//! # }
+//! # #[cfg(feature = "distributed")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> { example::main().await }
+//! # #[cfg(not(feature = "distributed"))]
+//! # fn main() {}
+//! ```
 
 mod child;
+#[cfg(feature = "distributed")]
+mod distributed;
 mod dynamic;
 mod error;
 mod intensity;
@@ -45,3 +132,10 @@ pub use error::SupervisorError;
 pub use intensity::Intensity;
 pub use shoal_process::{ChildSpec, Restart, Shutdown};
 pub use supervisor::{SUPERVISOR_CALL_TIMEOUT, Strategy, SupervisorRef, SupervisorSpec};
+
+#[cfg(feature = "distributed")]
+pub use distributed::{
+    DistributedChild, DistributedEvent, DistributedEvents, DistributedStartError,
+    DistributedSupervisor, DistributedSupervisorConfig, DistributedSupervisorError, StartedChild,
+    StopCause,
+};

@@ -15,6 +15,9 @@
 //! child queues its exit signal to the supervisor before the test can run again. Shutdown
 //! timeouts run on tokio's paused clock.
 //!
+//! The distributed supervisor's tests (`distributed`, feature `distributed`) run three nodes
+//! over real TCP on loopback instead, and poll, bounded, for the cluster to converge.
+//!
 //! (A crate root looks for its modules beside it, hence the `#[path]`s into `supervisor/`.)
 
 #[path = "supervisor/support.rs"]
@@ -22,6 +25,9 @@ mod support;
 
 #[path = "supervisor/children.rs"]
 mod children;
+#[cfg(feature = "distributed")]
+#[path = "supervisor/distributed.rs"]
+mod distributed;
 #[path = "supervisor/dynamic.rs"]
 mod dynamic;
 #[path = "supervisor/factories.rs"]
