@@ -31,12 +31,14 @@
 //! | `terminate_child` | [`DistributedSupervisor::terminate_child`] |
 //! | listeners | [`DistributedSupervisor::subscribe`] |
 //!
-//! What it does not do: restart intensity is the hub's, counted per child on the node that
-//! runs it ([`HubConfig::max_restarts`]), not across the cluster; a child that keeps
-//! crashing ends for good there (a tombstone) rather than being tried elsewhere. The hub does
-//! not tell a terminated child from one that ended, nor a conflict's loser from a copy that
-//! stopped for another reason on a live node, in its events; [`StopCause`] names what can
-//! be told from them. Children are started from factories registered on every node
+//! Restart intensity is the hub's, counted per child across the nodes it runs on
+//! ([`HubConfig::max_restarts`] within [`HubConfig::restart_window`]): a child that keeps
+//! crashing wherever it runs fails once, cluster-wide ([`DistributedEvent::ChildFailed`]),
+//! instead of taking one node's supervisor down after another; there is no intensity for the
+//! supervisor as a whole. What it does not do: tell, in its events, a terminated child from
+//! one that ended, or a conflict's loser from a copy that stopped on a live node for another
+//! reason while a second copy ran — the hub's events do not say; [`StopCause`] names what
+//! can be told from them. Children are started from factories registered on every node
 //! (`Runtime::register_factory`), as any hub child.
 
 mod error;
@@ -68,7 +70,8 @@ const HUB_PREFIX: &str = "dsup/";
 #[derive(Clone, Debug)]
 pub struct DistributedSupervisorConfig {
     /// The hub's knobs: how long a node must be down before its children start elsewhere,
-    /// restarts per child on its node ([`HubConfig::max_restarts`]), the partition strategy.
+    /// restarts per child across the cluster ([`HubConfig::max_restarts`]), the partition
+    /// strategy.
     /// One copy per child ([`shoal_hub::core::TableConfig::replicas`] of 1): a distributed
     /// supervisor runs one live child per name.
     pub hub: HubConfig,

@@ -53,11 +53,11 @@
 //! holder is lost before a second node held it is lost (a start answers only once a second
 //! node holds it).
 //!
-//! What it does not do: count restart intensity per child across the cluster (the hub counts
-//! a child's restarts on the node that runs it, and ends it there for good past its budget);
-//! tell apart, in its events, a terminated child from one that ended, or a conflict's loser
-//! from a copy that stopped otherwise on a live node, beyond what the hub's events say
-//! (`StopCause`). The local supervisors above do not depend on it: without the feature
+//! Restart intensity is counted per child across the cluster, by the hub: a child that keeps
+//! crashing wherever it runs fails once, cluster-wide, instead of taking down one node's
+//! supervisor after another. What it does not do: tell apart, in its events, a terminated
+//! child from one that ended, or a conflict's loser from a copy that stopped otherwise on a
+//! live node, beyond what the hub's events say (`StopCause`). The local supervisors above do not depend on it: without the feature
 //! this crate has no network dependency, and `shoal-hub` does not depend on this crate (it
 //! supervises its own children).
 //!

@@ -12,6 +12,7 @@
 //!                     ── another copy still runs ───────────────────► ChildStopped { Conflict }
 //!                     └─ otherwise ─────────────────────────────────► ChildStopped { Exited }
 //!  HubEvent::Moved ─────────────────────────────────────────────────► ChildStopped { Moved }
+//!  HubEvent::Failed ────────────────────────────────────────────────► ChildFailed
 //!  HubEvent::NodeDown ──► NodeDown, then ChildStopped { Lost } for each child it still ran
 //!  HubEvent::NodeUp ────► NodeUp                 (the hub's other events are not told)
 //! ```
@@ -60,6 +61,18 @@ pub enum DistributedEvent {
         /// Why, as far as the hub's events tell.
         cause: StopCause,
     },
+    /// A child failed: past its restart intensity ([`shoal_hub::HubConfig::max_restarts`],
+    /// counted across the nodes it ran on), it ended for good on `node` (told after its
+    /// [`StopCause::Ended`] when it was running); no node starts it again unless it is
+    /// started anew.
+    ChildFailed {
+        /// The child's name.
+        name: String,
+        /// Where it last ran.
+        node: String,
+        /// Its restarts within the hub's restart window.
+        restarts: usize,
+    },
     /// A node started this supervisor, or came back.
     NodeUp {
         /// The node.
@@ -83,7 +96,8 @@ pub enum DistributedEvent {
 pub enum StopCause {
     /// Gone for good: terminated ([`super::DistributedSupervisor::terminate_child`]), or
     /// ended (a temporary child that exited, a transient one that exited normally, or one
-    /// past its restart intensity). The hub does not tell these apart.
+    /// past its restart intensity, which [`DistributedEvent::ChildFailed`] follows). The
+    /// hub's events do not tell a termination from an end.
     Ended,
     /// Its node went down or left the supervisor while it ran there; a permanent or transient
     /// child starts again on the node that now owns its name.
@@ -131,11 +145,21 @@ impl Tracker {
                 out.extend(self.stopped(child, node, ended));
             }
             HubEvent::Moved { child, from, to } => out.extend(self.moved(child, from, to)),
+            HubEvent::Failed { child, node, restarts } => {
+                self.forget(&child);
+                out.push_back(DistributedEvent::ChildFailed { name: child, node, restarts });
+            }
             HubEvent::NodeUp(node) => out.push_back(DistributedEvent::NodeUp { node }),
             HubEvent::NodeDown { node, left } => self.node_down(node, left, out),
             // Moves' ends, hand-overs, roles, quorum: the hub's, not a supervisor's (a move's
             // end was told by its start on the new node).
-            _ => {}
+            HubEvent::Migrated { .. }
+            | HubEvent::HandedOver { .. }
+            | HubEvent::HandOverFailed { .. }
+            | HubEvent::ForwardingEnded { .. }
+            | HubEvent::Role { .. }
+            | HubEvent::QuorumLost
+            | HubEvent::QuorumRegained => {}
         }
     }
 
@@ -188,6 +212,12 @@ impl Tracker {
             let cause = StopCause::Lost;
             out.push_back(DistributedEvent::ChildStopped { name, node: node.clone(), cause });
         }
+    }
+
+    /// Forgets `name` altogether (it ended for good).
+    fn forget(&mut self, name: &str) {
+        self.running.remove(name);
+        self.last.remove(name);
     }
 
     /// Forgets `node`'s running copy of `name`; whether there was one.
@@ -374,6 +404,31 @@ mod tests {
                 },
                 child_stopped("a", "n3", StopCause::Ended),
                 start("n1", 5),
+            ]
+        );
+    }
+
+    /// A child past its restart intensity: its end, then its failure; it is forgotten, so
+    /// a start anew elsewhere is a first start.
+    #[test]
+    fn a_failed_child_is_told_after_its_end_and_forgotten() {
+        let mut tracker = Tracker::default();
+        let told = run(
+            &mut tracker,
+            vec![
+                started("a", "n1", 1),
+                stopped("a", "n1", true),
+                HubEvent::Failed { child: "a".into(), node: "n1".into(), restarts: 3 },
+                started("a", "n2", 2),
+            ],
+        );
+        assert_eq!(
+            told,
+            vec![
+                DistributedEvent::ChildStarted { name: "a".into(), node: "n1".into(), pid: pid(1) },
+                child_stopped("a", "n1", StopCause::Ended),
+                DistributedEvent::ChildFailed { name: "a".into(), node: "n1".into(), restarts: 3 },
+                DistributedEvent::ChildStarted { name: "a".into(), node: "n2".into(), pid: pid(2) },
             ]
         );
     }

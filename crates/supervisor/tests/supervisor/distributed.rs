@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use shoal_hub::core::{Ring, TableConfig};
 use shoal_hub::{ChildError, HubConfig, MAX_CHILD_ID};
-use shoal_process::{ChildSpec, Codec, Context, Pid, Process, ReplyTo};
+use shoal_process::{ChildSpec, Codec, Context, ExitReason, Pid, Process, ReplyTo};
 use shoal_supervisor::{
     DistributedChild, DistributedEvent, DistributedEvents, DistributedStartError,
     DistributedSupervisor, DistributedSupervisorConfig, DistributedSupervisorError,
@@ -102,6 +102,9 @@ fn event(
     })
 }
 
+/// Cast to a [`Room`], it crashes.
+const CRASH: u64 = u64::MAX;
+
 /// A child: counts what it is cast (or sent); a call answers its node and the count.
 struct Room {
     node: String,
@@ -113,7 +116,10 @@ impl Process for Room {
     type Call = ();
     type Reply = (String, u64);
 
-    async fn handle_cast(&mut self, add: u64, _: &mut Context<Self>) {
+    async fn handle_cast(&mut self, add: u64, ctx: &mut Context<Self>) {
+        if add == CRASH {
+            ctx.stop(ExitReason::custom("asked to crash"));
+        }
         self.count += add;
     }
 
@@ -150,11 +156,17 @@ struct Cluster {
 impl Cluster {
     /// Three nodes in a full mesh, each with the `room` factory; supervisor `rooms` on each.
     async fn start() -> Cluster {
+        Self::start_with(config()).await
+    }
+
+    /// [`Cluster::start`], with the supervisors configured by `config`.
+    async fn start_with(config: DistributedSupervisorConfig) -> Cluster {
         let nodes = Self::nodes().await;
         let mut sups = Vec::new();
         let mut events = None;
         for node in &nodes {
-            let sup = DistributedSupervisor::start(node, "rooms", config()).await.expect("starts");
+            let sup = DistributedSupervisor::start(node, "rooms", config.clone()).await;
+            let sup = sup.expect("starts");
             events.get_or_insert_with(|| sup.subscribe());
             sups.push(Some(sup));
         }
@@ -400,6 +412,55 @@ async fn the_children_of_a_lost_node_restart_under_their_names_elsewhere() {
         node: "d2".into(),
         cause: StopCause::Lost,
     }));
+    cluster.stop().await;
+}
+
+/// Restart intensity is counted per child across the cluster (by the hub): a child that
+/// keeps crashing is restarted until its budget is spent, then fails once, told to the
+/// listener as its end and its failure, and is gone from every node's children; its name
+/// can be started anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_that_keeps_crashing_fails_once_across_the_cluster() {
+    let mut config = config();
+    config.hub.max_restarts = 2;
+    config.hub.restart_window = Duration::from_secs(60);
+    let mut cluster = Cluster::start_with(config).await;
+    let first =
+        within(cluster.sup(0).start_child(named("fragile").on_node("d1"))).await.expect("starts");
+    cluster.until_children(&[("fragile".to_owned(), first.pid)].into()).await;
+    let mut old = first.pid;
+    for restart in 1..=2 {
+        within(cluster.sup(2).cast::<Room>("fragile", CRASH)).await.expect("cast");
+        until("the child restarted, seen on every node", || {
+            cluster.live().all(|sup| sup.whereis("fragile").is_some_and(|pid| pid != old))
+        })
+        .await;
+        old = cluster.sup(2).whereis("fragile").expect("restarted");
+        let info = cluster.sup(0).hub().child("fragile").expect("known");
+        assert!(info.restarts >= restart, "{info:?}");
+    }
+    within(cluster.sup(2).cast::<Room>("fragile", CRASH)).await.expect("cast");
+    let seen = event(
+        &mut cluster.events,
+        |event| matches!(event, DistributedEvent::ChildFailed { name, .. } if name == "fragile"),
+    )
+    .await;
+    assert_eq!(
+        seen.last(),
+        Some(&DistributedEvent::ChildFailed {
+            name: "fragile".into(),
+            node: "d1".into(),
+            restarts: 2
+        })
+    );
+    assert!(seen.contains(&DistributedEvent::ChildStopped {
+        name: "fragile".into(),
+        node: "d1".into(),
+        cause: StopCause::Ended,
+    }));
+    cluster.until_children(&BTreeMap::new()).await;
+    let anew = within(cluster.sup(1).start_child(named("fragile"))).await.expect("starts anew");
+    cluster.until_children(&[("fragile".to_owned(), anew.pid)].into()).await;
     cluster.stop().await;
 }
 
