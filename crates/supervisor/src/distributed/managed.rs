@@ -20,7 +20,9 @@ impl DistributedSupervisor {
     /// The child's id is `name`; it is a permanent child of kind
     /// [`ChildKind::Supervisor`], given as long as it needs to stop ([`Shutdown::Infinity`]:
     /// the hub bounds its own hand-over). A start that fails (the supervisor runs on this
-    /// node already, say) is a start error of the child.
+    /// node already, say, or `name` is too long for the local name `shoal.dsup.NAME` that
+    /// [`DistributedSupervisor::find`] looks up, 255 bytes at most) is a start error of the
+    /// child.
     pub fn child_spec(node: &Node, name: &str, config: DistributedSupervisorConfig) -> Child {
         let (node, name) = (node.clone(), name.to_owned());
         Child::new(name.clone(), move || Holder {
