@@ -6,8 +6,9 @@
 //! connected over TCP ([`transport`], feature `transport`), epidemic broadcast ([`broadcast`],
 //! feature `broadcast`), per-key consensus ([`paxos`], feature `paxos`), and cluster-wide
 //! names, locks and process groups ([`registry`], feature `registry`), and the hash-ring
-//! distributor of child processes ([`hub`], feature `hub`); a `Node` that starts them all
-//! comes later. For tests, the
+//! distributor of child processes ([`hub`], feature `hub`), with the distributed supervisor
+//! built on it (`supervisor::DistributedSupervisor`, features `supervisor` and `hub`); a
+//! `Node` that starts them all comes later. For tests, the
 //! feature `testing` (off by default) adds `testing`: whole nodes on a simulated network.
 //!
 //! The package also holds the `shoal-node` binary (feature `transport`): one node in its own OS
@@ -81,6 +82,11 @@ pub mod prelude {
     #[cfg(feature = "hub")]
     pub use shoal_hub::{
         Handover, Handovers, Hub, HubChild, HubConfig, HubError, HubEvent, Migration, StartOptions,
+    };
+    #[cfg(all(feature = "supervisor", feature = "hub"))]
+    pub use shoal_supervisor::{
+        DistributedChild, DistributedEvent, DistributedSupervisor, DistributedSupervisorConfig,
+        DistributedSupervisorError,
     };
     #[cfg(feature = "paxos")]
     pub use shoal_paxos::{Paxos, PaxosConfig, PaxosError};
