@@ -12,6 +12,8 @@
 //!                           [`hub_failover`])
 //! shoal-bench hub-replica-node NAME
 //!                           node `b` or `c` of `replica_promote_ms` (see [`hub_failover`])
+//! shoal-bench dsup-node NAME
+//!                           node `b` or `c` of `dsup_failover_ms` (see [`dsup`])
 //! ```
 //!
 //! The `..._unsealed` metrics, and the `unsealed` protection, exist only with the cargo
@@ -31,8 +33,9 @@
 //! [`paxos`]: three nodes' consensus; [`registry`]: locks and names over it; [`hub`]: the
 //! hash-ring distributor; [`hub_failover`]: its failover, and the promotion of a passive
 //! replica, across three OS processes; [`hub_handover`]: a child moved hot with its state;
-//! [`broadcast`]: Plumtree in simulation and over loopback), and [`harness`] holds what they
-//! share.
+//! [`dsup`]: the distributed supervisor's starts, and its failover across three OS
+//! processes; [`broadcast`]: Plumtree in simulation and over loopback), and [`harness`] holds
+//! what they share.
 //!
 //! Adding a metric: a function `fn() -> anyhow::Result<f64>` in its area's module that takes
 //! one sample, a row in [`METRICS`], and a doc comment saying exactly what is timed. A metric
@@ -40,6 +43,7 @@
 //! (`std::env::current_exe()`) with a subcommand of its own, next to `list` and `run`.
 
 mod broadcast;
+mod dsup;
 mod harness;
 mod hub;
 mod hub_failover;
@@ -126,6 +130,8 @@ const METRICS: &[Metric] = &[
     Metric { name: "failover_silent_ms", unit: "ms", sample: hub_failover::failover_silent_ms },
     Metric { name: "handover_ms", unit: "ms", sample: hub_handover::handover_ms },
     Metric { name: "replica_promote_ms", unit: "ms", sample: hub_failover::replica_promote_ms },
+    Metric { name: "dsup_start_child_us", unit: "us", sample: dsup::dsup_start_child_us },
+    Metric { name: "dsup_failover_ms", unit: "ms", sample: dsup::dsup_failover_ms },
     Metric { name: "plumtree_rmr", unit: "ratio", sample: broadcast::plumtree_rmr },
     Metric {
         name: "plumtree_reliability_pct_20_crashed",
@@ -222,7 +228,7 @@ const METRICS: &[Metric] = &[
 
 const USAGE: &str = "usage: shoal-bench list | shoal-bench run <metric> | shoal-bench peer \
                      <protection> | shoal-bench registry-node <b|c> | shoal-bench hub-node <b|c> \
-                     | shoal-bench hub-replica-node <b|c>";
+                     | shoal-bench hub-replica-node <b|c> | shoal-bench dsup-node <b|c>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -238,6 +244,7 @@ fn main() -> ExitCode {
         ["hub-replica-node", name] => {
             served("hub-replica-node", hub_failover::serve_node(Setup::Replica, name))
         }
+        ["dsup-node", name] => served("dsup-node", dsup::serve_node(name)),
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)
