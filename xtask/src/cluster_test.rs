@@ -65,14 +65,24 @@
 //!     in the end read between the increments acknowledged for it and those plus the ones that
 //!     timed out; the counters are then terminated and the hub closed everywhere
 //!     ([`handover`]).
-//! 13. **hub**: hub `cluster-test` (`shoal-hub`, on every node, a node's children started
+//! 13. **supervisor**: distributed supervisor `cluster-test` (`shoal-supervisor`'s
+//!     `DistributedSupervisor`, on every node) starts [`Profile::supervisor_children`]
+//!     children by name from every node (a second start of a running name must be refused
+//!     as taken); a node is SIGKILLed (its children must run again under their names, on
+//!     the survivors, exactly once, within a bound), restarted, and the cluster partitioned
+//!     (each side runs every child) and healed: one live child per name, every node's
+//!     `children()` the same, every child answering a call by name; then every child is
+//!     terminated by name, so the next scenario has the nodes to itself; what runs where is
+//!     judged from every node's report of the child processes alive on it
+//!     ([`supervisor`]).
+//! 14. **hub**: hub `cluster-test` (`shoal-hub`, on every node, a node's children started
 //!     elsewhere once it is gone 500 ms) starts [`Profile::hub_children`] children in batches
 //!     from every node; a node is SIGKILLed (every child must run again, exactly once, within
 //!     a bound; the time is reported), restarted (the children moved to it, and only those,
 //!     must be about 1/N; the ratio is reported), and the cluster partitioned (each side runs
 //!     every child) and healed (exactly one copy of each child again), every node reporting
 //!     the child processes alive on it ([`hub`]).
-//! 14. **exit on stdin close**: every node's stdin is closed; every node must exit cleanly.
+//! 15. **exit on stdin close**: every node's stdin is closed; every node must exit cleanly.
 //!     This is the rule that keeps nodes from outliving the driver however it dies.
 //!
 //! Every node runs the registry with the run's host lease (`--lease-ms`): the registry's
@@ -118,6 +128,7 @@ mod hub;
 mod lock;
 mod quorum;
 mod singleton;
+mod supervisor;
 
 /// Nodes unless `--nodes` says otherwise.
 const DEFAULT_NODES: usize = 5;
@@ -176,6 +187,8 @@ struct Profile {
     quorum_children: usize,
     /// Counters of the handover scenario.
     handover_children: usize,
+    /// Named children of the supervisor scenario.
+    supervisor_children: usize,
     /// The whole run, after the build.
     deadline: Duration,
 }
@@ -196,6 +209,7 @@ const FULL: Profile = Profile {
     hub_children: 10_000,
     quorum_children: 5_000,
     handover_children: 1_000,
+    supervisor_children: 1_000,
     deadline: Duration::from_secs(300),
 };
 
@@ -216,6 +230,7 @@ const QUICK: Profile = Profile {
     hub_children: 10_000,
     quorum_children: 3_000,
     handover_children: 1_000,
+    supervisor_children: 1_000,
     deadline: Duration::from_secs(120),
 };
 
@@ -369,7 +384,7 @@ struct Outcome {
 /// A scenario: what it is called, what it checks (for the progress line), and how to run it.
 type Scenario = (&'static str, &'static str, fn(&mut Cluster, &Profile) -> Result<String>);
 
-const SCENARIOS: [Scenario; 14] = [
+const SCENARIOS: [Scenario; 15] = [
     ("join", "start the nodes, each seeded with an earlier one; wait for a full mesh", join),
     ("storm", "every node casts numbered messages to every other node", storm),
     ("kill", "SIGKILL a node; survivors report it down; restart it and rejoin", kill),
@@ -408,6 +423,12 @@ const SCENARIOS: [Scenario; 14] = [
         "counters incremented by child id from several nodes while a node joins their hub and \
          another leaves it on purpose, moved hot with their counts",
         handover::handover,
+    ),
+    (
+        "supervisor",
+        "distributed supervisor children started and called by name from every node, through \
+         a kill, a restart and a partition: one live child per name",
+        supervisor::supervisor,
     ),
     (
         "hub",

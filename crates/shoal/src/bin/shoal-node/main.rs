@@ -46,7 +46,10 @@
 //! (`--quorum-hub-size`), for the `quorum-hub` commands. A third hub,
 //! `cluster-test-handover`, with hot migration and counter children whose count moves with
 //! them, is only opened and closed by its `handover-hub` commands (see `handover.rs`); its
-//! factory is registered from the start.
+//! factory is registered from the start. With the facade's `supervisor` feature (a default
+//! one), every node also runs the distributed supervisor `cluster-test` (`shoal-supervisor`'s
+//! `DistributedSupervisor`, hub `dsup/cluster-test`, with the hubs' short knobs), with the
+//! factory of its named children registered, for the `dsup` commands (see `dsup.rs`).
 //!
 //! Logs go to stderr, at the level `$SHOAL_LOG` names (`error`, `warn`, `info`, `debug`,
 //! `trace` or `off`; default `warn`, which includes every refused or closed connection, with
@@ -103,6 +106,13 @@
 //! | `handover-hub write-stop` | the same, once the writers have stopped, then `counters=N:A:F,...`: per counter written to, the increments acknowledged and timed out |
 //! | `handover-hub counts FROM COUNT` | `N:COUNT,...`: counters `c/FROM` to `c/(FROM+COUNT-1)` read by child id, all at once; `N:!` for a read that failed |
 //! | `handover-hub moves` | `handed=H failed=F windows=W forwarded=X unforwarded=Y lagged=L`: this node's hot moves as a mover since it started: hand-overs made and failed, the old copies' retention windows ended and the letters forwarded and not forwarded in them, and events its tally missed |
+//! | `dsup nodes` | `NAME,NAME,...`: the distributed supervisor's nodes as this node sees them, itself included, sorted |
+//! | `dsup start FROM COUNT` | `started=S failed=F taken=T [first=CHILD:_ERROR]`: the children named `c/FROM` to `c/(FROM+COUNT-1)` started by name (`start_child`), all at once, each on the owner of its name; `T` of the failures were names taken already |
+//! | `dsup stop FROM COUNT` | `stopped=S failed=F [first=CHILD:_ERROR]`: those children terminated by name (`terminate_child`), all at once |
+//! | `dsup call FROM COUNT` | `answered=A wrong=W failed=F [first=CHILD:_ERROR]`: those children called by name (`call`), all at once; `W` answers came from a child of another number |
+//! | `dsup report` | as `hub report` (without `quorum`, `partitioned` and `suspended`), for the supervisor's children: its nodes, the child processes alive here by their own records, those it lists as running here, and `mismatch`: the live processes here whose pid is not the one listed as running here under their name, and the names listed so without a live process of that pid |
+//! | `dsup children` | `count=N copies=C digest=HEX`: the supervisor's `children()` as this node sees it: how many names, and a digest of every name and pid, the same on nodes that agree; and the running copies of its children in this node's listing of the whole supervisor (one per name once none runs twice as this node sees it) |
+//! | `dsup inits` | how many of the supervisor's child processes this node has started since it started |
 //! | `incarnation` | this node's incarnation |
 //! | `addr` | the address this node listens on |
 //! | `quit` | `bye`; the node then leaves the cluster and exits |
@@ -128,6 +138,8 @@ use tokio::sync::{broadcast, mpsc};
 
 mod bcast;
 mod counter;
+#[cfg(feature = "supervisor")]
+mod dsup;
 mod groups;
 mod handover;
 mod hub;
@@ -135,6 +147,8 @@ mod registry;
 mod storm;
 
 use bcast::Broadcasts;
+#[cfg(feature = "supervisor")]
+use dsup::DsupCommands;
 use groups::GroupCommands;
 use handover::HandoverHub;
 use hub::{FACTORY, HUB, HubCommands, QUORUM_FACTORY, QUORUM_HUB};
@@ -385,6 +399,8 @@ async fn serve(options: Options) -> Result<(), String> {
     )
     .await?;
     let handover_hub = HandoverHub::register(&node)?;
+    #[cfg(feature = "supervisor")]
+    let dsup = DsupCommands::start(&node).await?;
     eprintln!("{}: listening on {}", node.name(), node.listen_addr());
     write_line(&format!("listening {} incarnation {}", node.listen_addr(), node.incarnation()));
     for seed in options.seeds {
@@ -405,6 +421,8 @@ async fn serve(options: Options) -> Result<(), String> {
         hub,
         quorum_hub,
         handover_hub,
+        #[cfg(feature = "supervisor")]
+        dsup,
     };
     let mut commands = read_stdin_lines();
     while let Some(line) = commands.recv().await {
@@ -580,6 +598,9 @@ struct Control {
     quorum_hub: HubCommands,
     /// Hub `cluster-test-handover`, with hot migration, opened and closed by command.
     handover_hub: HandoverHub,
+    /// Distributed supervisor `cluster-test` (hub `dsup/cluster-test`).
+    #[cfg(feature = "supervisor")]
+    dsup: DsupCommands,
 }
 
 impl Control {
@@ -640,6 +661,8 @@ impl Control {
             ["hub", words @ ..] => self.hub.handle(words).await,
             ["quorum-hub", words @ ..] => self.quorum_hub.handle(words).await,
             ["handover-hub", words @ ..] => self.handover_hub.handle(words).await,
+            #[cfg(feature = "supervisor")]
+            ["dsup", words @ ..] => self.dsup.handle(words).await,
             ["incarnation"] => Ok(self.node.incarnation().to_string()),
             ["addr"] => Ok(self.node.listen_addr().to_string()),
             ["quit"] => Ok("bye".to_owned()),
