@@ -83,17 +83,17 @@ pub mod prelude {
     pub use shoal_hub::{
         Handover, Handovers, Hub, HubChild, HubConfig, HubError, HubEvent, Migration, StartOptions,
     };
-    #[cfg(all(feature = "supervisor", feature = "hub"))]
-    pub use shoal_supervisor::{
-        DistributedChild, DistributedEvent, DistributedSupervisor, DistributedSupervisorConfig,
-        DistributedSupervisorError,
-    };
     #[cfg(feature = "paxos")]
     pub use shoal_paxos::{Paxos, PaxosConfig, PaxosError};
     #[cfg(feature = "registry")]
     pub use shoal_registry::{
         Groups, GroupsConfig, GroupsError, LockOptions, LockResult, Name, Registry, RegistryConfig,
         RegistryError,
+    };
+    #[cfg(all(feature = "supervisor", feature = "hub"))]
+    pub use shoal_supervisor::{
+        DistributedChild, DistributedEvent, DistributedSupervisor, DistributedSupervisorConfig,
+        DistributedSupervisorError,
     };
     #[cfg(feature = "transport")]
     pub use shoal_transport::{ClusterKey, DownReason, Node, NodeEvent, RemoteError};
