@@ -10,6 +10,7 @@
 mod broadcast;
 mod broadcast_soak;
 mod determinism;
+mod dsup;
 mod groups;
 mod hub;
 mod hub_handover;

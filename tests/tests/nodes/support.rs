@@ -93,6 +93,17 @@ pub(crate) fn random_partition(net: &SimNet, ips: &[IpAddr], rng: &mut SmallRng)
     net.partition(&ips[..split], &ips[split..]);
 }
 
+/// Crashes `node` (at `ip` on `net`): it stops without a goodbye, its connections reset and its
+/// processes die at this instant (their exits are kills).
+pub(crate) fn crash_node(net: &SimNet, node: &Node, ip: IpAddr) {
+    node.shutdown();
+    net.reset(ip);
+    let runtime = node.runtime().clone();
+    for pid in runtime.processes() {
+        runtime.kill(pid);
+    }
+}
+
 /// Node `n{host}` at `10.0.0.{host + 1}` in its `life`-th start: its incarnation grows with
 /// each life, so a restart replaces the one before.
 pub(crate) fn life(net: &SimNet, host: u8, life: u64) -> NodeBuilder {
