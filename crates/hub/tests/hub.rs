@@ -626,8 +626,18 @@ async fn after_a_partition_heals_each_child_runs_once_and_a_terminated_one_stays
         .expect("terminated");
     cluster.nodes[2].heal_all();
     cluster.until_nodes(3).await;
-    let alive: BTreeSet<String> = ids(200).into_iter().filter(|id| *id != doomed).collect();
+    // Terminated as soon as the heal is seen, while two copies of each may still be listed
+    // (one of them stopping, or stopped, as the conflict's loser): each is found and ends.
+    let ended: Vec<String> = ids(200).into_iter().filter(|id| *id != doomed).take(40).collect();
+    let results = within(cluster.hub(1).stop_children(ended.clone(), Duration::from_secs(5))).await;
+    assert!(results.iter().all(|(_, result)| result.is_ok()), "{results:?}");
+    let alive: BTreeSet<String> =
+        ids(200).into_iter().filter(|id| *id != doomed && !ended.contains(id)).collect();
     cluster.until_placed(&alive).await;
+    until("the terminated ones gone everywhere", || {
+        ended.iter().all(|child| cluster.live().all(|hub| hub.child(child).is_none()))
+    })
+    .await;
     assert!(conflicts.load(std::sync::atomic::Ordering::Relaxed) > 0, "the hook ran");
     assert!(other.iter().all(|hub| hub.which_children_local().is_empty()));
     for hub in &other {

@@ -220,19 +220,64 @@ impl Hub {
     }
 
     /// Terminates `children` where they run, each within `timeout`: each leaves a tombstone,
-    /// so no node starts it again (unless started anew).
+    /// so no node starts it again (unless started anew). A child this node knows but sees no
+    /// copy of running (after a heal, its running copy may not have been heard of yet) is
+    /// waited for, within `timeout`.
     pub async fn stop_children(&self, children: Vec<String>, timeout: Duration) -> StopResults {
         let inner = &self.inner;
-        let mut results = Vec::new();
-        let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut answers = Vec::new();
+        let mut batches: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut waiting: Vec<String> = Vec::new();
         for child in &children {
-            match holder(inner, child) {
-                Ok(node) => holders.entry(node).or_default().push(child.clone()),
-                Err(error) => results.push((child.clone(), Err(error))),
+            match holder(inner, child, &[]) {
+                Ok(node) => batches.entry(node).or_default().push(child.clone()),
+                // Known, and no copy seen running: one may be on its way (see below).
+                Err(_) if live(inner, child) => {
+                    waiting.push(child.clone());
+                }
+                Err(error) => answers.push((child.clone(), Err(error))),
             }
         }
-        results.extend(terminate(inner, holders, timeout).await);
-        in_order(&children, results)
+        // A copy that stopped before this node heard of it (the loser of a conflict, which its
+        // own node resolved first) answers `NotFound` while another copy runs, which this node
+        // may not have heard of yet either: the other copies are asked as this node learns of
+        // them, within `timeout`.
+        let deadline = inner.clock.now().into_std() + timeout;
+        let mut asked: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        loop {
+            for (node, batch) in &batches {
+                for child in batch {
+                    asked.entry(child.clone()).or_default().push(node.clone());
+                }
+            }
+            let mut not_found = std::mem::take(&mut waiting);
+            for (child, result) in terminate(inner, std::mem::take(&mut batches), timeout).await {
+                match result {
+                    Err(TerminateError::NotFound(_)) => not_found.push(child),
+                    result => answers.push((child, result)),
+                }
+            }
+            if not_found.is_empty() {
+                break;
+            }
+            let late = inner.clock.now().into_std() >= deadline;
+            for child in not_found {
+                let tried: Vec<&str> =
+                    asked.get(&child).into_iter().flatten().map(|n| n.as_str()).collect();
+                match holder(inner, &child, &tried) {
+                    Ok(node) if !late => batches.entry(node).or_default().push(child),
+                    _ if !late && live(inner, &child) => waiting.push(child),
+                    _ => answers.push((child.clone(), Err(TerminateError::NotFound(child)))),
+                }
+            }
+            if batches.is_empty() {
+                if waiting.is_empty() {
+                    break;
+                }
+                inner.clock.sleep(inner.config.tick).await;
+            }
+        }
+        in_order(&children, answers)
     }
 
     /// Terminates one child (see [`Hub::stop_children`]).
@@ -269,7 +314,8 @@ impl Hub {
         if !inner.table(|table| table.ring().contains(node)) {
             return Err(RedistError::NotInHub(node.to_owned()));
         }
-        let from = holder(inner, child).map_err(|_| RedistError::NotFound(child.to_owned()))?;
+        let from =
+            holder(inner, child, &[]).map_err(|_| RedistError::NotFound(child.to_owned()))?;
         if from == inner.me() {
             return redistribute_here(inner, child, node, timeout).await;
         }
@@ -974,13 +1020,19 @@ async fn terminate_here(
             Some(false) => Err(TerminateError::Restarting(child.clone())),
             Some(true) => {
                 if stop_local(inner, &child, ExitReason::Shutdown, timeout).await {
-                    if let Some(mut entry) = inner.own(&child) {
-                        entry.version += 1;
-                        entry.state = State::Ended;
-                        entry.data.pid = None;
-                        ended.push((child.clone(), Some(entry)));
+                    match inner.own(&child) {
+                        Some(mut entry) => {
+                            entry.version += 1;
+                            entry.state = State::Ended;
+                            entry.data.pid = None;
+                            ended.push((child.clone(), Some(entry)));
+                            Ok(())
+                        }
+                        // Stopped for another reason meanwhile (a conflict's loser, a move)
+                        // and its entry gone: no tombstone here; the caller asks the copy
+                        // that runs on.
+                        None => Err(TerminateError::NotFound(child.clone())),
                     }
-                    Ok(())
                 } else {
                     // Given up: it stays under supervision (if it exits later, as it was
                     // asked to, its restart policy applies).
@@ -1358,8 +1410,13 @@ async fn resolve(inner: &Arc<HubInner>, child: String, reason: StopReason) {
     };
     tracing::debug!(hub = %inner.id, %child, ?reason, "stopping a copy");
     stop_local(inner, &child, exit, Duration::from_secs(5)).await;
+    let own = inner.own(&child);
+    if own.as_ref().is_some_and(|entry| entry.state == State::Ended) {
+        // Terminated while it stopped: the tombstone stays, to end the other copies too.
+        return;
+    }
     let kept = match reason {
-        StopReason::QuorumLost => inner.own(&child).map(suspended),
+        StopReason::QuorumLost => own.map(suspended),
         _ => None,
     };
     inner.map.set(vec![(child, kept)]);
@@ -1372,15 +1429,21 @@ fn suspended(mut entry: Entry<ChildData>) -> Entry<ChildData> {
     entry
 }
 
-/// The node running `child` (or restarting or moving it), as this node sees it.
-fn holder(inner: &HubInner, child: &str) -> Result<String, TerminateError> {
+/// Whether this node knows `child`, not terminated.
+fn live(inner: &HubInner, child: &str) -> bool {
+    inner.table(|table| table.child(child).is_some_and(|known| !known.is_ended()))
+}
+
+/// The node running (or restarting) `child`, as this node sees it, other than those in
+/// `asked`: the serving copy's first ([`Table::active`]: while two copies of a conflict run,
+/// the one that wins).
+fn holder(inner: &HubInner, child: &str, asked: &[&str]) -> Result<String, TerminateError> {
     inner.table(|table| {
         let known = table.child(child).filter(|known| !known.is_ended());
         let Some(known) = known else { return Err(TerminateError::NotFound(child.to_owned())) };
-        if let Some(node) = known.running().next() {
-            return Ok(node.to_owned());
-        }
-        Err(TerminateError::NotFound(child.to_owned()))
+        let serving = table.active(child).filter(|node| !asked.contains(node));
+        let node = serving.or_else(|| known.running().find(|node| !asked.contains(node)));
+        node.map(str::to_owned).ok_or_else(|| TerminateError::NotFound(child.to_owned()))
     })
 }
 
