@@ -138,7 +138,6 @@ use tokio::sync::{broadcast, mpsc};
 
 mod bcast;
 mod counter;
-#[cfg(feature = "supervisor")]
 mod dsup;
 mod groups;
 mod handover;
@@ -147,7 +146,6 @@ mod registry;
 mod storm;
 
 use bcast::Broadcasts;
-#[cfg(feature = "supervisor")]
 use dsup::DsupCommands;
 use groups::GroupCommands;
 use handover::HandoverHub;
@@ -399,7 +397,6 @@ async fn serve(options: Options) -> Result<(), String> {
     )
     .await?;
     let handover_hub = HandoverHub::register(&node)?;
-    #[cfg(feature = "supervisor")]
     let dsup = DsupCommands::start(&node).await?;
     eprintln!("{}: listening on {}", node.name(), node.listen_addr());
     write_line(&format!("listening {} incarnation {}", node.listen_addr(), node.incarnation()));
@@ -421,7 +418,6 @@ async fn serve(options: Options) -> Result<(), String> {
         hub,
         quorum_hub,
         handover_hub,
-        #[cfg(feature = "supervisor")]
         dsup,
     };
     let mut commands = read_stdin_lines();
@@ -599,7 +595,6 @@ struct Control {
     /// Hub `cluster-test-handover`, with hot migration, opened and closed by command.
     handover_hub: HandoverHub,
     /// Distributed supervisor `cluster-test` (hub `dsup/cluster-test`).
-    #[cfg(feature = "supervisor")]
     dsup: DsupCommands,
 }
 
@@ -661,7 +656,6 @@ impl Control {
             ["hub", words @ ..] => self.hub.handle(words).await,
             ["quorum-hub", words @ ..] => self.quorum_hub.handle(words).await,
             ["handover-hub", words @ ..] => self.handover_hub.handle(words).await,
-            #[cfg(feature = "supervisor")]
             ["dsup", words @ ..] => self.dsup.handle(words).await,
             ["incarnation"] => Ok(self.node.incarnation().to_string()),
             ["addr"] => Ok(self.node.listen_addr().to_string()),
