@@ -122,6 +122,13 @@ impl Ref {
     pub const fn node(&self) -> NodeId {
         self.node
     }
+
+    /// Its number among the references its runtime made in this incarnation (from 0, one
+    /// more each time): unique with the node and the incarnation, and the same in every
+    /// replay of a simulation.
+    pub const fn number(&self) -> u64 {
+        self.n
+    }
 }
 
 impl fmt::Display for Ref {

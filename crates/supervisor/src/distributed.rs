@@ -48,7 +48,6 @@ mod managed;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -380,9 +379,9 @@ impl DistributedSupervisor {
 }
 
 /// A name no other child of any supervisor gets: this node's name and incarnation (a node
-/// restarted is a new incarnation), and a counter of this OS process.
+/// restarted is a new incarnation), and the number of a fresh reference of its runtime
+/// (counted per runtime, so a simulation replays the same names).
 fn generated_name(node: &Node) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let n = node.runtime().make_ref().number();
     format!("{}:{:x}:{n}", node.name(), node.incarnation())
 }

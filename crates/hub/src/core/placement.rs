@@ -24,8 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Ring;
 
-/// Where a child runs, as every node computes it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Where a child runs, as every node computes it. Ordered (`Ring` first, then node lists),
+/// so that every node picks the same of two copies placed differently.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Placement {
     /// On the child's owner on the hash ring over the hub's nodes.
     #[default]

@@ -329,6 +329,16 @@ pub enum Action<S> {
         /// The child.
         child: String,
     },
+    /// Publish this node's entry of the child with this placement, the child's newest: two
+    /// copies of one version were placed differently (see [`Known::newest`]), and the
+    /// node's own entry, which a move hands on, must not carry the placement the others
+    /// have set aside.
+    Place {
+        /// The child.
+        child: String,
+        /// Its placement.
+        placement: Placement,
+    },
     /// Tell this node's copy its role changed ([`Redundancy::ActivePassive`]). Not waited
     /// for: it blocks nothing, and is not issued again unless the role changes again (or
     /// the copy restarts).
@@ -349,6 +359,7 @@ impl<S> Action<S> {
             | Action::Stop { child, .. }
             | Action::Move { child, .. }
             | Action::Forget { child }
+            | Action::Place { child, .. }
             | Action::Role { child, .. } => vec![child.as_str()],
             Action::Adopt { children, .. } => {
                 children.iter().map(|(child, _)| child.as_str()).collect()
@@ -362,12 +373,26 @@ impl<S> Action<S> {
 pub struct Known<S> {
     /// The live nodes' entries.
     pub holders: BTreeMap<String, Entry<S>>,
-    /// The newest entry seen (the highest version; the latest of that version), kept after
-    /// its node is lost.
+    /// The newest entry seen, kept after its node is lost: the highest version; of that
+    /// version, an entry a live node holds before one only remembered, then the greatest
+    /// [`Placement`], then the latest. Two copies of one version placed differently (a child
+    /// pinned to a node on one side of a partition and started by the ring on the other)
+    /// are so told apart the same way on every node, whatever order their entries arrive
+    /// in, and every node agrees on the owner.
     pub newest: Entry<S>,
 }
 
 impl<S> Known<S> {
+    /// Whether a node other than `except` holds an entry of the newest's version and
+    /// placement.
+    fn newest_held(&self, except: &str) -> bool {
+        self.holders.iter().any(|(node, entry)| {
+            node != except
+                && entry.version == self.newest.version
+                && entry.placement == self.newest.placement
+        })
+    }
+
     /// The nodes running the child at its newest version.
     pub fn running(&self) -> impl Iterator<Item = &str> {
         self.holders
@@ -594,7 +619,14 @@ impl<S: Clone> Table<S> {
                         self.children.entry(child.to_owned()).or_insert(known)
                     }
                 };
-                if entry.version >= known.newest.version {
+                let newer = match entry.version.cmp(&known.newest.version) {
+                    std::cmp::Ordering::Greater => true,
+                    std::cmp::Ordering::Equal => {
+                        entry.placement >= known.newest.placement || !known.newest_held(origin)
+                    }
+                    std::cmp::Ordering::Less => false,
+                };
+                if newer {
                     known.newest = entry.clone();
                 }
                 match known.holders.get_mut(origin) {
@@ -613,6 +645,15 @@ impl<S: Clone> Table<S> {
             None => {
                 let Some(known) = self.children.get_mut(child) else { return };
                 let held = known.holders.remove(origin).map(|entry| entry.state);
+                if !known.newest_held(origin) {
+                    // The newest entry's node dropped it: of that version, the entries held
+                    // still count before it (see `Known::newest`).
+                    let version = known.newest.version;
+                    let others = known.holders.values().filter(|entry| entry.version == version);
+                    if let Some(entry) = others.max_by(|a, b| a.placement.cmp(&b.placement)) {
+                        known.newest = entry.clone();
+                    }
+                }
                 let orphaned = !known.is_ended() && known.running().next().is_none();
                 match held {
                     // A move its mover finished (it is still in the hub): the child runs on
@@ -749,6 +790,14 @@ impl<S: Clone> Table<S> {
         {
             let reason = StopReason::Superseded { version: newest };
             return Decision::Act(Action::Stop { child: child.to_owned(), reason });
+        }
+        if let Some(mine) = mine
+            && mine.version == newest
+            && mine.placement != known.newest.placement
+            && mine.state != State::Ended
+        {
+            let placement = known.newest.placement.clone();
+            return Decision::Act(Action::Place { child: child.to_owned(), placement });
         }
         if known.is_ended() {
             self.orphans.remove(child);

@@ -1324,6 +1324,13 @@ fn carry_out(inner: &Arc<HubInner>, actions: Vec<Action<ChildData>>) {
             Action::Start { child, entry } => starts.push((child, entry)),
             Action::Move { child, to } => moves.entry(to).or_default().push(child),
             Action::Keep { child, entry } => publish.push((child, Some(entry))),
+            Action::Place { child, placement } => match inner.own(&child) {
+                Some(mut entry) => {
+                    entry.placement = placement;
+                    publish.push((child, Some(entry)));
+                }
+                None => inner.table_mut(|table| table.done([child.as_str()])),
+            },
             Action::Forget { child } => {
                 let gone = |entry: Entry<ChildData>| {
                     matches!(entry.state, State::Ended | State::Suspended)

@@ -345,6 +345,9 @@ pub struct HubChildInfo {
     /// Its restarts within [`HubConfig::restart_window`], on whichever nodes it ran, as its
     /// newest entry says (see [`HubConfig::max_restarts`]).
     pub restarts: usize,
+    /// How it is placed, as its newest entry says (every node that has heard from the same
+    /// nodes says the same).
+    pub placement: crate::core::Placement,
     /// Its copies: node and status (empty while no node runs it).
     pub copies: Vec<(String, ChildStatus)>,
 }
@@ -575,6 +578,7 @@ impl Hub {
                 tags: (*data.tags).clone(),
                 version: known.newest.version,
                 restarts: data.restarts.len(),
+                placement: known.newest.placement.clone(),
                 copies,
             })
         })

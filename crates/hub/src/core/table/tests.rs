@@ -128,6 +128,43 @@ fn a_child_seen_moving_to_a_node_not_yet_heard_from_is_not_an_orphan() {
     assert!(matches!(a.reconcile(t0 + presumed).as_slice(), [Action::Start { .. }]));
 }
 
+/// Two copies of one version placed differently (pinned to a node on one side of a partition,
+/// placed by the ring on the other) are told apart alike whatever order their entries arrive
+/// in, so every node agrees on the owner, and so on the copy that wins.
+#[test]
+fn copies_placed_differently_have_one_newest_entry_on_every_node() {
+    let t0 = Instant::now();
+    let ring = |child: &str| {
+        let mut entry = entry(0, State::Running);
+        entry.placement = Placement::Ring;
+        (child.to_owned(), entry)
+    };
+    let pinned = |child: &str| {
+        let mut entry = entry(0, State::Running);
+        entry.placement = Placement::Nodes(vec!["b".into()]);
+        (child.to_owned(), entry)
+    };
+    let child = owned_by("a", &["a", "b", "c"]);
+    let mut tables = Vec::new();
+    for first_ring in [true, false] {
+        let mut c = Table::new("c", config(), t0);
+        c.node_up("a", t0);
+        c.node_up("b", t0);
+        let (from_a, from_b) = (ring(&child), pinned(&child));
+        if first_ring {
+            c.changed("a", &from_a.0, Some(&from_a.1), t0);
+            c.changed("b", &from_b.0, Some(&from_b.1), t0);
+        } else {
+            c.changed("b", &from_b.0, Some(&from_b.1), t0);
+            c.changed("a", &from_a.0, Some(&from_a.1), t0);
+        }
+        let newest = c.child(&child).expect("known").newest.placement.clone();
+        tables.push((newest, c.active(&child).map(str::to_owned)));
+    }
+    assert_eq!(tables[0], tables[1]);
+    assert_eq!(tables[0].0, Placement::Nodes(vec!["b".into()]));
+}
+
 #[test]
 fn a_non_owner_hands_an_orphan_to_its_owner() {
     let t0 = Instant::now();
@@ -545,6 +582,11 @@ impl Hub {
                 self.roles.insert((me.to_owned(), child), role);
             }
             Action::Keep { child, entry } => self.publish(me, &child, Some(entry)),
+            Action::Place { child, placement } => {
+                let Some(mut entry) = self.nodes[me].own.get(&child).cloned() else { return };
+                entry.placement = placement;
+                self.publish(me, &child, Some(entry));
+            }
             Action::Move { child, to } => {
                 let Some(mut entry) = self.nodes[me].own.get(&child).cloned() else { return };
                 if !self.talk(me, &to) {
