@@ -30,7 +30,10 @@
 //!   policy says; its restart intensity ([`HubConfig::max_restarts`] within
 //!   [`HubConfig::restart_window`]) is counted across the nodes it runs on, so a child that
 //!   crashes wherever it runs (or whose `init` fails on each new node) fails once, cluster-wide
-//!   ([`HubEvent::Failed`]), instead of being restarted on one node after another.
+//!   ([`HubEvent::Failed`]), instead of being restarted on one node after another. A
+//!   temporary child is never started again, as under a local supervisor: with one copy per
+//!   child it stays on the node it started on (a join does not move it) and ends with that
+//!   node, lost or leaving (a tombstone); it is not handed over.
 //! - **Redistribution and failover** ([`core::Table`]): a node that joins gets the children
 //!   it now owns (cold moves, at most [`core::TableConfig::moves_per_sec`], or none with
 //!   [`core::OnJoin::Stay`]); the children of a node lost for

@@ -575,6 +575,67 @@ async fn a_child_that_crashes_wherever_it_runs_fails_once_across_the_cluster() {
     cluster.stop().await;
 }
 
+/// A temporary child is never started again, as under a local supervisor: it stays where it
+/// started when a node joins, and ends, for good, with its node, lost or leaving on purpose;
+/// a permanent one beside it moves and fails over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_child_stays_where_it_started_and_ends_with_its_node() {
+    let mut cluster = Cluster::start(4, config()).await;
+    // h3 joins later: some children will be its own on the ring.
+    let hub = cluster.hubs[3].take().expect("h3");
+    within(hub.stop()).await;
+    drop(hub);
+    cluster.until_nodes(3).await;
+    let temporary = |id: &str| {
+        HubChild::new(ChildSpec::new(id, "room", &()).expect("spec").restart(Restart::Temporary))
+    };
+    let batch: Vec<HubChild> = (0..60).map(|i| temporary(&format!("temp/{i}"))).collect();
+    let results =
+        within(cluster.hub(0).init_children(batch, StartOptions::default())).await.expect("ok");
+    assert!(results.iter().all(|(_, r)| r.is_ok()), "{results:?}");
+    let temps: BTreeSet<String> = (0..60).map(|i| format!("temp/{i}")).collect();
+    until("every temporary child seen everywhere", || {
+        temps.iter().all(|child| cluster.live().all(|hub| hub.pid(child).is_some()))
+    })
+    .await;
+    let before = cluster.placement();
+    let pids: BTreeMap<String, shoal_process::Pid> = temps
+        .iter()
+        .map(|child| (child.clone(), cluster.hub(0).pid(child).expect("pid")))
+        .collect();
+    // A join moves none of them.
+    cluster.hubs[3] = Some(Hub::start(&cluster.nodes[3], "rooms", config()).await.expect("hub"));
+    cluster.until_nodes(4).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(cluster.placement(), before, "a temporary child moved");
+    assert!(temps.iter().all(|child| cluster.hub(3).pid(child) == Some(pids[child])));
+    // h2 leaves on purpose, h1 is lost: their temporary children end, everywhere.
+    let on = |node: &str| -> Vec<String> {
+        before.iter().filter(|(_, nodes)| nodes[0] == node).map(|(c, _)| c.clone()).collect()
+    };
+    let (on_h1, on_h2) = (on("h1"), on("h2"));
+    assert!(!on_h1.is_empty() && !on_h2.is_empty(), "{before:?}");
+    let hub = cluster.hubs[2].take().expect("h2");
+    within(hub.stop()).await;
+    drop(hub);
+    cluster.hubs[1] = None;
+    cluster.nodes[1].shutdown();
+    cluster.until_nodes(2).await;
+    until("the temporary children of h1 and h2 gone everywhere", || {
+        on_h1.iter().chain(&on_h2).all(|child| cluster.live().all(|hub| hub.child(child).is_none()))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let after = cluster.placement();
+    for child in on_h1.iter().chain(&on_h2) {
+        assert!(!after.contains_key(child), "{child} was started again: {after:?}");
+    }
+    for child in temps.iter().filter(|child| !on_h1.contains(child) && !on_h2.contains(child)) {
+        assert_eq!(cluster.hub(0).pid(child), Some(pids[child]), "{child} restarted");
+    }
+    cluster.stop().await;
+}
+
 /// A partition: each side runs every child (the other side's after the grace), and a child
 /// terminated on one side stays terminated; after the heal each child runs once, on its
 /// owner, the losing copies stopped after the conflict hook, and the terminated child gone.

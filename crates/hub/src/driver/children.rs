@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use shoal_process::{ExitReason, Pid, Shutdown, SpawnOptions};
+use shoal_process::{ExitReason, Pid, Restart, Shutdown, SpawnOptions};
 use tokio::task::JoinSet;
 
 use super::error::{ChildError, HubError, MAX_CHILD_ID, RedistError, TerminateError};
@@ -595,6 +595,10 @@ async fn start_here(
             Ok(pid) => {
                 entry.state = up_state(inner, &child, &entry);
                 entry.data.pid = Some(pid);
+                if temporary(&entry) && entry.placement == Placement::Ring {
+                    // Never started again: it stays where it started (see `temporary`).
+                    entry.placement = Placement::Nodes(vec![inner.me().to_owned()]);
+                }
                 started.push((child.clone(), pid));
                 publish.push((child, Some(entry)));
             }
@@ -1214,6 +1218,7 @@ async fn restart_here(inner: &Arc<HubInner>, child: &str) {
 /// five seconds.
 pub(crate) async fn stop_all(inner: &Arc<HubInner>) {
     let children: Vec<String> = lock(inner).keys().cloned().collect();
+    let single = inner.config.table.replicas == 1;
     for child in children {
         if !stop_local(inner, &child, ExitReason::Shutdown, Duration::from_secs(5)).await {
             // Still running after five seconds: the hub stops here, so it is killed.
@@ -1222,7 +1227,19 @@ pub(crate) async fn stop_all(inner: &Arc<HubInner>) {
                 inner.runtime.kill(pid);
             }
         }
+        // A temporary child is not started again elsewhere: it ends with its node's hub.
+        if let Some(entry) = inner.own(&child).filter(|entry| single && temporary(entry)) {
+            end(inner, &child, entry);
+        }
     }
+}
+
+/// Whether `entry` is a temporary child's: as under a local supervisor, it is never started
+/// again, here or elsewhere. With one copy per child, it stays on the node it started on
+/// (pinned there, so a join does not move it), and ends when that node is lost or its hub
+/// stops (a tombstone, so no node starts it again); it is not handed over.
+fn temporary(entry: &Entry<ChildData>) -> bool {
+    entry.data.spec.restart == Restart::Temporary
 }
 
 /// Serves the hub's RPC on this node.
@@ -1316,11 +1333,16 @@ pub(crate) async fn reconcile_task(inner: Arc<HubInner>) {
 }
 
 fn carry_out(inner: &Arc<HubInner>, actions: Vec<Action<ChildData>>) {
+    let single = inner.config.table.replicas == 1;
     let mut starts = Vec::new();
     let mut moves: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut publish = Vec::new();
     for action in actions {
         match action {
+            // A temporary child is not started again when its node is lost: it ends.
+            Action::Start { child, entry } if temporary(&entry) && single => {
+                end(inner, &child, entry);
+            }
             Action::Start { child, entry } => starts.push((child, entry)),
             Action::Move { child, to } => moves.entry(to).or_default().push(child),
             Action::Keep { child, entry } => publish.push((child, Some(entry))),
@@ -1351,6 +1373,14 @@ fn carry_out(inner: &Arc<HubInner>, actions: Vec<Action<ChildData>>) {
                 tokio::spawn(async move { handover::tell_role(&inner, &child, role).await });
             }
             Action::Adopt { to, children } => {
+                let (ended, children): (Vec<_>, Vec<_>) =
+                    children.into_iter().partition(|(_, entry)| temporary(entry) && single);
+                for (child, entry) in ended {
+                    end(inner, &child, entry);
+                }
+                if children.is_empty() {
+                    continue;
+                }
                 let inner = inner.clone();
                 tokio::spawn(async move {
                     let left = inner.config.table.retry_after;

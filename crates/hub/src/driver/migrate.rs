@@ -257,6 +257,7 @@ pub(crate) async fn hand_over_all(inner: &Arc<HubInner>, deadline: Instant) {
             .filter_map(|(child, known)| {
                 let entry = known.holders.get(&me)?;
                 (entry.state == State::Running
+                    && entry.data.spec.restart != shoal_process::Restart::Temporary
                     && inner.config.handovers.knows(&entry.data.spec.factory))
                 .then(|| (child.clone(), entry.placement.clone()))
             })
