@@ -15,12 +15,14 @@
 //!
 //! `cargo xtask explore-nodes` does the same for the whole-node simulations (`tests/tests/nodes/`:
 //! the transport, the Paxos driver's register and counter, the broadcast driver, the
-//! registry, process groups and the hub under random faults on a simulated network), with `SHOAL_SIM_SEED`, `SHOAL_SIM_SCHEDULES`,
+//! registry, process groups, the hub and the distributed supervisor under random faults on a
+//! simulated network), with `SHOAL_SIM_SEED`, `SHOAL_SIM_SCHEDULES`,
 //! `SHOAL_SIM_PAXOS_SCHEDULES`, `SHOAL_SIM_PAXOS_COUNTER_SCHEDULES`,
 //! `SHOAL_SIM_BROADCAST_SCHEDULES`, `SHOAL_SIM_BROADCAST_SOAK_SCHEDULES`,
 //! `SHOAL_SIM_BROADCAST_LOG_SCHEDULES`, `SHOAL_SIM_REGISTRY_SCHEDULES`,
-//! `SHOAL_SIM_GROUPS_SCHEDULES`, `SHOAL_SIM_HUB_SCHEDULES`, `SHOAL_SIM_HUB_QUORUM_SCHEDULES`
-//! and `SHOAL_SIM_HUB_REPLICAS_SCHEDULES`.
+//! `SHOAL_SIM_GROUPS_SCHEDULES`, `SHOAL_SIM_HUB_SCHEDULES`, `SHOAL_SIM_HUB_HANDOVER_SCHEDULES`,
+//! `SHOAL_SIM_HUB_QUORUM_SCHEDULES`, `SHOAL_SIM_HUB_REPLICAS_SCHEDULES` and
+//! `SHOAL_SIM_DSUP_SCHEDULES`.
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -91,6 +93,7 @@ pub(crate) fn run_nodes(args: &[String]) -> Result<ExitCode> {
         ("SHOAL_SIM_HUB_HANDOVER_SCHEDULES", schedules.to_string()),
         ("SHOAL_SIM_HUB_QUORUM_SCHEDULES", schedules.to_string()),
         ("SHOAL_SIM_HUB_REPLICAS_SCHEDULES", schedules.to_string()),
+        ("SHOAL_SIM_DSUP_SCHEDULES", schedules.to_string()),
     ];
     let args = [
         "test",
