@@ -74,8 +74,8 @@ pub(crate) struct Local {
     pid: Option<Pid>,
     /// Being stopped on purpose: its exit is not a crash.
     stopping: bool,
-    /// Started for a hot move and not yet published: the entry to publish.
-    prepared: Option<Box<Entry<ChildData>>>,
+    /// Started for a hot move and not yet published: the entry to publish, and the mover.
+    prepared: Option<(Box<Entry<ChildData>>, String)>,
     /// For a hot move's new copy: whether the window for the old copy's state is closed (it
     /// was restored, or the mover gave up on it), held while a restore is under way.
     restore: Option<Arc<tokio::sync::Mutex<bool>>>,
@@ -676,6 +676,18 @@ pub(crate) async fn start_unpublished(
         Some(Verdict::Ended(version)) => return Err(ChildError::Terminated(version)),
         Some(Verdict::Start(version)) => version,
     };
+    // A copy prepared for an earlier move of the child that its mover gave up on before the
+    // freeze (its `Prepare` answer came too late: it runs on there, and moves again now) is
+    // replaced; one that has taken a state is not.
+    let stale = lock(inner).get(child).and_then(|this| {
+        this.prepared.as_ref().filter(|(_, mover)| mover == from)?;
+        let window = this.restore.as_ref()?;
+        let untouched = window.try_lock().is_ok_and(|closed| !*closed);
+        untouched.then_some(this.pid).flatten()
+    });
+    if let Some(pid) = stale {
+        drop_unpublished(inner, child, pid);
+    }
     if !reserve(inner, child) {
         return Err(ChildError::Starting { node: inner.me().to_owned() });
     }
@@ -685,7 +697,7 @@ pub(crate) async fn start_unpublished(
             prepared.version = version;
             if let Some(this) = lock(inner).get_mut(child) {
                 this.pid = Some(pid);
-                this.prepared = Some(Box::new(prepared));
+                this.prepared = Some((Box::new(prepared), from.to_owned()));
                 this.restore = Some(Arc::new(tokio::sync::Mutex::new(false)));
             }
             Ok(pid)
@@ -701,7 +713,7 @@ pub(crate) async fn start_unpublished(
 pub(crate) fn prepared(inner: &HubInner, child: &str) -> Option<(Pid, String)> {
     let local = lock(inner);
     let this = local.get(child)?;
-    Some((this.pid?, this.prepared.as_ref()?.data.spec.factory.clone()))
+    Some((this.pid?, this.prepared.as_ref()?.0.data.spec.factory.clone()))
 }
 
 /// The restore window of the new copy of a hot move (see [`Local::restore`]).
@@ -710,6 +722,13 @@ pub(crate) fn restore_window(
     child: &str,
 ) -> Option<Arc<tokio::sync::Mutex<bool>>> {
     lock(inner).get(child)?.restore.clone()
+}
+
+/// Whether a child of this node is on its way to another (its entry says moving).
+pub(crate) fn any_moving_out(inner: &HubInner) -> bool {
+    inner.map.with(|state| {
+        state.replica.own().values().any(|entry| matches!(entry.state, State::Moving { .. }))
+    })
 }
 
 /// Whether a new copy of a hot move is waiting here to be published.
@@ -741,7 +760,7 @@ async fn publish_prepared(
     }
     let taken = {
         let mut local = lock(inner);
-        local.get_mut(child).and_then(|this| Some((this.prepared.take()?, this.pid?)))
+        local.get_mut(child).and_then(|this| Some((this.prepared.take()?.0, this.pid?)))
     };
     let Some((mut entry, pid)) = taken else {
         return Err(ChildError::Start(format!("no copy of {child} prepared here")));

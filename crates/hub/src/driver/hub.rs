@@ -653,8 +653,12 @@ impl Hub {
             return;
         }
         let deadline = self.inner.clock.now().into_std() + self.inner.config.handover_deadline;
-        // Hot moves into this node finish first: their children are then handed on too.
-        while children::any_prepared(&self.inner) && self.inner.clock.now().into_std() < deadline {
+        // Moves into this node finish first (their children are then handed on too), and so do
+        // moves out of it (a child whose move fails runs on here, and is handed over with the
+        // others; one stopped mid-move would lose its state).
+        while (children::any_prepared(&self.inner) || children::any_moving_out(&self.inner))
+            && self.inner.clock.now().into_std() < deadline
+        {
             self.inner.clock.sleep(Duration::from_millis(10)).await;
         }
         migrate::hand_over_all(&self.inner, deadline).await;
