@@ -94,7 +94,13 @@
 //!   at count 4 of 11 acknowledged; the first seed past 1,350..1,850, which passed). Fixed: a
 //!   copy prepared for the same mover and given no state yet is replaced by the next
 //!   `Prepare`; and a hub that stops waits (within its hand-over deadline) for its moves out,
-//!   as for those in, before it hands its children over.
+//!   as for those in, before it hands its children over. Two more past that, found by the
+//!   next exploration (`SHOAL_SIM_SEED=2350`): the next `Prepare` came while the copy of the
+//!   one given up on was still starting (seed 2,522: `tally/2` at 0 of 5), and one came to a
+//!   node whose view still had the child running where the mover had taken it from (seed
+//!   2,948: `tally/1` at 0 of 3, `tally/3` at 0 of 7; the mover's stopping hub gave up on the
+//!   hand-over). Fixed: a `Prepare` waits, within its deadline, for a copy still starting
+//!   there, and for a view in which another node still runs the child to catch up.
 //!
 //! **Planted bugs** (each tried on 100 schedules, then reverted): in `migrate.rs`, the restore
 //! skipped (killed at seed 0 by check 2: counts far below the acknowledged), the forwarding
@@ -790,12 +796,16 @@ fn a_counter_moving_to_a_node_not_yet_heard_from_is_not_started_again() {
 /// The fourth bug this simulation found, fixed (see the module docs): a copy prepared for a
 /// move its mover had given up on refused the mover's next `Prepare`, the hand-over of its
 /// stopping hub, and the counter's state was lost (seed 1,850: `tally/2` ends at count 4 of
-/// 11 acknowledged). From an exploration past the fixed range (`SHOAL_SIM_SEED=1850`).
+/// 11 acknowledged); and two like it (seeds 2,522 and 2,948: a `Prepare` refused while that
+/// copy was still starting, and by a view not caught up). From explorations past the fixed
+/// range (`SHOAL_SIM_SEED=1850`, `=2350`).
 #[test]
 fn a_move_given_up_on_does_not_block_the_next_one() {
-    let outcome =
-        crate::support::paused_runtime().block_on(run_schedule(1_850, StopWhen::of(1_850)));
-    if let Err(error) = outcome {
-        panic!("seed 1850: {error}");
+    for seed in [1_850, 2_522, 2_948] {
+        let outcome =
+            crate::support::paused_runtime().block_on(run_schedule(seed, StopWhen::of(seed)));
+        if let Err(error) = outcome {
+            panic!("seed {seed}: {error}");
+        }
     }
 }

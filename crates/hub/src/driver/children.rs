@@ -663,10 +663,19 @@ pub(crate) async fn start_unpublished(
     child: &str,
     entry: &Entry<ChildData>,
     from: &str,
+    deadline: Instant,
 ) -> Result<Pid, ChildError> {
     let mode = Mode::Adopt { from: from.to_owned() };
-    let verdict =
-        inner.table(|table| table.has_quorum().then(|| verdict(table, child, entry, &mode)));
+    let check =
+        || inner.table(|table| table.has_quorum().then(|| verdict(table, child, entry, &mode)));
+    let mut verdict = check();
+    // Another node seen running it may be a view not yet caught up (the mover took it from
+    // that node, whose entry's removal is still on its way here): waited out, within the
+    // deadline.
+    while matches!(verdict, Some(Verdict::Runs { .. })) && inner.clock.now().into_std() < deadline {
+        inner.clock.sleep(Duration::from_millis(10)).await;
+        verdict = check();
+    }
     let version = match verdict {
         None => return Err(ChildError::NoQuorum(inner.me().to_owned())),
         Some(Verdict::Runs { node, pid: Some(pid) }) => {
@@ -678,7 +687,11 @@ pub(crate) async fn start_unpublished(
     };
     // A copy prepared for an earlier move of the child that its mover gave up on before the
     // freeze (its `Prepare` answer came too late: it runs on there, and moves again now) is
-    // replaced; one that has taken a state is not.
+    // replaced; one that has taken a state is not. One still starting is waited for first.
+    let starting = || lock(inner).get(child).is_some_and(|this| this.pid.is_none());
+    while starting() && inner.clock.now().into_std() < deadline {
+        inner.clock.sleep(Duration::from_millis(5)).await;
+    }
     let stale = lock(inner).get(child).and_then(|this| {
         this.prepared.as_ref().filter(|(_, mover)| mover == from)?;
         let window = this.restore.as_ref()?;

@@ -220,7 +220,7 @@ pub(crate) async fn prepare(
     from: String,
     deadline: Instant,
 ) -> Result<Pid, ChildError> {
-    let pid = children::start_unpublished(inner, &child, &entry, &from).await?;
+    let pid = children::start_unpublished(inner, &child, &entry, &from, deadline).await?;
     let clock = inner.clock.clone();
     let wait = deadline.saturating_duration_since(clock.now().into_std());
     let inner = Arc::downgrade(inner);
