@@ -5,6 +5,7 @@
 //! | `fmt`     | `cargo fmt --all --check` |
 //! | `clippy`  | `cargo clippy --workspace --all-targets --locked -- -D warnings` |
 //! | `cores`   | `cargo xtask cores`: each sans-IO core builds without tokio or the transport |
+//! | `features` | `cargo xtask features`: the facade builds with no feature and with each alone |
 //! | `test`    | `cargo nextest run --workspace --locked --no-fail-fast`, or `cargo test` |
 //! | `doctest` | `cargo test --workspace --doc --locked` |
 //! | `doc`     | `RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked` |
@@ -65,6 +66,7 @@ fn steps() -> Vec<Step> {
             reporter: None,
         },
         Step { name: "cores", cargo_args: &["xtask", "cores"], env: &[], reporter: None },
+        Step { name: "features", cargo_args: &["xtask", "features"], env: &[], reporter: None },
         test_step(),
         Step {
             name: "doctest",

@@ -95,3 +95,14 @@ pub use crate::driver::{
     MAX_CHILD_ID, MOVED, Migration, QUORUM_LOST, RedistError, StartOptions, StartResults, Started,
     StopResults, TerminateError,
 };
+
+// Every handle a user shares across tasks and threads is `Send` and `Sync`: checked when the
+// crate builds, so a change that breaks it does not compile.
+#[cfg(feature = "driver")]
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Hub>();
+    send_and_sync::<HubConfig>();
+    send_and_sync::<Handovers>();
+    send_and_sync::<HubChild>();
+};

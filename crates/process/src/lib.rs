@@ -150,3 +150,21 @@ pub use runtime::{ExitWatch, ProcessInfo, Runtime, RuntimeBuilder, SpawnOptions}
 pub use signal::{ExitKind, Signal};
 pub use spec::{ChildSpec, Restart, Shutdown};
 pub use timer::TimerRef;
+
+// Every handle a user shares across tasks and threads is `Send` and `Sync`: checked when the
+// crate builds, so a change that breaks it does not compile.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Runtime>();
+    send_and_sync::<Pid>();
+    send_and_sync::<Ref>();
+    send_and_sync::<NodeId>();
+    send_and_sync::<Dest>();
+    send_and_sync::<Via>();
+    send_and_sync::<ChildSpec>();
+    send_and_sync::<ExitReason>();
+    send_and_sync::<Clock>();
+    send_and_sync::<ExitWatch>();
+    send_and_sync::<Forwarding>();
+    send_and_sync::<TimerRef>();
+};

@@ -134,3 +134,16 @@ pub use crate::driver::{
     PeerEvent, Registry, RegistryConfig, RegistryError, RegistryStartError, ReplicaObserver,
     ReplicaState, Replicated, ReplicatedConfig, Subscription, next_run,
 };
+
+// Every handle a user shares across tasks and threads is `Send` and `Sync`: checked when the
+// crate builds, so a change that breaks it does not compile.
+#[cfg(feature = "driver")]
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Registry>();
+    send_and_sync::<Groups>();
+    send_and_sync::<Name>();
+    send_and_sync::<LockGuard>();
+    send_and_sync::<RegistryConfig>();
+    send_and_sync::<GroupsConfig>();
+};

@@ -133,9 +133,29 @@ pub use intensity::Intensity;
 pub use shoal_process::{ChildSpec, Restart, Shutdown};
 pub use supervisor::{SUPERVISOR_CALL_TIMEOUT, Strategy, SupervisorRef, SupervisorSpec};
 
+// Every handle a user shares across tasks and threads is `Send` and `Sync`: checked when the
+// crate builds, so a change that breaks it does not compile.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<SupervisorRef>();
+    send_and_sync::<DynamicSupervisorRef>();
+    send_and_sync::<Child>();
+    send_and_sync::<SupervisorSpec>();
+};
+
 #[cfg(feature = "distributed")]
 pub use distributed::{
     DistributedChild, DistributedEvent, DistributedEvents, DistributedStartError,
     DistributedSupervisor, DistributedSupervisorConfig, DistributedSupervisorError, StartedChild,
     StopCause,
+};
+
+// Every handle a user shares across tasks and threads is `Send` and `Sync`: checked when the
+// crate builds, so a change that breaks it does not compile.
+#[cfg(feature = "distributed")]
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<DistributedSupervisor>();
+    send_and_sync::<DistributedSupervisorConfig>();
+    send_and_sync::<DistributedChild>();
 };

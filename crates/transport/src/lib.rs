@@ -150,6 +150,17 @@ pub use service::{Inbox, Incoming, Service, ServiceError};
 pub use spec::{CONTROL_CHANNEL, ChannelConfig, DEFAULT_CHANNEL, NodeSpec};
 pub use wire::Failure;
 
+// Every handle a user shares across tasks and threads is `Send` and `Sync`: checked when the
+// crate builds, so a change that breaks it does not compile.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Node>();
+    send_and_sync::<NodeBuilder>();
+    send_and_sync::<ClusterKey>();
+    send_and_sync::<Service<Vec<u8>>>();
+    send_and_sync::<NodeSpec>();
+};
+
 /// A change in the set of connected nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeEvent {
