@@ -11,6 +11,10 @@
 //! `Node` that starts them all comes later. For tests, the
 //! feature `testing` (off by default) adds `testing`: whole nodes on a simulated network.
 //!
+//! The [`guide`] says what holds where under crashes, partitions and clock drift
+//! ([`guide::guarantees`]), and maps what you know from Erlang/OTP and Elixir
+//! ([`guide::from_erlang`]) and from ractor and kameo ([`guide::from_ractor_kameo`]) to Shoal.
+//!
 //! The package also holds the `shoal-node` binary (feature `transport`): one node in its own OS
 //! process, driven over stdin and stdout. `cargo xtask cluster-test` starts several of them and
 //! checks that they form a cluster that survives kills and partitions.
@@ -62,6 +66,17 @@ pub use shoal_transport as transport;
 #[cfg(feature = "testing")]
 pub mod testing {
     pub use shoal_sim::nodes::{Link, SimNet};
+}
+
+/// Guides: what holds where under faults, and Shoal's names for what you know from Erlang/OTP,
+/// Elixir and the Rust actor libraries.
+pub mod guide {
+    #[doc = include_str!("../docs/guarantees.md")]
+    pub mod guarantees {}
+    #[doc = include_str!("../docs/from-erlang.md")]
+    pub mod from_erlang {}
+    #[doc = include_str!("../docs/from-ractor-kameo.md")]
+    pub mod from_ractor_kameo {}
 }
 
 /// The names most programs need, for a glob import.
