@@ -9,6 +9,7 @@
 //! | `test`    | `cargo nextest run --workspace --locked --no-fail-fast`, or `cargo test` |
 //! | `doctest` | `cargo test --workspace --doc --locked` |
 //! | `doc`     | `RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked` |
+//! | `examples` | `cargo xtask examples`: every example of the facade runs and ends well |
 //! | `cluster-test` | `cargo xtask cluster-test --quick --seed 20261206`: node processes on loopback |
 //!
 //! Every step runs even when an earlier one failed, so one CI run reports everything that is
@@ -80,6 +81,7 @@ fn steps() -> Vec<Step> {
             env: &[("RUSTDOCFLAGS", "-D warnings")],
             reporter: None,
         },
+        Step { name: "examples", cargo_args: &["xtask", "examples"], env: &[], reporter: None },
         // Last: it starts real node processes, so it runs once everything above has built
         // and had its own say. Each scenario counts as one test in the final line.
         Step {

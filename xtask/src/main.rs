@@ -4,6 +4,7 @@
 //! cargo xtask ci [--skip STEP]...        every check CI runs, with a test-count summary
 //! cargo xtask cores                     the sans-IO cores build without tokio or the transport
 //! cargo xtask features                  the facade builds with no feature and with each alone
+//! cargo xtask examples                  every example of the facade runs and ends well
 //! cargo xtask cluster-test [--quick] [--seed S] [--nodes N]
 //!                                        a real cluster of node processes on loopback, put
 //!                                        through kills and partitions
@@ -25,7 +26,7 @@
 //!
 //! Codemap: [`ci`] runs the checks and [`test_counts`] reads test counts out of their output;
 //! [`cores`] checks that the sans-IO cores build alone; [`features`] that the facade builds
-//! with each of its features alone;
+//! with each of its features alone; [`examples`] that its examples run;
 //! [`tee`] runs a command with its output both shown and kept; [`cluster_test`] starts and
 //! drives `shoal-node` processes; [`bench`](mod@bench) drives the `shoal-bench` binary;
 //! [`mutants`] runs the paxos tests against each mutant of the protocol and [`explore`] runs
@@ -35,6 +36,7 @@ mod bench;
 mod ci;
 mod cluster_test;
 mod cores;
+mod examples;
 mod explore;
 mod features;
 mod mutants;
@@ -54,7 +56,7 @@ usage: cargo xtask <command> [options]
 commands:
     ci [--skip STEP]...          run every check CI runs, in order, and summarise them
                                  (steps: fmt, clippy, cores, features, test, doctest,
-                                 doc, cluster-test)
+                                 doc, examples, cluster-test)
     cluster-test [--quick] [--seed S] [--nodes N]
                                  build shoal-node, start N node processes (default 5) on
                                  127.0.0.2, 127.0.0.3, ... and run the scenarios: join,
@@ -65,6 +67,8 @@ commands:
                                  shoal-process or shoal-transport in its package graph
     features                     check that the facade (crates/shoal) builds with none of
                                  its features and with each of them alone
+    examples                     run every example of the facade (crates/shoal/examples);
+                                 fails if one fails or runs past five minutes
     bench [--runs N] [NAME]...   build the benchmarks in release mode and print one
                                  `name value unit` line per metric: the median of N runs
                                  (default 5); NAME selects metrics by name prefix
@@ -115,6 +119,7 @@ fn run(args: &[String]) -> Result<ExitCode> {
         "cluster-test" => cluster_test::run(options),
         "cores" => cores::run(options),
         "features" => features::run(options),
+        "examples" => examples::run(options),
         "bench" => bench::run(options),
         "mutants" => mutants::run(options),
         "explore-paxos" => explore::run(options),
