@@ -251,7 +251,9 @@ impl Hub {
                 }
             }
             let mut not_found = std::mem::take(&mut waiting);
-            for (child, result) in terminate(inner, std::mem::take(&mut batches), timeout).await {
+            // Each round within what is left of `timeout`, so the whole call keeps to it.
+            let left = deadline.saturating_duration_since(inner.clock.now().into_std());
+            for (child, result) in terminate(inner, std::mem::take(&mut batches), left).await {
                 match result {
                     Err(TerminateError::NotFound(_)) => not_found.push(child),
                     result => answers.push((child, result)),
