@@ -23,12 +23,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use shoal_hub::core::TableConfig;
-use shoal_process::{ChildSpec, Codec, Context, Process, ReplyTo};
+use shoal_process::ChildSpec;
 use shoal_supervisor::{DistributedChild, DistributedSupervisor, DistributedSupervisorConfig};
 use shoal_transport::Node;
 use tokio::task::JoinSet;
 
-use crate::harness::{Idle, NodeProcess, key, on_workers, serve_until_stdin_closes, spawn_node};
+use crate::harness::{
+    Idle, NodeName, NodeProcess, key, on_workers, serve_until_stdin_closes, spawn_node,
+};
 
 /// Starts before the timed ones, to warm the nodes' connections and tables.
 const WARMUP: usize = 200;
@@ -147,27 +149,6 @@ pub(crate) fn dsup_start_child_us() -> anyhow::Result<f64> {
     })
 }
 
-/// The child of `dsup_failover_ms`: answers a call with its node's name.
-struct Echo {
-    node: String,
-}
-
-impl Process for Echo {
-    type Message = ();
-    type Call = ();
-    type Reply = String;
-
-    async fn handle_cast(&mut self, (): (), _: &mut Context<Self>) {}
-
-    async fn handle_call(&mut self, (): (), reply: ReplyTo<String>, _: &mut Context<Self>) {
-        reply.send(self.node.clone());
-    }
-
-    fn remote_messages() -> Option<Codec<Self>> {
-        Some(Codec::msgpack())
-    }
-}
-
 /// The configuration of supervisor [`SUPERVISOR`] on every node: the default, but the hub's
 /// `down_after` = 0 (see the module docs).
 fn failover_config() -> DistributedSupervisorConfig {
@@ -176,12 +157,12 @@ fn failover_config() -> DistributedSupervisorConfig {
     config
 }
 
-/// Node `name` of `dsup_failover_ms`, default transport settings, with the [`Echo`] factory
+/// Node `name` of `dsup_failover_ms`, default transport settings, with the [`NodeName`] factory
 /// and supervisor [`SUPERVISOR`].
 async fn start_node(name: &str) -> anyhow::Result<(Node, DistributedSupervisor)> {
     let node = Node::builder(name, key()).start().await?;
     let here = name.to_owned();
-    node.runtime().register_factory(FACTORY, move |(): ()| Echo { node: here.clone() })?;
+    node.runtime().register_factory(FACTORY, move |(): ()| NodeName { node: here.clone() })?;
     let sup = DistributedSupervisor::start(&node, SUPERVISOR, failover_config()).await?;
     Ok((node, sup))
 }
@@ -272,7 +253,7 @@ async fn failover(victim: &mut NodeProcess, addrs: [SocketAddr; 2]) -> anyhow::R
         rounds += 1;
         let mut calls = JoinSet::new();
         for name in &pending {
-            let target = sup.target::<Echo>(name);
+            let target = sup.target::<NodeName>(name);
             let name = name.clone();
             calls.spawn(async move { (name, target.call_timeout((), CALL_TIMEOUT).await) });
         }

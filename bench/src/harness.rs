@@ -64,6 +64,34 @@ impl shoal_process::Process for Idle {
     async fn handle_cast(&mut self, (): (), _ctx: &mut shoal_process::Context<Self>) {}
 }
 
+/// A process that answers a call with its node's name: the child the failover benchmarks call
+/// until it answers from its new node.
+pub(crate) struct NodeName {
+    /// The node it runs on.
+    pub(crate) node: String,
+}
+
+impl shoal_process::Process for NodeName {
+    type Message = ();
+    type Call = ();
+    type Reply = String;
+
+    async fn handle_cast(&mut self, (): (), _ctx: &mut shoal_process::Context<Self>) {}
+
+    async fn handle_call(
+        &mut self,
+        (): (),
+        reply: shoal_process::ReplyTo<String>,
+        _ctx: &mut shoal_process::Context<Self>,
+    ) {
+        reply.send(self.node.clone());
+    }
+
+    fn remote_messages() -> Option<shoal_process::Codec<Self>> {
+        Some(shoal_process::Codec::msgpack())
+    }
+}
+
 /// A node in a process of its own (this binary, started again); killed (SIGKILL) and reaped
 /// when dropped, if it still runs (a stopped one too: SIGKILL ends a process stopped by
 /// SIGSTOP).

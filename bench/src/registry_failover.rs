@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use shoal_paxos::{Paxos, PaxosConfig, Recovery};
-use shoal_process::{ChildSpec, Codec, Context, Process, ReplyTo, Restart};
+use shoal_process::{ChildSpec, Restart};
 use shoal_registry::core::candidates;
 use shoal_registry::{Registry, RegistryConfig};
 use shoal_transport::Node;
 
-use crate::harness::{key, on_workers, serve_until_stdin_closes, spawn_node};
+use crate::harness::{NodeName, key, on_workers, serve_until_stdin_closes, spawn_node};
 
 /// The nodes, the measuring one first.
 const NODES: [&str; 3] = ["a", "b", "c"];
@@ -33,33 +33,11 @@ const BOUND: Duration = Duration::from_secs(60);
 /// How long one call through the name may wait while the name has no live host.
 const CALL_TIMEOUT: Duration = Duration::from_millis(200);
 
-/// The name's process: answers a call with its node's name.
-struct Singleton {
-    node: String,
-}
-
-impl Process for Singleton {
-    type Message = ();
-    type Call = ();
-    type Reply = String;
-
-    async fn handle_cast(&mut self, (): (), _: &mut Context<Self>) {}
-
-    async fn handle_call(&mut self, (): (), reply: ReplyTo<String>, _: &mut Context<Self>) {
-        reply.send(self.node.clone());
-    }
-
-    fn remote_messages() -> Option<Codec<Self>> {
-        Some(Codec::msgpack())
-    }
-}
-
 /// Node `name` with Paxos and the registry (default configuration), the factory registered.
 async fn start_node(name: &str) -> anyhow::Result<(Node, Paxos, Registry)> {
     let node = Node::builder(name, key()).start().await?;
     let node_name = name.to_owned();
-    node.runtime()
-        .register_factory(FACTORY, move |(): ()| Singleton { node: node_name.clone() })?;
+    node.runtime().register_factory(FACTORY, move |(): ()| NodeName { node: node_name.clone() })?;
     let mut config = PaxosConfig::new(NODES.iter().map(|&node| node.to_owned()).collect());
     // Every acceptor starts empty, in memory: they found the first epoch together.
     config.recovery = Recovery::NewEpoch;

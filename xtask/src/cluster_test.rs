@@ -1296,7 +1296,10 @@ pub(crate) fn forward_lines(
 }
 
 /// Waits for `child` to exit, but not past `deadline`: `None` means it is still running.
-fn wait_until(child: &mut Child, deadline: Instant) -> Result<Option<std::process::ExitStatus>> {
+pub(crate) fn wait_until(
+    child: &mut Child,
+    deadline: Instant,
+) -> Result<Option<std::process::ExitStatus>> {
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(Some(status));
@@ -1421,6 +1424,14 @@ fn parse_storm_report(answer: &str) -> Result<StormReport> {
 }
 
 /// Node number `index` is called `a`, `b`, ...
+/// The value after `KEY=` in a node's answer of space-separated `key=value` fields.
+fn field<'a>(answer: &'a str, key: &str) -> Result<&'a str> {
+    answer
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix(key)?.strip_prefix('='))
+        .with_context(|| format!("no `{key}=` in `{answer}`"))
+}
+
 fn node_name(index: usize) -> String {
     char::from(b'a' + index as u8).to_string()
 }

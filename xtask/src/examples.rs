@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::cluster_test::wait_until;
 use crate::{cargo, workspace_root};
 
 /// The facade's examples, from the workspace root.
@@ -33,17 +34,11 @@ pub(crate) fn run(options: &[String]) -> Result<ExitCode> {
         println!("==> cargo {}", args.join(" "));
         let mut child = cargo(&args).spawn().context("cargo run starts")?;
         let began = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().context("waiting for the example")? {
-                break Some(status);
-            }
-            if began.elapsed() > BOUND {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let status = wait_until(&mut child, began + BOUND).context("waiting for the example")?;
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         match status {
             Some(status) if status.success() => {
                 println!("    {name}: ran and ended well in {:.1?}", began.elapsed());

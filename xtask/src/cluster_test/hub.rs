@@ -361,7 +361,7 @@ pub(super) fn wait_placed(
 /// Waits until each of the `children` of hub `hub` (its command word) is placed on `nodes`
 /// (see the module docs); keeps in `doubled` the most children seen with two live processes
 /// across them at once.
-fn wait_placed_counting(
+pub(super) fn wait_placed_counting(
     cluster: &mut Cluster,
     hub: &str,
     nodes: &[usize],

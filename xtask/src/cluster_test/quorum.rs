@@ -392,12 +392,7 @@ fn listings(cluster: &mut Cluster, nodes: &[usize]) -> Result<Vec<Listing>> {
 
 /// `rows=9 suspended=3 digest=00ff` → the listing.
 fn parse_listing(answer: &str) -> Result<Listing> {
-    let field = |key: &str| {
-        answer
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix(key)?.strip_prefix('='))
-            .with_context(|| format!("no `{key}=` in the listing `{answer}`"))
-    };
+    let field = |key: &str| super::field(answer, key);
     Ok(Listing {
         rows: field("rows")?.parse().with_context(|| format!("in `{answer}`"))?,
         suspended: field("suspended")?.parse().with_context(|| format!("in `{answer}`"))?,

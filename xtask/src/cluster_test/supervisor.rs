@@ -46,7 +46,7 @@ use anyhow::{Context, Result, bail, ensure};
 
 use super::hub::{
     Batch, DOWN_AFTER, FAILOVER_ALLOWANCE, PLACE_TIMEOUT, Placement, in_batches, per_node, placed,
-    reports, wait_hub_nodes, wait_placed,
+    reports, wait_hub_nodes, wait_placed, wait_placed_counting,
 };
 use super::{Cluster, Poll, Profile};
 
@@ -106,6 +106,7 @@ fn run(cluster: &mut Cluster, profile: &Profile, children: usize) -> Result<Stri
     let mut doubled = 0;
     let after_kill = wait_placed_counting(
         cluster,
+        DSUP,
         &survivors,
         children,
         bound + Duration::from_secs(5),
@@ -155,6 +156,7 @@ fn run(cluster: &mut Cluster, profile: &Profile, children: usize) -> Result<Stri
     let mut doubled = 0;
     let after_restart = wait_placed_counting(
         cluster,
+        DSUP,
         &all,
         children,
         PLACE_TIMEOUT,
@@ -282,6 +284,7 @@ fn apart(
         let what = format!("every child running once on {}", cluster.names(side));
         wait_placed_counting(
             cluster,
+            DSUP,
             side,
             children,
             bound + Duration::from_secs(5),
@@ -302,22 +305,6 @@ fn apart(
         last.as_millis(),
         bound.as_millis()
     ))
-}
-
-/// As [`wait_placed`], keeping in `doubled` the most children seen with two live processes
-/// across `nodes` at once.
-fn wait_placed_counting(
-    cluster: &mut Cluster,
-    nodes: &[usize],
-    children: usize,
-    timeout: Duration,
-    what: &str,
-    doubled: &mut usize,
-) -> Result<Placement> {
-    cluster.wait_for(timeout, what, |cluster| {
-        let reports = reports(cluster, DSUP, nodes)?;
-        Ok(placed(cluster, nodes, &reports, children, doubled))
-    })
 }
 
 /// One look after the heal: `Done` with the placement once every child is placed on `all`
@@ -372,12 +359,7 @@ fn listed(cluster: &mut Cluster, nodes: &[usize]) -> Result<Vec<Listed>> {
 
 /// `count=9 copies=9 digest=00ff` → the listing.
 fn parse_listed(answer: &str) -> Result<Listed> {
-    let field = |key: &str| {
-        answer
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix(key)?.strip_prefix('='))
-            .with_context(|| format!("no `{key}=` in `{answer}`"))
-    };
+    let field = |key: &str| super::field(answer, key);
     let number = |key: &str| -> Result<usize> {
         let value = field(key)?;
         let Ok(number) = value.parse() else { bail!("`{key}={value}` is not a number") };
