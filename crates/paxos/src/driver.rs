@@ -594,7 +594,9 @@ impl Paxos {
 
     /// One step of a membership change to the set `acceptors` (the current one with exactly
     /// one acceptor added or removed), as [`Paxos::add_acceptor`] describes; the new
-    /// configuration's version.
+    /// configuration's version. Given the set this node runs already, it finishes the step
+    /// that installed it (rewrites every key through it) and returns its version: so a step
+    /// cut short after its install is finished by asking for the same set again.
     ///
     /// # Errors
     ///
@@ -610,6 +612,13 @@ impl Paxos {
         self.send_command(Command::Configuration(reply)).await?;
         let (current, old) = answer.await.map_err(|_| ReconfigureError::Stopped)?;
         let new_ids: Vec<NodeId> = acceptors.iter().map(|name| node_id(name)).collect();
+        if old.len() == current.acceptors.len() && same_set(&current.acceptors, &new_ids) {
+            // The step to this set was installed already (its rewrite may not have finished):
+            // finish it. The keys a majority of either the set before it or this one holds
+            // are all among those of a majority of this one, whether it added or removed one.
+            self.rewrite(&old, deadline).await?;
+            return Ok(current.version);
+        }
         if old.len() != current.acceptors.len() || !is_single_step(&current.acceptors, &new_ids) {
             return Err(ReconfigureError::NotOneStep);
         }
@@ -643,7 +652,19 @@ impl Paxos {
             }
             clock.sleep(self.inner.retry_every).await;
         }
-        let keys = self.keys_of_a_majority(&old, deadline).await?;
+        self.rewrite(&old, deadline).await?;
+        Ok(configuration.version)
+    }
+
+    /// Rewrites every key that a majority of `acceptors` holds through the set this node runs
+    /// now (step 3 of the procedure), by `deadline`.
+    async fn rewrite(
+        &self,
+        acceptors: &[String],
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ReconfigureError> {
+        let clock = self.inner.node.runtime().clock();
+        let keys = self.keys_of_a_majority(acceptors, deadline).await?;
         for key in keys {
             loop {
                 match self.change(key.clone(), Change::Read).await {
@@ -655,7 +676,7 @@ impl Paxos {
                 }
             }
         }
-        Ok(configuration.version)
+        Ok(())
     }
 
     /// The keys held by a majority of `acceptors`: every key whose value was chosen by a
@@ -771,4 +792,11 @@ async fn clear_when_dead(
             Err(_) => return,
         }
     }
+}
+
+/// Whether `a` and `b` hold the same acceptors, in any order.
+fn same_set(a: &[NodeId], b: &[NodeId]) -> bool {
+    let a: std::collections::BTreeSet<_> = a.iter().collect();
+    let b: std::collections::BTreeSet<_> = b.iter().collect();
+    a == b
 }
