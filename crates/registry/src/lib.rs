@@ -6,7 +6,9 @@
 //! One handle, [`Registry`], per node, started over the node's [`Paxos`](shoal_paxos::Paxos)
 //! service with [`Registry::start`]. Every node of a cluster runs it over the same acceptor
 //! set (a peer over another set is refused when the nodes meet: [`Registry::mismatched`], and
-//! [`RegistryStartError::AcceptorMismatch`] at start).
+//! [`RegistryStartError::AcceptorMismatch`] at start). The set may grow or shrink one acceptor
+//! at a time (`Paxos::add_acceptor`): while a change rolls out, a peer a version behind or
+//! ahead is the same cluster if the two sets share an acceptor.
 //!
 //! ```no_run
 //! # async fn example(registry: shoal_registry::Registry) -> Result<(), Box<dyn std::error::Error>> {

@@ -98,6 +98,10 @@ impl Store {
         Store { paxos }
     }
 
+    pub(crate) fn paxos(&self) -> &Paxos {
+        &self.paxos
+    }
+
     /// The record at `key`, and the entry it came from (for a later compare-and-set).
     pub(crate) async fn read<T: DeserializeOwned>(
         &self,

@@ -152,7 +152,8 @@ pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) config: RegistryConfig,
     pub(crate) me: String,
-    pub(crate) acceptors: Vec<String>,
+    /// The acceptor set's version and names when the registry started, sorted.
+    pub(crate) acceptors: (u64, Vec<String>),
     pub(crate) state: Mutex<State>,
     pub(crate) lease: watch::Sender<LeaseView>,
     /// Bumped whenever a lock's holder may have changed without a notice to its waiters
@@ -167,8 +168,8 @@ pub(crate) struct Inner {
 /// A request from one node's registry to another's.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum Request {
-    /// "I, node `from`, run the registry over these acceptors."
-    Hello { from: String, acceptors: Vec<String> },
+    /// "I, node `from`, run the registry over these acceptors (configuration `version`)."
+    Hello { from: String, version: u64, acceptors: Vec<String> },
     /// "Host this name, unless it runs" (with what the asker read in its register).
     Start { name: RegistryKey, spec: Vec<u8>, restart: NameRestart, seen: Option<Option<Entry>> },
     /// "Your process `pid` now holds lock `key` with `token`."
@@ -186,7 +187,7 @@ pub(crate) enum Request {
 /// The answers, in the same order.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum Reply {
-    Hello { acceptors: Vec<String> },
+    Hello { version: u64, acceptors: Vec<String> },
     Started(Result<Hosting, WireError>),
     Handed,
     List(Listing),
@@ -263,8 +264,8 @@ impl Registry {
         config.lease.validate()?;
         let node = paxos.node().clone();
         let mut acceptors =
-            paxos.acceptors().await.map_err(|_| RegistryStartError::PaxosStopped)?.1;
-        acceptors.sort();
+            paxos.acceptors().await.map_err(|_| RegistryStartError::PaxosStopped)?;
+        acceptors.1.sort();
         let runtime = node.runtime().clone();
         let me = node.name().to_owned();
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
@@ -502,34 +503,62 @@ impl Inner {
         }
     }
 
+    /// The acceptor set this node's Paxos runs now, sorted, and its configuration's version
+    /// (the set it started with if Paxos has stopped).
+    async fn acceptor_set(&self) -> (u64, Vec<String>) {
+        match self.store.paxos().acceptors().await {
+            Ok((version, mut acceptors)) => {
+                acceptors.sort();
+                (version, acceptors)
+            }
+            Err(_) => self.acceptors.clone(),
+        }
+    }
+
     /// Says hello to `peer`'s registry: a member if it runs over the same acceptors.
     async fn hello(&self, peer: &str) -> Result<(), RegistryError> {
-        let request = Request::Hello { from: self.me.clone(), acceptors: self.acceptors.clone() };
+        let (version, acceptors) = self.acceptor_set().await;
+        let request = Request::Hello { from: self.me.clone(), version, acceptors };
         let asked = self
             .node
             .rpc::<Request, Option<Reply>>(peer, RPC, &request, self.config.ask_timeout)
             .await;
         match asked {
-            Ok(Some(Reply::Hello { acceptors })) => self.met(peer, acceptors),
+            Ok(Some(Reply::Hello { version, acceptors })) => {
+                self.met(peer, (version, acceptors)).await
+            }
             // Not running the registry (yet: it says hello when it starts), or gone.
             _ => Ok(()),
         }
     }
 
-    /// `peer` runs the registry over `acceptors`.
-    fn met(&self, peer: &str, acceptors: Vec<String>) -> Result<(), RegistryError> {
+    /// `peer` runs the registry over `theirs` (a configuration's version and its acceptors).
+    ///
+    /// It is the same consensus cluster when both run the same configuration, or, while a
+    /// change of the acceptor set rolls out (one acceptor at a time, see `shoal-paxos`),
+    /// configurations of different versions that share an acceptor. Two sets of one version
+    /// that differ, or sets with no acceptor in common, are two clusters.
+    async fn met(&self, peer: &str, theirs: (u64, Vec<String>)) -> Result<(), RegistryError> {
         if !self.node.is_connected(peer) {
             return Ok(());
         }
+        let (version, ours) = self.acceptor_set().await;
+        let (their_version, mut acceptors) = theirs;
+        acceptors.sort();
+        let same = if version == their_version {
+            acceptors == ours
+        } else {
+            acceptors.iter().any(|acceptor| ours.contains(acceptor))
+        };
         let mut state = self.lock_state();
-        if acceptors != self.acceptors {
+        if !same {
             state.members.remove(peer);
             state.mismatched.insert(peer.to_owned(), acceptors.clone());
-            tracing::error!(%peer, ours = ?self.acceptors, theirs = ?acceptors,
+            tracing::error!(%peer, ?ours, theirs = ?acceptors,
                 "a peer runs the registry over other acceptors: it is left out");
             return Err(RegistryError::AcceptorMismatch {
                 peer: peer.to_owned(),
-                ours: self.acceptors.clone(),
+                ours,
                 theirs: acceptors,
             });
         }
@@ -544,10 +573,11 @@ impl Inner {
     /// Serves a peer's request.
     async fn serve(self: Arc<Self>, request: Request) -> Reply {
         match request {
-            Request::Hello { from, acceptors } => {
+            Request::Hello { from, version, acceptors } => {
                 // A mismatch is logged and kept by `met`; the peer learns it from the answer.
-                let _ = self.met(&from, acceptors);
-                Reply::Hello { acceptors: self.acceptors.clone() }
+                let _ = self.met(&from, (version, acceptors)).await;
+                let (version, acceptors) = self.acceptor_set().await;
+                Reply::Hello { version, acceptors }
             }
             Request::Start { name, spec, restart, seen } => {
                 let result = self.host_start(&name, &spec, restart, seen).await;
