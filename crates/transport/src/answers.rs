@@ -112,6 +112,11 @@ impl PendingAnswers {
         lock(&self.awaited).remove(&id).map(|(_, waiter)| waiter)
     }
 
+    /// Whether an answer from `node` is awaited.
+    pub(crate) fn awaits_from(&self, node: NodeId) -> bool {
+        lock(&self.awaited).values().any(|(from, _)| *from == node)
+    }
+
     /// Fails everything awaited from `node`: it was lost.
     pub(crate) fn fail_from(&self, node: NodeId) {
         let lost: Vec<Waiter> = {

@@ -30,6 +30,7 @@ use crate::conn::{self, ConnError, Dispatch, Wiring};
 use crate::entropy::Entropy;
 use crate::fault::Faults;
 use crate::handshake::{Hello, VERSIONS};
+use crate::keep::Keeps;
 use crate::membership::{
     Admission, GossipChange, Members, admission, gossip_changes, tombstone_covers,
 };
@@ -37,7 +38,7 @@ use crate::net::{BoxFuture, Connection, Listener};
 use crate::node_watchers::NodeWatchers;
 use crate::peer::{Peer, Session, lock};
 use crate::progress::StallWatch;
-use crate::remote::{Processes, Transport};
+use crate::remote::{Processes, Reach, Transport};
 use crate::tasks::Tasks;
 use crate::wire::{Format, Frame};
 use crate::{DownReason, NodeEvent, NodeSpec, NodeStartError};
@@ -48,11 +49,21 @@ const STATS_EVERY_TICKS: u64 = 40;
 /// Events buffered for a slow subscriber before it is told it lagged.
 const EVENT_BUFFER: usize = 1024;
 
+/// Heartbeat ticks between two reminders to a peer of whether this node keeps their
+/// connection (managed mode; see `crate::keep`).
+const KEEP_EVERY_TICKS: u64 = 8;
+
+/// The most directory entries one round of address gossip carries (managed mode): rounds go
+/// around the directory, so a large one spreads over several.
+const GOSSIP_WINDOW: usize = 256;
+
 pub(crate) struct Cluster {
     pub(crate) config: NodeConfig,
     /// What the connection layer sees of this node.
     pub(crate) wiring: Arc<Wiring>,
     pub(crate) members: Arc<Members>,
+    /// The keeps this node's layers hold on connections (`crate::keep`).
+    pub(crate) keeps: Arc<Keeps>,
     pub(crate) answers: Arc<PendingAnswers>,
     pub(crate) processes: Arc<Processes>,
     pub(crate) events: broadcast::Sender<NodeEvent>,
@@ -101,6 +112,8 @@ impl Cluster {
         });
         config.runtime = None;
         let (members, answers, tasks) = (Arc::default(), Arc::default(), Arc::default());
+        let managed = config.membership == Membership::Managed;
+        let keeps = Arc::new(Keeps::new(Arc::clone(&members), managed));
         let processes = Arc::new(Processes::new(
             runtime,
             Arc::clone(&members),
@@ -112,6 +125,7 @@ impl Cluster {
             config,
             wiring,
             members,
+            keeps,
             answers,
             processes,
             events: broadcast::Sender::new(EVENT_BUFFER),
@@ -119,6 +133,10 @@ impl Cluster {
             tasks,
             attempts: AtomicU64::new(0),
         });
+        if managed {
+            let reach: std::sync::Weak<dyn Reach> = Arc::downgrade(&cluster) as _;
+            cluster.processes.set_reach(reach);
+        }
         let transport = Transport::new(&cluster.processes);
         if cluster.runtime().set_remote(Arc::new(transport)).is_err() {
             return Err(NodeStartError::InvalidConfig(
@@ -127,13 +145,15 @@ impl Cluster {
         }
         cluster.tasks.spawn(accept_loop(cluster.clone(), listener));
         match &cluster.config.membership {
-            Membership::FullMesh => cluster.tasks.spawn(gossip_loop(cluster.clone())),
+            // Managed: the address gossip that feeds the directories.
+            Membership::FullMesh | Membership::Managed => {
+                cluster.tasks.spawn(gossip_loop(cluster.clone()));
+            }
             Membership::Static(addrs) => {
                 for addr in addrs.clone() {
                     cluster.tasks.spawn(join_static(cluster.clone(), addr));
                 }
             }
-            Membership::Managed => {}
         }
         tracing::info!(node = %cluster.spec().name, addr = %listen_addr, "node started");
         Ok(cluster)
@@ -149,6 +169,28 @@ impl Cluster {
 
     pub(crate) fn now_ms(&self) -> u64 {
         self.wiring.millis()
+    }
+
+    fn is_managed(&self) -> bool {
+        self.config.membership == Membership::Managed
+    }
+
+    /// The peer called `name` to send to: up or connecting, or (managed) opened on demand now
+    /// from the directory. `None`: not reachable.
+    pub(crate) fn reach_name(&self, name: &str) -> Option<Arc<Peer>> {
+        let peer = self.processes.reach(shoal_process::NodeId::from_name(name))?;
+        (peer.name() == name).then_some(peer)
+    }
+
+    /// Whether anything holds the connection to `peer` open (managed mode): a keep on either
+    /// node, a monitor or link across it, a call or request awaiting its answer, or frames
+    /// waiting to go.
+    fn is_held(&self, peer: &Peer) -> bool {
+        self.keeps.is_kept(&peer.name())
+            || peer.remote_keeps()
+            || peer.has_ties()
+            || peer.queued_frames() > 0
+            || self.answers.awaits_from(peer.id)
     }
 
     /// Stops the node: its tasks end, its peers are dropped.
@@ -179,6 +221,9 @@ impl Cluster {
             self.members.left_incarnation(&spec.name),
             self.wiring.faults.is_cut(spec.id()),
         );
+        if self.is_managed() && !matches!(decision, Admission::Refuse(_)) {
+            self.members.directory().learn(spec);
+        }
         match (decision, known) {
             (Admission::Refuse(reason), _) => Err(reason),
             (Admission::Known, Some(peer)) => {
@@ -290,6 +335,9 @@ impl Cluster {
 
     /// Applies a peer's gossip.
     fn merge_gossip(self: &Arc<Self>, members: Vec<NodeSpec>, left: Vec<(String, u64)>) {
+        if self.is_managed() {
+            self.learn_addresses(&members);
+        }
         let known = |name: &str| self.members.by_name(name).map(|peer| peer.incarnation());
         let changes =
             gossip_changes(&self.spec().name, &self.config.membership, members, left, known);
@@ -305,11 +353,54 @@ impl Cluster {
         }
     }
 
+    /// Managed mode: records where the gossiped members listen (never connecting to them),
+    /// and connects to those of them that a layer here keeps and that are not members yet.
+    fn learn_addresses(self: &Arc<Self>, members: &[NodeSpec]) {
+        let me = &self.spec().name;
+        for spec in members.iter().filter(|spec| spec.name != *me) {
+            let left = self.members.left_incarnation(&spec.name);
+            if left.is_some_and(|left| tombstone_covers(left, spec.incarnation)) {
+                continue;
+            }
+            self.members.directory().learn(spec);
+            if self.keeps.is_kept(&spec.name) && self.members.by_name(&spec.name).is_none() {
+                self.reach_name(&spec.name);
+            }
+        }
+    }
+
     fn gossip_frame(&self) -> Frame {
+        if self.is_managed() {
+            // The directory, a window at a time: where members listen, for sends on demand.
+            let mut members = self.members.directory().window(GOSSIP_WINDOW);
+            members.push(self.spec().clone());
+            return Frame::Gossip { members, left: self.members.tombstones() };
+        }
         let mut members: Vec<NodeSpec> =
             self.members.list().iter().filter(|p| p.is_up()).map(|p| p.spec()).collect();
         members.push(self.spec().clone());
         Frame::Gossip { members, left: self.members.tombstones() }
+    }
+}
+
+/// Connections on demand: a node the directory knows is admitted as a new member, which
+/// starts its connector; what is sent to it meanwhile waits in its queue.
+impl Reach for Cluster {
+    fn open_on_demand(self: Arc<Self>, node: shoal_process::NodeId) -> Option<Arc<Peer>> {
+        if !self.is_managed() {
+            return None;
+        }
+        let spec = self.members.directory().get(node)?;
+        match self.admit(&spec) {
+            Ok(peer) => {
+                tracing::debug!(node = %self.spec().name, peer = %spec.name, "connecting on demand");
+                peer.is_reachable().then_some(peer)
+            }
+            Err(reason) => {
+                tracing::debug!(peer = %spec.name, %reason, "no connection on demand");
+                None
+            }
+        }
     }
 }
 
@@ -363,7 +454,11 @@ impl Dispatch for Cluster {
             Frame::Leave { incarnation } => {
                 tracing::warn!(peer = %peer.name(), incarnation, "a leave for another incarnation ignored");
             }
-            frame => return self.processes.dispatch(peer, frame),
+            Frame::Keep { keep } => peer.set_remote_keeps(keep),
+            frame => {
+                peer.note_data();
+                return self.processes.dispatch(peer, frame);
+            }
         }
         None
     }
@@ -439,6 +534,37 @@ async fn join_static(cluster: Arc<Cluster>, addr: SocketAddr) {
     }
 }
 
+/// Managed mode: connects again to `last` (as it was last known), which a layer here keeps,
+/// after its session ended; at the address the directory has for it now, through a handshake
+/// that tells its current incarnation. Ends once it is a member again (this way or another)
+/// or no longer kept.
+async fn reconnect_kept(cluster: Arc<Cluster>, last: NodeSpec) {
+    let mut backoff = cluster.config.backoff_min;
+    loop {
+        cluster.wiring.clock.sleep(cluster.wiring.faults.jitter(backoff)).await;
+        backoff = (backoff * 2).min(cluster.config.backoff_max);
+        let name = &last.name;
+        if !cluster.keeps.is_kept(name) || cluster.members.by_name(name).is_some() {
+            return;
+        }
+        let spec = cluster.members.directory().by_name(name).unwrap_or_else(|| last.clone());
+        for addr in &spec.listen_addrs {
+            match conn::probe(&cluster.wiring, *addr).await {
+                Ok(found) if found.name == *name => match cluster.admit(&found) {
+                    Ok(_) => return,
+                    Err(reason) => tracing::debug!(peer = %name, %reason, "kept peer not admitted"),
+                },
+                Ok(found) => {
+                    tracing::debug!(peer = %name, other = %found.name, %addr, "another node listens there");
+                }
+                Err(error) => {
+                    tracing::debug!(peer = %name, %addr, %error, "kept peer not reachable")
+                }
+            }
+        }
+    }
+}
+
 /// Keeps one peer connected: opens every connection, watches the session, takes the peer
 /// down when it fails, and tries again with backoff. Ends when the peer is removed.
 async fn connector(cluster: Arc<Cluster>, peer: Arc<Peer>) {
@@ -457,15 +583,24 @@ async fn connector(cluster: Arc<Cluster>, peer: Arc<Peer>) {
             }
             Err(error) => {
                 tracing::debug!(node = %cluster.spec().name, peer = %peer.name(), %error, "connect failed");
+                if cluster.is_managed() {
+                    // What was sent on demand meanwhile fails: calls, monitors and links.
+                    let reason = DownReason::ConnectionLost(error.to_string());
+                    cluster.notify_down(&peer, false, reason);
+                }
             }
         }
         if peer.is_removed() {
             break;
         }
-        if cluster.config.membership == Membership::Managed {
-            // The layer above owns the connections: it hears of the loss through the node
-            // down event and connects again if it wants to.
+        if cluster.is_managed() {
+            // Managed: connections follow use. A peer no layer keeps is forgotten, and a send
+            // opens its connections again; one that is kept is connected to again, at where it
+            // listens now (it may have restarted elsewhere).
             cluster.forget_peer(&peer);
+            if cluster.keeps.is_kept(&peer.name()) {
+                cluster.tasks.spawn(reconnect_kept(cluster.clone(), peer.spec()));
+            }
             break;
         }
         let wait = cluster.wiring.faults.jitter(backoff);
@@ -643,8 +778,14 @@ async fn run_session(
     }
     let (node, incarnation) = (peer.name(), peer.incarnation());
     tracing::info!(node = %cluster.spec().name, peer = %node, "node up");
+    let managed = cluster.is_managed();
+    if managed {
+        peer.push_control(Frame::Keep { keep: cluster.keeps.is_kept(&node) });
+    }
     cluster.publish(NodeEvent::Up { node, incarnation });
     peer.push_control(cluster.gossip_frame());
+    let mut activity = Activity { frames: peer.data_frames(), since_ms: cluster.now_ms() };
+    let idle_ms = cluster.config.idle_close.as_millis() as u64;
     let interval = cluster.config.heartbeat_interval;
     let timeout_ms = cluster.config.failure_timeout.as_millis() as u64;
     let stall_ms = cluster.config.stall_timeout().as_millis() as u64;
@@ -670,6 +811,12 @@ async fn run_session(
                 if let Some(stalled) = stalled_connection(&session, &mut stalls, now_ms, stall_ms) {
                     break stalled;
                 }
+                if managed && activity.is_idle(cluster, peer, now_ms, idle_ms) {
+                    break DownReason::Idle;
+                }
+                if managed && ticks_seen.is_multiple_of(KEEP_EVERY_TICKS) {
+                    peer.push_control(Frame::Keep { keep: cluster.keeps.is_kept(&peer.name()) });
+                }
                 peer.push_control(Frame::Ping { id: cluster.answers.fresh_id() });
                 peer.push_control(Frame::Received { counts: peer.inbound_counts() });
                 cluster.answers.sweep_abandoned();
@@ -681,6 +828,29 @@ async fn run_session(
         }
     };
     cluster.session_down(peer, &session, reason);
+}
+
+/// When frames (the control channel's aside) last moved on a session, for the idle close.
+struct Activity {
+    /// The peer's count of such frames when last seen to move.
+    frames: u64,
+    since_ms: u64,
+}
+
+impl Activity {
+    /// Whether the session is to close as idle (managed mode): nothing holds it, and no frame
+    /// moved for `idle_ms`, or none since its last keep here was let go.
+    fn is_idle(&mut self, cluster: &Cluster, peer: &Peer, now_ms: u64, idle_ms: u64) -> bool {
+        let frames = peer.data_frames();
+        if frames != self.frames {
+            self.frames = frames;
+            self.since_ms = now_ms;
+        }
+        if cluster.is_held(peer) {
+            return false;
+        }
+        now_ms.saturating_sub(self.since_ms) >= idle_ms || peer.quiet_since_let_go(frames)
+    }
 }
 
 /// The first of the session's connections that stalled, as a reason to take the peer down.

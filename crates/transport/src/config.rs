@@ -38,12 +38,25 @@ pub enum Membership {
     FullMesh,
     /// Only these addresses, and nodes that connect to this one: nothing is learnt by gossip.
     Static(Vec<SocketAddr>),
-    /// Connections are opened ([`Node::join`]) and closed ([`Node::disconnect_node`]) by a
-    /// membership layer above the transport, such as HyParView's partial views in
-    /// `shoal-broadcast`. Nothing is learnt by gossip, and a peer whose session ends (lost,
-    /// timed out, disconnected) is forgotten rather than reconnected: the layer above decides
-    /// whether to connect again. Node up and down events mean what they always do, for the
-    /// peers this node is connected to.
+    /// Connections follow use, not membership: for partial views (HyParView in
+    /// `shoal-broadcast`) and clusters too large for a full mesh.
+    ///
+    /// - A layer that needs the connection to a node keeps it ([`Node::keep`]): the
+    ///   transport connects to the node, and again after a loss, while the claim is held.
+    /// - A send to a node this one is not connected to (a cast, call, exit or monitor to a
+    ///   pid there, a service's message, an RPC) opens a connection on demand, if the node's
+    ///   address is known: from a handshake, or from the address gossip of the nodes this one
+    ///   is connected to (a bounded directory; gossip never opens a connection by itself).
+    ///   What is sent meanwhile waits in the peer's bounded queue.
+    /// - A connection closes when nothing holds it: no claim on either node, no monitor, link
+    ///   or call across it, and no frame either way (heartbeats aside) for
+    ///   [`NodeBuilder::idle_close`] (its node goes down with
+    ///   [`DownReason::Idle`](crate::DownReason::Idle)), or sooner when its last claim was
+    ///   let go ([`KeepConnection::let_go`](crate::KeepConnection::let_go)).
+    ///   [`Node::disconnect_node`] closes one at once, whatever holds it.
+    /// - A peer whose session ends (lost, timed out, idle, disconnected) is forgotten rather
+    ///   than reconnected, unless it is kept. Node up and down events mean what they always do,
+    ///   for the peers this node is connected to.
     Managed,
 }
 
@@ -71,6 +84,7 @@ pub(crate) struct NodeConfig {
     pub(crate) gossip_interval: Duration,
     pub(crate) max_frame_bytes: usize,
     pub(crate) peer_queue_frames: usize,
+    pub(crate) idle_close: Duration,
     pub(crate) membership: Membership,
     pub(crate) seed: u64,
     pub(crate) runtime: Option<Runtime>,
@@ -84,7 +98,8 @@ pub(crate) struct NodeConfig {
 /// within 2 s, an incoming connection's first frame within 500 ms; at most 256 incoming
 /// handshakes at once (64 of them kept for members), 32 from one address; reconnect after
 /// 100 ms, backing off to 2 s; gossip every second; frames up to 16 MiB; 65,536 queued casts
-/// and calls per peer; full-mesh membership; every connection encrypted and authenticated.
+/// and calls per peer; full-mesh membership (managed: unused connections close after 30 s
+/// idle); every connection encrypted and authenticated.
 #[must_use]
 pub struct NodeBuilder {
     config: NodeConfig,
@@ -115,6 +130,7 @@ impl NodeBuilder {
                 gossip_interval: Duration::from_secs(1),
                 max_frame_bytes: 16 * 1024 * 1024,
                 peer_queue_frames: 65_536,
+                idle_close: Duration::from_secs(30),
                 membership: Membership::FullMesh,
                 seed: 0,
                 runtime: None,
@@ -234,6 +250,16 @@ impl NodeBuilder {
         self
     }
 
+    /// In [`Membership::Managed`] mode, how long a connection that nothing holds (no
+    /// [`Node::keep`] claim on either node, no monitor, link or call across it) may carry no
+    /// frame either way, heartbeats aside, before it closes; a later send opens it again. 30 s
+    /// by default; not zero. It is checked at each heartbeat, so it is in effect at least a
+    /// heartbeat interval. Other modes keep every connection.
+    pub fn idle_close(mut self, idle: Duration) -> Self {
+        self.config.idle_close = idle;
+        self
+    }
+
     /// Full mesh (default), static, or managed by a layer above ([`Membership::Managed`]).
     pub fn membership(mut self, membership: Membership) -> Self {
         self.config.membership = membership;
@@ -289,6 +315,9 @@ impl NodeBuilder {
                 "max_frame_bytes {} is not within 1 KiB..4 GiB",
                 config.max_frame_bytes
             ));
+        }
+        if config.idle_close.is_zero() {
+            return invalid("idle_close must be non-zero".into());
         }
         if config.peer_queue_frames == 0 {
             return invalid("peer_queue_frames must be at least 1".into());

@@ -14,8 +14,10 @@
 //! - named channels with parallel connections, a control channel for membership and
 //!   heartbeats apart from data, monotonic channels, coalesced writes;
 //! - full-mesh membership by gossip (with tombstones for nodes that left, and restarted nodes
-//!   replacing their old incarnation), static membership, or membership managed by a layer
-//!   above ([`Membership::Managed`], for HyParView); heartbeats and connection errors detect
+//!   replacing their old incarnation), static membership, or connections that follow use
+//!   ([`Membership::Managed`], for HyParView's partial views: opened on demand, kept while a
+//!   layer claims them with [`Node::keep`], closed when idle; see "Any send reaches any
+//!   member" below); heartbeats and connection errors detect
 //!   failures; reconnection with backoff; [`Node::monitor_node`] and
 //!   [`Node::subscribe`] for node up and down events with reasons, and
 //!   [`Node::monitor_nodes`] to have them delivered to a process's mailbox as signals (as
@@ -36,6 +38,25 @@
 //! name; keep the key as secret as the cluster's data), or hide traffic patterns (record
 //! lengths and timing show). Socket I/O sits behind [`net::Network`], so a simulated network can stand
 //! in for TCP.
+//!
+//! # Any send reaches any member
+//!
+//! In a full mesh every member is connected to every other. In [`Membership::Managed`] mode
+//! (partial views) a node is connected to a few, and a send to another member (to a pid
+//! there, a service's message, an RPC) **opens a connection on demand**: the node keeps a
+//! bounded directory of where members listen (learnt from handshakes and from the address
+//! gossip of its connections), queues what is sent in the peer's bounded queue while it
+//! connects, and closes the connection once nothing has used it for
+//! [`NodeBuilder::idle_close`]. A layer that needs a connection for good (Paxos to its
+//! acceptors, HyParView to its neighbours) holds a [`KeepConnection`]; no layer closes what
+//! another keeps.
+//!
+//! We chose on-demand connections over Partisan's transitive forwarding (relaying a message
+//! through the overlay's neighbours): forwarding adds a hop, and a queue per hop, to every
+//! message, and breaks what the transport guarantees between two nodes, the order of what
+//! one process sends another and the back-pressure of a bounded queue per peer; a direct
+//! connection keeps both. The cost is the directory: memory in the number of members
+//! (bounded, 4,096 entries), and a handshake's delay on the first send to a node.
 //!
 //! # Security
 //!
@@ -119,8 +140,10 @@ mod cluster;
 mod config;
 mod conn;
 mod entropy;
+mod directory;
 mod fault;
 pub mod handshake;
+mod keep;
 mod membership;
 pub mod net;
 mod node;
@@ -144,6 +167,7 @@ use std::time::Duration;
 pub use config::{Membership, NodeBuilder};
 pub use fault::{Direction, Fault};
 pub use handshake::{ClusterKey, ClusterKeyError, HandshakeError, Protection};
+pub use keep::KeepConnection;
 pub use node::Node;
 pub use peer::PeerStats;
 pub use service::{Inbox, Incoming, Service, ServiceError};
@@ -159,6 +183,7 @@ const _: () = {
     send_and_sync::<ClusterKey>();
     send_and_sync::<Service<Vec<u8>>>();
     send_and_sync::<NodeSpec>();
+    send_and_sync::<KeepConnection>();
 };
 
 /// A change in the set of connected nodes.
@@ -198,6 +223,9 @@ pub enum DownReason {
     Restarted,
     /// It was not connected in the first place.
     NotConnected,
+    /// Nothing used the connections for the idle timeout and nothing holds them
+    /// ([`Membership::Managed`], see [`NodeBuilder::idle_close`]); a send opens them again.
+    Idle,
 }
 
 impl fmt::Display for DownReason {
@@ -209,6 +237,7 @@ impl fmt::Display for DownReason {
             Self::Left => f.write_str("left the cluster"),
             Self::Restarted => f.write_str("restarted with a new incarnation"),
             Self::NotConnected => f.write_str("not connected"),
+            Self::Idle => f.write_str("idle, and kept by no one"),
         }
     }
 }

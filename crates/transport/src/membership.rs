@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use shoal_process::NodeId;
 
 use crate::config::Membership;
+use crate::directory::Directory;
 use crate::peer::{NodeIdHash, Peer, lock};
 use crate::spec::NodeSpec;
 
@@ -20,6 +21,8 @@ pub(crate) struct Members {
     peers: RwLock<HashMap<NodeId, Arc<Peer>, NodeIdHash>>,
     /// The last incarnation of each node that left.
     left: Mutex<HashMap<String, u64>>,
+    /// Where members listen, connected or not (used in managed mode only).
+    directory: Directory,
 }
 
 impl Members {
@@ -29,6 +32,11 @@ impl Members {
 
     pub(crate) fn by_name(&self, name: &str) -> Option<Arc<Peer>> {
         self.get(NodeId::from_name(name)).filter(|peer| peer.name() == name)
+    }
+
+    /// Where members listen, connected or not ([`Membership::Managed`] mode).
+    pub(crate) fn directory(&self) -> &Directory {
+        &self.directory
     }
 
     pub(crate) fn list(&self) -> Vec<Arc<Peer>> {
@@ -66,6 +74,8 @@ impl Members {
         let mut left = lock(&self.left);
         let entry = left.entry(name.to_owned()).or_insert(incarnation);
         *entry = (*entry).max(incarnation);
+        drop(left);
+        self.directory.forget(name, incarnation);
     }
 
     /// Every tombstone, for gossip.

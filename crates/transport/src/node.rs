@@ -14,6 +14,7 @@ use crate::config::{Membership, NodeBuilder, NodeConfig};
 use crate::conn::{self, ConnError};
 use crate::fault::{Direction, Fault};
 use crate::handshake::ClusterKey;
+use crate::keep::KeepConnection;
 use crate::peer::PeerStats;
 use crate::wire::Frame;
 use crate::{DownReason, JoinError, NodeEvent, NodeSpec, NodeStartError};
@@ -173,12 +174,15 @@ impl Node {
     }
 
     /// The name of the node `pid` runs on (OTP's `node(Pid)`): this node's for a local pid, a
-    /// member's for a remote one; `None` when the pid's node is not a member known here.
+    /// member's for a remote one (in managed mode, also one the directory knows); `None` when
+    /// the pid's node is not known here.
     pub fn node_name(&self, pid: Pid) -> Option<String> {
         if pid.node() == self.id() {
             return Some(self.name().to_owned());
         }
-        self.cluster.members.get(pid.node()).map(|peer| peer.name())
+        let id = pid.node();
+        let member = self.cluster.members.get(id).map(|peer| peer.name());
+        member.or_else(|| self.cluster.members.directory().get(id).map(|spec| spec.name))
     }
 
     /// Whether `node` is connected.
@@ -186,10 +190,36 @@ impl Node {
         self.cluster.members.by_name(node).is_some_and(|peer| peer.is_up())
     }
 
-    /// Closes the connections to `node` (it goes down with
-    /// [`DownReason::Disconnected`]); they are set up again after the reconnect backoff, except
-    /// in [`Membership::Managed`](crate::Membership::Managed) mode, where the node is forgotten until joined again.
-    /// Returns whether it was connected.
+    /// Claims the connection to `node` for the caller's layer (Paxos to its acceptors,
+    /// HyParView to its neighbours) until the returned guard is dropped: see
+    /// [`KeepConnection`]. In [`Membership::Managed`](crate::Membership::Managed) mode the
+    /// connection then stays open however idle it is, is opened now if `node`'s address is
+    /// known (from a handshake or the address gossip), or as soon as it is learnt, and is opened
+    /// again after a loss; no other layer closes it but [`Node::disconnect_node`]. In other
+    /// modes every connection is kept anyway. Claims on this node's own name change nothing.
+    ///
+    /// ```no_run
+    /// # fn demo(node: shoal_transport::Node) {
+    /// let acceptor = node.keep("b");
+    /// // ... the connection to b stays open while `acceptor` lives ...
+    /// drop(acceptor);
+    /// # }
+    /// ```
+    pub fn keep(&self, node: &str) -> KeepConnection {
+        let keep = KeepConnection::new(self.cluster.keeps.clone(), node);
+        if node != self.name() && *self.membership() == Membership::Managed {
+            self.cluster.reach_name(node);
+        }
+        keep
+    }
+
+    /// Closes the connections to `node` at once, whatever holds them (claims, monitors, calls
+    /// in flight): the forceful close, for operators and tests; layers release their claims
+    /// instead ([`KeepConnection`]). The node goes down with [`DownReason::Disconnected`]. Its
+    /// connections are set up again after the reconnect backoff, except in
+    /// [`Membership::Managed`](crate::Membership::Managed) mode, where the node is forgotten
+    /// until a send, a claim or a join opens them again (at once, after the backoff, if a
+    /// layer here claims them). Returns whether it was connected.
     pub fn disconnect_node(&self, node: &str) -> bool {
         match self.cluster.members.by_name(node) {
             Some(peer) => self.cluster.down(&peer, DownReason::Disconnected),

@@ -160,6 +160,15 @@ pub(crate) struct Peer {
     /// The protocol version the latest handshake with the peer negotiated, either way (0:
     /// none yet).
     version: AtomicU32,
+    /// Whether the peer says a layer on it keeps the connection (`crate::keep`); cleared when
+    /// a session ends.
+    remote_keeps: AtomicBool,
+    /// Frames other than the control channel's sent or received: what the idle check sees
+    /// move (heartbeats and the like do not count as use).
+    data_frames: AtomicU64,
+    /// One more than `data_frames` when the last keep here was let go
+    /// ([`crate::KeepConnection::let_go`]), 0 when none was since the last keep or session.
+    let_go_mark: AtomicU64,
 }
 
 struct InboundSlot {
@@ -230,6 +239,9 @@ impl Peer {
             took_attempt: AtomicU64::new(0),
             released_attempt: AtomicU64::new(0),
             version: AtomicU32::new(0),
+            remote_keeps: AtomicBool::new(false),
+            data_frames: AtomicU64::new(0),
+            let_go_mark: AtomicU64::new(0),
             kick: Notify::new(),
             held: Mutex::default(),
             any_held: AtomicBool::new(false),
@@ -264,6 +276,12 @@ impl Peer {
         self.up.load(Ordering::Acquire)
     }
 
+    /// Whether frames pushed now are queued: the peer is up, or its session is being set up
+    /// (they wait for its connections).
+    pub(crate) fn is_reachable(&self) -> bool {
+        self.is_up() || lock(&self.session).is_some()
+    }
+
     /// The session being set up, or a new one: frames pushed to it wait in its queues until
     /// its connections open (a reply to a peer that has just connected here must not be lost
     /// while this node connects back).
@@ -279,6 +297,8 @@ impl Peer {
             drop(current);
             let left = session.end();
             self.release(left.iter().filter(|queued| queued.counted).count());
+            // Senders waiting for room in it hear that it is gone.
+            self.wake_senders();
         }
     }
 
@@ -330,7 +350,9 @@ impl Peer {
         self.inbound_epoch.send_modify(|epoch| *epoch += 1);
         self.released_attempt
             .fetch_max(self.took_attempt.load(Ordering::Acquire), Ordering::AcqRel);
-        // Holds belong to the session: the receivers' node forgets them with it.
+        // Holds and keeps belong to the session: the peer sends its keep again in the next.
+        self.remote_keeps.store(false, Ordering::Release);
+        self.let_go_mark.store(0, Ordering::Release);
         lock(&self.held).clear();
         self.any_held.store(false, Ordering::Release);
         self.wake_senders();
@@ -419,6 +441,9 @@ impl Peer {
         let Some(queues) = session.as_deref().and_then(|session| session.queues(channel)) else {
             return Err(PushError::Down(frame));
         };
+        if channel != CONTROL_CHANNEL {
+            self.note_data();
+        }
         if counted && self.queued.fetch_add(1, Ordering::AcqRel) >= self.limit {
             // Through `release`, so a sender that waits meanwhile is not forgotten.
             self.release(1);
@@ -554,7 +579,9 @@ impl Peer {
         }
     }
 
-    /// Ready when a bounded frame would be queued; an error when the peer is down.
+    /// Ready when a bounded frame would be queued; an error when the peer is down (also while
+    /// its connections are being opened: a sender that finds a connecting peer's queue full
+    /// fails rather than waits).
     pub(crate) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
         if !self.is_up() {
             return Poll::Ready(Err(()));
@@ -574,6 +601,53 @@ impl Peer {
             return Poll::Ready(if self.is_up() { Ok(()) } else { Err(()) });
         }
         Poll::Pending
+    }
+
+    /// A frame other than the control channel's was sent or received.
+    pub(crate) fn note_data(&self) {
+        self.data_frames.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many frames other than the control channel's were sent or received so far.
+    pub(crate) fn data_frames(&self) -> u64 {
+        self.data_frames.load(Ordering::Relaxed)
+    }
+
+    /// The peer says whether a layer on it keeps the connection.
+    pub(crate) fn set_remote_keeps(&self, keeps: bool) {
+        self.remote_keeps.store(keeps, Ordering::Release);
+    }
+
+    /// Whether the peer said a layer on it keeps the connection (in this session).
+    pub(crate) fn remote_keeps(&self) -> bool {
+        self.remote_keeps.load(Ordering::Acquire)
+    }
+
+    /// The last keep here was let go: the connection may close as soon as it is quiet.
+    pub(crate) fn mark_let_go(&self) {
+        self.let_go_mark.store(self.data_frames() + 1, Ordering::Release);
+    }
+
+    /// A keep was taken again: the let-go no longer counts.
+    pub(crate) fn clear_let_go(&self) {
+        self.let_go_mark.store(0, Ordering::Release);
+    }
+
+    /// Whether the last keep was let go and no frame (but the control channel's) moved since,
+    /// `data_frames` being the count now.
+    pub(crate) fn quiet_since_let_go(&self, data_frames: u64) -> bool {
+        self.let_go_mark.load(Ordering::Acquire) == data_frames + 1
+    }
+
+    /// Whether monitors or links tie local processes to the peer's.
+    pub(crate) fn has_ties(&self) -> bool {
+        let ties = lock(&self.ties);
+        !ties.watching.is_empty() || !ties.watched.is_empty() || !ties.links.is_empty()
+    }
+
+    /// Casts and calls queued for the peer now.
+    pub(crate) fn queued_frames(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
     }
 
     pub(crate) fn stats(&self) -> PeerStats {

@@ -41,7 +41,7 @@
 
 use std::collections::HashMap;
 use std::future::poll_fn;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -65,11 +65,21 @@ use crate::wire::{Addressee, Failure, Frame};
 /// "Head-of-line" above).
 pub(crate) const OVERDRAFT_PER_PEER_QUEUE: usize = 4;
 
+/// Opens connections on demand ([`crate::Membership::Managed`]): the node's cluster, as the
+/// process operations see it.
+pub(crate) trait Reach: Send + Sync {
+    /// A peer for `node`, not a member yet, whose connections are being opened from where the
+    /// node's directory says it listens; `None` when it is not known (or not in managed mode).
+    fn open_on_demand(self: Arc<Self>, node: NodeId) -> Option<Arc<Peer>>;
+}
+
 /// What remote process operations need: the runtime, the members, the answers awaited, the
 /// RPC handlers, and the holds this node asked of its peers.
 pub(crate) struct Processes {
     pub(crate) runtime: Runtime,
     pub(crate) members: Arc<Members>,
+    /// Set once the cluster is built.
+    reach: OnceLock<Weak<dyn Reach>>,
     pub(crate) answers: Arc<PendingAnswers>,
     pub(crate) rpc: Arc<RpcHandlers>,
     tasks: Arc<Tasks>,
@@ -89,12 +99,33 @@ impl Processes {
         Self {
             runtime,
             members,
+            reach: OnceLock::new(),
             answers,
             rpc: Arc::default(),
             tasks,
             holds: Mutex::default(),
             overdraft: peer_queue_frames.saturating_mul(OVERDRAFT_PER_PEER_QUEUE),
         }
+    }
+}
+
+impl Processes {
+    /// Lets process operations open connections on demand through `reach` (managed mode
+    /// only: in the others, what is sent goes to connected members only, as always).
+    pub(crate) fn set_reach(&self, reach: Weak<dyn Reach>) {
+        let _ = self.reach.set(reach);
+    }
+
+    /// The peer to send to `node` through: a member that is up, or else, in managed mode, one
+    /// whose connections are being opened (what is sent waits in its queue), opened on demand
+    /// now if need be. `None`: not reachable.
+    pub(crate) fn reach(&self, node: NodeId) -> Option<Arc<Peer>> {
+        let on_demand = self.reach.get();
+        if let Some(peer) = self.members.get(node) {
+            let usable = if on_demand.is_some() { peer.is_reachable() } else { peer.is_up() };
+            return usable.then_some(peer);
+        }
+        on_demand?.upgrade()?.open_on_demand(node)
     }
 }
 
@@ -113,7 +144,7 @@ impl Transport {
 impl Remote for Transport {
     fn try_route(&self, outbound: Outbound) -> Result<(), RouteError> {
         let found = self.0.upgrade().and_then(|processes| {
-            let peer = processes.members.get(outbound.node()).filter(|peer| peer.is_up())?;
+            let peer = processes.reach(outbound.node())?;
             Some((processes, peer))
         });
         let Some((processes, peer)) = found else {

@@ -123,9 +123,7 @@ impl Node {
         if pid.node() == self.id() {
             return self.runtime().is_alive(pid);
         }
-        let Some(node) = self.cluster.members.get(pid.node()).map(|peer| peer.name()) else {
-            return false;
-        };
+        let Some(node) = self.node_name(pid) else { return false };
         let request = Request::IsAlive(pid);
         let frame = |id| Frame::Request { id, request };
         match self.request(&node, None, frame, IS_ALIVE_TIMEOUT).await {
@@ -151,7 +149,7 @@ impl Node {
             }
             return Ok(());
         }
-        let peer = self.connected(node)?;
+        let peer = self.reach(node)?;
         let frame = Frame::CastNamed { name: name.to_owned(), payload };
         let lane = Lane::new(sender_key(), name_key(name));
         let held_as = Addressee::Name(name.to_owned());
@@ -181,9 +179,8 @@ impl Node {
         let payload = encode(&message).map_err(|error| RemoteError::Encode(error.to_string()))?;
         let peer = self
             .cluster
-            .members
-            .get(pid.node())
-            .filter(|peer| peer.is_up())
+            .processes
+            .reach(pid.node())
             .ok_or_else(|| RemoteError::NoConnection(pid.node().to_string()))?;
         let lane = Lane::new(sender_key(), pid_key(pid));
         let frame = Frame::Cast { to: pid, payload };
@@ -206,6 +203,12 @@ impl Node {
         Ok(clock.since(started))
     }
 
+    /// The peer to send to `node` through: connected, connecting, or (managed mode) opened on
+    /// demand now.
+    fn reach(&self, node: &str) -> Result<Arc<Peer>, RemoteError> {
+        self.cluster.reach_name(node).ok_or_else(|| RemoteError::NoConnection(node.to_owned()))
+    }
+
     fn connected(&self, node: &str) -> Result<Arc<Peer>, RemoteError> {
         self.cluster
             .members
@@ -223,7 +226,7 @@ impl Node {
         frame: impl FnOnce(u64) -> Frame,
         timeout: Duration,
     ) -> Result<Bytes, RemoteError> {
-        let peer = self.connected(node)?;
+        let peer = self.reach(node)?;
         let answers = &self.cluster.answers;
         let (id, answer) = answers.await_oneshot(peer.id);
         let lane = Lane::new(sender_key(), id);

@@ -256,6 +256,14 @@ pub enum Frame {
         /// Channel, connection index, bytes read.
         counts: Vec<(String, u16, u64)>,
     },
+    /// Whether a layer on the sending node keeps its connections to the receiving node
+    /// ([`crate::Node::keep`]): while it does, the receiving node does not close them when
+    /// they are idle ([`crate::Membership::Managed`]). Sent when that changes, when a
+    /// session begins, and every few heartbeats.
+    Keep {
+        /// Whether it keeps them.
+        keep: bool,
+    },
 }
 
 /// How a sender addresses a process on another node.
@@ -294,6 +302,7 @@ impl Frame {
             Self::Hold { .. } => "hold",
             Self::Resume { .. } => "resume",
             Self::Received { .. } => "received",
+            Self::Keep { .. } => "keep",
         }
     }
 }
