@@ -15,6 +15,7 @@ mod transport {
     mod faults;
     mod fuzz;
     mod head_of_line;
+    mod managed;
     mod named_monitors;
     mod node_queries;
     mod ordering;
