@@ -64,15 +64,14 @@ impl Process for Watcher {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // One cluster key for both: only holders of it can connect (generate one per cluster
-    // and keep it secret; `shoal-node generate-key` prints one).
-    let key = ClusterKey::generate();
-    // Port 0: each node listens on a free loopback port.
-    let a = Node::builder("a", key.clone()).start().await?;
-    let b = Node::builder("b", key).start().await?;
+    // b founds a cluster (port 0: a free loopback port); a joins it with b's cluster key
+    // (only holders of the key can connect: generate one per cluster and keep it secret).
+    let b = Node::start("b").await?;
     let here = b.name().to_owned();
     b.runtime().register_factory("greeter", move |(): ()| Greeter { node: here.clone() })?;
-    a.join(b.listen_addr()).await?;
+    let node_a = Node::builder("a").key(b.key().clone()).join(b.listen_addr()).start().await?;
+    // The transport of a: remote spawn, node names, members.
+    let a = node_a.transport();
     println!("a joined b; a sees {:?}", a.nodes());
 
     // Started on b from a, by its factory's name and (encoded) arguments.
@@ -89,9 +88,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let watcher = a.runtime().spawn(Watcher { told });
     watcher.cast(pid).await?;
     watcher.call(()).await?;
-    b.shutdown();
+    b.abort().await;
     let news = tokio::time::timeout(Duration::from_secs(10), down.recv()).await?;
     println!("a's watcher: {}", news.ok_or("the watcher stopped")?);
-    a.shutdown();
+    node_a.shutdown().await;
     Ok(())
 }

@@ -44,6 +44,11 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "transport")]
+pub mod node;
+
+#[cfg(feature = "transport")]
+pub use node::Node;
 #[cfg(feature = "broadcast")]
 pub use shoal_broadcast as broadcast;
 #[cfg(feature = "hub")]
@@ -81,17 +86,8 @@ pub mod guide {
 
 /// The names most programs need, for a glob import.
 pub mod prelude {
-    pub use shoal_process::{
-        Addr, CallError, ChildSpec, Codec, Context, Dest, ExitReason, MailboxConfig, Overflow, Pid,
-        Process, Ref, ReplyTo, Restart, Runtime, SendError, Shutdown, Signal, SpawnOptions, Target,
-    };
-    #[cfg(feature = "supervisor")]
-    pub use shoal_supervisor::{
-        Child, DynamicSupervisorRef, DynamicSupervisorSpec, Intensity, Strategy, SupervisorRef,
-        SupervisorSpec,
-    };
-    // `Node` is the transport's node for now; the facade's own `Node`, which will start every
-    // layer together, takes the name when the other layers land.
+    #[cfg(feature = "transport")]
+    pub use crate::node::{Node, NodeBuilder, NodeError};
     #[cfg(feature = "broadcast")]
     pub use shoal_broadcast::{Broadcast, BroadcastConfig, BroadcastError, Topic};
     #[cfg(feature = "hub")]
@@ -100,10 +96,19 @@ pub mod prelude {
     };
     #[cfg(feature = "paxos")]
     pub use shoal_paxos::{Paxos, PaxosConfig, PaxosError};
+    pub use shoal_process::{
+        Addr, CallError, ChildSpec, Codec, Context, Dest, ExitReason, MailboxConfig, Overflow, Pid,
+        Process, Ref, ReplyTo, Restart, Runtime, SendError, Shutdown, Signal, SpawnOptions, Target,
+    };
     #[cfg(feature = "registry")]
     pub use shoal_registry::{
         Groups, GroupsConfig, GroupsError, LockOptions, LockResult, Name, Registry, RegistryConfig,
         RegistryError,
+    };
+    #[cfg(feature = "supervisor")]
+    pub use shoal_supervisor::{
+        Child, DynamicSupervisorRef, DynamicSupervisorSpec, Intensity, Strategy, SupervisorRef,
+        SupervisorSpec,
     };
     #[cfg(all(feature = "supervisor", feature = "hub"))]
     pub use shoal_supervisor::{
@@ -111,5 +116,5 @@ pub mod prelude {
         DistributedSupervisorError,
     };
     #[cfg(feature = "transport")]
-    pub use shoal_transport::{ClusterKey, DownReason, Node, NodeEvent, RemoteError};
+    pub use shoal_transport::{ClusterKey, DownReason, Membership, NodeEvent, RemoteError};
 }

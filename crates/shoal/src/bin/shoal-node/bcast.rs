@@ -2,7 +2,7 @@
 //! connections, with a [`Log`] of numbers as its one topic's handler.
 
 use shoal::broadcast::{Broadcast, BroadcastConfig, Contact, Log, Topic};
-use shoal::prelude::*;
+use shoal::transport::Node;
 
 /// The topic of the numbers, registered on every node.
 const NUMBERS: Topic<u64> = Topic::new("numbers");

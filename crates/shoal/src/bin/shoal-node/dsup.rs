@@ -23,6 +23,7 @@ use shoal::supervisor::{
     DistributedChild, DistributedSupervisor, DistributedSupervisorConfig,
     DistributedSupervisorError,
 };
+use shoal::transport::Node;
 use tokio::task::JoinSet;
 
 use crate::{lock, parse_value};

@@ -7,6 +7,7 @@
 //! by count (the lowest pids first), or the node dies with them.
 
 use shoal::prelude::*;
+use shoal::transport::Node;
 
 use crate::parse_value;
 

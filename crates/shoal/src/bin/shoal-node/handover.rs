@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use shoal::hub::core::TableConfig;
 use shoal::hub::{Handover, Handovers, Hub, HubConfig, HubEvent, Migration};
 use shoal::prelude::*;
+use shoal::transport::Node;
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 

@@ -23,6 +23,7 @@ use std::time::Duration;
 use shoal::hub::core::{Partition, Ring, TableConfig};
 use shoal::hub::{ChildRow, ChildStatus, Hub, HubChild, HubConfig, HubError, StartOptions};
 use shoal::prelude::*;
+use shoal::transport::Node;
 
 use crate::{lock, parse_value};
 

@@ -133,6 +133,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shoal::paxos::{Paxos, PaxosConfig, Recovery, StorageConfig};
 use shoal::prelude::*;
+use shoal::transport::Node;
 use shoal::transport::{ClusterKey, Direction, Fault};
 use tokio::sync::{broadcast, mpsc};
 

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal::prelude::*;
+use shoal::transport::Node;
 use shoal_registry::core::LeaseConfig;
 use shoal_registry::{LockOptions, LockResult, Registry, RegistryConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use shoal::prelude::*;
+use shoal::transport::Node;
 
 use crate::{SENDS_PER_YIELD, STORM, lock};
 

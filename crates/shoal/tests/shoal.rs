@@ -1,0 +1,10 @@
+//! The facade's tests: one binary (the crates' rule), a module per area.
+//!
+//! - `node`: `shoal::Node` over real TCP on loopback: a cluster of one, joining with retries,
+//!   the acceptor set growing as nodes join, readiness, shutdown and abort.
+//! - `shoal_node`: the `shoal-node` binary as an operator meets it.
+
+mod shoal {
+    mod node;
+    mod shoal_node;
+}
