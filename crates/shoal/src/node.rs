@@ -47,10 +47,13 @@ mod acceptors;
 mod builder;
 mod error;
 
+#[cfg(feature = "hub")]
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+#[cfg(feature = "hub")]
+use std::sync::Mutex;
 use std::time::Duration;
 
 #[cfg(feature = "broadcast")]

@@ -1,11 +1,14 @@
 //! [`NodeBuilder`]: the settings of a [`Node`] and the order its layers start in.
 
+#[cfg(feature = "hub")]
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 #[cfg(feature = "paxos")]
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+#[cfg(feature = "hub")]
+use std::sync::Mutex;
 use std::time::Duration;
 
 #[cfg(feature = "broadcast")]
