@@ -7,7 +7,7 @@
 //! `default`), so a new one is checked from the commit that adds it. Each check is
 //! `cargo check -p shoal --no-default-features [--features F] --all-targets --locked`
 //! (targets that need more features than the build has are skipped by cargo, as a user's
-//! build would skip them).
+//! build would skip them). A build with warnings fails too, as CI denies them elsewhere.
 
 use std::process::ExitCode;
 
@@ -38,11 +38,18 @@ pub(crate) fn run(options: &[String]) -> Result<ExitCode> {
         }
         check.extend(["--all-targets", "--locked"]);
         println!("==> cargo {}", check.join(" "));
-        if !cargo(&check).status().context("cargo check runs")?.success() {
-            failures.push(match feature {
-                Some(feature) => format!("the facade does not build with `{feature}` alone"),
-                None => "the facade does not build without features".to_owned(),
-            });
+        let output = cargo(&check).output().context("cargo check runs")?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        eprint!("{stderr}");
+        let build = match feature {
+            Some(feature) => format!("with `{feature}` alone"),
+            None => "without features".to_owned(),
+        };
+        if !output.status.success() {
+            failures.push(format!("the facade does not build {build}"));
+        } else if stderr.lines().any(|line| line.starts_with("warning")) {
+            // An import or an item used only under another feature: CI denies warnings.
+            failures.push(format!("the facade builds {build} with warnings"));
         }
     }
     if failures.is_empty() {
