@@ -10,6 +10,7 @@
 //! | `doctest` | `cargo test --workspace --doc --locked` |
 //! | `doc`     | `RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked` |
 //! | `examples` | `cargo xtask examples`: every example of the facade runs and ends well |
+//! | `chat`    | `cargo xtask chat`: the chat example as three processes survives a SIGKILL |
 //! | `cluster-test` | `cargo xtask cluster-test --quick --seed 20261206`: node processes on loopback |
 //!
 //! Every step runs even when an earlier one failed, so one CI run reports everything that is
@@ -82,6 +83,7 @@ fn steps() -> Vec<Step> {
             reporter: None,
         },
         Step { name: "examples", cargo_args: &["xtask", "examples"], env: &[], reporter: None },
+        Step { name: "chat", cargo_args: &["xtask", "chat"], env: &[], reporter: None },
         // Last: it starts real node processes, so it runs once everything above has built
         // and had its own say. Each scenario counts as one test in the final line.
         Step {

@@ -5,6 +5,7 @@
 //! cargo xtask cores                     the sans-IO cores build without tokio or the transport
 //! cargo xtask features                  the facade builds with no feature and with each alone
 //! cargo xtask examples                  every example of the facade runs and ends well
+//! cargo xtask chat                      the chat example as three processes, one SIGKILLed
 //! cargo xtask cluster-test [--quick] [--seed S] [--nodes N]
 //!                                        a real cluster of node processes on loopback, put
 //!                                        through kills and partitions
@@ -26,13 +27,15 @@
 //!
 //! Codemap: [`ci`] runs the checks and [`test_counts`] reads test counts out of their output;
 //! [`cores`] checks that the sans-IO cores build alone; [`features`] that the facade builds
-//! with each of its features alone; [`examples`] that its examples run;
+//! with each of its features alone; [`examples`] that its examples run, and [`chat`] drives the
+//! chat example's node processes through a SIGKILL;
 //! [`tee`] runs a command with its output both shown and kept; [`cluster_test`] starts and
 //! drives `shoal-node` processes; [`bench`](mod@bench) drives the `shoal-bench` binary;
 //! [`mutants`] runs the paxos tests against each mutant of the protocol and [`explore`] runs
 //! its simulations on new seeds; [`tidy`] holds the checks on the source tree that run as tests.
 
 mod bench;
+mod chat;
 mod ci;
 mod cluster_test;
 mod cores;
@@ -56,7 +59,7 @@ usage: cargo xtask <command> [options]
 commands:
     ci [--skip STEP]...          run every check CI runs, in order, and summarise them
                                  (steps: fmt, clippy, cores, features, test, doctest,
-                                 doc, examples, cluster-test)
+                                 doc, examples, chat, cluster-test)
     cluster-test [--quick] [--seed S] [--nodes N]
                                  build shoal-node, start N node processes (default 5) on
                                  127.0.0.2, 127.0.0.3, ... and run the scenarios: join,
@@ -69,6 +72,9 @@ commands:
                                  its features and with each of them alone
     examples                     run every example of the facade (crates/shoal/examples);
                                  fails if one fails or runs past five minutes
+    chat                         build the chat example, run it as three node processes on
+                                 127.0.0.1, drive a conversation, SIGKILL a room's node and
+                                 check from the survivors that nothing acknowledged was lost
     bench [--runs N] [NAME]...   build the benchmarks in release mode and print one
                                  `name value unit` line per metric: the median of N runs
                                  (default 5); NAME selects metrics by name prefix
@@ -120,6 +126,7 @@ fn run(args: &[String]) -> Result<ExitCode> {
         "cores" => cores::run(options),
         "features" => features::run(options),
         "examples" => examples::run(options),
+        "chat" => chat::run(options),
         "bench" => bench::run(options),
         "mutants" => mutants::run(options),
         "explore-paxos" => explore::run(options),
