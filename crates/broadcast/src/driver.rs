@@ -15,8 +15,9 @@
 //!                                       │  Overlay<Contact> ──NeighbourUp/Down──► Plumtree × topics
 //!   Node events (up/down) ────────────► │  ▲ handle_timeout when poll_timeout is due
 //!   connections opened ───────────────► │
-//!                                       └──► Service::send / Node::join (Connect) /
-//!                                            Node::disconnect_node (Disconnect)
+//!                                       └──► Service::send / Node::join + Node::keep
+//!                                            (Connect, NeighbourUp) / KeepConnection::let_go
+//!                                            (Disconnect)
 //! ```
 //!
 //! **Messages** travel over a transport service ([`Node::open_service`]), tagged with the
@@ -26,13 +27,19 @@
 //! **Connections** follow the node's membership, and the overlay core's policy (its rules are
 //! listed on [`Overlay`](crate::core::Overlay)):
 //!
-//! - Managed ([`Membership::Managed`]): the overlay owns the connections. HyParView peers are
-//!   [`Contact`]s (name and listen address); a message to a peer that is not connected makes
-//!   the overlay ask for a connection, which the driver opens (`Node::join`), the messages
-//!   for it waiting (bounded by [`BroadcastConfig::max_unsent_per_peer`]) until it is up. A
-//!   connection to a peer outside the active view is closed once idle for
-//!   [`BroadcastConfig::linger`], and at once when that peer sends DISCONNECT, so the node's
-//!   up and down events are the active view's.
+//! - Managed ([`Membership::Managed`]): the overlay claims the connections it needs, and
+//!   shares them with the node's other layers. HyParView peers are [`Contact`]s (name and
+//!   listen address); a message to a peer that is not connected makes the overlay ask for a
+//!   connection, which the driver opens (`Node::join`) and claims (`Node::keep`), the
+//!   messages for it waiting (bounded by [`BroadcastConfig::max_unsent_per_peer`]) until it
+//!   is up; every active neighbour's connection is claimed too. The overlay lets a connection
+//!   to a peer outside the active view go once idle for [`BroadcastConfig::linger`] (telling
+//!   the peer DISCONNECT, so that it holds no one-sided link), and at once when that peer
+//!   sends DISCONNECT ([`KeepConnection::let_go`](shoal_transport::KeepConnection::let_go)):
+//!   the transport then closes it unless another layer, here or there, still uses it (Paxos
+//!   to an acceptor, a process's call). So connections open are the active view's and
+//!   whatever else the node uses; the trees' neighbours are the active view, whatever stays
+//!   open.
 //! - Full mesh or static: the same cores run over the connections the transport keeps; the
 //!   driver opens and closes none. A message to a peer that is not connected counts as that
 //!   peer failing.

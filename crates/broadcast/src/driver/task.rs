@@ -2,14 +2,24 @@
 //! a request from a handle, a node event, a connection opened, a core's timer), feeds it to
 //! the cores, then drains their outputs (the crate's driver contract), and repeats. Which
 //! peer to connect to, retry, evict or close is the [`Overlay`] core's decision; the task
-//! opens and closes the connections it names, and holds the messages that wait for one.
+//! opens the connections it names and holds the messages that wait for one.
+//!
+//! **Connections are shared** ([`ConnectionMode::Managed`]): other layers (Paxos to its
+//! acceptors, processes sending to pids on other nodes) use the same connections. The task
+//! never closes one: it holds a claim ([`KeepConnection`]) on each connection the overlay
+//! asked for and on each active neighbour's, and lets it go when the overlay would close the
+//! connection; the transport closes it only if no layer on either node claims it and nothing
+//! uses it. A connection that outlives the overlay's use of it changes nothing in the
+//! overlay: its neighbours come and go by HyParView's messages (NEIGHBOUR, DISCONNECT, which
+//! the overlay sends when it lets a connection go) and by node down events, never by a
+//! connection's staying open.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
-use shoal_transport::{Inbox, Incoming, Node, NodeEvent, RemoteError, Service};
+use shoal_transport::{Inbox, Incoming, KeepConnection, Node, NodeEvent, RemoteError, Service};
 use tokio::sync::{broadcast, mpsc};
 
 use super::erased::{Erased, Prepare};
@@ -69,6 +79,12 @@ pub(super) struct Task {
     /// A Plumtree core per registered topic, by the topic's name.
     trees: BTreeMap<String, Plumtree<String, Erased>>,
     connecting: HashMap<String, Connecting>,
+    /// Who owns the connections: in managed mode, the task's claims on them follow the
+    /// overlay (see the module's docs).
+    mode: ConnectionMode,
+    /// The overlay's claims on connections, by node: those it asked to open and its active
+    /// neighbours'.
+    keeps: HashMap<String, KeepConnection>,
     /// The driver's own counters (the trees count their dropped announcements).
     stats: Stats,
 }
@@ -160,6 +176,8 @@ impl Task {
             overlay,
             trees: BTreeMap::new(),
             connecting: HashMap::new(),
+            mode,
+            keeps: HashMap::new(),
             stats: Stats::default(),
             config,
         }
@@ -348,7 +366,11 @@ impl Task {
                     self.overlay.handle_up(now, contact);
                 }
             }
-            Ok(NodeEvent::Down { node, .. }) => self.overlay.handle_down(now, &node),
+            Ok(NodeEvent::Down { node, .. }) => {
+                // The overlay connects again if it wants to; the transport need not.
+                self.keeps.remove(&node);
+                self.overlay.handle_down(now, &node);
+            }
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 // Events were missed: the connections as they are now instead.
                 let connected: Vec<Contact> =
@@ -374,6 +396,9 @@ impl Task {
             }
         };
         let connected = result == ConnectResult::Connected;
+        if !connected {
+            self.keeps.remove(&contact.name);
+        }
         self.overlay.handle_connect_result(now, &contact, result);
         if connected {
             for wire in connecting.unsent {
@@ -405,19 +430,28 @@ impl Task {
                         self.deliver(now, &to.name, wire).await;
                     }
                     OverlayOutput::NeighbourUp(peer) => {
+                        self.keep(&peer.name);
                         for tree in self.trees.values_mut() {
                             tree.neighbour_up(now, peer.name.clone());
                         }
                     }
                     OverlayOutput::NeighbourDown(peer) => {
+                        // A connection that is open lingers, until the overlay lets it go;
+                        // a claim on one that is not would only have the transport retry it.
+                        if !self.node.is_connected(&peer.name) {
+                            self.keeps.remove(&peer.name);
+                        }
                         for tree in self.trees.values_mut() {
                             tree.neighbour_down(&peer.name);
                         }
                     }
                     OverlayOutput::Connect(contact) => self.connect(contact),
                     OverlayOutput::Disconnect(name) => {
-                        tracing::debug!(node = %self.me, peer = %name, "closing a connection");
-                        self.node.disconnect_node(&name);
+                        // The overlay is done with the connection; other layers may not be.
+                        tracing::debug!(node = %self.me, peer = %name, "letting a connection go");
+                        if let Some(keep) = self.keeps.remove(&name) {
+                            keep.let_go();
+                        }
                     }
                 }
             }
@@ -518,13 +552,30 @@ impl Task {
         }
     }
 
-    /// Opens a connection to `contact`, as the overlay asked ([`ConnectionMode::Managed`]).
+    /// Claims the connection to `name` for the overlay ([`ConnectionMode::Managed`]).
+    fn keep(&mut self, name: &str) {
+        if self.mode == ConnectionMode::Managed && !self.keeps.contains_key(name) {
+            self.keeps.insert(name.to_owned(), self.node.keep(name));
+        }
+    }
+
+    /// Opens a connection to `contact`, as the overlay asked ([`ConnectionMode::Managed`]),
+    /// and claims it; one that another layer opened already is the overlay's at once.
     fn connect(&mut self, contact: Contact) {
+        self.keep(&contact.name);
         let node = self.node.clone();
         let sender = self.opened_sender.clone();
         let target = contact.clone();
         tokio::spawn(async move {
-            let result = node.join(target.addr).await.map_err(|error| error.to_string());
+            let result = if node.is_connected(&target.name)
+                && node
+                    .node_spec(&target.name)
+                    .is_some_and(|s| s.listen_addrs.contains(&target.addr))
+            {
+                Ok(target.name.clone())
+            } else {
+                node.join(target.addr).await.map_err(|error| error.to_string())
+            };
             let _ = sender.send(Opened { contact: target, result }).await;
         });
         let connecting = Connecting { contact, unsent: VecDeque::new() };
