@@ -50,9 +50,15 @@ async fn a_kept_connection_outlives_an_overlay_letting_it_go_and_closes_once_unk
     let overlay = a.keep("b");
     assert_eq!(overlay.node(), "b");
     overlay.let_go();
-    // Several idle timeouts with no traffic but heartbeats: the claim holds it, on both sides.
+    // Several idle timeouts with no traffic but heartbeats: the claim holds it, on both sides,
+    // without a moment down.
     tokio::time::sleep(IDLE * 3).await;
     assert!(a.is_connected("b") && b.is_connected("a"), "a kept connection closed");
+    for (events, peer) in [(&mut a_events, "b"), (&mut b_events, "a")] {
+        while let Ok(event) = events.try_recv() {
+            assert!(!is_down(&event, peer), "a kept connection went down: {event:?}");
+        }
+    }
 
     drop(paxos);
     eventually_apart(&a, &b).await;
