@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use shoal_transport::{Inbox, Incoming, Node, NodeEvent, Service};
+use shoal_transport::{Inbox, Incoming, KeepConnection, Node, NodeEvent, Service};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::{JoinError, JoinHandle};
 
@@ -121,6 +121,7 @@ pub(crate) async fn start<S: Storage + Send + 'static>(
         local: VecDeque::new(),
         waiting: HashMap::new(),
         plumbing,
+        keeps: BTreeMap::new(),
     };
     tokio::spawn(driver.run());
     Ok(run)
@@ -160,6 +161,10 @@ struct Driver<S> {
     local: VecDeque<Message>,
     waiting: HashMap<RequestId, Reply>,
     plumbing: Plumbing,
+    /// This node's claims on the connections to the acceptors of its configuration
+    /// ([`Node::keep`]): whatever the node's membership, no other layer closes them (the
+    /// broadcast overlay of a managed node lets go of the connections it no longer needs).
+    keeps: BTreeMap<String, KeepConnection>,
 }
 
 impl<S: Storage + Send + 'static> Driver<S> {
@@ -169,6 +174,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
     }
 
     async fn run(mut self) {
+        self.keep_acceptors();
         self.update_quorum();
         self.pump();
         let mut events_open = true;
@@ -237,6 +243,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
             }
             self.pump();
         };
+        self.keeps.clear();
         // Callers still waiting are told by their dropped reply senders. Writes not begun are
         // dropped with the acceptor, and the replies waiting for them (as in a crash); a write
         // under way is let finish, so that the store is closed when `stop` returns.
@@ -364,6 +371,7 @@ impl<S: Storage + Send + 'static> Driver<S> {
         let names = self.names_of(&configuration.acceptors);
         if names.len() == configuration.acceptors.len() {
             self.acceptor_names = names;
+            self.keep_acceptors();
         }
         if self.acceptor.is_none() && configuration.acceptors.contains(&self.me) {
             match (self.open_storage)() {
@@ -522,6 +530,19 @@ impl<S: Storage + Send + 'static> Driver<S> {
             self.local.push_back(message);
         } else {
             send(&mut self.peers, &self.names, &self.service, self.peer_queue, to, message);
+        }
+    }
+
+    /// Claims the connections to the acceptors of the current configuration, and lets go of
+    /// those to nodes that are acceptors no more.
+    fn keep_acceptors(&mut self) {
+        let me = self.node.name();
+        let wanted: Vec<&String> = self.acceptor_names.iter().filter(|name| *name != me).collect();
+        self.keeps.retain(|name, _| wanted.contains(&name));
+        for name in wanted {
+            if !self.keeps.contains_key(name) {
+                self.keeps.insert(name.clone(), self.node.keep(name));
+            }
         }
     }
 
