@@ -16,6 +16,7 @@ mod hub;
 mod hub_handover;
 mod hub_quorum;
 mod hub_replicas;
+mod managed;
 mod paxos;
 mod registry;
 mod support;
