@@ -101,7 +101,20 @@ struct Run {
 const USERS: [(&str, &str); 3] = [("a", "alice"), ("b", "bob"), ("c", "carol")];
 
 impl Run {
+    /// The whole run: each phase prints its commands and answers, and fails on the first
+    /// answer that is not what it must be.
     fn drive(&mut self) -> Result<()> {
+        let mut cluster = self.start_cluster()?;
+        cluster.converse()?;
+        cluster.announce("maintenance at noon")?;
+        cluster.trim()?;
+        let lost = cluster.kill_lobby_node()?;
+        cluster.check_survivors(&lost)?;
+        cluster.quit()
+    }
+
+    /// Node `a`, then `b` and `c` joining it, each seeing the three in the rooms' hub.
+    fn start_cluster(&self) -> Result<Cluster> {
         println!("-- three nodes on loopback: a, then b and c joining it");
         let mut nodes = BTreeMap::new();
         let a = ChatNode::start(self, "a", None)?;
@@ -110,95 +123,154 @@ impl Run {
         for name in ["b", "c"] {
             nodes.insert(name, ChatNode::start(self, name, Some(seed))?);
         }
+        let deadline = self.deadline;
         for node in nodes.values_mut() {
-            node.until(self.deadline, "nodes", |answer| answer.ends_with("rooms: a b c"))?;
+            node.until(deadline, "nodes", |answer| answer.ends_with("rooms: a b c"))?;
         }
+        Ok(Cluster { nodes, said: BTreeMap::new(), deadline })
+    }
+}
 
+/// The nodes alive, and the lines acknowledged in each room.
+struct Cluster {
+    nodes: BTreeMap<&'static str, ChatNode>,
+    said: BTreeMap<&'static str, Vec<String>>,
+    deadline: Instant,
+}
+
+impl Cluster {
+    fn node(&mut self, name: &str) -> Result<&mut ChatNode> {
+        self.nodes.get_mut(name).with_context(|| format!("no node {name}"))
+    }
+
+    /// `command` on node `name`, which must answer `ok`; its text.
+    fn ok(&mut self, name: &str, command: &str) -> Result<String> {
+        let deadline = self.deadline;
+        self.node(name)?.ok(command, deadline)
+    }
+
+    /// `say ROOM USER TEXT` on node `name`, which must be acknowledged on two copies; the line
+    /// is then expected in the room's history.
+    fn say(&mut self, name: &str, room: &'static str, user: &str, text: &str) -> Result<()> {
+        let answer = self.ok(name, &format!("say {room} {user} {text}"))?;
+        ensure!(answer.ends_with("on 2 copies"), "`say` answered `{answer}`");
+        self.said.entry(room).or_default().push(format!("{user}: {text}"));
+        Ok(())
+    }
+
+    /// Every room's history, read on node `name`, must be the lines acknowledged.
+    fn check_histories(&mut self, name: &str) -> Result<()> {
+        ROOMS.iter().try_for_each(|room| self.check_history(name, room))
+    }
+
+    /// The history of `room`, read on node `name`, must be the lines acknowledged.
+    fn check_history(&mut self, name: &str, room: &str) -> Result<()> {
+        let history = self.ok(name, &format!("history {room}"))?;
+        let said = self.said.get(room).map_or(&[][..], Vec::as_slice);
+        check_history(room, &history, said)
+    }
+
+    /// Logins (a second one refused), rooms entered, lines said in each.
+    fn converse(&mut self) -> Result<()> {
         println!("-- users log in (registry names user/USER); a second login is refused");
         for (node, user) in USERS {
-            node_mut(&mut nodes, node)?.ok(&format!("login {user}"), self.deadline)?;
+            self.ok(node, &format!("login {user}"))?;
         }
-        let refusal = node_mut(&mut nodes, "b")?.error("login alice", self.deadline)?;
+        let deadline = self.deadline;
+        let refusal = self.node("b")?.error("login alice", deadline)?;
         ensure!(refusal.contains("logged in on a"), "the refusal does not name a: `{refusal}`");
-
         println!("-- they enter rooms (presence groups room/ROOM) and talk (hub children)");
-        let mut said: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for room in ROOMS {
             for (node, user) in USERS {
-                let chat = node_mut(&mut nodes, node)?;
-                chat.ok(&format!("enter {room} {user}"), self.deadline)?;
-                let text = format!("hi {room} from {user}");
-                let answer = chat.ok(&format!("say {room} {user} {text}"), self.deadline)?;
-                ensure!(answer.ends_with("on 2 copies"), "`say` answered `{answer}`");
-                said.entry(room).or_default().push(format!("{user}: {text}"));
+                self.ok(node, &format!("enter {room} {user}"))?;
+                self.say(node, room, user, &format!("hi {room} from {user}"))?;
             }
         }
         for room in ROOMS {
-            node_mut(&mut nodes, "a")?.ok(&format!("where {room}"), self.deadline)?;
+            self.ok("a", &format!("where {room}"))?;
         }
+        self.ok("a", "who lobby").map(drop)
+    }
 
+    /// An announcement from the first node, seen by every node.
+    fn announce(&mut self, text: &str) -> Result<()> {
         println!("-- an announcement (broadcast) reaches every node");
-        node_mut(&mut nodes, "c")?.ok("announce maintenance at noon", self.deadline)?;
-        for node in nodes.values_mut() {
-            node.until(self.deadline, "announcements", |seen| seen.contains("maintenance"))?;
+        let from = self.nodes.keys().next().copied().context("no node")?;
+        self.ok(from, &format!("announce {text}"))?;
+        let deadline = self.deadline;
+        for node in self.nodes.values_mut() {
+            node.until(deadline, "announcements", |seen| seen.contains(text))?;
         }
+        Ok(())
+    }
 
+    /// The admin task trims lobby to two lines under its lock.
+    fn trim(&mut self) -> Result<()> {
         println!("-- an admin task trims lobby under the lock admin/lobby");
-        let trim = node_mut(&mut nodes, "b")?.ok("admin-trim lobby 2", self.deadline)?;
+        let trim = self.ok("b", "admin-trim lobby 2")?;
         ensure!(trim.contains("fencing token"), "the trim shows no fencing token: `{trim}`");
-        let lobby = said.entry("lobby").or_default();
-        lobby.drain(..lobby.len() - 2);
-        node_mut(&mut nodes, "c")?.ok("say lobby carol after the trim", self.deadline)?;
-        lobby.push("carol: after the trim".to_owned());
-        for room in ROOMS {
-            let history =
-                node_mut(&mut nodes, "a")?.ok(&format!("history {room}"), self.deadline)?;
-            check_history(room, &history, &said[room])?;
-        }
+        let lobby = self.said.entry("lobby").or_default();
+        lobby.drain(..lobby.len().saturating_sub(2));
+        self.check_histories("a")
+    }
 
-        let place = node_mut(&mut nodes, "a")?.ok("where lobby", self.deadline)?;
+    /// Finds the node of lobby's active copy, has it take one more line, and SIGKILLs it at
+    /// once (well within the hub's state stream period): the node's name.
+    fn kill_lobby_node(&mut self) -> Result<String> {
+        let place = self.ok("a", "where lobby")?;
         let victim = active_node(&place)?;
-        let mut killed = nodes.remove(victim.as_str()).context("lobby's node is not ours")?;
-        println!("-- SIGKILL node {victim}, where lobby's active copy runs");
+        let user = user_on(&victim)?;
+        self.say(&victim, "lobby", user, "last words")?;
+        let mut killed = self.nodes.remove(victim.as_str()).context("lobby's node is not ours")?;
         killed.kill();
+        println!("-- SIGKILLed node {victim}, where lobby's active copy ran");
+        Ok(victim)
+    }
+
+    /// From the survivors: lobby served elsewhere, every acknowledged line there, the lost
+    /// node's users out of presence and their names free, broadcast still flowing, and lobby
+    /// taking new lines on two copies again.
+    fn check_survivors(&mut self, lost: &str) -> Result<()> {
         let killed_at = Instant::now();
-        let lost_user = USERS.iter().find(|(node, _)| *node == victim).map(|(_, user)| *user);
-        let lost_user = lost_user.context("the killed node had no user")?;
-
-        let reader = nodes.keys().next().copied().context("no survivor")?;
-        let chat = node_mut(&mut nodes, reader)?;
-        let moved = format!("active {victim} ");
-        chat.until(self.deadline, "where lobby", |place| !place.contains(&moved))?;
+        let reader = self.nodes.keys().next().copied().context("no survivor")?;
+        let deadline = self.deadline;
+        let moved = format!("active {lost} ");
+        self.node(reader)?.until(deadline, "where lobby", |place| !place.contains(&moved))?;
         println!("   lobby served again {:.1?} after the kill", killed_at.elapsed());
-        for room in ROOMS {
-            let history = chat.ok(&format!("history {room}"), self.deadline)?;
-            check_history(room, &history, &said[room])?;
+        self.check_histories(reader)?;
+        let gone = format!("@{lost}");
+        self.node(reader)?.until(deadline, "who lobby", |who| !who.contains(&gone))?;
+        let user = user_on(lost)?;
+        self.node(reader)?.until(deadline, &format!("login {user}"), |_| true)?;
+        println!("   {user}'s name free again {:.1?} after the kill", killed_at.elapsed());
+        self.say(reader, "lobby", user, &format!("back, on {reader}"))?;
+        self.announce("still here")?;
+        let readers: Vec<&str> = self.nodes.keys().copied().collect();
+        for reader in readers {
+            self.check_history(reader, "lobby")?;
         }
-        let gone = format!("@{victim}");
-        chat.until(self.deadline, "who lobby", |who| !who.contains(&gone))?;
-        chat.until(self.deadline, &format!("login {lost_user}"), |_| true)?;
-        println!("   {lost_user}'s name free again {:.1?} after the kill", killed_at.elapsed());
-        let text = format!("back, on {reader}");
-        let answer = chat.ok(&format!("say lobby {lost_user} {text}"), self.deadline)?;
-        ensure!(answer.ends_with("on 2 copies"), "`say` answered `{answer}`");
-        said.entry("lobby").or_default().push(format!("{lost_user}: {text}"));
-        chat.ok("announce still here", self.deadline)?;
-        for node in nodes.values_mut() {
-            node.until(self.deadline, "announcements", |seen| seen.contains("still here"))?;
-            let history = node.ok("history lobby", self.deadline)?;
-            check_history("lobby", &history, &said["lobby"])?;
-        }
+        Ok(())
+    }
 
-        println!("-- the survivors quit (graceful: rooms handed over)");
-        for node in nodes.values_mut() {
-            node.quit(self.deadline)?;
+    /// The survivors quit one by one, gracefully: the last one still serves every room with
+    /// its history after the others left (they handed their rooms over).
+    fn quit(&mut self) -> Result<()> {
+        println!("-- the survivors quit one by one (graceful: rooms handed over)");
+        let deadline = self.deadline;
+        while let Some((_, mut node)) = self.nodes.pop_first() {
+            node.quit(deadline)?;
+            if let Some(&last) = self.nodes.keys().next() {
+                self.check_history(last, "lobby")?;
+            }
         }
         Ok(())
     }
 }
 
-fn node_mut<'a>(nodes: &'a mut BTreeMap<&str, ChatNode>, name: &str) -> Result<&'a mut ChatNode> {
-    nodes.get_mut(name).with_context(|| format!("no node {name}"))
+/// The user logged in on node `node` at the start.
+fn user_on(node: &str) -> Result<&'static str> {
+    let user = USERS.iter().find(|(name, _)| *name == node).map(|(_, user)| *user);
+    user.with_context(|| format!("no user on node {node}"))
 }
 
 /// `where ROOM: active NODE copies ...` → NODE.
