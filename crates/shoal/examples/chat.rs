@@ -55,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let options = Options::parse(&args)?;
     let mut builder = shoal::Node::builder(options.name.as_str()).listen(options.listen);
+    let fresh_key = options.key.is_none();
     match options.key {
         Some(key) => builder = builder.key(key),
         None if options.join.is_empty() => {}
@@ -64,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
         builder = builder.join(*seed);
     }
     let node = builder.start().await.context("the node did not start")?;
-    if std::env::var_os("SHOAL_KEY").is_none() && options.join.is_empty() {
+    if fresh_key {
         eprintln!("cluster key (for the nodes that join): {}", node.key().to_hex());
     }
     let chat = Chat::start(node).await?;

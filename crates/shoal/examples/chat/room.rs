@@ -64,6 +64,13 @@ pub(crate) enum Request {
     Replicate(History),
 }
 
+impl Request {
+    /// Whether it changes the room (a retry after an unclear failure could apply it twice).
+    pub(crate) fn is_change(&self) -> bool {
+        matches!(self, Request::Say { .. } | Request::Trim { .. })
+    }
+}
+
 /// [`Request`] as it travels: a tag, then the fields of each kind (unused ones empty).
 pub(crate) type RequestWire = (u8, String, u64, u64, HistoryWire);
 

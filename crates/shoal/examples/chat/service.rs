@@ -215,28 +215,35 @@ impl Chat {
     async fn say(&self, room: &str, user: &str, text: &str) -> Result<String, String> {
         self.session(user)?;
         self.open(room).await?;
-        let history = self.change(room, Request::Say { line: format!("{user}: {text}") }).await?;
+        let history =
+            self.ask_active(room, Request::Say { line: format!("{user}: {text}") }).await?;
         let copies = self.replicate(room, &history).await?;
         Ok(format!("said in {room} (version {}), on {copies} copies", history.version))
     }
 
-    /// Asks the active copy of `room` for `request`, a change: retried while the copy asked
-    /// is passive (a failover this node has not seen whole yet) or none is known, which are
-    /// refusals; a call that timed out is not retried (it may have been applied).
-    async fn change(&self, room: &str, request: Request) -> Result<History, String> {
+    /// Asks the active copy of `room` for `request`. Tried again while the answer says it
+    /// was not applied (a passive copy's refusal: a failover this node has not seen whole
+    /// yet; no copy known; a full mailbox); after any other failure, a read is tried again but
+    /// a change is not (it may have been applied: the caller is told so).
+    async fn ask_active(&self, room: &str, request: Request) -> Result<History, String> {
         let clock = self.node.runtime().clock();
         let deadline = clock.now() + COMMAND_DEADLINE;
         loop {
             let target = self.node.runtime().target::<Room>(self.rooms.via(room));
-            let refusal = match target.call_timeout(request.clone().into(), CALL_TIMEOUT).await {
+            let failure = match target.call_timeout(request.clone().into(), CALL_TIMEOUT).await {
                 Ok(Ok(history)) => return Ok(history.into()),
                 Ok(Err(refusal)) if refusal == PASSIVE => refusal,
                 Ok(Err(refusal)) => return Err(refusal),
-                Err(error @ CallError::Timeout) => return Err(format!("{error} (maybe applied)")),
+                Err(error @ (CallError::NoProc | CallError::Unresolved(_) | CallError::Full)) => {
+                    error.to_string()
+                }
+                Err(error) if request.is_change() => {
+                    return Err(format!("room {room}: {error} (it may have been applied)"));
+                }
                 Err(error) => error.to_string(),
             };
             if clock.now() >= deadline {
-                return Err(format!("room {room}: {refusal}"));
+                return Err(format!("room {room}: {failure}"));
             }
             clock.sleep(RETRY_PAUSE).await;
         }
@@ -289,7 +296,7 @@ impl Chat {
         if self.rooms.child(room).is_none() {
             return Err(format!("no room {room}"));
         }
-        let history = self.change(room, Request::History).await?;
+        let history = self.ask_active(room, Request::History).await?;
         Ok(format!("history {room}: {}", history.lines.join(" | ")))
     }
 
@@ -346,7 +353,7 @@ impl Chat {
             LockResult::NoQuorum => return Err(format!("{key}: no quorum")),
         };
         let token = guard.token();
-        let trimmed = self.change(room, Request::Trim { keep, token }).await;
+        let trimmed = self.ask_active(room, Request::Trim { keep, token }).await;
         let released = guard.unlock().await;
         let history = trimmed?;
         let copies = self.replicate(room, &history).await?;
