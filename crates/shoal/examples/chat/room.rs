@@ -7,7 +7,12 @@
 //! once the new state is on the room's copies ([`Request::Replicate`], pushed by the node
 //! that took the `say`; see `Chat::say`): an acknowledged line is lost only if every node
 //! holding a copy is lost. Each copy takes a state only if it is newer than its own
-//! ([`History::version`]), so the pushes and the hub's stream may arrive in any order.
+//! ([`History::version`]), so the pushes and the hub's stream may arrive in any order. The
+//! cost: a `say` waits for both copies, so the first lines of a new room wait for its second
+//! copy to start (about a second), and while a lost node's rooms get their second copy back
+//! (the hub's `down_after`, one second here, and a start); a `say` that cannot reach both
+//! copies within eight seconds is answered with an error that says the line may be lost with
+//! its node. In a cluster of one there is one copy, and nothing survives that node.
 //!
 //! The room's messages use std types only (tuples, strings, numbers): msgpack encodes them
 //! without a serde derive, which this example cannot use (the facade does not depend on
