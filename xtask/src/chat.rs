@@ -189,7 +189,10 @@ impl Cluster {
         for room in ROOMS {
             self.ok("a", &format!("where {room}"))?;
         }
-        self.ok("a", "who lobby").map(drop)
+        let deadline = self.deadline;
+        let everyone =
+            |who: &str| USERS.iter().all(|(node, user)| who.contains(&format!("{user}@{node}")));
+        self.node("a")?.until(deadline, "who lobby", everyone).map(drop)
     }
 
     /// An announcement from the first node, seen by every node.
@@ -238,8 +241,13 @@ impl Cluster {
         self.node(reader)?.until(deadline, "where lobby", |place| !place.contains(&moved))?;
         println!("   lobby served again {:.1?} after the kill", killed_at.elapsed());
         self.check_histories(reader)?;
-        let gone = format!("@{lost}");
-        self.node(reader)?.until(deadline, "who lobby", |who| !who.contains(&gone))?;
+        let survivors: Vec<String> = USERS
+            .iter()
+            .filter(|(node, _)| *node != lost)
+            .map(|(node, user)| format!("{user}@{node}"))
+            .collect();
+        let only_survivors = |who: &str| who == format!("who lobby: {}", survivors.join(" "));
+        self.node(reader)?.until(deadline, "who lobby", only_survivors)?;
         let user = user_on(lost)?;
         self.node(reader)?.until(deadline, &format!("login {user}"), |_| true)?;
         println!("   {user}'s name free again {:.1?} after the kill", killed_at.elapsed());
