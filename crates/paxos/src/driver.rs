@@ -78,6 +78,10 @@ pub enum StorageConfig {
 pub struct PaxosConfig {
     /// The acceptor set, as node names; this node may or may not be in it.
     pub acceptors: Vec<String>,
+    /// The version of that set's configuration: 0 for a cluster's first set; a node that
+    /// joins a cluster whose set has changed since gives the set and version it learnt (an
+    /// older one is safe too: acceptors refuse it and send the newer one back).
+    pub version: u64,
     /// Where this node's acceptor keeps its votes (unused if it is not an acceptor).
     pub storage: StorageConfig,
     /// How long a change may take in all before it fails with a timeout or `NoQuorum`.
@@ -110,6 +114,7 @@ impl PaxosConfig {
     pub fn new(acceptors: Vec<String>) -> Self {
         PaxosConfig {
             acceptors,
+            version: 0,
             storage: StorageConfig::Memory,
             request_timeout: Duration::from_secs(2),
             round_timeout: Duration::from_millis(100),

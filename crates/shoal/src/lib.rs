@@ -7,9 +7,11 @@
 //! feature `broadcast`), per-key consensus ([`paxos`], feature `paxos`), and cluster-wide
 //! names, locks and process groups ([`registry`], feature `registry`), and the hash-ring
 //! distributor of child processes ([`hub`], feature `hub`), with the distributed supervisor
-//! built on it (`supervisor::DistributedSupervisor`, features `supervisor` and `hub`); a
-//! `Node` that starts them all comes later. For tests, the
-//! feature `testing` (off by default) adds `testing`: whole nodes on a simulated network.
+//! built on it (`supervisor::DistributedSupervisor`, features `supervisor` and `hub`). One
+//! [`Node`] (feature `transport`) starts them all: a node alone is a cluster of one, nodes
+//! join through seeds, and the Paxos acceptor set grows as they do ([`node`] says how). For
+//! tests, the feature `testing` (off by default) adds `testing`: whole nodes on a simulated
+//! network.
 //!
 //! The [`guide`] says what holds where under crashes, partitions and clock drift
 //! ([`guide::guarantees`]), and maps what you know from Erlang/OTP and Elixir

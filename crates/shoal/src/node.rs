@@ -6,7 +6,7 @@
 //! let first = shoal::Node::start("a").await?;
 //!
 //! // Another node joins it (the same cluster key, a seed to join through).
-//! let key = first.transport().key().clone();
+//! let key = first.key().clone();
 //! let second = shoal::Node::builder("b").key(key).join(first.listen_addr()).start().await?;
 //! second.ready().await;
 //! let server = second.registry()?.lookup("config-server").await?;
@@ -129,7 +129,7 @@ impl Node {
     }
 
     /// Starts node `name` with every default: a cluster of one on a free loopback port, which
-    /// others join through [`Node::listen_addr`] with its [key](shoal_transport::Node::key).
+    /// others join through [`Node::listen_addr`] with its [key](Node::key).
     ///
     /// # Errors
     ///
@@ -215,7 +215,8 @@ impl Node {
     }
 
     /// Starts hub `id` on this node (its children's factories must be registered on
-    /// [`Node::runtime`] first); [`Node::hub`] finds it from then on, and
+    /// [`Node::runtime`] first, or on the runtime given to [`NodeBuilder::runtime`]);
+    /// [`Node::hub`] finds it from then on, and
     /// [`Node::shutdown`] stops it.
     ///
     /// # Errors

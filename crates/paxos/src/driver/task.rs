@@ -85,6 +85,7 @@ pub(crate) async fn start<S: Storage + Send + 'static>(
         // The floor for the number of an epoch this node founds: the wall clock in ms, so
         // epoch numbers, and with them fencing tokens, grow across full restarts.
         epoch_floor: clock.wall_millis(),
+        version: config.version,
         ..AcceptorConfig::new(me, ids.clone(), seed)
     };
     let acceptor = storage.as_ref().map(|store| Acceptor::new(now, acceptor_config.clone(), store));
@@ -93,6 +94,7 @@ pub(crate) async fn start<S: Storage + Send + 'static>(
         round_timeout: config.round_timeout,
         request_timeout: config.request_timeout,
         max_requests: config.max_requests,
+        version: config.version,
         ..ProposerConfig::new(ProposerId { node: me, run }, ids, seed.rotate_left(17))
     });
     let mut names: HashMap<NodeId, String> =

@@ -17,6 +17,7 @@ use shoal_broadcast::{Broadcast, BroadcastConfig};
 use shoal_hub::HubConfig;
 #[cfg(feature = "paxos")]
 use shoal_paxos::{Paxos, PaxosConfig, Recovery, StorageConfig};
+use shoal_process::Runtime;
 #[cfg(feature = "registry")]
 use shoal_registry::{Groups, GroupsConfig, Registry, RegistryConfig};
 #[cfg(all(feature = "hub", feature = "supervisor"))]
@@ -43,6 +44,7 @@ pub struct NodeBuilder {
     join_timeout: Duration,
     membership: Membership,
     transport: Option<TransportSettings>,
+    runtime: Option<Runtime>,
     #[cfg(feature = "paxos")]
     acceptors: usize,
     layers: Layers,
@@ -69,6 +71,7 @@ impl NodeBuilder {
             join_timeout: Duration::from_secs(30),
             membership: Membership::FullMesh,
             transport: None,
+            runtime: None,
             #[cfg(feature = "paxos")]
             acceptors: 3,
             layers: Layers {
@@ -123,8 +126,18 @@ impl NodeBuilder {
         self
     }
 
-    /// Any other transport setting (heartbeats, channels, limits, the runtime), applied to
-    /// the transport's builder last.
+    /// The local process runtime the node runs on (default: a fresh one), built with the
+    /// node's name (`Runtime::builder().node_name(name).build()`). Build it first to
+    /// register the factories of hub and supervisor children on it
+    /// ([`Runtime::register_factory`]) before the node starts, so that a child sent here as
+    /// soon as the hubs run finds its factory.
+    pub fn runtime(mut self, runtime: Runtime) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
+    /// Any other transport setting (heartbeats, channels, limits), applied to the transport's
+    /// builder last.
     pub fn transport(
         mut self,
         settings: impl FnOnce(shoal_transport::NodeBuilder) -> shoal_transport::NodeBuilder
@@ -214,6 +227,9 @@ impl NodeBuilder {
         let mut transport = shoal_transport::Node::builder(self.name.clone(), key.clone())
             .listen(self.listen)
             .membership(self.membership.clone());
+        if let Some(runtime) = self.runtime {
+            transport = transport.runtime(runtime);
+        }
         if let Some(settings) = self.transport {
             transport = settings(transport);
         }
@@ -315,9 +331,10 @@ async fn start_layers(
             // A joining node runs over the cluster's set (an acceptor among them that restarts
             // without its state rejoins from the others before it votes).
             Some(joined) => {
-                config.acceptors = cluster_acceptors(&transport, joined, inner.join_timeout)
-                    .await
-                    .ok_or(StartError::NoAcceptors)?;
+                (config.version, config.acceptors) =
+                    cluster_acceptors(&transport, joined, inner.join_timeout)
+                        .await
+                        .ok_or(StartError::NoAcceptors)?;
             }
         }
         inner.paxos = Some(Paxos::start(&transport, config).await?);
@@ -353,22 +370,22 @@ async fn start_layers(
     Ok(())
 }
 
-/// The acceptor set the cluster runs, asked of `joined` and then of any connected node, until
-/// one names it or `timeout` passes.
+/// The acceptor set the cluster runs and its version, asked of `joined` and then of any
+/// connected node, until one names it or `timeout` passes.
 #[cfg(feature = "paxos")]
 async fn cluster_acceptors(
     transport: &shoal_transport::Node,
     joined: &str,
     timeout: Duration,
-) -> Option<Vec<String>> {
+) -> Option<(u64, Vec<String>)> {
     let clock = transport.runtime().clock().clone();
     let deadline = clock.now() + timeout;
     loop {
         let mut nodes = vec![joined.to_owned()];
         nodes.extend(transport.nodes().into_iter().filter(|node| node != joined));
         for node in &nodes {
-            if let Some((_, acceptors)) = acceptors::ask(transport, node).await {
-                return Some(acceptors);
+            if let Some(set) = acceptors::ask(transport, node).await {
+                return Some(set);
             }
         }
         if clock.now() >= deadline {
