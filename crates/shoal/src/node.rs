@@ -73,6 +73,17 @@ use tokio::sync::watch;
 pub use builder::NodeBuilder;
 pub use error::{NodeError, StartError};
 
+// The node's handle and errors go between tasks and threads (a build error otherwise); the
+// builder goes between tasks.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    const fn send<T: Send>() {}
+    send_and_sync::<Node>();
+    send_and_sync::<NodeError>();
+    send_and_sync::<StartError>();
+    send::<NodeBuilder>();
+};
+
 /// The first wait between two attempts to join a seed; it doubles up to [`JOIN_BACKOFF_MAX`].
 const JOIN_BACKOFF_MIN: Duration = Duration::from_millis(100);
 
