@@ -89,8 +89,12 @@
 //! default, 5 s, in the full run; 1 s with `--quick`, so that the claim wait after a lost host
 //! (about 1.6 s, against 6 s) keeps CI's run short.
 //!
-//! Each scenario prints progress while it runs; the report ends with one line per scenario
-//! and then, as the last line, `N passed, M failed`. The exit code is non-zero if any failed.
+//! Each scenario says what it does while it runs, through [`Progress`]: on a terminal, a
+//! live status line (the scenario, its number, the time it has run, what it waits for); else
+//! plain lines, no more than one a second for its waits. Each ends with its final line, `ok in
+//! 3.0s: ...` or `FAILED in 3.0s: ...`. The report then has one line per scenario, says where
+//! a copy of it and the node logs are, and ends with `N passed, M failed` as the last line
+//! (`cargo xtask ci` reads it). The exit code is non-zero if any failed.
 //! `--seed` replays a run's choices (which node seeds which, the order storms start, which
 //! node is killed, the partition's sides, the nodes' own randomness); a failing run prints it.
 //!
@@ -98,7 +102,8 @@
 //! run (after the build) has a deadline. Nothing is left running: each node process is killed
 //! and reaped when its handle is dropped, on every path out, and each node exits by itself
 //! when its stdin closes, which happens however xtask ends (Ctrl-C, SIGTERM, SIGKILL).
-//! Node logs (their stderr) go to `target/cluster-test/NAME.log`.
+//! Node logs (their stderr) go to `target/cluster-test/NAME.log`, the report to
+//! `target/cluster-test/report.txt`; the directory is emptied at the start of each run.
 //!
 //! What it is not: portable beyond Linux as it stands (macOS routes only 127.0.0.1 to the
 //! loopback interface unless aliases are added), or a benchmark (timings are reported, but
@@ -117,6 +122,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 
+use crate::progress::{Progress, seconds};
 use crate::{cargo, target_dir};
 
 mod broadcast;
@@ -151,9 +157,6 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a storm may go without a single message delivered before it counts as stuck.
 const STALL_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// The least time between two progress lines of one wait.
-const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often a condition is polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -307,8 +310,10 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
     };
     let mut cluster = Cluster::new(launch, options.nodes);
     let outcomes = run_scenarios(&mut cluster, profile);
+    // Kills every node, and ends the live status line before the report.
     drop(cluster);
-    print_report(&outcomes, profile, seed, &replay, &log_dir);
+    let report = Report { outcomes: &outcomes, profile, seed, replay: &replay };
+    report.print(&log_dir, options.nodes);
     let failed = outcomes.iter().any(|outcome| !outcome.passed);
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
@@ -446,13 +451,15 @@ fn run_scenarios(cluster: &mut Cluster, profile: &Profile) -> Vec<Outcome> {
     for (number, (name, what, scenario)) in SCENARIOS.into_iter().enumerate() {
         let needs_cluster = number > 0 && number + 1 < total;
         let formed = outcomes.first().is_some_and(|join| join.passed);
-        println!("==> [{}/{total}] {name}: {what}", number + 1);
+        let label = format!("[{}/{total}] {name}", number + 1);
+        cluster.progress.line(&format!("==> {label}: {what}"));
         if needs_cluster && !formed {
-            println!("    not run: the cluster did not form");
+            cluster.progress.line("    not run: the cluster did not form");
             let detail = "not run: the cluster did not form".to_owned();
             outcomes.push(Outcome { name, passed: false, duration: Duration::ZERO, detail });
             continue;
         }
+        cluster.progress.start(&label);
         let started = Instant::now();
         let result = scenario(cluster, profile);
         let duration = started.elapsed();
@@ -460,7 +467,8 @@ fn run_scenarios(cluster: &mut Cluster, profile: &Profile) -> Vec<Outcome> {
             Ok(detail) => (true, detail),
             Err(error) => (false, format!("{error:#}")),
         };
-        println!("    {} in {}: {detail}", if passed { "ok" } else { "FAILED" }, seconds(duration));
+        let result = if passed { "ok" } else { "FAILED" };
+        cluster.progress.finish(&format!("    {result} in {}: {detail}", seconds(duration)));
         if !passed && number + 2 < total {
             // A scenario that failed after a SIGKILL may have left a node dead.
             cluster.restart_dead();
@@ -470,28 +478,67 @@ fn run_scenarios(cluster: &mut Cluster, profile: &Profile) -> Vec<Outcome> {
     outcomes
 }
 
-fn print_report(outcomes: &[Outcome], profile: &Profile, seed: u64, replay: &str, logs: &Path) {
-    println!();
-    println!("==> cluster-test report ({} run, seed {seed})", profile.name);
-    for outcome in outcomes {
-        let result = if outcome.passed { "ok" } else { "FAILED" };
-        println!(
-            "    {:<21}{result:<8}{:>7}  {}",
-            outcome.name,
-            seconds(outcome.duration),
-            outcome.detail
-        );
-    }
-    let failed = outcomes.iter().filter(|outcome| !outcome.passed).count();
-    if failed > 0 {
-        println!("seed {seed}: replay with `{replay}`; node logs are in {}", logs.display());
-    }
-    // `cargo xtask ci` reads this line; nothing may be printed after it.
-    println!("{} passed, {failed} failed", outcomes.len() - failed);
+/// What a run found, for the report.
+struct Report<'a> {
+    outcomes: &'a [Outcome],
+    profile: &'a Profile,
+    seed: u64,
+    replay: &'a str,
 }
 
-fn seconds(duration: Duration) -> String {
-    format!("{:.1}s", duration.as_secs_f64())
+impl Report<'_> {
+    /// Prints the report, keeps a copy in `log_dir/report.txt`, and says where that copy and
+    /// the node logs are, just before the last line.
+    fn print(&self, log_dir: &Path, nodes: usize) {
+        let (body, summary) = self.text();
+        let path = log_dir.join("report.txt");
+        let kept = fs::write(&path, format!("{body}{summary}\n"));
+        println!();
+        print!("{body}");
+        match kept {
+            Ok(()) => println!("    report: {}", path.display()),
+            Err(error) => println!("    report not kept: cannot write {}: {error}", path.display()),
+        }
+        println!("    node logs: {}", node_logs(log_dir, nodes));
+        // `cargo xtask ci` reads this line; nothing may be printed after it.
+        println!("{summary}");
+    }
+
+    /// The report's lines but the last, and the last: `N passed, M failed`.
+    fn text(&self) -> (String, String) {
+        let Self { outcomes, profile, seed, replay } = self;
+        let mut body = format!("==> cluster-test report ({} run, seed {seed})\n", profile.name);
+        for outcome in outcomes.iter() {
+            let result = if outcome.passed { "ok" } else { "FAILED" };
+            let _ = writeln!(
+                body,
+                "    {:<21}{result:<8}{:>7}  {}",
+                outcome.name,
+                seconds(outcome.duration),
+                outcome.detail
+            );
+        }
+        let failed = outcomes.iter().filter(|outcome| !outcome.passed).count();
+        if failed > 0 {
+            let _ = writeln!(body, "seed {seed}: replay with `{replay}`");
+        }
+        (body, format!("{} passed, {failed} failed", outcomes.len() - failed))
+    }
+}
+
+/// The node logs in `log_dir` of the first `nodes` nodes that were started, in shell brace
+/// form: `DIR/{a,b,c}.log`, or `DIR/a.log` for one.
+fn node_logs(log_dir: &Path, nodes: usize) -> String {
+    let names: Vec<String> = (0..nodes)
+        .map(node_name)
+        .filter(|name| log_dir.join(format!("{name}.log")).exists())
+        .collect();
+    let dir = log_dir.display();
+    match names.as_slice() {
+        [] => format!("none in {dir}"),
+        [name] => format!("{dir}/{name}.log"),
+        names => format!("{dir}/{{{}}}.log", names.join(",")),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -506,7 +553,8 @@ fn join(cluster: &mut Cluster, _: &Profile) -> Result<String> {
         };
         let node = cluster.start_node(index, seed.as_slice(), false)?;
         let seeded_by = seed.map_or(String::from("no seed"), |addr| format!("joins {addr}"));
-        println!("    started {} on {} ({seeded_by})", node.name, node.addr);
+        let started = format!("    started {} on {} ({seeded_by})", node.name, node.addr);
+        cluster.progress.line(&started);
     }
     let all_started = started.elapsed();
     let mesh = cluster.wait_for_full_mesh()?;
@@ -544,7 +592,7 @@ fn run_storm(cluster: &mut Cluster, profile: &Profile, messages: u64) -> Result<
         );
     }
     let pairs = cluster.size * peers;
-    println!("    {pairs} pairs x {messages} messages under way");
+    cluster.progress.line(&format!("    {pairs} pairs x {messages} messages under way"));
     let mut stall = StallWatch::new();
     let delivered = cluster.wait_for(profile.storm_timeout, "storm delivered", |cluster| {
         let reports = cluster.storm_reports()?;
@@ -639,7 +687,7 @@ fn kill(cluster: &mut Cluster, profile: &Profile) -> Result<String> {
     let old_incarnation = cluster.nodes[victim].incarnation;
     let survivors: Vec<usize> = (0..cluster.size).filter(|&index| index != victim).collect();
     let bound = profile.nodedown_bound();
-    println!("    SIGKILL {name} (incarnation {old_incarnation})");
+    cluster.progress.line(&format!("    SIGKILL {name} (incarnation {old_incarnation})"));
     let killed_ms = unix_ms();
     cluster.nodes[victim].kill();
     let downs = cluster.wait_for(bound + Duration::from_secs(3), "nodedown seen", |cluster| {
@@ -659,7 +707,9 @@ fn kill(cluster: &mut Cluster, profile: &Profile) -> Result<String> {
 
     let node = cluster.start_node(victim, &[], true)?;
     let new_incarnation = node.incarnation;
-    println!("    restarted {name} on {} as incarnation {new_incarnation}", node.addr);
+    let restarted =
+        format!("    restarted {name} on {} as incarnation {new_incarnation}", node.addr);
+    cluster.progress.line(&restarted);
     ensure!(
         new_incarnation > old_incarnation,
         "the restarted {name} has incarnation {new_incarnation}, not newer than {old_incarnation}"
@@ -687,7 +737,7 @@ fn partition(cluster: &mut Cluster, profile: &Profile) -> Result<String> {
     cluster.wait_for_full_mesh().context("before the partition")?;
     let (minority, majority) = cluster.split();
     let sides = format!("{} | {}", cluster.names(&minority), cluster.names(&majority));
-    println!("    partition {sides}");
+    cluster.progress.line(&format!("    partition {sides}"));
     let result = cut_and_check(cluster, profile, &minority, &majority);
     // Heal whatever happened, so the scenarios after this one get a whole cluster.
     let all: Vec<usize> = (0..cluster.size).collect();
@@ -836,6 +886,9 @@ struct Cluster {
     rng: SplitMix64,
     /// When the whole run must be over: no wait goes past it.
     deadline: Instant,
+    /// Where the scenarios say what they are doing: nothing else prints while they run, so
+    /// that the live status line on a terminal stays whole.
+    progress: Progress,
 }
 
 /// Whether a polled condition holds yet: if not, what it is waiting for.
@@ -848,7 +901,8 @@ impl Cluster {
     fn new(launch: Launch, size: usize) -> Self {
         let deadline = Instant::now() + launch.profile.deadline;
         let rng = SplitMix64(launch.seed);
-        Self { launch, size, nodes: Vec::with_capacity(size), rng, deadline }
+        let progress = Progress::stdout();
+        Self { launch, size, nodes: Vec::with_capacity(size), rng, deadline, progress }
     }
 
     /// `timeout` from now, but never past the run's deadline.
@@ -896,10 +950,11 @@ impl Cluster {
                 continue;
             }
             let name = self.nodes[index].name.clone();
-            match self.restart_and_rejoin(index) {
-                Ok(incarnation) => println!("    restarted {name} as incarnation {incarnation}"),
-                Err(error) => println!("    could not restart {name}: {error:#}"),
-            }
+            let line = match self.restart_and_rejoin(index) {
+                Ok(incarnation) => format!("    restarted {name} as incarnation {incarnation}"),
+                Err(error) => format!("    could not restart {name}: {error:#}"),
+            };
+            self.progress.line(&line);
         }
     }
 
@@ -978,8 +1033,8 @@ impl Cluster {
             .collect()
     }
 
-    /// Polls `check` until it is done, printing its progress when that changes (at most once a
-    /// second); fails after `timeout` (or at the run's deadline) with the last progress seen.
+    /// Polls `check` until it is done, reporting its progress as a note; fails after `timeout`
+    /// (or at the run's deadline) with the last progress seen.
     fn wait_for<T>(
         &mut self,
         timeout: Duration,
@@ -988,8 +1043,6 @@ impl Cluster {
     ) -> Result<T> {
         let started = Instant::now();
         let deadline = self.until(timeout);
-        let mut shown = String::new();
-        let mut shown_at: Option<Instant> = None;
         loop {
             match check(self)? {
                 Poll::Done(value) => return Ok(value),
@@ -1005,13 +1058,7 @@ impl Cluster {
                             started.elapsed().as_millis()
                         );
                     }
-                    // Changes are shown, but at most one line a second.
-                    let due = shown_at.is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL);
-                    if progress != shown && due {
-                        println!("    ... {what}: {progress}");
-                        shown = progress;
-                        shown_at = Some(Instant::now());
-                    }
+                    self.progress.note(&format!("{what}: {progress}"));
                 }
             }
             thread::sleep(POLL_INTERVAL);
@@ -1108,7 +1155,7 @@ impl Cluster {
         for index in 0..self.nodes.len() {
             for command in ["storm report", "stats"] {
                 let answer = self.ask(index, command).unwrap_or_else(|error| format!("{error:#}"));
-                println!("    {} {command}: {answer}", self.nodes[index].name);
+                self.progress.line(&format!("    {} {command}: {answer}", self.nodes[index].name));
             }
         }
     }
@@ -1423,7 +1470,6 @@ fn parse_storm_report(answer: &str) -> Result<StormReport> {
     parse().with_context(|| format!("cannot read the storm report `{answer}`"))
 }
 
-/// Node number `index` is called `a`, `b`, ...
 /// The value after `KEY=` in a node's answer of space-separated `key=value` fields.
 fn field<'a>(answer: &'a str, key: &str) -> Result<&'a str> {
     answer
@@ -1432,6 +1478,7 @@ fn field<'a>(answer: &'a str, key: &str) -> Result<&'a str> {
         .with_context(|| format!("no `{key}=` in `{answer}`"))
 }
 
+/// Node number `index` is called `a`, `b`, ...
 fn node_name(index: usize) -> String {
     char::from(b'a' + index as u8).to_string()
 }
@@ -1575,6 +1622,42 @@ mod tests {
         let mut sorted = items.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+    }
+
+    /// The report's last line is the one `cargo xtask ci` reads; a failure adds the replay.
+    #[test]
+    fn the_report_ends_with_the_counts() {
+        let outcome = |name, passed| Outcome {
+            name,
+            passed,
+            duration: Duration::from_millis(2960),
+            detail: "detail".into(),
+        };
+        let outcomes = [outcome("join", true), outcome("storm", false)];
+        let report = Report { outcomes: &outcomes, profile: &QUICK, seed: 9, replay: "again" };
+        let (body, summary) = report.text();
+        assert_eq!(
+            body,
+            "==> cluster-test report (quick run, seed 9)\n\
+             \x20   join                 ok         3.0s  detail\n\
+             \x20   storm                FAILED     3.0s  detail\n\
+             seed 9: replay with `again`\n"
+        );
+        assert_eq!(summary, "1 passed, 1 failed");
+    }
+
+    /// Only the logs that exist are named, in a form a shell expands.
+    #[test]
+    fn node_logs_name_the_files_that_exist() {
+        let dir = std::env::temp_dir().join(format!("xtask-node-logs-{}", std::process::id()));
+        prepare_log_dir(&dir).unwrap();
+        let shown = dir.display();
+        assert_eq!(node_logs(&dir, 3), format!("none in {shown}"));
+        fs::write(dir.join("a.log"), "").unwrap();
+        assert_eq!(node_logs(&dir, 3), format!("{shown}/a.log"));
+        fs::write(dir.join("c.log"), "").unwrap();
+        assert_eq!(node_logs(&dir, 3), format!("{shown}/{{a,c}}.log"));
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -43,6 +43,7 @@ mod examples;
 mod explore;
 mod features;
 mod mutants;
+mod progress;
 mod tee;
 mod test_counts;
 mod tidy;

@@ -30,7 +30,7 @@ pub(super) fn broadcast(cluster: &mut Cluster, profile: &Profile) -> Result<Stri
 
     let victim = cluster.rng.below(cluster.size);
     let victim_name = cluster.nodes[victim].name.clone();
-    println!("    SIGKILL {victim_name}");
+    cluster.progress.line(&format!("    SIGKILL {victim_name}"));
     cluster.nodes[victim].kill();
     let survivors: Vec<usize> = all.iter().copied().filter(|&index| index != victim).collect();
     sent = send(cluster, &survivors, sent, per_phase)?;
@@ -40,8 +40,10 @@ pub(super) fn broadcast(cluster: &mut Cluster, profile: &Profile) -> Result<Stri
         took.as_millis()
     ));
 
-    let node = cluster.start_node(victim, &[], true)?;
-    println!("    restarted {victim_name} as incarnation {}, empty", node.incarnation);
+    let incarnation = cluster.start_node(victim, &[], true)?.incarnation;
+    cluster
+        .progress
+        .line(&format!("    restarted {victim_name} as incarnation {incarnation}, empty"));
     let via = survivors[cluster.rng.below(survivors.len())];
     let via_addr = cluster.nodes[via].addr;
     cluster.ask(victim, &format!("join {via_addr}"))?;
@@ -80,7 +82,8 @@ fn wait_for_all(cluster: &mut Cluster, nodes: &[usize], sent: u64) -> Result<Dur
                 cluster.ask(index, "bcast views").unwrap_or_else(|error| format!("{error:#}"));
             let seen =
                 cluster.ask(index, "bcast seen").unwrap_or_else(|error| format!("{error:#}"));
-            println!("    {}: {views} seen={seen}", cluster.nodes[index].name);
+            let name = &cluster.nodes[index].name;
+            cluster.progress.line(&format!("    {name}: {views} seen={seen}"));
         }
     }
     delivered?;

@@ -57,14 +57,14 @@ pub(super) fn counter(cluster: &mut Cluster, profile: &Profile) -> Result<String
 
     let victim = cluster.rng.below(cluster.size);
     let victim_name = cluster.nodes[victim].name.clone();
-    println!("    SIGKILL {victim_name} while incrementing");
+    cluster.progress.line(&format!("    SIGKILL {victim_name} while incrementing"));
     cluster.nodes[victim].kill();
     up.retain(|&index| index != victim);
     let tally = run_rounds(cluster, &mut writers, &up, &[], rounds)?;
     report.push(format!("{victim_name} killed {}/{}", tally.acknowledged, tally.failed));
 
-    let node = cluster.start_node(victim, &[], true)?;
-    println!("    restarted {victim_name} as incarnation {}", node.incarnation);
+    let incarnation = cluster.start_node(victim, &[], true)?.incarnation;
+    cluster.progress.line(&format!("    restarted {victim_name} as incarnation {incarnation}"));
     let via = up[cluster.rng.below(up.len())];
     let via_addr = cluster.nodes[via].addr;
     cluster.ask(victim, &format!("join {via_addr}"))?;
@@ -75,7 +75,7 @@ pub(super) fn counter(cluster: &mut Cluster, profile: &Profile) -> Result<String
 
     let (minority, majority) = cluster.split();
     let sides = format!("{} | {}", cluster.names(&minority), cluster.names(&majority));
-    println!("    partition {sides} while incrementing");
+    cluster.progress.line(&format!("    partition {sides} while incrementing"));
     cluster.cut(&minority, &majority)?;
     let partitioned = run_rounds(cluster, &mut writers, &up, &minority, rounds);
     cluster.ask_all(&all, "heal-all").context("healing")?;

@@ -194,7 +194,7 @@ pub(super) fn groups(cluster: &mut Cluster, profile: &Profile) -> Result<String>
     // 4. A partition, changes on both sides, the heal.
     let (minority, majority) = cluster.split();
     let sides = format!("{} | {}", cluster.names(&minority), cluster.names(&majority));
-    println!("    partition {sides}");
+    cluster.progress.line(&format!("    partition {sides}"));
     let apart = apart(cluster, profile, &mut ledger, &minority, &majority);
     let healed_at = Instant::now();
     let healed = cluster.ask_all(&all, "heal-all");
@@ -223,7 +223,7 @@ fn kill_and_restart(
     let survivors: Vec<usize> = (0..cluster.size).filter(|&index| index != victim).collect();
     let lost = ledger.joined[victim].values().map(BTreeSet::len).sum::<usize>();
     let bound = profile.nodedown_bound();
-    println!("    SIGKILL {name}, the authority for {lost} members");
+    cluster.progress.line(&format!("    SIGKILL {name}, the authority for {lost} members"));
     let killed_at = Instant::now();
     cluster.nodes[victim].kill();
     ledger.restarted(victim);
@@ -238,7 +238,7 @@ fn kill_and_restart(
     check_bound(cluster, &latencies, bound, "after the kill")?;
 
     let incarnation = cluster.restart_and_rejoin(victim)?;
-    println!("    restarted {name} as incarnation {incarnation}");
+    cluster.progress.line(&format!("    restarted {name} as incarnation {incarnation}"));
     let started = Instant::now();
     let commands: Vec<(usize, String, usize)> =
         PLAN.iter().map(|&(group, count)| (victim, group.to_owned(), count)).collect();

@@ -33,6 +33,7 @@ use super::hub::{
     Batch, PLACE_TIMEOUT, Placement, in_batches_on, per_node, reports, wait_hub_nodes, wait_placed,
 };
 use super::{Cluster, Poll, Profile};
+use crate::progress::Progress;
 
 /// The word the node's commands for hub `cluster-test-handover` start with.
 const HANDOVER_HUB: &str = "handover-hub";
@@ -112,11 +113,12 @@ fn run(cluster: &mut Cluster, children: usize, roles: &Roles) -> Result<Vec<Stri
         PLACE_TIMEOUT,
         "every counter placed",
     )?;
-    report.push(format!(
+    let phase = format!(
         "{children} counters running once on their owners ({}) within {} ms",
         per_node(cluster, &placement),
         started.elapsed().as_millis()
-    ));
+    );
+    report.push(&cluster.progress, phase);
 
     // 2. The writers, until they are under way.
     let writing = Instant::now();
@@ -129,7 +131,7 @@ fn run(cluster: &mut Cluster, children: usize, roles: &Roles) -> Result<Vec<Stri
     })?;
 
     // 3. The joiner opens the hub: the counters it owns now move to it, hot.
-    println!("    {joiner} opens the hub");
+    cluster.progress.line(&format!("    {joiner} opens the hub"));
     let acked_before = total(&writes(cluster, &roles.writers)?).acked;
     let moves_before = moves(cluster, &roles.before)?;
     let joined_at = Instant::now();
@@ -152,15 +154,16 @@ fn run(cluster: &mut Cluster, children: usize, roles: &Roles) -> Result<Vec<Stri
     let handed = wait_handed(cluster, &roles.before, &moves_before, to_joiner)?;
     let acked_join = total(&writes(cluster, &roles.writers)?).acked;
     ensure!(acked_join > acked_before, "no increment acknowledged during the join");
-    report.push(format!(
+    let phase = format!(
         "{joiner} joined: {to_joiner} counters moved to it, all hot ({handed} handed over, \
          none failed), no other moved, all {children} once on their owners within {join_ms} ms \
          ({} increments acknowledged meanwhile)",
         acked_join - acked_before
-    ));
+    );
+    report.push(&cluster.progress, phase);
 
     // 4. The leaver closes its hub: it hands its counters over, hot, before it stops.
-    println!("    {leaver} closes its hub");
+    cluster.progress.line(&format!("    {leaver} closes its hub"));
     let on_leaver = after_join.values().filter(|&&node| node == roles.leaver).count();
     let left_at = Instant::now();
     let closed = cluster.ask(roles.leaver, &format!("{HANDOVER_HUB} close"))?;
@@ -184,13 +187,14 @@ fn run(cluster: &mut Cluster, children: usize, roles: &Roles) -> Result<Vec<Stri
     thread::sleep(WRITE_AFTER);
     let acked_leave = total(&writes(cluster, &roles.writers)?).acked;
     ensure!(acked_leave > acked_join, "no increment acknowledged during the leave");
-    report.push(format!(
+    let phase = format!(
         "{leaver} left: its {on_leaver} counters handed over hot as it closed (in {} ms), no \
          other moved, all {children} once on their owners within {leave_ms} ms ({} \
          increments acknowledged meanwhile)",
         number(&close, "ms")?,
         acked_leave - acked_join
-    ));
+    );
+    report.push(&cluster.progress, phase);
 
     // 5. The writers stop; every count within its bounds.
     let stopped = cluster.ask_all(&roles.writers, &format!("{HANDOVER_HUB} write-stop"))?;
@@ -210,7 +214,7 @@ fn run(cluster: &mut Cluster, children: usize, roles: &Roles) -> Result<Vec<Stri
     let exact = check_counts(&parse_counts(&counts, children)?, &all.counters, path)?;
     wait_placed(cluster, HANDOVER_HUB, &roles.after, children, PLACE_TIMEOUT, "still placed")?;
     let forwards = wait_windows(cluster, &roles.all)?;
-    report.push(format!(
+    let phase = format!(
         "{} writers on {} for {writing_ms} ms: {} increments acknowledged, {} timed out ({} \
          retries, slowest acknowledged after {} ms); every counter read by child id between \
          its acknowledged and those plus its timed out ({exact} of {children} exactly at \
@@ -224,7 +228,8 @@ fn run(cluster: &mut Cluster, children: usize, roles: &Roles) -> Result<Vec<Stri
         all.slowest_ms,
         forwards.forwarded,
         forwards.unforwarded
-    ));
+    );
+    report.push(&cluster.progress, phase);
     Ok(report.0)
 }
 
@@ -234,8 +239,8 @@ fn run(cluster: &mut Cluster, children: usize, roles: &Roles) -> Result<Vec<Stri
 struct Report(Vec<String>);
 
 impl Report {
-    fn push(&mut self, phase: String) {
-        println!("    {phase}");
+    fn push(&mut self, progress: &Progress, phase: String) {
+        progress.line(&format!("    {phase}"));
         self.0.push(phase);
     }
 }

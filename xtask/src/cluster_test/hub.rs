@@ -132,7 +132,7 @@ pub(super) fn hub(cluster: &mut Cluster, profile: &Profile) -> Result<String> {
     let survivors: Vec<usize> = all.iter().copied().filter(|&index| index != victim).collect();
     let lost = placement.values().filter(|&&node| node == victim).count();
     let bound = profile.nodedown_bound() + DOWN_AFTER + FAILOVER_ALLOWANCE;
-    println!("    SIGKILL {name}, which runs {lost} children");
+    cluster.progress.line(&format!("    SIGKILL {name}, which runs {lost} children"));
     let killed_at = Instant::now();
     cluster.nodes[victim].kill();
     let mut doubled = 0;
@@ -172,7 +172,7 @@ pub(super) fn hub(cluster: &mut Cluster, profile: &Profile) -> Result<String> {
 
     // 3. Restart it: about 1/N of the children move to it, and only those.
     let incarnation = cluster.restart_and_rejoin(victim)?;
-    println!("    restarted {name} as incarnation {incarnation}");
+    cluster.progress.line(&format!("    restarted {name} as incarnation {incarnation}"));
     let rejoined = Instant::now();
     let mut doubled = 0;
     let after_restart = wait_placed_counting(
@@ -214,7 +214,7 @@ pub(super) fn hub(cluster: &mut Cluster, profile: &Profile) -> Result<String> {
     // 4. A partition, then the heal.
     let (minority, majority) = cluster.split();
     let sides = format!("{} | {}", cluster.names(&minority), cluster.names(&majority));
-    println!("    partition {sides}");
+    cluster.progress.line(&format!("    partition {sides}"));
     let apart = apart(cluster, profile, children, &minority, &majority);
     let healed_at = Instant::now();
     let healed = cluster.ask_all(&all, "heal-all");

@@ -101,7 +101,8 @@ fn print_diagnostics(cluster: &mut Cluster) {
     for index in 0..cluster.nodes.len() {
         for command in ["lock report".to_owned(), format!("lock info {KEY}")] {
             let answer = cluster.ask(index, &command).unwrap_or_else(|error| format!("{error:#}"));
-            println!("    {} {command}: {answer}", cluster.nodes[index].name);
+            let name = &cluster.nodes[index].name;
+            cluster.progress.line(&format!("    {name} {command}: {answer}"));
         }
     }
 }
@@ -130,7 +131,7 @@ fn run_phases(
     let held = hold_long(cluster, checker, victim, long_hold_ms)?;
     let killed_at = Instant::now();
     cluster.nodes[victim].kill();
-    println!("    SIGKILL {name} while it holds token {held}");
+    cluster.progress.line(&format!("    SIGKILL {name} while it holds token {held}"));
     let next = next_hold(cluster, checker, held, "the lock taken after the kill")?;
     report.push(format!(
         "{name} SIGKILLed holding token {held}: {} took token {} {} ms later",
@@ -139,7 +140,7 @@ fn run_phases(
         (next.at - killed_at).as_millis()
     ));
     let incarnation = cluster.restart_and_rejoin(victim)?;
-    println!("    restarted {name} as incarnation {incarnation}");
+    cluster.progress.line(&format!("    restarted {name} as incarnation {incarnation}"));
     cluster.ask(victim, run)?;
 
     // A holder cut off by a partition.
@@ -149,7 +150,7 @@ fn run_phases(
     let sides = format!("{} | {}", cluster.names(&minority), cluster.names(&majority));
     let held = hold_long(cluster, checker, cut_off, long_hold_ms)?;
     let cut_at = Instant::now();
-    println!("    partition {sides} while {cut_name} holds token {held}");
+    cluster.progress.line(&format!("    partition {sides} while {cut_name} holds token {held}"));
     let partitioned = cut_off_holder(cluster, checker, &minority, &majority, held, cut_at);
     let all: Vec<usize> = (0..cluster.size).collect();
     let healed = cluster.ask_all(&all, "heal-all");

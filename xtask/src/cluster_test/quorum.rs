@@ -86,7 +86,7 @@ fn run(cluster: &mut Cluster, profile: &Profile, children: usize) -> Result<Stri
     // 2. A partition, then 3. the heal, whatever happened apart.
     let (minority, majority) = cluster.split();
     let sides = format!("{} | {}", cluster.names(&minority), cluster.names(&majority));
-    println!("    partition {sides}");
+    cluster.progress.line(&format!("    partition {sides}"));
     let sides_apart = Sides { minority: &minority, majority: &majority, before: &before };
     let apart = apart(cluster, profile, children, &sides_apart);
     let healed_at = Instant::now();

@@ -73,11 +73,11 @@ pub(super) fn singleton(cluster: &mut Cluster, profile: &Profile) -> Result<Stri
         hosted.iter().filter(|key| key.starts_with('p')).map(|key| (*key).clone()).collect();
     let dropped: Vec<String> =
         hosted.iter().filter(|key| key.starts_with('t')).map(|key| (*key).clone()).collect();
-    println!(
+    cluster.progress.line(&format!(
         "    SIGKILL {name}, host of {} permanent and {} temporary names",
         moved.len(),
         dropped.len()
-    );
+    ));
     let killed_at = Instant::now();
     cluster.nodes[victim].kill();
     checker.killed(&name, incarnation);
@@ -104,7 +104,7 @@ pub(super) fn singleton(cluster: &mut Cluster, profile: &Profile) -> Result<Stri
         ensure!(restarted.is_empty(), "temporary names restarted without a use: {restarted:?}");
     }
     let incarnation = cluster.restart_and_rejoin(victim)?;
-    println!("    restarted {name} as incarnation {incarnation}");
+    cluster.progress.line(&format!("    restarted {name} as incarnation {incarnation}"));
     let placed = use_names(cluster, &checker, &all, "use after the kill")?;
     report.push(format!(
         "{name} SIGKILLed: its {} permanent names ran elsewhere within {moved_ms} ms, unused; \
@@ -120,7 +120,9 @@ pub(super) fn singleton(cluster: &mut Cluster, profile: &Profile) -> Result<Stri
     let on_minority =
         placed.values().filter(|at| minority.iter().any(|&i| cluster.nodes[i].name == at.node));
     let on_minority = on_minority.count();
-    println!("    partition {sides}, the minority hosting {on_minority} names");
+    cluster
+        .progress
+        .line(&format!("    partition {sides}, the minority hosting {on_minority} names"));
     let cut_at = Instant::now();
     let apart = apart(cluster, &checker, &minority, &majority);
     let healed = cluster.ask_all(&all, "heal-all");

@@ -100,7 +100,7 @@ fn run(cluster: &mut Cluster, profile: &Profile, children: usize) -> Result<Stri
     let lost = placement.values().filter(|&&node| node == victim).count();
     let inits_before = inits(cluster, &survivors)?;
     let bound = profile.nodedown_bound() + DOWN_AFTER + FAILOVER_ALLOWANCE;
-    println!("    SIGKILL {name}, which runs {lost} children");
+    cluster.progress.line(&format!("    SIGKILL {name}, which runs {lost} children"));
     let killed_at = Instant::now();
     cluster.nodes[victim].kill();
     let mut doubled = 0;
@@ -150,7 +150,7 @@ fn run(cluster: &mut Cluster, profile: &Profile, children: usize) -> Result<Stri
 
     // 3. Restart it: it runs the supervisor again, and the children it owns move back to it.
     let incarnation = cluster.restart_and_rejoin(victim)?;
-    println!("    restarted {name} as incarnation {incarnation}");
+    cluster.progress.line(&format!("    restarted {name} as incarnation {incarnation}"));
     let rejoined = Instant::now();
     wait_hub_nodes(cluster, DSUP, &all)?;
     let mut doubled = 0;
@@ -173,7 +173,7 @@ fn run(cluster: &mut Cluster, profile: &Profile, children: usize) -> Result<Stri
     // 4. A partition, then the heal.
     let (minority, majority) = cluster.split();
     let sides = format!("{} | {}", cluster.names(&minority), cluster.names(&majority));
-    println!("    partition {sides}");
+    cluster.progress.line(&format!("    partition {sides}"));
     let apart = apart(cluster, profile, children, &minority, &majority);
     let healed_at = Instant::now();
     let healed = cluster.ask_all(&all, "heal-all");
