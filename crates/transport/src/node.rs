@@ -177,10 +177,15 @@ impl Node {
     /// member's for a remote one (in managed mode, also one the directory knows); `None` when
     /// the pid's node is not known here.
     pub fn node_name(&self, pid: Pid) -> Option<String> {
-        if pid.node() == self.id() {
+        self.name_of(pid.node())
+    }
+
+    /// The name of node `id`: this node's, a member's, or (in managed mode) one the directory
+    /// knows; `None` when it is not known here.
+    pub fn name_of(&self, id: NodeId) -> Option<String> {
+        if id == self.id() {
             return Some(self.name().to_owned());
         }
-        let id = pid.node();
         let member = self.cluster.members.get(id).map(|peer| peer.name());
         member.or_else(|| self.cluster.members.directory().get(id).map(|spec| spec.name))
     }

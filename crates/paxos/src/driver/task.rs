@@ -353,8 +353,18 @@ impl<S: Storage + Send + 'static> Driver<S> {
     }
 
     /// The names of `ids`, as far as known (from the configuration, the nodes that wrote to
-    /// this one, and the connected nodes).
+    /// this one, and the nodes the transport knows: connected, members, or in managed mode
+    /// its directory, so that a node outside an acceptor's overlay neighbours still learns
+    /// its name and reaches it).
     fn names_of(&mut self, ids: &[NodeId]) -> Vec<String> {
+        for id in ids {
+            if !self.names.contains_key(id)
+                && let Some(name) = self.node.name_of(shoal_process::NodeId::from_u64(id.0))
+                && node_id(&name) == *id
+            {
+                self.names.insert(*id, name);
+            }
+        }
         if ids.iter().any(|id| !self.names.contains_key(id)) {
             for name in self.node.nodes() {
                 self.names.entry(node_id(&name)).or_insert(name);

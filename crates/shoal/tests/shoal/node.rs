@@ -10,6 +10,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use shoal::broadcast::BroadcastConfig;
 use shoal::hub::{HubChild, HubConfig, StartOptions};
 use shoal::node::{NodeBuilder, StartError};
 use shoal::prelude::*;
@@ -220,4 +221,58 @@ async fn shutdown_leaves_and_abort_crashes() {
     let reason = within(crashed).await;
     assert_ne!(reason, DownReason::Left, "an abort says no goodbye");
     within(a.shutdown()).await;
+}
+
+/// Over managed membership (HyParView's active view of two owns the overlay's connections),
+/// the facade's layers still reach every member: the acceptor set grows to three, a name
+/// registered on the last node is found from the first, and a process on the first calls one
+/// on the last, wherever the overlay put them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_cluster_grows_its_acceptors_and_reaches_every_member() {
+    let key = ClusterKey::generate();
+    let managed = |name: &str| {
+        builder(name, &key).membership(Membership::Managed).broadcast(Some(BroadcastConfig {
+            active_view_capacity: 2,
+            ..BroadcastConfig::default()
+        }))
+    };
+    let first = within(managed("m0").start()).await.expect("m0 starts");
+    let mut nodes = vec![first];
+    for name in ["m1", "m2", "m3", "m4"] {
+        let seed = nodes[nodes.len() - 1].listen_addr();
+        let node = within(managed(name).join(seed).start()).await.expect("joins");
+        nodes.push(node);
+    }
+    for node in &nodes {
+        within(node.ready()).await;
+    }
+    let everyone = nodes.clone();
+    // A node the new configuration was not sent to (outside every acceptor's active view)
+    // learns it from the acceptors when it next proposes: a read brings it.
+    eventually("every node runs three acceptors", || {
+        let everyone = everyone.clone();
+        async move {
+            for node in &everyone {
+                let _ = node.paxos().expect("runs").get("probe").await;
+                if acceptors(node).await.1.len() != 3 {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+
+    let last = &nodes[4];
+    last.runtime().register_factory("echo", |(): ()| Echo).expect("a fresh factory");
+    let echo = last.runtime().spawn(Echo);
+    let registry = last.registry().expect("runs");
+    within(registry.register("far-echo", echo.pid(), Vec::new())).await.expect("registered");
+    let found = within(nodes[0].registry().expect("runs").lookup("far-echo")).await;
+    assert_eq!(found.expect("looked up"), Some(echo.pid()));
+    let far = nodes[0].runtime().addr::<Echo>(echo.pid()).expect("an address");
+    assert_eq!(within(far.call("across".to_owned())).await.expect("answered"), "across");
+    for node in nodes {
+        within(node.shutdown()).await;
+    }
 }
