@@ -233,6 +233,31 @@ async fn a_temporary_name_starts_afresh_on_its_next_use() {
     cluster.stop().await;
 }
 
+/// A name registered by a process of a host that is lost is free again once that host's lease
+/// is over: a `register` on another node takes it (without a lookup to free it first), and a
+/// live holder's name stays taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_of_a_lost_host_can_be_registered_again_once_its_lease_is_over() {
+    let cluster = Cluster::start(4).await;
+    let session = spawn_worker(&cluster.nodes[3]);
+    within(cluster.registries[3].register("session/alice", session, Vec::new()))
+        .await
+        .expect("registered on n3");
+    let mine = spawn_worker(&cluster.nodes[0]);
+    let taken = within(cluster.registries[0].register("session/alice", mine, Vec::new())).await;
+    assert!(matches!(taken, Err(RegistryError::Taken { .. })), "{taken:?}");
+
+    cluster.nodes[3].shutdown();
+    let registry = cluster.registries[0].clone();
+    eventually("n0 registers the lost host's name", || {
+        let registry = registry.clone();
+        async move { registry.register("session/alice", mine, Vec::new()).await.is_ok() }
+    })
+    .await;
+    assert_eq!(within(cluster.registries[1].lookup("session/alice")).await.ok(), Some(Some(mine)));
+    cluster.stop().await;
+}
+
 /// A permanent name is started again when its process exits, and on another node when its
 /// host stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

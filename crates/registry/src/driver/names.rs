@@ -116,7 +116,8 @@ impl Registry {
     ///
     /// # Errors
     ///
-    /// [`RegistryError::Taken`] (with the holder) if another process has the name;
+    /// [`RegistryError::Taken`] (with the holder) if another process has the name (a process
+    /// of a host whose lease is over holds it no more: the name is freed and taken);
     /// [`RegistryError::NotLocal`], [`RegistryError::NoProc`], [`RegistryError::NoLease`],
     /// or a consensus failure.
     pub async fn register(
@@ -138,28 +139,40 @@ impl Registry {
         let meta = meta.into();
         let spec = encode(&SpecRecord { meta: meta.clone(), ..SpecRecord::default() });
         let me = inner.me.clone();
-        let (registered, _) = inner
-            .store
-            .update(&name_key(&key), None, |current: Option<&NameRecord>| {
-                Ok(match NameState::register(current, me.clone(), epoch, pid) {
-                    Ok(record) => {
-                        let token = record.token;
-                        let record = NameState {
-                            spec: spec.clone(),
-                            restart: NameRestart::Temporary,
-                            ..record
-                        };
-                        Step::Write(record, Ok(token))
-                    }
-                    Err(Run { host, pid: holder, .. }) => Step::Keep(Err(RegistryError::Taken {
-                        name: key.to_string(),
-                        holder,
-                        host,
-                    })),
+        let mut freed = false;
+        let token = loop {
+            let (registered, _) = inner
+                .store
+                .update(&name_key(&key), None, |current: Option<&NameRecord>| {
+                    Ok(match NameState::register(current, me.clone(), epoch, pid) {
+                        Ok(record) => {
+                            let token = record.token;
+                            let record = NameState {
+                                spec: spec.clone(),
+                                restart: NameRestart::Temporary,
+                                ..record
+                            };
+                            Step::Write(record, Ok(token))
+                        }
+                        Err(run) => Step::Keep(Err(run)),
+                    })
                 })
-            })
-            .await?;
-        let token = registered?;
+                .await?;
+            let Run { host, epoch: held, pid: holder } = match registered {
+                Ok(token) => break token,
+                Err(run) => run,
+            };
+            // A run under a host's lease that is over holds the name no more (its process was
+            // stopped when the lease ended): free it, as a resolve would, and try once more.
+            let over = inner.known_over(&host, held)
+                || (!inner.reachable(&host) && inner.epoch_over(&host, held).await?);
+            if over && !freed {
+                inner.clear_run(&key, &host, held).await?;
+                freed = true;
+                continue;
+            }
+            return Err(RegistryError::Taken { name: key.to_string(), holder, host });
+        };
         inner.lock_state().hosted.insert(
             key.clone(),
             Hosted { token, pid: Some(pid), restart: NameRestart::Temporary, meta, lapsed: false },
