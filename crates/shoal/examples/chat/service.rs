@@ -150,15 +150,8 @@ impl Chat {
         let session = runtime.spawn(Session { user: user.to_owned() }).pid();
         let registry = self.node.registry().map_err(|error| error.to_string())?;
         let (me, name) = (self.node.name(), format!("user/{user}"));
-        let mut registered = registry.register(&name, session, me.as_bytes()).await;
-        if let Err(RegistryError::Taken { host, .. }) = &registered
-            && host != me
-            && let Ok(None) = registry.lookup(&name).await
-        {
-            // The holder's node was lost and its lease is over: the lookup freed the name.
-            registered = registry.register(&name, session, me.as_bytes()).await;
-        }
-        match registered {
+        // A name whose holder's node was lost is free again once that node's lease is over.
+        match registry.register(&name, session, me.as_bytes()).await {
             Ok(()) => {
                 lock(&self.sessions).insert(user.to_owned(), session);
                 Ok(format!("{user} logged in on {me}"))
