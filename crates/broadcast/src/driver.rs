@@ -33,13 +33,15 @@
 //!   connection, which the driver opens (`Node::join`) and claims (`Node::keep`), the
 //!   messages for it waiting (bounded by [`BroadcastConfig::max_unsent_per_peer`]) until it
 //!   is up; every active neighbour's connection is claimed too. The overlay lets a connection
-//!   to a peer outside the active view go once idle for [`BroadcastConfig::linger`] (telling
-//!   the peer DISCONNECT, so that it holds no one-sided link), and at once when that peer
-//!   sends DISCONNECT ([`KeepConnection::let_go`](shoal_transport::KeepConnection::let_go)):
-//!   the transport then closes it unless another layer, here or there, still uses it (Paxos
-//!   to an acceptor, a process's call). So connections open are the active view's and
-//!   whatever else the node uses; the trees' neighbours are the active view, whatever stays
-//!   open.
+//!   to a peer outside the active view go once idle for [`BroadcastConfig::linger`], and at
+//!   once when that peer sends DISCONNECT
+//!   ([`KeepConnection::let_go`](shoal_transport::KeepConnection::let_go)): the transport then
+//!   closes it unless another layer, here or there, still uses it (Paxos to an acceptor, a
+//!   process's call, the peer's overlay if it still holds this node as a neighbour). So the
+//!   connections open are the active view's and whatever else the node uses; the trees'
+//!   neighbours are the active view, whatever stays open. A one-sided link (the peer holds
+//!   this node as a neighbour, this node does not) ends when its tree traffic is answered
+//!   with DISCONNECT, as over a full mesh.
 //! - Full mesh or static: the same cores run over the connections the transport keeps; the
 //!   driver opens and closes none. A message to a peer that is not connected counts as that
 //!   peer failing.

@@ -167,10 +167,8 @@ struct Connecting<P> {
 /// - **Connections follow the active view** (managed): a message for an unconnected peer
 ///   asks for a connection; every tick an active neighbour without one gets one; a connection
 ///   to a peer outside the active view closes once idle for
-///   [`linger`](OverlayConfig::linger) (the peer told DISCONNECT first, so that it keeps no
-///   one-sided link to this node, whether or not the connection really closes: other layers
-///   may share it), and at once when the peer sends DISCONNECT. A connection that fails to
-///   open fails the peer, unless it was a retry.
+///   [`linger`](OverlayConfig::linger), and at once when the peer sends DISCONNECT. A
+///   connection that fails to open fails the peer, unless it was a retry.
 ///
 /// ```
 /// use std::time::{Duration, Instant};
@@ -561,10 +559,7 @@ impl<P: Peer> Overlay<P> {
     }
 
     /// [`ConnectionMode::Managed`]: closes connections to peers outside the active view that
-    /// have been quiet for [`linger`](OverlayConfig::linger), telling each peer DISCONNECT
-    /// first: a peer that holds this node as a neighbour (a link this node never saw
-    /// accepted) drops it then, rather than when the connection closes, which it may not do
-    /// while another layer of either node uses it.
+    /// have been quiet for [`linger`](OverlayConfig::linger).
     fn close_idle_connections(&mut self, now: Instant) {
         if self.config.mode != ConnectionMode::Managed {
             return;
@@ -576,10 +571,6 @@ impl<P: Peer> Overlay<P> {
             }
             let last = *self.last_traffic.entry(name.clone()).or_insert(now);
             if now.saturating_duration_since(last) >= self.config.linger {
-                if let Some(peer) = self.connected.get(&name).cloned() {
-                    let message = HyParViewMessage::Disconnect;
-                    self.outputs.push_back(OverlayOutput::Send { to: peer, message });
-                }
                 self.disconnect(name);
             }
         }

@@ -10,9 +10,12 @@
 //! asked for and on each active neighbour's, and lets it go when the overlay would close the
 //! connection; the transport closes it only if no layer on either node claims it and nothing
 //! uses it. A connection that outlives the overlay's use of it changes nothing in the
-//! overlay: its neighbours come and go by HyParView's messages (NEIGHBOUR, DISCONNECT, which
-//! the overlay sends when it lets a connection go) and by node down events, never by a
-//! connection's staying open.
+//! overlay: its neighbours come and go by HyParView's messages (NEIGHBOUR, DISCONNECT) and by
+//! node down events, never by a connection's staying open. A peer that holds this node as a
+//! neighbour when this node no longer does (a one-sided link) keeps its claim, so the
+//! connection stays; the link ends as over a full mesh, when the peer's tree traffic here is
+//! answered with DISCONNECT ([`Overlay::handle_neighbour_traffic`]), rather than by the
+//! connection's closing.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
