@@ -780,7 +780,7 @@ async fn run_session(
     tracing::info!(node = %cluster.spec().name, peer = %node, "node up");
     let managed = cluster.is_managed();
     if managed {
-        peer.push_control(Frame::Keep { keep: cluster.keeps.is_kept(&node) });
+        peer.push_keep(cluster.keeps.is_kept(&node));
     }
     cluster.publish(NodeEvent::Up { node, incarnation });
     peer.push_control(cluster.gossip_frame());
@@ -815,7 +815,7 @@ async fn run_session(
                     break DownReason::Idle;
                 }
                 if managed && ticks_seen.is_multiple_of(KEEP_EVERY_TICKS) {
-                    peer.push_control(Frame::Keep { keep: cluster.keeps.is_kept(&peer.name()) });
+                    peer.push_keep(cluster.keeps.is_kept(&peer.name()));
                 }
                 peer.push_control(Frame::Ping { id: cluster.answers.fresh_id() });
                 peer.push_control(Frame::Received { counts: peer.inbound_counts() });

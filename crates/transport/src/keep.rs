@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 
 use crate::membership::Members;
 use crate::peer::lock;
-use crate::wire::Frame;
 
 /// How many keeps this node holds on each node, by name.
 pub(crate) struct Keeps {
@@ -61,7 +60,7 @@ impl Keeps {
         if let Some(peer) = self.members.by_name(name) {
             peer.clear_let_go();
             if first && self.managed {
-                peer.push_control(Frame::Keep { keep: true });
+                peer.push_keep(true);
             }
         }
         first
@@ -86,7 +85,7 @@ impl Keeps {
             return;
         }
         if let Some(peer) = self.members.by_name(name) {
-            peer.push_control(Frame::Keep { keep: false });
+            peer.push_keep(false);
             if how == Release::LetGo {
                 peer.mark_let_go();
             }

@@ -74,8 +74,9 @@
 //! # Rolling upgrades
 //!
 //! Each build speaks a range of protocol versions ([`handshake::VERSIONS`]; this one speaks
-//! only version 2). On every connection the initiator offers its range and the responder
-//! picks the highest version both speak ([`handshake::negotiate`]), or refuses the connection,
+//! versions 2 and 3, which differ only in that 3 adds [`wire::Frame::Keep`]). On every
+//! connection the initiator offers its range and the responder picks the highest version
+//! both speak ([`handshake::negotiate`]), or refuses the connection,
 //! naming both ranges, when they share none. The version chosen is the connection's: its
 //! frames are encoded and decoded in a [`wire::Format`] of that version, and
 //! [`Node::peer_version`] tells which version a node speaks with each peer. A later release
@@ -139,8 +140,8 @@ mod answers;
 mod cluster;
 mod config;
 mod conn;
-mod entropy;
 mod directory;
+mod entropy;
 mod fault;
 pub mod handshake;
 mod keep;

@@ -13,7 +13,7 @@ use shoal_process::{NodeId, Pid, Ref};
 use tokio::sync::{Notify, watch};
 
 use crate::queue::{OutQueue, Pushed, Queued};
-use crate::wire::{Addressee, Frame};
+use crate::wire::{Addressee, Frame, KEEP_SINCE_VERSION};
 use crate::{CONTROL_CHANNEL, ChannelConfig, NodeSpec};
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -469,6 +469,14 @@ impl Peer {
     /// Queues a frame on the control channel.
     pub(crate) fn push_control(&self, frame: Frame) -> bool {
         self.push(CONTROL_CHANNEL, Lane::new(0, 0), frame, Bound::Exempt).is_ok()
+    }
+
+    /// Tells the peer whether a layer here keeps their connection (`crate::keep`), if it
+    /// speaks a version that knows how ([`KEEP_SINCE_VERSION`]).
+    pub(crate) fn push_keep(&self, keep: bool) {
+        if self.version().is_some_and(|version| version >= KEEP_SINCE_VERSION) {
+            self.push_control(Frame::Keep { keep });
+        }
     }
 
     /// The peer's process addressed as `to` asked this node to hold casts and calls to it.

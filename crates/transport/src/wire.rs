@@ -9,8 +9,9 @@
 //! handshake negotiated ([`crate::handshake::negotiate`]) and the largest frame. A release
 //! that changes how a frame is laid out keeps the old layout for the version before it, and
 //! chooses by [`Format::version`]: a node then speaks the old layout on its connections with
-//! nodes not yet upgraded and the new one on the rest. Version 2, the only one this build
-//! speaks, is the layout described here.
+//! nodes not yet upgraded and the new one on the rest. This build speaks versions 2 and 3,
+//! in the layout described here: version 3 adds [`Frame::Keep`], which a node sends only on
+//! connections of version 3 or later ([`KEEP_SINCE_VERSION`]) and accepts on any.
 //!
 //! Nothing here does I/O: [`encode_frame`] appends to a buffer and [`FrameDecoder`] takes
 //! bytes as they arrive, so the same code serves TCP, a simulated network and the fuzz tests.
@@ -38,6 +39,9 @@ use crate::NodeSpec;
 use crate::handshake::VERSIONS;
 
 mod hot;
+
+/// The first protocol version with [`Frame::Keep`].
+pub const KEEP_SINCE_VERSION: u32 = 3;
 
 /// Bytes of the length prefix in front of every frame.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
@@ -259,7 +263,8 @@ pub enum Frame {
     /// Whether a layer on the sending node keeps its connections to the receiving node
     /// ([`crate::Node::keep`]): while it does, the receiving node does not close them when
     /// they are idle ([`crate::Membership::Managed`]). Sent when that changes, when a
-    /// session begins, and every few heartbeats.
+    /// session begins, and every few heartbeats; only on connections of version
+    /// [`KEEP_SINCE_VERSION`] or later.
     Keep {
         /// Whether it keeps them.
         keep: bool,
