@@ -732,3 +732,69 @@ pub(crate) fn sender_key() -> u64 {
 pub(crate) fn task_key(id: tokio::task::Id) -> u64 {
     NodeIdHash.hash_one(id)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::DEFAULT_CHANNEL;
+
+    fn connecting_peer() -> (Peer, Arc<Session>) {
+        let spec = NodeSpec {
+            name: "b".into(),
+            incarnation: 1,
+            listen_addrs: Vec::new(),
+            channels: BTreeMap::new(),
+        };
+        let channels = BTreeMap::from([
+            (CONTROL_CHANNEL.to_owned(), ChannelConfig::new()),
+            (DEFAULT_CHANNEL.to_owned(), ChannelConfig::new()),
+        ]);
+        let peer = Peer::new(spec, 16);
+        let session = peer.connecting(&channels);
+        (peer, session)
+    }
+
+    fn control_frames(session: &Session) -> Vec<Frame> {
+        let queue = session.queue(CONTROL_CHANNEL, 0).expect("a control queue");
+        queue.close().into_iter().map(|queued| queued.frame).collect()
+    }
+
+    /// Rolling upgrades: `Frame::Keep` (version 3) never goes to a peer that speaks version 2,
+    /// which would not decode it and would close the connection.
+    #[test]
+    fn a_keep_goes_only_to_a_peer_of_version_3_or_later() {
+        let (peer, session) = connecting_peer();
+        peer.push_keep(true);
+        peer.set_version(2);
+        peer.push_keep(true);
+        assert_eq!(control_frames(&session), vec![], "none before a version, none to version 2");
+        let (peer, session) = connecting_peer();
+        peer.set_version(KEEP_SINCE_VERSION);
+        peer.push_keep(false);
+        assert_eq!(control_frames(&session), vec![Frame::Keep { keep: false }]);
+    }
+
+    /// The idle check's inputs: only frames off the control channel count as use, and a
+    /// let-go counts until the next such frame.
+    #[test]
+    fn only_data_frames_count_as_use_and_a_let_go_lasts_until_the_next() {
+        let (peer, _session) = connecting_peer();
+        peer.set_version(KEEP_SINCE_VERSION);
+        peer.push_control(Frame::Ping { id: 1 });
+        assert_eq!(peer.data_frames(), 0, "heartbeats are not use");
+        peer.mark_let_go();
+        assert!(peer.quiet_since_let_go(peer.data_frames()));
+        let lane = Lane::new(1, 2);
+        let cast = Frame::Cast {
+            to: Pid::name_placeholder(NodeId::from_name("b")),
+            payload: Default::default(),
+        };
+        assert!(peer.push(DEFAULT_CHANNEL, lane, cast, Bound::Counted).is_ok());
+        assert_eq!(peer.data_frames(), 1);
+        assert!(!peer.quiet_since_let_go(peer.data_frames()), "used since the let-go");
+        peer.clear_let_go();
+        assert!(!peer.quiet_since_let_go(peer.data_frames()));
+    }
+}
