@@ -662,7 +662,10 @@ impl Paxos {
     }
 
     /// Rewrites every key that a majority of `acceptors` holds through the set this node runs
-    /// now (step 3 of the procedure), by `deadline`.
+    /// now (step 3 of the procedure), by `deadline`. A read that fails is tried again a round
+    /// later, not at once: some fail without waiting (an overloaded proposer), and a retry
+    /// loop that never waits would spin until the deadline, which on a simulation's paused
+    /// clock never comes. Once the service stopped, no read can succeed: it ends there.
     async fn rewrite(
         &self,
         acceptors: &[String],
@@ -674,7 +677,8 @@ impl Paxos {
             loop {
                 match self.change(key.clone(), Change::Read).await {
                     Ok(_) => break,
-                    Err(_) if clock.now() < deadline => {}
+                    Err(PaxosError::Stopped { .. }) => return Err(ReconfigureError::Stopped),
+                    Err(_) if clock.now() < deadline => clock.sleep(self.inner.retry_every).await,
                     Err(_) => {
                         return Err(ReconfigureError::Timeout { step: ReconfigureStep::Rewrite });
                     }

@@ -473,6 +473,41 @@ async fn acceptors_are_added_and_removed_one_at_a_time_with_one_down() {
     stop(&nodes, &services).await;
 }
 
+/// Rule: a membership change ends as soon as the service on its node stops, whatever step it
+/// is in (`ReconfigureError::Stopped`). The rewrite step used to retry each read at once, with
+/// no pause, until the step's deadline, also against a stopped service whose reads all fail at
+/// once: a busy loop for the rest of the step's timeout, which froze a simulation's paused
+/// clock for good (tests/tests/nodes/node.rs, seed 21, a node aborted mid-growth).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_change_ends_when_the_service_stops_during_its_rewrite() {
+    let (nodes, services) = cluster(|_| StorageConfig::Memory).await;
+    for n in 0..20u32 {
+        within(services[0].put(format!("key-{n}").as_str(), n.to_be_bytes().to_vec()))
+            .await
+            .expect("written");
+    }
+    // What a sends to b and c now takes 200 ms: each read of a's rewrite takes that long at
+    // least, and listing b's keys still answers within its wait (10 rounds, 500 ms).
+    for other in &NAMES[1..] {
+        nodes[0].inject_fault(other, Direction::Outbound, Fault::Delay(Duration::from_millis(200)));
+    }
+    let change = Duration::from_secs(10);
+    let paxos = services[0].clone();
+    let same_set = NAMES.iter().map(|name| name.to_string()).collect();
+    // The set that runs already: the change lists the keys and rewrites them all (20 keys,
+    // some seconds at this pace).
+    let reconfigure = tokio::spawn(async move { paxos.reconfigure(same_set, change).await });
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(!reconfigure.is_finished(), "the rewrite is still under way");
+    within(services[0].stop()).await;
+    let stopped = tokio::time::Instant::now();
+    let outcome = within(reconfigure).await.expect("the change's task");
+    assert_eq!(outcome, Err(ReconfigureError::Stopped));
+    assert!(stopped.elapsed() < Duration::from_secs(1), "ended {:?} after", stopped.elapsed());
+    nodes[0].heal_all();
+    stop(&nodes, &services[1..]).await;
+}
+
 /// Issue 9, point 4. Rule: one ballot, one value — every start of the service is a new
 /// proposer run, also when the service is stopped and started again on the same node (the
 /// node's incarnation stays the same), so the new proposer never reissues a ballot of the old
