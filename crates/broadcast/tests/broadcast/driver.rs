@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use shoal_broadcast::{Broadcast, BroadcastConfig, Contact, Log, Topic};
-use shoal_transport::{ClusterKey, Direction, Fault, Membership, Node};
+use shoal_transport::{ClusterKey, Direction, Fault, Membership, Node, NodeEvent};
 
 /// Every wait in these tests is bounded by this.
 const BOUND: Duration = Duration::from_secs(30);
@@ -462,5 +462,46 @@ async fn over_a_full_mesh_a_node_restarted_on_a_new_port_replaces_its_old_addres
         }
     })
     .await;
+    cluster.shutdown();
+}
+
+/// Layers share connections (issue 21, point 2): the overlay lets go of a connection outside
+/// its active view once idle for `linger`, and never closes one that another layer of the node
+/// keeps (as Paxos keeps its acceptors'): a kept connection to a node outside the active view
+/// stays up, without a moment down, long past the linger, and a broadcast still reaches every
+/// node. (Before, the driver closed every connection outside the active view.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overlay_never_closes_a_connection_another_layer_keeps() {
+    let mut config = config();
+    config.active_view_capacity = 2;
+    let cluster = Cluster::start(5, &config).await;
+    let (a, driver) = (&cluster.nodes[0], &cluster.drivers[0]);
+    let views = within(driver.views()).await.expect("the driver runs");
+    let Some(b) = cluster.nodes[1..]
+        .iter()
+        .map(|node| node.name().to_owned())
+        .find(|name| !views.active.iter().any(|c| c.name == *name))
+    else {
+        panic!("every node is n00's neighbour:\n{}", cluster.report().await);
+    };
+    let keep = a.keep(&b);
+    eventually(&cluster, &format!("n00 is connected to {b}, which it keeps"), || {
+        a.is_connected(&b)
+    })
+    .await;
+    let mut events = a.subscribe();
+    tokio::time::sleep(config.linger * 4).await;
+    while let Ok(event) = events.try_recv() {
+        if let NodeEvent::Down { node, reason, .. } = event
+            && node == b
+        {
+            panic!("the kept connection to {b} went down ({reason}):\n{}", cluster.report().await);
+        }
+    }
+    assert!(a.is_connected(&b), "{}", cluster.report().await);
+    let all: Vec<usize> = (0..5).collect();
+    cluster.broadcast(0, "shared").await;
+    eventually(&cluster, "all 5 nodes deliver", || cluster.delivered(&all, "shared")).await;
+    drop(keep);
     cluster.shutdown();
 }
