@@ -536,6 +536,45 @@ async fn lock_options_say_what_happens_without_a_quorum() {
 
 use shoal_registry::{GroupEvent, Groups, GroupsConfig, GroupsError};
 
+/// Over managed membership, whose transport closes a connection nobody claims once it is
+/// idle, the groups' replication claims its peers' connections: a member stays in the other
+/// node's view however long the nodes have nothing to say, and the connection never goes
+/// down. (Anti-entropy every 2 s, connections idle-closed after 150 ms.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_groups_peer_is_kept_across_idle_periods_on_managed_membership() {
+    let managed = |name: &str| {
+        builder(name)
+            .membership(shoal_transport::Membership::Managed)
+            .idle_close(Duration::from_millis(150))
+    };
+    let a = managed("ma").start().await.expect("node starts");
+    let b = managed("mb").start().await.expect("node starts");
+    let downs = a.subscribe();
+    within(a.join(b.listen_addr())).await.expect("joins");
+    let config = GroupsConfig { sync_every: Duration::from_secs(2), ..GroupsConfig::default() };
+    let on_a = within(Groups::start(&a, config.clone())).await.expect("groups");
+    let on_b = within(Groups::start(&b, config)).await.expect("groups");
+    let member = spawn_worker(&b);
+    on_b.join("presence", member).expect("joins");
+    eventually("a sees b's member", || {
+        let seen = on_a.members("presence").contains(&member);
+        async move { seen }
+    })
+    .await;
+    // Well past the idle close, between two rounds of anti-entropy.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert!(on_a.members("presence").contains(&member), "dropped while idle");
+    assert!(a.is_connected("mb"));
+    let mut downs = downs;
+    while let Ok(event) = downs.try_recv() {
+        assert!(!matches!(event, shoal_transport::NodeEvent::Down { .. }), "{event:?}");
+    }
+    within(on_a.stop()).await;
+    within(on_b.stop()).await;
+    a.shutdown();
+    b.shutdown();
+}
+
 /// `n` nodes in a full mesh, each running the default scope of groups (anti-entropy every
 /// 200 ms).
 async fn groups_cluster(n: usize) -> (Vec<Node>, Vec<Groups>) {

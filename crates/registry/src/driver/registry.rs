@@ -123,6 +123,9 @@ pub(crate) struct HeldLock {
 pub(crate) struct State {
     /// Peers running the registry over the same acceptors (this node not included).
     pub(crate) members: BTreeSet<String>,
+    /// The registry's claims on its members' connections, so that a transport that closes
+    /// idle connections (managed membership) keeps them: a member's loss means a failure.
+    pub(crate) keeps: BTreeMap<String, shoal_transport::KeepConnection>,
     /// Peers running it over other acceptors: never asked to host anything.
     pub(crate) mismatched: BTreeMap<String, Vec<String>>,
     pub(crate) cache: BTreeMap<RegistryKey, Arc<Slot>>,
@@ -564,6 +567,7 @@ impl Inner {
         }
         state.mismatched.remove(peer);
         state.members.insert(peer.to_owned());
+        state.keeps.entry(peer.to_owned()).or_insert_with(|| self.node.keep(peer));
         state.suspects.remove(peer);
         drop(state);
         self.locks_changed.send_modify(|n| *n += 1);
@@ -708,7 +712,11 @@ async fn events_task(
                 });
             }
             Ok(NodeEvent::Down { node, .. }) => {
-                let was_member = inner.lock_state().members.remove(&node);
+                let was_member = {
+                    let mut state = inner.lock_state();
+                    state.keeps.remove(&node);
+                    state.members.remove(&node)
+                };
                 if was_member {
                     inner.suspect(&node);
                 }
@@ -722,6 +730,7 @@ async fn events_task(
                     let gone = state.members.difference(&connected).cloned().collect::<Vec<_>>();
                     for node in &gone {
                         state.members.remove(node);
+                        state.keeps.remove(node);
                     }
                     gone
                 };

@@ -181,7 +181,8 @@ where
         for peer in node.nodes() {
             inner.queue(peer, Wire::Hello);
         }
-        let task = Task { inner: inner.clone(), node: node.clone(), clock };
+        let task =
+            Task { inner: inner.clone(), node: node.clone(), clock, keeps: Mutex::default() };
         let mut stopped = stop.subscribe();
         tokio::spawn(async move {
             tokio::select! {
@@ -363,6 +364,21 @@ struct Task<K, V, O> {
     inner: Arc<Inner<K, V, O>>,
     node: Node,
     clock: Clock,
+    /// Claims on the peers' connections, so that a transport that closes idle connections
+    /// (managed membership) keeps them while they are peers: a peer goes only by a failure
+    /// or its goodbye.
+    keeps: Mutex<BTreeMap<String, shoal_transport::KeepConnection>>,
+}
+
+impl<K, V, O> Task<K, V, O> {
+    fn keep(&self, peer: &str) {
+        let mut keeps = self.keeps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        keeps.entry(peer.to_owned()).or_insert_with(|| self.node.keep(peer));
+    }
+
+    fn let_go(&self, peer: &str) {
+        self.keeps.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(peer);
+    }
 }
 
 impl<K, V, O> Task<K, V, O>
@@ -386,13 +402,17 @@ where
                 }
                 event = events.recv() => match event {
                     Ok(NodeEvent::Up { node, .. }) => self.inner.queue(node, Wire::Hello),
-                    Ok(NodeEvent::Down { node, .. }) => self.inner.peer_gone(&node, PeerEvent::Down),
+                    Ok(NodeEvent::Down { node, .. }) => {
+                        self.let_go(&node);
+                        self.inner.peer_gone(&node, PeerEvent::Down);
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         // Events were missed: drop the peers no longer connected, greet the rest.
                         let connected = self.node.nodes();
                         let peers: Vec<String> =
                             self.inner.lock().replica.peers().iter().cloned().collect();
                         for peer in peers.iter().filter(|peer| !connected.contains(peer)) {
+                            self.let_go(peer);
                             self.inner.peer_gone(peer, PeerEvent::Down);
                         }
                         for node in connected {
@@ -417,6 +437,7 @@ where
                 }
                 let known = self.inner.lock().replica.peers().contains(&from);
                 if !known {
+                    self.keep(&from);
                     self.inner.apply(|state| {
                         state.observer.peer(&from, PeerEvent::Up);
                         state.replica.peer_up(from.clone())
@@ -424,7 +445,10 @@ where
                     self.inner.queue(from, Wire::Hello);
                 }
             }
-            Wire::Bye => self.inner.peer_gone(&from, PeerEvent::Left),
+            Wire::Bye => {
+                self.let_go(&from);
+                self.inner.peer_gone(&from, PeerEvent::Left);
+            }
             Wire::Ack { run, seq } => {
                 let mine = self.inner.lock().replica.run();
                 if run == mine {
