@@ -552,7 +552,7 @@ async fn a_groups_peer_is_kept_across_idle_periods_on_managed_membership() {
     let downs = a.subscribe();
     within(a.join(b.listen_addr())).await.expect("joins");
     let config = GroupsConfig { sync_every: Duration::from_secs(2), ..GroupsConfig::default() };
-    let on_a = within(Groups::start(&a, config.clone())).await.expect("groups");
+    let on_a = within(Groups::start(&a, config)).await.expect("groups");
     let on_b = within(Groups::start(&b, config)).await.expect("groups");
     let member = spawn_worker(&b);
     on_b.join("presence", member).expect("joins");
