@@ -120,7 +120,8 @@ impl NodeBuilder {
     }
 
     /// How the node finds its peers (default: full mesh). Broadcast follows it: over
-    /// [`Membership::Managed`] its HyParView overlay opens and closes the connections.
+    /// [`Membership::Managed`] its HyParView overlay claims the connections it needs, other
+    /// layers claim theirs, and the rest open on demand and close when idle.
     pub fn membership(mut self, membership: Membership) -> Self {
         self.membership = membership;
         self
