@@ -549,6 +549,11 @@ impl Paxos {
 
     /// The acceptor set this node runs (its configuration's acceptors, by name) and the
     /// configuration's version.
+    ///
+    /// # Errors
+    ///
+    /// [`PaxosError::UnnamedAcceptors`] while this node cannot name every acceptor yet,
+    /// [`PaxosError::Stopped`].
     pub async fn acceptors(&self) -> Result<(u64, Vec<String>), PaxosError> {
         let (reply, answer) = oneshot::channel();
         if self.inner.commands.send(Command::Configuration(reply)).await.is_err() {
@@ -556,6 +561,10 @@ impl Paxos {
         }
         let (configuration, names) =
             answer.await.map_err(|_| PaxosError::Stopped { maybe_applied: false })?;
+        if names.len() != configuration.acceptors.len() {
+            let (acceptors, named) = (configuration.acceptors.len(), names.len());
+            return Err(PaxosError::UnnamedAcceptors { acceptors, named });
+        }
         Ok((configuration.version, names))
     }
 

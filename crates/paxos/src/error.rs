@@ -57,6 +57,16 @@ pub enum PaxosError {
         /// True if the change had been handed to the proposer.
         maybe_applied: bool,
     },
+    /// [`Paxos::acceptors`](crate::Paxos::acceptors) only: this node does not know the names of
+    /// every acceptor of its configuration yet (it learns them from the transport as it hears
+    /// of them), so a list of names would be short. Nothing was changed.
+    #[error("{named} of the {acceptors} acceptors are known by name on this node")]
+    UnnamedAcceptors {
+        /// The configuration's acceptors.
+        acceptors: usize,
+        /// How many of them this node can name.
+        named: usize,
+    },
 }
 
 impl PaxosError {
@@ -67,7 +77,7 @@ impl PaxosError {
             | PaxosError::Timeout { maybe_applied }
             | PaxosError::Stopped { maybe_applied } => *maybe_applied,
             PaxosError::Indeterminate | PaxosError::DesignatedDown => true,
-            PaxosError::Overloaded => false,
+            PaxosError::Overloaded | PaxosError::UnnamedAcceptors { .. } => false,
             PaxosError::Misdirected => true,
         }
     }

@@ -438,6 +438,37 @@ async fn join_any(
     }
 }
 
+/// Joins `seeds` again whenever the node finds itself without a connected peer (checked every
+/// [`JOIN_BACKOFF_MAX`]), until `stop`: a node whose only contact went down before the others
+/// learnt of it, or that was apart from all of them longer than they remember it, finds the
+/// cluster again through the seeds it was given.
+async fn rejoin(
+    transport: shoal_transport::Node,
+    seeds: Vec<SocketAddr>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let clock = transport.runtime().clock().clone();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|stopped| *stopped) => return,
+            () = clock.sleep(JOIN_BACKOFF_MAX) => {}
+        }
+        if !transport.nodes().is_empty() {
+            continue;
+        }
+        for &seed in &seeds {
+            match transport.join(seed).await {
+                Ok(name) => {
+                    tracing::info!(%seed, %name, "alone: joined a seed again");
+                    break;
+                }
+                Err(error) => tracing::debug!(%seed, %error, "alone: a seed did not answer"),
+            }
+        }
+    }
+}
+
 /// Joins the broadcast overlay through `addr` when the overlay keeps its own connections
 /// (managed membership); over a full mesh it finds its peers among the connected nodes.
 #[cfg(feature = "broadcast")]

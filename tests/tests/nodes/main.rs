@@ -17,6 +17,7 @@ mod hub_handover;
 mod hub_quorum;
 mod hub_replicas;
 mod managed;
+mod node;
 mod paxos;
 mod registry;
 mod support;

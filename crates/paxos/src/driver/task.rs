@@ -213,7 +213,11 @@ impl<S: Storage + Send + 'static> Driver<S> {
                         self.proposer.peer_down(self.now(), node_id(&node));
                         self.update_quorum();
                     }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.update_quorum(),
+                    Ok(NodeEvent::Up { node, .. }) => {
+                        self.tell_configuration(node);
+                        self.update_quorum();
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.update_quorum(),
                     Err(broadcast::error::RecvError::Closed) => events_open = false,
                 },
                 incoming = self.inbox.recv() => match incoming {
@@ -402,6 +406,19 @@ impl<S: Storage + Send + 'static> Driver<S> {
             }
         }
         self.update_quorum();
+    }
+
+    /// An acceptor tells a node that connects (again) its configuration once the set has
+    /// changed, so that a node that missed the change (cut off or down while it was installed)
+    /// runs the current set before it next proposes, and its quorum reads true.
+    fn tell_configuration(&mut self, node: String) {
+        let configuration = self.proposer.configuration();
+        if self.acceptor.is_none() || configuration.version == 0 {
+            return;
+        }
+        let id = node_id(&node);
+        self.names.entry(id).or_insert(node);
+        self.route(id, Message::Configure { configuration });
     }
 
     /// Installs a configuration here and sends it to `names` (the old and new acceptors, and

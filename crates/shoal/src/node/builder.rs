@@ -290,6 +290,10 @@ impl NodeBuilder {
         if let (Some(broadcast), Some(&seed)) = (&inner.broadcast, self.seeds.first()) {
             super::join_overlay(broadcast, seed).await;
         }
+        if !self.seeds.is_empty() {
+            let stop = inner.stopping.subscribe();
+            tokio::spawn(super::rejoin(transport.clone(), self.seeds.clone(), stop));
+        }
         let node = Node { inner: Arc::new(inner) };
         tokio::spawn(readiness(Arc::downgrade(&node.inner), ready_sender));
         Ok(node)
