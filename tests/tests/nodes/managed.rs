@@ -10,12 +10,11 @@ use std::time::Duration;
 
 use shoal_broadcast::{Broadcast, BroadcastConfig, Log, Topic};
 use shoal_paxos::{Paxos, PaxosConfig};
-use shoal_process::{Codec, Context, Process, ReplyTo};
 use shoal_sim::SimNet;
 use shoal_transport::{Membership, Node, NodeEvent};
 use tokio::time::Instant;
 
-use crate::support::{BOUND, broadcast_config, run_schedules};
+use crate::support::{BOUND, Upper, broadcast_config, run_schedules};
 
 /// Schedules run per test run; `SHOAL_SIM_MANAGED_SCHEDULES` runs more.
 const SCHEDULES: u64 = 4;
@@ -32,25 +31,6 @@ const QUIET: Duration = Duration::from_secs(20);
 /// The transport's idle timeout here: short, so that connections nobody holds do close while
 /// the schedule runs.
 const IDLE_CLOSE: Duration = Duration::from_secs(2);
-
-/// Answers calls with the request, upper-cased.
-struct Upper;
-
-impl Process for Upper {
-    type Message = ();
-    type Call = String;
-    type Reply = String;
-
-    async fn handle_cast(&mut self, (): (), _: &mut Context<Self>) {}
-
-    async fn handle_call(&mut self, text: String, reply: ReplyTo<String>, _: &mut Context<Self>) {
-        reply.send(text.to_uppercase());
-    }
-
-    fn remote_messages() -> Option<Codec<Self>> {
-        Some(Codec::msgpack())
-    }
-}
 
 struct Member {
     node: Node,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rand::RngExt;
 use rand::rngs::SmallRng;
+use shoal_process::{Codec, Context, Process, ReplyTo};
 use shoal_sim::SimNet;
 use shoal_transport::{ClusterKey, Node, NodeBuilder};
 use tokio::time::Instant;
@@ -155,5 +156,25 @@ pub(crate) fn broadcast_config(seed: u64) -> shoal_broadcast::BroadcastConfig {
         tick: Duration::from_millis(100),
         seed,
         ..shoal_broadcast::BroadcastConfig::default()
+    }
+}
+
+/// Answers calls with the request, upper-cased; it takes remote messages, so a test calls it
+/// from another node.
+pub(crate) struct Upper;
+
+impl Process for Upper {
+    type Message = ();
+    type Call = String;
+    type Reply = String;
+
+    async fn handle_cast(&mut self, (): (), _: &mut Context<Self>) {}
+
+    async fn handle_call(&mut self, text: String, reply: ReplyTo<String>, _: &mut Context<Self>) {
+        reply.send(text.to_uppercase());
+    }
+
+    fn remote_messages() -> Option<Codec<Self>> {
+        Some(Codec::msgpack())
     }
 }

@@ -11,26 +11,9 @@ use shoal_transport::Node;
 use tokio::time::Instant;
 
 use crate::support::{
-    self, eventually, ip, on, paused_runtime, random_partition, random_way, run_schedules, sees,
+    self, Upper, eventually, ip, on, paused_runtime, random_partition, random_way, run_schedules,
+    sees,
 };
-
-struct Echo;
-
-impl Process for Echo {
-    type Message = ();
-    type Call = String;
-    type Reply = String;
-
-    async fn handle_cast(&mut self, (): (), _: &mut Context<Self>) {}
-
-    async fn handle_call(&mut self, text: String, reply: ReplyTo<String>, _: &mut Context<Self>) {
-        reply.send(text.to_uppercase());
-    }
-
-    fn remote_messages() -> Option<Codec<Self>> {
-        Some(Codec::msgpack())
-    }
-}
 
 /// Three nodes join into a full mesh and call each other; a partition cuts one off, and both
 /// sides see it down within the failure timeout (plus a heartbeat); once the partition heals
@@ -48,8 +31,8 @@ async fn nodes_on_a_simulated_network_form_a_mesh_notice_a_partition_and_heal() 
     })
     .await;
 
-    let echo = c.runtime().spawn(Echo);
-    let remote = a.runtime().addr::<Echo>(echo.pid()).expect("Echo takes remote messages");
+    let echo = c.runtime().spawn(Upper);
+    let remote = a.runtime().addr::<Upper>(echo.pid()).expect("Upper takes remote messages");
     assert_eq!(
         remote.call("over the simulated network".into()).await.unwrap(),
         "OVER THE SIMULATED NETWORK"
