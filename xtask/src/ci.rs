@@ -6,8 +6,8 @@
 //! | `clippy`  | `cargo clippy --workspace --all-targets --locked -- -D warnings` |
 //! | `cores`   | `cargo xtask cores`: each sans-IO core builds without tokio or the transport |
 //! | `features` | `cargo xtask features`: the facade builds with no feature and with each alone |
-//! | `test`    | `cargo nextest run --workspace --locked --no-fail-fast`, or `cargo test` |
-//! | `doctest` | `cargo test --workspace --doc --locked` |
+//! | `test`    | `cargo nextest run --workspace --locked --no-fail-fast --features shoal/dashboard`, or `cargo test` |
+//! | `doctest` | `cargo test --workspace --doc --locked --features shoal/dashboard` |
 //! | `doc`     | `RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked` |
 //! | `examples` | `cargo xtask examples`: every example of the facade runs and ends well |
 //! | `chat`    | `cargo xtask chat`: the chat example as three processes survives a SIGKILL |
@@ -72,7 +72,7 @@ fn steps() -> Vec<Step> {
         test_step(),
         Step {
             name: "doctest",
-            cargo_args: &["test", "--workspace", "--doc", "--locked"],
+            cargo_args: &["test", "--workspace", "--doc", "--locked", "--features", DASHBOARD],
             env: &[],
             reporter: Some(Reporter::Libtest),
         },
@@ -106,11 +106,26 @@ const CLUSTER_TEST_SEED: &str = "20261206";
 /// The property tests' seed in CI: the same cases every run.
 const PROPTEST_SEED: &[(&str, &str)] = &[("PROPTEST_RNG_SEED", "20261206")];
 
+/// The facade's feature that no default turns on but whose tests CI runs too: the web view
+/// (`shoal::dashboard`), tested in the facade's test binary and its module docs. The test and
+/// doctest steps both turn it on, so that they build the workspace alike (axum turns on
+/// tokio's `default` feature, which changes the build of tokio and of everything above it)
+/// and the second reuses what the first built.
+const DASHBOARD: &str = "shoal/dashboard";
+
 fn test_step() -> Step {
     if nextest_is_installed() {
         Step {
             name: "test",
-            cargo_args: &["nextest", "run", "--workspace", "--locked", "--no-fail-fast"],
+            cargo_args: &[
+                "nextest",
+                "run",
+                "--workspace",
+                "--locked",
+                "--no-fail-fast",
+                "--features",
+                DASHBOARD,
+            ],
             env: PROPTEST_SEED,
             reporter: Some(Reporter::Nextest),
         }
@@ -125,6 +140,8 @@ fn test_step() -> Step {
                 "--lib",
                 "--bins",
                 "--tests",
+                "--features",
+                DASHBOARD,
             ],
             env: PROPTEST_SEED,
             reporter: Some(Reporter::Libtest),

@@ -46,6 +46,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 #[cfg(feature = "transport")]
 pub mod node;
 

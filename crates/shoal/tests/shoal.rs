@@ -3,8 +3,11 @@
 //! - `node`: `shoal::Node` over real TCP on loopback: a cluster of one, joining with retries,
 //!   the acceptor set growing as nodes join, readiness, shutdown and abort.
 //! - `shoal_node`: the `shoal-node` binary as an operator meets it.
+//! - `dashboard` (feature `dashboard`): the web view's JSON API and its access rules.
 
 mod shoal {
+    #[cfg(feature = "dashboard")]
+    mod dashboard;
     mod node;
     mod shoal_node;
 }

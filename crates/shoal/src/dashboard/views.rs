@@ -1,0 +1,791 @@
+//! What the JSON API answers: one type per answer (the module docs of
+//! [`dashboard`](super) describe every field), and the functions that read them from the
+//! node's layers. Every list is capped ([`List`]), every piece of user text cut ([`clip`]).
+
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shoal_process::Pid;
+use shoal_transport::{Membership, PeerStats};
+use tokio::time::Instant;
+
+use super::watch::Watched;
+use super::{CLUSTER_TIMEOUT, MAX_CLUSTER_NODES, MAX_LIST_ITEMS, MAX_TEXT_CHARS, MAX_TOP, RPC};
+use crate::Node;
+
+/// How long a listing that asks every member (registry, cluster) is shared by the requests
+/// that come after it.
+const LISTING_FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// What a node answers [`RPC`] with, at most this many processes.
+const SUMMARY_TOP: usize = 5;
+
+/// The state a dashboard's requests share: the node, the access token, the hubs to show, the
+/// recorder's history and samples, and the listings taken at most once a second.
+pub(super) struct Shared {
+    pub(super) node: Node,
+    pub(super) token: Option<String>,
+    pub(super) hubs: Vec<String>,
+    watched: Mutex<Watched>,
+    registry: tokio::sync::Mutex<Option<(Instant, RegistryView)>>,
+    cluster: tokio::sync::Mutex<Option<(Instant, ClusterView)>>,
+}
+
+impl Shared {
+    pub(super) fn new(node: Node, token: Option<String>, hubs: Vec<String>) -> Self {
+        Self {
+            node,
+            token,
+            hubs,
+            watched: Mutex::new(Watched::default()),
+            registry: tokio::sync::Mutex::default(),
+            cluster: tokio::sync::Mutex::default(),
+        }
+    }
+
+    pub(super) fn watched<R>(&self, read: impl FnOnce(&mut Watched) -> R) -> R {
+        let mut watched = self.watched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        read(&mut watched)
+    }
+}
+
+/// A bounded list: at most a fixed number of `items`, the `total` there were, and whether
+/// some were left out.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct List<T> {
+    items: Vec<T>,
+    total: usize,
+    truncated: bool,
+}
+
+impl<T> List<T> {
+    /// The first `max` of `all`.
+    pub(super) fn capped(all: impl IntoIterator<Item = T>, max: usize) -> Self {
+        let mut items = Vec::new();
+        let mut total = 0;
+        for item in all {
+            if items.len() < max {
+                items.push(item);
+            }
+            total += 1;
+        }
+        let truncated = total > items.len();
+        Self { items, total, truncated }
+    }
+
+    /// How many items it holds.
+    pub(super) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Says there were `total` (more than it holds, if some were left out before).
+    pub(super) fn set_total(&mut self, total: usize) {
+        self.total = total.max(self.items.len());
+        self.truncated = self.total > self.items.len();
+    }
+}
+
+impl<T> Default for List<T> {
+    fn default() -> Self {
+        Self { items: Vec::new(), total: 0, truncated: false }
+    }
+}
+
+/// `text` cut to [`MAX_TEXT_CHARS`] characters (an ellipsis marks a cut).
+pub(super) fn clip(text: &str) -> String {
+    match text.char_indices().nth(MAX_TEXT_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// Milliseconds since the Unix epoch, now, on `node`'s clock (as all its time: a simulated
+/// node's drifts).
+pub(super) fn now_ms(node: &Node) -> u64 {
+    node.runtime().clock().wall_millis()
+}
+
+fn pid_text(pid: Pid) -> String {
+    pid.to_string()
+}
+
+/// `GET /api/node`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct NodeView {
+    name: String,
+    incarnation: u64,
+    listen_addr: String,
+    ready: bool,
+    membership: String,
+    connected: List<String>,
+    members: usize,
+    processes: usize,
+    layers: Layers,
+}
+
+/// Which layers run on a node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Layers {
+    paxos: bool,
+    broadcast: bool,
+    registry: bool,
+    groups: bool,
+}
+
+pub(super) fn node_view(node: &Node) -> NodeView {
+    let transport = node.transport();
+    let membership = match transport.membership() {
+        Membership::FullMesh => "full_mesh",
+        Membership::Static(_) => "static",
+        Membership::Managed => "managed",
+    };
+    NodeView {
+        name: clip(node.name()),
+        incarnation: transport.incarnation(),
+        listen_addr: node.listen_addr().to_string(),
+        ready: node.is_ready(),
+        membership: membership.to_owned(),
+        connected: List::capped(transport.nodes().iter().map(|name| clip(name)), MAX_LIST_ITEMS),
+        members: transport.members().len(),
+        processes: node.runtime().process_count(),
+        layers: layers(node),
+    }
+}
+
+fn layers(node: &Node) -> Layers {
+    let _ = node;
+    Layers {
+        #[cfg(feature = "paxos")]
+        paxos: node.paxos().is_ok(),
+        #[cfg(not(feature = "paxos"))]
+        paxos: false,
+        #[cfg(feature = "broadcast")]
+        broadcast: node.broadcast().is_ok(),
+        #[cfg(not(feature = "broadcast"))]
+        broadcast: false,
+        #[cfg(feature = "registry")]
+        registry: node.registry().is_ok(),
+        #[cfg(not(feature = "registry"))]
+        registry: false,
+        #[cfg(feature = "registry")]
+        groups: node.groups().is_ok(),
+        #[cfg(not(feature = "registry"))]
+        groups: false,
+    }
+}
+
+/// `GET /api/processes`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct ProcessesView {
+    node: String,
+    count: usize,
+    top: Vec<ProcessRow>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ProcessRow {
+    pid: String,
+    name: Option<String>,
+    mailbox_len: usize,
+}
+
+/// The `top` processes of `node` with the longest mailboxes, longest first (`top` at most
+/// [`MAX_TOP`]).
+pub(super) fn processes_view(node: &Node, top: usize) -> ProcessesView {
+    let runtime = node.runtime();
+    let top = top.min(MAX_TOP);
+    // A min-heap of the `top` longest seen so far: one pass, `top` entries held.
+    let mut longest = BinaryHeap::new();
+    for pid in runtime.processes() {
+        let Some(len) = runtime.mailbox_len(pid) else { continue };
+        longest.push(std::cmp::Reverse((len, pid)));
+        if longest.len() > top {
+            longest.pop();
+        }
+    }
+    let mut rows: Vec<(usize, Pid)> = longest.into_iter().map(|entry| entry.0).collect();
+    rows.sort_by(|a, b| b.cmp(a));
+    let top = rows
+        .into_iter()
+        .map(|(mailbox_len, pid)| ProcessRow {
+            pid: pid_text(pid),
+            name: runtime.process_info(pid).and_then(|info| info.name).map(|name| clip(&name)),
+            mailbox_len,
+        })
+        .collect();
+    ProcessesView { node: clip(node.name()), count: runtime.process_count(), top }
+}
+
+/// What [`RPC`] is asked.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct SummaryRequest {
+    pub(super) top: usize,
+}
+
+/// What [`RPC`] answers: a node's view and its processes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct Summary {
+    node: NodeView,
+    processes: ProcessesView,
+}
+
+pub(super) fn summary(node: &Node, top: usize) -> Summary {
+    Summary { node: node_view(node), processes: processes_view(node, top) }
+}
+
+/// `GET /api/cluster`.
+#[derive(Clone, Debug, Serialize)]
+pub(super) struct ClusterView {
+    node: String,
+    nodes: List<ClusterRow>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct ClusterRow {
+    name: String,
+    answering: bool,
+    error: Option<String>,
+    summary: Option<Summary>,
+}
+
+/// Every node's summary, this one's read here and the others' asked in parallel, each
+/// within [`CLUSTER_TIMEOUT`]; taken at most once a second.
+pub(super) async fn cluster_view(shared: &Shared) -> ClusterView {
+    let clock = shared.node.runtime().clock();
+    let mut cached = shared.cluster.lock().await;
+    if let Some((taken, view)) = &*cached
+        && clock.since(*taken) < LISTING_FRESH_FOR
+    {
+        return view.clone();
+    }
+    let view = ask_cluster(&shared.node).await;
+    *cached = Some((clock.now(), view.clone()));
+    view
+}
+
+async fn ask_cluster(node: &Node) -> ClusterView {
+    let mut names: Vec<String> =
+        node.transport().members().into_iter().map(|spec| spec.name).collect();
+    names.push(node.name().to_owned());
+    names.sort();
+    names.dedup();
+    let total = names.len();
+    names.truncate(MAX_CLUSTER_NODES);
+    let mut asked = tokio::task::JoinSet::new();
+    for (index, name) in names.iter().enumerate() {
+        let transport = node.transport().clone();
+        let name = name.clone();
+        asked.spawn(async move {
+            let request = SummaryRequest { top: SUMMARY_TOP };
+            let answer =
+                transport.rpc::<_, Option<Summary>>(&name, RPC, &request, CLUSTER_TIMEOUT).await;
+            (index, answer)
+        });
+    }
+    let mut rows: Vec<ClusterRow> = names
+        .iter()
+        .map(|name| ClusterRow {
+            name: clip(name),
+            answering: false,
+            error: Some("no answer".to_owned()),
+            summary: None,
+        })
+        .collect();
+    while let Some(joined) = asked.join_next().await {
+        let Ok((index, answer)) = joined else { continue };
+        let Some(row) = rows.get_mut(index) else { continue };
+        match answer {
+            Ok(Some(summary)) => {
+                row.answering = true;
+                row.error = None;
+                row.summary = Some(summary);
+            }
+            Ok(None) => row.error = Some("its dashboard is stopping".to_owned()),
+            Err(error) => row.error = Some(clip(&error.to_string())),
+        }
+    }
+    // This node answers for itself even when nothing answers the RPC here.
+    let me = node.name();
+    if let Some(row) = rows.iter_mut().find(|row| row.name == me && !row.answering) {
+        row.answering = true;
+        row.error = None;
+        row.summary = Some(summary(node, SUMMARY_TOP));
+    }
+    let mut nodes = List::capped(rows, MAX_CLUSTER_NODES);
+    nodes.set_total(total);
+    ClusterView { node: clip(me), nodes }
+}
+
+/// `GET /api/transport`.
+#[derive(Clone, Debug, Serialize)]
+pub(super) struct TransportView {
+    node: String,
+    peers: List<PeerRow>,
+    totals: Counters,
+    samples: Vec<TransportSample>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct PeerRow {
+    node: String,
+    up: bool,
+    protocol_version: Option<u32>,
+    #[serde(flatten)]
+    counters: Counters,
+}
+
+/// A peer's counters, or their sum over the peers.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub(super) struct Counters {
+    frames_sent: u64,
+    bytes_sent: u64,
+    frames_received: u64,
+    bytes_received: u64,
+    queued: u64,
+    reconnects: u64,
+    dropped_by_faults: u64,
+}
+
+impl Counters {
+    fn of(stats: PeerStats) -> Self {
+        Self {
+            frames_sent: stats.frames_sent,
+            bytes_sent: stats.bytes_sent,
+            frames_received: stats.frames_received,
+            bytes_received: stats.bytes_received,
+            queued: stats.queued,
+            reconnects: stats.reconnects,
+            dropped_by_faults: stats.dropped_by_faults,
+        }
+    }
+
+    fn add(&mut self, other: Counters) {
+        self.frames_sent = self.frames_sent.saturating_add(other.frames_sent);
+        self.bytes_sent = self.bytes_sent.saturating_add(other.bytes_sent);
+        self.frames_received = self.frames_received.saturating_add(other.frames_received);
+        self.bytes_received = self.bytes_received.saturating_add(other.bytes_received);
+        self.queued = self.queued.saturating_add(other.queued);
+        self.reconnects = self.reconnects.saturating_add(other.reconnects);
+        self.dropped_by_faults = self.dropped_by_faults.saturating_add(other.dropped_by_faults);
+    }
+}
+
+/// The transport's totals at one instant.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub(super) struct TransportSample {
+    at_ms: u64,
+    #[serde(flatten)]
+    totals: Counters,
+}
+
+/// The counters summed over every member of `node`.
+pub(super) fn transport_totals(node: &Node) -> TransportSample {
+    let transport = node.transport();
+    let mut totals = Counters::default();
+    for spec in transport.members() {
+        if let Some(stats) = transport.peer_stats(&spec.name) {
+            totals.add(Counters::of(stats));
+        }
+    }
+    TransportSample { at_ms: now_ms(node), totals }
+}
+
+pub(super) fn transport_view(shared: &Shared) -> TransportView {
+    let transport = shared.node.transport();
+    let mut members = transport.members();
+    members.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut totals = Counters::default();
+    let rows: Vec<PeerRow> = members
+        .iter()
+        .filter_map(|spec| {
+            let counters = Counters::of(transport.peer_stats(&spec.name)?);
+            totals.add(counters);
+            Some(PeerRow {
+                node: clip(&spec.name),
+                up: transport.is_connected(&spec.name),
+                protocol_version: transport.peer_version(&spec.name),
+                counters,
+            })
+        })
+        .collect();
+    TransportView {
+        node: clip(shared.node.name()),
+        peers: List::capped(rows, MAX_LIST_ITEMS),
+        totals,
+        samples: shared.watched(|watched| watched.transport_samples()),
+    }
+}
+
+/// `GET /api/paxos`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(super) struct PaxosView {
+    running: bool,
+    error: Option<String>,
+    acceptors: Vec<String>,
+    version: Option<u64>,
+    has_quorum: bool,
+    voting: bool,
+    samples: Vec<PaxosSample>,
+}
+
+/// Paxos at one instant.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub(super) struct PaxosSample {
+    at_ms: u64,
+    has_quorum: bool,
+    acceptors: usize,
+}
+
+/// How long reading the acceptor set may take.
+#[cfg(feature = "paxos")]
+const PAXOS_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The acceptor set and its version, or why it could not be read (`None`: Paxos does not run).
+#[cfg(feature = "paxos")]
+async fn acceptors(node: &Node) -> Option<Result<(u64, Vec<String>), String>> {
+    let paxos = node.paxos().ok()?;
+    let read = node.runtime().clock().timeout(PAXOS_READ_TIMEOUT, paxos.acceptors()).await;
+    Some(match read {
+        Ok(Ok(set)) => Ok(set),
+        Ok(Err(error)) => Err(clip(&error.to_string())),
+        Err(_) => Err(format!("no answer within {PAXOS_READ_TIMEOUT:?}")),
+    })
+}
+
+/// Paxos now, for the charts (`None`: Paxos does not run).
+pub(super) async fn paxos_sample(node: &Node) -> Option<PaxosSample> {
+    #[cfg(feature = "paxos")]
+    {
+        let has_quorum = node.paxos().ok()?.has_quorum();
+        let count = match acceptors(node).await? {
+            Ok((_, names)) => names.len(),
+            Err(_) => 0,
+        };
+        Some(PaxosSample { at_ms: now_ms(node), has_quorum, acceptors: count })
+    }
+    #[cfg(not(feature = "paxos"))]
+    {
+        let _ = node;
+        None
+    }
+}
+
+pub(super) async fn paxos_view(shared: &Shared) -> PaxosView {
+    let samples = shared.watched(|watched| watched.paxos_samples());
+    #[cfg(feature = "paxos")]
+    if let Ok(paxos) = shared.node.paxos() {
+        let mut view = PaxosView {
+            running: true,
+            has_quorum: paxos.has_quorum(),
+            voting: paxos.is_voting(),
+            samples,
+            ..PaxosView::default()
+        };
+        match acceptors(&shared.node).await {
+            Some(Ok((version, names))) => {
+                view.version = Some(version);
+                view.acceptors = names.iter().take(MAX_LIST_ITEMS).map(|name| clip(name)).collect();
+            }
+            Some(Err(error)) => view.error = Some(error),
+            None => {}
+        }
+        return view;
+    }
+    PaxosView { samples, ..PaxosView::default() }
+}
+
+/// `GET /api/registry`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(super) struct RegistryView {
+    running: bool,
+    error: Option<String>,
+    names: List<NameRow>,
+    locks: List<LockRow>,
+    unreachable: List<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct NameRow {
+    name: String,
+    host: String,
+    pid: Option<String>,
+    token: u64,
+    restart: &'static str,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct LockRow {
+    key: String,
+    holder: String,
+    host: String,
+    token: u64,
+    count: u32,
+    waiters: usize,
+}
+
+/// How long the registry's listing (which asks every member) may take.
+#[cfg(feature = "registry")]
+const REGISTRY_LIST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Every name and lock of the cluster; taken at most once a second.
+pub(super) async fn registry_view(shared: &Shared) -> RegistryView {
+    let clock = shared.node.runtime().clock();
+    let mut cached = shared.registry.lock().await;
+    if let Some((taken, view)) = &*cached
+        && clock.since(*taken) < LISTING_FRESH_FOR
+    {
+        return view.clone();
+    }
+    let view = list_registry(&shared.node).await;
+    *cached = Some((clock.now(), view.clone()));
+    view
+}
+
+#[cfg(feature = "registry")]
+async fn list_registry(node: &Node) -> RegistryView {
+    use shoal_registry::core::NameRestart;
+
+    let Ok(registry) = node.registry() else { return RegistryView::default() };
+    let listed = node.runtime().clock().timeout(REGISTRY_LIST_TIMEOUT, registry.list()).await;
+    let Ok(listing) = listed else {
+        return RegistryView {
+            running: true,
+            error: Some(format!("the listing did not finish within {REGISTRY_LIST_TIMEOUT:?}")),
+            ..RegistryView::default()
+        };
+    };
+    let names = listing.names.into_iter().map(|name| NameRow {
+        name: clip(&name.name),
+        host: clip(&name.host),
+        pid: name.pid.map(pid_text),
+        token: name.token,
+        restart: match name.restart {
+            NameRestart::Temporary => "temporary",
+            NameRestart::Permanent => "permanent",
+        },
+    });
+    let locks = listing.locks.into_iter().map(|lock| LockRow {
+        key: clip(&lock.key),
+        holder: pid_text(lock.holder),
+        host: clip(&lock.host),
+        token: lock.token,
+        count: lock.count,
+        waiters: lock.waiters,
+    });
+    RegistryView {
+        running: true,
+        error: None,
+        names: List::capped(names, MAX_LIST_ITEMS),
+        locks: List::capped(locks, MAX_LIST_ITEMS),
+        unreachable: List::capped(listing.unreachable.iter().map(|n| clip(n)), MAX_LIST_ITEMS),
+    }
+}
+
+#[cfg(not(feature = "registry"))]
+async fn list_registry(_: &Node) -> RegistryView {
+    RegistryView::default()
+}
+
+/// `GET /api/groups`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(super) struct GroupsView {
+    running: bool,
+    groups: List<GroupRow>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct GroupRow {
+    name: String,
+    nodes: List<String>,
+    members: List<MemberRow>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct MemberRow {
+    pid: String,
+    node: Option<String>,
+}
+
+#[cfg(feature = "registry")]
+pub(super) fn groups_view(node: &Node) -> GroupsView {
+    use super::MAX_GROUP_MEMBERS;
+
+    let Ok(groups) = node.groups() else { return GroupsView::default() };
+    let transport = node.transport();
+    let rows = groups.all().into_iter().map(|(name, pids)| {
+        let members = pids.iter().map(|&pid| MemberRow {
+            pid: pid_text(pid),
+            node: transport.node_name(pid).map(|node| clip(&node)),
+        });
+        let nodes = groups.member_nodes(&name);
+        GroupRow {
+            nodes: List::capped(nodes.iter().map(|node| clip(node)), MAX_LIST_ITEMS),
+            name: clip(&name),
+            members: List::capped(members, MAX_GROUP_MEMBERS),
+        }
+    });
+    GroupsView { running: true, groups: List::capped(rows, MAX_LIST_ITEMS) }
+}
+
+#[cfg(not(feature = "registry"))]
+pub(super) fn groups_view(_: &Node) -> GroupsView {
+    GroupsView::default()
+}
+
+/// `GET /api/hubs`.
+#[derive(Clone, Debug, Serialize)]
+pub(super) struct HubsView {
+    hubs: Vec<HubRow>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+struct HubRow {
+    id: String,
+    running: bool,
+    nodes: List<String>,
+    has_quorum: bool,
+    partitioned: bool,
+    children: usize,
+    per_node: List<NodeShare>,
+    unplaced: usize,
+    sample: List<ChildRow>,
+}
+
+/// A hub's copies on one node.
+#[derive(Clone, Debug, Default, Serialize)]
+struct NodeShare {
+    node: String,
+    running: usize,
+    other: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct ChildRow {
+    child: String,
+    node: Option<String>,
+    status: &'static str,
+}
+
+pub(super) fn hubs_view(shared: &Shared) -> HubsView {
+    HubsView { hubs: shared.hubs.iter().map(|id| hub_row(&shared.node, id)).collect() }
+}
+
+#[cfg(feature = "hub")]
+fn hub_row(node: &Node, id: &str) -> HubRow {
+    use std::collections::BTreeSet;
+
+    use shoal_hub::ChildStatus;
+
+    use super::MAX_HUB_CHILDREN;
+
+    let Ok(hub) = node.hub(id) else { return HubRow { id: clip(id), ..HubRow::default() } };
+    let ring = hub.nodes();
+    let mut shares: BTreeMap<String, NodeShare> = ring
+        .iter()
+        .map(|node| (node.clone(), NodeShare { node: clip(node), ..NodeShare::default() }))
+        .collect();
+    let rows = hub.which_children_global();
+    let mut children = BTreeSet::new();
+    let mut unplaced = 0;
+    for row in &rows {
+        children.insert(row.child.as_str());
+        match &row.node {
+            Some(node) => {
+                let share = shares
+                    .entry(node.clone())
+                    .or_insert_with(|| NodeShare { node: clip(node), ..NodeShare::default() });
+                match row.status {
+                    ChildStatus::Running(_) => share.running += 1,
+                    _ => share.other += 1,
+                }
+            }
+            None => unplaced += 1,
+        }
+    }
+    let sample = rows.iter().map(|row| ChildRow {
+        child: clip(&row.child),
+        node: row.node.as_deref().map(clip),
+        status: match row.status {
+            ChildStatus::Running(_) => "running",
+            ChildStatus::Restarting => "restarting",
+            ChildStatus::Moving { .. } => "moving",
+            ChildStatus::Unknown => "unknown",
+            ChildStatus::Suspended => "suspended",
+        },
+    });
+    HubRow {
+        id: clip(id),
+        running: true,
+        nodes: List::capped(ring.iter().map(|node| clip(node)), MAX_LIST_ITEMS),
+        has_quorum: hub.has_quorum(),
+        partitioned: hub.is_partitioned(),
+        children: children.len(),
+        per_node: List::capped(shares.into_values(), MAX_LIST_ITEMS),
+        unplaced,
+        sample: List::capped(sample, MAX_HUB_CHILDREN),
+    }
+}
+
+#[cfg(not(feature = "hub"))]
+fn hub_row(_: &Node, id: &str) -> HubRow {
+    HubRow { id: clip(id), ..HubRow::default() }
+}
+
+/// `GET /api/nodes`.
+#[derive(Clone, Debug, Serialize)]
+pub(super) struct NodesView {
+    node: String,
+    events_lagged: u64,
+    nodes: List<NodeRow>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub(super) struct NodeRow {
+    pub(super) name: String,
+    pub(super) this_node: bool,
+    pub(super) up: bool,
+    pub(super) incarnation: Option<u64>,
+    pub(super) listen_addr: Option<String>,
+    pub(super) history: List<super::watch::Change>,
+}
+
+pub(super) fn nodes_view(shared: &Shared) -> NodesView {
+    let node = &shared.node;
+    let transport = node.transport();
+    let mut rows: BTreeMap<String, NodeRow> = BTreeMap::new();
+    rows.insert(
+        node.name().to_owned(),
+        NodeRow {
+            name: clip(node.name()),
+            this_node: true,
+            up: true,
+            incarnation: Some(transport.incarnation()),
+            listen_addr: Some(node.listen_addr().to_string()),
+            history: List::default(),
+        },
+    );
+    for spec in transport.members() {
+        rows.insert(
+            spec.name.clone(),
+            NodeRow {
+                up: transport.is_connected(&spec.name),
+                name: clip(&spec.name),
+                this_node: false,
+                incarnation: Some(spec.incarnation),
+                listen_addr: spec.listen_addrs.first().map(ToString::to_string),
+                history: List::default(),
+            },
+        );
+    }
+    let events_lagged = shared.watched(|watched| {
+        watched.fill_histories(&mut rows);
+        watched.lagged()
+    });
+    NodesView {
+        node: clip(node.name()),
+        events_lagged,
+        nodes: List::capped(rows.into_values(), MAX_LIST_ITEMS),
+    }
+}

@@ -1,0 +1,367 @@
+//! `shoal::dashboard` over real TCP on loopback: three `shoal::Node`s, a name, a lock, a group
+//! and a hub's children, read back through the JSON API with a bare HTTP/1.1 client; a
+//! crashed node shown down; the access rules (a token where it is needed, and only there).
+//!
+//! Every wait is bounded ([`BOUND`]): a condition is polled until it holds, never a fixed
+//! sleep.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use shoal::dashboard::{Dashboard, DashboardConfig, DashboardError, Responder};
+use shoal::hub::{ChildStatus, HubChild, HubConfig, StartOptions};
+use shoal::node::NodeBuilder;
+use shoal::prelude::*;
+use shoal::registry::LockOptions;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Every wait in these tests is bounded by this.
+const BOUND: Duration = Duration::from_secs(30);
+
+/// The hub whose children the dashboard shows.
+const HUB: &str = "jobs";
+
+/// Quick failure detection, for tests (as in the `node` tests), on a runtime that knows the
+/// hub children's factory before the hub runs.
+fn builder(name: &str, key: &ClusterKey) -> NodeBuilder {
+    let runtime = Runtime::builder().node_name(name).build().expect("a runtime");
+    runtime.register_factory("echo", |(): ()| Echo).expect("a fresh factory");
+    Node::builder(name).key(key.clone()).runtime(runtime).hub(HUB, HubConfig::default()).transport(
+        |transport| {
+            transport
+                .heartbeat(Duration::from_millis(100), Duration::from_millis(1_000))
+                .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
+                .gossip_interval(Duration::from_millis(200))
+        },
+    )
+}
+
+async fn within<T>(work: impl Future<Output = T>) -> T {
+    tokio::time::timeout(BOUND, work).await.expect("finished within the bound")
+}
+
+/// Polls `check` until it gives a value, at most [`BOUND`].
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not within {BOUND:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Answers calls with its argument; a hub child and a registered process.
+struct Echo;
+
+impl Process for Echo {
+    type Message = ();
+    type Call = String;
+    type Reply = String;
+
+    async fn handle_cast(&mut self, (): (), _: &mut Context<Self>) {}
+
+    async fn handle_call(&mut self, text: String, reply: ReplyTo<String>, _: &mut Context<Self>) {
+        reply.send(text);
+    }
+
+    fn remote_messages() -> Option<Codec<Self>> {
+        Some(Codec::msgpack())
+    }
+}
+
+/// An answer: its status, headers (lower-case names) and body.
+struct Answer {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+}
+
+/// `GET path` over one HTTP/1.1 connection, with `extra` header lines; the whole answer
+/// (the server closes the connection after it: `Connection: close`).
+async fn request(addr: SocketAddr, path: &str, extra: &[&str]) -> Answer {
+    let mut stream = within(TcpStream::connect(addr)).await.expect("connects");
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for line in extra {
+        head.push_str(line);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.expect("sends");
+    let mut raw = Vec::new();
+    within(stream.read_to_end(&mut raw)).await.expect("reads");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a head and a body");
+    let head = String::from_utf8(raw[..split].to_vec()).expect("a text head");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().expect("a status line");
+    let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status");
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect::<BTreeMap<_, _>>();
+    let body = raw[split + 4..].to_vec();
+    assert!(!headers.contains_key("transfer-encoding"), "whole bodies, not chunks");
+    Answer { status, headers, body }
+}
+
+/// `GET path` answered `200` with JSON.
+async fn get(addr: SocketAddr, path: &str) -> Value {
+    let answer = request(addr, path, &[]).await;
+    assert_eq!(answer.status, 200, "{path}: {}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(answer.headers.get("content-type").map(String::as_str), Some("application/json"));
+    answer.json()
+}
+
+/// The items of the bounded list at `list`.
+fn items(list: &Value) -> &Vec<Value> {
+    list["items"].as_array().expect("a bounded list has items")
+}
+
+/// The item of `list` whose `field` is `value`.
+fn find<'a>(list: &'a Value, field: &str, value: &str) -> Option<&'a Value> {
+    items(list).iter().find(|item| item[field] == value)
+}
+
+/// What the dashboard shows is what the layers hold: the name and where it runs, the lock's
+/// holder and fencing token, the group, the hub's children per node, every node of the
+/// cluster answering its summary; and a crashed node shows down, in the node list with a
+/// down in its history and in the cluster view as not answering, within the failure
+/// detection's bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_cluster_and_a_crashed_node_down() {
+    let key = ClusterKey::generate();
+    let a = within(builder("a", &key).start()).await.expect("a starts");
+    within(a.ready()).await;
+    let b = within(builder("b", &key).join(a.listen_addr()).start()).await.expect("b joins");
+    let c = within(builder("c", &key).join(a.listen_addr()).start()).await.expect("c joins");
+    within(b.ready()).await;
+    within(c.ready()).await;
+    let _answers_b = Responder::start(&b).expect("b answers the cluster view");
+    let _answers_c = Responder::start(&c).expect("c answers the cluster view");
+    assert!(matches!(Responder::start(&c), Err(DashboardError::Registered)));
+
+    let echo = a.runtime().spawn(Echo);
+    let registry = a.registry().expect("the registry runs");
+    within(registry.register("billing", echo.pid(), Vec::new())).await.expect("registered");
+    let lock = within(registry.lock("nightly", LockOptions::default().holder(echo.pid())))
+        .await
+        .expect("locks")
+        .acquired()
+        .expect("acquired");
+    a.groups().expect("groups run").join("room", echo.pid()).expect("joined");
+    let children: Vec<HubChild> = (0..12)
+        .map(|i| HubChild::new(ChildSpec::new(format!("job-{i}"), "echo", &()).expect("a spec")))
+        .collect();
+    let hub = a.hub(HUB).expect("the hub runs");
+    let started = within(hub.init_children(children, StartOptions::default())).await.expect("ok");
+    assert!(started.iter().all(|(_, result)| result.is_ok()), "{started:?}");
+
+    let dashboard = within(Dashboard::start(&a, DashboardConfig::default().hub(HUB)))
+        .await
+        .expect("the dashboard starts");
+    let addr = dashboard.addr();
+    assert!(addr.ip().is_loopback());
+
+    let node = get(addr, "/api/node").await;
+    assert_eq!(node["name"], "a");
+    assert_eq!(node["ready"], true);
+    assert_eq!(node["membership"], "full_mesh");
+
+    let registry_view = eventually("the name and the lock are listed", || async {
+        let view = get(addr, "/api/registry").await;
+        let listed = find(&view["names"], "name", "billing").is_some()
+            && find(&view["locks"], "key", "nightly").is_some();
+        listed.then_some(view)
+    })
+    .await;
+    let name = find(&registry_view["names"], "name", "billing").expect("listed");
+    assert_eq!(name["host"], "a");
+    assert_eq!(name["pid"], echo.pid().to_string());
+    let locked = find(&registry_view["locks"], "key", "nightly").expect("listed");
+    assert_eq!(locked["holder"], echo.pid().to_string());
+    assert_eq!(locked["host"], "a");
+    assert_eq!(locked["token"], lock.token());
+
+    let groups = eventually("the group is listed", || async {
+        let view = get(addr, "/api/groups").await;
+        find(&view["groups"], "name", "room").cloned()
+    })
+    .await;
+    assert_eq!(groups["members"]["total"], 1);
+    assert_eq!(items(&groups["members"])[0]["pid"], echo.pid().to_string());
+    assert_eq!(items(&groups["nodes"]), &vec![Value::from("a")]);
+
+    // The hub's children per node, as the hub on a counts them itself.
+    let hub_row = eventually("all 12 children run, spread as the hub says", || async {
+        let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+        for row in hub.which_children_global() {
+            if let (Some(node), ChildStatus::Running(_)) = (row.node, row.status) {
+                *expected.entry(node).or_default() += 1;
+            }
+        }
+        let view = get(addr, "/api/hubs").await;
+        let row = view["hubs"].as_array()?.iter().find(|hub| hub["id"] == HUB)?.clone();
+        let shown: BTreeMap<String, u64> = items(&row["per_node"])
+            .iter()
+            .filter(|share| share["running"].as_u64() != Some(0))
+            .map(|share| {
+                (
+                    share["node"].as_str().unwrap_or("").to_owned(),
+                    share["running"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        let done =
+            row["children"] == 12 && expected.values().sum::<u64>() == 12 && shown == expected;
+        done.then_some(row)
+    })
+    .await;
+    assert_eq!(hub_row["running"], true);
+    assert_eq!(items(&hub_row["nodes"]).len(), 3, "{hub_row}");
+
+    let cluster = eventually("every node answers the cluster view", || async {
+        let view = get(addr, "/api/cluster").await;
+        let answering = items(&view["nodes"])
+            .iter()
+            .filter(|row| row["answering"] == true)
+            .map(|row| row["name"].as_str().unwrap_or("").to_owned())
+            .collect::<Vec<_>>();
+        (answering == ["a", "b", "c"]).then_some(view)
+    })
+    .await;
+    let on_b = find(&cluster["nodes"], "name", "b").expect("b");
+    assert_eq!(on_b["summary"]["node"]["name"], "b");
+    assert!(on_b["summary"]["processes"]["count"].as_u64() > Some(0));
+
+    let processes = get(addr, "/api/processes?top=3").await;
+    assert_eq!(processes["node"], "a");
+    assert!(processes["count"].as_u64() >= Some(1));
+    assert!(processes["top"].as_array().is_some_and(|top| !top.is_empty() && top.len() <= 3));
+    for bad in ["top=0", "top=101", "top=many"] {
+        let answer = request(addr, &format!("/api/processes?{bad}"), &[]).await;
+        assert_eq!(answer.status, 400, "{bad}");
+        assert!(answer.json()["error"].as_str().is_some_and(|e| e.contains("top")), "{bad}");
+    }
+    assert_eq!(request(addr, "/api/nothing-here", &[]).await.status, 404);
+
+    let paxos = get(addr, "/api/paxos").await;
+    assert_eq!(paxos["running"], true);
+    assert_eq!(paxos["has_quorum"], true);
+    assert!(paxos["acceptors"].as_array().is_some_and(|set| set.contains(&Value::from("a"))));
+
+    let transport = get(addr, "/api/transport").await;
+    for peer in ["b", "c"] {
+        let row = find(&transport["peers"], "node", peer).expect("a peer row");
+        assert_eq!(row["up"], true);
+        assert!(row["frames_received"].as_u64() > Some(0), "{row}");
+    }
+
+    let page = request(addr, "/", &[]).await;
+    assert_eq!(page.status, 200);
+    let html = String::from_utf8(page.body).expect("text");
+    for part in ["id=\"nodes\"", "id=\"locks\"", "id=\"names\"", "id=\"hubs\"", "id=\"cluster\""] {
+        assert!(html.contains(part), "the page has {part}");
+    }
+    assert!(!html.contains("http://") && !html.contains("https://"), "nothing fetched elsewhere");
+    assert!(page.headers.contains_key("content-security-policy"));
+
+    // A crash: c is shown down, with a down in its history, and not answering.
+    within(c.abort()).await;
+    let down = eventually("c shows down", || async {
+        let view = get(addr, "/api/nodes").await;
+        let row = find(&view["nodes"], "name", "c")?.clone();
+        let went_down = items(&row["history"]).iter().any(|change| change["up"] == false);
+        (row["up"] == false && went_down).then_some(row)
+    })
+    .await;
+    assert_eq!(down["this_node"], false);
+    eventually("c does not answer the cluster view", || async {
+        let view = get(addr, "/api/cluster").await;
+        let row = find(&view["nodes"], "name", "c");
+        // Gone from the members, or listed as not answering.
+        row.is_none_or(|row| row["answering"] == false).then_some(())
+    })
+    .await;
+    let view = get(addr, "/api/nodes").await;
+    assert_eq!(find(&view["nodes"], "name", "b").expect("b")["up"], true);
+
+    within(dashboard.stop()).await;
+    assert!(TcpStream::connect(addr).await.is_err(), "nothing listens after stop");
+    drop(lock);
+    within(b.shutdown()).await;
+    within(a.shutdown()).await;
+}
+
+/// Access: a dashboard elsewhere than loopback refuses to start without a token (and with a
+/// short one); with a token every request must carry it, in the header or the query; without
+/// one, only requests for a loopback host are served (DNS rebinding).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_required_off_loopback_and_checked_on_every_request() {
+    let key = ClusterKey::generate();
+    let node = within(builder("solo", &key).start()).await.expect("starts");
+
+    let anywhere: SocketAddr = "0.0.0.0:0".parse().expect("an address");
+    let refused =
+        within(Dashboard::start(&node, DashboardConfig::default().listen(anywhere))).await;
+    assert!(matches!(refused, Err(DashboardError::TokenRequired(addr)) if addr == anywhere));
+    let short = DashboardConfig::default().listen(anywhere).token("short");
+    assert!(matches!(
+        within(Dashboard::start(&node, short)).await,
+        Err(DashboardError::InvalidToken(_))
+    ));
+    let spaced = DashboardConfig::default().token("a token with spaces in it");
+    assert!(matches!(
+        within(Dashboard::start(&node, spaced)).await,
+        Err(DashboardError::InvalidToken(_))
+    ));
+
+    // Loopback with a token: the token is required all the same (test traffic stays on
+    // loopback; the check is the same whatever the address).
+    let token = "0123456789abcdef-secret";
+    let config = DashboardConfig::default().token(token);
+    assert!(!format!("{config:?}").contains(token), "the token is not printed");
+    let dashboard = within(Dashboard::start(&node, config)).await.expect("starts");
+    let addr = dashboard.addr();
+    let without = request(addr, "/api/node", &[]).await;
+    assert_eq!(without.status, 401);
+    assert_eq!(without.headers.get("www-authenticate").map(String::as_str), Some("Bearer"));
+    assert_eq!(request(addr, "/", &[]).await.status, 401);
+    let wrong =
+        request(addr, "/api/node", &["Authorization: Bearer 0123456789abcdef-secreT"]).await;
+    assert_eq!(wrong.status, 401);
+    let bearer = format!("Authorization: Bearer {token}");
+    let with_header = request(addr, "/api/node", &[&bearer]).await;
+    assert_eq!(with_header.status, 200);
+    assert_eq!(with_header.json()["name"], "solo");
+    assert_eq!(request(addr, &format!("/?token={token}"), &[]).await.status, 200);
+    assert_eq!(request(addr, "/?token=nope", &[]).await.status, 401);
+    within(dashboard.stop()).await;
+
+    // No token: a request for a host name that is not loopback is refused.
+    let dashboard = within(Dashboard::start(&node, DashboardConfig::default())).await.expect("ok");
+    let addr = dashboard.addr();
+    let mut stream = TcpStream::connect(addr).await.expect("connects");
+    let head = "GET /api/node HTTP/1.1\r\nHost: rebound.example:80\r\nConnection: close\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.expect("sends");
+    let mut raw = Vec::new();
+    within(stream.read_to_end(&mut raw)).await.expect("reads");
+    assert!(raw.starts_with(b"HTTP/1.1 403"), "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(request(addr, "/api/node", &[]).await.status, 200);
+    within(dashboard.stop()).await;
+    within(node.shutdown()).await;
+}
