@@ -3,12 +3,12 @@
 //! | step      | command |
 //! |-----------|---------|
 //! | `fmt`     | `cargo fmt --all --check` |
-//! | `clippy`  | `cargo clippy --workspace --all-targets --locked -- -D warnings` |
+//! | `clippy`  | `cargo clippy --workspace --all-targets --locked --features shoal/dashboard -- -D warnings` |
 //! | `cores`   | `cargo xtask cores`: each sans-IO core builds without tokio or the transport |
 //! | `features` | `cargo xtask features`: the facade builds with no feature and with each alone |
 //! | `test`    | `cargo nextest run --workspace --locked --no-fail-fast --features shoal/dashboard`, or `cargo test` |
 //! | `doctest` | `cargo test --workspace --doc --locked --features shoal/dashboard` |
-//! | `doc`     | `RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked` |
+//! | `doc`     | `RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --features shoal/dashboard` |
 //! | `examples` | `cargo xtask examples`: every example of the facade runs and ends well |
 //! | `chat`    | `cargo xtask chat`: the chat example as three processes survives a SIGKILL |
 //! | `cluster-test` | `cargo xtask cluster-test --quick --seed 20261206`: node processes on loopback |
@@ -60,6 +60,8 @@ fn steps() -> Vec<Step> {
                 "--workspace",
                 "--all-targets",
                 "--locked",
+                "--features",
+                DASHBOARD,
                 "--",
                 "-D",
                 "warnings",
@@ -78,7 +80,7 @@ fn steps() -> Vec<Step> {
         },
         Step {
             name: "doc",
-            cargo_args: &["doc", "--workspace", "--no-deps", "--locked"],
+            cargo_args: &["doc", "--workspace", "--no-deps", "--locked", "--features", DASHBOARD],
             env: &[("RUSTDOCFLAGS", "-D warnings")],
             reporter: None,
         },
