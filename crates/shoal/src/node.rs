@@ -23,12 +23,14 @@
 //! retrying with a growing backoff until [`NodeBuilder::join_timeout`], and only then starts
 //! the layers, so that the new node runs Paxos over the cluster's acceptors (it asks the node
 //! it joined). A node with no seed founds a cluster of its own, of which it is the only Paxos
-//! acceptor: give a restarted node a seed, or it founds a second cluster.
+//! acceptor: give a restarted node a seed, or it founds a second cluster. A node with seeds
+//! that finds itself without a connected peer joins them again.
 //!
 //! **The acceptors** grow as nodes join, one at a time by `shoal-paxos`'s procedure, to
 //! [`NodeBuilder::acceptors`] (3 by default), so the first node does not stay a single point of
-//! failure; the set is never shrunk by itself (see [`acceptors`](self) in the source, and
-//! `Paxos::remove_acceptor` for an operator's removal).
+//! failure. Each step is claimed by consensus first (a compare-and-set on the register
+//! `shoal.node.acceptors`), so no two nodes take different steps of one version; the set is
+//! never shrunk by itself (`Paxos::remove_acceptor` is an operator's removal).
 //!
 //! **Ready** ([`Node::ready`], [`Node::readiness`]) means: joined, a majority of the acceptors
 //! reachable, and this node's registry lease held; what an orchestrator waits for before it
