@@ -19,29 +19,17 @@ use shoal::registry::LockOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Every wait in these tests is bounded by this.
-const BOUND: Duration = Duration::from_secs(30);
+use super::node::{BOUND, Echo, within};
 
 /// The hub whose children the dashboard shows.
 const HUB: &str = "jobs";
 
-/// Quick failure detection, for tests (as in the `node` tests), on a runtime that knows the
-/// hub children's factory before the hub runs.
+/// A `node` test's node, on a runtime that knows the hub children's factory before the hub
+/// runs.
 fn builder(name: &str, key: &ClusterKey) -> NodeBuilder {
     let runtime = Runtime::builder().node_name(name).build().expect("a runtime");
     runtime.register_factory("echo", |(): ()| Echo).expect("a fresh factory");
-    Node::builder(name).key(key.clone()).runtime(runtime).hub(HUB, HubConfig::default()).transport(
-        |transport| {
-            transport
-                .heartbeat(Duration::from_millis(100), Duration::from_millis(1_000))
-                .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
-                .gossip_interval(Duration::from_millis(200))
-        },
-    )
-}
-
-async fn within<T>(work: impl Future<Output = T>) -> T {
-    tokio::time::timeout(BOUND, work).await.expect("finished within the bound")
+    super::node::builder(name, key).runtime(runtime).hub(HUB, HubConfig::default())
 }
 
 /// Polls `check` until it gives a value, at most [`BOUND`].
@@ -57,25 +45,6 @@ where
         }
         assert!(tokio::time::Instant::now() < deadline, "not within {BOUND:?}: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Answers calls with its argument; a hub child and a registered process.
-struct Echo;
-
-impl Process for Echo {
-    type Message = ();
-    type Call = String;
-    type Reply = String;
-
-    async fn handle_cast(&mut self, (): (), _: &mut Context<Self>) {}
-
-    async fn handle_call(&mut self, text: String, reply: ReplyTo<String>, _: &mut Context<Self>) {
-        reply.send(text);
-    }
-
-    fn remote_messages() -> Option<Codec<Self>> {
-        Some(Codec::msgpack())
     }
 }
 

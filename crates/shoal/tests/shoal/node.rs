@@ -17,11 +17,11 @@ use shoal::prelude::*;
 use shoal::registry::LockOptions;
 use shoal::transport::DownReason;
 
-/// Every wait in these tests is bounded by this.
-const BOUND: Duration = Duration::from_secs(30);
+/// Every wait in these tests (and the dashboard's) is bounded by this.
+pub(super) const BOUND: Duration = Duration::from_secs(30);
 
 /// Quick failure detection, for tests.
-fn builder(name: &str, key: &ClusterKey) -> NodeBuilder {
+pub(super) fn builder(name: &str, key: &ClusterKey) -> NodeBuilder {
     Node::builder(name).key(key.clone()).transport(|transport| {
         transport
             .heartbeat(Duration::from_millis(100), Duration::from_millis(1_000))
@@ -30,7 +30,7 @@ fn builder(name: &str, key: &ClusterKey) -> NodeBuilder {
     })
 }
 
-async fn within<T>(work: impl Future<Output = T>) -> T {
+pub(super) async fn within<T>(work: impl Future<Output = T>) -> T {
     tokio::time::timeout(BOUND, work).await.expect("finished within the bound")
 }
 
@@ -55,7 +55,7 @@ async fn acceptors(node: &Node) -> (u64, Vec<String>) {
 }
 
 /// Answers calls with its argument; a hub child and a registered process.
-struct Echo;
+pub(super) struct Echo;
 
 impl Process for Echo {
     type Message = ();
