@@ -36,6 +36,9 @@
 //!    scenarios after this one have the nodes to themselves. A failed run cleans up as well as
 //!    it can.
 //!
+//! Each round of calls by name waits first until every live node's `children()` lists every
+//! child alike: a name resolves through the caller's own replicated view.
+//!
 //! During each wait the largest number of children seen with two live processes at once
 //! (across the nodes asked) is kept and reported; only the end of each wait is judged.
 
@@ -82,7 +85,7 @@ fn run(cluster: &mut Cluster, profile: &Profile, children: usize) -> Result<Stri
     let placed_ms = started.elapsed().as_millis();
     let taken = taken_refused(cluster, &placement, children)?;
     let asker = cluster.rng.below(cluster.size);
-    call_all(cluster, asker, children)?;
+    call_all(cluster, &all, asker, children)?;
     report.push(format!(
         "{children} children started by name from {} nodes in {} ms, each running once on the \
          owner of its name ({}) within {placed_ms} ms; {taken}; all answered a call by name \
@@ -136,7 +139,7 @@ fn run(cluster: &mut Cluster, profile: &Profile, children: usize) -> Result<Stri
          not each exactly once"
     );
     let asker = survivors[cluster.rng.below(survivors.len())];
-    call_all(cluster, asker, children)?;
+    call_all(cluster, &survivors, asker, children)?;
     report.push(format!(
         "{name} SIGKILLed: its {lost} children running again under their names on the {} \
          survivors, each started exactly once ({restarts} starts), all {children} exactly once \
@@ -188,7 +191,7 @@ fn run(cluster: &mut Cluster, profile: &Profile, children: usize) -> Result<Stri
     )?;
     let heal_ms = healed_at.elapsed().as_millis();
     let asker = cluster.rng.below(cluster.size);
-    call_all(cluster, asker, children)?;
+    call_all(cluster, &all, asker, children)?;
     report.push(format!(
         "partition {sides}: {apart}; healed: one live child per name, all {children} on their \
          owners ({}), every node's children() listing all {children} with the same pids and its \
@@ -248,7 +251,26 @@ fn taken_refused(cluster: &mut Cluster, placement: &Placement, children: usize) 
 }
 
 /// Node `asker` calls every child by name; every one must answer, itself.
-fn call_all(cluster: &mut Cluster, asker: usize, children: usize) -> Result<()> {
+///
+/// A name resolves through the asker's own view of the supervisor, which the owners'
+/// replication reaches a moment after the children are placed; so the calls wait until
+/// every one of `nodes` (the asker among them) lists every child, alike.
+fn call_all(cluster: &mut Cluster, nodes: &[usize], asker: usize, children: usize) -> Result<()> {
+    cluster.wait_for(PLACE_TIMEOUT, "every child listed alike before the calls", |cluster| {
+        let listed = listed(cluster, nodes)?;
+        let digests: BTreeSet<&str> = listed.iter().map(|listed| listed.digest.as_str()).collect();
+        let short: Vec<String> = nodes
+            .iter()
+            .zip(&listed)
+            .filter(|(_, listed)| listed.count != children)
+            .map(|(&index, listed)| format!("{} lists {}", cluster.nodes[index].name, listed.count))
+            .collect();
+        Ok(if short.is_empty() && digests.len() == 1 {
+            Poll::Done(())
+        } else {
+            Poll::Pending(format!("{}; {} different children()", short.join("; "), digests.len()))
+        })
+    })?;
     let command = format!("{DSUP} call 0 {children}");
     let answer = cluster.ask(asker, &command)?;
     ensure!(
