@@ -168,6 +168,8 @@ impl NodeBuilder {
 
     /// Keeps this node's Paxos acceptor state in `dir` (fsynced), so that it restarts with its
     /// votes; by default it keeps them in memory and rejoins from the others after a restart.
+    /// Recommended while the acceptor set is small (1 or 2) or growing: an in-memory acceptor
+    /// that restarts empty can leave a majority without its state (see the Guarantees page).
     #[cfg(feature = "paxos")]
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         if let Some(paxos) = &mut self.layers.paxos {
