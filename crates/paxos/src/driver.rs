@@ -49,6 +49,7 @@ use crate::core::acceptor::Recovery;
 use crate::core::membership::{Configuration, is_single_step, majority};
 use crate::error::{BeginEpochError, PaxosError, StorageError};
 use crate::register::{Change, Entry, Key, Outcome, Owner};
+use crate::stats::{Counters, PaxosStats};
 use crate::storage::{FileStorage, MemoryStorage};
 
 /// The core's id for the node called `name`: the one place names become [`NodeId`]s.
@@ -335,6 +336,8 @@ struct Inner {
     retry_every: Duration,
     /// The run of this start's proposer.
     proposer_run: u64,
+    /// Its counters.
+    counters: Arc<Counters>,
 }
 
 impl Paxos {
@@ -362,7 +365,7 @@ impl Paxos {
             voting: voting.clone(),
         };
         // The store opens at start on an acceptor, or when a configuration adds this node.
-        let proposer_run = match config.storage.clone() {
+        let (proposer_run, counters) = match config.storage.clone() {
             StorageConfig::File(dir) => {
                 let open: task::OpenStorage<_> = Box::new(move || FileStorage::open(&dir));
                 task::start(node, config, (open, task::Durability::OnDisk), plumbing).await?
@@ -380,6 +383,7 @@ impl Paxos {
             voting,
             retry_every,
             proposer_run,
+            counters,
         };
         Ok(Paxos { inner: Arc::new(inner) })
     }
@@ -763,6 +767,13 @@ impl Paxos {
     /// so a service stopped and started again on the same node never reuses a ballot.
     pub fn proposer_run(&self) -> u64 {
         self.inner.proposer_run
+    }
+
+    /// What this node's proposer counted since the service started: rounds (phase 1 and
+    /// phase 2), conflicts, fast-path and slow decisions, and its callers' latencies. Read from
+    /// atomics, without asking the driver task (so never held up by a busy service).
+    pub fn stats(&self) -> PaxosStats {
+        self.inner.counters.snapshot()
     }
 
     /// The node this service runs on.

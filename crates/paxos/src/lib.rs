@@ -181,6 +181,7 @@ mod driver;
 mod error;
 mod hash;
 mod register;
+mod stats;
 mod storage;
 
 pub use crate::core::acceptor::Recovery;
@@ -191,6 +192,7 @@ pub use crate::driver::{
 };
 pub use crate::error::{BeginEpochError, PaxosError, StorageError};
 pub use crate::register::{Change, Entry, Key, Outcome, Owner, Register};
+pub use crate::stats::{LATENCY_BOUNDS_MICROS, LatencyHistogram, PaxosStats};
 pub use crate::storage::{FileStorage, MemoryStorage};
 
 #[cfg(all(test, feature = "driver"))]

@@ -16,6 +16,7 @@
 //! trip instead of two, while nobody else writes the key.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
@@ -29,6 +30,7 @@ use crate::core::{
 };
 use crate::error::{PaxosError, ProposeError};
 use crate::register::{Change, Key, Outcome, Register};
+use crate::stats::{Counters, Event, PaxosStats};
 
 /// The most messages a proposer holds for the driver; past it the oldest is dropped, which
 /// Paxos tolerates like any message loss. A driver that drains after every call never gets there.
@@ -152,6 +154,10 @@ struct Request {
     /// effect, and a later round must not apply the change a second time.
     proposal: Option<Proposal>,
     conflicts: u32,
+    /// When it was admitted (its latency is counted from there).
+    admitted: Instant,
+    /// Whether a round of it sent a prepare (phase 1): a decision then is no fast-path one.
+    prepared: bool,
 }
 
 /// Every value a change proposed, lowest ballot first.
@@ -280,6 +286,8 @@ pub struct Proposer {
     fast: BTreeMap<Key, Fast>,
     outbox: VecDeque<(NodeId, Message)>,
     completions: VecDeque<Completion>,
+    /// Rounds, conflicts, decisions and latencies, shared with the driver's handle.
+    counters: Arc<Counters>,
 }
 
 impl Proposer {
@@ -304,12 +312,25 @@ impl Proposer {
             fast: BTreeMap::new(),
             outbox: VecDeque::new(),
             completions: VecDeque::new(),
+            counters: Arc::default(),
         }
     }
 
     /// This proposer.
     pub fn id(&self) -> ProposerId {
         self.config.id
+    }
+
+    /// What this proposer counted since it was made.
+    pub fn stats(&self) -> PaxosStats {
+        self.counters.snapshot()
+    }
+
+    /// The counters behind [`Proposer::stats`], for a handle that reads them while the
+    /// proposer runs elsewhere.
+    #[cfg_attr(not(feature = "driver"), allow(dead_code))]
+    pub(crate) fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
     }
 
     /// Changes held (queued, running or forwarded).
@@ -400,7 +421,7 @@ impl Proposer {
         self.stop_forward(id);
         let read = self.requests.get(&id).is_some_and(|r| r.change.is_read());
         if !read {
-            return self.finish(id, Err(PaxosError::DesignatedDown));
+            return self.finish(now, id, Err(PaxosError::DesignatedDown));
         }
         let Some(request) = self.requests.get(&id) else { return };
         let key = request.key.clone();
@@ -423,6 +444,7 @@ impl Proposer {
         for key in due {
             if let Some(state) = self.keys.get_mut(&key) {
                 if state.round.take().is_some() {
+                    self.counters.count(Event::RoundTimeout);
                     // The round timed out: its fast ballot may be dead, prepare afresh.
                     state.quorum_answered = state.responded.len() >= quorum;
                     self.fast.remove(&key);
@@ -439,7 +461,7 @@ impl Proposer {
             .collect();
         for id in expired {
             self.stop_forward(id);
-            self.finish(id, Err(PaxosError::Timeout { maybe_applied: true }));
+            self.finish(now, id, Err(PaxosError::Timeout { maybe_applied: true }));
         }
         let resends: Vec<RequestId> = self
             .forward_resends
@@ -560,7 +582,7 @@ impl Proposer {
                     return Ok(());
                 }
                 self.stop_forward(id);
-                self.finish(id, result);
+                self.finish(now, id, result);
                 Ok(())
             }
             _ => Err(Ignored::NotForProposer),
@@ -662,8 +684,16 @@ impl Proposer {
         }
         let id = RequestId(self.next_request);
         self.next_request += 1;
-        let request =
-            Request { key: key.clone(), change, origin, deadline, proposal: None, conflicts: 0 };
+        let request = Request {
+            key: key.clone(),
+            change,
+            origin,
+            deadline,
+            proposal: None,
+            conflicts: 0,
+            admitted: now,
+            prepared: false,
+        };
         self.requests.insert(id, request);
         let state = self.keys.entry(key.clone()).or_default();
         state.queue.push_back(id);
@@ -695,7 +725,7 @@ impl Proposer {
                     PaxosError::NoQuorum { maybe_applied }
                 };
                 state.queue.pop_front();
-                self.finish(id, Err(error));
+                self.finish(now, id, Err(error));
                 continue;
             }
             return self.start_round(now, key, id);
@@ -726,10 +756,15 @@ impl Proposer {
             }
             None => {
                 self.counter = self.counter.saturating_add(1);
+                request.prepared = true;
                 let ballot = Ballot { counter: self.counter, proposer: self.config.id };
                 Round::Preparing { ballot, promises: BTreeMap::new() }
             }
         };
+        self.counters.count(match round {
+            Round::Preparing { .. } => Event::Prepare,
+            Round::Accepting { .. } => Event::Accept,
+        });
         let message = match &round {
             Round::Preparing { ballot, .. } => {
                 let (epoch, configuration) = (self.epoch, self.config.version);
@@ -837,7 +872,7 @@ impl Proposer {
                 state.round = None;
                 set_wake(&mut self.wakes, &key, &mut state.wake_at, None);
                 state.queue.pop_front();
-                self.finish(id, Err(PaxosError::Indeterminate));
+                self.finish(now, id, Err(PaxosError::Indeterminate));
                 return self.run_key(now, &key);
             }
         };
@@ -857,6 +892,7 @@ impl Proposer {
         state.refused.clear();
         let wake_at = (now + self.config.round_timeout).min(request.deadline);
         set_wake(&mut self.wakes, &key, &mut state.wake_at, Some(wake_at));
+        self.counters.count(Event::Accept);
         self.broadcast(&message);
     }
 
@@ -908,7 +944,9 @@ impl Proposer {
             self.remember_fast(&key, fast);
         }
         if let Some(id) = id {
-            self.finish(id, Ok(attempt.report));
+            let prepared = self.requests.get(&id).is_some_and(|request| request.prepared);
+            self.counters.count(if prepared { Event::SlowDecision } else { Event::FastDecision });
+            self.finish(now, id, Ok(attempt.report));
         }
         self.run_key(now, &key);
         Ok(())
@@ -958,6 +996,9 @@ impl Proposer {
         let conflict = state.contended;
         state.quorum_answered = state.responded.len() >= quorum;
         state.round = None;
+        if conflict {
+            self.counters.count(Event::Conflict);
+        }
         self.fast.remove(&key);
         self.back_off(now, &key, conflict);
         Ok(())
@@ -1008,10 +1049,11 @@ impl Proposer {
         }
     }
 
-    fn finish(&mut self, id: RequestId, result: Result<Outcome, PaxosError>) {
+    fn finish(&mut self, now: Instant, id: RequestId, result: Result<Outcome, PaxosError>) {
         let Some(request) = self.requests.remove(&id) else { return };
         match request.origin {
             Origin::Local => {
+                self.counters.record_latency(now.saturating_duration_since(request.admitted));
                 self.completions.push_back(Completion { id, key: request.key, result });
             }
             Origin::Forwarded { from, id } => {

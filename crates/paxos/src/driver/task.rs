@@ -27,6 +27,7 @@ use crate::core::{
 };
 use crate::error::{BeginEpochError, PaxosError, ProposeError, StorageError};
 use crate::register::{Change, Key, Outcome};
+use crate::stats::Counters;
 use crate::storage::Storage;
 
 /// Opens this node's acceptor store: at start if the node is an acceptor, or when a
@@ -59,13 +60,13 @@ pub(crate) struct Plumbing {
 
 type Reply = oneshot::Sender<Result<Outcome, PaxosError>>;
 
-/// Opens the service and spawns the task; returns the proposer's run.
+/// Opens the service and spawns the task; returns the proposer's run and its counters.
 pub(crate) async fn start<S: Storage + Send + 'static>(
     node: &Node,
     config: PaxosConfig,
     (mut open_storage, durability): (OpenStorage<S>, Durability),
     plumbing: Plumbing,
-) -> Result<u64, PaxosStartError> {
+) -> Result<(u64, Arc<Counters>), PaxosStartError> {
     let is_acceptor = config.acceptors.iter().any(|name| name == node.name());
     let storage = if is_acceptor { Some(open_storage()?) } else { None };
     let (service, inbox) =
@@ -125,8 +126,9 @@ pub(crate) async fn start<S: Storage + Send + 'static>(
         plumbing,
         keeps: BTreeMap::new(),
     };
+    let counters = driver.proposer.counters();
     tokio::spawn(driver.run());
-    Ok(run)
+    Ok((run, counters))
 }
 
 struct Driver<S> {

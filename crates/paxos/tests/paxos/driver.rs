@@ -215,6 +215,16 @@ async fn concurrent_increments_from_every_node_are_all_counted_once() {
         assert_eq!(counter.total, count * PER_WRITER, "read on {}", paxos.node().name());
         assert!(counter.last.values().all(|&last| last == PER_WRITER));
     }
+    // The handles read the proposers' counters: every acknowledged change was decided by a
+    // proposer (its own or the designated one it was forwarded to), and each node's callers'
+    // waits are in its histogram (the reads just done included).
+    let stats: Vec<_> = services.iter().map(Paxos::stats).collect();
+    let decided: u64 = stats.iter().map(|s| s.fast_decisions + s.slow_decisions).sum();
+    assert!(decided >= count * PER_WRITER, "{stats:?}");
+    for stats in &stats {
+        assert!(stats.latency.count() > 2 * PER_WRITER, "{stats:?}");
+        assert!(stats.accept_rounds >= stats.fast_decisions + stats.slow_decisions);
+    }
 
     // `Add` counts too, and `put`, `compare_and_set` and `delete` do what they say.
     for paxos in &services {

@@ -611,3 +611,56 @@ mod properties {
         }
     }
 }
+
+/// Stats: a first write counts one prepare, one accept and a slow decision; a second write of
+/// the same key takes the fast path (one accept, no prepare) and counts a fast decision; each
+/// completion's latency lands in the histogram.
+#[test]
+fn stats_count_rounds_and_the_fast_path() {
+    let mut wire = Wire::new(3, 1);
+    let now = wire.now;
+    wire.proposers[0].propose(now, "k".into(), Change::Set(Entry::new("a"))).unwrap();
+    wire.deliver_all();
+    assert_eq!(wire.completions(0).len(), 1);
+    let stats = wire.proposers[0].stats();
+    assert_eq!((stats.prepare_rounds, stats.accept_rounds), (1, 1));
+    assert_eq!((stats.slow_decisions, stats.fast_decisions), (1, 0));
+    assert_eq!(stats.conflicts, 0);
+    assert_eq!(stats.latency.count(), 1);
+    wire.proposers[0].propose(now, "k".into(), Change::Set(Entry::new("b"))).unwrap();
+    wire.deliver_all();
+    assert_eq!(wire.completions(0).len(), 1);
+    let stats = wire.proposers[0].stats();
+    assert_eq!((stats.prepare_rounds, stats.accept_rounds), (1, 2));
+    assert_eq!((stats.slow_decisions, stats.fast_decisions), (1, 1));
+    assert_eq!(stats.latency.count(), 2);
+    assert_eq!(stats.latency.buckets[0], 2, "no time passed: both in the first bucket");
+}
+
+/// Stats: a round that a majority refuses for a higher ballot counts one conflict (not one
+/// per refusal), and a round that times out counts a round timeout; neither decides.
+#[test]
+fn stats_count_conflicts_and_round_timeouts() {
+    let mut p = proposer(vec![]);
+    let now = std::time::Instant::now();
+    p.propose(now, "k".into(), Change::Read).unwrap();
+    drain(&mut p);
+    let b = ballot(1, 101);
+    let refusal = Message::Rejected {
+        key: "k".into(),
+        ballot: b,
+        reason: Rejection::Promised(ballot(40, 102)),
+    };
+    p.handle_message(now, NodeId(2), refusal.clone()).unwrap();
+    assert_eq!(p.stats().conflicts, 0, "one refusal is no defeat");
+    p.handle_message(now, NodeId(3), refusal).unwrap();
+    assert_eq!(p.stats().conflicts, 1);
+    let wake = p.poll_timeout().unwrap();
+    p.handle_timeout(wake);
+    assert_eq!(p.stats().prepare_rounds, 2, "the retry prepares again");
+    let timeout = p.poll_timeout().unwrap();
+    p.handle_timeout(timeout);
+    let stats = p.stats();
+    assert_eq!(stats.round_timeouts, 1);
+    assert_eq!((stats.slow_decisions, stats.fast_decisions), (0, 0));
+}
