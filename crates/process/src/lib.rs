@@ -128,6 +128,7 @@ mod runtime;
 mod send;
 mod signal;
 mod spec;
+mod stats;
 mod sys;
 mod table;
 mod timer;
@@ -149,6 +150,7 @@ pub use reply::ReplyTo;
 pub use runtime::{ExitWatch, ProcessInfo, Runtime, RuntimeBuilder, SpawnOptions};
 pub use signal::{ExitKind, Signal};
 pub use spec::{ChildSpec, Restart, Shutdown};
+pub use stats::{DEFAULT_MAILBOX_THRESHOLD, ExitCounts, RuntimeStats};
 pub use timer::TimerRef;
 
 // Every handle a user shares across tasks and threads is `Send` and `Sync`: checked when the
@@ -167,4 +169,5 @@ const _: () = {
     send_and_sync::<ExitWatch>();
     send_and_sync::<Forwarding>();
     send_and_sync::<TimerRef>();
+    send_and_sync::<RuntimeStats>();
 };

@@ -18,6 +18,7 @@ use crate::mailbox::{MailboxConfig, Overflow};
 use crate::pid::next_incarnation;
 use crate::remote::{Outbound, Remote};
 use crate::run::{InitAck, run};
+use crate::stats::{Counters, DEFAULT_MAILBOX_THRESHOLD, RuntimeStats};
 use crate::table::ProcessTable;
 use crate::{
     Addr, BuildError, Context, Dest, ExitError, ExitKind, ExitReason, LinkError, NodeId, Pid,
@@ -51,6 +52,10 @@ struct Inner {
     clock: Clock,
     /// Casts from other nodes refused by a full mailbox whose policy is `Reject`.
     refused_remote_casts: AtomicU64,
+    /// Exits by class and supervisors' restarts, for [`Runtime::stats`].
+    counters: Counters,
+    /// The mailbox length above which [`RuntimeStats::mailboxes_over_threshold`] counts.
+    mailbox_threshold: usize,
 }
 
 /// Configures a [`Runtime`].
@@ -60,6 +65,7 @@ pub struct RuntimeBuilder {
     mailbox: MailboxConfig,
     clock: Clock,
     incarnation: Option<u64>,
+    mailbox_threshold: usize,
 }
 
 impl RuntimeBuilder {
@@ -91,6 +97,13 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The mailbox length above which [`Runtime::stats`] counts a process's mailbox as over
+    /// the threshold (default [`DEFAULT_MAILBOX_THRESHOLD`]).
+    pub fn mailbox_threshold(mut self, letters: usize) -> Self {
+        self.mailbox_threshold = letters;
+        self
+    }
+
     /// Builds the runtime on the current tokio runtime, with a fresh incarnation.
     pub fn build(self) -> Result<Runtime, BuildError> {
         if !valid_name(&self.node_name) {
@@ -118,6 +131,8 @@ impl RuntimeBuilder {
             tokio,
             clock: self.clock,
             refused_remote_casts: AtomicU64::new(0),
+            counters: Counters::default(),
+            mailbox_threshold: self.mailbox_threshold,
         };
         Ok(Runtime { inner: Arc::new(inner) })
     }
@@ -215,6 +230,7 @@ impl Runtime {
             mailbox: MailboxConfig::DEFAULT,
             clock: Clock::tokio(),
             incarnation: None,
+            mailbox_threshold: DEFAULT_MAILBOX_THRESHOLD,
         }
     }
 
@@ -628,6 +644,7 @@ impl Runtime {
         forwarder: Option<Arc<dyn ProcessCell>>,
     ) {
         let pid = cell.pid();
+        self.inner.counters.count_exit(&reason);
         let remains = cell.control().finish(reason.clone());
         match forwarder {
             None => {
@@ -678,6 +695,34 @@ impl Runtime {
     /// How many processes are alive on this node.
     pub fn process_count(&self) -> usize {
         self.inner.table.len()
+    }
+
+    /// A snapshot of this node's processes: how many are alive, spawned and exited (by
+    /// reason), restarted by supervisors, and how many mailboxes are over the runtime's
+    /// threshold ([`RuntimeBuilder::mailbox_threshold`]). The counters are read without
+    /// locks; the mailboxes are counted by a walk over the process table, so call this on a
+    /// tick (a metrics sampler's), not per message.
+    pub fn stats(&self) -> RuntimeStats {
+        let threshold = self.inner.mailbox_threshold;
+        RuntimeStats {
+            processes: self.inner.table.len(),
+            // Every spawn takes the next local id, and nothing else does; ids start at 1.
+            spawned_total: self.inner.next_id.load(Ordering::Relaxed) - 1,
+            exits: self.inner.counters.exits(),
+            restarts_total: self.inner.counters.restarts(),
+            mailboxes_over_threshold: self
+                .inner
+                .table
+                .count_processes(|cell| cell.mailbox_len() > threshold),
+            mailbox_threshold: threshold,
+        }
+    }
+
+    /// Counts one restart of a child by a supervisor on this node, for
+    /// [`RuntimeStats::restarts_total`]: supervisors call it each time they start a child
+    /// again after it exited (not for the first start).
+    pub fn note_restart(&self) {
+        self.inner.counters.count_restart();
     }
 
     /// Letters waiting in `pid`'s mailbox, if it is alive here.

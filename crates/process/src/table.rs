@@ -80,6 +80,15 @@ impl ProcessTable {
         ids
     }
 
+    /// How many processes (not forwarders) satisfy `test`, each shard read in turn.
+    pub(crate) fn count_processes(&self, test: impl Fn(&dyn ProcessCell) -> bool) -> usize {
+        let count_in = |shard: &Shard| {
+            let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
+            shard.values().filter(|entry| !entry.is_forwarder() && test(entry.as_ref())).count()
+        };
+        self.shards.iter().map(count_in).sum()
+    }
+
     /// How many processes (not forwarders) are in the table.
     pub(crate) fn len(&self) -> usize {
         let entries: usize = self

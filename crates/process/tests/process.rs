@@ -37,6 +37,8 @@ mod monitors;
 mod names;
 #[path = "process/remote.rs"]
 mod remote;
+#[path = "process/stats.rs"]
+mod stats;
 #[path = "process/sys.rs"]
 mod sys;
 #[path = "process/timers.rs"]

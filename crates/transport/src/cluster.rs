@@ -444,7 +444,11 @@ impl Dispatch for Cluster {
             Frame::Ping { id } => {
                 peer.push_control(Frame::Pong { id });
             }
-            Frame::Pong { id } => self.answers.settle(id, Ok(Bytes::new())),
+            Frame::Pong { id } => {
+                if !peer.note_pong(id, self.wiring.micros()) {
+                    self.answers.settle(id, Ok(Bytes::new()));
+                }
+            }
             Frame::Received { counts } => peer.note_read_by_peer(&counts),
             Frame::Gossip { members, left } => self.merge_gossip(members, left),
             // A node leaves only as itself, in the incarnation it runs.
@@ -817,7 +821,9 @@ async fn run_session(
                 if managed && ticks_seen.is_multiple_of(KEEP_EVERY_TICKS) {
                     peer.push_keep(cluster.keeps.is_kept(&peer.name()));
                 }
-                peer.push_control(Frame::Ping { id: cluster.answers.fresh_id() });
+                let ping = cluster.answers.fresh_id();
+                peer.note_heartbeat_ping(ping, cluster.wiring.micros());
+                peer.push_control(Frame::Ping { id: ping });
                 peer.push_control(Frame::Received { counts: peer.inbound_counts() });
                 cluster.answers.sweep_abandoned();
                 ticks_seen += 1;

@@ -54,6 +54,11 @@ impl Wiring {
     pub(crate) fn millis(&self) -> u64 {
         self.clock.since(self.origin).as_millis() as u64
     }
+
+    /// Microseconds since the node started (for round-trip times).
+    pub(crate) fn micros(&self) -> u64 {
+        self.clock.since(self.origin).as_micros() as u64
+    }
 }
 
 /// Where the connection layer hands what it learns: implemented by the node.

@@ -7,6 +7,7 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use shoal_process::remote::current_sender;
 use shoal_process::{NodeId, Pid, Ref};
@@ -92,6 +93,10 @@ pub struct PeerStats {
     pub reconnects: u64,
     /// Frames discarded by fault injection.
     pub dropped_by_faults: u64,
+    /// The round-trip time to the peer, smoothed: from each heartbeat's ping to its pong,
+    /// averaged as TCP does (`rtt = 7/8 rtt + 1/8 sample`, RFC 6298). It includes the time
+    /// both frames wait behind other control frames. `None` until a first pong came back.
+    pub rtt: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -128,6 +133,8 @@ pub(crate) struct Peer {
     /// When a frame last came from the peer, in milliseconds since the node started.
     last_heard_ms: AtomicU64,
     pub(crate) counters: Counters,
+    /// Round trips of heartbeat pings.
+    rtt: RttEstimate,
     pub(crate) ties: Mutex<Ties>,
     /// Set when the peer left or was replaced: its connector stops.
     removed: watch::Sender<bool>,
@@ -231,6 +238,7 @@ impl Peer {
             has_waiting_senders: AtomicBool::new(false),
             last_heard_ms: AtomicU64::new(0),
             counters: Counters::default(),
+            rtt: RttEstimate::default(),
             ties: Mutex::new(Ties::default()),
             removed: watch::Sender::new(false),
             inbound_epoch: watch::Sender::new(0),
@@ -668,6 +676,59 @@ impl Peer {
             queued: self.queued.load(Ordering::Relaxed) as u64,
             reconnects: read(&self.counters.reconnects),
             dropped_by_faults: read(&self.counters.dropped_by_faults),
+            rtt: self.rtt.smoothed(),
+        }
+    }
+
+    /// A heartbeat ping `id` is sent now (`now_us`: microseconds since the node started).
+    pub(crate) fn note_heartbeat_ping(&self, id: u64, now_us: u64) {
+        self.rtt.sent(id, now_us);
+    }
+
+    /// The pong `id` came back now; whether it answered the latest heartbeat ping.
+    pub(crate) fn note_pong(&self, id: u64, now_us: u64) -> bool {
+        self.rtt.answered(id, now_us)
+    }
+}
+
+/// The smoothed round-trip time of heartbeat pings. One ping is timed at a time, the latest:
+/// a pong for an older one (it came after the next ping left) is not a sample.
+#[derive(Default)]
+struct RttEstimate {
+    /// The id of the latest heartbeat ping, 0 once its pong came back.
+    ping_id: AtomicU64,
+    ping_sent_us: AtomicU64,
+    /// Smoothed round trip in microseconds, 0 before the first sample.
+    smoothed_us: AtomicU64,
+}
+
+impl RttEstimate {
+    fn sent(&self, id: u64, now_us: u64) {
+        // The time first, then the id that makes it count: a pong matching the id finds it.
+        self.ping_sent_us.store(now_us, Ordering::Relaxed);
+        self.ping_id.store(id, Ordering::Release);
+    }
+
+    fn answered(&self, id: u64, now_us: u64) -> bool {
+        if id == 0
+            || self.ping_id.compare_exchange(id, 0, Ordering::Acquire, Ordering::Relaxed).is_err()
+        {
+            return false;
+        }
+        // At least a microsecond, so that a sample is never taken for "none yet".
+        let sample = now_us.saturating_sub(self.ping_sent_us.load(Ordering::Relaxed)).max(1);
+        let smooth = |previous: u64| match previous {
+            0 => Some(sample),
+            previous => Some((previous.saturating_mul(7).saturating_add(sample) / 8).max(1)),
+        };
+        let _ = self.smoothed_us.fetch_update(Ordering::Relaxed, Ordering::Relaxed, smooth);
+        true
+    }
+
+    fn smoothed(&self) -> Option<Duration> {
+        match self.smoothed_us.load(Ordering::Relaxed) {
+            0 => None,
+            micros => Some(Duration::from_micros(micros)),
         }
     }
 }
@@ -759,6 +820,24 @@ mod tests {
     fn control_frames(session: &Session) -> Vec<Frame> {
         let queue = session.queue(CONTROL_CHANNEL, 0).expect("a control queue");
         queue.close().into_iter().map(|queued| queued.frame).collect()
+    }
+
+    /// The round-trip time is smoothed as RFC 6298 smooths SRTT (alpha = 1/8), from the first
+    /// sample on; only the pong of the latest heartbeat ping is a sample, once.
+    #[test]
+    fn the_round_trip_time_is_an_ewma_of_heartbeat_pongs() {
+        let rtt = RttEstimate::default();
+        assert_eq!(rtt.smoothed(), None);
+        rtt.sent(5, 1_000);
+        assert!(!rtt.answered(4, 1_100), "an older ping's pong is no sample");
+        assert!(rtt.answered(5, 1_800));
+        assert_eq!(rtt.smoothed(), Some(Duration::from_micros(800)));
+        assert!(!rtt.answered(5, 1_900), "a pong counts once");
+        rtt.sent(6, 2_000);
+        assert!(rtt.answered(6, 2_080));
+        // (7 * 800 + 80) / 8
+        assert_eq!(rtt.smoothed(), Some(Duration::from_micros(710)));
+        assert!(!rtt.answered(0, 3_000), "id 0 is no ping");
     }
 
     /// Rolling upgrades: `Frame::Keep` (version 3) never goes to a peer that speaks version 2,

@@ -105,3 +105,20 @@ async fn a_node_event_subscription_ends_with_its_process_or_demonitor_nodes() {
     .await;
     shutdown(&[a]);
 }
+
+/// `PeerStats::rtt` is the smoothed round trip of heartbeat pings: `Some` once pongs came
+/// back over real TCP on loopback, each way, and below the failure timeout (a pong that slow
+/// would have taken the peer down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_stats_show_the_round_trip_time_once_heartbeats_were_answered() {
+    let nodes = cluster(&["a", "b"]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    eventually("both sides measured a round trip", || async {
+        let rtt = |node: &shoal_transport::Node, peer| node.peer_stats(peer).and_then(|s| s.rtt);
+        rtt(a, "b").is_some() && rtt(b, "a").is_some()
+    })
+    .await;
+    let rtt = a.peer_stats("b").and_then(|stats| stats.rtt).expect("measured");
+    assert!(rtt < std::time::Duration::from_secs(2), "a loopback round trip of {rtt:?}");
+    shutdown(&nodes);
+}
