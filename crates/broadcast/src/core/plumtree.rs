@@ -355,6 +355,9 @@ pub struct Plumtree<P, H: Handler<P>> {
     exchange_at: Option<Instant>,
     /// Announcements dropped past `max_lazy_queue`, for the driver's counters.
     dropped_announcements: u64,
+    /// Payloads received that were known already (redundant deliveries), for the driver's
+    /// counters.
+    duplicates: u64,
     outputs: VecDeque<PlumtreeOutput<P, H::Id, H::Payload>>,
 }
 
@@ -384,6 +387,7 @@ where
             recent: VecDeque::new(),
             exchange_at,
             dropped_announcements: 0,
+            duplicates: 0,
             outputs: VecDeque::new(),
         }
     }
@@ -424,6 +428,13 @@ where
     /// the peer may lack: another announcer's IHAVE or an anti-entropy exchange covers it.
     pub fn dropped_announcements(&self) -> u64 {
         self.dropped_announcements
+    }
+
+    /// How many payloads (GOSSIP) arrived that were known already since the core started:
+    /// redundant deliveries, the price of the eager links the trees have not pruned yet (and
+    /// of GRAFTs answered by more than one announcer).
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
     }
 
     /// The next output to act on, oldest first. Drain after every call.
@@ -579,7 +590,11 @@ where
                 tree.eager.insert(from.clone());
                 self.remember(id, from, round);
             }
-        } else if is_neighbour && !self.came_by(&id, &from) {
+        } else {
+            self.duplicates += 1;
+            if !is_neighbour || self.came_by(&id, &from) {
+                return;
+            }
             let tree = self.tree_mut(&root);
             tree.eager.remove(&from);
             tree.lazy.insert(from.clone());

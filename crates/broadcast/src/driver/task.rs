@@ -320,6 +320,7 @@ impl Task {
                 let mut stats = self.stats;
                 stats.dropped_announcements =
                     self.trees.values().map(Plumtree::dropped_announcements).sum();
+                stats.duplicates = self.trees.values().map(Plumtree::duplicates).sum();
                 stats.dropped_unroutable += self.overlay.dropped_unroutable();
                 let _ = reply.send(stats);
             }
@@ -463,6 +464,7 @@ impl Task {
                 while let Some(output) = tree.poll_output() {
                     match output {
                         PlumtreeOutput::Send { to, message } => {
+                            self.stats.count_tree_send(&message);
                             sends.push((to, Wire::Tree { topic: topic.clone(), message }));
                         }
                         PlumtreeOutput::Exchange { peer } => {

@@ -188,10 +188,23 @@ async fn more_messages_than_the_log_holds_are_each_delivered_once() {
         assert!(digest_bytes < 200, "{}: a digest of {digest_bytes} bytes", node.name());
         assert!(digest_bytes < FRAME_LIMIT_BYTES);
     }
+    let mut all = Vec::new();
     for driver in &drivers {
         let stats = stats(driver).await;
         assert_eq!(stats.oversized, 0, "{stats:?}");
+        all.push(stats);
     }
+    // The trees' counters: every delivery came by an eager push (a GOSSIP, which answers a
+    // GRAFT too) or an exchange; the first broadcast floods the whole mesh, so some copies are
+    // redundant, and each PRUNE follows one; pruned links then hear IHAVEs.
+    let sum = |counter: fn(&Stats) -> u64| all.iter().map(counter).sum::<u64>();
+    let deliveries = (MESSAGES * (nodes.len() - 1)) as u64;
+    let eager = sum(|s| s.eager_pushes);
+    assert!(eager + sum(|s| s.delivered_by_exchange) >= deliveries, "{all:?}");
+    assert!(sum(|s| s.duplicates) >= 1, "{all:?}");
+    assert!(sum(|s| s.prunes) >= 1, "{all:?}");
+    assert!(sum(|s| s.duplicates) >= sum(|s| s.prunes), "{all:?}");
+    assert!(sum(|s| s.lazy_pushes) >= 1, "{all:?}");
     for node in &nodes {
         node.shutdown();
     }

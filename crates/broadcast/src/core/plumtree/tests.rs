@@ -115,6 +115,7 @@ fn new_gossip_is_delivered_and_pushed_on_except_to_its_sender() {
     let mut core = node(now, &[1, 2, 3]);
     assert_eq!(core.handle_message(now, 1, gossip(55, 9, 4, 9)), Ok(()));
     assert_eq!(core.handler().messages.get(&55), Some(&9));
+    assert_eq!(core.duplicates(), 0, "a new message is no redundant delivery");
     assert_eq!(drain(&mut core), vec![send(2, gossip(55, 9, 5, 9)), send(3, gossip(55, 9, 5, 9))]);
     assert_eq!(core.tree(&9), Some((&set(&[1, 2, 3]), &set(&[]))));
 }
@@ -147,6 +148,7 @@ fn a_copy_over_the_parent_link_prunes_nothing() {
     assert_eq!(core.tree(&9), Some((&set(&[1, 2, 3]), &set(&[]))));
     core.handle_message(now, 2, gossip(55, 9, 4, 9)).unwrap();
     assert_eq!(drain(&mut core), vec![send(2, PlumtreeMessage::Prune { root: 9 })]);
+    assert_eq!(core.duplicates(), 2, "both copies are redundant deliveries, pruning or not");
 }
 
 /// Beyond the paper, for many senders: a root seen for the first time starts from a copy
