@@ -4,8 +4,11 @@
 //!   the acceptor set growing as nodes join, readiness, shutdown and abort.
 //! - `shoal_node`: the `shoal-node` binary as an operator meets it.
 //! - `dashboard` (feature `dashboard`): the web view's JSON API and its access rules.
+//! - `cli` (feature `cli`): the `shoal` inspector binary against a real cluster's dashboard.
 
 mod shoal {
+    #[cfg(feature = "cli")]
+    mod cli;
     #[cfg(feature = "dashboard")]
     mod dashboard;
     mod node;

@@ -22,11 +22,11 @@ use tokio::net::TcpStream;
 use super::node::{BOUND, Echo, within};
 
 /// The hub whose children the dashboard shows.
-const HUB: &str = "jobs";
+pub(super) const HUB: &str = "jobs";
 
 /// A `node` test's node, on a runtime that knows the hub children's factory before the hub
 /// runs.
-fn builder(name: &str, key: &ClusterKey) -> NodeBuilder {
+pub(super) fn builder(name: &str, key: &ClusterKey) -> NodeBuilder {
     let runtime = Runtime::builder().node_name(name).build().expect("a runtime");
     runtime.register_factory("echo", |(): ()| Echo).expect("a fresh factory");
     super::node::builder(name, key).runtime(runtime).hub(HUB, HubConfig::default())
