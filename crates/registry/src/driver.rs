@@ -13,6 +13,7 @@ mod names;
 mod records;
 mod registry;
 mod replicated;
+mod stats;
 
 pub use self::error::{RegistryError, RegistryStartError};
 pub use self::groups::{
@@ -26,3 +27,4 @@ pub use self::registry::{Listing, LockInfo, NameInfo, Registry, RegistryConfig};
 pub use self::replicated::{
     PeerEvent, ReplicaObserver, ReplicaState, Replicated, ReplicatedConfig, next_run,
 };
+pub use self::stats::{GroupsStats, RegistryStats};

@@ -132,9 +132,10 @@ mod driver;
 #[cfg(feature = "driver")]
 pub use crate::driver::{
     DEFAULT_SCOPE, GroupCall, GroupEvent, Groups, GroupsConfig, GroupsError, GroupsStartError,
-    LEASE_ENDED, Listing, LockGuard, LockInfo, LockOptions, LockResult, Name, NameInfo, OnNoQuorum,
-    PeerEvent, Registry, RegistryConfig, RegistryError, RegistryStartError, ReplicaObserver,
-    ReplicaState, Replicated, ReplicatedConfig, Subscription, next_run,
+    GroupsStats, LEASE_ENDED, Listing, LockGuard, LockInfo, LockOptions, LockResult, Name,
+    NameInfo, OnNoQuorum, PeerEvent, Registry, RegistryConfig, RegistryError, RegistryStartError,
+    RegistryStats, ReplicaObserver, ReplicaState, Replicated, ReplicatedConfig, Subscription,
+    next_run,
 };
 
 // Every handle a user shares across tasks and threads is `Send` and `Sync`: checked when the

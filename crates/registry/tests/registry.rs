@@ -349,6 +349,13 @@ async fn locks_hand_over_with_growing_tokens() {
     within(first.unlock()).await.expect("unlock");
     let second = within(waiting).await.expect("joined").expect("lock").acquired().expect("handed");
     assert_eq!(second.token(), first_token + 1);
+    // Stats: b's non-blocking attempt did not wait; its blocking one queued for the 200 ms a
+    // held the lock, and acquired it.
+    let (a_stats, b_stats) = (a.stats(), b.stats());
+    assert_eq!((a_stats.lock_acquisitions, a_stats.lock_waits), (1, 0), "{a_stats:?}");
+    assert_eq!((b_stats.lock_acquisitions, b_stats.lock_waits), (1, 1), "{b_stats:?}");
+    assert!(b_stats.lock_wait >= Duration::from_millis(100), "{b_stats:?}");
+    assert_eq!((a_stats.locks_held, b_stats.locks_held), (0, 1));
 
     // A release by a process that does not hold it is refused.
     let stranger = c.node().runtime().spawn(Worker { node: "x".into() }).pid();
@@ -400,6 +407,15 @@ async fn registered_names_listing_and_bad_input() {
         "{taken:?}"
     );
     assert_eq!(within(b.lookup("svc")).await.expect("lookup"), Some(pid));
+    // Stats: that first lookup missed b's cache and cached the pid; the next one hits it.
+    let before = b.stats();
+    assert!(before.lookup_misses >= 1, "{before:?}");
+    assert_eq!(within(b.lookup("svc")).await.expect("lookup"), Some(pid));
+    let after = b.stats();
+    assert_eq!(after.lookup_hits, before.lookup_hits + 1, "{after:?}");
+    assert_eq!(after.lookup_misses, before.lookup_misses, "{after:?}");
+    assert_eq!(after.cached_names, 1, "{after:?}");
+    assert_eq!((a.stats().names, b.stats().names), (1, 0), "the name is hosted on a");
     assert_eq!(within(b.resolve(pid)).await.expect("resolve a pid"), pid);
     let _lock = within(b.lock("listed", LockOptions::default()))
         .await
@@ -621,6 +637,8 @@ async fn group_joins_from_every_node_are_seen_everywhere() {
     })
     .await;
     for scope in &groups {
+        let stats = scope.stats();
+        assert_eq!((stats.groups, stats.members, stats.local_members), (1, 15, 3), "{stats:?}");
         assert_eq!(scope.member_nodes("workers").len(), 5);
         assert_eq!(scope.first("workers"), all.first().copied());
         assert!(scope.pick("workers").is_some_and(|pid| all.contains(&pid)));

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::core::{KeyError, RegistryKey};
 use crate::driver::replicated::{ReplicaObserver, Replicated, ReplicatedConfig, next_run};
+use crate::driver::stats::GroupsStats;
 
 /// The scope [`Groups::start`] runs: the one every node has without set-up.
 pub const DEFAULT_SCOPE: &str = "default";
@@ -299,6 +300,23 @@ impl Groups {
     /// The groups with at least one member, sorted.
     pub fn groups(&self) -> Vec<String> {
         self.inner.map.with(|shared| shared.observer.groups.keys().cloned().collect())
+    }
+
+    /// How many groups and memberships this node sees now, and how many of the memberships
+    /// are its own processes'. Counts every membership of the scope: for a sampler on a tick,
+    /// not for a hot path.
+    pub fn stats(&self) -> GroupsStats {
+        let me = self.inner.runtime.node();
+        self.inner.map.with(|shared| {
+            let mut stats = GroupsStats::default();
+            for index in shared.observer.groups.values() {
+                let members = index.members();
+                stats.groups += 1;
+                stats.members += members.len() as u64;
+                stats.local_members += members.iter().filter(|pid| pid.node() == me).count() as u64;
+            }
+            stats
+        })
     }
 
     /// Every group with its members (Distribunator's `registry`).

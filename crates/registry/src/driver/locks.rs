@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use crate::core::{Acquire, LockState, RegistryKey, Release};
 use crate::driver::records::{LockHolder, LockRecord, Step, lock_key};
 use crate::driver::registry::{HeldLock, Inner, LockInfo};
+use crate::driver::stats::Counters;
 use crate::{Registry, RegistryError};
 
 /// What [`Registry::lock`] does when no majority of the acceptors answers.
@@ -283,16 +284,22 @@ impl Process for GuardHolder {
 
 /// Takes the waiter off this node's list when an acquisition ends, however it ends; and
 /// stops a guard's own holder if the acquisition did not produce a guard.
+/// It also counts the time an acquisition that queued waited, however it ends.
 struct Pending<'a> {
     inner: &'a Arc<Inner>,
     key: RegistryKey,
     pid: Pid,
     own: bool,
     done: bool,
+    /// When the acquisition was asked for, once it queued.
+    waiting_since: Option<Instant>,
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
+        if let Some(since) = self.waiting_since {
+            self.inner.counters.add_wait(self.inner.now().saturating_duration_since(since));
+        }
         self.inner.lock_state().waiting.remove(&(self.key.clone(), self.pid));
         if !self.done && self.own {
             // Its exit takes it out of the queue (its watch clears it). `Shutdown`, not
@@ -318,7 +325,9 @@ impl Inner {
             Some(pid) => (pid, false),
             None => (self.runtime.spawn(GuardHolder).pid(), true),
         };
-        let mut pending = Pending { inner: self, key: key.clone(), pid, own, done: false };
+        let asked_at = self.now();
+        let mut pending =
+            Pending { inner: self, key: key.clone(), pid, own, done: false, waiting_since: None };
         let deadline = options.timeout.map(|timeout| self.now() + timeout);
         let register = lock_key(&key);
         let mut handed: Option<oneshot::Receiver<u64>> = None;
@@ -377,6 +386,10 @@ impl Inner {
                     return Ok(LockResult::HeldBy { holder: holder.pid, token });
                 }
                 Found::Queued { holder } => {
+                    if !queued {
+                        Counters::count(&self.counters.lock_waits);
+                        pending.waiting_since = Some(asked_at);
+                    }
                     queued = true;
                     self.watch_holder(&key, pid);
                     if self.holder_gone(&holder).await {
@@ -568,6 +581,7 @@ impl Inner {
         count: u32,
         waiters: usize,
     ) -> LockGuard {
+        Counters::count(&self.counters.lock_acquisitions);
         self.lock_state().held.insert((key.clone(), pid), HeldLock { token, count, waiters });
         self.watch_holder(key, pid);
         LockGuard { inner: self.clone(), key: key.clone(), pid, epoch, token, own, released: false }

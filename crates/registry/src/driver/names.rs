@@ -25,6 +25,7 @@ use shoal_process::{
 use crate::core::{NameRestart, NameState, RegistryKey, Run, candidates};
 use crate::driver::records::{NameRecord, SpecRecord, Step, encode, name_key};
 use crate::driver::registry::{Hosted, Hosting, Inner, RPC, Reply, Request, Slot};
+use crate::driver::stats::Counters;
 use crate::{Registry, RegistryError};
 
 /// A cluster-wide name with the spec of the process it stands for (see the crate docs): cheap
@@ -106,6 +107,9 @@ impl Registry {
     pub async fn lookup(&self, name: &str) -> Result<Option<Pid>, RegistryError> {
         let key = RegistryKey::new(name)?;
         let slot = self.inner.slot(&key);
+        if let Some(pid) = self.inner.look_up_cached(&slot) {
+            return Ok(Some(pid));
+        }
         self.inner.resolve(&key, &[], NameRestart::Temporary, &slot, false).await
     }
 
@@ -290,7 +294,7 @@ impl Name {
     /// [`RegistryError::StartFailed`] if the process could not start anywhere, or
     /// [`RegistryError::NoHost`] with every host's refusal.
     pub async fn whereis(&self) -> Result<Pid, RegistryError> {
-        if let Some(pid) = self.inner.slot.get() {
+        if let Some(pid) = self.inner.registry.look_up_cached(&self.inner.slot) {
             return Ok(pid);
         }
         let inner = &self.inner;
@@ -305,7 +309,7 @@ impl Name {
     ///
     /// A consensus failure on a cache miss.
     pub async fn lookup(&self) -> Result<Option<Pid>, RegistryError> {
-        if let Some(pid) = self.inner.slot.get() {
+        if let Some(pid) = self.inner.registry.look_up_cached(&self.inner.slot) {
             return Ok(Some(pid));
         }
         let inner = &self.inner;
@@ -395,6 +399,17 @@ impl Resolve for Name {
 }
 
 impl Inner {
+    /// A caller's lookup of a name in this node's cache, counted as a hit or a miss
+    /// ([`Registry::stats`]).
+    fn look_up_cached(&self, slot: &Slot) -> Option<Pid> {
+        let cached = slot.get();
+        match cached {
+            Some(_) => self.counters.lookup_hits.add_one(),
+            None => Counters::count(&self.counters.lookup_misses),
+        }
+        cached
+    }
+
     /// Resolves `name` (see the module docs): its process, or `None` if none runs and `start`
     /// is false.
     pub(crate) async fn resolve(

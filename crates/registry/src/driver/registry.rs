@@ -20,7 +20,8 @@ use tokio::sync::{oneshot, watch};
 use crate::core::{LeaseConfig, NameRestart, RegistryKey};
 use crate::driver::error::WireError;
 use crate::driver::records::{LockHolder, Store};
-use crate::{RegistryError, RegistryStartError};
+use crate::driver::stats::Counters;
+use crate::{RegistryError, RegistryStartError, RegistryStats};
 
 /// The name of the registry's RPC on every node.
 pub(crate) const RPC: &str = "shoal.registry";
@@ -165,6 +166,8 @@ pub(crate) struct Inner {
     /// Bumped when the takeover has a new suspect.
     pub(crate) suspected: watch::Sender<u64>,
     pub(crate) stop: watch::Sender<bool>,
+    /// Lookups and lock acquisitions, counted ([`Registry::stats`]).
+    pub(crate) counters: Counters,
     agent: Addr<Agent>,
 }
 
@@ -281,6 +284,7 @@ impl Registry {
             me: me.clone(),
             acceptors,
             state: Mutex::new(State::default()),
+            counters: Counters::default(),
             lease: watch::Sender::new(LeaseView::default()),
             locks_changed: watch::Sender::new(0),
             suspected: watch::Sender::new(0),
@@ -373,6 +377,20 @@ impl Registry {
         listing.names.sort_by(|a, b| a.name.cmp(&b.name));
         listing.locks.sort_by(|a, b| a.key.cmp(&b.key));
         listing
+    }
+
+    /// What this node's registry counted (lookups from the cache and not, lock acquisitions
+    /// and waits) and holds now (names hosted and cached, locks held). Reads atomics and, for
+    /// the gauges, takes the registry's state lock briefly: for a sampler on a tick, not for a
+    /// hot path.
+    pub fn stats(&self) -> RegistryStats {
+        let mut stats = self.inner.counters.snapshot();
+        let state = self.inner.lock_state();
+        stats.names = state.hosted.len() as u64;
+        stats.cached_names =
+            state.cache.values().filter(|slot| slot.get().is_some()).count() as u64;
+        stats.locks_held = state.held.len() as u64;
+        stats
     }
 
     /// Stops the registry on this node: the processes of the names it hosts stop (reason
