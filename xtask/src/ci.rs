@@ -11,6 +11,7 @@
 //! | `doc`     | `RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --features shoal/dashboard` |
 //! | `examples` | `cargo xtask examples`: every example of the facade runs and ends well |
 //! | `chat`    | `cargo xtask chat`: the chat example as three processes survives a SIGKILL |
+//! | `browser` | `cargo xtask browser`: three nodes' dashboard in headless Chromium, before and after a SIGKILL |
 //! | `cluster-test` | `cargo xtask cluster-test --quick --seed 20261206`: node processes on loopback |
 //!
 //! Every step runs even when an earlier one failed, so one CI run reports everything that is
@@ -86,6 +87,7 @@ fn steps() -> Vec<Step> {
         },
         Step { name: "examples", cargo_args: &["xtask", "examples"], env: &[], reporter: None },
         Step { name: "chat", cargo_args: &["xtask", "chat"], env: &[], reporter: None },
+        Step { name: "browser", cargo_args: &["xtask", "browser"], env: &[], reporter: None },
         // Last: it starts real node processes, so it runs once everything above has built
         // and had its own say. Each scenario counts as one test in the final line.
         Step {

@@ -345,7 +345,7 @@ fn build_node_binary(release: bool) -> Result<PathBuf> {
 
 /// A fresh cluster key from the built binary, as 64 hexadecimal digits. It is random, not
 /// drawn from the run's seed: no choice a replay repeats depends on it.
-fn generate_key(binary: &Path) -> Result<String> {
+pub(crate) fn generate_key(binary: &Path) -> Result<String> {
     let output = Command::new(binary)
         .arg("generate-key")
         .output()
@@ -1170,7 +1170,7 @@ impl Cluster {
 }
 
 /// One `shoal-node` process and the pipes to it. Dropping it kills and reaps the process.
-struct NodeProcess {
+pub(crate) struct NodeProcess {
     name: String,
     addr: SocketAddr,
     incarnation: u64,
@@ -1183,6 +1183,11 @@ struct NodeProcess {
 }
 
 impl NodeProcess {
+    /// The address the node listens on, as it announced it.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// Starts a node and waits for its `listening ADDR incarnation N` line. A restarted
     /// node's log is appended to its first run's.
     fn start(
@@ -1215,20 +1220,28 @@ impl NodeProcess {
             .args(["--quorum-hub-size", &launch.quorum_hub_size.to_string()])
             .arg("--data-dir")
             .arg(launch.data_dir.join(name))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
         for seed in seeds {
             command.args(["--join", &seed.to_string()]);
         }
-        let mut child =
-            command.spawn().with_context(|| format!("cannot start {}", launch.binary.display()))?;
+        NodeProcess::spawn(name, command, deadline)
+    }
+
+    /// Starts `command`, a `shoal-node` command line for node `name` (its stderr set by the
+    /// caller), with stdin and stdout piped to this process, and waits for its
+    /// `listening ADDR incarnation N` line, no later than `deadline`.
+    pub(crate) fn spawn(name: &str, mut command: Command, deadline: Instant) -> Result<Self> {
+        command.stdin(Stdio::piped()).stdout(Stdio::piped());
+        let program = command.get_program().to_owned();
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", Path::new(&program).display()))?;
         let stdin = child.stdin.take();
         let lines = child.stdout.take().map(read_lines_on_thread);
         // From here on, dropping `node` kills the child, whatever fails next.
         let mut node = NodeProcess {
             name: name.to_owned(),
-            addr: SocketAddr::from((ip, 0)),
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             incarnation: 0,
             child,
             stdin,
@@ -1285,13 +1298,14 @@ impl NodeProcess {
         }
     }
 
-    fn request(&mut self, command: &str, deadline: Instant) -> Result<String> {
+    /// Sends `command` and waits for its answer: its data if it is `ok`, else an error.
+    pub(crate) fn request(&mut self, command: &str, deadline: Instant) -> Result<String> {
         let id = self.send(command)?;
         self.answer(id, command, deadline)
     }
 
     /// The next line on the node's stdout, waiting no later than `deadline`.
-    fn next_line(&mut self, deadline: Instant) -> Result<String> {
+    pub(crate) fn next_line(&mut self, deadline: Instant) -> Result<String> {
         let timeout = deadline.saturating_duration_since(Instant::now());
         match self.lines.recv_timeout(timeout) {
             Ok(line) => Ok(line),
@@ -1305,7 +1319,7 @@ impl NodeProcess {
     }
 
     /// SIGKILL (on Unix), then reap.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         // Either it is killed now or it had exited already; `wait` reaps it either way.
         let _ = self.child.kill();
         let _ = self.child.wait();

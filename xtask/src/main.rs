@@ -6,6 +6,7 @@
 //! cargo xtask features                  the facade builds with no feature and with each alone
 //! cargo xtask examples                  every example of the facade runs and ends well
 //! cargo xtask chat                      the chat example as three processes, one SIGKILLed
+//! cargo xtask browser                   three nodes' dashboard in headless Chromium
 //! cargo xtask cluster-test [--quick] [--seed S] [--nodes N]
 //!                                        a real cluster of node processes on loopback, put
 //!                                        through kills and partitions
@@ -28,13 +29,15 @@
 //! Codemap: [`ci`] runs the checks and [`test_counts`] reads test counts out of their output;
 //! [`cores`] checks that the sans-IO cores build alone; [`features`] that the facade builds
 //! with each of its features alone; [`examples`] that its examples run, and [`chat`] drives the
-//! chat example's node processes through a SIGKILL;
+//! chat example's node processes through a SIGKILL, and [`browser`] loads the dashboard of
+//! `shoal-node` processes in headless Chromium, before and after a SIGKILL;
 //! [`tee`] runs a command with its output both shown and kept; [`cluster_test`] starts and
 //! drives `shoal-node` processes; [`bench`](mod@bench) drives the `shoal-bench` binary;
 //! [`mutants`] runs the paxos tests against each mutant of the protocol and [`explore`] runs
 //! its simulations on new seeds; [`tidy`] holds the checks on the source tree that run as tests.
 
 mod bench;
+mod browser;
 mod chat;
 mod ci;
 mod cluster_test;
@@ -60,7 +63,7 @@ usage: cargo xtask <command> [options]
 commands:
     ci [--skip STEP]...          run every check CI runs, in order, and summarise them
                                  (steps: fmt, clippy, cores, features, test, doctest,
-                                 doc, examples, chat, cluster-test)
+                                 doc, examples, chat, browser, cluster-test)
     cluster-test [--quick] [--seed S] [--nodes N]
                                  build shoal-node, start N node processes (default 5) on
                                  127.0.0.2, 127.0.0.3, ... and run the scenarios: join,
@@ -76,6 +79,11 @@ commands:
     chat                         build the chat example, run it as three node processes on
                                  127.0.0.1, drive a conversation, SIGKILL a room's node and
                                  check from the survivors that nothing acknowledged was lost
+    browser                      build shoal-node with the dashboard, run three of them on
+                                 127.0.0.1 with a name, a lock and hub children, load a's
+                                 dashboard in headless Chromium (`chromium` on PATH) until
+                                 it shows them, SIGKILL c, load it until c shows down;
+                                 screenshots in target/browser/
     bench [--runs N] [NAME]...   build the benchmarks in release mode and print one
                                  `name value unit` line per metric: the median of N runs
                                  (default 5); NAME selects metrics by name prefix
@@ -128,6 +136,7 @@ fn run(args: &[String]) -> Result<ExitCode> {
         "features" => features::run(options),
         "examples" => examples::run(options),
         "chat" => chat::run(options),
+        "browser" => browser::run(options),
         "bench" => bench::run(options),
         "mutants" => mutants::run(options),
         "explore-paxos" => explore::run(options),

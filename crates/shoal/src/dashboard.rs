@@ -13,7 +13,7 @@
 //!
 //! let node = shoal::Node::start("a").await?;
 //! // Loopback and a free port by default: no token needed.
-//! let dashboard = Dashboard::start(&node, DashboardConfig::default().hub("jobs")).await?;
+//! let dashboard = Dashboard::start(&node, DashboardConfig::default()).await?;
 //! println!("open http://{}/", dashboard.addr());
 //!
 //! // Elsewhere than loopback, a token is required, and every request must carry it.
@@ -27,7 +27,9 @@
 //!
 //! **What it is not.** It changes nothing in the cluster (every endpoint is a `GET`), it keeps
 //! no state on disk, and it is not a metrics exporter: the figures are the ones the layers
-//! already keep (`PeerStats`, the Paxos quorum and acceptor set), sampled once a second.
+//! already keep (`PeerStats`, the Paxos quorum and acceptor set), sampled once a second. It
+//! speaks HTTP/1.1 only, without TLS: bound elsewhere than loopback, put it behind a proxy that
+//! terminates TLS, or the token crosses the network in the clear.
 //!
 //! # Access
 //!
@@ -41,12 +43,24 @@
 //! `Host` header (`localhost`, `127.x.y.z`, `[::1]`), so that a web page elsewhere cannot read
 //! the API through a host name that resolves to loopback (DNS rebinding): others get `403`.
 //!
+//! # Limits
+//!
+//! A client cannot hold the server: it serves at most
+//! [`max_connections`](DashboardConfig::max_connections) connections at once (64 by default;
+//! the next wait, unaccepted, in the listener's backlog until one closes); a connection that
+//! has not sent a whole request head within
+//! [`header_read_timeout`](DashboardConfig::header_read_timeout) (5 s by default; the same
+//! bound applies between the requests of a kept-alive connection) is closed; and a request
+//! not answered within [`request_timeout`](DashboardConfig::request_timeout) (10 s by default)
+//! gets `503` with `{"error": "..."}`. Every answer is small and bounded (see below).
+//!
 //! # The cluster view
 //!
 //! `GET /api/cluster` gathers every node's summary ([`/api/node`](#get-apinode) and its
-//! processes) through the transport RPC `shoal.dashboard` (see [`RPC`]). A node answers it
-//! while a [`Dashboard`] or a [`Responder`] runs on it: start a [`Responder`] on every node
-//! that serves no page of its own, or the cluster view shows it as not answering.
+//! processes) through the transport RPC `shoal.dashboard` (see [`RPC`]). Every [`Node`] of a
+//! build with this feature answers it from its start until it stops, whether it serves a page
+//! or not (the handler holds the node weakly: it does not keep the node alive). A node of a
+//! build without the feature shows as not answering.
 //!
 //! # The JSON API
 //!
@@ -105,14 +119,18 @@
 //!
 //! ## `GET /api/hubs`
 //!
-//! `hubs`, a list of the hubs named in [`DashboardConfig::hub`] (the node does not list its
-//! hubs), each `id`, `running` (false if it does not run here), `nodes` (the ring's nodes as
-//! this node sees them), `has_quorum`, `partitioned`, `children` (how many children it knows),
+//! `hubs`, a list of the hubs this node runs ([`Node::hub_ids`], in id order, at most
+//! [`MAX_HUBS`]), each `id`, `running` (false if it stopped since it was listed), `nodes` (the
+//! ring's nodes as this node sees them), `has_quorum`, `partitioned`, `children` (how many children it knows),
 //! `per_node`, a list of `node`, `running` (copies running there) and `other` (copies
 //! restarting, moving or suspended there), one per ring node and any other node that holds a
 //! copy; `unplaced` (children no node runs now), and `sample`, a list (at most
 //! [`MAX_HUB_CHILDREN`]) of `child`, `node` (`null` if unplaced) and `status` (`"running"`,
-//! `"restarting"`, `"moving"`, `"unknown"` or `"suspended"`).
+//! `"restarting"`, `"moving"`, `"unknown"` or `"suspended"`). `supervisors`: the same for the
+//! distributed supervisors this node runs (`Node::supervisor_names`, in name order, at most
+//! [`MAX_HUBS`]), each row its supervisor's hub with `supervisor` (the supervisor's name)
+//! added; `id` is then the hub's id. `total_hubs` and `total_supervisors` say how many there
+//! were before the cap.
 //!
 //! ## `GET /api/paxos`
 //!
@@ -144,8 +162,10 @@
 //! polls the API every second. Its parts have stable ids (`node`, `nodes`, `cluster`,
 //! `processes`, `names`, `locks`, `groups`, `hubs`, `paxos`, `transport`, and `ready` and
 //! `status` in the header), its rows data attributes (`data-node`, `data-up`,
-//! `data-answering` in the cluster view, `data-pid`, `data-name`, `data-lock` with
-//! `data-token`, `data-group`, `data-hub` with a row per node carrying `data-running`), its
+//! `data-answering` in the cluster view, `data-state` (`"up"` or `"down"`) on the rows of the
+//! node list, `data-pid`, `data-name`, `data-lock` with `data-token`, `data-group`,
+//! `data-hub` (and `data-supervisor` for a supervisor's hub) with a row per node carrying
+//! `data-running`), its
 //! charts (`chart-quorum`, `chart-acceptors`, `chart-bytes-out`, `chart-bytes-in`,
 //! `chart-queued`) their latest value in `data-last`, and `<body>` counts its polls in
 //! `data-polls`, for a browser test to find and wait on.
@@ -157,7 +177,7 @@ mod watch;
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch as signal;
@@ -171,11 +191,10 @@ const _: () = {
     send_and_sync::<Dashboard>();
     send_and_sync::<DashboardConfig>();
     send_and_sync::<DashboardError>();
-    send_and_sync::<Responder>();
 };
 
 /// The transport RPC through which a dashboard asks each node for its summary (`GET
-/// /api/cluster`); [`Dashboard::start`] and [`Responder::start`] register it.
+/// /api/cluster`); every [`Node`] registers it as it starts.
 pub const RPC: &str = "shoal.dashboard";
 
 /// The most items in one list of an answer.
@@ -193,7 +212,7 @@ pub const MAX_GROUP_MEMBERS: usize = 50;
 /// The most children listed for one hub (`sample`); the counts cover them all.
 pub const MAX_HUB_CHILDREN: usize = 200;
 
-/// The most hubs a dashboard shows.
+/// The most hubs a dashboard shows, and the most distributed supervisors.
 pub const MAX_HUBS: usize = 32;
 
 /// The most nodes asked for their summary by `GET /api/cluster`.
@@ -214,6 +233,15 @@ pub const SAMPLES: usize = 120;
 /// The shortest token accepted, in bytes.
 pub const MIN_TOKEN_LEN: usize = 16;
 
+/// The most connections served at once, by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+
+/// How long a client may take to send a request's head, by default.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a request may take to be answered, by default.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long [`Dashboard::stop`] lets open connections finish.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
@@ -222,13 +250,29 @@ const STOP_GRACE: Duration = Duration::from_secs(1);
 pub struct DashboardConfig {
     listen: SocketAddr,
     token: Option<String>,
-    hubs: Vec<String>,
+    limits: Limits,
+}
+
+/// What one client may take of the server (module docs, "Limits").
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub(crate) max_connections: usize,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) request_timeout: Duration,
 }
 
 impl Default for DashboardConfig {
-    /// Loopback, a free port, no token, no hubs.
+    /// Loopback, a free port, no token, the default limits.
     fn default() -> Self {
-        Self { listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), token: None, hubs: Vec::new() }
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            token: None,
+            limits: Limits {
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+                header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+                request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            },
+        }
     }
 }
 
@@ -238,7 +282,7 @@ impl fmt::Debug for DashboardConfig {
         f.debug_struct("DashboardConfig")
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("hubs", &self.hubs)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -258,10 +302,25 @@ impl DashboardConfig {
         self
     }
 
-    /// Shows hub `id` in `GET /api/hubs` (the node has no list of its hubs to read); at most
-    /// [`MAX_HUBS`].
-    pub fn hub(mut self, id: impl Into<String>) -> Self {
-        self.hubs.push(id.into());
+    /// The most connections served at once ([`DEFAULT_MAX_CONNECTIONS`] by default, at least
+    /// 1): the next wait in the listener's backlog, not accepted, until one closes.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.limits.max_connections = max;
+        self
+    }
+
+    /// How long a connection may take to send a whole request head, from when it opens or
+    /// its previous answer was sent, before it is closed ([`DEFAULT_HEADER_READ_TIMEOUT`] by
+    /// default; above zero).
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.header_read_timeout = timeout;
+        self
+    }
+
+    /// How long a request may take to be answered before it gets `503`
+    /// ([`DEFAULT_REQUEST_TIMEOUT`] by default; above zero).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.request_timeout = timeout;
         self
     }
 
@@ -276,8 +335,14 @@ impl DashboardConfig {
             Some(token) if !token.bytes().all(|byte| byte.is_ascii_graphic()) => {
                 Err(DashboardError::InvalidToken("not visible ASCII without spaces"))
             }
-            _ if self.hubs.len() > MAX_HUBS => {
-                Err(DashboardError::InvalidConfig(format!("more than {MAX_HUBS} hubs")))
+            _ if self.limits.max_connections == 0 => {
+                Err(DashboardError::InvalidConfig("max_connections is 0".to_owned()))
+            }
+            _ if self.limits.header_read_timeout.is_zero() => {
+                Err(DashboardError::InvalidConfig("header_read_timeout is 0".to_owned()))
+            }
+            _ if self.limits.request_timeout.is_zero() => {
+                Err(DashboardError::InvalidConfig("request_timeout is 0".to_owned()))
             }
             _ => Ok(()),
         }
@@ -305,9 +370,6 @@ pub enum DashboardError {
         /// Why.
         reason: String,
     },
-    /// Another [`Responder`] answers [`RPC`] on this node already.
-    #[error("the dashboard's RPC is registered on this node already")]
-    Registered,
 }
 
 /// The web view of one node, served until [`Dashboard::stop`] or until it is dropped. See the
@@ -318,7 +380,6 @@ pub struct Dashboard {
     stop: signal::Sender<bool>,
     server: Option<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
-    _responder: Option<Responder>,
 }
 
 impl fmt::Debug for Dashboard {
@@ -331,8 +392,7 @@ impl fmt::Debug for Dashboard {
 }
 
 impl Dashboard {
-    /// Starts serving the web view of `node` on `config`'s address, and answers [`RPC`] on
-    /// `node` unless something answers it there already.
+    /// Starts serving the web view of `node` on `config`'s address.
     ///
     /// # Errors
     ///
@@ -348,13 +408,12 @@ impl Dashboard {
             addr: config.listen,
             reason: error.to_string(),
         })?;
-        let shared = Arc::new(views::Shared::new(node.clone(), config.token, config.hubs));
+        let shared = Arc::new(views::Shared::new(node.clone(), config.token));
         let tasks = watch::start(&shared);
         let (stop, stopped) = signal::channel(false);
-        let server = tokio::spawn(http::serve(listener, shared.clone(), stopped));
-        let responder = Responder::start(node).ok();
+        let server = tokio::spawn(http::serve(listener, shared.clone(), config.limits, stopped));
         tracing::info!(node = %node.name(), %addr, "dashboard serving");
-        Ok(Dashboard { addr, shared, stop, server: Some(server), tasks, _responder: responder })
+        Ok(Dashboard { addr, shared, stop, server: Some(server), tasks })
     }
 
     /// The address it serves on (with the port picked when 0 was asked for).
@@ -363,8 +422,8 @@ impl Dashboard {
     }
 
     /// Stops serving: no new connection is taken, open ones get a second to
-    /// finish and are then closed; the recorder of node events stops, and the node stops
-    /// answering [`RPC`] if this dashboard registered it.
+    /// finish and are then closed; the recorder of node events stops. The node goes on
+    /// answering [`RPC`].
     pub async fn stop(mut self) {
         self.stop.send_replace(true);
         if let Some(mut server) = self.server.take()
@@ -387,40 +446,17 @@ impl Drop for Dashboard {
     }
 }
 
-/// Answers [`RPC`] on a node, so that the dashboards of other nodes show it in their cluster
-/// view (`GET /api/cluster`), until dropped. A [`Dashboard`] runs one of its own.
-pub struct Responder {
-    node: Arc<Node>,
-}
-
-impl fmt::Debug for Responder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Responder").field("node", &self.node.name()).finish()
-    }
-}
-
-impl Responder {
-    /// Registers [`RPC`] on `node`'s transport.
-    ///
-    /// # Errors
-    ///
-    /// [`DashboardError::Registered`] if it is registered there already.
-    pub fn start(node: &Node) -> Result<Responder, DashboardError> {
-        let node = Arc::new(node.clone());
-        // The handler lives in the transport, which the node holds: a weak handle, so that
-        // the node does not hold itself.
-        let weak: Weak<Node> = Arc::downgrade(&node);
-        let registered =
-            node.transport().register_rpc(RPC, move |request: views::SummaryRequest| {
-                let node = weak.upgrade();
-                async move { node.map(|node| views::summary(&node, request.top)) }
-            });
-        if registered { Ok(Responder { node }) } else { Err(DashboardError::Registered) }
-    }
-}
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        self.node.transport().unregister_rpc(RPC);
+/// Has `node` answer [`RPC`] until it stops. The handler lives in the transport, which the
+/// node holds: it holds the node weakly, so that the node does not hold itself.
+pub(crate) fn answer_summaries(node: &Node) {
+    let weak = node.downgrade();
+    let registered = node.transport().register_rpc(RPC, move |request: views::SummaryRequest| {
+        let node = weak.upgrade();
+        async move { node.map(|node| views::summary(&node, request.top)) }
+    });
+    // Only a second node made of the same transport's parts finds it taken; the first answers
+    // for both, with the same figures.
+    if !registered {
+        tracing::debug!(node = %node.name(), "the dashboard's RPC is answered here already");
     }
 }

@@ -41,6 +41,15 @@
 //! children at once; [`Node::abort`] drops every connection and process at once, as a crash
 //! would (what recovers after a crash recovers after it).
 //!
+//! **A node of parts.** [`Node::from_parts`] makes a node of layers started one by one
+//! ([`NodeParts`]), for settings the builder does not offer (the `shoal-node` binary's fixed
+//! acceptor set); it is then a node as any other.
+//!
+//! **Seen from a dashboard.** With the `dashboard` feature, every node answers the dashboard's
+//! RPC (`shoal::dashboard::RPC`) from its start, whether it serves a page or not, so that it
+//! shows in any dashboard's cluster view; [`Node::hub_ids`] and [`Node::supervisor_names`] say
+//! which hubs and supervisors to show.
+//!
 //! It does not (yet) choose the membership by itself: full mesh is the default, and
 //! [`NodeBuilder::membership`] picks another.
 
@@ -48,6 +57,7 @@
 mod acceptors;
 mod builder;
 mod error;
+mod parts;
 
 #[cfg(feature = "hub")]
 use std::collections::BTreeMap;
@@ -74,6 +84,7 @@ use tokio::sync::watch;
 
 pub use builder::NodeBuilder;
 pub use error::{NodeError, StartError};
+pub use parts::NodeParts;
 
 // The node's handle and errors go between tasks and threads (a build error otherwise); the
 // builder goes between tasks.
@@ -84,6 +95,7 @@ const _: () = {
     send_and_sync::<NodeError>();
     send_and_sync::<StartError>();
     send::<NodeBuilder>();
+    send::<NodeParts>();
 };
 
 /// The first wait between two attempts to join a seed; it doubles up to [`JOIN_BACKOFF_MAX`].
@@ -139,6 +151,31 @@ impl Node {
     /// the defaults of each.
     pub fn builder(name: impl Into<String>) -> NodeBuilder {
         NodeBuilder::new(name.into())
+    }
+
+    /// A node of layers started one by one ([`NodeParts`]), for settings the builder does not
+    /// offer (a fixed Paxos acceptor set, say): from then on it is a node as any other, with
+    /// its readiness kept, and [`Node::shutdown`] and [`Node::abort`] stop every part.
+    pub fn from_parts(parts: NodeParts) -> Node {
+        let (ready_sender, ready) = watch::channel(false);
+        Node::from_inner(parts.into_inner(ready), ready_sender)
+    }
+
+    /// The node of `inner`, its readiness kept in `ready` from now on. With the `dashboard`
+    /// feature, it answers the dashboard's RPC from now on too, so that every node shows in a
+    /// dashboard's cluster view.
+    fn from_inner(inner: Inner, ready: watch::Sender<bool>) -> Node {
+        let node = Node { inner: Arc::new(inner) };
+        tokio::spawn(readiness(Arc::downgrade(&node.inner), ready));
+        #[cfg(feature = "dashboard")]
+        crate::dashboard::answer_summaries(&node);
+        node
+    }
+
+    /// A handle that does not keep the node alive (for a handler the node itself holds).
+    #[cfg(feature = "dashboard")]
+    pub(crate) fn downgrade(&self) -> WeakNode {
+        WeakNode(Arc::downgrade(&self.inner))
     }
 
     /// Starts node `name` with every default: a cluster of one on a free loopback port, which
@@ -227,6 +264,14 @@ impl Node {
         hubs.get(id).cloned().ok_or_else(|| NodeError::NoHub(id.to_owned()))
     }
 
+    /// The ids of the hubs this node runs (those given to the builder or to
+    /// [`NodeParts::hub`], and those started since with [`Node::start_hub`]), sorted.
+    #[cfg(feature = "hub")]
+    pub fn hub_ids(&self) -> Vec<String> {
+        let hubs = self.inner.hubs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        hubs.keys().cloned().collect()
+    }
+
     /// Starts hub `id` on this node (its children's factories must be registered on
     /// [`Node::runtime`] first, or on the runtime given to [`NodeBuilder::runtime`]);
     /// [`Node::hub`] finds it from then on, and
@@ -257,6 +302,16 @@ impl Node {
         let supervisors =
             self.inner.supervisors.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         supervisors.get(name).cloned().ok_or_else(|| NodeError::NoSupervisor(name.to_owned()))
+    }
+
+    /// The names of the distributed supervisors this node runs (those given to the builder or
+    /// to [`NodeParts::supervisor`], and those started since with [`Node::start_supervisor`]),
+    /// sorted.
+    #[cfg(all(feature = "hub", feature = "supervisor"))]
+    pub fn supervisor_names(&self) -> Vec<String> {
+        let supervisors =
+            self.inner.supervisors.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        supervisors.keys().cloned().collect()
     }
 
     /// Starts distributed supervisor `name` on this node; [`Node::supervisor`] finds it from
@@ -353,6 +408,19 @@ impl Node {
     }
 }
 
+/// A [`Node`] that does not keep it alive: [`WeakNode::upgrade`] gives it back while it
+/// lives.
+#[cfg(feature = "dashboard")]
+#[derive(Clone)]
+pub(crate) struct WeakNode(std::sync::Weak<Inner>);
+
+#[cfg(feature = "dashboard")]
+impl WeakNode {
+    pub(crate) fn upgrade(&self) -> Option<Node> {
+        self.0.upgrade().map(|inner| Node { inner })
+    }
+}
+
 impl Inner {
     /// Whether the layers that gate readiness say ready.
     fn is_ready_now(&self) -> bool {
@@ -401,6 +469,25 @@ impl Inner {
         self.stop_layers().await;
         self.transport.shutdown();
         error
+    }
+}
+
+/// Keeps `ready` true while the node is ready: a majority of the acceptors reachable and the
+/// registry lease held (as far as those layers run); ends with the node.
+async fn readiness(inner: std::sync::Weak<Inner>, ready: watch::Sender<bool>) {
+    loop {
+        let Some(inner) = inner.upgrade() else { return };
+        if *inner.stopping.borrow() {
+            ready.send_replace(false);
+            return;
+        }
+        ready.send_if_modified(|was| {
+            let now = inner.is_ready_now();
+            std::mem::replace(was, now) != now
+        });
+        let clock = inner.transport.runtime().clock().clone();
+        drop(inner);
+        clock.sleep(READINESS_EVERY).await;
     }
 }
 

@@ -1,12 +1,20 @@
-//! The HTTP side: the routes, the access check in front of them, and JSON answers.
+//! The HTTP side: the connections and their limits, the routes, the access check in front of
+//! them, and JSON answers.
 //!
 //! ```text
-//!   request ──> guard (token, or a loopback Host) ──> route ──> views::* ──> JSON
-//!                  └─ 401 / 403                          └─ 400 on a bad query, 404 elsewhere
+//!   accept (at most max_connections open) ──> hyper HTTP/1 (header_read_timeout)
+//!     request ──> guard (token, or a loopback Host) ──> deadline (request_timeout) ──> route
+//!                    └─ 401 / 403                          └─ 503        views::* ──> JSON
+//!                                                           400 on a bad query, 404 elsewhere
 //! ```
+//!
+//! Served with hyper directly rather than `axum::serve`, which gives hyper no timer and so
+//! no header timeout.
 
 use std::net::IpAddr;
+use std::pin::pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -18,12 +26,18 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 
 use super::views::{self, Shared};
-use super::{MAX_TOP, page};
+use super::{Limits, MAX_TOP, page};
+
+/// How long to wait before accepting again after an error (out of file descriptors, say).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// `top` of `GET /api/processes` when not given.
 const DEFAULT_TOP: usize = 10;
@@ -33,13 +47,81 @@ const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'un
                    connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
                    form-action 'none'; frame-ancestors 'none'";
 
-/// Serves `shared`'s node on `listener` until `stopped` turns true.
+/// Serves `shared`'s node on `listener` within `limits` until `stopped` turns true, then
+/// lets the open connections finish their requests.
 pub(super) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
+    limits: Limits,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let router = Router::new()
+    let router = router(shared, limits);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut connections = JoinSet::new();
+    loop {
+        // A permit first: past the cap, connections wait in the backlog, not accepted.
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit,
+            () = until_stopped(&mut stopped) => break,
+        };
+        let Ok(permit) = permit else { break };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = until_stopped(&mut stopped) => break,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let connection = connection(stream, router.clone(), limits, stopped.clone());
+                connections.spawn(async move {
+                    connection.await;
+                    drop(permit);
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the dashboard cannot accept a connection");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// Serves one connection until it closes, or until `stopped` turns true and its request in
+/// progress, if any, is answered.
+async fn connection(
+    stream: TcpStream,
+    router: Router,
+    limits: Limits,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let service = TowerToHyperService::new(router);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    let mut serving = pin!(http.serve_connection(TokioIo::new(stream), service));
+    let ended = tokio::select! {
+        ended = serving.as_mut() => ended,
+        () = until_stopped(&mut stopped) => {
+            serving.as_mut().graceful_shutdown();
+            serving.await
+        }
+    };
+    if let Err(error) = ended {
+        // A client that went away or was too slow: nothing to do but note it.
+        tracing::debug!(%error, "a dashboard connection ended");
+    }
+}
+
+/// Returns once `stopped` is true (or its sender is gone).
+async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stopped| *stopped).await;
+}
+
+/// The routes, behind the access check and the request deadline.
+fn router(shared: Arc<Shared>, limits: Limits) -> Router {
+    let deadline = move |request: Request, next: Next| answer_within(limits, request, next);
+    Router::new()
         .route("/", get(page))
         .route("/api/node", get(node))
         .route("/api/nodes", get(nodes))
@@ -51,13 +133,19 @@ pub(super) async fn serve(
         .route("/api/transport", get(transport))
         .route("/api/cluster", get(cluster))
         .fallback(not_found)
+        .layer(middleware::from_fn(deadline))
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
-        .with_state(shared);
-    let shutdown = async move {
-        let _ = stopped.wait_for(|stopped| *stopped).await;
-    };
-    if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
-        tracing::warn!(%error, "the dashboard stopped serving");
+        .with_state(shared)
+}
+
+/// The answer to `request`, or `503` if it takes longer than the limits allow.
+async fn answer_within(limits: Limits, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limits.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let message = format!("no answer within {:?}", limits.request_timeout);
+            error(StatusCode::SERVICE_UNAVAILABLE, &message)
+        }
     }
 }
 
@@ -229,7 +317,7 @@ async fn groups(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn hubs(State(shared): State<Arc<Shared>>) -> Response {
-    json(&views::hubs_view(&shared))
+    json(&views::hubs_view(&shared.node))
 }
 
 async fn paxos(State(shared): State<Arc<Shared>>) -> Response {

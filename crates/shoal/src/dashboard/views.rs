@@ -11,6 +11,8 @@ use shoal_process::Pid;
 use shoal_transport::{Membership, PeerStats};
 use tokio::time::Instant;
 
+#[cfg(feature = "hub")]
+use super::MAX_HUBS;
 use super::watch::Watched;
 use super::{CLUSTER_TIMEOUT, MAX_CLUSTER_NODES, MAX_LIST_ITEMS, MAX_TEXT_CHARS, MAX_TOP, RPC};
 use crate::Node;
@@ -22,23 +24,21 @@ const LISTING_FRESH_FOR: Duration = Duration::from_secs(1);
 /// What a node answers [`RPC`] with, at most this many processes.
 const SUMMARY_TOP: usize = 5;
 
-/// The state a dashboard's requests share: the node, the access token, the hubs to show, the
-/// recorder's history and samples, and the listings taken at most once a second.
+/// The state a dashboard's requests share: the node, the access token, the recorder's history
+/// and samples, and the listings taken at most once a second.
 pub(super) struct Shared {
     pub(super) node: Node,
     pub(super) token: Option<String>,
-    pub(super) hubs: Vec<String>,
     watched: Mutex<Watched>,
     registry: tokio::sync::Mutex<Option<(Instant, RegistryView)>>,
     cluster: tokio::sync::Mutex<Option<(Instant, ClusterView)>>,
 }
 
 impl Shared {
-    pub(super) fn new(node: Node, token: Option<String>, hubs: Vec<String>) -> Self {
+    pub(super) fn new(node: Node, token: Option<String>) -> Self {
         Self {
             node,
             token,
-            hubs,
             watched: Mutex::new(Watched::default()),
             registry: tokio::sync::Mutex::default(),
             cluster: tokio::sync::Mutex::default(),
@@ -302,7 +302,7 @@ async fn ask_cluster(node: &Node) -> ClusterView {
                 row.error = None;
                 row.summary = Some(summary);
             }
-            Ok(None) => row.error = Some("its dashboard is stopping".to_owned()),
+            Ok(None) => row.error = Some("it is stopping".to_owned()),
             Err(error) => row.error = Some(clip(&error.to_string())),
         }
     }
@@ -635,13 +635,18 @@ pub(super) fn groups_view(_: &Node) -> GroupsView {
 }
 
 /// `GET /api/hubs`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub(super) struct HubsView {
     hubs: Vec<HubRow>,
+    total_hubs: usize,
+    supervisors: Vec<HubRow>,
+    total_supervisors: usize,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
 struct HubRow {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    supervisor: Option<String>,
     id: String,
     running: bool,
     nodes: List<String>,
@@ -668,19 +673,55 @@ struct ChildRow {
     status: &'static str,
 }
 
-pub(super) fn hubs_view(shared: &Shared) -> HubsView {
-    HubsView { hubs: shared.hubs.iter().map(|id| hub_row(&shared.node, id)).collect() }
+/// Every hub and distributed supervisor the node runs, at most [`MAX_HUBS`] of each.
+#[cfg(feature = "hub")]
+pub(super) fn hubs_view(node: &Node) -> HubsView {
+    let ids = node.hub_ids();
+    let hubs = ids.iter().take(MAX_HUBS).map(|id| match node.hub(id) {
+        Ok(hub) => hub_row(&hub),
+        // Stopped since it was listed.
+        Err(_) => HubRow { id: clip(id), ..HubRow::default() },
+    });
+    let (supervisors, total_supervisors) = supervisor_rows(node);
+    HubsView { hubs: hubs.collect(), total_hubs: ids.len(), supervisors, total_supervisors }
 }
 
+/// The hub rows of the distributed supervisors the node runs (at most [`MAX_HUBS`]), and how
+/// many it runs.
+#[cfg(all(feature = "hub", feature = "supervisor"))]
+fn supervisor_rows(node: &Node) -> (Vec<HubRow>, usize) {
+    let names = node.supervisor_names();
+    let rows = names.iter().take(MAX_HUBS).map(|name| {
+        let mut row = match node.supervisor(name) {
+            Ok(supervisor) => hub_row(supervisor.hub()),
+            // Stopped since it was listed.
+            Err(_) => HubRow::default(),
+        };
+        row.supervisor = Some(clip(name));
+        row
+    });
+    (rows.collect(), names.len())
+}
+
+#[cfg(all(feature = "hub", not(feature = "supervisor")))]
+fn supervisor_rows(_: &Node) -> (Vec<HubRow>, usize) {
+    (Vec::new(), 0)
+}
+
+#[cfg(not(feature = "hub"))]
+pub(super) fn hubs_view(_: &Node) -> HubsView {
+    HubsView::default()
+}
+
+/// What `hub` holds: its ring, and its children per node.
 #[cfg(feature = "hub")]
-fn hub_row(node: &Node, id: &str) -> HubRow {
+fn hub_row(hub: &shoal_hub::Hub) -> HubRow {
     use std::collections::BTreeSet;
 
     use shoal_hub::ChildStatus;
 
     use super::MAX_HUB_CHILDREN;
 
-    let Ok(hub) = node.hub(id) else { return HubRow { id: clip(id), ..HubRow::default() } };
     let ring = hub.nodes();
     let mut shares: BTreeMap<String, NodeShare> = ring
         .iter()
@@ -716,7 +757,8 @@ fn hub_row(node: &Node, id: &str) -> HubRow {
         },
     });
     HubRow {
-        id: clip(id),
+        supervisor: None,
+        id: clip(hub.id()),
         running: true,
         nodes: List::capped(ring.iter().map(|node| clip(node)), MAX_LIST_ITEMS),
         has_quorum: hub.has_quorum(),
@@ -726,11 +768,6 @@ fn hub_row(node: &Node, id: &str) -> HubRow {
         unplaced,
         sample: List::capped(sample, MAX_HUB_CHILDREN),
     }
-}
-
-#[cfg(not(feature = "hub"))]
-fn hub_row(_: &Node, id: &str) -> HubRow {
-    HubRow { id: clip(id), ..HubRow::default() }
 }
 
 /// `GET /api/nodes`.

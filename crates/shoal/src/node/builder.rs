@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 #[cfg(feature = "paxos")]
 use std::path::PathBuf;
+#[cfg(feature = "paxos")]
 use std::sync::Arc;
 #[cfg(feature = "hub")]
 use std::sync::Mutex;
@@ -27,7 +28,7 @@ use tokio::sync::watch;
 
 #[cfg(feature = "paxos")]
 use super::acceptors;
-use super::{Inner, Node, READINESS_EVERY, StartError, join_any};
+use super::{Inner, Node, StartError, join_any};
 
 /// The transport builder's settings beyond those [`NodeBuilder`] has, applied last.
 type TransportSettings =
@@ -296,9 +297,7 @@ impl NodeBuilder {
             let stop = inner.stopping.subscribe();
             tokio::spawn(super::rejoin(transport.clone(), self.seeds.clone(), stop));
         }
-        let node = Node { inner: Arc::new(inner) };
-        tokio::spawn(readiness(Arc::downgrade(&node.inner), ready_sender));
-        Ok(node)
+        Ok(Node::from_inner(inner, ready_sender))
     }
 }
 
@@ -399,24 +398,5 @@ async fn cluster_acceptors(
             return None;
         }
         clock.sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Keeps `ready` true while the node is ready: a majority of the acceptors reachable and the
-/// registry lease held (as far as those layers run); ends with the node.
-async fn readiness(inner: std::sync::Weak<Inner>, ready: watch::Sender<bool>) {
-    loop {
-        let Some(inner) = inner.upgrade() else { return };
-        if *inner.stopping.borrow() {
-            ready.send_replace(false);
-            return;
-        }
-        ready.send_if_modified(|was| {
-            let now = inner.is_ready_now();
-            std::mem::replace(was, now) != now
-        });
-        let clock = inner.transport.runtime().clock().clone();
-        drop(inner);
-        clock.sleep(READINESS_EVERY).await;
     }
 }

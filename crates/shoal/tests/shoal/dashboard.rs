@@ -1,6 +1,7 @@
 //! `shoal::dashboard` over real TCP on loopback: three `shoal::Node`s, a name, a lock, a group
 //! and a hub's children, read back through the JSON API with a bare HTTP/1.1 client; a
-//! crashed node shown down; the access rules (a token where it is needed, and only there).
+//! crashed node shown down; the access rules (a token where it is needed, and only there); the
+//! server's limits (a silent connection closed, connections past the cap kept waiting).
 //!
 //! Every wait is bounded ([`BOUND`]): a condition is polled until it holds, never a fixed
 //! sleep.
@@ -11,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
-use shoal::dashboard::{Dashboard, DashboardConfig, DashboardError, Responder};
+use shoal::dashboard::{Dashboard, DashboardConfig, DashboardError};
 use shoal::hub::{ChildStatus, HubChild, HubConfig, StartOptions};
 use shoal::node::NodeBuilder;
 use shoal::prelude::*;
@@ -107,8 +108,9 @@ fn find<'a>(list: &'a Value, field: &str, value: &str) -> Option<&'a Value> {
 }
 
 /// What the dashboard shows is what the layers hold: the name and where it runs, the lock's
-/// holder and fencing token, the group, the hub's children per node, every node of the
-/// cluster answering its summary; and a crashed node shows down, in the node list with a
+/// holder and fencing token, the group, the hub's children per node (a hub the node runs,
+/// found without being named), every node of the cluster answering its summary (each node
+/// answers by itself, serving no page); and a crashed node shows down, in the node list with a
 /// down in its history and in the cluster view as not answering, within the failure
 /// detection's bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,9 +122,7 @@ async fn the_dashboard_shows_the_cluster_and_a_crashed_node_down() {
     let c = within(builder("c", &key).join(a.listen_addr()).start()).await.expect("c joins");
     within(b.ready()).await;
     within(c.ready()).await;
-    let _answers_b = Responder::start(&b).expect("b answers the cluster view");
-    let _answers_c = Responder::start(&c).expect("c answers the cluster view");
-    assert!(matches!(Responder::start(&c), Err(DashboardError::Registered)));
+    assert_eq!(a.hub_ids(), [HUB]);
 
     let echo = a.runtime().spawn(Echo);
     let registry = a.registry().expect("the registry runs");
@@ -140,7 +140,7 @@ async fn the_dashboard_shows_the_cluster_and_a_crashed_node_down() {
     let started = within(hub.init_children(children, StartOptions::default())).await.expect("ok");
     assert!(started.iter().all(|(_, result)| result.is_ok()), "{started:?}");
 
-    let dashboard = within(Dashboard::start(&a, DashboardConfig::default().hub(HUB)))
+    let dashboard = within(Dashboard::start(&a, DashboardConfig::default()))
         .await
         .expect("the dashboard starts");
     let addr = dashboard.addr();
@@ -201,6 +201,7 @@ async fn the_dashboard_shows_the_cluster_and_a_crashed_node_down() {
     })
     .await;
     assert_eq!(hub_row["running"], true);
+    assert!(hub_row.get("supervisor").is_none(), "a hub, not a supervisor's: {hub_row}");
     assert_eq!(items(&hub_row["nodes"]).len(), 3, "{hub_row}");
 
     let cluster = eventually("every node answers the cluster view", || async {
@@ -333,4 +334,93 @@ async fn a_token_is_required_off_loopback_and_checked_on_every_request() {
     assert_eq!(request(addr, "/api/node", &[]).await.status, 200);
     within(dashboard.stop()).await;
     within(node.shutdown()).await;
+}
+
+/// A slow client cannot hold the server: a connection that sends no request head within the
+/// header timeout is closed, and past the cap of connections the next waits, unaccepted,
+/// until one closes (here: until the silent ones are closed by the timeout), and is then
+/// served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_and_connections_past_the_cap_wait() {
+    const HEADER_TIMEOUT: Duration = Duration::from_millis(800);
+    let key = ClusterKey::generate();
+    let node = within(builder("solo", &key).start()).await.expect("starts");
+    let config = DashboardConfig::default().max_connections(2).header_read_timeout(HEADER_TIMEOUT);
+    let dashboard = within(Dashboard::start(&node, config)).await.expect("starts");
+    let addr = dashboard.addr();
+
+    // Two connections that never send a byte take both places.
+    let opened = tokio::time::Instant::now();
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(within(TcpStream::connect(addr)).await.expect("connects"));
+    }
+    // A third is only queued: its request is answered once a place is free, when the header
+    // timeout has closed a silent one.
+    let answer = request(addr, "/api/node", &[]).await;
+    let waited = opened.elapsed();
+    assert_eq!(answer.status, 200);
+    assert!(waited >= HEADER_TIMEOUT - Duration::from_millis(100), "answered after {waited:?}");
+
+    // The silent ones were closed by the server (an end of stream, or a reset), not answered.
+    for mut stream in silent {
+        let mut raw = Vec::new();
+        let read = within(stream.read_to_end(&mut raw)).await;
+        assert!(read.is_err() || !raw.starts_with(b"HTTP/1.1 200"), "{raw:?}");
+    }
+    // Places free again: a request is answered at once.
+    let again = tokio::time::Instant::now();
+    assert_eq!(request(addr, "/api/node", &[]).await.status, 200);
+    assert!(again.elapsed() < HEADER_TIMEOUT, "{:?}", again.elapsed());
+
+    // Limits of zero are refused.
+    let zero = DashboardConfig::default().max_connections(0);
+    assert!(matches!(
+        within(Dashboard::start(&node, zero)).await,
+        Err(DashboardError::InvalidConfig(_))
+    ));
+    within(dashboard.stop()).await;
+    within(node.shutdown()).await;
+}
+
+/// A node made of parts (`Node::from_parts`) answers the cluster view by itself, and lists
+/// the hub it was given; the answer's handler holds the node weakly (no cycle through the
+/// transport): once the last handle of that node is dropped, it stops answering although its
+/// transport still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_parts_answers_while_it_is_held() {
+    let key = ClusterKey::generate();
+    let a = within(builder("a", &key).start()).await.expect("a starts");
+    let transport = within(shoal::transport::Node::builder("p", key.clone()).start())
+        .await
+        .expect("p's transport starts");
+    let hub = within(shoal::hub::Hub::start(&transport, "parts-hub", HubConfig::default()))
+        .await
+        .expect("the hub starts");
+    let parts = shoal::node::NodeParts::new(transport.clone(), key).hub(hub);
+    let p = shoal::Node::from_parts(parts);
+    assert_eq!(p.hub_ids(), ["parts-hub"]);
+    within(a.join(transport.listen_addr())).await.expect("a joins p");
+    let dashboard = within(Dashboard::start(&a, DashboardConfig::default())).await.expect("ok");
+    let addr = dashboard.addr();
+    let answering =
+        |view: &Value| find(&view["nodes"], "name", "p").map(|row| row["answering"].clone());
+    let row = eventually("p answers the cluster view", || async {
+        let view = get(addr, "/api/cluster").await;
+        (answering(&view) == Some(Value::from(true))).then_some(view)
+    })
+    .await;
+    let p_row = find(&row["nodes"], "name", "p").expect("p");
+    assert_eq!(p_row["summary"]["node"]["name"], "p");
+
+    drop(p);
+    assert!(transport.is_connected("a"), "p's transport still runs");
+    eventually("p no longer answers once dropped", || async {
+        let view = get(addr, "/api/cluster").await;
+        (answering(&view) == Some(Value::from(false))).then_some(())
+    })
+    .await;
+    within(dashboard.stop()).await;
+    transport.shutdown();
+    within(a.shutdown()).await;
 }

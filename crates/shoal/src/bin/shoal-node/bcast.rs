@@ -31,6 +31,12 @@ impl Broadcasts {
         Ok(Broadcasts { service, log })
     }
 
+    /// The broadcast service (for the dashboard's view of this node).
+    #[cfg(feature = "dashboard")]
+    pub(crate) fn service(&self) -> &Broadcast {
+        &self.service
+    }
+
     /// `bcast send N`: broadcasts the number `N`.
     pub(crate) async fn send(&self, number: u64) -> Result<String, String> {
         self.service

@@ -149,6 +149,12 @@ impl DsupCommands {
         Ok(DsupCommands { sup, live, inits, name: node.name().to_owned(), vnodes })
     }
 
+    /// The supervisor (for the dashboard's view of this node).
+    #[cfg(feature = "dashboard")]
+    pub(crate) fn supervisor(&self) -> &DistributedSupervisor {
+        &self.sup
+    }
+
     /// Runs one of the `dsup` commands: the words after `dsup`.
     pub(crate) async fn handle(&self, words: &[&str]) -> Result<String, String> {
         match words {

@@ -40,6 +40,12 @@ impl GroupCommands {
         Ok(GroupCommands { groups })
     }
 
+    /// The scope (for the dashboard's view of this node).
+    #[cfg(feature = "dashboard")]
+    pub(crate) fn groups(&self) -> &Groups {
+        &self.groups
+    }
+
     /// `groups join GROUP N`: spawns `N` members and joins them to `GROUP` at once; their pids.
     pub(crate) fn join(&self, node: &Node, group: &str, count: &str) -> Result<String, String> {
         let count: usize = parse_value("groups join", count)?;

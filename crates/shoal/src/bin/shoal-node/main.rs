@@ -7,7 +7,7 @@
 //! shoal-node --name NAME [--key-file PATH] [--listen ADDR] [--join ADDR]...
 //!            [--heartbeat-ms MS] [--failure-timeout-ms MS] [--seed N]
 //!            [--acceptors NAME,NAME,...] [--data-dir DIR] [--lease-ms MS]
-//!            [--quorum-hub-size N]
+//!            [--quorum-hub-size N] [--dashboard ADDR]
 //! shoal-node generate-key
 //! ```
 //!
@@ -35,6 +35,14 @@
 //! - `--quorum-hub-size`: the cluster size of hub `cluster-test-quorum`'s majority quorum: a
 //!   node runs its children while it sees more than half of `N` nodes of that hub (default:
 //!   the number of acceptors).
+//! - `--dashboard ADDR`: serves `shoal::dashboard`'s web view and JSON API on `ADDR`, a
+//!   loopback address (there is no flag for a token, which any other address needs); port 0
+//!   picks a free port. Only in a build with the facade's `dashboard` feature
+//!   (`cargo build -p shoal --bin shoal-node --features dashboard`; `cargo xtask browser`
+//!   builds it so). In such a build every node answers the dashboard's RPC, with or without
+//!   the flag, so that a dashboard's cluster view shows it: its layers are gathered into a
+//!   `shoal::Node` (`Node::from_parts`), which lists both hubs and the supervisor for the
+//!   page (not `cluster-test-handover`, which opens and closes by command).
 //!
 //! Every node runs the registry (`shoal-registry`) over its Paxos service, with the factory
 //! `cluster-test-worker` registered for the names the `names` commands use (see
@@ -58,7 +66,9 @@
 //! # The control protocol
 //!
 //! The first line on stdout is `listening ADDR incarnation N`, once the node listens (the
-//! address carries the port actually bound). Then each line on stdin is one command, and each
+//! address carries the port actually bound). With `--dashboard`, the second is
+//! `dashboard ADDR`, once the dashboard serves on `ADDR` (its port the one bound). Then each
+//! line on stdin is one command, and each
 //! command gets exactly one line on stdout, in order: `ok [DATA]` or `error MESSAGE`. A command
 //! may start with a number, its id, which its answer then starts with too (`7 nodes` →
 //! `7 ok b:1 c:2`), so a driver that gave up waiting for one answer never mistakes it for the
@@ -175,7 +185,7 @@ fn main() -> ExitCode {
     // Not `env::var(..).ok()`: a key that is not Unicode is a bad key, not a missing one.
     let key_var = std::env::var_os("SHOAL_KEY").map(|key| key.to_string_lossy().into_owned());
     let options = match Invocation::parse(std::env::args().skip(1), key_var) {
-        Ok(Invocation::Run(options)) => options,
+        Ok(Invocation::Run(options)) => *options,
         Ok(Invocation::GenerateKey) => {
             println!("{}", ClusterKey::generate().to_hex());
             return ExitCode::SUCCESS;
@@ -223,7 +233,7 @@ const USAGE: &str = "\
 usage: shoal-node --name NAME [--key-file PATH] [--listen ADDR] [--join ADDR]...
                   [--heartbeat-ms MS] [--failure-timeout-ms MS] [--seed N]
                   [--acceptors NAME,NAME,...] [--data-dir DIR] [--lease-ms MS]
-                  [--quorum-hub-size N]
+                  [--quorum-hub-size N] [--dashboard ADDR]
        shoal-node generate-key
 The cluster key (64 hexadecimal digits, from `shoal-node generate-key`) is read from the file
 that `--key-file` names, else from $SHOAL_KEY.
@@ -234,8 +244,8 @@ Commands are read from stdin, one per line; see the source's module docs.";
 enum Invocation {
     /// `generate-key`: print a new cluster key and exit.
     GenerateKey,
-    /// Run a node.
-    Run(Options),
+    /// Run a node (boxed: the options are large beside the other variant).
+    Run(Box<Options>),
 }
 
 impl Invocation {
@@ -252,7 +262,7 @@ impl Invocation {
                 Some(extra) => Err(format!("`generate-key` takes no arguments, not `{extra}`")),
             };
         }
-        Options::parse(args, key_var).map(Self::Run)
+        Options::parse(args, key_var).map(|options| Self::Run(Box::new(options)))
     }
 }
 
@@ -271,6 +281,8 @@ struct Options {
     lease_ms: u64,
     /// The cluster size of the quorum hub's majority.
     quorum_hub_size: usize,
+    /// Where to serve the dashboard, if anywhere.
+    dashboard: Option<SocketAddr>,
 }
 
 impl Options {
@@ -289,6 +301,7 @@ impl Options {
         let mut data_dir = None;
         let mut lease_ms = 5_000;
         let mut quorum_hub_size = None;
+        let mut dashboard = None;
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("`{flag}` needs a value"));
@@ -304,6 +317,7 @@ impl Options {
                 "--data-dir" => data_dir = Some(PathBuf::from(value()?)),
                 "--lease-ms" => lease_ms = parse_value(&flag, &value()?)?,
                 "--quorum-hub-size" => quorum_hub_size = Some(parse_value(&flag, &value()?)?),
+                "--dashboard" => dashboard = Some(parse_value(&flag, &value()?)?),
                 other => return Err(format!("unknown argument `{other}`")),
             }
         }
@@ -319,6 +333,11 @@ impl Options {
         }
         if acceptors.iter().any(String::is_empty) {
             return Err("`--acceptors` holds an empty name".to_owned());
+        }
+        if dashboard.is_some() && cfg!(not(feature = "dashboard")) {
+            return Err(
+                "`--dashboard` needs a shoal-node built with the `dashboard` feature".to_owned()
+            );
         }
         let quorum_hub_size = quorum_hub_size.unwrap_or(acceptors.len());
         if quorum_hub_size == 0 {
@@ -346,6 +365,7 @@ impl Options {
             data_dir,
             lease_ms,
             quorum_hub_size,
+            dashboard,
         })
     }
 }
@@ -401,6 +421,18 @@ async fn serve(options: Options) -> Result<(), String> {
     let dsup = DsupCommands::start(&node).await?;
     eprintln!("{}: listening on {}", node.name(), node.listen_addr());
     write_line(&format!("listening {} incarnation {}", node.listen_addr(), node.incarnation()));
+    #[cfg(feature = "dashboard")]
+    let _dashboard = {
+        let parts = shoal::node::NodeParts::new(node.clone(), options.key.clone())
+            .paxos(paxos.clone())
+            .broadcast(broadcasts.service().clone())
+            .registry(registry.clone())
+            .groups(groups.groups().clone())
+            .hub(hub.hub().clone())
+            .hub(quorum_hub.hub().clone())
+            .supervisor(dsup.supervisor().clone());
+        Dashboard::serve(shoal::Node::from_parts(parts), options.dashboard).await?
+    };
     for seed in options.seeds {
         tokio::spawn(join_seed(node.clone(), seed));
     }
@@ -443,6 +475,31 @@ async fn serve(options: Options) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The facade's view of this node's layers, which answers the dashboard's RPC while it is
+/// held, and the dashboard it serves, if asked for.
+#[cfg(feature = "dashboard")]
+struct Dashboard {
+    _node: shoal::Node,
+    _serving: Option<shoal::dashboard::Dashboard>,
+}
+
+#[cfg(feature = "dashboard")]
+impl Dashboard {
+    /// Serves `node`'s dashboard on `listen`, if given, and announces its address.
+    async fn serve(node: shoal::Node, listen: Option<SocketAddr>) -> Result<Self, String> {
+        use shoal::dashboard::DashboardConfig;
+
+        let Some(listen) = listen else { return Ok(Dashboard { _node: node, _serving: None }) };
+        let config = DashboardConfig::default().listen(listen);
+        let serving = shoal::dashboard::Dashboard::start(&node, config)
+            .await
+            .map_err(|error| format!("cannot start the dashboard: {error}"))?;
+        eprintln!("{}: dashboard on http://{}/", node.name(), serving.addr());
+        write_line(&format!("dashboard {}", serving.addr()));
+        Ok(Dashboard { _node: node, _serving: Some(serving) })
+    }
 }
 
 /// Starts this node's Paxos service: its proposer always, its acceptor if it is in the set,
@@ -835,8 +892,23 @@ mod tests {
                 data_dir: Some(PathBuf::from("/tmp/a")),
                 lease_ms: 900,
                 quorum_hub_size: 5,
+                dashboard: None,
             }
         );
+    }
+
+    /// `--dashboard` takes an address, in a build that can serve one, and is refused in
+    /// another.
+    #[test]
+    fn the_dashboard_flag_needs_the_feature() {
+        let parsed = parse("--name a --dashboard 127.0.0.1:0");
+        if cfg!(feature = "dashboard") {
+            assert_eq!(parsed.unwrap().dashboard, Some("127.0.0.1:0".parse().unwrap()));
+        } else {
+            assert!(parsed.unwrap_err().contains("`dashboard` feature"));
+        }
+        assert!(parse("--name a --dashboard nowhere").is_err());
+        assert_eq!(parse("--name a").unwrap().dashboard, None);
     }
 
     #[test]
