@@ -10,6 +10,7 @@ mod error;
 mod handover;
 mod hub;
 mod migrate;
+mod stats;
 
 pub use self::children::{StartOptions, StartResults, Started, StopResults};
 pub use self::error::{
@@ -21,3 +22,4 @@ pub use self::hub::{
     HubChildInfo, HubConfig, HubEvent, MOVED, QUORUM_LOST,
 };
 pub use self::migrate::Migration;
+pub use self::stats::HubStats;

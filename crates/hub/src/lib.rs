@@ -91,7 +91,7 @@ mod driver;
 #[cfg(feature = "driver")]
 pub use crate::driver::{
     CONFLICT, ChildData, ChildError, ChildRow, ChildStatus, Conflict, ConflictHook, Handover,
-    Handovers, Hub, HubChild, HubChildInfo, HubConfig, HubError, HubEvent, HubStartError,
+    Handovers, Hub, HubChild, HubChildInfo, HubConfig, HubError, HubEvent, HubStartError, HubStats,
     MAX_CHILD_ID, MOVED, Migration, QUORUM_LOST, RedistError, StartOptions, StartResults, Started,
     StopResults, TerminateError,
 };

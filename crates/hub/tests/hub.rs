@@ -341,6 +341,12 @@ async fn terminate_and_redistribute_one_child() {
         vec![target.to_owned()],
         "it stays where it was moved"
     );
+    // Stats: the one move was counted by the node that moved the child away, and the nodes'
+    // own children add up to the thirty.
+    let stats: Vec<_> = cluster.live().map(Hub::stats).collect();
+    assert_eq!(stats.iter().map(|s| s.moves).sum::<u64>(), 1, "{stats:?}");
+    assert_eq!(stats.iter().map(|s| s.children).sum::<u64>(), 30, "{stats:?}");
+    assert_eq!(stats.iter().map(|s| s.handovers_done + s.handovers_failed).sum::<u64>(), 0);
     cluster.stop().await;
 }
 
@@ -1016,6 +1022,10 @@ async fn a_hot_move_hands_the_state_and_the_mail_over() {
         _ => None,
     });
     assert!(matches!(handed, Some((ref to, bytes)) if to == "h1" && bytes > 0), "{handed:?}");
+    let stats = cluster.hub(0).stats();
+    assert_eq!((stats.moves, stats.handovers_done, stats.handovers_failed), (1, 1, 0));
+    assert_eq!(stats.children, 0, "{stats:?}");
+    assert_eq!(cluster.hub(1).stats().children, 1);
     let ended = within(async {
         loop {
             match mover.recv().await.expect("events") {

@@ -30,6 +30,7 @@ use super::hub::{
     CONFLICT, ChildData, Conflict, Hub, HubChild, HubEvent, HubInner, MOVED, QUORUM_LOST,
 };
 use super::migrate::{self, Migration};
+use super::stats::Counters;
 use crate::core::{Action, Entry, Load, Placement, Redundancy, State, StopReason, Table};
 
 /// A child started: where, and as which pid.
@@ -1180,6 +1181,7 @@ async fn move_out(
     if moving.is_empty() {
         return Vec::new();
     }
+    Counters::add(&inner.counters.moves, moving.len() as u64);
     inner.map.set(moving.iter().map(|(c, e)| (c.clone(), Some(e.clone()))).collect());
     let cap = deadline.saturating_duration_since(inner.clock.now().into_std());
     for (child, _) in &moving {

@@ -28,6 +28,7 @@ use super::children::{self, Local};
 use super::error::{HubStartError, MAX_CHILD_ID};
 use super::handover::{self, Handovers};
 use super::migrate::{self, Migration};
+use super::stats::{Counters, HubStats};
 use crate::core::{Consistent, Entry, Redundancy, Role, State, Strategy, Table, TableConfig};
 
 /// What a hub replicates of a child, besides its placement and state. Shared (`Arc`), as
@@ -404,6 +405,8 @@ pub(crate) struct HubInner {
     /// Wakes the reconcile task.
     pub(crate) wake: Arc<Notify>,
     pub(crate) stop: watch::Sender<bool>,
+    /// Moves and hand-overs, counted ([`Hub::stats`]).
+    pub(crate) counters: Counters,
 }
 
 impl HubInner {
@@ -476,6 +479,7 @@ impl Hub {
             subscribed,
             wake,
             stop: stop.clone(),
+            counters: Counters::default(),
         });
         children::serve(&inner);
         tokio::spawn(children::reconcile_task(inner.clone()));
@@ -600,6 +604,18 @@ impl Hub {
                 })
                 .collect()
         })
+    }
+
+    /// This node's figures: its children now (as [`Hub::which_children_local`] counts them),
+    /// the children it moved away, and its hand-overs done and failed. Counts this node's
+    /// entries under the hub's lock: for a sampler on a tick, not for a hot path.
+    pub fn stats(&self) -> HubStats {
+        let mut stats = self.inner.counters.snapshot();
+        let children = self.inner.map.with(|state| {
+            state.replica.own().values().filter(|entry| entry.state != State::Ended).count()
+        });
+        stats.children = children as u64;
+        stats
     }
 
     /// Every child of the hub as this node sees it, by child id then node: each copy, and

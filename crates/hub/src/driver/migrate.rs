@@ -38,6 +38,7 @@ use super::children::{self, Reply, Request, Started};
 use super::error::ChildError;
 use super::handover;
 use super::hub::{ChildData, HubEvent, HubInner, MOVED};
+use super::stats::Counters;
 use crate::core::{Entry, Placement, Redundancy, Ring, State};
 
 /// How long the new owner of a hot move may take to restore the state, or to publish the new
@@ -91,6 +92,7 @@ pub(crate) async fn move_hot(
         entry.placement = pin;
     }
     entry.state = State::Moving { to: to.to_owned() };
+    Counters::add(&inner.counters.moves, 1);
     inner.map.set(vec![(child.to_owned(), Some(entry.clone()))]);
     let left = || deadline.saturating_duration_since(inner.clock.now().into_std());
 
@@ -191,6 +193,7 @@ pub(crate) async fn move_hot(
     }
     match outcome {
         Ok(Reply::Published(Ok(Started { .. }))) => {
+            Counters::add(&inner.counters.handovers_done, 1);
             let event = HubEvent::HandedOver { child: child.to_owned(), to: to.to_owned(), bytes };
             let _ = inner.events.send(event);
             Ok(true)
@@ -203,6 +206,7 @@ pub(crate) async fn move_hot(
 
 fn report_failure(inner: &HubInner, child: &str, to: &str, error: &str) {
     tracing::warn!(hub = %inner.id, %child, %to, %error, "a hand-over failed");
+    Counters::add(&inner.counters.handovers_failed, 1);
     let event = HubEvent::HandOverFailed {
         child: child.to_owned(),
         to: to.to_owned(),
