@@ -45,14 +45,17 @@
 //!
 //! # Limits
 //!
-//! A client cannot hold the server: it serves at most
+//! A slow client holds the server for a bounded time: it serves at most
 //! [`max_connections`](DashboardConfig::max_connections) connections at once (64 by default;
-//! the next wait, unaccepted, in the listener's backlog until one closes); a connection that
-//! has not sent a whole request head within
+//! connections past them wait, unaccepted, in the listener's backlog until one closes); a
+//! connection that has not sent a whole request head within
 //! [`header_read_timeout`](DashboardConfig::header_read_timeout) (5 s by default; the same
-//! bound applies between the requests of a kept-alive connection) is closed; and a request
+//! bound runs again between the requests of a kept-alive connection) is closed; and a request
 //! not answered within [`request_timeout`](DashboardConfig::request_timeout) (10 s by default)
-//! gets `503` with `{"error": "..."}`. Every answer is small and bounded (see below).
+//! gets `503` with `{"error": "..."}`. Every answer is bounded (see below). Not bounded: the
+//! time a client that asks in time takes to read its answers (they are small enough for the
+//! socket's buffers as a rule), and many clients together can keep every place taken, each
+//! silent one for at most the header timeout at a time.
 //!
 //! # The cluster view
 //!
