@@ -1,8 +1,8 @@
 //! `shoal`: a command-line inspector of a running Shoal cluster (feature `cli`).
 //!
-//! It reads the cluster through the JSON API of one node's dashboard
-//! ([`shoal::dashboard`](https://docs.rs/shoal/latest/shoal/dashboard/), which that node must
-//! serve), and shows it as tables, or as the API's own JSON with `--json`:
+//! It reads the cluster through the JSON API of one node's dashboard ([`shoal::dashboard`],
+//! which that node must serve), and shows it as tables, or as the API's own JSON with
+//! `--json`:
 //!
 //! ```text
 //! shoal [--url URL] [--token TOKEN] [--json] [--timeout SECONDS] COMMAND
