@@ -11,7 +11,9 @@
 //! [`Node`] (feature `transport`) starts them all: a node alone is a cluster of one, nodes
 //! join through seeds, and the Paxos acceptor set grows as they do ([`node`] says how). For
 //! tests, the feature `testing` (off by default) adds `testing`: whole nodes on a simulated
-//! network.
+//! network. The feature `metrics` (off by default) adds `metrics`: every layer's figures
+//! published through the `metrics` facade by one sampler task per node, and `prometheus` its
+//! Prometheus recorder.
 //!
 //! The [`guide`] says what holds where under crashes, partitions and clock drift
 //! ([`guide::guarantees`]), and maps what you know from Erlang/OTP and Elixir
@@ -48,6 +50,8 @@
 
 #[cfg(feature = "dashboard")]
 pub mod dashboard;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[cfg(feature = "transport")]
 pub mod node;
 

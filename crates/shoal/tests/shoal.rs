@@ -5,12 +5,15 @@
 //! - `shoal_node`: the `shoal-node` binary as an operator meets it.
 //! - `dashboard` (feature `dashboard`): the web view's JSON API and its access rules.
 //! - `cli` (feature `cli`): the `shoal` inspector binary against a real cluster's dashboard.
+//! - `metrics` (feature `metrics`): a node's sampler read back through a debugging recorder.
 
 mod shoal {
     #[cfg(feature = "cli")]
     mod cli;
     #[cfg(feature = "dashboard")]
     mod dashboard;
+    #[cfg(feature = "metrics")]
+    mod metrics;
     mod node;
     mod shoal_node;
 }
