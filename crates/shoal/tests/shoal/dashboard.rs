@@ -17,6 +17,7 @@ use shoal::hub::{ChildStatus, HubChild, HubConfig, StartOptions};
 use shoal::node::NodeBuilder;
 use shoal::prelude::*;
 use shoal::registry::LockOptions;
+use shoal::transport::{Direction, Fault};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -385,8 +386,8 @@ async fn silent_connections_are_closed_and_connections_past_the_cap_wait() {
 
 /// A node made of parts (`Node::from_parts`) answers the cluster view by itself, and lists
 /// the hub it was given; the answer's handler holds the node weakly (no cycle through the
-/// transport): once the last handle of that node is dropped, it stops answering although its
-/// transport still runs.
+/// transport): once the last handle of that node is dropped, its transport answers that there
+/// is no node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_of_parts_answers_while_it_is_held() {
     let key = ClusterKey::generate();
@@ -403,24 +404,48 @@ async fn a_node_of_parts_answers_while_it_is_held() {
     within(a.join(transport.listen_addr())).await.expect("a joins p");
     let dashboard = within(Dashboard::start(&a, DashboardConfig::default())).await.expect("ok");
     let addr = dashboard.addr();
-    let answering =
-        |view: &Value| find(&view["nodes"], "name", "p").map(|row| row["answering"].clone());
     let row = eventually("p answers the cluster view", || async {
         let view = get(addr, "/api/cluster").await;
-        (answering(&view) == Some(Value::from(true))).then_some(view)
+        let row = find(&view["nodes"], "name", "p")?.clone();
+        (row["answering"] == true).then_some(row)
     })
     .await;
-    let p_row = find(&row["nodes"], "name", "p").expect("p");
-    assert_eq!(p_row["summary"]["node"]["name"], "p");
+    assert_eq!(row["summary"]["node"]["name"], "p");
 
+    // Its transport still runs and answers, with nothing: the handler finds no node.
     drop(p);
-    assert!(transport.is_connected("a"), "p's transport still runs");
-    eventually("p no longer answers once dropped", || async {
+    let row = eventually("p no longer answers once dropped", || async {
         let view = get(addr, "/api/cluster").await;
-        (answering(&view) == Some(Value::from(false))).then_some(())
+        let row = find(&view["nodes"], "name", "p")?.clone();
+        (row["answering"] == false).then_some(row)
     })
     .await;
+    assert_eq!(row["error"], "it is stopping", "{row}");
     within(dashboard.stop()).await;
     transport.shutdown();
+    within(a.shutdown()).await;
+}
+
+/// A request not answered within the request timeout gets `503`: the cluster view waits up to
+/// a second for a node whose every frame is dropped, past a timeout of 300 ms; once healed,
+/// requests are answered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_not_answered_in_time_gets_503() {
+    let key = ClusterKey::generate();
+    let a = within(builder("a", &key).start()).await.expect("a starts");
+    let b = within(builder("b", &key).join(a.listen_addr()).start()).await.expect("b joins");
+    let config = DashboardConfig::default().request_timeout(Duration::from_millis(300));
+    let dashboard = within(Dashboard::start(&a, config)).await.expect("starts");
+    let addr = dashboard.addr();
+
+    a.transport().inject_fault("b", Direction::Outbound, Fault::Drop(1.0));
+    let slow = request(addr, "/api/cluster", &[]).await;
+    assert_eq!(slow.status, 503, "{}", String::from_utf8_lossy(&slow.body));
+    assert!(slow.json()["error"].as_str().is_some_and(|error| error.contains("within")));
+    a.transport().heal("b");
+    assert_eq!(request(addr, "/api/node", &[]).await.status, 200);
+
+    within(dashboard.stop()).await;
+    within(b.shutdown()).await;
     within(a.shutdown()).await;
 }
