@@ -371,11 +371,12 @@ async fn send_inbound_on(runtime: &Runtime, to: Pid, mut inbound: Inbound) -> Se
         return Sent::Failed;
     };
     let payload = inbound.payload.clone();
+    let trace = inbound.trace_context();
     let (outbound, caller) = match inbound.reply.take() {
         None => (Outbound::Cast { to, payload }, None),
         Some(sink) => {
             let (reply, answer) = RemoteReply::new();
-            (Outbound::Call { to, payload, reply }, Some((sink, answer)))
+            (Outbound::Call { to, payload, reply, trace }, Some((sink, answer)))
         }
     };
     if route_waiting(remote.as_ref(), outbound).await.is_err() {

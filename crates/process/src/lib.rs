@@ -132,6 +132,7 @@ mod stats;
 mod sys;
 mod table;
 mod timer;
+mod trace;
 
 pub use addr::{Addr, DEFAULT_CALL_TIMEOUT};
 pub use clock::{CLOCK_RATES, Clock};
@@ -152,6 +153,7 @@ pub use signal::{ExitKind, Signal};
 pub use spec::{ChildSpec, Restart, Shutdown};
 pub use stats::{DEFAULT_MAILBOX_THRESHOLD, ExitCounts, RuntimeStats};
 pub use timer::TimerRef;
+pub use trace::{SpanId, TraceContext, TraceId};
 
 // Every handle a user shares across tasks and threads is `Send` and `Sync`: checked when the
 // crate builds, so a change that breaks it does not compile.
@@ -170,4 +172,5 @@ const _: () = {
     send_and_sync::<Forwarding>();
     send_and_sync::<TimerRef>();
     send_and_sync::<RuntimeStats>();
+    send_and_sync::<TraceContext>();
 };

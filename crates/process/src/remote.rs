@@ -23,7 +23,8 @@ use tokio::sync::oneshot;
 
 use crate::cell::ErasedPush;
 pub use crate::mailbox::Admitted;
-use crate::{ExitKind, ExitReason, NodeId, Pid, Ref, RemoteFailure, Runtime};
+use crate::trace::SpanId;
+use crate::{ExitKind, ExitReason, NodeId, Pid, Ref, RemoteFailure, Runtime, TraceContext};
 
 /// What a transport does for the runtime: carry operations to processes on other nodes.
 ///
@@ -49,6 +50,23 @@ pub trait Remote: Send + Sync + 'static {
     fn is_connected(&self, node: NodeId) -> bool {
         let _ = node;
         true
+    }
+
+    /// The trace context of `span`, a remote call's `call` span just created, as a tracing
+    /// bridge the transport has sees it (OpenTelemetry's trace and span ids, say); `None` (the
+    /// default) lets the runtime use its own ([`TraceContext`]).
+    fn trace_context(&self, span: &tracing::Span) -> Option<TraceContext> {
+        let _ = span;
+        None
+    }
+
+    /// Makes `caller`, the trace context a call from another node came with, the parent of
+    /// `span`, the callee's `handle_call` span just created, in a tracing bridge the transport
+    /// has (OpenTelemetry's `set_parent`, say); returns `span`'s own span id in that bridge.
+    /// `None` (the default) lets the runtime draw one ([`Runtime::fresh_span_id`]).
+    fn join_trace(&self, span: &tracing::Span, caller: TraceContext) -> Option<SpanId> {
+        let _ = (span, caller);
+        None
     }
 }
 
@@ -81,6 +99,9 @@ pub enum Outbound {
         payload: Bytes,
         /// Where the encoded reply, or the failure, goes.
         reply: RemoteReply,
+        /// The call's trace context, when a subscriber records its span (see
+        /// [`TraceContext`]).
+        trace: Option<TraceContext>,
     },
     /// An encoded message for the process registered as `name` on the node of `target`
     /// ([`Pid::name_placeholder`] of that node), resolved there.
@@ -103,6 +124,8 @@ pub enum Outbound {
         payload: Bytes,
         /// Where the encoded reply, or the failure, goes.
         reply: RemoteReply,
+        /// The call's trace context, as for [`Outbound::Call`].
+        trace: Option<TraceContext>,
     },
     /// An exit signal from `from` to `to`.
     Exit {
@@ -245,17 +268,32 @@ pub trait ReplySink: Send + 'static {
 pub struct Inbound {
     pub(crate) payload: Bytes,
     pub(crate) reply: Option<Box<dyn ReplySink>>,
+    /// The caller's trace context, for a traced call.
+    pub(crate) trace: Option<TraceContext>,
 }
 
 impl Inbound {
     /// An encoded cast.
     pub fn cast(payload: Bytes) -> Self {
-        Self { payload, reply: None }
+        Self { payload, reply: None, trace: None }
     }
 
     /// An encoded call, answered through `reply`.
     pub fn call(payload: Bytes, reply: Box<dyn ReplySink>) -> Self {
-        Self { payload, reply: Some(reply) }
+        Self { payload, reply: Some(reply), trace: None }
+    }
+
+    /// The same message, from a caller in the trace `caller`: its handler runs in a
+    /// `handle_call` span of that trace, with the caller's span as parent, when a subscriber
+    /// records it (see [`TraceContext`]), and a call made from the handler continues the trace.
+    pub fn with_trace(mut self, caller: TraceContext) -> Self {
+        self.trace = Some(caller);
+        self
+    }
+
+    /// The caller's trace context, if the message came with one.
+    pub fn trace_context(&self) -> Option<TraceContext> {
+        self.trace
     }
 
     /// Answers a refused call with `failure` (a cast is just dropped).

@@ -25,6 +25,7 @@ use crate::current::Running;
 use crate::guard::{Outcome, guarded, guarded_now, panic_message};
 use crate::hand_off;
 use crate::remote::Inbound;
+use crate::trace::{Traced, handle_call_span};
 use crate::{Context, ExitReason, Pid, Process, RemoteFailure, ReplyTo, Signal};
 
 /// Tells `start` how `init` went.
@@ -243,6 +244,7 @@ fn dispatch<'a, P: Process>(
     async move {
         let control = &cell.control;
         let scope = Interruptible::ByAnyExit;
+        let mut trace = None;
         let letter = match envelope {
             Envelope::Signal(signal) | Envelope::DirectExit(signal) => {
                 if !admit_signal(ctx, &signal) {
@@ -253,10 +255,18 @@ fn dispatch<'a, P: Process>(
             }
             // Synchronous, and guarded as a handler is: a panic in it ends this process only.
             Envelope::Sys(work) => return guarded_now(control, scope, || work(process, ctx)),
-            Envelope::Remote(inbound) => match decode_inbound(cell.control.pid, *inbound) {
-                Some(letter) => letter,
-                None => return Outcome::Done(()),
-            },
+            Envelope::Remote(mut inbound) => {
+                // Boxed: only traced calls pay for their span, in memory as in time.
+                trace = inbound
+                    .trace
+                    .take()
+                    .and_then(|caller| handle_call_span(&ctx.runtime, caller))
+                    .map(Box::new);
+                match decode_inbound(cell.control.pid, *inbound) {
+                    Some(letter) => letter,
+                    None => return Outcome::Done(()),
+                }
+            }
             letter => letter,
         };
         match letter {
@@ -264,7 +274,8 @@ fn dispatch<'a, P: Process>(
                 guarded(control, scope, pin!(process.handle_cast(message, ctx))).await
             }
             Envelope::Call(request, reply) => {
-                guarded(control, scope, pin!(process.handle_call(request, reply, ctx))).await
+                let handler = pin!(process.handle_call(request, reply, ctx));
+                Traced::new(trace, guarded(control, scope, handler)).await
             }
             Envelope::Signal(_)
             | Envelope::DirectExit(_)

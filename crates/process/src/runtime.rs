@@ -20,6 +20,7 @@ use crate::remote::{Outbound, Remote};
 use crate::run::{InitAck, run};
 use crate::stats::{Counters, DEFAULT_MAILBOX_THRESHOLD, RuntimeStats};
 use crate::table::ProcessTable;
+use crate::trace::{SpanId, TraceId, mix};
 use crate::{
     Addr, BuildError, Context, Dest, ExitError, ExitKind, ExitReason, LinkError, NodeId, Pid,
     Process, Ref, Signal, SpawnError, StartError, Target,
@@ -56,6 +57,8 @@ struct Inner {
     counters: Counters,
     /// The mailbox length above which [`RuntimeStats::mailboxes_over_threshold`] counts.
     mailbox_threshold: usize,
+    /// Trace and span ids handed out ([`Runtime::fresh_trace_id`]).
+    trace_ids: AtomicU64,
 }
 
 /// Configures a [`Runtime`].
@@ -133,6 +136,7 @@ impl RuntimeBuilder {
             refused_remote_casts: AtomicU64::new(0),
             counters: Counters::default(),
             mailbox_threshold: self.mailbox_threshold,
+            trace_ids: AtomicU64::new(1),
         };
         Ok(Runtime { inner: Arc::new(inner) })
     }
@@ -262,6 +266,25 @@ impl Runtime {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(next(last)))
             .unwrap_or_else(|last| last);
         next(previous)
+    }
+
+    /// A trace id no other trace of this node's run has (for a remote call that starts a
+    /// trace: see [`crate::TraceContext`]). Drawn from a counter mixed with the node's id and
+    /// incarnation, not from an RNG, so that a simulation replays it.
+    pub fn fresh_trace_id(&self) -> TraceId {
+        let n = self.inner.trace_ids.fetch_add(1, Ordering::Relaxed);
+        let high = mix(self.inner.node.as_u64() ^ mix(self.inner.incarnation));
+        // `mix` is a bijection: distinct counts give distinct low halves.
+        let low = mix(n ^ high);
+        TraceId::from_u128((u128::from(high) << 64 | u128::from(low)).max(1))
+    }
+
+    /// A span id for a span of this node's (the caller's `call` span, the callee's
+    /// `handle_call` span), drawn as [`Runtime::fresh_trace_id`] draws trace ids.
+    pub fn fresh_span_id(&self) -> SpanId {
+        let n = self.inner.trace_ids.fetch_add(1, Ordering::Relaxed);
+        let salt = mix(self.inner.node.as_u64().rotate_left(17) ^ self.inner.incarnation);
+        SpanId(mix(n.wrapping_add(salt)).max(1))
     }
 
     /// The pid that stands for the runtime itself, as the sender of [`Runtime::exit`] signals.
@@ -418,7 +441,15 @@ impl Runtime {
             hook(pid);
         }
         let ctx = Context::new(self.clone(), cell.clone(), options.link);
-        self.inner.tokio.spawn(run(process, ctx, ack));
+        let task = run(process, ctx, ack);
+        // The span is created per spawn and costs nothing per message; without a subscriber
+        // that wants it, the task is spawned as it is, no larger.
+        let span = tracing::info_span!("process", node = %self.inner.node_name, pid = %pid);
+        if span.is_disabled() {
+            self.inner.tokio.spawn(task);
+        } else {
+            self.inner.tokio.spawn(tracing::Instrument::instrument(task, span));
+        }
         Ok(Addr::new(self.clone(), cell))
     }
 

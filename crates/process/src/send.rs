@@ -26,7 +26,9 @@ use crate::mailbox::Overflow;
 use crate::remote::{Outbound, Remote, RemoteReply, RouteError};
 use crate::{
     CallError, DecodeError, EncodeError, NodeId, Pid, Process, RemoteFailure, Runtime, SendError,
+    TraceContext,
 };
+use tracing::field::Empty;
 
 /// Encodes a value for another node.
 type Encoder<Q> = fn(&Q) -> Result<Bytes, EncodeError>;
@@ -111,11 +113,12 @@ impl Far {
         }
     }
 
-    fn call(&self, payload: Bytes, reply: RemoteReply) -> Outbound {
+    fn call(&self, payload: Bytes, reply: RemoteReply, trace: Option<TraceContext>) -> Outbound {
         match self.clone() {
-            Self::Pid(to) => Outbound::Call { to, payload, reply },
+            Self::Pid(to) => Outbound::Call { to, payload, reply, trace },
             Self::Named { node, name } => {
-                Outbound::CallNamed { target: Pid::name_placeholder(node), name, payload, reply }
+                let target = Pid::name_placeholder(node);
+                Outbound::CallNamed { target, name, payload, reply, trace }
             }
         }
     }
@@ -124,6 +127,16 @@ impl Far {
         match self {
             Self::Pid(pid) => pid.node(),
             Self::Named { node, .. } => *node,
+        }
+    }
+}
+
+/// How a `call` span names its destination.
+impl std::fmt::Display for Far {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pid(pid) => write!(f, "{pid}"),
+            Self::Named { node, name } => write!(f, "{name} on {node}"),
         }
     }
 }
@@ -444,7 +457,8 @@ impl Runtime {
             Ok(Box::pin(local_answer(cell, reply)))
         } else {
             let wire = call_wire::<P>();
-            let answer = self.queue_far_call(Far::Pid(pid), request, wire).await?;
+            let trace = TraceContext::current().map(|current| current.child(self.fresh_span_id()));
+            let answer = self.queue_far_call(Far::Pid(pid), request, wire, trace).await?;
             Ok(Box::pin(far_answer(answer, wire)))
         }
     }
@@ -477,9 +491,24 @@ impl Runtime {
         }
     }
 
+    /// A call to another node, inside a `call` span when a subscriber records it: the span's
+    /// trace context (see [`TraceContext`]) travels with the call, for the callee's span to
+    /// join the trace.
     async fn call_far<Q, R>(&self, far: Far, request: Q, wire: Wire<Q, R>) -> Result<R, CallError> {
-        let answer = self.queue_far_call(far, request, wire).await?;
-        far_answer(answer, wire).await
+        let span = tracing::info_span!("call", to = %far, trace_id = Empty, span_id = Empty);
+        if span.is_disabled() {
+            let answer = self.queue_far_call(far, request, wire, None).await?;
+            return far_answer(answer, wire).await;
+        }
+        let bridged = self.remote().and_then(|remote| remote.trace_context(&span));
+        let trace = bridged.unwrap_or_else(|| TraceContext::for_call(self));
+        span.record("trace_id", tracing::field::display(trace.trace_id));
+        span.record("span_id", tracing::field::display(trace.span_id));
+        let exchange = async move {
+            let answer = self.queue_far_call(far, request, wire, Some(trace)).await?;
+            far_answer(answer, wire).await
+        };
+        tracing::Instrument::instrument(exchange, span).await
     }
 
     /// Hands a call to the transport; where its encoded answer comes.
@@ -488,6 +517,7 @@ impl Runtime {
         far: Far,
         request: Q,
         wire: Wire<Q, R>,
+        trace: Option<TraceContext>,
     ) -> Result<FarAnswer, CallError> {
         let (remote, payload) =
             self.prepare_remote(far.node(), &request, &wire).map_err(|failure| match failure {
@@ -496,7 +526,7 @@ impl Runtime {
                 NotRoutable::Encode(error) => CallError::Encode(error),
             })?;
         let (reply, answer) = RemoteReply::new();
-        match route_waiting(remote.as_ref(), far.call(payload, reply)).await {
+        match route_waiting(remote.as_ref(), far.call(payload, reply, trace)).await {
             Ok(()) => Ok(answer),
             Err(_) => Err(CallError::NoConnection),
         }

@@ -50,8 +50,10 @@ use crate::spec::NodeSpec;
 
 /// The protocol versions this build speaks. Version 2 is the first with this handshake; a
 /// version 1 node (HMAC handshake, no records) cannot talk to it. Version 3 adds
-/// [`crate::wire::Frame::Keep`], which is never sent on a version-2 connection.
-pub const VERSIONS: RangeInclusive<u32> = 2..=3;
+/// [`crate::wire::Frame::Keep`], which is never sent on a version-2 connection. Version 4
+/// adds [`crate::wire::Frame::TracedCall`] and [`crate::wire::Frame::TracedCallNamed`], which
+/// go as plain calls on connections of older versions.
+pub const VERSIONS: RangeInclusive<u32> = 2..=4;
 
 /// The Noise protocol: no static keys, the pre-shared cluster key mixed in first.
 const PATTERN: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";

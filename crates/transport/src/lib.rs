@@ -159,6 +159,7 @@ mod rpc;
 mod service;
 mod spec;
 mod tasks;
+mod trace;
 pub mod wire;
 
 use std::fmt;

@@ -97,6 +97,9 @@ pub struct PeerStats {
     /// averaged as TCP does (`rtt = 7/8 rtt + 1/8 sample`, RFC 6298). It includes the time
     /// both frames wait behind other control frames. `None` until a first pong came back.
     pub rtt: Option<Duration>,
+    /// Traced calls from the peer whose trace context was not valid (a zero id): handled,
+    /// untraced.
+    pub ignored_trace_contexts: u64,
 }
 
 #[derive(Default)]
@@ -107,6 +110,7 @@ pub(crate) struct Counters {
     pub(crate) bytes_received: AtomicU64,
     pub(crate) reconnects: AtomicU64,
     pub(crate) dropped_by_faults: AtomicU64,
+    pub(crate) ignored_trace_contexts: AtomicU64,
 }
 
 /// Monitors and links between local processes and processes of one peer.
@@ -677,7 +681,13 @@ impl Peer {
             reconnects: read(&self.counters.reconnects),
             dropped_by_faults: read(&self.counters.dropped_by_faults),
             rtt: self.rtt.smoothed(),
+            ignored_trace_contexts: read(&self.counters.ignored_trace_contexts),
         }
+    }
+
+    /// A traced call from the peer came with a context that is not valid.
+    pub(crate) fn count_ignored_trace_context(&self) {
+        self.counters.ignored_trace_contexts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A heartbeat ping `id` is sent now (`now_us`: microseconds since the node started).

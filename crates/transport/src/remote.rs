@@ -49,7 +49,9 @@ use shoal_process::remote::{
     Admitted, DeliverError, Inbound, Outbound, Remote, RemoteReply, ReplySink, RouteError,
     Unreachable,
 };
-use shoal_process::{ExitKind, ExitReason, NodeId, Pid, Ref, RemoteFailure, Runtime};
+use shoal_process::{
+    ExitKind, ExitReason, NodeId, Pid, Ref, RemoteFailure, Runtime, SpanId, TraceContext,
+};
 
 use crate::DEFAULT_CHANNEL;
 use crate::answers::{PendingAnswers, Waiter};
@@ -59,6 +61,7 @@ use crate::peer::{Bound, Lane, Peer, PushError, lock, pid_key, sender_key};
 use crate::requests::name_key;
 use crate::rpc::{self, RpcHandlers};
 use crate::tasks::Tasks;
+use crate::trace;
 use crate::wire::{Addressee, Failure, Frame};
 
 /// How far past its capacity a mailbox may be filled by other nodes, in peer queues (see
@@ -180,9 +183,22 @@ impl Remote for Transport {
         let peer = self.0.upgrade().and_then(|processes| processes.members.get(node));
         peer.is_some_and(|peer| peer.is_up())
     }
+
+    fn trace_context(&self, span: &tracing::Span) -> Option<TraceContext> {
+        trace::outbound(span)
+    }
+
+    fn join_trace(&self, span: &tracing::Span, caller: TraceContext) -> Option<SpanId> {
+        trace::join(span, caller)
+    }
 }
 
 impl Processes {
+    #[expect(
+        clippy::result_large_err,
+        reason = "the operation is handed back only when it was not queued; boxing it would \
+                  allocate on every send"
+    )]
     fn route(&self, peer: &Peer, outbound: Outbound) -> Result<(), RouteError> {
         let node = peer.id;
         let handed_back = |error: PushError, reply: Option<RemoteReply>| match error {
@@ -199,13 +215,16 @@ impl Processes {
                 peer.push(DEFAULT_CHANNEL, lane, frame, Bound::Counted)
                     .map_err(|error| handed_back(error, None))
             }
-            Outbound::Call { to, payload, reply } => {
+            Outbound::Call { to, payload, reply, trace } => {
                 if peer.is_held(&Addressee::Pid(to)) {
-                    return Err(RouteError::Full(Outbound::Call { to, payload, reply }));
+                    return Err(RouteError::Full(Outbound::Call { to, payload, reply, trace }));
                 }
                 let id = self.answers.await_from(peer.id, Waiter::Runtime(reply));
                 let lane = Lane::new(sender_key(), pid_key(to));
-                let frame = Frame::Call { id, to, payload };
+                let frame = match trace {
+                    None => Frame::Call { id, to, payload },
+                    Some(trace) => Frame::TracedCall { id, to, payload, trace: trace.into() },
+                };
                 peer.push(DEFAULT_CHANNEL, lane, frame, Bound::Counted).map_err(|error| {
                     let reply = match self.answers.withdraw(id) {
                         Some(Waiter::Runtime(reply)) => Some(reply),
@@ -223,14 +242,19 @@ impl Processes {
                 peer.push(DEFAULT_CHANNEL, lane, frame, Bound::Counted)
                     .map_err(|error| handed_back(error, None))
             }
-            Outbound::CallNamed { target, name, payload, reply } => {
+            Outbound::CallNamed { target, name, payload, reply, trace } => {
                 if peer.is_held_name(&name) {
-                    let call = Outbound::CallNamed { target, name, payload, reply };
+                    let call = Outbound::CallNamed { target, name, payload, reply, trace };
                     return Err(RouteError::Full(call));
                 }
                 let id = self.answers.await_from(peer.id, Waiter::Runtime(reply));
                 let lane = Lane::new(sender_key(), name_key(&name));
-                let frame = Frame::CallNamed { id, name, payload };
+                let frame = match trace {
+                    None => Frame::CallNamed { id, name, payload },
+                    Some(trace) => {
+                        Frame::TracedCallNamed { id, name, payload, trace: trace.into() }
+                    }
+                };
                 peer.push(DEFAULT_CHANNEL, lane, frame, Bound::Counted).map_err(|error| {
                     let reply = match self.answers.withdraw(id) {
                         Some(Waiter::Runtime(reply)) => Some(reply),
@@ -302,10 +326,18 @@ fn into_outbound(node: NodeId, frame: Frame, reply: Option<RemoteReply>) -> Outb
     let target = Pid::name_placeholder(node);
     match (frame, reply) {
         (Frame::Cast { to, payload }, _) => Outbound::Cast { to, payload },
-        (Frame::Call { to, payload, .. }, Some(reply)) => Outbound::Call { to, payload, reply },
+        (Frame::Call { to, payload, .. }, Some(reply)) => {
+            Outbound::Call { to, payload, reply, trace: None }
+        }
+        (Frame::TracedCall { to, payload, trace, .. }, Some(reply)) => {
+            Outbound::Call { to, payload, reply, trace: trace.context() }
+        }
         (Frame::CastNamed { name, payload }, _) => Outbound::CastNamed { target, name, payload },
         (Frame::CallNamed { name, payload, .. }, Some(reply)) => {
-            Outbound::CallNamed { target, name, payload, reply }
+            Outbound::CallNamed { target, name, payload, reply, trace: None }
+        }
+        (Frame::TracedCallNamed { name, payload, trace, .. }, Some(reply)) => {
+            Outbound::CallNamed { target, name, payload, reply, trace: trace.context() }
         }
         (Frame::Exit { to, from, reason, kind }, _) => Outbound::Exit { to, from, reason, kind },
         (Frame::Down { to, monitor, pid, reason }, _) => {
@@ -403,6 +435,11 @@ impl Processes {
                 let sink = Box::new(ReplyVia::new(peer, id, pid_key(to)));
                 return self.deliver(peer, to, Addressee::Pid(to), Inbound::call(payload, sink));
             }
+            Frame::TracedCall { id, to, payload, trace } => {
+                let sink = Box::new(ReplyVia::new(peer, id, pid_key(to)));
+                let inbound = trace::inbound(Inbound::call(payload, sink), peer, &trace);
+                return self.deliver(peer, to, Addressee::Pid(to), inbound);
+            }
             Frame::Reply { id, outcome } => self.answers.settle(id, outcome),
             Frame::Exit { to, from, reason, kind } => {
                 if kind == ExitKind::Link {
@@ -455,6 +492,16 @@ impl Processes {
                 Some(pid) => {
                     let sink = Box::new(ReplyVia::new(peer, id, pid_key(pid)));
                     let inbound = Inbound::call(payload, sink);
+                    return self.deliver(peer, pid, Addressee::Name(name), inbound);
+                }
+                None => {
+                    ReplyVia::new(peer, id, sender_key()).send(Err(Failure::NotRegistered(name)))
+                }
+            },
+            Frame::TracedCallNamed { id, name, payload, trace } => match runtime.whereis(&name) {
+                Some(pid) => {
+                    let sink = Box::new(ReplyVia::new(peer, id, pid_key(pid)));
+                    let inbound = trace::inbound(Inbound::call(payload, sink), peer, &trace);
                     return self.deliver(peer, pid, Addressee::Name(name), inbound);
                 }
                 None => {

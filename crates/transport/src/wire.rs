@@ -9,9 +9,13 @@
 //! handshake negotiated ([`crate::handshake::negotiate`]) and the largest frame. A release
 //! that changes how a frame is laid out keeps the old layout for the version before it, and
 //! chooses by [`Format::version`]: a node then speaks the old layout on its connections with
-//! nodes not yet upgraded and the new one on the rest. This build speaks versions 2 and 3,
+//! nodes not yet upgraded and the new one on the rest. This build speaks versions 2 to 4,
 //! in the layout described here: version 3 adds [`Frame::Keep`], which a node sends only on
-//! connections of version 3 or later ([`KEEP_SINCE_VERSION`]) and accepts on any.
+//! connections of version 3 or later ([`KEEP_SINCE_VERSION`]) and accepts on any; version 4
+//! adds [`Frame::TracedCall`] and [`Frame::TracedCallNamed`], calls that carry the caller's
+//! trace context ([`TraceParent`]), which the encoder lays out as the plain [`Frame::Call`] and
+//! [`Frame::CallNamed`] (the context left out) on connections of older versions
+//! ([`TRACE_SINCE_VERSION`]).
 //!
 //! Nothing here does I/O: [`encode_frame`] appends to a buffer and [`FrameDecoder`] takes
 //! bytes as they arrive, so the same code serves TCP, a simulated network and the fuzz tests.
@@ -33,7 +37,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
-use shoal_process::{ExitKind, ExitReason, Pid, Ref, RemoteFailure};
+use shoal_process::{ExitKind, ExitReason, Pid, Ref, RemoteFailure, SpanId, TraceContext, TraceId};
 
 use crate::NodeSpec;
 use crate::handshake::VERSIONS;
@@ -42,6 +46,9 @@ mod hot;
 
 /// The first protocol version with [`Frame::Keep`].
 pub const KEEP_SINCE_VERSION: u32 = 3;
+
+/// The first protocol version with [`Frame::TracedCall`] and [`Frame::TracedCallNamed`].
+pub const TRACE_SINCE_VERSION: u32 = 4;
 
 /// Bytes of the length prefix in front of every frame.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
@@ -269,6 +276,73 @@ pub enum Frame {
         /// Whether it keeps them.
         keep: bool,
     },
+    /// A [`Frame::Call`] made inside a span a subscriber records: it carries the caller's
+    /// trace context, for the callee's span to join the trace. Version
+    /// [`TRACE_SINCE_VERSION`] on; encoded as a plain `Call` on older connections.
+    TracedCall {
+        /// Matches the reply to the call on the calling node.
+        id: u64,
+        /// The receiver.
+        to: Pid,
+        /// The request, encoded.
+        #[serde(with = "zero_copy")]
+        payload: Bytes,
+        /// The caller's trace context.
+        trace: TraceParent,
+    },
+    /// A [`Frame::CallNamed`] with the caller's trace context, as [`Frame::TracedCall`].
+    TracedCallNamed {
+        /// Matches the reply.
+        id: u64,
+        /// The registered name.
+        name: String,
+        /// The request, encoded.
+        #[serde(with = "zero_copy")]
+        payload: Bytes,
+        /// The caller's trace context.
+        trace: TraceParent,
+    },
+}
+
+/// A trace context on the wire, as W3C's `traceparent` holds it: the trace id (in two
+/// halves, high first), the id of the caller's span, and the trace flags (bit 0: sampled;
+/// other bits are ignored). Whatever a peer sends decodes; whether it is valid (neither id
+/// zero) is asked with [`TraceParent::context`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceParent {
+    trace_id_high: u64,
+    trace_id_low: u64,
+    parent_span_id: u64,
+    flags: u8,
+}
+
+impl TraceParent {
+    /// W3C's `sampled` trace flag.
+    const SAMPLED: u8 = 0x01;
+
+    /// The context it carries; `None` when it is not valid (a zero id), which the receiving
+    /// node counts and ignores: the call is handled, untraced.
+    pub fn context(&self) -> Option<TraceContext> {
+        let context = TraceContext {
+            trace_id: TraceId::from_u128(
+                u128::from(self.trace_id_high) << 64 | u128::from(self.trace_id_low),
+            ),
+            span_id: SpanId(self.parent_span_id),
+            sampled: self.flags & Self::SAMPLED != 0,
+        };
+        context.is_valid().then_some(context)
+    }
+}
+
+impl From<TraceContext> for TraceParent {
+    fn from(context: TraceContext) -> Self {
+        Self {
+            trace_id_high: (context.trace_id.as_u128() >> 64) as u64,
+            trace_id_low: context.trace_id.as_u128() as u64,
+            parent_span_id: context.span_id.0,
+            flags: if context.sampled { Self::SAMPLED } else { 0 },
+        }
+    }
 }
 
 /// How a sender addresses a process on another node.
@@ -308,6 +382,25 @@ impl Frame {
             Self::Resume { .. } => "resume",
             Self::Received { .. } => "received",
             Self::Keep { .. } => "keep",
+            Self::TracedCall { .. } => "traced-call",
+            Self::TracedCallNamed { .. } => "traced-call-named",
+        }
+    }
+
+    /// This frame as a connection of protocol `version` takes it, when that is another frame:
+    /// a traced call as a plain one, before [`TRACE_SINCE_VERSION`].
+    fn older_layout(&self, version: u32) -> Option<Frame> {
+        if version >= TRACE_SINCE_VERSION {
+            return None;
+        }
+        match self {
+            Self::TracedCall { id, to, payload, .. } => {
+                Some(Self::Call { id: *id, to: *to, payload: payload.clone() })
+            }
+            Self::TracedCallNamed { id, name, payload, .. } => {
+                Some(Self::CallNamed { id: *id, name: name.clone(), payload: payload.clone() })
+            }
+            _ => None,
         }
     }
 }
@@ -401,6 +494,9 @@ pub fn encode_frame(
         out.put_slice(header.bytes());
         out.put_slice(payload);
         return Ok(LENGTH_PREFIX_BYTES + len);
+    }
+    if let Some(older) = frame.older_layout(format.version) {
+        return encode_frame(&older, out, format);
     }
     let start = out.len();
     out.put_u32(0);

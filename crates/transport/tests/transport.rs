@@ -23,5 +23,6 @@ mod transport {
     mod service;
     mod signals;
     mod stalls;
+    mod traces;
     mod versions;
 }

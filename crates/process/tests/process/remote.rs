@@ -68,7 +68,7 @@ async fn carry(origin: &Runtime, peer: &Runtime, outbound: Outbound) {
             // mailbox refuses; a cast to a missing process is dropped.
             let _ = peer.deliver(to, Inbound::cast(payload)).await;
         }
-        Outbound::Call { to, payload, reply } => {
+        Outbound::Call { to, payload, reply, .. } => {
             match peer.deliver(to, Inbound::call(payload, Box::new(Answer(reply)))).await {
                 Ok(()) => {}
                 Err(DeliverError::NoProc(inbound)) => inbound.refuse(RemoteFailure::NoProc),

@@ -4,7 +4,7 @@
 //! record replayed, two records swapped, a byte dropped, bytes injected. Frames in the records
 //! before the damage are delivered, nothing after it, and nothing altered.
 
-use shoal_transport::wire::{Format, Frame, encode_frame};
+use shoal_transport::wire::{Format, Frame, TraceParent, encode_frame};
 use shoal_transport::{Node, NodeEvent};
 use tokio::sync::broadcast;
 
@@ -136,5 +136,35 @@ async fn records_tampered_with_on_the_path_close_the_connection_and_deliver_noth
         assert!(report.breaks.is_empty(), "{what}: {report:?}");
     }
     still_connected(a, b, &mut events).await;
+    shutdown(&nodes);
+}
+
+/// A traced call whose trace context is not valid (W3C: a zero id) is no bad frame: it is
+/// delivered, untraced, and counted on its peer (`PeerStats::ignored_trace_contexts`); the
+/// connection stays open for what follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traced_call_with_an_invalid_context_is_handled_untraced_and_counted() {
+    let nodes = cluster(&["a", "b"]).await;
+    let a = &nodes[0];
+    let echo = a.runtime().spawn(Echo).pid();
+    let sequencer = a.runtime().spawn(Sequencer::default());
+    let mut raw = RawPeer::handshake(a.listen_addr(), fake_spec("fake", 1)).await;
+    let invalid = shoal_process::TraceContext {
+        trace_id: shoal_process::TraceId::from_u128(0),
+        span_id: shoal_process::SpanId(9),
+        sampled: true,
+    };
+    let payload = shoal_process::codec::encode(&"hello".to_owned()).unwrap();
+    let trace = TraceParent::from(invalid);
+    raw.send(&Frame::TracedCall { id: 1, to: echo, payload, trace }).await;
+    let payload = shoal_process::codec::encode(&(7u32, 0u64)).unwrap();
+    raw.send(&Frame::Cast { to: sequencer.pid(), payload }).await;
+    eventually("the cast behind the traced call was delivered", || {
+        let sequencer = sequencer.clone();
+        async move { sequencer.call(()).await.unwrap().received == 1 }
+    })
+    .await;
+    let ignored = a.peer_stats("fake").map(|stats| stats.ignored_trace_contexts);
+    assert_eq!(ignored, Some(1));
     shutdown(&nodes);
 }
