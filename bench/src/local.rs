@@ -35,17 +35,23 @@ const SETTLE: Duration = Duration::from_millis(50);
 pub(crate) fn send_msgs_per_s() -> anyhow::Result<f64> {
     on_workers(async {
         let runtime = Runtime::new()?;
-        let (done, all_handled) = oneshot::channel();
-        let counter = runtime.start(Countdown { left: CASTS, done: Some(done) }).await?;
-        let started = Instant::now();
-        for n in 0..CASTS {
-            counter.cast(n).await?;
-        }
-        all_handled.await?;
-        let elapsed = started.elapsed();
-        eprintln!("{CASTS} casts handled in {elapsed:?}");
-        Ok(CASTS as f64 / elapsed.as_secs_f64())
+        send_casts(&runtime).await
     })
+}
+
+/// The timed part of `local_send_msgs_per_s`, on `runtime` (also run by
+/// [`crate::observed`] with a metrics sampler running).
+pub(crate) async fn send_casts(runtime: &Runtime) -> anyhow::Result<f64> {
+    let (done, all_handled) = oneshot::channel();
+    let counter = runtime.start(Countdown { left: CASTS, done: Some(done) }).await?;
+    let started = Instant::now();
+    for n in 0..CASTS {
+        counter.cast(n).await?;
+    }
+    all_handled.await?;
+    let elapsed = started.elapsed();
+    eprintln!("{CASTS} casts handled in {elapsed:?}");
+    Ok(CASTS as f64 / elapsed.as_secs_f64())
 }
 
 /// `local_call_rtt_us`: one task calls one process with [`shoal_process::Addr::call`] (the

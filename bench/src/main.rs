@@ -49,6 +49,7 @@ mod hub;
 mod hub_failover;
 mod hub_handover;
 mod local;
+mod observed;
 mod paxos;
 mod registry;
 mod registry_failover;
@@ -199,6 +200,17 @@ const METRICS: &[Metric] = &[
         name: "remote_send_msgs_per_s_authenticated",
         unit: "msgs/s",
         sample: || remote::send_msgs_per_s(Authenticated),
+    },
+    // What the metrics cost: the send metrics again with the node's metrics sampled.
+    Metric {
+        name: "local_send_msgs_per_s_metrics",
+        unit: "msgs/s",
+        sample: observed::local_send_msgs_per_s,
+    },
+    Metric {
+        name: "remote_send_msgs_per_s_metrics",
+        unit: "msgs/s",
+        sample: || remote::send_msgs_per_s_observed(Encrypted, true),
     },
     #[cfg(feature = "unsealed")]
     Metric {

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use serde_bytes::ByteBuf;
 use shoal_process::{Codec, Context, Pid, Process, ReplyTo};
-use shoal_transport::{Node, Protection};
+use shoal_transport::{Node, NodeBuilder, Protection};
+
+use crate::observed::Observed;
 
 use crate::harness::{key, on_workers};
 
@@ -148,6 +150,20 @@ where
     F: FnOnce(Node, Pid, Pid) -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<f64>> + Send + 'static,
 {
+    with_peer_observed(protection, false, measure)
+}
+
+/// [`with_peer`], the main node run as an [`Observed`] one (its metrics sampled) when
+/// `observed`.
+fn with_peer_observed<F, Fut>(
+    protection: Protection,
+    observed: bool,
+    measure: F,
+) -> anyhow::Result<f64>
+where
+    F: FnOnce(Node, Pid, Pid) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<f64>> + Send + 'static,
+{
     let mut child = Command::new(std::env::current_exe()?)
         .args(["peer", protection_name(protection)])
         .stdin(Stdio::piped())
@@ -163,12 +179,23 @@ where
     };
     let addr = addr.parse().context("the peer's address")?;
     let value = on_workers(async move {
-        let node = start_node("main", protection).await?;
+        let (node, observer) = if observed {
+            let settings = move |builder: NodeBuilder| {
+                builder.max_frame_bytes(MAX_FRAME_BYTES).protection(protection)
+            };
+            let observer = Observed::start("main", settings).await?;
+            (observer.node.transport().clone(), Some(observer))
+        } else {
+            (start_node("main", protection).await?, None)
+        };
         node.join(addr).await.context("joining the peer")?;
         let (sink, echo): (Pid, Pid) =
             node.rpc("peer", "pids", &(), CALL_TIMEOUT).await.context("asking the peer's pids")?;
         let value = measure(node.clone(), sink, echo).await;
-        node.shutdown();
+        match observer {
+            Some(observer) => observer.stop().await,
+            None => node.shutdown(),
+        }
         value
     });
     drop(peer);
@@ -180,7 +207,16 @@ where
 /// is full), then calls the sink, which answers after handling every cast before the call.
 /// Timed from the first cast to the answer; casts ÷ seconds.
 pub(crate) fn send_msgs_per_s(protection: Protection) -> anyhow::Result<f64> {
-    with_peer(protection, |node, sink, _| async move {
+    send_msgs_per_s_observed(protection, false)
+}
+
+/// `remote_send_msgs_per_s`, the main node's metrics sampled when `observed` (the metric
+/// `remote_send_msgs_per_s_metrics`, see [`crate::observed`]).
+pub(crate) fn send_msgs_per_s_observed(
+    protection: Protection,
+    observed: bool,
+) -> anyhow::Result<f64> {
+    with_peer_observed(protection, observed, |node, sink, _| async move {
         let runtime = node.runtime().clone();
         let payload = ByteBuf::from(vec![7u8; PAYLOAD_BYTES]);
         let started = Instant::now();
