@@ -34,6 +34,22 @@
 //! [`remote::Remote`]), or supervise (that is `shoal-supervisor`). Messages between local
 //! processes are moved, never serialised.
 //!
+//! # Tracing
+//!
+//! Each process's task runs inside a `process` span (level `INFO`) with the fields `node`
+//! (the runtime's node name) and `pid`, so every line a process logs, and every span it opens,
+//! shows where it runs. The span is made once per spawn, and only when the subscriber records
+//! it: without one the task is spawned as it is, and nothing is done per message. A call to a
+//! process on another node runs in a `call` span, and its handler there in a `handle_call`
+//! span that joins the caller's trace ([`TraceContext`]); `shoal-transport`'s docs
+//! ("Tracing") say how the context travels and how to get one OpenTelemetry trace.
+//!
+//! # Figures
+//!
+//! [`Runtime::stats`] counts processes alive, spawned and exited (by class of reason),
+//! supervisors' restarts, and mailboxes over a threshold: cheap atomics, read on a tick by
+//! a metrics sampler.
+//!
 //! # Bounds
 //!
 //! Every mailbox is bounded. Messages count toward the bound, and so do exit signals sent

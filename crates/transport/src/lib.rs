@@ -74,7 +74,8 @@
 //! # Rolling upgrades
 //!
 //! Each build speaks a range of protocol versions ([`handshake::VERSIONS`]; this one speaks
-//! versions 2 and 3, which differ only in that 3 adds [`wire::Frame::Keep`]). On every
+//! versions 2 to 4: 3 adds [`wire::Frame::Keep`], 4 the traced calls of "Tracing" below,
+//! which go as plain calls to a peer of version 2 or 3). On every
 //! connection the initiator offers its range and the responder picks the highest version
 //! both speak ([`handshake::negotiate`]), or refuses the connection,
 //! naming both ranges, when they share none. The version chosen is the connection's: its
@@ -97,6 +98,46 @@
 //! also needs a full restart. The Paxos acceptors' files carry a format version too
 //! (`shoal-paxos`'s file store): a build refuses, with the version named, a file in a format
 //! it does not read, rather than misread it.
+//!
+//! # Tracing
+//!
+//! Shoal logs and makes spans through `tracing`; it installs no subscriber. These spans, all
+//! at level `INFO`, exist when the subscriber records them, and cost nothing (no span, no
+//! larger task, no larger frame) when it does not:
+//!
+//! | span | where | fields |
+//! |---|---|---|
+//! | `process` | around every poll of each process's task (`shoal-process`) | `node` (name), `pid` |
+//! | `call` | the caller's side of a call to a process on another node, until its answer | `to` (pid, or `name on node`), `trace_id`, `span_id` |
+//! | `handle_call` | the callee's handler of such a call, inside its `process` span | `trace_id`, `parent_span_id` (the caller's `span_id`), `span_id` |
+//!
+//! So every line a process logs shows its node and pid, and the lines of one call across
+//! nodes share a `trace_id` (32 hex digits, W3C Trace Context's). The caller's trace context
+//! (trace id, its `call` span's id, the sampled flag: [`shoal_process::TraceContext`])
+//! travels in the call frame ([`wire::Frame::TracedCall`], protocol version 4); a call made
+//! while handling a traced call continues its trace, and any other call starts a trace of its
+//! own. A context that is not valid (a zero id) is ignored, and counted
+//! ([`PeerStats::ignored_trace_contexts`]).
+//!
+//! **One trace in OpenTelemetry**: build with the `opentelemetry` feature and give the
+//! subscriber a `tracing-opentelemetry` layer (versions compatible with `opentelemetry`
+//! 0.33 and `tracing-opentelemetry` 0.34). The `call` span's OpenTelemetry context is then
+//! the one the frame carries, and the callee's `handle_call` span takes it as its (remote)
+//! parent, so the exporter shows the caller's spans, the call and the callee's handling as
+//! one trace; the `trace_id` fields hold OpenTelemetry's trace id too.
+//!
+//! ```no_run
+//! # #[cfg(feature = "opentelemetry")]
+//! # fn install(provider: &opentelemetry_sdk::trace::SdkTracerProvider) {
+//! use opentelemetry::trace::TracerProvider as _;
+//! use tracing_subscriber::layer::SubscriberExt;
+//!
+//! // `provider`: an OpenTelemetry SDK tracer provider with the user's exporter.
+//! let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("my-service"));
+//! let subscriber = tracing_subscriber::registry().with(layer);
+//! tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+//! # }
+//! ```
 //!
 //! ```
 //! use std::time::Duration;

@@ -25,8 +25,8 @@ use shoal_transport::handshake::{
 };
 use shoal_transport::record::{MAX_RECORD_BYTES, Opener, RecordError, Sealer};
 use shoal_transport::wire::{
-    Format, Frame, FrameDecoder, FrameError, LENGTH_PREFIX_BYTES, Request, decode_body,
-    encode_frame,
+    Format, Frame, FrameDecoder, FrameError, LENGTH_PREFIX_BYTES, Request, TraceParent,
+    decode_body, encode_frame,
 };
 use shoal_transport::{ChannelConfig, Failure, NodeSpec};
 
@@ -172,7 +172,21 @@ fn process_frame() -> impl Strategy<Value = Frame> {
             name,
             payload
         }),
+        (any::<u64>(), pid(), payload(), trace_parent())
+            .prop_map(|(id, to, payload, trace)| { Frame::TracedCall { id, to, payload, trace } }),
+        (any::<u64>(), text(), payload(), trace_parent()).prop_map(|(id, name, payload, trace)| {
+            Frame::TracedCallNamed { id, name, payload, trace }
+        }),
     ]
+}
+
+/// Any trace context, zero ids (not valid, still decoded) included.
+fn trace_parent() -> impl Strategy<Value = TraceParent> {
+    (any::<u128>(), any::<u64>(), any::<bool>()).prop_map(|(trace_id, span_id, sampled)| {
+        let trace_id = shoal_process::TraceId::from_u128(trace_id);
+        let span_id = shoal_process::SpanId(span_id);
+        TraceParent::from(shoal_process::TraceContext { trace_id, span_id, sampled })
+    })
 }
 
 /// Any frame of the protocol.
