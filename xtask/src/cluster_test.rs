@@ -2,8 +2,8 @@
 //! joins, a message storm, a SIGKILL and a partition, and then its consensus, broadcast and
 //! registry through more of them.
 //!
-//! It builds the `shoal-node` binary (release, or debug with `--quick`, which CI has built
-//! already), asks it for a fresh cluster key (`shoal-node generate-key`, once per run), starts
+//! It builds the `shoal-node` binary (release, or debug with `--quick`; with the `dashboard`
+//! feature, as `cargo xtask browser` builds it, so that CI builds it once), asks it for a fresh cluster key (`shoal-node generate-key`, once per run), starts
 //! N of them (5 by default) on 127.0.0.2, 127.0.0.3, ... with port 0 and the key in
 //! `$SHOAL_KEY`, and drives each over its stdin and stdout with the line protocol documented
 //! in `crates/shoal/src/bin/shoal-node/main.rs`. The scenarios, in order:
@@ -332,7 +332,8 @@ fn replay_command(options: &Options, seed: u64) -> String {
 
 /// Builds `shoal-node` and returns its path.
 fn build_node_binary(release: bool) -> Result<PathBuf> {
-    let mut args = vec!["build", "--locked", "-p", "shoal", "--bin", "shoal-node"];
+    let mut args =
+        vec!["build", "--locked", "-p", "shoal", "--bin", "shoal-node", "--features", "dashboard"];
     if release {
         args.insert(1, "--release");
     }
