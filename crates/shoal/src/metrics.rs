@@ -299,7 +299,11 @@ impl Sampler {
     #[cfg(feature = "broadcast")]
     async fn broadcast(&self) {
         let Ok(broadcast) = self.node.broadcast() else { return };
-        let Some(stats) = broadcast.stats().await else { return };
+        // Asked of the driver task: a busy or stuck one costs this tick its broadcast figures,
+        // not the sampler its ticks.
+        let patience = self.config.every.max(Duration::from_secs(1));
+        let asked = tokio::time::timeout(patience, broadcast.stats()).await;
+        let Ok(Some(stats)) = asked else { return };
         let node = self.name.clone();
         for (name, value) in [
             ("shoal_broadcast_eager_pushes_total", stats.eager_pushes),
@@ -432,7 +436,6 @@ fn describe() {
         ("shoal_mailboxes_over_threshold", Unit::Count, "Mailboxes over the threshold."),
         ("shoal_peer_queued_messages", Unit::Count, "Casts and calls queued for the peer."),
         ("shoal_peer_rtt_seconds", Unit::Seconds, "Smoothed heartbeat round trip to the peer."),
-        ("shoal_paxos_fast_path_ratio", Unit::Count, "Share of decisions without phase 1."),
         ("shoal_registry_names", Unit::Count, "Registry names hosted on the node."),
         ("shoal_registry_cached_names", Unit::Count, "Registry names cached on the node."),
         ("shoal_registry_lock_wait_seconds", Unit::Seconds, "Time lock acquisitions waited."),
@@ -445,5 +448,6 @@ fn describe() {
     for (name, unit, help) in gauges {
         describe_gauge!(*name, *unit, *help);
     }
+    describe_gauge!("shoal_paxos_fast_path_ratio", "Share of decisions without phase 1.");
     describe_histogram!(PAXOS_LATENCY, Unit::Seconds, "Paxos operations' latency.");
 }
