@@ -456,6 +456,9 @@ async fn a_crashed_child_restarts_and_a_temporary_one_ends() {
         cluster.live().all(|hub| hub.pid("perm").is_some_and(|pid| pid != first))
     })
     .await;
+    // The runtime's figures count the restart on the node that ran it.
+    let host = cluster.nodes.iter().find(|node| node.id() == first.node()).expect("its node");
+    assert_eq!(host.runtime().stats().restarts_total, 1);
     let temp = cluster.hub(1).pid("temp").expect("pid");
     cluster.nodes[0].runtime().cast(temp, "crash".to_owned()).await.expect("cast");
     until("temp gone everywhere", || cluster.live().all(|hub| hub.child("temp").is_none())).await;

@@ -81,7 +81,11 @@ pub(crate) async fn restart(
 ) -> Result<Pid, Exhausted> {
     loop {
         match child.start(runtime, supervisor).await {
-            Ok(pid) => return Ok(pid),
+            Ok(pid) => {
+                // For the node's figures (`Runtime::stats`): one child started again.
+                runtime.note_restart();
+                return Ok(pid);
+            }
             Err(error) => {
                 tracing::warn!(%supervisor, child = child.id(), %error, "restart failed");
                 log.record(intensity, runtime.clock().now())?;

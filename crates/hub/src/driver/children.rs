@@ -946,6 +946,8 @@ async fn recover(inner: &Arc<HubInner>, child: String, mut entry: Entry<ChildDat
                     inner.runtime.kill(new);
                     return;
                 }
+                // For the node's figures (`Runtime::stats`): a child started again here.
+                inner.runtime.note_restart();
                 let mut running = entry;
                 running.state = up_state(inner, &child, &running);
                 running.data.pid = Some(new);

@@ -76,6 +76,7 @@ async fn a_crashed_permanent_child_is_restarted_under_a_new_pid() {
         dynamic_children(&supervisor).await,
         listing(&[("a", Some(a)), ("c", Some(c)), ("b", Some(b2))])
     );
+    assert_eq!(runtime.stats().restarts_total, 1, "the runtime's figures count the restart");
     assert_eq!(within(supervisor.stop()).await, ExitReason::Shutdown);
 }
 
