@@ -3,12 +3,12 @@
 //! | step      | command |
 //! |-----------|---------|
 //! | `fmt`     | `cargo fmt --all --check` |
-//! | `clippy`  | `cargo clippy --workspace --all-targets --locked --features shoal/dashboard -- -D warnings` |
+//! | `clippy`  | `cargo clippy --workspace --all-targets --locked --features shoal/cli,shoal/prometheus,shoal/opentelemetry -- -D warnings` |
 //! | `cores`   | `cargo xtask cores`: each sans-IO core builds without tokio or the transport |
 //! | `features` | `cargo xtask features`: the facade builds with no feature and with each alone |
-//! | `test`    | `cargo nextest run --workspace --locked --no-fail-fast --features shoal/dashboard`, or `cargo test` |
-//! | `doctest` | `cargo test --workspace --doc --locked --features shoal/dashboard` |
-//! | `doc`     | `RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --features shoal/dashboard` |
+//! | `test`    | `cargo nextest run --workspace --locked --no-fail-fast --features shoal/cli,shoal/prometheus,shoal/opentelemetry`, or `cargo test` |
+//! | `doctest` | `cargo test --workspace --doc --locked --features shoal/cli,shoal/prometheus,shoal/opentelemetry` |
+//! | `doc`     | `RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --features shoal/cli,shoal/prometheus,shoal/opentelemetry` |
 //! | `examples` | `cargo xtask examples`: every example of the facade runs and ends well |
 //! | `chat`    | `cargo xtask chat`: the chat example as three processes survives a SIGKILL |
 //! | `browser` | `cargo xtask browser`: three nodes' dashboard in headless Chromium, before and after a SIGKILL |
@@ -62,7 +62,7 @@ fn steps() -> Vec<Step> {
                 "--all-targets",
                 "--locked",
                 "--features",
-                DASHBOARD,
+                EXTRA_FEATURES,
                 "--",
                 "-D",
                 "warnings",
@@ -75,13 +75,13 @@ fn steps() -> Vec<Step> {
         test_step(),
         Step {
             name: "doctest",
-            cargo_args: &["test", "--workspace", "--doc", "--locked", "--features", DASHBOARD],
+            cargo_args: &["test", "--workspace", "--doc", "--locked", "--features", EXTRA_FEATURES],
             env: &[],
             reporter: Some(Reporter::Libtest),
         },
         Step {
             name: "doc",
-            cargo_args: &["doc", "--workspace", "--no-deps", "--locked", "--features", DASHBOARD],
+            cargo_args: &["doc", "--workspace", "--no-deps", "--locked", "--features", EXTRA_FEATURES],
             env: &[("RUSTDOCFLAGS", "-D warnings")],
             reporter: None,
         },
@@ -110,12 +110,14 @@ const CLUSTER_TEST_SEED: &str = "20261206";
 /// The property tests' seed in CI: the same cases every run.
 const PROPTEST_SEED: &[(&str, &str)] = &[("PROPTEST_RNG_SEED", "20261206")];
 
-/// The facade's feature that no default turns on but whose tests CI runs too: the web view
-/// (`shoal::dashboard`), tested in the facade's test binary and its module docs. The test and
-/// doctest steps both turn it on, so that they build the workspace alike (axum turns on
-/// tokio's `default` feature, which changes the build of tokio and of everything above it)
-/// and the second reuses what the first built.
-const DASHBOARD: &str = "shoal/dashboard";
+/// The facade's features that no default turns on but whose tests CI runs too: the web view
+/// and the command-line inspector (`cli`, which turns on `dashboard`), the metrics sampler
+/// with its Prometheus recorder (`prometheus`, which turns on `metrics`), and traced calls
+/// joined to OpenTelemetry traces (`opentelemetry`). The clippy, test, doctest and doc steps
+/// all turn them on, so that they build the workspace alike (axum turns on tokio's `default`
+/// feature, which changes the build of tokio and of everything above it) and each reuses what
+/// the one before built. `cargo xtask features` builds the facade with each alone.
+const EXTRA_FEATURES: &str = "shoal/cli,shoal/prometheus,shoal/opentelemetry";
 
 fn test_step() -> Step {
     if nextest_is_installed() {
@@ -128,7 +130,7 @@ fn test_step() -> Step {
                 "--locked",
                 "--no-fail-fast",
                 "--features",
-                DASHBOARD,
+                EXTRA_FEATURES,
             ],
             env: PROPTEST_SEED,
             reporter: Some(Reporter::Nextest),
@@ -145,7 +147,7 @@ fn test_step() -> Step {
                 "--bins",
                 "--tests",
                 "--features",
-                DASHBOARD,
+                EXTRA_FEATURES,
             ],
             env: PROPTEST_SEED,
             reporter: Some(Reporter::Libtest),
