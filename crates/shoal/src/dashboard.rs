@@ -26,9 +26,11 @@
 //! ```
 //!
 //! **What it is not.** It changes nothing in the cluster (every endpoint is a `GET`), it keeps
-//! no state on disk, and it is not a metrics exporter: the figures are the ones the layers
-//! already keep (`PeerStats`, the Paxos quorum and acceptor set), sampled once a second. It
-//! speaks HTTP/1.1 only, without TLS: bound elsewhere than loopback, put it behind a proxy that
+//! no state on disk, and it is not a metrics store: its charts show the figures the layers
+//! keep (`PeerStats`, `Paxos::stats`, the quorum and the acceptor set) as sampled once a
+//! second over the last minute. For history, give it a Prometheus recorder
+//! ([`DashboardConfig::prometheus`], feature `prometheus`) and scrape `GET /metrics`, the text
+//! of every figure [`crate::metrics`] publishes. It speaks HTTP/1.1 only, without TLS: bound elsewhere than loopback, put it behind a proxy that
 //! terminates TLS, or the token crosses the network in the clear.
 //!
 //! # Access
@@ -139,8 +141,20 @@
 //!
 //! `running`, `error` (`null`, or why the acceptor set could not be read), `acceptors` (a
 //! list of names), `version` (of the acceptor configuration), `has_quorum`, `voting` (whether
-//! this node's acceptor votes), and `samples`, a list of the latest [`SAMPLES`] once-a-second
-//! samples, oldest first: `at_ms`, `has_quorum`, `acceptors` (how many).
+//! this node's acceptor votes), `figures` (`null` when Paxos does not run: this node's
+//! proposer since it started, `Paxos::stats`): `rounds` (phase 1 and phase 2), `conflicts`
+//! (rounds lost to a higher ballot), `round_timeouts`, `fast_decisions`, `slow_decisions`,
+//! `operations` (changes timed), `latency_p50_us` and `latency_p99_us` (the upper bound of the
+//! latency bucket that holds the quantile, `null` with no change or above the largest bound);
+//! and `samples`, a list of the latest [`SAMPLES`] once-a-second samples, oldest first:
+//! `at_ms`, `has_quorum`, `acceptors` (how many), `rounds` and `conflicts` (since Paxos
+//! started: a chart shows their differences), and `latency_p99_us` of the changes since the
+//! sample before.
+//!
+//! ## `GET /metrics`
+//!
+//! With a recorder given ([`DashboardConfig::prometheus`]), its text in Prometheus's
+//! exposition format 0.0.4 (`text/plain`); without one, `404`.
 //!
 //! ## `GET /api/transport`
 //!
@@ -254,6 +268,8 @@ pub struct DashboardConfig {
     listen: SocketAddr,
     token: Option<String>,
     limits: Limits,
+    #[cfg(feature = "prometheus")]
+    prometheus: Option<crate::metrics::Prometheus>,
 }
 
 /// What one client may take of the server (module docs, "Limits").
@@ -275,6 +291,8 @@ impl Default for DashboardConfig {
                 header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
                 request_timeout: DEFAULT_REQUEST_TIMEOUT,
             },
+            #[cfg(feature = "prometheus")]
+            prometheus: None,
         }
     }
 }
@@ -324,6 +342,26 @@ impl DashboardConfig {
     /// ([`DEFAULT_REQUEST_TIMEOUT`] by default; above zero).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.limits.request_timeout = timeout;
+        self
+    }
+
+    /// Serves `prometheus`'s text at `GET /metrics` (feature `prometheus`), behind the same
+    /// access rules as the rest; without it, `/metrics` is `404`.
+    ///
+    /// ```no_run
+    /// # async fn run(node: shoal::Node) -> Result<(), Box<dyn std::error::Error>> {
+    /// use shoal::dashboard::{Dashboard, DashboardConfig};
+    /// use shoal::metrics::{Metrics, MetricsConfig, prometheus_recorder};
+    ///
+    /// let prometheus = prometheus_recorder()?;
+    /// let _metrics = Metrics::start(&node, MetricsConfig::default());
+    /// let dashboard = Dashboard::start(&node, DashboardConfig::default().prometheus(prometheus)).await?;
+    /// println!("scrape http://{}/metrics", dashboard.addr());
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "prometheus")]
+    pub fn prometheus(mut self, prometheus: crate::metrics::Prometheus) -> Self {
+        self.prometheus = Some(prometheus);
         self
     }
 
@@ -411,7 +449,13 @@ impl Dashboard {
             addr: config.listen,
             reason: error.to_string(),
         })?;
-        let shared = Arc::new(views::Shared::new(node.clone(), config.token));
+        #[cfg_attr(not(feature = "prometheus"), expect(unused_mut, reason = "set with prometheus"))]
+        let mut shared = views::Shared::new(node.clone(), config.token);
+        #[cfg(feature = "prometheus")]
+        {
+            shared.prometheus = config.prometheus;
+        }
+        let shared = Arc::new(shared);
         let tasks = watch::start(&shared);
         let (stop, stopped) = signal::channel(false);
         let server = tokio::spawn(http::serve(listener, shared.clone(), config.limits, stopped));

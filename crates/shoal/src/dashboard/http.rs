@@ -132,10 +132,23 @@ fn router(shared: Arc<Shared>, limits: Limits) -> Router {
         .route("/api/paxos", get(paxos))
         .route("/api/transport", get(transport))
         .route("/api/cluster", get(cluster))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn(deadline))
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared)
+}
+
+/// `GET /metrics`: the Prometheus text of the recorder the dashboard was given, or `404`.
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    #[cfg(feature = "prometheus")]
+    if let Some(prometheus) = &shared.prometheus {
+        let text = prometheus.render();
+        let kind = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+        return ([(CONTENT_TYPE, kind)], text).into_response();
+    }
+    let _ = shared;
+    error(StatusCode::NOT_FOUND, "this dashboard serves no metrics (DashboardConfig::prometheus)")
 }
 
 /// The answer to `request`, or `503` if it takes longer than the limits allow.

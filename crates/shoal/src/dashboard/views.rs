@@ -29,6 +29,9 @@ const SUMMARY_TOP: usize = 5;
 pub(super) struct Shared {
     pub(super) node: Node,
     pub(super) token: Option<String>,
+    /// The recorder whose text `GET /metrics` serves, if the dashboard was given one.
+    #[cfg(feature = "prometheus")]
+    pub(super) prometheus: Option<crate::metrics::Prometheus>,
     watched: Mutex<Watched>,
     registry: tokio::sync::Mutex<Option<(Instant, RegistryView)>>,
     cluster: tokio::sync::Mutex<Option<(Instant, ClusterView)>>,
@@ -39,6 +42,8 @@ impl Shared {
         Self {
             node,
             token,
+            #[cfg(feature = "prometheus")]
+            prometheus: None,
             watched: Mutex::new(Watched::default()),
             registry: tokio::sync::Mutex::default(),
             cluster: tokio::sync::Mutex::default(),
@@ -427,15 +432,83 @@ pub(super) struct PaxosView {
     version: Option<u64>,
     has_quorum: bool,
     voting: bool,
+    /// This node's proposer since Paxos started on it.
+    figures: Option<PaxosFigures>,
     samples: Vec<PaxosSample>,
 }
 
-/// Paxos at one instant.
+/// What this node's proposer counted since Paxos started on it (`Paxos::stats`).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+struct PaxosFigures {
+    /// Phase-1 and phase-2 rounds started.
+    rounds: u64,
+    /// Rounds lost to a higher ballot.
+    conflicts: u64,
+    /// Rounds that timed out waiting for a majority.
+    round_timeouts: u64,
+    /// Changes decided without a phase 1.
+    fast_decisions: u64,
+    /// Changes decided after a phase 1.
+    slow_decisions: u64,
+    /// Changes timed (the latency histogram's count).
+    operations: u64,
+    /// Half of the changes took at most this long (a bucket's upper bound), in microseconds.
+    latency_p50_us: Option<u64>,
+    /// 99 in 100 changes took at most this long (a bucket's upper bound), in microseconds.
+    latency_p99_us: Option<u64>,
+}
+
+/// Paxos at one instant; the counters since Paxos started, the latencies of the changes
+/// since the sample before.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub(super) struct PaxosSample {
     at_ms: u64,
     has_quorum: bool,
     acceptors: usize,
+    rounds: u64,
+    conflicts: u64,
+    /// The 99th percentile of the changes since the sample before (`None`: there were none).
+    latency_p99_us: Option<u64>,
+}
+
+/// The latency histogram of the previous sample, from which the next one's interval is taken.
+#[derive(Debug, Default)]
+pub(super) struct LastLatencies {
+    #[cfg(feature = "paxos")]
+    histogram: Option<shoal_paxos::LatencyHistogram>,
+}
+
+/// The upper bound, in microseconds, of the bucket that holds the `quantile` of `buckets`
+/// (`None`: empty, or the quantile lies above the largest bound, where the bucket has none).
+#[cfg(feature = "paxos")]
+fn quantile_micros(buckets: &[u64], quantile: f64) -> Option<u64> {
+    let count: u64 = buckets.iter().sum();
+    if count == 0 {
+        return None;
+    }
+    let rank = ((count as f64) * quantile).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (index, in_bucket) in buckets.iter().enumerate() {
+        seen += in_bucket;
+        if seen >= rank {
+            return shoal_paxos::LATENCY_BOUNDS_MICROS.get(index).copied();
+        }
+    }
+    None
+}
+
+#[cfg(feature = "paxos")]
+fn paxos_figures(stats: &shoal_paxos::PaxosStats) -> PaxosFigures {
+    PaxosFigures {
+        rounds: stats.prepare_rounds + stats.accept_rounds,
+        conflicts: stats.conflicts,
+        round_timeouts: stats.round_timeouts,
+        fast_decisions: stats.fast_decisions,
+        slow_decisions: stats.slow_decisions,
+        operations: stats.latency.count(),
+        latency_p50_us: quantile_micros(&stats.latency.buckets, 0.5),
+        latency_p99_us: quantile_micros(&stats.latency.buckets, 0.99),
+    }
 }
 
 /// How long reading the acceptor set may take.
@@ -455,19 +528,34 @@ async fn acceptors(node: &Node) -> Option<Result<(u64, Vec<String>), String>> {
 }
 
 /// Paxos now, for the charts (`None`: Paxos does not run).
-pub(super) async fn paxos_sample(node: &Node) -> Option<PaxosSample> {
+pub(super) async fn paxos_sample(node: &Node, last: &mut LastLatencies) -> Option<PaxosSample> {
     #[cfg(feature = "paxos")]
     {
-        let has_quorum = node.paxos().ok()?.has_quorum();
+        let paxos = node.paxos().ok()?;
+        let has_quorum = paxos.has_quorum();
+        let stats = paxos.stats();
         let count = match acceptors(node).await? {
             Ok((_, names)) => names.len(),
             Err(_) => 0,
         };
-        Some(PaxosSample { at_ms: now_ms(node), has_quorum, acceptors: count })
+        let mut since = stats.latency.buckets;
+        if let Some(before) = last.histogram.replace(stats.latency) {
+            for (now, then) in since.iter_mut().zip(before.buckets) {
+                *now = now.saturating_sub(then);
+            }
+        }
+        Some(PaxosSample {
+            at_ms: now_ms(node),
+            has_quorum,
+            acceptors: count,
+            rounds: stats.prepare_rounds + stats.accept_rounds,
+            conflicts: stats.conflicts,
+            latency_p99_us: quantile_micros(&since, 0.99),
+        })
     }
     #[cfg(not(feature = "paxos"))]
     {
-        let _ = node;
+        let _ = (node, last);
         None
     }
 }
@@ -480,6 +568,7 @@ pub(super) async fn paxos_view(shared: &Shared) -> PaxosView {
             running: true,
             has_quorum: paxos.has_quorum(),
             voting: paxos.is_voting(),
+            figures: Some(paxos_figures(&paxos.stats())),
             samples,
             ..PaxosView::default()
         };
@@ -824,5 +913,25 @@ pub(super) fn nodes_view(shared: &Shared) -> NodesView {
         node: clip(node.name()),
         events_lagged,
         nodes: List::capped(rows.into_values(), MAX_LIST_ITEMS),
+    }
+}
+
+#[cfg(all(test, feature = "paxos"))]
+mod tests {
+    use super::quantile_micros;
+
+    #[test]
+    fn quantiles_are_the_upper_bounds_of_their_buckets() {
+        let mut buckets = [0u64; shoal_paxos::LATENCY_BOUNDS_MICROS.len() + 1];
+        assert_eq!(quantile_micros(&buckets, 0.5), None, "no change, no quantile");
+        buckets[0] = 98; // at most 500 µs
+        buckets[3] = 1; // at most 5 ms
+        buckets[6] = 1; // at most 50 ms
+        assert_eq!(quantile_micros(&buckets, 0.5), Some(500));
+        assert_eq!(quantile_micros(&buckets, 0.99), Some(5_000));
+        assert_eq!(quantile_micros(&buckets, 1.0), Some(50_000));
+        let last = buckets.len() - 1;
+        buckets[last] = 10_000; // above the largest bound
+        assert_eq!(quantile_micros(&buckets, 0.99), None, "beyond the largest bound");
     }
 }

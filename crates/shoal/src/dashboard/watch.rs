@@ -177,10 +177,11 @@ async fn record_events(
 async fn sample(shared: Arc<Shared>) {
     let mut every = shared.node.runtime().clock().interval(SAMPLE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut latencies = views::LastLatencies::default();
     loop {
         every.tick().await;
         let transport = views::transport_totals(&shared.node);
-        let paxos = views::paxos_sample(&shared.node).await;
+        let paxos = views::paxos_sample(&shared.node, &mut latencies).await;
         shared.watched(|watched| {
             push_bounded(&mut watched.transport, transport, SAMPLES);
             if let Some(paxos) = paxos {

@@ -51,21 +51,21 @@ where
 }
 
 /// An answer: its status, headers (lower-case names) and body.
-struct Answer {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
+pub(super) struct Answer {
+    pub(super) status: u16,
+    pub(super) headers: BTreeMap<String, String>,
+    pub(super) body: Vec<u8>,
 }
 
 impl Answer {
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
 }
 
 /// `GET path` over one HTTP/1.1 connection, with `extra` header lines; the whole answer
 /// (the server closes the connection after it: `Connection: close`).
-async fn request(addr: SocketAddr, path: &str, extra: &[&str]) -> Answer {
+pub(super) async fn request(addr: SocketAddr, path: &str, extra: &[&str]) -> Answer {
     let mut stream = within(TcpStream::connect(addr)).await.expect("connects");
     let mut head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for line in extra {
@@ -234,6 +234,13 @@ async fn the_dashboard_shows_the_cluster_and_a_crashed_node_down() {
     assert_eq!(paxos["running"], true);
     assert_eq!(paxos["has_quorum"], true);
     assert!(paxos["acceptors"].as_array().is_some_and(|set| set.contains(&Value::from("a"))));
+    // The proposer's figures: the registry's writes were rounds of this node's, timed.
+    let figures = &paxos["figures"];
+    assert!(figures["rounds"].as_u64() > Some(0), "{figures}");
+    assert!(figures["operations"].as_u64() > Some(0), "{figures}");
+    assert!(figures["latency_p99_us"].as_u64().is_some(), "{figures}");
+    // No recorder given: no metrics served.
+    assert_eq!(request(addr, "/metrics", &[]).await.status, 404);
 
     let transport = get(addr, "/api/transport").await;
     for peer in ["b", "c"] {

@@ -3,8 +3,8 @@
 //! debugging recorder: the names and their kinds, the labels (only `node`, `peer`, `hub`,
 //! `reason`), and values that follow what the test did.
 //!
-//! The recorder is the process's global one: this is the only test of the binary that
-//! installs one (nextest runs each test in a process of its own anyway).
+//! The recorder is the process's global one, installed once per process: each test here
+//! installs its own, which needs a process per test (nextest's way, CI's runner).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -200,4 +200,49 @@ async fn the_sampler_publishes_every_layer_under_prometheus_names() {
     within(metrics.stop()).await;
     within(b.shutdown()).await;
     within(a.shutdown()).await;
+}
+
+/// With the Prometheus recorder, a dashboard given it serves the sampler's figures at
+/// `/metrics` in Prometheus's text format, behind the dashboard's access rules.
+#[cfg(all(feature = "prometheus", feature = "dashboard"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_serves_the_prometheus_text() {
+    use shoal::dashboard::{Dashboard, DashboardConfig};
+    use shoal::metrics::prometheus_recorder;
+
+    use super::dashboard::request;
+
+    let prometheus = prometheus_recorder().expect("the only recorder of this process");
+    let key = ClusterKey::generate();
+    let node = within(builder("pa", &key).start()).await.expect("pa starts");
+    within(node.ready()).await;
+    let config = MetricsConfig { every: Duration::from_millis(50), ..MetricsConfig::default() };
+    let metrics = Metrics::start(&node, config);
+    within(node.paxos().expect("paxos runs").put("prometheus-test", vec![1])).await.expect("put");
+    let dashboard =
+        within(Dashboard::start(&node, DashboardConfig::default().prometheus(prometheus)))
+            .await
+            .expect("the dashboard starts");
+
+    let deadline = tokio::time::Instant::now() + BOUND;
+    let text = loop {
+        let answer = request(dashboard.addr(), "/metrics", &[]).await;
+        assert_eq!(answer.status, 200);
+        let kind = answer.headers.get("content-type").map(String::as_str);
+        assert_eq!(kind, Some("text/plain; version=0.0.4; charset=utf-8"));
+        let text = String::from_utf8(answer.body).expect("text");
+        if text.contains("shoal_paxos_operation_duration_seconds_bucket") {
+            break text;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not served within {BOUND:?}: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(text.contains("# TYPE shoal_processes gauge"), "{text}");
+    assert!(text.contains("shoal_processes{node=\"pa\"}"), "{text}");
+    assert!(text.contains("# TYPE shoal_paxos_accept_rounds_total counter"), "{text}");
+    assert!(text.contains("shoal_paxos_operation_duration_seconds_count{node=\"pa\"}"), "{text}");
+
+    within(dashboard.stop()).await;
+    within(metrics.stop()).await;
+    within(node.shutdown()).await;
 }
