@@ -285,7 +285,7 @@ impl Run {
         let _ = fs::remove_file(&path);
         self.chromium(&[
             format!("--screenshot={}", path.display()),
-            "--window-size=1400,1000".to_owned(),
+            "--window-size=1400,1800".to_owned(),
             "--hide-scrollbars".to_owned(),
             url.to_owned(),
         ])?;
