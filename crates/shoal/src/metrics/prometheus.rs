@@ -4,10 +4,12 @@
 
 #[cfg(feature = "paxos")]
 use metrics_exporter_prometheus::Matcher;
-use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{
+    BuildError, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 use thiserror::Error;
 
-/// Why [`prometheus_recorder`] installed nothing.
+/// Why [`prometheus_recorder`] installed nothing, or [`Prometheus::build`] built nothing.
 #[derive(Debug, Error)]
 pub enum PrometheusError {
     /// The process has a global recorder already (the `metrics` facade takes one, once), or
@@ -31,6 +33,24 @@ impl Prometheus {
         self.handle.render()
     }
 
+    /// Builds the recorder [`prometheus_recorder`] installs, without installing it, for a
+    /// program that composes recorders (metrics-util's `Fanout`, say) and installs the result
+    /// itself; the handle renders what this recorder is given.
+    ///
+    /// # Errors
+    ///
+    /// [`PrometheusError::Install`] if the exporter refuses the configuration.
+    pub fn build() -> Result<(Prometheus, PrometheusRecorder), PrometheusError> {
+        let builder = PrometheusBuilder::new();
+        #[cfg(feature = "paxos")]
+        let builder = builder.set_buckets_for_metric(
+            Matcher::Full(super::PAXOS_LATENCY.to_owned()),
+            &super::paxos_latency_buckets(),
+        )?;
+        let recorder = builder.build_recorder();
+        Ok((Prometheus { handle: recorder.handle() }, recorder))
+    }
+
     /// The exporter's own handle, for what it offers besides.
     pub fn handle(&self) -> &PrometheusHandle {
         &self.handle
@@ -46,14 +66,9 @@ impl Prometheus {
 ///
 /// [`PrometheusError::Install`] if a recorder is installed already.
 pub fn prometheus_recorder() -> Result<Prometheus, PrometheusError> {
-    let builder = PrometheusBuilder::new();
-    #[cfg(feature = "paxos")]
-    let builder = builder.set_buckets_for_metric(
-        Matcher::Full(super::PAXOS_LATENCY.to_owned()),
-        &super::paxos_latency_buckets(),
-    )?;
-    let handle = builder.install_recorder()?;
-    Ok(Prometheus { handle })
+    let (prometheus, recorder) = Prometheus::build()?;
+    ::metrics::set_global_recorder(recorder).map_err(BuildError::from)?;
+    Ok(prometheus)
 }
 
 #[cfg(all(test, feature = "paxos"))]

@@ -3,14 +3,18 @@
 //! debugging recorder: the names and their kinds, the labels (only `node`, `peer`, `hub`,
 //! `reason`), and values that follow what the test did.
 //!
-//! The recorder is the process's global one, installed once per process: each test here
-//! installs its own, which needs a process per test (nextest's way, CI's runner).
+//! A process has one global recorder, and `cargo test` runs every test of the binary in one:
+//! the tests here share one ([`recorders`]), the debugging recorder and, with the feature
+//! `prometheus`, the Prometheus one, behind metrics-util's fanout. Each test reads only the
+//! series of its own nodes.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics_util::MetricKind;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::layers::FanoutBuilder;
 use shoal::hub::HubConfig;
 use shoal::metrics::{Metrics, MetricsConfig};
 use shoal::prelude::*;
@@ -18,10 +22,37 @@ use shoal::registry::LockOptions;
 
 use super::node::{BOUND, Echo, builder, within};
 
+/// The recorders the process's global one forwards to.
+struct Recorders {
+    debugging: Snapshotter,
+    #[cfg(feature = "prometheus")]
+    prometheus: shoal::metrics::Prometheus,
+}
+
+/// The process's global recorder, installed by the first test that asks.
+fn recorders() -> &'static Recorders {
+    static RECORDERS: OnceLock<Recorders> = OnceLock::new();
+    RECORDERS.get_or_init(|| {
+        let debugging = DebuggingRecorder::new();
+        let snapshotter = debugging.snapshotter();
+        let fanout = FanoutBuilder::default().add_recorder(debugging);
+        #[cfg(feature = "prometheus")]
+        let (prometheus, recorder) = shoal::metrics::Prometheus::build().expect("builds");
+        #[cfg(feature = "prometheus")]
+        let fanout = fanout.add_recorder(recorder);
+        ::metrics::set_global_recorder(fanout.build()).expect("the only recorder of the process");
+        Recorders {
+            debugging: snapshotter,
+            #[cfg(feature = "prometheus")]
+            prometheus,
+        }
+    })
+}
+
 /// One series: its name and labels (sorted).
 type Series = (String, Vec<(String, String)>);
 
-fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+fn labels_of(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())).collect()
 }
 
@@ -61,7 +92,7 @@ impl Seen {
     }
 
     fn get(&self, name: &str, on: &[(&str, &str)]) -> Option<&(MetricKind, DebugValue)> {
-        self.0.get(&(name.to_owned(), labels(on)))
+        self.0.get(&(name.to_owned(), labels_of(on)))
     }
 
     fn counter(&self, name: &str, on: &[(&str, &str)]) -> u64 {
@@ -90,9 +121,7 @@ impl Seen {
 /// a lock, traffic to the peer, the hub's children.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sampler_publishes_every_layer_under_prometheus_names() {
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    recorder.install().expect("the only recorder of this process");
+    let snapshotter = &recorders().debugging;
 
     let key = ClusterKey::generate();
     let a = within(builder("ma", &key).hub("jobs", HubConfig::default()).start())
@@ -129,7 +158,7 @@ async fn the_sampler_publishes_every_layer_under_prometheus_names() {
     let deadline = tokio::time::Instant::now() + BOUND;
     let mut seen = Seen::default();
     loop {
-        seen.take(&snapshotter);
+        seen.take(snapshotter);
         let fast = seen.get("shoal_paxos_fast_decisions_total", &node);
         let ready = seen.get("shoal_hub_children", &jobs).is_some()
             && seen.get("shoal_hub_children", &workers).is_some()
@@ -144,18 +173,18 @@ async fn the_sampler_publishes_every_layer_under_prometheus_names() {
     }
     // Two more ticks, so that every series of the latest is in.
     tokio::time::sleep(Duration::from_millis(120)).await;
-    seen.take(&snapshotter);
+    seen.take(snapshotter);
 
-    // Conventions, over every series.
+    // Conventions, over every series of this test's node (another test's may be there too).
     let user_data = ["svc", "nightly", "room", "metrics-test", "not-running"];
-    for ((name, labels), (kind, _)) in &seen.0 {
+    let ours = seen.0.iter().filter(|((_, labels), _)| labels.contains(&labels_of(&node)[0]));
+    for ((name, labels), (kind, _)) in ours {
         assert!(name.starts_with("shoal_"), "{name}");
         assert_eq!(*kind == MetricKind::Counter, name.ends_with("_total"), "{name}: {kind:?}");
         for (label, value) in labels {
             assert!(["node", "peer", "hub", "reason"].contains(&label.as_str()), "{name}: {label}");
             assert!(!user_data.contains(&value.as_str()), "{name}: {label}={value}");
         }
-        assert!(labels.contains(&("node".to_owned(), "ma".to_owned())), "{name}");
     }
 
     // Processes.
@@ -208,11 +237,10 @@ async fn the_sampler_publishes_every_layer_under_prometheus_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_serves_the_prometheus_text() {
     use shoal::dashboard::{Dashboard, DashboardConfig};
-    use shoal::metrics::prometheus_recorder;
 
     use super::dashboard::request;
 
-    let prometheus = prometheus_recorder().expect("the only recorder of this process");
+    let prometheus = recorders().prometheus.clone();
     let key = ClusterKey::generate();
     let node = within(builder("pa", &key).start()).await.expect("pa starts");
     within(node.ready()).await;
