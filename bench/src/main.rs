@@ -63,6 +63,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use crate::hub_failover::Setup;
+use crate::observed::Main;
 
 /// One metric: what `list` shows and what `run` calls.
 struct Metric {
@@ -201,16 +202,27 @@ const METRICS: &[Metric] = &[
         unit: "msgs/s",
         sample: || remote::send_msgs_per_s(Authenticated),
     },
-    // What the metrics cost: the send metrics again with the node's metrics sampled.
+    // What the metrics cost: the send metrics again on a `shoal::Node`, without and with its
+    // metrics sampled (see `observed`).
+    Metric {
+        name: "local_send_msgs_per_s_node",
+        unit: "msgs/s",
+        sample: || observed::local_send_msgs_per_s(Main::Node),
+    },
     Metric {
         name: "local_send_msgs_per_s_metrics",
         unit: "msgs/s",
-        sample: observed::local_send_msgs_per_s,
+        sample: || observed::local_send_msgs_per_s(Main::Sampled),
+    },
+    Metric {
+        name: "remote_send_msgs_per_s_node",
+        unit: "msgs/s",
+        sample: || remote::send_msgs_per_s_observed(Encrypted, Main::Node),
     },
     Metric {
         name: "remote_send_msgs_per_s_metrics",
         unit: "msgs/s",
-        sample: || remote::send_msgs_per_s_observed(Encrypted, true),
+        sample: || remote::send_msgs_per_s_observed(Encrypted, Main::Sampled),
     },
     #[cfg(feature = "unsealed")]
     Metric {

@@ -21,7 +21,7 @@ use serde_bytes::ByteBuf;
 use shoal_process::{Codec, Context, Pid, Process, ReplyTo};
 use shoal_transport::{Node, NodeBuilder, Protection};
 
-use crate::observed::Observed;
+use crate::observed::{Main, Observed};
 
 use crate::harness::{key, on_workers};
 
@@ -150,16 +150,11 @@ where
     F: FnOnce(Node, Pid, Pid) -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<f64>> + Send + 'static,
 {
-    with_peer_observed(protection, false, measure)
+    with_peer_observed(protection, Main::Bare, measure)
 }
 
-/// [`with_peer`], the main node run as an [`Observed`] one (its metrics sampled) when
-/// `observed`.
-fn with_peer_observed<F, Fut>(
-    protection: Protection,
-    observed: bool,
-    measure: F,
-) -> anyhow::Result<f64>
+/// [`with_peer`], the main node run as `main` says.
+fn with_peer_observed<F, Fut>(protection: Protection, main: Main, measure: F) -> anyhow::Result<f64>
 where
     F: FnOnce(Node, Pid, Pid) -> Fut + Send + 'static,
     Fut: Future<Output = anyhow::Result<f64>> + Send + 'static,
@@ -179,11 +174,11 @@ where
     };
     let addr = addr.parse().context("the peer's address")?;
     let value = on_workers(async move {
-        let (node, observer) = if observed {
+        let (node, observer) = if main != Main::Bare {
             let settings = move |builder: NodeBuilder| {
                 builder.max_frame_bytes(MAX_FRAME_BYTES).protection(protection)
             };
-            let observer = Observed::start("main", settings).await?;
+            let observer = Observed::start("main", settings, main == Main::Sampled).await?;
             (observer.node.transport().clone(), Some(observer))
         } else {
             (start_node("main", protection).await?, None)
@@ -207,16 +202,13 @@ where
 /// is full), then calls the sink, which answers after handling every cast before the call.
 /// Timed from the first cast to the answer; casts ÷ seconds.
 pub(crate) fn send_msgs_per_s(protection: Protection) -> anyhow::Result<f64> {
-    send_msgs_per_s_observed(protection, false)
+    send_msgs_per_s_observed(protection, Main::Bare)
 }
 
-/// `remote_send_msgs_per_s`, the main node's metrics sampled when `observed` (the metric
-/// `remote_send_msgs_per_s_metrics`, see [`crate::observed`]).
-pub(crate) fn send_msgs_per_s_observed(
-    protection: Protection,
-    observed: bool,
-) -> anyhow::Result<f64> {
-    with_peer_observed(protection, observed, |node, sink, _| async move {
+/// `remote_send_msgs_per_s`, the main node run as `main` says (the metrics
+/// `remote_send_msgs_per_s_node` and `_metrics`, see [`crate::observed`]).
+pub(crate) fn send_msgs_per_s_observed(protection: Protection, main: Main) -> anyhow::Result<f64> {
+    with_peer_observed(protection, main, |node, sink, _| async move {
         let runtime = node.runtime().clone();
         let payload = ByteBuf::from(vec![7u8; PAYLOAD_BYTES]);
         let started = Instant::now();
