@@ -81,7 +81,14 @@ fn steps() -> Vec<Step> {
         },
         Step {
             name: "doc",
-            cargo_args: &["doc", "--workspace", "--no-deps", "--locked", "--features", EXTRA_FEATURES],
+            cargo_args: &[
+                "doc",
+                "--workspace",
+                "--no-deps",
+                "--locked",
+                "--features",
+                EXTRA_FEATURES,
+            ],
             env: &[("RUSTDOCFLAGS", "-D warnings")],
             reporter: None,
         },

@@ -16,12 +16,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shoal::dashboard::{Dashboard, DashboardConfig};
-use shoal::hub::{ChildStatus, HubChild, StartOptions};
+use shoal::hub::ChildStatus;
 use shoal::prelude::*;
-use shoal::registry::LockOptions;
 
-use super::dashboard::{HUB, builder};
-use super::node::{BOUND, Echo, within};
+use super::dashboard::{HUB, Shown, builder, show};
+use super::node::{BOUND, within};
 
 /// A token of the test's token-protected dashboard.
 const TOKEN: &str = "0123456789abcdef-cli-secret";
@@ -168,23 +167,10 @@ async fn every_command_shows_the_cluster_as_a_table_and_as_json() {
     let b = within(builder("b", &key).join(a.listen_addr()).start()).await.expect("b joins");
     within(b.ready()).await;
 
-    let echo = a.runtime().spawn(Echo);
+    let Shown { echo, lock } = show(&a).await;
     let pid = echo.pid().to_string();
-    let registry = a.registry().expect("the registry runs");
-    within(registry.register("billing", echo.pid(), Vec::new())).await.expect("registered");
-    let lock = within(registry.lock("nightly", LockOptions::default().holder(echo.pid())))
-        .await
-        .expect("locks")
-        .acquired()
-        .expect("acquired");
     let token = lock.token().to_string();
-    a.groups().expect("groups run").join("room", echo.pid()).expect("joined");
-    let children: Vec<HubChild> = (0..12)
-        .map(|i| HubChild::new(ChildSpec::new(format!("job-{i}"), "echo", &()).expect("a spec")))
-        .collect();
     let hub = a.hub(HUB).expect("the hub runs");
-    let started = within(hub.init_children(children, StartOptions::default())).await.expect("ok");
-    assert!(started.iter().all(|(_, result)| result.is_ok()), "{started:?}");
     let stuck = b.runtime().spawn(Stuck);
     for _ in 0..30 {
         within(stuck.cast(())).await.expect("queued");

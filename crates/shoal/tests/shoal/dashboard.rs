@@ -34,6 +34,33 @@ pub(super) fn builder(name: &str, key: &ClusterKey) -> NodeBuilder {
     super::node::builder(name, key).runtime(runtime).hub(HUB, HubConfig::default())
 }
 
+/// What the dashboard tests show, on node `a`: an echo process registered as `billing`,
+/// holding the lock `nightly` and a member of group `room`, and 12 children of hub [`HUB`].
+pub(super) struct Shown {
+    pub(super) echo: Addr<Echo>,
+    pub(super) lock: shoal::registry::LockGuard,
+}
+
+/// Sets up what [`Shown`] says on `a`.
+pub(super) async fn show(a: &Node) -> Shown {
+    let echo = a.runtime().spawn(Echo);
+    let registry = a.registry().expect("the registry runs");
+    within(registry.register("billing", echo.pid(), Vec::new())).await.expect("registered");
+    let lock = within(registry.lock("nightly", LockOptions::default().holder(echo.pid())))
+        .await
+        .expect("locks")
+        .acquired()
+        .expect("acquired");
+    a.groups().expect("groups run").join("room", echo.pid()).expect("joined");
+    let children: Vec<HubChild> = (0..12)
+        .map(|i| HubChild::new(ChildSpec::new(format!("job-{i}"), "echo", &()).expect("a spec")))
+        .collect();
+    let hub = a.hub(HUB).expect("the hub runs");
+    let started = within(hub.init_children(children, StartOptions::default())).await.expect("ok");
+    assert!(started.iter().all(|(_, result)| result.is_ok()), "{started:?}");
+    Shown { echo, lock }
+}
+
 /// Polls `check` until it gives a value, at most [`BOUND`].
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
@@ -125,21 +152,8 @@ async fn the_dashboard_shows_the_cluster_and_a_crashed_node_down() {
     within(c.ready()).await;
     assert_eq!(a.hub_ids(), [HUB]);
 
-    let echo = a.runtime().spawn(Echo);
-    let registry = a.registry().expect("the registry runs");
-    within(registry.register("billing", echo.pid(), Vec::new())).await.expect("registered");
-    let lock = within(registry.lock("nightly", LockOptions::default().holder(echo.pid())))
-        .await
-        .expect("locks")
-        .acquired()
-        .expect("acquired");
-    a.groups().expect("groups run").join("room", echo.pid()).expect("joined");
-    let children: Vec<HubChild> = (0..12)
-        .map(|i| HubChild::new(ChildSpec::new(format!("job-{i}"), "echo", &()).expect("a spec")))
-        .collect();
+    let Shown { echo, lock } = show(&a).await;
     let hub = a.hub(HUB).expect("the hub runs");
-    let started = within(hub.init_children(children, StartOptions::default())).await.expect("ok");
-    assert!(started.iter().all(|(_, result)| result.is_ok()), "{started:?}");
 
     let dashboard = within(Dashboard::start(&a, DashboardConfig::default()))
         .await
