@@ -71,9 +71,10 @@ pub(crate) fn run(options: &[String]) -> Result<ExitCode> {
     }
 }
 
-/// Builds the example; its path.
+/// Builds the example (with the dashboard feature, as `examples`, `browser` and
+/// `cluster-test` build `shoal`, so that CI builds its dependencies once); its path.
 fn build() -> Result<PathBuf> {
-    let args = ["build", "-p", "shoal", "--example", "chat", "--locked"];
+    let args = ["build", "-p", "shoal", "--example", "chat", "--features", "dashboard", "--locked"];
     println!("==> cargo {}", args.join(" "));
     let status = cargo(&args).status().context("cargo build starts")?;
     ensure!(status.success(), "cargo build of the chat example failed ({status})");

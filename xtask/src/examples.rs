@@ -30,7 +30,19 @@ pub(crate) fn run(options: &[String]) -> Result<ExitCode> {
     }
     let mut failures = Vec::new();
     for name in &names {
-        let args = ["run", "-p", "shoal", "--example", name.as_str(), "--locked"];
+        // With the dashboard feature, as `chat`, `browser` and `cluster-test` build `shoal`, so
+        // that CI builds its dependencies once for the four (an example needs no more than
+        // its own required features: the one more changes nothing it does).
+        let args = [
+            "run",
+            "-p",
+            "shoal",
+            "--example",
+            name.as_str(),
+            "--features",
+            "dashboard",
+            "--locked",
+        ];
         println!("==> cargo {}", args.join(" "));
         let mut child = cargo(&args).spawn().context("cargo run starts")?;
         let began = Instant::now();
