@@ -1,7 +1,8 @@
 //! `cargo xtask browser`: the dashboard (`shoal::dashboard`) of a real cluster, loaded in
 //! headless Chromium and checked, before and after a node's SIGKILL (issue 22, point 4).
 //!
-//! It builds `shoal-node` with the `dashboard` feature, starts three of them on 127.0.0.1
+//! It builds `shoal-node` (with the dashboard, as [`crate::build_programs`] builds the facade's
+//! programs for CI), starts three of them on 127.0.0.1
 //! (port 0 everywhere: `a`, then `b` and `c` joining it, acceptors `a,b,c`, each serving its
 //! dashboard and announcing it as `dashboard ADDR`), and through their stdin commands:
 //!
@@ -34,7 +35,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::cluster_test::{NodeProcess, generate_key, wait_until};
-use crate::{cargo, target_dir};
+use crate::target_dir;
 
 /// How long the run may take, from the first node's start to the last screenshot.
 const BOUND: Duration = Duration::from_secs(180);
@@ -78,7 +79,8 @@ pub(crate) fn run(options: &[String]) -> Result<ExitCode> {
         bail!("`cargo xtask browser` takes no options, not `{unknown}`");
     }
     let chromium = find_chromium()?;
-    let binary = build()?;
+    let binary =
+        crate::build_programs()?.join(format!("shoal-node{}", std::env::consts::EXE_SUFFIX));
     let dir = target_dir().join("browser");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let began = Instant::now();
@@ -106,16 +108,6 @@ fn find_chromium() -> Result<PathBuf> {
         .map(|dir| dir.join("chromium"))
         .find(|candidate| candidate.is_file())
         .context("no `chromium` on PATH: install Debian's `chromium` package (.ci/run does)")
-}
-
-/// Builds `shoal-node` with the dashboard; its path.
-fn build() -> Result<PathBuf> {
-    let args =
-        ["build", "--locked", "-p", "shoal", "--bin", "shoal-node", "--features", "dashboard"];
-    println!("==> cargo {}", args.join(" "));
-    let status = cargo(&args).status().context("cargo build starts")?;
-    ensure!(status.success(), "building shoal-node with the dashboard failed ({status})");
-    Ok(target_dir().join("debug").join(format!("shoal-node{}", std::env::consts::EXE_SUFFIX)))
 }
 
 /// What the run needs, and its deadline.

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 
 use crate::cluster_test::{forward_lines, wait_until};
-use crate::{cargo, target_dir};
+use crate::target_dir;
 
 /// How long the run may take, from the first node's start to `chat ok`.
 const BOUND: Duration = Duration::from_secs(60);
@@ -53,7 +53,7 @@ pub(crate) fn run(options: &[String]) -> Result<ExitCode> {
     if let Some(unknown) = options.first() {
         bail!("`cargo xtask chat` takes no options, not `{unknown}`");
     }
-    let binary = build()?;
+    let binary = crate::build_programs()?.join("examples").join("chat");
     let logs = target_dir().join("chat");
     fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let began = Instant::now();
@@ -69,16 +69,6 @@ pub(crate) fn run(options: &[String]) -> Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
-}
-
-/// Builds the example (with the dashboard feature, as `examples`, `browser` and
-/// `cluster-test` build `shoal`, so that CI builds its dependencies once); its path.
-fn build() -> Result<PathBuf> {
-    let args = ["build", "-p", "shoal", "--example", "chat", "--features", "dashboard", "--locked"];
-    println!("==> cargo {}", args.join(" "));
-    let status = cargo(&args).status().context("cargo build starts")?;
-    ensure!(status.success(), "cargo build of the chat example failed ({status})");
-    Ok(target_dir().join("debug").join("examples").join("chat"))
 }
 
 /// A fresh cluster key: 32 bytes of `/dev/urandom`, in hex.

@@ -34,9 +34,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::cargo;
 use crate::tee;
 use crate::test_counts::{Reporter, TestCounts};
+use crate::{EXTRA_FEATURES, cargo};
 
 /// One check: a cargo command, and how to read its test counts if it runs tests.
 struct Step {
@@ -116,15 +116,6 @@ const CLUSTER_TEST_SEED: &str = "20261206";
 
 /// The property tests' seed in CI: the same cases every run.
 const PROPTEST_SEED: &[(&str, &str)] = &[("PROPTEST_RNG_SEED", "20261206")];
-
-/// The facade's features that no default turns on but whose tests CI runs too: the web view
-/// and the command-line inspector (`cli`, which turns on `dashboard`), the metrics sampler
-/// with its Prometheus recorder (`prometheus`, which turns on `metrics`), and traced calls
-/// joined to OpenTelemetry traces (`opentelemetry`). The clippy, test, doctest and doc steps
-/// all turn them on, so that they build the workspace alike (axum turns on tokio's `default`
-/// feature, which changes the build of tokio and of everything above it) and each reuses what
-/// the one before built. `cargo xtask features` builds the facade with each alone.
-const EXTRA_FEATURES: &str = "shoal/cli,shoal/prometheus,shoal/opentelemetry";
 
 fn test_step() -> Step {
     if nextest_is_installed() {

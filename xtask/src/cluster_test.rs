@@ -2,8 +2,9 @@
 //! joins, a message storm, a SIGKILL and a partition, and then its consensus, broadcast and
 //! registry through more of them.
 //!
-//! It builds the `shoal-node` binary (release, or debug with `--quick`; with the `dashboard`
-//! feature, as `cargo xtask browser` builds it, so that CI builds it once), asks it for a fresh cluster key (`shoal-node generate-key`, once per run), starts
+//! It builds the `shoal-node` binary (release with the `dashboard` feature; with `--quick`, as
+//! [`crate::build_programs`] builds it for CI's other steps, so that CI builds it once), asks it
+//! for a fresh cluster key (`shoal-node generate-key`, once per run), starts
 //! N of them (5 by default) on 127.0.0.2, 127.0.0.3, ... with port 0 and the key in
 //! `$SHOAL_KEY`, and drives each over its stdin and stdout with the line protocol documented
 //! in `crates/shoal/src/bin/shoal-node/main.rs`. The scenarios, in order:
@@ -330,18 +331,28 @@ fn replay_command(options: &Options, seed: u64) -> String {
     command
 }
 
-/// Builds `shoal-node` and returns its path.
+/// Builds `shoal-node` and returns its path: in release for a full run, and for `--quick` as
+/// the other steps of CI build it ([`crate::build_programs`]).
 fn build_node_binary(release: bool) -> Result<PathBuf> {
-    let mut args =
-        vec!["build", "--locked", "-p", "shoal", "--bin", "shoal-node", "--features", "dashboard"];
-    if release {
-        args.insert(1, "--release");
+    let binary = format!("shoal-node{}", std::env::consts::EXE_SUFFIX);
+    if !release {
+        return Ok(crate::build_programs()?.join(binary));
     }
+    let args = [
+        "build",
+        "--locked",
+        "--release",
+        "-p",
+        "shoal",
+        "--bin",
+        "shoal-node",
+        "--features",
+        "dashboard",
+    ];
     println!("==> cargo {}", args.join(" "));
     let status = cargo(&args).status().context("could not start cargo")?;
     ensure!(status.success(), "building shoal-node failed ({status})");
-    let profile_dir = if release { "release" } else { "debug" };
-    Ok(target_dir().join(profile_dir).join(format!("shoal-node{}", std::env::consts::EXE_SUFFIX)))
+    Ok(target_dir().join("release").join(binary))
 }
 
 /// A fresh cluster key from the built binary, as 64 hexadecimal digits. It is random, not

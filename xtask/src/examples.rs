@@ -1,23 +1,23 @@
 //! `cargo xtask examples`: every example of the facade runs, and ends well, within a bound.
 //!
 //! Compiling an example proves little about it: a tour that panics halfway, or waits forever
-//! on a node that never answers, still compiles. This runs each `crates/shoal/examples/*.rs`
-//! (found by listing the directory, so a new example is run from the commit that adds it) with
-//! `cargo run -p shoal --example NAME --locked`, and fails if one exits unsuccessfully or
-//! runs past [`BOUND`] (it is then killed).
+//! on a node that never answers, still compiles. This builds the examples as CI's other steps
+//! build the facade ([`crate::build_programs`]), runs each `crates/shoal/examples/*.rs` (found
+//! by listing the directory, so a new example is run from the commit that adds it), and fails
+//! if one exits unsuccessfully or runs past [`BOUND`] (it is then killed).
 
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
 use crate::cluster_test::wait_until;
-use crate::{cargo, workspace_root};
+use crate::workspace_root;
 
 /// The facade's examples, from the workspace root.
 const EXAMPLES: &str = "crates/shoal/examples";
 
-/// How long one example may run, its build included.
+/// How long one example may run.
 const BOUND: Duration = Duration::from_secs(300);
 
 pub(crate) fn run(options: &[String]) -> Result<ExitCode> {
@@ -28,23 +28,15 @@ pub(crate) fn run(options: &[String]) -> Result<ExitCode> {
     if names.is_empty() {
         bail!("no examples found in {EXAMPLES}");
     }
+    let dir = crate::build_programs()?.join("examples");
     let mut failures = Vec::new();
     for name in &names {
-        // With the dashboard feature, as `chat`, `browser` and `cluster-test` build `shoal`, so
-        // that CI builds its dependencies once for the four (an example needs no more than
-        // its own required features: the one more changes nothing it does).
-        let args = [
-            "run",
-            "-p",
-            "shoal",
-            "--example",
-            name.as_str(),
-            "--features",
-            "dashboard",
-            "--locked",
-        ];
-        println!("==> cargo {}", args.join(" "));
-        let mut child = cargo(&args).spawn().context("cargo run starts")?;
+        let binary = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+        println!("==> {}", binary.display());
+        let mut child = Command::new(&binary)
+            .current_dir(workspace_root())
+            .spawn()
+            .with_context(|| format!("{} starts", binary.display()))?;
         let began = Instant::now();
         let status = wait_until(&mut child, began + BOUND).context("waiting for the example")?;
         if status.is_none() {

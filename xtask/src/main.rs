@@ -55,7 +55,7 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 
 const USAGE: &str = "\
 usage: cargo xtask <command> [options]
@@ -163,6 +163,43 @@ fn workspace_root() -> PathBuf {
 fn target_dir() -> PathBuf {
     let root = workspace_root();
     env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir))
+}
+
+/// The facade's features that no default turns on but that CI builds and tests too: the web
+/// view and the command-line inspector (`cli`, which turns on `dashboard`), the metrics sampler
+/// with its Prometheus recorder (`prometheus`, which turns on `metrics`), and traced calls
+/// joined to OpenTelemetry traces (`opentelemetry`). The clippy, test, doctest and doc steps
+/// and [`build_programs`] all turn them on, so that they build the workspace alike (axum turns
+/// on tokio's `default` feature, which changes the build of tokio and of everything above it)
+/// and each reuses what the one before built. `cargo xtask features` builds the facade with
+/// each alone.
+const EXTRA_FEATURES: &str = "shoal/cli,shoal/prometheus,shoal/opentelemetry";
+
+/// Builds the facade's programs that the `examples`, `chat`, `browser` and `cluster-test`
+/// steps run (`shoal-node` and the examples), and returns the directory they are in.
+///
+/// They are built as CI's test step builds them (the `test` profile, the whole workspace
+/// with [`EXTRA_FEATURES`], examples and so dev-dependencies included), so after that step
+/// this only links what it already compiled, instead of compiling the facade and its
+/// dependencies a second time with other features.
+fn build_programs() -> Result<PathBuf> {
+    let args = [
+        "build",
+        "--locked",
+        "--profile",
+        "test",
+        "--workspace",
+        "--features",
+        EXTRA_FEATURES,
+        "--bin",
+        "shoal-node",
+        "--examples",
+    ];
+    println!("==> cargo {}", args.join(" "));
+    let status = cargo(&args).status().context("cargo build starts")?;
+    anyhow::ensure!(status.success(), "building shoal-node and the examples failed ({status})");
+    // The test profile inherits the dev profile's directory.
+    Ok(target_dir().join("debug"))
 }
 
 /// A `cargo` command with `args`, to run in the workspace root.

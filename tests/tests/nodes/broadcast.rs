@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::support::{broadcast_config as config, ip, random_partition, random_way, run_schedules};
 
 /// Schedules run per test run; `SHOAL_SIM_BROADCAST_SCHEDULES` runs more (exploration).
-const SCHEDULES: u64 = 500;
+const SCHEDULES: u64 = 250;
 
 /// The nodes of a schedule: `n0` is everyone's contact and never crashes; the others may.
 const NODES: u8 = 5;

@@ -54,7 +54,7 @@ use tokio::time::Instant;
 use crate::support::{BOUND, broadcast_config as config, ip, random_way, run_schedules};
 
 /// Soak schedules per test run; `SHOAL_SIM_BROADCAST_SOAK_SCHEDULES` runs more (exploration).
-const SOAK_SCHEDULES: u64 = 15;
+const SOAK_SCHEDULES: u64 = 8;
 
 /// Schedules of the small-log simulation per test run; `SHOAL_SIM_BROADCAST_LOG_SCHEDULES`
 /// runs more.

@@ -134,8 +134,8 @@
 //! end state is the same; only a check on the path (the owner's copy keeps its pid across the
 //! heal) would tell.
 //!
-//! **Cost.** About 26 s for the CI run's 500 schedules in the debug profile on the 2-core box
-//! (up to 42 s while other builds share it); each schedule is some 4 to 6 s of simulated time
+//! **Cost.** About 13 s for the CI run's 250 schedules in the debug profile on the 2-core box
+//! (twice that while other builds share it); each schedule is some 4 to 6 s of simulated time
 //! of four nodes.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -163,7 +163,7 @@ use crate::support::{
 };
 
 /// Schedules run per test run; `SHOAL_SIM_DSUP_SCHEDULES` runs more (exploration).
-const SCHEDULES: u64 = 500;
+const SCHEDULES: u64 = 250;
 
 /// The nodes of a schedule.
 const NODES: usize = 4;

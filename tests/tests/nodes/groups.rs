@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use crate::support::{ip, random_partition, random_way, run_schedules};
 
 /// Schedules run per test run; `SHOAL_SIM_GROUPS_SCHEDULES` runs more (exploration).
-const SCHEDULES: u64 = 500;
+const SCHEDULES: u64 = 250;
 
 /// The nodes of a schedule: `n0` is everyone's contact and never crashes; the others may.
 const NODES: u8 = 4;

@@ -84,7 +84,7 @@ use tokio::time::Instant;
 use crate::support::{ip, random_partition, random_way, run_schedules};
 
 /// Schedules run per test run; `SHOAL_SIM_HUB_SCHEDULES` runs more (exploration).
-const SCHEDULES: u64 = 500;
+const SCHEDULES: u64 = 250;
 
 /// The nodes of a schedule.
 const NODES: u8 = 4;

@@ -136,7 +136,7 @@ use tokio::time::Instant;
 use crate::support::{ip, run_schedules};
 
 /// Schedules run per test run; `SHOAL_SIM_HUB_HANDOVER_SCHEDULES` runs more (exploration).
-const SCHEDULES: u64 = 500;
+const SCHEDULES: u64 = 250;
 
 /// Move steps per schedule.
 const STEPS: usize = 4;

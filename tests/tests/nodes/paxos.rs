@@ -26,7 +26,7 @@ use crate::support::{BOUND, ip, on, run_schedules};
 // linearisability.
 
 /// Paxos schedules run per test run; `SHOAL_SIM_PAXOS_SCHEDULES` runs more.
-const PAXOS_SCHEDULES: u64 = 500;
+const PAXOS_SCHEDULES: u64 = 250;
 
 /// A register of bytes: `Some(v)` writes `v`, `None` reads.
 struct Register;
@@ -227,7 +227,7 @@ fn a_paxos_register_stays_linearisable_under_random_faults() {
 // partitions and makes lossy the network.
 
 /// Counter schedules run per test run; `SHOAL_SIM_PAXOS_COUNTER_SCHEDULES` runs more.
-const COUNTER_SCHEDULES: u64 = 500;
+const COUNTER_SCHEDULES: u64 = 250;
 
 /// The register the writers increment.
 const COUNTER_KEY: &str = "counter";

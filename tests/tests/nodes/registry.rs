@@ -48,7 +48,7 @@ use tokio::time::Instant;
 use crate::support::{BOUND, ip, on, run_schedules};
 
 /// Registry schedules run per test run; `SHOAL_SIM_REGISTRY_SCHEDULES` runs more.
-const REGISTRY_SCHEDULES: u64 = 1_000;
+const REGISTRY_SCHEDULES: u64 = 500;
 
 /// Nodes per schedule: every one an acceptor and a registry host.
 const NODES: usize = 3;

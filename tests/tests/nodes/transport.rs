@@ -150,7 +150,7 @@ fn a_run_of_whole_nodes_is_a_function_of_its_seed() {
 // links, single connections held and let go, heals, crashes and restarts.
 
 /// Schedules run per test run; `SHOAL_SIM_SCHEDULES` runs more (exploration).
-const SCHEDULES: u64 = 500;
+const SCHEDULES: u64 = 250;
 
 /// The nodes of a schedule: `n0` and `n1` carry the cast stream and never crash; the others
 /// crash and restart.
