@@ -69,7 +69,9 @@
 //!
 //! # The JSON API
 //!
-//! Every answer is a JSON object. Lists are bounded: each is an object
+//! Every answer is a JSON object, of the type in [`api`] named after its path
+//! ([`api::NodeView`] for `/api/node`, ...): a client in Rust reads them with `serde_json`, as
+//! the `shoal` inspector does. Lists are bounded: each is an object
 //! `{"items": [...], "total": N, "truncated": bool}`, with at most a fixed number of items
 //! (said below), `total` the number there were and `truncated` true when some were left out.
 //! Text that comes from users (names, keys, group and child ids) is cut to
@@ -187,6 +189,7 @@
 //! `chart-queued`) their latest value in `data-last`, and `<body>` counts its polls in
 //! `data-polls`, for a browser test to find and wait on.
 
+pub mod api;
 mod http;
 mod page;
 mod views;

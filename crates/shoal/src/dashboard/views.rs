@@ -1,6 +1,6 @@
-//! What the JSON API answers: one type per answer (the module docs of
-//! [`dashboard`](super) describe every field), and the functions that read them from the
-//! node's layers. Every list is capped ([`List`]), every piece of user text cut ([`clip`]).
+//! The functions that read the JSON API's answers ([`api`](super::api), one type per answer)
+//! from the node's layers. Every list is capped ([`List`]), every piece of user text cut
+//! ([`clip`]).
 
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Mutex;
@@ -13,6 +13,17 @@ use tokio::time::Instant;
 
 #[cfg(feature = "hub")]
 use super::MAX_HUBS;
+#[cfg(feature = "paxos")]
+use super::api::PaxosFigures;
+#[cfg(feature = "hub")]
+use super::api::{ChildRow, HubRow, NodeShare};
+use super::api::{
+    ClusterRow, ClusterView, Counters, GroupsView, HubsView, Layers, List, NodeRow, NodeView,
+    NodesView, PaxosSample, PaxosView, PeerRow, ProcessRow, ProcessesView, RegistryView, Summary,
+    TransportSample, TransportView,
+};
+#[cfg(feature = "registry")]
+use super::api::{GroupRow, LockRow, MemberRow, NameRow};
 use super::watch::Watched;
 use super::{CLUSTER_TIMEOUT, MAX_CLUSTER_NODES, MAX_LIST_ITEMS, MAX_TEXT_CHARS, MAX_TOP, RPC};
 use crate::Node;
@@ -56,48 +67,6 @@ impl Shared {
     }
 }
 
-/// A bounded list: at most a fixed number of `items`, the `total` there were, and whether
-/// some were left out.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(super) struct List<T> {
-    items: Vec<T>,
-    total: usize,
-    truncated: bool,
-}
-
-impl<T> List<T> {
-    /// The first `max` of `all`.
-    pub(super) fn capped(all: impl IntoIterator<Item = T>, max: usize) -> Self {
-        let mut items = Vec::new();
-        let mut total = 0;
-        for item in all {
-            if items.len() < max {
-                items.push(item);
-            }
-            total += 1;
-        }
-        let truncated = total > items.len();
-        Self { items, total, truncated }
-    }
-
-    /// How many items it holds.
-    pub(super) fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    /// Says there were `total` (more than it holds, if some were left out before).
-    pub(super) fn set_total(&mut self, total: usize) {
-        self.total = total.max(self.items.len());
-        self.truncated = self.total > self.items.len();
-    }
-}
-
-impl<T> Default for List<T> {
-    fn default() -> Self {
-        Self { items: Vec::new(), total: 0, truncated: false }
-    }
-}
-
 /// `text` cut to [`MAX_TEXT_CHARS`] characters (an ellipsis marks a cut).
 pub(super) fn clip(text: &str) -> String {
     match text.char_indices().nth(MAX_TEXT_CHARS) {
@@ -114,29 +83,6 @@ pub(super) fn now_ms(node: &Node) -> u64 {
 
 fn pid_text(pid: Pid) -> String {
     pid.to_string()
-}
-
-/// `GET /api/node`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(super) struct NodeView {
-    name: String,
-    incarnation: u64,
-    listen_addr: String,
-    ready: bool,
-    membership: String,
-    connected: List<String>,
-    members: usize,
-    processes: usize,
-    layers: Layers,
-}
-
-/// Which layers run on a node.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Layers {
-    paxos: bool,
-    broadcast: bool,
-    registry: bool,
-    groups: bool,
 }
 
 pub(super) fn node_view(node: &Node) -> NodeView {
@@ -181,21 +127,6 @@ fn layers(node: &Node) -> Layers {
     }
 }
 
-/// `GET /api/processes`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(super) struct ProcessesView {
-    node: String,
-    count: usize,
-    top: Vec<ProcessRow>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct ProcessRow {
-    pid: String,
-    name: Option<String>,
-    mailbox_len: usize,
-}
-
 /// The `top` processes of `node` with the longest mailboxes, longest first (`top` at most
 /// [`MAX_TOP`]).
 pub(super) fn processes_view(node: &Node, top: usize) -> ProcessesView {
@@ -229,30 +160,8 @@ pub(super) struct SummaryRequest {
     pub(super) top: usize,
 }
 
-/// What [`RPC`] answers: a node's view and its processes.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(super) struct Summary {
-    node: NodeView,
-    processes: ProcessesView,
-}
-
 pub(super) fn summary(node: &Node, top: usize) -> Summary {
     Summary { node: node_view(node), processes: processes_view(node, top) }
-}
-
-/// `GET /api/cluster`.
-#[derive(Clone, Debug, Serialize)]
-pub(super) struct ClusterView {
-    node: String,
-    nodes: List<ClusterRow>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-struct ClusterRow {
-    name: String,
-    answering: bool,
-    error: Option<String>,
-    summary: Option<Summary>,
 }
 
 /// Every node's summary, this one's read here and the others' asked in parallel, each
@@ -323,36 +232,6 @@ async fn ask_cluster(node: &Node) -> ClusterView {
     ClusterView { node: clip(me), nodes }
 }
 
-/// `GET /api/transport`.
-#[derive(Clone, Debug, Serialize)]
-pub(super) struct TransportView {
-    node: String,
-    peers: List<PeerRow>,
-    totals: Counters,
-    samples: Vec<TransportSample>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-struct PeerRow {
-    node: String,
-    up: bool,
-    protocol_version: Option<u32>,
-    #[serde(flatten)]
-    counters: Counters,
-}
-
-/// A peer's counters, or their sum over the peers.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub(super) struct Counters {
-    frames_sent: u64,
-    bytes_sent: u64,
-    frames_received: u64,
-    bytes_received: u64,
-    queued: u64,
-    reconnects: u64,
-    dropped_by_faults: u64,
-}
-
 impl Counters {
     fn of(stats: PeerStats) -> Self {
         Self {
@@ -375,14 +254,6 @@ impl Counters {
         self.reconnects = self.reconnects.saturating_add(other.reconnects);
         self.dropped_by_faults = self.dropped_by_faults.saturating_add(other.dropped_by_faults);
     }
-}
-
-/// The transport's totals at one instant.
-#[derive(Clone, Copy, Debug, Serialize)]
-pub(super) struct TransportSample {
-    at_ms: u64,
-    #[serde(flatten)]
-    totals: Counters,
 }
 
 /// The counters summed over every member of `node`.
@@ -421,54 +292,6 @@ pub(super) fn transport_view(shared: &Shared) -> TransportView {
         totals,
         samples: shared.watched(|watched| watched.transport_samples()),
     }
-}
-
-/// `GET /api/paxos`.
-#[derive(Clone, Debug, Default, Serialize)]
-pub(super) struct PaxosView {
-    running: bool,
-    error: Option<String>,
-    acceptors: Vec<String>,
-    version: Option<u64>,
-    has_quorum: bool,
-    voting: bool,
-    /// This node's proposer since Paxos started on it.
-    figures: Option<PaxosFigures>,
-    samples: Vec<PaxosSample>,
-}
-
-/// What this node's proposer counted since Paxos started on it (`Paxos::stats`).
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-struct PaxosFigures {
-    /// Phase-1 and phase-2 rounds started.
-    rounds: u64,
-    /// Rounds lost to a higher ballot.
-    conflicts: u64,
-    /// Rounds that timed out waiting for a majority.
-    round_timeouts: u64,
-    /// Changes decided without a phase 1.
-    fast_decisions: u64,
-    /// Changes decided after a phase 1.
-    slow_decisions: u64,
-    /// Changes timed (the latency histogram's count).
-    operations: u64,
-    /// Half of the changes took at most this long (a bucket's upper bound), in microseconds.
-    latency_p50_us: Option<u64>,
-    /// 99 in 100 changes took at most this long (a bucket's upper bound), in microseconds.
-    latency_p99_us: Option<u64>,
-}
-
-/// Paxos at one instant; the counters since Paxos started, the latencies of the changes
-/// since the sample before.
-#[derive(Clone, Copy, Debug, Serialize)]
-pub(super) struct PaxosSample {
-    at_ms: u64,
-    has_quorum: bool,
-    acceptors: usize,
-    rounds: u64,
-    conflicts: u64,
-    /// The 99th percentile of the changes since the sample before (`None`: there were none).
-    latency_p99_us: Option<u64>,
 }
 
 /// The latency histogram of the previous sample, from which the next one's interval is taken.
@@ -585,35 +408,6 @@ pub(super) async fn paxos_view(shared: &Shared) -> PaxosView {
     PaxosView { samples, ..PaxosView::default() }
 }
 
-/// `GET /api/registry`.
-#[derive(Clone, Debug, Default, Serialize)]
-pub(super) struct RegistryView {
-    running: bool,
-    error: Option<String>,
-    names: List<NameRow>,
-    locks: List<LockRow>,
-    unreachable: List<String>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-struct NameRow {
-    name: String,
-    host: String,
-    pid: Option<String>,
-    token: u64,
-    restart: &'static str,
-}
-
-#[derive(Clone, Debug, Serialize)]
-struct LockRow {
-    key: String,
-    holder: String,
-    host: String,
-    token: u64,
-    count: u32,
-    waiters: usize,
-}
-
 /// How long the registry's listing (which asks every member) may take.
 #[cfg(feature = "registry")]
 const REGISTRY_LIST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -653,7 +447,8 @@ async fn list_registry(node: &Node) -> RegistryView {
         restart: match name.restart {
             NameRestart::Temporary => "temporary",
             NameRestart::Permanent => "permanent",
-        },
+        }
+        .to_owned(),
     });
     let locks = listing.locks.into_iter().map(|lock| LockRow {
         key: clip(&lock.key),
@@ -675,26 +470,6 @@ async fn list_registry(node: &Node) -> RegistryView {
 #[cfg(not(feature = "registry"))]
 async fn list_registry(_: &Node) -> RegistryView {
     RegistryView::default()
-}
-
-/// `GET /api/groups`.
-#[derive(Clone, Debug, Default, Serialize)]
-pub(super) struct GroupsView {
-    running: bool,
-    groups: List<GroupRow>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-struct GroupRow {
-    name: String,
-    nodes: List<String>,
-    members: List<MemberRow>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-struct MemberRow {
-    pid: String,
-    node: Option<String>,
 }
 
 #[cfg(feature = "registry")]
@@ -721,45 +496,6 @@ pub(super) fn groups_view(node: &Node) -> GroupsView {
 #[cfg(not(feature = "registry"))]
 pub(super) fn groups_view(_: &Node) -> GroupsView {
     GroupsView::default()
-}
-
-/// `GET /api/hubs`.
-#[derive(Clone, Debug, Default, Serialize)]
-pub(super) struct HubsView {
-    hubs: Vec<HubRow>,
-    total_hubs: usize,
-    supervisors: Vec<HubRow>,
-    total_supervisors: usize,
-}
-
-#[derive(Clone, Debug, Default, Serialize)]
-struct HubRow {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    supervisor: Option<String>,
-    id: String,
-    running: bool,
-    nodes: List<String>,
-    has_quorum: bool,
-    partitioned: bool,
-    children: usize,
-    per_node: List<NodeShare>,
-    unplaced: usize,
-    sample: List<ChildRow>,
-}
-
-/// A hub's copies on one node.
-#[derive(Clone, Debug, Default, Serialize)]
-struct NodeShare {
-    node: String,
-    running: usize,
-    other: usize,
-}
-
-#[derive(Clone, Debug, Serialize)]
-struct ChildRow {
-    child: String,
-    node: Option<String>,
-    status: &'static str,
 }
 
 /// Every hub and distributed supervisor the node runs, at most [`MAX_HUBS`] of each.
@@ -843,7 +579,8 @@ fn hub_row(hub: &shoal_hub::Hub) -> HubRow {
             ChildStatus::Moving { .. } => "moving",
             ChildStatus::Unknown => "unknown",
             ChildStatus::Suspended => "suspended",
-        },
+        }
+        .to_owned(),
     });
     HubRow {
         supervisor: None,
@@ -857,24 +594,6 @@ fn hub_row(hub: &shoal_hub::Hub) -> HubRow {
         unplaced,
         sample: List::capped(sample, MAX_HUB_CHILDREN),
     }
-}
-
-/// `GET /api/nodes`.
-#[derive(Clone, Debug, Serialize)]
-pub(super) struct NodesView {
-    node: String,
-    events_lagged: u64,
-    nodes: List<NodeRow>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub(super) struct NodeRow {
-    pub(super) name: String,
-    pub(super) this_node: bool,
-    pub(super) up: bool,
-    pub(super) incarnation: Option<u64>,
-    pub(super) listen_addr: Option<String>,
-    pub(super) history: List<super::watch::Change>,
 }
 
 pub(super) fn nodes_view(shared: &Shared) -> NodesView {

@@ -12,12 +12,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use shoal_transport::NodeEvent;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
-use super::views::{self, List, NodeRow, PaxosSample, Shared, TransportSample};
+use super::api::{Change, List, NodeRow, PaxosSample, TransportSample};
+use super::views::{self, Shared};
 use super::{HISTORY_EVENTS, HISTORY_PER_NODE, SAMPLES};
 
 /// How often the charts' figures are sampled.
@@ -30,20 +30,16 @@ const AT_START: &str = "connected when the dashboard started";
 const RESYNCHRONISED: &str = "resynchronised";
 
 /// One node going up or down, as recorded.
-#[derive(Clone, Debug, Serialize)]
-pub(super) struct Change {
-    #[serde(skip)]
+#[derive(Clone, Debug)]
+struct Recorded {
     node: String,
-    at_ms: u64,
-    up: bool,
-    incarnation: Option<u64>,
-    reason: Option<String>,
+    change: Change,
 }
 
 /// What the recorder keeps: the latest changes and samples, each ring bounded.
 #[derive(Default)]
 pub(super) struct Watched {
-    changes: VecDeque<Change>,
+    changes: VecDeque<Recorded>,
     /// Each node's latest state as recorded (to find changes after missed events).
     up: BTreeMap<String, bool>,
     lagged: u64,
@@ -52,13 +48,13 @@ pub(super) struct Watched {
 }
 
 impl Watched {
-    fn record(&mut self, change: Change) {
-        self.up.insert(change.node.clone(), change.up);
-        push_bounded(&mut self.changes, change, HISTORY_EVENTS);
+    fn record(&mut self, recorded: Recorded) {
+        self.up.insert(recorded.node.clone(), recorded.change.up);
+        push_bounded(&mut self.changes, recorded, HISTORY_EVENTS);
         // Forget the state of nodes no kept change mentions, so the map stays bounded too.
         if self.up.len() > HISTORY_EVENTS {
             let changes = &self.changes;
-            self.up.retain(|node, _| changes.iter().any(|change| &change.node == node));
+            self.up.retain(|node, _| changes.iter().any(|recorded| &recorded.node == node));
         }
     }
 
@@ -84,8 +80,8 @@ impl Watched {
     /// adds a row (down) for each node with a kept change that is not a member any more.
     pub(super) fn fill_histories(&self, rows: &mut BTreeMap<String, NodeRow>) {
         let mut by_node: BTreeMap<&str, Vec<Change>> = BTreeMap::new();
-        for change in &self.changes {
-            by_node.entry(&change.node).or_default().push(change.clone());
+        for recorded in &self.changes {
+            by_node.entry(&recorded.node).or_default().push(recorded.change.clone());
         }
         for (node, changes) in by_node {
             let row = rows.entry(node.to_owned()).or_insert_with(|| NodeRow {
@@ -98,7 +94,7 @@ impl Watched {
             });
             let skip = changes.len().saturating_sub(HISTORY_PER_NODE);
             let mut history = List::capped(changes.into_iter().skip(skip), HISTORY_PER_NODE);
-            history.set_total(skip + history.len());
+            history.set_total(skip + history.items.len());
             row.history = history;
         }
     }
@@ -123,8 +119,8 @@ fn push_bounded<T>(ring: &mut VecDeque<T>, item: T, max: usize) {
     ring.push_back(item);
 }
 
-fn change(node: String, at_ms: u64, up: bool, incarnation: Option<u64>, reason: &str) -> Change {
-    Change { node, at_ms, up, incarnation, reason: Some(reason.to_owned()) }
+fn change(node: String, at_ms: u64, up: bool, incarnation: Option<u64>, reason: &str) -> Recorded {
+    Recorded { node, change: Change { at_ms, up, incarnation, reason: Some(reason.to_owned()) } }
 }
 
 /// Starts the recorder's tasks; the dashboard aborts them when it stops.
@@ -148,12 +144,14 @@ async fn record_events(
 ) {
     loop {
         let recorded = match events.recv().await {
-            Ok(NodeEvent::Up { node, incarnation }) => Change {
+            Ok(NodeEvent::Up { node, incarnation }) => Recorded {
                 node,
-                at_ms: views::now_ms(&shared.node),
-                up: true,
-                incarnation: Some(incarnation),
-                reason: None,
+                change: Change {
+                    at_ms: views::now_ms(&shared.node),
+                    up: true,
+                    incarnation: Some(incarnation),
+                    reason: None,
+                },
             },
             Ok(NodeEvent::Down { node, incarnation, reason }) => {
                 let reason = views::clip(&reason.to_string());
@@ -195,8 +193,9 @@ async fn sample(shared: Arc<Shared>) {
 mod tests {
     use super::*;
 
-    fn up(node: &str, at_ms: u64) -> Change {
-        Change { node: node.to_owned(), at_ms, up: true, incarnation: Some(1), reason: None }
+    fn up(node: &str, at_ms: u64) -> Recorded {
+        let change = Change { at_ms, up: true, incarnation: Some(1), reason: None };
+        Recorded { node: node.to_owned(), change }
     }
 
     /// The history is a bounded ring: the oldest changes go first.
@@ -207,7 +206,7 @@ mod tests {
             watched.record(up("a", at));
         }
         assert_eq!(watched.changes.len(), HISTORY_EVENTS);
-        assert_eq!(watched.changes.front().map(|c| c.at_ms), Some(10));
+        assert_eq!(watched.changes.front().map(|c| c.change.at_ms), Some(10));
     }
 
     /// After missed events, a node recorded up and no longer connected is recorded down, and
@@ -219,7 +218,7 @@ mod tests {
         watched.record(up("b", 2));
         watched.resynchronise(&["b".to_owned(), "c".to_owned()], 3);
         let recorded: Vec<(&str, bool)> =
-            watched.changes.iter().skip(2).map(|c| (c.node.as_str(), c.up)).collect();
+            watched.changes.iter().skip(2).map(|c| (c.node.as_str(), c.change.up)).collect();
         assert_eq!(recorded, vec![("a", false), ("c", true)]);
         watched.resynchronise(&["b".to_owned(), "c".to_owned()], 4);
         assert_eq!(watched.changes.len(), 4);

@@ -1,13 +1,12 @@
 //! The dashboard's JSON API as this binary reads it: a [`Client`] that gets one path and
-//! says, as an [`ApiError`], why it could not, and the answers as types (only the fields the
-//! tables show; `shoal::dashboard`'s module docs describe every field).
+//! says, as an [`ApiError`], why it could not. The answers' types are the dashboard's own
+//! (`shoal::dashboard::api`), so a change to what it writes is a change to what this reads.
 //!
 //! An answer is kept both ways: as the JSON that came (printed as it is by `--json`) and as
-//! these types (for the tables), read from it with [`parse`].
+//! those types (for the tables), read from it with [`parse`].
 
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -172,203 +171,10 @@ pub(crate) fn parse<T: DeserializeOwned>(
     })
 }
 
-/// A bounded list: some `items` of the `total` there were.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct List<T> {
-    pub(crate) items: Vec<T>,
-    pub(crate) total: usize,
-}
-
-impl<T> List<T> {
-    /// Whether some items were left out.
-    pub(crate) fn truncated(&self) -> bool {
-        self.total > self.items.len()
-    }
-}
-
-/// `GET /api/node`.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct NodeInfo {
-    pub(crate) name: String,
-    pub(crate) listen_addr: String,
-    pub(crate) ready: bool,
-    pub(crate) membership: String,
-    pub(crate) processes: usize,
-}
-
-/// `GET /api/nodes`.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct Nodes {
-    pub(crate) nodes: List<NodeRow>,
-}
-
-/// A node of `GET /api/nodes`.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct NodeRow {
-    pub(crate) name: String,
-    pub(crate) this_node: bool,
-    pub(crate) up: bool,
-    pub(crate) incarnation: Option<u64>,
-    pub(crate) listen_addr: Option<String>,
-    pub(crate) history: List<Change>,
-}
-
-/// A node's going up or down.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct Change {
-    pub(crate) at_ms: u64,
-    pub(crate) up: bool,
-    pub(crate) reason: Option<String>,
-}
-
-/// `GET /api/paxos`.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct Paxos {
-    pub(crate) running: bool,
-    pub(crate) error: Option<String>,
-    pub(crate) acceptors: Vec<String>,
-    pub(crate) version: Option<u64>,
-    pub(crate) has_quorum: bool,
-}
-
-/// `GET /api/registry`.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct Registry {
-    pub(crate) running: bool,
-    pub(crate) error: Option<String>,
-    pub(crate) names: List<Name>,
-    pub(crate) locks: List<Lock>,
-    pub(crate) unreachable: List<String>,
-}
-
-/// A registered name.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct Name {
-    pub(crate) name: String,
-    pub(crate) host: String,
-    pub(crate) pid: Option<String>,
-    pub(crate) token: u64,
-    pub(crate) restart: String,
-}
-
-/// A held lock.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct Lock {
-    pub(crate) key: String,
-    pub(crate) holder: String,
-    pub(crate) host: String,
-    pub(crate) token: u64,
-    pub(crate) count: u32,
-    pub(crate) waiters: usize,
-}
-
-/// `GET /api/groups`.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct Groups {
-    pub(crate) running: bool,
-    pub(crate) groups: List<Group>,
-}
-
-/// A process group.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct Group {
-    pub(crate) name: String,
-    pub(crate) members: List<Member>,
-}
-
-/// A member of a group.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct Member {
-    pub(crate) pid: String,
-    pub(crate) node: Option<String>,
-}
-
-/// `GET /api/hubs`: the hubs, and the distributed supervisors' hubs (absent from dashboards
-/// that do not list them).
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct Hubs {
-    pub(crate) hubs: Vec<Hub>,
-    #[serde(default)]
-    pub(crate) supervisors: Vec<Hub>,
-}
-
-impl Hubs {
-    /// Every hub, the supervisors' after the others.
-    pub(crate) fn all(&self) -> impl Iterator<Item = &Hub> {
-        self.hubs.iter().chain(&self.supervisors)
-    }
-
-    /// The hub `id` and where in the answer it is (`("hubs", 2)`), if listed.
-    pub(crate) fn find(&self, id: &str) -> Option<(&'static str, usize)> {
-        let position = |hubs: &[Hub]| hubs.iter().position(|hub| hub.id == id);
-        match position(&self.hubs) {
-            Some(index) => Some(("hubs", index)),
-            None => position(&self.supervisors).map(|index| ("supervisors", index)),
-        }
-    }
-}
-
-/// A hub's ring.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct Hub {
-    pub(crate) id: String,
-    #[serde(default)]
-    pub(crate) supervisor: Option<String>,
-    pub(crate) running: bool,
-    pub(crate) nodes: List<String>,
-    pub(crate) has_quorum: bool,
-    pub(crate) partitioned: bool,
-    pub(crate) children: usize,
-    pub(crate) per_node: List<Share>,
-    pub(crate) unplaced: usize,
-}
-
-/// A hub's children on one node.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct Share {
-    pub(crate) node: String,
-    pub(crate) running: usize,
-    pub(crate) other: usize,
-}
-
-/// `GET /api/cluster`.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct Cluster {
-    pub(crate) nodes: List<ClusterRow>,
-}
-
-/// A node of the cluster view.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct ClusterRow {
-    pub(crate) name: String,
-    pub(crate) answering: bool,
-    pub(crate) error: Option<String>,
-    pub(crate) summary: Option<Summary>,
-}
-
-/// What a node says of itself in the cluster view.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct Summary {
-    pub(crate) processes: Processes,
-}
-
-/// A node's processes with the longest mailboxes.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct Processes {
-    pub(crate) count: usize,
-    pub(crate) top: Vec<Process>,
-}
-
-/// A process and its mailbox.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct Process {
-    pub(crate) pid: String,
-    pub(crate) name: Option<String>,
-    pub(crate) mailbox_len: usize,
-}
-
 #[cfg(test)]
 mod tests {
+    use shoal::dashboard::api::{HubsView, NodesView};
+
     use super::*;
 
     /// Each refusal says what to do about it; `401` tells to pass the token, or that the
@@ -394,7 +200,7 @@ mod tests {
     #[test]
     fn an_answer_of_another_shape_is_bad_json() {
         let json = serde_json::json!({ "nodes": { "items": [{ "name": "a" }], "total": 1 } });
-        let error = parse::<Nodes>("http://x:1", "/api/nodes", &json).expect_err("bad");
+        let error = parse::<NodesView>("http://x:1", "/api/nodes", &json).expect_err("bad");
         assert!(error.to_string().contains("missing field"), "{error}");
     }
 
@@ -403,17 +209,22 @@ mod tests {
     fn hubs_are_found_by_id() {
         let hub = |id: &str| {
             serde_json::json!({
-                "id": id, "running": true, "nodes": { "items": [], "total": 0 },
+                "id": id, "running": true, "nodes": { "items": [], "total": 0, "truncated": false },
                 "has_quorum": true, "partitioned": false, "children": 0,
-                "per_node": { "items": [], "total": 0 }, "unplaced": 0
+                "per_node": { "items": [], "total": 0, "truncated": false }, "unplaced": 0,
+                "sample": { "items": [], "total": 0, "truncated": false }
             })
         };
-        let json = serde_json::json!({ "hubs": [hub("a"), hub("b")], "supervisors": [hub("s")] });
-        let hubs: Hubs = parse("u", "/api/hubs", &json).expect("good");
-        assert_eq!(hubs.find("b"), Some(("hubs", 1)));
-        assert_eq!(hubs.find("s"), Some(("supervisors", 0)));
-        assert_eq!(hubs.find("z"), None);
-        let older: Hubs = parse("u", "/api/hubs", &serde_json::json!({ "hubs": [] })).expect("ok");
-        assert!(older.supervisors.is_empty());
+        let json = serde_json::json!({
+            "hubs": [hub("a"), hub("b")], "total_hubs": 2,
+            "supervisors": [hub("s")], "total_supervisors": 1
+        });
+        let hubs: HubsView = parse("u", "/api/hubs", &json).expect("good");
+        assert_eq!(hubs.find("b").map(|hub| hub.id.as_str()), Some("b"));
+        assert_eq!(hubs.find("s").map(|hub| hub.id.as_str()), Some("s"));
+        assert!(hubs.find("z").is_none());
+        let alone = serde_json::json!({ "hubs": [], "total_hubs": 0 });
+        let alone: HubsView = parse("u", "/api/hubs", &alone).expect("no supervisors: none");
+        assert!(alone.supervisors.is_empty());
     }
 }

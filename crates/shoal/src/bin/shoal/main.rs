@@ -73,6 +73,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
+use shoal::dashboard::api::HubsView;
 
 use crate::api::{ApiError, Client};
 use crate::http::{Url, UrlError};
@@ -286,13 +287,19 @@ async fn status(client: &Client, output: Output) -> Result<(), CliError> {
 async fn hub(client: &Client, output: Output, id: &str) -> Result<(), CliError> {
     let path = "/api/hubs";
     let json = client.get(path).await?;
-    let hubs: api::Hubs = client.parse(path, &json)?;
-    let Some((list, index)) = hubs.find(id) else {
+    let hubs: HubsView = client.parse(path, &json)?;
+    let Some(hub) = hubs.find(id) else {
         let known = hubs.all().map(|hub| hub.id.clone()).collect();
         return Err(ApiError::UnknownHub { id: id.to_owned(), known }.into());
     };
-    let row = &json[list][index];
-    show(output, row, || Ok(render::hub(&client.parse(path, row)?)))
+    // The hub's own object as the dashboard wrote it, among the hubs or the supervisors'.
+    let row = ["hubs", "supervisors"]
+        .into_iter()
+        .filter_map(|list| json[list].as_array())
+        .flatten()
+        .find(|row| row["id"] == id)
+        .unwrap_or(&Value::Null);
+    show(output, row, || Ok(render::hub(hub)))
 }
 
 /// How often `top` shows the list.

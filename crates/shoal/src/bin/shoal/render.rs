@@ -7,7 +7,10 @@
 
 use std::fmt::Write as _;
 
-use crate::api::{Cluster, Groups, Hub, Hubs, List, NodeInfo, NodeRow, Nodes, Paxos, Registry};
+use shoal::dashboard::api::{
+    ClusterView, GroupsView, HubRow, HubsView, List, NodeRow, NodeView, NodesView, PaxosView,
+    RegistryView,
+};
 
 /// How a column's cells line up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,7 +95,7 @@ pub(crate) fn printable(text: &str) -> String {
 
 /// `"(N of TOTAL shown)"` after a table whose list the API cut.
 fn truncation_note<T>(list: &List<T>, what: &str) -> String {
-    if list.truncated() {
+    if list.truncated {
         format!(
             "({} of {} {what} shown: the dashboard lists at most {})\n",
             list.items.len(),
@@ -106,12 +109,12 @@ fn truncation_note<T>(list: &List<T>, what: &str) -> String {
 
 /// `shoal status`: one line per part of the cluster, as `node` (the node asked) sees it.
 pub(crate) struct StatusParts<'a> {
-    pub(crate) node: &'a NodeInfo,
-    pub(crate) nodes: &'a Nodes,
-    pub(crate) paxos: &'a Paxos,
-    pub(crate) registry: &'a Registry,
-    pub(crate) groups: &'a Groups,
-    pub(crate) hubs: &'a Hubs,
+    pub(crate) node: &'a NodeView,
+    pub(crate) nodes: &'a NodesView,
+    pub(crate) paxos: &'a PaxosView,
+    pub(crate) registry: &'a RegistryView,
+    pub(crate) groups: &'a GroupsView,
+    pub(crate) hubs: &'a HubsView,
 }
 
 pub(crate) fn status(parts: &StatusParts<'_>) -> String {
@@ -136,7 +139,7 @@ pub(crate) fn status(parts: &StatusParts<'_>) -> String {
     if !down.is_empty() {
         let _ = write!(nodes_line, " ({})", down.join(", "));
     }
-    if nodes.nodes.truncated() {
+    if nodes.nodes.truncated {
         let _ =
             write!(nodes_line, "; {} known, {} listed", nodes.nodes.total, nodes.nodes.items.len());
     }
@@ -172,7 +175,7 @@ pub(crate) fn status(parts: &StatusParts<'_>) -> String {
     table.render()
 }
 
-fn paxos_line(paxos: &Paxos) -> String {
+fn paxos_line(paxos: &PaxosView) -> String {
     if !paxos.running {
         return "does not run on this node".to_owned();
     }
@@ -189,7 +192,7 @@ fn paxos_line(paxos: &Paxos) -> String {
     }
 }
 
-fn hub_line(hub: &Hub) -> String {
+fn hub_line(hub: &HubRow) -> String {
     let name = match &hub.supervisor {
         Some(supervisor) => {
             format!("{} (supervisor {})", printable(&hub.id), printable(supervisor))
@@ -216,7 +219,7 @@ fn hub_line(hub: &Hub) -> String {
 
 /// `shoal nodes`: each node, up or down, since when (`now_ms` is the time now, in
 /// milliseconds since the Unix epoch), its incarnation and address.
-pub(crate) fn nodes(nodes: &Nodes, now_ms: u64) -> String {
+pub(crate) fn nodes(nodes: &NodesView, now_ms: u64) -> String {
     let mut table = Table::new(&[
         ("NODE", Align::Left),
         ("STATE", Align::Left),
@@ -270,7 +273,7 @@ fn node_cells(row: &NodeRow, now_ms: u64) -> Vec<String> {
 
 /// The registry's notes: not running, a listing that did not finish, members that did not
 /// answer (whose entries are then missing).
-fn registry_notes(registry: &Registry) -> String {
+fn registry_notes(registry: &RegistryView) -> String {
     let mut notes = String::new();
     if !registry.running {
         notes.push_str("(the registry does not run on this node)\n");
@@ -287,7 +290,7 @@ fn registry_notes(registry: &Registry) -> String {
 }
 
 /// `shoal names`: each registered name, its process and node, its fencing token.
-pub(crate) fn names(registry: &Registry) -> String {
+pub(crate) fn names(registry: &RegistryView) -> String {
     let mut table = Table::new(&[
         ("NAME", Align::Left),
         ("PID", Align::Left),
@@ -311,7 +314,7 @@ pub(crate) fn names(registry: &Registry) -> String {
 }
 
 /// `shoal locks`: each held lock, its holder and node, its fencing token.
-pub(crate) fn locks(registry: &Registry) -> String {
+pub(crate) fn locks(registry: &RegistryView) -> String {
     let mut table = Table::new(&[
         ("LOCK", Align::Left),
         ("HOLDER", Align::Left),
@@ -337,7 +340,7 @@ pub(crate) fn locks(registry: &Registry) -> String {
 }
 
 /// `shoal groups`: each group and its members, one member a line.
-pub(crate) fn groups(groups: &Groups) -> String {
+pub(crate) fn groups(groups: &GroupsView) -> String {
     let mut table =
         Table::new(&[("GROUP", Align::Left), ("MEMBER", Align::Left), ("NODE", Align::Left)]);
     for group in &groups.groups.items {
@@ -349,7 +352,7 @@ pub(crate) fn groups(groups: &Groups) -> String {
             let node = member.node.as_deref().map_or_else(|| "?".to_owned(), printable);
             table.row(vec![name.clone(), printable(&member.pid), node]);
         }
-        if group.members.truncated() {
+        if group.members.truncated {
             let more = group.members.total - group.members.items.len();
             table.row(vec![name, format!("(and {more} more)"), String::new()]);
         }
@@ -363,7 +366,7 @@ pub(crate) fn groups(groups: &Groups) -> String {
 }
 
 /// `shoal hub ID`: the hub's state, and its children per node of the ring.
-pub(crate) fn hub(hub: &Hub) -> String {
+pub(crate) fn hub(hub: &HubRow) -> String {
     let mut out = format!("{}\n", hub_line(hub));
     let ring: Vec<&str> = hub.nodes.items.iter().map(String::as_str).collect();
     let mut table = Table::new(&[
@@ -391,7 +394,7 @@ pub(crate) fn hub(hub: &Hub) -> String {
 
 /// `shoal top`: the processes with the longest mailboxes over the cluster, longest first, at
 /// most `limit` of them; then the nodes that did not answer.
-pub(crate) fn top(cluster: &Cluster, limit: usize) -> String {
+pub(crate) fn top(cluster: &ClusterView, limit: usize) -> String {
     let mut rows = Vec::new();
     let mut processes = 0;
     let mut answering = 0;
@@ -484,7 +487,8 @@ mod tests {
     }
 
     fn list(items: serde_json::Value, total: usize) -> serde_json::Value {
-        json!({ "items": items, "total": total, "truncated": false })
+        let shown = items.as_array().map_or(0, Vec::len);
+        json!({ "items": items, "total": total, "truncated": shown < total })
     }
 
     /// Columns are as wide as their widest cell, numbers right-aligned, no trailing spaces.
@@ -506,7 +510,7 @@ mod tests {
     /// Locks show holder, node and fencing token; a cut list says so.
     #[test]
     fn locks_show_holder_and_token() {
-        let registry: Registry = read(json!({
+        let registry: RegistryView = read(json!({
             "running": true, "error": null,
             "names": list(json!([]), 0),
             "locks": list(json!([{ "key": "nightly", "holder": "<a.3.1>", "host": "a",
@@ -525,10 +529,16 @@ mod tests {
     #[test]
     fn top_merges_nodes_longest_first() {
         let node = |name: &str, top: serde_json::Value| {
-            json!({ "name": name, "answering": true, "error": null,
-                    "summary": { "processes": { "count": 10, "top": top } } })
+            let view = json!({
+                "name": name, "incarnation": 1, "listen_addr": "127.0.0.1:1", "ready": true,
+                "membership": "full_mesh", "connected": list(json!([]), 0), "members": 2,
+                "processes": 10,
+                "layers": { "paxos": true, "broadcast": true, "registry": true, "groups": true }
+            });
+            json!({ "name": name, "answering": true, "error": null, "summary": {
+                "node": view, "processes": { "node": name, "count": 10, "top": top } } })
         };
-        let cluster: Cluster = read(json!({ "nodes": list(json!([
+        let cluster: ClusterView = read(json!({ "node": "a", "nodes": list(json!([
             node("a", json!([{ "pid": "<a.1.1>", "name": null, "mailbox_len": 3 }])),
             node("b", json!([{ "pid": "<b.9.1>", "name": "slow", "mailbox_len": 50 },
                              { "pid": "<b.2.1>", "name": null, "mailbox_len": 0 }])),
