@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use shoal_transport::handshake::{Hello, Initiator, Message};
@@ -29,25 +29,38 @@ impl NodeProcess {
     /// Starts a node called `a` with `key` in `$SHOAL_KEY` and `$SHOAL_LOG` set to `log`;
     /// returns once it listens.
     fn start(key: &str, log: &str) -> Self {
+        Self::start_with(key, log, &[], &[]).0
+    }
+
+    /// As [`start`](Self::start), with `args` after its name and address and `envs` besides
+    /// the key and the log level; returns it and the rest of its stdout.
+    fn start_with(
+        key: &str,
+        log: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> (Self, BufReader<ChildStdout>) {
         let mut child = shoal_node()
             .args(["--name", "a", "--listen", "127.0.0.1:0"])
+            .args(args)
             .env("SHOAL_KEY", key)
             .env("SHOAL_LOG", log)
+            .envs(envs.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("shoal-node starts");
         let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("its stdout");
+        let mut stdout = BufReader::new(child.stdout.take().expect("its stdout"));
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("its first line");
+        stdout.read_line(&mut line).expect("its first line");
         let addr = line
             .split_whitespace()
             .nth(1)
             .and_then(|addr| addr.parse().ok())
             .unwrap_or_else(|| panic!("`listening ADDR ...` expected, got {line:?}"));
-        Self { child, stdin, addr }
+        (Self { child, stdin, addr }, stdout)
     }
 
     /// Ends its stdin (the node exits), and returns its exit status and stderr.
@@ -166,4 +179,59 @@ fn a_weak_key_or_an_unknown_log_level_is_refused_at_start() {
         assert!(stderr.contains(says), "{what}: {stderr}");
         assert!(output.stdout.is_empty(), "{what}: it listened");
     }
+}
+
+/// With `--dashboard` and `--dashboard-token-file`, the dashboard asks every request for the
+/// token in the file, and (a `prometheus` build) serves the node's figures at `/metrics`; a
+/// token in `$SHOAL_DASHBOARD_TOKEN` does the same, and a token file without a dashboard, or
+/// an empty one, is refused at start.
+#[cfg(all(feature = "dashboard", feature = "prometheus"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_asks_for_the_token_and_serves_metrics() {
+    use super::dashboard::request;
+
+    let key = generate_key();
+    let token = "a-token-of-twenty-four-ch";
+    let file = std::env::temp_dir().join(format!("shoal-node-token-{}", std::process::id()));
+    std::fs::write(&file, format!("{token}\n")).expect("writes the token file");
+    let from_file =
+        ["--dashboard", "127.0.0.1:0", "--dashboard-token-file", file.to_str().unwrap()];
+    let from_env = (&["--dashboard", "127.0.0.1:0"][..], &[("SHOAL_DASHBOARD_TOKEN", token)][..]);
+    for (args, envs) in [(&from_file[..], &[][..]), from_env] {
+        let (node, mut stdout) = NodeProcess::start_with(&key, "warn", args, envs);
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("its second line");
+        let dashboard: SocketAddr = line
+            .strip_prefix("dashboard ")
+            .and_then(|addr| addr.trim().parse().ok())
+            .unwrap_or_else(|| panic!("`dashboard ADDR` expected, got {line:?}"));
+        assert_eq!(request(dashboard, "/api/node", &[]).await.status, 401);
+        let bearer = format!("Authorization: Bearer {token}");
+        let answer = request(dashboard, "/api/node", &[&bearer]).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.json()["name"], "a");
+        let metrics = request(dashboard, "/metrics", &[&bearer]).await;
+        let text = String::from_utf8(metrics.body).expect("text");
+        assert_eq!(metrics.status, 200, "{text}");
+        assert!(text.contains("shoal_processes{node=\"a\"}"), "{text}");
+        let (status, stderr) = node.finish();
+        assert!(status.success(), "{stderr}");
+    }
+
+    let refused = |args: &[&str]| {
+        let output = shoal_node()
+            .args(["--name", "a"])
+            .args(args)
+            .env("SHOAL_KEY", &key)
+            .output()
+            .expect("shoal-node runs");
+        assert_eq!(output.status.code(), Some(2), "{output:?}");
+        String::from_utf8(output.stderr).expect("text")
+    };
+    let alone = refused(&["--dashboard-token-file", file.to_str().unwrap()]);
+    assert!(alone.contains("needs `--dashboard ADDR`"), "{alone}");
+    std::fs::write(&file, " \n").expect("empties the token file");
+    let empty = refused(&from_file);
+    assert!(empty.contains("is empty"), "{empty}");
+    let _ = std::fs::remove_file(&file);
 }

@@ -7,7 +7,7 @@
 //! shoal-node --name NAME [--key-file PATH] [--listen ADDR] [--join ADDR]...
 //!            [--heartbeat-ms MS] [--failure-timeout-ms MS] [--seed N]
 //!            [--acceptors NAME,NAME,...] [--data-dir DIR] [--lease-ms MS]
-//!            [--quorum-hub-size N] [--dashboard ADDR]
+//!            [--quorum-hub-size N] [--dashboard ADDR [--dashboard-token-file PATH]]
 //! shoal-node generate-key
 //! ```
 //!
@@ -35,14 +35,19 @@
 //! - `--quorum-hub-size`: the cluster size of hub `cluster-test-quorum`'s majority quorum: a
 //!   node runs its children while it sees more than half of `N` nodes of that hub (default:
 //!   the number of acceptors).
-//! - `--dashboard ADDR`: serves `shoal::dashboard`'s web view and JSON API on `ADDR`, a
-//!   loopback address (there is no flag for a token, which any other address needs); port 0
+//! - `--dashboard ADDR`: serves `shoal::dashboard`'s web view and JSON API on `ADDR`; port 0
 //!   picks a free port. Only in a build with the facade's `dashboard` feature
 //!   (`cargo build -p shoal --bin shoal-node --features dashboard`; `cargo xtask browser`
 //!   builds it so). In such a build every node answers the dashboard's RPC, with or without
 //!   the flag, so that a dashboard's cluster view shows it: its layers are gathered into a
 //!   `shoal::Node` (`Node::from_parts`), which lists both hubs and the supervisor for the
-//!   page (not `cluster-test-handover`, which opens and closes by command).
+//!   page (not `cluster-test-handover`, which opens and closes by command). In a build with
+//!   the `prometheus` feature too, the dashboard also serves `GET /metrics`: the node's
+//!   figures (`shoal::metrics`, sampled every second) in Prometheus's text format.
+//! - `--dashboard-token-file PATH`: the file holding the dashboard's access token (whitespace
+//!   around it is ignored), else the token in `$SHOAL_DASHBOARD_TOKEN`; every request must
+//!   then carry it. A dashboard on an address other than loopback needs one (at least 16
+//!   characters). As for the cluster key, there is no flag for the token itself.
 //!
 //! Every node runs the registry (`shoal-registry`) over its Paxos service, with the factory
 //! `cluster-test-worker` registered for the names the `names` commands use (see
@@ -184,7 +189,7 @@ fn main() -> ExitCode {
     }
     // Not `env::var(..).ok()`: a key that is not Unicode is a bad key, not a missing one.
     let key_var = std::env::var_os("SHOAL_KEY").map(|key| key.to_string_lossy().into_owned());
-    let options = match Invocation::parse(std::env::args().skip(1), key_var) {
+    let mut options = match Invocation::parse(std::env::args().skip(1), key_var) {
         Ok(Invocation::Run(options)) => *options,
         Ok(Invocation::GenerateKey) => {
             println!("{}", ClusterKey::generate().to_hex());
@@ -195,6 +200,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if options.dashboard_token.is_none() {
+        options.dashboard_token =
+            std::env::var("SHOAL_DASHBOARD_TOKEN").ok().filter(|token| !token.trim().is_empty());
+    }
     let runtime =
         match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
             Ok(runtime) => runtime,
@@ -233,7 +242,7 @@ const USAGE: &str = "\
 usage: shoal-node --name NAME [--key-file PATH] [--listen ADDR] [--join ADDR]...
                   [--heartbeat-ms MS] [--failure-timeout-ms MS] [--seed N]
                   [--acceptors NAME,NAME,...] [--data-dir DIR] [--lease-ms MS]
-                  [--quorum-hub-size N] [--dashboard ADDR]
+                  [--quorum-hub-size N] [--dashboard ADDR [--dashboard-token-file PATH]]
        shoal-node generate-key
 The cluster key (64 hexadecimal digits, from `shoal-node generate-key`) is read from the file
 that `--key-file` names, else from $SHOAL_KEY.
@@ -283,6 +292,8 @@ struct Options {
     quorum_hub_size: usize,
     /// Where to serve the dashboard, if anywhere.
     dashboard: Option<SocketAddr>,
+    /// The token every request to the dashboard must carry, if any.
+    dashboard_token: Option<String>,
 }
 
 impl Options {
@@ -302,6 +313,7 @@ impl Options {
         let mut lease_ms = 5_000;
         let mut quorum_hub_size = None;
         let mut dashboard = None;
+        let mut dashboard_token_file = None;
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("`{flag}` needs a value"));
@@ -318,6 +330,7 @@ impl Options {
                 "--lease-ms" => lease_ms = parse_value(&flag, &value()?)?,
                 "--quorum-hub-size" => quorum_hub_size = Some(parse_value(&flag, &value()?)?),
                 "--dashboard" => dashboard = Some(parse_value(&flag, &value()?)?),
+                "--dashboard-token-file" => dashboard_token_file = Some(PathBuf::from(value()?)),
                 other => return Err(format!("unknown argument `{other}`")),
             }
         }
@@ -338,6 +351,10 @@ impl Options {
             return Err(
                 "`--dashboard` needs a shoal-node built with the `dashboard` feature".to_owned()
             );
+        }
+        let dashboard_token = dashboard_token_file.as_deref().map(read_token_file).transpose()?;
+        if dashboard_token.is_some() && dashboard.is_none() {
+            return Err("`--dashboard-token-file` needs `--dashboard ADDR`".to_owned());
         }
         let quorum_hub_size = quorum_hub_size.unwrap_or(acceptors.len());
         if quorum_hub_size == 0 {
@@ -366,8 +383,21 @@ impl Options {
             lease_ms,
             quorum_hub_size,
             dashboard,
+            dashboard_token,
         })
     }
+}
+
+/// The dashboard's token in the file at `path`. The error names the file, never its contents.
+fn read_token_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        format!("cannot read the dashboard's token file {}: {error}", path.display())
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("the dashboard's token file {} is empty", path.display()));
+    }
+    Ok(token.to_owned())
 }
 
 /// The key in the file at `path`. The error names the file, never its contents.
@@ -431,7 +461,8 @@ async fn serve(options: Options) -> Result<(), String> {
             .hub(hub.hub().clone())
             .hub(quorum_hub.hub().clone())
             .supervisor(dsup.supervisor().clone());
-        Dashboard::serve(shoal::Node::from_parts(parts), options.dashboard).await?
+        let node = shoal::Node::from_parts(parts);
+        Dashboard::serve(node, options.dashboard, options.dashboard_token.clone()).await?
     };
     for seed in options.seeds {
         tokio::spawn(join_seed(node.clone(), seed));
@@ -478,27 +509,59 @@ async fn serve(options: Options) -> Result<(), String> {
 }
 
 /// The facade's view of this node's layers, which answers the dashboard's RPC while it is
-/// held, and the dashboard it serves, if asked for.
+/// held, and the dashboard it serves, if asked for (with the metrics sampler behind its
+/// `/metrics`, in a `prometheus` build).
 #[cfg(feature = "dashboard")]
 struct Dashboard {
     _node: shoal::Node,
     _serving: Option<shoal::dashboard::Dashboard>,
+    #[cfg(feature = "prometheus")]
+    _metrics: Option<shoal::metrics::Metrics>,
 }
 
 #[cfg(feature = "dashboard")]
 impl Dashboard {
-    /// Serves `node`'s dashboard on `listen`, if given, and announces its address.
-    async fn serve(node: shoal::Node, listen: Option<SocketAddr>) -> Result<Self, String> {
+    /// Serves `node`'s dashboard on `listen`, if given, requiring `token` if given, and
+    /// announces its address.
+    async fn serve(
+        node: shoal::Node,
+        listen: Option<SocketAddr>,
+        token: Option<String>,
+    ) -> Result<Self, String> {
         use shoal::dashboard::DashboardConfig;
 
-        let Some(listen) = listen else { return Ok(Dashboard { _node: node, _serving: None }) };
-        let config = DashboardConfig::default().listen(listen);
+        let mut dashboard = Dashboard {
+            _node: node.clone(),
+            _serving: None,
+            #[cfg(feature = "prometheus")]
+            _metrics: None,
+        };
+        let Some(listen) = listen else { return Ok(dashboard) };
+        let mut config = DashboardConfig::default().listen(listen);
+        if let Some(token) = token {
+            config = config.token(token);
+        }
+        #[cfg(feature = "prometheus")]
+        {
+            use shoal::metrics::{Metrics, MetricsConfig, prometheus_recorder};
+
+            let prometheus =
+                prometheus_recorder().map_err(|error| format!("cannot serve /metrics: {error}"))?;
+            let sampled = MetricsConfig {
+                hubs: node.hub_ids(),
+                supervisors: node.supervisor_names(),
+                ..MetricsConfig::default()
+            };
+            dashboard._metrics = Some(Metrics::start(&node, sampled));
+            config = config.prometheus(prometheus);
+        }
         let serving = shoal::dashboard::Dashboard::start(&node, config)
             .await
             .map_err(|error| format!("cannot start the dashboard: {error}"))?;
         eprintln!("{}: dashboard on http://{}/", node.name(), serving.addr());
         write_line(&format!("dashboard {}", serving.addr()));
-        Ok(Dashboard { _node: node, _serving: Some(serving) })
+        dashboard._serving = Some(serving);
+        Ok(dashboard)
     }
 }
 
@@ -893,6 +956,7 @@ mod tests {
                 lease_ms: 900,
                 quorum_hub_size: 5,
                 dashboard: None,
+                dashboard_token: None,
             }
         );
     }
@@ -909,6 +973,31 @@ mod tests {
         }
         assert!(parse("--name a --dashboard nowhere").is_err());
         assert_eq!(parse("--name a").unwrap().dashboard, None);
+    }
+
+    /// `--dashboard-token-file` reads the token, trimmed, from its file; it needs
+    /// `--dashboard`, and an empty or missing file is refused without showing its contents.
+    #[test]
+    fn the_dashboard_token_comes_from_its_file() {
+        let path = key_file("dashboard-token", "  a-token-of-twenty-chars \n");
+        let file = path.display();
+        if cfg!(feature = "dashboard") {
+            let parsed =
+                parse(&format!("--name a --dashboard 127.0.0.1:0 --dashboard-token-file {file}"));
+            assert_eq!(parsed.unwrap().dashboard_token.as_deref(), Some("a-token-of-twenty-chars"));
+        }
+        let alone = parse(&format!("--name a --dashboard-token-file {file}")).unwrap_err();
+        assert!(alone.contains("needs `--dashboard ADDR`"), "{alone}");
+        std::fs::write(&path, "\n").unwrap();
+        let empty =
+            parse(&format!("--name a --dashboard 127.0.0.1:0 --dashboard-token-file {file}"));
+        std::fs::remove_file(&path).unwrap();
+        let missing =
+            parse(&format!("--name a --dashboard 127.0.0.1:0 --dashboard-token-file {file}"));
+        if cfg!(feature = "dashboard") {
+            assert!(empty.unwrap_err().contains("is empty"));
+            assert!(missing.unwrap_err().contains("cannot read the dashboard's token file"));
+        }
     }
 
     #[test]
