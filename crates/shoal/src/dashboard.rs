@@ -167,13 +167,14 @@
 //! `node`, `up`, `protocol_version`); and `samples`, the latest [`SAMPLES`] once-a-second
 //! totals, oldest first, each with its `at_ms` (a chart shows the differences between them).
 //!
-//! ## `GET /api/cluster`
+//! ## `GET /api/cluster?top=N`
 //!
 //! `node` (the node that asked) and `nodes`, a list (at most [`MAX_CLUSTER_NODES`]) sorted by
 //! name of this node and every member, each `name`, `answering` (whether it answered within
 //! [`CLUSTER_TIMEOUT`]), `error` (why not, or `null`) and `summary` (`null` if not
 //! answering): `node` (its [`/api/node`](#get-apinode)) and `processes` (its
-//! [`/api/processes?top=5`](#get-apiprocessestopn)). Taken at most once a second.
+//! [`/api/processes?top=N`](#get-apiprocessestopn), `N` from 1 to [`MAX_TOP`], 5 by default;
+//! anything else is a `400`). Taken at most once a second for a given `N`.
 //!
 //! ## `GET /`
 //!

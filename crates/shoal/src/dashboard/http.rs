@@ -300,17 +300,17 @@ async fn nodes(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn processes(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
-    match top(&uri) {
+    match top(&uri, DEFAULT_TOP) {
         Ok(top) => json(&views::processes_view(&shared.node, top)),
         Err(message) => error(StatusCode::BAD_REQUEST, &message),
     }
 }
 
-/// The `top` parameter: a whole number from 1 to [`MAX_TOP`], [`DEFAULT_TOP`] if absent.
-fn top(uri: &Uri) -> Result<usize, String> {
+/// The `top` parameter: a whole number from 1 to [`MAX_TOP`], `default` if absent.
+fn top(uri: &Uri, default: usize) -> Result<usize, String> {
     let Some(given) = query_param(uri, "top").map_err(|error| format!("bad query: {error}"))?
     else {
-        return Ok(DEFAULT_TOP);
+        return Ok(default);
     };
     match given.parse::<usize>() {
         Ok(top) if (1..=MAX_TOP).contains(&top) => Ok(top),
@@ -341,8 +341,11 @@ async fn transport(State(shared): State<Arc<Shared>>) -> Response {
     json(&views::transport_view(&shared))
 }
 
-async fn cluster(State(shared): State<Arc<Shared>>) -> Response {
-    json(&views::cluster_view(&shared).await)
+async fn cluster(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
+    match top(&uri, views::SUMMARY_TOP) {
+        Ok(top) => json(&views::cluster_view(&shared, top).await),
+        Err(message) => error(StatusCode::BAD_REQUEST, &message),
+    }
 }
 
 #[cfg(test)]
@@ -393,7 +396,7 @@ mod tests {
     /// `top` is a whole number in range; anything else is refused with a message.
     #[test]
     fn top_is_checked() {
-        let top_of = |uri: &str| top(&uri.parse::<Uri>().expect("a uri"));
+        let top_of = |uri: &str| top(&uri.parse::<Uri>().expect("a uri"), DEFAULT_TOP);
         assert_eq!(top_of("/api/processes"), Ok(DEFAULT_TOP));
         assert_eq!(top_of("/api/processes?top=3"), Ok(3));
         assert_eq!(top_of("/api/processes?top=100"), Ok(100));

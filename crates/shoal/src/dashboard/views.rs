@@ -32,8 +32,8 @@ use crate::Node;
 /// that come after it.
 const LISTING_FRESH_FOR: Duration = Duration::from_secs(1);
 
-/// What a node answers [`RPC`] with, at most this many processes.
-const SUMMARY_TOP: usize = 5;
+/// How many processes each node's summary lists in `GET /api/cluster` when not asked.
+pub(super) const SUMMARY_TOP: usize = 5;
 
 /// The state a dashboard's requests share: the node, the access token, the recorder's history
 /// and samples, and the listings taken at most once a second.
@@ -45,7 +45,8 @@ pub(super) struct Shared {
     pub(super) prometheus: Option<crate::metrics::Prometheus>,
     watched: Mutex<Watched>,
     registry: tokio::sync::Mutex<Option<(Instant, RegistryView)>>,
-    cluster: tokio::sync::Mutex<Option<(Instant, ClusterView)>>,
+    /// The latest cluster view, when it was taken, and the `top` it was asked with.
+    cluster: tokio::sync::Mutex<Option<(Instant, usize, ClusterView)>>,
 }
 
 impl Shared {
@@ -164,22 +165,24 @@ pub(super) fn summary(node: &Node, top: usize) -> Summary {
     Summary { node: node_view(node), processes: processes_view(node, top) }
 }
 
-/// Every node's summary, this one's read here and the others' asked in parallel, each
-/// within [`CLUSTER_TIMEOUT`]; taken at most once a second.
-pub(super) async fn cluster_view(shared: &Shared) -> ClusterView {
+/// Every node's summary with its `top` processes, this one's read here and the others' asked
+/// in parallel, each within [`CLUSTER_TIMEOUT`]; taken at most once a second for each `top`
+/// (one kept: the latest).
+pub(super) async fn cluster_view(shared: &Shared, top: usize) -> ClusterView {
     let clock = shared.node.runtime().clock();
     let mut cached = shared.cluster.lock().await;
-    if let Some((taken, view)) = &*cached
+    if let Some((taken, asked, view)) = &*cached
+        && *asked == top
         && clock.since(*taken) < LISTING_FRESH_FOR
     {
         return view.clone();
     }
-    let view = ask_cluster(&shared.node).await;
-    *cached = Some((clock.now(), view.clone()));
+    let view = ask_cluster(&shared.node, top).await;
+    *cached = Some((clock.now(), top, view.clone()));
     view
 }
 
-async fn ask_cluster(node: &Node) -> ClusterView {
+async fn ask_cluster(node: &Node, top: usize) -> ClusterView {
     let mut names: Vec<String> =
         node.transport().members().into_iter().map(|spec| spec.name).collect();
     names.push(node.name().to_owned());
@@ -192,7 +195,7 @@ async fn ask_cluster(node: &Node) -> ClusterView {
         let transport = node.transport().clone();
         let name = name.clone();
         asked.spawn(async move {
-            let request = SummaryRequest { top: SUMMARY_TOP };
+            let request = SummaryRequest { top };
             let answer =
                 transport.rpc::<_, Option<Summary>>(&name, RPC, &request, CLUSTER_TIMEOUT).await;
             (index, answer)
@@ -225,7 +228,7 @@ async fn ask_cluster(node: &Node) -> ClusterView {
     if let Some(row) = rows.iter_mut().find(|row| row.name == me && !row.answering) {
         row.answering = true;
         row.error = None;
-        row.summary = Some(summary(node, SUMMARY_TOP));
+        row.summary = Some(summary(node, top));
     }
     let mut nodes = List::capped(rows, MAX_CLUSTER_NODES);
     nodes.set_total(total);

@@ -232,6 +232,18 @@ async fn the_dashboard_shows_the_cluster_and_a_crashed_node_down() {
     let on_b = find(&cluster["nodes"], "name", "b").expect("b");
     assert_eq!(on_b["summary"]["node"]["name"], "b");
     assert!(on_b["summary"]["processes"]["count"].as_u64() > Some(0));
+    // Each node lists as many processes as asked (5 by default), the others' through the RPC.
+    let listed = |view: &Value, node: &str| {
+        let row = find(&view["nodes"], "name", node).expect("a row");
+        row["summary"]["processes"]["top"].as_array().map_or(0, Vec::len)
+    };
+    for node in ["a", "b"] {
+        assert!((1..=5).contains(&listed(&cluster, node)), "{node}: {cluster}");
+        assert_eq!(listed(&get(addr, "/api/cluster?top=1").await, node), 1, "{node}");
+    }
+    let wide = get(addr, "/api/cluster?top=100").await;
+    assert!(listed(&wide, "b") >= listed(&cluster, "b"), "{wide}");
+    assert_eq!(request(addr, "/api/cluster?top=0", &[]).await.status, 400);
 
     let processes = get(addr, "/api/processes?top=3").await;
     assert_eq!(processes["node"], "a");

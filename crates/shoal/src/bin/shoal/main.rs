@@ -57,7 +57,7 @@
 //! **What it is not.** It changes nothing (every request is a `GET`), joins no cluster and
 //! holds no connection between requests; it sees what the node behind `--url` sees (names,
 //! locks and the cluster view ask every member; nodes, groups and hubs are that node's view),
-//! and `top` sees the few longest mailboxes each node reports (five each).
+//! and `top` sees the longest mailboxes each node reports (at most 100 each).
 //!
 //! Exit status: 0 when the answer was shown, 1 when it could not be (the message on stderr
 //! says why: nothing listens at the URL, a token is needed or refused, an unknown hub, an
@@ -73,6 +73,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
+use shoal::dashboard::MAX_TOP;
 use shoal::dashboard::api::HubsView;
 
 use crate::api::{ApiError, Client};
@@ -319,11 +320,14 @@ async fn top(
 ) -> Result<(), CliError> {
     let redraw = output == Output::Table && io::stdout().is_terminal();
     let mut shown = false;
+    // Each node's `limit` longest (as many as a dashboard lists) hold the cluster's `limit`
+    // longest.
+    let path = format!("{CLUSTER}?top={}", limit.clamp(1, MAX_TOP));
     loop {
-        let answer = client.get(CLUSTER).await;
+        let answer = client.get(&path).await;
         let text = match answer {
             Ok(json) => {
-                let table = || Ok(render::top(&client.parse(CLUSTER, &json)?, limit));
+                let table = || Ok(render::top(&client.parse(&path, &json)?, limit));
                 match output {
                     Output::Json => pretty(&json),
                     Output::Table => table().map_err(CliError::Api)?,
