@@ -54,10 +54,11 @@
 //! [`header_read_timeout`](DashboardConfig::header_read_timeout) (5 s by default; the same
 //! bound runs again between the requests of a kept-alive connection) is closed; and a request
 //! not answered within [`request_timeout`](DashboardConfig::request_timeout) (10 s by default)
-//! gets `503` with `{"error": "..."}`. Every answer is bounded (see below). Not bounded: the
-//! time a client that asks in time takes to read its answers (they are small enough for the
-//! socket's buffers as a rule), and many clients together can keep every place taken, each
-//! silent one for at most the header timeout at a time.
+//! gets `503` with `{"error": "..."}`. A connection whose answer has waited
+//! [`write_timeout`](DashboardConfig::write_timeout) (10 s by default) for the client to read
+//! what was sent before is closed. Every answer is bounded (see below). Not bounded: many
+//! clients together can keep every place taken, each for at most one of those timeouts at a
+//! time.
 //!
 //! # The cluster view
 //!
@@ -263,6 +264,9 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request may take to be answered, by default.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long an answer may wait for a client that does not read it, by default.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long [`Dashboard::stop`] lets open connections finish.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
@@ -282,6 +286,7 @@ pub(crate) struct Limits {
     pub(crate) max_connections: usize,
     pub(crate) header_read_timeout: Duration,
     pub(crate) request_timeout: Duration,
+    pub(crate) write_timeout: Duration,
 }
 
 impl Default for DashboardConfig {
@@ -294,6 +299,7 @@ impl Default for DashboardConfig {
                 max_connections: DEFAULT_MAX_CONNECTIONS,
                 header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
                 request_timeout: DEFAULT_REQUEST_TIMEOUT,
+                write_timeout: DEFAULT_WRITE_TIMEOUT,
             },
             #[cfg(feature = "prometheus")]
             prometheus: None,
@@ -349,6 +355,14 @@ impl DashboardConfig {
         self
     }
 
+    /// How long a write of an answer may wait for the client to read what was sent before,
+    /// before its connection is closed ([`DEFAULT_WRITE_TIMEOUT`] by default; above zero): a
+    /// client that asks and never reads holds its connection for at most this long.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.write_timeout = timeout;
+        self
+    }
+
     /// Serves `prometheus`'s text at `GET /metrics` (feature `prometheus`), behind the same
     /// access rules as the rest; without it, `/metrics` is `404`.
     ///
@@ -388,6 +402,9 @@ impl DashboardConfig {
             }
             _ if self.limits.request_timeout.is_zero() => {
                 Err(DashboardError::InvalidConfig("request_timeout is 0".to_owned()))
+            }
+            _ if self.limits.write_timeout.is_zero() => {
+                Err(DashboardError::InvalidConfig("write_timeout is 0".to_owned()))
             }
             _ => Ok(()),
         }

@@ -417,6 +417,54 @@ async fn silent_connections_are_closed_and_connections_past_the_cap_wait() {
     within(node.shutdown()).await;
 }
 
+/// A client that pipelines requests and never reads the answers is closed once an answer has
+/// waited the write timeout for it to read, and its place is free again: with one place, a
+/// second client is answered after that, not never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_closed_after_the_write_timeout() {
+    const WRITE_TIMEOUT: Duration = Duration::from_millis(500);
+    let key = ClusterKey::generate();
+    let node = within(builder("solo", &key).start()).await.expect("starts");
+    let config = DashboardConfig::default()
+        .max_connections(1)
+        .header_read_timeout(BOUND)
+        .write_timeout(WRITE_TIMEOUT);
+    let dashboard = within(Dashboard::start(&node, config)).await.expect("starts");
+    let addr = dashboard.addr();
+
+    // A small receive window, so the server's buffers fill after a few answers.
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.set_recv_buffer_size(4096).expect("a small receive buffer");
+    let (mut unread, mut writer) =
+        within(socket.connect(addr)).await.expect("connects").into_split();
+    let head = format!("GET /api/nodes HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let flood = tokio::spawn(async move {
+        // Until the server stops reading (its answers unread), then until it closes.
+        for _ in 0..100_000 {
+            if writer.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let asked = tokio::time::Instant::now();
+    let answer = request(addr, "/api/node", &[]).await;
+    assert_eq!(answer.status, 200);
+    assert!(asked.elapsed() >= WRITE_TIMEOUT - Duration::from_millis(100), "{:?}", asked.elapsed());
+    within(flood).await.expect("the flood ends: the server closed its connection");
+    // What the server sent before it closed, and then the end (or a reset).
+    let mut answers = Vec::new();
+    let _ = within(unread.read_to_end(&mut answers)).await;
+    assert!(answers.starts_with(b"HTTP/1.1 200"), "answered until it stalled");
+
+    let zero = DashboardConfig::default().write_timeout(Duration::ZERO);
+    assert!(matches!(
+        within(Dashboard::start(&node, zero)).await,
+        Err(DashboardError::InvalidConfig(_))
+    ));
+    within(dashboard.stop()).await;
+    within(node.shutdown()).await;
+}
+
 /// A node made of parts (`Node::from_parts`) answers the cluster view by itself, and lists
 /// the hub it was given; the answer's handler holds the node weakly (no cycle through the
 /// transport): once the last handle of that node is dropped, its transport answers that there
