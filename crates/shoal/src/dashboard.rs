@@ -82,7 +82,8 @@
 //!
 //! ## `GET /api/node`
 //!
-//! This node: `name`, `incarnation` (larger at every start), `listen_addr` (the transport's),
+//! This node: `name`, `incarnation` (larger at every start), `started_at_ms` (when its
+//! `shoal::Node` was made, on its clock), `listen_addr` (the transport's),
 //! `ready` ([`Node::is_ready`]), `membership` (`"full_mesh"`, `"static"` or `"managed"`),
 //! `connected` (a list of the names of the nodes it is connected to, at most
 //! [`MAX_LIST_ITEMS`]), `members` (how many members it knows, connected or not),

@@ -131,6 +131,9 @@ struct Inner {
     supervisors: Mutex<BTreeMap<String, DistributedSupervisor>>,
     /// How long [`Node::join`] keeps trying.
     join_timeout: Duration,
+    /// When the node was made, in milliseconds since the Unix epoch on its clock.
+    #[cfg_attr(not(feature = "dashboard"), allow(dead_code))]
+    started_at_ms: u64,
     ready: watch::Receiver<bool>,
     /// True once the node stops: its background tasks end.
     stopping: watch::Sender<bool>,
@@ -170,6 +173,12 @@ impl Node {
         #[cfg(feature = "dashboard")]
         crate::dashboard::answer_summaries(&node);
         node
+    }
+
+    /// When the node was made, in milliseconds since the Unix epoch on its clock.
+    #[cfg(feature = "dashboard")]
+    pub(crate) fn started_at_ms(&self) -> u64 {
+        self.inner.started_at_ms
     }
 
     /// A handle that does not keep the node alive (for a handler the node itself holds).

@@ -70,6 +70,8 @@ pub struct NodeView {
     pub name: String,
     /// Its incarnation (larger at every start).
     pub incarnation: u64,
+    /// When it was made (its `shoal::Node`), on its clock.
+    pub started_at_ms: u64,
     /// The transport's listening address.
     pub listen_addr: String,
     /// Whether it is ready ([`Node::is_ready`](crate::Node::is_ready)).

@@ -96,6 +96,7 @@ pub(super) fn node_view(node: &Node) -> NodeView {
     NodeView {
         name: clip(node.name()),
         incarnation: transport.incarnation(),
+        started_at_ms: node.started_at_ms(),
         listen_addr: node.listen_addr().to_string(),
         ready: node.is_ready(),
         membership: membership.to_owned(),

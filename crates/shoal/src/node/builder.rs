@@ -255,6 +255,7 @@ impl NodeBuilder {
             #[cfg(all(feature = "hub", feature = "supervisor"))]
             supervisors: Mutex::new(BTreeMap::new()),
             join_timeout: self.join_timeout,
+            started_at_ms: transport.runtime().clock().wall_millis(),
             ready,
             stopping: watch::Sender::new(false),
         };

@@ -137,6 +137,7 @@ impl NodeParts {
     /// The node's state, its readiness read through `ready`.
     pub(super) fn into_inner(self, ready: watch::Receiver<bool>) -> Inner {
         Inner {
+            started_at_ms: self.transport.runtime().clock().wall_millis(),
             transport: self.transport,
             key: self.key,
             #[cfg(feature = "paxos")]

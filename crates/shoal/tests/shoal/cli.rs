@@ -246,7 +246,7 @@ async fn every_command_shows_the_cluster_as_a_table_and_as_json() {
     ] {
         assert!(has_row(&status, row), "{row:?}: {status}");
     }
-    assert!(has_row(&status, &["node", "a", "(ready,"]), "{status}");
+    assert!(has_row(&status, &["node", "a", "(ready,", "up"]), "{status}");
     assert!(has_row(&status, &["paxos", "quorum;"]), "{status}");
     assert!(status.contains(&format!("{HUB}: 12 children on 2 of 2 nodes")), "{status}");
     let status_json = run(&url, &["status", "--json"]).await.json();
@@ -254,6 +254,9 @@ async fn every_command_shows_the_cluster_as_a_table_and_as_json() {
         assert!(status_json[part].is_object(), "{part}: {status_json}");
     }
     assert_eq!(status_json["node"]["name"], "a");
+    let started = status_json["node"]["started_at_ms"].as_u64().expect("a start time");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    assert!(started > 0 && u128::from(started) <= now.as_millis(), "{status_json}");
 
     // top: the stuck process's backlog (29 or more) puts it first, across the cluster.
     let stuck_pid = stuck.pid().to_string();

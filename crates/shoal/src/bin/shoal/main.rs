@@ -279,6 +279,7 @@ async fn status(client: &Client, output: Output) -> Result<(), CliError> {
             registry: &registry,
             groups: &groups,
             hubs: &hubs,
+            now_ms: now_ms(),
         };
         Ok(render::status(&parts))
     })

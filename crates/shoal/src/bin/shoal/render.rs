@@ -115,19 +115,22 @@ pub(crate) struct StatusParts<'a> {
     pub(crate) registry: &'a RegistryView,
     pub(crate) groups: &'a GroupsView,
     pub(crate) hubs: &'a HubsView,
+    /// Now, in milliseconds since the Unix epoch (for how long the node has been up).
+    pub(crate) now_ms: u64,
 }
 
 pub(crate) fn status(parts: &StatusParts<'_>) -> String {
-    let StatusParts { node, nodes, paxos, registry, groups, hubs } = parts;
+    let StatusParts { node, nodes, paxos, registry, groups, hubs, now_ms } = parts;
     let mut table = Table::new(&[("", Align::Left), ("", Align::Left)]);
     let mut line = |key: &str, value: String| table.row(vec![key.to_owned(), value]);
     line(
         "node",
         format!(
-            "{} at {} ({}, {} membership, {} processes)",
+            "{} at {} ({}, up {}, {} membership, {} processes)",
             printable(&node.name),
             node.listen_addr,
             if node.ready { "ready" } else { "NOT READY" },
+            duration_text(now_ms.saturating_sub(node.started_at_ms)),
             node.membership,
             node.processes,
         ),
@@ -530,7 +533,8 @@ mod tests {
     fn top_merges_nodes_longest_first() {
         let node = |name: &str, top: serde_json::Value| {
             let view = json!({
-                "name": name, "incarnation": 1, "listen_addr": "127.0.0.1:1", "ready": true,
+                "name": name, "incarnation": 1, "started_at_ms": 0, "listen_addr": "127.0.0.1:1",
+                "ready": true,
                 "membership": "full_mesh", "connected": list(json!([]), 0), "members": 2,
                 "processes": 10,
                 "layers": { "paxos": true, "broadcast": true, "registry": true, "groups": true }
