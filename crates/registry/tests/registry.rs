@@ -700,6 +700,37 @@ async fn group_membership_counts_exits_scopes_and_bad_input() {
     }
 }
 
+/// A hello lost on the way is sent again. While b starts its groups, everything a reads from
+/// b is dropped (heartbeats too, under a failure timeout long enough to keep the connection),
+/// so b's hello never arrives, and a's own went to b before b ran the service. Once the link
+/// heals, a's repeated hello makes them peers within a few periods, and b's member is seen on
+/// a. (When a hello was said once, they stayed apart for as long as they were connected.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_hello_is_sent_again() {
+    use shoal_transport::{Direction, Fault};
+    let patient =
+        |name: &str| builder(name).heartbeat(Duration::from_millis(100), Duration::from_secs(20));
+    let a = patient("ha").start().await.expect("node starts");
+    let b = patient("hb").start().await.expect("node starts");
+    within(a.join(b.listen_addr())).await.expect("joins");
+    until("connected both ways", || a.is_connected("hb") && b.is_connected("ha")).await;
+    let config = GroupsConfig { sync_every: Duration::from_millis(200), ..GroupsConfig::default() };
+    let on_a = within(Groups::start(&a, config)).await.expect("groups");
+    a.inject_fault("hb", Direction::Inbound, Fault::Drop(1.0));
+    let on_b = within(Groups::start(&b, config)).await.expect("groups");
+    let member = spawn_worker(&b);
+    on_b.join("presence", member).expect("joins");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(on_a.members("presence").is_empty(), "nothing from b arrived while dropped");
+    a.heal("hb");
+    until("a sees b's member", || on_a.members("presence").contains(&member)).await;
+    assert!(a.is_connected("hb"), "the connection stayed up throughout");
+    within(on_a.stop()).await;
+    within(on_b.stop()).await;
+    a.shutdown();
+    b.shutdown();
+}
+
 /// Messages through a group: to all members, to those on one node, to one, and a call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_messaging_reaches_its_members() {

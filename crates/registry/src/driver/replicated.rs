@@ -11,7 +11,14 @@
 //!
 //! **Peers** are the connected nodes that run the same service: each node says hello on the
 //! service to every node that connects (and to every connected node when it starts), and
-//! takes a node as a peer when that node's hello arrives (answering with its own, once).
+//! takes a node as a peer when that node's hello arrives. A hello is always answered: with a
+//! hello of its own by a node that did not know the sender, else with a welcome, which makes
+//! the greeter take the answering node as a peer too. A connected node that is not a peer is
+//! greeted again, after `sync_every`, then twice as long each time up to 16 periods
+//! (`GREET_BACKOFF_MAX`), until it answers: so a hello lost (a full send queue, a
+//! connection that failed and came back between the messages and the events that tell of
+//! it) delays a peer by a period or two, and never leaves two connected nodes apart for good,
+//! while a node that does not run the service is asked rarely.
 //!
 //! Every change the core reports ([`ReplicaOutput::Changed`]) is handed, in order and under
 //! the lock, to the [`ReplicaObserver`] given at start: an index kept for reads, subscriptions.
@@ -25,7 +32,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -94,9 +101,16 @@ pub fn next_run(incarnation: u64) -> u64 {
     run
 }
 
+/// How many periods (`sync_every`) apart, at most, a connected node that does not answer is
+/// greeted again (see the module docs).
+const GREET_BACKOFF_MAX: u32 = 16;
+
 /// A message on the service: a hello, a goodbye, an acknowledgement, or one of the core's.
+/// (New variants go at the end: a node of an earlier build cannot read them, and answers a
+/// hello from a node it does not know with a hello.)
 #[derive(Clone, Debug, Serialize, Deserialize)]
 enum Wire<K, V> {
+    /// "I run the service: take me as a peer, and answer."
     Hello,
     /// The sender stopped the service: its entries go.
     Bye,
@@ -106,6 +120,8 @@ enum Wire<K, V> {
         seq: u64,
     },
     Replica(ReplicaMessage<K, V>),
+    /// The answer to a hello from a node already a peer here: "I have you; take me too".
+    Welcome,
 }
 
 /// The core and the observer, as [`Replicated::with`] and [`Replicated::with_mut`] show them
@@ -136,6 +152,9 @@ pub struct Replicated<K, V, O> {
     inner: Arc<Inner<K, V, O>>,
     stop: watch::Sender<bool>,
     service: Service<Wire<K, V>>,
+    /// The task that sends what is queued: awaited at a stop before the goodbyes go, so that
+    /// nothing it sends can follow them.
+    sender: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Told once the service has closed on this node.
     closed: Mutex<Option<oneshot::Receiver<()>>>,
 }
@@ -175,14 +194,16 @@ where
             clock: clock.clone(),
         });
         let stop = watch::Sender::new(false);
-        tokio::spawn(send_task(service.clone(), queued, stop.subscribe()));
+        let sender = tokio::spawn(send_task(service.clone(), queued, stop.subscribe()));
         let events = node.subscribe();
         let (tell_closed, closed) = oneshot::channel();
-        for peer in node.nodes() {
-            inner.queue(peer, Wire::Hello);
-        }
-        let task =
-            Task { inner: inner.clone(), node: node.clone(), clock, keeps: Mutex::default() };
+        let task = Task {
+            inner: inner.clone(),
+            node: node.clone(),
+            clock,
+            keeps: Mutex::default(),
+            greetings: Mutex::new(Greetings::new(config.sync_every)),
+        };
         let mut stopped = stop.subscribe();
         tokio::spawn(async move {
             tokio::select! {
@@ -193,7 +214,13 @@ where
             inbox.close().await;
             let _ = tell_closed.send(());
         });
-        Ok(Replicated { inner, stop, service, closed: Mutex::new(Some(closed)) })
+        Ok(Replicated {
+            inner,
+            stop,
+            service,
+            sender: Mutex::new(Some(sender)),
+            closed: Mutex::new(Some(closed)),
+        })
     }
 
     /// Changes this node's own entries, in order (`None` removes): applied (and seen by the
@@ -253,14 +280,22 @@ where
 
     /// Stops replicating: the peers are told (they drop this node's entries at once), and the
     /// service closes on this node; returns once it has (so it can be started again).
+    ///
+    /// What is queued is sent first, and the goodbye last, to every connected node:
+    /// a node that took this one as a peer from a hello this one never heard the answer to is
+    /// told too, and none is greeted after it (which would make it a peer again, of a node
+    /// no longer running the map).
     pub async fn stop(&self) {
-        if !*self.stop.borrow() {
-            let peers: Vec<String> = self.inner.lock().replica.peers().iter().cloned().collect();
-            for peer in peers {
-                // A peer out of reach drops this node's entries when it sees this node down.
-                let _ = self.service.send(&peer, &Wire::Bye).await;
+        if !self.stop.send_replace(true) {
+            let sender =
+                self.sender.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            if let Some(sender) = sender {
+                let _ = sender.await;
             }
-            self.stop.send_replace(true);
+            for node in self.service.node().nodes() {
+                // A peer out of reach drops this node's entries when it sees this node down.
+                let _ = self.service.send(&node, &Wire::Bye).await;
+            }
         }
         let closed = self.closed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(closed) = closed {
@@ -338,7 +373,8 @@ fn observe<K, V, O: ReplicaObserver<K, V>>(
     }
 }
 
-/// Sends what the core asks to, in order, waiting while a peer's queue is full.
+/// Sends what the core asks to, in order, waiting while a peer's queue is full; once told to
+/// stop, sends what is queued by then and ends.
 async fn send_task<K, V>(
     service: Service<Wire<K, V>>,
     mut queued: mpsc::Receiver<(String, Wire<K, V>)>,
@@ -350,7 +386,12 @@ async fn send_task<K, V>(
     loop {
         let next = tokio::select! {
             biased;
-            _ = stop.changed() => return,
+            _ = stop.changed() => {
+                while let Ok((to, message)) = queued.try_recv() {
+                    let _ = service.send(&to, &message).await;
+                }
+                return;
+            }
             next = queued.recv() => next,
         };
         let Some((to, message)) = next else { return };
@@ -368,6 +409,50 @@ struct Task<K, V, O> {
     /// (managed membership) keeps them while they are peers: a peer goes only by a failure
     /// or its goodbye.
     keeps: Mutex<BTreeMap<String, shoal_transport::KeepConnection>>,
+    /// The connected nodes greeted that are not yet peers.
+    greetings: Mutex<Greetings>,
+}
+
+/// When each connected node that is not a peer is greeted next (see the module docs).
+struct Greetings {
+    period: Duration,
+    /// Node → when it is greeted again, and how many periods after that.
+    due: BTreeMap<String, (Instant, u32)>,
+}
+
+impl Greetings {
+    fn new(period: Duration) -> Self {
+        Greetings { period, due: BTreeMap::new() }
+    }
+
+    /// `node` was greeted at `now`: again a period later unless it answers.
+    fn greeted(&mut self, node: String, now: Instant) {
+        self.due.insert(node, (now + self.period, 2));
+    }
+
+    /// `node` answered, went down or left: it is not greeted again.
+    fn forget(&mut self, node: &str) {
+        self.due.remove(node);
+    }
+
+    /// The nodes due a greeting at `now`, each then due again after twice the wait (up to
+    /// [`GREET_BACKOFF_MAX`] periods).
+    fn due(&mut self, now: Instant) -> Vec<String> {
+        let mut due = Vec::new();
+        for (node, (at, next)) in &mut self.due {
+            if *at <= now {
+                due.push(node.clone());
+                *at = now + self.period * *next;
+                *next = (*next * 2).min(GREET_BACKOFF_MAX);
+            }
+        }
+        due
+    }
+
+    /// When the next greeting is due, if any is.
+    fn next(&self) -> Option<Instant> {
+        self.due.values().map(|(at, _)| *at).min()
+    }
 }
 
 impl<K, V, O> Task<K, V, O> {
@@ -392,8 +477,12 @@ where
         inbox: &mut shoal_transport::Inbox<Wire<K, V>>,
         mut events: tokio::sync::broadcast::Receiver<NodeEvent>,
     ) {
+        for node in self.node.nodes() {
+            self.greet(node);
+        }
         loop {
-            let wake = self.inner.lock().replica.poll_timeout();
+            let sync = self.inner.lock().replica.poll_timeout();
+            let wake = self.greetings().next().map_or(sync, |greet| greet.min(sync));
             tokio::select! {
                 biased;
                 incoming = inbox.recv() => {
@@ -401,22 +490,18 @@ where
                     self.receive(incoming.from, incoming.message);
                 }
                 event = events.recv() => match event {
-                    Ok(NodeEvent::Up { node, .. }) => self.inner.queue(node, Wire::Hello),
-                    Ok(NodeEvent::Down { node, .. }) => {
-                        self.let_go(&node);
-                        self.inner.peer_gone(&node, PeerEvent::Down);
-                    }
+                    Ok(NodeEvent::Up { node, .. }) => self.greet(node),
+                    Ok(NodeEvent::Down { node, .. }) => self.gone(&node, PeerEvent::Down),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         // Events were missed: drop the peers no longer connected, greet the rest.
                         let connected = self.node.nodes();
                         let peers: Vec<String> =
                             self.inner.lock().replica.peers().iter().cloned().collect();
                         for peer in peers.iter().filter(|peer| !connected.contains(peer)) {
-                            self.let_go(peer);
-                            self.inner.peer_gone(peer, PeerEvent::Down);
+                            self.gone(peer, PeerEvent::Down);
                         }
                         for node in connected {
-                            self.inner.queue(node, Wire::Hello);
+                            self.greet(node);
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -424,9 +509,54 @@ where
                 () = self.clock.sleep_until(wake.into()) => {
                     let now = self.clock.now().into_std();
                     self.inner.apply(|state| state.replica.tick(now));
+                    self.greet_again(now);
                 }
             }
         }
+    }
+
+    fn greetings(&self) -> MutexGuard<'_, Greetings> {
+        self.greetings.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Says hello to `node`, and again later until it answers.
+    fn greet(&self, node: String) {
+        self.greetings().greeted(node.clone(), self.clock.now().into_std());
+        self.inner.queue(node, Wire::Hello);
+    }
+
+    /// Greets again the connected nodes due it that are still not peers.
+    fn greet_again(&self, now: Instant) {
+        let due = self.greetings().due(now);
+        for node in due {
+            let peer = self.inner.lock().replica.peers().contains(&node);
+            if peer || !self.node.is_connected(&node) {
+                self.greetings().forget(&node);
+            } else {
+                self.inner.queue(node, Wire::Hello);
+            }
+        }
+    }
+
+    /// `node` is no longer a peer (`event`: how it went).
+    fn gone(&self, node: &str, event: PeerEvent) {
+        self.greetings().forget(node);
+        self.let_go(node);
+        self.inner.peer_gone(node, event);
+    }
+
+    /// Takes `from` as a peer if it is not one; returns whether it was one already.
+    fn take(&self, from: &str) -> bool {
+        self.greetings().forget(from);
+        if self.inner.lock().replica.peers().contains(from) {
+            return true;
+        }
+        self.keep(from);
+        self.inner.apply(|state| {
+            state.observer.peer(from, PeerEvent::Up);
+            state.replica.peer_up(from.to_owned())
+        });
+        false
     }
 
     fn receive(&self, from: String, message: Wire<K, V>) {
@@ -435,20 +565,17 @@ where
                 if !self.node.is_connected(&from) {
                     return;
                 }
-                let known = self.inner.lock().replica.peers().contains(&from);
-                if !known {
-                    self.keep(&from);
-                    self.inner.apply(|state| {
-                        state.observer.peer(&from, PeerEvent::Up);
-                        state.replica.peer_up(from.clone())
-                    });
-                    self.inner.queue(from, Wire::Hello);
+                // A node that did not know the greeter answers with a hello (as builds before
+                // the welcome do), which the greeter answers with a welcome.
+                let answer = if self.take(&from) { Wire::Welcome } else { Wire::Hello };
+                self.inner.queue(from, answer);
+            }
+            Wire::Welcome => {
+                if self.node.is_connected(&from) {
+                    self.take(&from);
                 }
             }
-            Wire::Bye => {
-                self.let_go(&from);
-                self.inner.peer_gone(&from, PeerEvent::Left);
-            }
+            Wire::Bye => self.gone(&from, PeerEvent::Left),
             Wire::Ack { run, seq } => {
                 let mine = self.inner.lock().replica.run();
                 if run == mine {
