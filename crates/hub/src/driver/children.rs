@@ -80,11 +80,14 @@ pub(crate) struct Local {
     /// For a hot move's new copy: whether the window for the old copy's state is closed (it
     /// was restored, or the mover gave up on it), held while a restore is under way.
     restore: Option<Arc<tokio::sync::Mutex<bool>>>,
+    /// For a hot move's new copy: the mover froze the old copy (its state came), so this one
+    /// is the child's only copy until the mover publishes it.
+    frozen: bool,
 }
 
 impl Local {
     fn claim() -> Self {
-        Local { pid: None, stopping: false, prepared: None, restore: None }
+        Local { pid: None, stopping: false, prepared: None, restore: None, frozen: false }
     }
 }
 
@@ -738,6 +741,20 @@ pub(crate) fn restore_window(
     child: &str,
 ) -> Option<Arc<tokio::sync::Mutex<bool>>> {
     lock(inner).get(child)?.restore.clone()
+}
+
+/// The old copy of the hot move that prepared `pid` here froze: its state came.
+pub(crate) fn mark_frozen(inner: &HubInner, child: &str, pid: Pid) {
+    if let Some(this) = lock(inner).get_mut(child).filter(|this| this.pid == Some(pid)) {
+        this.frozen = true;
+    }
+}
+
+/// Whether `pid`, a hot move's new copy here, is still unpublished and its old copy froze.
+pub(crate) fn frozen_unpublished(inner: &HubInner, child: &str, pid: Pid) -> bool {
+    lock(inner)
+        .get(child)
+        .is_some_and(|this| this.pid == Some(pid) && this.prepared.is_some() && this.frozen)
 }
 
 /// Whether a child of this node is on its way to another (its entry says moving).

@@ -275,6 +275,7 @@ pub(crate) async fn restore_prepared(inner: &HubInner, child: &str, state: ByteB
     }
     *closed = true;
     let Some((pid, factory)) = super::children::prepared(inner, child) else { return false };
+    super::children::mark_frozen(inner, child, pid);
     let Some(handover) = inner.config.handovers.get(&factory) else { return false };
     match handover.restore(&inner.runtime, pid, state.into_vec(), CALLBACK_TIMEOUT).await {
         Ok(()) => true,

@@ -215,8 +215,17 @@ fn report_failure(inner: &HubInner, child: &str, to: &str, error: &str) {
     let _ = inner.events.send(event);
 }
 
+/// How long after the deadline of its `Prepare` a hot move's new copy whose old copy froze
+/// (its state came) waits for its mover to publish it: the mover takes up to
+/// [`RESTORE_TIMEOUT`] past its deadline for the restore, as long again for the mail, and
+/// its publish is bounded by that plus [`PUBLISH_SLACK`].
+const FROZEN_GRACE: Duration =
+    Duration::from_secs(3 * RESTORE_TIMEOUT.as_secs() + PUBLISH_SLACK.as_secs());
+
 /// `to` of a hot move: starts the new copy, unpublished (a [`Request::Prepare`]). A copy not
-/// published within the deadline is stopped.
+/// published within a second past the deadline is stopped; once its old copy froze (its
+/// state came, and it is the child's only copy), within [`FROZEN_GRACE`] past it, for the
+/// mover gives a frozen move more time than its deadline.
 pub(crate) async fn prepare(
     inner: &Arc<HubInner>,
     child: String,
@@ -230,6 +239,11 @@ pub(crate) async fn prepare(
     let inner = Arc::downgrade(inner);
     tokio::spawn(async move {
         clock.sleep(wait + Duration::from_secs(1)).await;
+        let frozen =
+            inner.upgrade().is_some_and(|inner| children::frozen_unpublished(&inner, &child, pid));
+        if frozen {
+            clock.sleep(FROZEN_GRACE).await;
+        }
         if let Some(inner) = inner.upgrade() {
             children::drop_unpublished(&inner, &child, pid);
         }
