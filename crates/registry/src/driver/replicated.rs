@@ -4,10 +4,11 @@
 //!
 //! The core sits in a mutex shared by the handle and the driver's tasks, so a change to this
 //! node's own entries is applied (and seen by local reads) before [`Replicated::set`] returns,
-//! with no hop through a task; what the core asks to send goes to a bounded queue that one
-//! sender task drains (a message that finds it full is dropped and counted: the core repairs
-//! any loss through its digests). A second task feeds the core what the service receives,
-//! the transport's node events, and its anti-entropy timer.
+//! with no hop through a task; what the core asks to send goes to a bounded queue per node,
+//! each drained by a task of its own, so a peer slow to read holds back only what is for it
+//! (a message that finds its queue full is dropped and counted: the core repairs any loss
+//! through its digests, and a lost hello is said again). Another task feeds the core what
+//! the service receives, the transport's node events, and its anti-entropy timer.
 //!
 //! **Peers** are the connected nodes that run the same service: each node says hello on the
 //! service to every node that connects (and to every connected node when it starts), and
@@ -69,7 +70,7 @@ pub trait ReplicaObserver<K, V>: Send + 'static {
 pub struct ReplicatedConfig {
     /// Anti-entropy period: how often each node tells its peers where its entries stand.
     pub sync_every: Duration,
-    /// Messages waiting to be sent, in all, before further ones are dropped.
+    /// Messages waiting to be sent to one node, before further ones to it are dropped.
     pub send_queue: usize,
     /// Messages received waiting for the driver.
     pub inbox: usize,
@@ -136,7 +137,7 @@ pub struct ReplicaState<K, V, O> {
 /// What the handle and the driver's task share.
 struct Inner<K, V, O> {
     state: Mutex<ReplicaState<K, V, O>>,
-    outbound: mpsc::Sender<(String, Wire<K, V>)>,
+    outbound: Outbound<K, V>,
     dropped: AtomicU64,
     /// How far each peer has acknowledged this node's entries (in this run).
     acks: Mutex<BTreeMap<String, u64>>,
@@ -152,9 +153,6 @@ pub struct Replicated<K, V, O> {
     inner: Arc<Inner<K, V, O>>,
     stop: watch::Sender<bool>,
     service: Service<Wire<K, V>>,
-    /// The task that sends what is queued: awaited at a stop before the goodbyes go, so that
-    /// nothing it sends can follow them.
-    sender: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Told once the service has closed on this node.
     closed: Mutex<Option<oneshot::Receiver<()>>>,
 }
@@ -183,7 +181,13 @@ where
         let clock = node.runtime().clock().clone();
         let now = clock.now().into_std();
         let replica = Replica::new(node.name().to_owned(), run, config.sync_every, now);
-        let (outbound, queued) = mpsc::channel(config.send_queue);
+        let stop = watch::Sender::new(false);
+        let outbound = Outbound {
+            service: service.clone(),
+            capacity: config.send_queue,
+            stop: stop.subscribe(),
+            queues: Mutex::default(),
+        };
         let inner = Arc::new(Inner {
             state: Mutex::new(ReplicaState { replica, observer }),
             outbound,
@@ -193,8 +197,6 @@ where
             config,
             clock: clock.clone(),
         });
-        let stop = watch::Sender::new(false);
-        let sender = tokio::spawn(send_task(service.clone(), queued, stop.subscribe()));
         let events = node.subscribe();
         let (tell_closed, closed) = oneshot::channel();
         let task = Task {
@@ -214,13 +216,7 @@ where
             inbox.close().await;
             let _ = tell_closed.send(());
         });
-        Ok(Replicated {
-            inner,
-            stop,
-            service,
-            sender: Mutex::new(Some(sender)),
-            closed: Mutex::new(Some(closed)),
-        })
+        Ok(Replicated { inner, stop, service, closed: Mutex::new(Some(closed)) })
     }
 
     /// Changes this node's own entries, in order (`None` removes): applied (and seen by the
@@ -273,7 +269,7 @@ where
         work(&mut self.inner.lock())
     }
 
-    /// Messages dropped because the send queue was full.
+    /// Messages dropped because their node's send queue was full.
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)
     }
@@ -287,11 +283,7 @@ where
     /// no longer running the map).
     pub async fn stop(&self) {
         if !self.stop.send_replace(true) {
-            let sender =
-                self.sender.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-            if let Some(sender) = sender {
-                let _ = sender.await;
-            }
+            self.inner.outbound.drained().await;
             for node in self.service.node().nodes() {
                 // A peer out of reach drops this node's entries when it sees this node down.
                 let _ = self.service.send(&node, &Wire::Bye).await;
@@ -312,8 +304,8 @@ impl<K, V, O> Drop for Replicated<K, V, O> {
 
 impl<K, V, O> Inner<K, V, O>
 where
-    K: Ord + Clone,
-    V: Clone + PartialEq,
+    K: Ord + Clone + Serialize + Send + Sync + 'static,
+    V: Clone + PartialEq + Serialize + Send + Sync + 'static,
     O: ReplicaObserver<K, V>,
 {
     fn lock(&self) -> MutexGuard<'_, ReplicaState<K, V, O>> {
@@ -343,7 +335,7 @@ where
     }
 
     fn queue(&self, to: String, message: Wire<K, V>) {
-        if self.outbound.try_send((to, message)).is_err() {
+        if !self.outbound.queue(to, message) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -373,11 +365,71 @@ fn observe<K, V, O: ReplicaObserver<K, V>>(
     }
 }
 
-/// Sends what the core asks to, in order, waiting while a peer's queue is full; once told to
-/// stop, sends what is queued by then and ends.
+/// The send queues, one per node, each drained by a task of its own (see the module docs).
+struct Outbound<K, V> {
+    service: Service<Wire<K, V>>,
+    /// Messages per node.
+    capacity: usize,
+    stop: watch::Receiver<bool>,
+    /// Node → its queue and the task that drains it.
+    queues: Mutex<BTreeMap<String, Queue<K, V>>>,
+}
+
+/// One node's send queue and the task that drains it.
+struct Queue<K, V> {
+    messages: mpsc::Sender<Wire<K, V>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<K, V> Outbound<K, V>
+where
+    K: Serialize + Send + Sync + 'static,
+    V: Serialize + Send + Sync + 'static,
+{
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Queue<K, V>>> {
+        self.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues `message` for `to`; false if its queue is full (or the map has stopped).
+    fn queue(&self, to: String, message: Wire<K, V>) -> bool {
+        let mut queues = self.lock();
+        // Checked under the lock: once the map stops, nothing is queued behind the drain.
+        if *self.stop.borrow() {
+            return false;
+        }
+        let queue = queues.entry(to.clone()).or_insert_with(|| {
+            let (messages, queued) = mpsc::channel(self.capacity);
+            let task = send_task(self.service.clone(), to, queued, self.stop.clone());
+            Queue { messages, task: tokio::spawn(task) }
+        });
+        queue.messages.try_send(message).is_ok()
+    }
+
+    /// `node` went down: its queue goes, with what it holds (the core repairs it when the
+    /// node is back), so none of it can follow what is queued for the node's next session.
+    fn forget(&self, node: &str) {
+        if let Some(queue) = self.lock().remove(node) {
+            queue.task.abort();
+        }
+    }
+
+    /// Waits until every queue's task has sent what it held when the map stopped, and ended.
+    async fn drained(&self) {
+        let queues = std::mem::take(&mut *self.lock());
+        for Queue { messages, task } in queues.into_values() {
+            drop(messages);
+            let _ = task.await;
+        }
+    }
+}
+
+/// Sends what is queued for `to`, in order, waiting while its connection's queue is full;
+/// ends once its queue is dropped and empty, or once told to stop and what is queued by then
+/// is sent.
 async fn send_task<K, V>(
     service: Service<Wire<K, V>>,
-    mut queued: mpsc::Receiver<(String, Wire<K, V>)>,
+    to: String,
+    mut queued: mpsc::Receiver<Wire<K, V>>,
     mut stop: watch::Receiver<bool>,
 ) where
     K: Serialize,
@@ -387,14 +439,14 @@ async fn send_task<K, V>(
         let next = tokio::select! {
             biased;
             _ = stop.changed() => {
-                while let Ok((to, message)) = queued.try_recv() {
+                while let Ok(message) = queued.try_recv() {
                     let _ = service.send(&to, &message).await;
                 }
                 return;
             }
             next = queued.recv() => next,
         };
-        let Some((to, message)) = next else { return };
+        let Some(message) = next else { return };
         // A peer that went away loses what was for it; the core repairs it when it is back.
         let _ = service.send(&to, &message).await;
     }
@@ -541,6 +593,9 @@ where
     /// `node` is no longer a peer (`event`: how it went).
     fn gone(&self, node: &str, event: PeerEvent) {
         self.greetings().forget(node);
+        if event == PeerEvent::Down {
+            self.inner.outbound.forget(node);
+        }
         self.let_go(node);
         self.inner.peer_gone(node, event);
     }
