@@ -798,6 +798,10 @@ async fn run_session(
     let mut ticks = cluster.wiring.clock.interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks_seen = 0u64;
+    let interval_ms = interval.as_millis() as u64;
+    let mut last_tick_ms = cluster.now_ms();
+    // The time last heard from the peer for which a late tick gave one more tick.
+    let mut graced: Option<u64> = None;
     let reason = loop {
         tokio::select! {
             biased;
@@ -808,9 +812,20 @@ async fn run_session(
             }
             _ = ticks.tick() => {
                 let now_ms = cluster.now_ms();
-                let silent_ms = now_ms.saturating_sub(peer.last_heard_ms());
+                let late = now_ms.saturating_sub(last_tick_ms) > 2 * interval_ms;
+                last_tick_ms = now_ms;
+                let heard_ms = peer.last_heard_ms();
+                let silent_ms = now_ms.saturating_sub(heard_ms);
                 if silent_ms > timeout_ms {
-                    break DownReason::HeartbeatTimeout(Duration::from_millis(silent_ms));
+                    // A tick this late says this node stalled (its runtime too busy to run
+                    // it), and its readers may have stalled as long: what the peer sent
+                    // meanwhile waits unread. So the silence gets one more tick to be heard
+                    // through, once per silence (a dead peer is found a tick later).
+                    if late && graced != Some(heard_ms) {
+                        graced = Some(heard_ms);
+                    } else {
+                        break DownReason::HeartbeatTimeout(Duration::from_millis(silent_ms));
+                    }
                 }
                 if let Some(stalled) = stalled_connection(&session, &mut stalls, now_ms, stall_ms) {
                     break stalled;

@@ -160,7 +160,10 @@ impl NodeBuilder {
         self
     }
 
-    /// How often a ping goes to each peer, and how long a silent peer stays up.
+    /// How often a ping goes to each peer, and how long a silent peer stays up. A peer is
+    /// taken down at the first heartbeat tick past the failure timeout; when that tick comes
+    /// more than two intervals after the one before (this node stalled, and may not have read
+    /// what the peer sent), one tick later, once per silence.
     pub fn heartbeat(mut self, interval: Duration, failure_timeout: Duration) -> Self {
         self.config.heartbeat_interval = interval;
         self.config.failure_timeout = failure_timeout;

@@ -72,6 +72,39 @@ async fn an_inbound_cut_is_detected_as_silence() {
     shutdown(&nodes);
 }
 
+/// A node whose own runtime stalls past the failure timeout does not take its peers down for
+/// the silence its stall made: a tick that comes late gives the peer one more tick to be
+/// heard through. Here both nodes share one current-thread runtime, blocked for 1.5 failure
+/// timeouts, so each is the stalled one; neither sees the other go down, and the connection
+/// carries on. (Before, each took the other down at its first tick after the stall.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_stall_of_this_node_is_not_taken_for_the_peers_silence() {
+    let quick = |name: &str| {
+        builder(name).heartbeat(Duration::from_millis(100), Duration::from_millis(1_000))
+    };
+    let nodes = cluster_of(vec![quick("a"), quick("b")]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (mut a_events, mut b_events) = (a.subscribe(), b.subscribe());
+    let frames = |node: &Node, peer: &str| {
+        node.peer_stats(peer).map_or(0, |stats: PeerStats| stats.frames_received)
+    };
+    // Every task of both nodes waits while this thread sleeps.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let (a_before, b_before) = (frames(a, "b"), frames(b, "a"));
+    // Past the grace tick: each has heard a good many heartbeats since.
+    eventually("heartbeats heard again both ways", || async {
+        frames(a, "b") >= a_before + 20 && frames(b, "a") >= b_before + 20
+    })
+    .await;
+    for events in [&mut a_events, &mut b_events] {
+        while let Ok(event) = events.try_recv() {
+            assert!(!matches!(event, NodeEvent::Down { .. }), "{event:?}");
+        }
+    }
+    assert!(a.is_connected("b") && b.is_connected("a"));
+    shutdown(&nodes);
+}
+
 /// Casts numbered by the tests below, 0..CASTS; a value of CASTS or more is a sentinel.
 const CASTS: u64 = 400;
 
