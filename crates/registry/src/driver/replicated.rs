@@ -439,17 +439,89 @@ async fn send_task<K, V>(
         let next = tokio::select! {
             biased;
             _ = stop.changed() => {
+                let mut rest = Vec::new();
                 while let Ok(message) = queued.try_recv() {
+                    rest.push(message);
+                }
+                for message in coalesce(rest) {
                     let _ = service.send(&to, &message).await;
                 }
                 return;
             }
             next = queued.recv() => next,
         };
-        let Some(message) = next else { return };
-        // A peer that went away loses what was for it; the core repairs it when it is back.
-        let _ = service.send(&to, &message).await;
+        let Some(first) = next else { return };
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MAX
+            && let Ok(message) = queued.try_recv()
+        {
+            batch.push(message);
+        }
+        for message in coalesce(batch) {
+            // A peer that went away loses what was for it; the core repairs it when it is back.
+            let _ = service.send(&to, &message).await;
+        }
     }
+}
+
+/// Messages taken from a node's queue at once, to be coalesced.
+const BATCH_MAX: usize = 256;
+
+/// Changes, at most, in one delta made of several queued ones.
+const MERGED_CHANGES_MAX: usize = 512;
+
+/// What is queued for one node, in fewer messages that tell it the same: deltas that follow
+/// one another (the same run, each starting where the one before ended) become one, of up to
+/// [`MERGED_CHANGES_MAX`] changes, across acknowledgements between them (which the node
+/// handles apart from its view of this one); an acknowledgement followed by a later one of
+/// the same run goes. Nothing else moves, and no delta crosses anything else: a hello, a
+/// welcome, a full state, a digest or a pull keeps its place among the deltas.
+fn coalesce<K, V>(batch: Vec<Wire<K, V>>) -> Vec<Wire<K, V>> {
+    let mut out: Vec<Wire<K, V>> = Vec::with_capacity(batch.len());
+    // The delta in `out` that the next one may join: nothing but acknowledgements since.
+    let mut open: Option<usize> = None;
+    for message in batch {
+        match message {
+            Wire::Replica(ReplicaMessage::Delta { run, first, changes }) => {
+                if let Some(Wire::Replica(ReplicaMessage::Delta {
+                    run: open_run,
+                    first: open_first,
+                    changes: joined,
+                })) = open.map(|index| &mut out[index])
+                    && *open_run == run
+                    && *open_first + joined.len() as u64 == first
+                    && joined.len() + changes.len() <= MERGED_CHANGES_MAX
+                {
+                    joined.extend(changes);
+                    continue;
+                }
+                open = Some(out.len());
+                out.push(Wire::Replica(ReplicaMessage::Delta { run, first, changes }));
+            }
+            ack @ Wire::Ack { .. } => out.push(ack),
+            other => {
+                open = None;
+                out.push(other);
+            }
+        }
+    }
+    // Of each run's acknowledgements, the last one (the furthest) stays.
+    let mut last_ack: BTreeMap<u64, usize> = BTreeMap::new();
+    for (index, message) in out.iter().enumerate() {
+        if let Wire::Ack { run, .. } = message {
+            last_ack.insert(*run, index);
+        }
+    }
+    let mut index = 0;
+    out.retain(|message| {
+        let keep = match message {
+            Wire::Ack { run, .. } => last_ack.get(run) == Some(&index),
+            _ => true,
+        };
+        index += 1;
+        keep
+    });
+    out
 }
 
 /// The driver's receiving side: messages, node events, the anti-entropy timer.
@@ -659,5 +731,95 @@ where
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Message = Wire<String, u32>;
+
+    fn delta(run: u64, first: u64, values: &[u32]) -> Message {
+        let changes = values.iter().map(|value| (format!("k{value}"), Some(*value))).collect();
+        Wire::Replica(ReplicaMessage::Delta { run, first, changes })
+    }
+
+    fn shape(messages: &[Message]) -> Vec<String> {
+        messages
+            .iter()
+            .map(|message| match message {
+                Wire::Hello => "hello".to_owned(),
+                Wire::Welcome => "welcome".to_owned(),
+                Wire::Bye => "bye".to_owned(),
+                Wire::Ack { run, seq } => format!("ack {run}/{seq}"),
+                Wire::Replica(ReplicaMessage::Delta { run, first, changes }) => {
+                    format!("delta {run}/{first}+{}", changes.len())
+                }
+                Wire::Replica(ReplicaMessage::Full { run, seq, .. }) => format!("full {run}/{seq}"),
+                Wire::Replica(ReplicaMessage::Pull) => "pull".to_owned(),
+                Wire::Replica(ReplicaMessage::Digest { run, seq }) => format!("digest {run}/{seq}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn following_deltas_merge_across_acks_and_only_the_last_ack_of_a_run_stays() {
+        let batch = vec![
+            Wire::Hello,
+            delta(7, 1, &[1, 2]),
+            Wire::Ack { run: 3, seq: 10 },
+            delta(7, 3, &[3]),
+            Wire::Ack { run: 3, seq: 12 },
+            delta(7, 4, &[4, 5, 6]),
+        ];
+        let out = coalesce(batch);
+        assert_eq!(shape(&out), ["hello", "delta 7/1+6", "ack 3/12"]);
+        let Wire::Replica(ReplicaMessage::Delta { changes, .. }) = &out[1] else { panic!() };
+        let values: Vec<u32> = changes.iter().filter_map(|(_, value)| *value).collect();
+        assert_eq!(values, [1, 2, 3, 4, 5, 6], "in order");
+    }
+
+    #[test]
+    fn deltas_with_a_gap_another_run_or_anything_else_between_stay_apart() {
+        let batch = vec![
+            delta(7, 1, &[1]),
+            delta(7, 3, &[3]),
+            delta(8, 4, &[4]),
+            Wire::Replica(ReplicaMessage::Digest { run: 8, seq: 4 }),
+            delta(8, 5, &[5]),
+            Wire::Welcome,
+            delta(8, 6, &[6]),
+            Wire::Ack { run: 3, seq: 1 },
+            Wire::Ack { run: 4, seq: 1 },
+        ];
+        assert_eq!(
+            shape(&coalesce(batch)),
+            [
+                "delta 7/1+1",
+                "delta 7/3+1",
+                "delta 8/4+1",
+                "digest 8/4",
+                "delta 8/5+1",
+                "welcome",
+                "delta 8/6+1",
+                "ack 3/1",
+                "ack 4/1",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_merged_delta_stays_within_its_bound() {
+        let values: Vec<u32> = (0..MERGED_CHANGES_MAX as u32 + 10).collect();
+        let batch = values.iter().map(|&value| delta(1, u64::from(value) + 1, &[value])).collect();
+        let out = coalesce(batch);
+        assert_eq!(
+            shape(&out),
+            [
+                format!("delta 1/1+{MERGED_CHANGES_MAX}"),
+                format!("delta 1/{}+10", MERGED_CHANGES_MAX + 1)
+            ]
+        );
     }
 }
