@@ -7,7 +7,8 @@
 //! with no hop through a task; what the core asks to send goes to a bounded queue per node,
 //! each drained by a task of its own, so a peer slow to read holds back only what is for it
 //! (a message that finds its queue full is dropped and counted: the core repairs any loss
-//! through its digests, and a lost hello is said again). Another task feeds the core what
+//! through its digests, and a lost hello is said again). What waits in a queue goes out as
+//! fewer messages: following deltas merged, superseded acknowledgements dropped. Another task feeds the core what
 //! the service receives, the transport's node events, and its anti-entropy timer.
 //!
 //! **Peers** are the connected nodes that run the same service: each node says hello on the
